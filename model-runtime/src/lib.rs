@@ -1,0 +1,1 @@
+//! Flowbot model runtime.
