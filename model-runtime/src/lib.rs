@@ -1,1 +1,4 @@
-//! Flowbot model runtime.
+//! Flowbot model runtime: loads llama-family GGUF models, tokenizes, samples and constrains
+//! generation. It knows nothing of the engine; the server wires it in.
+
+pub mod lm;

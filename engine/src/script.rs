@@ -1,0 +1,354 @@
+//! The sandboxed Rhai runtime behind every condition, script task and business rule.
+//!
+//! Invariants:
+//! - No script can reach files, the network or the process: the engine is built from Rhai's raw
+//!   core plus pure packages, `import` resolves nothing unless the rules module installs its own
+//!   resolver (restricted to `rules/`), and `eval` is disabled.
+//! - Every run is bounded: operations, call depth, expression depth, string, array and map sizes
+//!   ([`ScriptLimits`]). A runaway script ends with [`ScriptError::Runtime`], never a hang.
+//! - Scripts are compiled once and cached by content hash ([`ScriptRuntime::compile`]).
+//! - Instance variables are JSON values; they enter a script as Rhai values and leave it as JSON.
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{Dynamic, Engine, Scope, AST};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, RwLock};
+
+/// Limits applied to every script run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptLimits {
+    /// Maximum number of Rhai operations per run.
+    pub max_operations: u64,
+    /// Maximum function call depth.
+    pub max_call_levels: usize,
+    /// Maximum expression nesting depth (global and in functions).
+    pub max_expr_depth: usize,
+    /// Maximum string length in bytes.
+    pub max_string_size: usize,
+    /// Maximum array length.
+    pub max_array_size: usize,
+    /// Maximum number of map entries.
+    pub max_map_size: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 100_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// Why a script could not be compiled or run. Positions are relative to the script text
+/// (1-based); callers add the script's own position in its file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScriptError {
+    /// The text is not valid Rhai.
+    #[error("script does not compile at {line}:{col}: {message}")]
+    Compile {
+        /// What is wrong.
+        message: String,
+        /// 1-based line inside the script (0 when unknown).
+        line: u32,
+        /// 1-based column inside the script (0 when unknown).
+        col: u32,
+    },
+    /// The script failed while running (including a limit being hit).
+    #[error("script failed at {line}:{col}: {message}")]
+    Runtime {
+        /// What went wrong.
+        message: String,
+        /// 1-based line inside the script (0 when unknown).
+        line: u32,
+        /// 1-based column inside the script (0 when unknown).
+        col: u32,
+    },
+    /// A condition returned something other than a boolean.
+    #[error("condition returned {found}, expected a boolean")]
+    NotBoolean {
+        /// The Rhai type name that was returned.
+        found: String,
+    },
+    /// A value could not be converted between Rhai and JSON.
+    #[error("value conversion failed: {0}")]
+    Conversion(String),
+}
+
+impl ScriptError {
+    /// The 1-based line and column inside the script, when known.
+    pub fn position(&self) -> Option<(u32, u32)> {
+        match self {
+            ScriptError::Compile { line, col, .. } | ScriptError::Runtime { line, col, .. } if *line > 0 => {
+                Some((*line, *col))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn position_of(pos: rhai::Position) -> (u32, u32) {
+    (pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
+}
+
+impl From<rhai::ParseError> for ScriptError {
+    fn from(e: rhai::ParseError) -> Self {
+        let (line, col) = position_of(e.position());
+        ScriptError::Compile { message: e.err_type().to_string(), line, col }
+    }
+}
+
+impl From<Box<rhai::EvalAltResult>> for ScriptError {
+    fn from(e: Box<rhai::EvalAltResult>) -> Self {
+        let (line, col) = position_of(e.position());
+        let mut message = e.to_string();
+        // Rhai appends " (line L, position P)"; the position is reported separately.
+        if let Some(cut) = message.rfind(" (line ") {
+            message.truncate(cut);
+        }
+        ScriptError::Runtime { message, line, col }
+    }
+}
+
+/// Builds a Rhai engine with the sandbox settings and `limits` applied: pure standard library,
+/// no module resolution, no `eval`, output of `print`/`debug` routed to `tracing`.
+pub fn sandboxed_engine(limits: &ScriptLimits) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.disable_symbol("eval");
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_modules(16);
+    engine.on_print(|text| tracing::info!(target: "flowbot::script", "{text}"));
+    engine.on_debug(|text, source, pos| {
+        tracing::debug!(target: "flowbot::script", source = source.unwrap_or(""), %pos, "{text}")
+    });
+    engine
+}
+
+/// A compiled script, shared through the cache.
+pub type CompiledScript = Arc<AST>;
+
+/// The variables a script run changed or created, as JSON.
+pub type VariableUpdates = Map<String, Value>;
+
+/// A sandboxed Rhai engine with a compile cache keyed by content hash.
+pub struct ScriptRuntime {
+    engine: Engine,
+    cache: RwLock<HashMap<u64, CompiledScript>>,
+}
+
+impl std::fmt::Debug for ScriptRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptRuntime").finish_non_exhaustive()
+    }
+}
+
+impl Default for ScriptRuntime {
+    fn default() -> Self {
+        Self::new(&ScriptLimits::default())
+    }
+}
+
+impl ScriptRuntime {
+    /// A runtime with the given limits.
+    pub fn new(limits: &ScriptLimits) -> Self {
+        Self::with_engine(sandboxed_engine(limits))
+    }
+
+    /// A runtime around an engine built by [`sandboxed_engine`] and extended by the caller (the
+    /// rules module registers its standard library this way).
+    pub fn with_engine(engine: Engine) -> Self {
+        Self { engine, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// The underlying Rhai engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `source` (cached by content hash).
+    pub fn compile(&self, source: &str) -> Result<CompiledScript, ScriptError> {
+        let key = content_hash(source);
+        if let Some(ast) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(ast.clone());
+        }
+        let ast = Arc::new(self.engine.compile(source)?);
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, ast.clone());
+        Ok(ast)
+    }
+
+    /// Evaluates a condition over `variables`; it must return a boolean.
+    pub fn eval_condition(&self, ast: &AST, variables: &Map<String, Value>) -> Result<bool, ScriptError> {
+        let mut scope = scope_from(variables)?;
+        let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, ast)?;
+        value.as_bool().map_err(|found| ScriptError::NotBoolean { found: found.to_string() })
+    }
+
+    /// Evaluates an expression over `variables` and returns its value as JSON.
+    pub fn eval_value(&self, ast: &AST, variables: &Map<String, Value>) -> Result<Value, ScriptError> {
+        let mut scope = scope_from(variables)?;
+        let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, ast)?;
+        to_json(&value)
+    }
+
+    /// Runs a script with `variables` in scope. Top-level `let` bindings and assignments to
+    /// existing variables become the returned updates (only values that changed or are new).
+    pub fn run_script(&self, ast: &AST, variables: &Map<String, Value>) -> Result<VariableUpdates, ScriptError> {
+        let mut scope = scope_from(variables)?;
+        self.engine.run_ast_with_scope(&mut scope, ast)?;
+        let mut updates = Map::new();
+        for (name, _constant, value) in scope.iter() {
+            if value.is_unit() && !variables.contains_key(name) {
+                continue;
+            }
+            let json = to_json(&value)?;
+            if variables.get(name) != Some(&json) {
+                updates.insert(name.to_string(), json);
+            }
+        }
+        Ok(updates)
+    }
+}
+
+/// A stable 64-bit hash of a script's text.
+pub fn content_hash(source: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    source.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Builds a Rhai scope holding `variables`.
+pub fn scope_from(variables: &Map<String, Value>) -> Result<Scope<'static>, ScriptError> {
+    let mut scope = Scope::new();
+    for (name, value) in variables {
+        scope.push_dynamic(name.clone(), to_dynamic(value)?);
+    }
+    Ok(scope)
+}
+
+/// Converts a JSON value into a Rhai value.
+pub fn to_dynamic(value: &Value) -> Result<Dynamic, ScriptError> {
+    rhai::serde::to_dynamic(value).map_err(|e| ScriptError::Conversion(e.to_string()))
+}
+
+/// Converts a Rhai value into JSON. Integers stay integers; unit becomes `null`.
+pub fn to_json(value: &Dynamic) -> Result<Value, ScriptError> {
+    rhai::serde::from_dynamic(value).map_err(|e| ScriptError::Conversion(e.to_string()))
+}
+
+/// Strips the wrappers modelers put around expressions: `${...}`, `#{...}` and a leading `=`
+/// (Camunda 7, JUEL, Zeebe FEEL), and surrounding whitespace.
+pub fn strip_expression_wrappers(text: &str) -> &str {
+    let trimmed = text.trim();
+    for open in ["${", "#{"] {
+        if let Some(inner) = trimmed.strip_prefix(open).and_then(|t| t.strip_suffix('}')) {
+            return inner.trim();
+        }
+    }
+    match trimmed.strip_prefix('=') {
+        Some(rest) if !rest.starts_with('=') => rest.trim(),
+        _ => trimmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn condition_sees_instance_variables() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("amount > 1000 && customer == \"ACME\"").unwrap();
+        assert!(rt.eval_condition(&ast, &vars(json!({"amount": 1500, "customer": "ACME"}))).unwrap());
+        assert!(!rt.eval_condition(&ast, &vars(json!({"amount": 500, "customer": "ACME"}))).unwrap());
+    }
+
+    #[test]
+    fn condition_must_be_boolean() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("amount + 1").unwrap();
+        let err = rt.eval_condition(&ast, &vars(json!({"amount": 1}))).unwrap_err();
+        assert!(matches!(err, ScriptError::NotBoolean { .. }), "{err}");
+    }
+
+    #[test]
+    fn script_returns_new_and_changed_variables_only() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("let status = \"confirmed\"; amount += 1; let same = kept;").unwrap();
+        let updates = rt.run_script(&ast, &vars(json!({"amount": 1, "kept": [1, 2]}))).unwrap();
+        assert_eq!(Value::Object(updates), json!({"status": "confirmed", "amount": 2, "same": [1, 2]}));
+    }
+
+    #[test]
+    fn infinite_loop_hits_operation_limit() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("loop { }").unwrap();
+        let err = rt.run_script(&ast, &Map::new()).unwrap_err();
+        assert!(matches!(err, ScriptError::Runtime { .. }), "{err}");
+        assert!(err.to_string().contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn deep_recursion_hits_call_limit() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("fn f(n) { f(n + 1) } f(0)").unwrap();
+        let err = rt.run_script(&ast, &Map::new()).unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("stack"), "{err}");
+    }
+
+    #[test]
+    fn huge_string_hits_size_limit() {
+        let rt = ScriptRuntime::default();
+        let ast = rt.compile("let s = \"x\"; loop { s += s; }").unwrap();
+        let err = rt.run_script(&ast, &Map::new()).unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("length"), "{err}");
+    }
+
+    #[test]
+    fn import_and_eval_are_unavailable() {
+        let rt = ScriptRuntime::default();
+        let err = rt.compile("import \"/etc/passwd\" as p; p::x").map(|ast| rt.run_script(&ast, &Map::new()));
+        assert!(matches!(err, Ok(Err(_)) | Err(_)));
+        assert!(rt.compile("eval(\"1\")").is_err());
+    }
+
+    #[test]
+    fn compile_error_has_position() {
+        let rt = ScriptRuntime::default();
+        let err = rt.compile("let x = ;\n").unwrap_err();
+        assert_eq!(err.position(), Some((1, 9)));
+    }
+
+    #[test]
+    fn compiled_scripts_are_cached_by_content() {
+        let rt = ScriptRuntime::default();
+        let a = rt.compile("1 + 1").unwrap();
+        let b = rt.compile("1 + 1").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn strips_modeler_wrappers() {
+        assert_eq!(strip_expression_wrappers("${amount > 1000}"), "amount > 1000");
+        assert_eq!(strip_expression_wrappers("= amount > 1000"), "amount > 1000");
+        assert_eq!(strip_expression_wrappers(" x == 1 "), "x == 1");
+        assert_eq!(strip_expression_wrappers("==1"), "==1");
+    }
+}
