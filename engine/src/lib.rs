@@ -2,5 +2,9 @@
 //! executor, business rules and stores. See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod diagnostics;
+pub mod executor;
+pub mod graph;
 pub mod model;
 pub mod script;
+#[cfg(test)]
+mod testkit;
