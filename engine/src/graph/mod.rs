@@ -37,6 +37,8 @@ pub struct CompiledProcess {
     pub name: Option<String>,
     /// The file the process came from.
     pub source: PathBuf,
+    /// Where the process element is in the file.
+    pub span: Span,
     /// Flow nodes and sequence flows.
     pub graph: DiGraph<FlowNode, Flow>,
     /// Scopes: index 0 is the process, then one per embedded subprocess.
@@ -103,8 +105,11 @@ pub struct ScopeInfo {
     pub subprocess: Option<NodeIndex>,
     /// The enclosing scope (`None` for the process).
     pub parent: Option<ScopeId>,
-    /// The none start events of the scope, in document order.
+    /// Where tokens of the scope begin: its none start events in document order, or, for a scope
+    /// with neither start nor end events, every node without incoming flows.
     pub starts: Vec<NodeIndex>,
+    /// Whether `starts` are implicit (the scope has no start event).
+    pub implicit_start: bool,
 }
 
 /// A flow node of the compiled graph.
