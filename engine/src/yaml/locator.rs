@@ -79,7 +79,7 @@ pub struct SourceMap {
 impl SourceMap {
     /// Reads the structure of `text` (the first document, when there are several).
     pub fn new(text: &str) -> Self {
-        let lines = logical_lines(text);
+        let lines = logical_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
         let mut parser = BlockParser { lines: &lines, next: 0 };
         let root = match parser.peek() {
             Some(first) => {
@@ -128,6 +128,29 @@ impl SourceMap {
         self.value(path).unwrap_or_else(|| self.nearest(path))
     }
 
+    /// The first key written twice in one mapping, in document order: the key, where it is first
+    /// written, and where it is repeated.
+    pub fn duplicate_key(&self) -> Option<(String, Span, Span)> {
+        fn walk(located: &Located) -> Option<(String, Span, Span)> {
+            match &located.children {
+                Children::Leaf => None,
+                Children::Seq(items) => items.iter().find_map(|(_, item)| walk(item)),
+                Children::Map(entries) => {
+                    for (index, (key, span, value)) in entries.iter().enumerate() {
+                        if let Some((_, first, _)) = entries[..index].iter().find(|(k, _, _)| k == key) {
+                            return Some((key.clone(), *first, *span));
+                        }
+                        if let Some(found) = walk(value) {
+                            return Some(found);
+                        }
+                    }
+                    None
+                }
+            }
+        }
+        walk(&self.root)
+    }
+
     fn find(&self, segs: &[PathSeg]) -> Option<&Located> {
         let mut current = &self.root;
         for seg in segs {
@@ -167,7 +190,7 @@ impl Line {
 /// dropped; block-scalar bodies are dropped (they hold no structure); `- ` prefixes are split off
 /// into lines of their own so compact sequence items read like nested blocks.
 fn logical_lines(text: &str) -> Vec<Line> {
-    let mut out = Vec::new();
+    let mut out: Vec<Line> = Vec::new();
     // While inside a block scalar: the indentation its body must exceed.
     let mut block_scalar_parent: Option<usize> = None;
     let mut seen_document_start = false;
@@ -447,7 +470,7 @@ impl BlockParser<'_> {
         match line.chars.get(offset) {
             Some('{') | Some('[') => {
                 // Flow collections may span lines: read from this line on.
-                let mut cursor = FlowCursor { lines: self.lines, line: self.next - 1, col: offset, override_first: Some(line) };
+                let mut cursor = FlowCursor { lines: self.lines, line: self.next - 1, col: offset };
                 let located = cursor.flow_value();
                 // Continue after the line where the collection ended.
                 self.next = cursor.line + 1;
@@ -464,16 +487,11 @@ struct FlowCursor<'a> {
     lines: &'a [Line],
     line: usize,
     col: usize,
-    /// The first line as the block parser sees it (it may be a split-off part of a line).
-    override_first: Option<&'a Line>,
 }
 
 impl<'a> FlowCursor<'a> {
     fn current_line(&self) -> Option<&'a Line> {
-        match self.override_first {
-            Some(first) if self.lines.get(self.line).map(|l| l.number) == Some(first.number) => Some(first),
-            _ => self.lines.get(self.line),
-        }
+        self.lines.get(self.line)
     }
 
     fn peek(&self) -> Option<char> {
@@ -498,7 +516,6 @@ impl<'a> FlowCursor<'a> {
                     }
                     self.line += 1;
                     self.col = 0;
-                    self.override_first = None;
                 }
             }
         }
@@ -684,7 +701,7 @@ mod tests {
         let text = "---\n\"quoted key\": &anchor 'it''s # not a comment'\nplain: a#b # comment\n";
         let map = SourceMap::new(text);
         assert_eq!(map.key(&path(&["quoted key"])), Some(Span::new(2, 1)));
-        assert_eq!(map.value(&path(&["quoted key"])), Some(Span::new(2, 23)));
+        assert_eq!(map.value(&path(&["quoted key"])), Some(Span::new(2, 24)));
         assert_eq!(map.value(&path(&["plain"])), Some(Span::new(3, 8)));
     }
 
@@ -694,6 +711,13 @@ mod tests {
         assert_eq!(map.key(&path(&["a", "b", "c"])), None);
         assert_eq!(map.nearest(&path(&["a", "b", "c"])), Span::new(2, 3));
         assert_eq!(SourceMap::new("").nearest(&path(&["x"])), Span::new(1, 1));
+    }
+
+    #[test]
+    fn finds_the_first_repeated_key() {
+        let map = SourceMap::new("a:\n  b: 1\n  c: { d: 1, d: 2 }\n  b: 3\n");
+        assert_eq!(map.duplicate_key(), Some(("d".to_string(), Span::new(3, 8), Span::new(3, 14))));
+        assert_eq!(SourceMap::new("a: 1\nb: 2\n").duplicate_key(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! `reader` turns the document into the model; `vocabulary` holds the keys both the reader and
 //! the schema use.
 
+mod limits;
 pub mod locator;
 mod reader;
 mod schema;
@@ -66,9 +67,12 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
         let message = "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
         return (None, vec![Diagnostic::error(path, Span::new(1, 1), message)]);
     }
+    if let Some(problem) = limits::forbidden_character(text).or_else(|| limits::too_deep(text)) {
+        return (None, vec![Diagnostic::error(path, problem.span, problem.message)]);
+    }
     let document: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(document) => document,
-        Err(err) => return (None, vec![syntax_error(path, &err)]),
+        Err(err) => return (None, vec![syntax_error(path, text, &err)]),
     };
     tracing::debug!(file = %path.display(), "parsing YAML process");
     reader::Reader::new(path, text).read(&document)
@@ -83,12 +87,21 @@ fn too_large(path: &Path, len: usize) -> Diagnostic {
 }
 
 /// A YAML syntax error (or a limit hit by the YAML reader) as a diagnostic at its position.
-fn syntax_error(path: &Path, err: &serde_yaml::Error) -> Diagnostic {
+fn syntax_error(path: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic {
+    let raw = strip_positions(&err.to_string());
+    if raw.contains("duplicate entry with key") {
+        if let Some((key, first, again)) = locator::SourceMap::new(text).duplicate_key() {
+            let message = format!(
+                "duplicate key `{key}`: already written at {}:{}; a key appears once per mapping (node ids are unique)",
+                first.line, first.col
+            );
+            return Diagnostic::error(path, again, message).with_id(key);
+        }
+    }
     let span = err
         .location()
         .map(|loc| Span::new(loc.line().max(1) as u32, loc.column().max(1) as u32))
         .unwrap_or(Span::new(1, 1));
-    let raw = strip_positions(&err.to_string());
     let message = if raw.contains("repetition limit exceeded") {
         "the document expands too much through YAML aliases (`*name`); write the values out instead".to_string()
     } else if raw.contains("recursion limit exceeded") {

@@ -39,6 +39,9 @@ struct Scope {
     targets: Vec<(String, Span, String)>,
     /// Boundary attachments to check: (activity id, where, boundary id).
     attachments: Vec<(String, Span, String)>,
+    /// Every node id written in the scope, also of nodes that had errors (so a broken node does
+    /// not cause "unknown node" errors in the flows that lead to it).
+    written_ids: Vec<String>,
 }
 
 /// How a node's outgoing flows may be written.
@@ -251,7 +254,8 @@ impl<'a> Reader<'a> {
         }
         for (key, body) in nodes {
             let Some(id) = key.as_str() else {
-                self.error(path, format!("node ids must be text, found {}", describe(key)));
+                let at = scalar_text(key).map(|k| path.key(&k)).unwrap_or_else(|| path.clone());
+                self.error(&at, format!("node ids must be text, found {}", describe(key)));
                 continue;
             };
             let node_path = path.key(id);
@@ -264,6 +268,7 @@ impl<'a> Reader<'a> {
                 );
             }
             self.claim_id(id, span);
+            scope.written_ids.push(id.to_string());
             self.node(id, body, &node_path, span, &mut scope);
         }
         self.check_scope_references(&scope);
@@ -286,7 +291,7 @@ impl<'a> Reader<'a> {
     }
 
     fn check_scope_references(&mut self, scope: &Scope) {
-        let ids: Vec<&str> = scope.nodes.iter().map(|n| n.id.as_str()).collect();
+        let ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
         for (target, span, flow) in &scope.targets {
             if !ids.contains(&target.as_str()) {
                 let hint = vocab::closest(target, ids.iter().copied())
@@ -299,6 +304,7 @@ impl<'a> Reader<'a> {
         for (activity, span, boundary) in &scope.attachments {
             match scope.nodes.iter().find(|n| &n.id == activity) {
                 Some(node) if is_activity(&node.kind) => {}
+                None if ids.contains(&activity.as_str()) => {} // the activity itself has errors
                 Some(_) => {
                     let message = format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
                     self.diagnostics.push(Diagnostic::error(self.file, *span, message).with_id(boundary.clone()));
@@ -364,7 +370,7 @@ impl<'a> Reader<'a> {
             }
         }
 
-        let kind_value = &body[kind_key];
+        let kind_value = body.get(kind_key).unwrap_or(&Value::Null);
         let kind_path = path.key(kind_key);
         let name = self.optional_text(body, path, "name");
         let mut branches: Vec<Branch> = Vec::new();
@@ -734,7 +740,7 @@ impl<'a> Reader<'a> {
             "date" => TimerKind::Date,
             _ => TimerKind::Cycle,
         };
-        let expression = self.expr(&m[key], &path.key(key), &format!("the timer `{key}`"))?;
+        let expression = self.expr(m.get(key).unwrap_or(&Value::Null), &path.key(key), &format!("the timer `{key}`"))?;
         Some(Timer { kind, expression })
     }
 
@@ -1141,7 +1147,7 @@ impl<'a> Reader<'a> {
 
     fn lanes(&mut self, value: &Value, path: &YamlPath, scope: &Scope) -> Vec<Lane> {
         let Some(m) = self.mapping(value, path, "`lanes`") else { return Vec::new() };
-        let node_ids: Vec<&str> = scope.nodes.iter().map(|n| n.id.as_str()).collect();
+        let node_ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
         let mut lanes = Vec::new();
         for (key, lane) in m {
             let Some(id) = key.as_str() else {
@@ -1191,6 +1197,16 @@ impl<'a> Reader<'a> {
 /// Whether a node kind is an activity (can carry boundary events).
 fn is_activity(kind: &NodeKind) -> bool {
     matches!(kind, NodeKind::Task(_) | NodeKind::SubProcess(_) | NodeKind::CallActivity(_))
+}
+
+/// The text of a scalar key as written (numbers and booleans as text), to locate it.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` (or a bare number of milliseconds) into milliseconds.
