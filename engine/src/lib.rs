@@ -9,3 +9,4 @@ pub mod model;
 pub mod script;
 #[cfg(test)]
 mod testkit;
+pub mod yaml;
