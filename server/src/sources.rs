@@ -78,8 +78,7 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
     match SourceKind::of(path) {
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn_file(path),
         Some(SourceKind::Yaml) => match std::fs::read(path) {
-            // The YAML front end lands in a separate change; until then YAML files are refused openly.
-            Ok(_) => (None, vec![Diagnostic::error(path, Span::new(1, 1), "YAML processes are not readable by this build yet")]),
+            Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
             Err(error) => (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))]),
         },
         Some(SourceKind::Rules) | None => (

@@ -180,3 +180,11 @@ fn logs_never_reach_stdout() {
     assert!(out.stderr.contains("incident"), "the incident is logged on stderr: {}", out.stderr);
     assert!(repo_root().join("Cargo.toml").is_file());
 }
+
+#[test]
+fn schema_prints_the_yaml_json_schema() {
+    let out = flowbot(&["schema"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let schema = out.json();
+    assert!(schema.get("$schema").is_some() || schema.get("type").is_some(), "{schema}");
+}

@@ -41,7 +41,7 @@ pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
                     Diagnostic::error(
                         &defs.source,
                         span,
-                        format!("duplicate id `{id}` (first used at line {}:{})", earlier.line, earlier.col),
+                        format!("duplicate id `{id}` (first defined at {}:{})", earlier.line, earlier.col),
                     )
                     .with_id(id.to_string()),
                 ),

@@ -24,9 +24,8 @@ pub fn execute(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         diagnostics.extend(check_file(path, *kind));
     }
     sources::sort(&mut diagnostics);
-    for diagnostic in &diagnostics {
-        println!("{diagnostic}");
-    }
+    let listing: String = diagnostics.iter().map(|d| format!("{d}\n")).collect();
+    super::write_stdout(&listing)?;
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     eprintln!("checked {} file(s): {errors} error(s), {warnings} warning(s)", files.len());

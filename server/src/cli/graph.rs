@@ -39,6 +39,6 @@ pub fn execute(args: &GraphArgs) -> anyhow::Result<ExitCode> {
         Format::Dot => to_dot(&process),
         Format::Mermaid => to_mermaid(&process),
     };
-    print!("{text}");
+    super::write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }

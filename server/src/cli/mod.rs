@@ -4,6 +4,7 @@
 pub mod check;
 pub mod graph;
 pub mod run;
+pub mod schema;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,19 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the process graph as Graphviz dot or Mermaid.
     Graph(graph::GraphArgs),
+    /// Print the JSON Schema of the YAML process language.
+    Schema(schema::SchemaArgs),
+}
+
+/// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
+/// quietly instead of failing.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a command and returns the exit code it asks for.
@@ -34,5 +48,6 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::execute(&args),
         Command::Run(args) => run::execute(&args),
         Command::Graph(args) => graph::execute(&args),
+        Command::Schema(args) => schema::execute(&args),
     }
 }

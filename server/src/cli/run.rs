@@ -60,11 +60,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.auto_complete {
         auto_complete(&process, &mut instance)?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report(&instance))?);
-    } else {
-        print_human(&instance);
-    }
+    let text = if args.json { format!("{}\n", serde_json::to_string(&report(&instance))?) } else { human(&instance) };
+    super::write_stdout(&text)?;
     Ok(if instance.status() == Status::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
@@ -139,14 +136,15 @@ fn report(instance: &Instance) -> Value {
     })
 }
 
-fn print_human(instance: &Instance) {
-    println!("instance {}: {}", instance.id(), instance.status().as_str());
-    println!("path: {}", instance.path().join(" "));
-    println!("variables: {}", Value::Object(instance.variables().clone()));
+fn human(instance: &Instance) -> String {
+    let mut text = format!("instance {}: {}\n", instance.id(), instance.status().as_str());
+    text += &format!("path: {}\n", instance.path().join(" "));
+    text += &format!("variables: {}\n", Value::Object(instance.variables().clone()));
     for wait in instance.waits() {
-        println!("waiting on {} ({}, activation {})", wait.node, wait.kind.name(), wait.activation);
+        text += &format!("waiting on {} ({}, activation {})\n", wait.node, wait.kind.name(), wait.activation);
     }
     for incident in instance.incidents() {
-        println!("incident at {}: {} [{}]", incident.at, incident.message, incident.node);
+        text += &format!("incident at {}: {} [{}]\n", incident.at, incident.message, incident.node);
     }
+    text
 }
