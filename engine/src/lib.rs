@@ -3,4 +3,5 @@
 
 pub mod diagnostics;
 pub mod model;
+pub mod rules;
 pub mod script;

@@ -73,6 +73,10 @@ pub struct Process {
     pub flows: Vec<SequenceFlow>,
     /// Lanes, kept as metadata.
     pub lanes: Vec<Lane>,
+    /// Business rules attached to the whole process (guards and event policies that apply to
+    /// every node, e.g. "every status change notifies the customer").
+    #[serde(default)]
+    pub rules: Vec<RuleAttachment>,
     /// Where the process element starts.
     pub span: Span,
 }
@@ -449,6 +453,69 @@ pub enum AttachPoint {
     OnStart,
     /// Runs when the named variable changes.
     OnVariableChange(String),
+    /// Runs when the instance status changes (running, waiting, completed, failed, ...).
+    OnStatusChange,
+}
+
+impl AttachPoint {
+    /// The names front ends accept for attachment points (YAML `on:`, BPMN `point=`); the ones
+    /// ending in `variable` need a variable name (a name, or a prefix ending in `*`).
+    pub const NAMES: [&'static str; 8] = [
+        "guard_complete",
+        "guard_message",
+        "guard_variable",
+        "instance_started",
+        "node_entered",
+        "node_left",
+        "variable_changed",
+        "status_changed",
+    ];
+
+    /// Reads an attachment point as written in YAML or BPMN: `name` is one of
+    /// [`AttachPoint::NAMES`], `variable` the variable for `guard_variable` and
+    /// `variable_changed`. The error says what is accepted.
+    pub fn parse(name: &str, variable: Option<&str>) -> Result<Self, String> {
+        let needs_variable = |make: fn(String) -> AttachPoint| match variable.map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(make(v.to_string())),
+            _ => Err(format!("rule point `{name}` needs a `variable`")),
+        };
+        let point = match name.trim() {
+            "guard_complete" => AttachPoint::GuardComplete,
+            "guard_message" => AttachPoint::GuardMessage,
+            "guard_variable" => return needs_variable(AttachPoint::GuardVariable),
+            "instance_started" => AttachPoint::OnStart,
+            "node_entered" => AttachPoint::OnEnter,
+            "node_left" => AttachPoint::OnLeave,
+            "variable_changed" => return needs_variable(AttachPoint::OnVariableChange),
+            "status_changed" => AttachPoint::OnStatusChange,
+            other => {
+                return Err(format!("unknown rule point `{other}`; expected one of: {}", Self::NAMES.join(", ")))
+            }
+        };
+        match variable {
+            Some(_) => Err(format!("rule point `{name}` takes no `variable`")),
+            None => Ok(point),
+        }
+    }
+
+    /// The name of this point as written in YAML and BPMN (the inverse of [`AttachPoint::parse`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttachPoint::GuardComplete => "guard_complete",
+            AttachPoint::GuardMessage => "guard_message",
+            AttachPoint::GuardVariable(_) => "guard_variable",
+            AttachPoint::OnStart => "instance_started",
+            AttachPoint::OnEnter => "node_entered",
+            AttachPoint::OnLeave => "node_left",
+            AttachPoint::OnVariableChange(_) => "variable_changed",
+            AttachPoint::OnStatusChange => "status_changed",
+        }
+    }
+
+    /// Whether a rule at this point is a guard (it may refuse the action).
+    pub fn is_guard(&self) -> bool {
+        matches!(self, AttachPoint::GuardComplete | AttachPoint::GuardMessage | AttachPoint::GuardVariable(_))
+    }
 }
 
 /// Where a rule's source lives.
