@@ -123,11 +123,11 @@ impl RuleEvent {
             RuleEvent::CompleteTask { node, output } => json!({ "node": node, "output": output }),
             RuleEvent::CorrelateMessage { node, message, payload } => json!({ "node": node, "message": message, "payload": payload }),
             RuleEvent::ChangeVariable { name, old, new } | RuleEvent::VariableChanged { name, old, new } => {
-                json!({ "name": name, "old": old, "new": new })
+                json!({ "name": name, "previous": old, "value": new })
             }
             RuleEvent::InstanceStarted => json!({}),
             RuleEvent::NodeEntered { node } | RuleEvent::NodeLeft { node } => json!({ "node": node }),
-            RuleEvent::StatusChanged { old, new } => json!({ "old": old, "new": new }),
+            RuleEvent::StatusChanged { old, new } => json!({ "previous": old, "value": new }),
         };
         if let Some(object) = map.as_object_mut() {
             object.insert("kind".into(), Value::String(self.kind().into()));
@@ -202,7 +202,7 @@ impl RuleSet {
     ) -> Result<Vec<Effect>, RuleError> {
         let event_json = event.to_json();
         let mut effects = Vec::new();
-        for attachment in attachments.into_iter().filter(|a| event.triggers(&a.point)) {
+        for attachment in attachments.into_iter().filter(|a| a.point.is_guard() && event.triggers(&a.point)) {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
             let run = self.run(&rule, variables, &[(EVENT, &event_json)])?;
             if run.value.as_bool() == Ok(false) {
@@ -225,7 +225,7 @@ impl RuleSet {
         let event_json = event.to_json();
         let mut outcome = RuleOutcome::default();
         let mut working: Option<Map<String, Value>> = None;
-        for attachment in attachments.into_iter().filter(|a| event.triggers(&a.point)) {
+        for attachment in attachments.into_iter().filter(|a| !a.point.is_guard() && event.triggers(&a.point)) {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
             let run = self.run(&rule, working.as_ref().unwrap_or(variables), &[(EVENT, &event_json)])?;
             if !run.updates.is_empty() {

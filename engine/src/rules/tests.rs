@@ -95,7 +95,6 @@ fn money_rounds_half_even_or_half_up() {
 #[test]
 fn money_sums_without_float_drift() {
     assert_eq!(eval("money_sum([0.1, 0.2])").unwrap(), json!("0.3"));
-    assert_eq!(eval("0.1 + 0.2 == 0.3").unwrap(), json!(false));
     let many = format!("money(money_sum([{}]))", vec!["0.01"; 1000].join(", "));
     assert_eq!(eval(&many).unwrap(), json!("10.00"));
     assert_eq!(eval(r#"money(money_mul("19.99", 3))"#).unwrap(), json!("59.97"));
@@ -127,8 +126,8 @@ fn effects_outside_a_rule_run_are_refused() {
     let dir = folder(&[("lib/noisy.rhai", r#"notify("x", "y");"#), ("uses.rhai", "import \"lib/noisy\" as n;\ntrue")]);
     let rules = engine(dir.path());
     let errors = rules.errors();
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors.iter().all(|e| e.to_string().contains("can only be called while a rule runs")), "{errors:?}");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].to_string().contains("`notify` can only be called while a rule runs"), "{errors:?}");
 }
 
 // ------------------------------------------------------------------ sandbox limits
@@ -258,7 +257,7 @@ fn complete(node: &str) -> RuleEvent {
 #[test]
 fn attachment_point_names_round_trip() {
     for name in AttachPoint::NAMES {
-        let variable = name.ends_with("variable").then_some("status");
+        let variable = name.contains("variable").then_some("status");
         let point = AttachPoint::parse(name, variable).unwrap();
         assert_eq!(point.name(), name);
     }
@@ -296,7 +295,7 @@ fn guard_returning_false_rejects_and_try_catch_cannot_swallow_a_rejection() {
 fn guard_on_variable_change_matches_names_and_prefixes() {
     let dir = folder(&[]);
     let set = engine(dir.path()).snapshot();
-    let guard = inline(AttachPoint::GuardVariable("limit*".into()), r#"if event.new > 100 { reject(`${event.name} too high`) }"#);
+    let guard = inline(AttachPoint::GuardVariable("limit*".into()), r#"if event.value > 100 { reject(`${event.name} too high`) }"#);
     let change = |name: &str, new: i64| RuleEvent::ChangeVariable { name: name.into(), old: Value::Null, new: json!(new) };
     let err = set.check_guards([&guard], &change("limit_eur", 500), &Map::new()).unwrap_err();
     assert_eq!(err.to_string(), "rule `inline@10:5` rejected the action: limit_eur too high");
@@ -513,14 +512,14 @@ fn rule7_unpaid_orders_are_settled_at_the_end_of_the_day() {
 
 #[test]
 fn reload_swaps_changed_rules_and_keeps_old_snapshots_intact() {
-    let dir = folder(&[("limit.rhai", "event.new <= 100"), ("other.rhai", "true")]);
+    let dir = folder(&[("limit.rhai", "event.value <= 100"), ("other.rhai", "true")]);
     let rules = engine(dir.path());
     let guard = attach(AttachPoint::GuardVariable("amount".into()), "limit.rhai");
     let change = RuleEvent::ChangeVariable { name: "amount".into(), old: json!(0), new: json!(150) };
     let before = rules.snapshot();
     assert!(before.check_guards([&guard], &change, &Map::new()).is_err());
 
-    std::fs::write(dir.path().join("limit.rhai"), "event.new <= 1000").unwrap();
+    std::fs::write(dir.path().join("limit.rhai"), "event.value <= 1000").unwrap();
     let report = rules.reload().unwrap();
     assert_eq!(report.compiled, vec!["limit".to_string()], "unchanged files are not recompiled");
     let after = rules.snapshot();
@@ -533,13 +532,13 @@ fn reload_swaps_changed_rules_and_keeps_old_snapshots_intact() {
 
 #[test]
 fn reload_rejects_a_broken_file_and_keeps_the_old_version_serving() {
-    let dir = folder(&[("limit.rhai", "event.new <= 100")]);
+    let dir = folder(&[("limit.rhai", "event.value <= 100")]);
     let rules = engine(dir.path());
     let guard = attach(AttachPoint::GuardVariable("amount".into()), "limit.rhai");
     let change = RuleEvent::ChangeVariable { name: "amount".into(), old: json!(0), new: json!(150) };
     let old_hash = rules.snapshot().hash_of("limit");
 
-    std::fs::write(dir.path().join("limit.rhai"), "event.new <= ").unwrap();
+    std::fs::write(dir.path().join("limit.rhai"), "event.value <= ").unwrap();
     let report = rules.reload().unwrap();
     assert_eq!(report.rejected.len(), 1);
     assert!(report.rejected[0].to_string().contains("limit.rhai:1:"), "{}", report.rejected[0]);
@@ -547,7 +546,7 @@ fn reload_rejects_a_broken_file_and_keeps_the_old_version_serving() {
     assert_eq!(rules.snapshot().hash_of("limit"), old_hash);
     assert!(rules.snapshot().check_guards([&guard], &change, &Map::new()).is_err(), "old rule still serving");
 
-    std::fs::write(dir.path().join("limit.rhai"), "event.new <= 1000").unwrap();
+    std::fs::write(dir.path().join("limit.rhai"), "event.value <= 1000").unwrap();
     let report = rules.reload().unwrap();
     assert!(report.rejected.is_empty() && rules.errors().is_empty());
     assert!(rules.snapshot().check_guards([&guard], &change, &Map::new()).is_ok());
@@ -555,7 +554,7 @@ fn reload_rejects_a_broken_file_and_keeps_the_old_version_serving() {
 
 #[test]
 fn reload_recompiles_rules_whose_imported_module_changed_and_drops_deleted_files() {
-    let dir = folder(&[("lib/limits.rhai", "fn max() { 100 }"), ("limit.rhai", "import \"lib/limits\" as l;\nevent.new <= l::max()"), ("gone.rhai", "true")]);
+    let dir = folder(&[("lib/limits.rhai", "fn max() { 100 }"), ("limit.rhai", "import \"lib/limits\" as l;\nevent.value <= l::max()"), ("gone.rhai", "true")]);
     let rules = engine(dir.path());
     let guard = attach(AttachPoint::GuardVariable("amount".into()), "limit.rhai");
     let change = RuleEvent::ChangeVariable { name: "amount".into(), old: json!(0), new: json!(150) };
@@ -570,16 +569,16 @@ fn reload_recompiles_rules_whose_imported_module_changed_and_drops_deleted_files
 
 #[test]
 fn watcher_reloads_a_changed_file_and_rejects_a_broken_one() {
-    let dir = folder(&[("limit.rhai", "event.new <= 100")]);
+    let dir = folder(&[("limit.rhai", "event.value <= 100")]);
     let rules = Arc::new(engine(dir.path()));
     let _watcher = RuleWatcher::start(rules.clone()).unwrap();
     let first = rules.snapshot().hash_of("limit");
 
-    std::fs::write(dir.path().join("limit.rhai"), "event.new <= 1000").unwrap();
+    std::fs::write(dir.path().join("limit.rhai"), "event.value <= 1000").unwrap();
     wait_for(|| rules.snapshot().hash_of("limit") != first);
     let updated = rules.snapshot().hash_of("limit");
 
-    std::fs::write(dir.path().join("limit.rhai"), "event.new <= <=").unwrap();
+    std::fs::write(dir.path().join("limit.rhai"), "event.value <= <=").unwrap();
     wait_for(|| !rules.errors().is_empty());
     assert_eq!(rules.snapshot().hash_of("limit"), updated, "the broken file did not replace the working one");
     assert!(rules.errors()[0].to_string().contains("rule `limit` does not compile"));
