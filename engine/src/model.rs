@@ -459,21 +459,21 @@ pub enum AttachPoint {
 
 impl AttachPoint {
     /// The names front ends accept for attachment points (YAML `on:`, BPMN `point=`); the ones
-    /// ending in `variable` need a variable name (a name, or a prefix ending in `*`).
+    /// `guard_variable` and `on_variable_change` need a variable name (a name, or a prefix ending in `*`).
     pub const NAMES: [&'static str; 8] = [
         "guard_complete",
         "guard_message",
         "guard_variable",
-        "instance_started",
-        "node_entered",
-        "node_left",
-        "variable_changed",
-        "status_changed",
+        "on_start",
+        "on_enter",
+        "on_leave",
+        "on_variable_change",
+        "on_status_change",
     ];
 
     /// Reads an attachment point as written in YAML or BPMN: `name` is one of
     /// [`AttachPoint::NAMES`], `variable` the variable for `guard_variable` and
-    /// `variable_changed`. The error says what is accepted.
+    /// `on_variable_change`. The error says what is accepted.
     pub fn parse(name: &str, variable: Option<&str>) -> Result<Self, String> {
         let needs_variable = |make: fn(String) -> AttachPoint| match variable.map(str::trim) {
             Some(v) if !v.is_empty() => Ok(make(v.to_string())),
@@ -483,11 +483,11 @@ impl AttachPoint {
             "guard_complete" => AttachPoint::GuardComplete,
             "guard_message" => AttachPoint::GuardMessage,
             "guard_variable" => return needs_variable(AttachPoint::GuardVariable),
-            "instance_started" => AttachPoint::OnStart,
-            "node_entered" => AttachPoint::OnEnter,
-            "node_left" => AttachPoint::OnLeave,
-            "variable_changed" => return needs_variable(AttachPoint::OnVariableChange),
-            "status_changed" => AttachPoint::OnStatusChange,
+            "on_start" => AttachPoint::OnStart,
+            "on_enter" => AttachPoint::OnEnter,
+            "on_leave" => AttachPoint::OnLeave,
+            "on_variable_change" => return needs_variable(AttachPoint::OnVariableChange),
+            "on_status_change" => AttachPoint::OnStatusChange,
             other => {
                 return Err(format!("unknown rule point `{other}`; expected one of: {}", Self::NAMES.join(", ")))
             }
@@ -504,11 +504,11 @@ impl AttachPoint {
             AttachPoint::GuardComplete => "guard_complete",
             AttachPoint::GuardMessage => "guard_message",
             AttachPoint::GuardVariable(_) => "guard_variable",
-            AttachPoint::OnStart => "instance_started",
-            AttachPoint::OnEnter => "node_entered",
-            AttachPoint::OnLeave => "node_left",
-            AttachPoint::OnVariableChange(_) => "variable_changed",
-            AttachPoint::OnStatusChange => "status_changed",
+            AttachPoint::OnStart => "on_start",
+            AttachPoint::OnEnter => "on_enter",
+            AttachPoint::OnLeave => "on_leave",
+            AttachPoint::OnVariableChange(_) => "on_variable_change",
+            AttachPoint::OnStatusChange => "on_status_change",
         }
     }
 
