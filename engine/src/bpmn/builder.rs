@@ -2,7 +2,7 @@
 //!
 //! The builder reports shape problems (a node without an id, a timer without a time, a malformed
 //! Flowbot extension); whether flows point at existing nodes is the graph compiler's business.
-//! Embedded subprocesses are built by recursion, bounded by the tree's depth limit.
+//! Embedded subprocesses are built by recursion, bounded by [`MAX_SUBPROCESS_DEPTH`].
 
 use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
@@ -14,6 +14,10 @@ use crate::model::{
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
 use std::path::Path;
+
+/// The deepest nesting of embedded subprocesses accepted. The builder recurses once per level, so
+/// this bound (not the XML depth limit) keeps its stack use small on any thread.
+pub const MAX_SUBPROCESS_DEPTH: usize = 32;
 
 /// BPMN elements that may sit in a process or subprocess and carry nothing the model needs.
 const IGNORED_SCOPE_ELEMENTS: &[&str] = &[
@@ -54,6 +58,10 @@ pub(super) struct Context<'t, 'i> {
     pub(super) signals: HashMap<&'t str, Option<String>>,
     pub(super) errors: HashMap<&'t str, Option<String>>,
     pub(super) escalations: HashMap<&'t str, Option<String>>,
+    /// How many subprocesses enclose the scope being built.
+    subprocess_depth: usize,
+    /// The id of the flow node being built, named by diagnostics about its parts.
+    current_node: Option<&'t str>,
 }
 
 impl<'t, 'i> Context<'t, 'i> {
@@ -77,9 +85,9 @@ impl<'t, 'i> Context<'t, 'i> {
         self.diagnostics.push(diagnostic);
     }
 
-    /// The `id` of `at`, for diagnostics.
+    /// The `id` of `at`, else of the flow node being built, for diagnostics.
     fn nearest_id(&self, at: ElementId) -> Option<&'t str> {
-        self.tree.attr(at, "id")
+        self.tree.attr(at, "id").or(self.current_node)
     }
 
     /// Where element `at` starts.
@@ -162,6 +170,8 @@ pub(super) fn build_definitions(
         signals: HashMap::new(),
         errors: HashMap::new(),
         escalations: HashMap::new(),
+        subprocess_depth: 0,
+        current_node: None,
     };
     let mut definitions = Definitions { source: file.to_path_buf(), ..Definitions::default() };
     context.read_top_level_definitions(root, &mut definitions);
@@ -288,6 +298,13 @@ impl<'t, 'i> Context<'t, 'i> {
     /// Builds a flow node. `None`: not a flow node; `Some(None)`: a flow node with a problem
     /// already reported.
     fn build_node(&mut self, element: ElementId) -> Option<Option<Node>> {
+        let enclosing_node = std::mem::replace(&mut self.current_node, self.tree.attr(element, "id"));
+        let node = self.build_flow_node(element);
+        self.current_node = enclosing_node;
+        node
+    }
+
+    fn build_flow_node(&mut self, element: ElementId) -> Option<Option<Node>> {
         let tree = self.tree;
         let name = tree.element(element).name;
         let kind = match name {
@@ -331,8 +348,14 @@ impl<'t, 'i> Context<'t, 'i> {
             "inclusiveGateway" => Some(NodeKind::Gateway(GatewayKind::Inclusive)),
             "eventBasedGateway" => Some(NodeKind::Gateway(GatewayKind::EventBased)),
             "complexGateway" => Some(NodeKind::Gateway(GatewayKind::Complex)),
+            "subProcess" | "transaction" if self.subprocess_depth >= MAX_SUBPROCESS_DEPTH => {
+                self.error(element, format!("subprocesses are nested more than {MAX_SUBPROCESS_DEPTH} levels deep"));
+                None
+            }
             "subProcess" | "transaction" => {
+                self.subprocess_depth += 1;
                 let (nodes, flows) = self.build_scope(element);
+                self.subprocess_depth -= 1;
                 let body = SubProcess {
                     nodes,
                     flows,

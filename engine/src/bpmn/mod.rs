@@ -8,7 +8,8 @@
 //! See `docs/bpmn.md`.
 //!
 //! Parsing never panics on input: every problem becomes a [`Diagnostic`] with `file:line:col`.
-//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`]) and read without recursion over XML depth.
+//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`], [`MAX_SUBPROCESS_DEPTH`]) and the XML is
+//! read without recursion.
 
 mod builder;
 mod events;
@@ -18,6 +19,7 @@ mod position;
 mod tasks;
 mod xml_tree;
 
+pub use builder::MAX_SUBPROCESS_DEPTH;
 pub use namespaces::FLOWBOT_NAMESPACE;
 pub use xml_tree::MAX_DEPTH;
 

@@ -261,20 +261,35 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         }
         let errors = errors_of(text.as_bytes());
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("nested more than 256 levels"), "{errors:?}");
+        assert!(errors[0].contains("elements are nested more than 256 levels"), "{errors:?}");
     }
 }
 
-#[test]
-fn nesting_within_the_limit_builds_nested_subprocesses() {
-    let levels = MAX_DEPTH - 3;
+fn nested_subprocesses(levels: usize) -> String {
     let mut text = String::from(HEAD);
     for level in 0..levels {
         text.push_str(&format!("<bpmn:subProcess id=\"s{level}\">"));
     }
     text.push_str(&"</bpmn:subProcess>".repeat(levels));
     text.push_str(TAIL);
-    let definitions = parse_ok(text.as_bytes());
+    text
+}
+
+#[test]
+fn subprocess_nesting_beyond_the_limit_is_refused() {
+    let text = nested_subprocesses(MAX_SUBPROCESS_DEPTH + 1);
+    let column = text.find("<bpmn:subProcess id=\"s32\"").expect("innermost subprocess") + 1;
+    let errors = errors_of(text.as_bytes());
+    assert_eq!(errors, [format!("t.bpmn:1:{column}: error: subprocesses are nested more than 32 levels deep [s32]")]);
+    // Deeper XML nesting of other elements stays within the XML limit.
+    let errors = errors_of(nested_subprocesses(MAX_DEPTH - 3).as_bytes());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn nesting_within_the_limit_builds_nested_subprocesses() {
+    let levels = MAX_SUBPROCESS_DEPTH;
+    let definitions = parse_ok(nested_subprocesses(levels).as_bytes());
     let mut depth = 0;
     let mut nodes = &definitions.processes[0].nodes;
     while let Some(Node { kind: NodeKind::SubProcess(sub), .. }) = nodes.first() {
@@ -322,7 +337,7 @@ fn long_single_line_files_get_columns() {
 #[test]
 fn every_prefix_of_a_valid_file_is_handled() {
     // Truncation anywhere (inside a tag, a comment, a multi-byte character) gives errors, never a panic.
-    for end in 0..ALL_ELEMENTS.len() {
+    for end in 0..ALL_ELEMENTS.trim_ascii_end().len() {
         let (definitions, diagnostics) = parse_bpmn(Path::new("t.bpmn"), &ALL_ELEMENTS[..end]);
         assert!(has_errors(&diagnostics), "prefix of {end} bytes accepted: {definitions:?}");
     }

@@ -157,12 +157,16 @@ pub const MAX_DEPTH: usize = 256;
 /// Reads `text` into a tree. Returns `None` when the document cannot be read as XML at all (the
 /// reason is in `diagnostics`); recoverable problems (bad entity references, duplicate ids) are
 /// reported and reading goes on.
-pub(crate) fn read_tree<'i>(file: &Path, text: &'i str, diagnostics: &mut Vec<Diagnostic>) -> Option<XmlTree<'i>> {
+pub(crate) fn read_tree<'i, 'd>(
+    file: &'d Path,
+    text: &'i str,
+    diagnostics: &'d mut Vec<Diagnostic>,
+) -> Option<XmlTree<'i>> {
     TreeReader::new(file, text, diagnostics).read()
 }
 
 struct TreeReader<'i, 'd> {
-    file: &'i Path,
+    file: &'d Path,
     input: &'i str,
     diagnostics: &'d mut Vec<Diagnostic>,
     tree: XmlTree<'i>,
@@ -178,7 +182,7 @@ struct TreeReader<'i, 'd> {
 }
 
 impl<'i, 'd> TreeReader<'i, 'd> {
-    fn new(file: &'i Path, input: &'i str, diagnostics: &'d mut Vec<Diagnostic>) -> Self {
+    fn new(file: &'d Path, input: &'i str, diagnostics: &'d mut Vec<Diagnostic>) -> Self {
         Self {
             file,
             input,
@@ -334,8 +338,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
             return None;
         };
         let attributes_start = self.tree.attributes.len() as u32;
+        // Duplicate attributes are found below on the kept attributes, without the per-element
+        // allocation quick-xml's own check makes.
         let mut attributes = Attributes::new(content, name_len);
-        attributes.with_checks(true);
+        attributes.with_checks(false);
         for attribute in attributes {
             let attribute = match attribute {
                 Ok(attribute) => attribute,
@@ -349,6 +355,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                 continue;
             }
             let (attribute_ns, _) = classify(reader.resolve_attribute(QName(key)).0);
+            if attribute_ns == Ns::Other {
+                // Attributes of unknown extensions are never read.
+                continue;
+            }
             let Ok(key) = std::str::from_utf8(key) else { continue };
             let local = key.rsplit(':').next().unwrap_or(key);
             let raw = match attribute.value {
@@ -363,6 +373,12 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                     Cow::Borrowed(raw)
                 }
             };
+            let this_element = &self.tree.attributes[attributes_start as usize..];
+            if this_element.iter().any(|a| a.ns == attribute_ns && a.name == local) {
+                let message = format!("attribute `{key}` appears twice on `{qualified}`");
+                self.diagnostics.push(Diagnostic::error(self.file, span, message));
+                continue;
+            }
             if local == "id" && attribute_ns == Ns::NoNamespace && ns.is_bpmn() {
                 if let Some(first) = self.ids.get(raw) {
                     let message =
