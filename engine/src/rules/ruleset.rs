@@ -236,6 +236,12 @@ impl RuleEngine {
         &self.root
     }
 
+    /// The script runtime of the rules (sandboxed, with the rules standard library): pass it to
+    /// the graph compiler so conditions and script tasks can use dates and money too.
+    pub fn script_runtime(&self) -> Arc<ScriptRuntime> {
+        self.compiler.runtime.clone()
+    }
+
     /// The rule set now serving. Take one snapshot per step and use it for the whole step.
     pub fn snapshot(&self) -> Arc<RuleSet> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
