@@ -6,6 +6,7 @@ pub mod diagnostics;
 pub mod executor;
 pub mod graph;
 pub mod model;
+pub mod rules;
 pub mod script;
 #[cfg(test)]
 mod testkit;

@@ -90,6 +90,7 @@ impl Scope {
                 nodes: self.nodes,
                 flows: self.flows,
                 lanes: Vec::new(),
+                rules: Vec::new(),
                 span: Span::new(1, 1),
             }],
             ..Definitions::default()

@@ -251,13 +251,6 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, "`process` has no `id` attribute");
             return None;
         };
-        if self.tree.extensions(element, Ns::Flowbot, "rule").next().is_some() {
-            self.error(
-                element,
-                "`flowbot:rule` cannot attach to a process; attach `on_start` and `on_variable_change` \
-                 rules to its start event",
-            );
-        }
         let executable = self.bool_attr(element, Ns::NoNamespace, "isExecutable", true);
         let (nodes, flows) = self.build_scope(element);
         Some(Process {
@@ -267,6 +260,7 @@ impl<'t, 'i> Context<'t, 'i> {
             nodes,
             flows,
             lanes: self.build_lanes(element),
+            rules: self.rules(element),
             span: self.span(element),
         })
     }

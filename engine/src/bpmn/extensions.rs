@@ -124,6 +124,7 @@ impl Context<'_, '_> {
             (Some("on_enter"), _) => AttachPoint::OnEnter,
             (Some("on_leave"), _) => AttachPoint::OnLeave,
             (Some("on_start"), _) => AttachPoint::OnStart,
+            (Some("on_status_change"), _) => AttachPoint::OnStatusChange,
             (Some("guard_variable"), Some(variable)) => AttachPoint::GuardVariable(variable),
             (Some("on_variable_change"), Some(variable)) => AttachPoint::OnVariableChange(variable),
             (Some(point @ ("guard_variable" | "on_variable_change")), None) => {
@@ -136,7 +137,7 @@ impl Context<'_, '_> {
                     rule,
                     format!(
                         "`flowbot:rule` needs `point` = guard_complete, guard_message, guard_variable, on_enter, \
-                         on_leave, on_start or on_variable_change; found {found}"
+                         on_leave, on_start, on_variable_change or on_status_change; found {found}"
                     ),
                 );
                 return None;

@@ -44,6 +44,7 @@ pub(super) fn build(
         graph: builder.graph,
         scripts: Arc::clone(scripts),
         scopes: builder.scopes,
+        rules: process.rules.clone(),
         unsupported: builder.unsupported,
         node_ids: builder.node_ids,
         upstream,

@@ -43,6 +43,8 @@ pub struct CompiledProcess {
     pub graph: DiGraph<FlowNode, Flow>,
     /// Scopes: index 0 is the process, then one per embedded subprocess.
     pub scopes: Vec<ScopeInfo>,
+    /// Business rules attached to the whole process (visible to execution hooks for every node).
+    pub rules: Vec<RuleAttachment>,
     /// Elements the executor does not run yet (`not supported yet: ...`), as warnings.
     pub unsupported: Vec<Diagnostic>,
     scripts: Arc<ScriptRuntime>,

@@ -96,6 +96,8 @@ impl<'a> Reader<'a> {
             nodes: scope.nodes,
             flows: scope.flows,
             lanes,
+            // Process-wide rules are declared in BPMN only so far.
+            rules: Vec::new(),
             span: process_span,
         };
         let definitions = Definitions { source: self.file.to_path_buf(), processes: vec![process], ..Default::default() };
