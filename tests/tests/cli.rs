@@ -188,3 +188,16 @@ fn schema_prints_the_yaml_json_schema() {
     let schema = out.json();
     assert!(schema.get("$schema").is_some() || schema.get("type").is_some(), "{schema}");
 }
+
+#[test]
+fn check_hands_rule_scripts_to_the_rules_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.rhai", "let limit = 10;\nlimit > 5\n");
+    write(dir.path(), "bad.rhai", "let x = ;\n");
+    let out = flowbot(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stdout.contains("bad.rhai:1:9: error: "), "{}", out.stdout);
+    assert!(!out.stdout.contains("good.rhai"), "{}", out.stdout);
+    let shipped = flowbot(&["check", "rules", "workflows"]);
+    assert_eq!(shipped.code, Some(0), "{}{}", shipped.stdout, shipped.stderr);
+}

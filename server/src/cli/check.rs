@@ -36,7 +36,7 @@ pub fn execute(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 pub fn check_file(path: &Path, kind: Option<SourceKind>) -> Vec<Diagnostic> {
     match kind {
         Some(SourceKind::Bpmn | SourceKind::Yaml) => check_process_file(path),
-        Some(SourceKind::Rules) => check_rules_file(path),
+        Some(SourceKind::Rules) => flowbot_engine::rules::check_rule_file(path),
         None => vec![Diagnostic::error(
             path,
             Span::new(1, 1),
@@ -60,19 +60,4 @@ fn check_process_file(path: &Path) -> Vec<Diagnostic> {
         compiled.extend(compile(&defs, Some(id), &scripts).1);
     }
     sources::merge(parsed, compiled)
-}
-
-/// Compiles a rule script in the sandboxed runtime and reports syntax errors with their position.
-fn check_rules_file(path: &Path) -> Vec<Diagnostic> {
-    let source = match std::fs::read_to_string(path) {
-        Ok(source) => source,
-        Err(error) => return vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))],
-    };
-    match sources::script_runtime().compile(&source) {
-        Ok(_) => Vec::new(),
-        Err(error) => {
-            let (line, col) = error.position().unwrap_or((1, 1));
-            vec![Diagnostic::error(path, Span::new(line, col), format!("rule script is not valid Rhai: {error}"))]
-        }
-    }
 }
