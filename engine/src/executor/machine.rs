@@ -407,7 +407,7 @@ impl<'a> Machine<'a> {
         }
         for edge in flows {
             let flow = self.process.flow(edge);
-            let target = self.process.node(self.process.flow_target(edge));
+            let target = self.process.node(flow.target);
             self.step.events.push(Event::TokenMoved { flow: flow.id.clone(), from: node.id.clone(), to: target.id.clone() });
             self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()) });
         }

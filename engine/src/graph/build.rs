@@ -154,7 +154,15 @@ impl Builder<'_> {
         let edge = self.graph.add_edge(
             source,
             target,
-            Flow { id: flow.id.clone(), name: flow.name.clone(), condition, is_default: false, span: flow.span },
+            Flow {
+                id: flow.id.clone(),
+                name: flow.name.clone(),
+                source,
+                target,
+                condition,
+                is_default: false,
+                span: flow.span,
+            },
         );
         self.graph[source].outgoing.push(edge);
         self.graph[target].incoming.push(edge);

@@ -74,16 +74,6 @@ impl CompiledProcess {
         &self.graph[index]
     }
 
-    /// The source node of a flow.
-    pub fn flow_source(&self, index: EdgeIndex) -> NodeIndex {
-        self.graph.edge_endpoints(index).map(|(s, _)| s).unwrap_or_else(|| unreachable_edge(index))
-    }
-
-    /// The target node of a flow.
-    pub fn flow_target(&self, index: EdgeIndex) -> NodeIndex {
-        self.graph.edge_endpoints(index).map(|(_, t)| t).unwrap_or_else(|| unreachable_edge(index))
-    }
-
     /// Whether a token at `from` can still reach the inclusive join `join` (both in one scope).
     /// `false` when `join` is not an inclusive join.
     pub fn can_reach_join(&self, from: NodeIndex, join: NodeIndex) -> bool {
@@ -94,10 +84,6 @@ impl CompiledProcess {
     pub fn location(&self, span: Span) -> String {
         format!("{}:{}:{}", self.source.display(), span.line, span.col)
     }
-}
-
-fn unreachable_edge(index: EdgeIndex) -> ! {
-    panic!("edge {index:?} does not belong to this graph (edges are never removed)")
 }
 
 /// One scope of the flattened graph.
@@ -246,6 +232,10 @@ pub struct Flow {
     pub id: String,
     /// Flow name.
     pub name: Option<String>,
+    /// The node it leaves.
+    pub source: NodeIndex,
+    /// The node it enters.
+    pub target: NodeIndex,
     /// The condition, when the flow is conditional.
     pub condition: Option<CompiledCode>,
     /// Whether it is its source's default flow.

@@ -81,7 +81,7 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
             let what = if scope.subprocess.is_some() { "subprocess" } else { "process" };
             diagnostics.push(Diagnostic::error(file, span, format!("{what} `{id}` has no start event")).with_id(id));
         } else {
-            check_reachability(process, scope_id, &members, &roots, diagnostics);
+            check_reachability(process, &members, &roots, diagnostics);
         }
         check_ends(process, &members, diagnostics);
     }
@@ -103,15 +103,14 @@ fn is_start_event_of_any_kind(process: &CompiledProcess, index: NodeIndex) -> bo
     process.graph[index].element.ends_with("startEvent")
 }
 
-/// Nodes where tokens can appear without an incoming flow.
+/// Nodes where tokens can appear without an incoming flow: start events of every kind, boundary
+/// events (their activity starts them) and event subprocesses.
 fn is_root(node: &FlowNode) -> bool {
     node.element.ends_with("startEvent") || node.element.ends_with("boundaryEvent") || node.element == "event subProcess"
-        || (node.incoming.is_empty() && node.element.ends_with("Event") && node.element.contains("link"))
 }
 
 fn check_reachability(
     process: &CompiledProcess,
-    _scope: ScopeId,
     members: &[NodeIndex],
     roots: &[NodeIndex],
     diagnostics: &mut Vec<Diagnostic>,
