@@ -159,7 +159,7 @@ pub enum WaitKind {
     /// A language-model step, run by the server.
     Llm {
         /// What to ask the model.
-        task: LlmTask,
+        task: Box<LlmTask>,
     },
 }
 

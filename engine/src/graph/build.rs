@@ -361,7 +361,7 @@ impl Builder<'_> {
             }
             TaskKind::BusinessRule { script: Some(script), .. } => self.compile_script(node, script),
             TaskKind::BusinessRule { .. } => self.unsupported(node, &format!("{element} without a rule")),
-            TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(task.clone())),
+            TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(Box::new(task.clone()))),
         }
     }
 

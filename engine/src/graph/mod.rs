@@ -238,7 +238,7 @@ pub enum WaitSpec {
         name: Option<String>,
     },
     /// A language-model step (run by the server, which owns the model).
-    Llm(LlmTask),
+    Llm(Box<LlmTask>),
 }
 
 /// A compiled condition, expression or script with its source position.
