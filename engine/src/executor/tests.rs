@@ -640,3 +640,50 @@ mod events {
         assert_eq!(instance.status(), Status::Completed);
     }
 }
+
+#[test]
+fn running_subprocess_holds_back_an_outer_inclusive_join() {
+    // f forks into a subprocess (with a user task) and a plain task; the inclusive join must wait
+    // for the subprocess, whose inner token can still reach it.
+    let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+    let p = compiled(
+        Scope::default()
+            .node("s", start())
+            .node("f", or())
+            .node("sub", inner.subprocess())
+            .node("t", task())
+            .node("j", or())
+            .node("e", end())
+            .flow("s", "f")
+            .cond("f", "sub", "true")
+            .cond("f", "t", "true")
+            .chain(&["sub", "j", "e"])
+            .chain(&["t", "j"]),
+    );
+    let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    assert_eq!(instance.joins().len(), 1, "t's token waits in the join");
+    assert_eq!(path(&instance), ["s", "f", "t", "is"]);
+    let wait = instance.waits()[0].activation;
+    instance.complete(&p, wait, Map::new(), &NoHooks).unwrap();
+    assert_eq!(path(&instance), ["s", "f", "t", "is", "iu", "ie", "sub", "j", "e"]);
+    assert_eq!(instance.activations()["j"], 1);
+}
+
+#[test]
+fn inclusive_fork_and_join_inside_a_subprocess() {
+    let inner = Scope::at_line(20)
+        .node("is", start())
+        .node("f", or())
+        .node("a", task())
+        .node("b", user())
+        .node("j", or())
+        .node("ie", end())
+        .flow("is", "f")
+        .cond("f", "a", "x > 0")
+        .cond("f", "b", "x > 5")
+        .chain(&["a", "j", "ie"])
+        .chain(&["b", "j"]);
+    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
+    assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
+}
