@@ -60,7 +60,7 @@ pub(super) struct Context<'t, 'i> {
     pub(super) escalations: HashMap<&'t str, Option<String>>,
     /// How many subprocesses enclose the scope being built.
     subprocess_depth: usize,
-    /// The id of the flow node being built, named by diagnostics about its parts.
+    /// The id of the flow node or sequence flow being built, named by diagnostics about its parts.
     current_node: Option<&'t str>,
 }
 
@@ -282,7 +282,9 @@ impl<'t, 'i> Context<'t, 'i> {
                 continue;
             }
             match element.name {
-                "sequenceFlow" => flows.extend(self.build_flow(child)),
+                "sequenceFlow" => {
+                    flows.extend(self.naming_diagnostics_after(child, |context| context.build_flow(child)));
+                }
                 "laneSet" => {}
                 "adHocSubProcess" => {
                     self.error(child, "ad-hoc subprocesses are not supported");
@@ -304,10 +306,15 @@ impl<'t, 'i> Context<'t, 'i> {
     /// Builds a flow node. `None`: not a flow node; `Some(None)`: a flow node with a problem
     /// already reported.
     fn build_node(&mut self, element: ElementId) -> Option<Option<Node>> {
-        let enclosing_node = std::mem::replace(&mut self.current_node, self.tree.attr(element, "id"));
-        let node = self.build_flow_node(element);
-        self.current_node = enclosing_node;
-        node
+        self.naming_diagnostics_after(element, |context| context.build_flow_node(element))
+    }
+
+    /// Runs `build` with diagnostics about parts of `element` naming its id.
+    fn naming_diagnostics_after<T>(&mut self, element: ElementId, build: impl FnOnce(&mut Self) -> T) -> T {
+        let enclosing = std::mem::replace(&mut self.current_node, self.tree.attr(element, "id"));
+        let built = build(self);
+        self.current_node = enclosing;
+        built
     }
 
     fn build_flow_node(&mut self, element: ElementId) -> Option<Option<Node>> {
@@ -439,12 +446,17 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, format!("sequence flow lacks {}", missing.join(", ")));
             return None;
         };
+        let condition_element = tree.child(element, Ns::Bpmn, "conditionExpression");
+        let condition = condition_element.and_then(|c| self.text_expr(c));
+        if let (Some(empty), None) = (condition_element, &condition) {
+            self.warning(empty, "empty `conditionExpression` ignored: the flow is unconditional");
+        }
         Some(SequenceFlow {
             id: id.to_owned(),
             name: self.attr_string(element, "name"),
             source: source.to_owned(),
             target: target.to_owned(),
-            condition: tree.child(element, Ns::Bpmn, "conditionExpression").and_then(|c| self.text_expr(c)),
+            condition,
             span: self.span(element),
         })
     }
