@@ -8,8 +8,8 @@ use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind, Process,
-    SequenceFlow, Span, SubProcess, TaskKind,
+    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind, Process, SequenceFlow,
+    Span, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;

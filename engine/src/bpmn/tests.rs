@@ -97,7 +97,10 @@ fn reads_event_definitions_with_resolved_references() {
         NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some(name) } } if name == "jump"
     ));
     assert!(matches!(node(main, "end_terminate").kind, NodeKind::EndEvent { result: Some(EventTrigger::Terminate) }));
-    assert!(matches!(node(main, "end_compensate").kind, NodeKind::EndEvent { result: Some(EventTrigger::Compensation) }));
+    assert!(matches!(
+        node(main, "end_compensate").kind,
+        NodeKind::EndEvent { result: Some(EventTrigger::Compensation) }
+    ));
 }
 
 #[test]
@@ -115,8 +118,12 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
     }
     assert_eq!(task_body(main, "user"), &TaskKind::User);
     assert_eq!(task_body(main, "manual"), &TaskKind::Manual);
-    assert!(matches!(task_body(main, "receive"), TaskKind::Receive { message: Some(m) } if m.name.as_deref() == Some("payment_received")));
-    assert!(matches!(task_body(main, "send"), TaskKind::Send { message: Some(m), handler: None } if m == "payment_received"));
+    assert!(
+        matches!(task_body(main, "receive"), TaskKind::Receive { message: Some(m) } if m.name.as_deref() == Some("payment_received"))
+    );
+    assert!(
+        matches!(task_body(main, "send"), TaskKind::Send { message: Some(m), handler: None } if m == "payment_received")
+    );
     let gateways: Vec<GatewayKind> = ["xor", "and", "or", "event_gw", "complex"]
         .iter()
         .map(|id| match node(main, id).kind {
@@ -146,7 +153,9 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop));
-    assert!(matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process")));
+    assert!(
+        matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process"))
+    );
     let f4 = main.flows.iter().find(|f| f.id == "f4").expect("f4");
     let condition = f4.condition.as_ref().expect("condition");
     assert_eq!(condition.source, "amount < 10");
@@ -183,8 +192,12 @@ fn reads_vendor_handlers_and_loops() {
     assert_eq!(spiff.output_collection.as_deref(), Some("output_list"));
     assert_eq!(spiff.output_element.as_deref(), Some("output_item"));
 
-    assert!(matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts"));
-    assert!(matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process")));
+    assert!(
+        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts")
+    );
+    assert!(
+        matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process"))
+    );
     match &node(p, "wait_update").kind {
         NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Message(message) } => {
             assert_eq!(message.name.as_deref(), Some("order_update"));
@@ -208,7 +221,12 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
     let points: Vec<&AttachPoint> = charge.rules.iter().map(|r| &r.point).collect();
     assert_eq!(
         points,
-        [&AttachPoint::GuardComplete, &AttachPoint::GuardVariable("paid".into()), &AttachPoint::OnEnter, &AttachPoint::OnLeave]
+        [
+            &AttachPoint::GuardComplete,
+            &AttachPoint::GuardVariable("paid".into()),
+            &AttachPoint::OnEnter,
+            &AttachPoint::OnLeave
+        ]
     );
     let charge = activity(p, "charge");
     assert_eq!(charge.body, TaskKind::Service { handler: Some("charge_card".into()) });
@@ -231,11 +249,16 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(task_body(p, "triage"), TaskKind::Llm(llm) if llm.mode == LlmMode::Classify && llm.labels == ["complaint", "question"]));
+    assert!(
+        matches!(task_body(p, "triage"), TaskKind::Llm(llm) if llm.mode == LlmMode::Classify && llm.labels == ["complaint", "question"])
+    );
     match task_body(p, "read_address") {
         TaskKind::Llm(llm) => {
             assert_eq!(llm.mode, LlmMode::Extract);
-            assert_eq!(llm.schema.as_ref().and_then(|s| s.pointer("/properties/city/type")), Some(&serde_json::json!("string")));
+            assert_eq!(
+                llm.schema.as_ref().and_then(|s| s.pointer("/properties/city/type")),
+                Some(&serde_json::json!("string"))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -246,10 +269,13 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(task_body(p, "discount"), TaskKind::BusinessRule { script: Some(s), .. } if s.source == "let discount = amount / 10;"));
+    assert!(
+        matches!(task_body(p, "discount"), TaskKind::BusinessRule { script: Some(s), .. } if s.source == "let discount = amount / 10;")
+    );
 }
 
-const HEAD: &str = r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
+const HEAD: &str =
+    r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
 const TAIL: &str = "</bpmn:process></bpmn:definitions>";
 
 #[test]

@@ -250,7 +250,11 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                     }
                     // The start tag without `<` and `>` (or `/>`).
                     let content_end = if is_empty { end.saturating_sub(2) } else { end.saturating_sub(1) };
-                    let Some(content) = self.input.get(start + 1..content_end).filter(|_| self.input.as_bytes().get(start) == Some(&b'<')) else {
+                    let Some(content) = self
+                        .input
+                        .get(start + 1..content_end)
+                        .filter(|_| self.input.as_bytes().get(start) == Some(&b'<'))
+                    else {
                         self.error(start, "malformed XML: cannot locate the start tag".to_string());
                         return None;
                     };
@@ -384,8 +388,7 @@ impl<'i, 'd> TreeReader<'i, 'd> {
             }
             if local == "id" && attribute_ns == Ns::NoNamespace && ns.is_bpmn() {
                 if let Some(first) = self.ids.get(raw) {
-                    let message =
-                        format!("duplicate id `{raw}` (first defined at {}:{})", first.line, first.col);
+                    let message = format!("duplicate id `{raw}` (first defined at {}:{})", first.line, first.col);
                     self.diagnostics.push(Diagnostic::error(self.file, span, message).with_id(raw));
                 } else {
                     self.ids.insert(raw, span);
