@@ -391,3 +391,26 @@ fn unreadable_file_is_a_diagnostic() {
     assert_eq!(diagnostics.len(), 1);
     assert!(diagnostics[0].message.starts_with("cannot read the file"), "{diagnostics:?}");
 }
+
+#[test]
+fn undeclared_prefix_reads_as_bpmn_and_joins_text_pieces() {
+    let text = include_bytes!("../../tests/data/bpmn/valid/undeclared_prefix.bpmn");
+    let definitions = parse_ok(text);
+    match task_body(&definitions.processes[0], "s") {
+        TaskKind::Script { script: Some(script) } => {
+            assert_eq!(script.source, "let a = 1 < 2; let b = a && true;");
+            assert_eq!(script.span, Span::new(7, 20));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn oversized_file_is_refused_without_reading_it_whole() {
+    let file = tempfile::NamedTempFile::new().expect("temporary file");
+    file.as_file().set_len(MAX_FILE_BYTES as u64 * 4).expect("sparse file");
+    let (definitions, diagnostics) = parse_bpmn_file(file.path());
+    assert!(definitions.is_none());
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].message, "file is larger than the 16 MiB limit for BPMN files");
+}
