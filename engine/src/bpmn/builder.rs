@@ -344,7 +344,10 @@ impl<'t, 'i> Context<'t, 'i> {
             "userTask" => Some(NodeKind::Task(self.activity(element, TaskKind::User))),
             "manualTask" => Some(NodeKind::Task(self.activity(element, TaskKind::Manual))),
             "receiveTask" => {
-                let message = tree.attr(element, "messageRef").map(|r| self.message_ref(element, r));
+                let message = tree
+                    .attr(element, "messageRef")
+                    .map(|r| self.message_ref(element, r))
+                    .map(|m| self.with_local_correlation_key(element, element, m));
                 Some(NodeKind::Task(self.activity(element, TaskKind::Receive { message })))
             }
             "sendTask" => {

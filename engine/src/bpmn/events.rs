@@ -99,7 +99,7 @@ impl Context<'_, '_> {
 
     /// Adds a correlation key given on the event or its definition (Zeebe subscription or
     /// `flowbot:correlationKey`) when the message definition has none.
-    fn with_local_correlation_key(
+    pub(super) fn with_local_correlation_key(
         &self,
         event: ElementId,
         definition: ElementId,

@@ -269,6 +269,13 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         }
         other => panic!("{other:?}"),
     }
+    match task_body(p, "await_confirmation") {
+        TaskKind::Receive { message: Some(message) } => {
+            assert_eq!(message.name.as_deref(), Some("payment_received"));
+            assert_eq!(message.correlation_key.as_ref().map(|e| e.source.as_str()), Some("customer"));
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
         matches!(task_body(p, "discount"), TaskKind::BusinessRule { script: Some(s), .. } if s.source == "let discount = amount / 10;")
     );

@@ -208,8 +208,8 @@ impl<'i, 'd> TreeReader<'i, 'd> {
 
     fn read(mut self) -> Option<XmlTree<'i>> {
         // Typical BPMN spends 100-200 bytes per kept element; reserving avoids most regrowth.
-        self.tree.elements.reserve(self.input.len() / 256);
-        self.tree.attributes.reserve(self.input.len() / 128);
+        self.tree.elements.reserve((self.input.len() / 256).max(64));
+        self.tree.attributes.reserve((self.input.len() / 128).max(128));
         let mut reader = NsReader::from_reader(self.input.as_bytes());
         let config = reader.config_mut();
         config.check_end_names = true;
