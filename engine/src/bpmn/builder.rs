@@ -124,10 +124,12 @@ impl<'t, 'i> Context<'t, 'i> {
     pub(super) fn text_expr(&self, at: ElementId) -> Option<Expr> {
         let (text, span) = self.tree.text(at)?;
         let source = strip_expression_wrappers(text);
+        // The wrapper-free source is a slice of `text`: its span is past the removed prefix.
+        let prefix = text.get(..(source.as_ptr() as usize).saturating_sub(text.as_ptr() as usize)).unwrap_or("");
         (!source.is_empty()).then(|| Expr {
             language: self.attr_string(at, "language"),
             source: source.to_owned(),
-            span,
+            span: span_after(span, prefix),
         })
     }
 
@@ -135,6 +137,18 @@ impl<'t, 'i> Context<'t, 'i> {
     pub(super) fn attr_expr(&self, at: ElementId, value: Option<&str>) -> Option<Expr> {
         let source = strip_expression_wrappers(value?);
         (!source.is_empty()).then(|| Expr { language: None, source: source.to_owned(), span: self.span(at) })
+    }
+}
+
+/// The span reached from `start` after the text `skipped`.
+fn span_after(start: Span, skipped: &str) -> Span {
+    match skipped.rfind('\n') {
+        Some(last_newline) => {
+            let lines = skipped.matches('\n').count() as u32;
+            let col = skipped[last_newline + 1..].chars().count() as u32 + 1;
+            Span::new(start.line + lines, col)
+        }
+        None => Span::new(start.line, start.col + skipped.chars().count() as u32),
     }
 }
 
@@ -486,5 +500,17 @@ impl<'t, 'i> Context<'t, 'i> {
             }
         }
         lanes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_after_skipped_text_counts_lines_and_characters() {
+        assert_eq!(span_after(Span::new(3, 7), ""), Span::new(3, 7));
+        assert_eq!(span_after(Span::new(3, 7), "${"), Span::new(3, 9));
+        assert_eq!(span_after(Span::new(3, 7), "${\n  é"), Span::new(4, 4));
     }
 }

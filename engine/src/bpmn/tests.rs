@@ -75,7 +75,11 @@ fn reads_event_definitions_with_resolved_references() {
     }
     assert_eq!(start_trigger("start_signal"), Some(EventTrigger::Signal { name: Some("stop_all".into()) }));
     match start_trigger("start_cond") {
-        Some(EventTrigger::Conditional { condition: Some(condition) }) => assert_eq!(condition.source, "amount > 5"),
+        Some(EventTrigger::Conditional { condition: Some(condition) }) => {
+            assert_eq!(condition.source, "amount > 5");
+            // Past the `${` wrapper.
+            assert_eq!(condition.span, Span::new(29, 60));
+        }
         other => panic!("{other:?}"),
     }
     match &node(main, "on_error").kind {
