@@ -47,6 +47,18 @@ const IGNORED_SCOPE_ELEMENTS: &[&str] = &[
     "dataOutputAssociation",
 ];
 
+/// What building a flow node gave.
+// Returned once per node and moved straight into its scope: boxing would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum BuiltNode {
+    /// The node.
+    Node(Node),
+    /// A flow node too malformed to keep; the problem is already reported.
+    Reported,
+    /// The element is not a flow node.
+    NotAFlowNode,
+}
+
 /// The state shared by the builder functions: the tree, the diagnostics and the top-level
 /// definitions that references resolve against.
 pub(super) struct Context<'t, 'i> {
@@ -305,9 +317,9 @@ impl<'t, 'i> Context<'t, 'i> {
                 }
                 name if IGNORED_SCOPE_ELEMENTS.contains(&name) => {}
                 _ => match self.build_node(child) {
-                    Some(Some(node)) => nodes.push(node),
-                    Some(None) => {}
-                    None => {
+                    BuiltNode::Node(node) => nodes.push(node),
+                    BuiltNode::Reported => {}
+                    BuiltNode::NotAFlowNode => {
                         let message = format!("unknown element `{}` ignored", element.name);
                         self.warning(child, message);
                     }
@@ -317,9 +329,8 @@ impl<'t, 'i> Context<'t, 'i> {
         (nodes, flows)
     }
 
-    /// Builds a flow node. `None`: not a flow node; `Some(None)`: a flow node with a problem
-    /// already reported.
-    fn build_node(&mut self, element: ElementId) -> Option<Option<Node>> {
+    /// Builds a flow node.
+    fn build_node(&mut self, element: ElementId) -> BuiltNode {
         self.naming_diagnostics_after(element, |context| context.build_flow_node(element))
     }
 
@@ -331,7 +342,7 @@ impl<'t, 'i> Context<'t, 'i> {
         built
     }
 
-    fn build_flow_node(&mut self, element: ElementId) -> Option<Option<Node>> {
+    fn build_flow_node(&mut self, element: ElementId) -> BuiltNode {
         let tree = self.tree;
         let name = tree.element(element).name;
         let kind = match name {
@@ -402,21 +413,21 @@ impl<'t, 'i> Context<'t, 'i> {
                 });
                 Some(NodeKind::CallActivity(self.activity(element, CallActivity { called_element })))
             }
-            _ => return None,
+            _ => return BuiltNode::NotAFlowNode,
         };
-        let Some(kind) = kind else { return Some(None) };
+        let Some(kind) = kind else { return BuiltNode::Reported };
         let Some(id) = self.attr_string(element, "id") else {
             self.error(element, format!("`{name}` has no `id` attribute"));
-            return Some(None);
+            return BuiltNode::Reported;
         };
-        Some(Some(Node {
+        BuiltNode::Node(Node {
             id,
             name: self.attr_string(element, "name"),
             kind,
             default_flow: self.attr_string(element, "default"),
             rules: self.rules(element),
             span: self.span(element),
-        }))
+        })
     }
 
     fn boundary_event(&mut self, element: ElementId) -> Option<NodeKind> {
