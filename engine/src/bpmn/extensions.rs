@@ -24,9 +24,10 @@ impl Context<'_, '_> {
         let zeebe = tree.extensions(element, Ns::Zeebe, "loopCharacteristics").next();
         let zeebe_attr = |name| zeebe.and_then(|z| tree.attr(z, name));
         let flowbot_attr = |name| tree.ns_attr(element, Ns::Flowbot, name);
+        // SpiffWorkflow names the variable by the data item's id (its `name` is a label).
         let data_item_name = |child| {
             tree.child(element, Ns::Bpmn, child)
-                .and_then(|item| tree.attr(item, "name").or_else(|| tree.attr(item, "id")))
+                .and_then(|item| tree.attr(item, "id").or_else(|| tree.attr(item, "name")))
         };
         let child_text = |child| tree.child(element, Ns::Bpmn, child).and_then(|c| tree.text(c)).map(|(t, _)| t);
         let variable =

@@ -49,6 +49,12 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
         return (None, diagnostics);
     };
     let definitions = builder::build_definitions(&tree, path, &mut diagnostics);
+    tracing::debug!(
+        file = %path.display(),
+        processes = definitions.as_ref().map_or(0, |d| d.processes.len()),
+        diagnostics = diagnostics.len(),
+        "parsed BPMN"
+    );
     (definitions, diagnostics)
 }
 
