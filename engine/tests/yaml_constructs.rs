@@ -64,13 +64,19 @@ nodes:
             ])
         }
     );
-    assert_eq!(kind(n, "t1"), &NodeKind::IntermediateThrowEvent { result: Some(EventTrigger::Escalation { code: Some("LATE".into()) }) });
+    assert_eq!(
+        kind(n, "t1"),
+        &NodeKind::IntermediateThrowEvent { result: Some(EventTrigger::Escalation { code: Some("LATE".into()) }) }
+    );
     assert_eq!(kind(n, "e1"), &NodeKind::EndEvent { result: Some(EventTrigger::Terminate) });
     assert_eq!(kind(n, "e2"), &NodeKind::EndEvent { result: Some(EventTrigger::Error { code: None }) });
     assert_eq!(
         kind(n, "e3"),
         &NodeKind::EndEvent {
-            result: Some(EventTrigger::Multiple(vec![EventTrigger::Error { code: Some("500".into()) }, EventTrigger::Compensation]))
+            result: Some(EventTrigger::Multiple(vec![
+                EventTrigger::Error { code: Some("500".into()) },
+                EventTrigger::Compensation
+            ]))
         }
     );
     match kind(n, "b1") {
@@ -82,7 +88,10 @@ nodes:
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(kind(n, "l1"), &NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some("page2".into()) } });
+    assert_eq!(
+        kind(n, "l1"),
+        &NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some("page2".into()) } }
+    );
     match kind(n, "s3") {
         NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(t)), .. } => assert_eq!(t.kind, TimerKind::Duration),
         other => panic!("{other:?}"),
@@ -128,7 +137,11 @@ nodes:
     assert_eq!(
         task(n, "d").body,
         TaskKind::Script {
-            script: Some(Script { language: None, source: "let x = 1;\nlet y = x + 1;\n".into(), span: Span::new(8, 7) })
+            script: Some(Script {
+                language: None,
+                source: "let x = 1;\nlet y = x + 1;\n".into(),
+                span: Span::new(8, 7)
+            })
         }
     );
     match &task(n, "e").body {
@@ -141,9 +154,14 @@ nodes:
     }
     assert_eq!(task(n, "f").body, TaskKind::User);
     assert_eq!(task(n, "g").body, TaskKind::Manual);
-    assert_eq!(task(n, "h").body, TaskKind::Receive { message: Some(MessageRef { name: Some("paid".into()), correlation_key: None }) });
+    assert_eq!(
+        task(n, "h").body,
+        TaskKind::Receive { message: Some(MessageRef { name: Some("paid".into()), correlation_key: None }) }
+    );
     match &task(n, "i").body {
-        TaskKind::Receive { message: Some(m) } => assert_eq!(m.correlation_key.as_ref().map(|e| e.source.as_str()), Some("order_id")),
+        TaskKind::Receive { message: Some(m) } => {
+            assert_eq!(m.correlation_key.as_ref().map(|e| e.source.as_str()), Some("order_id"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(task(n, "j").body, TaskKind::Send { message: Some("m".into()), handler: Some("mailer".into()) });
@@ -182,7 +200,10 @@ nodes:
             assert_eq!(llm.prompt, "Classify {text}");
             assert_eq!(llm.labels, ["complaint", "question"]);
             assert_eq!(llm.output.as_deref(), Some("category"));
-            assert_eq!(serde_json::Value::Object(llm.options.clone()), json!({ "max_tokens": 8, "temperature": 0.0, "seed": 7 }));
+            assert_eq!(
+                serde_json::Value::Object(llm.options.clone()),
+                json!({ "max_tokens": 8, "temperature": 0.0, "seed": 7 })
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -298,7 +319,10 @@ nodes:
                     assert!(h.body.event_subprocess);
                     assert_eq!(
                         kind(&h.body.nodes, "esp_start"),
-                        &NodeKind::StartEvent { trigger: Some(EventTrigger::Error { code: Some("E1".into()) }), interrupting: false }
+                        &NodeKind::StartEvent {
+                            trigger: Some(EventTrigger::Error { code: Some("E1".into()) }),
+                            interrupting: false
+                        }
                     );
                     assert_eq!(h.body.nodes[0].span, Span::new(16, 15));
                 }
@@ -317,7 +341,10 @@ nodes:
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(task(&p.nodes, "svc").retry, Some(RetryPolicy { retries: 2, initial_delay_ms: 1_000, max_delay_ms: 60_000 }));
+    assert_eq!(
+        task(&p.nodes, "svc").retry,
+        Some(RetryPolicy { retries: 2, initial_delay_ms: 1_000, max_delay_ms: 60_000 })
+    );
 }
 
 #[test]
@@ -346,7 +373,14 @@ nodes:
 ",
     );
     let s = &p.nodes[0];
-    assert_eq!(s.rules, vec![RuleAttachment { point: AttachPoint::OnStart, rule: RuleSource::File("defaults.rhai".into()), span: Span::new(8, 13) }]);
+    assert_eq!(
+        s.rules,
+        vec![RuleAttachment {
+            point: AttachPoint::OnStart,
+            rule: RuleSource::File("defaults.rhai".into()),
+            span: Span::new(8, 13)
+        }]
+    );
     let w = &p.nodes[1];
     let points: Vec<&AttachPoint> = w.rules.iter().map(|r| &r.point).collect();
     assert_eq!(

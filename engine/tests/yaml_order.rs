@@ -32,9 +32,22 @@ fn order_process_has_the_specified_nodes() {
     assert_eq!(
         ids,
         [
-            "order_received", "import_order", "confirm_order", "amount_check", "review_order", "review_merge",
-            "invoice_and_notify", "send_invoice", "notify_customer", "invoice_and_notify_done", "warehouse_inbound",
-            "mark_awaiting_shipment", "ship_order", "mark_shipped", "accounting_period", "freight_settlement",
+            "order_received",
+            "import_order",
+            "confirm_order",
+            "amount_check",
+            "review_order",
+            "review_merge",
+            "invoice_and_notify",
+            "send_invoice",
+            "notify_customer",
+            "invoice_and_notify_done",
+            "warehouse_inbound",
+            "mark_awaiting_shipment",
+            "ship_order",
+            "mark_shipped",
+            "accounting_period",
+            "freight_settlement",
             "order_done",
         ]
     );
@@ -49,7 +62,9 @@ fn order_process_has_the_specified_nodes() {
         ("freight_settlement", "settle_freight"),
     ] {
         match &node(&process, id).kind {
-            NodeKind::Task(Activity { body: TaskKind::Service { handler: Some(h) }, .. }) => assert_eq!(h, handler, "{id}"),
+            NodeKind::Task(Activity { body: TaskKind::Service { handler: Some(h) }, .. }) => {
+                assert_eq!(h, handler, "{id}")
+            }
             other => panic!("{id} is not a service task: {other:?}"),
         }
     }
@@ -63,7 +78,8 @@ fn order_process_has_the_specified_nodes() {
             other => panic!("{id} is not a script task: {other:?}"),
         }
     }
-    for (id, name) in [("review_order", "Review large order"), ("ship_order", "Fill in shipment information and ship")] {
+    for (id, name) in [("review_order", "Review large order"), ("ship_order", "Fill in shipment information and ship")]
+    {
         let n = node(&process, id);
         assert!(matches!(&n.kind, NodeKind::Task(Activity { body: TaskKind::User, .. })), "{id}");
         assert_eq!(n.name.as_deref(), Some(name));
@@ -217,9 +233,7 @@ fn order_process_runs_the_specified_paths() {
     let small = "order_received import_order confirm_order amount_check review_merge invoice_and_notify send_invoice \
                  notify_customer invoice_and_notify_done warehouse_inbound mark_awaiting_shipment ship_order mark_shipped \
                  accounting_period freight_settlement order_done";
-    let order = |amount: u32| {
-        serde_json::json!({ "order_id": "SO-1", "customer": "ACME", "amount": amount, "currency": "EUR", "paid": false })
-    };
+    let order = |amount: u32| serde_json::json!({ "order_id": "SO-1", "customer": "ACME", "amount": amount, "currency": "EUR", "paid": false });
     assert_eq!(walk(&process, order(500)).join(" "), small);
     let large = small.replace("amount_check", "amount_check review_order");
     assert_eq!(walk(&process, order(20_000)).join(" "), large);
