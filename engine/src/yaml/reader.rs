@@ -28,6 +28,8 @@ struct Branch {
     span: Span,
     /// Where the target is written (for "unknown node" errors).
     target_span: Span,
+    /// Where the flow id is written, when it is.
+    id_span: Option<Span>,
 }
 
 /// The nodes and flows of one scope (the process, or an embedded subprocess).
@@ -505,7 +507,7 @@ impl<'a> Reader<'a> {
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).
     fn flow_id(&mut self, source: &str, branch: &Branch) -> String {
         if let Some(id) = &branch.id {
-            self.claim_id(id, branch.span);
+            self.claim_id(id, branch.id_span.unwrap_or(branch.span));
             return id.clone();
         }
         let base = format!("{source}_to_{}", branch.target);
@@ -544,7 +546,10 @@ impl<'a> Reader<'a> {
         style: BranchStyle,
         list: &str,
     ) -> Option<Branch> {
-        let span = self.map.key(path).or_else(|| self.map.value(path)).unwrap_or_else(|| self.map.nearest(path));
+        // A list item is located at its `-` (or its place in `[...]`); a single branch at its value.
+        let in_list = matches!(path.segments().last(), Some(super::locator::PathSeg::Index(_)));
+        let item = if in_list { self.map.key(path) } else { None };
+        let span = item.or_else(|| self.map.value(path)).unwrap_or_else(|| self.map.nearest(path));
         match value {
             Value::String(_) => {
                 let target = self.id_text(value, path, "a flow target")?;
@@ -557,6 +562,7 @@ impl<'a> Reader<'a> {
                     is_default: false,
                     span: target_span,
                     target_span,
+                    id_span: None,
                 })
             }
             Value::Mapping(m) => {
@@ -625,7 +631,8 @@ impl<'a> Reader<'a> {
                 let id = self.optional_id(m, path, "id");
                 let name = self.optional_text(m, path, "name");
                 let target_span = self.map.nearest_value(&target_path);
-                Some(Branch { target, id, name, condition, is_default, span, target_span })
+                let id_span = id.as_ref().map(|_| self.map.nearest_value(&path.key("id")));
+                Some(Branch { target, id, name, condition, is_default, span, target_span, id_span })
             }
             other => {
                 self.error_at_value(
