@@ -10,3 +10,4 @@ pub mod rules;
 pub mod script;
 #[cfg(test)]
 mod testkit;
+pub mod yaml;

@@ -59,11 +59,18 @@ impl<'a> Machine<'a> {
         Ok(self.finish())
     }
 
-    pub(super) fn complete(mut self, activation: u64, outputs: Map<String, Value>) -> Result<Step, ExecError> {
-        let position = self.find_wait(activation)?;
-        let wait = self.inst.waits[position].clone();
-        let node = self.node_index(&wait.node).map_err(|_| ExecError::UnknownActivation(activation))?;
-        {
+    /// Completes several waits as one step: every guard is asked first (one refusal refuses all
+    /// and changes nothing), then each wait completes in the given order and moves its token on,
+    /// and only then do tokens run.
+    pub(super) fn complete(mut self, completions: Vec<(u64, Map<String, Value>)>) -> Result<Step, ExecError> {
+        let mut resolved = Vec::with_capacity(completions.len());
+        for (activation, outputs) in completions {
+            let position = self.find_wait(activation)?;
+            if resolved.iter().any(|(_, w, _): &(NodeIndex, Wait, _)| w.activation == activation) {
+                return Err(ExecError::UnknownActivation(activation));
+            }
+            let wait = self.inst.waits[position].clone();
+            let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
             let variables = self.visible(wait.scope);
             let ctx = HookContext {
                 process: self.process,
@@ -75,19 +82,23 @@ impl<'a> Machine<'a> {
             if let Err(reason) = self.hooks.guard_complete(&ctx, &wait, &outputs) {
                 return Err(ExecError::Rejected { node: wait.node.clone(), reason });
             }
+            drop(variables);
+            resolved.push((node, wait, outputs));
         }
         self.inst.status = Status::Running;
-        self.inst.waits.remove(position);
-        self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation });
-        let _ = self.continue_after_wait(node, wait.scope, activation, outputs);
+        let _ = self.complete_resolved(resolved);
         Ok(self.finish())
     }
 
-    fn continue_after_wait(&mut self, node: NodeIndex, scope: u64, activation: u64, outputs: Map<String, Value>) -> Flowing {
-        if !outputs.is_empty() {
-            self.write_variables(scope, node, Some(activation), outputs, true)?;
+    fn complete_resolved(&mut self, resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>) -> Flowing {
+        for (node, wait, outputs) in resolved {
+            self.inst.waits.retain(|w| w.activation != wait.activation);
+            self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation: wait.activation });
+            if !outputs.is_empty() {
+                self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+            }
+            self.leave(node, wait.scope, wait.activation)?;
         }
-        self.leave(node, scope, activation)?;
         self.drain()
     }
 
@@ -396,7 +407,7 @@ impl<'a> Machine<'a> {
         }
         for edge in flows {
             let flow = self.process.flow(edge);
-            let target = self.process.node(self.process.flow_target(edge));
+            let target = self.process.node(flow.target);
             self.step.events.push(Event::TokenMoved { flow: flow.id.clone(), from: node.id.clone(), to: target.id.clone() });
             self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()) });
         }

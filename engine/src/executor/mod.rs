@@ -377,8 +377,20 @@ impl Instance {
         outputs: Map<String, Value>,
         hooks: &dyn ExecutionHooks,
     ) -> Result<Step, ExecError> {
+        self.complete_all(process, vec![(activation, outputs)], hooks)
+    }
+
+    /// Completes several waits in one step, in the given order, before any token moves on (a
+    /// driver that finishes a batch of ready tasks at once). Guards are asked for every wait
+    /// first; one refusal refuses the whole batch and nothing changes.
+    pub fn complete_all(
+        &mut self,
+        process: &CompiledProcess,
+        completions: Vec<(u64, Map<String, Value>)>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
         self.check_can_move(process)?;
-        machine::Machine::new(process, hooks, self).complete(activation, outputs)
+        machine::Machine::new(process, hooks, self).complete(completions)
     }
 
     /// Fails the job `activation` (its handler gave up after its retries): raises an incident at

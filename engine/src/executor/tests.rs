@@ -433,3 +433,28 @@ fn stuck_parallel_join_is_an_incident() {
     assert_eq!(instance.status(), Status::Failed);
     assert_eq!(instance.incidents()[0].node, "j");
 }
+
+#[test]
+fn batch_completion_completes_every_wait_before_tokens_move() {
+    let p = compiled(
+        Scope::default()
+            .node("s", start())
+            .node("f", and())
+            .node("a", user())
+            .node("b", user())
+            .node("j", and())
+            .node("e", end())
+            .chain(&["s", "f", "a", "j", "e"])
+            .chain(&["f", "b", "j"]),
+    );
+    let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    let batch: Vec<(u64, Map<String, Value>)> = instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+    let step = instance.complete_all(&p, batch.clone(), &NoHooks).unwrap();
+    assert!(step.ended);
+    assert_eq!(path(&instance), ["s", "f", "a", "b", "j", "e"]);
+    // One guard refusal refuses the whole batch.
+    let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &Guarded).unwrap();
+    let before = instance.clone();
+    assert!(matches!(instance.complete_all(&p, batch, &Guarded), Err(ExecError::Rejected { .. })));
+    assert_eq!(instance, before);
+}

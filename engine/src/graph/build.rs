@@ -30,7 +30,7 @@ pub(super) fn build(
         file: &defs.source,
         diagnostics,
         graph: DiGraph::new(),
-        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new() }],
+        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new(), implicit_start: false }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
     };
@@ -40,6 +40,7 @@ pub(super) fn build(
         id: process.id.clone(),
         name: process.name.clone(),
         source: defs.source.clone(),
+        span: process.span,
         graph: builder.graph,
         scripts: Arc::clone(scripts),
         scopes: builder.scopes,
@@ -73,7 +74,7 @@ impl Builder<'_> {
             local.insert(node.id.as_str(), index);
             if let NodeKind::SubProcess(activity) = &node.kind {
                 let child = self.scopes.len();
-                self.scopes.push(ScopeInfo { subprocess: Some(index), parent: Some(scope), starts: Vec::new() });
+                self.scopes.push(ScopeInfo { subprocess: Some(index), parent: Some(scope), starts: Vec::new(), implicit_start: false });
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
@@ -95,8 +96,34 @@ impl Builder<'_> {
             }
             self.add_flow(&local, flow);
         }
+        self.add_implicit_starts(scope, nodes, &local);
         for node in nodes {
             self.resolve_default(&local, node);
+        }
+    }
+
+    /// BPMN 2.0 (10.5.2, 10.5.3): a scope with neither start nor end events starts at every
+    /// flow node without incoming flows (boundary events and event subprocesses excluded).
+    fn add_implicit_starts(&mut self, scope: ScopeId, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
+        let has_events = nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
+        if has_events {
+            return;
+        }
+        let starts: Vec<NodeIndex> = nodes
+            .iter()
+            .filter_map(|n| local.get(n.id.as_str()).copied())
+            .filter(|&index| {
+                let node = &self.graph[index];
+                node.incoming.is_empty()
+                    && !node.element.ends_with("boundaryEvent")
+                    && node.element != "event subProcess"
+            })
+            .collect();
+        if !starts.is_empty() {
+            self.scopes[scope].implicit_start = true;
+            self.scopes[scope].starts = starts;
         }
     }
 
@@ -127,7 +154,15 @@ impl Builder<'_> {
         let edge = self.graph.add_edge(
             source,
             target,
-            Flow { id: flow.id.clone(), name: flow.name.clone(), condition, is_default: false, span: flow.span },
+            Flow {
+                id: flow.id.clone(),
+                name: flow.name.clone(),
+                source,
+                target,
+                condition,
+                is_default: false,
+                span: flow.span,
+            },
         );
         self.graph[source].outgoing.push(edge);
         self.graph[target].incoming.push(edge);

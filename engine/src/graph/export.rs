@@ -13,7 +13,7 @@ pub fn to_dot(process: &CompiledProcess) -> String {
     dot_scope(process, 0, 1, &mut out);
     for edge in process.graph.edge_indices() {
         let flow = process.flow(edge);
-        let (source, target) = (process.flow_source(edge), process.flow_target(edge));
+        let (source, target) = (flow.source, flow.target);
         let mut attrs = Vec::new();
         if let Some(label) = flow.name.as_deref().or(flow.condition.as_ref().map(|c| c.source.as_str())) {
             attrs.push(format!("label={}", dot_quote(label)));
@@ -74,7 +74,7 @@ pub fn to_mermaid(process: &CompiledProcess) -> String {
     mermaid_scope(process, 0, 1, &mut out);
     for edge in process.graph.edge_indices() {
         let flow = process.flow(edge);
-        let (source, target) = (process.flow_source(edge), process.flow_target(edge));
+        let (source, target) = (flow.source, flow.target);
         let label = flow.name.as_deref().or(flow.condition.as_ref().map(|c| c.source.as_str()));
         let arrow = match label {
             Some(label) => format!("-->|{}|", mermaid_text(label)),

@@ -37,6 +37,8 @@ pub struct CompiledProcess {
     pub name: Option<String>,
     /// The file the process came from.
     pub source: PathBuf,
+    /// Where the process element is in the file.
+    pub span: Span,
     /// Flow nodes and sequence flows.
     pub graph: DiGraph<FlowNode, Flow>,
     /// Scopes: index 0 is the process, then one per embedded subprocess.
@@ -72,16 +74,6 @@ impl CompiledProcess {
         &self.graph[index]
     }
 
-    /// The source node of a flow.
-    pub fn flow_source(&self, index: EdgeIndex) -> NodeIndex {
-        self.graph.edge_endpoints(index).map(|(s, _)| s).unwrap_or_else(|| unreachable_edge(index))
-    }
-
-    /// The target node of a flow.
-    pub fn flow_target(&self, index: EdgeIndex) -> NodeIndex {
-        self.graph.edge_endpoints(index).map(|(_, t)| t).unwrap_or_else(|| unreachable_edge(index))
-    }
-
     /// Whether a token at `from` can still reach the inclusive join `join` (both in one scope).
     /// `false` when `join` is not an inclusive join.
     pub fn can_reach_join(&self, from: NodeIndex, join: NodeIndex) -> bool {
@@ -94,10 +86,6 @@ impl CompiledProcess {
     }
 }
 
-fn unreachable_edge(index: EdgeIndex) -> ! {
-    panic!("edge {index:?} does not belong to this graph (edges are never removed)")
-}
-
 /// One scope of the flattened graph.
 #[derive(Debug, Clone)]
 pub struct ScopeInfo {
@@ -105,8 +93,11 @@ pub struct ScopeInfo {
     pub subprocess: Option<NodeIndex>,
     /// The enclosing scope (`None` for the process).
     pub parent: Option<ScopeId>,
-    /// The none start events of the scope, in document order.
+    /// Where tokens of the scope begin: its none start events in document order, or, for a scope
+    /// with neither start nor end events, every node without incoming flows.
     pub starts: Vec<NodeIndex>,
+    /// Whether `starts` are implicit (the scope has no start event).
+    pub implicit_start: bool,
 }
 
 /// A flow node of the compiled graph.
@@ -241,6 +232,10 @@ pub struct Flow {
     pub id: String,
     /// Flow name.
     pub name: Option<String>,
+    /// The node it leaves.
+    pub source: NodeIndex,
+    /// The node it enters.
+    pub target: NodeIndex,
     /// The condition, when the flow is conditional.
     pub condition: Option<CompiledCode>,
     /// Whether it is its source's default flow.

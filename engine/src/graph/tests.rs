@@ -37,7 +37,7 @@ fn reports_every_structural_problem_in_one_pass() {
     assert!(process.is_none());
     let expected = [
         "test.bpmn:1:3: error: default flow `missing_flow` of `s` is not one of its outgoing flows [s]",
-        "test.bpmn:3:3: error: duplicate id `t` (first used at line 2:3) [t]",
+        "test.bpmn:3:3: error: duplicate id `t` (first defined at 2:3) [t]",
         "test.bpmn:4:3: error: task `lonely` cannot be reached from any start event [lonely]",
         "test.bpmn:4:3: warning: task `lonely` has no outgoing flow: its tokens end there [lonely]",
         "test.bpmn:8:3: error: sequence flow `t_nowhere` has unknown target `nowhere` [t_nowhere]",

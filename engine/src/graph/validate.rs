@@ -41,7 +41,7 @@ pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
                     Diagnostic::error(
                         &defs.source,
                         span,
-                        format!("duplicate id `{id}` (first used at line {}:{})", earlier.line, earlier.col),
+                        format!("duplicate id `{id}` (first defined at {}:{})", earlier.line, earlier.col),
                     )
                     .with_id(id.to_string()),
                 ),
@@ -60,25 +60,28 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
     for (scope_id, scope) in process.scopes.iter().enumerate() {
         let members: Vec<NodeIndex> =
             process.graph.node_indices().filter(|&n| process.graph[n].scope == scope_id).collect();
-        let roots: Vec<NodeIndex> = members.iter().copied().filter(|&n| is_root(&process.graph[n])).collect();
+        let mut roots: Vec<NodeIndex> = members.iter().copied().filter(|&n| is_root(&process.graph[n])).collect();
+        if scope.implicit_start {
+            roots.extend(scope.starts.iter().copied());
+            let (span, id) = scope_owner(process, scope_id);
+            diagnostics.push(
+                Diagnostic::warning(
+                    file,
+                    span,
+                    format!("`{id}` has no start event: its tokens start at every node without incoming flows"),
+                )
+                .with_id(id),
+            );
+        }
         let has_start = members
             .iter()
             .any(|&n| matches!(process.graph[n].behavior, Behavior::Start) || is_start_event_of_any_kind(process, n));
-        if !has_start {
-            let (span, what) = match scope.subprocess {
-                Some(sub) => (process.graph[sub].span, format!("subprocess `{}`", process.graph[sub].id)),
-                None => (Span::new(1, 1), format!("process `{}`", process.id)),
-            };
-            let span = if scope.subprocess.is_none() { process_span(process, span) } else { span };
-            let mut d = Diagnostic::error(file, span, format!("{what} has no start event"));
-            if let Some(sub) = scope.subprocess {
-                d = d.with_id(process.graph[sub].id.clone());
-            } else {
-                d = d.with_id(process.id.clone());
-            }
-            diagnostics.push(d);
+        if !has_start && !scope.implicit_start {
+            let (span, id) = scope_owner(process, scope_id);
+            let what = if scope.subprocess.is_some() { "subprocess" } else { "process" };
+            diagnostics.push(Diagnostic::error(file, span, format!("{what} `{id}` has no start event")).with_id(id));
         } else {
-            check_reachability(process, scope_id, &members, &roots, diagnostics);
+            check_reachability(process, &members, &roots, diagnostics);
         }
         check_ends(process, &members, diagnostics);
     }
@@ -88,25 +91,26 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
     diagnostics.extend(process.unsupported.iter().cloned());
 }
 
-/// The process element's span is not kept in the graph; the first node's scope-0 span is a fair
-/// stand-in when the process is empty.
-fn process_span(process: &CompiledProcess, fallback: Span) -> Span {
-    process.graph.node_indices().map(|n| process.graph[n].span).min().unwrap_or(fallback)
+/// The span and id of the element that owns a scope (the subprocess, or the process).
+fn scope_owner(process: &CompiledProcess, scope: ScopeId) -> (Span, String) {
+    match process.scopes[scope].subprocess {
+        Some(sub) => (process.graph[sub].span, process.graph[sub].id.clone()),
+        None => (process.span, process.id.clone()),
+    }
 }
 
 fn is_start_event_of_any_kind(process: &CompiledProcess, index: NodeIndex) -> bool {
     process.graph[index].element.ends_with("startEvent")
 }
 
-/// Nodes where tokens can appear without an incoming flow.
+/// Nodes where tokens can appear without an incoming flow: start events of every kind, boundary
+/// events (their activity starts them) and event subprocesses.
 fn is_root(node: &FlowNode) -> bool {
     node.element.ends_with("startEvent") || node.element.ends_with("boundaryEvent") || node.element == "event subProcess"
-        || (node.incoming.is_empty() && node.element.ends_with("Event") && node.element.contains("link"))
 }
 
 fn check_reachability(
     process: &CompiledProcess,
-    _scope: ScopeId,
     members: &[NodeIndex],
     roots: &[NodeIndex],
     diagnostics: &mut Vec<Diagnostic>,
