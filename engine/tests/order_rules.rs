@@ -1,9 +1,10 @@
-//! The shipped order process (`workflows/order_processing.bpmn`) run with the shipped rules
+//! The shipped order process (`workflows/order_processing.bpmn` and `.yaml`) run with the shipped rules
 //! (`rules/`) through the executor: guards refuse actions without changing anything, event
 //! policies notify, send the invoice and update the freight charge in the step that triggers them.
 
 use chrono::{TimeZone, Utc};
 use flowbot_engine::bpmn::parse_bpmn_file;
+use flowbot_engine::yaml::parse_yaml_bytes;
 use flowbot_engine::executor::{ExecError, Instance, Status};
 use flowbot_engine::graph::{compile, CompiledProcess};
 use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig, StdlibConfig};
@@ -14,12 +15,17 @@ fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-fn setup() -> (RuleEngine, CompiledProcess) {
+fn setup(workflow: &str) -> (RuleEngine, CompiledProcess) {
     let stdlib = StdlibConfig { time_zone: chrono_tz::Europe::Berlin, ..StdlibConfig::default() }
         .with_fixed_now(Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
     let rules = RuleEngine::load(repo("rules"), &RulesConfig { stdlib, ..RulesConfig::default() }).unwrap();
     assert!(rules.errors().is_empty(), "{:?}", rules.errors());
-    let (definitions, diagnostics) = parse_bpmn_file(&repo("workflows/order_processing.bpmn"));
+    let path = repo(workflow);
+    let (definitions, diagnostics) = if workflow.ends_with(".bpmn") {
+        parse_bpmn_file(&path)
+    } else {
+        parse_yaml_bytes(&path, &std::fs::read(&path).unwrap())
+    };
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let (process, diagnostics) = compile(&definitions.unwrap(), None, &rules.script_runtime());
     (rules, process.unwrap_or_else(|| panic!("{diagnostics:?}")))
@@ -61,8 +67,17 @@ fn emitted(effects: &[Effect]) -> Vec<(String, Value)> {
 }
 
 #[test]
-fn order_process_enforces_the_order_rules() {
-    let (rules, process) = setup();
+fn bpmn_order_process_enforces_the_order_rules() {
+    order_process_enforces_the_order_rules("workflows/order_processing.bpmn");
+}
+
+#[test]
+fn yaml_order_process_enforces_the_order_rules() {
+    order_process_enforces_the_order_rules("workflows/order_processing.yaml");
+}
+
+fn order_process_enforces_the_order_rules(workflow: &str) {
+    let (rules, process) = setup(workflow);
     let hooks = RuleHooks::new(rules.snapshot());
     let (mut instance, _) = Instance::start(&process, "i-1", start_variables(), &hooks).unwrap();
     assert!(hooks.take_effects().is_empty());
@@ -113,7 +128,7 @@ fn a_broken_rule_reload_keeps_the_process_running_on_the_old_rules() {
         std::fs::copy(&entry, dir.path().join(relative)).unwrap();
     }
     let rules = RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap();
-    let (_, process) = setup();
+    let (_, process) = setup("workflows/order_processing.bpmn");
     let (mut instance, _) = Instance::start(&process, "i-2", start_variables(), &RuleHooks::new(rules.snapshot())).unwrap();
 
     std::fs::write(dir.path().join("notify_customer_status.rhai"), "notify(").unwrap();
