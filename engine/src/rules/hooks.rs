@@ -9,7 +9,7 @@
 //!
 //! | executor hook | rules run |
 //! |---|---|
-//! | `on_start` | `on_start` policies |
+//! | `on_start` | `on_start` policies of the process and of its nodes (they belong on the start event) |
 //! | `on_enter` / `on_leave` | `on_enter` / `on_leave` policies |
 //! | `guard_complete` | `guard_complete` (user tasks, jobs, timers, signals) or `guard_message` (message waits), then `guard_variable` guards for each output variable that would change, so a refused change refuses the completion and nothing changes |
 //! | `guard_variables` | `guard_variable` guards (a refusal here is an incident at the node) |
@@ -112,7 +112,11 @@ fn node_id(ctx: &HookContext<'_>) -> String {
 
 impl ExecutionHooks for RuleHooks {
     fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
-        self.policies(attached(ctx), &RuleEvent::InstanceStarted, ctx.variables)
+        // `on_start` rules are written on the start event (or the process); they run once, when
+        // the instance starts, before any token moves.
+        let on_nodes = ctx.process.graph.node_weights().flat_map(|node| node.rules.iter());
+        let rules = on_nodes.chain(ctx.process.rules.iter());
+        self.policies(rules, &RuleEvent::InstanceStarted, ctx.variables)
     }
 
     fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {

@@ -27,3 +27,5 @@ pub use watch::RuleWatcher;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod hooks_tests;
