@@ -15,14 +15,19 @@
 //! | `guard_variables` | `guard_variable` guards (a refusal here is an incident at the node) |
 //! | `on_variables_changed` | `on_variable_change` policies, once per variable whose value really changed |
 //! | [`RuleHooks::status_changed`] (called by the driver) | `on_status_change` policies |
+//!
+//! A driver that keeps one hooks object for all instances (`Arc<dyn ExecutionHooks>`) uses
+//! [`SharedRuleHooks`] instead: it opens a step (one snapshot, one effect buffer) per instance at
+//! the first hook call and closes it when the driver calls [`SharedRuleHooks::finish_step`].
 
 use super::effects::Effect;
 use super::eval::RuleEvent;
-use super::ruleset::RuleSet;
+use super::ruleset::{RuleEngine, RuleSet};
 use crate::executor::{ExecutionHooks, HookContext, HookUpdates, Status, Wait, WaitKind};
 use crate::graph::CompiledProcess;
 use crate::model::RuleAttachment;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Execution hooks that enforce the rules of one [`RuleSet`] snapshot for one step.
@@ -160,5 +165,71 @@ impl ExecutionHooks for RuleHooks {
         };
         self.guards(attached(ctx), &event, ctx.variables)?;
         self.guard_changes(ctx, outputs)
+    }
+}
+
+/// Rule hooks shared by every instance of a driver: each instance's step gets its own
+/// [`RuleHooks`] (one snapshot, one effect buffer), opened at the step's first hook call and closed
+/// by [`SharedRuleHooks::finish_step`], which the driver calls once per step, after the executor
+/// call and before committing (success: write the effects with the step; failure: drop them).
+#[derive(Debug)]
+pub struct SharedRuleHooks {
+    engine: Arc<RuleEngine>,
+    steps: Mutex<HashMap<String, Arc<RuleHooks>>>,
+}
+
+impl SharedRuleHooks {
+    /// Hooks over the rules of `engine` (reloads take effect at the next step of each instance).
+    pub fn new(engine: Arc<RuleEngine>) -> Self {
+        Self { engine, steps: Mutex::new(HashMap::new()) }
+    }
+
+    /// Ends the current step of `instance_id` and returns the effects its rules asked for.
+    pub fn finish_step(&self, instance_id: &str) -> Vec<Effect> {
+        let step = self.steps.lock().unwrap_or_else(|e| e.into_inner()).remove(instance_id);
+        step.map(|hooks| hooks.take_effects()).unwrap_or_default()
+    }
+
+    /// Runs the `on_status_change` policies inside the current step of `instance_id`.
+    pub fn status_changed(
+        &self,
+        process: &CompiledProcess,
+        instance_id: &str,
+        variables: &Map<String, Value>,
+        old: Status,
+        new: Status,
+    ) -> Result<HookUpdates, String> {
+        self.step(instance_id).status_changed(process, variables, old, new)
+    }
+
+    fn step(&self, instance_id: &str) -> Arc<RuleHooks> {
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        steps.entry(instance_id.to_string()).or_insert_with(|| Arc::new(RuleHooks::new(self.engine.snapshot()))).clone()
+    }
+}
+
+impl ExecutionHooks for SharedRuleHooks {
+    fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        self.step(ctx.instance_id).on_start(ctx)
+    }
+
+    fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        self.step(ctx.instance_id).on_enter(ctx)
+    }
+
+    fn on_leave(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        self.step(ctx.instance_id).on_leave(ctx)
+    }
+
+    fn guard_variables(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<(), String> {
+        self.step(ctx.instance_id).guard_variables(ctx, changes)
+    }
+
+    fn on_variables_changed(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<HookUpdates, String> {
+        self.step(ctx.instance_id).on_variables_changed(ctx, changes)
+    }
+
+    fn guard_complete(&self, ctx: &HookContext<'_>, wait: &Wait, outputs: &Map<String, Value>) -> Result<(), String> {
+        self.step(ctx.instance_id).guard_complete(ctx, wait, outputs)
     }
 }

@@ -171,3 +171,31 @@ fn a_failing_policy_becomes_an_incident_naming_the_rule() {
     let incident = &instance.incidents()[0];
     assert!(incident.message.starts_with("<inline>:2:3: error: rule `inline@1:1` failed"), "{incident:?}");
 }
+
+#[test]
+fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("leave.rhai"), r#"emit("v1")"#).unwrap();
+    let engine = std::sync::Arc::new(RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap());
+    let leave = RuleAttachment { point: AttachPoint::OnLeave, rule: RuleSource::File("leave.rhai".into()), span: Span::new(1, 1) };
+    let p = process(&engine, &[("work", leave.clone()), ("set", leave)], vec![]);
+    let shared = SharedRuleHooks::new(engine.clone());
+
+    let (mut a, _) = Instance::start(&p, "a", Map::new(), &shared).unwrap();
+    let (mut b, _) = Instance::start(&p, "b", Map::new(), &shared).unwrap();
+    assert!(shared.finish_step("a").is_empty() && shared.finish_step("b").is_empty());
+
+    // Step of `a` opens on the old rules; the reload lands in the middle of it.
+    let work = a.waits()[0].activation;
+    let work_node = p.node(p.node_index("work").unwrap());
+    let ctx = crate::executor::HookContext { process: &p, instance_id: "a", node: Some(work_node), activation: Some(work), variables: a.variables() };
+    crate::executor::ExecutionHooks::on_enter(&shared, &ctx).unwrap();
+    std::fs::write(dir.path().join("leave.rhai"), r#"emit("v2")"#).unwrap();
+    engine.reload().unwrap();
+    a.complete(&p, work, Map::new(), &shared).unwrap();
+    assert_eq!(emitted(&shared.finish_step("a")), ["v1:null", "v1:null"], "one step, one rule set");
+
+    let work = b.waits()[0].activation;
+    b.complete(&p, work, Map::new(), &shared).unwrap();
+    assert_eq!(emitted(&shared.finish_step("b")), ["v2:null", "v2:null"]);
+}
