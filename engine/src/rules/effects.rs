@@ -103,9 +103,8 @@ pub(crate) fn collecting<T>(rule: &str, evaluate: impl FnOnce() -> T) -> (T, Col
     }
     let pop = Pop;
     let result = evaluate();
-    let collected = CURRENT.with(|frames| {
-        frames.borrow_mut().last_mut().map(|f| std::mem::take(&mut f.collected)).unwrap_or_default()
-    });
+    let collected = CURRENT
+        .with(|frames| frames.borrow_mut().last_mut().map(|f| std::mem::take(&mut f.collected)).unwrap_or_default());
     drop(pop);
     (result, collected)
 }

@@ -19,7 +19,11 @@ fn message_catch(name: &str) -> NodeKind {
 
 /// `start → work (user) → set (script) → wait (message) → end`, with `node_rules` on nodes and
 /// `process_rules` on the process.
-fn process(rules: &RuleEngine, node_rules: &[(&str, RuleAttachment)], process_rules: Vec<RuleAttachment>) -> CompiledProcess {
+fn process(
+    rules: &RuleEngine,
+    node_rules: &[(&str, RuleAttachment)],
+    process_rules: Vec<RuleAttachment>,
+) -> CompiledProcess {
     let mut defs = Scope::default()
         .node("start", start())
         .node("work", user())
@@ -57,7 +61,13 @@ fn start_instance(process: &CompiledProcess, hooks: &RuleHooks) -> Instance {
     Instance::start(process, "i", Map::new(), hooks).unwrap().0
 }
 
-fn complete(instance: &mut Instance, process: &CompiledProcess, node: &str, outputs: Value, hooks: &RuleHooks) -> Result<(), ExecError> {
+fn complete(
+    instance: &mut Instance,
+    process: &CompiledProcess,
+    node: &str,
+    outputs: Value,
+    hooks: &RuleHooks,
+) -> Result<(), ExecError> {
     let activation = instance.waits().iter().find(|w| w.node == node).unwrap().activation;
     instance.complete(process, activation, outputs.as_object().cloned().unwrap(), hooks).map(|_| ())
 }
@@ -65,7 +75,11 @@ fn complete(instance: &mut Instance, process: &CompiledProcess, node: &str, outp
 #[test]
 fn on_start_on_the_start_event_sets_defaults() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[("start", rule(AttachPoint::OnStart, r#"set("priority", "normal"); emit("started")"#))], vec![]);
+    let p = process(
+        &rules,
+        &[("start", rule(AttachPoint::OnStart, r#"set("priority", "normal"); emit("started")"#))],
+        vec![],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let instance = start_instance(&p, &hooks);
     assert_eq!(instance.variables()["priority"], json!("normal"));
@@ -77,7 +91,10 @@ fn on_enter_and_on_leave_run_for_their_node_and_process_rules_for_every_node() {
     let (_dir, rules) = rules();
     let p = process(
         &rules,
-        &[("work", rule(AttachPoint::OnEnter, r#"emit("enter " + event.node)"#)), ("work", rule(AttachPoint::OnLeave, r#"emit("leave " + event.node)"#))],
+        &[
+            ("work", rule(AttachPoint::OnEnter, r#"emit("enter " + event.node)"#)),
+            ("work", rule(AttachPoint::OnLeave, r#"emit("leave " + event.node)"#)),
+        ],
         vec![rule(AttachPoint::OnEnter, r#"emit("any " + event.node)"#)],
     );
     let hooks = RuleHooks::new(rules.snapshot());
@@ -90,12 +107,19 @@ fn on_enter_and_on_leave_run_for_their_node_and_process_rules_for_every_node() {
 #[test]
 fn guard_complete_refuses_and_nothing_changes() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[("work", rule(AttachPoint::GuardComplete, r#"if event.output.ok != true { reject("not ok") }"#))], vec![]);
+    let p = process(
+        &rules,
+        &[("work", rule(AttachPoint::GuardComplete, r#"if event.output.ok != true { reject("not ok") }"#))],
+        vec![],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     let before = instance.clone();
     let err = complete(&mut instance, &p, "work", json!({"ok": false}), &hooks).unwrap_err();
-    assert_eq!(err, ExecError::Rejected { node: "work".into(), reason: "rule `inline@1:1` rejected the action: not ok".into() });
+    assert_eq!(
+        err,
+        ExecError::Rejected { node: "work".into(), reason: "rule `inline@1:1` rejected the action: not ok".into() }
+    );
     assert_eq!(instance, before);
     complete(&mut instance, &p, "work", json!({"ok": true}), &hooks).unwrap();
     assert_eq!(instance.waits()[0].node, "wait");
@@ -104,7 +128,11 @@ fn guard_complete_refuses_and_nothing_changes() {
 #[test]
 fn guard_message_checks_the_payload() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[("wait", rule(AttachPoint::GuardMessage, r#"event.message == "paid" && event.payload.amount > 0"#))], vec![]);
+    let p = process(
+        &rules,
+        &[("wait", rule(AttachPoint::GuardMessage, r#"event.message == "paid" && event.payload.amount > 0"#))],
+        vec![],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
@@ -117,7 +145,14 @@ fn guard_message_checks_the_payload() {
 #[test]
 fn guard_variable_refuses_a_completion_that_would_change_the_field() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[], vec![rule(AttachPoint::GuardVariable("limit".into()), r#"if event.value > 100 { reject(`limit ${event.value} too high`) }"#)]);
+    let p = process(
+        &rules,
+        &[],
+        vec![rule(
+            AttachPoint::GuardVariable("limit".into()),
+            r#"if event.value > 100 { reject(`limit ${event.value} too high`) }"#,
+        )],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     let err = complete(&mut instance, &p, "work", json!({"limit": 500}), &hooks).unwrap_err();
@@ -129,7 +164,11 @@ fn guard_variable_refuses_a_completion_that_would_change_the_field() {
 #[test]
 fn guard_variable_inside_a_script_is_an_incident() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[], vec![rule(AttachPoint::GuardVariable("status".into()), r#"reject("status is read-only")"#)]);
+    let p = process(
+        &rules,
+        &[],
+        vec![rule(AttachPoint::GuardVariable("status".into()), r#"reject("status is read-only")"#)],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
@@ -140,14 +179,28 @@ fn guard_variable_inside_a_script_is_an_incident() {
 #[test]
 fn on_variable_change_sees_previous_and_new_value_and_skips_unchanged_values() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[], vec![rule(AttachPoint::OnVariableChange("status".into()), r#"emit("status", #{ from: event.previous, to: event.value })"#)]);
+    let p = process(
+        &rules,
+        &[],
+        vec![rule(
+            AttachPoint::OnVariableChange("status".into()),
+            r#"emit("status", #{ from: event.previous, to: event.value })"#,
+        )],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({"status": "working"}), &hooks).unwrap();
-    assert_eq!(emitted(&hooks.take_effects()), [r#"status:{"from":null,"to":"working"}"#, r#"status:{"from":"working","to":"set"}"#]);
+    assert_eq!(
+        emitted(&hooks.take_effects()),
+        [r#"status:{"from":null,"to":"working"}"#, r#"status:{"from":"working","to":"set"}"#]
+    );
     let mut again = start_instance(&p, &hooks);
     complete(&mut again, &p, "work", json!({"status": "set"}), &hooks).unwrap();
-    assert_eq!(emitted(&hooks.take_effects()), [r#"status:{"from":null,"to":"set"}"#], "the script's unchanged value is not a change");
+    assert_eq!(
+        emitted(&hooks.take_effects()),
+        [r#"status:{"from":null,"to":"set"}"#],
+        "the script's unchanged value is not a change"
+    );
 }
 
 #[test]
@@ -177,7 +230,11 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("leave.rhai"), r#"emit("v1")"#).unwrap();
     let engine = std::sync::Arc::new(RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap());
-    let leave = RuleAttachment { point: AttachPoint::OnLeave, rule: RuleSource::File("leave.rhai".into()), span: Span::new(1, 1) };
+    let leave = RuleAttachment {
+        point: AttachPoint::OnLeave,
+        rule: RuleSource::File("leave.rhai".into()),
+        span: Span::new(1, 1),
+    };
     let p = process(&engine, &[("work", leave.clone()), ("set", leave)], vec![]);
     let shared = SharedRuleHooks::new(engine.clone());
 
@@ -188,7 +245,13 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
     // Step of `a` opens on the old rules; the reload lands in the middle of it.
     let work = a.waits()[0].activation;
     let work_node = p.node(p.node_index("work").unwrap());
-    let ctx = crate::executor::HookContext { process: &p, instance_id: "a", node: Some(work_node), activation: Some(work), variables: a.variables() };
+    let ctx = crate::executor::HookContext {
+        process: &p,
+        instance_id: "a",
+        node: Some(work_node),
+        activation: Some(work),
+        variables: a.variables(),
+    };
     crate::executor::ExecutionHooks::on_enter(&shared, &ctx).unwrap();
     std::fs::write(dir.path().join("leave.rhai"), r#"emit("v2")"#).unwrap();
     engine.reload().unwrap();

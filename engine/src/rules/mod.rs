@@ -20,12 +20,13 @@ pub use eval::{variable_matches, RuleEvent, RuleOutcome, Selection};
 pub use hooks::{RuleHooks, SharedRuleHooks};
 pub use resolver::{relative_module_path, RulesModuleResolver};
 pub use ruleset::{
-    check_rule_file, check_rules_path, rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig,
+    check_rule_file, check_rules_path, rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet,
+    RulesConfig,
 };
 pub use stdlib::{Clock, Rounding, StdlibConfig};
 pub use watch::RuleWatcher;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod hooks_tests;
+#[cfg(test)]
+mod tests;

@@ -107,7 +107,11 @@ impl Compiler {
                 if line == 0 {
                     (line, col) = import_position(source, &message).unwrap_or((0, 0));
                 }
-                let location = RuleLocation { file: file.to_path_buf(), line: if line == 0 { 0 } else { line + line_offset }, col };
+                let location = RuleLocation {
+                    file: file.to_path_buf(),
+                    line: if line == 0 { 0 } else { line + line_offset },
+                    col,
+                };
                 Err(RuleError::Compile { rule: name.to_string(), location, message })
             }
         }
@@ -126,7 +130,10 @@ pub struct RuleSet {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleSet").field("rules", &self.rules.keys().collect::<Vec<_>>()).field("generation", &self.generation).finish()
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.keys().collect::<Vec<_>>())
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -224,8 +231,10 @@ impl RuleEngine {
     /// in [`RuleEngine::errors`]; an unreadable folder is an error.
     pub fn load(root: impl Into<PathBuf>, config: &RulesConfig) -> Result<Self, RuleError> {
         let root = root.into();
-        let compiler = Arc::new(Compiler { runtime: Arc::new(rules_runtime(&root, config)), inline: RwLock::new(HashMap::new()) });
-        let empty = RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
+        let compiler =
+            Arc::new(Compiler { runtime: Arc::new(rules_runtime(&root, config)), inline: RwLock::new(HashMap::new()) });
+        let empty =
+            RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
         let engine = Self { root, compiler, current: RwLock::new(Arc::new(empty)), errors: RwLock::new(Vec::new()) };
         engine.rebuild(0)?;
         Ok(engine)
@@ -267,7 +276,9 @@ impl RuleEngine {
             let path = self.root.join(&relative);
             match std::fs::read_to_string(&path) {
                 Ok(text) => sources.push((relative, path, text)),
-                Err(e) => tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}")
+                }
             }
         }
         let file_hashes: HashMap<String, u64> =
@@ -278,7 +289,8 @@ impl RuleEngine {
             let name = rule_name(relative);
             let hash = file_hashes[relative];
             let old = previous.rules.get(&name);
-            let unchanged = old.filter(|r| r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h)));
+            let unchanged =
+                old.filter(|r| r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h)));
             if let Some(rule) = unchanged {
                 rules.insert(name, rule.clone());
                 continue;
@@ -311,7 +323,8 @@ impl RuleEngine {
 /// The `.rhai` files under `root`, as sorted relative paths with `/` separators.
 fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
     fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), RuleError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
