@@ -54,18 +54,34 @@ impl CompiledRule {
 /// dropped; module errors are put on one line).
 pub(crate) fn describe(error: &EvalAltResult) -> (String, u32, u32) {
     let pos = error.position();
-    let mut message = match error {
-        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
-        other => other.to_string(),
+    (message_of(error), pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
+}
+
+/// The words of a Rhai error without Rhai's position suffix; errors raised inside a function or an
+/// imported module say where inside it.
+fn message_of(error: &EvalAltResult) -> String {
+    let at = |inner: &EvalAltResult| match (inner.position().line(), inner.position().position()) {
+        (Some(line), Some(col)) => format!(" at {line}:{col}"),
+        _ => String::new(),
     };
-    if let Some(cut) = message.find(" (line ") {
-        if message[cut..].contains("position") {
-            let end = message[cut..].find(')').map(|e| cut + e + 1).unwrap_or(message.len());
-            message.replace_range(cut..end, "");
+    match error {
+        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorInModule(path, inner, _) => format!("{} (in module `{path}`{})", message_of(inner), at(inner)),
+        EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
+            format!("{} (in function `{name}`{})", message_of(inner), at(inner))
+        }
+        other => {
+            let mut message = other.to_string();
+            if let Some(cut) = message.find(" (line ") {
+                if message[cut..].contains("position") {
+                    let end = message[cut..].find(')').map(|e| cut + e + 1).unwrap_or(message.len());
+                    message.replace_range(cut..end, "");
+                }
+            }
+            message.replace('\n', " ")
         }
     }
-    let message = message.replace('\n', " ");
-    (message, pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
 }
 
 /// Where `import "<path>"` is written in `source`, for import errors Rhai reports without one.

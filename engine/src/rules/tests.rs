@@ -227,6 +227,18 @@ fn runtime_errors_name_file_line_column_and_rule() {
 }
 
 #[test]
+fn errors_inside_an_imported_module_say_where_in_the_module() {
+    let dir = folder(&[("lib/bad.rhai", "let a = 1;\nlet b = a + missing;\n"), ("uses.rhai", "import \"lib/bad\" as bad;\ntrue")]);
+    let rules = engine(dir.path());
+    let errors = rules.errors();
+    let expected = format!(
+        "{}:1:1: error: rule `uses` does not compile: Variable not found: missing (in module `lib/bad` at 2:13)",
+        dir.path().join("uses.rhai").display()
+    );
+    assert!(errors.iter().any(|e| e.to_string() == expected), "{errors:#?}");
+}
+
+#[test]
 fn inline_rule_errors_are_placed_in_the_workflow() {
     let dir = folder(&[]);
     let rules = engine(dir.path());
@@ -448,7 +460,7 @@ fn rule2_imported_orders_sorted_by_the_configured_time() {
         err.to_string().contains(r#"import_sort_by must be "created", "updated" or "paid", not "shipped""#),
         "{err}"
     );
-    assert!(err.to_string().contains("import_order.rhai:11:"), "{err}");
+    assert!(err.to_string().contains("import_order.rhai:11:12: error: rule `import_order` failed: import_sort_by"), "{err}");
 }
 
 #[test]
