@@ -20,7 +20,7 @@
 //! [`SharedRuleHooks`] instead: it opens a step (one snapshot, one effect buffer) per instance at
 //! the first hook call and closes it when the driver calls [`SharedRuleHooks::finish_step`].
 
-use super::effects::Effect;
+use super::effects::{Effect, Outbox, OutboxError};
 use super::eval::RuleEvent;
 use super::ruleset::{RuleEngine, RuleSet};
 use crate::executor::{ExecutionHooks, HookContext, HookUpdates, Status, Wait, WaitKind};
@@ -188,6 +188,14 @@ impl SharedRuleHooks {
     pub fn finish_step(&self, instance_id: &str) -> Vec<Effect> {
         let step = self.steps.lock().unwrap_or_else(|e| e.into_inner()).remove(instance_id);
         step.map(|hooks| hooks.take_effects()).unwrap_or_default()
+    }
+
+    /// Ends the current step of `instance_id` and writes its effects to `outbox` (the durable
+    /// layer's outbox for the step's transaction). Returns how many were written.
+    pub fn commit_step(&self, instance_id: &str, outbox: &mut dyn Outbox) -> Result<usize, OutboxError> {
+        let effects = self.finish_step(instance_id);
+        outbox.enqueue(instance_id, &effects)?;
+        Ok(effects.len())
     }
 
     /// Runs the `on_status_change` policies inside the current step of `instance_id`.

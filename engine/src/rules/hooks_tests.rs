@@ -260,5 +260,16 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
 
     let work = b.waits()[0].activation;
     b.complete(&p, work, Map::new(), &shared).unwrap();
-    assert_eq!(emitted(&shared.finish_step("b")), ["v2:null", "v2:null"]);
+    let mut outbox = MemoryOutbox::default();
+    assert_eq!(shared.commit_step("b", &mut outbox), Ok(2));
+    let written: Vec<Effect> = outbox
+        .entries
+        .iter()
+        .map(|(instance, effect)| {
+            assert_eq!(instance, "b");
+            effect.clone()
+        })
+        .collect();
+    assert_eq!(emitted(&written), ["v2:null", "v2:null"]);
+    assert!(shared.finish_step("b").is_empty(), "the step's effects were handed out once");
 }

@@ -67,7 +67,9 @@ fn message_of(error: &EvalAltResult) -> String {
     match error {
         EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-        EvalAltResult::ErrorInModule(path, inner, _) => format!("{} (in module `{path}`{})", message_of(inner), at(inner)),
+        EvalAltResult::ErrorInModule(path, inner, _) => {
+            format!("{} (in module `{path}`{})", message_of(inner), at(inner))
+        }
         EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
             format!("{} (in function `{name}`{})", message_of(inner), at(inner))
         }

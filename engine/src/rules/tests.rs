@@ -228,7 +228,10 @@ fn runtime_errors_name_file_line_column_and_rule() {
 
 #[test]
 fn errors_inside_an_imported_module_say_where_in_the_module() {
-    let dir = folder(&[("lib/bad.rhai", "let a = 1;\nlet b = a + missing;\n"), ("uses.rhai", "import \"lib/bad\" as bad;\ntrue")]);
+    let dir = folder(&[
+        ("lib/bad.rhai", "let a = 1;\nlet b = a + missing;\n"),
+        ("uses.rhai", "import \"lib/bad\" as bad;\ntrue"),
+    ]);
     let rules = engine(dir.path());
     let errors = rules.errors();
     let expected = format!(
@@ -460,7 +463,10 @@ fn rule2_imported_orders_sorted_by_the_configured_time() {
         err.to_string().contains(r#"import_sort_by must be "created", "updated" or "paid", not "shipped""#),
         "{err}"
     );
-    assert!(err.to_string().contains("import_order.rhai:11:12: error: rule `import_order` failed: import_sort_by"), "{err}");
+    assert!(
+        err.to_string().contains("import_order.rhai:11:12: error: rule `import_order` failed: import_sort_by"),
+        "{err}"
+    );
 }
 
 #[test]
