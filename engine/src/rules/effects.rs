@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Something a rule asked the engine to do once the step commits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +33,12 @@ pub enum Effect {
     },
 }
 
-/// Where effects go once a step commits. The durable store implements this with its outbox table
-/// (written in the step's transaction); [`MemoryOutbox`] keeps them in memory.
-pub trait Outbox: Send + Sync {
+/// Where effects go when a step commits. The durable layer implements it on the commit of a step
+/// (encoding each effect into the outbox table written in the step's transaction);
+/// [`MemoryOutbox`] keeps them in memory.
+pub trait Outbox {
     /// Appends the effects of one step of instance `instance_id`, in order.
-    fn enqueue(&self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError>;
+    fn enqueue(&mut self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError>;
 }
 
 /// The outbox refused the effects.
@@ -46,28 +46,16 @@ pub trait Outbox: Send + Sync {
 #[error("outbox: {0}")]
 pub struct OutboxError(pub String);
 
-/// An in-memory [`Outbox`], for tests and embedding without a store.
-#[derive(Debug, Default)]
+/// An in-memory [`Outbox`], for tests and for embedding without a store.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct MemoryOutbox {
-    entries: Mutex<Vec<(String, Effect)>>,
-}
-
-impl MemoryOutbox {
-    /// An empty outbox.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Takes every entry enqueued so far, as `(instance id, effect)`, oldest first.
-    pub fn drain(&self) -> Vec<(String, Effect)> {
-        std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()))
-    }
+    /// Every entry enqueued so far, as `(instance id, effect)`, oldest first.
+    pub entries: Vec<(String, Effect)>,
 }
 
 impl Outbox for MemoryOutbox {
-    fn enqueue(&self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.extend(effects.iter().map(|e| (instance_id.to_string(), e.clone())));
+    fn enqueue(&mut self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError> {
+        self.entries.extend(effects.iter().map(|e| (instance_id.to_string(), e.clone())));
         Ok(())
     }
 }
@@ -103,9 +91,8 @@ pub(crate) fn collecting<T>(rule: &str, evaluate: impl FnOnce() -> T) -> (T, Col
     }
     let pop = Pop;
     let result = evaluate();
-    let collected = CURRENT.with(|frames| {
-        frames.borrow_mut().last_mut().map(|f| std::mem::take(&mut f.collected)).unwrap_or_default()
-    });
+    let collected = CURRENT
+        .with(|frames| frames.borrow_mut().last_mut().map(|f| std::mem::take(&mut f.collected)).unwrap_or_default());
     drop(pop);
     (result, collected)
 }

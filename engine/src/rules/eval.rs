@@ -99,7 +99,10 @@ impl RuleEvent {
 
     /// Whether this event is one a guard checks (the action can still be refused).
     pub fn is_guarded_action(&self) -> bool {
-        matches!(self, RuleEvent::CompleteTask { .. } | RuleEvent::CorrelateMessage { .. } | RuleEvent::ChangeVariable { .. })
+        matches!(
+            self,
+            RuleEvent::CompleteTask { .. } | RuleEvent::CorrelateMessage { .. } | RuleEvent::ChangeVariable { .. }
+        )
     }
 
     /// Whether a rule attached at `point` runs for this event.
@@ -112,7 +115,9 @@ impl RuleEvent {
             | (RuleEvent::NodeLeft { .. }, AttachPoint::OnLeave)
             | (RuleEvent::StatusChanged { .. }, AttachPoint::OnStatusChange) => true,
             (RuleEvent::ChangeVariable { name, .. }, AttachPoint::GuardVariable(pattern))
-            | (RuleEvent::VariableChanged { name, .. }, AttachPoint::OnVariableChange(pattern)) => variable_matches(pattern, name),
+            | (RuleEvent::VariableChanged { name, .. }, AttachPoint::OnVariableChange(pattern)) => {
+                variable_matches(pattern, name)
+            }
             _ => false,
         }
     }
@@ -121,7 +126,9 @@ impl RuleEvent {
     pub fn to_json(&self) -> Value {
         let mut map = match self {
             RuleEvent::CompleteTask { node, output } => json!({ "node": node, "output": output }),
-            RuleEvent::CorrelateMessage { node, message, payload } => json!({ "node": node, "message": message, "payload": payload }),
+            RuleEvent::CorrelateMessage { node, message, payload } => {
+                json!({ "node": node, "message": message, "payload": payload })
+            }
             RuleEvent::ChangeVariable { name, old, new } | RuleEvent::VariableChanged { name, old, new } => {
                 json!({ "name": name, "previous": old, "value": new })
             }
@@ -167,7 +174,12 @@ const EVENT: &str = "event";
 impl RuleSet {
     /// Runs `rule` with `variables` in scope plus the given constants. Variables change only
     /// through `set(name, value)` (local `let`s stay local); a `reject` makes the run an error.
-    fn run(&self, rule: &CompiledRule, variables: &Map<String, Value>, constants: &[(&str, &Value)]) -> Result<Run, RuleError> {
+    fn run(
+        &self,
+        rule: &CompiledRule,
+        variables: &Map<String, Value>,
+        constants: &[(&str, &Value)],
+    ) -> Result<Run, RuleError> {
         let runtime_error = |message: String, line: u32, col: u32| RuleError::Runtime {
             rule: rule.name.clone(),
             location: rule.location(line, col),
@@ -179,7 +191,8 @@ impl RuleSet {
             scope.push_constant_dynamic(*name, to_dynamic(value).map_err(conversion)?);
         }
         let engine = self.runtime().engine();
-        let (result, collected) = collecting(&rule.name, || engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast));
+        let (result, collected) =
+            collecting(&rule.name, || engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast));
         if let Some(message) = collected.rejection {
             return Err(RuleError::Rejected { rule: rule.name.clone(), message });
         }
@@ -206,7 +219,10 @@ impl RuleSet {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
             let run = self.run(&rule, variables, &[(EVENT, &event_json)])?;
             if run.value.as_bool() == Ok(false) {
-                return Err(RuleError::Rejected { rule: rule.name.clone(), message: format!("guard `{}` did not pass", rule.name) });
+                return Err(RuleError::Rejected {
+                    rule: rule.name.clone(),
+                    message: format!("guard `{}` did not pass", rule.name),
+                });
             }
             effects.extend(run.effects);
         }
@@ -242,7 +258,11 @@ impl RuleSet {
 
     /// Runs a rule once over `variables` (with an `event` of kind `"evaluate"`) and returns its
     /// value and outcome: for rules called from a business-rule task or a scheduled job.
-    pub fn evaluate(&self, rule: &RuleSource, variables: &Map<String, Value>) -> Result<(Value, RuleOutcome), RuleError> {
+    pub fn evaluate(
+        &self,
+        rule: &RuleSource,
+        variables: &Map<String, Value>,
+    ) -> Result<(Value, RuleOutcome), RuleError> {
         let rule = self.resolve(rule, Span::default())?;
         let event = json!({ "kind": "evaluate" });
         let run = self.run(&rule, variables, &[(EVENT, &event)])?;
@@ -257,7 +277,12 @@ impl RuleSet {
 
     /// Sorts `items` by the key the rule computes for each (`item` in scope, plus `params`); the
     /// key must be a number or a string, and items with equal keys keep their order.
-    pub fn sort_by_rule(&self, rule: &RuleSource, items: Vec<Value>, params: &Map<String, Value>) -> Result<Vec<Value>, RuleError> {
+    pub fn sort_by_rule(
+        &self,
+        rule: &RuleSource,
+        items: Vec<Value>,
+        params: &Map<String, Value>,
+    ) -> Result<Vec<Value>, RuleError> {
         let rule = self.resolve(rule, Span::default())?;
         let mut keyed = Vec::with_capacity(items.len());
         for item in items {
@@ -284,7 +309,12 @@ impl RuleSet {
 
     /// Keeps the `items` for which the rule returns `true` (`item` in scope, plus `params`), and
     /// collects the effects it asked for along the way.
-    pub fn select_by_rule(&self, rule: &RuleSource, items: Vec<Value>, params: &Map<String, Value>) -> Result<Selection, RuleError> {
+    pub fn select_by_rule(
+        &self,
+        rule: &RuleSource,
+        items: Vec<Value>,
+        params: &Map<String, Value>,
+    ) -> Result<Selection, RuleError> {
         let rule = self.resolve(rule, Span::default())?;
         let mut selection = Selection::default();
         for item in items {

@@ -17,13 +17,16 @@ mod watch;
 pub use effects::{Effect, MemoryOutbox, Outbox, OutboxError};
 pub use error::{RuleError, RuleLocation};
 pub use eval::{variable_matches, RuleEvent, RuleOutcome, Selection};
-pub use hooks::RuleHooks;
+pub use hooks::{RuleHooks, SharedRuleHooks};
 pub use resolver::{relative_module_path, RulesModuleResolver};
 pub use ruleset::{
-    check_rule_file, check_rules_path, rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig,
+    check_rule_file, check_rules_path, rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet,
+    RulesConfig,
 };
 pub use stdlib::{Clock, Rounding, StdlibConfig};
 pub use watch::RuleWatcher;
 
+#[cfg(test)]
+mod hooks_tests;
 #[cfg(test)]
 mod tests;

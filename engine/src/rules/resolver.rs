@@ -41,7 +41,9 @@ pub fn relative_module_path(path: &str) -> Result<PathBuf, String> {
         match component {
             Component::Normal(part) => relative.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!("import `{path}` leaves the rules folder (`..` is not allowed)")),
+            Component::ParentDir => {
+                return Err(format!("import `{path}` leaves the rules folder (`..` is not allowed)"))
+            }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!("import `{path}` is absolute; imports are relative to the rules folder"))
             }
@@ -79,7 +81,13 @@ impl RulesModuleResolver {
 }
 
 impl rhai::ModuleResolver for RulesModuleResolver {
-    fn resolve(&self, engine: &Engine, _source: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let (relative, text) = self.read(path).map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos))?;
         let in_module = |err: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos));
         let mut ast = engine.compile(&text).map_err(|e| in_module(e.into()))?;

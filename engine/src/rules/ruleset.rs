@@ -54,18 +54,36 @@ impl CompiledRule {
 /// dropped; module errors are put on one line).
 pub(crate) fn describe(error: &EvalAltResult) -> (String, u32, u32) {
     let pos = error.position();
-    let mut message = match error {
-        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
-        other => other.to_string(),
+    (message_of(error), pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
+}
+
+/// The words of a Rhai error without Rhai's position suffix; errors raised inside a function or an
+/// imported module say where inside it.
+fn message_of(error: &EvalAltResult) -> String {
+    let at = |inner: &EvalAltResult| match (inner.position().line(), inner.position().position()) {
+        (Some(line), Some(col)) => format!(" at {line}:{col}"),
+        _ => String::new(),
     };
-    if let Some(cut) = message.find(" (line ") {
-        if message[cut..].contains("position") {
-            let end = message[cut..].find(')').map(|e| cut + e + 1).unwrap_or(message.len());
-            message.replace_range(cut..end, "");
+    match error {
+        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorInModule(path, inner, _) => {
+            format!("{} (in module `{path}`{})", message_of(inner), at(inner))
+        }
+        EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
+            format!("{} (in function `{name}`{})", message_of(inner), at(inner))
+        }
+        other => {
+            let mut message = other.to_string();
+            if let Some(cut) = message.find(" (line ") {
+                if message[cut..].contains("position") {
+                    let end = message[cut..].find(')').map(|e| cut + e + 1).unwrap_or(message.len());
+                    message.replace_range(cut..end, "");
+                }
+            }
+            message.replace('\n', " ")
         }
     }
-    let message = message.replace('\n', " ");
-    (message, pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
 }
 
 /// Where `import "<path>"` is written in `source`, for import errors Rhai reports without one.
@@ -107,7 +125,11 @@ impl Compiler {
                 if line == 0 {
                     (line, col) = import_position(source, &message).unwrap_or((0, 0));
                 }
-                let location = RuleLocation { file: file.to_path_buf(), line: if line == 0 { 0 } else { line + line_offset }, col };
+                let location = RuleLocation {
+                    file: file.to_path_buf(),
+                    line: if line == 0 { 0 } else { line + line_offset },
+                    col,
+                };
                 Err(RuleError::Compile { rule: name.to_string(), location, message })
             }
         }
@@ -126,7 +148,10 @@ pub struct RuleSet {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleSet").field("rules", &self.rules.keys().collect::<Vec<_>>()).field("generation", &self.generation).finish()
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.keys().collect::<Vec<_>>())
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -224,8 +249,10 @@ impl RuleEngine {
     /// in [`RuleEngine::errors`]; an unreadable folder is an error.
     pub fn load(root: impl Into<PathBuf>, config: &RulesConfig) -> Result<Self, RuleError> {
         let root = root.into();
-        let compiler = Arc::new(Compiler { runtime: Arc::new(rules_runtime(&root, config)), inline: RwLock::new(HashMap::new()) });
-        let empty = RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
+        let compiler =
+            Arc::new(Compiler { runtime: Arc::new(rules_runtime(&root, config)), inline: RwLock::new(HashMap::new()) });
+        let empty =
+            RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
         let engine = Self { root, compiler, current: RwLock::new(Arc::new(empty)), errors: RwLock::new(Vec::new()) };
         engine.rebuild(0)?;
         Ok(engine)
@@ -267,7 +294,9 @@ impl RuleEngine {
             let path = self.root.join(&relative);
             match std::fs::read_to_string(&path) {
                 Ok(text) => sources.push((relative, path, text)),
-                Err(e) => tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}")
+                }
             }
         }
         let file_hashes: HashMap<String, u64> =
@@ -278,7 +307,8 @@ impl RuleEngine {
             let name = rule_name(relative);
             let hash = file_hashes[relative];
             let old = previous.rules.get(&name);
-            let unchanged = old.filter(|r| r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h)));
+            let unchanged =
+                old.filter(|r| r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h)));
             if let Some(rule) = unchanged {
                 rules.insert(name, rule.clone());
                 continue;
@@ -311,7 +341,8 @@ impl RuleEngine {
 /// The `.rhai` files under `root`, as sorted relative paths with `/` separators.
 fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
     fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), RuleError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {

@@ -177,7 +177,8 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
             When::Instant(t) => instant_text(t),
         })
     });
-    engine.register_fn("date_of", move |text: &str| -> Fallible<String> { Ok(date_text(parse_when(tz, text)?.date())) });
+    engine
+        .register_fn("date_of", move |text: &str| -> Fallible<String> { Ok(date_text(parse_when(tz, text)?.date())) });
     engine.register_fn("compare_dates", move |a: &str, b: &str| -> Fallible<i64> {
         let (a, b) = (parse_when(tz, a)?.start(tz)?, parse_when(tz, b)?.start(tz)?);
         Ok(ordering_number(a.cmp(&b)))
@@ -255,7 +256,8 @@ fn rounded(d: Decimal, places: i64, rounding: Rounding) -> Fallible<String> {
 fn register_money(engine: &mut Engine, rounding: Rounding) {
     engine.register_fn("money", move |x: Dynamic| rounded(decimal_of(&x)?, 2, rounding));
     engine.register_fn("round_half_even", |x: Dynamic| rounded(decimal_of(&x)?, 2, Rounding::HalfEven));
-    engine.register_fn("round_half_even", |x: Dynamic, places: i64| rounded(decimal_of(&x)?, places, Rounding::HalfEven));
+    engine
+        .register_fn("round_half_even", |x: Dynamic, places: i64| rounded(decimal_of(&x)?, places, Rounding::HalfEven));
     engine.register_fn("round_half_up", |x: Dynamic| rounded(decimal_of(&x)?, 2, Rounding::HalfUp));
     engine.register_fn("round_half_up", |x: Dynamic, places: i64| rounded(decimal_of(&x)?, places, Rounding::HalfUp));
     engine.register_fn("money_add", |a: Dynamic, b: Dynamic| -> Fallible<String> {
@@ -301,7 +303,7 @@ fn register_text(engine: &mut Engine) {
     });
     engine.register_fn("pad_left", |text: &str, width: i64, fill: char| -> String {
         let missing = usize::try_from(width).unwrap_or(0).saturating_sub(text.chars().count());
-        std::iter::repeat(fill).take(missing).chain(text.chars()).collect()
+        format!("{}{text}", fill.to_string().repeat(missing))
     });
     engine.register_fn("truncate_text", |text: &str, max_chars: i64| -> String {
         let max = usize::try_from(max_chars).unwrap_or(0);
@@ -312,8 +314,11 @@ fn register_text(engine: &mut Engine) {
         out.push('…');
         out
     });
-    engine.register_fn("normalize_space", |text: &str| -> String { text.split_whitespace().collect::<Vec<_>>().join(" ") });
-    engine.register_fn("fill_template", |template: &str, values: RhaiMap| -> String { fill_template(template, &values) });
+    engine.register_fn("normalize_space", |text: &str| -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    });
+    engine
+        .register_fn("fill_template", |template: &str, values: RhaiMap| -> String { fill_template(template, &values) });
 }
 
 /// Replaces `{name}` in `template` with `values.name` (left as is when there is no such key).

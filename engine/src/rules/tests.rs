@@ -117,7 +117,10 @@ fn text_helpers() {
     assert_eq!(eval(r#"pad_left("42", 5, '0')"#).unwrap(), json!("00042"));
     assert_eq!(eval(r#"truncate_text("abcdef", 4)"#).unwrap(), json!("abc…"));
     assert_eq!(eval(r#"normalize_space("  a   b ")"#).unwrap(), json!("a b"));
-    assert_eq!(eval(r#"fill_template("Order {id} is {status} {x}", #{ id: 7, status: "open" })"#).unwrap(), json!("Order 7 is open {x}"));
+    assert_eq!(
+        eval(r#"fill_template("Order {id} is {status} {x}", #{ id: 7, status: "open" })"#).unwrap(),
+        json!("Order 7 is open {x}")
+    );
 }
 
 #[test]
@@ -163,7 +166,8 @@ fn no_file_process_or_eval_access() {
 #[test]
 fn imports_cannot_escape_the_rules_folder() {
     let outside = folder(&[("secret.rhai", "fn pin() { 1234 }")]);
-    let escape = format!("import \"../{}/secret\" as s;\ns::pin()", outside.path().file_name().unwrap().to_string_lossy());
+    let escape =
+        format!("import \"../{}/secret\" as s;\ns::pin()", outside.path().file_name().unwrap().to_string_lossy());
     let absolute = format!("import \"{}\" as s;\ns::pin()", outside.path().join("secret").display());
     let dir = folder(&[("escape.rhai", &escape), ("absolute.rhai", &absolute)]);
     let rules = engine(dir.path());
@@ -188,7 +192,8 @@ fn links_out_of_the_rules_folder_are_refused() {
 
 #[test]
 fn imports_inside_the_folder_work() {
-    let dir = folder(&[("lib/math.rhai", "fn twice(x) { x * 2 }"), ("main.rhai", "import \"lib/math\" as m;\nm::twice(21)")]);
+    let dir =
+        folder(&[("lib/math.rhai", "fn twice(x) { x * 2 }"), ("main.rhai", "import \"lib/math\" as m;\nm::twice(21)")]);
     let rules = engine(dir.path());
     assert!(rules.errors().is_empty(), "{:?}", rules.errors());
     let (value, _) = rules.snapshot().evaluate(&RuleSource::File("main.rhai".into()), &Map::new()).unwrap();
@@ -214,8 +219,26 @@ fn runtime_errors_name_file_line_column_and_rule() {
     let rules = engine(dir.path());
     let err = rules.snapshot().evaluate(&RuleSource::File("fails.rhai".into()), &Map::new()).unwrap_err();
     let text = err.to_string();
-    let expected = format!("{}:2:13: error: rule `fails` failed: Variable not found: missing", dir.path().join("fails.rhai").display());
+    let expected = format!(
+        "{}:2:13: error: rule `fails` failed: Variable not found: missing",
+        dir.path().join("fails.rhai").display()
+    );
     assert_eq!(text, expected);
+}
+
+#[test]
+fn errors_inside_an_imported_module_say_where_in_the_module() {
+    let dir = folder(&[
+        ("lib/bad.rhai", "let a = 1;\nlet b = a + missing;\n"),
+        ("uses.rhai", "import \"lib/bad\" as bad;\ntrue"),
+    ]);
+    let rules = engine(dir.path());
+    let errors = rules.errors();
+    let expected = format!(
+        "{}:1:1: error: rule `uses` does not compile: Variable not found: missing (in module `lib/bad` at 2:13)",
+        dir.path().join("uses.rhai").display()
+    );
+    assert!(errors.iter().any(|e| e.to_string() == expected), "{errors:#?}");
 }
 
 #[test]
@@ -232,13 +255,17 @@ fn inline_rule_errors_are_placed_in_the_workflow() {
 fn missing_rule_file_is_reported_by_name() {
     let dir = folder(&[]);
     let rules = engine(dir.path());
-    let err = rules.snapshot().check_guards([&attach(AttachPoint::GuardComplete, "nope.rhai")], &complete("t"), &Map::new()).unwrap_err();
+    let err = rules
+        .snapshot()
+        .check_guards([&attach(AttachPoint::GuardComplete, "nope.rhai")], &complete("t"), &Map::new())
+        .unwrap_err();
     assert_eq!(err, RuleError::NotFound { rule: "nope".into(), file: "nope.rhai".into() });
 }
 
 #[test]
 fn check_reports_compile_errors_as_diagnostics() {
-    let dir = folder(&[("good.rhai", "true"), ("bad.rhai", "if x {\n  1\n"), ("lib/uses.rhai", "import \"../../x\" as x;")]);
+    let dir =
+        folder(&[("good.rhai", "true"), ("bad.rhai", "if x {\n  1\n"), ("lib/uses.rhai", "import \"../../x\" as x;")]);
     let diagnostics = check_rules_path(dir.path());
     assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
     let bad = diagnostics.iter().find(|d| d.file.ends_with("bad.rhai")).unwrap();
@@ -270,7 +297,8 @@ fn attachment_point_names_round_trip() {
 fn guard_on_task_completion_rejects_with_the_rules_message() {
     let dir = folder(&[]);
     let set = engine(dir.path()).snapshot();
-    let guard = inline(AttachPoint::GuardComplete, r#"if event.output.approved != true { reject("approval missing") }"#);
+    let guard =
+        inline(AttachPoint::GuardComplete, r#"if event.output.approved != true { reject("approval missing") }"#);
     let event = RuleEvent::CompleteTask { node: "approve".into(), output: vars(json!({"approved": false})) };
     let err = set.check_guards([&guard], &event, &Map::new()).unwrap_err();
     assert_eq!(err, RuleError::Rejected { rule: "inline@10:5".into(), message: "approval missing".into() });
@@ -283,9 +311,17 @@ fn guard_returning_false_rejects_and_try_catch_cannot_swallow_a_rejection() {
     let dir = folder(&[]);
     let set = engine(dir.path()).snapshot();
     let falsy = inline(AttachPoint::GuardMessage, "event.payload.amount > 0");
-    let event = RuleEvent::CorrelateMessage { node: "wait_payment".into(), message: "paid".into(), payload: json!({"amount": 0}) };
+    let event = RuleEvent::CorrelateMessage {
+        node: "wait_payment".into(),
+        message: "paid".into(),
+        payload: json!({"amount": 0}),
+    };
     assert!(set.check_guards([&falsy], &event, &Map::new()).unwrap_err().is_rejection());
-    let event = RuleEvent::CorrelateMessage { node: "wait_payment".into(), message: "paid".into(), payload: json!({"amount": 5}) };
+    let event = RuleEvent::CorrelateMessage {
+        node: "wait_payment".into(),
+        message: "paid".into(),
+        payload: json!({"amount": 5}),
+    };
     assert!(set.check_guards([&falsy], &event, &Map::new()).is_ok());
     let sneaky = inline(AttachPoint::GuardMessage, r#"try { reject("no") } catch { }; true"#);
     assert!(set.check_guards([&sneaky], &event, &Map::new()).unwrap_err().is_rejection());
@@ -295,12 +331,19 @@ fn guard_returning_false_rejects_and_try_catch_cannot_swallow_a_rejection() {
 fn guard_on_variable_change_matches_names_and_prefixes() {
     let dir = folder(&[]);
     let set = engine(dir.path()).snapshot();
-    let guard = inline(AttachPoint::GuardVariable("limit*".into()), r#"if event.value > 100 { reject(`${event.name} too high`) }"#);
-    let change = |name: &str, new: i64| RuleEvent::ChangeVariable { name: name.into(), old: Value::Null, new: json!(new) };
+    let guard = inline(
+        AttachPoint::GuardVariable("limit*".into()),
+        r#"if event.value > 100 { reject(`${event.name} too high`) }"#,
+    );
+    let change =
+        |name: &str, new: i64| RuleEvent::ChangeVariable { name: name.into(), old: Value::Null, new: json!(new) };
     let err = set.check_guards([&guard], &change("limit_eur", 500), &Map::new()).unwrap_err();
     assert_eq!(err.to_string(), "rule `inline@10:5` rejected the action: limit_eur too high");
     assert!(set.check_guards([&guard], &change("limit_eur", 50), &Map::new()).is_ok());
-    assert!(set.check_guards([&guard], &change("other", 500), &Map::new()).is_ok(), "a guard on limit* ignores `other`");
+    assert!(
+        set.check_guards([&guard], &change("other", 500), &Map::new()).is_ok(),
+        "a guard on limit* ignores `other`"
+    );
 }
 
 #[test]
@@ -321,10 +364,14 @@ fn each_event_policy_point_runs_for_its_event_only() {
         (AttachPoint::OnStart, RuleEvent::InstanceStarted),
         (AttachPoint::OnEnter, RuleEvent::NodeEntered { node: "a".into() }),
         (AttachPoint::OnLeave, RuleEvent::NodeLeft { node: "a".into() }),
-        (AttachPoint::OnVariableChange("status".into()), RuleEvent::VariableChanged { name: "status".into(), old: json!("new"), new: json!("confirmed") }),
+        (
+            AttachPoint::OnVariableChange("status".into()),
+            RuleEvent::VariableChanged { name: "status".into(), old: json!("new"), new: json!("confirmed") },
+        ),
         (AttachPoint::OnStatusChange, RuleEvent::StatusChanged { old: "running".into(), new: "completed".into() }),
     ];
-    let attachments: Vec<RuleAttachment> = cases.iter().map(|(point, _)| inline(point.clone(), r#"emit(event.kind, event)"#)).collect();
+    let attachments: Vec<RuleAttachment> =
+        cases.iter().map(|(point, _)| inline(point.clone(), r#"emit(event.kind, event)"#)).collect();
     for (_, event) in &cases {
         let outcome = set.run_policies(&attachments, event, &Map::new()).unwrap();
         assert_eq!(outcome.effects.len(), 1, "{event:?}: {:?}", outcome.effects);
@@ -340,7 +387,9 @@ fn policies_change_variables_only_through_set_and_see_earlier_changes() {
     let set = engine(dir.path()).snapshot();
     let first = inline(AttachPoint::OnEnter, r#"let local = 1; set("count", count + 1);"#);
     let second = inline(AttachPoint::OnEnter, r#"set("double", count * 2);"#);
-    let outcome = set.run_policies([&first, &second], &RuleEvent::NodeEntered { node: "n".into() }, &vars(json!({"count": 1}))).unwrap();
+    let outcome = set
+        .run_policies([&first, &second], &RuleEvent::NodeEntered { node: "n".into() }, &vars(json!({"count": 1})))
+        .unwrap();
     assert_eq!(Value::Object(outcome.updates), json!({"count": 2, "double": 4}));
 }
 
@@ -381,7 +430,11 @@ fn rule1_shipment_info_only_while_awaiting_shipment() {
         }
     );
     assert!(set.check_guards([&on_ship], &complete("ship_order"), &order("awaiting_shipment")).is_ok());
-    assert!(set.check_guards([&on_ship], &complete("ship_order"), &Map::new()).unwrap_err().to_string().contains("has no status"));
+    assert!(set
+        .check_guards([&on_ship], &complete("ship_order"), &Map::new())
+        .unwrap_err()
+        .to_string()
+        .contains("has no status"));
 }
 
 fn imported() -> Vec<Value> {
@@ -406,15 +459,22 @@ fn rule2_imported_orders_sorted_by_the_configured_time() {
     assert_eq!(ids(&set.sort_by_rule(&rule, imported(), &by("updated")).unwrap()), ["C", "A", "B"]);
     assert_eq!(ids(&set.sort_by_rule(&rule, imported(), &by("paid")).unwrap()), ["C", "B", "A"], "unpaid last");
     let err = set.sort_by_rule(&rule, imported(), &by("shipped")).unwrap_err();
-    assert!(err.to_string().contains(r#"import_sort_by must be "created", "updated" or "paid", not "shipped""#), "{err}");
-    assert!(err.to_string().contains("import_order.rhai:11:"), "{err}");
+    assert!(
+        err.to_string().contains(r#"import_sort_by must be "created", "updated" or "paid", not "shipped""#),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("import_order.rhai:11:12: error: rule `import_order` failed: import_sort_by"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rule3_every_status_change_notifies_the_customer() {
     let set = order_rules().snapshot();
     let policy = attach(AttachPoint::OnVariableChange("status".into()), "notify_customer_status.rhai");
-    let event = RuleEvent::VariableChanged { name: "status".into(), old: json!("confirmed"), new: json!("awaiting_shipment") };
+    let event =
+        RuleEvent::VariableChanged { name: "status".into(), old: json!("confirmed"), new: json!("awaiting_shipment") };
     let outcome = set.run_policies([&policy], &event, &order("awaiting_shipment")).unwrap();
     assert_eq!(
         outcome.effects,
@@ -432,7 +492,8 @@ fn rule3_every_status_change_notifies_the_customer() {
 fn rule4_shipment_changes_notify_the_warehouse() {
     let set = order_rules().snapshot();
     let policy = attach(AttachPoint::OnVariableChange("shipment*".into()), "notify_warehouse_shipment.rhai");
-    let event = RuleEvent::VariableChanged { name: "shipment_address".into(), old: Value::Null, new: json!("Main St 1") };
+    let event =
+        RuleEvent::VariableChanged { name: "shipment_address".into(), old: Value::Null, new: json!("Main St 1") };
     let outcome = set.run_policies([&policy], &event, &order("awaiting_shipment")).unwrap();
     assert_eq!(outcome.effects.len(), 2);
     assert_eq!(
@@ -451,7 +512,9 @@ fn rule4_shipment_changes_notify_the_warehouse() {
 fn rule5_confirming_an_order_sends_the_invoice() {
     let set = order_rules().snapshot();
     let policy = attach(AttachPoint::OnLeave, "send_invoice.rhai");
-    let outcome = set.run_policies([&policy], &RuleEvent::NodeLeft { node: "confirm_order".into() }, &order("confirmed")).unwrap();
+    let outcome = set
+        .run_policies([&policy], &RuleEvent::NodeLeft { node: "confirm_order".into() }, &order("confirmed"))
+        .unwrap();
     assert_eq!(
         outcome.effects[0],
         Effect::Emit {
@@ -460,8 +523,13 @@ fn rule5_confirming_an_order_sends_the_invoice() {
             rule: "send_invoice".into()
         }
     );
-    assert!(matches!(&outcome.effects[1], Effect::Notify { message, .. } if message == "Invoice INV-20261129-SO-1001 for order SO-1001: 119.90 EUR."));
-    assert_eq!(Value::Object(outcome.updates), json!({"invoice_number": "INV-20261129-SO-1001", "invoice_sent_on": "2026-11-29"}));
+    assert!(
+        matches!(&outcome.effects[1], Effect::Notify { message, .. } if message == "Invoice INV-20261129-SO-1001 for order SO-1001: 119.90 EUR.")
+    );
+    assert_eq!(
+        Value::Object(outcome.updates),
+        json!({"invoice_number": "INV-20261129-SO-1001", "invoice_sent_on": "2026-11-29"})
+    );
 }
 
 #[test]
@@ -502,8 +570,16 @@ fn rule7_unpaid_orders_are_settled_at_the_end_of_the_day() {
     assert_eq!(
         selection.effects,
         vec![
-            Effect::Emit { event: "settle_order".into(), payload: json!({"order_id": "U", "amount": "20.50", "settled_on": "2026-11-29"}), rule: "settle_unpaid".into() },
-            Effect::Emit { event: "settle_order".into(), payload: json!({"order_id": "N", "amount": "7.12", "settled_on": "2026-11-29"}), rule: "settle_unpaid".into() },
+            Effect::Emit {
+                event: "settle_order".into(),
+                payload: json!({"order_id": "U", "amount": "20.50", "settled_on": "2026-11-29"}),
+                rule: "settle_unpaid".into()
+            },
+            Effect::Emit {
+                event: "settle_order".into(),
+                payload: json!({"order_id": "N", "amount": "7.12", "settled_on": "2026-11-29"}),
+                rule: "settle_unpaid".into()
+            },
         ]
     );
     let next_day = set.select_by_rule(&rule, open, &vars(json!({"settlement_date": "2026-11-30"}))).unwrap();
@@ -556,7 +632,11 @@ fn reload_rejects_a_broken_file_and_keeps_the_old_version_serving() {
 
 #[test]
 fn reload_recompiles_rules_whose_imported_module_changed_and_drops_deleted_files() {
-    let dir = folder(&[("lib/limits.rhai", "fn max() { 100 }"), ("limit.rhai", "import \"lib/limits\" as l;\nevent.value <= l::max()"), ("gone.rhai", "true")]);
+    let dir = folder(&[
+        ("lib/limits.rhai", "fn max() { 100 }"),
+        ("limit.rhai", "import \"lib/limits\" as l;\nevent.value <= l::max()"),
+        ("gone.rhai", "true"),
+    ]);
     let rules = engine(dir.path());
     let guard = attach(AttachPoint::GuardVariable("amount".into()), "limit.rhai");
     let change = RuleEvent::ChangeVariable { name: "amount".into(), old: json!(0), new: json!(150) };
@@ -581,7 +661,11 @@ fn watcher_reloads_a_changed_file_and_rejects_a_broken_one() {
 
     std::fs::write(dir.path().join("limit.rhai"), "event.value <= <=").unwrap();
     wait_for(|| !rules.errors().is_empty());
-    assert_eq!(rules.snapshot().hash_of("limit"), Some(crate::script::content_hash(working)), "the broken file did not replace the working one");
+    assert_eq!(
+        rules.snapshot().hash_of("limit"),
+        Some(crate::script::content_hash(working)),
+        "the broken file did not replace the working one"
+    );
     assert!(rules.errors()[0].to_string().contains("rule `limit` does not compile"));
 }
 

@@ -33,7 +33,10 @@ impl RuleWatcher {
     /// Starts watching `engine`'s rules folder (recursively).
     pub fn start(engine: Arc<RuleEngine>) -> Result<Self, RuleError> {
         let root = engine.root().to_path_buf();
-        let io = |e: notify::Error| RuleError::Io { path: root.clone(), message: format!("cannot watch the rules folder: {e}") };
+        let io = |e: notify::Error| RuleError::Io {
+            path: root.clone(),
+            message: format!("cannot watch the rules folder: {e}"),
+        };
         let (changed, changes) = mpsc::channel::<()>();
         let mut watcher = notify::recommended_watcher(move |result: notify::Result<Event>| match result {
             Ok(event) if concerns_rules(&event) => {
@@ -48,7 +51,10 @@ impl RuleWatcher {
         std::thread::Builder::new()
             .name("flowbot-rules-reload".into())
             .spawn(move || reload_on_changes(&reloading, &changes))
-            .map_err(|e| RuleError::Io { path: engine.root().to_path_buf(), message: format!("cannot start the reload thread: {e}") })?;
+            .map_err(|e| RuleError::Io {
+                path: engine.root().to_path_buf(),
+                message: format!("cannot start the reload thread: {e}"),
+            })?;
         watcher.watch(engine.root(), RecursiveMode::Recursive).map_err(io)?;
         tracing::info!(target: "flowbot::rules", folder = %engine.root().display(), "watching rules for changes");
         Ok(Self { _watcher: watcher })

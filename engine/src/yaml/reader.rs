@@ -9,6 +9,9 @@ use serde_yaml::{Mapping, Value};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// What [`Reader::rules`] gets as node id and kind for the process-wide `rules:` list.
+const PROCESS_LEVEL: &str = "process";
+
 /// Reads one process document.
 pub(crate) struct Reader<'a> {
     file: &'a Path,
@@ -91,6 +94,10 @@ impl<'a> Reader<'a> {
             Some(lanes) => self.lanes(lanes, &path.key("lanes"), &scope),
             None => Vec::new(),
         };
+        let rules = match top.get("rules") {
+            Some(rules) => self.rules(PROCESS_LEVEL, PROCESS_LEVEL, rules, &path.key("rules")),
+            None => Vec::new(),
+        };
         let process = Process {
             id: id.unwrap_or_default(),
             name,
@@ -98,8 +105,7 @@ impl<'a> Reader<'a> {
             nodes: scope.nodes,
             flows: scope.flows,
             lanes,
-            // Process-wide rules are declared in BPMN only so far.
-            rules: Vec::new(),
+            rules,
             span: process_span,
         };
         let definitions =
@@ -1167,6 +1173,8 @@ impl<'a> Reader<'a> {
 
     // ----- rules -------------------------------------------------------------------------
 
+    /// The `rules:` of a node (`node` is its id, `kind_key` its kind), or of the whole process
+    /// (both [`PROCESS_LEVEL`]).
     fn rules(&mut self, node: &str, kind_key: &str, value: &Value, path: &YamlPath) -> Vec<RuleAttachment> {
         let Value::Sequence(items) = value else {
             self.error_at_value(path, format!("`rules` must be a list, found {}", describe(value)));
@@ -1186,7 +1194,7 @@ impl<'a> Reader<'a> {
                     None
                 }
             };
-            let variable = self.optional_id(m, &item_path, "variable");
+            let variable = self.rule_variable(m, &item_path);
             let point = point_word.and_then(|word| {
                 let takes_variable = vocab::RULE_POINTS_WITH_VARIABLE.contains(&word.as_str());
                 if takes_variable && variable.is_none() && !m.contains_key("variable") {
@@ -1200,11 +1208,8 @@ impl<'a> Reader<'a> {
                         ),
                     );
                 }
-                if word == "start" && kind_key != "start" {
-                    self.error(
-                        &item_path.key("on"),
-                        format!("`on: start` rules belong on the start event, not on `{node}`"),
-                    );
+                if word == "start" && kind_key != "start" && kind_key != PROCESS_LEVEL {
+                    self.error(&item_path.key("on"), format!("`on: start` rules belong on the start event, not on `{node}`"));
                 }
                 match word.as_str() {
                     "guard_complete" => Some(AttachPoint::GuardComplete),
@@ -1214,6 +1219,7 @@ impl<'a> Reader<'a> {
                     "leave" => Some(AttachPoint::OnLeave),
                     "start" => Some(AttachPoint::OnStart),
                     "variable_change" => variable.clone().map(AttachPoint::OnVariableChange),
+                    "status_change" => Some(AttachPoint::OnStatusChange),
                     other => {
                         let hint = suggestion(other, vocab::RULE_POINTS.iter().copied());
                         self.error_at_value(&item_path.key("on"), format!("unknown rule moment `on: {other}`{hint}"));
@@ -1240,6 +1246,21 @@ impl<'a> Reader<'a> {
             }
         }
         out
+    }
+
+    /// The `variable:` a rule watches: a variable name, or a prefix ending in `*` (`shipment*`).
+    fn rule_variable(&mut self, rule: &Mapping, path: &YamlPath) -> Option<String> {
+        let value = rule.get("variable")?;
+        let text = self.text(value, &path.key("variable"), "`variable`")?;
+        let name = text.strip_suffix('*').unwrap_or(&text);
+        if !vocab::is_valid_id(name) {
+            self.error_at_value(
+                &path.key("variable"),
+                format!("`variable` `{text}` is not a variable name (or a name prefix ending in `*`)"),
+            );
+            return None;
+        }
+        Some(text)
     }
 
     /// A rule file path: relative, inside the rules folder (no `..`, not absolute).

@@ -30,6 +30,11 @@ pub fn json_schema() -> Value {
                 "propertyNames": { "$ref": "#/$defs/id" },
                 "additionalProperties": { "$ref": "#/$defs/lane" }
             },
+            "rules": {
+                "type": "array",
+                "description": "Business rules for the whole process (guards and event policies for every node).",
+                "items": { "$ref": "#/$defs/rule" }
+            },
             "nodes": { "$ref": "#/$defs/nodes" }
         },
         "$defs": defs()
@@ -322,18 +327,16 @@ fn llm() -> Value {
 }
 
 fn rule() -> Value {
-    let mut schema = object(
-        &[
-            ("on", json!({ "enum": vocab::RULE_POINTS, "description": "When the rule runs." })),
-            ("file", json!({ "type": "string", "minLength": 1, "description": "A Rhai file under rules/." })),
-            ("script", json!({ "type": "string", "minLength": 1, "description": "Inline Rhai." })),
-            (
-                "variable",
-                json!({ "$ref": "#/$defs/id", "description": "The variable watched (guard_variable, variable_change)." }),
-            ),
-        ],
-        &["on"],
-    );
+    let mut schema = object(&[
+        ("on", json!({ "enum": vocab::RULE_POINTS, "description": "When the rule runs." })),
+        ("file", json!({ "type": "string", "minLength": 1, "description": "A Rhai file under rules/." })),
+        ("script", json!({ "type": "string", "minLength": 1, "description": "Inline Rhai." })),
+        ("variable", json!({
+            "type": "string",
+            "pattern": vocab::RULE_VARIABLE_PATTERN,
+            "description": "The variable watched (guard_variable, variable_change), or a name prefix ending in `*`."
+        })),
+    ], &["on"]);
     schema["oneOf"] = json!([{ "required": ["file"] }, { "required": ["script"] }]);
     schema["if"] = json!({ "properties": { "on": { "enum": vocab::RULE_POINTS_WITH_VARIABLE } } });
     schema["then"] = json!({ "required": ["variable"] });

@@ -2,7 +2,7 @@
 //! reader, its "did you mean" hints and the JSON Schema use the same lists.
 
 /// Top-level keys of a process file.
-pub const PROCESS_KEYS: &[&str] = &["process", "name", "lanes", "nodes"];
+pub const PROCESS_KEYS: &[&str] = &["process", "name", "lanes", "rules", "nodes"];
 
 /// Keys of one lane.
 pub const LANE_KEYS: &[&str] = &["name", "nodes"];
@@ -97,7 +97,7 @@ pub const FOR_EACH_KEYS: &[&str] = &["over", "as", "sequential", "count", "until
 pub const RULE_KEYS: &[&str] = &["on", "file", "script", "variable"];
 /// Moments a rule can attach to (`on:`).
 pub const RULE_POINTS: &[&str] =
-    &["guard_complete", "guard_message", "guard_variable", "enter", "leave", "start", "variable_change"];
+    &["guard_complete", "guard_message", "guard_variable", "enter", "leave", "start", "variable_change", "status_change"];
 /// Rule moments that name a variable.
 pub const RULE_POINTS_WITH_VARIABLE: &[&str] = &["guard_variable", "variable_change"];
 
@@ -112,6 +112,8 @@ pub const DEFAULT_RETRY_MAX_DELAY_MS: u64 = 60_000;
 
 /// The regular expression every node and flow id matches (an XML name, so ids carry over to BPMN).
 pub const ID_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_.-]*$";
+/// Pattern of a rule's `variable:`: a variable name, or a name prefix ending in `*`.
+pub const RULE_VARIABLE_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_.-]*\\*?$";
 
 /// Whether `id` matches [`ID_PATTERN`].
 pub fn is_valid_id(id: &str) -> bool {
