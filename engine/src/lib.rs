@@ -1,6 +1,13 @@
 //! Flowbot engine: the process model, the BPMN and YAML front ends, the graph compiler, the
 //! executor, business rules and stores. See `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod bpmn;
 pub mod diagnostics;
+pub mod executor;
+pub mod graph;
 pub mod model;
+pub mod rules;
 pub mod script;
+#[cfg(test)]
+mod testkit;
+pub mod yaml;
