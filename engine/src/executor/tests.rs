@@ -687,3 +687,20 @@ fn inclusive_fork_and_join_inside_a_subprocess() {
     assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
     assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
 }
+
+#[test]
+fn damaged_checkpoints_are_refused_not_panicked_on() {
+    let p = compiled(Scope::default().node("s", start()).node("u", user()).node("e", end()).chain(&["s", "u", "e"]));
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["scopes"] = json!([]);
+    let mut damaged: Instance = serde_json::from_value(text).unwrap();
+    assert!(damaged.variables().is_empty());
+    assert!(matches!(damaged.complete(&p, 2, Map::new(), &NoHooks), Err(ExecError::Inconsistent(_))));
+
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["waits"][0]["node"] = json!("gone");
+    let mut renamed: Instance = serde_json::from_value(text).unwrap();
+    let activation = renamed.waits()[0].activation;
+    assert_eq!(renamed.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(activation)));
+}
