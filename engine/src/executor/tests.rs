@@ -112,6 +112,12 @@ fn failing_condition_reports_position_inside_file() {
 
 #[test]
 fn failing_script_and_sandbox_limits_become_incidents() {
+    let p = compiled(Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]));
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    assert_eq!(
+        instance.incidents()[0].message,
+        "script failed in `sc`: Variable not found: total (scripts are Rhai: create a variable with `let name = value;`)"
+    );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
         let p = compiled(Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]));
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
