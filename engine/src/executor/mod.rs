@@ -90,6 +90,37 @@ pub struct ScopeState {
     pub activation: Option<u64>,
     /// Variables local to the scope.
     pub variables: Map<String, Value>,
+    /// For one run of a multi-instance task: which activity and which item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunOf>,
+}
+
+/// Identifies one run of a multi-instance task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOf {
+    /// The activation of the multi-instance task.
+    pub activity: u64,
+    /// The index of the item (0-based).
+    pub index: usize,
+}
+
+/// A multi-instance task in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiState {
+    /// The task.
+    pub node: String,
+    /// The scope instance the task runs in.
+    pub scope: u64,
+    /// The task's activation.
+    pub activation: u64,
+    /// The items, one per run.
+    pub items: Vec<Value>,
+    /// How many runs were started.
+    pub started: usize,
+    /// How many runs completed.
+    pub completed: usize,
+    /// Each run's output, in item order (`null` until it completes).
+    pub outputs: Vec<Value>,
 }
 
 /// Tokens that reached a join and wait for the others.
@@ -354,6 +385,8 @@ pub struct Instance {
     queue: VecDeque<Token>,
     waits: Vec<Wait>,
     joins: Vec<JoinState>,
+    #[serde(default)]
+    multi: Vec<MultiState>,
     path: Vec<String>,
     incidents: Vec<Incident>,
     activations: BTreeMap<String, u64>,
@@ -385,10 +418,11 @@ impl Instance {
             id: id.into(),
             process_id: process.id.clone(),
             status: Status::Running,
-            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables }],
+            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
             queue: VecDeque::new(),
             waits: Vec::new(),
             joins: Vec::new(),
+            multi: Vec::new(),
             path: Vec::new(),
             incidents: Vec::new(),
             activations: BTreeMap::new(),
@@ -459,6 +493,7 @@ impl Instance {
         self.queue.clear();
         self.waits.clear();
         self.joins.clear();
+        self.multi.clear();
         self.scopes.truncate(1);
         self.status = Status::Terminated;
         Ok(Step { events: vec![Event::InstanceTerminated], new_waits: Vec::new(), ended: true })
@@ -511,6 +546,11 @@ impl Instance {
     /// The wait with this activation.
     pub fn wait(&self, activation: u64) -> Option<&Wait> {
         self.waits.iter().find(|w| w.activation == activation)
+    }
+
+    /// Multi-instance tasks in progress.
+    pub fn multi_instances(&self) -> &[MultiState] {
+        &self.multi
     }
 
     /// Joins holding tokens.

@@ -710,3 +710,76 @@ fn damaged_checkpoints_are_refused_not_panicked_on() {
     let activation = renamed.waits()[0].activation;
     assert_eq!(renamed.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(activation)));
 }
+
+mod multi_instance {
+    use super::*;
+    use crate::model::{Activity, Expr, MultiInstance, NodeKind, Span, TaskKind};
+
+    fn multi(body: TaskKind, sequential: bool, collection: Option<&str>, cardinality: Option<&str>) -> NodeKind {
+        let expr = |source: &str| Expr { language: None, source: source.into(), span: Span::new(70, 1) };
+        let mut activity = Activity::new(body);
+        activity.multi_instance = Some(MultiInstance {
+            sequential,
+            collection: collection.map(expr),
+            element_variable: Some("line".into()),
+            cardinality: cardinality.map(expr),
+            completion_condition: None,
+            output_collection: Some("results".into()),
+            output_element: Some("result".into()),
+        });
+        NodeKind::Task(activity)
+    }
+
+    fn process(kind: NodeKind) -> CompiledProcess {
+        compiled(Scope::default().node("s", start()).node("m", kind).node("e", end()).chain(&["s", "m", "e"]))
+    }
+
+    #[test]
+    fn script_runs_once_per_item_in_its_own_scope_and_collects_outputs() {
+        let body = TaskKind::Script {
+            script: Some(crate::model::Script { language: None, source: "let result = line * 10; total += line;".into(), span: Span::new(60, 1) }),
+        };
+        let p = process(multi(body, false, Some("lines"), None));
+        let instance = run_all(&p, json!({"lines": [1, 2, 3], "total": 0}));
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(path(&instance), ["s", "m", "m", "m", "e"]);
+        assert_eq!(Value::Object(instance.variables().clone()), json!({"lines": [1, 2, 3], "total": 6, "results": [10, 20, 30]}));
+        assert_eq!(instance.scopes().len(), 1);
+    }
+
+    #[test]
+    fn parallel_user_tasks_wait_together_and_sequential_ones_one_by_one() {
+        let parallel = process(multi(TaskKind::User, false, None, Some("3")));
+        let (mut instance, step) = Instance::start(&parallel, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 3);
+        let last = instance.waits()[2].activation;
+        instance.complete(&parallel, last, vars(json!({"result": "c"})), &NoHooks).unwrap();
+        assert_eq!(instance.multi_instances()[0].completed, 1);
+        let rest: Vec<(u64, Map<String, Value>)> = instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+        instance.complete_all(&parallel, rest, &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.variables()["results"], json!([null, null, "c"]));
+
+        let sequential = process(multi(TaskKind::User, true, Some("[\"a\", \"b\"]"), None));
+        let (mut instance, step) = Instance::start(&sequential, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 1);
+        let first = instance.waits()[0].clone();
+        let step = instance.complete(&sequential, first.activation, vars(json!({"result": 1})), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 1, "the second run starts after the first");
+        let second = instance.waits()[0].activation;
+        instance.complete(&sequential, second, vars(json!({"result": 2})), &NoHooks).unwrap();
+        assert_eq!(instance.variables()["results"], json!([1, 2]));
+        assert_eq!(path(&instance), ["s", "m", "m", "e"]);
+    }
+
+    #[test]
+    fn empty_collections_pass_and_bad_collections_raise_incidents() {
+        let p = process(multi(TaskKind::User, false, Some("lines"), None));
+        let instance = run_all(&p, json!({"lines": []}));
+        assert_eq!(path(&instance), ["s", "e"]);
+        assert_eq!(instance.variables()["results"], json!([]));
+        let (instance, _) = Instance::start(&p, "i1", vars(json!({"lines": 5})), &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Failed);
+        assert!(instance.incidents()[0].message.contains("is not a list"), "{:?}", instance.incidents());
+    }
+}

@@ -2,12 +2,12 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, Category, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
+    Behavior, BoundarySpec, Category, MultiSpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
     ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span, TaskKind,
+    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span, TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -177,9 +177,36 @@ impl Builder<'_> {
         self.diagnostics.push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
     }
 
+    /// Compiles a task's multi-instance settings.
+    fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
+        Box::new(MultiSpec {
+            sequential: mi.sequential,
+            collection: mi.collection.as_ref().and_then(|e| self.compile_expr(e, "collection of", &node.id)),
+            cardinality: mi.cardinality.as_ref().and_then(|e| self.compile_expr(e, "cardinality of", &node.id)),
+            element_variable: mi.element_variable.clone(),
+            completion_condition: mi
+                .completion_condition
+                .as_ref()
+                .and_then(|e| self.compile_expr(e, "completion condition of", &node.id)),
+            output_collection: mi.output_collection.clone(),
+            output_element: mi.output_element.clone(),
+        })
+    }
+
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
-        let behavior = self.behavior(node, &element);
+        let mut behavior = self.behavior(node, &element);
+        let mut multi = None;
+        if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
+            match behavior {
+                _ if mi.collection.is_none() && mi.cardinality.is_none() => {
+                    behavior = self.unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
+                }
+                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => multi = Some(self.multi_spec(node, mi)),
+                Behavior::Unsupported => {}
+                _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
+            }
+        }
         let index = self.graph.add_node(FlowNode {
             id: node.id.clone(),
             name: node.name.clone(),
@@ -193,6 +220,7 @@ impl Builder<'_> {
             outgoing: Vec::new(),
             default_flow: None,
             boundaries: Vec::new(),
+            multi,
         });
         self.node_ids.insert(node.id.clone(), index);
         index
@@ -264,6 +292,7 @@ impl Builder<'_> {
         if let Some(looping) = loop_marker(&node.kind) {
             return self.unsupported(node, &format!("{looping} {element}"));
         }
+
         match &node.kind {
             NodeKind::StartEvent { trigger: None, .. } => Behavior::Start,
             NodeKind::StartEvent { .. } => self.unsupported(node, element),
@@ -436,9 +465,11 @@ fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
     Some(ThrownEvent { kind: kind.into(), name })
 }
 
+/// Loop settings the executor does not run: standard loops, and multi-instance on anything but
+/// a task.
 fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
     let (multi, standard) = match kind {
-        NodeKind::Task(a) => (a.multi_instance.is_some(), a.standard_loop),
+        NodeKind::Task(a) => (false, a.standard_loop),
         NodeKind::SubProcess(a) => (a.multi_instance.is_some(), a.standard_loop),
         NodeKind::CallActivity(a) => (a.multi_instance.is_some(), a.standard_loop),
         _ => (false, false),

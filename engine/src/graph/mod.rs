@@ -127,6 +127,29 @@ pub struct FlowNode {
     pub default_flow: Option<EdgeIndex>,
     /// Boundary events attached to this activity, in document order.
     pub boundaries: Vec<NodeIndex>,
+    /// Multi-instance settings, when the task runs once per item.
+    pub multi: Option<Box<MultiSpec>>,
+}
+
+/// A multi-instance task: its body runs once per item of a collection (or `cardinality` times),
+/// each run in its own variable scope holding the item and `loopCounter` (1-based).
+#[derive(Debug, Clone)]
+pub struct MultiSpec {
+    /// One run after another (else all at once).
+    pub sequential: bool,
+    /// Expression giving the list of items.
+    pub collection: Option<CompiledCode>,
+    /// Expression giving the number of runs (when there is no collection).
+    pub cardinality: Option<CompiledCode>,
+    /// Variable holding the current item inside each run.
+    pub element_variable: Option<String>,
+    /// Condition (over the activity's scope plus `nrOfInstances`, `nrOfCompletedInstances`,
+    /// `nrOfActiveInstances`) that ends the activity early, cancelling the runs still open.
+    pub completion_condition: Option<CompiledCode>,
+    /// Variable that receives the list of each run's output, in item order.
+    pub output_collection: Option<String>,
+    /// Variable inside each run whose value is collected (default: the element variable).
+    pub output_element: Option<String>,
 }
 
 impl FlowNode {

@@ -254,3 +254,34 @@ fn boundary_and_event_gateway_mistakes_are_errors() {
         assert!(diagnostics.iter().any(|d| d.contains(part)), "{part}\n{diagnostics:#?}");
     }
 }
+
+#[test]
+fn multi_instance_tasks_compile_and_need_items() {
+    use crate::model::{Activity, Expr, MultiInstance, TaskKind};
+    let mi = |collection: Option<&str>| {
+        let mut activity = Activity::new(TaskKind::User);
+        activity.multi_instance = Some(MultiInstance {
+            sequential: false,
+            collection: collection.map(|c| Expr { language: None, source: c.into(), span: Span::new(40, 1) }),
+            element_variable: None,
+            cardinality: None,
+            completion_condition: None,
+            output_collection: None,
+            output_element: None,
+        });
+        NodeKind::Task(activity)
+    };
+    let with_items = Scope::default().node("s", start()).node("m", mi(Some("lines"))).node("e", end()).chain(&["s", "m", "e"]);
+    let (process, diagnostics) = check(&with_items.definitions());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let process = process.unwrap();
+    assert!(process.node(process.node_index("m").unwrap()).multi.is_some());
+
+    let without = Scope::default().node("s", start()).node("m", mi(None)).node("e", end()).chain(&["s", "m", "e"]);
+    let (process, diagnostics) = check(&without.definitions());
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:2:3: warning: not supported yet: multi-instance userTask without a collection or cardinality m [m]"]
+    );
+    assert_eq!(process.unwrap().unsupported.len(), 1);
+}
