@@ -79,7 +79,9 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn_file(path),
         Some(SourceKind::Yaml) => match std::fs::read(path) {
             Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
-            Err(error) => (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))]),
+            Err(error) => {
+                (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))])
+            }
         },
         Some(SourceKind::Rules) | None => (
             None,
@@ -117,7 +119,9 @@ pub fn merge(parsed: Vec<Diagnostic>, compiled: Vec<Diagnostic>) -> Vec<Diagnost
     let is_duplicate = |d: &Diagnostic| d.message.starts_with("duplicate id");
     let mut all: Vec<Diagnostic> = compiled
         .into_iter()
-        .filter(|c| !(is_duplicate(c) && parsed.iter().any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span)))
+        .filter(|c| {
+            !(is_duplicate(c) && parsed.iter().any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span))
+        })
         .collect();
     all.extend(parsed);
     sort(&mut all);

@@ -2,9 +2,8 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState, RunOf, ScopeState, Status,
-    Step, Token,
-    Wait, WaitKind,
+    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState, RunOf, ScopeState,
+    Status, Step, Token, Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, WaitSpec,
@@ -59,7 +58,12 @@ impl<'a> Machine<'a> {
             }
         }
         for &start in &self.process.scopes[0].starts {
-            self.inst.queue.push_back(Token { node: self.process.node(start).id.clone(), scope: 0, via: None, race: None });
+            self.inst.queue.push_back(Token {
+                node: self.process.node(start).id.clone(),
+                scope: 0,
+                via: None,
+                race: None,
+            });
         }
         let _ = self.drain();
         Ok(self.finish())
@@ -104,7 +108,8 @@ impl<'a> Machine<'a> {
             self.inst.waits.retain(|w| w.activation != wait.activation);
             self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation: wait.activation });
             if let Some(race) = wait.race {
-                let losers: Vec<u64> = self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
+                let losers: Vec<u64> =
+                    self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
                 for loser in losers {
                     self.cancel_waits(|w| w.activation == loser);
                     self.cancel_boundaries(loser);
@@ -286,16 +291,11 @@ impl<'a> Machine<'a> {
         };
         let queued = self.inst.queue.iter().any(|t| t.scope == scope && blocks(&t.node));
         let waiting = self.inst.waits.iter().any(|w| w.scope == scope && blocks(&w.node));
-        let other_joins = self
-            .inst
-            .joins
-            .iter()
-            .any(|j| j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node));
-        let subprocesses = self
-            .inst
-            .scopes
-            .iter()
-            .any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
+        let other_joins = self.inst.joins.iter().any(|j| {
+            j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node)
+        });
+        let subprocesses =
+            self.inst.scopes.iter().any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
         !(queued || waiting || other_joins || subprocesses)
     }
 
@@ -395,7 +395,12 @@ impl<'a> Machine<'a> {
                     });
                 }
                 if self.process.scopes[*child].starts.is_empty() {
-                    return self.incident(&node.id, Some(activation), node.span, "subprocess has no none start event".into());
+                    return self.incident(
+                        &node.id,
+                        Some(activation),
+                        node.span,
+                        "subprocess has no none start event".into(),
+                    );
                 }
                 self.arm_boundaries(index, scope, activation)
             }
@@ -424,13 +429,28 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn begin_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec, race: Option<u64>) -> Flowing {
+    fn begin_wait(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &WaitSpec,
+        race: Option<u64>,
+    ) -> Flowing {
         let kind = self.wait_kind(index, scope, activation, spec)?;
         self.add_wait(index, scope, activation, kind, race, None);
         self.arm_boundaries(index, scope, activation)
     }
 
-    fn add_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, kind: WaitKind, race: Option<u64>, attached_to: Option<u64>) {
+    fn add_wait(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        kind: WaitKind,
+        race: Option<u64>,
+        attached_to: Option<u64>,
+    ) {
         let node = self.process.node(index);
         let wait = Wait {
             activation,
@@ -496,7 +516,8 @@ impl<'a> Machine<'a> {
 
     /// Removes the waits matching `doomed`, telling the driver (timers to disarm).
     fn cancel_waits(&mut self, doomed: impl Fn(&Wait) -> bool) {
-        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) = std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
+        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) =
+            std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
         self.inst.waits = kept;
         for wait in cancelled {
             self.step.events.push(Event::WaitCancelled { node: wait.node, activation: wait.activation });
@@ -749,14 +770,14 @@ impl<'a> Machine<'a> {
     /// matching error boundary event is interrupted and the boundary takes over; uncaught, it is
     /// an incident.
     fn raise_error(&mut self, thrower: NodeIndex, activation: Option<u64>, scope: u64, code: Option<&str>) -> Flowing {
-        self.step.events.push(Event::ErrorThrown {
-            node: self.process.node(thrower).id.clone(),
-            code: code.map(str::to_string),
-        });
+        self.step
+            .events
+            .push(Event::ErrorThrown { node: self.process.node(thrower).id.clone(), code: code.map(str::to_string) });
         let mut current = scope;
         while current != 0 {
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
-            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent) else {
+            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            else {
                 break;
             };
             let sub_index = self.node_index(&sub)?;
@@ -795,7 +816,11 @@ impl<'a> Machine<'a> {
         for edge in flows {
             let flow = self.process.flow(edge);
             let target = self.process.node(flow.target);
-            self.step.events.push(Event::TokenMoved { flow: flow.id.clone(), from: node.id.clone(), to: target.id.clone() });
+            self.step.events.push(Event::TokenMoved {
+                flow: flow.id.clone(),
+                from: node.id.clone(),
+                to: target.id.clone(),
+            });
             self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()), race });
         }
         Ok(())
@@ -855,10 +880,8 @@ impl<'a> Machine<'a> {
             }
         }
         if chosen.is_empty() && !node.outgoing.is_empty() {
-            let message = format!(
-                "no outgoing flow of {} `{}` matched and it has no default flow",
-                node.element, node.id
-            );
+            let message =
+                format!("no outgoing flow of {} `{}` matched and it has no default flow", node.element, node.id);
             self.incident(&node.id, Some(activation), node.span, message)?;
         }
         Ok(chosen)
@@ -995,7 +1018,12 @@ impl<'a> Machine<'a> {
 
     // ---- hooks and incidents ---------------------------------------------------------------------
 
-    fn context<'c>(&'c self, index: NodeIndex, activation: Option<u64>, variables: &'c Map<String, Value>) -> HookContext<'c> {
+    fn context<'c>(
+        &'c self,
+        index: NodeIndex,
+        activation: Option<u64>,
+        variables: &'c Map<String, Value>,
+    ) -> HookContext<'c> {
         HookContext {
             process: self.process,
             instance_id: &self.inst.id,
@@ -1028,12 +1056,17 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn script_incident(&mut self, index: NodeIndex, activation: u64, code: &CompiledCode, what: &str, err: &ScriptError) -> Flowing {
+    fn script_incident(
+        &mut self,
+        index: NodeIndex,
+        activation: u64,
+        code: &CompiledCode,
+        what: &str,
+        err: &ScriptError,
+    ) -> Flowing {
         let node = self.process.node(index);
-        let span = err
-            .position()
-            .map(|(line, col)| crate::graph::offset_span(code.span, line, col))
-            .unwrap_or(code.span);
+        let span =
+            err.position().map(|(line, col)| crate::graph::offset_span(code.span, line, col)).unwrap_or(code.span);
         let mut message = match err {
             ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
             other => other.to_string(),

@@ -404,11 +404,7 @@ impl Instance {
         hooks: &dyn ExecutionHooks,
     ) -> Result<(Instance, Step), ExecError> {
         if !process.unsupported.is_empty() {
-            let lines = process
-                .unsupported
-                .iter()
-                .map(|d| format!("{} at {}", d.message, d.location()))
-                .collect();
+            let lines = process.unsupported.iter().map(|d| format!("{} at {}", d.message, d.location())).collect();
             return Err(ExecError::Unsupported(lines));
         }
         if process.scopes[0].starts.is_empty() {

@@ -112,14 +112,18 @@ fn failing_condition_reports_position_inside_file() {
 
 #[test]
 fn failing_script_and_sandbox_limits_become_incidents() {
-    let p = compiled(Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]));
+    let p = compiled(
+        Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]),
+    );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     assert_eq!(
         instance.incidents()[0].message,
         "script failed in `sc`: Variable not found: total (scripts are Rhai: create a variable with `let name = value;`)"
     );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
-        let p = compiled(Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]));
+        let p = compiled(
+            Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]),
+        );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Failed, "{source}");
         assert_eq!(instance.incidents()[0].node, "sc");
@@ -240,11 +244,7 @@ fn subprocess_has_own_scope_and_completes_after_inner_nodes() {
         .node("ie", end())
         .chain(&["is", "iu", "isc", "ie"]);
     let p = compiled(
-        Scope::default()
-            .node("s", start())
-            .node("sub", inner.subprocess())
-            .node("e", end())
-            .chain(&["s", "sub", "e"]),
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
     );
     let (mut instance, _) = Instance::start(&p, "i1", vars(json!({"total": 1})), &NoHooks).unwrap();
     assert_eq!(instance.scopes().len(), 2);
@@ -287,7 +287,9 @@ fn terminate_inside_subprocess_ends_only_the_subprocess() {
         .node("ie", end())
         .chain(&["is", "if", "iu", "ie"])
         .chain(&["if", "it"]);
-    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    let p = compiled(
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+    );
     let instance = run_all(&p, json!({}));
     assert_eq!(path(&instance), ["s", "is", "if", "it", "sub", "e"]);
     assert_eq!(instance.status(), Status::Completed);
@@ -344,7 +346,8 @@ fn execution_is_deterministic_and_survives_serialization() {
 
 #[test]
 fn failed_job_raises_incident_and_refuses_further_moves() {
-    let p = compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+    let p =
+        compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
     let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     let activation = instance.waits()[0].activation;
     assert_eq!(instance.complete(&p, 999, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(999)));
@@ -493,7 +496,11 @@ mod events {
     }
 
     fn wait_at<'i>(instance: &'i Instance, node: &str) -> &'i Wait {
-        instance.waits().iter().find(|w| w.node == node).unwrap_or_else(|| panic!("no wait at {node}: {:?}", instance.waits()))
+        instance
+            .waits()
+            .iter()
+            .find(|w| w.node == node)
+            .unwrap_or_else(|| panic!("no wait at {node}: {:?}", instance.waits()))
     }
 
     fn task_with_timer(interrupting: bool) -> CompiledProcess {
@@ -550,7 +557,8 @@ mod events {
 
     #[test]
     fn message_boundary_on_a_subprocess_interrupts_its_scope() {
-        let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+        let inner =
+            Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
         let p = compiled(
             Scope::default()
                 .node("s", start())
@@ -613,7 +621,9 @@ mod events {
         assert_eq!(path(&instance), ["s", "declined", "e2"]);
         assert_eq!(instance.status(), Status::Completed);
 
-        let bare = compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+        let bare = compiled(
+            Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]),
+        );
         let (mut instance, _) = Instance::start(&bare, "i1", Map::new(), &NoHooks).unwrap();
         let job = wait_at(&instance, "j").activation;
         instance.throw_error(&bare, job, Some("X"), &NoHooks).unwrap();
@@ -689,7 +699,9 @@ fn inclusive_fork_and_join_inside_a_subprocess() {
         .cond("f", "b", "x > 5")
         .chain(&["a", "j", "ie"])
         .chain(&["b", "j"]);
-    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    let p = compiled(
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+    );
     assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
     assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
 }
@@ -737,13 +749,20 @@ mod multi_instance {
     #[test]
     fn script_runs_once_per_item_in_its_own_scope_and_collects_outputs() {
         let body = TaskKind::Script {
-            script: Some(crate::model::Script { language: None, source: "let result = line * 10; total += line;".into(), span: Span::new(60, 1) }),
+            script: Some(crate::model::Script {
+                language: None,
+                source: "let result = line * 10; total += line;".into(),
+                span: Span::new(60, 1),
+            }),
         };
         let p = process(multi(body, false, Some("lines"), None));
         let instance = run_all(&p, json!({"lines": [1, 2, 3], "total": 0}));
         assert_eq!(instance.status(), Status::Completed);
         assert_eq!(path(&instance), ["s", "m", "m", "m", "e"]);
-        assert_eq!(Value::Object(instance.variables().clone()), json!({"lines": [1, 2, 3], "total": 6, "results": [10, 20, 30]}));
+        assert_eq!(
+            Value::Object(instance.variables().clone()),
+            json!({"lines": [1, 2, 3], "total": 6, "results": [10, 20, 30]})
+        );
         assert_eq!(instance.scopes().len(), 1);
     }
 
@@ -755,7 +774,8 @@ mod multi_instance {
         let last = instance.waits()[2].activation;
         instance.complete(&parallel, last, vars(json!({"result": "c"})), &NoHooks).unwrap();
         assert_eq!(instance.multi_instances()[0].completed, 1);
-        let rest: Vec<(u64, Map<String, Value>)> = instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+        let rest: Vec<(u64, Map<String, Value>)> =
+            instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
         instance.complete_all(&parallel, rest, &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Completed);
         assert_eq!(instance.variables()["results"], json!([null, null, "c"]));

@@ -2,12 +2,13 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, Category, MultiSpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
-    ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode,
+    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span, TaskKind,
+    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span,
+    TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -77,7 +78,12 @@ impl Builder<'_> {
             local.insert(node.id.as_str(), index);
             if let NodeKind::SubProcess(activity) = &node.kind {
                 let child = self.scopes.len();
-                self.scopes.push(ScopeInfo { subprocess: Some(index), parent: Some(scope), starts: Vec::new(), implicit_start: false });
+                self.scopes.push(ScopeInfo {
+                    subprocess: Some(index),
+                    parent: Some(scope),
+                    starts: Vec::new(),
+                    implicit_start: false,
+                });
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
@@ -113,9 +119,8 @@ impl Builder<'_> {
     /// BPMN 2.0 (10.5.2, 10.5.3): a scope with neither start nor end events starts at every
     /// flow node without incoming flows (boundary events and event subprocesses excluded).
     fn add_implicit_starts(&mut self, scope: ScopeId, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
-        let has_events = nodes
-            .iter()
-            .any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
+        let has_events =
+            nodes.iter().any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
         if has_events {
             return;
         }
@@ -164,7 +169,8 @@ impl Builder<'_> {
                     }
                 };
                 let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
-                self.graph[index].behavior = Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
+                self.graph[index].behavior =
+                    Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
                 self.graph[activity].boundaries.push(index);
                 return;
             }
@@ -200,9 +206,12 @@ impl Builder<'_> {
         if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
             match behavior {
                 _ if mi.collection.is_none() && mi.cardinality.is_none() => {
-                    behavior = self.unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
+                    behavior = self
+                        .unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
                 }
-                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => multi = Some(self.multi_spec(node, mi)),
+                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
+                    multi = Some(self.multi_spec(node, mi))
+                }
                 Behavior::Unsupported => {}
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
@@ -259,7 +268,10 @@ impl Builder<'_> {
             return Some(index);
         }
         let message = if self.node_ids.contains_key(id) {
-            format!("sequence flow `{}` has {role} `{id}` in another scope: flows cannot cross a subprocess boundary", flow.id)
+            format!(
+                "sequence flow `{}` has {role} `{id}` in another scope: flows cannot cross a subprocess boundary",
+                flow.id
+            )
         } else if id.is_empty() {
             format!("sequence flow `{}` has no {role}", flow.id)
         } else {
@@ -326,10 +338,11 @@ impl Builder<'_> {
             NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
             NodeKind::Gateway(
-                kind @ (GatewayKind::Exclusive | GatewayKind::Parallel | GatewayKind::Inclusive | GatewayKind::EventBased),
-            ) => {
-                Behavior::Gateway(*kind)
-            }
+                kind @ (GatewayKind::Exclusive
+                | GatewayKind::Parallel
+                | GatewayKind::Inclusive
+                | GatewayKind::EventBased),
+            ) => Behavior::Gateway(*kind),
             NodeKind::Gateway(_) => self.unsupported(node, element),
             NodeKind::SubProcess(activity) if activity.body.event_subprocess || activity.body.transaction => {
                 self.unsupported(node, element)
@@ -343,7 +356,10 @@ impl Builder<'_> {
                             Diagnostic::warning(
                                 self.file,
                                 node.span,
-                                format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
+                                format!(
+                                    "call activity `{}` calls `{called}`, which this file does not define",
+                                    node.id
+                                ),
                             )
                             .with_id(node.id.clone()),
                         );
@@ -416,7 +432,14 @@ impl Builder<'_> {
 
     /// Compiles Rhai source; reports a foreign language or a compile error (positioned inside the
     /// file: the text's own span plus the offset inside the text).
-    fn compile_code(&mut self, language: Option<&str>, source: &str, span: Span, what: &str, id: &str) -> Option<CompiledCode> {
+    fn compile_code(
+        &mut self,
+        language: Option<&str>,
+        source: &str,
+        span: Span,
+        what: &str,
+        id: &str,
+    ) -> Option<CompiledCode> {
         if let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) {
             if !RHAI_LANGUAGES.iter().any(|l| l.eq_ignore_ascii_case(language)) {
                 let kind = if what == "script" { "script" } else { "expression" };

@@ -44,7 +44,13 @@ fn dot_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &mut 
             dot_scope(process, child, depth + 1, out);
             let _ = writeln!(out, "{indent}}}");
         } else {
-            let _ = writeln!(out, "{indent}{} [shape={}, label={}];", dot_quote(&node.id), dot_shape(node), dot_quote(node.label()));
+            let _ = writeln!(
+                out,
+                "{indent}{} [shape={}, label={}];",
+                dot_quote(&node.id),
+                dot_shape(node),
+                dot_quote(node.label())
+            );
         }
     }
 }
@@ -116,7 +122,18 @@ fn mermaid_id(id: &str) -> String {
 }
 
 fn mermaid_text(text: &str) -> String {
-    let cleaned: String = text.chars().map(|c| if c == '"' { '\'' } else if c == '\n' { ' ' } else { c }).collect();
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c == '"' {
+                '\''
+            } else if c == '\n' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
     format!("\"{cleaned}\"")
 }
 

@@ -189,7 +189,9 @@ impl Category {
         match kind {
             NodeKind::StartEvent { .. } => Category::StartEvent,
             NodeKind::EndEvent { .. } => Category::EndEvent,
-            NodeKind::IntermediateCatchEvent { .. } | NodeKind::IntermediateThrowEvent { .. } => Category::IntermediateEvent,
+            NodeKind::IntermediateCatchEvent { .. } | NodeKind::IntermediateThrowEvent { .. } => {
+                Category::IntermediateEvent
+            }
             NodeKind::BoundaryEvent { .. } => Category::BoundaryEvent,
             NodeKind::Task(_) => Category::Task,
             NodeKind::SubProcess(a) if a.body.event_subprocess => Category::EventSubProcess,

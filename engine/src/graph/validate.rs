@@ -13,11 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
     let mut first: HashMap<&str, Span> = HashMap::new();
     let mut diagnostics = Vec::new();
-    fn walk<'d>(
-        nodes: &'d [Node],
-        flows: &'d [SequenceFlow],
-        out: &mut Vec<(&'d str, Span)>,
-    ) {
+    fn walk<'d>(nodes: &'d [Node], flows: &'d [SequenceFlow], out: &mut Vec<(&'d str, Span)>) {
         for node in nodes {
             out.push((node.id.as_str(), node.span));
             if let NodeKind::SubProcess(activity) = &node.kind {
@@ -91,7 +87,10 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
                 Diagnostic::error(
                     file,
                     node.span,
-                    format!("boundary event `{}` has incoming flows: it is triggered by its activity, not by a flow", node.id),
+                    format!(
+                        "boundary event `{}` has incoming flows: it is triggered by its activity, not by a flow",
+                        node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             );
@@ -197,20 +196,28 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
     let (incoming, outgoing) = (node.incoming.len(), node.outgoing.len());
     let id = node.id.clone();
     if outgoing == 0 {
-        diagnostics.push(Diagnostic::error(file, node.span, format!("{} `{id}` has no outgoing flow", node.element)).with_id(id));
+        diagnostics.push(
+            Diagnostic::error(file, node.span, format!("{} `{id}` has no outgoing flow", node.element)).with_id(id),
+        );
         return;
     }
     if kind == GatewayKind::EventBased {
         if outgoing < 2 {
             diagnostics.push(
-                Diagnostic::error(file, node.span, format!("event-based gateway `{id}` needs at least two outgoing flows"))
-                    .with_id(id.clone()),
+                Diagnostic::error(
+                    file,
+                    node.span,
+                    format!("event-based gateway `{id}` needs at least two outgoing flows"),
+                )
+                .with_id(id.clone()),
             );
         }
         for &edge in &node.outgoing {
             let target = process.node(process.flow(edge).target);
-            let waits_for_event =
-                matches!(target.behavior, Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. }));
+            let waits_for_event = matches!(
+                target.behavior,
+                Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. })
+            );
             if !waits_for_event {
                 diagnostics.push(
                     Diagnostic::error(
@@ -271,10 +278,8 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
 /// Whether a set of outgoing flows obviously always matches: one has no condition or is `true`,
 /// or two conditions are each other's negation (`c` / `!c`, `a > b` / `a <= b`, `==` / `!=`).
 fn conditions_obviously_complete(process: &CompiledProcess, outgoing: &[petgraph::graph::EdgeIndex]) -> bool {
-    let texts: Vec<Option<String>> = outgoing
-        .iter()
-        .map(|&e| process.flow(e).condition.as_ref().map(|c| normalize(&c.source)))
-        .collect();
+    let texts: Vec<Option<String>> =
+        outgoing.iter().map(|&e| process.flow(e).condition.as_ref().map(|c| normalize(&c.source))).collect();
     if texts.iter().any(|t| t.as_deref().is_none_or(|t| t == "true")) {
         return true;
     }

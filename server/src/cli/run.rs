@@ -67,10 +67,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// A readable, unique-enough id: process id and the start time in milliseconds.
 fn instance_id(process: &CompiledProcess) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     format!("{}-{millis}", process.id)
 }
 
@@ -78,9 +76,9 @@ fn instance_id(process: &CompiledProcess) -> String {
 fn completes_automatically(process: &CompiledProcess, wait: &Wait) -> bool {
     match &wait.kind {
         WaitKind::Job { .. } | WaitKind::User { .. } => true,
-        WaitKind::Message { .. } => process
-            .node_index(&wait.node)
-            .is_some_and(|n| process.node(n).element == "receiveTask"),
+        WaitKind::Message { .. } => {
+            process.node_index(&wait.node).is_some_and(|n| process.node(n).element == "receiveTask")
+        }
         WaitKind::Timer { .. } | WaitKind::Signal { .. } | WaitKind::Llm { .. } => false,
     }
 }
