@@ -763,6 +763,7 @@ impl<'a> Machine<'a> {
         let node = self.process.node(boundary);
         *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
+        self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         self.leave(boundary, scope, activation)
     }
 
