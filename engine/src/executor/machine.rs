@@ -1014,7 +1014,26 @@ impl<'a> Machine<'a> {
                 None => break,
             }
         }
-        scope
+        // A new variable: created in the nearest scope that keeps its own variables.
+        let mut owner = scope;
+        while let Some(state) = self.inst.scopes.iter().find(|s| s.id == owner) {
+            match state.parent {
+                Some(parent) if self.shares_variables(state) => owner = parent,
+                _ => break,
+            }
+        }
+        owner
+    }
+
+    /// Whether a scope instance runs a called process that shares its caller's variables.
+    fn shares_variables(&self, state: &ScopeState) -> bool {
+        let Some(node) = state.subprocess.as_deref().and_then(|id| self.process.node_index(id)) else { return false };
+        match self.process.node(node).behavior {
+            Behavior::SubProcess { scope } => {
+                state.run.is_none() && self.process.scopes.get(scope).is_some_and(|s| s.shares_variables)
+            }
+            _ => false,
+        }
     }
 
     // ---- hooks and incidents ---------------------------------------------------------------------

@@ -803,3 +803,63 @@ mod multi_instance {
         assert!(instance.incidents()[0].message.contains("is not a list"), "{:?}", instance.incidents());
     }
 }
+
+mod call_activity {
+    use super::*;
+    use crate::model::{Activity, CallActivity, Definitions, NodeKind};
+
+    fn call(target: &str) -> NodeKind {
+        NodeKind::CallActivity(Activity::new(CallActivity { called_element: Some(target.into()) }))
+    }
+
+    /// `p` (executable) and `q` (called), one file.
+    fn file(main: Scope, called: Scope) -> Definitions {
+        let mut defs = main.definitions();
+        let mut q = called.definitions().processes.remove(0);
+        q.id = "q".into();
+        q.executable = false;
+        defs.processes.push(q);
+        defs
+    }
+
+    fn compile_defs(defs: &Definitions) -> CompiledProcess {
+        let (process, diagnostics) = compile(defs, None, &Arc::new(ScriptRuntime::default()));
+        process.unwrap_or_else(|| panic!("{diagnostics:#?}"))
+    }
+
+    #[test]
+    fn called_process_runs_inline_with_the_callers_variables() {
+        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
+        let called = Scope::at_line(30)
+            .node("qs", start())
+            .node("qu", user())
+            .node("qsc", script("let result = 42; count += 1;"))
+            .node("qe", end())
+            .chain(&["qs", "qu", "qsc", "qe"]);
+        let p = compile_defs(&file(main, called));
+        let instance = run_all(&p, json!({"count": 1}));
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(path(&instance), ["s", "qs", "qu", "qsc", "qe", "c", "e"]);
+        assert_eq!(Value::Object(instance.variables().clone()), json!({"count": 2, "result": 42}));
+    }
+
+    #[test]
+    fn recursive_and_repeated_calls_are_not_supported_yet() {
+        let twice = Scope::default()
+            .node("s", start())
+            .node("c1", call("q"))
+            .node("c2", call("q"))
+            .node("e", end())
+            .chain(&["s", "c1", "c2", "e"]);
+        let called = Scope::at_line(30).node("qs", start()).node("qe", end()).chain(&["qs", "qe"]);
+        let p = compile_defs(&file(twice, called));
+        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
+        assert!(err.to_string().starts_with("not supported yet: callActivity calling `q` a second time c2 at"), "{err}");
+
+        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
+        let back = Scope::at_line(30).node("qs", start()).node("qc", call("p")).node("qe", end()).chain(&["qs", "qc", "qe"]);
+        let p = compile_defs(&file(main, back));
+        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
+        assert!(err.to_string().starts_with("not supported yet: recursive callActivity qc at"), "{err}");
+    }
+}

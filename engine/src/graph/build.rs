@@ -34,9 +34,11 @@ pub(super) fn build(
         file: &defs.source,
         diagnostics,
         graph: DiGraph::new(),
-        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new(), implicit_start: false }],
+        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new(), implicit_start: false, shares_variables: false }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
+        calling: vec![process.id.clone()],
+        inlined: HashSet::new(),
     };
     builder.add_scope(0, &process.nodes, &process.flows);
     let upstream = inclusive_join_upstream(&builder.graph);
@@ -64,6 +66,10 @@ struct Builder<'a> {
     scopes: Vec<ScopeInfo>,
     node_ids: HashMap<String, NodeIndex>,
     unsupported: Vec<Diagnostic>,
+    /// The processes being built, outermost first (to refuse recursive calls).
+    calling: Vec<String>,
+    /// The called processes already inlined (each runs inline once at most).
+    inlined: HashSet<String>,
 }
 
 impl Builder<'_> {
@@ -83,12 +89,16 @@ impl Builder<'_> {
                     parent: Some(scope),
                     starts: Vec::new(),
                     implicit_start: false,
+                    shares_variables: false,
                 });
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
                 };
                 self.add_scope(child, &activity.body.nodes, &activity.body.flows);
+            }
+            if let NodeKind::CallActivity(activity) = &node.kind {
+                self.inline_called_process(scope, index, activity.body.called_element.as_deref());
             }
         }
         for node in nodes {
@@ -197,6 +207,28 @@ impl Builder<'_> {
             output_collection: mi.output_collection.clone(),
             output_element: mi.output_element.clone(),
         })
+    }
+
+    /// Runs the process a call activity calls (from the same file) inline, in a scope of its own
+    /// that shares the caller's variables. `behavior` already refused recursion and repeats.
+    fn inline_called_process(&mut self, scope: ScopeId, index: NodeIndex, called: Option<&str>) {
+        let defs = self.defs;
+        let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else { return };
+        if matches!(self.graph[index].behavior, Behavior::Unsupported) {
+            return;
+        }
+        let child = self.scopes.len();
+        self.scopes.push(ScopeInfo {
+            subprocess: Some(index),
+            parent: Some(scope),
+            starts: Vec::new(),
+            implicit_start: false,
+            shares_variables: true,
+        });
+        self.graph[index].behavior = Behavior::SubProcess { scope: child };
+        self.calling.push(process.id.clone());
+        self.add_scope(child, &process.nodes, &process.flows);
+        self.calling.pop();
     }
 
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
@@ -350,22 +382,28 @@ impl Builder<'_> {
             // The scope is filled in by `add_scope` once the child scope exists.
             NodeKind::SubProcess(_) => Behavior::PassThrough,
             NodeKind::CallActivity(activity) => {
-                if let Some(called) = &activity.body.called_element {
-                    if !self.defs.processes.iter().any(|p| &p.id == called) {
-                        self.diagnostics.push(
-                            Diagnostic::warning(
-                                self.file,
-                                node.span,
-                                format!(
-                                    "call activity `{}` calls `{called}`, which this file does not define",
-                                    node.id
-                                ),
-                            )
-                            .with_id(node.id.clone()),
-                        );
-                    }
+                let Some(called) = &activity.body.called_element else {
+                    return self.unsupported(node, &format!("{element} without a called process"));
+                };
+                if !self.defs.processes.iter().any(|p| &p.id == called) {
+                    self.diagnostics.push(
+                        Diagnostic::warning(
+                            self.file,
+                            node.span,
+                            format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
+                        )
+                        .with_id(node.id.clone()),
+                    );
+                    return self.unsupported(node, &format!("{element} of another file's process"));
                 }
-                self.unsupported(node, element)
+                if self.calling.contains(called) {
+                    return self.unsupported(node, &format!("recursive {element}"));
+                }
+                if !self.inlined.insert(called.clone()) {
+                    return self.unsupported(node, &format!("{element} calling `{called}` a second time"));
+                }
+                // The scope is filled in by `inline_called_process` once the node exists.
+                Behavior::PassThrough
             }
         }
     }

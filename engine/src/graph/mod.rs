@@ -98,6 +98,9 @@ pub struct ScopeInfo {
     pub starts: Vec<NodeIndex>,
     /// Whether `starts` are implicit (the scope has no start event).
     pub implicit_start: bool,
+    /// A called process run inline by a call activity: it reads and writes the caller's
+    /// variables (new ones land in the caller's scope) instead of keeping its own.
+    pub shares_variables: bool,
 }
 
 /// A flow node of the compiled graph.
