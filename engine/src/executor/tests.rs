@@ -854,10 +854,14 @@ mod call_activity {
         let called = Scope::at_line(30).node("qs", start()).node("qe", end()).chain(&["qs", "qe"]);
         let p = compile_defs(&file(twice, called));
         let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
-        assert!(err.to_string().starts_with("not supported yet: callActivity calling `q` a second time c2 at"), "{err}");
+        assert!(
+            err.to_string().starts_with("not supported yet: callActivity calling `q` a second time c2 at"),
+            "{err}"
+        );
 
         let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
-        let back = Scope::at_line(30).node("qs", start()).node("qc", call("p")).node("qe", end()).chain(&["qs", "qc", "qe"]);
+        let back =
+            Scope::at_line(30).node("qs", start()).node("qc", call("p")).node("qe", end()).chain(&["qs", "qc", "qe"]);
         let p = compile_defs(&file(main, back));
         let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
         assert!(err.to_string().starts_with("not supported yet: recursive callActivity qc at"), "{err}");
