@@ -6,7 +6,7 @@ use super::vocabulary::{self as vocab, suggestion};
 use crate::diagnostics::Diagnostic;
 use crate::model::*;
 use serde_yaml::{Mapping, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Reads one process document.
@@ -301,8 +301,10 @@ impl<'a> Reader<'a> {
 
     fn check_scope_references(&mut self, scope: &Scope) {
         let ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = ids.iter().copied().collect();
+        let by_id: HashMap<&str, &Node> = scope.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         for (target, span, flow) in &scope.targets {
-            if !ids.contains(&target.as_str()) {
+            if !known.contains(target.as_str()) {
                 let hint = vocab::closest(target, ids.iter().copied())
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_default();
@@ -311,9 +313,9 @@ impl<'a> Reader<'a> {
             }
         }
         for (activity, span, boundary) in &scope.attachments {
-            match scope.nodes.iter().find(|n| &n.id == activity) {
+            match by_id.get(activity.as_str()) {
                 Some(node) if is_activity(&node.kind) => {}
-                None if ids.contains(&activity.as_str()) => {} // the activity itself has errors
+                None if known.contains(activity.as_str()) => {} // the activity itself has errors
                 Some(_) => {
                     let message =
                         format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
@@ -1263,6 +1265,7 @@ impl<'a> Reader<'a> {
     fn lanes(&mut self, value: &Value, path: &YamlPath, scope: &Scope) -> Vec<Lane> {
         let Some(m) = self.mapping(value, path, "`lanes`") else { return Vec::new() };
         let node_ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = node_ids.iter().copied().collect();
         let mut lanes = Vec::new();
         for (key, lane) in m {
             let Some(id) = key.as_str() else {
@@ -1295,7 +1298,7 @@ impl<'a> Reader<'a> {
                     for (index, item) in items.iter().enumerate() {
                         let item_path = nodes_path.index(index);
                         let Some(node) = self.id_text(item, &item_path, "a lane member") else { continue };
-                        if !node_ids.contains(&node.as_str()) {
+                        if !known.contains(node.as_str()) {
                             let hint = vocab::closest(&node, node_ids.iter().copied())
                                 .map(|c| format!("; did you mean `{c}`?"))
                                 .unwrap_or_default();
