@@ -63,6 +63,8 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
     if text.len() > MAX_SOURCE_BYTES {
         return (None, vec![too_large(path, text.len())]);
     }
+    // A byte-order mark is not content (and editors do not count it as a column).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
         let message = "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
         return (None, vec![Diagnostic::error(path, Span::new(1, 1), message)]);
