@@ -97,18 +97,19 @@ fn syntax_error(path: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic 
             return Diagnostic::error(path, again, message).with_id(key);
         }
     }
-    let span = err
+    let reported = err
         .location()
         .map(|loc| Span::new(loc.line().max(1) as u32, loc.column().max(1) as u32))
         .unwrap_or(Span::new(1, 1));
-    let message = if raw.contains("repetition limit exceeded") {
-        "the document expands too much through YAML aliases (`*name`); write the values out instead".to_string()
+    let (span, message) = if raw.contains("repetition limit exceeded") {
+        let message = "the document expands too much through YAML aliases (`*name`); write the values out instead";
+        (limits::first_alias(text).unwrap_or(reported), message.to_string())
     } else if raw.contains("recursion limit exceeded") {
-        "the document is nested too deeply".to_string()
+        (reported, "the document is nested too deeply".to_string())
     } else if raw.contains("more than one document") {
-        "the file holds more than one YAML document (`---`); put one process per file".to_string()
+        (reported, "the file holds more than one YAML document (`---`); put one process per file".to_string())
     } else {
-        format!("invalid YAML: {raw}")
+        (reported, format!("invalid YAML: {raw}"))
     };
     Diagnostic::error(path, span, message)
 }
