@@ -192,7 +192,7 @@ impl RuleSet {
                 self.rules.get(&name).cloned().ok_or_else(|| RuleError::NotFound { rule: name, file: file.clone() })
             }
             RuleSource::Inline(text) => {
-                let key = content_hash(text) ^ (u64::from(span.line) << 32);
+                let key = content_hash(&format!("{}:{}:{text}", span.line, span.col));
                 let cached = self.compiler.inline.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
                 if let Some(rule) = cached.filter(|rule| self.imports_current(rule)) {
                     return Ok(rule);

@@ -155,6 +155,29 @@ fn huge_string_ends_with_a_size_error() {
 }
 
 #[test]
+fn text_helpers_refuse_results_over_the_string_limit_before_building_them() {
+    for script in [
+        r#"pad_left("x", 9223372036854775807, 'y')"#,
+        r#"let big = "x"; big.pad(60000, 'x'); fill_template("{a}{a}{a}", #{ a: big })"#,
+        r#"let big = "x"; big.pad(30000, 'x'); join([big, big], big)"#,
+    ] {
+        let err = eval(script).unwrap_err();
+        assert!(err.to_string().contains("more than the limit of 65536"), "{script}: {err}");
+    }
+}
+
+#[test]
+fn date_arithmetic_out_of_range_is_an_error_not_a_panic() {
+    for script in [
+        r#"add_days("2026-01-01", 9223372036854775807)"#,
+        r#"add_days("2026-01-01T00:00:00Z", -9223372036854775807)"#,
+        r#"end_of_day("+262142-12-31")"#,
+    ] {
+        assert!(eval(script).is_err(), "{script}");
+    }
+}
+
+#[test]
 fn no_file_process_or_eval_access() {
     for script in [r#"open_file("/etc/passwd")"#, r#"read_string("/etc/passwd")"#, r#"system("ls")"#] {
         let err = eval(script).unwrap_err();
