@@ -32,7 +32,9 @@ impl Scope {
     /// Adds a node with a default flow.
     pub fn node_with_default(mut self, id: &str, kind: NodeKind, default: &str) -> Self {
         self = self.node(id, kind);
-        self.nodes.last_mut().map(|n| n.default_flow = Some(default.into()));
+        if let Some(node) = self.nodes.last_mut() {
+            node.default_flow = Some(default.into());
+        }
         self
     }
 

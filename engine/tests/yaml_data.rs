@@ -34,7 +34,8 @@ fn every_yaml_file_gives_its_expected_diagnostics() {
             fs::write(&expected_path, &actual).expect("writable expected file");
             continue;
         }
-        let expected = fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        let expected =
+            fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
         if actual != expected {
             failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
         }

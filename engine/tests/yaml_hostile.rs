@@ -52,18 +52,11 @@ fn nested_subprocesses_within_the_limit_parse() {
     text.push_str(&format!("{indent}innermost: {{ end: ~ }}\n"));
     let (definitions, diagnostics) = parse_yaml(Path::new("nested.yaml"), &text);
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-    let mut nodes = &definitions.expect("definitions").processes[0].nodes;
+    let mut nodes = definitions.expect("definitions").processes.remove(0).nodes;
     let mut seen = 0;
-    let mut owned;
-    loop {
-        match &nodes[0].kind {
-            flowbot_engine::model::NodeKind::SubProcess(sub) => {
-                seen += 1;
-                owned = sub.body.nodes.clone();
-                nodes = &owned;
-            }
-            _ => break,
-        }
+    while let flowbot_engine::model::NodeKind::SubProcess(sub) = &nodes[0].kind {
+        seen += 1;
+        nodes = sub.body.nodes.clone();
     }
     assert_eq!(seen, depth);
     assert_eq!(nodes[0].id, "innermost");
@@ -117,8 +110,9 @@ fn binary_garbage_never_panics() {
 
 #[test]
 fn every_truncation_and_mutation_of_a_real_file_is_handled() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/order_processing.yaml"))
-        .expect("order process");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/order_processing.yaml"))
+            .expect("order process");
     let chars: Vec<char> = text.chars().collect();
     for cut in (0..chars.len()).step_by(5) {
         let prefix: String = chars[..cut].iter().collect();
@@ -126,7 +120,8 @@ fn every_truncation_and_mutation_of_a_real_file_is_handled() {
     }
     // Replace single characters with YAML indicators.
     let mut rng = Garbage(42);
-    let indicators = ['{', '}', '[', ']', ':', '-', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', ',', '?', '\t', '\n'];
+    let indicators =
+        ['{', '}', '[', ']', ':', '-', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', ',', '?', '\t', '\n'];
     for _ in 0..500 {
         let mut mutated = chars.clone();
         let at = (rng.next() as usize) % mutated.len();
@@ -146,6 +141,9 @@ fn duplicate_ids_and_empty_files_are_errors() {
     assert!(errors[0].starts_with("h.yaml:5:3: error:") && errors[0].contains("duplicate"), "{errors:?}");
     for empty in ["", "\n\n", "# nothing\n", "   "] {
         let errors = errors_of(empty);
-        assert_eq!(errors, ["h.yaml:1:1: error: the file is empty: a process file starts with `process: <id>` and lists its `nodes:`"]);
+        assert_eq!(
+            errors,
+            ["h.yaml:1:1: error: the file is empty: a process file starts with `process: <id>` and lists its `nodes:`"]
+        );
     }
 }

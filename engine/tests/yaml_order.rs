@@ -32,9 +32,22 @@ fn order_process_has_the_specified_nodes() {
     assert_eq!(
         ids,
         [
-            "order_received", "import_order", "confirm_order", "amount_check", "review_order", "review_merge",
-            "invoice_and_notify", "send_invoice", "notify_customer", "invoice_and_notify_done", "warehouse_inbound",
-            "mark_awaiting_shipment", "ship_order", "mark_shipped", "accounting_period", "freight_settlement",
+            "order_received",
+            "import_order",
+            "confirm_order",
+            "amount_check",
+            "review_order",
+            "review_merge",
+            "invoice_and_notify",
+            "send_invoice",
+            "notify_customer",
+            "invoice_and_notify_done",
+            "warehouse_inbound",
+            "mark_awaiting_shipment",
+            "ship_order",
+            "mark_shipped",
+            "accounting_period",
+            "freight_settlement",
             "order_done",
         ]
     );
@@ -49,7 +62,9 @@ fn order_process_has_the_specified_nodes() {
         ("freight_settlement", "settle_freight"),
     ] {
         match &node(&process, id).kind {
-            NodeKind::Task(Activity { body: TaskKind::Service { handler: Some(h) }, .. }) => assert_eq!(h, handler, "{id}"),
+            NodeKind::Task(Activity { body: TaskKind::Service { handler: Some(h) }, .. }) => {
+                assert_eq!(h, handler, "{id}")
+            }
             other => panic!("{id} is not a service task: {other:?}"),
         }
     }
@@ -63,7 +78,8 @@ fn order_process_has_the_specified_nodes() {
             other => panic!("{id} is not a script task: {other:?}"),
         }
     }
-    for (id, name) in [("review_order", "Review large order"), ("ship_order", "Fill in shipment information and ship")] {
+    for (id, name) in [("review_order", "Review large order"), ("ship_order", "Fill in shipment information and ship")]
+    {
         let n = node(&process, id);
         assert!(matches!(&n.kind, NodeKind::Task(Activity { body: TaskKind::User, .. })), "{id}");
         assert_eq!(n.name.as_deref(), Some(name));
@@ -158,4 +174,67 @@ impl ColOffset for Span {
     fn with_col_offset(self, offset: u32) -> Self {
         Span::new(self.line, self.col + offset)
     }
+}
+
+/// Walks the process as tokens would (first-in first-out): exclusive gateways take the first flow
+/// whose condition holds (a flow without one always holds), else the default; parallel gateways join when every incoming token has
+/// arrived; scripts update the variables. Returns the node ids in the order they run.
+fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
+    use flowbot_engine::script::ScriptRuntime;
+    use std::collections::{HashMap, VecDeque};
+    let runtime = ScriptRuntime::default();
+    let mut variables = variables.as_object().expect("object").clone();
+    let start = process.nodes.iter().find(|n| matches!(n.kind, NodeKind::StartEvent { .. })).expect("a start");
+    let mut queue = VecDeque::from([start.id.clone()]);
+    let mut arrivals: HashMap<String, usize> = HashMap::new();
+    let mut path = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        assert!(path.len() < 100, "the walk does not end: {path:?}");
+        let n = node(process, &id);
+        let incoming = process.flows.iter().filter(|f| f.target == id).count();
+        if n.kind == NodeKind::Gateway(GatewayKind::Parallel) && incoming > 1 {
+            let arrived = arrivals.entry(id.clone()).or_default();
+            *arrived += 1;
+            if *arrived < incoming {
+                continue;
+            }
+        }
+        path.push(id.clone());
+        if let NodeKind::Task(Activity { body: TaskKind::Script { script: Some(s) }, .. }) = &n.kind {
+            let ast = runtime.compile(&s.source).expect("script compiles");
+            variables.extend(runtime.run_script(&ast, &variables).expect("script runs"));
+        }
+        let outgoing: Vec<&SequenceFlow> = process.flows.iter().filter(|f| f.source == id).collect();
+        if n.kind == NodeKind::Gateway(GatewayKind::Exclusive) {
+            let chosen = outgoing
+                .iter()
+                .filter(|f| Some(&f.id) != n.default_flow.as_ref())
+                .find(|f| match &f.condition {
+                    None => true,
+                    Some(c) => {
+                        let ast = runtime.compile(&c.source).expect("condition compiles");
+                        runtime.eval_condition(&ast, &variables).expect("condition evaluates")
+                    }
+                })
+                .or_else(|| outgoing.iter().find(|f| Some(&f.id) == n.default_flow.as_ref()))
+                .expect("a flow to take");
+            queue.push_back(chosen.target.clone());
+        } else {
+            queue.extend(outgoing.iter().map(|f| f.target.clone()));
+        }
+    }
+    assert_eq!(variables["status"], "shipped");
+    path
+}
+
+#[test]
+fn order_process_runs_the_specified_paths() {
+    let (_, process) = load();
+    let small = "order_received import_order confirm_order amount_check review_merge invoice_and_notify send_invoice \
+                 notify_customer invoice_and_notify_done warehouse_inbound mark_awaiting_shipment ship_order mark_shipped \
+                 accounting_period freight_settlement order_done";
+    let order = |amount: u32| serde_json::json!({ "order_id": "SO-1", "customer": "ACME", "amount": amount, "currency": "EUR", "paid": false });
+    assert_eq!(walk(&process, order(500)).join(" "), small);
+    let large = small.replace("amount_check", "amount_check review_order");
+    assert_eq!(walk(&process, order(20_000)).join(" "), large);
 }

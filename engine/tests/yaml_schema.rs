@@ -136,14 +136,23 @@ fn invalid_documents_fail_both_schema_and_reader() {
         ("boundary without attached_to", "process: p\nnodes:\n  a: { boundary: { signal: s } }\n"),
         ("retry on a gateway", "process: p\nnodes:\n  a: { exclusive: merge, retry: 2 }\n"),
         ("gateway branches and next", "process: p\nnodes:\n  a: { parallel: [b], next: b }\n  b: { end: ~ }\n"),
-        ("condition in a parallel gateway", "process: p\nnodes:\n  a: { parallel: [{ to: b, when: x }] }\n  b: { end: ~ }\n"),
+        (
+            "condition in a parallel gateway",
+            "process: p\nnodes:\n  a: { parallel: [{ to: b, when: x }] }\n  b: { end: ~ }\n",
+        ),
         ("exclusive branch without when", "process: p\nnodes:\n  a: { exclusive: [{ to: b }] }\n  b: { end: ~ }\n"),
-        ("otherwise with when", "process: p\nnodes:\n  a: { task: ~, next: [{ otherwise: b, when: x }] }\n  b: { end: ~ }\n"),
+        (
+            "otherwise with when",
+            "process: p\nnodes:\n  a: { task: ~, next: [{ otherwise: b, when: x }] }\n  b: { end: ~ }\n",
+        ),
         ("classify without labels", "process: p\nnodes:\n  a: { llm: { mode: classify, prompt: x, output: y } }\n"),
         ("generate without output", "process: p\nnodes:\n  a: { llm: { prompt: x } }\n"),
         ("unknown llm mode", "process: p\nnodes:\n  a: { llm: { mode: dream, prompt: x, output: y } }\n"),
         ("rule without source", "process: p\nnodes:\n  a: { task: ~, rules: [{ on: enter }] }\n"),
-        ("rule without variable", "process: p\nnodes:\n  a: { task: ~, rules: [{ on: variable_change, script: x }] }\n"),
+        (
+            "rule without variable",
+            "process: p\nnodes:\n  a: { task: ~, rules: [{ on: variable_change, script: x }] }\n",
+        ),
         ("rule with an unknown moment", "process: p\nnodes:\n  a: { task: ~, rules: [{ on: later, script: x }] }\n"),
         ("for_each without over or count", "process: p\nnodes:\n  a: { task: ~, for_each: { as: x } }\n"),
         ("retry with a bad delay", "process: p\nnodes:\n  a: { service: h, retry: { retries: 1, delay: soon } }\n"),
@@ -170,10 +179,7 @@ fn set(words: &[&[&str]]) -> BTreeSet<String> {
 
 /// The object alternative of a `oneOf`, or the schema itself.
 fn object_schema(schema: &Value) -> &Value {
-    schema["oneOf"]
-        .as_array()
-        .and_then(|alts| alts.iter().find(|a| a["type"] == "object"))
-        .unwrap_or(schema)
+    schema["oneOf"].as_array().and_then(|alts| alts.iter().find(|a| a["type"] == "object")).unwrap_or(schema)
 }
 
 #[test]
@@ -181,7 +187,10 @@ fn the_schema_uses_exactly_the_readers_keys() {
     let schema = json_schema();
     let defs = &schema["$defs"];
     assert_eq!(property_names(&schema), set(&[vocab::PROCESS_KEYS]));
-    assert_eq!(property_names(&defs["node"]), set(&[vocab::NODE_KIND_KEYS, vocab::NODE_COMMON_KEYS, vocab::ACTIVITY_KEYS]));
+    assert_eq!(
+        property_names(&defs["node"]),
+        set(&[vocab::NODE_KIND_KEYS, vocab::NODE_COMMON_KEYS, vocab::ACTIVITY_KEYS])
+    );
     assert_eq!(property_names(object_schema(&defs["lane"])), set(&[vocab::LANE_KEYS]));
     assert_eq!(property_names(object_schema(&defs["message"])), set(&[vocab::MESSAGE_KEYS]));
     assert_eq!(property_names(&defs["timer"]), set(&[vocab::TIMER_KEYS]));

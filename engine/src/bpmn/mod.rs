@@ -49,6 +49,12 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
         return (None, diagnostics);
     };
     let definitions = builder::build_definitions(&tree, path, &mut diagnostics);
+    tracing::debug!(
+        file = %path.display(),
+        processes = definitions.as_ref().map_or(0, |d| d.processes.len()),
+        diagnostics = diagnostics.len(),
+        "parsed BPMN"
+    );
     (definitions, diagnostics)
 }
 
@@ -56,8 +62,7 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
 /// diagnostic, and at most [`MAX_FILE_BYTES`] + 1 bytes are ever read.
 pub fn parse_bpmn_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) {
     let mut text = Vec::new();
-    let read = std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
+    let read = std::fs::File::open(path).and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
     match read {
         Ok(_) => parse_bpmn(path, &text),
         Err(error) => {
@@ -89,7 +94,8 @@ fn checked_text<'a>(path: &Path, text: &'a [u8], diagnostics: &mut Vec<Diagnosti
         Err(error) => {
             let offset = error.valid_up_to();
             let span = Cursor::default().span_at(text, offset);
-            let message = format!("file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded", text[offset]);
+            let message =
+                format!("file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded", text[offset]);
             diagnostics.push(Diagnostic::error(path, span, message));
             None
         }

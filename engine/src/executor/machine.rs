@@ -5,7 +5,7 @@ use super::{
     Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, ScopeState, Status, Step, Token,
     Wait, WaitKind,
 };
-use crate::graph::{Behavior, CompiledCode, CompiledProcess, EndBehavior, WaitSpec};
+use crate::graph::{Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, WaitSpec};
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
 use petgraph::graph::{EdgeIndex, NodeIndex};
@@ -53,7 +53,7 @@ impl<'a> Machine<'a> {
             }
         }
         for &start in &self.process.scopes[0].starts {
-            self.inst.queue.push_back(Token { node: self.process.node(start).id.clone(), scope: 0, via: None });
+            self.inst.queue.push_back(Token { node: self.process.node(start).id.clone(), scope: 0, via: None, race: None });
         }
         let _ = self.drain();
         Ok(self.finish())
@@ -92,14 +92,61 @@ impl<'a> Machine<'a> {
 
     fn complete_resolved(&mut self, resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>) -> Flowing {
         for (node, wait, outputs) in resolved {
+            if !self.inst.waits.iter().any(|w| w.activation == wait.activation) {
+                continue; // cancelled by an earlier completion of the same batch
+            }
             self.inst.waits.retain(|w| w.activation != wait.activation);
             self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation: wait.activation });
-            if !outputs.is_empty() {
-                self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+            if let Some(race) = wait.race {
+                let losers: Vec<u64> = self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
+                for loser in losers {
+                    self.cancel_waits(|w| w.activation == loser);
+                    self.cancel_boundaries(loser);
+                }
             }
-            self.leave(node, wait.scope, wait.activation)?;
+            match wait.attached_to {
+                Some(activity) => {
+                    if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting) {
+                        self.cancel_activity(activity);
+                    }
+                    if !outputs.is_empty() {
+                        self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                    }
+                    self.fire_boundary(node, wait.scope, wait.activation)?;
+                }
+                None => {
+                    self.cancel_boundaries(wait.activation);
+                    if !outputs.is_empty() {
+                        self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                    }
+                    self.leave(node, wait.scope, wait.activation)?;
+                }
+            }
         }
         self.drain()
+    }
+
+    pub(super) fn job_error(mut self, activation: u64, code: Option<&str>) -> Result<Step, ExecError> {
+        let position = self.find_wait(activation)?;
+        let wait = &self.inst.waits[position];
+        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+            return Err(ExecError::NotAJob { activation, node: wait.node.clone(), kind: wait.kind.name() });
+        }
+        let wait = self.inst.waits.remove(position);
+        let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        self.inst.status = Status::Running;
+        self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation });
+        self.cancel_boundaries(activation);
+        let _ = match self.error_boundary(node, code) {
+            Some(boundary) => {
+                let fired = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                self.step.events.push(Event::ErrorThrown { node: wait.node.clone(), code: code.map(str::to_string) });
+                self.fire_boundary(boundary, wait.scope, fired).and_then(|()| self.drain())
+            }
+            None => self.raise_error(node, Some(activation), wait.scope, code).and_then(|()| self.drain()),
+        };
+        Ok(self.finish())
     }
 
     pub(super) fn fail_job(mut self, activation: u64, message: &str) -> Result<Step, ExecError> {
@@ -162,7 +209,7 @@ impl<'a> Machine<'a> {
                 self.record_arrival(&token);
                 if self.parallel_join_ready(index, token.scope) {
                     self.consume_arrivals(index, token.scope);
-                    return self.enter(index, token.scope);
+                    return self.enter(index, token.scope, None);
                 }
                 Ok(())
             }
@@ -170,11 +217,11 @@ impl<'a> Machine<'a> {
                 self.record_arrival(&token);
                 if self.inclusive_join_ready(index, token.scope) {
                     self.consume_arrivals(index, token.scope);
-                    return self.enter(index, token.scope);
+                    return self.enter(index, token.scope, None);
                 }
                 Ok(())
             }
-            _ => self.enter(index, token.scope),
+            _ => self.enter(index, token.scope, token.race),
         }
     }
 
@@ -261,7 +308,7 @@ impl<'a> Machine<'a> {
         match ready {
             Some((node, scope)) => {
                 self.consume_arrivals(node, scope);
-                self.enter(node, scope)?;
+                self.enter(node, scope, None)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -270,7 +317,7 @@ impl<'a> Machine<'a> {
 
     // ---- nodes -----------------------------------------------------------------------------------
 
-    fn enter(&mut self, index: NodeIndex, scope: u64) -> Flowing {
+    fn enter(&mut self, index: NodeIndex, scope: u64, race: Option<u64>) -> Flowing {
         let node = self.process.node(index);
         self.entries += 1;
         if self.entries > MAX_ENTRIES_PER_CALL {
@@ -308,7 +355,7 @@ impl<'a> Machine<'a> {
                     Err(err) => self.script_incident(index, activation, code, "script", &err),
                 }
             }
-            Behavior::Wait(spec) => self.begin_wait(index, scope, activation, spec),
+            Behavior::Wait(spec) => self.begin_wait(index, scope, activation, spec, race),
             Behavior::SubProcess { scope: child } => {
                 let scope_id = self.inst.next_scope;
                 self.inst.next_scope += 1;
@@ -320,12 +367,17 @@ impl<'a> Machine<'a> {
                     variables: Map::new(),
                 });
                 for &start in &self.process.scopes[*child].starts {
-                    self.inst.queue.push_back(Token { node: self.process.node(start).id.clone(), scope: scope_id, via: None });
+                    self.inst.queue.push_back(Token {
+                        node: self.process.node(start).id.clone(),
+                        scope: scope_id,
+                        via: None,
+                        race: None,
+                    });
                 }
                 if self.process.scopes[*child].starts.is_empty() {
                     return self.incident(&node.id, Some(activation), node.span, "subprocess has no none start event".into());
                 }
-                Ok(())
+                self.arm_boundaries(index, scope, activation)
             }
             Behavior::End(end) => {
                 self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_leave(ctx))?;
@@ -338,16 +390,12 @@ impl<'a> Machine<'a> {
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
-                    EndBehavior::Error { code } => {
-                        let code = code.as_deref().map(|c| format!(" `{c}`")).unwrap_or_default();
-                        self.incident(
-                            &node.id,
-                            Some(activation),
-                            node.span,
-                            format!("error{code} thrown by end event and not caught (error boundary events are not supported yet)"),
-                        )
-                    }
+                    EndBehavior::Error { code } => self.raise_error(index, Some(activation), scope, code.as_deref()),
                 }
+            }
+            Behavior::Boundary(_) => {
+                let message = format!("boundary event {} was reached along a flow", node.id);
+                self.incident(&node.id, Some(activation), node.span, message)
             }
             Behavior::Unsupported => {
                 let message = format!("not supported yet: {} {}", node.element, node.id);
@@ -356,9 +404,30 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn begin_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec) -> Flowing {
+    fn begin_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec, race: Option<u64>) -> Flowing {
+        let kind = self.wait_kind(index, scope, activation, spec)?;
+        self.add_wait(index, scope, activation, kind, race, None);
+        self.arm_boundaries(index, scope, activation)
+    }
+
+    fn add_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, kind: WaitKind, race: Option<u64>, attached_to: Option<u64>) {
         let node = self.process.node(index);
-        let kind = match spec {
+        let wait = Wait {
+            activation,
+            node: node.id.clone(),
+            scope,
+            kind,
+            idempotency_key: format!("{}/{}/{}", self.inst.id, node.id, activation),
+            race,
+            attached_to,
+        };
+        self.step.events.push(Event::WaitStarted { wait: wait.clone() });
+        self.step.new_waits.push(wait.clone());
+        self.inst.waits.push(wait);
+    }
+
+    fn wait_kind(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec) -> Result<WaitKind, Stop> {
+        Ok(match spec {
             WaitSpec::Job { handler } => WaitKind::Job { handler: handler.clone() },
             WaitSpec::User { manual } => WaitKind::User { manual: *manual },
             WaitSpec::Timer(timer) => WaitKind::Timer { definition: timer.clone() },
@@ -375,24 +444,128 @@ impl<'a> Machine<'a> {
                         match result {
                             Ok(Value::String(s)) => Some(s),
                             Ok(other) => Some(other.to_string()),
-                            Err(err) => return self.script_incident(index, activation, code, "correlation key", &err),
+                            Err(err) => {
+                                self.script_incident(index, activation, code, "correlation key", &err)?;
+                                return Err(Stop);
+                            }
                         }
                     }
                 };
                 WaitKind::Message { name: name.clone(), correlation_key: key }
             }
-        };
-        let wait = Wait {
-            activation,
-            node: node.id.clone(),
-            scope,
-            kind,
-            idempotency_key: format!("{}/{}/{}", self.inst.id, node.id, activation),
-        };
-        self.step.events.push(Event::WaitStarted { wait: wait.clone() });
-        self.step.new_waits.push(wait.clone());
-        self.inst.waits.push(wait);
+        })
+    }
+
+    // ---- boundary events and errors --------------------------------------------------------------
+
+    /// Arms the timer, message and signal boundary events of an activity that starts waiting.
+    fn arm_boundaries(&mut self, activity: NodeIndex, scope: u64, activation: u64) -> Flowing {
+        for &boundary in &self.process.node(activity).boundaries {
+            let Behavior::Boundary(BoundarySpec { trigger: BoundaryTrigger::Wait(spec), .. }) =
+                &self.process.node(boundary).behavior
+            else {
+                continue;
+            };
+            let armed = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            let kind = self.wait_kind(boundary, scope, armed, spec)?;
+            self.add_wait(boundary, scope, armed, kind, None, Some(activation));
+        }
         Ok(())
+    }
+
+    /// Removes the waits matching `doomed`, telling the driver (timers to disarm).
+    fn cancel_waits(&mut self, doomed: impl Fn(&Wait) -> bool) {
+        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) = std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
+        self.inst.waits = kept;
+        for wait in cancelled {
+            self.step.events.push(Event::WaitCancelled { node: wait.node, activation: wait.activation });
+        }
+    }
+
+    /// The activity with this activation ended: its boundary events are disarmed.
+    fn cancel_boundaries(&mut self, activation: u64) {
+        self.cancel_waits(|w| w.attached_to == Some(activation));
+    }
+
+    /// An interrupting boundary event fired: the activity (a waiting task or a running
+    /// subprocess) is cancelled with its other boundary events.
+    fn cancel_activity(&mut self, activation: u64) {
+        self.cancel_waits(|w| w.activation == activation);
+        if let Some(scope) = self.inst.scopes.iter().find(|s| s.activation == Some(activation)).map(|s| s.id) {
+            self.drop_scope_tree(scope, true);
+        }
+        self.cancel_boundaries(activation);
+    }
+
+    /// Drops every token, wait and join of `scope` and the scopes inside it; the scope itself is
+    /// removed too when `remove_root`.
+    fn drop_scope_tree(&mut self, scope: u64, remove_root: bool) {
+        let mut doomed = vec![scope];
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            doomed.extend(self.inst.scopes.iter().filter(|s| s.parent == Some(parent)).map(|s| s.id));
+            i += 1;
+        }
+        self.inst.queue.retain(|t| !doomed.contains(&t.scope));
+        self.cancel_waits(|w| doomed.contains(&w.scope));
+        self.inst.joins.retain(|j| !doomed.contains(&j.scope));
+        self.inst.scopes.retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    /// The error boundary event of `activity` that catches `code` (an exact match first, then a
+    /// catch-all).
+    fn error_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<NodeIndex> {
+        let catches = |boundary: &NodeIndex, exact: bool| match &self.process.node(*boundary).behavior {
+            Behavior::Boundary(BoundarySpec { trigger: BoundaryTrigger::Error { code: caught }, .. }) => {
+                if exact {
+                    caught.is_some() && caught.as_deref() == code
+                } else {
+                    caught.is_none()
+                }
+            }
+            _ => false,
+        };
+        let boundaries = &self.process.node(activity).boundaries;
+        boundaries.iter().find(|b| catches(b, true)).or_else(|| boundaries.iter().find(|b| catches(b, false))).copied()
+    }
+
+    /// A boundary event fires in `scope`: its token moves on along its flows.
+    fn fire_boundary(&mut self, boundary: NodeIndex, scope: u64, activation: u64) -> Flowing {
+        let node = self.process.node(boundary);
+        *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
+        self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
+        self.leave(boundary, scope, activation)
+    }
+
+    /// A BPMN error thrown in `scope` by `thrower`: the nearest enclosing subprocess with a
+    /// matching error boundary event is interrupted and the boundary takes over; uncaught, it is
+    /// an incident.
+    fn raise_error(&mut self, thrower: NodeIndex, activation: Option<u64>, scope: u64, code: Option<&str>) -> Flowing {
+        self.step.events.push(Event::ErrorThrown {
+            node: self.process.node(thrower).id.clone(),
+            code: code.map(str::to_string),
+        });
+        let mut current = scope;
+        while current != 0 {
+            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
+            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent) else {
+                break;
+            };
+            let sub_index = self.node_index(&sub)?;
+            if let Some(boundary) = self.error_boundary(sub_index, code) {
+                self.drop_scope_tree(current, true);
+                self.cancel_boundaries(sub_activation);
+                let fired = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                return self.fire_boundary(boundary, parent, fired);
+            }
+            current = parent;
+        }
+        let node = self.process.node(thrower);
+        let code = code.map(|c| format!(" `{c}`")).unwrap_or_default();
+        self.incident(&node.id, activation, node.span, format!("error{code} thrown by `{}` was not caught", node.id))
     }
 
     /// Completes a node and moves its token(s) on.
@@ -405,11 +578,13 @@ impl<'a> Machine<'a> {
         if flows.is_empty() {
             return self.token_ended(scope);
         }
+        // The events after an event-based gateway race each other.
+        let race = matches!(node.behavior, Behavior::Gateway(GatewayKind::EventBased)).then_some(activation);
         for edge in flows {
             let flow = self.process.flow(edge);
             let target = self.process.node(flow.target);
             self.step.events.push(Event::TokenMoved { flow: flow.id.clone(), from: node.id.clone(), to: target.id.clone() });
-            self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()) });
+            self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()), race });
         }
         Ok(())
     }
@@ -506,23 +681,14 @@ impl<'a> Machine<'a> {
             return Ok(());
         };
         let index = self.node_index(&sub)?;
+        self.cancel_boundaries(activation);
         self.leave(index, parent, activation)
     }
 
     /// A terminate end event: drops every token of `scope` and of the scopes inside it, then the
     /// scope completes (the instance, at the top level).
     fn terminate_scope(&mut self, index: NodeIndex, scope: u64) -> Flowing {
-        let mut doomed = vec![scope];
-        let mut i = 0;
-        while i < doomed.len() {
-            let parent = doomed[i];
-            doomed.extend(self.inst.scopes.iter().filter(|s| s.parent == Some(parent)).map(|s| s.id));
-            i += 1;
-        }
-        self.inst.queue.retain(|t| !doomed.contains(&t.scope));
-        self.inst.waits.retain(|w| !doomed.contains(&w.scope));
-        self.inst.joins.retain(|j| !doomed.contains(&j.scope));
-        self.inst.scopes.retain(|s| s.id == scope || !doomed.contains(&s.id));
+        self.drop_scope_tree(scope, false);
         self.step.events.push(Event::ScopeTerminated { node: self.process.node(index).id.clone(), scope });
         self.complete_scope(scope)
     }

@@ -70,6 +70,10 @@ pub struct Token {
     pub scope: u64,
     /// The flow it came along (`None` for start events).
     pub via: Option<String>,
+    /// The activation of the event-based gateway it left, when it races the gateway's other
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<u64>,
 }
 
 /// A live scope: the process itself (id 0) or a running embedded subprocess.
@@ -111,6 +115,14 @@ pub struct Wait {
     pub kind: WaitKind,
     /// `instance/node/activation`: run a job at most once per key.
     pub idempotency_key: String,
+    /// For events after an event-based gateway: the gateway's activation. Completing one of
+    /// them cancels the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<u64>,
+    /// For a boundary event: the activation of the activity it is attached to. It is cancelled
+    /// when the activity ends; firing an interrupting one cancels the activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<u64>,
 }
 
 /// What a wait waits for.
@@ -147,7 +159,7 @@ pub enum WaitKind {
     /// A language-model step, run by the server.
     Llm {
         /// What to ask the model.
-        task: LlmTask,
+        task: Box<LlmTask>,
     },
 }
 
@@ -230,6 +242,21 @@ pub enum Event {
         node: String,
         /// Activation id.
         activation: u64,
+    },
+    /// A wait was dropped without completing (a boundary event of an activity that ended, the
+    /// losing events of an event-based gateway, an interrupted or terminated scope).
+    WaitCancelled {
+        /// Node id.
+        node: String,
+        /// Activation id.
+        activation: u64,
+    },
+    /// A BPMN error was thrown (by an error end event or a job).
+    ErrorThrown {
+        /// The throwing node.
+        node: String,
+        /// The error code.
+        code: Option<String>,
     },
     /// An event was thrown to the outside.
     EventThrown {
@@ -391,6 +418,20 @@ impl Instance {
     ) -> Result<Step, ExecError> {
         self.check_can_move(process)?;
         machine::Machine::new(process, hooks, self).complete(completions)
+    }
+
+    /// Ends the job `activation` with the BPMN error `code` (a business error from its handler):
+    /// a matching error boundary event on the task, or on an enclosing subprocess, takes the
+    /// token; without one the error raises an incident and the instance fails.
+    pub fn throw_error(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        code: Option<&str>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).job_error(activation, code)
     }
 
     /// Fails the job `activation` (its handler gave up after its retries): raises an incident at

@@ -458,3 +458,232 @@ fn batch_completion_completes_every_wait_before_tokens_move() {
     assert!(matches!(instance.complete_all(&p, batch, &Guarded), Err(ExecError::Rejected { .. })));
     assert_eq!(instance, before);
 }
+
+mod events {
+    use super::*;
+    use crate::model::{EventTrigger, Expr, GatewayKind, MessageRef, NodeKind, Span, Timer, TimerKind};
+
+    fn timer() -> EventTrigger {
+        EventTrigger::Timer(Timer {
+            kind: TimerKind::Duration,
+            expression: Expr { language: None, source: "PT1H".into(), span: Span::new(1, 1) },
+        })
+    }
+
+    fn message(name: &str) -> EventTrigger {
+        EventTrigger::Message(MessageRef { name: Some(name.into()), correlation_key: None })
+    }
+
+    fn error(code: Option<&str>) -> EventTrigger {
+        EventTrigger::Error { code: code.map(str::to_string) }
+    }
+
+    fn boundary(on: &str, trigger: EventTrigger, interrupting: bool) -> NodeKind {
+        NodeKind::BoundaryEvent { attached_to: on.into(), trigger, interrupting }
+    }
+
+    fn catch(trigger: EventTrigger) -> NodeKind {
+        NodeKind::IntermediateCatchEvent { trigger }
+    }
+
+    fn wait_at<'i>(instance: &'i Instance, node: &str) -> &'i Wait {
+        instance.waits().iter().find(|w| w.node == node).unwrap_or_else(|| panic!("no wait at {node}: {:?}", instance.waits()))
+    }
+
+    fn task_with_timer(interrupting: bool) -> CompiledProcess {
+        compiled(
+            Scope::default()
+                .node("s", start())
+                .node("u", user())
+                .node("b", boundary("u", timer(), interrupting))
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "u", "e1"])
+                .chain(&["b", "e2"]),
+        )
+    }
+
+    #[test]
+    fn interrupting_timer_boundary_cancels_its_task() {
+        let p = task_with_timer(true);
+        let (mut instance, step) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 2);
+        let task = wait_at(&instance, "u").activation;
+        let timer = wait_at(&instance, "b").clone();
+        assert_eq!(timer.attached_to, Some(task));
+        assert!(matches!(timer.kind, WaitKind::Timer { .. }));
+        let step = instance.complete(&p, timer.activation, Map::new(), &NoHooks).unwrap();
+        assert!(step.events.contains(&Event::WaitCancelled { node: "u".into(), activation: task }));
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(path(&instance), ["s", "b", "e2"]);
+    }
+
+    #[test]
+    fn completing_the_task_disarms_its_boundary_events() {
+        let p = task_with_timer(true);
+        let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        let (task, timer) = (wait_at(&instance, "u").activation, wait_at(&instance, "b").activation);
+        let step = instance.complete(&p, task, Map::new(), &NoHooks).unwrap();
+        assert!(step.events.contains(&Event::WaitCancelled { node: "b".into(), activation: timer }));
+        assert_eq!(path(&instance), ["s", "u", "e1"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn non_interrupting_boundary_leaves_its_task_waiting() {
+        let p = task_with_timer(false);
+        let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        let (task, timer) = (wait_at(&instance, "u").activation, wait_at(&instance, "b").activation);
+        instance.complete(&p, timer, Map::new(), &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Waiting);
+        assert_eq!(path(&instance), ["s", "b", "e2"]);
+        instance.complete(&p, task, Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["s", "b", "e2", "u", "e1"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn message_boundary_on_a_subprocess_interrupts_its_scope() {
+        let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("sub", inner.subprocess())
+                .node("cancel", boundary("sub", message("cancel"), true))
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "sub", "e1"])
+                .chain(&["cancel", "e2"]),
+        );
+        let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(instance.scopes().len(), 2);
+        let cancel = wait_at(&instance, "cancel").clone();
+        assert!(matches!(&cancel.kind, WaitKind::Message { name: Some(n), .. } if n == "cancel"));
+        instance.complete(&p, cancel.activation, Map::new(), &NoHooks).unwrap();
+        assert_eq!(instance.scopes().len(), 1);
+        assert!(instance.waits().is_empty());
+        assert_eq!(path(&instance), ["s", "is", "cancel", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn error_end_event_is_caught_by_the_subprocess_boundary() {
+        let inner = Scope::at_line(20)
+            .node("is", start())
+            .node("ie", NodeKind::EndEvent { result: Some(error(Some("E1"))) })
+            .chain(&["is", "ie"]);
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("sub", inner.subprocess())
+                .node("other", boundary("sub", error(Some("E2")), true))
+                .node("caught", boundary("sub", error(Some("E1")), true))
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "sub", "e1"])
+                .chain(&["caught", "e2"])
+                .flow("other", "e2"),
+        );
+        let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["s", "is", "ie", "caught", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn job_errors_take_the_error_boundary_or_raise_an_incident() {
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("j", service("charge"))
+                .node("declined", boundary("j", error(None), true))
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "j", "e1"])
+                .chain(&["declined", "e2"]),
+        );
+        let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        let job = wait_at(&instance, "j").activation;
+        instance.throw_error(&p, job, Some("CARD_DECLINED"), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["s", "declined", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+
+        let bare = compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+        let (mut instance, _) = Instance::start(&bare, "i1", Map::new(), &NoHooks).unwrap();
+        let job = wait_at(&instance, "j").activation;
+        instance.throw_error(&bare, job, Some("X"), &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Failed);
+        assert_eq!(instance.incidents()[0].message, "error `X` thrown by `j` was not caught");
+    }
+
+    #[test]
+    fn event_based_gateway_takes_the_first_event_and_cancels_the_others() {
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("g", NodeKind::Gateway(GatewayKind::EventBased))
+                .node("paid", catch(message("payment")))
+                .node("late", catch(timer()))
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "g", "paid", "e1"])
+                .chain(&["g", "late", "e2"]),
+        );
+        let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        let (paid, late) = (wait_at(&instance, "paid").clone(), wait_at(&instance, "late").clone());
+        assert!(paid.race.is_some() && paid.race == late.race);
+        // Both fire in one batch: the first one wins, the second was cancelled.
+        let step = instance
+            .complete_all(&p, vec![(late.activation, Map::new()), (paid.activation, Map::new())], &NoHooks)
+            .unwrap();
+        assert!(step.events.contains(&Event::WaitCancelled { node: "paid".into(), activation: paid.activation }));
+        assert_eq!(path(&instance), ["s", "g", "late", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+}
+
+#[test]
+fn running_subprocess_holds_back_an_outer_inclusive_join() {
+    // f forks into a subprocess (with a user task) and a plain task; the inclusive join must wait
+    // for the subprocess, whose inner token can still reach it.
+    let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+    let p = compiled(
+        Scope::default()
+            .node("s", start())
+            .node("f", or())
+            .node("sub", inner.subprocess())
+            .node("t", task())
+            .node("j", or())
+            .node("e", end())
+            .flow("s", "f")
+            .cond("f", "sub", "true")
+            .cond("f", "t", "true")
+            .chain(&["sub", "j", "e"])
+            .chain(&["t", "j"]),
+    );
+    let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    assert_eq!(instance.joins().len(), 1, "t's token waits in the join");
+    assert_eq!(path(&instance), ["s", "f", "t", "is"]);
+    let wait = instance.waits()[0].activation;
+    instance.complete(&p, wait, Map::new(), &NoHooks).unwrap();
+    assert_eq!(path(&instance), ["s", "f", "t", "is", "iu", "ie", "sub", "j", "e"]);
+    assert_eq!(instance.activations()["j"], 1);
+}
+
+#[test]
+fn inclusive_fork_and_join_inside_a_subprocess() {
+    let inner = Scope::at_line(20)
+        .node("is", start())
+        .node("f", or())
+        .node("a", task())
+        .node("b", user())
+        .node("j", or())
+        .node("ie", end())
+        .flow("is", "f")
+        .cond("f", "a", "x > 0")
+        .cond("f", "b", "x > 5")
+        .chain(&["a", "j", "ie"])
+        .chain(&["b", "j"]);
+    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
+    assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
+}

@@ -1,7 +1,10 @@
 //! Flattens one process of the model into the compiled graph: nodes with their behaviour, flows
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
-use super::{Behavior, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo, ThrownEvent, WaitSpec};
+use super::{
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
+    ThrownEvent, WaitSpec,
+};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
     Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span, TaskKind,
@@ -98,6 +101,11 @@ impl Builder<'_> {
         }
         self.add_implicit_starts(scope, nodes, &local);
         for node in nodes {
+            if let NodeKind::BoundaryEvent { attached_to, trigger, interrupting } = &node.kind {
+                self.resolve_boundary(node, attached_to, trigger, *interrupting, &local);
+            }
+        }
+        for node in nodes {
             self.resolve_default(&local, node);
         }
     }
@@ -127,6 +135,49 @@ impl Builder<'_> {
         }
     }
 
+    /// Gives a boundary event its behaviour and registers it on its activity (same scope).
+    fn resolve_boundary(
+        &mut self,
+        node: &Node,
+        attached_to: &str,
+        trigger: &EventTrigger,
+        interrupting: bool,
+        local: &HashMap<&str, NodeIndex>,
+    ) {
+        let Some(&index) = local.get(node.id.as_str()) else { return };
+        let problem = match local.get(attached_to) {
+            Some(&activity) if is_activity(&self.graph[activity].element) => {
+                let element = self.graph[index].element.clone();
+                let trigger = match trigger {
+                    EventTrigger::Timer(timer) => BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone())),
+                    EventTrigger::Message(message) => BoundaryTrigger::Wait(WaitSpec::Message {
+                        name: message.name.clone(),
+                        correlation_key: message
+                            .correlation_key
+                            .as_ref()
+                            .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+                    }),
+                    EventTrigger::Signal { name } => BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() }),
+                    EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
+                    _ => {
+                        self.unsupported(node, &element);
+                        return;
+                    }
+                };
+                let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
+                self.graph[index].behavior = Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
+                self.graph[activity].boundaries.push(index);
+                return;
+            }
+            Some(_) => format!("boundary event `{}` is attached to `{attached_to}`, which is not an activity", node.id),
+            None if self.node_ids.contains_key(attached_to) => {
+                format!("boundary event `{}` is attached to `{attached_to}` in another scope", node.id)
+            }
+            None => format!("boundary event `{}` is attached to unknown activity `{attached_to}`", node.id),
+        };
+        self.diagnostics.push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+    }
+
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
         let behavior = self.behavior(node, &element);
@@ -141,6 +192,7 @@ impl Builder<'_> {
             incoming: Vec::new(),
             outgoing: Vec::new(),
             default_flow: None,
+            boundaries: Vec::new(),
         });
         self.node_ids.insert(node.id.clone(), index);
         index
@@ -241,21 +293,12 @@ impl Builder<'_> {
                 EventTrigger::Signal { name } => Behavior::Wait(WaitSpec::Signal { name: name.clone() }),
                 _ => self.unsupported(node, element),
             },
-            NodeKind::BoundaryEvent { attached_to, .. } => {
-                if !self.defs_has_node(attached_to) {
-                    self.diagnostics.push(
-                        Diagnostic::error(
-                            self.file,
-                            node.span,
-                            format!("boundary event `{}` is attached to unknown activity `{attached_to}`", node.id),
-                        )
-                        .with_id(node.id.clone()),
-                    );
-                }
-                self.unsupported(node, element)
-            }
+            // Resolved by `resolve_boundary` once every node of the scope exists.
+            NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
-            NodeKind::Gateway(kind @ (GatewayKind::Exclusive | GatewayKind::Parallel | GatewayKind::Inclusive)) => {
+            NodeKind::Gateway(
+                kind @ (GatewayKind::Exclusive | GatewayKind::Parallel | GatewayKind::Inclusive | GatewayKind::EventBased),
+            ) => {
                 Behavior::Gateway(*kind)
             }
             NodeKind::Gateway(_) => self.unsupported(node, element),
@@ -318,17 +361,8 @@ impl Builder<'_> {
             }
             TaskKind::BusinessRule { script: Some(script), .. } => self.compile_script(node, script),
             TaskKind::BusinessRule { .. } => self.unsupported(node, &format!("{element} without a rule")),
-            TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(task.clone())),
+            TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(Box::new(task.clone()))),
         }
-    }
-
-    fn defs_has_node(&self, id: &str) -> bool {
-        fn in_nodes(nodes: &[Node], id: &str) -> bool {
-            nodes.iter().any(|n| {
-                n.id == id || matches!(&n.kind, NodeKind::SubProcess(a) if in_nodes(&a.body.nodes, id))
-            })
-        }
-        self.defs.processes.iter().any(|p| in_nodes(&p.nodes, id))
     }
 
     fn unsupported(&mut self, node: &Node, element: &str) -> Behavior {
@@ -389,6 +423,12 @@ pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
     } else {
         Span::new(start.line + line - 1, col)
     }
+}
+
+/// Whether an element name is an activity (tasks, subprocesses, call activities).
+fn is_activity(element: &str) -> bool {
+    element.ends_with("Task") || element == "task" || element.ends_with("subProcess") || element == "transaction"
+        || element == "callActivity"
 }
 
 /// The event an end or intermediate throw event sends out, for the kinds that need no catcher.

@@ -123,6 +123,8 @@ pub struct FlowNode {
     pub outgoing: Vec<EdgeIndex>,
     /// The default outgoing flow.
     pub default_flow: Option<EdgeIndex>,
+    /// Boundary events attached to this activity, in document order.
+    pub boundaries: Vec<NodeIndex>,
 }
 
 impl FlowNode {
@@ -154,8 +156,33 @@ pub enum Behavior {
         /// The scope of its child nodes.
         scope: ScopeId,
     },
+    /// A boundary event: armed while its activity waits, never entered along a flow.
+    Boundary(BoundarySpec),
     /// An element the executor does not run yet (the process cannot be started).
     Unsupported,
+}
+
+/// A boundary event attached to an activity.
+#[derive(Debug, Clone)]
+pub struct BoundarySpec {
+    /// The activity it is attached to.
+    pub attached: NodeIndex,
+    /// What fires it.
+    pub trigger: BoundaryTrigger,
+    /// Whether firing cancels the activity (error boundary events always do).
+    pub interrupting: bool,
+}
+
+/// What fires a boundary event.
+#[derive(Debug, Clone)]
+pub enum BoundaryTrigger {
+    /// A timer, message or signal: a wait armed while the activity waits.
+    Wait(WaitSpec),
+    /// A BPMN error thrown inside the activity (`None` catches every error).
+    Error {
+        /// The error code it catches.
+        code: Option<String>,
+    },
 }
 
 /// What an end event does besides consuming its token.
@@ -211,7 +238,7 @@ pub enum WaitSpec {
         name: Option<String>,
     },
     /// A language-model step (run by the server, which owns the model).
-    Llm(LlmTask),
+    Llm(Box<LlmTask>),
 }
 
 /// A compiled condition, expression or script with its source position.

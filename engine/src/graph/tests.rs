@@ -143,14 +143,14 @@ fn endless_loops_are_warnings() {
 fn unsupported_elements_are_warnings_listed_for_the_executor() {
     let defs = Scope::default()
         .node("s", start())
-        .node("g", NodeKind::Gateway(crate::model::GatewayKind::EventBased))
+        .node("g", NodeKind::Gateway(crate::model::GatewayKind::Complex))
         .node("e1", end())
         .node("e2", end())
         .chain(&["s", "g", "e1"])
         .flow("g", "e2")
         .definitions();
     let (process, diagnostics) = check(&defs);
-    assert_eq!(diagnostics, ["test.bpmn:2:3: warning: not supported yet: eventBasedGateway g [g]"]);
+    assert_eq!(diagnostics, ["test.bpmn:2:3: warning: not supported yet: complexGateway g [g]"]);
     assert_eq!(process.unwrap().unsupported.len(), 1);
 }
 
@@ -226,4 +226,31 @@ fn dot_and_mermaid_show_nodes_and_labelled_flows() {
     let mermaid = to_mermaid(&process);
     assert!(mermaid.contains("  g{\"g\"}"), "{mermaid}");
     assert!(mermaid.contains("g -->|\"x > 1\"| a"), "{mermaid}");
+}
+
+#[test]
+fn boundary_and_event_gateway_mistakes_are_errors() {
+    use crate::model::{EventTrigger, GatewayKind};
+    let defs = Scope::default()
+        .node("s", start())
+        .node("g", NodeKind::Gateway(GatewayKind::EventBased))
+        .node("t", task())
+        .node("u", user())
+        .node("b", NodeKind::BoundaryEvent { attached_to: "g".into(), trigger: EventTrigger::Error { code: None }, interrupting: true })
+        .node("lost", NodeKind::BoundaryEvent { attached_to: "zz".into(), trigger: EventTrigger::Error { code: None }, interrupting: true })
+        .node("e", end())
+        .chain(&["s", "g", "t", "e"])
+        .chain(&["g", "u", "e"])
+        .definitions();
+    let (process, diagnostics) = check(&defs);
+    assert!(process.is_none());
+    let expected_parts = [
+        "error: event-based gateway `g` leads to task `t`: only timer, message and signal catch events and receive tasks can follow it",
+        "error: event-based gateway `g` leads to userTask `u`",
+        "error: boundary event `b` is attached to `g`, which is not an activity [b]",
+        "error: boundary event `lost` is attached to unknown activity `zz` [lost]",
+    ];
+    for part in expected_parts {
+        assert!(diagnostics.iter().any(|d| d.contains(part)), "{part}\n{diagnostics:#?}");
+    }
 }

@@ -2,7 +2,7 @@
 //! events, unreachable nodes, dead ends and endless loops, gateway flow counts and exclusive
 //! gateways that may match no flow.
 
-use super::{Behavior, CompiledProcess, FlowNode, ScopeId};
+use super::{Behavior, CompiledProcess, FlowNode, ScopeId, WaitSpec};
 use crate::diagnostics::Diagnostic;
 use crate::model::{Definitions, GatewayKind, Node, NodeKind, SequenceFlow, Span};
 use petgraph::graph::NodeIndex;
@@ -87,6 +87,17 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
     }
     for index in process.graph.node_indices() {
         check_gateway(process, index, diagnostics);
+        let node = &process.graph[index];
+        if node.element.ends_with("boundaryEvent") && !node.incoming.is_empty() {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    node.span,
+                    format!("boundary event `{}` has incoming flows: it is triggered by its activity, not by a flow", node.id),
+                )
+                .with_id(node.id.clone()),
+            );
+        }
     }
     diagnostics.extend(process.unsupported.iter().cloned());
 }
@@ -187,7 +198,6 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
     let file = process.source.as_path();
     let kind = match &node.behavior {
         Behavior::Gateway(kind) => *kind,
-        Behavior::Unsupported if node.element == "eventBasedGateway" => GatewayKind::EventBased,
         _ => return,
     };
     let (incoming, outgoing) = (node.incoming.len(), node.outgoing.len());
@@ -200,8 +210,26 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
         if outgoing < 2 {
             diagnostics.push(
                 Diagnostic::error(file, node.span, format!("event-based gateway `{id}` needs at least two outgoing flows"))
-                    .with_id(id),
+                    .with_id(id.clone()),
             );
+        }
+        for &edge in &node.outgoing {
+            let target = process.node(process.flow(edge).target);
+            let waits_for_event =
+                matches!(target.behavior, Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. }));
+            if !waits_for_event {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        target.span,
+                        format!(
+                            "event-based gateway `{id}` leads to {} `{}`: only timer, message and signal catch events and receive tasks can follow it",
+                            target.element, target.id
+                        ),
+                    )
+                    .with_id(target.id.clone()),
+                );
+            }
         }
         return;
     }

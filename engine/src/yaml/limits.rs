@@ -53,7 +53,7 @@ pub fn too_deep(text: &str) -> Option<LimitError> {
             while indents.last().is_some_and(|top| *top > indent) {
                 indents.pop();
             }
-            if indents.last().map_or(true, |top| *top < indent) {
+            if indents.last().is_none_or(|top| *top < indent) {
                 indents.push(indent);
             }
         }
@@ -67,7 +67,7 @@ pub fn too_deep(text: &str) -> Option<LimitError> {
                 None => match c {
                     '#' if offset > 0 && content[offset - 1] == ' ' => break,
                     '"' | '\'' => quote = Some(c),
-                    '-' if at_line_start && content.get(offset + 1).map_or(true, |n| *n == ' ') => depth += 1,
+                    '-' if at_line_start && content.get(offset + 1).is_none_or(|n| *n == ' ') => depth += 1,
                     '[' | '{' => {
                         flow_depth += 1;
                         depth += 1;

@@ -346,14 +346,13 @@ fn skip_quoted(chars: &[char], start: usize) -> usize {
 fn key_text(chars: &[char]) -> String {
     let text: String = chars.iter().collect();
     let text = text.trim();
-    let unquoted = if text.len() >= 2 && (text.starts_with('"') && text.ends_with('"')) {
+    if text.len() >= 2 && (text.starts_with('"') && text.ends_with('"')) {
         text[1..text.len() - 1].replace("\\\"", "\"")
     } else if text.len() >= 2 && text.starts_with('\'') && text.ends_with('\'') {
         text[1..text.len() - 1].replace("''", "'")
     } else {
         text.to_string()
-    };
-    unquoted
+    }
 }
 
 /// Skips anchors (`&a`) and tags (`!t`) in front of a value; returns the new offset.
@@ -646,7 +645,8 @@ mod tests {
 
     #[test]
     fn locates_block_mapping_keys_and_values() {
-        let text = "process: p\n# a comment\nnodes:\n  a:\n    service: h   # trailing\n    next: b\n  b: { end: {} }\n";
+        let text =
+            "process: p\n# a comment\nnodes:\n  a:\n    service: h   # trailing\n    next: b\n  b: { end: {} }\n";
         let map = SourceMap::new(text);
         assert_eq!(map.key(&path(&["process"])), Some(Span::new(1, 1)));
         assert_eq!(map.value(&path(&["process"])), Some(Span::new(1, 10)));

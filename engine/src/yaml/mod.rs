@@ -79,10 +79,7 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
 }
 
 fn too_large(path: &Path, len: usize) -> Diagnostic {
-    let message = format!(
-        "the file is {len} bytes; process files are limited to {} bytes (4 MiB)",
-        MAX_SOURCE_BYTES
-    );
+    let message = format!("the file is {len} bytes; process files are limited to {} bytes (4 MiB)", MAX_SOURCE_BYTES);
     Diagnostic::error(path, Span::new(1, 1), message)
 }
 
@@ -156,7 +153,9 @@ mod tests {
     #[test]
     fn strips_serde_yaml_positions() {
         assert_eq!(
-            strip_positions("did not find expected key at line 3 column 5, while parsing a block mapping at line 1 column 1"),
+            strip_positions(
+                "did not find expected key at line 3 column 5, while parsing a block mapping at line 1 column 1"
+            ),
             "did not find expected key, while parsing a block mapping"
         );
         assert_eq!(strip_positions("look at this at position 12"), "look at this");

@@ -31,6 +31,8 @@ struct Branch {
     span: Span,
     /// Where the target is written (for "unknown node" errors).
     target_span: Span,
+    /// Where the flow id is written, when it is.
+    id_span: Option<Span>,
 }
 
 /// The nodes and flows of one scope (the process, or an embedded subprocess).
@@ -106,7 +108,8 @@ impl<'a> Reader<'a> {
             rules,
             span: process_span,
         };
-        let definitions = Definitions { source: self.file.to_path_buf(), processes: vec![process], ..Default::default() };
+        let definitions =
+            Definitions { source: self.file.to_path_buf(), processes: vec![process], ..Default::default() };
         (Some(definitions), self.diagnostics)
     }
 
@@ -234,7 +237,10 @@ impl<'a> Reader<'a> {
         match value {
             Value::Mapping(m) => Some(m),
             other => {
-                self.error_at_value(path, format!("{what} must be a mapping (`key: value` lines), found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!("{what} must be a mapping (`key: value` lines), found {}", describe(other)),
+                );
                 None
             }
         }
@@ -290,7 +296,10 @@ impl<'a> Reader<'a> {
             self.error_with_id(
                 span,
                 id,
-                format!("duplicate id `{id}`: already used at {}:{}; ids must be unique in the file", first.line, first.col),
+                format!(
+                    "duplicate id `{id}`: already used at {}:{}; ids must be unique in the file",
+                    first.line, first.col
+                ),
             );
             return false;
         }
@@ -314,7 +323,8 @@ impl<'a> Reader<'a> {
                 Some(node) if is_activity(&node.kind) => {}
                 None if ids.contains(&activity.as_str()) => {} // the activity itself has errors
                 Some(_) => {
-                    let message = format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
+                    let message =
+                        format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
                     self.diagnostics.push(Diagnostic::error(self.file, *span, message).with_id(boundary.clone()));
                 }
                 None => {
@@ -332,13 +342,15 @@ impl<'a> Reader<'a> {
 
     fn node(&mut self, id: &str, body: &Value, path: &YamlPath, span: Span, scope: &mut Scope) {
         let Some(body) = self.mapping(body, path, &format!("node `{id}`")) else { return };
-        let kinds: Vec<&str> = body.keys().filter_map(Value::as_str).filter(|k| vocab::NODE_KIND_KEYS.contains(k)).collect();
+        let kinds: Vec<&str> =
+            body.keys().filter_map(Value::as_str).filter(|k| vocab::NODE_KIND_KEYS.contains(k)).collect();
         let kind_key = match kinds.as_slice() {
             [one] => *one,
             [] => {
-                let unknown = body.keys().filter_map(Value::as_str).find(|k| {
-                    !vocab::NODE_COMMON_KEYS.contains(k) && !vocab::ACTIVITY_KEYS.contains(k)
-                });
+                let unknown = body
+                    .keys()
+                    .filter_map(Value::as_str)
+                    .find(|k| !vocab::NODE_COMMON_KEYS.contains(k) && !vocab::ACTIVITY_KEYS.contains(k));
                 let hint = match unknown {
                     Some(word) => suggestion(word, vocab::NODE_KIND_KEYS.iter().copied()),
                     None => String::new(),
@@ -350,7 +362,8 @@ impl<'a> Reader<'a> {
                 return;
             }
             [first, second, ..] => {
-                let message = format!("node `{id}` has two kind keys, `{first}` and `{second}`: a node is exactly one thing");
+                let message =
+                    format!("node `{id}` has two kind keys, `{first}` and `{second}`: a node is exactly one thing");
                 self.error_with_id(span, id, message);
                 return;
             }
@@ -361,7 +374,10 @@ impl<'a> Reader<'a> {
         for key in body.keys().filter_map(Value::as_str) {
             if vocab::ACTIVITY_KEYS.contains(&key) && !is_activity_kind {
                 self.error(&path.key(key), format!("`{key}` applies to activities only, not to a `{kind_key}` node"));
-            } else if vocab::NODE_KIND_KEYS.contains(&key) || vocab::ACTIVITY_KEYS.contains(&key) || allowed.contains(&key) {
+            } else if vocab::NODE_KIND_KEYS.contains(&key)
+                || vocab::ACTIVITY_KEYS.contains(&key)
+                || allowed.contains(&key)
+            {
                 // Kind and activity keys are handled below.
             } else {
                 let mut candidates = allowed.clone();
@@ -431,7 +447,9 @@ impl<'a> Reader<'a> {
                 }
                 Some(NodeKind::Gateway(gateway))
             }
-            "subprocess" => self.subprocess(id, kind_value, &kind_path).map(|sub| NodeKind::SubProcess(Activity::new(sub))),
+            "subprocess" => {
+                self.subprocess(id, kind_value, &kind_path).map(|sub| NodeKind::SubProcess(Activity::new(sub)))
+            }
             "call" => {
                 let called = match kind_value {
                     Value::Mapping(m) => {
@@ -439,7 +457,10 @@ impl<'a> Reader<'a> {
                         match m.get("process") {
                             Some(v) => self.id_text(v, &kind_path.key("process"), "the called process"),
                             None => {
-                                self.error(&kind_path, "a call activity names the process it calls: `call: <process id>`");
+                                self.error(
+                                    &kind_path,
+                                    "a call activity names the process it calls: `call: <process id>`",
+                                );
                                 None
                             }
                         }
@@ -494,7 +515,7 @@ impl<'a> Reader<'a> {
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).
     fn flow_id(&mut self, source: &str, branch: &Branch) -> String {
         if let Some(id) = &branch.id {
-            self.claim_id(id, branch.span);
+            self.claim_id(id, branch.id_span.unwrap_or(branch.span));
             return id.clone();
         }
         let base = format!("{source}_to_{}", branch.target);
@@ -525,13 +546,32 @@ impl<'a> Reader<'a> {
     }
 
     /// One outgoing flow: a target id, or a mapping with `to`/`otherwise`, `when`, `id`, `name`.
-    fn branch(&mut self, source: &str, value: &Value, path: &YamlPath, style: BranchStyle, list: &str) -> Option<Branch> {
-        let span = self.map.key(path).or_else(|| self.map.value(path)).unwrap_or_else(|| self.map.nearest(path));
+    fn branch(
+        &mut self,
+        source: &str,
+        value: &Value,
+        path: &YamlPath,
+        style: BranchStyle,
+        list: &str,
+    ) -> Option<Branch> {
+        // A list item is located at its `-` (or its place in `[...]`); a single branch at its value.
+        let in_list = matches!(path.segments().last(), Some(super::locator::PathSeg::Index(_)));
+        let item = if in_list { self.map.key(path) } else { None };
+        let span = item.or_else(|| self.map.value(path)).unwrap_or_else(|| self.map.nearest(path));
         match value {
             Value::String(_) => {
                 let target = self.id_text(value, path, "a flow target")?;
                 let target_span = self.map.nearest_value(path);
-                Some(Branch { target, id: None, name: None, condition: None, is_default: false, span: target_span, target_span })
+                Some(Branch {
+                    target,
+                    id: None,
+                    name: None,
+                    condition: None,
+                    is_default: false,
+                    span: target_span,
+                    target_span,
+                    id_span: None,
+                })
             }
             Value::Mapping(m) => {
                 let allowed: &[&str] = match style {
@@ -554,7 +594,10 @@ impl<'a> Reader<'a> {
                             let hint = suggestion(k, allowed.iter().copied());
                             self.error(&path.key(k), format!("unknown key `{k}` in a branch of `{source}`{hint}"));
                         }
-                        None => self.error(path, format!("keys in a branch of `{source}` must be text, found {}", describe(key))),
+                        None => self.error(
+                            path,
+                            format!("keys in a branch of `{source}` must be text, found {}", describe(key)),
+                        ),
                     }
                 }
                 let to = m.get("to");
@@ -567,26 +610,43 @@ impl<'a> Reader<'a> {
                         return None;
                     }
                     (None, None) => {
-                        let what = if style == BranchStyle::Conditional { "`to: <node>` or `otherwise: <node>`" } else { "`to: <node>`" };
+                        let what = if style == BranchStyle::Conditional {
+                            "`to: <node>` or `otherwise: <node>`"
+                        } else {
+                            "`to: <node>`"
+                        };
                         self.error(path, format!("a branch of `{source}` needs {what}"));
                         return None;
                     }
                 };
-                let condition = if style == BranchStyle::Conditional { self.optional_expr(m, path, "when") } else { None };
+                let condition =
+                    if style == BranchStyle::Conditional { self.optional_expr(m, path, "when") } else { None };
                 if is_default && m.contains_key("when") {
-                    self.error(&path.key("when"), "an `otherwise:` branch has no `when:`: it is taken when no other branch is");
+                    self.error(
+                        &path.key("when"),
+                        "an `otherwise:` branch has no `when:`: it is taken when no other branch is",
+                    );
                 }
                 if list != "next" && style == BranchStyle::Conditional && !is_default && !m.contains_key("when") {
-                    self.error(path, format!("a branch of `{list}` gateway `{source}` needs `when:` (or is the `otherwise:` branch)"));
+                    self.error(
+                        path,
+                        format!(
+                            "a branch of `{list}` gateway `{source}` needs `when:` (or is the `otherwise:` branch)"
+                        ),
+                    );
                 }
                 let target = self.id_text(target_value, &target_path, "a flow target")?;
                 let id = self.optional_id(m, path, "id");
                 let name = self.optional_text(m, path, "name");
                 let target_span = self.map.nearest_value(&target_path);
-                Some(Branch { target, id, name, condition, is_default, span, target_span })
+                let id_span = id.as_ref().map(|_| self.map.nearest_value(&path.key("id")));
+                Some(Branch { target, id, name, condition, is_default, span, target_span, id_span })
             }
             other => {
-                self.error_at_value(path, format!("a flow is a node id or a mapping with `to:`, found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!("a flow is a node id or a mapping with `to:`, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -594,7 +654,15 @@ impl<'a> Reader<'a> {
 
     // ----- events ------------------------------------------------------------------------
 
-    fn event(&mut self, id: &str, kind_key: &str, value: &Value, path: &YamlPath, span: Span, scope: &mut Scope) -> Option<NodeKind> {
+    fn event(
+        &mut self,
+        id: &str,
+        kind_key: &str,
+        value: &Value,
+        path: &YamlPath,
+        span: Span,
+        scope: &mut Scope,
+    ) -> Option<NodeKind> {
         let (triggers_allowed, extra, what): (&[&str], &[&str], &str) = match kind_key {
             "start" => (vocab::START_TRIGGERS, vocab::START_EXTRA_KEYS, "a start event"),
             "end" => (vocab::END_TRIGGERS, &[], "an end event"),
@@ -650,7 +718,11 @@ impl<'a> Reader<'a> {
                 let attached_to = match body.get("attached_to") {
                     Some(v) => self.id_text(v, &path.key("attached_to"), "`attached_to`"),
                     None => {
-                        self.error_with_id(span, id, "a boundary event names its activity: `attached_to: <activity id>`");
+                        self.error_with_id(
+                            span,
+                            id,
+                            "a boundary event names its activity: `attached_to: <activity id>`",
+                        );
                         None
                     }
                 };
@@ -673,18 +745,27 @@ impl<'a> Reader<'a> {
         match key {
             "message" => self.message_ref(value, path).map(EventTrigger::Message),
             "timer" => self.timer(value, path).map(EventTrigger::Timer),
-            "signal" => self.nonempty_text(value, path, "a signal name").map(|name| EventTrigger::Signal { name: Some(name) }),
+            "signal" => {
+                self.nonempty_text(value, path, "a signal name").map(|name| EventTrigger::Signal { name: Some(name) })
+            }
             "error" => self.optional_code(value, path, "an error code").map(|code| EventTrigger::Error { code }),
             "escalation" => {
                 self.optional_code(value, path, "an escalation code").map(|code| EventTrigger::Escalation { code })
             }
-            "condition" => self.expr(value, path, "a condition").map(|c| EventTrigger::Conditional { condition: Some(c) }),
-            "link" => self.nonempty_text(value, path, "a link name").map(|name| EventTrigger::Link { name: Some(name) }),
+            "condition" => {
+                self.expr(value, path, "a condition").map(|c| EventTrigger::Conditional { condition: Some(c) })
+            }
+            "link" => {
+                self.nonempty_text(value, path, "a link name").map(|name| EventTrigger::Link { name: Some(name) })
+            }
             flag => {
                 match value {
                     Value::Bool(true) | Value::Null => {}
                     other => {
-                        self.error_at_value(path, format!("write `{flag}: true` (or leave `{flag}` out), found {}", describe(other)));
+                        self.error_at_value(
+                            path,
+                            format!("write `{flag}: true` (or leave `{flag}` out), found {}", describe(other)),
+                        );
                         return None;
                     }
                 }
@@ -748,7 +829,8 @@ impl<'a> Reader<'a> {
             "date" => TimerKind::Date,
             _ => TimerKind::Cycle,
         };
-        let expression = self.expr(m.get(key).unwrap_or(&Value::Null), &path.key(key), &format!("the timer `{key}`"))?;
+        let expression =
+            self.expr(m.get(key).unwrap_or(&Value::Null), &path.key(key), &format!("the timer `{key}`"))?;
         Some(Timer { kind, expression })
     }
 
@@ -840,7 +922,10 @@ impl<'a> Reader<'a> {
             Value::Null => Some(()),
             Value::Mapping(m) if m.is_empty() => Some(()),
             other => {
-                self.error_at_value(path, format!("{what} takes no settings (write nothing or `{{}}`), found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!("{what} takes no settings (write nothing or `{{}}`), found {}", describe(other)),
+                );
                 None
             }
         }
@@ -912,7 +997,10 @@ impl<'a> Reader<'a> {
                 .filter_map(|(i, item)| self.nonempty_text(item, &path.key("labels").index(i), "a label"))
                 .collect(),
             Some(other) => {
-                self.error_at_value(&path.key("labels"), format!("`labels` must be a list of text, found {}", describe(other)));
+                self.error_at_value(
+                    &path.key("labels"),
+                    format!("`labels` must be a list of text, found {}", describe(other)),
+                );
                 Vec::new()
             }
             None => Vec::new(),
@@ -921,7 +1009,10 @@ impl<'a> Reader<'a> {
             Some(v) => match self.json(v, &path.key("options")) {
                 Some(serde_json::Value::Object(map)) => map,
                 Some(_) => {
-                    self.error_at_value(&path.key("options"), "`options` must be a mapping (max_tokens, temperature, seed, ...)");
+                    self.error_at_value(
+                        &path.key("options"),
+                        "`options` must be a mapping (max_tokens, temperature, seed, ...)",
+                    );
                     serde_json::Map::new()
                 }
                 None => serde_json::Map::new(),
@@ -1009,7 +1100,10 @@ impl<'a> Reader<'a> {
         let retries = match retries_value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => n,
             None => {
-                self.error_at_value(&retries_path, format!("`retries` must be a whole number, found {}", describe(retries_value)));
+                self.error_at_value(
+                    &retries_path,
+                    format!("`retries` must be a whole number, found {}", describe(retries_value)),
+                );
                 return None;
             }
         };
@@ -1035,7 +1129,10 @@ impl<'a> Reader<'a> {
         if parsed.is_none() {
             self.error_at_value(
                 path,
-                format!("`{key}` must be milliseconds or a duration such as `500ms`, `2s`, `5m`, `1h`, found {}", describe(value)),
+                format!(
+                    "`{key}` must be milliseconds or a duration such as `500ms`, `2s`, `5m`, `1h`, found {}",
+                    describe(value)
+                ),
             );
         }
         parsed
@@ -1058,7 +1155,10 @@ impl<'a> Reader<'a> {
         let output_element = self.optional_id(m, path, "collect");
         let output_collection = self.optional_id(m, path, "into");
         if m.contains_key("collect") != m.contains_key("into") {
-            self.error(path, "`collect:` (the variable each run produces) and `into:` (the list that gathers them) go together");
+            self.error(
+                path,
+                "`collect:` (the variable each run produces) and `into:` (the list that gathers them) go together",
+            );
         }
         Some(MultiInstance {
             sequential,
@@ -1101,7 +1201,12 @@ impl<'a> Reader<'a> {
                     self.error(&item_path, format!("`on: {word}` needs `variable:`, the variable it watches"));
                 }
                 if !takes_variable && m.contains_key("variable") {
-                    self.error(&item_path.key("variable"), format!("`variable` applies to `on: guard_variable` and `on: variable_change`, not `on: {word}`"));
+                    self.error(
+                        &item_path.key("variable"),
+                        format!(
+                            "`variable` applies to `on: guard_variable` and `on: variable_change`, not `on: {word}`"
+                        ),
+                    );
                 }
                 if word == "start" && kind_key != "start" && kind_key != PROCESS_LEVEL {
                     self.error(&item_path.key("on"), format!("`on: start` rules belong on the start event, not on `{node}`"));
@@ -1124,7 +1229,9 @@ impl<'a> Reader<'a> {
             });
             let rule = match (m.get("file"), m.get("script")) {
                 (Some(f), None) => self.rule_file(f, &item_path.key("file")).map(RuleSource::File),
-                (None, Some(s)) => self.nonempty_text(s, &item_path.key("script"), "an inline rule script").map(RuleSource::Inline),
+                (None, Some(s)) => {
+                    self.nonempty_text(s, &item_path.key("script"), "an inline rule script").map(RuleSource::Inline)
+                }
                 (Some(_), Some(_)) => {
                     self.error(&item_path, "a rule has either `file:` or `script:`, not both");
                     None
@@ -1163,7 +1270,12 @@ impl<'a> Reader<'a> {
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
         if escapes || file.contains('\\') {
-            self.error_at_value(path, format!("rule file `{file}` must be a relative path inside the rules folder (no `..`, no absolute path)"));
+            self.error_at_value(
+                path,
+                format!(
+                    "rule file `{file}` must be a relative path inside the rules folder (no `..`, no absolute path)"
+                ),
+            );
             return None;
         }
         Some(file)
@@ -1191,11 +1303,15 @@ impl<'a> Reader<'a> {
                     (self.optional_text(lm, &lane_path, "name"), lm.get("nodes"))
                 }
                 other => {
-                    self.error_at_value(&lane_path, format!("lane `{id}` must be a mapping with `name:` and `nodes:`, found {}", describe(other)));
+                    self.error_at_value(
+                        &lane_path,
+                        format!("lane `{id}` must be a mapping with `name:` and `nodes:`, found {}", describe(other)),
+                    );
                     continue;
                 }
             };
-            let nodes_path = if matches!(lane, Value::Sequence(_)) { lane_path.clone() } else { lane_path.key("nodes") };
+            let nodes_path =
+                if matches!(lane, Value::Sequence(_)) { lane_path.clone() } else { lane_path.key("nodes") };
             let mut members = Vec::new();
             match nodes {
                 Some(Value::Sequence(items)) => {
@@ -1211,7 +1327,10 @@ impl<'a> Reader<'a> {
                         members.push(node);
                     }
                 }
-                Some(other) => self.error_at_value(&nodes_path, format!("lane `{id}`: `nodes` must be a list of node ids, found {}", describe(other))),
+                Some(other) => self.error_at_value(
+                    &nodes_path,
+                    format!("lane `{id}`: `nodes` must be a list of node ids, found {}", describe(other)),
+                ),
                 None => self.error(&lane_path, format!("lane `{id}` needs `nodes:`, the ids of its nodes")),
             }
             lanes.push(Lane { id: id.to_string(), name, nodes: members });
@@ -1257,7 +1376,9 @@ pub(crate) fn describe(value: &Value) -> String {
         Value::Null => "nothing".to_string(),
         Value::Bool(b) => format!("`{b}`"),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.chars().count() > 40 => format!("the text \"{}…\"", s.chars().take(40).collect::<String>()),
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("the text \"{}…\"", s.chars().take(40).collect::<String>())
+        }
         Value::String(s) => format!("the text \"{s}\""),
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),

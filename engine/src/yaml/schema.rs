@@ -43,70 +43,94 @@ pub fn json_schema() -> Value {
 
 fn defs() -> Value {
     let mut defs = Map::new();
-    defs.insert("id".into(), json!({
-        "type": "string",
-        "pattern": vocab::ID_PATTERN,
-        "description": "An id: letters, digits, `_`, `-`, `.`, starting with a letter or `_`."
-    }));
-    defs.insert("nodes".into(), json!({
-        "type": "object",
-        "description": "The nodes of a scope: node id → node.",
-        "minProperties": 1,
-        "propertyNames": { "$ref": "#/$defs/id" },
-        "additionalProperties": { "$ref": "#/$defs/node" }
-    }));
-    defs.insert("lane".into(), json!({
-        "oneOf": [
-            { "type": "array", "items": { "$ref": "#/$defs/id" } },
-            {
-                "type": "object",
-                "required": ["nodes"],
-                "additionalProperties": false,
-                "properties": {
-                    "name": { "type": "string" },
-                    "nodes": { "type": "array", "items": { "$ref": "#/$defs/id" } }
+    defs.insert(
+        "id".into(),
+        json!({
+            "type": "string",
+            "pattern": vocab::ID_PATTERN,
+            "description": "An id: letters, digits, `_`, `-`, `.`, starting with a letter or `_`."
+        }),
+    );
+    defs.insert(
+        "nodes".into(),
+        json!({
+            "type": "object",
+            "description": "The nodes of a scope: node id → node.",
+            "minProperties": 1,
+            "propertyNames": { "$ref": "#/$defs/id" },
+            "additionalProperties": { "$ref": "#/$defs/node" }
+        }),
+    );
+    defs.insert(
+        "lane".into(),
+        json!({
+            "oneOf": [
+                { "type": "array", "items": { "$ref": "#/$defs/id" } },
+                {
+                    "type": "object",
+                    "required": ["nodes"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string" },
+                        "nodes": { "type": "array", "items": { "$ref": "#/$defs/id" } }
+                    }
                 }
-            }
-        ]
-    }));
+            ]
+        }),
+    );
     defs.insert("node".into(), node());
-    defs.insert("expression".into(), json!({
-        "type": ["string", "number", "boolean"],
-        "description": "A Rhai expression over the instance variables."
-    }));
-    defs.insert("message".into(), json!({
-        "description": "A message: its name, or `{ name, correlation_key }`.",
-        "oneOf": [
-            { "type": "string", "minLength": 1 },
-            object(&[
-                ("name", json!({ "type": "string", "minLength": 1 })),
-                ("correlation_key", json!({ "$ref": "#/$defs/expression" })),
-            ], &["name"])
-        ]
-    }));
+    defs.insert(
+        "expression".into(),
+        json!({
+            "type": ["string", "number", "boolean"],
+            "description": "A Rhai expression over the instance variables."
+        }),
+    );
+    defs.insert(
+        "message".into(),
+        json!({
+            "description": "A message: its name, or `{ name, correlation_key }`.",
+            "oneOf": [
+                { "type": "string", "minLength": 1 },
+                object(&[
+                    ("name", json!({ "type": "string", "minLength": 1 })),
+                    ("correlation_key", json!({ "$ref": "#/$defs/expression" })),
+                ], &["name"])
+            ]
+        }),
+    );
     let timer_forms: Vec<Value> = vocab::TIMER_KEYS.iter().map(|k| json!({ "required": [k] })).collect();
-    let mut timer = object(&[
-        ("duration", json!({ "type": "string", "description": "ISO 8601 duration, e.g. PT10M." })),
-        ("date", json!({ "type": "string", "description": "ISO 8601 date-time, e.g. 2026-12-01T08:00:00Z." })),
-        ("cycle", json!({ "type": "string", "description": "ISO 8601 repeating interval (R5/PT10M) or cron." })),
-    ], &[]);
+    let mut timer = object(
+        &[
+            ("duration", json!({ "type": "string", "description": "ISO 8601 duration, e.g. PT10M." })),
+            ("date", json!({ "type": "string", "description": "ISO 8601 date-time, e.g. 2026-12-01T08:00:00Z." })),
+            ("cycle", json!({ "type": "string", "description": "ISO 8601 repeating interval (R5/PT10M) or cron." })),
+        ],
+        &[],
+    );
     timer["oneOf"] = Value::Array(timer_forms);
     defs.insert("timer".into(), timer);
-    defs.insert("code".into(), json!({
-        "type": ["string", "number", "null"],
-        "description": "A code; nothing (`~`) means any."
-    }));
+    defs.insert(
+        "code".into(),
+        json!({
+            "type": ["string", "number", "null"],
+            "description": "A code; nothing (`~`) means any."
+        }),
+    );
     defs.insert("flag".into(), json!({ "enum": [true, null] }));
-    defs.insert("script".into(), json!({
-        "description": "Rhai source, or `{ source, language }`.",
-        "oneOf": [
-            { "type": "string", "minLength": 1 },
-            object(&[
-                ("source", json!({ "type": "string", "minLength": 1 })),
-                ("language", json!({ "type": "string" })),
-            ], &["source"])
-        ]
-    }));
+    defs.insert(
+        "script".into(),
+        json!({
+            "description": "Rhai source, or `{ source, language }`.",
+            "oneOf": [
+                { "type": "string", "minLength": 1 },
+                object(&[
+                    ("source", json!({ "type": "string", "minLength": 1 })),
+                    ("language", json!({ "type": "string" })),
+                ], &["source"])
+            ]
+        }),
+    );
     for (name, triggers, extra) in [
         ("start_event", vocab::START_TRIGGERS, vocab::START_EXTRA_KEYS),
         ("end_event", vocab::END_TRIGGERS, &[][..]),
@@ -143,21 +167,27 @@ fn defs() -> Value {
             }
         ]
     }));
-    defs.insert("plain_branches".into(), json!({
-        "description": "The targets, all taken; or `join` (or nothing) for a gateway that only joins.",
-        "oneOf": [
-            { "type": "null" },
-            { "enum": vocab::GATEWAY_MERGE_WORDS },
-            {
-                "type": "array",
-                "minItems": 1,
-                "items": { "oneOf": [{ "$ref": "#/$defs/id" }, { "$ref": "#/$defs/plain_branch" }] }
-            }
-        ]
-    }));
-    defs.insert("no_settings".into(), json!({
-        "oneOf": [{ "type": "null" }, { "type": "object", "maxProperties": 0 }]
-    }));
+    defs.insert(
+        "plain_branches".into(),
+        json!({
+            "description": "The targets, all taken; or `join` (or nothing) for a gateway that only joins.",
+            "oneOf": [
+                { "type": "null" },
+                { "enum": vocab::GATEWAY_MERGE_WORDS },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": { "oneOf": [{ "$ref": "#/$defs/id" }, { "$ref": "#/$defs/plain_branch" }] }
+                }
+            ]
+        }),
+    );
+    defs.insert(
+        "no_settings".into(),
+        json!({
+            "oneOf": [{ "type": "null" }, { "type": "object", "maxProperties": 0 }]
+        }),
+    );
     defs.insert("llm".into(), llm());
     defs.insert("rule".into(), rule());
     let duration = json!({
@@ -166,26 +196,32 @@ fn defs() -> Value {
             { "type": "string", "pattern": "^[0-9]+ *(ms|s|m|min|h)?$", "description": "e.g. 500ms, 2s, 5m, 1h." }
         ]
     });
-    defs.insert("retry".into(), json!({
-        "description": "Retries of a failing service handler: a count, or `{ retries, delay, max_delay }`.",
-        "oneOf": [
-            { "type": "integer", "minimum": 0 },
-            object(&[
-                ("retries", json!({ "type": "integer", "minimum": 0 })),
-                ("delay", duration.clone()),
-                ("max_delay", duration),
-            ], &["retries"])
-        ]
-    }));
-    let mut for_each = object(&[
-        ("over", json!({ "$ref": "#/$defs/expression", "description": "The list to run once per item." })),
-        ("as", json!({ "$ref": "#/$defs/id", "description": "The variable holding the current item." })),
-        ("sequential", json!({ "type": "boolean", "description": "One after another (default: in parallel)." })),
-        ("count", json!({ "$ref": "#/$defs/expression", "description": "How many times to run." })),
-        ("until", json!({ "$ref": "#/$defs/expression", "description": "Ends the runs early once true." })),
-        ("collect", json!({ "$ref": "#/$defs/id", "description": "The variable each run produces." })),
-        ("into", json!({ "$ref": "#/$defs/id", "description": "The list that gathers `collect` from every run." })),
-    ], &[]);
+    defs.insert(
+        "retry".into(),
+        json!({
+            "description": "Retries of a failing service handler: a count, or `{ retries, delay, max_delay }`.",
+            "oneOf": [
+                { "type": "integer", "minimum": 0 },
+                object(&[
+                    ("retries", json!({ "type": "integer", "minimum": 0 })),
+                    ("delay", duration.clone()),
+                    ("max_delay", duration),
+                ], &["retries"])
+            ]
+        }),
+    );
+    let mut for_each = object(
+        &[
+            ("over", json!({ "$ref": "#/$defs/expression", "description": "The list to run once per item." })),
+            ("as", json!({ "$ref": "#/$defs/id", "description": "The variable holding the current item." })),
+            ("sequential", json!({ "type": "boolean", "description": "One after another (default: in parallel)." })),
+            ("count", json!({ "$ref": "#/$defs/expression", "description": "How many times to run." })),
+            ("until", json!({ "$ref": "#/$defs/expression", "description": "Ends the runs early once true." })),
+            ("collect", json!({ "$ref": "#/$defs/id", "description": "The variable each run produces." })),
+            ("into", json!({ "$ref": "#/$defs/id", "description": "The list that gathers `collect` from every run." })),
+        ],
+        &[],
+    );
     for_each["anyOf"] = json!([{ "required": ["over"] }, { "required": ["count"] }]);
     for_each["dependentRequired"] = json!({ "collect": ["into"], "into": ["collect"], "as": ["over"] });
     defs.insert("for_each".into(), for_each);
@@ -214,7 +250,9 @@ fn event(name: &str, triggers: &[&str], extra: &[&str]) -> Value {
     for key in extra {
         let schema = match *key {
             "attached_to" => json!({ "$ref": "#/$defs/id", "description": "The activity the event is attached to." }),
-            _ => json!({ "type": "boolean", "description": "Whether the event cancels what it interrupts (default true)." }),
+            _ => {
+                json!({ "type": "boolean", "description": "Whether the event cancels what it interrupts (default true)." })
+            }
         };
         properties.push((key, schema));
     }
@@ -249,15 +287,24 @@ fn branch_object(conditional: bool) -> Value {
 }
 
 fn llm() -> Value {
-    let mut schema = object(&[
-        ("mode", json!({ "enum": vocab::LLM_MODES, "description": "generate (default), extract or classify." })),
-        ("prompt", json!({ "type": "string", "minLength": 1, "description": "Prompt template; `{name}` inserts a variable." })),
-        ("system", json!({ "type": "string" })),
-        ("output", json!({ "$ref": "#/$defs/id", "description": "The variable that receives the result." })),
-        ("schema", json!({ "type": "object", "description": "JSON Schema of the fields to extract." })),
-        ("labels", json!({ "type": "array", "items": { "type": "string", "minLength": 1 } })),
-        ("options", json!({ "type": "object", "description": "Generation options: max_tokens, temperature, seed, ..." })),
-    ], &["prompt"]);
+    let mut schema = object(
+        &[
+            ("mode", json!({ "enum": vocab::LLM_MODES, "description": "generate (default), extract or classify." })),
+            (
+                "prompt",
+                json!({ "type": "string", "minLength": 1, "description": "Prompt template; `{name}` inserts a variable." }),
+            ),
+            ("system", json!({ "type": "string" })),
+            ("output", json!({ "$ref": "#/$defs/id", "description": "The variable that receives the result." })),
+            ("schema", json!({ "type": "object", "description": "JSON Schema of the fields to extract." })),
+            ("labels", json!({ "type": "array", "items": { "type": "string", "minLength": 1 } })),
+            (
+                "options",
+                json!({ "type": "object", "description": "Generation options: max_tokens, temperature, seed, ..." }),
+            ),
+        ],
+        &["prompt"],
+    );
     schema["allOf"] = json!([
         {
             "if": { "properties": { "mode": { "const": "classify" } }, "required": ["mode"] },
@@ -326,21 +373,27 @@ fn kind_schema(kind: &str) -> Value {
             ]
         }),
         "business_rule" => {
-            let mut mapping = object(&[
-                ("script", json!({ "$ref": "#/$defs/script" })),
-                ("decision", json!({ "type": "string", "minLength": 1 })),
-            ], &[]);
+            let mut mapping = object(
+                &[
+                    ("script", json!({ "$ref": "#/$defs/script" })),
+                    ("decision", json!({ "type": "string", "minLength": 1 })),
+                ],
+                &[],
+            );
             mapping["anyOf"] = json!([{ "required": ["script"] }, { "required": ["decision"] }]);
             json!({ "oneOf": [{ "type": "string", "minLength": 1 }, mapping] })
         }
         "llm" => json!({ "$ref": "#/$defs/llm" }),
         "exclusive" | "inclusive" | "complex" => json!({ "$ref": "#/$defs/conditional_branches" }),
         "parallel" | "event_based" => json!({ "$ref": "#/$defs/plain_branches" }),
-        "subprocess" => object(&[
-            ("nodes", json!({ "$ref": "#/$defs/nodes" })),
-            ("event", json!({ "type": "boolean", "description": "An event subprocess." })),
-            ("transaction", json!({ "type": "boolean" })),
-        ], &["nodes"]),
+        "subprocess" => object(
+            &[
+                ("nodes", json!({ "$ref": "#/$defs/nodes" })),
+                ("event", json!({ "type": "boolean", "description": "An event subprocess." })),
+                ("transaction", json!({ "type": "boolean" })),
+            ],
+            &["nodes"],
+        ),
         _ => json!({
             "description": "Call activity: the id of the process it calls.",
             "oneOf": [{ "$ref": "#/$defs/id" }, object(&[("process", json!({ "$ref": "#/$defs/id" }))], &["process"])]
@@ -358,7 +411,8 @@ fn node() -> Value {
     properties.insert("rules".into(), json!({ "type": "array", "items": { "$ref": "#/$defs/rule" } }));
     properties.insert("retry".into(), json!({ "$ref": "#/$defs/retry" }));
     properties.insert("for_each".into(), json!({ "$ref": "#/$defs/for_each" }));
-    properties.insert("loop".into(), json!({ "type": "boolean", "description": "Standard loop (parsed, not run yet)." }));
+    properties
+        .insert("loop".into(), json!({ "type": "boolean", "description": "Standard loop (parsed, not run yet)." }));
 
     let exactly_one_kind: Vec<Value> = vocab::NODE_KIND_KEYS.iter().map(|k| json!({ "required": [k] })).collect();
     let not_activities: Vec<Value> = vocab::NODE_KIND_KEYS

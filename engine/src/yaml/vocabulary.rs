@@ -39,33 +39,12 @@ pub const NODE_COMMON_KEYS: &[&str] = &["name", "next", "rules"];
 pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop"];
 
 /// Node kind keys that are activities.
-pub const ACTIVITY_KINDS: &[&str] = &[
-    "task",
-    "service",
-    "script",
-    "user",
-    "manual",
-    "receive",
-    "send",
-    "business_rule",
-    "llm",
-    "subprocess",
-    "call",
-];
+pub const ACTIVITY_KINDS: &[&str] =
+    &["task", "service", "script", "user", "manual", "receive", "send", "business_rule", "llm", "subprocess", "call"];
 
 /// Every key that can describe an event trigger.
-pub const TRIGGER_KEYS: &[&str] = &[
-    "message",
-    "timer",
-    "signal",
-    "error",
-    "escalation",
-    "condition",
-    "link",
-    "terminate",
-    "cancel",
-    "compensation",
-];
+pub const TRIGGER_KEYS: &[&str] =
+    &["message", "timer", "signal", "error", "escalation", "condition", "link", "terminate", "cancel", "compensation"];
 
 /// Triggers a start event may have.
 pub const START_TRIGGERS: &[&str] = &["message", "timer", "signal", "condition", "error", "escalation", "compensation"];
