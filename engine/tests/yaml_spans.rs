@@ -43,7 +43,7 @@ fn check_scope(name: &str, text: &str, nodes: &[Node], flows: &[SequenceFlow]) {
     for node in nodes {
         let here = at(text, node.span);
         let here = here.trim_start_matches(['"', '\'']);
-        assert!(here.starts_with(&format!("{}", node.id)), "{name}: node `{}` at {:?} points at `{here}`", node.id, node.span);
+        assert!(here.starts_with(node.id.as_str()), "{name}: node `{}` at {:?} points at `{here}`", node.id, node.span);
         for rule in &node.rules {
             let here = at(text, rule.span);
             assert!(here.starts_with('-') || here.starts_with('{'), "{name}: rule of `{}` points at `{here}`", node.id);
