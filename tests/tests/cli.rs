@@ -249,3 +249,22 @@ fn run_refuses_a_rules_folder_with_a_broken_rule() {
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     assert!(out.stderr.contains("broken.rhai:1:9: error: rule `broken` does not compile"), "{}", out.stderr);
 }
+
+#[test]
+fn check_reports_missing_and_broken_rules_attached_in_a_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    write(&dir.path().join("rules"), "present.rhai", "true\n");
+    let workflow = write(
+        &dir.path().join("workflows"),
+        "w.yaml",
+        "process: p\nnodes:\n  s: { start: ~, next: t }\n  t:\n    user: ~\n    rules:\n      - { on: guard_complete, file: present.rhai }\n      - { on: leave, file: absent.rhai }\n      - { on: enter, script: 'let x = ;' }\n    next: e\n  e: { end: ~ }\n",
+    );
+    let out = flowbot(&["check", workflow.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].contains("w.yaml:8:7: error: rule file `absent.rhai` is not in the rules folder"), "{}", out.stdout);
+    assert!(lines[1].ends_with("w.yaml:9:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]"), "{}", out.stdout);
+}

@@ -298,6 +298,22 @@ fn check_reports_compile_errors_as_diagnostics() {
     assert!(missing[0].message.contains("cannot read rule file"));
 }
 
+#[test]
+fn workflow_attachments_are_checked_against_the_rules_folder() {
+    let dir = folder(&[("present.rhai", "true")]);
+    let yaml = "process: p\nrules:\n  - { on: variable_change, variable: status, file: missing.rhai }\nnodes:\n  s: { start: ~, next: t }\n  t:\n    user: ~\n    rules:\n      - { on: guard_complete, file: rules/present.rhai }\n      - { on: leave, script: 'let x = ;' }\n    next: e\n  e: { end: ~ }\n";
+    let (defs, diagnostics) = crate::yaml::parse_yaml(Path::new("w.yaml"), yaml);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let found: Vec<String> =
+        check_attachments(&defs.unwrap(), Some(dir.path())).iter().map(|d| d.to_string()).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("w.yaml:3:3: error: rule file `missing.rhai` is not in the rules folder"),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "w.yaml:10:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]");
+}
+
 // ------------------------------------------------------------------ attachment points
 
 fn complete(node: &str) -> RuleEvent {
