@@ -822,10 +822,14 @@ impl<'a> Machine<'a> {
             .position()
             .map(|(line, col)| crate::graph::offset_span(code.span, line, col))
             .unwrap_or(code.span);
-        let message = match err {
+        let mut message = match err {
             ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
             other => other.to_string(),
         };
+        // Scripts written for other engines assign new variables without `let`.
+        if what == "script" && message.starts_with("Variable not found") {
+            message.push_str(" (scripts are Rhai: create a variable with `let name = value;`)");
+        }
         self.incident(&node.id, Some(activation), span, format!("{what} failed in `{}`: {message}", node.id))
     }
 

@@ -26,6 +26,7 @@ use crate::model::{LlmTask, Timer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::LazyLock;
 
 /// The life-cycle state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +331,9 @@ pub enum ExecError {
     /// A hook refused the start.
     #[error("start refused: {0}")]
     StartRejected(String),
+    /// The instance data does not hold together (a damaged or hand-edited checkpoint).
+    #[error("instance data is inconsistent: {0}")]
+    Inconsistent(String),
     /// A guard refused the completion.
     #[error("completion of `{node}` refused: {reason}")]
     Rejected {
@@ -467,6 +471,9 @@ impl Instance {
         if !self.status.is_active() {
             return Err(ExecError::NotActive(self.status.as_str()));
         }
+        if self.scopes.first().map(|s| s.id) != Some(0) {
+            return Err(ExecError::Inconsistent("its first scope is not the process scope".into()));
+        }
         Ok(())
     }
 
@@ -487,7 +494,8 @@ impl Instance {
 
     /// The process-level variables.
     pub fn variables(&self) -> &Map<String, Value> {
-        &self.scopes[0].variables
+        static NONE: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+        self.scopes.first().map(|s| &s.variables).unwrap_or(&NONE)
     }
 
     /// The live scopes (the process first, then running subprocesses).

@@ -112,6 +112,12 @@ fn failing_condition_reports_position_inside_file() {
 
 #[test]
 fn failing_script_and_sandbox_limits_become_incidents() {
+    let p = compiled(Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]));
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    assert_eq!(
+        instance.incidents()[0].message,
+        "script failed in `sc`: Variable not found: total (scripts are Rhai: create a variable with `let name = value;`)"
+    );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
         let p = compiled(Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]));
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
@@ -686,4 +692,21 @@ fn inclusive_fork_and_join_inside_a_subprocess() {
     let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
     assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
     assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_not_panicked_on() {
+    let p = compiled(Scope::default().node("s", start()).node("u", user()).node("e", end()).chain(&["s", "u", "e"]));
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["scopes"] = json!([]);
+    let mut damaged: Instance = serde_json::from_value(text).unwrap();
+    assert!(damaged.variables().is_empty());
+    assert!(matches!(damaged.complete(&p, 2, Map::new(), &NoHooks), Err(ExecError::Inconsistent(_))));
+
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["waits"][0]["node"] = json!("gone");
+    let mut renamed: Instance = serde_json::from_value(text).unwrap();
+    let activation = renamed.waits()[0].activation;
+    assert_eq!(renamed.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(activation)));
 }

@@ -2,7 +2,7 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
+    Behavior, BoundarySpec, Category, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
     ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
@@ -125,8 +125,7 @@ impl Builder<'_> {
             .filter(|&index| {
                 let node = &self.graph[index];
                 node.incoming.is_empty()
-                    && !node.element.ends_with("boundaryEvent")
-                    && node.element != "event subProcess"
+                    && !matches!(node.category, Category::BoundaryEvent | Category::EventSubProcess)
             })
             .collect();
         if !starts.is_empty() {
@@ -146,7 +145,7 @@ impl Builder<'_> {
     ) {
         let Some(&index) = local.get(node.id.as_str()) else { return };
         let problem = match local.get(attached_to) {
-            Some(&activity) if is_activity(&self.graph[activity].element) => {
+            Some(&activity) if self.graph[activity].category.is_activity() => {
                 let element = self.graph[index].element.clone();
                 let trigger = match trigger {
                     EventTrigger::Timer(timer) => BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone())),
@@ -185,6 +184,7 @@ impl Builder<'_> {
             id: node.id.clone(),
             name: node.name.clone(),
             element,
+            category: Category::of(&node.kind),
             behavior,
             scope,
             span: node.span,
@@ -423,12 +423,6 @@ pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
     } else {
         Span::new(start.line + line - 1, col)
     }
-}
-
-/// Whether an element name is an activity (tasks, subprocesses, call activities).
-fn is_activity(element: &str) -> bool {
-    element.ends_with("Task") || element == "task" || element.ends_with("subProcess") || element == "transaction"
-        || element == "callActivity"
 }
 
 /// The event an end or intermediate throw event sends out, for the kinds that need no catcher.

@@ -1,6 +1,6 @@
 //! Graphviz dot and Mermaid renderings of a compiled process; subprocesses become clusters.
 
-use super::{Behavior, CompiledProcess, FlowNode, ScopeId};
+use super::{Behavior, Category, CompiledProcess, FlowNode, ScopeId};
 use petgraph::graph::NodeIndex;
 use std::fmt::Write;
 
@@ -50,9 +50,9 @@ fn dot_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &mut 
 }
 
 fn dot_shape(node: &FlowNode) -> &'static str {
-    if node.element.contains("Gateway") {
+    if node.category == Category::Gateway {
         "diamond"
-    } else if node.element.contains("Event") {
+    } else if node.category.is_event() {
         if matches!(node.behavior, Behavior::End(_)) {
             "doublecircle"
         } else {
@@ -100,9 +100,9 @@ fn mermaid_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &
             let _ = writeln!(out, "{indent}subgraph {id} [{label}]");
             mermaid_scope(process, child, depth + 1, out);
             let _ = writeln!(out, "{indent}end");
-        } else if node.element.contains("Gateway") {
+        } else if node.category == Category::Gateway {
             let _ = writeln!(out, "{indent}{id}{{{label}}}");
-        } else if node.element.contains("Event") {
+        } else if node.category.is_event() {
             let _ = writeln!(out, "{indent}{id}(({label}))");
         } else {
             let _ = writeln!(out, "{indent}{id}[{label}]");

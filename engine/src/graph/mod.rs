@@ -107,8 +107,10 @@ pub struct FlowNode {
     pub id: String,
     /// Node name.
     pub name: Option<String>,
-    /// The BPMN element it came from (`userTask`, `exclusiveGateway`, ...), for messages.
+    /// The BPMN element it came from (`userTask`, `timer boundaryEvent`, ...), for messages.
     pub element: String,
+    /// What sort of flow node it is.
+    pub category: Category,
     /// What the executor does with a token that arrives here.
     pub behavior: Behavior,
     /// The scope it belongs to.
@@ -131,6 +133,60 @@ impl FlowNode {
     /// The name when given, else the id.
     pub fn label(&self) -> &str {
         self.name.as_deref().filter(|n| !n.trim().is_empty()).unwrap_or(&self.id)
+    }
+}
+
+/// The sorts of flow nodes, for checks and drawing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// A start event of any kind.
+    StartEvent,
+    /// An end event of any kind.
+    EndEvent,
+    /// An intermediate catch or throw event.
+    IntermediateEvent,
+    /// A boundary event.
+    BoundaryEvent,
+    /// A task of any kind.
+    Task,
+    /// An embedded subprocess or transaction.
+    SubProcess,
+    /// An event subprocess (started by its own start event, not by a flow).
+    EventSubProcess,
+    /// A call activity.
+    CallActivity,
+    /// A gateway.
+    Gateway,
+}
+
+impl Category {
+    /// Of a model node kind.
+    pub fn of(kind: &crate::model::NodeKind) -> Category {
+        use crate::model::NodeKind;
+        match kind {
+            NodeKind::StartEvent { .. } => Category::StartEvent,
+            NodeKind::EndEvent { .. } => Category::EndEvent,
+            NodeKind::IntermediateCatchEvent { .. } | NodeKind::IntermediateThrowEvent { .. } => Category::IntermediateEvent,
+            NodeKind::BoundaryEvent { .. } => Category::BoundaryEvent,
+            NodeKind::Task(_) => Category::Task,
+            NodeKind::SubProcess(a) if a.body.event_subprocess => Category::EventSubProcess,
+            NodeKind::SubProcess(_) => Category::SubProcess,
+            NodeKind::CallActivity(_) => Category::CallActivity,
+            NodeKind::Gateway(_) => Category::Gateway,
+        }
+    }
+
+    /// Whether boundary events can be attached to it.
+    pub fn is_activity(self) -> bool {
+        matches!(self, Category::Task | Category::SubProcess | Category::EventSubProcess | Category::CallActivity)
+    }
+
+    /// Whether it is an event.
+    pub fn is_event(self) -> bool {
+        matches!(
+            self,
+            Category::StartEvent | Category::EndEvent | Category::IntermediateEvent | Category::BoundaryEvent
+        )
     }
 }
 

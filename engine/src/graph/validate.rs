@@ -2,7 +2,7 @@
 //! events, unreachable nodes, dead ends and endless loops, gateway flow counts and exclusive
 //! gateways that may match no flow.
 
-use super::{Behavior, CompiledProcess, FlowNode, ScopeId, WaitSpec};
+use super::{Behavior, Category, CompiledProcess, FlowNode, ScopeId, WaitSpec};
 use crate::diagnostics::Diagnostic;
 use crate::model::{Definitions, GatewayKind, Node, NodeKind, SequenceFlow, Span};
 use petgraph::graph::NodeIndex;
@@ -73,9 +73,7 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
                 .with_id(id),
             );
         }
-        let has_start = members
-            .iter()
-            .any(|&n| matches!(process.graph[n].behavior, Behavior::Start) || is_start_event_of_any_kind(process, n));
+        let has_start = members.iter().any(|&n| process.graph[n].category == Category::StartEvent);
         if !has_start && !scope.implicit_start {
             let (span, id) = scope_owner(process, scope_id);
             let what = if scope.subprocess.is_some() { "subprocess" } else { "process" };
@@ -88,7 +86,7 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
     for index in process.graph.node_indices() {
         check_gateway(process, index, diagnostics);
         let node = &process.graph[index];
-        if node.element.ends_with("boundaryEvent") && !node.incoming.is_empty() {
+        if node.category == Category::BoundaryEvent && !node.incoming.is_empty() {
             diagnostics.push(
                 Diagnostic::error(
                     file,
@@ -110,14 +108,10 @@ fn scope_owner(process: &CompiledProcess, scope: ScopeId) -> (Span, String) {
     }
 }
 
-fn is_start_event_of_any_kind(process: &CompiledProcess, index: NodeIndex) -> bool {
-    process.graph[index].element.ends_with("startEvent")
-}
-
 /// Nodes where tokens can appear without an incoming flow: start events of every kind, boundary
 /// events (their activity starts them) and event subprocesses.
 fn is_root(node: &FlowNode) -> bool {
-    node.element.ends_with("startEvent") || node.element.ends_with("boundaryEvent") || node.element == "event subProcess"
+    matches!(node.category, Category::StartEvent | Category::BoundaryEvent | Category::EventSubProcess)
 }
 
 fn check_reachability(
@@ -157,8 +151,8 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
     for &n in members {
         let node = &process.graph[n];
         let exempt = matches!(node.behavior, Behavior::End(_))
-            || node.element == "event subProcess"
-            || node.element.ends_with("boundaryEvent") && node.element.contains("compensation");
+            || node.category == Category::EventSubProcess
+            || node.category == Category::BoundaryEvent && node.element.starts_with("compensation");
         if node.outgoing.is_empty() && !exempt {
             diagnostics.push(
                 Diagnostic::warning(
