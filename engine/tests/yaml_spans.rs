@@ -35,6 +35,7 @@ fn documents() -> Vec<(String, String)> {
 
 /// The text from `span` to the end of its line.
 fn at(text: &str, span: Span) -> String {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let line = text.lines().nth(span.line as usize - 1).unwrap_or_else(|| panic!("no line {}", span.line));
     line.chars().skip(span.col as usize - 1).collect()
 }

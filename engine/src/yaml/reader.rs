@@ -19,6 +19,9 @@ pub(crate) struct Reader<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Every node and flow id defined so far in the file, with where it was defined.
     ids: HashMap<String, Span>,
+    /// Every node id written anywhere in the file (nested scopes included), so that generated
+    /// flow ids never take a node's id.
+    all_node_ids: HashSet<String>,
 }
 
 /// An outgoing flow as written, before its id is settled.
@@ -61,7 +64,13 @@ enum BranchStyle {
 impl<'a> Reader<'a> {
     /// A reader for `text` from `file`.
     pub(crate) fn new(file: &'a Path, text: &str) -> Self {
-        Self { file, map: SourceMap::new(text), diagnostics: Vec::new(), ids: HashMap::new() }
+        Self {
+            file,
+            map: SourceMap::new(text),
+            diagnostics: Vec::new(),
+            ids: HashMap::new(),
+            all_node_ids: HashSet::new(),
+        }
     }
 
     /// Reads the document `root` into definitions; returns them (when the document is a process
@@ -74,6 +83,9 @@ impl<'a> Reader<'a> {
             return (None, self.diagnostics);
         };
         self.check_keys(top, &path, vocab::PROCESS_KEYS, "the process");
+        if let Some(nodes) = top.get("nodes") {
+            collect_node_ids(nodes, &mut self.all_node_ids);
+        }
         let id = match top.get("process") {
             Some(value) => self.id_text(value, &path.key("process"), "process id"),
             None => {
@@ -544,7 +556,7 @@ impl<'a> Reader<'a> {
         let base = format!("{source}_to_{}", branch.target);
         let mut candidate = base.clone();
         let mut n = 2;
-        while self.ids.contains_key(&candidate) {
+        while self.ids.contains_key(&candidate) || self.all_node_ids.contains(&candidate) {
             candidate = format!("{base}_{n}");
             n += 1;
         }
@@ -1360,6 +1372,19 @@ impl<'a> Reader<'a> {
             lanes.push(Lane { id: id.to_string(), name, nodes: members });
         }
         lanes
+    }
+}
+
+/// Adds the ids of the nodes in `nodes` and in the subprocesses among them to `out`.
+fn collect_node_ids(nodes: &Value, out: &mut HashSet<String>) {
+    let Some(nodes) = nodes.as_mapping() else { return };
+    for (key, body) in nodes {
+        if let Some(id) = key.as_str() {
+            out.insert(id.to_string());
+        }
+        if let Some(inner) = body.get("subprocess").and_then(|sub| sub.get("nodes")) {
+            collect_node_ids(inner, out);
+        }
     }
 }
 
