@@ -102,9 +102,19 @@ pub fn script_runtime() -> Arc<ScriptRuntime> {
 /// Loads and compiles one process of a file. Returns the compiled process when the file has no
 /// errors, and every diagnostic (parser and compiler) in order.
 pub fn compile_file(path: &Path, process: Option<&str>) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
+    compile_file_with(path, process, &script_runtime())
+}
+
+/// [`compile_file`] with the given script runtime (the rules engine's, so that conditions and
+/// scripts can use the rules standard library).
+pub fn compile_file_with(
+    path: &Path,
+    process: Option<&str>,
+    scripts: &Arc<ScriptRuntime>,
+) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     let (defs, mut diagnostics) = load_process_file(path);
     let Some(defs) = defs else { return (None, diagnostics) };
-    let (compiled, more) = compile(&defs, process, &script_runtime());
+    let (compiled, more) = compile(&defs, process, scripts);
     diagnostics = merge(diagnostics, more);
     if has_errors(&diagnostics) {
         return (None, diagnostics);
