@@ -6,7 +6,8 @@ use super::{
     Status, Step, Token, Wait, WaitKind,
 };
 use crate::graph::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, ThrownEvent,
+    WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -27,6 +28,17 @@ pub(super) struct Machine<'a> {
     inst: &'a mut Instance,
     step: Step,
     entries: usize,
+}
+
+/// What became of a thrown escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escalated {
+    /// Nothing caught it (or it was not an escalation).
+    NotCaught,
+    /// A non-interrupting boundary event caught it; the throwing token goes on.
+    Caught,
+    /// An interrupting boundary event caught it; the throwing token is gone.
+    Interrupted,
 }
 
 /// A stop: an incident was raised, the current call unwinds.
@@ -357,7 +369,10 @@ impl<'a> Machine<'a> {
             Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => self.leave(index, scope, activation),
             Behavior::Throw(event) => {
                 self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
-                self.leave(index, scope, activation)
+                // The throw event completes, then a catching boundary event fires (an interrupting
+                // one also drops the token that just left the throw event).
+                self.leave(index, scope, activation)?;
+                self.escalate(event, scope).map(|_| ())
             }
             Behavior::Script(code) => {
                 let result = {
@@ -412,6 +427,9 @@ impl<'a> Machine<'a> {
                     EndBehavior::None => self.token_ended(scope),
                     EndBehavior::Throw(event) => {
                         self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
+                        if self.escalate(event, scope)? == Escalated::Interrupted {
+                            return Ok(());
+                        }
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
@@ -765,6 +783,56 @@ impl<'a> Machine<'a> {
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         self.leave(boundary, scope, activation)
+    }
+
+    /// An escalation thrown in `scope`: the nearest enclosing subprocess with a matching
+    /// escalation boundary event fires it. An interrupting one ends the subprocess (and the
+    /// throwing token with it); a non-interrupting one adds a token after the boundary. Uncaught
+    /// escalations (and other thrown events) change nothing.
+    fn escalate(&mut self, event: &ThrownEvent, scope: u64) -> Result<Escalated, Stop> {
+        if event.kind != "escalation" {
+            return Ok(Escalated::NotCaught);
+        }
+        let code = event.name.as_deref();
+        let mut current = scope;
+        while current != 0 {
+            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
+            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            else {
+                break;
+            };
+            let sub_index = self.node_index(&sub)?;
+            if let Some((boundary, interrupting)) = self.escalation_boundary(sub_index, code) {
+                if interrupting {
+                    self.drop_scope_tree(current, true);
+                    self.cancel_boundaries(sub_activation);
+                }
+                let fired = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                self.fire_boundary(boundary, parent, fired)?;
+                return Ok(if interrupting { Escalated::Interrupted } else { Escalated::Caught });
+            }
+            current = parent;
+        }
+        Ok(Escalated::NotCaught)
+    }
+
+    /// The escalation boundary event of `activity` that catches `code` (exact match first), and
+    /// whether it interrupts.
+    fn escalation_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<(NodeIndex, bool)> {
+        let catching = |exact: bool| {
+            self.process.node(activity).boundaries.iter().find_map(|&b| match &self.process.node(b).behavior {
+                Behavior::Boundary(BoundarySpec {
+                    trigger: BoundaryTrigger::Escalation { code: caught },
+                    interrupting,
+                    ..
+                }) if (exact && caught.is_some() && caught.as_deref() == code) || (!exact && caught.is_none()) => {
+                    Some((b, *interrupting))
+                }
+                _ => None,
+            })
+        };
+        catching(true).or_else(|| catching(false))
     }
 
     /// A BPMN error thrown in `scope` by `thrower`: the nearest enclosing subprocess with a

@@ -867,3 +867,49 @@ mod call_activity {
         assert!(err.to_string().starts_with("not supported yet: recursive callActivity qc at"), "{err}");
     }
 }
+
+mod escalation {
+    use super::*;
+    use crate::model::{EventTrigger, NodeKind};
+
+    fn escalation(code: &str) -> EventTrigger {
+        EventTrigger::Escalation { code: Some(code.into()) }
+    }
+
+    fn process(interrupting: bool) -> CompiledProcess {
+        let inner = Scope::at_line(20)
+            .node("is", start())
+            .node("esc", NodeKind::IntermediateThrowEvent { result: Some(escalation("LATE")) })
+            .node("iu", user())
+            .node("ie", end())
+            .chain(&["is", "esc", "iu", "ie"]);
+        compiled(
+            Scope::default()
+                .node("s", start())
+                .node("sub", inner.subprocess())
+                .node(
+                    "b",
+                    NodeKind::BoundaryEvent { attached_to: "sub".into(), trigger: escalation("LATE"), interrupting },
+                )
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "sub", "e1"])
+                .chain(&["b", "e2"]),
+        )
+    }
+
+    #[test]
+    fn interrupting_escalation_boundary_ends_the_subprocess() {
+        let (instance, _) = Instance::start(&process(true), "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn non_interrupting_escalation_boundary_lets_the_subprocess_go_on() {
+        let p = process(false);
+        let instance = run_all(&p, json!({}));
+        assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2", "iu", "ie", "sub", "e1"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+}

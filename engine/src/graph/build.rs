@@ -179,6 +179,7 @@ impl Builder<'_> {
                     }),
                     EventTrigger::Signal { name } => BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() }),
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
+                    EventTrigger::Escalation { code } => BoundaryTrigger::Escalation { code: code.clone() },
                     _ => {
                         self.unsupported(node, &element);
                         return;

@@ -267,6 +267,11 @@ pub enum BoundaryTrigger {
         /// The error code it catches.
         code: Option<String>,
     },
+    /// An escalation thrown inside the activity (`None` catches every escalation).
+    Escalation {
+        /// The escalation code it catches.
+        code: Option<String>,
+    },
 }
 
 /// What an end event does besides consuming its token.
