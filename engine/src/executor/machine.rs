@@ -159,8 +159,8 @@ impl<'a> Machine<'a> {
         if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
             return Err(ExecError::NotAJob { activation, node: wait.node.clone(), kind: wait.kind.name() });
         }
-        let wait = self.inst.waits.remove(position);
         let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        let wait = self.inst.waits.remove(position);
         self.inst.status = Status::Running;
         self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation });
         self.cancel_boundaries(activation);
