@@ -51,7 +51,7 @@ impl<'a> Machine<'a> {
         Self { process, hooks, inst, step: Step::default(), entries: 0 }
     }
 
-    pub(super) fn start(mut self) -> Result<Step, ExecError> {
+    pub(super) fn start(mut self, starts: &[NodeIndex]) -> Result<Step, ExecError> {
         let updates = {
             let ctx = HookContext {
                 process: self.process,
@@ -64,12 +64,12 @@ impl<'a> Machine<'a> {
         };
         self.step.events.push(Event::InstanceStarted { variables: self.inst.scopes[0].variables.clone() });
         if !updates.is_empty() {
-            let start = self.process.scopes[0].starts[0];
+            let start = starts[0];
             if self.write_variables(0, start, None, updates, false).is_err() {
                 return Ok(self.finish());
             }
         }
-        for &start in &self.process.scopes[0].starts {
+        for &start in starts {
             self.inst.queue.push_back(Token {
                 node: self.process.node(start).id.clone(),
                 scope: 0,

@@ -332,9 +332,13 @@ pub enum ExecError {
     /// The process uses elements the executor does not run yet.
     #[error("{}", .0.join("\n"))]
     Unsupported(Vec<String>),
-    /// The process has no none start event.
-    #[error("process `{0}` has no none start event to start from")]
+    /// The process has no start event to start from (no none start event, and not exactly one
+    /// triggered start event).
+    #[error("process `{0}` has no none start event to start from (choose a start event)")]
     NoStartEvent(String),
+    /// `start_at` named something that is not a start event of the process scope.
+    #[error("`{0}` is not a start event of the process")]
+    NoSuchStart(String),
     /// The instance belongs to another process.
     #[error("instance runs process `{instance}`, not `{given}`")]
     WrongProcess {
@@ -396,10 +400,44 @@ pub struct Instance {
 
 impl Instance {
     /// Starts an instance of `process` with id `id` and initial `variables`, and runs it until
-    /// every token waits or it ends.
+    /// every token waits or it ends. It starts at the none start events; a process without one
+    /// but with exactly one triggered start event (message, timer, signal) starts there, as if
+    /// its trigger had happened. Use [`Instance::start_at`] to choose a triggered start event.
     pub fn start(
         process: &CompiledProcess,
         id: impl Into<String>,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<(Instance, Step), ExecError> {
+        let root = &process.scopes[0];
+        let starts = match (root.starts.as_slice(), root.triggered_starts.as_slice()) {
+            ([], [only]) => vec![*only],
+            (none, _) => none.to_vec(),
+        };
+        Self::start_from(process, starts, id.into(), variables, hooks)
+    }
+
+    /// Starts an instance at the start event `start` (typically a message or timer start event
+    /// whose trigger happened).
+    pub fn start_at(
+        process: &CompiledProcess,
+        start: &str,
+        id: impl Into<String>,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<(Instance, Step), ExecError> {
+        let root = &process.scopes[0];
+        let index = process
+            .node_index(start)
+            .filter(|n| root.starts.contains(n) || root.triggered_starts.contains(n))
+            .ok_or_else(|| ExecError::NoSuchStart(start.to_string()))?;
+        Self::start_from(process, vec![index], id.into(), variables, hooks)
+    }
+
+    fn start_from(
+        process: &CompiledProcess,
+        starts: Vec<petgraph::graph::NodeIndex>,
+        id: String,
         variables: Map<String, Value>,
         hooks: &dyn ExecutionHooks,
     ) -> Result<(Instance, Step), ExecError> {
@@ -407,11 +445,11 @@ impl Instance {
             let lines = process.unsupported.iter().map(|d| format!("{} at {}", d.message, d.location())).collect();
             return Err(ExecError::Unsupported(lines));
         }
-        if process.scopes[0].starts.is_empty() {
+        if starts.is_empty() {
             return Err(ExecError::NoStartEvent(process.id.clone()));
         }
         let mut instance = Instance {
-            id: id.into(),
+            id,
             process_id: process.id.clone(),
             status: Status::Running,
             scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
@@ -425,7 +463,7 @@ impl Instance {
             next_activation: 1,
             next_scope: 1,
         };
-        let step = machine::Machine::new(process, hooks, &mut instance).start()?;
+        let step = machine::Machine::new(process, hooks, &mut instance).start(&starts)?;
         Ok((instance, step))
     }
 

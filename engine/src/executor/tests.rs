@@ -913,3 +913,44 @@ mod escalation {
         assert_eq!(instance.status(), Status::Completed);
     }
 }
+
+mod triggered_start {
+    use super::*;
+    use crate::model::{EventTrigger, MessageRef, NodeKind};
+
+    fn message_start() -> NodeKind {
+        NodeKind::StartEvent {
+            trigger: Some(EventTrigger::Message(MessageRef { name: Some("order".into()), correlation_key: None })),
+            interrupting: true,
+        }
+    }
+
+    #[test]
+    fn a_process_with_one_message_start_starts_there() {
+        let p = compiled(Scope::default().node("m", message_start()).node("e", end()).chain(&["m", "e"]));
+        let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["m", "e"]);
+    }
+
+    #[test]
+    fn start_at_chooses_among_start_events() {
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("m", message_start())
+                .node("a", task())
+                .node("b", task())
+                .node("e", end())
+                .chain(&["s", "a", "e"])
+                .chain(&["m", "b", "e"]),
+        );
+        let (plain, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&plain), ["s", "a", "e"]);
+        let (by_message, _) = Instance::start_at(&p, "m", "i2", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&by_message), ["m", "b", "e"]);
+        assert_eq!(
+            Instance::start_at(&p, "a", "i3", Map::new(), &NoHooks).unwrap_err(),
+            ExecError::NoSuchStart("a".into())
+        );
+    }
+}

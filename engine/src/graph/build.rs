@@ -39,6 +39,7 @@ pub(super) fn build(
             parent: None,
             starts: Vec::new(),
             implicit_start: false,
+            triggered_starts: Vec::new(),
             shares_variables: false,
         }],
         node_ids: HashMap::new(),
@@ -95,6 +96,7 @@ impl Builder<'_> {
                     parent: Some(scope),
                     starts: Vec::new(),
                     implicit_start: false,
+                    triggered_starts: Vec::new(),
                     shares_variables: false,
                 });
                 self.graph[index].behavior = match self.graph[index].behavior {
@@ -230,6 +232,7 @@ impl Builder<'_> {
             parent: Some(scope),
             starts: Vec::new(),
             implicit_start: false,
+            triggered_starts: Vec::new(),
             shares_variables: true,
         });
         self.graph[index].behavior = Behavior::SubProcess { scope: child };
@@ -240,7 +243,15 @@ impl Builder<'_> {
 
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
-        let mut behavior = self.behavior(node, &element);
+        let triggered_start = scope == 0
+            && matches!(
+                &node.kind,
+                NodeKind::StartEvent {
+                    trigger: Some(EventTrigger::Message(_) | EventTrigger::Timer(_) | EventTrigger::Signal { .. }),
+                    ..
+                }
+            );
+        let mut behavior = if triggered_start { Behavior::Start } else { self.behavior(node, &element) };
         let mut multi = None;
         if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
             match behavior {
@@ -271,6 +282,9 @@ impl Builder<'_> {
             multi,
         });
         self.node_ids.insert(node.id.clone(), index);
+        if triggered_start {
+            self.scopes[0].triggered_starts.push(index);
+        }
         index
     }
 

@@ -98,6 +98,9 @@ pub struct ScopeInfo {
     pub starts: Vec<NodeIndex>,
     /// Whether `starts` are implicit (the scope has no start event).
     pub implicit_start: bool,
+    /// Start events with a trigger (message, timer, signal) of the process scope, in document
+    /// order: where an instance starts when that trigger starts it.
+    pub triggered_starts: Vec<NodeIndex>,
     /// A called process run inline by a call activity: it reads and writes the caller's
     /// variables (new ones land in the caller's scope) instead of keeping its own.
     pub shares_variables: bool,
