@@ -443,7 +443,7 @@ pub enum AttachPoint {
     GuardComplete,
     /// Must pass before a message is correlated to the node.
     GuardMessage,
-    /// Must pass before the named variable is changed.
+    /// Must pass before the named variable is changed (a name, or a prefix ending in `*`).
     GuardVariable(String),
     /// Runs when a token enters the node.
     OnEnter,
@@ -451,7 +451,7 @@ pub enum AttachPoint {
     OnLeave,
     /// Runs when the instance starts.
     OnStart,
-    /// Runs when the named variable changes.
+    /// Runs when the named variable changes (a name, or a prefix ending in `*`).
     OnVariableChange(String),
     /// Runs when the instance status changes (running, waiting, completed, failed, ...).
     OnStatusChange,

@@ -258,13 +258,24 @@ fn generated_flow_ids_stay_unique() {
     let p = parse(
         "process: p
 nodes:
-  a: { task: ~, next: [{ to: b, when: x }, { otherwise: b }] }
+  a: { task: ~, next: [{ to: b, when: x }, b, { otherwise: b }] }
   b: { end: ~ }
 ",
     );
     let ids: Vec<&str> = p.flows.iter().map(|f| f.id.as_str()).collect();
-    assert_eq!(ids, ["a_to_b", "a_to_b_2"]);
-    assert_eq!(p.nodes[0].default_flow.as_deref(), Some("a_to_b_2"));
+    assert_eq!(ids, ["a_to_b", "a_to_b_2", "a_to_b_3"]);
+    assert_eq!(p.nodes[0].default_flow.as_deref(), Some("a_to_b_3"));
+    // A node may be called like a generated flow id: the flow gets another id.
+    let p = parse(
+        "process: p
+nodes:
+  a: { task: ~, next: b }
+  b: { task: ~, next: a_to_b }
+  a_to_b: { end: ~ }
+",
+    );
+    let ids: Vec<&str> = p.flows.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["a_to_b_2", "b_to_a_to_b"]);
 }
 
 #[test]

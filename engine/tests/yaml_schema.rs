@@ -17,6 +17,7 @@ fn validator() -> jsonschema::Validator {
 }
 
 fn yaml_to_json(name: &str, text: &str) -> Value {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
     serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{name}: not JSON-compatible: {e}"))
 }

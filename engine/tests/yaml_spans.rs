@@ -35,6 +35,7 @@ fn documents() -> Vec<(String, String)> {
 
 /// The text from `span` to the end of its line.
 fn at(text: &str, span: Span) -> String {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let line = text.lines().nth(span.line as usize - 1).unwrap_or_else(|| panic!("no line {}", span.line));
     line.chars().skip(span.col as usize - 1).collect()
 }
@@ -43,7 +44,7 @@ fn check_scope(name: &str, text: &str, nodes: &[Node], flows: &[SequenceFlow]) {
     for node in nodes {
         let here = at(text, node.span);
         let here = here.trim_start_matches(['"', '\'']);
-        assert!(here.starts_with(&format!("{}", node.id)), "{name}: node `{}` at {:?} points at `{here}`", node.id, node.span);
+        assert!(here.starts_with(node.id.as_str()), "{name}: node `{}` at {:?} points at `{here}`", node.id, node.span);
         for rule in &node.rules {
             let here = at(text, rule.span);
             assert!(here.starts_with('-') || here.starts_with('{'), "{name}: rule of `{}` points at `{here}`", node.id);

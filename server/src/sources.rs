@@ -79,7 +79,9 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn_file(path),
         Some(SourceKind::Yaml) => match std::fs::read(path) {
             Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
-            Err(error) => (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))]),
+            Err(error) => {
+                (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))])
+            }
         },
         Some(SourceKind::Rules) | None => (
             None,
@@ -100,9 +102,19 @@ pub fn script_runtime() -> Arc<ScriptRuntime> {
 /// Loads and compiles one process of a file. Returns the compiled process when the file has no
 /// errors, and every diagnostic (parser and compiler) in order.
 pub fn compile_file(path: &Path, process: Option<&str>) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
+    compile_file_with(path, process, &script_runtime())
+}
+
+/// [`compile_file`] with the given script runtime (the rules engine's, so that conditions and
+/// scripts can use the rules standard library).
+pub fn compile_file_with(
+    path: &Path,
+    process: Option<&str>,
+    scripts: &Arc<ScriptRuntime>,
+) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     let (defs, mut diagnostics) = load_process_file(path);
     let Some(defs) = defs else { return (None, diagnostics) };
-    let (compiled, more) = compile(&defs, process, &script_runtime());
+    let (compiled, more) = compile(&defs, process, scripts);
     diagnostics = merge(diagnostics, more);
     if has_errors(&diagnostics) {
         return (None, diagnostics);
@@ -117,7 +129,9 @@ pub fn merge(parsed: Vec<Diagnostic>, compiled: Vec<Diagnostic>) -> Vec<Diagnost
     let is_duplicate = |d: &Diagnostic| d.message.starts_with("duplicate id");
     let mut all: Vec<Diagnostic> = compiled
         .into_iter()
-        .filter(|c| !(is_duplicate(c) && parsed.iter().any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span)))
+        .filter(|c| {
+            !(is_duplicate(c) && parsed.iter().any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span))
+        })
         .collect();
     all.extend(parsed);
     sort(&mut all);

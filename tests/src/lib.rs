@@ -37,7 +37,8 @@ pub fn flowbot_bin() -> &'static Path {
             .status()
             .expect("cargo can be started to build flowbot");
         assert!(status.success(), "cargo build -p flowbot failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
         let bin = target.join("debug").join(if cfg!(windows) { "flowbot.exe" } else { "flowbot" });
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin
@@ -60,8 +61,9 @@ pub struct Output {
 impl Output {
     /// stdout parsed as one JSON value.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON value ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 

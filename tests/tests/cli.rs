@@ -201,3 +201,70 @@ fn check_hands_rule_scripts_to_the_rules_checker() {
     let shipped = flowbot(&["check", "rules", "workflows"]);
     assert_eq!(shipped.code, Some(0), "{}{}", shipped.stdout, shipped.stderr);
 }
+
+#[test]
+fn run_with_rules_enforces_the_order_rules_and_prints_their_effects() {
+    let root = repo_root();
+    let workflow = root.join("workflows/order_processing.yaml");
+    let rules = root.join("rules");
+    let vars = r#"{"order_id": "SO-9", "customer": "ACME", "amount": 99.5, "currency": "EUR", "paid": false,
+                   "shipment": {"carrier": "UPS", "weight_kg": 4}}"#;
+    let out = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--vars",
+        vars,
+        "--auto-complete",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let report = out.json();
+    assert_eq!(report["status"], "completed", "{report}");
+    // Rule 6, UPS: 5.50 + 4 kg x 0.95 = 9.30.
+    assert_eq!(report["variables"]["freight_charge"], "9.30");
+    let effects = report["effects"].as_array().expect("effects");
+    let told_customer: Vec<&str> = effects
+        .iter()
+        .filter(|e| e["kind"] == "notify" && e["receiver"] == "ACME")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(told_customer[0], "Your order SO-9 is now confirmed.");
+    assert!(told_customer[1].starts_with("Invoice INV-") && told_customer[1].ends_with("for order SO-9: 99.50 EUR."));
+    assert_eq!(told_customer[2..], ["Your order SO-9 is now awaiting shipment.", "Your order SO-9 is now shipped."]);
+    let events: Vec<&str> = effects.iter().filter(|e| e["kind"] == "emit").map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["send_invoice", "freight_charge_updated"]);
+
+    let without = flowbot(&["run", workflow.to_str().unwrap(), "--vars", vars, "--auto-complete", "--json"]);
+    assert_eq!(without.json()["effects"], Value::Array(Vec::new()), "no --rules, no rules");
+}
+
+#[test]
+fn run_refuses_a_rules_folder_with_a_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "broken.rhai", "let x = ;\n");
+    let workflow = repo_root().join("workflows/order_processing.yaml");
+    let out = flowbot(&["run", workflow.to_str().unwrap(), "--rules", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(out.stderr.contains("broken.rhai:1:9: error: rule `broken` does not compile"), "{}", out.stderr);
+}
+
+#[test]
+fn check_reports_missing_and_broken_rules_attached_in_a_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    write(&dir.path().join("rules"), "present.rhai", "true\n");
+    let workflow = write(
+        &dir.path().join("workflows"),
+        "w.yaml",
+        "process: p\nnodes:\n  s: { start: ~, next: t }\n  t:\n    user: ~\n    rules:\n      - { on: guard_complete, file: present.rhai }\n      - { on: leave, file: absent.rhai }\n      - { on: enter, script: 'let x = ;' }\n    next: e\n  e: { end: ~ }\n",
+    );
+    let out = flowbot(&["check", workflow.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].contains("w.yaml:8:7: error: rule file `absent.rhai` is not in the rules folder"), "{}", out.stdout);
+    assert!(lines[1].ends_with("w.yaml:9:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]"), "{}", out.stdout);
+}

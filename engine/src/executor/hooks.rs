@@ -74,7 +74,12 @@ pub trait ExecutionHooks {
     }
 
     /// `wait` is about to be completed with `outputs`; an error refuses the completion.
-    fn guard_complete(&self, _ctx: &HookContext<'_>, _wait: &Wait, _outputs: &Map<String, Value>) -> Result<(), String> {
+    fn guard_complete(
+        &self,
+        _ctx: &HookContext<'_>,
+        _wait: &Wait,
+        _outputs: &Map<String, Value>,
+    ) -> Result<(), String> {
         Ok(())
     }
 }

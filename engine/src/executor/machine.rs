@@ -2,15 +2,21 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, ScopeState, Status, Step, Token,
-    Wait, WaitKind,
+    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState, RunOf, ScopeState,
+    Status, Step, Token, Wait, WaitKind,
 };
-use crate::graph::{Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, WaitSpec};
+use crate::graph::{
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, ThrownEvent,
+    WaitSpec,
+};
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
 use petgraph::graph::{EdgeIndex, NodeIndex};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+
+/// Most runs one multi-instance task may have.
+pub const MAX_RUNS: usize = 10_000;
 
 /// Most nodes one call may enter before it is taken for an endless loop.
 pub const MAX_ENTRIES_PER_CALL: usize = 100_000;
@@ -24,6 +30,17 @@ pub(super) struct Machine<'a> {
     entries: usize,
 }
 
+/// What became of a thrown escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escalated {
+    /// Nothing caught it (or it was not an escalation).
+    NotCaught,
+    /// A non-interrupting boundary event caught it; the throwing token goes on.
+    Caught,
+    /// An interrupting boundary event caught it; the throwing token is gone.
+    Interrupted,
+}
+
 /// A stop: an incident was raised, the current call unwinds.
 struct Stop;
 
@@ -34,7 +51,7 @@ impl<'a> Machine<'a> {
         Self { process, hooks, inst, step: Step::default(), entries: 0 }
     }
 
-    pub(super) fn start(mut self) -> Result<Step, ExecError> {
+    pub(super) fn start(mut self, starts: &[NodeIndex]) -> Result<Step, ExecError> {
         let updates = {
             let ctx = HookContext {
                 process: self.process,
@@ -47,13 +64,18 @@ impl<'a> Machine<'a> {
         };
         self.step.events.push(Event::InstanceStarted { variables: self.inst.scopes[0].variables.clone() });
         if !updates.is_empty() {
-            let start = self.process.scopes[0].starts[0];
+            let start = starts[0];
             if self.write_variables(0, start, None, updates, false).is_err() {
                 return Ok(self.finish());
             }
         }
-        for &start in &self.process.scopes[0].starts {
-            self.inst.queue.push_back(Token { node: self.process.node(start).id.clone(), scope: 0, via: None, race: None });
+        for &start in starts {
+            self.inst.queue.push_back(Token {
+                node: self.process.node(start).id.clone(),
+                scope: 0,
+                via: None,
+                race: None,
+            });
         }
         let _ = self.drain();
         Ok(self.finish())
@@ -98,7 +120,8 @@ impl<'a> Machine<'a> {
             self.inst.waits.retain(|w| w.activation != wait.activation);
             self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation: wait.activation });
             if let Some(race) = wait.race {
-                let losers: Vec<u64> = self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
+                let losers: Vec<u64> =
+                    self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
                 for loser in losers {
                     self.cancel_waits(|w| w.activation == loser);
                     self.cancel_boundaries(loser);
@@ -119,7 +142,11 @@ impl<'a> Machine<'a> {
                     if !outputs.is_empty() {
                         self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
                     }
-                    self.leave(node, wait.scope, wait.activation)?;
+                    if self.run_of(wait.scope).is_some() {
+                        self.finish_run(node, wait.scope)?;
+                    } else {
+                        self.leave(node, wait.scope, wait.activation)?;
+                    }
                 }
             }
         }
@@ -132,19 +159,25 @@ impl<'a> Machine<'a> {
         if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
             return Err(ExecError::NotAJob { activation, node: wait.node.clone(), kind: wait.kind.name() });
         }
-        let wait = self.inst.waits.remove(position);
         let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        let wait = self.inst.waits.remove(position);
         self.inst.status = Status::Running;
         self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation });
         self.cancel_boundaries(activation);
+        // An error in one run of a multi-instance task ends the whole task.
+        let mut scope = wait.scope;
+        if let Some(run) = self.run_of(wait.scope) {
+            scope = self.inst.multi.iter().find(|m| m.activation == run.activity).map(|m| m.scope).unwrap_or(0);
+            self.cancel_activity(run.activity);
+        }
         let _ = match self.error_boundary(node, code) {
             Some(boundary) => {
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
                 self.step.events.push(Event::ErrorThrown { node: wait.node.clone(), code: code.map(str::to_string) });
-                self.fire_boundary(boundary, wait.scope, fired).and_then(|()| self.drain())
+                self.fire_boundary(boundary, scope, fired).and_then(|()| self.drain())
             }
-            None => self.raise_error(node, Some(activation), wait.scope, code).and_then(|()| self.drain()),
+            None => self.raise_error(node, Some(activation), scope, code).and_then(|()| self.drain()),
         };
         Ok(self.finish())
     }
@@ -270,16 +303,11 @@ impl<'a> Machine<'a> {
         };
         let queued = self.inst.queue.iter().any(|t| t.scope == scope && blocks(&t.node));
         let waiting = self.inst.waits.iter().any(|w| w.scope == scope && blocks(&w.node));
-        let other_joins = self
-            .inst
-            .joins
-            .iter()
-            .any(|j| j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node));
-        let subprocesses = self
-            .inst
-            .scopes
-            .iter()
-            .any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
+        let other_joins = self.inst.joins.iter().any(|j| {
+            j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node)
+        });
+        let subprocesses =
+            self.inst.scopes.iter().any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
         !(queued || waiting || other_joins || subprocesses)
     }
 
@@ -333,12 +361,18 @@ impl<'a> Machine<'a> {
         *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
+        if let Some(spec) = &node.multi {
+            return self.start_multi(index, scope, activation, spec);
+        }
 
         match &node.behavior {
             Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => self.leave(index, scope, activation),
             Behavior::Throw(event) => {
                 self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
-                self.leave(index, scope, activation)
+                // The throw event completes, then a catching boundary event fires (an interrupting
+                // one also drops the token that just left the throw event).
+                self.leave(index, scope, activation)?;
+                self.escalate(event, scope).map(|_| ())
             }
             Behavior::Script(code) => {
                 let result = {
@@ -365,6 +399,7 @@ impl<'a> Machine<'a> {
                     subprocess: Some(node.id.clone()),
                     activation: Some(activation),
                     variables: Map::new(),
+                    run: None,
                 });
                 for &start in &self.process.scopes[*child].starts {
                     self.inst.queue.push_back(Token {
@@ -375,7 +410,12 @@ impl<'a> Machine<'a> {
                     });
                 }
                 if self.process.scopes[*child].starts.is_empty() {
-                    return self.incident(&node.id, Some(activation), node.span, "subprocess has no none start event".into());
+                    return self.incident(
+                        &node.id,
+                        Some(activation),
+                        node.span,
+                        "subprocess has no none start event".into(),
+                    );
                 }
                 self.arm_boundaries(index, scope, activation)
             }
@@ -387,6 +427,9 @@ impl<'a> Machine<'a> {
                     EndBehavior::None => self.token_ended(scope),
                     EndBehavior::Throw(event) => {
                         self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
+                        if self.escalate(event, scope)? == Escalated::Interrupted {
+                            return Ok(());
+                        }
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
@@ -404,13 +447,28 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn begin_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec, race: Option<u64>) -> Flowing {
+    fn begin_wait(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &WaitSpec,
+        race: Option<u64>,
+    ) -> Flowing {
         let kind = self.wait_kind(index, scope, activation, spec)?;
         self.add_wait(index, scope, activation, kind, race, None);
         self.arm_boundaries(index, scope, activation)
     }
 
-    fn add_wait(&mut self, index: NodeIndex, scope: u64, activation: u64, kind: WaitKind, race: Option<u64>, attached_to: Option<u64>) {
+    fn add_wait(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        kind: WaitKind,
+        race: Option<u64>,
+        attached_to: Option<u64>,
+    ) {
         let node = self.process.node(index);
         let wait = Wait {
             activation,
@@ -476,7 +534,8 @@ impl<'a> Machine<'a> {
 
     /// Removes the waits matching `doomed`, telling the driver (timers to disarm).
     fn cancel_waits(&mut self, doomed: impl Fn(&Wait) -> bool) {
-        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) = std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
+        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) =
+            std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
         self.inst.waits = kept;
         for wait in cancelled {
             self.step.events.push(Event::WaitCancelled { node: wait.node, activation: wait.activation });
@@ -492,6 +551,10 @@ impl<'a> Machine<'a> {
     /// subprocess) is cancelled with its other boundary events.
     fn cancel_activity(&mut self, activation: u64) {
         self.cancel_waits(|w| w.activation == activation);
+        if let Some(position) = self.inst.multi.iter().position(|m| m.activation == activation) {
+            self.inst.multi.remove(position);
+            self.drop_runs(activation);
+        }
         if let Some(scope) = self.inst.scopes.iter().find(|s| s.activation == Some(activation)).map(|s| s.id) {
             self.drop_scope_tree(scope, true);
         }
@@ -511,7 +574,189 @@ impl<'a> Machine<'a> {
         self.inst.queue.retain(|t| !doomed.contains(&t.scope));
         self.cancel_waits(|w| doomed.contains(&w.scope));
         self.inst.joins.retain(|j| !doomed.contains(&j.scope));
+        self.inst.multi.retain(|m| !doomed.contains(&m.scope));
         self.inst.scopes.retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    // ---- multi-instance tasks ----------------------------------------------------------------------
+
+    /// Starts a multi-instance task: evaluates its items, then starts one run (sequential) or all.
+    fn start_multi(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &MultiSpec) -> Flowing {
+        let node = self.process.node(index);
+        let items = if let Some(code) = &spec.collection {
+            let result = {
+                let variables = self.visible(scope);
+                self.process.scripts().eval_value(&code.ast, &variables)
+            };
+            match result {
+                Ok(Value::Array(items)) => items,
+                Ok(other) => {
+                    let message = format!("collection of multi-instance `{}` is not a list: {other}", node.id);
+                    return self.incident(&node.id, Some(activation), code.span, message);
+                }
+                Err(err) => return self.script_incident(index, activation, code, "collection", &err),
+            }
+        } else if let Some(code) = &spec.cardinality {
+            let result = {
+                let variables = self.visible(scope);
+                self.process.scripts().eval_value(&code.ast, &variables)
+            };
+            match result {
+                Ok(value) if value.as_u64().is_some() => (1..=value.as_u64().unwrap_or(0)).map(Value::from).collect(),
+                Ok(other) => {
+                    let message = format!("cardinality of multi-instance `{}` is not a whole number: {other}", node.id);
+                    return self.incident(&node.id, Some(activation), code.span, message);
+                }
+                Err(err) => return self.script_incident(index, activation, code, "cardinality", &err),
+            }
+        } else {
+            Vec::new()
+        };
+        if items.len() > MAX_RUNS {
+            let message = format!("multi-instance `{}` has {} items, more than {MAX_RUNS}", node.id, items.len());
+            return self.incident(&node.id, Some(activation), node.span, message);
+        }
+        let count = items.len();
+        self.inst.multi.push(MultiState {
+            node: node.id.clone(),
+            scope,
+            activation,
+            items,
+            started: 0,
+            completed: 0,
+            outputs: vec![Value::Null; count],
+        });
+        if count == 0 {
+            return self.finish_multi(index, activation);
+        }
+        self.arm_boundaries(index, scope, activation)?;
+        let first_batch = if spec.sequential { 1 } else { count };
+        for item in 0..first_batch {
+            if !self.inst.multi.iter().any(|m| m.activation == activation) {
+                break; // ended early by its completion condition
+            }
+            self.start_run(index, activation, item)?;
+        }
+        Ok(())
+    }
+
+    /// Starts run `item` of the multi-instance task `activity` in a scope of its own.
+    fn start_run(&mut self, index: NodeIndex, activity: u64, item: usize) -> Flowing {
+        let node = self.process.node(index);
+        let Some(state) = self.inst.multi.iter_mut().find(|m| m.activation == activity) else { return Ok(()) };
+        state.started = state.started.max(item + 1);
+        let (outer, value) = (state.scope, state.items.get(item).cloned().unwrap_or(Value::Null));
+        let mut variables = Map::new();
+        if let Some(name) = node.multi.as_ref().and_then(|m| m.element_variable.clone()) {
+            variables.insert(name, value);
+        }
+        variables.insert("loopCounter".into(), Value::from(item as u64 + 1));
+        let (scope, run) = (self.inst.next_scope, self.inst.next_activation);
+        self.inst.next_scope += 1;
+        self.inst.next_activation += 1;
+        self.inst.scopes.push(ScopeState {
+            id: scope,
+            parent: Some(outer),
+            subprocess: Some(node.id.clone()),
+            activation: Some(run),
+            variables,
+            run: Some(RunOf { activity, index: item }),
+        });
+        self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation: run });
+        match &node.behavior {
+            Behavior::Script(code) => {
+                let result = {
+                    let variables = self.visible(scope);
+                    self.process.scripts().run_script(&code.ast, &variables)
+                };
+                match result {
+                    Ok(updates) => {
+                        if !updates.is_empty() {
+                            self.write_variables(scope, index, Some(run), updates, true)?;
+                        }
+                        self.finish_run(index, scope)
+                    }
+                    Err(err) => self.script_incident(index, run, code, "script", &err),
+                }
+            }
+            Behavior::Wait(spec) => {
+                let kind = self.wait_kind(index, scope, run, spec)?;
+                self.add_wait(index, scope, run, kind, None, None);
+                Ok(())
+            }
+            _ => self.finish_run(index, scope),
+        }
+    }
+
+    /// The multi-instance run living in `scope`, if it is one.
+    fn run_of(&self, scope: u64) -> Option<RunOf> {
+        self.inst.scopes.iter().find(|s| s.id == scope).and_then(|s| s.run)
+    }
+
+    /// A run completed: its output is kept, and the task moves on once every run completed or
+    /// its completion condition holds; a sequential task starts its next run.
+    fn finish_run(&mut self, index: NodeIndex, scope: u64) -> Flowing {
+        let node = self.process.node(index);
+        let Some(run) = self.run_of(scope) else { return Ok(()) };
+        let output_name = node.multi.as_ref().and_then(|m| m.output_element.clone().or(m.element_variable.clone()));
+        let output = output_name.and_then(|name| self.visible(scope).get(&name).cloned()).unwrap_or(Value::Null);
+        let run_activation = self.inst.scopes.iter().find(|s| s.id == scope).and_then(|s| s.activation).unwrap_or(0);
+        self.inst.scopes.retain(|s| s.id != scope);
+        self.inst.path.push(node.id.clone());
+        self.step.events.push(Event::NodeCompleted { node: node.id.clone(), activation: run_activation });
+        let Some(state) = self.inst.multi.iter_mut().find(|m| m.activation == run.activity) else { return Ok(()) };
+        if let Some(slot) = state.outputs.get_mut(run.index) {
+            *slot = output;
+        }
+        state.completed += 1;
+        let (total, completed, started, outer) = (state.items.len(), state.completed, state.started, state.scope);
+        let active = started - completed;
+        let early = match node.multi.as_ref().and_then(|m| m.completion_condition.as_ref()) {
+            Some(code) if completed < total => {
+                let mut variables = self.visible(outer).into_owned();
+                variables.insert("nrOfInstances".into(), Value::from(total as u64));
+                variables.insert("nrOfCompletedInstances".into(), Value::from(completed as u64));
+                variables.insert("nrOfActiveInstances".into(), Value::from(active as u64));
+                match self.process.scripts().eval_condition(&code.ast, &variables) {
+                    Ok(done) => done,
+                    Err(err) => return self.script_incident(index, run.activity, code, "completion condition", &err),
+                }
+            }
+            _ => false,
+        };
+        if completed == total || early {
+            return self.finish_multi(index, run.activity);
+        }
+        if node.multi.as_ref().is_some_and(|m| m.sequential) && started < total {
+            return self.start_run(index, run.activity, started);
+        }
+        Ok(())
+    }
+
+    /// Ends a multi-instance task: open runs are cancelled, the outputs collected, and the token
+    /// moves on.
+    fn finish_multi(&mut self, index: NodeIndex, activity: u64) -> Flowing {
+        let Some(position) = self.inst.multi.iter().position(|m| m.activation == activity) else { return Ok(()) };
+        let state = self.inst.multi.remove(position);
+        self.drop_runs(activity);
+        self.cancel_boundaries(activity);
+        if let Some(name) = self.process.node(index).multi.as_ref().and_then(|m| m.output_collection.clone()) {
+            let mut changes = Map::new();
+            changes.insert(name, Value::Array(state.outputs));
+            self.write_variables(state.scope, index, Some(activity), changes, true)?;
+        }
+        self.hook(index, state.scope, Some(activity), |hooks, ctx| hooks.on_leave(ctx))?;
+        self.step.events.push(Event::NodeCompleted { node: self.process.node(index).id.clone(), activation: activity });
+        self.move_on(index, state.scope, activity)
+    }
+
+    /// Drops the open runs of the multi-instance task `activity`.
+    fn drop_runs(&mut self, activity: u64) {
+        let runs: Vec<u64> =
+            self.inst.scopes.iter().filter(|s| s.run.is_some_and(|r| r.activity == activity)).map(|s| s.id).collect();
+        for run in runs {
+            self.drop_scope_tree(run, true);
+        }
     }
 
     /// The error boundary event of `activity` that catches `code` (an exact match first, then a
@@ -536,21 +781,72 @@ impl<'a> Machine<'a> {
         let node = self.process.node(boundary);
         *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
+        self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         self.leave(boundary, scope, activation)
+    }
+
+    /// An escalation thrown in `scope`: the nearest enclosing subprocess with a matching
+    /// escalation boundary event fires it. An interrupting one ends the subprocess (and the
+    /// throwing token with it); a non-interrupting one adds a token after the boundary. Uncaught
+    /// escalations (and other thrown events) change nothing.
+    fn escalate(&mut self, event: &ThrownEvent, scope: u64) -> Result<Escalated, Stop> {
+        if event.kind != "escalation" {
+            return Ok(Escalated::NotCaught);
+        }
+        let code = event.name.as_deref();
+        let mut current = scope;
+        while current != 0 {
+            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
+            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            else {
+                break;
+            };
+            let sub_index = self.node_index(&sub)?;
+            if let Some((boundary, interrupting)) = self.escalation_boundary(sub_index, code) {
+                if interrupting {
+                    self.drop_scope_tree(current, true);
+                    self.cancel_boundaries(sub_activation);
+                }
+                let fired = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                self.fire_boundary(boundary, parent, fired)?;
+                return Ok(if interrupting { Escalated::Interrupted } else { Escalated::Caught });
+            }
+            current = parent;
+        }
+        Ok(Escalated::NotCaught)
+    }
+
+    /// The escalation boundary event of `activity` that catches `code` (exact match first), and
+    /// whether it interrupts.
+    fn escalation_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<(NodeIndex, bool)> {
+        let catching = |exact: bool| {
+            self.process.node(activity).boundaries.iter().find_map(|&b| match &self.process.node(b).behavior {
+                Behavior::Boundary(BoundarySpec {
+                    trigger: BoundaryTrigger::Escalation { code: caught },
+                    interrupting,
+                    ..
+                }) if (exact && caught.is_some() && caught.as_deref() == code) || (!exact && caught.is_none()) => {
+                    Some((b, *interrupting))
+                }
+                _ => None,
+            })
+        };
+        catching(true).or_else(|| catching(false))
     }
 
     /// A BPMN error thrown in `scope` by `thrower`: the nearest enclosing subprocess with a
     /// matching error boundary event is interrupted and the boundary takes over; uncaught, it is
     /// an incident.
     fn raise_error(&mut self, thrower: NodeIndex, activation: Option<u64>, scope: u64, code: Option<&str>) -> Flowing {
-        self.step.events.push(Event::ErrorThrown {
-            node: self.process.node(thrower).id.clone(),
-            code: code.map(str::to_string),
-        });
+        self.step
+            .events
+            .push(Event::ErrorThrown { node: self.process.node(thrower).id.clone(), code: code.map(str::to_string) });
         let mut current = scope;
         while current != 0 {
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
-            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent) else {
+            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            else {
                 break;
             };
             let sub_index = self.node_index(&sub)?;
@@ -574,6 +870,12 @@ impl<'a> Machine<'a> {
         self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_leave(ctx))?;
         self.inst.path.push(node.id.clone());
         self.step.events.push(Event::NodeCompleted { node: node.id.clone(), activation });
+        self.move_on(index, scope, activation)
+    }
+
+    /// Sends the token(s) of a completed node along its selected outgoing flows.
+    fn move_on(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Flowing {
+        let node = self.process.node(index);
         let flows = self.select_flows(index, scope, activation)?;
         if flows.is_empty() {
             return self.token_ended(scope);
@@ -583,7 +885,11 @@ impl<'a> Machine<'a> {
         for edge in flows {
             let flow = self.process.flow(edge);
             let target = self.process.node(flow.target);
-            self.step.events.push(Event::TokenMoved { flow: flow.id.clone(), from: node.id.clone(), to: target.id.clone() });
+            self.step.events.push(Event::TokenMoved {
+                flow: flow.id.clone(),
+                from: node.id.clone(),
+                to: target.id.clone(),
+            });
             self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()), race });
         }
         Ok(())
@@ -643,10 +949,8 @@ impl<'a> Machine<'a> {
             }
         }
         if chosen.is_empty() && !node.outgoing.is_empty() {
-            let message = format!(
-                "no outgoing flow of {} `{}` matched and it has no default flow",
-                node.element, node.id
-            );
+            let message =
+                format!("no outgoing flow of {} `{}` matched and it has no default flow", node.element, node.id);
             self.incident(&node.id, Some(activation), node.span, message)?;
         }
         Ok(chosen)
@@ -778,12 +1082,36 @@ impl<'a> Machine<'a> {
                 None => break,
             }
         }
-        scope
+        // A new variable: created in the nearest scope that keeps its own variables.
+        let mut owner = scope;
+        while let Some(state) = self.inst.scopes.iter().find(|s| s.id == owner) {
+            match state.parent {
+                Some(parent) if self.shares_variables(state) => owner = parent,
+                _ => break,
+            }
+        }
+        owner
+    }
+
+    /// Whether a scope instance runs a called process that shares its caller's variables.
+    fn shares_variables(&self, state: &ScopeState) -> bool {
+        let Some(node) = state.subprocess.as_deref().and_then(|id| self.process.node_index(id)) else { return false };
+        match self.process.node(node).behavior {
+            Behavior::SubProcess { scope } => {
+                state.run.is_none() && self.process.scopes.get(scope).is_some_and(|s| s.shares_variables)
+            }
+            _ => false,
+        }
     }
 
     // ---- hooks and incidents ---------------------------------------------------------------------
 
-    fn context<'c>(&'c self, index: NodeIndex, activation: Option<u64>, variables: &'c Map<String, Value>) -> HookContext<'c> {
+    fn context<'c>(
+        &'c self,
+        index: NodeIndex,
+        activation: Option<u64>,
+        variables: &'c Map<String, Value>,
+    ) -> HookContext<'c> {
         HookContext {
             process: self.process,
             instance_id: &self.inst.id,
@@ -816,16 +1144,25 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn script_incident(&mut self, index: NodeIndex, activation: u64, code: &CompiledCode, what: &str, err: &ScriptError) -> Flowing {
+    fn script_incident(
+        &mut self,
+        index: NodeIndex,
+        activation: u64,
+        code: &CompiledCode,
+        what: &str,
+        err: &ScriptError,
+    ) -> Flowing {
         let node = self.process.node(index);
-        let span = err
-            .position()
-            .map(|(line, col)| crate::graph::offset_span(code.span, line, col))
-            .unwrap_or(code.span);
-        let message = match err {
+        let span =
+            err.position().map(|(line, col)| crate::graph::offset_span(code.span, line, col)).unwrap_or(code.span);
+        let mut message = match err {
             ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
             other => other.to_string(),
         };
+        // Scripts written for other engines assign new variables without `let`.
+        if what == "script" && message.starts_with("Variable not found") {
+            message.push_str(" (scripts are Rhai: create a variable with `let name = value;`)");
+        }
         self.incident(&node.id, Some(activation), span, format!("{what} failed in `{}`: {message}", node.id))
     }
 

@@ -26,6 +26,7 @@ use crate::model::{LlmTask, Timer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::LazyLock;
 
 /// The life-cycle state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +90,37 @@ pub struct ScopeState {
     pub activation: Option<u64>,
     /// Variables local to the scope.
     pub variables: Map<String, Value>,
+    /// For one run of a multi-instance task: which activity and which item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunOf>,
+}
+
+/// Identifies one run of a multi-instance task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOf {
+    /// The activation of the multi-instance task.
+    pub activity: u64,
+    /// The index of the item (0-based).
+    pub index: usize,
+}
+
+/// A multi-instance task in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiState {
+    /// The task.
+    pub node: String,
+    /// The scope instance the task runs in.
+    pub scope: u64,
+    /// The task's activation.
+    pub activation: u64,
+    /// The items, one per run.
+    pub items: Vec<Value>,
+    /// How many runs were started.
+    pub started: usize,
+    /// How many runs completed.
+    pub completed: usize,
+    /// Each run's output, in item order (`null` until it completes).
+    pub outputs: Vec<Value>,
 }
 
 /// Tokens that reached a join and wait for the others.
@@ -300,9 +332,13 @@ pub enum ExecError {
     /// The process uses elements the executor does not run yet.
     #[error("{}", .0.join("\n"))]
     Unsupported(Vec<String>),
-    /// The process has no none start event.
-    #[error("process `{0}` has no none start event to start from")]
+    /// The process has no start event to start from (no none start event, and not exactly one
+    /// triggered start event).
+    #[error("process `{0}` has no none start event to start from (choose a start event)")]
     NoStartEvent(String),
+    /// `start_at` named something that is not a start event of the process scope.
+    #[error("`{0}` is not a start event of the process")]
+    NoSuchStart(String),
     /// The instance belongs to another process.
     #[error("instance runs process `{instance}`, not `{given}`")]
     WrongProcess {
@@ -330,6 +366,9 @@ pub enum ExecError {
     /// A hook refused the start.
     #[error("start refused: {0}")]
     StartRejected(String),
+    /// The instance data does not hold together (a damaged or hand-edited checkpoint).
+    #[error("instance data is inconsistent: {0}")]
+    Inconsistent(String),
     /// A guard refused the completion.
     #[error("completion of `{node}` refused: {reason}")]
     Rejected {
@@ -350,6 +389,8 @@ pub struct Instance {
     queue: VecDeque<Token>,
     waits: Vec<Wait>,
     joins: Vec<JoinState>,
+    #[serde(default)]
+    multi: Vec<MultiState>,
     path: Vec<String>,
     incidents: Vec<Incident>,
     activations: BTreeMap<String, u64>,
@@ -359,39 +400,70 @@ pub struct Instance {
 
 impl Instance {
     /// Starts an instance of `process` with id `id` and initial `variables`, and runs it until
-    /// every token waits or it ends.
+    /// every token waits or it ends. It starts at the none start events; a process without one
+    /// but with exactly one triggered start event (message, timer, signal) starts there, as if
+    /// its trigger had happened. Use [`Instance::start_at`] to choose a triggered start event.
     pub fn start(
         process: &CompiledProcess,
         id: impl Into<String>,
         variables: Map<String, Value>,
         hooks: &dyn ExecutionHooks,
     ) -> Result<(Instance, Step), ExecError> {
+        let root = &process.scopes[0];
+        let starts = match (root.starts.as_slice(), root.triggered_starts.as_slice()) {
+            ([], [only]) => vec![*only],
+            (none, _) => none.to_vec(),
+        };
+        Self::start_from(process, starts, id.into(), variables, hooks)
+    }
+
+    /// Starts an instance at the start event `start` (typically a message or timer start event
+    /// whose trigger happened).
+    pub fn start_at(
+        process: &CompiledProcess,
+        start: &str,
+        id: impl Into<String>,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<(Instance, Step), ExecError> {
+        let root = &process.scopes[0];
+        let index = process
+            .node_index(start)
+            .filter(|n| root.starts.contains(n) || root.triggered_starts.contains(n))
+            .ok_or_else(|| ExecError::NoSuchStart(start.to_string()))?;
+        Self::start_from(process, vec![index], id.into(), variables, hooks)
+    }
+
+    fn start_from(
+        process: &CompiledProcess,
+        starts: Vec<petgraph::graph::NodeIndex>,
+        id: String,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<(Instance, Step), ExecError> {
         if !process.unsupported.is_empty() {
-            let lines = process
-                .unsupported
-                .iter()
-                .map(|d| format!("{} at {}", d.message, d.location()))
-                .collect();
+            let lines = process.unsupported.iter().map(|d| format!("{} at {}", d.message, d.location())).collect();
             return Err(ExecError::Unsupported(lines));
         }
-        if process.scopes[0].starts.is_empty() {
+        if starts.is_empty() {
             return Err(ExecError::NoStartEvent(process.id.clone()));
         }
         let mut instance = Instance {
-            id: id.into(),
+            id,
             process_id: process.id.clone(),
             status: Status::Running,
-            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables }],
+            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
             queue: VecDeque::new(),
             waits: Vec::new(),
             joins: Vec::new(),
+            multi: Vec::new(),
             path: Vec::new(),
             incidents: Vec::new(),
             activations: BTreeMap::new(),
             next_activation: 1,
             next_scope: 1,
         };
-        let step = machine::Machine::new(process, hooks, &mut instance).start()?;
+        let step = machine::Machine::new(process, hooks, &mut instance).start(&starts)?;
         Ok((instance, step))
     }
 
@@ -455,6 +527,7 @@ impl Instance {
         self.queue.clear();
         self.waits.clear();
         self.joins.clear();
+        self.multi.clear();
         self.scopes.truncate(1);
         self.status = Status::Terminated;
         Ok(Step { events: vec![Event::InstanceTerminated], new_waits: Vec::new(), ended: true })
@@ -466,6 +539,9 @@ impl Instance {
         }
         if !self.status.is_active() {
             return Err(ExecError::NotActive(self.status.as_str()));
+        }
+        if self.scopes.first().map(|s| s.id) != Some(0) {
+            return Err(ExecError::Inconsistent("its first scope is not the process scope".into()));
         }
         Ok(())
     }
@@ -487,7 +563,8 @@ impl Instance {
 
     /// The process-level variables.
     pub fn variables(&self) -> &Map<String, Value> {
-        &self.scopes[0].variables
+        static NONE: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+        self.scopes.first().map(|s| &s.variables).unwrap_or(&NONE)
     }
 
     /// The live scopes (the process first, then running subprocesses).
@@ -503,6 +580,11 @@ impl Instance {
     /// The wait with this activation.
     pub fn wait(&self, activation: u64) -> Option<&Wait> {
         self.waits.iter().find(|w| w.activation == activation)
+    }
+
+    /// Multi-instance tasks in progress.
+    pub fn multi_instances(&self) -> &[MultiState] {
+        &self.multi
     }
 
     /// Joins holding tokens.

@@ -112,8 +112,18 @@ fn failing_condition_reports_position_inside_file() {
 
 #[test]
 fn failing_script_and_sandbox_limits_become_incidents() {
+    let p = compiled(
+        Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]),
+    );
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    assert_eq!(
+        instance.incidents()[0].message,
+        "script failed in `sc`: Variable not found: total (scripts are Rhai: create a variable with `let name = value;`)"
+    );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
-        let p = compiled(Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]));
+        let p = compiled(
+            Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]),
+        );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Failed, "{source}");
         assert_eq!(instance.incidents()[0].node, "sc");
@@ -234,11 +244,7 @@ fn subprocess_has_own_scope_and_completes_after_inner_nodes() {
         .node("ie", end())
         .chain(&["is", "iu", "isc", "ie"]);
     let p = compiled(
-        Scope::default()
-            .node("s", start())
-            .node("sub", inner.subprocess())
-            .node("e", end())
-            .chain(&["s", "sub", "e"]),
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
     );
     let (mut instance, _) = Instance::start(&p, "i1", vars(json!({"total": 1})), &NoHooks).unwrap();
     assert_eq!(instance.scopes().len(), 2);
@@ -281,7 +287,9 @@ fn terminate_inside_subprocess_ends_only_the_subprocess() {
         .node("ie", end())
         .chain(&["is", "if", "iu", "ie"])
         .chain(&["if", "it"]);
-    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    let p = compiled(
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+    );
     let instance = run_all(&p, json!({}));
     assert_eq!(path(&instance), ["s", "is", "if", "it", "sub", "e"]);
     assert_eq!(instance.status(), Status::Completed);
@@ -338,7 +346,8 @@ fn execution_is_deterministic_and_survives_serialization() {
 
 #[test]
 fn failed_job_raises_incident_and_refuses_further_moves() {
-    let p = compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+    let p =
+        compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
     let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     let activation = instance.waits()[0].activation;
     assert_eq!(instance.complete(&p, 999, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(999)));
@@ -487,7 +496,11 @@ mod events {
     }
 
     fn wait_at<'i>(instance: &'i Instance, node: &str) -> &'i Wait {
-        instance.waits().iter().find(|w| w.node == node).unwrap_or_else(|| panic!("no wait at {node}: {:?}", instance.waits()))
+        instance
+            .waits()
+            .iter()
+            .find(|w| w.node == node)
+            .unwrap_or_else(|| panic!("no wait at {node}: {:?}", instance.waits()))
     }
 
     fn task_with_timer(interrupting: bool) -> CompiledProcess {
@@ -544,7 +557,8 @@ mod events {
 
     #[test]
     fn message_boundary_on_a_subprocess_interrupts_its_scope() {
-        let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+        let inner =
+            Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
         let p = compiled(
             Scope::default()
                 .node("s", start())
@@ -607,7 +621,9 @@ mod events {
         assert_eq!(path(&instance), ["s", "declined", "e2"]);
         assert_eq!(instance.status(), Status::Completed);
 
-        let bare = compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+        let bare = compiled(
+            Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]),
+        );
         let (mut instance, _) = Instance::start(&bare, "i1", Map::new(), &NoHooks).unwrap();
         let job = wait_at(&instance, "j").activation;
         instance.throw_error(&bare, job, Some("X"), &NoHooks).unwrap();
@@ -683,7 +699,258 @@ fn inclusive_fork_and_join_inside_a_subprocess() {
         .cond("f", "b", "x > 5")
         .chain(&["a", "j", "ie"])
         .chain(&["b", "j"]);
-    let p = compiled(Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]));
+    let p = compiled(
+        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+    );
     assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
     assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_not_panicked_on() {
+    let p = compiled(Scope::default().node("s", start()).node("u", user()).node("e", end()).chain(&["s", "u", "e"]));
+    let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["scopes"] = json!([]);
+    let mut damaged: Instance = serde_json::from_value(text).unwrap();
+    assert!(damaged.variables().is_empty());
+    assert!(matches!(damaged.complete(&p, 2, Map::new(), &NoHooks), Err(ExecError::Inconsistent(_))));
+
+    let mut text = serde_json::to_value(&instance).unwrap();
+    text["waits"][0]["node"] = json!("gone");
+    let mut renamed: Instance = serde_json::from_value(text).unwrap();
+    let activation = renamed.waits()[0].activation;
+    assert_eq!(renamed.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(activation)));
+}
+
+mod multi_instance {
+    use super::*;
+    use crate::model::{Activity, Expr, MultiInstance, NodeKind, Span, TaskKind};
+
+    fn multi(body: TaskKind, sequential: bool, collection: Option<&str>, cardinality: Option<&str>) -> NodeKind {
+        let expr = |source: &str| Expr { language: None, source: source.into(), span: Span::new(70, 1) };
+        let mut activity = Activity::new(body);
+        activity.multi_instance = Some(MultiInstance {
+            sequential,
+            collection: collection.map(expr),
+            element_variable: Some("line".into()),
+            cardinality: cardinality.map(expr),
+            completion_condition: None,
+            output_collection: Some("results".into()),
+            output_element: Some("result".into()),
+        });
+        NodeKind::Task(activity)
+    }
+
+    fn process(kind: NodeKind) -> CompiledProcess {
+        compiled(Scope::default().node("s", start()).node("m", kind).node("e", end()).chain(&["s", "m", "e"]))
+    }
+
+    #[test]
+    fn script_runs_once_per_item_in_its_own_scope_and_collects_outputs() {
+        let body = TaskKind::Script {
+            script: Some(crate::model::Script {
+                language: None,
+                source: "let result = line * 10; total += line;".into(),
+                span: Span::new(60, 1),
+            }),
+        };
+        let p = process(multi(body, false, Some("lines"), None));
+        let instance = run_all(&p, json!({"lines": [1, 2, 3], "total": 0}));
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(path(&instance), ["s", "m", "m", "m", "e"]);
+        assert_eq!(
+            Value::Object(instance.variables().clone()),
+            json!({"lines": [1, 2, 3], "total": 6, "results": [10, 20, 30]})
+        );
+        assert_eq!(instance.scopes().len(), 1);
+    }
+
+    #[test]
+    fn parallel_user_tasks_wait_together_and_sequential_ones_one_by_one() {
+        let parallel = process(multi(TaskKind::User, false, None, Some("3")));
+        let (mut instance, step) = Instance::start(&parallel, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 3);
+        let last = instance.waits()[2].activation;
+        instance.complete(&parallel, last, vars(json!({"result": "c"})), &NoHooks).unwrap();
+        assert_eq!(instance.multi_instances()[0].completed, 1);
+        let rest: Vec<(u64, Map<String, Value>)> =
+            instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+        instance.complete_all(&parallel, rest, &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.variables()["results"], json!([null, null, "c"]));
+
+        let sequential = process(multi(TaskKind::User, true, Some("[\"a\", \"b\"]"), None));
+        let (mut instance, step) = Instance::start(&sequential, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 1);
+        let first = instance.waits()[0].clone();
+        let step = instance.complete(&sequential, first.activation, vars(json!({"result": 1})), &NoHooks).unwrap();
+        assert_eq!(step.new_waits.len(), 1, "the second run starts after the first");
+        let second = instance.waits()[0].activation;
+        instance.complete(&sequential, second, vars(json!({"result": 2})), &NoHooks).unwrap();
+        assert_eq!(instance.variables()["results"], json!([1, 2]));
+        assert_eq!(path(&instance), ["s", "m", "m", "e"]);
+    }
+
+    #[test]
+    fn empty_collections_pass_and_bad_collections_raise_incidents() {
+        let p = process(multi(TaskKind::User, false, Some("lines"), None));
+        let instance = run_all(&p, json!({"lines": []}));
+        assert_eq!(path(&instance), ["s", "e"]);
+        assert_eq!(instance.variables()["results"], json!([]));
+        let (instance, _) = Instance::start(&p, "i1", vars(json!({"lines": 5})), &NoHooks).unwrap();
+        assert_eq!(instance.status(), Status::Failed);
+        assert!(instance.incidents()[0].message.contains("is not a list"), "{:?}", instance.incidents());
+    }
+}
+
+mod call_activity {
+    use super::*;
+    use crate::model::{Activity, CallActivity, Definitions, NodeKind};
+
+    fn call(target: &str) -> NodeKind {
+        NodeKind::CallActivity(Activity::new(CallActivity { called_element: Some(target.into()) }))
+    }
+
+    /// `p` (executable) and `q` (called), one file.
+    fn file(main: Scope, called: Scope) -> Definitions {
+        let mut defs = main.definitions();
+        let mut q = called.definitions().processes.remove(0);
+        q.id = "q".into();
+        q.executable = false;
+        defs.processes.push(q);
+        defs
+    }
+
+    fn compile_defs(defs: &Definitions) -> CompiledProcess {
+        let (process, diagnostics) = compile(defs, None, &Arc::new(ScriptRuntime::default()));
+        process.unwrap_or_else(|| panic!("{diagnostics:#?}"))
+    }
+
+    #[test]
+    fn called_process_runs_inline_with_the_callers_variables() {
+        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
+        let called = Scope::at_line(30)
+            .node("qs", start())
+            .node("qu", user())
+            .node("qsc", script("let result = 42; count += 1;"))
+            .node("qe", end())
+            .chain(&["qs", "qu", "qsc", "qe"]);
+        let p = compile_defs(&file(main, called));
+        let instance = run_all(&p, json!({"count": 1}));
+        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(path(&instance), ["s", "qs", "qu", "qsc", "qe", "c", "e"]);
+        assert_eq!(Value::Object(instance.variables().clone()), json!({"count": 2, "result": 42}));
+    }
+
+    #[test]
+    fn recursive_and_repeated_calls_are_not_supported_yet() {
+        let twice = Scope::default()
+            .node("s", start())
+            .node("c1", call("q"))
+            .node("c2", call("q"))
+            .node("e", end())
+            .chain(&["s", "c1", "c2", "e"]);
+        let called = Scope::at_line(30).node("qs", start()).node("qe", end()).chain(&["qs", "qe"]);
+        let p = compile_defs(&file(twice, called));
+        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
+        assert!(
+            err.to_string().starts_with("not supported yet: callActivity calling `q` a second time c2 at"),
+            "{err}"
+        );
+
+        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
+        let back =
+            Scope::at_line(30).node("qs", start()).node("qc", call("p")).node("qe", end()).chain(&["qs", "qc", "qe"]);
+        let p = compile_defs(&file(main, back));
+        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
+        assert!(err.to_string().starts_with("not supported yet: recursive callActivity qc at"), "{err}");
+    }
+}
+
+mod escalation {
+    use super::*;
+    use crate::model::{EventTrigger, NodeKind};
+
+    fn escalation(code: &str) -> EventTrigger {
+        EventTrigger::Escalation { code: Some(code.into()) }
+    }
+
+    fn process(interrupting: bool) -> CompiledProcess {
+        let inner = Scope::at_line(20)
+            .node("is", start())
+            .node("esc", NodeKind::IntermediateThrowEvent { result: Some(escalation("LATE")) })
+            .node("iu", user())
+            .node("ie", end())
+            .chain(&["is", "esc", "iu", "ie"]);
+        compiled(
+            Scope::default()
+                .node("s", start())
+                .node("sub", inner.subprocess())
+                .node(
+                    "b",
+                    NodeKind::BoundaryEvent { attached_to: "sub".into(), trigger: escalation("LATE"), interrupting },
+                )
+                .node("e1", end())
+                .node("e2", end())
+                .chain(&["s", "sub", "e1"])
+                .chain(&["b", "e2"]),
+        )
+    }
+
+    #[test]
+    fn interrupting_escalation_boundary_ends_the_subprocess() {
+        let (instance, _) = Instance::start(&process(true), "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+
+    #[test]
+    fn non_interrupting_escalation_boundary_lets_the_subprocess_go_on() {
+        let p = process(false);
+        let instance = run_all(&p, json!({}));
+        assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2", "iu", "ie", "sub", "e1"]);
+        assert_eq!(instance.status(), Status::Completed);
+    }
+}
+
+mod triggered_start {
+    use super::*;
+    use crate::model::{EventTrigger, MessageRef, NodeKind};
+
+    fn message_start() -> NodeKind {
+        NodeKind::StartEvent {
+            trigger: Some(EventTrigger::Message(MessageRef { name: Some("order".into()), correlation_key: None })),
+            interrupting: true,
+        }
+    }
+
+    #[test]
+    fn a_process_with_one_message_start_starts_there() {
+        let p = compiled(Scope::default().node("m", message_start()).node("e", end()).chain(&["m", "e"]));
+        let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&instance), ["m", "e"]);
+    }
+
+    #[test]
+    fn start_at_chooses_among_start_events() {
+        let p = compiled(
+            Scope::default()
+                .node("s", start())
+                .node("m", message_start())
+                .node("a", task())
+                .node("b", task())
+                .node("e", end())
+                .chain(&["s", "a", "e"])
+                .chain(&["m", "b", "e"]),
+        );
+        let (plain, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&plain), ["s", "a", "e"]);
+        let (by_message, _) = Instance::start_at(&p, "m", "i2", Map::new(), &NoHooks).unwrap();
+        assert_eq!(path(&by_message), ["m", "b", "e"]);
+        assert_eq!(
+            Instance::start_at(&p, "a", "i3", Map::new(), &NoHooks).unwrap_err(),
+            ExecError::NoSuchStart("a".into())
+        );
+    }
 }

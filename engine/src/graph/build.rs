@@ -2,12 +2,13 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode, ScopeId, ScopeInfo,
-    ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode,
+    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span, TaskKind,
+    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span,
+    TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -33,9 +34,18 @@ pub(super) fn build(
         file: &defs.source,
         diagnostics,
         graph: DiGraph::new(),
-        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new(), implicit_start: false }],
+        scopes: vec![ScopeInfo {
+            subprocess: None,
+            parent: None,
+            starts: Vec::new(),
+            implicit_start: false,
+            triggered_starts: Vec::new(),
+            shares_variables: false,
+        }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
+        calling: vec![process.id.clone()],
+        inlined: HashSet::new(),
     };
     builder.add_scope(0, &process.nodes, &process.flows);
     let upstream = inclusive_join_upstream(&builder.graph);
@@ -63,6 +73,10 @@ struct Builder<'a> {
     scopes: Vec<ScopeInfo>,
     node_ids: HashMap<String, NodeIndex>,
     unsupported: Vec<Diagnostic>,
+    /// The processes being built, outermost first (to refuse recursive calls).
+    calling: Vec<String>,
+    /// The called processes already inlined (each runs inline once at most).
+    inlined: HashSet<String>,
 }
 
 impl Builder<'_> {
@@ -77,12 +91,22 @@ impl Builder<'_> {
             local.insert(node.id.as_str(), index);
             if let NodeKind::SubProcess(activity) = &node.kind {
                 let child = self.scopes.len();
-                self.scopes.push(ScopeInfo { subprocess: Some(index), parent: Some(scope), starts: Vec::new(), implicit_start: false });
+                self.scopes.push(ScopeInfo {
+                    subprocess: Some(index),
+                    parent: Some(scope),
+                    starts: Vec::new(),
+                    implicit_start: false,
+                    triggered_starts: Vec::new(),
+                    shares_variables: false,
+                });
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
                 };
                 self.add_scope(child, &activity.body.nodes, &activity.body.flows);
+            }
+            if let NodeKind::CallActivity(activity) = &node.kind {
+                self.inline_called_process(scope, index, activity.body.called_element.as_deref());
             }
         }
         for node in nodes {
@@ -113,9 +137,8 @@ impl Builder<'_> {
     /// BPMN 2.0 (10.5.2, 10.5.3): a scope with neither start nor end events starts at every
     /// flow node without incoming flows (boundary events and event subprocesses excluded).
     fn add_implicit_starts(&mut self, scope: ScopeId, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
-        let has_events = nodes
-            .iter()
-            .any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
+        let has_events =
+            nodes.iter().any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
         if has_events {
             return;
         }
@@ -125,8 +148,7 @@ impl Builder<'_> {
             .filter(|&index| {
                 let node = &self.graph[index];
                 node.incoming.is_empty()
-                    && !node.element.ends_with("boundaryEvent")
-                    && node.element != "event subProcess"
+                    && !matches!(node.category, Category::BoundaryEvent | Category::EventSubProcess)
             })
             .collect();
         if !starts.is_empty() {
@@ -146,7 +168,7 @@ impl Builder<'_> {
     ) {
         let Some(&index) = local.get(node.id.as_str()) else { return };
         let problem = match local.get(attached_to) {
-            Some(&activity) if is_activity(&self.graph[activity].element) => {
+            Some(&activity) if self.graph[activity].category.is_activity() => {
                 let element = self.graph[index].element.clone();
                 let trigger = match trigger {
                     EventTrigger::Timer(timer) => BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone())),
@@ -159,13 +181,15 @@ impl Builder<'_> {
                     }),
                     EventTrigger::Signal { name } => BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() }),
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
+                    EventTrigger::Escalation { code } => BoundaryTrigger::Escalation { code: code.clone() },
                     _ => {
                         self.unsupported(node, &element);
                         return;
                     }
                 };
                 let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
-                self.graph[index].behavior = Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
+                self.graph[index].behavior =
+                    Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
                 self.graph[activity].boundaries.push(index);
                 return;
             }
@@ -178,13 +202,75 @@ impl Builder<'_> {
         self.diagnostics.push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
     }
 
+    /// Compiles a task's multi-instance settings.
+    fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
+        Box::new(MultiSpec {
+            sequential: mi.sequential,
+            collection: mi.collection.as_ref().and_then(|e| self.compile_expr(e, "collection of", &node.id)),
+            cardinality: mi.cardinality.as_ref().and_then(|e| self.compile_expr(e, "cardinality of", &node.id)),
+            element_variable: mi.element_variable.clone(),
+            completion_condition: mi
+                .completion_condition
+                .as_ref()
+                .and_then(|e| self.compile_expr(e, "completion condition of", &node.id)),
+            output_collection: mi.output_collection.clone(),
+            output_element: mi.output_element.clone(),
+        })
+    }
+
+    /// Runs the process a call activity calls (from the same file) inline, in a scope of its own
+    /// that shares the caller's variables. `behavior` already refused recursion and repeats.
+    fn inline_called_process(&mut self, scope: ScopeId, index: NodeIndex, called: Option<&str>) {
+        let defs = self.defs;
+        let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else { return };
+        if matches!(self.graph[index].behavior, Behavior::Unsupported) {
+            return;
+        }
+        let child = self.scopes.len();
+        self.scopes.push(ScopeInfo {
+            subprocess: Some(index),
+            parent: Some(scope),
+            starts: Vec::new(),
+            implicit_start: false,
+            triggered_starts: Vec::new(),
+            shares_variables: true,
+        });
+        self.graph[index].behavior = Behavior::SubProcess { scope: child };
+        self.calling.push(process.id.clone());
+        self.add_scope(child, &process.nodes, &process.flows);
+        self.calling.pop();
+    }
+
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
-        let behavior = self.behavior(node, &element);
+        let triggered_start = scope == 0
+            && matches!(
+                &node.kind,
+                NodeKind::StartEvent {
+                    trigger: Some(EventTrigger::Message(_) | EventTrigger::Timer(_) | EventTrigger::Signal { .. }),
+                    ..
+                }
+            );
+        let mut behavior = if triggered_start { Behavior::Start } else { self.behavior(node, &element) };
+        let mut multi = None;
+        if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
+            match behavior {
+                _ if mi.collection.is_none() && mi.cardinality.is_none() => {
+                    behavior = self
+                        .unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
+                }
+                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
+                    multi = Some(self.multi_spec(node, mi))
+                }
+                Behavior::Unsupported => {}
+                _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
+            }
+        }
         let index = self.graph.add_node(FlowNode {
             id: node.id.clone(),
             name: node.name.clone(),
             element,
+            category: Category::of(&node.kind),
             behavior,
             scope,
             span: node.span,
@@ -193,8 +279,12 @@ impl Builder<'_> {
             outgoing: Vec::new(),
             default_flow: None,
             boundaries: Vec::new(),
+            multi,
         });
         self.node_ids.insert(node.id.clone(), index);
+        if triggered_start {
+            self.scopes[0].triggered_starts.push(index);
+        }
         index
     }
 
@@ -231,7 +321,10 @@ impl Builder<'_> {
             return Some(index);
         }
         let message = if self.node_ids.contains_key(id) {
-            format!("sequence flow `{}` has {role} `{id}` in another scope: flows cannot cross a subprocess boundary", flow.id)
+            format!(
+                "sequence flow `{}` has {role} `{id}` in another scope: flows cannot cross a subprocess boundary",
+                flow.id
+            )
         } else if id.is_empty() {
             format!("sequence flow `{}` has no {role}", flow.id)
         } else {
@@ -264,6 +357,7 @@ impl Builder<'_> {
         if let Some(looping) = loop_marker(&node.kind) {
             return self.unsupported(node, &format!("{looping} {element}"));
         }
+
         match &node.kind {
             NodeKind::StartEvent { trigger: None, .. } => Behavior::Start,
             NodeKind::StartEvent { .. } => self.unsupported(node, element),
@@ -297,10 +391,11 @@ impl Builder<'_> {
             NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
             NodeKind::Gateway(
-                kind @ (GatewayKind::Exclusive | GatewayKind::Parallel | GatewayKind::Inclusive | GatewayKind::EventBased),
-            ) => {
-                Behavior::Gateway(*kind)
-            }
+                kind @ (GatewayKind::Exclusive
+                | GatewayKind::Parallel
+                | GatewayKind::Inclusive
+                | GatewayKind::EventBased),
+            ) => Behavior::Gateway(*kind),
             NodeKind::Gateway(_) => self.unsupported(node, element),
             NodeKind::SubProcess(activity) if activity.body.event_subprocess || activity.body.transaction => {
                 self.unsupported(node, element)
@@ -308,19 +403,28 @@ impl Builder<'_> {
             // The scope is filled in by `add_scope` once the child scope exists.
             NodeKind::SubProcess(_) => Behavior::PassThrough,
             NodeKind::CallActivity(activity) => {
-                if let Some(called) = &activity.body.called_element {
-                    if !self.defs.processes.iter().any(|p| &p.id == called) {
-                        self.diagnostics.push(
-                            Diagnostic::warning(
-                                self.file,
-                                node.span,
-                                format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
-                            )
-                            .with_id(node.id.clone()),
-                        );
-                    }
+                let Some(called) = &activity.body.called_element else {
+                    return self.unsupported(node, &format!("{element} without a called process"));
+                };
+                if !self.defs.processes.iter().any(|p| &p.id == called) {
+                    self.diagnostics.push(
+                        Diagnostic::warning(
+                            self.file,
+                            node.span,
+                            format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
+                        )
+                        .with_id(node.id.clone()),
+                    );
+                    return self.unsupported(node, &format!("{element} of another file's process"));
                 }
-                self.unsupported(node, element)
+                if self.calling.contains(called) {
+                    return self.unsupported(node, &format!("recursive {element}"));
+                }
+                if !self.inlined.insert(called.clone()) {
+                    return self.unsupported(node, &format!("{element} calling `{called}` a second time"));
+                }
+                // The scope is filled in by `inline_called_process` once the node exists.
+                Behavior::PassThrough
             }
         }
     }
@@ -387,7 +491,14 @@ impl Builder<'_> {
 
     /// Compiles Rhai source; reports a foreign language or a compile error (positioned inside the
     /// file: the text's own span plus the offset inside the text).
-    fn compile_code(&mut self, language: Option<&str>, source: &str, span: Span, what: &str, id: &str) -> Option<CompiledCode> {
+    fn compile_code(
+        &mut self,
+        language: Option<&str>,
+        source: &str,
+        span: Span,
+        what: &str,
+        id: &str,
+    ) -> Option<CompiledCode> {
         if let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) {
             if !RHAI_LANGUAGES.iter().any(|l| l.eq_ignore_ascii_case(language)) {
                 let kind = if what == "script" { "script" } else { "expression" };
@@ -425,12 +536,6 @@ pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
     }
 }
 
-/// Whether an element name is an activity (tasks, subprocesses, call activities).
-fn is_activity(element: &str) -> bool {
-    element.ends_with("Task") || element == "task" || element.ends_with("subProcess") || element == "transaction"
-        || element == "callActivity"
-}
-
 /// The event an end or intermediate throw event sends out, for the kinds that need no catcher.
 fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
     let (kind, name) = match trigger {
@@ -442,9 +547,11 @@ fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
     Some(ThrownEvent { kind: kind.into(), name })
 }
 
+/// Loop settings the executor does not run: standard loops, and multi-instance on anything but
+/// a task.
 fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
     let (multi, standard) = match kind {
-        NodeKind::Task(a) => (a.multi_instance.is_some(), a.standard_loop),
+        NodeKind::Task(a) => (false, a.standard_loop),
         NodeKind::SubProcess(a) => (a.multi_instance.is_some(), a.standard_loop),
         NodeKind::CallActivity(a) => (a.multi_instance.is_some(), a.standard_loop),
         _ => (false, false),

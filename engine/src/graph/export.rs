@@ -1,6 +1,6 @@
 //! Graphviz dot and Mermaid renderings of a compiled process; subprocesses become clusters.
 
-use super::{Behavior, CompiledProcess, FlowNode, ScopeId};
+use super::{Behavior, Category, CompiledProcess, FlowNode, ScopeId};
 use petgraph::graph::NodeIndex;
 use std::fmt::Write;
 
@@ -44,15 +44,21 @@ fn dot_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &mut 
             dot_scope(process, child, depth + 1, out);
             let _ = writeln!(out, "{indent}}}");
         } else {
-            let _ = writeln!(out, "{indent}{} [shape={}, label={}];", dot_quote(&node.id), dot_shape(node), dot_quote(node.label()));
+            let _ = writeln!(
+                out,
+                "{indent}{} [shape={}, label={}];",
+                dot_quote(&node.id),
+                dot_shape(node),
+                dot_quote(node.label())
+            );
         }
     }
 }
 
 fn dot_shape(node: &FlowNode) -> &'static str {
-    if node.element.contains("Gateway") {
+    if node.category == Category::Gateway {
         "diamond"
-    } else if node.element.contains("Event") {
+    } else if node.category.is_event() {
         if matches!(node.behavior, Behavior::End(_)) {
             "doublecircle"
         } else {
@@ -100,9 +106,9 @@ fn mermaid_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &
             let _ = writeln!(out, "{indent}subgraph {id} [{label}]");
             mermaid_scope(process, child, depth + 1, out);
             let _ = writeln!(out, "{indent}end");
-        } else if node.element.contains("Gateway") {
+        } else if node.category == Category::Gateway {
             let _ = writeln!(out, "{indent}{id}{{{label}}}");
-        } else if node.element.contains("Event") {
+        } else if node.category.is_event() {
             let _ = writeln!(out, "{indent}{id}(({label}))");
         } else {
             let _ = writeln!(out, "{indent}{id}[{label}]");
@@ -116,7 +122,18 @@ fn mermaid_id(id: &str) -> String {
 }
 
 fn mermaid_text(text: &str) -> String {
-    let cleaned: String = text.chars().map(|c| if c == '"' { '\'' } else if c == '\n' { ' ' } else { c }).collect();
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c == '"' {
+                '\''
+            } else if c == '\n' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
     format!("\"{cleaned}\"")
 }
 

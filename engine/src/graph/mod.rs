@@ -98,6 +98,12 @@ pub struct ScopeInfo {
     pub starts: Vec<NodeIndex>,
     /// Whether `starts` are implicit (the scope has no start event).
     pub implicit_start: bool,
+    /// Start events with a trigger (message, timer, signal) of the process scope, in document
+    /// order: where an instance starts when that trigger starts it.
+    pub triggered_starts: Vec<NodeIndex>,
+    /// A called process run inline by a call activity: it reads and writes the caller's
+    /// variables (new ones land in the caller's scope) instead of keeping its own.
+    pub shares_variables: bool,
 }
 
 /// A flow node of the compiled graph.
@@ -107,8 +113,10 @@ pub struct FlowNode {
     pub id: String,
     /// Node name.
     pub name: Option<String>,
-    /// The BPMN element it came from (`userTask`, `exclusiveGateway`, ...), for messages.
+    /// The BPMN element it came from (`userTask`, `timer boundaryEvent`, ...), for messages.
     pub element: String,
+    /// What sort of flow node it is.
+    pub category: Category,
     /// What the executor does with a token that arrives here.
     pub behavior: Behavior,
     /// The scope it belongs to.
@@ -125,12 +133,91 @@ pub struct FlowNode {
     pub default_flow: Option<EdgeIndex>,
     /// Boundary events attached to this activity, in document order.
     pub boundaries: Vec<NodeIndex>,
+    /// Multi-instance settings, when the task runs once per item.
+    pub multi: Option<Box<MultiSpec>>,
+}
+
+/// A multi-instance task: its body runs once per item of a collection (or `cardinality` times),
+/// each run in its own variable scope holding the item and `loopCounter` (1-based).
+#[derive(Debug, Clone)]
+pub struct MultiSpec {
+    /// One run after another (else all at once).
+    pub sequential: bool,
+    /// Expression giving the list of items.
+    pub collection: Option<CompiledCode>,
+    /// Expression giving the number of runs (when there is no collection).
+    pub cardinality: Option<CompiledCode>,
+    /// Variable holding the current item inside each run.
+    pub element_variable: Option<String>,
+    /// Condition (over the activity's scope plus `nrOfInstances`, `nrOfCompletedInstances`,
+    /// `nrOfActiveInstances`) that ends the activity early, cancelling the runs still open.
+    pub completion_condition: Option<CompiledCode>,
+    /// Variable that receives the list of each run's output, in item order.
+    pub output_collection: Option<String>,
+    /// Variable inside each run whose value is collected (default: the element variable).
+    pub output_element: Option<String>,
 }
 
 impl FlowNode {
     /// The name when given, else the id.
     pub fn label(&self) -> &str {
         self.name.as_deref().filter(|n| !n.trim().is_empty()).unwrap_or(&self.id)
+    }
+}
+
+/// The sorts of flow nodes, for checks and drawing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// A start event of any kind.
+    StartEvent,
+    /// An end event of any kind.
+    EndEvent,
+    /// An intermediate catch or throw event.
+    IntermediateEvent,
+    /// A boundary event.
+    BoundaryEvent,
+    /// A task of any kind.
+    Task,
+    /// An embedded subprocess or transaction.
+    SubProcess,
+    /// An event subprocess (started by its own start event, not by a flow).
+    EventSubProcess,
+    /// A call activity.
+    CallActivity,
+    /// A gateway.
+    Gateway,
+}
+
+impl Category {
+    /// Of a model node kind.
+    pub fn of(kind: &crate::model::NodeKind) -> Category {
+        use crate::model::NodeKind;
+        match kind {
+            NodeKind::StartEvent { .. } => Category::StartEvent,
+            NodeKind::EndEvent { .. } => Category::EndEvent,
+            NodeKind::IntermediateCatchEvent { .. } | NodeKind::IntermediateThrowEvent { .. } => {
+                Category::IntermediateEvent
+            }
+            NodeKind::BoundaryEvent { .. } => Category::BoundaryEvent,
+            NodeKind::Task(_) => Category::Task,
+            NodeKind::SubProcess(a) if a.body.event_subprocess => Category::EventSubProcess,
+            NodeKind::SubProcess(_) => Category::SubProcess,
+            NodeKind::CallActivity(_) => Category::CallActivity,
+            NodeKind::Gateway(_) => Category::Gateway,
+        }
+    }
+
+    /// Whether boundary events can be attached to it.
+    pub fn is_activity(self) -> bool {
+        matches!(self, Category::Task | Category::SubProcess | Category::EventSubProcess | Category::CallActivity)
+    }
+
+    /// Whether it is an event.
+    pub fn is_event(self) -> bool {
+        matches!(
+            self,
+            Category::StartEvent | Category::EndEvent | Category::IntermediateEvent | Category::BoundaryEvent
+        )
     }
 }
 
@@ -181,6 +268,11 @@ pub enum BoundaryTrigger {
     /// A BPMN error thrown inside the activity (`None` catches every error).
     Error {
         /// The error code it catches.
+        code: Option<String>,
+    },
+    /// An escalation thrown inside the activity (`None` catches every escalation).
+    Escalation {
+        /// The escalation code it catches.
         code: Option<String>,
     },
 }

@@ -66,10 +66,15 @@ fn script_and_condition_errors_point_inside_the_file() {
     let (process, diagnostics) = check(&defs);
     assert!(process.is_none());
     // The script starts at 50:5; its error is on its second line, column 9.
-    assert!(diagnostics.iter().any(|d| d.starts_with("test.bpmn:51:9: error: script sc is not valid Rhai")), "{diagnostics:?}");
+    assert!(
+        diagnostics.iter().any(|d| d.starts_with("test.bpmn:51:9: error: script sc is not valid Rhai")),
+        "{diagnostics:?}"
+    );
     // The condition starts at 7:13 (flow line 7, col 3 + 10); the error is at its end.
     assert!(
-        diagnostics.iter().any(|d| d.starts_with("test.bpmn:7:") && d.contains("condition of flow g_e is not valid Rhai")),
+        diagnostics
+            .iter()
+            .any(|d| d.starts_with("test.bpmn:7:") && d.contains("condition of flow g_e is not valid Rhai")),
         "{diagnostics:?}"
     );
 }
@@ -105,9 +110,15 @@ fn gateway_problems_are_reported() {
         .definitions();
     let (process, diagnostics) = check(&defs);
     assert!(process.is_none(), "{diagnostics:?}");
-    assert!(diagnostics.iter().any(|d| d.contains("warning: exclusiveGateway `g` has no default flow")), "{diagnostics:?}");
+    assert!(
+        diagnostics.iter().any(|d| d.contains("warning: exclusiveGateway `g` has no default flow")),
+        "{diagnostics:?}"
+    );
     assert!(diagnostics.iter().any(|d| d.contains("parallelGateway `p` neither splits nor joins")), "{diagnostics:?}");
-    assert!(diagnostics.iter().any(|d| d.contains("error: exclusiveGateway `dead` has no outgoing flow")), "{diagnostics:?}");
+    assert!(
+        diagnostics.iter().any(|d| d.contains("error: exclusiveGateway `dead` has no outgoing flow")),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -236,8 +247,22 @@ fn boundary_and_event_gateway_mistakes_are_errors() {
         .node("g", NodeKind::Gateway(GatewayKind::EventBased))
         .node("t", task())
         .node("u", user())
-        .node("b", NodeKind::BoundaryEvent { attached_to: "g".into(), trigger: EventTrigger::Error { code: None }, interrupting: true })
-        .node("lost", NodeKind::BoundaryEvent { attached_to: "zz".into(), trigger: EventTrigger::Error { code: None }, interrupting: true })
+        .node(
+            "b",
+            NodeKind::BoundaryEvent {
+                attached_to: "g".into(),
+                trigger: EventTrigger::Error { code: None },
+                interrupting: true,
+            },
+        )
+        .node(
+            "lost",
+            NodeKind::BoundaryEvent {
+                attached_to: "zz".into(),
+                trigger: EventTrigger::Error { code: None },
+                interrupting: true,
+            },
+        )
         .node("e", end())
         .chain(&["s", "g", "t", "e"])
         .chain(&["g", "u", "e"])
@@ -253,4 +278,36 @@ fn boundary_and_event_gateway_mistakes_are_errors() {
     for part in expected_parts {
         assert!(diagnostics.iter().any(|d| d.contains(part)), "{part}\n{diagnostics:#?}");
     }
+}
+
+#[test]
+fn multi_instance_tasks_compile_and_need_items() {
+    use crate::model::{Activity, Expr, MultiInstance, TaskKind};
+    let mi = |collection: Option<&str>| {
+        let mut activity = Activity::new(TaskKind::User);
+        activity.multi_instance = Some(MultiInstance {
+            sequential: false,
+            collection: collection.map(|c| Expr { language: None, source: c.into(), span: Span::new(40, 1) }),
+            element_variable: None,
+            cardinality: None,
+            completion_condition: None,
+            output_collection: None,
+            output_element: None,
+        });
+        NodeKind::Task(activity)
+    };
+    let with_items =
+        Scope::default().node("s", start()).node("m", mi(Some("lines"))).node("e", end()).chain(&["s", "m", "e"]);
+    let (process, diagnostics) = check(&with_items.definitions());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let process = process.unwrap();
+    assert!(process.node(process.node_index("m").unwrap()).multi.is_some());
+
+    let without = Scope::default().node("s", start()).node("m", mi(None)).node("e", end()).chain(&["s", "m", "e"]);
+    let (process, diagnostics) = check(&without.definitions());
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:2:3: warning: not supported yet: multi-instance userTask without a collection or cardinality m [m]"]
+    );
+    assert_eq!(process.unwrap().unsupported.len(), 1);
 }

@@ -2,7 +2,7 @@
 //! events, unreachable nodes, dead ends and endless loops, gateway flow counts and exclusive
 //! gateways that may match no flow.
 
-use super::{Behavior, CompiledProcess, FlowNode, ScopeId, WaitSpec};
+use super::{Behavior, Category, CompiledProcess, FlowNode, ScopeId, WaitSpec};
 use crate::diagnostics::Diagnostic;
 use crate::model::{Definitions, GatewayKind, Node, NodeKind, SequenceFlow, Span};
 use petgraph::graph::NodeIndex;
@@ -13,11 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
     let mut first: HashMap<&str, Span> = HashMap::new();
     let mut diagnostics = Vec::new();
-    fn walk<'d>(
-        nodes: &'d [Node],
-        flows: &'d [SequenceFlow],
-        out: &mut Vec<(&'d str, Span)>,
-    ) {
+    fn walk<'d>(nodes: &'d [Node], flows: &'d [SequenceFlow], out: &mut Vec<(&'d str, Span)>) {
         for node in nodes {
             out.push((node.id.as_str(), node.span));
             if let NodeKind::SubProcess(activity) = &node.kind {
@@ -73,9 +69,7 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
                 .with_id(id),
             );
         }
-        let has_start = members
-            .iter()
-            .any(|&n| matches!(process.graph[n].behavior, Behavior::Start) || is_start_event_of_any_kind(process, n));
+        let has_start = members.iter().any(|&n| process.graph[n].category == Category::StartEvent);
         if !has_start && !scope.implicit_start {
             let (span, id) = scope_owner(process, scope_id);
             let what = if scope.subprocess.is_some() { "subprocess" } else { "process" };
@@ -88,12 +82,15 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
     for index in process.graph.node_indices() {
         check_gateway(process, index, diagnostics);
         let node = &process.graph[index];
-        if node.element.ends_with("boundaryEvent") && !node.incoming.is_empty() {
+        if node.category == Category::BoundaryEvent && !node.incoming.is_empty() {
             diagnostics.push(
                 Diagnostic::error(
                     file,
                     node.span,
-                    format!("boundary event `{}` has incoming flows: it is triggered by its activity, not by a flow", node.id),
+                    format!(
+                        "boundary event `{}` has incoming flows: it is triggered by its activity, not by a flow",
+                        node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             );
@@ -110,14 +107,10 @@ fn scope_owner(process: &CompiledProcess, scope: ScopeId) -> (Span, String) {
     }
 }
 
-fn is_start_event_of_any_kind(process: &CompiledProcess, index: NodeIndex) -> bool {
-    process.graph[index].element.ends_with("startEvent")
-}
-
 /// Nodes where tokens can appear without an incoming flow: start events of every kind, boundary
 /// events (their activity starts them) and event subprocesses.
 fn is_root(node: &FlowNode) -> bool {
-    node.element.ends_with("startEvent") || node.element.ends_with("boundaryEvent") || node.element == "event subProcess"
+    matches!(node.category, Category::StartEvent | Category::BoundaryEvent | Category::EventSubProcess)
 }
 
 fn check_reachability(
@@ -157,8 +150,8 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
     for &n in members {
         let node = &process.graph[n];
         let exempt = matches!(node.behavior, Behavior::End(_))
-            || node.element == "event subProcess"
-            || node.element.ends_with("boundaryEvent") && node.element.contains("compensation");
+            || node.category == Category::EventSubProcess
+            || node.category == Category::BoundaryEvent && node.element.starts_with("compensation");
         if node.outgoing.is_empty() && !exempt {
             diagnostics.push(
                 Diagnostic::warning(
@@ -203,20 +196,28 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
     let (incoming, outgoing) = (node.incoming.len(), node.outgoing.len());
     let id = node.id.clone();
     if outgoing == 0 {
-        diagnostics.push(Diagnostic::error(file, node.span, format!("{} `{id}` has no outgoing flow", node.element)).with_id(id));
+        diagnostics.push(
+            Diagnostic::error(file, node.span, format!("{} `{id}` has no outgoing flow", node.element)).with_id(id),
+        );
         return;
     }
     if kind == GatewayKind::EventBased {
         if outgoing < 2 {
             diagnostics.push(
-                Diagnostic::error(file, node.span, format!("event-based gateway `{id}` needs at least two outgoing flows"))
-                    .with_id(id.clone()),
+                Diagnostic::error(
+                    file,
+                    node.span,
+                    format!("event-based gateway `{id}` needs at least two outgoing flows"),
+                )
+                .with_id(id.clone()),
             );
         }
         for &edge in &node.outgoing {
             let target = process.node(process.flow(edge).target);
-            let waits_for_event =
-                matches!(target.behavior, Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. }));
+            let waits_for_event = matches!(
+                target.behavior,
+                Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. })
+            );
             if !waits_for_event {
                 diagnostics.push(
                     Diagnostic::error(
@@ -277,10 +278,8 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
 /// Whether a set of outgoing flows obviously always matches: one has no condition or is `true`,
 /// or two conditions are each other's negation (`c` / `!c`, `a > b` / `a <= b`, `==` / `!=`).
 fn conditions_obviously_complete(process: &CompiledProcess, outgoing: &[petgraph::graph::EdgeIndex]) -> bool {
-    let texts: Vec<Option<String>> = outgoing
-        .iter()
-        .map(|&e| process.flow(e).condition.as_ref().map(|c| normalize(&c.source)))
-        .collect();
+    let texts: Vec<Option<String>> =
+        outgoing.iter().map(|&e| process.flow(e).condition.as_ref().map(|c| normalize(&c.source))).collect();
     if texts.iter().any(|t| t.as_deref().is_none_or(|t| t == "true")) {
         return true;
     }

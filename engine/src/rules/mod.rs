@@ -5,6 +5,7 @@
 //!
 //! Analyst documentation: `docs/rules.md`.
 
+mod check;
 mod effects;
 mod error;
 mod eval;
@@ -14,15 +15,13 @@ mod ruleset;
 mod stdlib;
 mod watch;
 
+pub use check::{check_attachments, check_rule_file, check_rules_path};
 pub use effects::{Effect, MemoryOutbox, Outbox, OutboxError};
 pub use error::{RuleError, RuleLocation};
 pub use eval::{variable_matches, RuleEvent, RuleOutcome, Selection};
 pub use hooks::{RuleHooks, SharedRuleHooks};
 pub use resolver::{relative_module_path, RulesModuleResolver};
-pub use ruleset::{
-    check_rule_file, check_rules_path, rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet,
-    RulesConfig,
-};
+pub use ruleset::{rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig};
 pub use stdlib::{Clock, Rounding, StdlibConfig};
 pub use watch::RuleWatcher;
 

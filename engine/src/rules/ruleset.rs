@@ -7,7 +7,6 @@
 use super::error::{RuleError, RuleLocation};
 use super::resolver::{recording_imports, RulesModuleResolver};
 use super::stdlib::{self, StdlibConfig};
-use crate::diagnostics::Diagnostic;
 use crate::model::{RuleSource, Span};
 use crate::script::{content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime};
 use rhai::{EvalAltResult, Scope, AST};
@@ -102,13 +101,24 @@ fn import_position(source: &str, message: &str) -> Option<(u32, u32)> {
 
 /// The compiler shared by every snapshot: one sandboxed engine with the rules standard library
 /// and the rules-folder module resolver, plus the cache of inline rules.
-struct Compiler {
+pub(crate) struct Compiler {
     runtime: Arc<ScriptRuntime>,
     inline: RwLock<HashMap<u64, Arc<CompiledRule>>>,
 }
 
 impl Compiler {
-    fn compile(&self, name: &str, file: &Path, source: &str, line_offset: u32) -> Result<CompiledRule, RuleError> {
+    /// A compiler around `runtime`, with an empty inline-rule cache.
+    pub(crate) fn new(runtime: ScriptRuntime) -> Self {
+        Self { runtime: Arc::new(runtime), inline: RwLock::new(HashMap::new()) }
+    }
+
+    pub(crate) fn compile(
+        &self,
+        name: &str,
+        file: &Path,
+        source: &str,
+        line_offset: u32,
+    ) -> Result<CompiledRule, RuleError> {
         let engine = self.runtime.engine();
         let (result, imports) = recording_imports(|| engine.compile_into_self_contained(&Scope::new(), source));
         match result {
@@ -192,7 +202,7 @@ impl RuleSet {
                 self.rules.get(&name).cloned().ok_or_else(|| RuleError::NotFound { rule: name, file: file.clone() })
             }
             RuleSource::Inline(text) => {
-                let key = content_hash(text) ^ (u64::from(span.line) << 32);
+                let key = content_hash(&format!("{}:{}:{text}", span.line, span.col));
                 let cached = self.compiler.inline.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
                 if let Some(rule) = cached.filter(|rule| self.imports_current(rule)) {
                     return Ok(rule);
@@ -249,8 +259,7 @@ impl RuleEngine {
     /// in [`RuleEngine::errors`]; an unreadable folder is an error.
     pub fn load(root: impl Into<PathBuf>, config: &RulesConfig) -> Result<Self, RuleError> {
         let root = root.into();
-        let compiler =
-            Arc::new(Compiler { runtime: Arc::new(rules_runtime(&root, config)), inline: RwLock::new(HashMap::new()) });
+        let compiler = Arc::new(Compiler::new(rules_runtime(&root, config)));
         let empty =
             RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
         let engine = Self { root, compiler, current: RwLock::new(Arc::new(empty)), errors: RwLock::new(Vec::new()) };
@@ -339,7 +348,7 @@ impl RuleEngine {
 }
 
 /// The `.rhai` files under `root`, as sorted relative paths with `/` separators.
-fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
+pub(crate) fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
     fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), RuleError> {
         let entries =
             std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
@@ -362,44 +371,4 @@ fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
     walk(root, "", &mut files)?;
     files.sort();
     Ok(files)
-}
-
-/// Compiles one rule file and reports every problem as a diagnostic `path:line:col: error: ...`,
-/// for `flowbot check`. Imports are resolved from the file's own folder.
-pub fn check_rule_file(path: &Path) -> Vec<Diagnostic> {
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    check_with(&checker(folder), path)
-}
-
-/// Checks every `.rhai` file under the folder `path` (imports resolved from that folder), or
-/// `path` itself when it is a file.
-pub fn check_rules_path(path: &Path) -> Vec<Diagnostic> {
-    if path.is_file() {
-        return check_rule_file(path);
-    }
-    let compiler = checker(path);
-    match rule_files(path) {
-        Ok(files) => files.iter().flat_map(|relative| check_with(&compiler, &path.join(relative))).collect(),
-        Err(e) => vec![Diagnostic::error(path, Span::new(1, 1), e.to_string())],
-    }
-}
-
-fn checker(root: &Path) -> Compiler {
-    Compiler { runtime: Arc::new(rules_runtime(root, &RulesConfig::default())), inline: RwLock::new(HashMap::new()) }
-}
-
-fn check_with(compiler: &Compiler, path: &Path) -> Vec<Diagnostic> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => return vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read rule file: {e}"))],
-    };
-    let name = rule_name(&path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    match compiler.compile(&name, path, &text, 0) {
-        Ok(_) => Vec::new(),
-        Err(RuleError::Compile { location, message, rule }) => {
-            let span = Span::new(location.line.max(1), location.col.max(1));
-            vec![Diagnostic::error(path, span, message).with_id(rule)]
-        }
-        Err(other) => vec![Diagnostic::error(path, Span::new(1, 1), other.to_string())],
-    }
 }

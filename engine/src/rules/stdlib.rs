@@ -99,7 +99,10 @@ fn local(tz: Tz, naive: NaiveDateTime) -> Fallible<DateTime<Tz>> {
     match tz.from_local_datetime(&naive).earliest() {
         Some(t) => Ok(t),
         // A local time inside a daylight-saving gap: take the instant one hour later.
-        None => match tz.from_local_datetime(&(naive + Duration::hours(1))).earliest() {
+        None => match naive
+            .checked_add_signed(Duration::hours(1))
+            .and_then(|later| tz.from_local_datetime(&later).earliest())
+        {
             Some(t) => Ok(t),
             None => fail(format!("{naive} does not exist in time zone {tz}")),
         },
@@ -153,7 +156,9 @@ fn start_of(tz: Tz, date: NaiveDate) -> Fallible<DateTime<Tz>> {
 }
 
 fn add_days_to(tz: Tz, when: When, days: i64) -> Fallible<String> {
-    let shift = |d: NaiveDate| d.checked_add_signed(Duration::days(days)).ok_or("date out of range".to_string());
+    let shift = |d: NaiveDate| {
+        Duration::try_days(days).and_then(|delta| d.checked_add_signed(delta)).ok_or("date out of range".to_string())
+    };
     match when {
         When::Date(d) => Ok(date_text(shift(d)?)),
         // Calendar days: the local wall-clock time is kept across daylight-saving changes.
@@ -201,7 +206,9 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
     engine.register_fn("end_of_day", move |text: &str| -> Fallible<String> {
         let date = parse_when(tz, text)?.date();
         let next = date.succ_opt().ok_or("date out of range".to_string())?;
-        Ok(instant_text(start_of(tz, next)? - Duration::seconds(1)))
+        let end =
+            start_of(tz, next)?.checked_sub_signed(Duration::seconds(1)).ok_or("date out of range".to_string())?;
+        Ok(instant_text(end))
     });
     engine.register_fn("timestamp", move |text: &str| -> Fallible<i64> {
         Ok(parse_when(tz, text)?.start(tz)?.timestamp())
@@ -286,7 +293,17 @@ fn register_money(engine: &mut Engine, rounding: Rounding) {
 
 // ---------------------------------------------------------------- text
 
+/// Refuses a text result longer than the sandbox's string limit *before* building it (Rhai checks
+/// sizes only after a function returns, too late for an allocation that large).
+fn bounded(length: usize, limit: usize) -> Fallible<()> {
+    if limit > 0 && length > limit {
+        return fail(format!("the result would be {length} bytes long, more than the limit of {limit}"));
+    }
+    Ok(())
+}
+
 fn register_text(engine: &mut Engine) {
+    let limit = engine.max_string_size();
     engine.register_fn("is_blank", |x: Dynamic| -> bool {
         x.is_unit() || x.read_lock::<ImmutableString>().is_some_and(|s| s.trim().is_empty())
     });
@@ -298,12 +315,21 @@ fn register_text(engine: &mut Engine) {
             x
         }
     });
-    engine.register_fn("join", |items: Array, separator: &str| -> String {
-        items.iter().map(|item| item.to_string()).collect::<Vec<_>>().join(separator)
+    engine.register_fn("join", move |items: Array, separator: &str| -> Fallible<String> {
+        let mut out = String::new();
+        for (index, item) in items.iter().enumerate() {
+            let text = item.to_string();
+            let sep = if index == 0 { "" } else { separator };
+            bounded(out.len() + sep.len() + text.len(), limit)?;
+            out.push_str(sep);
+            out.push_str(&text);
+        }
+        Ok(out)
     });
-    engine.register_fn("pad_left", |text: &str, width: i64, fill: char| -> String {
+    engine.register_fn("pad_left", move |text: &str, width: i64, fill: char| -> Fallible<String> {
         let missing = usize::try_from(width).unwrap_or(0).saturating_sub(text.chars().count());
-        format!("{}{text}", fill.to_string().repeat(missing))
+        bounded(missing.saturating_mul(fill.len_utf8()).saturating_add(text.len()), limit)?;
+        Ok(format!("{}{text}", fill.to_string().repeat(missing)))
     });
     engine.register_fn("truncate_text", |text: &str, max_chars: i64| -> String {
         let max = usize::try_from(max_chars).unwrap_or(0);
@@ -317,12 +343,11 @@ fn register_text(engine: &mut Engine) {
     engine.register_fn("normalize_space", |text: &str| -> String {
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     });
-    engine
-        .register_fn("fill_template", |template: &str, values: RhaiMap| -> String { fill_template(template, &values) });
+    engine.register_fn("fill_template", move |template: &str, values: RhaiMap| fill_template(template, &values, limit));
 }
 
 /// Replaces `{name}` in `template` with `values.name` (left as is when there is no such key).
-fn fill_template(template: &str, values: &RhaiMap) -> String {
+fn fill_template(template: &str, values: &RhaiMap, limit: usize) -> Fallible<String> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -330,7 +355,9 @@ fn fill_template(template: &str, values: &RhaiMap) -> String {
         let after = &rest[open + 1..];
         match after.find('}') {
             Some(close) if values.contains_key(&after[..close]) => {
-                out.push_str(&values[&after[..close]].to_string());
+                let value = values[&after[..close]].to_string();
+                bounded(out.len() + value.len(), limit)?;
+                out.push_str(&value);
                 rest = &after[close + 1..];
             }
             _ => {
@@ -339,8 +366,9 @@ fn fill_template(template: &str, values: &RhaiMap) -> String {
             }
         }
     }
+    bounded(out.len() + rest.len(), limit)?;
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- effects

@@ -155,6 +155,29 @@ fn huge_string_ends_with_a_size_error() {
 }
 
 #[test]
+fn text_helpers_refuse_results_over_the_string_limit_before_building_them() {
+    for script in [
+        r#"pad_left("x", 9223372036854775807, 'y')"#,
+        r#"let big = "x"; big.pad(60000, 'x'); fill_template("{a}{a}{a}", #{ a: big })"#,
+        r#"let big = "x"; big.pad(30000, 'x'); join([big, big], big)"#,
+    ] {
+        let err = eval(script).unwrap_err();
+        assert!(err.to_string().contains("more than the limit of 65536"), "{script}: {err}");
+    }
+}
+
+#[test]
+fn date_arithmetic_out_of_range_is_an_error_not_a_panic() {
+    for script in [
+        r#"add_days("2026-01-01", 9223372036854775807)"#,
+        r#"add_days("2026-01-01T00:00:00Z", -9223372036854775807)"#,
+        r#"end_of_day("+262142-12-31")"#,
+    ] {
+        assert!(eval(script).is_err(), "{script}");
+    }
+}
+
+#[test]
 fn no_file_process_or_eval_access() {
     for script in [r#"open_file("/etc/passwd")"#, r#"read_string("/etc/passwd")"#, r#"system("ls")"#] {
         let err = eval(script).unwrap_err();
@@ -273,6 +296,22 @@ fn check_reports_compile_errors_as_diagnostics() {
     assert!(check_rule_file(&dir.path().join("good.rhai")).is_empty());
     let missing = check_rule_file(&dir.path().join("absent.rhai"));
     assert!(missing[0].message.contains("cannot read rule file"));
+}
+
+#[test]
+fn workflow_attachments_are_checked_against_the_rules_folder() {
+    let dir = folder(&[("present.rhai", "true")]);
+    let yaml = "process: p\nrules:\n  - { on: variable_change, variable: status, file: missing.rhai }\nnodes:\n  s: { start: ~, next: t }\n  t:\n    user: ~\n    rules:\n      - { on: guard_complete, file: rules/present.rhai }\n      - { on: leave, script: 'let x = ;' }\n    next: e\n  e: { end: ~ }\n";
+    let (defs, diagnostics) = crate::yaml::parse_yaml(Path::new("w.yaml"), yaml);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let found: Vec<String> =
+        check_attachments(&defs.unwrap(), Some(dir.path())).iter().map(|d| d.to_string()).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("w.yaml:3:3: error: rule file `missing.rhai` is not in the rules folder"),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "w.yaml:10:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]");
 }
 
 // ------------------------------------------------------------------ attachment points

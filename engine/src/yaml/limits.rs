@@ -1,6 +1,6 @@
-//! Cheap checks of a YAML text before it is parsed: characters YAML forbids and nesting deeper
-//! than the parser accepts. Both are found here with their position, and deep nesting is refused
-//! before the parser spends time on it.
+//! Cheap checks of a YAML text around parsing: characters YAML forbids and nesting deeper than
+//! the parser accepts (found with their position, and refused before the parser spends time on
+//! them), and where the first alias is, for the parser's "too many aliases" error.
 
 use crate::model::Span;
 
@@ -93,9 +93,37 @@ pub fn too_deep(text: &str) -> Option<LimitError> {
     None
 }
 
+/// Where the first alias (`*name`) is written, outside quotes and comments.
+pub fn first_alias(text: &str) -> Option<Span> {
+    for (index, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut quote: Option<char> = None;
+        for (col, &c) in chars.iter().enumerate() {
+            let after_separator = col == 0 || matches!(chars[col - 1], ' ' | '[' | '{' | ',');
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '#' && after_separator => break,
+                None if (c == '"' || c == '\'') && after_separator => quote = Some(c),
+                None if c == '*' && after_separator && chars.get(col + 1).is_some_and(|n| !n.is_whitespace()) => {
+                    return Some(Span::new(index as u32 + 1, col as u32 + 1));
+                }
+                None => {}
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_first_alias() {
+        assert_eq!(first_alias("a: &x 1\nb: '*not' # *no\nc: [1, *x]\n"), Some(Span::new(3, 8)));
+        assert_eq!(first_alias("a: 2 * 3\n"), None);
+    }
 
     #[test]
     fn finds_forbidden_characters() {

@@ -12,6 +12,7 @@
 //! enclosing position ([`SourceMap::nearest`]); it never fails and never panics.
 
 use crate::model::Span;
+use std::collections::HashMap;
 
 /// One step of a path into a YAML document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +65,22 @@ struct Located {
 enum Children {
     #[default]
     Leaf,
-    /// Mapping entries: key text, where the key starts, the value.
-    Map(Vec<(String, Span, Located)>),
+    /// Mapping entries (key text, where the key starts, the value) and, by key, the index of its
+    /// first entry.
+    Map(Vec<(String, Span, Located)>, HashMap<String, usize>),
     /// Sequence items: where the item (its `-` or first character) starts, the item.
     Seq(Vec<(Span, Located)>),
+}
+
+impl Children {
+    /// Mapping children, indexed by key.
+    fn map(entries: Vec<(String, Span, Located)>) -> Self {
+        let mut first = HashMap::with_capacity(entries.len());
+        for (index, (key, _, _)) in entries.iter().enumerate() {
+            first.entry(key.clone()).or_insert(index);
+        }
+        Children::Map(entries, first)
+    }
 }
 
 /// Positions of the keys, items and values of one YAML document.
@@ -97,9 +110,7 @@ impl SourceMap {
         let (last, parent) = path.segments().split_last()?;
         let parent = self.find(parent)?;
         match (last, &parent.children) {
-            (PathSeg::Key(k), Children::Map(entries)) => {
-                entries.iter().find(|(name, _, _)| name == k).map(|(_, span, _)| *span)
-            }
+            (PathSeg::Key(k), Children::Map(entries, first)) => first.get(k).map(|&i| entries[i].1),
             (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(span, _)| *span),
             _ => None,
         }
@@ -135,10 +146,11 @@ impl SourceMap {
             match &located.children {
                 Children::Leaf => None,
                 Children::Seq(items) => items.iter().find_map(|(_, item)| walk(item)),
-                Children::Map(entries) => {
+                Children::Map(entries, first) => {
                     for (index, (key, span, value)) in entries.iter().enumerate() {
-                        if let Some((_, first, _)) = entries[..index].iter().find(|(k, _, _)| k == key) {
-                            return Some((key.clone(), *first, *span));
+                        let first_index = first.get(key).copied().unwrap_or(index);
+                        if first_index != index {
+                            return Some((key.clone(), entries[first_index].1, *span));
                         }
                         if let Some(found) = walk(value) {
                             return Some(found);
@@ -155,9 +167,7 @@ impl SourceMap {
         let mut current = &self.root;
         for seg in segs {
             current = match (seg, &current.children) {
-                (PathSeg::Key(k), Children::Map(entries)) => {
-                    entries.iter().find(|(name, _, _)| name == k).map(|(_, _, v)| v)?
-                }
+                (PathSeg::Key(k), Children::Map(entries, first)) => first.get(k).map(|&i| &entries[i].2)?,
                 (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(_, v)| v)?,
                 _ => return None,
             };
@@ -456,7 +466,7 @@ impl BlockParser<'_> {
             };
             entries.push((key, key_span, value));
         }
-        Located { value: start, children: Children::Map(entries) }
+        Located { value: start, children: Children::map(entries) }
     }
 
     /// A value that starts at `offset` of `line`: a flow collection (which may continue on the
@@ -563,7 +573,7 @@ impl<'a> FlowCursor<'a> {
                     };
                     entries.push((key_text(&key.chars().collect::<Vec<_>>()), key_span, value));
                 }
-                Located { value: Some(span), children: Children::Map(entries) }
+                Located { value: Some(span), children: Children::map(entries) }
             }
             Some('[') => {
                 self.bump();

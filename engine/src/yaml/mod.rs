@@ -63,6 +63,8 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
     if text.len() > MAX_SOURCE_BYTES {
         return (None, vec![too_large(path, text.len())]);
     }
+    // A byte-order mark is not content (and editors do not count it as a column).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
         let message = "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
         return (None, vec![Diagnostic::error(path, Span::new(1, 1), message)]);
@@ -95,18 +97,19 @@ fn syntax_error(path: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic 
             return Diagnostic::error(path, again, message).with_id(key);
         }
     }
-    let span = err
+    let reported = err
         .location()
         .map(|loc| Span::new(loc.line().max(1) as u32, loc.column().max(1) as u32))
         .unwrap_or(Span::new(1, 1));
-    let message = if raw.contains("repetition limit exceeded") {
-        "the document expands too much through YAML aliases (`*name`); write the values out instead".to_string()
+    let (span, message) = if raw.contains("repetition limit exceeded") {
+        let message = "the document expands too much through YAML aliases (`*name`); write the values out instead";
+        (limits::first_alias(text).unwrap_or(reported), message.to_string())
     } else if raw.contains("recursion limit exceeded") {
-        "the document is nested too deeply".to_string()
+        (reported, "the document is nested too deeply".to_string())
     } else if raw.contains("more than one document") {
-        "the file holds more than one YAML document (`---`); put one process per file".to_string()
+        (reported, "the file holds more than one YAML document (`---`); put one process per file".to_string())
     } else {
-        format!("invalid YAML: {raw}")
+        (reported, format!("invalid YAML: {raw}"))
     };
     Diagnostic::error(path, span, message)
 }

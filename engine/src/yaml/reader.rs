@@ -6,7 +6,7 @@ use super::vocabulary::{self as vocab, suggestion};
 use crate::diagnostics::Diagnostic;
 use crate::model::*;
 use serde_yaml::{Mapping, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// What [`Reader::rules`] gets as node id and kind for the process-wide `rules:` list.
@@ -19,6 +19,9 @@ pub(crate) struct Reader<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Every node and flow id defined so far in the file, with where it was defined.
     ids: HashMap<String, Span>,
+    /// Every node id written anywhere in the file (nested scopes included), so that generated
+    /// flow ids never take a node's id.
+    all_node_ids: HashSet<String>,
 }
 
 /// An outgoing flow as written, before its id is settled.
@@ -61,7 +64,13 @@ enum BranchStyle {
 impl<'a> Reader<'a> {
     /// A reader for `text` from `file`.
     pub(crate) fn new(file: &'a Path, text: &str) -> Self {
-        Self { file, map: SourceMap::new(text), diagnostics: Vec::new(), ids: HashMap::new() }
+        Self {
+            file,
+            map: SourceMap::new(text),
+            diagnostics: Vec::new(),
+            ids: HashMap::new(),
+            all_node_ids: HashSet::new(),
+        }
     }
 
     /// Reads the document `root` into definitions; returns them (when the document is a process
@@ -74,6 +83,9 @@ impl<'a> Reader<'a> {
             return (None, self.diagnostics);
         };
         self.check_keys(top, &path, vocab::PROCESS_KEYS, "the process");
+        if let Some(nodes) = top.get("nodes") {
+            collect_node_ids(nodes, &mut self.all_node_ids);
+        }
         let id = match top.get("process") {
             Some(value) => self.id_text(value, &path.key("process"), "process id"),
             None => {
@@ -309,8 +321,10 @@ impl<'a> Reader<'a> {
 
     fn check_scope_references(&mut self, scope: &Scope) {
         let ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = ids.iter().copied().collect();
+        let by_id: HashMap<&str, &Node> = scope.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         for (target, span, flow) in &scope.targets {
-            if !ids.contains(&target.as_str()) {
+            if !known.contains(target.as_str()) {
                 let hint = vocab::closest(target, ids.iter().copied())
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_default();
@@ -319,9 +333,9 @@ impl<'a> Reader<'a> {
             }
         }
         for (activity, span, boundary) in &scope.attachments {
-            match scope.nodes.iter().find(|n| &n.id == activity) {
+            match by_id.get(activity.as_str()) {
                 Some(node) if is_activity(&node.kind) => {}
-                None if ids.contains(&activity.as_str()) => {} // the activity itself has errors
+                None if known.contains(activity.as_str()) => {} // the activity itself has errors
                 Some(_) => {
                     let message =
                         format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
@@ -369,30 +383,7 @@ impl<'a> Reader<'a> {
             }
         };
         let is_activity_kind = vocab::ACTIVITY_KINDS.contains(&kind_key);
-        let mut allowed: Vec<&str> = vocab::NODE_COMMON_KEYS.to_vec();
-        allowed.push(kind_key);
-        for key in body.keys().filter_map(Value::as_str) {
-            if vocab::ACTIVITY_KEYS.contains(&key) && !is_activity_kind {
-                self.error(&path.key(key), format!("`{key}` applies to activities only, not to a `{kind_key}` node"));
-            } else if vocab::NODE_KIND_KEYS.contains(&key)
-                || vocab::ACTIVITY_KEYS.contains(&key)
-                || allowed.contains(&key)
-            {
-                // Kind and activity keys are handled below.
-            } else {
-                let mut candidates = allowed.clone();
-                if is_activity_kind {
-                    candidates.extend_from_slice(vocab::ACTIVITY_KEYS);
-                }
-                let hint = suggestion(key, candidates.iter().copied());
-                self.error(&path.key(key), format!("unknown key `{key}` in node `{id}`{hint}"));
-            }
-        }
-        for key in body.keys() {
-            if key.as_str().is_none() {
-                self.error(path, format!("keys in node `{id}` must be text, found {}", describe(key)));
-            }
-        }
+        self.check_node_keys(id, body, path, kind_key, is_activity_kind);
 
         let kind_value = body.get(kind_key).unwrap_or(&Value::Null);
         let kind_path = path.key(kind_key);
@@ -405,70 +396,15 @@ impl<'a> Reader<'a> {
                 self.event(id, kind_key, kind_value, &kind_path, span, scope)
             }
             "exclusive" | "inclusive" | "complex" | "parallel" | "event_based" => {
-                let gateway = match kind_key {
-                    "exclusive" => GatewayKind::Exclusive,
-                    "inclusive" => GatewayKind::Inclusive,
-                    "complex" => GatewayKind::Complex,
-                    "parallel" => GatewayKind::Parallel,
-                    _ => GatewayKind::EventBased,
-                };
-                let style = if matches!(gateway, GatewayKind::Parallel | GatewayKind::EventBased) {
-                    BranchStyle::Plain
-                } else {
-                    BranchStyle::Conditional
-                };
                 next_style = BranchStyle::Plain;
-                match kind_value {
-                    Value::Null => {}
-                    Value::String(word) if vocab::GATEWAY_MERGE_WORDS.contains(&word.as_str()) => {}
-                    Value::Sequence(items) => {
-                        if body.contains_key("next") {
-                            self.error(
-                                &path.key("next"),
-                                format!("gateway `{id}` lists its branches under `{kind_key}:`; remove `next:` or the branches"),
-                            );
-                        }
-                        for (index, item) in items.iter().enumerate() {
-                            if let Some(branch) = self.branch(id, item, &kind_path.index(index), style, kind_key) {
-                                branches.push(branch);
-                            }
-                        }
-                        if items.is_empty() {
-                            self.error_at_value(&kind_path, format!("gateway `{id}` has an empty branch list"));
-                        }
-                    }
-                    other => self.error_at_value(
-                        &kind_path,
-                        format!(
-                            "`{kind_key}` takes a list of branches, or `merge`/`join` (or nothing) for a gateway that only joins, found {}",
-                            describe(other)
-                        ),
-                    ),
-                }
+                let (gateway, listed) = self.gateway(id, kind_key, kind_value, body, path);
+                branches = listed;
                 Some(NodeKind::Gateway(gateway))
             }
             "subprocess" => {
                 self.subprocess(id, kind_value, &kind_path).map(|sub| NodeKind::SubProcess(Activity::new(sub)))
             }
-            "call" => {
-                let called = match kind_value {
-                    Value::Mapping(m) => {
-                        self.check_keys(m, &kind_path, vocab::CALL_KEYS, "a call activity");
-                        match m.get("process") {
-                            Some(v) => self.id_text(v, &kind_path.key("process"), "the called process"),
-                            None => {
-                                self.error(
-                                    &kind_path,
-                                    "a call activity names the process it calls: `call: <process id>`",
-                                );
-                                None
-                            }
-                        }
-                    }
-                    other => self.id_text(other, &kind_path, "the called process"),
-                };
-                Some(NodeKind::CallActivity(Activity::new(CallActivity { called_element: called })))
-            }
+            "call" => self.call_activity(kind_value, &kind_path),
             task => self.task(task, kind_value, &kind_path).map(|t| NodeKind::Task(Activity::new(t))),
         };
 
@@ -512,6 +448,105 @@ impl<'a> Reader<'a> {
         scope.nodes.push(Node { id: id.to_string(), name, kind, default_flow, rules, span });
     }
 
+    /// Reports keys a node of kind `kind_key` may not have.
+    fn check_node_keys(&mut self, id: &str, body: &Mapping, path: &YamlPath, kind_key: &str, is_activity_kind: bool) {
+        let mut allowed: Vec<&str> = vocab::NODE_COMMON_KEYS.to_vec();
+        allowed.push(kind_key);
+        for key in body.keys().filter_map(Value::as_str) {
+            if vocab::ACTIVITY_KEYS.contains(&key) && !is_activity_kind {
+                self.error(&path.key(key), format!("`{key}` applies to activities only, not to a `{kind_key}` node"));
+            } else if vocab::NODE_KIND_KEYS.contains(&key)
+                || vocab::ACTIVITY_KEYS.contains(&key)
+                || allowed.contains(&key)
+            {
+                // Kind and activity keys are handled below.
+            } else {
+                let mut candidates = allowed.clone();
+                if is_activity_kind {
+                    candidates.extend_from_slice(vocab::ACTIVITY_KEYS);
+                }
+                let hint = suggestion(key, candidates.iter().copied());
+                self.error(&path.key(key), format!("unknown key `{key}` in node `{id}`{hint}"));
+            }
+        }
+        for key in body.keys() {
+            if key.as_str().is_none() {
+                self.error(path, format!("keys in node `{id}` must be text, found {}", describe(key)));
+            }
+        }
+    }
+
+    /// A gateway: its kind and the branches listed under its kind key.
+    fn gateway(
+        &mut self,
+        id: &str,
+        kind_key: &str,
+        kind_value: &Value,
+        body: &Mapping,
+        path: &YamlPath,
+    ) -> (GatewayKind, Vec<Branch>) {
+        let kind_path = path.key(kind_key);
+        let mut branches = Vec::new();
+        let gateway = match kind_key {
+            "exclusive" => GatewayKind::Exclusive,
+            "inclusive" => GatewayKind::Inclusive,
+            "complex" => GatewayKind::Complex,
+            "parallel" => GatewayKind::Parallel,
+            _ => GatewayKind::EventBased,
+        };
+        let style = if matches!(gateway, GatewayKind::Parallel | GatewayKind::EventBased) {
+            BranchStyle::Plain
+        } else {
+            BranchStyle::Conditional
+        };
+        match kind_value {
+            Value::Null => {}
+            Value::String(word) if vocab::GATEWAY_MERGE_WORDS.contains(&word.as_str()) => {}
+            Value::Sequence(items) => {
+                if body.contains_key("next") {
+                    self.error(
+                        &path.key("next"),
+                        format!("gateway `{id}` lists its branches under `{kind_key}:`; remove `next:` or the branches"),
+                    );
+                }
+                for (index, item) in items.iter().enumerate() {
+                    if let Some(branch) = self.branch(id, item, &kind_path.index(index), style, kind_key) {
+                        branches.push(branch);
+                    }
+                }
+                if items.is_empty() {
+                    self.error_at_value(&kind_path, format!("gateway `{id}` has an empty branch list"));
+                }
+            }
+            other => self.error_at_value(
+                &kind_path,
+                format!(
+                    "`{kind_key}` takes a list of branches, or `merge`/`join` (or nothing) for a gateway that only joins, found {}",
+                    describe(other)
+                ),
+            ),
+        }
+        (gateway, branches)
+    }
+
+    /// A call activity: `call: <process id>` or `call: { process: <id> }`.
+    fn call_activity(&mut self, value: &Value, path: &YamlPath) -> Option<NodeKind> {
+        let called = match value {
+            Value::Mapping(m) => {
+                self.check_keys(m, path, vocab::CALL_KEYS, "a call activity");
+                match m.get("process") {
+                    Some(v) => self.id_text(v, &path.key("process"), "the called process"),
+                    None => {
+                        self.error(path, "a call activity names the process it calls: `call: <process id>`");
+                        None
+                    }
+                }
+            }
+            other => self.id_text(other, path, "the called process"),
+        };
+        Some(NodeKind::CallActivity(Activity::new(CallActivity { called_element: called })))
+    }
+
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).
     fn flow_id(&mut self, source: &str, branch: &Branch) -> String {
         if let Some(id) = &branch.id {
@@ -521,7 +556,7 @@ impl<'a> Reader<'a> {
         let base = format!("{source}_to_{}", branch.target);
         let mut candidate = base.clone();
         let mut n = 2;
-        while self.ids.contains_key(&candidate) {
+        while self.ids.contains_key(&candidate) || self.all_node_ids.contains(&candidate) {
             candidate = format!("{base}_{n}");
             n += 1;
         }
@@ -1286,6 +1321,7 @@ impl<'a> Reader<'a> {
     fn lanes(&mut self, value: &Value, path: &YamlPath, scope: &Scope) -> Vec<Lane> {
         let Some(m) = self.mapping(value, path, "`lanes`") else { return Vec::new() };
         let node_ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = node_ids.iter().copied().collect();
         let mut lanes = Vec::new();
         for (key, lane) in m {
             let Some(id) = key.as_str() else {
@@ -1318,7 +1354,7 @@ impl<'a> Reader<'a> {
                     for (index, item) in items.iter().enumerate() {
                         let item_path = nodes_path.index(index);
                         let Some(node) = self.id_text(item, &item_path, "a lane member") else { continue };
-                        if !node_ids.contains(&node.as_str()) {
+                        if !known.contains(node.as_str()) {
                             let hint = vocab::closest(&node, node_ids.iter().copied())
                                 .map(|c| format!("; did you mean `{c}`?"))
                                 .unwrap_or_default();
@@ -1336,6 +1372,19 @@ impl<'a> Reader<'a> {
             lanes.push(Lane { id: id.to_string(), name, nodes: members });
         }
         lanes
+    }
+}
+
+/// Adds the ids of the nodes in `nodes` and in the subprocesses among them to `out`.
+fn collect_node_ids(nodes: &Value, out: &mut HashSet<String>) {
+    let Some(nodes) = nodes.as_mapping() else { return };
+    for (key, body) in nodes {
+        if let Some(id) = key.as_str() {
+            out.insert(id.to_string());
+        }
+        if let Some(inner) = body.get("subprocess").and_then(|sub| sub.get("nodes")) {
+            collect_node_ids(inner, out);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::vocabulary as vocab;
 use serde_json::{json, Map, Value};
 
 /// The `$id` of the schema.
-pub const SCHEMA_ID: &str = "https://flowbot.dev/schema/workflow.schema.json";
+pub const SCHEMA_ID: &str = "urn:flowbot:schema:workflow";
 
 /// The JSON Schema of a YAML process file.
 pub fn json_schema() -> Value {

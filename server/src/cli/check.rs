@@ -1,5 +1,7 @@
 //! `flowbot check PATH...`: reads every process and rule file, compiles every process, and prints
 //! all diagnostics sorted as `path:line:col: error|warning: message [id]`. Exit 1 on any error.
+//! Rules attached in a workflow are checked too: inline rules must compile, and rule files must
+//! exist in the `rules/` folder beside the workflow's folder (when there is one).
 
 use crate::sources::{self, SourceKind};
 use clap::Args;
@@ -48,8 +50,9 @@ pub fn check_file(path: &Path, kind: Option<SourceKind>) -> Vec<Diagnostic> {
 /// Parses a process file and compiles the processes that can run: every executable one, or the
 /// first one when none is marked executable (what `flowbot run` would pick).
 fn check_process_file(path: &Path) -> Vec<Diagnostic> {
-    let (defs, parsed) = sources::load_process_file(path);
+    let (defs, mut parsed) = sources::load_process_file(path);
     let Some(defs) = defs else { return parsed };
+    parsed.extend(flowbot_engine::rules::check_attachments(&defs, rules_folder_beside(path).as_deref()));
     let scripts = sources::script_runtime();
     let mut compiled = Vec::new();
     let executable: Vec<&str> = defs.processes.iter().filter(|p| p.executable).map(|p| p.id.as_str()).collect();
@@ -60,4 +63,13 @@ fn check_process_file(path: &Path) -> Vec<Diagnostic> {
         compiled.extend(compile(&defs, Some(id), &scripts).1);
     }
     sources::merge(parsed, compiled)
+}
+
+/// The `rules/` folder of the project a workflow belongs to: beside the workflow's folder
+/// (`workflows/x.yaml` → `rules/`), when there is one.
+fn rules_folder_beside(workflow: &Path) -> Option<PathBuf> {
+    let folder = workflow.parent()?;
+    let project = folder.parent().unwrap_or(Path::new(""));
+    let rules = if project.as_os_str().is_empty() { PathBuf::from("rules") } else { project.join("rules") };
+    rules.is_dir().then_some(rules)
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// Flowbot: run BPMN and YAML business processes with a local language model built in.
 #[derive(Debug, Parser)]
-#[command(name = "flowbot", version, about)]
+#[command(name = "flowbot", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

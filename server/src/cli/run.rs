@@ -1,14 +1,17 @@
-//! `flowbot run PATH [--process ID] [--vars JSON] [--auto-complete] [--json]`: runs one instance
-//! in memory. With `--auto-complete`, user, manual and receive tasks and every job are completed
-//! at once (the CLI registers no handlers); timers, message and signal events and language-model
-//! steps keep waiting. Exit 0 when the instance completed or waits, 1 when it failed or the input
-//! is invalid (diagnostics on stderr).
+//! `flowbot run PATH [--process ID] [--vars JSON] [--rules DIR] [--auto-complete] [--json]`: runs
+//! one instance in memory. With `--auto-complete`, user, manual and receive tasks and every job are
+//! completed at once (the CLI registers no handlers); timers, message and signal events and
+//! language-model steps keep waiting. With `--rules`, the business rules of that folder run at
+//! their attachment points and the effects they ask for (notifications, events) are printed.
+//! Exit 0 when the instance completed or waits, 1 when it failed or the input is invalid
+//! (diagnostics on stderr).
 
 use crate::sources;
 use anyhow::Context;
 use clap::Args;
-use flowbot_engine::executor::{Instance, NoHooks, Status, Wait, WaitKind};
+use flowbot_engine::executor::{ExecutionHooks, Instance, NoHooks, Status, Wait, WaitKind};
 use flowbot_engine::graph::CompiledProcess;
+use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +34,9 @@ pub struct RunArgs {
     /// Complete user, manual and receive tasks and all jobs at once.
     #[arg(long)]
     pub auto_complete: bool,
+    /// Enforce the business rules of this folder (e.g. `rules`).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -42,13 +48,20 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Value::Object(variables) = variables else {
         anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
-    let (compiled, diagnostics) = sources::compile_file(&args.path, args.process.as_deref());
+    let rules = match &args.rules {
+        Some(folder) => Some(load_rules(folder)?),
+        None => None,
+    };
+    let scripts = rules.as_ref().map_or_else(sources::script_runtime, RuleEngine::script_runtime);
+    let (compiled, diagnostics) = sources::compile_file_with(&args.path, args.process.as_deref(), &scripts);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }
     let Some(process) = compiled else { return Ok(ExitCode::FAILURE) };
     let id = instance_id(&process);
-    let (mut instance, _) = match Instance::start(&process, id, variables, &NoHooks) {
+    let mut steps = Steps { rules: rules.as_ref(), effects: Vec::new() };
+    let started = steps.run(|hooks| Instance::start(&process, id, variables, hooks));
+    let (mut instance, _) = match started {
         Ok(started) => started,
         Err(error) => {
             for line in error.to_string().lines() {
@@ -58,19 +71,22 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.auto_complete {
-        auto_complete(&process, &mut instance)?;
+        auto_complete(&process, &mut instance, &mut steps)?;
     }
-    let text = if args.json { format!("{}\n", serde_json::to_string(&report(&instance))?) } else { human(&instance) };
+    let effects = &steps.effects;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report(&instance, effects))?)
+    } else {
+        human(&instance, effects)
+    };
     super::write_stdout(&text)?;
     Ok(if instance.status() == Status::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// A readable, unique-enough id: process id and the start time in milliseconds.
 fn instance_id(process: &CompiledProcess) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     format!("{}-{millis}", process.id)
 }
 
@@ -78,16 +94,16 @@ fn instance_id(process: &CompiledProcess) -> String {
 fn completes_automatically(process: &CompiledProcess, wait: &Wait) -> bool {
     match &wait.kind {
         WaitKind::Job { .. } | WaitKind::User { .. } => true,
-        WaitKind::Message { .. } => process
-            .node_index(&wait.node)
-            .is_some_and(|n| process.node(n).element == "receiveTask"),
+        WaitKind::Message { .. } => {
+            process.node_index(&wait.node).is_some_and(|n| process.node(n).element == "receiveTask")
+        }
         WaitKind::Timer { .. } | WaitKind::Signal { .. } | WaitKind::Llm { .. } => false,
     }
 }
 
 /// Completes every automatically completable wait as one batch (oldest first, before any token
 /// moves on), and repeats until none is left.
-fn auto_complete(process: &CompiledProcess, instance: &mut Instance) -> anyhow::Result<()> {
+fn auto_complete(process: &CompiledProcess, instance: &mut Instance, steps: &mut Steps<'_>) -> anyhow::Result<()> {
     for _ in 0..MAX_AUTO_COMPLETIONS {
         if !instance.status().is_active() {
             return Ok(());
@@ -101,7 +117,7 @@ fn auto_complete(process: &CompiledProcess, instance: &mut Instance) -> anyhow::
         if batch.is_empty() {
             return Ok(());
         }
-        instance.complete_all(process, batch, &NoHooks)?;
+        steps.run(|hooks| instance.complete_all(process, batch, hooks))?;
     }
     tracing::warn!("stopped auto-completing after {MAX_AUTO_COMPLETIONS} rounds: the process keeps asking for more");
     Ok(())
@@ -122,8 +138,36 @@ fn wait_json(wait: &Wait) -> Value {
     value
 }
 
+/// Loads the rules folder; a rule file that does not compile is an error.
+fn load_rules(folder: &std::path::Path) -> anyhow::Result<RuleEngine> {
+    let rules = RuleEngine::load(folder, &RulesConfig::default())?;
+    let errors = rules.errors();
+    for error in &errors {
+        eprintln!("{error}");
+    }
+    anyhow::ensure!(errors.is_empty(), "{} rule file(s) in {} do not compile", errors.len(), folder.display());
+    Ok(rules)
+}
+
+/// Runs each step with the rules (one snapshot per step) and keeps the effects of the steps
+/// that went through.
+struct Steps<'r> {
+    rules: Option<&'r RuleEngine>,
+    effects: Vec<Effect>,
+}
+
+impl Steps<'_> {
+    fn run<T, E>(&mut self, step: impl FnOnce(&dyn ExecutionHooks) -> Result<T, E>) -> Result<T, E> {
+        let Some(rules) = self.rules else { return step(&NoHooks) };
+        let hooks = RuleHooks::new(rules.snapshot());
+        let result = step(&hooks)?;
+        self.effects.extend(hooks.take_effects());
+        Ok(result)
+    }
+}
+
 /// The `--json` report.
-fn report(instance: &Instance) -> Value {
+fn report(instance: &Instance, effects: &[Effect]) -> Value {
     json!({
         "instance": instance.id(),
         "status": instance.status().as_str(),
@@ -133,10 +177,11 @@ fn report(instance: &Instance) -> Value {
         "incidents": instance.incidents().iter().map(|i| json!({
             "node": i.node, "message": i.message, "at": i.at,
         })).collect::<Vec<_>>(),
+        "effects": effects,
     })
 }
 
-fn human(instance: &Instance) -> String {
+fn human(instance: &Instance, effects: &[Effect]) -> String {
     let mut text = format!("instance {}: {}\n", instance.id(), instance.status().as_str());
     text += &format!("path: {}\n", instance.path().join(" "));
     text += &format!("variables: {}\n", Value::Object(instance.variables().clone()));
@@ -145,6 +190,12 @@ fn human(instance: &Instance) -> String {
     }
     for incident in instance.incidents() {
         text += &format!("incident at {}: {} [{}]\n", incident.at, incident.message, incident.node);
+    }
+    for effect in effects {
+        text += &match effect {
+            Effect::Notify { receiver, message, rule } => format!("notify {receiver}: {message} [{rule}]\n"),
+            Effect::Emit { event, payload, rule } => format!("emit {event}: {payload} [{rule}]\n"),
+        };
     }
     text
 }
