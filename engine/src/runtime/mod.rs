@@ -201,6 +201,7 @@ pub struct EngineBuilder {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
     hooks: SharedHooks,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
@@ -212,6 +213,7 @@ impl Default for EngineBuilder {
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(WallClock),
             handlers: HashMap::new(),
+            fallback: None,
             hooks: Arc::new(NoHooks),
             scripts: Arc::new(ScriptRuntime::new(&ScriptLimits::default())),
             options: EngineOptions::default(),
@@ -235,6 +237,12 @@ impl EngineBuilder {
     /// Registers a service-task handler under `name`.
     pub fn handler(mut self, name: impl Into<String>, handler: Handler) -> Self {
         self.handlers.insert(name.into(), handler);
+        self
+    }
+
+    /// The handler for jobs whose handler name is not registered (or that name none).
+    pub fn fallback_handler(mut self, handler: Handler) -> Self {
+        self.fallback = Some(handler);
         self
     }
 
@@ -265,6 +273,7 @@ impl EngineBuilder {
             store: self.store,
             clock: self.clock,
             handlers: self.handlers,
+            fallback: self.fallback,
             hooks: self.hooks,
             scripts: self.scripts,
             options: self.options,
@@ -655,6 +664,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
     hooks: SharedHooks,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
@@ -738,7 +748,12 @@ impl Inner {
             for wait in guard.stored.instance.waits() {
                 let has_incident = guard.stored.incidents.iter().any(|i| i.activation == wait.activation);
                 match &wait.kind {
-                    WaitKind::Job { .. } if !has_incident => effects.push(Effect::RunJob(wait.clone())),
+                    WaitKind::Job { handler }
+                        if !has_incident
+                            && (handler.is_some() || self.fallback.is_some() || self.options.auto_complete) =>
+                    {
+                        effects.push(Effect::RunJob(wait.clone()))
+                    }
                     WaitKind::User { .. } if self.options.auto_complete => effects.push(Effect::RunJob(wait.clone())),
                     WaitKind::Message { name, correlation_key } => effects.push(Effect::CheckBuffered {
                         name: name.clone().unwrap_or_default(),
@@ -786,11 +801,13 @@ impl Inner {
         for wait in step.new_waits {
             match &wait.kind {
                 WaitKind::Job { handler } => {
-                    let registered = handler.as_ref().is_some_and(|h| self.handlers.contains_key(h));
-                    if !registered && self.options.auto_complete {
-                        turn.auto.push_back(wait.activation);
-                    } else if handler.is_some() {
-                        turn.effects.push(Effect::RunJob(wait));
+                    match self.handler_for(handler.as_deref()) {
+                        Some(_) => turn.effects.push(Effect::RunJob(wait)),
+                        None if self.options.auto_complete => turn.auto.push_back(wait.activation),
+                        // A named handler that is missing becomes an incident; a job that names
+                        // none waits for an outside completion.
+                        None if handler.is_some() => turn.effects.push(Effect::RunJob(wait)),
+                        None => {}
                     }
                 }
                 WaitKind::User { .. } if self.options.auto_complete => turn.auto.push_back(wait.activation),
@@ -972,7 +989,7 @@ impl Inner {
             WaitKind::User { .. } => None,
             _ => return,
         };
-        let handler = handler_name.as_ref().and_then(|h| self.handlers.get(h)).cloned();
+        let handler = self.handler_for(handler_name.as_deref()).cloned();
         let Some(handler) = handler else {
             if self.options.auto_complete {
                 self.complete_job(instance, &wait, Map::new()).await;
@@ -1037,6 +1054,11 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The handler that runs jobs naming `name`: the registered one, else the fallback.
+    fn handler_for(&self, name: Option<&str>) -> Option<&Handler> {
+        name.and_then(|n| self.handlers.get(n)).or(self.fallback.as_ref())
     }
 
     fn retry_policy(&self, instance: &str, node: &str) -> RetryPolicy {
