@@ -267,7 +267,6 @@ impl EngineBuilder {
     /// Builds the engine inside the current tokio runtime: reloads deployments and unfinished
     /// instances, re-arms timers, redelivers the outbox and re-runs unrecorded jobs.
     pub async fn build(self) -> Result<Engine, EngineError> {
-        let next_instance = self.store.instance_count()?;
         let (events, _) = broadcast::channel(self.options.event_capacity.max(1));
         let inner = Arc::new(Inner {
             store: self.store,
@@ -279,7 +278,6 @@ impl EngineBuilder {
             options: self.options,
             versions: RwLock::new(Versions::default()),
             live: Mutex::new(HashMap::new()),
-            next_instance: AtomicU64::new(next_instance),
             events,
             ended_waiters: Mutex::new(HashMap::new()),
             timers: Mutex::new(BinaryHeap::new()),
@@ -385,8 +383,7 @@ impl Engine {
             .cloned()
             .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))?;
         let _busy = self.inner.busy();
-        let n = self.inner.next_instance.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format!("{process_id}-{n}");
+        let id = format!("{process_id}-{}", self.inner.store.next_id()?);
         let (instance, step) = Instance::start(&deployed.process, id.clone(), variables, self.inner.hooks.as_ref())?;
         let stored = StoredInstance {
             process_id: deployed.process_id.clone(),
@@ -569,7 +566,12 @@ pub fn read_history(store: &dyn Store, id: &str) -> Result<Vec<HistoryRecord>, E
     if raw.is_empty() && store.instance(id)?.is_none() {
         return Err(EngineError::UnknownInstance(id.to_string()));
     }
-    raw.iter().map(|bytes| decode(bytes, "history record").map_err(EngineError::Decode)).collect()
+    let mut records = Vec::new();
+    for bytes in raw {
+        let turn: Vec<HistoryRecord> = decode(&bytes, "history").map_err(EngineError::Decode)?;
+        records.extend(turn);
+    }
+    Ok(records)
 }
 
 fn compile(
@@ -670,7 +672,6 @@ struct Inner {
     options: EngineOptions,
     versions: RwLock<Versions>,
     live: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
-    next_instance: AtomicU64,
     events: broadcast::Sender<EngineEvent>,
     ended_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<InstanceInfo>>>>,
     /// Armed timers: (due, instance, activation), earliest first.
@@ -863,9 +864,12 @@ impl Inner {
         let now = self.clock.now_ms();
         let ended = !live.stored.instance.status().is_active();
         let records: Vec<HistoryRecord> = turn.history.drain(..).map(|entry| HistoryRecord { at_ms: now, entry }).collect();
+        // The records of a turn are stored as one history entry (one key per turn, not per event).
         turn.commit.history_from = live.stored.history_len;
-        turn.commit.history = records.iter().map(encode).collect();
-        live.stored.history_len += records.len() as u64;
+        if !records.is_empty() {
+            turn.commit.history = vec![encode(&records)];
+            live.stored.history_len += 1;
+        }
         let snapshot = encode(&live.stored);
         turn.commit.snapshot = Some(if ended { SnapshotChange::Finished(snapshot) } else { SnapshotChange::Running(snapshot) });
         let outbox = turn.commit.outbox.len();

@@ -14,7 +14,7 @@ pub(crate) struct StoredInstance {
     pub version: u32,
     /// The executor state.
     pub instance: Instance,
-    /// Number of history records written so far.
+    /// Number of history entries written so far (one per turn, each holding that turn's records).
     pub history_len: u64,
     /// Engine incidents (handler retries exhausted, bad timer definitions) awaiting an operator.
     pub incidents: Vec<EngineIncident>,

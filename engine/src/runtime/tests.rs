@@ -299,7 +299,7 @@ async fn completing_a_task_that_is_not_open_is_an_error() {
     assert!(matches!(err, EngineError::NoSuchWait { activation: 999, .. }), "{err}");
     let err = engine.start("nope", Map::new()).await.unwrap_err();
     assert!(matches!(err, EngineError::UnknownProcess(_)), "{err}");
-    assert!(matches!(engine.instance("p-999").unwrap_err(), EngineError::UnknownInstance(_)));
+    assert!(matches!(engine.instance("p-no-such").unwrap_err(), EngineError::UnknownInstance(_)));
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ struct Inner {
     tables: HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
     outbox: BTreeMap<u64, Vec<u8>>,
     next_outbox: u64,
+    next_id: u64,
 }
 
 /// A store that keeps everything in memory. Commits are atomic (one lock) and durable at once
@@ -120,5 +121,17 @@ impl Store for MemoryStore {
 
     fn instance_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock().instances.len() as u64)
+    }
+
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self.lock().instances.keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        Ok(inner.next_id)
     }
 }

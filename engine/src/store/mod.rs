@@ -225,6 +225,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of instances ever stored (finished or not).
     fn instance_count(&self) -> Result<u64, StoreError>;
+
+    /// The ids of every stored instance (finished or not), in id order.
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A number never handed out before by this store, also across restarts and crashes (for
+    /// instance ids). Numbers increase but may skip.
+    fn next_id(&self) -> Result<u64, StoreError>;
 }
 
 /// Key of a timer in [`Table::Timers`]: the due time (milliseconds since the Unix epoch,

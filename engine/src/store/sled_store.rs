@@ -277,6 +277,25 @@ impl Store for SledStore {
     fn instance_count(&self) -> Result<u64, StoreError> {
         Ok(self.tree(INSTANCES).len() as u64)
     }
+
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.tree(INSTANCES)
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key.map_err(|e| self.io(e))?;
+                String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupted {
+                    path: self.path.display().to_string(),
+                    detail: "an instance id is not UTF-8".into(),
+                })
+            })
+            .collect()
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        // sled persists its id generator so that no id repeats after a crash.
+        Ok(self.db.generate_id().map_err(|e| self.io(e))? + 1)
+    }
 }
 
 impl Drop for SledStore {

@@ -39,6 +39,9 @@ fn exercise(store: &dyn Store) {
     store.ack_outbox(&[outbox[0].seq]).unwrap();
     assert!(store.pending_outbox().unwrap().is_empty());
     assert_eq!(store.instance_count().unwrap(), 2);
+    assert_eq!(store.instance_ids().unwrap(), vec!["i1".to_string(), "i2".to_string()]);
+    let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
+    assert!(b > a);
 }
 
 #[test]
@@ -72,6 +75,17 @@ fn sled_store_survives_reopen() {
     let store = SledStore::open(dir.path(), Durability::Step).unwrap();
     assert_eq!(store.unfinished().unwrap(), vec![("i1".to_string(), b"s".to_vec())]);
     assert_eq!(store.history("i1").unwrap(), vec![b"e0".to_vec()]);
+}
+
+#[test]
+fn sled_ids_never_repeat_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+        (0..10).map(|_| store.next_id().unwrap()).max().unwrap()
+    };
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    assert!(store.next_id().unwrap() > last);
 }
 
 #[test]
