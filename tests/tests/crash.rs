@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const INSTANCES: usize = 1000;
 const JOBS_PER_INSTANCE: usize = 4;
-const KILLS: usize = 5;
+const KILLS: usize = 6;
 
 /// Four service tasks (two in parallel branches), a script and a user task.
 const PROCESS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -116,7 +116,7 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
     let mut killed_mid_flight = 0;
     for round in 0..KILLS {
         let mut child = bench_command(&bin, &process, &store_dir, &log).spawn().expect("flowbot starts");
-        let delay = 50 + rng.next(700);
+        let delay = 20 + rng.next(280);
         std::thread::sleep(Duration::from_millis(delay));
         match child.try_wait().unwrap() {
             Some(status) => {
@@ -135,7 +135,7 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
             }
         }
     }
-    assert!(killed_mid_flight > 0, "no kill landed while instances were in flight; the test proved nothing");
+    assert!(killed_mid_flight >= 2, "only {killed_mid_flight} kills landed while instances were in flight");
 
     let out = bench_command(&bin, &process, &store_dir, &log).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
