@@ -85,12 +85,14 @@ struct Shared {
 }
 
 /// Counters of a group committer, for benchmarks and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FlushStats {
     /// Flushes performed.
     pub flushes: u64,
     /// Commits covered by those flushes.
     pub commits: u64,
+    /// Time spent flushing, in seconds.
+    pub flush_seconds: f64,
 }
 
 /// The background flusher of a group-committing store.
@@ -149,6 +151,8 @@ impl Drop for GroupCommitter {
             // been reported through `failed`.
             let _ = thread.join();
         }
+        let stats = self.stats();
+        tracing::info!(flushes = stats.flushes, commits = stats.commits, flush_seconds = stats.flush_seconds, "group commit stopped");
     }
 }
 
@@ -176,7 +180,9 @@ where
         let target = state.committed;
         let covered = target - state.flushed;
         drop(state);
+        let flush_started = Instant::now();
         let result = flush();
+        let flush_time = flush_started.elapsed().as_secs_f64();
         state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
@@ -184,6 +190,7 @@ where
                 let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
                 s.flushes += 1;
                 s.commits += covered;
+                s.flush_seconds += flush_time;
             }
             Err(err) => {
                 tracing::error!(error = %err, "group flush failed; no further step is acknowledged");

@@ -6,7 +6,7 @@
 //! deployed definition versions, and the notification outbox.
 //!
 //! Everything one executor step changes is handed over as one [`StepCommit`] and applied
-//! atomically: after a crash either all of it is there or none of it. The returned [`Ack`] says
+//! atomically (in sled: one atomic batch): after a crash either all of it is there or none of it. The returned [`Ack`] says
 //! when the step is durable; the engine performs no side effect, notification or API
 //! acknowledgement of a step before its `Ack` has resolved.
 //!
@@ -42,23 +42,6 @@ pub enum Table {
     Completions,
     /// Deployed definitions and their versions.
     Definitions,
-}
-
-impl Table {
-    /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] =
-        [Table::Timers, Table::Subscriptions, Table::BufferedMessages, Table::Completions, Table::Definitions];
-
-    /// The tree name used on disk.
-    pub fn tree_name(self) -> &'static str {
-        match self {
-            Table::Timers => "timers",
-            Table::Subscriptions => "subscriptions",
-            Table::BufferedMessages => "buffered_messages",
-            Table::Completions => "completions",
-            Table::Definitions => "definitions",
-        }
-    }
 }
 
 /// One change to a keyed table: `Some(value)` puts, `None` removes.

@@ -6,38 +6,43 @@ use super::{
     history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
     SCHEMA_VERSION,
 };
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
-use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
-// Positions of the trees in `SledStore::trees`, the order of one transaction's view.
-const INSTANCES: usize = 0;
-const ACTIVE: usize = 1;
-const HISTORY: usize = 2;
-const OUTBOX: usize = 3;
-const FIRST_TABLE: usize = 4;
+// Every record lives in one tree, under a one-byte prefix per kind: a step is one atomic
+// `apply_batch` on that tree, which sled writes to its log as a unit (cheaper than a transaction
+// over several trees, same all-or-nothing guarantee).
+const INSTANCES: u8 = b'i';
+const ACTIVE: u8 = b'a';
+const HISTORY: u8 = b'h';
+const OUTBOX: u8 = b'o';
 
-fn table_index(table: Table) -> usize {
-    FIRST_TABLE
-        + match table {
-            Table::Timers => 0,
-            Table::Subscriptions => 1,
-            Table::BufferedMessages => 2,
-            Table::Completions => 3,
-            Table::Definitions => 4,
-        }
+fn table_prefix(table: Table) -> u8 {
+    match table {
+        Table::Timers => b'T',
+        Table::Subscriptions => b'S',
+        Table::BufferedMessages => b'B',
+        Table::Completions => b'C',
+        Table::Definitions => b'D',
+    }
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
 }
 
 /// A store in a sled directory.
 pub struct SledStore {
     path: PathBuf,
     db: Db,
-    /// instances, active, history, outbox, then one tree per [`Table`] in [`Table::ALL`] order.
-    trees: Vec<Tree>,
+    /// The one tree holding every record (see the key prefixes above).
+    tree: Tree,
     durability: Durability,
     group: Option<GroupCommitter>,
 }
@@ -60,8 +65,19 @@ impl SledStore {
         let shown = path.display().to_string();
         let config = sled::Config::new().path(&path).flush_every_ms(None);
         // sled reports most damage as errors but can panic on some garbled files; either way the
-        // caller gets a clear error and nothing is written.
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
+        // caller gets a clear error and nothing is written. A store just closed in this process
+        // releases its file lock when sled's background threads finish: retry briefly.
+        let mut attempts = 0;
+        let opened = loop {
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
+            match &opened {
+                Ok(Err(err)) if attempts < 100 && matches!(open_error(&shown, err.clone()), StoreError::Locked { .. }) => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => break opened,
+            }
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(err)) => return Err(open_error(&shown, err)),
@@ -91,13 +107,7 @@ impl SledStore {
             }
             None => return Err(StoreError::NotAStore { path: shown }),
         }
-        let mut trees = Vec::with_capacity(FIRST_TABLE + Table::ALL.len());
-        for name in ["instances", "active", "history", "outbox"] {
-            trees.push(db.open_tree(name).map_err(io)?);
-        }
-        for table in Table::ALL {
-            trees.push(db.open_tree(table.tree_name()).map_err(io)?);
-        }
+        let tree = db.open_tree("flowbot").map_err(io)?;
         let group = match durability {
             Durability::Step => None,
             Durability::Group { window, max_batch } => {
@@ -111,7 +121,7 @@ impl SledStore {
             }
         };
         tracing::debug!(path = %shown, ?durability, "store opened");
-        Ok(Self { path, db, trees, durability, group })
+        Ok(Self { path, db, tree, durability, group })
     }
 
     /// The durability mode the store was opened with.
@@ -136,8 +146,10 @@ impl SledStore {
         io_error(&self.path.display().to_string(), err)
     }
 
-    fn tree(&self, index: usize) -> &Tree {
-        &self.trees[index]
+    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.tree
+            .scan_prefix(key(prefix, rest))
+            .map(move |entry| entry.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| self.io(e)))
     }
 }
 
@@ -169,40 +181,34 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 
 impl Store for SledStore {
     fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
-        let trees: Vec<&Tree> = self.trees.iter().collect();
-        let result: Result<(), TransactionError<Infallible>> = trees.as_slice().transaction(|tx| {
-            match &commit.snapshot {
-                Some(SnapshotChange::Running(bytes)) => {
-                    tx[INSTANCES].insert(commit.instance.as_bytes(), bytes.as_slice())?;
-                    tx[ACTIVE].insert(commit.instance.as_bytes(), &[] as &[u8])?;
-                }
-                Some(SnapshotChange::Finished(bytes)) => {
-                    tx[INSTANCES].insert(commit.instance.as_bytes(), bytes.as_slice())?;
-                    tx[ACTIVE].remove(commit.instance.as_bytes())?;
-                }
-                None => {}
+        let mut batch = sled::Batch::default();
+        let id = commit.instance.as_bytes();
+        match &commit.snapshot {
+            Some(SnapshotChange::Running(bytes)) => {
+                batch.insert(key(INSTANCES, id), bytes.as_slice());
+                batch.insert(key(ACTIVE, id), &[] as &[u8]);
             }
-            for (i, event) in commit.history.iter().enumerate() {
-                tx[HISTORY].insert(history_key(&commit.instance, commit.history_from + i as u64), event.as_slice())?;
+            Some(SnapshotChange::Finished(bytes)) => {
+                batch.insert(key(INSTANCES, id), bytes.as_slice());
+                batch.remove(key(ACTIVE, id));
             }
-            for payload in &commit.outbox {
-                let seq = tx[OUTBOX].generate_id()?;
-                tx[OUTBOX].insert(&seq.to_be_bytes(), payload.as_slice())?;
-            }
-            for change in &commit.changes {
-                let tree = &tx[table_index(change.table)];
-                match &change.value {
-                    Some(value) => tree.insert(change.key.as_slice(), value.as_slice())?,
-                    None => tree.remove(change.key.as_slice())?,
-                };
-            }
-            Ok::<(), ConflictableTransactionError<Infallible>>(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(err)) => return Err(self.io(err)),
-            Err(TransactionError::Abort(never)) => match never {},
+            None => {}
         }
+        for (i, event) in commit.history.iter().enumerate() {
+            batch.insert(key(HISTORY, &history_key(&commit.instance, commit.history_from + i as u64)), event.as_slice());
+        }
+        for payload in &commit.outbox {
+            let seq = self.db.generate_id().map_err(|e| self.io(e))?;
+            batch.insert(key(OUTBOX, &seq.to_be_bytes()), payload.as_slice());
+        }
+        for change in &commit.changes {
+            let k = key(table_prefix(change.table), &change.key);
+            match &change.value {
+                Some(value) => batch.insert(k, value.as_slice()),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
         match &self.group {
             Some(group) => Ok(group.committed()),
             None => {
@@ -213,55 +219,43 @@ impl Store for SledStore {
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(INSTANCES).get(id.as_bytes()).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key(INSTANCES, id.as_bytes())).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
     }
 
     fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.tree(ACTIVE).iter() {
-            let (key, _) = entry.map_err(|e| self.io(e))?;
-            let id = String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupted {
+        for entry in self.scan_prefix(ACTIVE, b"") {
+            let (id_bytes, _) = entry?;
+            let id = self.utf8_id(&id_bytes)?;
+            let snapshot = self.instance(&id)?.ok_or_else(|| StoreError::Corrupted {
                 path: self.path.display().to_string(),
-                detail: "an instance id is not UTF-8".into(),
+                detail: format!("instance {id} is marked unfinished but has no snapshot"),
             })?;
-            let snapshot = self.tree(INSTANCES).get(&key).map_err(|e| self.io(e))?.ok_or_else(|| {
-                StoreError::Corrupted {
-                    path: self.path.display().to_string(),
-                    detail: format!("instance {id} is marked unfinished but has no snapshot"),
-                }
-            })?;
-            out.push((id, snapshot.to_vec()));
+            out.push((id, snapshot));
         }
         Ok(out)
     }
 
     fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.tree(HISTORY)
-            .scan_prefix(history_prefix(id))
-            .map(|entry| entry.map(|(_, v)| v.to_vec()).map_err(|e| self.io(e)))
-            .collect()
+        self.scan_prefix(HISTORY, &history_prefix(id)).map(|entry| entry.map(|(_, v)| v)).collect()
     }
 
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(table_index(table)).get(key).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+    fn get(&self, table: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key(table_prefix(table), k)).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
     }
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.tree(table_index(table))
-            .scan_prefix(prefix)
-            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| self.io(e)))
-            .collect()
+        self.scan_prefix(table_prefix(table), prefix).collect()
     }
 
     fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.tree(OUTBOX)
-            .iter()
+        self.scan_prefix(OUTBOX, b"")
             .map(|entry| {
-                let (k, v) = entry.map_err(|e| self.io(e))?;
-                let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).map_err(|_| {
+                let (k, payload) = entry?;
+                let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).map_err(|_| {
                     StoreError::Corrupted { path: self.path.display().to_string(), detail: "bad outbox key".into() }
                 })?;
-                Ok(OutboxEntry { seq, payload: v.to_vec() })
+                Ok(OutboxEntry { seq, payload })
             })
             .collect()
     }
@@ -269,32 +263,36 @@ impl Store for SledStore {
     fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
+            batch.remove(key(OUTBOX, &seq.to_be_bytes()));
         }
-        self.tree(OUTBOX).apply_batch(batch).map_err(|e| self.io(e))
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))
     }
 
     fn instance_count(&self) -> Result<u64, StoreError> {
-        Ok(self.tree(INSTANCES).len() as u64)
+        let mut count = 0;
+        for entry in self.tree.scan_prefix([INSTANCES]).keys() {
+            entry.map_err(|e| self.io(e))?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.tree(INSTANCES)
-            .iter()
-            .keys()
-            .map(|key| {
-                let key = key.map_err(|e| self.io(e))?;
-                String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupted {
-                    path: self.path.display().to_string(),
-                    detail: "an instance id is not UTF-8".into(),
-                })
-            })
-            .collect()
+        self.scan_prefix(INSTANCES, b"").map(|entry| entry.and_then(|(k, _)| self.utf8_id(&k))).collect()
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
         // sled persists its id generator so that no id repeats after a crash.
         Ok(self.db.generate_id().map_err(|e| self.io(e))? + 1)
+    }
+}
+
+impl SledStore {
+    fn utf8_id(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupted {
+            path: self.path.display().to_string(),
+            detail: "an instance id is not UTF-8".into(),
+        })
     }
 }
 

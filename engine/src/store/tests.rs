@@ -93,7 +93,10 @@ fn another_schema_version_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     SledStore::open(dir.path(), Durability::Step).unwrap().write_schema_version(SCHEMA_VERSION + 6).unwrap();
     let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaMismatch { found, expected, .. } if found == SCHEMA_VERSION + 6 && expected == SCHEMA_VERSION));
+    assert!(
+        matches!(err, StoreError::SchemaMismatch { found, expected, .. } if found == SCHEMA_VERSION + 6 && expected == SCHEMA_VERSION),
+        "{err}"
+    );
     let text = err.to_string();
     assert!(text.contains(&format!("schema version {}", SCHEMA_VERSION + 6)), "{text}");
     assert!(text.contains(&format!("schema version {SCHEMA_VERSION}")), "{text}");
