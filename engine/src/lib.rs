@@ -7,9 +7,11 @@ pub mod diagnostics;
 pub mod executor;
 pub mod graph;
 pub mod model;
+pub mod rules;
 pub mod script;
 pub mod runtime;
 pub mod store;
 #[cfg(test)]
 mod testkit;
 pub mod timer;
+pub mod yaml;

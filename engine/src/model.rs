@@ -73,6 +73,10 @@ pub struct Process {
     pub flows: Vec<SequenceFlow>,
     /// Lanes, kept as metadata.
     pub lanes: Vec<Lane>,
+    /// Business rules attached to the whole process (guards and event policies that apply to
+    /// every node, e.g. "every status change notifies the customer").
+    #[serde(default)]
+    pub rules: Vec<RuleAttachment>,
     /// Where the process element starts.
     pub span: Span,
 }
@@ -449,6 +453,69 @@ pub enum AttachPoint {
     OnStart,
     /// Runs when the named variable changes.
     OnVariableChange(String),
+    /// Runs when the instance status changes (running, waiting, completed, failed, ...).
+    OnStatusChange,
+}
+
+impl AttachPoint {
+    /// The names front ends accept for attachment points (YAML `on:`, BPMN `point=`); the ones
+    /// `guard_variable` and `on_variable_change` need a variable name (a name, or a prefix ending in `*`).
+    pub const NAMES: [&'static str; 8] = [
+        "guard_complete",
+        "guard_message",
+        "guard_variable",
+        "on_start",
+        "on_enter",
+        "on_leave",
+        "on_variable_change",
+        "on_status_change",
+    ];
+
+    /// Reads an attachment point as written in YAML or BPMN: `name` is one of
+    /// [`AttachPoint::NAMES`], `variable` the variable for `guard_variable` and
+    /// `on_variable_change`. The error says what is accepted.
+    pub fn parse(name: &str, variable: Option<&str>) -> Result<Self, String> {
+        let needs_variable = |make: fn(String) -> AttachPoint| match variable.map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(make(v.to_string())),
+            _ => Err(format!("rule point `{name}` needs a `variable`")),
+        };
+        let point = match name.trim() {
+            "guard_complete" => AttachPoint::GuardComplete,
+            "guard_message" => AttachPoint::GuardMessage,
+            "guard_variable" => return needs_variable(AttachPoint::GuardVariable),
+            "on_start" => AttachPoint::OnStart,
+            "on_enter" => AttachPoint::OnEnter,
+            "on_leave" => AttachPoint::OnLeave,
+            "on_variable_change" => return needs_variable(AttachPoint::OnVariableChange),
+            "on_status_change" => AttachPoint::OnStatusChange,
+            other => {
+                return Err(format!("unknown rule point `{other}`; expected one of: {}", Self::NAMES.join(", ")))
+            }
+        };
+        match variable {
+            Some(_) => Err(format!("rule point `{name}` takes no `variable`")),
+            None => Ok(point),
+        }
+    }
+
+    /// The name of this point as written in YAML and BPMN (the inverse of [`AttachPoint::parse`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttachPoint::GuardComplete => "guard_complete",
+            AttachPoint::GuardMessage => "guard_message",
+            AttachPoint::GuardVariable(_) => "guard_variable",
+            AttachPoint::OnStart => "on_start",
+            AttachPoint::OnEnter => "on_enter",
+            AttachPoint::OnLeave => "on_leave",
+            AttachPoint::OnVariableChange(_) => "on_variable_change",
+            AttachPoint::OnStatusChange => "on_status_change",
+        }
+    }
+
+    /// Whether a rule at this point is a guard (it may refuse the action).
+    pub fn is_guard(&self) -> bool {
+        matches!(self, AttachPoint::GuardComplete | AttachPoint::GuardMessage | AttachPoint::GuardVariable(_))
+    }
 }
 
 /// Where a rule's source lives.

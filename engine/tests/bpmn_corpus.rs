@@ -5,7 +5,7 @@
 //! Run with `UPDATE_EXPECT=1` to record a deliberate change, and `--nocapture` to see the table of
 //! rejected files. When the corpus is absent (a lone clone), the test says so and checks nothing.
 
-use flowbot_engine::bpmn::parse_bpmn;
+use flowbot_engine::bpmn::{parse_bpmn, parse_bpmn_file};
 use flowbot_engine::diagnostics::Diagnostic;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -81,4 +81,30 @@ fn corpus_parses_without_panics_and_rejects_the_recorded_files() {
     }
     let expected = fs::read_to_string(expectation_file()).unwrap_or_default();
     assert_eq!(expected, actual, "corpus results changed; if intended, rerun with UPDATE_EXPECT=1");
+}
+
+/// The files that both reference engines ran (`PEER_PATHS.tsv`) are the ones the executor is
+/// compared on: each must parse without errors.
+#[test]
+fn files_run_by_the_reference_engines_parse_without_errors() {
+    let Ok(peer_paths) = fs::read_to_string(corpus_dir().join("PEER_PATHS.tsv")) else {
+        eprintln!("PEER_PATHS.tsv not found beside the repository; nothing checked");
+        return;
+    };
+    let files: Vec<&str> = peer_paths
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.starts_with("file\t"))
+        .filter_map(|line| line.split('\t').next())
+        .filter(|file| !file.is_empty())
+        .collect();
+    assert!(!files.is_empty(), "PEER_PATHS.tsv lists no files");
+    let mut failures = Vec::new();
+    for file in files {
+        let (definitions, diagnostics) = parse_bpmn_file(&corpus_dir().join(file));
+        let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+        if definitions.is_none() || !errors.is_empty() {
+            failures.push(format!("{file}: {errors:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

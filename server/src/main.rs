@@ -1,23 +1,35 @@
-//! The `flowbot` command line.
+//! The `flowbot` binary: command-line front door to the engine.
+//!
+//! Every command lives in its own module under `cli/`; `main` only parses arguments, sets up
+//! logging (tracing to stderr, filtered by `RUST_LOG`) and maps the outcome to an exit code.
 
 mod cli;
+mod sources;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = cli::Cli::parse();
-    match cli.command.run() {
+    let args = cli::Cli::parse();
+    init_logging();
+    match cli::execute(args.command) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
+        Err(error) => {
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr only (stdout carries command output such as `run --json`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }

@@ -1,1 +1,117 @@
-//! Helpers shared by the end-to-end tests: locating the built `flowbot` binary and `../shared`.
+//! Helpers shared by the end-to-end tests: locating (and building) the `flowbot` binary, running
+//! it with a time limit, and finding the repository root and `../shared`.
+//!
+//! The binary: `$FLOWBOT_BIN` when set; otherwise `cargo build -p flowbot` is run once per test
+//! process (a no-op when the binary is current) and `$CARGO_TARGET_DIR/debug/flowbot` (or
+//! `<repo>/target/debug/flowbot`) is used. Building through cargo keeps the tests from running a
+//! stale binary.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root (the workspace folder).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// `../shared` beside the repository, when present (third-party corpus, reference models).
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = repo_root().join("..").join("shared");
+    dir.is_dir().then_some(dir)
+}
+
+/// The path of the built `flowbot` binary, building it first if needed.
+pub fn flowbot_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("FLOWBOT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "flowbot"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo can be started to build flowbot");
+        assert!(status.success(), "cargo build -p flowbot failed");
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+        let bin = target.join("debug").join(if cfg!(windows) { "flowbot.exe" } else { "flowbot" });
+        assert!(bin.is_file(), "no binary at {}", bin.display());
+        bin
+    })
+}
+
+/// What a finished (or killed) run printed.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code; `None` when it was killed for running past the limit.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Whether it ran past the limit and was killed.
+    pub timed_out: bool,
+}
+
+impl Output {
+    /// stdout parsed as one JSON value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON value ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+/// Runs `flowbot ARGS` in the repository root; kills it after `limit`.
+pub fn flowbot_with_limit(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(flowbot_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowbot starts");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait().expect("flowbot can be waited for") {
+            Some(status) => break Some(status),
+            None if started.elapsed() > limit => {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    Output {
+        code: status.and_then(|s| s.code()),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        timed_out,
+    }
+}
+
+/// Runs `flowbot ARGS` with a 60-second limit (a hang fails the test instead of blocking it).
+pub fn flowbot(args: &[&str]) -> Output {
+    flowbot_with_limit(args, Duration::from_secs(60))
+}

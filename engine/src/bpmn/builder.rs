@@ -2,18 +2,22 @@
 //!
 //! The builder reports shape problems (a node without an id, a timer without a time, a malformed
 //! Flowbot extension); whether flows point at existing nodes is the graph compiler's business.
-//! Embedded subprocesses are built by recursion, bounded by the tree's depth limit.
+//! Embedded subprocesses are built by recursion, bounded by [`MAX_SUBPROCESS_DEPTH`].
 
 use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind, Process,
-    SequenceFlow, Span, SubProcess, TaskKind,
+    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind, Process, SequenceFlow,
+    Span, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
 use std::path::Path;
+
+/// The deepest nesting of embedded subprocesses accepted. The builder recurses once per level, so
+/// this bound (not the XML depth limit) keeps its stack use small on any thread.
+pub const MAX_SUBPROCESS_DEPTH: usize = 32;
 
 /// BPMN elements that may sit in a process or subprocess and carry nothing the model needs.
 const IGNORED_SCOPE_ELEMENTS: &[&str] = &[
@@ -43,6 +47,18 @@ const IGNORED_SCOPE_ELEMENTS: &[&str] = &[
     "dataOutputAssociation",
 ];
 
+/// What building a flow node gave.
+// Returned once per node and moved straight into its scope: boxing would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum BuiltNode {
+    /// The node.
+    Node(Node),
+    /// A flow node too malformed to keep; the problem is already reported.
+    Reported,
+    /// The element is not a flow node.
+    NotAFlowNode,
+}
+
 /// The state shared by the builder functions: the tree, the diagnostics and the top-level
 /// definitions that references resolve against.
 pub(super) struct Context<'t, 'i> {
@@ -54,6 +70,10 @@ pub(super) struct Context<'t, 'i> {
     pub(super) signals: HashMap<&'t str, Option<String>>,
     pub(super) errors: HashMap<&'t str, Option<String>>,
     pub(super) escalations: HashMap<&'t str, Option<String>>,
+    /// How many subprocesses enclose the scope being built.
+    subprocess_depth: usize,
+    /// The id of the flow node or sequence flow being built, named by diagnostics about its parts.
+    current_node: Option<&'t str>,
 }
 
 impl<'t, 'i> Context<'t, 'i> {
@@ -77,9 +97,9 @@ impl<'t, 'i> Context<'t, 'i> {
         self.diagnostics.push(diagnostic);
     }
 
-    /// The `id` of `at`, for diagnostics.
+    /// The `id` of `at`, else of the flow node being built, for diagnostics.
     fn nearest_id(&self, at: ElementId) -> Option<&'t str> {
-        self.tree.attr(at, "id")
+        self.tree.attr(at, "id").or(self.current_node)
     }
 
     /// Where element `at` starts.
@@ -116,10 +136,12 @@ impl<'t, 'i> Context<'t, 'i> {
     pub(super) fn text_expr(&self, at: ElementId) -> Option<Expr> {
         let (text, span) = self.tree.text(at)?;
         let source = strip_expression_wrappers(text);
+        // The wrapper-free source is a slice of `text`: its span is past the removed prefix.
+        let prefix = text.get(..(source.as_ptr() as usize).saturating_sub(text.as_ptr() as usize)).unwrap_or("");
         (!source.is_empty()).then(|| Expr {
             language: self.attr_string(at, "language"),
             source: source.to_owned(),
-            span,
+            span: span_after(span, prefix),
         })
     }
 
@@ -127,6 +149,18 @@ impl<'t, 'i> Context<'t, 'i> {
     pub(super) fn attr_expr(&self, at: ElementId, value: Option<&str>) -> Option<Expr> {
         let source = strip_expression_wrappers(value?);
         (!source.is_empty()).then(|| Expr { language: None, source: source.to_owned(), span: self.span(at) })
+    }
+}
+
+/// The span reached from `start` after the text `skipped`.
+fn span_after(start: Span, skipped: &str) -> Span {
+    match skipped.rfind('\n') {
+        Some(last_newline) => {
+            let lines = skipped.matches('\n').count() as u32;
+            let col = skipped[last_newline + 1..].chars().count() as u32 + 1;
+            Span::new(start.line + lines, col)
+        }
+        None => Span::new(start.line, start.col + skipped.chars().count() as u32),
     }
 }
 
@@ -162,6 +196,8 @@ pub(super) fn build_definitions(
         signals: HashMap::new(),
         errors: HashMap::new(),
         escalations: HashMap::new(),
+        subprocess_depth: 0,
+        current_node: None,
     };
     let mut definitions = Definitions { source: file.to_path_buf(), ..Definitions::default() };
     context.read_top_level_definitions(root, &mut definitions);
@@ -241,13 +277,6 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, "`process` has no `id` attribute");
             return None;
         };
-        if self.tree.extensions(element, Ns::Flowbot, "rule").next().is_some() {
-            self.error(
-                element,
-                "`flowbot:rule` cannot attach to a process; attach `on_start` and `on_variable_change` \
-                 rules to its start event",
-            );
-        }
         let executable = self.bool_attr(element, Ns::NoNamespace, "isExecutable", true);
         let (nodes, flows) = self.build_scope(element);
         Some(Process {
@@ -257,6 +286,7 @@ impl<'t, 'i> Context<'t, 'i> {
             nodes,
             flows,
             lanes: self.build_lanes(element),
+            rules: self.rules(element),
             span: self.span(element),
         })
     }
@@ -272,16 +302,18 @@ impl<'t, 'i> Context<'t, 'i> {
                 continue;
             }
             match element.name {
-                "sequenceFlow" => flows.extend(self.build_flow(child)),
+                "sequenceFlow" => {
+                    flows.extend(self.naming_diagnostics_after(child, |context| context.build_flow(child)));
+                }
                 "laneSet" => {}
                 "adHocSubProcess" => {
                     self.error(child, "ad-hoc subprocesses are not supported");
                 }
                 name if IGNORED_SCOPE_ELEMENTS.contains(&name) => {}
                 _ => match self.build_node(child) {
-                    Some(Some(node)) => nodes.push(node),
-                    Some(None) => {}
-                    None => {
+                    BuiltNode::Node(node) => nodes.push(node),
+                    BuiltNode::Reported => {}
+                    BuiltNode::NotAFlowNode => {
                         let message = format!("unknown element `{}` ignored", element.name);
                         self.warning(child, message);
                     }
@@ -291,9 +323,20 @@ impl<'t, 'i> Context<'t, 'i> {
         (nodes, flows)
     }
 
-    /// Builds a flow node. `None`: not a flow node; `Some(None)`: a flow node with a problem
-    /// already reported.
-    fn build_node(&mut self, element: ElementId) -> Option<Option<Node>> {
+    /// Builds a flow node.
+    fn build_node(&mut self, element: ElementId) -> BuiltNode {
+        self.naming_diagnostics_after(element, |context| context.build_flow_node(element))
+    }
+
+    /// Runs `build` with diagnostics about parts of `element` naming its id.
+    fn naming_diagnostics_after<T>(&mut self, element: ElementId, build: impl FnOnce(&mut Self) -> T) -> T {
+        let enclosing = std::mem::replace(&mut self.current_node, self.tree.attr(element, "id"));
+        let built = build(self);
+        self.current_node = enclosing;
+        built
+    }
+
+    fn build_flow_node(&mut self, element: ElementId) -> BuiltNode {
         let tree = self.tree;
         let name = tree.element(element).name;
         let kind = match name {
@@ -320,7 +363,10 @@ impl<'t, 'i> Context<'t, 'i> {
             "userTask" => Some(NodeKind::Task(self.activity(element, TaskKind::User))),
             "manualTask" => Some(NodeKind::Task(self.activity(element, TaskKind::Manual))),
             "receiveTask" => {
-                let message = tree.attr(element, "messageRef").map(|r| self.message_ref(element, r));
+                let message = tree
+                    .attr(element, "messageRef")
+                    .map(|r| self.message_ref(element, r))
+                    .map(|m| self.with_local_correlation_key(element, element, m));
                 Some(NodeKind::Task(self.activity(element, TaskKind::Receive { message })))
             }
             "sendTask" => {
@@ -337,8 +383,14 @@ impl<'t, 'i> Context<'t, 'i> {
             "inclusiveGateway" => Some(NodeKind::Gateway(GatewayKind::Inclusive)),
             "eventBasedGateway" => Some(NodeKind::Gateway(GatewayKind::EventBased)),
             "complexGateway" => Some(NodeKind::Gateway(GatewayKind::Complex)),
+            "subProcess" | "transaction" if self.subprocess_depth >= MAX_SUBPROCESS_DEPTH => {
+                self.error(element, format!("subprocesses are nested more than {MAX_SUBPROCESS_DEPTH} levels deep"));
+                None
+            }
             "subProcess" | "transaction" => {
+                self.subprocess_depth += 1;
                 let (nodes, flows) = self.build_scope(element);
+                self.subprocess_depth -= 1;
                 let body = SubProcess {
                     nodes,
                     flows,
@@ -355,21 +407,21 @@ impl<'t, 'i> Context<'t, 'i> {
                 });
                 Some(NodeKind::CallActivity(self.activity(element, CallActivity { called_element })))
             }
-            _ => return None,
+            _ => return BuiltNode::NotAFlowNode,
         };
-        let Some(kind) = kind else { return Some(None) };
+        let Some(kind) = kind else { return BuiltNode::Reported };
         let Some(id) = self.attr_string(element, "id") else {
             self.error(element, format!("`{name}` has no `id` attribute"));
-            return Some(None);
+            return BuiltNode::Reported;
         };
-        Some(Some(Node {
+        BuiltNode::Node(Node {
             id,
             name: self.attr_string(element, "name"),
             kind,
             default_flow: self.attr_string(element, "default"),
             rules: self.rules(element),
             span: self.span(element),
-        }))
+        })
     }
 
     fn boundary_event(&mut self, element: ElementId) -> Option<NodeKind> {
@@ -416,12 +468,17 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, format!("sequence flow lacks {}", missing.join(", ")));
             return None;
         };
+        let condition_element = tree.child(element, Ns::Bpmn, "conditionExpression");
+        let condition = condition_element.and_then(|c| self.text_expr(c));
+        if let (Some(empty), None) = (condition_element, &condition) {
+            self.warning(empty, "empty `conditionExpression` ignored: the flow is unconditional");
+        }
         Some(SequenceFlow {
             id: id.to_owned(),
             name: self.attr_string(element, "name"),
             source: source.to_owned(),
             target: target.to_owned(),
-            condition: tree.child(element, Ns::Bpmn, "conditionExpression").and_then(|c| self.text_expr(c)),
+            condition,
             span: self.span(element),
         })
     }
@@ -448,5 +505,17 @@ impl<'t, 'i> Context<'t, 'i> {
             }
         }
         lanes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_after_skipped_text_counts_lines_and_characters() {
+        assert_eq!(span_after(Span::new(3, 7), ""), Span::new(3, 7));
+        assert_eq!(span_after(Span::new(3, 7), "${"), Span::new(3, 9));
+        assert_eq!(span_after(Span::new(3, 7), "${\n  é"), Span::new(4, 4));
     }
 }

@@ -43,7 +43,8 @@ impl Context<'_, '_> {
             }
             "signalEventDefinition" => {
                 // A signal without a name is matched by its id.
-                let name = self.resolve(definition, "signalRef", "signal", |c| &c.signals)
+                let name = self
+                    .resolve(definition, "signalRef", "signal", |c| &c.signals)
                     .or_else(|| self.attr_string(definition, "signalRef"));
                 EventTrigger::Signal { name }
             }
@@ -70,9 +71,12 @@ impl Context<'_, '_> {
 
     fn timer(&mut self, definition: ElementId) -> Option<Timer> {
         let tree = self.tree;
-        let forms = [("timeDuration", TimerKind::Duration), ("timeDate", TimerKind::Date), ("timeCycle", TimerKind::Cycle)];
+        let forms =
+            [("timeDuration", TimerKind::Duration), ("timeDate", TimerKind::Date), ("timeCycle", TimerKind::Cycle)];
         let found = forms.iter().find_map(|&(name, kind)| {
-            tree.child(definition, Ns::Bpmn, name).and_then(|c| self.text_expr(c)).map(|expression| Timer { kind, expression })
+            tree.child(definition, Ns::Bpmn, name)
+                .and_then(|c| self.text_expr(c))
+                .map(|expression| Timer { kind, expression })
         });
         if found.is_none() {
             self.error(definition, "timer has no `timeDuration`, `timeDate` or `timeCycle` value");
@@ -83,10 +87,9 @@ impl Context<'_, '_> {
     /// A message reference by id, resolved to the message's name and correlation key.
     pub(super) fn message_ref(&mut self, at: ElementId, reference: &str) -> MessageRef {
         match self.messages.get(reference) {
-            Some((name, key)) => MessageRef {
-                name: name.clone().or_else(|| Some(reference.to_owned())),
-                correlation_key: key.clone(),
-            },
+            Some((name, key)) => {
+                MessageRef { name: name.clone().or_else(|| Some(reference.to_owned())), correlation_key: key.clone() }
+            }
             None => {
                 self.warning(at, format!("message `{reference}` is not defined; its id is used as its name"));
                 MessageRef { name: Some(reference.to_owned()), correlation_key: None }
@@ -96,12 +99,17 @@ impl Context<'_, '_> {
 
     /// Adds a correlation key given on the event or its definition (Zeebe subscription or
     /// `flowbot:correlationKey`) when the message definition has none.
-    fn with_local_correlation_key(&self, event: ElementId, definition: ElementId, mut message: MessageRef) -> MessageRef {
+    pub(super) fn with_local_correlation_key(
+        &self,
+        event: ElementId,
+        definition: ElementId,
+        mut message: MessageRef,
+    ) -> MessageRef {
         if message.correlation_key.is_none() {
             let tree = self.tree;
-            message.correlation_key = [definition, event].iter().find_map(|&at| {
-                self.attr_expr(at, tree.ns_attr(at, Ns::Flowbot, "correlationKey"))
-            });
+            message.correlation_key = [definition, event]
+                .iter()
+                .find_map(|&at| self.attr_expr(at, tree.ns_attr(at, Ns::Flowbot, "correlationKey")));
         }
         message
     }

@@ -24,14 +24,14 @@ impl Context<'_, '_> {
         let zeebe = tree.extensions(element, Ns::Zeebe, "loopCharacteristics").next();
         let zeebe_attr = |name| zeebe.and_then(|z| tree.attr(z, name));
         let flowbot_attr = |name| tree.ns_attr(element, Ns::Flowbot, name);
+        // SpiffWorkflow names the variable by the data item's id (its `name` is a label).
         let data_item_name = |child| {
             tree.child(element, Ns::Bpmn, child)
-                .and_then(|item| tree.attr(item, "name").or_else(|| tree.attr(item, "id")))
+                .and_then(|item| tree.attr(item, "id").or_else(|| tree.attr(item, "name")))
         };
         let child_text = |child| tree.child(element, Ns::Bpmn, child).and_then(|c| tree.text(c)).map(|(t, _)| t);
-        let variable = |value: Option<&str>| {
-            value.map(|v| strip_expression_wrappers(v).to_owned()).filter(|v| !v.is_empty())
-        };
+        let variable =
+            |value: Option<&str>| value.map(|v| strip_expression_wrappers(v).to_owned()).filter(|v| !v.is_empty());
 
         let collection_text = tree
             .ns_attr(element, Ns::Camunda, "collection")
@@ -50,9 +50,7 @@ impl Context<'_, '_> {
                     .or_else(|| data_item_name("inputDataItem")),
             ),
             cardinality: tree.child(element, Ns::Bpmn, "loopCardinality").and_then(|c| self.text_expr(c)),
-            completion_condition: tree
-                .child(element, Ns::Bpmn, "completionCondition")
-                .and_then(|c| self.text_expr(c)),
+            completion_condition: tree.child(element, Ns::Bpmn, "completionCondition").and_then(|c| self.text_expr(c)),
             output_collection: variable(
                 zeebe_attr("outputCollection")
                     .or_else(|| flowbot_attr("outputCollection"))
@@ -124,6 +122,7 @@ impl Context<'_, '_> {
             (Some("on_enter"), _) => AttachPoint::OnEnter,
             (Some("on_leave"), _) => AttachPoint::OnLeave,
             (Some("on_start"), _) => AttachPoint::OnStart,
+            (Some("on_status_change"), _) => AttachPoint::OnStatusChange,
             (Some("guard_variable"), Some(variable)) => AttachPoint::GuardVariable(variable),
             (Some("on_variable_change"), Some(variable)) => AttachPoint::OnVariableChange(variable),
             (Some(point @ ("guard_variable" | "on_variable_change")), None) => {
@@ -136,7 +135,7 @@ impl Context<'_, '_> {
                     rule,
                     format!(
                         "`flowbot:rule` needs `point` = guard_complete, guard_message, guard_variable, on_enter, \
-                         on_leave, on_start or on_variable_change; found {found}"
+                         on_leave, on_start, on_variable_change or on_status_change; found {found}"
                     ),
                 );
                 return None;

@@ -8,7 +8,8 @@
 //! See `docs/bpmn.md`.
 //!
 //! Parsing never panics on input: every problem becomes a [`Diagnostic`] with `file:line:col`.
-//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`]) and read without recursion over XML depth.
+//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`], [`MAX_SUBPROCESS_DEPTH`]) and the XML is
+//! read without recursion.
 
 mod builder;
 mod events;
@@ -18,6 +19,7 @@ mod position;
 mod tasks;
 mod xml_tree;
 
+pub use builder::MAX_SUBPROCESS_DEPTH;
 pub use namespaces::FLOWBOT_NAMESPACE;
 pub use xml_tree::MAX_DEPTH;
 
@@ -47,6 +49,12 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
         return (None, diagnostics);
     };
     let definitions = builder::build_definitions(&tree, path, &mut diagnostics);
+    tracing::debug!(
+        file = %path.display(),
+        processes = definitions.as_ref().map_or(0, |d| d.processes.len()),
+        diagnostics = diagnostics.len(),
+        "parsed BPMN"
+    );
     (definitions, diagnostics)
 }
 
@@ -54,8 +62,7 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
 /// diagnostic, and at most [`MAX_FILE_BYTES`] + 1 bytes are ever read.
 pub fn parse_bpmn_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) {
     let mut text = Vec::new();
-    let read = std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
+    let read = std::fs::File::open(path).and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
     match read {
         Ok(_) => parse_bpmn(path, &text),
         Err(error) => {
@@ -87,7 +94,8 @@ fn checked_text<'a>(path: &Path, text: &'a [u8], diagnostics: &mut Vec<Diagnosti
         Err(error) => {
             let offset = error.valid_up_to();
             let span = Cursor::default().span_at(text, offset);
-            let message = format!("file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded", text[offset]);
+            let message =
+                format!("file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded", text[offset]);
             diagnostics.push(Diagnostic::error(path, span, message));
             None
         }

@@ -43,7 +43,7 @@ pub const FLOWBOT_NAMESPACE: &str = "https://flowbot.dev/schema/1.0";
 pub(crate) fn classify_uri(uri: &[u8]) -> Ns {
     match uri {
         b"http://www.omg.org/spec/BPMN/20100524/MODEL" | b"http://schema.omg.org/spec/BPMN/2.0" => Ns::Bpmn,
-        b"https://flowbot.dev/schema/1.0" => Ns::Flowbot,
+        uri if uri == FLOWBOT_NAMESPACE.as_bytes() => Ns::Flowbot,
         b"http://camunda.org/schema/1.0/bpmn" | b"http://activiti.org/bpmn" | b"http://flowable.org/bpmn" => {
             Ns::Camunda
         }

@@ -27,15 +27,20 @@ impl Cursor {
         if offset < self.offset {
             *self = Self::default();
         }
-        for &byte in &text[self.offset..offset] {
-            if byte == b'\n' {
-                self.line = self.line.saturating_add(1);
+        let skipped = &text[self.offset..offset];
+        // Counting in simple passes lets the compiler vectorise them.
+        let newlines = skipped.iter().filter(|&&b| b == b'\n').count();
+        let line_start = match skipped.iter().rposition(|&b| b == b'\n') {
+            Some(last_newline) => {
+                self.line = self.line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
                 self.col = 1;
-            } else if byte & 0xC0 != 0x80 {
-                // Count the first byte of each UTF-8 sequence only.
-                self.col = self.col.saturating_add(1);
+                last_newline + 1
             }
-        }
+            None => 0,
+        };
+        // Count the first byte of each UTF-8 sequence only.
+        let chars = skipped[line_start..].iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        self.col = self.col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
         self.offset = offset;
         Span::new(self.line, self.col)
     }

@@ -75,7 +75,11 @@ fn reads_event_definitions_with_resolved_references() {
     }
     assert_eq!(start_trigger("start_signal"), Some(EventTrigger::Signal { name: Some("stop_all".into()) }));
     match start_trigger("start_cond") {
-        Some(EventTrigger::Conditional { condition: Some(condition) }) => assert_eq!(condition.source, "amount > 5"),
+        Some(EventTrigger::Conditional { condition: Some(condition) }) => {
+            assert_eq!(condition.source, "amount > 5");
+            // Past the `${` wrapper.
+            assert_eq!(condition.span, Span::new(29, 60));
+        }
         other => panic!("{other:?}"),
     }
     match &node(main, "on_error").kind {
@@ -97,7 +101,10 @@ fn reads_event_definitions_with_resolved_references() {
         NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some(name) } } if name == "jump"
     ));
     assert!(matches!(node(main, "end_terminate").kind, NodeKind::EndEvent { result: Some(EventTrigger::Terminate) }));
-    assert!(matches!(node(main, "end_compensate").kind, NodeKind::EndEvent { result: Some(EventTrigger::Compensation) }));
+    assert!(matches!(
+        node(main, "end_compensate").kind,
+        NodeKind::EndEvent { result: Some(EventTrigger::Compensation) }
+    ));
 }
 
 #[test]
@@ -115,8 +122,12 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
     }
     assert_eq!(task_body(main, "user"), &TaskKind::User);
     assert_eq!(task_body(main, "manual"), &TaskKind::Manual);
-    assert!(matches!(task_body(main, "receive"), TaskKind::Receive { message: Some(m) } if m.name.as_deref() == Some("payment_received")));
-    assert!(matches!(task_body(main, "send"), TaskKind::Send { message: Some(m), handler: None } if m == "payment_received"));
+    assert!(
+        matches!(task_body(main, "receive"), TaskKind::Receive { message: Some(m) } if m.name.as_deref() == Some("payment_received"))
+    );
+    assert!(
+        matches!(task_body(main, "send"), TaskKind::Send { message: Some(m), handler: None } if m == "payment_received")
+    );
     let gateways: Vec<GatewayKind> = ["xor", "and", "or", "event_gw", "complex"]
         .iter()
         .map(|id| match node(main, id).kind {
@@ -146,7 +157,9 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop));
-    assert!(matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process")));
+    assert!(
+        matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process"))
+    );
     let f4 = main.flows.iter().find(|f| f.id == "f4").expect("f4");
     let condition = f4.condition.as_ref().expect("condition");
     assert_eq!(condition.source, "amount < 10");
@@ -183,8 +196,12 @@ fn reads_vendor_handlers_and_loops() {
     assert_eq!(spiff.output_collection.as_deref(), Some("output_list"));
     assert_eq!(spiff.output_element.as_deref(), Some("output_item"));
 
-    assert!(matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts"));
-    assert!(matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process")));
+    assert!(
+        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts")
+    );
+    assert!(
+        matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process"))
+    );
     match &node(p, "wait_update").kind {
         NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Message(message) } => {
             assert_eq!(message.name.as_deref(), Some("order_update"));
@@ -208,7 +225,12 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
     let points: Vec<&AttachPoint> = charge.rules.iter().map(|r| &r.point).collect();
     assert_eq!(
         points,
-        [&AttachPoint::GuardComplete, &AttachPoint::GuardVariable("paid".into()), &AttachPoint::OnEnter, &AttachPoint::OnLeave]
+        [
+            &AttachPoint::GuardComplete,
+            &AttachPoint::GuardVariable("paid".into()),
+            &AttachPoint::OnEnter,
+            &AttachPoint::OnLeave
+        ]
     );
     let charge = activity(p, "charge");
     assert_eq!(charge.body, TaskKind::Service { handler: Some("charge_card".into()) });
@@ -231,11 +253,16 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(task_body(p, "triage"), TaskKind::Llm(llm) if llm.mode == LlmMode::Classify && llm.labels == ["complaint", "question"]));
+    assert!(
+        matches!(task_body(p, "triage"), TaskKind::Llm(llm) if llm.mode == LlmMode::Classify && llm.labels == ["complaint", "question"])
+    );
     match task_body(p, "read_address") {
         TaskKind::Llm(llm) => {
             assert_eq!(llm.mode, LlmMode::Extract);
-            assert_eq!(llm.schema.as_ref().and_then(|s| s.pointer("/properties/city/type")), Some(&serde_json::json!("string")));
+            assert_eq!(
+                llm.schema.as_ref().and_then(|s| s.pointer("/properties/city/type")),
+                Some(&serde_json::json!("string"))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -246,10 +273,20 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(task_body(p, "discount"), TaskKind::BusinessRule { script: Some(s), .. } if s.source == "let discount = amount / 10;"));
+    match task_body(p, "await_confirmation") {
+        TaskKind::Receive { message: Some(message) } => {
+            assert_eq!(message.name.as_deref(), Some("payment_received"));
+            assert_eq!(message.correlation_key.as_ref().map(|e| e.source.as_str()), Some("customer"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(task_body(p, "discount"), TaskKind::BusinessRule { script: Some(s), .. } if s.source == "let discount = amount / 10;")
+    );
 }
 
-const HEAD: &str = r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
+const HEAD: &str =
+    r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
 const TAIL: &str = "</bpmn:process></bpmn:definitions>";
 
 #[test]
@@ -261,20 +298,35 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         }
         let errors = errors_of(text.as_bytes());
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("nested more than 256 levels"), "{errors:?}");
+        assert!(errors[0].contains("elements are nested more than 256 levels"), "{errors:?}");
     }
 }
 
-#[test]
-fn nesting_within_the_limit_builds_nested_subprocesses() {
-    let levels = MAX_DEPTH - 3;
+fn nested_subprocesses(levels: usize) -> String {
     let mut text = String::from(HEAD);
     for level in 0..levels {
         text.push_str(&format!("<bpmn:subProcess id=\"s{level}\">"));
     }
     text.push_str(&"</bpmn:subProcess>".repeat(levels));
     text.push_str(TAIL);
-    let definitions = parse_ok(text.as_bytes());
+    text
+}
+
+#[test]
+fn subprocess_nesting_beyond_the_limit_is_refused() {
+    let text = nested_subprocesses(MAX_SUBPROCESS_DEPTH + 1);
+    let column = text.find("<bpmn:subProcess id=\"s32\"").expect("innermost subprocess") + 1;
+    let errors = errors_of(text.as_bytes());
+    assert_eq!(errors, [format!("t.bpmn:1:{column}: error: subprocesses are nested more than 32 levels deep [s32]")]);
+    // Deeper XML nesting of other elements stays within the XML limit.
+    let errors = errors_of(nested_subprocesses(MAX_DEPTH - 3).as_bytes());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn nesting_within_the_limit_builds_nested_subprocesses() {
+    let levels = MAX_SUBPROCESS_DEPTH;
+    let definitions = parse_ok(nested_subprocesses(levels).as_bytes());
     let mut depth = 0;
     let mut nodes = &definitions.processes[0].nodes;
     while let Some(Node { kind: NodeKind::SubProcess(sub), .. }) = nodes.first() {
@@ -322,7 +374,7 @@ fn long_single_line_files_get_columns() {
 #[test]
 fn every_prefix_of_a_valid_file_is_handled() {
     // Truncation anywhere (inside a tag, a comment, a multi-byte character) gives errors, never a panic.
-    for end in 0..ALL_ELEMENTS.len() {
+    for end in 0..ALL_ELEMENTS.trim_ascii_end().len() {
         let (definitions, diagnostics) = parse_bpmn(Path::new("t.bpmn"), &ALL_ELEMENTS[..end]);
         assert!(has_errors(&diagnostics), "prefix of {end} bytes accepted: {definitions:?}");
     }
@@ -349,4 +401,27 @@ fn unreadable_file_is_a_diagnostic() {
     assert!(definitions.is_none());
     assert_eq!(diagnostics.len(), 1);
     assert!(diagnostics[0].message.starts_with("cannot read the file"), "{diagnostics:?}");
+}
+
+#[test]
+fn undeclared_prefix_reads_as_bpmn_and_joins_text_pieces() {
+    let text = include_bytes!("../../tests/data/bpmn/valid/undeclared_prefix.bpmn");
+    let definitions = parse_ok(text);
+    match task_body(&definitions.processes[0], "s") {
+        TaskKind::Script { script: Some(script) } => {
+            assert_eq!(script.source, "let a = 1 < 2; let b = a && true;");
+            assert_eq!(script.span, Span::new(7, 20));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn oversized_file_is_refused_without_reading_it_whole() {
+    let file = tempfile::NamedTempFile::new().expect("temporary file");
+    file.as_file().set_len(MAX_FILE_BYTES as u64 * 4).expect("sparse file");
+    let (definitions, diagnostics) = parse_bpmn_file(file.path());
+    assert!(definitions.is_none());
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].message, "file is larger than the 16 MiB limit for BPMN files");
 }

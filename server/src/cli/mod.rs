@@ -1,37 +1,63 @@
-//! Subcommands, one module each.
+//! The command-line interface: one module per command. To add a command, add its module, a
+//! variant to [`Command`] and a line to [`execute`].
 
-mod bench;
+pub mod bench;
+pub mod check;
 mod effects;
-mod history;
+pub mod graph;
+pub mod history;
 mod load;
+pub mod run;
+pub mod schema;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Flowbot: BPMN workflows with business rules and a local language model.
+/// Flowbot: run BPMN and YAML business processes with a local language model built in.
 #[derive(Debug, Parser)]
-#[command(name = "flowbot", version, about)]
+#[command(name = "flowbot", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The subcommands.
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check process files (BPMN, YAML) and rule files (.rhai); folders are searched recursively.
+    Check(check::CheckArgs),
+    /// Run one process instance in memory and print where it went.
+    Run(run::RunArgs),
+    /// Print the process graph as Graphviz dot or Mermaid.
+    Graph(graph::GraphArgs),
+    /// Print the JSON Schema of the YAML process language.
+    Schema(schema::SchemaArgs),
     /// Print the history (audit log) of an instance from a store.
     History(history::HistoryArgs),
-    /// Run N instances of a process to completion and report throughput.
+    /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
 }
 
-impl Command {
-    /// Runs the subcommand.
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self {
-            Command::History(args) => history::run(args),
-            Command::Bench(args) => bench::run(args),
-        }
+/// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
+/// quietly instead of failing.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a command and returns the exit code it asks for.
+pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check(args) => check::execute(&args),
+        Command::Run(args) => run::execute(&args),
+        Command::Graph(args) => graph::execute(&args),
+        Command::Schema(args) => schema::execute(&args),
+        Command::History(args) => history::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,575 @@
+//! The executor: a deterministic, synchronous state machine that runs one instance of a
+//! [`CompiledProcess`] with BPMN token semantics.
+//!
+//! Invariants:
+//! - No I/O, no clock, no randomness, no async: the same calls on the same instance give the same
+//!   [`Step`]s, so the durable layer can checkpoint the [`Instance`] (serde) after every call and
+//!   replay safely.
+//! - Between calls no token is in flight: every live token is parked in a [`Wait`], in a join, or
+//!   inside a running subprocess scope.
+//! - Tokens are processed first in, first out; gateways fork in document order of their flows;
+//!   exclusive gateways test conditions in document order.
+//! - Nothing panics on bad input: failing scripts and conditions, unmatched gateways, stuck joins
+//!   and runaway loops become [`Incident`]s with `file:line:col`, and the instance fails.
+//!
+//! Driving it: [`Instance::start`] runs until every token waits or the instance ends; the driver
+//! then completes waits with [`Instance::complete`] (user tasks, jobs, messages, timers, signals)
+//! or fails jobs with [`Instance::fail_job`]. Each call returns a [`Step`]: what happened, as data.
+
+mod hooks;
+mod machine;
+
+pub use hooks::{ExecutionHooks, HookContext, HookUpdates, NoHooks};
+
+use crate::graph::{CompiledProcess, ThrownEvent};
+use crate::model::{LlmTask, Timer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::LazyLock;
+
+/// The life-cycle state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Tokens are moving (only inside a call).
+    Running,
+    /// Every live token waits for the driver.
+    Waiting,
+    /// Ended normally (including through a terminate end event).
+    Completed,
+    /// An incident stopped it.
+    Failed,
+    /// Cancelled from outside ([`Instance::terminate`]).
+    Terminated,
+}
+
+impl Status {
+    /// Whether the instance can still move.
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Waiting)
+    }
+
+    /// The lowercase name (`waiting`, `completed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Waiting => "waiting",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Terminated => "terminated",
+        }
+    }
+}
+
+/// A token on its way into a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    /// The node it enters.
+    pub node: String,
+    /// The scope instance it lives in.
+    pub scope: u64,
+    /// The flow it came along (`None` for start events).
+    pub via: Option<String>,
+    /// The activation of the event-based gateway it left, when it races the gateway's other
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<u64>,
+}
+
+/// A live scope: the process itself (id 0) or a running embedded subprocess.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeState {
+    /// Scope instance id (0: the process).
+    pub id: u64,
+    /// Enclosing scope instance.
+    pub parent: Option<u64>,
+    /// The subprocess node that runs this scope.
+    pub subprocess: Option<String>,
+    /// The activation of that subprocess node.
+    pub activation: Option<u64>,
+    /// Variables local to the scope.
+    pub variables: Map<String, Value>,
+    /// For one run of a multi-instance task: which activity and which item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunOf>,
+}
+
+/// Identifies one run of a multi-instance task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOf {
+    /// The activation of the multi-instance task.
+    pub activity: u64,
+    /// The index of the item (0-based).
+    pub index: usize,
+}
+
+/// A multi-instance task in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiState {
+    /// The task.
+    pub node: String,
+    /// The scope instance the task runs in.
+    pub scope: u64,
+    /// The task's activation.
+    pub activation: u64,
+    /// The items, one per run.
+    pub items: Vec<Value>,
+    /// How many runs were started.
+    pub started: usize,
+    /// How many runs completed.
+    pub completed: usize,
+    /// Each run's output, in item order (`null` until it completes).
+    pub outputs: Vec<Value>,
+}
+
+/// Tokens that reached a join and wait for the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinState {
+    /// The joining gateway.
+    pub node: String,
+    /// The scope instance.
+    pub scope: u64,
+    /// How many tokens arrived along each incoming flow (flow id, count).
+    pub arrivals: Vec<(String, u32)>,
+}
+
+/// A node waiting for the driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Wait {
+    /// The activation to complete (unique within the instance).
+    pub activation: u64,
+    /// The waiting node.
+    pub node: String,
+    /// The scope instance of the waiting token.
+    pub scope: u64,
+    /// What it waits for.
+    pub kind: WaitKind,
+    /// `instance/node/activation`: run a job at most once per key.
+    pub idempotency_key: String,
+    /// For events after an event-based gateway: the gateway's activation. Completing one of
+    /// them cancels the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<u64>,
+    /// For a boundary event: the activation of the activity it is attached to. It is cancelled
+    /// when the activity ends; firing an interrupting one cancels the activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<u64>,
+}
+
+/// What a wait waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WaitKind {
+    /// A service job: the driver runs the handler and completes (or fails) the wait.
+    Job {
+        /// Handler name; `None` when the task names none.
+        handler: Option<String>,
+    },
+    /// A user or manual task.
+    User {
+        /// `true` for a manual task.
+        manual: bool,
+    },
+    /// A message, by name and correlation key.
+    Message {
+        /// Message name.
+        name: Option<String>,
+        /// The correlation key, evaluated when the wait began.
+        correlation_key: Option<String>,
+    },
+    /// A timer; the durable layer owns time and completes it when due.
+    Timer {
+        /// The timer as written.
+        definition: Timer,
+    },
+    /// A signal, by name.
+    Signal {
+        /// Signal name.
+        name: Option<String>,
+    },
+    /// A language-model step, run by the server.
+    Llm {
+        /// What to ask the model.
+        task: Box<LlmTask>,
+    },
+}
+
+impl WaitKind {
+    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WaitKind::Job { .. } => "job",
+            WaitKind::User { .. } => "user",
+            WaitKind::Message { .. } => "message",
+            WaitKind::Timer { .. } => "timer",
+            WaitKind::Signal { .. } => "signal",
+            WaitKind::Llm { .. } => "llm",
+        }
+    }
+}
+
+/// A problem that stopped the instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The node concerned.
+    pub node: String,
+    /// What went wrong.
+    pub message: String,
+    /// `file:line:col` of the cause.
+    pub at: String,
+    /// The activation concerned, when there is one.
+    pub activation: Option<u64>,
+}
+
+/// Something that happened during a call, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The instance started with these variables.
+    InstanceStarted {
+        /// The initial variables.
+        variables: Map<String, Value>,
+    },
+    /// A token entered a node.
+    NodeEntered {
+        /// Node id.
+        node: String,
+        /// Activation id.
+        activation: u64,
+    },
+    /// A node completed.
+    NodeCompleted {
+        /// Node id.
+        node: String,
+        /// Activation id.
+        activation: u64,
+    },
+    /// A token moved along a flow.
+    TokenMoved {
+        /// Flow id.
+        flow: String,
+        /// Source node.
+        from: String,
+        /// Target node.
+        to: String,
+    },
+    /// Variables changed (in the scope instance `scope`).
+    VariablesChanged {
+        /// The node that changed them (`None` at start).
+        node: Option<String>,
+        /// Scope instance.
+        scope: u64,
+        /// New values.
+        changes: Map<String, Value>,
+    },
+    /// A wait began.
+    WaitStarted {
+        /// The wait.
+        wait: Wait,
+    },
+    /// A wait was completed by the driver.
+    WaitCompleted {
+        /// Node id.
+        node: String,
+        /// Activation id.
+        activation: u64,
+    },
+    /// A wait was dropped without completing (a boundary event of an activity that ended, the
+    /// losing events of an event-based gateway, an interrupted or terminated scope).
+    WaitCancelled {
+        /// Node id.
+        node: String,
+        /// Activation id.
+        activation: u64,
+    },
+    /// A BPMN error was thrown (by an error end event or a job).
+    ErrorThrown {
+        /// The throwing node.
+        node: String,
+        /// The error code.
+        code: Option<String>,
+    },
+    /// An event was thrown to the outside.
+    EventThrown {
+        /// The throwing node.
+        node: String,
+        /// The event.
+        event: ThrownEvent,
+    },
+    /// A terminate end event ended its scope.
+    ScopeTerminated {
+        /// The terminate end event.
+        node: String,
+        /// Scope instance.
+        scope: u64,
+    },
+    /// An incident stopped the instance.
+    IncidentRaised {
+        /// The incident.
+        incident: Incident,
+    },
+    /// The instance completed.
+    InstanceCompleted,
+    /// The instance was cancelled from outside.
+    InstanceTerminated,
+}
+
+/// What one driving call did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// History, in order.
+    pub events: Vec<Event>,
+    /// Waits that began during the call (also in `events`).
+    pub new_waits: Vec<Wait>,
+    /// Whether the instance ended (completed, failed or terminated) during the call.
+    pub ended: bool,
+}
+
+/// Why a driving call was refused. A refused call changes nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// The process uses elements the executor does not run yet.
+    #[error("{}", .0.join("\n"))]
+    Unsupported(Vec<String>),
+    /// The process has no none start event.
+    #[error("process `{0}` has no none start event to start from")]
+    NoStartEvent(String),
+    /// The instance belongs to another process.
+    #[error("instance runs process `{instance}`, not `{given}`")]
+    WrongProcess {
+        /// The instance's process.
+        instance: String,
+        /// The process passed in.
+        given: String,
+    },
+    /// The instance is not running or waiting.
+    #[error("instance is {0}, it cannot move any more")]
+    NotActive(&'static str),
+    /// No wait has this activation.
+    #[error("no wait with activation {0}")]
+    UnknownActivation(u64),
+    /// The wait is not a job (only jobs can fail).
+    #[error("activation {activation} at `{node}` is a {kind} wait, not a job")]
+    NotAJob {
+        /// Activation id.
+        activation: u64,
+        /// Node id.
+        node: String,
+        /// The wait kind.
+        kind: &'static str,
+    },
+    /// A hook refused the start.
+    #[error("start refused: {0}")]
+    StartRejected(String),
+    /// The instance data does not hold together (a damaged or hand-edited checkpoint).
+    #[error("instance data is inconsistent: {0}")]
+    Inconsistent(String),
+    /// A guard refused the completion.
+    #[error("completion of `{node}` refused: {reason}")]
+    Rejected {
+        /// Node id.
+        node: String,
+        /// The guard's reason.
+        reason: String,
+    },
+}
+
+/// One running (or ended) process instance. Serializable: this is what the durable layer stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    id: String,
+    process_id: String,
+    status: Status,
+    scopes: Vec<ScopeState>,
+    queue: VecDeque<Token>,
+    waits: Vec<Wait>,
+    joins: Vec<JoinState>,
+    #[serde(default)]
+    multi: Vec<MultiState>,
+    path: Vec<String>,
+    incidents: Vec<Incident>,
+    activations: BTreeMap<String, u64>,
+    next_activation: u64,
+    next_scope: u64,
+}
+
+impl Instance {
+    /// Starts an instance of `process` with id `id` and initial `variables`, and runs it until
+    /// every token waits or it ends.
+    pub fn start(
+        process: &CompiledProcess,
+        id: impl Into<String>,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<(Instance, Step), ExecError> {
+        if !process.unsupported.is_empty() {
+            let lines = process.unsupported.iter().map(|d| format!("{} at {}", d.message, d.location())).collect();
+            return Err(ExecError::Unsupported(lines));
+        }
+        if process.scopes[0].starts.is_empty() {
+            return Err(ExecError::NoStartEvent(process.id.clone()));
+        }
+        let mut instance = Instance {
+            id: id.into(),
+            process_id: process.id.clone(),
+            status: Status::Running,
+            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
+            queue: VecDeque::new(),
+            waits: Vec::new(),
+            joins: Vec::new(),
+            multi: Vec::new(),
+            path: Vec::new(),
+            incidents: Vec::new(),
+            activations: BTreeMap::new(),
+            next_activation: 1,
+            next_scope: 1,
+        };
+        let step = machine::Machine::new(process, hooks, &mut instance).start()?;
+        Ok((instance, step))
+    }
+
+    /// Completes the wait `activation` with `outputs` (written as variables in the wait's scope)
+    /// and runs on. A guard may refuse it; then nothing changes.
+    pub fn complete(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        outputs: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.complete_all(process, vec![(activation, outputs)], hooks)
+    }
+
+    /// Completes several waits in one step, in the given order, before any token moves on (a
+    /// driver that finishes a batch of ready tasks at once). Guards are asked for every wait
+    /// first; one refusal refuses the whole batch and nothing changes.
+    pub fn complete_all(
+        &mut self,
+        process: &CompiledProcess,
+        completions: Vec<(u64, Map<String, Value>)>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).complete(completions)
+    }
+
+    /// Ends the job `activation` with the BPMN error `code` (a business error from its handler):
+    /// a matching error boundary event on the task, or on an enclosing subprocess, takes the
+    /// token; without one the error raises an incident and the instance fails.
+    pub fn throw_error(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        code: Option<&str>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).job_error(activation, code)
+    }
+
+    /// Fails the job `activation` (its handler gave up after its retries): raises an incident at
+    /// the job's node with `message`, and the instance fails.
+    pub fn fail_job(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        message: &str,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).fail_job(activation, message)
+    }
+
+    /// Cancels the instance from outside: every wait and token is dropped.
+    pub fn terminate(&mut self) -> Result<Step, ExecError> {
+        if !self.status.is_active() {
+            return Err(ExecError::NotActive(self.status.as_str()));
+        }
+        self.queue.clear();
+        self.waits.clear();
+        self.joins.clear();
+        self.multi.clear();
+        self.scopes.truncate(1);
+        self.status = Status::Terminated;
+        Ok(Step { events: vec![Event::InstanceTerminated], new_waits: Vec::new(), ended: true })
+    }
+
+    fn check_can_move(&self, process: &CompiledProcess) -> Result<(), ExecError> {
+        if process.id != self.process_id {
+            return Err(ExecError::WrongProcess { instance: self.process_id.clone(), given: process.id.clone() });
+        }
+        if !self.status.is_active() {
+            return Err(ExecError::NotActive(self.status.as_str()));
+        }
+        if self.scopes.first().map(|s| s.id) != Some(0) {
+            return Err(ExecError::Inconsistent("its first scope is not the process scope".into()));
+        }
+        Ok(())
+    }
+
+    /// The instance id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The id of the process it runs.
+    pub fn process_id(&self) -> &str {
+        &self.process_id
+    }
+
+    /// Its state.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The process-level variables.
+    pub fn variables(&self) -> &Map<String, Value> {
+        static NONE: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+        self.scopes.first().map(|s| &s.variables).unwrap_or(&NONE)
+    }
+
+    /// The live scopes (the process first, then running subprocesses).
+    pub fn scopes(&self) -> &[ScopeState] {
+        &self.scopes
+    }
+
+    /// The open waits, oldest first.
+    pub fn waits(&self) -> &[Wait] {
+        &self.waits
+    }
+
+    /// The wait with this activation.
+    pub fn wait(&self, activation: u64) -> Option<&Wait> {
+        self.waits.iter().find(|w| w.activation == activation)
+    }
+
+    /// Multi-instance tasks in progress.
+    pub fn multi_instances(&self) -> &[MultiState] {
+        &self.multi
+    }
+
+    /// Joins holding tokens.
+    pub fn joins(&self) -> &[JoinState] {
+        &self.joins
+    }
+
+    /// Ids of completed flow nodes in completion order (a subprocess after its inner nodes; a
+    /// node completed twice appears twice).
+    pub fn path(&self) -> &[String] {
+        &self.path
+    }
+
+    /// Incidents raised so far.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
+    }
+
+    /// How many times each node was entered.
+    pub fn activations(&self) -> &BTreeMap<String, u64> {
+        &self.activations
+    }
+}
+
+#[cfg(test)]
+mod tests;

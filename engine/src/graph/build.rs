@@ -1,0 +1,582 @@
+//! Flattens one process of the model into the compiled graph: nodes with their behaviour, flows
+//! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
+
+use super::{
+    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode,
+    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
+};
+use crate::diagnostics::Diagnostic;
+use crate::model::{
+    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span,
+    TaskKind,
+};
+use crate::script::ScriptRuntime;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Script languages accepted as Rhai (compared case-insensitively; absent means Rhai).
+const RHAI_LANGUAGES: &[&str] = &["rhai", "text/rhai", "text/x-rhai", "application/rhai", "application/x-rhai"];
+
+/// Builds the compiled graph of `process`. Problems are pushed to `diagnostics`; the result is
+/// `None` only when the graph cannot be built at all.
+pub(super) fn build(
+    defs: &Definitions,
+    process: &Process,
+    scripts: &Arc<ScriptRuntime>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<CompiledProcess> {
+    let mut builder = Builder {
+        defs,
+        scripts,
+        file: &defs.source,
+        diagnostics,
+        graph: DiGraph::new(),
+        scopes: vec![ScopeInfo { subprocess: None, parent: None, starts: Vec::new(), implicit_start: false }],
+        node_ids: HashMap::new(),
+        unsupported: Vec::new(),
+    };
+    builder.add_scope(0, &process.nodes, &process.flows);
+    let upstream = inclusive_join_upstream(&builder.graph);
+    Some(CompiledProcess {
+        id: process.id.clone(),
+        name: process.name.clone(),
+        source: defs.source.clone(),
+        span: process.span,
+        graph: builder.graph,
+        scripts: Arc::clone(scripts),
+        scopes: builder.scopes,
+        rules: process.rules.clone(),
+        unsupported: builder.unsupported,
+        node_ids: builder.node_ids,
+        upstream,
+    })
+}
+
+struct Builder<'a> {
+    defs: &'a Definitions,
+    scripts: &'a ScriptRuntime,
+    file: &'a Path,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    graph: DiGraph<FlowNode, Flow>,
+    scopes: Vec<ScopeInfo>,
+    node_ids: HashMap<String, NodeIndex>,
+    unsupported: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    /// Adds the nodes of one scope (recursing into subprocesses), then its flows.
+    fn add_scope(&mut self, scope: ScopeId, nodes: &[Node], flows: &[SequenceFlow]) {
+        let mut local: HashMap<&str, NodeIndex> = HashMap::new();
+        for node in nodes {
+            if self.node_ids.contains_key(&node.id) {
+                continue; // duplicate id: reported by validate::check_definitions
+            }
+            let index = self.add_node(scope, node);
+            local.insert(node.id.as_str(), index);
+            if let NodeKind::SubProcess(activity) = &node.kind {
+                let child = self.scopes.len();
+                self.scopes.push(ScopeInfo {
+                    subprocess: Some(index),
+                    parent: Some(scope),
+                    starts: Vec::new(),
+                    implicit_start: false,
+                });
+                self.graph[index].behavior = match self.graph[index].behavior {
+                    Behavior::Unsupported => Behavior::Unsupported,
+                    _ => Behavior::SubProcess { scope: child },
+                };
+                self.add_scope(child, &activity.body.nodes, &activity.body.flows);
+            }
+        }
+        for node in nodes {
+            if matches!(&node.kind, NodeKind::StartEvent { trigger: None, .. }) {
+                if let Some(&index) = local.get(node.id.as_str()) {
+                    self.scopes[scope].starts.push(index);
+                }
+            }
+        }
+        let mut flow_ids: HashSet<&str> = HashSet::new();
+        for flow in flows {
+            if !flow_ids.insert(flow.id.as_str()) {
+                continue;
+            }
+            self.add_flow(&local, flow);
+        }
+        self.add_implicit_starts(scope, nodes, &local);
+        for node in nodes {
+            if let NodeKind::BoundaryEvent { attached_to, trigger, interrupting } = &node.kind {
+                self.resolve_boundary(node, attached_to, trigger, *interrupting, &local);
+            }
+        }
+        for node in nodes {
+            self.resolve_default(&local, node);
+        }
+    }
+
+    /// BPMN 2.0 (10.5.2, 10.5.3): a scope with neither start nor end events starts at every
+    /// flow node without incoming flows (boundary events and event subprocesses excluded).
+    fn add_implicit_starts(&mut self, scope: ScopeId, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
+        let has_events =
+            nodes.iter().any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
+        if has_events {
+            return;
+        }
+        let starts: Vec<NodeIndex> = nodes
+            .iter()
+            .filter_map(|n| local.get(n.id.as_str()).copied())
+            .filter(|&index| {
+                let node = &self.graph[index];
+                node.incoming.is_empty()
+                    && !matches!(node.category, Category::BoundaryEvent | Category::EventSubProcess)
+            })
+            .collect();
+        if !starts.is_empty() {
+            self.scopes[scope].implicit_start = true;
+            self.scopes[scope].starts = starts;
+        }
+    }
+
+    /// Gives a boundary event its behaviour and registers it on its activity (same scope).
+    fn resolve_boundary(
+        &mut self,
+        node: &Node,
+        attached_to: &str,
+        trigger: &EventTrigger,
+        interrupting: bool,
+        local: &HashMap<&str, NodeIndex>,
+    ) {
+        let Some(&index) = local.get(node.id.as_str()) else { return };
+        let problem = match local.get(attached_to) {
+            Some(&activity) if self.graph[activity].category.is_activity() => {
+                let element = self.graph[index].element.clone();
+                let trigger = match trigger {
+                    EventTrigger::Timer(timer) => BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone())),
+                    EventTrigger::Message(message) => BoundaryTrigger::Wait(WaitSpec::Message {
+                        name: message.name.clone(),
+                        correlation_key: message
+                            .correlation_key
+                            .as_ref()
+                            .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+                    }),
+                    EventTrigger::Signal { name } => BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() }),
+                    EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
+                    _ => {
+                        self.unsupported(node, &element);
+                        return;
+                    }
+                };
+                let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
+                self.graph[index].behavior =
+                    Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
+                self.graph[activity].boundaries.push(index);
+                return;
+            }
+            Some(_) => format!("boundary event `{}` is attached to `{attached_to}`, which is not an activity", node.id),
+            None if self.node_ids.contains_key(attached_to) => {
+                format!("boundary event `{}` is attached to `{attached_to}` in another scope", node.id)
+            }
+            None => format!("boundary event `{}` is attached to unknown activity `{attached_to}`", node.id),
+        };
+        self.diagnostics.push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+    }
+
+    /// Compiles a task's multi-instance settings.
+    fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
+        Box::new(MultiSpec {
+            sequential: mi.sequential,
+            collection: mi.collection.as_ref().and_then(|e| self.compile_expr(e, "collection of", &node.id)),
+            cardinality: mi.cardinality.as_ref().and_then(|e| self.compile_expr(e, "cardinality of", &node.id)),
+            element_variable: mi.element_variable.clone(),
+            completion_condition: mi
+                .completion_condition
+                .as_ref()
+                .and_then(|e| self.compile_expr(e, "completion condition of", &node.id)),
+            output_collection: mi.output_collection.clone(),
+            output_element: mi.output_element.clone(),
+        })
+    }
+
+    fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
+        let element = element_name(&node.kind);
+        let mut behavior = self.behavior(node, &element);
+        let mut multi = None;
+        if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
+            match behavior {
+                _ if mi.collection.is_none() && mi.cardinality.is_none() => {
+                    behavior = self
+                        .unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
+                }
+                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
+                    multi = Some(self.multi_spec(node, mi))
+                }
+                Behavior::Unsupported => {}
+                _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
+            }
+        }
+        let index = self.graph.add_node(FlowNode {
+            id: node.id.clone(),
+            name: node.name.clone(),
+            element,
+            category: Category::of(&node.kind),
+            behavior,
+            scope,
+            span: node.span,
+            rules: node.rules.clone(),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            default_flow: None,
+            boundaries: Vec::new(),
+            multi,
+        });
+        self.node_ids.insert(node.id.clone(), index);
+        index
+    }
+
+    fn add_flow(&mut self, local: &HashMap<&str, NodeIndex>, flow: &SequenceFlow) {
+        let source = self.resolve_end(local, flow, &flow.source, "source");
+        let target = self.resolve_end(local, flow, &flow.target, "target");
+        let condition = flow.condition.as_ref().and_then(|c| self.compile_expr(c, "condition of flow", &flow.id));
+        let (Some(source), Some(target)) = (source, target) else { return };
+        let edge = self.graph.add_edge(
+            source,
+            target,
+            Flow {
+                id: flow.id.clone(),
+                name: flow.name.clone(),
+                source,
+                target,
+                condition,
+                is_default: false,
+                span: flow.span,
+            },
+        );
+        self.graph[source].outgoing.push(edge);
+        self.graph[target].incoming.push(edge);
+    }
+
+    fn resolve_end(
+        &mut self,
+        local: &HashMap<&str, NodeIndex>,
+        flow: &SequenceFlow,
+        id: &str,
+        role: &str,
+    ) -> Option<NodeIndex> {
+        if let Some(&index) = local.get(id) {
+            return Some(index);
+        }
+        let message = if self.node_ids.contains_key(id) {
+            format!(
+                "sequence flow `{}` has {role} `{id}` in another scope: flows cannot cross a subprocess boundary",
+                flow.id
+            )
+        } else if id.is_empty() {
+            format!("sequence flow `{}` has no {role}", flow.id)
+        } else {
+            format!("sequence flow `{}` has unknown {role} `{id}`", flow.id)
+        };
+        self.diagnostics.push(Diagnostic::error(self.file, flow.span, message).with_id(flow.id.clone()));
+        None
+    }
+
+    fn resolve_default(&mut self, local: &HashMap<&str, NodeIndex>, node: &Node) {
+        let (Some(default), Some(&index)) = (&node.default_flow, local.get(node.id.as_str())) else { return };
+        let found = self.graph[index].outgoing.iter().copied().find(|&e| &self.graph[e].id == default);
+        match found {
+            Some(edge) => {
+                self.graph[edge].is_default = true;
+                self.graph[index].default_flow = Some(edge);
+            }
+            None => self.diagnostics.push(
+                Diagnostic::error(
+                    self.file,
+                    node.span,
+                    format!("default flow `{default}` of `{}` is not one of its outgoing flows", node.id),
+                )
+                .with_id(node.id.clone()),
+            ),
+        }
+    }
+
+    fn behavior(&mut self, node: &Node, element: &str) -> Behavior {
+        if let Some(looping) = loop_marker(&node.kind) {
+            return self.unsupported(node, &format!("{looping} {element}"));
+        }
+
+        match &node.kind {
+            NodeKind::StartEvent { trigger: None, .. } => Behavior::Start,
+            NodeKind::StartEvent { .. } => self.unsupported(node, element),
+            NodeKind::EndEvent { result } => match result {
+                None => Behavior::End(EndBehavior::None),
+                Some(EventTrigger::Terminate) => Behavior::End(EndBehavior::Terminate),
+                Some(EventTrigger::Error { code }) => Behavior::End(EndBehavior::Error { code: code.clone() }),
+                Some(trigger) => match thrown(trigger) {
+                    Some(event) => Behavior::End(EndBehavior::Throw(event)),
+                    None => self.unsupported(node, element),
+                },
+            },
+            NodeKind::IntermediateThrowEvent { result: None } => Behavior::PassThrough,
+            NodeKind::IntermediateThrowEvent { result: Some(trigger) } => match thrown(trigger) {
+                Some(event) => Behavior::Throw(event),
+                None => self.unsupported(node, element),
+            },
+            NodeKind::IntermediateCatchEvent { trigger } => match trigger {
+                EventTrigger::Timer(timer) => Behavior::Wait(WaitSpec::Timer(timer.clone())),
+                EventTrigger::Message(message) => Behavior::Wait(WaitSpec::Message {
+                    name: message.name.clone(),
+                    correlation_key: message
+                        .correlation_key
+                        .as_ref()
+                        .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+                }),
+                EventTrigger::Signal { name } => Behavior::Wait(WaitSpec::Signal { name: name.clone() }),
+                _ => self.unsupported(node, element),
+            },
+            // Resolved by `resolve_boundary` once every node of the scope exists.
+            NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
+            NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
+            NodeKind::Gateway(
+                kind @ (GatewayKind::Exclusive
+                | GatewayKind::Parallel
+                | GatewayKind::Inclusive
+                | GatewayKind::EventBased),
+            ) => Behavior::Gateway(*kind),
+            NodeKind::Gateway(_) => self.unsupported(node, element),
+            NodeKind::SubProcess(activity) if activity.body.event_subprocess || activity.body.transaction => {
+                self.unsupported(node, element)
+            }
+            // The scope is filled in by `add_scope` once the child scope exists.
+            NodeKind::SubProcess(_) => Behavior::PassThrough,
+            NodeKind::CallActivity(activity) => {
+                if let Some(called) = &activity.body.called_element {
+                    if !self.defs.processes.iter().any(|p| &p.id == called) {
+                        self.diagnostics.push(
+                            Diagnostic::warning(
+                                self.file,
+                                node.span,
+                                format!(
+                                    "call activity `{}` calls `{called}`, which this file does not define",
+                                    node.id
+                                ),
+                            )
+                            .with_id(node.id.clone()),
+                        );
+                    }
+                }
+                self.unsupported(node, element)
+            }
+        }
+    }
+
+    fn task_behavior(&mut self, node: &Node, task: &TaskKind, element: &str) -> Behavior {
+        match task {
+            TaskKind::Plain => Behavior::PassThrough,
+            TaskKind::Service { handler } => Behavior::Wait(WaitSpec::Job { handler: handler.clone() }),
+            TaskKind::Script { script: Some(script) } => self.compile_script(node, script),
+            TaskKind::Script { script: None } => {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        self.file,
+                        node.span,
+                        format!("script task `{}` has no script: it passes through", node.id),
+                    )
+                    .with_id(node.id.clone()),
+                );
+                Behavior::PassThrough
+            }
+            TaskKind::User => Behavior::Wait(WaitSpec::User { manual: false }),
+            TaskKind::Manual => Behavior::Wait(WaitSpec::User { manual: true }),
+            TaskKind::Receive { message } => Behavior::Wait(WaitSpec::Message {
+                name: message.as_ref().and_then(|m| m.name.clone()),
+                correlation_key: message
+                    .as_ref()
+                    .and_then(|m| m.correlation_key.as_ref())
+                    .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+            }),
+            TaskKind::Send { handler: Some(handler), .. } => {
+                Behavior::Wait(WaitSpec::Job { handler: Some(handler.clone()) })
+            }
+            TaskKind::Send { message, handler: None } => {
+                Behavior::Throw(ThrownEvent { kind: "message".into(), name: message.clone() })
+            }
+            TaskKind::BusinessRule { decision_ref: Some(_), .. } => {
+                self.unsupported(node, &format!("{element} with a DMN decision"))
+            }
+            TaskKind::BusinessRule { script: Some(script), .. } => self.compile_script(node, script),
+            TaskKind::BusinessRule { .. } => self.unsupported(node, &format!("{element} without a rule")),
+            TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(Box::new(task.clone()))),
+        }
+    }
+
+    fn unsupported(&mut self, node: &Node, element: &str) -> Behavior {
+        self.unsupported.push(
+            Diagnostic::warning(self.file, node.span, format!("not supported yet: {element} {}", node.id))
+                .with_id(node.id.clone()),
+        );
+        Behavior::Unsupported
+    }
+
+    fn compile_script(&mut self, node: &Node, script: &Script) -> Behavior {
+        let code = self.compile_code(script.language.as_deref(), &script.source, script.span, "script", &node.id);
+        match code {
+            Some(code) => Behavior::Script(code),
+            None => Behavior::Unsupported,
+        }
+    }
+
+    fn compile_expr(&mut self, expr: &Expr, what: &str, id: &str) -> Option<CompiledCode> {
+        self.compile_code(expr.language.as_deref(), &expr.source, expr.span, what, id)
+    }
+
+    /// Compiles Rhai source; reports a foreign language or a compile error (positioned inside the
+    /// file: the text's own span plus the offset inside the text).
+    fn compile_code(
+        &mut self,
+        language: Option<&str>,
+        source: &str,
+        span: Span,
+        what: &str,
+        id: &str,
+    ) -> Option<CompiledCode> {
+        if let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) {
+            if !RHAI_LANGUAGES.iter().any(|l| l.eq_ignore_ascii_case(language)) {
+                let kind = if what == "script" { "script" } else { "expression" };
+                self.diagnostics.push(
+                    Diagnostic::error(self.file, span, format!("not Rhai: {language} {kind} in {id}"))
+                        .with_id(id.to_string()),
+                );
+                return None;
+            }
+        }
+        match self.scripts.compile(source) {
+            Ok(ast) => Some(CompiledCode { ast, source: source.to_string(), span }),
+            Err(err) => {
+                let at = err.position().map(|(line, col)| offset_span(span, line, col)).unwrap_or(span);
+                let message = match &err {
+                    crate::script::ScriptError::Compile { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                self.diagnostics.push(
+                    Diagnostic::error(self.file, at, format!("{what} {id} is not valid Rhai: {message}"))
+                        .with_id(id.to_string()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The file position of `line`:`col` inside a text that starts at `start`.
+pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
+    if line <= 1 {
+        Span::new(start.line, start.col + col.saturating_sub(1))
+    } else {
+        Span::new(start.line + line - 1, col)
+    }
+}
+
+/// The event an end or intermediate throw event sends out, for the kinds that need no catcher.
+fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
+    let (kind, name) = match trigger {
+        EventTrigger::Message(m) => ("message", m.name.clone()),
+        EventTrigger::Signal { name } => ("signal", name.clone()),
+        EventTrigger::Escalation { code } => ("escalation", code.clone()),
+        _ => return None,
+    };
+    Some(ThrownEvent { kind: kind.into(), name })
+}
+
+/// Loop settings the executor does not run: standard loops, and multi-instance on anything but
+/// a task.
+fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
+    let (multi, standard) = match kind {
+        NodeKind::Task(a) => (false, a.standard_loop),
+        NodeKind::SubProcess(a) => (a.multi_instance.is_some(), a.standard_loop),
+        NodeKind::CallActivity(a) => (a.multi_instance.is_some(), a.standard_loop),
+        _ => (false, false),
+    };
+    if multi {
+        Some("multi-instance")
+    } else if standard {
+        Some("looping")
+    } else {
+        None
+    }
+}
+
+/// The BPMN element name of a node kind, with its event definition (`timer boundaryEvent`).
+pub fn element_name(kind: &NodeKind) -> String {
+    fn trigger_name(trigger: &EventTrigger) -> &'static str {
+        match trigger {
+            EventTrigger::Terminate => "terminate",
+            EventTrigger::Timer(_) => "timer",
+            EventTrigger::Message(_) => "message",
+            EventTrigger::Signal { .. } => "signal",
+            EventTrigger::Error { .. } => "error",
+            EventTrigger::Escalation { .. } => "escalation",
+            EventTrigger::Conditional { .. } => "conditional",
+            EventTrigger::Link { .. } => "link",
+            EventTrigger::Cancel => "cancel",
+            EventTrigger::Compensation => "compensation",
+            EventTrigger::Multiple(_) => "multiple",
+        }
+    }
+    let with = |trigger: Option<&EventTrigger>, base: &str| match trigger {
+        Some(t) => format!("{} {base}", trigger_name(t)),
+        None => base.to_string(),
+    };
+    match kind {
+        NodeKind::StartEvent { trigger, .. } => with(trigger.as_ref(), "startEvent"),
+        NodeKind::EndEvent { result } => with(result.as_ref(), "endEvent"),
+        NodeKind::IntermediateCatchEvent { trigger } => with(Some(trigger), "intermediateCatchEvent"),
+        NodeKind::IntermediateThrowEvent { result } => with(result.as_ref(), "intermediateThrowEvent"),
+        NodeKind::BoundaryEvent { trigger, .. } => with(Some(trigger), "boundaryEvent"),
+        NodeKind::Task(a) => match &a.body {
+            TaskKind::Plain => "task",
+            TaskKind::Service { .. } => "serviceTask",
+            TaskKind::Script { .. } => "scriptTask",
+            TaskKind::User => "userTask",
+            TaskKind::Manual => "manualTask",
+            TaskKind::Receive { .. } => "receiveTask",
+            TaskKind::Send { .. } => "sendTask",
+            TaskKind::BusinessRule { .. } => "businessRuleTask",
+            TaskKind::Llm(_) => "llmTask",
+        }
+        .to_string(),
+        NodeKind::Gateway(kind) => match kind {
+            GatewayKind::Exclusive => "exclusiveGateway",
+            GatewayKind::Parallel => "parallelGateway",
+            GatewayKind::Inclusive => "inclusiveGateway",
+            GatewayKind::EventBased => "eventBasedGateway",
+            GatewayKind::Complex => "complexGateway",
+        }
+        .to_string(),
+        NodeKind::SubProcess(a) if a.body.event_subprocess => "event subProcess".to_string(),
+        NodeKind::SubProcess(a) if a.body.transaction => "transaction".to_string(),
+        NodeKind::SubProcess(_) => "subProcess".to_string(),
+        NodeKind::CallActivity(_) => "callActivity".to_string(),
+    }
+}
+
+/// For every inclusive gateway with more than one incoming flow: the nodes from which it can be
+/// reached (reverse breadth-first search; flows never leave a scope).
+fn inclusive_join_upstream(graph: &DiGraph<FlowNode, Flow>) -> HashMap<NodeIndex, HashSet<NodeIndex>> {
+    let mut result = HashMap::new();
+    for join in graph.node_indices() {
+        let node = &graph[join];
+        if !matches!(node.behavior, Behavior::Gateway(GatewayKind::Inclusive)) || node.incoming.len() < 2 {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let mut queue: VecDeque<NodeIndex> = graph.neighbors_directed(join, Direction::Incoming).collect();
+        while let Some(n) = queue.pop_front() {
+            if seen.insert(n) {
+                queue.extend(graph.neighbors_directed(n, Direction::Incoming));
+            }
+        }
+        result.insert(join, seen);
+    }
+    result
+}

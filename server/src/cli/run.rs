@@ -1,0 +1,148 @@
+//! `flowbot run PATH [--process ID] [--vars JSON] [--auto-complete] [--json]`: runs one instance
+//! in memory. With `--auto-complete`, user, manual and receive tasks and every job are completed
+//! at once (the CLI registers no handlers); timers, message and signal events and language-model
+//! steps keep waiting. Exit 0 when the instance completed or waits, 1 when it failed or the input
+//! is invalid (diagnostics on stderr).
+
+use crate::sources;
+use anyhow::Context;
+use clap::Args;
+use flowbot_engine::executor::{Instance, NoHooks, Status, Wait, WaitKind};
+use flowbot_engine::graph::CompiledProcess;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The most rounds of completions `--auto-complete` makes before it gives up (a process that loops through
+/// user tasks forever).
+const MAX_AUTO_COMPLETIONS: usize = 100_000;
+
+/// Arguments of `flowbot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The process file.
+    pub path: PathBuf,
+    /// Process id (default: the first executable process).
+    #[arg(long)]
+    pub process: Option<String>,
+    /// Initial variables, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub vars: String,
+    /// Complete user, manual and receive tasks and all jobs at once.
+    #[arg(long)]
+    pub auto_complete: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let variables: Value = serde_json::from_str(&args.vars).context("--vars is not valid JSON")?;
+    let Value::Object(variables) = variables else {
+        anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
+    };
+    let (compiled, diagnostics) = sources::compile_file(&args.path, args.process.as_deref());
+    for diagnostic in &diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let Some(process) = compiled else { return Ok(ExitCode::FAILURE) };
+    let id = instance_id(&process);
+    let (mut instance, _) = match Instance::start(&process, id, variables, &NoHooks) {
+        Ok(started) => started,
+        Err(error) => {
+            for line in error.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.auto_complete {
+        auto_complete(&process, &mut instance)?;
+    }
+    let text = if args.json { format!("{}\n", serde_json::to_string(&report(&instance))?) } else { human(&instance) };
+    super::write_stdout(&text)?;
+    Ok(if instance.status() == Status::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// A readable, unique-enough id: process id and the start time in milliseconds.
+fn instance_id(process: &CompiledProcess) -> String {
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    format!("{}-{millis}", process.id)
+}
+
+/// Whether `--auto-complete` completes this wait.
+fn completes_automatically(process: &CompiledProcess, wait: &Wait) -> bool {
+    match &wait.kind {
+        WaitKind::Job { .. } | WaitKind::User { .. } => true,
+        WaitKind::Message { .. } => {
+            process.node_index(&wait.node).is_some_and(|n| process.node(n).element == "receiveTask")
+        }
+        WaitKind::Timer { .. } | WaitKind::Signal { .. } | WaitKind::Llm { .. } => false,
+    }
+}
+
+/// Completes every automatically completable wait as one batch (oldest first, before any token
+/// moves on), and repeats until none is left.
+fn auto_complete(process: &CompiledProcess, instance: &mut Instance) -> anyhow::Result<()> {
+    for _ in 0..MAX_AUTO_COMPLETIONS {
+        if !instance.status().is_active() {
+            return Ok(());
+        }
+        let batch: Vec<(u64, Map<String, Value>)> = instance
+            .waits()
+            .iter()
+            .filter(|w| completes_automatically(process, w))
+            .map(|w| (w.activation, Map::new()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        instance.complete_all(process, batch, &NoHooks)?;
+    }
+    tracing::warn!("stopped auto-completing after {MAX_AUTO_COMPLETIONS} rounds: the process keeps asking for more");
+    Ok(())
+}
+
+fn wait_json(wait: &Wait) -> Value {
+    let mut value = json!({ "node": wait.node, "activation": wait.activation, "kind": wait.kind.name() });
+    let detail = match &wait.kind {
+        WaitKind::Job { handler } => json!({ "handler": handler }),
+        WaitKind::Message { name, correlation_key } => json!({ "message": name, "correlation_key": correlation_key }),
+        WaitKind::Timer { definition } => json!({ "timer": definition.expression.source }),
+        WaitKind::Signal { name } => json!({ "signal": name }),
+        WaitKind::User { .. } | WaitKind::Llm { .. } => json!({}),
+    };
+    if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), detail) {
+        object.extend(extra);
+    }
+    value
+}
+
+/// The `--json` report.
+fn report(instance: &Instance) -> Value {
+    json!({
+        "instance": instance.id(),
+        "status": instance.status().as_str(),
+        "path": instance.path(),
+        "variables": instance.variables(),
+        "waiting_on": instance.waits().iter().map(wait_json).collect::<Vec<_>>(),
+        "incidents": instance.incidents().iter().map(|i| json!({
+            "node": i.node, "message": i.message, "at": i.at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn human(instance: &Instance) -> String {
+    let mut text = format!("instance {}: {}\n", instance.id(), instance.status().as_str());
+    text += &format!("path: {}\n", instance.path().join(" "));
+    text += &format!("variables: {}\n", Value::Object(instance.variables().clone()));
+    for wait in instance.waits() {
+        text += &format!("waiting on {} ({}, activation {})\n", wait.node, wait.kind.name(), wait.activation);
+    }
+    for incident in instance.incidents() {
+        text += &format!("incident at {}: {} [{}]\n", incident.at, incident.message, incident.node);
+    }
+    text
+}

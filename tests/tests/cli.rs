@@ -1,0 +1,203 @@
+//! `flowbot check`, `run` and `graph` as a user sees them: output, exit codes, bad input.
+
+use flowbot_e2e::{flowbot, repo_root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("temp file written");
+    path
+}
+
+fn bpmn(body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">
+  <process id="p" isExecutable="true">
+{body}
+  </process>
+</definitions>
+"#
+    )
+}
+
+const SCRIPTED: &str = r#"    <startEvent id="s"/>
+    <sequenceFlow id="f1" sourceRef="s" targetRef="calc"/>
+    <scriptTask id="calc" scriptFormat="rhai"><script>let total = amount * 2;</script></scriptTask>
+    <sequenceFlow id="f2" sourceRef="calc" targetRef="ask"/>
+    <userTask id="ask"/>
+    <sequenceFlow id="f3" sourceRef="ask" targetRef="e"/>
+    <endEvent id="e"/>"#;
+
+fn path_of(report: &Value) -> Vec<&str> {
+    report["path"].as_array().expect("path array").iter().map(|v| v.as_str().expect("ids")).collect()
+}
+
+#[test]
+fn run_json_reports_one_object_with_path_variables_and_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "p.bpmn", &bpmn(SCRIPTED));
+    let file = file.to_str().unwrap();
+
+    let waiting = flowbot(&["run", file, "--vars", r#"{"amount": 21}"#, "--json"]);
+    assert_eq!(waiting.code, Some(0), "{}", waiting.stderr);
+    let report = waiting.json();
+    assert_eq!(report["status"], "waiting");
+    assert_eq!(path_of(&report), ["s", "calc"]);
+    assert_eq!(report["variables"]["total"], 42);
+    assert_eq!(report["waiting_on"][0]["node"], "ask");
+    assert_eq!(report["waiting_on"][0]["kind"], "user");
+    assert!(report["instance"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(report["incidents"], Value::Array(Vec::new()));
+
+    let done = flowbot(&["run", file, "--vars", r#"{"amount": 1}"#, "--auto-complete", "--json"]);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = done.json();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(path_of(&report), ["s", "calc", "ask", "e"]);
+}
+
+#[test]
+fn failing_script_fails_the_run_with_an_incident_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = SCRIPTED.replace("let total = amount * 2;", "let total = missing + 1;");
+    let file = write(dir.path(), "p.bpmn", &bpmn(&body));
+    let out = flowbot(&["run", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, Some(1));
+    let report = out.json();
+    assert_eq!(report["status"], "failed");
+    let incident = &report["incidents"][0];
+    assert_eq!(incident["node"], "calc");
+    assert!(incident["message"].as_str().unwrap().contains("missing"), "{incident}");
+    // The script text starts on line 6, column 55 (after `<script>`); `missing` is its 13th
+    // character.
+    let at = incident["at"].as_str().unwrap();
+    assert!(at.ends_with("p.bpmn:6:67"), "{at}");
+}
+
+#[test]
+fn invalid_input_exits_1_with_diagnostics_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(dir.path(), "broken.bpmn", "<definitions><process id=\"p\"><startEvent id=\"s\">");
+    let out = flowbot(&["run", broken.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", out.stdout);
+    assert!(out.stderr.contains("broken.bpmn:1:"), "{}", out.stderr);
+
+    let good = write(dir.path(), "p.bpmn", &bpmn(SCRIPTED));
+    let out = flowbot(&["run", good.to_str().unwrap(), "--vars", "[1, 2]"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--vars must be a JSON object"), "{}", out.stderr);
+
+    let out = flowbot(&["run", dir.path().join("absent.bpmn").to_str().unwrap()]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("cannot read the file"), "{}", out.stderr);
+}
+
+#[test]
+fn foreign_scripts_and_unsupported_elements_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = SCRIPTED.replace("scriptFormat=\"rhai\"", "scriptFormat=\"python\"");
+    let file = write(dir.path(), "py.bpmn", &bpmn(&python));
+    let out = flowbot(&["run", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("error: not Rhai: python script in calc [calc]"), "{}", out.stderr);
+
+    let complex = r#"    <startEvent id="s"/>
+    <sequenceFlow id="f1" sourceRef="s" targetRef="g"/>
+    <complexGateway id="g"/>
+    <sequenceFlow id="f2" sourceRef="g" targetRef="e"/>
+    <endEvent id="e"/>"#;
+    let file = write(dir.path(), "complex.bpmn", &bpmn(complex));
+    let out = flowbot(&["run", file.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("not supported yet: complexGateway g at "), "{}", out.stderr);
+    assert!(out.stderr.contains("complex.bpmn:6:5"), "{}", out.stderr);
+    // `check` only warns about it.
+    let out = flowbot(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(out.stdout.contains("warning: not supported yet: complexGateway g [g]"), "{}", out.stdout);
+}
+
+#[test]
+fn check_walks_folders_sorts_diagnostics_and_sets_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.bpmn", &bpmn(SCRIPTED));
+    std::fs::create_dir(dir.path().join("nested")).unwrap();
+    let bad = SCRIPTED.replace("targetRef=\"e\"", "targetRef=\"nowhere\"");
+    write(&dir.path().join("nested"), "bad.bpmn", &bpmn(&bad));
+    write(dir.path(), "notes.txt", "not a process");
+
+    let out = flowbot(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.iter().all(|l| l.contains(": error: ") || l.contains(": warning: ")), "{lines:?}");
+    let key = |line: &&str| -> (String, u32, u32) {
+        let mut parts = line.splitn(4, ':');
+        let file = parts.next().unwrap_or_default().to_string();
+        let number = |p: Option<&str>| p.and_then(|n| n.parse().ok()).unwrap_or(0);
+        (file, number(parts.next()), number(parts.next()))
+    };
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(key);
+    assert_eq!(lines, sorted, "diagnostics are sorted by file, line and column");
+    assert!(
+        out.stdout.contains("bad.bpmn:9:5: error: sequence flow `f3` has unknown target `nowhere` [f3]"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("checked 2 file(s)"), "{}", out.stderr);
+
+    let out = flowbot(&["check", dir.path().join("good.bpmn").to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "p.bpmn", &bpmn(SCRIPTED));
+    let file = file.to_str().unwrap();
+    let dot = flowbot(&["graph", file]);
+    assert_eq!(dot.code, Some(0), "{}", dot.stderr);
+    assert!(dot.stdout.starts_with("digraph \"p\" {"), "{}", dot.stdout);
+    assert!(dot.stdout.contains("\"calc\" -> \"ask\";"), "{}", dot.stdout);
+    let mermaid = flowbot(&["graph", file, "--format", "mermaid"]);
+    assert_eq!(mermaid.code, Some(0), "{}", mermaid.stderr);
+    assert!(mermaid.stdout.starts_with("flowchart LR\n"), "{}", mermaid.stdout);
+    assert!(mermaid.stdout.contains("calc --> ask"), "{}", mermaid.stdout);
+    let wrong = flowbot(&["graph", file, "--format", "png"]);
+    assert_eq!(wrong.code, Some(2), "clap rejects unknown formats");
+}
+
+#[test]
+fn logs_never_reach_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = SCRIPTED.replace("let total = amount * 2;", "let total = missing + 1;");
+    let file = write(dir.path(), "p.bpmn", &bpmn(&body));
+    let out = flowbot(&["run", file.to_str().unwrap(), "--json"]);
+    out.json();
+    assert!(out.stderr.contains("incident"), "the incident is logged on stderr: {}", out.stderr);
+    assert!(repo_root().join("Cargo.toml").is_file());
+}
+
+#[test]
+fn schema_prints_the_yaml_json_schema() {
+    let out = flowbot(&["schema"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let schema = out.json();
+    assert!(schema.get("$schema").is_some() || schema.get("type").is_some(), "{schema}");
+}
+
+#[test]
+fn check_hands_rule_scripts_to_the_rules_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.rhai", "let limit = 10;\nlimit > 5\n");
+    write(dir.path(), "bad.rhai", "let x = ;\n");
+    let out = flowbot(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stdout.contains("bad.rhai:1:9: error: "), "{}", out.stdout);
+    assert!(!out.stdout.contains("good.rhai"), "{}", out.stdout);
+    let shipped = flowbot(&["check", "rules", "workflows"]);
+    assert_eq!(shipped.code, Some(0), "{}{}", shipped.stdout, shipped.stderr);
+}

@@ -1,0 +1,65 @@
+//! The shipped sales-order process: the YAML and the BPMN file run to the same path.
+
+use flowbot_e2e::flowbot;
+
+const SMALL_ORDER: &[&str] = &[
+    "order_received",
+    "import_order",
+    "confirm_order",
+    "amount_check",
+    "review_merge",
+    "invoice_and_notify",
+    "send_invoice",
+    "notify_customer",
+    "invoice_and_notify_done",
+    "warehouse_inbound",
+    "mark_awaiting_shipment",
+    "ship_order",
+    "mark_shipped",
+    "accounting_period",
+    "freight_settlement",
+    "order_done",
+];
+
+fn run(file: &str, vars: &str) -> serde_json::Value {
+    let out = flowbot(&["run", file, "--vars", vars, "--auto-complete", "--json"]);
+    assert_eq!(out.code, Some(0), "{file}: {}", out.stderr);
+    out.json()
+}
+
+fn path(report: &serde_json::Value) -> Vec<String> {
+    report["path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn yaml_and_bpmn_order_processes_run_to_the_same_path() {
+    let vars = r#"{"order_id": "SO-1", "customer": "ACME", "amount": 500, "currency": "EUR", "paid": false}"#;
+    let mut large = SMALL_ORDER.to_vec();
+    large.insert(4, "review_order");
+    for file in ["workflows/order_processing.yaml", "workflows/order_processing.bpmn"] {
+        let small = run(file, vars);
+        assert_eq!(small["status"], "completed", "{file}");
+        assert_eq!(path(&small), SMALL_ORDER, "{file}");
+        assert_eq!(small["variables"]["status"], "shipped", "{file}");
+        let big = run(file, &vars.replace("500", "20000"));
+        assert_eq!(path(&big), large, "{file}");
+    }
+}
+
+#[test]
+fn shipped_workflows_check_clean() {
+    let out = flowbot(&["check", "workflows"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains(": error: "), "{}", out.stdout);
+}
+
+#[test]
+fn order_process_waits_for_its_first_job_without_auto_complete() {
+    let out = flowbot(&["run", "workflows/order_processing.bpmn", "--vars", r#"{"amount": 500}"#, "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["status"], "waiting");
+    assert_eq!(report["waiting_on"][0]["node"], "import_order");
+    assert_eq!(report["waiting_on"][0]["kind"], "job");
+    assert_eq!(report["waiting_on"][0]["handler"], "import_order");
+}
