@@ -409,3 +409,80 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
     }
 }
 
+
+fn boundary_timer(on: &str, text: &str, interrupting: bool) -> NodeKind {
+    NodeKind::BoundaryEvent {
+        attached_to: on.into(),
+        trigger: EventTrigger::Timer(Timer { kind: TimerKind::Duration, expression: expr(text) }),
+        interrupting,
+    }
+}
+
+/// start → review (user task, 2-day boundary timer → escalate → end_escalated) → end.
+fn review_with_deadline(interrupting: bool) -> Definitions {
+    Scope::at_line(1)
+        .node("s", start())
+        .node("review", user())
+        .node("deadline", boundary_timer("review", "P2D", interrupting))
+        .node("escalate", script("let escalated = true;"))
+        .node("e", end())
+        .node("e_escalated", end())
+        .chain(&["s", "review", "e"])
+        .chain(&["deadline", "escalate", "e_escalated"])
+        .definitions()
+}
+
+#[tokio::test]
+async fn an_interrupting_boundary_timer_cancels_the_task_when_due() {
+    let clock = VirtualClock::starting_at(0);
+    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    engine.deploy(&review_with_deadline(true), None).await.unwrap();
+    let started = engine.start("p", Map::new()).await.unwrap();
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.variables["escalated"], json!(true));
+    assert!(!done.path.contains(&"review".to_string()), "{:?}", done.path);
+    assert_eq!(clock.now_ms(), 2 * DAY_MS);
+}
+
+#[tokio::test]
+async fn a_boundary_timer_is_disarmed_when_the_task_completes_first() {
+    let clock = VirtualClock::starting_at(0);
+    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    engine.deploy(&review_with_deadline(true), None).await.unwrap();
+    // Keep the engine busy so that virtual time cannot jump before the task is completed.
+    let started = {
+        let _busy = engine.inner.busy();
+        let started = engine.start("p", Map::new()).await.unwrap();
+        let review = started.waiting_on.iter().find(|w| w.node == "review").unwrap().activation;
+        engine.complete_task(&started.id, review, Map::new()).await.unwrap();
+        started
+    };
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.path.last().map(String::as_str), Some("e"));
+    assert!(engine.inner.store.scan(Table::Timers, b"").unwrap().is_empty(), "the timer stays armed");
+    assert_eq!(clock.now_ms(), 0);
+}
+
+#[tokio::test]
+async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
+    let clock = VirtualClock::starting_at(0);
+    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    engine.deploy(&review_with_deadline(false), None).await.unwrap();
+    let started = engine.start("p", Map::new()).await.unwrap();
+    let review = started.waiting_on.iter().find(|w| w.node == "review").unwrap().activation;
+    let mut events = engine.subscribe();
+    // Wait until the escalation branch has run; the review task is still open.
+    loop {
+        let info = engine.instance(&started.id).unwrap();
+        if info.variables.get("escalated") == Some(&json!(true)) {
+            assert_eq!(info.status, "waiting");
+            assert!(info.waiting_on.iter().any(|w| w.activation == review));
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+    }
+    let done = engine.complete_task(&started.id, review, Map::new()).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert!(done.path.contains(&"escalate".to_string()) && done.path.contains(&"review".to_string()), "{:?}", done.path);
+}
