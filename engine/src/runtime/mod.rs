@@ -530,6 +530,27 @@ impl Engine {
         }
     }
 
+    /// Waits until the instance has ended, or until nothing can move it without outside help:
+    /// no handler, delivery or timer of the engine is pending. With a virtual clock, timers jump
+    /// ahead; with the wall clock they are waited for.
+    pub async fn wait_settled(&self, id: &str) -> Result<InstanceInfo, EngineError> {
+        let mut events = self.subscribe();
+        loop {
+            let info = self.instance(id)?;
+            let timers_armed = self
+                .inner
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .is_some_and(|live| !live.lock().unwrap_or_else(|e| e.into_inner()).stored.timers.is_empty());
+            if info.ended() || (self.inner.busy.load(Ordering::SeqCst) == 0 && !timers_armed) {
+                return Ok(info);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), events.recv()).await;
+        }
+    }
+
     /// Ids of the instances that are still running (loaded in memory).
     pub fn running(&self) -> Vec<String> {
         let mut ids: Vec<_> = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
@@ -584,6 +605,12 @@ fn compile(
         Some(compiled) => Ok((compiled, diagnostics)),
         None => Err(EngineError::Compile(diagnostics)),
     }
+}
+
+/// Whether `node` is a receive task (auto-completed like a user task, as `run --auto-complete`
+/// does; message catch events keep waiting).
+fn is_receive_task(deployed: &Deployed, node: &str) -> bool {
+    deployed.process.node_index(node).is_some_and(|n| deployed.process.node(n).element == "receiveTask")
 }
 
 fn open_waits(instance: &Instance) -> Vec<Wait> {
@@ -756,6 +783,9 @@ impl Inner {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
                     WaitKind::User { .. } if self.options.auto_complete => effects.push(Effect::RunJob(wait.clone())),
+                    WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&guard.deployed, &wait.node) => {
+                        effects.push(Effect::RunJob(wait.clone()))
+                    }
                     WaitKind::Message { name, correlation_key } => effects.push(Effect::CheckBuffered {
                         name: name.clone().unwrap_or_default(),
                         correlation_key: correlation_key.clone(),
@@ -812,6 +842,9 @@ impl Inner {
                     }
                 }
                 WaitKind::User { .. } if self.options.auto_complete => turn.auto.push_back(wait.activation),
+                WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&live.deployed, &wait.node) => {
+                    turn.auto.push_back(wait.activation)
+                }
                 WaitKind::User { .. } | WaitKind::Llm { .. } => {}
                 WaitKind::Message { name, correlation_key } => {
                     let name = name.clone().unwrap_or_default();
@@ -851,14 +884,15 @@ impl Inner {
 
     /// Completes the queued auto-completions, then commits the turn.
     fn finish_turn(&self, live: &mut Live, mut turn: Turn) -> Result<(Ack, Vec<Effect>), EngineError> {
-        while let Some(activation) = turn.auto.pop_front() {
-            if !live.stored.instance.status().is_active() {
-                break;
-            }
+        // Auto-completions go in batches (every ready wait, oldest first, before any token moves
+        // on), as `flowbot run --auto-complete` does.
+        while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
+            let batch: Vec<(u64, Map<String, Value>)> = turn.auto.drain(..).map(|a| (a, Map::new())).collect();
             let before = open_waits(&live.stored.instance);
-            match live.stored.instance.complete(&live.deployed.process, activation, Map::new(), self.hooks.as_ref()) {
+            let deployed = live.deployed.clone();
+            match live.stored.instance.complete_all(&deployed.process, batch, self.hooks.as_ref()) {
                 Ok(step) => self.absorb(live, step, &before, &mut turn),
-                Err(err) => tracing::warn!(instance = %live.stored.instance.id(), activation, error = %err, "auto-completion refused"),
+                Err(err) => tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused"),
             }
         }
         let now = self.clock.now_ms();
@@ -990,7 +1024,8 @@ impl Inner {
     async fn run_job(self: &Arc<Self>, instance: &str, wait: Wait) {
         let handler_name = match &wait.kind {
             WaitKind::Job { handler } => handler.clone(),
-            WaitKind::User { .. } => None,
+            // Auto-completed waits resumed after a restart (user tasks, receive tasks).
+            WaitKind::User { .. } | WaitKind::Message { .. } => None,
             _ => return,
         };
         let handler = self.handler_for(handler_name.as_deref()).cloned();

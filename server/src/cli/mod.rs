@@ -8,6 +8,7 @@ pub mod graph;
 pub mod history;
 mod load;
 pub mod run;
+mod run_durable;
 pub mod schema;
 
 use clap::{Parser, Subcommand};

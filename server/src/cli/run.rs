@@ -34,6 +34,21 @@ pub struct RunArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run on the durable engine with a sled store in this directory.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// `virtual`: timers jump ahead instead of waiting (runs on the engine).
+    #[arg(long, value_enum, default_value = "wall")]
+    pub clock: ClockArg,
+}
+
+/// The clock of `flowbot run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockArg {
+    /// Real time.
+    Wall,
+    /// Time jumps to the next due timer.
+    Virtual,
 }
 
 /// Runs the command.
@@ -42,6 +57,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Value::Object(variables) = variables else {
         anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
+    if args.store.is_some() || args.clock == ClockArg::Virtual {
+        return super::run_durable::execute(args, variables);
+    }
     let (compiled, diagnostics) = sources::compile_file(&args.path, args.process.as_deref());
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
