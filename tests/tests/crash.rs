@@ -3,14 +3,13 @@
 //! instance has completed exactly once, every job completion is recorded exactly once, and every
 //! handler effect (a line keyed by the job's idempotency key) is in the effects log exactly once.
 //!
-//! The binary is `$FLOWBOT_BIN` when set, else `flowbot` in the cargo target directory (built
-//! with `cargo build -p flowbot` when missing).
+//! The binary comes from `flowbot_e2e::flowbot_bin` (`$FLOWBOT_BIN`, else built by cargo).
 
 use flowbot_engine::executor::Event;
 use flowbot_engine::runtime::{read_history, HistoryEntry};
 use flowbot_engine::store::{Durability, SledStore, Store, Table};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -45,24 +44,6 @@ const PROCESS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   </bpmn:process>
 </bpmn:definitions>
 "#;
-
-fn flowbot_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("FLOWBOT_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug").join("flowbot");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "flowbot"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building flowbot failed");
-    }
-    bin
-}
 
 /// A small pseudo-random generator (xorshift), seeded from the clock; the seed is printed so a
 /// failing run can be replayed with `CRASH_SEED`.
@@ -101,7 +82,7 @@ fn progress(store_dir: &Path) -> (u64, usize) {
 
 #[test]
 fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
-    let bin = flowbot_binary();
+    let bin = flowbot_e2e::flowbot_bin().to_path_buf();
     let dir = tempfile::tempdir().unwrap();
     let process = dir.path().join("crash_order.bpmn");
     std::fs::write(&process, PROCESS).unwrap();
