@@ -24,7 +24,7 @@ run_flowbot() {
     local json rss
     json=$(printf '%s\n' "$out" | grep '^{' | tail -1)
     rss=$(printf '%s\n' "$out" | awk -F': ' '/Maximum resident set size/ {print $2}')
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(f"{d[\"instances_per_s\"]:.0f} {d[\"steps_per_s\"]:.0f} {sys.argv[2]}")' "$json" "$rss"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f %.0f %s" % (d["instances_per_s"], d["steps_per_s"], sys.argv[2]))' "$json" "$rss"
 }
 
 median3() { # command... → the run with the median instances/s
