@@ -98,7 +98,7 @@ impl Store for MemoryStore {
         Ok(self.lock().tables.get(&table).and_then(|t| t.get(key).cloned()))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
         let inner = self.lock();
         let Some(t) = inner.tables.get(&table) else { return Ok(Vec::new()) };
         Ok(t.range(prefix.to_vec()..)

@@ -100,6 +100,9 @@ impl StepCommit {
     }
 }
 
+/// A key and its value, as a scan returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An outbox entry as stored: its sequence number (delivery order) and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -198,7 +201,7 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Every entry of `table` whose key starts with `prefix`, in key order.
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
 
     /// Outbox entries not yet acknowledged, in order.
     fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;

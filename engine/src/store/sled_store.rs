@@ -244,7 +244,7 @@ impl Store for SledStore {
         Ok(self.tree.get(key(table_prefix(table), k)).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
         self.scan_prefix(table_prefix(table), prefix).collect()
     }
 

@@ -59,7 +59,7 @@ fn sled_store_commits_and_reads_back_in_both_durability_modes() {
 
 #[test]
 fn timer_keys_sort_by_due_time() {
-    let mut keys = vec![timer_key(300, "a", 1), timer_key(5, "zzz", 9), timer_key(256, "b", 0)];
+    let mut keys = [timer_key(300, "a", 1), timer_key(5, "zzz", 9), timer_key(256, "b", 0)];
     keys.sort();
     let dues: Vec<_> = keys.iter().map(|k| timer_key_due(k).unwrap()).collect();
     assert_eq!(dues, vec![5, 256, 300]);

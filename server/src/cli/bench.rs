@@ -133,8 +133,9 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for id in resumed.iter().cloned() {
+    for id in &resumed {
         let engine = engine.clone();
+        let id = id.clone();
         tasks.spawn(async move { engine.wait_for_end(&id).await });
     }
     for n in already..args.instances {
