@@ -1,9 +1,14 @@
 //! The command-line interface: one module per command. To add a command, add its module, a
 //! variant to [`Command`] and a line to [`execute`].
 
+pub mod bench;
 pub mod check;
+mod effects;
 pub mod graph;
+pub mod history;
+mod load;
 pub mod run;
+mod run_durable;
 pub mod schema;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +34,10 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the YAML process language.
     Schema(schema::SchemaArgs),
+    /// Print the history (audit log) of an instance from a store.
+    History(history::HistoryArgs),
+    /// Run N instances of a process to completion and report instances/s and steps/s.
+    Bench(bench::BenchArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
@@ -49,5 +58,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::execute(&args),
         Command::Graph(args) => graph::execute(&args),
         Command::Schema(args) => schema::execute(&args),
+        Command::History(args) => history::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

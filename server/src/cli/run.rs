@@ -40,6 +40,21 @@ pub struct RunArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run on the durable engine with a sled store in this directory.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// `virtual`: timers jump ahead instead of waiting (runs on the engine).
+    #[arg(long, value_enum, default_value = "wall")]
+    pub clock: ClockArg,
+}
+
+/// The clock of `flowbot run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockArg {
+    /// Real time.
+    Wall,
+    /// Time jumps to the next due timer.
+    Virtual,
 }
 
 /// Runs the command.
@@ -48,6 +63,12 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Value::Object(variables) = variables else {
         anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
+    if args.store.is_some() || args.clock == ClockArg::Virtual {
+        if args.rules.is_some() {
+            anyhow::bail!("--rules cannot be combined with --store or --clock virtual yet: rules run in the in-memory runner only");
+        }
+        return super::run_durable::execute(args, variables);
+    }
     let rules = match &args.rules {
         Some(folder) => Some(load_rules(folder)?),
         None => None,

@@ -1,0 +1,207 @@
+//! What the engine writes into the store: instance envelopes, history records, table entries.
+//! Encoded as JSON so that a store can be inspected with ordinary tools.
+
+use crate::executor::{Event, Instance};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The stored form of an instance: the executor's state plus what the engine keeps beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredInstance {
+    /// The process the instance runs.
+    pub process_id: String,
+    /// The deployed version it started on (it keeps it for life).
+    pub version: u32,
+    /// The executor state.
+    pub instance: Instance,
+    /// Number of history entries written so far (one per turn, each holding that turn's records).
+    pub history_len: u64,
+    /// Engine incidents (handler retries exhausted, bad timer definitions) awaiting an operator.
+    pub incidents: Vec<EngineIncident>,
+    /// Armed timers of open timer waits.
+    pub timers: Vec<ArmedTimer>,
+}
+
+/// An armed timer of a timer wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ArmedTimer {
+    /// The timer wait's activation.
+    pub activation: u64,
+    /// When it is due (ms since the Unix epoch).
+    pub due_ms: u64,
+}
+
+/// A problem the engine could not get past by itself; an operator retries or resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineIncident {
+    /// The wait concerned.
+    pub activation: u64,
+    /// Its node.
+    pub node: String,
+    /// What went wrong (the handler's last error).
+    pub message: String,
+    /// How many calls were made.
+    pub attempts: u32,
+}
+
+/// One entry of an instance's history (audit log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// When it happened (ms since the Unix epoch, engine clock).
+    pub at_ms: u64,
+    /// What happened.
+    pub entry: HistoryEntry,
+}
+
+/// What a history record says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HistoryEntry {
+    /// Something the executor did (node entered/completed, token moved, variables changed...).
+    Executor {
+        /// The executor's event.
+        event: Event,
+    },
+    /// A handler call failed.
+    JobFailed {
+        /// The service task.
+        node: String,
+        /// Its activation.
+        activation: u64,
+        /// Which call failed (1-based).
+        attempt: u32,
+        /// The handler's error.
+        error: String,
+        /// When the next call is due, if any.
+        retry_at_ms: Option<u64>,
+    },
+    /// An incident was raised.
+    IncidentRaised {
+        /// The incident.
+        incident: EngineIncident,
+    },
+    /// An operator retried an incident.
+    IncidentRetried {
+        /// The wait concerned.
+        activation: u64,
+    },
+    /// An operator resolved an incident by completing its wait.
+    IncidentResolved {
+        /// The wait concerned.
+        activation: u64,
+    },
+    /// A timer was armed.
+    TimerArmed {
+        /// The timer node.
+        node: String,
+        /// Its activation.
+        activation: u64,
+        /// When it is due.
+        due_ms: u64,
+    },
+    /// A timer fired.
+    TimerFired {
+        /// The timer node.
+        node: String,
+        /// Its activation.
+        activation: u64,
+    },
+    /// A message was correlated to a wait.
+    MessageCorrelated {
+        /// Message name.
+        name: String,
+        /// Correlation key.
+        correlation_key: Option<String>,
+        /// The wait that received it.
+        activation: u64,
+    },
+    /// A signal reached a wait.
+    SignalReceived {
+        /// Signal name.
+        name: String,
+        /// The wait that received it.
+        activation: u64,
+    },
+}
+
+/// A message kept until a subscriber arrives or it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BufferedMessage {
+    /// The payload variables.
+    pub variables: Map<String, Value>,
+    /// When it expires (ms since the Unix epoch).
+    pub expires_ms: u64,
+}
+
+/// A deployed definition as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredDeployment {
+    pub process_id: String,
+    pub version: u32,
+    pub content_hash: String,
+    pub definitions: crate::model::Definitions,
+}
+
+/// Encodes a record.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain data types into a Vec cannot fail (no maps with non-string keys,
+    // no custom serializers that error).
+    serde_json::to_vec(value).unwrap_or_else(|e| panic!("encoding a store record failed: {e}"))
+}
+
+/// Decodes a record, naming what it was on failure.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("stored {what} cannot be read: {e}"))
+}
+
+/// Key of a message subscription: `m`, name, correlation key, instance, activation.
+pub(crate) fn message_subscription_key(name: &str, key: Option<&str>, instance: &str, activation: u64) -> Vec<u8> {
+    let mut k = message_subscription_prefix(name, key);
+    k.extend_from_slice(instance.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&activation.to_be_bytes());
+    k
+}
+
+/// Prefix of the message subscriptions for a name and correlation key.
+pub(crate) fn message_subscription_prefix(name: &str, key: Option<&str>) -> Vec<u8> {
+    let mut k = b"m\0".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.unwrap_or("").as_bytes());
+    k.push(0);
+    k
+}
+
+/// Key of a signal subscription: `s`, name, instance, activation.
+pub(crate) fn signal_subscription_key(name: &str, instance: &str, activation: u64) -> Vec<u8> {
+    let mut k = signal_subscription_prefix(name);
+    k.extend_from_slice(instance.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&activation.to_be_bytes());
+    k
+}
+
+/// Prefix of the signal subscriptions for a name.
+pub(crate) fn signal_subscription_prefix(name: &str) -> Vec<u8> {
+    let mut k = b"s\0".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// A subscription's value: who waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Subscriber {
+    pub instance: String,
+    pub activation: u64,
+}
+
+/// Prefix of buffered messages for a name and correlation key.
+pub(crate) fn buffered_prefix(name: &str, key: Option<&str>) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key.unwrap_or("").as_bytes());
+    k.push(0);
+    k
+}

@@ -1,0 +1,96 @@
+//! Deployed definitions and their versions: a sequence number per process plus a content hash.
+//! Redeploying identical content returns the existing version; running instances keep the
+//! version they started on.
+
+use crate::graph::CompiledProcess;
+use crate::model::{Definitions, Node, NodeKind, RetryPolicy};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One deployed version of a process.
+#[derive(Debug)]
+pub struct Deployed {
+    /// The process id.
+    pub process_id: String,
+    /// 1, 2, ... per process.
+    pub version: u32,
+    /// Hash of the definition content (hex).
+    pub content_hash: String,
+    /// The compiled process instances of this version run.
+    pub process: CompiledProcess,
+    /// Retry policies of the activities that declare one, by node id.
+    pub retries: HashMap<String, RetryPolicy>,
+}
+
+/// Collects the retry policies declared on the activities of `process_id` (subprocesses too).
+pub(crate) fn retry_policies(defs: &Definitions, process_id: &str) -> HashMap<String, RetryPolicy> {
+    fn walk(nodes: &[Node], out: &mut HashMap<String, RetryPolicy>) {
+        for node in nodes {
+            let retry = match &node.kind {
+                NodeKind::Task(a) => a.retry.clone(),
+                NodeKind::CallActivity(a) => a.retry.clone(),
+                NodeKind::SubProcess(a) => {
+                    walk(&a.body.nodes, out);
+                    a.retry.clone()
+                }
+                _ => None,
+            };
+            if let Some(retry) = retry {
+                out.insert(node.id.clone(), retry);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    if let Some(process) = defs.processes.iter().find(|p| p.id == process_id) {
+        walk(&process.nodes, &mut out);
+    }
+    out
+}
+
+/// Every deployed version, by process id, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    by_process: HashMap<String, Vec<Arc<Deployed>>>,
+}
+
+impl Versions {
+    /// The latest version of a process.
+    pub fn latest(&self, process_id: &str) -> Option<&Arc<Deployed>> {
+        self.by_process.get(process_id).and_then(|v| v.last())
+    }
+
+    /// A given version of a process.
+    pub fn get(&self, process_id: &str, version: u32) -> Option<&Arc<Deployed>> {
+        self.by_process.get(process_id).and_then(|v| v.iter().find(|d| d.version == version))
+    }
+
+    /// Adds a version (versions arrive in order).
+    pub fn add(&mut self, deployed: Arc<Deployed>) {
+        self.by_process.entry(deployed.process_id.clone()).or_default().push(deployed);
+    }
+
+    /// Every version of every process, by process id then version.
+    pub fn all(&self) -> Vec<Arc<Deployed>> {
+        let mut all: Vec<_> = self.by_process.values().flatten().cloned().collect();
+        all.sort_by(|a, b| (&a.process_id, a.version).cmp(&(&b.process_id, b.version)));
+        all
+    }
+}
+
+/// The content hash of definitions: independent of the file they were read from.
+pub(crate) fn content_hash(defs: &Definitions) -> String {
+    use sha2::{Digest, Sha256};
+    let mut content = defs.clone();
+    content.source = Default::default();
+    let json = serde_json::to_vec(&content).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Key of a deployment in the definitions table: process id, a zero byte, big-endian version.
+pub(crate) fn deployment_key(process_id: &str, version: u32) -> Vec<u8> {
+    let mut key = process_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}

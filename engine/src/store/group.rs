@@ -1,0 +1,207 @@
+//! Group commit: one background flusher makes the commits of many instances durable with one
+//! flush, and acknowledges each commit only after the flush that covers it.
+
+use super::StoreError;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Resolves once a commit is durable. A commit to a store that flushes synchronously (or to
+/// memory) is durable at once.
+#[derive(Debug)]
+#[must_use = "a step is not durable until its Ack has resolved"]
+pub struct Ack {
+    pending: Option<(Arc<Shared>, u64)>,
+}
+
+impl Ack {
+    /// An acknowledgement that is already durable.
+    pub fn ready() -> Self {
+        Self { pending: None }
+    }
+
+    /// Whether the commit is known to be durable now, without waiting.
+    pub fn is_durable(&self) -> bool {
+        match &self.pending {
+            None => true,
+            Some((shared, seq)) => shared.state.lock().unwrap_or_else(|e| e.into_inner()).flushed >= *seq,
+        }
+    }
+
+    /// Blocks the current thread until the commit is durable.
+    pub fn wait(self) -> Result<(), StoreError> {
+        let Some((shared, seq)) = self.pending else { return Ok(()) };
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(err) = &state.failed {
+                return Err(StoreError::FlushFailed(err.clone()));
+            }
+            if state.flushed >= seq {
+                return Ok(());
+            }
+            state = shared.flushed_cv.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits (asynchronously) until the commit is durable.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        let Some((shared, seq)) = self.pending else { return Ok(()) };
+        let mut rx = shared.flushed_rx.clone();
+        // A failed flush publishes `u64::MAX` so that every waiter wakes up and looks.
+        let _ = rx.wait_for(|flushed| *flushed >= seq).await;
+        let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.flushed >= seq {
+            return Ok(());
+        }
+        Err(StoreError::FlushFailed(
+            state.failed.clone().unwrap_or_else(|| "the store was closed before the step was flushed".into()),
+        ))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Number of commits applied (in memory) so far.
+    committed: u64,
+    /// Number of commits known to be on disk.
+    flushed: u64,
+    /// Set when a flush failed: every waiter gets the error.
+    failed: Option<String>,
+    /// Set when the store closes.
+    shutdown: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the flusher when commits are pending.
+    pending_cv: Condvar,
+    /// Wakes blocking waiters after a flush.
+    flushed_cv: Condvar,
+    /// Wakes async waiters after a flush.
+    flushed_tx: watch::Sender<u64>,
+    flushed_rx: watch::Receiver<u64>,
+}
+
+/// Counters of a group committer, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FlushStats {
+    /// Flushes performed.
+    pub flushes: u64,
+    /// Commits covered by those flushes.
+    pub commits: u64,
+    /// Time spent flushing, in seconds.
+    pub flush_seconds: f64,
+}
+
+/// The background flusher of a group-committing store.
+#[derive(Debug)]
+pub(crate) struct GroupCommitter {
+    shared: Arc<Shared>,
+    stats: Arc<Mutex<FlushStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupCommitter {
+    /// Starts the flusher; `flush` makes everything committed so far durable.
+    pub(crate) fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
+    where
+        F: Fn() -> Result<(), String> + Send + 'static,
+    {
+        let (flushed_tx, flushed_rx) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            pending_cv: Condvar::new(),
+            flushed_cv: Condvar::new(),
+            flushed_tx,
+            flushed_rx,
+        });
+        let stats = Arc::new(Mutex::new(FlushStats::default()));
+        let thread = std::thread::Builder::new().name("flowbot-group-commit".into()).spawn({
+            let shared = shared.clone();
+            let stats = stats.clone();
+            move || flusher_loop(&shared, &stats, window, max_batch.max(1) as u64, flush)
+        })?;
+        Ok(Self { shared, stats, thread: Some(thread) })
+    }
+
+    /// Registers one applied commit; call it after the commit's transaction has returned.
+    pub(crate) fn committed(&self) -> Ack {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.committed += 1;
+        let seq = state.committed;
+        drop(state);
+        self.shared.pending_cv.notify_one();
+        Ack { pending: Some((self.shared.clone(), seq)) }
+    }
+
+    /// Flush counters so far.
+    pub(crate) fn stats(&self) -> FlushStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for GroupCommitter {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.shared.pending_cv.notify_all();
+        if let Some(thread) = self.thread.take() {
+            // The flusher flushes what is pending before it stops; a panic there has already
+            // been reported through `failed`.
+            let _ = thread.join();
+        }
+        let stats = self.stats();
+        tracing::info!(flushes = stats.flushes, commits = stats.commits, flush_seconds = stats.flush_seconds, "group commit stopped");
+    }
+}
+
+fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, max_batch: u64, flush: F)
+where
+    F: Fn() -> Result<(), String>,
+{
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        while state.committed == state.flushed && !state.shutdown {
+            state = shared.pending_cv.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.committed == state.flushed && state.shutdown {
+            return;
+        }
+        // Collect more commits for at most `window`, unless enough are pending already.
+        let deadline = Instant::now() + window;
+        while !state.shutdown && state.committed - state.flushed < max_batch {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = shared.pending_cv.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let target = state.committed;
+        let covered = target - state.flushed;
+        drop(state);
+        let flush_started = Instant::now();
+        let result = flush();
+        let flush_time = flush_started.elapsed().as_secs_f64();
+        state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                state.flushed = target;
+                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                s.flushes += 1;
+                s.commits += covered;
+                s.flush_seconds += flush_time;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "group flush failed; no further step is acknowledged");
+                state.failed = Some(err);
+                shared.flushed_cv.notify_all();
+                drop(state);
+                shared.flushed_tx.send_replace(u64::MAX);
+                return;
+            }
+        }
+        shared.flushed_cv.notify_all();
+        shared.flushed_tx.send_replace(target);
+    }
+}

@@ -1,0 +1,137 @@
+//! An in-memory [`Store`]: same semantics as the sled store, nothing survives the process.
+
+use super::{history_key, history_prefix, Ack, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// id → (snapshot, finished)
+    instances: HashMap<String, (Vec<u8>, bool)>,
+    history: BTreeMap<Vec<u8>, Vec<u8>>,
+    tables: HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+    outbox: BTreeMap<u64, Vec<u8>>,
+    next_outbox: u64,
+    next_id: u64,
+}
+
+/// A store that keeps everything in memory. Commits are atomic (one lock) and durable at once
+/// in the only sense that applies: visible to every later read.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+        let mut inner = self.lock();
+        match &commit.snapshot {
+            Some(SnapshotChange::Running(bytes)) => {
+                inner.instances.insert(commit.instance.clone(), (bytes.clone(), false));
+            }
+            Some(SnapshotChange::Finished(bytes)) => {
+                inner.instances.insert(commit.instance.clone(), (bytes.clone(), true));
+            }
+            None => {}
+        }
+        for (i, event) in commit.history.iter().enumerate() {
+            inner.history.insert(history_key(&commit.instance, commit.history_from + i as u64), event.clone());
+        }
+        for payload in &commit.outbox {
+            let seq = inner.next_outbox;
+            inner.next_outbox += 1;
+            inner.outbox.insert(seq, payload.clone());
+        }
+        for change in &commit.changes {
+            let table = inner.tables.entry(change.table).or_default();
+            match &change.value {
+                Some(value) => {
+                    table.insert(change.key.clone(), value.clone());
+                }
+                None => {
+                    table.remove(&change.key);
+                }
+            }
+        }
+        Ok(Ack::ready())
+    }
+
+    fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().instances.get(id).map(|(bytes, _)| bytes.clone()))
+    }
+
+    fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .instances
+            .iter()
+            .filter(|(_, (_, finished))| !finished)
+            .map(|(id, (bytes, _))| (id.clone(), bytes.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix = history_prefix(id);
+        let inner = self.lock();
+        Ok(inner
+            .history
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().tables.get(&table).and_then(|t| t.get(key).cloned()))
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
+        let inner = self.lock();
+        let Some(t) = inner.tables.get(&table) else { return Ok(Vec::new()) };
+        Ok(t.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.lock().outbox.iter().map(|(seq, payload)| OutboxEntry { seq: *seq, payload: payload.clone() }).collect())
+    }
+
+    fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for seq in seqs {
+            inner.outbox.remove(seq);
+        }
+        Ok(())
+    }
+
+    fn instance_count(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().instances.len() as u64)
+    }
+
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self.lock().instances.keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        Ok(inner.next_id)
+    }
+}

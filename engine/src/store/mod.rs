@@ -1,0 +1,255 @@
+//! Durable state of running processes.
+//!
+//! A [`Store`] keeps, per instance, a snapshot of its serialized state, its history (audit log),
+//! and the engine-wide tables that outlive one step: armed timers, message and signal
+//! subscriptions, buffered early messages, handler completion records (idempotency keys),
+//! deployed definition versions, and the notification outbox.
+//!
+//! Everything one executor step changes is handed over as one [`StepCommit`] and applied
+//! atomically (in sled: one atomic batch): after a crash either all of it is there or none of it. The returned [`Ack`] says
+//! when the step is durable; the engine performs no side effect, notification or API
+//! acknowledgement of a step before its `Ack` has resolved.
+//!
+//! The store is deliberately ignorant of the executor's types: snapshots, events and records are
+//! bytes encoded by the caller, so the storage layout does not change when the executor does.
+//! Two implementations: [`MemoryStore`] (tests, `run` without `--store`) and [`SledStore`]
+//! (durable, with per-step or group flushing, see [`Durability`]).
+
+mod group;
+mod memory;
+mod sled_store;
+
+pub use group::Ack;
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use std::time::Duration;
+
+/// The layout version written into every sled store; a store with another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The engine-wide keyed tables a step may change besides its own instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Armed timers, keyed so that iteration order is due-time order (see [`timer_key`]).
+    Timers,
+    /// Message and signal subscriptions of waiting instances.
+    Subscriptions,
+    /// Messages that arrived before any subscriber, kept until they expire.
+    BufferedMessages,
+    /// Handler completion records, keyed by idempotency key: a job recorded here is never
+    /// recorded again.
+    Completions,
+    /// Deployed definitions and their versions.
+    Definitions,
+}
+
+/// One change to a keyed table: `Some(value)` puts, `None` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    /// The table changed.
+    pub table: Table,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to remove the key.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What the instance's snapshot becomes in a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotChange {
+    /// The instance is (still) unfinished: it is reloaded on restart.
+    Running(Vec<u8>),
+    /// The instance has ended: the snapshot stays queryable but is not reloaded.
+    Finished(Vec<u8>),
+}
+
+/// Everything one step of one instance (or one engine-level operation) changes, applied
+/// atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepCommit {
+    /// The instance the step belongs to; empty for engine-level changes (deployments).
+    pub instance: String,
+    /// The new snapshot, if it changed.
+    pub snapshot: Option<SnapshotChange>,
+    /// Sequence number of the first event in `history` (the number of events already stored
+    /// for the instance); events are stored under consecutive numbers from there.
+    pub history_from: u64,
+    /// History events to append, encoded by the caller.
+    pub history: Vec<Vec<u8>>,
+    /// Notifications to deliver once the step is durable, encoded by the caller.
+    pub outbox: Vec<Vec<u8>>,
+    /// Changes to the engine-wide tables.
+    pub changes: Vec<TableChange>,
+}
+
+impl StepCommit {
+    /// An empty commit for `instance`.
+    pub fn for_instance(instance: impl Into<String>) -> Self {
+        Self { instance: instance.into(), ..Self::default() }
+    }
+
+    /// Adds a put of `key` → `value` in `table`.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.changes.push(TableChange { table, key, value: Some(value) });
+    }
+
+    /// Adds a removal of `key` from `table`.
+    pub fn remove(&mut self, table: Table, key: Vec<u8>) {
+        self.changes.push(TableChange { table, key, value: None });
+    }
+}
+
+/// A key and its value, as a scan returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// An outbox entry as stored: its sequence number (delivery order) and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Monotonic sequence number; pass it to [`Store::ack_outbox`] once delivered.
+    pub seq: u64,
+    /// The payload, encoded by the caller.
+    pub payload: Vec<u8>,
+}
+
+/// When a committed step reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is flushed (fsync) before it is acknowledged: one flush per step.
+    Step,
+    /// Commits of many instances share one flush. A commit is acknowledged once the flush that
+    /// follows it has finished; the flusher waits at most `window` (or until `max_batch` commits
+    /// are pending) before flushing, so the window bounds the added latency.
+    Group {
+        /// How long the flusher collects commits before flushing.
+        window: Duration,
+        /// Flush at once when this many commits are pending.
+        max_batch: usize,
+    },
+}
+
+impl Durability {
+    /// Group commit with the defaults used by `serve`: a 1 ms window, 512 commits at most.
+    pub fn group() -> Self {
+        Durability::Group { window: Duration::from_millis(1), max_batch: 512 }
+    }
+}
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store was written by another schema version of Flowbot.
+    #[error("store {path} has schema version {found}, this build of flowbot reads schema version {expected}; migrate it with the build that wrote it or start a new store")]
+    SchemaMismatch {
+        /// The store directory.
+        path: String,
+        /// The version found on disk.
+        found: u32,
+        /// The version this build writes.
+        expected: u32,
+    },
+    /// The directory holds data but no Flowbot schema marker.
+    #[error("{path} is not a flowbot store (it holds data but no schema version); refusing to use it")]
+    NotAStore {
+        /// The store directory.
+        path: String,
+    },
+    /// The files are damaged (truncated, overwritten, ...).
+    #[error("store {path} is corrupted and cannot be opened: {detail}; restore it from a backup (nothing was changed)")]
+    Corrupted {
+        /// The store directory.
+        path: String,
+        /// What the storage layer reported.
+        detail: String,
+    },
+    /// Another process holds the store open.
+    #[error("store {path} is in use by another process: {detail}")]
+    Locked {
+        /// The store directory.
+        path: String,
+        /// What the operating system reported.
+        detail: String,
+    },
+    /// An I/O or storage failure while reading or writing.
+    #[error("store {path}: {detail}")]
+    Io {
+        /// The store directory.
+        path: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The background flusher stopped after a failed flush; nothing after that is durable.
+    #[error("store flush failed: {0}")]
+    FlushFailed(String),
+}
+
+/// Durable state of the engine. Implementations are shared between threads and tasks.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `commit` atomically and returns an [`Ack`] that resolves once it is durable.
+    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError>;
+
+    /// The latest snapshot of an instance (finished or not).
+    fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every unfinished instance with its snapshot, in id order.
+    fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The history events of an instance, in order.
+    fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// One value of an engine-wide table.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every entry of `table` whose key starts with `prefix`, in key order.
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// Outbox entries not yet acknowledged, in order.
+    fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Removes delivered outbox entries.
+    fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError>;
+
+    /// Number of instances ever stored (finished or not).
+    fn instance_count(&self) -> Result<u64, StoreError>;
+
+    /// The ids of every stored instance (finished or not), in id order.
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A number never handed out before by this store, also across restarts and crashes (for
+    /// instance ids). Numbers increase but may skip.
+    fn next_id(&self) -> Result<u64, StoreError>;
+}
+
+/// Key of a timer in [`Table::Timers`]: the due time (milliseconds since the Unix epoch,
+/// big-endian so that keys sort by due time), then the instance id and the activation.
+pub fn timer_key(due_ms: u64, instance: &str, activation: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + instance.len() + 1 + 8);
+    key.extend_from_slice(&due_ms.to_be_bytes());
+    key.extend_from_slice(instance.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&activation.to_be_bytes());
+    key
+}
+
+/// The due time encoded at the front of a [`timer_key`], if the key is long enough.
+pub fn timer_key_due(key: &[u8]) -> Option<u64> {
+    key.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// History key: instance id, a zero byte, then the big-endian event number.
+pub(crate) fn history_key(instance: &str, seq: u64) -> Vec<u8> {
+    let mut key = history_prefix(instance);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix shared by every history key of `instance`.
+pub(crate) fn history_prefix(instance: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(instance.len() + 9);
+    key.extend_from_slice(instance.as_bytes());
+    key.push(0);
+    key
+}
+
+#[cfg(test)]
+mod tests;

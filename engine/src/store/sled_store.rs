@@ -1,0 +1,307 @@
+//! The durable [`Store`] on sled: one multi-tree transaction per step, flushed per step or in
+//! groups (see [`Durability`]).
+
+use super::group::{FlushStats, GroupCommitter};
+use super::{
+    history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
+    SCHEMA_VERSION,
+};
+use sled::{Db, Tree};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+// Every record lives in one tree, under a one-byte prefix per kind: a step is one atomic
+// `apply_batch` on that tree, which sled writes to its log as a unit (cheaper than a transaction
+// over several trees, same all-or-nothing guarantee).
+const INSTANCES: u8 = b'i';
+const ACTIVE: u8 = b'a';
+const HISTORY: u8 = b'h';
+const OUTBOX: u8 = b'o';
+
+fn table_prefix(table: Table) -> u8 {
+    match table {
+        Table::Timers => b'T',
+        Table::Subscriptions => b'S',
+        Table::BufferedMessages => b'B',
+        Table::Completions => b'C',
+        Table::Definitions => b'D',
+    }
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// A store in a sled directory.
+pub struct SledStore {
+    path: PathBuf,
+    db: Db,
+    /// The one tree holding every record (see the key prefixes above).
+    tree: Tree,
+    durability: Durability,
+    group: Option<GroupCommitter>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("path", &self.path).field("durability", &self.durability).finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// Fails with [`StoreError::SchemaMismatch`] when another schema version wrote it,
+    /// [`StoreError::Corrupted`] when its files are damaged, [`StoreError::NotAStore`] when the
+    /// directory holds some other sled database, and [`StoreError::Locked`] when another process
+    /// has it open.
+    pub fn open(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        let path = dir.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let config = sled::Config::new().path(&path).flush_every_ms(None);
+        // sled reports most damage as errors but can panic on some garbled files; either way the
+        // caller gets a clear error and nothing is written. A store just closed in this process
+        // releases its file lock when sled's background threads finish: retry briefly.
+        let mut attempts = 0;
+        let opened = loop {
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
+            match &opened {
+                Ok(Err(err)) if attempts < 100 && matches!(open_error(&shown, err.clone()), StoreError::Locked { .. }) => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => break opened,
+            }
+        };
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(err)) => return Err(open_error(&shown, err)),
+            Err(panic) => {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the storage layer failed while reading it".into());
+                return Err(StoreError::Corrupted { path: shown, detail });
+            }
+        };
+        let io = |err: sled::Error| io_error(&shown, err);
+        let fresh = db.tree_names().len() <= 1 && db.is_empty();
+        match db.get(SCHEMA_KEY).map_err(io)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref()).map(u32::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupted { path: shown.clone(), detail: "the schema version marker is damaged".into() }
+                })?;
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::SchemaMismatch { path: shown, found, expected: SCHEMA_VERSION });
+                }
+            }
+            None if fresh => {
+                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()).map_err(io)?;
+                db.flush().map_err(io)?;
+            }
+            None => return Err(StoreError::NotAStore { path: shown }),
+        }
+        let tree = db.open_tree("flowbot").map_err(io)?;
+        let group = match durability {
+            Durability::Step => None,
+            Durability::Group { window, max_batch } => {
+                let flush_db = db.clone();
+                Some(
+                    GroupCommitter::start(window, max_batch, move || {
+                        flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the flusher: {e}") })?,
+                )
+            }
+        };
+        tracing::debug!(path = %shown, ?durability, "store opened");
+        Ok(Self { path, db, tree, durability, group })
+    }
+
+    /// The durability mode the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Flushes and the commits they covered, when group commit is on.
+    pub fn flush_stats(&self) -> Option<FlushStats> {
+        self.group.as_ref().map(GroupCommitter::stats)
+    }
+
+    /// Overwrites the schema marker (for tests of the version check and for migrations).
+    pub fn write_schema_version(&self, version: u32) -> Result<(), StoreError> {
+        let io = |err| io_error(&self.path.display().to_string(), err);
+        self.db.insert(SCHEMA_KEY, &version.to_be_bytes()).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn io(&self, err: sled::Error) -> StoreError {
+        io_error(&self.path.display().to_string(), err)
+    }
+
+    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.tree
+            .scan_prefix(key(prefix, rest))
+            .map(move |entry| entry.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| self.io(e)))
+    }
+}
+
+fn open_error(path: &str, err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Corruption { at, .. } => StoreError::Corrupted {
+            path: path.into(),
+            detail: match at {
+                Some(at) => format!("damaged data at {at}"),
+                None => "damaged data".into(),
+            },
+        },
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            StoreError::Locked { path: path.into(), detail: io.to_string() }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StoreError::Corrupted { path: path.into(), detail: format!("truncated file ({io})") }
+        }
+        other => io_error(path, other),
+    }
+}
+
+fn io_error(path: &str, err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Corruption { .. } => StoreError::Corrupted { path: path.into(), detail: err.to_string() },
+        other => StoreError::Io { path: path.into(), detail: other.to_string() },
+    }
+}
+
+impl Store for SledStore {
+    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+        let mut batch = sled::Batch::default();
+        let id = commit.instance.as_bytes();
+        match &commit.snapshot {
+            Some(SnapshotChange::Running(bytes)) => {
+                batch.insert(key(INSTANCES, id), bytes.as_slice());
+                batch.insert(key(ACTIVE, id), &[] as &[u8]);
+            }
+            Some(SnapshotChange::Finished(bytes)) => {
+                batch.insert(key(INSTANCES, id), bytes.as_slice());
+                batch.remove(key(ACTIVE, id));
+            }
+            None => {}
+        }
+        for (i, event) in commit.history.iter().enumerate() {
+            batch.insert(key(HISTORY, &history_key(&commit.instance, commit.history_from + i as u64)), event.as_slice());
+        }
+        for payload in &commit.outbox {
+            let seq = self.db.generate_id().map_err(|e| self.io(e))?;
+            batch.insert(key(OUTBOX, &seq.to_be_bytes()), payload.as_slice());
+        }
+        for change in &commit.changes {
+            let k = key(table_prefix(change.table), &change.key);
+            match &change.value {
+                Some(value) => batch.insert(k, value.as_slice()),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        match &self.group {
+            Some(group) => Ok(group.committed()),
+            None => {
+                self.db.flush().map_err(|e| self.io(e))?;
+                Ok(Ack::ready())
+            }
+        }
+    }
+
+    fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key(INSTANCES, id.as_bytes())).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+    }
+
+    fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.scan_prefix(ACTIVE, b"") {
+            let (id_bytes, _) = entry?;
+            let id = self.utf8_id(&id_bytes)?;
+            let snapshot = self.instance(&id)?.ok_or_else(|| StoreError::Corrupted {
+                path: self.path.display().to_string(),
+                detail: format!("instance {id} is marked unfinished but has no snapshot"),
+            })?;
+            out.push((id, snapshot));
+        }
+        Ok(out)
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.scan_prefix(HISTORY, &history_prefix(id)).map(|entry| entry.map(|(_, v)| v)).collect()
+    }
+
+    fn get(&self, table: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key(table_prefix(table), k)).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
+        self.scan_prefix(table_prefix(table), prefix).collect()
+    }
+
+    fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.scan_prefix(OUTBOX, b"")
+            .map(|entry| {
+                let (k, payload) = entry?;
+                let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupted { path: self.path.display().to_string(), detail: "bad outbox key".into() }
+                })?;
+                Ok(OutboxEntry { seq, payload })
+            })
+            .collect()
+    }
+
+    fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(key(OUTBOX, &seq.to_be_bytes()));
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))
+    }
+
+    fn instance_count(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for entry in self.tree.scan_prefix([INSTANCES]).keys() {
+            entry.map_err(|e| self.io(e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.scan_prefix(INSTANCES, b"").map(|entry| entry.and_then(|(k, _)| self.utf8_id(&k))).collect()
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        // sled persists its id generator so that no id repeats after a crash.
+        Ok(self.db.generate_id().map_err(|e| self.io(e))? + 1)
+    }
+}
+
+impl SledStore {
+    fn utf8_id(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupted {
+            path: self.path.display().to_string(),
+            detail: "an instance id is not UTF-8".into(),
+        })
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Stop the flusher first: it flushes what is pending.
+        self.group.take();
+        if let Err(err) = self.db.flush() {
+            tracing::error!(path = %self.path.display(), error = %err, "final flush failed");
+        }
+    }
+}

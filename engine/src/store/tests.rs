@@ -1,0 +1,268 @@
+use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn step(instance: &str, snapshot: SnapshotChange, history_from: u64, events: &[&str]) -> StepCommit {
+    let mut commit = StepCommit::for_instance(instance);
+    commit.snapshot = Some(snapshot);
+    commit.history_from = history_from;
+    commit.history = events.iter().map(|e| e.as_bytes().to_vec()).collect();
+    commit
+}
+
+/// The same behaviour checks for every store implementation.
+fn exercise(store: &dyn Store) {
+    let mut first = step("i1", SnapshotChange::Running(b"s1".to_vec()), 0, &["started", "entered a"]);
+    first.outbox.push(b"note-1".to_vec());
+    first.put(Table::Timers, timer_key(2_000, "i1", 3), b"t".to_vec());
+    first.put(Table::Timers, timer_key(1_000, "i1", 2), b"t-early".to_vec());
+    first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
+    store.commit(&first).unwrap().wait().unwrap();
+    store.commit(&step("i2", SnapshotChange::Running(b"x".to_vec()), 0, &["started"])).unwrap().wait().unwrap();
+
+    let mut second = step("i1", SnapshotChange::Finished(b"s2".to_vec()), 2, &["ended"]);
+    second.remove(Table::Timers, timer_key(2_000, "i1", 3));
+    store.commit(&second).unwrap().wait().unwrap();
+
+    assert_eq!(store.instance("i1").unwrap(), Some(b"s2".to_vec()));
+    assert_eq!(store.instance("missing").unwrap(), None);
+    assert_eq!(store.unfinished().unwrap(), vec![("i2".to_string(), b"x".to_vec())]);
+    assert_eq!(store.history("i1").unwrap(), vec![b"started".to_vec(), b"entered a".to_vec(), b"ended".to_vec()]);
+    assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
+    let timers = store.scan(Table::Timers, b"").unwrap();
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timer_key_due(&timers[0].0), Some(1_000));
+    assert_eq!(store.get(Table::Completions, b"i1/a/1").unwrap(), Some(b"done".to_vec()));
+    let outbox = store.pending_outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].payload, b"note-1".to_vec());
+    store.ack_outbox(&[outbox[0].seq]).unwrap();
+    assert!(store.pending_outbox().unwrap().is_empty());
+    assert_eq!(store.instance_count().unwrap(), 2);
+    assert_eq!(store.instance_ids().unwrap(), vec!["i1".to_string(), "i2".to_string()]);
+    let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
+    assert!(b > a);
+}
+
+#[test]
+fn memory_store_commits_and_reads_back() {
+    exercise(&MemoryStore::new());
+}
+
+#[test]
+fn sled_store_commits_and_reads_back_in_both_durability_modes() {
+    for durability in [Durability::Step, Durability::group()] {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&SledStore::open(dir.path(), durability).unwrap());
+    }
+}
+
+#[test]
+fn timer_keys_sort_by_due_time() {
+    let mut keys = [timer_key(300, "a", 1), timer_key(5, "zzz", 9), timer_key(256, "b", 0)];
+    keys.sort();
+    let dues: Vec<_> = keys.iter().map(|k| timer_key_due(k).unwrap()).collect();
+    assert_eq!(dues, vec![5, 256, 300]);
+}
+
+#[test]
+fn sled_store_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path(), Durability::group()).unwrap();
+        store.commit(&step("i1", SnapshotChange::Running(b"s".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
+    }
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    assert_eq!(store.unfinished().unwrap(), vec![("i1".to_string(), b"s".to_vec())]);
+    assert_eq!(store.history("i1").unwrap(), vec![b"e0".to_vec()]);
+}
+
+#[test]
+fn sled_ids_never_repeat_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+        (0..10).map(|_| store.next_id().unwrap()).max().unwrap()
+    };
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    assert!(store.next_id().unwrap() > last);
+}
+
+#[test]
+fn another_schema_version_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    SledStore::open(dir.path(), Durability::Step).unwrap().write_schema_version(SCHEMA_VERSION + 6).unwrap();
+    let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaMismatch { found, expected, .. } if found == SCHEMA_VERSION + 6 && expected == SCHEMA_VERSION),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&format!("schema version {}", SCHEMA_VERSION + 6)), "{text}");
+    assert!(text.contains(&format!("schema version {SCHEMA_VERSION}")), "{text}");
+}
+
+#[test]
+fn a_foreign_sled_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"something", b"else").unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+}
+
+/// Writes a store with some data and returns its directory.
+fn populated_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    for i in 0..200 {
+        let id = format!("instance-{i}");
+        let events: Vec<String> = (0..5).map(|e| format!("event {e} of {id} with some padding text")).collect();
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        store.commit(&step(&id, SnapshotChange::Running(vec![i as u8; 300]), 0, &refs)).unwrap().wait().unwrap();
+    }
+    drop(store);
+    dir
+}
+
+fn data_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.metadata().unwrap().len() > 0 {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Opening a damaged store either fails with a clear error or, when sled recovers a consistent
+/// prefix, never returns data that was not written: no panic, no silent garbage.
+fn assert_clear_failure_or_consistent(dir: &std::path::Path, what: &str) {
+    match SledStore::open(dir, Durability::Step) {
+        Err(err) => {
+            let text = err.to_string();
+            assert!(text.contains(&dir.display().to_string()), "{what}: error does not name the store: {text}");
+            assert!(
+                matches!(err, StoreError::Corrupted { .. } | StoreError::NotAStore { .. } | StoreError::Io { .. }),
+                "{what}: unexpected error kind: {text}"
+            );
+        }
+        Ok(store) => {
+            let unfinished = store.unfinished();
+            if let Ok(unfinished) = unfinished {
+                for (id, snapshot) in unfinished {
+                    assert!(id.starts_with("instance-"), "{what}: invented instance {id}");
+                    assert_eq!(snapshot.len(), 300, "{what}: damaged snapshot of {id} returned");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_truncated_store_gives_a_clear_error() {
+    let dir = populated_store();
+    let files = data_files(dir.path());
+    assert!(!files.is_empty());
+    for file in &files {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let target = copy.path().join(file.strip_prefix(dir.path()).unwrap());
+        let len = std::fs::metadata(&target).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(len / 3).unwrap();
+        assert_clear_failure_or_consistent(copy.path(), &format!("truncated {}", file.display()));
+    }
+}
+
+#[test]
+fn a_garbled_store_gives_a_clear_error() {
+    let dir = populated_store();
+    for file in data_files(dir.path()) {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let target = copy.path().join(file.strip_prefix(dir.path()).unwrap());
+        let mut bytes = std::fs::read(&target).unwrap();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            if i % 7 == 3 {
+                *b ^= 0x5a;
+            }
+        }
+        std::fs::write(&target, bytes).unwrap();
+        assert_clear_failure_or_consistent(copy.path(), &format!("garbled {}", file.display()));
+    }
+}
+
+#[test]
+fn the_conf_file_garbled_is_reported_as_corruption() {
+    let dir = populated_store();
+    std::fs::write(dir.path().join("conf"), b"\x00\x01 not a config").unwrap();
+    let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupted { .. } | StoreError::Io { .. }), "{err}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn group_commit_shares_flushes_and_acknowledges_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SledStore::open(dir.path(), Durability::Group { window: Duration::from_millis(2), max_batch: 1024 }).unwrap(),
+    );
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let id = format!("t{t}-{i}");
+                    store.commit(&step(&id, SnapshotChange::Running(vec![1]), 0, &["e"])).unwrap().wait().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.flush_stats().unwrap();
+    assert_eq!(stats.commits, 400);
+    assert!(stats.flushes < 400, "no flush was shared: {stats:?}");
+    assert_eq!(store.unfinished().unwrap().len(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_acks_resolve_asynchronously() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let ack = store.commit(&step(&format!("i{i}"), SnapshotChange::Running(vec![2]), 0, &[])).unwrap();
+            ack.durable().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.flush_stats().unwrap().commits, 100);
+}

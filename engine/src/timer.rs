@@ -1,0 +1,401 @@
+//! Timer definitions: ISO 8601 durations (`PT10M`, `P3D`, `P1DT2H`), dates (RFC 3339), repeating
+//! intervals (`R5/PT10M`, `R/2026-01-01T00:00:00Z/P1D`, `R3/PT1H/2026-06-01T00:00:00Z`) and cron
+//! expressions for calendar jobs (`0 0 18 * * *`: seconds, minutes, hours, day of month, month,
+//! day of week; a five-field form without seconds is accepted too).
+//!
+//! [`TimerSpec::parse`] gives a clear error naming the text and what is wrong;
+//! [`TimerSpec::first_due`] and [`TimerSpec::next_due`] compute due times in milliseconds since
+//! the Unix epoch.
+
+use crate::model::TimerKind;
+use chrono::{DateTime, Duration as ChronoDuration, Months, TimeZone, Utc};
+use std::str::FromStr;
+
+/// An ISO 8601 duration. Years and months are calendar units (added with month arithmetic),
+/// the rest is exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IsoDuration {
+    /// Calendar months (years × 12 + months).
+    pub months: u32,
+    /// Exact part in milliseconds (weeks, days, hours, minutes, seconds).
+    pub millis: u64,
+}
+
+impl IsoDuration {
+    /// Adds the duration to a moment; `None` on overflow.
+    pub fn after(&self, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let with_months = if self.months == 0 { from } else { from.checked_add_months(Months::new(self.months))? };
+        with_months.checked_add_signed(ChronoDuration::milliseconds(i64::try_from(self.millis).ok()?))
+    }
+
+    /// Whether the duration is zero.
+    pub fn is_zero(&self) -> bool {
+        self.months == 0 && self.millis == 0
+    }
+}
+
+impl FromStr for IsoDuration {
+    type Err = TimerError;
+
+    fn from_str(text: &str) -> Result<Self, TimerError> {
+        parse_duration(text)
+    }
+}
+
+/// A parsed timer definition.
+#[derive(Debug, Clone)]
+pub enum TimerSpec {
+    /// Due once, this long after the timer is armed.
+    Duration(IsoDuration),
+    /// Due once, at this moment.
+    Date(DateTime<Utc>),
+    /// Due repeatedly: every `interval` from `start` (the arming time when absent), at most
+    /// `repetitions` times (unbounded when `None`), never after `end`.
+    Cycle {
+        /// How many times it fires; `None` for `R/...` (forever).
+        repetitions: Option<u32>,
+        /// First moment, when given (`R/2026-01-01T00:00:00Z/P1D` fires first at the start).
+        start: Option<DateTime<Utc>>,
+        /// Time between firings.
+        interval: IsoDuration,
+        /// No firing after this moment, when given.
+        end: Option<DateTime<Utc>>,
+    },
+    /// Due at every moment matching a cron expression.
+    Cron(Box<cron::Schedule>),
+}
+
+/// Why a timer definition could not be parsed or scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimerError {
+    /// The text is not a valid definition of the declared kind.
+    #[error("invalid timer {kind} '{text}': {reason}")]
+    Invalid {
+        /// `duration`, `date` or `cycle`.
+        kind: &'static str,
+        /// The text as written.
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(kind: &'static str, text: &str, reason: impl Into<String>) -> TimerError {
+    TimerError::Invalid { kind, text: text.to_string(), reason: reason.into() }
+}
+
+impl TimerSpec {
+    /// Parses `text` as a timer of the given kind. A cycle is an ISO 8601 repeating interval
+    /// (starting with `R`) or a cron expression.
+    pub fn parse(kind: TimerKind, text: &str) -> Result<Self, TimerError> {
+        let text = text.trim();
+        match kind {
+            TimerKind::Duration => Ok(TimerSpec::Duration(parse_duration(text)?)),
+            TimerKind::Date => Ok(TimerSpec::Date(parse_date(text).map_err(|r| invalid("date", text, r))?)),
+            TimerKind::Cycle if text.starts_with('R') => parse_repeating(text),
+            TimerKind::Cycle => parse_cron(text),
+        }
+    }
+
+    /// When the timer is first due if armed at `armed_ms`; `None` if it never fires (a cycle
+    /// whose end has passed, a cron expression with no future match).
+    pub fn first_due(&self, armed_ms: u64) -> Option<u64> {
+        let armed = from_ms(armed_ms)?;
+        match self {
+            TimerSpec::Duration(d) => to_ms(d.after(armed)?),
+            TimerSpec::Date(at) => to_ms(*at),
+            TimerSpec::Cycle { repetitions: Some(0), .. } => None,
+            TimerSpec::Cycle { start, interval, end, .. } => {
+                let first = match start {
+                    Some(start) => *start,
+                    None => interval.after(armed)?,
+                };
+                within(first, end)
+            }
+            TimerSpec::Cron(schedule) => to_ms(schedule.after(&armed).next()?),
+        }
+    }
+
+    /// For a repeating timer: when it is due after firing the `fired`-th time (1-based) at
+    /// `previous_ms`. `None` for one-shot timers and exhausted cycles.
+    pub fn next_due(&self, previous_ms: u64, fired: u32) -> Option<u64> {
+        let previous = from_ms(previous_ms)?;
+        match self {
+            TimerSpec::Duration(_) | TimerSpec::Date(_) => None,
+            TimerSpec::Cycle { repetitions, interval, end, .. } => {
+                if repetitions.is_some_and(|r| fired >= r) {
+                    return None;
+                }
+                within(interval.after(previous)?, end)
+            }
+            TimerSpec::Cron(schedule) => to_ms(schedule.after(&previous).next()?),
+        }
+    }
+
+    /// Whether the timer can fire more than once.
+    pub fn repeats(&self) -> bool {
+        matches!(self, TimerSpec::Cycle { .. } | TimerSpec::Cron(_))
+    }
+}
+
+fn within(at: DateTime<Utc>, end: &Option<DateTime<Utc>>) -> Option<u64> {
+    match end {
+        Some(end) if at > *end => None,
+        _ => to_ms(at),
+    }
+}
+
+fn from_ms(ms: u64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(i64::try_from(ms).ok()?).single()
+}
+
+fn to_ms(at: DateTime<Utc>) -> Option<u64> {
+    u64::try_from(at.timestamp_millis()).ok()
+}
+
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 date such as 2026-12-01T08:00:00Z ({e})"))
+}
+
+fn parse_duration(text: &str) -> Result<IsoDuration, TimerError> {
+    let fail = |reason: &str| invalid("duration", text, reason.to_string());
+    let rest = text.strip_prefix('P').ok_or_else(|| fail("an ISO 8601 duration starts with 'P', e.g. PT10M or P3D"))?;
+    if rest.is_empty() || rest == "T" {
+        return Err(fail("no amount after 'P'"));
+    }
+    let mut duration = IsoDuration::default();
+    let mut in_time = false;
+    let mut number = String::new();
+    let mut seen = String::new();
+    for c in rest.chars() {
+        if c == 'T' {
+            if in_time || !number.is_empty() {
+                return Err(fail("misplaced 'T'"));
+            }
+            in_time = true;
+            continue;
+        }
+        if c.is_ascii_digit() || c == '.' || c == ',' {
+            number.push(if c == ',' { '.' } else { c });
+            continue;
+        }
+        if number.is_empty() {
+            return Err(fail(&format!("'{c}' has no number before it")));
+        }
+        let unit = if in_time { c.to_ascii_lowercase() } else { c };
+        if seen.contains(unit) {
+            return Err(fail(&format!("unit '{c}' given twice")));
+        }
+        seen.push(unit);
+        let value: f64 = number.parse().map_err(|_| fail(&format!("'{number}' is not a number")))?;
+        let whole = |what: &str| -> Result<u32, TimerError> {
+            if value.fract() != 0.0 || value > u32::MAX as f64 {
+                Err(fail(&format!("{what} must be a whole number")))
+            } else {
+                Ok(value as u32)
+            }
+        };
+        let exact = |unit_ms: f64| -> Result<u64, TimerError> {
+            let ms = value * unit_ms;
+            if !ms.is_finite() || ms > 1e15 {
+                Err(fail("the duration is too long"))
+            } else {
+                Ok(ms.round() as u64)
+            }
+        };
+        match (in_time, c) {
+            (false, 'Y') => duration.months = duration.months.saturating_add(whole("years")?.saturating_mul(12)),
+            (false, 'M') => duration.months = duration.months.saturating_add(whole("months")?),
+            (false, 'W') => duration.millis += exact(7.0 * 86_400_000.0)?,
+            (false, 'D') => duration.millis += exact(86_400_000.0)?,
+            (true, 'H') => duration.millis += exact(3_600_000.0)?,
+            (true, 'M') => duration.millis += exact(60_000.0)?,
+            (true, 'S') => duration.millis += exact(1_000.0)?,
+            (false, 'H' | 'S') => return Err(fail(&format!("'{c}' belongs after 'T' (e.g. PT{number}{c})"))),
+            _ => return Err(fail(&format!("unknown unit '{c}' (use Y, M, W, D, then T and H, M, S)"))),
+        }
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(fail(&format!("'{number}' has no unit")));
+    }
+    Ok(duration)
+}
+
+fn parse_repeating(text: &str) -> Result<TimerSpec, TimerError> {
+    let fail = |reason: String| invalid("cycle", text, reason);
+    let parts: Vec<&str> = text.split('/').collect();
+    let count = &parts[0][1..];
+    let repetitions = if count.is_empty() {
+        None
+    } else {
+        Some(count.parse::<u32>().map_err(|_| fail(format!("'{count}' after R is not a repetition count")))?)
+    };
+    let duration = |part: &str| {
+        parse_duration(part).map_err(|e| match e {
+            TimerError::Invalid { reason, .. } => fail(format!("interval '{part}': {reason}")),
+        })
+    };
+    let date = |part: &str| parse_date(part).map_err(|r| fail(format!("'{part}': {r}")));
+    let (start, interval, end) = match parts.as_slice() {
+        [_, interval] => (None, duration(interval)?, None),
+        [_, first, second] if first.starts_with('P') => (None, duration(first)?, Some(date(second)?)),
+        [_, start, interval] => (Some(date(start)?), duration(interval)?, None),
+        _ => return Err(fail("expected R[n]/interval, R[n]/start/interval or R[n]/interval/end".into())),
+    };
+    if interval.is_zero() {
+        return Err(fail("the interval is zero".into()));
+    }
+    Ok(TimerSpec::Cycle { repetitions, start, interval, end })
+}
+
+fn parse_cron(text: &str) -> Result<TimerSpec, TimerError> {
+    let fields = text.split_whitespace().count();
+    let normalized = match fields {
+        5 => format!("0 {text}"),
+        6 | 7 => text.to_string(),
+        _ => {
+            return Err(invalid(
+                "cycle",
+                text,
+                format!("expected an ISO 8601 cycle (R5/PT10M) or a cron expression with 6 fields (sec min hour day month weekday), found {fields} fields"),
+            ))
+        }
+    };
+    cron::Schedule::from_str(&normalized)
+        .map(|s| TimerSpec::Cron(Box::new(s)))
+        .map_err(|e| invalid("cycle", text, format!("bad cron expression: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> u64 {
+        to_ms(parse_date(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn durations_parse_to_exact_milliseconds() {
+        let cases = [
+            ("PT10M", 0, 600_000),
+            ("P3D", 0, 3 * 86_400_000),
+            ("P1DT2H", 0, 86_400_000 + 2 * 3_600_000),
+            ("PT1.5S", 0, 1_500),
+            ("P2W", 0, 14 * 86_400_000),
+            ("P1Y2M", 14, 0),
+            ("PT36H", 0, 36 * 3_600_000),
+        ];
+        for (text, months, millis) in cases {
+            assert_eq!(parse_duration(text).unwrap(), IsoDuration { months, millis }, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        let cases = [
+            ("10M", "starts with 'P'"),
+            ("P", "no amount"),
+            ("PT", "no amount"),
+            ("P1H", "belongs after 'T'"),
+            ("PT5", "has no unit"),
+            ("PTM", "no number"),
+            ("P1X", "unknown unit"),
+            ("PT1M1M", "twice"),
+            ("P1.5M", "whole number"),
+        ];
+        for (text, expected) in cases {
+            let err = parse_duration(text).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains(text), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn duration_timer_is_due_after_arming() {
+        let spec = TimerSpec::parse(TimerKind::Duration, "P3D").unwrap();
+        let armed = ms("2026-03-01T10:00:00Z");
+        assert_eq!(spec.first_due(armed), Some(ms("2026-03-04T10:00:00Z")));
+        assert_eq!(spec.next_due(ms("2026-03-04T10:00:00Z"), 1), None);
+        assert!(!spec.repeats());
+    }
+
+    #[test]
+    fn month_durations_use_the_calendar() {
+        let spec = TimerSpec::parse(TimerKind::Duration, "P1M").unwrap();
+        assert_eq!(spec.first_due(ms("2026-01-31T00:00:00Z")), Some(ms("2026-02-28T00:00:00Z")));
+    }
+
+    #[test]
+    fn date_timer_is_due_at_the_date_in_utc() {
+        let spec = TimerSpec::parse(TimerKind::Date, "2026-12-01T08:00:00+01:00").unwrap();
+        assert_eq!(spec.first_due(0), Some(ms("2026-12-01T07:00:00Z")));
+        let err = TimerSpec::parse(TimerKind::Date, "tomorrow").unwrap_err().to_string();
+        assert!(err.contains("RFC 3339") && err.contains("tomorrow"), "{err}");
+    }
+
+    #[test]
+    fn bounded_cycle_fires_the_given_number_of_times() {
+        let spec = TimerSpec::parse(TimerKind::Cycle, "R5/PT10M").unwrap();
+        let mut due = spec.first_due(0).unwrap();
+        let mut fired = Vec::new();
+        let mut count = 0;
+        loop {
+            fired.push(due);
+            count += 1;
+            match spec.next_due(due, count) {
+                Some(next) => due = next,
+                None => break,
+            }
+        }
+        assert_eq!(fired, vec![600_000, 1_200_000, 1_800_000, 2_400_000, 3_000_000]);
+    }
+
+    #[test]
+    fn unbounded_cycle_with_start_fires_daily_from_the_start() {
+        let spec = TimerSpec::parse(TimerKind::Cycle, "R/2026-01-01T00:00:00Z/P1D").unwrap();
+        let first = spec.first_due(0).unwrap();
+        assert_eq!(first, ms("2026-01-01T00:00:00Z"));
+        assert_eq!(spec.next_due(first, 1000), Some(ms("2026-01-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn cycle_with_end_stops_at_the_end() {
+        let spec = TimerSpec::parse(TimerKind::Cycle, "R/PT1H/1970-01-01T02:30:00Z").unwrap();
+        let first = spec.first_due(0).unwrap();
+        assert_eq!(first, 3_600_000);
+        let second = spec.next_due(first, 1).unwrap();
+        assert_eq!(second, 7_200_000);
+        assert_eq!(spec.next_due(second, 2), None);
+    }
+
+    #[test]
+    fn bad_cycles_say_what_is_wrong() {
+        let cases = [
+            ("Rx/PT1M", "repetition count"),
+            ("R5", "expected R[n]/interval"),
+            ("R5/PT0S", "interval is zero"),
+            ("R5/PT10Q", "unknown unit"),
+            ("R/a/b/c", "expected R[n]/interval"),
+            ("0 0 99 * * *", "bad cron expression"),
+            ("every day", "found 2 fields"),
+        ];
+        for (text, expected) in cases {
+            let err = TimerSpec::parse(TimerKind::Cycle, text).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains(text), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn daily_cron_fires_every_evening_at_six() {
+        let spec = TimerSpec::parse(TimerKind::Cycle, "0 0 18 * * *").unwrap();
+        assert!(spec.repeats());
+        let first = spec.first_due(ms("2026-05-04T09:30:00Z")).unwrap();
+        assert_eq!(first, ms("2026-05-04T18:00:00Z"));
+        assert_eq!(spec.next_due(first, 1), Some(ms("2026-05-05T18:00:00Z")));
+        // The five-field form (no seconds) means the same.
+        let short = TimerSpec::parse(TimerKind::Cycle, "0 18 * * *").unwrap();
+        assert_eq!(short.first_due(ms("2026-05-04T18:00:00Z")), Some(ms("2026-05-05T18:00:00Z")));
+    }
+}

@@ -1,0 +1,68 @@
+//! `flowbot run` through the durable engine: `--store DIR` keeps the instance in a sled store
+//! (readable afterwards with `flowbot history ID --store DIR`), `--clock virtual` lets timers
+//! jump ahead so a process with a three-day timer finishes at once.
+
+use super::run::{ClockArg, RunArgs};
+use crate::cli::load::load_definitions;
+use anyhow::Context;
+use flowbot_engine::clock::{Clock, VirtualClock, WallClock};
+use flowbot_engine::runtime::{Engine, EngineOptions, InstanceInfo};
+use flowbot_engine::store::{Durability, MemoryStore, SledStore, Store};
+use serde_json::{json, Map, Value};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Runs one instance on the engine and prints it like `flowbot run` does.
+pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<ExitCode> {
+    let defs = load_definitions(&args.path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let info = runtime.block_on(async {
+        let store: Arc<dyn Store> = match &args.store {
+            Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
+            None => Arc::new(MemoryStore::new()),
+        };
+        let clock: Arc<dyn Clock> = match args.clock {
+            ClockArg::Wall => Arc::new(WallClock),
+            ClockArg::Virtual => Arc::new(VirtualClock::starting_now()),
+        };
+        let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
+        let engine = Engine::builder().store(store).clock(clock).options(options).build().await?;
+        let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
+        let started = engine.start(&deployment.deployed.process_id, variables).await?;
+        let info = engine.wait_settled(&started.id).await?;
+        engine.shutdown().await;
+        anyhow::Ok(info)
+    })?;
+    let text = if args.json { format!("{}\n", serde_json::to_string(&report(&info))?) } else { human(&info) };
+    super::write_stdout(&text)?;
+    Ok(if info.status == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn report(info: &InstanceInfo) -> Value {
+    json!({
+        "instance": info.id,
+        "status": info.status,
+        "path": info.path,
+        "variables": info.variables,
+        "waiting_on": info.waiting_on.iter().map(|w| json!({"node": w.node, "activation": w.activation, "kind": w.kind})).collect::<Vec<_>>(),
+        "incidents": info.incidents.iter().map(|i| json!({"node": i.node, "message": i.message, "at": i.at}))
+            .chain(info.engine_incidents.iter().map(|i| json!({"node": i.node, "message": i.message, "at": Value::Null})))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn human(info: &InstanceInfo) -> String {
+    let mut text = format!("instance {}: {}\n", info.id, info.status);
+    text += &format!("path: {}\n", info.path.join(" "));
+    text += &format!("variables: {}\n", Value::Object(info.variables.clone()));
+    for wait in &info.waiting_on {
+        text += &format!("waiting: {} ({}, activation {})\n", wait.node, wait.kind, wait.activation);
+    }
+    for incident in &info.incidents {
+        text += &format!("incident: {} at {}: {}\n", incident.node, incident.at, incident.message);
+    }
+    for incident in &info.engine_incidents {
+        text += &format!("incident: {}: {}\n", incident.node, incident.message);
+    }
+    text
+}
