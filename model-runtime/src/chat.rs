@@ -37,8 +37,10 @@ pub struct ChatPrompt {
 /// Finds the default system prompt a ChatML Jinja template inserts, e.g.
 /// `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n'`.
 fn default_system_from_template(template: &str) -> Option<String> {
-    let marker = "<|im_start|>system\\n";
-    let start = template.find(marker)? + marker.len();
+    // The newline after the role is a real newline in some files and `\n` in others.
+    let start = ["<|im_start|>system\n", "<|im_start|>system\\n"]
+        .iter()
+        .find_map(|marker| template.find(marker).map(|i| i + marker.len()))?;
     let rest = &template[start..];
     let end = rest.find("<|im_end|>")?;
     let text = &rest[..end];
@@ -111,6 +113,12 @@ mod tests {
             default_system_from_template(template).as_deref(),
             Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
         );
+    }
+
+    #[test]
+    fn a_template_with_real_newlines_is_read_too() {
+        let template = "{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}";
+        assert_eq!(default_system_from_template(template).as_deref(), Some("Be kind."));
     }
 
     #[test]

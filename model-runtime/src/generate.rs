@@ -57,11 +57,13 @@ pub struct GenerateOptions {
     pub timeout: Option<Duration>,
     /// Set to true (from any thread) to stop the call.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Never stop at end-of-sequence tokens (benchmarks decode a fixed number of tokens).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: SamplingOptions::default(), stop: Vec::new(), timeout: None, cancel: None }
+        Self { max_tokens: 256, sampling: SamplingOptions::default(), stop: Vec::new(), timeout: None, cancel: None, ignore_eos: false }
     }
 }
 
@@ -272,6 +274,13 @@ impl Generator {
             }
             // The penalty looks at generated tokens only: extraction must be free to copy input.
             sampler.penalize(&mut logits, &tokens);
+            if options.ignore_eos && constraint.is_none() {
+                for &id in self.tokenizer.eos_ids() {
+                    if let Some(l) = logits.get_mut(id as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let next = match constraint.as_deref() {
                 None => sampler.pick_from_logits(&logits),
                 Some(c) => self.pick_constrained(&mut sampler, &logits, c),
@@ -339,21 +348,38 @@ impl Generator {
         })
     }
 
-    /// The best allowed token(s) by logit, then the sampler's choice among them.
+    /// The best allowed token(s) by logit, then the sampler's choice among them. Scans the 512
+    /// most likely tokens first and the whole vocabulary only when they hold too few allowed ones.
     fn pick_constrained(&self, sampler: &mut Sampler, logits: &[f32], constraint: &dyn Constraint) -> Option<u32> {
         let wanted = if sampler_is_greedy(sampler) { 1 } else { CONSTRAINED_CANDIDATES };
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        let head = 512.min(order.len());
+        if head < order.len() {
+            order.select_nth_unstable_by(head - 1, by_logit);
+        }
+        order[..head].sort_unstable_by(by_logit);
         let may_end = constraint.may_end();
-        let mut allowed = Vec::with_capacity(wanted);
-        for id in order {
-            let ok = if self.tokenizer.is_special(id) {
+        let allowed_token = |id: u32| {
+            if self.tokenizer.is_special(id) {
                 may_end && self.tokenizer.eos_ids().contains(&id)
             } else {
                 let piece = self.tokenizer.token_bytes(id);
                 !piece.is_empty() && constraint.accepts(piece)
-            };
-            if ok {
+            }
+        };
+        let mut allowed: Vec<(u32, f32)> = Vec::with_capacity(wanted);
+        for &id in &order[..head] {
+            if allowed_token(id) {
+                allowed.push((id, logits[id as usize]));
+                if allowed.len() == wanted {
+                    return sampler.pick(&mut allowed);
+                }
+            }
+        }
+        order[head..].sort_unstable_by(by_logit);
+        for &id in &order[head..] {
+            if allowed_token(id) {
                 allowed.push((id, logits[id as usize]));
                 if allowed.len() == wanted {
                     break;

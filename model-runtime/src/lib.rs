@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod lm;
+pub mod openai;
 pub mod sampling;
 pub mod tiny_model;
 pub mod tokenizer;

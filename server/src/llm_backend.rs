@@ -44,6 +44,7 @@ pub fn generate_options(options: &LlmOptions) -> GenerateOptions {
         stop: options.stop.clone(),
         timeout: options.timeout_ms.map(Duration::from_millis),
         cancel: None,
+        ignore_eos: false,
     }
 }
 

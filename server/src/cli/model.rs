@@ -1,5 +1,6 @@
 //! `flowbot model fetch|info|generate|eval-extract`.
 
+mod bench;
 mod eval_extract;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ enum ModelCommand {
     Generate(GenerateArgs),
     /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
     EvalExtract(eval_extract::EvalArgs),
+    /// Measure prompt and decode speed, time to first token (cold and prefix-cached), peak memory.
+    Bench(bench::BenchArgs),
 }
 
 /// Which model and device.
@@ -47,7 +50,7 @@ pub struct ModelChoice {
     model: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
 }
 
 impl ModelChoice {
@@ -137,6 +140,7 @@ impl ModelArgs {
             ModelCommand::Info { model, json } => info(&model.path()?, json),
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
+            ModelCommand::Bench(args) => args.run(),
         }
     }
 }
@@ -188,6 +192,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         stop: args.stop.clone(),
         timeout: args.timeout_ms.map(std::time::Duration::from_millis),
         cancel: None,
+        ignore_eos: false,
     };
     let g = &mut loaded.generator;
     let system = args.system.as_deref();

@@ -15,13 +15,11 @@ use crate::llm_backend::LocalTextGenerator;
 const CURRENCIES: [&str; 8] = ["CNY", "USD", "EUR", "GBP", "JPY", "HKD", "CHF", "AUD"];
 
 /// The instruction shared by every call (the prefix cache keeps it between e-mails).
-const SYSTEM: &str = "You read customer e-mails about sales orders and extract four fields as JSON:\n\
-order_id: the order or purchase-order number exactly as written (e.g. SO-1001, PO#7781).\n\
-customer: the ordering company's name exactly as written (the company, not the person).\n\
-total: the total amount as a plain number without thousands separators (\"1,234.50\" -> 1234.5; \"1.234,50 €\" -> 1234.5).\n\
-currency: the ISO code: ¥/RMB/元/人民币/yuan -> CNY, $/dollars -> USD, €/euros -> EUR, £/pounds -> GBP, 円/yen -> JPY, HK$ -> HKD, francs -> CHF, A$ -> AUD.\n\
-Example: \"Hi, ACME Ltd here. Please ship order SO-1001, total $1,234.50.\" -> \
-{\"order_id\": \"SO-1001\", \"customer\": \"ACME Ltd\", \"total\": 1234.5, \"currency\": \"USD\"}";
+const SYSTEM: &str = "Extract the sales order from the customer's e-mail as JSON. \
+order_id: the order or purchase-order number exactly as written. \
+customer: the ordering company's name exactly as written. \
+total: the total amount as a number without thousands separators. \
+currency: ISO code (¥, RMB, 元, 人民币 = CNY; $ = USD; € = EUR; £ = GBP; 円, yen = JPY; HK$ = HKD; francs = CHF; A$ = AUD).";
 
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
