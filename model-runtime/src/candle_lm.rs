@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 
 use crate::gguf::GgufFile;
-use crate::lm::{CausalLm, LmError};
+use crate::lm::{candle_message, CausalLm, LmError};
 
 /// Snapshots kept for rewinding (the most recent ones).
 const MAX_SNAPSHOTS: usize = 4;
@@ -51,7 +51,7 @@ impl DeviceChoice {
                         "this flowbot was built without CUDA support: rebuild with `--features cuda` (needs nvcc) or use --device cpu".into(),
                     ));
                 }
-                Device::new_cuda(ordinal).map_err(|e| LmError::Load(format!("cannot open cuda:{ordinal}: {e}")))
+                Device::new_cuda(ordinal).map_err(|e| LmError::Load(format!("cannot open cuda:{ordinal}: {}", candle_message(&e))))
             }
         }
     }
@@ -97,7 +97,7 @@ impl CandleLm {
             },
         );
         let result = ModelWeights::from_gguf(content, &mut file.reader, &device);
-        let model = result.map_err(|e| LmError::Load(format!("{}: {e}", file.path.display())))?;
+        let model = result.map_err(|e| LmError::Load(format!("{}: {}", file.path.display(), candle_message(&e))))?;
         Ok(Self {
             model,
             device,
@@ -115,14 +115,14 @@ impl CandleLm {
         }
         let input = Tensor::new(tokens, &self.device)
             .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| LmError::Forward(e.to_string()))?;
+            .map_err(|e| LmError::Forward(candle_message(&e)))?;
         let logits = self
             .model
             .forward(&input, start)
             .and_then(|l| l.squeeze(0))
             .and_then(|l| l.to_dtype(candle_core::DType::F32))
             .and_then(|l| l.to_vec1::<f32>())
-            .map_err(|e| LmError::Forward(e.to_string()))?;
+            .map_err(|e| LmError::Forward(candle_message(&e)))?;
         self.history.truncate(start);
         self.history.extend_from_slice(tokens);
         Ok(logits)

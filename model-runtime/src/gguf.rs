@@ -59,7 +59,7 @@ impl GgufFile {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let content = Content::read(&mut reader).map_err(|e| GgufError::Format {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: crate::lm::candle_message(&e),
         })?;
         Ok(Self { path: path.to_owned(), content, reader })
     }

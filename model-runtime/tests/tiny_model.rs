@@ -160,3 +160,32 @@ fn classification_returns_only_allowed_labels() {
         assert!(labels.contains(&label.as_str()), "{label}");
     }
 }
+
+#[test]
+fn broken_model_files_give_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_gguf = dir.path().join("notes.gguf");
+    std::fs::write(&not_gguf, "root:x:0:0").unwrap();
+    let err = load_generator(&not_gguf, Backend::for_device(DeviceChoice::Cpu)).err().unwrap().to_string();
+    assert!(err.contains("notes.gguf") && err.contains("not a readable GGUF"), "{err}");
+    assert!(!err.contains("backtrace") && err.lines().count() == 1, "{err}");
+
+    let whole = dir.path().join("whole.gguf");
+    write_tiny_llama(&whole, 1).unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    for keep in [bytes.len() / 2, bytes.len() - 10, 40] {
+        let cut = dir.path().join(format!("cut{keep}.gguf"));
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let err = load_generator(&cut, Backend::for_device(DeviceChoice::Cpu)).err().unwrap().to_string();
+        assert!(err.contains(&format!("cut{keep}.gguf")), "{err}");
+    }
+}
+
+#[test]
+fn device_names_parse_or_explain() {
+    assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+    assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+    assert_eq!("cuda:1".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(1)));
+    assert!("cuda:x".parse::<DeviceChoice>().unwrap_err().contains("ordinal"));
+    assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("cpu, cuda or cuda:N"));
+}
