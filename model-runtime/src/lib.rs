@@ -2,3 +2,4 @@
 //! generation. It knows nothing of the engine; the server wires it in.
 
 pub mod lm;
+pub mod fast;

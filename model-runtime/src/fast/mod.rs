@@ -1,0 +1,5 @@
+//! Flowbot's own CPU backend for llama-family GGUF models: quantized weights kept in a kernel
+//! layout of our own, hand-written SIMD dot products chosen at run time, a preallocated
+//! rewindable KV cache and batched prompt processing.
+
+pub mod kernels;
