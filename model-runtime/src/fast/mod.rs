@@ -3,3 +3,8 @@
 //! rewindable KV cache and batched prompt processing.
 
 pub mod kernels;
+mod attention;
+pub mod llama;
+
+pub use kernels::Isa;
+pub use llama::{FastLlama, FastOptions, Hyper};

@@ -440,16 +440,18 @@ impl QActs {
             for b in 0..nb {
                 let block = &row[b * BLOCK..(b + 1) * BLOCK];
                 let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+                // The rounding details follow ggml's x86 `quantize_row_q8_1`: multiplier
+                // 127 / amax, round half to even, scales stored at f16 precision.
                 let scale = amax / 127.0;
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
                 let mut sum = 0i32;
                 for (j, v) in block.iter().enumerate() {
-                    let q = (v * inv).round() as i8;
+                    let q = (v * inv).round_ties_even() as i8;
                     sum += q as i32;
                     qs[act_offset(b, j)] = q;
                 }
-                d[b] = scale;
-                s[b] = scale * sum as f32;
+                d[b] = f16::from_f32(scale).to_f32();
+                s[b] = f16::from_f32(scale * sum as f32).to_f32();
                 sums[b] = sum;
             }
         }
