@@ -14,8 +14,14 @@ pub(super) struct RopeTable {
 impl RopeTable {
     /// A table for `rope_dim` rotated values per head and base frequency `base`.
     pub(super) fn new(rope_dim: usize, base: f32) -> RopeTable {
-        let inv_freq = (0..rope_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / rope_dim as f32)).collect();
-        RopeTable { inv_freq, table: Vec::new() }
+        let inv_freq = (0..rope_dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / rope_dim as f32))
+            .collect();
+        RopeTable {
+            inv_freq,
+            table: Vec::new(),
+        }
     }
 
     /// Makes sure positions `0..end` are in the table.
@@ -69,7 +75,11 @@ pub(super) fn attend(
     let hd = h.head_dim;
     let job = |(head, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
         let kv_base = (head / (h.n_head / h.n_kv_head)) * h.context * hd;
-        let cache = HeadCache { keys: &keys[kv_base..kv_base + span * hd], values: &values[kv_base..kv_base + span * hd], hd };
+        let cache = HeadCache {
+            keys: &keys[kv_base..kv_base + span * hd],
+            values: &values[kv_base..kv_base + span * hd],
+            hd,
+        };
         for t in 0..t_len {
             let q = &qkv[t * qkv_width + head * hd..t * qkv_width + (head + 1) * hd];
             let n = start + t + 1;
@@ -84,7 +94,10 @@ pub(super) fn attend(
             attend_one(&cache, q, &mut scores[..n], out_row);
         }
     };
-    let work = out.par_chunks_mut(t_len * hd).zip(scores.par_chunks_mut(span)).enumerate();
+    let work = out
+        .par_chunks_mut(t_len * hd)
+        .zip(scores.par_chunks_mut(span))
+        .enumerate();
     work.for_each(job);
 }
 

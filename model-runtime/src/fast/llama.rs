@@ -150,16 +150,25 @@ impl FastLlama {
     }
 
     /// Loads a llama-family GGUF model from a reader.
-    pub fn from_reader<R: Read + Seek>(reader: &mut R, options: &FastOptions) -> Result<FastLlama, LmError> {
-        let content = Content::read(reader).map_err(|e| load_err(format!("not a readable GGUF file: {e}")))?;
+    pub fn from_reader<R: Read + Seek>(
+        reader: &mut R,
+        options: &FastOptions,
+    ) -> Result<FastLlama, LmError> {
+        let content = Content::read(reader)
+            .map_err(|e| load_err(format!("not a readable GGUF file: {e}")))?;
         let hyper = read_hyper(&content)?;
         let kernels = match options.isa {
-            Some(isa) => Kernels::new(isa).ok_or_else(|| load_err(format!("this CPU cannot run the {isa:?} kernels")))?,
+            Some(isa) => Kernels::new(isa)
+                .ok_or_else(|| load_err(format!("this CPU cannot run the {isa:?} kernels")))?,
             None => Kernels::best(),
         };
         let threads = options
             .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
             .max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -167,7 +176,10 @@ impl FastLlama {
             .build()
             .map_err(|e| load_err(format!("cannot start {threads} threads: {e}")))?;
 
-        let mut loader = TensorLoader { content: &content, reader };
+        let mut loader = TensorLoader {
+            content: &content,
+            reader,
+        };
         let h = &hyper;
         let (q_dim, kv_dim) = (h.n_head * h.head_dim, h.n_kv_head * h.head_dim);
         let embed = loader.matrix("token_embd.weight", h.vocab, h.dim)?;
@@ -251,11 +263,16 @@ impl FastLlama {
         resize(&mut s.hidden, t_len * h.ffn_dim);
         resize(&mut s.scores, h.n_head * (start + t_len));
         for (t, &token) in tokens.iter().enumerate() {
-            self.embed.dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            self.embed
+                .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
         }
         let kernels = &self.kernels;
         let wide = kernels.isa() != Isa::Scalar;
-        for (layer, (keys, values)) in self.layers.iter().zip(self.cache.keys.iter_mut().zip(self.cache.values.iter_mut())) {
+        for (layer, (keys, values)) in self
+            .layers
+            .iter()
+            .zip(self.cache.keys.iter_mut().zip(self.cache.values.iter_mut()))
+        {
             // Attention.
             rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
@@ -268,17 +285,31 @@ impl FastLlama {
                 self.rope.apply(k, h.head_dim, start + t);
                 for kvh in 0..h.n_kv_head {
                     let at = (kvh * h.context + start + t) * h.head_dim;
-                    keys[at..at + h.head_dim].copy_from_slice(&k[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
-                    values[at..at + h.head_dim].copy_from_slice(&v[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+                    keys[at..at + h.head_dim]
+                        .copy_from_slice(&k[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+                    values[at..at + h.head_dim]
+                        .copy_from_slice(&v[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
                 }
             }
-            attend(h, &s.qkv, qkv_width, keys, values, start, t_len, &mut s.scores, &mut s.attn_heads, wide);
+            attend(
+                h,
+                &s.qkv,
+                qkv_width,
+                keys,
+                values,
+                start,
+                t_len,
+                &mut s.scores,
+                &mut s.attn_heads,
+                wide,
+            );
             // Heads are computed head-major; lay them out token-major for the output projection.
             for head in 0..h.n_head {
                 for t in 0..t_len {
                     let src = (head * t_len + t) * h.head_dim;
                     let dst = t * q_dim + head * h.head_dim;
-                    s.attn[dst..dst + h.head_dim].copy_from_slice(&s.attn_heads[src..src + h.head_dim]);
+                    s.attn[dst..dst + h.head_dim]
+                        .copy_from_slice(&s.attn_heads[src..src + h.head_dim]);
                 }
             }
             s.acts.quantize(&s.attn, t_len, q_dim);
@@ -291,7 +322,11 @@ impl FastLlama {
             for t in 0..t_len {
                 let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
                 let (gate, up) = row.split_at(h.ffn_dim);
-                for ((out, &g), &u) in s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim].iter_mut().zip(gate).zip(up) {
+                for ((out, &g), &u) in s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim]
+                    .iter_mut()
+                    .zip(gate)
+                    .zip(up)
+                {
                     *out = g / (1.0 + (-g).exp()) * u;
                 }
             }
@@ -304,7 +339,12 @@ impl FastLlama {
             rms_norm(last, &self.output_norm, h.eps, &mut s.normed[..dim]);
             s.acts.quantize(&s.normed[..dim], 1, dim);
             resize(&mut s.logits, h.vocab);
-            kernels.matmul(self.output.as_ref().unwrap_or(&self.embed), &s.acts, &mut s.logits, h.vocab);
+            kernels.matmul(
+                self.output.as_ref().unwrap_or(&self.embed),
+                &s.acts,
+                &mut s.logits,
+                h.vocab,
+            );
         }
     }
 }
@@ -322,10 +362,16 @@ impl CausalLm for FastLlama {
         }
         let limit = self.hyper.context;
         if start + tokens.len() > limit {
-            return Err(LmError::ContextFull { position: limit.max(start), limit });
+            return Err(LmError::ContextFull {
+                position: limit.max(start),
+                limit,
+            });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
-            return Err(LmError::Forward(format!("token id {bad} is outside the vocabulary of {}", self.hyper.vocab)));
+            return Err(LmError::Forward(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.hyper.vocab
+            )));
         }
         self.cache.len = start;
         self.rope.ensure(start + tokens.len());
@@ -386,29 +432,42 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
         .cloned()
         .ok_or_else(|| load_err("metadata has no general.architecture"))?;
     if arch != "llama" {
-        return Err(load_err(format!("architecture {arch:?} is not supported (llama only)")));
+        return Err(load_err(format!(
+            "architecture {arch:?} is not supported (llama only)"
+        )));
     }
     let get_u = |key: &str| -> Result<usize, LmError> {
-        let v = md.get(key).ok_or_else(|| load_err(format!("metadata key {key} is missing")))?;
+        let v = md
+            .get(key)
+            .ok_or_else(|| load_err(format!("metadata key {key} is missing")))?;
         v.to_u32()
             .map(|n| n as usize)
             .or_else(|_| v.to_u64().map(|n| n as usize))
             .map_err(|e| load_err(format!("metadata key {key}: {e}")))
     };
     let get_f = |key: &str| -> Result<Option<f32>, LmError> {
-        md.get(key).map(|v| v.to_f32().map_err(|e| load_err(format!("metadata key {key}: {e}")))).transpose()
+        md.get(key)
+            .map(|v| {
+                v.to_f32()
+                    .map_err(|e| load_err(format!("metadata key {key}: {e}")))
+            })
+            .transpose()
     };
     let n_layer = get_u("llama.block_count")?;
     let dim = get_u("llama.embedding_length")?;
     let n_head = get_u("llama.attention.head_count")?;
     let n_kv_head = get_u("llama.attention.head_count_kv").or_else(|_| Ok::<_, LmError>(n_head))?;
     if n_head == 0 || n_kv_head == 0 || dim % n_head != 0 || n_head % n_kv_head != 0 {
-        return Err(load_err(format!("inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads")));
+        return Err(load_err(format!(
+            "inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads"
+        )));
     }
     let head_dim = dim / n_head;
     let rope_dim = get_u("llama.rope.dimension_count").unwrap_or(head_dim);
     if rope_dim > head_dim || rope_dim % 2 != 0 {
-        return Err(load_err(format!("rope dimension {rope_dim} does not fit the head size {head_dim}")));
+        return Err(load_err(format!(
+            "rope dimension {rope_dim} does not fit the head size {head_dim}"
+        )));
     }
     let ffn_dim = get_u("llama.feed_forward_length")
         .or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
@@ -430,7 +489,10 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
 }
 
 fn tensor_rows(content: &Content, name: &str) -> Result<usize, LmError> {
-    let info = content.tensor_infos.get(name).ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
+    let info = content
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
     Ok(info.shape.dims()[0])
 }
 
@@ -443,9 +505,15 @@ struct TensorLoader<'a, R> {
 impl<'a, R: Read + Seek> TensorLoader<'a, R> {
     fn info(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, LmError> {
         let content: &'a Content = self.content;
-        let info = content.tensor_infos.get(name).ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
+        let info = content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
         if info.shape.dims() != dims {
-            return Err(load_err(format!("tensor {name} has shape {:?}, expected {dims:?}", info.shape.dims())));
+            return Err(load_err(format!(
+                "tensor {name} has shape {:?}, expected {dims:?}",
+                info.shape.dims()
+            )));
         }
         Ok(info)
     }
@@ -458,7 +526,11 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         self.reader
             .seek(SeekFrom::Start(at))
             .and_then(|_| self.reader.read_exact(&mut raw))
-            .map_err(|e| load_err(format!("tensor {name}: cannot read {size} bytes at offset {at}: {e}")))?;
+            .map_err(|e| {
+                load_err(format!(
+                    "tensor {name}: cannot read {size} bytes at offset {at}: {e}"
+                ))
+            })?;
         Ok(raw)
     }
 
@@ -468,19 +540,30 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         let format = match info.ggml_dtype {
             GgmlDType::Q4_1 => QFormat::Q4_1,
             GgmlDType::Q8_0 => QFormat::Q8_0,
-            other => return Err(load_err(format!("tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"))),
+            other => {
+                return Err(load_err(format!(
+                    "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
+                )))
+            }
         };
         let raw = self.bytes(name, info)?;
-        QMatrix::from_gguf(format, rows, cols, &raw).map_err(|e| load_err(format!("tensor {name}: {e}")))
+        QMatrix::from_gguf(format, rows, cols, &raw)
+            .map_err(|e| load_err(format!("tensor {name}: {e}")))
     }
 
     /// An f32 vector of `len` values.
     fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, LmError> {
         let info = self.info(name, &[len])?;
         if info.ggml_dtype != GgmlDType::F32 {
-            return Err(load_err(format!("tensor {name} is {:?}, expected F32", info.ggml_dtype)));
+            return Err(load_err(format!(
+                "tensor {name} is {:?}, expected F32",
+                info.ggml_dtype
+            )));
         }
         let raw = self.bytes(name, info)?;
-        Ok(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 }

@@ -2,9 +2,10 @@
 //! layout of our own, hand-written SIMD dot products chosen at run time, a preallocated
 //! rewindable KV cache and batched prompt processing.
 
-pub mod kernels;
 mod attention;
+pub mod kernels;
 pub mod llama;
+pub mod reference;
 
 pub use kernels::Isa;
 pub use llama::{FastLlama, FastOptions, Hyper};

@@ -84,12 +84,22 @@ pub(super) unsafe fn dot_q4_1(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
         let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
         let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
-        let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, a_lo), _mm256_maddubs_epi16(hi, a_hi));
+        let p = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, a_lo),
+            _mm256_maddubs_epi16(hi, a_hi),
+        );
         let isum = _mm256_madd_epi16(p, ones);
-        let scale = _mm_mul_ps(load_f16x2(d_ptr.add(2 * b)), load_f32x2(act.d.as_ptr().add(b)));
+        let scale = _mm_mul_ps(
+            load_f16x2(d_ptr.add(2 * b)),
+            load_f32x2(act.d.as_ptr().add(b)),
+        );
         let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
-        acc_min = _mm_fmadd_ps(load_f16x2(m_ptr.add(2 * b)), load_f32x2(act.s.as_ptr().add(b)), acc_min);
+        acc_min = _mm_fmadd_ps(
+            load_f16x2(m_ptr.add(2 * b)),
+            load_f32x2(act.s.as_ptr().add(b)),
+            acc_min,
+        );
         b += 2;
     }
     let mut total = hsum256(acc) + hsum128(acc_min);
@@ -129,11 +139,17 @@ pub(super) unsafe fn dot_q8_0(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         let w_base = qs.add(g * GROUP + 16 * k);
         let a_base = aq.add(g * GROUP + 16 * k);
         let w_lo = _mm256_xor_si256(_mm256_loadu_si256(w_base as *const __m256i), flip);
-        let w_hi = _mm256_xor_si256(_mm256_loadu_si256(w_base.add(16 * r) as *const __m256i), flip);
+        let w_hi = _mm256_xor_si256(
+            _mm256_loadu_si256(w_base.add(16 * r) as *const __m256i),
+            flip,
+        );
         let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
         let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
         let isum = _mm256_add_epi32(dot_i8_256(w_lo, a_lo), dot_i8_256(w_hi, a_hi));
-        let scale = _mm_mul_ps(load_f16x2(d_ptr.add(2 * b)), load_f32x2(act.d.as_ptr().add(b)));
+        let scale = _mm_mul_ps(
+            load_f16x2(d_ptr.add(2 * b)),
+            load_f32x2(act.d.as_ptr().add(b)),
+        );
         let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
         b += 2;
@@ -149,7 +165,10 @@ pub(super) unsafe fn dot_q8_0(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         let w_hi = _mm_xor_si128(_mm_loadu_si128(w_base.add(16 * r) as *const __m128i), flip);
         let a_lo = _mm_loadu_si128(a_base as *const __m128i);
         let a_hi = _mm_loadu_si128(a_base.add(GROUP / 2) as *const __m128i);
-        let isum = hsum_epi32_128(_mm_add_epi32(dot_i8_128(w_lo, a_lo), dot_i8_128(w_hi, a_hi)));
+        let isum = hsum_epi32_128(_mm_add_epi32(
+            dot_i8_128(w_lo, a_lo),
+            dot_i8_128(w_hi, a_hi),
+        ));
         let d = half::f16::from_le_bytes([*d_ptr.add(2 * b), *d_ptr.add(2 * b + 1)]).to_f32();
         total += d * act.d[b] * isum as f32;
     }

@@ -48,7 +48,10 @@ unsafe fn q4_nibbles(p: *const u8, r: usize) -> (__m512i, __m512i) {
         _mm512_maskz_loadu_epi8(first_bytes(16 * r), p as *const i8)
     };
     let mask = _mm512_set1_epi8(0x0F);
-    (_mm512_and_si512(x, mask), _mm512_and_si512(_mm512_srli_epi16(x, 4), mask))
+    (
+        _mm512_and_si512(x, mask),
+        _mm512_and_si512(_mm512_srli_epi16(x, 4), mask),
+    )
 }
 
 /// The biased 8-bit values of one Q8_0 group as (first halves, second halves).
@@ -56,10 +59,16 @@ unsafe fn q4_nibbles(p: *const u8, r: usize) -> (__m512i, __m512i) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q8_bytes(p: *const u8, r: usize) -> (__m512i, __m512i) {
     if r == 4 {
-        (_mm512_loadu_si512(p as *const __m512i), _mm512_loadu_si512(p.add(64) as *const __m512i))
+        (
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_loadu_si512(p.add(64) as *const __m512i),
+        )
     } else {
         let m = first_bytes(16 * r);
-        (_mm512_maskz_loadu_epi8(m, p as *const i8), _mm512_maskz_loadu_epi8(m, p.add(16 * r) as *const i8))
+        (
+            _mm512_maskz_loadu_epi8(m, p as *const i8),
+            _mm512_maskz_loadu_epi8(m, p.add(16 * r) as *const i8),
+        )
     }
 }
 
@@ -68,7 +77,10 @@ unsafe fn q8_bytes(p: *const u8, r: usize) -> (__m512i, __m512i) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn act_group(act: &ActRow<'_>, g: usize) -> (__m512i, __m512i) {
     let p = act.qs.as_ptr().add(g * GROUP);
-    (_mm512_loadu_si512(p as *const __m512i), _mm512_loadu_si512(p.add(GROUP / 2) as *const __m512i))
+    (
+        _mm512_loadu_si512(p as *const __m512i),
+        _mm512_loadu_si512(p.add(GROUP / 2) as *const __m512i),
+    )
 }
 
 /// `-128 * (sum of the block's activation values)` placed in the first lane of each block, so
@@ -96,11 +108,22 @@ pub(super) unsafe fn dot_q4_1(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         let r = group_len(nb, g);
         let (lo, hi) = q4_nibbles(qs.add(g * 64), r);
         let (a_lo, a_hi) = act_group(&act, g);
-        let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo), hi, a_hi);
+        let isum = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
+            hi,
+            a_hi,
+        );
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        let scale = _mm_mul_ps(load_f16x4(d_ptr.add(8 * g), fmask), _mm_loadu_ps(act.d.as_ptr().add(4 * g)));
+        let scale = _mm_mul_ps(
+            load_f16x4(d_ptr.add(8 * g), fmask),
+            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+        );
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
-        acc_min = _mm_fmadd_ps(load_f16x4(m_ptr.add(8 * g), fmask), _mm_loadu_ps(act.s.as_ptr().add(4 * g)), acc_min);
+        acc_min = _mm_fmadd_ps(
+            load_f16x4(m_ptr.add(8 * g), fmask),
+            _mm_loadu_ps(act.s.as_ptr().add(4 * g)),
+            acc_min,
+        );
     }
     _mm512_reduce_add_ps(acc) + hsum128(acc_min)
 }
@@ -123,7 +146,11 @@ pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
         let mw = load_f16x4(m_ptr.add(8 * g), fmask);
         for i in 0..4 {
             let (a_lo, a_hi) = act_group(&acts[i], g);
-            let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo), hi, a_hi);
+            let isum = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
+                hi,
+                a_hi,
+            );
             let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
             acc_min[i] = _mm_fmadd_ps(mw, _mm_loadu_ps(acts[i].s.as_ptr().add(4 * g)), acc_min[i]);
@@ -145,9 +172,16 @@ pub(super) unsafe fn dot_q8_0(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         let r = group_len(nb, g);
         let (w_lo, w_hi) = q8_bytes(qs.add(g * GROUP), r);
         let (a_lo, a_hi) = act_group(&act, g);
-        let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(q8_bias(&act, g), w_lo, a_lo), w_hi, a_hi);
+        let isum = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(q8_bias(&act, g), w_lo, a_lo),
+            w_hi,
+            a_hi,
+        );
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        let scale = _mm_mul_ps(load_f16x4(d_ptr.add(8 * g), fmask), _mm_loadu_ps(act.d.as_ptr().add(4 * g)));
+        let scale = _mm_mul_ps(
+            load_f16x4(d_ptr.add(8 * g), fmask),
+            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+        );
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
     }
     _mm512_reduce_add_ps(acc)
@@ -169,8 +203,94 @@ pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
         let dw = load_f16x4(d_ptr.add(8 * g), fmask);
         for i in 0..4 {
             let (a_lo, a_hi) = act_group(&acts[i], g);
-            let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(q8_bias(&acts[i], g), w_lo, a_lo), w_hi, a_hi);
+            let isum = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(q8_bias(&acts[i], g), w_lo, a_lo),
+                w_hi,
+                a_hi,
+            );
             let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+        }
+    }
+    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+}
+
+/// Brings the bytes `[p, p + len)` towards the cache ahead of use.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn prefetch(p: *const u8, len: usize) {
+    let mut at = 0;
+    while at < len {
+        _mm_prefetch(p.add(at) as *const i8, _MM_HINT_T0);
+        at += 64;
+    }
+}
+
+/// Four consecutive Q4_1 rows (`stride` bytes apart, starting at `w`) · one activation row;
+/// prefetches the `ahead` bytes that follow the four rows. Four independent chains keep more
+/// loads in flight than one row at a time.
+///
+/// # Safety
+/// As [`dot_q4_1`]; `w` holds four rows and `ahead` bytes past them may be read only as
+/// prefetch hints (never dereferenced).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows4_q4_1(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    act: ActRow<'_>,
+    ahead: usize,
+) -> [f32; 4] {
+    prefetch(w.add(4 * stride), ahead);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc_min = [_mm_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let (a_lo, a_hi) = act_group(&act, g);
+        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
+        let s = _mm_loadu_ps(act.s.as_ptr().add(4 * g));
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        for i in 0..4 {
+            let row = w.add(i * stride);
+            let (lo, hi) = q4_nibbles(row.add(g * 64), r);
+            let isum = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
+                hi,
+                a_hi,
+            );
+            let scale = _mm_mul_ps(load_f16x4(row.add(nb * 16 + 8 * g), fmask), da);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            acc_min[i] = _mm_fmadd_ps(load_f16x4(row.add(nb * 18 + 8 * g), fmask), s, acc_min[i]);
+        }
+    }
+    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]) + hsum128(acc_min[i]))
+}
+
+/// Four consecutive Q8_0 rows · one activation row (see [`dot_rows4_q4_1`]).
+///
+/// # Safety
+/// As [`dot_rows4_q4_1`], for Q8_0 rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows4_q8_0(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    act: ActRow<'_>,
+    ahead: usize,
+) -> [f32; 4] {
+    prefetch(w.add(4 * stride), ahead);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let (a_lo, a_hi) = act_group(&act, g);
+        let bias = q8_bias(&act, g);
+        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        for i in 0..4 {
+            let row = w.add(i * stride);
+            let (w_lo, w_hi) = q8_bytes(row.add(g * GROUP), r);
+            let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w_lo, a_lo), w_hi, a_hi);
+            let scale = _mm_mul_ps(load_f16x4(row.add(nb * 32 + 8 * g), fmask), da);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
         }
     }

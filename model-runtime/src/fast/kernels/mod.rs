@@ -118,7 +118,10 @@ impl Isa {
 
     /// Every implementation this CPU can run, reference first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni].into_iter().filter(|isa| isa.is_supported()).collect()
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
     }
 
     /// The fastest implementation this CPU can run.
@@ -189,22 +192,87 @@ impl Kernels {
         }
     }
 
+    /// Dot products of rows `row..row + 4` with one activation row (the decode case: four
+    /// independent rows in flight at once).
+    #[inline]
+    pub fn dot_rows4(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> [f32; 4] {
+        assert!(row + 4 <= matrix.rows && act.cols == matrix.cols);
+        let nb = matrix.cols / BLOCK;
+        // Prefetch the next four rows while they exist.
+        let ahead = if row + 8 <= matrix.rows {
+            4 * matrix.row_stride
+        } else {
+            0
+        };
+        let w = matrix.data[row * matrix.row_stride..].as_ptr();
+        match (self.isa, matrix.format) {
+            // SAFETY: the ISA was checked when `self` was built; the four rows lie in `data`
+            // (asserted) and the prefetched bytes too (`ahead` is zero past the last four rows).
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe {
+                avx512::dot_rows4_q4_1(w, matrix.row_stride, nb, act, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe {
+                avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, ahead)
+            },
+            _ => [0, 1, 2, 3].map(|i| self.dot(matrix, row + i, act)),
+        }
+    }
+
     /// `out[t * out_stride + r] = dot(matrix row r, acts row t)` for every row `r` and every
     /// activation row `t`, spread over the current rayon pool in chunks of rows.
     pub fn matmul(&self, matrix: &QMatrix, acts: &QActs, out: &mut [f32], out_stride: usize) {
         let tokens = acts.rows();
-        assert_eq!(acts.cols(), matrix.cols, "activation width differs from the matrix");
-        assert!(out_stride >= matrix.rows && out.len() >= (tokens.max(1) - 1) * out_stride + matrix.rows);
+        assert_eq!(
+            acts.cols(),
+            matrix.cols,
+            "activation width differs from the matrix"
+        );
+        assert!(
+            out_stride >= matrix.rows
+                && out.len() >= (tokens.max(1) - 1) * out_stride + matrix.rows
+        );
         let out_ptr = SharedOut(out.as_mut_ptr());
         let chunk = rows_per_task(matrix.rows, tokens);
         let tasks = matrix.rows.div_ceil(chunk);
         (0..tasks).into_par_iter().for_each(|task| {
             let out_ptr = &out_ptr;
             let rows = task * chunk..((task + 1) * chunk).min(matrix.rows);
+            if tokens < 4 {
+                let mut r = rows.start;
+                while r + 4 <= rows.end {
+                    for t in 0..tokens {
+                        let res = self.dot_rows4(matrix, r, acts.row(t));
+                        for (i, v) in res.into_iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
+                        }
+                    }
+                    r += 4;
+                }
+                for r in r..rows.end {
+                    for t in 0..tokens {
+                        let v = self.dot(matrix, r, acts.row(t));
+                        // SAFETY: as below.
+                        unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+                    }
+                }
+                return;
+            }
             for r in rows {
                 let mut t = 0;
                 while t + 4 <= tokens {
-                    let res = self.dot4(matrix, r, [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)]);
+                    let res = self.dot4(
+                        matrix,
+                        r,
+                        [
+                            acts.row(t),
+                            acts.row(t + 1),
+                            acts.row(t + 2),
+                            acts.row(t + 3),
+                        ],
+                    );
                     for (i, v) in res.into_iter().enumerate() {
                         // SAFETY: each (t, r) cell is written by exactly one task (tasks own
                         // disjoint row ranges) and lies inside `out` (asserted above).
@@ -229,7 +297,10 @@ fn rows_per_task(rows: usize, tokens: usize) -> usize {
     let target_tasks = 32;
     let by_balance = rows.div_ceil(target_tasks);
     let min_rows = (64 / tokens.max(1)).max(4);
-    by_balance.max(min_rows).min(rows.max(1))
+    by_balance
+        .max(min_rows)
+        .next_multiple_of(4)
+        .min(rows.max(1))
 }
 
 /// Output pointer shared by the tasks of one matmul, each writing its own cells.
@@ -250,7 +321,12 @@ pub struct QMatrix {
 impl QMatrix {
     /// Repacks a row-major GGUF tensor (`rows` x `cols`, blocks along the rows) into the kernel
     /// layout.
-    pub fn from_gguf(format: QFormat, rows: usize, cols: usize, raw: &[u8]) -> Result<QMatrix, KernelError> {
+    pub fn from_gguf(
+        format: QFormat,
+        rows: usize,
+        cols: usize,
+        raw: &[u8],
+    ) -> Result<QMatrix, KernelError> {
         if cols % BLOCK != 0 || cols == 0 {
             return Err(KernelError::RowLength { cols });
         }
@@ -258,23 +334,41 @@ impl QMatrix {
         let row_stride = nb * format.block_bytes();
         let expected = rows * row_stride;
         if raw.len() != expected {
-            return Err(KernelError::Size { format, rows, cols, expected, actual: raw.len() });
+            return Err(KernelError::Size {
+                format,
+                rows,
+                cols,
+                expected,
+                actual: raw.len(),
+            });
         }
         let mut data = vec![0u8; expected];
-        for (src, dst) in raw.chunks_exact(row_stride).zip(data.chunks_exact_mut(row_stride)) {
+        for (src, dst) in raw
+            .chunks_exact(row_stride)
+            .zip(data.chunks_exact_mut(row_stride))
+        {
             match format {
                 QFormat::Q4_1 => repack_q4_1_row(src, dst, nb),
                 QFormat::Q8_0 => repack_q8_0_row(src, dst, nb),
             }
         }
-        Ok(QMatrix { format, rows, cols, row_stride, data })
+        Ok(QMatrix {
+            format,
+            rows,
+            cols,
+            row_stride,
+            data,
+        })
     }
 
     /// Stacks matrices with the same format and width into one (their rows one after another),
     /// so that several projections of the same input run as one parallel job.
     pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.format != first.format || p.cols != first.cols) {
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.cols != first.cols)
+        {
             return None;
         }
         let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
@@ -446,7 +540,7 @@ impl QActs {
                 let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
                 let mut sum = 0i32;
                 for (j, v) in block.iter().enumerate() {
-                    let q = (v * inv).round_ties_even() as i8;
+                    let q = round_half_even(v * inv) as i8;
                     sum += q as i32;
                     qs[act_offset(b, j)] = q;
                 }
@@ -479,6 +573,14 @@ impl QActs {
             sum: &self.sum[t * d_len..(t + 1) * d_len],
         }
     }
+}
+
+/// Rounds to the nearest integer, ties to even, for |x| < 2^22 (adding and removing 1.5 * 2^23
+/// leaves the rounding to the FPU; `f32::round_ties_even` is a library call on baseline x86-64).
+#[inline]
+fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
 }
 
 /// Resizes `v` to `len` and zeroes it (padding must read as zero).

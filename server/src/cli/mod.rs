@@ -1,0 +1,3 @@
+//! Command-line subcommands, one module each.
+
+pub mod model_bench;
