@@ -227,21 +227,21 @@ unsafe fn prefetch(p: *const u8, len: usize) {
 }
 
 /// Four consecutive Q4_1 rows (`stride` bytes apart, starting at `w`) · one activation row;
-/// prefetches the `ahead` bytes that follow the four rows. Four independent chains keep more
+/// prefetches `ahead` bytes from `distance` rows on. Four independent chains keep more
 /// loads in flight than one row at a time.
 ///
 /// # Safety
-/// As [`dot_q4_1`]; `w` holds four rows and `ahead` bytes past them may be read only as
-/// prefetch hints (never dereferenced).
+/// As [`dot_q4_1`]; `w` holds four rows; the prefetched bytes lie in the same matrix.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn dot_rows4_q4_1(
     w: *const u8,
     stride: usize,
     nb: usize,
     act: ActRow<'_>,
+    distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    prefetch(w.add(4 * stride), ahead);
+    prefetch(w.add(distance * stride), ahead);
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut acc_min = [_mm_setzero_ps(); 4];
     for g in 0..nb.div_ceil(4) {
@@ -276,9 +276,10 @@ pub(super) unsafe fn dot_rows4_q8_0(
     stride: usize,
     nb: usize,
     act: ActRow<'_>,
+    distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    prefetch(w.add(4 * stride), ahead);
+    prefetch(w.add(distance * stride), ahead);
     let mut acc = [_mm512_setzero_ps(); 4];
     for g in 0..nb.div_ceil(4) {
         let r = group_len(nb, g);

@@ -36,6 +36,8 @@ pub const BLOCK: usize = 32;
 pub const GROUP_BLOCKS: usize = 4;
 /// Values per group.
 pub const GROUP: usize = BLOCK * GROUP_BLOCKS;
+/// How many rows ahead the decode kernels prefetch weights.
+const PREFETCH_ROWS: usize = 8;
 
 /// Errors raised while building quantized matrices.
 #[derive(Debug, thiserror::Error)]
@@ -198,8 +200,8 @@ impl Kernels {
     pub fn dot_rows4(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> [f32; 4] {
         assert!(row + 4 <= matrix.rows && act.cols == matrix.cols);
         let nb = matrix.cols / BLOCK;
-        // Prefetch the next four rows while they exist.
-        let ahead = if row + 8 <= matrix.rows {
+        // Prefetch four rows, PREFETCH_ROWS ahead, while they exist.
+        let ahead = if row + PREFETCH_ROWS + 4 <= matrix.rows {
             4 * matrix.row_stride
         } else {
             0
@@ -210,11 +212,11 @@ impl Kernels {
             // (asserted) and the prefetched bytes too (`ahead` is zero past the last four rows).
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe {
-                avx512::dot_rows4_q4_1(w, matrix.row_stride, nb, act, ahead)
+                avx512::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe {
-                avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, ahead)
+                avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             _ => [0, 1, 2, 3].map(|i| self.dot(matrix, row + i, act)),
         }
