@@ -16,7 +16,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
 use crate::lm::{CausalLm, LmError};
 
 /// Tokens processed together in one batch of a long prompt.
@@ -77,16 +77,6 @@ struct Projection {
 }
 
 impl Projection {
-    fn new(matrices: Vec<QMatrix>) -> Projection {
-        let width = matrices.iter().map(QMatrix::rows).sum();
-        let refs: Vec<&QMatrix> = matrices.iter().collect();
-        let parts = match QMatrix::concat(&refs) {
-            Some(stacked) => vec![stacked],
-            None => matrices,
-        };
-        Projection { parts, width }
-    }
-
     /// `out` is `[tokens][width]`.
     fn run(&self, kernels: &Kernels, acts: &QActs, out: &mut [f32]) {
         let mut offset = 0;
@@ -195,16 +185,19 @@ impl FastLlama {
             layers.push(Layer {
                 attn_norm: loader.vector(&name("attn_norm"), h.dim)?,
                 ffn_norm: loader.vector(&name("ffn_norm"), h.dim)?,
-                qkv: Projection::new(vec![
-                    loader.matrix(&name("attn_q"), q_dim, h.dim)?,
-                    loader.matrix(&name("attn_k"), kv_dim, h.dim)?,
-                    loader.matrix(&name("attn_v"), kv_dim, h.dim)?,
-                ]),
+                qkv: loader.projection(
+                    &[
+                        (name("attn_q"), q_dim),
+                        (name("attn_k"), kv_dim),
+                        (name("attn_v"), kv_dim),
+                    ],
+                    h.dim,
+                )?,
                 wo: loader.matrix(&name("attn_output"), h.dim, q_dim)?,
-                gate_up: Projection::new(vec![
-                    loader.matrix(&name("ffn_gate"), h.ffn_dim, h.dim)?,
-                    loader.matrix(&name("ffn_up"), h.ffn_dim, h.dim)?,
-                ]),
+                gate_up: loader.projection(
+                    &[(name("ffn_gate"), h.ffn_dim), (name("ffn_up"), h.ffn_dim)],
+                    h.dim,
+                )?,
                 down: loader.matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
             });
         }
@@ -518,37 +511,86 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         Ok(info)
     }
 
-    fn bytes(&mut self, name: &str, info: &TensorInfo) -> Result<Vec<u8>, LmError> {
+    /// Appends the raw bytes of tensor `name` to `out`.
+    fn read_into(
+        &mut self,
+        name: &str,
+        info: &TensorInfo,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LmError> {
         let dtype = info.ggml_dtype;
         let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
         let at = self.content.tensor_data_offset + info.offset;
-        let mut raw = vec![0u8; size];
+        let old_len = out.len();
+        out.resize(old_len + size, 0);
         self.reader
             .seek(SeekFrom::Start(at))
-            .and_then(|_| self.reader.read_exact(&mut raw))
+            .and_then(|_| self.reader.read_exact(&mut out[old_len..]))
             .map_err(|e| {
                 load_err(format!(
                     "tensor {name}: cannot read {size} bytes at offset {at}: {e}"
                 ))
-            })?;
-        Ok(raw)
+            })
+    }
+
+    /// The kernel format of a `rows` x `cols` tensor.
+    fn format(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(&'a TensorInfo, QFormat), LmError> {
+        let info = self.info(name, &[rows, cols])?;
+        match info.ggml_dtype {
+            GgmlDType::Q4_1 => Ok((info, QFormat::Q4_1)),
+            GgmlDType::Q8_0 => Ok((info, QFormat::Q8_0)),
+            other => Err(load_err(format!(
+                "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
+            ))),
+        }
     }
 
     /// A `rows` x `cols` quantized matrix.
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LmError> {
-        let info = self.info(name, &[rows, cols])?;
-        let format = match info.ggml_dtype {
-            GgmlDType::Q4_1 => QFormat::Q4_1,
-            GgmlDType::Q8_0 => QFormat::Q8_0,
-            other => {
-                return Err(load_err(format!(
-                    "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
-                )))
-            }
-        };
-        let raw = self.bytes(name, info)?;
-        QMatrix::from_gguf(format, rows, cols, &raw)
+        let (info, format) = self.format(name, rows, cols)?;
+        let mut raw = Vec::new();
+        self.read_into(name, info, &mut raw)?;
+        QMatrix::from_gguf_vec(format, rows, cols, raw)
             .map_err(|e| load_err(format!("tensor {name}: {e}")))
+    }
+
+    /// Matrices of `(name, rows)` over the same `cols` inputs, stacked into one when they share a
+    /// format (read straight into one buffer).
+    fn projection(
+        &mut self,
+        parts: &[(String, usize)],
+        cols: usize,
+    ) -> Result<Projection, LmError> {
+        let width = parts.iter().map(|(_, rows)| rows).sum();
+        let formats = parts
+            .iter()
+            .map(|(name, rows)| self.format(name, *rows, cols))
+            .collect::<Result<Vec<_>, _>>()?;
+        if formats.iter().all(|(_, f)| *f == formats[0].1) {
+            let mut raw = Vec::with_capacity(width * cols / BLOCK * formats[0].1.block_bytes());
+            for ((name, _), (info, _)) in parts.iter().zip(&formats) {
+                self.read_into(name, info, &mut raw)?;
+            }
+            let stacked = QMatrix::from_gguf_vec(formats[0].1, width, cols, raw)
+                .map_err(|e| load_err(format!("tensor {}: {e}", parts[0].0)))?;
+            return Ok(Projection {
+                parts: vec![stacked],
+                width,
+            });
+        }
+        let matrices = parts
+            .iter()
+            .map(|(name, rows)| self.matrix(name, *rows, cols))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Projection {
+            parts: matrices,
+            width,
+        })
     }
 
     /// An f32 vector of `len` values.
@@ -560,7 +602,8 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
                 info.ggml_dtype
             )));
         }
-        let raw = self.bytes(name, info)?;
+        let mut raw = Vec::new();
+        self.read_into(name, info, &mut raw)?;
         Ok(raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -329,29 +329,37 @@ impl QMatrix {
         cols: usize,
         raw: &[u8],
     ) -> Result<QMatrix, KernelError> {
+        QMatrix::from_gguf_vec(format, rows, cols, raw.to_vec())
+    }
+
+    /// As [`QMatrix::from_gguf`], repacking the bytes in place (no second copy of the matrix).
+    pub fn from_gguf_vec(
+        format: QFormat,
+        rows: usize,
+        cols: usize,
+        mut data: Vec<u8>,
+    ) -> Result<QMatrix, KernelError> {
         if cols % BLOCK != 0 || cols == 0 {
             return Err(KernelError::RowLength { cols });
         }
         let nb = cols / BLOCK;
         let row_stride = nb * format.block_bytes();
         let expected = rows * row_stride;
-        if raw.len() != expected {
+        if data.len() != expected {
             return Err(KernelError::Size {
                 format,
                 rows,
                 cols,
                 expected,
-                actual: raw.len(),
+                actual: data.len(),
             });
         }
-        let mut data = vec![0u8; expected];
-        for (src, dst) in raw
-            .chunks_exact(row_stride)
-            .zip(data.chunks_exact_mut(row_stride))
-        {
+        let mut src = vec![0u8; row_stride];
+        for row in data.chunks_exact_mut(row_stride) {
+            src.copy_from_slice(row);
             match format {
-                QFormat::Q4_1 => repack_q4_1_row(src, dst, nb),
-                QFormat::Q8_0 => repack_q8_0_row(src, dst, nb),
+                QFormat::Q4_1 => repack_q4_1_row(&src, row, nb),
+                QFormat::Q8_0 => repack_q8_0_row(&src, row, nb),
             }
         }
         Ok(QMatrix {
@@ -359,29 +367,6 @@ impl QMatrix {
             rows,
             cols,
             row_stride,
-            data,
-        })
-    }
-
-    /// Stacks matrices with the same format and width into one (their rows one after another),
-    /// so that several projections of the same input run as one parallel job.
-    pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
-        let first = parts.first()?;
-        if parts
-            .iter()
-            .any(|p| p.format != first.format || p.cols != first.cols)
-        {
-            return None;
-        }
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
-        for part in parts {
-            data.extend_from_slice(&part.data);
-        }
-        Some(QMatrix {
-            format: first.format,
-            rows: parts.iter().map(|p| p.rows).sum(),
-            cols: first.cols,
-            row_stride: first.row_stride,
             data,
         })
     }
