@@ -57,7 +57,8 @@ impl RopeTable {
 /// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; `keys` and
 /// `values` are one layer's cache (`[kv_head][position][head_dim]`, positions up to
 /// `start + t_len` written); `scores` is scratch of `n_head * (start + t_len)`; the result goes
-/// to `out` as `[head][token][head_dim]`.
+/// to `out` as `[head][token][head_dim]`. The query heads sharing a key/value head run
+/// together, so each cached key and value is read once per group.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attend(
     h: &Hyper,
@@ -73,68 +74,103 @@ pub(super) fn attend(
 ) {
     let span = start + t_len;
     let hd = h.head_dim;
-    let job = |(head, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
-        let kv_base = (head / (h.n_head / h.n_kv_head)) * h.context * hd;
-        let cache = HeadCache {
+    let reps = h.n_head / h.n_kv_head;
+    let job = |(kv_head, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
+        let kv_base = kv_head * h.context * hd;
+        let group = Group {
             keys: &keys[kv_base..kv_base + span * hd],
             values: &values[kv_base..kv_base + span * hd],
             hd,
+            reps,
+            span,
+            t_len,
         };
         for t in 0..t_len {
-            let q = &qkv[t * qkv_width + head * hd..t * qkv_width + (head + 1) * hd];
-            let n = start + t + 1;
-            let out_row = &mut out[t * hd..(t + 1) * hd];
+            let first = t * qkv_width + kv_head * reps * hd;
+            let queries = &qkv[first..first + reps * hd];
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: `wide` is only set when the CPU has AVX2 and FMA.
-                unsafe { attend_one_avx2(&cache, q, &mut scores[..n], out_row) };
+                unsafe { attend_group_avx2(&group, queries, start + t, scores, out) };
                 continue;
             }
             let _ = wide;
-            attend_one(&cache, q, &mut scores[..n], out_row);
+            attend_group(&group, queries, start + t, scores, out);
         }
     };
     let work = out
-        .par_chunks_mut(t_len * hd)
-        .zip(scores.par_chunks_mut(span))
+        .par_chunks_mut(reps * t_len * hd)
+        .zip(scores.par_chunks_mut(reps * span))
         .enumerate();
     work.for_each(job);
 }
 
-/// One head's slice of the cache.
-struct HeadCache<'a> {
+/// The cache of one key/value head and the shape of its query group.
+struct Group<'a> {
     keys: &'a [f32],
     values: &'a [f32],
     hd: usize,
+    /// Query heads per key/value head.
+    reps: usize,
+    /// Stride of a head's scores.
+    span: usize,
+    /// Tokens per head in the output.
+    t_len: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_avx2(cache: &HeadCache<'_>, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    attend_one(cache, q, scores, out)
+unsafe fn attend_group_avx2(
+    group: &Group<'_>,
+    queries: &[f32],
+    pos: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_group(group, queries, pos, scores, out)
 }
 
-/// Softmax-weighted sum of the values of positions `0..scores.len()` for one query.
+/// Softmax-weighted sums of the values of positions `0..=pos` for the group's queries at
+/// position `pos` (token `pos - start`); head `r`'s result goes to `out[(r * t_len + t) * hd..]`.
 #[inline(always)]
-fn attend_one(cache: &HeadCache<'_>, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    let hd = cache.hd;
+fn attend_group(
+    group: &Group<'_>,
+    queries: &[f32],
+    pos: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (hd, span, n) = (group.hd, group.span, pos + 1);
+    let t = pos + group.t_len - span;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut max = f32::NEG_INFINITY;
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &cache.keys[j * hd..(j + 1) * hd]) * scale;
-        max = max.max(*s);
+    for j in 0..n {
+        let key = &group.keys[j * hd..(j + 1) * hd];
+        for r in 0..group.reps {
+            scores[r * span + j] = dot(&queries[r * hd..(r + 1) * hd], key) * scale;
+        }
     }
-    let mut sum = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    for r in 0..group.reps {
+        let row = &mut scores[r * span..r * span + n];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0.0;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        for s in row.iter_mut() {
+            *s *= inv;
+        }
+        out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd].fill(0.0);
     }
-    let inv = 1.0 / sum;
-    out.fill(0.0);
-    for (j, &p) in scores.iter().enumerate() {
-        let w = p * inv;
-        for (o, &v) in out.iter_mut().zip(&cache.values[j * hd..(j + 1) * hd]) {
-            *o += w * v;
+    for j in 0..n {
+        let value = &group.values[j * hd..(j + 1) * hd];
+        for r in 0..group.reps {
+            let w = scores[r * span + j];
+            let o = &mut out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd];
+            for (o, &v) in o.iter_mut().zip(value) {
+                *o += w * v;
+            }
         }
     }
 }
