@@ -174,3 +174,110 @@ pub(super) unsafe fn dot_q8_0(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
     }
     total
 }
+
+/// Four consecutive Q4_1 rows (`stride` bytes apart) · one activation row, for an even number
+/// of blocks; each row's arithmetic is exactly [`dot_q4_1`]'s. Prefetches `ahead` bytes from
+/// `distance` rows on.
+///
+/// # Safety
+/// As [`dot_q4_1`]; `w` holds four rows, `nb` is even, and the prefetched bytes lie in the
+/// same matrix.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows4_q4_1(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    act: ActRow<'_>,
+    distance: usize,
+    ahead: usize,
+) -> [f32; 4] {
+    debug_assert!(nb % 2 == 0);
+    prefetch(w.add(distance * stride), ahead);
+    let aq = act.qs.as_ptr() as *const u8;
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_min = [_mm_setzero_ps(); 4];
+    let mut b = 0;
+    while b < nb {
+        let a_base = aq.add((b / GROUP_BLOCKS) * GROUP + 16 * (b % GROUP_BLOCKS));
+        let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
+        let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
+        let da = load_f32x2(act.d.as_ptr().add(b));
+        let s = load_f32x2(act.s.as_ptr().add(b));
+        for i in 0..4 {
+            let row = w.add(i * stride);
+            let x = _mm256_loadu_si256(row.add(b * 16) as *const __m256i);
+            let lo = _mm256_and_si256(x, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+            let p = _mm256_add_epi16(
+                _mm256_maddubs_epi16(lo, a_lo),
+                _mm256_maddubs_epi16(hi, a_hi),
+            );
+            let isum = _mm256_madd_epi16(p, ones);
+            let scale = _mm_mul_ps(load_f16x2(row.add(nb * 16 + 2 * b)), da);
+            let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+            acc_min[i] = _mm_fmadd_ps(load_f16x2(row.add(nb * 18 + 2 * b)), s, acc_min[i]);
+        }
+        b += 2;
+    }
+    [0, 1, 2, 3].map(|i| hsum256(acc[i]) + hsum128(acc_min[i]))
+}
+
+/// Four consecutive Q8_0 rows · one activation row (see [`dot_rows4_q4_1`]).
+///
+/// # Safety
+/// As [`dot_rows4_q4_1`], for Q8_0 rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows4_q8_0(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    act: ActRow<'_>,
+    distance: usize,
+    ahead: usize,
+) -> [f32; 4] {
+    debug_assert!(nb % 2 == 0);
+    prefetch(w.add(distance * stride), ahead);
+    let aq = act.qs.as_ptr() as *const u8;
+    let flip = _mm256_set1_epi8(-128);
+    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut b = 0;
+    while b < nb {
+        let (g, k) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
+        let r = group_len(nb, g);
+        let a_base = aq.add(g * GROUP + 16 * k);
+        let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
+        let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
+        let da = load_f32x2(act.d.as_ptr().add(b));
+        for i in 0..4 {
+            let row = w.add(i * stride);
+            let w_base = row.add(g * GROUP + 16 * k);
+            let w_lo = _mm256_xor_si256(_mm256_loadu_si256(w_base as *const __m256i), flip);
+            let w_hi = _mm256_xor_si256(
+                _mm256_loadu_si256(w_base.add(16 * r) as *const __m256i),
+                flip,
+            );
+            let isum = _mm256_add_epi32(dot_i8_256(w_lo, a_lo), dot_i8_256(w_hi, a_hi));
+            let scale = _mm_mul_ps(load_f16x2(row.add(nb * 32 + 2 * b)), da);
+            let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+        }
+        b += 2;
+    }
+    [0, 1, 2, 3].map(|i| hsum256(acc[i]))
+}
+
+/// Brings the bytes `[p, p + len)` towards the cache ahead of use.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
+    let mut at = 0;
+    while at < len {
+        _mm_prefetch(p.add(at) as *const i8, _MM_HINT_T0);
+        at += 64;
+    }
+}

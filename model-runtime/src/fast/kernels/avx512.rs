@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::hsum128;
+use super::avx2::{hsum128, prefetch};
 use super::{group_len, ActRow, GROUP};
 
 /// Lane `i` of the 16 i32 lanes belongs to block `i / 4` of the group.
@@ -213,17 +213,6 @@ pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
         }
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
-}
-
-/// Brings the bytes `[p, p + len)` towards the cache ahead of use.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn prefetch(p: *const u8, len: usize) {
-    let mut at = 0;
-    while at < len {
-        _mm_prefetch(p.add(at) as *const i8, _MM_HINT_T0);
-        at += 64;
-    }
 }
 
 /// Four consecutive Q4_1 rows (`stride` bytes apart, starting at `w`) · one activation row;

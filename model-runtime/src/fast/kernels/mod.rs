@@ -218,6 +218,14 @@ impl Kernels {
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe {
                 avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe {
+                avx2::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe {
+                avx2::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
             _ => [0, 1, 2, 3].map(|i| self.dot(matrix, row + i, act)),
         }
     }
