@@ -281,3 +281,82 @@ pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
         at += 64;
     }
 }
+
+/// One Q4_1 row · four activation rows, for an even number of blocks; each product's
+/// arithmetic is exactly [`dot_q4_1`]'s, the weights are unpacked once.
+///
+/// # Safety
+/// As [`dot_q4_1`]; `nb` is even.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
+    debug_assert!(nb % 2 == 0);
+    let qs = w.as_ptr();
+    let (d_ptr, m_ptr) = (qs.add(nb * 16), qs.add(nb * 18));
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_min = [_mm_setzero_ps(); 4];
+    let mut b = 0;
+    while b < nb {
+        let offset = (b / GROUP_BLOCKS) * GROUP + 16 * (b % GROUP_BLOCKS);
+        let x = _mm256_loadu_si256(qs.add(b * 16) as *const __m256i);
+        let lo = _mm256_and_si256(x, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+        let dw = load_f16x2(d_ptr.add(2 * b));
+        let mw = load_f16x2(m_ptr.add(2 * b));
+        for i in 0..4 {
+            let a_base = (acts[i].qs.as_ptr() as *const u8).add(offset);
+            let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
+            let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
+            let p = _mm256_add_epi16(
+                _mm256_maddubs_epi16(lo, a_lo),
+                _mm256_maddubs_epi16(hi, a_hi),
+            );
+            let isum = _mm256_madd_epi16(p, ones);
+            let scale = _mm_mul_ps(dw, load_f32x2(acts[i].d.as_ptr().add(b)));
+            let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+            acc_min[i] = _mm_fmadd_ps(mw, load_f32x2(acts[i].s.as_ptr().add(b)), acc_min[i]);
+        }
+        b += 2;
+    }
+    [0, 1, 2, 3].map(|i| hsum256(acc[i]) + hsum128(acc_min[i]))
+}
+
+/// One Q8_0 row · four activation rows (see [`dot4_q4_1`]).
+///
+/// # Safety
+/// As [`dot_q8_0`]; `nb` is even.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
+    debug_assert!(nb % 2 == 0);
+    let qs = w.as_ptr();
+    let d_ptr = qs.add(nb * 32);
+    let flip = _mm256_set1_epi8(-128);
+    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut b = 0;
+    while b < nb {
+        let (g, k) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
+        let r = group_len(nb, g);
+        let w_base = qs.add(g * GROUP + 16 * k);
+        let w_lo = _mm256_xor_si256(_mm256_loadu_si256(w_base as *const __m256i), flip);
+        let w_hi = _mm256_xor_si256(
+            _mm256_loadu_si256(w_base.add(16 * r) as *const __m256i),
+            flip,
+        );
+        let dw = load_f16x2(d_ptr.add(2 * b));
+        for i in 0..4 {
+            let a_base = (acts[i].qs.as_ptr() as *const u8).add(g * GROUP + 16 * k);
+            let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
+            let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
+            let isum = _mm256_add_epi32(dot_i8_256(w_lo, a_lo), dot_i8_256(w_hi, a_hi));
+            let scale = _mm_mul_ps(dw, load_f32x2(acts[i].d.as_ptr().add(b)));
+            let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+        }
+        b += 2;
+    }
+    [0, 1, 2, 3].map(|i| hsum256(acc[i]))
+}

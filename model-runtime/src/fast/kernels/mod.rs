@@ -190,6 +190,10 @@ impl Kernels {
             (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe { avx512::dot4_q4_1(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot4_q8_0(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe { avx2::dot4_q4_1(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe { avx2::dot4_q8_0(w, nb, acts) },
             _ => acts.map(|act| self.dot(matrix, row, act)),
         }
     }
