@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::candle_lm::{CandleLm, DeviceChoice};
 use crate::chat::ChatTemplate;
+use crate::fast::{FastLlama, FastOptions};
 use crate::generate::Generator;
 use crate::gguf::{GgufError, GgufFile};
 use crate::lm::{CausalLm, LmError};
@@ -15,12 +16,20 @@ use crate::tokenizer::{TextTokenizer, TokenizerError};
 pub enum Backend {
     /// candle's quantized llama on the given device.
     Candle(DeviceChoice),
+    /// Flowbot's own CPU forward pass, falling back to candle on the CPU for files it does not
+    /// support.
+    Fast,
 }
 
 impl Backend {
-    /// The backend for a `--device` choice.
+    /// The backend for a `--device` choice: the fast CPU backend on the CPU, candle on a GPU.
+    /// `FLOWBOT_BACKEND=candle` forces candle on the CPU too.
     pub fn for_device(device: DeviceChoice) -> Self {
-        Self::Candle(device)
+        let forced_candle = std::env::var("FLOWBOT_BACKEND").is_ok_and(|b| b == "candle");
+        match device {
+            DeviceChoice::Cpu if !forced_candle => Self::Fast,
+            other => Self::Candle(other),
+        }
     }
 }
 
@@ -56,6 +65,13 @@ pub fn load_generator(path: &Path, backend: Backend) -> Result<LoadedModel, Load
     let template = ChatTemplate::detect(file.metadata().opt_string("tokenizer.chat_template"), &tokenizer);
     let lm: Box<dyn CausalLm> = match backend {
         Backend::Candle(device) => Box::new(CandleLm::load(&mut file, device.open()?)?),
+        Backend::Fast => match FastLlama::load(path, &FastOptions::default()) {
+            Ok(fast) => Box::new(fast),
+            Err(e) => {
+                tracing::info!(error = %e, "fast backend cannot run this model; using candle on the CPU");
+                Box::new(CandleLm::load(&mut file, DeviceChoice::Cpu.open()?)?)
+            }
+        },
     };
     let model_id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let load_time = started.elapsed();

@@ -6,9 +6,11 @@
 //! for a schema, or one label out of a set.
 
 pub mod backend;
+pub mod baseline;
 pub mod candle_lm;
 pub mod chat;
 pub mod constrain;
+pub mod fast;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command.
 
 pub mod model;
+pub mod model_bench;
 
 use clap::{Parser, Subcommand};
 

@@ -1,6 +1,5 @@
 //! `flowbot model fetch|info|generate|eval-extract`.
 
-mod bench;
 mod eval_extract;
 
 use std::io::Write;
@@ -38,8 +37,8 @@ enum ModelCommand {
     Generate(GenerateArgs),
     /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
     EvalExtract(eval_extract::EvalArgs),
-    /// Measure prompt and decode speed, time to first token (cold and prefix-cached), peak memory.
-    Bench(bench::BenchArgs),
+    /// Measure load time, prompt and decode speed, time to first token (cold and prefix-cached).
+    Bench(super::model_bench::BenchArgs),
 }
 
 /// Which model and device.
@@ -50,7 +49,7 @@ pub struct ModelChoice {
     model: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    device: String,
 }
 
 impl ModelChoice {
@@ -140,7 +139,7 @@ impl ModelArgs {
             ModelCommand::Info { model, json } => info(&model.path()?, json),
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
-            ModelCommand::Bench(args) => args.run(),
+            ModelCommand::Bench(args) => super::model_bench::run(args),
         }
     }
 }
