@@ -23,18 +23,27 @@ fn model_path() -> PathBuf {
 }
 
 fn real() -> Generator {
+    real_on(Backend::for_device(DeviceChoice::Cpu))
+}
+
+fn real_on(backend: Backend) -> Generator {
     let path = model_path();
     assert!(
         path.is_file(),
         "the real model is missing at {}: run `flowbot model fetch` (or set FLOWBOT_MODEL) before these tests",
         path.display()
     );
-    load_generator(&path, Backend::for_device(DeviceChoice::Cpu)).expect("model loads").generator
+    load_generator(&path, backend).expect("model loads").generator
 }
 
 #[test]
 fn reference_prompt_ids_and_greedy_tokens_match_llama_cpp() {
-    let mut g = real();
+    for backend in [Backend::Fast, Backend::Candle(DeviceChoice::Cpu)] {
+        check_reference(real_on(backend));
+    }
+}
+
+fn check_reference(mut g: Generator) {
     let prompt = g.prompt(Some(SYSTEM), USER).unwrap();
     assert_eq!(prompt.ids.len(), 57);
     assert_eq!(&prompt.ids[..10], &[1, 9690, 198, 2683, 2965, 1890, 28, 26310, 1686, 5143]);

@@ -10,10 +10,14 @@ use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator,
 use serde_json::json;
 
 fn tiny(seed: u64) -> (tempfile::TempDir, Generator) {
+    tiny_on(seed, Backend::for_device(DeviceChoice::Cpu))
+}
+
+fn tiny_on(seed: u64, backend: Backend) -> (tempfile::TempDir, Generator) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     write_tiny_llama(&path, seed).unwrap();
-    let loaded = load_generator(&path, Backend::for_device(DeviceChoice::Cpu)).unwrap();
+    let loaded = load_generator(&path, backend).unwrap();
     (dir, loaded.generator)
 }
 
@@ -67,8 +71,14 @@ fn same_seed_gives_the_same_text_and_greedy_is_repeatable() {
 
 #[test]
 fn prefix_reuse_gives_the_same_tokens_as_a_fresh_model() {
-    let (_dir, mut warm) = tiny(3);
-    let (_dir2, mut cold) = tiny(3);
+    for backend in [Backend::Fast, Backend::Candle(DeviceChoice::Cpu)] {
+        prefix_reuse_on(backend);
+    }
+}
+
+fn prefix_reuse_on(backend: Backend) {
+    let (_dir, mut warm) = tiny_on(3, backend);
+    let (_dir2, mut cold) = tiny_on(3, backend);
     let options = GenerateOptions { max_tokens: 12, ..Default::default() };
     let system = "You extract order fields from e-mails and answer in JSON.";
     warm.generate(Some(system), "first order mail", &options, None).unwrap();
