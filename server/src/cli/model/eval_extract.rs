@@ -46,6 +46,24 @@ fn schema() -> Value {
     })
 }
 
+/// Removes thousands separators from amounts written `12,450.00` (digit groups of three after a
+/// comma): the model otherwise ends the JSON number at the comma. Other text is unchanged.
+fn without_thousands_separators(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let grouped = c == ','
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1..i + 4).is_some_and(|g| g.iter().all(char::is_ascii_digit))
+            && !chars.get(i + 4).is_some_and(char::is_ascii_digit);
+        if !grouped {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn field_matches(field: &str, got: Option<&Value>, expected: Option<&Value>) -> bool {
     match (field, got, expected) {
         ("total", Some(g), Some(e)) => match (g.as_f64(), e.as_f64()) {
@@ -85,7 +103,7 @@ impl EvalArgs {
             let request = LlmRequest {
                 mode: LlmMode::Extract,
                 system: Some(SYSTEM.to_owned()),
-                prompt: text.trim().to_owned(),
+                prompt: without_thousands_separators(text.trim()),
                 schema: Some(schema()),
                 labels: Vec::new(),
                 options: options.clone(),
@@ -119,5 +137,17 @@ impl EvalArgs {
         }
         println!("all four:       {all_fields}/{n} ({:.1}%)", pct(all_fields));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_thousands_separators;
+
+    #[test]
+    fn only_digit_groups_lose_their_commas() {
+        assert_eq!(without_thousands_separators("total $1,234,567.50, thanks"), "total $1234567.50, thanks");
+        assert_eq!(without_thousands_separators("SO-1, 2,3 and 12,3456"), "SO-1, 2,3 and 12,3456");
+        assert_eq!(without_thousands_separators("¥56,320.00。"), "¥56320.00。");
     }
 }
