@@ -7,6 +7,7 @@ use std::time::Duration;
 use flowbot_engine::llm::{LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator};
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::gguf::sha256_file;
+use flowbot_model_runtime::openai::OpenAiClient;
 use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
 
 /// Default token budget of an LLM step.
@@ -81,6 +82,58 @@ impl TextGenerator for LocalTextGenerator {
             completion_tokens: generation.tokens.len(),
             elapsed: generation.elapsed,
             warnings: generation.warnings,
+        })
+    }
+}
+
+/// An OpenAI-compatible chat-completions server behind the engine's generator trait.
+pub struct RemoteTextGenerator {
+    client: OpenAiClient,
+}
+
+impl RemoteTextGenerator {
+    /// A generator for `base_url` (e.g. `http://gpu-1:8000/v1`) and `model`; the API key comes from
+    /// `$OPENAI_API_KEY` when set.
+    pub fn new(base_url: &str, model: &str) -> Self {
+        Self { client: OpenAiClient::new(base_url, model, std::env::var("OPENAI_API_KEY").ok()) }
+    }
+}
+
+impl TextGenerator for RemoteTextGenerator {
+    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let options = generate_options(&request.options);
+        let system = request.system.as_deref();
+        let backend = |e: flowbot_model_runtime::openai::OpenAiError| LlmError::Backend(e.to_string());
+        let (output, completion) = match request.mode {
+            LlmMode::Generate => {
+                let c = self.client.generate(system, &request.prompt, options.max_tokens, &options.sampling).map_err(backend)?;
+                (LlmOutput::Text(c.text.clone()), c)
+            }
+            LlmMode::Extract => {
+                let json_schema = request.schema.as_ref().ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
+                let schema = ObjectSchema::from_json_schema(json_schema).map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+                let (value, c) = self
+                    .client
+                    .generate_json(system, &request.prompt, &schema, json_schema, options.max_tokens, &options.sampling)
+                    .map_err(backend)?;
+                (LlmOutput::Json(value), c)
+            }
+            LlmMode::Classify => {
+                if request.labels.is_empty() {
+                    return Err(LlmError::InvalidRequest("classify needs labels".into()));
+                }
+                let (label, c) = self.client.classify(system, &request.prompt, &request.labels, &options.sampling).map_err(backend)?;
+                (LlmOutput::Label(label), c)
+            }
+        };
+        Ok(LlmResponse {
+            output,
+            model_id: completion.model,
+            model_sha256: None,
+            prompt_tokens: completion.prompt_tokens,
+            completion_tokens: completion.completion_tokens,
+            elapsed: completion.elapsed,
+            warnings: Vec::new(),
         })
     }
 }

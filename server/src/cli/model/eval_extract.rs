@@ -9,7 +9,7 @@ use flowbot_engine::llm::{LlmMode, LlmOptions, LlmOutput, LlmRequest, TextGenera
 use serde_json::{json, Value};
 
 use super::ModelChoice;
-use crate::llm_backend::LocalTextGenerator;
+use crate::llm_backend::{LocalTextGenerator, RemoteTextGenerator};
 
 /// Currencies the extractor may answer (ISO codes).
 const CURRENCIES: [&str; 8] = ["CNY", "USD", "EUR", "GBP", "JPY", "HKD", "CHF", "AUD"];
@@ -29,6 +29,12 @@ pub struct EvalArgs {
     /// Print each e-mail's result.
     #[arg(long)]
     verbose: bool,
+    /// Use an OpenAI-compatible server (e.g. http://gpu-1:8000/v1) instead of the local model.
+    #[arg(long, requires = "openai_model")]
+    openai_url: Option<String>,
+    /// The model name to ask the server for.
+    #[arg(long)]
+    openai_model: Option<String>,
     #[command(flatten)]
     model: ModelChoice,
 }
@@ -85,9 +91,11 @@ impl EvalArgs {
             .collect();
         mails.sort();
         anyhow::ensure!(!mails.is_empty(), "{}: no .txt e-mails found", self.dir.display());
-        let path = self.model.path()?;
         // The same path an `extract` step of a process takes.
-        let generator = LocalTextGenerator::load(&path, self.model.backend()?)?;
+        let generator: Box<dyn TextGenerator> = match (&self.openai_url, &self.openai_model) {
+            (Some(url), Some(model)) => Box::new(RemoteTextGenerator::new(url, model)),
+            _ => Box::new(LocalTextGenerator::load(&self.model.path()?, self.model.backend()?)?),
+        };
         let options = LlmOptions { max_tokens: Some(96), ..Default::default() };
         let fields = ["order_id", "customer", "total", "currency"];
         let mut valid = 0usize;
