@@ -320,7 +320,7 @@ impl Generator {
             }
             self.cached.push(next);
         };
-        if let Some(c) = constraint.as_deref_mut() {
+        if let Some(c) = constraint.as_mut() {
             if !c.is_complete() && !c.may_end() {
                 let tail = c.completion();
                 let message = format!("output completed with defaults after {:?}: {}", stop_reason, String::from_utf8_lossy(&tail));
@@ -331,7 +331,7 @@ impl Generator {
             }
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some(sink) = sink.as_deref_mut() {
+        if let Some(sink) = sink.as_mut() {
             if streamed < text.len() {
                 sink(&text[streamed..]);
             }

@@ -428,7 +428,7 @@ impl JsonSchemaMachine {
                                 *bytes += 1;
                                 true
                             }
-                            0xC2..=0xDF | 0xE0..=0xEF | 0xF0..=0xF4 => {
+                            0xC2..=0xF4 => {
                                 let pending = if b >= 0xF0 { 3 } else if b >= 0xE0 { 2 } else { 1 };
                                 // Leave room for the whole character under the cap.
                                 if *bytes + 1 + pending as usize > *max_bytes {
@@ -492,7 +492,7 @@ impl JsonSchemaMachine {
                     written.push(b);
                     let written = written.clone();
                     let literals = self.literals();
-                    if literals.iter().any(|l| *l == written) {
+                    if literals.contains(&written) {
                         self.value_done();
                         return true;
                     }
@@ -619,7 +619,7 @@ impl Constraint for JsonSchemaMachine {
                         StringStage::Body { .. } => out.push(b'"'),
                         StringStage::Escape => out.extend(b"\\\""),
                         StringStage::Unicode(n) => {
-                            out.extend(std::iter::repeat(b'0').take(*n as usize));
+                            out.extend(std::iter::repeat_n(b'0', *n as usize));
                             out.push(b'"');
                         }
                     },

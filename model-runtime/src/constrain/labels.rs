@@ -37,7 +37,7 @@ impl Constraint for LabelMachine {
     }
 
     fn may_end(&self) -> bool {
-        self.labels.iter().any(|l| *l == self.written)
+        self.labels.contains(&self.written)
     }
 
     fn completion(&self) -> Vec<u8> {
