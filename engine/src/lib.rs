@@ -6,6 +6,7 @@ pub mod clock;
 pub mod diagnostics;
 pub mod executor;
 pub mod graph;
+pub mod llm;
 pub mod model;
 pub mod rules;
 pub mod script;

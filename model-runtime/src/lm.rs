@@ -4,6 +4,14 @@
 //! Flowbot's own CPU forward pass with hand-written quantized kernels. Everything above this
 //! trait (tokenizer, sampling, constrained decoding, prefix cache) is backend-agnostic.
 
+/// candle's error message without the backtrace candle attaches when `RUST_BACKTRACE` is set.
+pub fn candle_message(error: &candle_core::Error) -> String {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
+    }
+}
+
 /// Errors a backend reports.
 #[derive(Debug, thiserror::Error)]
 pub enum LmError {

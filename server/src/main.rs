@@ -4,6 +4,7 @@
 //! logging (tracing to stderr, filtered by `RUST_LOG`) and maps the outcome to an exit code.
 
 mod cli;
+mod llm_backend;
 mod sources;
 
 use clap::Parser;

@@ -7,6 +7,8 @@ mod effects;
 pub mod graph;
 pub mod history;
 mod load;
+pub mod model;
+pub mod model_bench;
 pub mod run;
 mod run_durable;
 pub mod schema;
@@ -38,6 +40,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
+    /// Local language model: fetch, inspect, generate, evaluate, benchmark.
+    Model(model::ModelArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
@@ -60,5 +64,6 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
     }
 }

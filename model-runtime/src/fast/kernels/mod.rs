@@ -1,0 +1,592 @@
+//! Quantized dot-product kernels for the fast CPU backend.
+//!
+//! Weights stay quantized in a layout of our own ([`QMatrix`]); activations are quantized once
+//! per row to 8-bit blocks with a per-block scale and sum ([`QActs`], the Q8_1 idea of ggml).
+//! Every dot product is computed by one of several instruction-set implementations chosen at run
+//! time ([`Isa`]); the scalar one is the reference the others are tested against.
+//!
+//! ## Layout
+//! Rows are cut into blocks of [`BLOCK`] (32) values; blocks are taken four at a time as a
+//! *group* of 128 values. Inside a group, the first 64 activation bytes hold the first halves
+//! (values 0..16) of the four blocks, the next 64 bytes their second halves (values 16..32).
+//! This is exactly how a Q4_1 block stores its nibbles (low nibble = value j, high nibble =
+//! value j + 16), so the 64 nibble bytes of four consecutive Q4_1 blocks line up with the
+//! activation group after one mask and one shift, with no shuffles.
+//!
+//! - Q4_1 row: `qs` (16 bytes per block, the file's bytes), then the block scales `d` (f16),
+//!   then the block minimums `m` (f16). Value = `d * q + m`, `q` in 0..16.
+//! - Q8_0 row: the 32 values per block stored as `q + 128` (unsigned) in group order (a full
+//!   group: 64 first-half bytes then 64 second-half bytes; a short final group of `r` blocks:
+//!   `16 r` first-half bytes then `16 r` second-half bytes), then the scales `d` (f16).
+//!   Value = `d * q`, `q` in -128..128.
+//!
+//! The integer part of every block product is exact in every implementation; only the order in
+//! which the scaled block results are summed in f32 differs between instruction sets.
+
+mod avx2;
+mod avx512;
+mod scalar;
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+/// Blocks per group (the unit of the activation layout).
+pub const GROUP_BLOCKS: usize = 4;
+/// Values per group.
+pub const GROUP: usize = BLOCK * GROUP_BLOCKS;
+/// How many rows ahead the decode kernels prefetch weights.
+const PREFETCH_ROWS: usize = 8;
+
+/// Errors raised while building quantized matrices.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The row length is not a whole number of blocks.
+    #[error("row length {cols} is not a multiple of the block size {BLOCK}")]
+    RowLength {
+        /// The offending row length.
+        cols: usize,
+    },
+    /// The raw bytes do not have the size the shape and format imply.
+    #[error("{format:?} matrix of {rows}x{cols} needs {expected} bytes, got {actual}")]
+    Size {
+        /// Block format.
+        format: QFormat,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Bytes the shape implies.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+}
+
+/// Block formats the kernels understand (the GGML names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QFormat {
+    /// 4-bit values with an f16 scale and an f16 minimum per block of 32.
+    Q4_1,
+    /// 8-bit signed values with an f16 scale per block of 32.
+    Q8_0,
+}
+
+impl QFormat {
+    /// Bytes per block in a GGUF file (and in our layout).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QFormat::Q4_1 => 20,
+            QFormat::Q8_0 => 34,
+        }
+    }
+}
+
+/// An instruction-set implementation of the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust; the reference.
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 (F, BW, VL) with VNNI.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Whether this CPU can run the implementation.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx2.is_supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every implementation this CPU can run, reference first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// The fastest implementation this CPU can run.
+    pub fn best() -> Isa {
+        *Isa::available().last().unwrap_or(&Isa::Scalar)
+    }
+}
+
+/// A kernel set checked against the running CPU: holding one proves its instructions exist.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+impl Kernels {
+    /// The kernels for `isa`, or `None` when this CPU lacks its instructions.
+    pub fn new(isa: Isa) -> Option<Kernels> {
+        isa.is_supported().then_some(Kernels { isa })
+    }
+
+    /// The fastest kernels for this CPU.
+    pub fn best() -> Kernels {
+        Kernels { isa: Isa::best() }
+    }
+
+    /// The implementation in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Dot product of row `row` of `matrix` with one quantized activation row.
+    #[inline]
+    pub fn dot(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> f32 {
+        debug_assert!(row < matrix.rows && act.cols == matrix.cols);
+        let w = matrix.row_bytes(row);
+        let nb = matrix.cols / BLOCK;
+        match (self.isa, matrix.format) {
+            (Isa::Scalar, QFormat::Q4_1) => scalar::dot_q4_1(w, nb, act),
+            (Isa::Scalar, QFormat::Q8_0) => scalar::dot_q8_0(w, nb, act),
+            // SAFETY: a `Kernels` with these ISAs is only built after checking the CPU supports
+            // them; row and activation sizes match the layout (checked when they were built).
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_1) => unsafe { avx2::dot_q4_1(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q8_0) => unsafe { avx2::dot_q8_0(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe { avx512::dot_q4_1(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot_q8_0(w, nb, act) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the scalar kernels exist off x86-64"),
+        }
+    }
+
+    /// Dot products of row `row` with four activation rows at once (the weight row is unpacked
+    /// once and reused; used for prompt batches).
+    #[inline]
+    pub fn dot4(&self, matrix: &QMatrix, row: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
+        let w = matrix.row_bytes(row);
+        let nb = matrix.cols / BLOCK;
+        match (self.isa, matrix.format) {
+            // SAFETY: as in `dot`.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe { avx512::dot4_q4_1(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot4_q8_0(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe { avx2::dot4_q4_1(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe { avx2::dot4_q8_0(w, nb, acts) },
+            _ => acts.map(|act| self.dot(matrix, row, act)),
+        }
+    }
+
+    /// Dot products of rows `row..row + 4` with one activation row (the decode case: four
+    /// independent rows in flight at once).
+    #[inline]
+    pub fn dot_rows4(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> [f32; 4] {
+        assert!(row + 4 <= matrix.rows && act.cols == matrix.cols);
+        let nb = matrix.cols / BLOCK;
+        // Prefetch four rows, PREFETCH_ROWS ahead, while they exist.
+        let ahead = if row + PREFETCH_ROWS + 4 <= matrix.rows {
+            4 * matrix.row_stride
+        } else {
+            0
+        };
+        let w = matrix.data[row * matrix.row_stride..].as_ptr();
+        match (self.isa, matrix.format) {
+            // SAFETY: the ISA was checked when `self` was built; the four rows lie in `data`
+            // (asserted) and the prefetched bytes too (`ahead` is zero past the last four rows).
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe {
+                avx512::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe {
+                avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe {
+                avx2::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe {
+                avx2::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            _ => [0, 1, 2, 3].map(|i| self.dot(matrix, row + i, act)),
+        }
+    }
+
+    /// `out[t * out_stride + r] = dot(matrix row r, acts row t)` for every row `r` and every
+    /// activation row `t`, spread over the current rayon pool in chunks of rows.
+    pub fn matmul(&self, matrix: &QMatrix, acts: &QActs, out: &mut [f32], out_stride: usize) {
+        let tokens = acts.rows();
+        assert_eq!(
+            acts.cols(),
+            matrix.cols,
+            "activation width differs from the matrix"
+        );
+        assert!(
+            out_stride >= matrix.rows
+                && out.len() >= (tokens.max(1) - 1) * out_stride + matrix.rows
+        );
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let chunk = rows_per_task(matrix.rows, tokens);
+        let tasks = matrix.rows.div_ceil(chunk);
+        (0..tasks).into_par_iter().for_each(|task| {
+            let out_ptr = &out_ptr;
+            let rows = task * chunk..((task + 1) * chunk).min(matrix.rows);
+            if tokens < 4 {
+                let mut r = rows.start;
+                while r + 4 <= rows.end {
+                    for t in 0..tokens {
+                        let res = self.dot_rows4(matrix, r, acts.row(t));
+                        for (i, v) in res.into_iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
+                        }
+                    }
+                    r += 4;
+                }
+                for r in r..rows.end {
+                    for t in 0..tokens {
+                        let v = self.dot(matrix, r, acts.row(t));
+                        // SAFETY: as below.
+                        unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+                    }
+                }
+                return;
+            }
+            for r in rows {
+                let mut t = 0;
+                while t + 4 <= tokens {
+                    let res = self.dot4(
+                        matrix,
+                        r,
+                        [
+                            acts.row(t),
+                            acts.row(t + 1),
+                            acts.row(t + 2),
+                            acts.row(t + 3),
+                        ],
+                    );
+                    for (i, v) in res.into_iter().enumerate() {
+                        // SAFETY: each (t, r) cell is written by exactly one task (tasks own
+                        // disjoint row ranges) and lies inside `out` (asserted above).
+                        unsafe { *out_ptr.0.add((t + i) * out_stride + r) = v };
+                    }
+                    t += 4;
+                }
+                while t < tokens {
+                    let v = self.dot(matrix, r, acts.row(t));
+                    // SAFETY: as above.
+                    unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+                    t += 1;
+                }
+            }
+        });
+    }
+}
+
+/// Rows handled by one parallel task: enough work per task to amortize scheduling, enough
+/// tasks to balance two or more threads.
+fn rows_per_task(rows: usize, tokens: usize) -> usize {
+    let target_tasks = 32;
+    let by_balance = rows.div_ceil(target_tasks);
+    let min_rows = (64 / tokens.max(1)).max(4);
+    by_balance
+        .max(min_rows)
+        .next_multiple_of(4)
+        .min(rows.max(1))
+}
+
+/// Output pointer shared by the tasks of one matmul, each writing its own cells.
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint cells (see `Kernels::matmul`).
+unsafe impl Sync for SharedOut {}
+
+/// A weight matrix kept quantized in the kernel layout (see the module docs).
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    format: QFormat,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Repacks a row-major GGUF tensor (`rows` x `cols`, blocks along the rows) into the kernel
+    /// layout.
+    pub fn from_gguf(
+        format: QFormat,
+        rows: usize,
+        cols: usize,
+        raw: &[u8],
+    ) -> Result<QMatrix, KernelError> {
+        QMatrix::from_gguf_vec(format, rows, cols, raw.to_vec())
+    }
+
+    /// As [`QMatrix::from_gguf`], repacking the bytes in place (no second copy of the matrix).
+    pub fn from_gguf_vec(
+        format: QFormat,
+        rows: usize,
+        cols: usize,
+        mut data: Vec<u8>,
+    ) -> Result<QMatrix, KernelError> {
+        if cols % BLOCK != 0 || cols == 0 {
+            return Err(KernelError::RowLength { cols });
+        }
+        let nb = cols / BLOCK;
+        let row_stride = nb * format.block_bytes();
+        let expected = rows * row_stride;
+        if data.len() != expected {
+            return Err(KernelError::Size {
+                format,
+                rows,
+                cols,
+                expected,
+                actual: data.len(),
+            });
+        }
+        let mut src = vec![0u8; row_stride];
+        for row in data.chunks_exact_mut(row_stride) {
+            src.copy_from_slice(row);
+            match format {
+                QFormat::Q4_1 => repack_q4_1_row(&src, row, nb),
+                QFormat::Q8_0 => repack_q8_0_row(&src, row, nb),
+            }
+        }
+        Ok(QMatrix {
+            format,
+            rows,
+            cols,
+            row_stride,
+            data,
+        })
+    }
+
+    /// Block format.
+    pub fn format(&self) -> QFormat {
+        self.format
+    }
+
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn row_bytes(&self, row: usize) -> &[u8] {
+        &self.data[row * self.row_stride..(row + 1) * self.row_stride]
+    }
+
+    /// Writes row `row` as f32 values into `out` (`cols` values): an embedding lookup.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let w = self.row_bytes(row);
+        let nb = self.cols / BLOCK;
+        for b in 0..nb {
+            for j in 0..BLOCK {
+                out[b * BLOCK + j] = match self.format {
+                    QFormat::Q4_1 => {
+                        let (d, m) = (f16_at(w, nb * 16 + 2 * b), f16_at(w, nb * 18 + 2 * b));
+                        let byte = w[b * 16 + j % 16];
+                        let q = if j < 16 { byte & 0x0F } else { byte >> 4 };
+                        d * q as f32 + m
+                    }
+                    QFormat::Q8_0 => {
+                        let d = f16_at(w, nb * 32 + 2 * b);
+                        let q = w[q8_0_weight_offset(nb, b, j)] as i32 - 128;
+                        d * q as f32
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Reads the little-endian f16 at byte `at` as f32.
+#[inline]
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Blocks in group `g` of a row of `nb` blocks.
+#[inline]
+fn group_len(nb: usize, g: usize) -> usize {
+    (nb - g * GROUP_BLOCKS).min(GROUP_BLOCKS)
+}
+
+/// Byte offset of value `j` of block `b` in a repacked Q8_0 row of `nb` blocks.
+#[inline]
+fn q8_0_weight_offset(nb: usize, b: usize, j: usize) -> usize {
+    let g = b / GROUP_BLOCKS;
+    let k = b % GROUP_BLOCKS;
+    let r = group_len(nb, g);
+    let half = if j < 16 { 0 } else { 16 * r };
+    g * GROUP + half + 16 * k + j % 16
+}
+
+/// Byte offset of value `j` of block `b` in a quantized activation row.
+#[inline]
+fn act_offset(b: usize, j: usize) -> usize {
+    let g = b / GROUP_BLOCKS;
+    let k = b % GROUP_BLOCKS;
+    let half = if j < 16 { 0 } else { GROUP / 2 };
+    g * GROUP + half + 16 * k + j % 16
+}
+
+fn repack_q4_1_row(src: &[u8], dst: &mut [u8], nb: usize) {
+    for (b, block) in src.chunks_exact(20).enumerate() {
+        dst[nb * 16 + 2 * b..nb * 16 + 2 * b + 2].copy_from_slice(&block[0..2]);
+        dst[nb * 18 + 2 * b..nb * 18 + 2 * b + 2].copy_from_slice(&block[2..4]);
+        dst[b * 16..b * 16 + 16].copy_from_slice(&block[4..20]);
+    }
+}
+
+fn repack_q8_0_row(src: &[u8], dst: &mut [u8], nb: usize) {
+    for (b, block) in src.chunks_exact(34).enumerate() {
+        dst[nb * 32 + 2 * b..nb * 32 + 2 * b + 2].copy_from_slice(&block[0..2]);
+        for j in 0..BLOCK {
+            dst[q8_0_weight_offset(nb, b, j)] = block[2 + j] ^ 0x80;
+        }
+    }
+}
+
+/// Activation rows quantized to 8 bits per value with one f32 scale and the sum of the
+/// quantized values per block, in the group layout (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct QActs {
+    cols: usize,
+    rows: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    sum: Vec<i32>,
+}
+
+/// One quantized activation row.
+#[derive(Debug, Clone, Copy)]
+pub struct ActRow<'a> {
+    cols: usize,
+    /// Quantized values, `groups * GROUP` bytes (zero padded).
+    qs: &'a [i8],
+    /// Block scales, `groups * GROUP_BLOCKS` (zero padded).
+    d: &'a [f32],
+    /// Block scale times the sum of the block's quantized values.
+    s: &'a [f32],
+    /// Sum of the block's quantized values.
+    sum: &'a [i32],
+}
+
+impl QActs {
+    /// An empty buffer; [`QActs::quantize`] sizes it.
+    pub fn new() -> QActs {
+        QActs::default()
+    }
+
+    /// Quantizes `rows` rows of `cols` values from `x` (row-major). Reuses the buffers: no
+    /// allocation once they have grown to the largest batch.
+    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+        assert!(cols % BLOCK == 0 && x.len() >= rows * cols);
+        let groups = cols.div_ceil(GROUP);
+        let (qs_len, d_len) = (groups * GROUP, groups * GROUP_BLOCKS);
+        self.cols = cols;
+        self.rows = rows;
+        resize_fill(&mut self.qs, rows * qs_len);
+        resize_fill(&mut self.d, rows * d_len);
+        resize_fill(&mut self.s, rows * d_len);
+        resize_fill(&mut self.sum, rows * d_len);
+        let nb = cols / BLOCK;
+        for t in 0..rows {
+            let row = &x[t * cols..(t + 1) * cols];
+            let qs = &mut self.qs[t * qs_len..(t + 1) * qs_len];
+            let d = &mut self.d[t * d_len..(t + 1) * d_len];
+            let s = &mut self.s[t * d_len..(t + 1) * d_len];
+            let sums = &mut self.sum[t * d_len..(t + 1) * d_len];
+            for b in 0..nb {
+                let block = &row[b * BLOCK..(b + 1) * BLOCK];
+                let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+                // The rounding details follow ggml's x86 `quantize_row_q8_1`: multiplier
+                // 127 / amax, round half to even, scales stored at f16 precision.
+                let scale = amax / 127.0;
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                let mut sum = 0i32;
+                for (j, v) in block.iter().enumerate() {
+                    let q = round_half_even(v * inv) as i8;
+                    sum += q as i32;
+                    qs[act_offset(b, j)] = q;
+                }
+                d[b] = f16::from_f32(scale).to_f32();
+                s[b] = f16::from_f32(scale * sum as f32).to_f32();
+                sums[b] = sum;
+            }
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `t`.
+    pub fn row(&self, t: usize) -> ActRow<'_> {
+        let groups = self.cols.div_ceil(GROUP);
+        let (qs_len, d_len) = (groups * GROUP, groups * GROUP_BLOCKS);
+        ActRow {
+            cols: self.cols,
+            qs: &self.qs[t * qs_len..(t + 1) * qs_len],
+            d: &self.d[t * d_len..(t + 1) * d_len],
+            s: &self.s[t * d_len..(t + 1) * d_len],
+            sum: &self.sum[t * d_len..(t + 1) * d_len],
+        }
+    }
+}
+
+/// Rounds to the nearest integer, ties to even, for |x| < 2^22 (adding and removing 1.5 * 2^23
+/// leaves the rounding to the FPU; `f32::round_ties_even` is a library call on baseline x86-64).
+#[inline]
+fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// Resizes `v` to `len` and zeroes it (padding must read as zero).
+fn resize_fill<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    v.clear();
+    v.resize(len, T::default());
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,612 @@
+//! A focused llama forward pass over GGUF weights kept in the kernel layout.
+//!
+//! RMSNorm, llama-style (interleaved pairs) rotary embeddings over the first `rope_dim` values of
+//! each head, grouped-query attention, SiLU-gated feed-forward, tied embeddings when the file
+//! has no `output.weight`. Prompts run as batches (matrix × matrix); every projection is split
+//! over rows on a small rayon pool owned by the model. The key/value cache is allocated once
+//! for the file's whole context and is only touched (so only paid for in memory) as far as it
+//! is used.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use candle_core::quantized::GgmlDType;
+
+use super::attention::{attend, RopeTable};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
+use crate::lm::{CausalLm, LmError};
+
+/// Tokens processed together in one batch of a long prompt.
+const MAX_BATCH: usize = 128;
+
+/// How the fast backend runs.
+#[derive(Debug, Clone, Default)]
+pub struct FastOptions {
+    /// Worker threads (default: the number of CPUs the process may use).
+    pub threads: Option<usize>,
+    /// Kernel implementation (default: the fastest this CPU supports).
+    pub isa: Option<Isa>,
+}
+
+/// Model dimensions read from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hyper {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Values per head that are rotated.
+    pub rope_dim: usize,
+    /// Feed-forward width.
+    pub ffn_dim: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Rotary base frequency.
+    pub rope_base: f32,
+    /// Positions the model supports.
+    pub context: usize,
+}
+
+/// One transformer block.
+struct Layer {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    /// Query, key and value projections (stacked when they share a format).
+    qkv: Projection,
+    wo: QMatrix,
+    /// Gate and up projections (stacked when they share a format).
+    gate_up: Projection,
+    down: QMatrix,
+}
+
+/// Several matrices over the same input whose outputs are laid side by side.
+struct Projection {
+    parts: Vec<QMatrix>,
+    width: usize,
+}
+
+impl Projection {
+    /// `out` is `[tokens][width]`.
+    fn run(&self, kernels: &Kernels, acts: &QActs, out: &mut [f32]) {
+        let mut offset = 0;
+        for part in &self.parts {
+            kernels.matmul(part, acts, &mut out[offset..], self.width);
+            offset += part.rows();
+        }
+    }
+}
+
+/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer.
+struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+/// Reusable buffers of one forward pass.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    attn_heads: Vec<f32>,
+    scores: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    hidden: Vec<f32>,
+    acts: QActs,
+    logits: Vec<f32>,
+}
+
+/// The fast CPU llama model with its cache.
+pub struct FastLlama {
+    hyper: Hyper,
+    embed: QMatrix,
+    output: Option<QMatrix>,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    rope: RopeTable,
+    cache: KvCache,
+    scratch: Scratch,
+    kernels: Kernels,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+fn load_err(msg: impl Into<String>) -> LmError {
+    LmError::Load(msg.into())
+}
+
+impl FastLlama {
+    /// Loads a llama-family GGUF file.
+    pub fn load(path: &Path, options: &FastOptions) -> Result<FastLlama, LmError> {
+        let file = File::open(path).map_err(|e| load_err(format!("{}: {e}", path.display())))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        FastLlama::from_reader(&mut reader, options).map_err(|e| match e {
+            LmError::Load(msg) => load_err(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Loads a llama-family GGUF model from a reader.
+    pub fn from_reader<R: Read + Seek>(
+        reader: &mut R,
+        options: &FastOptions,
+    ) -> Result<FastLlama, LmError> {
+        let content = Content::read(reader)
+            .map_err(|e| load_err(format!("not a readable GGUF file: {e}")))?;
+        let hyper = read_hyper(&content)?;
+        let kernels = match options.isa {
+            Some(isa) => Kernels::new(isa)
+                .ok_or_else(|| load_err(format!("this CPU cannot run the {isa:?} kernels")))?,
+            None => Kernels::best(),
+        };
+        let threads = options
+            .threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("flowbot-lm-{i}"))
+            .build()
+            .map_err(|e| load_err(format!("cannot start {threads} threads: {e}")))?;
+
+        let mut loader = TensorLoader {
+            content: &content,
+            reader,
+        };
+        let h = &hyper;
+        let (q_dim, kv_dim) = (h.n_head * h.head_dim, h.n_kv_head * h.head_dim);
+        let embed = loader.matrix("token_embd.weight", h.vocab, h.dim)?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            Some(loader.matrix("output.weight", h.vocab, h.dim)?)
+        } else {
+            None
+        };
+        let output_norm = loader.vector("output_norm.weight", h.dim)?;
+        let mut layers = Vec::with_capacity(h.n_layer);
+        for i in 0..h.n_layer {
+            let name = |t: &str| format!("blk.{i}.{t}.weight");
+            layers.push(Layer {
+                attn_norm: loader.vector(&name("attn_norm"), h.dim)?,
+                ffn_norm: loader.vector(&name("ffn_norm"), h.dim)?,
+                qkv: loader.projection(
+                    &[
+                        (name("attn_q"), q_dim),
+                        (name("attn_k"), kv_dim),
+                        (name("attn_v"), kv_dim),
+                    ],
+                    h.dim,
+                )?,
+                wo: loader.matrix(&name("attn_output"), h.dim, q_dim)?,
+                gate_up: loader.projection(
+                    &[(name("ffn_gate"), h.ffn_dim), (name("ffn_up"), h.ffn_dim)],
+                    h.dim,
+                )?,
+                down: loader.matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
+            });
+        }
+        let cache_len = h.n_kv_head * h.context * h.head_dim;
+        // Zeroed allocations of this size come straight from the OS: pages cost memory only once
+        // a position is written.
+        let cache = KvCache {
+            keys: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
+            values: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
+            len: 0,
+        };
+        tracing::debug!(isa = ?kernels.isa(), threads, layers = h.n_layer, "fast llama loaded");
+        Ok(FastLlama {
+            rope: RopeTable::new(h.rope_dim, h.rope_base),
+            hyper,
+            embed,
+            output,
+            output_norm,
+            layers,
+            cache,
+            scratch: Scratch::default(),
+            kernels,
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The model dimensions.
+    pub fn hyper(&self) -> &Hyper {
+        &self.hyper
+    }
+
+    /// The kernel implementation in use.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa()
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs one batch of tokens at positions `start..`; fills `scratch.logits` when `logits`.
+    fn run_batch(&mut self, tokens: &[u32], start: usize, logits: bool) {
+        let h = &self.hyper;
+        let (t_len, dim) = (tokens.len(), h.dim);
+        let (q_dim, kv_dim) = (h.n_head * h.head_dim, h.n_kv_head * h.head_dim);
+        let qkv_width = q_dim + 2 * kv_dim;
+        let s = &mut self.scratch;
+        resize(&mut s.x, t_len * dim);
+        resize(&mut s.normed, t_len * dim);
+        resize(&mut s.qkv, t_len * qkv_width);
+        resize(&mut s.attn, t_len * q_dim);
+        resize(&mut s.attn_heads, t_len * q_dim);
+        resize(&mut s.proj, t_len * dim);
+        resize(&mut s.gate_up, t_len * 2 * h.ffn_dim);
+        resize(&mut s.hidden, t_len * h.ffn_dim);
+        resize(&mut s.scores, h.n_head * (start + t_len));
+        for (t, &token) in tokens.iter().enumerate() {
+            self.embed
+                .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
+        }
+        let kernels = &self.kernels;
+        let wide = kernels.isa() != Isa::Scalar;
+        for (layer, (keys, values)) in self
+            .layers
+            .iter()
+            .zip(self.cache.keys.iter_mut().zip(self.cache.values.iter_mut()))
+        {
+            // Attention.
+            rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
+            s.acts.quantize(&s.normed, t_len, dim);
+            layer.qkv.run(kernels, &s.acts, &mut s.qkv);
+            for t in 0..t_len {
+                let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
+                let (q, kv) = row.split_at_mut(q_dim);
+                let (k, v) = kv.split_at_mut(kv_dim);
+                self.rope.apply(q, h.head_dim, start + t);
+                self.rope.apply(k, h.head_dim, start + t);
+                for kvh in 0..h.n_kv_head {
+                    let at = (kvh * h.context + start + t) * h.head_dim;
+                    keys[at..at + h.head_dim]
+                        .copy_from_slice(&k[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+                    values[at..at + h.head_dim]
+                        .copy_from_slice(&v[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+                }
+            }
+            attend(
+                h,
+                &s.qkv,
+                qkv_width,
+                keys,
+                values,
+                start,
+                t_len,
+                &mut s.scores,
+                &mut s.attn_heads,
+                wide,
+            );
+            // Heads are computed head-major; lay them out token-major for the output projection.
+            for head in 0..h.n_head {
+                for t in 0..t_len {
+                    let src = (head * t_len + t) * h.head_dim;
+                    let dst = t * q_dim + head * h.head_dim;
+                    s.attn[dst..dst + h.head_dim]
+                        .copy_from_slice(&s.attn_heads[src..src + h.head_dim]);
+                }
+            }
+            s.acts.quantize(&s.attn, t_len, q_dim);
+            kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
+            add_into(&mut s.x, &s.proj);
+            // Feed-forward.
+            rms_norm(&s.x, &layer.ffn_norm, h.eps, &mut s.normed);
+            s.acts.quantize(&s.normed, t_len, dim);
+            layer.gate_up.run(kernels, &s.acts, &mut s.gate_up);
+            for t in 0..t_len {
+                let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
+                let (gate, up) = row.split_at(h.ffn_dim);
+                for ((out, &g), &u) in s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim]
+                    .iter_mut()
+                    .zip(gate)
+                    .zip(up)
+                {
+                    *out = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
+            kernels.matmul(&layer.down, &s.acts, &mut s.proj, dim);
+            add_into(&mut s.x, &s.proj);
+        }
+        if logits {
+            let last = &s.x[(t_len - 1) * dim..t_len * dim];
+            rms_norm(last, &self.output_norm, h.eps, &mut s.normed[..dim]);
+            s.acts.quantize(&s.normed[..dim], 1, dim);
+            resize(&mut s.logits, h.vocab);
+            kernels.matmul(
+                self.output.as_ref().unwrap_or(&self.embed),
+                &s.acts,
+                &mut s.logits,
+                h.vocab,
+            );
+        }
+    }
+}
+
+impl CausalLm for FastLlama {
+    fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
+        if tokens.is_empty() {
+            return Err(LmError::Forward("no tokens to run".into()));
+        }
+        if start > self.cache.len {
+            return Err(LmError::Forward(format!(
+                "start position {start} is past the {} cached positions",
+                self.cache.len
+            )));
+        }
+        let limit = self.hyper.context;
+        if start + tokens.len() > limit {
+            return Err(LmError::ContextFull {
+                position: limit.max(start),
+                limit,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
+            return Err(LmError::Forward(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.hyper.vocab
+            )));
+        }
+        self.cache.len = start;
+        self.rope.ensure(start + tokens.len());
+        let pool = Arc::clone(&self.pool);
+        let chunks: Vec<&[u32]> = tokens.chunks(MAX_BATCH).collect();
+        let mut pos = start;
+        pool.install(|| {
+            for (i, chunk) in chunks.iter().enumerate() {
+                self.run_batch(chunk, pos, i + 1 == chunks.len());
+                pos += chunk.len();
+                self.cache.len = pos;
+            }
+        });
+        Ok(self.scratch.logits.clone())
+    }
+
+    fn cached_len(&self) -> usize {
+        self.cache.len
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.hyper.vocab
+    }
+
+    fn max_positions(&self) -> usize {
+        self.hyper.context
+    }
+}
+
+/// Resizes a scratch buffer (growing only reallocates past the largest size seen).
+fn resize(v: &mut Vec<f32>, len: usize) {
+    v.resize(len, 0.0);
+}
+
+fn add_into(x: &mut [f32], delta: &[f32]) {
+    for (a, b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
+
+/// Row-wise RMSNorm of `x` (rows of `weight.len()`) times `weight` into `out`.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    for (row, out_row) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &v), &w) in out_row.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
+    let md = &content.metadata;
+    let arch = md
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| load_err("metadata has no general.architecture"))?;
+    if arch != "llama" {
+        return Err(load_err(format!(
+            "architecture {arch:?} is not supported (llama only)"
+        )));
+    }
+    let get_u = |key: &str| -> Result<usize, LmError> {
+        let v = md
+            .get(key)
+            .ok_or_else(|| load_err(format!("metadata key {key} is missing")))?;
+        v.to_u32()
+            .map(|n| n as usize)
+            .or_else(|_| v.to_u64().map(|n| n as usize))
+            .map_err(|e| load_err(format!("metadata key {key}: {e}")))
+    };
+    let get_f = |key: &str| -> Result<Option<f32>, LmError> {
+        md.get(key)
+            .map(|v| {
+                v.to_f32()
+                    .map_err(|e| load_err(format!("metadata key {key}: {e}")))
+            })
+            .transpose()
+    };
+    let n_layer = get_u("llama.block_count")?;
+    let dim = get_u("llama.embedding_length")?;
+    let n_head = get_u("llama.attention.head_count")?;
+    let n_kv_head = get_u("llama.attention.head_count_kv").or_else(|_| Ok::<_, LmError>(n_head))?;
+    if n_head == 0 || n_kv_head == 0 || dim % n_head != 0 || n_head % n_kv_head != 0 {
+        return Err(load_err(format!(
+            "inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads"
+        )));
+    }
+    let head_dim = dim / n_head;
+    let rope_dim = get_u("llama.rope.dimension_count").unwrap_or(head_dim);
+    if rope_dim > head_dim || rope_dim % 2 != 0 {
+        return Err(load_err(format!(
+            "rope dimension {rope_dim} does not fit the head size {head_dim}"
+        )));
+    }
+    let ffn_dim = get_u("llama.feed_forward_length")
+        .or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
+    let vocab = tensor_rows(content, "token_embd.weight")?;
+    let context = get_u("llama.context_length").unwrap_or(2048);
+    Ok(Hyper {
+        n_layer,
+        dim,
+        n_head,
+        n_kv_head,
+        head_dim,
+        rope_dim,
+        ffn_dim,
+        vocab,
+        eps: get_f("llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+        rope_base: get_f("llama.rope.freq_base")?.unwrap_or(10_000.0),
+        context,
+    })
+}
+
+fn tensor_rows(content: &Content, name: &str) -> Result<usize, LmError> {
+    let info = content
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
+    Ok(info.shape.dims()[0])
+}
+
+/// Reads tensors' raw bytes from the file.
+struct TensorLoader<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+}
+
+impl<'a, R: Read + Seek> TensorLoader<'a, R> {
+    fn info(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, LmError> {
+        let content: &'a Content = self.content;
+        let info = content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| load_err(format!("tensor {name} is missing")))?;
+        if info.shape.dims() != dims {
+            return Err(load_err(format!(
+                "tensor {name} has shape {:?}, expected {dims:?}",
+                info.shape.dims()
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Appends the raw bytes of tensor `name` to `out`.
+    fn read_into(
+        &mut self,
+        name: &str,
+        info: &TensorInfo,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LmError> {
+        let dtype = info.ggml_dtype;
+        let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let at = self.content.tensor_data_offset + info.offset;
+        let old_len = out.len();
+        out.resize(old_len + size, 0);
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.reader.read_exact(&mut out[old_len..]))
+            .map_err(|e| {
+                load_err(format!(
+                    "tensor {name}: cannot read {size} bytes at offset {at}: {e}"
+                ))
+            })
+    }
+
+    /// The kernel format of a `rows` x `cols` tensor.
+    fn format(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(&'a TensorInfo, QFormat), LmError> {
+        let info = self.info(name, &[rows, cols])?;
+        match info.ggml_dtype {
+            GgmlDType::Q4_1 => Ok((info, QFormat::Q4_1)),
+            GgmlDType::Q8_0 => Ok((info, QFormat::Q8_0)),
+            other => Err(load_err(format!(
+                "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
+            ))),
+        }
+    }
+
+    /// A `rows` x `cols` quantized matrix.
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LmError> {
+        let (info, format) = self.format(name, rows, cols)?;
+        let mut raw = Vec::new();
+        self.read_into(name, info, &mut raw)?;
+        QMatrix::from_gguf_vec(format, rows, cols, raw)
+            .map_err(|e| load_err(format!("tensor {name}: {e}")))
+    }
+
+    /// Matrices of `(name, rows)` over the same `cols` inputs, stacked into one when they share a
+    /// format (read straight into one buffer).
+    fn projection(
+        &mut self,
+        parts: &[(String, usize)],
+        cols: usize,
+    ) -> Result<Projection, LmError> {
+        let width = parts.iter().map(|(_, rows)| rows).sum();
+        let formats = parts
+            .iter()
+            .map(|(name, rows)| self.format(name, *rows, cols))
+            .collect::<Result<Vec<_>, _>>()?;
+        if formats.iter().all(|(_, f)| *f == formats[0].1) {
+            let mut raw = Vec::with_capacity(width * cols / BLOCK * formats[0].1.block_bytes());
+            for ((name, _), (info, _)) in parts.iter().zip(&formats) {
+                self.read_into(name, info, &mut raw)?;
+            }
+            let stacked = QMatrix::from_gguf_vec(formats[0].1, width, cols, raw)
+                .map_err(|e| load_err(format!("tensor {}: {e}", parts[0].0)))?;
+            return Ok(Projection {
+                parts: vec![stacked],
+                width,
+            });
+        }
+        let matrices = parts
+            .iter()
+            .map(|(name, rows)| self.matrix(name, *rows, cols))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Projection {
+            parts: matrices,
+            width,
+        })
+    }
+
+    /// An f32 vector of `len` values.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, LmError> {
+        let info = self.info(name, &[len])?;
+        if info.ggml_dtype != GgmlDType::F32 {
+            return Err(load_err(format!(
+                "tensor {name} is {:?}, expected F32",
+                info.ggml_dtype
+            )));
+        }
+        let mut raw = Vec::new();
+        self.read_into(name, info, &mut raw)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}

@@ -1,0 +1,150 @@
+//! Tests against the real default model (SmolLM2-135M-Instruct Q4_1). They FAIL when the model is
+//! absent: fetch it first with `flowbot model fetch` (CI does), or point `FLOWBOT_MODEL` at it.
+
+use std::path::PathBuf;
+
+use flowbot_model_runtime::candle_lm::DeviceChoice;
+use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fetch::{default_model_path, DEFAULT_FILE_NAME};
+use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
+use serde_json::json;
+
+const SYSTEM: &str = "You write short, polite order confirmations.";
+const USER: &str = "Order SO-1001 from ACME Ltd, total 1234.50 CNY. Write a one-sentence confirmation for the customer.";
+
+fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLOWBOT_MODEL") {
+        return PathBuf::from(path);
+    }
+    if let Some(dir) = std::env::var_os("FLOWBOT_DATA_DIR") {
+        return default_model_path(&PathBuf::from(dir));
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".data").join("models").join(DEFAULT_FILE_NAME)
+}
+
+fn real() -> Generator {
+    real_on(Backend::for_device(DeviceChoice::Cpu))
+}
+
+fn real_on(backend: Backend) -> Generator {
+    let path = model_path();
+    assert!(
+        path.is_file(),
+        "the real model is missing at {}: run `flowbot model fetch` (or set FLOWBOT_MODEL) before these tests",
+        path.display()
+    );
+    load_generator(&path, backend).expect("model loads").generator
+}
+
+#[test]
+fn reference_prompt_ids_and_greedy_tokens_match_llama_cpp() {
+    for backend in [Backend::Fast, Backend::Candle(DeviceChoice::Cpu)] {
+        check_reference(real_on(backend));
+    }
+}
+
+fn check_reference(mut g: Generator) {
+    let prompt = g.prompt(Some(SYSTEM), USER).unwrap();
+    assert_eq!(prompt.ids.len(), 57);
+    assert_eq!(&prompt.ids[..10], &[1, 9690, 198, 2683, 2965, 1890, 28, 26310, 1686, 5143]);
+    let generation = g.generate(Some(SYSTEM), USER, &GenerateOptions { max_tokens: 20, ..Default::default() }, None).unwrap();
+    assert_eq!(
+        generation.tokens,
+        vec![504, 7742, 553, 8885, 260, 216, 33, 34, 35, 36, 30, 37, 32, 3214, 67, 29, 33, 32, 32, 33]
+    );
+}
+
+#[test]
+fn tokenizer_round_trips_english_chinese_and_mixed_text() {
+    let g = real();
+    let tok = g.tokenizer();
+    for text in [
+        "Please confirm order SO-1001 for ACME Ltd, total 1,234.50 USD.",
+        "您好，我们已收到您的订单 SO-2024-0815，总金额为人民币 12,800.00 元。",
+        "Order 订单号 PO#7781 from 上海星辰贸易有限公司: €3.450,00 (EUR) 👍\r\nThanks",
+    ] {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids), text);
+        assert!(ids.iter().all(|&id| !tok.is_special(id)));
+    }
+    // Digits are split one by one, as llama.cpp's smollm pre-tokenizer does.
+    assert_eq!(tok.encode("2024").unwrap().len(), 4);
+    let ids = tok.encode("x<|im_end|>y").unwrap();
+    assert!(!ids.contains(&2), "{ids:?}");
+}
+
+#[test]
+fn chat_template_inserts_the_default_system_prompt() {
+    let g = real();
+    let prompt = g.prompt(None, "Hi").unwrap();
+    let text: String = prompt
+        .ids
+        .iter()
+        .map(|&id| match id {
+            1 => "<|im_start|>".to_string(),
+            2 => "<|im_end|>".to_string(),
+            _ => g.tokenizer().decode(&[id]),
+        })
+        .collect();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn seeded_sampling_is_deterministic() {
+    let mut g = real();
+    let options = GenerateOptions {
+        max_tokens: 24,
+        sampling: SamplingOptions { temperature: 0.8, top_p: 0.9, seed: 42, ..Default::default() },
+        ..Default::default()
+    };
+    let a = g.generate(Some(SYSTEM), USER, &options, None).unwrap();
+    let b = g.generate(Some(SYSTEM), USER, &options, None).unwrap();
+    assert_eq!(a.text, b.text);
+    assert!(b.reused_prompt_tokens > 0);
+}
+
+#[test]
+fn json_constrained_extraction_always_parses_over_many_seeds() {
+    let mut g = real();
+    let schema = ObjectSchema::from_json_schema(&json!({
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "maxLength": 40},
+            "customer": {"type": "string", "maxLength": 80},
+            "total": {"type": "number"},
+            "currency": {"enum": ["CNY", "USD", "EUR", "GBP", "JPY"]}
+        },
+        "required": ["order_id", "customer", "total", "currency"]
+    }))
+    .unwrap();
+    let mail = "Hello, this is Li Wei from Shenzhen Bright Parts Co. Please process our order PO-88123: 400 bearings, total amount ¥56,320.00. Thanks!";
+    for seed in 0..8 {
+        let options = GenerateOptions {
+            max_tokens: 80,
+            sampling: SamplingOptions { temperature: 1.0, top_p: 0.95, seed, ..Default::default() },
+            ..Default::default()
+        };
+        let (value, _) = g.generate_json(Some("Extract the order as JSON."), mail, &schema, &options).unwrap();
+        schema.validate(&value).unwrap();
+    }
+}
+
+#[test]
+fn classification_returns_only_allowed_labels() {
+    let mut g = real();
+    let labels = ["confirm", "reject", "ask_customer"];
+    for seed in 0..6 {
+        let options = GenerateOptions {
+            max_tokens: 8,
+            sampling: SamplingOptions { temperature: 1.2, seed, ..Default::default() },
+            ..Default::default()
+        };
+        let (label, _) = g
+            .classify(Some("Answer with one label: confirm, reject or ask_customer."), "The customer asks to cancel order SO-7.", &labels, &options)
+            .unwrap();
+        assert!(labels.contains(&label.as_str()), "{label}");
+    }
+}
