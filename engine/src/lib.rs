@@ -2,5 +2,6 @@
 //! executor, business rules and stores. See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod diagnostics;
+pub mod llm;
 pub mod model;
 pub mod script;

@@ -1,6 +1,23 @@
 //! Flowbot model runtime: loads llama-family GGUF models, tokenizes, samples and constrains
 //! generation. It knows nothing of the engine; the server wires it in.
+//!
+//! Entry point: [`load_generator`] opens a GGUF file, builds its tokenizer and chat template and
+//! picks a backend ([`backend::Backend`]); [`generate::Generator`] then generates text, JSON valid
+//! for a schema, or one label out of a set.
 
-pub mod baseline;
+pub mod backend;
+pub mod candle_lm;
+pub mod chat;
+pub mod constrain;
 pub mod fast;
+pub mod fetch;
+pub mod generate;
+pub mod gguf;
 pub mod lm;
+pub mod sampling;
+pub mod tiny_model;
+pub mod tokenizer;
+
+pub use backend::{load_generator, Backend, LoadError, LoadedModel};
+pub use generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason};
+pub use sampling::SamplingOptions;

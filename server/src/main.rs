@@ -1,37 +1,24 @@
-//! The `flowbot` binary.
+//! The `flowbot` binary: command-line entry point.
 
 mod cli;
+mod llm_backend;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-/// Flowbot: business processes with a local language model.
-#[derive(Debug, Parser)]
-#[command(name = "flowbot", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Local language model commands.
-    #[command(subcommand)]
-    Model(ModelCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum ModelCommand {
-    /// Measure load time, prompt and decode speed on the reference prompt.
-    Bench(cli::model_bench::BenchArgs),
-}
-
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWBOT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Model(ModelCommand::Bench(args)) => cli::model_bench::run(args),
+    let cli = cli::Cli::parse();
+    match cli.run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

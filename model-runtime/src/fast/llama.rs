@@ -23,7 +23,7 @@ use crate::lm::{CausalLm, LmError};
 const MAX_BATCH: usize = 128;
 
 /// How the fast backend runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FastOptions {
     /// Worker threads (default: the number of CPUs the process may use).
     pub threads: Option<usize>,

@@ -1,0 +1,220 @@
+//! [`CausalLm`] over candle's quantized llama (`quantized_llama::ModelWeights`): the portable
+//! backend, on the CPU or on a CUDA device.
+//!
+//! candle's KV cache cannot be truncated, but it grows by concatenation into fresh tensors and the
+//! model is cheaply clonable (tensors are reference-counted), so a clone taken after a prompt
+//! prefill is an immutable snapshot of the cache. Rewinding restores the nearest snapshot at or
+//! before the requested position and re-runs the few tokens between it and that position.
+
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
+
+use crate::gguf::GgufFile;
+use crate::lm::{CausalLm, LmError};
+
+/// Snapshots kept for rewinding (the most recent ones).
+const MAX_SNAPSHOTS: usize = 4;
+
+/// Which device runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU by ordinal (needs the `cuda` feature).
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse()
+                    .map(Self::Cuda)
+                    .map_err(|_| format!("`{s}`: the GPU ordinal after `cuda:` must be a number")),
+                None => Err(format!("`{s}` is not a device: use cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Opens the candle device; a clear error when CUDA support is not compiled in or fails.
+    pub fn open(self) -> Result<Device, LmError> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(LmError::Load(
+                        "this flowbot was built without CUDA support: rebuild with `--features cuda` (needs nvcc) or use --device cpu".into(),
+                    ));
+                }
+                Device::new_cuda(ordinal)
+                    .map_err(|e| LmError::Load(format!("cannot open cuda:{ordinal}: {e}")))
+            }
+        }
+    }
+}
+
+/// candle's quantized llama with prefix snapshots.
+pub struct CandleLm {
+    model: ModelWeights,
+    device: Device,
+    vocab_size: usize,
+    max_positions: usize,
+    /// Tokens whose keys/values are in the model's cache.
+    history: Vec<u32>,
+    /// `(length, model)` snapshots taken after multi-token forwards.
+    snapshots: Vec<(usize, ModelWeights)>,
+}
+
+impl CandleLm {
+    /// Loads the llama-family weights of an opened GGUF file onto `device`.
+    pub fn load(file: &mut GgufFile, device: Device) -> Result<Self, LmError> {
+        let md = file.metadata();
+        let arch = md
+            .opt_string("general.architecture")
+            .unwrap_or("")
+            .to_owned();
+        if arch != "llama" {
+            return Err(LmError::Load(format!(
+                "{}: architecture `{arch}` is not supported (llama-family GGUF files only)",
+                file.path.display()
+            )));
+        }
+        let declared_context = md
+            .opt_u64("llama.context_length")
+            .map(|v| v as usize)
+            .unwrap_or(MAX_SEQ_LEN);
+        let vocab_size = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.len())
+            .or_else(|| {
+                file.content
+                    .tensor_infos
+                    .get("token_embd.weight")
+                    .map(|t| t.shape.dims()[0])
+            })
+            .ok_or_else(|| {
+                LmError::Load(format!(
+                    "{}: cannot tell the vocabulary size",
+                    file.path.display()
+                ))
+            })?;
+        let content = std::mem::replace(
+            &mut file.content,
+            candle_core::quantized::gguf_file::Content {
+                magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
+                metadata: Default::default(),
+                tensor_infos: Default::default(),
+                tensor_data_offset: 0,
+            },
+        );
+        let result = ModelWeights::from_gguf(content, &mut file.reader, &device);
+        let model = result.map_err(|e| LmError::Load(format!("{}: {e}", file.path.display())))?;
+        Ok(Self {
+            model,
+            device,
+            vocab_size,
+            max_positions: declared_context.min(MAX_SEQ_LEN),
+            history: Vec::new(),
+            snapshots: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
+        let end = start + tokens.len();
+        if end > self.max_positions {
+            return Err(LmError::ContextFull {
+                position: self.max_positions.max(start),
+                limit: self.max_positions,
+            });
+        }
+        let input = Tensor::new(tokens, &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(|e| LmError::Forward(e.to_string()))?;
+        let logits = self
+            .model
+            .forward(&input, start)
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(|e| LmError::Forward(e.to_string()))?;
+        self.history.truncate(start);
+        self.history.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// Brings the cache back to exactly `start` positions.
+    fn rewind(&mut self, start: usize) -> Result<(), LmError> {
+        if start == self.history.len() || start == 0 {
+            return Ok(());
+        }
+        let snapshot = self
+            .snapshots
+            .iter()
+            .filter(|(len, _)| *len <= start)
+            .max_by_key(|(len, _)| *len);
+        let from = match snapshot {
+            Some((len, model)) => {
+                self.model = model.clone();
+                *len
+            }
+            None => 0,
+        };
+        if from < start {
+            let replay: Vec<u32> = self.history[from..start].to_vec();
+            tracing::debug!(
+                from,
+                start,
+                "candle backend replays tokens to rewind its cache"
+            );
+            self.run(&replay, from)?;
+        }
+        self.history.truncate(start);
+        Ok(())
+    }
+}
+
+impl CausalLm for CandleLm {
+    fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
+        if start > self.history.len() {
+            return Err(LmError::Forward(format!(
+                "start position {start} is past the {} cached positions",
+                self.history.len()
+            )));
+        }
+        if tokens.is_empty() {
+            return Err(LmError::Forward("forward called without tokens".into()));
+        }
+        self.snapshots.retain(|(len, _)| *len <= start);
+        self.rewind(start)?;
+        let logits = self.run(tokens, start)?;
+        if tokens.len() > 1 {
+            if self.snapshots.len() == MAX_SNAPSHOTS {
+                self.snapshots.remove(0);
+            }
+            self.snapshots
+                .push((self.history.len(), self.model.clone()));
+        }
+        Ok(logits)
+    }
+
+    fn cached_len(&self) -> usize {
+        self.history.len()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+}

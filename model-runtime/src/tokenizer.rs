@@ -1,0 +1,287 @@
+//! The model's tokenizer, built with the `tokenizers` crate from GGUF metadata (byte-level BPE,
+//! matching llama.cpp id for id) or loaded from a `tokenizer.json` beside the model.
+//!
+//! Text is always encoded with special-token matching off: `<|im_end|>` typed by a customer stays
+//! plain text. Control tokens enter a prompt only as ids placed by the chat template.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+use crate::gguf::{GgufError, GgufFile};
+
+/// GGUF token type of control tokens.
+const TOKEN_TYPE_CONTROL: i64 = 3;
+/// GGUF token type of user-defined tokens (treated as special, too).
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// Errors building or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// Metadata is missing or malformed.
+    #[error(transparent)]
+    Metadata(#[from] GgufError),
+    /// The GGUF tokenizer kind is not supported.
+    #[error("{path}: tokenizer model `{model}` is not supported (only byte-level BPE `gpt2`); put a tokenizer.json beside the model")]
+    Unsupported {
+        /// The model file.
+        path: String,
+        /// `tokenizer.ggml.model`.
+        model: String,
+    },
+    /// The `tokenizers` crate rejected the vocabulary or the input.
+    #[error("tokenizer: {0}")]
+    Build(String),
+}
+
+/// A tokenizer with precomputed token byte strings (for streaming and constrained decoding).
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    token_bytes: Vec<Vec<u8>>,
+    special: Vec<bool>,
+    eos_ids: Vec<u32>,
+    bos_id: Option<u32>,
+    by_text: HashMap<String, u32>,
+}
+
+/// The GPT-2 byte-level alphabet: byte -> printable char.
+fn byte_to_char_table() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        table[b as usize] = if printable {
+            char::from(b)
+        } else {
+            let c = char::from_u32(256 + n).unwrap_or('\0');
+            n += 1;
+            c
+        };
+    }
+    table
+}
+
+/// Bytes a token string stands for: byte-level alphabet first, then SentencePiece conventions.
+fn token_string_bytes(token: &str, char_to_byte: &HashMap<char, u8>) -> Vec<u8> {
+    if let Some(bytes) = token
+        .chars()
+        .map(|c| char_to_byte.get(&c).copied())
+        .collect::<Option<Vec<u8>>>()
+    {
+        return bytes;
+    }
+    if token.len() == 6 && token.starts_with("<0x") && token.ends_with('>') {
+        if let Ok(b) = u8::from_str_radix(&token[3..5], 16) {
+            return vec![b];
+        }
+    }
+    token.replace('\u{2581}', " ").into_bytes()
+}
+
+impl TextTokenizer {
+    /// Uses `tokenizer.json` beside the model when present, else builds from the GGUF metadata.
+    pub fn for_model(file: &GgufFile) -> Result<Self, TokenizerError> {
+        let beside = file.path.with_file_name("tokenizer.json");
+        if beside.is_file() {
+            let tokenizer = Self::from_tokenizer_json(&beside)?;
+            tracing::info!(path = %beside.display(), "tokenizer loaded from tokenizer.json");
+            return Ok(tokenizer);
+        }
+        Self::from_gguf(file)
+    }
+
+    /// Loads a `tokenizer.json`.
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))?;
+        let vocab_size = inner.get_vocab_size(true);
+        let mut special = vec![false; vocab_size];
+        for (id, added) in inner.get_added_tokens_decoder() {
+            if added.special {
+                if let Some(s) = special.get_mut(id as usize) {
+                    *s = true;
+                }
+            }
+        }
+        let tokens: Vec<String> = (0..vocab_size as u32)
+            .map(|id| inner.id_to_token(id).unwrap_or_default())
+            .collect();
+        Self::assemble(inner, tokens, special, None, None)
+    }
+
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata (byte-level BPE with the `smollm`
+    /// pre-tokenizer: individual digits, then GPT-2 byte-level splitting without a prefix space).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
+        let md = file.metadata();
+        let model = md.string("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(TokenizerError::Unsupported {
+                path: file.path.display().to_string(),
+                model: model.to_owned(),
+            });
+        }
+        let tokens: Vec<String> = md
+            .string_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let merges: Vec<(String, String)> = md
+            .string_array("tokenizer.ggml.merges")?
+            .into_iter()
+            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+            .collect();
+        let types = md
+            .opt_int_array("tokenizer.ggml.token_type")
+            .unwrap_or_default();
+        let special: Vec<bool> = (0..tokens.len())
+            .map(|i| {
+                matches!(
+                    types.get(i),
+                    Some(&TOKEN_TYPE_CONTROL) | Some(&TOKEN_TYPE_USER_DEFINED)
+                )
+            })
+            .collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre: Vec<PreTokenizerWrapper> = vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ];
+        inner.with_pre_tokenizer(Some(Sequence::new(pre)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&special)
+            .filter(|(_, s)| **s)
+            .map(|(t, _)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&added);
+        let bos = md.opt_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32);
+        let eos = md.opt_u64("tokenizer.ggml.eos_token_id").map(|v| v as u32);
+        Self::assemble(inner, tokens, special, bos, eos)
+    }
+
+    fn assemble(
+        mut inner: Tokenizer,
+        tokens: Vec<String>,
+        special: Vec<bool>,
+        bos_id: Option<u32>,
+        eos_id: Option<u32>,
+    ) -> Result<Self, TokenizerError> {
+        // Special-token matching off: text never turns into control tokens.
+        inner.set_encode_special_tokens(true);
+        let table = byte_to_char_table();
+        let char_to_byte: HashMap<char, u8> = table
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (*c, b as u8))
+            .collect();
+        let token_bytes = tokens
+            .iter()
+            .zip(&special)
+            .map(|(t, s)| {
+                if *s {
+                    Vec::new()
+                } else {
+                    token_string_bytes(t, &char_to_byte)
+                }
+            })
+            .collect();
+        let by_text: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
+        for name in ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"] {
+            if let Some(&id) = by_text.get(name) {
+                if special.get(id as usize) == Some(&true) && !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
+        Ok(Self {
+            inner,
+            token_bytes,
+            special,
+            eos_ids,
+            bos_id,
+            by_text,
+        })
+    }
+
+    /// Encodes text with special-token matching off and no BOS.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes ids to text, leaving out control tokens.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        String::from_utf8_lossy(&self.decode_bytes(ids)).into_owned()
+    }
+
+    /// The bytes the ids stand for (control tokens contribute nothing).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        ids.iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect()
+    }
+
+    /// The bytes of one token (empty for control tokens and unknown ids).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Whether `id` is a control token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Number of token ids.
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// Ids that end generation (the declared EOS plus end-of-turn tokens).
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// The declared beginning-of-sequence id.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// The id of a special token given by its text (e.g. `<|im_start|>`).
+    pub fn special_id(&self, text: &str) -> Option<u32> {
+        self.by_text
+            .get(text)
+            .copied()
+            .filter(|&id| self.is_special(id))
+    }
+}

