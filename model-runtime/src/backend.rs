@@ -16,9 +16,9 @@ use crate::tokenizer::{TextTokenizer, TokenizerError};
 pub enum Backend {
     /// candle's quantized llama on the given device.
     Candle(DeviceChoice),
-    /// Flowbot's own CPU forward pass, falling back to candle on the CPU for files it does not
-    /// support.
-    Fast,
+    /// Flowbot's own CPU forward pass with hand-written quantized kernels ([`crate::fast`]),
+    /// falling back to candle on the CPU for files it does not support.
+    Fast(FastOptions),
 }
 
 impl Backend {
@@ -27,7 +27,7 @@ impl Backend {
     pub fn for_device(device: DeviceChoice) -> Self {
         let forced_candle = std::env::var("FLOWBOT_BACKEND").is_ok_and(|b| b == "candle");
         match device {
-            DeviceChoice::Cpu if !forced_candle => Self::Fast,
+            DeviceChoice::Cpu if !forced_candle => Self::Fast(FastOptions::default()),
             other => Self::Candle(other),
         }
     }
@@ -62,10 +62,13 @@ pub fn load_generator(path: &Path, backend: Backend) -> Result<LoadedModel, Load
     let started = Instant::now();
     let mut file = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::for_model(&file)?;
-    let template = ChatTemplate::detect(file.metadata().opt_string("tokenizer.chat_template"), &tokenizer);
+    let template = ChatTemplate::detect(
+        file.metadata().opt_string("tokenizer.chat_template"),
+        &tokenizer,
+    );
     let lm: Box<dyn CausalLm> = match backend {
         Backend::Candle(device) => Box::new(CandleLm::load(&mut file, device.open()?)?),
-        Backend::Fast => match FastLlama::load(path, &FastOptions::default()) {
+        Backend::Fast(options) => match FastLlama::load(path, &options) {
             Ok(fast) => Box::new(fast),
             Err(e) => {
                 tracing::info!(error = %e, "fast backend cannot run this model; using candle on the CPU");
@@ -73,8 +76,15 @@ pub fn load_generator(path: &Path, backend: Backend) -> Result<LoadedModel, Load
             }
         },
     };
-    let model_id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let model_id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let load_time = started.elapsed();
     tracing::info!(model = %model_id, ?backend, load_ms = load_time.as_millis() as u64, "model loaded");
-    Ok(LoadedModel { generator: Generator::new(lm, tokenizer, template), model_id, load_time })
+    Ok(LoadedModel {
+        generator: Generator::new(lm, tokenizer, template),
+        model_id,
+        load_time,
+    })
 }

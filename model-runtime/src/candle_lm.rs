@@ -33,7 +33,10 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().map(Self::Cuda).map_err(|_| format!("`{s}`: the GPU ordinal after `cuda:` must be a number")),
+                Some(n) => n
+                    .parse()
+                    .map(Self::Cuda)
+                    .map_err(|_| format!("`{s}`: the GPU ordinal after `cuda:` must be a number")),
                 None => Err(format!("`{s}` is not a device: use cpu, cuda or cuda:N")),
             },
         }
@@ -73,20 +76,36 @@ impl CandleLm {
     /// Loads the llama-family weights of an opened GGUF file onto `device`.
     pub fn load(file: &mut GgufFile, device: Device) -> Result<Self, LmError> {
         let md = file.metadata();
-        let arch = md.opt_string("general.architecture").unwrap_or("").to_owned();
+        let arch = md
+            .opt_string("general.architecture")
+            .unwrap_or("")
+            .to_owned();
         if arch != "llama" {
             return Err(LmError::Load(format!(
                 "{}: architecture `{arch}` is not supported (llama-family GGUF files only)",
                 file.path.display()
             )));
         }
-        let declared_context = md.opt_u64("llama.context_length").map(|v| v as usize).unwrap_or(MAX_SEQ_LEN);
+        let declared_context = md
+            .opt_u64("llama.context_length")
+            .map(|v| v as usize)
+            .unwrap_or(MAX_SEQ_LEN);
         let vocab_size = md
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.len())
-            .or_else(|| file.content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]))
-            .ok_or_else(|| LmError::Load(format!("{}: cannot tell the vocabulary size", file.path.display())))?;
+            .or_else(|| {
+                file.content
+                    .tensor_infos
+                    .get("token_embd.weight")
+                    .map(|t| t.shape.dims()[0])
+            })
+            .ok_or_else(|| {
+                LmError::Load(format!(
+                    "{}: cannot tell the vocabulary size",
+                    file.path.display()
+                ))
+            })?;
         let content = std::mem::replace(
             &mut file.content,
             candle_core::quantized::gguf_file::Content {
@@ -111,7 +130,10 @@ impl CandleLm {
     fn run(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
         let end = start + tokens.len();
         if end > self.max_positions {
-            return Err(LmError::ContextFull { position: self.max_positions.max(start), limit: self.max_positions });
+            return Err(LmError::ContextFull {
+                position: self.max_positions.max(start),
+                limit: self.max_positions,
+            });
         }
         let input = Tensor::new(tokens, &self.device)
             .and_then(|t| t.unsqueeze(0))
@@ -133,7 +155,11 @@ impl CandleLm {
         if start == self.history.len() || start == 0 {
             return Ok(());
         }
-        let snapshot = self.snapshots.iter().filter(|(len, _)| *len <= start).max_by_key(|(len, _)| *len);
+        let snapshot = self
+            .snapshots
+            .iter()
+            .filter(|(len, _)| *len <= start)
+            .max_by_key(|(len, _)| *len);
         let from = match snapshot {
             Some((len, model)) => {
                 self.model = model.clone();
@@ -143,7 +169,11 @@ impl CandleLm {
         };
         if from < start {
             let replay: Vec<u32> = self.history[from..start].to_vec();
-            tracing::debug!(from, start, "candle backend replays tokens to rewind its cache");
+            tracing::debug!(
+                from,
+                start,
+                "candle backend replays tokens to rewind its cache"
+            );
             self.run(&replay, from)?;
         }
         self.history.truncate(start);
@@ -169,7 +199,8 @@ impl CausalLm for CandleLm {
             if self.snapshots.len() == MAX_SNAPSHOTS {
                 self.snapshots.remove(0);
             }
-            self.snapshots.push((self.history.len(), self.model.clone()));
+            self.snapshots
+                .push((self.history.len(), self.model.clone()));
         }
         Ok(logits)
     }

@@ -54,20 +54,42 @@ fn default_system_from_template(template: &str) -> Option<String> {
 impl ChatTemplate {
     /// Chooses the template from the model's metadata template text and its special tokens.
     pub fn detect(template_text: Option<&str>, tokenizer: &TextTokenizer) -> Self {
-        let ids = (tokenizer.special_id("<|im_start|>"), tokenizer.special_id("<|im_end|>"));
+        let ids = (
+            tokenizer.special_id("<|im_start|>"),
+            tokenizer.special_id("<|im_end|>"),
+        );
         match (template_text, ids) {
             (Some(text), (Some(im_start), Some(im_end))) if text.contains("<|im_start|>") => {
-                Self::ChatMl { im_start, im_end, default_system: default_system_from_template(text) }
+                Self::ChatMl {
+                    im_start,
+                    im_end,
+                    default_system: default_system_from_template(text),
+                }
             }
-            (None, (Some(im_start), Some(im_end))) => Self::ChatMl { im_start, im_end, default_system: None },
-            _ => Self::Plain { bos: tokenizer.bos_id() },
+            (None, (Some(im_start), Some(im_end))) => Self::ChatMl {
+                im_start,
+                im_end,
+                default_system: None,
+            },
+            _ => Self::Plain {
+                bos: tokenizer.bos_id(),
+            },
         }
     }
 
     /// Renders a system + user exchange ready for the assistant's answer.
-    pub fn render(&self, tokenizer: &TextTokenizer, system: Option<&str>, user: &str) -> Result<ChatPrompt, TokenizerError> {
+    pub fn render(
+        &self,
+        tokenizer: &TextTokenizer,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<ChatPrompt, TokenizerError> {
         match self {
-            Self::ChatMl { im_start, im_end, default_system } => {
+            Self::ChatMl {
+                im_start,
+                im_end,
+                default_system,
+            } => {
                 let mut ids = Vec::new();
                 if let Some(system) = system.or(default_system.as_deref()) {
                     ids.push(*im_start);
@@ -85,7 +107,11 @@ impl ChatTemplate {
                 ids.extend(tokenizer.encode("\n")?);
                 ids.push(*im_start);
                 ids.extend(tokenizer.encode("assistant\n")?);
-                Ok(ChatPrompt { ids, stable_prefix_len, user_range: user_start..user_end })
+                Ok(ChatPrompt {
+                    ids,
+                    stable_prefix_len,
+                    user_range: user_start..user_end,
+                })
             }
             Self::Plain { bos } => {
                 let mut ids: Vec<u32> = bos.iter().copied().collect();
@@ -96,7 +122,11 @@ impl ChatTemplate {
                 ids.extend(tokenizer.encode(user)?);
                 let user_end = ids.len();
                 ids.extend(tokenizer.encode("\n")?);
-                Ok(ChatPrompt { ids, stable_prefix_len, user_range: stable_prefix_len..user_end })
+                Ok(ChatPrompt {
+                    ids,
+                    stable_prefix_len,
+                    user_range: stable_prefix_len..user_end,
+                })
             }
         }
     }

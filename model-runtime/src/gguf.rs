@@ -55,18 +55,28 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens `path` and reads the GGUF header and metadata.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let file = File::open(path).map_err(|source| GgufError::Io { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let content = Content::read(&mut reader).map_err(|e| GgufError::Format {
             path: path.to_owned(),
             message: crate::lm::candle_message(&e),
         })?;
-        Ok(Self { path: path.to_owned(), content, reader })
+        Ok(Self {
+            path: path.to_owned(),
+            content,
+            reader,
+        })
     }
 
     /// Metadata accessor that names the file and key on failure.
     pub fn metadata(&self) -> Metadata<'_> {
-        Metadata { path: &self.path, map: &self.content.metadata }
+        Metadata {
+            path: &self.path,
+            map: &self.content.metadata,
+        }
     }
 }
 
@@ -78,7 +88,11 @@ pub struct Metadata<'a> {
 
 impl<'a> Metadata<'a> {
     fn error(&self, key: &str, problem: &str) -> GgufError {
-        GgufError::Metadata { path: self.path.to_owned(), key: key.to_owned(), problem: problem.to_owned() }
+        GgufError::Metadata {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            problem: problem.to_owned(),
+        }
     }
 
     /// The raw value of `key`, if present.
@@ -90,13 +104,19 @@ impl<'a> Metadata<'a> {
     pub fn string(&self, key: &str) -> Result<&'a str, GgufError> {
         match self.map.get(key) {
             None => Err(self.error(key, "is missing")),
-            Some(v) => v.to_string().map(|s| s.as_str()).map_err(|_| self.error(key, "is not a string")),
+            Some(v) => v
+                .to_string()
+                .map(|s| s.as_str())
+                .map_err(|_| self.error(key, "is not a string")),
         }
     }
 
     /// An optional string value.
     pub fn opt_string(&self, key: &str) -> Option<&'a str> {
-        self.map.get(key).and_then(|v| v.to_string().ok()).map(|s| s.as_str())
+        self.map
+            .get(key)
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.as_str())
     }
 
     /// An unsigned integer value of any width.
@@ -122,7 +142,11 @@ impl<'a> Metadata<'a> {
         };
         values
             .iter()
-            .map(|v| v.to_string().map(|s| s.as_str()).map_err(|_| self.error(key, "holds a non-string element")))
+            .map(|v| {
+                v.to_string()
+                    .map(|s| s.as_str())
+                    .map_err(|_| self.error(key, "holds a non-string element"))
+            })
             .collect()
     }
 
@@ -189,12 +213,18 @@ pub struct TokenizerFacts {
 
 /// SHA-256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, GgufError> {
-    let io = |source| GgufError::Io { path: path.to_owned(), source };
+    let io = |source| GgufError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|source| GgufError::Io { path: path.to_owned(), source })?;
+        let n = file.read(&mut buf).map_err(|source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if n == 0 {
             break;
         }
@@ -209,19 +239,30 @@ impl ModelInfo {
         let file = GgufFile::open(path)?;
         let md = file.metadata();
         let size_bytes = std::fs::metadata(path)
-            .map_err(|source| GgufError::Io { path: path.to_owned(), source })?
+            .map_err(|source| GgufError::Io {
+                path: path.to_owned(),
+                source,
+            })?
             .len();
         let architecture = md.string("general.architecture")?.to_owned();
         let mut quantization = std::collections::BTreeMap::new();
         for info in file.content.tensor_infos.values() {
-            *quantization.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
+            *quantization
+                .entry(format!("{:?}", info.ggml_dtype))
+                .or_insert(0) += 1;
         }
         let arch_key = |k: &str| md.opt_u64(&format!("{architecture}.{k}"));
         let tokenizer = TokenizerFacts {
             model: md.opt_string("tokenizer.ggml.model").map(str::to_owned),
             pre: md.opt_string("tokenizer.ggml.pre").map(str::to_owned),
-            vocab_size: md.string_array("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0),
-            merges: md.string_array("tokenizer.ggml.merges").map(|t| t.len()).unwrap_or(0),
+            vocab_size: md
+                .string_array("tokenizer.ggml.tokens")
+                .map(|t| t.len())
+                .unwrap_or(0),
+            merges: md
+                .string_array("tokenizer.ggml.merges")
+                .map(|t| t.len())
+                .unwrap_or(0),
             bos_token_id: md.opt_u64("tokenizer.ggml.bos_token_id"),
             eos_token_id: md.opt_u64("tokenizer.ggml.eos_token_id"),
         };

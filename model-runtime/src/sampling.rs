@@ -25,7 +25,14 @@ pub struct SamplingOptions {
 
 impl Default for SamplingOptions {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, repetition_window: 64, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            repetition_window: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -79,7 +86,10 @@ impl Sampler {
             candidates.truncate(opts.top_k);
         }
         let max = candidates[0].1;
-        let mut probs: Vec<f32> = candidates.iter().map(|(_, l)| ((l - max) / opts.temperature).exp()).collect();
+        let mut probs: Vec<f32> = candidates
+            .iter()
+            .map(|(_, l)| ((l - max) / opts.temperature).exp())
+            .collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if opts.top_p < 1.0 {
@@ -118,7 +128,11 @@ impl Sampler {
                 })
                 .map(|(i, _)| i as u32);
         }
-        let mut candidates: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let mut candidates: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
         self.pick(&mut candidates)
     }
 }
@@ -142,18 +156,32 @@ mod tests {
 
     #[test]
     fn same_seed_gives_same_draws_and_other_seeds_differ() {
-        let opts = SamplingOptions { temperature: 1.5, seed: 7, ..Default::default() };
+        let opts = SamplingOptions {
+            temperature: 1.5,
+            seed: 7,
+            ..Default::default()
+        };
         let draws = |o: SamplingOptions| {
             let mut s = Sampler::new(o);
-            (0..40).map(|_| s.pick_from_logits(&logits()).unwrap()).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.pick_from_logits(&logits()).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draws(opts.clone()), draws(opts.clone()));
-        assert_ne!(draws(opts.clone()), draws(SamplingOptions { seed: 8, ..opts }));
+        assert_ne!(
+            draws(opts.clone()),
+            draws(SamplingOptions { seed: 8, ..opts })
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplingOptions { temperature: 2.0, top_k: 1, seed: 3, ..Default::default() });
+        let mut s = Sampler::new(SamplingOptions {
+            temperature: 2.0,
+            top_k: 1,
+            seed: 3,
+            ..Default::default()
+        });
         let l = logits();
         let greedy = Sampler::new(SamplingOptions::default()).pick_from_logits(&l);
         for _ in 0..20 {
@@ -163,7 +191,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_lowers_seen_tokens() {
-        let s = Sampler::new(SamplingOptions { repetition_penalty: 2.0, ..Default::default() });
+        let s = Sampler::new(SamplingOptions {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        });
         let mut l = vec![4.0, -1.0, 3.0];
         s.penalize(&mut l, &[0, 1]);
         assert_eq!(l, vec![2.0, -2.0, 3.0]);

@@ -26,23 +26,57 @@ pub const TINY_CONTEXT: usize = 512;
 pub const TINY_CONTROL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 /// Merged pairs after the 256 byte tokens.
 const MERGES: [(&str, &str); 24] = [
-    ("t", "h"), ("h", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("r", "e"), ("o", "n"), ("a", "t"),
-    ("e", "n"), ("n", "d"), ("Ġ", "t"), ("Ġ", "a"), ("Ġt", "he"), ("o", "r"), ("e", "s"), ("i", "s"),
-    ("o", "u"), ("\"", ":"), ("{", "\""), ("\"", ","), ("Ġ", "\""), ("s", "t"), ("a", "r"), ("o", "rd"),
+    ("t", "h"),
+    ("h", "e"),
+    ("i", "n"),
+    ("e", "r"),
+    ("a", "n"),
+    ("r", "e"),
+    ("o", "n"),
+    ("a", "t"),
+    ("e", "n"),
+    ("n", "d"),
+    ("Ġ", "t"),
+    ("Ġ", "a"),
+    ("Ġt", "he"),
+    ("o", "r"),
+    ("e", "s"),
+    ("i", "s"),
+    ("o", "u"),
+    ("\"", ":"),
+    ("{", "\""),
+    ("\"", ","),
+    ("Ġ", "\""),
+    ("s", "t"),
+    ("a", "r"),
+    ("o", "rd"),
 ];
 
 /// The GPT-2 byte-level character of each byte.
 fn byte_char(b: u8) -> char {
-    let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable =
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     if printable {
         return char::from(b);
     }
-    let rank = (0..b).filter(|&x| !((b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || (0xAE..=0xFF).contains(&x))).count();
+    let rank = (0..b)
+        .filter(|&x| {
+            !((b'!'..=b'~').contains(&x)
+                || (0xA1..=0xAC).contains(&x)
+                || (0xAE..=0xFF).contains(&x))
+        })
+        .count();
     char::from_u32(256 + rank as u32).unwrap_or('?')
 }
 
-fn random_tensor(rng: &mut StdRng, shape: (usize, usize), scale: f32) -> candle_core::Result<Tensor> {
-    let data: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.gen_range(-scale..scale)).collect();
+fn random_tensor(
+    rng: &mut StdRng,
+    shape: (usize, usize),
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let data: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.gen_range(-scale..scale))
+        .collect();
     Tensor::from_vec(data, shape, &Device::Cpu)
 }
 
@@ -78,14 +112,23 @@ pub fn write_tiny_llama(path: &Path, seed: u64) -> candle_core::Result<()> {
         ("llama.feed_forward_length", Value::U32(FFN as u32)),
         ("llama.attention.head_count", Value::U32(HEADS as u32)),
         ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
-        ("llama.rope.dimension_count", Value::U32((DIM / HEADS) as u32)),
+        (
+            "llama.rope.dimension_count",
+            Value::U32((DIM / HEADS) as u32),
+        ),
         ("llama.rope.freq_base", Value::F32(10000.0)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("tokenizer.ggml.model", string("gpt2")),
         ("tokenizer.ggml.pre", string("smollm")),
-        ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| string(t)).collect())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| string(t)).collect()),
+        ),
         ("tokenizer.ggml.token_type", Value::Array(token_types)),
-        ("tokenizer.ggml.merges", Value::Array(merges.iter().map(|m| string(m)).collect())),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(merges.iter().map(|m| string(m)).collect()),
+        ),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.chat_template", string(template)),
@@ -96,7 +139,10 @@ pub fn write_tiny_llama(path: &Path, seed: u64) -> candle_core::Result<()> {
     let q8 = |t: Tensor| QTensor::quantize(&t, GgmlDType::Q8_0);
     let f32 = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32);
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu);
-    tensors.push(("token_embd.weight".into(), q8(random_tensor(&mut rng, (vocab, DIM), 0.5)?)?));
+    tensors.push((
+        "token_embd.weight".into(),
+        q8(random_tensor(&mut rng, (vocab, DIM), 0.5)?)?,
+    ));
     tensors.push(("output_norm.weight".into(), f32(ones(DIM)?)?));
     for i in 0..BLOCKS {
         let p = format!("blk.{i}");
@@ -109,7 +155,10 @@ pub fn write_tiny_llama(path: &Path, seed: u64) -> candle_core::Result<()> {
             ("ffn_up", (FFN, DIM)),
             ("ffn_down", (DIM, FFN)),
         ] {
-            tensors.push((format!("{p}.{name}.weight"), q8(random_tensor(&mut rng, shape, 0.2)?)?));
+            tensors.push((
+                format!("{p}.{name}.weight"),
+                q8(random_tensor(&mut rng, shape, 0.2)?)?,
+            ));
         }
         tensors.push((format!("{p}.attn_norm.weight"), f32(ones(DIM)?)?));
         tensors.push((format!("{p}.ffn_norm.weight"), f32(ones(DIM)?)?));

@@ -55,7 +55,8 @@ fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u8 {
-        let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         table[b as usize] = if printable {
             char::from(b)
         } else {
@@ -69,7 +70,11 @@ fn byte_to_char_table() -> [char; 256] {
 
 /// Bytes a token string stands for: byte-level alphabet first, then SentencePiece conventions.
 fn token_string_bytes(token: &str, char_to_byte: &HashMap<char, u8>) -> Vec<u8> {
-    if let Some(bytes) = token.chars().map(|c| char_to_byte.get(&c).copied()).collect::<Option<Vec<u8>>>() {
+    if let Some(bytes) = token
+        .chars()
+        .map(|c| char_to_byte.get(&c).copied())
+        .collect::<Option<Vec<u8>>>()
+    {
         return bytes;
     }
     if token.len() == 6 && token.starts_with("<0x") && token.ends_with('>') {
@@ -94,7 +99,8 @@ impl TextTokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
-        let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))?;
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))?;
         let vocab_size = inner.get_vocab_size(true);
         let mut special = vec![false; vocab_size];
         for (id, added) in inner.get_added_tokens_decoder() {
@@ -104,7 +110,9 @@ impl TextTokenizer {
                 }
             }
         }
-        let tokens: Vec<String> = (0..vocab_size as u32).map(|id| inner.id_to_token(id).unwrap_or_default()).collect();
+        let tokens: Vec<String> = (0..vocab_size as u32)
+            .map(|id| inner.id_to_token(id).unwrap_or_default())
+            .collect();
         Self::assemble(inner, tokens, special, None, None)
     }
 
@@ -114,19 +122,37 @@ impl TextTokenizer {
         let md = file.metadata();
         let model = md.string("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(TokenizerError::Unsupported { path: file.path.display().to_string(), model: model.to_owned() });
+            return Err(TokenizerError::Unsupported {
+                path: file.path.display().to_string(),
+                model: model.to_owned(),
+            });
         }
-        let tokens: Vec<String> = md.string_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_owned).collect();
+        let tokens: Vec<String> = md
+            .string_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let merges: Vec<(String, String)> = md
             .string_array("tokenizer.ggml.merges")?
             .into_iter()
             .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
             .collect();
-        let types = md.opt_int_array("tokenizer.ggml.token_type").unwrap_or_default();
+        let types = md
+            .opt_int_array("tokenizer.ggml.token_type")
+            .unwrap_or_default();
         let special: Vec<bool> = (0..tokens.len())
-            .map(|i| matches!(types.get(i), Some(&TOKEN_TYPE_CONTROL) | Some(&TOKEN_TYPE_USER_DEFINED)))
+            .map(|i| {
+                matches!(
+                    types.get(i),
+                    Some(&TOKEN_TYPE_CONTROL) | Some(&TOKEN_TYPE_USER_DEFINED)
+                )
+            })
             .collect();
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -160,13 +186,27 @@ impl TextTokenizer {
         // Special-token matching off: text never turns into control tokens.
         inner.set_encode_special_tokens(true);
         let table = byte_to_char_table();
-        let char_to_byte: HashMap<char, u8> = table.iter().enumerate().map(|(b, c)| (*c, b as u8)).collect();
+        let char_to_byte: HashMap<char, u8> = table
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (*c, b as u8))
+            .collect();
         let token_bytes = tokens
             .iter()
             .zip(&special)
-            .map(|(t, s)| if *s { Vec::new() } else { token_string_bytes(t, &char_to_byte) })
+            .map(|(t, s)| {
+                if *s {
+                    Vec::new()
+                } else {
+                    token_string_bytes(t, &char_to_byte)
+                }
+            })
             .collect();
-        let by_text: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let by_text: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
         for name in ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"] {
             if let Some(&id) = by_text.get(name) {
@@ -175,7 +215,14 @@ impl TextTokenizer {
                 }
             }
         }
-        Ok(Self { inner, token_bytes, special, eos_ids, bos_id, by_text })
+        Ok(Self {
+            inner,
+            token_bytes,
+            special,
+            eos_ids,
+            bos_id,
+            by_text,
+        })
     }
 
     /// Encodes text with special-token matching off and no BOS.
@@ -183,7 +230,10 @@ impl TextTokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let encoding = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Build(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -194,12 +244,17 @@ impl TextTokenizer {
 
     /// The bytes the ids stand for (control tokens contribute nothing).
     pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
-        ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect()
+        ids.iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect()
     }
 
     /// The bytes of one token (empty for control tokens and unknown ids).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Whether `id` is a control token.
@@ -224,6 +279,9 @@ impl TextTokenizer {
 
     /// The id of a special token given by its text (e.g. `<|im_start|>`).
     pub fn special_id(&self, text: &str) -> Option<u32> {
-        self.by_text.get(text).copied().filter(|&id| self.is_special(id))
+        self.by_text
+            .get(text)
+            .copied()
+            .filter(|&id| self.is_special(id))
     }
 }

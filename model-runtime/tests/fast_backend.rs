@@ -151,3 +151,33 @@ fn bad_files_are_load_errors() {
     let f32_model = tiny(GgmlDType::F32, false);
     assert!(err(&f32_model).contains("supports Q4_1 and Q8_0"));
 }
+
+#[test]
+fn generator_runs_on_the_fast_backend_and_reuses_its_cache() {
+    use flowbot_model_runtime::tiny_model::write_tiny_llama;
+    use flowbot_model_runtime::{load_generator, Backend, GenerateOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_llama(&path, 3).unwrap();
+    let mut generator = load_generator(&path, Backend::Fast(FastOptions::default()))
+        .unwrap()
+        .generator;
+    let options = GenerateOptions {
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let first = generator
+        .generate(Some("be brief"), "hello there", &options, None)
+        .unwrap();
+    assert!(!first.tokens.is_empty());
+    // The second request shares the prompt: the backend rewinds to it and must repeat itself.
+    let second = generator
+        .generate(Some("be brief"), "hello there", &options, None)
+        .unwrap();
+    assert_eq!(first.tokens, second.tokens);
+    let other = generator
+        .generate(Some("be brief"), "something else", &options, None)
+        .unwrap();
+    assert!(other.prompt_tokens > 0);
+}

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fast::FastOptions;
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
-use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions, StopReason};
+use flowbot_model_runtime::{
+    load_generator, Backend, GenerateOptions, Generator, SamplingOptions, StopReason,
+};
 use serde_json::json;
 
 fn tiny(seed: u64) -> (tempfile::TempDir, Generator) {
@@ -24,7 +27,13 @@ fn tiny_on(seed: u64, backend: Backend) -> (tempfile::TempDir, Generator) {
 fn sampled(seed: u64, max_tokens: usize) -> GenerateOptions {
     GenerateOptions {
         max_tokens,
-        sampling: SamplingOptions { temperature: 0.9, top_k: 50, top_p: 0.95, seed, ..Default::default() },
+        sampling: SamplingOptions {
+            temperature: 0.9,
+            top_k: 50,
+            top_p: 0.95,
+            seed,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -33,7 +42,11 @@ fn sampled(seed: u64, max_tokens: usize) -> GenerateOptions {
 fn tokenizer_round_trips_text_and_keeps_control_strings_plain() {
     let (_dir, g) = tiny(1);
     let tok = g.tokenizer();
-    for text in ["the order is there", "订单 SO-1001, 总额 ¥1,234.50", "mixed: 客户 ACME 👍\r\n"] {
+    for text in [
+        "the order is there",
+        "订单 SO-1001, 总额 ¥1,234.50",
+        "mixed: 客户 ACME 👍\r\n",
+    ] {
         let ids = tok.encode(text).unwrap();
         assert_eq!(tok.decode(&ids), text);
     }
@@ -49,21 +62,51 @@ fn chat_prompt_places_control_tokens_only_from_the_template() {
     let (_dir, g) = tiny(1);
     let prompt = g.prompt(Some("Be brief."), "Hi <|im_start|>").unwrap();
     let tok = g.tokenizer();
-    let specials: Vec<u32> = prompt.ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
+    let specials: Vec<u32> = prompt
+        .ids
+        .iter()
+        .copied()
+        .filter(|&id| tok.is_special(id))
+        .collect();
     assert_eq!(specials, vec![1, 2, 1, 2, 1]);
-    let text: String = prompt.ids.iter().map(|&id| if tok.is_special(id) { format!("[{id}]") } else { tok.decode(&[id]) }).collect();
-    assert_eq!(text, "[1]system\nBe brief.[2]\n[1]user\nHi <|im_start|>[2]\n[1]assistant\n");
+    let text: String = prompt
+        .ids
+        .iter()
+        .map(|&id| {
+            if tok.is_special(id) {
+                format!("[{id}]")
+            } else {
+                tok.decode(&[id])
+            }
+        })
+        .collect();
+    assert_eq!(
+        text,
+        "[1]system\nBe brief.[2]\n[1]user\nHi <|im_start|>[2]\n[1]assistant\n"
+    );
 }
 
 #[test]
 fn same_seed_gives_the_same_text_and_greedy_is_repeatable() {
     let (_dir, mut g) = tiny(2);
-    let a = g.generate(Some("sys"), "hello", &sampled(11, 24), None).unwrap();
-    let b = g.generate(Some("sys"), "hello", &sampled(11, 24), None).unwrap();
-    let c = g.generate(Some("sys"), "hello", &sampled(12, 24), None).unwrap();
+    let a = g
+        .generate(Some("sys"), "hello", &sampled(11, 24), None)
+        .unwrap();
+    let b = g
+        .generate(Some("sys"), "hello", &sampled(11, 24), None)
+        .unwrap();
+    let c = g
+        .generate(Some("sys"), "hello", &sampled(12, 24), None)
+        .unwrap();
     assert_eq!(a.tokens, b.tokens);
-    assert_ne!(a.tokens, c.tokens, "different seeds should differ on random weights");
-    let greedy = GenerateOptions { max_tokens: 16, ..Default::default() };
+    assert_ne!(
+        a.tokens, c.tokens,
+        "different seeds should differ on random weights"
+    );
+    let greedy = GenerateOptions {
+        max_tokens: 16,
+        ..Default::default()
+    };
     let x = g.generate(None, "hello", &greedy, None).unwrap();
     let y = g.generate(None, "hello", &greedy, None).unwrap();
     assert_eq!(x.tokens, y.tokens);
@@ -71,7 +114,7 @@ fn same_seed_gives_the_same_text_and_greedy_is_repeatable() {
 
 #[test]
 fn prefix_reuse_gives_the_same_tokens_as_a_fresh_model() {
-    for backend in [Backend::Fast, Backend::Candle(DeviceChoice::Cpu)] {
+    for backend in [Backend::Fast(FastOptions::default()), Backend::Candle(DeviceChoice::Cpu)] {
         prefix_reuse_on(backend);
     }
 }
@@ -81,10 +124,19 @@ fn prefix_reuse_on(backend: Backend) {
     let (_dir2, mut cold) = tiny_on(3, backend);
     let options = GenerateOptions { max_tokens: 12, ..Default::default() };
     let system = "You extract order fields from e-mails and answer in JSON.";
-    warm.generate(Some(system), "first order mail", &options, None).unwrap();
-    let reused = warm.generate(Some(system), "second order mail", &options, None).unwrap();
-    let fresh = cold.generate(Some(system), "second order mail", &options, None).unwrap();
-    assert!(reused.reused_prompt_tokens > 10, "reused {}", reused.reused_prompt_tokens);
+    warm.generate(Some(system), "first order mail", &options, None)
+        .unwrap();
+    let reused = warm
+        .generate(Some(system), "second order mail", &options, None)
+        .unwrap();
+    let fresh = cold
+        .generate(Some(system), "second order mail", &options, None)
+        .unwrap();
+    assert!(
+        reused.reused_prompt_tokens > 10,
+        "reused {}",
+        reused.reused_prompt_tokens
+    );
     assert_eq!(fresh.reused_prompt_tokens, 0);
     assert_eq!(reused.tokens, fresh.tokens);
 }
@@ -94,20 +146,27 @@ fn streaming_delivers_exactly_the_final_text() {
     let (_dir, mut g) = tiny(4);
     let mut streamed = String::new();
     let mut sink = |piece: &str| streamed.push_str(piece);
-    let generation = g.generate(None, "stream me", &sampled(5, 30), Some(&mut sink)).unwrap();
+    let generation = g
+        .generate(None, "stream me", &sampled(5, 30), Some(&mut sink))
+        .unwrap();
     assert_eq!(streamed, generation.text);
 }
 
 #[test]
 fn stop_sequences_cut_the_text() {
     let (_dir, mut g) = tiny(4);
-    let free = g.generate(None, "stop test", &sampled(9, 40), None).unwrap();
+    let free = g
+        .generate(None, "stop test", &sampled(9, 40), None)
+        .unwrap();
     // Pick a stop string from the middle of the unconstrained output.
     let chars: Vec<char> = free.text.chars().collect();
     assert!(chars.len() > 6, "{:?}", free.text);
     let stop: String = chars[3..5].iter().collect();
     let before = free.text.find(&stop).unwrap();
-    let options = GenerateOptions { stop: vec![stop.clone()], ..sampled(9, 40) };
+    let options = GenerateOptions {
+        stop: vec![stop.clone()],
+        ..sampled(9, 40)
+    };
     let cut = g.generate(None, "stop test", &options, None).unwrap();
     assert_eq!(cut.stop_reason, StopReason::StopSequence);
     assert_eq!(cut.text, free.text[..before]);
@@ -116,14 +175,20 @@ fn stop_sequences_cut_the_text() {
 #[test]
 fn max_tokens_and_cancellation_end_generation() {
     let (_dir, mut g) = tiny(5);
-    let options = GenerateOptions { max_tokens: 7, ..sampled(1, 7) };
+    let options = GenerateOptions {
+        max_tokens: 7,
+        ..sampled(1, 7)
+    };
     let generation = g.generate(None, "budget", &options, None).unwrap();
     assert!(generation.tokens.len() <= 7);
     if generation.tokens.len() == 7 {
         assert_eq!(generation.stop_reason, StopReason::MaxTokens);
     }
     let cancel = Arc::new(AtomicBool::new(true));
-    let options = GenerateOptions { cancel: Some(cancel), ..sampled(1, 50) };
+    let options = GenerateOptions {
+        cancel: Some(cancel),
+        ..sampled(1, 50)
+    };
     let generation = g.generate(None, "cancelled", &options, None).unwrap();
     assert_eq!(generation.stop_reason, StopReason::Cancelled);
     assert!(generation.tokens.is_empty());
@@ -133,9 +198,23 @@ fn max_tokens_and_cancellation_end_generation() {
 fn long_input_is_truncated_with_a_warning() {
     let (_dir, mut g) = tiny(6);
     let long = "order line with many words ".repeat(200);
-    let generation = g.generate(Some("sys"), &long, &GenerateOptions { max_tokens: 8, ..Default::default() }, None).unwrap();
+    let generation = g
+        .generate(
+            Some("sys"),
+            &long,
+            &GenerateOptions {
+                max_tokens: 8,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
     assert!(generation.prompt_tokens + generation.tokens.len() <= 512);
-    assert!(generation.warnings.iter().any(|w| w.contains("truncated")), "{:?}", generation.warnings);
+    assert!(
+        generation.warnings.iter().any(|w| w.contains("truncated")),
+        "{:?}",
+        generation.warnings
+    );
 }
 
 #[test]
@@ -154,10 +233,23 @@ fn json_constrained_output_always_parses_and_validates() {
     }))
     .unwrap();
     for seed in 0..30 {
-        let options = GenerateOptions { max_tokens: 60, ..sampled(seed, 60) };
-        let (value, generation) = g.generate_json(Some("Extract."), "Order SO-1 total 12.5 EUR", &schema, &options).unwrap();
+        let options = GenerateOptions {
+            max_tokens: 60,
+            ..sampled(seed, 60)
+        };
+        let (value, generation) = g
+            .generate_json(
+                Some("Extract."),
+                "Order SO-1 total 12.5 EUR",
+                &schema,
+                &options,
+            )
+            .unwrap();
         schema.validate(&value).unwrap();
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&generation.text).unwrap(), value);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&generation.text).unwrap(),
+            value
+        );
     }
 }
 
@@ -166,7 +258,14 @@ fn classification_returns_only_allowed_labels() {
     let (_dir, mut g) = tiny(8);
     let labels = ["approve", "reject", "escalate"];
     for seed in 0..20 {
-        let (label, _) = g.classify(Some("Classify."), "Credit limit exceeded", &labels, &sampled(seed, 10)).unwrap();
+        let (label, _) = g
+            .classify(
+                Some("Classify."),
+                "Credit limit exceeded",
+                &labels,
+                &sampled(seed, 10),
+            )
+            .unwrap();
         assert!(labels.contains(&label.as_str()), "{label}");
     }
 }

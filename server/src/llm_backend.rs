@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use flowbot_engine::llm::{LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator};
+use flowbot_engine::llm::{
+    LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator,
+};
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::gguf::sha256_file;
 use flowbot_model_runtime::openai::OpenAiClient;
@@ -25,7 +27,11 @@ impl LocalTextGenerator {
     pub fn load(path: &Path, backend: Backend) -> anyhow::Result<Self> {
         let loaded = load_generator(path, backend)?;
         let model_sha256 = sha256_file(path).ok();
-        Ok(Self { generator: Mutex::new(loaded.generator), model_id: loaded.model_id, model_sha256 })
+        Ok(Self {
+            generator: Mutex::new(loaded.generator),
+            model_id: loaded.model_id,
+            model_sha256,
+        })
     }
 }
 
@@ -38,7 +44,9 @@ pub fn generate_options(options: &LlmOptions) -> GenerateOptions {
             temperature: options.temperature.unwrap_or(defaults.temperature),
             top_k: options.top_k.unwrap_or(defaults.top_k),
             top_p: options.top_p.unwrap_or(defaults.top_p),
-            repetition_penalty: options.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+            repetition_penalty: options
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
             seed: options.seed.unwrap_or(defaults.seed),
             ..defaults
         },
@@ -52,25 +60,38 @@ pub fn generate_options(options: &LlmOptions) -> GenerateOptions {
 impl TextGenerator for LocalTextGenerator {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let options = generate_options(&request.options);
-        let mut generator = self.generator.lock().map_err(|_| LlmError::Backend("the model is unusable after a failed call".into()))?;
+        let mut generator = self
+            .generator
+            .lock()
+            .map_err(|_| LlmError::Backend("the model is unusable after a failed call".into()))?;
         let system = request.system.as_deref();
         let backend = |e: flowbot_model_runtime::GenerateError| LlmError::Backend(e.to_string());
         let (output, generation) = match request.mode {
             LlmMode::Generate => {
-                let g = generator.generate(system, &request.prompt, &options, None).map_err(backend)?;
+                let g = generator
+                    .generate(system, &request.prompt, &options, None)
+                    .map_err(backend)?;
                 (LlmOutput::Text(g.text.clone()), g)
             }
             LlmMode::Extract => {
-                let schema = request.schema.as_ref().ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
-                let schema = ObjectSchema::from_json_schema(schema).map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
-                let (value, g) = generator.generate_json(system, &request.prompt, &schema, &options).map_err(backend)?;
+                let schema = request
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
+                let schema = ObjectSchema::from_json_schema(schema)
+                    .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+                let (value, g) = generator
+                    .generate_json(system, &request.prompt, &schema, &options)
+                    .map_err(backend)?;
                 (LlmOutput::Json(value), g)
             }
             LlmMode::Classify => {
                 if request.labels.is_empty() {
                     return Err(LlmError::InvalidRequest("classify needs labels".into()));
                 }
-                let (label, g) = generator.classify(system, &request.prompt, &request.labels, &options).map_err(backend)?;
+                let (label, g) = generator
+                    .classify(system, &request.prompt, &request.labels, &options)
+                    .map_err(backend)?;
                 (LlmOutput::Label(label), g)
             }
         };

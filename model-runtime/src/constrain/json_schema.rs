@@ -66,7 +66,10 @@ pub struct ObjectSchema {
 }
 
 fn err(pointer: impl Into<String>, message: impl Into<String>) -> SchemaError {
-    SchemaError { pointer: pointer.into(), message: message.into() }
+    SchemaError {
+        pointer: pointer.into(),
+        message: message.into(),
+    }
 }
 
 impl ObjectSchema {
@@ -74,11 +77,18 @@ impl ObjectSchema {
     /// `{"type":"string"|"number"|"integer"|"boolean"}` (strings may have `maxLength`) or
     /// `{"enum":[strings]}`.
     pub fn from_json_schema(schema: &Value) -> Result<Self, SchemaError> {
-        let root = schema.as_object().ok_or_else(|| err("", "the schema must be a JSON object"))?;
+        let root = schema
+            .as_object()
+            .ok_or_else(|| err("", "the schema must be a JSON object"))?;
         match root.get("type") {
             Some(Value::String(t)) if t == "object" => {}
             None => {}
-            Some(other) => return Err(err("/type", format!("only \"object\" is supported at the root, found {other}"))),
+            Some(other) => {
+                return Err(err(
+                    "/type",
+                    format!("only \"object\" is supported at the root, found {other}"),
+                ))
+            }
         }
         let properties = root
             .get("properties")
@@ -88,51 +98,83 @@ impl ObjectSchema {
             return Err(err("/properties", "at least one property is required"));
         }
         if properties.len() > MAX_FIELDS {
-            return Err(err("/properties", format!("at most {MAX_FIELDS} properties are supported")));
+            return Err(err(
+                "/properties",
+                format!("at most {MAX_FIELDS} properties are supported"),
+            ));
         }
         let required: Vec<&str> = match root.get("required") {
             None => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| v.as_str().ok_or_else(|| err(format!("/required/{i}"), "must be a string")))
+                .map(|(i, v)| {
+                    v.as_str()
+                        .ok_or_else(|| err(format!("/required/{i}"), "must be a string"))
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(err("/required", "must be an array of property names")),
         };
         for (i, name) in required.iter().enumerate() {
             if !properties.contains_key(*name) {
-                return Err(err(format!("/required/{i}"), format!("`{name}` is not a declared property")));
+                return Err(err(
+                    format!("/required/{i}"),
+                    format!("`{name}` is not a declared property"),
+                ));
             }
         }
         let mut fields = Vec::new();
         for (name, prop) in properties {
             let pointer = format!("/properties/{}", name.replace('~', "~0").replace('/', "~1"));
-            if name.is_empty() || name.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c == '"' || c == '\\' || c.is_control())
+            {
                 return Err(err(pointer, "property names must be non-empty, without quotes, backslashes or control characters"));
             }
             let kind = Self::field_kind(prop, &pointer)?;
-            fields.push(SchemaField { name: name.clone(), kind, required: required.contains(&name.as_str()) });
+            fields.push(SchemaField {
+                name: name.clone(),
+                kind,
+                required: required.contains(&name.as_str()),
+            });
         }
         Ok(Self { fields })
     }
 
     fn field_kind(prop: &Value, pointer: &str) -> Result<FieldKind, SchemaError> {
-        let obj = prop.as_object().ok_or_else(|| err(pointer, "a property schema must be an object"))?;
+        let obj = prop
+            .as_object()
+            .ok_or_else(|| err(pointer, "a property schema must be an object"))?;
         if let Some(values) = obj.get("enum") {
-            let values = values.as_array().ok_or_else(|| err(format!("{pointer}/enum"), "must be an array"))?;
+            let values = values
+                .as_array()
+                .ok_or_else(|| err(format!("{pointer}/enum"), "must be an array"))?;
             if values.is_empty() {
-                return Err(err(format!("{pointer}/enum"), "must list at least one value"));
+                return Err(err(
+                    format!("{pointer}/enum"),
+                    "must list at least one value",
+                ));
             }
             let strings = values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{pointer}/enum/{i}"), "only string enum values are supported"))
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        err(
+                            format!("{pointer}/enum/{i}"),
+                            "only string enum values are supported",
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?;
             return Ok(FieldKind::Enum(strings));
         }
-        let kind = obj.get("type").and_then(Value::as_str).ok_or_else(|| err(format!("{pointer}/type"), "a type (or an enum) is required"))?;
+        let kind = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("{pointer}/type"), "a type (or an enum) is required"))?;
         match kind {
             "string" => {
                 let max_bytes = match obj.get("maxLength") {
@@ -141,14 +183,19 @@ impl ObjectSchema {
                         .as_u64()
                         .filter(|n| *n > 0)
                         .map(|n| n as usize)
-                        .ok_or_else(|| err(format!("{pointer}/maxLength"), "must be a positive integer"))?,
+                        .ok_or_else(|| {
+                            err(format!("{pointer}/maxLength"), "must be a positive integer")
+                        })?,
                 };
                 Ok(FieldKind::String { max_bytes })
             }
             "number" => Ok(FieldKind::Number),
             "integer" => Ok(FieldKind::Integer),
             "boolean" => Ok(FieldKind::Boolean),
-            other => Err(err(format!("{pointer}/type"), format!("type `{other}` is not supported (string, number, integer, boolean, enum)"))),
+            other => Err(err(
+                format!("{pointer}/type"),
+                format!("type `{other}` is not supported (string, number, integer, boolean, enum)"),
+            )),
         }
     }
 
@@ -162,7 +209,9 @@ impl ObjectSchema {
         }
         for field in &self.fields {
             match obj.get(&field.name) {
-                None if field.required => return Err(format!("required key `{}` is missing", field.name)),
+                None if field.required => {
+                    return Err(format!("required key `{}` is missing", field.name))
+                }
                 None => {}
                 Some(v) => {
                     let ok = match &field.kind {
@@ -170,10 +219,15 @@ impl ObjectSchema {
                         FieldKind::Number => v.is_number(),
                         FieldKind::Integer => v.is_i64() || v.is_u64(),
                         FieldKind::Boolean => v.is_boolean(),
-                        FieldKind::Enum(values) => v.as_str().is_some_and(|s| values.iter().any(|e| e == s)),
+                        FieldKind::Enum(values) => {
+                            v.as_str().is_some_and(|s| values.iter().any(|e| e == s))
+                        }
                     };
                     if !ok {
-                        return Err(format!("key `{}` has the wrong type or value: {v}", field.name));
+                        return Err(format!(
+                            "key `{}` has the wrong type or value: {v}",
+                            field.name
+                        ));
                     }
                 }
             }
@@ -186,7 +240,9 @@ impl ObjectSchema {
             FieldKind::String { .. } => b"\"\"".to_vec(),
             FieldKind::Number | FieldKind::Integer => b"0".to_vec(),
             FieldKind::Boolean => b"false".to_vec(),
-            FieldKind::Enum(values) => serde_json::to_vec(&values[0]).unwrap_or_else(|_| b"\"\"".to_vec()),
+            FieldKind::Enum(values) => {
+                serde_json::to_vec(&values[0]).unwrap_or_else(|_| b"\"\"".to_vec())
+            }
         }
     }
 }
@@ -251,9 +307,17 @@ enum StringStage {
 
 #[derive(Debug, Clone, PartialEq)]
 enum ValueStage {
-    String { stage: StringStage, bytes: usize, max_bytes: usize },
+    String {
+        stage: StringStage,
+        bytes: usize,
+        max_bytes: usize,
+    },
     /// `digits` counts the digits of the current part (integer, fraction or exponent).
-    Number { stage: NumberStage, digits: usize, integer: bool },
+    Number {
+        stage: NumberStage,
+        digits: usize,
+        integer: bool,
+    },
     /// A literal out of a set of candidates (booleans, enum strings in JSON form).
     Literal { written: Vec<u8> },
 }
@@ -264,16 +328,22 @@ enum State {
     /// After `{`: a key or `}`.
     ObjectOpen,
     /// Inside a key string (after its opening quote).
-    Key { written: Vec<u8> },
+    Key {
+        written: Vec<u8>,
+    },
     /// After a key's closing quote: `:`.
     Colon,
     /// After `:`; `spaced` once the optional space is used.
-    BeforeValue { spaced: bool },
+    BeforeValue {
+        spaced: bool,
+    },
     Value(ValueStage),
     /// After a value: `,` or `}`.
     AfterValue,
     /// After `,`: optional space, then a key.
-    AfterComma { spaced: bool },
+    AfterComma {
+        spaced: bool,
+    },
     Done,
 }
 
@@ -291,7 +361,12 @@ pub struct JsonSchemaMachine {
 impl JsonSchemaMachine {
     /// A machine at the start of the output.
     pub fn new(schema: ObjectSchema) -> Self {
-        Self { schema: std::sync::Arc::new(schema), state: State::Start, written: 0, current: 0 }
+        Self {
+            schema: std::sync::Arc::new(schema),
+            state: State::Start,
+            written: 0,
+            current: 0,
+        }
     }
 
     /// The schema.
@@ -300,7 +375,11 @@ impl JsonSchemaMachine {
     }
 
     fn remaining(&self) -> impl Iterator<Item = (usize, &SchemaField)> {
-        self.schema.fields.iter().enumerate().filter(|(i, _)| self.written & (1 << i) == 0)
+        self.schema
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.written & (1 << i) == 0)
     }
 
     fn required_done(&self) -> bool {
@@ -310,17 +389,34 @@ impl JsonSchemaMachine {
     fn literals(&self) -> Vec<Vec<u8>> {
         match &self.schema.fields[self.current].kind {
             FieldKind::Boolean => vec![b"true".to_vec(), b"false".to_vec()],
-            FieldKind::Enum(values) => values.iter().filter_map(|v| serde_json::to_vec(v).ok()).collect(),
+            FieldKind::Enum(values) => values
+                .iter()
+                .filter_map(|v| serde_json::to_vec(v).ok())
+                .collect(),
             _ => Vec::new(),
         }
     }
 
     fn start_value(&self) -> ValueStage {
         match &self.schema.fields[self.current].kind {
-            FieldKind::String { max_bytes } => ValueStage::String { stage: StringStage::Open, bytes: 0, max_bytes: *max_bytes },
-            FieldKind::Number => ValueStage::Number { stage: NumberStage::Empty, digits: 0, integer: false },
-            FieldKind::Integer => ValueStage::Number { stage: NumberStage::Empty, digits: 0, integer: true },
-            FieldKind::Boolean | FieldKind::Enum(_) => ValueStage::Literal { written: Vec::new() },
+            FieldKind::String { max_bytes } => ValueStage::String {
+                stage: StringStage::Open,
+                bytes: 0,
+                max_bytes: *max_bytes,
+            },
+            FieldKind::Number => ValueStage::Number {
+                stage: NumberStage::Empty,
+                digits: 0,
+                integer: false,
+            },
+            FieldKind::Integer => ValueStage::Number {
+                stage: NumberStage::Empty,
+                digits: 0,
+                integer: true,
+            },
+            FieldKind::Boolean | FieldKind::Enum(_) => ValueStage::Literal {
+                written: Vec::new(),
+            },
         }
     }
 
@@ -337,7 +433,9 @@ impl JsonSchemaMachine {
             }
             State::ObjectOpen | State::AfterComma { spaced: true } => match b {
                 b'"' => {
-                    self.state = State::Key { written: Vec::new() };
+                    self.state = State::Key {
+                        written: Vec::new(),
+                    };
                     true
                 }
                 b'}' if matches!(self.state, State::ObjectOpen) && self.required_done() => {
@@ -352,7 +450,9 @@ impl JsonSchemaMachine {
                     true
                 }
                 b'"' => {
-                    self.state = State::Key { written: Vec::new() };
+                    self.state = State::Key {
+                        written: Vec::new(),
+                    };
                     true
                 }
                 _ => false,
@@ -360,12 +460,9 @@ impl JsonSchemaMachine {
             State::Key { written } => {
                 if b == b'"' {
                     let key = std::mem::take(written);
-                    let found = self
-                        .schema
-                        .fields
-                        .iter()
-                        .enumerate()
-                        .find(|(i, f)| self.written & (1 << i) == 0 && f.name.as_bytes() == key.as_slice());
+                    let found = self.schema.fields.iter().enumerate().find(|(i, f)| {
+                        self.written & (1 << i) == 0 && f.name.as_bytes() == key.as_slice()
+                    });
                     return match found {
                         Some((i, _)) => {
                             self.current = i;
@@ -377,7 +474,8 @@ impl JsonSchemaMachine {
                 }
                 written.push(b);
                 let written = written.clone();
-                self.remaining().any(|(_, f)| f.name.as_bytes().starts_with(&written))
+                self.remaining()
+                    .any(|(_, f)| f.name.as_bytes().starts_with(&written))
             }
             State::Colon => {
                 if b != b':' {
@@ -395,7 +493,11 @@ impl JsonSchemaMachine {
                 self.step(b)
             }
             State::Value(value) => match value {
-                ValueStage::String { stage, bytes, max_bytes } => match *stage {
+                ValueStage::String {
+                    stage,
+                    bytes,
+                    max_bytes,
+                } => match *stage {
                     StringStage::Open => {
                         if b != b'"' {
                             return false;
@@ -408,7 +510,9 @@ impl JsonSchemaMachine {
                             if b & 0xC0 != 0x80 {
                                 return false;
                             }
-                            *stage = StringStage::Body { utf8_pending: utf8_pending - 1 };
+                            *stage = StringStage::Body {
+                                utf8_pending: utf8_pending - 1,
+                            };
                             *bytes += 1;
                             return true;
                         }
@@ -434,7 +538,9 @@ impl JsonSchemaMachine {
                                 if *bytes + 1 + pending as usize > *max_bytes {
                                     return false;
                                 }
-                                *stage = StringStage::Body { utf8_pending: pending };
+                                *stage = StringStage::Body {
+                                    utf8_pending: pending,
+                                };
                                 *bytes += 1;
                                 true
                             }
@@ -460,17 +566,27 @@ impl JsonSchemaMachine {
                             return false;
                         }
                         *bytes += 1;
-                        *stage = if n == 1 { StringStage::Body { utf8_pending: 0 } } else { StringStage::Unicode(n - 1) };
+                        *stage = if n == 1 {
+                            StringStage::Body { utf8_pending: 0 }
+                        } else {
+                            StringStage::Unicode(n - 1)
+                        };
                         true
                     }
                 },
-                ValueStage::Number { stage, digits, integer } => {
+                ValueStage::Number {
+                    stage,
+                    digits,
+                    integer,
+                } => {
                     if (b == b',' || b == b'}') && stage.complete() {
                         self.state = State::AfterValue;
                         self.mark_written();
                         return self.step(b);
                     }
-                    let Some(next) = stage.next(b, *integer) else { return false };
+                    let Some(next) = stage.next(b, *integer) else {
+                        return false;
+                    };
                     if next != *stage {
                         *digits = 0;
                     }
@@ -584,7 +700,10 @@ impl Constraint for JsonSchemaMachine {
                     State::Key { written } => written,
                     _ => b"",
                 };
-                let target = self.remaining().find(|(_, f)| f.name.as_bytes().starts_with(written)).map(|(i, _)| i);
+                let target = self
+                    .remaining()
+                    .find(|(_, f)| f.name.as_bytes().starts_with(written))
+                    .map(|(i, _)| i);
                 match target {
                     Some(i) => {
                         if !matches!(self.state, State::Key { .. }) {
@@ -605,11 +724,15 @@ impl Constraint for JsonSchemaMachine {
             }
             State::Colon => {
                 out.push(b':');
-                out.extend(ObjectSchema::default_value(&self.schema.fields[self.current].kind));
+                out.extend(ObjectSchema::default_value(
+                    &self.schema.fields[self.current].kind,
+                ));
                 self.close_after_current(&mut out);
             }
             State::BeforeValue { .. } => {
-                out.extend(ObjectSchema::default_value(&self.schema.fields[self.current].kind));
+                out.extend(ObjectSchema::default_value(
+                    &self.schema.fields[self.current].kind,
+                ));
                 self.close_after_current(&mut out);
             }
             State::Value(value) => {
@@ -673,10 +796,13 @@ mod tests {
 
     #[test]
     fn a_valid_object_is_accepted_and_complete() {
-        let text = r#"{"order_id": "SO-1", "total":1234.5,"currency": "CNY", "urgent":false,"items":-3}"#;
+        let text =
+            r#"{"order_id": "SO-1", "total":1234.5,"currency": "CNY", "urgent":false,"items":-3}"#;
         let m = feed(text).expect("accepted");
         assert!(m.is_complete());
-        schema().validate(&serde_json::from_str(text).unwrap()).unwrap();
+        schema()
+            .validate(&serde_json::from_str(text).unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -714,17 +840,27 @@ mod tests {
             let mut text = prefix.as_bytes().to_vec();
             text.extend(m.completion());
             let text = String::from_utf8(text).unwrap();
-            let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            schema().validate(&value).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert!(feed(&text).is_some_and(|m| m.is_complete()), "completion not accepted: {text}");
+            let value: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            schema()
+                .validate(&value)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(
+                feed(&text).is_some_and(|m| m.is_complete()),
+                "completion not accepted: {text}"
+            );
         }
     }
 
     #[test]
     fn schema_errors_point_at_the_offending_part() {
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"type": "date"}}})).unwrap_err();
+        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"type": "date"}}}))
+            .unwrap_err();
         assert_eq!(e.pointer, "/properties/a/type");
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"type": "string"}}, "required": ["b"]})).unwrap_err();
+        let e = ObjectSchema::from_json_schema(
+            &json!({"properties": {"a": {"type": "string"}}, "required": ["b"]}),
+        )
+        .unwrap_err();
         assert_eq!(e.pointer, "/required/0");
     }
 }

@@ -12,20 +12,32 @@ pub struct LabelMachine {
 impl LabelMachine {
     /// A machine over `labels` (empty labels are ignored).
     pub fn new<S: AsRef<str>>(labels: &[S]) -> Self {
-        let labels = labels.iter().map(|l| l.as_ref().as_bytes().to_vec()).filter(|l| !l.is_empty()).collect();
-        Self { labels, written: Vec::new() }
+        let labels = labels
+            .iter()
+            .map(|l| l.as_ref().as_bytes().to_vec())
+            .filter(|l| !l.is_empty())
+            .collect();
+        Self {
+            labels,
+            written: Vec::new(),
+        }
     }
 
     /// The label written so far, if it is a whole label.
     pub fn label(&self) -> Option<&str> {
-        self.labels.iter().find(|l| **l == self.written).and_then(|l| std::str::from_utf8(l).ok())
+        self.labels
+            .iter()
+            .find(|l| **l == self.written)
+            .and_then(|l| std::str::from_utf8(l).ok())
     }
 }
 
 impl Constraint for LabelMachine {
     fn accepts(&self, bytes: &[u8]) -> bool {
         let n = self.written.len();
-        self.labels.iter().any(|l| l.len() >= n + bytes.len() && l.starts_with(&self.written) && l[n..].starts_with(bytes))
+        self.labels.iter().any(|l| {
+            l.len() >= n + bytes.len() && l.starts_with(&self.written) && l[n..].starts_with(bytes)
+        })
     }
 
     fn advance(&mut self, bytes: &[u8]) {
@@ -33,7 +45,11 @@ impl Constraint for LabelMachine {
     }
 
     fn is_complete(&self) -> bool {
-        self.may_end() && !self.labels.iter().any(|l| l.len() > self.written.len() && l.starts_with(&self.written))
+        self.may_end()
+            && !self
+                .labels
+                .iter()
+                .any(|l| l.len() > self.written.len() && l.starts_with(&self.written))
     }
 
     fn may_end(&self) -> bool {

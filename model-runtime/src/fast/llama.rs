@@ -23,7 +23,7 @@ use crate::lm::{CausalLm, LmError};
 const MAX_BATCH: usize = 128;
 
 /// How the fast backend runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FastOptions {
     /// Worker threads (default: the number of CPUs the process may use).
     pub threads: Option<usize>,
@@ -449,14 +449,22 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
     let n_layer = get_u("llama.block_count")?;
     let dim = get_u("llama.embedding_length")?;
     let n_head = get_u("llama.attention.head_count")?;
-    let n_kv_head = get_u("llama.attention.head_count_kv").or_else(|_| Ok::<_, LmError>(n_head))?;
+    // Optional keys: absent means the default, present but malformed is an error.
+    let get_u_or = |key: &str, default: usize| -> Result<usize, LmError> {
+        if md.contains_key(key) {
+            get_u(key)
+        } else {
+            Ok(default)
+        }
+    };
+    let n_kv_head = get_u_or("llama.attention.head_count_kv", n_head)?;
     if n_head == 0 || n_kv_head == 0 || dim % n_head != 0 || n_head % n_kv_head != 0 {
         return Err(load_err(format!(
             "inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads"
         )));
     }
     let head_dim = dim / n_head;
-    let rope_dim = get_u("llama.rope.dimension_count").unwrap_or(head_dim);
+    let rope_dim = get_u_or("llama.rope.dimension_count", head_dim)?;
     if rope_dim > head_dim || rope_dim % 2 != 0 {
         return Err(load_err(format!(
             "rope dimension {rope_dim} does not fit the head size {head_dim}"
@@ -465,7 +473,7 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
     let ffn_dim = get_u("llama.feed_forward_length")
         .or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
     let vocab = tensor_rows(content, "token_embd.weight")?;
-    let context = get_u("llama.context_length").unwrap_or(2048);
+    let context = get_u_or("llama.context_length", 2048)?;
     Ok(Hyper {
         n_layer,
         dim,

@@ -8,7 +8,6 @@ pub mod graph;
 pub mod history;
 mod load;
 pub mod model;
-pub mod model_bench;
 pub mod run;
 mod run_durable;
 pub mod schema;

@@ -1,5 +1,6 @@
 //! `flowbot model fetch|info|generate|eval-extract`.
 
+mod bench;
 mod eval_extract;
 
 use std::io::Write;
@@ -38,7 +39,7 @@ enum ModelCommand {
     /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
     EvalExtract(eval_extract::EvalArgs),
     /// Measure load time, prompt and decode speed, time to first token (cold and prefix-cached).
-    Bench(super::model_bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Which model and device.
@@ -49,7 +50,7 @@ pub struct ModelChoice {
     model: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
 }
 
 impl ModelChoice {
@@ -64,7 +65,11 @@ impl ModelChoice {
                 let mut progress = FetchProgress::default();
                 let path = fetch::ensure_model(&mut |e| progress.event(e))?;
                 progress.finish();
-                anyhow::ensure!(path.is_file(), "{}: no such model file (from FLOWBOT_MODEL)", path.display());
+                anyhow::ensure!(
+                    path.is_file(),
+                    "{}: no such model file (from FLOWBOT_MODEL)",
+                    path.display()
+                );
                 Ok(path)
             }
         }
@@ -72,7 +77,10 @@ impl ModelChoice {
 
     /// The backend for `--device`.
     pub fn backend(&self) -> anyhow::Result<Backend> {
-        let device: DeviceChoice = self.device.parse().map_err(|e: String| anyhow::anyhow!("--device {e}"))?;
+        let device: DeviceChoice = self
+            .device
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--device {e}"))?;
         Ok(Backend::for_device(device))
     }
 }
@@ -131,7 +139,8 @@ impl ModelArgs {
         match self.command {
             ModelCommand::Fetch => {
                 let mut progress = FetchProgress::default();
-                let path = fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
+                let path =
+                    fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
                 progress.finish();
                 println!("{}", path.display());
                 Ok(())
@@ -139,7 +148,7 @@ impl ModelArgs {
             ModelCommand::Info { model, json } => info(&model.path()?, json),
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
-            ModelCommand::Bench(args) => super::model_bench::run(args),
+            ModelCommand::Bench(args) => args.run(),
         }
     }
 }
@@ -150,7 +159,11 @@ fn info(path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    let quantization: Vec<String> = info.quantization.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    let quantization: Vec<String> = info
+        .quantization
+        .iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect();
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     println!("path:           {}", info.path.display());
     println!("size:           {} bytes", info.size_bytes);
@@ -171,7 +184,10 @@ fn info(path: &Path, json: bool) -> anyhow::Result<()> {
         opt(t.bos_token_id),
         opt(t.eos_token_id)
     );
-    println!("chat template:  {}", if info.has_chat_template { "yes" } else { "no" });
+    println!(
+        "chat template:  {}",
+        if info.has_chat_template { "yes" } else { "no" }
+    );
     Ok(())
 }
 
@@ -196,9 +212,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let g = &mut loaded.generator;
     let system = args.system.as_deref();
     let generation = if let Some(schema_path) = &args.json_schema {
-        let text = std::fs::read_to_string(schema_path).with_context(|| format!("{}: cannot read", schema_path.display()))?;
-        let schema: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", schema_path.display()))?;
-        let schema = ObjectSchema::from_json_schema(&schema).with_context(|| format!("{}", schema_path.display()))?;
+        let text = std::fs::read_to_string(schema_path)
+            .with_context(|| format!("{}: cannot read", schema_path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not JSON", schema_path.display()))?;
+        let schema = ObjectSchema::from_json_schema(&schema)
+            .with_context(|| format!("{}", schema_path.display()))?;
         let (value, generation) = g.generate_json(system, &args.prompt, &schema, &options)?;
         println!("{}", serde_json::to_string(&value)?);
         generation
@@ -259,7 +278,9 @@ impl FetchProgress {
             FetchEvent::Extracting { done, total } => {
                 let bar = self.bar.get_or_insert_with(|| {
                     let bar = ProgressBar::new(total);
-                    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}") {
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+                    ) {
                         bar.set_style(style);
                     }
                     bar

@@ -102,10 +102,12 @@ impl EvalArgs {
         let mut matches = [0usize; 4];
         let mut all_fields = 0usize;
         for mail in &mails {
-            let text = std::fs::read_to_string(mail).with_context(|| format!("{}: cannot read", mail.display()))?;
+            let text = std::fs::read_to_string(mail)
+                .with_context(|| format!("{}: cannot read", mail.display()))?;
             let expected_path = mail.with_extension("expected.json");
             let expected: Value = serde_json::from_str(
-                &std::fs::read_to_string(&expected_path).with_context(|| format!("{}: cannot read", expected_path.display()))?,
+                &std::fs::read_to_string(&expected_path)
+                    .with_context(|| format!("{}: cannot read", expected_path.display()))?,
             )
             .with_context(|| format!("{}: not JSON", expected_path.display()))?;
             let request = LlmRequest {
@@ -117,20 +119,34 @@ impl EvalArgs {
                 options: options.clone(),
             };
             let result = generator.generate(&request);
-            let name = mail.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = mail
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match result {
                 Ok(response) => {
                     let LlmOutput::Json(value) = response.output else {
                         anyhow::bail!("{name}: the extractor answered something other than JSON");
                     };
                     valid += 1;
-                    let hits: Vec<bool> = fields.iter().map(|f| field_matches(f, value.get(*f), expected.get(*f))).collect();
+                    let hits: Vec<bool> = fields
+                        .iter()
+                        .map(|f| field_matches(f, value.get(*f), expected.get(*f)))
+                        .collect();
                     for (i, hit) in hits.iter().enumerate() {
                         matches[i] += usize::from(*hit);
                     }
                     all_fields += usize::from(hits.iter().all(|h| *h));
                     if self.verbose {
-                        eprintln!("{name}: {value} ({} ms){}", response.elapsed.as_millis(), if hits.iter().all(|h| *h) { "" } else { "  MISMATCH" });
+                        eprintln!(
+                            "{name}: {value} ({} ms){}",
+                            response.elapsed.as_millis(),
+                            if hits.iter().all(|h| *h) {
+                                ""
+                            } else {
+                                "  MISMATCH"
+                            }
+                        );
                     }
                 }
                 Err(error) => eprintln!("{name}: {error}"),
@@ -141,7 +157,12 @@ impl EvalArgs {
         println!("e-mails:        {n}");
         println!("valid JSON:     {valid}/{n} ({:.1}%)", pct(valid));
         for (i, f) in fields.iter().enumerate() {
-            println!("{:<15} {}/{n} ({:.1}%)", format!("{f}:"), matches[i], pct(matches[i]));
+            println!(
+                "{:<15} {}/{n} ({:.1}%)",
+                format!("{f}:"),
+                matches[i],
+                pct(matches[i])
+            );
         }
         println!("all four:       {all_fields}/{n} ({:.1}%)", pct(all_fields));
         Ok(())

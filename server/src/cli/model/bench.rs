@@ -1,26 +1,25 @@
 //! `flowbot model bench`: load time, prompt and decode speed and time to first token of a
 //! model backend on the reference prompt.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use flowbot_model_runtime::baseline::CandleBaseline;
+use flowbot_model_runtime::candle_lm::{CandleLm, DeviceChoice};
 use flowbot_model_runtime::fast::reference::{REFERENCE_GREEDY_IDS, REFERENCE_PROMPT_IDS};
 use flowbot_model_runtime::fast::{FastLlama, FastOptions, Isa};
+use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
 use serde::Serialize;
 
-/// Default model location under the data directory.
-const DEFAULT_MODEL: &str = ".data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+use super::ModelChoice;
 
 /// Backends `model bench` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     /// Flowbot's own CPU forward pass and kernels.
     Fast,
-    /// candle's quantized llama (the baseline).
+    /// candle's quantized llama (the baseline; any `--device`).
     Candle,
 }
 
@@ -38,9 +37,8 @@ pub enum KernelChoice {
 /// Options of `flowbot model bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// GGUF model (default: $FLOWBOT_MODEL, else .data/models/SmolLM2-135M-Instruct.Q4_1.gguf).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
     /// Worker threads (default: all CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -77,13 +75,6 @@ struct BenchReport {
     peak_rss_mb: Option<f64>,
 }
 
-fn model_path(args: &BenchArgs) -> PathBuf {
-    args.model
-        .clone()
-        .or_else(|| std::env::var_os("FLOWBOT_MODEL").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
-}
-
 /// Peak resident memory of this process (Linux), in MB.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -101,15 +92,20 @@ fn argmax(logits: &[f32]) -> u32 {
         .unwrap_or(0)
 }
 
-/// Runs the benchmark and prints the result.
-pub fn run(args: BenchArgs) -> Result<()> {
-    let path = model_path(&args);
-    if !path.is_file() {
-        bail!(
-            "model file {} not found (pass --model PATH or set FLOWBOT_MODEL)",
-            path.display()
-        );
+impl BenchArgs {
+    /// Runs the benchmark and prints the result.
+    pub fn run(self) -> Result<()> {
+        run(self)
     }
+}
+
+fn run(args: BenchArgs) -> Result<()> {
+    let path = args.model.path()?;
+    let device: DeviceChoice = args
+        .model
+        .device
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--device {e}"))?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -121,6 +117,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let (mut lm, kernels): (Box<dyn CausalLm>, String) = match args.backend {
         Backend::Fast => {
+            if device != DeviceChoice::Cpu {
+                bail!(
+                    "the fast backend runs on the CPU only; use --backend candle for --device {}",
+                    args.model.device
+                );
+            }
             let isa = args.kernels.map(|k| match k {
                 KernelChoice::Scalar => Isa::Scalar,
                 KernelChoice::Avx2 => Isa::Avx2,
@@ -139,7 +141,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Backend::Candle => {
             // candle sizes its pool once per process from this variable.
             std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-            (Box::new(CandleBaseline::load(&path)?), "candle".to_string())
+            let mut file = GgufFile::open(&path)?;
+            (
+                Box::new(CandleLm::load(&mut file, device.open()?)?),
+                format!("candle on {}", args.model.device),
+            )
         }
     };
     let load = started.elapsed();
@@ -165,11 +171,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .skip(1)
         .position(|&id| id == REFERENCE_PROMPT_IDS[0])
         .map_or(0, |i| i + 1);
-    let start = if lm.cached_len() >= prefix && args.backend == Backend::Fast {
-        prefix
-    } else {
-        0
-    };
+    let start = prefix.min(lm.cached_len());
     let cached_started = Instant::now();
     let logits = lm
         .forward(&REFERENCE_PROMPT_IDS[start..], start)
