@@ -6,6 +6,7 @@ pub mod check;
 mod effects;
 pub mod graph;
 pub mod history;
+pub mod import;
 mod load;
 pub mod run;
 mod run_durable;
@@ -36,6 +37,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Print the history (audit log) of an instance from a store.
     History(history::HistoryArgs),
+    /// Start one instance per order of an import batch, in the order rule 2 gives.
+    Import(import::ImportArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
 }
@@ -60,5 +63,6 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Import(args) => import::execute(&args),
     }
 }
