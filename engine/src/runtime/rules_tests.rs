@@ -95,7 +95,10 @@ fn snapshot_status(commit: &StepCommit) -> Option<String> {
     stored.instance.variables().get("status").and_then(Value::as_str).map(str::to_string)
 }
 
-fn collecting_sink() -> (EffectSink, Arc<Mutex<Vec<(String, RuleEffect)>>>) {
+/// The effects a sink received, with their instance.
+type Received = Arc<Mutex<Vec<(String, RuleEffect)>>>;
+
+fn collecting_sink() -> (EffectSink, Received) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink_seen = seen.clone();
     let sink: EffectSink = Arc::new(move |instance: &str, effect: &RuleEffect| {
