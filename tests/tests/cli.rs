@@ -241,6 +241,78 @@ fn run_with_rules_enforces_the_order_rules_and_prints_their_effects() {
 }
 
 #[test]
+fn run_with_rules_on_the_durable_engine_prints_the_same_effects_and_records_them() {
+    let root = repo_root();
+    let workflow = root.join("workflows/order_processing.yaml");
+    let rules = root.join("rules");
+    let store = tempfile::tempdir().unwrap();
+    let vars = r#"{"order_id": "SO-9", "customer": "ACME", "amount": 99.5, "currency": "EUR", "paid": false,
+                   "shipment": {"carrier": "UPS", "weight_kg": 4}}"#;
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", workflow.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--vars", vars];
+        args.extend_from_slice(&["--auto-complete", "--json"]);
+        args.extend_from_slice(extra);
+        flowbot(&args)
+    };
+    let in_memory = run(&[]);
+    let durable = run(&["--store", store.path().to_str().unwrap(), "--clock", "virtual"]);
+    assert_eq!(durable.code, Some(0), "{}{}", durable.stdout, durable.stderr);
+    let report = durable.json();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["variables"]["freight_charge"], "9.30");
+    assert_eq!(report["effects"], in_memory.json()["effects"]);
+    let id = report["instance"].as_str().unwrap();
+    let history = flowbot(&["history", id, "--json", "--store", store.path().to_str().unwrap()]);
+    let recorded: Vec<Value> = history
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["kind"] == "rule_effect")
+        .map(|r| r["entry"]["effect"].clone())
+        .collect();
+    assert_eq!(Value::Array(recorded), report["effects"]);
+}
+
+#[test]
+fn import_starts_the_orders_in_the_order_of_rule_2() {
+    let root = repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let order = |id: &str, created: &str, paid: &str| {
+        format!(
+            r#"{{"order_id": "{id}", "customer": "ACME", "amount": 10, "currency": "EUR", "paid": true,
+                "shipment": {{"carrier": "UPS", "weight_kg": 1}}, "created_at": "{created}", "paid_at": "{paid}"}}"#
+        )
+    };
+    let batch = format!(
+        "[{}, {}]",
+        order("FIRST-CREATED", "2026-11-29T08:00:00Z", "2026-11-29T12:00:00Z"),
+        order("FIRST-PAID", "2026-11-29T09:00:00Z", "2026-11-29T10:00:00Z")
+    );
+    let orders = write(dir.path(), "orders.json", &batch);
+    let import = |sort_by: &str| {
+        let out = flowbot(&[
+            "import",
+            orders.to_str().unwrap(),
+            "--workflow",
+            root.join("workflows/order_processing.yaml").to_str().unwrap(),
+            "--rules",
+            root.join("rules").to_str().unwrap(),
+            "--sort-by",
+            sort_by,
+            "--auto-complete",
+        ]);
+        assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    let created = import("created");
+    let paid = import("paid");
+    assert!(created.starts_with("\"FIRST-CREATED\" -> order_processing-"), "{created}");
+    assert!(paid.starts_with("\"FIRST-PAID\" -> order_processing-"), "{paid}");
+    assert!(paid.lines().all(|line| line.ends_with(": completed")), "{paid}");
+}
+
+#[test]
 fn run_refuses_a_rules_folder_with_a_broken_rule() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "broken.rhai", "let x = ;\n");

@@ -519,6 +519,16 @@ impl Instance {
         machine::Machine::new(process, hooks, self).fail_job(activation, message)
     }
 
+    /// Sets process-level variables between steps, e.g. the updates of `on_status_change`
+    /// policies, which run after the instance status changed (an ended instance keeps them as its
+    /// final variables). No hooks run; the returned step records the change.
+    pub fn set_process_variables(&mut self, updates: Map<String, Value>) -> Step {
+        if let Some(process_scope) = self.scopes.first_mut() {
+            process_scope.variables.extend(updates.clone());
+        }
+        Step { events: vec![Event::VariablesChanged { node: None, scope: 0, changes: updates }], new_waits: Vec::new(), ended: false }
+    }
+
     /// Cancels the instance from outside: every wait and token is dropped.
     pub fn terminate(&mut self) -> Result<Step, ExecError> {
         if !self.status.is_active() {

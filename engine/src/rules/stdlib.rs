@@ -70,6 +70,16 @@ impl StdlibConfig {
         self.clock = Arc::new(move || now);
         self
     }
+
+    /// The same settings reading time from the engine's clock, so that `today()` and `now()`
+    /// agree with timers (and move with a [`VirtualClock`](crate::clock::VirtualClock)).
+    pub fn with_engine_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = Arc::new(move || {
+            let ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+            DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        });
+        self
+    }
 }
 
 type Fallible<T> = Result<T, Box<EvalAltResult>>;

@@ -22,8 +22,9 @@ pub use versions::Deployed;
 
 use crate::clock::{Clock, WallClock};
 use crate::diagnostics::Diagnostic;
-use crate::executor::{Event, ExecError, ExecutionHooks, Instance, NoHooks, Step, Wait, WaitKind};
+use crate::executor::{Event, ExecError, ExecutionHooks, Instance, NoHooks, Status, Step, Wait, WaitKind};
 use crate::model::{Definitions, RetryPolicy};
+use crate::rules::{Effect as RuleEffect, SharedRuleHooks};
 use crate::script::{ScriptLimits, ScriptRuntime};
 use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table};
 use crate::timer::TimerSpec;
@@ -196,6 +197,26 @@ impl Default for EngineOptions {
 /// Hooks shared by the engine's tasks.
 pub type SharedHooks = Arc<dyn ExecutionHooks + Send + Sync>;
 
+/// Receives the effects business rules asked for (`notify`, `emit`) once their step is durable,
+/// with the instance they came from. An `Err` keeps the entry in the outbox for the next delivery.
+pub type EffectSink = Arc<dyn Fn(&str, &RuleEffect) -> Result<(), String> + Send + Sync>;
+
+/// One outbox entry: an event a node threw, or an effect a rule asked for. Thrown events keep the
+/// `[node, event]` encoding they always had.
+#[derive(Debug, serde::Deserialize, Serialize)]
+#[serde(untagged)]
+enum OutboxEntry {
+    /// A message or signal thrown by `node`.
+    Thrown(String, crate::graph::ThrownEvent),
+    /// A rule's `notify` or `emit` for `instance`.
+    Rule {
+        /// The instance whose step asked for it.
+        instance: String,
+        /// The effect.
+        effect: RuleEffect,
+    },
+}
+
 /// Builds an [`Engine`].
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
@@ -203,6 +224,8 @@ pub struct EngineBuilder {
     handlers: HashMap<String, Handler>,
     fallback: Option<Handler>,
     hooks: SharedHooks,
+    rules: Option<Arc<SharedRuleHooks>>,
+    effect_sink: Option<EffectSink>,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
 }
@@ -215,6 +238,8 @@ impl Default for EngineBuilder {
             handlers: HashMap::new(),
             fallback: None,
             hooks: Arc::new(NoHooks),
+            rules: None,
+            effect_sink: None,
             scripts: Arc::new(ScriptRuntime::new(&ScriptLimits::default())),
             options: EngineOptions::default(),
         }
@@ -252,6 +277,23 @@ impl EngineBuilder {
         self
     }
 
+    /// Business rules: they become the execution hooks (replacing [`EngineBuilder::hooks`]), and
+    /// the effects they ask for during a step are written to the outbox in that step's commit
+    /// (and recorded in the history), then handed to the [`EngineBuilder::effect_sink`]. Compile
+    /// processes with the rules' script runtime ([`crate::rules::RuleEngine::script_runtime`]) so
+    /// conditions and scripts get the rules' standard library.
+    pub fn rules(mut self, rules: Arc<SharedRuleHooks>) -> Self {
+        self.hooks = rules.clone();
+        self.rules = Some(rules);
+        self
+    }
+
+    /// Where durable rule effects go (default: logged and acknowledged).
+    pub fn effect_sink(mut self, sink: EffectSink) -> Self {
+        self.effect_sink = Some(sink);
+        self
+    }
+
     /// The script runtime processes are compiled with.
     pub fn scripts(mut self, scripts: Arc<ScriptRuntime>) -> Self {
         self.scripts = scripts;
@@ -274,6 +316,8 @@ impl EngineBuilder {
             handlers: self.handlers,
             fallback: self.fallback,
             hooks: self.hooks,
+            rules: self.rules,
+            effect_sink: self.effect_sink,
             scripts: self.scripts,
             options: self.options,
             versions: RwLock::new(Versions::default()),
@@ -384,7 +428,8 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))?;
         let _busy = self.inner.busy();
         let id = format!("{process_id}-{}", self.inner.store.next_id()?);
-        let (instance, step) = Instance::start(&deployed.process, id.clone(), variables, self.inner.hooks.as_ref())?;
+        let (instance, step) = Instance::start(&deployed.process, id.clone(), variables, self.inner.hooks.as_ref())
+            .inspect_err(|_| self.inner.discard_rule_effects(&id))?;
         let stored = StoredInstance {
             process_id: deployed.process_id.clone(),
             version: deployed.version,
@@ -397,7 +442,7 @@ impl Engine {
         let (ack, effects, info) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let mut turn = Turn::new(&id);
-            self.inner.absorb(&mut guard, step, &[], &mut turn);
+            self.inner.absorb(&mut guard, step, &[], Status::Running, &mut turn);
             let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -444,9 +489,10 @@ impl Engine {
         let (ack, effects, info) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let before = open_waits(&guard.stored.instance);
+            let previous = guard.stored.instance.status();
             let step = guard.stored.instance.terminate()?;
             let mut turn = Turn::new(instance);
-            self.inner.absorb(&mut guard, step, &before, &mut turn);
+            self.inner.absorb(&mut guard, step, &before, previous, &mut turn);
             let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -695,6 +741,8 @@ struct Inner {
     handlers: HashMap<String, Handler>,
     fallback: Option<Handler>,
     hooks: SharedHooks,
+    rules: Option<Arc<SharedRuleHooks>>,
+    effect_sink: Option<EffectSink>,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
     versions: RwLock<Versions>,
@@ -809,9 +857,41 @@ impl Inner {
         }
     }
 
+    /// Runs the `on_status_change` rules when the instance status is no longer `previous`, and
+    /// applies the variables they set. A failing policy is logged; the step stands.
+    fn status_policies(&self, rules: &SharedRuleHooks, live: &mut Live, previous: Status, turn: &mut Turn) {
+        let status = live.stored.instance.status();
+        if status == previous {
+            return;
+        }
+        let id = live.stored.instance.id().to_string();
+        let process = &live.deployed.process;
+        match rules.status_changed(process, &id, live.stored.instance.variables(), previous, status) {
+            Ok(updates) if updates.is_empty() => {}
+            Ok(updates) => {
+                let step = live.stored.instance.set_process_variables(updates);
+                turn.history.extend(step.events.into_iter().map(|event| HistoryEntry::Executor { event }));
+            }
+            Err(error) => {
+                tracing::error!(instance = %id, from = previous.as_str(), to = status.as_str(), error = %error, "a status-change rule failed")
+            }
+        }
+    }
+
+    /// Drops what the rules asked for during an executor call that failed (nothing of it happens).
+    fn discard_rule_effects(&self, instance: &str) {
+        if let Some(rules) = &self.rules {
+            let dropped = rules.finish_step(instance);
+            if !dropped.is_empty() {
+                tracing::debug!(instance, effects = dropped.len(), "effects of a refused step dropped");
+            }
+        }
+    }
+
     /// Turns an executor step into store changes and after-commit effects. `before` are the
-    /// waits open before the step: those gone now lose their timers and subscriptions.
-    fn absorb(&self, live: &mut Live, step: Step, before: &[Wait], turn: &mut Turn) {
+    /// waits open before the step: those gone now lose their timers and subscriptions;
+    /// `previous` is the instance status before it (a change runs the `on_status_change` rules).
+    fn absorb(&self, live: &mut Live, step: Step, before: &[Wait], previous: Status, turn: &mut Turn) {
         let id = live.stored.instance.id().to_string();
         let now = self.clock.now_ms();
         for gone in before.iter().filter(|w| live.stored.instance.wait(w.activation).is_none()) {
@@ -823,11 +903,19 @@ impl Inner {
         }
         for event in &step.events {
             if let Event::EventThrown { node, event: thrown } = event {
-                turn.commit.outbox.push(encode(&(node, thrown)));
+                turn.commit.outbox.push(encode(&OutboxEntry::Thrown(node.clone(), thrown.clone())));
             }
         }
         for event in step.events {
             turn.history.push(HistoryEntry::Executor { event });
+        }
+        // The rules' effects of this executor call commit with it.
+        if let Some(rules) = &self.rules {
+            self.status_policies(rules, live, previous, turn);
+            for effect in rules.finish_step(&id) {
+                turn.commit.outbox.push(encode(&OutboxEntry::Rule { instance: id.clone(), effect: effect.clone() }));
+                turn.history.push(HistoryEntry::RuleEffect { effect });
+            }
         }
         for wait in step.new_waits {
             match &wait.kind {
@@ -889,10 +977,14 @@ impl Inner {
         while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
             let batch: Vec<(u64, Map<String, Value>)> = turn.auto.drain(..).map(|a| (a, Map::new())).collect();
             let before = open_waits(&live.stored.instance);
+            let previous = live.stored.instance.status();
             let deployed = live.deployed.clone();
             match live.stored.instance.complete_all(&deployed.process, batch, self.hooks.as_ref()) {
-                Ok(step) => self.absorb(live, step, &before, &mut turn),
-                Err(err) => tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused"),
+                Ok(step) => self.absorb(live, step, &before, previous, &mut turn),
+                Err(err) => {
+                    self.discard_rule_effects(live.stored.instance.id());
+                    tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused")
+                }
             }
         }
         let now = self.clock.now_ms();
@@ -944,15 +1036,20 @@ impl Inner {
                 return Err(EngineError::NoSuchWait { instance: instance.to_string(), activation, expected });
             }
             let before = open_waits(&guard.stored.instance);
+            let previous = guard.stored.instance.status();
             let deployed = guard.deployed.clone();
-            let step = guard.stored.instance.complete(&deployed.process, activation, outputs, self.hooks.as_ref())?;
+            let step = guard
+                .stored
+                .instance
+                .complete(&deployed.process, activation, outputs, self.hooks.as_ref())
+                .inspect_err(|_| self.discard_rule_effects(instance))?;
             guard.stored.incidents.retain(|i| i.activation != activation);
             let mut turn = Turn::new(instance);
             turn.history.extend(history);
             for (table, key, value) in changes {
                 turn.commit.changes.push(crate::store::TableChange { table, key, value });
             }
-            self.absorb(&mut guard, step, &before, &mut turn);
+            self.absorb(&mut guard, step, &before, previous, &mut turn);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -1275,8 +1372,21 @@ impl Inner {
             }
         };
         for entry in entries {
-            match decode::<(String, crate::graph::ThrownEvent)>(&entry.payload, "outbox entry") {
-                Ok((node, thrown)) => {
+            match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
+                Ok(OutboxEntry::Rule { instance, effect }) => {
+                    let delivered = match &self.effect_sink {
+                        Some(sink) => sink(&instance, &effect),
+                        None => {
+                            tracing::info!(instance = %instance, effect = ?effect, "rule effect");
+                            Ok(())
+                        }
+                    };
+                    if let Err(err) = delivered {
+                        tracing::error!(instance = %instance, error = %err, "delivering a rule effect failed; it stays in the outbox");
+                        continue;
+                    }
+                }
+                Ok(OutboxEntry::Thrown(node, thrown)) => {
                     let name = thrown.name.clone().unwrap_or_default();
                     let result = match thrown.kind.as_str() {
                         "signal" => self.signal(&name, Map::new()).await.map(|n| format!("signal reached {n} waits")),
@@ -1395,3 +1505,5 @@ async fn timer_loop(inner: Weak<Inner>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod rules_tests;

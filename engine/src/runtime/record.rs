@@ -80,6 +80,12 @@ pub enum HistoryEntry {
         /// The incident.
         incident: EngineIncident,
     },
+    /// A business rule asked for a notification or event during the turn (it is in the turn's
+    /// outbox too).
+    RuleEffect {
+        /// What the rule asked for.
+        effect: crate::rules::Effect,
+    },
     /// An operator retried an incident.
     IncidentRetried {
         /// The wait concerned.

@@ -6,6 +6,7 @@ pub mod check;
 mod effects;
 pub mod graph;
 pub mod history;
+pub mod import;
 mod load;
 pub mod model;
 pub mod run;
@@ -37,6 +38,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Print the history (audit log) of an instance from a store.
     History(history::HistoryArgs),
+    /// Start one instance per order of an import batch, in the order rule 2 gives.
+    Import(import::ImportArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
@@ -64,5 +67,6 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => import::execute(&args),
     }
 }

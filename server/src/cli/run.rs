@@ -64,13 +64,10 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
     if args.store.is_some() || args.clock == ClockArg::Virtual {
-        if args.rules.is_some() {
-            anyhow::bail!("--rules cannot be combined with --store or --clock virtual yet: rules run in the in-memory runner only");
-        }
         return super::run_durable::execute(args, variables);
     }
     let rules = match &args.rules {
-        Some(folder) => Some(load_rules(folder)?),
+        Some(folder) => Some(load_rules(folder, RulesConfig::default())?),
         None => None,
     };
     let scripts = rules.as_ref().map_or_else(sources::script_runtime, RuleEngine::script_runtime);
@@ -80,7 +77,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let Some(process) = compiled else { return Ok(ExitCode::FAILURE) };
     let id = instance_id(&process);
-    let mut steps = Steps { rules: rules.as_ref(), effects: Vec::new() };
+    let mut steps = Steps { rules: rules.as_ref(), effects: Vec::new(), last: None };
     let started = steps.run(|hooks| Instance::start(&process, id, variables, hooks));
     let (mut instance, _) = match started {
         Ok(started) => started,
@@ -91,6 +88,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    steps.status_changed(&process, &mut instance, Status::Running);
     if args.auto_complete {
         auto_complete(&process, &mut instance, &mut steps)?;
     }
@@ -138,7 +136,9 @@ fn auto_complete(process: &CompiledProcess, instance: &mut Instance, steps: &mut
         if batch.is_empty() {
             return Ok(());
         }
+        let previous = instance.status();
         steps.run(|hooks| instance.complete_all(process, batch, hooks))?;
+        steps.status_changed(process, instance, previous);
     }
     tracing::warn!("stopped auto-completing after {MAX_AUTO_COMPLETIONS} rounds: the process keeps asking for more");
     Ok(())
@@ -160,8 +160,8 @@ fn wait_json(wait: &Wait) -> Value {
 }
 
 /// Loads the rules folder; a rule file that does not compile is an error.
-fn load_rules(folder: &std::path::Path) -> anyhow::Result<RuleEngine> {
-    let rules = RuleEngine::load(folder, &RulesConfig::default())?;
+pub(super) fn load_rules(folder: &std::path::Path, config: RulesConfig) -> anyhow::Result<RuleEngine> {
+    let rules = RuleEngine::load(folder, &config)?;
     let errors = rules.errors();
     for error in &errors {
         eprintln!("{error}");
@@ -175,6 +175,8 @@ fn load_rules(folder: &std::path::Path) -> anyhow::Result<RuleEngine> {
 struct Steps<'r> {
     rules: Option<&'r RuleEngine>,
     effects: Vec<Effect>,
+    /// The hooks of the last step that went through (its status-change rules use its snapshot).
+    last: Option<RuleHooks>,
 }
 
 impl Steps<'_> {
@@ -183,7 +185,25 @@ impl Steps<'_> {
         let hooks = RuleHooks::new(rules.snapshot());
         let result = step(&hooks)?;
         self.effects.extend(hooks.take_effects());
+        self.last = Some(hooks);
         Ok(result)
+    }
+
+    /// After a step: when the instance status is no longer `previous`, runs the `on_status_change`
+    /// rules and applies the variables they set. A failing rule is reported on stderr.
+    fn status_changed(&mut self, process: &CompiledProcess, instance: &mut Instance, previous: Status) {
+        let Some(hooks) = self.last.take() else { return };
+        if instance.status() == previous {
+            return;
+        }
+        match hooks.status_changed(process, instance.variables(), previous, instance.status()) {
+            Ok(updates) if updates.is_empty() => {}
+            Ok(updates) => {
+                instance.set_process_variables(updates);
+            }
+            Err(error) => eprintln!("error: status-change rule: {error}"),
+        }
+        self.effects.extend(hooks.take_effects());
     }
 }
 
@@ -202,6 +222,17 @@ fn report(instance: &Instance, effects: &[Effect]) -> Value {
     })
 }
 
+/// One line per effect, as `run --rules` prints them.
+pub(super) fn effect_lines(effects: &[Effect]) -> String {
+    effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::Notify { receiver, message, rule } => format!("notify {receiver}: {message} [{rule}]\n"),
+            Effect::Emit { event, payload, rule } => format!("emit {event}: {payload} [{rule}]\n"),
+        })
+        .collect()
+}
+
 fn human(instance: &Instance, effects: &[Effect]) -> String {
     let mut text = format!("instance {}: {}\n", instance.id(), instance.status().as_str());
     text += &format!("path: {}\n", instance.path().join(" "));
@@ -212,11 +243,6 @@ fn human(instance: &Instance, effects: &[Effect]) -> String {
     for incident in instance.incidents() {
         text += &format!("incident at {}: {} [{}]\n", incident.at, incident.message, incident.node);
     }
-    for effect in effects {
-        text += &match effect {
-            Effect::Notify { receiver, message, rule } => format!("notify {receiver}: {message} [{rule}]\n"),
-            Effect::Emit { event, payload, rule } => format!("emit {event}: {payload} [{rule}]\n"),
-        };
-    }
+    text += &effect_lines(effects);
     text
 }

@@ -1,12 +1,15 @@
 //! `flowbot run` through the durable engine: `--store DIR` keeps the instance in a sled store
 //! (readable afterwards with `flowbot history ID --store DIR`), `--clock virtual` lets timers
-//! jump ahead so a process with a three-day timer finishes at once.
+//! jump ahead so a process with a three-day timer finishes at once. With `--rules DIR` the engine
+//! enforces the folder's rules at every step, writes their effects to the outbox with the step,
+//! and the effects recorded in the instance's history are printed as `run --rules` prints them.
 
 use super::run::{ClockArg, RunArgs};
 use crate::cli::load::load_definitions;
 use anyhow::Context;
 use flowbot_engine::clock::{Clock, VirtualClock, WallClock};
-use flowbot_engine::runtime::{Engine, EngineOptions, InstanceInfo};
+use flowbot_engine::rules::{Effect, RulesConfig, SharedRuleHooks, StdlibConfig};
+use flowbot_engine::runtime::{Engine, EngineOptions, HistoryEntry, InstanceInfo};
 use flowbot_engine::store::{Durability, MemoryStore, SledStore, Store};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<ExitCode> {
     let defs = load_definitions(&args.path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let info = runtime.block_on(async {
+    let (info, effects) = runtime.block_on(async {
         let store: Arc<dyn Store> = match &args.store {
             Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
             None => Arc::new(MemoryStore::new()),
@@ -26,19 +29,38 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             ClockArg::Virtual => Arc::new(VirtualClock::starting_now()),
         };
         let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
-        let engine = Engine::builder().store(store).clock(clock).options(options).build().await?;
+        let mut builder = Engine::builder().store(store).clock(clock.clone()).options(options);
+        if let Some(folder) = &args.rules {
+            // The rules read the engine's clock, so `today()` follows a virtual clock's jumps.
+            let config = RulesConfig { stdlib: StdlibConfig::default().with_engine_clock(clock), ..RulesConfig::default() };
+            let rules = Arc::new(super::run::load_rules(folder, config)?);
+            builder = builder.scripts(rules.script_runtime()).rules(Arc::new(SharedRuleHooks::new(rules)));
+        }
+        let engine = builder.build().await?;
         let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
         let started = engine.start(&deployment.deployed.process_id, variables).await?;
         let info = engine.wait_settled(&started.id).await?;
+        let effects: Vec<Effect> = engine
+            .history(&started.id)?
+            .into_iter()
+            .filter_map(|record| match record.entry {
+                HistoryEntry::RuleEffect { effect } => Some(effect),
+                _ => None,
+            })
+            .collect();
         engine.shutdown().await;
-        anyhow::Ok(info)
+        anyhow::Ok((info, effects))
     })?;
-    let text = if args.json { format!("{}\n", serde_json::to_string(&report(&info))?) } else { human(&info) };
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report(&info, &effects))?)
+    } else {
+        human(&info) + super::run::effect_lines(&effects).as_str()
+    };
     super::write_stdout(&text)?;
     Ok(if info.status == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn report(info: &InstanceInfo) -> Value {
+fn report(info: &InstanceInfo, effects: &[Effect]) -> Value {
     json!({
         "instance": info.id,
         "status": info.status,
@@ -48,6 +70,7 @@ fn report(info: &InstanceInfo) -> Value {
         "incidents": info.incidents.iter().map(|i| json!({"node": i.node, "message": i.message, "at": i.at}))
             .chain(info.engine_incidents.iter().map(|i| json!({"node": i.node, "message": i.message, "at": Value::Null})))
             .collect::<Vec<_>>(),
+        "effects": effects,
     })
 }
 

@@ -1,0 +1,308 @@
+//! The engine with business rules: effects commit with their step, refused steps leave nothing
+//! behind, and the daily settlement workflow (rule 7) runs on the engine's timers.
+
+use super::*;
+use crate::clock::VirtualClock;
+use crate::rules::{RuleEngine, RulesConfig, StdlibConfig};
+use crate::store::{KeyValue, OutboxEntry as StoredOutboxEntry};
+use serde_json::json;
+use std::path::Path;
+
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+const WORKFLOWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows");
+
+/// A memory store that keeps a copy of every commit.
+#[derive(Default)]
+struct RecordingStore {
+    inner: MemoryStore,
+    commits: Mutex<Vec<StepCommit>>,
+}
+
+impl Store for RecordingStore {
+    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+        self.commits.lock().unwrap().push(commit.clone());
+        self.inner.commit(commit)
+    }
+    fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.instance(id)
+    }
+    fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.unfinished()
+    }
+    fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.history(id)
+    }
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.scan(table, prefix)
+    }
+    fn pending_outbox(&self) -> Result<Vec<StoredOutboxEntry>, StoreError> {
+        self.inner.pending_outbox()
+    }
+    fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.inner.ack_outbox(seqs)
+    }
+    fn instance_count(&self) -> Result<u64, StoreError> {
+        self.inner.instance_count()
+    }
+    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.instance_ids()
+    }
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.inner.next_id()
+    }
+}
+
+fn workflow(name: &str) -> Definitions {
+    let path = Path::new(WORKFLOWS).join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (defs, diagnostics) = crate::yaml::parse_yaml(&path, &text);
+    defs.unwrap_or_else(|| panic!("{name} does not parse: {diagnostics:?}"))
+}
+
+fn inline_workflow(text: &str) -> Definitions {
+    let (defs, diagnostics) = crate::yaml::parse_yaml(Path::new("inline.yaml"), text);
+    defs.unwrap_or_else(|| panic!("does not parse: {diagnostics:?}"))
+}
+
+fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {
+    let mut stdlib = StdlibConfig::default();
+    if let Some(clock) = clock {
+        stdlib = stdlib.with_engine_clock(clock);
+    }
+    Arc::new(RuleEngine::load(RULES, &RulesConfig { stdlib, ..RulesConfig::default() }).unwrap())
+}
+
+/// The rule effects in a commit's outbox.
+fn rule_effects(commit: &StepCommit) -> Vec<RuleEffect> {
+    commit
+        .outbox
+        .iter()
+        .filter_map(|bytes| match decode::<OutboxEntry>(bytes, "outbox entry") {
+            Ok(OutboxEntry::Rule { effect, .. }) => Some(effect),
+            _ => None,
+        })
+        .collect()
+}
+
+fn snapshot_status(commit: &StepCommit) -> Option<String> {
+    let bytes = match commit.snapshot.as_ref()? {
+        SnapshotChange::Running(b) | SnapshotChange::Finished(b) => b,
+    };
+    let stored: StoredInstance = decode(bytes, "instance").unwrap();
+    stored.instance.variables().get("status").and_then(Value::as_str).map(str::to_string)
+}
+
+/// The effects a sink received, with their instance.
+type Received = Arc<Mutex<Vec<(String, RuleEffect)>>>;
+
+fn collecting_sink() -> (EffectSink, Received) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    let sink: EffectSink = Arc::new(move |instance: &str, effect: &RuleEffect| {
+        sink_seen.lock().unwrap().push((instance.to_string(), effect.clone()));
+        Ok(())
+    });
+    (sink, seen)
+}
+
+#[tokio::test]
+async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_commit() {
+    let rules = rule_engine(None);
+    let store = Arc::new(RecordingStore::default());
+    let (sink, seen) = collecting_sink();
+    let engine = Engine::builder()
+        .store(store.clone())
+        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+        .scripts(rules.script_runtime())
+        .effect_sink(sink)
+        .fallback_handler(handler(|_ctx: JobContext| async move { Ok(Map::new()) }))
+        .build()
+        .await
+        .unwrap();
+    engine.deploy(&workflow("order_processing.yaml"), None).await.unwrap();
+    let order = json!({"order_id": "SO-9", "customer": "ACME", "amount": 99.5, "currency": "EUR", "paid": false,
+                        "shipment": {"carrier": "UPS", "weight_kg": 4}});
+    let started = engine.start("order_processing", order.as_object().cloned().unwrap()).await.unwrap();
+    // Every job runs in a turn of its own; the order then waits for its shipment.
+    let waiting = engine.wait_settled(&started.id).await.unwrap();
+    assert_eq!(waiting.waiting_on[0].node, "ship_order", "{waiting:?}");
+    engine.complete_task(&started.id, waiting.waiting_on[0].activation, Map::new()).await.unwrap();
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.status, "completed");
+
+    // Each order status first appears in a commit whose outbox holds the customer's notification.
+    let commits = store.commits.lock().unwrap().clone();
+    for (status, label) in [("confirmed", "confirmed"), ("awaiting_shipment", "awaiting shipment"), ("shipped", "shipped")] {
+        let commit = commits
+            .iter()
+            .find(|c| snapshot_status(c).as_deref() == Some(status))
+            .unwrap_or_else(|| panic!("no commit reached status {status}"));
+        let expected = RuleEffect::Notify {
+            receiver: "ACME".into(),
+            message: format!("Your order SO-9 is now {label}."),
+            rule: "notify_customer_status".into(),
+        };
+        assert!(rule_effects(commit).contains(&expected), "{status}: {:?}", rule_effects(commit));
+    }
+    // The invoice (rule 5) is in the outbox as well, and the history shows the effects.
+    let all: Vec<RuleEffect> = commits.iter().flat_map(rule_effects).collect();
+    assert!(all.iter().any(|e| matches!(e, RuleEffect::Emit { event, .. } if event == "send_invoice")));
+    let history = engine.history(&started.id).unwrap();
+    assert_eq!(history.iter().filter(|r| matches!(r.entry, HistoryEntry::RuleEffect { .. })).count(), all.len());
+
+    // Once durable, every effect reaches the sink and leaves the outbox.
+    let mut rounds = 0;
+    while !store.pending_outbox().unwrap().is_empty() {
+        rounds += 1;
+        assert!(rounds < 10_000, "the outbox is never delivered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    engine.shutdown().await;
+    let delivered: Vec<RuleEffect> = seen.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(delivered, all);
+    assert!(seen.lock().unwrap().iter().all(|(instance, _)| instance == &started.id));
+}
+
+#[tokio::test]
+async fn effects_of_a_refused_completion_are_dropped() {
+    let rules = rule_engine(None);
+    let store = Arc::new(RecordingStore::default());
+    let engine = Engine::builder()
+        .store(store.clone())
+        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+        .scripts(rules.script_runtime())
+        .build()
+        .await
+        .unwrap();
+    let defs = inline_workflow(
+        r#"
+process: approval
+nodes:
+  s: { start: ~, next: approve }
+  approve:
+    user: ~
+    next: e
+    rules:
+      - on: guard_complete
+        script: |
+          if event.output.approved != true {
+            notify("audit", "refused attempt");
+            reject("not approved");
+          }
+      - on: leave
+        script: notify("audit", "approved");
+  e: { end: ~ }
+"#,
+    );
+    engine.deploy(&defs, None).await.unwrap();
+    let started = engine.start("approval", Map::new()).await.unwrap();
+    let activation = started.waiting_on[0].activation;
+    let refused = engine.complete_task(&started.id, activation, Map::new()).await;
+    assert!(matches!(refused, Err(EngineError::Exec(ExecError::Rejected { .. }))), "{refused:?}");
+    let approved = json!({"approved": true}).as_object().cloned().unwrap();
+    let done = engine.complete_task(&started.id, activation, approved).await.unwrap();
+    assert_eq!(done.status, "completed");
+    let all: Vec<RuleEffect> = store.commits.lock().unwrap().iter().flat_map(rule_effects).collect();
+    assert_eq!(
+        all,
+        vec![RuleEffect::Notify { receiver: "audit".into(), message: "approved".into(), rule: "inline@15:7".into() }]
+    );
+}
+
+#[tokio::test]
+async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
+    // 2026-11-29T10:00:00Z
+    let start_ms = 1_795_946_400_000;
+    let clock = VirtualClock::starting_at(start_ms);
+    let rules = rule_engine(Some(Arc::new(clock.clone())));
+    let (sink, seen) = collecting_sink();
+    let open_orders = handler(|_ctx: JobContext| async move {
+        let orders = json!({"open_orders": [
+            {"order_id": "PAID", "amount": 10, "created_at": "2026-11-29T08:00:00Z", "paid": true},
+            {"order_id": "UNPAID", "amount": 20.5, "created_at": "2026-11-29T09:00:00Z", "paid": false},
+            {"order_id": "BY-STATUS", "amount": "7.125", "created_at": "2026-11-28", "payment_status": "open"},
+        ]});
+        Ok(orders.as_object().cloned().unwrap_or_default())
+    });
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+        .scripts(rules.script_runtime())
+        .handler("open_orders", open_orders)
+        .effect_sink(sink)
+        .build()
+        .await
+        .unwrap();
+    engine.deploy(&workflow("daily_settlement.yaml"), None).await.unwrap();
+    let started = engine.start("daily_settlement", Map::new()).await.unwrap();
+    assert_eq!(started.waiting_on[0].node, "end_of_day");
+    assert!(seen.lock().unwrap().is_empty(), "nothing is settled before the end of the day");
+
+    // The virtual clock jumps to 23:59 when the engine is idle; wait for the first settlement.
+    let mut rounds = 0;
+    while seen.lock().unwrap().len() < 2 {
+        rounds += 1;
+        assert!(rounds < 10_000, "no settlement arrived");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    engine.shutdown().await;
+    let first_day: Vec<RuleEffect> = seen.lock().unwrap().iter().take(2).map(|(_, e)| e.clone()).collect();
+    let settle = |order: &str, amount: &str| RuleEffect::Emit {
+        event: "settle_order".into(),
+        payload: json!({"order_id": order, "amount": amount, "settled_on": "2026-11-29"}),
+        rule: "settle_open_orders".into(),
+    };
+    assert_eq!(first_day, vec![settle("UNPAID", "20.50"), settle("BY-STATUS", "7.12")]);
+    // 2026-11-29T23:59:00Z: the end of the first business day.
+    assert!(clock.now_ms() >= start_ms + 13 * 3_600_000 + 59 * 60_000);
+    let info = engine.instance(&started.id).unwrap();
+    assert_eq!(info.variables["settled_orders"], json!(["UNPAID", "BY-STATUS"]));
+}
+
+#[tokio::test]
+async fn a_change_of_the_instance_status_runs_the_status_change_rules() {
+    let rules = rule_engine(None);
+    let store = Arc::new(RecordingStore::default());
+    let engine = Engine::builder()
+        .store(store.clone())
+        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+        .scripts(rules.script_runtime())
+        .build()
+        .await
+        .unwrap();
+    let defs = inline_workflow(
+        r#"
+process: watched
+rules:
+  - on: status_change
+    script: |
+      notify("ops", `${event.previous} -> ${event.value}`);
+      set("closed_as", event.value);
+nodes:
+  s: { start: ~, next: review }
+  review: { user: ~, next: e }
+  e: { end: ~ }
+"#,
+    );
+    engine.deploy(&defs, None).await.unwrap();
+    let started = engine.start("watched", Map::new()).await.unwrap();
+    assert_eq!(started.variables["closed_as"], json!("waiting"));
+    let done = engine.complete_task(&started.id, started.waiting_on[0].activation, Map::new()).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.variables["closed_as"], json!("completed"), "an ended instance keeps the policy's variables");
+    let messages: Vec<String> = store
+        .commits
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(rule_effects)
+        .map(|effect| match effect {
+            RuleEffect::Notify { message, .. } => message,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(messages, ["running -> waiting", "waiting -> completed"]);
+}
