@@ -6,11 +6,11 @@ use crate::model::{LlmMode, LlmTask};
 use serde_json::{Map, Value};
 
 /// The variable that receives the result when the task names none.
-pub(crate) const DEFAULT_OUTPUT_VARIABLE: &str = "output";
+pub const DEFAULT_OUTPUT_VARIABLE: &str = "output";
 
 /// Renders the task's prompt over `variables` and reads its options; the error says what is wrong
 /// with the task (it cannot succeed by retrying).
-pub(crate) fn build_request(task: &LlmTask, variables: &Map<String, Value>) -> Result<LlmRequest, String> {
+pub fn build_request(task: &LlmTask, variables: &Map<String, Value>) -> Result<LlmRequest, String> {
     let template = PromptTemplate::parse(&task.prompt).map_err(|e| format!("prompt template: {e}"))?;
     let prompt = template.render(variables).map_err(|e| format!("prompt template: {e}"))?;
     let options: LlmOptions = serde_json::from_value(Value::Object(task.options.clone()))
@@ -33,7 +33,7 @@ pub(crate) fn build_request(task: &LlmTask, variables: &Map<String, Value>) -> R
 /// The variables an answer writes: text and labels go to the task's output variable; an
 /// extracted object goes under the output variable when the task names one, else its fields are
 /// merged into the instance variables.
-pub(crate) fn output_variables(task: &LlmTask, response: &LlmResponse) -> Map<String, Value> {
+pub fn output_variables(task: &LlmTask, response: &LlmResponse) -> Map<String, Value> {
     let name = task.output.clone().unwrap_or_else(|| DEFAULT_OUTPUT_VARIABLE.to_string());
     let mut out = Map::new();
     match &response.output {

@@ -13,7 +13,7 @@
 //! completion itself is recorded exactly once).
 
 mod handlers;
-mod llm_step;
+pub mod llm_step;
 mod record;
 mod versions;
 

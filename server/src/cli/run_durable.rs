@@ -26,7 +26,13 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             ClockArg::Virtual => Arc::new(VirtualClock::starting_now()),
         };
         let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
-        let engine = Engine::builder().store(store).clock(clock).options(options).build().await?;
+        let engine = Engine::builder()
+            .store(store)
+            .clock(clock)
+            .options(options)
+            .text_generator(super::run::text_generator(args)?)
+            .build()
+            .await?;
         let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
         let started = engine.start(&deployment.deployed.process_id, variables).await?;
         let info = engine.wait_settled(&started.id).await?;
