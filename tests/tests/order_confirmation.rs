@@ -60,18 +60,25 @@ fn the_confirmation_is_written_by_the_model_and_recorded_in_the_history() {
 }
 
 #[test]
-fn the_chinese_branch_runs_in_the_in_memory_runner() {
+fn the_chinese_branch_runs_in_the_in_memory_runner_from_yaml_and_bpmn() {
     let model = model();
-    let out = Command::new(flowbot_bin())
-        .current_dir(repo_root())
-        .args(["run", "workflows/order_confirmation.yaml", "--json", "--vars", &order("zh"), "--model"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report = json_of(&out);
-    assert_eq!(report["status"], "completed", "{report}");
-    assert_eq!(report["path"], json!(["order_confirmed", "pick_language", "write_confirmation_zh", "confirmation_ready"]));
-    assert!(!report["variables"]["confirmation_message"].as_str().unwrap().trim().is_empty());
-    assert_eq!(report["llm_calls"][0]["node"], "write_confirmation_zh");
+    for file in ["workflows/order_confirmation.yaml", "workflows/order_confirmation.bpmn"] {
+        let out = Command::new(flowbot_bin())
+            .current_dir(repo_root())
+            .args(["run", file, "--json", "--vars", &order("zh"), "--model"])
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let report = json_of(&out);
+        assert_eq!(report["status"], "completed", "{file}: {report}");
+        assert_eq!(
+            report["path"],
+            json!(["order_confirmed", "pick_language", "write_confirmation_zh", "confirmation_ready"]),
+            "{file}"
+        );
+        assert!(!report["variables"]["confirmation_message"].as_str().unwrap().trim().is_empty(), "{file}");
+        assert_eq!(report["llm_calls"][0]["node"], "write_confirmation_zh", "{file}");
+        assert!(report["llm_calls"][0]["prompt"].as_str().unwrap().contains("SO-1001"), "{file}");
+    }
 }
