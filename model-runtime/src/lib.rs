@@ -6,7 +6,6 @@
 //! for a schema, or one label out of a set.
 
 pub mod backend;
-pub mod baseline;
 pub mod candle_lm;
 pub mod chat;
 pub mod constrain;

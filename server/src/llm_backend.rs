@@ -1,7 +1,8 @@
 //! The engine's [`TextGenerator`] served by the local model runtime.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flowbot_engine::llm::{
@@ -156,5 +157,35 @@ impl TextGenerator for RemoteTextGenerator {
             elapsed: completion.elapsed,
             warnings: Vec::new(),
         })
+    }
+}
+
+/// A [`LocalTextGenerator`] loaded on its first call (a process without LLM steps never loads,
+/// nor fetches, a model). `locate` finds the model file (fetching it when needed); a failed load is
+/// answered as a backend error to every call.
+pub struct LazyLocalGenerator {
+    locate: Box<dyn Fn() -> anyhow::Result<PathBuf> + Send + Sync>,
+    backend: Backend,
+    loaded: OnceLock<Result<LocalTextGenerator, String>>,
+}
+
+impl LazyLocalGenerator {
+    /// A generator that loads the file `locate` returns on `backend` when first asked.
+    pub fn new(locate: impl Fn() -> anyhow::Result<PathBuf> + Send + Sync + 'static, backend: Backend) -> Self {
+        Self { locate: Box::new(locate), backend, loaded: OnceLock::new() }
+    }
+}
+
+impl TextGenerator for LazyLocalGenerator {
+    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let loaded = self.loaded.get_or_init(|| {
+            let path = (self.locate)().map_err(|e| format!("{e:#}"))?;
+            tracing::info!(model = %path.display(), "loading the model for LLM steps");
+            LocalTextGenerator::load(&path, self.backend).map_err(|e| format!("{}: {e:#}", path.display()))
+        });
+        match loaded {
+            Ok(generator) => generator.generate(request),
+            Err(message) => Err(LlmError::Backend(format!("the model cannot be loaded: {message}"))),
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! completion itself is recorded exactly once).
 
 mod handlers;
+pub mod llm_step;
 mod record;
 mod versions;
 
@@ -23,7 +24,8 @@ pub use versions::Deployed;
 use crate::clock::{Clock, WallClock};
 use crate::diagnostics::Diagnostic;
 use crate::executor::{Event, ExecError, ExecutionHooks, Instance, NoHooks, Status, Step, Wait, WaitKind};
-use crate::model::{Definitions, RetryPolicy};
+use crate::llm::{LlmError, TextGenerator};
+use crate::model::{Definitions, LlmTask, RetryPolicy};
 use crate::rules::{Effect as RuleEffect, SharedRuleHooks};
 use crate::script::{ScriptLimits, ScriptRuntime};
 use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table};
@@ -228,6 +230,7 @@ pub struct EngineBuilder {
     effect_sink: Option<EffectSink>,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
+    generator: Option<Arc<dyn TextGenerator>>,
 }
 
 impl Default for EngineBuilder {
@@ -242,6 +245,7 @@ impl Default for EngineBuilder {
             effect_sink: None,
             scripts: Arc::new(ScriptRuntime::new(&ScriptLimits::default())),
             options: EngineOptions::default(),
+            generator: None,
         }
     }
 }
@@ -306,6 +310,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The generator that answers LLM steps. Without one, LLM steps wait for
+    /// [`Engine::complete_task`].
+    pub fn text_generator(mut self, generator: Arc<dyn TextGenerator>) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
     /// Builds the engine inside the current tokio runtime: reloads deployments and unfinished
     /// instances, re-arms timers, redelivers the outbox and re-runs unrecorded jobs.
     pub async fn build(self) -> Result<Engine, EngineError> {
@@ -320,6 +331,7 @@ impl EngineBuilder {
             effect_sink: self.effect_sink,
             scripts: self.scripts,
             options: self.options,
+            generator: self.generator,
             versions: RwLock::new(Versions::default()),
             live: Mutex::new(HashMap::new()),
             events,
@@ -745,6 +757,8 @@ struct Inner {
     effect_sink: Option<EffectSink>,
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
+    /// Answers LLM steps, when set.
+    generator: Option<Arc<dyn TextGenerator>>,
     versions: RwLock<Versions>,
     live: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
     events: broadcast::Sender<EngineEvent>,
@@ -831,6 +845,9 @@ impl Inner {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
                     WaitKind::User { .. } if self.options.auto_complete => effects.push(Effect::RunJob(wait.clone())),
+                    WaitKind::Llm { .. } if !has_incident && self.generator.is_some() => {
+                        effects.push(Effect::RunJob(wait.clone()))
+                    }
                     WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&guard.deployed, &wait.node) => {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
@@ -933,6 +950,7 @@ impl Inner {
                 WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&live.deployed, &wait.node) => {
                     turn.auto.push_back(wait.activation)
                 }
+                WaitKind::Llm { .. } if self.generator.is_some() => turn.effects.push(Effect::RunJob(wait)),
                 WaitKind::User { .. } | WaitKind::Llm { .. } => {}
                 WaitKind::Message { name, correlation_key } => {
                     let name = name.clone().unwrap_or_default();
@@ -1123,12 +1141,17 @@ impl Inner {
             WaitKind::Job { handler } => handler.clone(),
             // Auto-completed waits resumed after a restart (user tasks, receive tasks).
             WaitKind::User { .. } | WaitKind::Message { .. } => None,
+            WaitKind::Llm { task } => {
+                let task = task.clone();
+                self.run_llm(instance, wait, &task).await;
+                return;
+            }
             _ => return,
         };
         let handler = self.handler_for(handler_name.as_deref()).cloned();
         let Some(handler) = handler else {
             if self.options.auto_complete {
-                self.complete_job(instance, &wait, Map::new()).await;
+                self.complete_job(instance, &wait, Map::new(), Vec::new()).await;
             } else {
                 let message = format!("no handler is registered for `{}`", handler_name.unwrap_or_default());
                 self.raise_incident(instance, &wait, message, 0).await;
@@ -1158,7 +1181,7 @@ impl Inner {
             };
             match handler(ctx).await {
                 Ok(outputs) => {
-                    self.complete_job(instance, &wait, outputs).await;
+                    self.complete_job(instance, &wait, outputs, Vec::new()).await;
                     return;
                 }
                 Err(err) => {
@@ -1192,18 +1215,124 @@ impl Inner {
         }
     }
 
+    /// Answers an LLM step with the generator (off the async threads), with the retries of the
+    /// task's own retry policy (none when it declares none); the output and the call's record go
+    /// into the completing turn. A task that cannot be rendered, or a request the generator
+    /// rejects, becomes an incident at once.
+    async fn run_llm(self: &Arc<Self>, instance: &str, wait: Wait, task: &LlmTask) {
+        let Some(generator) = self.generator.clone() else { return };
+        let policy = self.declared_retry_policy(instance, &wait.node).unwrap_or(RetryPolicy {
+            retries: 0,
+            initial_delay_ms: 0,
+            max_delay_ms: 0,
+        });
+        let mut attempt = 1u32;
+        loop {
+            let variables = match self.live_instance(instance) {
+                Ok(live) => {
+                    let guard = live.lock().unwrap_or_else(|e| e.into_inner());
+                    if guard.stored.instance.wait(wait.activation).is_none() {
+                        return;
+                    }
+                    guard.stored.instance.variables().clone()
+                }
+                Err(_) => return,
+            };
+            let request = match llm_step::build_request(task, &variables) {
+                Ok(request) => request,
+                Err(message) => {
+                    self.raise_incident(instance, &wait, message, attempt).await;
+                    return;
+                }
+            };
+            let call = {
+                let generator = generator.clone();
+                let request = request.clone();
+                tokio::task::spawn_blocking(move || generator.generate(&request)).await
+            };
+            let result = call.unwrap_or_else(|e| Err(LlmError::Backend(format!("the generator stopped: {e}"))));
+            match result {
+                Ok(response) => {
+                    let outputs = llm_step::output_variables(task, &response);
+                    tracing::info!(
+                        instance,
+                        node = %wait.node,
+                        prompt_tokens = response.prompt_tokens,
+                        completion_tokens = response.completion_tokens,
+                        elapsed_ms = response.elapsed.as_millis() as u64,
+                        "LLM step answered"
+                    );
+                    let record = HistoryEntry::LlmCalled {
+                        node: wait.node.clone(),
+                        activation: wait.activation,
+                        attempt,
+                        prompt: request.prompt,
+                        output: response.output,
+                        model_id: response.model_id,
+                        model_sha256: response.model_sha256,
+                        prompt_tokens: response.prompt_tokens,
+                        completion_tokens: response.completion_tokens,
+                        elapsed_ms: response.elapsed.as_millis() as u64,
+                        warnings: response.warnings,
+                    };
+                    self.complete_job(instance, &wait, outputs, vec![record]).await;
+                    return;
+                }
+                Err(err) => {
+                    let retryable = matches!(err, LlmError::Backend(_));
+                    let retry_at = (retryable && attempt <= policy.retries)
+                        .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
+                    let entry = HistoryEntry::JobFailed {
+                        node: wait.node.clone(),
+                        activation: wait.activation,
+                        attempt,
+                        error: err.to_string(),
+                        retry_at_ms: retry_at,
+                    };
+                    tracing::warn!(instance, node = %wait.node, attempt, error = %err, "LLM step failed");
+                    if let Err(e) = self.append_history(instance, vec![entry]).await {
+                        tracing::error!(instance, error = %e, "recording an LLM failure failed");
+                    }
+                    match retry_at {
+                        Some(at) => {
+                            self.clock.sleep_until(at).await;
+                            attempt += 1;
+                        }
+                        None => {
+                            self.raise_incident(instance, &wait, err.to_string(), attempt).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The retry policy the node declares, if any.
+    fn declared_retry_policy(&self, instance: &str, node: &str) -> Option<RetryPolicy> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(instance).cloned();
+        live.and_then(|live| live.lock().unwrap_or_else(|e| e.into_inner()).deployed.retries.get(node).cloned())
+    }
+
     /// The handler that runs jobs naming `name`: the registered one, else the fallback.
     fn handler_for(&self, name: Option<&str>) -> Option<&Handler> {
         name.and_then(|n| self.handlers.get(n)).or(self.fallback.as_ref())
     }
 
     fn retry_policy(&self, instance: &str, node: &str) -> RetryPolicy {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(instance).cloned();
-        live.and_then(|live| live.lock().unwrap_or_else(|e| e.into_inner()).deployed.retries.get(node).cloned())
-        .unwrap_or_else(|| self.options.default_retry.clone())
+        self.declared_retry_policy(instance, node).unwrap_or_else(|| self.options.default_retry.clone())
     }
 
-    async fn complete_job(self: &Arc<Self>, instance: &str, wait: &Wait, outputs: Map<String, Value>) {
+    /// Completes a job (or LLM step) with its outputs and the history of the call, recording the
+    /// completion under the idempotency key in the same turn; a completion already recorded is
+    /// never applied twice.
+    async fn complete_job(
+        self: &Arc<Self>,
+        instance: &str,
+        wait: &Wait,
+        outputs: Map<String, Value>,
+        history: Vec<HistoryEntry>,
+    ) {
         let key = wait.idempotency_key.clone().into_bytes();
         match self.store.get(Table::Completions, &key) {
             Ok(Some(_)) => {
@@ -1218,7 +1347,7 @@ impl Inner {
         }
         let record = encode(&outputs);
         let result = self
-            .drive(instance, wait.activation, "job", |_| true, outputs, Vec::new(), vec![(Table::Completions, key, Some(record))])
+            .drive(instance, wait.activation, "job", |_| true, outputs, history, vec![(Table::Completions, key, Some(record))])
             .await;
         match result {
             Ok(_) | Err(EngineError::NoSuchWait { .. }) => {}
@@ -1503,6 +1632,8 @@ async fn timer_loop(inner: Weak<Inner>) {
     }
 }
 
+#[cfg(test)]
+mod llm_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Encoded as JSON so that a store can be inspected with ordinary tools.
 
 use crate::executor::{Event, Instance};
+use crate::llm::LlmOutput;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -74,6 +75,31 @@ pub enum HistoryEntry {
         error: String,
         /// When the next call is due, if any.
         retry_at_ms: Option<u64>,
+    },
+    /// A language-model step was answered (recorded in the turn that completes its wait).
+    LlmCalled {
+        /// The LLM task.
+        node: String,
+        /// Its activation.
+        activation: u64,
+        /// Which call succeeded (1-based).
+        attempt: u32,
+        /// The rendered prompt.
+        prompt: String,
+        /// What the model produced.
+        output: LlmOutput,
+        /// Model identifier.
+        model_id: String,
+        /// SHA-256 of the model file, when known.
+        model_sha256: Option<String>,
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+        /// Generated tokens.
+        completion_tokens: usize,
+        /// Wall time of the call in milliseconds.
+        elapsed_ms: u64,
+        /// The generator's warnings (truncated input, forced completion).
+        warnings: Vec<String>,
     },
     /// An incident was raised.
     IncidentRaised {

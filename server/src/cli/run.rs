@@ -1,12 +1,17 @@
 //! `flowbot run PATH [--process ID] [--vars JSON] [--rules DIR] [--auto-complete] [--json]`: runs
 //! one instance in memory. With `--auto-complete`, user, manual and receive tasks and every job are
-//! completed at once (the CLI registers no handlers); timers, message and signal events and
-//! language-model steps keep waiting. With `--rules`, the business rules of that folder run at
+//! completed at once (the CLI registers no handlers); timers, message and signal events keep
+//! waiting. Language-model steps run on the local model (`--model PATH`, else $FLOWBOT_MODEL, else
+//! the default model, fetched on first use), loaded only when a step needs it. With `--rules`, the business rules of that folder run at
 //! their attachment points and the effects they ask for (notifications, events) are printed.
 //! Exit 0 when the instance completed or waits, 1 when it failed or the input is invalid
 //! (diagnostics on stderr).
 
+use super::model::ModelChoice;
+use crate::llm_backend::LazyLocalGenerator;
 use crate::sources;
+use flowbot_engine::llm::TextGenerator;
+use flowbot_engine::runtime::llm_step;
 use anyhow::Context;
 use clap::Args;
 use flowbot_engine::executor::{ExecutionHooks, Instance, NoHooks, Status, Wait, WaitKind};
@@ -15,6 +20,7 @@ use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The most rounds of completions `--auto-complete` makes before it gives up (a process that loops through
 /// user tasks forever).
@@ -46,6 +52,16 @@ pub struct RunArgs {
     /// `virtual`: timers jump ahead instead of waiting (runs on the engine).
     #[arg(long, value_enum, default_value = "wall")]
     pub clock: ClockArg,
+    /// The model that answers LLM steps.
+    #[command(flatten)]
+    pub llm: ModelChoice,
+}
+
+/// The generator of LLM steps: the chosen local model, loaded (and fetched) on the first call.
+pub(crate) fn text_generator(args: &RunArgs) -> anyhow::Result<Arc<dyn TextGenerator>> {
+    let backend = args.llm.backend()?;
+    let choice = args.llm.clone();
+    Ok(Arc::new(LazyLocalGenerator::new(move || choice.path(), backend)))
 }
 
 /// The clock of `flowbot run`.
@@ -89,17 +105,52 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     steps.status_changed(&process, &mut instance, Status::Running);
-    if args.auto_complete {
-        auto_complete(&process, &mut instance, &mut steps)?;
+    let generator = text_generator(args)?;
+    let mut llm_calls = Vec::new();
+    let mut llm_error = None;
+    loop {
+        if args.auto_complete {
+            auto_complete(&process, &mut instance, &mut steps)?;
+        }
+        let llm_waits: Vec<Wait> =
+            instance.waits().iter().filter(|w| matches!(w.kind, WaitKind::Llm { .. })).cloned().collect();
+        if llm_waits.is_empty() || !instance.status().is_active() {
+            break;
+        }
+        for wait in llm_waits {
+            match answer_llm_step(&process, &mut instance, &mut steps, generator.as_ref(), &wait) {
+                Ok(call) => llm_calls.push(call),
+                Err(err) => llm_error = Some(format!("LLM step `{}`: {err:#}", wait.node)),
+            }
+        }
+        if llm_error.is_some() {
+            break;
+        }
     }
     let effects = &steps.effects;
     let text = if args.json {
-        format!("{}\n", serde_json::to_string(&report(&instance, effects))?)
+        let mut value = report(&instance, effects);
+        value["llm_calls"] = Value::Array(llm_calls);
+        format!("{}\n", serde_json::to_string(&value)?)
     } else {
-        human(&instance, effects)
+        let mut text = human(&instance, effects);
+        for call in &llm_calls {
+            text += &format!(
+                "llm {}: {} prompt + {} completion tokens, {} ms, model {}\n",
+                call["node"].as_str().unwrap_or_default(),
+                call["prompt_tokens"],
+                call["completion_tokens"],
+                call["elapsed_ms"],
+                call["model_id"].as_str().unwrap_or_default()
+            );
+        }
+        text
     };
     super::write_stdout(&text)?;
-    Ok(if instance.status() == Status::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    if let Some(error) = &llm_error {
+        eprintln!("error: {error}");
+    }
+    Ok(if instance.status() == Status::Failed || llm_error.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// A readable, unique-enough id: process id and the start time in milliseconds.
@@ -107,6 +158,32 @@ fn instance_id(process: &CompiledProcess) -> String {
     let millis =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     format!("{}-{millis}", process.id)
+}
+
+/// Answers one LLM wait with the generator and completes it; returns the call's record.
+fn answer_llm_step(
+    process: &CompiledProcess,
+    instance: &mut Instance,
+    steps: &mut Steps<'_>,
+    generator: &dyn TextGenerator,
+    wait: &Wait,
+) -> anyhow::Result<Value> {
+    let WaitKind::Llm { task } = &wait.kind else { anyhow::bail!("not an LLM step") };
+    let request = llm_step::build_request(task, instance.variables()).map_err(anyhow::Error::msg)?;
+    let response = generator.generate(&request)?;
+    let outputs = llm_step::output_variables(task, &response);
+    steps.run(|hooks| instance.complete(process, wait.activation, outputs, hooks))?;
+    Ok(json!({
+        "node": wait.node,
+        "prompt": request.prompt,
+        "output": response.output,
+        "model_id": response.model_id,
+        "model_sha256": response.model_sha256,
+        "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens,
+        "elapsed_ms": response.elapsed.as_millis() as u64,
+        "warnings": response.warnings,
+    }))
 }
 
 /// Whether `--auto-complete` completes this wait.

@@ -29,7 +29,11 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             ClockArg::Virtual => Arc::new(VirtualClock::starting_now()),
         };
         let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
-        let mut builder = Engine::builder().store(store).clock(clock.clone()).options(options);
+        let mut builder = Engine::builder()
+            .store(store)
+            .clock(clock.clone())
+            .options(options)
+            .text_generator(super::run::text_generator(args)?);
         if let Some(folder) = &args.rules {
             // The rules read the engine's clock, so `today()` follows a virtual clock's jumps.
             let config = RulesConfig { stdlib: StdlibConfig::default().with_engine_clock(clock), ..RulesConfig::default() };
