@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fast::FastOptions;
 use flowbot_model_runtime::fetch::{default_model_path, DEFAULT_FILE_NAME};
 use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
 use serde_json::json;
@@ -38,7 +39,7 @@ fn real_on(backend: Backend) -> Generator {
 
 #[test]
 fn reference_prompt_ids_and_greedy_tokens_match_llama_cpp() {
-    for backend in [Backend::Fast, Backend::Candle(DeviceChoice::Cpu)] {
+    for backend in [Backend::Fast(FastOptions::default()), Backend::Candle(DeviceChoice::Cpu)] {
         check_reference(real_on(backend));
     }
 }
