@@ -10,9 +10,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== build (dev profile, dependencies optimized)"
 cargo build --locked --workspace --all-targets
 
+# The end-to-end tests drive this binary (building `-p flowbot` alone would unify features
+# differently and rebuild the model runtime's dependencies).
+export FLOWBOT_BIN="$CARGO_TARGET_DIR/debug/flowbot"
+
 echo "== fetch the default model"
-"$CARGO_TARGET_DIR/debug/flowbot" model fetch
-FLOWBOT_MODEL="$("$CARGO_TARGET_DIR/debug/flowbot" model info --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["path"])')"
+"$FLOWBOT_BIN" model fetch
+FLOWBOT_MODEL="$(realpath "$("$FLOWBOT_BIN" model info --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["path"])')")"
 export FLOWBOT_MODEL
 echo "model: $FLOWBOT_MODEL"
 
