@@ -1,4 +1,5 @@
-//! The fast backend on the real default model against the llama.cpp reference output.
+//! The fast backend on the real default model against the llama.cpp reference output (the
+//! prompt ids themselves are checked through the runtime's tokenizer in `real_model.rs`).
 //! The model must be present (`$FLOWBOT_MODEL` or `.data/models/`): these tests fail without it.
 
 mod support;
@@ -14,19 +15,6 @@ fn argmax(logits: &[f32]) -> u32 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap()
         .0 as u32
-}
-
-#[test]
-fn reference_prompt_ids_are_the_tokenized_chat() {
-    let tokenizer = support::gguf_tokenizer(&support::default_model());
-    let encoding = tokenizer
-        .encode(support::reference_prompt(), false)
-        .unwrap();
-    assert_eq!(encoding.get_ids(), REFERENCE_PROMPT_IDS);
-    assert_eq!(
-        &REFERENCE_PROMPT_IDS[..10],
-        &[1, 9690, 198, 2683, 2965, 1890, 28, 26310, 1686, 5143]
-    );
 }
 
 #[test]
