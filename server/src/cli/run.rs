@@ -18,6 +18,7 @@ use flowbot_engine::executor::{ExecutionHooks, Instance, NoHooks, Status, Wait, 
 use flowbot_engine::graph::CompiledProcess;
 use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub struct RunArgs {
     /// Complete user, manual and receive tasks and all jobs at once.
     #[arg(long)]
     pub auto_complete: bool,
+    /// With --auto-complete: the variables a task is completed with, as `NODE={"key": value}`
+    /// (repeatable), e.g. the shipment information a clerk fills in on `ship_order`.
+    #[arg(long = "task-output", value_name = "NODE=JSON")]
+    pub task_outputs: Vec<String>,
     /// Enforce the business rules of this folder (e.g. `rules`).
     #[arg(long)]
     pub rules: Option<PathBuf>,
@@ -80,6 +85,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
     if args.store.is_some() || args.clock == ClockArg::Virtual {
+        if !args.task_outputs.is_empty() {
+            anyhow::bail!("--task-output works in the in-memory runner only, not with --store or --clock virtual");
+        }
         return super::run_durable::execute(args, variables);
     }
     let rules = match &args.rules {
@@ -105,12 +113,13 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     steps.status_changed(&process, &mut instance, Status::Running);
+    let task_outputs = parse_task_outputs(&args.task_outputs)?;
     let generator = text_generator(args)?;
     let mut llm_calls = Vec::new();
     let mut llm_error = None;
     loop {
         if args.auto_complete {
-            auto_complete(&process, &mut instance, &mut steps)?;
+            auto_complete(&process, &mut instance, &mut steps, &task_outputs)?;
         }
         let llm_waits: Vec<Wait> =
             instance.waits().iter().filter(|w| matches!(w.kind, WaitKind::Llm { .. })).cloned().collect();
@@ -199,7 +208,12 @@ fn completes_automatically(process: &CompiledProcess, wait: &Wait) -> bool {
 
 /// Completes every automatically completable wait as one batch (oldest first, before any token
 /// moves on), and repeats until none is left.
-fn auto_complete(process: &CompiledProcess, instance: &mut Instance, steps: &mut Steps<'_>) -> anyhow::Result<()> {
+fn auto_complete(
+    process: &CompiledProcess,
+    instance: &mut Instance,
+    steps: &mut Steps<'_>,
+    task_outputs: &HashMap<String, Map<String, Value>>,
+) -> anyhow::Result<()> {
     for _ in 0..MAX_AUTO_COMPLETIONS {
         if !instance.status().is_active() {
             return Ok(());
@@ -208,7 +222,7 @@ fn auto_complete(process: &CompiledProcess, instance: &mut Instance, steps: &mut
             .waits()
             .iter()
             .filter(|w| completes_automatically(process, w))
-            .map(|w| (w.activation, Map::new()))
+            .map(|w| (w.activation, task_outputs.get(w.node.as_str()).cloned().unwrap_or_default()))
             .collect();
         if batch.is_empty() {
             return Ok(());
@@ -219,6 +233,22 @@ fn auto_complete(process: &CompiledProcess, instance: &mut Instance, steps: &mut
     }
     tracing::warn!("stopped auto-completing after {MAX_AUTO_COMPLETIONS} rounds: the process keeps asking for more");
     Ok(())
+}
+
+/// Parses `--task-output NODE=JSON` options into the variables each task is completed with.
+fn parse_task_outputs(options: &[String]) -> anyhow::Result<HashMap<String, Map<String, Value>>> {
+    let mut outputs = HashMap::new();
+    for option in options {
+        let (node, json) =
+            option.split_once('=').with_context(|| format!("--task-output `{option}`: expected NODE=JSON"))?;
+        let value: Value =
+            serde_json::from_str(json).with_context(|| format!("--task-output for `{node}`: not valid JSON"))?;
+        let Value::Object(variables) = value else {
+            anyhow::bail!("--task-output for `{node}` must be a JSON object, like {{\"carrier\": \"DHL\"}}");
+        };
+        outputs.insert(node.to_string(), variables);
+    }
+    Ok(outputs)
 }
 
 fn wait_json(wait: &Wait) -> Value {
