@@ -1161,16 +1161,7 @@ impl Inner {
         let policy = self.retry_policy(instance, &wait.node);
         let mut attempt = 1u32;
         loop {
-            let variables = match self.live_instance(instance) {
-                Ok(live) => {
-                    let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-                    if guard.stored.instance.wait(wait.activation).is_none() {
-                        return;
-                    }
-                    guard.stored.instance.variables().clone()
-                }
-                Err(_) => return,
-            };
+            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
             let ctx = JobContext {
                 instance: instance.to_string(),
                 node: wait.node.clone(),
@@ -1194,18 +1185,15 @@ impl Inner {
                         retry_at_ms: retry_at,
                     };
                     tracing::warn!(instance, node = %wait.node, attempt, error = %err, "handler failed");
+                    if let Err(e) = self.append_history(instance, vec![entry]).await {
+                        tracing::error!(instance, error = %e, "recording a handler failure failed");
+                    }
                     match retry_at {
                         Some(at) => {
-                            if let Err(e) = self.append_history(instance, vec![entry]).await {
-                                tracing::error!(instance, error = %e, "recording a handler failure failed");
-                            }
                             self.clock.sleep_until(at).await;
                             attempt += 1;
                         }
                         None => {
-                            if let Err(e) = self.append_history(instance, vec![entry]).await {
-                                tracing::error!(instance, error = %e, "recording a handler failure failed");
-                            }
                             self.raise_incident(instance, &wait, err.0, attempt).await;
                             return;
                         }
@@ -1213,6 +1201,15 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The instance's variables while the wait `activation` is still open; `None` once the wait was
+    /// completed or cancelled meanwhile, or the instance is gone (the caller then stops).
+    fn variables_while_waiting(&self, instance: &str, activation: u64) -> Option<Map<String, Value>> {
+        let live = self.live_instance(instance).ok()?;
+        let guard = live.lock().unwrap_or_else(|e| e.into_inner());
+        guard.stored.instance.wait(activation)?;
+        Some(guard.stored.instance.variables().clone())
     }
 
     /// Answers an LLM step with the generator (off the async threads), with the retries of the
@@ -1228,16 +1225,7 @@ impl Inner {
         });
         let mut attempt = 1u32;
         loop {
-            let variables = match self.live_instance(instance) {
-                Ok(live) => {
-                    let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-                    if guard.stored.instance.wait(wait.activation).is_none() {
-                        return;
-                    }
-                    guard.stored.instance.variables().clone()
-                }
-                Err(_) => return,
-            };
+            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
             let request = match llm_step::build_request(task, &variables) {
                 Ok(request) => request,
                 Err(message) => {
