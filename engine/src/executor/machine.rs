@@ -48,7 +48,9 @@ type Flowing = Result<(), Stop>;
 
 impl<'a> Machine<'a> {
     pub(super) fn new(process: &'a CompiledProcess, hooks: &'a dyn ExecutionHooks, inst: &'a mut Instance) -> Self {
-        Self { process, hooks, inst, step: Step::default(), entries: 0 }
+        // A short process produces a few dozen events per call; start with room for them.
+        let step = Step { events: Vec::with_capacity(64), ..Step::default() };
+        Self { process, hooks, inst, step, entries: 0 }
     }
 
     pub(super) fn start(mut self, starts: &[NodeIndex]) -> Result<Step, ExecError> {

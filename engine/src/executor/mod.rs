@@ -73,7 +73,7 @@ pub struct Token {
     pub via: Option<String>,
     /// The activation of the event-based gateway it left, when it races the gateway's other
     /// events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub race: Option<u64>,
 }
 
@@ -91,7 +91,7 @@ pub struct ScopeState {
     /// Variables local to the scope.
     pub variables: Map<String, Value>,
     /// For one run of a multi-instance task: which activity and which item.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub run: Option<RunOf>,
 }
 
@@ -149,11 +149,11 @@ pub struct Wait {
     pub idempotency_key: String,
     /// For events after an event-based gateway: the gateway's activation. Completing one of
     /// them cancels the others.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub race: Option<u64>,
     /// For a boundary event: the activation of the activity it is attached to. It is cancelled
     /// when the activity ends; firing an interrupting one cancels the activity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub attached_to: Option<u64>,
 }
 

@@ -203,10 +203,8 @@ pub type SharedHooks = Arc<dyn ExecutionHooks + Send + Sync>;
 /// with the instance they came from. An `Err` keeps the entry in the outbox for the next delivery.
 pub type EffectSink = Arc<dyn Fn(&str, &RuleEffect) -> Result<(), String> + Send + Sync>;
 
-/// One outbox entry: an event a node threw, or an effect a rule asked for. Thrown events keep the
-/// `[node, event]` encoding they always had.
+/// One outbox entry: an event a node threw, or an effect a rule asked for.
 #[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(untagged)]
 enum OutboxEntry {
     /// A message or signal thrown by `node`.
     Thrown(String, crate::graph::ThrownEvent),
@@ -412,7 +410,7 @@ impl Engine {
         };
         let mut commit = StepCommit::default();
         commit.put(Table::Definitions, deployment_key(&process_id, version), encode(&stored));
-        let ack = self.inner.store.commit(&commit)?;
+        let ack = self.inner.store.commit(commit)?;
         drop(_deploy_lock);
         ack.durable().await?;
         let retries = retry_policies(defs, &process_id);
@@ -1017,7 +1015,7 @@ impl Inner {
         let snapshot = encode(&live.stored);
         turn.commit.snapshot = Some(if ended { SnapshotChange::Finished(snapshot) } else { SnapshotChange::Running(snapshot) });
         let outbox = turn.commit.outbox.len();
-        let ack = self.store.commit(&turn.commit)?;
+        let ack = self.store.commit(std::mem::take(&mut turn.commit))?;
         let mut effects = turn.effects;
         if outbox > 0 {
             effects.push(Effect::Deliver);
@@ -1402,7 +1400,7 @@ impl Inner {
                     key.extend_from_slice(&inner.message_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
                     let mut commit = StepCommit::default();
                     commit.put(Table::BufferedMessages, key, encode(&BufferedMessage { variables: variables.clone(), expires_ms }));
-                    (None, Some((inner.store.commit(&commit)?, expires_ms)))
+                    (None, Some((inner.store.commit(commit)?, expires_ms)))
                 }
             }
         };

@@ -19,7 +19,7 @@ struct RecordingStore {
 }
 
 impl Store for RecordingStore {
-    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+    fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
         self.commits.lock().unwrap().push(commit.clone());
         self.inner.commit(commit)
     }

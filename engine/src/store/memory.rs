@@ -34,30 +34,31 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+    fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
+        let StepCommit { instance, snapshot, history_from, history, outbox, changes } = commit;
         let mut inner = self.lock();
-        match &commit.snapshot {
+        for (i, event) in history.into_iter().enumerate() {
+            inner.history.insert(history_key(&instance, history_from + i as u64), event);
+        }
+        match snapshot {
             Some(SnapshotChange::Running(bytes)) => {
-                inner.instances.insert(commit.instance.clone(), (bytes.clone(), false));
+                inner.instances.insert(instance, (bytes, false));
             }
             Some(SnapshotChange::Finished(bytes)) => {
-                inner.instances.insert(commit.instance.clone(), (bytes.clone(), true));
+                inner.instances.insert(instance, (bytes, true));
             }
             None => {}
         }
-        for (i, event) in commit.history.iter().enumerate() {
-            inner.history.insert(history_key(&commit.instance, commit.history_from + i as u64), event.clone());
-        }
-        for payload in &commit.outbox {
+        for payload in outbox {
             let seq = inner.next_outbox;
             inner.next_outbox += 1;
-            inner.outbox.insert(seq, payload.clone());
+            inner.outbox.insert(seq, payload);
         }
-        for change in &commit.changes {
+        for change in changes {
             let table = inner.tables.entry(change.table).or_default();
-            match &change.value {
+            match change.value {
                 Some(value) => {
-                    table.insert(change.key.clone(), value.clone());
+                    table.insert(change.key, value);
                 }
                 None => {
                     table.remove(&change.key);

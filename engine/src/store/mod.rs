@@ -26,7 +26,7 @@ pub use sled_store::SledStore;
 use std::time::Duration;
 
 /// The layout version written into every sled store; a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The engine-wide keyed tables a step may change besides its own instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,7 +186,7 @@ pub enum StoreError {
 /// Durable state of the engine. Implementations are shared between threads and tasks.
 pub trait Store: Send + Sync + 'static {
     /// Applies `commit` atomically and returns an [`Ack`] that resolves once it is durable.
-    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError>;
+    fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError>;
 
     /// The latest snapshot of an instance (finished or not).
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;

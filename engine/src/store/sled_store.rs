@@ -180,7 +180,7 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 }
 
 impl Store for SledStore {
-    fn commit(&self, commit: &StepCommit) -> Result<Ack, StoreError> {
+    fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
         let mut batch = sled::Batch::default();
         let id = commit.instance.as_bytes();
         match &commit.snapshot {

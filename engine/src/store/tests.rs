@@ -17,12 +17,12 @@ fn exercise(store: &dyn Store) {
     first.put(Table::Timers, timer_key(2_000, "i1", 3), b"t".to_vec());
     first.put(Table::Timers, timer_key(1_000, "i1", 2), b"t-early".to_vec());
     first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
-    store.commit(&first).unwrap().wait().unwrap();
-    store.commit(&step("i2", SnapshotChange::Running(b"x".to_vec()), 0, &["started"])).unwrap().wait().unwrap();
+    store.commit(first).unwrap().wait().unwrap();
+    store.commit(step("i2", SnapshotChange::Running(b"x".to_vec()), 0, &["started"])).unwrap().wait().unwrap();
 
     let mut second = step("i1", SnapshotChange::Finished(b"s2".to_vec()), 2, &["ended"]);
     second.remove(Table::Timers, timer_key(2_000, "i1", 3));
-    store.commit(&second).unwrap().wait().unwrap();
+    store.commit(second).unwrap().wait().unwrap();
 
     assert_eq!(store.instance("i1").unwrap(), Some(b"s2".to_vec()));
     assert_eq!(store.instance("missing").unwrap(), None);
@@ -70,7 +70,7 @@ fn sled_store_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path(), Durability::group()).unwrap();
-        store.commit(&step("i1", SnapshotChange::Running(b"s".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
+        store.commit(step("i1", SnapshotChange::Running(b"s".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
     }
     let store = SledStore::open(dir.path(), Durability::Step).unwrap();
     assert_eq!(store.unfinished().unwrap(), vec![("i1".to_string(), b"s".to_vec())]);
@@ -122,7 +122,7 @@ fn populated_store() -> tempfile::TempDir {
         let id = format!("instance-{i}");
         let events: Vec<String> = (0..5).map(|e| format!("event {e} of {id} with some padding text")).collect();
         let refs: Vec<&str> = events.iter().map(String::as_str).collect();
-        store.commit(&step(&id, SnapshotChange::Running(vec![i as u8; 300]), 0, &refs)).unwrap().wait().unwrap();
+        store.commit(step(&id, SnapshotChange::Running(vec![i as u8; 300]), 0, &refs)).unwrap().wait().unwrap();
     }
     drop(store);
     dir
@@ -235,7 +235,7 @@ fn group_commit_shares_flushes_and_acknowledges_every_commit() {
             std::thread::spawn(move || {
                 for i in 0..50 {
                     let id = format!("t{t}-{i}");
-                    store.commit(&step(&id, SnapshotChange::Running(vec![1]), 0, &["e"])).unwrap().wait().unwrap();
+                    store.commit(step(&id, SnapshotChange::Running(vec![1]), 0, &["e"])).unwrap().wait().unwrap();
                 }
             })
         })
@@ -257,7 +257,7 @@ async fn group_commit_acks_resolve_asynchronously() {
     for i in 0..100 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let ack = store.commit(&step(&format!("i{i}"), SnapshotChange::Running(vec![2]), 0, &[])).unwrap();
+            let ack = store.commit(step(&format!("i{i}"), SnapshotChange::Running(vec![2]), 0, &[])).unwrap();
             ack.durable().await.unwrap();
         }));
     }
