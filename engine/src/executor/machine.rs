@@ -3,7 +3,7 @@
 
 use super::{
     Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState, RunOf, ScopeState,
-    Status, Step, Token, Wait, WaitKind,
+    Status, Step, Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, ThrownEvent,
@@ -14,6 +14,7 @@ use crate::script::ScriptError;
 use petgraph::graph::{EdgeIndex, NodeIndex};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 /// Most runs one multi-instance task may have.
 pub const MAX_RUNS: usize = 10_000;
@@ -26,8 +27,24 @@ pub(super) struct Machine<'a> {
     process: &'a CompiledProcess,
     hooks: &'a dyn ExecutionHooks,
     inst: &'a mut Instance,
+    /// Tokens on their way into a node. Empty between calls (every live token is parked in a
+    /// wait, a join or a running scope), so it lives only as long as the call.
+    queue: VecDeque<Token>,
     step: Step,
     entries: usize,
+}
+
+/// A token on its way into a node.
+struct Token {
+    /// The node it enters.
+    node: NodeIndex,
+    /// The scope instance it lives in.
+    scope: u64,
+    /// The flow it came along (`None` for start events).
+    via: Option<EdgeIndex>,
+    /// The activation of the event-based gateway it left, when it races the gateway's other
+    /// events.
+    race: Option<u64>,
 }
 
 /// What became of a thrown escalation.
@@ -50,7 +67,7 @@ impl<'a> Machine<'a> {
     pub(super) fn new(process: &'a CompiledProcess, hooks: &'a dyn ExecutionHooks, inst: &'a mut Instance) -> Self {
         // A short process produces a few dozen events per call; start with room for them.
         let step = Step { events: Vec::with_capacity(64), ..Step::default() };
-        Self { process, hooks, inst, step, entries: 0 }
+        Self { process, hooks, inst, queue: VecDeque::new(), step, entries: 0 }
     }
 
     pub(super) fn start(mut self, starts: &[NodeIndex]) -> Result<Step, ExecError> {
@@ -72,12 +89,7 @@ impl<'a> Machine<'a> {
             }
         }
         for &start in starts {
-            self.inst.queue.push_back(Token {
-                node: self.process.node(start).id.clone(),
-                scope: 0,
-                via: None,
-                race: None,
-            });
+            self.queue.push_back(Token { node: start, scope: 0, via: None, race: None });
         }
         let _ = self.drain();
         Ok(self.finish())
@@ -215,7 +227,7 @@ impl<'a> Machine<'a> {
     /// then checks for a stuck instance.
     fn drain(&mut self) -> Flowing {
         loop {
-            while let Some(token) = self.inst.queue.pop_front() {
+            while let Some(token) = self.queue.pop_front() {
                 self.arrive(token)?;
             }
             if !self.fire_ready_inclusive_join()? {
@@ -237,7 +249,7 @@ impl<'a> Machine<'a> {
     }
 
     fn arrive(&mut self, token: Token) -> Flowing {
-        let index = self.node_index(&token.node)?;
+        let index = token.node;
         let node = self.process.node(index);
         match node.behavior {
             Behavior::Gateway(GatewayKind::Parallel) if node.incoming.len() > 1 => {
@@ -263,11 +275,12 @@ impl<'a> Machine<'a> {
     // ---- joins -----------------------------------------------------------------------------------
 
     fn record_arrival(&mut self, token: &Token) {
-        let flow = token.via.clone().unwrap_or_default();
-        let position = match self.inst.joins.iter().position(|j| j.node == token.node && j.scope == token.scope) {
+        let flow = token.via.map(|edge| self.process.flow(edge).id.clone()).unwrap_or_default();
+        let node = &self.process.node(token.node).id;
+        let position = match self.inst.joins.iter().position(|j| &j.node == node && j.scope == token.scope) {
             Some(p) => p,
             None => {
-                self.inst.joins.push(JoinState { node: token.node.clone(), scope: token.scope, arrivals: Vec::new() });
+                self.inst.joins.push(JoinState { node: node.clone(), scope: token.scope, arrivals: Vec::new() });
                 self.inst.joins.len() - 1
             }
         };
@@ -297,13 +310,9 @@ impl<'a> Machine<'a> {
             return false;
         }
         let join_id = &self.process.node(join).id;
-        let blocks = |node: &str| -> bool {
-            match self.process.node_index(node) {
-                Some(n) => n == join || self.process.can_reach_join(n, join),
-                None => false,
-            }
-        };
-        let queued = self.inst.queue.iter().any(|t| t.scope == scope && blocks(&t.node));
+        let reaches = |n: NodeIndex| n == join || self.process.can_reach_join(n, join);
+        let blocks = |node: &str| self.process.node_index(node).is_some_and(reaches);
+        let queued = self.queue.iter().any(|t| t.scope == scope && reaches(t.node));
         let waiting = self.inst.waits.iter().any(|w| w.scope == scope && blocks(&w.node));
         let other_joins = self.inst.joins.iter().any(|j| {
             j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node)
@@ -360,7 +369,12 @@ impl<'a> Machine<'a> {
         }
         let activation = self.inst.next_activation;
         self.inst.next_activation += 1;
-        *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
+        match self.inst.activations.get_mut(&node.id) {
+            Some(count) => *count += 1,
+            None => {
+                self.inst.activations.insert(node.id.clone(), 1);
+            }
+        }
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         if let Some(spec) = &node.multi {
@@ -404,12 +418,7 @@ impl<'a> Machine<'a> {
                     run: None,
                 });
                 for &start in &self.process.scopes[*child].starts {
-                    self.inst.queue.push_back(Token {
-                        node: self.process.node(start).id.clone(),
-                        scope: scope_id,
-                        via: None,
-                        race: None,
-                    });
+                    self.queue.push_back(Token { node: start, scope: scope_id, via: None, race: None });
                 }
                 if self.process.scopes[*child].starts.is_empty() {
                     return self.incident(
@@ -573,7 +582,7 @@ impl<'a> Machine<'a> {
             doomed.extend(self.inst.scopes.iter().filter(|s| s.parent == Some(parent)).map(|s| s.id));
             i += 1;
         }
-        self.inst.queue.retain(|t| !doomed.contains(&t.scope));
+        self.queue.retain(|t| !doomed.contains(&t.scope));
         self.cancel_waits(|w| doomed.contains(&w.scope));
         self.inst.joins.retain(|j| !doomed.contains(&j.scope));
         self.inst.multi.retain(|m| !doomed.contains(&m.scope));
@@ -781,7 +790,12 @@ impl<'a> Machine<'a> {
     /// A boundary event fires in `scope`: its token moves on along its flows.
     fn fire_boundary(&mut self, boundary: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(boundary);
-        *self.inst.activations.entry(node.id.clone()).or_insert(0) += 1;
+        match self.inst.activations.get_mut(&node.id) {
+            Some(count) => *count += 1,
+            None => {
+                self.inst.activations.insert(node.id.clone(), 1);
+            }
+        }
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         self.leave(boundary, scope, activation)
@@ -892,7 +906,7 @@ impl<'a> Machine<'a> {
                 from: node.id.clone(),
                 to: target.id.clone(),
             });
-            self.inst.queue.push_back(Token { node: target.id.clone(), scope, via: Some(flow.id.clone()), race });
+            self.queue.push_back(Token { node: flow.target, scope, via: Some(edge), race });
         }
         Ok(())
     }
@@ -969,7 +983,7 @@ impl<'a> Machine<'a> {
     }
 
     fn scope_idle(&self, scope: u64) -> bool {
-        !(self.inst.queue.iter().any(|t| t.scope == scope)
+        !(self.queue.iter().any(|t| t.scope == scope)
             || self.inst.waits.iter().any(|w| w.scope == scope)
             || self.inst.joins.iter().any(|j| j.scope == scope)
             || self.inst.scopes.iter().any(|s| s.parent == Some(scope)))
@@ -1175,7 +1189,7 @@ impl<'a> Machine<'a> {
         self.inst.incidents.push(incident.clone());
         self.step.events.push(Event::IncidentRaised { incident });
         self.inst.status = Status::Failed;
-        self.inst.queue.clear();
+        self.queue.clear();
         Err(Stop)
     }
 

@@ -25,7 +25,7 @@ use crate::graph::{CompiledProcess, ThrownEvent};
 use crate::model::{LlmTask, Timer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 /// The life-cycle state of an instance.
@@ -60,21 +60,6 @@ impl Status {
             Status::Terminated => "terminated",
         }
     }
-}
-
-/// A token on its way into a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Token {
-    /// The node it enters.
-    pub node: String,
-    /// The scope instance it lives in.
-    pub scope: u64,
-    /// The flow it came along (`None` for start events).
-    pub via: Option<String>,
-    /// The activation of the event-based gateway it left, when it races the gateway's other
-    /// events.
-    #[serde(default)]
-    pub race: Option<u64>,
 }
 
 /// A live scope: the process itself (id 0) or a running embedded subprocess.
@@ -386,7 +371,6 @@ pub struct Instance {
     process_id: String,
     status: Status,
     scopes: Vec<ScopeState>,
-    queue: VecDeque<Token>,
     waits: Vec<Wait>,
     joins: Vec<JoinState>,
     #[serde(default)]
@@ -453,7 +437,6 @@ impl Instance {
             process_id: process.id.clone(),
             status: Status::Running,
             scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
-            queue: VecDeque::new(),
             waits: Vec::new(),
             joins: Vec::new(),
             multi: Vec::new(),
@@ -534,7 +517,6 @@ impl Instance {
         if !self.status.is_active() {
             return Err(ExecError::NotActive(self.status.as_str()));
         }
-        self.queue.clear();
         self.waits.clear();
         self.joins.clear();
         self.multi.clear();
