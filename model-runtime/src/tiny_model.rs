@@ -343,3 +343,9 @@ fn gguf_tensor_name(name: &str) -> String {
 pub fn write_tiny_llama(path: &Path, seed: u64) -> candle_core::Result<()> {
     TinyLlama::random(seed)?.write_gguf(path, GgmlDType::Q8_0)
 }
+
+/// Writes the tiny model of `seed` as a Hugging Face model directory with f32 weights (the same
+/// weights [`write_tiny_llama`] writes for that seed).
+pub fn write_tiny_model_dir(dir: &Path, seed: u64) -> candle_core::Result<()> {
+    TinyLlama::random(seed)?.write_model_dir(dir, DType::F32)
+}
