@@ -256,6 +256,19 @@ impl TextTokenizer {
         })
     }
 
+    /// Writes the tokenizer as a `tokenizer.json` (e.g. to turn a GGUF file into a model
+    /// directory).
+    pub fn save_tokenizer_json(&self, path: &Path) -> Result<(), TokenizerError> {
+        self.inner
+            .save(path, true)
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))
+    }
+
+    /// The text of a token id, as the vocabulary writes it.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Encodes text with special-token matching off and no BOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         if text.is_empty() {
