@@ -547,3 +547,41 @@ impl ModelDirInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_config_reads_template_lists_and_token_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer_config.json");
+        let config = serde_json::json!({
+            "chat_template": [
+                {"name": "tool_use", "template": "tools"},
+                {"name": "default", "template": "{{ messages }}"}
+            ],
+            "bos_token": {"content": "<s>", "special": true},
+            "eos_token": "</s>"
+        });
+        std::fs::write(&path, config.to_string()).unwrap();
+        let read = TokenizerConfig::read(&path).unwrap();
+        assert_eq!(read.chat_template.as_deref(), Some("{{ messages }}"));
+        assert_eq!(read.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(read.eos_token.as_deref(), Some("</s>"));
+
+        std::fs::write(&path, r#"{"chat_template": [{"name": "only", "template": "t"}]}"#).unwrap();
+        let read = TokenizerConfig::read(&path).unwrap();
+        assert_eq!(read.chat_template.as_deref(), Some("t"));
+        assert_eq!(read.bos_token, None);
+    }
+
+    #[test]
+    fn a_truncated_safetensors_header_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, 1_000_000u64.to_le_bytes()).unwrap();
+        let err = safetensors_header(&path).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors") && err.contains("does not fit"), "{err}");
+    }
+}

@@ -10,6 +10,8 @@
 //! grows by concatenation into fresh tensors and clones cheaply (reference-counted tensors), so a
 //! clone taken after a multi-token forward is an immutable snapshot. Rewinding restores the nearest
 //! snapshot at or before the requested position and re-runs the tokens between it and that position.
+//! The cache also keeps the attention masks it built; restoring a snapshot drops those built since,
+//! so they do not pile up across calls that share a system prompt.
 
 use std::collections::HashMap;
 

@@ -289,6 +289,14 @@ fn incomplete_or_foreign_directories_give_typed_errors() {
     let err = load_error(&odd_heads);
     assert!(matches!(err, LoadError::ModelDir(ModelDirError::UnsupportedConfig { .. })), "{err}");
 
+    let small_vocab = copy("small-vocab");
+    set_config(&small_vocab, "vocab_size", json!(200));
+    let err = load_error(&small_vocab);
+    assert!(
+        matches!(err, LoadError::ModelDir(ModelDirError::VocabularyMismatch { tokenizer: 284, model: 200, .. })),
+        "{err}"
+    );
+
     let no_weights = copy("no-weights");
     std::fs::remove_file(no_weights.join("model.safetensors")).unwrap();
     let err = load_error(&no_weights);
