@@ -14,6 +14,7 @@ pub mod fast;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_export;
 pub mod lm;
 pub mod model_dir;
 pub mod openai;

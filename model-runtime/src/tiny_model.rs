@@ -13,6 +13,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::gguf_export::{gguf_tensor_name, interleave_rotary_rows};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -111,17 +113,6 @@ fn vocabulary() -> (Vec<String>, Vec<String>) {
     (tokens, merges)
 }
 
-/// Reorders the rows of a query or key projection from the Hugging Face layout (rotary halves) to
-/// the llama.cpp layout (rotary pairs interleaved), as llama.cpp's converter does.
-fn interleave_rotary_rows(weight: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (rows, cols) = weight.dims2()?;
-    weight
-        .reshape((heads, 2, rows / heads / 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, cols))
-}
-
 /// The tiny model's weights in the Hugging Face layout and names, and its vocabulary.
 pub struct TinyLlama {
     tokens: Vec<String>,
@@ -212,7 +203,8 @@ impl TinyLlama {
         ];
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         for (name, tensor) in &self.tensors {
-            let gguf_name = gguf_tensor_name(name);
+            let gguf_name = gguf_tensor_name(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no llama.cpp name for `{name}`")))?;
             let stored = if name.ends_with("q_proj.weight") {
                 QTensor::quantize(&interleave_rotary_rows(tensor, HEADS)?, matrices)?
             } else if name.ends_with("k_proj.weight") {
@@ -312,30 +304,6 @@ impl TinyLlama {
         tokenizer.add_special_tokens(&control);
         Ok(tokenizer)
     }
-}
-
-/// The llama.cpp name of a Hugging Face llama tensor name.
-fn gguf_tensor_name(name: &str) -> String {
-    match name {
-        "model.embed_tokens.weight" => return "token_embd.weight".into(),
-        "model.norm.weight" => return "output_norm.weight".into(),
-        _ => {}
-    }
-    let rest = name.trim_start_matches("model.layers.");
-    let (block, part) = rest.split_once('.').unwrap_or((rest, ""));
-    let short = match part {
-        "self_attn.q_proj.weight" => "attn_q",
-        "self_attn.k_proj.weight" => "attn_k",
-        "self_attn.v_proj.weight" => "attn_v",
-        "self_attn.o_proj.weight" => "attn_output",
-        "mlp.gate_proj.weight" => "ffn_gate",
-        "mlp.up_proj.weight" => "ffn_up",
-        "mlp.down_proj.weight" => "ffn_down",
-        "input_layernorm.weight" => "attn_norm",
-        "post_attention_layernorm.weight" => "ffn_norm",
-        other => other,
-    };
-    format!("blk.{block}.{short}.weight")
 }
 
 /// Writes the tiny model to `path` as a GGUF file with Q8_0 matrices; the same seed writes the
