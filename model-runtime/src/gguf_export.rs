@@ -228,14 +228,23 @@ mod tests {
         for (hf, gguf) in [
             ("model.embed_tokens.weight", "token_embd.weight"),
             ("lm_head.weight", "output.weight"),
-            ("model.layers.12.self_attn.k_proj.weight", "blk.12.attn_k.weight"),
-            ("model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
+            (
+                "model.layers.12.self_attn.k_proj.weight",
+                "blk.12.attn_k.weight",
+            ),
+            (
+                "model.layers.0.post_attention_layernorm.weight",
+                "blk.0.ffn_norm.weight",
+            ),
         ] {
             assert_eq!(gguf_tensor_name(hf).as_deref(), Some(gguf));
             assert_eq!(hf_tensor_name(gguf).as_deref(), Some(hf));
         }
         assert_eq!(hf_tensor_name("rope_freqs.weight"), None);
-        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
+        assert_eq!(
+            gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
     }
 
     #[test]
@@ -244,9 +253,21 @@ mod tests {
         let weight = Tensor::from_vec(rows, (16, 3), &Device::Cpu).unwrap();
         let interleaved = interleave_rotary_rows(&weight, 2).unwrap();
         // Head 0 has rows 0..8: halves 0..4 and 4..8 become pairs (0, 4), (1, 5), ...
-        let first_column: Vec<f32> = interleaved.narrow(1, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(&first_column[..8], &[0.0, 12.0, 3.0, 15.0, 6.0, 18.0, 9.0, 21.0]);
+        let first_column: Vec<f32> = interleaved
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(
+            &first_column[..8],
+            &[0.0, 12.0, 3.0, 15.0, 6.0, 18.0, 9.0, 21.0]
+        );
         let back = deinterleave_rotary_rows(&interleaved, 2).unwrap();
-        assert_eq!(back.to_vec2::<f32>().unwrap(), weight.to_vec2::<f32>().unwrap());
+        assert_eq!(
+            back.to_vec2::<f32>().unwrap(),
+            weight.to_vec2::<f32>().unwrap()
+        );
     }
 }

@@ -88,7 +88,9 @@ pub enum ModelDirError {
         found: Vec<usize>,
     },
     /// The tokenizer has more ids than the model has embeddings.
-    #[error("{dir}: tokenizer.json has {tokenizer} token ids but config.json's vocab_size is {model}")]
+    #[error(
+        "{dir}: tokenizer.json has {tokenizer} token ids but config.json's vocab_size is {model}"
+    )]
     VocabularyMismatch {
         /// The directory.
         dir: PathBuf,
@@ -202,7 +204,11 @@ fn declared_architecture(config: &Value) -> String {
 }
 
 /// Whether `config.json` describes a llama that candle's llama can run; the reason when not.
-fn check_config(config_path: &Path, json: &Value, config: &LlamaConfig) -> Result<(), ModelDirError> {
+fn check_config(
+    config_path: &Path,
+    json: &Value,
+    config: &LlamaConfig,
+) -> Result<(), ModelDirError> {
     let unsupported = |message: String| ModelDirError::UnsupportedConfig {
         path: config_path.to_owned(),
         message,
@@ -210,7 +216,9 @@ fn check_config(config_path: &Path, json: &Value, config: &LlamaConfig) -> Resul
     let heads = config.num_attention_heads;
     let kv_heads = config.num_key_value_heads();
     if config.hidden_size == 0 || config.num_hidden_layers == 0 || config.vocab_size == 0 {
-        return Err(unsupported("hidden_size, num_hidden_layers and vocab_size must be positive".into()));
+        return Err(unsupported(
+            "hidden_size, num_hidden_layers and vocab_size must be positive".into(),
+        ));
     }
     if heads == 0 || kv_heads == 0 || config.hidden_size % heads != 0 || heads % kv_heads != 0 {
         return Err(unsupported(format!(
@@ -220,7 +228,9 @@ fn check_config(config_path: &Path, json: &Value, config: &LlamaConfig) -> Resul
     }
     let head_dim = config.hidden_size / heads;
     if head_dim % 2 != 0 {
-        return Err(unsupported(format!("head dimension {head_dim} is odd: rotary embeddings need an even one")));
+        return Err(unsupported(format!(
+            "head dimension {head_dim} is odd: rotary embeddings need an even one"
+        )));
     }
     if let Some(declared) = json.get("head_dim").and_then(Value::as_u64) {
         if declared as usize != head_dim {
@@ -231,11 +241,15 @@ fn check_config(config_path: &Path, json: &Value, config: &LlamaConfig) -> Resul
     }
     for bias in ["attention_bias", "mlp_bias"] {
         if json.get(bias).and_then(Value::as_bool) == Some(true) {
-            return Err(unsupported(format!("`{bias}: true` is not supported (projections without bias only)")));
+            return Err(unsupported(format!(
+                "`{bias}: true` is not supported (projections without bias only)"
+            )));
         }
     }
     if config.max_position_embeddings == 0 {
-        return Err(unsupported("max_position_embeddings must be positive".into()));
+        return Err(unsupported(
+            "max_position_embeddings must be positive".into(),
+        ));
     }
     Ok(())
 }
@@ -245,25 +259,34 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelDirError> {
     let index = dir.join(SHARD_INDEX);
     if index.is_file() {
         let json = read_json(&index)?;
-        let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| ModelDirError::Json {
-            path: index.clone(),
-            message: "no `weight_map` object".into(),
-        })?;
+        let map = json
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ModelDirError::Json {
+                path: index.clone(),
+                message: "no `weight_map` object".into(),
+            })?;
         let mut files = BTreeSet::new();
         for (tensor, file) in map {
-            let name = file.as_str().filter(|f| !f.contains('/') && !f.contains('\\')).ok_or_else(|| {
-                ModelDirError::Json {
+            let name = file
+                .as_str()
+                .filter(|f| !f.contains('/') && !f.contains('\\'))
+                .ok_or_else(|| ModelDirError::Json {
                     path: index.clone(),
-                    message: format!("`weight_map.{tensor}` must be a file name in the same directory"),
-                }
-            })?;
+                    message: format!(
+                        "`weight_map.{tensor}` must be a file name in the same directory"
+                    ),
+                })?;
             files.insert(dir.join(name));
         }
         for file in &files {
             if !file.is_file() {
                 return Err(ModelDirError::Io {
                     path: file.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("listed in {SHARD_INDEX} but absent")),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("listed in {SHARD_INDEX} but absent"),
+                    ),
                 });
             }
         }
@@ -287,7 +310,9 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelDirError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(ModelDirError::MissingWeights { dir: dir.to_owned() });
+        return Err(ModelDirError::MissingWeights {
+            dir: dir.to_owned(),
+        });
     }
     Ok(files)
 }
@@ -298,7 +323,9 @@ impl ModelDir {
     pub fn open(dir: &Path) -> Result<Self, ModelDirError> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(ModelDirError::MissingConfig { dir: dir.to_owned() });
+            return Err(ModelDirError::MissingConfig {
+                dir: dir.to_owned(),
+            });
         }
         let json = read_json(&config_path)?;
         let architecture = declared_architecture(&json);
@@ -310,17 +337,23 @@ impl ModelDir {
         if !llama || model_type.is_some_and(|t| t != "llama") {
             return Err(ModelDirError::UnsupportedArchitecture {
                 path: config_path,
-                architecture: model_type.filter(|t| *t != "llama").map(str::to_owned).unwrap_or(architecture),
+                architecture: model_type
+                    .filter(|t| *t != "llama")
+                    .map(str::to_owned)
+                    .unwrap_or(architecture),
             });
         }
-        let config: LlamaConfig = serde_json::from_value(json.clone()).map_err(|e| ModelDirError::Json {
-            path: config_path.clone(),
-            message: format!("not a llama config: {e}"),
-        })?;
+        let config: LlamaConfig =
+            serde_json::from_value(json.clone()).map_err(|e| ModelDirError::Json {
+                path: config_path.clone(),
+                message: format!("not a llama config: {e}"),
+            })?;
         check_config(&config_path, &json, &config)?;
         let tokenizer_json = dir.join("tokenizer.json");
         if !tokenizer_json.is_file() {
-            return Err(ModelDirError::MissingTokenizer { dir: dir.to_owned() });
+            return Err(ModelDirError::MissingTokenizer {
+                dir: dir.to_owned(),
+            });
         }
         let tokenizer_config_path = dir.join("tokenizer_config.json");
         let tokenizer_config = if tokenizer_config_path.is_file() {
@@ -331,7 +364,10 @@ impl ModelDir {
         Ok(Self {
             path: dir.to_owned(),
             architecture,
-            torch_dtype: json.get("torch_dtype").and_then(Value::as_str).map(str::to_owned),
+            torch_dtype: json
+                .get("torch_dtype")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             weight_files: weight_files(dir)?,
             config,
             tokenizer_json,
@@ -353,7 +389,10 @@ impl ModelDir {
         let c = &self.config;
         let hidden = c.hidden_size;
         let kv = hidden / c.num_attention_heads * c.num_key_value_heads();
-        let mut tensors = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, hidden])];
+        let mut tensors = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![c.vocab_size, hidden],
+        )];
         for i in 0..c.num_hidden_layers {
             let p = |name: &str| format!("model.layers.{i}.{name}.weight");
             tensors.extend([
@@ -395,7 +434,10 @@ impl ModelDir {
                 path: file.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             hasher.update(format!("{digest}  {name}\n").as_bytes());
         }
         Ok(format!("{:x}", hasher.finalize()))
@@ -465,14 +507,16 @@ fn safetensors_header(path: &Path) -> Result<serde_json::Map<String, Value>, Mod
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| bad(format!("no header ({e})")))?;
+    file.read_exact(&mut len)
+        .map_err(|e| bad(format!("no header ({e})")))?;
     let len = u64::from_le_bytes(len);
     let file_len = file.metadata().map_err(io)?.len();
     if len > file_len.saturating_sub(8) || len > 100 << 20 {
         return Err(bad(format!("header length {len} does not fit the file")));
     }
     let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| bad(format!("truncated header ({e})")))?;
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("truncated header ({e})")))?;
     match serde_json::from_slice(&header) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(bad("the header is not a JSON object".into())),
@@ -488,7 +532,10 @@ impl ModelDirInfo {
         let mut size_bytes = 0;
         for file in model.files() {
             size_bytes += std::fs::metadata(&file)
-                .map_err(|source| ModelDirError::Io { path: file.clone(), source })?
+                .map_err(|source| ModelDirError::Io {
+                    path: file.clone(),
+                    source,
+                })?
                 .len();
         }
         let mut dtypes = BTreeMap::new();
@@ -518,9 +565,17 @@ impl ModelDirInfo {
         let added = tokenizer_json.get("added_tokens").and_then(Value::as_array);
         let added_tokens = added.map_or(0, Vec::len);
         // Ids run from 0 to the largest id of the vocabulary and the added tokens.
-        let vocab_ids = bpe.and_then(|m| m.get("vocab")).and_then(Value::as_object).into_iter().flat_map(|v| v.values());
+        let vocab_ids = bpe
+            .and_then(|m| m.get("vocab"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|v| v.values());
         let added_ids = added.into_iter().flatten().filter_map(|t| t.get("id"));
-        let vocab_size = vocab_ids.chain(added_ids).filter_map(Value::as_u64).max().map_or(0, |id| id as usize + 1);
+        let vocab_size = vocab_ids
+            .chain(added_ids)
+            .filter_map(Value::as_u64)
+            .max()
+            .map_or(0, |id| id as usize + 1);
         let c = &model.config;
         Ok(Self {
             path: dir.to_owned(),
@@ -536,7 +591,10 @@ impl ModelDirInfo {
             embedding_length: c.hidden_size,
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
             tokenizer: DirTokenizerFacts {
-                model: bpe.and_then(|m| m.get("type")).and_then(Value::as_str).map(str::to_owned),
+                model: bpe
+                    .and_then(|m| m.get("type"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 vocab_size,
                 merges: count(bpe.and_then(|m| m.get("merges"))),
                 added_tokens,
@@ -570,7 +628,11 @@ mod tests {
         assert_eq!(read.bos_token.as_deref(), Some("<s>"));
         assert_eq!(read.eos_token.as_deref(), Some("</s>"));
 
-        std::fs::write(&path, r#"{"chat_template": [{"name": "only", "template": "t"}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"chat_template": [{"name": "only", "template": "t"}]}"#,
+        )
+        .unwrap();
         let read = TokenizerConfig::read(&path).unwrap();
         assert_eq!(read.chat_template.as_deref(), Some("t"));
         assert_eq!(read.bos_token, None);
@@ -582,6 +644,9 @@ mod tests {
         let path = dir.path().join("model.safetensors");
         std::fs::write(&path, 1_000_000u64.to_le_bytes()).unwrap();
         let err = safetensors_header(&path).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("does not fit"), "{err}");
+        assert!(
+            err.contains("model.safetensors") && err.contains("does not fit"),
+            "{err}"
+        );
     }
 }

@@ -160,7 +160,11 @@ impl SafetensorsLm {
         let replay = self.history[from..start].to_vec();
         self.history.truncate(from);
         if !replay.is_empty() {
-            tracing::debug!(from, start, "safetensors backend replays tokens to rewind its cache");
+            tracing::debug!(
+                from,
+                start,
+                "safetensors backend replays tokens to rewind its cache"
+            );
             self.run(&replay, from)?;
         }
         Ok(())
@@ -181,7 +185,8 @@ impl SafetensorsLm {
             if self.snapshots.len() == MAX_SNAPSHOTS {
                 self.snapshots.remove(0);
             }
-            self.snapshots.push((self.history.len(), self.cache.clone()));
+            self.snapshots
+                .push((self.history.len(), self.cache.clone()));
         }
         Ok(logits)
     }

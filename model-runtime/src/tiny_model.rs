@@ -87,9 +87,16 @@ fn byte_char(b: u8) -> char {
     char::from_u32(256 + rank as u32).unwrap_or('?')
 }
 
-fn random_tensor(rng: &mut StdRng, dims: &[usize], center: f32, scale: f32) -> candle_core::Result<Tensor> {
+fn random_tensor(
+    rng: &mut StdRng,
+    dims: &[usize],
+    center: f32,
+    scale: f32,
+) -> candle_core::Result<Tensor> {
     let count = dims.iter().product();
-    let data: Vec<f32> = (0..count).map(|_| center + rng.gen_range(-scale..scale)).collect();
+    let data: Vec<f32> = (0..count)
+        .map(|_| center + rng.gen_range(-scale..scale))
+        .collect();
     Tensor::from_vec(data, dims, &Device::Cpu)
 }
 
@@ -183,9 +190,15 @@ impl TinyLlama {
             ("llama.feed_forward_length", Value::U32(FFN as u32)),
             ("llama.attention.head_count", Value::U32(HEADS as u32)),
             ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
-            ("llama.rope.dimension_count", Value::U32((DIM / HEADS) as u32)),
+            (
+                "llama.rope.dimension_count",
+                Value::U32((DIM / HEADS) as u32),
+            ),
             ("llama.rope.freq_base", Value::F32(ROPE_THETA)),
-            ("llama.attention.layer_norm_rms_epsilon", Value::F32(RMS_EPS)),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                Value::F32(RMS_EPS),
+            ),
             ("tokenizer.ggml.model", string("gpt2")),
             ("tokenizer.ggml.pre", string("smollm")),
             (
@@ -203,8 +216,9 @@ impl TinyLlama {
         ];
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         for (name, tensor) in &self.tensors {
-            let gguf_name = gguf_tensor_name(name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("no llama.cpp name for `{name}`")))?;
+            let gguf_name = gguf_tensor_name(name).ok_or_else(|| {
+                candle_core::Error::Msg(format!("no llama.cpp name for `{name}`"))
+            })?;
             let stored = if name.ends_with("q_proj.weight") {
                 QTensor::quantize(&interleave_rotary_rows(tensor, HEADS)?, matrices)?
             } else if name.ends_with("k_proj.weight") {
@@ -218,7 +232,8 @@ impl TinyLlama {
         }
         let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
         let metadata_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-        let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
         gguf_file::write(&mut file, &metadata_refs, &tensor_refs)?;
         std::io::Write::flush(&mut file)?;
         Ok(())
@@ -251,7 +266,10 @@ impl TinyLlama {
                 _ => "float32",
             },
         });
-        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).map_err(candle_core::Error::wrap)?)?;
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&config).map_err(candle_core::Error::wrap)?,
+        )?;
         let tensors = self
             .tensors
             .iter()

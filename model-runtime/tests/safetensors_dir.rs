@@ -40,18 +40,30 @@ fn gguf_lm(path: &Path) -> CandleLm {
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
     let difference = max_difference(a, b);
-    assert!(difference <= LOGIT_TOLERANCE, "{what}: logits differ by {difference}");
+    assert!(
+        difference <= LOGIT_TOLERANCE,
+        "{what}: logits differ by {difference}"
+    );
     // Random weights give logits of a useful size: the comparison is not between near-zeros.
-    assert!(a.iter().any(|x| x.abs() > 0.1), "{what}: logits are all tiny");
+    assert!(
+        a.iter().any(|x| x.abs() > 0.1),
+        "{what}: logits are all tiny"
+    );
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens, ..Default::default() }
+    GenerateOptions {
+        max_tokens,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -62,8 +74,14 @@ fn the_same_weights_give_the_same_logits_as_the_gguf_path() {
     assert_eq!(from_dir.vocab_size(), from_gguf.vocab_size());
     assert_eq!(from_dir.max_positions(), TINY_CONTEXT);
 
-    let prompt: Vec<u32> = vec![1, 40, 77, 280, 101, 5, 230, 17, 2, 9, 150, 283, 63, 63, 120, 3];
-    assert_close(&from_dir.forward(&prompt, 0).unwrap(), &from_gguf.forward(&prompt, 0).unwrap(), "prefill");
+    let prompt: Vec<u32> = vec![
+        1, 40, 77, 280, 101, 5, 230, 17, 2, 9, 150, 283, 63, 63, 120, 3,
+    ];
+    assert_close(
+        &from_dir.forward(&prompt, 0).unwrap(),
+        &from_gguf.forward(&prompt, 0).unwrap(),
+        "prefill",
+    );
     // Decode steps one token at a time, on top of the cache.
     for (i, token) in [44u32, 271, 0, 199].into_iter().enumerate() {
         let position = prompt.len() + i;
@@ -77,10 +95,18 @@ fn the_same_weights_give_the_same_logits_as_the_gguf_path() {
     let mut fresh = dir_lm(&dir);
     let mut again: Vec<u32> = prompt[..6].to_vec();
     again.extend([7, 8, 9]);
-    assert_close(&rewound, &fresh.forward(&again, 0).unwrap(), "after a rewind");
+    assert_close(
+        &rewound,
+        &fresh.forward(&again, 0).unwrap(),
+        "after a rewind",
+    );
     // Back to position 0: nothing of the old cache remains.
     let restarted = from_dir.forward(&prompt, 0).unwrap();
-    assert_close(&restarted, &from_gguf.forward(&prompt, 0).unwrap(), "restart at 0");
+    assert_close(
+        &restarted,
+        &from_gguf.forward(&prompt, 0).unwrap(),
+        "restart at 0",
+    );
 }
 
 #[test]
@@ -92,21 +118,45 @@ fn generation_from_a_directory_matches_the_gguf_file_and_is_deterministic() {
     let system = Some("You answer briefly.");
     // tokenizer.json + tokenizer_config.json build the same prompt as the GGUF metadata.
     assert_eq!(
-        from_dir.generator.prompt(system, "order SO-1001 for ACME, 12 units").unwrap(),
-        from_gguf.generator.prompt(system, "order SO-1001 for ACME, 12 units").unwrap()
+        from_dir
+            .generator
+            .prompt(system, "order SO-1001 for ACME, 12 units")
+            .unwrap(),
+        from_gguf
+            .generator
+            .prompt(system, "order SO-1001 for ACME, 12 units")
+            .unwrap()
     );
-    assert_eq!(from_dir.generator.tokenizer().eos_ids(), from_gguf.generator.tokenizer().eos_ids());
-    let a = from_dir.generator.generate(system, "hello there", &greedy(20), None).unwrap();
-    let b = from_dir.generator.generate(system, "hello there", &greedy(20), None).unwrap();
-    let g = from_gguf.generator.generate(system, "hello there", &greedy(20), None).unwrap();
+    assert_eq!(
+        from_dir.generator.tokenizer().eos_ids(),
+        from_gguf.generator.tokenizer().eos_ids()
+    );
+    let a = from_dir
+        .generator
+        .generate(system, "hello there", &greedy(20), None)
+        .unwrap();
+    let b = from_dir
+        .generator
+        .generate(system, "hello there", &greedy(20), None)
+        .unwrap();
+    let g = from_gguf
+        .generator
+        .generate(system, "hello there", &greedy(20), None)
+        .unwrap();
     assert!(!a.tokens.is_empty());
     assert_eq!(a.tokens, b.tokens, "greedy generation repeats itself");
-    assert!(b.reused_prompt_tokens > 0, "the second call reuses the cached prompt");
+    assert!(
+        b.reused_prompt_tokens > 0,
+        "the second call reuses the cached prompt"
+    );
     assert_eq!(a.tokens, g.tokens, "same weights, same greedy tokens");
     assert_eq!(a.text, g.text);
 
     let mut reloaded = load_generator(&dir, Backend::for_device(DeviceChoice::Cpu)).unwrap();
-    let c = reloaded.generator.generate(system, "hello there", &greedy(20), None).unwrap();
+    let c = reloaded
+        .generator
+        .generate(system, "hello there", &greedy(20), None)
+        .unwrap();
     assert_eq!(a.tokens, c.tokens, "a fresh load generates the same tokens");
 }
 
@@ -126,14 +176,25 @@ fn json_constrained_output_and_labels_work_on_a_directory() {
     .unwrap();
     let (value, generation) = loaded
         .generator
-        .generate_json(None, "Order SO-7 for 3 units, urgent.", &schema, &greedy(80))
+        .generate_json(
+            None,
+            "Order SO-7 for 3 units, urgent.",
+            &schema,
+            &greedy(80),
+        )
         .unwrap();
     let parsed: Value = serde_json::from_str(&generation.text).unwrap();
     assert_eq!(parsed, value);
-    assert!(value["order_id"].is_string() && value["quantity"].is_i64() && value["urgent"].is_boolean(), "{value}");
+    assert!(
+        value["order_id"].is_string() && value["quantity"].is_i64() && value["urgent"].is_boolean(),
+        "{value}"
+    );
 
     let labels = ["confirm", "reject", "escalate"];
-    let (label, _) = loaded.generator.classify(None, "Customer wants a refund", &labels, &greedy(10)).unwrap();
+    let (label, _) = loaded
+        .generator
+        .classify(None, "Customer wants a refund", &labels, &greedy(10))
+        .unwrap();
     assert!(labels.contains(&label.as_str()), "{label}");
 }
 
@@ -142,13 +203,20 @@ fn a_sharded_checkpoint_loads_like_a_single_file() {
     let (_tmp, dir, _gguf) = both_ways(24);
     let single = dir_lm(&dir).forward(&[1, 50, 60, 70], 0).unwrap();
 
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let (first, second) = names.split_at(names.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
-        let shard: HashMap<String, Tensor> = part.iter().map(|n| ((*n).clone(), tensors[*n].clone())).collect();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let shard: HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
         candle_core::safetensors::save(&shard, dir.join(file)).unwrap();
         for name in part {
             weight_map.insert((*name).clone(), json!(file));
@@ -162,7 +230,10 @@ fn a_sharded_checkpoint_loads_like_a_single_file() {
     .unwrap();
     let model = ModelDir::open(&dir).unwrap();
     assert_eq!(model.weight_files.len(), 2);
-    let sharded = SafetensorsLm::load(&model, Device::Cpu).unwrap().forward(&[1, 50, 60, 70], 0).unwrap();
+    let sharded = SafetensorsLm::load(&model, Device::Cpu)
+        .unwrap()
+        .forward(&[1, 50, 60, 70], 0)
+        .unwrap();
     assert_eq!(single, sharded);
 }
 
@@ -178,7 +249,10 @@ fn bf16_weights_load_on_the_cpu_in_f32() {
     let b = dir_lm(&rounded).forward(&tokens, 0).unwrap();
     let difference = max_difference(&a, &b);
     // bf16 keeps 8 bits of mantissa: close, not equal.
-    assert!(difference > 0.0 && difference < 0.1, "difference {difference}");
+    assert!(
+        difference > 0.0 && difference < 0.1,
+        "difference {difference}"
+    );
     let info = ModelDirInfo::read(&rounded).unwrap();
     assert_eq!(info.dtypes.keys().collect::<Vec<_>>(), ["BF16"]);
     assert_eq!(info.torch_dtype.as_deref(), Some("bfloat16"));
@@ -209,7 +283,8 @@ fn info_reports_the_directory() {
 
     // Any file of the model changes the fingerprint.
     let config_path = dir.join("tokenizer_config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["eos_token"] = json!("<|endoftext|>");
     std::fs::write(&config_path, config.to_string()).unwrap();
     assert_ne!(model_sha256(&dir).unwrap(), info.sha256);
@@ -246,30 +321,66 @@ fn incomplete_or_foreign_directories_give_typed_errors() {
     let no_config = copy("no-config");
     std::fs::remove_file(no_config.join("config.json")).unwrap();
     let err = load_error(&no_config);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::MissingConfig { .. })), "{err}");
-    assert!(err.to_string().contains("no-config") && err.to_string().contains("config.json"), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::MissingConfig { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("no-config") && err.to_string().contains("config.json"),
+        "{err}"
+    );
 
     let mistral = copy("mistral");
     set_config(&mistral, "architectures", json!(["MistralForCausalLM"]));
     set_config(&mistral, "model_type", json!("mistral"));
     let err = load_error(&mistral);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::UnsupportedArchitecture { .. })), "{err}");
-    assert!(err.to_string().contains("`mistral` is not supported"), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::UnsupportedArchitecture { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("`mistral` is not supported"),
+        "{err}"
+    );
 
     let no_tokenizer = copy("no-tokenizer");
     std::fs::remove_file(no_tokenizer.join("tokenizer.json")).unwrap();
     let err = load_error(&no_tokenizer);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::MissingTokenizer { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::MissingTokenizer { .. })
+        ),
+        "{err}"
+    );
 
     let wrong_width = copy("wrong-width");
     set_config(&wrong_width, "intermediate_size", json!(96));
     let err = load_error(&wrong_width);
-    let LoadError::ModelDir(ModelDirError::ShapeMismatch { tensor, expected, found, .. }) = &err else {
+    let LoadError::ModelDir(ModelDirError::ShapeMismatch {
+        tensor,
+        expected,
+        found,
+        ..
+    }) = &err
+    else {
         panic!("not a shape mismatch: {err}");
     };
     assert_eq!(tensor, "model.layers.0.mlp.gate_proj.weight");
-    assert_eq!((expected.as_slice(), found.as_slice()), ([96, 64].as_slice(), [128, 64].as_slice()));
-    assert!(err.to_string().contains("gate_proj") && err.to_string().contains("[128, 64]"), "{err}");
+    assert_eq!(
+        (expected.as_slice(), found.as_slice()),
+        ([96, 64].as_slice(), [128, 64].as_slice())
+    );
+    assert!(
+        err.to_string().contains("gate_proj") && err.to_string().contains("[128, 64]"),
+        "{err}"
+    );
 
     let deeper = copy("deeper");
     set_config(&deeper, "num_hidden_layers", json!(3));
@@ -287,30 +398,55 @@ fn incomplete_or_foreign_directories_give_typed_errors() {
     let odd_heads = copy("odd-heads");
     set_config(&odd_heads, "num_attention_heads", json!(5));
     let err = load_error(&odd_heads);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::UnsupportedConfig { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::UnsupportedConfig { .. })
+        ),
+        "{err}"
+    );
 
     let small_vocab = copy("small-vocab");
     set_config(&small_vocab, "vocab_size", json!(200));
     let err = load_error(&small_vocab);
     assert!(
-        matches!(err, LoadError::ModelDir(ModelDirError::VocabularyMismatch { tokenizer: 284, model: 200, .. })),
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::VocabularyMismatch {
+                tokenizer: 284,
+                model: 200,
+                ..
+            })
+        ),
         "{err}"
     );
 
     let no_weights = copy("no-weights");
     std::fs::remove_file(no_weights.join("model.safetensors")).unwrap();
     let err = load_error(&no_weights);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::MissingWeights { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::ModelDir(ModelDirError::MissingWeights { .. })
+        ),
+        "{err}"
+    );
 
     let garbage = copy("garbage");
     std::fs::write(garbage.join("model.safetensors"), b"not safetensors at all").unwrap();
     let err = load_error(&garbage);
-    assert!(matches!(err, LoadError::ModelDir(ModelDirError::Safetensors { .. })), "{err}");
+    assert!(
+        matches!(err, LoadError::ModelDir(ModelDirError::Safetensors { .. })),
+        "{err}"
+    );
 
     let bad_json = copy("bad-json");
     std::fs::write(bad_json.join("config.json"), "{\"hidden_size\": ").unwrap();
     let err = load_error(&bad_json);
-    assert!(err.to_string().contains("config.json") && err.to_string().contains("not valid JSON"), "{err}");
+    assert!(
+        err.to_string().contains("config.json") && err.to_string().contains("not valid JSON"),
+        "{err}"
+    );
 
     let missing_field = copy("missing-field");
     let path = missing_field.join("config.json");
