@@ -102,7 +102,10 @@ fn load_model_dir(path: &Path, backend: Backend) -> Result<LoadedModel, LoadErro
         Backend::Fast(_) => DeviceChoice::Cpu.open()?,
     };
     let lm = SafetensorsLm::load(&dir, device)?;
+    // `.` or `..` have no name of their own: use the resolved directory's.
     let model_id = path
+        .canonicalize()
+        .unwrap_or_else(|_| path.to_owned())
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -116,7 +119,8 @@ fn load_model_dir(path: &Path, backend: Backend) -> Result<LoadedModel, LoadErro
 }
 
 /// Opens the GGUF file, builds tokenizer and chat template, and loads the weights on `backend`.
-fn load_gguf(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {    let started = Instant::now();
+fn load_gguf(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
+    let started = Instant::now();
     let mut file = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::for_model(&file)?;
     let template = ChatTemplate::detect(

@@ -101,9 +101,9 @@ impl TextTokenizer {
     /// Loads the `tokenizer.json` of a model directory, with the BOS and EOS tokens that
     /// `tokenizer_config.json` names (else the ids `config.json` declares).
     pub fn for_model_dir(dir: &ModelDir) -> Result<Self, TokenizerError> {
-        let probe = Tokenizer::from_file(&dir.tokenizer_json)
+        let inner = Tokenizer::from_file(&dir.tokenizer_json)
             .map_err(|e| TokenizerError::Build(format!("{}: {e}", dir.tokenizer_json.display())))?;
-        let id_of = |text: &Option<String>| text.as_deref().and_then(|t| probe.token_to_id(t));
+        let id_of = |text: &Option<String>| text.as_deref().and_then(|t| inner.token_to_id(t));
         let bos = id_of(&dir.tokenizer_config.bos_token).or(dir.config.bos_token_id);
         let mut eos: Vec<u32> = id_of(&dir.tokenizer_config.eos_token).into_iter().collect();
         for id in dir.config_eos_ids() {
@@ -111,7 +111,7 @@ impl TextTokenizer {
                 eos.push(id);
             }
         }
-        Self::load_tokenizer_json(&dir.tokenizer_json, probe, bos, eos)
+        Self::load_tokenizer_json(&dir.tokenizer_json, inner, bos, eos)
     }
 
     /// Loads a `tokenizer.json`.
