@@ -1,4 +1,5 @@
-//! Choosing and loading a backend for a model file.
+//! Choosing and loading a backend for a model: a GGUF file runs on candle's quantized llama or the
+//! fast CPU backend; a Hugging Face model directory (safetensors) runs on candle's llama.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +10,8 @@ use crate::fast::{FastLlama, FastOptions};
 use crate::generate::Generator;
 use crate::gguf::{GgufError, GgufFile};
 use crate::lm::{CausalLm, LmError};
+use crate::model_dir::{ModelDir, ModelDirError};
+use crate::safetensors_lm::SafetensorsLm;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// Which implementation computes the logits.
@@ -45,20 +48,78 @@ pub enum LoadError {
     /// The backend refused the model.
     #[error(transparent)]
     Lm(#[from] LmError),
+    /// The model directory is incomplete or not a supported llama.
+    #[error(transparent)]
+    ModelDir(#[from] ModelDirError),
 }
 
 /// A loaded model with facts about the load.
 pub struct LoadedModel {
     /// The generator.
     pub generator: Generator,
-    /// Model id: the file name without extension.
+    /// Model id: the file name without extension, or the directory name.
     pub model_id: String,
     /// How long loading took.
     pub load_time: Duration,
 }
 
-/// Opens the GGUF file, builds tokenizer and chat template, and loads the weights on `backend`.
+/// Loads the model at `path`: a directory is a Hugging Face model directory (config.json,
+/// *.safetensors, tokenizer.json) run by candle's llama on the backend's device (the CPU for
+/// [`Backend::Fast`]); anything else is a GGUF file.
 pub fn load_generator(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
+    if path.is_dir() {
+        load_model_dir(path, backend)
+    } else {
+        load_gguf(path, backend)
+    }
+}
+
+/// The SHA-256 that identifies the model at `path`: of the file, or the fingerprint of a model
+/// directory's files ([`ModelDir::sha256`]).
+pub fn model_sha256(path: &Path) -> Result<String, LoadError> {
+    if path.is_dir() {
+        Ok(ModelDir::open(path)?.sha256()?)
+    } else {
+        Ok(crate::gguf::sha256_file(path)?)
+    }
+}
+
+fn load_model_dir(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
+    let started = Instant::now();
+    let dir = ModelDir::open(path)?;
+    let tokenizer = TextTokenizer::for_model_dir(&dir)?;
+    if tokenizer.vocab_size() > dir.config.vocab_size {
+        return Err(ModelDirError::VocabularyMismatch {
+            dir: dir.path.clone(),
+            tokenizer: tokenizer.vocab_size(),
+            model: dir.config.vocab_size,
+        }
+        .into());
+    }
+    let template = ChatTemplate::detect(dir.tokenizer_config.chat_template.as_deref(), &tokenizer);
+    let device = match backend {
+        Backend::Candle(device) => device.open()?,
+        Backend::Fast(_) => DeviceChoice::Cpu.open()?,
+    };
+    let lm = SafetensorsLm::load(&dir, device)?;
+    // `.` or `..` have no name of their own: use the resolved directory's.
+    let model_id = path
+        .canonicalize()
+        .unwrap_or_else(|_| path.to_owned())
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let load_time = started.elapsed();
+    tracing::info!(model = %model_id, load_ms = load_time.as_millis() as u64, "model directory loaded on candle's llama");
+    Ok(LoadedModel {
+        generator: Generator::new(Box::new(lm), tokenizer, template),
+        model_id,
+        load_time,
+    })
+}
+
+/// Opens the GGUF file, builds tokenizer and chat template, and loads the weights on `backend`.
+fn load_gguf(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
     let started = Instant::now();
     let mut file = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::for_model(&file)?;

@@ -3,7 +3,7 @@
 //!
 //! Data directory: `$FLOWBOT_DATA_DIR`, else `./.data` (relative to the working directory). The
 //! default model lives at `<data dir>/models/SmolLM2-135M-Instruct.Q4_1.gguf`. `$FLOWBOT_MODEL`
-//! names a model file that overrides the default everywhere.
+//! names a model file (or model directory) that overrides the default everywhere.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};

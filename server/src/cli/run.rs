@@ -2,7 +2,8 @@
 //! one instance in memory. With `--auto-complete`, user, manual and receive tasks and every job are
 //! completed at once (the CLI registers no handlers); timers, message and signal events keep
 //! waiting. Language-model steps run on the local model (`--model PATH`, else $FLOWBOT_MODEL, else
-//! the default model, fetched on first use), loaded only when a step needs it. With `--rules`, the business rules of that folder run at
+//! the default model, fetched on first use), loaded only when a step needs it; each call is kept as
+//! the history record the durable engine writes (`history` in `--json`). With `--rules`, the business rules of that folder run at
 //! their attachment points and the effects they ask for (notifications, events) are printed.
 //! Exit 0 when the instance completed or waits, 1 when it failed or the input is invalid
 //! (diagnostics on stderr).
@@ -11,7 +12,7 @@ use super::model::ModelChoice;
 use crate::llm_backend::LazyLocalGenerator;
 use crate::sources;
 use flowbot_engine::llm::TextGenerator;
-use flowbot_engine::runtime::llm_step;
+use flowbot_engine::runtime::{llm_step, HistoryEntry, HistoryRecord};
 use anyhow::Context;
 use clap::Args;
 use flowbot_engine::executor::{ExecutionHooks, Instance, NoHooks, Status, Wait, WaitKind};
@@ -115,7 +116,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     steps.status_changed(&process, &mut instance, Status::Running);
     let task_outputs = parse_task_outputs(&args.task_outputs)?;
     let generator = text_generator(args)?;
-    let mut llm_calls = Vec::new();
+    let mut history: Vec<HistoryRecord> = Vec::new();
     let mut llm_error = None;
     loop {
         if args.auto_complete {
@@ -128,7 +129,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         for wait in llm_waits {
             match answer_llm_step(&process, &mut instance, &mut steps, generator.as_ref(), &wait) {
-                Ok(call) => llm_calls.push(call),
+                Ok(record) => history.push(record),
                 Err(err) => llm_error = Some(format!("LLM step `{}`: {err:#}", wait.node)),
             }
         }
@@ -139,21 +140,10 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let effects = &steps.effects;
     let text = if args.json {
         let mut value = report(&instance, effects);
-        value["llm_calls"] = Value::Array(llm_calls);
+        value["history"] = serde_json::to_value(&history)?;
         format!("{}\n", serde_json::to_string(&value)?)
     } else {
-        let mut text = human(&instance, effects);
-        for call in &llm_calls {
-            text += &format!(
-                "llm {}: {} prompt + {} completion tokens, {} ms, model {}\n",
-                call["node"].as_str().unwrap_or_default(),
-                call["prompt_tokens"],
-                call["completion_tokens"],
-                call["elapsed_ms"],
-                call["model_id"].as_str().unwrap_or_default()
-            );
-        }
-        text
+        human(&instance, effects) + llm_lines(&history).as_str()
     };
     super::write_stdout(&text)?;
     if let Some(error) = &llm_error {
@@ -169,30 +159,52 @@ fn instance_id(process: &CompiledProcess) -> String {
     format!("{}-{millis}", process.id)
 }
 
-/// Answers one LLM wait with the generator and completes it; returns the call's record.
+/// Answers one LLM wait with the generator and completes it; returns the call's history record,
+/// the same record the durable engine writes.
 fn answer_llm_step(
     process: &CompiledProcess,
     instance: &mut Instance,
     steps: &mut Steps<'_>,
     generator: &dyn TextGenerator,
     wait: &Wait,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<HistoryRecord> {
     let WaitKind::Llm { task } = &wait.kind else { anyhow::bail!("not an LLM step") };
     let request = llm_step::build_request(task, instance.variables()).map_err(anyhow::Error::msg)?;
     let response = generator.generate(&request)?;
     let outputs = llm_step::output_variables(task, &response);
     steps.run(|hooks| instance.complete(process, wait.activation, outputs, hooks))?;
-    Ok(json!({
-        "node": wait.node,
-        "prompt": request.prompt,
-        "output": response.output,
-        "model_id": response.model_id,
-        "model_sha256": response.model_sha256,
-        "prompt_tokens": response.prompt_tokens,
-        "completion_tokens": response.completion_tokens,
-        "elapsed_ms": response.elapsed.as_millis() as u64,
-        "warnings": response.warnings,
-    }))
+    let at_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(HistoryRecord {
+        at_ms,
+        entry: HistoryEntry::LlmCalled {
+            node: wait.node.clone(),
+            activation: wait.activation,
+            // The in-memory runner makes one call per step: a failed call stops the run.
+            attempt: 1,
+            prompt: request.prompt,
+            output: response.output,
+            model_id: response.model_id,
+            model_sha256: response.model_sha256,
+            prompt_tokens: response.prompt_tokens,
+            completion_tokens: response.completion_tokens,
+            elapsed_ms: response.elapsed.as_millis() as u64,
+            warnings: response.warnings,
+        },
+    })
+}
+
+/// One line per LLM call of the history, as `run` prints them.
+pub(super) fn llm_lines(history: &[HistoryRecord]) -> String {
+    history
+        .iter()
+        .filter_map(|record| match &record.entry {
+            HistoryEntry::LlmCalled { node, prompt_tokens, completion_tokens, elapsed_ms, model_id, .. } => Some(
+                format!("llm {node}: {prompt_tokens} prompt + {completion_tokens} completion tokens, {elapsed_ms} ms, model {model_id}\n"),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `--auto-complete` completes this wait.

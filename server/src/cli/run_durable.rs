@@ -3,13 +3,14 @@
 //! jump ahead so a process with a three-day timer finishes at once. With `--rules DIR` the engine
 //! enforces the folder's rules at every step, writes their effects to the outbox with the step,
 //! and the effects recorded in the instance's history are printed as `run --rules` prints them.
+//! The LLM calls of the history are printed too (`history` in `--json`, as the in-memory run).
 
 use super::run::{ClockArg, RunArgs};
 use crate::cli::load::load_definitions;
 use anyhow::Context;
 use flowbot_engine::clock::{Clock, VirtualClock, WallClock};
 use flowbot_engine::rules::{Effect, RulesConfig, SharedRuleHooks, StdlibConfig};
-use flowbot_engine::runtime::{Engine, EngineOptions, HistoryEntry, InstanceInfo};
+use flowbot_engine::runtime::{Engine, EngineOptions, HistoryEntry, HistoryRecord, InstanceInfo};
 use flowbot_engine::store::{Durability, MemoryStore, SledStore, Store};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<ExitCode> {
     let defs = load_definitions(&args.path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let (info, effects) = runtime.block_on(async {
+    let (info, effects, llm_calls) = runtime.block_on(async {
         let store: Arc<dyn Store> = match &args.store {
             Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
             None => Arc::new(MemoryStore::new()),
@@ -44,21 +45,24 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
         let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
         let started = engine.start(&deployment.deployed.process_id, variables).await?;
         let info = engine.wait_settled(&started.id).await?;
-        let effects: Vec<Effect> = engine
-            .history(&started.id)?
-            .into_iter()
-            .filter_map(|record| match record.entry {
-                HistoryEntry::RuleEffect { effect } => Some(effect),
-                _ => None,
-            })
-            .collect();
+        let mut effects: Vec<Effect> = Vec::new();
+        let mut llm_calls: Vec<HistoryRecord> = Vec::new();
+        for record in engine.history(&started.id)? {
+            match record.entry {
+                HistoryEntry::RuleEffect { effect } => effects.push(effect),
+                HistoryEntry::LlmCalled { .. } => llm_calls.push(record),
+                _ => {}
+            }
+        }
         engine.shutdown().await;
-        anyhow::Ok((info, effects))
+        anyhow::Ok((info, effects, llm_calls))
     })?;
     let text = if args.json {
-        format!("{}\n", serde_json::to_string(&report(&info, &effects))?)
+        let mut value = report(&info, &effects);
+        value["history"] = serde_json::to_value(&llm_calls)?;
+        format!("{}\n", serde_json::to_string(&value)?)
     } else {
-        human(&info) + super::run::effect_lines(&effects).as_str()
+        human(&info) + super::run::effect_lines(&effects).as_str() + super::run::llm_lines(&llm_calls).as_str()
     };
     super::write_stdout(&text)?;
     Ok(if info.status == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -10,6 +10,8 @@ use flowbot_model_runtime::fast::reference::{REFERENCE_GREEDY_IDS, REFERENCE_PRO
 use flowbot_model_runtime::fast::{FastLlama, FastOptions, Isa};
 use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
+use flowbot_model_runtime::model_dir::ModelDir;
+use flowbot_model_runtime::safetensors_lm::{compute_dtype, SafetensorsLm};
 use serde::Serialize;
 
 use super::ModelChoice;
@@ -45,7 +47,7 @@ pub struct BenchArgs {
     /// Greedy decode steps after the prompt (EOS ignored).
     #[arg(long, default_value_t = 128)]
     pub steps: usize,
-    /// Backend to measure.
+    /// Backend to measure (a model directory always runs on candle's llama).
     #[arg(long, value_enum, default_value_t = Backend::Fast)]
     pub backend: Backend,
     /// Kernel implementation of the fast backend (default: the fastest this CPU has).
@@ -116,6 +118,17 @@ fn run(args: BenchArgs) -> Result<()> {
     }
     let started = Instant::now();
     let (mut lm, kernels): (Box<dyn CausalLm>, String) = match args.backend {
+        // A model directory runs on candle's llama whatever --backend says.
+        _ if path.is_dir() => {
+            std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+            let dir = ModelDir::open(&path)?;
+            let device = device.open()?;
+            let dtype = compute_dtype(&device);
+            (
+                Box::new(SafetensorsLm::load(&dir, device)?),
+                format!("candle llama, {dtype:?}, on {}", args.model.device),
+            )
+        }
         Backend::Fast => {
             if device != DeviceChoice::Cpu {
                 bail!(
@@ -193,6 +206,7 @@ fn run(args: BenchArgs) -> Result<()> {
         ttft_ms: prompt.as_secs_f64() * 1e3,
         ttft_cached_prefix_ms: ttft_cached.as_secs_f64() * 1e3,
         backend: match args.backend {
+            _ if path.is_dir() => "safetensors",
             Backend::Fast => "fast",
             Backend::Candle => "candle",
         },
