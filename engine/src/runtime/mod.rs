@@ -967,7 +967,7 @@ impl Inner {
                     turn.commit.put(Table::Subscriptions, key, encode(&Subscriber { instance: id.clone(), activation: wait.activation }));
                 }
                 WaitKind::Timer { definition } => {
-                    let due = TimerSpec::parse(definition.kind, &definition.expression.source)
+                    let due = TimerSpec::of(definition)
                         .map_err(|e| e.to_string())
                         .and_then(|spec| spec.first_due(now).ok_or_else(|| "the timer never fires".to_string()));
                     match due {
