@@ -170,6 +170,29 @@ async fn a_cron_start_in_a_business_time_zone_follows_daylight_saving_time() {
 }
 
 #[tokio::test]
+async fn date_and_duration_start_timers_fire_once() {
+    let clock = VirtualClock::starting_at(0);
+    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    let once = yaml(
+        "process: once
+nodes:
+  at_date: { start: { timer: { date: \"1970-01-02T00:00:00\", time_zone: Asia/Shanghai } }, next: done }
+  after: { start: { timer: { duration: PT1H } }, next: done }
+  done: { end: ~ }
+",
+    );
+    engine.deploy(&once, None).await.unwrap();
+    until("both fired and no schedule left", || {
+        count(&engine) == 2 && engine.inner.store.scan(Table::Schedules, b"").unwrap().is_empty()
+    })
+    .await;
+    engine.shutdown().await;
+    let due: Vec<(u64, u32)> = ticks(&engine).iter().map(|t| (t.2, t.3)).collect();
+    // PT1H after the deployment; 1970-01-02 00:00 in Shanghai is 1970-01-01 16:00 UTC.
+    assert_eq!(due, vec![(HOUR_MS, 1), (16 * HOUR_MS, 1)]);
+}
+
+#[tokio::test]
 async fn a_start_timer_that_cannot_be_scheduled_is_refused_at_deployment() {
     let engine = Engine::builder().build().await.unwrap();
     let err = engine.deploy(&ticking("every evening", None, "v1"), None).await.unwrap_err().to_string();
