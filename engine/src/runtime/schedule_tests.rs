@@ -345,3 +345,31 @@ async fn the_retry_budget_and_backoff_survive_a_restart() {
     assert_eq!(failures, vec![(1, 0, Some(HOUR_MS)), (2, HOUR_MS, Some(3 * HOUR_MS)), (3, 3 * HOUR_MS, None)]);
     engine.shutdown().await;
 }
+
+#[test]
+fn only_a_non_interrupting_boundary_timer_ticks() {
+    let defs = yaml(
+        "process: ticking
+nodes:
+  s: { start: ~, next: review }
+  review: { user: ~, next: done }
+  remind: { boundary: { attached_to: review, timer: { cycle: R3/PT1H }, interrupting: false }, next: reminded }
+  reminded: { end: ~ }
+  done: { end: ~ }
+",
+    );
+    let scripts = Arc::new(ScriptRuntime::new(&ScriptLimits::default()));
+    let (process, _) = compile(&defs, None, &scripts).unwrap();
+    let (mut instance, step) = Instance::start(&process, "t-1", Map::new(), &NoHooks).unwrap();
+    let wait_of = |node: &str| step.new_waits.iter().find(|w| w.node == node).unwrap().activation;
+    let (timer, review) = (wait_of("remind"), wait_of("review"));
+    for _ in 0..2 {
+        instance.tick_boundary(&process, timer, &NoHooks).unwrap();
+    }
+    assert_eq!(instance.path().iter().filter(|n| *n == "reminded").count(), 2);
+    assert!(instance.wait(timer).is_some() && instance.wait(review).is_some(), "both waits stay open");
+    let err = instance.tick_boundary(&process, review, &NoHooks).unwrap_err();
+    assert_eq!(err, ExecError::NotARepeatingBoundary { activation: review, node: "review".into() });
+    instance.complete(&process, review, Map::new(), &NoHooks).unwrap();
+    assert!(instance.wait(timer).is_none(), "the task's end disarms its boundary timer");
+}
