@@ -393,6 +393,11 @@ pub struct Timer {
     /// The definition text (`PT10M`, `2026-12-01T08:00:00Z`, `R5/PT10M`, `0 0 18 * * *`), or an
     /// expression producing it.
     pub expression: Expr,
+    /// The business time zone of a cron expression or of a date without an offset (an IANA
+    /// name such as `Asia/Shanghai`); UTC when absent. YAML `time_zone:`, BPMN
+    /// `flowbot:timeZone` on the `timeCycle`/`timeDate` element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// The three BPMN timer forms.

@@ -3,12 +3,24 @@
 //! expressions for calendar jobs (`0 0 18 * * *`: seconds, minutes, hours, day of month, month,
 //! day of week; a five-field form without seconds is accepted too).
 //!
+//! Cron expressions and dates written without an offset may name a business time zone (an IANA
+//! name such as `Asia/Shanghai`, see [`TimerSpec::parse_in`]); the default is UTC. Cron times are
+//! wall-clock times in that zone, across daylight-saving changes:
+//! - a time that does not exist (skipped by a spring-forward change) fires at the instant the
+//!   same wall-clock time has with the offset in force before the change (02:30 in a gap from
+//!   02:00 to 03:00 fires at 03:30 new time, one hour after 01:30), so the day is never skipped;
+//! - a time that exists twice (repeated by a fall-back change) fires once, at its first
+//!   occurrence, unless the expression names every hour (`0 30 * * * *`), which fires in both
+//!   repeated hours, as every real hour has its firing.
+//!
 //! [`TimerSpec::parse`] gives a clear error naming the text and what is wrong;
 //! [`TimerSpec::first_due`] and [`TimerSpec::next_due`] compute due times in milliseconds since
 //! the Unix epoch.
 
-use crate::model::TimerKind;
-use chrono::{DateTime, Duration as ChronoDuration, Months, TimeZone, Utc};
+use crate::model::{Timer, TimerKind};
+use chrono::{DateTime, Duration as ChronoDuration, LocalResult, Months, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use cron::TimeUnitSpec;
 use std::str::FromStr;
 
 /// An ISO 8601 duration. Years and months are calendar units (added with month arithmetic),
@@ -61,8 +73,13 @@ pub enum TimerSpec {
         /// No firing after this moment, when given.
         end: Option<DateTime<Utc>>,
     },
-    /// Due at every moment matching a cron expression.
-    Cron(Box<cron::Schedule>),
+    /// Due at every moment matching a cron expression, read as wall-clock time in `zone`.
+    Cron {
+        /// The schedule.
+        schedule: Box<cron::Schedule>,
+        /// The business time zone (UTC by default).
+        zone: Tz,
+    },
 }
 
 /// Why a timer definition could not be parsed or scheduled.
@@ -71,7 +88,7 @@ pub enum TimerError {
     /// The text is not a valid definition of the declared kind.
     #[error("invalid timer {kind} '{text}': {reason}")]
     Invalid {
-        /// `duration`, `date` or `cycle`.
+        /// `duration`, `date`, `cycle` or `time zone`.
         kind: &'static str,
         /// The text as written.
         text: String,
@@ -88,35 +105,66 @@ impl TimerSpec {
     /// Parses `text` as a timer of the given kind. A cycle is an ISO 8601 repeating interval
     /// (starting with `R`) or a cron expression.
     pub fn parse(kind: TimerKind, text: &str) -> Result<Self, TimerError> {
+        Self::parse_in(kind, text, None)
+    }
+
+    /// Parses `text` as a timer of the given kind whose cron expression, or date written without
+    /// an offset (`2026-12-01T08:00:00`), is read in the IANA time zone `zone` (UTC when `None`).
+    /// Durations and ISO 8601 cycles count exact time and take no zone.
+    pub fn parse_in(kind: TimerKind, text: &str, zone: Option<&str>) -> Result<Self, TimerError> {
         let text = text.trim();
+        let tz = zone.map(parse_zone).transpose()?;
+        let exact_time = kind == TimerKind::Duration || (kind == TimerKind::Cycle && text.starts_with('R'));
+        if exact_time && tz.is_some() {
+            let what = if kind == TimerKind::Duration { "duration" } else { "cycle" };
+            return Err(invalid(
+                what,
+                text,
+                "a time zone applies to cron expressions and dates only; durations and ISO 8601 cycles count exact time",
+            ));
+        }
         match kind {
             TimerKind::Duration => Ok(TimerSpec::Duration(parse_duration(text)?)),
-            TimerKind::Date => Ok(TimerSpec::Date(parse_date(text).map_err(|r| invalid("date", text, r))?)),
+            TimerKind::Date => Ok(TimerSpec::Date(parse_zoned_date(text, tz).map_err(|r| invalid("date", text, r))?)),
             TimerKind::Cycle if text.starts_with('R') => parse_repeating(text),
-            TimerKind::Cycle => parse_cron(text),
+            TimerKind::Cycle => parse_cron(text, tz.unwrap_or(Tz::UTC)),
         }
+    }
+
+    /// Parses a timer of the model (its kind, text and time zone).
+    pub fn of(timer: &Timer) -> Result<Self, TimerError> {
+        Self::parse_in(timer.kind, &timer.expression.source, timer.time_zone.as_deref())
     }
 
     /// When the timer is first due if armed at `armed_ms`; `None` if it never fires (a cycle
     /// whose end has passed, a cron expression with no future match).
     pub fn first_due(&self, armed_ms: u64) -> Option<u64> {
+        self.first_occurrence(armed_ms).map(|(due, _)| due)
+    }
+
+    /// When the timer is first due if armed at `armed_ms`, with the number (1-based) of that
+    /// occurrence, to pass to [`TimerSpec::next_due`]. A cycle with a start date in the past
+    /// starts at its first occurrence not before `armed_ms` (earlier ones count towards its
+    /// repetitions); a cron expression at its next match after `armed_ms`.
+    pub fn first_occurrence(&self, armed_ms: u64) -> Option<(u64, u32)> {
         let armed = from_ms(armed_ms)?;
         match self {
-            TimerSpec::Duration(d) => to_ms(d.after(armed)?),
-            TimerSpec::Date(at) => to_ms(*at),
+            TimerSpec::Duration(d) => Some((to_ms(d.after(armed)?)?, 1)),
+            TimerSpec::Date(at) => Some((to_ms(*at)?, 1)),
             TimerSpec::Cycle { repetitions: Some(0), .. } => None,
-            TimerSpec::Cycle { start, interval, end, .. } => {
-                let first = match start {
-                    Some(start) => *start,
-                    None => interval.after(armed)?,
-                };
-                within(first, end)
+            TimerSpec::Cycle { start: None, interval, end, .. } => Some((within(interval.after(armed)?, end)?, 1)),
+            TimerSpec::Cycle { repetitions, start: Some(start), interval, end } => {
+                let (first, index) = first_not_before(*start, interval, armed)?;
+                if repetitions.is_some_and(|r| index > r) {
+                    return None;
+                }
+                Some((within(first, end)?, index))
             }
-            TimerSpec::Cron(schedule) => to_ms(schedule.after(&armed).next()?),
+            TimerSpec::Cron { schedule, zone } => Some((next_cron(schedule, *zone, armed_ms)?, 1)),
         }
     }
 
-    /// For a repeating timer: when it is due after firing the `fired`-th time (1-based) at
+    /// For a repeating timer: when it is due after firing its `fired`-th occurrence (1-based) at
     /// `previous_ms`. `None` for one-shot timers and exhausted cycles.
     pub fn next_due(&self, previous_ms: u64, fired: u32) -> Option<u64> {
         let previous = from_ms(previous_ms)?;
@@ -128,14 +176,88 @@ impl TimerSpec {
                 }
                 within(interval.after(previous)?, end)
             }
-            TimerSpec::Cron(schedule) => to_ms(schedule.after(&previous).next()?),
+            TimerSpec::Cron { schedule, zone } => next_cron(schedule, *zone, previous_ms),
         }
     }
 
     /// Whether the timer can fire more than once.
     pub fn repeats(&self) -> bool {
-        matches!(self, TimerSpec::Cycle { .. } | TimerSpec::Cron(_))
+        match self {
+            TimerSpec::Cycle { repetitions, .. } => *repetitions != Some(1),
+            TimerSpec::Cron { .. } => true,
+            TimerSpec::Duration(_) | TimerSpec::Date(_) => false,
+        }
     }
+}
+
+/// Checks that `name` is an IANA time zone name (front ends report a bad one where it is written).
+pub fn check_time_zone(name: &str) -> Result<(), TimerError> {
+    parse_zone(name).map(|_| ())
+}
+
+/// Reads an IANA time zone name.
+fn parse_zone(name: &str) -> Result<Tz, TimerError> {
+    let name = name.trim();
+    Tz::from_str(name).map_err(|_| {
+        invalid("time zone", name, "not an IANA time zone name (such as Asia/Shanghai, Europe/Berlin or UTC)")
+    })
+}
+
+/// The first occurrence `start + n × interval` (n ≥ 0) not before `armed`, with its 1-based number.
+fn first_not_before(start: DateTime<Utc>, interval: &IsoDuration, armed: DateTime<Utc>) -> Option<(DateTime<Utc>, u32)> {
+    if start >= armed {
+        return Some((start, 1));
+    }
+    if interval.months == 0 {
+        // Exact intervals: jump straight to the occurrence.
+        let step = i64::try_from(interval.millis).ok()?.max(1);
+        let behind = (armed - start).num_milliseconds();
+        let n = (behind + step - 1) / step;
+        let at = start.checked_add_signed(ChronoDuration::milliseconds(n.checked_mul(step)?))?;
+        return Some((at, u32::try_from(n).ok()?.checked_add(1)?));
+    }
+    // Calendar intervals: walk (at most one step per month since the start).
+    let mut at = start;
+    let mut index = 1u32;
+    while at < armed {
+        at = interval.after(at)?;
+        index = index.checked_add(1)?;
+    }
+    Some((at, index))
+}
+
+/// The next instant strictly after `after_ms` matching `schedule` read as wall-clock time in
+/// `zone`, with the daylight-saving rules of the module documentation.
+fn next_cron(schedule: &cron::Schedule, zone: Tz, after_ms: u64) -> Option<u64> {
+    let after = from_ms(after_ms)?;
+    let local = after.with_timezone(&zone).naive_local().with_nanosecond(0)?;
+    // Candidates are wall-clock times; the one equal to `local` is included so that the second
+    // of two repeated wall-clock times can be found.
+    let from = Utc.from_utc_datetime(&(local - ChronoDuration::seconds(1)));
+    let every_hour = schedule.hours().is_all();
+    for candidate in schedule.after(&from).take(1_000) {
+        let wall = candidate.naive_utc();
+        let instants: Vec<DateTime<Utc>> = match zone.from_local_datetime(&wall) {
+            LocalResult::Single(at) => vec![at.with_timezone(&Utc)],
+            LocalResult::Ambiguous(first, second) if every_hour => {
+                vec![first.with_timezone(&Utc), second.with_timezone(&Utc)]
+            }
+            LocalResult::Ambiguous(first, _) => vec![first.with_timezone(&Utc)],
+            LocalResult::None => vec![in_gap(zone, wall)?],
+        };
+        if let Some(at) = instants.into_iter().find(|at| *at > after) {
+            return to_ms(at);
+        }
+    }
+    None
+}
+
+/// The instant of a wall-clock time skipped by a daylight-saving change: the time read with the
+/// offset in force before the change.
+fn in_gap(zone: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let before = zone.from_local_datetime(&(wall - ChronoDuration::hours(26))).earliest()?;
+    let offset = before.offset().fix().local_minus_utc();
+    Some(Utc.from_utc_datetime(&(wall - ChronoDuration::seconds(i64::from(offset)))))
 }
 
 fn within(at: DateTime<Utc>, end: &Option<DateTime<Utc>>) -> Option<u64> {
@@ -157,6 +279,23 @@ fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| format!("expected an RFC 3339 date such as 2026-12-01T08:00:00Z ({e})"))
+}
+
+/// A date with an offset, or, when `zone` is given, a date without one read in that zone.
+fn parse_zoned_date(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, String> {
+    match (parse_date(text), zone) {
+        (Ok(at), _) => Ok(at),
+        (Err(err), None) => Err(err),
+        (Err(_), Some(zone)) => {
+            let wall = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").map_err(|e| {
+                format!("expected a date such as 2026-12-01T08:00:00 (in {zone}) or 2026-12-01T08:00:00Z ({e})")
+            })?;
+            match zone.from_local_datetime(&wall) {
+                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => Ok(at.with_timezone(&Utc)),
+                LocalResult::None => in_gap(zone, wall).ok_or_else(|| format!("{text} does not exist in {zone}")),
+            }
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<IsoDuration, TimerError> {
@@ -251,7 +390,7 @@ fn parse_repeating(text: &str) -> Result<TimerSpec, TimerError> {
     Ok(TimerSpec::Cycle { repetitions, start, interval, end })
 }
 
-fn parse_cron(text: &str) -> Result<TimerSpec, TimerError> {
+fn parse_cron(text: &str, zone: Tz) -> Result<TimerSpec, TimerError> {
     let fields = text.split_whitespace().count();
     let normalized = match fields {
         5 => format!("0 {text}"),
@@ -265,7 +404,7 @@ fn parse_cron(text: &str) -> Result<TimerSpec, TimerError> {
         }
     };
     cron::Schedule::from_str(&normalized)
-        .map(|s| TimerSpec::Cron(Box::new(s)))
+        .map(|schedule| TimerSpec::Cron { schedule: Box::new(schedule), zone })
         .map_err(|e| invalid("cycle", text, format!("bad cron expression: {e}")))
 }
 
@@ -397,5 +536,95 @@ mod tests {
         // The five-field form (no seconds) means the same.
         let short = TimerSpec::parse(TimerKind::Cycle, "0 18 * * *").unwrap();
         assert_eq!(short.first_due(ms("2026-05-04T18:00:00Z")), Some(ms("2026-05-05T18:00:00Z")));
+    }
+
+    fn zoned_cron(text: &str, zone: &str) -> TimerSpec {
+        TimerSpec::parse_in(TimerKind::Cycle, text, Some(zone)).unwrap()
+    }
+
+    /// The first `n` firings after `from`.
+    fn firings(spec: &TimerSpec, from: &str, n: usize) -> Vec<u64> {
+        let mut due = spec.first_due(ms(from)).unwrap();
+        let mut out = vec![due];
+        while out.len() < n {
+            due = spec.next_due(due, out.len() as u32).unwrap();
+            out.push(due);
+        }
+        out
+    }
+
+    #[test]
+    fn cron_in_a_business_time_zone_fires_at_local_wall_clock_time() {
+        let spec = zoned_cron("0 18 * * *", "Asia/Shanghai");
+        // 18:00 in Shanghai (UTC+8, no daylight saving) is 10:00 UTC.
+        assert_eq!(
+            firings(&spec, "2026-05-04T09:30:00Z", 2),
+            vec![ms("2026-05-04T10:00:00Z"), ms("2026-05-05T10:00:00Z")]
+        );
+        let utc = TimerSpec::parse(TimerKind::Cycle, "0 18 * * *").unwrap();
+        assert_eq!(utc.first_due(ms("2026-05-04T09:30:00Z")), Some(ms("2026-05-04T18:00:00Z")), "UTC by default");
+    }
+
+    #[test]
+    fn cron_follows_daylight_saving_changes() {
+        // New York moves from EST (UTC-5) to EDT (UTC-4) on 2026-03-08 at 02:00.
+        let evening = zoned_cron("0 18 * * *", "America/New_York");
+        assert_eq!(
+            firings(&evening, "2026-03-07T12:00:00Z", 3),
+            vec![ms("2026-03-07T23:00:00Z"), ms("2026-03-08T22:00:00Z"), ms("2026-03-09T22:00:00Z")]
+        );
+        // 02:30 does not exist on 2026-03-08: it fires at 03:30 EDT (02:30 read as EST), not skipped.
+        let in_gap = zoned_cron("0 30 2 * * *", "America/New_York");
+        assert_eq!(
+            firings(&in_gap, "2026-03-07T00:00:00Z", 3),
+            vec![ms("2026-03-07T07:30:00Z"), ms("2026-03-08T07:30:00Z"), ms("2026-03-09T06:30:00Z")]
+        );
+        // Back from EDT to EST on 2026-11-01 at 02:00: 01:30 happens twice; a daily job fires once.
+        let repeated = zoned_cron("0 30 1 * * *", "America/New_York");
+        assert_eq!(
+            firings(&repeated, "2026-10-31T00:00:00Z", 3),
+            vec![ms("2026-10-31T05:30:00Z"), ms("2026-11-01T05:30:00Z"), ms("2026-11-02T06:30:00Z")]
+        );
+        // An every-hour job fires in both repeated hours: every real hour has its firing.
+        let hourly = zoned_cron("0 30 * * * *", "America/New_York");
+        assert_eq!(
+            firings(&hourly, "2026-11-01T04:00:00Z", 4),
+            vec![
+                ms("2026-11-01T04:30:00Z"),
+                ms("2026-11-01T05:30:00Z"),
+                ms("2026-11-01T06:30:00Z"),
+                ms("2026-11-01T07:30:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn dates_without_offset_are_read_in_the_time_zone() {
+        let spec = TimerSpec::parse_in(TimerKind::Date, "2026-12-01T08:00:00", Some("Asia/Shanghai")).unwrap();
+        assert_eq!(spec.first_due(0), Some(ms("2026-12-01T00:00:00Z")));
+        let err = TimerSpec::parse(TimerKind::Date, "2026-12-01T08:00:00").unwrap_err().to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn bad_time_zones_say_what_is_wrong() {
+        let err = TimerSpec::parse_in(TimerKind::Cycle, "0 18 * * *", Some("Mars/Olympus")).unwrap_err().to_string();
+        assert!(err.contains("Mars/Olympus") && err.contains("IANA"), "{err}");
+        let err = TimerSpec::parse_in(TimerKind::Duration, "PT1H", Some("Asia/Shanghai")).unwrap_err().to_string();
+        assert!(err.contains("cron expressions and dates only"), "{err}");
+        assert!(check_time_zone("Europe/Berlin").is_ok());
+    }
+
+    #[test]
+    fn a_cycle_whose_start_has_passed_resumes_at_its_next_occurrence() {
+        let spec = TimerSpec::parse(TimerKind::Cycle, "R5/2026-01-01T00:00:00Z/P1D").unwrap();
+        // Armed on 2026-01-03 at noon: occurrences 1-3 have passed, the 4th is next.
+        assert_eq!(spec.first_occurrence(ms("2026-01-03T12:00:00Z")), Some((ms("2026-01-04T00:00:00Z"), 4)));
+        assert_eq!(spec.next_due(ms("2026-01-04T00:00:00Z"), 4), Some(ms("2026-01-05T00:00:00Z")));
+        assert_eq!(spec.next_due(ms("2026-01-05T00:00:00Z"), 5), None);
+        assert_eq!(spec.first_due(ms("2026-01-06T00:00:01Z")), None, "all five have passed");
+        let monthly = TimerSpec::parse(TimerKind::Cycle, "R/2026-01-31T00:00:00Z/P1M").unwrap();
+        assert_eq!(monthly.first_occurrence(ms("2026-03-01T00:00:00Z")), Some((ms("2026-03-28T00:00:00Z"), 3)));
+        assert!(!TimerSpec::parse(TimerKind::Cycle, "R1/PT1H").unwrap().repeats());
     }
 }

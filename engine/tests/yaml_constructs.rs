@@ -51,7 +51,7 @@ nodes:
     assert_eq!(
         kind(n, "s2"),
         &NodeKind::StartEvent {
-            trigger: Some(EventTrigger::Timer(Timer { kind: TimerKind::Cycle, expression: expr("R2/PT1M", 4, 34) })),
+            trigger: Some(EventTrigger::Timer(Timer { kind: TimerKind::Cycle, expression: expr("R2/PT1M", 4, 34), time_zone: None })),
             interrupting: true,
         }
     );
@@ -415,4 +415,27 @@ nodes:
             Lane { id: "back_office".into(), name: None, nodes: vec!["e".into()] },
         ]
     );
+}
+
+#[test]
+fn a_timer_names_its_business_time_zone() {
+    let p = parse(
+        "process: p
+nodes:
+  s: { start: { timer: { cycle: 0 18 * * *, time_zone: Asia/Shanghai } }, next: e }
+  e: { end: ~ }
+",
+    );
+    match kind(&p.nodes, "s") {
+        NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(timer)), .. } => {
+            assert_eq!(timer.time_zone.as_deref(), Some("Asia/Shanghai"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, diagnostics) = parse_yaml(
+        Path::new("c.yaml"),
+        "process: p\nnodes:\n  s: { start: { timer: { cycle: 0 18 * * *, time_zone: Mars/Base } }, next: e }\n  e: { end: ~ }\n",
+    );
+    let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert!(text.len() == 1 && text[0].starts_with("c.yaml:3:") && text[0].contains("Mars/Base"), "{text:?}");
 }

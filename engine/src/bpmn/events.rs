@@ -74,14 +74,22 @@ impl Context<'_, '_> {
         let forms =
             [("timeDuration", TimerKind::Duration), ("timeDate", TimerKind::Date), ("timeCycle", TimerKind::Cycle)];
         let found = forms.iter().find_map(|&(name, kind)| {
-            tree.child(definition, Ns::Bpmn, name)
-                .and_then(|c| self.text_expr(c))
-                .map(|expression| Timer { kind, expression })
+            let element = tree.child(definition, Ns::Bpmn, name)?;
+            self.text_expr(element).map(|expression| (element, Timer { kind, expression, time_zone: None }))
         });
-        if found.is_none() {
+        let Some((element, mut timer)) = found else {
             self.error(definition, "timer has no `timeDuration`, `timeDate` or `timeCycle` value");
+            return None;
+        };
+        // `flowbot:timeZone` on the value element (or on the event definition).
+        let zone = [element, definition].into_iter().find_map(|at| tree.ns_attr(at, Ns::Flowbot, "timeZone"));
+        if let Some(zone) = zone.map(str::trim) {
+            match crate::timer::check_time_zone(zone) {
+                Ok(()) => timer.time_zone = Some(zone.to_string()),
+                Err(err) => self.error(element, err.to_string()),
+            }
         }
-        found
+        Some(timer)
     }
 
     /// A message reference by id, resolved to the message's name and correlation key.

@@ -425,3 +425,21 @@ fn oversized_file_is_refused_without_reading_it_whole() {
     assert_eq!(diagnostics.len(), 1);
     assert_eq!(diagnostics[0].message, "file is larger than the 16 MiB limit for BPMN files");
 }
+
+#[test]
+fn a_timer_names_its_business_time_zone_with_flowbot_time_zone() {
+    let text = r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:flowbot="https://flowbot.dev/schema/1.0" id="d"><bpmn:process id="p">
+<bpmn:startEvent id="daily"><bpmn:timerEventDefinition><bpmn:timeCycle flowbot:timeZone="Asia/Shanghai">0 18 * * *</bpmn:timeCycle></bpmn:timerEventDefinition></bpmn:startEvent>
+<bpmn:startEvent id="utc"><bpmn:timerEventDefinition><bpmn:timeCycle>0 18 * * *</bpmn:timeCycle></bpmn:timerEventDefinition></bpmn:startEvent>
+</bpmn:process></bpmn:definitions>"#;
+    let p = &parse_ok(text.as_bytes()).processes[0];
+    let zone = |id| match &node(p, id).kind {
+        NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(timer)), .. } => timer.time_zone.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(zone("daily").as_deref(), Some("Asia/Shanghai"));
+    assert_eq!(zone("utc"), None);
+    let bad = text.replace("Asia/Shanghai", "Asia/Atlantis");
+    let errors = errors_of(bad.as_bytes());
+    assert!(errors.len() == 1 && errors[0].contains("t.bpmn:2:") && errors[0].contains("Asia/Atlantis"), "{errors:?}");
+}

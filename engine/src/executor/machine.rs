@@ -167,6 +167,24 @@ impl<'a> Machine<'a> {
         self.drain()
     }
 
+    /// A non-interrupting boundary timer ticks: a new token leaves the boundary event (with an
+    /// activation of its own) and the timer wait stays open.
+    pub(super) fn tick_boundary(mut self, activation: u64) -> Result<Step, ExecError> {
+        let wait = self.inst.waits[self.find_wait(activation)?].clone();
+        let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        let repeating = matches!(wait.kind, WaitKind::Timer { .. })
+            && wait.attached_to.is_some()
+            && matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if !spec.interrupting);
+        if !repeating {
+            return Err(ExecError::NotARepeatingBoundary { activation, node: wait.node });
+        }
+        self.inst.status = Status::Running;
+        let fired = self.inst.next_activation;
+        self.inst.next_activation += 1;
+        let _ = self.fire_boundary(node, wait.scope, fired).and_then(|()| self.drain());
+        Ok(self.finish())
+    }
+
     pub(super) fn job_error(mut self, activation: u64, code: Option<&str>) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];

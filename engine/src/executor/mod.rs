@@ -338,6 +338,14 @@ pub enum ExecError {
     /// No wait has this activation.
     #[error("no wait with activation {0}")]
     UnknownActivation(u64),
+    /// The wait is not a non-interrupting boundary timer (only those tick repeatedly).
+    #[error("activation {activation} at `{node}` is not a non-interrupting boundary timer")]
+    NotARepeatingBoundary {
+        /// Activation id.
+        activation: u64,
+        /// The waiting node.
+        node: String,
+    },
     /// The wait is not a job (only jobs can fail).
     #[error("activation {activation} at `{node}` is a {kind} wait, not a job")]
     NotAJob {
@@ -473,6 +481,19 @@ impl Instance {
     ) -> Result<Step, ExecError> {
         self.check_can_move(process)?;
         machine::Machine::new(process, hooks, self).complete(completions)
+    }
+
+    /// A repeating non-interrupting boundary timer (`R3/PT1H`) ticked: its path runs once more,
+    /// and the wait `activation` stays open for the next tick while the activity is active. The
+    /// driver completes the wait (with [`Instance::complete`]) at the cycle's last tick.
+    pub fn tick_boundary(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).tick_boundary(activation)
     }
 
     /// Ends the job `activation` with the BPMN error `code` (a business error from its handler):

@@ -476,6 +476,7 @@ mod events {
         EventTrigger::Timer(Timer {
             kind: TimerKind::Duration,
             expression: Expr { language: None, source: "PT1H".into(), span: Span::new(1, 1) },
+            time_zone: None,
         })
     }
 

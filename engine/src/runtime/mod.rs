@@ -19,7 +19,7 @@ mod versions;
 
 pub use handlers::{handler, Handler, HandlerError, HandlerFuture, JobContext};
 pub use record::{EngineIncident, HistoryEntry, HistoryRecord};
-pub use versions::Deployed;
+pub use versions::{Deployed, StartTrigger};
 
 use crate::clock::{Clock, WallClock};
 use crate::diagnostics::Diagnostic;
@@ -28,11 +28,12 @@ use crate::llm::{LlmError, TextGenerator};
 use crate::model::{Definitions, LlmTask, RetryPolicy};
 use crate::rules::{Effect as RuleEffect, SharedRuleHooks};
 use crate::script::{ScriptLimits, ScriptRuntime};
-use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table};
+use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table, TableChange};
 use crate::timer::TimerSpec;
 use record::{
     buffered_prefix, decode, encode, message_subscription_key, message_subscription_prefix, signal_subscription_key,
-    signal_subscription_prefix, ArmedTimer, BufferedMessage, StoredDeployment, StoredInstance, Subscriber,
+    signal_subscription_prefix, ArmedTimer, BufferedMessage, JobAttempts, StoredDeployment, StoredInstance,
+    StoredSchedule, Subscriber,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, Notify};
-use versions::{content_hash, deployment_key, retry_policies, Versions};
+use versions::{content_hash, deployment_key, retry_policies, schedule_key, start_triggers, Versions};
 
 /// Errors of the engine API.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,11 @@ pub enum Correlation {
         instance: String,
         /// The wait's activation.
         activation: u64,
+    },
+    /// Nobody waited for it, and it started a new instance at a message start event.
+    Started {
+        /// The new instance.
+        instance: String,
     },
     /// Nobody waits for it yet: it is kept until it expires.
     Buffered {
@@ -183,6 +189,10 @@ pub struct EngineOptions {
     /// Capacity of the event stream of [`Engine::subscribe`] (slow subscribers lag, they never
     /// slow the engine).
     pub event_capacity: usize,
+    /// Schedule timer start events: a deployment with a timer start event stores its next tick,
+    /// and each tick starts an instance of the latest version. Off for a driver that starts the
+    /// one instance it runs itself (`flowbot run`).
+    pub schedule_timer_starts: bool,
 }
 
 impl Default for EngineOptions {
@@ -192,6 +202,7 @@ impl Default for EngineOptions {
             message_ttl: Duration::from_secs(3600),
             default_retry: RetryPolicy { retries: 3, initial_delay_ms: 1_000, max_delay_ms: 60_000 },
             event_capacity: 4096,
+            schedule_timer_starts: true,
         }
     }
 }
@@ -335,6 +346,7 @@ impl EngineBuilder {
             events,
             ended_waiters: Mutex::new(HashMap::new()),
             timers: Mutex::new(BinaryHeap::new()),
+            schedules: Mutex::new(HashMap::new()),
             timers_changed: Arc::new(Notify::new()),
             busy: AtomicUsize::new(0),
             idle: Arc::new(Notify::new()),
@@ -394,6 +406,8 @@ impl Engine {
         let (process_compiled, warnings) = compiled;
         let hash = content_hash(defs);
         let process_id = process_compiled.id.clone();
+        let starts = start_triggers(defs, &process_id);
+        check_start_timers(defs, &starts)?;
         let _deploy_lock = self.inner.correlation.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.inner.versions.read().unwrap_or_else(|e| e.into_inner()).latest(&process_id).cloned();
         if let Some(latest) = &previous {
@@ -410,13 +424,30 @@ impl Engine {
         };
         let mut commit = StepCommit::default();
         commit.put(Table::Definitions, deployment_key(&process_id, version), encode(&stored));
+        // The schedules of timer start events move to the new version in the same commit.
+        let schedules = if self.inner.options.schedule_timer_starts {
+            self.inner.reschedule(&process_id, version, &starts, &mut commit)
+        } else {
+            Vec::new()
+        };
         let ack = self.inner.store.commit(commit)?;
+        {
+            let mut table = self.inner.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            table.retain(|(process, _), _| process != &process_id);
+            for schedule in &schedules {
+                table.insert((process_id.clone(), schedule.node.clone()), schedule.clone());
+            }
+        }
         drop(_deploy_lock);
         ack.durable().await?;
         let retries = retry_policies(defs, &process_id);
-        let deployed = Arc::new(Deployed { process_id, version, content_hash: hash, process: process_compiled, retries });
+        let deployed =
+            Arc::new(Deployed { process_id, version, content_hash: hash, process: process_compiled, retries, starts });
         self.inner.versions.write().unwrap_or_else(|e| e.into_inner()).add(deployed.clone());
-        tracing::info!(process = %deployed.process_id, version, "deployed");
+        for schedule in &schedules {
+            self.inner.arm_schedule(schedule);
+        }
+        tracing::info!(process = %deployed.process_id, version, schedules = schedules.len(), "deployed");
         Ok(Deployment { deployed, created: true, warnings })
     }
 
@@ -437,30 +468,9 @@ impl Engine {
             .cloned()
             .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))?;
         let _busy = self.inner.busy();
-        let id = format!("{process_id}-{}", self.inner.store.next_id()?);
-        let (instance, step) = Instance::start(&deployed.process, id.clone(), variables, self.inner.hooks.as_ref())
-            .inspect_err(|_| self.inner.discard_rule_effects(&id))?;
-        let stored = StoredInstance {
-            process_id: deployed.process_id.clone(),
-            version: deployed.version,
-            instance,
-            history_len: 0,
-            incidents: Vec::new(),
-            timers: Vec::new(),
-        };
-        let live = Arc::new(Mutex::new(Live { stored, deployed }));
-        let (ack, effects, info) = {
-            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let mut turn = Turn::new(&id);
-            self.inner.absorb(&mut guard, step, &[], Status::Running, &mut turn);
-            let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
-            (ack, effects, InstanceInfo::of(&guard.stored))
-        };
-        if !info.ended() {
-            self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live);
-        }
+        let (ack, effects, info) = self.inner.begin_instance(deployed, None, variables, Vec::new(), Vec::new())?;
         ack.durable().await?;
-        self.inner.apply_effects(&id, effects);
+        self.inner.apply_effects(&info.id, effects);
         Ok(info)
     }
 
@@ -520,6 +530,7 @@ impl Engine {
                 EngineError::NoSuchWait { instance: instance.to_string(), activation, expected: "incident" }
             })?;
             guard.stored.incidents.remove(position);
+            guard.stored.attempts.retain(|a| a.activation != activation);
             let wait = guard.stored.instance.wait(activation).cloned();
             let mut turn = Turn::new(instance);
             turn.history.push(HistoryEntry::IncidentRetried { activation });
@@ -761,8 +772,11 @@ struct Inner {
     live: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
     events: broadcast::Sender<EngineEvent>,
     ended_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<InstanceInfo>>>>,
-    /// Armed timers: (due, instance, activation), earliest first.
-    timers: Mutex<BinaryHeap<Reverse<(u64, String, u64)>>>,
+    /// Armed timers (instance waits and timer start events), earliest first.
+    timers: Mutex<BinaryHeap<Reverse<(u64, TimerTarget)>>>,
+    /// The next tick of every timer start event, by (process, start event): what the store's
+    /// schedules table holds.
+    schedules: Mutex<HashMap<(String, String), StoredSchedule>>,
     timers_changed: Arc<Notify>,
     busy: AtomicUsize,
     idle: Arc<Notify>,
@@ -798,13 +812,23 @@ impl Inner {
             let stored: StoredDeployment = decode(&bytes, "deployment").map_err(EngineError::Decode)?;
             let (process, _) = compile(&stored.definitions, Some(&stored.process_id), &self.scripts)?;
             let retries = retry_policies(&stored.definitions, &stored.process_id);
+            let starts = start_triggers(&stored.definitions, &stored.process_id);
             versions.add(Arc::new(Deployed {
                 process_id: stored.process_id,
                 version: stored.version,
                 content_hash: stored.content_hash,
                 process,
                 retries,
+                starts,
             }));
+        }
+        if self.options.schedule_timer_starts {
+            let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
+                let schedule: StoredSchedule = decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+                schedules.insert((schedule.process_id.clone(), schedule.node.clone()), schedule);
+            }
+            tracing::info!(schedules = schedules.len(), "timer start schedules reloaded");
         }
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for (id, bytes) in self.store.unfinished()? {
@@ -863,6 +887,13 @@ impl Inner {
         for (id, effects) in jobs {
             self.apply_effects(&id, effects);
         }
+        // Ticks missed while the engine was down fire now, one after the other, each from the one
+        // before: none is skipped, none repeated.
+        let schedules: Vec<StoredSchedule> =
+            self.schedules.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for schedule in &schedules {
+            self.arm_schedule(schedule);
+        }
         match self.store.pending_outbox() {
             Ok(entries) if !entries.is_empty() => {
                 self.apply_effects("", vec![Effect::Deliver]);
@@ -915,6 +946,7 @@ impl Inner {
                 turn.commit.remove(Table::Timers, crate::store::timer_key(timer.due_ms, &id, gone.activation));
             }
             remove_subscription(&id, gone, turn);
+            live.stored.attempts.retain(|a| a.activation != gone.activation);
         }
         for event in &step.events {
             if let Event::EventThrown { node, event: thrown } = event {
@@ -965,12 +997,12 @@ impl Inner {
                     turn.commit.put(Table::Subscriptions, key, encode(&Subscriber { instance: id.clone(), activation: wait.activation }));
                 }
                 WaitKind::Timer { definition } => {
-                    let due = TimerSpec::parse(definition.kind, &definition.expression.source)
+                    let due = TimerSpec::of(definition)
                         .map_err(|e| e.to_string())
-                        .and_then(|spec| spec.first_due(now).ok_or_else(|| "the timer never fires".to_string()));
+                        .and_then(|spec| spec.first_occurrence(now).ok_or_else(|| "the timer never fires".to_string()));
                     match due {
-                        Ok(due_ms) => {
-                            live.stored.timers.push(ArmedTimer { activation: wait.activation, due_ms });
+                        Ok((due_ms, occurrence)) => {
+                            live.stored.timers.push(ArmedTimer { activation: wait.activation, due_ms, occurrence });
                             turn.commit.put(Table::Timers, crate::store::timer_key(due_ms, &id, wait.activation), Vec::new());
                             turn.history.push(HistoryEntry::TimerArmed { node: wait.node.clone(), activation: wait.activation, due_ms });
                             turn.effects.push(Effect::ArmTimer { due_ms, activation: wait.activation });
@@ -1105,7 +1137,8 @@ impl Inner {
                     self.spawn(|inner| async move { inner.run_job(&id, wait).await });
                 }
                 Effect::ArmTimer { due_ms, activation } => {
-                    self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((due_ms, instance.to_string(), activation)));
+                    let target = TimerTarget::Wait { instance: instance.to_string(), activation };
+                    self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((due_ms, target)));
                     self.timers_changed.notify_one();
                 }
                 Effect::CheckBuffered { name, correlation_key, activation } => {
@@ -1157,7 +1190,7 @@ impl Inner {
             return;
         };
         let policy = self.retry_policy(instance, &wait.node);
-        let mut attempt = 1u32;
+        let mut attempt = self.resume_attempts(instance, wait.activation).await;
         loop {
             let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
             let ctx = JobContext {
@@ -1183,7 +1216,7 @@ impl Inner {
                         retry_at_ms: retry_at,
                     };
                     tracing::warn!(instance, node = %wait.node, attempt, error = %err, "handler failed");
-                    if let Err(e) = self.append_history(instance, vec![entry]).await {
+                    if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
                         tracing::error!(instance, error = %e, "recording a handler failure failed");
                     }
                     match retry_at {
@@ -1221,7 +1254,7 @@ impl Inner {
             initial_delay_ms: 0,
             max_delay_ms: 0,
         });
-        let mut attempt = 1u32;
+        let mut attempt = self.resume_attempts(instance, wait.activation).await;
         loop {
             let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
             let request = match llm_step::build_request(task, &variables) {
@@ -1276,7 +1309,7 @@ impl Inner {
                         retry_at_ms: retry_at,
                     };
                     tracing::warn!(instance, node = %wait.node, attempt, error = %err, "LLM step failed");
-                    if let Err(e) = self.append_history(instance, vec![entry]).await {
+                    if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
                         tracing::error!(instance, error = %e, "recording an LLM failure failed");
                     }
                     match retry_at {
@@ -1367,17 +1400,47 @@ impl Inner {
         }
     }
 
-    async fn append_history(self: &Arc<Self>, instance: &str, entries: Vec<HistoryEntry>) -> Result<(), EngineError> {
+    /// Records the `failed`-th failed call of the job `activation` with its history entry, and
+    /// when the next call is due, in one turn: a restart resumes the count and the backoff.
+    async fn record_failure(
+        self: &Arc<Self>,
+        instance: &str,
+        activation: u64,
+        failed: u32,
+        retry_at_ms: Option<u64>,
+        entry: HistoryEntry,
+    ) -> Result<(), EngineError> {
         let live = self.live_instance(instance)?;
         let (ack, effects) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let attempts = JobAttempts { activation, failed, retry_at_ms: retry_at_ms.unwrap_or_else(|| self.clock.now_ms()) };
+            guard.stored.attempts.retain(|a| a.activation != activation);
+            guard.stored.attempts.push(attempts);
             let mut turn = Turn::new(instance);
-            turn.history = entries;
+            turn.history = vec![entry];
             self.finish_turn(&mut guard, turn)?
         };
         ack.durable().await?;
         self.apply_effects(instance, effects);
         Ok(())
+    }
+
+    /// The number of the next call of the job `activation`: 1, or after a restart one more than
+    /// the failed calls recorded; waits first until a recorded retry is due.
+    async fn resume_attempts(&self, instance: &str, activation: u64) -> u32 {
+        let recorded = self.live_instance(instance).ok().and_then(|live| {
+            let guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            guard.stored.attempts.iter().find(|a| a.activation == activation).copied()
+        });
+        match recorded {
+            Some(recorded) => {
+                if recorded.retry_at_ms > self.clock.now_ms() {
+                    self.clock.sleep_until(recorded.retry_at_ms).await;
+                }
+                recorded.failed.saturating_add(1)
+            }
+            None => 1,
+        }
     }
 
     /// Delivers a message to the instance waiting for `name` with `correlation_key`; when none
@@ -1392,9 +1455,26 @@ impl Inner {
         let (target, buffered) = {
             let _lock = inner.correlation.lock().unwrap_or_else(|e| e.into_inner());
             let subscribers = inner.store.scan(Table::Subscriptions, &message_subscription_prefix(name, correlation_key))?;
-            match subscribers.first() {
-                Some((_, value)) => (Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?), None),
-                None => {
+            let message_start = match subscribers.first() {
+                Some(_) => None,
+                None => inner.triggered_start(|start| matches!(start, StartTrigger::Message { name: n, .. } if n == name)),
+            };
+            match (subscribers.first(), message_start) {
+                (Some((_, value)), _) => (Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?), None),
+                (None, Some((deployed, node))) => {
+                    let history = vec![HistoryEntry::StartedByMessage {
+                        node: node.clone(),
+                        name: name.to_string(),
+                        correlation_key: correlation_key.map(str::to_string),
+                    }];
+                    let _busy = inner.busy();
+                    let (ack, effects, info) = inner.begin_instance(deployed, Some(&node), variables, history, Vec::new())?;
+                    drop(_lock);
+                    ack.durable().await?;
+                    inner.apply_effects(&info.id, effects);
+                    return Ok(Correlation::Started { instance: info.id });
+                }
+                (None, None) => {
                     let expires_ms = inner.clock.now_ms() + inner.options.message_ttl.as_millis() as u64;
                     let mut key = buffered_prefix(name, correlation_key);
                     key.extend_from_slice(&inner.message_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
@@ -1421,10 +1501,51 @@ impl Inner {
         Ok(Correlation::Delivered { instance: sub.instance, activation: sub.activation })
     }
 
-    /// Delivers a signal to every instance waiting for it; returns how many received it.
+    /// The latest deployed version (processes in id order) with a triggered start event that
+    /// `matches`, and that start event.
+    fn triggered_start(&self, matches: impl Fn(&StartTrigger) -> bool) -> Option<(Arc<Deployed>, String)> {
+        let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
+        versions.latest_all().into_iter().find_map(|deployed| {
+            let node = deployed.starts.iter().find(|start| matches(start)).map(|start| match start {
+                StartTrigger::Timer { node, .. } | StartTrigger::Message { node, .. } | StartTrigger::Signal { node, .. } => {
+                    node.clone()
+                }
+            })?;
+            Some((deployed, node))
+        })
+    }
+
+    /// Delivers a signal to every instance waiting for it and starts an instance of every latest
+    /// version with a signal start event of that name; returns how many waits and starts it reached.
     async fn signal(self: &Arc<Self>, name: &str, variables: Map<String, Value>) -> Result<usize, EngineError> {
         let subscribers = self.store.scan(Table::Subscriptions, &signal_subscription_prefix(name))?;
         let mut delivered = 0;
+        let starts: Vec<(Arc<Deployed>, String)> = {
+            let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
+            versions
+                .latest_all()
+                .into_iter()
+                .flat_map(|deployed| {
+                    let nodes: Vec<String> = deployed
+                        .starts
+                        .iter()
+                        .filter_map(|start| match start {
+                            StartTrigger::Signal { node, name: n } if n == name => Some(node.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    nodes.into_iter().map(move |node| (deployed.clone(), node))
+                })
+                .collect()
+        };
+        for (deployed, node) in starts {
+            let history = vec![HistoryEntry::StartedBySignal { node: node.clone(), name: name.to_string() }];
+            let _busy = self.busy();
+            let (ack, effects, info) = self.begin_instance(deployed, Some(&node), variables.clone(), history, Vec::new())?;
+            ack.durable().await?;
+            self.apply_effects(&info.id, effects);
+            delivered += 1;
+        }
         for (_, value) in subscribers {
             let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
             let history = vec![HistoryEntry::SignalReceived { name: name.to_string(), activation: sub.activation }];
@@ -1530,7 +1651,7 @@ impl Inner {
         let mut due = Vec::new();
         {
             let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some(Reverse((at, _, _))) = timers.peek() {
+            while let Some(Reverse((at, _))) = timers.peek() {
                 if *at > now {
                     break;
                 }
@@ -1538,28 +1659,287 @@ impl Inner {
                 due.push(entry);
             }
         }
-        for (due_ms, instance, activation) in due {
-            let armed = self.live_instance(&instance).ok().is_some_and(|live| {
-                let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-                guard.stored.timers.iter().any(|t| t.activation == activation && t.due_ms == due_ms)
-            });
-            if !armed {
-                continue;
-            }
-            let node = self
-                .live_instance(&instance)
-                .ok()
-                .and_then(|live| live.lock().unwrap_or_else(|e| e.into_inner()).stored.instance.wait(activation).map(|w| w.node.clone()))
-                .unwrap_or_default();
-            let history = vec![HistoryEntry::TimerFired { node, activation }];
-            let result = self
-                .drive(&instance, activation, "timer", |w| matches!(w.kind, WaitKind::Timer { .. }), Map::new(), history, Vec::new())
-                .await;
-            if let Err(err) = result {
-                tracing::warn!(instance = %instance, activation, error = %err, "timer could not fire");
+        for (due_ms, target) in due {
+            match target {
+                TimerTarget::Wait { instance, activation } => self.fire_wait_timer(&instance, activation, due_ms).await,
+                TimerTarget::Start { process_id, node } => self.fire_schedule(&process_id, &node, due_ms).await,
             }
         }
     }
+
+    /// A timer wait is due: a repeating non-interrupting boundary timer ticks (its path runs, the
+    /// timer is re-armed for the next occurrence in the same turn); any other timer completes its
+    /// wait.
+    async fn fire_wait_timer(self: &Arc<Self>, instance: &str, activation: u64, due_ms: u64) {
+        let Ok(live) = self.live_instance(instance) else { return };
+        let (armed, node, next) = {
+            let guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let armed = guard.stored.timers.iter().find(|t| t.activation == activation && t.due_ms == due_ms).copied();
+            let wait = guard.stored.instance.wait(activation).cloned();
+            let next = match (&armed, &wait) {
+                (Some(armed), Some(wait)) => next_boundary_tick(&guard.deployed, wait, armed),
+                _ => None,
+            };
+            (armed, wait.map(|w| w.node).unwrap_or_default(), next)
+        };
+        let Some(armed) = armed else { return };
+        let result = match next {
+            Some(next) => self.tick_boundary(instance, armed, next).await,
+            None => {
+                let history = vec![HistoryEntry::TimerFired { node, activation }];
+                self.drive(instance, activation, "timer", |w| matches!(w.kind, WaitKind::Timer { .. }), Map::new(), history, Vec::new())
+                    .await
+                    .map(|_| ())
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(instance = %instance, activation, error = %err, "timer could not fire");
+        }
+    }
+
+    /// One tick of a repeating non-interrupting boundary timer: the boundary path runs once more
+    /// and the timer is re-armed at `next`, in one turn.
+    async fn tick_boundary(self: &Arc<Self>, instance: &str, armed: ArmedTimer, next: ArmedTimer) -> Result<(), EngineError> {
+        let live = self.live_instance(instance)?;
+        let _busy = self.busy();
+        let (ack, effects) = {
+            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let node = guard.stored.instance.wait(armed.activation).map(|w| w.node.clone()).unwrap_or_default();
+            let before = open_waits(&guard.stored.instance);
+            let previous = guard.stored.instance.status();
+            let deployed = guard.deployed.clone();
+            let step = guard
+                .stored
+                .instance
+                .tick_boundary(&deployed.process, armed.activation, self.hooks.as_ref())
+                .inspect_err(|_| self.discard_rule_effects(instance))?;
+            let mut turn = Turn::new(instance);
+            turn.history.push(HistoryEntry::TimerFired { node: node.clone(), activation: armed.activation });
+            self.absorb(&mut guard, step, &before, previous, &mut turn);
+            if let Some(position) = guard.stored.timers.iter().position(|t| *t == armed) {
+                guard.stored.timers[position] = next;
+                turn.commit.remove(Table::Timers, crate::store::timer_key(armed.due_ms, instance, armed.activation));
+                turn.commit.put(Table::Timers, crate::store::timer_key(next.due_ms, instance, next.activation), Vec::new());
+                turn.history.push(HistoryEntry::TimerArmed { node, activation: next.activation, due_ms: next.due_ms });
+                turn.effects.push(Effect::ArmTimer { due_ms: next.due_ms, activation: next.activation });
+            }
+            self.finish_turn(&mut guard, turn)?
+        };
+        ack.durable().await?;
+        self.apply_effects(instance, effects);
+        Ok(())
+    }
+
+    /// The schedules of the timer start events of `process_id` for its new `version`: a start
+    /// event whose timer is unchanged keeps its next tick (no tick is skipped or repeated by a
+    /// redeployment); a new or changed one is due at its first occurrence from now; schedules of
+    /// start events that are gone are removed. The changes go into `commit`.
+    fn reschedule(&self, process_id: &str, version: u32, starts: &[StartTrigger], commit: &mut StepCommit) -> Vec<StoredSchedule> {
+        let now = self.clock.now_ms();
+        let existing: HashMap<String, StoredSchedule> = self
+            .schedules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((process, _), _)| process == process_id)
+            .map(|((_, node), schedule)| (node.clone(), schedule.clone()))
+            .collect();
+        let mut schedules = Vec::new();
+        for start in starts {
+            let StartTrigger::Timer { node, timer } = start else { continue };
+            let kept = existing.get(node).filter(|old| same_timer(&old.timer, timer));
+            let (next_due_ms, occurrence) = match kept {
+                Some(old) => (old.next_due_ms, old.occurrence),
+                None => match TimerSpec::of(timer).ok().and_then(|spec| spec.first_occurrence(now)) {
+                    Some(first) => first,
+                    None => {
+                        tracing::warn!(process = process_id, node = %node, "the timer start event never fires");
+                        continue;
+                    }
+                },
+            };
+            let schedule = StoredSchedule {
+                process_id: process_id.to_string(),
+                version,
+                node: node.clone(),
+                timer: timer.clone(),
+                next_due_ms,
+                occurrence,
+            };
+            commit.put(Table::Schedules, schedule_key(process_id, node), encode(&schedule));
+            schedules.push(schedule);
+        }
+        for node in existing.keys().filter(|node| !schedules.iter().any(|s| &s.node == *node)) {
+            commit.remove(Table::Schedules, schedule_key(process_id, node));
+        }
+        schedules
+    }
+
+    /// Puts the next tick of a schedule on the timer heap.
+    fn arm_schedule(&self, schedule: &StoredSchedule) {
+        let target = TimerTarget::Start { process_id: schedule.process_id.clone(), node: schedule.node.clone() };
+        self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((schedule.next_due_ms, target)));
+        self.timers_changed.notify_one();
+    }
+
+    /// A timer start event's tick is due: starts an instance of the latest version at the start
+    /// event, and moves the schedule to the next tick in the instance's first commit, so that
+    /// each tick starts exactly one instance even across crashes. A tick whose instance cannot
+    /// start (a rule refuses it) is logged and the schedule moves on.
+    async fn fire_schedule(self: &Arc<Self>, process_id: &str, node: &str, due_ms: u64) {
+        let _busy = self.busy();
+        let key = (process_id.to_string(), node.to_string());
+        let prepared = {
+            let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());
+            let schedule = self.schedules.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+            // A tick armed before a redeployment moved the schedule is stale.
+            let Some(schedule) = schedule.filter(|s| s.next_due_ms == due_ms) else { return };
+            let next = TimerSpec::of(&schedule.timer).ok().and_then(|spec| spec.next_due(due_ms, schedule.occurrence)).map(
+                |next_due_ms| StoredSchedule { next_due_ms, occurrence: schedule.occurrence + 1, ..schedule.clone() },
+            );
+            let change = TableChange {
+                table: Table::Schedules,
+                key: schedule_key(process_id, node),
+                value: next.as_ref().map(encode),
+            };
+            let deployed = self.versions.read().unwrap_or_else(|e| e.into_inner()).latest(process_id).cloned();
+            let history = vec![HistoryEntry::StartedByTimer { node: node.to_string(), due_ms, occurrence: schedule.occurrence }];
+            let started = deployed
+                .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))
+                .and_then(|deployed| self.begin_instance(deployed, Some(node), Map::new(), history, vec![change.clone()]));
+            let committed = match started {
+                Ok((ack, effects, info)) => Ok((ack, effects, info.id)),
+                Err(err) => {
+                    tracing::error!(process = process_id, node, due_ms, error = %err, "a timer start event's tick could not start an instance");
+                    let commit = StepCommit { changes: vec![change], ..StepCommit::default() };
+                    self.store.commit(commit).map(|ack| (ack, Vec::new(), String::new()))
+                }
+            };
+            let mut table = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            match &next {
+                Some(next) => table.insert(key, next.clone()),
+                None => table.remove(&key),
+            };
+            committed.map(|done| (done, next))
+        };
+        match prepared {
+            Ok(((ack, effects, instance), next)) => {
+                if let Err(err) = ack.durable().await {
+                    tracing::error!(process = process_id, node, error = %err, "committing a timer start event's tick failed");
+                    return;
+                }
+                tracing::debug!(process = process_id, node, due_ms, instance = %instance, "timer start event ticked");
+                self.apply_effects(&instance, effects);
+                if let Some(next) = next {
+                    self.arm_schedule(&next);
+                }
+            }
+            Err(err) => tracing::error!(process = process_id, node, error = %err, "committing a timer start event's tick failed"),
+        }
+    }
+
+    /// Creates an instance of `deployed` (at the start event `at`, else at its none start
+    /// events) and commits its first turn with `history` and `changes`; registers it as live.
+    /// The caller awaits the ack, then applies the effects.
+    fn begin_instance(
+        &self,
+        deployed: Arc<Deployed>,
+        at: Option<&str>,
+        variables: Map<String, Value>,
+        history: Vec<HistoryEntry>,
+        changes: Vec<TableChange>,
+    ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
+        let id = format!("{}-{}", deployed.process_id, self.store.next_id()?);
+        let started = match at {
+            Some(node) => Instance::start_at(&deployed.process, node, id.clone(), variables, self.hooks.as_ref()),
+            None => Instance::start(&deployed.process, id.clone(), variables, self.hooks.as_ref()),
+        };
+        let (instance, step) = started.inspect_err(|_| self.discard_rule_effects(&id))?;
+        let stored = StoredInstance {
+            process_id: deployed.process_id.clone(),
+            version: deployed.version,
+            instance,
+            history_len: 0,
+            incidents: Vec::new(),
+            timers: Vec::new(),
+            attempts: Vec::new(),
+        };
+        let live = Arc::new(Mutex::new(Live { stored, deployed }));
+        let (ack, effects, info) = {
+            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let mut turn = Turn::new(&id);
+            turn.history = history;
+            turn.commit.changes = changes;
+            self.absorb(&mut guard, step, &[], Status::Running, &mut turn);
+            let (ack, effects) = self.finish_turn(&mut guard, turn)?;
+            (ack, effects, InstanceInfo::of(&guard.stored))
+        };
+        if !info.ended() {
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id, live);
+        }
+        Ok((ack, effects, info))
+    }
+}
+
+/// What an armed timer is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerTarget {
+    /// A timer wait of an instance.
+    Wait {
+        /// The instance.
+        instance: String,
+        /// The timer wait's activation.
+        activation: u64,
+    },
+    /// The next tick of a timer start event.
+    Start {
+        /// The process.
+        process_id: String,
+        /// The timer start event.
+        node: String,
+    },
+}
+
+/// Refuses a deployment whose timer start events cannot be scheduled, naming where they are.
+fn check_start_timers(defs: &Definitions, starts: &[StartTrigger]) -> Result<(), EngineError> {
+    let problems: Vec<Diagnostic> = starts
+        .iter()
+        .filter_map(|start| match start {
+            StartTrigger::Timer { node, timer } => TimerSpec::of(timer)
+                .err()
+                .map(|err| Diagnostic::error(&defs.source, timer.expression.span, err.to_string()).with_id(node.clone())),
+            _ => None,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Compile(problems))
+    }
+}
+
+/// Whether two timers fire at the same moments (their text and zone; where they are written
+/// does not matter).
+fn same_timer(a: &crate::model::Timer, b: &crate::model::Timer) -> bool {
+    a.kind == b.kind && a.expression.source.trim() == b.expression.source.trim() && a.time_zone == b.time_zone
+}
+
+/// For the timer wait of a non-interrupting boundary event with a repeating timer: the next
+/// occurrence after `armed`, if the cycle goes on. `None` when the wait is anything else or this
+/// is the cycle's last occurrence (the wait then completes).
+fn next_boundary_tick(deployed: &Deployed, wait: &Wait, armed: &ArmedTimer) -> Option<ArmedTimer> {
+    let WaitKind::Timer { definition } = &wait.kind else { return None };
+    wait.attached_to?;
+    let node = deployed.process.node_index(&wait.node)?;
+    let non_interrupting = matches!(
+        &deployed.process.node(node).behavior,
+        crate::graph::Behavior::Boundary(spec) if !spec.interrupting
+    );
+    if !non_interrupting {
+        return None;
+    }
+    let due_ms = TimerSpec::of(definition).ok()?.next_due(armed.due_ms, armed.occurrence)?;
+    Some(ArmedTimer { activation: armed.activation, due_ms, occurrence: armed.occurrence + 1 })
 }
 
 /// Exponential backoff: `initial × 2^(attempt-1)`, at most `max`.
@@ -1576,7 +1956,7 @@ async fn timer_loop(inner: Weak<Inner>) {
         let changed = timers_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let next = engine.timers.lock().unwrap_or_else(|e| e.into_inner()).peek().map(|Reverse((at, _, _))| *at);
+        let next = engine.timers.lock().unwrap_or_else(|e| e.into_inner()).peek().map(|Reverse((at, _))| *at);
         match next {
             None => {
                 drop(engine);
@@ -1624,3 +2004,5 @@ mod llm_tests;
 mod tests;
 #[cfg(test)]
 mod rules_tests;
+#[cfg(test)]
+mod schedule_tests;

@@ -2,9 +2,10 @@
 //!
 //! Encoded as compact MessagePack: structs as arrays of their fields in declaration order, no
 //! field names. JSON cost about half of the CPU time of a short instance, nearly all of it
-//! writing and escaping field names; this form writes only values. The price: a field is never
-//! skipped when serializing (positions must hold), and a change to a stored type's fields
-//! changes the store layout, so it bumps [`crate::store::SCHEMA_VERSION`].
+//! writing and escaping field names; this form writes only values. The price: positions must
+//! hold, so only a struct's *last* field may be skipped when empty (and it needs
+//! `#[serde(default)]`), and a change to a stored type's fields changes the store layout, so it
+//! bumps [`crate::store::SCHEMA_VERSION`].
 
 use crate::executor::{Event, Instance};
 use crate::llm::LlmOutput;
@@ -26,6 +27,37 @@ pub(crate) struct StoredInstance {
     pub incidents: Vec<EngineIncident>,
     /// Armed timers of open timer waits.
     pub timers: Vec<ArmedTimer>,
+    /// Failed calls of jobs still open, so that a restart keeps their retry budget and backoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<JobAttempts>,
+}
+
+/// The failed calls of an open job (or LLM step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JobAttempts {
+    /// The job's activation.
+    pub activation: u64,
+    /// How many calls failed so far.
+    pub failed: u32,
+    /// When the next call is due (ms since the Unix epoch).
+    pub retry_at_ms: u64,
+}
+
+/// The next tick of a timer start event, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredSchedule {
+    /// The process.
+    pub process_id: String,
+    /// The version whose instances the ticks start (the latest deployed).
+    pub version: u32,
+    /// The timer start event.
+    pub node: String,
+    /// The timer as written (a redeployment with the same timer keeps the schedule's place).
+    pub timer: crate::model::Timer,
+    /// When the next tick is due (ms since the Unix epoch).
+    pub next_due_ms: u64,
+    /// Which occurrence of the timer that tick is (1-based; bounded cycles stop after the last).
+    pub occurrence: u32,
 }
 
 /// An armed timer of a timer wait.
@@ -35,6 +67,13 @@ pub(crate) struct ArmedTimer {
     pub activation: u64,
     /// When it is due (ms since the Unix epoch).
     pub due_ms: u64,
+    /// Which occurrence of the timer that is (1-based; a repeating boundary timer counts up).
+    #[serde(default = "first_occurrence")]
+    pub occurrence: u32,
+}
+
+fn first_occurrence() -> u32 {
+    1
 }
 
 /// A problem the engine could not get past by itself; an operator retries or resolves it.
@@ -135,6 +174,31 @@ pub enum HistoryEntry {
         activation: u64,
         /// When it is due.
         due_ms: u64,
+    },
+    /// A timer start event's tick started the instance.
+    StartedByTimer {
+        /// The timer start event.
+        node: String,
+        /// The tick (its due time, ms since the Unix epoch).
+        due_ms: u64,
+        /// Which occurrence of the timer it is (1-based).
+        occurrence: u32,
+    },
+    /// A message no instance waited for started the instance at a message start event.
+    StartedByMessage {
+        /// The message start event.
+        node: String,
+        /// Message name.
+        name: String,
+        /// Correlation key given with the message.
+        correlation_key: Option<String>,
+    },
+    /// A broadcast signal started the instance at a signal start event.
+    StartedBySignal {
+        /// The signal start event.
+        node: String,
+        /// Signal name.
+        name: String,
     },
     /// A timer fired.
     TimerFired {

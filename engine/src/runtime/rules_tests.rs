@@ -216,6 +216,7 @@ nodes:
 async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
     // 2026-11-29T10:00:00Z
     let start_ms = 1_795_946_400_000;
+    let end_of_day_ms = start_ms + 13 * 3_600_000 + 59 * 60_000;
     let clock = VirtualClock::starting_at(start_ms);
     let rules = rule_engine(Some(Arc::new(clock.clone())));
     let (sink, seen) = collecting_sink();
@@ -236,12 +237,11 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
         .build()
         .await
         .unwrap();
+    // Deploying schedules the timer start event: no instance runs before the end of the day.
     engine.deploy(&workflow("daily_settlement.yaml"), None).await.unwrap();
-    let started = engine.start("daily_settlement", Map::new()).await.unwrap();
-    assert_eq!(started.waiting_on[0].node, "end_of_day");
-    assert!(seen.lock().unwrap().is_empty(), "nothing is settled before the end of the day");
 
-    // The virtual clock jumps to 23:59 when the engine is idle; wait for the first settlement.
+    // The virtual clock jumps to 23:59 when the engine is idle; that tick starts the day's
+    // instance. Wait for the first settlement.
     let mut rounds = 0;
     while seen.lock().unwrap().len() < 2 {
         rounds += 1;
@@ -249,17 +249,25 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     engine.shutdown().await;
-    let first_day: Vec<RuleEffect> = seen.lock().unwrap().iter().take(2).map(|(_, e)| e.clone()).collect();
+    let first_day: Vec<(String, RuleEffect)> = seen.lock().unwrap().iter().take(2).cloned().collect();
     let settle = |order: &str, amount: &str| RuleEffect::Emit {
         event: "settle_order".into(),
         payload: json!({"order_id": order, "amount": amount, "settled_on": "2026-11-29"}),
         rule: "settle_open_orders".into(),
     };
-    assert_eq!(first_day, vec![settle("UNPAID", "20.50"), settle("BY-STATUS", "7.12")]);
-    // 2026-11-29T23:59:00Z: the end of the first business day.
-    assert!(clock.now_ms() >= start_ms + 13 * 3_600_000 + 59 * 60_000);
-    let info = engine.instance(&started.id).unwrap();
+    let effects: Vec<RuleEffect> = first_day.iter().map(|(_, effect)| effect.clone()).collect();
+    assert_eq!(effects, vec![settle("UNPAID", "20.50"), settle("BY-STATUS", "7.12")]);
+    let day = &first_day[0].0;
+    assert_eq!(&first_day[1].0, day, "one instance settles the day");
+    let info = engine.instance(day).unwrap();
+    assert_eq!(info.status, "completed", "each day's instance ends once the day is settled");
     assert_eq!(info.variables["settled_orders"], json!(["UNPAID", "BY-STATUS"]));
+    // 2026-11-29T23:59:00Z: the end of the first business day started it.
+    let started_by = engine.history(day).unwrap().into_iter().find_map(|record| match record.entry {
+        HistoryEntry::StartedByTimer { node, due_ms, occurrence } => Some((node, due_ms, occurrence)),
+        _ => None,
+    });
+    assert_eq!(started_by, Some(("end_of_day".to_string(), end_of_day_ms, 1)));
 }
 
 #[tokio::test]

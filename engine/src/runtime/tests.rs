@@ -15,7 +15,7 @@ fn expr(source: &str) -> Expr {
 }
 
 fn timer_catch(kind: TimerKind, text: &str) -> NodeKind {
-    NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Timer(Timer { kind, expression: expr(text) }) }
+    NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Timer(Timer { kind, expression: expr(text), time_zone: None }) }
 }
 
 fn receive(name: &str, key: &str) -> NodeKind {
@@ -413,7 +413,7 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
 fn boundary_timer(on: &str, text: &str, interrupting: bool) -> NodeKind {
     NodeKind::BoundaryEvent {
         attached_to: on.into(),
-        trigger: EventTrigger::Timer(Timer { kind: TimerKind::Duration, expression: expr(text) }),
+        trigger: EventTrigger::Timer(Timer { kind: TimerKind::Duration, expression: expr(text), time_zone: None }),
         interrupting,
     }
 }

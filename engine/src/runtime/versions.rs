@@ -3,7 +3,7 @@
 //! version they started on.
 
 use crate::graph::CompiledProcess;
-use crate::model::{Definitions, Node, NodeKind, RetryPolicy};
+use crate::model::{Definitions, EventTrigger, Node, NodeKind, RetryPolicy, Timer};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,6 +20,57 @@ pub struct Deployed {
     pub process: CompiledProcess,
     /// Retry policies of the activities that declare one, by node id.
     pub retries: HashMap<String, RetryPolicy>,
+    /// The triggered start events of the process (timer, message, signal), in document order.
+    pub starts: Vec<StartTrigger>,
+}
+
+/// A start event with a trigger: what creates instances of a deployed process.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartTrigger {
+    /// A timer start event: the engine schedules it when the version is deployed.
+    Timer {
+        /// The start event.
+        node: String,
+        /// Its timer.
+        timer: Timer,
+    },
+    /// A message start event: a correlated message no instance waits for starts one.
+    Message {
+        /// The start event.
+        node: String,
+        /// The message name.
+        name: String,
+    },
+    /// A signal start event: a broadcast signal starts one instance.
+    Signal {
+        /// The start event.
+        node: String,
+        /// The signal name.
+        name: String,
+    },
+}
+
+/// The triggered start events of the top level of `process_id`.
+pub(crate) fn start_triggers(defs: &Definitions, process_id: &str) -> Vec<StartTrigger> {
+    let Some(process) = defs.processes.iter().find(|p| p.id == process_id) else { return Vec::new() };
+    process
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let NodeKind::StartEvent { trigger: Some(trigger), .. } = &node.kind else { return None };
+            let node_id = node.id.clone();
+            match trigger {
+                EventTrigger::Timer(timer) => Some(StartTrigger::Timer { node: node_id, timer: timer.clone() }),
+                EventTrigger::Message(message) => {
+                    Some(StartTrigger::Message { node: node_id, name: message.name.clone().unwrap_or_default() })
+                }
+                EventTrigger::Signal { name } => {
+                    Some(StartTrigger::Signal { node: node_id, name: name.clone().unwrap_or_default() })
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Collects the retry policies declared on the activities of `process_id` (subprocesses too).
@@ -69,6 +120,13 @@ impl Versions {
         self.by_process.entry(deployed.process_id.clone()).or_default().push(deployed);
     }
 
+    /// The latest version of every process.
+    pub fn latest_all(&self) -> Vec<Arc<Deployed>> {
+        let mut latest: Vec<_> = self.by_process.values().filter_map(|v| v.last()).cloned().collect();
+        latest.sort_by(|a, b| a.process_id.cmp(&b.process_id));
+        latest
+    }
+
     /// Every version of every process, by process id then version.
     pub fn all(&self) -> Vec<Arc<Deployed>> {
         let mut all: Vec<_> = self.by_process.values().flatten().cloned().collect();
@@ -92,5 +150,19 @@ pub(crate) fn deployment_key(process_id: &str, version: u32) -> Vec<u8> {
     let mut key = process_id.as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// Key of a timer start schedule in the schedules table: process id, a zero byte, start event id.
+pub(crate) fn schedule_key(process_id: &str, node: &str) -> Vec<u8> {
+    let mut key = schedule_prefix(process_id);
+    key.extend_from_slice(node.as_bytes());
+    key
+}
+
+/// The prefix of the schedules of a process.
+pub(crate) fn schedule_prefix(process_id: &str) -> Vec<u8> {
+    let mut key = process_id.as_bytes().to_vec();
+    key.push(0);
     key
 }

@@ -42,6 +42,9 @@ pub enum Table {
     Completions,
     /// Deployed definitions and their versions.
     Definitions,
+    /// Schedules of timer start events: the next tick of each, moved in the commit that starts
+    /// the tick's instance.
+    Schedules,
 }
 
 /// One change to a keyed table: `Some(value)` puts, `None` removes.

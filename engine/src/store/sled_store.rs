@@ -27,6 +27,7 @@ fn table_prefix(table: Table) -> u8 {
         Table::BufferedMessages => b'B',
         Table::Completions => b'C',
         Table::Definitions => b'D',
+        Table::Schedules => b'K',
     }
 }
 

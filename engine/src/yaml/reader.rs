@@ -846,7 +846,8 @@ impl<'a> Reader<'a> {
 
     fn timer(&mut self, value: &Value, path: &YamlPath) -> Option<Timer> {
         let m = self.mapping(value, path, "`timer`")?;
-        self.check_keys(m, path, vocab::TIMER_KEYS, "a timer");
+        let allowed: Vec<&str> = vocab::TIMER_KEYS.iter().chain(vocab::TIMER_EXTRA_KEYS).copied().collect();
+        self.check_keys(m, path, &allowed, "a timer");
         let given: Vec<&str> = vocab::TIMER_KEYS.iter().copied().filter(|k| m.contains_key(*k)).collect();
         let key = match given.as_slice() {
             [one] => *one,
@@ -866,7 +867,17 @@ impl<'a> Reader<'a> {
         };
         let expression =
             self.expr(m.get(key).unwrap_or(&Value::Null), &path.key(key), &format!("the timer `{key}`"))?;
-        Some(Timer { kind, expression })
+        let time_zone = match m.get("time_zone") {
+            Some(value) => Some(self.nonempty_text(value, &path.key("time_zone"), "`time_zone`")?.trim().to_string()),
+            None => None,
+        };
+        if let Some(zone) = &time_zone {
+            if let Err(err) = crate::timer::check_time_zone(zone) {
+                self.error_at_value(&path.key("time_zone"), err.to_string());
+                return None;
+            }
+        }
+        Some(Timer { kind, expression, time_zone })
     }
 
     // ----- tasks -------------------------------------------------------------------------

@@ -105,6 +105,10 @@ fn defs() -> Value {
             ("duration", json!({ "type": "string", "description": "ISO 8601 duration, e.g. PT10M." })),
             ("date", json!({ "type": "string", "description": "ISO 8601 date-time, e.g. 2026-12-01T08:00:00Z." })),
             ("cycle", json!({ "type": "string", "description": "ISO 8601 repeating interval (R5/PT10M) or cron." })),
+            (
+                "time_zone",
+                json!({ "type": "string", "minLength": 1, "description": "IANA time zone of a cron cycle or of a date without offset, e.g. Asia/Shanghai (default UTC)." }),
+            ),
         ],
         &[],
     );

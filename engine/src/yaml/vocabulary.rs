@@ -67,6 +67,8 @@ pub const BOUNDARY_EXTRA_KEYS: &[&str] = &["attached_to", "interrupting"];
 pub const MESSAGE_KEYS: &[&str] = &["name", "correlation_key"];
 /// Keys of a timer; exactly one is given.
 pub const TIMER_KEYS: &[&str] = &["duration", "date", "cycle"];
+/// Keys of a timer besides its form: the business time zone of a cron cycle or a date.
+pub const TIMER_EXTRA_KEYS: &[&str] = &["time_zone"];
 
 /// Keys of a service task written as a mapping.
 pub const SERVICE_KEYS: &[&str] = &["handler"];

@@ -120,7 +120,8 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
         }
     };
     let already = store.instance_count()? as usize;
-    let options = EngineOptions { auto_complete: true, ..EngineOptions::default() };
+    // The benchmark starts every instance itself: timer start events are not scheduled.
+    let options = EngineOptions { auto_complete: true, schedule_timer_starts: false, ..EngineOptions::default() };
     let mut builder = Engine::builder().store(store).options(options);
     if let Some(log) = &args.effects_log {
         builder = builder.fallback_handler(effects_handler(log)?);

@@ -109,7 +109,9 @@ async fn import(args: &ImportArgs, orders: Vec<Value>) -> anyhow::Result<Vec<Ins
         Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
         None => Arc::new(MemoryStore::new()),
     };
-    let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
+    // `import` starts one instance per order itself: timer start events are not scheduled.
+    let options =
+        EngineOptions { auto_complete: args.auto_complete, schedule_timer_starts: false, ..EngineOptions::default() };
     let engine = Engine::builder()
         .store(store)
         .options(options)

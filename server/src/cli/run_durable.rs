@@ -29,7 +29,12 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             ClockArg::Wall => Arc::new(WallClock),
             ClockArg::Virtual => Arc::new(VirtualClock::starting_now()),
         };
-        let options = EngineOptions { auto_complete: args.auto_complete, ..EngineOptions::default() };
+        // `run` starts the one instance it shows itself: timer start events are not scheduled.
+        let options = EngineOptions {
+            auto_complete: args.auto_complete,
+            schedule_timer_starts: false,
+            ..EngineOptions::default()
+        };
         let mut builder = Engine::builder()
             .store(store)
             .clock(clock.clone())
