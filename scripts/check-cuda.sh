@@ -4,9 +4,13 @@
 # No GPU is needed. The build goes to its own target folder, `$CARGO_TARGET_DIR/cuda`
 # (default target/cuda), so it neither replaces the default binary nor rebuilds its dependencies.
 #
-# The binary ends at `$CARGO_TARGET_DIR/cuda/release/flowbot`; it needs at run time the NVIDIA
-# driver's libcuda.so.1 and the CUDA 13 libraries cudart, cuBLAS, cuRAND and NVRTC
-# (bench/cuda.sh finds them on a GPU machine).
+# The binary ends at `$CARGO_TARGET_DIR/cuda/release/flowbot`. It loads at start the NVIDIA
+# driver's libcuda.so.1 and the CUDA 13 libraries libcudart.so.13, libcublas.so.13 (with its
+# libcublasLt.so.13) and libcurand.so.10; bench/cuda.sh finds them on a GPU machine.
+#
+# When a model is at hand ($FLOWBOT_MODEL, else the default model in .data/models), the binary is
+# also run against the link stub of libcuda: `--device cuda` must fail with a clear error, and the
+# candle backend must still generate on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +23,29 @@ started=$SECONDS
 cargo build --locked --release -p flowbot --features cuda
 echo "built $CARGO_TARGET_DIR/release/flowbot in $((SECONDS - started)) s"
 
-# The binary must name the CUDA libraries it loads, and must still run where no GPU is present.
 binary="$CARGO_TARGET_DIR/release/flowbot"
 needed="$(readelf -d "$binary" | grep NEEDED)"
-for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcurand.so.10 libnvrtc.so.13; do
+for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcurand.so.10; do
     grep -q "\[$lib\]" <<<"$needed" || { echo "error: $binary does not link $lib" >&2; exit 1; }
 done
 echo "links: $(grep -o '\[lib[^]]*\]' <<<"$needed" | tr -d '[]' | tr '\n' ' ')"
+
+model="${FLOWBOT_MODEL:-.data/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+if [[ ! -f "$model" ]]; then
+    echo "no model at $model: run-time checks skipped"
+    exit 0
+fi
+# The stub answers every driver call with an error, as a machine without a usable GPU would.
+stub_dir="$(mktemp -d)"
+trap 'rm -rf "$stub_dir"' EXIT
+ln -s "$CUDA_HOME/lib/stubs/libcuda.so" "$stub_dir/libcuda.so.1"
+export LD_LIBRARY_PATH="$stub_dir:$FLOWBOT_CUDA_LIB_DIR"
+if message="$("$binary" model generate --model "$model" --device cuda --prompt hi --max-tokens 1 2>&1)"; then
+    echo "error: --device cuda succeeded against the driver stub" >&2
+    exit 1
+fi
+grep -q "cannot open cuda:0" <<<"$message" || { echo "error: unexpected failure: $message" >&2; exit 1; }
+echo "--device cuda without a GPU: $message"
+text="$(FLOWBOT_BACKEND=candle "$binary" model generate --model "$model" --device cpu --prompt "Say hello" --max-tokens 4)"
+[[ -n "$text" ]] || { echo "error: the cuda build generated nothing on the CPU" >&2; exit 1; }
+echo "--device cpu with the cuda build (candle): $text"
