@@ -1,40 +1,59 @@
 #!/usr/bin/env bash
 # The local model on an NVIDIA GPU against the CPU, with a binary built elsewhere
 # (scripts/check-cuda.sh) and carried to the GPU machine, which needs nothing else but the NVIDIA
-# driver and the CUDA 13 libraries (cudart, cuBLAS, cuRAND, NVRTC).
+# driver (CUDA 13, 580 or later) and the CUDA 13 libraries cudart, cuBLAS and cuRAND.
 #
-#   bench/cuda.sh pack [MODEL.gguf]   on the build machine: copies the cuda binary and the model
-#                                     into .gpu/ (the model in parts of at most $PART_MB MB, so
-#                                     that each part can be carried separately)
-#   bench/cuda.sh                     on the GPU machine: runs
+#   bench/cuda.sh pack [MODEL.gguf]  on the build machine: puts into .gpu/ (git-ignored) the cuda
+#                                    binary, xz-compressed, and the model in parts of $PART_MB MiB
+#                                    (default 48), so that no carried set passes 64 MiB
+#   bench/cuda.sh stash              on the GPU machine: keeps the model parts present in .gpu/ in
+#                                    /tmp/flowbot-gpu, for a later call that carries the others
+#   bench/cuda.sh                    on the GPU machine: joins the model, then runs
 #       flowbot model bench --device cuda --backend candle --json   (twice: the first run
 #                                    includes the driver's compilation of the kernels' PTX)
 #       flowbot model generate --device cuda                         (once, greedy)
-#     and the CPU figures on the same machine (fast and candle backends, same generate prompt).
+#     and the CPU figures on the same machine (fast and candle backends, the same prompt).
 #
-# Environment: FLOWBOT_BIN (default .gpu/flowbot), FLOWBOT_MODEL (default .gpu/model.gguf, joined
-# from .gpu/model.gguf.part-* when absent), FLOWBOT_CUDA_LIB_DIR (folder of libcublas.so.13 and
-# the other CUDA 13 libraries; default: the `nvidia` Python wheels of python3, else
-# /usr/local/cuda), OUT (folder for the results; default .gpu/out).
+# Environment: FLOWBOT_BIN (default .gpu/flowbot, unpacked from .gpu/flowbot.xz), FLOWBOT_MODEL
+# (default .gpu/model.gguf, joined from model.gguf.part-* in .gpu/ and /tmp/flowbot-gpu),
+# FLOWBOT_CUDA_LIB_DIR (folder of libcublas.so.13 and the other CUDA 13 libraries; default: the
+# `nvidia` wheels of python3, else /usr/local/cuda), OUT (results folder; default .gpu/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PART_MB="${PART_MB:-45}"
+PART_MB="${PART_MB:-48}"
+STASH=/tmp/flowbot-gpu
+SYSTEM="You write short, polite order confirmations."
 PROMPT="Confirm order SO-1042: 12 pallets of A4 paper for Acme GmbH, delivery to Hamburg on 2026-12-03."
 
-if [[ "${1:-}" == pack ]]; then
+case "${1:-run}" in
+pack)
     model="${2:-${FLOWBOT_MODEL:-.data/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
     binary="${FLOWBOT_BIN:-${CARGO_TARGET_DIR:-target}/cuda/release/flowbot}"
     [[ -x "$binary" ]] || { echo "no cuda binary at $binary: run scripts/check-cuda.sh" >&2; exit 1; }
     [[ -f "$model" ]] || { echo "no model at $model" >&2; exit 1; }
     rm -rf .gpu && mkdir -p .gpu
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
-    cp "$binary" .gpu/flowbot
+    if exclude="$(git rev-parse --git-path info/exclude 2>/dev/null)"; then
+        mkdir -p "$(dirname "$exclude")"
+        grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
+    fi
+    xz -T2 -6 -c "$binary" >.gpu/flowbot.xz
     split -b "${PART_MB}M" -d "$(realpath "$model")" .gpu/model.gguf.part-
     sha256sum "$(realpath "$model")" | cut -d' ' -f1 >.gpu/model.gguf.sha256
     ls -l .gpu
     exit 0
-fi
+    ;;
+stash)
+    mkdir -p "$STASH"
+    cp -v .gpu/model.gguf.part-* "$STASH"/
+    exit 0
+    ;;
+run) ;;
+*)
+    echo "usage: bench/cuda.sh [pack [MODEL.gguf] | stash | run]" >&2
+    exit 2
+    ;;
+esac
 
 BIN="${FLOWBOT_BIN:-.gpu/flowbot}"
 MODEL="${FLOWBOT_MODEL:-.gpu/model.gguf}"
@@ -42,8 +61,17 @@ OUT="${OUT:-.gpu/out}"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/cuda-bench.txt") 2>&1
 
-if [[ ! -f "$MODEL" ]] && compgen -G "$MODEL.part-*" >/dev/null; then
-    cat "$MODEL".part-* >"$MODEL"
+if [[ ! -x "$BIN" && -f "$BIN.xz" ]]; then
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$BIN.xz" "$BIN"
+    chmod +x "$BIN"
+fi
+if [[ ! -f "$MODEL" ]]; then
+    # Each part from .gpu/ or, when a previous call carried it, from the stash.
+    parts=()
+    for part in $( (ls .gpu/ "$STASH"/ 2>/dev/null || true) | grep "^$(basename "$MODEL").part-" | sort -u); do
+        if [[ -f ".gpu/$part" ]]; then parts+=(".gpu/$part"); else parts+=("$STASH/$part"); fi
+    done
+    [[ ${#parts[@]} -gt 0 ]] && cat "${parts[@]}" >"$MODEL"
     if [[ -f "$MODEL.sha256" ]] && [[ "$(sha256sum "$MODEL" | cut -d' ' -f1)" != "$(cat "$MODEL.sha256")" ]]; then
         echo "error: $MODEL joined from its parts does not match its sha256" >&2
         exit 1
@@ -95,11 +123,11 @@ run() {
 
 run cuda-bench-1 model bench --model "$MODEL" --device cuda --backend candle --json
 run cuda-bench-2 model bench --model "$MODEL" --device cuda --backend candle --json
-run cuda-generate model generate --model "$MODEL" --device cuda --max-tokens 64 --verbose --prompt "$PROMPT"
+run cuda-generate model generate --model "$MODEL" --device cuda --max-tokens 64 --verbose --system "$SYSTEM" --prompt "$PROMPT"
 run cpu-fast-bench model bench --model "$MODEL" --device cpu --backend fast --json
 run cpu-candle-bench model bench --model "$MODEL" --device cpu --backend candle --json
 export FLOWBOT_BACKEND=candle
-run cpu-generate model generate --model "$MODEL" --device cpu --max-tokens 64 --verbose --prompt "$PROMPT"
+run cpu-generate model generate --model "$MODEL" --device cpu --max-tokens 64 --verbose --system "$SYSTEM" --prompt "$PROMPT"
 unset FLOWBOT_BACKEND
 
 python3 - "$OUT" <<'PY'
