@@ -58,6 +58,12 @@ pub struct BenchArgs {
     /// Flush per step or per group of steps (sled only).
     #[arg(long, value_enum, default_value = "group")]
     pub durability: DurabilityArg,
+    /// Group commit: how long the flusher waits for more commits before it flushes.
+    #[arg(long, default_value_t = 1)]
+    pub group_window_ms: u64,
+    /// Group commit: flush at once when this many commits are pending.
+    #[arg(long, default_value_t = 512)]
+    pub group_max_batch: usize,
     /// Most instances running at once.
     #[arg(long, default_value_t = 1000)]
     pub in_flight: usize,
@@ -101,7 +107,10 @@ fn parse_vars(text: Option<&str>) -> anyhow::Result<Vec<Map<String, Value>>> {
 async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variables: Vec<Map<String, Value>>) -> anyhow::Result<ExitCode> {
     let durability = match args.durability {
         DurabilityArg::Step => Durability::Step,
-        DurabilityArg::Group => Durability::group(),
+        DurabilityArg::Group => Durability::Group {
+            window: std::time::Duration::from_millis(args.group_window_ms),
+            max_batch: args.group_max_batch.max(1),
+        },
     };
     let mut temporary = None;
     let store: Arc<dyn Store> = match args.store {
