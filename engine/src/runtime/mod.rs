@@ -31,7 +31,7 @@ use crate::script::{ScriptLimits, ScriptRuntime};
 use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table, TableChange};
 use crate::timer::TimerSpec;
 use record::{
-    buffered_prefix, decode, encode, message_subscription_key, message_subscription_prefix, signal_subscription_key,
+    buffered_prefix, decode, encode, StoredTurn, message_subscription_key, message_subscription_prefix, signal_subscription_key,
     signal_subscription_prefix, ArmedTimer, BufferedMessage, JobAttempts, StoredDeployment, StoredInstance,
     StoredSchedule, Subscriber,
 };
@@ -656,8 +656,8 @@ pub fn read_history(store: &dyn Store, id: &str) -> Result<Vec<HistoryRecord>, E
     }
     let mut records = Vec::new();
     for bytes in raw {
-        let turn: Vec<HistoryRecord> = decode(&bytes, "history").map_err(EngineError::Decode)?;
-        records.extend(turn);
+        let turn: StoredTurn<HistoryEntry> = decode(&bytes, "history").map_err(EngineError::Decode)?;
+        records.extend(turn.into_records());
     }
     Ok(records)
 }
@@ -716,8 +716,8 @@ enum Effect {
     Deliver,
     /// Publish history records to subscribers.
     Publish(Vec<HistoryRecord>),
-    /// The instance ended.
-    Ended(InstanceInfo),
+    /// The instance ended; its final state when someone waits for it.
+    Ended(Option<InstanceInfo>),
 }
 
 /// The changes of one turn, collected before the commit.
@@ -1037,11 +1037,11 @@ impl Inner {
         }
         let now = self.clock.now_ms();
         let ended = !live.stored.instance.status().is_active();
-        let records: Vec<HistoryRecord> = turn.history.drain(..).map(|entry| HistoryRecord { at_ms: now, entry }).collect();
         // The records of a turn are stored as one history entry (one key per turn, not per event).
         turn.commit.history_from = live.stored.history_len;
-        if !records.is_empty() {
-            turn.commit.history = vec![encode(&records)];
+        let stored_turn = StoredTurn { at_ms: now, entries: std::mem::take(&mut turn.history) };
+        if !stored_turn.entries.is_empty() {
+            turn.commit.history = vec![encode(&stored_turn)];
             live.stored.history_len += 1;
         }
         let snapshot = encode(&live.stored);
@@ -1052,11 +1052,15 @@ impl Inner {
         if outbox > 0 {
             effects.push(Effect::Deliver);
         }
-        if self.events.receiver_count() > 0 && !records.is_empty() {
-            effects.push(Effect::Publish(records));
+        if self.events.receiver_count() > 0 && !stored_turn.entries.is_empty() {
+            effects.push(Effect::Publish(stored_turn.into_records().collect()));
         }
         if ended {
-            effects.push(Effect::Ended(InstanceInfo::of(&live.stored)));
+            // Only callers of `wait_for_end` need the final state; one that registers after this
+            // check finds the instance ended in the store (the commit is applied already).
+            let id = live.stored.instance.id();
+            let awaited = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id);
+            effects.push(Effect::Ended(awaited.then(|| InstanceInfo::of(&live.stored))));
         }
         Ok((ack, effects))
     }
@@ -1158,8 +1162,11 @@ impl Inner {
                 Effect::Ended(info) => {
                     self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(instance);
                     let waiters = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(instance);
-                    for waiter in waiters.into_iter().flatten() {
-                        let _ = waiter.send(info.clone());
+                    // Without `info` the senders are dropped and each waiter reads the store.
+                    if let Some(info) = info {
+                        for waiter in waiters.into_iter().flatten() {
+                            let _ = waiter.send(info.clone());
+                        }
                     }
                 }
             }

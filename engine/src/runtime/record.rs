@@ -225,6 +225,24 @@ pub enum HistoryEntry {
     },
 }
 
+/// How one turn's history is stored: the turn's time once, then its entries in order
+/// (read back as one [`HistoryRecord`] per entry).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredTurn<E> {
+    /// When the turn was committed (ms since the Unix epoch, engine clock).
+    pub at_ms: u64,
+    /// What happened, in order.
+    pub entries: Vec<E>,
+}
+
+impl StoredTurn<HistoryEntry> {
+    /// The turn's entries as history records.
+    pub fn into_records(self) -> impl Iterator<Item = HistoryRecord> {
+        let at_ms = self.at_ms;
+        self.entries.into_iter().map(move |entry| HistoryRecord { at_ms, entry })
+    }
+}
+
 /// A message kept until a subscriber arrives or it expires.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BufferedMessage {
