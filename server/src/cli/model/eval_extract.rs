@@ -16,32 +16,23 @@ const CURRENCIES: [&str; 8] = ["CNY", "USD", "EUR", "GBP", "JPY", "HKD", "CHF", 
 
 /// The extraction instruction, with worked examples (invented e-mails, none of them in the
 /// evaluation set). It is the same for every e-mail, so the prefix cache computes it once.
-const EXTRACT_SYSTEM: &str = r#"Extract the sales order from the customer's e-mail as JSON.
+const SYSTEM: &str = r#"Extract the sales order from the customer's e-mail as JSON.
 order_id: the order or purchase-order number exactly as written.
 customer: the name of the ordering company exactly as written (a company, not a person).
 total: the total amount of the order (not a quantity).
+currency: ISO code of the total's currency (¥, RMB, 元, 人民币 = CNY; $, dollars, 美元 = USD; €, euros, 欧元 = EUR; £, pounds = GBP; yen, 日元 = JPY; HK$ = HKD; francs = CHF; A$ = AUD).
 
 E-mail:
 Hello, Delta Paper Corp places order DP-3141 for 40 reams of paper. Total: $2,315.70. Regards, Amy Ross
-JSON: {"order_id": "DP-3141", "customer": "Delta Paper Corp", "total": 2315.70}
-
-E-mail:
-您好，天津远洋物流有限公司下单，订单号 TJ-5067，共 12 箱，合计人民币 8,140.00 元。谢谢！陈明
-JSON: {"order_id": "TJ-5067", "customer": "天津远洋物流有限公司", "total": 8140.00}
+JSON: {"order_id": "DP-3141", "customer": "Delta Paper Corp", "total": 2315.70, "currency": "USD"}
 
 E-mail:
 Hi 刘经理, order 2718-K from Nordic Timber AB: 60 pallets, total 4.905,00 € (euros). 请确认。 Erik
-JSON: {"order_id": "2718-K", "customer": "Nordic Timber AB", "total": 4905.00}"#;
+JSON: {"order_id": "2718-K", "customer": "Nordic Timber AB", "total": 4905.00, "currency": "EUR"}
 
-/// The currency question, asked as a separate classification over [`CURRENCIES`] (examples
-/// invented, not from the evaluation set).
-const CURRENCY_SYSTEM: &str = r#"Which currency is the order total written in? Answer with the ISO code.
-¥, RMB, 元, 人民币 = CNY. $, USD, dollars, 美元 = USD. €, EUR, euros, 欧元 = EUR. £, GBP, pounds = GBP. yen, 日元 = JPY. HK$ = HKD. CHF, Swiss francs = CHF. A$ = AUD.
-Examples:
-"Total: $2,315.70" = USD
-"合计人民币 8,140.00 元" = CNY
-"total 4.905,00 € (euros)" = EUR
-"Amount due: £610.00" = GBP"#;
+E-mail:
+您好，天津远洋物流有限公司下单，订单号 TJ-5067，共 12 箱，合计人民币 8,140.00 元。谢谢！陈明
+JSON: {"order_id": "TJ-5067", "customer": "天津远洋物流有限公司", "total": 8140.00, "currency": "CNY"}"#;
 
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
@@ -61,7 +52,7 @@ pub struct EvalArgs {
     model: ModelChoice,
 }
 
-/// The currency is asked separately ([`CURRENCY_SYSTEM`]). Order id, customer and total are copied from the e-mail (`x-copy`): the model chooses the
+/// Order id, customer and total are copied from the e-mail (`x-copy`): the model chooses the
 /// span or the number, the decoder rules out text that is not in the e-mail.
 fn schema() -> Value {
     json!({
@@ -69,9 +60,10 @@ fn schema() -> Value {
         "properties": {
             "order_id": {"type": "string", "maxLength": 40, "x-copy": true},
             "customer": {"type": "string", "maxLength": 80, "x-copy": true},
-            "total": {"type": "number", "x-copy": true}
+            "total": {"type": "number", "x-copy": true},
+            "currency": {"enum": CURRENCIES}
         },
-        "required": ["order_id", "customer", "total"]
+        "required": ["order_id", "customer", "total", "currency"]
     })
 }
 
@@ -118,13 +110,11 @@ impl EvalArgs {
                 .unwrap_or_default();
             emails.push((name, text.trim().to_owned(), expected));
         }
-        // Two passes, extraction then currency, so that each pass keeps its instruction in the
-        // prefix cache from one e-mail to the next.
         let mut answers: Vec<Option<(Value, std::time::Duration)>> = Vec::new();
         for (name, text, _) in &emails {
             let request = LlmRequest {
                 mode: LlmMode::Extract,
-                system: Some(EXTRACT_SYSTEM.to_owned()),
+                system: Some(SYSTEM.to_owned()),
                 prompt: text.clone(),
                 schema: Some(schema()),
                 labels: Vec::new(),
@@ -142,29 +132,6 @@ impl EvalArgs {
                     None
                 }
             });
-        }
-        for ((name, text, _), answer) in emails.iter().zip(&mut answers) {
-            let Some((value, elapsed)) = answer else { continue };
-            let request = LlmRequest {
-                mode: LlmMode::Classify,
-                system: Some(CURRENCY_SYSTEM.to_owned()),
-                prompt: text.clone(),
-                schema: None,
-                labels: CURRENCIES.iter().map(|c| (*c).to_owned()).collect(),
-                options: options.clone(),
-            };
-            match generator.generate(&request) {
-                Ok(response) => {
-                    let LlmOutput::Label(currency) = response.output else {
-                        anyhow::bail!("{name}: the currency question got something other than a label");
-                    };
-                    if let Value::Object(fields) = value {
-                        fields.insert("currency".into(), Value::String(currency));
-                    }
-                    *elapsed += response.elapsed;
-                }
-                Err(error) => eprintln!("{name}: currency: {error}"),
-            }
         }
         let fields = ["order_id", "customer", "total", "currency"];
         let mut valid = 0usize;
@@ -207,7 +174,7 @@ impl EvalArgs {
         println!("all four:       {all_fields}/{n} ({:.1}%)", pct(all_fields));
         if valid > 0 {
             println!(
-                "time per e-mail: {} ms (both calls, mean)",
+                "time per e-mail: {} ms (mean)",
                 total_time.as_millis() / valid as u128
             );
         }
