@@ -146,16 +146,14 @@ fn numbers_in(text: &str) -> Vec<String> {
         let start = i;
         let mut end = i;
         while end < chars.len() {
-            if chars[end].is_ascii_digit() {
-                end += 1;
-            } else if matches!(chars[end], ',' | '.' | ' ' | '\u{a0}' | '\'')
+            let digit = chars[end].is_ascii_digit();
+            let separator = matches!(chars[end], ',' | '.' | ' ' | '\u{a0}' | '\'')
                 && chars.get(end + 1).is_some_and(char::is_ascii_digit)
-                && end > start
-            {
-                end += 1;
-            } else {
+                && end > start;
+            if !(digit || separator) {
                 break;
             }
+            end += 1;
         }
         let run: String = chars[start..end].iter().collect();
         // Numbers a JSON number of the constrained output cannot hold are left out.
