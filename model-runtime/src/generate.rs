@@ -158,7 +158,8 @@ impl Generator {
         self.run(prompt, options, None, sink)
     }
 
-    /// Generation of a JSON object valid for `schema`; returns the parsed value.
+    /// Generation of a JSON object valid for `schema`; returns the parsed value. Fields marked
+    /// `x-copy` take their value from `user` (see [`crate::constrain::CopySource`]).
     pub fn generate_json(
         &mut self,
         system: Option<&str>,
@@ -167,7 +168,8 @@ impl Generator {
         options: &GenerateOptions,
     ) -> Result<(serde_json::Value, Generation), GenerateError> {
         let prompt = self.prompt(system, user)?;
-        let mut machine = JsonSchemaMachine::new(schema.clone());
+        // `x-copy` fields copy from the user text.
+        let mut machine = JsonSchemaMachine::new(schema.clone()).with_source(user);
         let generation = self.run(prompt, options, Some(&mut machine), None)?;
         let value: serde_json::Value = serde_json::from_str(&generation.text)
             .map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use flowbot_model_runtime::candle_lm::DeviceChoice;
-use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::constrain::{CopySource, ObjectSchema};
 use flowbot_model_runtime::fast::FastOptions;
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use flowbot_model_runtime::{
@@ -251,6 +251,56 @@ fn json_constrained_output_always_parses_and_validates() {
             value
         );
     }
+}
+
+#[test]
+fn copied_fields_are_always_taken_from_the_input() {
+    let (_dir, mut g) = tiny(11);
+    let schema = ObjectSchema::from_json_schema(&json!({
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "maxLength": 20, "x-copy": true},
+            "customer": {"type": "string", "maxLength": 40, "x-copy": true},
+            "total": {"type": "number", "x-copy": true},
+            "lines": {"type": "integer", "x-copy": true},
+            "currency": {"enum": ["CNY", "USD", "EUR"]}
+        },
+        "required": ["order_id", "customer", "total", "lines", "currency"]
+    }))
+    .unwrap();
+    let mails = [
+        "ACME Ltd orders SO-1001, 3 lines, total $12,450.00.",
+        "上海星辰贸易有限公司 订单号 PO#7781，合计人民币 2.640,00 元 (7 行)",
+        "Order \"Q-9\" from Tab\tCo: 1,980,000 yen, 12 lines",
+    ];
+    let source = |mail: &str| CopySource::new(mail);
+    let mut copied_non_empty = 0;
+    for seed in 0..40 {
+        let mail = mails[seed as usize % mails.len()];
+        let (value, generation) = g
+            .generate_json(Some("Extract."), mail, &schema, &sampled(seed, 80))
+            .unwrap();
+        schema.validate(&value).unwrap();
+        for key in ["order_id", "customer"] {
+            let text = value[key].as_str().unwrap();
+            assert!(mail.contains(text), "seed {seed}: {key} `{text}` is not in `{mail}`");
+            copied_non_empty += usize::from(!text.is_empty());
+        }
+        // Numbers are one of the input's numbers unless generation was cut short.
+        if generation.warnings.is_empty() {
+            let numbers = source(mail);
+            for key in ["total", "lines"] {
+                let number = value[key].as_f64().unwrap();
+                assert!(
+                    numbers.numbers().iter().any(|n| n.parse::<f64>().unwrap() == number),
+                    "seed {seed}: {key} {number} is not written in `{mail}` ({:?})",
+                    numbers.numbers()
+                );
+            }
+        }
+    }
+    // The random model does write copied text, so the check above is not vacuous.
+    assert!(copied_non_empty > 0);
 }
 
 #[test]

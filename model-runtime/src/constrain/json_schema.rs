@@ -3,17 +3,23 @@
 //! byte whether the output can still become a valid instance.
 //!
 //! Layout is compact JSON: no whitespace except one optional space after `:` and after `,`.
+//!
+//! Fields marked `"x-copy": true` take their value from the input text ([`CopySource`]): a string
+//! must be a span of it, a number one of the numbers written in it.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::copy::{number_complete_ok, number_prefix_ok, CopySource, SpanMatch};
 use super::Constraint;
 
 /// Longest string value the machine lets the model write (keeps generation finite).
 const DEFAULT_MAX_STRING_BYTES: usize = 200;
 /// Most digits before the decimal point (keeps integers within i64 and numbers exact-ish).
-const MAX_INT_DIGITS: usize = 15;
+pub(super) const MAX_INT_DIGITS: usize = 15;
 /// Most digits after the decimal point.
-const MAX_FRACTION_DIGITS: usize = 15;
+pub(super) const MAX_FRACTION_DIGITS: usize = 15;
 /// Most exponent digits (keeps numbers within f64 range).
 const MAX_EXPONENT_DIGITS: usize = 2;
 /// Most fields an object schema may have.
@@ -56,6 +62,9 @@ pub struct SchemaField {
     pub kind: FieldKind,
     /// Whether the key must appear.
     pub required: bool,
+    /// `"x-copy": true`: the value is copied from the input text (a span of it for strings, a
+    /// number written in it for numbers and integers).
+    pub copy: bool,
 }
 
 /// An object schema: the subset of JSON Schema the constrained decoder supports.
@@ -75,7 +84,7 @@ fn err(pointer: impl Into<String>, message: impl Into<String>) -> SchemaError {
 impl ObjectSchema {
     /// Reads `{"type":"object","properties":{...},"required":[...]}` where each property is
     /// `{"type":"string"|"number"|"integer"|"boolean"}` (strings may have `maxLength`) or
-    /// `{"enum":[strings]}`.
+    /// `{"enum":[strings]}`; string, number and integer properties may add `"x-copy": true`.
     pub fn from_json_schema(schema: &Value) -> Result<Self, SchemaError> {
         let root = schema
             .as_object()
@@ -134,10 +143,22 @@ impl ObjectSchema {
                 return Err(err(pointer, "property names must be non-empty, without quotes, backslashes or control characters"));
             }
             let kind = Self::field_kind(prop, &pointer)?;
+            let copy = match prop.get("x-copy") {
+                None => false,
+                Some(Value::Bool(copy)) => *copy,
+                Some(_) => return Err(err(format!("{pointer}/x-copy"), "must be true or false")),
+            };
+            if copy && !matches!(kind, FieldKind::String { .. } | FieldKind::Number | FieldKind::Integer) {
+                return Err(err(
+                    format!("{pointer}/x-copy"),
+                    "only string, number and integer values can be copied from the input",
+                ));
+            }
             fields.push(SchemaField {
                 name: name.clone(),
                 kind,
                 required: required.contains(&name.as_str()),
+                copy,
             });
         }
         Ok(Self { fields })
@@ -307,16 +328,20 @@ enum StringStage {
 
 #[derive(Debug, Clone, PartialEq)]
 enum ValueStage {
+    /// `span` tracks a copied value (`x-copy`) in the source.
     String {
         stage: StringStage,
         bytes: usize,
         max_bytes: usize,
+        span: Option<SpanMatch>,
     },
-    /// `digits` counts the digits of the current part (integer, fraction or exponent).
+    /// `digits` counts the digits of the current part (integer, fraction or exponent); `copied`
+    /// holds the text of a copied number (`x-copy`) when the source has numbers.
     Number {
         stage: NumberStage,
         digits: usize,
         integer: bool,
+        copied: Option<Vec<u8>>,
     },
     /// A literal out of a set of candidates (booleans, enum strings in JSON form).
     Literal { written: Vec<u8> },
@@ -356,6 +381,8 @@ pub struct JsonSchemaMachine {
     written: u64,
     /// Field whose value is being written.
     current: usize,
+    /// The input text `x-copy` fields copy from (empty when none was given).
+    source: Arc<CopySource>,
 }
 
 impl JsonSchemaMachine {
@@ -366,7 +393,15 @@ impl JsonSchemaMachine {
             state: State::Start,
             written: 0,
             current: 0,
+            source: Arc::new(CopySource::new("")),
         }
+    }
+
+    /// Sets the input text that `x-copy` fields copy from (without it, copied strings can only
+    /// be empty and copied numbers are unconstrained).
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = Arc::new(CopySource::new(source));
+        self
     }
 
     /// The schema.
@@ -398,21 +433,26 @@ impl JsonSchemaMachine {
     }
 
     fn start_value(&self) -> ValueStage {
-        match &self.schema.fields[self.current].kind {
+        let field = &self.schema.fields[self.current];
+        let copied_number = (field.copy && !self.source.numbers().is_empty()).then(Vec::new);
+        match &field.kind {
             FieldKind::String { max_bytes } => ValueStage::String {
                 stage: StringStage::Open,
                 bytes: 0,
                 max_bytes: *max_bytes,
+                span: field.copy.then(SpanMatch::new),
             },
             FieldKind::Number => ValueStage::Number {
                 stage: NumberStage::Empty,
                 digits: 0,
                 integer: false,
+                copied: copied_number,
             },
             FieldKind::Integer => ValueStage::Number {
                 stage: NumberStage::Empty,
                 digits: 0,
                 integer: true,
+                copied: copied_number,
             },
             FieldKind::Boolean | FieldKind::Enum(_) => ValueStage::Literal {
                 written: Vec::new(),
@@ -497,6 +537,7 @@ impl JsonSchemaMachine {
                     stage,
                     bytes,
                     max_bytes,
+                    span,
                 } => match *stage {
                     StringStage::Open => {
                         if b != b'"' {
@@ -506,8 +547,12 @@ impl JsonSchemaMachine {
                         true
                     }
                     StringStage::Body { utf8_pending } => {
+                        // A copied value takes each unescaped byte from the source.
+                        let copies = |span: &mut Option<SpanMatch>, b: u8| {
+                            span.as_mut().is_none_or(|s| s.push(&self.source, b))
+                        };
                         if utf8_pending > 0 {
-                            if b & 0xC0 != 0x80 {
+                            if b & 0xC0 != 0x80 || !copies(span, b) {
                                 return false;
                             }
                             *stage = StringStage::Body {
@@ -518,10 +563,19 @@ impl JsonSchemaMachine {
                         }
                         match b {
                             b'"' => {
+                                // A full value may always end; a shorter one not inside a word.
+                                if *bytes < *max_bytes
+                                    && span.as_ref().is_some_and(|s| !s.may_end(&self.source))
+                                {
+                                    return false;
+                                }
                                 self.value_done();
                                 true
                             }
                             _ if *bytes >= *max_bytes => false,
+                            b'\\' if span.as_ref().is_some_and(|s| !s.may_escape(&self.source)) => {
+                                false
+                            }
                             b'\\' => {
                                 *stage = StringStage::Escape;
                                 *bytes += 1;
@@ -529,13 +583,16 @@ impl JsonSchemaMachine {
                             }
                             0x00..=0x1F | 0x7F => false,
                             0x20..=0x7E => {
+                                if !copies(span, b) {
+                                    return false;
+                                }
                                 *bytes += 1;
                                 true
                             }
                             0xC2..=0xF4 => {
                                 let pending = if b >= 0xF0 { 3 } else if b >= 0xE0 { 2 } else { 1 };
                                 // Leave room for the whole character under the cap.
-                                if *bytes + 1 + pending as usize > *max_bytes {
+                                if *bytes + 1 + pending as usize > *max_bytes || !copies(span, b) {
                                     return false;
                                 }
                                 *stage = StringStage::Body {
@@ -551,9 +608,24 @@ impl JsonSchemaMachine {
                         *bytes += 1;
                         match b {
                             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                                let unescaped = match b {
+                                    b'b' => 0x08,
+                                    b'f' => 0x0C,
+                                    b'n' => b'\n',
+                                    b'r' => b'\r',
+                                    b't' => b'\t',
+                                    other => other,
+                                };
+                                if let Some(span) = span {
+                                    if !span.push(&self.source, unescaped) {
+                                        return false;
+                                    }
+                                }
                                 *stage = StringStage::Body { utf8_pending: 0 };
                                 true
                             }
+                            // A copied value writes characters as they are, not as `\uXXXX`.
+                            b'u' if span.is_some() => false,
                             b'u' => {
                                 *stage = StringStage::Unicode(4);
                                 true
@@ -578,8 +650,14 @@ impl JsonSchemaMachine {
                     stage,
                     digits,
                     integer,
+                    copied,
                 } => {
                     if (b == b',' || b == b'}') && stage.complete() {
+                        if let Some(copied) = copied {
+                            if !number_complete_ok(self.source.numbers(), copied) {
+                                return false;
+                            }
+                        }
                         self.state = State::AfterValue;
                         self.mark_written();
                         return self.step(b);
@@ -587,6 +665,12 @@ impl JsonSchemaMachine {
                     let Some(next) = stage.next(b, *integer) else {
                         return false;
                     };
+                    if let Some(copied) = copied {
+                        copied.push(b);
+                        if !number_prefix_ok(self.source.numbers(), copied) {
+                            return false;
+                        }
+                    }
                     if next != *stage {
                         *digits = 0;
                     }
@@ -850,6 +934,68 @@ mod tests {
                 "completion not accepted: {text}"
             );
         }
+    }
+
+    fn copy_schema() -> ObjectSchema {
+        ObjectSchema::from_json_schema(&json!({
+            "properties": {
+                "order_id": {"type": "string", "x-copy": true},
+                "total": {"type": "number", "x-copy": true}
+            },
+            "required": ["order_id", "total"]
+        }))
+        .unwrap()
+    }
+
+    fn feed_copy(source: &str, text: &str) -> Option<JsonSchemaMachine> {
+        let mut m = JsonSchemaMachine::new(copy_schema()).with_source(source);
+        for b in text.bytes() {
+            if !m.accepts(&[b]) {
+                return None;
+            }
+            m.advance(&[b]);
+        }
+        Some(m)
+    }
+
+    #[test]
+    fn copied_strings_are_spans_of_the_source() {
+        let source = "Order \"SO-1\" from 上海星辰, total 12,450.00 EUR";
+        assert!(feed_copy(source, r#"{"order_id":"SO-1"#).is_some());
+        assert!(feed_copy(source, r#"{"order_id":"\"SO-1\" from 上海""#).is_some());
+        assert!(feed_copy(source, r#"{"order_id":"SO-2"#).is_none());
+        assert!(feed_copy(source, r#"{"order_id":" SO"#).is_none(), "leading space");
+        assert!(feed_copy(source, r#"{"order_id":"\u0053"#).is_none(), "escaped character");
+        assert!(feed_copy(source, r#"{"order_id":"上海星"#).is_some());
+        assert!(feed_copy(source, r#"{"order_id":"上海辰"#).is_none());
+    }
+
+    #[test]
+    fn copied_numbers_are_numbers_of_the_source() {
+        let source = "SO-1: 200 units, total 12,450.00 EUR";
+        let m = feed_copy(source, r#"{"order_id":"SO-1","total":12450}"#).unwrap();
+        assert!(m.is_complete());
+        assert!(feed_copy(source, r#"{"order_id":"SO-1","total":200}"#).is_some());
+        assert!(feed_copy(source, r#"{"total":12,"#).is_none(), "ends inside 12450");
+        assert!(feed_copy(source, r#"{"total":12,450"#).is_none());
+        assert!(feed_copy(source, r#"{"total":13"#).is_none());
+        assert!(feed_copy(source, r#"{"total":-2"#).is_none());
+        // Without numbers in the source the number is free.
+        assert!(feed_copy("no digits", r#"{"total":-2.5,"#).is_some());
+    }
+
+    #[test]
+    fn x_copy_is_checked() {
+        let e = ObjectSchema::from_json_schema(
+            &json!({"properties": {"a": {"type": "boolean", "x-copy": true}}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.pointer, "/properties/a/x-copy");
+        let e = ObjectSchema::from_json_schema(
+            &json!({"properties": {"a": {"type": "string", "x-copy": "yes"}}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.pointer, "/properties/a/x-copy");
     }
 
     #[test]

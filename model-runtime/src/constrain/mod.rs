@@ -1,9 +1,11 @@
 //! Constrained decoding: byte-level state machines that say which continuations keep the output
 //! valid, so the generator can mask every token that would break it.
 
+mod copy;
 mod json_schema;
 mod labels;
 
+pub use copy::CopySource;
 pub use json_schema::{FieldKind, JsonSchemaMachine, ObjectSchema, SchemaError, SchemaField};
 pub use labels::LabelMachine;
 

@@ -14,12 +14,25 @@ use crate::llm_backend::{LocalTextGenerator, RemoteTextGenerator};
 /// Currencies the extractor may answer (ISO codes).
 const CURRENCIES: [&str; 8] = ["CNY", "USD", "EUR", "GBP", "JPY", "HKD", "CHF", "AUD"];
 
-/// The instruction shared by every call (the prefix cache keeps it between e-mails).
-const SYSTEM: &str = "Extract the sales order from the customer's e-mail as JSON. \
-order_id: the order or purchase-order number exactly as written. \
-customer: the ordering company's name exactly as written. \
-total: the total amount as a number without thousands separators. \
-currency: ISO code (¥, RMB, 元, 人民币 = CNY; $ = USD; € = EUR; £ = GBP; 円, yen = JPY; HK$ = HKD; francs = CHF; A$ = AUD).";
+/// The extraction instruction, with worked examples (invented e-mails, none of them in the
+/// evaluation set). It is the same for every e-mail, so the prefix cache computes it once.
+const SYSTEM: &str = r#"Extract the sales order from the customer's e-mail as JSON.
+order_id: the order or purchase-order number exactly as written.
+customer: the name of the ordering company exactly as written (a company, not a person).
+total: the total amount of the order (not a quantity).
+currency: ISO code of the total's currency (¥, RMB, 元, 人民币 = CNY; $, dollars, 美元 = USD; €, euros, 欧元 = EUR; £, pounds = GBP; yen, 日元 = JPY; HK$ = HKD; francs = CHF; A$ = AUD).
+
+E-mail:
+Hello, Delta Paper Corp places order DP-3141 for 40 reams of paper. Total: $2,315.70. Regards, Amy Ross
+JSON: {"order_id": "DP-3141", "customer": "Delta Paper Corp", "total": 2315.70, "currency": "USD"}
+
+E-mail:
+Hi 刘经理, order 2718-K from Nordic Timber AB: 60 pallets, total 4.905,00 € (euros). 请确认。 Erik
+JSON: {"order_id": "2718-K", "customer": "Nordic Timber AB", "total": 4905.00, "currency": "EUR"}
+
+E-mail:
+您好，天津远洋物流有限公司下单，订单号 TJ-5067，共 12 箱，合计人民币 8,140.00 元。谢谢！陈明
+JSON: {"order_id": "TJ-5067", "customer": "天津远洋物流有限公司", "total": 8140.00, "currency": "CNY"}"#;
 
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
@@ -39,35 +52,19 @@ pub struct EvalArgs {
     model: ModelChoice,
 }
 
+/// Order id, customer and total are copied from the e-mail (`x-copy`): the model chooses the
+/// span or the number, the decoder rules out text that is not in the e-mail.
 fn schema() -> Value {
     json!({
         "type": "object",
         "properties": {
-            "order_id": {"type": "string", "maxLength": 40},
-            "customer": {"type": "string", "maxLength": 80},
-            "total": {"type": "number"},
+            "order_id": {"type": "string", "maxLength": 40, "x-copy": true},
+            "customer": {"type": "string", "maxLength": 80, "x-copy": true},
+            "total": {"type": "number", "x-copy": true},
             "currency": {"enum": CURRENCIES}
         },
         "required": ["order_id", "customer", "total", "currency"]
     })
-}
-
-/// Removes thousands separators from amounts written `12,450.00` (digit groups of three after a
-/// comma): the model otherwise ends the JSON number at the comma. Other text is unchanged.
-fn without_thousands_separators(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let grouped = c == ','
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1..i + 4).is_some_and(|g| g.iter().all(char::is_ascii_digit))
-            && !chars.get(i + 4).is_some_and(char::is_ascii_digit);
-        if !grouped {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn field_matches(field: &str, got: Option<&Value>, expected: Option<&Value>) -> bool {
@@ -97,10 +94,7 @@ impl EvalArgs {
             _ => Box::new(LocalTextGenerator::load(&self.model.path()?, self.model.backend()?)?),
         };
         let options = LlmOptions { max_tokens: Some(96), ..Default::default() };
-        let fields = ["order_id", "customer", "total", "currency"];
-        let mut valid = 0usize;
-        let mut matches = [0usize; 4];
-        let mut all_fields = 0usize;
+        let mut emails = Vec::new();
         for mail in &mails {
             let text = std::fs::read_to_string(mail)
                 .with_context(|| format!("{}: cannot read", mail.display()))?;
@@ -110,46 +104,59 @@ impl EvalArgs {
                     .with_context(|| format!("{}: cannot read", expected_path.display()))?,
             )
             .with_context(|| format!("{}: not JSON", expected_path.display()))?;
-            let request = LlmRequest {
-                mode: LlmMode::Extract,
-                system: Some(SYSTEM.to_owned()),
-                prompt: without_thousands_separators(text.trim()),
-                schema: Some(schema()),
-                labels: Vec::new(),
-                options: options.clone(),
-            };
-            let result = generator.generate(&request);
             let name = mail
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match result {
+            emails.push((name, text.trim().to_owned(), expected));
+        }
+        let mut answers: Vec<Option<(Value, std::time::Duration)>> = Vec::new();
+        for (name, text, _) in &emails {
+            let request = LlmRequest {
+                mode: LlmMode::Extract,
+                system: Some(SYSTEM.to_owned()),
+                prompt: text.clone(),
+                schema: Some(schema()),
+                labels: Vec::new(),
+                options: options.clone(),
+            };
+            answers.push(match generator.generate(&request) {
                 Ok(response) => {
                     let LlmOutput::Json(value) = response.output else {
                         anyhow::bail!("{name}: the extractor answered something other than JSON");
                     };
-                    valid += 1;
-                    let hits: Vec<bool> = fields
-                        .iter()
-                        .map(|f| field_matches(f, value.get(*f), expected.get(*f)))
-                        .collect();
-                    for (i, hit) in hits.iter().enumerate() {
-                        matches[i] += usize::from(*hit);
-                    }
-                    all_fields += usize::from(hits.iter().all(|h| *h));
-                    if self.verbose {
-                        eprintln!(
-                            "{name}: {value} ({} ms){}",
-                            response.elapsed.as_millis(),
-                            if hits.iter().all(|h| *h) {
-                                ""
-                            } else {
-                                "  MISMATCH"
-                            }
-                        );
-                    }
+                    Some((value, response.elapsed))
                 }
-                Err(error) => eprintln!("{name}: {error}"),
+                Err(error) => {
+                    eprintln!("{name}: {error}");
+                    None
+                }
+            });
+        }
+        let fields = ["order_id", "customer", "total", "currency"];
+        let mut valid = 0usize;
+        let mut matches = [0usize; 4];
+        let mut all_fields = 0usize;
+        let mut total_time = std::time::Duration::ZERO;
+        for ((name, _, expected), answer) in emails.iter().zip(&answers) {
+            let Some((value, elapsed)) = answer else { continue };
+            valid += 1;
+            total_time += *elapsed;
+            let hits: Vec<bool> = fields
+                .iter()
+                .map(|f| field_matches(f, value.get(*f), expected.get(*f)))
+                .collect();
+            for (i, hit) in hits.iter().enumerate() {
+                matches[i] += usize::from(*hit);
+            }
+            let all = hits.iter().all(|h| *h);
+            all_fields += usize::from(all);
+            if self.verbose {
+                eprintln!(
+                    "{name}: {value} ({} ms){}",
+                    elapsed.as_millis(),
+                    if all { "" } else { "  MISMATCH" }
+                );
             }
         }
         let n = mails.len();
@@ -165,18 +172,12 @@ impl EvalArgs {
             );
         }
         println!("all four:       {all_fields}/{n} ({:.1}%)", pct(all_fields));
+        if valid > 0 {
+            println!(
+                "time per e-mail: {} ms (mean)",
+                total_time.as_millis() / valid as u128
+            );
+        }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_thousands_separators;
-
-    #[test]
-    fn only_digit_groups_lose_their_commas() {
-        assert_eq!(without_thousands_separators("total $1,234,567.50, thanks"), "total $1234567.50, thanks");
-        assert_eq!(without_thousands_separators("SO-1, 2,3 and 12,3456"), "SO-1, 2,3 and 12,3456");
-        assert_eq!(without_thousands_separators("¥56,320.00。"), "¥56320.00。");
     }
 }
