@@ -2,10 +2,11 @@
 //! flush, and acknowledges each commit only after the flush that covers it.
 
 use super::StoreError;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// Resolves once a commit is durable. A commit to a store that flushes synchronously (or to
 /// memory) is durable at once.
@@ -47,16 +48,23 @@ impl Ack {
     /// Waits (asynchronously) until the commit is durable.
     pub async fn durable(self) -> Result<(), StoreError> {
         let Some((shared, seq)) = self.pending else { return Ok(()) };
-        let mut rx = shared.flushed_rx.clone();
-        // A failed flush publishes `u64::MAX` so that every waiter wakes up and looks.
-        let _ = rx.wait_for(|flushed| *flushed >= seq).await;
-        let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.flushed >= seq {
-            return Ok(());
+        // Each waiter is woken once, by the flush that covers its commit (not by every flush).
+        let woken = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(err) = &state.failed {
+                return Err(StoreError::FlushFailed(err.clone()));
+            }
+            if state.flushed >= seq {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.entry(seq).or_default().push(tx);
+            rx
+        };
+        match woken.await {
+            Ok(result) => result.map_err(StoreError::FlushFailed),
+            Err(_) => Err(StoreError::FlushFailed("the store was closed before the step was flushed".into())),
         }
-        Err(StoreError::FlushFailed(
-            state.failed.clone().unwrap_or_else(|| "the store was closed before the step was flushed".into()),
-        ))
     }
 }
 
@@ -70,6 +78,29 @@ struct State {
     failed: Option<String>,
     /// Set when the store closes.
     shutdown: bool,
+    /// Async waiters by the commit they wait for.
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<Result<(), String>>>>,
+}
+
+impl State {
+    /// Wakes the async waiters of every commit up to `flushed` (all of them, with the error,
+    /// after a failed flush).
+    fn wake_waiters(&mut self) {
+        let outcome = match &self.failed {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        };
+        let woken = match outcome {
+            Ok(()) => {
+                let later = self.waiters.split_off(&(self.flushed + 1));
+                std::mem::replace(&mut self.waiters, later)
+            }
+            Err(_) => std::mem::take(&mut self.waiters),
+        };
+        for sender in woken.into_values().flatten() {
+            let _ = sender.send(outcome.clone());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -79,9 +110,8 @@ struct Shared {
     pending_cv: Condvar,
     /// Wakes blocking waiters after a flush.
     flushed_cv: Condvar,
-    /// Wakes async waiters after a flush.
-    flushed_tx: watch::Sender<u64>,
-    flushed_rx: watch::Receiver<u64>,
+    /// Pending commits that make the flusher flush without waiting out its window.
+    max_batch: u64,
 }
 
 /// Counters of a group committer, for benchmarks and tests.
@@ -109,19 +139,17 @@ impl GroupCommitter {
     where
         F: Fn() -> Result<(), String> + Send + 'static,
     {
-        let (flushed_tx, flushed_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             pending_cv: Condvar::new(),
             flushed_cv: Condvar::new(),
-            flushed_tx,
-            flushed_rx,
+            max_batch: max_batch.max(1) as u64,
         });
         let stats = Arc::new(Mutex::new(FlushStats::default()));
         let thread = std::thread::Builder::new().name("flowbot-group-commit".into()).spawn({
             let shared = shared.clone();
             let stats = stats.clone();
-            move || flusher_loop(&shared, &stats, window, max_batch.max(1) as u64, flush)
+            move || flusher_loop(&shared, &stats, window, flush)
         })?;
         Ok(Self { shared, stats, thread: Some(thread) })
     }
@@ -131,8 +159,13 @@ impl GroupCommitter {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.committed += 1;
         let seq = state.committed;
+        let pending = state.committed - state.flushed;
         drop(state);
-        self.shared.pending_cv.notify_one();
+        // The flusher sleeps either idle (nothing pending) or out its window (until the batch
+        // is full); it needs waking only when one of those ends, not on every commit.
+        if pending == 1 || pending == self.shared.max_batch {
+            self.shared.pending_cv.notify_one();
+        }
         Ack { pending: Some((self.shared.clone(), seq)) }
     }
 
@@ -156,7 +189,7 @@ impl Drop for GroupCommitter {
     }
 }
 
-fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, max_batch: u64, flush: F)
+fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, flush: F)
 where
     F: Fn() -> Result<(), String>,
 {
@@ -170,7 +203,7 @@ where
         }
         // Collect more commits for at most `window`, unless enough are pending already.
         let deadline = Instant::now() + window;
-        while !state.shutdown && state.committed - state.flushed < max_batch {
+        while !state.shutdown && state.committed - state.flushed < shared.max_batch {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -195,13 +228,53 @@ where
             Err(err) => {
                 tracing::error!(error = %err, "group flush failed; no further step is acknowledged");
                 state.failed = Some(err);
+                state.wake_waiters();
                 shared.flushed_cv.notify_all();
-                drop(state);
-                shared.flushed_tx.send_replace(u64::MAX);
                 return;
             }
         }
+        state.wake_waiters();
         shared.flushed_cv.notify_all();
-        shared.flushed_tx.send_replace(target);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A committer whose flushes return what the test sends, when it sends it.
+    fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<(), String>>) {
+        let (release, gate) = mpsc::channel::<Result<(), String>>();
+        let gate = Mutex::new(gate);
+        let flush = move || gate.lock().unwrap().recv().unwrap_or_else(|_| Err("gate closed".into()));
+        (GroupCommitter::start(Duration::ZERO, 512, flush).unwrap(), release)
+    }
+
+    #[tokio::test]
+    async fn async_waiters_resolve_after_the_flush_that_covers_them() {
+        let (committer, release) = gated_committer();
+        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(committer.committed().durable())).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()), "acknowledged before any flush returned");
+        release.send(Ok(())).unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        let late = committer.committed();
+        release.send(Ok(())).unwrap();
+        late.durable().await.unwrap();
+        assert!(committer.stats().commits >= 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_every_waiter_and_every_later_commit() {
+        let (committer, release) = gated_committer();
+        let waiter = tokio::spawn(committer.committed().durable());
+        release.send(Err("disk gone".into())).unwrap();
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        let after = committer.committed().durable().await.unwrap_err();
+        assert!(after.to_string().contains("disk gone"), "{after}");
     }
 }
