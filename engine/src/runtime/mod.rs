@@ -1288,19 +1288,7 @@ impl Inner {
                         elapsed_ms = response.elapsed.as_millis() as u64,
                         "LLM step answered"
                     );
-                    let record = HistoryEntry::LlmCalled {
-                        node: wait.node.clone(),
-                        activation: wait.activation,
-                        attempt,
-                        prompt: request.prompt,
-                        output: response.output,
-                        model_id: response.model_id,
-                        model_sha256: response.model_sha256,
-                        prompt_tokens: response.prompt_tokens,
-                        completion_tokens: response.completion_tokens,
-                        elapsed_ms: response.elapsed.as_millis() as u64,
-                        warnings: response.warnings,
-                    };
+                    let record = HistoryEntry::llm_called(&wait, attempt, request.prompt, response);
                     self.complete_job(instance, &wait, outputs, vec![record]).await;
                     return;
                 }

@@ -225,6 +225,25 @@ pub enum HistoryEntry {
     },
 }
 
+impl HistoryEntry {
+    /// The record of a language-model call that answered `wait` (call number `attempt`).
+    pub fn llm_called(wait: &crate::executor::Wait, attempt: u32, prompt: String, response: crate::llm::LlmResponse) -> Self {
+        HistoryEntry::LlmCalled {
+            node: wait.node.clone(),
+            activation: wait.activation,
+            attempt,
+            prompt,
+            output: response.output,
+            model_id: response.model_id,
+            model_sha256: response.model_sha256,
+            prompt_tokens: response.prompt_tokens,
+            completion_tokens: response.completion_tokens,
+            elapsed_ms: response.elapsed.as_millis() as u64,
+            warnings: response.warnings,
+        }
+    }
+}
+
 /// How one turn's history is stored: the turn's time once, then its entries in order
 /// (read back as one [`HistoryRecord`] per entry).
 #[derive(Debug, Serialize, Deserialize)]

@@ -177,20 +177,8 @@ fn answer_llm_step(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Ok(HistoryRecord {
         at_ms,
-        entry: HistoryEntry::LlmCalled {
-            node: wait.node.clone(),
-            activation: wait.activation,
-            // The in-memory runner makes one call per step: a failed call stops the run.
-            attempt: 1,
-            prompt: request.prompt,
-            output: response.output,
-            model_id: response.model_id,
-            model_sha256: response.model_sha256,
-            prompt_tokens: response.prompt_tokens,
-            completion_tokens: response.completion_tokens,
-            elapsed_ms: response.elapsed.as_millis() as u64,
-            warnings: response.warnings,
-        },
+        // The in-memory runner makes one call per step: a failed call stops the run.
+        entry: HistoryEntry::llm_called(wait, 1, request.prompt, response),
     })
 }
 
