@@ -17,6 +17,7 @@
 
 mod group;
 mod memory;
+mod overlay;
 mod sled_store;
 
 pub use group::Ack;

@@ -1,7 +1,10 @@
-//! The durable [`Store`] on sled: one multi-tree transaction per step, flushed per step or in
-//! groups (see [`Durability`]).
+//! The durable [`Store`] on sled: each step is applied atomically, flushed per step or in
+//! groups (see [`Durability`]). With group commit, the steps of a group are applied to the tree
+//! as one batch just before the flush that covers them; until then readers see them through
+//! the [`Overlay`].
 
 use super::group::{FlushStats, GroupCommitter};
+use super::overlay::{merge, Overlay, Write};
 use super::{
     history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
     SCHEMA_VERSION,
@@ -9,6 +12,7 @@ use super::{
 use sled::{Db, Tree};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -46,6 +50,8 @@ pub struct SledStore {
     tree: Tree,
     durability: Durability,
     group: Option<GroupCommitter>,
+    /// Group commit only: the group's writes until the flusher applies them.
+    overlay: Option<Arc<Overlay>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -111,20 +117,25 @@ impl SledStore {
             None => return Err(StoreError::NotAStore { path: shown }),
         }
         let tree = db.open_tree("flowbot").map_err(io)?;
-        let group = match durability {
-            Durability::Step => None,
+        let (group, overlay) = match durability {
+            Durability::Step => (None, None),
             Durability::Group { window, max_batch } => {
-                let flush_db = db.clone();
-                Some(
-                    GroupCommitter::start(window, max_batch, move || {
-                        flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
-                    })
-                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the flusher: {e}") })?,
-                )
+                let overlay = Arc::new(Overlay::default());
+                let (flush_db, flush_tree, flush_overlay) = (db.clone(), tree.clone(), overlay.clone());
+                let flush = move || {
+                    if let Some(batch) = flush_overlay.begin_apply() {
+                        flush_tree.apply_batch(batch).map_err(|e| e.to_string())?;
+                        flush_overlay.applied();
+                    }
+                    flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
+                };
+                let committer = GroupCommitter::start(window, max_batch, flush)
+                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the flusher: {e}") })?;
+                (Some(committer), Some(overlay))
             }
         };
         tracing::debug!(path = %shown, ?durability, "store opened");
-        Ok(Self { path, db, tree, durability, group })
+        Ok(Self { path, db, tree, durability, group, overlay })
     }
 
     /// The durability mode the store was opened with.
@@ -149,10 +160,43 @@ impl SledStore {
         io_error(&self.path.display().to_string(), err)
     }
 
-    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.tree
-            .scan_prefix(key(prefix, rest))
-            .map(move |entry| entry.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| self.io(e)))
+    /// Every record under `prefix` + `rest`, keys without the prefix byte, group writes included.
+    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let full = key(prefix, rest);
+        // The overlay first: a write that leaves it during the tree scan is in the tree by then.
+        let pending = self.overlay.as_ref().map(|overlay| overlay.scan(&full)).unwrap_or_default();
+        let mut tree = Vec::new();
+        for entry in self.tree.scan_prefix(&full) {
+            let (k, v) = entry.map_err(|e| self.io(e))?;
+            tree.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(merge(tree, pending).into_iter().map(|(k, v)| (k[1..].to_vec(), v)).collect())
+    }
+
+    /// One record, group writes included.
+    fn read(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(write) = self.overlay.as_ref().and_then(|overlay| overlay.get(full_key)) {
+            return Ok(write);
+        }
+        Ok(self.tree.get(full_key).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+    }
+
+    /// Applies one step's writes: into the overlay with group commit, else straight to the tree.
+    fn apply(&self, writes: Vec<(Vec<u8>, Write)>) -> Result<(), StoreError> {
+        match &self.overlay {
+            Some(overlay) => overlay.write_all(writes),
+            None => {
+                let mut batch = sled::Batch::default();
+                for (k, write) in writes {
+                    match write {
+                        Some(value) => batch.insert(k, value),
+                        None => batch.remove(k),
+                    }
+                }
+                self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -184,34 +228,31 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 
 impl Store for SledStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let mut batch = sled::Batch::default();
-        let id = commit.instance.as_bytes();
-        match &commit.snapshot {
+        let StepCommit { instance, snapshot, history_from, history, outbox, changes } = commit;
+        let id = instance.as_bytes();
+        let mut writes: Vec<(Vec<u8>, Write)> = Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
+        match snapshot {
             Some(SnapshotChange::Running(bytes)) => {
-                batch.insert(key(INSTANCES, id), bytes.as_slice());
-                batch.insert(key(ACTIVE, id), &[] as &[u8]);
+                writes.push((key(INSTANCES, id), Some(bytes)));
+                writes.push((key(ACTIVE, id), Some(Vec::new())));
             }
             Some(SnapshotChange::Finished(bytes)) => {
-                batch.insert(key(INSTANCES, id), bytes.as_slice());
-                batch.remove(key(ACTIVE, id));
+                writes.push((key(INSTANCES, id), Some(bytes)));
+                writes.push((key(ACTIVE, id), None));
             }
             None => {}
         }
-        for (i, event) in commit.history.iter().enumerate() {
-            batch.insert(key(HISTORY, &history_key(&commit.instance, commit.history_from + i as u64)), event.as_slice());
+        for (i, event) in history.into_iter().enumerate() {
+            writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(event)));
         }
-        for payload in &commit.outbox {
+        for payload in outbox {
             let seq = self.db.generate_id().map_err(|e| self.io(e))?;
-            batch.insert(key(OUTBOX, &seq.to_be_bytes()), payload.as_slice());
+            writes.push((key(OUTBOX, &seq.to_be_bytes()), Some(payload)));
         }
-        for change in &commit.changes {
-            let k = key(table_prefix(change.table), &change.key);
-            match &change.value {
-                Some(value) => batch.insert(k, value.as_slice()),
-                None => batch.remove(k),
-            }
+        for change in changes {
+            writes.push((key(table_prefix(change.table), &change.key), change.value));
         }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.apply(writes)?;
         match &self.group {
             Some(group) => Ok(group.committed()),
             None => {
@@ -222,13 +263,12 @@ impl Store for SledStore {
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(key(INSTANCES, id.as_bytes())).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+        self.read(&key(INSTANCES, id.as_bytes()))
     }
 
     fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.scan_prefix(ACTIVE, b"") {
-            let (id_bytes, _) = entry?;
+        for (id_bytes, _) in self.scan_prefix(ACTIVE, b"")? {
             let id = self.utf8_id(&id_bytes)?;
             let snapshot = self.instance(&id)?.ok_or_else(|| StoreError::Corrupted {
                 path: self.path.display().to_string(),
@@ -240,21 +280,21 @@ impl Store for SledStore {
     }
 
     fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.scan_prefix(HISTORY, &history_prefix(id)).map(|entry| entry.map(|(_, v)| v)).collect()
+        Ok(self.scan_prefix(HISTORY, &history_prefix(id))?.into_iter().map(|(_, v)| v).collect())
     }
 
     fn get(&self, table: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(key(table_prefix(table), k)).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+        self.read(&key(table_prefix(table), k))
     }
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
-        self.scan_prefix(table_prefix(table), prefix).collect()
+        self.scan_prefix(table_prefix(table), prefix)
     }
 
     fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.scan_prefix(OUTBOX, b"")
-            .map(|entry| {
-                let (k, payload) = entry?;
+        self.scan_prefix(OUTBOX, b"")?
+            .into_iter()
+            .map(|(k, payload)| {
                 let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).map_err(|_| {
                     StoreError::Corrupted { path: self.path.display().to_string(), detail: "bad outbox key".into() }
                 })?;
@@ -264,24 +304,20 @@ impl Store for SledStore {
     }
 
     fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            batch.remove(key(OUTBOX, &seq.to_be_bytes()));
+        self.apply(seqs.iter().map(|seq| (key(OUTBOX, &seq.to_be_bytes()), None)).collect())?;
+        if let Some(group) = &self.group {
+            // Nobody waits for it: a delivery acknowledged but lost in a crash is redelivered.
+            let _flushed_later = group.committed();
         }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))
+        Ok(())
     }
 
     fn instance_count(&self) -> Result<u64, StoreError> {
-        let mut count = 0;
-        for entry in self.tree.scan_prefix([INSTANCES]).keys() {
-            entry.map_err(|e| self.io(e))?;
-            count += 1;
-        }
-        Ok(count)
+        Ok(self.scan_prefix(INSTANCES, b"")?.len() as u64)
     }
 
     fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.scan_prefix(INSTANCES, b"").map(|entry| entry.and_then(|(k, _)| self.utf8_id(&k))).collect()
+        self.scan_prefix(INSTANCES, b"")?.into_iter().map(|(k, _)| self.utf8_id(&k)).collect()
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
