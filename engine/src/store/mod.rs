@@ -6,7 +6,7 @@
 //! deployed definition versions, and the notification outbox.
 //!
 //! Everything one executor step changes is handed over as one [`StepCommit`] and applied
-//! atomically (in sled: one atomic batch): after a crash either all of it is there or none of it. The returned [`Ack`] says
+//! atomically (in sled: one atomic batch, or with group commit one batch per group of steps): after a crash either all of it is there or none of it. The returned [`Ack`] says
 //! when the step is durable; the engine performs no side effect, notification or API
 //! acknowledgement of a step before its `Ack` has resolved.
 //!
