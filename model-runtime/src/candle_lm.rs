@@ -10,10 +10,9 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 
 use crate::gguf::GgufFile;
-use crate::lm::{candle_message, CausalLm, LmError};
+use crate::lm::{candle_message, check_forward, CausalLm, LmError};
 
 /// Snapshots kept for rewinding (the most recent ones).
-const MAX_SNAPSHOTS: usize = 4;
 
 /// Which device runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +67,8 @@ pub struct CandleLm {
     max_positions: usize,
     /// Tokens whose keys/values are in the model's cache.
     history: Vec<u32>,
-    /// `(length, model)` snapshots taken after multi-token forwards.
-    snapshots: Vec<(usize, ModelWeights)>,
+    /// Copies of the model (its KV cache inside) after multi-token forwards.
+    snapshots: Snapshots<ModelWeights>,
 }
 
 impl CandleLm {
@@ -123,28 +122,13 @@ impl CandleLm {
             vocab_size,
             max_positions: declared_context.min(MAX_SEQ_LEN),
             history: Vec::new(),
-            snapshots: Vec::new(),
+            snapshots: Snapshots::default(),
         })
     }
 
     fn run(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        let end = start + tokens.len();
-        if end > self.max_positions {
-            return Err(LmError::ContextFull {
-                position: self.max_positions.max(start),
-                limit: self.max_positions,
-            });
-        }
-        let input = Tensor::new(tokens, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| LmError::Forward(candle_message(&e)))?;
-        let logits = self
-            .model
-            .forward(&input, start)
-            .and_then(|l| l.squeeze(0))
-            .and_then(|l| l.to_dtype(candle_core::DType::F32))
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(|e| LmError::Forward(candle_message(&e)))?;
+        let input = input_tensor(tokens, &self.device)?;
+        let logits = last_logits(self.model.forward(&input, start))?;
         self.history.truncate(start);
         self.history.extend_from_slice(tokens);
         Ok(logits)
@@ -155,15 +139,10 @@ impl CandleLm {
         if start == self.history.len() || start == 0 {
             return Ok(());
         }
-        let snapshot = self
-            .snapshots
-            .iter()
-            .filter(|(len, _)| *len <= start)
-            .max_by_key(|(len, _)| *len);
-        let from = match snapshot {
+        let from = match self.snapshots.nearest(start) {
             Some((len, model)) => {
                 self.model = model.clone();
-                *len
+                len
             }
             None => 0,
         };
@@ -181,26 +160,69 @@ impl CandleLm {
     }
 }
 
+/// Most cache copies a candle backend keeps.
+const MAX_SNAPSHOTS: usize = 4;
+
+/// Copies of a candle backend's cache state taken at the end of multi-token runs (prompts), so a
+/// later call that shares a prefix restarts from the nearest copy instead of position 0.
+pub(crate) struct Snapshots<S> {
+    /// `(positions, state)`, oldest first.
+    kept: Vec<(usize, S)>,
+}
+
+impl<S> Default for Snapshots<S> {
+    fn default() -> Self {
+        Self { kept: Vec::new() }
+    }
+}
+
+impl<S> Snapshots<S> {
+    /// Drops the copies holding positions past `start` (the next run overwrites them).
+    pub(crate) fn forget_after(&mut self, start: usize) {
+        self.kept.retain(|(len, _)| *len <= start);
+    }
+
+    /// The copy with the most positions, none past `start`.
+    pub(crate) fn nearest(&self, start: usize) -> Option<(usize, &S)> {
+        self.kept.iter().filter(|(len, _)| *len <= start).max_by_key(|(len, _)| *len).map(|(len, state)| (*len, state))
+    }
+
+    /// Keeps a copy taken at `len` positions; the oldest goes when the store is full.
+    pub(crate) fn keep(&mut self, len: usize, state: S) {
+        if self.kept.len() == MAX_SNAPSHOTS {
+            self.kept.remove(0);
+        }
+        self.kept.push((len, state));
+    }
+
+    /// Drops every copy.
+    pub(crate) fn clear(&mut self) {
+        self.kept.clear();
+    }
+}
+
+/// `tokens` as a batch of one, the input of candle's llama models.
+pub(crate) fn input_tensor(tokens: &[u32], device: &Device) -> Result<Tensor, LmError> {
+    Tensor::new(tokens, device).and_then(|t| t.unsqueeze(0)).map_err(|e| LmError::Forward(candle_message(&e)))
+}
+
+/// The last position's logits of a candle llama forward pass, as f32 values.
+pub(crate) fn last_logits(logits: candle_core::Result<Tensor>) -> Result<Vec<f32>, LmError> {
+    logits
+        .and_then(|l| l.squeeze(0))
+        .and_then(|l| l.to_dtype(candle_core::DType::F32))
+        .and_then(|l| l.to_vec1::<f32>())
+        .map_err(|e| LmError::Forward(candle_message(&e)))
+}
+
 impl CausalLm for CandleLm {
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        if start > self.history.len() {
-            return Err(LmError::Forward(format!(
-                "start position {start} is past the {} cached positions",
-                self.history.len()
-            )));
-        }
-        if tokens.is_empty() {
-            return Err(LmError::Forward("forward called without tokens".into()));
-        }
-        self.snapshots.retain(|(len, _)| *len <= start);
+        check_forward(tokens, start, self.history.len(), self.max_positions)?;
+        self.snapshots.forget_after(start);
         self.rewind(start)?;
         let logits = self.run(tokens, start)?;
         if tokens.len() > 1 {
-            if self.snapshots.len() == MAX_SNAPSHOTS {
-                self.snapshots.remove(0);
-            }
-            self.snapshots
-                .push((self.history.len(), self.model.clone()));
+            self.snapshots.keep(self.history.len(), self.model.clone());
         }
         Ok(logits)
     }

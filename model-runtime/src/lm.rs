@@ -31,6 +31,21 @@ pub enum LmError {
     },
 }
 
+/// Checks a [`CausalLm::forward`] call against a backend's state: some tokens, `start` within the
+/// `cached` positions, and the run within the `limit` positions.
+pub fn check_forward(tokens: &[u32], start: usize, cached: usize, limit: usize) -> Result<(), LmError> {
+    if tokens.is_empty() {
+        return Err(LmError::Forward("forward called without tokens".into()));
+    }
+    if start > cached {
+        return Err(LmError::Forward(format!("start position {start} is past the {cached} cached positions")));
+    }
+    if start + tokens.len() > limit {
+        return Err(LmError::ContextFull { position: limit.max(start), limit });
+    }
+    Ok(())
+}
+
 /// A causal language model with its own key/value cache.
 ///
 /// The cache holds the positions `0..cached_len()`. `forward(tokens, start)` requires

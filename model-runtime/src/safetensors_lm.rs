@@ -19,11 +19,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama};
 
-use crate::lm::{candle_message, CausalLm, LmError};
+use crate::lm::{candle_message, check_forward, CausalLm, LmError};
+use crate::candle_lm::{input_tensor, last_logits, Snapshots};
 use crate::model_dir::{ModelDir, ModelDirError};
 
 /// Snapshots kept for rewinding (the most recent ones).
-const MAX_SNAPSHOTS: usize = 4;
 
 /// The dtype the model computes in on `device`: f32 on the CPU, bf16 on a GPU.
 pub fn compute_dtype(device: &Device) -> DType {
@@ -91,8 +91,8 @@ pub struct SafetensorsLm {
     max_positions: usize,
     /// Tokens whose keys/values are in the cache.
     history: Vec<u32>,
-    /// `(length, cache)` snapshots taken after multi-token forwards.
-    snapshots: Vec<(usize, Cache)>,
+    /// Copies of the KV cache after multi-token forwards.
+    snapshots: Snapshots<Cache>,
 }
 
 impl SafetensorsLm {
@@ -118,28 +118,13 @@ impl SafetensorsLm {
             vocab_size: config.vocab_size,
             max_positions: config.max_position_embeddings,
             history: Vec::new(),
-            snapshots: Vec::new(),
+            snapshots: Snapshots::default(),
         })
     }
 
     fn run(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        let end = start + tokens.len();
-        if end > self.max_positions {
-            return Err(LmError::ContextFull {
-                position: self.max_positions.max(start),
-                limit: self.max_positions,
-            });
-        }
-        let input = Tensor::new(tokens, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| LmError::Forward(candle_message(&e)))?;
-        let logits = self
-            .model
-            .forward(&input, start, &mut self.cache)
-            .and_then(|l| l.squeeze(0))
-            .and_then(|l| l.to_dtype(DType::F32))
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(|e| LmError::Forward(candle_message(&e)))?;
+        let input = input_tensor(tokens, &self.device)?;
+        let logits = last_logits(self.model.forward(&input, start, &mut self.cache))?;
         self.history.truncate(start);
         self.history.extend_from_slice(tokens);
         Ok(logits)
@@ -150,12 +135,7 @@ impl SafetensorsLm {
         if start == self.history.len() {
             return Ok(());
         }
-        let (from, cache) = self
-            .snapshots
-            .iter()
-            .filter(|(len, _)| *len <= start)
-            .max_by_key(|(len, _)| *len)
-            .map_or((0, &self.empty_cache), |(len, cache)| (*len, cache));
+        let (from, cache) = self.snapshots.nearest(start).unwrap_or((0, &self.empty_cache));
         self.cache = cache.clone();
         let replay = self.history[from..start].to_vec();
         self.history.truncate(from);
@@ -178,15 +158,11 @@ impl SafetensorsLm {
     }
 
     fn forward_from(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        self.snapshots.retain(|(len, _)| *len <= start);
+        self.snapshots.forget_after(start);
         self.rewind(start)?;
         let logits = self.run(tokens, start)?;
         if tokens.len() > 1 {
-            if self.snapshots.len() == MAX_SNAPSHOTS {
-                self.snapshots.remove(0);
-            }
-            self.snapshots
-                .push((self.history.len(), self.cache.clone()));
+            self.snapshots.keep(self.history.len(), self.cache.clone());
         }
         Ok(logits)
     }
@@ -194,15 +170,7 @@ impl SafetensorsLm {
 
 impl CausalLm for SafetensorsLm {
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        if start > self.history.len() {
-            return Err(LmError::Forward(format!(
-                "start position {start} is past the {} cached positions",
-                self.history.len()
-            )));
-        }
-        if tokens.is_empty() {
-            return Err(LmError::Forward("forward called without tokens".into()));
-        }
+        check_forward(tokens, start, self.history.len(), self.max_positions)?;
         let result = self.forward_from(tokens, start);
         if matches!(result, Err(LmError::Forward(_))) {
             self.reset();

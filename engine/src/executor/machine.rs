@@ -409,19 +409,8 @@ impl<'a> Machine<'a> {
                 self.escalate(event, scope).map(|_| ())
             }
             Behavior::Script(code) => {
-                let result = {
-                    let variables = self.visible(scope);
-                    self.process.scripts().run_script(&code.ast, &variables)
-                };
-                match result {
-                    Ok(updates) => {
-                        if !updates.is_empty() {
-                            self.write_variables(scope, index, Some(activation), updates, true)?;
-                        }
-                        self.leave(index, scope, activation)
-                    }
-                    Err(err) => self.script_incident(index, activation, code, "script", &err),
-                }
+                self.run_script(index, scope, activation, code)?;
+                self.leave(index, scope, activation)
             }
             Behavior::Wait(spec) => self.begin_wait(index, scope, activation, spec, race),
             Behavior::SubProcess { scope: child } => {
@@ -694,19 +683,8 @@ impl<'a> Machine<'a> {
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation: run });
         match &node.behavior {
             Behavior::Script(code) => {
-                let result = {
-                    let variables = self.visible(scope);
-                    self.process.scripts().run_script(&code.ast, &variables)
-                };
-                match result {
-                    Ok(updates) => {
-                        if !updates.is_empty() {
-                            self.write_variables(scope, index, Some(run), updates, true)?;
-                        }
-                        self.finish_run(index, scope)
-                    }
-                    Err(err) => self.script_incident(index, run, code, "script", &err),
-                }
+                self.run_script(index, scope, run, code)?;
+                self.finish_run(index, scope)
             }
             Behavior::Wait(spec) => {
                 let kind = self.wait_kind(index, scope, run, spec)?;
@@ -1175,6 +1153,20 @@ impl<'a> Machine<'a> {
                 let node = self.process.node(index);
                 self.incident(&node.id, activation, node.span, reason)
             }
+        }
+    }
+
+    /// Runs a script task's code in `scope` and writes the variables it set; a failing script
+    /// becomes an incident.
+    fn run_script(&mut self, index: NodeIndex, scope: u64, activation: u64, code: &CompiledCode) -> Flowing {
+        let result = {
+            let variables = self.visible(scope);
+            self.process.scripts().run_script(&code.ast, &variables)
+        };
+        match result {
+            Ok(updates) if updates.is_empty() => Ok(()),
+            Ok(updates) => self.write_variables(scope, index, Some(activation), updates, true),
+            Err(err) => self.script_incident(index, activation, code, "script", &err),
         }
     }
 

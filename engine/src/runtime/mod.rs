@@ -656,7 +656,7 @@ pub fn read_history(store: &dyn Store, id: &str) -> Result<Vec<HistoryRecord>, E
     }
     let mut records = Vec::new();
     for bytes in raw {
-        let turn: StoredTurn<HistoryEntry> = decode(&bytes, "history").map_err(EngineError::Decode)?;
+        let turn: StoredTurn = decode(&bytes, "history").map_err(EngineError::Decode)?;
         records.extend(turn.into_records());
     }
     Ok(records)
@@ -1215,28 +1215,46 @@ impl Inner {
                 }
                 Err(err) => {
                     let retry_at = (attempt <= policy.retries).then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
-                    let entry = HistoryEntry::JobFailed {
-                        node: wait.node.clone(),
-                        activation: wait.activation,
-                        attempt,
-                        error: err.0.clone(),
-                        retry_at_ms: retry_at,
-                    };
-                    tracing::warn!(instance, node = %wait.node, attempt, error = %err, "handler failed");
-                    if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
-                        tracing::error!(instance, error = %e, "recording a handler failure failed");
+                    if !self.after_failed_call(instance, &wait, attempt, err.0, retry_at, "handler").await {
+                        return;
                     }
-                    match retry_at {
-                        Some(at) => {
-                            self.clock.sleep_until(at).await;
-                            attempt += 1;
-                        }
-                        None => {
-                            self.raise_incident(instance, &wait, err.0, attempt).await;
-                            return;
-                        }
-                    }
+                    attempt += 1;
                 }
+            }
+        }
+    }
+
+    /// After call number `attempt` of a job or LLM step (`what`) failed with `error`: records the
+    /// failure, then sleeps until `retry_at` and returns `true` (call again), or, without a retry
+    /// left, raises an incident and returns `false`.
+    async fn after_failed_call(
+        self: &Arc<Self>,
+        instance: &str,
+        wait: &Wait,
+        attempt: u32,
+        error: String,
+        retry_at: Option<u64>,
+        what: &str,
+    ) -> bool {
+        tracing::warn!(instance, node = %wait.node, attempt, %error, "{what} failed");
+        let entry = HistoryEntry::JobFailed {
+            node: wait.node.clone(),
+            activation: wait.activation,
+            attempt,
+            error: error.clone(),
+            retry_at_ms: retry_at,
+        };
+        if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
+            tracing::error!(instance, error = %e, "recording a {what} failure failed");
+        }
+        match retry_at {
+            Some(at) => {
+                self.clock.sleep_until(at).await;
+                true
+            }
+            None => {
+                self.raise_incident(instance, wait, error, attempt).await;
+                false
             }
         }
     }
@@ -1296,27 +1314,10 @@ impl Inner {
                     let retryable = matches!(err, LlmError::Backend(_));
                     let retry_at = (retryable && attempt <= policy.retries)
                         .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
-                    let entry = HistoryEntry::JobFailed {
-                        node: wait.node.clone(),
-                        activation: wait.activation,
-                        attempt,
-                        error: err.to_string(),
-                        retry_at_ms: retry_at,
-                    };
-                    tracing::warn!(instance, node = %wait.node, attempt, error = %err, "LLM step failed");
-                    if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
-                        tracing::error!(instance, error = %e, "recording an LLM failure failed");
+                    if !self.after_failed_call(instance, &wait, attempt, err.to_string(), retry_at, "LLM step").await {
+                        return;
                     }
-                    match retry_at {
-                        Some(at) => {
-                            self.clock.sleep_until(at).await;
-                            attempt += 1;
-                        }
-                        None => {
-                            self.raise_incident(instance, &wait, err.to_string(), attempt).await;
-                            return;
-                        }
-                    }
+                    attempt += 1;
                 }
             }
         }

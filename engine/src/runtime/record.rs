@@ -247,14 +247,14 @@ impl HistoryEntry {
 /// How one turn's history is stored: the turn's time once, then its entries in order
 /// (read back as one [`HistoryRecord`] per entry).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredTurn<E> {
+pub(crate) struct StoredTurn {
     /// When the turn was committed (ms since the Unix epoch, engine clock).
     pub at_ms: u64,
     /// What happened, in order.
-    pub entries: Vec<E>,
+    pub entries: Vec<HistoryEntry>,
 }
 
-impl StoredTurn<HistoryEntry> {
+impl StoredTurn {
     /// The turn's entries as history records.
     pub fn into_records(self) -> impl Iterator<Item = HistoryRecord> {
         let at_ms = self.at_ms;

@@ -67,6 +67,11 @@ fn inline_workflow(text: &str) -> Definitions {
     defs.unwrap_or_else(|| panic!("does not parse: {diagnostics:?}"))
 }
 
+/// `builder` with `rules` as its hooks and their script runtime.
+fn with_rules(builder: EngineBuilder, rules: &Arc<RuleEngine>) -> EngineBuilder {
+    builder.rules(Arc::new(SharedRuleHooks::new(rules.clone()))).scripts(rules.script_runtime())
+}
+
 fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {
     let mut stdlib = StdlibConfig::default();
     if let Some(clock) = clock {
@@ -113,10 +118,7 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
     let rules = rule_engine(None);
     let store = Arc::new(RecordingStore::default());
     let (sink, seen) = collecting_sink();
-    let engine = Engine::builder()
-        .store(store.clone())
-        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
-        .scripts(rules.script_runtime())
+    let engine = with_rules(Engine::builder().store(store.clone()), &rules)
         .effect_sink(sink)
         .fallback_handler(handler(|_ctx: JobContext| async move { Ok(Map::new()) }))
         .build()
@@ -170,10 +172,7 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
 async fn effects_of_a_refused_completion_are_dropped() {
     let rules = rule_engine(None);
     let store = Arc::new(RecordingStore::default());
-    let engine = Engine::builder()
-        .store(store.clone())
-        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
-        .scripts(rules.script_runtime())
+    let engine = with_rules(Engine::builder().store(store.clone()), &rules)
         .build()
         .await
         .unwrap();
@@ -228,10 +227,7 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
         ]});
         Ok(orders.as_object().cloned().unwrap_or_default())
     });
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
-        .scripts(rules.script_runtime())
+    let engine = with_rules(Engine::builder().clock(Arc::new(clock.clone())), &rules)
         .handler("open_orders", open_orders)
         .effect_sink(sink)
         .build()
@@ -274,10 +270,7 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
 async fn a_change_of_the_instance_status_runs_the_status_change_rules() {
     let rules = rule_engine(None);
     let store = Arc::new(RecordingStore::default());
-    let engine = Engine::builder()
-        .store(store.clone())
-        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
-        .scripts(rules.script_runtime())
+    let engine = with_rules(Engine::builder().store(store.clone()), &rules)
         .build()
         .await
         .unwrap();

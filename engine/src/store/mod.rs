@@ -133,9 +133,14 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// The default group-commit window.
+    pub const GROUP_WINDOW: Duration = Duration::from_millis(1);
+    /// The default number of pending commits that makes the flusher flush at once.
+    pub const GROUP_MAX_BATCH: usize = 512;
+
     /// Group commit with the defaults used by `serve`: a 1 ms window, 512 commits at most.
     pub fn group() -> Self {
-        Durability::Group { window: Duration::from_millis(1), max_batch: 512 }
+        Durability::Group { window: Self::GROUP_WINDOW, max_batch: Self::GROUP_MAX_BATCH }
     }
 }
 

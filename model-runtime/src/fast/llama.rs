@@ -17,7 +17,7 @@ use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, RopeTable};
 use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
-use crate::lm::{CausalLm, LmError};
+use crate::lm::{check_forward, CausalLm, LmError};
 
 /// Tokens processed together in one batch of a long prompt.
 const MAX_BATCH: usize = 128;
@@ -344,22 +344,7 @@ impl FastLlama {
 
 impl CausalLm for FastLlama {
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        if tokens.is_empty() {
-            return Err(LmError::Forward("no tokens to run".into()));
-        }
-        if start > self.cache.len {
-            return Err(LmError::Forward(format!(
-                "start position {start} is past the {} cached positions",
-                self.cache.len
-            )));
-        }
-        let limit = self.hyper.context;
-        if start + tokens.len() > limit {
-            return Err(LmError::ContextFull {
-                position: limit.max(start),
-                limit,
-            });
-        }
+        check_forward(tokens, start, self.cache.len, self.hyper.context)?;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
             return Err(LmError::Forward(format!(
                 "token id {bad} is outside the vocabulary of {}",

@@ -58,12 +58,13 @@ pub struct BenchArgs {
     /// Flush per step or per group of steps (sled only).
     #[arg(long, value_enum, default_value = "group")]
     pub durability: DurabilityArg,
-    /// Group commit: how long the flusher waits for more commits before it flushes.
-    #[arg(long, default_value_t = 1)]
-    pub group_window_ms: u64,
-    /// Group commit: flush at once when this many commits are pending.
-    #[arg(long, default_value_t = 512)]
-    pub group_max_batch: usize,
+    /// Group commit: how long the flusher waits for more commits before it flushes (default
+    /// 1 ms).
+    #[arg(long)]
+    pub group_window_ms: Option<u64>,
+    /// Group commit: flush at once when this many commits are pending (default 512).
+    #[arg(long)]
+    pub group_max_batch: Option<usize>,
     /// Most instances running at once.
     #[arg(long, default_value_t = 1000)]
     pub in_flight: usize,
@@ -108,8 +109,8 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
     let durability = match args.durability {
         DurabilityArg::Step => Durability::Step,
         DurabilityArg::Group => Durability::Group {
-            window: std::time::Duration::from_millis(args.group_window_ms),
-            max_batch: args.group_max_batch.max(1),
+            window: args.group_window_ms.map_or(Durability::GROUP_WINDOW, std::time::Duration::from_millis),
+            max_batch: args.group_max_batch.unwrap_or(Durability::GROUP_MAX_BATCH).max(1),
         },
     };
     let mut temporary = None;
