@@ -1,4 +1,4 @@
-//! Crash safety: 1,000 instances in flight against a sled store, the `flowbot` process killed
+//! Crash safety: 5,000 instances, 1,000 of them in flight at a time, against a sled store, the `flowbot` process killed
 //! with SIGKILL at random moments several times and restarted on the same store. Afterwards every
 //! instance has completed exactly once, every job completion is recorded exactly once, and every
 //! handler effect (a line keyed by the job's idempotency key) is in the effects log exactly once.
@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const INSTANCES: usize = 1000;
+/// Enough instances that a whole run outlasts the kill delays (a run of only 1,000 could finish
+/// before the second kill).
+const INSTANCES: usize = 5000;
+const IN_FLIGHT: usize = 1000;
 const JOBS_PER_INSTANCE: usize = 4;
 const KILLS: usize = 6;
 
@@ -63,7 +66,7 @@ fn bench_command(bin: &Path, process: &Path, store: &Path, log: &Path) -> Comman
     command
         .arg("bench")
         .arg(process)
-        .args(["--instances", &INSTANCES.to_string(), "--in-flight", &INSTANCES.to_string()])
+        .args(["--instances", &INSTANCES.to_string(), "--in-flight", &IN_FLIGHT.to_string()])
         .args(["--store", "sled", "--durability", "group", "--json"])
         .arg("--store-dir")
         .arg(store)
