@@ -16,6 +16,7 @@
 //! (durable, with per-step or group flushing, see [`Durability`]).
 
 mod group;
+mod instance_record;
 mod memory;
 mod overlay;
 mod sled_store;
@@ -27,7 +28,7 @@ pub use sled_store::SledStore;
 use std::time::Duration;
 
 /// The layout version written into every sled store; a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The engine-wide keyed tables a step may change besides its own instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

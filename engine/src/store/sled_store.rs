@@ -4,6 +4,7 @@
 //! readers see them through the [`Overlay`].
 
 use super::group::{FlushStats, GroupCommitter};
+use super::instance_record::InstanceRecord;
 use super::overlay::{merge, Overlay, Write};
 use super::{
     history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
@@ -19,8 +20,11 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 // Every record lives in one tree, under a one-byte prefix per kind: a step is one atomic
 // `apply_batch` on that tree, which sled writes to its log as a unit (cheaper than a transaction
 // over several trees, same all-or-nothing guarantee).
+/// Instance id → [`InstanceRecord`]: the latest snapshot and the latest turn's history.
 const INSTANCES: u8 = b'i';
+/// Instance id → nothing, while the instance is unfinished.
 const ACTIVE: u8 = b'a';
+/// [`history_key`] → one history entry moved out of its instance record's tail.
 const HISTORY: u8 = b'h';
 const OUTBOX: u8 = b'o';
 
@@ -234,18 +238,34 @@ impl Store for SledStore {
         let id = instance.as_bytes();
         let mut writes: Vec<(Vec<u8>, Write)> = Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
         match snapshot {
-            Some(SnapshotChange::Running(bytes)) => {
-                writes.push((key(INSTANCES, id), Some(bytes)));
-                writes.push((key(ACTIVE, id), Some(Vec::new())));
+            Some(change) => {
+                let (snapshot, running) = match change {
+                    SnapshotChange::Running(bytes) => (bytes, true),
+                    SnapshotChange::Finished(bytes) => (bytes, false),
+                };
+                // This commit's history becomes the record's tail; the previous tail moves to
+                // history keys. Without new history the previous tail stays where it is.
+                let stored = if history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
+                let previous = stored.as_deref().map(|bytes| self.decode_record(&instance, bytes)).transpose()?;
+                let record = match previous {
+                    Some(previous) if history.is_empty() => {
+                        InstanceRecord::encode(&snapshot, previous.tail_from, &previous.tail)
+                    }
+                    previous => {
+                        for (slot, entry) in previous.iter().flat_map(InstanceRecord::tail_slots) {
+                            writes.push((key(HISTORY, &history_key(&instance, slot)), Some(entry.to_vec())));
+                        }
+                        InstanceRecord::encode(&snapshot, history_from, &history)
+                    }
+                };
+                writes.push((key(INSTANCES, id), Some(record)));
+                writes.push((key(ACTIVE, id), running.then(Vec::new)));
             }
-            Some(SnapshotChange::Finished(bytes)) => {
-                writes.push((key(INSTANCES, id), Some(bytes)));
-                writes.push((key(ACTIVE, id), None));
+            None => {
+                for (i, entry) in history.into_iter().enumerate() {
+                    writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(entry)));
+                }
             }
-            None => {}
-        }
-        for (i, event) in history.into_iter().enumerate() {
-            writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(event)));
         }
         for payload in outbox {
             let seq = self.db.generate_id().map_err(|e| self.io(e))?;
@@ -265,7 +285,8 @@ impl Store for SledStore {
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(&key(INSTANCES, id.as_bytes()))
+        let Some(bytes) = self.read(&key(INSTANCES, id.as_bytes()))? else { return Ok(None) };
+        Ok(Some(self.decode_record(id, &bytes)?.snapshot.to_vec()))
     }
 
     fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -282,7 +303,19 @@ impl Store for SledStore {
     }
 
     fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self.scan_prefix(HISTORY, &history_prefix(id))?.into_iter().map(|(_, v)| v).collect())
+        // The record first: a commit that moves its tail in between leaves those entries in
+        // both places (same slots, same bytes), never in neither.
+        let record = self.read(&key(INSTANCES, id.as_bytes()))?;
+        let mut entries = std::collections::BTreeMap::new();
+        for (k, entry) in self.scan_prefix(HISTORY, &history_prefix(id))? {
+            entries.insert(self.history_slot(id, &k)?, entry);
+        }
+        if let Some(bytes) = &record {
+            for (slot, entry) in self.decode_record(id, bytes)?.tail_slots() {
+                entries.entry(slot).or_insert_with(|| entry.to_vec());
+            }
+        }
+        Ok(entries.into_values().collect())
     }
 
     fn get(&self, table: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -329,6 +362,25 @@ impl Store for SledStore {
 }
 
 impl SledStore {
+    fn decode_record<'a>(&self, id: &str, bytes: &'a [u8]) -> Result<InstanceRecord<'a>, StoreError> {
+        InstanceRecord::decode(bytes).ok_or_else(|| StoreError::Corrupted {
+            path: self.path.display().to_string(),
+            detail: format!("the record of instance {id} is damaged"),
+        })
+    }
+
+    /// The history slot at the end of a history key (the key without its prefix byte).
+    fn history_slot(&self, id: &str, k: &[u8]) -> Result<u64, StoreError> {
+        k.len()
+            .checked_sub(8)
+            .and_then(|at| k[at..].try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupted {
+                path: self.path.display().to_string(),
+                detail: format!("a history key of instance {id} is damaged"),
+            })
+    }
+
     fn utf8_id(&self, bytes: &[u8]) -> Result<String, StoreError> {
         String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupted {
             path: self.path.display().to_string(),

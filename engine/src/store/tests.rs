@@ -44,9 +44,46 @@ fn exercise(store: &dyn Store) {
     assert!(b > a);
 }
 
+/// History written over several turns, with and without snapshots, reads back in order.
+fn exercise_history_across_turns(store: &dyn Store) {
+    let history = |store: &dyn Store| -> Vec<String> {
+        store.history("t1").unwrap().into_iter().map(|e| String::from_utf8(e).unwrap()).collect()
+    };
+    store.commit(step("t1", SnapshotChange::Running(b"a".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
+    // A turn without history keeps the earlier turn's entries.
+    store.commit(step("t1", SnapshotChange::Running(b"b".to_vec()), 1, &[])).unwrap().wait().unwrap();
+    assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
+    assert_eq!(history(store), ["e0"]);
+    // History without a snapshot.
+    let mut history_only = StepCommit::for_instance("t1");
+    history_only.history_from = 1;
+    history_only.history = vec![b"e1".to_vec()];
+    store.commit(history_only).unwrap().wait().unwrap();
+    assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
+    store.commit(step("t1", SnapshotChange::Running(b"c".to_vec()), 2, &["e2"])).unwrap().wait().unwrap();
+    assert_eq!(history(store), ["e0", "e1", "e2"]);
+    store.commit(step("t1", SnapshotChange::Finished(b"d".to_vec()), 3, &["e3", "e4"])).unwrap().wait().unwrap();
+    assert_eq!(history(store), ["e0", "e1", "e2", "e3", "e4"]);
+    assert_eq!(store.instance("t1").unwrap(), Some(b"d".to_vec()));
+    assert!(store.unfinished().unwrap().iter().all(|(id, _)| id != "t1"));
+}
+
 #[test]
 fn memory_store_commits_and_reads_back() {
     exercise(&MemoryStore::new());
+    exercise_history_across_turns(&MemoryStore::new());
+}
+
+#[test]
+fn sled_store_keeps_history_across_turns_and_a_reopen() {
+    for durability in [Durability::Step, Durability::group()] {
+        let dir = tempfile::tempdir().unwrap();
+        exercise_history_across_turns(&SledStore::open(dir.path(), durability).unwrap());
+        let reopened = SledStore::open(dir.path(), Durability::Step).unwrap();
+        let history: Vec<Vec<u8>> = ["e0", "e1", "e2", "e3", "e4"].iter().map(|e| e.as_bytes().to_vec()).collect();
+        assert_eq!(reopened.history("t1").unwrap(), history);
+        assert_eq!(reopened.instance("t1").unwrap(), Some(b"d".to_vec()));
+    }
 }
 
 #[test]
