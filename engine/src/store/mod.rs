@@ -16,9 +16,11 @@
 //! (durable, with per-step or group flushing, see [`Durability`]).
 
 mod group;
+mod ids;
 mod instance_record;
 mod memory;
 mod overlay;
+mod packed;
 mod sled_store;
 
 pub use group::Ack;

@@ -4,7 +4,9 @@
 //! readers see them through the [`Overlay`].
 
 use super::group::{FlushStats, GroupCommitter};
+use super::ids::IdBlocks;
 use super::instance_record::InstanceRecord;
+use super::packed::{pack, unpack};
 use super::overlay::{merge, Overlay, Write};
 use super::{
     history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
@@ -16,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The durable bound of the id blocks handed out so far (see [`IdBlocks`]).
+const ID_BOUND_KEY: &[u8] = b"id_bound";
+/// Ids per durable reservation: one flush per this many instance starts and outbox entries.
+const ID_BLOCK: u64 = 100_000;
 
 // Every record lives in one tree, under a one-byte prefix per kind: a step is one atomic
 // `apply_batch` on that tree, which sled writes to its log as a unit (cheaper than a transaction
@@ -56,6 +62,8 @@ pub struct SledStore {
     group: Option<GroupCommitter>,
     /// Group commit only: the group's writes until the applier has put them into the tree.
     overlay: Option<Arc<Overlay>>,
+    /// Instance ids and outbox sequence numbers.
+    ids: IdBlocks,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -120,6 +128,13 @@ impl SledStore {
             }
             None => return Err(StoreError::NotAStore { path: shown }),
         }
+        let id_bound = match db.get(ID_BOUND_KEY).map_err(io)? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes).map_err(|_| {
+                StoreError::Corrupted { path: shown.clone(), detail: "the id reservation marker is damaged".into() }
+            })?,
+            None => 1,
+        };
+        let ids = IdBlocks::new(id_bound, ID_BLOCK);
         let tree = db.open_tree("flowbot").map_err(io)?;
         let (group, overlay) = match durability {
             Durability::Step => (None, None),
@@ -141,7 +156,7 @@ impl SledStore {
             }
         };
         tracing::debug!(path = %shown, ?durability, "store opened");
-        Ok(Self { path, db, tree, durability, group, overlay })
+        Ok(Self { path, db, tree, durability, group, overlay, ids })
     }
 
     /// The durability mode the store was opened with.
@@ -246,29 +261,30 @@ impl Store for SledStore {
                 // This commit's history becomes the record's tail; the previous tail moves to
                 // history keys. Without new history the previous tail stays where it is.
                 let stored = if history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
-                let previous = stored.as_deref().map(|bytes| self.decode_record(&instance, bytes)).transpose()?;
+                let unpacked = stored.as_deref().map(|bytes| self.unpack(&instance, bytes)).transpose()?;
+                let previous = unpacked.as_deref().map(|bytes| self.decode_record(&instance, bytes)).transpose()?;
                 let record = match previous {
                     Some(previous) if history.is_empty() => {
                         InstanceRecord::encode(&snapshot, previous.tail_from, &previous.tail)
                     }
                     previous => {
                         for (slot, entry) in previous.iter().flat_map(InstanceRecord::tail_slots) {
-                            writes.push((key(HISTORY, &history_key(&instance, slot)), Some(entry.to_vec())));
+                            writes.push((key(HISTORY, &history_key(&instance, slot)), Some(pack(entry))));
                         }
                         InstanceRecord::encode(&snapshot, history_from, &history)
                     }
                 };
-                writes.push((key(INSTANCES, id), Some(record)));
+                writes.push((key(INSTANCES, id), Some(pack(&record))));
                 writes.push((key(ACTIVE, id), running.then(Vec::new)));
             }
             None => {
                 for (i, entry) in history.into_iter().enumerate() {
-                    writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(entry)));
+                    writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(pack(&entry))));
                 }
             }
         }
         for payload in outbox {
-            let seq = self.db.generate_id().map_err(|e| self.io(e))?;
+            let seq = self.next_seq()?;
             writes.push((key(OUTBOX, &seq.to_be_bytes()), Some(payload)));
         }
         for change in changes {
@@ -286,7 +302,8 @@ impl Store for SledStore {
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(bytes) = self.read(&key(INSTANCES, id.as_bytes()))? else { return Ok(None) };
-        Ok(Some(self.decode_record(id, &bytes)?.snapshot.to_vec()))
+        let unpacked = self.unpack(id, &bytes)?;
+        Ok(Some(self.decode_record(id, &unpacked)?.snapshot.to_vec()))
     }
 
     fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -308,10 +325,11 @@ impl Store for SledStore {
         let record = self.read(&key(INSTANCES, id.as_bytes()))?;
         let mut entries = std::collections::BTreeMap::new();
         for (k, entry) in self.scan_prefix(HISTORY, &history_prefix(id))? {
-            entries.insert(self.history_slot(id, &k)?, entry);
+            entries.insert(self.history_slot(id, &k)?, self.unpack(id, &entry)?.into_owned());
         }
         if let Some(bytes) = &record {
-            for (slot, entry) in self.decode_record(id, bytes)?.tail_slots() {
+            let unpacked = self.unpack(id, bytes)?;
+            for (slot, entry) in self.decode_record(id, &unpacked)?.tail_slots() {
                 entries.entry(slot).or_insert_with(|| entry.to_vec());
             }
         }
@@ -356,12 +374,27 @@ impl Store for SledStore {
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
-        // sled persists its id generator so that no id repeats after a crash.
-        Ok(self.db.generate_id().map_err(|e| self.io(e))? + 1)
+        self.next_seq()
     }
 }
 
 impl SledStore {
+    /// The next id, never handed out before, also across crashes.
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        self.ids.next(|bound| {
+            self.db.insert(ID_BOUND_KEY, &bound.to_be_bytes()).map_err(|e| self.io(e))?;
+            self.db.flush().map(drop).map_err(|e| self.io(e))
+        })
+    }
+
+    /// A stored instance record or history entry, decompressed.
+    fn unpack<'a>(&self, id: &str, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+        unpack(stored).ok_or_else(|| StoreError::Corrupted {
+            path: self.path.display().to_string(),
+            detail: format!("a stored value of instance {id} cannot be decompressed"),
+        })
+    }
+
     fn decode_record<'a>(&self, id: &str, bytes: &'a [u8]) -> Result<InstanceRecord<'a>, StoreError> {
         InstanceRecord::decode(bytes).ok_or_else(|| StoreError::Corrupted {
             path: self.path.display().to_string(),
