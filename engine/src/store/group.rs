@@ -1,6 +1,5 @@
-//! Group commit: the commits of many instances become durable with one flush, and each commit
-//! is acknowledged only after the flush that covers it. Two background threads share the work
-//! (see [`GroupCommitter`]): one applies groups to the storage, the other syncs them.
+//! Group commit: one background flusher makes the commits of many instances durable with one
+//! flush, and acknowledges each commit only after the flush that covers it.
 
 use super::StoreError;
 use std::collections::BTreeMap;
@@ -27,14 +26,14 @@ impl Ack {
     pub fn is_durable(&self) -> bool {
         match &self.pending {
             None => true,
-            Some((shared, seq)) => shared.lock().flushed >= *seq,
+            Some((shared, seq)) => shared.state.lock().unwrap_or_else(|e| e.into_inner()).flushed >= *seq,
         }
     }
 
     /// Blocks the current thread until the commit is durable.
     pub fn wait(self) -> Result<(), StoreError> {
         let Some((shared, seq)) = self.pending else { return Ok(()) };
-        let mut state = shared.lock();
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(err) = &state.failed {
                 return Err(StoreError::FlushFailed(err.clone()));
@@ -51,7 +50,7 @@ impl Ack {
         let Some((shared, seq)) = self.pending else { return Ok(()) };
         // Each waiter is woken once, by the flush that covers its commit (not by every flush).
         let woken = {
-            let mut state = shared.lock();
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(err) = &state.failed {
                 return Err(StoreError::FlushFailed(err.clone()));
             }
@@ -71,25 +70,21 @@ impl Ack {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Number of commits registered so far.
+    /// Number of commits applied (in memory) so far.
     committed: u64,
-    /// Number of commits the applier has handed to the storage (written, not yet synced).
-    applied: u64,
     /// Number of commits known to be on disk.
     flushed: u64,
-    /// Set when applying or syncing failed: every waiter gets the error.
+    /// Set when a flush failed: every waiter gets the error.
     failed: Option<String>,
     /// Set when the store closes.
     shutdown: bool,
-    /// Set when the applier has stopped: the syncer syncs what is applied, then stops too.
-    applier_done: bool,
     /// Async waiters by the commit they wait for.
     waiters: BTreeMap<u64, Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 impl State {
     /// Wakes the async waiters of every commit up to `flushed` (all of them, with the error,
-    /// after a failure).
+    /// after a failed flush).
     fn wake_waiters(&mut self) {
         let outcome = match &self.failed {
             Some(err) => Err(err.clone()),
@@ -111,110 +106,62 @@ impl State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the applier when commits are pending.
+    /// Wakes the flusher when commits are pending.
     pending_cv: Condvar,
-    /// Wakes the syncer when commits were applied (or the applier stopped).
-    applied_cv: Condvar,
-    /// Wakes blocking waiters after a sync.
+    /// Wakes blocking waiters after a flush.
     flushed_cv: Condvar,
-    /// Pending commits that make the applier apply without waiting out its window.
+    /// Pending commits that make the flusher flush without waiting out its window.
     max_batch: u64,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records a failure of either stage: no later commit is acknowledged.
-    fn fail(&self, mut state: std::sync::MutexGuard<'_, State>, stage: &str, err: String) {
-        tracing::error!(error = %err, stage, "group commit failed; no further step is acknowledged");
-        state.failed = Some(err);
-        state.applier_done |= stage == "apply";
-        state.wake_waiters();
-        self.applied_cv.notify_all();
-        self.flushed_cv.notify_all();
-    }
 }
 
 /// Counters of a group committer, for benchmarks and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FlushStats {
-    /// Syncs (flushes to disk) performed.
+    /// Flushes performed.
     pub flushes: u64,
-    /// Commits covered by those syncs.
+    /// Commits covered by those flushes.
     pub commits: u64,
-    /// Time spent syncing, in seconds.
+    /// Time spent flushing, in seconds.
     pub flush_seconds: f64,
-    /// Batches applied to the storage before their sync.
-    pub applies: u64,
-    /// Time spent applying batches, in seconds.
-    pub apply_seconds: f64,
 }
 
-/// The two background threads of a group-committing store.
-///
-/// Making a group durable has two stages: *apply* (hand the group's writes to the storage: CPU
-/// work) and *sync* (flush them to disk: mostly waiting on the device). They run on separate
-/// threads so that the next group is applied while the previous one syncs; a sync covers every
-/// group applied before it started.
+/// The background flusher of a group-committing store.
 #[derive(Debug)]
 pub(crate) struct GroupCommitter {
     shared: Arc<Shared>,
     stats: Arc<Mutex<FlushStats>>,
-    applier: Option<JoinHandle<()>>,
-    syncer: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl GroupCommitter {
-    /// Starts the applier and the syncer. `apply` hands everything committed so far to the
-    /// storage; `sync` makes everything applied so far durable.
-    pub(crate) fn start<A, S>(window: Duration, max_batch: usize, apply: A, sync: S) -> std::io::Result<Self>
+    /// Starts the flusher; `flush` makes everything committed so far durable.
+    pub(crate) fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
     where
-        A: Fn() -> Result<(), String> + Send + 'static,
-        S: Fn() -> Result<(), String> + Send + 'static,
+        F: Fn() -> Result<(), String> + Send + 'static,
     {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             pending_cv: Condvar::new(),
-            applied_cv: Condvar::new(),
             flushed_cv: Condvar::new(),
             max_batch: max_batch.max(1) as u64,
         });
         let stats = Arc::new(Mutex::new(FlushStats::default()));
-        let syncer = std::thread::Builder::new().name("flowbot-group-sync".into()).spawn({
+        let thread = std::thread::Builder::new().name("flowbot-group-commit".into()).spawn({
             let shared = shared.clone();
             let stats = stats.clone();
-            move || syncer_loop(&shared, &stats, sync)
+            move || flusher_loop(&shared, &stats, window, flush)
         })?;
-        let applier = std::thread::Builder::new().name("flowbot-group-apply".into()).spawn({
-            let shared = shared.clone();
-            let stats = stats.clone();
-            move || applier_loop(&shared, &stats, window, apply)
-        });
-        let applier = match applier {
-            Ok(applier) => applier,
-            Err(err) => {
-                let mut state = shared.lock();
-                state.shutdown = true;
-                state.applier_done = true;
-                drop(state);
-                shared.applied_cv.notify_all();
-                let _ = syncer.join();
-                return Err(err);
-            }
-        };
-        Ok(Self { shared, stats, applier: Some(applier), syncer: Some(syncer) })
+        Ok(Self { shared, stats, thread: Some(thread) })
     }
 
-    /// Registers one commit; call it after the commit's writes are readable.
+    /// Registers one applied commit; call it after the commit's transaction has returned.
     pub(crate) fn committed(&self) -> Ack {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.committed += 1;
         let seq = state.committed;
-        let pending = state.committed - state.applied;
+        let pending = state.committed - state.flushed;
         drop(state);
-        // The applier sleeps either idle (nothing pending) or out its window (until the batch
+        // The flusher sleeps either idle (nothing pending) or out its window (until the batch
         // is full); it needs waking only when one of those ends, not on every commit.
         if pending == 1 || pending == self.shared.max_batch {
             self.shared.pending_cv.notify_one();
@@ -222,7 +169,7 @@ impl GroupCommitter {
         Ack { pending: Some((self.shared.clone(), seq)) }
     }
 
-    /// Counters so far.
+    /// Flush counters so far.
     pub(crate) fn stats(&self) -> FlushStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -230,44 +177,33 @@ impl GroupCommitter {
 
 impl Drop for GroupCommitter {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
         self.shared.pending_cv.notify_all();
-        // The applier applies what is pending before it stops, the syncer then syncs it; a
-        // panic in either has already been reported through `failed`.
-        if let Some(applier) = self.applier.take() {
-            let _ = applier.join();
-        }
-        if let Some(syncer) = self.syncer.take() {
-            let _ = syncer.join();
+        if let Some(thread) = self.thread.take() {
+            // The flusher flushes what is pending before it stops; a panic there has already
+            // been reported through `failed`.
+            let _ = thread.join();
         }
         let stats = self.stats();
-        tracing::info!(
-            flushes = stats.flushes,
-            commits = stats.commits,
-            flush_seconds = stats.flush_seconds,
-            apply_seconds = stats.apply_seconds,
-            "group commit stopped"
-        );
+        tracing::info!(flushes = stats.flushes, commits = stats.commits, flush_seconds = stats.flush_seconds, "group commit stopped");
     }
 }
 
-fn applier_loop<A>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, apply: A)
+fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, flush: F)
 where
-    A: Fn() -> Result<(), String>,
+    F: Fn() -> Result<(), String>,
 {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        while state.committed == state.applied && !state.shutdown && state.failed.is_none() {
+        while state.committed == state.flushed && !state.shutdown {
             state = shared.pending_cv.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        if state.failed.is_some() || (state.committed == state.applied && state.shutdown) {
-            state.applier_done = true;
-            shared.applied_cv.notify_all();
+        if state.committed == state.flushed && state.shutdown {
             return;
         }
         // Collect more commits for at most `window`, unless enough are pending already.
         let deadline = Instant::now() + window;
-        while !state.shutdown && state.committed - state.applied < shared.max_batch {
+        while !state.shutdown && state.committed - state.flushed < shared.max_batch {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -275,57 +211,30 @@ where
             state = shared.pending_cv.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
         let target = state.committed;
-        drop(state);
-        let started = Instant::now();
-        let result = apply();
-        let seconds = started.elapsed().as_secs_f64();
-        state = shared.lock();
-        match result {
-            Ok(()) => {
-                state.applied = target;
-                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                s.applies += 1;
-                s.apply_seconds += seconds;
-                drop(s);
-                shared.applied_cv.notify_one();
-            }
-            Err(err) => return shared.fail(state, "apply", err),
-        }
-    }
-}
-
-fn syncer_loop<S>(shared: &Shared, stats: &Mutex<FlushStats>, sync: S)
-where
-    S: Fn() -> Result<(), String>,
-{
-    let mut state = shared.lock();
-    loop {
-        while state.applied == state.flushed && !state.applier_done && state.failed.is_none() {
-            state = shared.applied_cv.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        if state.failed.is_some() || state.applied == state.flushed {
-            return;
-        }
-        let target = state.applied;
         let covered = target - state.flushed;
         drop(state);
-        let started = Instant::now();
-        let result = sync();
-        let seconds = started.elapsed().as_secs_f64();
-        state = shared.lock();
+        let flush_started = Instant::now();
+        let result = flush();
+        let flush_time = flush_started.elapsed().as_secs_f64();
+        state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
                 state.flushed = target;
                 let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
                 s.flushes += 1;
                 s.commits += covered;
-                s.flush_seconds += seconds;
-                drop(s);
+                s.flush_seconds += flush_time;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "group flush failed; no further step is acknowledged");
+                state.failed = Some(err);
                 state.wake_waiters();
                 shared.flushed_cv.notify_all();
+                return;
             }
-            Err(err) => return shared.fail(state, "sync", err),
         }
+        state.wake_waiters();
+        shared.flushed_cv.notify_all();
     }
 }
 
@@ -339,7 +248,7 @@ mod tests {
         let (release, gate) = mpsc::channel::<Result<(), String>>();
         let gate = Mutex::new(gate);
         let flush = move || gate.lock().unwrap().recv().unwrap_or_else(|_| Err("gate closed".into()));
-        (GroupCommitter::start(Duration::ZERO, 512, || Ok(()), flush).unwrap(), release)
+        (GroupCommitter::start(Duration::ZERO, 512, flush).unwrap(), release)
     }
 
     #[tokio::test]
@@ -367,45 +276,5 @@ mod tests {
         assert!(err.to_string().contains("disk gone"), "{err}");
         let after = committer.committed().durable().await.unwrap_err();
         assert!(after.to_string().contains("disk gone"), "{after}");
-    }
-
-    #[tokio::test]
-    async fn a_sync_acknowledges_only_commits_applied_before_it_started() {
-        // The applier is held inside its second apply; the first group syncs meanwhile.
-        let (enter_apply, applies) = mpsc::channel::<()>();
-        let (release_apply, apply_gate) = mpsc::channel::<()>();
-        let apply_gate = Mutex::new(apply_gate);
-        let apply = move || {
-            let _ = enter_apply.send(());
-            apply_gate.lock().unwrap().recv().map_err(|_| "apply gate closed".to_string())
-        };
-        let committer = GroupCommitter::start(Duration::ZERO, 512, apply, || Ok(())).unwrap();
-        let first = tokio::spawn(committer.committed().durable());
-        applies.recv().unwrap();
-        release_apply.send(()).unwrap();
-        first.await.unwrap().unwrap();
-        let second = committer.committed();
-        applies.recv().unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!second.is_durable(), "a commit was acknowledged before its group was applied and synced");
-        release_apply.send(()).unwrap();
-        second.durable().await.unwrap();
-        let stats = committer.stats();
-        assert_eq!((stats.applies, stats.commits), (2, 2));
-    }
-
-    #[tokio::test]
-    async fn a_failed_apply_fails_the_waiters_and_nothing_is_synced() {
-        let syncs = Arc::new(Mutex::new(0));
-        let counted = syncs.clone();
-        let sync = move || {
-            *counted.lock().unwrap() += 1;
-            Ok(())
-        };
-        let committer = GroupCommitter::start(Duration::ZERO, 512, || Err("tree full".to_string()), sync).unwrap();
-        let err = committer.committed().durable().await.unwrap_err();
-        assert!(err.to_string().contains("tree full"), "{err}");
-        drop(committer);
-        assert_eq!(*syncs.lock().unwrap(), 0);
     }
 }

@@ -125,11 +125,10 @@ pub enum Durability {
     /// Every commit is flushed (fsync) before it is acknowledged: one flush per step.
     Step,
     /// Commits of many instances share one flush. A commit is acknowledged once the flush that
-    /// follows it has finished; the group committer waits at most `window` (or until
-    /// `max_batch` commits are pending) before taking a group, so the window bounds the added
-    /// latency.
+    /// follows it has finished; the flusher waits at most `window` (or until `max_batch` commits
+    /// are pending) before flushing, so the window bounds the added latency.
     Group {
-        /// How long the group committer collects commits before taking a group.
+        /// How long the flusher collects commits before flushing.
         window: Duration,
         /// Flush at once when this many commits are pending.
         max_batch: usize,
@@ -139,7 +138,7 @@ pub enum Durability {
 impl Durability {
     /// The default group-commit window.
     pub const GROUP_WINDOW: Duration = Duration::from_millis(1);
-    /// The default number of pending commits that makes the group committer take a group at once.
+    /// The default number of pending commits that makes the flusher flush at once.
     pub const GROUP_MAX_BATCH: usize = 512;
 
     /// Group commit with the defaults used by `serve`: a 1 ms window, 512 commits at most.
@@ -191,7 +190,7 @@ pub enum StoreError {
         /// What failed.
         detail: String,
     },
-    /// The group committer stopped after a failed apply or flush; nothing after that is durable.
+    /// The background flusher stopped after a failed flush; nothing after that is durable.
     #[error("store flush failed: {0}")]
     FlushFailed(String),
 }

@@ -1,8 +1,8 @@
 //! The writes of a commit group that are not in the sled tree yet.
 //!
 //! With group commit, the sled store does not apply each commit to its tree: a commit's writes
-//! go here, and the group committer's applier puts everything pending into the tree as one
-//! `apply_batch`, which the next sync makes durable. sled writes and syncs its log per batch (measured: two log
+//! go here, and the flusher applies everything pending as one `apply_batch` right before the
+//! flush that makes it durable. sled writes and syncs its log per batch (measured: two log
 //! writes per batch), so one batch per group instead of one per commit saves most of its work.
 //! Readers look here first, then in the tree.
 //!
@@ -10,7 +10,7 @@
 //! - A commit's writes enter under one lock, so a group never holds half a commit.
 //! - A key leaves the overlay only after the batch holding it was applied to the tree: a read
 //!   that misses the overlay finds the key's latest value in the tree.
-//! - `applying` (taken by the applier) is older than `pending`; the newer write of a key wins.
+//! - `applying` (taken by the flusher) is older than `pending`; the newer write of a key wins.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,9 +20,9 @@ pub(crate) type Write = Option<Vec<u8>>;
 
 #[derive(Debug, Default)]
 struct Generations {
-    /// Writes of commits since the applier last took the overlay.
+    /// Writes of commits since the flusher last took the overlay.
     pending: BTreeMap<Vec<u8>, Write>,
-    /// Writes the applier is putting into the tree to the tree right now.
+    /// Writes the flusher is applying to the tree right now.
     applying: BTreeMap<Vec<u8>, Write>,
 }
 
@@ -63,7 +63,7 @@ impl Overlay {
         writes
     }
 
-    /// Takes the pending writes for the applier as one sled batch (`None` when there are none).
+    /// Takes the pending writes for the flusher as one sled batch (`None` when there are none).
     /// They stay readable until [`Overlay::applied`].
     pub(crate) fn begin_apply(&self) -> Option<sled::Batch> {
         let mut generations = self.lock();
@@ -78,7 +78,7 @@ impl Overlay {
                 None => batch.remove(key.as_slice()),
             }
         }
-        // After a failed apply the applier stops for good, so `applying` is empty here.
+        // After a failed apply the flusher stops for good, so `applying` is empty here.
         generations.applying = taken;
         Some(batch)
     }

@@ -1,7 +1,7 @@
 //! The durable [`Store`] on sled: each step is applied atomically, flushed per step or in
 //! groups (see [`Durability`]). With group commit, the steps of a group are applied to the tree
-//! as one batch by the group committer's applier, then synced; until they are in the tree,
-//! readers see them through the [`Overlay`].
+//! as one batch just before the flush that covers them; until then readers see them through
+//! the [`Overlay`].
 
 use super::group::{FlushStats, GroupCommitter};
 use super::ids::IdBlocks;
@@ -60,7 +60,7 @@ pub struct SledStore {
     tree: Tree,
     durability: Durability,
     group: Option<GroupCommitter>,
-    /// Group commit only: the group's writes until the applier has put them into the tree.
+    /// Group commit only: the group's writes until the flusher applies them.
     overlay: Option<Arc<Overlay>>,
     /// Instance ids and outbox sequence numbers.
     ids: IdBlocks,
@@ -140,18 +140,16 @@ impl SledStore {
             Durability::Step => (None, None),
             Durability::Group { window, max_batch } => {
                 let overlay = Arc::new(Overlay::default());
-                let (apply_tree, apply_overlay) = (tree.clone(), overlay.clone());
-                let apply = move || {
-                    if let Some(batch) = apply_overlay.begin_apply() {
-                        apply_tree.apply_batch(batch).map_err(|e| e.to_string())?;
-                        apply_overlay.applied();
+                let (flush_db, flush_tree, flush_overlay) = (db.clone(), tree.clone(), overlay.clone());
+                let flush = move || {
+                    if let Some(batch) = flush_overlay.begin_apply() {
+                        flush_tree.apply_batch(batch).map_err(|e| e.to_string())?;
+                        flush_overlay.applied();
                     }
-                    Ok(())
+                    flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
                 };
-                let sync_db = db.clone();
-                let sync = move || sync_db.flush().map(|_| ()).map_err(|e| e.to_string());
-                let committer = GroupCommitter::start(window, max_batch, apply, sync)
-                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the group committer: {e}") })?;
+                let committer = GroupCommitter::start(window, max_batch, flush)
+                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the flusher: {e}") })?;
                 (Some(committer), Some(overlay))
             }
         };
@@ -424,7 +422,7 @@ impl SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Stop the group committer first: it applies and syncs what is pending.
+        // Stop the flusher first: it flushes what is pending.
         self.group.take();
         if let Err(err) = self.db.flush() {
             tracing::error!(path = %self.path.display(), error = %err, "final flush failed");

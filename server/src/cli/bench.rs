@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// Flush per step or per group of steps (sled only).
     #[arg(long, value_enum, default_value = "group")]
     pub durability: DurabilityArg,
-    /// Group commit: how long the group committer waits for more commits before it takes a group (default
+    /// Group commit: how long the flusher waits for more commits before it flushes (default
     /// 1 ms).
     #[arg(long)]
     pub group_window_ms: Option<u64>,
