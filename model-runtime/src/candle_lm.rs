@@ -12,8 +12,6 @@ use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use crate::gguf::GgufFile;
 use crate::lm::{candle_message, check_forward, CausalLm, LmError};
 
-/// Snapshots kept for rewinding (the most recent ones).
-
 /// Which device runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {

@@ -23,8 +23,6 @@ use crate::lm::{candle_message, check_forward, CausalLm, LmError};
 use crate::candle_lm::{input_tensor, last_logits, Snapshots};
 use crate::model_dir::{ModelDir, ModelDirError};
 
-/// Snapshots kept for rewinding (the most recent ones).
-
 /// The dtype the model computes in on `device`: f32 on the CPU, bf16 on a GPU.
 pub fn compute_dtype(device: &Device) -> DType {
     if device.supports_bf16() {

@@ -180,7 +180,7 @@ impl SledStore {
     }
 
     /// Every record under `prefix` + `rest`, keys without the prefix byte, group writes included.
-    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
         let full = key(prefix, rest);
         // The overlay first: a write that leaves it during the tree scan is in the tree by then.
         let pending = self.overlay.as_ref().map(|overlay| overlay.scan(&full)).unwrap_or_default();
