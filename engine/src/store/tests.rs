@@ -239,6 +239,41 @@ fn a_garbled_store_gives_a_clear_error() {
     }
 }
 
+/// Opens a store directory with sled directly, once the store closed in this process has let go.
+fn open_raw_sled(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        if let Ok(db) = sled::open(dir) {
+            return db;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} stayed locked", dir.display());
+}
+
+#[test]
+fn a_damaged_instance_record_is_reported_as_corruption_naming_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+        store.commit(step("i1", SnapshotChange::Running(vec![7; 400]), 0, &["e0"])).unwrap().wait().unwrap();
+    }
+    {
+        // Overwrite the record with bytes sled accepts but that are no record. (sled releases
+        // the closed store's file lock when its background threads end.)
+        let db = open_raw_sled(dir.path());
+        let tree = db.open_tree("flowbot").unwrap();
+        let key = b"ii1";
+        assert!(tree.get(key).unwrap().is_some(), "the instance record lives under its key");
+        tree.insert(key, &[1, 0xff, 0xff, 0, 0, 9][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    for err in [store.instance("i1").unwrap_err(), store.history("i1").unwrap_err(), store.unfinished().unwrap_err()] {
+        assert!(matches!(err, StoreError::Corrupted { .. }), "{err}");
+        assert!(err.to_string().contains("instance i1"), "{err}");
+    }
+}
+
 #[test]
 fn the_conf_file_garbled_is_reported_as_corruption() {
     let dir = populated_store();
