@@ -1865,6 +1865,7 @@ impl Inner {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let mut turn = Turn::new(&id);
             turn.history = history;
+            turn.commit.first = true;
             turn.commit.changes = changes;
             self.absorb(&mut guard, step, &[], Status::Running, &mut turn);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;

@@ -35,7 +35,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let StepCommit { instance, snapshot, history_from, history, outbox, changes } = commit;
+        let StepCommit { instance, snapshot, first: _, history_from, history, outbox, changes } = commit;
         let mut inner = self.lock();
         for (i, event) in history.into_iter().enumerate() {
             inner.history.insert(history_key(&instance, history_from + i as u64), event);

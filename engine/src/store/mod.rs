@@ -79,6 +79,9 @@ pub struct StepCommit {
     pub instance: String,
     /// The new snapshot, if it changed.
     pub snapshot: Option<SnapshotChange>,
+    /// Set on an instance's first commit, when nothing of it is stored yet: a store need not
+    /// look for earlier state (an instance that ends in its first commit was never unfinished).
+    pub first: bool,
     /// Sequence number of the first event in `history` (the number of events already stored
     /// for the instance); events are stored under consecutive numbers from there.
     pub history_from: u64,

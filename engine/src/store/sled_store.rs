@@ -247,7 +247,7 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 
 impl Store for SledStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let StepCommit { instance, snapshot, history_from, history, outbox, changes } = commit;
+        let StepCommit { instance, snapshot, first, history_from, history, outbox, changes } = commit;
         let id = instance.as_bytes();
         let mut writes: Vec<(Vec<u8>, Write)> = Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
         match snapshot {
@@ -258,7 +258,7 @@ impl Store for SledStore {
                 };
                 // This commit's history becomes the record's tail; the previous tail moves to
                 // history keys. Without new history the previous tail stays where it is.
-                let stored = if history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
+                let stored = if !first && history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
                 let unpacked = stored.as_deref().map(|bytes| self.unpack(&instance, bytes)).transpose()?;
                 let previous = unpacked.as_deref().map(|bytes| self.decode_record(&instance, bytes)).transpose()?;
                 let record = match previous {
@@ -273,7 +273,9 @@ impl Store for SledStore {
                     }
                 };
                 writes.push((key(INSTANCES, id), Some(pack(&record))));
-                writes.push((key(ACTIVE, id), running.then(Vec::new)));
+                if running || !first {
+                    writes.push((key(ACTIVE, id), running.then(Vec::new)));
+                }
             }
             None => {
                 for (i, entry) in history.into_iter().enumerate() {

@@ -19,6 +19,10 @@ fn exercise(store: &dyn Store) {
     first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
     store.commit(first).unwrap().wait().unwrap();
     store.commit(step("i2", SnapshotChange::Running(b"x".to_vec()), 0, &["started"])).unwrap().wait().unwrap();
+    // Started and ended in one commit: never unfinished.
+    let mut at_once = step("i0", SnapshotChange::Finished(b"done".to_vec()), 0, &["started", "ended"]);
+    at_once.first = true;
+    store.commit(at_once).unwrap().wait().unwrap();
 
     let mut second = step("i1", SnapshotChange::Finished(b"s2".to_vec()), 2, &["ended"]);
     second.remove(Table::Timers, timer_key(2_000, "i1", 3));
@@ -29,6 +33,8 @@ fn exercise(store: &dyn Store) {
     assert_eq!(store.unfinished().unwrap(), vec![("i2".to_string(), b"x".to_vec())]);
     assert_eq!(store.history("i1").unwrap(), vec![b"started".to_vec(), b"entered a".to_vec(), b"ended".to_vec()]);
     assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
+    assert_eq!(store.instance("i0").unwrap(), Some(b"done".to_vec()));
+    assert_eq!(store.history("i0").unwrap(), vec![b"started".to_vec(), b"ended".to_vec()]);
     let timers = store.scan(Table::Timers, b"").unwrap();
     assert_eq!(timers.len(), 1);
     assert_eq!(timer_key_due(&timers[0].0), Some(1_000));
@@ -38,8 +44,8 @@ fn exercise(store: &dyn Store) {
     assert_eq!(outbox[0].payload, b"note-1".to_vec());
     store.ack_outbox(&[outbox[0].seq]).unwrap();
     assert!(store.pending_outbox().unwrap().is_empty());
-    assert_eq!(store.instance_count().unwrap(), 2);
-    assert_eq!(store.instance_ids().unwrap(), vec!["i1".to_string(), "i2".to_string()]);
+    assert_eq!(store.instance_count().unwrap(), 3);
+    assert_eq!(store.instance_ids().unwrap(), vec!["i0".to_string(), "i1".to_string(), "i2".to_string()]);
     let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
     assert!(b > a);
 }
@@ -49,7 +55,10 @@ fn exercise_history_across_turns(store: &dyn Store) {
     let history = |store: &dyn Store| -> Vec<String> {
         store.history("t1").unwrap().into_iter().map(|e| String::from_utf8(e).unwrap()).collect()
     };
-    store.commit(step("t1", SnapshotChange::Running(b"a".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
+    let mut first = step("t1", SnapshotChange::Running(b"a".to_vec()), 0, &["e0"]);
+    first.first = true;
+    store.commit(first).unwrap().wait().unwrap();
+    assert!(store.unfinished().unwrap().contains(&("t1".to_string(), b"a".to_vec())));
     // A turn without history keeps the earlier turn's entries.
     store.commit(step("t1", SnapshotChange::Running(b"b".to_vec()), 1, &[])).unwrap().wait().unwrap();
     assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
