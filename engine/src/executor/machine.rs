@@ -172,10 +172,7 @@ impl<'a> Machine<'a> {
     pub(super) fn tick_boundary(mut self, activation: u64) -> Result<Step, ExecError> {
         let wait = self.inst.waits[self.find_wait(activation)?].clone();
         let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
-        let repeating = matches!(wait.kind, WaitKind::Timer { .. })
-            && wait.attached_to.is_some()
-            && matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if !spec.interrupting);
-        if !repeating {
+        if !wait.is_non_interrupting_boundary_timer(self.process) {
             return Err(ExecError::NotARepeatingBoundary { activation, node: wait.node });
         }
         self.inst.status = Status::Running;
@@ -387,12 +384,7 @@ impl<'a> Machine<'a> {
         }
         let activation = self.inst.next_activation;
         self.inst.next_activation += 1;
-        match self.inst.activations.get_mut(&node.id) {
-            Some(count) => *count += 1,
-            None => {
-                self.inst.activations.insert(node.id.clone(), 1);
-            }
-        }
+        self.count_activation(&node.id);
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         if let Some(spec) = &node.multi {
@@ -786,12 +778,7 @@ impl<'a> Machine<'a> {
     /// A boundary event fires in `scope`: its token moves on along its flows.
     fn fire_boundary(&mut self, boundary: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(boundary);
-        match self.inst.activations.get_mut(&node.id) {
-            Some(count) => *count += 1,
-            None => {
-                self.inst.activations.insert(node.id.clone(), 1);
-            }
-        }
+        self.count_activation(&node.id);
         self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
         self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
         self.leave(boundary, scope, activation)
@@ -1152,6 +1139,16 @@ impl<'a> Machine<'a> {
             Err(reason) => {
                 let node = self.process.node(index);
                 self.incident(&node.id, activation, node.span, reason)
+            }
+        }
+    }
+
+    /// Counts one more activation of the node `id` (the id is copied only the first time).
+    fn count_activation(&mut self, id: &str) {
+        match self.inst.activations.get_mut(id) {
+            Some(count) => *count += 1,
+            None => {
+                self.inst.activations.insert(id.to_string(), 1);
             }
         }
     }

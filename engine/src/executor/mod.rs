@@ -180,6 +180,18 @@ pub enum WaitKind {
     },
 }
 
+impl Wait {
+    /// Whether this is the timer of a non-interrupting boundary event: the one kind of wait that
+    /// ticks repeatedly (see [`Instance::tick_boundary`]).
+    pub fn is_non_interrupting_boundary_timer(&self, process: &CompiledProcess) -> bool {
+        matches!(self.kind, WaitKind::Timer { .. })
+            && self.attached_to.is_some()
+            && process.node_index(&self.node).is_some_and(|node| {
+                matches!(&process.node(node).behavior, crate::graph::Behavior::Boundary(spec) if !spec.interrupting)
+            })
+    }
+}
+
 impl WaitKind {
     /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`.
     pub fn name(&self) -> &'static str {

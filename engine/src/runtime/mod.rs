@@ -31,9 +31,9 @@ use crate::script::{ScriptLimits, ScriptRuntime};
 use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table, TableChange};
 use crate::timer::TimerSpec;
 use record::{
-    buffered_prefix, decode, encode, StoredTurn, message_subscription_key, message_subscription_prefix, signal_subscription_key,
+    buffered_prefix, decode, encode, message_subscription_key, message_subscription_prefix, signal_subscription_key,
     signal_subscription_prefix, ArmedTimer, BufferedMessage, JobAttempts, StoredDeployment, StoredInstance,
-    StoredSchedule, Subscriber,
+    StoredSchedule, StoredTurn, Subscriber,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -937,6 +937,23 @@ impl Inner {
     /// Turns an executor step into store changes and after-commit effects. `before` are the
     /// waits open before the step: those gone now lose their timers and subscriptions;
     /// `previous` is the instance status before it (a change runs the `on_status_change` rules).
+    /// Runs one executor `call` on the live instance and folds its step into `turn`. A refused
+    /// call leaves the instance as it was and drops the rule effects it queued.
+    fn step_live(
+        &self,
+        live: &mut Live,
+        turn: &mut Turn,
+        call: impl FnOnce(&mut Instance, &crate::graph::CompiledProcess, &dyn ExecutionHooks) -> Result<Step, ExecError>,
+    ) -> Result<(), ExecError> {
+        let before = open_waits(&live.stored.instance);
+        let previous = live.stored.instance.status();
+        let deployed = live.deployed.clone();
+        let step = call(&mut live.stored.instance, &deployed.process, self.hooks.as_ref())
+            .inspect_err(|_| self.discard_rule_effects(live.stored.instance.id()))?;
+        self.absorb(live, step, &before, previous, turn);
+        Ok(())
+    }
+
     fn absorb(&self, live: &mut Live, step: Step, before: &[Wait], previous: Status, turn: &mut Turn) {
         let id = live.stored.instance.id().to_string();
         let now = self.clock.now_ms();
@@ -1024,15 +1041,9 @@ impl Inner {
         // on), as `flowbot run --auto-complete` does.
         while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
             let batch: Vec<(u64, Map<String, Value>)> = turn.auto.drain(..).map(|a| (a, Map::new())).collect();
-            let before = open_waits(&live.stored.instance);
-            let previous = live.stored.instance.status();
-            let deployed = live.deployed.clone();
-            match live.stored.instance.complete_all(&deployed.process, batch, self.hooks.as_ref()) {
-                Ok(step) => self.absorb(live, step, &before, previous, &mut turn),
-                Err(err) => {
-                    self.discard_rule_effects(live.stored.instance.id());
-                    tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused")
-                }
+            let completed = self.step_live(live, &mut turn, |instance, process, hooks| instance.complete_all(process, batch, hooks));
+            if let Err(err) = completed {
+                tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused")
             }
         }
         let now = self.clock.now_ms();
@@ -1087,21 +1098,15 @@ impl Inner {
             if !accepts(&wait) {
                 return Err(EngineError::NoSuchWait { instance: instance.to_string(), activation, expected });
             }
-            let before = open_waits(&guard.stored.instance);
-            let previous = guard.stored.instance.status();
-            let deployed = guard.deployed.clone();
-            let step = guard
-                .stored
-                .instance
-                .complete(&deployed.process, activation, outputs, self.hooks.as_ref())
-                .inspect_err(|_| self.discard_rule_effects(instance))?;
-            guard.stored.incidents.retain(|i| i.activation != activation);
             let mut turn = Turn::new(instance);
             turn.history.extend(history);
             for (table, key, value) in changes {
-                turn.commit.changes.push(crate::store::TableChange { table, key, value });
+                turn.commit.changes.push(TableChange { table, key, value });
             }
-            self.absorb(&mut guard, step, &before, previous, &mut turn);
+            self.step_live(&mut guard, &mut turn, |instance, process, hooks| {
+                instance.complete(process, activation, outputs, hooks)
+            })?;
+            guard.stored.incidents.retain(|i| i.activation != activation);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -1453,7 +1458,10 @@ impl Inner {
             let subscribers = inner.store.scan(Table::Subscriptions, &message_subscription_prefix(name, correlation_key))?;
             let message_start = match subscribers.first() {
                 Some(_) => None,
-                None => inner.triggered_start(|start| matches!(start, StartTrigger::Message { name: n, .. } if n == name)),
+                None => inner
+                    .triggered_starts(|start| matches!(start, StartTrigger::Message { name: n, .. } if n == name))
+                    .into_iter()
+                    .next(),
             };
             match (subscribers.first(), message_start) {
                 (Some((_, value)), _) => (Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?), None),
@@ -1497,18 +1505,17 @@ impl Inner {
         Ok(Correlation::Delivered { instance: sub.instance, activation: sub.activation })
     }
 
-    /// The latest deployed version (processes in id order) with a triggered start event that
-    /// `matches`, and that start event.
-    fn triggered_start(&self, matches: impl Fn(&StartTrigger) -> bool) -> Option<(Arc<Deployed>, String)> {
+    /// The triggered start events that `matches`, with their latest deployed versions (processes
+    /// in id order, start events in document order).
+    fn triggered_starts(&self, matches: impl Fn(&StartTrigger) -> bool) -> Vec<(Arc<Deployed>, String)> {
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
-        versions.latest_all().into_iter().find_map(|deployed| {
-            let node = deployed.starts.iter().find(|start| matches(start)).map(|start| match start {
-                StartTrigger::Timer { node, .. } | StartTrigger::Message { node, .. } | StartTrigger::Signal { node, .. } => {
-                    node.clone()
-                }
-            })?;
-            Some((deployed, node))
-        })
+        let mut found = Vec::new();
+        for deployed in versions.latest_all() {
+            for start in deployed.starts.iter().filter(|start| matches(start)) {
+                found.push((deployed.clone(), start.node().to_string()));
+            }
+        }
+        found
     }
 
     /// Delivers a signal to every instance waiting for it and starts an instance of every latest
@@ -1516,24 +1523,7 @@ impl Inner {
     async fn signal(self: &Arc<Self>, name: &str, variables: Map<String, Value>) -> Result<usize, EngineError> {
         let subscribers = self.store.scan(Table::Subscriptions, &signal_subscription_prefix(name))?;
         let mut delivered = 0;
-        let starts: Vec<(Arc<Deployed>, String)> = {
-            let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
-            versions
-                .latest_all()
-                .into_iter()
-                .flat_map(|deployed| {
-                    let nodes: Vec<String> = deployed
-                        .starts
-                        .iter()
-                        .filter_map(|start| match start {
-                            StartTrigger::Signal { node, name: n } if n == name => Some(node.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    nodes.into_iter().map(move |node| (deployed.clone(), node))
-                })
-                .collect()
-        };
+        let starts = self.triggered_starts(|start| matches!(start, StartTrigger::Signal { name: n, .. } if n == name));
         for (deployed, node) in starts {
             let history = vec![HistoryEntry::StartedBySignal { node: node.clone(), name: name.to_string() }];
             let _busy = self.busy();
@@ -1701,17 +1691,11 @@ impl Inner {
         let (ack, effects) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let node = guard.stored.instance.wait(armed.activation).map(|w| w.node.clone()).unwrap_or_default();
-            let before = open_waits(&guard.stored.instance);
-            let previous = guard.stored.instance.status();
-            let deployed = guard.deployed.clone();
-            let step = guard
-                .stored
-                .instance
-                .tick_boundary(&deployed.process, armed.activation, self.hooks.as_ref())
-                .inspect_err(|_| self.discard_rule_effects(instance))?;
             let mut turn = Turn::new(instance);
             turn.history.push(HistoryEntry::TimerFired { node: node.clone(), activation: armed.activation });
-            self.absorb(&mut guard, step, &before, previous, &mut turn);
+            self.step_live(&mut guard, &mut turn, |instance, process, hooks| {
+                instance.tick_boundary(process, armed.activation, hooks)
+            })?;
             if let Some(position) = guard.stored.timers.iter().position(|t| *t == armed) {
                 guard.stored.timers[position] = next;
                 turn.commit.remove(Table::Timers, crate::store::timer_key(armed.due_ms, instance, armed.activation));
@@ -1926,13 +1910,7 @@ fn same_timer(a: &crate::model::Timer, b: &crate::model::Timer) -> bool {
 /// is the cycle's last occurrence (the wait then completes).
 fn next_boundary_tick(deployed: &Deployed, wait: &Wait, armed: &ArmedTimer) -> Option<ArmedTimer> {
     let WaitKind::Timer { definition } = &wait.kind else { return None };
-    wait.attached_to?;
-    let node = deployed.process.node_index(&wait.node)?;
-    let non_interrupting = matches!(
-        &deployed.process.node(node).behavior,
-        crate::graph::Behavior::Boundary(spec) if !spec.interrupting
-    );
-    if !non_interrupting {
+    if !wait.is_non_interrupting_boundary_timer(&deployed.process) {
         return None;
     }
     let due_ms = TimerSpec::of(definition).ok()?.next_due(armed.due_ms, armed.occurrence)?;

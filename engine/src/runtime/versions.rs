@@ -50,6 +50,15 @@ pub enum StartTrigger {
     },
 }
 
+impl StartTrigger {
+    /// The start event's id.
+    pub fn node(&self) -> &str {
+        match self {
+            StartTrigger::Timer { node, .. } | StartTrigger::Message { node, .. } | StartTrigger::Signal { node, .. } => node,
+        }
+    }
+}
+
 /// The triggered start events of the top level of `process_id`.
 pub(crate) fn start_triggers(defs: &Definitions, process_id: &str) -> Vec<StartTrigger> {
     let Some(process) = defs.processes.iter().find(|p| p.id == process_id) else { return Vec::new() };
@@ -155,14 +164,9 @@ pub(crate) fn deployment_key(process_id: &str, version: u32) -> Vec<u8> {
 
 /// Key of a timer start schedule in the schedules table: process id, a zero byte, start event id.
 pub(crate) fn schedule_key(process_id: &str, node: &str) -> Vec<u8> {
-    let mut key = schedule_prefix(process_id);
-    key.extend_from_slice(node.as_bytes());
-    key
-}
-
-/// The prefix of the schedules of a process.
-pub(crate) fn schedule_prefix(process_id: &str) -> Vec<u8> {
-    let mut key = process_id.as_bytes().to_vec();
+    let mut key = Vec::with_capacity(process_id.len() + 1 + node.len());
+    key.extend_from_slice(process_id.as_bytes());
     key.push(0);
+    key.extend_from_slice(node.as_bytes());
     key
 }

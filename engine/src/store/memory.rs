@@ -1,6 +1,6 @@
 //! An in-memory [`Store`]: same semantics as the sled store, nothing survives the process.
 
-use super::{history_key, history_prefix, Ack, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table};
+use super::{history_key, history_prefix, Ack, OutboxEntry, StepCommit, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -40,14 +40,9 @@ impl Store for MemoryStore {
         for (i, event) in history.into_iter().enumerate() {
             inner.history.insert(history_key(&instance, history_from + i as u64), event);
         }
-        match snapshot {
-            Some(SnapshotChange::Running(bytes)) => {
-                inner.instances.insert(instance, (bytes, false));
-            }
-            Some(SnapshotChange::Finished(bytes)) => {
-                inner.instances.insert(instance, (bytes, true));
-            }
-            None => {}
+        if let Some(change) = snapshot {
+            let (bytes, running) = change.into_parts();
+            inner.instances.insert(instance, (bytes, !running));
         }
         for payload in outbox {
             let seq = inner.next_outbox;

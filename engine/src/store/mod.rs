@@ -71,6 +71,16 @@ pub enum SnapshotChange {
     Finished(Vec<u8>),
 }
 
+impl SnapshotChange {
+    /// The snapshot, and whether the instance is still unfinished.
+    pub fn into_parts(self) -> (Vec<u8>, bool) {
+        match self {
+            SnapshotChange::Running(bytes) => (bytes, true),
+            SnapshotChange::Finished(bytes) => (bytes, false),
+        }
+    }
+}
+
 /// Everything one step of one instance (or one engine-level operation) changes, applied
 /// atomically.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::instance_record::InstanceRecord;
 use super::packed::{pack, unpack};
 use super::overlay::{merge, Overlay, Write};
 use super::{
-    history_key, history_prefix, Ack, Durability, OutboxEntry, SnapshotChange, StepCommit, Store, StoreError, Table,
+    history_key, history_prefix, Ack, Durability, OutboxEntry, StepCommit, Store, StoreError, Table,
     SCHEMA_VERSION,
 };
 use sled::{Db, Tree};
@@ -252,10 +252,7 @@ impl Store for SledStore {
         let mut writes: Vec<(Vec<u8>, Write)> = Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
         match snapshot {
             Some(change) => {
-                let (snapshot, running) = match change {
-                    SnapshotChange::Running(bytes) => (bytes, true),
-                    SnapshotChange::Finished(bytes) => (bytes, false),
-                };
+                let (snapshot, running) = change.into_parts();
                 // This commit's history becomes the record's tail; the previous tail moves to
                 // history keys. Without new history the previous tail stays where it is.
                 let stored = if !first && history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
