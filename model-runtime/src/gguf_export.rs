@@ -54,47 +54,47 @@ pub enum ExportError {
 }
 
 /// Pairs of llama.cpp / Hugging Face names of the per-block tensors.
-const BLOCK_TENSORS: [(&str, &str); 9] = [
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-    ("attn_norm", "input_layernorm"),
-    ("ffn_norm", "post_attention_layernorm"),
+const BLOCK_TENSORS: [[&str; 2]; 9] = [
+    ["attn_q", "self_attn.q_proj"],
+    ["attn_k", "self_attn.k_proj"],
+    ["attn_v", "self_attn.v_proj"],
+    ["attn_output", "self_attn.o_proj"],
+    ["ffn_gate", "mlp.gate_proj"],
+    ["ffn_up", "mlp.up_proj"],
+    ["ffn_down", "mlp.down_proj"],
+    ["attn_norm", "input_layernorm"],
+    ["ffn_norm", "post_attention_layernorm"],
 ];
 
 /// Pairs of llama.cpp / Hugging Face names of the other tensors.
-const MODEL_TENSORS: [(&str, &str); 3] = [
-    ("token_embd.weight", "model.embed_tokens.weight"),
-    ("output_norm.weight", "model.norm.weight"),
-    ("output.weight", "lm_head.weight"),
+const MODEL_TENSORS: [[&str; 2]; 3] = [
+    ["token_embd.weight", "model.embed_tokens.weight"],
+    ["output_norm.weight", "model.norm.weight"],
+    ["output.weight", "lm_head.weight"],
 ];
 
 /// The llama.cpp name of a Hugging Face llama tensor name.
 pub fn gguf_tensor_name(hf: &str) -> Option<String> {
-    if let Some((gguf, _)) = MODEL_TENSORS.iter().find(|(_, h)| *h == hf) {
-        return Some((*gguf).to_owned());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (block, part) = rest.split_once('.')?;
-    let part = part.strip_suffix(".weight")?;
-    let (gguf, _) = BLOCK_TENSORS.iter().find(|(_, h)| *h == part)?;
-    Some(format!("blk.{block}.{gguf}.weight"))
+    rename_tensor(hf, false)
 }
 
 /// The Hugging Face name of a llama.cpp tensor name.
 pub fn hf_tensor_name(gguf: &str) -> Option<String> {
-    if let Some((_, hf)) = MODEL_TENSORS.iter().find(|(g, _)| *g == gguf) {
-        return Some((*hf).to_owned());
+    rename_tensor(gguf, true)
+}
+
+/// Maps a tensor name from one scheme to the other (`to_hf`: llama.cpp to Hugging Face).
+fn rename_tensor(name: &str, to_hf: bool) -> Option<String> {
+    // Each pair is [llama.cpp, Hugging Face].
+    let (from, to) = if to_hf { (0, 1) } else { (1, 0) };
+    if let Some(pair) = MODEL_TENSORS.iter().find(|pair| pair[from] == name) {
+        return Some(pair[to].to_owned());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (block, part) = rest.split_once('.')?;
+    let prefixes = ["blk.", "model.layers."];
+    let (block, part) = name.strip_prefix(prefixes[from])?.split_once('.')?;
     let part = part.strip_suffix(".weight")?;
-    let (_, hf) = BLOCK_TENSORS.iter().find(|(g, _)| *g == part)?;
-    Some(format!("model.layers.{block}.{hf}.weight"))
+    let pair = BLOCK_TENSORS.iter().find(|pair| pair[from] == part)?;
+    Some(format!("{}{block}.{}.weight", prefixes[to], pair[to]))
 }
 
 /// Reorders the rows of a query or key projection from the Hugging Face layout (rotary halves) to

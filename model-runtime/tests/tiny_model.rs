@@ -273,7 +273,6 @@ fn copied_fields_are_always_taken_from_the_input() {
         "上海星辰贸易有限公司 订单号 PO#7781，合计人民币 2.640,00 元 (7 行)",
         "Order \"Q-9\" from Tab\tCo: 1,980,000 yen, 12 lines",
     ];
-    let source = |mail: &str| CopySource::new(mail);
     let mut copied_non_empty = 0;
     for seed in 0..40 {
         let mail = mails[seed as usize % mails.len()];
@@ -288,7 +287,7 @@ fn copied_fields_are_always_taken_from_the_input() {
         }
         // Numbers are one of the input's numbers unless generation was cut short.
         if generation.warnings.is_empty() {
-            let numbers = source(mail);
+            let numbers = CopySource::new(mail);
             for key in ["total", "lines"] {
                 let number = value[key].as_f64().unwrap();
                 assert!(

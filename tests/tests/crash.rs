@@ -1,7 +1,8 @@
-//! Crash safety: 5,000 instances, 1,000 of them in flight at a time, against a sled store, the `flowbot` process killed
-//! with SIGKILL at random moments several times and restarted on the same store. Afterwards every
-//! instance has completed exactly once, every job completion is recorded exactly once, and every
-//! handler effect (a line keyed by the job's idempotency key) is in the effects log exactly once.
+//! Crash safety: 5,000 instances, 1,000 of them in flight at a time, against a sled store, the
+//! `flowbot` process killed with SIGKILL at random moments several times and restarted on the
+//! same store. Afterwards every instance has completed exactly once, every job completion is
+//! recorded exactly once, and every handler effect (a line keyed by the job's idempotency key) is
+//! in the effects log exactly once.
 //!
 //! The binary comes from `flowbot_e2e::flowbot_bin` (`$FLOWBOT_BIN`, else built by cargo).
 

@@ -125,6 +125,13 @@ fn order() -> String {
         .to_string()
 }
 
+/// `flowbot run` of the order-confirmation workflow with `vars` on the model `dir`, plus `extra`.
+fn run_confirmation(dir: &str, vars: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "workflows/order_confirmation.yaml", "--vars", vars, "--model", dir];
+    args.extend_from_slice(extra);
+    flowbot(&args)
+}
+
 /// The LLM call records of a `run --json` report's `history`.
 fn llm_records(report: &Value) -> Vec<Value> {
     report["history"]
@@ -140,15 +147,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
     let dir = dir.to_str().unwrap();
     let info = flowbot(&["model", "info", "--model", dir, "--json"]).json();
     let vars = order();
-    let run = flowbot(&[
-        "run",
-        "workflows/order_confirmation.yaml",
-        "--json",
-        "--vars",
-        &vars,
-        "--model",
-        dir,
-    ]);
+    let run = run_confirmation(dir, &vars, &["--json"]);
     ok(&run);
     let report = run.json();
     assert_eq!(report["status"], "completed", "{report}");
@@ -180,14 +179,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
         "{call}"
     );
 
-    let human = flowbot(&[
-        "run",
-        "workflows/order_confirmation.yaml",
-        "--vars",
-        &vars,
-        "--model",
-        dir,
-    ]);
+    let human = run_confirmation(dir, &vars, &[]);
     ok(&human);
     assert!(
         human.stdout.contains("llm write_confirmation_en: "),
@@ -202,17 +194,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
 
     // The durable engine reports the same record, and keeps it in its store.
     let store = tmp.path().join("store");
-    let durable = flowbot(&[
-        "run",
-        "workflows/order_confirmation.yaml",
-        "--json",
-        "--vars",
-        &vars,
-        "--model",
-        dir,
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let durable = run_confirmation(dir, &vars, &["--json", "--store", store.to_str().unwrap()]);
     ok(&durable);
     let durable = durable.json();
     let durable_records = llm_records(&durable);

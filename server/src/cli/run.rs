@@ -173,10 +173,8 @@ fn answer_llm_step(
     let response = generator.generate(&request)?;
     let outputs = llm_step::output_variables(task, &response);
     steps.run(|hooks| instance.complete(process, wait.activation, outputs, hooks))?;
-    let at_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Ok(HistoryRecord {
-        at_ms,
+        at_ms: flowbot_engine::clock::wall_now_ms(),
         // The in-memory runner makes one call per step: a failed call stops the run.
         entry: HistoryEntry::llm_called(wait, 1, request.prompt, response),
     })
