@@ -2,12 +2,18 @@
 
 use super::*;
 use crate::clock::VirtualClock;
+use crate::llm::{LlmError, TextGenerator};
 use crate::llm::{LlmOutput, LlmRequest, LlmResponse};
+use crate::model::RetryPolicy;
 use crate::model::{Activity, LlmMode, LlmTask, NodeKind, TaskKind};
+
 use crate::store::{Durability, SledStore};
 use crate::testkit::*;
 use serde_json::json;
+use serde_json::{Map, Value};
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Answers every mode from the request; fails the first `failures` calls.
 #[derive(Default)]

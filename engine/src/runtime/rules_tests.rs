@@ -1,12 +1,21 @@
 //! The engine with business rules: effects commit with their step, refused steps leave nothing
 //! behind, and the daily settlement workflow (rule 7) runs on the engine's timers.
 
+use super::messaging::OutboxEntry;
+use super::record::decode;
 use super::*;
 use crate::clock::VirtualClock;
+use crate::executor::ExecError;
+use crate::rules::Effect as RuleEffect;
 use crate::rules::{RuleEngine, RulesConfig, StdlibConfig};
+use crate::store::{Ack, SnapshotChange};
 use crate::store::{KeyValue, OutboxEntry as StoredOutboxEntry};
+use crate::store::{MemoryStore, StepCommit, Store, StoreError, Table};
 use serde_json::json;
+use serde_json::{Map, Value};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
 const WORKFLOWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows");

@@ -1,12 +1,20 @@
 //! Timer start events on a schedule, message and signal start events, repeating boundary timers
 //! and retry budgets that survive a restart.
 
+use super::record::decode;
 use super::*;
 use crate::clock::{Sleep, VirtualClock};
+use crate::executor::ExecError;
+use crate::executor::NoHooks;
+use crate::script::ScriptLimits;
+use crate::store::Table;
 use crate::store::{Durability, SledStore};
 use serde_json::json;
+use serde_json::Map;
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// A clock that moves only when the test moves it; a sleep ends once the time has come.

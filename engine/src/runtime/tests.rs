@@ -1,10 +1,16 @@
+use super::jobs::backoff_ms;
 use super::*;
 use crate::clock::VirtualClock;
+use crate::model::RetryPolicy;
 use crate::model::{EventTrigger, Expr, MessageRef, NodeKind, Span, TaskKind, Timer, TimerKind};
+use crate::store::Table;
 use crate::store::{Durability, SledStore};
 use crate::testkit::*;
 use serde_json::json;
+use serde_json::{Map, Value};
 use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn vars(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
