@@ -212,15 +212,58 @@ pub enum TaskKind {
         /// Handler name, when the send is implemented by a service handler.
         handler: Option<String>,
     },
-    /// A business-rule task: runs a rule script (DMN references are kept but not supported).
+    /// A business-rule task: runs a rule script, or evaluates a deployed decision.
     BusinessRule {
         /// Rule script, when given inline or by file.
         script: Option<Script>,
-        /// `camunda:decisionRef` or similar, kept to report "not supported".
-        decision_ref: Option<String>,
+        /// The decision it evaluates (`camunda:decisionRef`, `zeebe:calledDecision`, YAML
+        /// `business_rule: { decision: ... }`).
+        decision: Option<DecisionCall>,
     },
     /// A language-model step.
     Llm(LlmTask),
+}
+
+/// A business-rule task's call of a deployed decision (DMN or a YAML decision file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionCall {
+    /// The decision's id.
+    pub decision: String,
+    /// The variable that receives the result; the decision id when absent.
+    pub result_variable: Option<String>,
+    /// How the result is shaped.
+    pub mapping: DecisionResultMapping,
+    /// Where the reference is written.
+    pub span: Span,
+}
+
+/// How a decision's result becomes a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecisionResultMapping {
+    /// The decision's value as DMN defines it (one output's value, a map of several outputs, a
+    /// list for multiple-hit policies): Zeebe's and YAML's behaviour.
+    Value,
+    /// Camunda `singleEntry`: the one output of the one matched rule.
+    SingleEntry,
+    /// Camunda `singleResult`: the outputs of the one matched rule, as a map.
+    SingleResult,
+    /// Camunda `collectEntries`: the one output of every matched rule, as a list.
+    CollectEntries,
+    /// Camunda `resultList` (its default): every matched rule's outputs, as a list of maps.
+    ResultList,
+}
+
+impl DecisionResultMapping {
+    /// Reads Camunda's `mapDecisionResult` values.
+    pub fn parse_camunda(text: &str) -> Option<Self> {
+        Some(match text.trim() {
+            "singleEntry" => Self::SingleEntry,
+            "singleResult" => Self::SingleResult,
+            "collectEntries" => Self::CollectEntries,
+            "resultList" => Self::ResultList,
+            _ => return None,
+        })
+    }
 }
 
 /// A language-model step (see the model-runtime crate for the generator behind it).

@@ -237,17 +237,21 @@ nodes:
     match &task(n, "l").body {
         TaskKind::BusinessRule {
             script: Some(s),
-            decision_ref: None,
+            decision: None,
         } => assert_eq!(s.source, "let ok = true;"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        task(n, "m").body,
+    match &task(n, "m").body {
         TaskKind::BusinessRule {
             script: None,
-            decision_ref: Some("credit_dmn".into())
+            decision: Some(call),
+        } => {
+            assert_eq!(call.decision, "credit_dmn");
+            assert_eq!(call.result_variable, None);
+            assert_eq!(call.mapping, DecisionResultMapping::Value);
         }
-    );
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -99,6 +99,9 @@ fn shipped_workflows_and_examples_pass_schema_and_reader() {
     );
     for file in files {
         let text = fs::read_to_string(&file).expect("readable");
+        if flowbot_engine::dmn::is_decision_yaml(&text) {
+            continue; // decision files: engine/tests/yaml_decisions.rs
+        }
         assert_valid_everywhere(&file.display().to_string(), &text);
     }
 }
@@ -153,6 +156,9 @@ fn every_documented_example_passes_schema_and_reader() {
         examples.len()
     );
     for (line, text) in examples {
+        if flowbot_engine::dmn::is_decision_yaml(&text) {
+            continue; // decision files: engine/tests/yaml_decisions.rs
+        }
         assert_valid_everywhere(&format!("docs/yaml-dsl.md (example at line {line})"), &text);
     }
 }

@@ -2,7 +2,8 @@
 //! compiling a process file for the commands that run or draw it.
 
 use flowbot_engine::diagnostics::{has_errors, Diagnostic};
-use flowbot_engine::graph::{compile, CompiledProcess};
+use flowbot_engine::dmn::{DecisionFile, Decisions};
+use flowbot_engine::graph::{compile_with, Catalog, CompiledProcess};
 use flowbot_engine::model::{Definitions, Span};
 use flowbot_engine::script::ScriptRuntime;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ pub enum SourceKind {
     Yaml,
     /// A business-rule script (`.rhai`).
     Rules,
+    /// DMN decisions (`.dmn`).
+    Dmn,
 }
 
 impl SourceKind {
@@ -29,6 +32,8 @@ impl SourceKind {
             Some(SourceKind::Yaml)
         } else if name.ends_with(".rhai") {
             Some(SourceKind::Rules)
+        } else if name.ends_with(".dmn") {
+            Some(SourceKind::Dmn)
         } else {
             None
         }
@@ -88,17 +93,18 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
     match SourceKind::of(path) {
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn_file(path),
         Some(SourceKind::Yaml) => match std::fs::read(path) {
-            Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
-            Err(error) => (
+            Ok(bytes) if is_decision_yaml_bytes(&bytes) => (
                 None,
                 vec![Diagnostic::error(
                     path,
                     Span::new(1, 1),
-                    format!("cannot read the file: {error}"),
+                    "this is a decision file, not a process: evaluate it with `flowbot decide`",
                 )],
             ),
+            Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
+            Err(error) => (None, vec![unreadable(path, &error)]),
         },
-        Some(SourceKind::Rules) | None => (
+        Some(SourceKind::Rules | SourceKind::Dmn) | None => (
             None,
             vec![Diagnostic::error(
                 path,
@@ -107,6 +113,100 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
             )],
         ),
     }
+}
+
+fn unreadable(path: &Path, error: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        path,
+        Span::new(1, 1),
+        format!("cannot read the file: {error}"),
+    )
+}
+
+fn is_decision_yaml_bytes(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(flowbot_engine::dmn::is_decision_yaml)
+}
+
+/// Whether `path` holds decisions: a `.dmn` file, or a YAML file whose top level has
+/// `decision:` or `decisions:`.
+pub fn is_decision_file(path: &Path) -> bool {
+    match SourceKind::of(path) {
+        Some(SourceKind::Dmn) => true,
+        Some(SourceKind::Yaml) => std::fs::read(path).is_ok_and(|b| is_decision_yaml_bytes(&b)),
+        _ => false,
+    }
+}
+
+/// Reads a decision file (`.dmn`, or YAML with `decision:`/`decisions:`).
+pub fn load_decision_file(path: &Path) -> (Option<DecisionFile>, Vec<Diagnostic>) {
+    match SourceKind::of(path) {
+        Some(SourceKind::Dmn) => flowbot_engine::dmn::parse_dmn_file(path),
+        _ => match std::fs::read(path) {
+            Ok(bytes) if bytes.len() > flowbot_engine::yaml::MAX_SOURCE_BYTES => (
+                None,
+                vec![Diagnostic::error(
+                    path,
+                    Span::new(1, 1),
+                    format!(
+                        "the file is {} bytes; decision files are limited to {} bytes",
+                        bytes.len(),
+                        flowbot_engine::yaml::MAX_SOURCE_BYTES
+                    ),
+                )],
+            ),
+            Ok(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => flowbot_engine::dmn::parse_decision_yaml(path, text),
+                Err(_) => (
+                    None,
+                    vec![Diagnostic::error(
+                        path,
+                        Span::new(1, 1),
+                        "the file is not UTF-8 text; save it as UTF-8",
+                    )],
+                ),
+            },
+            Err(error) => (None, vec![unreadable(path, &error)]),
+        },
+    }
+}
+
+/// Builds the decisions of `files` into one set; returns it with every diagnostic of the files.
+pub fn build_decisions<P: AsRef<Path>>(files: &[P]) -> (Arc<Decisions>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut parsed = Vec::new();
+    for file in files {
+        let (decisions, problems) = load_decision_file(file.as_ref());
+        diagnostics.extend(problems);
+        parsed.extend(decisions);
+    }
+    let (set, problems) = Decisions::build(&parsed);
+    diagnostics.extend(problems);
+    (Arc::new(set), diagnostics)
+}
+
+/// The decisions deployed with a process file: every decision file in its folder (not below).
+/// Problems in them are not reported here; a business-rule task that needs a broken decision
+/// says so, and `flowbot check` reports the files.
+pub fn decisions_beside(process_file: &Path) -> Arc<Decisions> {
+    let folder = match process_file.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_decision_file(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    build_decisions(&files).0
+}
+
+/// The catalog a process file compiles against: the decisions beside it.
+pub fn catalog_for(process_file: &Path) -> Catalog {
+    Catalog::with_decisions(decisions_beside(process_file))
 }
 
 /// A shared sandboxed script runtime for the commands.
@@ -134,7 +234,7 @@ pub fn compile_file_with(
     let Some(defs) = defs else {
         return (None, diagnostics);
     };
-    let (compiled, more) = compile(&defs, process, scripts);
+    let (compiled, more) = compile_with(&defs, process, scripts, &catalog_for(path));
     diagnostics = merge(diagnostics, more);
     if has_errors(&diagnostics) {
         return (None, diagnostics);

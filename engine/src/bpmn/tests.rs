@@ -300,7 +300,7 @@ fn reads_vendor_handlers_and_loops() {
     assert_eq!(spiff.output_element.as_deref(), Some("output_item"));
 
     assert!(
-        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts")
+        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision: Some(d), script: None } if d.decision == "discounts")
     );
     assert!(
         matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process"))

@@ -6,8 +6,8 @@ use super::{
     RunOf, ScopeState, Status, Step, Wait, WaitKind,
 };
 use crate::graph::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec,
-    ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
+    EndBehavior, MultiSpec, ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -578,6 +578,10 @@ impl<'a> Machine<'a> {
                 self.run_script(index, scope, activation, code)?;
                 self.leave(index, scope, activation)
             }
+            Behavior::Decision(spec) => {
+                self.run_decision(index, scope, activation, spec)?;
+                self.leave(index, scope, activation)
+            }
             Behavior::Wait(spec) => self.begin_wait(index, scope, activation, spec, race),
             Behavior::SubProcess { scope: child } => {
                 let scope_id = self.inst.next_scope;
@@ -952,6 +956,10 @@ impl<'a> Machine<'a> {
         match &node.behavior {
             Behavior::Script(code) => {
                 self.run_script(index, scope, run, code)?;
+                self.finish_run(index, scope)
+            }
+            Behavior::Decision(spec) => {
+                self.run_decision(index, scope, run, spec)?;
                 self.finish_run(index, scope)
             }
             Behavior::Wait(spec) => {
@@ -1605,6 +1613,46 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Evaluates a business-rule task's decision over the variables of `scope` and writes its
+    /// result variable; a failing evaluation becomes an incident at the decision's rule (or at
+    /// the task).
+    fn run_decision(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &DecisionSpec,
+    ) -> Flowing {
+        let result = {
+            let variables = self.visible(scope);
+            spec.decisions
+                .evaluate(&spec.decision, &*variables)
+                .map_err(|err| (err.location().map(str::to_string), err.to_string()))
+                .and_then(|evaluation| {
+                    evaluation
+                        .mapped(spec.mapping)
+                        .map_err(|message| (None, message))
+                })
+        };
+        match result {
+            Ok(value) => {
+                let mut changes = Map::new();
+                changes.insert(spec.result_variable.clone(), value.to_json());
+                self.write_variables(scope, index, Some(activation), changes, true)
+            }
+            Err((at, message)) => {
+                let node = self.process.node(index);
+                let at = at.unwrap_or_else(|| self.process.location(node.span));
+                let message = format!(
+                    "decision `{}` failed in `{}`: {message}",
+                    spec.decision, node.id
+                );
+                let id = node.id.clone();
+                self.incident_at(&id, Some(activation), at, message)
+            }
+        }
+    }
+
     fn script_incident(
         &mut self,
         index: NodeIndex,
@@ -1644,10 +1692,22 @@ impl<'a> Machine<'a> {
         span: Span,
         message: String,
     ) -> Flowing {
+        let at = self.process.location(span);
+        self.incident_at(node, activation, at, message)
+    }
+
+    /// Records an incident whose cause is at `at` (`file:line:col`, possibly another file).
+    fn incident_at(
+        &mut self,
+        node: &str,
+        activation: Option<u64>,
+        at: String,
+        message: String,
+    ) -> Flowing {
         let incident = Incident {
             node: node.to_string(),
             message,
-            at: self.process.location(span),
+            at,
             activation,
         };
         tracing::warn!(instance = %self.inst.id, node, at = %incident.at, "incident: {}", incident.message);

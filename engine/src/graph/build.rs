@@ -2,8 +2,9 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior,
-    Flow, FlowNode, MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
+    DecisionSpec, EndBehavior, Flow, FlowNode, MultiSpec, ScopeId, ScopeInfo, ThrownEvent,
+    WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
@@ -32,11 +33,13 @@ pub(super) fn build(
     defs: &Definitions,
     process: &Process,
     scripts: &Arc<ScriptRuntime>,
+    catalog: &Catalog,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<CompiledProcess> {
     let mut builder = Builder {
         defs,
         scripts,
+        catalog,
         file: &defs.source,
         diagnostics,
         graph: DiGraph::new(),
@@ -73,6 +76,7 @@ pub(super) fn build(
 struct Builder<'a> {
     defs: &'a Definitions,
     scripts: &'a ScriptRuntime,
+    catalog: &'a Catalog,
     file: &'a Path,
     diagnostics: &'a mut Vec<Diagnostic>,
     graph: DiGraph<FlowNode, Flow>,
@@ -325,9 +329,10 @@ impl Builder<'_> {
                         &format!("multi-instance {element} without a collection or cardinality"),
                     );
                 }
-                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
-                    multi = Some(self.multi_spec(node, mi))
-                }
+                Behavior::Script(_)
+                | Behavior::Wait(_)
+                | Behavior::PassThrough
+                | Behavior::Decision(_) => multi = Some(self.multi_spec(node, mi)),
                 Behavior::Unsupported => {}
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
@@ -563,9 +568,32 @@ impl Builder<'_> {
                 name: message.clone(),
             }),
             TaskKind::BusinessRule {
-                decision_ref: Some(_),
+                decision: Some(call),
                 ..
-            } => self.unsupported(node, &format!("{element} with a DMN decision")),
+            } => match self.catalog.decisions.check(&call.decision) {
+                Ok(()) => Behavior::Decision(Box::new(DecisionSpec {
+                    decisions: Arc::clone(&self.catalog.decisions),
+                    decision: call.decision.clone(),
+                    result_variable: call
+                        .result_variable
+                        .clone()
+                        .unwrap_or_else(|| call.decision.clone()),
+                    mapping: call.mapping,
+                })),
+                // Like a call of another file's process: the file may be right and the
+                // decision deployed elsewhere, so this only keeps the process from starting.
+                Err(err) => {
+                    self.unsupported.push(
+                        Diagnostic::warning(
+                            self.file,
+                            call.span,
+                            format!("{element} `{}` cannot run: {err}", node.id),
+                        )
+                        .with_id(node.id.clone()),
+                    );
+                    Behavior::Unsupported
+                }
+            },
             TaskKind::BusinessRule {
                 script: Some(script),
                 ..

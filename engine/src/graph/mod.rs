@@ -18,7 +18,8 @@ pub use build::{element_name, offset_span};
 pub use export::{to_dot, to_mermaid};
 
 use crate::diagnostics::{has_errors, Diagnostic};
-use crate::model::{Definitions, LlmTask, RuleAttachment, Span, Timer};
+use crate::dmn::Decisions;
+use crate::model::{DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer};
 use crate::script::{CompiledScript, ScriptRuntime};
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use std::collections::{HashMap, HashSet};
@@ -257,10 +258,25 @@ pub enum Behavior {
         /// The scope of its child nodes.
         scope: ScopeId,
     },
+    /// A business-rule task that evaluates a deployed decision and sets its result variable.
+    Decision(Box<DecisionSpec>),
     /// A boundary event: armed while its activity waits, never entered along a flow.
     Boundary(BoundarySpec),
     /// An element the executor does not run yet (the process cannot be started).
     Unsupported,
+}
+
+/// A business-rule task bound to a deployed decision.
+#[derive(Debug, Clone)]
+pub struct DecisionSpec {
+    /// The decisions it was bound to when compiled.
+    pub decisions: Arc<Decisions>,
+    /// The decision's id.
+    pub decision: String,
+    /// The variable that receives the result.
+    pub result_variable: String,
+    /// How the result is shaped.
+    pub mapping: DecisionResultMapping,
 }
 
 /// A boundary event attached to an activity.
@@ -385,11 +401,36 @@ pub fn compile(
     process: Option<&str>,
     scripts: &Arc<ScriptRuntime>,
 ) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
+    compile_with(defs, process, scripts, &Catalog::default())
+}
+
+/// What a process may use from outside its own file: the deployed decisions (business-rule
+/// tasks are bound to them when the process is compiled).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Decisions business-rule tasks can evaluate.
+    pub decisions: Arc<Decisions>,
+}
+
+impl Catalog {
+    /// A catalog of these decisions.
+    pub fn with_decisions(decisions: Arc<Decisions>) -> Self {
+        Self { decisions }
+    }
+}
+
+/// [`compile`] with the decisions (and other deployed things) in `catalog`.
+pub fn compile_with(
+    defs: &Definitions,
+    process: Option<&str>,
+    scripts: &Arc<ScriptRuntime>,
+    catalog: &Catalog,
+) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     let mut diagnostics = validate::check_definitions(defs);
     let Some(chosen) = choose_process(defs, process, &mut diagnostics) else {
         return (None, diagnostics);
     };
-    let compiled = build::build(defs, chosen, scripts, &mut diagnostics);
+    let compiled = build::build(defs, chosen, scripts, catalog, &mut diagnostics);
     if let Some(compiled) = &compiled {
         validate::check_graph(compiled, &mut diagnostics);
     }

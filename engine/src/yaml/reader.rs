@@ -1214,30 +1214,44 @@ impl<'a> Reader<'a> {
                         Some(v) => Some(self.script(v, &path.key("script"))?),
                         None => None,
                     };
-                    let decision_ref = match m.get("decision") {
-                        Some(v) => Some(self.nonempty_text(
-                            v,
-                            &path.key("decision"),
-                            "a decision reference",
-                        )?),
+                    let decision = match m.get("decision") {
+                        Some(v) => {
+                            let decision_path = path.key("decision");
+                            let id = self.id_text(v, &decision_path, "a decision id")?;
+                            Some(DecisionCall {
+                                decision: id,
+                                result_variable: self.optional_id(m, path, "result"),
+                                mapping: DecisionResultMapping::Value,
+                                span: self.map.nearest_value(&decision_path),
+                            })
+                        }
                         None => None,
                     };
-                    if script.is_none() && decision_ref.is_none() {
+                    if m.contains_key("result") && !m.contains_key("decision") {
+                        self.error(
+                            &path.key("result"),
+                            "`result` names the variable a `decision:` sets; this task has no decision",
+                        );
+                    }
+                    if script.is_none() && decision.is_none() {
                         self.error(
                             path,
                             "a business-rule task needs `script:` (Rhai) or `decision:`",
                         );
                     }
-                    Some(TaskKind::BusinessRule {
-                        script,
-                        decision_ref,
-                    })
+                    if script.is_some() && decision.is_some() {
+                        self.error(
+                            path,
+                            "a business-rule task has `script:` or `decision:`, not both",
+                        );
+                    }
+                    Some(TaskKind::BusinessRule { script, decision })
                 }
                 other => {
                     let script = self.script(other, path)?;
                     Some(TaskKind::BusinessRule {
                         script: Some(script),
-                        decision_ref: None,
+                        decision: None,
                     })
                 }
             },

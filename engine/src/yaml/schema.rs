@@ -480,7 +480,14 @@ fn kind_schema(kind: &str) -> Value {
             let mut mapping = object(
                 &[
                     ("script", json!({ "$ref": "#/$defs/script" })),
-                    ("decision", json!({ "type": "string", "minLength": 1 })),
+                    (
+                        "decision",
+                        json!({ "$ref": "#/$defs/id", "description": "The id of a deployed decision (DMN or YAML decision file)." }),
+                    ),
+                    (
+                        "result",
+                        json!({ "$ref": "#/$defs/id", "description": "The variable that receives the decision's result (default: the decision id)." }),
+                    ),
                 ],
                 &[],
             );

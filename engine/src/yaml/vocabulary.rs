@@ -122,7 +122,7 @@ pub const SCRIPT_KEYS: &[&str] = &["source", "language"];
 /// Keys of a send task written as a mapping.
 pub const SEND_KEYS: &[&str] = &["message", "handler"];
 /// Keys of a business-rule task written as a mapping.
-pub const BUSINESS_RULE_KEYS: &[&str] = &["script", "decision"];
+pub const BUSINESS_RULE_KEYS: &[&str] = &["script", "decision", "result"];
 /// Keys of an LLM step.
 pub const LLM_KEYS: &[&str] = &[
     "mode", "prompt", "system", "output", "schema", "labels", "options",

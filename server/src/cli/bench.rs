@@ -161,7 +161,10 @@ async fn bench(
         schedule_timer_starts: false,
         ..EngineOptions::default()
     };
-    let mut builder = Engine::builder().store(store).options(options);
+    let mut builder = Engine::builder()
+        .store(store)
+        .options(options)
+        .decisions(crate::sources::decisions_beside(&args.path));
     if let Some(log) = &args.effects_log {
         builder = builder.fallback_handler(effects_handler(log)?);
     }

@@ -1,4 +1,5 @@
-//! `flowbot check PATH...`: reads every process and rule file, compiles every process, and prints
+//! `flowbot check PATH...`: reads every process, decision and rule file, compiles every process
+//! (against the decision files in its folder) and decision table, and prints
 //! all diagnostics sorted as `path:line:col: error|warning: message [id]`. Exit 1 on any error.
 //! Rules attached in a workflow are checked too: inline rules must compile, and rule files must
 //! exist in the `rules/` folder beside the workflow's folder (when there is one).
@@ -6,7 +7,7 @@
 use crate::sources::{self, SourceKind};
 use clap::Args;
 use flowbot_engine::diagnostics::{has_errors, Diagnostic};
-use flowbot_engine::graph::compile;
+use flowbot_engine::graph::compile_with;
 use flowbot_engine::model::Span;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +15,8 @@ use std::process::ExitCode;
 /// Arguments of `flowbot check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Files or folders (folders are searched for .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .rhai).
+    /// Files or folders (folders are searched for .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .dmn,
+    /// .rhai).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
@@ -44,12 +46,16 @@ pub fn execute(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 /// The diagnostics of one file, by kind: this is the dispatch point for each source language.
 pub fn check_file(path: &Path, kind: Option<SourceKind>) -> Vec<Diagnostic> {
     match kind {
+        Some(SourceKind::Dmn) => sources::build_decisions(&[path]).1,
+        Some(SourceKind::Yaml) if sources::is_decision_file(path) => {
+            sources::build_decisions(&[path]).1
+        }
         Some(SourceKind::Bpmn | SourceKind::Yaml) => check_process_file(path),
         Some(SourceKind::Rules) => flowbot_engine::rules::check_rule_file(path),
         None => vec![Diagnostic::error(
             path,
             Span::new(1, 1),
-            "unknown file type: expected .bpmn, .bpmn20.xml, .xml, .yaml, .yml or .rhai",
+            "unknown file type: expected .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .dmn or .rhai",
         )],
     }
 }
@@ -64,6 +70,7 @@ fn check_process_file(path: &Path) -> Vec<Diagnostic> {
         rules_folder_beside(path).as_deref(),
     ));
     let scripts = sources::script_runtime();
+    let catalog = sources::catalog_for(path);
     let mut compiled = Vec::new();
     let executable: Vec<&str> = defs
         .processes
@@ -72,10 +79,10 @@ fn check_process_file(path: &Path) -> Vec<Diagnostic> {
         .map(|p| p.id.as_str())
         .collect();
     if executable.is_empty() {
-        compiled.extend(compile(&defs, None, &scripts).1);
+        compiled.extend(compile_with(&defs, None, &scripts, &catalog).1);
     }
     for id in executable {
-        compiled.extend(compile(&defs, Some(id), &scripts).1);
+        compiled.extend(compile_with(&defs, Some(id), &scripts, &catalog).1);
     }
     sources::merge(parsed, compiled)
 }

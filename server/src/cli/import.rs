@@ -144,6 +144,7 @@ async fn import(args: &ImportArgs, orders: Vec<Value>) -> anyhow::Result<Vec<Ins
     let engine = Engine::builder()
         .store(store)
         .options(options)
+        .decisions(crate::sources::decisions_beside(&args.workflow))
         .scripts(rules.script_runtime())
         .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
         .build()

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod decide;
 mod effects;
 pub mod graph;
 pub mod history;
@@ -32,6 +33,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run one process instance in memory and print where it went.
     Run(run::RunArgs),
+    /// Evaluate a decision (DMN or YAML decision table) over the given variables.
+    Decide(decide::DecideArgs),
     /// Print the process graph as Graphviz dot or Mermaid.
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the YAML process language.
@@ -65,6 +68,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => check::execute(&args),
         Command::Run(args) => run::execute(&args),
+        Command::Decide(args) => decide::execute(&args),
         Command::Graph(args) => graph::execute(&args),
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),

@@ -42,6 +42,7 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             .store(store)
             .clock(clock.clone())
             .options(options)
+            .decisions(crate::sources::decisions_beside(&args.path))
             .text_generator(super::run::text_generator(args)?);
         if let Some(folder) = &args.rules {
             // The rules read the engine's clock, so `today()` follows a virtual clock's jumps.
