@@ -7,7 +7,7 @@ use super::{
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
-    EndBehavior, MultiSpec, ThrownEvent, WaitSpec,
+    EndBehavior, EventStart, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -117,7 +117,9 @@ impl<'a> Machine<'a> {
                 race: None,
             });
         }
-        let _ = self.drain();
+        let _ = self
+            .arm_event_subprocesses(0, 0)
+            .and_then(|()| self.drain());
         Ok(self.finish())
     }
 
@@ -169,69 +171,74 @@ impl<'a> Machine<'a> {
         resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>,
     ) -> Flowing {
         for (node, wait, outputs) in resolved {
-            if !self
+            self.complete_wait(node, wait, outputs)?;
+        }
+        self.drain()
+    }
+
+    /// Completes one wait (unless an earlier completion cancelled it) and moves its token on;
+    /// tokens run later, in `drain`.
+    fn complete_wait(
+        &mut self,
+        node: NodeIndex,
+        wait: Wait,
+        outputs: Map<String, Value>,
+    ) -> Flowing {
+        if !self
+            .inst
+            .waits
+            .iter()
+            .any(|w| w.activation == wait.activation)
+        {
+            return Ok(()); // cancelled by an earlier completion of the same batch
+        }
+        self.inst.waits.retain(|w| w.activation != wait.activation);
+        self.step.events.push(Event::WaitCompleted {
+            node: wait.node.clone(),
+            activation: wait.activation,
+        });
+        if let Some(race) = wait.race {
+            let losers: Vec<u64> = self
                 .inst
                 .waits
                 .iter()
-                .any(|w| w.activation == wait.activation)
-            {
-                continue; // cancelled by an earlier completion of the same batch
+                .filter(|w| w.race == Some(race))
+                .map(|w| w.activation)
+                .collect();
+            for loser in losers {
+                self.cancel_waits(|w| w.activation == loser);
+                self.cancel_boundaries(loser);
             }
-            self.inst.waits.retain(|w| w.activation != wait.activation);
-            self.step.events.push(Event::WaitCompleted {
-                node: wait.node.clone(),
-                activation: wait.activation,
-            });
-            if let Some(race) = wait.race {
-                let losers: Vec<u64> = self
-                    .inst
-                    .waits
-                    .iter()
-                    .filter(|w| w.race == Some(race))
-                    .map(|w| w.activation)
-                    .collect();
-                for loser in losers {
-                    self.cancel_waits(|w| w.activation == loser);
-                    self.cancel_boundaries(loser);
+        }
+        match wait.attached_to {
+            Some(activity) => {
+                if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting)
+                {
+                    self.cancel_activity(activity);
                 }
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                }
+                self.fire_boundary(node, wait.scope, wait.activation)
             }
-            match wait.attached_to {
-                Some(activity) => {
-                    if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting)
-                    {
-                        self.cancel_activity(activity);
-                    }
-                    if !outputs.is_empty() {
-                        self.write_variables(
-                            wait.scope,
-                            node,
-                            Some(wait.activation),
-                            outputs,
-                            true,
-                        )?;
-                    }
-                    self.fire_boundary(node, wait.scope, wait.activation)?;
+            None if matches!(self.process.node(node).behavior, Behavior::EventStart(_)) => {
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
                 }
-                None => {
-                    self.cancel_boundaries(wait.activation);
-                    if !outputs.is_empty() {
-                        self.write_variables(
-                            wait.scope,
-                            node,
-                            Some(wait.activation),
-                            outputs,
-                            true,
-                        )?;
-                    }
-                    if self.run_of(wait.scope).is_some() {
-                        self.finish_run(node, wait.scope)?;
-                    } else {
-                        self.leave(node, wait.scope, wait.activation)?;
-                    }
+                self.event_start_triggered(node, &wait)
+            }
+            None => {
+                self.cancel_boundaries(wait.activation);
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                }
+                if self.run_of(wait.scope).is_some() {
+                    self.finish_run(node, wait.scope)
+                } else {
+                    self.leave(node, wait.scope, wait.activation)
                 }
             }
         }
-        self.drain()
     }
 
     /// A non-interrupting boundary timer ticks: a new token leaves the boundary event (with an
@@ -249,10 +256,26 @@ impl<'a> Machine<'a> {
             });
         }
         self.inst.status = Status::Running;
-        let fired = self.inst.next_activation;
-        self.inst.next_activation += 1;
+        let ticked = if let Some(esp) = self.event_subprocess_of(node) {
+            self.launch_event_subprocess(esp, wait.scope)
+        } else {
+            let fired = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            self.fire_boundary(node, wait.scope, fired)
+        };
+        let _ = ticked.and_then(|()| self.drain());
+        Ok(self.finish())
+    }
+
+    /// Variables set from outside: written in the process scope (as if by its first node, for
+    /// the hooks), then conditional events are evaluated.
+    pub(super) fn update_variables(
+        mut self,
+        updates: Map<String, Value>,
+    ) -> Result<Step, ExecError> {
+        self.inst.status = Status::Running;
         let _ = self
-            .fire_boundary(node, wait.scope, fired)
+            .write_variables_from(0, None, None, updates, true)
             .and_then(|()| self.drain());
         Ok(self.finish())
     }
@@ -362,7 +385,10 @@ impl<'a> Machine<'a> {
             while let Some(token) = self.queue.pop_front() {
                 self.arrive(token)?;
             }
-            if !self.fire_ready_inclusive_join()? {
+            if self.fire_ready_inclusive_join()? {
+                continue;
+            }
+            if !self.fire_satisfied_condition()? {
                 break;
             }
         }
@@ -561,8 +587,30 @@ impl<'a> Machine<'a> {
         }
 
         match &node.behavior {
-            Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => {
-                self.leave(index, scope, activation)
+            Behavior::Start
+            | Behavior::PassThrough
+            | Behavior::Gateway(_)
+            | Behavior::EventStart(_) => self.leave(index, scope, activation),
+            Behavior::LinkThrow { target } => {
+                self.hook(index, scope, Some(activation), |hooks, ctx| {
+                    hooks.on_leave(ctx)
+                })?;
+                self.inst.path.push(node.id.clone());
+                self.step.events.push(Event::NodeCompleted {
+                    node: node.id.clone(),
+                    activation,
+                });
+                self.queue.push_back(Token {
+                    node: *target,
+                    scope,
+                    via: None,
+                    race: None,
+                });
+                Ok(())
+            }
+            Behavior::EventSubProcess(_) => {
+                let message = format!("event subprocess {} was reached along a flow", node.id);
+                self.incident(&node.id, Some(activation), node.span, message)
             }
             Behavior::Throw(event) => {
                 self.step.events.push(Event::EventThrown {
@@ -610,6 +658,7 @@ impl<'a> Machine<'a> {
                         "subprocess has no none start event".into(),
                     );
                 }
+                self.arm_event_subprocesses(*child, scope_id)?;
                 self.arm_boundaries(index, scope, activation)
             }
             Behavior::End(end) => {
@@ -706,6 +755,12 @@ impl<'a> Machine<'a> {
             },
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
+            // Evaluated by `fire_satisfied_condition` at the end of the step: a condition that
+            // already holds fires then.
+            WaitSpec::Condition(code) => WaitKind::Condition {
+                condition: code.source.clone(),
+                satisfied: false,
+            },
             WaitSpec::Message {
                 name,
                 correlation_key,
@@ -828,6 +883,225 @@ impl<'a> Machine<'a> {
         self.inst
             .scopes
             .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    // ---- event subprocesses and conditional events ---------------------------------------------
+
+    /// Arms the message, timer, signal and conditional starts of the event subprocesses of the
+    /// compiled scope `compiled`, for its instance `scope`.
+    fn arm_event_subprocesses(&mut self, compiled: ScopeId, scope: u64) -> Flowing {
+        for &esp in &self.process.scopes[compiled].event_subprocesses {
+            let Behavior::EventSubProcess(spec) = &self.process.node(esp).behavior else {
+                continue;
+            };
+            let start = spec.start;
+            let Behavior::EventStart(EventStart::Wait(wait)) = &self.process.node(start).behavior
+            else {
+                continue;
+            };
+            let armed = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            let kind = self.wait_kind(start, scope, armed, wait)?;
+            self.add_wait(start, scope, armed, kind, None, None);
+        }
+        Ok(())
+    }
+
+    /// The event subprocess whose start event is `start`, when it is one.
+    fn event_subprocess_of(&self, start: NodeIndex) -> Option<NodeIndex> {
+        let scope = self.process.node(start).scope;
+        let esp = self.process.scopes[scope].subprocess?;
+        matches!(
+            self.process.node(esp).behavior,
+            Behavior::EventSubProcess(_)
+        )
+        .then_some(esp)
+    }
+
+    fn esp_interrupts(&self, esp: NodeIndex) -> bool {
+        matches!(&self.process.node(esp).behavior, Behavior::EventSubProcess(spec) if spec.interrupting)
+    }
+
+    /// The armed start of an event subprocess was triggered: a non-interrupting message, signal
+    /// or conditional start is armed again, then the event subprocess starts.
+    fn event_start_triggered(&mut self, start: NodeIndex, wait: &Wait) -> Flowing {
+        let Some(esp) = self.event_subprocess_of(start) else {
+            return Ok(());
+        };
+        if !self.esp_interrupts(esp) {
+            let again = match &wait.kind {
+                WaitKind::Message { .. } | WaitKind::Signal { .. } => Some(wait.kind.clone()),
+                WaitKind::Condition { condition, .. } => Some(WaitKind::Condition {
+                    condition: condition.clone(),
+                    satisfied: true,
+                }),
+                _ => None,
+            };
+            if let Some(kind) = again {
+                let armed = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                self.add_wait(start, wait.scope, armed, kind, None, None);
+            }
+        }
+        self.launch_event_subprocess(esp, wait.scope)
+    }
+
+    /// Starts an instance of the event subprocess `esp` inside the scope instance `enclosing`;
+    /// an interrupting one first ends everything else in `enclosing`.
+    fn launch_event_subprocess(&mut self, esp: NodeIndex, enclosing: u64) -> Flowing {
+        let Behavior::EventSubProcess(spec) = &self.process.node(esp).behavior else {
+            return Ok(());
+        };
+        if spec.interrupting {
+            self.drop_scope_tree(enclosing, false);
+        }
+        let node = self.process.node(esp);
+        let activation = self.inst.next_activation;
+        self.inst.next_activation += 1;
+        self.count_activation(&node.id);
+        self.step.events.push(Event::NodeEntered {
+            node: node.id.clone(),
+            activation,
+        });
+        let scope_id = self.inst.next_scope;
+        self.inst.next_scope += 1;
+        self.inst.scopes.push(ScopeState {
+            id: scope_id,
+            parent: Some(enclosing),
+            subprocess: Some(node.id.clone()),
+            activation: Some(activation),
+            variables: Map::new(),
+            run: None,
+        });
+        self.hook(esp, scope_id, Some(activation), |hooks, ctx| {
+            hooks.on_enter(ctx)
+        })?;
+        self.arm_event_subprocesses(spec.scope, scope_id)?;
+        self.queue.push_back(Token {
+            node: spec.start,
+            scope: scope_id,
+            via: None,
+            race: None,
+        });
+        Ok(())
+    }
+
+    /// The compiled scope an instance scope runs (`None` for a multi-instance run).
+    fn compiled_scope(&self, scope: u64) -> Option<ScopeId> {
+        if scope == 0 {
+            return Some(0);
+        }
+        let state = self.inst.scopes.iter().find(|s| s.id == scope)?;
+        if state.run.is_some() {
+            return None;
+        }
+        let node = self.process.node_index(state.subprocess.as_deref()?)?;
+        match &self.process.node(node).behavior {
+            Behavior::SubProcess { scope } => Some(*scope),
+            Behavior::EventSubProcess(spec) => Some(spec.scope),
+            _ => None,
+        }
+    }
+
+    /// The event subprocess of instance scope `scope` whose error (`error`) or escalation start
+    /// catches `code`: the exact code first, then a catch-all.
+    fn catching_event_subprocess(
+        &self,
+        scope: u64,
+        code: Option<&str>,
+        error: bool,
+    ) -> Option<NodeIndex> {
+        let compiled = self.compiled_scope(scope)?;
+        let caught = |esp: &NodeIndex| -> Option<Option<String>> {
+            let Behavior::EventSubProcess(spec) = &self.process.node(*esp).behavior else {
+                return None;
+            };
+            match (&self.process.node(spec.start).behavior, error) {
+                (Behavior::EventStart(EventStart::Error { code }), true)
+                | (Behavior::EventStart(EventStart::Escalation { code }), false) => {
+                    Some(code.clone())
+                }
+                _ => None,
+            }
+        };
+        let esps = &self.process.scopes[compiled].event_subprocesses;
+        esps.iter()
+            .find(|esp| matches!(caught(esp), Some(Some(c)) if Some(c.as_str()) == code))
+            .or_else(|| esps.iter().find(|esp| matches!(caught(esp), Some(None))))
+            .copied()
+    }
+
+    /// The condition of a conditional event node.
+    fn condition_code(&self, node: NodeIndex) -> Option<&'a CompiledCode> {
+        match &self.process.node(node).behavior {
+            Behavior::Wait(WaitSpec::Condition(code))
+            | Behavior::Boundary(BoundarySpec {
+                trigger: BoundaryTrigger::Wait(WaitSpec::Condition(code)),
+                ..
+            })
+            | Behavior::EventStart(EventStart::Wait(WaitSpec::Condition(code))) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Evaluates the conditions of the conditional waits, in order; the first that became true
+    /// fires (its token is queued). Returns whether one fired.
+    fn fire_satisfied_condition(&mut self) -> Result<bool, Stop> {
+        if !self
+            .inst
+            .waits
+            .iter()
+            .any(|w| matches!(w.kind, WaitKind::Condition { .. }))
+        {
+            return Ok(false);
+        }
+        let conditional: Vec<(u64, u64, String, bool)> = self
+            .inst
+            .waits
+            .iter()
+            .filter_map(|w| match w.kind {
+                WaitKind::Condition { satisfied, .. } => {
+                    Some((w.activation, w.scope, w.node.clone(), satisfied))
+                }
+                _ => None,
+            })
+            .collect();
+        for (activation, scope, node_id, satisfied) in conditional {
+            let node = self.node_index(&node_id)?;
+            let Some(code) = self.condition_code(node) else {
+                continue;
+            };
+            let result = {
+                let variables = self.visible(scope);
+                self.process.scripts().eval_condition(&code.ast, &variables)
+            };
+            match result {
+                Ok(true) if !satisfied => {
+                    let Some(wait) = self.inst.wait(activation).cloned() else {
+                        continue;
+                    };
+                    self.complete_wait(node, wait, Map::new())?;
+                    return Ok(true);
+                }
+                Ok(holds) => {
+                    if let Some(wait) = self
+                        .inst
+                        .waits
+                        .iter_mut()
+                        .find(|w| w.activation == activation)
+                    {
+                        if let WaitKind::Condition { satisfied, .. } = &mut wait.kind {
+                            *satisfied = holds;
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.script_incident(node, activation, code, "condition", &err)?;
+                    return Err(Stop);
+                }
+            }
+        }
+        Ok(false)
     }
 
     // ---- multi-instance tasks ----------------------------------------------------------------------
@@ -1161,7 +1435,19 @@ impl<'a> Machine<'a> {
         }
         let code = event.name.as_deref();
         let mut current = scope;
-        while current != 0 {
+        loop {
+            if let Some(esp) = self.catching_event_subprocess(current, code, false) {
+                let interrupting = self.esp_interrupts(esp);
+                self.launch_event_subprocess(esp, current)?;
+                return Ok(if interrupting {
+                    Escalated::Interrupted
+                } else {
+                    Escalated::Caught
+                });
+            }
+            if current == 0 {
+                break;
+            }
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
                 break;
             };
@@ -1233,7 +1519,15 @@ impl<'a> Machine<'a> {
             code: code.map(str::to_string),
         });
         let mut current = scope;
-        while current != 0 {
+        loop {
+            // An error event subprocess of the scope catches first, then the boundary events of
+            // the subprocess that runs the scope.
+            if let Some(esp) = self.catching_event_subprocess(current, code, true) {
+                return self.launch_event_subprocess(esp, current);
+            }
+            if current == 0 {
+                break;
+            }
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
                 break;
             };
@@ -1382,14 +1676,31 @@ impl<'a> Machine<'a> {
         self.complete_scope(scope)
     }
 
+    /// Whether nothing is left in `scope`: no token, no wait (the armed starts of its event
+    /// subprocesses do not count), no join, no running subprocess.
     fn scope_idle(&self, scope: u64) -> bool {
         !(self.queue.iter().any(|t| t.scope == scope)
-            || self.inst.waits.iter().any(|w| w.scope == scope)
+            || self
+                .inst
+                .waits
+                .iter()
+                .any(|w| w.scope == scope && !self.is_event_start_wait(w))
             || self.inst.joins.iter().any(|j| j.scope == scope)
             || self.inst.scopes.iter().any(|s| s.parent == Some(scope)))
     }
 
+    /// Whether a wait is the armed start of an event subprocess.
+    fn is_event_start_wait(&self, wait: &Wait) -> bool {
+        wait.attached_to.is_none()
+            && self
+                .process
+                .node_index(&wait.node)
+                .is_some_and(|n| matches!(self.process.node(n).behavior, Behavior::EventStart(_)))
+    }
+
     fn complete_scope(&mut self, scope: u64) -> Flowing {
+        // What is left are the armed starts of the scope's event subprocesses.
+        self.cancel_waits(|w| w.scope == scope);
         if scope == 0 {
             self.inst.status = Status::Completed;
             self.step.events.push(Event::InstanceCompleted);
@@ -1458,17 +1769,27 @@ impl<'a> Machine<'a> {
         changes: Map<String, Value>,
         notify: bool,
     ) -> Flowing {
+        self.write_variables_from(scope, Some(index), activation, changes, notify)
+    }
+
+    /// [`Self::write_variables`] by `index`, or from outside the process (`None`).
+    fn write_variables_from(
+        &mut self,
+        scope: u64,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        changes: Map<String, Value>,
+        notify: bool,
+    ) -> Flowing {
         let guard = {
             let variables = self.visible(scope);
-            let ctx = self.context(index, activation, &variables);
+            let ctx = self.context_of(index, activation, &variables);
             self.hooks.guard_variables(&ctx, &changes)
         };
         if let Err(reason) = guard {
-            let node = self.process.node(index);
-            return self.incident(
-                &node.id,
+            return self.node_incident(
+                index,
                 activation,
-                node.span,
                 format!("variable change refused: {reason}"),
             );
         }
@@ -1479,26 +1800,42 @@ impl<'a> Machine<'a> {
             }
         }
         self.step.events.push(Event::VariablesChanged {
-            node: Some(self.process.node(index).id.clone()),
+            node: index.map(|i| self.process.node(i).id.clone()),
             scope,
             changes: changes.clone(),
         });
         if notify {
             let more = {
                 let variables = self.visible(scope);
-                let ctx = self.context(index, activation, &variables);
+                let ctx = self.context_of(index, activation, &variables);
                 self.hooks.on_variables_changed(&ctx, &changes)
             };
             match more {
                 Ok(more) if more.is_empty() => {}
-                Ok(more) => self.write_variables(scope, index, activation, more, false)?,
-                Err(reason) => {
-                    let node = self.process.node(index);
-                    return self.incident(&node.id, activation, node.span, reason);
-                }
+                Ok(more) => self.write_variables_from(scope, index, activation, more, false)?,
+                Err(reason) => return self.node_incident(index, activation, reason),
             }
         }
         Ok(())
+    }
+
+    /// An incident at node `index`, or at the process when there is none.
+    fn node_incident(
+        &mut self,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        message: String,
+    ) -> Flowing {
+        match index {
+            Some(index) => {
+                let node = self.process.node(index);
+                self.incident(&node.id, activation, node.span, message)
+            }
+            None => {
+                let (id, span) = (self.process.id.clone(), self.process.span);
+                self.incident(&id, activation, span, message)
+            }
+        }
     }
 
     fn owner_scope(&self, scope: u64, name: &str) -> u64 {
@@ -1551,10 +1888,19 @@ impl<'a> Machine<'a> {
         activation: Option<u64>,
         variables: &'c Map<String, Value>,
     ) -> HookContext<'c> {
+        self.context_of(Some(index), activation, variables)
+    }
+
+    fn context_of<'c>(
+        &'c self,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        variables: &'c Map<String, Value>,
+    ) -> HookContext<'c> {
         HookContext {
             process: self.process,
             instance_id: &self.inst.id,
-            node: Some(self.process.node(index)),
+            node: index.map(|i| self.process.node(i)),
             activation,
             variables,
         }

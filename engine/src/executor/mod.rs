@@ -178,22 +178,42 @@ pub enum WaitKind {
         /// What to ask the model.
         task: Box<LlmTask>,
     },
+    /// A conditional event; the executor itself re-evaluates it at the end of every step and
+    /// fires it when the condition becomes true (nothing for the driver to do).
+    Condition {
+        /// The condition, as written.
+        condition: String,
+        /// Whether it held at the last evaluation (it fires on a change to true).
+        satisfied: bool,
+    },
 }
 
 impl Wait {
-    /// Whether this is the timer of a non-interrupting boundary event: the one kind of wait that
-    /// ticks repeatedly (see [`Instance::tick_boundary`]).
+    /// Whether this is the timer of a non-interrupting boundary event or of a non-interrupting
+    /// event subprocess: the kinds of wait that tick repeatedly (see [`Instance::tick_boundary`]).
     pub fn is_non_interrupting_boundary_timer(&self, process: &CompiledProcess) -> bool {
-        matches!(self.kind, WaitKind::Timer { .. })
-            && self.attached_to.is_some()
-            && process.node_index(&self.node).is_some_and(|node| {
-                matches!(&process.node(node).behavior, crate::graph::Behavior::Boundary(spec) if !spec.interrupting)
-            })
+        use crate::graph::{Behavior, EventStart, WaitSpec};
+        if !matches!(self.kind, WaitKind::Timer { .. }) {
+            return false;
+        }
+        let Some(node) = process.node_index(&self.node) else {
+            return false;
+        };
+        match &process.node(node).behavior {
+            Behavior::Boundary(spec) => self.attached_to.is_some() && !spec.interrupting,
+            Behavior::EventStart(EventStart::Wait(WaitSpec::Timer(_))) => {
+                let scope = process.node(node).scope;
+                process.scopes[scope].subprocess.is_some_and(|esp| {
+                    matches!(&process.node(esp).behavior, Behavior::EventSubProcess(spec) if !spec.interrupting)
+                })
+            }
+            _ => false,
+        }
     }
 }
 
 impl WaitKind {
-    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`.
+    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`, `condition`.
     pub fn name(&self) -> &'static str {
         match self {
             WaitKind::Job { .. } => "job",
@@ -202,6 +222,7 @@ impl WaitKind {
             WaitKind::Timer { .. } => "timer",
             WaitKind::Signal { .. } => "signal",
             WaitKind::Llm { .. } => "llm",
+            WaitKind::Condition { .. } => "condition",
         }
     }
 }
@@ -544,6 +565,19 @@ impl Instance {
     ) -> Result<Step, ExecError> {
         self.check_can_move(process)?;
         machine::Machine::new(process, hooks, self).fail_job(activation, message)
+    }
+
+    /// Sets variables from outside (an API call, not a task): they are written to the process
+    /// scope through the guards, `on_variables_changed` runs, and conditional events whose
+    /// condition became true fire, with every token they move, in the returned step.
+    pub fn update_variables(
+        &mut self,
+        process: &CompiledProcess,
+        updates: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).update_variables(updates)
     }
 
     /// Sets process-level variables between steps, e.g. the updates of `on_status_change`

@@ -3,8 +3,8 @@
 
 use super::{
     Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
-    DecisionSpec, EndBehavior, Flow, FlowNode, MultiSpec, ScopeId, ScopeInfo, ThrownEvent,
-    WaitSpec,
+    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, MultiSpec, ScopeId,
+    ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
@@ -50,11 +50,13 @@ pub(super) fn build(
             implicit_start: false,
             triggered_starts: Vec::new(),
             shares_variables: false,
+            event_subprocesses: Vec::new(),
         }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
         calling: vec![process.id.clone()],
         inlined: HashSet::new(),
+        start_interrupting: HashMap::new(),
     };
     builder.add_scope(0, &process.nodes, &process.flows);
     let upstream = inclusive_join_upstream(&builder.graph);
@@ -87,6 +89,8 @@ struct Builder<'a> {
     calling: Vec<String>,
     /// The called processes already inlined (each runs inline once at most).
     inlined: HashSet<String>,
+    /// `isInterrupting` of the start events of subprocess scopes, by node.
+    start_interrupting: HashMap<NodeIndex, bool>,
 }
 
 impl Builder<'_> {
@@ -108,12 +112,17 @@ impl Builder<'_> {
                     implicit_start: false,
                     triggered_starts: Vec::new(),
                     shares_variables: false,
+                    event_subprocesses: Vec::new(),
                 });
+                let event_subprocess = activity.body.event_subprocess;
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
                 };
                 self.add_scope(child, &activity.body.nodes, &activity.body.flows);
+                if event_subprocess {
+                    self.resolve_event_subprocess(scope, index, child);
+                }
             }
             if let NodeKind::CallActivity(activity) = &node.kind {
                 self.inline_called_process(scope, index, activity.body.called_element.as_deref());
@@ -134,6 +143,7 @@ impl Builder<'_> {
             self.add_flow(&local, flow);
         }
         self.add_implicit_starts(scope, nodes, &local);
+        self.resolve_links(nodes, &local);
         for node in nodes {
             if let NodeKind::BoundaryEvent {
                 attached_to,
@@ -184,6 +194,108 @@ impl Builder<'_> {
         }
     }
 
+    /// An event subprocess: exactly one start event with a trigger in its scope (`child`); it
+    /// is registered with the enclosing scope, which arms it while it runs.
+    fn resolve_event_subprocess(&mut self, scope: ScopeId, index: NodeIndex, child: ScopeId) {
+        let starts: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|&n| {
+                self.graph[n].scope == child && self.graph[n].category == Category::StartEvent
+            })
+            .collect();
+        let node = &self.graph[index];
+        let problem = match starts.as_slice() {
+            [start] => match &self.graph[*start].behavior {
+                Behavior::EventStart(_) => None,
+                Behavior::Unsupported => return,
+                _ => Some(format!(
+                    "the start event of event subprocess `{}` needs a trigger (message, timer, signal, condition, error or escalation)",
+                    node.id
+                )),
+            },
+            [] => Some(format!("event subprocess `{}` has no start event", node.id)),
+            _ => Some(format!(
+                "event subprocess `{}` has {} start events; it needs exactly one",
+                node.id,
+                starts.len()
+            )),
+        };
+        if let Some(problem) = problem {
+            let (span, id) = (node.span, node.id.clone());
+            self.diagnostics
+                .push(Diagnostic::error(self.file, span, problem).with_id(id));
+            self.graph[index].behavior = Behavior::Unsupported;
+            return;
+        }
+        let start = starts[0];
+        let interrupting = self.start_interrupting.get(&start).copied().unwrap_or(true);
+        if !self.graph[index].incoming.is_empty() || !self.graph[index].outgoing.is_empty() {
+            let message = format!(
+                "event subprocess `{}` has sequence flows: it starts by its event and ends by itself",
+                node.id
+            );
+            let (span, id) = (node.span, node.id.clone());
+            self.diagnostics
+                .push(Diagnostic::error(self.file, span, message).with_id(id));
+        }
+        self.graph[index].behavior = Behavior::EventSubProcess(EventSubProcessSpec {
+            scope: child,
+            start,
+            interrupting,
+        });
+        self.scopes[scope].event_subprocesses.push(index);
+    }
+
+    /// Points every link throw event of the scope at the link catch event of the same name.
+    fn resolve_links(&mut self, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
+        let mut catches: HashMap<Option<&str>, NodeIndex> = HashMap::new();
+        for node in nodes {
+            if let NodeKind::IntermediateCatchEvent {
+                trigger: EventTrigger::Link { name },
+            } = &node.kind
+            {
+                let Some(&index) = local.get(node.id.as_str()) else {
+                    continue;
+                };
+                if catches.insert(name.as_deref(), index).is_some() {
+                    let message = format!(
+                        "link catch event `{}` repeats the link name `{}` of its scope: a link throw must have one target",
+                        node.id,
+                        name.as_deref().unwrap_or("")
+                    );
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, node.span, message).with_id(node.id.clone()),
+                    );
+                }
+            }
+        }
+        for node in nodes {
+            let NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Link { name }),
+            } = &node.kind
+            else {
+                continue;
+            };
+            let Some(&index) = local.get(node.id.as_str()) else {
+                continue;
+            };
+            match catches.get(&name.as_deref()) {
+                Some(&target) => self.graph[index].behavior = Behavior::LinkThrow { target },
+                None => {
+                    let message = format!(
+                        "link throw event `{}` goes to link `{}`, which no link catch event of its scope catches",
+                        node.id,
+                        name.as_deref().unwrap_or("")
+                    );
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, node.span, message).with_id(node.id.clone()),
+                    );
+                }
+            }
+        }
+    }
+
     /// Gives a boundary event its behaviour and registers it on its activity (same scope).
     fn resolve_boundary(
         &mut self,
@@ -212,6 +324,12 @@ impl Builder<'_> {
                     }),
                     EventTrigger::Signal { name } => {
                         BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() })
+                    }
+                    EventTrigger::Conditional { condition } => {
+                        match self.condition_spec(node, condition.as_ref()) {
+                            Some(spec) => BoundaryTrigger::Wait(spec),
+                            None => return,
+                        }
                     }
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
                     EventTrigger::Escalation { code } => {
@@ -290,6 +408,7 @@ impl Builder<'_> {
             implicit_start: false,
             triggered_starts: Vec::new(),
             shares_variables: true,
+            event_subprocesses: Vec::new(),
         });
         self.graph[index].behavior = Behavior::SubProcess { scope: child };
         self.calling.push(process.id.clone());
@@ -311,10 +430,13 @@ impl Builder<'_> {
                     ..
                 }
             );
-        let mut behavior = if triggered_start {
-            Behavior::Start
-        } else {
-            self.behavior(node, &element)
+        let mut behavior = match &node.kind {
+            _ if triggered_start => Behavior::Start,
+            NodeKind::StartEvent {
+                trigger: Some(trigger),
+                ..
+            } if scope != 0 => self.event_start(node, trigger, &element),
+            _ => self.behavior(node, &element),
         };
         let mut multi = None;
         if let NodeKind::Task(Activity {
@@ -353,6 +475,9 @@ impl Builder<'_> {
             multi,
         });
         self.node_ids.insert(node.id.clone(), index);
+        if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
+            self.start_interrupting.insert(index, *interrupting);
+        }
         if triggered_start {
             self.scopes[0].triggered_starts.push(index);
         }
@@ -440,6 +565,51 @@ impl Builder<'_> {
         }
     }
 
+    /// The trigger of an event subprocess's start event (checked to sit in an event subprocess
+    /// when the subprocess is resolved).
+    fn event_start(&mut self, node: &Node, trigger: &EventTrigger, element: &str) -> Behavior {
+        let start = match trigger {
+            EventTrigger::Timer(timer) => EventStart::Wait(WaitSpec::Timer(timer.clone())),
+            EventTrigger::Message(message) => EventStart::Wait(WaitSpec::Message {
+                name: message.name.clone(),
+                correlation_key: message
+                    .correlation_key
+                    .as_ref()
+                    .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+            }),
+            EventTrigger::Signal { name } => {
+                EventStart::Wait(WaitSpec::Signal { name: name.clone() })
+            }
+            EventTrigger::Conditional { condition } => {
+                match self.condition_spec(node, condition.as_ref()) {
+                    Some(spec) => EventStart::Wait(spec),
+                    None => return Behavior::Unsupported,
+                }
+            }
+            EventTrigger::Error { code } => EventStart::Error { code: code.clone() },
+            EventTrigger::Escalation { code } => EventStart::Escalation { code: code.clone() },
+            _ => return self.unsupported(node, element),
+        };
+        Behavior::EventStart(start)
+    }
+
+    /// The wait of a conditional event; a missing condition is an error.
+    fn condition_spec(&mut self, node: &Node, condition: Option<&Expr>) -> Option<WaitSpec> {
+        let Some(condition) = condition else {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    self.file,
+                    node.span,
+                    format!("conditional event `{}` has no condition", node.id),
+                )
+                .with_id(node.id.clone()),
+            );
+            return None;
+        };
+        self.compile_expr(condition, "condition of", &node.id)
+            .map(WaitSpec::Condition)
+    }
+
     fn behavior(&mut self, node: &Node, element: &str) -> Behavior {
         if let Some(looping) = loop_marker(&node.kind) {
             return self.unsupported(node, &format!("{looping} {element}"));
@@ -460,6 +630,10 @@ impl Builder<'_> {
                 },
             },
             NodeKind::IntermediateThrowEvent { result: None } => Behavior::PassThrough,
+            // Resolved by `resolve_links` once every node of the scope exists.
+            NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Link { .. }),
+            } => Behavior::Unsupported,
             NodeKind::IntermediateThrowEvent {
                 result: Some(trigger),
             } => match thrown(trigger) {
@@ -478,6 +652,14 @@ impl Builder<'_> {
                 EventTrigger::Signal { name } => {
                     Behavior::Wait(WaitSpec::Signal { name: name.clone() })
                 }
+                EventTrigger::Conditional { condition } => {
+                    match self.condition_spec(node, condition.as_ref()) {
+                        Some(spec) => Behavior::Wait(spec),
+                        None => Behavior::Unsupported,
+                    }
+                }
+                // Entered by a jump from the link throw events of its scope.
+                EventTrigger::Link { .. } => Behavior::PassThrough,
                 _ => self.unsupported(node, element),
             },
             // Resolved by `resolve_boundary` once every node of the scope exists.
@@ -490,9 +672,7 @@ impl Builder<'_> {
                 | GatewayKind::EventBased),
             ) => Behavior::Gateway(*kind),
             NodeKind::Gateway(_) => self.unsupported(node, element),
-            NodeKind::SubProcess(activity)
-                if activity.body.event_subprocess || activity.body.transaction =>
-            {
+            NodeKind::SubProcess(activity) if activity.body.transaction => {
                 self.unsupported(node, element)
             }
             // The scope is filled in by `add_scope` once the child scope exists.

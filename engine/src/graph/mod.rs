@@ -107,6 +107,9 @@ pub struct ScopeInfo {
     /// A called process run inline by a call activity: it reads and writes the caller's
     /// variables (new ones land in the caller's scope) instead of keeping its own.
     pub shares_variables: bool,
+    /// The event subprocesses of the scope, in document order: armed while an instance of the
+    /// scope runs.
+    pub event_subprocesses: Vec<NodeIndex>,
 }
 
 /// A flow node of the compiled graph.
@@ -260,10 +263,48 @@ pub enum Behavior {
     },
     /// A business-rule task that evaluates a deployed decision and sets its result variable.
     Decision(Box<DecisionSpec>),
+    /// An event subprocess: started by its start event's trigger while its enclosing scope runs,
+    /// never entered along a flow.
+    EventSubProcess(EventSubProcessSpec),
+    /// The start event of an event subprocess (what triggers it).
+    EventStart(EventStart),
+    /// A link throw event: its token continues at the link catch event of the same name.
+    LinkThrow {
+        /// The link catch event.
+        target: NodeIndex,
+    },
     /// A boundary event: armed while its activity waits, never entered along a flow.
     Boundary(BoundarySpec),
     /// An element the executor does not run yet (the process cannot be started).
     Unsupported,
+}
+
+/// An event subprocess.
+#[derive(Debug, Clone)]
+pub struct EventSubProcessSpec {
+    /// The scope of its child nodes.
+    pub scope: ScopeId,
+    /// Its start event.
+    pub start: NodeIndex,
+    /// Whether starting it cancels everything else in the enclosing scope.
+    pub interrupting: bool,
+}
+
+/// What starts an event subprocess.
+#[derive(Debug, Clone)]
+pub enum EventStart {
+    /// A message, timer, signal or condition: a wait armed while the enclosing scope runs.
+    Wait(WaitSpec),
+    /// A BPMN error thrown in the enclosing scope (`None` catches every error).
+    Error {
+        /// The error code it catches.
+        code: Option<String>,
+    },
+    /// An escalation thrown in the enclosing scope (`None` catches every escalation).
+    Escalation {
+        /// The escalation code it catches.
+        code: Option<String>,
+    },
 }
 
 /// A business-rule task bound to a deployed decision.
@@ -361,6 +402,9 @@ pub enum WaitSpec {
     },
     /// A language-model step (run by the server, which owns the model).
     Llm(Box<LlmTask>),
+    /// A conditional event: fires when its condition becomes true (re-evaluated whenever a step
+    /// leaves tokens waiting).
+    Condition(CompiledCode),
 }
 
 /// A compiled condition, expression or script with its source position.

@@ -224,7 +224,8 @@ impl Inner {
                 WaitKind::Llm { .. } if self.generator.is_some() => {
                     turn.effects.push(Effect::RunJob(wait))
                 }
-                WaitKind::User { .. } | WaitKind::Llm { .. } => {}
+                // Conditional events are evaluated by the executor itself.
+                WaitKind::User { .. } | WaitKind::Llm { .. } | WaitKind::Condition { .. } => {}
                 WaitKind::Message {
                     name,
                     correlation_key,
