@@ -109,6 +109,9 @@ pub struct Node {
     pub rules: Vec<RuleAttachment>,
     /// Where the node's element starts.
     pub span: Span,
+    /// The `activationCondition` of a complex gateway: when it fires as a join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_condition: Option<Expr>,
 }
 
 /// The kinds of flow nodes.
@@ -162,8 +165,8 @@ pub struct Activity<T> {
     pub body: T,
     /// Multi-instance characteristics, when the activity runs once per collection item.
     pub multi_instance: Option<MultiInstance>,
-    /// `standardLoopCharacteristics`: parsed, not executed yet.
-    pub standard_loop: bool,
+    /// `standardLoopCharacteristics`: the activity runs again while its condition holds.
+    pub standard_loop: Option<StandardLoop>,
     /// Retry policy for failing service handlers.
     pub retry: Option<RetryPolicy>,
 }
@@ -174,7 +177,7 @@ impl<T> Activity<T> {
         Self {
             body,
             multi_instance: None,
-            standard_loop: false,
+            standard_loop: None,
             retry: None,
         }
     }
@@ -373,6 +376,19 @@ pub struct MultiInstance {
     pub output_element: Option<String>,
 }
 
+/// A standard loop: the activity runs, then again while `condition` holds (checked before the
+/// first run too when `test_before`), at most `maximum` times.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StandardLoop {
+    /// `loopCondition`: run again while it holds (`loopCounter` is the number of runs so far);
+    /// without one the activity runs `maximum` times.
+    pub condition: Option<Expr>,
+    /// `testBefore`: check the condition before the first run too.
+    pub test_before: bool,
+    /// `loopMaximum`: the most runs.
+    pub maximum: Option<u64>,
+}
+
 /// Retry policy for a service task whose handler fails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -422,8 +438,10 @@ pub enum EventTrigger {
     Cancel,
     /// Compensation.
     Compensation,
-    /// Several event definitions on one event (multiple / parallel multiple).
+    /// Several event definitions on one event: any one of them (multiple).
     Multiple(Vec<EventTrigger>),
+    /// Several event definitions that must all happen (`parallelMultiple`).
+    ParallelMultiple(Vec<EventTrigger>),
 }
 
 /// A message reference with optional correlation.

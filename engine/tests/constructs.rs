@@ -354,3 +354,81 @@ fn conditional_events_fire_when_their_condition_becomes_true_and_links_jump() {
         run.assert_status(Status::Completed);
     });
 }
+
+#[test]
+fn standard_loops_repeat_while_their_condition_holds_and_complex_gateways_fire_early() {
+    both("loops_and_complex", |file| {
+        let mut run = Run::start(
+            file,
+            json!({"tries": 0, "approved": false, "chosen": false}),
+        );
+        run.assert_path(&["start", "attempt", "attempt", "attempt"])
+            .assert_waiting_at(&["review"]);
+        assert_eq!(run.variable("tries"), json!(3));
+        run.complete("review", json!({"approved": false}));
+        run.assert_waiting_at(&["review"]);
+        run.complete("review", json!({"approved": true}));
+        run.assert_waiting_at(&["quote_a", "quote_b", "quote_c"]);
+        run.complete("quote_b", json!({}));
+        run.assert_status(Status::Waiting);
+        run.assert_waiting_at(&["quote_a", "quote_c"]);
+        // The second quote fires the complex gateway; the third is absorbed by it.
+        run.complete("quote_a", json!({}));
+        assert_eq!(run.variable("chosen"), json!(true));
+        run.assert_waiting_at(&["quote_c"])
+            .assert_status(Status::Waiting);
+        run.complete("quote_c", json!({}));
+        run.assert_path(&[
+            "start",
+            "attempt",
+            "attempt",
+            "attempt",
+            "review",
+            "review",
+            "ask",
+            "quote_b",
+            "quote_a",
+            "two_quotes",
+            "choose",
+            "done",
+            "quote_c",
+        ])
+        .assert_status(Status::Completed);
+
+        // Tested before the first run, a loop whose condition is false does not run at all.
+        let run = Run::start(file, json!({"tries": 5, "approved": true, "chosen": false}));
+        run.assert_path(&["start", "attempt", "ask"]);
+        assert_eq!(run.variable("tries"), json!(6));
+    });
+}
+
+#[test]
+fn multiple_events_take_the_first_trigger_and_parallel_ones_wait_for_all() {
+    both("multiple_events", |file| {
+        let mut run = Run::start(file, json!({}));
+        run.assert_path(&["start"])
+            .assert_waiting_at(&["wait_any", "wait_any"]);
+        run.signal("cancel_all");
+        run.assert_path(&["start", "wait_any"])
+            .assert_waiting_at(&["wait_all", "wait_all"]);
+        run.message("goods_received");
+        run.assert_waiting_at(&["wait_all"]);
+        run.signal("invoice_ready");
+        run.assert_path(&["start", "wait_any", "wait_all"])
+            .assert_waiting_at(&["approve", "chase", "chase"]);
+        run.complete("approve", json!({}));
+        run.assert_path(&[
+            "start", "wait_any", "wait_all", "approve", "announce", "done",
+        ])
+        .assert_status(Status::Completed);
+
+        // Either trigger of the multiple boundary event interrupts the task.
+        let mut run = Run::start(file, json!({}));
+        run.message("payment")
+            .message("goods_received")
+            .signal("invoice_ready");
+        run.signal("hurry");
+        run.assert_path(&["start", "wait_any", "wait_all", "chase", "chased"])
+            .assert_status(Status::Completed);
+    });
+}

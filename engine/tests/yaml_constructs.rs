@@ -420,7 +420,7 @@ nodes:
     match kind(&p.nodes, "sub") {
         NodeKind::SubProcess(a) => {
             assert!(a.body.transaction && !a.body.event_subprocess);
-            assert!(a.standard_loop);
+            assert_eq!(a.standard_loop, Some(StandardLoop::default()));
             let mi = a.multi_instance.as_ref().expect("multi-instance");
             assert!(mi.sequential);
             assert_eq!(

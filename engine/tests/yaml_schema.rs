@@ -250,8 +250,13 @@ fn the_schema_uses_exactly_the_readers_keys() {
         set(&[
             vocab::NODE_KIND_KEYS,
             vocab::NODE_COMMON_KEYS,
-            vocab::ACTIVITY_KEYS
+            vocab::ACTIVITY_KEYS,
+            vocab::COMPLEX_EXTRA_KEYS
         ])
+    );
+    assert_eq!(
+        property_names(&defs["node"]["properties"]["loop"]["oneOf"][1]),
+        set(&[vocab::LOOP_KEYS])
     );
     assert_eq!(
         property_names(object_schema(&defs["lane"])),
@@ -282,7 +287,7 @@ fn the_schema_uses_exactly_the_readers_keys() {
     assert_eq!(property_names(&defs["rule"]), set(&[vocab::RULE_KEYS]));
     assert_eq!(
         property_names(&defs["catch_event"]),
-        set(&[vocab::CATCH_TRIGGERS])
+        set(&[vocab::CATCH_TRIGGERS, vocab::CATCH_EXTRA_KEYS])
     );
     assert_eq!(
         property_names(&defs["boundary_event"]),

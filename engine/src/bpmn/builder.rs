@@ -9,7 +9,7 @@ use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
     Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind,
-    Process, SequenceFlow, Span, SubProcess, TaskKind,
+    Process, SequenceFlow, Span, StandardLoop, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
@@ -477,11 +477,15 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, format!("`{name}` has no `id` attribute"));
             return BuiltNode::Reported;
         };
+        let activation_condition = tree
+            .child(element, Ns::Bpmn, "activationCondition")
+            .and_then(|c| self.text_expr(c));
         BuiltNode::Node(Node {
             id,
             name: self.attr_string(element, "name"),
             kind,
             default_flow: self.attr_string(element, "default"),
+            activation_condition,
             rules: self.rules(element),
             span: self.span(element),
         })
@@ -518,8 +522,33 @@ impl<'t, 'i> Context<'t, 'i> {
                 .map(|mi| self.multi_instance(mi)),
             standard_loop: tree
                 .child(element, Ns::Bpmn, "standardLoopCharacteristics")
-                .is_some(),
+                .map(|l| self.standard_loop(l)),
             retry: self.retry_policy(element),
+        }
+    }
+
+    /// `standardLoopCharacteristics`: `loopCondition`, `testBefore`, `loopMaximum`.
+    fn standard_loop(&mut self, element: ElementId) -> StandardLoop {
+        let tree = self.tree;
+        let maximum = match tree.attr(element, "loopMaximum").map(str::trim) {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.error(
+                        element,
+                        format!("`loopMaximum` must be a whole number, found `{text}`"),
+                    );
+                    None
+                }
+            },
+        };
+        StandardLoop {
+            condition: tree
+                .child(element, Ns::Bpmn, "loopCondition")
+                .and_then(|c| self.text_expr(c)),
+            test_before: self.bool_attr(element, Ns::NoNamespace, "testBefore", false),
+            maximum,
         }
     }
 

@@ -28,6 +28,9 @@ impl Context<'_, '_> {
         match triggers.len() {
             0 => None,
             1 => triggers.pop(),
+            _ if self.bool_attr(event, Ns::NoNamespace, "parallelMultiple", false) => {
+                Some(EventTrigger::ParallelMultiple(triggers))
+            }
             _ => Some(EventTrigger::Multiple(triggers)),
         }
     }

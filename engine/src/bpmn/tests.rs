@@ -228,7 +228,7 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop)
+        matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop.is_some())
     );
     assert!(
         matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process"))

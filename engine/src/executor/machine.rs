@@ -2,12 +2,12 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState,
-    RunOf, ScopeState, Status, Step, Wait, WaitKind,
+    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, LoopState,
+    MultiState, RunOf, ScopeState, Status, Step, Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
-    EndBehavior, EventStart, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
+    EndBehavior, EventStart, LoopSpec, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -198,16 +198,32 @@ impl<'a> Machine<'a> {
             activation: wait.activation,
         });
         if let Some(race) = wait.race {
-            let losers: Vec<u64> = self
-                .inst
-                .waits
-                .iter()
-                .filter(|w| w.race == Some(race))
-                .map(|w| w.activation)
-                .collect();
-            for loser in losers {
-                self.cancel_waits(|w| w.activation == loser);
-                self.cancel_boundaries(loser);
+            if self.waits_for_all(node) {
+                // Parallel multiple: it completes with the last of its triggers.
+                if self.inst.waits.iter().any(|w| w.race == Some(race)) {
+                    if !outputs.is_empty() {
+                        self.write_variables(
+                            wait.scope,
+                            node,
+                            Some(wait.activation),
+                            outputs,
+                            true,
+                        )?;
+                    }
+                    return Ok(());
+                }
+            } else {
+                let losers: Vec<u64> = self
+                    .inst
+                    .waits
+                    .iter()
+                    .filter(|w| w.race == Some(race))
+                    .map(|w| w.activation)
+                    .collect();
+                for loser in losers {
+                    self.cancel_waits(|w| w.activation == loser);
+                    self.cancel_boundaries(loser);
+                }
             }
         }
         match wait.attached_to {
@@ -305,6 +321,7 @@ impl<'a> Machine<'a> {
             activation,
         });
         self.cancel_boundaries(activation);
+        self.forget_loop(activation);
         // An error in one run of a multi-instance task ends the whole task.
         let mut scope = wait.scope;
         if let Some(run) = self.run_of(wait.scope) {
@@ -430,6 +447,10 @@ impl<'a> Machine<'a> {
                 }
                 Ok(())
             }
+            Behavior::Gateway(GatewayKind::Complex) if node.incoming.len() > 1 => {
+                self.record_arrival(&token);
+                self.complex_join(index, token.scope).map(|_| ())
+            }
             _ => self.enter(index, token.scope, token.race),
         }
     }
@@ -454,6 +475,7 @@ impl<'a> Machine<'a> {
                     node: node.clone(),
                     scope: token.scope,
                     arrivals: Vec::new(),
+                    fired: false,
                 });
                 self.inst.joins.len() - 1
             }
@@ -539,24 +561,88 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Fires the first inclusive join (in the order joins were reached) that became ready.
+    /// Fires the first inclusive join (in the order joins were reached) that became ready, or
+    /// settles the first complex join no more tokens can reach.
     fn fire_ready_inclusive_join(&mut self) -> Result<bool, Stop> {
         let ready = self.inst.joins.iter().find_map(|j| {
             let node = self.process.node_index(&j.node)?;
-            let inclusive = matches!(
-                self.process.node(node).behavior,
-                Behavior::Gateway(GatewayKind::Inclusive)
-            );
-            (inclusive && self.inclusive_join_ready(node, j.scope)).then_some((node, j.scope))
+            let kind = match self.process.node(node).behavior {
+                Behavior::Gateway(kind @ (GatewayKind::Inclusive | GatewayKind::Complex)) => kind,
+                _ => return None,
+            };
+            self.inclusive_join_ready(node, j.scope)
+                .then_some((node, j.scope, kind))
         });
         match ready {
-            Some((node, scope)) => {
+            Some((node, scope, GatewayKind::Complex)) => self.complex_join(node, scope),
+            Some((node, scope, _)) => {
                 self.consume_arrivals(node, scope);
                 self.enter(node, scope, None)?;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    /// A complex gateway's join after an arrival (or when no more tokens can reach it): with an
+    /// activation condition it fires once the condition holds (`activationCount` = the tokens
+    /// arrived) and absorbs the rest of the wave; without one it fires like an inclusive join.
+    /// Returns whether it fired or settled.
+    fn complex_join(&mut self, index: NodeIndex, scope: u64) -> Result<bool, Stop> {
+        let node = self.process.node(index);
+        let Some(join) = self.join_state(index, scope).cloned() else {
+            return Ok(false);
+        };
+        let arrived: u32 = join.arrivals.iter().map(|(_, c)| c).sum();
+        let complete = self.inclusive_join_ready(index, scope);
+        let fire = match &node.activation {
+            Some(_) if join.fired => false,
+            Some(code) => {
+                let result = {
+                    let mut variables = self.visible(scope).into_owned();
+                    variables.insert("activationCount".into(), Value::from(arrived));
+                    self.process.scripts().eval_condition(&code.ast, &variables)
+                };
+                match result {
+                    Ok(holds) => holds,
+                    Err(err) => {
+                        self.script_incident(index, 0, code, "activation condition", &err)?;
+                        return Err(Stop);
+                    }
+                }
+            }
+            None => complete,
+        };
+        if complete {
+            // The wave is over: its tokens are consumed.
+            self.inst
+                .joins
+                .retain(|j| !(j.node == node.id && j.scope == scope));
+            if !fire && !join.fired {
+                let message = format!(
+                    "complex gateway `{}`: its activation condition did not hold for the {arrived} token(s) that arrived, and no more can arrive",
+                    node.id
+                );
+                self.incident(&node.id, None, node.span, message)?;
+            }
+            if !fire {
+                // The absorbed tokens end here; their scope may be done.
+                self.token_ended(scope)?;
+            }
+        } else if fire {
+            if let Some(state) = self
+                .inst
+                .joins
+                .iter_mut()
+                .find(|j| j.node == node.id && j.scope == scope)
+            {
+                state.fired = true;
+            }
+        }
+        if fire {
+            self.enter(index, scope, None)?;
+        }
+        Ok(fire || complete)
     }
 
     // ---- nodes -----------------------------------------------------------------------------------
@@ -585,6 +671,28 @@ impl<'a> Machine<'a> {
         if let Some(spec) = &node.multi {
             return self.start_multi(index, scope, activation, spec);
         }
+        if let Some(spec) = &node.standard_loop {
+            match self
+                .inst
+                .loops
+                .iter_mut()
+                .find(|l| l.node == node.id && l.scope == scope)
+            {
+                Some(state) => state.activation = activation,
+                None => {
+                    self.inst.loops.push(LoopState {
+                        node: node.id.clone(),
+                        scope,
+                        count: 0,
+                        activation,
+                    });
+                    if spec.test_before && !self.loop_continues(index, scope, 0, spec)? {
+                        self.forget_loop(activation);
+                        return self.move_on(index, scope, activation);
+                    }
+                }
+            }
+        }
 
         match &node.behavior {
             Behavior::Start
@@ -612,15 +720,22 @@ impl<'a> Machine<'a> {
                 let message = format!("event subprocess {} was reached along a flow", node.id);
                 self.incident(&node.id, Some(activation), node.span, message)
             }
-            Behavior::Throw(event) => {
-                self.step.events.push(Event::EventThrown {
-                    node: node.id.clone(),
-                    event: event.clone(),
-                });
+            Behavior::Throw(events) => {
+                for event in events {
+                    self.step.events.push(Event::EventThrown {
+                        node: node.id.clone(),
+                        event: event.clone(),
+                    });
+                }
                 // The throw event completes, then a catching boundary event fires (an interrupting
                 // one also drops the token that just left the throw event).
                 self.leave(index, scope, activation)?;
-                self.escalate(event, scope).map(|_| ())
+                for event in events {
+                    if self.escalate(event, scope)? == Escalated::Interrupted {
+                        break;
+                    }
+                }
+                Ok(())
             }
             Behavior::Script(code) => {
                 self.run_script(index, scope, activation, code)?;
@@ -672,13 +787,17 @@ impl<'a> Machine<'a> {
                 });
                 match end {
                     EndBehavior::None => self.token_ended(scope),
-                    EndBehavior::Throw(event) => {
-                        self.step.events.push(Event::EventThrown {
-                            node: node.id.clone(),
-                            event: event.clone(),
-                        });
-                        if self.escalate(event, scope)? == Escalated::Interrupted {
-                            return Ok(());
+                    EndBehavior::Throw(events) => {
+                        for event in events {
+                            self.step.events.push(Event::EventThrown {
+                                node: node.id.clone(),
+                                event: event.clone(),
+                            });
+                        }
+                        for event in events {
+                            if self.escalate(event, scope)? == Escalated::Interrupted {
+                                return Ok(());
+                            }
                         }
                         self.token_ended(scope)
                     }
@@ -707,9 +826,68 @@ impl<'a> Machine<'a> {
         spec: &WaitSpec,
         race: Option<u64>,
     ) -> Flowing {
+        if let WaitSpec::Multiple { specs, .. } = spec {
+            // One wait per trigger, grouped by the event's activation (or the race of the
+            // event-based gateway before it).
+            let group = race.unwrap_or(activation);
+            for spec in specs {
+                let sub = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                let kind = self.wait_kind(index, scope, sub, spec)?;
+                self.add_wait(index, scope, sub, kind, Some(group), None);
+            }
+            return self.arm_boundaries(index, scope, activation);
+        }
         let kind = self.wait_kind(index, scope, activation, spec)?;
         self.add_wait(index, scope, activation, kind, race, None);
         self.arm_boundaries(index, scope, activation)
+    }
+
+    /// Arms the wait(s) of `spec` at `node` (one per trigger of a multiple event, grouped as a
+    /// race); conditions start as `satisfied` (a re-armed start must see its condition change).
+    fn arm(
+        &mut self,
+        node: NodeIndex,
+        scope: u64,
+        spec: &WaitSpec,
+        attached_to: Option<u64>,
+        satisfied: bool,
+    ) -> Flowing {
+        let specs: &[WaitSpec] = match spec {
+            WaitSpec::Multiple { specs, .. } => specs,
+            single => std::slice::from_ref(single),
+        };
+        let group = (specs.len() > 1 || matches!(spec, WaitSpec::Multiple { .. }))
+            .then_some(self.inst.next_activation);
+        if group.is_some() {
+            self.inst.next_activation += 1;
+        }
+        for spec in specs {
+            let armed = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            let mut kind = self.wait_kind(node, scope, armed, spec)?;
+            if let WaitKind::Condition {
+                satisfied: held, ..
+            } = &mut kind
+            {
+                *held = satisfied;
+            }
+            self.add_wait(node, scope, armed, kind, group, attached_to);
+        }
+        Ok(())
+    }
+
+    /// Whether a multiple event waits for all of its triggers (parallel multiple).
+    fn waits_for_all(&self, node: NodeIndex) -> bool {
+        matches!(
+            &self.process.node(node).behavior,
+            Behavior::Wait(WaitSpec::Multiple { all: true, .. })
+                | Behavior::Boundary(BoundarySpec {
+                    trigger: BoundaryTrigger::Wait(WaitSpec::Multiple { all: true, .. }),
+                    ..
+                })
+                | Behavior::EventStart(EventStart::Wait(WaitSpec::Multiple { all: true, .. }))
+        )
     }
 
     fn add_wait(
@@ -761,6 +939,12 @@ impl<'a> Machine<'a> {
                 condition: code.source.clone(),
                 satisfied: false,
             },
+            WaitSpec::Multiple { .. } => {
+                let node = self.process.node(index);
+                let message = format!("multiple event `{}` is nested in another", node.id);
+                self.incident(&node.id, Some(activation), node.span, message)?;
+                return Err(Stop);
+            }
             WaitSpec::Message {
                 name,
                 correlation_key,
@@ -808,10 +992,7 @@ impl<'a> Machine<'a> {
             else {
                 continue;
             };
-            let armed = self.inst.next_activation;
-            self.inst.next_activation += 1;
-            let kind = self.wait_kind(boundary, scope, armed, spec)?;
-            self.add_wait(boundary, scope, armed, kind, None, Some(activation));
+            self.arm(boundary, scope, spec, Some(activation), false)?;
         }
         Ok(())
     }
@@ -838,6 +1019,7 @@ impl<'a> Machine<'a> {
     /// An interrupting boundary event fired: the activity (a waiting task or a running
     /// subprocess) is cancelled with its other boundary events.
     fn cancel_activity(&mut self, activation: u64) {
+        self.forget_loop(activation);
         self.cancel_waits(|w| w.activation == activation);
         if let Some(position) = self
             .inst
@@ -880,6 +1062,7 @@ impl<'a> Machine<'a> {
         self.cancel_waits(|w| doomed.contains(&w.scope));
         self.inst.joins.retain(|j| !doomed.contains(&j.scope));
         self.inst.multi.retain(|m| !doomed.contains(&m.scope));
+        self.inst.loops.retain(|l| !doomed.contains(&l.scope));
         self.inst
             .scopes
             .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
@@ -899,10 +1082,7 @@ impl<'a> Machine<'a> {
             else {
                 continue;
             };
-            let armed = self.inst.next_activation;
-            self.inst.next_activation += 1;
-            let kind = self.wait_kind(start, scope, armed, wait)?;
-            self.add_wait(start, scope, armed, kind, None, None);
+            self.arm(start, scope, wait, None, false)?;
         }
         Ok(())
     }
@@ -928,20 +1108,17 @@ impl<'a> Machine<'a> {
         let Some(esp) = self.event_subprocess_of(start) else {
             return Ok(());
         };
-        if !self.esp_interrupts(esp) {
-            let again = match &wait.kind {
-                WaitKind::Message { .. } | WaitKind::Signal { .. } => Some(wait.kind.clone()),
-                WaitKind::Condition { condition, .. } => Some(WaitKind::Condition {
-                    condition: condition.clone(),
-                    satisfied: true,
-                }),
-                _ => None,
-            };
-            if let Some(kind) = again {
-                let armed = self.inst.next_activation;
-                self.inst.next_activation += 1;
-                self.add_wait(start, wait.scope, armed, kind, None, None);
+        // A non-interrupting start can happen again (a timer ticks through `tick_boundary`
+        // instead): its waits are armed anew, conditions marked as holding.
+        let repeats = !self.esp_interrupts(esp) && !matches!(wait.kind, WaitKind::Timer { .. });
+        if let (true, Behavior::EventStart(EventStart::Wait(spec))) =
+            (repeats, &self.process.node(start).behavior)
+        {
+            if let Some(group) = wait.race {
+                // The other triggers of a multiple start are armed anew with it.
+                self.cancel_waits(|w| w.race == Some(group));
             }
+            self.arm(start, wait.scope, spec, None, true)?;
         }
         self.launch_event_subprocess(esp, wait.scope)
     }
@@ -1031,17 +1208,26 @@ impl<'a> Machine<'a> {
             .copied()
     }
 
-    /// The condition of a conditional event node.
-    fn condition_code(&self, node: NodeIndex) -> Option<&'a CompiledCode> {
-        match &self.process.node(node).behavior {
-            Behavior::Wait(WaitSpec::Condition(code))
+    /// The condition `source` of a conditional event node (one of the triggers of a multiple
+    /// event).
+    fn condition_code(&self, node: NodeIndex, source: &str) -> Option<&'a CompiledCode> {
+        let spec = match &self.process.node(node).behavior {
+            Behavior::Wait(spec)
             | Behavior::Boundary(BoundarySpec {
-                trigger: BoundaryTrigger::Wait(WaitSpec::Condition(code)),
+                trigger: BoundaryTrigger::Wait(spec),
                 ..
             })
-            | Behavior::EventStart(EventStart::Wait(WaitSpec::Condition(code))) => Some(code),
+            | Behavior::EventStart(EventStart::Wait(spec)) => spec,
+            _ => return None,
+        };
+        let specs: &[WaitSpec] = match spec {
+            WaitSpec::Multiple { specs, .. } => specs,
+            single => std::slice::from_ref(single),
+        };
+        specs.iter().find_map(|spec| match spec {
+            WaitSpec::Condition(code) if code.source == source => Some(code),
             _ => None,
-        }
+        })
     }
 
     /// Evaluates the conditions of the conditional waits, in order; the first that became true
@@ -1055,20 +1241,27 @@ impl<'a> Machine<'a> {
         {
             return Ok(false);
         }
-        let conditional: Vec<(u64, u64, String, bool)> = self
+        let conditional: Vec<(u64, u64, String, String, bool)> = self
             .inst
             .waits
             .iter()
-            .filter_map(|w| match w.kind {
-                WaitKind::Condition { satisfied, .. } => {
-                    Some((w.activation, w.scope, w.node.clone(), satisfied))
-                }
+            .filter_map(|w| match &w.kind {
+                WaitKind::Condition {
+                    condition,
+                    satisfied,
+                } => Some((
+                    w.activation,
+                    w.scope,
+                    w.node.clone(),
+                    condition.clone(),
+                    *satisfied,
+                )),
                 _ => None,
             })
             .collect();
-        for (activation, scope, node_id, satisfied) in conditional {
+        for (activation, scope, node_id, source, satisfied) in conditional {
             let node = self.node_index(&node_id)?;
-            let Some(code) = self.condition_code(node) else {
+            let Some(code) = self.condition_code(node, &source) else {
                 continue;
             };
             let result = {
@@ -1461,6 +1654,7 @@ impl<'a> Machine<'a> {
                 if interrupting {
                     self.drop_scope_tree(current, true);
                     self.cancel_boundaries(sub_activation);
+                    self.forget_loop(sub_activation);
                 }
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
@@ -1540,6 +1734,7 @@ impl<'a> Machine<'a> {
             if let Some(boundary) = self.error_boundary(sub_index, code) {
                 self.drop_scope_tree(current, true);
                 self.cancel_boundaries(sub_activation);
+                self.forget_loop(sub_activation);
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
                 return self.fire_boundary(boundary, parent, fired);
@@ -1556,7 +1751,8 @@ impl<'a> Machine<'a> {
         )
     }
 
-    /// Completes a node and moves its token(s) on.
+    /// Completes a node and moves its token(s) on (or, for a standard loop whose condition
+    /// still holds, into its next run).
     fn leave(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(index);
         self.hook(index, scope, Some(activation), |hooks, ctx| {
@@ -1567,7 +1763,63 @@ impl<'a> Machine<'a> {
             node: node.id.clone(),
             activation,
         });
+        if let Some(spec) = &node.standard_loop {
+            if let Some(position) = self
+                .inst
+                .loops
+                .iter()
+                .position(|l| l.node == node.id && l.scope == scope)
+            {
+                let count = self.inst.loops[position].count + 1;
+                self.inst.loops[position].count = count;
+                if self.loop_continues(index, scope, count, spec)? {
+                    // The next run is a token of its own, so long loops need no deep recursion.
+                    self.queue.push_back(Token {
+                        node: index,
+                        scope,
+                        via: None,
+                        race: None,
+                    });
+                    return Ok(());
+                }
+                self.inst.loops.remove(position);
+            }
+        }
         self.move_on(index, scope, activation)
+    }
+
+    /// Whether a standard loop runs (again) after `count` runs: below its maximum and its
+    /// condition (with `loopCounter` = `count`) holds.
+    fn loop_continues(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        count: u64,
+        spec: &LoopSpec,
+    ) -> Result<bool, Stop> {
+        if spec.maximum.is_some_and(|max| count >= max) {
+            return Ok(false);
+        }
+        let Some(code) = &spec.condition else {
+            return Ok(true);
+        };
+        let result = {
+            let mut variables = self.visible(scope).into_owned();
+            variables.insert("loopCounter".into(), Value::from(count));
+            self.process.scripts().eval_condition(&code.ast, &variables)
+        };
+        match result {
+            Ok(holds) => Ok(holds),
+            Err(err) => {
+                self.script_incident(index, 0, code, "loop condition", &err)?;
+                Err(Stop)
+            }
+        }
+    }
+
+    /// The activity run with this activation was cancelled or failed: its loop ends too.
+    fn forget_loop(&mut self, activation: u64) {
+        self.inst.loops.retain(|l| l.activation != activation);
     }
 
     /// Sends the token(s) of a completed node along its selected outgoing flows.

@@ -117,6 +117,23 @@ pub struct JoinState {
     pub scope: u64,
     /// How many tokens arrived along each incoming flow (flow id, count).
     pub arrivals: Vec<(String, u32)>,
+    /// A complex gateway whose activation condition held: it fired for this wave of tokens and
+    /// absorbs the rest of them.
+    #[serde(default)]
+    pub fired: bool,
+}
+
+/// An activity with a standard loop, between its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The activity.
+    pub node: String,
+    /// The scope instance it runs in.
+    pub scope: u64,
+    /// Runs completed so far.
+    pub count: u64,
+    /// The activation of the current run.
+    pub activation: u64,
 }
 
 /// A node waiting for the driver.
@@ -416,6 +433,8 @@ pub struct Instance {
     joins: Vec<JoinState>,
     #[serde(default)]
     multi: Vec<MultiState>,
+    #[serde(default)]
+    loops: Vec<LoopState>,
     path: Vec<String>,
     incidents: Vec<Incident>,
     activations: BTreeMap<String, u64>,
@@ -492,6 +511,7 @@ impl Instance {
             waits: Vec::new(),
             joins: Vec::new(),
             multi: Vec::new(),
+            loops: Vec::new(),
             path: Vec::new(),
             incidents: Vec::new(),
             activations: BTreeMap::new(),
@@ -606,6 +626,7 @@ impl Instance {
         self.waits.clear();
         self.joins.clear();
         self.multi.clear();
+        self.loops.clear();
         self.scopes.truncate(1);
         self.status = Status::Terminated;
         Ok(Step {

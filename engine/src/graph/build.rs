@@ -3,8 +3,8 @@
 
 use super::{
     Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
-    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, MultiSpec, ScopeId,
-    ScopeInfo, ThrownEvent, WaitSpec,
+    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, LoopSpec,
+    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
@@ -331,6 +331,15 @@ impl Builder<'_> {
                             None => return,
                         }
                     }
+                    EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                        match self.wait_spec(node, trigger) {
+                            Some(spec) => BoundaryTrigger::Wait(spec),
+                            None => {
+                                self.unsupported(node, &element);
+                                return;
+                            }
+                        }
+                    }
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
                     EventTrigger::Escalation { code } => {
                         BoundaryTrigger::Escalation { code: code.clone() }
@@ -366,6 +375,38 @@ impl Builder<'_> {
         };
         self.diagnostics
             .push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+    }
+
+    /// Compiles a standard loop; one without a condition or a maximum (it would never end), or
+    /// together with multi-instance, is an error.
+    fn loop_spec(
+        &mut self,
+        node: &Node,
+        spec: &crate::model::StandardLoop,
+        multi: bool,
+    ) -> Box<LoopSpec> {
+        let problem = if multi {
+            Some(format!(
+                "`{}` has both a standard loop and multi-instance settings; it can have one",
+                node.id
+            ))
+        } else if spec.condition.is_none() && spec.maximum.is_none() {
+            Some(format!("the standard loop of `{}` has neither a condition nor a maximum: it would never end", node.id))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.diagnostics
+                .push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+        }
+        Box::new(LoopSpec {
+            condition: spec
+                .condition
+                .as_ref()
+                .and_then(|c| self.compile_expr(c, "loop condition of", &node.id)),
+            test_before: spec.test_before,
+            maximum: spec.maximum,
+        })
     }
 
     /// Compiles a task's multi-instance settings.
@@ -419,17 +460,7 @@ impl Builder<'_> {
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
         let triggered_start = scope == 0
-            && matches!(
-                &node.kind,
-                NodeKind::StartEvent {
-                    trigger: Some(
-                        EventTrigger::Message(_)
-                            | EventTrigger::Timer(_)
-                            | EventTrigger::Signal { .. }
-                    ),
-                    ..
-                }
-            );
+            && matches!(&node.kind, NodeKind::StartEvent { trigger: Some(trigger), .. } if starts_an_instance(trigger));
         let mut behavior = match &node.kind {
             _ if triggered_start => Behavior::Start,
             NodeKind::StartEvent {
@@ -459,6 +490,25 @@ impl Builder<'_> {
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
         }
+        let standard_loop =
+            standard_loop_of(&node.kind).map(|spec| self.loop_spec(node, spec, multi.is_some()));
+        let activation = match (&node.kind, &node.activation_condition) {
+            (NodeKind::Gateway(GatewayKind::Complex), Some(condition)) => {
+                self.compile_expr(condition, "activation condition of", &node.id)
+            }
+            (_, Some(_)) => {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        self.file,
+                        node.span,
+                        format!("activation condition of `{}` is ignored: only complex gateways have one", node.id),
+                    )
+                    .with_id(node.id.clone()),
+                );
+                None
+            }
+            _ => None,
+        };
         let index = self.graph.add_node(FlowNode {
             id: node.id.clone(),
             name: node.name.clone(),
@@ -473,6 +523,8 @@ impl Builder<'_> {
             default_flow: None,
             boundaries: Vec::new(),
             multi,
+            standard_loop,
+            activation,
         });
         self.node_ids.insert(node.id.clone(), index);
         if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
@@ -588,9 +640,48 @@ impl Builder<'_> {
             }
             EventTrigger::Error { code } => EventStart::Error { code: code.clone() },
             EventTrigger::Escalation { code } => EventStart::Escalation { code: code.clone() },
+            EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                match self.wait_spec(node, trigger) {
+                    Some(spec) => EventStart::Wait(spec),
+                    None => return self.unsupported(node, element),
+                }
+            }
             _ => return self.unsupported(node, element),
         };
         Behavior::EventStart(start)
+    }
+
+    /// The wait of a timer, message, signal or conditional trigger, or of several (a multiple
+    /// event); `None` for triggers that are not waits.
+    fn wait_spec(&mut self, node: &Node, trigger: &EventTrigger) -> Option<WaitSpec> {
+        Some(match trigger {
+            EventTrigger::Timer(timer) => WaitSpec::Timer(timer.clone()),
+            EventTrigger::Message(message) => WaitSpec::Message {
+                name: message.name.clone(),
+                correlation_key: message
+                    .correlation_key
+                    .as_ref()
+                    .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+            },
+            EventTrigger::Signal { name } => WaitSpec::Signal { name: name.clone() },
+            EventTrigger::Conditional { condition } => {
+                self.condition_spec(node, condition.as_ref())?
+            }
+            EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+                let mut specs = Vec::new();
+                for trigger in triggers {
+                    match self.wait_spec(node, trigger)? {
+                        WaitSpec::Multiple { .. } => return None,
+                        spec => specs.push(spec),
+                    }
+                }
+                WaitSpec::Multiple {
+                    specs,
+                    all: matches!(trigger, EventTrigger::ParallelMultiple(_)),
+                }
+            }
+            _ => return None,
+        })
     }
 
     /// The wait of a conditional event; a missing condition is an error.
@@ -660,18 +751,18 @@ impl Builder<'_> {
                 }
                 // Entered by a jump from the link throw events of its scope.
                 EventTrigger::Link { .. } => Behavior::PassThrough,
+                EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                    match self.wait_spec(node, trigger) {
+                        Some(spec) => Behavior::Wait(spec),
+                        None => self.unsupported(node, element),
+                    }
+                }
                 _ => self.unsupported(node, element),
             },
             // Resolved by `resolve_boundary` once every node of the scope exists.
             NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
-            NodeKind::Gateway(
-                kind @ (GatewayKind::Exclusive
-                | GatewayKind::Parallel
-                | GatewayKind::Inclusive
-                | GatewayKind::EventBased),
-            ) => Behavior::Gateway(*kind),
-            NodeKind::Gateway(_) => self.unsupported(node, element),
+            NodeKind::Gateway(kind) => Behavior::Gateway(*kind),
             NodeKind::SubProcess(activity) if activity.body.transaction => {
                 self.unsupported(node, element)
             }
@@ -743,10 +834,10 @@ impl Builder<'_> {
             TaskKind::Send {
                 message,
                 handler: None,
-            } => Behavior::Throw(ThrownEvent {
+            } => Behavior::Throw(vec![ThrownEvent {
                 kind: "message".into(),
                 name: message.clone(),
-            }),
+            }]),
             TaskKind::BusinessRule {
                 decision: Some(call),
                 ..
@@ -884,35 +975,55 @@ pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
     }
 }
 
-/// The event an end or intermediate throw event sends out, for the kinds that need no catcher.
-fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
+/// The events an end or intermediate throw event sends out, for the kinds that need no catcher
+/// (a multiple event throws each of its definitions).
+fn thrown(trigger: &EventTrigger) -> Option<Vec<ThrownEvent>> {
     let (kind, name) = match trigger {
         EventTrigger::Message(m) => ("message", m.name.clone()),
         EventTrigger::Signal { name } => ("signal", name.clone()),
         EventTrigger::Escalation { code } => ("escalation", code.clone()),
+        EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+            let mut all = Vec::new();
+            for trigger in triggers {
+                all.extend(thrown(trigger)?);
+            }
+            return Some(all);
+        }
         _ => return None,
     };
-    Some(ThrownEvent {
+    Some(vec![ThrownEvent {
         kind: kind.into(),
         name,
-    })
+    }])
 }
 
-/// Loop settings the executor does not run: standard loops, and multi-instance on anything but
-/// a task.
+/// Whether a process-level start event with this trigger starts instances: a message, timer or
+/// signal, or a multiple event of those.
+fn starts_an_instance(trigger: &EventTrigger) -> bool {
+    match trigger {
+        EventTrigger::Message(_) | EventTrigger::Timer(_) | EventTrigger::Signal { .. } => true,
+        EventTrigger::Multiple(triggers) => triggers.iter().all(starts_an_instance),
+        _ => false,
+    }
+}
+
+/// Loop settings the executor does not run: multi-instance on anything but a task.
 fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
-    let (multi, standard) = match kind {
-        NodeKind::Task(a) => (false, a.standard_loop),
-        NodeKind::SubProcess(a) => (a.multi_instance.is_some(), a.standard_loop),
-        NodeKind::CallActivity(a) => (a.multi_instance.is_some(), a.standard_loop),
-        _ => (false, false),
+    let multi = match kind {
+        NodeKind::SubProcess(a) => a.multi_instance.is_some(),
+        NodeKind::CallActivity(a) => a.multi_instance.is_some(),
+        _ => false,
     };
-    if multi {
-        Some("multi-instance")
-    } else if standard {
-        Some("looping")
-    } else {
-        None
+    multi.then_some("multi-instance")
+}
+
+/// The standard loop of an activity, when it has one.
+fn standard_loop_of(kind: &NodeKind) -> Option<&crate::model::StandardLoop> {
+    match kind {
+        NodeKind::Task(a) => a.standard_loop.as_ref(),
+        NodeKind::SubProcess(a) => a.standard_loop.as_ref(),
+        NodeKind::CallActivity(a) => a.standard_loop.as_ref(),
+        _ => None,
     }
 }
 
@@ -931,6 +1042,7 @@ pub fn element_name(kind: &NodeKind) -> String {
             EventTrigger::Cancel => "cancel",
             EventTrigger::Compensation => "compensation",
             EventTrigger::Multiple(_) => "multiple",
+            EventTrigger::ParallelMultiple(_) => "parallel multiple",
         }
     }
     let with = |trigger: Option<&EventTrigger>, base: &str| match trigger {
@@ -974,16 +1086,18 @@ pub fn element_name(kind: &NodeKind) -> String {
     }
 }
 
-/// For every inclusive gateway with more than one incoming flow: the nodes from which it can be
-/// reached (reverse breadth-first search; flows never leave a scope).
+/// For every inclusive or complex gateway with more than one incoming flow: the nodes from which
+/// it can be reached (reverse breadth-first search; flows never leave a scope).
 fn inclusive_join_upstream(
     graph: &DiGraph<FlowNode, Flow>,
 ) -> HashMap<NodeIndex, HashSet<NodeIndex>> {
     let mut result = HashMap::new();
     for join in graph.node_indices() {
         let node = &graph[join];
-        if !matches!(node.behavior, Behavior::Gateway(GatewayKind::Inclusive))
-            || node.incoming.len() < 2
+        if !matches!(
+            node.behavior,
+            Behavior::Gateway(GatewayKind::Inclusive | GatewayKind::Complex)
+        ) || node.incoming.len() < 2
         {
             continue;
         }

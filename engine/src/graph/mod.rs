@@ -141,6 +141,22 @@ pub struct FlowNode {
     pub boundaries: Vec<NodeIndex>,
     /// Multi-instance settings, when the task runs once per item.
     pub multi: Option<Box<MultiSpec>>,
+    /// Standard loop settings, when the activity runs again while a condition holds.
+    pub standard_loop: Option<Box<LoopSpec>>,
+    /// The activation condition of a complex gateway's join.
+    pub activation: Option<CompiledCode>,
+}
+
+/// A standard loop: the activity runs again while `condition` holds (`loopCounter` is the number
+/// of runs so far), at most `maximum` times.
+#[derive(Debug, Clone)]
+pub struct LoopSpec {
+    /// Run again while it holds; `None`: until `maximum`.
+    pub condition: Option<CompiledCode>,
+    /// Check the condition before the first run too.
+    pub test_before: bool,
+    /// The most runs.
+    pub maximum: Option<u64>,
 }
 
 /// A multi-instance task: its body runs once per item of a collection (or `cardinality` times),
@@ -248,8 +264,8 @@ pub enum Behavior {
     End(EndBehavior),
     /// Completes at once (plain task, none intermediate event, send task without handler).
     PassThrough,
-    /// Throws an event (message, signal, escalation) and moves on.
-    Throw(ThrownEvent),
+    /// Throws events (message, signal, escalation; several for a multiple event) and moves on.
+    Throw(Vec<ThrownEvent>),
     /// Runs a Rhai script; its top-level `let`s and assignments become variables.
     Script(CompiledCode),
     /// Waits until the driver completes it.
@@ -355,8 +371,8 @@ pub enum EndBehavior {
     None,
     /// Ends every token of its scope (the whole instance at the top level).
     Terminate,
-    /// Throws an event, then ends like a none end event.
-    Throw(ThrownEvent),
+    /// Throws events, then ends like a none end event.
+    Throw(Vec<ThrownEvent>),
     /// Throws an error: nothing catches errors yet, so it raises an incident.
     Error {
         /// The error code, when given.
@@ -405,6 +421,13 @@ pub enum WaitSpec {
     /// A conditional event: fires when its condition becomes true (re-evaluated whenever a step
     /// leaves tokens waiting).
     Condition(CompiledCode),
+    /// A multiple event: one wait per trigger; the first completes it (`all`: every one must).
+    Multiple {
+        /// The triggers' waits.
+        specs: Vec<WaitSpec>,
+        /// Parallel multiple: all of them.
+        all: bool,
+    },
 }
 
 /// A compiled condition, expression or script with its source position.
