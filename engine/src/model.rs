@@ -436,8 +436,13 @@ pub enum EventTrigger {
     },
     /// Transaction cancel.
     Cancel,
-    /// Compensation.
-    Compensation,
+    /// Compensation: thrown, the completed activities of the scope (or only `activity`) are
+    /// compensated in reverse order of completion; caught by a boundary event, the activity has a
+    /// compensation handler.
+    Compensation {
+        /// The one activity to compensate (`activityRef`), when thrown for one.
+        activity: Option<String>,
+    },
     /// Several event definitions on one event: any one of them (multiple).
     Multiple(Vec<EventTrigger>),
     /// Several event definitions that must all happen (`parallelMultiple`).

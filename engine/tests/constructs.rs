@@ -432,3 +432,143 @@ fn multiple_events_take_the_first_trigger_and_parallel_ones_wait_for_all() {
             .assert_status(Status::Completed);
     });
 }
+
+#[test]
+fn compensation_undoes_completed_work_in_reverse_and_cancel_ends_a_transaction() {
+    both("compensation", |file| {
+        let start = |paid: bool, customer_ok: bool| {
+            Run::start(
+                file,
+                json!({"booked": 0, "mails": 0, "undone": [], "paid": paid, "customer_ok": customer_ok}),
+            )
+        };
+        // A failed payment cancels the transaction: hotel, then flight, are undone.
+        let run = start(false, true);
+        run.assert_path(&[
+            "start",
+            "trip_start",
+            "book_flight",
+            "book_hotel",
+            "pay",
+            "payment_failed",
+            "cancel_hotel",
+            "cancel_flight",
+            "trip_cancelled",
+            "cancelled",
+        ])
+        .assert_status(Status::Completed);
+        assert_eq!(run.variable("undone"), json!(["hotel", "flight"]));
+
+        // A paid trip completes; a later compensation throw undoes what completed in the
+        // process scope, the transaction's bookings included, the latest first.
+        let run = start(true, false);
+        run.assert_path(&[
+            "start",
+            "trip_start",
+            "book_flight",
+            "book_hotel",
+            "pay",
+            "trip_booked",
+            "book_trip",
+            "send_confirmation",
+            "customer_check",
+            "send_correction",
+            "cancel_hotel",
+            "cancel_flight",
+            "undo_everything",
+            "undone_end",
+        ])
+        .assert_status(Status::Completed);
+        assert_eq!(run.variable("undone"), json!(["mail", "hotel", "flight"]));
+
+        let run = start(true, true);
+        assert_eq!(run.variable("undone"), json!([]));
+        run.assert_status(Status::Completed);
+    });
+}
+
+/// The errors `flowbot check` reports for constructs used the wrong way.
+fn check_errors(yaml: &str) -> Vec<String> {
+    let (defs, mut diagnostics) = flowbot_engine::yaml::parse_yaml(Path::new("misuse.yaml"), yaml);
+    if let Some(defs) = defs {
+        diagnostics.extend(compile(&defs, None, &Arc::new(ScriptRuntime::default())).1);
+    }
+    diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[test]
+fn misused_constructs_are_errors_with_positions() {
+    let cases = [
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: work }
+  work: { script: \"let x = 1;\", next: e }
+  undo: { boundary: { attached_to: work, compensation: true }, next: handler }
+  handler: { script: \"let y = 1;\", next: e }
+  e: { end: ~ }
+",
+            "misuse.yaml:6:3: error: compensation handler `handler` has outgoing flows: it runs alone and returns to the compensation that started it [handler]",
+        ),
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: e }
+  e: { end: { cancel: true } }
+",
+            "misuse.yaml:4:3: error: cancel end event `e` is not inside a transaction [e]",
+        ),
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: jump }
+  jump: { throw: { link: nowhere } }
+",
+            "misuse.yaml:4:3: error: link throw event `jump` goes to link `nowhere`, which no link catch event of its scope catches [jump]",
+        ),
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: again }
+  again: { script: \"let x = 1;\", loop: true, next: e }
+  e: { end: ~ }
+",
+            "misuse.yaml:4:3: error: the standard loop of `again` has neither a condition nor a maximum: it would never end [again]",
+        ),
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: e }
+  e: { end: ~ }
+  esp:
+    subprocess:
+      event: true
+      nodes:
+        es: { start: ~, next: ee }
+        ee: { end: ~ }
+",
+            "misuse.yaml:5:3: error: the start event of event subprocess `esp` needs a trigger (message, timer, signal, condition, error or escalation) [esp]",
+        ),
+        (
+            "process: p
+nodes:
+  s: { start: ~, next: work }
+  work: { user: ~, next: e }
+  c: { boundary: { attached_to: work, cancel: true }, next: e }
+  e: { end: ~ }
+",
+            "misuse.yaml:5:3: error: cancel boundary event `c` is attached to `work`, which is not a transaction [c]",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let errors = check_errors(yaml);
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "expected {expected}\ngot {errors:#?}"
+        );
+    }
+}

@@ -107,7 +107,7 @@ nodes:
                 EventTrigger::Error {
                     code: Some("500".into())
                 },
-                EventTrigger::Compensation
+                EventTrigger::Compensation { activity: None }
             ]))
         }
     );

@@ -8,8 +8,8 @@ use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind,
-    Process, SequenceFlow, Span, StandardLoop, SubProcess, TaskKind,
+    Activity, CallActivity, Definitions, EventTrigger, Expr, GatewayKind, Lane, NamedRef, Node,
+    NodeKind, Process, SequenceFlow, Span, StandardLoop, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
@@ -321,8 +321,48 @@ impl<'t, 'i> Context<'t, 'i> {
         })
     }
 
-    /// The flow nodes and sequence flows directly inside a process or subprocess.
+    /// The flow nodes and sequence flows directly inside a process or subprocess. An association
+    /// from a compensation boundary event to its handler becomes a flow to the handler.
     fn build_scope(&mut self, scope: ElementId) -> (Vec<Node>, Vec<SequenceFlow>) {
+        let (nodes, mut flows) = self.build_scope_elements(scope);
+        let tree = self.tree;
+        for association in tree
+            .children(scope)
+            .filter(|&c| tree.is(c, Ns::Bpmn, "association"))
+        {
+            let (Some(source), Some(target)) = (
+                tree.attr(association, "sourceRef"),
+                tree.attr(association, "targetRef"),
+            ) else {
+                continue;
+            };
+            let compensation_boundary = nodes.iter().any(|n: &Node| {
+                n.id == source
+                    && matches!(
+                        n.kind,
+                        NodeKind::BoundaryEvent {
+                            trigger: EventTrigger::Compensation { .. },
+                            ..
+                        }
+                    )
+            });
+            if compensation_boundary {
+                flows.push(SequenceFlow {
+                    id: self
+                        .attr_string(association, "id")
+                        .unwrap_or_else(|| format!("{source}_compensation")),
+                    name: None,
+                    source: source.to_owned(),
+                    target: target.to_owned(),
+                    condition: None,
+                    span: self.span(association),
+                });
+            }
+        }
+        (nodes, flows)
+    }
+
+    fn build_scope_elements(&mut self, scope: ElementId) -> (Vec<Node>, Vec<SequenceFlow>) {
         let tree = self.tree;
         let mut nodes = Vec::new();
         let mut flows = Vec::new();

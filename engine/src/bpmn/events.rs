@@ -44,7 +44,9 @@ impl Context<'_, '_> {
         let trigger = match self.name(definition) {
             "terminateEventDefinition" => EventTrigger::Terminate,
             "cancelEventDefinition" => EventTrigger::Cancel,
-            "compensateEventDefinition" => EventTrigger::Compensation,
+            "compensateEventDefinition" => EventTrigger::Compensation {
+                activity: self.attr_string(definition, "activityRef"),
+            },
             "timerEventDefinition" => EventTrigger::Timer(self.timer(definition)?),
             "messageEventDefinition" => {
                 let message = match tree.attr(definition, "messageRef") {

@@ -153,7 +153,7 @@ fn reads_event_definitions_with_resolved_references() {
     assert!(matches!(
         node(main, "end_compensate").kind,
         NodeKind::EndEvent {
-            result: Some(EventTrigger::Compensation)
+            result: Some(EventTrigger::Compensation { activity: None })
         }
     ));
 }

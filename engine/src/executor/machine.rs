@@ -2,8 +2,9 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, LoopState,
-    MultiState, RunOf, ScopeState, Status, Step, Wait, WaitKind,
+    AfterCompensation, Compensable, CompensationRun, Event, ExecError, ExecutionHooks, HookContext,
+    Incident, Instance, JoinState, LoopState, MultiState, RunOf, ScopeState, Status, Step, Wait,
+    WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
@@ -720,6 +721,13 @@ impl<'a> Machine<'a> {
                 let message = format!("event subprocess {} was reached along a flow", node.id);
                 self.incident(&node.id, Some(activation), node.span, message)
             }
+            Behavior::Compensate { activity } => self.compensate(
+                index,
+                scope,
+                activation,
+                *activity,
+                AfterCompensation::Continue,
+            ),
             Behavior::Throw(events) => {
                 for event in events {
                     self.step.events.push(Event::EventThrown {
@@ -804,6 +812,15 @@ impl<'a> Machine<'a> {
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
                     EndBehavior::Error { code } => {
                         self.raise_error(index, Some(activation), scope, code.as_deref())
+                    }
+                    EndBehavior::Compensate { activity } => {
+                        self.compensate(index, scope, activation, *activity, AfterCompensation::End)
+                    }
+                    EndBehavior::Cancel => {
+                        // Everything still running in the transaction ends; what completed in it
+                        // is compensated; then its cancel boundary event fires.
+                        self.drop_scope_tree(scope, false);
+                        self.compensate(index, scope, activation, None, AfterCompensation::Cancel)
                     }
                 }
             }
@@ -1064,8 +1081,139 @@ impl<'a> Machine<'a> {
         self.inst.multi.retain(|m| !doomed.contains(&m.scope));
         self.inst.loops.retain(|l| !doomed.contains(&l.scope));
         self.inst
+            .compensable
+            .retain(|r| !doomed.contains(&r.scope) || (r.scope == scope && !remove_root));
+        self.inst
+            .compensations
+            .retain(|c| !doomed.contains(&c.scope));
+        self.inst
             .scopes
             .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    // ---- compensation ---------------------------------------------------------------------------
+
+    /// A compensation throw at `thrower`: the completed activities of `scope` (or only
+    /// `activity`) are compensated in reverse order of completion, one handler after another;
+    /// then `then`.
+    fn compensate(
+        &mut self,
+        thrower: NodeIndex,
+        scope: u64,
+        activation: u64,
+        activity: Option<NodeIndex>,
+        then: AfterCompensation,
+    ) -> Flowing {
+        let only = activity.map(|a| self.process.node(a).id.clone());
+        let mut pending = Vec::new();
+        let mut position = self.inst.compensable.len();
+        while position > 0 {
+            position -= 1;
+            let record = &self.inst.compensable[position];
+            if record.scope == scope && only.as_ref().is_none_or(|only| *only == record.node) {
+                pending.push(self.inst.compensable.remove(position).handler);
+            }
+        }
+        self.inst.compensations.push(CompensationRun {
+            node: self.process.node(thrower).id.clone(),
+            activation,
+            scope,
+            pending,
+            running: None,
+            then,
+        });
+        self.next_compensation_handler(self.inst.compensations.len() - 1)
+    }
+
+    /// Starts the next handler of compensation run `run`, or finishes it.
+    fn next_compensation_handler(&mut self, run: usize) -> Flowing {
+        let state = &mut self.inst.compensations[run];
+        if state.pending.is_empty() {
+            let done = self.inst.compensations.remove(run);
+            return self.compensation_done(done);
+        }
+        let handler = state.pending.remove(0);
+        state.running = Some(handler.clone());
+        let scope = state.scope;
+        let index = self.node_index(&handler)?;
+        self.queue.push_back(Token {
+            node: index,
+            scope,
+            via: None,
+            race: None,
+        });
+        Ok(())
+    }
+
+    /// A compensation handler completed in `scope`: its compensation goes on with the next one.
+    fn compensation_step(&mut self, handler: NodeIndex, scope: u64) -> Flowing {
+        let id = &self.process.node(handler).id;
+        match self
+            .inst
+            .compensations
+            .iter()
+            .rposition(|c| c.running.as_ref() == Some(id))
+        {
+            Some(run) => {
+                self.inst.compensations[run].running = None;
+                self.next_compensation_handler(run)
+            }
+            // A handler reached along a flow of its own: its token ends.
+            None => self.token_ended(scope),
+        }
+    }
+
+    fn compensation_done(&mut self, run: CompensationRun) -> Flowing {
+        let thrower = self.node_index(&run.node)?;
+        match run.then {
+            AfterCompensation::Continue => self.leave(thrower, run.scope, run.activation),
+            AfterCompensation::End => self.token_ended(run.scope),
+            AfterCompensation::Cancel => {
+                let Some(state) = self.inst.scopes.iter().find(|s| s.id == run.scope).cloned()
+                else {
+                    return Ok(());
+                };
+                let (Some(sub), Some(sub_activation), Some(parent)) =
+                    (state.subprocess, state.activation, state.parent)
+                else {
+                    return Ok(());
+                };
+                let transaction = self.node_index(&sub)?;
+                self.drop_scope_tree(run.scope, true);
+                self.cancel_boundaries(sub_activation);
+                self.forget_loop(sub_activation);
+                let boundary = self
+                    .process
+                    .node(transaction)
+                    .boundaries
+                    .iter()
+                    .copied()
+                    .find(|&b| {
+                        matches!(
+                            self.process.node(b).behavior,
+                            Behavior::Boundary(BoundarySpec {
+                                trigger: BoundaryTrigger::Cancel,
+                                ..
+                            })
+                        )
+                    });
+                match boundary {
+                    Some(boundary) => {
+                        let fired = self.inst.next_activation;
+                        self.inst.next_activation += 1;
+                        self.fire_boundary(boundary, parent, fired)
+                    }
+                    None => {
+                        let node = self.process.node(transaction);
+                        let message = format!(
+                            "transaction `{}` was cancelled and has no cancel boundary event",
+                            node.id
+                        );
+                        self.incident(&node.id, Some(sub_activation), node.span, message)
+                    }
+                }
+            }
+        }
     }
 
     // ---- event subprocesses and conditional events ---------------------------------------------
@@ -1763,6 +1911,16 @@ impl<'a> Machine<'a> {
             node: node.id.clone(),
             activation,
         });
+        if node.compensation_handler {
+            return self.compensation_step(index, scope);
+        }
+        if let Some(handler) = node.compensation {
+            self.inst.compensable.push(Compensable {
+                node: node.id.clone(),
+                handler: self.process.node(handler).id.clone(),
+                scope,
+            });
+        }
         if let Some(spec) = &node.standard_loop {
             if let Some(position) = self
                 .inst
@@ -1938,6 +2096,7 @@ impl<'a> Machine<'a> {
                 .iter()
                 .any(|w| w.scope == scope && !self.is_event_start_wait(w))
             || self.inst.joins.iter().any(|j| j.scope == scope)
+            || self.inst.compensations.iter().any(|c| c.scope == scope)
             || self.inst.scopes.iter().any(|s| s.parent == Some(scope)))
     }
 
@@ -1954,6 +2113,7 @@ impl<'a> Machine<'a> {
         // What is left are the armed starts of the scope's event subprocesses.
         self.cancel_waits(|w| w.scope == scope);
         if scope == 0 {
+            self.inst.compensable.clear();
             self.inst.status = Status::Completed;
             self.step.events.push(Event::InstanceCompleted);
             return Ok(());
@@ -1969,6 +2129,20 @@ impl<'a> Machine<'a> {
         };
         let index = self.node_index(&sub)?;
         self.cancel_boundaries(activation);
+        // What completed inside is compensated by the subprocess's own handler when it has one,
+        // else with the enclosing scope's other activities.
+        if self.process.node(index).compensation.is_some() {
+            self.inst.compensable.retain(|r| r.scope != scope);
+        } else {
+            for record in self
+                .inst
+                .compensable
+                .iter_mut()
+                .filter(|r| r.scope == scope)
+            {
+                record.scope = parent;
+            }
+        }
         self.leave(index, parent, activation)
     }
 

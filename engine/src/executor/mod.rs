@@ -123,6 +123,47 @@ pub struct JoinState {
     pub fired: bool,
 }
 
+/// A completed activity that has a compensation handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compensable {
+    /// The activity.
+    pub node: String,
+    /// Its compensation handler.
+    pub handler: String,
+    /// The scope instance it belongs to (an enclosing one, once a subprocess without a handler
+    /// of its own completed).
+    pub scope: u64,
+}
+
+/// A compensation in progress: its handlers run one after another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompensationRun {
+    /// The throwing event.
+    pub node: String,
+    /// Its activation.
+    pub activation: u64,
+    /// The scope instance it compensates.
+    pub scope: u64,
+    /// The handlers still to run, in order (reverse order of completion).
+    pub pending: Vec<String>,
+    /// The handler running now.
+    pub running: Option<String>,
+    /// What happens when every handler ran.
+    pub then: AfterCompensation,
+}
+
+/// What a compensation's thrower does once compensation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCompensation {
+    /// An intermediate throw event moves on.
+    Continue,
+    /// An end event ends its token.
+    End,
+    /// A cancel end event cancels its transaction; the transaction's cancel boundary fires.
+    Cancel,
+}
+
 /// An activity with a standard loop, between its runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopState {
@@ -435,6 +476,10 @@ pub struct Instance {
     multi: Vec<MultiState>,
     #[serde(default)]
     loops: Vec<LoopState>,
+    #[serde(default)]
+    compensable: Vec<Compensable>,
+    #[serde(default)]
+    compensations: Vec<CompensationRun>,
     path: Vec<String>,
     incidents: Vec<Incident>,
     activations: BTreeMap<String, u64>,
@@ -512,6 +557,8 @@ impl Instance {
             joins: Vec::new(),
             multi: Vec::new(),
             loops: Vec::new(),
+            compensable: Vec::new(),
+            compensations: Vec::new(),
             path: Vec::new(),
             incidents: Vec::new(),
             activations: BTreeMap::new(),
@@ -627,6 +674,8 @@ impl Instance {
         self.joins.clear();
         self.multi.clear();
         self.loops.clear();
+        self.compensable.clear();
+        self.compensations.clear();
         self.scopes.truncate(1);
         self.status = Status::Terminated;
         Ok(Step {

@@ -51,6 +51,7 @@ pub(super) fn build(
             triggered_starts: Vec::new(),
             shares_variables: false,
             event_subprocesses: Vec::new(),
+            transaction: false,
         }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
@@ -113,6 +114,7 @@ impl Builder<'_> {
                     triggered_starts: Vec::new(),
                     shares_variables: false,
                     event_subprocesses: Vec::new(),
+                    transaction: activity.body.transaction,
                 });
                 let event_subprocess = activity.body.event_subprocess;
                 self.graph[index].behavior = match self.graph[index].behavior {
@@ -156,6 +158,110 @@ impl Builder<'_> {
         }
         for node in nodes {
             self.resolve_default(&local, node);
+        }
+        self.resolve_compensation(scope, nodes, &local);
+    }
+
+    /// Compensation in a scope: each compensation boundary event names its handler (its one
+    /// outgoing flow, or association in BPMN), which may have no outgoing flows; compensation
+    /// throws name an activity of the scope; cancel end events sit in transactions.
+    fn resolve_compensation(
+        &mut self,
+        scope: ScopeId,
+        nodes: &[Node],
+        local: &HashMap<&str, NodeIndex>,
+    ) {
+        for node in nodes {
+            let Some(&index) = local.get(node.id.as_str()) else {
+                continue;
+            };
+            let error = |builder: &mut Self, message: String| {
+                builder.diagnostics.push(
+                    Diagnostic::error(builder.file, node.span, message).with_id(node.id.clone()),
+                );
+            };
+            match &node.kind {
+                NodeKind::BoundaryEvent {
+                    trigger: EventTrigger::Compensation { .. },
+                    ..
+                } => {
+                    let Behavior::Boundary(spec) = &self.graph[index].behavior else {
+                        continue;
+                    };
+                    let activity = spec.attached;
+                    let outgoing = self.graph[index].outgoing.clone();
+                    let [edge] = outgoing.as_slice() else {
+                        error(self, format!(
+                            "compensation boundary event `{}` needs exactly one compensation handler (found {})",
+                            node.id,
+                            outgoing.len()
+                        ));
+                        continue;
+                    };
+                    let handler = self.graph[*edge].target;
+                    if !self.graph[handler].category.is_activity() {
+                        error(
+                            self,
+                            format!(
+                                "the compensation handler of `{}` must be an activity, not {} `{}`",
+                                node.id, self.graph[handler].element, self.graph[handler].id
+                            ),
+                        );
+                        continue;
+                    }
+                    if !self.graph[handler].outgoing.is_empty() {
+                        let message = format!(
+                            "compensation handler `{}` has outgoing flows: it runs alone and returns to the compensation that started it",
+                            self.graph[handler].id
+                        );
+                        let span = self.graph[handler].span;
+                        let id = self.graph[handler].id.clone();
+                        self.diagnostics
+                            .push(Diagnostic::error(self.file, span, message).with_id(id));
+                    }
+                    self.graph[activity].compensation = Some(handler);
+                    self.graph[handler].compensation_handler = true;
+                }
+                NodeKind::IntermediateThrowEvent {
+                    result: Some(EventTrigger::Compensation { activity }),
+                }
+                | NodeKind::EndEvent {
+                    result: Some(EventTrigger::Compensation { activity }),
+                } => {
+                    let target = match activity {
+                        None => None,
+                        Some(id) => match local.get(id.as_str()) {
+                            Some(&target) => Some(target),
+                            None => {
+                                error(self, format!(
+                                    "compensation throw `{}` names `{id}`, which is not an activity of its scope",
+                                    node.id
+                                ));
+                                continue;
+                            }
+                        },
+                    };
+                    self.graph[index].behavior = match self.graph[index].behavior {
+                        Behavior::End(_) => {
+                            Behavior::End(EndBehavior::Compensate { activity: target })
+                        }
+                        _ => Behavior::Compensate { activity: target },
+                    };
+                }
+                NodeKind::EndEvent {
+                    result: Some(EventTrigger::Cancel),
+                } => {
+                    if self.scopes[scope].transaction {
+                        self.graph[index].behavior = Behavior::End(EndBehavior::Cancel);
+                    } else {
+                        error(
+                            self,
+                            format!("cancel end event `{}` is not inside a transaction", node.id),
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -344,12 +450,35 @@ impl Builder<'_> {
                     EventTrigger::Escalation { code } => {
                         BoundaryTrigger::Escalation { code: code.clone() }
                     }
+                    EventTrigger::Compensation { .. } => BoundaryTrigger::Compensation,
+                    EventTrigger::Cancel => {
+                        let transaction = matches!(
+                            self.graph[activity].behavior,
+                            Behavior::SubProcess { scope } if self.scopes[scope].transaction
+                        );
+                        if !transaction {
+                            let message = format!(
+                                "cancel boundary event `{}` is attached to `{attached_to}`, which is not a transaction",
+                                node.id
+                            );
+                            self.diagnostics.push(
+                                Diagnostic::error(self.file, node.span, message)
+                                    .with_id(node.id.clone()),
+                            );
+                            return;
+                        }
+                        BoundaryTrigger::Cancel
+                    }
                     _ => {
                         self.unsupported(node, &element);
                         return;
                     }
                 };
-                let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
+                let interrupting = interrupting
+                    || matches!(
+                        trigger,
+                        BoundaryTrigger::Error { .. } | BoundaryTrigger::Cancel
+                    );
                 self.graph[index].behavior = Behavior::Boundary(BoundarySpec {
                     attached: activity,
                     trigger,
@@ -450,6 +579,7 @@ impl Builder<'_> {
             triggered_starts: Vec::new(),
             shares_variables: true,
             event_subprocesses: Vec::new(),
+            transaction: false,
         });
         self.graph[index].behavior = Behavior::SubProcess { scope: child };
         self.calling.push(process.id.clone());
@@ -525,6 +655,8 @@ impl Builder<'_> {
             multi,
             standard_loop,
             activation,
+            compensation: None,
+            compensation_handler: false,
         });
         self.node_ids.insert(node.id.clone(), index);
         if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
@@ -715,12 +847,20 @@ impl Builder<'_> {
                 Some(EventTrigger::Error { code }) => {
                     Behavior::End(EndBehavior::Error { code: code.clone() })
                 }
+                // Resolved by `resolve_compensation` once every node of the scope exists.
+                Some(EventTrigger::Compensation { .. } | EventTrigger::Cancel) => {
+                    Behavior::End(EndBehavior::None)
+                }
                 Some(trigger) => match thrown(trigger) {
                     Some(event) => Behavior::End(EndBehavior::Throw(event)),
                     None => self.unsupported(node, element),
                 },
             },
             NodeKind::IntermediateThrowEvent { result: None } => Behavior::PassThrough,
+            // Resolved by `resolve_compensation` once every node of the scope exists.
+            NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Compensation { .. }),
+            } => Behavior::Compensate { activity: None },
             // Resolved by `resolve_links` once every node of the scope exists.
             NodeKind::IntermediateThrowEvent {
                 result: Some(EventTrigger::Link { .. }),
@@ -763,9 +903,6 @@ impl Builder<'_> {
             NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
             NodeKind::Gateway(kind) => Behavior::Gateway(*kind),
-            NodeKind::SubProcess(activity) if activity.body.transaction => {
-                self.unsupported(node, element)
-            }
             // The scope is filled in by `add_scope` once the child scope exists.
             NodeKind::SubProcess(_) => Behavior::PassThrough,
             NodeKind::CallActivity(activity) => {
@@ -1040,7 +1177,7 @@ pub fn element_name(kind: &NodeKind) -> String {
             EventTrigger::Conditional { .. } => "conditional",
             EventTrigger::Link { .. } => "link",
             EventTrigger::Cancel => "cancel",
-            EventTrigger::Compensation => "compensation",
+            EventTrigger::Compensation { .. } => "compensation",
             EventTrigger::Multiple(_) => "multiple",
             EventTrigger::ParallelMultiple(_) => "parallel multiple",
         }

@@ -110,6 +110,8 @@ pub struct ScopeInfo {
     /// The event subprocesses of the scope, in document order: armed while an instance of the
     /// scope runs.
     pub event_subprocesses: Vec<NodeIndex>,
+    /// A transaction subprocess: a cancel end event inside it compensates and cancels it.
+    pub transaction: bool,
 }
 
 /// A flow node of the compiled graph.
@@ -145,6 +147,11 @@ pub struct FlowNode {
     pub standard_loop: Option<Box<LoopSpec>>,
     /// The activation condition of a complex gateway's join.
     pub activation: Option<CompiledCode>,
+    /// The compensation handler of this activity (through its compensation boundary event).
+    pub compensation: Option<NodeIndex>,
+    /// Whether this activity is a compensation handler: it runs only to compensate, and its
+    /// completion returns to the compensation that started it.
+    pub compensation_handler: bool,
 }
 
 /// A standard loop: the activity runs again while `condition` holds (`loopCounter` is the number
@@ -284,6 +291,12 @@ pub enum Behavior {
     EventSubProcess(EventSubProcessSpec),
     /// The start event of an event subprocess (what triggers it).
     EventStart(EventStart),
+    /// An intermediate compensation throw: the completed activities of its scope (or only
+    /// `activity`) are compensated, in reverse order of completion, before it moves on.
+    Compensate {
+        /// The one activity to compensate.
+        activity: Option<NodeIndex>,
+    },
     /// A link throw event: its token continues at the link catch event of the same name.
     LinkThrow {
         /// The link catch event.
@@ -362,6 +375,10 @@ pub enum BoundaryTrigger {
         /// The escalation code it catches.
         code: Option<String>,
     },
+    /// Marks the activity's compensation handler; it never fires as a token.
+    Compensation,
+    /// A cancel end event inside the transaction it is attached to.
+    Cancel,
 }
 
 /// What an end event does besides consuming its token.
@@ -373,11 +390,19 @@ pub enum EndBehavior {
     Terminate,
     /// Throws events, then ends like a none end event.
     Throw(Vec<ThrownEvent>),
-    /// Throws an error: nothing catches errors yet, so it raises an incident.
+    /// Throws an error, caught by an error event subprocess or boundary event outwards.
     Error {
         /// The error code, when given.
         code: Option<String>,
     },
+    /// Compensates the completed activities of its scope (or only `activity`), then ends.
+    Compensate {
+        /// The one activity to compensate.
+        activity: Option<NodeIndex>,
+    },
+    /// Cancels the transaction it is in: compensation, then the transaction's cancel boundary
+    /// event.
+    Cancel,
 }
 
 /// An event thrown to the outside of the instance.

@@ -182,6 +182,7 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
     for &n in members {
         let node = &process.graph[n];
         let exempt = matches!(node.behavior, Behavior::End(_) | Behavior::LinkThrow { .. })
+            || node.compensation_handler
             || node.category == Category::EventSubProcess
             || node.category == Category::BoundaryEvent && node.element.starts_with("compensation");
         if node.outgoing.is_empty() && !exempt {

@@ -1032,6 +1032,11 @@ impl<'a> Reader<'a> {
             "link" => self
                 .nonempty_text(value, path, "a link name")
                 .map(|name| EventTrigger::Link { name: Some(name) }),
+            "compensation" if value.is_string() => self
+                .id_text(value, path, "the activity to compensate")
+                .map(|activity| EventTrigger::Compensation {
+                    activity: Some(activity),
+                }),
             flag => {
                 match value {
                     Value::Bool(true) | Value::Null => {}
@@ -1049,7 +1054,7 @@ impl<'a> Reader<'a> {
                 match flag {
                     "terminate" => Some(EventTrigger::Terminate),
                     "cancel" => Some(EventTrigger::Cancel),
-                    _ => Some(EventTrigger::Compensation),
+                    _ => Some(EventTrigger::Compensation { activity: None }),
                 }
             }
         }
