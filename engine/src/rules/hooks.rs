@@ -20,10 +20,10 @@
 //! [`SharedRuleHooks`] instead: it opens a step (one snapshot, one effect buffer) per instance at
 //! the first hook call and closes it when the driver calls [`SharedRuleHooks::finish_step`].
 
-use super::effects::{Effect, Outbox, OutboxError};
+use super::effects::Effect;
 use super::eval::RuleEvent;
 use super::ruleset::{RuleEngine, RuleSet};
-use crate::executor::{ExecutionHooks, HookContext, HookUpdates, Status, Wait, WaitKind};
+use crate::executor::{ExecutionHooks, HookContext, HookUpdates, InstanceStatus, Wait, WaitKind};
 use crate::graph::CompiledProcess;
 use crate::model::RuleAttachment;
 use serde_json::{Map, Value};
@@ -61,8 +61,8 @@ impl RuleHooks {
         &self,
         process: &CompiledProcess,
         variables: &Map<String, Value>,
-        old: Status,
-        new: Status,
+        old: InstanceStatus,
+        new: InstanceStatus,
     ) -> Result<HookUpdates, String> {
         let event = RuleEvent::StatusChanged {
             old: old.as_str().into(),
@@ -264,16 +264,9 @@ impl SharedRuleHooks {
         step.map(|hooks| hooks.take_effects()).unwrap_or_default()
     }
 
-    /// Ends the current step of `instance_id` and writes its effects to `outbox` (the durable
-    /// layer's outbox for the step's transaction). Returns how many were written.
-    pub fn commit_step(
-        &self,
-        instance_id: &str,
-        outbox: &mut dyn Outbox,
-    ) -> Result<usize, OutboxError> {
-        let effects = self.finish_step(instance_id);
-        outbox.enqueue(instance_id, &effects)?;
-        Ok(effects.len())
+    /// The rule engine the hooks run.
+    pub fn rule_engine(&self) -> &Arc<RuleEngine> {
+        &self.engine
     }
 
     /// Runs the `on_status_change` policies inside the current step of `instance_id`.
@@ -282,8 +275,8 @@ impl SharedRuleHooks {
         process: &CompiledProcess,
         instance_id: &str,
         variables: &Map<String, Value>,
-        old: Status,
-        new: Status,
+        old: InstanceStatus,
+        new: InstanceStatus,
     ) -> Result<HookUpdates, String> {
         self.step(instance_id)
             .status_changed(process, variables, old, new)

@@ -1,5 +1,5 @@
 //! Messages and signals: correlation to waiting instances, message and signal start events,
-//! buffering of early messages, and delivery of the outbox (thrown events, rule effects).
+//! buffering of early messages, and delivery of the outbox (events thrown by nodes).
 //!
 //! Invariant: correlation and buffering are serialized (a message is either delivered to a
 //! subscriber or buffered, never lost between the two); an outbox entry is removed only after it
@@ -13,24 +13,18 @@ use super::record::{
 use super::versions::{Deployed, StartTrigger};
 use super::Inner;
 use crate::executor::WaitKind;
-use crate::rules::Effect as RuleEffect;
 use crate::store::{StepCommit, Table};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// One outbox entry: an event a node threw, or an effect a rule asked for.
+/// One outbox entry: a message or signal a node threw, delivered once its turn is durable.
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
-pub(super) enum OutboxEntry {
-    /// A message or signal thrown by `node`.
-    Thrown(String, crate::graph::ThrownEvent),
-    /// A rule's `notify` or `emit` for `instance`.
-    Rule {
-        /// The instance whose step asked for it.
-        instance: String,
-        /// The effect.
-        effect: RuleEffect,
-    },
+pub(super) struct OutboxEntry {
+    /// The throwing node.
+    pub node: String,
+    /// What it threw.
+    pub event: crate::graph::ThrownEvent,
 }
 
 impl Inner {
@@ -74,6 +68,7 @@ impl Inner {
                         deployed,
                         Some(&node),
                         variables,
+                        correlation_key.map(str::to_string),
                         history,
                         Vec::new(),
                     )?;
@@ -173,6 +168,7 @@ impl Inner {
                 deployed,
                 Some(&node),
                 variables.clone(),
+                None,
                 history,
                 Vec::new(),
             )?;
@@ -268,22 +264,9 @@ impl Inner {
         };
         for entry in entries {
             match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
-                Ok(OutboxEntry::Rule { instance, effect }) => {
-                    let delivered = match &self.effect_sink {
-                        Some(sink) => sink(&instance, &effect),
-                        None => {
-                            tracing::info!(instance = %instance, effect = ?effect, "rule effect");
-                            Ok(())
-                        }
-                    };
-                    if let Err(err) = delivered {
-                        tracing::error!(instance = %instance, error = %err, "delivering a rule effect failed; it stays in the outbox");
-                        continue;
-                    }
-                }
-                Ok(OutboxEntry::Thrown(node, thrown)) => {
-                    let name = thrown.name.clone().unwrap_or_default();
-                    let result = match thrown.kind.as_str() {
+                Ok(OutboxEntry { node, event }) => {
+                    let name = event.name.clone().unwrap_or_default();
+                    let result = match event.kind.as_str() {
                         "signal" => self
                             .signal(&name, Map::new())
                             .await

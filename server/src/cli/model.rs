@@ -145,8 +145,9 @@ impl ModelArgs {
         match self.command {
             ModelCommand::Fetch => {
                 let mut progress = FetchProgress::default();
-                let path =
-                    fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
+                let path = fetch::fetch_default_model(&fetch::model_cache_dir(), &mut |e| {
+                    progress.event(e)
+                })?;
                 progress.finish();
                 println!("{}", path.display());
                 Ok(())
@@ -325,12 +326,13 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Shows fetch steps and an extraction progress bar on stderr.
 #[derive(Default)]
-struct FetchProgress {
+pub(crate) struct FetchProgress {
     bar: Option<ProgressBar>,
 }
 
 impl FetchProgress {
-    fn event(&mut self, event: FetchEvent) {
+    /// Shows one fetch event.
+    pub(crate) fn event(&mut self, event: FetchEvent) {
         match event {
             FetchEvent::Step(message) => {
                 if let Some(bar) = self.bar.take() {
