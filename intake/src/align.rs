@@ -2,11 +2,12 @@
 //!
 //! Records are matched by order id, customer id and creation date (the day in the target zone);
 //! an order's key is a hash of the three. A record that lacks the customer id or the creation
-//! date joins the order with its id; one whose customer id or creation date differs from what
-//! the order id was first seen with is a bad row (`conflicting_id`), since the same id then names
-//! two orders. Within an order the newest record (by update time; records without one count as
-//! oldest, ties go to the earlier file and row) gives each field, older records fill the fields it
-//! lacks, and every disagreement is recorded as a conflict.
+//! date joins the order with its id. The customer id and the creation date most of an order id's
+//! records name (the first seen on a tie) are the order's; a record naming another is a bad row
+//! (`conflicting_id`), since the same id then names two orders. Within an order the newest record
+//! (by update time; records without one count as oldest, ties go to the earlier file and row)
+//! gives each field, older records fill the fields it lacks, and every disagreement is recorded
+//! as a conflict.
 
 use crate::fields::Field;
 use crate::record::{Origin, Record, Value};
@@ -34,6 +35,15 @@ pub enum SortBy {
 }
 
 impl SortBy {
+    /// `created`, `updated` or `paid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SortBy::Created => "created",
+            SortBy::Updated => "updated",
+            SortBy::Paid => "paid",
+        }
+    }
+
     /// The time field sorted by.
     pub fn field(self) -> Field {
         match self {
@@ -121,14 +131,7 @@ impl Serialize for Order {
             map.serialize_entry(field.name(), &self.get(field))?;
         }
         map.serialize_entry("paid", &self.paid())?;
-        map.serialize_entry(
-            "intake",
-            &Intake {
-                key: &self.key,
-                sources: &self.sources,
-                conflicts: &self.conflicts,
-            },
-        )?;
+        map.serialize_entry("intake", &Intake { key: &self.key, sources: &self.sources, conflicts: &self.conflicts })?;
         map.end()
     }
 }
@@ -142,86 +145,39 @@ pub struct Batch {
     pub report: Report,
 }
 
-/// The records of one order id so far, and the identity it was first seen with.
-struct Group {
-    customer_id: Option<(String, Origin)>,
-    created: Option<(NaiveDate, Origin)>,
-    records: Vec<Record>,
-}
-
 /// Aligns the records of every file into orders and sorts them by `sort_by` (orders without
 /// that time last; otherwise the order they were first seen in).
 pub fn align(files: Vec<FileRead>, sort_by: SortBy) -> Batch {
-    let mut groups: Vec<(String, Group)> = Vec::new();
+    let mut groups: Vec<(String, Vec<(usize, Record)>)> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let mut file_reports = Vec::with_capacity(files.len());
-    let mut bad_rows = Vec::new();
-    for file in files {
-        let mut file_bad = file.bad_rows;
+    let mut bad_by_file = Vec::with_capacity(files.len());
+    for (file_index, file) in files.into_iter().enumerate() {
         for record in file.records {
-            let customer_id = record.text(Field::CustomerId).map(str::to_string);
-            let created = record.time(Field::CreatedAt).map(|time| time.date_naive());
-            let Some(&index) = by_id.get(record.order_id()) else {
-                let order_id = record.order_id().to_string();
-                by_id.insert(order_id.clone(), groups.len());
-                let group = Group {
-                    customer_id: customer_id.map(|id| (id, record.origin.clone())),
-                    created: created.map(|day| (day, record.origin.clone())),
-                    records: vec![record],
-                };
-                groups.push((order_id, group));
-                continue;
-            };
-            let (order_id, group) = &mut groups[index];
-            let mut problems = Vec::new();
-            if let (Some(here), Some((there, first))) = (&customer_id, &group.customer_id) {
-                if here != there {
-                    problems.push(conflicting(
-                        order_id,
-                        IdPart::CustomerId,
-                        here.clone(),
-                        there.clone(),
-                        first,
-                    ));
-                }
-            }
-            if let (Some(here), Some((there, first))) = (created, &group.created) {
-                if here != *there {
-                    problems.push(conflicting(
-                        order_id,
-                        IdPart::CreatedDate,
-                        here.to_string(),
-                        there.to_string(),
-                        first,
-                    ));
-                }
-            }
-            if !problems.is_empty() {
-                file_bad.push(BadRow::new(&record.origin, problems));
-                continue;
-            }
-            group.customer_id = group
-                .customer_id
-                .take()
-                .or_else(|| customer_id.map(|id| (id, record.origin.clone())));
-            group.created = group
-                .created
-                .take()
-                .or_else(|| created.map(|day| (day, record.origin.clone())));
-            group.records.push(record);
+            let index = *by_id.entry(record.order_id().to_string()).or_insert_with(|| {
+                groups.push((record.order_id().to_string(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[index].1.push((file_index, record));
         }
-        file_bad.sort_by_key(|bad_row| bad_row.row);
-        let mut report = file.report;
-        report.bad_rows = file_bad.len();
-        report.good_rows = report.rows - report.bad_rows;
-        file_reports.push(report);
-        bad_rows.extend(file_bad);
+        file_reports.push(file.report);
+        bad_by_file.push(file.bad_rows);
     }
-    let mut orders: Vec<Order> = groups
-        .into_iter()
-        .map(|(order_id, group)| merge(&order_id, group))
-        .collect();
+    let mut orders = Vec::with_capacity(groups.len());
+    for (order_id, members) in groups {
+        let kept = check_identity(&order_id, members, &mut bad_by_file);
+        if !kept.is_empty() {
+            orders.push(merge(&order_id, kept));
+        }
+    }
     sort(&mut orders, sort_by);
+    let mut bad_rows = Vec::new();
+    for (report, mut bad) in file_reports.iter_mut().zip(bad_by_file) {
+        bad.sort_by_key(|bad_row| bad_row.row);
+        report.bad_rows = bad.len();
+        report.good_rows = report.rows - report.bad_rows;
+        bad_rows.extend(bad);
+    }
     let totals = Totals {
         files: file_reports.len(),
         rows: file_reports.iter().map(|file| file.rows).sum(),
@@ -229,49 +185,75 @@ pub fn align(files: Vec<FileRead>, sort_by: SortBy) -> Batch {
         bad_rows: bad_rows.len(),
         blank_rows: file_reports.iter().map(|file| file.blank_rows).sum(),
         orders: orders.len(),
-        merged_orders: orders
-            .iter()
-            .filter(|order| order.sources.len() > 1)
-            .count(),
+        merged_orders: orders.iter().filter(|order| order.sources.len() > 1).count(),
         conflicts: orders.iter().map(|order| order.conflicts.len()).sum(),
     };
-    Batch {
-        orders,
-        report: Report {
-            totals,
-            sorted_by: sort_by,
-            files: file_reports,
-            bad_rows,
-        },
-    }
+    Batch { orders, report: Report { totals, sorted_by: sort_by, files: file_reports, bad_rows } }
 }
 
-fn conflicting(
-    order_id: &str,
-    part: IdPart,
-    here: String,
-    there: String,
-    first: &Origin,
-) -> Problem {
-    Problem::ConflictingId {
-        order_id: order_id.to_string(),
-        part,
-        here,
-        there,
-        first: first.clone(),
+/// The records of one order id that agree with its identity (the customer id and creation date
+/// most of its records name, the first seen on a tie); the others become bad rows of their file.
+fn check_identity(order_id: &str, members: Vec<(usize, Record)>, bad_by_file: &mut [Vec<BadRow>]) -> Vec<Record> {
+    let customer_id =
+        majority(members.iter().filter_map(|(_, r)| Some((r.text(Field::CustomerId)?.to_string(), &r.origin))));
+    let created = majority(members.iter().filter_map(|(_, r)| Some((created_day(r)?, &r.origin))));
+    let mut kept = Vec::with_capacity(members.len());
+    for (file_index, record) in members {
+        let mut problems = Vec::new();
+        if let (Some(here), Some((there, first))) = (record.text(Field::CustomerId), &customer_id) {
+            if here != there {
+                problems.push(conflicting(order_id, IdPart::CustomerId, here.to_string(), there.clone(), first));
+            }
+        }
+        if let (Some(here), Some((there, first))) = (created_day(&record), &created) {
+            if here != *there {
+                problems.push(conflicting(order_id, IdPart::CreatedDate, here.to_string(), there.to_string(), first));
+            }
+        }
+        if problems.is_empty() {
+            kept.push(record);
+        } else {
+            bad_by_file[file_index].push(BadRow::new(&record.origin, problems));
+        }
     }
+    kept
+}
+
+/// The creation day of a record in the target zone.
+fn created_day(record: &Record) -> Option<NaiveDate> {
+    record.time(Field::CreatedAt).map(|time| time.date_naive())
+}
+
+/// The value named most often, with the first record naming it; the first seen on a tie.
+fn majority<'a, T: PartialEq>(values: impl Iterator<Item = (T, &'a Origin)>) -> Option<(T, Origin)> {
+    let mut counted: Vec<(T, &Origin, usize)> = Vec::new();
+    for (value, origin) in values {
+        match counted.iter_mut().find(|(seen, _, _)| *seen == value) {
+            Some((_, _, count)) => *count += 1,
+            None => counted.push((value, origin, 1)),
+        }
+    }
+    let mut best: Option<(T, &Origin, usize)> = None;
+    for candidate in counted {
+        if best.as_ref().is_none_or(|(_, _, count)| candidate.2 > *count) {
+            best = Some(candidate);
+        }
+    }
+    best.map(|(value, origin, _)| (value, origin.clone()))
+}
+
+fn conflicting(order_id: &str, part: IdPart, here: String, there: String, first: &Origin) -> Problem {
+    Problem::ConflictingId { order_id: order_id.to_string(), part, here, there, first: first.clone() }
 }
 
 /// One order from its records: field by field the newest record's value, older ones filling gaps.
-fn merge(order_id: &str, group: Group) -> Order {
-    let mut ranked: Vec<&Record> = group.records.iter().collect();
+fn merge(order_id: &str, records: Vec<Record>) -> Order {
+    let mut ranked: Vec<&Record> = records.iter().collect();
     ranked.sort_by_key(|record| std::cmp::Reverse(record.time(Field::UpdatedAt)));
     let mut values: [Option<Value>; Field::COUNT] = Default::default();
     let mut conflicts = Vec::new();
     for field in Field::ALL {
-        let mut holders = ranked
-            .iter()
-            .filter_map(|record| Some((record.get(field)?, &record.origin)));
+        let mut holders = ranked.iter().filter_map(|record| Some((record.get(field)?, &record.origin)));
         let Some((kept, from)) = holders.next() else {
             continue;
         };
@@ -281,41 +263,17 @@ fn merge(order_id: &str, group: Group) -> Order {
         }
         let replaced: Vec<Replaced> = holders
             .filter(|(value, _)| *value != kept)
-            .map(|(value, origin)| Replaced {
-                value: value.clone(),
-                from: origin.clone(),
-            })
+            .map(|(value, origin)| Replaced { value: value.clone(), from: origin.clone() })
             .collect();
         if !replaced.is_empty() {
-            conflicts.push(Conflict {
-                field,
-                kept: kept.clone(),
-                from: from.clone(),
-                replaced,
-            });
+            conflicts.push(Conflict { field, kept: kept.clone(), from: from.clone(), replaced });
         }
     }
-    let customer_id = group.customer_id.map(|(id, _)| id).unwrap_or_default();
-    let created = group
-        .created
-        .map(|(day, _)| day.to_string())
-        .unwrap_or_default();
+    let customer_id = values[Field::CustomerId.index()].as_ref().map(Value::text).unwrap_or_default();
+    let created = ranked.iter().find_map(|record| created_day(record)).map(|day| day.to_string()).unwrap_or_default();
     let digest = Sha256::digest(format!("{order_id}\u{1F}{customer_id}\u{1F}{created}").as_bytes());
-    let key = digest
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Order {
-        key,
-        values,
-        sources: group
-            .records
-            .into_iter()
-            .map(|record| record.origin)
-            .collect(),
-        conflicts,
-    }
+    let key = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    Order { key, values, sources: records.into_iter().map(|record| record.origin).collect(), conflicts }
 }
 
 /// Sorts orders by a time, those without it last; stable otherwise.

@@ -17,9 +17,7 @@ pub enum FileError {
         limit: u64,
     },
     /// Neither UTF-8 nor GB18030, and the mapping names no encoding.
-    #[error(
-        "line {line}: not UTF-8, and not GBK/GB18030 either; name the encoding in the mapping"
-    )]
+    #[error("line {line}: not UTF-8, and not GBK/GB18030 either; name the encoding in the mapping")]
     UnknownEncoding {
         /// The first line that is not UTF-8.
         line: usize,
@@ -57,7 +55,9 @@ pub enum FileError {
     #[error("the JSON is neither an array of records nor an object holding one")]
     NotRecords,
     /// A JSON object holding several arrays, and the mapping names none.
-    #[error("the JSON object holds several arrays ({keys}); name the one of the records with `records` in the mapping")]
+    #[error(
+        "the JSON object holds several arrays ({keys}); name the one of the records with `records` in the mapping"
+    )]
     SeveralArrays {
         /// Their keys.
         keys: String,
@@ -91,9 +91,7 @@ pub enum FileError {
         second: String,
     },
     /// No column gives the order id.
-    #[error(
-        "no column gives the order id (columns: {headers}); map one to `order_id` in the mapping"
-    )]
+    #[error("no column gives the order id (columns: {headers}); map one to `order_id` in the mapping")]
     NoOrderIdColumn {
         /// The headers there are.
         headers: String,

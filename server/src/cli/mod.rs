@@ -7,6 +7,7 @@ mod effects;
 pub mod graph;
 pub mod history;
 pub mod import;
+pub mod intake;
 mod load;
 pub mod model;
 pub mod run;
@@ -40,6 +41,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Start one instance per order of an import batch, in the order rule 2 gives.
     Import(import::ImportArgs),
+    /// Read ERP exports (CSV, JSON, JSONL): clean, align the same order across sources, sort.
+    Intake(intake::IntakeArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
@@ -68,5 +71,6 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
         Command::Import(args) => import::execute(&args),
+        Command::Intake(args) => intake::execute(&args),
     }
 }
