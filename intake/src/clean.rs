@@ -60,7 +60,8 @@ impl ColumnMap {
             ignored.extend_from_slice(passed_over);
         }
         if columns[Field::OrderId.index()].is_none() {
-            return Err(FileError::NoOrderIdColumn { headers: headers.join(", ") });
+            let headers = if headers.is_empty() { "none".to_string() } else { headers.join(", ") };
+            return Err(FileError::NoOrderIdColumn { headers });
         }
         ignored.sort_unstable();
         Ok(ColumnMap { columns, ignored: ignored.into_iter().map(|index| headers[index].clone()).collect() })

@@ -249,6 +249,10 @@ fn unreadable_files_say_why() {
     let error = |name: &str, bytes: &[u8]| read_bytes(name, bytes, &options()).unwrap_err().to_string();
     assert_eq!(error("a.csv", b""), "a.csv: the file is empty");
     assert_eq!(
+        error("a.json", b"[[1]]"),
+        "a.json: no column gives the order id (columns: none); map one to `order_id` in the mapping"
+    );
+    assert_eq!(
         error("a.csv", b"id,amount\n1,2\n"),
         "a.csv: no column gives the order id (columns: id, amount); map one to `order_id` in the mapping"
     );
