@@ -20,6 +20,7 @@ use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 /// Which time orders the batch (rule 2: creation, update or payment time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -191,6 +192,33 @@ pub fn align(files: Vec<FileRead>, sort_by: SortBy) -> Batch {
     Batch { orders, report: Report { totals, sorted_by: sort_by, files: file_reports, bad_rows } }
 }
 
+impl Batch {
+    /// The orders as JSON Lines: one object per order and line.
+    pub fn orders_jsonl(&self) -> Result<String, serde_json::Error> {
+        let mut text = String::with_capacity(self.orders.len() * 512);
+        for order in &self.orders {
+            text.push_str(&serde_json::to_string(order)?);
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    /// `{"report": …, "orders": […]}` as one line of JSON.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Output<'a> {
+            report: &'a Report,
+            orders: &'a [Order],
+        }
+        serde_json::to_string(&Output { report: &self.report, orders: &self.orders })
+    }
+
+    /// The report as indented JSON.
+    pub fn report_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(&self.report)
+    }
+}
+
 /// The records of one order id that agree with its identity (the customer id and creation date
 /// most of its records name, the first seen on a tie); the others become bad rows of their file.
 fn check_identity(order_id: &str, members: Vec<(usize, Record)>, bad_by_file: &mut [Vec<BadRow>]) -> Vec<Record> {
@@ -225,21 +253,15 @@ fn created_day(record: &Record) -> Option<NaiveDate> {
 }
 
 /// The value named most often, with the first record naming it; the first seen on a tie.
-fn majority<'a, T: PartialEq>(values: impl Iterator<Item = (T, &'a Origin)>) -> Option<(T, Origin)> {
-    let mut counted: Vec<(T, &Origin, usize)> = Vec::new();
-    for (value, origin) in values {
-        match counted.iter_mut().find(|(seen, _, _)| *seen == value) {
-            Some((_, _, count)) => *count += 1,
-            None => counted.push((value, origin, 1)),
-        }
+fn majority<'a, T: Eq + Hash>(values: impl Iterator<Item = (T, &'a Origin)>) -> Option<(T, Origin)> {
+    let mut counts: HashMap<T, (usize, &Origin, usize)> = HashMap::new();
+    for (position, (value, origin)) in values.enumerate() {
+        counts.entry(value).or_insert((position, origin, 0)).2 += 1;
     }
-    let mut best: Option<(T, &Origin, usize)> = None;
-    for candidate in counted {
-        if best.as_ref().is_none_or(|(_, _, count)| candidate.2 > *count) {
-            best = Some(candidate);
-        }
-    }
-    best.map(|(value, origin, _)| (value, origin.clone()))
+    counts
+        .into_iter()
+        .max_by(|(_, a), (_, b)| a.2.cmp(&b.2).then(b.0.cmp(&a.0)))
+        .map(|(value, (_, origin, _))| (value, origin.clone()))
 }
 
 fn conflicting(order_id: &str, part: IdPart, here: String, there: String, first: &Origin) -> Problem {

@@ -40,7 +40,8 @@ impl Serialize for Value {
             Value::Amount(amount) => {
                 RawValue::from_string(amount_text(amount)).map_err(S::Error::custom)?.serialize(serializer)
             }
-            other => serializer.serialize_str(&other.text()),
+            Value::Text(text) => serializer.serialize_str(text),
+            Value::Time(time) => serializer.serialize_str(&time_text(time)),
         }
     }
 }

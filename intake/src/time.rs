@@ -41,12 +41,20 @@ impl Default for TimeStyle {
     }
 }
 
-/// Date formats without a time.
-const DATES: [&str; 4] = ["%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y年%m月%d日"];
-/// Time-of-day formats after a date.
-const TIMES: [&str; 2] = ["%H:%M:%S%.f", "%H:%M"];
-/// What may stand between date and time.
-const SEPARATORS: [&str; 3] = ["T", " ", ""];
+/// Date-and-time formats, and the date-alone format, by the character after the year.
+const LAYOUTS: [(char, [&str; 4], &str); 4] = [
+    ('-', ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"], "%Y-%m-%d"),
+    ('/', ["%Y/%m/%dT%H:%M:%S%.f", "%Y/%m/%dT%H:%M", "%Y/%m/%d %H:%M:%S%.f", "%Y/%m/%d %H:%M"], "%Y/%m/%d"),
+    ('.', ["%Y.%m.%dT%H:%M:%S%.f", "%Y.%m.%dT%H:%M", "%Y.%m.%d %H:%M:%S%.f", "%Y.%m.%d %H:%M"], "%Y.%m.%d"),
+    (
+        '年',
+        ["%Y年%m月%d日 %H:%M:%S%.f", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日%H:%M:%S%.f", "%Y年%m月%d日%H:%M"],
+        "%Y年%m月%d日",
+    ),
+];
+/// ISO 8601 with a numeric zone (after any `Z` or `UTC` became `+00:00`).
+const ZONED: [&str; 4] =
+    ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"];
 
 /// Reads `text` as a point in time in the style's target zone.
 pub fn parse_time(text: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeError> {
@@ -63,19 +71,14 @@ pub fn parse_time(text: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeErr
     if let Some(zoned) = zoned(&text) {
         return Ok(zoned.with_timezone(&style.target_zone));
     }
-    for date in DATES {
-        for separator in SEPARATORS {
-            for time in TIMES {
-                if let Ok(naive) = NaiveDateTime::parse_from_str(&text, &format!("{date}{separator}{time}")) {
-                    return local(naive, style);
-                }
-            }
-        }
-        if let Ok(day) = NaiveDate::parse_from_str(&text, date) {
-            return local(day.and_time(NaiveTime::MIN), style);
-        }
+    let after_year = text.chars().nth(4);
+    let (_, with_time, date) =
+        LAYOUTS.iter().find(|(mark, _, _)| Some(*mark) == after_year).ok_or(TimeError::Unknown)?;
+    if let Some(naive) = with_time.iter().find_map(|format| NaiveDateTime::parse_from_str(&text, format).ok()) {
+        return local(naive, style);
     }
-    Err(TimeError::Unknown)
+    let day = NaiveDate::parse_from_str(&text, date).map_err(|_| TimeError::Unknown)?;
+    local(day.and_time(NaiveTime::MIN), style)
 }
 
 /// All digits: a compact date (8 digits), epoch seconds (9–11) or epoch milliseconds (12–14).
@@ -118,10 +121,7 @@ fn zoned(text: &str) -> Option<DateTime<FixedOffset>> {
     }
     let offset_at = text.rfind(['+', '-']).filter(|&at| at > 10)?;
     let joined = format!("{}{}", text[..offset_at].trim_end(), &text[offset_at..]);
-    ["T", " "]
-        .into_iter()
-        .flat_map(|separator| TIMES.map(|time| format!("%Y-%m-%d{separator}{time}%#z")))
-        .find_map(|format| DateTime::parse_from_str(&joined, &format).ok())
+    ZONED.iter().find_map(|format| DateTime::parse_from_str(&joined, format).ok())
 }
 
 /// A local time in the source zone, converted to the target zone; the earlier of two when the

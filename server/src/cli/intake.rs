@@ -7,8 +7,7 @@
 use super::import::SortBy;
 use anyhow::Context;
 use clap::Args;
-use flowbot_intake::{align, read_path, Batch, Limits, Mapping, Options, Order, Report, Tz};
-use serde::Serialize;
+use flowbot_intake::{align, read_path, Batch, Limits, Mapping, Options, Tz};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,21 +73,12 @@ pub fn execute(args: &IntakeArgs) -> anyhow::Result<ExitCode> {
     };
     let batch = align(files, sort_by);
     if let Some(path) = &args.out {
-        write_file(path, &order_lines(&batch.orders)?)?;
+        write_file(path, &batch.orders_jsonl()?)?;
     }
     if let Some(path) = &args.report {
-        write_file(path, &(serde_json::to_string_pretty(&batch.report)? + "\n"))?;
+        write_file(path, &(batch.report_json()? + "\n"))?;
     }
-    let text = if args.json {
-        #[derive(Serialize)]
-        struct Output<'a> {
-            report: &'a Report,
-            orders: &'a [Order],
-        }
-        serde_json::to_string(&Output { report: &batch.report, orders: &batch.orders })? + "\n"
-    } else {
-        summary(&batch, args)
-    };
+    let text = if args.json { batch.to_json()? + "\n" } else { summary(&batch, args) };
     super::write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -121,16 +111,6 @@ fn is_export(path: &Path) -> bool {
     path.extension()
         .and_then(|extension| extension.to_str())
         .is_some_and(|extension| EXPORT_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
-}
-
-/// One JSON object per order and line (amounts written from their exact decimals).
-fn order_lines(orders: &[Order]) -> anyhow::Result<String> {
-    let mut text = String::new();
-    for order in orders {
-        text.push_str(&serde_json::to_string(order)?);
-        text.push('\n');
-    }
-    Ok(text)
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
