@@ -3,9 +3,9 @@
 
 Deterministic (a fixed seed, no clock): running it again rewrites the same bytes.
 
-    python3 examples/data/generate.py
+    python3 examples/data/generate.py [--out DIR]
 
-Writes, beside this script:
+Writes, beside this script (or into DIR):
   order_system.csv   the order system: UTF-8 with BOM, comma-delimited, English headers,
                      times with zones, a few exact duplicate rows
   sales.csv          the sales system: GBK, semicolon-delimited, Chinese headers, local times
@@ -21,12 +21,13 @@ Writes, beside this script:
                      customer, total, currency (null where the mail leaves one out)
 """
 
+import argparse
 import json
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parent
 SEED = 20261201
 SHANGHAI = timezone(timedelta(hours=8))
 DAY = datetime(2026, 12, 1, tzinfo=SHANGHAI)
@@ -364,7 +365,7 @@ def csv_cell(cell, delimiter):
 
 
 def write_bytes(name, data):
-    path = HERE / name
+    path = OUT / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
@@ -523,4 +524,9 @@ def write_emails(rng):
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Write the example ERP exports and e-mails.")
+    parser.add_argument("--out", type=Path, help="write here instead of beside this script")
+    arguments = parser.parse_args()
+    if arguments.out:
+        OUT = arguments.out
     main()

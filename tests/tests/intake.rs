@@ -208,3 +208,36 @@ fn a_file_that_cannot_be_read_fails_the_batch_and_writes_nothing() {
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("unknown time zone `Mars/Olympus`"), "{}", run.stderr);
 }
+
+/// Every file under `dir`, as paths relative to `root`.
+fn files_under(root: &Path, dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable folder") {
+        let path = entry.expect("folder entry").path();
+        if path.is_dir() {
+            files_under(root, &path, found);
+        } else {
+            found.push(path.strip_prefix(root).expect("under root").to_path_buf());
+        }
+    }
+}
+
+#[test]
+fn the_committed_example_data_is_what_its_generator_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = repo_root().join(EXAMPLES);
+    let status = std::process::Command::new("python3")
+        .arg(examples.join("generate.py"))
+        .arg("--out")
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+    let mut written = Vec::new();
+    files_under(dir.path(), dir.path(), &mut written);
+    assert!(written.len() > 40, "{written:?}");
+    for file in written {
+        let fresh = std::fs::read(dir.path().join(&file)).unwrap();
+        let committed = std::fs::read(examples.join(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(fresh == committed, "{} differs from what generate.py writes", file.display());
+    }
+}
