@@ -132,7 +132,14 @@ impl Serialize for Order {
             map.serialize_entry(field.name(), &self.get(field))?;
         }
         map.serialize_entry("paid", &self.paid())?;
-        map.serialize_entry("intake", &Intake { key: &self.key, sources: &self.sources, conflicts: &self.conflicts })?;
+        map.serialize_entry(
+            "intake",
+            &Intake {
+                key: &self.key,
+                sources: &self.sources,
+                conflicts: &self.conflicts,
+            },
+        )?;
         map.end()
     }
 }
@@ -155,10 +162,12 @@ pub fn align(files: Vec<FileRead>, sort_by: SortBy) -> Batch {
     let mut bad_by_file = Vec::with_capacity(files.len());
     for (file_index, file) in files.into_iter().enumerate() {
         for record in file.records {
-            let index = *by_id.entry(record.order_id().to_string()).or_insert_with(|| {
-                groups.push((record.order_id().to_string(), Vec::new()));
-                groups.len() - 1
-            });
+            let index = *by_id
+                .entry(record.order_id().to_string())
+                .or_insert_with(|| {
+                    groups.push((record.order_id().to_string(), Vec::new()));
+                    groups.len() - 1
+                });
             groups[index].1.push((file_index, record));
         }
         file_reports.push(file.report);
@@ -186,10 +195,21 @@ pub fn align(files: Vec<FileRead>, sort_by: SortBy) -> Batch {
         bad_rows: bad_rows.len(),
         blank_rows: file_reports.iter().map(|file| file.blank_rows).sum(),
         orders: orders.len(),
-        merged_orders: orders.iter().filter(|order| order.sources.len() > 1).count(),
+        merged_orders: orders
+            .iter()
+            .filter(|order| order.sources.len() > 1)
+            .count(),
         conflicts: orders.iter().map(|order| order.conflicts.len()).sum(),
     };
-    Batch { orders, report: Report { totals, sorted_by: sort_by, files: file_reports, bad_rows } }
+    Batch {
+        orders,
+        report: Report {
+            totals,
+            sorted_by: sort_by,
+            files: file_reports,
+            bad_rows,
+        },
+    }
 }
 
 impl Batch {
@@ -210,7 +230,10 @@ impl Batch {
             report: &'a Report,
             orders: &'a [Order],
         }
-        serde_json::to_string(&Output { report: &self.report, orders: &self.orders })
+        serde_json::to_string(&Output {
+            report: &self.report,
+            orders: &self.orders,
+        })
     }
 
     /// The report as indented JSON.
@@ -221,21 +244,44 @@ impl Batch {
 
 /// The records of one order id that agree with its identity (the customer id and creation date
 /// most of its records name, the first seen on a tie); the others become bad rows of their file.
-fn check_identity(order_id: &str, members: Vec<(usize, Record)>, bad_by_file: &mut [Vec<BadRow>]) -> Vec<Record> {
-    let customer_id =
-        majority(members.iter().filter_map(|(_, r)| Some((r.text(Field::CustomerId)?.to_string(), &r.origin))));
-    let created = majority(members.iter().filter_map(|(_, r)| Some((created_day(r)?, &r.origin))));
+fn check_identity(
+    order_id: &str,
+    members: Vec<(usize, Record)>,
+    bad_by_file: &mut [Vec<BadRow>],
+) -> Vec<Record> {
+    let customer_id = majority(
+        members
+            .iter()
+            .filter_map(|(_, r)| Some((r.text(Field::CustomerId)?.to_string(), &r.origin))),
+    );
+    let created = majority(
+        members
+            .iter()
+            .filter_map(|(_, r)| Some((created_day(r)?, &r.origin))),
+    );
     let mut kept = Vec::with_capacity(members.len());
     for (file_index, record) in members {
         let mut problems = Vec::new();
         if let (Some(here), Some((there, first))) = (record.text(Field::CustomerId), &customer_id) {
             if here != there {
-                problems.push(conflicting(order_id, IdPart::CustomerId, here.to_string(), there.clone(), first));
+                problems.push(conflicting(
+                    order_id,
+                    IdPart::CustomerId,
+                    here.to_string(),
+                    there.clone(),
+                    first,
+                ));
             }
         }
         if let (Some(here), Some((there, first))) = (created_day(&record), &created) {
             if here != *there {
-                problems.push(conflicting(order_id, IdPart::CreatedDate, here.to_string(), there.to_string(), first));
+                problems.push(conflicting(
+                    order_id,
+                    IdPart::CreatedDate,
+                    here.to_string(),
+                    there.to_string(),
+                    first,
+                ));
             }
         }
         if problems.is_empty() {
@@ -253,7 +299,9 @@ fn created_day(record: &Record) -> Option<NaiveDate> {
 }
 
 /// The value named most often, with the first record naming it; the first seen on a tie.
-fn majority<'a, T: Eq + Hash>(values: impl Iterator<Item = (T, &'a Origin)>) -> Option<(T, Origin)> {
+fn majority<'a, T: Eq + Hash>(
+    values: impl Iterator<Item = (T, &'a Origin)>,
+) -> Option<(T, Origin)> {
     let mut counts: HashMap<T, (usize, &Origin, usize)> = HashMap::new();
     for (position, (value, origin)) in values.enumerate() {
         counts.entry(value).or_insert((position, origin, 0)).2 += 1;
@@ -264,8 +312,20 @@ fn majority<'a, T: Eq + Hash>(values: impl Iterator<Item = (T, &'a Origin)>) -> 
         .map(|(value, (_, origin, _))| (value, origin.clone()))
 }
 
-fn conflicting(order_id: &str, part: IdPart, here: String, there: String, first: &Origin) -> Problem {
-    Problem::ConflictingId { order_id: order_id.to_string(), part, here, there, first: first.clone() }
+fn conflicting(
+    order_id: &str,
+    part: IdPart,
+    here: String,
+    there: String,
+    first: &Origin,
+) -> Problem {
+    Problem::ConflictingId {
+        order_id: order_id.to_string(),
+        part,
+        here,
+        there,
+        first: first.clone(),
+    }
 }
 
 /// One order from its records: field by field the newest record's value, older ones filling gaps.
@@ -275,7 +335,9 @@ fn merge(order_id: &str, records: Vec<Record>) -> Order {
     let mut values: [Option<Value>; Field::COUNT] = Default::default();
     let mut conflicts = Vec::new();
     for field in Field::ALL {
-        let mut holders = ranked.iter().filter_map(|record| Some((record.get(field)?, &record.origin)));
+        let mut holders = ranked
+            .iter()
+            .filter_map(|record| Some((record.get(field)?, &record.origin)));
         let Some((kept, from)) = holders.next() else {
             continue;
         };
@@ -285,17 +347,41 @@ fn merge(order_id: &str, records: Vec<Record>) -> Order {
         }
         let replaced: Vec<Replaced> = holders
             .filter(|(value, _)| *value != kept)
-            .map(|(value, origin)| Replaced { value: value.clone(), from: origin.clone() })
+            .map(|(value, origin)| Replaced {
+                value: value.clone(),
+                from: origin.clone(),
+            })
             .collect();
         if !replaced.is_empty() {
-            conflicts.push(Conflict { field, kept: kept.clone(), from: from.clone(), replaced });
+            conflicts.push(Conflict {
+                field,
+                kept: kept.clone(),
+                from: from.clone(),
+                replaced,
+            });
         }
     }
-    let customer_id = values[Field::CustomerId.index()].as_ref().map(Value::text).unwrap_or_default();
-    let created = ranked.iter().find_map(|record| created_day(record)).map(|day| day.to_string()).unwrap_or_default();
+    let customer_id = values[Field::CustomerId.index()]
+        .as_ref()
+        .map(Value::text)
+        .unwrap_or_default();
+    let created = ranked
+        .iter()
+        .find_map(|record| created_day(record))
+        .map(|day| day.to_string())
+        .unwrap_or_default();
     let digest = Sha256::digest(format!("{order_id}\u{1F}{customer_id}\u{1F}{created}").as_bytes());
-    let key = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    Order { key, values, sources: records.into_iter().map(|record| record.origin).collect(), conflicts }
+    let key = digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Order {
+        key,
+        values,
+        sources: records.into_iter().map(|record| record.origin).collect(),
+        conflicts,
+    }
 }
 
 /// Sorts orders by a time, those without it last; stable otherwise.

@@ -33,7 +33,10 @@ pub struct AmountStyle {
 
 impl Default for AmountStyle {
     fn default() -> Self {
-        AmountStyle { decimal_separator: '.', default_currency: None }
+        AmountStyle {
+            decimal_separator: '.',
+            default_currency: None,
+        }
     }
 }
 
@@ -41,21 +44,31 @@ impl Default for AmountStyle {
 /// `-12.00`, `(12.00)` or, with `,` as decimal separator, `1.234,50 €`; a JSON number in
 /// exponent form (`1.2345e3`) is read too. Returns the amount with exactly two decimal places and
 /// the currency the text names, if any.
-pub fn parse_amount(text: &str, style: &AmountStyle) -> Result<(Decimal, Option<String>), AmountError> {
+pub fn parse_amount(
+    text: &str,
+    style: &AmountStyle,
+) -> Result<(Decimal, Option<String>), AmountError> {
     let not_a_number = AmountError::NotANumber(style.decimal_separator);
     let folded = fold_width(text);
     let mut rest = folded.trim();
     let mut negative = false;
-    if let Some(inner) = rest.strip_prefix('(').and_then(|inner| inner.strip_suffix(')')) {
+    if let Some(inner) = rest
+        .strip_prefix('(')
+        .and_then(|inner| inner.strip_suffix(')'))
+    {
         negative = true;
         rest = inner.trim();
     } else if let Some(inner) = rest.strip_prefix('-') {
         negative = true;
         rest = inner.trim_start();
     }
-    let start =
-        rest.find(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | ',')).ok_or(not_a_number.clone())?;
-    let end = rest.rfind(|c: char| c.is_ascii_digit()).map(|i| i + 1).ok_or(not_a_number.clone())?;
+    let start = rest
+        .find(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | ','))
+        .ok_or(not_a_number.clone())?;
+    let end = rest
+        .rfind(|c: char| c.is_ascii_digit())
+        .map(|i| i + 1)
+        .ok_or(not_a_number.clone())?;
     if end <= start {
         return Err(not_a_number);
     }
@@ -81,16 +94,24 @@ pub fn parse_amount(text: &str, style: &AmountStyle) -> Result<(Decimal, Option<
 
 /// The currency named before or after the number; text there that is not a currency makes the
 /// whole amount not a number.
-fn currency_around(prefix: &str, suffix: &str, style: &AmountStyle) -> Result<Option<String>, AmountError> {
+fn currency_around(
+    prefix: &str,
+    suffix: &str,
+    style: &AmountStyle,
+) -> Result<Option<String>, AmountError> {
     let default = style.default_currency.as_deref();
     let read = |part: &str| -> Result<Option<String>, AmountError> {
         if part.is_empty() {
             return Ok(None);
         }
-        parse_currency(part, default).map(Some).ok_or(AmountError::NotANumber(style.decimal_separator))
+        parse_currency(part, default)
+            .map(Some)
+            .ok_or(AmountError::NotANumber(style.decimal_separator))
     };
     match (read(prefix)?, read(suffix)?) {
-        (Some(before), Some(after)) if before != after => Err(AmountError::TwoCurrencies(before, after)),
+        (Some(before), Some(after)) if before != after => {
+            Err(AmountError::TwoCurrencies(before, after))
+        }
         (before, after) => Ok(before.or(after)),
     }
 }
@@ -99,8 +120,10 @@ fn currency_around(prefix: &str, suffix: &str, style: &AmountStyle) -> Result<Op
 /// in groups of three, and at most one decimal separator.
 fn parse_number(text: &str, decimal: char) -> Result<Decimal, AmountError> {
     let not_a_number = AmountError::NotANumber(decimal);
-    let grouping =
-        |c: char| (c == if decimal == '.' { ',' } else { '.' }) || matches!(c, ' ' | '\u{A0}' | '\u{202F}' | '\'');
+    let grouping = |c: char| {
+        (c == if decimal == '.' { ',' } else { '.' })
+            || matches!(c, ' ' | '\u{A0}' | '\u{202F}' | '\'')
+    };
     let (integer, fraction) = match text.split_once(decimal) {
         Some((integer, fraction)) => (integer, Some(fraction)),
         None => (text, None),
@@ -113,20 +136,29 @@ fn parse_number(text: &str, decimal: char) -> Result<Decimal, AmountError> {
     let digits: String = if integer.contains(grouping) {
         let groups: Vec<&str> = integer.split(grouping).collect();
         let well_grouped = groups.iter().enumerate().all(|(i, group)| {
-            let size_ok = if i == 0 { (1..=3).contains(&group.len()) } else { group.len() == 3 };
+            let size_ok = if i == 0 {
+                (1..=3).contains(&group.len())
+            } else {
+                group.len() == 3
+            };
             size_ok && group.bytes().all(|b| b.is_ascii_digit())
         });
         if !well_grouped {
             return Err(not_a_number);
         }
         groups.concat()
-    } else if integer.bytes().all(|b| b.is_ascii_digit()) && !(integer.is_empty() && fraction.is_none()) {
+    } else if integer.bytes().all(|b| b.is_ascii_digit())
+        && !(integer.is_empty() && fraction.is_none())
+    {
         integer.to_string()
     } else {
         return Err(not_a_number);
     };
     let exact = match fraction {
-        Some(fraction) => format!("{}.{fraction}", if digits.is_empty() { "0" } else { &digits }),
+        Some(fraction) => format!(
+            "{}.{fraction}",
+            if digits.is_empty() { "0" } else { &digits }
+        ),
         None => digits,
     };
     Decimal::from_str_exact(&exact).map_err(|_| AmountError::TooLarge)
@@ -155,7 +187,9 @@ pub fn parse_currency(text: &str, default: Option<&str>) -> Option<String> {
     let code = match upper.as_str() {
         "¥" if default == Some("JPY") => "JPY",
         "¥" | "CN¥" | "RMB" | "元" | "人民币" | "人民币元" => "CNY",
-        "$" => default.filter(|code| DOLLARS.contains(code)).unwrap_or("USD"),
+        "$" => default
+            .filter(|code| DOLLARS.contains(code))
+            .unwrap_or("USD"),
         "US$" | "美元" => "USD",
         "€" | "欧元" => "EUR",
         "£" | "英镑" => "GBP",
@@ -181,7 +215,8 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<(String, Option<String>), AmountError> {
-        parse_amount(text, &AmountStyle::default()).map(|(value, currency)| (value.to_string(), currency))
+        parse_amount(text, &AmountStyle::default())
+            .map(|(value, currency)| (value.to_string(), currency))
     }
 
     fn ok(text: &str) -> (String, Option<String>) {
@@ -207,7 +242,10 @@ mod tests {
         assert_eq!(ok("1234.50 元"), ("1234.50".into(), Some("CNY".into())));
         assert_eq!(ok("1234.50元"), ("1234.50".into(), Some("CNY".into())));
         assert_eq!(ok("RMB 99"), ("99.00".into(), Some("CNY".into())));
-        assert_eq!(ok("人民币 12,800.00"), ("12800.00".into(), Some("CNY".into())));
+        assert_eq!(
+            ok("人民币 12,800.00"),
+            ("12800.00".into(), Some("CNY".into()))
+        );
         assert_eq!(ok("USD 1,234.50"), ("1234.50".into(), Some("USD".into())));
         assert_eq!(ok("usd 1,234.50"), ("1234.50".into(), Some("USD".into())));
         assert_eq!(ok("$12,450.00"), ("12450.00".into(), Some("USD".into())));
@@ -218,14 +256,25 @@ mod tests {
 
     #[test]
     fn full_width_digits_and_signs_are_read() {
-        assert_eq!(ok("￥１，２３４．５"), ("1234.50".into(), Some("CNY".into())));
+        assert_eq!(
+            ok("￥１，２３４．５"),
+            ("1234.50".into(), Some("CNY".into()))
+        );
     }
 
     #[test]
     fn decimal_comma_is_read_where_the_style_says_so() {
-        let style = AmountStyle { decimal_separator: ',', default_currency: None };
-        let read = |text: &str| parse_amount(text, &style).map(|(value, currency)| (value.to_string(), currency));
-        assert_eq!(read("1.234,50 €"), Ok(("1234.50".into(), Some("EUR".into()))));
+        let style = AmountStyle {
+            decimal_separator: ',',
+            default_currency: None,
+        };
+        let read = |text: &str| {
+            parse_amount(text, &style).map(|(value, currency)| (value.to_string(), currency))
+        };
+        assert_eq!(
+            read("1.234,50 €"),
+            Ok(("1234.50".into(), Some("EUR".into())))
+        );
         assert_eq!(read("1 234,5"), Ok(("1234.50".into(), None)));
         assert_eq!(read("12,5"), Ok(("12.50".into(), None)));
         // The same texts with the default style are refused, not misread.
@@ -250,7 +299,20 @@ mod tests {
 
     #[test]
     fn what_is_not_a_number_is_refused() {
-        for text in ["N/A", "abc", "12,3x", "1,23,456", "12,34", "1.2.3", "12.", "", "-", "12 apples", "1e", "¥"] {
+        for text in [
+            "N/A",
+            "abc",
+            "12,3x",
+            "1,23,456",
+            "12,34",
+            "1.2.3",
+            "12.",
+            "",
+            "-",
+            "12 apples",
+            "1e",
+            "¥",
+        ] {
             assert_eq!(read(text), Err(AmountError::NotANumber('.')), "{text}");
         }
     }
@@ -263,19 +325,31 @@ mod tests {
 
     #[test]
     fn huge_numbers_are_refused() {
-        assert_eq!(read("99999999999999999999999999999999"), Err(AmountError::TooLarge));
+        assert_eq!(
+            read("99999999999999999999999999999999"),
+            Err(AmountError::TooLarge)
+        );
     }
 
     #[test]
     fn two_different_currencies_are_refused() {
-        assert_eq!(read("USD 12 EUR"), Err(AmountError::TwoCurrencies("USD".into(), "EUR".into())));
+        assert_eq!(
+            read("USD 12 EUR"),
+            Err(AmountError::TwoCurrencies("USD".into(), "EUR".into()))
+        );
         assert_eq!(ok("¥12 元"), ("12.00".into(), Some("CNY".into())));
     }
 
     #[test]
     fn shared_symbols_follow_the_default_currency() {
-        let yen = AmountStyle { decimal_separator: '.', default_currency: Some("JPY".into()) };
-        assert_eq!(parse_amount("¥500", &yen).unwrap().1.as_deref(), Some("JPY"));
+        let yen = AmountStyle {
+            decimal_separator: '.',
+            default_currency: Some("JPY".into()),
+        };
+        assert_eq!(
+            parse_amount("¥500", &yen).unwrap().1.as_deref(),
+            Some("JPY")
+        );
         assert_eq!(parse_currency("$", Some("HKD")).as_deref(), Some("HKD"));
         assert_eq!(parse_currency("$", Some("EUR")).as_deref(), Some("USD"));
     }
@@ -300,7 +374,10 @@ mod tests {
 
     #[test]
     fn no_float_drift_on_sums_of_cents() {
-        let total: Decimal = ["0.10", "0.20"].iter().map(|t| parse_amount(t, &AmountStyle::default()).unwrap().0).sum();
+        let total: Decimal = ["0.10", "0.20"]
+            .iter()
+            .map(|t| parse_amount(t, &AmountStyle::default()).unwrap().0)
+            .sum();
         assert_eq!(amount_text(&total), "0.30");
     }
 }

@@ -45,10 +45,11 @@ impl ColumnMap {
         }
         let mut columns = [None; Field::COUNT];
         for field in Field::ALL {
-            let (chosen, passed_over) = match (&explicit[field.index()][..], &recognized[field.index()][..]) {
-                ([], candidates) => (candidates, &[][..]),
-                (candidates, passed_over) => (candidates, passed_over),
-            };
+            let (chosen, passed_over) =
+                match (&explicit[field.index()][..], &recognized[field.index()][..]) {
+                    ([], candidates) => (candidates, &[][..]),
+                    (candidates, passed_over) => (candidates, passed_over),
+                };
             if let [first, second, ..] = chosen {
                 return Err(FileError::AmbiguousColumns {
                     field,
@@ -60,11 +61,21 @@ impl ColumnMap {
             ignored.extend_from_slice(passed_over);
         }
         if columns[Field::OrderId.index()].is_none() {
-            let headers = if headers.is_empty() { "none".to_string() } else { headers.join(", ") };
+            let headers = if headers.is_empty() {
+                "none".to_string()
+            } else {
+                headers.join(", ")
+            };
             return Err(FileError::NoOrderIdColumn { headers });
         }
         ignored.sort_unstable();
-        Ok(ColumnMap { columns, ignored: ignored.into_iter().map(|index| headers[index].clone()).collect() })
+        Ok(ColumnMap {
+            columns,
+            ignored: ignored
+                .into_iter()
+                .map(|index| headers[index].clone())
+                .collect(),
+        })
     }
 
     /// The header of each mapped field.
@@ -115,7 +126,12 @@ impl Cleaner<'_> {
     }
 
     fn origin(&self, row: usize, line: usize) -> Origin {
-        Origin { file: self.file.to_string(), source: self.source.to_string(), row, line }
+        Origin {
+            file: self.file.to_string(),
+            source: self.source.to_string(),
+            row,
+            line,
+        }
     }
 
     /// One row to a record, or a bad row with every problem it has.
@@ -139,11 +155,19 @@ impl Cleaner<'_> {
         }
         let cell = |field: Field| -> Option<(String, &str)> {
             let index = self.columns.columns[field.index()]?;
-            Some((clean(row.cells[index].as_deref()?)?, self.headers[index].as_str()))
+            Some((
+                clean(row.cells[index].as_deref()?)?,
+                self.headers[index].as_str(),
+            ))
         };
         let mut problems = Vec::new();
         let mut values: [Option<Value>; Field::COUNT] = Default::default();
-        for field in [Field::OrderId, Field::CustomerId, Field::Customer, Field::Status] {
+        for field in [
+            Field::OrderId,
+            Field::CustomerId,
+            Field::Customer,
+            Field::Status,
+        ] {
             values[field.index()] = cell(field).map(|(text, _)| Value::Text(text));
         }
         if values[Field::OrderId.index()].is_none() {
@@ -151,12 +175,16 @@ impl Cleaner<'_> {
         }
         let default_currency = self.amounts.default_currency.as_deref();
         let column_currency =
-            cell(Field::Currency).and_then(|(text, column)| match parse_currency(&text, default_currency) {
-                Some(code) => Some((code, column)),
-                None => {
-                    problems
-                        .push(Problem::Currency { column: column.to_string(), value: excerpt(&text, QUOTED_CHARS) });
-                    None
+            cell(Field::Currency).and_then(|(text, column)| {
+                match parse_currency(&text, default_currency) {
+                    Some(code) => Some((code, column)),
+                    None => {
+                        problems.push(Problem::Currency {
+                            column: column.to_string(),
+                            value: excerpt(&text, QUOTED_CHARS),
+                        });
+                        None
+                    }
                 }
             });
         let mut currency = column_currency.as_ref().map(|(code, _)| code.clone());
@@ -172,7 +200,11 @@ impl Cleaner<'_> {
                                 currency: code.clone(),
                             })
                         }
-                        (_, named) => currency = currency.or(named).or_else(|| default_currency.map(str::to_string)),
+                        (_, named) => {
+                            currency = currency
+                                .or(named)
+                                .or_else(|| default_currency.map(str::to_string))
+                        }
                     }
                 }
                 Err(error) => problems.push(Problem::Amount {
@@ -217,8 +249,15 @@ mod tests {
         let headers = headers(&["订单编号", "客户名称", "Remark", "金额", "币种"]);
         let map = ColumnMap::new(&headers, &Settings::default()).unwrap();
         let named: Vec<(Field, String)> = map.named(&headers).into_iter().collect();
-        let expected = [(Field::OrderId, "订单编号"), (Field::Customer, "客户名称"), (Field::Amount, "金额")];
-        assert_eq!(named, expected.map(|(field, header)| (field, header.to_string())));
+        let expected = [
+            (Field::OrderId, "订单编号"),
+            (Field::Customer, "客户名称"),
+            (Field::Amount, "金额"),
+        ];
+        assert_eq!(
+            named,
+            expected.map(|(field, header)| (field, header.to_string()))
+        );
         assert_eq!(map.ignored, ["Remark", "币种"]);
     }
 
@@ -238,7 +277,11 @@ mod tests {
 
     #[test]
     fn two_columns_for_one_field_or_none_for_the_order_id_are_refused() {
-        let error = ColumnMap::new(&headers(&["order_id", "amount", "total"]), &Settings::default()).unwrap_err();
+        let error = ColumnMap::new(
+            &headers(&["order_id", "amount", "total"]),
+            &Settings::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             error.to_string(),
             "columns `amount` and `total` both give amount; map one of them (to the field or to `ignore`) in the mapping"

@@ -17,7 +17,9 @@ pub enum FileError {
         limit: u64,
     },
     /// Neither UTF-8 nor GB18030, and the mapping names no encoding.
-    #[error("line {line}: not UTF-8, and not GBK/GB18030 either; name the encoding in the mapping")]
+    #[error(
+        "line {line}: not UTF-8, and not GBK/GB18030 either; name the encoding in the mapping"
+    )]
     UnknownEncoding {
         /// The first line that is not UTF-8.
         line: usize,
@@ -91,7 +93,9 @@ pub enum FileError {
         second: String,
     },
     /// No column gives the order id.
-    #[error("no column gives the order id (columns: {headers}); map one to `order_id` in the mapping")]
+    #[error(
+        "no column gives the order id (columns: {headers}); map one to `order_id` in the mapping"
+    )]
     NoOrderIdColumn {
         /// The headers there are.
         headers: String,

@@ -75,8 +75,21 @@ impl Field {
         match self {
             Field::OrderId => &["order_id", "orderId", "order_no", "订单号", "订单编号"],
             Field::CustomerId => &["customer_id", "客户编号"],
-            Field::Customer => &["customer", "customer_name", "customerName", "客户", "客户名称"],
-            Field::Amount => &["total_amount", "totalAmount", "amount", "total", "总金额", "金额"],
+            Field::Customer => &[
+                "customer",
+                "customer_name",
+                "customerName",
+                "客户",
+                "客户名称",
+            ],
+            Field::Amount => &[
+                "total_amount",
+                "totalAmount",
+                "amount",
+                "total",
+                "总金额",
+                "金额",
+            ],
             Field::Currency => &["currency"],
             Field::Status => &["status"],
             Field::CreatedAt => &["created_at", "创建时间"],
@@ -88,7 +101,9 @@ impl Field {
     /// The field a header names, when it is one of the common headers.
     pub fn recognize(header: &str) -> Option<Field> {
         let key = header_key(header);
-        Field::ALL.into_iter().find(|field| field.headers().iter().any(|known| header_key(known) == key))
+        Field::ALL
+            .into_iter()
+            .find(|field| field.headers().iter().any(|known| header_key(known) == key))
     }
 
     /// The field's position in [`Field::ALL`].

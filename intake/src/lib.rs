@@ -81,16 +81,25 @@ pub struct FileRead {
 /// source when the mapping names none, and the format by extension). Bad rows are part of the
 /// result; an error means the file as a whole cannot be read.
 pub fn read_bytes(name: &str, bytes: &[u8], options: &Options) -> Result<FileRead, ReadError> {
-    read(name, bytes, options).map_err(|error| ReadError { file: name.to_string(), error })
+    read(name, bytes, options).map_err(|error| ReadError {
+        file: name.to_string(),
+        error,
+    })
 }
 
 /// Reads one file from disk (refused before reading when it is over the size limit).
 pub fn read_path(path: &Path, options: &Options) -> Result<FileRead, ReadError> {
     let name = path.display().to_string();
-    let fail = |error: FileError| ReadError { file: name.clone(), error };
+    let fail = |error: FileError| ReadError {
+        file: name.clone(),
+        error,
+    };
     let size = std::fs::metadata(path).map_err(|e| fail(e.into()))?.len();
     if size > options.limits.max_file_bytes {
-        return Err(fail(FileError::TooLarge { size, limit: options.limits.max_file_bytes }));
+        return Err(fail(FileError::TooLarge {
+            size,
+            limit: options.limits.max_file_bytes,
+        }));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(e.into()))?;
     read_bytes(&name, &bytes, options)
@@ -100,19 +109,28 @@ fn read(name: &str, bytes: &[u8], options: &Options) -> Result<FileRead, FileErr
     let limits = &options.limits;
     let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if size > limits.max_file_bytes {
-        return Err(FileError::TooLarge { size, limit: limits.max_file_bytes });
+        return Err(FileError::TooLarge {
+            size,
+            limit: limits.max_file_bytes,
+        });
     }
     let settings = options.mapping.settings_for(name);
     let decoded = decode::decode(bytes, settings.encoding)?;
     let text = decoded.text.as_ref();
-    let format = settings.format.or_else(|| format_of_name(name)).unwrap_or_else(|| format_of_text(text));
+    let format = settings
+        .format
+        .or_else(|| format_of_name(name))
+        .unwrap_or_else(|| format_of_text(text));
     let table = match format {
         Format::Csv => table::read_csv(text, settings.delimiter, limits)?,
         Format::Json => table::read_json(text, settings.records.as_deref(), limits)?,
         Format::Jsonl => table::read_jsonl(text, limits)?,
     };
     let columns = ColumnMap::new(&table.headers, &settings)?;
-    let source = settings.source.clone().unwrap_or_else(|| infer_source(name));
+    let source = settings
+        .source
+        .clone()
+        .unwrap_or_else(|| infer_source(name));
     let source_zone = settings.time_zone.unwrap_or(options.time_zone);
     let headers = table.headers.clone();
     let (blank_rows, delimiter) = (table.blank_rows, table.delimiter);
@@ -125,7 +143,11 @@ fn read(name: &str, bytes: &[u8], options: &Options) -> Result<FileRead, FileErr
             decimal_separator: settings.decimal_separator.unwrap_or('.'),
             default_currency: settings.currency.clone(),
         },
-        times: TimeStyle { source_zone, target_zone: options.time_zone, format: settings.date_format.clone() },
+        times: TimeStyle {
+            source_zone,
+            target_zone: options.time_zone,
+            format: settings.date_format.clone(),
+        },
         limits,
     };
     let (records, bad_rows) = cleaner.clean_table(table);
@@ -145,7 +167,11 @@ fn read(name: &str, bytes: &[u8], options: &Options) -> Result<FileRead, FileErr
         bad_rows: bad_rows.len(),
         blank_rows,
     };
-    Ok(FileRead { records, bad_rows, report })
+    Ok(FileRead {
+        records,
+        bad_rows,
+        report,
+    })
 }
 
 /// The format a file's extension names.
@@ -163,7 +189,9 @@ fn format_of_name(name: &str) -> Option<Format> {
 /// with `[` or `{`, JSON Lines when it starts with `{` but is not, CSV otherwise.
 fn format_of_text(text: &str) -> Format {
     match text.trim_start().as_bytes().first() {
-        Some(b'[' | b'{') if serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok() => Format::Json,
+        Some(b'[' | b'{') if serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok() => {
+            Format::Json
+        }
         Some(b'{') => Format::Jsonl,
         _ => Format::Csv,
     }

@@ -18,6 +18,11 @@ pub struct Limits {
 impl Default for Limits {
     /// 64 MiB, one million rows, 256 columns, 64 KiB per field.
     fn default() -> Self {
-        Limits { max_file_bytes: 64 << 20, max_rows: 1_000_000, max_columns: 256, max_field_bytes: 64 << 10 }
+        Limits {
+            max_file_bytes: 64 << 20,
+            max_rows: 1_000_000,
+            max_columns: 256,
+            max_field_bytes: 64 << 10,
+        }
     }
 }

@@ -89,7 +89,10 @@ impl Settings {
     /// What a header maps to explicitly, if the settings name it.
     pub fn column(&self, header: &str) -> Option<Column> {
         let key = header_key(header);
-        self.columns.iter().find(|(mapped, _)| *mapped == key).map(|(_, column)| *column)
+        self.columns
+            .iter()
+            .find(|(mapped, _)| *mapped == key)
+            .map(|(_, column)| *column)
     }
 
     /// These settings with `defaults` filling what they leave open.
@@ -213,29 +216,54 @@ struct EntryToml {
 impl Mapping {
     /// Reads and checks a mapping file.
     pub fn load(path: &Path) -> Result<Mapping, MappingError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| MappingError::Io { path: path.display().to_string(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| MappingError::Io {
+            path: path.display().to_string(),
+            error,
+        })?;
         Mapping::from_toml(&text)
     }
 
     /// Parses and checks a mapping from TOML text.
     pub fn from_toml(text: &str) -> Result<Mapping, MappingError> {
         let parsed: MappingToml = toml::from_str(text)?;
-        let invalid = |at: String| move |problem| MappingError::Invalid { at: at.clone(), problem };
+        let invalid = |at: String| {
+            move |problem| MappingError::Invalid {
+                at: at.clone(),
+                problem,
+            }
+        };
         if parsed.defaults.name.is_some() {
-            return Err(invalid("[defaults]".into())(MappingProblem::NotADefault("name")));
+            return Err(invalid("[defaults]".into())(MappingProblem::NotADefault(
+                "name",
+            )));
         }
         if parsed.defaults.source.is_some() {
-            return Err(invalid("[defaults]".into())(MappingProblem::NotADefault("source")));
+            return Err(invalid("[defaults]".into())(MappingProblem::NotADefault(
+                "source",
+            )));
         }
         let defaults = settings(parsed.defaults).map_err(invalid("[defaults]".into()))?;
         let mut files = Vec::with_capacity(parsed.file.len());
         for (index, mut entry) in parsed.file.into_iter().enumerate() {
-            let at =
-                format!("[[file]] {}{}", index + 1, entry.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
-            let name = entry.name.take().ok_or(MappingProblem::NoName).map_err(invalid(at.clone()))?;
+            let at = format!(
+                "[[file]] {}{}",
+                index + 1,
+                entry
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+            let name = entry
+                .name
+                .take()
+                .ok_or(MappingProblem::NoName)
+                .map_err(invalid(at.clone()))?;
             let pattern = glob::Pattern::new(&name)
-                .map_err(|e| MappingProblem::BadPattern { pattern: name.clone(), message: e.msg.to_string() })
+                .map_err(|e| MappingProblem::BadPattern {
+                    pattern: name.clone(),
+                    message: e.msg.to_string(),
+                })
                 .map_err(invalid(at.clone()))?;
             files.push((pattern, settings(entry).map_err(invalid(at))?));
         }
@@ -257,13 +285,18 @@ impl Mapping {
 fn settings(entry: EntryToml) -> Result<Settings, MappingProblem> {
     let encoding = entry
         .encoding
-        .map(|label| Encoding::for_label(label.trim().as_bytes()).ok_or(MappingProblem::UnknownEncoding(label)))
+        .map(|label| {
+            Encoding::for_label(label.trim().as_bytes())
+                .ok_or(MappingProblem::UnknownEncoding(label))
+        })
         .transpose()?;
     let delimiter = entry
         .delimiter
         .map(|text| match text.as_str() {
             "tab" | "\t" => Ok(b'\t'),
-            one if one.len() == 1 && one.is_ascii() && !matches!(one, "\"" | "\n" | "\r") => Ok(one.as_bytes()[0]),
+            one if one.len() == 1 && one.is_ascii() && !matches!(one, "\"" | "\n" | "\r") => {
+                Ok(one.as_bytes()[0])
+            }
             _ => Err(MappingProblem::BadDelimiter(text)),
         })
         .transpose()?;
@@ -293,7 +326,11 @@ fn settings(entry: EntryToml) -> Result<Settings, MappingProblem> {
         .transpose()?;
     let time_zone = entry
         .time_zone
-        .map(|name| name.trim().parse::<Tz>().map_err(|_| MappingProblem::UnknownTimeZone(name)))
+        .map(|name| {
+            name.trim()
+                .parse::<Tz>()
+                .map_err(|_| MappingProblem::UnknownTimeZone(name))
+        })
         .transpose()?;
     let columns = entry
         .columns
@@ -301,9 +338,12 @@ fn settings(entry: EntryToml) -> Result<Settings, MappingProblem> {
         .map(|(column, target)| {
             let mapped = match target.as_str() {
                 "ignore" => Column::Ignore,
-                name => Field::from_name(name)
-                    .map(Column::Field)
-                    .ok_or_else(|| MappingProblem::UnknownField { column: column.clone(), target: target.clone() })?,
+                name => Field::from_name(name).map(Column::Field).ok_or_else(|| {
+                    MappingProblem::UnknownField {
+                        column: column.clone(),
+                        target: target.clone(),
+                    }
+                })?,
             };
             Ok((header_key(&column), mapped))
         })
@@ -383,7 +423,10 @@ delimiter = "tab"
         assert_eq!(sales.time_zone, Some(Tz::Europe__Berlin));
         assert_eq!(sales.currency.as_deref(), Some("CNY"));
         assert_eq!(sales.column("币种"), Some(Column::Field(Field::Currency)));
-        assert_eq!(sales.column("order_ref"), Some(Column::Field(Field::OrderId)));
+        assert_eq!(
+            sales.column("order_ref"),
+            Some(Column::Field(Field::OrderId))
+        );
         assert_eq!(sales.column("remark"), Some(Column::Ignore));
         assert_eq!(sales.column("amount"), None);
 
@@ -409,12 +452,18 @@ delimiter = "tab"
             "mapping [[file]] 1 (a.csv): unknown time zone `Asia/Shangai` (an IANA name such as Asia/Shanghai or UTC)"
         );
         assert!(problem("[[file]]\nsource = \"sales\"").contains("[[file]] 1: `name`"));
-        assert!(problem("[defaults]\nencoding = \"klingon\"").contains("[defaults]: unknown encoding `klingon`"));
-        assert!(problem("[defaults]\ndelimiter = \";;\"").contains("delimiter must be one ASCII character"));
-        assert!(problem("[defaults]\ndecimal_separator = \"'\"").contains("decimal_separator must be"));
-        assert!(problem("[defaults]\ndate_format = \"%Q\"").contains("`%Q` is not a strftime date format"));
+        assert!(problem("[defaults]\nencoding = \"klingon\"")
+            .contains("[defaults]: unknown encoding `klingon`"));
+        assert!(problem("[defaults]\ndelimiter = \";;\"")
+            .contains("delimiter must be one ASCII character"));
+        assert!(
+            problem("[defaults]\ndecimal_separator = \"'\"").contains("decimal_separator must be")
+        );
+        assert!(problem("[defaults]\ndate_format = \"%Q\"")
+            .contains("`%Q` is not a strftime date format"));
         assert!(problem("[defaults]\ncurrency = \"dollar\"").contains("three-letter ISO code"));
-        assert!(problem("[defaults]\nsource = \"x\"").contains("`source` belongs in a `[[file]]` entry"));
+        assert!(problem("[defaults]\nsource = \"x\"")
+            .contains("`source` belongs in a `[[file]]` entry"));
         assert!(problem("[[file]]\nname = \"[a\"").contains("is not a file name pattern"));
         assert!(problem("[defaults.columns]\n\"x\" = \"price\"")
             .contains("column `x` maps to `price`, which is not a field"));
@@ -423,9 +472,15 @@ delimiter = "tab"
     #[test]
     fn unknown_keys_and_bad_toml_are_refused_with_their_position() {
         let message = problem("[defaults]\ntimezone = \"UTC\"");
-        assert!(message.contains("unknown field `timezone`") && message.contains("line 2"), "{message}");
+        assert!(
+            message.contains("unknown field `timezone`") && message.contains("line 2"),
+            "{message}"
+        );
         let message = problem("[[file]]\nname = ");
-        assert!(message.starts_with("mapping: ") && message.contains("line 2"), "{message}");
+        assert!(
+            message.starts_with("mapping: ") && message.contains("line 2"),
+            "{message}"
+        );
         let message = problem("[[file]]\nname = \"a\"\nformat = \"xml\"");
         assert!(message.contains("unknown variant `xml`"), "{message}");
     }

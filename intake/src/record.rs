@@ -37,9 +37,9 @@ impl Serialize for Value {
     /// text (`1234.50`), never through a float.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Amount(amount) => {
-                RawValue::from_string(amount_text(amount)).map_err(S::Error::custom)?.serialize(serializer)
-            }
+            Value::Amount(amount) => RawValue::from_string(amount_text(amount))
+                .map_err(S::Error::custom)?
+                .serialize(serializer),
             Value::Text(text) => serializer.serialize_str(text),
             Value::Time(time) => serializer.serialize_str(&time_text(time)),
         }

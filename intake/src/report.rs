@@ -166,7 +166,11 @@ pub struct BadRow {
 impl BadRow {
     /// A bad row at `origin` with these problems.
     pub(crate) fn new(origin: &Origin, problems: Vec<Problem>) -> BadRow {
-        let reason = problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; ");
+        let reason = problems
+            .iter()
+            .map(Problem::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         BadRow {
             file: origin.file.clone(),
             source: origin.source.clone(),

@@ -51,7 +51,10 @@ mod tests {
 
     #[test]
     fn full_width_letters_digits_spaces_and_signs_are_folded() {
-        assert_eq!(fold_width("ＡＣＭＥ　Ｌｔｄ １２３４．５０ ￥"), "ACME Ltd 1234.50 ¥");
+        assert_eq!(
+            fold_width("ＡＣＭＥ　Ｌｔｄ １２３４．５０ ￥"),
+            "ACME Ltd 1234.50 ¥"
+        );
         assert_eq!(fold_width("上海（星辰）"), "上海(星辰)");
         assert_eq!(fold_width("订单号"), "订单号");
     }
@@ -65,8 +68,14 @@ mod tests {
 
     #[test]
     fn header_keys_ignore_case_spaces_and_underscores() {
-        for header in ["order_id", "orderId", "Order ID", " ORDER_ID ", "ｏｒｄｅｒ＿ｉｄ", "\u{FEFF}order_id"]
-        {
+        for header in [
+            "order_id",
+            "orderId",
+            "Order ID",
+            " ORDER_ID ",
+            "ｏｒｄｅｒ＿ｉｄ",
+            "\u{FEFF}order_id",
+        ] {
             assert_eq!(header_key(header), "orderid", "{header}");
         }
         assert_eq!(header_key("订单 编号"), "订单编号");

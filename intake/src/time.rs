@@ -7,7 +7,9 @@
 //! A time without a zone is read in the source's zone; a date alone is midnight there.
 
 use crate::text::fold_width;
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// Why a time could not be read.
@@ -37,24 +39,64 @@ pub struct TimeStyle {
 
 impl Default for TimeStyle {
     fn default() -> Self {
-        TimeStyle { source_zone: Tz::UTC, target_zone: Tz::UTC, format: None }
+        TimeStyle {
+            source_zone: Tz::UTC,
+            target_zone: Tz::UTC,
+            format: None,
+        }
     }
 }
 
 /// Date-and-time formats, and the date-alone format, by the character after the year.
 const LAYOUTS: [(char, [&str; 4], &str); 4] = [
-    ('-', ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"], "%Y-%m-%d"),
-    ('/', ["%Y/%m/%dT%H:%M:%S%.f", "%Y/%m/%dT%H:%M", "%Y/%m/%d %H:%M:%S%.f", "%Y/%m/%d %H:%M"], "%Y/%m/%d"),
-    ('.', ["%Y.%m.%dT%H:%M:%S%.f", "%Y.%m.%dT%H:%M", "%Y.%m.%d %H:%M:%S%.f", "%Y.%m.%d %H:%M"], "%Y.%m.%d"),
+    (
+        '-',
+        [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ],
+        "%Y-%m-%d",
+    ),
+    (
+        '/',
+        [
+            "%Y/%m/%dT%H:%M:%S%.f",
+            "%Y/%m/%dT%H:%M",
+            "%Y/%m/%d %H:%M:%S%.f",
+            "%Y/%m/%d %H:%M",
+        ],
+        "%Y/%m/%d",
+    ),
+    (
+        '.',
+        [
+            "%Y.%m.%dT%H:%M:%S%.f",
+            "%Y.%m.%dT%H:%M",
+            "%Y.%m.%d %H:%M:%S%.f",
+            "%Y.%m.%d %H:%M",
+        ],
+        "%Y.%m.%d",
+    ),
     (
         '年',
-        ["%Y年%m月%d日 %H:%M:%S%.f", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日%H:%M:%S%.f", "%Y年%m月%d日%H:%M"],
+        [
+            "%Y年%m月%d日 %H:%M:%S%.f",
+            "%Y年%m月%d日 %H:%M",
+            "%Y年%m月%d日%H:%M:%S%.f",
+            "%Y年%m月%d日%H:%M",
+        ],
         "%Y年%m月%d日",
     ),
 ];
 /// ISO 8601 with a numeric zone (after any `Z` or `UTC` became `+00:00`).
-const ZONED: [&str; 4] =
-    ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"];
+const ZONED: [&str; 4] = [
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M%#z",
+];
 
 /// Reads `text` as a point in time in the style's target zone.
 pub fn parse_time(text: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeError> {
@@ -72,9 +114,14 @@ pub fn parse_time(text: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeErr
         return Ok(zoned.with_timezone(&style.target_zone));
     }
     let after_year = text.chars().nth(4);
-    let (_, with_time, date) =
-        LAYOUTS.iter().find(|(mark, _, _)| Some(*mark) == after_year).ok_or(TimeError::Unknown)?;
-    if let Some(naive) = with_time.iter().find_map(|format| NaiveDateTime::parse_from_str(&text, format).ok()) {
+    let (_, with_time, date) = LAYOUTS
+        .iter()
+        .find(|(mark, _, _)| Some(*mark) == after_year)
+        .ok_or(TimeError::Unknown)?;
+    if let Some(naive) = with_time
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(&text, format).ok())
+    {
         return local(naive, style);
     }
     let day = NaiveDate::parse_from_str(&text, date).map_err(|_| TimeError::Unknown)?;
@@ -85,18 +132,28 @@ pub fn parse_time(text: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeErr
 fn epoch_or_compact(digits: &str, style: &TimeStyle) -> Result<DateTime<Tz>, TimeError> {
     let utc = match digits.len() {
         8 => {
-            let day = NaiveDate::parse_from_str(digits, "%Y%m%d").map_err(|_| TimeError::Unknown)?;
+            let day =
+                NaiveDate::parse_from_str(digits, "%Y%m%d").map_err(|_| TimeError::Unknown)?;
             return local(day.and_time(NaiveTime::MIN), style);
         }
-        9..=11 => DateTime::<Utc>::from_timestamp(digits.parse().map_err(|_| TimeError::OutOfRange)?, 0),
-        12..=14 => DateTime::<Utc>::from_timestamp_millis(digits.parse().map_err(|_| TimeError::OutOfRange)?),
+        9..=11 => {
+            DateTime::<Utc>::from_timestamp(digits.parse().map_err(|_| TimeError::OutOfRange)?, 0)
+        }
+        12..=14 => DateTime::<Utc>::from_timestamp_millis(
+            digits.parse().map_err(|_| TimeError::OutOfRange)?,
+        ),
         _ => return Err(TimeError::Unknown),
     };
-    utc.map(|time| time.with_timezone(&style.target_zone)).ok_or(TimeError::OutOfRange)
+    utc.map(|time| time.with_timezone(&style.target_zone))
+        .ok_or(TimeError::OutOfRange)
 }
 
 /// The mapping's own format: with a zone, a date and time, or a date alone.
-fn with_format(text: &str, format: &str, style: &TimeStyle) -> Result<Option<DateTime<Tz>>, TimeError> {
+fn with_format(
+    text: &str,
+    format: &str,
+    style: &TimeStyle,
+) -> Result<Option<DateTime<Tz>>, TimeError> {
     if let Ok(zoned) = DateTime::parse_from_str(text, format) {
         return Ok(Some(zoned.with_timezone(&style.target_zone)));
     }
@@ -112,7 +169,10 @@ fn with_format(text: &str, format: &str, style: &TimeStyle) -> Result<Option<Dat
 /// An ISO 8601 time with a zone: `Z`, `UTC`, `+08:00`, `+0800` or `+08`, after `T` or a space,
 /// with or without a space before the zone.
 fn zoned(text: &str) -> Option<DateTime<FixedOffset>> {
-    let text = match text.strip_suffix(['Z', 'z']).or_else(|| text.strip_suffix(" UTC")) {
+    let text = match text
+        .strip_suffix(['Z', 'z'])
+        .or_else(|| text.strip_suffix(" UTC"))
+    {
         Some(rest) => format!("{}+00:00", rest.trim_end()),
         None => text.to_string(),
     };
@@ -121,14 +181,18 @@ fn zoned(text: &str) -> Option<DateTime<FixedOffset>> {
     }
     let offset_at = text.rfind(['+', '-']).filter(|&at| at > 10)?;
     let joined = format!("{}{}", text[..offset_at].trim_end(), &text[offset_at..]);
-    ZONED.iter().find_map(|format| DateTime::parse_from_str(&joined, format).ok())
+    ZONED
+        .iter()
+        .find_map(|format| DateTime::parse_from_str(&joined, format).ok())
 }
 
 /// A local time in the source zone, converted to the target zone; the earlier of two when the
 /// clocks went back.
 fn local(naive: NaiveDateTime, style: &TimeStyle) -> Result<DateTime<Tz>, TimeError> {
     match style.source_zone.from_local_datetime(&naive) {
-        LocalResult::Single(time) | LocalResult::Ambiguous(time, _) => Ok(time.with_timezone(&style.target_zone)),
+        LocalResult::Single(time) | LocalResult::Ambiguous(time, _) => {
+            Ok(time.with_timezone(&style.target_zone))
+        }
         LocalResult::None => Err(TimeError::Skipped(style.source_zone)),
     }
 }
@@ -143,11 +207,17 @@ mod tests {
     use super::*;
 
     fn style(source: Tz, target: Tz) -> TimeStyle {
-        TimeStyle { source_zone: source, target_zone: target, format: None }
+        TimeStyle {
+            source_zone: source,
+            target_zone: target,
+            format: None,
+        }
     }
 
     fn utc(text: &str) -> String {
-        parse_time(text, &TimeStyle::default()).map(|time| time_text(&time)).unwrap_or_else(|e| panic!("{text}: {e}"))
+        parse_time(text, &TimeStyle::default())
+            .map(|time| time_text(&time))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
     #[test]
@@ -157,10 +227,16 @@ mod tests {
         assert_eq!(utc("2026-12-01 08:00:00+0800"), "2026-12-01T00:00:00Z");
         assert_eq!(utc("2026-12-01 08:00:00 +08:00"), "2026-12-01T00:00:00Z");
         assert_eq!(utc("2026-12-01T08:00+08"), "2026-12-01T00:00:00Z");
-        assert_eq!(utc("2026-12-01T08:00:00.250-05:00"), "2026-12-01T13:00:00.250Z");
+        assert_eq!(
+            utc("2026-12-01T08:00:00.250-05:00"),
+            "2026-12-01T13:00:00.250Z"
+        );
         assert_eq!(utc("2026-12-01 08:00:00 UTC"), "2026-12-01T08:00:00Z");
         let shanghai = style(Tz::UTC, Tz::Asia__Shanghai);
-        assert_eq!(time_text(&parse_time("2026-12-01T00:00:00Z", &shanghai).unwrap()), "2026-12-01T08:00:00+08:00");
+        assert_eq!(
+            time_text(&parse_time("2026-12-01T00:00:00Z", &shanghai).unwrap()),
+            "2026-12-01T08:00:00+08:00"
+        );
     }
 
     #[test]
@@ -183,7 +259,10 @@ mod tests {
         assert_eq!(read("2026年12月1日"), "2026-12-01T00:00:00+08:00");
         assert_eq!(read("2026年12月01日 08:30"), "2026-12-01T08:30:00+08:00");
         assert_eq!(read("2026年12月1日08:30:15"), "2026-12-01T08:30:15+08:00");
-        assert_eq!(read("２０２６年１２月１日　０８:３０"), "2026-12-01T08:30:00+08:00");
+        assert_eq!(
+            read("２０２６年１２月１日　０８:３０"),
+            "2026-12-01T08:30:00+08:00"
+        );
     }
 
     #[test]
@@ -192,7 +271,10 @@ mod tests {
         assert_eq!(utc("2026/12/01"), "2026-12-01T00:00:00Z");
         assert_eq!(utc("20261201"), "2026-12-01T00:00:00Z");
         let berlin = style(Tz::Europe__Berlin, Tz::UTC);
-        assert_eq!(time_text(&parse_time("2026-12-01", &berlin).unwrap()), "2026-11-30T23:00:00Z");
+        assert_eq!(
+            time_text(&parse_time("2026-12-01", &berlin).unwrap()),
+            "2026-11-30T23:00:00Z"
+        );
     }
 
     #[test]
@@ -201,16 +283,34 @@ mod tests {
         assert_eq!(utc("1796112000000"), "2026-12-01T08:00:00Z");
         assert_eq!(utc("1796112000123"), "2026-12-01T08:00:00.123Z");
         let shanghai = style(Tz::UTC, Tz::Asia__Shanghai);
-        assert_eq!(time_text(&parse_time("1796112000", &shanghai).unwrap()), "2026-12-01T16:00:00+08:00");
+        assert_eq!(
+            time_text(&parse_time("1796112000", &shanghai).unwrap()),
+            "2026-12-01T16:00:00+08:00"
+        );
     }
 
     #[test]
     fn the_mapping_format_reads_what_the_common_ones_cannot() {
-        let dotted = TimeStyle { format: Some("%d.%m.%Y %H:%M".into()), ..TimeStyle::default() };
-        assert_eq!(time_text(&parse_time("01.12.2026 08:00", &dotted).unwrap()), "2026-12-01T08:00:00Z");
-        let us = TimeStyle { format: Some("%m/%d/%Y".into()), ..TimeStyle::default() };
-        assert_eq!(time_text(&parse_time("12/01/2026", &us).unwrap()), "2026-12-01T00:00:00Z");
-        assert_eq!(parse_time("12/01/2026", &TimeStyle::default()), Err(TimeError::Unknown));
+        let dotted = TimeStyle {
+            format: Some("%d.%m.%Y %H:%M".into()),
+            ..TimeStyle::default()
+        };
+        assert_eq!(
+            time_text(&parse_time("01.12.2026 08:00", &dotted).unwrap()),
+            "2026-12-01T08:00:00Z"
+        );
+        let us = TimeStyle {
+            format: Some("%m/%d/%Y".into()),
+            ..TimeStyle::default()
+        };
+        assert_eq!(
+            time_text(&parse_time("12/01/2026", &us).unwrap()),
+            "2026-12-01T00:00:00Z"
+        );
+        assert_eq!(
+            parse_time("12/01/2026", &TimeStyle::default()),
+            Err(TimeError::Unknown)
+        );
     }
 
     #[test]
@@ -224,14 +324,24 @@ mod tests {
             "12345",
             "2026-12-01T08:00:00+99:00",
         ] {
-            assert_eq!(parse_time(text, &TimeStyle::default()), Err(TimeError::Unknown), "{text}");
+            assert_eq!(
+                parse_time(text, &TimeStyle::default()),
+                Err(TimeError::Unknown),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn local_times_the_clocks_skip_are_refused_and_repeated_ones_take_the_first() {
         let berlin = style(Tz::Europe__Berlin, Tz::UTC);
-        assert_eq!(parse_time("2026-03-29 02:30", &berlin), Err(TimeError::Skipped(Tz::Europe__Berlin)));
-        assert_eq!(time_text(&parse_time("2026-10-25 02:30", &berlin).unwrap()), "2026-10-25T00:30:00Z");
+        assert_eq!(
+            parse_time("2026-03-29 02:30", &berlin),
+            Err(TimeError::Skipped(Tz::Europe__Berlin))
+        );
+        assert_eq!(
+            time_text(&parse_time("2026-10-25 02:30", &berlin).unwrap()),
+            "2026-10-25T00:30:00Z"
+        );
     }
 }

@@ -47,10 +47,22 @@ pub struct IntakeArgs {
 /// Runs the command.
 pub fn execute(args: &IntakeArgs) -> anyhow::Result<ExitCode> {
     let time_zone: Tz = args.time_zone.parse().map_err(|_| {
-        anyhow::anyhow!("unknown time zone `{}` (an IANA name such as Asia/Shanghai or UTC)", args.time_zone)
+        anyhow::anyhow!(
+            "unknown time zone `{}` (an IANA name such as Asia/Shanghai or UTC)",
+            args.time_zone
+        )
     })?;
-    let mapping = args.mapping.as_deref().map(Mapping::load).transpose()?.unwrap_or_default();
-    let options = Options { mapping, limits: Limits::default(), time_zone };
+    let mapping = args
+        .mapping
+        .as_deref()
+        .map(Mapping::load)
+        .transpose()?
+        .unwrap_or_default();
+    let options = Options {
+        mapping,
+        limits: Limits::default(),
+        time_zone,
+    };
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     for path in export_files(&args.paths)? {
@@ -63,7 +75,10 @@ pub fn execute(args: &IntakeArgs) -> anyhow::Result<ExitCode> {
         for error in &unreadable {
             eprintln!("error: {error}");
         }
-        eprintln!("{} of the files cannot be read; nothing was written", unreadable.len());
+        eprintln!(
+            "{} of the files cannot be read; nothing was written",
+            unreadable.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     let sort_by = match args.sort {
@@ -78,7 +93,11 @@ pub fn execute(args: &IntakeArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.report {
         write_file(path, &(batch.report_json()? + "\n"))?;
     }
-    let text = if args.json { batch.to_json()? + "\n" } else { summary(&batch, args) };
+    let text = if args.json {
+        batch.to_json()? + "\n"
+    } else {
+        summary(&batch, args)
+    };
     super::write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -110,7 +129,9 @@ fn export_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 fn is_export(path: &Path) -> bool {
     path.extension()
         .and_then(|extension| extension.to_str())
-        .is_some_and(|extension| EXPORT_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
+        .is_some_and(|extension| {
+            EXPORT_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str())
+        })
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -123,7 +144,11 @@ fn summary(batch: &Batch, args: &IntakeArgs) -> String {
     let totals = &report.totals;
     let mut text = String::new();
     for file in &report.files {
-        let delimiter = file.delimiter.as_deref().map(|d| format!(", delimiter {d:?}")).unwrap_or_default();
+        let delimiter = file
+            .delimiter
+            .as_deref()
+            .map(|d| format!(", delimiter {d:?}"))
+            .unwrap_or_default();
         let bom = if file.bom { " with BOM" } else { "" };
         let _ = writeln!(
             text,
@@ -150,7 +175,11 @@ fn summary(batch: &Batch, args: &IntakeArgs) -> String {
         report.sorted_by.name(),
     );
     for bad in &report.bad_rows {
-        let _ = writeln!(text, "  {} row {} (line {}): {}", bad.file, bad.row, bad.line, bad.reason);
+        let _ = writeln!(
+            text,
+            "  {} row {} (line {}): {}",
+            bad.file, bad.row, bad.line, bad.reason
+        );
     }
     if let Some(path) = &args.out {
         let _ = writeln!(text, "orders: {}", path.display());
