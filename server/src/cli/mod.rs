@@ -8,6 +8,7 @@ mod effects;
 pub mod graph;
 pub mod history;
 pub mod import;
+pub mod intake;
 pub mod model;
 pub mod resume;
 pub mod run;
@@ -50,6 +51,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Start one instance per item of a batch, in the order a sort rule gives.
     Import(import::ImportArgs),
+    /// Read ERP exports (CSV, JSON, JSONL): clean, align the same order across sources, sort.
+    Intake(intake::IntakeArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
@@ -84,5 +87,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args, config),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
         Command::Import(args) => import::execute(&args, config),
+        Command::Intake(args) => intake::execute(&args),
     }
 }
