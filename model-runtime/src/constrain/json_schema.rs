@@ -148,7 +148,12 @@ impl ObjectSchema {
                 Some(Value::Bool(copy)) => *copy,
                 Some(_) => return Err(err(format!("{pointer}/x-copy"), "must be true or false")),
             };
-            if copy && !matches!(kind, FieldKind::String { .. } | FieldKind::Number | FieldKind::Integer) {
+            if copy
+                && !matches!(
+                    kind,
+                    FieldKind::String { .. } | FieldKind::Number | FieldKind::Integer
+                )
+            {
                 return Err(err(
                     format!("{pointer}/x-copy"),
                     "only string, number and integer values can be copied from the input",
@@ -590,7 +595,13 @@ impl JsonSchemaMachine {
                                 true
                             }
                             0xC2..=0xF4 => {
-                                let pending = if b >= 0xF0 { 3 } else if b >= 0xE0 { 2 } else { 1 };
+                                let pending = if b >= 0xF0 {
+                                    3
+                                } else if b >= 0xE0 {
+                                    2
+                                } else {
+                                    1
+                                };
                                 // Leave room for the whole character under the cap.
                                 if *bytes + 1 + pending as usize > *max_bytes || !copies(span, b) {
                                     return false;
@@ -952,7 +963,10 @@ mod tests {
     }
 
     fn feed_copy(source: &str, text: &str) -> Option<JsonSchemaMachine> {
-        feed_into(JsonSchemaMachine::new(copy_schema()).with_source(source), text)
+        feed_into(
+            JsonSchemaMachine::new(copy_schema()).with_source(source),
+            text,
+        )
     }
 
     #[test]
@@ -961,8 +975,14 @@ mod tests {
         assert!(feed_copy(source, r#"{"order_id":"SO-1"#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"\"SO-1\" from 上海""#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"SO-2"#).is_none());
-        assert!(feed_copy(source, r#"{"order_id":" SO"#).is_none(), "leading space");
-        assert!(feed_copy(source, r#"{"order_id":"\u0053"#).is_none(), "escaped character");
+        assert!(
+            feed_copy(source, r#"{"order_id":" SO"#).is_none(),
+            "leading space"
+        );
+        assert!(
+            feed_copy(source, r#"{"order_id":"\u0053"#).is_none(),
+            "escaped character"
+        );
         assert!(feed_copy(source, r#"{"order_id":"上海星"#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"上海辰"#).is_none());
     }
@@ -973,7 +993,10 @@ mod tests {
         let m = feed_copy(source, r#"{"order_id":"SO-1","total":12450}"#).unwrap();
         assert!(m.is_complete());
         assert!(feed_copy(source, r#"{"order_id":"SO-1","total":200}"#).is_some());
-        assert!(feed_copy(source, r#"{"total":12,"#).is_none(), "ends inside 12450");
+        assert!(
+            feed_copy(source, r#"{"total":12,"#).is_none(),
+            "ends inside 12450"
+        );
         assert!(feed_copy(source, r#"{"total":12,450"#).is_none());
         assert!(feed_copy(source, r#"{"total":13"#).is_none());
         assert!(feed_copy(source, r#"{"total":-2"#).is_none());

@@ -16,7 +16,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
 use crate::lm::{check_forward, CausalLm, LmError};
 
 /// Tokens processed together in one batch of a long prompt.
@@ -534,13 +534,22 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         cols: usize,
     ) -> Result<(&'a TensorInfo, QFormat), LmError> {
         let info = self.info(name, &[rows, cols])?;
-        match info.ggml_dtype {
-            GgmlDType::Q4_1 => Ok((info, QFormat::Q4_1)),
-            GgmlDType::Q8_0 => Ok((info, QFormat::Q8_0)),
-            other => Err(load_err(format!(
-                "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
-            ))),
-        }
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4_0 => QFormat::Q4_0,
+            GgmlDType::Q4_1 => QFormat::Q4_1,
+            GgmlDType::Q5_0 => QFormat::Q5_0,
+            GgmlDType::Q8_0 => QFormat::Q8_0,
+            GgmlDType::Q4K => QFormat::Q4_K,
+            GgmlDType::Q5K => QFormat::Q5_K,
+            GgmlDType::Q6K => QFormat::Q6_K,
+            other => {
+                return Err(load_err(format!(
+                    "tensor {name} is {other:?}; the fast backend supports Q4_0, Q4_1, Q5_0, \
+                     Q8_0, Q4_K, Q5_K and Q6_K"
+                )))
+            }
+        };
+        Ok((info, format))
     }
 
     /// A `rows` x `cols` quantized matrix.
@@ -565,7 +574,9 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
             .map(|(name, rows)| self.format(name, *rows, cols))
             .collect::<Result<Vec<_>, _>>()?;
         if formats.iter().all(|(_, f)| *f == formats[0].1) {
-            let mut raw = Vec::with_capacity(width * cols / BLOCK * formats[0].1.block_bytes());
+            let format = formats[0].1;
+            let mut raw =
+                Vec::with_capacity(width * cols / format.block_values() * format.block_bytes());
             for ((name, _), (info, _)) in parts.iter().zip(&formats) {
                 self.read_into(name, info, &mut raw)?;
             }
