@@ -23,9 +23,7 @@ const FILE_TYPE_Q4_K_M: u32 = 15;
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third one in
 /// between.
 pub fn uses_more_bits(layer: usize, layers: usize) -> bool {
-    layer < layers / 8
-        || layer >= 7 * layers / 8
-        || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
 }
 
 /// The type of tensor `name` (a matrix of `cols` inputs) in a Q4_K_M file of `layers` blocks;
@@ -48,7 +46,7 @@ pub fn q4_k_m_type(name: &str, cols: usize, layers: usize, tied: bool) -> GgmlDT
             _ => GgmlDType::Q4K,
         }
     };
-    if cols % 256 == 0 {
+    if cols.is_multiple_of(256) {
         wanted
     } else if wanted == GgmlDType::Q6K {
         GgmlDType::Q8_0

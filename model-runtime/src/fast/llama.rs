@@ -118,7 +118,7 @@ impl Hyper {
     pub fn is_sliding(&self, layer: usize) -> bool {
         self.sliding_window.is_some()
             && self.sliding_period > 0
-            && (layer + 1) % self.sliding_period != 0
+            && !(layer + 1).is_multiple_of(self.sliding_period)
     }
 }
 

@@ -191,7 +191,7 @@ pub(super) unsafe fn dot_rows4_q4_1(
     distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     prefetch(w.add(distance * stride), ahead);
     let aq = act.qs.as_ptr() as *const u8;
     let mask = _mm256_set1_epi8(0x0F);
@@ -239,7 +239,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
     distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     prefetch(w.add(distance * stride), ahead);
     let aq = act.qs.as_ptr() as *const u8;
     let flip = _mm256_set1_epi8(-128);
@@ -253,7 +253,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
         let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
         let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
         let da = load_f32x2(act.d.as_ptr().add(b));
-        for i in 0..4 {
+        for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
             let w_base = row.add(g * GROUP + 16 * k);
             let w_lo = _mm256_xor_si256(_mm256_loadu_si256(w_base as *const __m256i), flip);
@@ -264,7 +264,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
             let isum = _mm256_add_epi32(dot_i8_256(w_lo, a_lo), dot_i8_256(w_hi, a_hi));
             let scale = _mm_mul_ps(load_f16x2(row.add(nb * 32 + 2 * b)), da);
             let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
         }
         b += 2;
     }
@@ -289,7 +289,7 @@ pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
 /// As [`dot_q4_1`]; `nb` is even.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     let qs = w.as_ptr();
     let (d_ptr, m_ptr) = (qs.add(nb * 16), qs.add(nb * 18));
     let mask = _mm256_set1_epi8(0x0F);
@@ -330,7 +330,7 @@ pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
 /// As [`dot_q8_0`]; `nb` is even.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     let qs = w.as_ptr();
     let d_ptr = qs.add(nb * 32);
     let flip = _mm256_set1_epi8(-128);

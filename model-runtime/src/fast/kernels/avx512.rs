@@ -276,12 +276,12 @@ pub(super) unsafe fn dot_rows4_q8_0(
         let bias = q8_bias(&act, g);
         let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        for i in 0..4 {
+        for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
             let (w_lo, w_hi) = q8_bytes(row.add(g * GROUP), r);
             let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w_lo, a_lo), w_hi, a_hi);
             let scale = _mm_mul_ps(load_f16x4(row.add(nb * 32 + 8 * g), fmask), da);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
         }
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
@@ -421,12 +421,12 @@ pub(super) unsafe fn dot_rows4_q45_0<const HIGH: bool>(
         let bias = offset_bias(&act, g, offset);
         let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        for i in 0..4 {
+        for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
             let (lo, hi) = q45_values::<HIGH>(row, nb, g, r);
             let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, a_lo), hi, a_hi);
             let scale = _mm_mul_ps(load_f16x4(row.add(d_at + 8 * g), fmask), da);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
         }
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))

@@ -282,9 +282,13 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot4_q8_0(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe { avx2::dot4_q4_1(w, nb, acts) },
+            (Isa::Avx2, QFormat::Q4_1) if nb.is_multiple_of(2) => unsafe {
+                avx2::dot4_q4_1(w, nb, acts)
+            },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe { avx2::dot4_q8_0(w, nb, acts) },
+            (Isa::Avx2, QFormat::Q8_0) if nb.is_multiple_of(2) => unsafe {
+                avx2::dot4_q8_0(w, nb, acts)
+            },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q4_0) => unsafe { avx512::dot4_q45_0::<false>(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
@@ -318,11 +322,11 @@ impl Kernels {
                 avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe {
+            (Isa::Avx2, QFormat::Q4_1) if nb.is_multiple_of(2) => unsafe {
                 avx2::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe {
+            (Isa::Avx2, QFormat::Q8_0) if nb.is_multiple_of(2) => unsafe {
                 avx2::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
@@ -462,7 +466,7 @@ impl QMatrix {
         mut data: Vec<u8>,
     ) -> Result<QMatrix, KernelError> {
         let block = format.block_values();
-        if cols % block != 0 || cols == 0 {
+        if !cols.is_multiple_of(block) || cols == 0 {
             return Err(KernelError::RowLength {
                 format,
                 cols,
@@ -481,7 +485,7 @@ impl QMatrix {
                 actual: data.len(),
             });
         }
-        let repack: Option<fn(&[u8], &mut [u8], usize)> = match format {
+        let repack: Option<RowRepack> = match format {
             QFormat::Q4_0 => Some(repack_q4_0_row),
             QFormat::Q4_1 => Some(repack_q4_1_row),
             QFormat::Q5_0 => Some(repack_q5_0_row),
@@ -660,6 +664,9 @@ fn dequantize_q6_k_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Rewrites one row from the file's block layout (`src`) into the kernel layout (`dst`).
+type RowRepack = fn(&[u8], &mut [u8], usize);
+
 /// Reads the little-endian f16 at byte `at` as f32.
 #[inline]
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
@@ -771,7 +778,7 @@ impl QActs {
     /// Quantizes `rows` rows of `cols` values from `x` (row-major). Reuses the buffers: no
     /// allocation once they have grown to the largest batch.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
-        assert!(cols % BLOCK == 0 && x.len() >= rows * cols);
+        assert!(cols.is_multiple_of(BLOCK) && x.len() >= rows * cols);
         let groups = cols.div_ceil(GROUP);
         let (qs_len, d_len) = (groups * GROUP, groups * GROUP_BLOCKS);
         self.cols = cols;
@@ -805,7 +812,7 @@ impl QActs {
                 sums[b] = sum;
             }
         }
-        let kb = if cols % SUPER_BLOCK == 0 {
+        let kb = if cols.is_multiple_of(SUPER_BLOCK) {
             cols / SUPER_BLOCK
         } else {
             0
