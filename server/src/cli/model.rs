@@ -1,4 +1,4 @@
-//! `flowbot model fetch|info|generate|eval-extract`.
+//! `flowbot model fetch|info|generate|eval-extract|bench|quantize`.
 
 mod bench;
 mod eval_extract;
