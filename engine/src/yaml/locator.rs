@@ -93,7 +93,10 @@ impl SourceMap {
     /// Reads the structure of `text` (the first document, when there are several).
     pub fn new(text: &str) -> Self {
         let lines = logical_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
-        let mut parser = BlockParser { lines: &lines, next: 0 };
+        let mut parser = BlockParser {
+            lines: &lines,
+            next: 0,
+        };
         let root = match parser.peek() {
             Some(first) => {
                 let indent = first.indent;
@@ -167,7 +170,9 @@ impl SourceMap {
         let mut current = &self.root;
         for seg in segs {
             current = match (seg, &current.children) {
-                (PathSeg::Key(k), Children::Map(entries, first)) => first.get(k).map(|&i| &entries[i].2)?,
+                (PathSeg::Key(k), Children::Map(entries, first)) => {
+                    first.get(k).map(|&i| &entries[i].2)?
+                }
                 (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(_, v)| v)?,
                 _ => return None,
             };
@@ -214,7 +219,8 @@ fn logical_lines(text: &str) -> Vec<Line> {
                 if !blank {
                     // The first body line gives the scalar's position.
                     if let Some(last) = out.last_mut() {
-                        last.block_body.get_or_insert(Span::new(number, (indent + 1) as u32));
+                        last.block_body
+                            .get_or_insert(Span::new(number, (indent + 1) as u32));
                     }
                 }
                 continue;
@@ -242,7 +248,12 @@ fn logical_lines(text: &str) -> Vec<Line> {
         let mut column = indent;
         let mut rest = content;
         while rest.first() == Some(&'-') && (rest.len() == 1 || rest[1] == ' ') {
-            out.push(Line { number, indent: column, chars: vec!['-'], block_body: None });
+            out.push(Line {
+                number,
+                indent: column,
+                chars: vec!['-'],
+                block_body: None,
+            });
             let skip = 1 + rest[1..].iter().take_while(|c| **c == ' ').count();
             column += skip;
             rest = rest[skip..].to_vec();
@@ -254,7 +265,12 @@ fn logical_lines(text: &str) -> Vec<Line> {
             // The body must be indented more than the node that owns it.
             block_scalar_parent = Some(column);
         }
-        out.push(Line { number, indent: column, chars: rest, block_body: None });
+        out.push(Line {
+            number,
+            indent: column,
+            chars: rest,
+            block_body: None,
+        });
     }
     out
 }
@@ -272,7 +288,9 @@ fn is_block_scalar_header(chars: &[char]) -> bool {
 /// Whether `chars` is exactly a block scalar indicator (`|`, `>-`, `|2`, ...).
 fn is_block_scalar_indicator(chars: &[char]) -> bool {
     matches!(chars.first(), Some('|') | Some('>'))
-        && chars[1..].iter().all(|c| *c == '-' || *c == '+' || c.is_ascii_digit())
+        && chars[1..]
+            .iter()
+            .all(|c| *c == '-' || *c == '+' || c.is_ascii_digit())
 }
 
 /// Removes a trailing comment (`#` after a blank, outside quotes) and trailing blanks.
@@ -400,7 +418,9 @@ impl BlockParser<'_> {
 
     /// Reads the block node whose first line is the next line, at `indent`.
     fn block_node(&mut self, indent: usize) -> Located {
-        let Some(line) = self.peek() else { return Located::default() };
+        let Some(line) = self.peek() else {
+            return Located::default();
+        };
         if line.chars == ['-'] {
             return self.block_sequence(indent);
         }
@@ -429,11 +449,17 @@ impl BlockParser<'_> {
                     let child_indent = next.indent;
                     self.block_node(child_indent)
                 }
-                _ => Located { value: None, children: Children::Leaf },
+                _ => Located {
+                    value: None,
+                    children: Children::Leaf,
+                },
             };
             items.push((dash, item));
         }
-        Located { value: start, children: Children::Seq(items) }
+        Located {
+            value: start,
+            children: Children::Seq(items),
+        }
     }
 
     fn block_mapping(&mut self, indent: usize) -> Located {
@@ -443,7 +469,9 @@ impl BlockParser<'_> {
             if line.indent != indent {
                 break;
             }
-            let Some(colon) = find_mapping_colon(&line.chars) else { break };
+            let Some(colon) = find_mapping_colon(&line.chars) else {
+                break;
+            };
             let line = line.clone();
             self.next += 1;
             let key = key_text(&line.chars[..colon]);
@@ -460,13 +488,18 @@ impl BlockParser<'_> {
                         self.block_node(child_indent)
                     }
                     // A sequence may sit at the same indentation as its key.
-                    Some(next) if next.indent == indent && next.chars == ['-'] => self.block_sequence(indent),
+                    Some(next) if next.indent == indent && next.chars == ['-'] => {
+                        self.block_sequence(indent)
+                    }
                     _ => Located::default(),
                 }
             };
             entries.push((key, key_span, value));
         }
-        Located { value: start, children: Children::map(entries) }
+        Located {
+            value: start,
+            children: Children::map(entries),
+        }
     }
 
     /// A value that starts at `offset` of `line`: a flow collection (which may continue on the
@@ -474,19 +507,32 @@ impl BlockParser<'_> {
     fn inline_value(&mut self, line: &Line, offset: usize) -> Located {
         if is_block_scalar_indicator(&line.chars[offset..]) {
             let span = line.block_body.unwrap_or_else(|| line.span_at(offset));
-            return Located { value: Some(span), children: Children::Leaf };
+            return Located {
+                value: Some(span),
+                children: Children::Leaf,
+            };
         }
         match line.chars.get(offset) {
             Some('{') | Some('[') => {
                 // Flow collections may span lines: read from this line on.
-                let mut cursor = FlowCursor { lines: self.lines, line: self.next - 1, col: offset };
+                let mut cursor = FlowCursor {
+                    lines: self.lines,
+                    line: self.next - 1,
+                    col: offset,
+                };
                 let located = cursor.flow_value();
                 // Continue after the line where the collection ended.
                 self.next = cursor.line + 1;
                 located
             }
-            Some('"') | Some('\'') => Located { value: Some(line.span_at(offset + 1)), children: Children::Leaf },
-            _ => Located { value: Some(line.span_at(offset)), children: Children::Leaf },
+            Some('"') | Some('\'') => Located {
+                value: Some(line.span_at(offset + 1)),
+                children: Children::Leaf,
+            },
+            _ => Located {
+                value: Some(line.span_at(offset)),
+                children: Children::Leaf,
+            },
         }
     }
 }
@@ -504,11 +550,14 @@ impl<'a> FlowCursor<'a> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.current_line().and_then(|l| l.chars.get(self.col).copied())
+        self.current_line()
+            .and_then(|l| l.chars.get(self.col).copied())
     }
 
     fn span(&self) -> Span {
-        self.current_line().map(|l| l.span_at(self.col)).unwrap_or_default()
+        self.current_line()
+            .map(|l| l.span_at(self.col))
+            .unwrap_or_default()
     }
 
     /// Moves past blanks and line ends.
@@ -573,7 +622,10 @@ impl<'a> FlowCursor<'a> {
                     };
                     entries.push((key_text(&key.chars().collect::<Vec<_>>()), key_span, value));
                 }
-                Located { value: Some(span), children: Children::map(entries) }
+                Located {
+                    value: Some(span),
+                    children: Children::map(entries),
+                }
             }
             Some('[') => {
                 self.bump();
@@ -596,16 +648,25 @@ impl<'a> FlowCursor<'a> {
                     let item = self.flow_value();
                     items.push((item_span, item));
                 }
-                Located { value: Some(span), children: Children::Seq(items) }
+                Located {
+                    value: Some(span),
+                    children: Children::Seq(items),
+                }
             }
             Some('"') | Some('\'') => {
                 let inner = Span::new(span.line, span.col + 1);
                 self.scalar_text(false);
-                Located { value: Some(inner), children: Children::Leaf }
+                Located {
+                    value: Some(inner),
+                    children: Children::Leaf,
+                }
             }
             _ => {
                 self.scalar_text(false);
-                Located { value: Some(span), children: Children::Leaf }
+                Located {
+                    value: Some(span),
+                    children: Children::Leaf,
+                }
             }
         }
     }
@@ -613,7 +674,9 @@ impl<'a> FlowCursor<'a> {
     /// Reads a scalar inside a flow collection and returns its raw text. A key stops at `:`
     /// followed by a blank or an indicator; any scalar stops at `,`, `}` or `]`.
     fn scalar_text(&mut self, is_key: bool) -> String {
-        let Some(line) = self.current_line() else { return String::new() };
+        let Some(line) = self.current_line() else {
+            return String::new();
+        };
         let chars = &line.chars;
         let start = self.col;
         if matches!(chars.get(start), Some('"') | Some('\'')) {
@@ -627,14 +690,19 @@ impl<'a> FlowCursor<'a> {
             }
             if c == ':' {
                 let next = chars.get(self.col + 1).copied();
-                let separates = matches!(next, None | Some(' ') | Some(',') | Some('}') | Some(']'));
+                let separates =
+                    matches!(next, None | Some(' ') | Some(',') | Some('}') | Some(']'));
                 if separates || (is_key && next == Some('{')) {
                     break;
                 }
             }
             self.col += 1;
         }
-        chars[start..self.col].iter().collect::<String>().trim_end().to_string()
+        chars[start..self.col]
+            .iter()
+            .collect::<String>()
+            .trim_end()
+            .to_string()
     }
 }
 
@@ -661,20 +729,41 @@ mod tests {
         assert_eq!(map.key(&path(&["process"])), Some(Span::new(1, 1)));
         assert_eq!(map.value(&path(&["process"])), Some(Span::new(1, 10)));
         assert_eq!(map.key(&path(&["nodes", "a"])), Some(Span::new(4, 3)));
-        assert_eq!(map.value(&path(&["nodes", "a", "service"])), Some(Span::new(5, 14)));
-        assert_eq!(map.value(&path(&["nodes", "a", "next"])), Some(Span::new(6, 11)));
+        assert_eq!(
+            map.value(&path(&["nodes", "a", "service"])),
+            Some(Span::new(5, 14))
+        );
+        assert_eq!(
+            map.value(&path(&["nodes", "a", "next"])),
+            Some(Span::new(6, 11))
+        );
         assert_eq!(map.key(&path(&["nodes", "b"])), Some(Span::new(7, 3)));
-        assert_eq!(map.key(&path(&["nodes", "b", "end"])), Some(Span::new(7, 8)));
+        assert_eq!(
+            map.key(&path(&["nodes", "b", "end"])),
+            Some(Span::new(7, 8))
+        );
     }
 
     #[test]
     fn locates_compact_sequence_items() {
         let text = "g:\n  exclusive:\n    - when: amount > 10\n      to: x\n    - otherwise: y\n";
         let map = SourceMap::new(text);
-        assert_eq!(map.key(&path(&["g", "exclusive", "0"])), Some(Span::new(3, 5)));
-        assert_eq!(map.value(&path(&["g", "exclusive", "0", "when"])), Some(Span::new(3, 13)));
-        assert_eq!(map.key(&path(&["g", "exclusive", "0", "to"])), Some(Span::new(4, 7)));
-        assert_eq!(map.value(&path(&["g", "exclusive", "1", "otherwise"])), Some(Span::new(5, 18)));
+        assert_eq!(
+            map.key(&path(&["g", "exclusive", "0"])),
+            Some(Span::new(3, 5))
+        );
+        assert_eq!(
+            map.value(&path(&["g", "exclusive", "0", "when"])),
+            Some(Span::new(3, 13))
+        );
+        assert_eq!(
+            map.key(&path(&["g", "exclusive", "0", "to"])),
+            Some(Span::new(4, 7))
+        );
+        assert_eq!(
+            map.value(&path(&["g", "exclusive", "1", "otherwise"])),
+            Some(Span::new(5, 18))
+        );
     }
 
     #[test]
@@ -726,7 +815,10 @@ mod tests {
     #[test]
     fn finds_the_first_repeated_key() {
         let map = SourceMap::new("a:\n  b: 1\n  c: { d: 1, d: 2 }\n  b: 3\n");
-        assert_eq!(map.duplicate_key(), Some(("d".to_string(), Span::new(3, 8), Span::new(3, 14))));
+        assert_eq!(
+            map.duplicate_key(),
+            Some(("d".to_string(), Span::new(3, 8), Span::new(3, 14)))
+        );
         assert_eq!(SourceMap::new("a: 1\nb: 2\n").duplicate_key(), None);
     }
 
