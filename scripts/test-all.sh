@@ -20,5 +20,8 @@ FLOWBOT_MODEL="$(realpath "$("$FLOWBOT_BIN" model info --json | python3 -c 'impo
 export FLOWBOT_MODEL
 echo "model: $FLOWBOT_MODEL"
 
+echo "== fetch Gemma 3 270M (K-quant parity tests; kept in the same models folder)"
+"$FLOWBOT_BIN" model fetch gemma3-270m
+
 echo "== tests"
 cargo test --locked --workspace --no-fail-fast
