@@ -19,6 +19,8 @@ use crate::view::{
 };
 use flowbot_engine::clock::{Clock, VirtualClock, WallClock};
 use flowbot_engine::diagnostics::{has_errors, Diagnostic};
+use flowbot_engine::dmn::Decisions;
+use flowbot_engine::graph::Catalog;
 use flowbot_engine::model::{Definitions, RuleSource, Span};
 use flowbot_engine::rules::{RuleEngine, RulesConfig, SharedRuleHooks, StdlibConfig};
 use flowbot_engine::runtime::{
@@ -49,6 +51,7 @@ pub struct AppBuilder {
     deploy_workflows: bool,
     progress: Option<FetchProgress>,
     store: Option<Arc<dyn Store>>,
+    decisions: Option<Arc<Decisions>>,
 }
 
 impl AppBuilder {
@@ -101,6 +104,12 @@ impl AppBuilder {
         self
     }
 
+    /// The decisions business-rule tasks evaluate, instead of those of the workflows folder.
+    pub fn decisions(mut self, decisions: Arc<Decisions>) -> Self {
+        self.decisions = Some(decisions);
+        self
+    }
+
     /// Opens the store, loads the rules, builds the engine (which reloads unfinished
     /// instances), deploys the workflows folder and loads the model when a deployed process has
     /// an LLM step.
@@ -115,6 +124,20 @@ impl AppBuilder {
             ClockKind::Virtual => Arc::new(VirtualClock::starting_now()),
         };
         let rules = Arc::new(load_rules(&config, clock.clone())?);
+        let decisions = match (self.decisions, &config.workflows) {
+            (Some(decisions), _) => decisions,
+            (None, Some(folder)) => {
+                let (decisions, diagnostics) = project::decisions_in(folder);
+                if has_errors(&diagnostics) {
+                    return Err(AppError::diagnostics(
+                        format!("the decision files in {} do not check", folder.display()),
+                        diagnostics,
+                    ));
+                }
+                decisions
+            }
+            (None, None) => Arc::default(),
+        };
         let model = Arc::new(ModelSlot::default());
         let options = EngineOptions {
             auto_complete: self.auto_complete,
@@ -127,6 +150,7 @@ impl AppBuilder {
             .clock(clock)
             .options(options)
             .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+            .decisions(decisions.clone())
             .text_generator(model.clone());
         for (name, handler) in self.handlers {
             builder = builder.handler(name, handler);
@@ -142,6 +166,7 @@ impl AppBuilder {
             engine,
             config,
             rules,
+            catalog: Catalog::with_decisions(decisions),
             model,
             progress: self.progress,
         };
@@ -179,6 +204,8 @@ pub struct App {
     engine: Engine,
     config: AppConfig,
     rules: Arc<RuleEngine>,
+    /// The decisions processes are checked against (the engine compiles with the same).
+    catalog: Catalog,
     model: Arc<ModelSlot>,
     progress: Option<FetchProgress>,
 }
@@ -239,6 +266,7 @@ impl App {
             deploy_workflows: true,
             progress: None,
             store: None,
+            decisions: None,
         }
     }
 
@@ -301,8 +329,13 @@ impl App {
                 parsed,
             ));
         };
-        let mut diagnostics =
-            project::check_definitions(&defs, parsed, self.rules_folder(), &self.scripts());
+        let mut diagnostics = project::check_definitions(
+            &defs,
+            parsed,
+            self.rules_folder(),
+            &self.scripts(),
+            &self.catalog,
+        );
         if self.rules_folder().is_none() {
             diagnostics.extend(file_rules_without_folder(&defs));
         }
@@ -342,7 +375,10 @@ impl App {
             });
         }
         for (file, kind) in files {
-            if !matches!(kind, Some(SourceKind::Bpmn | SourceKind::Yaml)) {
+            // Decision files are read when the application opens (see `AppBuilder::decisions`).
+            if !matches!(kind, Some(SourceKind::Bpmn | SourceKind::Yaml))
+                || project::is_decision_file(&file)
+            {
                 continue;
             }
             match self.deploy_file(&file).await {
@@ -426,6 +462,10 @@ impl App {
                     diagnostics,
                 })
             }
+            Some(SourceKind::Dmn) => Err(AppError::invalid_input(format!(
+                "{name}: decision files are read when the service starts; put it in the \
+                 workflows folder and restart"
+            ))),
             None => Err(AppError::invalid_input(format!(
                 "{name}: expected a .bpmn, .bpmn20.xml, .xml, .yaml, .yml or .rhai file"
             ))),
@@ -441,8 +481,13 @@ impl App {
                 parsed,
             ));
         };
-        let mut diagnostics =
-            project::check_definitions(&defs, parsed, self.rules_folder(), &self.scripts());
+        let mut diagnostics = project::check_definitions(
+            &defs,
+            parsed,
+            self.rules_folder(),
+            &self.scripts(),
+            &self.catalog,
+        );
         if self.rules_folder().is_none() {
             diagnostics.extend(file_rules_without_folder(&defs));
         }

@@ -1,11 +1,13 @@
 //! A project's files: which front end reads which file, folders searched recursively, checking
-//! every process and rule file in one pass, and loading a process file for deployment.
+//! every process, decision and rule file in one pass, loading a process file for deployment and
+//! building the decisions business-rule tasks evaluate.
 //!
 //! Invariant: every problem of every file is reported in one pass, sorted, each once, as
 //! `path:line:col: error|warning: message [id]`; a file that cannot be read is a diagnostic too.
 
 use flowbot_engine::diagnostics::{has_errors, Diagnostic};
-use flowbot_engine::graph::compile;
+use flowbot_engine::dmn::{DecisionFile, Decisions};
+use flowbot_engine::graph::{compile_with, Catalog};
 use flowbot_engine::model::{Definitions, Span};
 use flowbot_engine::script::ScriptRuntime;
 use serde::Serialize;
@@ -22,6 +24,8 @@ pub enum SourceKind {
     Yaml,
     /// A business-rule script (`.rhai`).
     Rules,
+    /// DMN decisions (`.dmn`).
+    Dmn,
 }
 
 impl SourceKind {
@@ -34,6 +38,8 @@ impl SourceKind {
             Some(SourceKind::Yaml)
         } else if name.ends_with(".rhai") {
             Some(SourceKind::Rules)
+        } else if name.ends_with(".dmn") {
+            Some(SourceKind::Dmn)
         } else {
             None
         }
@@ -92,23 +98,32 @@ fn walk(
 pub fn read_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) {
     match std::fs::read(path) {
         Ok(bytes) => read_process(path, &bytes),
-        Err(error) => (
-            None,
-            vec![Diagnostic::error(
-                path,
-                Span::new(1, 1),
-                format!("cannot read the file: {error}"),
-            )],
-        ),
+        Err(error) => (None, vec![unreadable(path, &error)]),
     }
+}
+
+fn unreadable(path: &Path, error: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        path,
+        Span::new(1, 1),
+        format!("cannot read the file: {error}"),
+    )
 }
 
 /// Reads process source `bytes` named `path` with the front end its extension names.
 pub fn read_process(path: &Path, bytes: &[u8]) -> (Option<Definitions>, Vec<Diagnostic>) {
     match SourceKind::of(path) {
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn(path, bytes),
+        Some(SourceKind::Yaml) if is_decision_yaml(bytes) => (
+            None,
+            vec![Diagnostic::error(
+                path,
+                Span::new(1, 1),
+                "this is a decision file, not a process: evaluate it with `flowbot decide`",
+            )],
+        ),
         Some(SourceKind::Yaml) => flowbot_engine::yaml::parse_yaml_bytes(path, bytes),
-        Some(SourceKind::Rules) | None => (
+        Some(SourceKind::Rules | SourceKind::Dmn) | None => (
             None,
             vec![Diagnostic::error(
                 path,
@@ -161,9 +176,10 @@ impl CheckReport {
     }
 }
 
-/// Checks process and rule files (folders searched recursively): every process parsed and
-/// compiled with `scripts`, rule attachments resolved against `rules` (the rules folder, when
-/// there is one), rule files compiled.
+/// Checks process, decision and rule files (folders searched recursively): every process parsed
+/// and compiled with `scripts` against the decisions in its folder, rule attachments resolved
+/// against `rules` (the rules folder, when there is one), decision tables built, rule files
+/// compiled.
 pub fn check_paths(
     paths: &[PathBuf],
     rules: Option<&Path>,
@@ -188,6 +204,8 @@ pub fn check_file(
     scripts: &Arc<ScriptRuntime>,
 ) -> Vec<Diagnostic> {
     match kind {
+        Some(SourceKind::Dmn) => build_decisions(&[path]).1,
+        Some(SourceKind::Yaml) if is_decision_file(path) => build_decisions(&[path]).1,
         Some(SourceKind::Bpmn | SourceKind::Yaml) => {
             let (defs, parsed) = read_process_file(path);
             match defs {
@@ -196,6 +214,7 @@ pub fn check_file(
                     parsed,
                     rules.or(rules_folder_beside(path).as_deref()),
                     scripts,
+                    &Catalog::with_decisions(decisions_beside(path)),
                 ),
                 None => parsed,
             }
@@ -204,23 +223,24 @@ pub fn check_file(
         None => vec![Diagnostic::error(
             path,
             Span::new(1, 1),
-            "unknown file type: expected .bpmn, .bpmn20.xml, .xml, .yaml, .yml or .rhai",
+            "unknown file type: expected .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .dmn or .rhai",
         )],
     }
 }
 
 /// The front end's diagnostics `parsed` of `defs`, with the rule attachments checked against the
-/// rules folder and every runnable process compiled.
+/// rules folder and every runnable process compiled against the decisions in `catalog`.
 pub fn check_definitions(
     defs: &Definitions,
     mut parsed: Vec<Diagnostic>,
     rules: Option<&Path>,
     scripts: &Arc<ScriptRuntime>,
+    catalog: &Catalog,
 ) -> Vec<Diagnostic> {
     parsed.extend(flowbot_engine::rules::check_attachments(defs, rules));
     let mut compiled = Vec::new();
     for process in runnable_processes(defs) {
-        compiled.extend(compile(defs, process, scripts).1);
+        compiled.extend(compile_with(defs, process, scripts, catalog).1);
     }
     merge(parsed, compiled)
 }
@@ -270,8 +290,9 @@ pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.dedup();
 }
 
-/// Loads and compiles one process of a file (the one named, else the first runnable one):
-/// the compiled process when the file has no errors, and every diagnostic in order.
+/// Loads and compiles one process of a file (the one named, else the first runnable one) against
+/// the decisions in its folder: the compiled process when the file has no errors, and every
+/// diagnostic in order.
 pub fn compile_file(
     path: &Path,
     process: Option<&str>,
@@ -284,10 +305,107 @@ pub fn compile_file(
     let Some(defs) = defs else {
         return (None, parsed);
     };
-    let (compiled, more) = compile(&defs, process, scripts);
+    let catalog = Catalog::with_decisions(decisions_beside(path));
+    let (compiled, more) = compile_with(&defs, process, scripts, &catalog);
     let diagnostics = merge(parsed, more);
     if has_errors(&diagnostics) {
         return (None, diagnostics);
     }
     (compiled, diagnostics)
+}
+
+fn is_decision_yaml(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(flowbot_engine::dmn::is_decision_yaml)
+}
+
+/// Whether `path` holds decisions: a `.dmn` file, or a YAML file whose top level has
+/// `decision:` or `decisions:`.
+pub fn is_decision_file(path: &Path) -> bool {
+    match SourceKind::of(path) {
+        Some(SourceKind::Dmn) => true,
+        Some(SourceKind::Yaml) => std::fs::read(path).is_ok_and(|b| is_decision_yaml(&b)),
+        _ => false,
+    }
+}
+
+/// Reads a decision file (`.dmn`, or YAML with `decision:`/`decisions:`).
+pub fn read_decision_file(path: &Path) -> (Option<DecisionFile>, Vec<Diagnostic>) {
+    if SourceKind::of(path) == Some(SourceKind::Dmn) {
+        return flowbot_engine::dmn::parse_dmn_file(path);
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => return (None, vec![unreadable(path, &error)]),
+    };
+    if bytes.len() > flowbot_engine::yaml::MAX_SOURCE_BYTES {
+        let message = format!(
+            "the file is {} bytes; decision files are limited to {} bytes",
+            bytes.len(),
+            flowbot_engine::yaml::MAX_SOURCE_BYTES
+        );
+        return (
+            None,
+            vec![Diagnostic::error(path, Span::new(1, 1), message)],
+        );
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => flowbot_engine::dmn::parse_decision_yaml(path, text),
+        Err(_) => (
+            None,
+            vec![Diagnostic::error(
+                path,
+                Span::new(1, 1),
+                "the file is not UTF-8 text; save it as UTF-8",
+            )],
+        ),
+    }
+}
+
+/// Builds the decisions of `files` into one set; returns it with every diagnostic of the files.
+pub fn build_decisions<P: AsRef<Path>>(files: &[P]) -> (Arc<Decisions>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut parsed = Vec::new();
+    for file in files {
+        let (decisions, problems) = read_decision_file(file.as_ref());
+        diagnostics.extend(problems);
+        parsed.extend(decisions);
+    }
+    let (set, problems) = Decisions::build(&parsed);
+    diagnostics.extend(problems);
+    sort(&mut diagnostics);
+    (Arc::new(set), diagnostics)
+}
+
+/// The decisions of a folder (searched recursively, as workflows are deployed from it), with
+/// the diagnostics of its decision files.
+pub fn decisions_in(folder: &Path) -> (Arc<Decisions>, Vec<Diagnostic>) {
+    let (files, mut problems) = collect(&[folder.to_path_buf()]);
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| is_decision_file(path))
+        .collect();
+    let (decisions, more) = build_decisions(&files);
+    problems.extend(more);
+    (decisions, problems)
+}
+
+/// The decisions deployed with a process file run on its own: every decision file in its folder
+/// (not below). Problems in them are not reported here; a business-rule task that needs a broken
+/// decision says so, and `flowbot check` reports the files.
+pub fn decisions_beside(process_file: &Path) -> Arc<Decisions> {
+    let folder = match process_file.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_decision_file(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    build_decisions(&files).0
 }

@@ -100,7 +100,7 @@ pub struct WaitView {
     pub task: Option<String>,
     /// The waiting node.
     pub node: String,
-    /// `user`, `job`, `message`, `timer`, `signal` or `llm`.
+    /// `user`, `job`, `message`, `timer`, `signal`, `llm` or `condition`.
     pub kind: WaitType,
     /// The wait's activation (unique within the instance).
     pub activation: u64,
@@ -118,6 +118,9 @@ pub struct WaitView {
     /// Signal name of a signal wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The condition of a conditional event, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
     /// The timer as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<String>,
@@ -139,6 +142,7 @@ impl WaitView {
             message: wait.message.clone(),
             correlation_key: wait.correlation_key.clone(),
             signal: wait.signal.clone(),
+            condition: wait.condition.clone(),
             timer: wait.timer.clone(),
             due: wait.due_ms.map(time),
         }

@@ -7,6 +7,7 @@
 
 use flowbot_engine::bpmn::parse_bpmn_file;
 use flowbot_engine::diagnostics::has_errors;
+use flowbot_engine::dmn::{parse_dmn_file, Decisions};
 use flowbot_engine::runtime::{handler, Engine, HandlerError, JobContext};
 use flowbot_engine::store::{Durability, SledStore};
 use serde_json::{json, Map, Value};
@@ -49,7 +50,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = std::env::temp_dir().join(format!("flowbot-order-service-{}", std::process::id()));
     let store = Arc::new(SledStore::open(&dir, Durability::group())?);
-    let mut builder = Engine::builder().store(store);
+    // The review policy is a decision table deployed with the process.
+    let (review, problems) = parse_dmn_file(&root.join("workflows/order_review.dmn"));
+    let (decisions, more) = Decisions::build(&review.into_iter().collect::<Vec<_>>());
+    if has_errors(&problems) || has_errors(&more) {
+        return Err("the order review decision does not build".into());
+    }
+    let mut builder = Engine::builder()
+        .store(store)
+        .decisions(Arc::new(decisions));
     for name in [
         "import_order",
         "send_invoice",

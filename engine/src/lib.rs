@@ -8,7 +8,9 @@
 pub mod bpmn;
 pub mod clock;
 pub mod diagnostics;
+pub mod dmn;
 pub mod executor;
+pub mod feel;
 pub mod graph;
 pub mod llm;
 pub mod model;

@@ -109,6 +109,9 @@ pub struct Node {
     pub rules: Vec<RuleAttachment>,
     /// Where the node's element starts.
     pub span: Span,
+    /// The `activationCondition` of a complex gateway: when it fires as a join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_condition: Option<Expr>,
 }
 
 /// The kinds of flow nodes.
@@ -162,8 +165,8 @@ pub struct Activity<T> {
     pub body: T,
     /// Multi-instance characteristics, when the activity runs once per collection item.
     pub multi_instance: Option<MultiInstance>,
-    /// `standardLoopCharacteristics`: parsed, not executed yet.
-    pub standard_loop: bool,
+    /// `standardLoopCharacteristics`: the activity runs again while its condition holds.
+    pub standard_loop: Option<StandardLoop>,
     /// Retry policy for failing service handlers.
     pub retry: Option<RetryPolicy>,
 }
@@ -174,7 +177,7 @@ impl<T> Activity<T> {
         Self {
             body,
             multi_instance: None,
-            standard_loop: false,
+            standard_loop: None,
             retry: None,
         }
     }
@@ -212,15 +215,58 @@ pub enum TaskKind {
         /// Handler name, when the send is implemented by a service handler.
         handler: Option<String>,
     },
-    /// A business-rule task: runs a rule script (DMN references are kept but not supported).
+    /// A business-rule task: runs a rule script, or evaluates a deployed decision.
     BusinessRule {
         /// Rule script, when given inline or by file.
         script: Option<Script>,
-        /// `camunda:decisionRef` or similar, kept to report "not supported".
-        decision_ref: Option<String>,
+        /// The decision it evaluates (`camunda:decisionRef`, `zeebe:calledDecision`, YAML
+        /// `business_rule: { decision: ... }`).
+        decision: Option<DecisionCall>,
     },
     /// A language-model step.
     Llm(LlmTask),
+}
+
+/// A business-rule task's call of a deployed decision (DMN or a YAML decision file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionCall {
+    /// The decision's id.
+    pub decision: String,
+    /// The variable that receives the result; the decision id when absent.
+    pub result_variable: Option<String>,
+    /// How the result is shaped.
+    pub mapping: DecisionResultMapping,
+    /// Where the reference is written.
+    pub span: Span,
+}
+
+/// How a decision's result becomes a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecisionResultMapping {
+    /// The decision's value as DMN defines it (one output's value, a map of several outputs, a
+    /// list for multiple-hit policies): Zeebe's and YAML's behaviour.
+    Value,
+    /// Camunda `singleEntry`: the one output of the one matched rule.
+    SingleEntry,
+    /// Camunda `singleResult`: the outputs of the one matched rule, as a map.
+    SingleResult,
+    /// Camunda `collectEntries`: the one output of every matched rule, as a list.
+    CollectEntries,
+    /// Camunda `resultList` (its default): every matched rule's outputs, as a list of maps.
+    ResultList,
+}
+
+impl DecisionResultMapping {
+    /// Reads Camunda's `mapDecisionResult` values.
+    pub fn parse_camunda(text: &str) -> Option<Self> {
+        Some(match text.trim() {
+            "singleEntry" => Self::SingleEntry,
+            "singleResult" => Self::SingleResult,
+            "collectEntries" => Self::CollectEntries,
+            "resultList" => Self::ResultList,
+            _ => return None,
+        })
+    }
 }
 
 /// A language-model step (see the model-runtime crate for the generator behind it).
@@ -330,6 +376,19 @@ pub struct MultiInstance {
     pub output_element: Option<String>,
 }
 
+/// A standard loop: the activity runs, then again while `condition` holds (checked before the
+/// first run too when `test_before`), at most `maximum` times.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StandardLoop {
+    /// `loopCondition`: run again while it holds (`loopCounter` is the number of runs so far);
+    /// without one the activity runs `maximum` times.
+    pub condition: Option<Expr>,
+    /// `testBefore`: check the condition before the first run too.
+    pub test_before: bool,
+    /// `loopMaximum`: the most runs.
+    pub maximum: Option<u64>,
+}
+
 /// Retry policy for a service task whose handler fails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -377,10 +436,17 @@ pub enum EventTrigger {
     },
     /// Transaction cancel.
     Cancel,
-    /// Compensation.
-    Compensation,
-    /// Several event definitions on one event (multiple / parallel multiple).
+    /// Compensation: thrown, the completed activities of the scope (or only `activity`) are
+    /// compensated in reverse order of completion; caught by a boundary event, the activity has a
+    /// compensation handler.
+    Compensation {
+        /// The one activity to compensate (`activityRef`), when thrown for one.
+        activity: Option<String>,
+    },
+    /// Several event definitions on one event: any one of them (multiple).
     Multiple(Vec<EventTrigger>),
+    /// Several event definitions that must all happen (`parallelMultiple`).
+    ParallelMultiple(Vec<EventTrigger>),
 }
 
 /// A message reference with optional correlation.

@@ -33,6 +33,7 @@ impl Scope {
             name: None,
             kind,
             default_flow: None,
+            activation_condition: None,
             rules: Vec::new(),
             span,
         });

@@ -7,7 +7,7 @@
 
 use flowbot_engine::bpmn::{parse_bpmn, parse_bpmn_file};
 use flowbot_engine::diagnostics::has_errors;
-use flowbot_engine::model::{NodeKind, TaskKind};
+use flowbot_engine::model::{DecisionResultMapping, NodeKind, TaskKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -97,6 +97,7 @@ fn shipped_order_process_parses_with_the_expected_nodes() {
             "order_received",
             "import_order",
             "confirm_order",
+            "review_policy",
             "amount_check",
             "review_order",
             "review_merge",
@@ -145,8 +146,22 @@ fn shipped_order_process_parses_with_the_expected_nodes() {
     );
     assert_eq!(
         to_review.condition.as_ref().map(|c| c.source.as_str()),
-        Some("amount > 10000")
+        Some("needs_review")
     );
+    match &node("review_policy").kind {
+        NodeKind::Task(activity) => match &activity.body {
+            TaskKind::BusinessRule {
+                script: None,
+                decision: Some(call),
+            } => {
+                assert_eq!(call.decision, "order_review");
+                assert_eq!(call.result_variable.as_deref(), Some("needs_review"));
+                assert_eq!(call.mapping, DecisionResultMapping::SingleEntry);
+            }
+            other => panic!("review_policy is {other:?}"),
+        },
+        other => panic!("review_policy is {other:?}"),
+    }
     match &node("confirm_order").kind {
         NodeKind::Task(activity) => match &activity.body {
             TaskKind::Script {

@@ -4,12 +4,14 @@
 
 use chrono::{TimeZone, Utc};
 use flowbot_engine::bpmn::parse_bpmn_file;
+use flowbot_engine::dmn::{parse_dmn_file, Decisions};
 use flowbot_engine::executor::{ExecError, Instance, InstanceStatus};
-use flowbot_engine::graph::{compile, CompiledProcess};
+use flowbot_engine::graph::{compile_with, Catalog, CompiledProcess};
 use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig, StdlibConfig};
 use flowbot_engine::yaml::parse_yaml_bytes;
 use serde_json::{json, Map, Value};
 use std::path::Path;
+use std::sync::Arc;
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -37,7 +39,17 @@ fn setup(workflow: &str) -> (RuleEngine, CompiledProcess) {
         parse_yaml_bytes(&path, &std::fs::read(&path).unwrap())
     };
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
-    let (process, diagnostics) = compile(&definitions.unwrap(), None, &rules.script_runtime());
+    let (review, problems) = parse_dmn_file(&repo("workflows/order_review.dmn"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let (decisions, problems) = Decisions::build(&[review.unwrap()]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let catalog = Catalog::with_decisions(Arc::new(decisions));
+    let (process, diagnostics) = compile_with(
+        &definitions.unwrap(),
+        None,
+        &rules.script_runtime(),
+        &catalog,
+    );
     (rules, process.unwrap_or_else(|| panic!("{diagnostics:?}")))
 }
 

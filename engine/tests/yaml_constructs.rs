@@ -107,7 +107,7 @@ nodes:
                 EventTrigger::Error {
                     code: Some("500".into())
                 },
-                EventTrigger::Compensation
+                EventTrigger::Compensation { activity: None }
             ]))
         }
     );
@@ -237,17 +237,21 @@ nodes:
     match &task(n, "l").body {
         TaskKind::BusinessRule {
             script: Some(s),
-            decision_ref: None,
+            decision: None,
         } => assert_eq!(s.source, "let ok = true;"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        task(n, "m").body,
+    match &task(n, "m").body {
         TaskKind::BusinessRule {
             script: None,
-            decision_ref: Some("credit_dmn".into())
+            decision: Some(call),
+        } => {
+            assert_eq!(call.decision, "credit_dmn");
+            assert_eq!(call.result_variable, None);
+            assert_eq!(call.mapping, DecisionResultMapping::Value);
         }
-    );
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -416,7 +420,7 @@ nodes:
     match kind(&p.nodes, "sub") {
         NodeKind::SubProcess(a) => {
             assert!(a.body.transaction && !a.body.event_subprocess);
-            assert!(a.standard_loop);
+            assert_eq!(a.standard_loop, Some(StandardLoop::default()));
             let mi = a.multi_instance.as_ref().expect("multi-instance");
             assert!(mi.sequential);
             assert_eq!(

@@ -44,6 +44,7 @@ fn order_process_has_the_specified_nodes() {
             "order_received",
             "import_order",
             "confirm_order",
+            "review_policy",
             "amount_check",
             "review_order",
             "review_merge",
@@ -154,8 +155,13 @@ fn order_process_has_the_specified_flows() {
                 "confirm_order"
             ),
             (
-                "confirm_order_to_amount_check",
+                "confirm_order_to_review_policy",
                 "confirm_order",
+                "review_policy"
+            ),
+            (
+                "review_policy_to_amount_check",
+                "review_policy",
                 "amount_check"
             ),
             ("to_review", "amount_check", "review_order"),
@@ -230,7 +236,7 @@ fn order_process_has_the_specified_flows() {
         .expect("to_review");
     assert_eq!(
         to_review.condition.as_ref().map(|c| c.source.as_str()),
-        Some("amount > 10000")
+        Some("needs_review")
     );
     assert!(process
         .flows
@@ -285,7 +291,10 @@ fn nodes_flows_and_expressions_carry_their_source_positions() {
         .iter()
         .find_map(|f| f.condition.as_ref())
         .expect("a condition");
-    assert_eq!(condition.span, find(&text, "amount > 10000", 1));
+    assert_eq!(
+        condition.span,
+        find(&text, "when: needs_review", 1).with_col_offset(6)
+    );
     match &node(&process, "confirm_order").kind {
         NodeKind::Task(Activity {
             body: TaskKind::Script { script: Some(s) },
@@ -305,6 +314,17 @@ impl ColOffset for Span {
     fn with_col_offset(self, offset: u32) -> Self {
         Span::new(self.line, self.col + offset)
     }
+}
+
+/// The decisions shipped beside the order process.
+fn order_decisions() -> flowbot_engine::dmn::Decisions {
+    use flowbot_engine::dmn::{parse_dmn_file, Decisions};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/order_review.dmn");
+    let (file, problems) = parse_dmn_file(&path);
+    assert!(problems.is_empty(), "{problems:?}");
+    let (decisions, problems) = Decisions::build(&[file.expect("decisions")]);
+    assert!(problems.is_empty(), "{problems:?}");
+    decisions
 }
 
 /// Walks the process as tokens would (first-in first-out): exclusive gateways take the first flow
@@ -343,6 +363,26 @@ fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
             let ast = runtime.compile(&s.source).expect("script compiles");
             variables.extend(runtime.run_script(&ast, &variables).expect("script runs"));
         }
+        if let NodeKind::Task(Activity {
+            body:
+                TaskKind::BusinessRule {
+                    decision: Some(call),
+                    ..
+                },
+            ..
+        }) = &n.kind
+        {
+            let value = order_decisions()
+                .evaluate(&call.decision, &variables)
+                .expect("the decision evaluates")
+                .value
+                .to_json();
+            let name = call
+                .result_variable
+                .clone()
+                .unwrap_or(call.decision.clone());
+            variables.insert(name, value);
+        }
         let outgoing: Vec<&SequenceFlow> =
             process.flows.iter().filter(|f| f.source == id).collect();
         if n.kind == NodeKind::Gateway(GatewayKind::Exclusive) {
@@ -376,11 +416,14 @@ fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
 #[test]
 fn order_process_runs_the_specified_paths() {
     let (_, process) = load();
-    let small = "order_received import_order confirm_order amount_check review_merge invoice_and_notify send_invoice \
+    let small = "order_received import_order confirm_order review_policy amount_check review_merge invoice_and_notify send_invoice \
                  notify_customer invoice_and_notify_done warehouse_inbound mark_awaiting_shipment ship_order mark_shipped \
                  accounting_period freight_settlement order_done";
     let order = |amount: u32| serde_json::json!({ "order_id": "SO-1", "customer": "ACME", "amount": amount, "currency": "EUR", "paid": false });
     assert_eq!(walk(&process, order(500)).join(" "), small);
     let large = small.replace("amount_check", "amount_check review_order");
     assert_eq!(walk(&process, order(20_000)).join(" "), large);
+    let mut gold = order(20_000);
+    gold["customer_tier"] = "gold".into();
+    assert_eq!(walk(&process, gold).join(" "), small);
 }

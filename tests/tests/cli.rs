@@ -136,27 +136,27 @@ fn foreign_scripts_and_unsupported_elements_are_refused_up_front() {
         out.stderr
     );
 
-    let complex = r#"    <startEvent id="s"/>
+    let unbound = r#"    <startEvent id="s"/>
     <sequenceFlow id="f1" sourceRef="s" targetRef="g"/>
-    <complexGateway id="g"/>
+    <businessRuleTask id="g"/>
     <sequenceFlow id="f2" sourceRef="g" targetRef="e"/>
     <endEvent id="e"/>"#;
-    let file = write(dir.path(), "complex.bpmn", &bpmn(complex));
+    let file = write(dir.path(), "unbound.bpmn", &bpmn(unbound));
     let out = flowbot(&["run", file.to_str().unwrap()]);
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr
-            .contains("not supported yet: complexGateway g at "),
+            .contains("not supported yet: businessRuleTask without a rule g at "),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("complex.bpmn:6:5"), "{}", out.stderr);
+    assert!(out.stderr.contains("unbound.bpmn:6:5"), "{}", out.stderr);
     // `check` only warns about it.
     let out = flowbot(&["check", file.to_str().unwrap()]);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
     assert!(
         out.stdout
-            .contains("warning: not supported yet: complexGateway g [g]"),
+            .contains("warning: not supported yet: businessRuleTask without a rule g [g]"),
         "{}",
         out.stdout
     );

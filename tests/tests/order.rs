@@ -1,4 +1,5 @@
-//! The shipped sales-order process: the YAML and the BPMN file run to the same path.
+//! The shipped sales-order process: the YAML and the BPMN file run to the same path, with the
+//! review decided by the decision table `workflows/order_review.dmn`.
 
 use flowbot_e2e::flowbot;
 
@@ -6,6 +7,7 @@ const SMALL_ORDER: &[&str] = &[
     "order_received",
     "import_order",
     "confirm_order",
+    "review_policy",
     "amount_check",
     "review_merge",
     "invoice_and_notify",
@@ -51,7 +53,7 @@ fn path(report: &serde_json::Value) -> Vec<String> {
 fn yaml_and_bpmn_order_processes_run_to_the_same_path() {
     let vars = r#"{"order_id": "SO-1", "customer": "ACME", "amount": 500, "currency": "EUR", "paid": false}"#;
     let mut large = SMALL_ORDER.to_vec();
-    large.insert(4, "review_order");
+    large.insert(5, "review_order");
     for file in [
         "workflows/order_processing.yaml",
         "workflows/order_processing.bpmn",
@@ -60,11 +62,19 @@ fn yaml_and_bpmn_order_processes_run_to_the_same_path() {
         assert_eq!(small["status"], "completed", "{file}");
         assert_eq!(path(&small), SMALL_ORDER, "{file}");
         assert_eq!(small["variables"]["status"], "shipped", "{file}");
+        assert_eq!(small["variables"]["needs_review"], false, "{file}");
         // The process's own rules ran (rules/ beside the workflows folder): rule 6, DHL,
         // 4.90 + 13 kg x 1.10.
         assert_eq!(small["variables"]["freight_charge"], "19.20", "{file}");
         let big = run(file, &vars.replace("500", "20000"));
         assert_eq!(path(&big), large, "{file}");
+        assert_eq!(big["variables"]["needs_review"], true, "{file}");
+        // A gold customer's order of the same amount needs no review (the table's first rules).
+        let gold = run(
+            file,
+            &vars.replace("500", r#"20000, "customer_tier": "gold""#),
+        );
+        assert_eq!(path(&gold), SMALL_ORDER, "{file}");
     }
 }
 
@@ -90,4 +100,41 @@ fn order_process_waits_for_its_first_job_without_auto_complete() {
     assert_eq!(report["waiting_on"][0]["node"], "import_order");
     assert_eq!(report["waiting_on"][0]["kind"], "job");
     assert_eq!(report["waiting_on"][0]["handler"], "import_order");
+}
+
+#[test]
+fn the_review_table_decides_from_the_command_line() {
+    let decide = |vars: &str| {
+        let out = flowbot(&[
+            "decide",
+            "workflows/order_review.dmn",
+            "--vars",
+            vars,
+            "--json",
+        ]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.json()
+    };
+    let gold = decide(r#"{"customer_tier": "gold", "amount": 60000}"#);
+    assert_eq!(gold["decision"], "order_review");
+    assert_eq!(gold["result"], true);
+    assert_eq!(gold["matched"][0]["rule_id"], "gold_large");
+    let plain = decide(r#"{"amount": 500}"#);
+    assert_eq!(plain["result"], false);
+    assert_eq!(plain["matched"][0]["rule_id"], "any_other");
+    let out = flowbot(&[
+        "decide",
+        "workflows/order_review.dmn",
+        "--vars",
+        r#"{"customer_tier": "bronze", "amount": 5}"#,
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("workflows/order_review.dmn:")
+            && out
+                .stderr
+                .contains("is \"bronze\", which its input values do not allow"),
+        "{}",
+        out.stderr
+    );
 }

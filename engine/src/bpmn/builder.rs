@@ -8,8 +8,8 @@ use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind,
-    Process, SequenceFlow, Span, SubProcess, TaskKind,
+    Activity, CallActivity, Definitions, EventTrigger, Expr, GatewayKind, Lane, NamedRef, Node,
+    NodeKind, Process, SequenceFlow, Span, StandardLoop, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
@@ -321,8 +321,48 @@ impl<'t, 'i> Context<'t, 'i> {
         })
     }
 
-    /// The flow nodes and sequence flows directly inside a process or subprocess.
+    /// The flow nodes and sequence flows directly inside a process or subprocess. An association
+    /// from a compensation boundary event to its handler becomes a flow to the handler.
     fn build_scope(&mut self, scope: ElementId) -> (Vec<Node>, Vec<SequenceFlow>) {
+        let (nodes, mut flows) = self.build_scope_elements(scope);
+        let tree = self.tree;
+        for association in tree
+            .children(scope)
+            .filter(|&c| tree.is(c, Ns::Bpmn, "association"))
+        {
+            let (Some(source), Some(target)) = (
+                tree.attr(association, "sourceRef"),
+                tree.attr(association, "targetRef"),
+            ) else {
+                continue;
+            };
+            let compensation_boundary = nodes.iter().any(|n: &Node| {
+                n.id == source
+                    && matches!(
+                        n.kind,
+                        NodeKind::BoundaryEvent {
+                            trigger: EventTrigger::Compensation { .. },
+                            ..
+                        }
+                    )
+            });
+            if compensation_boundary {
+                flows.push(SequenceFlow {
+                    id: self
+                        .attr_string(association, "id")
+                        .unwrap_or_else(|| format!("{source}_compensation")),
+                    name: None,
+                    source: source.to_owned(),
+                    target: target.to_owned(),
+                    condition: None,
+                    span: self.span(association),
+                });
+            }
+        }
+        (nodes, flows)
+    }
+
+    fn build_scope_elements(&mut self, scope: ElementId) -> (Vec<Node>, Vec<SequenceFlow>) {
         let tree = self.tree;
         let mut nodes = Vec::new();
         let mut flows = Vec::new();
@@ -477,11 +517,15 @@ impl<'t, 'i> Context<'t, 'i> {
             self.error(element, format!("`{name}` has no `id` attribute"));
             return BuiltNode::Reported;
         };
+        let activation_condition = tree
+            .child(element, Ns::Bpmn, "activationCondition")
+            .and_then(|c| self.text_expr(c));
         BuiltNode::Node(Node {
             id,
             name: self.attr_string(element, "name"),
             kind,
             default_flow: self.attr_string(element, "default"),
+            activation_condition,
             rules: self.rules(element),
             span: self.span(element),
         })
@@ -518,8 +562,33 @@ impl<'t, 'i> Context<'t, 'i> {
                 .map(|mi| self.multi_instance(mi)),
             standard_loop: tree
                 .child(element, Ns::Bpmn, "standardLoopCharacteristics")
-                .is_some(),
+                .map(|l| self.standard_loop(l)),
             retry: self.retry_policy(element),
+        }
+    }
+
+    /// `standardLoopCharacteristics`: `loopCondition`, `testBefore`, `loopMaximum`.
+    fn standard_loop(&mut self, element: ElementId) -> StandardLoop {
+        let tree = self.tree;
+        let maximum = match tree.attr(element, "loopMaximum").map(str::trim) {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.error(
+                        element,
+                        format!("`loopMaximum` must be a whole number, found `{text}`"),
+                    );
+                    None
+                }
+            },
+        };
+        StandardLoop {
+            condition: tree
+                .child(element, Ns::Bpmn, "loopCondition")
+                .and_then(|c| self.text_expr(c)),
+            test_before: self.bool_attr(element, Ns::NoNamespace, "testBefore", false),
+            maximum,
         }
     }
 

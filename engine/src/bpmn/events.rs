@@ -28,6 +28,9 @@ impl Context<'_, '_> {
         match triggers.len() {
             0 => None,
             1 => triggers.pop(),
+            _ if self.bool_attr(event, Ns::NoNamespace, "parallelMultiple", false) => {
+                Some(EventTrigger::ParallelMultiple(triggers))
+            }
             _ => Some(EventTrigger::Multiple(triggers)),
         }
     }
@@ -41,7 +44,9 @@ impl Context<'_, '_> {
         let trigger = match self.name(definition) {
             "terminateEventDefinition" => EventTrigger::Terminate,
             "cancelEventDefinition" => EventTrigger::Cancel,
-            "compensateEventDefinition" => EventTrigger::Compensation,
+            "compensateEventDefinition" => EventTrigger::Compensation {
+                activity: self.attr_string(definition, "activityRef"),
+            },
             "timerEventDefinition" => EventTrigger::Timer(self.timer(definition)?),
             "messageEventDefinition" => {
                 let message = match tree.attr(definition, "messageRef") {

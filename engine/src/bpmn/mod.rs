@@ -14,10 +14,10 @@
 mod builder;
 mod events;
 mod extensions;
-mod namespaces;
-mod position;
+pub(crate) mod namespaces;
+pub(crate) mod position;
 mod tasks;
-mod xml_tree;
+pub(crate) mod xml_tree;
 
 pub use builder::MAX_SUBPROCESS_DEPTH;
 pub use namespaces::FLOWBOT_NAMESPACE;
@@ -42,7 +42,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// are kept in document order; the caller picks the one named, or the first executable one.
 pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
-    let Some(text) = checked_text(path, text, &mut diagnostics) else {
+    let Some(text) = checked_text(path, text, "BPMN", &mut diagnostics) else {
         return (None, diagnostics);
     };
     let Some(tree) = xml_tree::read_tree(path, text, &mut diagnostics) else {
@@ -76,16 +76,18 @@ pub fn parse_bpmn_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) {
     }
 }
 
-/// Checks size and encoding; returns the text without a byte-order mark.
-fn checked_text<'a>(
+/// Checks size ([`MAX_FILE_BYTES`]) and encoding of an XML file of `kind` (`BPMN`, `DMN`);
+/// returns the text without a byte-order mark.
+pub(crate) fn checked_text<'a>(
     path: &Path,
     text: &'a [u8],
+    kind: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<&'a str> {
     let start = Span::new(1, 1);
     if text.len() > MAX_FILE_BYTES {
         let message = format!(
-            "file is larger than the {} MiB limit for BPMN files",
+            "file is larger than the {} MiB limit for {kind} files",
             MAX_FILE_BYTES / (1024 * 1024)
         );
         diagnostics.push(Diagnostic::error(path, start, message));
@@ -110,7 +112,7 @@ fn checked_text<'a>(
             let offset = error.valid_up_to();
             let span = Cursor::default().span_at(text, offset);
             let message = format!(
-                "file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded",
+                "file is not valid UTF-8 (byte 0x{:02X}); {kind} files must be UTF-8 encoded",
                 text[offset]
             );
             diagnostics.push(Diagnostic::error(path, span, message));

@@ -20,6 +20,8 @@ pub(crate) enum Ns {
     Spiff,
     /// XML Schema instance (`xsi:type`).
     Xsi,
+    /// The DMN model namespace (DMN 1.1 to 1.5).
+    Dmn,
     /// Any other namespace.
     Other,
 }
@@ -34,7 +36,13 @@ impl Ns {
     pub(crate) fn keeps_elements(self) -> bool {
         matches!(
             self,
-            Ns::Bpmn | Ns::NoNamespace | Ns::Flowbot | Ns::Camunda | Ns::Zeebe | Ns::Spiff
+            Ns::Bpmn
+                | Ns::NoNamespace
+                | Ns::Flowbot
+                | Ns::Camunda
+                | Ns::Zeebe
+                | Ns::Spiff
+                | Ns::Dmn
         )
     }
 }
@@ -49,7 +57,13 @@ pub(crate) fn classify_uri(uri: &[u8]) -> Ns {
             Ns::Bpmn
         }
         uri if uri == FLOWBOT_NAMESPACE.as_bytes() => Ns::Flowbot,
+        b"http://www.omg.org/spec/DMN/20151101/dmn.xsd"
+        | b"http://www.omg.org/spec/DMN/20180521/MODEL/"
+        | b"https://www.omg.org/spec/DMN/20191111/MODEL/"
+        | b"https://www.omg.org/spec/DMN/20211108/MODEL/"
+        | b"https://www.omg.org/spec/DMN/20230324/MODEL/" => Ns::Dmn,
         b"http://camunda.org/schema/1.0/bpmn"
+        | b"http://camunda.org/schema/1.0/dmn"
         | b"http://activiti.org/bpmn"
         | b"http://flowable.org/bpmn" => Ns::Camunda,
         b"http://camunda.org/schema/zeebe/1.0" => Ns::Zeebe,

@@ -3,7 +3,7 @@
 use super::builder::Context;
 use super::namespaces::Ns;
 use super::xml_tree::ElementId;
-use crate::model::{Script, TaskKind};
+use crate::model::{DecisionCall, DecisionResultMapping, Script, TaskKind};
 use crate::script::strip_expression_wrappers;
 
 impl Context<'_, '_> {
@@ -67,9 +67,11 @@ impl Context<'_, '_> {
         })
     }
 
-    /// A business-rule task: an inline `<flowbot:script>` (Rhai) or a decision reference
-    /// (Camunda `decisionRef`, Zeebe `calledDecision decisionId`), kept to report it unsupported.
-    pub(super) fn business_rule_task(&self, element: ElementId) -> TaskKind {
+    /// A business-rule task: an inline `<flowbot:script>` (Rhai) or a decision reference:
+    /// Camunda `decisionRef` (+ `resultVariable`, `mapDecisionResult`, default `resultList`),
+    /// Zeebe `calledDecision decisionId resultVariable`, or `flowbot:decision` (+
+    /// `flowbot:resultVariable`), the last two giving the decision's value as it is.
+    pub(super) fn business_rule_task(&mut self, element: ElementId) -> TaskKind {
         let tree = self.tree;
         let script = tree
             .extensions(element, Ns::Flowbot, "script")
@@ -80,16 +82,57 @@ impl Context<'_, '_> {
                     span,
                 })
             });
-        let decision_ref = tree
-            .ns_attr(element, Ns::Camunda, "decisionRef")
-            .or_else(|| {
-                tree.extensions(element, Ns::Zeebe, "calledDecision")
-                    .find_map(|d| tree.attr(d, "decisionId"))
+        let span = self.span(element);
+        let clean = |text: &str| strip_expression_wrappers(text).trim().to_owned();
+        let decision = if let Some(id) = tree.ns_attr(element, Ns::Camunda, "decisionRef") {
+            let mapping = match tree.ns_attr(element, Ns::Camunda, "mapDecisionResult") {
+                None => DecisionResultMapping::ResultList,
+                Some(text) => match DecisionResultMapping::parse_camunda(text) {
+                    Some(mapping) => mapping,
+                    None => {
+                        let message = format!("unknown `camunda:mapDecisionResult` `{text}` (expected singleEntry, singleResult, collectEntries or resultList)");
+                        self.error(element, message);
+                        DecisionResultMapping::ResultList
+                    }
+                },
+            };
+            if let Some(binding) = tree.ns_attr(element, Ns::Camunda, "decisionRefBinding") {
+                if binding != "latest" && binding != "deployment" {
+                    let message = format!("`camunda:decisionRefBinding=\"{binding}\"` is not supported: the decision deployed with the process is used");
+                    self.warning(element, message);
+                }
+            }
+            Some(DecisionCall {
+                decision: clean(id),
+                result_variable: tree
+                    .ns_attr(element, Ns::Camunda, "resultVariable")
+                    .map(clean),
+                mapping,
+                span,
             })
-            .map(str::to_owned);
-        TaskKind::BusinessRule {
-            script,
-            decision_ref,
+        } else if let Some(called) = tree.extensions(element, Ns::Zeebe, "calledDecision").next() {
+            tree.attr(called, "decisionId").map(|id| DecisionCall {
+                decision: clean(id),
+                result_variable: tree.attr(called, "resultVariable").map(clean),
+                mapping: DecisionResultMapping::Value,
+                span: self.span(called),
+            })
+        } else {
+            tree.ns_attr(element, Ns::Flowbot, "decision")
+                .map(|id| DecisionCall {
+                    decision: clean(id),
+                    result_variable: tree
+                        .ns_attr(element, Ns::Flowbot, "resultVariable")
+                        .map(clean),
+                    mapping: DecisionResultMapping::Value,
+                    span,
+                })
+        };
+        if let Some(call) = &decision {
+            if call.decision.is_empty() {
+                self.error(element, "the decision reference is empty");
+            }
         }
+        TaskKind::BusinessRule { script, decision }
     }
 }

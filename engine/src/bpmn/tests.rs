@@ -153,7 +153,7 @@ fn reads_event_definitions_with_resolved_references() {
     assert!(matches!(
         node(main, "end_compensate").kind,
         NodeKind::EndEvent {
-            result: Some(EventTrigger::Compensation)
+            result: Some(EventTrigger::Compensation { activity: None })
         }
     ));
 }
@@ -228,7 +228,7 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop)
+        matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop.is_some())
     );
     assert!(
         matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process"))
@@ -300,7 +300,7 @@ fn reads_vendor_handlers_and_loops() {
     assert_eq!(spiff.output_element.as_deref(), Some("output_item"));
 
     assert!(
-        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision_ref: Some(d), script: None } if d == "discounts")
+        matches!(task_body(p, "decide"), TaskKind::BusinessRule { decision: Some(d), script: None } if d.decision == "discounts")
     );
     assert!(
         matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process"))

@@ -136,6 +136,29 @@ impl<'i> XmlTree<'i> {
         let trimmed = text.value.trim();
         (!trimmed.is_empty()).then_some((trimmed, text.span))
     }
+
+    /// The trimmed text content of `id` and where its first non-blank character is (when the
+    /// text has no entity references before it).
+    pub(crate) fn trimmed_text(&self, id: ElementId) -> Option<(&str, Span)> {
+        let text = self.element(id).text.as_ref()?;
+        let trimmed = text.value.trim();
+        if trimmed.is_empty() {
+            return None;
+        }
+        let skipped = &text.value[..text.value.len() - text.value.trim_start().len()];
+        let lines = skipped.matches('\n').count() as u32;
+        let span = match skipped.rfind('\n') {
+            Some(last) => Span::new(
+                text.span.line + lines,
+                skipped[last + 1..].chars().count() as u32 + 1,
+            ),
+            None => Span::new(
+                text.span.line,
+                text.span.col + skipped.chars().count() as u32,
+            ),
+        };
+        Some((trimmed, span))
+    }
 }
 
 /// Iterator over the children of an element.

@@ -2,12 +2,13 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, InstanceStatus, JoinState,
-    MultiState, RunOf, ScopeState, Step, Wait, WaitKind,
+    AfterCompensation, Compensable, CompensationRun, Event, ExecError, ExecutionHooks, HookContext,
+    Incident, Instance, InstanceStatus, JoinState, LoopState, MultiState, RunOf, ScopeState, Step,
+    Wait, WaitKind,
 };
 use crate::graph::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec,
-    ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
+    EndBehavior, EventStart, LoopSpec, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -117,7 +118,9 @@ impl<'a> Machine<'a> {
                 race: None,
             });
         }
-        let _ = self.drain();
+        let _ = self
+            .arm_event_subprocesses(0, 0)
+            .and_then(|()| self.drain());
         Ok(self.finish())
     }
 
@@ -169,20 +172,48 @@ impl<'a> Machine<'a> {
         resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>,
     ) -> Flowing {
         for (node, wait, outputs) in resolved {
-            if !self
-                .inst
-                .waits
-                .iter()
-                .any(|w| w.activation == wait.activation)
-            {
-                continue; // cancelled by an earlier completion of the same batch
-            }
-            self.inst.waits.retain(|w| w.activation != wait.activation);
-            self.step.events.push(Event::WaitCompleted {
-                node: wait.node.clone(),
-                activation: wait.activation,
-            });
-            if let Some(race) = wait.race {
+            self.complete_wait(node, wait, outputs)?;
+        }
+        self.drain()
+    }
+
+    /// Completes one wait (unless an earlier completion cancelled it) and moves its token on;
+    /// tokens run later, in `drain`.
+    fn complete_wait(
+        &mut self,
+        node: NodeIndex,
+        wait: Wait,
+        outputs: Map<String, Value>,
+    ) -> Flowing {
+        if !self
+            .inst
+            .waits
+            .iter()
+            .any(|w| w.activation == wait.activation)
+        {
+            return Ok(()); // cancelled by an earlier completion of the same batch
+        }
+        self.inst.waits.retain(|w| w.activation != wait.activation);
+        self.step.events.push(Event::WaitCompleted {
+            node: wait.node.clone(),
+            activation: wait.activation,
+        });
+        if let Some(race) = wait.race {
+            if self.waits_for_all(node) {
+                // Parallel multiple: it completes with the last of its triggers.
+                if self.inst.waits.iter().any(|w| w.race == Some(race)) {
+                    if !outputs.is_empty() {
+                        self.write_variables(
+                            wait.scope,
+                            node,
+                            Some(wait.activation),
+                            outputs,
+                            true,
+                        )?;
+                    }
+                    return Ok(());
+                }
+            } else {
                 let losers: Vec<u64> = self
                     .inst
                     .waits
@@ -195,43 +226,36 @@ impl<'a> Machine<'a> {
                     self.cancel_boundaries(loser);
                 }
             }
-            match wait.attached_to {
-                Some(activity) => {
-                    if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting)
-                    {
-                        self.cancel_activity(activity);
-                    }
-                    if !outputs.is_empty() {
-                        self.write_variables(
-                            wait.scope,
-                            node,
-                            Some(wait.activation),
-                            outputs,
-                            true,
-                        )?;
-                    }
-                    self.fire_boundary(node, wait.scope, wait.activation)?;
+        }
+        match wait.attached_to {
+            Some(activity) => {
+                if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting)
+                {
+                    self.cancel_activity(activity);
                 }
-                None => {
-                    self.cancel_boundaries(wait.activation);
-                    if !outputs.is_empty() {
-                        self.write_variables(
-                            wait.scope,
-                            node,
-                            Some(wait.activation),
-                            outputs,
-                            true,
-                        )?;
-                    }
-                    if self.run_of(wait.scope).is_some() {
-                        self.finish_run(node, wait.scope)?;
-                    } else {
-                        self.leave(node, wait.scope, wait.activation)?;
-                    }
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                }
+                self.fire_boundary(node, wait.scope, wait.activation)
+            }
+            None if matches!(self.process.node(node).behavior, Behavior::EventStart(_)) => {
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                }
+                self.event_start_triggered(node, &wait)
+            }
+            None => {
+                self.cancel_boundaries(wait.activation);
+                if !outputs.is_empty() {
+                    self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                }
+                if self.run_of(wait.scope).is_some() {
+                    self.finish_run(node, wait.scope)
+                } else {
+                    self.leave(node, wait.scope, wait.activation)
                 }
             }
         }
-        self.drain()
     }
 
     /// A non-interrupting boundary timer ticks: a new token leaves the boundary event (with an
@@ -249,10 +273,26 @@ impl<'a> Machine<'a> {
             });
         }
         self.inst.status = InstanceStatus::Running;
-        let fired = self.inst.next_activation;
-        self.inst.next_activation += 1;
+        let ticked = if let Some(esp) = self.event_subprocess_of(node) {
+            self.launch_event_subprocess(esp, wait.scope)
+        } else {
+            let fired = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            self.fire_boundary(node, wait.scope, fired)
+        };
+        let _ = ticked.and_then(|()| self.drain());
+        Ok(self.finish())
+    }
+
+    /// Variables set from outside: written in the process scope (as if by its first node, for
+    /// the hooks), then conditional events are evaluated.
+    pub(super) fn update_variables(
+        mut self,
+        updates: Map<String, Value>,
+    ) -> Result<Step, ExecError> {
+        self.inst.status = InstanceStatus::Running;
         let _ = self
-            .fire_boundary(node, wait.scope, fired)
+            .write_variables_from(0, None, None, updates, true)
             .and_then(|()| self.drain());
         Ok(self.finish())
     }
@@ -282,6 +322,7 @@ impl<'a> Machine<'a> {
             activation,
         });
         self.cancel_boundaries(activation);
+        self.forget_loop(activation);
         // An error in one run of a multi-instance task ends the whole task.
         let mut scope = wait.scope;
         if let Some(run) = self.run_of(wait.scope) {
@@ -362,7 +403,10 @@ impl<'a> Machine<'a> {
             while let Some(token) = self.queue.pop_front() {
                 self.arrive(token)?;
             }
-            if !self.fire_ready_inclusive_join()? {
+            if self.fire_ready_inclusive_join()? {
+                continue;
+            }
+            if !self.fire_satisfied_condition()? {
                 break;
             }
         }
@@ -404,6 +448,10 @@ impl<'a> Machine<'a> {
                 }
                 Ok(())
             }
+            Behavior::Gateway(GatewayKind::Complex) if node.incoming.len() > 1 => {
+                self.record_arrival(&token);
+                self.complex_join(index, token.scope).map(|_| ())
+            }
             _ => self.enter(index, token.scope, token.race),
         }
     }
@@ -428,6 +476,7 @@ impl<'a> Machine<'a> {
                     node: node.clone(),
                     scope: token.scope,
                     arrivals: Vec::new(),
+                    fired: false,
                 });
                 self.inst.joins.len() - 1
             }
@@ -513,24 +562,88 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Fires the first inclusive join (in the order joins were reached) that became ready.
+    /// Fires the first inclusive join (in the order joins were reached) that became ready, or
+    /// settles the first complex join no more tokens can reach.
     fn fire_ready_inclusive_join(&mut self) -> Result<bool, Stop> {
         let ready = self.inst.joins.iter().find_map(|j| {
             let node = self.process.node_index(&j.node)?;
-            let inclusive = matches!(
-                self.process.node(node).behavior,
-                Behavior::Gateway(GatewayKind::Inclusive)
-            );
-            (inclusive && self.inclusive_join_ready(node, j.scope)).then_some((node, j.scope))
+            let kind = match self.process.node(node).behavior {
+                Behavior::Gateway(kind @ (GatewayKind::Inclusive | GatewayKind::Complex)) => kind,
+                _ => return None,
+            };
+            self.inclusive_join_ready(node, j.scope)
+                .then_some((node, j.scope, kind))
         });
         match ready {
-            Some((node, scope)) => {
+            Some((node, scope, GatewayKind::Complex)) => self.complex_join(node, scope),
+            Some((node, scope, _)) => {
                 self.consume_arrivals(node, scope);
                 self.enter(node, scope, None)?;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    /// A complex gateway's join after an arrival (or when no more tokens can reach it): with an
+    /// activation condition it fires once the condition holds (`activationCount` = the tokens
+    /// arrived) and absorbs the rest of the wave; without one it fires like an inclusive join.
+    /// Returns whether it fired or settled.
+    fn complex_join(&mut self, index: NodeIndex, scope: u64) -> Result<bool, Stop> {
+        let node = self.process.node(index);
+        let Some(join) = self.join_state(index, scope).cloned() else {
+            return Ok(false);
+        };
+        let arrived: u32 = join.arrivals.iter().map(|(_, c)| c).sum();
+        let complete = self.inclusive_join_ready(index, scope);
+        let fire = match &node.activation {
+            Some(_) if join.fired => false,
+            Some(code) => {
+                let result = {
+                    let mut variables = self.visible(scope).into_owned();
+                    variables.insert("activationCount".into(), Value::from(arrived));
+                    self.process.scripts().eval_condition(&code.ast, &variables)
+                };
+                match result {
+                    Ok(holds) => holds,
+                    Err(err) => {
+                        self.script_incident(index, 0, code, "activation condition", &err)?;
+                        return Err(Stop);
+                    }
+                }
+            }
+            None => complete,
+        };
+        if complete {
+            // The wave is over: its tokens are consumed.
+            self.inst
+                .joins
+                .retain(|j| !(j.node == node.id && j.scope == scope));
+            if !fire && !join.fired {
+                let message = format!(
+                    "complex gateway `{}`: its activation condition did not hold for the {arrived} token(s) that arrived, and no more can arrive",
+                    node.id
+                );
+                self.incident(&node.id, None, node.span, message)?;
+            }
+            if !fire {
+                // The absorbed tokens end here; their scope may be done.
+                self.token_ended(scope)?;
+            }
+        } else if fire {
+            if let Some(state) = self
+                .inst
+                .joins
+                .iter_mut()
+                .find(|j| j.node == node.id && j.scope == scope)
+            {
+                state.fired = true;
+            }
+        }
+        if fire {
+            self.enter(index, scope, None)?;
+        }
+        Ok(fire || complete)
     }
 
     // ---- nodes -----------------------------------------------------------------------------------
@@ -559,23 +672,86 @@ impl<'a> Machine<'a> {
         if let Some(spec) = &node.multi {
             return self.start_multi(index, scope, activation, spec);
         }
+        if let Some(spec) = &node.standard_loop {
+            match self
+                .inst
+                .loops
+                .iter_mut()
+                .find(|l| l.node == node.id && l.scope == scope)
+            {
+                Some(state) => state.activation = activation,
+                None => {
+                    self.inst.loops.push(LoopState {
+                        node: node.id.clone(),
+                        scope,
+                        count: 0,
+                        activation,
+                    });
+                    if spec.test_before && !self.loop_continues(index, scope, 0, spec)? {
+                        self.forget_loop(activation);
+                        return self.move_on(index, scope, activation);
+                    }
+                }
+            }
+        }
 
         match &node.behavior {
-            Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => {
-                self.leave(index, scope, activation)
-            }
-            Behavior::Throw(event) => {
-                self.step.events.push(Event::EventThrown {
+            Behavior::Start
+            | Behavior::PassThrough
+            | Behavior::Gateway(_)
+            | Behavior::EventStart(_) => self.leave(index, scope, activation),
+            Behavior::LinkThrow { target } => {
+                self.hook(index, scope, Some(activation), |hooks, ctx| {
+                    hooks.on_leave(ctx)
+                })?;
+                self.inst.path.push(node.id.clone());
+                self.step.events.push(Event::NodeCompleted {
                     node: node.id.clone(),
-                    event: event.clone(),
+                    activation,
                 });
+                self.queue.push_back(Token {
+                    node: *target,
+                    scope,
+                    via: None,
+                    race: None,
+                });
+                Ok(())
+            }
+            Behavior::EventSubProcess(_) => {
+                let message = format!("event subprocess {} was reached along a flow", node.id);
+                self.incident(&node.id, Some(activation), node.span, message)
+            }
+            Behavior::Compensate { activity } => self.compensate(
+                index,
+                scope,
+                activation,
+                *activity,
+                AfterCompensation::Continue,
+            ),
+            Behavior::Throw(events) => {
+                for event in events {
+                    self.step.events.push(Event::EventThrown {
+                        node: node.id.clone(),
+                        event: event.clone(),
+                    });
+                }
                 // The throw event completes, then a catching boundary event fires (an interrupting
                 // one also drops the token that just left the throw event).
                 self.leave(index, scope, activation)?;
-                self.escalate(event, scope).map(|_| ())
+                for event in events {
+                    if self.escalate(event, scope)? == Escalated::Interrupted {
+                        break;
+                    }
+                }
+                self.catch_own_signals(events)?;
+                Ok(())
             }
             Behavior::Script(code) => {
                 self.run_script(index, scope, activation, code)?;
+                self.leave(index, scope, activation)
+            }
+            Behavior::Decision(spec) => {
+                self.run_decision(index, scope, activation, spec)?;
                 self.leave(index, scope, activation)
             }
             Behavior::Wait(spec) => self.begin_wait(index, scope, activation, spec, race),
@@ -606,6 +782,7 @@ impl<'a> Machine<'a> {
                         "subprocess has no none start event".into(),
                     );
                 }
+                self.arm_event_subprocesses(*child, scope_id)?;
                 self.arm_boundaries(index, scope, activation)
             }
             Behavior::End(end) => {
@@ -619,19 +796,33 @@ impl<'a> Machine<'a> {
                 });
                 match end {
                     EndBehavior::None => self.token_ended(scope),
-                    EndBehavior::Throw(event) => {
-                        self.step.events.push(Event::EventThrown {
-                            node: node.id.clone(),
-                            event: event.clone(),
-                        });
-                        if self.escalate(event, scope)? == Escalated::Interrupted {
-                            return Ok(());
+                    EndBehavior::Throw(events) => {
+                        for event in events {
+                            self.step.events.push(Event::EventThrown {
+                                node: node.id.clone(),
+                                event: event.clone(),
+                            });
                         }
+                        for event in events {
+                            if self.escalate(event, scope)? == Escalated::Interrupted {
+                                return Ok(());
+                            }
+                        }
+                        self.catch_own_signals(events)?;
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
                     EndBehavior::Error { code } => {
                         self.raise_error(index, Some(activation), scope, code.as_deref())
+                    }
+                    EndBehavior::Compensate { activity } => {
+                        self.compensate(index, scope, activation, *activity, AfterCompensation::End)
+                    }
+                    EndBehavior::Cancel => {
+                        // Everything still running in the transaction ends; what completed in it
+                        // is compensated; then its cancel boundary event fires.
+                        self.drop_scope_tree(scope, false);
+                        self.compensate(index, scope, activation, None, AfterCompensation::Cancel)
                     }
                 }
             }
@@ -654,9 +845,68 @@ impl<'a> Machine<'a> {
         spec: &WaitSpec,
         race: Option<u64>,
     ) -> Flowing {
+        if let WaitSpec::Multiple { specs, .. } = spec {
+            // One wait per trigger, grouped by the event's activation (or the race of the
+            // event-based gateway before it).
+            let group = race.unwrap_or(activation);
+            for spec in specs {
+                let sub = self.inst.next_activation;
+                self.inst.next_activation += 1;
+                let kind = self.wait_kind(index, scope, sub, spec)?;
+                self.add_wait(index, scope, sub, kind, Some(group), None);
+            }
+            return self.arm_boundaries(index, scope, activation);
+        }
         let kind = self.wait_kind(index, scope, activation, spec)?;
         self.add_wait(index, scope, activation, kind, race, None);
         self.arm_boundaries(index, scope, activation)
+    }
+
+    /// Arms the wait(s) of `spec` at `node` (one per trigger of a multiple event, grouped as a
+    /// race); conditions start as `satisfied` (a re-armed start must see its condition change).
+    fn arm(
+        &mut self,
+        node: NodeIndex,
+        scope: u64,
+        spec: &WaitSpec,
+        attached_to: Option<u64>,
+        satisfied: bool,
+    ) -> Flowing {
+        let specs: &[WaitSpec] = match spec {
+            WaitSpec::Multiple { specs, .. } => specs,
+            single => std::slice::from_ref(single),
+        };
+        let group = (specs.len() > 1 || matches!(spec, WaitSpec::Multiple { .. }))
+            .then_some(self.inst.next_activation);
+        if group.is_some() {
+            self.inst.next_activation += 1;
+        }
+        for spec in specs {
+            let armed = self.inst.next_activation;
+            self.inst.next_activation += 1;
+            let mut kind = self.wait_kind(node, scope, armed, spec)?;
+            if let WaitKind::Condition {
+                satisfied: held, ..
+            } = &mut kind
+            {
+                *held = satisfied;
+            }
+            self.add_wait(node, scope, armed, kind, group, attached_to);
+        }
+        Ok(())
+    }
+
+    /// Whether a multiple event waits for all of its triggers (parallel multiple).
+    fn waits_for_all(&self, node: NodeIndex) -> bool {
+        matches!(
+            &self.process.node(node).behavior,
+            Behavior::Wait(WaitSpec::Multiple { all: true, .. })
+                | Behavior::Boundary(BoundarySpec {
+                    trigger: BoundaryTrigger::Wait(WaitSpec::Multiple { all: true, .. }),
+                    ..
+                })
+                | Behavior::EventStart(EventStart::Wait(WaitSpec::Multiple { all: true, .. }))
+        )
     }
 
     fn add_wait(
@@ -702,6 +952,18 @@ impl<'a> Machine<'a> {
             },
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
+            // Evaluated by `fire_satisfied_condition` at the end of the step: a condition that
+            // already holds fires then.
+            WaitSpec::Condition(code) => WaitKind::Condition {
+                condition: code.source.clone(),
+                satisfied: false,
+            },
+            WaitSpec::Multiple { .. } => {
+                let node = self.process.node(index);
+                let message = format!("multiple event `{}` is nested in another", node.id);
+                self.incident(&node.id, Some(activation), node.span, message)?;
+                return Err(Stop);
+            }
             WaitSpec::Message {
                 name,
                 correlation_key,
@@ -749,10 +1011,7 @@ impl<'a> Machine<'a> {
             else {
                 continue;
             };
-            let armed = self.inst.next_activation;
-            self.inst.next_activation += 1;
-            let kind = self.wait_kind(boundary, scope, armed, spec)?;
-            self.add_wait(boundary, scope, armed, kind, None, Some(activation));
+            self.arm(boundary, scope, spec, Some(activation), false)?;
         }
         Ok(())
     }
@@ -779,6 +1038,7 @@ impl<'a> Machine<'a> {
     /// An interrupting boundary event fired: the activity (a waiting task or a running
     /// subprocess) is cancelled with its other boundary events.
     fn cancel_activity(&mut self, activation: u64) {
+        self.forget_loop(activation);
         self.cancel_waits(|w| w.activation == activation);
         if let Some(position) = self
             .inst
@@ -821,9 +1081,370 @@ impl<'a> Machine<'a> {
         self.cancel_waits(|w| doomed.contains(&w.scope));
         self.inst.joins.retain(|j| !doomed.contains(&j.scope));
         self.inst.multi.retain(|m| !doomed.contains(&m.scope));
+        self.inst.loops.retain(|l| !doomed.contains(&l.scope));
+        self.inst
+            .compensable
+            .retain(|r| !doomed.contains(&r.scope) || (r.scope == scope && !remove_root));
+        self.inst
+            .compensations
+            .retain(|c| !doomed.contains(&c.scope));
         self.inst
             .scopes
             .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    // ---- compensation ---------------------------------------------------------------------------
+
+    /// A compensation throw at `thrower`: the completed activities of `scope` (or only
+    /// `activity`) are compensated in reverse order of completion, one handler after another;
+    /// then `then`.
+    fn compensate(
+        &mut self,
+        thrower: NodeIndex,
+        scope: u64,
+        activation: u64,
+        activity: Option<NodeIndex>,
+        then: AfterCompensation,
+    ) -> Flowing {
+        let only = activity.map(|a| self.process.node(a).id.clone());
+        let mut pending = Vec::new();
+        let mut position = self.inst.compensable.len();
+        while position > 0 {
+            position -= 1;
+            let record = &self.inst.compensable[position];
+            if record.scope == scope && only.as_ref().is_none_or(|only| *only == record.node) {
+                pending.push(self.inst.compensable.remove(position).handler);
+            }
+        }
+        self.inst.compensations.push(CompensationRun {
+            node: self.process.node(thrower).id.clone(),
+            activation,
+            scope,
+            pending,
+            running: None,
+            then,
+        });
+        self.next_compensation_handler(self.inst.compensations.len() - 1)
+    }
+
+    /// Starts the next handler of compensation run `run`, or finishes it.
+    fn next_compensation_handler(&mut self, run: usize) -> Flowing {
+        let state = &mut self.inst.compensations[run];
+        if state.pending.is_empty() {
+            let done = self.inst.compensations.remove(run);
+            return self.compensation_done(done);
+        }
+        let handler = state.pending.remove(0);
+        state.running = Some(handler.clone());
+        let scope = state.scope;
+        let index = self.node_index(&handler)?;
+        self.queue.push_back(Token {
+            node: index,
+            scope,
+            via: None,
+            race: None,
+        });
+        Ok(())
+    }
+
+    /// A compensation handler completed in `scope`: its compensation goes on with the next one.
+    fn compensation_step(&mut self, handler: NodeIndex, scope: u64) -> Flowing {
+        let id = &self.process.node(handler).id;
+        match self
+            .inst
+            .compensations
+            .iter()
+            .rposition(|c| c.running.as_ref() == Some(id))
+        {
+            Some(run) => {
+                self.inst.compensations[run].running = None;
+                self.next_compensation_handler(run)
+            }
+            // A handler reached along a flow of its own: its token ends.
+            None => self.token_ended(scope),
+        }
+    }
+
+    fn compensation_done(&mut self, run: CompensationRun) -> Flowing {
+        let thrower = self.node_index(&run.node)?;
+        match run.then {
+            AfterCompensation::Continue => self.leave(thrower, run.scope, run.activation),
+            AfterCompensation::End => self.token_ended(run.scope),
+            AfterCompensation::Cancel => {
+                let Some(state) = self.inst.scopes.iter().find(|s| s.id == run.scope).cloned()
+                else {
+                    return Ok(());
+                };
+                let (Some(sub), Some(sub_activation), Some(parent)) =
+                    (state.subprocess, state.activation, state.parent)
+                else {
+                    return Ok(());
+                };
+                let transaction = self.node_index(&sub)?;
+                self.drop_scope_tree(run.scope, true);
+                self.cancel_boundaries(sub_activation);
+                self.forget_loop(sub_activation);
+                let boundary = self
+                    .process
+                    .node(transaction)
+                    .boundaries
+                    .iter()
+                    .copied()
+                    .find(|&b| {
+                        matches!(
+                            self.process.node(b).behavior,
+                            Behavior::Boundary(BoundarySpec {
+                                trigger: BoundaryTrigger::Cancel,
+                                ..
+                            })
+                        )
+                    });
+                match boundary {
+                    Some(boundary) => {
+                        let fired = self.inst.next_activation;
+                        self.inst.next_activation += 1;
+                        self.fire_boundary(boundary, parent, fired)
+                    }
+                    None => {
+                        let node = self.process.node(transaction);
+                        let message = format!(
+                            "transaction `{}` was cancelled and has no cancel boundary event",
+                            node.id
+                        );
+                        self.incident(&node.id, Some(sub_activation), node.span, message)
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- event subprocesses and conditional events ---------------------------------------------
+
+    /// Arms the message, timer, signal and conditional starts of the event subprocesses of the
+    /// compiled scope `compiled`, for its instance `scope`.
+    fn arm_event_subprocesses(&mut self, compiled: ScopeId, scope: u64) -> Flowing {
+        for &esp in &self.process.scopes[compiled].event_subprocesses {
+            let Behavior::EventSubProcess(spec) = &self.process.node(esp).behavior else {
+                continue;
+            };
+            let start = spec.start;
+            let Behavior::EventStart(EventStart::Wait(wait)) = &self.process.node(start).behavior
+            else {
+                continue;
+            };
+            self.arm(start, scope, wait, None, false)?;
+        }
+        Ok(())
+    }
+
+    /// The event subprocess whose start event is `start`, when it is one.
+    fn event_subprocess_of(&self, start: NodeIndex) -> Option<NodeIndex> {
+        let scope = self.process.node(start).scope;
+        let esp = self.process.scopes[scope].subprocess?;
+        matches!(
+            self.process.node(esp).behavior,
+            Behavior::EventSubProcess(_)
+        )
+        .then_some(esp)
+    }
+
+    fn esp_interrupts(&self, esp: NodeIndex) -> bool {
+        matches!(&self.process.node(esp).behavior, Behavior::EventSubProcess(spec) if spec.interrupting)
+    }
+
+    /// The armed start of an event subprocess was triggered: a non-interrupting message, signal
+    /// or conditional start is armed again, then the event subprocess starts.
+    fn event_start_triggered(&mut self, start: NodeIndex, wait: &Wait) -> Flowing {
+        let Some(esp) = self.event_subprocess_of(start) else {
+            return Ok(());
+        };
+        // A non-interrupting start can happen again (a timer ticks through `tick_boundary`
+        // instead): its waits are armed anew, conditions marked as holding.
+        let repeats = !self.esp_interrupts(esp) && !matches!(wait.kind, WaitKind::Timer { .. });
+        if let (true, Behavior::EventStart(EventStart::Wait(spec))) =
+            (repeats, &self.process.node(start).behavior)
+        {
+            if let Some(group) = wait.race {
+                // The other triggers of a multiple start are armed anew with it.
+                self.cancel_waits(|w| w.race == Some(group));
+            }
+            self.arm(start, wait.scope, spec, None, true)?;
+        }
+        self.launch_event_subprocess(esp, wait.scope)
+    }
+
+    /// Starts an instance of the event subprocess `esp` inside the scope instance `enclosing`;
+    /// an interrupting one first ends everything else in `enclosing`.
+    fn launch_event_subprocess(&mut self, esp: NodeIndex, enclosing: u64) -> Flowing {
+        let Behavior::EventSubProcess(spec) = &self.process.node(esp).behavior else {
+            return Ok(());
+        };
+        if spec.interrupting {
+            self.drop_scope_tree(enclosing, false);
+        }
+        let node = self.process.node(esp);
+        let activation = self.inst.next_activation;
+        self.inst.next_activation += 1;
+        self.count_activation(&node.id);
+        self.step.events.push(Event::NodeEntered {
+            node: node.id.clone(),
+            activation,
+        });
+        let scope_id = self.inst.next_scope;
+        self.inst.next_scope += 1;
+        self.inst.scopes.push(ScopeState {
+            id: scope_id,
+            parent: Some(enclosing),
+            subprocess: Some(node.id.clone()),
+            activation: Some(activation),
+            variables: Map::new(),
+            run: None,
+        });
+        self.hook(esp, scope_id, Some(activation), |hooks, ctx| {
+            hooks.on_enter(ctx)
+        })?;
+        self.arm_event_subprocesses(spec.scope, scope_id)?;
+        self.queue.push_back(Token {
+            node: spec.start,
+            scope: scope_id,
+            via: None,
+            race: None,
+        });
+        Ok(())
+    }
+
+    /// The compiled scope an instance scope runs (`None` for a multi-instance run).
+    fn compiled_scope(&self, scope: u64) -> Option<ScopeId> {
+        if scope == 0 {
+            return Some(0);
+        }
+        let state = self.inst.scopes.iter().find(|s| s.id == scope)?;
+        if state.run.is_some() {
+            return None;
+        }
+        let node = self.process.node_index(state.subprocess.as_deref()?)?;
+        match &self.process.node(node).behavior {
+            Behavior::SubProcess { scope } => Some(*scope),
+            Behavior::EventSubProcess(spec) => Some(spec.scope),
+            _ => None,
+        }
+    }
+
+    /// The event subprocess of instance scope `scope` whose error (`error`) or escalation start
+    /// catches `code`: the exact code first, then a catch-all.
+    fn catching_event_subprocess(
+        &self,
+        scope: u64,
+        code: Option<&str>,
+        error: bool,
+    ) -> Option<NodeIndex> {
+        let compiled = self.compiled_scope(scope)?;
+        let caught = |esp: &NodeIndex| -> Option<Option<String>> {
+            let Behavior::EventSubProcess(spec) = &self.process.node(*esp).behavior else {
+                return None;
+            };
+            match (&self.process.node(spec.start).behavior, error) {
+                (Behavior::EventStart(EventStart::Error { code }), true)
+                | (Behavior::EventStart(EventStart::Escalation { code }), false) => {
+                    Some(code.clone())
+                }
+                _ => None,
+            }
+        };
+        let esps = &self.process.scopes[compiled].event_subprocesses;
+        esps.iter()
+            .find(|esp| matches!(caught(esp), Some(Some(c)) if Some(c.as_str()) == code))
+            .or_else(|| esps.iter().find(|esp| matches!(caught(esp), Some(None))))
+            .copied()
+    }
+
+    /// The condition `source` of a conditional event node (one of the triggers of a multiple
+    /// event).
+    fn condition_code(&self, node: NodeIndex, source: &str) -> Option<&'a CompiledCode> {
+        let spec = match &self.process.node(node).behavior {
+            Behavior::Wait(spec)
+            | Behavior::Boundary(BoundarySpec {
+                trigger: BoundaryTrigger::Wait(spec),
+                ..
+            })
+            | Behavior::EventStart(EventStart::Wait(spec)) => spec,
+            _ => return None,
+        };
+        let specs: &[WaitSpec] = match spec {
+            WaitSpec::Multiple { specs, .. } => specs,
+            single => std::slice::from_ref(single),
+        };
+        specs.iter().find_map(|spec| match spec {
+            WaitSpec::Condition(code) if code.source == source => Some(code),
+            _ => None,
+        })
+    }
+
+    /// Evaluates the conditions of the conditional waits, in order; the first that became true
+    /// fires (its token is queued). Returns whether one fired.
+    fn fire_satisfied_condition(&mut self) -> Result<bool, Stop> {
+        if !self
+            .inst
+            .waits
+            .iter()
+            .any(|w| matches!(w.kind, WaitKind::Condition { .. }))
+        {
+            return Ok(false);
+        }
+        let conditional: Vec<(u64, u64, String, String, bool)> = self
+            .inst
+            .waits
+            .iter()
+            .filter_map(|w| match &w.kind {
+                WaitKind::Condition {
+                    condition,
+                    satisfied,
+                } => Some((
+                    w.activation,
+                    w.scope,
+                    w.node.clone(),
+                    condition.clone(),
+                    *satisfied,
+                )),
+                _ => None,
+            })
+            .collect();
+        for (activation, scope, node_id, source, satisfied) in conditional {
+            let node = self.node_index(&node_id)?;
+            let Some(code) = self.condition_code(node, &source) else {
+                continue;
+            };
+            let result = {
+                let variables = self.visible(scope);
+                self.process.scripts().eval_condition(&code.ast, &variables)
+            };
+            match result {
+                Ok(true) if !satisfied => {
+                    let Some(wait) = self.inst.wait(activation).cloned() else {
+                        continue;
+                    };
+                    self.complete_wait(node, wait, Map::new())?;
+                    return Ok(true);
+                }
+                Ok(holds) => {
+                    if let Some(wait) = self
+                        .inst
+                        .waits
+                        .iter_mut()
+                        .find(|w| w.activation == activation)
+                    {
+                        if let WaitKind::Condition { satisfied, .. } = &mut wait.kind {
+                            *satisfied = holds;
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.script_incident(node, activation, code, "condition", &err)?;
+                    return Err(Stop);
+                }
+            }
+        }
+        Ok(false)
     }
 
     // ---- multi-instance tasks ----------------------------------------------------------------------
@@ -952,6 +1573,10 @@ impl<'a> Machine<'a> {
         match &node.behavior {
             Behavior::Script(code) => {
                 self.run_script(index, scope, run, code)?;
+                self.finish_run(index, scope)
+            }
+            Behavior::Decision(spec) => {
+                self.run_decision(index, scope, run, spec)?;
                 self.finish_run(index, scope)
             }
             Behavior::Wait(spec) => {
@@ -1147,13 +1772,46 @@ impl<'a> Machine<'a> {
     /// escalation boundary event fires it. An interrupting one ends the subprocess (and the
     /// throwing token with it); a non-interrupting one adds a token after the boundary. Uncaught
     /// escalations (and other thrown events) change nothing.
+    /// A signal is broadcast, to the instance that throws it as well: its own catches of the
+    /// signals in `events` (intermediate and boundary events, event-subprocess starts) fire in
+    /// this step, before the throwing token ends. The engine's broadcast after the commit skips
+    /// the thrower, so each catch fires once.
+    fn catch_own_signals(&mut self, events: &[ThrownEvent]) -> Flowing {
+        for event in events.iter().filter(|e| e.kind == "signal") {
+            let caught: Vec<Wait> = self
+                .inst
+                .waits
+                .iter()
+                .filter(|w| matches!(&w.kind, WaitKind::Signal { name } if *name == event.name))
+                .cloned()
+                .collect();
+            for wait in caught {
+                let node = self.node_index(&wait.node)?;
+                self.complete_wait(node, wait, Map::new())?;
+            }
+        }
+        Ok(())
+    }
+
     fn escalate(&mut self, event: &ThrownEvent, scope: u64) -> Result<Escalated, Stop> {
         if event.kind != "escalation" {
             return Ok(Escalated::NotCaught);
         }
         let code = event.name.as_deref();
         let mut current = scope;
-        while current != 0 {
+        loop {
+            if let Some(esp) = self.catching_event_subprocess(current, code, false) {
+                let interrupting = self.esp_interrupts(esp);
+                self.launch_event_subprocess(esp, current)?;
+                return Ok(if interrupting {
+                    Escalated::Interrupted
+                } else {
+                    Escalated::Caught
+                });
+            }
+            if current == 0 {
+                break;
+            }
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
                 break;
             };
@@ -1167,6 +1825,7 @@ impl<'a> Machine<'a> {
                 if interrupting {
                     self.drop_scope_tree(current, true);
                     self.cancel_boundaries(sub_activation);
+                    self.forget_loop(sub_activation);
                 }
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
@@ -1225,7 +1884,15 @@ impl<'a> Machine<'a> {
             code: code.map(str::to_string),
         });
         let mut current = scope;
-        while current != 0 {
+        loop {
+            // An error event subprocess of the scope catches first, then the boundary events of
+            // the subprocess that runs the scope.
+            if let Some(esp) = self.catching_event_subprocess(current, code, true) {
+                return self.launch_event_subprocess(esp, current);
+            }
+            if current == 0 {
+                break;
+            }
             let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
                 break;
             };
@@ -1238,6 +1905,7 @@ impl<'a> Machine<'a> {
             if let Some(boundary) = self.error_boundary(sub_index, code) {
                 self.drop_scope_tree(current, true);
                 self.cancel_boundaries(sub_activation);
+                self.forget_loop(sub_activation);
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
                 return self.fire_boundary(boundary, parent, fired);
@@ -1254,7 +1922,8 @@ impl<'a> Machine<'a> {
         )
     }
 
-    /// Completes a node and moves its token(s) on.
+    /// Completes a node and moves its token(s) on (or, for a standard loop whose condition
+    /// still holds, into its next run).
     fn leave(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(index);
         self.hook(index, scope, Some(activation), |hooks, ctx| {
@@ -1265,7 +1934,73 @@ impl<'a> Machine<'a> {
             node: node.id.clone(),
             activation,
         });
+        if node.compensation_handler {
+            return self.compensation_step(index, scope);
+        }
+        if let Some(handler) = node.compensation {
+            self.inst.compensable.push(Compensable {
+                node: node.id.clone(),
+                handler: self.process.node(handler).id.clone(),
+                scope,
+            });
+        }
+        if let Some(spec) = &node.standard_loop {
+            if let Some(position) = self
+                .inst
+                .loops
+                .iter()
+                .position(|l| l.node == node.id && l.scope == scope)
+            {
+                let count = self.inst.loops[position].count + 1;
+                self.inst.loops[position].count = count;
+                if self.loop_continues(index, scope, count, spec)? {
+                    // The next run is a token of its own, so long loops need no deep recursion.
+                    self.queue.push_back(Token {
+                        node: index,
+                        scope,
+                        via: None,
+                        race: None,
+                    });
+                    return Ok(());
+                }
+                self.inst.loops.remove(position);
+            }
+        }
         self.move_on(index, scope, activation)
+    }
+
+    /// Whether a standard loop runs (again) after `count` runs: below its maximum and its
+    /// condition (with `loopCounter` = `count`) holds.
+    fn loop_continues(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        count: u64,
+        spec: &LoopSpec,
+    ) -> Result<bool, Stop> {
+        if spec.maximum.is_some_and(|max| count >= max) {
+            return Ok(false);
+        }
+        let Some(code) = &spec.condition else {
+            return Ok(true);
+        };
+        let result = {
+            let mut variables = self.visible(scope).into_owned();
+            variables.insert("loopCounter".into(), Value::from(count));
+            self.process.scripts().eval_condition(&code.ast, &variables)
+        };
+        match result {
+            Ok(holds) => Ok(holds),
+            Err(err) => {
+                self.script_incident(index, 0, code, "loop condition", &err)?;
+                Err(Stop)
+            }
+        }
+    }
+
+    /// The activity run with this activation was cancelled or failed: its loop ends too.
+    fn forget_loop(&mut self, activation: u64) {
+        self.inst.loops.retain(|l| l.activation != activation);
     }
 
     /// Sends the token(s) of a completed node along its selected outgoing flows.
@@ -1374,15 +2109,34 @@ impl<'a> Machine<'a> {
         self.complete_scope(scope)
     }
 
+    /// Whether nothing is left in `scope`: no token, no wait (the armed starts of its event
+    /// subprocesses do not count), no join, no running subprocess.
     fn scope_idle(&self, scope: u64) -> bool {
         !(self.queue.iter().any(|t| t.scope == scope)
-            || self.inst.waits.iter().any(|w| w.scope == scope)
+            || self
+                .inst
+                .waits
+                .iter()
+                .any(|w| w.scope == scope && !self.is_event_start_wait(w))
             || self.inst.joins.iter().any(|j| j.scope == scope)
+            || self.inst.compensations.iter().any(|c| c.scope == scope)
             || self.inst.scopes.iter().any(|s| s.parent == Some(scope)))
     }
 
+    /// Whether a wait is the armed start of an event subprocess.
+    fn is_event_start_wait(&self, wait: &Wait) -> bool {
+        wait.attached_to.is_none()
+            && self
+                .process
+                .node_index(&wait.node)
+                .is_some_and(|n| matches!(self.process.node(n).behavior, Behavior::EventStart(_)))
+    }
+
     fn complete_scope(&mut self, scope: u64) -> Flowing {
+        // What is left are the armed starts of the scope's event subprocesses.
+        self.cancel_waits(|w| w.scope == scope);
         if scope == 0 {
+            self.inst.compensable.clear();
             self.inst.status = InstanceStatus::Completed;
             self.step.events.push(Event::InstanceCompleted);
             return Ok(());
@@ -1398,6 +2152,20 @@ impl<'a> Machine<'a> {
         };
         let index = self.node_index(&sub)?;
         self.cancel_boundaries(activation);
+        // What completed inside is compensated by the subprocess's own handler when it has one,
+        // else with the enclosing scope's other activities.
+        if self.process.node(index).compensation.is_some() {
+            self.inst.compensable.retain(|r| r.scope != scope);
+        } else {
+            for record in self
+                .inst
+                .compensable
+                .iter_mut()
+                .filter(|r| r.scope == scope)
+            {
+                record.scope = parent;
+            }
+        }
         self.leave(index, parent, activation)
     }
 
@@ -1450,17 +2218,27 @@ impl<'a> Machine<'a> {
         changes: Map<String, Value>,
         notify: bool,
     ) -> Flowing {
+        self.write_variables_from(scope, Some(index), activation, changes, notify)
+    }
+
+    /// [`Self::write_variables`] by `index`, or from outside the process (`None`).
+    fn write_variables_from(
+        &mut self,
+        scope: u64,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        changes: Map<String, Value>,
+        notify: bool,
+    ) -> Flowing {
         let guard = {
             let variables = self.visible(scope);
-            let ctx = self.context(index, activation, &variables);
+            let ctx = self.context_of(index, activation, &variables);
             self.hooks.guard_variables(&ctx, &changes)
         };
         if let Err(reason) = guard {
-            let node = self.process.node(index);
-            return self.incident(
-                &node.id,
+            return self.node_incident(
+                index,
                 activation,
-                node.span,
                 format!("variable change refused: {reason}"),
             );
         }
@@ -1471,26 +2249,42 @@ impl<'a> Machine<'a> {
             }
         }
         self.step.events.push(Event::VariablesChanged {
-            node: Some(self.process.node(index).id.clone()),
+            node: index.map(|i| self.process.node(i).id.clone()),
             scope,
             changes: changes.clone(),
         });
         if notify {
             let more = {
                 let variables = self.visible(scope);
-                let ctx = self.context(index, activation, &variables);
+                let ctx = self.context_of(index, activation, &variables);
                 self.hooks.on_variables_changed(&ctx, &changes)
             };
             match more {
                 Ok(more) if more.is_empty() => {}
-                Ok(more) => self.write_variables(scope, index, activation, more, false)?,
-                Err(reason) => {
-                    let node = self.process.node(index);
-                    return self.incident(&node.id, activation, node.span, reason);
-                }
+                Ok(more) => self.write_variables_from(scope, index, activation, more, false)?,
+                Err(reason) => return self.node_incident(index, activation, reason),
             }
         }
         Ok(())
+    }
+
+    /// An incident at node `index`, or at the process when there is none.
+    fn node_incident(
+        &mut self,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        message: String,
+    ) -> Flowing {
+        match index {
+            Some(index) => {
+                let node = self.process.node(index);
+                self.incident(&node.id, activation, node.span, message)
+            }
+            None => {
+                let (id, span) = (self.process.id.clone(), self.process.span);
+                self.incident(&id, activation, span, message)
+            }
+        }
     }
 
     fn owner_scope(&self, scope: u64, name: &str) -> u64 {
@@ -1543,10 +2337,19 @@ impl<'a> Machine<'a> {
         activation: Option<u64>,
         variables: &'c Map<String, Value>,
     ) -> HookContext<'c> {
+        self.context_of(Some(index), activation, variables)
+    }
+
+    fn context_of<'c>(
+        &'c self,
+        index: Option<NodeIndex>,
+        activation: Option<u64>,
+        variables: &'c Map<String, Value>,
+    ) -> HookContext<'c> {
         HookContext {
             process: self.process,
             instance_id: &self.inst.id,
-            node: Some(self.process.node(index)),
+            node: index.map(|i| self.process.node(i)),
             activation,
             variables,
         }
@@ -1605,6 +2408,46 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Evaluates a business-rule task's decision over the variables of `scope` and writes its
+    /// result variable; a failing evaluation becomes an incident at the decision's rule (or at
+    /// the task).
+    fn run_decision(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &DecisionSpec,
+    ) -> Flowing {
+        let result = {
+            let variables = self.visible(scope);
+            spec.decisions
+                .evaluate(&spec.decision, &*variables)
+                .map_err(|err| (err.location().map(str::to_string), err.to_string()))
+                .and_then(|evaluation| {
+                    evaluation
+                        .mapped(spec.mapping)
+                        .map_err(|message| (None, message))
+                })
+        };
+        match result {
+            Ok(value) => {
+                let mut changes = Map::new();
+                changes.insert(spec.result_variable.clone(), value.to_json());
+                self.write_variables(scope, index, Some(activation), changes, true)
+            }
+            Err((at, message)) => {
+                let node = self.process.node(index);
+                let at = at.unwrap_or_else(|| self.process.location(node.span));
+                let message = format!(
+                    "decision `{}` failed in `{}`: {message}",
+                    spec.decision, node.id
+                );
+                let id = node.id.clone();
+                self.incident_at(&id, Some(activation), at, message)
+            }
+        }
+    }
+
     fn script_incident(
         &mut self,
         index: NodeIndex,
@@ -1644,10 +2487,22 @@ impl<'a> Machine<'a> {
         span: Span,
         message: String,
     ) -> Flowing {
+        let at = self.process.location(span);
+        self.incident_at(node, activation, at, message)
+    }
+
+    /// Records an incident whose cause is at `at` (`file:line:col`, possibly another file).
+    fn incident_at(
+        &mut self,
+        node: &str,
+        activation: Option<u64>,
+        at: String,
+        message: String,
+    ) -> Flowing {
         let incident = Incident {
             node: node.to_string(),
             message,
-            at: self.process.location(span),
+            at,
             activation,
         };
         tracing::warn!(instance = %self.inst.id, node, at = %incident.at, "incident: {}", incident.message);

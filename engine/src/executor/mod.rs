@@ -117,6 +117,64 @@ pub struct JoinState {
     pub scope: u64,
     /// How many tokens arrived along each incoming flow (flow id, count).
     pub arrivals: Vec<(String, u32)>,
+    /// A complex gateway whose activation condition held: it fired for this wave of tokens and
+    /// absorbs the rest of them.
+    #[serde(default)]
+    pub fired: bool,
+}
+
+/// A completed activity that has a compensation handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compensable {
+    /// The activity.
+    pub node: String,
+    /// Its compensation handler.
+    pub handler: String,
+    /// The scope instance it belongs to (an enclosing one, once a subprocess without a handler
+    /// of its own completed).
+    pub scope: u64,
+}
+
+/// A compensation in progress: its handlers run one after another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompensationRun {
+    /// The throwing event.
+    pub node: String,
+    /// Its activation.
+    pub activation: u64,
+    /// The scope instance it compensates.
+    pub scope: u64,
+    /// The handlers still to run, in order (reverse order of completion).
+    pub pending: Vec<String>,
+    /// The handler running now.
+    pub running: Option<String>,
+    /// What happens when every handler ran.
+    pub then: AfterCompensation,
+}
+
+/// What a compensation's thrower does once compensation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCompensation {
+    /// An intermediate throw event moves on.
+    Continue,
+    /// An end event ends its token.
+    End,
+    /// A cancel end event cancels its transaction; the transaction's cancel boundary fires.
+    Cancel,
+}
+
+/// An activity with a standard loop, between its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The activity.
+    pub node: String,
+    /// The scope instance it runs in.
+    pub scope: u64,
+    /// Runs completed so far.
+    pub count: u64,
+    /// The activation of the current run.
+    pub activation: u64,
 }
 
 /// A node waiting for the driver.
@@ -178,17 +236,37 @@ pub enum WaitKind {
         /// What to ask the model.
         task: Box<LlmTask>,
     },
+    /// A conditional event; the executor itself re-evaluates it at the end of every step and
+    /// fires it when the condition becomes true (nothing for the driver to do).
+    Condition {
+        /// The condition, as written.
+        condition: String,
+        /// Whether it held at the last evaluation (it fires on a change to true).
+        satisfied: bool,
+    },
 }
 
 impl Wait {
-    /// Whether this is the timer of a non-interrupting boundary event: the one kind of wait that
-    /// ticks repeatedly (see [`Instance::tick_boundary`]).
+    /// Whether this is the timer of a non-interrupting boundary event or of a non-interrupting
+    /// event subprocess: the kinds of wait that tick repeatedly (see [`Instance::tick_boundary`]).
     pub fn is_non_interrupting_boundary_timer(&self, process: &CompiledProcess) -> bool {
-        matches!(self.kind, WaitKind::Timer { .. })
-            && self.attached_to.is_some()
-            && process.node_index(&self.node).is_some_and(|node| {
-                matches!(&process.node(node).behavior, crate::graph::Behavior::Boundary(spec) if !spec.interrupting)
-            })
+        use crate::graph::{Behavior, EventStart, WaitSpec};
+        if !matches!(self.kind, WaitKind::Timer { .. }) {
+            return false;
+        }
+        let Some(node) = process.node_index(&self.node) else {
+            return false;
+        };
+        match &process.node(node).behavior {
+            Behavior::Boundary(spec) => self.attached_to.is_some() && !spec.interrupting,
+            Behavior::EventStart(EventStart::Wait(WaitSpec::Timer(_))) => {
+                let scope = process.node(node).scope;
+                process.scopes[scope].subprocess.is_some_and(|esp| {
+                    matches!(&process.node(esp).behavior, Behavior::EventSubProcess(spec) if !spec.interrupting)
+                })
+            }
+            _ => false,
+        }
     }
 }
 
@@ -202,10 +280,11 @@ impl WaitKind {
             WaitKind::Timer { .. } => WaitType::Timer,
             WaitKind::Signal { .. } => WaitType::Signal,
             WaitKind::Llm { .. } => WaitType::Llm,
+            WaitKind::Condition { .. } => WaitType::Condition,
         }
     }
 
-    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`.
+    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`, `condition`.
     pub fn name(&self) -> &'static str {
         self.wait_type().as_str()
     }
@@ -239,6 +318,8 @@ pub enum WaitType {
     Signal,
     /// A language-model step.
     Llm,
+    /// A conditional event waiting for its condition to become true.
+    Condition,
 }
 
 impl WaitType {
@@ -251,6 +332,7 @@ impl WaitType {
             WaitType::Timer => "timer",
             WaitType::Signal => "signal",
             WaitType::Llm => "llm",
+            WaitType::Condition => "condition",
         }
     }
 }
@@ -444,6 +526,12 @@ pub struct Instance {
     joins: Vec<JoinState>,
     #[serde(default)]
     multi: Vec<MultiState>,
+    #[serde(default)]
+    loops: Vec<LoopState>,
+    #[serde(default)]
+    compensable: Vec<Compensable>,
+    #[serde(default)]
+    compensations: Vec<CompensationRun>,
     path: Vec<String>,
     incidents: Vec<Incident>,
     activations: BTreeMap<String, u64>,
@@ -520,6 +608,9 @@ impl Instance {
             waits: Vec::new(),
             joins: Vec::new(),
             multi: Vec::new(),
+            loops: Vec::new(),
+            compensable: Vec::new(),
+            compensations: Vec::new(),
             path: Vec::new(),
             incidents: Vec::new(),
             activations: BTreeMap::new(),
@@ -595,6 +686,19 @@ impl Instance {
         machine::Machine::new(process, hooks, self).fail_job(activation, message)
     }
 
+    /// Sets variables from outside (an API call, not a task): they are written to the process
+    /// scope through the guards, `on_variables_changed` runs, and conditional events whose
+    /// condition became true fire, with every token they move, in the returned step.
+    pub fn update_variables(
+        &mut self,
+        process: &CompiledProcess,
+        updates: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        machine::Machine::new(process, hooks, self).update_variables(updates)
+    }
+
     /// Sets process-level variables between steps, e.g. the updates of `on_status_change`
     /// policies, which run after the instance status changed (an ended instance keeps them as its
     /// final variables). No hooks run; the returned step records the change.
@@ -621,6 +725,9 @@ impl Instance {
         self.waits.clear();
         self.joins.clear();
         self.multi.clear();
+        self.loops.clear();
+        self.compensable.clear();
+        self.compensations.clear();
         self.scopes.truncate(1);
         self.status = InstanceStatus::Terminated;
         Ok(Step {

@@ -513,17 +513,36 @@ fn unsupported_elements_are_refused_up_front() {
     let p = compiled(
         Scope::default()
             .node("s", start())
-            .node(
-                "g",
-                crate::model::NodeKind::Gateway(crate::model::GatewayKind::Complex),
-            )
+            .node("g", {
+                let mut sub = Scope::at_line(20)
+                    .node("is", start())
+                    .node("ie", end())
+                    .chain(&["is", "ie"])
+                    .subprocess();
+                if let crate::model::NodeKind::SubProcess(activity) = &mut sub {
+                    activity.multi_instance = Some(crate::model::MultiInstance {
+                        sequential: false,
+                        collection: None,
+                        element_variable: None,
+                        cardinality: Some(crate::model::Expr {
+                            language: None,
+                            source: "2".into(),
+                            span: crate::model::Span::new(2, 9),
+                        }),
+                        completion_condition: None,
+                        output_collection: None,
+                        output_element: None,
+                    });
+                }
+                sub
+            })
             .node("e", end())
             .chain(&["s", "g", "e"]),
     );
     let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "not supported yet: complexGateway g at test.bpmn:2:3"
+        "not supported yet: multi-instance subProcess g at test.bpmn:2:3"
     );
 }
 

@@ -2,8 +2,9 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior,
-    Flow, FlowNode, MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
+    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, LoopSpec,
+    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
@@ -32,11 +33,13 @@ pub(super) fn build(
     defs: &Definitions,
     process: &Process,
     scripts: &Arc<ScriptRuntime>,
+    catalog: &Catalog,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<CompiledProcess> {
     let mut builder = Builder {
         defs,
         scripts,
+        catalog,
         file: &defs.source,
         diagnostics,
         graph: DiGraph::new(),
@@ -47,11 +50,14 @@ pub(super) fn build(
             implicit_start: false,
             triggered_starts: Vec::new(),
             shares_variables: false,
+            event_subprocesses: Vec::new(),
+            transaction: false,
         }],
         node_ids: HashMap::new(),
         unsupported: Vec::new(),
         calling: vec![process.id.clone()],
         inlined: HashSet::new(),
+        start_interrupting: HashMap::new(),
     };
     builder.add_scope(0, &process.nodes, &process.flows);
     let upstream = inclusive_join_upstream(&builder.graph);
@@ -73,6 +79,7 @@ pub(super) fn build(
 struct Builder<'a> {
     defs: &'a Definitions,
     scripts: &'a ScriptRuntime,
+    catalog: &'a Catalog,
     file: &'a Path,
     diagnostics: &'a mut Vec<Diagnostic>,
     graph: DiGraph<FlowNode, Flow>,
@@ -83,6 +90,8 @@ struct Builder<'a> {
     calling: Vec<String>,
     /// The called processes already inlined (each runs inline once at most).
     inlined: HashSet<String>,
+    /// `isInterrupting` of the start events of subprocess scopes, by node.
+    start_interrupting: HashMap<NodeIndex, bool>,
 }
 
 impl Builder<'_> {
@@ -104,12 +113,18 @@ impl Builder<'_> {
                     implicit_start: false,
                     triggered_starts: Vec::new(),
                     shares_variables: false,
+                    event_subprocesses: Vec::new(),
+                    transaction: activity.body.transaction,
                 });
+                let event_subprocess = activity.body.event_subprocess;
                 self.graph[index].behavior = match self.graph[index].behavior {
                     Behavior::Unsupported => Behavior::Unsupported,
                     _ => Behavior::SubProcess { scope: child },
                 };
                 self.add_scope(child, &activity.body.nodes, &activity.body.flows);
+                if event_subprocess {
+                    self.resolve_event_subprocess(scope, index, child);
+                }
             }
             if let NodeKind::CallActivity(activity) = &node.kind {
                 self.inline_called_process(scope, index, activity.body.called_element.as_deref());
@@ -130,6 +145,7 @@ impl Builder<'_> {
             self.add_flow(&local, flow);
         }
         self.add_implicit_starts(scope, nodes, &local);
+        self.resolve_links(nodes, &local);
         for node in nodes {
             if let NodeKind::BoundaryEvent {
                 attached_to,
@@ -142,6 +158,110 @@ impl Builder<'_> {
         }
         for node in nodes {
             self.resolve_default(&local, node);
+        }
+        self.resolve_compensation(scope, nodes, &local);
+    }
+
+    /// Compensation in a scope: each compensation boundary event names its handler (its one
+    /// outgoing flow, or association in BPMN), which may have no outgoing flows; compensation
+    /// throws name an activity of the scope; cancel end events sit in transactions.
+    fn resolve_compensation(
+        &mut self,
+        scope: ScopeId,
+        nodes: &[Node],
+        local: &HashMap<&str, NodeIndex>,
+    ) {
+        for node in nodes {
+            let Some(&index) = local.get(node.id.as_str()) else {
+                continue;
+            };
+            let error = |builder: &mut Self, message: String| {
+                builder.diagnostics.push(
+                    Diagnostic::error(builder.file, node.span, message).with_id(node.id.clone()),
+                );
+            };
+            match &node.kind {
+                NodeKind::BoundaryEvent {
+                    trigger: EventTrigger::Compensation { .. },
+                    ..
+                } => {
+                    let Behavior::Boundary(spec) = &self.graph[index].behavior else {
+                        continue;
+                    };
+                    let activity = spec.attached;
+                    let outgoing = self.graph[index].outgoing.clone();
+                    let [edge] = outgoing.as_slice() else {
+                        error(self, format!(
+                            "compensation boundary event `{}` needs exactly one compensation handler (found {})",
+                            node.id,
+                            outgoing.len()
+                        ));
+                        continue;
+                    };
+                    let handler = self.graph[*edge].target;
+                    if !self.graph[handler].category.is_activity() {
+                        error(
+                            self,
+                            format!(
+                                "the compensation handler of `{}` must be an activity, not {} `{}`",
+                                node.id, self.graph[handler].element, self.graph[handler].id
+                            ),
+                        );
+                        continue;
+                    }
+                    if !self.graph[handler].outgoing.is_empty() {
+                        let message = format!(
+                            "compensation handler `{}` has outgoing flows: it runs alone and returns to the compensation that started it",
+                            self.graph[handler].id
+                        );
+                        let span = self.graph[handler].span;
+                        let id = self.graph[handler].id.clone();
+                        self.diagnostics
+                            .push(Diagnostic::error(self.file, span, message).with_id(id));
+                    }
+                    self.graph[activity].compensation = Some(handler);
+                    self.graph[handler].compensation_handler = true;
+                }
+                NodeKind::IntermediateThrowEvent {
+                    result: Some(EventTrigger::Compensation { activity }),
+                }
+                | NodeKind::EndEvent {
+                    result: Some(EventTrigger::Compensation { activity }),
+                } => {
+                    let target = match activity {
+                        None => None,
+                        Some(id) => match local.get(id.as_str()) {
+                            Some(&target) => Some(target),
+                            None => {
+                                error(self, format!(
+                                    "compensation throw `{}` names `{id}`, which is not an activity of its scope",
+                                    node.id
+                                ));
+                                continue;
+                            }
+                        },
+                    };
+                    self.graph[index].behavior = match self.graph[index].behavior {
+                        Behavior::End(_) => {
+                            Behavior::End(EndBehavior::Compensate { activity: target })
+                        }
+                        _ => Behavior::Compensate { activity: target },
+                    };
+                }
+                NodeKind::EndEvent {
+                    result: Some(EventTrigger::Cancel),
+                } => {
+                    if self.scopes[scope].transaction {
+                        self.graph[index].behavior = Behavior::End(EndBehavior::Cancel);
+                    } else {
+                        error(
+                            self,
+                            format!("cancel end event `{}` is not inside a transaction", node.id),
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -180,6 +300,108 @@ impl Builder<'_> {
         }
     }
 
+    /// An event subprocess: exactly one start event with a trigger in its scope (`child`); it
+    /// is registered with the enclosing scope, which arms it while it runs.
+    fn resolve_event_subprocess(&mut self, scope: ScopeId, index: NodeIndex, child: ScopeId) {
+        let starts: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|&n| {
+                self.graph[n].scope == child && self.graph[n].category == Category::StartEvent
+            })
+            .collect();
+        let node = &self.graph[index];
+        let problem = match starts.as_slice() {
+            [start] => match &self.graph[*start].behavior {
+                Behavior::EventStart(_) => None,
+                Behavior::Unsupported => return,
+                _ => Some(format!(
+                    "the start event of event subprocess `{}` needs a trigger (message, timer, signal, condition, error or escalation)",
+                    node.id
+                )),
+            },
+            [] => Some(format!("event subprocess `{}` has no start event", node.id)),
+            _ => Some(format!(
+                "event subprocess `{}` has {} start events; it needs exactly one",
+                node.id,
+                starts.len()
+            )),
+        };
+        if let Some(problem) = problem {
+            let (span, id) = (node.span, node.id.clone());
+            self.diagnostics
+                .push(Diagnostic::error(self.file, span, problem).with_id(id));
+            self.graph[index].behavior = Behavior::Unsupported;
+            return;
+        }
+        let start = starts[0];
+        let interrupting = self.start_interrupting.get(&start).copied().unwrap_or(true);
+        if !self.graph[index].incoming.is_empty() || !self.graph[index].outgoing.is_empty() {
+            let message = format!(
+                "event subprocess `{}` has sequence flows: it starts by its event and ends by itself",
+                node.id
+            );
+            let (span, id) = (node.span, node.id.clone());
+            self.diagnostics
+                .push(Diagnostic::error(self.file, span, message).with_id(id));
+        }
+        self.graph[index].behavior = Behavior::EventSubProcess(EventSubProcessSpec {
+            scope: child,
+            start,
+            interrupting,
+        });
+        self.scopes[scope].event_subprocesses.push(index);
+    }
+
+    /// Points every link throw event of the scope at the link catch event of the same name.
+    fn resolve_links(&mut self, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
+        let mut catches: HashMap<Option<&str>, NodeIndex> = HashMap::new();
+        for node in nodes {
+            if let NodeKind::IntermediateCatchEvent {
+                trigger: EventTrigger::Link { name },
+            } = &node.kind
+            {
+                let Some(&index) = local.get(node.id.as_str()) else {
+                    continue;
+                };
+                if catches.insert(name.as_deref(), index).is_some() {
+                    let message = format!(
+                        "link catch event `{}` repeats the link name `{}` of its scope: a link throw must have one target",
+                        node.id,
+                        name.as_deref().unwrap_or("")
+                    );
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, node.span, message).with_id(node.id.clone()),
+                    );
+                }
+            }
+        }
+        for node in nodes {
+            let NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Link { name }),
+            } = &node.kind
+            else {
+                continue;
+            };
+            let Some(&index) = local.get(node.id.as_str()) else {
+                continue;
+            };
+            match catches.get(&name.as_deref()) {
+                Some(&target) => self.graph[index].behavior = Behavior::LinkThrow { target },
+                None => {
+                    let message = format!(
+                        "link throw event `{}` goes to link `{}`, which no link catch event of its scope catches",
+                        node.id,
+                        name.as_deref().unwrap_or("")
+                    );
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, node.span, message).with_id(node.id.clone()),
+                    );
+                }
+            }
+        }
+    }
+
     /// Gives a boundary event its behaviour and registers it on its activity (same scope).
     fn resolve_boundary(
         &mut self,
@@ -209,16 +431,54 @@ impl Builder<'_> {
                     EventTrigger::Signal { name } => {
                         BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() })
                     }
+                    EventTrigger::Conditional { condition } => {
+                        match self.condition_spec(node, condition.as_ref()) {
+                            Some(spec) => BoundaryTrigger::Wait(spec),
+                            None => return,
+                        }
+                    }
+                    EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                        match self.wait_spec(node, trigger) {
+                            Some(spec) => BoundaryTrigger::Wait(spec),
+                            None => {
+                                self.unsupported(node, &element);
+                                return;
+                            }
+                        }
+                    }
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
                     EventTrigger::Escalation { code } => {
                         BoundaryTrigger::Escalation { code: code.clone() }
+                    }
+                    EventTrigger::Compensation { .. } => BoundaryTrigger::Compensation,
+                    EventTrigger::Cancel => {
+                        let transaction = matches!(
+                            self.graph[activity].behavior,
+                            Behavior::SubProcess { scope } if self.scopes[scope].transaction
+                        );
+                        if !transaction {
+                            let message = format!(
+                                "cancel boundary event `{}` is attached to `{attached_to}`, which is not a transaction",
+                                node.id
+                            );
+                            self.diagnostics.push(
+                                Diagnostic::error(self.file, node.span, message)
+                                    .with_id(node.id.clone()),
+                            );
+                            return;
+                        }
+                        BoundaryTrigger::Cancel
                     }
                     _ => {
                         self.unsupported(node, &element);
                         return;
                     }
                 };
-                let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
+                let interrupting = interrupting
+                    || matches!(
+                        trigger,
+                        BoundaryTrigger::Error { .. } | BoundaryTrigger::Cancel
+                    );
                 self.graph[index].behavior = Behavior::Boundary(BoundarySpec {
                     attached: activity,
                     trigger,
@@ -244,6 +504,38 @@ impl Builder<'_> {
         };
         self.diagnostics
             .push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+    }
+
+    /// Compiles a standard loop; one without a condition or a maximum (it would never end), or
+    /// together with multi-instance, is an error.
+    fn loop_spec(
+        &mut self,
+        node: &Node,
+        spec: &crate::model::StandardLoop,
+        multi: bool,
+    ) -> Box<LoopSpec> {
+        let problem = if multi {
+            Some(format!(
+                "`{}` has both a standard loop and multi-instance settings; it can have one",
+                node.id
+            ))
+        } else if spec.condition.is_none() && spec.maximum.is_none() {
+            Some(format!("the standard loop of `{}` has neither a condition nor a maximum: it would never end", node.id))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.diagnostics
+                .push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+        }
+        Box::new(LoopSpec {
+            condition: spec
+                .condition
+                .as_ref()
+                .and_then(|c| self.compile_expr(c, "loop condition of", &node.id)),
+            test_before: spec.test_before,
+            maximum: spec.maximum,
+        })
     }
 
     /// Compiles a task's multi-instance settings.
@@ -286,6 +578,8 @@ impl Builder<'_> {
             implicit_start: false,
             triggered_starts: Vec::new(),
             shares_variables: true,
+            event_subprocesses: Vec::new(),
+            transaction: false,
         });
         self.graph[index].behavior = Behavior::SubProcess { scope: child };
         self.calling.push(process.id.clone());
@@ -296,21 +590,14 @@ impl Builder<'_> {
     fn add_node(&mut self, scope: ScopeId, node: &Node) -> NodeIndex {
         let element = element_name(&node.kind);
         let triggered_start = scope == 0
-            && matches!(
-                &node.kind,
-                NodeKind::StartEvent {
-                    trigger: Some(
-                        EventTrigger::Message(_)
-                            | EventTrigger::Timer(_)
-                            | EventTrigger::Signal { .. }
-                    ),
-                    ..
-                }
-            );
-        let mut behavior = if triggered_start {
-            Behavior::Start
-        } else {
-            self.behavior(node, &element)
+            && matches!(&node.kind, NodeKind::StartEvent { trigger: Some(trigger), .. } if starts_an_instance(trigger));
+        let mut behavior = match &node.kind {
+            _ if triggered_start => Behavior::Start,
+            NodeKind::StartEvent {
+                trigger: Some(trigger),
+                ..
+            } if scope != 0 => self.event_start(node, trigger, &element),
+            _ => self.behavior(node, &element),
         };
         let mut multi = None;
         if let NodeKind::Task(Activity {
@@ -325,13 +612,33 @@ impl Builder<'_> {
                         &format!("multi-instance {element} without a collection or cardinality"),
                     );
                 }
-                Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
-                    multi = Some(self.multi_spec(node, mi))
-                }
+                Behavior::Script(_)
+                | Behavior::Wait(_)
+                | Behavior::PassThrough
+                | Behavior::Decision(_) => multi = Some(self.multi_spec(node, mi)),
                 Behavior::Unsupported => {}
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
         }
+        let standard_loop =
+            standard_loop_of(&node.kind).map(|spec| self.loop_spec(node, spec, multi.is_some()));
+        let activation = match (&node.kind, &node.activation_condition) {
+            (NodeKind::Gateway(GatewayKind::Complex), Some(condition)) => {
+                self.compile_expr(condition, "activation condition of", &node.id)
+            }
+            (_, Some(_)) => {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        self.file,
+                        node.span,
+                        format!("activation condition of `{}` is ignored: only complex gateways have one", node.id),
+                    )
+                    .with_id(node.id.clone()),
+                );
+                None
+            }
+            _ => None,
+        };
         let index = self.graph.add_node(FlowNode {
             id: node.id.clone(),
             name: node.name.clone(),
@@ -346,8 +653,15 @@ impl Builder<'_> {
             default_flow: None,
             boundaries: Vec::new(),
             multi,
+            standard_loop,
+            activation,
+            compensation: None,
+            compensation_handler: false,
         });
         self.node_ids.insert(node.id.clone(), index);
+        if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
+            self.start_interrupting.insert(index, *interrupting);
+        }
         if triggered_start {
             self.scopes[0].triggered_starts.push(index);
         }
@@ -435,6 +749,90 @@ impl Builder<'_> {
         }
     }
 
+    /// The trigger of an event subprocess's start event (checked to sit in an event subprocess
+    /// when the subprocess is resolved).
+    fn event_start(&mut self, node: &Node, trigger: &EventTrigger, element: &str) -> Behavior {
+        let start = match trigger {
+            EventTrigger::Timer(timer) => EventStart::Wait(WaitSpec::Timer(timer.clone())),
+            EventTrigger::Message(message) => EventStart::Wait(WaitSpec::Message {
+                name: message.name.clone(),
+                correlation_key: message
+                    .correlation_key
+                    .as_ref()
+                    .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+            }),
+            EventTrigger::Signal { name } => {
+                EventStart::Wait(WaitSpec::Signal { name: name.clone() })
+            }
+            EventTrigger::Conditional { condition } => {
+                match self.condition_spec(node, condition.as_ref()) {
+                    Some(spec) => EventStart::Wait(spec),
+                    None => return Behavior::Unsupported,
+                }
+            }
+            EventTrigger::Error { code } => EventStart::Error { code: code.clone() },
+            EventTrigger::Escalation { code } => EventStart::Escalation { code: code.clone() },
+            EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                match self.wait_spec(node, trigger) {
+                    Some(spec) => EventStart::Wait(spec),
+                    None => return self.unsupported(node, element),
+                }
+            }
+            _ => return self.unsupported(node, element),
+        };
+        Behavior::EventStart(start)
+    }
+
+    /// The wait of a timer, message, signal or conditional trigger, or of several (a multiple
+    /// event); `None` for triggers that are not waits.
+    fn wait_spec(&mut self, node: &Node, trigger: &EventTrigger) -> Option<WaitSpec> {
+        Some(match trigger {
+            EventTrigger::Timer(timer) => WaitSpec::Timer(timer.clone()),
+            EventTrigger::Message(message) => WaitSpec::Message {
+                name: message.name.clone(),
+                correlation_key: message
+                    .correlation_key
+                    .as_ref()
+                    .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
+            },
+            EventTrigger::Signal { name } => WaitSpec::Signal { name: name.clone() },
+            EventTrigger::Conditional { condition } => {
+                self.condition_spec(node, condition.as_ref())?
+            }
+            EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+                let mut specs = Vec::new();
+                for trigger in triggers {
+                    match self.wait_spec(node, trigger)? {
+                        WaitSpec::Multiple { .. } => return None,
+                        spec => specs.push(spec),
+                    }
+                }
+                WaitSpec::Multiple {
+                    specs,
+                    all: matches!(trigger, EventTrigger::ParallelMultiple(_)),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The wait of a conditional event; a missing condition is an error.
+    fn condition_spec(&mut self, node: &Node, condition: Option<&Expr>) -> Option<WaitSpec> {
+        let Some(condition) = condition else {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    self.file,
+                    node.span,
+                    format!("conditional event `{}` has no condition", node.id),
+                )
+                .with_id(node.id.clone()),
+            );
+            return None;
+        };
+        self.compile_expr(condition, "condition of", &node.id)
+            .map(WaitSpec::Condition)
+    }
+
     fn behavior(&mut self, node: &Node, element: &str) -> Behavior {
         if let Some(looping) = loop_marker(&node.kind) {
             return self.unsupported(node, &format!("{looping} {element}"));
@@ -449,12 +847,24 @@ impl Builder<'_> {
                 Some(EventTrigger::Error { code }) => {
                     Behavior::End(EndBehavior::Error { code: code.clone() })
                 }
+                // Resolved by `resolve_compensation` once every node of the scope exists.
+                Some(EventTrigger::Compensation { .. } | EventTrigger::Cancel) => {
+                    Behavior::End(EndBehavior::None)
+                }
                 Some(trigger) => match thrown(trigger) {
                     Some(event) => Behavior::End(EndBehavior::Throw(event)),
                     None => self.unsupported(node, element),
                 },
             },
             NodeKind::IntermediateThrowEvent { result: None } => Behavior::PassThrough,
+            // Resolved by `resolve_compensation` once every node of the scope exists.
+            NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Compensation { .. }),
+            } => Behavior::Compensate { activity: None },
+            // Resolved by `resolve_links` once every node of the scope exists.
+            NodeKind::IntermediateThrowEvent {
+                result: Some(EventTrigger::Link { .. }),
+            } => Behavior::Unsupported,
             NodeKind::IntermediateThrowEvent {
                 result: Some(trigger),
             } => match thrown(trigger) {
@@ -473,23 +883,26 @@ impl Builder<'_> {
                 EventTrigger::Signal { name } => {
                     Behavior::Wait(WaitSpec::Signal { name: name.clone() })
                 }
+                EventTrigger::Conditional { condition } => {
+                    match self.condition_spec(node, condition.as_ref()) {
+                        Some(spec) => Behavior::Wait(spec),
+                        None => Behavior::Unsupported,
+                    }
+                }
+                // Entered by a jump from the link throw events of its scope.
+                EventTrigger::Link { .. } => Behavior::PassThrough,
+                EventTrigger::Multiple(_) | EventTrigger::ParallelMultiple(_) => {
+                    match self.wait_spec(node, trigger) {
+                        Some(spec) => Behavior::Wait(spec),
+                        None => self.unsupported(node, element),
+                    }
+                }
                 _ => self.unsupported(node, element),
             },
             // Resolved by `resolve_boundary` once every node of the scope exists.
             NodeKind::BoundaryEvent { .. } => Behavior::Unsupported,
             NodeKind::Task(activity) => self.task_behavior(node, &activity.body, element),
-            NodeKind::Gateway(
-                kind @ (GatewayKind::Exclusive
-                | GatewayKind::Parallel
-                | GatewayKind::Inclusive
-                | GatewayKind::EventBased),
-            ) => Behavior::Gateway(*kind),
-            NodeKind::Gateway(_) => self.unsupported(node, element),
-            NodeKind::SubProcess(activity)
-                if activity.body.event_subprocess || activity.body.transaction =>
-            {
-                self.unsupported(node, element)
-            }
+            NodeKind::Gateway(kind) => Behavior::Gateway(*kind),
             // The scope is filled in by `add_scope` once the child scope exists.
             NodeKind::SubProcess(_) => Behavior::PassThrough,
             NodeKind::CallActivity(activity) => {
@@ -558,14 +971,37 @@ impl Builder<'_> {
             TaskKind::Send {
                 message,
                 handler: None,
-            } => Behavior::Throw(ThrownEvent {
+            } => Behavior::Throw(vec![ThrownEvent {
                 kind: "message".into(),
                 name: message.clone(),
-            }),
+            }]),
             TaskKind::BusinessRule {
-                decision_ref: Some(_),
+                decision: Some(call),
                 ..
-            } => self.unsupported(node, &format!("{element} with a DMN decision")),
+            } => match self.catalog.decisions.check(&call.decision) {
+                Ok(()) => Behavior::Decision(Box::new(DecisionSpec {
+                    decisions: Arc::clone(&self.catalog.decisions),
+                    decision: call.decision.clone(),
+                    result_variable: call
+                        .result_variable
+                        .clone()
+                        .unwrap_or_else(|| call.decision.clone()),
+                    mapping: call.mapping,
+                })),
+                // Like a call of another file's process: the file may be right and the
+                // decision deployed elsewhere, so this only keeps the process from starting.
+                Err(err) => {
+                    self.unsupported.push(
+                        Diagnostic::warning(
+                            self.file,
+                            call.span,
+                            format!("{element} `{}` cannot run: {err}", node.id),
+                        )
+                        .with_id(node.id.clone()),
+                    );
+                    Behavior::Unsupported
+                }
+            },
             TaskKind::BusinessRule {
                 script: Some(script),
                 ..
@@ -676,35 +1112,55 @@ pub fn offset_span(start: Span, line: u32, col: u32) -> Span {
     }
 }
 
-/// The event an end or intermediate throw event sends out, for the kinds that need no catcher.
-fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
+/// The events an end or intermediate throw event sends out, for the kinds that need no catcher
+/// (a multiple event throws each of its definitions).
+fn thrown(trigger: &EventTrigger) -> Option<Vec<ThrownEvent>> {
     let (kind, name) = match trigger {
         EventTrigger::Message(m) => ("message", m.name.clone()),
         EventTrigger::Signal { name } => ("signal", name.clone()),
         EventTrigger::Escalation { code } => ("escalation", code.clone()),
+        EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+            let mut all = Vec::new();
+            for trigger in triggers {
+                all.extend(thrown(trigger)?);
+            }
+            return Some(all);
+        }
         _ => return None,
     };
-    Some(ThrownEvent {
+    Some(vec![ThrownEvent {
         kind: kind.into(),
         name,
-    })
+    }])
 }
 
-/// Loop settings the executor does not run: standard loops, and multi-instance on anything but
-/// a task.
+/// Whether a process-level start event with this trigger starts instances: a message, timer or
+/// signal, or a multiple event of those.
+fn starts_an_instance(trigger: &EventTrigger) -> bool {
+    match trigger {
+        EventTrigger::Message(_) | EventTrigger::Timer(_) | EventTrigger::Signal { .. } => true,
+        EventTrigger::Multiple(triggers) => triggers.iter().all(starts_an_instance),
+        _ => false,
+    }
+}
+
+/// Loop settings the executor does not run: multi-instance on anything but a task.
 fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
-    let (multi, standard) = match kind {
-        NodeKind::Task(a) => (false, a.standard_loop),
-        NodeKind::SubProcess(a) => (a.multi_instance.is_some(), a.standard_loop),
-        NodeKind::CallActivity(a) => (a.multi_instance.is_some(), a.standard_loop),
-        _ => (false, false),
+    let multi = match kind {
+        NodeKind::SubProcess(a) => a.multi_instance.is_some(),
+        NodeKind::CallActivity(a) => a.multi_instance.is_some(),
+        _ => false,
     };
-    if multi {
-        Some("multi-instance")
-    } else if standard {
-        Some("looping")
-    } else {
-        None
+    multi.then_some("multi-instance")
+}
+
+/// The standard loop of an activity, when it has one.
+fn standard_loop_of(kind: &NodeKind) -> Option<&crate::model::StandardLoop> {
+    match kind {
+        NodeKind::Task(a) => a.standard_loop.as_ref(),
+        NodeKind::SubProcess(a) => a.standard_loop.as_ref(),
+        NodeKind::CallActivity(a) => a.standard_loop.as_ref(),
+        _ => None,
     }
 }
 
@@ -721,8 +1177,9 @@ pub fn element_name(kind: &NodeKind) -> String {
             EventTrigger::Conditional { .. } => "conditional",
             EventTrigger::Link { .. } => "link",
             EventTrigger::Cancel => "cancel",
-            EventTrigger::Compensation => "compensation",
+            EventTrigger::Compensation { .. } => "compensation",
             EventTrigger::Multiple(_) => "multiple",
+            EventTrigger::ParallelMultiple(_) => "parallel multiple",
         }
     }
     let with = |trigger: Option<&EventTrigger>, base: &str| match trigger {
@@ -766,16 +1223,18 @@ pub fn element_name(kind: &NodeKind) -> String {
     }
 }
 
-/// For every inclusive gateway with more than one incoming flow: the nodes from which it can be
-/// reached (reverse breadth-first search; flows never leave a scope).
+/// For every inclusive or complex gateway with more than one incoming flow: the nodes from which
+/// it can be reached (reverse breadth-first search; flows never leave a scope).
 fn inclusive_join_upstream(
     graph: &DiGraph<FlowNode, Flow>,
 ) -> HashMap<NodeIndex, HashSet<NodeIndex>> {
     let mut result = HashMap::new();
     for join in graph.node_indices() {
         let node = &graph[join];
-        if !matches!(node.behavior, Behavior::Gateway(GatewayKind::Inclusive))
-            || node.incoming.len() < 2
+        if !matches!(
+            node.behavior,
+            Behavior::Gateway(GatewayKind::Inclusive | GatewayKind::Complex)
+        ) || node.incoming.len() < 2
         {
             continue;
         }

@@ -18,7 +18,8 @@ pub use build::{element_name, offset_span};
 pub use export::{to_dot, to_mermaid};
 
 use crate::diagnostics::{has_errors, Diagnostic};
-use crate::model::{Definitions, LlmTask, RuleAttachment, Span, Timer};
+use crate::dmn::Decisions;
+use crate::model::{DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer};
 use crate::script::{CompiledScript, ScriptRuntime};
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use std::collections::{HashMap, HashSet};
@@ -118,6 +119,11 @@ pub struct ScopeInfo {
     /// A called process run inline by a call activity: it reads and writes the caller's
     /// variables (new ones land in the caller's scope) instead of keeping its own.
     pub shares_variables: bool,
+    /// The event subprocesses of the scope, in document order: armed while an instance of the
+    /// scope runs.
+    pub event_subprocesses: Vec<NodeIndex>,
+    /// A transaction subprocess: a cancel end event inside it compensates and cancels it.
+    pub transaction: bool,
 }
 
 /// A flow node of the compiled graph.
@@ -149,6 +155,27 @@ pub struct FlowNode {
     pub boundaries: Vec<NodeIndex>,
     /// Multi-instance settings, when the task runs once per item.
     pub multi: Option<Box<MultiSpec>>,
+    /// Standard loop settings, when the activity runs again while a condition holds.
+    pub standard_loop: Option<Box<LoopSpec>>,
+    /// The activation condition of a complex gateway's join.
+    pub activation: Option<CompiledCode>,
+    /// The compensation handler of this activity (through its compensation boundary event).
+    pub compensation: Option<NodeIndex>,
+    /// Whether this activity is a compensation handler: it runs only to compensate, and its
+    /// completion returns to the compensation that started it.
+    pub compensation_handler: bool,
+}
+
+/// A standard loop: the activity runs again while `condition` holds (`loopCounter` is the number
+/// of runs so far), at most `maximum` times.
+#[derive(Debug, Clone)]
+pub struct LoopSpec {
+    /// Run again while it holds; `None`: until `maximum`.
+    pub condition: Option<CompiledCode>,
+    /// Check the condition before the first run too.
+    pub test_before: bool,
+    /// The most runs.
+    pub maximum: Option<u64>,
 }
 
 /// A multi-instance task: its body runs once per item of a collection (or `cardinality` times),
@@ -256,8 +283,8 @@ pub enum Behavior {
     End(EndBehavior),
     /// Completes at once (plain task, none intermediate event, send task without handler).
     PassThrough,
-    /// Throws an event (message, signal, escalation) and moves on.
-    Throw(ThrownEvent),
+    /// Throws events (message, signal, escalation; several for a multiple event) and moves on.
+    Throw(Vec<ThrownEvent>),
     /// Runs a Rhai script; its top-level `let`s and assignments become variables.
     Script(CompiledCode),
     /// Waits until the driver completes it.
@@ -269,10 +296,69 @@ pub enum Behavior {
         /// The scope of its child nodes.
         scope: ScopeId,
     },
+    /// A business-rule task that evaluates a deployed decision and sets its result variable.
+    Decision(Box<DecisionSpec>),
+    /// An event subprocess: started by its start event's trigger while its enclosing scope runs,
+    /// never entered along a flow.
+    EventSubProcess(EventSubProcessSpec),
+    /// The start event of an event subprocess (what triggers it).
+    EventStart(EventStart),
+    /// An intermediate compensation throw: the completed activities of its scope (or only
+    /// `activity`) are compensated, in reverse order of completion, before it moves on.
+    Compensate {
+        /// The one activity to compensate.
+        activity: Option<NodeIndex>,
+    },
+    /// A link throw event: its token continues at the link catch event of the same name.
+    LinkThrow {
+        /// The link catch event.
+        target: NodeIndex,
+    },
     /// A boundary event: armed while its activity waits, never entered along a flow.
     Boundary(BoundarySpec),
     /// An element the executor does not run yet (the process cannot be started).
     Unsupported,
+}
+
+/// An event subprocess.
+#[derive(Debug, Clone)]
+pub struct EventSubProcessSpec {
+    /// The scope of its child nodes.
+    pub scope: ScopeId,
+    /// Its start event.
+    pub start: NodeIndex,
+    /// Whether starting it cancels everything else in the enclosing scope.
+    pub interrupting: bool,
+}
+
+/// What starts an event subprocess.
+#[derive(Debug, Clone)]
+pub enum EventStart {
+    /// A message, timer, signal or condition: a wait armed while the enclosing scope runs.
+    Wait(WaitSpec),
+    /// A BPMN error thrown in the enclosing scope (`None` catches every error).
+    Error {
+        /// The error code it catches.
+        code: Option<String>,
+    },
+    /// An escalation thrown in the enclosing scope (`None` catches every escalation).
+    Escalation {
+        /// The escalation code it catches.
+        code: Option<String>,
+    },
+}
+
+/// A business-rule task bound to a deployed decision.
+#[derive(Debug, Clone)]
+pub struct DecisionSpec {
+    /// The decisions it was bound to when compiled.
+    pub decisions: Arc<Decisions>,
+    /// The decision's id.
+    pub decision: String,
+    /// The variable that receives the result.
+    pub result_variable: String,
+    /// How the result is shaped.
+    pub mapping: DecisionResultMapping,
 }
 
 /// A boundary event attached to an activity.
@@ -301,6 +387,10 @@ pub enum BoundaryTrigger {
         /// The escalation code it catches.
         code: Option<String>,
     },
+    /// Marks the activity's compensation handler; it never fires as a token.
+    Compensation,
+    /// A cancel end event inside the transaction it is attached to.
+    Cancel,
 }
 
 /// What an end event does besides consuming its token.
@@ -310,13 +400,21 @@ pub enum EndBehavior {
     None,
     /// Ends every token of its scope (the whole instance at the top level).
     Terminate,
-    /// Throws an event, then ends like a none end event.
-    Throw(ThrownEvent),
-    /// Throws an error: nothing catches errors yet, so it raises an incident.
+    /// Throws events, then ends like a none end event.
+    Throw(Vec<ThrownEvent>),
+    /// Throws an error, caught by an error event subprocess or boundary event outwards.
     Error {
         /// The error code, when given.
         code: Option<String>,
     },
+    /// Compensates the completed activities of its scope (or only `activity`), then ends.
+    Compensate {
+        /// The one activity to compensate.
+        activity: Option<NodeIndex>,
+    },
+    /// Cancels the transaction it is in: compensation, then the transaction's cancel boundary
+    /// event.
+    Cancel,
 }
 
 /// An event thrown to the outside of the instance.
@@ -357,6 +455,16 @@ pub enum WaitSpec {
     },
     /// A language-model step (run by the server, which owns the model).
     Llm(Box<LlmTask>),
+    /// A conditional event: fires when its condition becomes true (re-evaluated whenever a step
+    /// leaves tokens waiting).
+    Condition(CompiledCode),
+    /// A multiple event: one wait per trigger; the first completes it (`all`: every one must).
+    Multiple {
+        /// The triggers' waits.
+        specs: Vec<WaitSpec>,
+        /// Parallel multiple: all of them.
+        all: bool,
+    },
 }
 
 /// A compiled condition, expression or script with its source position.
@@ -397,11 +505,36 @@ pub fn compile(
     process: Option<&str>,
     scripts: &Arc<ScriptRuntime>,
 ) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
+    compile_with(defs, process, scripts, &Catalog::default())
+}
+
+/// What a process may use from outside its own file: the deployed decisions (business-rule
+/// tasks are bound to them when the process is compiled).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Decisions business-rule tasks can evaluate.
+    pub decisions: Arc<Decisions>,
+}
+
+impl Catalog {
+    /// A catalog of these decisions.
+    pub fn with_decisions(decisions: Arc<Decisions>) -> Self {
+        Self { decisions }
+    }
+}
+
+/// [`compile`] with the decisions (and other deployed things) in `catalog`.
+pub fn compile_with(
+    defs: &Definitions,
+    process: Option<&str>,
+    scripts: &Arc<ScriptRuntime>,
+    catalog: &Catalog,
+) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     let mut diagnostics = validate::check_definitions(defs);
     let Some(chosen) = choose_process(defs, process, &mut diagnostics) else {
         return (None, diagnostics);
     };
-    let compiled = build::build(defs, chosen, scripts, &mut diagnostics);
+    let compiled = build::build(defs, chosen, scripts, catalog, &mut diagnostics);
     if let Some(compiled) = &compiled {
         validate::check_graph(compiled, &mut diagnostics);
     }

@@ -191,16 +191,36 @@ fn endless_loops_are_warnings() {
 fn unsupported_elements_are_warnings_listed_for_the_executor() {
     let defs = Scope::default()
         .node("s", start())
-        .node("g", NodeKind::Gateway(crate::model::GatewayKind::Complex))
-        .node("e1", end())
-        .node("e2", end())
-        .chain(&["s", "g", "e1"])
-        .flow("g", "e2")
+        .node("g", {
+            let mut sub = Scope::at_line(20)
+                .node("is", start())
+                .node("ie", end())
+                .chain(&["is", "ie"])
+                .subprocess();
+            if let crate::model::NodeKind::SubProcess(activity) = &mut sub {
+                activity.multi_instance = Some(crate::model::MultiInstance {
+                    sequential: false,
+                    collection: None,
+                    element_variable: None,
+                    cardinality: Some(crate::model::Expr {
+                        language: None,
+                        source: "2".into(),
+                        span: crate::model::Span::new(2, 9),
+                    }),
+                    completion_condition: None,
+                    output_collection: None,
+                    output_element: None,
+                });
+            }
+            sub
+        })
+        .node("e", end())
+        .chain(&["s", "g", "e"])
         .definitions();
     let (process, diagnostics) = check(&defs);
     assert_eq!(
         diagnostics,
-        ["test.bpmn:2:3: warning: not supported yet: complexGateway g [g]"]
+        ["test.bpmn:2:3: warning: not supported yet: multi-instance subProcess g [g]"]
     );
     assert_eq!(process.unwrap().unsupported.len(), 1);
 }

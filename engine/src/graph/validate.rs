@@ -150,6 +150,9 @@ fn check_reachability(
     while let Some(n) = queue.pop_front() {
         if seen.insert(n) {
             queue.extend(process.graph.neighbors_directed(n, Direction::Outgoing));
+            if let Behavior::LinkThrow { target } = process.graph[n].behavior {
+                queue.push_back(target);
+            }
         }
     }
     for &n in members {
@@ -178,7 +181,8 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
     };
     for &n in members {
         let node = &process.graph[n];
-        let exempt = matches!(node.behavior, Behavior::End(_))
+        let exempt = matches!(node.behavior, Behavior::End(_) | Behavior::LinkThrow { .. })
+            || node.compensation_handler
             || node.category == Category::EventSubProcess
             || node.category == Category::BoundaryEvent && node.element.starts_with("compensation");
         if node.outgoing.is_empty() && !exempt {

@@ -99,6 +99,9 @@ pub struct WaitInfo {
     /// Signal name of a signal wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The condition as written, for a conditional-event wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
     /// The timer as written, for a timer wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<String>,
@@ -181,6 +184,7 @@ impl WaitInfo {
             message: None,
             correlation_key: None,
             signal: None,
+            condition: None,
             timer: None,
             due_ms: None,
         };
@@ -202,6 +206,7 @@ impl WaitInfo {
                     .find(|t| t.activation == wait.activation)
                     .map(|t| t.due_ms);
             }
+            WaitKind::Condition { condition, .. } => info.condition = Some(condition.clone()),
             WaitKind::User { .. } | WaitKind::Llm { .. } => {}
         }
         info

@@ -12,7 +12,9 @@ use super::timers::timer_loop;
 use super::versions::Versions;
 use super::Inner;
 use crate::clock::{Clock, WallClock};
+use crate::dmn::Decisions;
 use crate::executor::NoHooks;
+use crate::graph::Catalog;
 use crate::llm::TextGenerator;
 use crate::rules::SharedRuleHooks;
 use crate::script::{ScriptLimits, ScriptRuntime};
@@ -34,6 +36,7 @@ pub struct EngineBuilder {
     scripts: Arc<ScriptRuntime>,
     options: EngineOptions,
     generator: Option<Arc<dyn TextGenerator>>,
+    catalog: Catalog,
 }
 
 impl Default for EngineBuilder {
@@ -49,6 +52,7 @@ impl Default for EngineBuilder {
             scripts: Arc::new(ScriptRuntime::new(&ScriptLimits::default())),
             options: EngineOptions::default(),
             generator: None,
+            catalog: Catalog::default(),
         }
     }
 }
@@ -109,6 +113,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The decisions business-rule tasks evaluate (DMN or YAML decision files, built with
+    /// [`crate::dmn::Decisions::build`]). Processes are bound to them when deployed and when
+    /// reloaded, so give the same decisions to every engine on a store.
+    pub fn decisions(mut self, decisions: Arc<Decisions>) -> Self {
+        self.catalog = Catalog::with_decisions(decisions);
+        self
+    }
+
     /// Engine options.
     pub fn options(mut self, options: EngineOptions) -> Self {
         self.options = options;
@@ -135,6 +147,7 @@ impl EngineBuilder {
             rules: self.rules,
             effect_sink: self.effect_sink,
             scripts: self.scripts,
+            catalog: self.catalog,
             options: self.options,
             generator: self.generator,
             versions: RwLock::new(Versions::default()),

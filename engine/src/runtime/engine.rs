@@ -48,7 +48,7 @@ impl Engine {
         defs: &Definitions,
         process: Option<&str>,
     ) -> Result<Deployment, EngineError> {
-        let compiled = compile(defs, process, &self.inner.scripts)?;
+        let compiled = compile(defs, process, &self.inner.scripts, &self.inner.catalog)?;
         let (process_compiled, warnings) = compiled;
         let hash = content_hash(defs);
         let process_id = process_compiled.id.clone();
@@ -232,7 +232,7 @@ impl Engine {
         name: &str,
         variables: Map<String, Value>,
     ) -> Result<usize, EngineError> {
-        self.inner.signal(name, variables).await
+        self.inner.signal(name, variables, None).await
     }
 
     /// Cancels an instance: every wait is dropped, its timers and subscriptions removed.

@@ -21,6 +21,9 @@ use std::sync::Arc;
 /// One outbox entry: a message or signal a node threw, delivered once its turn is durable.
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
 pub(super) struct OutboxEntry {
+    /// The throwing instance (its own catches fired in the throwing step).
+    #[serde(default)]
+    pub instance: Option<String>,
     /// The throwing node.
     pub node: String,
     /// What it threw.
@@ -146,10 +149,12 @@ impl Inner {
 
     /// Delivers a signal to every instance waiting for it and starts an instance of every latest
     /// version with a signal start event of that name; returns how many waits and starts it reached.
+    /// The waits of `thrower` are skipped: they caught the signal in the throwing step.
     pub(super) async fn signal(
         self: &Arc<Self>,
         name: &str,
         variables: Map<String, Value>,
+        thrower: Option<&str>,
     ) -> Result<usize, EngineError> {
         let subscribers = self
             .store
@@ -178,6 +183,9 @@ impl Inner {
         }
         for (_, value) in subscribers {
             let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
+            if thrower == Some(sub.instance.as_str()) {
+                continue;
+            }
             let history = vec![HistoryEntry::SignalReceived {
                 name: name.to_string(),
                 activation: sub.activation,
@@ -264,11 +272,15 @@ impl Inner {
         };
         for entry in entries {
             match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
-                Ok(OutboxEntry { node, event }) => {
+                Ok(OutboxEntry {
+                    instance,
+                    node,
+                    event,
+                }) => {
                     let name = event.name.clone().unwrap_or_default();
                     let result = match event.kind.as_str() {
                         "signal" => self
-                            .signal(&name, Map::new())
+                            .signal(&name, Map::new(), instance.as_deref())
                             .await
                             .map(|n| format!("signal reached {n} waits")),
                         "message" => self

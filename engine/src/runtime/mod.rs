@@ -72,8 +72,9 @@ fn compile(
     defs: &Definitions,
     process: Option<&str>,
     scripts: &Arc<ScriptRuntime>,
+    catalog: &crate::graph::Catalog,
 ) -> Result<(crate::graph::CompiledProcess, Vec<Diagnostic>), EngineError> {
-    let (compiled, diagnostics) = crate::graph::compile(defs, process, scripts);
+    let (compiled, diagnostics) = crate::graph::compile_with(defs, process, scripts, catalog);
     match compiled {
         Some(compiled) => Ok((compiled, diagnostics)),
         None => Err(EngineError::Compile(diagnostics)),
@@ -121,6 +122,8 @@ struct Inner {
     rules: Option<Arc<SharedRuleHooks>>,
     effect_sink: Option<EffectSink>,
     scripts: Arc<ScriptRuntime>,
+    /// The decisions (and other deployed things) processes are compiled against.
+    catalog: crate::graph::Catalog,
     options: EngineOptions,
     /// Answers LLM steps, when set.
     generator: Option<Arc<dyn TextGenerator>>,

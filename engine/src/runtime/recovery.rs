@@ -21,8 +21,12 @@ impl Inner {
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
             let stored: StoredDeployment =
                 decode(&bytes, "deployment").map_err(EngineError::Decode)?;
-            let (process, _) =
-                compile(&stored.definitions, Some(&stored.process_id), &self.scripts)?;
+            let (process, _) = compile(
+                &stored.definitions,
+                Some(&stored.process_id),
+                &self.scripts,
+                &self.catalog,
+            )?;
             let retries = retry_policies(&stored.definitions, &stored.process_id);
             let starts = start_triggers(&stored.definitions, &stored.process_id);
             versions.add(Arc::new(Deployed {

@@ -99,11 +99,22 @@ fn inline_workflow(text: &str) -> Definitions {
     defs.unwrap_or_else(|| panic!("does not parse: {diagnostics:?}"))
 }
 
-/// `builder` with `rules` as its hooks and their script runtime.
+/// The decisions of the shipped workflows (the order process's review table).
+fn workflow_decisions() -> Arc<crate::dmn::Decisions> {
+    let (file, diagnostics) =
+        crate::dmn::parse_dmn_file(&Path::new(WORKFLOWS).join("order_review.dmn"));
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let (decisions, diagnostics) = crate::dmn::Decisions::build(&[file.unwrap()]);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    Arc::new(decisions)
+}
+
+/// `builder` with `rules` as its hooks and their script runtime, and the workflows' decisions.
 fn with_rules(builder: EngineBuilder, rules: &Arc<RuleEngine>) -> EngineBuilder {
     builder
         .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
         .scripts(rules.script_runtime())
+        .decisions(workflow_decisions())
 }
 
 fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {

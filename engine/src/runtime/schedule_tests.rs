@@ -550,7 +550,7 @@ nodes:
 ",
     );
     let scripts = Arc::new(ScriptRuntime::new(&ScriptLimits::default()));
-    let (process, _) = compile(&defs, None, &scripts).unwrap();
+    let (process, _) = compile(&defs, None, &scripts, &crate::graph::Catalog::default()).unwrap();
     let (mut instance, step) = Instance::start(&process, "t-1", Map::new(), &NoHooks).unwrap();
     let wait_of = |node: &str| {
         step.new_waits

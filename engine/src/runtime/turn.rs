@@ -185,6 +185,7 @@ impl Inner {
             } = event
             {
                 turn.commit.outbox.push(encode(&OutboxEntry {
+                    instance: Some(id.clone()),
                     node: node.clone(),
                     event: thrown.clone(),
                 }));
@@ -231,7 +232,8 @@ impl Inner {
                 WaitKind::Llm { .. } if self.generator.is_some() => {
                     turn.effects.push(Effect::RunJob(wait))
                 }
-                WaitKind::User { .. } | WaitKind::Llm { .. } => {}
+                // Conditional events are evaluated by the executor itself.
+                WaitKind::User { .. } | WaitKind::Llm { .. } | WaitKind::Condition { .. } => {}
                 WaitKind::Message {
                     name,
                     correlation_key,

@@ -68,35 +68,40 @@ pub(crate) fn start_triggers(defs: &Definitions, process_id: &str) -> Vec<StartT
     let Some(process) = defs.processes.iter().find(|p| p.id == process_id) else {
         return Vec::new();
     };
-    process
-        .nodes
-        .iter()
-        .filter_map(|node| {
-            let NodeKind::StartEvent {
-                trigger: Some(trigger),
-                ..
-            } = &node.kind
-            else {
-                return None;
-            };
-            let node_id = node.id.clone();
-            match trigger {
+    let mut triggers = Vec::new();
+    for node in &process.nodes {
+        let NodeKind::StartEvent {
+            trigger: Some(trigger),
+            ..
+        } = &node.kind
+        else {
+            continue;
+        };
+        // A multiple start event starts an instance on any of its triggers.
+        let each = match trigger {
+            EventTrigger::Multiple(each) => each.as_slice(),
+            single => std::slice::from_ref(single),
+        };
+        for trigger in each {
+            let node = node.id.clone();
+            triggers.extend(match trigger {
                 EventTrigger::Timer(timer) => Some(StartTrigger::Timer {
-                    node: node_id,
+                    node,
                     timer: timer.clone(),
                 }),
                 EventTrigger::Message(message) => Some(StartTrigger::Message {
-                    node: node_id,
+                    node,
                     name: message.name.clone().unwrap_or_default(),
                 }),
                 EventTrigger::Signal { name } => Some(StartTrigger::Signal {
-                    node: node_id,
+                    node,
                     name: name.clone().unwrap_or_default(),
                 }),
                 _ => None,
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    triggers
 }
 
 /// Collects the retry policies declared on the activities of `process_id` (subprocesses too).

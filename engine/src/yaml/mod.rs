@@ -71,8 +71,27 @@ pub fn parse_yaml_bytes(path: &Path, bytes: &[u8]) -> (Option<Definitions>, Vec<
 /// incomplete where diagnostics report errors — and every diagnostic found, each at
 /// `path:line:col`. Never panics on any input.
 pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnostic>) {
+    let empty =
+        "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
+    let (text, document) = match read_document(path, text, empty) {
+        Ok(read) => read,
+        Err(problem) => return (None, vec![problem]),
+    };
+    tracing::debug!(file = %path.display(), "parsing YAML process");
+    reader::Reader::new(path, text).read(&document)
+}
+
+/// Checks a YAML file's text against the input limits (size, characters, nesting, aliases) and
+/// reads its one document. Returns the text without a byte-order mark and the document, or the
+/// problem (`empty` is the message for a file with no content). Process and decision files both
+/// come through here.
+pub(crate) fn read_document<'t>(
+    path: &Path,
+    text: &'t str,
+    empty: &str,
+) -> Result<(&'t str, serde_yaml::Value), Diagnostic> {
     if text.len() > MAX_SOURCE_BYTES {
-        return (None, vec![too_large(path, text.len())]);
+        return Err(too_large(path, text.len()));
     }
     // A byte-order mark is not content (and editors do not count it as a column).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -80,25 +99,15 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
         .lines()
         .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
     {
-        let message =
-            "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
-        return (
-            None,
-            vec![Diagnostic::error(path, Span::new(1, 1), message)],
-        );
+        return Err(Diagnostic::error(path, Span::new(1, 1), empty));
     }
     if let Some(problem) = limits::forbidden_character(text).or_else(|| limits::too_deep(text)) {
-        return (
-            None,
-            vec![Diagnostic::error(path, problem.span, problem.message)],
-        );
+        return Err(Diagnostic::error(path, problem.span, problem.message));
     }
-    let document: serde_yaml::Value = match serde_yaml::from_str(text) {
-        Ok(document) => document,
-        Err(err) => return (None, vec![syntax_error(path, text, &err)]),
-    };
-    tracing::debug!(file = %path.display(), "parsing YAML process");
-    reader::Reader::new(path, text).read(&document)
+    match serde_yaml::from_str(text) {
+        Ok(document) => Ok((text, document)),
+        Err(err) => Err(syntax_error(path, text, &err)),
+    }
 }
 
 fn too_large(path: &Path, len: usize) -> Diagnostic {

@@ -520,6 +520,11 @@ impl<'a> Reader<'a> {
             Some(value) => self.rules(id, kind_key, value, &path.key("rules")),
             None => Vec::new(),
         };
+        let activation_condition = if kind_key == "complex" {
+            self.optional_expr(body, path, "activation")
+        } else {
+            None
+        };
         let Some(mut kind) = kind else { return };
         if is_activity_kind {
             self.activity_settings(body, path, &mut kind);
@@ -555,6 +560,7 @@ impl<'a> Reader<'a> {
             name,
             kind,
             default_flow,
+            activation_condition,
             rules,
             span,
         });
@@ -571,6 +577,9 @@ impl<'a> Reader<'a> {
     ) {
         let mut allowed: Vec<&str> = vocab::NODE_COMMON_KEYS.to_vec();
         allowed.push(kind_key);
+        if kind_key == "complex" {
+            allowed.extend_from_slice(vocab::COMPLEX_EXTRA_KEYS);
+        }
         for key in body.keys().filter_map(Value::as_str) {
             if vocab::ACTIVITY_KEYS.contains(&key) && !is_activity_kind {
                 self.error(
@@ -886,7 +895,11 @@ impl<'a> Reader<'a> {
                 "a start event",
             ),
             "end" => (vocab::END_TRIGGERS, &[], "an end event"),
-            "catch" => (vocab::CATCH_TRIGGERS, &[], "a catch event"),
+            "catch" => (
+                vocab::CATCH_TRIGGERS,
+                vocab::CATCH_EXTRA_KEYS,
+                "a catch event",
+            ),
             "throw" => (vocab::THROW_TRIGGERS, &[], "a throw event"),
             _ => (
                 vocab::BOUNDARY_TRIGGERS,
@@ -927,9 +940,17 @@ impl<'a> Reader<'a> {
                 self.error(&key_path, format!("unknown key `{key}` in {what}{hint}"));
             }
         }
+        let parallel = self.optional_bool(body, path, "parallel", false);
+        if parallel && triggers.len() < 2 {
+            self.error(
+                &path.key("parallel"),
+                "`parallel: true` makes an event wait for all of its triggers; give it two or more",
+            );
+        }
         let trigger = match triggers.len() {
             0 => None,
             1 => triggers.pop(),
+            _ if parallel => Some(EventTrigger::ParallelMultiple(triggers)),
             _ => Some(EventTrigger::Multiple(triggers)),
         };
         let interrupting = self.optional_bool(body, path, "interrupting", true);
@@ -1011,6 +1032,11 @@ impl<'a> Reader<'a> {
             "link" => self
                 .nonempty_text(value, path, "a link name")
                 .map(|name| EventTrigger::Link { name: Some(name) }),
+            "compensation" if value.is_string() => self
+                .id_text(value, path, "the activity to compensate")
+                .map(|activity| EventTrigger::Compensation {
+                    activity: Some(activity),
+                }),
             flag => {
                 match value {
                     Value::Bool(true) | Value::Null => {}
@@ -1028,7 +1054,7 @@ impl<'a> Reader<'a> {
                 match flag {
                     "terminate" => Some(EventTrigger::Terminate),
                     "cancel" => Some(EventTrigger::Cancel),
-                    _ => Some(EventTrigger::Compensation),
+                    _ => Some(EventTrigger::Compensation { activity: None }),
                 }
             }
         }
@@ -1214,30 +1240,44 @@ impl<'a> Reader<'a> {
                         Some(v) => Some(self.script(v, &path.key("script"))?),
                         None => None,
                     };
-                    let decision_ref = match m.get("decision") {
-                        Some(v) => Some(self.nonempty_text(
-                            v,
-                            &path.key("decision"),
-                            "a decision reference",
-                        )?),
+                    let decision = match m.get("decision") {
+                        Some(v) => {
+                            let decision_path = path.key("decision");
+                            let id = self.id_text(v, &decision_path, "a decision id")?;
+                            Some(DecisionCall {
+                                decision: id,
+                                result_variable: self.optional_id(m, path, "result"),
+                                mapping: DecisionResultMapping::Value,
+                                span: self.map.nearest_value(&decision_path),
+                            })
+                        }
                         None => None,
                     };
-                    if script.is_none() && decision_ref.is_none() {
+                    if m.contains_key("result") && !m.contains_key("decision") {
+                        self.error(
+                            &path.key("result"),
+                            "`result` names the variable a `decision:` sets; this task has no decision",
+                        );
+                    }
+                    if script.is_none() && decision.is_none() {
                         self.error(
                             path,
                             "a business-rule task needs `script:` (Rhai) or `decision:`",
                         );
                     }
-                    Some(TaskKind::BusinessRule {
-                        script,
-                        decision_ref,
-                    })
+                    if script.is_some() && decision.is_some() {
+                        self.error(
+                            path,
+                            "a business-rule task has `script:` or `decision:`, not both",
+                        );
+                    }
+                    Some(TaskKind::BusinessRule { script, decision })
                 }
                 other => {
                     let script = self.script(other, path)?;
                     Some(TaskKind::BusinessRule {
                         script: Some(script),
-                        decision_ref: None,
+                        decision: None,
                     })
                 }
             },
@@ -1443,13 +1483,15 @@ impl<'a> Reader<'a> {
         let multi_instance = body
             .get("for_each")
             .and_then(|v| self.for_each(v, &path.key("for_each")));
-        let standard_loop = self.optional_bool(body, path, "loop", false);
+        let standard_loop = body
+            .get("loop")
+            .and_then(|v| self.standard_loop(v, &path.key("loop")));
         let apply = |retry_slot: &mut Option<RetryPolicy>,
                      mi: &mut Option<MultiInstance>,
-                     lp: &mut bool| {
+                     lp: &mut Option<StandardLoop>| {
             *retry_slot = retry.clone();
             *mi = multi_instance.clone();
-            *lp = standard_loop;
+            *lp = standard_loop.clone();
         };
         match kind {
             NodeKind::Task(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
@@ -1460,6 +1502,45 @@ impl<'a> Reader<'a> {
                 apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
             }
             _ => {}
+        }
+    }
+
+    /// `loop: true` (run until `max`), or `loop: { while: cond, test_before: bool, max: n }`.
+    fn standard_loop(&mut self, value: &Value, path: &YamlPath) -> Option<StandardLoop> {
+        match value {
+            Value::Bool(true) => Some(StandardLoop::default()),
+            Value::Bool(false) => None,
+            Value::Mapping(m) => {
+                self.check_keys(m, path, vocab::LOOP_KEYS, "a loop");
+                let maximum = match m.get("max") {
+                    None => None,
+                    Some(v) => match v.as_u64() {
+                        Some(n) => Some(n),
+                        None => {
+                            self.error_at_value(
+                                &path.key("max"),
+                                format!("`max` must be a whole number, found {}", describe(v)),
+                            );
+                            return None;
+                        }
+                    },
+                };
+                Some(StandardLoop {
+                    condition: self.optional_expr(m, path, "while"),
+                    test_before: self.optional_bool(m, path, "test_before", false),
+                    maximum,
+                })
+            }
+            other => {
+                self.error_at_value(
+                    path,
+                    format!(
+                        "`loop` takes `true` or `{{ while: <condition>, test_before: <bool>, max: <n> }}`, found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -154,7 +154,11 @@ fn defs() -> Value {
             vocab::START_EXTRA_KEYS,
         ),
         ("end_event", vocab::END_TRIGGERS, &[][..]),
-        ("catch_event", vocab::CATCH_TRIGGERS, &[][..]),
+        (
+            "catch_event",
+            vocab::CATCH_TRIGGERS,
+            vocab::CATCH_EXTRA_KEYS,
+        ),
         ("throw_event", vocab::THROW_TRIGGERS, &[][..]),
         (
             "boundary_event",
@@ -301,6 +305,9 @@ fn event(name: &str, triggers: &[&str], extra: &[&str]) -> Value {
         let schema = match *key {
             "attached_to" => {
                 json!({ "$ref": "#/$defs/id", "description": "The activity the event is attached to." })
+            }
+            "parallel" => {
+                json!({ "type": "boolean", "description": "With several triggers: wait for all of them (parallel multiple), not the first." })
             }
             _ => {
                 json!({ "type": "boolean", "description": "Whether the event cancels what it interrupts (default true)." })
@@ -480,7 +487,14 @@ fn kind_schema(kind: &str) -> Value {
             let mut mapping = object(
                 &[
                     ("script", json!({ "$ref": "#/$defs/script" })),
-                    ("decision", json!({ "type": "string", "minLength": 1 })),
+                    (
+                        "decision",
+                        json!({ "$ref": "#/$defs/id", "description": "The id of a deployed decision (DMN or YAML decision file)." }),
+                    ),
+                    (
+                        "result",
+                        json!({ "$ref": "#/$defs/id", "description": "The variable that receives the decision's result (default: the decision id)." }),
+                    ),
                 ],
                 &[],
             );
@@ -526,7 +540,25 @@ fn node() -> Value {
     properties.insert("for_each".into(), json!({ "$ref": "#/$defs/for_each" }));
     properties.insert(
         "loop".into(),
-        json!({ "type": "boolean", "description": "Standard loop (parsed, not run yet)." }),
+        json!({
+            "description": "Standard loop: run again while `while` holds (checked first when `test_before`), at most `max` times; `true` runs `max` times.",
+            "oneOf": [
+                { "type": "boolean" },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "while": { "$ref": "#/$defs/expression" },
+                        "test_before": { "type": "boolean" },
+                        "max": { "type": "integer", "minimum": 0 }
+                    }
+                }
+            ]
+        }),
+    );
+    properties.insert(
+        "activation".into(),
+        json!({ "$ref": "#/$defs/expression", "description": "Complex gateway: the activation condition of its join (`activationCount` is the number of tokens arrived)." }),
     );
 
     let exactly_one_kind: Vec<Value> = vocab::NODE_KIND_KEYS
@@ -545,6 +577,7 @@ fn node() -> Value {
             "then": { "properties": { "retry": false, "for_each": false, "loop": false } }
         }),
         json!({ "if": { "required": ["end"] }, "then": { "properties": { "next": false } } }),
+        json!({ "if": { "not": { "required": ["complex"] } }, "then": { "properties": { "activation": false } } }),
     ];
     for gateway in [
         "exclusive",

@@ -103,10 +103,12 @@ pub const BOUNDARY_TRIGGERS: &[&str] = &[
     "compensation",
 ];
 
-/// Keys of a start event besides its triggers.
-pub const START_EXTRA_KEYS: &[&str] = &["interrupting"];
+/// Keys of a start event besides its triggers (`parallel`: wait for all of several triggers).
+pub const START_EXTRA_KEYS: &[&str] = &["interrupting", "parallel"];
+/// Keys of a catch event besides its triggers.
+pub const CATCH_EXTRA_KEYS: &[&str] = &["parallel"];
 /// Keys of a boundary event besides its triggers.
-pub const BOUNDARY_EXTRA_KEYS: &[&str] = &["attached_to", "interrupting"];
+pub const BOUNDARY_EXTRA_KEYS: &[&str] = &["attached_to", "interrupting", "parallel"];
 
 /// Keys of a message reference written as a mapping.
 pub const MESSAGE_KEYS: &[&str] = &["name", "correlation_key"];
@@ -122,7 +124,7 @@ pub const SCRIPT_KEYS: &[&str] = &["source", "language"];
 /// Keys of a send task written as a mapping.
 pub const SEND_KEYS: &[&str] = &["message", "handler"];
 /// Keys of a business-rule task written as a mapping.
-pub const BUSINESS_RULE_KEYS: &[&str] = &["script", "decision"];
+pub const BUSINESS_RULE_KEYS: &[&str] = &["script", "decision", "result"];
 /// Keys of an LLM step.
 pub const LLM_KEYS: &[&str] = &[
     "mode", "prompt", "system", "output", "schema", "labels", "options",
@@ -136,6 +138,12 @@ pub const CALL_KEYS: &[&str] = &["process"];
 
 /// Keys of a branch (an outgoing flow written as a mapping).
 pub const BRANCH_KEYS: &[&str] = &["to", "when", "otherwise", "id", "name"];
+
+/// Keys a complex gateway may have besides the common ones: its activation condition.
+pub const COMPLEX_EXTRA_KEYS: &[&str] = &["activation"];
+
+/// Keys of a standard loop written as a mapping.
+pub const LOOP_KEYS: &[&str] = &["while", "test_before", "max"];
 
 /// Keys of a retry policy.
 pub const RETRY_KEYS: &[&str] = &["retries", "delay", "max_delay"];

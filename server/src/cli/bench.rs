@@ -10,6 +10,7 @@ use super::effects::effects_handler;
 use super::service;
 use anyhow::{bail, Context};
 use flowbot_app::config::{StoreChoice, StoreKind as ConfiguredStore};
+use flowbot_app::project;
 use flowbot_app::{App, AutoComplete, ConfigOverrides, InstanceStatus, StartRequest};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -159,6 +160,7 @@ async fn bench(
     let mut builder = App::builder(config)
         .deploy_workflows(false)
         .schedule_timer_starts(false)
+        .decisions(project::decisions_beside(&args.path))
         .auto_complete(AutoComplete::default());
     if let Some(log) = &args.effects_log {
         builder = builder.fallback_handler(effects_handler(log)?);

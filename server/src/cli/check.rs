@@ -1,7 +1,8 @@
-//! `flowbot check PATH... [--json]`: reads every process and rule file, compiles every process,
-//! and prints all diagnostics sorted as `path:line:col: error|warning: message [id]`. Exit 1 on
-//! any error. Rules attached in a workflow are checked too: inline rules must compile, and rule
-//! files must exist in the `rules/` folder beside the workflow's folder (when there is one).
+//! `flowbot check PATH... [--json]`: reads every process, decision and rule file, compiles every
+//! process (against the decision files in its folder) and decision table, and prints all
+//! diagnostics sorted as `path:line:col: error|warning: message [id]`. Exit 1 on any error. Rules
+//! attached in a workflow are checked too: inline rules must compile, and rule files must exist in
+//! the `rules/` folder beside the workflow's folder (when there is one).
 
 use clap::Args;
 use flowbot_app::project::check_paths;
@@ -13,7 +14,8 @@ use std::sync::Arc;
 /// Arguments of `flowbot check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Files or folders (folders are searched for .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .rhai).
+    /// Files or folders (folders are searched for .bpmn, .bpmn20.xml, .xml, .yaml, .yml, .dmn,
+    /// .rhai).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Print one JSON object: `{"files": [...], "diagnostics": [...]}`.

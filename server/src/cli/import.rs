@@ -151,7 +151,8 @@ async fn import(
         .or_else(|| config.intake.sort_rule.clone());
     let mut builder = App::builder(config)
         .deploy_workflows(false)
-        .schedule_timer_starts(false);
+        .schedule_timer_starts(false)
+        .decisions(flowbot_app::project::decisions_beside(&args.workflow));
     if args.auto_complete {
         builder = builder.auto_complete(AutoComplete::default());
     }

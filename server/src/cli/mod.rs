@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod decide;
 mod effects;
 pub mod graph;
 pub mod history;
@@ -39,6 +40,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run one process instance (in memory, or in a sled store) and print where it went.
     Run(run::RunArgs),
+    /// Evaluate a decision (DMN or YAML decision table) over the given variables.
+    Decide(decide::DecideArgs),
     /// Carry on what is due in a sled store (timers, jobs in flight) and print its instances.
     Resume(resume::ResumeArgs),
     /// Deploy the workflows folder and redeploy what changes in it and in the rules folder.
@@ -79,6 +82,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::execute(&args),
         Command::Run(args) => run::execute(&args, config),
+        Command::Decide(args) => decide::execute(&args),
         Command::Resume(args) => resume::execute(&args, config),
         Command::Watch(args) => watch::execute(&args, config),
         Command::Graph(args) => graph::execute(&args),

@@ -154,6 +154,7 @@ async fn run(
     let mut builder = App::builder(config)
         .deploy_workflows(false)
         .schedule_timer_starts(false)
+        .decisions(flowbot_app::project::decisions_beside(&args.path))
         .fetch_progress(service::fetch_progress());
     if let Some(auto) = auto {
         builder = builder.auto_complete(auto);
