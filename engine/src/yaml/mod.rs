@@ -12,11 +12,12 @@
 //! [`Diagnostic`] at `file:line:col`; [`json_schema`] describes the same language as a JSON Schema
 //! for editors.
 //!
-//! `serde_yaml` reads the document; [`locator`] recovers the positions `serde_yaml` does not keep;
-//! `reader` turns the document into the model; `vocabulary` holds the keys both the reader and
-//! the schema use.
+//! [`locator`] reads the structure of the text with saphyr's YAML parser, which reports spans: the
+//! positions `serde_yaml` does not keep, checked against the [`limits`] on nesting and size;
+//! `serde_yaml` then reads the document's values; `reader` turns them into the model;
+//! `vocabulary` holds the keys both the reader and the schema use.
 
-mod limits;
+pub mod limits;
 pub mod locator;
 mod reader;
 mod schema;
@@ -72,12 +73,19 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
     if let Some(problem) = limits::forbidden_character(text).or_else(|| limits::too_deep(text)) {
         return (None, vec![Diagnostic::error(path, problem.span, problem.message)]);
     }
+    let map = match locator::SourceMap::read(text) {
+        Ok(map) => map,
+        Err(problem) => return (None, vec![Diagnostic::error(path, problem.span, problem.message)]),
+    };
     let document: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(document) => document,
-        Err(err) => return (None, vec![syntax_error(path, text, &err)]),
+        Err(err) => return (None, vec![syntax_error(path, text, &map, &err)]),
     };
     tracing::debug!(file = %path.display(), "parsing YAML process");
-    reader::Reader::new(path, text).read(&document)
+    let lenient = map.syntax_error().map(|(span, problem)| lenient_syntax(path, span, problem));
+    let (definitions, mut diagnostics) = reader::Reader::new(path, map).read(&document);
+    diagnostics.splice(0..0, lenient);
+    (definitions, diagnostics)
 }
 
 fn too_large(path: &Path, len: usize) -> Diagnostic {
@@ -85,11 +93,20 @@ fn too_large(path: &Path, len: usize) -> Diagnostic {
     Diagnostic::error(path, Span::new(1, 1), message)
 }
 
+/// A warning for text that `serde_yaml` reads but YAML 1.2 (and so the locator, and editors)
+/// does not allow, such as a flow collection continued on a line indented no deeper than its key.
+fn lenient_syntax(path: &Path, span: Span, problem: &str) -> Diagnostic {
+    let message = format!(
+        "not valid YAML 1.2: {problem}; read anyway, but editors may refuse the file and positions reported after this point are approximate"
+    );
+    Diagnostic::warning(path, span, message)
+}
+
 /// A YAML syntax error (or a limit hit by the YAML reader) as a diagnostic at its position.
-fn syntax_error(path: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic {
+fn syntax_error(path: &Path, text: &str, map: &locator::SourceMap, err: &serde_yaml::Error) -> Diagnostic {
     let raw = strip_positions(&err.to_string());
     if raw.contains("duplicate entry with key") {
-        if let Some((key, first, again)) = locator::SourceMap::new(text).duplicate_key() {
+        if let Some((key, first, again)) = map.duplicate_key() {
             let message = format!(
                 "duplicate key `{key}`: already written at {}:{}; a key appears once per mapping (node ids are unique)",
                 first.line, first.col

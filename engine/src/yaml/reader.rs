@@ -62,11 +62,11 @@ enum BranchStyle {
 }
 
 impl<'a> Reader<'a> {
-    /// A reader for `text` from `file`.
-    pub(crate) fn new(file: &'a Path, text: &str) -> Self {
+    /// A reader for the document located by `map`, from `file`.
+    pub(crate) fn new(file: &'a Path, map: SourceMap) -> Self {
         Self {
             file,
-            map: SourceMap::new(text),
+            map,
             diagnostics: Vec::new(),
             ids: HashMap::new(),
             all_node_ids: HashSet::new(),
