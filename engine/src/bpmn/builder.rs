@@ -201,7 +201,7 @@ pub(super) fn build_definitions(
     };
     let mut definitions = Definitions { source: file.to_path_buf(), ..Definitions::default() };
     context.read_top_level_definitions(root, &mut definitions);
-    let mut participants: Vec<(&str, &str)> = Vec::new();
+    let mut participants: HashMap<&str, &str> = HashMap::new();
     for child in tree.children(root) {
         if tree.is(child, Ns::Bpmn, "process") {
             if let Some(process) = context.build_process(child) {
@@ -212,13 +212,13 @@ pub(super) fn build_definitions(
                 if let (Some(process), Some(name)) =
                     (tree.attr(participant, "processRef"), tree.attr(participant, "name"))
                 {
-                    participants.push((process, name));
+                    participants.entry(process).or_insert(name);
                 }
             }
         }
     }
     for process in definitions.processes.iter_mut().filter(|p| p.name.is_none()) {
-        if let Some((_, name)) = participants.iter().find(|(id, _)| *id == process.id) {
+        if let Some(name) = participants.get(process.id.as_str()) {
             process.name = Some((*name).to_owned());
         }
     }

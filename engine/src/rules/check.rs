@@ -32,7 +32,7 @@ fn checker(root: &Path) -> Compiler {
 }
 
 fn check_with(compiler: &Compiler, path: &Path) -> Vec<Diagnostic> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::script::read_script_file(path) {
         Ok(text) => text,
         Err(e) => return vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read rule file: {e}"))],
     };
