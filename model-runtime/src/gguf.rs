@@ -102,7 +102,12 @@ pub fn read_content<R: Read + Seek>(reader: &mut R) -> Result<Content, String> {
     let start = reader.stream_position().map_err(io)?;
     let file_size = reader.seek(SeekFrom::End(0)).map_err(io)?;
     reader.seek(SeekFrom::Start(start)).map_err(io)?;
-    HeaderWalk { reader: &mut *reader, file_size, wide: true }.check()?;
+    HeaderWalk {
+        reader: &mut *reader,
+        file_size,
+        wide: true,
+    }
+    .check()?;
     reader.seek(SeekFrom::Start(start)).map_err(io)?;
     let content = Content::read(reader).map_err(|e| crate::lm::candle_message(&e))?;
     for (name, info) in &content.tensor_infos {
@@ -120,7 +125,10 @@ pub fn read_content<R: Read + Seek>(reader: &mut R) -> Result<Content, String> {
             ));
         }
         let bytes = (elements / dtype.block_size()) as u64 * dtype.type_size() as u64;
-        let end = content.tensor_data_offset.checked_add(info.offset).and_then(|at| at.checked_add(bytes));
+        let end = content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|at| at.checked_add(bytes));
         if end.is_none_or(|end| end > file_size) {
             return Err(format!(
                 "tensor `{name}`: {bytes} bytes at data offset {} run past the end of the {file_size}-byte file",
@@ -142,7 +150,9 @@ struct HeaderWalk<'r, R> {
 impl<R: Read + Seek> HeaderWalk<'_, R> {
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
         let mut buf = [0u8; N];
-        self.reader.read_exact(&mut buf).map_err(|e| format!("{what}: {e}"))?;
+        self.reader
+            .read_exact(&mut buf)
+            .map_err(|e| format!("{what}: {e}"))?;
         Ok(buf)
     }
 
@@ -166,9 +176,13 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
     fn skip(&mut self, bytes: u64, what: &str) -> Result<(), String> {
         let remaining = self.remaining()?;
         if bytes > remaining {
-            return Err(format!("{what} needs {bytes} bytes, the file has {remaining} left"));
+            return Err(format!(
+                "{what} needs {bytes} bytes, the file has {remaining} left"
+            ));
         }
-        self.reader.seek(SeekFrom::Current(bytes as i64)).map_err(|e| format!("{what}: {e}"))?;
+        self.reader
+            .seek(SeekFrom::Current(bytes as i64))
+            .map_err(|e| format!("{what}: {e}"))?;
         Ok(())
     }
 
@@ -176,7 +190,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
     fn string(&mut self, what: &str, keep: bool) -> Result<Vec<u8>, String> {
         let len = self.length(what)?;
         if len > MAX_STRING_BYTES {
-            return Err(format!("{what} is {len} bytes long, more than the {MAX_STRING_BYTES} allowed"));
+            return Err(format!(
+                "{what} is {len} bytes long, more than the {MAX_STRING_BYTES} allowed"
+            ));
         }
         if !keep {
             self.skip(len, what)?;
@@ -186,7 +202,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             return Err(format!("{what} needs {len} bytes, the file has fewer left"));
         }
         let mut text = vec![0u8; len as usize];
-        self.reader.read_exact(&mut text).map_err(|e| format!("{what}: {e}"))?;
+        self.reader
+            .read_exact(&mut text)
+            .map_err(|e| format!("{what}: {e}"))?;
         Ok(text)
     }
 
@@ -203,7 +221,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
         let tensors = self.length("tensor count")?;
         let entries = self.length("metadata entry count")?;
         if tensors > MAX_TENSORS {
-            return Err(format!("the header declares {tensors} tensors, more than the {MAX_TENSORS} allowed"));
+            return Err(format!(
+                "the header declares {tensors} tensors, more than the {MAX_TENSORS} allowed"
+            ));
         }
         if entries > MAX_METADATA_ENTRIES {
             return Err(format!(
@@ -225,11 +245,16 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             let name = String::from_utf8_lossy(&name).into_owned();
             let dims = self.u32(&format!("dimension count of `{name}`"))?;
             if dims > 4 {
-                return Err(format!("tensor `{name}` has {dims} dimensions, at most 4 are allowed"));
+                return Err(format!(
+                    "tensor `{name}` has {dims} dimensions, at most 4 are allowed"
+                ));
             }
             let dim_bytes = if self.wide { 8 } else { 4 };
             // The dimensions, the type (u32) and the data offset (u64).
-            self.skip(u64::from(dims) * dim_bytes + 4 + 8, &format!("tensor `{name}`"))?;
+            self.skip(
+                u64::from(dims) * dim_bytes + 4 + 8,
+                &format!("tensor `{name}`"),
+            )?;
         }
         Ok(())
     }
@@ -249,7 +274,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             other => return self.value(other, key, 0),
         };
         if value == 0 || value > MAX_ALIGNMENT as i64 {
-            return Err(format!("general.alignment is {value}; it must be from 1 to {MAX_ALIGNMENT}"));
+            return Err(format!(
+                "general.alignment is {value}; it must be from 1 to {MAX_ALIGNMENT}"
+            ));
         }
         Ok(())
     }
@@ -269,7 +296,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
                 let element_type = self.u32(&format!("element type of `{key}`"))?;
                 let len = self.length(&format!("length of `{key}`"))?;
                 if len > MAX_ARRAY_ELEMENTS {
-                    return Err(format!("`{key}` has {len} elements, more than the {MAX_ARRAY_ELEMENTS} allowed"));
+                    return Err(format!(
+                        "`{key}` has {len} elements, more than the {MAX_ARRAY_ELEMENTS} allowed"
+                    ));
                 }
                 let minimum = match element_type {
                     0 | 1 | 7 => 1,
@@ -282,7 +311,9 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
                     other => return Err(format!("`{key}` has elements of unknown type {other}")),
                 };
                 if len.saturating_mul(minimum) > self.remaining()? {
-                    return Err(format!("`{key}` declares {len} elements, more than the file holds"));
+                    return Err(format!(
+                        "`{key}` declares {len} elements, more than the file holds"
+                    ));
                 }
                 if matches!(element_type, 8 | 9) {
                     for _ in 0..len {
@@ -507,7 +538,11 @@ mod tests {
 
     /// A GGUF v3 header with `entries` (key, type, value bytes) and `tensors` (name, dims, type,
     /// offset), followed by `data` bytes.
-    fn gguf(entries: &[(&str, u32, Vec<u8>)], tensors: &[(&str, &[u64], u32, u64)], data: usize) -> Vec<u8> {
+    fn gguf(
+        entries: &[(&str, u32, Vec<u8>)],
+        tensors: &[(&str, &[u64], u32, u64)],
+        data: usize,
+    ) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend(3u32.to_le_bytes());
         out.extend((tensors.len() as u64).to_le_bytes());
@@ -540,21 +575,33 @@ mod tests {
 
     #[test]
     fn a_well_formed_header_reads() {
-        let content = read(gguf(&[("general.alignment", 4, 32u32.to_le_bytes().to_vec())], &[("t", &[8], 0, 0)], 32))
-            .expect("valid");
+        let content = read(gguf(
+            &[("general.alignment", 4, 32u32.to_le_bytes().to_vec())],
+            &[("t", &[8], 0, 0)],
+            32,
+        ))
+        .expect("valid");
         assert_eq!(content.tensor_infos["t"].shape.dims(), [8]);
     }
 
     #[test]
     fn a_zero_alignment_is_an_error_not_a_division_by_zero() {
-        let err = read(gguf(&[("general.alignment", 4, 0u32.to_le_bytes().to_vec())], &[], 0)).unwrap_err();
+        let err = read(gguf(
+            &[("general.alignment", 4, 0u32.to_le_bytes().to_vec())],
+            &[],
+            0,
+        ))
+        .unwrap_err();
         assert!(err.contains("general.alignment is 0"), "{err}");
     }
 
     #[test]
     fn tensors_must_lie_inside_the_file() {
         let err = read(gguf(&[], &[("t", &[1024], 0, 0)], 64)).unwrap_err();
-        assert!(err.contains("tensor `t`") && err.contains("past the end"), "{err}");
+        assert!(
+            err.contains("tensor `t`") && err.contains("past the end"),
+            "{err}"
+        );
         let err = read(gguf(&[], &[("t", &[u64::MAX / 2, 4], 0, 0)], 64)).unwrap_err();
         assert!(err.contains("tensor `t`"), "{err}");
     }

@@ -47,7 +47,9 @@ pub enum TokenizerError {
     #[error("tokenizer: {0}")]
     Build(String),
     /// The text to encode is longer than [`MAX_ENCODE_BYTES`].
-    #[error("tokenizer: the text is {bytes} bytes, more than the {MAX_ENCODE_BYTES} encoded at once")]
+    #[error(
+        "tokenizer: the text is {bytes} bytes, more than the {MAX_ENCODE_BYTES} encoded at once"
+    )]
     TooLong {
         /// The text's length.
         bytes: usize,
@@ -183,7 +185,11 @@ impl TextTokenizer {
                 tokens.len()
             )));
         }
-        if let Some((id, long)) = tokens.iter().enumerate().find(|(_, t)| t.len() > MAX_TOKEN_BYTES) {
+        if let Some((id, long)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+        {
             return Err(TokenizerError::Build(format!(
                 "token {id} of tokenizer.ggml.tokens is {} bytes, more than the {MAX_TOKEN_BYTES} allowed",
                 long.len()
@@ -368,9 +374,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("tiny.gguf");
         write_tiny_llama(&path, 7).expect("tiny model");
-        let tokenizer = TextTokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
-        assert!(!tokenizer.encode("hello world").expect("short text").is_empty());
-        let err = tokenizer.encode(&"a".repeat(MAX_ENCODE_BYTES + 1)).unwrap_err();
-        assert!(matches!(err, TokenizerError::TooLong { bytes } if bytes == MAX_ENCODE_BYTES + 1), "{err}");
+        let tokenizer =
+            TextTokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
+        assert!(!tokenizer
+            .encode("hello world")
+            .expect("short text")
+            .is_empty());
+        let err = tokenizer
+            .encode(&"a".repeat(MAX_ENCODE_BYTES + 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenizerError::TooLong { bytes } if bytes == MAX_ENCODE_BYTES + 1),
+            "{err}"
+        );
     }
 }

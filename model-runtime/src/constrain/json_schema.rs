@@ -153,7 +153,10 @@ impl ObjectSchema {
                 return Err(err(pointer, "property names must be non-empty, without quotes, backslashes or control characters"));
             }
             if name.len() > MAX_LITERAL_BYTES {
-                return Err(err(pointer, format!("property names are limited to {MAX_LITERAL_BYTES} bytes")));
+                return Err(err(
+                    pointer,
+                    format!("property names are limited to {MAX_LITERAL_BYTES} bytes"),
+                ));
             }
             let kind = Self::field_kind(prop, &pointer)?;
             let copy = match prop.get("x-copy") {
@@ -161,7 +164,12 @@ impl ObjectSchema {
                 Some(Value::Bool(copy)) => *copy,
                 Some(_) => return Err(err(format!("{pointer}/x-copy"), "must be true or false")),
             };
-            if copy && !matches!(kind, FieldKind::String { .. } | FieldKind::Number | FieldKind::Integer) {
+            if copy
+                && !matches!(
+                    kind,
+                    FieldKind::String { .. } | FieldKind::Number | FieldKind::Integer
+                )
+            {
                 return Err(err(
                     format!("{pointer}/x-copy"),
                     "only string, number and integer values can be copied from the input",
@@ -431,7 +439,10 @@ impl JsonSchemaMachine {
             end -= 1;
         }
         if end < source.len() {
-            tracing::warn!(bytes = source.len(), "x-copy fields copy from the first {MAX_COPY_SOURCE_BYTES} bytes of the input only");
+            tracing::warn!(
+                bytes = source.len(),
+                "x-copy fields copy from the first {MAX_COPY_SOURCE_BYTES} bytes of the input only"
+            );
         }
         self.source = Arc::new(CopySource::new(&source[..end]));
         self
@@ -623,7 +634,13 @@ impl JsonSchemaMachine {
                                 true
                             }
                             0xC2..=0xF4 => {
-                                let pending = if b >= 0xF0 { 3 } else if b >= 0xE0 { 2 } else { 1 };
+                                let pending = if b >= 0xF0 {
+                                    3
+                                } else if b >= 0xE0 {
+                                    2
+                                } else {
+                                    1
+                                };
                                 // Leave room for the whole character under the cap.
                                 if *bytes + 1 + pending as usize > *max_bytes || !copies(span, b) {
                                     return false;
@@ -985,7 +1002,10 @@ mod tests {
     }
 
     fn feed_copy(source: &str, text: &str) -> Option<JsonSchemaMachine> {
-        feed_into(JsonSchemaMachine::new(copy_schema()).with_source(source), text)
+        feed_into(
+            JsonSchemaMachine::new(copy_schema()).with_source(source),
+            text,
+        )
     }
 
     #[test]
@@ -994,8 +1014,14 @@ mod tests {
         assert!(feed_copy(source, r#"{"order_id":"SO-1"#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"\"SO-1\" from 上海""#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"SO-2"#).is_none());
-        assert!(feed_copy(source, r#"{"order_id":" SO"#).is_none(), "leading space");
-        assert!(feed_copy(source, r#"{"order_id":"\u0053"#).is_none(), "escaped character");
+        assert!(
+            feed_copy(source, r#"{"order_id":" SO"#).is_none(),
+            "leading space"
+        );
+        assert!(
+            feed_copy(source, r#"{"order_id":"\u0053"#).is_none(),
+            "escaped character"
+        );
         assert!(feed_copy(source, r#"{"order_id":"上海星"#).is_some());
         assert!(feed_copy(source, r#"{"order_id":"上海辰"#).is_none());
     }
@@ -1006,7 +1032,10 @@ mod tests {
         let m = feed_copy(source, r#"{"order_id":"SO-1","total":12450}"#).unwrap();
         assert!(m.is_complete());
         assert!(feed_copy(source, r#"{"order_id":"SO-1","total":200}"#).is_some());
-        assert!(feed_copy(source, r#"{"total":12,"#).is_none(), "ends inside 12450");
+        assert!(
+            feed_copy(source, r#"{"total":12,"#).is_none(),
+            "ends inside 12450"
+        );
         assert!(feed_copy(source, r#"{"total":12,450"#).is_none());
         assert!(feed_copy(source, r#"{"total":13"#).is_none());
         assert!(feed_copy(source, r#"{"total":-2"#).is_none());
@@ -1043,15 +1072,23 @@ mod tests {
     #[test]
     fn schema_sizes_are_limited_where_they_are_written() {
         let many: Vec<String> = (0..=MAX_ENUM_VALUES).map(|i| format!("v{i}")).collect();
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"enum": many}}})).unwrap_err();
+        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"enum": many}}}))
+            .unwrap_err();
         assert_eq!(e.pointer, "/properties/a/enum");
         let long = "x".repeat(MAX_LITERAL_BYTES + 1);
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"enum": ["ok", long]}}})).unwrap_err();
+        let e =
+            ObjectSchema::from_json_schema(&json!({"properties": {"a": {"enum": ["ok", long]}}}))
+                .unwrap_err();
         assert_eq!(e.pointer, "/properties/a/enum/1");
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {long.clone(): {"type": "number"}}})).unwrap_err();
+        let e = ObjectSchema::from_json_schema(
+            &json!({"properties": {long.clone(): {"type": "number"}}}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("limited to 256 bytes"), "{e}");
-        let e = ObjectSchema::from_json_schema(&json!({"properties": {"a": {"type": "string", "maxLength": 1u64 << 40}}}))
-            .unwrap_err();
+        let e = ObjectSchema::from_json_schema(
+            &json!({"properties": {"a": {"type": "string", "maxLength": 1u64 << 40}}}),
+        )
+        .unwrap_err();
         assert_eq!(e.pointer, "/properties/a/maxLength");
     }
 
