@@ -351,12 +351,28 @@ impl NumberStage {
 enum StringStage {
     /// Before the opening quote.
     Open,
-    /// Inside; `utf8_pending` continuation bytes still due.
-    Body { utf8_pending: u8 },
+    /// Inside; `utf8_pending` continuation bytes still due, the next one from `next_min` to
+    /// `next_max` (narrower after the lead bytes that would start an overlong form, a surrogate
+    /// or a code point past U+10FFFF).
+    Body {
+        utf8_pending: u8,
+        next_min: u8,
+        next_max: u8,
+    },
     /// After a backslash.
     Escape,
-    /// Inside `\uXXXX`, this many hex digits still due.
-    Unicode(u8),
+    /// Inside `\uXXXX`, `left` hex digits still due; `after_d` when the first was `d` (then the
+    /// second may not make a surrogate, which strict JSON readers refuse alone).
+    Unicode { left: u8, after_d: bool },
+}
+
+impl StringStage {
+    /// Inside, between characters.
+    const BODY: Self = Self::Body {
+        utf8_pending: 0,
+        next_min: 0x80,
+        next_max: 0xBF,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -587,20 +603,26 @@ impl JsonSchemaMachine {
                         if b != b'"' {
                             return false;
                         }
-                        *stage = StringStage::Body { utf8_pending: 0 };
+                        *stage = StringStage::BODY;
                         true
                     }
-                    StringStage::Body { utf8_pending } => {
+                    StringStage::Body {
+                        utf8_pending,
+                        next_min,
+                        next_max,
+                    } => {
                         // A copied value takes each unescaped byte from the source.
                         let copies = |span: &mut Option<SpanMatch>, b: u8| {
                             span.as_mut().is_none_or(|s| s.push(&self.source, b))
                         };
                         if utf8_pending > 0 {
-                            if b & 0xC0 != 0x80 || !copies(span, b) {
+                            if !(next_min..=next_max).contains(&b) || !copies(span, b) {
                                 return false;
                             }
                             *stage = StringStage::Body {
                                 utf8_pending: utf8_pending - 1,
+                                next_min: 0x80,
+                                next_max: 0xBF,
                             };
                             *bytes += 1;
                             return true;
@@ -645,8 +667,17 @@ impl JsonSchemaMachine {
                                 if *bytes + 1 + pending as usize > *max_bytes || !copies(span, b) {
                                     return false;
                                 }
+                                let (next_min, next_max) = match b {
+                                    0xE0 => (0xA0, 0xBF),
+                                    0xED => (0x80, 0x9F),
+                                    0xF0 => (0x90, 0xBF),
+                                    0xF4 => (0x80, 0x8F),
+                                    _ => (0x80, 0xBF),
+                                };
                                 *stage = StringStage::Body {
                                     utf8_pending: pending,
+                                    next_min,
+                                    next_max,
                                 };
                                 *bytes += 1;
                                 true
@@ -671,27 +702,35 @@ impl JsonSchemaMachine {
                                         return false;
                                     }
                                 }
-                                *stage = StringStage::Body { utf8_pending: 0 };
+                                *stage = StringStage::BODY;
                                 true
                             }
                             // A copied value writes characters as they are, not as `\uXXXX`.
                             b'u' if span.is_some() => false,
                             b'u' => {
-                                *stage = StringStage::Unicode(4);
+                                *stage = StringStage::Unicode {
+                                    left: 4,
+                                    after_d: false,
+                                };
                                 true
                             }
                             _ => false,
                         }
                     }
-                    StringStage::Unicode(n) => {
-                        if !b.is_ascii_hexdigit() {
+                    StringStage::Unicode { left, after_d } => {
+                        let surrogate =
+                            after_d && matches!(b, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F');
+                        if !b.is_ascii_hexdigit() || surrogate {
                             return false;
                         }
                         *bytes += 1;
-                        *stage = if n == 1 {
-                            StringStage::Body { utf8_pending: 0 }
+                        *stage = if left == 1 {
+                            StringStage::BODY
                         } else {
-                            StringStage::Unicode(n - 1)
+                            StringStage::Unicode {
+                                left: left - 1,
+                                after_d: left == 4 && matches!(b, b'd' | b'D'),
+                            }
                         };
                         true
                     }
@@ -873,10 +912,21 @@ impl Constraint for JsonSchemaMachine {
                 match value {
                     ValueStage::String { stage, .. } => match stage {
                         StringStage::Open => out.extend(b"\"\""),
-                        StringStage::Body { .. } => out.push(b'"'),
+                        StringStage::Body {
+                            utf8_pending,
+                            next_min,
+                            ..
+                        } => {
+                            // The smallest character the lead byte can still make.
+                            if *utf8_pending > 0 {
+                                out.push(*next_min);
+                                out.extend(std::iter::repeat_n(0x80, *utf8_pending as usize - 1));
+                            }
+                            out.push(b'"');
+                        }
                         StringStage::Escape => out.extend(b"\\\""),
-                        StringStage::Unicode(n) => {
-                            out.extend(std::iter::repeat_n(b'0', *n as usize));
+                        StringStage::Unicode { left, .. } => {
+                            out.extend(std::iter::repeat_n(b'0', *left as usize));
                             out.push(b'"');
                         }
                     },
@@ -1067,6 +1117,46 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.pointer, "/required/0");
+    }
+
+    /// Feeds `bytes`, skipping the ones the machine refuses; returns what was written plus the
+    /// completion.
+    fn written_and_completed(schema: &ObjectSchema, bytes: &[u8]) -> Vec<u8> {
+        let mut m = JsonSchemaMachine::new(schema.clone());
+        let mut out = Vec::new();
+        for &b in bytes {
+            if m.accepts(&[b]) {
+                m.advance(&[b]);
+                out.push(b);
+            }
+        }
+        out.extend(m.completion());
+        out
+    }
+
+    #[test]
+    fn strings_stay_valid_utf8_and_escapes_never_make_a_lone_surrogate() {
+        // Found by the json_schema fuzz target: a completion cut a 4-byte character after its
+        // lead byte, which is not UTF-8.
+        let schema =
+            ObjectSchema::from_json_schema(&json!({"properties": {"a": {"type": "string"}}}))
+                .unwrap();
+        for (output, expected) in [
+            (&b"{\"a\":\"x\xF3"[..], "x\u{c0000}"),
+            (b"{\"a\":\"\xE0\x80\xED\xA0\xF4\x90", "\u{810}"),
+            (b"{\"a\":\"\xED\x9F", "\u{d7c0}"),
+            (b"{\"a\":\"\\uD8\\ud", "\u{d000}"),
+        ] {
+            let written = written_and_completed(&schema, output);
+            let value: Value = serde_json::from_slice(&written)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&written)));
+            assert_eq!(
+                value["a"],
+                expected,
+                "{}",
+                String::from_utf8_lossy(&written)
+            );
+        }
     }
 
     #[test]
