@@ -124,7 +124,9 @@ pub fn read_content<R: Read + Seek>(reader: &mut R) -> Result<Content, String> {
                 dtype.block_size()
             ));
         }
-        let bytes = (elements / dtype.block_size()) as u64 * dtype.type_size() as u64;
+        let bytes = ((elements / dtype.block_size()) as u64)
+            .checked_mul(dtype.type_size() as u64)
+            .ok_or_else(|| format!("tensor `{name}`: shape {:?} overflows", info.shape.dims()))?;
         let end = content
             .tensor_data_offset
             .checked_add(info.offset)
@@ -604,6 +606,9 @@ mod tests {
         );
         let err = read(gguf(&[], &[("t", &[u64::MAX / 2, 4], 0, 0)], 64)).unwrap_err();
         assert!(err.contains("tensor `t`"), "{err}");
+        // Found by the gguf fuzz target: elements that fit, bytes (elements x 4) that do not.
+        let err = read(gguf(&[], &[("t", &[u64::MAX / 3], 0, 0)], 64)).unwrap_err();
+        assert!(err.contains("overflows"), "{err}");
     }
 
     #[test]

@@ -325,8 +325,10 @@ impl NumberStage {
         let digit = b.is_ascii_digit();
         match (self, b) {
             (Empty, b'-') => Some(Minus),
-            (Empty | Minus, b'0') => Some(Zero),
-            (Empty | Minus, _) if digit => Some(Int),
+            (Empty, b'0') => Some(Zero),
+            // `-0` reads as the float -0.0, not an integer.
+            (Minus, b'0') if !integer => Some(Zero),
+            (Empty | Minus, b'1'..=b'9') => Some(Int),
             (Int, _) if digit => Some(Int),
             (Zero | Int, b'.') if !integer => Some(Dot),
             (Zero | Int | Frac, b'e' | b'E') if !integer => Some(Exp),
@@ -340,7 +342,8 @@ impl NumberStage {
     /// Bytes that complete an unfinished number.
     fn completion(self) -> &'static [u8] {
         match self {
-            Self::Empty | Self::Minus | Self::Dot | Self::Exp | Self::ExpSign => b"0",
+            Self::Minus => b"1",
+            Self::Empty | Self::Dot | Self::Exp | Self::ExpSign => b"0",
             _ => b"",
         }
     }
@@ -1156,6 +1159,29 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&written)
             );
+        }
+    }
+
+    #[test]
+    fn integers_are_never_negative_zero() {
+        // Found by the json_schema fuzz target: `-0` reads as the float -0.0.
+        let schema =
+            ObjectSchema::from_json_schema(&json!({"properties": {"n": {"type": "integer"}}}))
+                .unwrap();
+        for (output, expected) in [
+            (&b"{\"n\":-0"[..], json!(-1)),
+            (b"{\"n\":-", json!(-1)),
+            (b"{\"n\":-07", json!(-7)),
+        ] {
+            let written = written_and_completed(&schema, output);
+            let value: Value = serde_json::from_slice(&written).expect("JSON");
+            assert_eq!(
+                value["n"],
+                expected,
+                "{}",
+                String::from_utf8_lossy(&written)
+            );
+            assert_eq!(schema.validate(&value), Ok(()));
         }
     }
 
