@@ -9,7 +9,10 @@ use std::path::Path;
 use std::time::Instant;
 
 fn main() {
-    let iterations: u32 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let iterations: u32 = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
     let runtime = rules_runtime(Path::new("rules"), &RulesConfig::default());
     let variables = json!({
         "order_id": "SO-1001", "customer": "ACME", "amount": 12500.5, "currency": "EUR",
@@ -19,12 +22,21 @@ fn main() {
     let variables = variables.as_object().cloned().unwrap_or_default();
     let conditions = [
         ("comparison", "amount > 10000"),
-        ("and/or over 3 variables", r#"amount > 10000 && currency == "EUR" && !paid"#),
-        ("map field", r#"shipment.carrier == "DHL" && shipment.weight_kg < 30"#),
+        (
+            "and/or over 3 variables",
+            r#"amount > 10000 && currency == "EUR" && !paid"#,
+        ),
+        (
+            "map field",
+            r#"shipment.carrier == "DHL" && shipment.weight_kg < 30"#,
+        ),
         ("stdlib date call", r#"is_before(created_at, "2026-11-29")"#),
         ("stdlib money call", r#"money_cmp(amount, "10000.00") > 0"#),
     ];
-    println!("{iterations} evaluations per condition, {} variables in scope", variables.len());
+    println!(
+        "{iterations} evaluations per condition, {} variables in scope",
+        variables.len()
+    );
     for (label, source) in conditions {
         let ast = match runtime.compile(source) {
             Ok(ast) => ast,

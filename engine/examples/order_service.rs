@@ -18,12 +18,20 @@ fn system_call(system: &'static str) -> flowbot_engine::runtime::Handler {
     handler(move |job: JobContext| async move {
         // A real handler would pass `job.idempotency_key` to the outside system so that a retry
         // after a crash does not repeat the effect.
-        let order = job.variables.get("order_id").and_then(Value::as_str).unwrap_or("?").to_string();
+        let order = job
+            .variables
+            .get("order_id")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
         if order.is_empty() {
             return Err(HandlerError::new(format!("{system}: the order has no id")));
         }
         let mut out = Map::new();
-        out.insert(format!("{system}_ref"), json!(format!("{system}:{order}:{}", job.activation)));
+        out.insert(
+            format!("{system}_ref"),
+            json!(format!("{system}:{order}:{}", job.activation)),
+        );
         Ok(out)
     })
 }
@@ -42,19 +50,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("flowbot-order-service-{}", std::process::id()));
     let store = Arc::new(SledStore::open(&dir, Durability::group())?);
     let mut builder = Engine::builder().store(store);
-    for name in
-        ["import_order", "send_invoice", "notify_customer", "warehouse_inbound", "book_accounting_period", "settle_freight"]
-    {
+    for name in [
+        "import_order",
+        "send_invoice",
+        "notify_customer",
+        "warehouse_inbound",
+        "book_accounting_period",
+        "settle_freight",
+    ] {
         builder = builder.handler(name, system_call(name));
     }
     let engine = builder.build().await?;
     let deployment = engine.deploy(&defs, None).await?;
-    println!("deployed {} version {}", deployment.deployed.process_id, deployment.deployed.version);
+    println!(
+        "deployed {} version {}",
+        deployment.deployed.process_id, deployment.deployed.version
+    );
 
     let mut orders = Vec::new();
     for (n, amount) in [(1, 500), (2, 20_000), (3, 900)] {
         let vars = json!({"order_id": format!("SO-{n}"), "customer": "ACME", "amount": amount, "currency": "EUR", "paid": false});
-        let started = engine.start(&deployment.deployed.process_id, vars.as_object().cloned().unwrap_or_default()).await?;
+        let started = engine
+            .start(
+                &deployment.deployed.process_id,
+                vars.as_object().cloned().unwrap_or_default(),
+            )
+            .await?;
         orders.push(started.id);
     }
     // A clerk works through the open user tasks until every order is done; between rounds the
@@ -66,7 +87,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for wait in info.waiting_on.iter().filter(|w| w.kind == "user") {
                 open += 1;
                 let outputs = json!({"approved": true, "shipment_carrier": "DHL", "shipment_date": "2026-12-01"});
-                if let Err(err) = engine.complete_task(id, wait.activation, outputs.as_object().cloned().unwrap_or_default()).await {
+                if let Err(err) = engine
+                    .complete_task(
+                        id,
+                        wait.activation,
+                        outputs.as_object().cloned().unwrap_or_default(),
+                    )
+                    .await
+                {
                     println!("{id}: {} refused: {err}", wait.node);
                 }
             }

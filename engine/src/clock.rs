@@ -44,7 +44,9 @@ impl Clock for WallClock {
 
 /// The current system time in milliseconds since the Unix epoch.
 pub fn wall_now_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     since_epoch.as_millis() as u64
 }
 
@@ -58,7 +60,9 @@ pub struct VirtualClock {
 impl VirtualClock {
     /// A virtual clock starting at `start_ms`.
     pub fn starting_at(start_ms: u64) -> Self {
-        Self { now: Arc::new(AtomicU64::new(start_ms)) }
+        Self {
+            now: Arc::new(AtomicU64::new(start_ms)),
+        }
     }
 
     /// A virtual clock starting at the current wall-clock time.

@@ -46,12 +46,24 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `span` in `file`.
     pub fn error(file: &Path, span: Span, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, file: file.to_path_buf(), span, message: message.into(), id: None }
+        Self {
+            severity: Severity::Error,
+            file: file.to_path_buf(),
+            span,
+            message: message.into(),
+            id: None,
+        }
     }
 
     /// A warning at `span` in `file`.
     pub fn warning(file: &Path, span: Span, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, file: file.to_path_buf(), span, message: message.into(), id: None }
+        Self {
+            severity: Severity::Warning,
+            file: file.to_path_buf(),
+            span,
+            message: message.into(),
+            id: None,
+        }
     }
 
     /// Names the element concerned.
@@ -62,7 +74,12 @@ impl Diagnostic {
 
     /// `file:line:col`, the location alone.
     pub fn location(&self) -> String {
-        format!("{}:{}:{}", self.file.display(), self.span.line, self.span.col)
+        format!(
+            "{}:{}:{}",
+            self.file.display(),
+            self.span.line,
+            self.span.col
+        )
     }
 
     /// Whether this is an error (not a warning).
@@ -73,7 +90,13 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.location(), self.severity, self.message)?;
+        write!(
+            f,
+            "{}: {}: {}",
+            self.location(),
+            self.severity,
+            self.message
+        )?;
         if let Some(id) = &self.id {
             write!(f, " [{id}]")?;
         }
@@ -92,7 +115,8 @@ mod tests {
 
     #[test]
     fn formats_as_path_line_col_severity_message_id() {
-        let d = Diagnostic::error(Path::new("w/a.bpmn"), Span::new(3, 7), "unknown node `x`").with_id("f1");
+        let d = Diagnostic::error(Path::new("w/a.bpmn"), Span::new(3, 7), "unknown node `x`")
+            .with_id("f1");
         assert_eq!(d.to_string(), "w/a.bpmn:3:7: error: unknown node `x` [f1]");
         let w = Diagnostic::warning(Path::new("a.yaml"), Span::new(1, 1), "no default");
         assert_eq!(w.to_string(), "a.yaml:1:1: warning: no default");

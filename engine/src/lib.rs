@@ -9,8 +9,8 @@ pub mod graph;
 pub mod llm;
 pub mod model;
 pub mod rules;
-pub mod script;
 pub mod runtime;
+pub mod script;
 pub mod store;
 #[cfg(test)]
 mod testkit;

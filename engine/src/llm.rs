@@ -184,12 +184,22 @@ impl PromptTemplate {
                 }
                 '}' => return Err(TemplateError::Unmatched { column: i + 1 }),
                 '{' => {
-                    let close = chars[i + 1..].iter().position(|&c| c == '}').ok_or(TemplateError::Unclosed { column: i + 1 })?;
+                    let close = chars[i + 1..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .ok_or(TemplateError::Unclosed { column: i + 1 })?;
                     let name: String = chars[i + 1..i + 1 + close].iter().collect();
                     let path: Vec<String> = name.trim().split('.').map(str::to_owned).collect();
-                    let valid = path.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'));
+                    let valid = path.iter().all(|p| {
+                        !p.is_empty()
+                            && p.chars()
+                                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                    });
                     if !valid {
-                        return Err(TemplateError::BadName { column: i + 1, name });
+                        return Err(TemplateError::BadName {
+                            column: i + 1,
+                            name,
+                        });
                     }
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
@@ -233,7 +243,11 @@ impl PromptTemplate {
                     }
                     match value {
                         Some(Value::String(s)) => out.push_str(s),
-                        Some(Value::Null) | None => return Err(TemplateError::Missing { name: path.join(".") }),
+                        Some(Value::Null) | None => {
+                            return Err(TemplateError::Missing {
+                                name: path.join("."),
+                            })
+                        }
                         Some(other) => out.push_str(&other.to_string()),
                     }
                 }
@@ -257,7 +271,10 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_without_escaping() {
-        let t = PromptTemplate::parse("we received your order {id}, total {amount} from {customer.name} {{ok}}").unwrap();
+        let t = PromptTemplate::parse(
+            "we received your order {id}, total {amount} from {customer.name} {{ok}}",
+        )
+        .unwrap();
         assert_eq!(t.variables(), vec!["id", "amount", "customer.name"]);
         assert_eq!(
             t.render(&vars()).unwrap(),
@@ -268,10 +285,24 @@ mod tests {
     #[test]
     fn missing_variables_and_bad_braces_are_errors_with_columns() {
         let t = PromptTemplate::parse("order {nope}").unwrap();
-        assert_eq!(t.render(&vars()), Err(TemplateError::Missing { name: "nope".into() }));
-        assert_eq!(PromptTemplate::parse("a {id"), Err(TemplateError::Unclosed { column: 3 }));
-        assert_eq!(PromptTemplate::parse("a } b"), Err(TemplateError::Unmatched { column: 3 }));
-        assert!(matches!(PromptTemplate::parse("x {two words}"), Err(TemplateError::BadName { column: 3, .. })));
+        assert_eq!(
+            t.render(&vars()),
+            Err(TemplateError::Missing {
+                name: "nope".into()
+            })
+        );
+        assert_eq!(
+            PromptTemplate::parse("a {id"),
+            Err(TemplateError::Unclosed { column: 3 })
+        );
+        assert_eq!(
+            PromptTemplate::parse("a } b"),
+            Err(TemplateError::Unmatched { column: 3 })
+        );
+        assert!(matches!(
+            PromptTemplate::parse("x {two words}"),
+            Err(TemplateError::BadName { column: 3, .. })
+        ));
     }
 
     #[test]
@@ -286,6 +317,9 @@ mod tests {
             warnings: vec![],
         };
         let text = serde_json::to_string(&response).unwrap();
-        assert_eq!(serde_json::from_str::<LlmResponse>(&text).unwrap(), response);
+        assert_eq!(
+            serde_json::from_str::<LlmResponse>(&text).unwrap(),
+            response
+        );
     }
 }

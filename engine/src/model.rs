@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// A 1-based line and column in a source file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Span {
     /// 1-based line.
     pub line: u32,
@@ -169,7 +171,12 @@ pub struct Activity<T> {
 impl<T> Activity<T> {
     /// An activity with the given body and no loop, multi-instance or retry settings.
     pub fn new(body: T) -> Self {
-        Self { body, multi_instance: None, standard_loop: false, retry: None }
+        Self {
+            body,
+            multi_instance: None,
+            standard_loop: false,
+            retry: None,
+        }
     }
 }
 
@@ -494,7 +501,10 @@ impl AttachPoint {
             "on_variable_change" => return needs_variable(AttachPoint::OnVariableChange),
             "on_status_change" => AttachPoint::OnStatusChange,
             other => {
-                return Err(format!("unknown rule point `{other}`; expected one of: {}", Self::NAMES.join(", ")))
+                return Err(format!(
+                    "unknown rule point `{other}`; expected one of: {}",
+                    Self::NAMES.join(", ")
+                ))
             }
         };
         match variable {
@@ -519,7 +529,10 @@ impl AttachPoint {
 
     /// Whether a rule at this point is a guard (it may refuse the action).
     pub fn is_guard(&self) -> bool {
-        matches!(self, AttachPoint::GuardComplete | AttachPoint::GuardMessage | AttachPoint::GuardVariable(_))
+        matches!(
+            self,
+            AttachPoint::GuardComplete | AttachPoint::GuardMessage | AttachPoint::GuardVariable(_)
+        )
     }
 }
 

@@ -29,8 +29,15 @@ pub fn check_source_size(source: &str) -> Result<(), ScriptError> {
     if source.len() <= MAX_SCRIPT_BYTES {
         return Ok(());
     }
-    let message = format!("the script is {} bytes; scripts are limited to {MAX_SCRIPT_BYTES} bytes (64 KiB)", source.len());
-    Err(ScriptError::Compile { message, line: 1, col: 1 })
+    let message = format!(
+        "the script is {} bytes; scripts are limited to {MAX_SCRIPT_BYTES} bytes (64 KiB)",
+        source.len()
+    );
+    Err(ScriptError::Compile {
+        message,
+        line: 1,
+        col: 1,
+    })
 }
 
 /// Reads a script file of at most [`MAX_SCRIPT_BYTES`] (never more is read from it).
@@ -38,10 +45,15 @@ pub fn read_script_file(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_SCRIPT_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .and_then(|file| {
+            file.take(MAX_SCRIPT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
         .map_err(|e| e.to_string())?;
     if bytes.len() > MAX_SCRIPT_BYTES {
-        return Err(format!("the file is larger than {MAX_SCRIPT_BYTES} bytes (64 KiB), the limit for scripts"));
+        return Err(format!(
+            "the file is larger than {MAX_SCRIPT_BYTES} bytes (64 KiB), the limit for scripts"
+        ));
     }
     String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())
 }
@@ -115,7 +127,9 @@ impl ScriptError {
     /// The 1-based line and column inside the script, when known.
     pub fn position(&self) -> Option<(u32, u32)> {
         match self {
-            ScriptError::Compile { line, col, .. } | ScriptError::Runtime { line, col, .. } if *line > 0 => {
+            ScriptError::Compile { line, col, .. } | ScriptError::Runtime { line, col, .. }
+                if *line > 0 =>
+            {
                 Some((*line, *col))
             }
             _ => None,
@@ -124,13 +138,20 @@ impl ScriptError {
 }
 
 fn position_of(pos: rhai::Position) -> (u32, u32) {
-    (pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
+    (
+        pos.line().unwrap_or(0) as u32,
+        pos.position().unwrap_or(0) as u32,
+    )
 }
 
 impl From<rhai::ParseError> for ScriptError {
     fn from(e: rhai::ParseError) -> Self {
         let (line, col) = position_of(e.position());
-        ScriptError::Compile { message: e.err_type().to_string(), line, col }
+        ScriptError::Compile {
+            message: e.err_type().to_string(),
+            line,
+            col,
+        }
     }
 }
 
@@ -200,7 +221,10 @@ impl ScriptRuntime {
     /// A runtime around an engine built by [`sandboxed_engine`] and extended by the caller (the
     /// rules module registers its standard library this way).
     pub fn with_engine(engine: Engine) -> Self {
-        Self { engine, cache: RwLock::new(HashMap::new()) }
+        Self {
+            engine,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The underlying Rhai engine.
@@ -211,24 +235,42 @@ impl ScriptRuntime {
     /// Compiles `source` (cached by content hash).
     pub fn compile(&self, source: &str) -> Result<CompiledScript, ScriptError> {
         let key = content_hash(source);
-        if let Some(ast) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(ast) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(ast.clone());
         }
         check_source_size(source)?;
         let ast = Arc::new(self.engine.compile(source)?);
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, ast.clone());
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, ast.clone());
         Ok(ast)
     }
 
     /// Evaluates a condition over `variables`; it must return a boolean.
-    pub fn eval_condition(&self, ast: &AST, variables: &Map<String, Value>) -> Result<bool, ScriptError> {
+    pub fn eval_condition(
+        &self,
+        ast: &AST,
+        variables: &Map<String, Value>,
+    ) -> Result<bool, ScriptError> {
         let mut scope = scope_from(variables)?;
         let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, ast)?;
-        value.as_bool().map_err(|found| ScriptError::NotBoolean { found: found.to_string() })
+        value.as_bool().map_err(|found| ScriptError::NotBoolean {
+            found: found.to_string(),
+        })
     }
 
     /// Evaluates an expression over `variables` and returns its value as JSON.
-    pub fn eval_value(&self, ast: &AST, variables: &Map<String, Value>) -> Result<Value, ScriptError> {
+    pub fn eval_value(
+        &self,
+        ast: &AST,
+        variables: &Map<String, Value>,
+    ) -> Result<Value, ScriptError> {
         let mut scope = scope_from(variables)?;
         let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, ast)?;
         to_json(&value)
@@ -236,7 +278,11 @@ impl ScriptRuntime {
 
     /// Runs a script with `variables` in scope. Top-level `let` bindings and assignments to
     /// existing variables become the returned updates (only values that changed or are new).
-    pub fn run_script(&self, ast: &AST, variables: &Map<String, Value>) -> Result<VariableUpdates, ScriptError> {
+    pub fn run_script(
+        &self,
+        ast: &AST,
+        variables: &Map<String, Value>,
+    ) -> Result<VariableUpdates, ScriptError> {
         let mut scope = scope_from(variables)?;
         self.engine.run_ast_with_scope(&mut scope, ast)?;
         let mut updates = Map::new();
@@ -307,24 +353,37 @@ mod tests {
     fn condition_sees_instance_variables() {
         let rt = ScriptRuntime::default();
         let ast = rt.compile("amount > 1000 && customer == \"ACME\"").unwrap();
-        assert!(rt.eval_condition(&ast, &vars(json!({"amount": 1500, "customer": "ACME"}))).unwrap());
-        assert!(!rt.eval_condition(&ast, &vars(json!({"amount": 500, "customer": "ACME"}))).unwrap());
+        assert!(rt
+            .eval_condition(&ast, &vars(json!({"amount": 1500, "customer": "ACME"})))
+            .unwrap());
+        assert!(!rt
+            .eval_condition(&ast, &vars(json!({"amount": 500, "customer": "ACME"})))
+            .unwrap());
     }
 
     #[test]
     fn condition_must_be_boolean() {
         let rt = ScriptRuntime::default();
         let ast = rt.compile("amount + 1").unwrap();
-        let err = rt.eval_condition(&ast, &vars(json!({"amount": 1}))).unwrap_err();
+        let err = rt
+            .eval_condition(&ast, &vars(json!({"amount": 1})))
+            .unwrap_err();
         assert!(matches!(err, ScriptError::NotBoolean { .. }), "{err}");
     }
 
     #[test]
     fn script_returns_new_and_changed_variables_only() {
         let rt = ScriptRuntime::default();
-        let ast = rt.compile("let status = \"confirmed\"; amount += 1; let same = kept;").unwrap();
-        let updates = rt.run_script(&ast, &vars(json!({"amount": 1, "kept": [1, 2]}))).unwrap();
-        assert_eq!(Value::Object(updates), json!({"status": "confirmed", "amount": 2, "same": [1, 2]}));
+        let ast = rt
+            .compile("let status = \"confirmed\"; amount += 1; let same = kept;")
+            .unwrap();
+        let updates = rt
+            .run_script(&ast, &vars(json!({"amount": 1, "kept": [1, 2]})))
+            .unwrap();
+        assert_eq!(
+            Value::Object(updates),
+            json!({"status": "confirmed", "amount": 2, "same": [1, 2]})
+        );
     }
 
     #[test]
@@ -355,7 +414,9 @@ mod tests {
     #[test]
     fn import_and_eval_are_unavailable() {
         let rt = ScriptRuntime::default();
-        let err = rt.compile("import \"/etc/passwd\" as p; p::x").map(|ast| rt.run_script(&ast, &Map::new()));
+        let err = rt
+            .compile("import \"/etc/passwd\" as p; p::x")
+            .map(|ast| rt.run_script(&ast, &Map::new()));
         assert!(matches!(err, Ok(Err(_)) | Err(_)));
         assert!(rt.compile("eval(\"1\")").is_err());
     }
@@ -367,7 +428,13 @@ mod tests {
         let err = rt.compile(&long).unwrap_err();
         assert_eq!(err.position(), Some((1, 1)));
         assert!(err.to_string().contains("limited to 65536 bytes"), "{err}");
-        for (open, close) in [("(", ")"), ("[", "]"), ("{", "}"), ("if true { ", " }"), ("-", "")] {
+        for (open, close) in [
+            ("(", ")"),
+            ("[", "]"),
+            ("{", "}"),
+            ("if true { ", " }"),
+            ("-", ""),
+        ] {
             let deep = format!("{}1{}", open.repeat(5_000), close.repeat(5_000));
             let err = rt.compile(&deep).unwrap_err();
             assert!(matches!(err, ScriptError::Compile { .. }), "{open}: {err}");
@@ -391,8 +458,14 @@ mod tests {
 
     #[test]
     fn strips_modeler_wrappers() {
-        assert_eq!(strip_expression_wrappers("${amount > 1000}"), "amount > 1000");
-        assert_eq!(strip_expression_wrappers("= amount > 1000"), "amount > 1000");
+        assert_eq!(
+            strip_expression_wrappers("${amount > 1000}"),
+            "amount > 1000"
+        );
+        assert_eq!(
+            strip_expression_wrappers("= amount > 1000"),
+            "amount > 1000"
+        );
         assert_eq!(strip_expression_wrappers(" x == 1 "), "x == 1");
         assert_eq!(strip_expression_wrappers("==1"), "==1");
     }

@@ -14,7 +14,10 @@ pub struct Scope {
 impl Scope {
     /// An empty scope whose elements start at line `line`.
     pub fn at_line(line: u32) -> Self {
-        Self { line, ..Self::default() }
+        Self {
+            line,
+            ..Self::default()
+        }
     }
 
     fn next_span(&mut self) -> Span {
@@ -25,7 +28,14 @@ impl Scope {
     /// Adds a node.
     pub fn node(mut self, id: &str, kind: NodeKind) -> Self {
         let span = self.next_span();
-        self.nodes.push(Node { id: id.into(), name: None, kind, default_flow: None, rules: Vec::new(), span });
+        self.nodes.push(Node {
+            id: id.into(),
+            name: None,
+            kind,
+            default_flow: None,
+            rules: Vec::new(),
+            span,
+        });
         self
     }
 
@@ -50,8 +60,11 @@ impl Scope {
 
     fn flow_if(mut self, from: &str, to: &str, condition: Option<&str>) -> Self {
         let span = self.next_span();
-        let condition =
-            condition.map(|c| Expr { language: None, source: c.into(), span: Span::new(span.line, span.col + 10) });
+        let condition = condition.map(|c| Expr {
+            language: None,
+            source: c.into(),
+            span: Span::new(span.line, span.col + 10),
+        });
         self.flows.push(SequenceFlow {
             id: format!("{from}_{to}"),
             name: None,
@@ -102,7 +115,10 @@ impl Scope {
 
 /// A none start event.
 pub fn start() -> NodeKind {
-    NodeKind::StartEvent { trigger: None, interrupting: true }
+    NodeKind::StartEvent {
+        trigger: None,
+        interrupting: true,
+    }
 }
 
 /// A none end event.
@@ -112,7 +128,9 @@ pub fn end() -> NodeKind {
 
 /// A terminate end event.
 pub fn terminate() -> NodeKind {
-    NodeKind::EndEvent { result: Some(EventTrigger::Terminate) }
+    NodeKind::EndEvent {
+        result: Some(EventTrigger::Terminate),
+    }
 }
 
 /// A plain task.
@@ -127,7 +145,9 @@ pub fn user() -> NodeKind {
 
 /// A service task with a handler.
 pub fn service(handler: &str) -> NodeKind {
-    NodeKind::Task(Activity::new(TaskKind::Service { handler: Some(handler.into()) }))
+    NodeKind::Task(Activity::new(TaskKind::Service {
+        handler: Some(handler.into()),
+    }))
 }
 
 /// A Rhai script task.
@@ -138,7 +158,11 @@ pub fn script(source: &str) -> NodeKind {
 /// A script task in a declared language.
 pub fn script_in(language: Option<&str>, source: &str) -> NodeKind {
     NodeKind::Task(Activity::new(TaskKind::Script {
-        script: Some(Script { language: language.map(str::to_string), source: source.into(), span: Span::new(50, 5) }),
+        script: Some(Script {
+            language: language.map(str::to_string),
+            source: source.into(),
+            span: Span::new(50, 5),
+        }),
     }))
 }
 

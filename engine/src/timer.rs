@@ -18,7 +18,10 @@
 //! the Unix epoch.
 
 use crate::model::{Timer, TimerKind};
-use chrono::{DateTime, Duration as ChronoDuration, LocalResult, Months, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Duration as ChronoDuration, LocalResult, Months, NaiveDateTime, Offset, TimeZone,
+    Timelike, Utc,
+};
 use chrono_tz::Tz;
 use cron::TimeUnitSpec;
 use std::str::FromStr;
@@ -36,8 +39,14 @@ pub struct IsoDuration {
 impl IsoDuration {
     /// Adds the duration to a moment; `None` on overflow.
     pub fn after(&self, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let with_months = if self.months == 0 { from } else { from.checked_add_months(Months::new(self.months))? };
-        with_months.checked_add_signed(ChronoDuration::milliseconds(i64::try_from(self.millis).ok()?))
+        let with_months = if self.months == 0 {
+            from
+        } else {
+            from.checked_add_months(Months::new(self.months))?
+        };
+        with_months.checked_add_signed(ChronoDuration::milliseconds(
+            i64::try_from(self.millis).ok()?,
+        ))
     }
 
     /// Whether the duration is zero.
@@ -98,7 +107,11 @@ pub enum TimerError {
 }
 
 fn invalid(kind: &'static str, text: &str, reason: impl Into<String>) -> TimerError {
-    TimerError::Invalid { kind, text: text.to_string(), reason: reason.into() }
+    TimerError::Invalid {
+        kind,
+        text: text.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl TimerSpec {
@@ -114,9 +127,14 @@ impl TimerSpec {
     pub fn parse_in(kind: TimerKind, text: &str, zone: Option<&str>) -> Result<Self, TimerError> {
         let text = text.trim();
         let tz = zone.map(parse_zone).transpose()?;
-        let exact_time = kind == TimerKind::Duration || (kind == TimerKind::Cycle && text.starts_with('R'));
+        let exact_time =
+            kind == TimerKind::Duration || (kind == TimerKind::Cycle && text.starts_with('R'));
         if exact_time && tz.is_some() {
-            let what = if kind == TimerKind::Duration { "duration" } else { "cycle" };
+            let what = if kind == TimerKind::Duration {
+                "duration"
+            } else {
+                "cycle"
+            };
             return Err(invalid(
                 what,
                 text,
@@ -125,7 +143,9 @@ impl TimerSpec {
         }
         match kind {
             TimerKind::Duration => Ok(TimerSpec::Duration(parse_duration(text)?)),
-            TimerKind::Date => Ok(TimerSpec::Date(parse_zoned_date(text, tz).map_err(|r| invalid("date", text, r))?)),
+            TimerKind::Date => Ok(TimerSpec::Date(
+                parse_zoned_date(text, tz).map_err(|r| invalid("date", text, r))?,
+            )),
             TimerKind::Cycle if text.starts_with('R') => parse_repeating(text),
             TimerKind::Cycle => parse_cron(text, tz.unwrap_or(Tz::UTC)),
         }
@@ -133,7 +153,11 @@ impl TimerSpec {
 
     /// Parses a timer of the model (its kind, text and time zone).
     pub fn of(timer: &Timer) -> Result<Self, TimerError> {
-        Self::parse_in(timer.kind, &timer.expression.source, timer.time_zone.as_deref())
+        Self::parse_in(
+            timer.kind,
+            &timer.expression.source,
+            timer.time_zone.as_deref(),
+        )
     }
 
     /// When the timer is first due if armed at `armed_ms`; `None` if it never fires (a cycle
@@ -151,9 +175,22 @@ impl TimerSpec {
         match self {
             TimerSpec::Duration(d) => Some((to_ms(d.after(armed)?)?, 1)),
             TimerSpec::Date(at) => Some((to_ms(*at)?, 1)),
-            TimerSpec::Cycle { repetitions: Some(0), .. } => None,
-            TimerSpec::Cycle { start: None, interval, end, .. } => Some((within(interval.after(armed)?, end)?, 1)),
-            TimerSpec::Cycle { repetitions, start: Some(start), interval, end } => {
+            TimerSpec::Cycle {
+                repetitions: Some(0),
+                ..
+            } => None,
+            TimerSpec::Cycle {
+                start: None,
+                interval,
+                end,
+                ..
+            } => Some((within(interval.after(armed)?, end)?, 1)),
+            TimerSpec::Cycle {
+                repetitions,
+                start: Some(start),
+                interval,
+                end,
+            } => {
                 let (first, index) = first_not_before(*start, interval, armed)?;
                 if repetitions.is_some_and(|r| index > r) {
                     return None;
@@ -170,7 +207,12 @@ impl TimerSpec {
         let previous = from_ms(previous_ms)?;
         match self {
             TimerSpec::Duration(_) | TimerSpec::Date(_) => None,
-            TimerSpec::Cycle { repetitions, interval, end, .. } => {
+            TimerSpec::Cycle {
+                repetitions,
+                interval,
+                end,
+                ..
+            } => {
                 if repetitions.is_some_and(|r| fired >= r) {
                     return None;
                 }
@@ -199,12 +241,20 @@ pub fn check_time_zone(name: &str) -> Result<(), TimerError> {
 fn parse_zone(name: &str) -> Result<Tz, TimerError> {
     let name = name.trim();
     Tz::from_str(name).map_err(|_| {
-        invalid("time zone", name, "not an IANA time zone name (such as Asia/Shanghai, Europe/Berlin or UTC)")
+        invalid(
+            "time zone",
+            name,
+            "not an IANA time zone name (such as Asia/Shanghai, Europe/Berlin or UTC)",
+        )
     })
 }
 
 /// The first occurrence `start + n × interval` (n ≥ 0) not before `armed`, with its 1-based number.
-fn first_not_before(start: DateTime<Utc>, interval: &IsoDuration, armed: DateTime<Utc>) -> Option<(DateTime<Utc>, u32)> {
+fn first_not_before(
+    start: DateTime<Utc>,
+    interval: &IsoDuration,
+    armed: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, u32)> {
     if start >= armed {
         return Some((start, 1));
     }
@@ -230,7 +280,10 @@ fn first_not_before(start: DateTime<Utc>, interval: &IsoDuration, armed: DateTim
 /// `zone`, with the daylight-saving rules of the module documentation.
 fn next_cron(schedule: &cron::Schedule, zone: Tz, after_ms: u64) -> Option<u64> {
     let after = from_ms(after_ms)?;
-    let local = after.with_timezone(&zone).naive_local().with_nanosecond(0)?;
+    let local = after
+        .with_timezone(&zone)
+        .naive_local()
+        .with_nanosecond(0)?;
     // Candidates are wall-clock times; the one equal to `local` is included so that the second
     // of two repeated wall-clock times can be found.
     let from = Utc.from_utc_datetime(&(local - ChronoDuration::seconds(1)));
@@ -255,7 +308,9 @@ fn next_cron(schedule: &cron::Schedule, zone: Tz, after_ms: u64) -> Option<u64> 
 /// The instant of a wall-clock time skipped by a daylight-saving change: the time read with the
 /// offset in force before the change.
 fn in_gap(zone: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
-    let before = zone.from_local_datetime(&(wall - ChronoDuration::hours(26))).earliest()?;
+    let before = zone
+        .from_local_datetime(&(wall - ChronoDuration::hours(26)))
+        .earliest()?;
     let offset = before.offset().fix().local_minus_utc();
     Some(Utc.from_utc_datetime(&(wall - ChronoDuration::seconds(i64::from(offset)))))
 }
@@ -291,8 +346,12 @@ fn parse_zoned_date(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, Strin
                 format!("expected a date such as 2026-12-01T08:00:00 (in {zone}) or 2026-12-01T08:00:00Z ({e})")
             })?;
             match zone.from_local_datetime(&wall) {
-                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => Ok(at.with_timezone(&Utc)),
-                LocalResult::None => in_gap(zone, wall).ok_or_else(|| format!("{text} does not exist in {zone}")),
+                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => {
+                    Ok(at.with_timezone(&Utc))
+                }
+                LocalResult::None => {
+                    in_gap(zone, wall).ok_or_else(|| format!("{text} does not exist in {zone}"))
+                }
             }
         }
     }
@@ -300,7 +359,9 @@ fn parse_zoned_date(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, Strin
 
 fn parse_duration(text: &str) -> Result<IsoDuration, TimerError> {
     let fail = |reason: &str| invalid("duration", text, reason.to_string());
-    let rest = text.strip_prefix('P').ok_or_else(|| fail("an ISO 8601 duration starts with 'P', e.g. PT10M or P3D"))?;
+    let rest = text
+        .strip_prefix('P')
+        .ok_or_else(|| fail("an ISO 8601 duration starts with 'P', e.g. PT10M or P3D"))?;
     if rest.is_empty() || rest == "T" {
         return Err(fail("no amount after 'P'"));
     }
@@ -328,7 +389,9 @@ fn parse_duration(text: &str) -> Result<IsoDuration, TimerError> {
             return Err(fail(&format!("unit '{c}' given twice")));
         }
         seen.push(unit);
-        let value: f64 = number.parse().map_err(|_| fail(&format!("'{number}' is not a number")))?;
+        let value: f64 = number
+            .parse()
+            .map_err(|_| fail(&format!("'{number}' is not a number")))?;
         let whole = |what: &str| -> Result<u32, TimerError> {
             if value.fract() != 0.0 || value > u32::MAX as f64 {
                 Err(fail(&format!("{what} must be a whole number")))
@@ -345,15 +408,27 @@ fn parse_duration(text: &str) -> Result<IsoDuration, TimerError> {
             }
         };
         match (in_time, c) {
-            (false, 'Y') => duration.months = duration.months.saturating_add(whole("years")?.saturating_mul(12)),
+            (false, 'Y') => {
+                duration.months = duration
+                    .months
+                    .saturating_add(whole("years")?.saturating_mul(12))
+            }
             (false, 'M') => duration.months = duration.months.saturating_add(whole("months")?),
             (false, 'W') => duration.millis += exact(7.0 * 86_400_000.0)?,
             (false, 'D') => duration.millis += exact(86_400_000.0)?,
             (true, 'H') => duration.millis += exact(3_600_000.0)?,
             (true, 'M') => duration.millis += exact(60_000.0)?,
             (true, 'S') => duration.millis += exact(1_000.0)?,
-            (false, 'H' | 'S') => return Err(fail(&format!("'{c}' belongs after 'T' (e.g. PT{number}{c})"))),
-            _ => return Err(fail(&format!("unknown unit '{c}' (use Y, M, W, D, then T and H, M, S)"))),
+            (false, 'H' | 'S') => {
+                return Err(fail(&format!(
+                    "'{c}' belongs after 'T' (e.g. PT{number}{c})"
+                )))
+            }
+            _ => {
+                return Err(fail(&format!(
+                    "unknown unit '{c}' (use Y, M, W, D, then T and H, M, S)"
+                )))
+            }
         }
         number.clear();
     }
@@ -370,7 +445,11 @@ fn parse_repeating(text: &str) -> Result<TimerSpec, TimerError> {
     let repetitions = if count.is_empty() {
         None
     } else {
-        Some(count.parse::<u32>().map_err(|_| fail(format!("'{count}' after R is not a repetition count")))?)
+        Some(
+            count
+                .parse::<u32>()
+                .map_err(|_| fail(format!("'{count}' after R is not a repetition count")))?,
+        )
     };
     let duration = |part: &str| {
         parse_duration(part).map_err(|e| match e {
@@ -380,14 +459,25 @@ fn parse_repeating(text: &str) -> Result<TimerSpec, TimerError> {
     let date = |part: &str| parse_date(part).map_err(|r| fail(format!("'{part}': {r}")));
     let (start, interval, end) = match parts.as_slice() {
         [_, interval] => (None, duration(interval)?, None),
-        [_, first, second] if first.starts_with('P') => (None, duration(first)?, Some(date(second)?)),
+        [_, first, second] if first.starts_with('P') => {
+            (None, duration(first)?, Some(date(second)?))
+        }
         [_, start, interval] => (Some(date(start)?), duration(interval)?, None),
-        _ => return Err(fail("expected R[n]/interval, R[n]/start/interval or R[n]/interval/end".into())),
+        _ => {
+            return Err(fail(
+                "expected R[n]/interval, R[n]/start/interval or R[n]/interval/end".into(),
+            ))
+        }
     };
     if interval.is_zero() {
         return Err(fail("the interval is zero".into()));
     }
-    Ok(TimerSpec::Cycle { repetitions, start, interval, end })
+    Ok(TimerSpec::Cycle {
+        repetitions,
+        start,
+        interval,
+        end,
+    })
 }
 
 fn parse_cron(text: &str, zone: Tz) -> Result<TimerSpec, TimerError> {
@@ -404,7 +494,10 @@ fn parse_cron(text: &str, zone: Tz) -> Result<TimerSpec, TimerError> {
         }
     };
     cron::Schedule::from_str(&normalized)
-        .map(|schedule| TimerSpec::Cron { schedule: Box::new(schedule), zone })
+        .map(|schedule| TimerSpec::Cron {
+            schedule: Box::new(schedule),
+            zone,
+        })
         .map_err(|e| invalid("cycle", text, format!("bad cron expression: {e}")))
 }
 
@@ -428,7 +521,11 @@ mod tests {
             ("PT36H", 0, 36 * 3_600_000),
         ];
         for (text, months, millis) in cases {
-            assert_eq!(parse_duration(text).unwrap(), IsoDuration { months, millis }, "{text}");
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                IsoDuration { months, millis },
+                "{text}"
+            );
         }
     }
 
@@ -447,7 +544,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = parse_duration(text).unwrap_err().to_string();
-            assert!(err.contains(expected) && err.contains(text), "{text}: {err}");
+            assert!(
+                err.contains(expected) && err.contains(text),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -463,15 +563,23 @@ mod tests {
     #[test]
     fn month_durations_use_the_calendar() {
         let spec = TimerSpec::parse(TimerKind::Duration, "P1M").unwrap();
-        assert_eq!(spec.first_due(ms("2026-01-31T00:00:00Z")), Some(ms("2026-02-28T00:00:00Z")));
+        assert_eq!(
+            spec.first_due(ms("2026-01-31T00:00:00Z")),
+            Some(ms("2026-02-28T00:00:00Z"))
+        );
     }
 
     #[test]
     fn date_timer_is_due_at_the_date_in_utc() {
         let spec = TimerSpec::parse(TimerKind::Date, "2026-12-01T08:00:00+01:00").unwrap();
         assert_eq!(spec.first_due(0), Some(ms("2026-12-01T07:00:00Z")));
-        let err = TimerSpec::parse(TimerKind::Date, "tomorrow").unwrap_err().to_string();
-        assert!(err.contains("RFC 3339") && err.contains("tomorrow"), "{err}");
+        let err = TimerSpec::parse(TimerKind::Date, "tomorrow")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RFC 3339") && err.contains("tomorrow"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -488,7 +596,10 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(fired, vec![600_000, 1_200_000, 1_800_000, 2_400_000, 3_000_000]);
+        assert_eq!(
+            fired,
+            vec![600_000, 1_200_000, 1_800_000, 2_400_000, 3_000_000]
+        );
     }
 
     #[test]
@@ -521,8 +632,13 @@ mod tests {
             ("every day", "found 2 fields"),
         ];
         for (text, expected) in cases {
-            let err = TimerSpec::parse(TimerKind::Cycle, text).unwrap_err().to_string();
-            assert!(err.contains(expected) && err.contains(text), "{text}: {err}");
+            let err = TimerSpec::parse(TimerKind::Cycle, text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected) && err.contains(text),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -535,7 +651,10 @@ mod tests {
         assert_eq!(spec.next_due(first, 1), Some(ms("2026-05-05T18:00:00Z")));
         // The five-field form (no seconds) means the same.
         let short = TimerSpec::parse(TimerKind::Cycle, "0 18 * * *").unwrap();
-        assert_eq!(short.first_due(ms("2026-05-04T18:00:00Z")), Some(ms("2026-05-05T18:00:00Z")));
+        assert_eq!(
+            short.first_due(ms("2026-05-04T18:00:00Z")),
+            Some(ms("2026-05-05T18:00:00Z"))
+        );
     }
 
     fn zoned_cron(text: &str, zone: &str) -> TimerSpec {
@@ -562,7 +681,11 @@ mod tests {
             vec![ms("2026-05-04T10:00:00Z"), ms("2026-05-05T10:00:00Z")]
         );
         let utc = TimerSpec::parse(TimerKind::Cycle, "0 18 * * *").unwrap();
-        assert_eq!(utc.first_due(ms("2026-05-04T09:30:00Z")), Some(ms("2026-05-04T18:00:00Z")), "UTC by default");
+        assert_eq!(
+            utc.first_due(ms("2026-05-04T09:30:00Z")),
+            Some(ms("2026-05-04T18:00:00Z")),
+            "UTC by default"
+        );
     }
 
     #[test]
@@ -571,19 +694,31 @@ mod tests {
         let evening = zoned_cron("0 18 * * *", "America/New_York");
         assert_eq!(
             firings(&evening, "2026-03-07T12:00:00Z", 3),
-            vec![ms("2026-03-07T23:00:00Z"), ms("2026-03-08T22:00:00Z"), ms("2026-03-09T22:00:00Z")]
+            vec![
+                ms("2026-03-07T23:00:00Z"),
+                ms("2026-03-08T22:00:00Z"),
+                ms("2026-03-09T22:00:00Z")
+            ]
         );
         // 02:30 does not exist on 2026-03-08: it fires at 03:30 EDT (02:30 read as EST), not skipped.
         let in_gap = zoned_cron("0 30 2 * * *", "America/New_York");
         assert_eq!(
             firings(&in_gap, "2026-03-07T00:00:00Z", 3),
-            vec![ms("2026-03-07T07:30:00Z"), ms("2026-03-08T07:30:00Z"), ms("2026-03-09T06:30:00Z")]
+            vec![
+                ms("2026-03-07T07:30:00Z"),
+                ms("2026-03-08T07:30:00Z"),
+                ms("2026-03-09T06:30:00Z")
+            ]
         );
         // Back from EDT to EST on 2026-11-01 at 02:00: 01:30 happens twice; a daily job fires once.
         let repeated = zoned_cron("0 30 1 * * *", "America/New_York");
         assert_eq!(
             firings(&repeated, "2026-10-31T00:00:00Z", 3),
-            vec![ms("2026-10-31T05:30:00Z"), ms("2026-11-01T05:30:00Z"), ms("2026-11-02T06:30:00Z")]
+            vec![
+                ms("2026-10-31T05:30:00Z"),
+                ms("2026-11-01T05:30:00Z"),
+                ms("2026-11-02T06:30:00Z")
+            ]
         );
         // An every-hour job fires in both repeated hours: every real hour has its firing.
         let hourly = zoned_cron("0 30 * * * *", "America/New_York");
@@ -600,17 +735,31 @@ mod tests {
 
     #[test]
     fn dates_without_offset_are_read_in_the_time_zone() {
-        let spec = TimerSpec::parse_in(TimerKind::Date, "2026-12-01T08:00:00", Some("Asia/Shanghai")).unwrap();
+        let spec = TimerSpec::parse_in(
+            TimerKind::Date,
+            "2026-12-01T08:00:00",
+            Some("Asia/Shanghai"),
+        )
+        .unwrap();
         assert_eq!(spec.first_due(0), Some(ms("2026-12-01T00:00:00Z")));
-        let err = TimerSpec::parse(TimerKind::Date, "2026-12-01T08:00:00").unwrap_err().to_string();
+        let err = TimerSpec::parse(TimerKind::Date, "2026-12-01T08:00:00")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
     }
 
     #[test]
     fn bad_time_zones_say_what_is_wrong() {
-        let err = TimerSpec::parse_in(TimerKind::Cycle, "0 18 * * *", Some("Mars/Olympus")).unwrap_err().to_string();
-        assert!(err.contains("Mars/Olympus") && err.contains("IANA"), "{err}");
-        let err = TimerSpec::parse_in(TimerKind::Duration, "PT1H", Some("Asia/Shanghai")).unwrap_err().to_string();
+        let err = TimerSpec::parse_in(TimerKind::Cycle, "0 18 * * *", Some("Mars/Olympus"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Mars/Olympus") && err.contains("IANA"),
+            "{err}"
+        );
+        let err = TimerSpec::parse_in(TimerKind::Duration, "PT1H", Some("Asia/Shanghai"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cron expressions and dates only"), "{err}");
         assert!(check_time_zone("Europe/Berlin").is_ok());
     }
@@ -619,12 +768,27 @@ mod tests {
     fn a_cycle_whose_start_has_passed_resumes_at_its_next_occurrence() {
         let spec = TimerSpec::parse(TimerKind::Cycle, "R5/2026-01-01T00:00:00Z/P1D").unwrap();
         // Armed on 2026-01-03 at noon: occurrences 1-3 have passed, the 4th is next.
-        assert_eq!(spec.first_occurrence(ms("2026-01-03T12:00:00Z")), Some((ms("2026-01-04T00:00:00Z"), 4)));
-        assert_eq!(spec.next_due(ms("2026-01-04T00:00:00Z"), 4), Some(ms("2026-01-05T00:00:00Z")));
+        assert_eq!(
+            spec.first_occurrence(ms("2026-01-03T12:00:00Z")),
+            Some((ms("2026-01-04T00:00:00Z"), 4))
+        );
+        assert_eq!(
+            spec.next_due(ms("2026-01-04T00:00:00Z"), 4),
+            Some(ms("2026-01-05T00:00:00Z"))
+        );
         assert_eq!(spec.next_due(ms("2026-01-05T00:00:00Z"), 5), None);
-        assert_eq!(spec.first_due(ms("2026-01-06T00:00:01Z")), None, "all five have passed");
+        assert_eq!(
+            spec.first_due(ms("2026-01-06T00:00:01Z")),
+            None,
+            "all five have passed"
+        );
         let monthly = TimerSpec::parse(TimerKind::Cycle, "R/2026-01-31T00:00:00Z/P1M").unwrap();
-        assert_eq!(monthly.first_occurrence(ms("2026-03-01T00:00:00Z")), Some((ms("2026-03-28T00:00:00Z"), 3)));
-        assert!(!TimerSpec::parse(TimerKind::Cycle, "R1/PT1H").unwrap().repeats());
+        assert_eq!(
+            monthly.first_occurrence(ms("2026-03-01T00:00:00Z")),
+            Some((ms("2026-03-28T00:00:00Z"), 3))
+        );
+        assert!(!TimerSpec::parse(TimerKind::Cycle, "R1/PT1H")
+            .unwrap()
+            .repeats());
     }
 }

@@ -20,7 +20,10 @@ fn expectation_file() -> PathBuf {
 }
 
 fn is_bpmn(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     name.ends_with(".bpmn") || name.ends_with(".bpmn20.xml")
 }
 
@@ -46,7 +49,10 @@ fn bpmn_files(root: &Path) -> Vec<PathBuf> {
 fn corpus_parses_without_panics_and_rejects_the_recorded_files() {
     let root = corpus_dir();
     if !root.is_dir() {
-        eprintln!("BPMN corpus not found at {}; nothing checked", root.display());
+        eprintln!(
+            "BPMN corpus not found at {}; nothing checked",
+            root.display()
+        );
         return;
     }
     let files = bpmn_files(&root);
@@ -54,33 +60,56 @@ fn corpus_parses_without_panics_and_rejects_the_recorded_files() {
     let mut rejected = Vec::new();
     let mut accepted = 0usize;
     for file in &files {
-        let relative = file.strip_prefix(&root).expect("inside the corpus").to_path_buf();
+        let relative = file
+            .strip_prefix(&root)
+            .expect("inside the corpus")
+            .to_path_buf();
         let text = fs::read(file).expect("readable corpus file");
         match catch_unwind(AssertUnwindSafe(|| parse_bpmn(&relative, &text))) {
             Err(_) => panicked.push(relative.display().to_string()),
             Ok((definitions, diagnostics)) => {
-                match diagnostics.iter().find(|d| d.is_error()).map(Diagnostic::to_string) {
+                match diagnostics
+                    .iter()
+                    .find(|d| d.is_error())
+                    .map(Diagnostic::to_string)
+                {
                     Some(first_error) => rejected.push(first_error),
                     None if definitions.is_some() => accepted += 1,
-                    None => rejected.push(format!("{}: no definitions and no error", relative.display())),
+                    None => rejected.push(format!(
+                        "{}: no definitions and no error",
+                        relative.display()
+                    )),
                 }
             }
         }
     }
     assert!(panicked.is_empty(), "the parser panicked on: {panicked:?}");
 
-    let summary = format!("files: {}, accepted: {accepted}, rejected: {}", files.len(), rejected.len());
+    let summary = format!(
+        "files: {}, accepted: {accepted}, rejected: {}",
+        files.len(),
+        rejected.len()
+    );
     eprintln!("{summary}\nrejected files, first error:");
     for line in &rejected {
         eprintln!("  {line}");
     }
-    let actual = format!("{summary}\n{}", rejected.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let actual = format!(
+        "{summary}\n{}",
+        rejected
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         fs::write(expectation_file(), &actual).expect("writable expectation");
         return;
     }
     let expected = fs::read_to_string(expectation_file()).unwrap_or_default();
-    assert_eq!(expected, actual, "corpus results changed; if intended, rerun with UPDATE_EXPECT=1");
+    assert_eq!(
+        expected, actual,
+        "corpus results changed; if intended, rerun with UPDATE_EXPECT=1"
+    );
 }
 
 /// The files that both reference engines ran (`PEER_PATHS.tsv`) are the ones the executor is
@@ -101,7 +130,11 @@ fn files_run_by_the_reference_engines_parse_without_errors() {
     let mut failures = Vec::new();
     for file in files {
         let (definitions, diagnostics) = parse_bpmn_file(&corpus_dir().join(file));
-        let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+        let errors: Vec<String> = diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
         if definitions.is_none() || !errors.is_empty() {
             failures.push(format!("{file}: {errors:?}"));
         }

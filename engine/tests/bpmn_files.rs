@@ -39,7 +39,10 @@ fn check_folder(folder: &str, expect_errors: bool) -> Vec<String> {
         let (definitions, diagnostics) = parse_bpmn(&label, &text);
         let actual: String = diagnostics.iter().map(|d| format!("{d}\n")).collect();
         if has_errors(&diagnostics) != expect_errors {
-            failures.push(format!("{}: expected errors: {expect_errors}, got:\n{actual}", label.display()));
+            failures.push(format!(
+                "{}: expected errors: {expect_errors}, got:\n{actual}",
+                label.display()
+            ));
         }
         if !expect_errors && definitions.is_none() {
             failures.push(format!("{}: no definitions", label.display()));
@@ -119,15 +122,36 @@ fn shipped_order_process_parses_with_the_expected_nodes() {
         other => panic!("{id} is {other:?}"),
     };
     assert_eq!(handler("import_order").as_deref(), Some("import_order"));
-    assert_eq!(handler("accounting_period").as_deref(), Some("book_accounting_period"));
-    assert_eq!(handler("freight_settlement").as_deref(), Some("settle_freight"));
-    assert_eq!(node("amount_check").default_flow.as_deref(), Some("to_merge"));
-    let to_review = process.flows.iter().find(|f| f.id == "to_review").expect("to_review flow");
-    assert_eq!((to_review.source.as_str(), to_review.target.as_str()), ("amount_check", "review_order"));
-    assert_eq!(to_review.condition.as_ref().map(|c| c.source.as_str()), Some("amount > 10000"));
+    assert_eq!(
+        handler("accounting_period").as_deref(),
+        Some("book_accounting_period")
+    );
+    assert_eq!(
+        handler("freight_settlement").as_deref(),
+        Some("settle_freight")
+    );
+    assert_eq!(
+        node("amount_check").default_flow.as_deref(),
+        Some("to_merge")
+    );
+    let to_review = process
+        .flows
+        .iter()
+        .find(|f| f.id == "to_review")
+        .expect("to_review flow");
+    assert_eq!(
+        (to_review.source.as_str(), to_review.target.as_str()),
+        ("amount_check", "review_order")
+    );
+    assert_eq!(
+        to_review.condition.as_ref().map(|c| c.source.as_str()),
+        Some("amount > 10000")
+    );
     match &node("confirm_order").kind {
         NodeKind::Task(activity) => match &activity.body {
-            TaskKind::Script { script: Some(script) } => {
+            TaskKind::Script {
+                script: Some(script),
+            } => {
                 assert_eq!(script.source, "let status = \"confirmed\";");
                 assert_eq!(script.language.as_deref(), Some("rhai"));
             }
@@ -136,5 +160,8 @@ fn shipped_order_process_parses_with_the_expected_nodes() {
         other => panic!("confirm_order is {other:?}"),
     }
     assert!(matches!(node("ship_order").kind, NodeKind::Task(ref a) if a.body == TaskKind::User));
-    assert_eq!(node("review_order").name.as_deref(), Some("Review large order"));
+    assert_eq!(
+        node("review_order").name.as_deref(),
+        Some("Review large order")
+    );
 }

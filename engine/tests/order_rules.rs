@@ -16,9 +16,19 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 fn setup(workflow: &str) -> (RuleEngine, CompiledProcess) {
-    let stdlib = StdlibConfig { time_zone: chrono_tz::Europe::Berlin, ..StdlibConfig::default() }
-        .with_fixed_now(Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
-    let rules = RuleEngine::load(repo("rules"), &RulesConfig { stdlib, ..RulesConfig::default() }).unwrap();
+    let stdlib = StdlibConfig {
+        time_zone: chrono_tz::Europe::Berlin,
+        ..StdlibConfig::default()
+    }
+    .with_fixed_now(Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
+    let rules = RuleEngine::load(
+        repo("rules"),
+        &RulesConfig {
+            stdlib,
+            ..RulesConfig::default()
+        },
+    )
+    .unwrap();
     assert!(rules.errors().is_empty(), "{:?}", rules.errors());
     let path = repo(workflow);
     let (definitions, diagnostics) = if workflow.ends_with(".bpmn") {
@@ -46,10 +56,19 @@ fn complete(
     node: &str,
     outputs: Value,
 ) -> Result<Vec<Effect>, ExecError> {
-    let activation =
-        instance.waits().iter().find(|w| w.node == node).unwrap_or_else(|| panic!("no wait at {node}")).activation;
+    let activation = instance
+        .waits()
+        .iter()
+        .find(|w| w.node == node)
+        .unwrap_or_else(|| panic!("no wait at {node}"))
+        .activation;
     let hooks = RuleHooks::new(rules.snapshot());
-    instance.complete(process, activation, outputs.as_object().cloned().unwrap(), &hooks)?;
+    instance.complete(
+        process,
+        activation,
+        outputs.as_object().cloned().unwrap(),
+        &hooks,
+    )?;
     Ok(hooks.take_effects())
 }
 
@@ -57,7 +76,9 @@ fn notifications(effects: &[Effect]) -> Vec<(String, String)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Notify { receiver, message, .. } => Some((receiver.clone(), message.clone())),
+            Effect::Notify {
+                receiver, message, ..
+            } => Some((receiver.clone(), message.clone())),
             Effect::Emit { .. } => None,
         })
         .collect()
@@ -91,8 +112,14 @@ fn order_process_enforces_the_order_rules(workflow: &str) {
 
     // Rule 1: shipment information before the order awaits shipment is refused; nothing changes.
     let before = instance.clone();
-    let err =
-        complete(&rules, &process, &mut instance, "import_order", json!({"shipment": {"carrier": "DHL"}})).unwrap_err();
+    let err = complete(
+        &rules,
+        &process,
+        &mut instance,
+        "import_order",
+        json!({"shipment": {"carrier": "DHL"}}),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, ExecError::Rejected { node, reason }
         if node == "import_order" && reason.contains("shipment information can only be filled in while the order is awaiting shipment")),
@@ -105,36 +132,100 @@ fn order_process_enforces_the_order_rules(workflow: &str) {
     assert_eq!(
         notifications(&effects),
         [
-            ("ACME".to_string(), "Your order SO-7 is now confirmed.".to_string()),
-            ("ACME".to_string(), "Invoice INV-20261129-SO-7 for order SO-7: 250.50 EUR.".to_string()),
+            (
+                "ACME".to_string(),
+                "Your order SO-7 is now confirmed.".to_string()
+            ),
+            (
+                "ACME".to_string(),
+                "Invoice INV-20261129-SO-7 for order SO-7: 250.50 EUR.".to_string()
+            ),
         ]
     );
     assert_eq!(emitted(&effects)[0].0, "send_invoice");
-    assert_eq!(instance.variables()["invoice_number"], json!("INV-20261129-SO-7"));
+    assert_eq!(
+        instance.variables()["invoice_number"],
+        json!("INV-20261129-SO-7")
+    );
 
-    assert!(complete(&rules, &process, &mut instance, "send_invoice", json!({})).unwrap().is_empty());
-    assert!(complete(&rules, &process, &mut instance, "notify_customer", json!({})).unwrap().is_empty());
-    let effects = complete(&rules, &process, &mut instance, "warehouse_inbound", json!({})).unwrap();
+    assert!(
+        complete(&rules, &process, &mut instance, "send_invoice", json!({}))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(complete(
+        &rules,
+        &process,
+        &mut instance,
+        "notify_customer",
+        json!({})
+    )
+    .unwrap()
+    .is_empty());
+    let effects = complete(
+        &rules,
+        &process,
+        &mut instance,
+        "warehouse_inbound",
+        json!({}),
+    )
+    .unwrap();
     assert_eq!(
         notifications(&effects),
-        [("ACME".to_string(), "Your order SO-7 is now awaiting shipment.".to_string())]
+        [(
+            "ACME".to_string(),
+            "Your order SO-7 is now awaiting shipment.".to_string()
+        )]
     );
 
     // Shipping: rule 1 lets it through, rule 4 tells the warehouse, rule 6 sets the freight
     // charge (DHL: 4.90 + 3 started kg x 1.10), rule 3 announces "shipped".
     let shipment = json!({"carrier": "DHL", "weight_kg": 2.5});
-    let effects = complete(&rules, &process, &mut instance, "ship_order", json!({ "shipment": shipment })).unwrap();
+    let effects = complete(
+        &rules,
+        &process,
+        &mut instance,
+        "ship_order",
+        json!({ "shipment": shipment }),
+    )
+    .unwrap();
     let told = notifications(&effects);
     assert_eq!(told[0].0, "warehouse");
-    assert!(told[0].1.starts_with("Shipment information of order SO-7 changed: shipment is now"), "{told:?}");
-    assert_eq!(told[1], ("ACME".to_string(), "Your order SO-7 is now shipped.".to_string()));
+    assert!(
+        told[0]
+            .1
+            .starts_with("Shipment information of order SO-7 changed: shipment is now"),
+        "{told:?}"
+    );
+    assert_eq!(
+        told[1],
+        (
+            "ACME".to_string(),
+            "Your order SO-7 is now shipped.".to_string()
+        )
+    );
     assert_eq!(instance.variables()["freight_charge"], json!("8.20"));
     assert!(emitted(&effects)
         .iter()
-        .any(|(event, payload)| event == "freight_charge_updated" && payload["freight_charge"] == "8.20"));
+        .any(|(event, payload)| event == "freight_charge_updated"
+            && payload["freight_charge"] == "8.20"));
 
-    complete(&rules, &process, &mut instance, "accounting_period", json!({})).unwrap();
-    complete(&rules, &process, &mut instance, "freight_settlement", json!({})).unwrap();
+    complete(
+        &rules,
+        &process,
+        &mut instance,
+        "accounting_period",
+        json!({}),
+    )
+    .unwrap();
+    complete(
+        &rules,
+        &process,
+        &mut instance,
+        "freight_settlement",
+        json!({}),
+    )
+    .unwrap();
     assert_eq!(instance.status(), Status::Completed);
 }
 
@@ -148,15 +239,22 @@ fn a_broken_rule_reload_keeps_the_process_running_on_the_old_rules() {
     }
     let rules = RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap();
     let (_, process) = setup("workflows/order_processing.bpmn");
-    let (mut instance, _) =
-        Instance::start(&process, "i-2", start_variables(), &RuleHooks::new(rules.snapshot())).unwrap();
+    let (mut instance, _) = Instance::start(
+        &process,
+        "i-2",
+        start_variables(),
+        &RuleHooks::new(rules.snapshot()),
+    )
+    .unwrap();
 
     std::fs::write(dir.path().join("notify_customer_status.rhai"), "notify(").unwrap();
     let report = rules.reload().unwrap();
     assert_eq!(report.rejected.len(), 1);
     let effects = complete(&rules, &process, &mut instance, "import_order", json!({})).unwrap();
     assert!(
-        notifications(&effects).iter().any(|(_, m)| m == "Your order SO-7 is now confirmed."),
+        notifications(&effects)
+            .iter()
+            .any(|(_, m)| m == "Your order SO-7 is now confirmed."),
         "old rule still serves"
     );
 }

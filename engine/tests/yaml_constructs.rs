@@ -12,11 +12,19 @@ fn parse(text: &str) -> Process {
 }
 
 fn kind<'a>(nodes: &'a [Node], id: &str) -> &'a NodeKind {
-    &nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}")).kind
+    &nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("no node {id}"))
+        .kind
 }
 
 fn expr(source: &str, line: u32, col: u32) -> Expr {
-    Expr { language: None, source: source.to_string(), span: Span::new(line, col) }
+    Expr {
+        language: None,
+        source: source.to_string(),
+        span: Span::new(line, col),
+    }
 }
 
 #[test]
@@ -51,7 +59,11 @@ nodes:
     assert_eq!(
         kind(n, "s2"),
         &NodeKind::StartEvent {
-            trigger: Some(EventTrigger::Timer(Timer { kind: TimerKind::Cycle, expression: expr("R2/PT1M", 4, 34), time_zone: None })),
+            trigger: Some(EventTrigger::Timer(Timer {
+                kind: TimerKind::Cycle,
+                expression: expr("R2/PT1M", 4, 34),
+                time_zone: None
+            })),
             interrupting: true,
         }
     );
@@ -59,28 +71,52 @@ nodes:
         kind(n, "c1"),
         &NodeKind::IntermediateCatchEvent {
             trigger: EventTrigger::Multiple(vec![
-                EventTrigger::Signal { name: Some("go".into()) },
-                EventTrigger::Conditional { condition: Some(expr("x > 1", 5, 41)) },
+                EventTrigger::Signal {
+                    name: Some("go".into())
+                },
+                EventTrigger::Conditional {
+                    condition: Some(expr("x > 1", 5, 41))
+                },
             ])
         }
     );
     assert_eq!(
         kind(n, "t1"),
-        &NodeKind::IntermediateThrowEvent { result: Some(EventTrigger::Escalation { code: Some("LATE".into()) }) }
+        &NodeKind::IntermediateThrowEvent {
+            result: Some(EventTrigger::Escalation {
+                code: Some("LATE".into())
+            })
+        }
     );
-    assert_eq!(kind(n, "e1"), &NodeKind::EndEvent { result: Some(EventTrigger::Terminate) });
-    assert_eq!(kind(n, "e2"), &NodeKind::EndEvent { result: Some(EventTrigger::Error { code: None }) });
+    assert_eq!(
+        kind(n, "e1"),
+        &NodeKind::EndEvent {
+            result: Some(EventTrigger::Terminate)
+        }
+    );
+    assert_eq!(
+        kind(n, "e2"),
+        &NodeKind::EndEvent {
+            result: Some(EventTrigger::Error { code: None })
+        }
+    );
     assert_eq!(
         kind(n, "e3"),
         &NodeKind::EndEvent {
             result: Some(EventTrigger::Multiple(vec![
-                EventTrigger::Error { code: Some("500".into()) },
+                EventTrigger::Error {
+                    code: Some("500".into())
+                },
                 EventTrigger::Compensation
             ]))
         }
     );
     match kind(n, "b1") {
-        NodeKind::BoundaryEvent { attached_to, trigger: EventTrigger::Timer(t), interrupting } => {
+        NodeKind::BoundaryEvent {
+            attached_to,
+            trigger: EventTrigger::Timer(t),
+            interrupting,
+        } => {
             assert_eq!(attached_to, "w");
             assert_eq!(t.kind, TimerKind::Date);
             assert_eq!(t.expression.source, "2026-12-01T08:00:00Z");
@@ -90,10 +126,17 @@ nodes:
     }
     assert_eq!(
         kind(n, "l1"),
-        &NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some("page2".into()) } }
+        &NodeKind::IntermediateCatchEvent {
+            trigger: EventTrigger::Link {
+                name: Some("page2".into())
+            }
+        }
     );
     match kind(n, "s3") {
-        NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(t)), .. } => assert_eq!(t.kind, TimerKind::Duration),
+        NodeKind::StartEvent {
+            trigger: Some(EventTrigger::Timer(t)),
+            ..
+        } => assert_eq!(t.kind, TimerKind::Duration),
         other => panic!("{other:?}"),
     }
 }
@@ -132,7 +175,12 @@ nodes:
     );
     let n = &p.nodes;
     assert_eq!(task(n, "a").body, TaskKind::Plain);
-    assert_eq!(task(n, "b").body, TaskKind::Service { handler: Some("h".into()) });
+    assert_eq!(
+        task(n, "b").body,
+        TaskKind::Service {
+            handler: Some("h".into())
+        }
+    );
     assert_eq!(task(n, "c").body, TaskKind::Service { handler: None });
     assert_eq!(
         task(n, "d").body,
@@ -156,21 +204,50 @@ nodes:
     assert_eq!(task(n, "g").body, TaskKind::Manual);
     assert_eq!(
         task(n, "h").body,
-        TaskKind::Receive { message: Some(MessageRef { name: Some("paid".into()), correlation_key: None }) }
+        TaskKind::Receive {
+            message: Some(MessageRef {
+                name: Some("paid".into()),
+                correlation_key: None
+            })
+        }
     );
     match &task(n, "i").body {
         TaskKind::Receive { message: Some(m) } => {
-            assert_eq!(m.correlation_key.as_ref().map(|e| e.source.as_str()), Some("order_id"))
+            assert_eq!(
+                m.correlation_key.as_ref().map(|e| e.source.as_str()),
+                Some("order_id")
+            )
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(task(n, "j").body, TaskKind::Send { message: Some("m".into()), handler: Some("mailer".into()) });
-    assert_eq!(task(n, "k").body, TaskKind::Send { message: Some("m2".into()), handler: None });
+    assert_eq!(
+        task(n, "j").body,
+        TaskKind::Send {
+            message: Some("m".into()),
+            handler: Some("mailer".into())
+        }
+    );
+    assert_eq!(
+        task(n, "k").body,
+        TaskKind::Send {
+            message: Some("m2".into()),
+            handler: None
+        }
+    );
     match &task(n, "l").body {
-        TaskKind::BusinessRule { script: Some(s), decision_ref: None } => assert_eq!(s.source, "let ok = true;"),
+        TaskKind::BusinessRule {
+            script: Some(s),
+            decision_ref: None,
+        } => assert_eq!(s.source, "let ok = true;"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(task(n, "m").body, TaskKind::BusinessRule { script: None, decision_ref: Some("credit_dmn".into()) });
+    assert_eq!(
+        task(n, "m").body,
+        TaskKind::BusinessRule {
+            script: None,
+            decision_ref: Some("credit_dmn".into())
+        }
+    );
 }
 
 #[test]
@@ -210,7 +287,10 @@ nodes:
     match &task(&p.nodes, "b").body {
         TaskKind::Llm(llm) => {
             assert_eq!(llm.mode, LlmMode::Extract);
-            assert_eq!(llm.schema, Some(json!({ "type": "object", "properties": { "city": { "type": "string" } } })));
+            assert_eq!(
+                llm.schema,
+                Some(json!({ "type": "object", "properties": { "city": { "type": "string" } } }))
+            );
             assert!(llm.output.is_none());
         }
         other => panic!("{other:?}"),
@@ -235,20 +315,43 @@ nodes:
   t: { task: ~, next: [{ to: x, when: c > 1 }, { otherwise: y }] }
 ",
     );
-    assert_eq!(kind(&p.nodes, "g1"), &NodeKind::Gateway(GatewayKind::Inclusive));
-    assert_eq!(kind(&p.nodes, "g2"), &NodeKind::Gateway(GatewayKind::EventBased));
-    assert_eq!(kind(&p.nodes, "g3"), &NodeKind::Gateway(GatewayKind::Complex));
+    assert_eq!(
+        kind(&p.nodes, "g1"),
+        &NodeKind::Gateway(GatewayKind::Inclusive)
+    );
+    assert_eq!(
+        kind(&p.nodes, "g2"),
+        &NodeKind::Gateway(GatewayKind::EventBased)
+    );
+    assert_eq!(
+        kind(&p.nodes, "g3"),
+        &NodeKind::Gateway(GatewayKind::Complex)
+    );
     let g1 = p.nodes.iter().find(|n| n.id == "g1").expect("g1");
     assert_eq!(g1.default_flow.as_deref(), Some("g1_default"));
-    let flow = |id: &str| p.flows.iter().find(|f| f.id == id).unwrap_or_else(|| panic!("no flow {id}"));
+    let flow = |id: &str| {
+        p.flows
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("no flow {id}"))
+    };
     assert_eq!(flow("g1_to_x").name.as_deref(), Some("A"));
-    assert_eq!(flow("g1_to_x").condition.as_ref().map(|c| c.source.as_str()), Some("a"));
+    assert_eq!(
+        flow("g1_to_x")
+            .condition
+            .as_ref()
+            .map(|c| c.source.as_str()),
+        Some("a")
+    );
     assert_eq!(flow("g1_default").target, "z");
     assert!(flow("g1_default").condition.is_none());
     assert_eq!(flow("g2_y").source, "g2");
     assert_eq!(flow("g2_to_x").target, "x");
     assert_eq!(flow("y_to_g3").target, "g3");
-    assert_eq!(flow("t_to_x").condition.as_ref().map(|c| c.span), Some(Span::new(13, 39)));
+    assert_eq!(
+        flow("t_to_x").condition.as_ref().map(|c| c.span),
+        Some(Span::new(13, 39))
+    );
     let t = p.nodes.iter().find(|n| n.id == "t").expect("t");
     assert_eq!(t.default_flow.as_deref(), Some("t_to_y"));
 }
@@ -316,9 +419,15 @@ nodes:
             assert!(a.standard_loop);
             let mi = a.multi_instance.as_ref().expect("multi-instance");
             assert!(mi.sequential);
-            assert_eq!(mi.collection.as_ref().map(|e| e.source.as_str()), Some("order_lines"));
+            assert_eq!(
+                mi.collection.as_ref().map(|e| e.source.as_str()),
+                Some("order_lines")
+            );
             assert_eq!(mi.element_variable.as_deref(), Some("line"));
-            assert_eq!(mi.completion_condition.as_ref().map(|e| e.source.as_str()), Some("done"));
+            assert_eq!(
+                mi.completion_condition.as_ref().map(|e| e.source.as_str()),
+                Some("done")
+            );
             assert_eq!(mi.output_element.as_deref(), Some("r"));
             assert_eq!(mi.output_collection.as_deref(), Some("results"));
             assert!(mi.cardinality.is_none());
@@ -331,7 +440,9 @@ nodes:
                     assert_eq!(
                         kind(&h.body.nodes, "esp_start"),
                         &NodeKind::StartEvent {
-                            trigger: Some(EventTrigger::Error { code: Some("E1".into()) }),
+                            trigger: Some(EventTrigger::Error {
+                                code: Some("E1".into())
+                            }),
                             interrupting: false
                         }
                     );
@@ -345,16 +456,30 @@ nodes:
     match kind(&p.nodes, "call") {
         NodeKind::CallActivity(a) => {
             assert_eq!(a.body.called_element.as_deref(), Some("billing"));
-            assert_eq!(a.retry, Some(RetryPolicy { retries: 4, initial_delay_ms: 2_000, max_delay_ms: 60_000 }));
+            assert_eq!(
+                a.retry,
+                Some(RetryPolicy {
+                    retries: 4,
+                    initial_delay_ms: 2_000,
+                    max_delay_ms: 60_000
+                })
+            );
             let mi = a.multi_instance.as_ref().expect("multi-instance");
             assert!(!mi.sequential);
-            assert_eq!(mi.cardinality.as_ref().map(|e| e.source.as_str()), Some("3"));
+            assert_eq!(
+                mi.cardinality.as_ref().map(|e| e.source.as_str()),
+                Some("3")
+            );
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         task(&p.nodes, "svc").retry,
-        Some(RetryPolicy { retries: 2, initial_delay_ms: 1_000, max_delay_ms: 60_000 })
+        Some(RetryPolicy {
+            retries: 2,
+            initial_delay_ms: 1_000,
+            max_delay_ms: 60_000
+        })
     );
 }
 
@@ -405,14 +530,25 @@ nodes:
             &AttachPoint::OnVariableChange("status".into()),
         ]
     );
-    assert_eq!(w.rules[0].rule, RuleSource::File("checks/credit.rhai".into()));
+    assert_eq!(
+        w.rules[0].rule,
+        RuleSource::File("checks/credit.rhai".into())
+    );
     assert_eq!(w.rules[2].rule, RuleSource::Inline("amount >= 0".into()));
     assert_eq!(w.rules[0].span, Span::new(13, 7));
     assert_eq!(
         p.lanes,
         vec![
-            Lane { id: "sales".into(), name: Some("Sales".into()), nodes: vec!["s".into(), "w".into()] },
-            Lane { id: "back_office".into(), name: None, nodes: vec!["e".into()] },
+            Lane {
+                id: "sales".into(),
+                name: Some("Sales".into()),
+                nodes: vec!["s".into(), "w".into()]
+            },
+            Lane {
+                id: "back_office".into(),
+                name: None,
+                nodes: vec!["e".into()]
+            },
         ]
     );
 }
@@ -427,7 +563,10 @@ nodes:
 ",
     );
     match kind(&p.nodes, "s") {
-        NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(timer)), .. } => {
+        NodeKind::StartEvent {
+            trigger: Some(EventTrigger::Timer(timer)),
+            ..
+        } => {
             assert_eq!(timer.time_zone.as_deref(), Some("Asia/Shanghai"))
         }
         other => panic!("{other:?}"),
@@ -437,5 +576,8 @@ nodes:
         "process: p\nnodes:\n  s: { start: { timer: { cycle: 0 18 * * *, time_zone: Mars/Base } }, next: e }\n  e: { end: ~ }\n",
     );
     let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-    assert!(text.len() == 1 && text[0].starts_with("c.yaml:3:") && text[0].contains("Mars/Base"), "{text:?}");
+    assert!(
+        text.len() == 1 && text[0].starts_with("c.yaml:3:") && text[0].contains("Mars/Base"),
+        "{text:?}"
+    );
 }

@@ -22,10 +22,18 @@ fn every_yaml_file_gives_its_expected_diagnostics() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "expected the data folder to hold the test files, found {}", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the data folder to hold the test files, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for file in &files {
-        let name = file.file_name().expect("file name").to_string_lossy().to_string();
+        let name = file
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .to_string();
         let bytes = fs::read(file).expect("readable file");
         let (definitions, diagnostics) = parse_yaml_bytes(Path::new(&name), &bytes);
         let actual: String = diagnostics.iter().map(|d| format!("{d}\n")).collect();
@@ -34,15 +42,23 @@ fn every_yaml_file_gives_its_expected_diagnostics() {
             fs::write(&expected_path, &actual).expect("writable expected file");
             continue;
         }
-        let expected =
-            fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        let expected = fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
         if actual != expected {
-            failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{actual}"
+            ));
         }
         if expected.is_empty() {
-            let definitions = definitions.unwrap_or_else(|| panic!("{name}: valid file gave no definitions"));
+            let definitions =
+                definitions.unwrap_or_else(|| panic!("{name}: valid file gave no definitions"));
             assert_eq!(definitions.processes.len(), 1, "{name}");
         }
     }
-    assert!(failures.is_empty(), "{} file(s) differ:\n\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} file(s) differ:\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

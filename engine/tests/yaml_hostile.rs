@@ -8,7 +8,11 @@ use std::path::Path;
 
 fn errors_of(text: &str) -> Vec<String> {
     let (_, diagnostics) = parse_yaml(Path::new("h.yaml"), text);
-    diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect()
+    diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect()
 }
 
 #[test]
@@ -22,22 +26,35 @@ fn alias_bombs_are_refused() {
     text.push_str("process: p\nnodes: *a11\n");
     let errors = errors_of(&text);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("expands too much through YAML aliases"), "{errors:?}");
+    assert!(
+        errors[0].contains("expands too much through YAML aliases"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn deep_nesting_is_refused_without_overflowing_the_stack() {
     for (open, close) in [("[", "]"), ("{a: ", "}")] {
-        let text = format!("process: p\nnodes: {}1{}\n", open.repeat(100_000), close.repeat(100_000));
+        let text = format!(
+            "process: p\nnodes: {}1{}\n",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
         let errors = errors_of(&text);
-        assert!(errors.iter().any(|e| e.contains("nested too deeply")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("nested too deeply")),
+            "{errors:?}"
+        );
     }
     let mut block = String::from("process: p\nnodes:\n");
     for depth in 0..2_000 {
         block.push_str(&format!("{}k{depth}:\n", "  ".repeat(depth + 1)));
     }
     let errors = errors_of(&block);
-    assert!(errors.iter().any(|e| e.contains("nested too deeply")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("nested too deeply")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -46,7 +63,9 @@ fn nested_subprocesses_within_the_limit_parse() {
     let mut text = String::from("process: p\nnodes:\n");
     let mut indent = String::from("  ");
     for level in 0..depth {
-        text.push_str(&format!("{indent}s{level}:\n{indent}  subprocess:\n{indent}    nodes:\n"));
+        text.push_str(&format!(
+            "{indent}s{level}:\n{indent}  subprocess:\n{indent}    nodes:\n"
+        ));
         indent.push_str("      ");
     }
     text.push_str(&format!("{indent}innermost: {{ end: ~ }}\n"));
@@ -65,7 +84,10 @@ fn nested_subprocesses_within_the_limit_parse() {
 
 #[test]
 fn oversized_files_are_refused_before_parsing() {
-    let text = format!("process: p\nnodes:\n  a: {{ end: ~ }}\n#{}\n", "x".repeat(MAX_SOURCE_BYTES));
+    let text = format!(
+        "process: p\nnodes:\n  a: {{ end: ~ }}\n#{}\n",
+        "x".repeat(MAX_SOURCE_BYTES)
+    );
     let errors = errors_of(&text);
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("limited to 4194304 bytes"), "{errors:?}");
@@ -104,15 +126,19 @@ fn binary_garbage_never_panics() {
         let len = (rng.next() % 400) as usize;
         let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         let (_, diagnostics) = parse_yaml_bytes(Path::new("garbage.yaml"), &bytes);
-        assert!(has_errors(&diagnostics), "round {round}: garbage accepted: {bytes:?}");
+        assert!(
+            has_errors(&diagnostics),
+            "round {round}: garbage accepted: {bytes:?}"
+        );
     }
 }
 
 #[test]
 fn every_truncation_and_mutation_of_a_real_file_is_handled() {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/order_processing.yaml"))
-            .expect("order process");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/order_processing.yaml"),
+    )
+    .expect("order process");
     let chars: Vec<char> = text.chars().collect();
     for cut in (0..chars.len()).step_by(5) {
         let prefix: String = chars[..cut].iter().collect();
@@ -120,8 +146,10 @@ fn every_truncation_and_mutation_of_a_real_file_is_handled() {
     }
     // Replace single characters with YAML indicators.
     let mut rng = Garbage(42);
-    let indicators =
-        ['{', '}', '[', ']', ':', '-', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', ',', '?', '\t', '\n'];
+    let indicators = [
+        '{', '}', '[', ']', ':', '-', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', ',', '?',
+        '\t', '\n',
+    ];
     for _ in 0..500 {
         let mut mutated = chars.clone();
         let at = (rng.next() as usize) % mutated.len();
@@ -136,9 +164,14 @@ fn every_truncation_and_mutation_of_a_real_file_is_handled() {
 
 #[test]
 fn duplicate_ids_and_empty_files_are_errors() {
-    let errors = errors_of("process: p\nnodes:\n  a: { start: ~, next: b }\n  b: { end: ~ }\n  a: { end: ~ }\n");
+    let errors = errors_of(
+        "process: p\nnodes:\n  a: { start: ~, next: b }\n  b: { end: ~ }\n  a: { end: ~ }\n",
+    );
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("h.yaml:5:3: error:") && errors[0].contains("duplicate"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("h.yaml:5:3: error:") && errors[0].contains("duplicate"),
+        "{errors:?}"
+    );
     for empty in ["", "\n\n", "# nothing\n", "   "] {
         let errors = errors_of(empty);
         assert_eq!(
@@ -156,8 +189,19 @@ fn thousands_of_unknown_targets_get_a_bounded_number_of_suggestions() {
         text.push_str(&format!("  n{i}: {{ service: h, next: n{i}x }}\n"));
     }
     let errors = errors_of(&text);
-    assert_eq!(errors.iter().filter(|e| e.contains("goes to unknown node")).count(), 10_000);
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("goes to unknown node"))
+            .count(),
+        10_000
+    );
     let hinted = errors.iter().filter(|e| e.contains("did you mean")).count();
-    assert_eq!(hinted, flowbot_engine::yaml::vocabulary::MAX_ID_HINTS, "{:?}", &errors[..3]);
+    assert_eq!(
+        hinted,
+        flowbot_engine::yaml::vocabulary::MAX_ID_HINTS,
+        "{:?}",
+        &errors[..3]
+    );
     assert!(errors[0].contains("did you mean `n0`?"), "{}", errors[0]);
 }

@@ -10,16 +10,25 @@ fn order_file() -> PathBuf {
 }
 
 fn load() -> (String, Process) {
-    let text = std::fs::read_to_string(order_file()).expect("workflows/order_processing.yaml exists");
-    let (definitions, diagnostics) = parse_yaml(Path::new("workflows/order_processing.yaml"), &text);
-    assert!(diagnostics.is_empty(), "unexpected diagnostics: {diagnostics:#?}");
+    let text =
+        std::fs::read_to_string(order_file()).expect("workflows/order_processing.yaml exists");
+    let (definitions, diagnostics) =
+        parse_yaml(Path::new("workflows/order_processing.yaml"), &text);
+    assert!(
+        diagnostics.is_empty(),
+        "unexpected diagnostics: {diagnostics:#?}"
+    );
     let mut definitions = definitions.expect("definitions");
     assert_eq!(definitions.processes.len(), 1);
     (text, definitions.processes.remove(0))
 }
 
 fn node<'a>(process: &'a Process, id: &str) -> &'a Node {
-    process.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node `{id}`"))
+    process
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("no node `{id}`"))
 }
 
 #[test]
@@ -51,8 +60,17 @@ fn order_process_has_the_specified_nodes() {
             "order_done",
         ]
     );
-    assert_eq!(node(&process, "order_received").kind, NodeKind::StartEvent { trigger: None, interrupting: true });
-    assert_eq!(node(&process, "order_done").kind, NodeKind::EndEvent { result: None });
+    assert_eq!(
+        node(&process, "order_received").kind,
+        NodeKind::StartEvent {
+            trigger: None,
+            interrupting: true
+        }
+    );
+    assert_eq!(
+        node(&process, "order_done").kind,
+        NodeKind::EndEvent { result: None }
+    );
     for (id, handler) in [
         ("import_order", "import_order"),
         ("send_invoice", "send_invoice"),
@@ -62,7 +80,10 @@ fn order_process_has_the_specified_nodes() {
         ("freight_settlement", "settle_freight"),
     ] {
         match &node(&process, id).kind {
-            NodeKind::Task(Activity { body: TaskKind::Service { handler: Some(h) }, .. }) => {
+            NodeKind::Task(Activity {
+                body: TaskKind::Service { handler: Some(h) },
+                ..
+            }) => {
                 assert_eq!(h, handler, "{id}")
             }
             other => panic!("{id} is not a service task: {other:?}"),
@@ -70,18 +91,35 @@ fn order_process_has_the_specified_nodes() {
     }
     for (id, source) in [
         ("confirm_order", r#"let status = "confirmed";"#),
-        ("mark_awaiting_shipment", r#"let status = "awaiting_shipment";"#),
+        (
+            "mark_awaiting_shipment",
+            r#"let status = "awaiting_shipment";"#,
+        ),
         ("mark_shipped", r#"let status = "shipped";"#),
     ] {
         match &node(&process, id).kind {
-            NodeKind::Task(Activity { body: TaskKind::Script { script: Some(s) }, .. }) => assert_eq!(s.source, source),
+            NodeKind::Task(Activity {
+                body: TaskKind::Script { script: Some(s) },
+                ..
+            }) => assert_eq!(s.source, source),
             other => panic!("{id} is not a script task: {other:?}"),
         }
     }
-    for (id, name) in [("review_order", "Review large order"), ("ship_order", "Fill in shipment information and ship")]
-    {
+    for (id, name) in [
+        ("review_order", "Review large order"),
+        ("ship_order", "Fill in shipment information and ship"),
+    ] {
         let n = node(&process, id);
-        assert!(matches!(&n.kind, NodeKind::Task(Activity { body: TaskKind::User, .. })), "{id}");
+        assert!(
+            matches!(
+                &n.kind,
+                NodeKind::Task(Activity {
+                    body: TaskKind::User,
+                    ..
+                })
+            ),
+            "{id}"
+        );
         assert_eq!(n.name.as_deref(), Some(name));
     }
     for (id, kind) in [
@@ -97,36 +135,117 @@ fn order_process_has_the_specified_nodes() {
 #[test]
 fn order_process_has_the_specified_flows() {
     let (_, process) = load();
-    let flows: Vec<(&str, &str, &str)> =
-        process.flows.iter().map(|f| (f.id.as_str(), f.source.as_str(), f.target.as_str())).collect();
+    let flows: Vec<(&str, &str, &str)> = process
+        .flows
+        .iter()
+        .map(|f| (f.id.as_str(), f.source.as_str(), f.target.as_str()))
+        .collect();
     assert_eq!(
         flows,
         [
-            ("order_received_to_import_order", "order_received", "import_order"),
-            ("import_order_to_confirm_order", "import_order", "confirm_order"),
-            ("confirm_order_to_amount_check", "confirm_order", "amount_check"),
+            (
+                "order_received_to_import_order",
+                "order_received",
+                "import_order"
+            ),
+            (
+                "import_order_to_confirm_order",
+                "import_order",
+                "confirm_order"
+            ),
+            (
+                "confirm_order_to_amount_check",
+                "confirm_order",
+                "amount_check"
+            ),
             ("to_review", "amount_check", "review_order"),
             ("to_merge", "amount_check", "review_merge"),
-            ("review_order_to_review_merge", "review_order", "review_merge"),
-            ("review_merge_to_invoice_and_notify", "review_merge", "invoice_and_notify"),
-            ("invoice_and_notify_to_send_invoice", "invoice_and_notify", "send_invoice"),
-            ("invoice_and_notify_to_notify_customer", "invoice_and_notify", "notify_customer"),
-            ("send_invoice_to_invoice_and_notify_done", "send_invoice", "invoice_and_notify_done"),
-            ("notify_customer_to_invoice_and_notify_done", "notify_customer", "invoice_and_notify_done"),
-            ("invoice_and_notify_done_to_warehouse_inbound", "invoice_and_notify_done", "warehouse_inbound"),
-            ("warehouse_inbound_to_mark_awaiting_shipment", "warehouse_inbound", "mark_awaiting_shipment"),
-            ("mark_awaiting_shipment_to_ship_order", "mark_awaiting_shipment", "ship_order"),
+            (
+                "review_order_to_review_merge",
+                "review_order",
+                "review_merge"
+            ),
+            (
+                "review_merge_to_invoice_and_notify",
+                "review_merge",
+                "invoice_and_notify"
+            ),
+            (
+                "invoice_and_notify_to_send_invoice",
+                "invoice_and_notify",
+                "send_invoice"
+            ),
+            (
+                "invoice_and_notify_to_notify_customer",
+                "invoice_and_notify",
+                "notify_customer"
+            ),
+            (
+                "send_invoice_to_invoice_and_notify_done",
+                "send_invoice",
+                "invoice_and_notify_done"
+            ),
+            (
+                "notify_customer_to_invoice_and_notify_done",
+                "notify_customer",
+                "invoice_and_notify_done"
+            ),
+            (
+                "invoice_and_notify_done_to_warehouse_inbound",
+                "invoice_and_notify_done",
+                "warehouse_inbound"
+            ),
+            (
+                "warehouse_inbound_to_mark_awaiting_shipment",
+                "warehouse_inbound",
+                "mark_awaiting_shipment"
+            ),
+            (
+                "mark_awaiting_shipment_to_ship_order",
+                "mark_awaiting_shipment",
+                "ship_order"
+            ),
             ("ship_order_to_mark_shipped", "ship_order", "mark_shipped"),
-            ("mark_shipped_to_accounting_period", "mark_shipped", "accounting_period"),
-            ("accounting_period_to_freight_settlement", "accounting_period", "freight_settlement"),
-            ("freight_settlement_to_order_done", "freight_settlement", "order_done"),
+            (
+                "mark_shipped_to_accounting_period",
+                "mark_shipped",
+                "accounting_period"
+            ),
+            (
+                "accounting_period_to_freight_settlement",
+                "accounting_period",
+                "freight_settlement"
+            ),
+            (
+                "freight_settlement_to_order_done",
+                "freight_settlement",
+                "order_done"
+            ),
         ]
     );
-    let to_review = process.flows.iter().find(|f| f.id == "to_review").expect("to_review");
-    assert_eq!(to_review.condition.as_ref().map(|c| c.source.as_str()), Some("amount > 10000"));
-    assert!(process.flows.iter().filter(|f| f.id != "to_review").all(|f| f.condition.is_none()));
-    assert_eq!(node(&process, "amount_check").default_flow.as_deref(), Some("to_merge"));
-    assert!(process.nodes.iter().filter(|n| n.id != "amount_check").all(|n| n.default_flow.is_none()));
+    let to_review = process
+        .flows
+        .iter()
+        .find(|f| f.id == "to_review")
+        .expect("to_review");
+    assert_eq!(
+        to_review.condition.as_ref().map(|c| c.source.as_str()),
+        Some("amount > 10000")
+    );
+    assert!(process
+        .flows
+        .iter()
+        .filter(|f| f.id != "to_review")
+        .all(|f| f.condition.is_none()));
+    assert_eq!(
+        node(&process, "amount_check").default_flow.as_deref(),
+        Some("to_merge")
+    );
+    assert!(process
+        .nodes
+        .iter()
+        .filter(|n| n.id != "amount_check")
+        .all(|n| n.default_flow.is_none()));
 }
 
 /// The 1-based line and column where `needle` first occurs at or after line `from`.
@@ -144,7 +263,12 @@ fn nodes_flows_and_expressions_carry_their_source_positions() {
     let (text, process) = load();
     assert_eq!(process.span, find(&text, "process: order_processing", 1));
     for n in &process.nodes {
-        assert_eq!(n.span, find(&text, &format!("  {}:", n.id), 1).with_col_offset(2), "node {}", n.id);
+        assert_eq!(
+            n.span,
+            find(&text, &format!("  {}:", n.id), 1).with_col_offset(2),
+            "node {}",
+            n.id
+        );
     }
     // A flow written as `next: target` points at the target; a branch points at its `-`.
     for f in &process.flows {
@@ -156,10 +280,17 @@ fn nodes_flows_and_expressions_carry_their_source_positions() {
         };
         assert_eq!(f.span, expected, "flow {}", f.id);
     }
-    let condition = process.flows.iter().find_map(|f| f.condition.as_ref()).expect("a condition");
+    let condition = process
+        .flows
+        .iter()
+        .find_map(|f| f.condition.as_ref())
+        .expect("a condition");
     assert_eq!(condition.span, find(&text, "amount > 10000", 1));
     match &node(&process, "confirm_order").kind {
-        NodeKind::Task(Activity { body: TaskKind::Script { script: Some(s) }, .. }) => {
+        NodeKind::Task(Activity {
+            body: TaskKind::Script { script: Some(s) },
+            ..
+        }) => {
             assert_eq!(s.span, find(&text, "let status = \"confirmed\"", 1));
         }
         other => panic!("not a script: {other:?}"),
@@ -184,7 +315,11 @@ fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
     use std::collections::{HashMap, VecDeque};
     let runtime = ScriptRuntime::default();
     let mut variables = variables.as_object().expect("object").clone();
-    let start = process.nodes.iter().find(|n| matches!(n.kind, NodeKind::StartEvent { .. })).expect("a start");
+    let start = process
+        .nodes
+        .iter()
+        .find(|n| matches!(n.kind, NodeKind::StartEvent { .. }))
+        .expect("a start");
     let mut queue = VecDeque::from([start.id.clone()]);
     let mut arrivals: HashMap<String, usize> = HashMap::new();
     let mut path = Vec::new();
@@ -200,11 +335,16 @@ fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
             }
         }
         path.push(id.clone());
-        if let NodeKind::Task(Activity { body: TaskKind::Script { script: Some(s) }, .. }) = &n.kind {
+        if let NodeKind::Task(Activity {
+            body: TaskKind::Script { script: Some(s) },
+            ..
+        }) = &n.kind
+        {
             let ast = runtime.compile(&s.source).expect("script compiles");
             variables.extend(runtime.run_script(&ast, &variables).expect("script runs"));
         }
-        let outgoing: Vec<&SequenceFlow> = process.flows.iter().filter(|f| f.source == id).collect();
+        let outgoing: Vec<&SequenceFlow> =
+            process.flows.iter().filter(|f| f.source == id).collect();
         if n.kind == NodeKind::Gateway(GatewayKind::Exclusive) {
             let chosen = outgoing
                 .iter()
@@ -213,10 +353,16 @@ fn walk(process: &Process, variables: serde_json::Value) -> Vec<String> {
                     None => true,
                     Some(c) => {
                         let ast = runtime.compile(&c.source).expect("condition compiles");
-                        runtime.eval_condition(&ast, &variables).expect("condition evaluates")
+                        runtime
+                            .eval_condition(&ast, &variables)
+                            .expect("condition evaluates")
                     }
                 })
-                .or_else(|| outgoing.iter().find(|f| Some(&f.id) == n.default_flow.as_ref()))
+                .or_else(|| {
+                    outgoing
+                        .iter()
+                        .find(|f| Some(&f.id) == n.default_flow.as_ref())
+                })
                 .expect("a flow to take");
             queue.push_back(chosen.target.clone());
         } else {

@@ -9,7 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn validator() -> jsonschema::Validator {
@@ -18,7 +21,8 @@ fn validator() -> jsonschema::Validator {
 
 fn yaml_to_json(name: &str, text: &str) -> Value {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
     serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{name}: not JSON-compatible: {e}"))
 }
 
@@ -26,16 +30,27 @@ fn yaml_to_json(name: &str, text: &str) -> Value {
 fn assert_valid_everywhere(name: &str, text: &str) {
     let instance = yaml_to_json(name, text);
     let validator = validator();
-    let errors: Vec<String> =
-        validator.iter_errors(&instance).map(|e| format!("  {} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{name} fails the schema:\n{}", errors.join("\n"));
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("  {} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} fails the schema:\n{}",
+        errors.join("\n")
+    );
     let (definitions, diagnostics) = parse_yaml(Path::new(name), text);
-    assert!(!has_errors(&diagnostics), "{name} has errors:\n{diagnostics:#?}");
+    assert!(
+        !has_errors(&diagnostics),
+        "{name} has errors:\n{diagnostics:#?}"
+    );
     assert!(definitions.is_some(), "{name} gave no definitions");
 }
 
 fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -49,14 +64,20 @@ fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn the_schema_is_a_valid_draft_2020_12_schema() {
     let schema = json_schema();
-    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
     assert!(jsonschema::meta::is_valid(&schema));
 }
 
 #[test]
 fn the_schema_file_in_docs_is_current() {
     let path = repo_root().join("docs/flowbot-workflow.schema.json");
-    let current = format!("{}\n", serde_json::to_string_pretty(&json_schema()).expect("serializable"));
+    let current = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&json_schema()).expect("serializable")
+    );
     if std::env::var_os("FLOWBOT_BLESS").is_some() {
         fs::write(&path, &current).expect("writable schema file");
     }
@@ -70,7 +91,12 @@ fn shipped_workflows_and_examples_pass_schema_and_reader() {
     let mut files = Vec::new();
     yaml_files_under(&root.join("workflows"), &mut files);
     yaml_files_under(&root.join("examples"), &mut files);
-    assert!(files.iter().any(|f| f.ends_with("workflows/order_processing.yaml")), "found {files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("workflows/order_processing.yaml")),
+        "found {files:?}"
+    );
     for file in files {
         let text = fs::read_to_string(&file).expect("readable");
         assert_valid_everywhere(&file.display().to_string(), &text);
@@ -86,7 +112,10 @@ fn valid_test_data_passes_the_schema() {
         if path.extension().is_some_and(|e| e == "yaml")
             && fs::read_to_string(path.with_extension("expected")).is_ok_and(|e| e.is_empty())
         {
-            assert_valid_everywhere(&path.display().to_string(), &fs::read_to_string(&path).expect("readable"));
+            assert_valid_everywhere(
+                &path.display().to_string(),
+                &fs::read_to_string(&path).expect("readable"),
+            );
             checked += 1;
         }
     }
@@ -95,13 +124,16 @@ fn valid_test_data_passes_the_schema() {
 
 /// The ```yaml blocks of the DSL reference.
 fn doc_examples() -> Vec<(usize, String)> {
-    let doc = fs::read_to_string(repo_root().join("docs/yaml-dsl.md")).expect("docs/yaml-dsl.md exists");
+    let doc =
+        fs::read_to_string(repo_root().join("docs/yaml-dsl.md")).expect("docs/yaml-dsl.md exists");
     let mut examples = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (index, line) in doc.lines().enumerate() {
         match &mut current {
             None if line.trim_start() == "```yaml" => current = Some((index + 2, String::new())),
-            Some(_) if line.trim_start() == "```" => examples.push(current.take().expect("open block")),
+            Some(_) if line.trim_start() == "```" => {
+                examples.push(current.take().expect("open block"))
+            }
             Some((_, text)) => {
                 text.push_str(line);
                 text.push('\n');
@@ -115,7 +147,11 @@ fn doc_examples() -> Vec<(usize, String)> {
 #[test]
 fn every_documented_example_passes_schema_and_reader() {
     let examples = doc_examples();
-    assert!(examples.len() >= 8, "expected the reference to show many examples, found {}", examples.len());
+    assert!(
+        examples.len() >= 8,
+        "expected the reference to show many examples, found {}",
+        examples.len()
+    );
     for (line, text) in examples {
         assert_valid_everywhere(&format!("docs/yaml-dsl.md (example at line {line})"), &text);
     }
@@ -164,23 +200,38 @@ fn invalid_documents_fail_both_schema_and_reader() {
     let validator = validator();
     for (what, text) in cases {
         let instance = yaml_to_json(what, text);
-        assert!(!validator.is_valid(&instance), "the schema accepts an invalid document ({what}):\n{text}");
+        assert!(
+            !validator.is_valid(&instance),
+            "the schema accepts an invalid document ({what}):\n{text}"
+        );
         let (_, diagnostics) = parse_yaml(Path::new("case.yaml"), text);
-        assert!(has_errors(&diagnostics), "the reader accepts an invalid document ({what}):\n{text}");
+        assert!(
+            has_errors(&diagnostics),
+            "the reader accepts an invalid document ({what}):\n{text}"
+        );
     }
 }
 
 fn property_names(schema: &Value) -> BTreeSet<String> {
-    schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 fn set(words: &[&[&str]]) -> BTreeSet<String> {
-    words.iter().flat_map(|w| w.iter().map(|s| s.to_string())).collect()
+    words
+        .iter()
+        .flat_map(|w| w.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 /// The object alternative of a `oneOf`, or the schema itself.
 fn object_schema(schema: &Value) -> &Value {
-    schema["oneOf"].as_array().and_then(|alts| alts.iter().find(|a| a["type"] == "object")).unwrap_or(schema)
+    schema["oneOf"]
+        .as_array()
+        .and_then(|alts| alts.iter().find(|a| a["type"] == "object"))
+        .unwrap_or(schema)
 }
 
 #[test]
@@ -190,32 +241,89 @@ fn the_schema_uses_exactly_the_readers_keys() {
     assert_eq!(property_names(&schema), set(&[vocab::PROCESS_KEYS]));
     assert_eq!(
         property_names(&defs["node"]),
-        set(&[vocab::NODE_KIND_KEYS, vocab::NODE_COMMON_KEYS, vocab::ACTIVITY_KEYS])
+        set(&[
+            vocab::NODE_KIND_KEYS,
+            vocab::NODE_COMMON_KEYS,
+            vocab::ACTIVITY_KEYS
+        ])
     );
-    assert_eq!(property_names(object_schema(&defs["lane"])), set(&[vocab::LANE_KEYS]));
-    assert_eq!(property_names(object_schema(&defs["message"])), set(&[vocab::MESSAGE_KEYS]));
-    assert_eq!(property_names(&defs["timer"]), set(&[vocab::TIMER_KEYS, vocab::TIMER_EXTRA_KEYS]));
-    assert_eq!(property_names(object_schema(&defs["script"])), set(&[vocab::SCRIPT_KEYS]));
+    assert_eq!(
+        property_names(object_schema(&defs["lane"])),
+        set(&[vocab::LANE_KEYS])
+    );
+    assert_eq!(
+        property_names(object_schema(&defs["message"])),
+        set(&[vocab::MESSAGE_KEYS])
+    );
+    assert_eq!(
+        property_names(&defs["timer"]),
+        set(&[vocab::TIMER_KEYS, vocab::TIMER_EXTRA_KEYS])
+    );
+    assert_eq!(
+        property_names(object_schema(&defs["script"])),
+        set(&[vocab::SCRIPT_KEYS])
+    );
     assert_eq!(property_names(&defs["llm"]), set(&[vocab::LLM_KEYS]));
     assert_eq!(property_names(&defs["branch"]), set(&[vocab::BRANCH_KEYS]));
-    assert_eq!(property_names(object_schema(&defs["retry"])), set(&[vocab::RETRY_KEYS]));
-    assert_eq!(property_names(&defs["for_each"]), set(&[vocab::FOR_EACH_KEYS]));
+    assert_eq!(
+        property_names(object_schema(&defs["retry"])),
+        set(&[vocab::RETRY_KEYS])
+    );
+    assert_eq!(
+        property_names(&defs["for_each"]),
+        set(&[vocab::FOR_EACH_KEYS])
+    );
     assert_eq!(property_names(&defs["rule"]), set(&[vocab::RULE_KEYS]));
-    assert_eq!(property_names(&defs["catch_event"]), set(&[vocab::CATCH_TRIGGERS]));
-    assert_eq!(property_names(&defs["boundary_event"]), set(&[vocab::BOUNDARY_TRIGGERS, vocab::BOUNDARY_EXTRA_KEYS]));
+    assert_eq!(
+        property_names(&defs["catch_event"]),
+        set(&[vocab::CATCH_TRIGGERS])
+    );
+    assert_eq!(
+        property_names(&defs["boundary_event"]),
+        set(&[vocab::BOUNDARY_TRIGGERS, vocab::BOUNDARY_EXTRA_KEYS])
+    );
     for (def, triggers, extra) in [
-        ("start_event", vocab::START_TRIGGERS, vocab::START_EXTRA_KEYS),
+        (
+            "start_event",
+            vocab::START_TRIGGERS,
+            vocab::START_EXTRA_KEYS,
+        ),
         ("end_event", vocab::END_TRIGGERS, &[][..]),
         ("throw_event", vocab::THROW_TRIGGERS, &[][..]),
     ] {
-        assert_eq!(property_names(object_schema(&defs[def])), set(&[triggers, extra]), "{def}");
+        assert_eq!(
+            property_names(object_schema(&defs[def])),
+            set(&[triggers, extra]),
+            "{def}"
+        );
     }
     let node_props = &defs["node"]["properties"];
-    assert_eq!(property_names(object_schema(&node_props["service"])), set(&[vocab::SERVICE_KEYS]));
-    assert_eq!(property_names(object_schema(&node_props["send"])), set(&[vocab::SEND_KEYS]));
-    assert_eq!(property_names(object_schema(&node_props["business_rule"])), set(&[vocab::BUSINESS_RULE_KEYS]));
-    assert_eq!(property_names(&node_props["subprocess"]), set(&[vocab::SUBPROCESS_KEYS]));
-    assert_eq!(property_names(object_schema(&node_props["call"])), set(&[vocab::CALL_KEYS]));
-    assert_eq!(defs["llm"]["properties"]["mode"]["enum"], serde_json::json!(vocab::LLM_MODES));
-    assert_eq!(defs["rule"]["properties"]["on"]["enum"], serde_json::json!(vocab::RULE_POINTS));
+    assert_eq!(
+        property_names(object_schema(&node_props["service"])),
+        set(&[vocab::SERVICE_KEYS])
+    );
+    assert_eq!(
+        property_names(object_schema(&node_props["send"])),
+        set(&[vocab::SEND_KEYS])
+    );
+    assert_eq!(
+        property_names(object_schema(&node_props["business_rule"])),
+        set(&[vocab::BUSINESS_RULE_KEYS])
+    );
+    assert_eq!(
+        property_names(&node_props["subprocess"]),
+        set(&[vocab::SUBPROCESS_KEYS])
+    );
+    assert_eq!(
+        property_names(object_schema(&node_props["call"])),
+        set(&[vocab::CALL_KEYS])
+    );
+    assert_eq!(
+        defs["llm"]["properties"]["mode"]["enum"],
+        serde_json::json!(vocab::LLM_MODES)
+    );
+    assert_eq!(
+        defs["rule"]["properties"]["on"]["enum"],
+        serde_json::json!(vocab::RULE_POINTS)
+    );
 }

@@ -51,7 +51,12 @@ impl DeviceChoice {
                         "this flowbot was built without CUDA support: rebuild with `--features cuda` (needs nvcc) or use --device cpu".into(),
                     ));
                 }
-                Device::new_cuda(ordinal).map_err(|e| LmError::Load(format!("cannot open cuda:{ordinal}: {}", candle_message(&e))))
+                Device::new_cuda(ordinal).map_err(|e| {
+                    LmError::Load(format!(
+                        "cannot open cuda:{ordinal}: {}",
+                        candle_message(&e)
+                    ))
+                })
             }
         }
     }
@@ -113,7 +118,9 @@ impl CandleLm {
             },
         );
         let result = ModelWeights::from_gguf(content, &mut file.reader, &device);
-        let model = result.map_err(|e| LmError::Load(format!("{}: {}", file.path.display(), candle_message(&e))))?;
+        let model = result.map_err(|e| {
+            LmError::Load(format!("{}: {}", file.path.display(), candle_message(&e)))
+        })?;
         Ok(Self {
             model,
             device,
@@ -182,7 +189,11 @@ impl<S> Snapshots<S> {
 
     /// The copy with the most positions, none past `start`.
     pub(crate) fn nearest(&self, start: usize) -> Option<(usize, &S)> {
-        self.kept.iter().filter(|(len, _)| *len <= start).max_by_key(|(len, _)| *len).map(|(len, state)| (*len, state))
+        self.kept
+            .iter()
+            .filter(|(len, _)| *len <= start)
+            .max_by_key(|(len, _)| *len)
+            .map(|(len, state)| (*len, state))
     }
 
     /// Keeps a copy taken at `len` positions; the oldest goes when the store is full.
@@ -201,7 +212,9 @@ impl<S> Snapshots<S> {
 
 /// `tokens` as a batch of one, the input of candle's llama models.
 pub(crate) fn input_tensor(tokens: &[u32], device: &Device) -> Result<Tensor, LmError> {
-    Tensor::new(tokens, device).and_then(|t| t.unsqueeze(0)).map_err(|e| LmError::Forward(candle_message(&e)))
+    Tensor::new(tokens, device)
+        .and_then(|t| t.unsqueeze(0))
+        .map_err(|e| LmError::Forward(candle_message(&e)))
 }
 
 /// The last position's logits of a candle llama forward pass, as f32 values.

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn a_template_with_real_newlines_is_read_too() {
         let template = "{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}";
-        assert_eq!(default_system_from_template(template).as_deref(), Some("Be kind."));
+        assert_eq!(
+            default_system_from_template(template).as_deref(),
+            Some("Be kind.")
+        );
     }
 
     #[test]

@@ -65,7 +65,14 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: SamplingOptions::default(), stop: Vec::new(), timeout: None, cancel: None, ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            sampling: SamplingOptions::default(),
+            stop: Vec::new(),
+            timeout: None,
+            cancel: None,
+            ignore_eos: false,
+        }
     }
 }
 
@@ -399,9 +406,22 @@ impl Generator {
 
     /// The best allowed token(s) by logit, then the sampler's choice among them. Scans the 512
     /// most likely tokens first and the whole vocabulary only when they hold too few allowed ones.
-    fn pick_constrained(&self, sampler: &mut Sampler, logits: &[f32], constraint: &dyn Constraint) -> Option<u32> {
-        let wanted = if sampler_is_greedy(sampler) { 1 } else { CONSTRAINED_CANDIDATES };
-        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    fn pick_constrained(
+        &self,
+        sampler: &mut Sampler,
+        logits: &[f32],
+        constraint: &dyn Constraint,
+    ) -> Option<u32> {
+        let wanted = if sampler_is_greedy(sampler) {
+            1
+        } else {
+            CONSTRAINED_CANDIDATES
+        };
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
         let head = 512.min(order.len());
         if head < order.len() {

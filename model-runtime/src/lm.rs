@@ -33,15 +33,25 @@ pub enum LmError {
 
 /// Checks a [`CausalLm::forward`] call against a backend's state: some tokens, `start` within the
 /// `cached` positions, and the run within the `limit` positions.
-pub fn check_forward(tokens: &[u32], start: usize, cached: usize, limit: usize) -> Result<(), LmError> {
+pub fn check_forward(
+    tokens: &[u32],
+    start: usize,
+    cached: usize,
+    limit: usize,
+) -> Result<(), LmError> {
     if tokens.is_empty() {
         return Err(LmError::Forward("forward called without tokens".into()));
     }
     if start > cached {
-        return Err(LmError::Forward(format!("start position {start} is past the {cached} cached positions")));
+        return Err(LmError::Forward(format!(
+            "start position {start} is past the {cached} cached positions"
+        )));
     }
     if start + tokens.len() > limit {
-        return Err(LmError::ContextFull { position: limit.max(start), limit });
+        return Err(LmError::ContextFull {
+            position: limit.max(start),
+            limit,
+        });
     }
     Ok(())
 }

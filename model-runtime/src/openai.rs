@@ -62,7 +62,12 @@ pub struct OpenAiClient {
 impl OpenAiClient {
     /// A client for `base_url` (e.g. `http://gpu-1:8000/v1`) and `model`.
     pub fn new(base_url: &str, model: &str, api_key: Option<String>) -> Self {
-        Self { base_url: base_url.trim_end_matches('/').to_owned(), model: model.to_owned(), api_key, timeout: Duration::from_secs(120) }
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            model: model.to_owned(),
+            api_key,
+            timeout: Duration::from_secs(120),
+        }
     }
 
     /// Sets the request timeout.
@@ -86,7 +91,14 @@ impl OpenAiClient {
     }
 
     /// Sends one chat-completions request with extra body fields.
-    fn complete(&self, system: Option<&str>, user: &str, max_tokens: usize, sampling: &SamplingOptions, extra: Value) -> Result<RemoteCompletion, OpenAiError> {
+    fn complete(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        max_tokens: usize,
+        sampling: &SamplingOptions,
+        extra: Value,
+    ) -> Result<RemoteCompletion, OpenAiError> {
         let url = format!("{}/chat/completions", self.base_url);
         let mut body = json!({
             "model": self.model,
@@ -104,25 +116,49 @@ impl OpenAiClient {
         if let Some(key) = &self.api_key {
             request = request.set("Authorization", &format!("Bearer {key}"));
         }
-        let response = request.send_json(body).map_err(|e| OpenAiError::Http { url: url.clone(), message: e.to_string() })?;
-        let answer: Value = response.into_json().map_err(|e| OpenAiError::Response { url: url.clone(), message: e.to_string() })?;
+        let response = request.send_json(body).map_err(|e| OpenAiError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let answer: Value = response.into_json().map_err(|e| OpenAiError::Response {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         let text = answer
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
-            .ok_or_else(|| OpenAiError::Response { url: url.clone(), message: "no choices[0].message.content".into() })?
+            .ok_or_else(|| OpenAiError::Response {
+                url: url.clone(),
+                message: "no choices[0].message.content".into(),
+            })?
             .to_owned();
-        let usage = |k: &str| answer.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let usage = |k: &str| {
+            answer
+                .pointer(&format!("/usage/{k}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize
+        };
         Ok(RemoteCompletion {
             text,
             prompt_tokens: usage("prompt_tokens"),
             completion_tokens: usage("completion_tokens"),
-            model: answer.get("model").and_then(Value::as_str).unwrap_or(&self.model).to_owned(),
+            model: answer
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.model)
+                .to_owned(),
             elapsed: started.elapsed(),
         })
     }
 
     /// Free text.
-    pub fn generate(&self, system: Option<&str>, user: &str, max_tokens: usize, sampling: &SamplingOptions) -> Result<RemoteCompletion, OpenAiError> {
+    pub fn generate(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        max_tokens: usize,
+        sampling: &SamplingOptions,
+    ) -> Result<RemoteCompletion, OpenAiError> {
         self.complete(system, user, max_tokens, sampling, json!({}))
     }
 
@@ -138,21 +174,42 @@ impl OpenAiClient {
     ) -> Result<(Value, RemoteCompletion), OpenAiError> {
         let format = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "output", "strict": true, "schema": json_schema}}});
         let completion = self.complete(system, user, max_tokens, sampling, format)?;
-        let value: Value = serde_json::from_str(completion.text.trim()).map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
-        schema.validate(&value).map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
+        let value: Value = serde_json::from_str(completion.text.trim())
+            .map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
+        schema
+            .validate(&value)
+            .map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
         Ok((value, completion))
     }
 
     /// One of `labels`: the answer must equal a label (ignoring case, surrounding space and quotes).
-    pub fn classify(&self, system: Option<&str>, user: &str, labels: &[String], sampling: &SamplingOptions) -> Result<(String, RemoteCompletion), OpenAiError> {
-        let prompt = format!("{user}\n\nAnswer with exactly one of: {}", labels.join(", "));
+    pub fn classify(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        labels: &[String],
+        sampling: &SamplingOptions,
+    ) -> Result<(String, RemoteCompletion), OpenAiError> {
+        let prompt = format!(
+            "{user}\n\nAnswer with exactly one of: {}",
+            labels.join(", ")
+        );
         let completion = self.complete(system, &prompt, 16, sampling, json!({}))?;
-        let answer = completion.text.trim().trim_matches(|c| c == '"' || c == '\'' || c == '.').to_lowercase();
+        let answer = completion
+            .text
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'' || c == '.')
+            .to_lowercase();
         let label = labels
             .iter()
             .find(|l| l.to_lowercase() == answer)
             .cloned()
-            .ok_or_else(|| OpenAiError::Invalid(format!("`{}` is not one of the labels {labels:?}", completion.text)))?;
+            .ok_or_else(|| {
+                OpenAiError::Invalid(format!(
+                    "`{}` is not one of the labels {labels:?}",
+                    completion.text
+                ))
+            })?;
         Ok((label, completion))
     }
 }

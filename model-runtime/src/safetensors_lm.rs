@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama};
 
-use crate::lm::{candle_message, check_forward, CausalLm, LmError};
 use crate::candle_lm::{input_tensor, last_logits, Snapshots};
+use crate::lm::{candle_message, check_forward, CausalLm, LmError};
 use crate::model_dir::{ModelDir, ModelDirError};
 
 /// The dtype the model computes in on `device`: f32 on the CPU, bf16 on a GPU.
@@ -133,7 +133,10 @@ impl SafetensorsLm {
         if start == self.history.len() {
             return Ok(());
         }
-        let (from, cache) = self.snapshots.nearest(start).unwrap_or((0, &self.empty_cache));
+        let (from, cache) = self
+            .snapshots
+            .nearest(start)
+            .unwrap_or((0, &self.empty_cache));
         self.cache = cache.clone();
         let replay = self.history[from..start].to_vec();
         self.history.truncate(from);

@@ -20,7 +20,11 @@ fn model_path() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLOWBOT_DATA_DIR") {
         return default_model_path(&PathBuf::from(dir));
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".data").join("models").join(DEFAULT_FILE_NAME)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".data")
+        .join("models")
+        .join(DEFAULT_FILE_NAME)
 }
 
 fn real() -> Generator {
@@ -34,12 +38,17 @@ fn real_on(backend: Backend) -> Generator {
         "the real model is missing at {}: run `flowbot model fetch` (or set FLOWBOT_MODEL) before these tests",
         path.display()
     );
-    load_generator(&path, backend).expect("model loads").generator
+    load_generator(&path, backend)
+        .expect("model loads")
+        .generator
 }
 
 #[test]
 fn reference_prompt_ids_and_greedy_tokens_match_llama_cpp() {
-    for backend in [Backend::Fast(FastOptions::default()), Backend::Candle(DeviceChoice::Cpu)] {
+    for backend in [
+        Backend::Fast(FastOptions::default()),
+        Backend::Candle(DeviceChoice::Cpu),
+    ] {
         check_reference(real_on(backend));
     }
 }
@@ -47,11 +56,27 @@ fn reference_prompt_ids_and_greedy_tokens_match_llama_cpp() {
 fn check_reference(mut g: Generator) {
     let prompt = g.prompt(Some(SYSTEM), USER).unwrap();
     assert_eq!(prompt.ids.len(), 57);
-    assert_eq!(&prompt.ids[..10], &[1, 9690, 198, 2683, 2965, 1890, 28, 26310, 1686, 5143]);
-    let generation = g.generate(Some(SYSTEM), USER, &GenerateOptions { max_tokens: 20, ..Default::default() }, None).unwrap();
+    assert_eq!(
+        &prompt.ids[..10],
+        &[1, 9690, 198, 2683, 2965, 1890, 28, 26310, 1686, 5143]
+    );
+    let generation = g
+        .generate(
+            Some(SYSTEM),
+            USER,
+            &GenerateOptions {
+                max_tokens: 20,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
     assert_eq!(
         generation.tokens,
-        vec![504, 7742, 553, 8885, 260, 216, 33, 34, 35, 36, 30, 37, 32, 3214, 67, 29, 33, 32, 32, 33]
+        vec![
+            504, 7742, 553, 8885, 260, 216, 33, 34, 35, 36, 30, 37, 32, 3214, 67, 29, 33, 32, 32,
+            33
+        ]
     );
 }
 
@@ -98,7 +123,12 @@ fn seeded_sampling_is_deterministic() {
     let mut g = real();
     let options = GenerateOptions {
         max_tokens: 24,
-        sampling: SamplingOptions { temperature: 0.8, top_p: 0.9, seed: 42, ..Default::default() },
+        sampling: SamplingOptions {
+            temperature: 0.8,
+            top_p: 0.9,
+            seed: 42,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let a = g.generate(Some(SYSTEM), USER, &options, None).unwrap();
@@ -125,10 +155,17 @@ fn json_constrained_extraction_always_parses_over_many_seeds() {
     for seed in 0..8 {
         let options = GenerateOptions {
             max_tokens: 80,
-            sampling: SamplingOptions { temperature: 1.0, top_p: 0.95, seed, ..Default::default() },
+            sampling: SamplingOptions {
+                temperature: 1.0,
+                top_p: 0.95,
+                seed,
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let (value, _) = g.generate_json(Some("Extract the order as JSON."), mail, &schema, &options).unwrap();
+        let (value, _) = g
+            .generate_json(Some("Extract the order as JSON."), mail, &schema, &options)
+            .unwrap();
         schema.validate(&value).unwrap();
     }
 }
@@ -140,11 +177,20 @@ fn classification_returns_only_allowed_labels() {
     for seed in 0..6 {
         let options = GenerateOptions {
             max_tokens: 8,
-            sampling: SamplingOptions { temperature: 1.2, seed, ..Default::default() },
+            sampling: SamplingOptions {
+                temperature: 1.2,
+                seed,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (label, _) = g
-            .classify(Some("Answer with one label: confirm, reject or ask_customer."), "The customer asks to cancel order SO-7.", &labels, &options)
+            .classify(
+                Some("Answer with one label: confirm, reject or ask_customer."),
+                "The customer asks to cancel order SO-7.",
+                &labels,
+                &options,
+            )
             .unwrap();
         assert!(labels.contains(&label.as_str()), "{label}");
     }
@@ -156,18 +202,46 @@ fn the_model_converted_to_a_directory_runs_on_the_safetensors_backend() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("SmolLM2-135M-Instruct");
     assert_eq!(write_model_dir_from_gguf(&model_path(), &dir).unwrap(), 272);
-    let mut from_dir = load_generator(&dir, Backend::Candle(DeviceChoice::Cpu)).unwrap().generator;
+    let mut from_dir = load_generator(&dir, Backend::Candle(DeviceChoice::Cpu))
+        .unwrap()
+        .generator;
     let mut from_gguf = real_on(Backend::Candle(DeviceChoice::Cpu));
     // tokenizer.json and tokenizer_config.json give the prompt of the GGUF metadata.
-    assert_eq!(from_dir.prompt(Some(SYSTEM), USER).unwrap(), from_gguf.prompt(Some(SYSTEM), USER).unwrap());
-    let greedy = GenerateOptions { max_tokens: 20, ..Default::default() };
-    let a = from_dir.generate(Some(SYSTEM), USER, &greedy, None).unwrap();
-    let b = from_gguf.generate(Some(SYSTEM), USER, &greedy, None).unwrap();
+    assert_eq!(
+        from_dir.prompt(Some(SYSTEM), USER).unwrap(),
+        from_gguf.prompt(Some(SYSTEM), USER).unwrap()
+    );
+    let greedy = GenerateOptions {
+        max_tokens: 20,
+        ..Default::default()
+    };
+    let a = from_dir
+        .generate(Some(SYSTEM), USER, &greedy, None)
+        .unwrap();
+    let b = from_gguf
+        .generate(Some(SYSTEM), USER, &greedy, None)
+        .unwrap();
     // The directory holds the Q4_1 values exactly, but computes with f32 activations where the
     // quantized path rounds them to 8 bits: the greedy tokens agree but for a word or two
     // (measured: 19 of 20, "a" for "the" at the fifth).
-    assert_eq!(a.tokens[..4], b.tokens[..4], "dir {:?}\ngguf {:?}", a.text, b.text);
-    let agreeing = a.tokens.iter().zip(&b.tokens).filter(|(x, y)| x == y).count();
-    assert!(agreeing >= 15, "{agreeing} of 20 agree: dir {:?}, gguf {:?}", a.text, b.text);
+    assert_eq!(
+        a.tokens[..4],
+        b.tokens[..4],
+        "dir {:?}\ngguf {:?}",
+        a.text,
+        b.text
+    );
+    let agreeing = a
+        .tokens
+        .iter()
+        .zip(&b.tokens)
+        .filter(|(x, y)| x == y)
+        .count();
+    assert!(
+        agreeing >= 15,
+        "{agreeing} of 20 agree: dir {:?}, gguf {:?}",
+        a.text,
+        b.text
+    );
     assert!(a.text.contains("1234.50"), "{:?}", a.text);
 }

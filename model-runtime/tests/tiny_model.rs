@@ -114,7 +114,10 @@ fn same_seed_gives_the_same_text_and_greedy_is_repeatable() {
 
 #[test]
 fn prefix_reuse_gives_the_same_tokens_as_a_fresh_model() {
-    for backend in [Backend::Fast(FastOptions::default()), Backend::Candle(DeviceChoice::Cpu)] {
+    for backend in [
+        Backend::Fast(FastOptions::default()),
+        Backend::Candle(DeviceChoice::Cpu),
+    ] {
         prefix_reuse_on(backend);
     }
 }
@@ -122,7 +125,10 @@ fn prefix_reuse_gives_the_same_tokens_as_a_fresh_model() {
 fn prefix_reuse_on(backend: Backend) {
     let (_dir, mut warm) = tiny_on(3, backend);
     let (_dir2, mut cold) = tiny_on(3, backend);
-    let options = GenerateOptions { max_tokens: 12, ..Default::default() };
+    let options = GenerateOptions {
+        max_tokens: 12,
+        ..Default::default()
+    };
     let system = "You extract order fields from e-mails and answer in JSON.";
     warm.generate(Some(system), "first order mail", &options, None)
         .unwrap();
@@ -282,7 +288,10 @@ fn copied_fields_are_always_taken_from_the_input() {
         schema.validate(&value).unwrap();
         for key in ["order_id", "customer"] {
             let text = value[key].as_str().unwrap();
-            assert!(mail.contains(text), "seed {seed}: {key} `{text}` is not in `{mail}`");
+            assert!(
+                mail.contains(text),
+                "seed {seed}: {key} `{text}` is not in `{mail}`"
+            );
             copied_non_empty += usize::from(!text.is_empty());
         }
         // Numbers are one of the input's numbers unless generation was cut short.
@@ -291,7 +300,10 @@ fn copied_fields_are_always_taken_from_the_input() {
             for key in ["total", "lines"] {
                 let number = value[key].as_f64().unwrap();
                 assert!(
-                    numbers.numbers().iter().any(|n| n.parse::<f64>().unwrap() == number),
+                    numbers
+                        .numbers()
+                        .iter()
+                        .any(|n| n.parse::<f64>().unwrap() == number),
                     "seed {seed}: {key} {number} is not written in `{mail}` ({:?})",
                     numbers.numbers()
                 );
@@ -324,9 +336,18 @@ fn broken_model_files_give_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let not_gguf = dir.path().join("notes.gguf");
     std::fs::write(&not_gguf, "root:x:0:0").unwrap();
-    let err = load_generator(&not_gguf, Backend::for_device(DeviceChoice::Cpu)).err().unwrap().to_string();
-    assert!(err.contains("notes.gguf") && err.contains("not a readable GGUF"), "{err}");
-    assert!(!err.contains("backtrace") && err.lines().count() == 1, "{err}");
+    let err = load_generator(&not_gguf, Backend::for_device(DeviceChoice::Cpu))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("notes.gguf") && err.contains("not a readable GGUF"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("backtrace") && err.lines().count() == 1,
+        "{err}"
+    );
 
     let whole = dir.path().join("whole.gguf");
     write_tiny_llama(&whole, 1).unwrap();
@@ -334,7 +355,10 @@ fn broken_model_files_give_errors_naming_the_file() {
     for keep in [bytes.len() / 2, bytes.len() - 10, 40] {
         let cut = dir.path().join(format!("cut{keep}.gguf"));
         std::fs::write(&cut, &bytes[..keep]).unwrap();
-        let err = load_generator(&cut, Backend::for_device(DeviceChoice::Cpu)).err().unwrap().to_string();
+        let err = load_generator(&cut, Backend::for_device(DeviceChoice::Cpu))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains(&format!("cut{keep}.gguf")), "{err}");
     }
 }
@@ -344,6 +368,12 @@ fn device_names_parse_or_explain() {
     assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
     assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
     assert_eq!("cuda:1".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(1)));
-    assert!("cuda:x".parse::<DeviceChoice>().unwrap_err().contains("ordinal"));
-    assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("cpu, cuda or cuda:N"));
+    assert!("cuda:x"
+        .parse::<DeviceChoice>()
+        .unwrap_err()
+        .contains("ordinal"));
+    assert!("tpu"
+        .parse::<DeviceChoice>()
+        .unwrap_err()
+        .contains("cpu, cuda or cuda:N"));
 }

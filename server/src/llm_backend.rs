@@ -1,8 +1,8 @@
 //! The engine's [`TextGenerator`] served by the local model runtime.
 
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use flowbot_engine::llm::{
@@ -10,7 +10,9 @@ use flowbot_engine::llm::{
 };
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::openai::OpenAiClient;
-use flowbot_model_runtime::{load_generator, model_sha256, Backend, GenerateOptions, Generator, SamplingOptions};
+use flowbot_model_runtime::{
+    load_generator, model_sha256, Backend, GenerateOptions, Generator, SamplingOptions,
+};
 
 /// Default token budget of an LLM step.
 const DEFAULT_MAX_TOKENS: usize = 256;
@@ -116,7 +118,9 @@ impl RemoteTextGenerator {
     /// A generator for `base_url` (e.g. `http://gpu-1:8000/v1`) and `model`; the API key comes from
     /// `$OPENAI_API_KEY` when set.
     pub fn new(base_url: &str, model: &str) -> Self {
-        Self { client: OpenAiClient::new(base_url, model, std::env::var("OPENAI_API_KEY").ok()) }
+        Self {
+            client: OpenAiClient::new(base_url, model, std::env::var("OPENAI_API_KEY").ok()),
+        }
     }
 }
 
@@ -124,18 +128,38 @@ impl TextGenerator for RemoteTextGenerator {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let options = generate_options(&request.options);
         let system = request.system.as_deref();
-        let backend = |e: flowbot_model_runtime::openai::OpenAiError| LlmError::Backend(e.to_string());
+        let backend =
+            |e: flowbot_model_runtime::openai::OpenAiError| LlmError::Backend(e.to_string());
         let (output, completion) = match request.mode {
             LlmMode::Generate => {
-                let c = self.client.generate(system, &request.prompt, options.max_tokens, &options.sampling).map_err(backend)?;
+                let c = self
+                    .client
+                    .generate(
+                        system,
+                        &request.prompt,
+                        options.max_tokens,
+                        &options.sampling,
+                    )
+                    .map_err(backend)?;
                 (LlmOutput::Text(c.text.clone()), c)
             }
             LlmMode::Extract => {
-                let json_schema = request.schema.as_ref().ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
-                let schema = ObjectSchema::from_json_schema(json_schema).map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+                let json_schema = request
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| LlmError::InvalidRequest("extract needs a schema".into()))?;
+                let schema = ObjectSchema::from_json_schema(json_schema)
+                    .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
                 let (value, c) = self
                     .client
-                    .generate_json(system, &request.prompt, &schema, json_schema, options.max_tokens, &options.sampling)
+                    .generate_json(
+                        system,
+                        &request.prompt,
+                        &schema,
+                        json_schema,
+                        options.max_tokens,
+                        &options.sampling,
+                    )
                     .map_err(backend)?;
                 (LlmOutput::Json(value), c)
             }
@@ -143,7 +167,10 @@ impl TextGenerator for RemoteTextGenerator {
                 if request.labels.is_empty() {
                     return Err(LlmError::InvalidRequest("classify needs labels".into()));
                 }
-                let (label, c) = self.client.classify(system, &request.prompt, &request.labels, &options.sampling).map_err(backend)?;
+                let (label, c) = self
+                    .client
+                    .classify(system, &request.prompt, &request.labels, &options.sampling)
+                    .map_err(backend)?;
                 (LlmOutput::Label(label), c)
             }
         };
@@ -170,8 +197,15 @@ pub struct LazyLocalGenerator {
 
 impl LazyLocalGenerator {
     /// A generator that loads the file `locate` returns on `backend` when first asked.
-    pub fn new(locate: impl Fn() -> anyhow::Result<PathBuf> + Send + Sync + 'static, backend: Backend) -> Self {
-        Self { locate: Box::new(locate), backend, loaded: OnceLock::new() }
+    pub fn new(
+        locate: impl Fn() -> anyhow::Result<PathBuf> + Send + Sync + 'static,
+        backend: Backend,
+    ) -> Self {
+        Self {
+            locate: Box::new(locate),
+            backend,
+            loaded: OnceLock::new(),
+        }
     }
 }
 
@@ -180,11 +214,14 @@ impl TextGenerator for LazyLocalGenerator {
         let loaded = self.loaded.get_or_init(|| {
             let path = (self.locate)().map_err(|e| format!("{e:#}"))?;
             tracing::info!(model = %path.display(), "loading the model for LLM steps");
-            LocalTextGenerator::load(&path, self.backend).map_err(|e| format!("{}: {e:#}", path.display()))
+            LocalTextGenerator::load(&path, self.backend)
+                .map_err(|e| format!("{}: {e:#}", path.display()))
         });
         match loaded {
             Ok(generator) => generator.generate(request),
-            Err(message) => Err(LlmError::Backend(format!("the model cannot be loaded: {message}"))),
+            Err(message) => Err(LlmError::Backend(format!(
+                "the model cannot be loaded: {message}"
+            ))),
         }
     }
 }

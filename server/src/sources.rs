@@ -50,18 +50,28 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<(PathBuf, Option<SourceKind>)>, Vec<Di
     (files, problems)
 }
 
-fn walk(dir: &Path, files: &mut Vec<(PathBuf, Option<SourceKind>)>, problems: &mut Vec<Diagnostic>) {
+fn walk(
+    dir: &Path,
+    files: &mut Vec<(PathBuf, Option<SourceKind>)>,
+    problems: &mut Vec<Diagnostic>,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
-            problems.push(Diagnostic::error(dir, Span::new(1, 1), format!("cannot read folder: {error}")));
+            problems.push(Diagnostic::error(
+                dir,
+                Span::new(1, 1),
+                format!("cannot read folder: {error}"),
+            ));
             return;
         }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
@@ -79,9 +89,14 @@ pub fn load_process_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) 
         Some(SourceKind::Bpmn) => flowbot_engine::bpmn::parse_bpmn_file(path),
         Some(SourceKind::Yaml) => match std::fs::read(path) {
             Ok(bytes) => flowbot_engine::yaml::parse_yaml_bytes(path, &bytes),
-            Err(error) => {
-                (None, vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read the file: {error}"))])
-            }
+            Err(error) => (
+                None,
+                vec![Diagnostic::error(
+                    path,
+                    Span::new(1, 1),
+                    format!("cannot read the file: {error}"),
+                )],
+            ),
         },
         Some(SourceKind::Rules) | None => (
             None,
@@ -101,7 +116,10 @@ pub fn script_runtime() -> Arc<ScriptRuntime> {
 
 /// Loads and compiles one process of a file. Returns the compiled process when the file has no
 /// errors, and every diagnostic (parser and compiler) in order.
-pub fn compile_file(path: &Path, process: Option<&str>) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
+pub fn compile_file(
+    path: &Path,
+    process: Option<&str>,
+) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     compile_file_with(path, process, &script_runtime())
 }
 
@@ -113,7 +131,9 @@ pub fn compile_file_with(
     scripts: &Arc<ScriptRuntime>,
 ) -> (Option<CompiledProcess>, Vec<Diagnostic>) {
     let (defs, mut diagnostics) = load_process_file(path);
-    let Some(defs) = defs else { return (None, diagnostics) };
+    let Some(defs) = defs else {
+        return (None, diagnostics);
+    };
     let (compiled, more) = compile(&defs, process, scripts);
     diagnostics = merge(diagnostics, more);
     if has_errors(&diagnostics) {
@@ -130,7 +150,10 @@ pub fn merge(parsed: Vec<Diagnostic>, compiled: Vec<Diagnostic>) -> Vec<Diagnost
     let mut all: Vec<Diagnostic> = compiled
         .into_iter()
         .filter(|c| {
-            !(is_duplicate(c) && parsed.iter().any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span))
+            !(is_duplicate(c)
+                && parsed
+                    .iter()
+                    .any(|p| is_duplicate(p) && p.file == c.file && p.span == c.span))
         })
         .collect();
     all.extend(parsed);

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 /// The repository root (the workspace folder).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// `../shared` beside the repository, when present (third-party corpus, reference models).
@@ -37,9 +40,14 @@ pub fn flowbot_bin() -> &'static Path {
             .status()
             .expect("cargo can be started to build flowbot");
         assert!(status.success(), "cargo build -p flowbot failed");
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
-        let bin = target.join("debug").join(if cfg!(windows) { "flowbot.exe" } else { "flowbot" });
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"));
+        let bin = target.join("debug").join(if cfg!(windows) {
+            "flowbot.exe"
+        } else {
+            "flowbot"
+        });
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin
     })
@@ -62,7 +70,10 @@ impl Output {
     /// stdout parsed as one JSON value.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON value ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 }

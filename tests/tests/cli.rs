@@ -31,7 +31,12 @@ const SCRIPTED: &str = r#"    <startEvent id="s"/>
     <endEvent id="e"/>"#;
 
 fn path_of(report: &Value) -> Vec<&str> {
-    report["path"].as_array().expect("path array").iter().map(|v| v.as_str().expect("ids")).collect()
+    report["path"]
+        .as_array()
+        .expect("path array")
+        .iter()
+        .map(|v| v.as_str().expect("ids"))
+        .collect()
 }
 
 #[test]
@@ -51,7 +56,14 @@ fn run_json_reports_one_object_with_path_variables_and_waits() {
     assert!(report["instance"].as_str().is_some_and(|id| !id.is_empty()));
     assert_eq!(report["incidents"], Value::Array(Vec::new()));
 
-    let done = flowbot(&["run", file, "--vars", r#"{"amount": 1}"#, "--auto-complete", "--json"]);
+    let done = flowbot(&[
+        "run",
+        file,
+        "--vars",
+        r#"{"amount": 1}"#,
+        "--auto-complete",
+        "--json",
+    ]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let report = done.json();
     assert_eq!(report["status"], "completed");
@@ -69,7 +81,10 @@ fn failing_script_fails_the_run_with_an_incident_position() {
     assert_eq!(report["status"], "failed");
     let incident = &report["incidents"][0];
     assert_eq!(incident["node"], "calc");
-    assert!(incident["message"].as_str().unwrap().contains("missing"), "{incident}");
+    assert!(
+        incident["message"].as_str().unwrap().contains("missing"),
+        "{incident}"
+    );
     // The script text starts on line 6, column 55 (after `<script>`); `missing` is its 13th
     // character.
     let at = incident["at"].as_str().unwrap();
@@ -79,7 +94,11 @@ fn failing_script_fails_the_run_with_an_incident_position() {
 #[test]
 fn invalid_input_exits_1_with_diagnostics_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let broken = write(dir.path(), "broken.bpmn", "<definitions><process id=\"p\"><startEvent id=\"s\">");
+    let broken = write(
+        dir.path(),
+        "broken.bpmn",
+        "<definitions><process id=\"p\"><startEvent id=\"s\">",
+    );
     let out = flowbot(&["run", broken.to_str().unwrap(), "--json"]);
     assert_eq!(out.code, Some(1));
     assert!(out.stdout.is_empty(), "nothing on stdout: {}", out.stdout);
@@ -88,11 +107,19 @@ fn invalid_input_exits_1_with_diagnostics_on_stderr() {
     let good = write(dir.path(), "p.bpmn", &bpmn(SCRIPTED));
     let out = flowbot(&["run", good.to_str().unwrap(), "--vars", "[1, 2]"]);
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("--vars must be a JSON object"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--vars must be a JSON object"),
+        "{}",
+        out.stderr
+    );
 
     let out = flowbot(&["run", dir.path().join("absent.bpmn").to_str().unwrap()]);
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("cannot read the file"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read the file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -102,7 +129,12 @@ fn foreign_scripts_and_unsupported_elements_are_refused_up_front() {
     let file = write(dir.path(), "py.bpmn", &bpmn(&python));
     let out = flowbot(&["run", file.to_str().unwrap(), "--json"]);
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("error: not Rhai: python script in calc [calc]"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: not Rhai: python script in calc [calc]"),
+        "{}",
+        out.stderr
+    );
 
     let complex = r#"    <startEvent id="s"/>
     <sequenceFlow id="f1" sourceRef="s" targetRef="g"/>
@@ -112,12 +144,22 @@ fn foreign_scripts_and_unsupported_elements_are_refused_up_front() {
     let file = write(dir.path(), "complex.bpmn", &bpmn(complex));
     let out = flowbot(&["run", file.to_str().unwrap()]);
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("not supported yet: complexGateway g at "), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("not supported yet: complexGateway g at "),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("complex.bpmn:6:5"), "{}", out.stderr);
     // `check` only warns about it.
     let out = flowbot(&["check", file.to_str().unwrap()]);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
-    assert!(out.stdout.contains("warning: not supported yet: complexGateway g [g]"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("warning: not supported yet: complexGateway g [g]"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -132,7 +174,12 @@ fn check_walks_folders_sorts_diagnostics_and_sets_the_exit_code() {
     let out = flowbot(&["check", dir.path().to_str().unwrap()]);
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines.iter().all(|l| l.contains(": error: ") || l.contains(": warning: ")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(": error: ") || l.contains(": warning: ")),
+        "{lines:?}"
+    );
     let key = |line: &&str| -> (String, u32, u32) {
         let mut parts = line.splitn(4, ':');
         let file = parts.next().unwrap_or_default().to_string();
@@ -141,9 +188,13 @@ fn check_walks_folders_sorts_diagnostics_and_sets_the_exit_code() {
     };
     let mut sorted = lines.clone();
     sorted.sort_by_key(key);
-    assert_eq!(lines, sorted, "diagnostics are sorted by file, line and column");
+    assert_eq!(
+        lines, sorted,
+        "diagnostics are sorted by file, line and column"
+    );
     assert!(
-        out.stdout.contains("bad.bpmn:9:5: error: sequence flow `f3` has unknown target `nowhere` [f3]"),
+        out.stdout
+            .contains("bad.bpmn:9:5: error: sequence flow `f3` has unknown target `nowhere` [f3]"),
         "{}",
         out.stdout
     );
@@ -161,11 +212,23 @@ fn graph_prints_dot_and_mermaid() {
     let dot = flowbot(&["graph", file]);
     assert_eq!(dot.code, Some(0), "{}", dot.stderr);
     assert!(dot.stdout.starts_with("digraph \"p\" {"), "{}", dot.stdout);
-    assert!(dot.stdout.contains("\"calc\" -> \"ask\";"), "{}", dot.stdout);
+    assert!(
+        dot.stdout.contains("\"calc\" -> \"ask\";"),
+        "{}",
+        dot.stdout
+    );
     let mermaid = flowbot(&["graph", file, "--format", "mermaid"]);
     assert_eq!(mermaid.code, Some(0), "{}", mermaid.stderr);
-    assert!(mermaid.stdout.starts_with("flowchart LR\n"), "{}", mermaid.stdout);
-    assert!(mermaid.stdout.contains("calc --> ask"), "{}", mermaid.stdout);
+    assert!(
+        mermaid.stdout.starts_with("flowchart LR\n"),
+        "{}",
+        mermaid.stdout
+    );
+    assert!(
+        mermaid.stdout.contains("calc --> ask"),
+        "{}",
+        mermaid.stdout
+    );
     let wrong = flowbot(&["graph", file, "--format", "png"]);
     assert_eq!(wrong.code, Some(2), "clap rejects unknown formats");
 }
@@ -177,7 +240,11 @@ fn logs_never_reach_stdout() {
     let file = write(dir.path(), "p.bpmn", &bpmn(&body));
     let out = flowbot(&["run", file.to_str().unwrap(), "--json"]);
     out.json();
-    assert!(out.stderr.contains("incident"), "the incident is logged on stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("incident"),
+        "the incident is logged on stderr: {}",
+        out.stderr
+    );
     assert!(repo_root().join("Cargo.toml").is_file());
 }
 
@@ -186,7 +253,10 @@ fn schema_prints_the_yaml_json_schema() {
     let out = flowbot(&["schema"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let schema = out.json();
-    assert!(schema.get("$schema").is_some() || schema.get("type").is_some(), "{schema}");
+    assert!(
+        schema.get("$schema").is_some() || schema.get("type").is_some(),
+        "{schema}"
+    );
 }
 
 #[test]
@@ -196,10 +266,20 @@ fn check_hands_rule_scripts_to_the_rules_checker() {
     write(dir.path(), "bad.rhai", "let x = ;\n");
     let out = flowbot(&["check", dir.path().to_str().unwrap()]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(out.stdout.contains("bad.rhai:1:9: error: "), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("bad.rhai:1:9: error: "),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("good.rhai"), "{}", out.stdout);
     let shipped = flowbot(&["check", "rules", "workflows"]);
-    assert_eq!(shipped.code, Some(0), "{}{}", shipped.stdout, shipped.stderr);
+    assert_eq!(
+        shipped.code,
+        Some(0),
+        "{}{}",
+        shipped.stdout,
+        shipped.stderr
+    );
 }
 
 #[test]
@@ -231,13 +311,37 @@ fn run_with_rules_enforces_the_order_rules_and_prints_their_effects() {
         .map(|e| e["message"].as_str().unwrap())
         .collect();
     assert_eq!(told_customer[0], "Your order SO-9 is now confirmed.");
-    assert!(told_customer[1].starts_with("Invoice INV-") && told_customer[1].ends_with("for order SO-9: 99.50 EUR."));
-    assert_eq!(told_customer[2..], ["Your order SO-9 is now awaiting shipment.", "Your order SO-9 is now shipped."]);
-    let events: Vec<&str> = effects.iter().filter(|e| e["kind"] == "emit").map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(
+        told_customer[1].starts_with("Invoice INV-")
+            && told_customer[1].ends_with("for order SO-9: 99.50 EUR.")
+    );
+    assert_eq!(
+        told_customer[2..],
+        [
+            "Your order SO-9 is now awaiting shipment.",
+            "Your order SO-9 is now shipped."
+        ]
+    );
+    let events: Vec<&str> = effects
+        .iter()
+        .filter(|e| e["kind"] == "emit")
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(events, ["send_invoice", "freight_charge_updated"]);
 
-    let without = flowbot(&["run", workflow.to_str().unwrap(), "--vars", vars, "--auto-complete", "--json"]);
-    assert_eq!(without.json()["effects"], Value::Array(Vec::new()), "no --rules, no rules");
+    let without = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--vars",
+        vars,
+        "--auto-complete",
+        "--json",
+    ]);
+    assert_eq!(
+        without.json()["effects"],
+        Value::Array(Vec::new()),
+        "no --rules, no rules"
+    );
 }
 
 #[test]
@@ -249,20 +353,44 @@ fn run_with_rules_on_the_durable_engine_prints_the_same_effects_and_records_them
     let vars = r#"{"order_id": "SO-9", "customer": "ACME", "amount": 99.5, "currency": "EUR", "paid": false,
                    "shipment": {"carrier": "UPS", "weight_kg": 4}}"#;
     let run = |extra: &[&str]| {
-        let mut args = vec!["run", workflow.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--vars", vars];
+        let mut args = vec![
+            "run",
+            workflow.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--vars",
+            vars,
+        ];
         args.extend_from_slice(&["--auto-complete", "--json"]);
         args.extend_from_slice(extra);
         flowbot(&args)
     };
     let in_memory = run(&[]);
-    let durable = run(&["--store", store.path().to_str().unwrap(), "--clock", "virtual"]);
-    assert_eq!(durable.code, Some(0), "{}{}", durable.stdout, durable.stderr);
+    let durable = run(&[
+        "--store",
+        store.path().to_str().unwrap(),
+        "--clock",
+        "virtual",
+    ]);
+    assert_eq!(
+        durable.code,
+        Some(0),
+        "{}{}",
+        durable.stdout,
+        durable.stderr
+    );
     let report = durable.json();
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["variables"]["freight_charge"], "9.30");
     assert_eq!(report["effects"], in_memory.json()["effects"]);
     let id = report["instance"].as_str().unwrap();
-    let history = flowbot(&["history", id, "--json", "--store", store.path().to_str().unwrap()]);
+    let history = flowbot(&[
+        "history",
+        id,
+        "--json",
+        "--store",
+        store.path().to_str().unwrap(),
+    ]);
     let recorded: Vec<Value> = history
         .json()
         .as_array()
@@ -286,7 +414,11 @@ fn import_starts_the_orders_in_the_order_of_rule_2() {
     };
     let batch = format!(
         "[{}, {}]",
-        order("FIRST-CREATED", "2026-11-29T08:00:00Z", "2026-11-29T12:00:00Z"),
+        order(
+            "FIRST-CREATED",
+            "2026-11-29T08:00:00Z",
+            "2026-11-29T12:00:00Z"
+        ),
         order("FIRST-PAID", "2026-11-29T09:00:00Z", "2026-11-29T10:00:00Z")
     );
     let orders = write(dir.path(), "orders.json", &batch);
@@ -295,7 +427,9 @@ fn import_starts_the_orders_in_the_order_of_rule_2() {
             "import",
             orders.to_str().unwrap(),
             "--workflow",
-            root.join("workflows/order_processing.yaml").to_str().unwrap(),
+            root.join("workflows/order_processing.yaml")
+                .to_str()
+                .unwrap(),
             "--rules",
             root.join("rules").to_str().unwrap(),
             "--sort-by",
@@ -307,9 +441,18 @@ fn import_starts_the_orders_in_the_order_of_rule_2() {
     };
     let created = import("created");
     let paid = import("paid");
-    assert!(created.starts_with("\"FIRST-CREATED\" -> order_processing-"), "{created}");
-    assert!(paid.starts_with("\"FIRST-PAID\" -> order_processing-"), "{paid}");
-    assert!(paid.lines().all(|line| line.ends_with(": completed")), "{paid}");
+    assert!(
+        created.starts_with("\"FIRST-CREATED\" -> order_processing-"),
+        "{created}"
+    );
+    assert!(
+        paid.starts_with("\"FIRST-PAID\" -> order_processing-"),
+        "{paid}"
+    );
+    assert!(
+        paid.lines().all(|line| line.ends_with(": completed")),
+        "{paid}"
+    );
 }
 
 #[test]
@@ -317,9 +460,19 @@ fn run_refuses_a_rules_folder_with_a_broken_rule() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "broken.rhai", "let x = ;\n");
     let workflow = repo_root().join("workflows/order_processing.yaml");
-    let out = flowbot(&["run", workflow.to_str().unwrap(), "--rules", dir.path().to_str().unwrap()]);
+    let out = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--rules",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.code, Some(1), "{}", out.stdout);
-    assert!(out.stderr.contains("broken.rhai:1:9: error: rule `broken` does not compile"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("broken.rhai:1:9: error: rule `broken` does not compile"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -337,14 +490,27 @@ fn check_reports_missing_and_broken_rules_attached_in_a_workflow() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", out.stdout);
-    assert!(lines[0].contains("w.yaml:8:7: error: rule file `absent.rhai` is not in the rules folder"), "{}", out.stdout);
+    assert!(
+        lines[0].contains("w.yaml:8:7: error: rule file `absent.rhai` is not in the rules folder"),
+        "{}",
+        out.stdout
+    );
     assert!(lines[1].ends_with("w.yaml:9:7: error: inline rule does not compile (1:9 inside the rule): Unexpected ';' [t]"), "{}", out.stdout);
 }
 
 #[test]
 fn task_output_fills_in_what_a_clerk_enters_and_the_order_rules_use_it() {
     let vars = r#"{"order_id": "SO-1001", "customer": "ACME Ltd", "amount": 1234.5, "currency": "CNY", "paid": false}"#;
-    let base = ["run", "workflows/order_processing.yaml", "--rules", "rules", "--auto-complete", "--json", "--vars", vars];
+    let base = [
+        "run",
+        "workflows/order_processing.yaml",
+        "--rules",
+        "rules",
+        "--auto-complete",
+        "--json",
+        "--vars",
+        vars,
+    ];
 
     // Without shipment information the freight rule (rule 6) cannot price the shipment.
     let without = flowbot(&base);
@@ -359,7 +525,10 @@ fn task_output_fills_in_what_a_clerk_enters_and_the_order_rules_use_it() {
     let report = with.json();
     assert_eq!(report["status"], "completed");
     assert_eq!(report["variables"]["shipment"]["carrier"], "DHL");
-    assert!(report["variables"]["freight_charge"].is_string(), "{report}");
+    assert!(
+        report["variables"]["freight_charge"].is_string(),
+        "{report}"
+    );
 
     let bad = flowbot(&[&base[..], &["--task-output", "ship_order"]].concat());
     assert_eq!(bad.code, Some(1));

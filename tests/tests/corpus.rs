@@ -21,7 +21,10 @@ fn corpus() -> Option<PathBuf> {
 }
 
 fn bpmn_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_string_lossy().to_lowercase();
@@ -42,17 +45,33 @@ fn every_corpus_file_is_checked_without_panic_or_hang() {
     for file in &files {
         let out = flowbot_with_limit(&["check", file.to_str().unwrap()], LIMIT);
         assert!(!out.timed_out, "check hung on {}", file.display());
-        assert!(!out.stderr.contains("panicked"), "check panicked on {}:\n{}", file.display(), out.stderr);
+        assert!(
+            !out.stderr.contains("panicked"),
+            "check panicked on {}:\n{}",
+            file.display(),
+            out.stderr
+        );
         match out.code {
             Some(0) => accepted += 1,
             Some(1) => {
-                assert!(out.stdout.contains(": error: "), "exit 1 without an error line for {}", file.display());
+                assert!(
+                    out.stdout.contains(": error: "),
+                    "exit 1 without an error line for {}",
+                    file.display()
+                );
                 rejected += 1;
             }
-            other => panic!("check exited with {other:?} on {}:\n{}", file.display(), out.stderr),
+            other => panic!(
+                "check exited with {other:?} on {}:\n{}",
+                file.display(),
+                out.stderr
+            ),
         }
     }
-    println!("corpus check: {} files, {accepted} accepted, {rejected} rejected", files.len());
+    println!(
+        "corpus check: {} files, {accepted} accepted, {rejected} rejected",
+        files.len()
+    );
     assert_eq!(files.len(), 202);
     // Rejections: 60 files whose scripts or conditions are not Rhai (Python, JavaScript, FEEL,
     // XPath), 8 with structural errors (no start event, unreachable nodes, dangling flows,
@@ -82,23 +101,49 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
     let Some(dir) = corpus() else { return };
     let table = std::fs::read_to_string(dir.join("PEER_PATHS.tsv")).unwrap();
     let mut outcomes: Vec<(String, Outcome, String)> = Vec::new();
-    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.trim().is_empty()) {
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.trim().is_empty())
+    {
         let cols: Vec<&str> = line.split('\t').collect();
-        let (file, agreement, path, other) = (cols[0], cols[1], cols[2], cols.get(3).copied().unwrap_or(""));
-        let out = flowbot_with_limit(&["run", dir.join(file).to_str().unwrap(), "--auto-complete", "--json"], LIMIT);
+        let (file, agreement, path, other) = (
+            cols[0],
+            cols[1],
+            cols[2],
+            cols.get(3).copied().unwrap_or(""),
+        );
+        let out = flowbot_with_limit(
+            &[
+                "run",
+                dir.join(file).to_str().unwrap(),
+                "--auto-complete",
+                "--json",
+            ],
+            LIMIT,
+        );
         assert!(!out.timed_out, "run hung on {file}");
         let (outcome, detail) = match out.code {
             Some(0) => {
                 let report = out.json();
-                let got: Vec<&str> = report["path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let got: Vec<&str> = report["path"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
                 let got = got.join(" ");
                 if got == path || (agreement == "order" && got == other) {
-                    (Outcome::Match, report["status"].as_str().unwrap().to_string())
+                    (
+                        Outcome::Match,
+                        report["status"].as_str().unwrap().to_string(),
+                    )
                 } else {
                     (Outcome::Different, format!("got {got}"))
                 }
             }
-            Some(1) if out.stderr.contains("not supported yet") => (Outcome::Unsupported, first_error(&out.stderr)),
+            Some(1) if out.stderr.contains("not supported yet") => {
+                (Outcome::Unsupported, first_error(&out.stderr))
+            }
             Some(1) if out.stderr.contains("not Rhai") || out.stderr.contains("not valid Rhai") => {
                 (Outcome::NotRhai, first_error(&out.stderr))
             }
@@ -108,7 +153,10 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
                 let message = incident["message"].as_str().unwrap_or_default();
                 let at = incident["at"].as_str().unwrap_or_default();
                 let positioned = at.rsplit(':').take(2).all(|n| n.parse::<u32>().is_ok());
-                if report["status"] == "failed" && message.starts_with("script failed in") && positioned {
+                if report["status"] == "failed"
+                    && message.starts_with("script failed in")
+                    && positioned
+                {
                     (Outcome::ScriptFailed, format!("{at}: {message}"))
                 } else {
                     (Outcome::Different, format!("{at}: {message}"))
@@ -121,12 +169,19 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
     let mut counts: BTreeMap<Outcome, usize> = BTreeMap::new();
     for (file, outcome, detail) in &outcomes {
         *counts.entry(*outcome).or_default() += 1;
-        println!("{outcome:<12?} {file}  {}", detail.chars().take(160).collect::<String>());
+        println!(
+            "{outcome:<12?} {file}  {}",
+            detail.chars().take(160).collect::<String>()
+        );
     }
     println!("{counts:?}");
     let count = |o| counts.get(&o).copied().unwrap_or(0);
     assert_eq!(outcomes.len(), 42);
-    assert_eq!(count(Outcome::Different), 0, "regressions: see the table above");
+    assert_eq!(
+        count(Outcome::Different),
+        0,
+        "regressions: see the table above"
+    );
     assert_eq!(count(Outcome::Match), 29);
     // ScriptTest, random_fact, script-start, script_task_with_unit_tests: Python that is not Rhai.
     assert_eq!(count(Outcome::NotRhai), 4);
@@ -138,5 +193,9 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
 }
 
 fn first_error(stderr: &str) -> String {
-    stderr.lines().find(|l| l.contains("error")).unwrap_or_default().to_string()
+    stderr
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default()
+        .to_string()
 }

@@ -67,7 +67,12 @@ fn bench_command(bin: &Path, process: &Path, store: &Path, log: &Path) -> Comman
     command
         .arg("bench")
         .arg(process)
-        .args(["--instances", &INSTANCES.to_string(), "--in-flight", &IN_FLIGHT.to_string()])
+        .args([
+            "--instances",
+            &INSTANCES.to_string(),
+            "--in-flight",
+            &IN_FLIGHT.to_string(),
+        ])
         .args(["--store", "sled", "--durability", "group", "--json"])
         .arg("--store-dir")
         .arg(store)
@@ -81,7 +86,10 @@ fn bench_command(bin: &Path, process: &Path, store: &Path, log: &Path) -> Comman
 /// How many instances are stored and how many of them are unfinished.
 fn progress(store_dir: &Path) -> (u64, usize) {
     let store = SledStore::open(store_dir, Durability::Step).expect("the store opens after a kill");
-    (store.instance_count().unwrap(), store.unfinished().unwrap().len())
+    (
+        store.instance_count().unwrap(),
+        store.unfinished().unwrap().len(),
+    )
 }
 
 #[test]
@@ -92,21 +100,33 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
     std::fs::write(&process, PROCESS).unwrap();
     let store_dir = dir.path().join("store");
     let log = dir.path().join("effects.log");
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("CRASH_SEED={seed}");
     let mut rng = Rng(seed);
 
     let mut killed_mid_flight = 0;
     for round in 0..KILLS {
-        let mut child = bench_command(&bin, &process, &store_dir, &log).spawn().expect("flowbot starts");
+        let mut child = bench_command(&bin, &process, &store_dir, &log)
+            .spawn()
+            .expect("flowbot starts");
         let delay = 20 + rng.next(280);
         std::thread::sleep(Duration::from_millis(delay));
         match child.try_wait().unwrap() {
             Some(status) => {
                 let out = child.wait_with_output().unwrap();
-                println!("round {round}: finished before the kill ({status}): {}", String::from_utf8_lossy(&out.stdout));
+                println!(
+                    "round {round}: finished before the kill ({status}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
                 assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             }
             None => {
@@ -120,11 +140,20 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
             }
         }
     }
-    assert!(killed_mid_flight >= 2, "only {killed_mid_flight} kills landed while instances were in flight");
+    assert!(
+        killed_mid_flight >= 2,
+        "only {killed_mid_flight} kills landed while instances were in flight"
+    );
 
-    let out = bench_command(&bin, &process, &store_dir, &log).output().unwrap();
+    let out = bench_command(&bin, &process, &store_dir, &log)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "final run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "final run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(report["not_completed"], 0, "{report}");
     println!("final run: {report}");
@@ -139,13 +168,31 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
         let history = read_history(&store, id).unwrap();
         let completions = history
             .iter()
-            .filter(|r| matches!(&r.entry, HistoryEntry::Executor { event: Event::InstanceCompleted }))
+            .filter(|r| {
+                matches!(
+                    &r.entry,
+                    HistoryEntry::Executor {
+                        event: Event::InstanceCompleted
+                    }
+                )
+            })
             .count();
         let starts = history
             .iter()
-            .filter(|r| matches!(&r.entry, HistoryEntry::Executor { event: Event::InstanceStarted { .. } }))
+            .filter(|r| {
+                matches!(
+                    &r.entry,
+                    HistoryEntry::Executor {
+                        event: Event::InstanceStarted { .. }
+                    }
+                )
+            })
             .count();
-        assert_eq!((starts, completions), (1, 1), "{id} started {starts} and completed {completions} times");
+        assert_eq!(
+            (starts, completions),
+            (1, 1),
+            "{id} started {starts} and completed {completions} times"
+        );
     }
 
     let recorded: HashSet<String> = store
@@ -154,7 +201,11 @@ fn killed_and_restarted_runs_complete_every_instance_exactly_once() {
         .into_iter()
         .map(|(key, _)| String::from_utf8(key).unwrap())
         .collect();
-    assert_eq!(recorded.len(), INSTANCES * JOBS_PER_INSTANCE, "job completion records");
+    assert_eq!(
+        recorded.len(),
+        INSTANCES * JOBS_PER_INSTANCE,
+        "job completion records"
+    );
 
     let effects = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = effects.lines().collect();

@@ -21,7 +21,8 @@ const THREE_DAYS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 
 fn json_of(output: &std::process::Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
 }
 
 #[test]
@@ -40,53 +41,115 @@ fn a_three_day_timer_finishes_on_the_virtual_clock_and_leaves_a_history() {
     assert!(out.status.success());
     let report = json_of(&out);
     assert_eq!(report["status"], "completed");
-    assert_eq!(report["path"], serde_json::json!(["start", "pay_later", "remind", "end"]));
+    assert_eq!(
+        report["path"],
+        serde_json::json!(["start", "pay_later", "remind", "end"])
+    );
     let id = report["instance"].as_str().unwrap().to_string();
 
-    let history = Command::new(flowbot_bin()).args(["history", &id, "--json", "--store"]).arg(&store).output().unwrap();
-    assert!(history.status.success(), "{}", String::from_utf8_lossy(&history.stderr));
+    let history = Command::new(flowbot_bin())
+        .args(["history", &id, "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&history.stderr)
+    );
     let records = json_of(&history);
     let records = records.as_array().unwrap();
-    let armed = records.iter().find(|r| r["entry"]["kind"] == "timer_armed").expect("timer armed");
-    let fired = records.iter().position(|r| r["entry"]["kind"] == "timer_fired").expect("timer fired");
+    let armed = records
+        .iter()
+        .find(|r| r["entry"]["kind"] == "timer_armed")
+        .expect("timer armed");
+    let fired = records
+        .iter()
+        .position(|r| r["entry"]["kind"] == "timer_fired")
+        .expect("timer fired");
     let started_at = records[0]["at_ms"].as_u64().unwrap();
-    assert_eq!(armed["entry"]["due_ms"].as_u64().unwrap() - started_at, 3 * 24 * 3600 * 1000);
+    assert_eq!(
+        armed["entry"]["due_ms"].as_u64().unwrap() - started_at,
+        3 * 24 * 3600 * 1000
+    );
     assert!(records[fired]["at_ms"].as_u64().unwrap() >= started_at + 3 * 24 * 3600 * 1000);
 
     // Without the virtual clock the timer keeps the instance waiting.
-    let waiting = Command::new(flowbot_bin()).arg("run").arg(&file).arg("--json").output().unwrap();
+    let waiting = Command::new(flowbot_bin())
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(json_of(&waiting)["status"], "waiting");
 }
 
 #[test]
 fn history_of_an_unknown_instance_or_store_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = Command::new(flowbot_bin()).args(["history", "x-1", "--store"]).arg(dir.path().join("nope")).output().unwrap();
+    let missing = Command::new(flowbot_bin())
+        .args(["history", "x-1", "--store"])
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no store at"));
     let file = dir.path().join("three_days.bpmn");
     std::fs::write(&file, THREE_DAYS).unwrap();
     let store = dir.path().join("store");
-    let run = Command::new(flowbot_bin()).arg("run").arg(&file).args(["--clock", "virtual", "--store"]).arg(&store).output().unwrap();
+    let run = Command::new(flowbot_bin())
+        .arg("run")
+        .arg(&file)
+        .args(["--clock", "virtual", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(run.status.success());
-    let unknown = Command::new(flowbot_bin()).args(["history", "x-1", "--store"]).arg(&store).output().unwrap();
+    let unknown = Command::new(flowbot_bin())
+        .args(["history", "x-1", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no instance `x-1`"), "{}", String::from_utf8_lossy(&unknown.stderr));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no instance `x-1`"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
 
 #[test]
 fn bench_reports_one_json_object() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("three_days.bpmn");
-    std::fs::write(&file, THREE_DAYS.replace("<bpmn:timeDuration>P3D</bpmn:timeDuration>", "<bpmn:timeDuration>PT0S</bpmn:timeDuration>")).unwrap();
+    std::fs::write(
+        &file,
+        THREE_DAYS.replace(
+            "<bpmn:timeDuration>P3D</bpmn:timeDuration>",
+            "<bpmn:timeDuration>PT0S</bpmn:timeDuration>",
+        ),
+    )
+    .unwrap();
     for store in ["memory", "sled"] {
         let out = Command::new(flowbot_bin())
             .arg("bench")
             .arg(&file)
-            .args(["--instances", "50", "--vars", r#"[{"a":1},{"a":2}]"#, "--store", store, "--json"])
+            .args([
+                "--instances",
+                "50",
+                "--vars",
+                r#"[{"a":1},{"a":2}]"#,
+                "--store",
+                store,
+                "--json",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report = json_of(&out);
         assert_eq!(report["instances"], 50);
         assert_eq!(report["completed"], 50);
@@ -94,7 +157,12 @@ fn bench_reports_one_json_object() {
             assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
         }
     }
-    let bad = Command::new(flowbot_bin()).arg("bench").arg(&file).args(["--vars", "[1]"]).output().unwrap();
+    let bad = Command::new(flowbot_bin())
+        .arg("bench")
+        .arg(&file)
+        .args(["--vars", "[1]"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected an object"));
 }

@@ -127,7 +127,14 @@ fn order() -> String {
 
 /// `flowbot run` of the order-confirmation workflow with `vars` on the model `dir`, plus `extra`.
 fn run_confirmation(dir: &str, vars: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["run", "workflows/order_confirmation.yaml", "--vars", vars, "--model", dir];
+    let mut args = vec![
+        "run",
+        "workflows/order_confirmation.yaml",
+        "--vars",
+        vars,
+        "--model",
+        dir,
+    ];
     args.extend_from_slice(extra);
     flowbot(&args)
 }

@@ -28,7 +28,12 @@ fn run(file: &str, vars: &str) -> serde_json::Value {
 }
 
 fn path(report: &serde_json::Value) -> Vec<String> {
-    report["path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    report["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -36,7 +41,10 @@ fn yaml_and_bpmn_order_processes_run_to_the_same_path() {
     let vars = r#"{"order_id": "SO-1", "customer": "ACME", "amount": 500, "currency": "EUR", "paid": false}"#;
     let mut large = SMALL_ORDER.to_vec();
     large.insert(4, "review_order");
-    for file in ["workflows/order_processing.yaml", "workflows/order_processing.bpmn"] {
+    for file in [
+        "workflows/order_processing.yaml",
+        "workflows/order_processing.bpmn",
+    ] {
         let small = run(file, vars);
         assert_eq!(small["status"], "completed", "{file}");
         assert_eq!(path(&small), SMALL_ORDER, "{file}");
@@ -55,7 +63,13 @@ fn shipped_workflows_check_clean() {
 
 #[test]
 fn order_process_waits_for_its_first_job_without_auto_complete() {
-    let out = flowbot(&["run", "workflows/order_processing.bpmn", "--vars", r#"{"amount": 500}"#, "--json"]);
+    let out = flowbot(&[
+        "run",
+        "workflows/order_processing.bpmn",
+        "--vars",
+        r#"{"amount": 500}"#,
+        "--json",
+    ]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let report = out.json();
     assert_eq!(report["status"], "waiting");

@@ -10,7 +10,11 @@ fn model() -> PathBuf {
     let path = std::env::var_os("FLOWBOT_MODEL")
         .map(PathBuf::from)
         .expect("FLOWBOT_MODEL must name the GGUF model file (run `flowbot model fetch` and export its path)");
-    assert!(path.is_file(), "FLOWBOT_MODEL={} is not a file", path.display());
+    assert!(
+        path.is_file(),
+        "FLOWBOT_MODEL={} is not a file",
+        path.display()
+    );
     path
 }
 
@@ -32,28 +36,56 @@ fn the_confirmation_is_written_by_the_model_and_recorded_in_the_history() {
     let store = dir.path().join("store");
     let out = Command::new(flowbot_bin())
         .current_dir(repo_root())
-        .args(["run", "workflows/order_confirmation.yaml", "--json", "--vars", &order("en"), "--model"])
+        .args([
+            "run",
+            "workflows/order_confirmation.yaml",
+            "--json",
+            "--vars",
+            &order("en"),
+            "--model",
+        ])
         .arg(&model)
         .arg("--store")
         .arg(&store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json_of(&out);
     assert_eq!(report["status"], "completed", "{report}");
-    let message = report["variables"]["confirmation_message"].as_str().expect("a confirmation message");
+    let message = report["variables"]["confirmation_message"]
+        .as_str()
+        .expect("a confirmation message");
     assert!(!message.trim().is_empty());
     let id = report["instance"].as_str().unwrap();
 
-    let history = Command::new(flowbot_bin()).args(["history", id, "--json", "--store"]).arg(&store).output().unwrap();
-    assert!(history.status.success(), "{}", String::from_utf8_lossy(&history.stderr));
+    let history = Command::new(flowbot_bin())
+        .args(["history", id, "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&history.stderr)
+    );
     let records = json_of(&history);
-    let calls: Vec<&Value> =
-        records.as_array().unwrap().iter().filter(|r| r["entry"]["kind"] == "llm_called").collect();
+    let calls: Vec<&Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["kind"] == "llm_called")
+        .collect();
     assert_eq!(calls.len(), 1, "{records}");
     let call = &calls[0]["entry"];
     assert_eq!(call["node"], "write_confirmation_en");
-    assert!(call["prompt"].as_str().unwrap().contains("SO-1001"), "{call}");
+    assert!(
+        call["prompt"].as_str().unwrap().contains("SO-1001"),
+        "{call}"
+    );
     assert_eq!(call["output"]["value"], json!(message));
     assert!(!call["model_id"].as_str().unwrap().is_empty());
     assert!(call["completion_tokens"].as_u64().unwrap() > 0);
@@ -62,23 +94,51 @@ fn the_confirmation_is_written_by_the_model_and_recorded_in_the_history() {
 #[test]
 fn the_chinese_branch_runs_in_the_in_memory_runner_from_yaml_and_bpmn() {
     let model = model();
-    for file in ["workflows/order_confirmation.yaml", "workflows/order_confirmation.bpmn"] {
+    for file in [
+        "workflows/order_confirmation.yaml",
+        "workflows/order_confirmation.bpmn",
+    ] {
         let out = Command::new(flowbot_bin())
             .current_dir(repo_root())
             .args(["run", file, "--json", "--vars", &order("zh"), "--model"])
             .arg(&model)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report = json_of(&out);
         assert_eq!(report["status"], "completed", "{file}: {report}");
         assert_eq!(
             report["path"],
-            json!(["order_confirmed", "pick_language", "write_confirmation_zh", "confirmation_ready"]),
+            json!([
+                "order_confirmed",
+                "pick_language",
+                "write_confirmation_zh",
+                "confirmation_ready"
+            ]),
             "{file}"
         );
-        assert!(!report["variables"]["confirmation_message"].as_str().unwrap().trim().is_empty(), "{file}");
-        assert_eq!(report["history"][0]["entry"]["node"], "write_confirmation_zh", "{file}");
-        assert!(report["history"][0]["entry"]["prompt"].as_str().unwrap().contains("SO-1001"), "{file}");
+        assert!(
+            !report["variables"]["confirmation_message"]
+                .as_str()
+                .unwrap()
+                .trim()
+                .is_empty(),
+            "{file}"
+        );
+        assert_eq!(
+            report["history"][0]["entry"]["node"], "write_confirmation_zh",
+            "{file}"
+        );
+        assert!(
+            report["history"][0]["entry"]["prompt"]
+                .as_str()
+                .unwrap()
+                .contains("SO-1001"),
+            "{file}"
+        );
     }
 }

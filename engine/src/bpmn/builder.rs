@@ -8,8 +8,8 @@ use super::namespaces::Ns;
 use super::xml_tree::{ElementId, XmlTree};
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind, Process, SequenceFlow,
-    Span, SubProcess, TaskKind,
+    Activity, CallActivity, Definitions, Expr, GatewayKind, Lane, NamedRef, Node, NodeKind,
+    Process, SequenceFlow, Span, SubProcess, TaskKind,
 };
 use crate::script::strip_expression_wrappers;
 use std::collections::HashMap;
@@ -124,7 +124,8 @@ impl<'t, 'i> Context<'t, 'i> {
             Some("true") => true,
             Some("false") => false,
             Some(other) => {
-                let message = format!("attribute `{name}` must be `true` or `false`, found `{other}`");
+                let message =
+                    format!("attribute `{name}` must be `true` or `false`, found `{other}`");
                 self.error(at, message);
                 default
             }
@@ -137,7 +138,9 @@ impl<'t, 'i> Context<'t, 'i> {
         let (text, span) = self.tree.text(at)?;
         let source = strip_expression_wrappers(text);
         // The wrapper-free source is a slice of `text`: its span is past the removed prefix.
-        let prefix = text.get(..(source.as_ptr() as usize).saturating_sub(text.as_ptr() as usize)).unwrap_or("");
+        let prefix = text
+            .get(..(source.as_ptr() as usize).saturating_sub(text.as_ptr() as usize))
+            .unwrap_or("");
         (!source.is_empty()).then(|| Expr {
             language: self.attr_string(at, "language"),
             source: source.to_owned(),
@@ -148,7 +151,11 @@ impl<'t, 'i> Context<'t, 'i> {
     /// An attribute value as an expression located at its element.
     pub(super) fn attr_expr(&self, at: ElementId, value: Option<&str>) -> Option<Expr> {
         let source = strip_expression_wrappers(value?);
-        (!source.is_empty()).then(|| Expr { language: None, source: source.to_owned(), span: self.span(at) })
+        (!source.is_empty()).then(|| Expr {
+            language: None,
+            source: source.to_owned(),
+            span: self.span(at),
+        })
     }
 }
 
@@ -184,7 +191,10 @@ pub(super) fn build_definitions(
         diagnostics.push(Diagnostic::error(
             file,
             element.span,
-            format!("not a BPMN 2.0 file: the root element is `{}`, expected `definitions`", element.name),
+            format!(
+                "not a BPMN 2.0 file: the root element is `{}`, expected `definitions`",
+                element.name
+            ),
         ));
         return None;
     }
@@ -199,7 +209,10 @@ pub(super) fn build_definitions(
         subprocess_depth: 0,
         current_node: None,
     };
-    let mut definitions = Definitions { source: file.to_path_buf(), ..Definitions::default() };
+    let mut definitions = Definitions {
+        source: file.to_path_buf(),
+        ..Definitions::default()
+    };
     context.read_top_level_definitions(root, &mut definitions);
     let mut participants: HashMap<&str, &str> = HashMap::new();
     for child in tree.children(root) {
@@ -208,16 +221,24 @@ pub(super) fn build_definitions(
                 definitions.processes.push(process);
             }
         } else if tree.is(child, Ns::Bpmn, "collaboration") {
-            for participant in tree.children(child).filter(|&p| tree.is(p, Ns::Bpmn, "participant")) {
-                if let (Some(process), Some(name)) =
-                    (tree.attr(participant, "processRef"), tree.attr(participant, "name"))
-                {
+            for participant in tree
+                .children(child)
+                .filter(|&p| tree.is(p, Ns::Bpmn, "participant"))
+            {
+                if let (Some(process), Some(name)) = (
+                    tree.attr(participant, "processRef"),
+                    tree.attr(participant, "name"),
+                ) {
                     participants.entry(process).or_insert(name);
                 }
             }
         }
     }
-    for process in definitions.processes.iter_mut().filter(|p| p.name.is_none()) {
+    for process in definitions
+        .processes
+        .iter_mut()
+        .filter(|p| p.name.is_none())
+    {
         if let Some(name) = participants.get(process.id.as_str()) {
             process.name = Some((*name).to_owned());
         }
@@ -250,13 +271,22 @@ impl<'t, 'i> Context<'t, 'i> {
                 continue;
             };
             let name = self.attr_string(child, name_attr);
-            list.push(NamedRef { id: id.to_owned(), name: name.clone(), span: self.span(child) });
+            list.push(NamedRef {
+                id: id.to_owned(),
+                name: name.clone(),
+                span: self.span(child),
+            });
             match tree.element(child).name {
                 "message" => {
                     let key = tree
                         .extensions(child, Ns::Zeebe, "subscription")
                         .find_map(|s| self.attr_expr(s, tree.attr(s, "correlationKey")))
-                        .or_else(|| self.attr_expr(child, tree.ns_attr(child, Ns::Flowbot, "correlationKey")));
+                        .or_else(|| {
+                            self.attr_expr(
+                                child,
+                                tree.ns_attr(child, Ns::Flowbot, "correlationKey"),
+                            )
+                        });
                     self.messages.insert(id, (name, key));
                 }
                 "signal" => {
@@ -303,7 +333,9 @@ impl<'t, 'i> Context<'t, 'i> {
             }
             match element.name {
                 "sequenceFlow" => {
-                    flows.extend(self.naming_diagnostics_after(child, |context| context.build_flow(child)));
+                    flows.extend(
+                        self.naming_diagnostics_after(child, |context| context.build_flow(child)),
+                    );
                 }
                 "laneSet" => {}
                 "adHocSubProcess" => {
@@ -329,7 +361,11 @@ impl<'t, 'i> Context<'t, 'i> {
     }
 
     /// Runs `build` with diagnostics about parts of `element` naming its id.
-    fn naming_diagnostics_after<T>(&mut self, element: ElementId, build: impl FnOnce(&mut Self) -> T) -> T {
+    fn naming_diagnostics_after<T>(
+        &mut self,
+        element: ElementId,
+        build: impl FnOnce(&mut Self) -> T,
+    ) -> T {
         let enclosing = std::mem::replace(&mut self.current_node, self.tree.attr(element, "id"));
         let built = build(self);
         self.current_node = enclosing;
@@ -344,8 +380,12 @@ impl<'t, 'i> Context<'t, 'i> {
                 trigger: self.event_trigger(element),
                 interrupting: self.bool_attr(element, Ns::NoNamespace, "isInterrupting", true),
             }),
-            "endEvent" => Some(NodeKind::EndEvent { result: self.event_trigger(element) }),
-            "intermediateThrowEvent" => Some(NodeKind::IntermediateThrowEvent { result: self.event_trigger(element) }),
+            "endEvent" => Some(NodeKind::EndEvent {
+                result: self.event_trigger(element),
+            }),
+            "intermediateThrowEvent" => Some(NodeKind::IntermediateThrowEvent {
+                result: self.event_trigger(element),
+            }),
             "intermediateCatchEvent" => match self.event_trigger(element) {
                 Some(trigger) => Some(NodeKind::IntermediateCatchEvent { trigger }),
                 None => {
@@ -355,9 +395,13 @@ impl<'t, 'i> Context<'t, 'i> {
             },
             "boundaryEvent" => self.boundary_event(element),
             "task" => Some(NodeKind::Task(self.activity(element, TaskKind::Plain))),
-            "serviceTask" => self.service_task(element).map(|kind| NodeKind::Task(self.activity(element, kind))),
+            "serviceTask" => self
+                .service_task(element)
+                .map(|kind| NodeKind::Task(self.activity(element, kind))),
             "scriptTask" => {
-                let kind = TaskKind::Script { script: self.script(element) };
+                let kind = TaskKind::Script {
+                    script: self.script(element),
+                };
                 Some(NodeKind::Task(self.activity(element, kind)))
             }
             "userTask" => Some(NodeKind::Task(self.activity(element, TaskKind::User))),
@@ -367,11 +411,18 @@ impl<'t, 'i> Context<'t, 'i> {
                     .attr(element, "messageRef")
                     .map(|r| self.message_ref(element, r))
                     .map(|m| self.with_local_correlation_key(element, element, m));
-                Some(NodeKind::Task(self.activity(element, TaskKind::Receive { message })))
+                Some(NodeKind::Task(
+                    self.activity(element, TaskKind::Receive { message }),
+                ))
             }
             "sendTask" => {
-                let message = tree.attr(element, "messageRef").and_then(|r| self.message_ref(element, r).name);
-                let kind = TaskKind::Send { message, handler: self.service_handler(element) };
+                let message = tree
+                    .attr(element, "messageRef")
+                    .and_then(|r| self.message_ref(element, r).name);
+                let kind = TaskKind::Send {
+                    message,
+                    handler: self.service_handler(element),
+                };
                 Some(NodeKind::Task(self.activity(element, kind)))
             }
             "businessRuleTask" => {
@@ -384,7 +435,10 @@ impl<'t, 'i> Context<'t, 'i> {
             "eventBasedGateway" => Some(NodeKind::Gateway(GatewayKind::EventBased)),
             "complexGateway" => Some(NodeKind::Gateway(GatewayKind::Complex)),
             "subProcess" | "transaction" if self.subprocess_depth >= MAX_SUBPROCESS_DEPTH => {
-                self.error(element, format!("subprocesses are nested more than {MAX_SUBPROCESS_DEPTH} levels deep"));
+                self.error(
+                    element,
+                    format!("subprocesses are nested more than {MAX_SUBPROCESS_DEPTH} levels deep"),
+                );
                 None
             }
             "subProcess" | "transaction" => {
@@ -394,7 +448,12 @@ impl<'t, 'i> Context<'t, 'i> {
                 let body = SubProcess {
                     nodes,
                     flows,
-                    event_subprocess: self.bool_attr(element, Ns::NoNamespace, "triggeredByEvent", false),
+                    event_subprocess: self.bool_attr(
+                        element,
+                        Ns::NoNamespace,
+                        "triggeredByEvent",
+                        false,
+                    ),
                     transaction: name == "transaction",
                 };
                 Some(NodeKind::SubProcess(self.activity(element, body)))
@@ -405,11 +464,15 @@ impl<'t, 'i> Context<'t, 'i> {
                         .find_map(|c| tree.attr(c, "processId"))
                         .map(|p| strip_expression_wrappers(p).to_owned())
                 });
-                Some(NodeKind::CallActivity(self.activity(element, CallActivity { called_element })))
+                Some(NodeKind::CallActivity(
+                    self.activity(element, CallActivity { called_element }),
+                ))
             }
             _ => return BuiltNode::NotAFlowNode,
         };
-        let Some(kind) = kind else { return BuiltNode::Reported };
+        let Some(kind) = kind else {
+            return BuiltNode::Reported;
+        };
         let Some(id) = self.attr_string(element, "id") else {
             self.error(element, format!("`{name}` has no `id` attribute"));
             return BuiltNode::Reported;
@@ -429,7 +492,11 @@ impl<'t, 'i> Context<'t, 'i> {
         let trigger = self.event_trigger(element);
         let interrupting = self.bool_attr(element, Ns::NoNamespace, "cancelActivity", true);
         match (attached_to, trigger) {
-            (Some(attached_to), Some(trigger)) => Some(NodeKind::BoundaryEvent { attached_to, trigger, interrupting }),
+            (Some(attached_to), Some(trigger)) => Some(NodeKind::BoundaryEvent {
+                attached_to,
+                trigger,
+                interrupting,
+            }),
             (None, _) => {
                 self.error(element, "boundary event has no `attachedToRef`");
                 None
@@ -449,7 +516,9 @@ impl<'t, 'i> Context<'t, 'i> {
             multi_instance: tree
                 .child(element, Ns::Bpmn, "multiInstanceLoopCharacteristics")
                 .map(|mi| self.multi_instance(mi)),
-            standard_loop: tree.child(element, Ns::Bpmn, "standardLoopCharacteristics").is_some(),
+            standard_loop: tree
+                .child(element, Ns::Bpmn, "standardLoopCharacteristics")
+                .is_some(),
             retry: self.retry_policy(element),
         }
     }
@@ -465,13 +534,19 @@ impl<'t, 'i> Context<'t, 'i> {
                 .filter(|(_, value)| value.is_none())
                 .map(|(name, _)| *name)
                 .collect();
-            self.error(element, format!("sequence flow lacks {}", missing.join(", ")));
+            self.error(
+                element,
+                format!("sequence flow lacks {}", missing.join(", ")),
+            );
             return None;
         };
         let condition_element = tree.child(element, Ns::Bpmn, "conditionExpression");
         let condition = condition_element.and_then(|c| self.text_expr(c));
         if let (Some(empty), None) = (condition_element, &condition) {
-            self.warning(empty, "empty `conditionExpression` ignored: the flow is unconditional");
+            self.warning(
+                empty,
+                "empty `conditionExpression` ignored: the flow is unconditional",
+            );
         }
         Some(SequenceFlow {
             id: id.to_owned(),
@@ -487,10 +562,15 @@ impl<'t, 'i> Context<'t, 'i> {
     fn build_lanes(&mut self, process: ElementId) -> Vec<Lane> {
         let tree = self.tree;
         let mut lanes = Vec::new();
-        let mut lane_sets: Vec<ElementId> =
-            tree.children(process).filter(|&c| tree.is(c, Ns::Bpmn, "laneSet")).collect();
+        let mut lane_sets: Vec<ElementId> = tree
+            .children(process)
+            .filter(|&c| tree.is(c, Ns::Bpmn, "laneSet"))
+            .collect();
         while let Some(lane_set) = lane_sets.pop() {
-            for lane in tree.children(lane_set).filter(|&c| tree.is(c, Ns::Bpmn, "lane")) {
+            for lane in tree
+                .children(lane_set)
+                .filter(|&c| tree.is(c, Ns::Bpmn, "lane"))
+            {
                 let Some(id) = self.attr_string(lane, "id") else {
                     self.error(lane, "`lane` has no `id` attribute");
                     continue;
@@ -500,8 +580,15 @@ impl<'t, 'i> Context<'t, 'i> {
                     .filter(|&c| tree.is(c, Ns::Bpmn, "flowNodeRef"))
                     .filter_map(|c| tree.text(c).map(|(text, _)| text.to_owned()))
                     .collect();
-                lanes.push(Lane { id, name: self.attr_string(lane, "name"), nodes });
-                lane_sets.extend(tree.children(lane).filter(|&c| tree.is(c, Ns::Bpmn, "childLaneSet")));
+                lanes.push(Lane {
+                    id,
+                    name: self.attr_string(lane, "name"),
+                    nodes,
+                });
+                lane_sets.extend(
+                    tree.children(lane)
+                        .filter(|&c| tree.is(c, Ns::Bpmn, "childLaneSet")),
+                );
             }
         }
         lanes

@@ -14,11 +14,16 @@ impl Context<'_, '_> {
         let tree = self.tree;
         let mut triggers: Vec<EventTrigger> = tree
             .children(event)
-            .filter(|&c| tree.element(c).ns.is_bpmn() && tree.element(c).name.ends_with("EventDefinition"))
+            .filter(|&c| {
+                tree.element(c).ns.is_bpmn() && tree.element(c).name.ends_with("EventDefinition")
+            })
             .filter_map(|definition| self.event_definition(event, definition))
             .collect();
         if tree.child(event, Ns::Bpmn, "eventDefinitionRef").is_some() {
-            self.error(event, "`eventDefinitionRef` is not supported; put the event definition inside the event");
+            self.error(
+                event,
+                "`eventDefinitionRef` is not supported; put the event definition inside the event",
+            );
         }
         match triggers.len() {
             0 => None,
@@ -27,7 +32,11 @@ impl Context<'_, '_> {
         }
     }
 
-    fn event_definition(&mut self, event: ElementId, definition: ElementId) -> Option<EventTrigger> {
+    fn event_definition(
+        &mut self,
+        event: ElementId,
+        definition: ElementId,
+    ) -> Option<EventTrigger> {
         let tree = self.tree;
         let trigger = match self.name(definition) {
             "terminateEventDefinition" => EventTrigger::Terminate,
@@ -37,7 +46,10 @@ impl Context<'_, '_> {
             "messageEventDefinition" => {
                 let message = match tree.attr(definition, "messageRef") {
                     Some(reference) => self.message_ref(definition, reference),
-                    None => MessageRef { name: None, correlation_key: None },
+                    None => MessageRef {
+                        name: None,
+                        correlation_key: None,
+                    },
                 };
                 EventTrigger::Message(self.with_local_correlation_key(event, definition, message))
             }
@@ -53,13 +65,19 @@ impl Context<'_, '_> {
                 EventTrigger::Error { code }
             }
             "escalationEventDefinition" => {
-                let code = self.resolve(definition, "escalationRef", "escalation", |c| &c.escalations);
+                let code = self.resolve(definition, "escalationRef", "escalation", |c| {
+                    &c.escalations
+                });
                 EventTrigger::Escalation { code }
             }
             "conditionalEventDefinition" => EventTrigger::Conditional {
-                condition: tree.child(definition, Ns::Bpmn, "condition").and_then(|c| self.text_expr(c)),
+                condition: tree
+                    .child(definition, Ns::Bpmn, "condition")
+                    .and_then(|c| self.text_expr(c)),
             },
-            "linkEventDefinition" => EventTrigger::Link { name: self.attr_string(definition, "name") },
+            "linkEventDefinition" => EventTrigger::Link {
+                name: self.attr_string(definition, "name"),
+            },
             other => {
                 let message = format!("unknown event definition `{other}`");
                 self.error(definition, message);
@@ -71,18 +89,35 @@ impl Context<'_, '_> {
 
     fn timer(&mut self, definition: ElementId) -> Option<Timer> {
         let tree = self.tree;
-        let forms =
-            [("timeDuration", TimerKind::Duration), ("timeDate", TimerKind::Date), ("timeCycle", TimerKind::Cycle)];
+        let forms = [
+            ("timeDuration", TimerKind::Duration),
+            ("timeDate", TimerKind::Date),
+            ("timeCycle", TimerKind::Cycle),
+        ];
         let found = forms.iter().find_map(|&(name, kind)| {
             let element = tree.child(definition, Ns::Bpmn, name)?;
-            self.text_expr(element).map(|expression| (element, Timer { kind, expression, time_zone: None }))
+            self.text_expr(element).map(|expression| {
+                (
+                    element,
+                    Timer {
+                        kind,
+                        expression,
+                        time_zone: None,
+                    },
+                )
+            })
         });
         let Some((element, mut timer)) = found else {
-            self.error(definition, "timer has no `timeDuration`, `timeDate` or `timeCycle` value");
+            self.error(
+                definition,
+                "timer has no `timeDuration`, `timeDate` or `timeCycle` value",
+            );
             return None;
         };
         // `flowbot:timeZone` on the value element (or on the event definition).
-        let zone = [element, definition].into_iter().find_map(|at| tree.ns_attr(at, Ns::Flowbot, "timeZone"));
+        let zone = [element, definition]
+            .into_iter()
+            .find_map(|at| tree.ns_attr(at, Ns::Flowbot, "timeZone"));
         if let Some(zone) = zone.map(str::trim) {
             match crate::timer::check_time_zone(zone) {
                 Ok(()) => timer.time_zone = Some(zone.to_string()),
@@ -95,12 +130,19 @@ impl Context<'_, '_> {
     /// A message reference by id, resolved to the message's name and correlation key.
     pub(super) fn message_ref(&mut self, at: ElementId, reference: &str) -> MessageRef {
         match self.messages.get(reference) {
-            Some((name, key)) => {
-                MessageRef { name: name.clone().or_else(|| Some(reference.to_owned())), correlation_key: key.clone() }
-            }
+            Some((name, key)) => MessageRef {
+                name: name.clone().or_else(|| Some(reference.to_owned())),
+                correlation_key: key.clone(),
+            },
             None => {
-                self.warning(at, format!("message `{reference}` is not defined; its id is used as its name"));
-                MessageRef { name: Some(reference.to_owned()), correlation_key: None }
+                self.warning(
+                    at,
+                    format!("message `{reference}` is not defined; its id is used as its name"),
+                );
+                MessageRef {
+                    name: Some(reference.to_owned()),
+                    correlation_key: None,
+                }
             }
         }
     }
@@ -115,9 +157,9 @@ impl Context<'_, '_> {
     ) -> MessageRef {
         if message.correlation_key.is_none() {
             let tree = self.tree;
-            message.correlation_key = [definition, event]
-                .iter()
-                .find_map(|&at| self.attr_expr(at, tree.ns_attr(at, Ns::Flowbot, "correlationKey")));
+            message.correlation_key = [definition, event].iter().find_map(|&at| {
+                self.attr_expr(at, tree.ns_attr(at, Ns::Flowbot, "correlationKey"))
+            });
         }
         message
     }
@@ -135,7 +177,10 @@ impl Context<'_, '_> {
         match table(self).get(reference) {
             Some(name) => name.clone(),
             None => {
-                self.warning(at, format!("{what} `{reference}` is not defined; its id is used instead"));
+                self.warning(
+                    at,
+                    format!("{what} `{reference}` is not defined; its id is used instead"),
+                );
                 Some(reference.to_owned())
             }
         }

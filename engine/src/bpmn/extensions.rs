@@ -4,7 +4,9 @@
 use super::builder::Context;
 use super::namespaces::Ns;
 use super::xml_tree::ElementId;
-use crate::model::{AttachPoint, LlmMode, LlmTask, MultiInstance, RetryPolicy, RuleAttachment, RuleSource};
+use crate::model::{
+    AttachPoint, LlmMode, LlmTask, MultiInstance, RetryPolicy, RuleAttachment, RuleSource,
+};
 use crate::script::strip_expression_wrappers;
 use std::path::{Component, Path};
 
@@ -21,7 +23,9 @@ impl Context<'_, '_> {
     /// Spiff and Flowbot ways of naming the collection and item variables.
     pub(super) fn multi_instance(&mut self, element: ElementId) -> MultiInstance {
         let tree = self.tree;
-        let zeebe = tree.extensions(element, Ns::Zeebe, "loopCharacteristics").next();
+        let zeebe = tree
+            .extensions(element, Ns::Zeebe, "loopCharacteristics")
+            .next();
         let zeebe_attr = |name| zeebe.and_then(|z| tree.attr(z, name));
         let flowbot_attr = |name| tree.ns_attr(element, Ns::Flowbot, name);
         // SpiffWorkflow names the variable by the data item's id (its `name` is a label).
@@ -29,17 +33,25 @@ impl Context<'_, '_> {
             tree.child(element, Ns::Bpmn, child)
                 .and_then(|item| tree.attr(item, "id").or_else(|| tree.attr(item, "name")))
         };
-        let child_text = |child| tree.child(element, Ns::Bpmn, child).and_then(|c| tree.text(c)).map(|(t, _)| t);
-        let variable =
-            |value: Option<&str>| value.map(|v| strip_expression_wrappers(v).to_owned()).filter(|v| !v.is_empty());
+        let child_text = |child| {
+            tree.child(element, Ns::Bpmn, child)
+                .and_then(|c| tree.text(c))
+                .map(|(t, _)| t)
+        };
+        let variable = |value: Option<&str>| {
+            value
+                .map(|v| strip_expression_wrappers(v).to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let collection_text = tree
             .ns_attr(element, Ns::Camunda, "collection")
             .or_else(|| zeebe_attr("inputCollection"))
             .or_else(|| flowbot_attr("collection"));
-        let collection = self
-            .attr_expr(element, collection_text)
-            .or_else(|| tree.child(element, Ns::Bpmn, "loopDataInputRef").and_then(|c| self.text_expr(c)));
+        let collection = self.attr_expr(element, collection_text).or_else(|| {
+            tree.child(element, Ns::Bpmn, "loopDataInputRef")
+                .and_then(|c| self.text_expr(c))
+        });
         MultiInstance {
             sequential: self.bool_attr(element, Ns::NoNamespace, "isSequential", false),
             collection,
@@ -49,8 +61,12 @@ impl Context<'_, '_> {
                     .or_else(|| flowbot_attr("elementVariable"))
                     .or_else(|| data_item_name("inputDataItem")),
             ),
-            cardinality: tree.child(element, Ns::Bpmn, "loopCardinality").and_then(|c| self.text_expr(c)),
-            completion_condition: tree.child(element, Ns::Bpmn, "completionCondition").and_then(|c| self.text_expr(c)),
+            cardinality: tree
+                .child(element, Ns::Bpmn, "loopCardinality")
+                .and_then(|c| self.text_expr(c)),
+            completion_condition: tree
+                .child(element, Ns::Bpmn, "completionCondition")
+                .and_then(|c| self.text_expr(c)),
             output_collection: variable(
                 zeebe_attr("outputCollection")
                     .or_else(|| flowbot_attr("outputCollection"))
@@ -76,24 +92,43 @@ impl Context<'_, '_> {
             return None;
         };
         let Ok(retries) = retries.trim().parse::<u32>() else {
-            self.error(element, format!("`flowbot:retries` must be a whole number, found `{retries}`"));
+            self.error(
+                element,
+                format!("`flowbot:retries` must be a whole number, found `{retries}`"),
+            );
             return None;
         };
-        let initial_delay_ms = self.duration_ms(element, "retryDelay", delay)?.unwrap_or(DEFAULT_RETRY_DELAY_MS);
+        let initial_delay_ms = self
+            .duration_ms(element, "retryDelay", delay)?
+            .unwrap_or(DEFAULT_RETRY_DELAY_MS);
         let max_delay_ms = self
             .duration_ms(element, "retryMaxDelay", max_delay)?
             .unwrap_or(DEFAULT_RETRY_MAX_DELAY_MS.max(initial_delay_ms));
         if max_delay_ms < initial_delay_ms {
-            self.error(element, "`flowbot:retryMaxDelay` is shorter than `flowbot:retryDelay`");
+            self.error(
+                element,
+                "`flowbot:retryMaxDelay` is shorter than `flowbot:retryDelay`",
+            );
             return None;
         }
-        Some(RetryPolicy { retries, initial_delay_ms, max_delay_ms })
+        Some(RetryPolicy {
+            retries,
+            initial_delay_ms,
+            max_delay_ms,
+        })
     }
 
     /// Parses a delay such as `500ms`, `2s`, `5m`, `1h` or a bare number of milliseconds.
     /// `Some(None)` when absent, `None` when malformed (reported).
-    fn duration_ms(&mut self, element: ElementId, attribute: &str, value: Option<&str>) -> Option<Option<u64>> {
-        let Some(value) = value else { return Some(None) };
+    fn duration_ms(
+        &mut self,
+        element: ElementId,
+        attribute: &str,
+        value: Option<&str>,
+    ) -> Option<Option<u64>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
         match parse_duration_ms(value.trim()) {
             Some(ms) => Some(Some(ms)),
             None => {
@@ -110,7 +145,10 @@ impl Context<'_, '_> {
     pub(super) fn rules(&mut self, element: ElementId) -> Vec<RuleAttachment> {
         let tree = self.tree;
         let rules: Vec<ElementId> = tree.extensions(element, Ns::Flowbot, "rule").collect();
-        rules.into_iter().filter_map(|rule| self.rule(rule)).collect()
+        rules
+            .into_iter()
+            .filter_map(|rule| self.rule(rule))
+            .collect()
     }
 
     fn rule(&mut self, rule: ElementId) -> Option<RuleAttachment> {
@@ -126,7 +164,10 @@ impl Context<'_, '_> {
             (Some("guard_variable"), Some(variable)) => AttachPoint::GuardVariable(variable),
             (Some("on_variable_change"), Some(variable)) => AttachPoint::OnVariableChange(variable),
             (Some(point @ ("guard_variable" | "on_variable_change")), None) => {
-                self.error(rule, format!("rule point `{point}` needs a `variable` attribute"));
+                self.error(
+                    rule,
+                    format!("rule point `{point}` needs a `variable` attribute"),
+                );
                 return None;
             }
             (point, _) => {
@@ -144,29 +185,47 @@ impl Context<'_, '_> {
         let source = match (tree.attr(rule, "file"), tree.text(rule)) {
             (Some(file), None) => {
                 if !is_plain_relative_path(file) {
-                    self.error(rule, format!("rule file `{file}` must be a relative path inside the rules folder"));
+                    self.error(
+                        rule,
+                        format!(
+                            "rule file `{file}` must be a relative path inside the rules folder"
+                        ),
+                    );
                     return None;
                 }
                 RuleSource::File(file.to_owned())
             }
             (None, Some((inline, _))) => RuleSource::Inline(inline.to_owned()),
             (Some(_), Some(_)) => {
-                self.error(rule, "`flowbot:rule` has both a `file` and inline source; keep one");
+                self.error(
+                    rule,
+                    "`flowbot:rule` has both a `file` and inline source; keep one",
+                );
                 return None;
             }
             (None, None) => {
-                self.error(rule, "`flowbot:rule` has neither a `file` attribute nor inline source");
+                self.error(
+                    rule,
+                    "`flowbot:rule` has neither a `file` attribute nor inline source",
+                );
                 return None;
             }
         };
-        Some(RuleAttachment { point, rule: source, span: self.span(rule) })
+        Some(RuleAttachment {
+            point,
+            rule: source,
+            span: self.span(rule),
+        })
     }
 
     /// The `flowbot:llm` settings of a service task with `flowbot:type="llm"`.
     pub(super) fn llm_task(&mut self, task: ElementId) -> Option<LlmTask> {
         let tree = self.tree;
         let Some(llm) = tree.extensions(task, Ns::Flowbot, "llm").next() else {
-            self.error(task, "`flowbot:type=\"llm\"` needs a `flowbot:llm` element in `extensionElements`");
+            self.error(
+                task,
+                "`flowbot:type=\"llm\"` needs a `flowbot:llm` element in `extensionElements`",
+            );
             return None;
         };
         let mode = match tree.attr(llm, "mode") {
@@ -175,7 +234,12 @@ impl Context<'_, '_> {
             Some("classify") => LlmMode::Classify,
             other => {
                 let found = other.map_or("nothing".to_owned(), |m| format!("`{m}`"));
-                self.error(llm, format!("`flowbot:llm` needs `mode` = generate, extract or classify; found {found}"));
+                self.error(
+                    llm,
+                    format!(
+                        "`flowbot:llm` needs `mode` = generate, extract or classify; found {found}"
+                    ),
+                );
                 return None;
             }
         };
@@ -194,16 +258,25 @@ impl Context<'_, '_> {
             .filter(|&c| tree.is(c, Ns::Flowbot, "label"))
             .filter_map(|c| tree.text(c).map(|(text, _)| text.to_owned()))
             .collect();
-        let schema = match tree.children(llm).find(|&c| tree.is(c, Ns::Flowbot, "schema")) {
+        let schema = match tree
+            .children(llm)
+            .find(|&c| tree.is(c, Ns::Flowbot, "schema"))
+        {
             None => None,
-            Some(schema) => match tree.text(schema).map(|(text, _)| serde_json::from_str::<serde_json::Value>(text)) {
+            Some(schema) => match tree
+                .text(schema)
+                .map(|(text, _)| serde_json::from_str::<serde_json::Value>(text))
+            {
                 Some(Ok(value @ serde_json::Value::Object(_))) => Some(value),
                 Some(Ok(_)) => {
                     self.error(schema, "`flowbot:schema` must be a JSON object");
                     return None;
                 }
                 Some(Err(error)) => {
-                    self.error(schema, format!("`flowbot:schema` is not valid JSON: {error}"));
+                    self.error(
+                        schema,
+                        format!("`flowbot:schema` is not valid JSON: {error}"),
+                    );
                     return None;
                 }
                 None => {
@@ -231,7 +304,15 @@ impl Context<'_, '_> {
             .filter(|a| a.ns == Ns::NoNamespace && !LLM_FIELDS.contains(&a.name))
             .map(|a| (a.name.to_owned(), option_value(&a.value)))
             .collect();
-        Some(LlmTask { mode, prompt, system: child_text("system"), output, schema, labels, options })
+        Some(LlmTask {
+            mode,
+            prompt,
+            system: child_text("system"),
+            output,
+            schema,
+            labels,
+            options,
+        })
     }
 }
 
@@ -263,7 +344,9 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
 fn is_plain_relative_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\\')
-        && Path::new(path).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 #[cfg(test)]

@@ -62,26 +62,41 @@ pub fn parse_bpmn(path: &Path, text: &[u8]) -> (Option<Definitions>, Vec<Diagnos
 /// diagnostic, and at most [`MAX_FILE_BYTES`] + 1 bytes are ever read.
 pub fn parse_bpmn_file(path: &Path) -> (Option<Definitions>, Vec<Diagnostic>) {
     let mut text = Vec::new();
-    let read = std::fs::File::open(path).and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
+    let read = std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut text));
     match read {
         Ok(_) => parse_bpmn(path, &text),
         Err(error) => {
             let message = format!("cannot read the file: {error}");
-            (None, vec![Diagnostic::error(path, Span::new(1, 1), message)])
+            (
+                None,
+                vec![Diagnostic::error(path, Span::new(1, 1), message)],
+            )
         }
     }
 }
 
 /// Checks size and encoding; returns the text without a byte-order mark.
-fn checked_text<'a>(path: &Path, text: &'a [u8], diagnostics: &mut Vec<Diagnostic>) -> Option<&'a str> {
+fn checked_text<'a>(
+    path: &Path,
+    text: &'a [u8],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'a str> {
     let start = Span::new(1, 1);
     if text.len() > MAX_FILE_BYTES {
-        let message = format!("file is larger than the {} MiB limit for BPMN files", MAX_FILE_BYTES / (1024 * 1024));
+        let message = format!(
+            "file is larger than the {} MiB limit for BPMN files",
+            MAX_FILE_BYTES / (1024 * 1024)
+        );
         diagnostics.push(Diagnostic::error(path, start, message));
         return None;
     }
     if text.starts_with(b"\xFF\xFE") || text.starts_with(b"\xFE\xFF") {
-        diagnostics.push(Diagnostic::error(path, start, "file is UTF-16 encoded; save it as UTF-8"));
+        diagnostics.push(Diagnostic::error(
+            path,
+            start,
+            "file is UTF-16 encoded; save it as UTF-8",
+        ));
         return None;
     }
     let text = text.strip_prefix(UTF8_BOM).unwrap_or(text);
@@ -94,8 +109,10 @@ fn checked_text<'a>(path: &Path, text: &'a [u8], diagnostics: &mut Vec<Diagnosti
         Err(error) => {
             let offset = error.valid_up_to();
             let span = Cursor::default().span_at(text, offset);
-            let message =
-                format!("file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded", text[offset]);
+            let message = format!(
+                "file is not valid UTF-8 (byte 0x{:02X}); BPMN files must be UTF-8 encoded",
+                text[offset]
+            );
             diagnostics.push(Diagnostic::error(path, span, message));
             None
         }

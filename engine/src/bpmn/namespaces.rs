@@ -32,7 +32,10 @@ impl Ns {
 
     /// Whether elements in this namespace are kept in the tree (the rest is skipped).
     pub(crate) fn keeps_elements(self) -> bool {
-        matches!(self, Ns::Bpmn | Ns::NoNamespace | Ns::Flowbot | Ns::Camunda | Ns::Zeebe | Ns::Spiff)
+        matches!(
+            self,
+            Ns::Bpmn | Ns::NoNamespace | Ns::Flowbot | Ns::Camunda | Ns::Zeebe | Ns::Spiff
+        )
     }
 }
 
@@ -42,11 +45,13 @@ pub const FLOWBOT_NAMESPACE: &str = "https://flowbot.dev/schema/1.0";
 /// Classifies a namespace URI.
 pub(crate) fn classify_uri(uri: &[u8]) -> Ns {
     match uri {
-        b"http://www.omg.org/spec/BPMN/20100524/MODEL" | b"http://schema.omg.org/spec/BPMN/2.0" => Ns::Bpmn,
-        uri if uri == FLOWBOT_NAMESPACE.as_bytes() => Ns::Flowbot,
-        b"http://camunda.org/schema/1.0/bpmn" | b"http://activiti.org/bpmn" | b"http://flowable.org/bpmn" => {
-            Ns::Camunda
+        b"http://www.omg.org/spec/BPMN/20100524/MODEL" | b"http://schema.omg.org/spec/BPMN/2.0" => {
+            Ns::Bpmn
         }
+        uri if uri == FLOWBOT_NAMESPACE.as_bytes() => Ns::Flowbot,
+        b"http://camunda.org/schema/1.0/bpmn"
+        | b"http://activiti.org/bpmn"
+        | b"http://flowable.org/bpmn" => Ns::Camunda,
         b"http://camunda.org/schema/zeebe/1.0" => Ns::Zeebe,
         b"http://spiffworkflow.org/bpmn/schema/1.0/core" => Ns::Spiff,
         b"http://www.w3.org/2001/XMLSchema-instance" => Ns::Xsi,

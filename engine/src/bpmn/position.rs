@@ -15,7 +15,11 @@ pub(crate) struct Cursor {
 
 impl Default for Cursor {
     fn default() -> Self {
-        Self { offset: 0, line: 1, col: 1 }
+        Self {
+            offset: 0,
+            line: 1,
+            col: 1,
+        }
     }
 }
 
@@ -32,15 +36,22 @@ impl Cursor {
         let newlines = skipped.iter().filter(|&&b| b == b'\n').count();
         let line_start = match skipped.iter().rposition(|&b| b == b'\n') {
             Some(last_newline) => {
-                self.line = self.line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+                self.line = self
+                    .line
+                    .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
                 self.col = 1;
                 last_newline + 1
             }
             None => 0,
         };
         // Count the first byte of each UTF-8 sequence only.
-        let chars = skipped[line_start..].iter().filter(|&&b| b & 0xC0 != 0x80).count();
-        self.col = self.col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
+        let chars = skipped[line_start..]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        self.col = self
+            .col
+            .saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
         self.offset = offset;
         Span::new(self.line, self.col)
     }

@@ -11,7 +11,9 @@ impl Context<'_, '_> {
     /// `None` when the task is malformed (already reported).
     pub(super) fn service_task(&mut self, element: ElementId) -> Option<TaskKind> {
         match self.tree.ns_attr(element, Ns::Flowbot, "type") {
-            None => Some(TaskKind::Service { handler: self.service_handler(element) }),
+            None => Some(TaskKind::Service {
+                handler: self.service_handler(element),
+            }),
             Some("llm") => self.llm_task(element).map(TaskKind::Llm),
             Some(other) => {
                 let message = format!("unknown `flowbot:type` `{other}` (expected `llm`)");
@@ -30,7 +32,10 @@ impl Context<'_, '_> {
         let camunda = |name| tree.ns_attr(element, Ns::Camunda, name);
         let handler = tree
             .ns_attr(element, Ns::Flowbot, "handler")
-            .or_else(|| tree.extensions(element, Ns::Zeebe, "taskDefinition").find_map(|t| tree.attr(t, "type")))
+            .or_else(|| {
+                tree.extensions(element, Ns::Zeebe, "taskDefinition")
+                    .find_map(|t| tree.attr(t, "type"))
+            })
             .or_else(|| camunda("topic"))
             .or_else(|| camunda("type").filter(|t| *t != "external"))
             .or_else(|| camunda("class"))
@@ -40,7 +45,10 @@ impl Context<'_, '_> {
                 tree.extensions(element, Ns::Spiff, "serviceTaskOperator")
                     .find_map(|o| tree.attr(o, "id").or_else(|| tree.attr(o, "operationName")))
             })
-            .or_else(|| tree.attr(element, "implementation").filter(|i| !i.starts_with("##")))?;
+            .or_else(|| {
+                tree.attr(element, "implementation")
+                    .filter(|i| !i.starts_with("##"))
+            })?;
         let handler = strip_expression_wrappers(handler);
         (!handler.is_empty()).then(|| handler.to_owned())
     }
@@ -49,25 +57,39 @@ impl Context<'_, '_> {
     /// (only trimmed): unlike an expression, a Rhai script may legitimately start with `#{`.
     pub(super) fn script(&self, element: ElementId) -> Option<Script> {
         let tree = self.tree;
-        let (source, span) = tree.child(element, Ns::Bpmn, "script").and_then(|s| tree.text(s))?;
-        Some(Script { language: self.attr_string(element, "scriptFormat"), source: source.to_owned(), span })
+        let (source, span) = tree
+            .child(element, Ns::Bpmn, "script")
+            .and_then(|s| tree.text(s))?;
+        Some(Script {
+            language: self.attr_string(element, "scriptFormat"),
+            source: source.to_owned(),
+            span,
+        })
     }
 
     /// A business-rule task: an inline `<flowbot:script>` (Rhai) or a decision reference
     /// (Camunda `decisionRef`, Zeebe `calledDecision decisionId`), kept to report it unsupported.
     pub(super) fn business_rule_task(&self, element: ElementId) -> TaskKind {
         let tree = self.tree;
-        let script = tree.extensions(element, Ns::Flowbot, "script").find_map(|s| {
-            tree.text(s).map(|(source, span)| Script {
-                language: tree.attr(s, "language").map(str::to_owned),
-                source: source.to_owned(),
-                span,
-            })
-        });
+        let script = tree
+            .extensions(element, Ns::Flowbot, "script")
+            .find_map(|s| {
+                tree.text(s).map(|(source, span)| Script {
+                    language: tree.attr(s, "language").map(str::to_owned),
+                    source: source.to_owned(),
+                    span,
+                })
+            });
         let decision_ref = tree
             .ns_attr(element, Ns::Camunda, "decisionRef")
-            .or_else(|| tree.extensions(element, Ns::Zeebe, "calledDecision").find_map(|d| tree.attr(d, "decisionId")))
+            .or_else(|| {
+                tree.extensions(element, Ns::Zeebe, "calledDecision")
+                    .find_map(|d| tree.attr(d, "decisionId"))
+            })
             .map(str::to_owned);
-        TaskKind::BusinessRule { script, decision_ref }
+        TaskKind::BusinessRule {
+            script,
+            decision_ref,
+        }
     }
 }

@@ -12,11 +12,19 @@ fn parse_ok(text: &[u8]) -> Definitions {
 
 fn errors_of(text: &[u8]) -> Vec<String> {
     let (_, diagnostics) = parse_bpmn(Path::new("t.bpmn"), text);
-    diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
+    diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn node<'a>(process: &'a Process, id: &str) -> &'a Node {
-    process.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"))
+    process
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("no node {id}"))
 }
 
 fn task_body<'a>(process: &'a Process, id: &str) -> &'a TaskKind {
@@ -40,12 +48,20 @@ const FLOWBOT: &[u8] = include_bytes!("../../tests/data/bpmn/valid/flowbot_exten
 #[test]
 fn reads_processes_definitions_and_lanes() {
     let definitions = parse_ok(ALL_ELEMENTS);
-    let ids: Vec<&str> = definitions.processes.iter().map(|p| p.id.as_str()).collect();
+    let ids: Vec<&str> = definitions
+        .processes
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
     assert_eq!(ids, ["main", "second"]);
     let main = &definitions.processes[0];
     assert!(main.executable);
     assert!(!definitions.processes[1].executable);
-    assert_eq!(main.name.as_deref(), Some("Shop"), "name taken from the participant");
+    assert_eq!(
+        main.name.as_deref(),
+        Some("Shop"),
+        "name taken from the participant"
+    );
     assert_eq!(main.lanes.len(), 1);
     assert_eq!(main.lanes[0].nodes, ["start", "plain"]);
     assert_eq!(definitions.errors[0].name.as_deref(), Some("OUT_OF_STOCK"));
@@ -64,7 +80,10 @@ fn reads_event_definitions_with_resolved_references() {
     assert_eq!(start_trigger("start"), None);
     assert_eq!(
         start_trigger("start_msg"),
-        Some(EventTrigger::Message(MessageRef { name: Some("payment_received".into()), correlation_key: None }))
+        Some(EventTrigger::Message(MessageRef {
+            name: Some("payment_received".into()),
+            correlation_key: None
+        }))
     );
     match start_trigger("start_timer") {
         Some(EventTrigger::Timer(timer)) => {
@@ -73,9 +92,16 @@ fn reads_event_definitions_with_resolved_references() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(start_trigger("start_signal"), Some(EventTrigger::Signal { name: Some("stop_all".into()) }));
+    assert_eq!(
+        start_trigger("start_signal"),
+        Some(EventTrigger::Signal {
+            name: Some("stop_all".into())
+        })
+    );
     match start_trigger("start_cond") {
-        Some(EventTrigger::Conditional { condition: Some(condition) }) => {
+        Some(EventTrigger::Conditional {
+            condition: Some(condition),
+        }) => {
             assert_eq!(condition.source, "amount > 5");
             // Past the `${` wrapper.
             assert_eq!(condition.span, Span::new(29, 60));
@@ -83,27 +109,52 @@ fn reads_event_definitions_with_resolved_references() {
         other => panic!("{other:?}"),
     }
     match &node(main, "on_error").kind {
-        NodeKind::BoundaryEvent { attached_to, trigger, interrupting } => {
+        NodeKind::BoundaryEvent {
+            attached_to,
+            trigger,
+            interrupting,
+        } => {
             assert_eq!(attached_to, "service");
-            assert_eq!(trigger, &EventTrigger::Error { code: Some("OUT_OF_STOCK".into()) });
+            assert_eq!(
+                trigger,
+                &EventTrigger::Error {
+                    code: Some("OUT_OF_STOCK".into())
+                }
+            );
             assert!(interrupting);
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(node(main, "reminder").kind, NodeKind::BoundaryEvent { interrupting: false, .. }));
+    assert!(matches!(
+        node(main, "reminder").kind,
+        NodeKind::BoundaryEvent {
+            interrupting: false,
+            ..
+        }
+    ));
     assert!(matches!(
         &node(main, "escalate").kind,
         NodeKind::IntermediateThrowEvent { result: Some(EventTrigger::Escalation { code: Some(code) }) } if code == "LATE"
     ));
-    assert!(matches!(node(main, "pass").kind, NodeKind::IntermediateThrowEvent { result: None }));
+    assert!(matches!(
+        node(main, "pass").kind,
+        NodeKind::IntermediateThrowEvent { result: None }
+    ));
     assert!(matches!(
         &node(main, "link_in").kind,
         NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Link { name: Some(name) } } if name == "jump"
     ));
-    assert!(matches!(node(main, "end_terminate").kind, NodeKind::EndEvent { result: Some(EventTrigger::Terminate) }));
+    assert!(matches!(
+        node(main, "end_terminate").kind,
+        NodeKind::EndEvent {
+            result: Some(EventTrigger::Terminate)
+        }
+    ));
     assert!(matches!(
         node(main, "end_compensate").kind,
-        NodeKind::EndEvent { result: Some(EventTrigger::Compensation) }
+        NodeKind::EndEvent {
+            result: Some(EventTrigger::Compensation)
+        }
     ));
 }
 
@@ -112,9 +163,14 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
     let main = &parse_ok(ALL_ELEMENTS).processes[0];
     assert_eq!(task_body(main, "plain"), &TaskKind::Plain);
     assert_eq!(node(main, "plain").default_flow.as_deref(), Some("f2"));
-    assert_eq!(task_body(main, "service"), &TaskKind::Service { handler: None });
+    assert_eq!(
+        task_body(main, "service"),
+        &TaskKind::Service { handler: None }
+    );
     match task_body(main, "script") {
-        TaskKind::Script { script: Some(script) } => {
+        TaskKind::Script {
+            script: Some(script),
+        } => {
             assert_eq!(script.source, "let x = 1 < 2;");
             assert_eq!(script.language.as_deref(), Some("rhai"));
         }
@@ -136,7 +192,10 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
         })
         .collect();
     use GatewayKind::*;
-    assert_eq!(gateways, [Exclusive, Parallel, Inclusive, EventBased, Complex]);
+    assert_eq!(
+        gateways,
+        [Exclusive, Parallel, Inclusive, EventBased, Complex]
+    );
     assert_eq!(node(main, "xor").default_flow.as_deref(), Some("f3"));
     match &node(main, "sub").kind {
         NodeKind::SubProcess(sub) => {
@@ -144,19 +203,33 @@ fn reads_tasks_gateways_subprocesses_and_flows() {
             assert_eq!(sub.body.flows[0].id, "sub_f1");
             let mi = sub.multi_instance.as_ref().expect("multi-instance");
             assert!(mi.sequential);
-            assert_eq!(mi.cardinality.as_ref().map(|e| e.source.as_str()), Some("3"));
-            assert_eq!(mi.completion_condition.as_ref().map(|e| e.source.as_str()), Some("done"));
+            assert_eq!(
+                mi.cardinality.as_ref().map(|e| e.source.as_str()),
+                Some("3")
+            );
+            assert_eq!(
+                mi.completion_condition.as_ref().map(|e| e.source.as_str()),
+                Some("done")
+            );
         }
         other => panic!("{other:?}"),
     }
     match &node(main, "event_sub").kind {
         NodeKind::SubProcess(sub) => {
             assert!(sub.body.event_subprocess);
-            assert!(matches!(sub.body.nodes[0].kind, NodeKind::StartEvent { interrupting: false, .. }));
+            assert!(matches!(
+                sub.body.nodes[0].kind,
+                NodeKind::StartEvent {
+                    interrupting: false,
+                    ..
+                }
+            ));
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop));
+    assert!(
+        matches!(&node(main, "tx").kind, NodeKind::SubProcess(tx) if tx.body.transaction && tx.standard_loop)
+    );
     assert!(
         matches!(&node(main, "call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("other_process"))
     );
@@ -175,23 +248,53 @@ fn reads_vendor_handlers_and_loops() {
         other => panic!("{other:?}"),
     };
     assert_eq!(handler("camunda_external").as_deref(), Some("charge_card"));
-    assert_eq!(handler("camunda_class").as_deref(), Some("com.example.Charge"));
-    assert_eq!(handler("camunda_delegate").as_deref(), Some("chargeDelegate"));
-    assert_eq!(handler("camunda_expression").as_deref(), Some("charger.charge(execution)"));
+    assert_eq!(
+        handler("camunda_class").as_deref(),
+        Some("com.example.Charge")
+    );
+    assert_eq!(
+        handler("camunda_delegate").as_deref(),
+        Some("chargeDelegate")
+    );
+    assert_eq!(
+        handler("camunda_expression").as_deref(),
+        Some("charger.charge(execution)")
+    );
     assert_eq!(handler("zeebe_task").as_deref(), Some("ship_parcel"));
     assert_eq!(handler("spiff_task").as_deref(), Some("http/GetRequest"));
-    assert!(p.nodes.iter().all(|n| n.id != "hidden"), "unknown extensions are skipped with their content");
+    assert!(
+        p.nodes.iter().all(|n| n.id != "hidden"),
+        "unknown extensions are skipped with their content"
+    );
 
-    let camunda = activity(p, "camunda_mi").multi_instance.as_ref().expect("camunda multi-instance");
-    assert_eq!(camunda.collection.as_ref().map(|e| e.source.as_str()), Some("orders"));
+    let camunda = activity(p, "camunda_mi")
+        .multi_instance
+        .as_ref()
+        .expect("camunda multi-instance");
+    assert_eq!(
+        camunda.collection.as_ref().map(|e| e.source.as_str()),
+        Some("orders")
+    );
     assert_eq!(camunda.element_variable.as_deref(), Some("order"));
-    let zeebe = activity(p, "zeebe_mi").multi_instance.as_ref().expect("zeebe multi-instance");
-    assert_eq!(zeebe.collection.as_ref().map(|e| e.source.as_str()), Some("items"));
+    let zeebe = activity(p, "zeebe_mi")
+        .multi_instance
+        .as_ref()
+        .expect("zeebe multi-instance");
+    assert_eq!(
+        zeebe.collection.as_ref().map(|e| e.source.as_str()),
+        Some("items")
+    );
     assert_eq!(zeebe.element_variable.as_deref(), Some("item"));
     assert_eq!(zeebe.output_collection.as_deref(), Some("results"));
     assert_eq!(zeebe.output_element.as_deref(), Some("result"));
-    let spiff = activity(p, "spiff_mi").multi_instance.as_ref().expect("spiff multi-instance");
-    assert_eq!(spiff.collection.as_ref().map(|e| e.source.as_str()), Some("input_list"));
+    let spiff = activity(p, "spiff_mi")
+        .multi_instance
+        .as_ref()
+        .expect("spiff multi-instance");
+    assert_eq!(
+        spiff.collection.as_ref().map(|e| e.source.as_str()),
+        Some("input_list")
+    );
     assert_eq!(spiff.element_variable.as_deref(), Some("input_item"));
     assert_eq!(spiff.output_collection.as_deref(), Some("output_list"));
     assert_eq!(spiff.output_element.as_deref(), Some("output_item"));
@@ -203,9 +306,14 @@ fn reads_vendor_handlers_and_loops() {
         matches!(&node(p, "zeebe_call").kind, NodeKind::CallActivity(c) if c.body.called_element.as_deref() == Some("child_process"))
     );
     match &node(p, "wait_update").kind {
-        NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Message(message) } => {
+        NodeKind::IntermediateCatchEvent {
+            trigger: EventTrigger::Message(message),
+        } => {
             assert_eq!(message.name.as_deref(), Some("order_update"));
-            assert_eq!(message.correlation_key.as_ref().map(|e| e.source.as_str()), Some("order_id"));
+            assert_eq!(
+                message.correlation_key.as_ref().map(|e| e.source.as_str()),
+                Some("order_id")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -217,9 +325,18 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
     let p = &definitions.processes[0];
     let start_rules = &node(p, "start").rules;
     assert_eq!(start_rules[0].point, AttachPoint::OnStart);
-    assert_eq!(start_rules[0].rule, RuleSource::File("orders/defaults.rhai".into()));
-    assert_eq!(start_rules[1].point, AttachPoint::OnVariableChange("amount".into()));
-    assert_eq!(start_rules[1].rule, RuleSource::Inline("if amount < 0 { throw \"negative\"; }".into()));
+    assert_eq!(
+        start_rules[0].rule,
+        RuleSource::File("orders/defaults.rhai".into())
+    );
+    assert_eq!(
+        start_rules[1].point,
+        AttachPoint::OnVariableChange("amount".into())
+    );
+    assert_eq!(
+        start_rules[1].rule,
+        RuleSource::Inline("if amount < 0 { throw \"negative\"; }".into())
+    );
 
     let charge = node(p, "charge");
     let points: Vec<&AttachPoint> = charge.rules.iter().map(|r| &r.point).collect();
@@ -233,11 +350,27 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         ]
     );
     let charge = activity(p, "charge");
-    assert_eq!(charge.body, TaskKind::Service { handler: Some("charge_card".into()) });
-    assert_eq!(charge.retry, Some(RetryPolicy { retries: 3, initial_delay_ms: 2_000, max_delay_ms: 60_000 }));
+    assert_eq!(
+        charge.body,
+        TaskKind::Service {
+            handler: Some("charge_card".into())
+        }
+    );
+    assert_eq!(
+        charge.retry,
+        Some(RetryPolicy {
+            retries: 3,
+            initial_delay_ms: 2_000,
+            max_delay_ms: 60_000
+        })
+    );
     assert_eq!(
         activity(p, "sign").retry,
-        Some(RetryPolicy { retries: 1, initial_delay_ms: 1_000, max_delay_ms: 60_000 })
+        Some(RetryPolicy {
+            retries: 1,
+            initial_delay_ms: 1_000,
+            max_delay_ms: 60_000
+        })
     );
 
     match task_body(p, "write_note") {
@@ -247,7 +380,10 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
             assert_eq!(llm.system.as_deref(), Some("You write short notes."));
             assert_eq!(llm.output.as_deref(), Some("note"));
             assert_eq!(llm.options.get("max_tokens"), Some(&serde_json::json!(64)));
-            assert_eq!(llm.options.get("temperature"), Some(&serde_json::json!(0.2)));
+            assert_eq!(
+                llm.options.get("temperature"),
+                Some(&serde_json::json!(0.2))
+            );
             assert_eq!(llm.options.get("style"), Some(&serde_json::json!("brief")));
             assert!(!llm.options.contains_key("mode"));
         }
@@ -260,23 +396,39 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
         TaskKind::Llm(llm) => {
             assert_eq!(llm.mode, LlmMode::Extract);
             assert_eq!(
-                llm.schema.as_ref().and_then(|s| s.pointer("/properties/city/type")),
+                llm.schema
+                    .as_ref()
+                    .and_then(|s| s.pointer("/properties/city/type")),
                 Some(&serde_json::json!("string"))
             );
         }
         other => panic!("{other:?}"),
     }
     match &node(p, "wait_payment").kind {
-        NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Message(message) } => {
-            assert_eq!(message.name.as_deref(), Some("payment_received"), "message defined after its use");
-            assert_eq!(message.correlation_key.as_ref().map(|e| e.source.as_str()), Some("order_id"));
+        NodeKind::IntermediateCatchEvent {
+            trigger: EventTrigger::Message(message),
+        } => {
+            assert_eq!(
+                message.name.as_deref(),
+                Some("payment_received"),
+                "message defined after its use"
+            );
+            assert_eq!(
+                message.correlation_key.as_ref().map(|e| e.source.as_str()),
+                Some("order_id")
+            );
         }
         other => panic!("{other:?}"),
     }
     match task_body(p, "await_confirmation") {
-        TaskKind::Receive { message: Some(message) } => {
+        TaskKind::Receive {
+            message: Some(message),
+        } => {
             assert_eq!(message.name.as_deref(), Some("payment_received"));
-            assert_eq!(message.correlation_key.as_ref().map(|e| e.source.as_str()), Some("customer"));
+            assert_eq!(
+                message.correlation_key.as_ref().map(|e| e.source.as_str()),
+                Some("customer")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -285,8 +437,7 @@ fn reads_flowbot_rules_retries_and_llm_steps() {
     );
 }
 
-const HEAD: &str =
-    r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
+const HEAD: &str = r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d"><bpmn:process id="p">"#;
 const TAIL: &str = "</bpmn:process></bpmn:definitions>";
 
 #[test]
@@ -298,7 +449,10 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         }
         let errors = errors_of(text.as_bytes());
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("elements are nested more than 256 levels"), "{errors:?}");
+        assert!(
+            errors[0].contains("elements are nested more than 256 levels"),
+            "{errors:?}"
+        );
     }
 }
 
@@ -315,9 +469,17 @@ fn nested_subprocesses(levels: usize) -> String {
 #[test]
 fn subprocess_nesting_beyond_the_limit_is_refused() {
     let text = nested_subprocesses(MAX_SUBPROCESS_DEPTH + 1);
-    let column = text.find("<bpmn:subProcess id=\"s32\"").expect("innermost subprocess") + 1;
+    let column = text
+        .find("<bpmn:subProcess id=\"s32\"")
+        .expect("innermost subprocess")
+        + 1;
     let errors = errors_of(text.as_bytes());
-    assert_eq!(errors, [format!("t.bpmn:1:{column}: error: subprocesses are nested more than 32 levels deep [s32]")]);
+    assert_eq!(
+        errors,
+        [format!(
+            "t.bpmn:1:{column}: error: subprocesses are nested more than 32 levels deep [s32]"
+        )]
+    );
     // Deeper XML nesting of other elements stays within the XML limit.
     let errors = errors_of(nested_subprocesses(MAX_DEPTH - 3).as_bytes());
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -329,7 +491,11 @@ fn nesting_within_the_limit_builds_nested_subprocesses() {
     let definitions = parse_ok(nested_subprocesses(levels).as_bytes());
     let mut depth = 0;
     let mut nodes = &definitions.processes[0].nodes;
-    while let Some(Node { kind: NodeKind::SubProcess(sub), .. }) = nodes.first() {
+    while let Some(Node {
+        kind: NodeKind::SubProcess(sub),
+        ..
+    }) = nodes.first()
+    {
         depth += 1;
         nodes = &sub.body.nodes;
     }
@@ -340,7 +506,10 @@ fn nesting_within_the_limit_builds_nested_subprocesses() {
 fn oversized_input_is_refused_before_parsing() {
     let text = vec![b' '; MAX_FILE_BYTES + 1];
     let errors = errors_of(&text);
-    assert_eq!(errors, ["t.bpmn:1:1: error: file is larger than the 16 MiB limit for BPMN files"]);
+    assert_eq!(
+        errors,
+        ["t.bpmn:1:1: error: file is larger than the 16 MiB limit for BPMN files"]
+    );
 }
 
 #[test]
@@ -376,7 +545,10 @@ fn every_prefix_of_a_valid_file_is_handled() {
     // Truncation anywhere (inside a tag, a comment, a multi-byte character) gives errors, never a panic.
     for end in 0..ALL_ELEMENTS.trim_ascii_end().len() {
         let (definitions, diagnostics) = parse_bpmn(Path::new("t.bpmn"), &ALL_ELEMENTS[..end]);
-        assert!(has_errors(&diagnostics), "prefix of {end} bytes accepted: {definitions:?}");
+        assert!(
+            has_errors(&diagnostics),
+            "prefix of {end} bytes accepted: {definitions:?}"
+        );
     }
 }
 
@@ -392,7 +564,10 @@ fn byte_order_mark_is_skipped() {
 fn character_references_and_predefined_entities_are_resolved() {
     let text = format!("{HEAD}<bpmn:task id=\"t\" name=\"a &amp; b &#233;&#x41;\"/>{TAIL}");
     let definitions = parse_ok(text.as_bytes());
-    assert_eq!(definitions.processes[0].nodes[0].name.as_deref(), Some("a & b éA"));
+    assert_eq!(
+        definitions.processes[0].nodes[0].name.as_deref(),
+        Some("a & b éA")
+    );
 }
 
 #[test]
@@ -400,7 +575,10 @@ fn unreadable_file_is_a_diagnostic() {
     let (definitions, diagnostics) = parse_bpmn_file(Path::new("/nonexistent/flowbot/x.bpmn"));
     assert!(definitions.is_none());
     assert_eq!(diagnostics.len(), 1);
-    assert!(diagnostics[0].message.starts_with("cannot read the file"), "{diagnostics:?}");
+    assert!(
+        diagnostics[0].message.starts_with("cannot read the file"),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -408,7 +586,9 @@ fn undeclared_prefix_reads_as_bpmn_and_joins_text_pieces() {
     let text = include_bytes!("../../tests/data/bpmn/valid/undeclared_prefix.bpmn");
     let definitions = parse_ok(text);
     match task_body(&definitions.processes[0], "s") {
-        TaskKind::Script { script: Some(script) } => {
+        TaskKind::Script {
+            script: Some(script),
+        } => {
             assert_eq!(script.source, "let a = 1 < 2; let b = a && true;");
             assert_eq!(script.span, Span::new(7, 20));
         }
@@ -419,11 +599,16 @@ fn undeclared_prefix_reads_as_bpmn_and_joins_text_pieces() {
 #[test]
 fn oversized_file_is_refused_without_reading_it_whole() {
     let file = tempfile::NamedTempFile::new().expect("temporary file");
-    file.as_file().set_len(MAX_FILE_BYTES as u64 * 4).expect("sparse file");
+    file.as_file()
+        .set_len(MAX_FILE_BYTES as u64 * 4)
+        .expect("sparse file");
     let (definitions, diagnostics) = parse_bpmn_file(file.path());
     assert!(definitions.is_none());
     assert_eq!(diagnostics.len(), 1);
-    assert_eq!(diagnostics[0].message, "file is larger than the 16 MiB limit for BPMN files");
+    assert_eq!(
+        diagnostics[0].message,
+        "file is larger than the 16 MiB limit for BPMN files"
+    );
 }
 
 #[test]
@@ -434,23 +619,32 @@ fn a_timer_names_its_business_time_zone_with_flowbot_time_zone() {
 </bpmn:process></bpmn:definitions>"#;
     let p = &parse_ok(text.as_bytes()).processes[0];
     let zone = |id| match &node(p, id).kind {
-        NodeKind::StartEvent { trigger: Some(EventTrigger::Timer(timer)), .. } => timer.time_zone.clone(),
+        NodeKind::StartEvent {
+            trigger: Some(EventTrigger::Timer(timer)),
+            ..
+        } => timer.time_zone.clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(zone("daily").as_deref(), Some("Asia/Shanghai"));
     assert_eq!(zone("utc"), None);
     let bad = text.replace("Asia/Shanghai", "Asia/Atlantis");
     let errors = errors_of(bad.as_bytes());
-    assert!(errors.len() == 1 && errors[0].contains("t.bpmn:2:") && errors[0].contains("Asia/Atlantis"), "{errors:?}");
+    assert!(
+        errors.len() == 1 && errors[0].contains("t.bpmn:2:") && errors[0].contains("Asia/Atlantis"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn attributes_beyond_the_limit_are_refused_on_their_element() {
-    let attributes: String = (0..=MAX_ATTRIBUTES).map(|i| format!(" a{i}=\"x\"")).collect();
+    let attributes: String = (0..=MAX_ATTRIBUTES)
+        .map(|i| format!(" a{i}=\"x\""))
+        .collect();
     let text = format!("{HEAD}<bpmn:startEvent id=\"s\"{attributes}/>{TAIL}");
     let errors = errors_of(text.as_bytes());
     assert!(
-        errors.iter().any(|e| e.starts_with("t.bpmn:1:") && e.contains(&format!("more than {MAX_ATTRIBUTES} attributes"))),
+        errors.iter().any(|e| e.starts_with("t.bpmn:1:")
+            && e.contains(&format!("more than {MAX_ATTRIBUTES} attributes"))),
         "{errors:?}"
     );
 }
@@ -460,21 +654,30 @@ fn elements_beyond_the_limit_are_refused() {
     let text = format!("{HEAD}{}{TAIL}", "<bpmn:task/>".repeat(MAX_ELEMENTS));
     let errors = errors_of(text.as_bytes());
     assert_eq!(errors.len(), 1, "{:?}", &errors[..errors.len().min(3)]);
-    assert!(errors[0].contains(&format!("more than {MAX_ELEMENTS} elements")), "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("more than {MAX_ELEMENTS} elements")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn many_processes_and_participants_are_matched_by_id() {
     // Matched through a map: this took minutes when each process searched the participants.
     let count = 20_000;
-    let processes: String = (0..count).map(|i| format!("<bpmn:process id=\"p{i}\"/>")).collect();
-    let participants: String =
-        (0..count).map(|i| format!("<bpmn:participant id=\"q{i}\" processRef=\"p{i}\" name=\"Pool {i}\"/>")).collect();
+    let processes: String = (0..count)
+        .map(|i| format!("<bpmn:process id=\"p{i}\"/>"))
+        .collect();
+    let participants: String = (0..count)
+        .map(|i| format!("<bpmn:participant id=\"q{i}\" processRef=\"p{i}\" name=\"Pool {i}\"/>"))
+        .collect();
     let text = format!(
         r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">{processes}<bpmn:collaboration id="c">{participants}</bpmn:collaboration></bpmn:definitions>"#
     );
     let (definitions, _) = parse_bpmn(Path::new("t.bpmn"), text.as_bytes());
     let definitions = definitions.expect("definitions");
     assert_eq!(definitions.processes.len(), count);
-    assert_eq!(definitions.processes[count - 1].name.as_deref(), Some("Pool 19999"));
+    assert_eq!(
+        definitions.processes[count - 1].name.as_deref(),
+        Some("Pool 19999")
+    );
 }

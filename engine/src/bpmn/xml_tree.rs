@@ -81,7 +81,10 @@ impl<'i> XmlTree<'i> {
 
     /// The children of `id`, in document order.
     pub(crate) fn children(&self, id: ElementId) -> Children<'_, 'i> {
-        Children { tree: self, next: self.element(id).first_child }
+        Children {
+            tree: self,
+            next: self.element(id).first_child,
+        }
     }
 
     /// The first child of `id` in namespace `ns` (BPMN meaning BPMN or no namespace) named `name`.
@@ -121,7 +124,10 @@ impl<'i> XmlTree<'i> {
 
     /// The attribute `name` in namespace `ns` of `id`.
     pub(crate) fn ns_attr(&self, id: ElementId, ns: Ns, name: &str) -> Option<&str> {
-        self.attributes(id).iter().find(|a| a.ns == ns && a.name == name).map(|a| a.value.as_ref())
+        self.attributes(id)
+            .iter()
+            .find(|a| a.ns == ns && a.name == name)
+            .map(|a| a.value.as_ref())
     }
 
     /// The trimmed text content of `id` and where it starts, when it has any.
@@ -210,13 +216,16 @@ impl<'i, 'd> TreeReader<'i, 'd> {
 
     fn error(&mut self, offset: usize, message: String) {
         let span = self.span(offset);
-        self.diagnostics.push(Diagnostic::error(self.file, span, message));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, span, message));
     }
 
     fn read(mut self) -> Option<XmlTree<'i>> {
         // Typical BPMN spends 100-200 bytes per kept element; reserving avoids most regrowth.
         self.tree.elements.reserve((self.input.len() / 256).max(64));
-        self.tree.attributes.reserve((self.input.len() / 128).max(128));
+        self.tree
+            .attributes
+            .reserve((self.input.len() / 128).max(128));
         let mut reader = NsReader::from_reader(self.input.as_bytes());
         let config = reader.config_mut();
         config.check_end_names = true;
@@ -238,7 +247,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                 Event::Start(_) | Event::Empty(_) => {
                     let is_empty = matches!(event, Event::Empty(_));
                     if self.depth + 1 > MAX_DEPTH {
-                        self.error(start, format!("elements are nested more than {MAX_DEPTH} levels deep"));
+                        self.error(
+                            start,
+                            format!("elements are nested more than {MAX_DEPTH} levels deep"),
+                        );
                         return None;
                     }
                     if !is_empty {
@@ -256,13 +268,20 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                         self.warn_undeclared_prefix(start, prefix);
                     }
                     // The start tag without `<` and `>` (or `/>`).
-                    let content_end = if is_empty { end.saturating_sub(2) } else { end.saturating_sub(1) };
+                    let content_end = if is_empty {
+                        end.saturating_sub(2)
+                    } else {
+                        end.saturating_sub(1)
+                    };
                     let Some(content) = self
                         .input
                         .get(start + 1..content_end)
                         .filter(|_| self.input.as_bytes().get(start) == Some(&b'<'))
                     else {
-                        self.error(start, "malformed XML: cannot locate the start tag".to_string());
+                        self.error(
+                            start,
+                            "malformed XML: cannot locate the start tag".to_string(),
+                        );
                         return None;
                     };
                     let id = self.push_element(&reader, ns, start, content)?;
@@ -279,21 +298,29 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                     }
                 }
                 Event::Text(text) => {
-                    let Some(&parent) = self.open.last().filter(|_| self.skipped_depth == 0) else { continue };
+                    let Some(&parent) = self.open.last().filter(|_| self.skipped_depth == 0) else {
+                        continue;
+                    };
                     let raw = match text.into_inner() {
                         Cow::Borrowed(bytes) => bytes,
                         Cow::Owned(_) => continue,
                     };
-                    let Ok(raw) = std::str::from_utf8(raw) else { continue };
+                    let Ok(raw) = std::str::from_utf8(raw) else {
+                        continue;
+                    };
                     self.append_text(parent, start, raw, true);
                 }
                 Event::CData(cdata) => {
-                    let Some(&parent) = self.open.last().filter(|_| self.skipped_depth == 0) else { continue };
+                    let Some(&parent) = self.open.last().filter(|_| self.skipped_depth == 0) else {
+                        continue;
+                    };
                     let raw = match cdata.into_inner() {
                         Cow::Borrowed(bytes) => bytes,
                         Cow::Owned(_) => continue,
                     };
-                    let Ok(raw) = std::str::from_utf8(raw) else { continue };
+                    let Ok(raw) = std::str::from_utf8(raw) else {
+                        continue;
+                    };
                     self.append_text(parent, start + "<![CDATA[".len(), raw, false);
                 }
                 Event::DocType(doctype) => {
@@ -307,7 +334,11 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                         return None;
                     }
                     let span = self.span(start);
-                    self.diagnostics.push(Diagnostic::warning(self.file, span, "DOCTYPE declaration ignored"));
+                    self.diagnostics.push(Diagnostic::warning(
+                        self.file,
+                        span,
+                        "DOCTYPE declaration ignored",
+                    ));
                 }
                 Event::Eof => break,
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
@@ -330,8 +361,12 @@ impl<'i, 'd> TreeReader<'i, 'd> {
             return;
         }
         let span = self.span(offset);
-        let message = format!("namespace prefix `{}` is not declared", String::from_utf8_lossy(&prefix));
-        self.diagnostics.push(Diagnostic::warning(self.file, span, message));
+        let message = format!(
+            "namespace prefix `{}` is not declared",
+            String::from_utf8_lossy(&prefix)
+        );
+        self.diagnostics
+            .push(Diagnostic::warning(self.file, span, message));
         self.warned_prefixes.push(prefix);
     }
 
@@ -344,7 +379,9 @@ impl<'i, 'd> TreeReader<'i, 'd> {
         content: &'i str,
     ) -> Option<ElementId> {
         let span = self.span(offset);
-        let name_len = content.find(|c: char| c.is_ascii_whitespace()).unwrap_or(content.len());
+        let name_len = content
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(content.len());
         let qualified = &content[..name_len];
         let name = qualified.rsplit(':').next().unwrap_or(qualified);
         if self.tree.elements.len() >= MAX_ELEMENTS {
@@ -362,14 +399,21 @@ impl<'i, 'd> TreeReader<'i, 'd> {
         attributes.with_checks(false);
         for (index, attribute) in attributes.enumerate() {
             if index == MAX_ATTRIBUTES {
-                let message = format!("`{qualified}` has more than {MAX_ATTRIBUTES} attributes; the rest are ignored");
-                self.diagnostics.push(Diagnostic::error(self.file, span, message));
+                let message = format!(
+                    "`{qualified}` has more than {MAX_ATTRIBUTES} attributes; the rest are ignored"
+                );
+                self.diagnostics
+                    .push(Diagnostic::error(self.file, span, message));
                 break;
             }
             let attribute = match attribute {
                 Ok(attribute) => attribute,
                 Err(error) => {
-                    self.diagnostics.push(Diagnostic::error(self.file, span, format!("malformed attribute: {error}")));
+                    self.diagnostics.push(Diagnostic::error(
+                        self.file,
+                        span,
+                        format!("malformed attribute: {error}"),
+                    ));
                     break;
                 }
             };
@@ -382,28 +426,46 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                 // Attributes of unknown extensions are never read.
                 continue;
             }
-            let Ok(key) = std::str::from_utf8(key) else { continue };
+            let Ok(key) = std::str::from_utf8(key) else {
+                continue;
+            };
             let local = key.rsplit(':').next().unwrap_or(key);
             let raw = match attribute.value {
                 Cow::Borrowed(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
                 Cow::Owned(_) => continue,
             };
-            let value = self.unescape(raw, self.offset_of(raw), &format!("in attribute `{key}` of `{name}`"));
+            let value = self.unescape(
+                raw,
+                self.offset_of(raw),
+                &format!("in attribute `{key}` of `{name}`"),
+            );
             let this_element = &self.tree.attributes[attributes_start as usize..];
-            if this_element.iter().any(|a| a.ns == attribute_ns && a.name == local) {
+            if this_element
+                .iter()
+                .any(|a| a.ns == attribute_ns && a.name == local)
+            {
                 let message = format!("attribute `{key}` appears twice on `{qualified}`");
-                self.diagnostics.push(Diagnostic::error(self.file, span, message));
+                self.diagnostics
+                    .push(Diagnostic::error(self.file, span, message));
                 continue;
             }
             if local == "id" && attribute_ns == Ns::NoNamespace && ns.is_bpmn() {
                 if let Some(first) = self.ids.get(raw) {
-                    let message = format!("duplicate id `{raw}` (first defined at {}:{})", first.line, first.col);
-                    self.diagnostics.push(Diagnostic::error(self.file, span, message).with_id(raw));
+                    let message = format!(
+                        "duplicate id `{raw}` (first defined at {}:{})",
+                        first.line, first.col
+                    );
+                    self.diagnostics
+                        .push(Diagnostic::error(self.file, span, message).with_id(raw));
                 } else {
                     self.ids.insert(raw, span);
                 }
             }
-            self.tree.attributes.push(Attribute { ns: attribute_ns, name: local, value });
+            self.tree.attributes.push(Attribute {
+                ns: attribute_ns,
+                name: local,
+                value,
+            });
         }
         let attributes_end = self.tree.attributes.len() as u32;
         self.tree.elements.push(Element {
@@ -428,7 +490,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
                 self.tree.elements[parent as usize].last_child = id;
             }
             None if id != 0 => {
-                self.error(offset, format!("malformed XML: second root element `{qualified}`"));
+                self.error(
+                    offset,
+                    format!("malformed XML: second root element `{qualified}`"),
+                );
                 return None;
             }
             None => {}
@@ -445,10 +510,16 @@ impl<'i, 'd> TreeReader<'i, 'd> {
         }
         // Spans are taken in document order: the text's start before any error inside it.
         let span = (!has_text).then(|| self.span(offset + leading));
-        let value = if escaped { self.unescape(raw, offset, "in text") } else { Cow::Borrowed(raw) };
+        let value = if escaped {
+            self.unescape(raw, offset, "in text")
+        } else {
+            Cow::Borrowed(raw)
+        };
         match (span, self.tree.elements[parent as usize].text.as_mut()) {
             (None, Some(text)) => text.value.to_mut().push_str(&value),
-            (Some(span), _) => self.tree.elements[parent as usize].text = Some(Text { value, span }),
+            (Some(span), _) => {
+                self.tree.elements[parent as usize].text = Some(Text { value, span })
+            }
             (None, None) => {}
         }
     }
@@ -460,7 +531,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
             Ok(value) => value,
             Err(error) => {
                 let (at, description) = describe_escape_error(&error);
-                self.error(offset + at.unwrap_or(0), format!("{context}: {description}"));
+                self.error(
+                    offset + at.unwrap_or(0),
+                    format!("{context}: {description}"),
+                );
                 Cow::Borrowed(raw)
             }
         }
@@ -468,7 +542,9 @@ impl<'i, 'd> TreeReader<'i, 'd> {
 
     /// The byte offset of `part`, a slice of the input, in the input.
     fn offset_of(&self, part: &str) -> usize {
-        (part.as_ptr() as usize).saturating_sub(self.input.as_ptr() as usize).min(self.input.len())
+        (part.as_ptr() as usize)
+            .saturating_sub(self.input.as_ptr() as usize)
+            .min(self.input.len())
     }
 }
 

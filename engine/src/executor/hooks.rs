@@ -60,7 +60,11 @@ pub trait ExecutionHooks {
     }
 
     /// `changes` are about to be written (after the script or completion that produced them).
-    fn guard_variables(&self, _ctx: &HookContext<'_>, _changes: &Map<String, Value>) -> Result<(), String> {
+    fn guard_variables(
+        &self,
+        _ctx: &HookContext<'_>,
+        _changes: &Map<String, Value>,
+    ) -> Result<(), String> {
         Ok(())
     }
 

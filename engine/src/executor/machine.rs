@@ -2,12 +2,12 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState, RunOf, ScopeState,
-    Status, Step, Wait, WaitKind,
+    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState,
+    RunOf, ScopeState, Status, Step, Wait, WaitKind,
 };
 use crate::graph::{
-    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec, ThrownEvent,
-    WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec,
+    ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -64,10 +64,24 @@ struct Stop;
 type Flowing = Result<(), Stop>;
 
 impl<'a> Machine<'a> {
-    pub(super) fn new(process: &'a CompiledProcess, hooks: &'a dyn ExecutionHooks, inst: &'a mut Instance) -> Self {
+    pub(super) fn new(
+        process: &'a CompiledProcess,
+        hooks: &'a dyn ExecutionHooks,
+        inst: &'a mut Instance,
+    ) -> Self {
         // A short process produces a few dozen events per call; start with room for them.
-        let step = Step { events: Vec::with_capacity(64), ..Step::default() };
-        Self { process, hooks, inst, queue: VecDeque::new(), step, entries: 0 }
+        let step = Step {
+            events: Vec::with_capacity(64),
+            ..Step::default()
+        };
+        Self {
+            process,
+            hooks,
+            inst,
+            queue: VecDeque::new(),
+            step,
+            entries: 0,
+        }
     }
 
     pub(super) fn start(mut self, starts: &[NodeIndex]) -> Result<Step, ExecError> {
@@ -79,17 +93,29 @@ impl<'a> Machine<'a> {
                 activation: None,
                 variables: &self.inst.scopes[0].variables,
             };
-            self.hooks.on_start(&ctx).map_err(ExecError::StartRejected)?
+            self.hooks
+                .on_start(&ctx)
+                .map_err(ExecError::StartRejected)?
         };
-        self.step.events.push(Event::InstanceStarted { variables: self.inst.scopes[0].variables.clone() });
+        self.step.events.push(Event::InstanceStarted {
+            variables: self.inst.scopes[0].variables.clone(),
+        });
         if !updates.is_empty() {
             let start = starts[0];
-            if self.write_variables(0, start, None, updates, false).is_err() {
+            if self
+                .write_variables(0, start, None, updates, false)
+                .is_err()
+            {
                 return Ok(self.finish());
             }
         }
         for &start in starts {
-            self.queue.push_back(Token { node: start, scope: 0, via: None, race: None });
+            self.queue.push_back(Token {
+                node: start,
+                scope: 0,
+                via: None,
+                race: None,
+            });
         }
         let _ = self.drain();
         Ok(self.finish())
@@ -98,15 +124,24 @@ impl<'a> Machine<'a> {
     /// Completes several waits as one step: every guard is asked first (one refusal refuses all
     /// and changes nothing), then each wait completes in the given order and moves its token on,
     /// and only then do tokens run.
-    pub(super) fn complete(mut self, completions: Vec<(u64, Map<String, Value>)>) -> Result<Step, ExecError> {
+    pub(super) fn complete(
+        mut self,
+        completions: Vec<(u64, Map<String, Value>)>,
+    ) -> Result<Step, ExecError> {
         let mut resolved = Vec::with_capacity(completions.len());
         for (activation, outputs) in completions {
             let position = self.find_wait(activation)?;
-            if resolved.iter().any(|(_, w, _): &(NodeIndex, Wait, _)| w.activation == activation) {
+            if resolved
+                .iter()
+                .any(|(_, w, _): &(NodeIndex, Wait, _)| w.activation == activation)
+            {
                 return Err(ExecError::UnknownActivation(activation));
             }
             let wait = self.inst.waits[position].clone();
-            let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+            let node = self
+                .process
+                .node_index(&wait.node)
+                .ok_or(ExecError::UnknownActivation(activation))?;
             let variables = self.visible(wait.scope);
             let ctx = HookContext {
                 process: self.process,
@@ -116,7 +151,10 @@ impl<'a> Machine<'a> {
                 variables: &variables,
             };
             if let Err(reason) = self.hooks.guard_complete(&ctx, &wait, &outputs) {
-                return Err(ExecError::Rejected { node: wait.node.clone(), reason });
+                return Err(ExecError::Rejected {
+                    node: wait.node.clone(),
+                    reason,
+                });
             }
             drop(variables);
             resolved.push((node, wait, outputs));
@@ -126,16 +164,32 @@ impl<'a> Machine<'a> {
         Ok(self.finish())
     }
 
-    fn complete_resolved(&mut self, resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>) -> Flowing {
+    fn complete_resolved(
+        &mut self,
+        resolved: Vec<(NodeIndex, Wait, Map<String, Value>)>,
+    ) -> Flowing {
         for (node, wait, outputs) in resolved {
-            if !self.inst.waits.iter().any(|w| w.activation == wait.activation) {
+            if !self
+                .inst
+                .waits
+                .iter()
+                .any(|w| w.activation == wait.activation)
+            {
                 continue; // cancelled by an earlier completion of the same batch
             }
             self.inst.waits.retain(|w| w.activation != wait.activation);
-            self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation: wait.activation });
+            self.step.events.push(Event::WaitCompleted {
+                node: wait.node.clone(),
+                activation: wait.activation,
+            });
             if let Some(race) = wait.race {
-                let losers: Vec<u64> =
-                    self.inst.waits.iter().filter(|w| w.race == Some(race)).map(|w| w.activation).collect();
+                let losers: Vec<u64> = self
+                    .inst
+                    .waits
+                    .iter()
+                    .filter(|w| w.race == Some(race))
+                    .map(|w| w.activation)
+                    .collect();
                 for loser in losers {
                     self.cancel_waits(|w| w.activation == loser);
                     self.cancel_boundaries(loser);
@@ -143,18 +197,31 @@ impl<'a> Machine<'a> {
             }
             match wait.attached_to {
                 Some(activity) => {
-                    if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting) {
+                    if matches!(&self.process.node(node).behavior, Behavior::Boundary(spec) if spec.interrupting)
+                    {
                         self.cancel_activity(activity);
                     }
                     if !outputs.is_empty() {
-                        self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                        self.write_variables(
+                            wait.scope,
+                            node,
+                            Some(wait.activation),
+                            outputs,
+                            true,
+                        )?;
                     }
                     self.fire_boundary(node, wait.scope, wait.activation)?;
                 }
                 None => {
                     self.cancel_boundaries(wait.activation);
                     if !outputs.is_empty() {
-                        self.write_variables(wait.scope, node, Some(wait.activation), outputs, true)?;
+                        self.write_variables(
+                            wait.scope,
+                            node,
+                            Some(wait.activation),
+                            outputs,
+                            true,
+                        )?;
                     }
                     if self.run_of(wait.scope).is_some() {
                         self.finish_run(node, wait.scope)?;
@@ -171,42 +238,76 @@ impl<'a> Machine<'a> {
     /// activation of its own) and the timer wait stays open.
     pub(super) fn tick_boundary(mut self, activation: u64) -> Result<Step, ExecError> {
         let wait = self.inst.waits[self.find_wait(activation)?].clone();
-        let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        let node = self
+            .process
+            .node_index(&wait.node)
+            .ok_or(ExecError::UnknownActivation(activation))?;
         if !wait.is_non_interrupting_boundary_timer(self.process) {
-            return Err(ExecError::NotARepeatingBoundary { activation, node: wait.node });
+            return Err(ExecError::NotARepeatingBoundary {
+                activation,
+                node: wait.node,
+            });
         }
         self.inst.status = Status::Running;
         let fired = self.inst.next_activation;
         self.inst.next_activation += 1;
-        let _ = self.fire_boundary(node, wait.scope, fired).and_then(|()| self.drain());
+        let _ = self
+            .fire_boundary(node, wait.scope, fired)
+            .and_then(|()| self.drain());
         Ok(self.finish())
     }
 
-    pub(super) fn job_error(mut self, activation: u64, code: Option<&str>) -> Result<Step, ExecError> {
+    pub(super) fn job_error(
+        mut self,
+        activation: u64,
+        code: Option<&str>,
+    ) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
         if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
-            return Err(ExecError::NotAJob { activation, node: wait.node.clone(), kind: wait.kind.name() });
+            return Err(ExecError::NotAJob {
+                activation,
+                node: wait.node.clone(),
+                kind: wait.kind.name(),
+            });
         }
-        let node = self.process.node_index(&wait.node).ok_or(ExecError::UnknownActivation(activation))?;
+        let node = self
+            .process
+            .node_index(&wait.node)
+            .ok_or(ExecError::UnknownActivation(activation))?;
         let wait = self.inst.waits.remove(position);
         self.inst.status = Status::Running;
-        self.step.events.push(Event::WaitCompleted { node: wait.node.clone(), activation });
+        self.step.events.push(Event::WaitCompleted {
+            node: wait.node.clone(),
+            activation,
+        });
         self.cancel_boundaries(activation);
         // An error in one run of a multi-instance task ends the whole task.
         let mut scope = wait.scope;
         if let Some(run) = self.run_of(wait.scope) {
-            scope = self.inst.multi.iter().find(|m| m.activation == run.activity).map(|m| m.scope).unwrap_or(0);
+            scope = self
+                .inst
+                .multi
+                .iter()
+                .find(|m| m.activation == run.activity)
+                .map(|m| m.scope)
+                .unwrap_or(0);
             self.cancel_activity(run.activity);
         }
         let _ = match self.error_boundary(node, code) {
             Some(boundary) => {
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
-                self.step.events.push(Event::ErrorThrown { node: wait.node.clone(), code: code.map(str::to_string) });
-                self.fire_boundary(boundary, scope, fired).and_then(|()| self.drain())
+                self.step.events.push(Event::ErrorThrown {
+                    node: wait.node.clone(),
+                    code: code.map(str::to_string),
+                });
+                self.fire_boundary(boundary, scope, fired)
+                    .and_then(|()| self.drain())
             }
-            None => self.raise_error(node, Some(activation), scope, code).and_then(|()| self.drain()),
+            None => self
+                .raise_error(node, Some(activation), scope, code)
+                .and_then(|()| self.drain()),
         };
         Ok(self.finish())
     }
@@ -215,16 +316,32 @@ impl<'a> Machine<'a> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
         if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
-            return Err(ExecError::NotAJob { activation, node: wait.node.clone(), kind: wait.kind.name() });
+            return Err(ExecError::NotAJob {
+                activation,
+                node: wait.node.clone(),
+                kind: wait.kind.name(),
+            });
         }
         let wait = self.inst.waits.remove(position);
-        let span = self.node_index(&wait.node).map(|n| self.process.node(n).span).unwrap_or_default();
-        let _ = self.incident(&wait.node, Some(activation), span, format!("job failed: {message}"));
+        let span = self
+            .node_index(&wait.node)
+            .map(|n| self.process.node(n).span)
+            .unwrap_or_default();
+        let _ = self.incident(
+            &wait.node,
+            Some(activation),
+            span,
+            format!("job failed: {message}"),
+        );
         Ok(self.finish())
     }
 
     fn find_wait(&self, activation: u64) -> Result<usize, ExecError> {
-        self.inst.waits.iter().position(|w| w.activation == activation).ok_or(ExecError::UnknownActivation(activation))
+        self.inst
+            .waits
+            .iter()
+            .position(|w| w.activation == activation)
+            .ok_or(ExecError::UnknownActivation(activation))
     }
 
     /// Settles the status and hands the step back.
@@ -251,12 +368,16 @@ impl<'a> Machine<'a> {
         }
         if self.inst.status == Status::Running && self.inst.waits.is_empty() {
             if let Some(join) = self.inst.joins.first().cloned() {
-                let span = self.node_index(&join.node).map(|n| self.process.node(n).span).unwrap_or_default();
+                let span = self
+                    .node_index(&join.node)
+                    .map(|n| self.process.node(n).span)
+                    .unwrap_or_default();
                 return self.incident(
                     &join.node,
                     None,
                     span,
-                    "instance is stuck: this join waits for tokens that can no longer arrive".to_string(),
+                    "instance is stuck: this join waits for tokens that can no longer arrive"
+                        .to_string(),
                 );
             }
         }
@@ -290,12 +411,24 @@ impl<'a> Machine<'a> {
     // ---- joins -----------------------------------------------------------------------------------
 
     fn record_arrival(&mut self, token: &Token) {
-        let flow = token.via.map(|edge| self.process.flow(edge).id.clone()).unwrap_or_default();
+        let flow = token
+            .via
+            .map(|edge| self.process.flow(edge).id.clone())
+            .unwrap_or_default();
         let node = &self.process.node(token.node).id;
-        let position = match self.inst.joins.iter().position(|j| &j.node == node && j.scope == token.scope) {
+        let position = match self
+            .inst
+            .joins
+            .iter()
+            .position(|j| &j.node == node && j.scope == token.scope)
+        {
             Some(p) => p,
             None => {
-                self.inst.joins.push(JoinState { node: node.clone(), scope: token.scope, arrivals: Vec::new() });
+                self.inst.joins.push(JoinState {
+                    node: node.clone(),
+                    scope: token.scope,
+                    arrivals: Vec::new(),
+                });
                 self.inst.joins.len() - 1
             }
         };
@@ -308,39 +441,67 @@ impl<'a> Machine<'a> {
 
     fn join_state(&self, node: NodeIndex, scope: u64) -> Option<&JoinState> {
         let id = &self.process.node(node).id;
-        self.inst.joins.iter().find(|j| &j.node == id && j.scope == scope)
+        self.inst
+            .joins
+            .iter()
+            .find(|j| &j.node == id && j.scope == scope)
     }
 
     fn parallel_join_ready(&self, node: NodeIndex, scope: u64) -> bool {
-        let Some(join) = self.join_state(node, scope) else { return false };
+        let Some(join) = self.join_state(node, scope) else {
+            return false;
+        };
         self.process.node(node).incoming.iter().all(|&edge| {
             let flow = &self.process.flow(edge).id;
-            join.arrivals.iter().any(|(f, count)| f == flow && *count > 0)
+            join.arrivals
+                .iter()
+                .any(|(f, count)| f == flow && *count > 0)
         })
     }
 
     /// An inclusive join fires once no other token of its scope can still reach it.
     fn inclusive_join_ready(&self, join: NodeIndex, scope: u64) -> bool {
-        if self.join_state(join, scope).is_none_or(|j| j.arrivals.iter().all(|(_, c)| *c == 0)) {
+        if self
+            .join_state(join, scope)
+            .is_none_or(|j| j.arrivals.iter().all(|(_, c)| *c == 0))
+        {
             return false;
         }
         let join_id = &self.process.node(join).id;
         let reaches = |n: NodeIndex| n == join || self.process.can_reach_join(n, join);
         let blocks = |node: &str| self.process.node_index(node).is_some_and(reaches);
-        let queued = self.queue.iter().any(|t| t.scope == scope && reaches(t.node));
-        let waiting = self.inst.waits.iter().any(|w| w.scope == scope && blocks(&w.node));
+        let queued = self
+            .queue
+            .iter()
+            .any(|t| t.scope == scope && reaches(t.node));
+        let waiting = self
+            .inst
+            .waits
+            .iter()
+            .any(|w| w.scope == scope && blocks(&w.node));
         let other_joins = self.inst.joins.iter().any(|j| {
-            j.scope == scope && &j.node != join_id && j.arrivals.iter().any(|(_, c)| *c > 0) && blocks(&j.node)
+            j.scope == scope
+                && &j.node != join_id
+                && j.arrivals.iter().any(|(_, c)| *c > 0)
+                && blocks(&j.node)
         });
-        let subprocesses =
-            self.inst.scopes.iter().any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
+        let subprocesses = self
+            .inst
+            .scopes
+            .iter()
+            .any(|s| s.parent == Some(scope) && s.subprocess.as_deref().is_some_and(&blocks));
         !(queued || waiting || other_joins || subprocesses)
     }
 
     /// Takes one token per incoming flow that has one (parallel joins have one on every flow).
     fn consume_arrivals(&mut self, node: NodeIndex, scope: u64) {
         let id = &self.process.node(node).id;
-        if let Some(position) = self.inst.joins.iter().position(|j| &j.node == id && j.scope == scope) {
+        if let Some(position) = self
+            .inst
+            .joins
+            .iter()
+            .position(|j| &j.node == id && j.scope == scope)
+        {
             let join = &mut self.inst.joins[position];
             for (_, count) in join.arrivals.iter_mut() {
                 *count = count.saturating_sub(1);
@@ -356,7 +517,10 @@ impl<'a> Machine<'a> {
     fn fire_ready_inclusive_join(&mut self) -> Result<bool, Stop> {
         let ready = self.inst.joins.iter().find_map(|j| {
             let node = self.process.node_index(&j.node)?;
-            let inclusive = matches!(self.process.node(node).behavior, Behavior::Gateway(GatewayKind::Inclusive));
+            let inclusive = matches!(
+                self.process.node(node).behavior,
+                Behavior::Gateway(GatewayKind::Inclusive)
+            );
             (inclusive && self.inclusive_join_ready(node, j.scope)).then_some((node, j.scope))
         });
         match ready {
@@ -385,16 +549,26 @@ impl<'a> Machine<'a> {
         let activation = self.inst.next_activation;
         self.inst.next_activation += 1;
         self.count_activation(&node.id);
-        self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
-        self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
+        self.step.events.push(Event::NodeEntered {
+            node: node.id.clone(),
+            activation,
+        });
+        self.hook(index, scope, Some(activation), |hooks, ctx| {
+            hooks.on_enter(ctx)
+        })?;
         if let Some(spec) = &node.multi {
             return self.start_multi(index, scope, activation, spec);
         }
 
         match &node.behavior {
-            Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => self.leave(index, scope, activation),
+            Behavior::Start | Behavior::PassThrough | Behavior::Gateway(_) => {
+                self.leave(index, scope, activation)
+            }
             Behavior::Throw(event) => {
-                self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
+                self.step.events.push(Event::EventThrown {
+                    node: node.id.clone(),
+                    event: event.clone(),
+                });
                 // The throw event completes, then a catching boundary event fires (an interrupting
                 // one also drops the token that just left the throw event).
                 self.leave(index, scope, activation)?;
@@ -417,7 +591,12 @@ impl<'a> Machine<'a> {
                     run: None,
                 });
                 for &start in &self.process.scopes[*child].starts {
-                    self.queue.push_back(Token { node: start, scope: scope_id, via: None, race: None });
+                    self.queue.push_back(Token {
+                        node: start,
+                        scope: scope_id,
+                        via: None,
+                        race: None,
+                    });
                 }
                 if self.process.scopes[*child].starts.is_empty() {
                     return self.incident(
@@ -430,20 +609,30 @@ impl<'a> Machine<'a> {
                 self.arm_boundaries(index, scope, activation)
             }
             Behavior::End(end) => {
-                self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_leave(ctx))?;
+                self.hook(index, scope, Some(activation), |hooks, ctx| {
+                    hooks.on_leave(ctx)
+                })?;
                 self.inst.path.push(node.id.clone());
-                self.step.events.push(Event::NodeCompleted { node: node.id.clone(), activation });
+                self.step.events.push(Event::NodeCompleted {
+                    node: node.id.clone(),
+                    activation,
+                });
                 match end {
                     EndBehavior::None => self.token_ended(scope),
                     EndBehavior::Throw(event) => {
-                        self.step.events.push(Event::EventThrown { node: node.id.clone(), event: event.clone() });
+                        self.step.events.push(Event::EventThrown {
+                            node: node.id.clone(),
+                            event: event.clone(),
+                        });
                         if self.escalate(event, scope)? == Escalated::Interrupted {
                             return Ok(());
                         }
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
-                    EndBehavior::Error { code } => self.raise_error(index, Some(activation), scope, code.as_deref()),
+                    EndBehavior::Error { code } => {
+                        self.raise_error(index, Some(activation), scope, code.as_deref())
+                    }
                 }
             }
             Behavior::Boundary(_) => {
@@ -489,19 +678,34 @@ impl<'a> Machine<'a> {
             race,
             attached_to,
         };
-        self.step.events.push(Event::WaitStarted { wait: wait.clone() });
+        self.step
+            .events
+            .push(Event::WaitStarted { wait: wait.clone() });
         self.step.new_waits.push(wait.clone());
         self.inst.waits.push(wait);
     }
 
-    fn wait_kind(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &WaitSpec) -> Result<WaitKind, Stop> {
+    fn wait_kind(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &WaitSpec,
+    ) -> Result<WaitKind, Stop> {
         Ok(match spec {
-            WaitSpec::Job { handler } => WaitKind::Job { handler: handler.clone() },
+            WaitSpec::Job { handler } => WaitKind::Job {
+                handler: handler.clone(),
+            },
             WaitSpec::User { manual } => WaitKind::User { manual: *manual },
-            WaitSpec::Timer(timer) => WaitKind::Timer { definition: timer.clone() },
+            WaitSpec::Timer(timer) => WaitKind::Timer {
+                definition: timer.clone(),
+            },
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
-            WaitSpec::Message { name, correlation_key } => {
+            WaitSpec::Message {
+                name,
+                correlation_key,
+            } => {
                 let key = match correlation_key {
                     None => None,
                     Some(code) => {
@@ -513,13 +717,22 @@ impl<'a> Machine<'a> {
                             Ok(Value::String(s)) => Some(s),
                             Ok(other) => Some(other.to_string()),
                             Err(err) => {
-                                self.script_incident(index, activation, code, "correlation key", &err)?;
+                                self.script_incident(
+                                    index,
+                                    activation,
+                                    code,
+                                    "correlation key",
+                                    &err,
+                                )?;
                                 return Err(Stop);
                             }
                         }
                     }
                 };
-                WaitKind::Message { name: name.clone(), correlation_key: key }
+                WaitKind::Message {
+                    name: name.clone(),
+                    correlation_key: key,
+                }
             }
         })
     }
@@ -529,8 +742,10 @@ impl<'a> Machine<'a> {
     /// Arms the timer, message and signal boundary events of an activity that starts waiting.
     fn arm_boundaries(&mut self, activity: NodeIndex, scope: u64, activation: u64) -> Flowing {
         for &boundary in &self.process.node(activity).boundaries {
-            let Behavior::Boundary(BoundarySpec { trigger: BoundaryTrigger::Wait(spec), .. }) =
-                &self.process.node(boundary).behavior
+            let Behavior::Boundary(BoundarySpec {
+                trigger: BoundaryTrigger::Wait(spec),
+                ..
+            }) = &self.process.node(boundary).behavior
             else {
                 continue;
             };
@@ -544,11 +759,15 @@ impl<'a> Machine<'a> {
 
     /// Removes the waits matching `doomed`, telling the driver (timers to disarm).
     fn cancel_waits(&mut self, doomed: impl Fn(&Wait) -> bool) {
-        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) =
-            std::mem::take(&mut self.inst.waits).into_iter().partition(|w| doomed(w));
+        let (cancelled, kept): (Vec<Wait>, Vec<Wait>) = std::mem::take(&mut self.inst.waits)
+            .into_iter()
+            .partition(|w| doomed(w));
         self.inst.waits = kept;
         for wait in cancelled {
-            self.step.events.push(Event::WaitCancelled { node: wait.node, activation: wait.activation });
+            self.step.events.push(Event::WaitCancelled {
+                node: wait.node,
+                activation: wait.activation,
+            });
         }
     }
 
@@ -561,11 +780,22 @@ impl<'a> Machine<'a> {
     /// subprocess) is cancelled with its other boundary events.
     fn cancel_activity(&mut self, activation: u64) {
         self.cancel_waits(|w| w.activation == activation);
-        if let Some(position) = self.inst.multi.iter().position(|m| m.activation == activation) {
+        if let Some(position) = self
+            .inst
+            .multi
+            .iter()
+            .position(|m| m.activation == activation)
+        {
             self.inst.multi.remove(position);
             self.drop_runs(activation);
         }
-        if let Some(scope) = self.inst.scopes.iter().find(|s| s.activation == Some(activation)).map(|s| s.id) {
+        if let Some(scope) = self
+            .inst
+            .scopes
+            .iter()
+            .find(|s| s.activation == Some(activation))
+            .map(|s| s.id)
+        {
             self.drop_scope_tree(scope, true);
         }
         self.cancel_boundaries(activation);
@@ -578,20 +808,34 @@ impl<'a> Machine<'a> {
         let mut i = 0;
         while i < doomed.len() {
             let parent = doomed[i];
-            doomed.extend(self.inst.scopes.iter().filter(|s| s.parent == Some(parent)).map(|s| s.id));
+            doomed.extend(
+                self.inst
+                    .scopes
+                    .iter()
+                    .filter(|s| s.parent == Some(parent))
+                    .map(|s| s.id),
+            );
             i += 1;
         }
         self.queue.retain(|t| !doomed.contains(&t.scope));
         self.cancel_waits(|w| doomed.contains(&w.scope));
         self.inst.joins.retain(|j| !doomed.contains(&j.scope));
         self.inst.multi.retain(|m| !doomed.contains(&m.scope));
-        self.inst.scopes.retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+        self.inst
+            .scopes
+            .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
     }
 
     // ---- multi-instance tasks ----------------------------------------------------------------------
 
     /// Starts a multi-instance task: evaluates its items, then starts one run (sequential) or all.
-    fn start_multi(&mut self, index: NodeIndex, scope: u64, activation: u64, spec: &MultiSpec) -> Flowing {
+    fn start_multi(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        spec: &MultiSpec,
+    ) -> Flowing {
         let node = self.process.node(index);
         let items = if let Some(code) = &spec.collection {
             let result = {
@@ -601,10 +845,15 @@ impl<'a> Machine<'a> {
             match result {
                 Ok(Value::Array(items)) => items,
                 Ok(other) => {
-                    let message = format!("collection of multi-instance `{}` is not a list: {other}", node.id);
+                    let message = format!(
+                        "collection of multi-instance `{}` is not a list: {other}",
+                        node.id
+                    );
                     return self.incident(&node.id, Some(activation), code.span, message);
                 }
-                Err(err) => return self.script_incident(index, activation, code, "collection", &err),
+                Err(err) => {
+                    return self.script_incident(index, activation, code, "collection", &err)
+                }
             }
         } else if let Some(code) = &spec.cardinality {
             let result = {
@@ -612,18 +861,29 @@ impl<'a> Machine<'a> {
                 self.process.scripts().eval_value(&code.ast, &variables)
             };
             match result {
-                Ok(value) if value.as_u64().is_some() => (1..=value.as_u64().unwrap_or(0)).map(Value::from).collect(),
+                Ok(value) if value.as_u64().is_some() => {
+                    (1..=value.as_u64().unwrap_or(0)).map(Value::from).collect()
+                }
                 Ok(other) => {
-                    let message = format!("cardinality of multi-instance `{}` is not a whole number: {other}", node.id);
+                    let message = format!(
+                        "cardinality of multi-instance `{}` is not a whole number: {other}",
+                        node.id
+                    );
                     return self.incident(&node.id, Some(activation), code.span, message);
                 }
-                Err(err) => return self.script_incident(index, activation, code, "cardinality", &err),
+                Err(err) => {
+                    return self.script_incident(index, activation, code, "cardinality", &err)
+                }
             }
         } else {
             Vec::new()
         };
         if items.len() > MAX_RUNS {
-            let message = format!("multi-instance `{}` has {} items, more than {MAX_RUNS}", node.id, items.len());
+            let message = format!(
+                "multi-instance `{}` has {} items, more than {MAX_RUNS}",
+                node.id,
+                items.len()
+            );
             return self.incident(&node.id, Some(activation), node.span, message);
         }
         let count = items.len();
@@ -653,9 +913,19 @@ impl<'a> Machine<'a> {
     /// Starts run `item` of the multi-instance task `activity` in a scope of its own.
     fn start_run(&mut self, index: NodeIndex, activity: u64, item: usize) -> Flowing {
         let node = self.process.node(index);
-        let Some(state) = self.inst.multi.iter_mut().find(|m| m.activation == activity) else { return Ok(()) };
+        let Some(state) = self
+            .inst
+            .multi
+            .iter_mut()
+            .find(|m| m.activation == activity)
+        else {
+            return Ok(());
+        };
         state.started = state.started.max(item + 1);
-        let (outer, value) = (state.scope, state.items.get(item).cloned().unwrap_or(Value::Null));
+        let (outer, value) = (
+            state.scope,
+            state.items.get(item).cloned().unwrap_or(Value::Null),
+        );
         let mut variables = Map::new();
         if let Some(name) = node.multi.as_ref().and_then(|m| m.element_variable.clone()) {
             variables.insert(name, value);
@@ -670,9 +940,15 @@ impl<'a> Machine<'a> {
             subprocess: Some(node.id.clone()),
             activation: Some(run),
             variables,
-            run: Some(RunOf { activity, index: item }),
+            run: Some(RunOf {
+                activity,
+                index: item,
+            }),
         });
-        self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation: run });
+        self.step.events.push(Event::NodeEntered {
+            node: node.id.clone(),
+            activation: run,
+        });
         match &node.behavior {
             Behavior::Script(code) => {
                 self.run_script(index, scope, run, code)?;
@@ -689,36 +965,83 @@ impl<'a> Machine<'a> {
 
     /// The multi-instance run living in `scope`, if it is one.
     fn run_of(&self, scope: u64) -> Option<RunOf> {
-        self.inst.scopes.iter().find(|s| s.id == scope).and_then(|s| s.run)
+        self.inst
+            .scopes
+            .iter()
+            .find(|s| s.id == scope)
+            .and_then(|s| s.run)
     }
 
     /// A run completed: its output is kept, and the task moves on once every run completed or
     /// its completion condition holds; a sequential task starts its next run.
     fn finish_run(&mut self, index: NodeIndex, scope: u64) -> Flowing {
         let node = self.process.node(index);
-        let Some(run) = self.run_of(scope) else { return Ok(()) };
-        let output_name = node.multi.as_ref().and_then(|m| m.output_element.clone().or(m.element_variable.clone()));
-        let output = output_name.and_then(|name| self.visible(scope).get(&name).cloned()).unwrap_or(Value::Null);
-        let run_activation = self.inst.scopes.iter().find(|s| s.id == scope).and_then(|s| s.activation).unwrap_or(0);
+        let Some(run) = self.run_of(scope) else {
+            return Ok(());
+        };
+        let output_name = node
+            .multi
+            .as_ref()
+            .and_then(|m| m.output_element.clone().or(m.element_variable.clone()));
+        let output = output_name
+            .and_then(|name| self.visible(scope).get(&name).cloned())
+            .unwrap_or(Value::Null);
+        let run_activation = self
+            .inst
+            .scopes
+            .iter()
+            .find(|s| s.id == scope)
+            .and_then(|s| s.activation)
+            .unwrap_or(0);
         self.inst.scopes.retain(|s| s.id != scope);
         self.inst.path.push(node.id.clone());
-        self.step.events.push(Event::NodeCompleted { node: node.id.clone(), activation: run_activation });
-        let Some(state) = self.inst.multi.iter_mut().find(|m| m.activation == run.activity) else { return Ok(()) };
+        self.step.events.push(Event::NodeCompleted {
+            node: node.id.clone(),
+            activation: run_activation,
+        });
+        let Some(state) = self
+            .inst
+            .multi
+            .iter_mut()
+            .find(|m| m.activation == run.activity)
+        else {
+            return Ok(());
+        };
         if let Some(slot) = state.outputs.get_mut(run.index) {
             *slot = output;
         }
         state.completed += 1;
-        let (total, completed, started, outer) = (state.items.len(), state.completed, state.started, state.scope);
+        let (total, completed, started, outer) = (
+            state.items.len(),
+            state.completed,
+            state.started,
+            state.scope,
+        );
         let active = started - completed;
-        let early = match node.multi.as_ref().and_then(|m| m.completion_condition.as_ref()) {
+        let early = match node
+            .multi
+            .as_ref()
+            .and_then(|m| m.completion_condition.as_ref())
+        {
             Some(code) if completed < total => {
                 let mut variables = self.visible(outer).into_owned();
                 variables.insert("nrOfInstances".into(), Value::from(total as u64));
-                variables.insert("nrOfCompletedInstances".into(), Value::from(completed as u64));
+                variables.insert(
+                    "nrOfCompletedInstances".into(),
+                    Value::from(completed as u64),
+                );
                 variables.insert("nrOfActiveInstances".into(), Value::from(active as u64));
                 match self.process.scripts().eval_condition(&code.ast, &variables) {
                     Ok(done) => done,
-                    Err(err) => return self.script_incident(index, run.activity, code, "completion condition", &err),
+                    Err(err) => {
+                        return self.script_incident(
+                            index,
+                            run.activity,
+                            code,
+                            "completion condition",
+                            &err,
+                        )
+                    }
                 }
             }
             _ => false,
@@ -735,24 +1058,47 @@ impl<'a> Machine<'a> {
     /// Ends a multi-instance task: open runs are cancelled, the outputs collected, and the token
     /// moves on.
     fn finish_multi(&mut self, index: NodeIndex, activity: u64) -> Flowing {
-        let Some(position) = self.inst.multi.iter().position(|m| m.activation == activity) else { return Ok(()) };
+        let Some(position) = self
+            .inst
+            .multi
+            .iter()
+            .position(|m| m.activation == activity)
+        else {
+            return Ok(());
+        };
         let state = self.inst.multi.remove(position);
         self.drop_runs(activity);
         self.cancel_boundaries(activity);
-        if let Some(name) = self.process.node(index).multi.as_ref().and_then(|m| m.output_collection.clone()) {
+        if let Some(name) = self
+            .process
+            .node(index)
+            .multi
+            .as_ref()
+            .and_then(|m| m.output_collection.clone())
+        {
             let mut changes = Map::new();
             changes.insert(name, Value::Array(state.outputs));
             self.write_variables(state.scope, index, Some(activity), changes, true)?;
         }
-        self.hook(index, state.scope, Some(activity), |hooks, ctx| hooks.on_leave(ctx))?;
-        self.step.events.push(Event::NodeCompleted { node: self.process.node(index).id.clone(), activation: activity });
+        self.hook(index, state.scope, Some(activity), |hooks, ctx| {
+            hooks.on_leave(ctx)
+        })?;
+        self.step.events.push(Event::NodeCompleted {
+            node: self.process.node(index).id.clone(),
+            activation: activity,
+        });
         self.move_on(index, state.scope, activity)
     }
 
     /// Drops the open runs of the multi-instance task `activity`.
     fn drop_runs(&mut self, activity: u64) {
-        let runs: Vec<u64> =
-            self.inst.scopes.iter().filter(|s| s.run.is_some_and(|r| r.activity == activity)).map(|s| s.id).collect();
+        let runs: Vec<u64> = self
+            .inst
+            .scopes
+            .iter()
+            .filter(|s| s.run.is_some_and(|r| r.activity == activity))
+            .map(|s| s.id)
+            .collect();
         for run in runs {
             self.drop_scope_tree(run, true);
         }
@@ -761,26 +1107,39 @@ impl<'a> Machine<'a> {
     /// The error boundary event of `activity` that catches `code` (an exact match first, then a
     /// catch-all).
     fn error_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<NodeIndex> {
-        let catches = |boundary: &NodeIndex, exact: bool| match &self.process.node(*boundary).behavior {
-            Behavior::Boundary(BoundarySpec { trigger: BoundaryTrigger::Error { code: caught }, .. }) => {
-                if exact {
-                    caught.is_some() && caught.as_deref() == code
-                } else {
-                    caught.is_none()
+        let catches =
+            |boundary: &NodeIndex, exact: bool| match &self.process.node(*boundary).behavior {
+                Behavior::Boundary(BoundarySpec {
+                    trigger: BoundaryTrigger::Error { code: caught },
+                    ..
+                }) => {
+                    if exact {
+                        caught.is_some() && caught.as_deref() == code
+                    } else {
+                        caught.is_none()
+                    }
                 }
-            }
-            _ => false,
-        };
+                _ => false,
+            };
         let boundaries = &self.process.node(activity).boundaries;
-        boundaries.iter().find(|b| catches(b, true)).or_else(|| boundaries.iter().find(|b| catches(b, false))).copied()
+        boundaries
+            .iter()
+            .find(|b| catches(b, true))
+            .or_else(|| boundaries.iter().find(|b| catches(b, false)))
+            .copied()
     }
 
     /// A boundary event fires in `scope`: its token moves on along its flows.
     fn fire_boundary(&mut self, boundary: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(boundary);
         self.count_activation(&node.id);
-        self.step.events.push(Event::NodeEntered { node: node.id.clone(), activation });
-        self.hook(boundary, scope, Some(activation), |hooks, ctx| hooks.on_enter(ctx))?;
+        self.step.events.push(Event::NodeEntered {
+            node: node.id.clone(),
+            activation,
+        });
+        self.hook(boundary, scope, Some(activation), |hooks, ctx| {
+            hooks.on_enter(ctx)
+        })?;
         self.leave(boundary, scope, activation)
     }
 
@@ -795,8 +1154,11 @@ impl<'a> Machine<'a> {
         let code = event.name.as_deref();
         let mut current = scope;
         while current != 0 {
-            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
-            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
+                break;
+            };
+            let (Some(sub), Some(sub_activation), Some(parent)) =
+                (state.subprocess, state.activation, state.parent)
             else {
                 break;
             };
@@ -809,7 +1171,11 @@ impl<'a> Machine<'a> {
                 let fired = self.inst.next_activation;
                 self.inst.next_activation += 1;
                 self.fire_boundary(boundary, parent, fired)?;
-                return Ok(if interrupting { Escalated::Interrupted } else { Escalated::Caught });
+                return Ok(if interrupting {
+                    Escalated::Interrupted
+                } else {
+                    Escalated::Caught
+                });
             }
             current = parent;
         }
@@ -818,18 +1184,28 @@ impl<'a> Machine<'a> {
 
     /// The escalation boundary event of `activity` that catches `code` (exact match first), and
     /// whether it interrupts.
-    fn escalation_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<(NodeIndex, bool)> {
+    fn escalation_boundary(
+        &self,
+        activity: NodeIndex,
+        code: Option<&str>,
+    ) -> Option<(NodeIndex, bool)> {
         let catching = |exact: bool| {
-            self.process.node(activity).boundaries.iter().find_map(|&b| match &self.process.node(b).behavior {
-                Behavior::Boundary(BoundarySpec {
-                    trigger: BoundaryTrigger::Escalation { code: caught },
-                    interrupting,
-                    ..
-                }) if (exact && caught.is_some() && caught.as_deref() == code) || (!exact && caught.is_none()) => {
-                    Some((b, *interrupting))
-                }
-                _ => None,
-            })
+            self.process
+                .node(activity)
+                .boundaries
+                .iter()
+                .find_map(|&b| match &self.process.node(b).behavior {
+                    Behavior::Boundary(BoundarySpec {
+                        trigger: BoundaryTrigger::Escalation { code: caught },
+                        interrupting,
+                        ..
+                    }) if (exact && caught.is_some() && caught.as_deref() == code)
+                        || (!exact && caught.is_none()) =>
+                    {
+                        Some((b, *interrupting))
+                    }
+                    _ => None,
+                })
         };
         catching(true).or_else(|| catching(false))
     }
@@ -837,14 +1213,24 @@ impl<'a> Machine<'a> {
     /// A BPMN error thrown in `scope` by `thrower`: the nearest enclosing subprocess with a
     /// matching error boundary event is interrupted and the boundary takes over; uncaught, it is
     /// an incident.
-    fn raise_error(&mut self, thrower: NodeIndex, activation: Option<u64>, scope: u64, code: Option<&str>) -> Flowing {
-        self.step
-            .events
-            .push(Event::ErrorThrown { node: self.process.node(thrower).id.clone(), code: code.map(str::to_string) });
+    fn raise_error(
+        &mut self,
+        thrower: NodeIndex,
+        activation: Option<u64>,
+        scope: u64,
+        code: Option<&str>,
+    ) -> Flowing {
+        self.step.events.push(Event::ErrorThrown {
+            node: self.process.node(thrower).id.clone(),
+            code: code.map(str::to_string),
+        });
         let mut current = scope;
         while current != 0 {
-            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else { break };
-            let (Some(sub), Some(sub_activation), Some(parent)) = (state.subprocess, state.activation, state.parent)
+            let Some(state) = self.inst.scopes.iter().find(|s| s.id == current).cloned() else {
+                break;
+            };
+            let (Some(sub), Some(sub_activation), Some(parent)) =
+                (state.subprocess, state.activation, state.parent)
             else {
                 break;
             };
@@ -860,15 +1246,25 @@ impl<'a> Machine<'a> {
         }
         let node = self.process.node(thrower);
         let code = code.map(|c| format!(" `{c}`")).unwrap_or_default();
-        self.incident(&node.id, activation, node.span, format!("error{code} thrown by `{}` was not caught", node.id))
+        self.incident(
+            &node.id,
+            activation,
+            node.span,
+            format!("error{code} thrown by `{}` was not caught", node.id),
+        )
     }
 
     /// Completes a node and moves its token(s) on.
     fn leave(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(index);
-        self.hook(index, scope, Some(activation), |hooks, ctx| hooks.on_leave(ctx))?;
+        self.hook(index, scope, Some(activation), |hooks, ctx| {
+            hooks.on_leave(ctx)
+        })?;
         self.inst.path.push(node.id.clone());
-        self.step.events.push(Event::NodeCompleted { node: node.id.clone(), activation });
+        self.step.events.push(Event::NodeCompleted {
+            node: node.id.clone(),
+            activation,
+        });
         self.move_on(index, scope, activation)
     }
 
@@ -880,7 +1276,8 @@ impl<'a> Machine<'a> {
             return self.token_ended(scope);
         }
         // The events after an event-based gateway race each other.
-        let race = matches!(node.behavior, Behavior::Gateway(GatewayKind::EventBased)).then_some(activation);
+        let race = matches!(node.behavior, Behavior::Gateway(GatewayKind::EventBased))
+            .then_some(activation);
         for edge in flows {
             let flow = self.process.flow(edge);
             let target = self.process.node(flow.target);
@@ -889,13 +1286,23 @@ impl<'a> Machine<'a> {
                 from: node.id.clone(),
                 to: target.id.clone(),
             });
-            self.queue.push_back(Token { node: flow.target, scope, via: Some(edge), race });
+            self.queue.push_back(Token {
+                node: flow.target,
+                scope,
+                via: Some(edge),
+                race,
+            });
         }
         Ok(())
     }
 
     /// The outgoing flows a completing node sends tokens along, in document order.
-    fn select_flows(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Result<Vec<EdgeIndex>, Stop> {
+    fn select_flows(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+    ) -> Result<Vec<EdgeIndex>, Stop> {
         let node = self.process.node(index);
         let kind = match node.behavior {
             Behavior::Gateway(kind) => Some(kind),
@@ -948,8 +1355,10 @@ impl<'a> Machine<'a> {
             }
         }
         if chosen.is_empty() && !node.outgoing.is_empty() {
-            let message =
-                format!("no outgoing flow of {} `{}` matched and it has no default flow", node.element, node.id);
+            let message = format!(
+                "no outgoing flow of {} `{}` matched and it has no default flow",
+                node.element, node.id
+            );
             self.incident(&node.id, Some(activation), node.span, message)?;
         }
         Ok(chosen)
@@ -978,9 +1387,13 @@ impl<'a> Machine<'a> {
             self.step.events.push(Event::InstanceCompleted);
             return Ok(());
         }
-        let Some(position) = self.inst.scopes.iter().position(|s| s.id == scope) else { return Ok(()) };
+        let Some(position) = self.inst.scopes.iter().position(|s| s.id == scope) else {
+            return Ok(());
+        };
         let state = self.inst.scopes.remove(position);
-        let (Some(sub), Some(activation), Some(parent)) = (state.subprocess, state.activation, state.parent) else {
+        let (Some(sub), Some(activation), Some(parent)) =
+            (state.subprocess, state.activation, state.parent)
+        else {
             return Ok(());
         };
         let index = self.node_index(&sub)?;
@@ -992,7 +1405,10 @@ impl<'a> Machine<'a> {
     /// scope completes (the instance, at the top level).
     fn terminate_scope(&mut self, index: NodeIndex, scope: u64) -> Flowing {
         self.drop_scope_tree(scope, false);
-        self.step.events.push(Event::ScopeTerminated { node: self.process.node(index).id.clone(), scope });
+        self.step.events.push(Event::ScopeTerminated {
+            node: self.process.node(index).id.clone(),
+            scope,
+        });
         self.complete_scope(scope)
     }
 
@@ -1041,7 +1457,12 @@ impl<'a> Machine<'a> {
         };
         if let Err(reason) = guard {
             let node = self.process.node(index);
-            return self.incident(&node.id, activation, node.span, format!("variable change refused: {reason}"));
+            return self.incident(
+                &node.id,
+                activation,
+                node.span,
+                format!("variable change refused: {reason}"),
+            );
         }
         for (name, value) in &changes {
             let target = self.owner_scope(scope, name);
@@ -1094,10 +1515,21 @@ impl<'a> Machine<'a> {
 
     /// Whether a scope instance runs a called process that shares its caller's variables.
     fn shares_variables(&self, state: &ScopeState) -> bool {
-        let Some(node) = state.subprocess.as_deref().and_then(|id| self.process.node_index(id)) else { return false };
+        let Some(node) = state
+            .subprocess
+            .as_deref()
+            .and_then(|id| self.process.node_index(id))
+        else {
+            return false;
+        };
         match self.process.node(node).behavior {
             Behavior::SubProcess { scope } => {
-                state.run.is_none() && self.process.scopes.get(scope).is_some_and(|s| s.shares_variables)
+                state.run.is_none()
+                    && self
+                        .process
+                        .scopes
+                        .get(scope)
+                        .is_some_and(|s| s.shares_variables)
             }
             _ => false,
         }
@@ -1155,7 +1587,13 @@ impl<'a> Machine<'a> {
 
     /// Runs a script task's code in `scope` and writes the variables it set; a failing script
     /// becomes an incident.
-    fn run_script(&mut self, index: NodeIndex, scope: u64, activation: u64, code: &CompiledCode) -> Flowing {
+    fn run_script(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        code: &CompiledCode,
+    ) -> Flowing {
         let result = {
             let variables = self.visible(scope);
             self.process.scripts().run_script(&code.ast, &variables)
@@ -1176,22 +1614,42 @@ impl<'a> Machine<'a> {
         err: &ScriptError,
     ) -> Flowing {
         let node = self.process.node(index);
-        let span =
-            err.position().map(|(line, col)| crate::graph::offset_span(code.span, line, col)).unwrap_or(code.span);
+        let span = err
+            .position()
+            .map(|(line, col)| crate::graph::offset_span(code.span, line, col))
+            .unwrap_or(code.span);
         let mut message = match err {
-            ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
+            ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => {
+                message.clone()
+            }
             other => other.to_string(),
         };
         // Scripts written for other engines assign new variables without `let`.
         if what == "script" && message.starts_with("Variable not found") {
             message.push_str(" (scripts are Rhai: create a variable with `let name = value;`)");
         }
-        self.incident(&node.id, Some(activation), span, format!("{what} failed in `{}`: {message}", node.id))
+        self.incident(
+            &node.id,
+            Some(activation),
+            span,
+            format!("{what} failed in `{}`: {message}", node.id),
+        )
     }
 
     /// Records an incident; the instance fails and the call unwinds.
-    fn incident(&mut self, node: &str, activation: Option<u64>, span: Span, message: String) -> Flowing {
-        let incident = Incident { node: node.to_string(), message, at: self.process.location(span), activation };
+    fn incident(
+        &mut self,
+        node: &str,
+        activation: Option<u64>,
+        span: Span,
+        message: String,
+    ) -> Flowing {
+        let incident = Incident {
+            node: node.to_string(),
+            message,
+            at: self.process.location(span),
+            activation,
+        };
         tracing::warn!(instance = %self.inst.id, node, at = %incident.at, "incident: {}", incident.message);
         self.inst.incidents.push(incident.clone());
         self.step.events.push(Event::IncidentRaised { incident });
@@ -1204,7 +1662,8 @@ impl<'a> Machine<'a> {
         match self.process.node_index(id) {
             Some(index) => Ok(index),
             None => {
-                let message = format!("instance refers to node `{id}`, which the process does not have");
+                let message =
+                    format!("instance refers to node `{id}`, which the process does not have");
                 self.incident(id, None, Span::new(1, 1), message)?;
                 Err(Stop)
             }

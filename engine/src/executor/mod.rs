@@ -446,7 +446,11 @@ impl Instance {
         hooks: &dyn ExecutionHooks,
     ) -> Result<(Instance, Step), ExecError> {
         if !process.unsupported.is_empty() {
-            let lines = process.unsupported.iter().map(|d| format!("{} at {}", d.message, d.location())).collect();
+            let lines = process
+                .unsupported
+                .iter()
+                .map(|d| format!("{} at {}", d.message, d.location()))
+                .collect();
             return Err(ExecError::Unsupported(lines));
         }
         if starts.is_empty() {
@@ -456,7 +460,14 @@ impl Instance {
             id,
             process_id: process.id.clone(),
             status: Status::Running,
-            scopes: vec![ScopeState { id: 0, parent: None, subprocess: None, activation: None, variables, run: None }],
+            scopes: vec![ScopeState {
+                id: 0,
+                parent: None,
+                subprocess: None,
+                activation: None,
+                variables,
+                run: None,
+            }],
             waits: Vec::new(),
             joins: Vec::new(),
             multi: Vec::new(),
@@ -542,7 +553,15 @@ impl Instance {
         if let Some(process_scope) = self.scopes.first_mut() {
             process_scope.variables.extend(updates.clone());
         }
-        Step { events: vec![Event::VariablesChanged { node: None, scope: 0, changes: updates }], new_waits: Vec::new(), ended: false }
+        Step {
+            events: vec![Event::VariablesChanged {
+                node: None,
+                scope: 0,
+                changes: updates,
+            }],
+            new_waits: Vec::new(),
+            ended: false,
+        }
     }
 
     /// Cancels the instance from outside: every wait and token is dropped.
@@ -555,18 +574,27 @@ impl Instance {
         self.multi.clear();
         self.scopes.truncate(1);
         self.status = Status::Terminated;
-        Ok(Step { events: vec![Event::InstanceTerminated], new_waits: Vec::new(), ended: true })
+        Ok(Step {
+            events: vec![Event::InstanceTerminated],
+            new_waits: Vec::new(),
+            ended: true,
+        })
     }
 
     fn check_can_move(&self, process: &CompiledProcess) -> Result<(), ExecError> {
         if process.id != self.process_id {
-            return Err(ExecError::WrongProcess { instance: self.process_id.clone(), given: process.id.clone() });
+            return Err(ExecError::WrongProcess {
+                instance: self.process_id.clone(),
+                given: process.id.clone(),
+            });
         }
         if !self.status.is_active() {
             return Err(ExecError::NotActive(self.status.as_str()));
         }
         if self.scopes.first().map(|s| s.id) != Some(0) {
-            return Err(ExecError::Inconsistent("its first scope is not the process scope".into()));
+            return Err(ExecError::Inconsistent(
+                "its first scope is not the process scope".into(),
+            ));
         }
         Ok(())
     }

@@ -6,7 +6,11 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn compiled(scope: Scope) -> CompiledProcess {
-    let (process, diagnostics) = compile(&scope.definitions(), None, &Arc::new(ScriptRuntime::default()));
+    let (process, diagnostics) = compile(
+        &scope.definitions(),
+        None,
+        &Arc::new(ScriptRuntime::default()),
+    );
     process.unwrap_or_else(|| panic!("does not compile: {diagnostics:#?}"))
 }
 
@@ -16,9 +20,12 @@ fn vars(value: serde_json::Value) -> Map<String, Value> {
 
 /// Starts and completes every wait, oldest first, until nothing waits.
 fn run_all(process: &CompiledProcess, variables: Value) -> Instance {
-    let (mut instance, _) = Instance::start(process, "i1", vars(variables), &NoHooks).expect("starts");
+    let (mut instance, _) =
+        Instance::start(process, "i1", vars(variables), &NoHooks).expect("starts");
     while let Some(wait) = instance.waits().first().cloned() {
-        instance.complete(process, wait.activation, Map::new(), &NoHooks).expect("completes");
+        instance
+            .complete(process, wait.activation, Map::new(), &NoHooks)
+            .expect("completes");
     }
     instance
 }
@@ -40,7 +47,10 @@ fn sequence_with_script_sets_variables() {
     let instance = run_all(&p, json!({"amount": 1}));
     assert_eq!(instance.status(), Status::Completed);
     assert_eq!(path(&instance), ["s", "t", "sc", "e"]);
-    assert_eq!(Value::Object(instance.variables().clone()), json!({"amount": 2, "status": "confirmed"}));
+    assert_eq!(
+        Value::Object(instance.variables().clone()),
+        json!({"amount": 2, "status": "confirmed"})
+    );
 }
 
 fn exclusive(amount: i64) -> Instance {
@@ -87,7 +97,11 @@ fn exclusive_gateway_with_no_match_raises_incident_with_position() {
     assert!(step.ended);
     let incident = &instance.incidents()[0];
     assert_eq!(incident.node, "g");
-    assert!(incident.message.contains("no outgoing flow"), "{}", incident.message);
+    assert!(
+        incident.message.contains("no outgoing flow"),
+        "{}",
+        incident.message
+    );
     assert_eq!(incident.at, "test.bpmn:2:3");
 }
 
@@ -105,7 +119,11 @@ fn failing_condition_reports_position_inside_file() {
     );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     let incident = &instance.incidents()[0];
-    assert!(incident.message.contains("condition of flow g_a"), "{}", incident.message);
+    assert!(
+        incident.message.contains("condition of flow g_a"),
+        "{}",
+        incident.message
+    );
     // The condition text starts at 6:13; the unknown variable is its first token.
     assert_eq!(incident.at, "test.bpmn:6:13");
 }
@@ -113,7 +131,11 @@ fn failing_condition_reports_position_inside_file() {
 #[test]
 fn failing_script_and_sandbox_limits_become_incidents() {
     let p = compiled(
-        Scope::default().node("s", start()).node("sc", script("total = 1")).node("e", end()).chain(&["s", "sc", "e"]),
+        Scope::default()
+            .node("s", start())
+            .node("sc", script("total = 1"))
+            .node("e", end())
+            .chain(&["s", "sc", "e"]),
     );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     assert_eq!(
@@ -122,12 +144,20 @@ fn failing_script_and_sandbox_limits_become_incidents() {
     );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
         let p = compiled(
-            Scope::default().node("s", start()).node("sc", script(source)).node("e", end()).chain(&["s", "sc", "e"]),
+            Scope::default()
+                .node("s", start())
+                .node("sc", script(source))
+                .node("e", end())
+                .chain(&["s", "sc", "e"]),
         );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Failed, "{source}");
         assert_eq!(instance.incidents()[0].node, "sc");
-        assert!(instance.incidents()[0].at.starts_with("test.bpmn:50:"), "{:?}", instance.incidents());
+        assert!(
+            instance.incidents()[0].at.starts_with("test.bpmn:50:"),
+            "{:?}",
+            instance.incidents()
+        );
         assert_eq!(path(&instance), ["s"]);
     }
 }
@@ -151,7 +181,14 @@ fn parallel_fork_and_join_in_document_order() {
     assert_eq!(instance.joins().len(), 1, "b waits in the join");
     let wait = instance.waits()[0].clone();
     assert_eq!(wait.idempotency_key, format!("i1/a/{}", wait.activation));
-    let step = instance.complete(&p, wait.activation, vars(json!({"approved": true})), &NoHooks).unwrap();
+    let step = instance
+        .complete(
+            &p,
+            wait.activation,
+            vars(json!({"approved": true})),
+            &NoHooks,
+        )
+        .unwrap();
     assert!(step.ended);
     assert_eq!(path(&instance), ["s", "f", "b", "a", "j", "e"]);
     assert_eq!(instance.variables()["approved"], json!(true));
@@ -177,7 +214,10 @@ fn nested_parallel_fork_join() {
     );
     let instance = run_all(&p, json!({}));
     assert_eq!(instance.status(), Status::Completed);
-    assert_eq!(path(&instance), ["s", "f1", "f2", "c", "a", "b", "j2", "j1", "e"]);
+    assert_eq!(
+        path(&instance),
+        ["s", "f1", "f2", "c", "a", "b", "j2", "j1", "e"]
+    );
 }
 
 fn inclusive(x: i64) -> Instance {
@@ -204,7 +244,11 @@ fn inclusive(x: i64) -> Instance {
 #[test]
 fn inclusive_join_waits_only_for_tokens_that_can_arrive() {
     assert_eq!(path(&inclusive(5)), ["s", "f", "a", "j", "e"], "one branch");
-    assert_eq!(path(&inclusive(50)), ["s", "f", "b", "a", "j", "e"], "two branches, one waiting on a user");
+    assert_eq!(
+        path(&inclusive(50)),
+        ["s", "f", "b", "a", "j", "e"],
+        "two branches, one waiting on a user"
+    );
     assert_eq!(path(&inclusive(-1)), ["s", "f", "c", "j", "e"], "default");
     assert_eq!(inclusive(50).activations()["j"], 1, "the join fires once");
 }
@@ -244,17 +288,31 @@ fn subprocess_has_own_scope_and_completes_after_inner_nodes() {
         .node("ie", end())
         .chain(&["is", "iu", "isc", "ie"]);
     let p = compiled(
-        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+        Scope::default()
+            .node("s", start())
+            .node("sub", inner.subprocess())
+            .node("e", end())
+            .chain(&["s", "sub", "e"]),
     );
     let (mut instance, _) = Instance::start(&p, "i1", vars(json!({"total": 1})), &NoHooks).unwrap();
     assert_eq!(instance.scopes().len(), 2);
     let wait = instance.waits()[0].clone();
     assert_eq!(wait.scope, 1);
-    instance.complete(&p, wait.activation, vars(json!({"note": "inner"})), &NoHooks).unwrap();
+    instance
+        .complete(
+            &p,
+            wait.activation,
+            vars(json!({"note": "inner"})),
+            &NoHooks,
+        )
+        .unwrap();
     assert_eq!(instance.status(), Status::Completed);
     assert_eq!(path(&instance), ["s", "is", "iu", "isc", "ie", "sub", "e"]);
     // `total` existed outside and was updated there; `local` and `note` stayed inside.
-    assert_eq!(Value::Object(instance.variables().clone()), json!({"total": 11}));
+    assert_eq!(
+        Value::Object(instance.variables().clone()),
+        json!({"total": 11})
+    );
     assert_eq!(instance.scopes().len(), 1);
 }
 
@@ -288,7 +346,11 @@ fn terminate_inside_subprocess_ends_only_the_subprocess() {
         .chain(&["is", "if", "iu", "ie"])
         .chain(&["if", "it"]);
     let p = compiled(
-        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+        Scope::default()
+            .node("s", start())
+            .node("sub", inner.subprocess())
+            .node("e", end())
+            .chain(&["s", "sub", "e"]),
     );
     let instance = run_all(&p, json!({}));
     assert_eq!(path(&instance), ["s", "is", "if", "it", "sub", "e"]);
@@ -309,10 +371,15 @@ fn loops_repeat_activities_and_endless_loops_become_incidents() {
             .flow("g", "e"),
     );
     let instance = run_all(&looped, json!({"n": 0}));
-    assert_eq!(path(&instance), ["s", "m", "inc", "g", "m", "inc", "g", "m", "inc", "g", "e"]);
+    assert_eq!(
+        path(&instance),
+        ["s", "m", "inc", "g", "m", "inc", "g", "m", "inc", "g", "e"]
+    );
     let instance = run_all(&looped, json!({"n": -1_000_000}));
     assert_eq!(instance.status(), Status::Failed);
-    assert!(instance.incidents()[0].message.contains("loops without end"));
+    assert!(instance.incidents()[0]
+        .message
+        .contains("loops without end"));
 }
 
 #[test]
@@ -334,28 +401,45 @@ fn execution_is_deterministic_and_survives_serialization() {
     let second = run_all(&p, json!({}));
     assert_eq!(first, second);
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-    assert!(matches!(instance.waits()[1].kind, WaitKind::Job { handler: Some(ref h) } if h == "send"));
+    assert!(
+        matches!(instance.waits()[1].kind, WaitKind::Job { handler: Some(ref h) } if h == "send")
+    );
     let text = serde_json::to_string(&instance).unwrap();
     let mut restored: Instance = serde_json::from_str(&text).unwrap();
     assert_eq!(restored, instance);
     for wait in restored.waits().to_vec() {
-        restored.complete(&p, wait.activation, Map::new(), &NoHooks).unwrap();
+        restored
+            .complete(&p, wait.activation, Map::new(), &NoHooks)
+            .unwrap();
     }
     assert_eq!(restored, first);
 }
 
 #[test]
 fn failed_job_raises_incident_and_refuses_further_moves() {
-    let p =
-        compiled(Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]));
+    let p = compiled(
+        Scope::default()
+            .node("s", start())
+            .node("j", service("h"))
+            .node("e", end())
+            .chain(&["s", "j", "e"]),
+    );
     let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     let activation = instance.waits()[0].activation;
-    assert_eq!(instance.complete(&p, 999, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(999)));
-    let step = instance.fail_job(&p, activation, "timeout", &NoHooks).unwrap();
+    assert_eq!(
+        instance.complete(&p, 999, Map::new(), &NoHooks),
+        Err(ExecError::UnknownActivation(999))
+    );
+    let step = instance
+        .fail_job(&p, activation, "timeout", &NoHooks)
+        .unwrap();
     assert!(step.ended);
     assert_eq!(instance.status(), Status::Failed);
     assert!(instance.incidents()[0].message.contains("timeout"));
-    assert!(matches!(instance.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::NotActive("failed"))));
+    assert!(matches!(
+        instance.complete(&p, activation, Map::new(), &NoHooks),
+        Err(ExecError::NotActive("failed"))
+    ));
 }
 
 struct Guarded;
@@ -369,10 +453,18 @@ impl ExecutionHooks for Guarded {
         Ok(updates)
     }
 
-    fn guard_complete(&self, ctx: &HookContext<'_>, _wait: &Wait, outputs: &Map<String, Value>) -> Result<(), String> {
+    fn guard_complete(
+        &self,
+        ctx: &HookContext<'_>,
+        _wait: &Wait,
+        outputs: &Map<String, Value>,
+    ) -> Result<(), String> {
         match outputs.get("ok") {
             Some(Value::Bool(true)) => Ok(()),
-            _ => Err(format!("{} needs ok=true", ctx.node.map(|n| n.id.as_str()).unwrap_or("?"))),
+            _ => Err(format!(
+                "{} needs ok=true",
+                ctx.node.map(|n| n.id.as_str()).unwrap_or("?")
+            )),
         }
     }
 
@@ -400,9 +492,17 @@ fn hooks_can_refuse_completion_add_variables_and_raise_incidents() {
     let before = instance.clone();
     let activation = instance.waits()[0].activation;
     let refused = instance.complete(&p, activation, Map::new(), &Guarded);
-    assert_eq!(refused, Err(ExecError::Rejected { node: "u".into(), reason: "u needs ok=true".into() }));
+    assert_eq!(
+        refused,
+        Err(ExecError::Rejected {
+            node: "u".into(),
+            reason: "u needs ok=true".into()
+        })
+    );
     assert_eq!(instance, before, "a refused completion changes nothing");
-    instance.complete(&p, activation, vars(json!({"ok": true})), &Guarded).unwrap();
+    instance
+        .complete(&p, activation, vars(json!({"ok": true})), &Guarded)
+        .unwrap();
     assert_eq!(instance.status(), Status::Failed);
     assert_eq!(instance.incidents()[0].node, "bad");
     assert_eq!(instance.incidents()[0].message, "policy says no");
@@ -413,12 +513,18 @@ fn unsupported_elements_are_refused_up_front() {
     let p = compiled(
         Scope::default()
             .node("s", start())
-            .node("g", crate::model::NodeKind::Gateway(crate::model::GatewayKind::Complex))
+            .node(
+                "g",
+                crate::model::NodeKind::Gateway(crate::model::GatewayKind::Complex),
+            )
             .node("e", end())
             .chain(&["s", "g", "e"]),
     );
     let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
-    assert_eq!(err.to_string(), "not supported yet: complexGateway g at test.bpmn:2:3");
+    assert_eq!(
+        err.to_string(),
+        "not supported yet: complexGateway g at test.bpmn:2:3"
+    );
 }
 
 #[test]
@@ -457,39 +563,61 @@ fn batch_completion_completes_every_wait_before_tokens_move() {
             .chain(&["f", "b", "j"]),
     );
     let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-    let batch: Vec<(u64, Map<String, Value>)> = instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+    let batch: Vec<(u64, Map<String, Value>)> = instance
+        .waits()
+        .iter()
+        .map(|w| (w.activation, Map::new()))
+        .collect();
     let step = instance.complete_all(&p, batch.clone(), &NoHooks).unwrap();
     assert!(step.ended);
     assert_eq!(path(&instance), ["s", "f", "a", "b", "j", "e"]);
     // One guard refusal refuses the whole batch.
     let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &Guarded).unwrap();
     let before = instance.clone();
-    assert!(matches!(instance.complete_all(&p, batch, &Guarded), Err(ExecError::Rejected { .. })));
+    assert!(matches!(
+        instance.complete_all(&p, batch, &Guarded),
+        Err(ExecError::Rejected { .. })
+    ));
     assert_eq!(instance, before);
 }
 
 mod events {
     use super::*;
-    use crate::model::{EventTrigger, Expr, GatewayKind, MessageRef, NodeKind, Span, Timer, TimerKind};
+    use crate::model::{
+        EventTrigger, Expr, GatewayKind, MessageRef, NodeKind, Span, Timer, TimerKind,
+    };
 
     fn timer() -> EventTrigger {
         EventTrigger::Timer(Timer {
             kind: TimerKind::Duration,
-            expression: Expr { language: None, source: "PT1H".into(), span: Span::new(1, 1) },
+            expression: Expr {
+                language: None,
+                source: "PT1H".into(),
+                span: Span::new(1, 1),
+            },
             time_zone: None,
         })
     }
 
     fn message(name: &str) -> EventTrigger {
-        EventTrigger::Message(MessageRef { name: Some(name.into()), correlation_key: None })
+        EventTrigger::Message(MessageRef {
+            name: Some(name.into()),
+            correlation_key: None,
+        })
     }
 
     fn error(code: Option<&str>) -> EventTrigger {
-        EventTrigger::Error { code: code.map(str::to_string) }
+        EventTrigger::Error {
+            code: code.map(str::to_string),
+        }
     }
 
     fn boundary(on: &str, trigger: EventTrigger, interrupting: bool) -> NodeKind {
-        NodeKind::BoundaryEvent { attached_to: on.into(), trigger, interrupting }
+        NodeKind::BoundaryEvent {
+            attached_to: on.into(),
+            trigger,
+            interrupting,
+        }
     }
 
     fn catch(trigger: EventTrigger) -> NodeKind {
@@ -526,8 +654,13 @@ mod events {
         let timer = wait_at(&instance, "b").clone();
         assert_eq!(timer.attached_to, Some(task));
         assert!(matches!(timer.kind, WaitKind::Timer { .. }));
-        let step = instance.complete(&p, timer.activation, Map::new(), &NoHooks).unwrap();
-        assert!(step.events.contains(&Event::WaitCancelled { node: "u".into(), activation: task }));
+        let step = instance
+            .complete(&p, timer.activation, Map::new(), &NoHooks)
+            .unwrap();
+        assert!(step.events.contains(&Event::WaitCancelled {
+            node: "u".into(),
+            activation: task
+        }));
         assert_eq!(instance.status(), Status::Completed);
         assert_eq!(path(&instance), ["s", "b", "e2"]);
     }
@@ -536,9 +669,15 @@ mod events {
     fn completing_the_task_disarms_its_boundary_events() {
         let p = task_with_timer(true);
         let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-        let (task, timer) = (wait_at(&instance, "u").activation, wait_at(&instance, "b").activation);
+        let (task, timer) = (
+            wait_at(&instance, "u").activation,
+            wait_at(&instance, "b").activation,
+        );
         let step = instance.complete(&p, task, Map::new(), &NoHooks).unwrap();
-        assert!(step.events.contains(&Event::WaitCancelled { node: "b".into(), activation: timer }));
+        assert!(step.events.contains(&Event::WaitCancelled {
+            node: "b".into(),
+            activation: timer
+        }));
         assert_eq!(path(&instance), ["s", "u", "e1"]);
         assert_eq!(instance.status(), Status::Completed);
     }
@@ -547,7 +686,10 @@ mod events {
     fn non_interrupting_boundary_leaves_its_task_waiting() {
         let p = task_with_timer(false);
         let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-        let (task, timer) = (wait_at(&instance, "u").activation, wait_at(&instance, "b").activation);
+        let (task, timer) = (
+            wait_at(&instance, "u").activation,
+            wait_at(&instance, "b").activation,
+        );
         instance.complete(&p, timer, Map::new(), &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Waiting);
         assert_eq!(path(&instance), ["s", "b", "e2"]);
@@ -558,8 +700,11 @@ mod events {
 
     #[test]
     fn message_boundary_on_a_subprocess_interrupts_its_scope() {
-        let inner =
-            Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+        let inner = Scope::at_line(20)
+            .node("is", start())
+            .node("iu", user())
+            .node("ie", end())
+            .chain(&["is", "iu", "ie"]);
         let p = compiled(
             Scope::default()
                 .node("s", start())
@@ -574,7 +719,9 @@ mod events {
         assert_eq!(instance.scopes().len(), 2);
         let cancel = wait_at(&instance, "cancel").clone();
         assert!(matches!(&cancel.kind, WaitKind::Message { name: Some(n), .. } if n == "cancel"));
-        instance.complete(&p, cancel.activation, Map::new(), &NoHooks).unwrap();
+        instance
+            .complete(&p, cancel.activation, Map::new(), &NoHooks)
+            .unwrap();
         assert_eq!(instance.scopes().len(), 1);
         assert!(instance.waits().is_empty());
         assert_eq!(path(&instance), ["s", "is", "cancel", "e2"]);
@@ -585,7 +732,12 @@ mod events {
     fn error_end_event_is_caught_by_the_subprocess_boundary() {
         let inner = Scope::at_line(20)
             .node("is", start())
-            .node("ie", NodeKind::EndEvent { result: Some(error(Some("E1"))) })
+            .node(
+                "ie",
+                NodeKind::EndEvent {
+                    result: Some(error(Some("E1"))),
+                },
+            )
             .chain(&["is", "ie"]);
         let p = compiled(
             Scope::default()
@@ -618,18 +770,29 @@ mod events {
         );
         let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         let job = wait_at(&instance, "j").activation;
-        instance.throw_error(&p, job, Some("CARD_DECLINED"), &NoHooks).unwrap();
+        instance
+            .throw_error(&p, job, Some("CARD_DECLINED"), &NoHooks)
+            .unwrap();
         assert_eq!(path(&instance), ["s", "declined", "e2"]);
         assert_eq!(instance.status(), Status::Completed);
 
         let bare = compiled(
-            Scope::default().node("s", start()).node("j", service("h")).node("e", end()).chain(&["s", "j", "e"]),
+            Scope::default()
+                .node("s", start())
+                .node("j", service("h"))
+                .node("e", end())
+                .chain(&["s", "j", "e"]),
         );
         let (mut instance, _) = Instance::start(&bare, "i1", Map::new(), &NoHooks).unwrap();
         let job = wait_at(&instance, "j").activation;
-        instance.throw_error(&bare, job, Some("X"), &NoHooks).unwrap();
+        instance
+            .throw_error(&bare, job, Some("X"), &NoHooks)
+            .unwrap();
         assert_eq!(instance.status(), Status::Failed);
-        assert_eq!(instance.incidents()[0].message, "error `X` thrown by `j` was not caught");
+        assert_eq!(
+            instance.incidents()[0].message,
+            "error `X` thrown by `j` was not caught"
+        );
     }
 
     #[test]
@@ -646,13 +809,23 @@ mod events {
                 .chain(&["g", "late", "e2"]),
         );
         let (mut instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-        let (paid, late) = (wait_at(&instance, "paid").clone(), wait_at(&instance, "late").clone());
+        let (paid, late) = (
+            wait_at(&instance, "paid").clone(),
+            wait_at(&instance, "late").clone(),
+        );
         assert!(paid.race.is_some() && paid.race == late.race);
         // Both fire in one batch: the first one wins, the second was cancelled.
         let step = instance
-            .complete_all(&p, vec![(late.activation, Map::new()), (paid.activation, Map::new())], &NoHooks)
+            .complete_all(
+                &p,
+                vec![(late.activation, Map::new()), (paid.activation, Map::new())],
+                &NoHooks,
+            )
             .unwrap();
-        assert!(step.events.contains(&Event::WaitCancelled { node: "paid".into(), activation: paid.activation }));
+        assert!(step.events.contains(&Event::WaitCancelled {
+            node: "paid".into(),
+            activation: paid.activation
+        }));
         assert_eq!(path(&instance), ["s", "g", "late", "e2"]);
         assert_eq!(instance.status(), Status::Completed);
     }
@@ -662,7 +835,11 @@ mod events {
 fn running_subprocess_holds_back_an_outer_inclusive_join() {
     // f forks into a subprocess (with a user task) and a plain task; the inclusive join must wait
     // for the subprocess, whose inner token can still reach it.
-    let inner = Scope::at_line(20).node("is", start()).node("iu", user()).node("ie", end()).chain(&["is", "iu", "ie"]);
+    let inner = Scope::at_line(20)
+        .node("is", start())
+        .node("iu", user())
+        .node("ie", end())
+        .chain(&["is", "iu", "ie"]);
     let p = compiled(
         Scope::default()
             .node("s", start())
@@ -682,7 +859,10 @@ fn running_subprocess_holds_back_an_outer_inclusive_join() {
     assert_eq!(path(&instance), ["s", "f", "t", "is"]);
     let wait = instance.waits()[0].activation;
     instance.complete(&p, wait, Map::new(), &NoHooks).unwrap();
-    assert_eq!(path(&instance), ["s", "f", "t", "is", "iu", "ie", "sub", "j", "e"]);
+    assert_eq!(
+        path(&instance),
+        ["s", "f", "t", "is", "iu", "ie", "sub", "j", "e"]
+    );
     assert_eq!(instance.activations()["j"], 1);
 }
 
@@ -701,35 +881,66 @@ fn inclusive_fork_and_join_inside_a_subprocess() {
         .chain(&["a", "j", "ie"])
         .chain(&["b", "j"]);
     let p = compiled(
-        Scope::default().node("s", start()).node("sub", inner.subprocess()).node("e", end()).chain(&["s", "sub", "e"]),
+        Scope::default()
+            .node("s", start())
+            .node("sub", inner.subprocess())
+            .node("e", end())
+            .chain(&["s", "sub", "e"]),
     );
-    assert_eq!(path(&run_all(&p, json!({"x": 1}))), ["s", "is", "f", "a", "j", "ie", "sub", "e"]);
-    assert_eq!(path(&run_all(&p, json!({"x": 9}))), ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]);
+    assert_eq!(
+        path(&run_all(&p, json!({"x": 1}))),
+        ["s", "is", "f", "a", "j", "ie", "sub", "e"]
+    );
+    assert_eq!(
+        path(&run_all(&p, json!({"x": 9}))),
+        ["s", "is", "f", "a", "b", "j", "ie", "sub", "e"]
+    );
 }
 
 #[test]
 fn damaged_checkpoints_are_refused_not_panicked_on() {
-    let p = compiled(Scope::default().node("s", start()).node("u", user()).node("e", end()).chain(&["s", "u", "e"]));
+    let p = compiled(
+        Scope::default()
+            .node("s", start())
+            .node("u", user())
+            .node("e", end())
+            .chain(&["s", "u", "e"]),
+    );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     let mut text = serde_json::to_value(&instance).unwrap();
     text["scopes"] = json!([]);
     let mut damaged: Instance = serde_json::from_value(text).unwrap();
     assert!(damaged.variables().is_empty());
-    assert!(matches!(damaged.complete(&p, 2, Map::new(), &NoHooks), Err(ExecError::Inconsistent(_))));
+    assert!(matches!(
+        damaged.complete(&p, 2, Map::new(), &NoHooks),
+        Err(ExecError::Inconsistent(_))
+    ));
 
     let mut text = serde_json::to_value(&instance).unwrap();
     text["waits"][0]["node"] = json!("gone");
     let mut renamed: Instance = serde_json::from_value(text).unwrap();
     let activation = renamed.waits()[0].activation;
-    assert_eq!(renamed.complete(&p, activation, Map::new(), &NoHooks), Err(ExecError::UnknownActivation(activation)));
+    assert_eq!(
+        renamed.complete(&p, activation, Map::new(), &NoHooks),
+        Err(ExecError::UnknownActivation(activation))
+    );
 }
 
 mod multi_instance {
     use super::*;
     use crate::model::{Activity, Expr, MultiInstance, NodeKind, Span, TaskKind};
 
-    fn multi(body: TaskKind, sequential: bool, collection: Option<&str>, cardinality: Option<&str>) -> NodeKind {
-        let expr = |source: &str| Expr { language: None, source: source.into(), span: Span::new(70, 1) };
+    fn multi(
+        body: TaskKind,
+        sequential: bool,
+        collection: Option<&str>,
+        cardinality: Option<&str>,
+    ) -> NodeKind {
+        let expr = |source: &str| Expr {
+            language: None,
+            source: source.into(),
+            span: Span::new(70, 1),
+        };
         let mut activity = Activity::new(body);
         activity.multi_instance = Some(MultiInstance {
             sequential,
@@ -744,7 +955,13 @@ mod multi_instance {
     }
 
     fn process(kind: NodeKind) -> CompiledProcess {
-        compiled(Scope::default().node("s", start()).node("m", kind).node("e", end()).chain(&["s", "m", "e"]))
+        compiled(
+            Scope::default()
+                .node("s", start())
+                .node("m", kind)
+                .node("e", end())
+                .chain(&["s", "m", "e"]),
+        )
     }
 
     #[test]
@@ -773,22 +990,41 @@ mod multi_instance {
         let (mut instance, step) = Instance::start(&parallel, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(step.new_waits.len(), 3);
         let last = instance.waits()[2].activation;
-        instance.complete(&parallel, last, vars(json!({"result": "c"})), &NoHooks).unwrap();
+        instance
+            .complete(&parallel, last, vars(json!({"result": "c"})), &NoHooks)
+            .unwrap();
         assert_eq!(instance.multi_instances()[0].completed, 1);
-        let rest: Vec<(u64, Map<String, Value>)> =
-            instance.waits().iter().map(|w| (w.activation, Map::new())).collect();
+        let rest: Vec<(u64, Map<String, Value>)> = instance
+            .waits()
+            .iter()
+            .map(|w| (w.activation, Map::new()))
+            .collect();
         instance.complete_all(&parallel, rest, &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Completed);
         assert_eq!(instance.variables()["results"], json!([null, null, "c"]));
 
         let sequential = process(multi(TaskKind::User, true, Some("[\"a\", \"b\"]"), None));
-        let (mut instance, step) = Instance::start(&sequential, "i1", Map::new(), &NoHooks).unwrap();
+        let (mut instance, step) =
+            Instance::start(&sequential, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(step.new_waits.len(), 1);
         let first = instance.waits()[0].clone();
-        let step = instance.complete(&sequential, first.activation, vars(json!({"result": 1})), &NoHooks).unwrap();
-        assert_eq!(step.new_waits.len(), 1, "the second run starts after the first");
+        let step = instance
+            .complete(
+                &sequential,
+                first.activation,
+                vars(json!({"result": 1})),
+                &NoHooks,
+            )
+            .unwrap();
+        assert_eq!(
+            step.new_waits.len(),
+            1,
+            "the second run starts after the first"
+        );
         let second = instance.waits()[0].activation;
-        instance.complete(&sequential, second, vars(json!({"result": 2})), &NoHooks).unwrap();
+        instance
+            .complete(&sequential, second, vars(json!({"result": 2})), &NoHooks)
+            .unwrap();
         assert_eq!(instance.variables()["results"], json!([1, 2]));
         assert_eq!(path(&instance), ["s", "m", "m", "e"]);
     }
@@ -801,7 +1037,11 @@ mod multi_instance {
         assert_eq!(instance.variables()["results"], json!([]));
         let (instance, _) = Instance::start(&p, "i1", vars(json!({"lines": 5})), &NoHooks).unwrap();
         assert_eq!(instance.status(), Status::Failed);
-        assert!(instance.incidents()[0].message.contains("is not a list"), "{:?}", instance.incidents());
+        assert!(
+            instance.incidents()[0].message.contains("is not a list"),
+            "{:?}",
+            instance.incidents()
+        );
     }
 }
 
@@ -810,7 +1050,9 @@ mod call_activity {
     use crate::model::{Activity, CallActivity, Definitions, NodeKind};
 
     fn call(target: &str) -> NodeKind {
-        NodeKind::CallActivity(Activity::new(CallActivity { called_element: Some(target.into()) }))
+        NodeKind::CallActivity(Activity::new(CallActivity {
+            called_element: Some(target.into()),
+        }))
     }
 
     /// `p` (executable) and `q` (called), one file.
@@ -830,7 +1072,11 @@ mod call_activity {
 
     #[test]
     fn called_process_runs_inline_with_the_callers_variables() {
-        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
+        let main = Scope::default()
+            .node("s", start())
+            .node("c", call("q"))
+            .node("e", end())
+            .chain(&["s", "c", "e"]);
         let called = Scope::at_line(30)
             .node("qs", start())
             .node("qu", user())
@@ -841,7 +1087,10 @@ mod call_activity {
         let instance = run_all(&p, json!({"count": 1}));
         assert_eq!(instance.status(), Status::Completed);
         assert_eq!(path(&instance), ["s", "qs", "qu", "qsc", "qe", "c", "e"]);
-        assert_eq!(Value::Object(instance.variables().clone()), json!({"count": 2, "result": 42}));
+        assert_eq!(
+            Value::Object(instance.variables().clone()),
+            json!({"count": 2, "result": 42})
+        );
     }
 
     #[test]
@@ -852,20 +1101,35 @@ mod call_activity {
             .node("c2", call("q"))
             .node("e", end())
             .chain(&["s", "c1", "c2", "e"]);
-        let called = Scope::at_line(30).node("qs", start()).node("qe", end()).chain(&["qs", "qe"]);
+        let called = Scope::at_line(30)
+            .node("qs", start())
+            .node("qe", end())
+            .chain(&["qs", "qe"]);
         let p = compile_defs(&file(twice, called));
         let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
         assert!(
-            err.to_string().starts_with("not supported yet: callActivity calling `q` a second time c2 at"),
+            err.to_string()
+                .starts_with("not supported yet: callActivity calling `q` a second time c2 at"),
             "{err}"
         );
 
-        let main = Scope::default().node("s", start()).node("c", call("q")).node("e", end()).chain(&["s", "c", "e"]);
-        let back =
-            Scope::at_line(30).node("qs", start()).node("qc", call("p")).node("qe", end()).chain(&["qs", "qc", "qe"]);
+        let main = Scope::default()
+            .node("s", start())
+            .node("c", call("q"))
+            .node("e", end())
+            .chain(&["s", "c", "e"]);
+        let back = Scope::at_line(30)
+            .node("qs", start())
+            .node("qc", call("p"))
+            .node("qe", end())
+            .chain(&["qs", "qc", "qe"]);
         let p = compile_defs(&file(main, back));
         let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
-        assert!(err.to_string().starts_with("not supported yet: recursive callActivity qc at"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("not supported yet: recursive callActivity qc at"),
+            "{err}"
+        );
     }
 }
 
@@ -874,13 +1138,20 @@ mod escalation {
     use crate::model::{EventTrigger, NodeKind};
 
     fn escalation(code: &str) -> EventTrigger {
-        EventTrigger::Escalation { code: Some(code.into()) }
+        EventTrigger::Escalation {
+            code: Some(code.into()),
+        }
     }
 
     fn process(interrupting: bool) -> CompiledProcess {
         let inner = Scope::at_line(20)
             .node("is", start())
-            .node("esc", NodeKind::IntermediateThrowEvent { result: Some(escalation("LATE")) })
+            .node(
+                "esc",
+                NodeKind::IntermediateThrowEvent {
+                    result: Some(escalation("LATE")),
+                },
+            )
             .node("iu", user())
             .node("ie", end())
             .chain(&["is", "esc", "iu", "ie"]);
@@ -890,7 +1161,11 @@ mod escalation {
                 .node("sub", inner.subprocess())
                 .node(
                     "b",
-                    NodeKind::BoundaryEvent { attached_to: "sub".into(), trigger: escalation("LATE"), interrupting },
+                    NodeKind::BoundaryEvent {
+                        attached_to: "sub".into(),
+                        trigger: escalation("LATE"),
+                        interrupting,
+                    },
                 )
                 .node("e1", end())
                 .node("e2", end())
@@ -910,7 +1185,10 @@ mod escalation {
     fn non_interrupting_escalation_boundary_lets_the_subprocess_go_on() {
         let p = process(false);
         let instance = run_all(&p, json!({}));
-        assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2", "iu", "ie", "sub", "e1"]);
+        assert_eq!(
+            path(&instance),
+            ["s", "is", "esc", "b", "e2", "iu", "ie", "sub", "e1"]
+        );
         assert_eq!(instance.status(), Status::Completed);
     }
 }
@@ -921,14 +1199,22 @@ mod triggered_start {
 
     fn message_start() -> NodeKind {
         NodeKind::StartEvent {
-            trigger: Some(EventTrigger::Message(MessageRef { name: Some("order".into()), correlation_key: None })),
+            trigger: Some(EventTrigger::Message(MessageRef {
+                name: Some("order".into()),
+                correlation_key: None,
+            })),
             interrupting: true,
         }
     }
 
     #[test]
     fn a_process_with_one_message_start_starts_there() {
-        let p = compiled(Scope::default().node("m", message_start()).node("e", end()).chain(&["m", "e"]));
+        let p = compiled(
+            Scope::default()
+                .node("m", message_start())
+                .node("e", end())
+                .chain(&["m", "e"]),
+        );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(path(&instance), ["m", "e"]);
     }

@@ -2,13 +2,13 @@
 //! with their compiled conditions, scopes, and the upstream sets of inclusive joins.
 
 use super::{
-    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior, Flow, FlowNode,
-    MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
+    Behavior, BoundarySpec, BoundaryTrigger, Category, CompiledCode, CompiledProcess, EndBehavior,
+    Flow, FlowNode, MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script, SequenceFlow, Span,
-    TaskKind,
+    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script,
+    SequenceFlow, Span, TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -18,7 +18,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Script languages accepted as Rhai (compared case-insensitively; absent means Rhai).
-const RHAI_LANGUAGES: &[&str] = &["rhai", "text/rhai", "text/x-rhai", "application/rhai", "application/x-rhai"];
+const RHAI_LANGUAGES: &[&str] = &[
+    "rhai",
+    "text/rhai",
+    "text/x-rhai",
+    "application/rhai",
+    "application/x-rhai",
+];
 
 /// Builds the compiled graph of `process`. Problems are pushed to `diagnostics`; the result is
 /// `None` only when the graph cannot be built at all.
@@ -125,7 +131,12 @@ impl Builder<'_> {
         }
         self.add_implicit_starts(scope, nodes, &local);
         for node in nodes {
-            if let NodeKind::BoundaryEvent { attached_to, trigger, interrupting } = &node.kind {
+            if let NodeKind::BoundaryEvent {
+                attached_to,
+                trigger,
+                interrupting,
+            } = &node.kind
+            {
                 self.resolve_boundary(node, attached_to, trigger, *interrupting, &local);
             }
         }
@@ -136,9 +147,18 @@ impl Builder<'_> {
 
     /// BPMN 2.0 (10.5.2, 10.5.3): a scope with neither start nor end events starts at every
     /// flow node without incoming flows (boundary events and event subprocesses excluded).
-    fn add_implicit_starts(&mut self, scope: ScopeId, nodes: &[Node], local: &HashMap<&str, NodeIndex>) {
-        let has_events =
-            nodes.iter().any(|n| matches!(n.kind, NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }));
+    fn add_implicit_starts(
+        &mut self,
+        scope: ScopeId,
+        nodes: &[Node],
+        local: &HashMap<&str, NodeIndex>,
+    ) {
+        let has_events = nodes.iter().any(|n| {
+            matches!(
+                n.kind,
+                NodeKind::StartEvent { .. } | NodeKind::EndEvent { .. }
+            )
+        });
         if has_events {
             return;
         }
@@ -148,7 +168,10 @@ impl Builder<'_> {
             .filter(|&index| {
                 let node = &self.graph[index];
                 node.incoming.is_empty()
-                    && !matches!(node.category, Category::BoundaryEvent | Category::EventSubProcess)
+                    && !matches!(
+                        node.category,
+                        Category::BoundaryEvent | Category::EventSubProcess
+                    )
             })
             .collect();
         if !starts.is_empty() {
@@ -166,12 +189,16 @@ impl Builder<'_> {
         interrupting: bool,
         local: &HashMap<&str, NodeIndex>,
     ) {
-        let Some(&index) = local.get(node.id.as_str()) else { return };
+        let Some(&index) = local.get(node.id.as_str()) else {
+            return;
+        };
         let problem = match local.get(attached_to) {
             Some(&activity) if self.graph[activity].category.is_activity() => {
                 let element = self.graph[index].element.clone();
                 let trigger = match trigger {
-                    EventTrigger::Timer(timer) => BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone())),
+                    EventTrigger::Timer(timer) => {
+                        BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone()))
+                    }
                     EventTrigger::Message(message) => BoundaryTrigger::Wait(WaitSpec::Message {
                         name: message.name.clone(),
                         correlation_key: message
@@ -179,35 +206,58 @@ impl Builder<'_> {
                             .as_ref()
                             .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
                     }),
-                    EventTrigger::Signal { name } => BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() }),
+                    EventTrigger::Signal { name } => {
+                        BoundaryTrigger::Wait(WaitSpec::Signal { name: name.clone() })
+                    }
                     EventTrigger::Error { code } => BoundaryTrigger::Error { code: code.clone() },
-                    EventTrigger::Escalation { code } => BoundaryTrigger::Escalation { code: code.clone() },
+                    EventTrigger::Escalation { code } => {
+                        BoundaryTrigger::Escalation { code: code.clone() }
+                    }
                     _ => {
                         self.unsupported(node, &element);
                         return;
                     }
                 };
                 let interrupting = interrupting || matches!(trigger, BoundaryTrigger::Error { .. });
-                self.graph[index].behavior =
-                    Behavior::Boundary(BoundarySpec { attached: activity, trigger, interrupting });
+                self.graph[index].behavior = Behavior::Boundary(BoundarySpec {
+                    attached: activity,
+                    trigger,
+                    interrupting,
+                });
                 self.graph[activity].boundaries.push(index);
                 return;
             }
-            Some(_) => format!("boundary event `{}` is attached to `{attached_to}`, which is not an activity", node.id),
+            Some(_) => format!(
+                "boundary event `{}` is attached to `{attached_to}`, which is not an activity",
+                node.id
+            ),
             None if self.node_ids.contains_key(attached_to) => {
-                format!("boundary event `{}` is attached to `{attached_to}` in another scope", node.id)
+                format!(
+                    "boundary event `{}` is attached to `{attached_to}` in another scope",
+                    node.id
+                )
             }
-            None => format!("boundary event `{}` is attached to unknown activity `{attached_to}`", node.id),
+            None => format!(
+                "boundary event `{}` is attached to unknown activity `{attached_to}`",
+                node.id
+            ),
         };
-        self.diagnostics.push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, node.span, problem).with_id(node.id.clone()));
     }
 
     /// Compiles a task's multi-instance settings.
     fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
         Box::new(MultiSpec {
             sequential: mi.sequential,
-            collection: mi.collection.as_ref().and_then(|e| self.compile_expr(e, "collection of", &node.id)),
-            cardinality: mi.cardinality.as_ref().and_then(|e| self.compile_expr(e, "cardinality of", &node.id)),
+            collection: mi
+                .collection
+                .as_ref()
+                .and_then(|e| self.compile_expr(e, "collection of", &node.id)),
+            cardinality: mi
+                .cardinality
+                .as_ref()
+                .and_then(|e| self.compile_expr(e, "cardinality of", &node.id)),
             element_variable: mi.element_variable.clone(),
             completion_condition: mi
                 .completion_condition
@@ -222,7 +272,9 @@ impl Builder<'_> {
     /// that shares the caller's variables. `behavior` already refused recursion and repeats.
     fn inline_called_process(&mut self, scope: ScopeId, index: NodeIndex, called: Option<&str>) {
         let defs = self.defs;
-        let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else { return };
+        let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else {
+            return;
+        };
         if matches!(self.graph[index].behavior, Behavior::Unsupported) {
             return;
         }
@@ -247,17 +299,31 @@ impl Builder<'_> {
             && matches!(
                 &node.kind,
                 NodeKind::StartEvent {
-                    trigger: Some(EventTrigger::Message(_) | EventTrigger::Timer(_) | EventTrigger::Signal { .. }),
+                    trigger: Some(
+                        EventTrigger::Message(_)
+                            | EventTrigger::Timer(_)
+                            | EventTrigger::Signal { .. }
+                    ),
                     ..
                 }
             );
-        let mut behavior = if triggered_start { Behavior::Start } else { self.behavior(node, &element) };
+        let mut behavior = if triggered_start {
+            Behavior::Start
+        } else {
+            self.behavior(node, &element)
+        };
         let mut multi = None;
-        if let NodeKind::Task(Activity { multi_instance: Some(mi), .. }) = &node.kind {
+        if let NodeKind::Task(Activity {
+            multi_instance: Some(mi),
+            ..
+        }) = &node.kind
+        {
             match behavior {
                 _ if mi.collection.is_none() && mi.cardinality.is_none() => {
-                    behavior = self
-                        .unsupported(node, &format!("multi-instance {element} without a collection or cardinality"));
+                    behavior = self.unsupported(
+                        node,
+                        &format!("multi-instance {element} without a collection or cardinality"),
+                    );
                 }
                 Behavior::Script(_) | Behavior::Wait(_) | Behavior::PassThrough => {
                     multi = Some(self.multi_spec(node, mi))
@@ -291,8 +357,13 @@ impl Builder<'_> {
     fn add_flow(&mut self, local: &HashMap<&str, NodeIndex>, flow: &SequenceFlow) {
         let source = self.resolve_end(local, flow, &flow.source, "source");
         let target = self.resolve_end(local, flow, &flow.target, "target");
-        let condition = flow.condition.as_ref().and_then(|c| self.compile_expr(c, "condition of flow", &flow.id));
-        let (Some(source), Some(target)) = (source, target) else { return };
+        let condition = flow
+            .condition
+            .as_ref()
+            .and_then(|c| self.compile_expr(c, "condition of flow", &flow.id));
+        let (Some(source), Some(target)) = (source, target) else {
+            return;
+        };
         let edge = self.graph.add_edge(
             source,
             target,
@@ -330,13 +401,21 @@ impl Builder<'_> {
         } else {
             format!("sequence flow `{}` has unknown {role} `{id}`", flow.id)
         };
-        self.diagnostics.push(Diagnostic::error(self.file, flow.span, message).with_id(flow.id.clone()));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, flow.span, message).with_id(flow.id.clone()));
         None
     }
 
     fn resolve_default(&mut self, local: &HashMap<&str, NodeIndex>, node: &Node) {
-        let (Some(default), Some(&index)) = (&node.default_flow, local.get(node.id.as_str())) else { return };
-        let found = self.graph[index].outgoing.iter().copied().find(|&e| &self.graph[e].id == default);
+        let (Some(default), Some(&index)) = (&node.default_flow, local.get(node.id.as_str()))
+        else {
+            return;
+        };
+        let found = self.graph[index]
+            .outgoing
+            .iter()
+            .copied()
+            .find(|&e| &self.graph[e].id == default);
         match found {
             Some(edge) => {
                 self.graph[edge].is_default = true;
@@ -346,7 +425,10 @@ impl Builder<'_> {
                 Diagnostic::error(
                     self.file,
                     node.span,
-                    format!("default flow `{default}` of `{}` is not one of its outgoing flows", node.id),
+                    format!(
+                        "default flow `{default}` of `{}` is not one of its outgoing flows",
+                        node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             ),
@@ -364,14 +446,18 @@ impl Builder<'_> {
             NodeKind::EndEvent { result } => match result {
                 None => Behavior::End(EndBehavior::None),
                 Some(EventTrigger::Terminate) => Behavior::End(EndBehavior::Terminate),
-                Some(EventTrigger::Error { code }) => Behavior::End(EndBehavior::Error { code: code.clone() }),
+                Some(EventTrigger::Error { code }) => {
+                    Behavior::End(EndBehavior::Error { code: code.clone() })
+                }
                 Some(trigger) => match thrown(trigger) {
                     Some(event) => Behavior::End(EndBehavior::Throw(event)),
                     None => self.unsupported(node, element),
                 },
             },
             NodeKind::IntermediateThrowEvent { result: None } => Behavior::PassThrough,
-            NodeKind::IntermediateThrowEvent { result: Some(trigger) } => match thrown(trigger) {
+            NodeKind::IntermediateThrowEvent {
+                result: Some(trigger),
+            } => match thrown(trigger) {
                 Some(event) => Behavior::Throw(event),
                 None => self.unsupported(node, element),
             },
@@ -384,7 +470,9 @@ impl Builder<'_> {
                         .as_ref()
                         .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
                 }),
-                EventTrigger::Signal { name } => Behavior::Wait(WaitSpec::Signal { name: name.clone() }),
+                EventTrigger::Signal { name } => {
+                    Behavior::Wait(WaitSpec::Signal { name: name.clone() })
+                }
                 _ => self.unsupported(node, element),
             },
             // Resolved by `resolve_boundary` once every node of the scope exists.
@@ -397,7 +485,9 @@ impl Builder<'_> {
                 | GatewayKind::EventBased),
             ) => Behavior::Gateway(*kind),
             NodeKind::Gateway(_) => self.unsupported(node, element),
-            NodeKind::SubProcess(activity) if activity.body.event_subprocess || activity.body.transaction => {
+            NodeKind::SubProcess(activity)
+                if activity.body.event_subprocess || activity.body.transaction =>
+            {
                 self.unsupported(node, element)
             }
             // The scope is filled in by `add_scope` once the child scope exists.
@@ -421,7 +511,8 @@ impl Builder<'_> {
                     return self.unsupported(node, &format!("recursive {element}"));
                 }
                 if !self.inlined.insert(called.clone()) {
-                    return self.unsupported(node, &format!("{element} calling `{called}` a second time"));
+                    return self
+                        .unsupported(node, &format!("{element} calling `{called}` a second time"));
                 }
                 // The scope is filled in by `inline_called_process` once the node exists.
                 Behavior::PassThrough
@@ -432,8 +523,12 @@ impl Builder<'_> {
     fn task_behavior(&mut self, node: &Node, task: &TaskKind, element: &str) -> Behavior {
         match task {
             TaskKind::Plain => Behavior::PassThrough,
-            TaskKind::Service { handler } => Behavior::Wait(WaitSpec::Job { handler: handler.clone() }),
-            TaskKind::Script { script: Some(script) } => self.compile_script(node, script),
+            TaskKind::Service { handler } => Behavior::Wait(WaitSpec::Job {
+                handler: handler.clone(),
+            }),
+            TaskKind::Script {
+                script: Some(script),
+            } => self.compile_script(node, script),
             TaskKind::Script { script: None } => {
                 self.diagnostics.push(
                     Diagnostic::warning(
@@ -454,31 +549,54 @@ impl Builder<'_> {
                     .and_then(|m| m.correlation_key.as_ref())
                     .and_then(|k| self.compile_expr(k, "correlation key of", &node.id)),
             }),
-            TaskKind::Send { handler: Some(handler), .. } => {
-                Behavior::Wait(WaitSpec::Job { handler: Some(handler.clone()) })
+            TaskKind::Send {
+                handler: Some(handler),
+                ..
+            } => Behavior::Wait(WaitSpec::Job {
+                handler: Some(handler.clone()),
+            }),
+            TaskKind::Send {
+                message,
+                handler: None,
+            } => Behavior::Throw(ThrownEvent {
+                kind: "message".into(),
+                name: message.clone(),
+            }),
+            TaskKind::BusinessRule {
+                decision_ref: Some(_),
+                ..
+            } => self.unsupported(node, &format!("{element} with a DMN decision")),
+            TaskKind::BusinessRule {
+                script: Some(script),
+                ..
+            } => self.compile_script(node, script),
+            TaskKind::BusinessRule { .. } => {
+                self.unsupported(node, &format!("{element} without a rule"))
             }
-            TaskKind::Send { message, handler: None } => {
-                Behavior::Throw(ThrownEvent { kind: "message".into(), name: message.clone() })
-            }
-            TaskKind::BusinessRule { decision_ref: Some(_), .. } => {
-                self.unsupported(node, &format!("{element} with a DMN decision"))
-            }
-            TaskKind::BusinessRule { script: Some(script), .. } => self.compile_script(node, script),
-            TaskKind::BusinessRule { .. } => self.unsupported(node, &format!("{element} without a rule")),
             TaskKind::Llm(task) => Behavior::Wait(WaitSpec::Llm(Box::new(task.clone()))),
         }
     }
 
     fn unsupported(&mut self, node: &Node, element: &str) -> Behavior {
         self.unsupported.push(
-            Diagnostic::warning(self.file, node.span, format!("not supported yet: {element} {}", node.id))
-                .with_id(node.id.clone()),
+            Diagnostic::warning(
+                self.file,
+                node.span,
+                format!("not supported yet: {element} {}", node.id),
+            )
+            .with_id(node.id.clone()),
         );
         Behavior::Unsupported
     }
 
     fn compile_script(&mut self, node: &Node, script: &Script) -> Behavior {
-        let code = self.compile_code(script.language.as_deref(), &script.source, script.span, "script", &node.id);
+        let code = self.compile_code(
+            script.language.as_deref(),
+            &script.source,
+            script.span,
+            "script",
+            &node.id,
+        );
         match code {
             Some(code) => Behavior::Script(code),
             None => Behavior::Unsupported,
@@ -500,26 +618,48 @@ impl Builder<'_> {
         id: &str,
     ) -> Option<CompiledCode> {
         if let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) {
-            if !RHAI_LANGUAGES.iter().any(|l| l.eq_ignore_ascii_case(language)) {
-                let kind = if what == "script" { "script" } else { "expression" };
+            if !RHAI_LANGUAGES
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(language))
+            {
+                let kind = if what == "script" {
+                    "script"
+                } else {
+                    "expression"
+                };
                 self.diagnostics.push(
-                    Diagnostic::error(self.file, span, format!("not Rhai: {language} {kind} in {id}"))
-                        .with_id(id.to_string()),
+                    Diagnostic::error(
+                        self.file,
+                        span,
+                        format!("not Rhai: {language} {kind} in {id}"),
+                    )
+                    .with_id(id.to_string()),
                 );
                 return None;
             }
         }
         match self.scripts.compile(source) {
-            Ok(ast) => Some(CompiledCode { ast, source: source.to_string(), span }),
+            Ok(ast) => Some(CompiledCode {
+                ast,
+                source: source.to_string(),
+                span,
+            }),
             Err(err) => {
-                let at = err.position().map(|(line, col)| offset_span(span, line, col)).unwrap_or(span);
+                let at = err
+                    .position()
+                    .map(|(line, col)| offset_span(span, line, col))
+                    .unwrap_or(span);
                 let message = match &err {
                     crate::script::ScriptError::Compile { message, .. } => message.clone(),
                     other => other.to_string(),
                 };
                 self.diagnostics.push(
-                    Diagnostic::error(self.file, at, format!("{what} {id} is not valid Rhai: {message}"))
-                        .with_id(id.to_string()),
+                    Diagnostic::error(
+                        self.file,
+                        at,
+                        format!("{what} {id} is not valid Rhai: {message}"),
+                    )
+                    .with_id(id.to_string()),
                 );
                 None
             }
@@ -544,7 +684,10 @@ fn thrown(trigger: &EventTrigger) -> Option<ThrownEvent> {
         EventTrigger::Escalation { code } => ("escalation", code.clone()),
         _ => return None,
     };
-    Some(ThrownEvent { kind: kind.into(), name })
+    Some(ThrownEvent {
+        kind: kind.into(),
+        name,
+    })
 }
 
 /// Loop settings the executor does not run: standard loops, and multi-instance on anything but
@@ -589,8 +732,12 @@ pub fn element_name(kind: &NodeKind) -> String {
     match kind {
         NodeKind::StartEvent { trigger, .. } => with(trigger.as_ref(), "startEvent"),
         NodeKind::EndEvent { result } => with(result.as_ref(), "endEvent"),
-        NodeKind::IntermediateCatchEvent { trigger } => with(Some(trigger), "intermediateCatchEvent"),
-        NodeKind::IntermediateThrowEvent { result } => with(result.as_ref(), "intermediateThrowEvent"),
+        NodeKind::IntermediateCatchEvent { trigger } => {
+            with(Some(trigger), "intermediateCatchEvent")
+        }
+        NodeKind::IntermediateThrowEvent { result } => {
+            with(result.as_ref(), "intermediateThrowEvent")
+        }
         NodeKind::BoundaryEvent { trigger, .. } => with(Some(trigger), "boundaryEvent"),
         NodeKind::Task(a) => match &a.body {
             TaskKind::Plain => "task",
@@ -621,15 +768,21 @@ pub fn element_name(kind: &NodeKind) -> String {
 
 /// For every inclusive gateway with more than one incoming flow: the nodes from which it can be
 /// reached (reverse breadth-first search; flows never leave a scope).
-fn inclusive_join_upstream(graph: &DiGraph<FlowNode, Flow>) -> HashMap<NodeIndex, HashSet<NodeIndex>> {
+fn inclusive_join_upstream(
+    graph: &DiGraph<FlowNode, Flow>,
+) -> HashMap<NodeIndex, HashSet<NodeIndex>> {
     let mut result = HashMap::new();
     for join in graph.node_indices() {
         let node = &graph[join];
-        if !matches!(node.behavior, Behavior::Gateway(GatewayKind::Inclusive)) || node.incoming.len() < 2 {
+        if !matches!(node.behavior, Behavior::Gateway(GatewayKind::Inclusive))
+            || node.incoming.len() < 2
+        {
             continue;
         }
         let mut seen = HashSet::new();
-        let mut queue: VecDeque<NodeIndex> = graph.neighbors_directed(join, Direction::Incoming).collect();
+        let mut queue: VecDeque<NodeIndex> = graph
+            .neighbors_directed(join, Direction::Incoming)
+            .collect();
         while let Some(n) = queue.pop_front() {
             if seen.insert(n) {
                 queue.extend(graph.neighbors_directed(n, Direction::Incoming));

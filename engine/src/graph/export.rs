@@ -15,13 +15,21 @@ pub fn to_dot(process: &CompiledProcess) -> String {
         let flow = process.flow(edge);
         let (source, target) = (flow.source, flow.target);
         let mut attrs = Vec::new();
-        if let Some(label) = flow.name.as_deref().or(flow.condition.as_ref().map(|c| c.source.as_str())) {
+        if let Some(label) = flow
+            .name
+            .as_deref()
+            .or(flow.condition.as_ref().map(|c| c.source.as_str()))
+        {
             attrs.push(format!("label={}", dot_quote(label)));
         }
         if flow.is_default {
             attrs.push("arrowtail=odiamond, dir=both".to_string());
         }
-        let attrs = if attrs.is_empty() { String::new() } else { format!(" [{}]", attrs.join(", ")) };
+        let attrs = if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", attrs.join(", "))
+        };
         let _ = writeln!(
             out,
             "  {} -> {}{attrs};",
@@ -38,9 +46,17 @@ fn dot_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &mut 
     for index in scope_nodes(process, scope) {
         let node = process.node(index);
         if let Behavior::SubProcess { scope: child } = node.behavior {
-            let _ = writeln!(out, "{indent}subgraph {} {{", dot_quote(&format!("cluster_{}", node.id)));
+            let _ = writeln!(
+                out,
+                "{indent}subgraph {} {{",
+                dot_quote(&format!("cluster_{}", node.id))
+            );
             let _ = writeln!(out, "{indent}  label={};", dot_quote(node.label()));
-            let _ = writeln!(out, "{indent}  {} [shape=point, label=\"\"];", dot_quote(&node.id));
+            let _ = writeln!(
+                out,
+                "{indent}  {} [shape=point, label=\"\"];",
+                dot_quote(&node.id)
+            );
             dot_scope(process, child, depth + 1, out);
             let _ = writeln!(out, "{indent}}}");
         } else {
@@ -70,7 +86,10 @@ fn dot_shape(node: &FlowNode) -> &'static str {
 }
 
 fn dot_quote(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
     format!("\"{escaped}\"")
 }
 
@@ -81,7 +100,10 @@ pub fn to_mermaid(process: &CompiledProcess) -> String {
     for edge in process.graph.edge_indices() {
         let flow = process.flow(edge);
         let (source, target) = (flow.source, flow.target);
-        let label = flow.name.as_deref().or(flow.condition.as_ref().map(|c| c.source.as_str()));
+        let label = flow
+            .name
+            .as_deref()
+            .or(flow.condition.as_ref().map(|c| c.source.as_str()));
         let arrow = match label {
             Some(label) => format!("-->|{}|", mermaid_text(label)),
             None => "-->".to_string(),
@@ -118,7 +140,15 @@ fn mermaid_scope(process: &CompiledProcess, scope: ScopeId, depth: usize, out: &
 
 /// Mermaid ids allow letters, digits, `_` and `-`; anything else becomes `_`.
 fn mermaid_id(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn mermaid_text(text: &str) -> String {
@@ -138,5 +168,8 @@ fn mermaid_text(text: &str) -> String {
 }
 
 fn scope_nodes(process: &CompiledProcess, scope: ScopeId) -> impl Iterator<Item = NodeIndex> + '_ {
-    process.graph.node_indices().filter(move |&n| process.node(n).scope == scope)
+    process
+        .graph
+        .node_indices()
+        .filter(move |&n| process.node(n).scope == scope)
 }

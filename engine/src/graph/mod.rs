@@ -77,7 +77,9 @@ impl CompiledProcess {
     /// Whether a token at `from` can still reach the inclusive join `join` (both in one scope).
     /// `false` when `join` is not an inclusive join.
     pub fn can_reach_join(&self, from: NodeIndex, join: NodeIndex) -> bool {
-        self.upstream.get(&join).is_some_and(|set| set.contains(&from))
+        self.upstream
+            .get(&join)
+            .is_some_and(|set| set.contains(&from))
     }
 
     /// `file:line:col` of a position in this process's file.
@@ -161,7 +163,10 @@ pub struct MultiSpec {
 impl FlowNode {
     /// The name when given, else the id.
     pub fn label(&self) -> &str {
-        self.name.as_deref().filter(|n| !n.trim().is_empty()).unwrap_or(&self.id)
+        self.name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(&self.id)
     }
 }
 
@@ -209,14 +214,23 @@ impl Category {
 
     /// Whether boundary events can be attached to it.
     pub fn is_activity(self) -> bool {
-        matches!(self, Category::Task | Category::SubProcess | Category::EventSubProcess | Category::CallActivity)
+        matches!(
+            self,
+            Category::Task
+                | Category::SubProcess
+                | Category::EventSubProcess
+                | Category::CallActivity
+        )
     }
 
     /// Whether it is an event.
     pub fn is_event(self) -> bool {
         matches!(
             self,
-            Category::StartEvent | Category::EndEvent | Category::IntermediateEvent | Category::BoundaryEvent
+            Category::StartEvent
+                | Category::EndEvent
+                | Category::IntermediateEvent
+                | Category::BoundaryEvent
         )
     }
 }
@@ -401,7 +415,10 @@ fn choose_process<'d>(
             diagnostics.push(Diagnostic::error(
                 file,
                 Span::new(1, 1),
-                format!("no process `{wanted}` in this file (processes: {})", known.join(", ")),
+                format!(
+                    "no process `{wanted}` in this file (processes: {})",
+                    known.join(", ")
+                ),
             ));
         }
         return found;
@@ -415,14 +432,21 @@ fn choose_process<'d>(
                 Diagnostic::warning(
                     file,
                     p.span,
-                    format!("no process is marked executable; using the first one, `{}`", p.id),
+                    format!(
+                        "no process is marked executable; using the first one, `{}`",
+                        p.id
+                    ),
                 )
                 .with_id(p.id.clone()),
             );
             Some(p)
         }
         None => {
-            diagnostics.push(Diagnostic::error(file, Span::new(1, 1), "the file defines no process"));
+            diagnostics.push(Diagnostic::error(
+                file,
+                Span::new(1, 1),
+                "the file defines no process",
+            ));
             None
         }
     }

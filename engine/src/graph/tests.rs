@@ -4,11 +4,18 @@ use crate::testkit::*;
 
 fn check(defs: &Definitions) -> (Option<CompiledProcess>, Vec<String>) {
     let (process, diagnostics) = compile(defs, None, &Arc::new(ScriptRuntime::default()));
-    (process, diagnostics.iter().map(ToString::to_string).collect())
+    (
+        process,
+        diagnostics.iter().map(ToString::to_string).collect(),
+    )
 }
 
 fn simple() -> Scope {
-    Scope::default().node("s", start()).node("t", task()).node("e", end()).chain(&["s", "t", "e"])
+    Scope::default()
+        .node("s", start())
+        .node("t", task())
+        .node("e", end())
+        .chain(&["s", "t", "e"])
 }
 
 #[test]
@@ -18,7 +25,10 @@ fn compiles_a_valid_process_without_diagnostics() {
     let process = process.unwrap();
     assert_eq!(process.graph.node_count(), 3);
     assert_eq!(process.graph.edge_count(), 2);
-    assert_eq!(process.scopes[0].starts, vec![process.node_index("s").unwrap()]);
+    assert_eq!(
+        process.scopes[0].starts,
+        vec![process.node_index("s").unwrap()]
+    );
 }
 
 #[test]
@@ -47,10 +57,19 @@ fn reports_every_structural_problem_in_one_pass() {
 
 #[test]
 fn missing_start_event_is_an_error() {
-    let defs = Scope::default().node("t", task()).node("e", end()).chain(&["t", "e"]).definitions();
+    let defs = Scope::default()
+        .node("t", task())
+        .node("e", end())
+        .chain(&["t", "e"])
+        .definitions();
     let (process, diagnostics) = check(&defs);
     assert!(process.is_none());
-    assert!(diagnostics.iter().any(|d| d.contains("error: process `p` has no start event")), "{diagnostics:?}");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("error: process `p` has no start event")),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -67,14 +86,15 @@ fn script_and_condition_errors_point_inside_the_file() {
     assert!(process.is_none());
     // The script starts at 50:5; its error is on its second line, column 9.
     assert!(
-        diagnostics.iter().any(|d| d.starts_with("test.bpmn:51:9: error: script sc is not valid Rhai")),
+        diagnostics
+            .iter()
+            .any(|d| d.starts_with("test.bpmn:51:9: error: script sc is not valid Rhai")),
         "{diagnostics:?}"
     );
     // The condition starts at 7:13 (flow line 7, col 3 + 10); the error is at its end.
     assert!(
-        diagnostics
-            .iter()
-            .any(|d| d.starts_with("test.bpmn:7:") && d.contains("condition of flow g_e is not valid Rhai")),
+        diagnostics.iter().any(|d| d.starts_with("test.bpmn:7:")
+            && d.contains("condition of flow g_e is not valid Rhai")),
         "{diagnostics:?}"
     );
 }
@@ -89,7 +109,10 @@ fn foreign_script_languages_are_rejected_by_name() {
         .chain(&["s", "py", "rh", "e"])
         .definitions();
     let (_, diagnostics) = check(&defs);
-    assert_eq!(diagnostics, ["test.bpmn:50:5: error: not Rhai: python script in py [py]"]);
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:50:5: error: not Rhai: python script in py [py]"]
+    );
 }
 
 #[test]
@@ -111,12 +134,21 @@ fn gateway_problems_are_reported() {
     let (process, diagnostics) = check(&defs);
     assert!(process.is_none(), "{diagnostics:?}");
     assert!(
-        diagnostics.iter().any(|d| d.contains("warning: exclusiveGateway `g` has no default flow")),
+        diagnostics
+            .iter()
+            .any(|d| d.contains("warning: exclusiveGateway `g` has no default flow")),
         "{diagnostics:?}"
     );
-    assert!(diagnostics.iter().any(|d| d.contains("parallelGateway `p` neither splits nor joins")), "{diagnostics:?}");
     assert!(
-        diagnostics.iter().any(|d| d.contains("error: exclusiveGateway `dead` has no outgoing flow")),
+        diagnostics
+            .iter()
+            .any(|d| d.contains("parallelGateway `p` neither splits nor joins")),
+        "{diagnostics:?}"
+    );
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("error: exclusiveGateway `dead` has no outgoing flow")),
         "{diagnostics:?}"
     );
 }
@@ -147,7 +179,12 @@ fn endless_loops_are_warnings() {
         .definitions();
     let (process, diagnostics) = check(&defs);
     assert!(process.is_some());
-    assert!(diagnostics.iter().any(|d| d.contains("warning: no end event can be reached from `a`")), "{diagnostics:?}");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("warning: no end event can be reached from `a`")),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -161,13 +198,19 @@ fn unsupported_elements_are_warnings_listed_for_the_executor() {
         .flow("g", "e2")
         .definitions();
     let (process, diagnostics) = check(&defs);
-    assert_eq!(diagnostics, ["test.bpmn:2:3: warning: not supported yet: complexGateway g [g]"]);
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:2:3: warning: not supported yet: complexGateway g [g]"]
+    );
     assert_eq!(process.unwrap().unsupported.len(), 1);
 }
 
 #[test]
 fn subprocesses_are_flattened_with_scopes() {
-    let inner = Scope::at_line(20).node("is", start()).node("ie", end()).chain(&["is", "ie"]);
+    let inner = Scope::at_line(20)
+        .node("is", start())
+        .node("ie", end())
+        .chain(&["is", "ie"]);
     let mut defs = Scope::default()
         .node("s", start())
         .node("sub", inner.subprocess())
@@ -192,7 +235,12 @@ fn subprocesses_are_flattened_with_scopes() {
         span: Span::new(30, 1),
     });
     let (_, diagnostics) = check(&defs);
-    assert!(diagnostics.iter().any(|d| d.contains("cannot cross a subprocess boundary")), "{diagnostics:?}");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("cannot cross a subprocess boundary")),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -276,7 +324,10 @@ fn boundary_and_event_gateway_mistakes_are_errors() {
         "error: boundary event `lost` is attached to unknown activity `zz` [lost]",
     ];
     for part in expected_parts {
-        assert!(diagnostics.iter().any(|d| d.contains(part)), "{part}\n{diagnostics:#?}");
+        assert!(
+            diagnostics.iter().any(|d| d.contains(part)),
+            "{part}\n{diagnostics:#?}"
+        );
     }
 }
 
@@ -287,7 +338,11 @@ fn multi_instance_tasks_compile_and_need_items() {
         let mut activity = Activity::new(TaskKind::User);
         activity.multi_instance = Some(MultiInstance {
             sequential: false,
-            collection: collection.map(|c| Expr { language: None, source: c.into(), span: Span::new(40, 1) }),
+            collection: collection.map(|c| Expr {
+                language: None,
+                source: c.into(),
+                span: Span::new(40, 1),
+            }),
             element_variable: None,
             cardinality: None,
             completion_condition: None,
@@ -296,14 +351,24 @@ fn multi_instance_tasks_compile_and_need_items() {
         });
         NodeKind::Task(activity)
     };
-    let with_items =
-        Scope::default().node("s", start()).node("m", mi(Some("lines"))).node("e", end()).chain(&["s", "m", "e"]);
+    let with_items = Scope::default()
+        .node("s", start())
+        .node("m", mi(Some("lines")))
+        .node("e", end())
+        .chain(&["s", "m", "e"]);
     let (process, diagnostics) = check(&with_items.definitions());
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let process = process.unwrap();
-    assert!(process.node(process.node_index("m").unwrap()).multi.is_some());
+    assert!(process
+        .node(process.node_index("m").unwrap())
+        .multi
+        .is_some());
 
-    let without = Scope::default().node("s", start()).node("m", mi(None)).node("e", end()).chain(&["s", "m", "e"]);
+    let without = Scope::default()
+        .node("s", start())
+        .node("m", mi(None))
+        .node("e", end())
+        .chain(&["s", "m", "e"]);
     let (process, diagnostics) = check(&without.definitions());
     assert_eq!(
         diagnostics,

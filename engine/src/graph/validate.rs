@@ -29,7 +29,11 @@ pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
         walk(&process.nodes, &process.flows, &mut ids);
         for (id, span) in ids {
             if id.is_empty() {
-                diagnostics.push(Diagnostic::error(&defs.source, span, "element without an id"));
+                diagnostics.push(Diagnostic::error(
+                    &defs.source,
+                    span,
+                    "element without an id",
+                ));
                 continue;
             }
             match first.get(id) {
@@ -37,7 +41,10 @@ pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
                     Diagnostic::error(
                         &defs.source,
                         span,
-                        format!("duplicate id `{id}` (first defined at {}:{})", earlier.line, earlier.col),
+                        format!(
+                            "duplicate id `{id}` (first defined at {}:{})",
+                            earlier.line, earlier.col
+                        ),
                     )
                     .with_id(id.to_string()),
                 ),
@@ -54,9 +61,16 @@ pub(super) fn check_definitions(defs: &Definitions) -> Vec<Diagnostic> {
 pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagnostic>) {
     let file = process.source.as_path();
     for (scope_id, scope) in process.scopes.iter().enumerate() {
-        let members: Vec<NodeIndex> =
-            process.graph.node_indices().filter(|&n| process.graph[n].scope == scope_id).collect();
-        let mut roots: Vec<NodeIndex> = members.iter().copied().filter(|&n| is_root(&process.graph[n])).collect();
+        let members: Vec<NodeIndex> = process
+            .graph
+            .node_indices()
+            .filter(|&n| process.graph[n].scope == scope_id)
+            .collect();
+        let mut roots: Vec<NodeIndex> = members
+            .iter()
+            .copied()
+            .filter(|&n| is_root(&process.graph[n]))
+            .collect();
         if scope.implicit_start {
             roots.extend(scope.starts.iter().copied());
             let (span, id) = scope_owner(process, scope_id);
@@ -69,11 +83,20 @@ pub(super) fn check_graph(process: &CompiledProcess, diagnostics: &mut Vec<Diagn
                 .with_id(id),
             );
         }
-        let has_start = members.iter().any(|&n| process.graph[n].category == Category::StartEvent);
+        let has_start = members
+            .iter()
+            .any(|&n| process.graph[n].category == Category::StartEvent);
         if !has_start && !scope.implicit_start {
             let (span, id) = scope_owner(process, scope_id);
-            let what = if scope.subprocess.is_some() { "subprocess" } else { "process" };
-            diagnostics.push(Diagnostic::error(file, span, format!("{what} `{id}` has no start event")).with_id(id));
+            let what = if scope.subprocess.is_some() {
+                "subprocess"
+            } else {
+                "process"
+            };
+            diagnostics.push(
+                Diagnostic::error(file, span, format!("{what} `{id}` has no start event"))
+                    .with_id(id),
+            );
         } else {
             check_reachability(process, &members, &roots, diagnostics);
         }
@@ -110,7 +133,10 @@ fn scope_owner(process: &CompiledProcess, scope: ScopeId) -> (Span, String) {
 /// Nodes where tokens can appear without an incoming flow: start events of every kind, boundary
 /// events (their activity starts them) and event subprocesses.
 fn is_root(node: &FlowNode) -> bool {
-    matches!(node.category, Category::StartEvent | Category::BoundaryEvent | Category::EventSubProcess)
+    matches!(
+        node.category,
+        Category::StartEvent | Category::BoundaryEvent | Category::EventSubProcess
+    )
 }
 
 fn check_reachability(
@@ -133,7 +159,10 @@ fn check_reachability(
                 Diagnostic::error(
                     &process.source,
                     node.span,
-                    format!("{} `{}` cannot be reached from any start event", node.element, node.id),
+                    format!(
+                        "{} `{}` cannot be reached from any start event",
+                        node.element, node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             );
@@ -157,7 +186,10 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
                 Diagnostic::warning(
                     &process.source,
                     node.span,
-                    format!("{} `{}` has no outgoing flow: its tokens end there", node.element, node.id),
+                    format!(
+                        "{} `{}` has no outgoing flow: its tokens end there",
+                        node.element, node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             );
@@ -178,7 +210,10 @@ fn check_ends(process: &CompiledProcess, members: &[NodeIndex], diagnostics: &mu
                 Diagnostic::warning(
                     &process.source,
                     node.span,
-                    format!("no end event can be reached from `{}`: its tokens loop forever", node.id),
+                    format!(
+                        "no end event can be reached from `{}`: its tokens loop forever",
+                        node.id
+                    ),
                 )
                 .with_id(node.id.clone()),
             );
@@ -197,7 +232,12 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
     let id = node.id.clone();
     if outgoing == 0 {
         diagnostics.push(
-            Diagnostic::error(file, node.span, format!("{} `{id}` has no outgoing flow", node.element)).with_id(id),
+            Diagnostic::error(
+                file,
+                node.span,
+                format!("{} `{id}` has no outgoing flow", node.element),
+            )
+            .with_id(id),
         );
         return;
     }
@@ -216,7 +256,9 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
             let target = process.node(process.flow(edge).target);
             let waits_for_event = matches!(
                 target.behavior,
-                Behavior::Wait(WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. })
+                Behavior::Wait(
+                    WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. }
+                )
             );
             if !waits_for_event {
                 diagnostics.push(
@@ -239,7 +281,10 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
             Diagnostic::warning(
                 file,
                 node.span,
-                format!("{} `{id}` neither splits nor joins (one incoming and one outgoing flow)", node.element),
+                format!(
+                    "{} `{id}` neither splits nor joins (one incoming and one outgoing flow)",
+                    node.element
+                ),
             )
             .with_id(id.clone()),
         );
@@ -252,7 +297,10 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
                     Diagnostic::warning(
                         file,
                         flow.span,
-                        format!("condition on flow `{}` is ignored: it leaves parallel gateway `{id}`", flow.id),
+                        format!(
+                            "condition on flow `{}` is ignored: it leaves parallel gateway `{id}`",
+                            flow.id
+                        ),
                     )
                     .with_id(flow.id.clone()),
                 );
@@ -260,7 +308,10 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
         }
         return;
     }
-    if outgoing >= 2 && node.default_flow.is_none() && !conditions_obviously_complete(process, &node.outgoing) {
+    if outgoing >= 2
+        && node.default_flow.is_none()
+        && !conditions_obviously_complete(process, &node.outgoing)
+    {
         diagnostics.push(
             Diagnostic::warning(
                 file,
@@ -277,14 +328,30 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
 
 /// Whether a set of outgoing flows obviously always matches: one has no condition or is `true`,
 /// or two conditions are each other's negation (`c` / `!c`, `a > b` / `a <= b`, `==` / `!=`).
-fn conditions_obviously_complete(process: &CompiledProcess, outgoing: &[petgraph::graph::EdgeIndex]) -> bool {
-    let texts: Vec<Option<String>> =
-        outgoing.iter().map(|&e| process.flow(e).condition.as_ref().map(|c| normalize(&c.source))).collect();
-    if texts.iter().any(|t| t.as_deref().is_none_or(|t| t == "true")) {
+fn conditions_obviously_complete(
+    process: &CompiledProcess,
+    outgoing: &[petgraph::graph::EdgeIndex],
+) -> bool {
+    let texts: Vec<Option<String>> = outgoing
+        .iter()
+        .map(|&e| {
+            process
+                .flow(e)
+                .condition
+                .as_ref()
+                .map(|c| normalize(&c.source))
+        })
+        .collect();
+    if texts
+        .iter()
+        .any(|t| t.as_deref().is_none_or(|t| t == "true"))
+    {
         return true;
     }
     let texts: Vec<String> = texts.into_iter().flatten().collect();
-    texts.iter().any(|a| texts.iter().any(|b| complementary(a, b)))
+    texts
+        .iter()
+        .any(|a| texts.iter().any(|b| complementary(a, b)))
 }
 
 fn normalize(text: &str) -> String {
@@ -308,9 +375,17 @@ fn complementary(a: &str, b: &str) -> bool {
             return true;
         }
     }
-    const PAIRS: &[(&str, &str)] = &[(">=", "<"), ("<=", ">"), ("==", "!="), (">", "<="), ("<", ">=")];
+    const PAIRS: &[(&str, &str)] = &[
+        (">=", "<"),
+        ("<=", ">"),
+        ("==", "!="),
+        (">", "<="),
+        ("<", ">="),
+    ];
     for (op, opposite) in PAIRS {
-        if let (Some((la, ra)), Some((lb, rb))) = (split_comparison(a, op), split_comparison(b, opposite)) {
+        if let (Some((la, ra)), Some((lb, rb))) =
+            (split_comparison(a, op), split_comparison(b, opposite))
+        {
             if la == lb && ra == rb {
                 return true;
             }

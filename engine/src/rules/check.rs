@@ -10,7 +10,10 @@ use std::path::Path;
 /// Compiles one rule file and reports every problem as a diagnostic `path:line:col: error: ...`,
 /// for `flowbot check`. Imports are resolved from the file's own folder.
 pub fn check_rule_file(path: &Path) -> Vec<Diagnostic> {
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     check_with(&checker(folder), path)
 }
 
@@ -22,7 +25,10 @@ pub fn check_rules_path(path: &Path) -> Vec<Diagnostic> {
     }
     let compiler = checker(path);
     match rule_files(path) {
-        Ok(files) => files.iter().flat_map(|relative| check_with(&compiler, &path.join(relative))).collect(),
+        Ok(files) => files
+            .iter()
+            .flat_map(|relative| check_with(&compiler, &path.join(relative)))
+            .collect(),
         Err(e) => vec![Diagnostic::error(path, Span::new(1, 1), e.to_string())],
     }
 }
@@ -34,12 +40,27 @@ fn checker(root: &Path) -> Compiler {
 fn check_with(compiler: &Compiler, path: &Path) -> Vec<Diagnostic> {
     let text = match crate::script::read_script_file(path) {
         Ok(text) => text,
-        Err(e) => return vec![Diagnostic::error(path, Span::new(1, 1), format!("cannot read rule file: {e}"))],
+        Err(e) => {
+            return vec![Diagnostic::error(
+                path,
+                Span::new(1, 1),
+                format!("cannot read rule file: {e}"),
+            )]
+        }
     };
-    let name = rule_name(&path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = rule_name(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     match compiler.compile(&name, path, &text, 0) {
         Ok(_) => Vec::new(),
-        Err(RuleError::Compile { location, message, rule }) => {
+        Err(RuleError::Compile {
+            location,
+            message,
+            rule,
+        }) => {
             let span = Span::new(location.line.max(1), location.col.max(1));
             vec![Diagnostic::error(path, span, message).with_id(rule)]
         }
@@ -62,7 +83,9 @@ pub fn check_attachments(defs: &Definitions, rules_folder: Option<&Path>) -> Vec
         let problem = match &attachment.rule {
             RuleSource::Inline(text) => match compiler.compile("inline", &defs.source, text, 0) {
                 Ok(_) => None,
-                Err(RuleError::Compile { location, message, .. }) => Some(format!(
+                Err(RuleError::Compile {
+                    location, message, ..
+                }) => Some(format!(
                     "inline rule does not compile ({}:{} inside the rule): {message}",
                     location.line, location.col
                 )),
@@ -72,7 +95,12 @@ pub fn check_attachments(defs: &Definitions, rules_folder: Option<&Path>) -> Vec
                 let relative = file.strip_prefix("rules/").unwrap_or(file);
                 let name = rule_name(relative);
                 let present = folder.join(format!("{name}.rhai")).is_file();
-                (!present).then(|| format!("rule file `{file}` is not in the rules folder {}", folder.display()))
+                (!present).then(|| {
+                    format!(
+                        "rule file `{file}` is not in the rules folder {}",
+                        folder.display()
+                    )
+                })
             }),
         };
         if let Some(message) = problem {

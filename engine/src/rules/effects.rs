@@ -55,7 +55,8 @@ pub struct MemoryOutbox {
 
 impl Outbox for MemoryOutbox {
     fn enqueue(&mut self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError> {
-        self.entries.extend(effects.iter().map(|e| (instance_id.to_string(), e.clone())));
+        self.entries
+            .extend(effects.iter().map(|e| (instance_id.to_string(), e.clone())));
         Ok(())
     }
 }
@@ -80,7 +81,12 @@ thread_local! {
 /// Runs `evaluate` with an effect buffer for rule `rule` on this thread, and returns its result
 /// together with what the rule collected.
 pub(crate) fn collecting<T>(rule: &str, evaluate: impl FnOnce() -> T) -> (T, Collected) {
-    CURRENT.with(|frames| frames.borrow_mut().push(Frame { rule: rule.to_string(), collected: Collected::default() }));
+    CURRENT.with(|frames| {
+        frames.borrow_mut().push(Frame {
+            rule: rule.to_string(),
+            collected: Collected::default(),
+        })
+    });
     struct Pop;
     impl Drop for Pop {
         fn drop(&mut self) {
@@ -91,8 +97,13 @@ pub(crate) fn collecting<T>(rule: &str, evaluate: impl FnOnce() -> T) -> (T, Col
     }
     let pop = Pop;
     let result = evaluate();
-    let collected = CURRENT
-        .with(|frames| frames.borrow_mut().last_mut().map(|f| std::mem::take(&mut f.collected)).unwrap_or_default());
+    let collected = CURRENT.with(|frames| {
+        frames
+            .borrow_mut()
+            .last_mut()
+            .map(|f| std::mem::take(&mut f.collected))
+            .unwrap_or_default()
+    });
     drop(pop);
     (result, collected)
 }
@@ -112,7 +123,11 @@ fn with_frame<T>(function: &str, f: impl FnOnce(&mut Frame) -> T) -> Result<T, S
 pub(crate) fn push_notify(receiver: String, message: String) -> Result<(), String> {
     with_frame("notify", |frame| {
         let rule = frame.rule.clone();
-        frame.collected.effects.push(Effect::Notify { receiver, message, rule });
+        frame.collected.effects.push(Effect::Notify {
+            receiver,
+            message,
+            rule,
+        });
     })
 }
 
@@ -120,7 +135,11 @@ pub(crate) fn push_notify(receiver: String, message: String) -> Result<(), Strin
 pub(crate) fn push_emit(event: String, payload: Value) -> Result<(), String> {
     with_frame("emit", |frame| {
         let rule = frame.rule.clone();
-        frame.collected.effects.push(Effect::Emit { event, payload, rule });
+        frame.collected.effects.push(Effect::Emit {
+            event,
+            payload,
+            rule,
+        });
     })
 }
 

@@ -101,7 +101,9 @@ impl RuleEvent {
     pub fn is_guarded_action(&self) -> bool {
         matches!(
             self,
-            RuleEvent::CompleteTask { .. } | RuleEvent::CorrelateMessage { .. } | RuleEvent::ChangeVariable { .. }
+            RuleEvent::CompleteTask { .. }
+                | RuleEvent::CorrelateMessage { .. }
+                | RuleEvent::ChangeVariable { .. }
         )
     }
 
@@ -126,14 +128,21 @@ impl RuleEvent {
     pub fn to_json(&self) -> Value {
         let mut map = match self {
             RuleEvent::CompleteTask { node, output } => json!({ "node": node, "output": output }),
-            RuleEvent::CorrelateMessage { node, message, payload } => {
+            RuleEvent::CorrelateMessage {
+                node,
+                message,
+                payload,
+            } => {
                 json!({ "node": node, "message": message, "payload": payload })
             }
-            RuleEvent::ChangeVariable { name, old, new } | RuleEvent::VariableChanged { name, old, new } => {
+            RuleEvent::ChangeVariable { name, old, new }
+            | RuleEvent::VariableChanged { name, old, new } => {
                 json!({ "name": name, "previous": old, "value": new })
             }
             RuleEvent::InstanceStarted => json!({}),
-            RuleEvent::NodeEntered { node } | RuleEvent::NodeLeft { node } => json!({ "node": node }),
+            RuleEvent::NodeEntered { node } | RuleEvent::NodeLeft { node } => {
+                json!({ "node": node })
+            }
             RuleEvent::StatusChanged { old, new } => json!({ "previous": old, "value": new }),
         };
         if let Some(object) = map.as_object_mut() {
@@ -191,16 +200,24 @@ impl RuleSet {
             scope.push_constant_dynamic(*name, to_dynamic(value).map_err(conversion)?);
         }
         let engine = self.runtime().engine();
-        let (result, collected) =
-            collecting(&rule.name, || engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast));
+        let (result, collected) = collecting(&rule.name, || {
+            engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast)
+        });
         if let Some(message) = collected.rejection {
-            return Err(RuleError::Rejected { rule: rule.name.clone(), message });
+            return Err(RuleError::Rejected {
+                rule: rule.name.clone(),
+                message,
+            });
         }
         let value = result.map_err(|error| {
             let (message, line, col) = describe(&error);
             runtime_error(message, line, col)
         })?;
-        Ok(Run { value, updates: collected.updates, effects: collected.effects })
+        Ok(Run {
+            value,
+            updates: collected.updates,
+            effects: collected.effects,
+        })
     }
 
     /// Runs every guard among `attachments` that `event` triggers. The action may go ahead when
@@ -215,7 +232,10 @@ impl RuleSet {
     ) -> Result<Vec<Effect>, RuleError> {
         let event_json = event.to_json();
         let mut effects = Vec::new();
-        for attachment in attachments.into_iter().filter(|a| a.point.is_guard() && event.triggers(&a.point)) {
+        for attachment in attachments
+            .into_iter()
+            .filter(|a| a.point.is_guard() && event.triggers(&a.point))
+        {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
             let run = self.run(&rule, variables, &[(EVENT, &event_json)])?;
             if run.value.as_bool() == Ok(false) {
@@ -241,9 +261,16 @@ impl RuleSet {
         let event_json = event.to_json();
         let mut outcome = RuleOutcome::default();
         let mut working: Option<Map<String, Value>> = None;
-        for attachment in attachments.into_iter().filter(|a| !a.point.is_guard() && event.triggers(&a.point)) {
+        for attachment in attachments
+            .into_iter()
+            .filter(|a| !a.point.is_guard() && event.triggers(&a.point))
+        {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
-            let run = self.run(&rule, working.as_ref().unwrap_or(variables), &[(EVENT, &event_json)])?;
+            let run = self.run(
+                &rule,
+                working.as_ref().unwrap_or(variables),
+                &[(EVENT, &event_json)],
+            )?;
             if !run.updates.is_empty() {
                 let vars = working.get_or_insert_with(|| variables.clone());
                 for (name, value) in run.updates {
@@ -272,7 +299,13 @@ impl RuleSet {
             found: e.to_string(),
             expected: "a value that converts to JSON".into(),
         })?;
-        Ok((value, RuleOutcome { updates: run.updates, effects: run.effects }))
+        Ok((
+            value,
+            RuleOutcome {
+                updates: run.updates,
+                effects: run.effects,
+            },
+        ))
     }
 
     /// Sorts `items` by the key the rule computes for each (`item` in scope, plus `params`); the
@@ -295,11 +328,17 @@ impl RuleSet {
             })?;
             keyed.push((key, item));
         }
-        if let Some(window) = keyed.windows(2).find(|w| w[0].0.partial_cmp(&w[1].0).is_none()) {
+        if let Some(window) = keyed
+            .windows(2)
+            .find(|w| w[0].0.partial_cmp(&w[1].0).is_none())
+        {
             return Err(RuleError::BadResult {
                 rule: rule.name.clone(),
                 location: rule.location(0, 0),
-                found: format!("keys that cannot be compared ({:?} and {:?})", window[0].0, window[1].0),
+                found: format!(
+                    "keys that cannot be compared ({:?} and {:?})",
+                    window[0].0, window[1].0
+                ),
                 expected: "keys of one kind".into(),
             });
         }
@@ -349,7 +388,9 @@ impl SortKey {
         if let Ok(f) = value.as_float() {
             return (!f.is_nan()).then_some(SortKey::Number(f));
         }
-        value.read_lock::<rhai::ImmutableString>().map(|s| SortKey::Text(s.to_string()))
+        value
+            .read_lock::<rhai::ImmutableString>()
+            .map(|s| SortKey::Text(s.to_string()))
     }
 }
 

@@ -42,7 +42,11 @@ pub struct RuleHooks {
 impl RuleHooks {
     /// Hooks for one step, using `rules` throughout (take one snapshot per step).
     pub fn new(rules: Arc<RuleSet>) -> Self {
-        Self { rules, effects: Mutex::new(Vec::new()), previous: Mutex::new(Map::new()) }
+        Self {
+            rules,
+            effects: Mutex::new(Vec::new()),
+            previous: Mutex::new(Map::new()),
+        }
     }
 
     /// The effects the rules asked for during the step, oldest first; the buffer is emptied.
@@ -60,13 +64,19 @@ impl RuleHooks {
         old: Status,
         new: Status,
     ) -> Result<HookUpdates, String> {
-        let event = RuleEvent::StatusChanged { old: old.as_str().into(), new: new.as_str().into() };
+        let event = RuleEvent::StatusChanged {
+            old: old.as_str().into(),
+            new: new.as_str().into(),
+        };
         self.policies(process.rules.iter(), &event, variables)
     }
 
     fn keep(&self, effects: Vec<Effect>) {
         if !effects.is_empty() {
-            self.effects.lock().unwrap_or_else(|e| e.into_inner()).extend(effects);
+            self.effects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(effects);
         }
     }
 
@@ -76,7 +86,10 @@ impl RuleHooks {
         event: &RuleEvent,
         variables: &Map<String, Value>,
     ) -> Result<HookUpdates, String> {
-        let outcome = self.rules.run_policies(attachments, event, variables).map_err(|e| e.to_string())?;
+        let outcome = self
+            .rules
+            .run_policies(attachments, event, variables)
+            .map_err(|e| e.to_string())?;
         self.keep(outcome.effects);
         Ok(outcome.updates)
     }
@@ -87,19 +100,30 @@ impl RuleHooks {
         event: &RuleEvent,
         variables: &Map<String, Value>,
     ) -> Result<(), String> {
-        let effects = self.rules.check_guards(attachments, event, variables).map_err(|e| e.to_string())?;
+        let effects = self
+            .rules
+            .check_guards(attachments, event, variables)
+            .map_err(|e| e.to_string())?;
         self.keep(effects);
         Ok(())
     }
 
     /// Guards every variable in `changes` whose value differs from the current one.
-    fn guard_changes(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<(), String> {
+    fn guard_changes(
+        &self,
+        ctx: &HookContext<'_>,
+        changes: &Map<String, Value>,
+    ) -> Result<(), String> {
         for (name, value) in changes {
             let old = ctx.variables.get(name).cloned().unwrap_or(Value::Null);
             if &old == value {
                 continue;
             }
-            let event = RuleEvent::ChangeVariable { name: name.clone(), old, new: value.clone() };
+            let event = RuleEvent::ChangeVariable {
+                name: name.clone(),
+                old,
+                new: value.clone(),
+            };
             self.guards(attached(ctx), &event, ctx.variables)?;
         }
         Ok(())
@@ -108,7 +132,10 @@ impl RuleHooks {
 
 /// The rules that apply at `ctx`: the node's own, then the process-wide ones.
 fn attached<'a>(ctx: &HookContext<'a>) -> impl Iterator<Item = &'a RuleAttachment> {
-    ctx.node.into_iter().flat_map(|node| node.rules.iter()).chain(ctx.process.rules.iter())
+    ctx.node
+        .into_iter()
+        .flat_map(|node| node.rules.iter())
+        .chain(ctx.process.rules.iter())
 }
 
 fn node_id(ctx: &HookContext<'_>) -> String {
@@ -119,49 +146,89 @@ impl ExecutionHooks for RuleHooks {
     fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
         // `on_start` rules are written on the start event (or the process); they run once, when
         // the instance starts, before any token moves.
-        let on_nodes = ctx.process.graph.node_weights().flat_map(|node| node.rules.iter());
+        let on_nodes = ctx
+            .process
+            .graph
+            .node_weights()
+            .flat_map(|node| node.rules.iter());
         let rules = on_nodes.chain(ctx.process.rules.iter());
         self.policies(rules, &RuleEvent::InstanceStarted, ctx.variables)
     }
 
     fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
-        self.policies(attached(ctx), &RuleEvent::NodeEntered { node: node_id(ctx) }, ctx.variables)
+        self.policies(
+            attached(ctx),
+            &RuleEvent::NodeEntered { node: node_id(ctx) },
+            ctx.variables,
+        )
     }
 
     fn on_leave(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
-        self.policies(attached(ctx), &RuleEvent::NodeLeft { node: node_id(ctx) }, ctx.variables)
+        self.policies(
+            attached(ctx),
+            &RuleEvent::NodeLeft { node: node_id(ctx) },
+            ctx.variables,
+        )
     }
 
-    fn guard_variables(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<(), String> {
+    fn guard_variables(
+        &self,
+        ctx: &HookContext<'_>,
+        changes: &Map<String, Value>,
+    ) -> Result<(), String> {
         self.guard_changes(ctx, changes)?;
         let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
         for name in changes.keys() {
-            previous.insert(name.clone(), ctx.variables.get(name).cloned().unwrap_or(Value::Null));
+            previous.insert(
+                name.clone(),
+                ctx.variables.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         Ok(())
     }
 
-    fn on_variables_changed(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<HookUpdates, String> {
+    fn on_variables_changed(
+        &self,
+        ctx: &HookContext<'_>,
+        changes: &Map<String, Value>,
+    ) -> Result<HookUpdates, String> {
         let mut updates = HookUpdates::new();
         for (name, value) in changes {
-            let old = self.previous.lock().unwrap_or_else(|e| e.into_inner()).remove(name).unwrap_or(Value::Null);
+            let old = self
+                .previous
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name)
+                .unwrap_or(Value::Null);
             if &old == value {
                 continue;
             }
-            let event = RuleEvent::VariableChanged { name: name.clone(), old, new: value.clone() };
+            let event = RuleEvent::VariableChanged {
+                name: name.clone(),
+                old,
+                new: value.clone(),
+            };
             updates.extend(self.policies(attached(ctx), &event, ctx.variables)?);
         }
         Ok(updates)
     }
 
-    fn guard_complete(&self, ctx: &HookContext<'_>, wait: &Wait, outputs: &Map<String, Value>) -> Result<(), String> {
+    fn guard_complete(
+        &self,
+        ctx: &HookContext<'_>,
+        wait: &Wait,
+        outputs: &Map<String, Value>,
+    ) -> Result<(), String> {
         let event = match &wait.kind {
             WaitKind::Message { name, .. } => RuleEvent::CorrelateMessage {
                 node: wait.node.clone(),
                 message: name.clone().unwrap_or_default(),
                 payload: Value::Object(outputs.clone()),
             },
-            _ => RuleEvent::CompleteTask { node: wait.node.clone(), output: outputs.clone() },
+            _ => RuleEvent::CompleteTask {
+                node: wait.node.clone(),
+                output: outputs.clone(),
+            },
         };
         self.guards(attached(ctx), &event, ctx.variables)?;
         self.guard_changes(ctx, outputs)
@@ -181,18 +248,29 @@ pub struct SharedRuleHooks {
 impl SharedRuleHooks {
     /// Hooks over the rules of `engine` (reloads take effect at the next step of each instance).
     pub fn new(engine: Arc<RuleEngine>) -> Self {
-        Self { engine, steps: Mutex::new(HashMap::new()) }
+        Self {
+            engine,
+            steps: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Ends the current step of `instance_id` and returns the effects its rules asked for.
     pub fn finish_step(&self, instance_id: &str) -> Vec<Effect> {
-        let step = self.steps.lock().unwrap_or_else(|e| e.into_inner()).remove(instance_id);
+        let step = self
+            .steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(instance_id);
         step.map(|hooks| hooks.take_effects()).unwrap_or_default()
     }
 
     /// Ends the current step of `instance_id` and writes its effects to `outbox` (the durable
     /// layer's outbox for the step's transaction). Returns how many were written.
-    pub fn commit_step(&self, instance_id: &str, outbox: &mut dyn Outbox) -> Result<usize, OutboxError> {
+    pub fn commit_step(
+        &self,
+        instance_id: &str,
+        outbox: &mut dyn Outbox,
+    ) -> Result<usize, OutboxError> {
         let effects = self.finish_step(instance_id);
         outbox.enqueue(instance_id, &effects)?;
         Ok(effects.len())
@@ -207,12 +285,16 @@ impl SharedRuleHooks {
         old: Status,
         new: Status,
     ) -> Result<HookUpdates, String> {
-        self.step(instance_id).status_changed(process, variables, old, new)
+        self.step(instance_id)
+            .status_changed(process, variables, old, new)
     }
 
     fn step(&self, instance_id: &str) -> Arc<RuleHooks> {
         let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        steps.entry(instance_id.to_string()).or_insert_with(|| Arc::new(RuleHooks::new(self.engine.snapshot()))).clone()
+        steps
+            .entry(instance_id.to_string())
+            .or_insert_with(|| Arc::new(RuleHooks::new(self.engine.snapshot())))
+            .clone()
     }
 }
 
@@ -229,15 +311,30 @@ impl ExecutionHooks for SharedRuleHooks {
         self.step(ctx.instance_id).on_leave(ctx)
     }
 
-    fn guard_variables(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<(), String> {
+    fn guard_variables(
+        &self,
+        ctx: &HookContext<'_>,
+        changes: &Map<String, Value>,
+    ) -> Result<(), String> {
         self.step(ctx.instance_id).guard_variables(ctx, changes)
     }
 
-    fn on_variables_changed(&self, ctx: &HookContext<'_>, changes: &Map<String, Value>) -> Result<HookUpdates, String> {
-        self.step(ctx.instance_id).on_variables_changed(ctx, changes)
+    fn on_variables_changed(
+        &self,
+        ctx: &HookContext<'_>,
+        changes: &Map<String, Value>,
+    ) -> Result<HookUpdates, String> {
+        self.step(ctx.instance_id)
+            .on_variables_changed(ctx, changes)
     }
 
-    fn guard_complete(&self, ctx: &HookContext<'_>, wait: &Wait, outputs: &Map<String, Value>) -> Result<(), String> {
-        self.step(ctx.instance_id).guard_complete(ctx, wait, outputs)
+    fn guard_complete(
+        &self,
+        ctx: &HookContext<'_>,
+        wait: &Wait,
+        outputs: &Map<String, Value>,
+    ) -> Result<(), String> {
+        self.step(ctx.instance_id)
+            .guard_complete(ctx, wait, outputs)
     }
 }

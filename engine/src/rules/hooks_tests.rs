@@ -8,12 +8,19 @@ use crate::testkit::*;
 use serde_json::{json, Map, Value};
 
 fn rule(point: AttachPoint, source: &str) -> RuleAttachment {
-    RuleAttachment { point, rule: RuleSource::Inline(source.into()), span: Span::new(1, 1) }
+    RuleAttachment {
+        point,
+        rule: RuleSource::Inline(source.into()),
+        span: Span::new(1, 1),
+    }
 }
 
 fn message_catch(name: &str) -> NodeKind {
     NodeKind::IntermediateCatchEvent {
-        trigger: EventTrigger::Message(MessageRef { name: Some(name.into()), correlation_key: None }),
+        trigger: EventTrigger::Message(MessageRef {
+            name: Some(name.into()),
+            correlation_key: None,
+        }),
     }
 }
 
@@ -33,7 +40,11 @@ fn process(
         .chain(&["start", "work", "set", "wait", "end"])
         .definitions();
     for (node, attachment) in node_rules {
-        let found = defs.processes[0].nodes.iter_mut().find(|n| n.id == *node).unwrap();
+        let found = defs.processes[0]
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == *node)
+            .unwrap();
         found.rules.push(attachment.clone());
     }
     defs.processes[0].rules = process_rules;
@@ -52,7 +63,9 @@ fn emitted(effects: &[Effect]) -> Vec<String> {
         .iter()
         .map(|e| match e {
             Effect::Emit { event, payload, .. } => format!("{event}:{payload}"),
-            Effect::Notify { receiver, message, .. } => format!("notify {receiver}:{message}"),
+            Effect::Notify {
+                receiver, message, ..
+            } => format!("notify {receiver}:{message}"),
         })
         .collect()
 }
@@ -68,8 +81,20 @@ fn complete(
     outputs: Value,
     hooks: &RuleHooks,
 ) -> Result<(), ExecError> {
-    let activation = instance.waits().iter().find(|w| w.node == node).unwrap().activation;
-    instance.complete(process, activation, outputs.as_object().cloned().unwrap(), hooks).map(|_| ())
+    let activation = instance
+        .waits()
+        .iter()
+        .find(|w| w.node == node)
+        .unwrap()
+        .activation;
+    instance
+        .complete(
+            process,
+            activation,
+            outputs.as_object().cloned().unwrap(),
+            hooks,
+        )
+        .map(|_| ())
 }
 
 #[test]
@@ -77,7 +102,13 @@ fn on_start_on_the_start_event_sets_defaults() {
     let (_dir, rules) = rules();
     let p = process(
         &rules,
-        &[("start", rule(AttachPoint::OnStart, r#"set("priority", "normal"); emit("started")"#))],
+        &[(
+            "start",
+            rule(
+                AttachPoint::OnStart,
+                r#"set("priority", "normal"); emit("started")"#,
+            ),
+        )],
         vec![],
     );
     let hooks = RuleHooks::new(rules.snapshot());
@@ -92,16 +123,28 @@ fn on_enter_and_on_leave_run_for_their_node_and_process_rules_for_every_node() {
     let p = process(
         &rules,
         &[
-            ("work", rule(AttachPoint::OnEnter, r#"emit("enter " + event.node)"#)),
-            ("work", rule(AttachPoint::OnLeave, r#"emit("leave " + event.node)"#)),
+            (
+                "work",
+                rule(AttachPoint::OnEnter, r#"emit("enter " + event.node)"#),
+            ),
+            (
+                "work",
+                rule(AttachPoint::OnLeave, r#"emit("leave " + event.node)"#),
+            ),
         ],
         vec![rule(AttachPoint::OnEnter, r#"emit("any " + event.node)"#)],
     );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
-    assert_eq!(emitted(&hooks.take_effects()), ["any start:null", "enter work:null", "any work:null"]);
+    assert_eq!(
+        emitted(&hooks.take_effects()),
+        ["any start:null", "enter work:null", "any work:null"]
+    );
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
-    assert_eq!(emitted(&hooks.take_effects()), ["leave work:null", "any set:null", "any wait:null"]);
+    assert_eq!(
+        emitted(&hooks.take_effects()),
+        ["leave work:null", "any set:null", "any wait:null"]
+    );
 }
 
 #[test]
@@ -109,7 +152,13 @@ fn guard_complete_refuses_and_nothing_changes() {
     let (_dir, rules) = rules();
     let p = process(
         &rules,
-        &[("work", rule(AttachPoint::GuardComplete, r#"if event.output.ok != true { reject("not ok") }"#))],
+        &[(
+            "work",
+            rule(
+                AttachPoint::GuardComplete,
+                r#"if event.output.ok != true { reject("not ok") }"#,
+            ),
+        )],
         vec![],
     );
     let hooks = RuleHooks::new(rules.snapshot());
@@ -118,7 +167,10 @@ fn guard_complete_refuses_and_nothing_changes() {
     let err = complete(&mut instance, &p, "work", json!({"ok": false}), &hooks).unwrap_err();
     assert_eq!(
         err,
-        ExecError::Rejected { node: "work".into(), reason: "rule `inline@1:1` rejected the action: not ok".into() }
+        ExecError::Rejected {
+            node: "work".into(),
+            reason: "rule `inline@1:1` rejected the action: not ok".into()
+        }
     );
     assert_eq!(instance, before);
     complete(&mut instance, &p, "work", json!({"ok": true}), &hooks).unwrap();
@@ -130,14 +182,23 @@ fn guard_message_checks_the_payload() {
     let (_dir, rules) = rules();
     let p = process(
         &rules,
-        &[("wait", rule(AttachPoint::GuardMessage, r#"event.message == "paid" && event.payload.amount > 0"#))],
+        &[(
+            "wait",
+            rule(
+                AttachPoint::GuardMessage,
+                r#"event.message == "paid" && event.payload.amount > 0"#,
+            ),
+        )],
         vec![],
     );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
     let err = complete(&mut instance, &p, "wait", json!({"amount": 0}), &hooks).unwrap_err();
-    assert!(matches!(&err, ExecError::Rejected { node, .. } if node == "wait"), "{err}");
+    assert!(
+        matches!(&err, ExecError::Rejected { node, .. } if node == "wait"),
+        "{err}"
+    );
     complete(&mut instance, &p, "wait", json!({"amount": 10}), &hooks).unwrap();
     assert_eq!(instance.status(), Status::Completed);
 }
@@ -167,13 +228,22 @@ fn guard_variable_inside_a_script_is_an_incident() {
     let p = process(
         &rules,
         &[],
-        vec![rule(AttachPoint::GuardVariable("status".into()), r#"reject("status is read-only")"#)],
+        vec![rule(
+            AttachPoint::GuardVariable("status".into()),
+            r#"reject("status is read-only")"#,
+        )],
     );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
     assert_eq!(instance.status(), Status::Failed);
-    assert!(instance.incidents()[0].message.contains("status is read-only"), "{:?}", instance.incidents());
+    assert!(
+        instance.incidents()[0]
+            .message
+            .contains("status is read-only"),
+        "{:?}",
+        instance.incidents()
+    );
 }
 
 #[test]
@@ -189,10 +259,20 @@ fn on_variable_change_sees_previous_and_new_value_and_skips_unchanged_values() {
     );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
-    complete(&mut instance, &p, "work", json!({"status": "working"}), &hooks).unwrap();
+    complete(
+        &mut instance,
+        &p,
+        "work",
+        json!({"status": "working"}),
+        &hooks,
+    )
+    .unwrap();
     assert_eq!(
         emitted(&hooks.take_effects()),
-        [r#"status:{"from":null,"to":"working"}"#, r#"status:{"from":"working","to":"set"}"#]
+        [
+            r#"status:{"from":null,"to":"working"}"#,
+            r#"status:{"from":"working","to":"set"}"#
+        ]
     );
     let mut again = start_instance(&p, &hooks);
     complete(&mut again, &p, "work", json!({"status": "set"}), &hooks).unwrap();
@@ -206,9 +286,18 @@ fn on_variable_change_sees_previous_and_new_value_and_skips_unchanged_values() {
 #[test]
 fn on_status_change_runs_when_the_driver_reports_it() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[], vec![rule(AttachPoint::OnStatusChange, r#"emit("instance " + event.value)"#)]);
+    let p = process(
+        &rules,
+        &[],
+        vec![rule(
+            AttachPoint::OnStatusChange,
+            r#"emit("instance " + event.value)"#,
+        )],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
-    let updates = hooks.status_changed(&p, &Map::new(), Status::Waiting, Status::Completed).unwrap();
+    let updates = hooks
+        .status_changed(&p, &Map::new(), Status::Waiting, Status::Completed)
+        .unwrap();
     assert!(updates.is_empty());
     assert_eq!(emitted(&hooks.take_effects()), ["instance completed:null"]);
 }
@@ -216,20 +305,33 @@ fn on_status_change_runs_when_the_driver_reports_it() {
 #[test]
 fn a_failing_policy_becomes_an_incident_naming_the_rule() {
     let (_dir, rules) = rules();
-    let p = process(&rules, &[("work", rule(AttachPoint::OnLeave, "let x = 1;\nx.no_such_method()"))], vec![]);
+    let p = process(
+        &rules,
+        &[(
+            "work",
+            rule(AttachPoint::OnLeave, "let x = 1;\nx.no_such_method()"),
+        )],
+        vec![],
+    );
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
     assert_eq!(instance.status(), Status::Failed);
     let incident = &instance.incidents()[0];
-    assert!(incident.message.starts_with("<inline>:2:3: error: rule `inline@1:1` failed"), "{incident:?}");
+    assert!(
+        incident
+            .message
+            .starts_with("<inline>:2:3: error: rule `inline@1:1` failed"),
+        "{incident:?}"
+    );
 }
 
 #[test]
 fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("leave.rhai"), r#"emit("v1")"#).unwrap();
-    let engine = std::sync::Arc::new(RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap());
+    let engine =
+        std::sync::Arc::new(RuleEngine::load(dir.path(), &RulesConfig::default()).unwrap());
     let leave = RuleAttachment {
         point: AttachPoint::OnLeave,
         rule: RuleSource::File("leave.rhai".into()),
@@ -256,7 +358,11 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
     std::fs::write(dir.path().join("leave.rhai"), r#"emit("v2")"#).unwrap();
     engine.reload().unwrap();
     a.complete(&p, work, Map::new(), &shared).unwrap();
-    assert_eq!(emitted(&shared.finish_step("a")), ["v1:null", "v1:null"], "one step, one rule set");
+    assert_eq!(
+        emitted(&shared.finish_step("a")),
+        ["v1:null", "v1:null"],
+        "one step, one rule set"
+    );
 
     let work = b.waits()[0].activation;
     b.complete(&p, work, Map::new(), &shared).unwrap();
@@ -271,5 +377,8 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
         })
         .collect();
     assert_eq!(emitted(&written), ["v2:null", "v2:null"]);
-    assert!(shared.finish_step("b").is_empty(), "the step's effects were handed out once");
+    assert!(
+        shared.finish_step("b").is_empty(),
+        "the step's effects were handed out once"
+    );
 }

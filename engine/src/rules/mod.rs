@@ -21,7 +21,9 @@ pub use error::{RuleError, RuleLocation};
 pub use eval::{variable_matches, RuleEvent, RuleOutcome, Selection};
 pub use hooks::{RuleHooks, SharedRuleHooks};
 pub use resolver::{relative_module_path, RulesModuleResolver};
-pub use ruleset::{rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig};
+pub use ruleset::{
+    rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig,
+};
 pub use stdlib::{Clock, Rounding, StdlibConfig};
 pub use watch::RuleWatcher;
 

@@ -26,7 +26,9 @@ thread_local! {
 pub(crate) fn recording_imports<T>(compile: impl FnOnce() -> T) -> (T, Vec<(String, u64)>) {
     let previous = RESOLVED.with(|r| r.borrow_mut().replace(Vec::new()));
     let result = compile();
-    let resolved = RESOLVED.with(|r| std::mem::replace(&mut *r.borrow_mut(), previous)).unwrap_or_default();
+    let resolved = RESOLVED
+        .with(|r| std::mem::replace(&mut *r.borrow_mut(), previous))
+        .unwrap_or_default();
     (result, resolved)
 }
 
@@ -45,10 +47,14 @@ pub fn relative_module_path(path: &str) -> Result<PathBuf, String> {
             Component::Normal(part) => relative.push(part),
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(format!("import `{path}` leaves the rules folder (`..` is not allowed)"))
+                return Err(format!(
+                    "import `{path}` leaves the rules folder (`..` is not allowed)"
+                ))
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("import `{path}` is absolute; imports are relative to the rules folder"))
+                return Err(format!(
+                    "import `{path}` is absolute; imports are relative to the rules folder"
+                ))
             }
         }
     }
@@ -73,8 +79,13 @@ impl RulesModuleResolver {
     fn read(&self, path: &str) -> Result<(PathBuf, String), String> {
         let relative = relative_module_path(path)?;
         let file = self.root.join(&relative);
-        let root = self.root.canonicalize().map_err(|e| format!("rules folder {}: {e}", self.root.display()))?;
-        let real = file.canonicalize().map_err(|_| format!("module `{path}` not found in the rules folder"))?;
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|e| format!("rules folder {}: {e}", self.root.display()))?;
+        let real = file
+            .canonicalize()
+            .map_err(|_| format!("module `{path}` not found in the rules folder"))?;
         if !real.starts_with(&root) {
             return Err(format!("import `{path}` leads outside the rules folder"));
         }
@@ -96,8 +107,12 @@ impl rhai::ModuleResolver for RulesModuleResolver {
             let message = format!("imports nest more than {MAX_IMPORT_DEPTH} deep at `{path}` (do modules import each other?)");
             return Err(EvalAltResult::ErrorRuntime(message.into(), pos).into());
         }
-        let (relative, text) = self.read(path).map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos))?;
-        let in_module = |err: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos));
+        let (relative, text) = self
+            .read(path)
+            .map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos))?;
+        let in_module = |err: Box<EvalAltResult>| {
+            Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos))
+        };
         let mut ast = engine.compile(&text).map_err(|e| in_module(e.into()))?;
         ast.set_source(relative.to_string_lossy().as_ref());
         DEPTH.with(|d| d.set(depth + 1));
@@ -119,16 +134,28 @@ mod tests {
 
     #[test]
     fn refuses_absolute_and_parent_paths() {
-        assert!(relative_module_path("/etc/passwd").unwrap_err().contains("absolute"));
-        assert!(relative_module_path("../secrets").unwrap_err().contains(".."));
-        assert!(relative_module_path("lib/../../x").unwrap_err().contains(".."));
+        assert!(relative_module_path("/etc/passwd")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(relative_module_path("../secrets")
+            .unwrap_err()
+            .contains(".."));
+        assert!(relative_module_path("lib/../../x")
+            .unwrap_err()
+            .contains(".."));
         assert!(relative_module_path("lib\\x").is_err());
         assert!(relative_module_path("").is_err());
     }
 
     #[test]
     fn adds_the_rhai_extension() {
-        assert_eq!(relative_module_path("lib/rates").unwrap(), PathBuf::from("lib/rates.rhai"));
-        assert_eq!(relative_module_path("./rates.rhai").unwrap(), PathBuf::from("rates.rhai"));
+        assert_eq!(
+            relative_module_path("lib/rates").unwrap(),
+            PathBuf::from("lib/rates.rhai")
+        );
+        assert_eq!(
+            relative_module_path("./rates.rhai").unwrap(),
+            PathBuf::from("rates.rhai")
+        );
     }
 }

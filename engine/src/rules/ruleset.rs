@@ -8,7 +8,9 @@ use super::error::{RuleError, RuleLocation};
 use super::resolver::{recording_imports, RulesModuleResolver};
 use super::stdlib::{self, StdlibConfig};
 use crate::model::{RuleSource, Span};
-use crate::script::{check_source_size, content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime};
+use crate::script::{
+    check_source_size, content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime,
+};
 use rhai::{EvalAltResult, Scope, AST};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,8 +46,16 @@ pub struct CompiledRule {
 impl CompiledRule {
     /// Where a position inside this rule's source is, in its file.
     pub(crate) fn location(&self, line: u32, col: u32) -> RuleLocation {
-        let line = if line == 0 { 0 } else { line + self.line_offset };
-        RuleLocation { file: self.file.clone(), line, col }
+        let line = if line == 0 {
+            0
+        } else {
+            line + self.line_offset
+        };
+        RuleLocation {
+            file: self.file.clone(),
+            line,
+            col,
+        }
     }
 }
 
@@ -53,7 +63,11 @@ impl CompiledRule {
 /// dropped; module errors are put on one line).
 pub(crate) fn describe(error: &EvalAltResult) -> (String, u32, u32) {
     let pos = error.position();
-    (message_of(error), pos.line().unwrap_or(0) as u32, pos.position().unwrap_or(0) as u32)
+    (
+        message_of(error),
+        pos.line().unwrap_or(0) as u32,
+        pos.position().unwrap_or(0) as u32,
+    )
 }
 
 /// The words of a Rhai error without Rhai's position suffix; errors raised inside a function or an
@@ -76,7 +90,10 @@ fn message_of(error: &EvalAltResult) -> String {
             let mut message = other.to_string();
             if let Some(cut) = message.find(" (line ") {
                 if message[cut..].contains("position") {
-                    let end = message[cut..].find(')').map(|e| cut + e + 1).unwrap_or(message.len());
+                    let end = message[cut..]
+                        .find(')')
+                        .map(|e| cut + e + 1)
+                        .unwrap_or(message.len());
                     message.replace_range(cut..end, "");
                 }
             }
@@ -91,7 +108,8 @@ fn import_position(source: &str, message: &str) -> Option<(u32, u32)> {
         if let Some(col) = line.find("import") {
             let rest = &line[col..];
             let quoted = rest.split('"').nth(1)?;
-            if message.contains(&format!("`{quoted}`")) || message.contains(&format!("'{quoted}'")) {
+            if message.contains(&format!("`{quoted}`")) || message.contains(&format!("'{quoted}'"))
+            {
                 return Some((index as u32 + 1, col as u32 + 1));
             }
         }
@@ -109,7 +127,10 @@ pub(crate) struct Compiler {
 impl Compiler {
     /// A compiler around `runtime`, with an empty inline-rule cache.
     pub(crate) fn new(runtime: ScriptRuntime) -> Self {
-        Self { runtime: Arc::new(runtime), inline: RwLock::new(HashMap::new()) }
+        Self {
+            runtime: Arc::new(runtime),
+            inline: RwLock::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn compile(
@@ -120,11 +141,20 @@ impl Compiler {
         line_offset: u32,
     ) -> Result<CompiledRule, RuleError> {
         if let Err(error) = check_source_size(source) {
-            let location = RuleLocation { file: file.to_path_buf(), line: 1 + line_offset, col: 1 };
-            return Err(RuleError::Compile { rule: name.to_string(), location, message: error.to_string() });
+            let location = RuleLocation {
+                file: file.to_path_buf(),
+                line: 1 + line_offset,
+                col: 1,
+            };
+            return Err(RuleError::Compile {
+                rule: name.to_string(),
+                location,
+                message: error.to_string(),
+            });
         }
         let engine = self.runtime.engine();
-        let (result, imports) = recording_imports(|| engine.compile_into_self_contained(&Scope::new(), source));
+        let (result, imports) =
+            recording_imports(|| engine.compile_into_self_contained(&Scope::new(), source));
         match result {
             Ok(ast) => Ok(CompiledRule {
                 name: name.to_string(),
@@ -144,7 +174,11 @@ impl Compiler {
                     line: if line == 0 { 0 } else { line + line_offset },
                     col,
                 };
-                Err(RuleError::Compile { rule: name.to_string(), location, message })
+                Err(RuleError::Compile {
+                    rule: name.to_string(),
+                    location,
+                    message,
+                })
             }
         }
     }
@@ -203,25 +237,47 @@ impl RuleSet {
         match source {
             RuleSource::File(file) => {
                 let name = rule_name(file.strip_prefix("rules/").unwrap_or(file));
-                self.rules.get(&name).cloned().ok_or_else(|| RuleError::NotFound { rule: name, file: file.clone() })
+                self.rules
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| RuleError::NotFound {
+                        rule: name,
+                        file: file.clone(),
+                    })
             }
             RuleSource::Inline(text) => {
                 let key = content_hash(&format!("{}:{}:{text}", span.line, span.col));
-                let cached = self.compiler.inline.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+                let cached = self
+                    .compiler
+                    .inline
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .cloned();
                 if let Some(rule) = cached.filter(|rule| self.imports_current(rule)) {
                     return Ok(rule);
                 }
                 let name = format!("inline@{}:{}", span.line, span.col);
                 let offset = span.line.saturating_sub(1);
-                let rule = Arc::new(self.compiler.compile(&name, Path::new("<inline>"), text, offset)?);
-                self.compiler.inline.write().unwrap_or_else(|e| e.into_inner()).insert(key, rule.clone());
+                let rule =
+                    Arc::new(
+                        self.compiler
+                            .compile(&name, Path::new("<inline>"), text, offset)?,
+                    );
+                self.compiler
+                    .inline
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, rule.clone());
                 Ok(rule)
             }
         }
     }
 
     fn imports_current(&self, rule: &CompiledRule) -> bool {
-        rule.imports.iter().all(|(path, hash)| self.file_hashes.get(path) == Some(hash))
+        rule.imports
+            .iter()
+            .all(|(path, hash)| self.file_hashes.get(path) == Some(hash))
     }
 }
 
@@ -235,7 +291,9 @@ pub struct RuleEngine {
 
 impl std::fmt::Debug for RuleEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleEngine").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("RuleEngine")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -264,9 +322,18 @@ impl RuleEngine {
     pub fn load(root: impl Into<PathBuf>, config: &RulesConfig) -> Result<Self, RuleError> {
         let root = root.into();
         let compiler = Arc::new(Compiler::new(rules_runtime(&root, config)));
-        let empty =
-            RuleSet { compiler: compiler.clone(), rules: BTreeMap::new(), file_hashes: HashMap::new(), generation: 0 };
-        let engine = Self { root, compiler, current: RwLock::new(Arc::new(empty)), errors: RwLock::new(Vec::new()) };
+        let empty = RuleSet {
+            compiler: compiler.clone(),
+            rules: BTreeMap::new(),
+            file_hashes: HashMap::new(),
+            generation: 0,
+        };
+        let engine = Self {
+            root,
+            compiler,
+            current: RwLock::new(Arc::new(empty)),
+            errors: RwLock::new(Vec::new()),
+        };
         engine.rebuild(0)?;
         Ok(engine)
     }
@@ -284,12 +351,18 @@ impl RuleEngine {
 
     /// The rule set now serving. Take one snapshot per step and use it for the whole step.
     pub fn snapshot(&self) -> Arc<RuleSet> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The compile errors of the files now in the folder (empty when all compile).
     pub fn errors(&self) -> Vec<RuleError> {
-        self.errors.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.errors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the folder, compiles new and changed files and swaps the new set in atomically.
@@ -312,16 +385,19 @@ impl RuleEngine {
                 }
             }
         }
-        let file_hashes: HashMap<String, u64> =
-            sources.iter().map(|(relative, _, text)| (relative.clone(), content_hash(text))).collect();
+        let file_hashes: HashMap<String, u64> = sources
+            .iter()
+            .map(|(relative, _, text)| (relative.clone(), content_hash(text)))
+            .collect();
         let mut report = ReloadReport::default();
         let mut rules = BTreeMap::new();
         for (relative, path, text) in &sources {
             let name = rule_name(relative);
             let hash = file_hashes[relative];
             let old = previous.rules.get(&name);
-            let unchanged =
-                old.filter(|r| r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h)));
+            let unchanged = old.filter(|r| {
+                r.hash == hash && r.imports.iter().all(|(p, h)| file_hashes.get(p) == Some(h))
+            });
             if let Some(rule) = unchanged {
                 rules.insert(name, rule.clone());
                 continue;
@@ -340,8 +416,18 @@ impl RuleEngine {
                 }
             }
         }
-        report.removed = previous.rules.keys().filter(|name| !rules.contains_key(*name)).cloned().collect();
-        let set = RuleSet { compiler: self.compiler.clone(), rules, file_hashes, generation };
+        report.removed = previous
+            .rules
+            .keys()
+            .filter(|name| !rules.contains_key(*name))
+            .cloned()
+            .collect();
+        let set = RuleSet {
+            compiler: self.compiler.clone(),
+            rules,
+            file_hashes,
+            generation,
+        };
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         *self.errors.write().unwrap_or_else(|e| e.into_inner()) = report.rejected.clone();
         if !report.compiled.is_empty() || !report.removed.is_empty() {
@@ -354,15 +440,24 @@ impl RuleEngine {
 /// The `.rhai` files under `root`, as sorted relative paths with `/` separators.
 pub(crate) fn rule_files(root: &Path) -> Result<Vec<String>, RuleError> {
     fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), RuleError> {
-        let entries =
-            std::fs::read_dir(dir).map_err(|e| RuleError::Io { path: dir.to_path_buf(), message: e.to_string() })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| RuleError::Io {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let relative = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-            let kind = entry.file_type().map_err(|e| RuleError::Io { path: entry.path(), message: e.to_string() })?;
+            let relative = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = entry.file_type().map_err(|e| RuleError::Io {
+                path: entry.path(),
+                message: e.to_string(),
+            })?;
             if kind.is_dir() {
                 walk(&entry.path(), &relative, out)?;
             } else if name.ends_with(".rhai") {

@@ -8,7 +8,9 @@
 
 use super::effects;
 use crate::script::to_json;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map as RhaiMap};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -60,7 +62,11 @@ impl std::fmt::Debug for StdlibConfig {
 
 impl Default for StdlibConfig {
     fn default() -> Self {
-        Self { time_zone: Tz::UTC, rounding: Rounding::default(), clock: Arc::new(Utc::now) }
+        Self {
+            time_zone: Tz::UTC,
+            rounding: Rounding::default(),
+            clock: Arc::new(Utc::now),
+        }
     }
 }
 
@@ -124,7 +130,12 @@ fn parse_when(tz: Tz, text: &str) -> Fallible<When> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(When::Instant(t.with_timezone(&tz)));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return local(tz, naive).map(When::Instant);
         }
@@ -167,7 +178,9 @@ fn start_of(tz: Tz, date: NaiveDate) -> Fallible<DateTime<Tz>> {
 
 fn add_days_to(tz: Tz, when: When, days: i64) -> Fallible<String> {
     let shift = |d: NaiveDate| {
-        Duration::try_days(days).and_then(|delta| d.checked_add_signed(delta)).ok_or("date out of range".to_string())
+        Duration::try_days(days)
+            .and_then(|delta| d.checked_add_signed(delta))
+            .ok_or("date out of range".to_string())
     };
     match when {
         When::Date(d) => Ok(date_text(shift(d)?)),
@@ -184,7 +197,9 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
     let clock = config.clock.clone();
     engine.register_fn("now", move || instant_text(clock().with_timezone(&tz)));
     let clock = config.clock.clone();
-    engine.register_fn("today", move || date_text(clock().with_timezone(&tz).date_naive()));
+    engine.register_fn("today", move || {
+        date_text(clock().with_timezone(&tz).date_naive())
+    });
     engine.register_fn("time_zone", move || tz.name().to_string());
     engine.register_fn("parse_date", move |text: &str| -> Fallible<String> {
         Ok(match parse_when(tz, text)? {
@@ -192,8 +207,9 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
             When::Instant(t) => instant_text(t),
         })
     });
-    engine
-        .register_fn("date_of", move |text: &str| -> Fallible<String> { Ok(date_text(parse_when(tz, text)?.date())) });
+    engine.register_fn("date_of", move |text: &str| -> Fallible<String> {
+        Ok(date_text(parse_when(tz, text)?.date()))
+    });
     engine.register_fn("compare_dates", move |a: &str, b: &str| -> Fallible<i64> {
         let (a, b) = (parse_when(tz, a)?.start(tz)?, parse_when(tz, b)?.start(tz)?);
         Ok(ordering_number(a.cmp(&b)))
@@ -204,9 +220,12 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
     engine.register_fn("is_after", move |a: &str, b: &str| -> Fallible<bool> {
         Ok(parse_when(tz, a)?.start(tz)? > parse_when(tz, b)?.start(tz)?)
     });
-    engine.register_fn("add_days", move |text: &str, days: i64| -> Fallible<String> {
-        add_days_to(tz, parse_when(tz, text)?, days)
-    });
+    engine.register_fn(
+        "add_days",
+        move |text: &str, days: i64| -> Fallible<String> {
+            add_days_to(tz, parse_when(tz, text)?, days)
+        },
+    );
     engine.register_fn("days_between", move |a: &str, b: &str| -> Fallible<i64> {
         Ok((parse_when(tz, b)?.date() - parse_when(tz, a)?.date()).num_days())
     });
@@ -216,15 +235,18 @@ fn register_dates(engine: &mut Engine, config: &StdlibConfig) {
     engine.register_fn("end_of_day", move |text: &str| -> Fallible<String> {
         let date = parse_when(tz, text)?.date();
         let next = date.succ_opt().ok_or("date out of range".to_string())?;
-        let end =
-            start_of(tz, next)?.checked_sub_signed(Duration::seconds(1)).ok_or("date out of range".to_string())?;
+        let end = start_of(tz, next)?
+            .checked_sub_signed(Duration::seconds(1))
+            .ok_or("date out of range".to_string())?;
         Ok(instant_text(end))
     });
     engine.register_fn("timestamp", move |text: &str| -> Fallible<i64> {
         Ok(parse_when(tz, text)?.start(tz)?.timestamp())
     });
     engine.register_fn("weekday", move |text: &str| -> Fallible<i64> {
-        Ok(i64::from(parse_when(tz, text)?.date().weekday().number_from_monday()))
+        Ok(i64::from(
+            parse_when(tz, text)?.date().weekday().number_from_monday(),
+        ))
     });
 }
 
@@ -254,9 +276,13 @@ fn decimal_of(value: &Dynamic) -> Fallible<Decimal> {
     }
     if let Some(text) = value.read_lock::<ImmutableString>() {
         let text = text.trim();
-        return Decimal::from_str(text).or_else(|_| fail(format!("`{text}` is not a money amount")));
+        return Decimal::from_str(text)
+            .or_else(|_| fail(format!("`{text}` is not a money amount")));
     }
-    fail(format!("expected a money amount (number or decimal string), found {}", value.type_name()))
+    fail(format!(
+        "expected a money amount (number or decimal string), found {}",
+        value.type_name()
+    ))
 }
 
 fn money_text(d: Decimal) -> String {
@@ -264,35 +290,55 @@ fn money_text(d: Decimal) -> String {
 }
 
 fn rounded(d: Decimal, places: i64, rounding: Rounding) -> Fallible<String> {
-    let places = u32::try_from(places).ok().filter(|p| *p <= 12).ok_or("decimal places must be 0..=12".to_string())?;
+    let places = u32::try_from(places)
+        .ok()
+        .filter(|p| *p <= 12)
+        .ok_or("decimal places must be 0..=12".to_string())?;
     let mut r = d.round_dp_with_strategy(places, rounding.strategy());
     r.rescale(places);
     Ok(r.to_string())
 }
 
 fn register_money(engine: &mut Engine, rounding: Rounding) {
-    engine.register_fn("money", move |x: Dynamic| rounded(decimal_of(&x)?, 2, rounding));
-    engine.register_fn("round_half_even", |x: Dynamic| rounded(decimal_of(&x)?, 2, Rounding::HalfEven));
-    engine
-        .register_fn("round_half_even", |x: Dynamic, places: i64| rounded(decimal_of(&x)?, places, Rounding::HalfEven));
-    engine.register_fn("round_half_up", |x: Dynamic| rounded(decimal_of(&x)?, 2, Rounding::HalfUp));
-    engine.register_fn("round_half_up", |x: Dynamic, places: i64| rounded(decimal_of(&x)?, places, Rounding::HalfUp));
+    engine.register_fn("money", move |x: Dynamic| {
+        rounded(decimal_of(&x)?, 2, rounding)
+    });
+    engine.register_fn("round_half_even", |x: Dynamic| {
+        rounded(decimal_of(&x)?, 2, Rounding::HalfEven)
+    });
+    engine.register_fn("round_half_even", |x: Dynamic, places: i64| {
+        rounded(decimal_of(&x)?, places, Rounding::HalfEven)
+    });
+    engine.register_fn("round_half_up", |x: Dynamic| {
+        rounded(decimal_of(&x)?, 2, Rounding::HalfUp)
+    });
+    engine.register_fn("round_half_up", |x: Dynamic, places: i64| {
+        rounded(decimal_of(&x)?, places, Rounding::HalfUp)
+    });
     engine.register_fn("money_add", |a: Dynamic, b: Dynamic| -> Fallible<String> {
-        let sum = decimal_of(&a)?.checked_add(decimal_of(&b)?).ok_or("money overflow".to_string())?;
+        let sum = decimal_of(&a)?
+            .checked_add(decimal_of(&b)?)
+            .ok_or("money overflow".to_string())?;
         Ok(money_text(sum))
     });
     engine.register_fn("money_sub", |a: Dynamic, b: Dynamic| -> Fallible<String> {
-        let diff = decimal_of(&a)?.checked_sub(decimal_of(&b)?).ok_or("money overflow".to_string())?;
+        let diff = decimal_of(&a)?
+            .checked_sub(decimal_of(&b)?)
+            .ok_or("money overflow".to_string())?;
         Ok(money_text(diff))
     });
     engine.register_fn("money_mul", |a: Dynamic, b: Dynamic| -> Fallible<String> {
-        let product = decimal_of(&a)?.checked_mul(decimal_of(&b)?).ok_or("money overflow".to_string())?;
+        let product = decimal_of(&a)?
+            .checked_mul(decimal_of(&b)?)
+            .ok_or("money overflow".to_string())?;
         Ok(money_text(product))
     });
     engine.register_fn("money_sum", |items: Array| -> Fallible<String> {
         let mut total = Decimal::ZERO;
         for item in &items {
-            total = total.checked_add(decimal_of(item)?).ok_or("money overflow".to_string())?;
+            total = total
+                .checked_add(decimal_of(item)?)
+                .ok_or("money overflow".to_string())?;
         }
         Ok(money_text(total))
     });
@@ -307,7 +353,9 @@ fn register_money(engine: &mut Engine, rounding: Rounding) {
 /// sizes only after a function returns, too late for an allocation that large).
 fn bounded(length: usize, limit: usize) -> Fallible<()> {
     if limit > 0 && length > limit {
-        return fail(format!("the result would be {length} bytes long, more than the limit of {limit}"));
+        return fail(format!(
+            "the result would be {length} bytes long, more than the limit of {limit}"
+        ));
     }
     Ok(())
 }
@@ -315,32 +363,49 @@ fn bounded(length: usize, limit: usize) -> Fallible<()> {
 fn register_text(engine: &mut Engine) {
     let limit = engine.max_string_size();
     engine.register_fn("is_blank", |x: Dynamic| -> bool {
-        x.is_unit() || x.read_lock::<ImmutableString>().is_some_and(|s| s.trim().is_empty())
+        x.is_unit()
+            || x.read_lock::<ImmutableString>()
+                .is_some_and(|s| s.trim().is_empty())
     });
     engine.register_fn("or_default", |x: Dynamic, fallback: Dynamic| -> Dynamic {
-        let blank = x.is_unit() || x.read_lock::<ImmutableString>().is_some_and(|s| s.trim().is_empty());
+        let blank = x.is_unit()
+            || x.read_lock::<ImmutableString>()
+                .is_some_and(|s| s.trim().is_empty());
         if blank {
             fallback
         } else {
             x
         }
     });
-    engine.register_fn("join", move |items: Array, separator: &str| -> Fallible<String> {
-        let mut out = String::new();
-        for (index, item) in items.iter().enumerate() {
-            let text = item.to_string();
-            let sep = if index == 0 { "" } else { separator };
-            bounded(out.len() + sep.len() + text.len(), limit)?;
-            out.push_str(sep);
-            out.push_str(&text);
-        }
-        Ok(out)
-    });
-    engine.register_fn("pad_left", move |text: &str, width: i64, fill: char| -> Fallible<String> {
-        let missing = usize::try_from(width).unwrap_or(0).saturating_sub(text.chars().count());
-        bounded(missing.saturating_mul(fill.len_utf8()).saturating_add(text.len()), limit)?;
-        Ok(format!("{}{text}", fill.to_string().repeat(missing)))
-    });
+    engine.register_fn(
+        "join",
+        move |items: Array, separator: &str| -> Fallible<String> {
+            let mut out = String::new();
+            for (index, item) in items.iter().enumerate() {
+                let text = item.to_string();
+                let sep = if index == 0 { "" } else { separator };
+                bounded(out.len() + sep.len() + text.len(), limit)?;
+                out.push_str(sep);
+                out.push_str(&text);
+            }
+            Ok(out)
+        },
+    );
+    engine.register_fn(
+        "pad_left",
+        move |text: &str, width: i64, fill: char| -> Fallible<String> {
+            let missing = usize::try_from(width)
+                .unwrap_or(0)
+                .saturating_sub(text.chars().count());
+            bounded(
+                missing
+                    .saturating_mul(fill.len_utf8())
+                    .saturating_add(text.len()),
+                limit,
+            )?;
+            Ok(format!("{}{text}", fill.to_string().repeat(missing)))
+        },
+    );
     engine.register_fn("truncate_text", |text: &str, max_chars: i64| -> String {
         let max = usize::try_from(max_chars).unwrap_or(0);
         if text.chars().count() <= max {
@@ -353,7 +418,9 @@ fn register_text(engine: &mut Engine) {
     engine.register_fn("normalize_space", |text: &str| -> String {
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     });
-    engine.register_fn("fill_template", move |template: &str, values: RhaiMap| fill_template(template, &values, limit));
+    engine.register_fn("fill_template", move |template: &str, values: RhaiMap| {
+        fill_template(template, &values, limit)
+    });
 }
 
 /// Replaces `{name}` in `template` with `values.name` (left as is when there is no such key).
@@ -384,12 +451,15 @@ fn fill_template(template: &str, values: &RhaiMap, limit: usize) -> Fallible<Str
 // ---------------------------------------------------------------- effects
 
 fn register_effects(engine: &mut Engine) {
-    engine.register_fn("notify", |receiver: Dynamic, message: Dynamic| -> Fallible<()> {
-        if receiver.is_unit() || receiver.to_string().trim().is_empty() {
-            return fail("`notify` needs a receiver, got nothing");
-        }
-        effects::push_notify(receiver.to_string(), message.to_string()).or_else(fail)
-    });
+    engine.register_fn(
+        "notify",
+        |receiver: Dynamic, message: Dynamic| -> Fallible<()> {
+            if receiver.is_unit() || receiver.to_string().trim().is_empty() {
+                return fail("`notify` needs a receiver, got nothing");
+            }
+            effects::push_notify(receiver.to_string(), message.to_string()).or_else(fail)
+        },
+    );
     engine.register_fn("emit", |event: &str, payload: Dynamic| -> Fallible<()> {
         let payload = to_json(&payload).or_else(|e| fail(format!("`emit` payload: {e}")))?;
         effects::push_emit(event.to_string(), payload).or_else(fail)

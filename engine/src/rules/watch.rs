@@ -26,7 +26,10 @@ impl std::fmt::Debug for RuleWatcher {
 
 fn concerns_rules(event: &Event) -> bool {
     !matches!(event.kind, EventKind::Access(_))
-        && event.paths.iter().any(|p| p.extension().is_some_and(|e| e == "rhai") || p.is_dir())
+        && event
+            .paths
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "rhai") || p.is_dir())
 }
 
 impl RuleWatcher {
@@ -38,15 +41,16 @@ impl RuleWatcher {
             message: format!("cannot watch the rules folder: {e}"),
         };
         let (changed, changes) = mpsc::channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |result: notify::Result<Event>| match result {
-            Ok(event) if concerns_rules(&event) => {
-                // The reloading thread is gone only when the watcher is being dropped.
-                let _ = changed.send(());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(target: "flowbot::rules", "rules folder watcher: {e}"),
-        })
-        .map_err(io)?;
+        let mut watcher =
+            notify::recommended_watcher(move |result: notify::Result<Event>| match result {
+                Ok(event) if concerns_rules(&event) => {
+                    // The reloading thread is gone only when the watcher is being dropped.
+                    let _ = changed.send(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(target: "flowbot::rules", "rules folder watcher: {e}"),
+            })
+            .map_err(io)?;
         let reloading = engine.clone();
         std::thread::Builder::new()
             .name("flowbot-rules-reload".into())
@@ -55,7 +59,9 @@ impl RuleWatcher {
                 path: engine.root().to_path_buf(),
                 message: format!("cannot start the reload thread: {e}"),
             })?;
-        watcher.watch(engine.root(), RecursiveMode::Recursive).map_err(io)?;
+        watcher
+            .watch(engine.root(), RecursiveMode::Recursive)
+            .map_err(io)?;
         tracing::info!(target: "flowbot::rules", folder = %engine.root().display(), "watching rules for changes");
         Ok(Self { _watcher: watcher })
     }

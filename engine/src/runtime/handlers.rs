@@ -36,7 +36,8 @@ impl HandlerError {
 }
 
 /// The future a handler returns: the variables to write back, or a failure.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Map<String, Value>, HandlerError>> + Send + 'static>>;
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Map<String, Value>, HandlerError>> + Send + 'static>>;
 
 /// A registered handler.
 pub type Handler = Arc<dyn Fn(JobContext) -> HandlerFuture + Send + Sync + 'static>;

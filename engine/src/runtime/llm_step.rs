@@ -1,7 +1,9 @@
 //! LLM steps on the engine: an [`LlmTask`] plus the instance variables make an [`LlmRequest`];
 //! the generator's [`LlmResponse`] becomes the variables written back and the history record.
 
-use crate::llm::{LlmMode as RequestMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, PromptTemplate};
+use crate::llm::{
+    LlmMode as RequestMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, PromptTemplate,
+};
 use crate::model::{LlmMode, LlmTask};
 use serde_json::{Map, Value};
 
@@ -11,8 +13,11 @@ pub const DEFAULT_OUTPUT_VARIABLE: &str = "output";
 /// Renders the task's prompt over `variables` and reads its options; the error says what is wrong
 /// with the task (it cannot succeed by retrying).
 pub fn build_request(task: &LlmTask, variables: &Map<String, Value>) -> Result<LlmRequest, String> {
-    let template = PromptTemplate::parse(&task.prompt).map_err(|e| format!("prompt template: {e}"))?;
-    let prompt = template.render(variables).map_err(|e| format!("prompt template: {e}"))?;
+    let template =
+        PromptTemplate::parse(&task.prompt).map_err(|e| format!("prompt template: {e}"))?;
+    let prompt = template
+        .render(variables)
+        .map_err(|e| format!("prompt template: {e}"))?;
     let options: LlmOptions = serde_json::from_value(Value::Object(task.options.clone()))
         .map_err(|e| format!("LLM options: {e}"))?;
     let mode = match task.mode {
@@ -34,13 +39,18 @@ pub fn build_request(task: &LlmTask, variables: &Map<String, Value>) -> Result<L
 /// extracted object goes under the output variable when the task names one, else its fields are
 /// merged into the instance variables.
 pub fn output_variables(task: &LlmTask, response: &LlmResponse) -> Map<String, Value> {
-    let name = task.output.clone().unwrap_or_else(|| DEFAULT_OUTPUT_VARIABLE.to_string());
+    let name = task
+        .output
+        .clone()
+        .unwrap_or_else(|| DEFAULT_OUTPUT_VARIABLE.to_string());
     let mut out = Map::new();
     match &response.output {
         LlmOutput::Text(text) | LlmOutput::Label(text) => {
             out.insert(name, Value::String(text.clone()));
         }
-        LlmOutput::Json(Value::Object(fields)) if task.output.is_none() => out.extend(fields.clone()),
+        LlmOutput::Json(Value::Object(fields)) if task.output.is_none() => {
+            out.extend(fields.clone())
+        }
         LlmOutput::Json(value) => {
             out.insert(name, value.clone());
         }
@@ -88,7 +98,9 @@ mod tests {
         assert!(err.contains("`id` is not set"), "{err}");
         let mut bad = task(LlmMode::Generate, None);
         bad.options.insert("max_tokenz".into(), json!(3));
-        assert!(build_request(&bad, &vars).unwrap_err().contains("max_tokenz"));
+        assert!(build_request(&bad, &vars)
+            .unwrap_err()
+            .contains("max_tokenz"));
     }
 
     #[test]
@@ -98,7 +110,10 @@ mod tests {
         assert_eq!(Value::Object(merged), json!({"a": 1, "b": "x"}));
         let nested = output_variables(&task(LlmMode::Extract, Some("fields")), &extracted);
         assert_eq!(Value::Object(nested), json!({"fields": {"a": 1, "b": "x"}}));
-        let label = output_variables(&task(LlmMode::Classify, None), &response(LlmOutput::Label("urgent".into())));
+        let label = output_variables(
+            &task(LlmMode::Classify, None),
+            &response(LlmOutput::Label("urgent".into())),
+        );
         assert_eq!(Value::Object(label), json!({"output": "urgent"}));
     }
 }

@@ -20,12 +20,19 @@ impl TextGenerator for FakeGenerator {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.failures {
-            return Err(LlmError::Backend(format!("backend down (call {})", call + 1)));
+            return Err(LlmError::Backend(format!(
+                "backend down (call {})",
+                call + 1
+            )));
         }
         let output = match request.mode {
             crate::llm::LlmMode::Generate => LlmOutput::Text(format!("echo: {}", request.prompt)),
-            crate::llm::LlmMode::Extract => LlmOutput::Json(json!({"city": "Lyon", "street": "1 rue A"})),
-            crate::llm::LlmMode::Classify => LlmOutput::Label(request.labels.last().cloned().unwrap_or_default()),
+            crate::llm::LlmMode::Extract => {
+                LlmOutput::Json(json!({"city": "Lyon", "street": "1 rue A"}))
+            }
+            crate::llm::LlmMode::Classify => {
+                LlmOutput::Label(request.labels.last().cloned().unwrap_or_default())
+            }
         };
         Ok(LlmResponse {
             output,
@@ -72,7 +79,11 @@ fn vars(value: Value) -> Map<String, Value> {
 }
 
 fn llm_records(history: &[HistoryRecord]) -> Vec<&HistoryEntry> {
-    history.iter().map(|r| &r.entry).filter(|e| matches!(e, HistoryEntry::LlmCalled { .. })).collect()
+    history
+        .iter()
+        .map(|r| &r.entry)
+        .filter(|e| matches!(e, HistoryEntry::LlmCalled { .. }))
+        .collect()
 }
 
 #[tokio::test]
@@ -83,22 +94,39 @@ async fn generate_extract_and_classify_outputs_land_in_variables_with_history_re
     classify.labels = vec!["question".into(), "complaint".into()];
     let defs = Scope::at_line(1)
         .node("s", start())
-        .node("gen", node(llm(LlmMode::Generate, "order {order_id} for {customer.name}", Some("summary"))))
+        .node(
+            "gen",
+            node(llm(
+                LlmMode::Generate,
+                "order {order_id} for {customer.name}",
+                Some("summary"),
+            )),
+        )
         .node("ext", node(extract))
         .node("cls", node(classify))
         .node("e", end())
         .chain(&["s", "gen", "ext", "cls", "e"])
         .definitions();
     let generator = Arc::new(FakeGenerator::default());
-    let engine = Engine::builder().text_generator(generator.clone()).build().await.unwrap();
+    let engine = Engine::builder()
+        .text_generator(generator.clone())
+        .build()
+        .await
+        .unwrap();
     engine.deploy(&defs, None).await.unwrap();
     let started = engine
-        .start("p", vars(json!({"order_id": "SO-1", "customer": {"name": "ACME"}, "email": "hello"})))
+        .start(
+            "p",
+            vars(json!({"order_id": "SO-1", "customer": {"name": "ACME"}, "email": "hello"})),
+        )
         .await
         .unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.status, "completed");
-    assert_eq!(done.variables["summary"], json!("echo: order SO-1 for ACME"));
+    assert_eq!(
+        done.variables["summary"],
+        json!("echo: order SO-1 for ACME")
+    );
     assert_eq!(done.variables["city"], json!("Lyon"));
     assert_eq!(done.variables["street"], json!("1 rue A"));
     assert_eq!(done.variables["category"], json!("complaint"));
@@ -106,16 +134,32 @@ async fn generate_extract_and_classify_outputs_land_in_variables_with_history_re
     let history = engine.history(&started.id).unwrap();
     let records = llm_records(&history);
     assert_eq!(records.len(), 3, "{records:?}");
-    let HistoryEntry::LlmCalled { node, prompt, output, model_id, model_sha256, prompt_tokens, completion_tokens, elapsed_ms, attempt, .. } =
-        records[0]
+    let HistoryEntry::LlmCalled {
+        node,
+        prompt,
+        output,
+        model_id,
+        model_sha256,
+        prompt_tokens,
+        completion_tokens,
+        elapsed_ms,
+        attempt,
+        ..
+    } = records[0]
     else {
         unreachable!("filtered on LlmCalled")
     };
     assert_eq!(node, "gen");
     assert_eq!(prompt, "order SO-1 for ACME");
     assert_eq!(output, &LlmOutput::Text("echo: order SO-1 for ACME".into()));
-    assert_eq!((model_id.as_str(), model_sha256.as_deref()), ("fake-model", Some("abc123")));
-    assert_eq!((*prompt_tokens, *completion_tokens, *elapsed_ms, *attempt), (19, 3, 7, 1));
+    assert_eq!(
+        (model_id.as_str(), model_sha256.as_deref()),
+        ("fake-model", Some("abc123"))
+    );
+    assert_eq!(
+        (*prompt_tokens, *completion_tokens, *elapsed_ms, *attempt),
+        (19, 3, 7, 1)
+    );
 }
 
 #[tokio::test]
@@ -139,7 +183,14 @@ async fn a_recorded_output_is_reused_after_a_restart_and_an_unrecorded_call_runs
     let dir = tempfile::tempdir().unwrap();
     let defs = Scope::at_line(1)
         .node("s", start())
-        .node("gen", node(llm(LlmMode::Generate, "confirm {order_id}", Some("message"))))
+        .node(
+            "gen",
+            node(llm(
+                LlmMode::Generate,
+                "confirm {order_id}",
+                Some("message"),
+            )),
+        )
         .node("review", user())
         .node("e", end())
         .chain(&["s", "gen", "review", "e"])
@@ -147,25 +198,50 @@ async fn a_recorded_output_is_reused_after_a_restart_and_an_unrecorded_call_runs
     // First run: one instance gets its answer recorded, then the next call hangs as the process dies.
     let (answered, interrupted) = {
         let generator = Arc::new(FakeGenerator::default());
-        let engine = Engine::builder().store(open_again(&dir)).text_generator(generator.clone()).build().await.unwrap();
+        let engine = Engine::builder()
+            .store(open_again(&dir))
+            .text_generator(generator.clone())
+            .build()
+            .await
+            .unwrap();
         engine.deploy(&defs, None).await.unwrap();
-        let answered = engine.start("p", vars(json!({"order_id": "A"}))).await.unwrap().id;
+        let answered = engine
+            .start("p", vars(json!({"order_id": "A"})))
+            .await
+            .unwrap()
+            .id;
         let settled = engine.wait_settled(&answered).await.unwrap();
         assert_eq!(settled.waiting_on[0].node, "review");
         assert_eq!(generator.calls.load(Ordering::SeqCst), 1);
         engine.shutdown().await;
         drop(engine);
         let (release, gate) = std::sync::mpsc::channel();
-        let stuck = Arc::new(StuckGenerator { gate: Mutex::new(gate) });
-        let engine = Engine::builder().store(open_again(&dir)).text_generator(stuck).build().await.unwrap();
-        let interrupted = engine.start("p", vars(json!({"order_id": "B"}))).await.unwrap().id;
+        let stuck = Arc::new(StuckGenerator {
+            gate: Mutex::new(gate),
+        });
+        let engine = Engine::builder()
+            .store(open_again(&dir))
+            .text_generator(stuck)
+            .build()
+            .await
+            .unwrap();
+        let interrupted = engine
+            .start("p", vars(json!({"order_id": "B"})))
+            .await
+            .unwrap()
+            .id;
         engine.shutdown().await;
         drop(engine);
         drop(release);
         (answered, interrupted)
     };
     let generator = Arc::new(FakeGenerator::default());
-    let engine = Engine::builder().store(open_again(&dir)).text_generator(generator.clone()).build().await.unwrap();
+    let engine = Engine::builder()
+        .store(open_again(&dir))
+        .text_generator(generator.clone())
+        .build()
+        .await
+        .unwrap();
     let resumed = engine.wait_settled(&interrupted).await.unwrap();
     assert_eq!(resumed.variables["message"], json!("echo: confirm B"));
     let kept = engine.instance(&answered).unwrap();
@@ -183,7 +259,9 @@ fn open_again(dir: &tempfile::TempDir) -> Arc<SledStore> {
     for _ in 0..200 {
         match SledStore::open(dir.path(), Durability::group()) {
             Ok(store) => return Arc::new(store),
-            Err(crate::store::StoreError::Locked { .. }) => std::thread::sleep(Duration::from_millis(10)),
+            Err(crate::store::StoreError::Locked { .. }) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
             Err(other) => panic!("{other}"),
         }
     }
@@ -194,22 +272,36 @@ fn open_again(dir: &tempfile::TempDir) -> Arc<SledStore> {
 async fn generator_errors_are_retried_by_the_task_policy_then_become_an_incident() {
     let clock = VirtualClock::starting_at(0);
     let mut activity = Activity::new(TaskKind::Llm(llm(LlmMode::Generate, "hi", Some("text"))));
-    activity.retry = Some(RetryPolicy { retries: 1, initial_delay_ms: 1_000, max_delay_ms: 1_000 });
+    activity.retry = Some(RetryPolicy {
+        retries: 1,
+        initial_delay_ms: 1_000,
+        max_delay_ms: 1_000,
+    });
     let defs = Scope::at_line(1)
         .node("s", start())
         .node("gen", NodeKind::Task(activity))
         .node("e", end())
         .chain(&["s", "gen", "e"])
         .definitions();
-    let generator = Arc::new(FakeGenerator { failures: 10, ..FakeGenerator::default() });
-    let engine = Engine::builder().clock(Arc::new(clock)).text_generator(generator.clone()).build().await.unwrap();
+    let generator = Arc::new(FakeGenerator {
+        failures: 10,
+        ..FakeGenerator::default()
+    });
+    let engine = Engine::builder()
+        .clock(Arc::new(clock))
+        .text_generator(generator.clone())
+        .build()
+        .await
+        .unwrap();
     engine.deploy(&defs, None).await.unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let settled = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(generator.calls.load(Ordering::SeqCst), 2);
     assert_eq!(settled.engine_incidents.len(), 1, "{settled:?}");
     assert_eq!(settled.engine_incidents[0].attempts, 2);
-    assert!(settled.engine_incidents[0].message.contains("backend down (call 2)"));
+    assert!(settled.engine_incidents[0]
+        .message
+        .contains("backend down (call 2)"));
     let failures = engine
         .history(&started.id)
         .unwrap()
@@ -223,15 +315,27 @@ async fn generator_errors_are_retried_by_the_task_policy_then_become_an_incident
 async fn a_prompt_naming_a_missing_variable_is_an_incident_without_a_call() {
     let defs = Scope::at_line(1)
         .node("s", start())
-        .node("gen", node(llm(LlmMode::Generate, "order {order_id}", Some("text"))))
+        .node(
+            "gen",
+            node(llm(LlmMode::Generate, "order {order_id}", Some("text"))),
+        )
         .node("e", end())
         .chain(&["s", "gen", "e"])
         .definitions();
     let generator = Arc::new(FakeGenerator::default());
-    let engine = Engine::builder().text_generator(generator.clone()).build().await.unwrap();
+    let engine = Engine::builder()
+        .text_generator(generator.clone())
+        .build()
+        .await
+        .unwrap();
     engine.deploy(&defs, None).await.unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let settled = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(generator.calls.load(Ordering::SeqCst), 0);
-    assert!(settled.engine_incidents[0].message.contains("`order_id` is not set"), "{settled:?}");
+    assert!(
+        settled.engine_incidents[0]
+            .message
+            .contains("`order_id` is not set"),
+        "{settled:?}"
+    );
 }

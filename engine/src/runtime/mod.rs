@@ -23,17 +23,21 @@ pub use versions::{Deployed, StartTrigger};
 
 use crate::clock::{Clock, WallClock};
 use crate::diagnostics::Diagnostic;
-use crate::executor::{Event, ExecError, ExecutionHooks, Instance, NoHooks, Status, Step, Wait, WaitKind};
+use crate::executor::{
+    Event, ExecError, ExecutionHooks, Instance, NoHooks, Status, Step, Wait, WaitKind,
+};
 use crate::llm::{LlmError, TextGenerator};
 use crate::model::{Definitions, LlmTask, RetryPolicy};
 use crate::rules::{Effect as RuleEffect, SharedRuleHooks};
 use crate::script::{ScriptLimits, ScriptRuntime};
-use crate::store::{Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table, TableChange};
+use crate::store::{
+    Ack, MemoryStore, SnapshotChange, StepCommit, Store, StoreError, Table, TableChange,
+};
 use crate::timer::TimerSpec;
 use record::{
-    buffered_prefix, decode, encode, message_subscription_key, message_subscription_prefix, signal_subscription_key,
-    signal_subscription_prefix, ArmedTimer, BufferedMessage, JobAttempts, StoredDeployment, StoredInstance,
-    StoredSchedule, StoredTurn, Subscriber,
+    buffered_prefix, decode, encode, message_subscription_key, message_subscription_prefix,
+    signal_subscription_key, signal_subscription_prefix, ArmedTimer, BufferedMessage, JobAttempts,
+    StoredDeployment, StoredInstance, StoredSchedule, StoredTurn, Subscriber,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -43,7 +47,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, Notify};
-use versions::{content_hash, deployment_key, retry_policies, schedule_key, start_triggers, Versions};
+use versions::{
+    content_hash, deployment_key, retry_policies, schedule_key, start_triggers, Versions,
+};
 
 /// Errors of the engine API.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +206,11 @@ impl Default for EngineOptions {
         Self {
             auto_complete: false,
             message_ttl: Duration::from_secs(3600),
-            default_retry: RetryPolicy { retries: 3, initial_delay_ms: 1_000, max_delay_ms: 60_000 },
+            default_retry: RetryPolicy {
+                retries: 3,
+                initial_delay_ms: 1_000,
+                max_delay_ms: 60_000,
+            },
             event_capacity: 4096,
             schedule_timer_starts: true,
         }
@@ -401,18 +411,36 @@ impl Engine {
 
     /// Deploys a process of `defs` (the one named, else the first executable one). Identical
     /// content returns the existing version; new content gets the next version number.
-    pub async fn deploy(&self, defs: &Definitions, process: Option<&str>) -> Result<Deployment, EngineError> {
+    pub async fn deploy(
+        &self,
+        defs: &Definitions,
+        process: Option<&str>,
+    ) -> Result<Deployment, EngineError> {
         let compiled = compile(defs, process, &self.inner.scripts)?;
         let (process_compiled, warnings) = compiled;
         let hash = content_hash(defs);
         let process_id = process_compiled.id.clone();
         let starts = start_triggers(defs, &process_id);
         check_start_timers(defs, &starts)?;
-        let _deploy_lock = self.inner.correlation.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = self.inner.versions.read().unwrap_or_else(|e| e.into_inner()).latest(&process_id).cloned();
+        let _deploy_lock = self
+            .inner
+            .correlation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let previous = self
+            .inner
+            .versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest(&process_id)
+            .cloned();
         if let Some(latest) = &previous {
             if latest.content_hash == hash {
-                return Ok(Deployment { deployed: latest.clone(), created: false, warnings });
+                return Ok(Deployment {
+                    deployed: latest.clone(),
+                    created: false,
+                    warnings,
+                });
             }
         }
         let version = previous.map_or(1, |p| p.version + 1);
@@ -423,42 +451,76 @@ impl Engine {
             definitions: defs.clone(),
         };
         let mut commit = StepCommit::default();
-        commit.put(Table::Definitions, deployment_key(&process_id, version), encode(&stored));
+        commit.put(
+            Table::Definitions,
+            deployment_key(&process_id, version),
+            encode(&stored),
+        );
         // The schedules of timer start events move to the new version in the same commit.
         let schedules = if self.inner.options.schedule_timer_starts {
-            self.inner.reschedule(&process_id, version, &starts, &mut commit)
+            self.inner
+                .reschedule(&process_id, version, &starts, &mut commit)
         } else {
             Vec::new()
         };
         let ack = self.inner.store.commit(commit)?;
         {
-            let mut table = self.inner.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            let mut table = self
+                .inner
+                .schedules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             table.retain(|(process, _), _| process != &process_id);
             for schedule in &schedules {
-                table.insert((process_id.clone(), schedule.node.clone()), schedule.clone());
+                table.insert(
+                    (process_id.clone(), schedule.node.clone()),
+                    schedule.clone(),
+                );
             }
         }
         drop(_deploy_lock);
         ack.durable().await?;
         let retries = retry_policies(defs, &process_id);
-        let deployed =
-            Arc::new(Deployed { process_id, version, content_hash: hash, process: process_compiled, retries, starts });
-        self.inner.versions.write().unwrap_or_else(|e| e.into_inner()).add(deployed.clone());
+        let deployed = Arc::new(Deployed {
+            process_id,
+            version,
+            content_hash: hash,
+            process: process_compiled,
+            retries,
+            starts,
+        });
+        self.inner
+            .versions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(deployed.clone());
         for schedule in &schedules {
             self.inner.arm_schedule(schedule);
         }
         tracing::info!(process = %deployed.process_id, version, schedules = schedules.len(), "deployed");
-        Ok(Deployment { deployed, created: true, warnings })
+        Ok(Deployment {
+            deployed,
+            created: true,
+            warnings,
+        })
     }
 
     /// Every deployed version (old versions stay while instances use them).
     pub fn deployments(&self) -> Vec<Arc<Deployed>> {
-        self.inner.versions.read().unwrap_or_else(|e| e.into_inner()).all()
+        self.inner
+            .versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .all()
     }
 
     /// Starts an instance of the latest version of `process_id`; returns once its first turn
     /// is durable.
-    pub async fn start(&self, process_id: &str, variables: Map<String, Value>) -> Result<InstanceInfo, EngineError> {
+    pub async fn start(
+        &self,
+        process_id: &str,
+        variables: Map<String, Value>,
+    ) -> Result<InstanceInfo, EngineError> {
         let deployed = self
             .inner
             .versions
@@ -468,7 +530,9 @@ impl Engine {
             .cloned()
             .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))?;
         let _busy = self.inner.busy();
-        let (ack, effects, info) = self.inner.begin_instance(deployed, None, variables, Vec::new(), Vec::new())?;
+        let (ack, effects, info) =
+            self.inner
+                .begin_instance(deployed, None, variables, Vec::new(), Vec::new())?;
         ack.durable().await?;
         self.inner.apply_effects(&info.id, effects);
         Ok(info)
@@ -482,7 +546,22 @@ impl Engine {
         outputs: Map<String, Value>,
     ) -> Result<InstanceInfo, EngineError> {
         self.inner
-            .drive(instance, activation, "task", |w| matches!(w.kind, WaitKind::User { .. } | WaitKind::Llm { .. } | WaitKind::Job { handler: None }), outputs, Vec::new(), Vec::new())
+            .drive(
+                instance,
+                activation,
+                "task",
+                |w| {
+                    matches!(
+                        w.kind,
+                        WaitKind::User { .. }
+                            | WaitKind::Llm { .. }
+                            | WaitKind::Job { handler: None }
+                    )
+                },
+                outputs,
+                Vec::new(),
+                Vec::new(),
+            )
             .await
     }
 
@@ -498,7 +577,11 @@ impl Engine {
     }
 
     /// Delivers a signal to every instance waiting for it; returns how many received it.
-    pub async fn broadcast_signal(&self, name: &str, variables: Map<String, Value>) -> Result<usize, EngineError> {
+    pub async fn broadcast_signal(
+        &self,
+        name: &str,
+        variables: Map<String, Value>,
+    ) -> Result<usize, EngineError> {
         self.inner.signal(name, variables).await
     }
 
@@ -512,7 +595,8 @@ impl Engine {
             let previous = guard.stored.instance.status();
             let step = guard.stored.instance.terminate()?;
             let mut turn = Turn::new(instance);
-            self.inner.absorb(&mut guard, step, &before, previous, &mut turn);
+            self.inner
+                .absorb(&mut guard, step, &before, previous, &mut turn);
             let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -526,20 +610,29 @@ impl Engine {
         let live = self.inner.live_instance(instance)?;
         let (ack, wait) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let position = guard.stored.incidents.iter().position(|i| i.activation == activation).ok_or_else(|| {
-                EngineError::NoSuchWait { instance: instance.to_string(), activation, expected: "incident" }
-            })?;
+            let position = guard
+                .stored
+                .incidents
+                .iter()
+                .position(|i| i.activation == activation)
+                .ok_or_else(|| EngineError::NoSuchWait {
+                    instance: instance.to_string(),
+                    activation,
+                    expected: "incident",
+                })?;
             guard.stored.incidents.remove(position);
             guard.stored.attempts.retain(|a| a.activation != activation);
             let wait = guard.stored.instance.wait(activation).cloned();
             let mut turn = Turn::new(instance);
-            turn.history.push(HistoryEntry::IncidentRetried { activation });
+            turn.history
+                .push(HistoryEntry::IncidentRetried { activation });
             let (ack, _) = self.inner.finish_turn(&mut guard, turn)?;
             (ack, wait)
         };
         ack.durable().await?;
         if let Some(wait) = wait {
-            self.inner.apply_effects(instance, vec![Effect::RunJob(wait)]);
+            self.inner
+                .apply_effects(instance, vec![Effect::RunJob(wait)]);
         }
         Ok(())
     }
@@ -554,21 +647,51 @@ impl Engine {
         let live = self.inner.live_instance(instance)?;
         {
             let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            if !guard.stored.incidents.iter().any(|i| i.activation == activation) {
-                return Err(EngineError::NoSuchWait { instance: instance.to_string(), activation, expected: "incident" });
+            if !guard
+                .stored
+                .incidents
+                .iter()
+                .any(|i| i.activation == activation)
+            {
+                return Err(EngineError::NoSuchWait {
+                    instance: instance.to_string(),
+                    activation,
+                    expected: "incident",
+                });
             }
         }
         self.inner
-            .drive(instance, activation, "incident", |_| true, outputs, vec![HistoryEntry::IncidentResolved { activation }], Vec::new())
+            .drive(
+                instance,
+                activation,
+                "incident",
+                |_| true,
+                outputs,
+                vec![HistoryEntry::IncidentResolved { activation }],
+                Vec::new(),
+            )
             .await
     }
 
     /// The current state of an instance (running or ended).
     pub fn instance(&self, id: &str) -> Result<InstanceInfo, EngineError> {
-        if let Some(live) = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned() {
-            return Ok(InstanceInfo::of(&live.lock().unwrap_or_else(|e| e.into_inner()).stored));
+        if let Some(live) = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+        {
+            return Ok(InstanceInfo::of(
+                &live.lock().unwrap_or_else(|e| e.into_inner()).stored,
+            ));
         }
-        let bytes = self.inner.store.instance(id)?.ok_or_else(|| EngineError::UnknownInstance(id.to_string()))?;
+        let bytes = self
+            .inner
+            .store
+            .instance(id)?
+            .ok_or_else(|| EngineError::UnknownInstance(id.to_string()))?;
         let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
         Ok(InstanceInfo::of(&stored))
     }
@@ -586,7 +709,13 @@ impl Engine {
     /// Waits until the instance has ended and returns its final state.
     pub async fn wait_for_end(&self, id: &str) -> Result<InstanceInfo, EngineError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.ended_waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().push(tx);
+        self.inner
+            .ended_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .push(tx);
         let info = self.instance(id)?;
         if info.ended() {
             return Ok(info);
@@ -610,7 +739,14 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(id)
-                .is_some_and(|live| !live.lock().unwrap_or_else(|e| e.into_inner()).stored.timers.is_empty());
+                .is_some_and(|live| {
+                    !live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .stored
+                        .timers
+                        .is_empty()
+                });
             if info.ended() || (self.inner.busy.load(Ordering::SeqCst) == 0 && !timers_armed) {
                 return Ok(info);
             }
@@ -620,7 +756,14 @@ impl Engine {
 
     /// Ids of the instances that are still running (loaded in memory).
     pub fn running(&self) -> Vec<String> {
-        let mut ids: Vec<_> = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut ids: Vec<_> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
@@ -677,7 +820,10 @@ fn compile(
 /// Whether `node` is a receive task (auto-completed like a user task, as `run --auto-complete`
 /// does; message catch events keep waiting).
 fn is_receive_task(deployed: &Deployed, node: &str) -> bool {
-    deployed.process.node_index(node).is_some_and(|n| deployed.process.node(n).element == "receiveTask")
+    deployed
+        .process
+        .node_index(node)
+        .is_some_and(|n| deployed.process.node(n).element == "receiveTask")
 }
 
 fn open_waits(instance: &Instance) -> Vec<Wait> {
@@ -687,13 +833,22 @@ fn open_waits(instance: &Instance) -> Vec<Wait> {
 /// Removes the subscription key of a wait that is gone.
 fn remove_subscription(instance: &str, wait: &Wait, turn: &mut Turn) {
     match &wait.kind {
-        WaitKind::Message { name, correlation_key } => turn.commit.remove(
+        WaitKind::Message {
+            name,
+            correlation_key,
+        } => turn.commit.remove(
             Table::Subscriptions,
-            message_subscription_key(name.as_deref().unwrap_or(""), correlation_key.as_deref(), instance, wait.activation),
+            message_subscription_key(
+                name.as_deref().unwrap_or(""),
+                correlation_key.as_deref(),
+                instance,
+                wait.activation,
+            ),
         ),
-        WaitKind::Signal { name } => turn
-            .commit
-            .remove(Table::Subscriptions, signal_subscription_key(name.as_deref().unwrap_or(""), instance, wait.activation)),
+        WaitKind::Signal { name } => turn.commit.remove(
+            Table::Subscriptions,
+            signal_subscription_key(name.as_deref().unwrap_or(""), instance, wait.activation),
+        ),
         _ => {}
     }
 }
@@ -711,7 +866,11 @@ enum Effect {
     /// Arm a timer in memory.
     ArmTimer { due_ms: u64, activation: u64 },
     /// Look for a buffered message for a new message wait.
-    CheckBuffered { name: String, correlation_key: Option<String>, activation: u64 },
+    CheckBuffered {
+        name: String,
+        correlation_key: Option<String>,
+        activation: u64,
+    },
     /// Deliver thrown events (outbox entries).
     Deliver,
     /// Publish history records to subscribers.
@@ -730,7 +889,12 @@ struct Turn {
 
 impl Turn {
     fn new(instance: &str) -> Self {
-        Self { commit: StepCommit::for_instance(instance), history: Vec::new(), effects: Vec::new(), auto: VecDeque::new() }
+        Self {
+            commit: StepCommit::for_instance(instance),
+            history: Vec::new(),
+            effects: Vec::new(),
+            auto: VecDeque::new(),
+        }
     }
 }
 
@@ -809,8 +973,10 @@ impl Inner {
     fn reload(&self) -> Result<(), EngineError> {
         let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
-            let stored: StoredDeployment = decode(&bytes, "deployment").map_err(EngineError::Decode)?;
-            let (process, _) = compile(&stored.definitions, Some(&stored.process_id), &self.scripts)?;
+            let stored: StoredDeployment =
+                decode(&bytes, "deployment").map_err(EngineError::Decode)?;
+            let (process, _) =
+                compile(&stored.definitions, Some(&stored.process_id), &self.scripts)?;
             let retries = retry_policies(&stored.definitions, &stored.process_id);
             let starts = start_triggers(&stored.definitions, &stored.process_id);
             versions.add(Arc::new(Deployed {
@@ -825,20 +991,30 @@ impl Inner {
         if self.options.schedule_timer_starts {
             let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
             for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
-                let schedule: StoredSchedule = decode(&bytes, "schedule").map_err(EngineError::Decode)?;
-                schedules.insert((schedule.process_id.clone(), schedule.node.clone()), schedule);
+                let schedule: StoredSchedule =
+                    decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+                schedules.insert(
+                    (schedule.process_id.clone(), schedule.node.clone()),
+                    schedule,
+                );
             }
-            tracing::info!(schedules = schedules.len(), "timer start schedules reloaded");
+            tracing::info!(
+                schedules = schedules.len(),
+                "timer start schedules reloaded"
+            );
         }
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for (id, bytes) in self.store.unfinished()? {
             let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
-            let deployed = versions.get(&stored.process_id, stored.version).cloned().ok_or_else(|| {
-                EngineError::Decode(format!(
-                    "instance {id} runs {} version {}, which is not in the store",
-                    stored.process_id, stored.version
-                ))
-            })?;
+            let deployed = versions
+                .get(&stored.process_id, stored.version)
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::Decode(format!(
+                        "instance {id} runs {} version {}, which is not in the store",
+                        stored.process_id, stored.version
+                    ))
+                })?;
             live.insert(id, Arc::new(Mutex::new(Live { stored, deployed })));
         }
         tracing::info!(instances = live.len(), "unfinished instances reloaded");
@@ -848,32 +1024,54 @@ impl Inner {
     /// After a restart: re-arm timers, redeliver the outbox, re-run unrecorded jobs, complete
     /// auto-completable waits, pick up buffered messages.
     fn resume_all(self: &Arc<Self>) {
-        let all: Vec<(String, Arc<Mutex<Live>>)> =
-            self.live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(String, Arc<Mutex<Live>>)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut jobs = Vec::new();
         for (id, live) in all {
             let guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let mut effects = Vec::new();
             for timer in &guard.stored.timers {
-                effects.push(Effect::ArmTimer { due_ms: timer.due_ms, activation: timer.activation });
+                effects.push(Effect::ArmTimer {
+                    due_ms: timer.due_ms,
+                    activation: timer.activation,
+                });
             }
             for wait in guard.stored.instance.waits() {
-                let has_incident = guard.stored.incidents.iter().any(|i| i.activation == wait.activation);
+                let has_incident = guard
+                    .stored
+                    .incidents
+                    .iter()
+                    .any(|i| i.activation == wait.activation);
                 match &wait.kind {
                     WaitKind::Job { handler }
                         if !has_incident
-                            && (handler.is_some() || self.fallback.is_some() || self.options.auto_complete) =>
+                            && (handler.is_some()
+                                || self.fallback.is_some()
+                                || self.options.auto_complete) =>
                     {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
-                    WaitKind::User { .. } if self.options.auto_complete => effects.push(Effect::RunJob(wait.clone())),
+                    WaitKind::User { .. } if self.options.auto_complete => {
+                        effects.push(Effect::RunJob(wait.clone()))
+                    }
                     WaitKind::Llm { .. } if !has_incident && self.generator.is_some() => {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
-                    WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&guard.deployed, &wait.node) => {
+                    WaitKind::Message { .. }
+                        if self.options.auto_complete
+                            && is_receive_task(&guard.deployed, &wait.node) =>
+                    {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
-                    WaitKind::Message { name, correlation_key } => effects.push(Effect::CheckBuffered {
+                    WaitKind::Message {
+                        name,
+                        correlation_key,
+                    } => effects.push(Effect::CheckBuffered {
                         name: name.clone().unwrap_or_default(),
                         correlation_key: correlation_key.clone(),
                         activation: wait.activation,
@@ -889,8 +1087,13 @@ impl Inner {
         }
         // Ticks missed while the engine was down fire now, one after the other, each from the one
         // before: none is skipped, none repeated.
-        let schedules: Vec<StoredSchedule> =
-            self.schedules.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let schedules: Vec<StoredSchedule> = self
+            .schedules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for schedule in &schedules {
             self.arm_schedule(schedule);
         }
@@ -905,18 +1108,34 @@ impl Inner {
 
     /// Runs the `on_status_change` rules when the instance status is no longer `previous`, and
     /// applies the variables they set. A failing policy is logged; the step stands.
-    fn status_policies(&self, rules: &SharedRuleHooks, live: &mut Live, previous: Status, turn: &mut Turn) {
+    fn status_policies(
+        &self,
+        rules: &SharedRuleHooks,
+        live: &mut Live,
+        previous: Status,
+        turn: &mut Turn,
+    ) {
         let status = live.stored.instance.status();
         if status == previous {
             return;
         }
         let id = live.stored.instance.id().to_string();
         let process = &live.deployed.process;
-        match rules.status_changed(process, &id, live.stored.instance.variables(), previous, status) {
+        match rules.status_changed(
+            process,
+            &id,
+            live.stored.instance.variables(),
+            previous,
+            status,
+        ) {
             Ok(updates) if updates.is_empty() => {}
             Ok(updates) => {
                 let step = live.stored.instance.set_process_variables(updates);
-                turn.history.extend(step.events.into_iter().map(|event| HistoryEntry::Executor { event }));
+                turn.history.extend(
+                    step.events
+                        .into_iter()
+                        .map(|event| HistoryEntry::Executor { event }),
+                );
             }
             Err(error) => {
                 tracing::error!(instance = %id, from = previous.as_str(), to = status.as_str(), error = %error, "a status-change rule failed")
@@ -929,7 +1148,11 @@ impl Inner {
         if let Some(rules) = &self.rules {
             let dropped = rules.finish_step(instance);
             if !dropped.is_empty() {
-                tracing::debug!(instance, effects = dropped.len(), "effects of a refused step dropped");
+                tracing::debug!(
+                    instance,
+                    effects = dropped.len(),
+                    "effects of a refused step dropped"
+                );
             }
         }
     }
@@ -943,31 +1166,65 @@ impl Inner {
         &self,
         live: &mut Live,
         turn: &mut Turn,
-        call: impl FnOnce(&mut Instance, &crate::graph::CompiledProcess, &dyn ExecutionHooks) -> Result<Step, ExecError>,
+        call: impl FnOnce(
+            &mut Instance,
+            &crate::graph::CompiledProcess,
+            &dyn ExecutionHooks,
+        ) -> Result<Step, ExecError>,
     ) -> Result<(), ExecError> {
         let before = open_waits(&live.stored.instance);
         let previous = live.stored.instance.status();
         let deployed = live.deployed.clone();
-        let step = call(&mut live.stored.instance, &deployed.process, self.hooks.as_ref())
-            .inspect_err(|_| self.discard_rule_effects(live.stored.instance.id()))?;
+        let step = call(
+            &mut live.stored.instance,
+            &deployed.process,
+            self.hooks.as_ref(),
+        )
+        .inspect_err(|_| self.discard_rule_effects(live.stored.instance.id()))?;
         self.absorb(live, step, &before, previous, turn);
         Ok(())
     }
 
-    fn absorb(&self, live: &mut Live, step: Step, before: &[Wait], previous: Status, turn: &mut Turn) {
+    fn absorb(
+        &self,
+        live: &mut Live,
+        step: Step,
+        before: &[Wait],
+        previous: Status,
+        turn: &mut Turn,
+    ) {
         let id = live.stored.instance.id().to_string();
         let now = self.clock.now_ms();
-        for gone in before.iter().filter(|w| live.stored.instance.wait(w.activation).is_none()) {
-            if let Some(pos) = live.stored.timers.iter().position(|t| t.activation == gone.activation) {
+        for gone in before
+            .iter()
+            .filter(|w| live.stored.instance.wait(w.activation).is_none())
+        {
+            if let Some(pos) = live
+                .stored
+                .timers
+                .iter()
+                .position(|t| t.activation == gone.activation)
+            {
                 let timer = live.stored.timers.remove(pos);
-                turn.commit.remove(Table::Timers, crate::store::timer_key(timer.due_ms, &id, gone.activation));
+                turn.commit.remove(
+                    Table::Timers,
+                    crate::store::timer_key(timer.due_ms, &id, gone.activation),
+                );
             }
             remove_subscription(&id, gone, turn);
-            live.stored.attempts.retain(|a| a.activation != gone.activation);
+            live.stored
+                .attempts
+                .retain(|a| a.activation != gone.activation);
         }
         for event in &step.events {
-            if let Event::EventThrown { node, event: thrown } = event {
-                turn.commit.outbox.push(encode(&OutboxEntry::Thrown(node.clone(), thrown.clone())));
+            if let Event::EventThrown {
+                node,
+                event: thrown,
+            } = event
+            {
+                turn.commit
+                    .outbox
+                    .push(encode(&OutboxEntry::Thrown(node.clone(), thrown.clone())));
             }
         }
         for event in step.events {
@@ -977,7 +1234,10 @@ impl Inner {
         if let Some(rules) = &self.rules {
             self.status_policies(rules, live, previous, turn);
             for effect in rules.finish_step(&id) {
-                turn.commit.outbox.push(encode(&OutboxEntry::Rule { instance: id.clone(), effect: effect.clone() }));
+                turn.commit.outbox.push(encode(&OutboxEntry::Rule {
+                    instance: id.clone(),
+                    effect: effect.clone(),
+                }));
                 turn.history.push(HistoryEntry::RuleEffect { effect });
             }
         }
@@ -993,16 +1253,38 @@ impl Inner {
                         None => {}
                     }
                 }
-                WaitKind::User { .. } if self.options.auto_complete => turn.auto.push_back(wait.activation),
-                WaitKind::Message { .. } if self.options.auto_complete && is_receive_task(&live.deployed, &wait.node) => {
+                WaitKind::User { .. } if self.options.auto_complete => {
                     turn.auto.push_back(wait.activation)
                 }
-                WaitKind::Llm { .. } if self.generator.is_some() => turn.effects.push(Effect::RunJob(wait)),
+                WaitKind::Message { .. }
+                    if self.options.auto_complete
+                        && is_receive_task(&live.deployed, &wait.node) =>
+                {
+                    turn.auto.push_back(wait.activation)
+                }
+                WaitKind::Llm { .. } if self.generator.is_some() => {
+                    turn.effects.push(Effect::RunJob(wait))
+                }
                 WaitKind::User { .. } | WaitKind::Llm { .. } => {}
-                WaitKind::Message { name, correlation_key } => {
+                WaitKind::Message {
+                    name,
+                    correlation_key,
+                } => {
                     let name = name.clone().unwrap_or_default();
-                    let key = message_subscription_key(&name, correlation_key.as_deref(), &id, wait.activation);
-                    turn.commit.put(Table::Subscriptions, key, encode(&Subscriber { instance: id.clone(), activation: wait.activation }));
+                    let key = message_subscription_key(
+                        &name,
+                        correlation_key.as_deref(),
+                        &id,
+                        wait.activation,
+                    );
+                    turn.commit.put(
+                        Table::Subscriptions,
+                        key,
+                        encode(&Subscriber {
+                            instance: id.clone(),
+                            activation: wait.activation,
+                        }),
+                    );
                     turn.effects.push(Effect::CheckBuffered {
                         name,
                         correlation_key: correlation_key.clone(),
@@ -1010,23 +1292,59 @@ impl Inner {
                     });
                 }
                 WaitKind::Signal { name } => {
-                    let key = signal_subscription_key(name.as_deref().unwrap_or(""), &id, wait.activation);
-                    turn.commit.put(Table::Subscriptions, key, encode(&Subscriber { instance: id.clone(), activation: wait.activation }));
+                    let key = signal_subscription_key(
+                        name.as_deref().unwrap_or(""),
+                        &id,
+                        wait.activation,
+                    );
+                    turn.commit.put(
+                        Table::Subscriptions,
+                        key,
+                        encode(&Subscriber {
+                            instance: id.clone(),
+                            activation: wait.activation,
+                        }),
+                    );
                 }
                 WaitKind::Timer { definition } => {
                     let due = TimerSpec::of(definition)
                         .map_err(|e| e.to_string())
-                        .and_then(|spec| spec.first_occurrence(now).ok_or_else(|| "the timer never fires".to_string()));
+                        .and_then(|spec| {
+                            spec.first_occurrence(now)
+                                .ok_or_else(|| "the timer never fires".to_string())
+                        });
                     match due {
                         Ok((due_ms, occurrence)) => {
-                            live.stored.timers.push(ArmedTimer { activation: wait.activation, due_ms, occurrence });
-                            turn.commit.put(Table::Timers, crate::store::timer_key(due_ms, &id, wait.activation), Vec::new());
-                            turn.history.push(HistoryEntry::TimerArmed { node: wait.node.clone(), activation: wait.activation, due_ms });
-                            turn.effects.push(Effect::ArmTimer { due_ms, activation: wait.activation });
+                            live.stored.timers.push(ArmedTimer {
+                                activation: wait.activation,
+                                due_ms,
+                                occurrence,
+                            });
+                            turn.commit.put(
+                                Table::Timers,
+                                crate::store::timer_key(due_ms, &id, wait.activation),
+                                Vec::new(),
+                            );
+                            turn.history.push(HistoryEntry::TimerArmed {
+                                node: wait.node.clone(),
+                                activation: wait.activation,
+                                due_ms,
+                            });
+                            turn.effects.push(Effect::ArmTimer {
+                                due_ms,
+                                activation: wait.activation,
+                            });
                         }
                         Err(message) => {
-                            let incident = EngineIncident { activation: wait.activation, node: wait.node.clone(), message, attempts: 0 };
-                            turn.history.push(HistoryEntry::IncidentRaised { incident: incident.clone() });
+                            let incident = EngineIncident {
+                                activation: wait.activation,
+                                node: wait.node.clone(),
+                                message,
+                                attempts: 0,
+                            };
+                            turn.history.push(HistoryEntry::IncidentRaised {
+                                incident: incident.clone(),
+                            });
                             live.stored.incidents.push(incident);
                         }
                     }
@@ -1036,12 +1354,19 @@ impl Inner {
     }
 
     /// Completes the queued auto-completions, then commits the turn.
-    fn finish_turn(&self, live: &mut Live, mut turn: Turn) -> Result<(Ack, Vec<Effect>), EngineError> {
+    fn finish_turn(
+        &self,
+        live: &mut Live,
+        mut turn: Turn,
+    ) -> Result<(Ack, Vec<Effect>), EngineError> {
         // Auto-completions go in batches (every ready wait, oldest first, before any token moves
         // on), as `flowbot run --auto-complete` does.
         while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
-            let batch: Vec<(u64, Map<String, Value>)> = turn.auto.drain(..).map(|a| (a, Map::new())).collect();
-            let completed = self.step_live(live, &mut turn, |instance, process, hooks| instance.complete_all(process, batch, hooks));
+            let batch: Vec<(u64, Map<String, Value>)> =
+                turn.auto.drain(..).map(|a| (a, Map::new())).collect();
+            let completed = self.step_live(live, &mut turn, |instance, process, hooks| {
+                instance.complete_all(process, batch, hooks)
+            });
             if let Err(err) = completed {
                 tracing::warn!(instance = %live.stored.instance.id(), error = %err, "auto-completion refused")
             }
@@ -1050,13 +1375,20 @@ impl Inner {
         let ended = !live.stored.instance.status().is_active();
         // The records of a turn are stored as one history entry (one key per turn, not per event).
         turn.commit.history_from = live.stored.history_len;
-        let stored_turn = StoredTurn { at_ms: now, entries: std::mem::take(&mut turn.history) };
+        let stored_turn = StoredTurn {
+            at_ms: now,
+            entries: std::mem::take(&mut turn.history),
+        };
         if !stored_turn.entries.is_empty() {
             turn.commit.history = vec![encode(&stored_turn)];
             live.stored.history_len += 1;
         }
         let snapshot = encode(&live.stored);
-        turn.commit.snapshot = Some(if ended { SnapshotChange::Finished(snapshot) } else { SnapshotChange::Running(snapshot) });
+        turn.commit.snapshot = Some(if ended {
+            SnapshotChange::Finished(snapshot)
+        } else {
+            SnapshotChange::Running(snapshot)
+        });
         let outbox = turn.commit.outbox.len();
         let ack = self.store.commit(std::mem::take(&mut turn.commit))?;
         let mut effects = turn.effects;
@@ -1070,8 +1402,14 @@ impl Inner {
             // Only callers of `wait_for_end` need the final state; one that registers after this
             // check finds the instance ended in the store (the commit is applied already).
             let id = live.stored.instance.id();
-            let awaited = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id);
-            effects.push(Effect::Ended(awaited.then(|| InstanceInfo::of(&live.stored))));
+            let awaited = self
+                .ended_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id);
+            effects.push(Effect::Ended(
+                awaited.then(|| InstanceInfo::of(&live.stored)),
+            ));
         }
         Ok((ack, effects))
     }
@@ -1093,10 +1431,18 @@ impl Inner {
         let (ack, effects, info) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let Some(wait) = guard.stored.instance.wait(activation).cloned() else {
-                return Err(EngineError::NoSuchWait { instance: instance.to_string(), activation, expected });
+                return Err(EngineError::NoSuchWait {
+                    instance: instance.to_string(),
+                    activation,
+                    expected,
+                });
             };
             if !accepts(&wait) {
-                return Err(EngineError::NoSuchWait { instance: instance.to_string(), activation, expected });
+                return Err(EngineError::NoSuchWait {
+                    instance: instance.to_string(),
+                    activation,
+                    expected,
+                });
             }
             let mut turn = Turn::new(instance);
             turn.history.extend(history);
@@ -1106,7 +1452,10 @@ impl Inner {
             self.step_live(&mut guard, &mut turn, |instance, process, hooks| {
                 instance.complete(process, activation, outputs, hooks)
             })?;
-            guard.stored.incidents.retain(|i| i.activation != activation);
+            guard
+                .stored
+                .incidents
+                .retain(|i| i.activation != activation);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
@@ -1146,11 +1495,21 @@ impl Inner {
                     self.spawn(|inner| async move { inner.run_job(&id, wait).await });
                 }
                 Effect::ArmTimer { due_ms, activation } => {
-                    let target = TimerTarget::Wait { instance: instance.to_string(), activation };
-                    self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((due_ms, target)));
+                    let target = TimerTarget::Wait {
+                        instance: instance.to_string(),
+                        activation,
+                    };
+                    self.timers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Reverse((due_ms, target)));
                     self.timers_changed.notify_one();
                 }
-                Effect::CheckBuffered { name, correlation_key, activation } => {
+                Effect::CheckBuffered {
+                    name,
+                    correlation_key,
+                    activation,
+                } => {
                     let id = instance.to_string();
                     self.spawn(|inner| async move {
                         if let Err(err) = inner.take_buffered(&id, &name, correlation_key.as_deref(), activation).await {
@@ -1161,12 +1520,22 @@ impl Inner {
                 Effect::Deliver => self.spawn(|inner| async move { inner.deliver_outbox().await }),
                 Effect::Publish(records) => {
                     for record in records {
-                        let _ = self.events.send(EngineEvent { instance: instance.to_string(), record });
+                        let _ = self.events.send(EngineEvent {
+                            instance: instance.to_string(),
+                            record,
+                        });
                     }
                 }
                 Effect::Ended(info) => {
-                    self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(instance);
-                    let waiters = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(instance);
+                    self.live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(instance);
+                    let waiters = self
+                        .ended_waiters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(instance);
                     // Without `info` the senders are dropped and each waiter reads the store.
                     if let Some(info) = info {
                         for waiter in waiters.into_iter().flatten() {
@@ -1194,9 +1563,13 @@ impl Inner {
         let handler = self.handler_for(handler_name.as_deref()).cloned();
         let Some(handler) = handler else {
             if self.options.auto_complete {
-                self.complete_job(instance, &wait, Map::new(), Vec::new()).await;
+                self.complete_job(instance, &wait, Map::new(), Vec::new())
+                    .await;
             } else {
-                let message = format!("no handler is registered for `{}`", handler_name.unwrap_or_default());
+                let message = format!(
+                    "no handler is registered for `{}`",
+                    handler_name.unwrap_or_default()
+                );
                 self.raise_incident(instance, &wait, message, 0).await;
             }
             return;
@@ -1204,7 +1577,9 @@ impl Inner {
         let policy = self.retry_policy(instance, &wait.node);
         let mut attempt = self.resume_attempts(instance, wait.activation).await;
         loop {
-            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
+            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else {
+                return;
+            };
             let ctx = JobContext {
                 instance: instance.to_string(),
                 node: wait.node.clone(),
@@ -1215,12 +1590,17 @@ impl Inner {
             };
             match handler(ctx).await {
                 Ok(outputs) => {
-                    self.complete_job(instance, &wait, outputs, Vec::new()).await;
+                    self.complete_job(instance, &wait, outputs, Vec::new())
+                        .await;
                     return;
                 }
                 Err(err) => {
-                    let retry_at = (attempt <= policy.retries).then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
-                    if !self.after_failed_call(instance, &wait, attempt, err.0, retry_at, "handler").await {
+                    let retry_at = (attempt <= policy.retries)
+                        .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
+                    if !self
+                        .after_failed_call(instance, &wait, attempt, err.0, retry_at, "handler")
+                        .await
+                    {
                         return;
                     }
                     attempt += 1;
@@ -1249,7 +1629,10 @@ impl Inner {
             error: error.clone(),
             retry_at_ms: retry_at,
         };
-        if let Err(e) = self.record_failure(instance, wait.activation, attempt, retry_at, entry).await {
+        if let Err(e) = self
+            .record_failure(instance, wait.activation, attempt, retry_at, entry)
+            .await
+        {
             tracing::error!(instance, error = %e, "recording a {what} failure failed");
         }
         match retry_at {
@@ -1266,7 +1649,11 @@ impl Inner {
 
     /// The instance's variables while the wait `activation` is still open; `None` once the wait was
     /// completed or cancelled meanwhile, or the instance is gone (the caller then stops).
-    fn variables_while_waiting(&self, instance: &str, activation: u64) -> Option<Map<String, Value>> {
+    fn variables_while_waiting(
+        &self,
+        instance: &str,
+        activation: u64,
+    ) -> Option<Map<String, Value>> {
         let live = self.live_instance(instance).ok()?;
         let guard = live.lock().unwrap_or_else(|e| e.into_inner());
         guard.stored.instance.wait(activation)?;
@@ -1278,15 +1665,21 @@ impl Inner {
     /// into the completing turn. A task that cannot be rendered, or a request the generator
     /// rejects, becomes an incident at once.
     async fn run_llm(self: &Arc<Self>, instance: &str, wait: Wait, task: &LlmTask) {
-        let Some(generator) = self.generator.clone() else { return };
-        let policy = self.declared_retry_policy(instance, &wait.node).unwrap_or(RetryPolicy {
-            retries: 0,
-            initial_delay_ms: 0,
-            max_delay_ms: 0,
-        });
+        let Some(generator) = self.generator.clone() else {
+            return;
+        };
+        let policy = self
+            .declared_retry_policy(instance, &wait.node)
+            .unwrap_or(RetryPolicy {
+                retries: 0,
+                initial_delay_ms: 0,
+                max_delay_ms: 0,
+            });
         let mut attempt = self.resume_attempts(instance, wait.activation).await;
         loop {
-            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else { return };
+            let Some(variables) = self.variables_while_waiting(instance, wait.activation) else {
+                return;
+            };
             let request = match llm_step::build_request(task, &variables) {
                 Ok(request) => request,
                 Err(message) => {
@@ -1299,7 +1692,8 @@ impl Inner {
                 let request = request.clone();
                 tokio::task::spawn_blocking(move || generator.generate(&request)).await
             };
-            let result = call.unwrap_or_else(|e| Err(LlmError::Backend(format!("the generator stopped: {e}"))));
+            let result = call
+                .unwrap_or_else(|e| Err(LlmError::Backend(format!("the generator stopped: {e}"))));
             match result {
                 Ok(response) => {
                     let outputs = llm_step::output_variables(task, &response);
@@ -1312,14 +1706,25 @@ impl Inner {
                         "LLM step answered"
                     );
                     let record = HistoryEntry::llm_called(&wait, attempt, request.prompt, response);
-                    self.complete_job(instance, &wait, outputs, vec![record]).await;
+                    self.complete_job(instance, &wait, outputs, vec![record])
+                        .await;
                     return;
                 }
                 Err(err) => {
                     let retryable = matches!(err, LlmError::Backend(_));
                     let retry_at = (retryable && attempt <= policy.retries)
                         .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
-                    if !self.after_failed_call(instance, &wait, attempt, err.to_string(), retry_at, "LLM step").await {
+                    if !self
+                        .after_failed_call(
+                            instance,
+                            &wait,
+                            attempt,
+                            err.to_string(),
+                            retry_at,
+                            "LLM step",
+                        )
+                        .await
+                    {
                         return;
                     }
                     attempt += 1;
@@ -1330,17 +1735,31 @@ impl Inner {
 
     /// The retry policy the node declares, if any.
     fn declared_retry_policy(&self, instance: &str, node: &str) -> Option<RetryPolicy> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(instance).cloned();
-        live.and_then(|live| live.lock().unwrap_or_else(|e| e.into_inner()).deployed.retries.get(node).cloned())
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(instance)
+            .cloned();
+        live.and_then(|live| {
+            live.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deployed
+                .retries
+                .get(node)
+                .cloned()
+        })
     }
 
     /// The handler that runs jobs naming `name`: the registered one, else the fallback.
     fn handler_for(&self, name: Option<&str>) -> Option<&Handler> {
-        name.and_then(|n| self.handlers.get(n)).or(self.fallback.as_ref())
+        name.and_then(|n| self.handlers.get(n))
+            .or(self.fallback.as_ref())
     }
 
     fn retry_policy(&self, instance: &str, node: &str) -> RetryPolicy {
-        self.declared_retry_policy(instance, node).unwrap_or_else(|| self.options.default_retry.clone())
+        self.declared_retry_policy(instance, node)
+            .unwrap_or_else(|| self.options.default_retry.clone())
     }
 
     /// Completes a job (or LLM step) with its outputs and the history of the call, recording the
@@ -1367,23 +1786,53 @@ impl Inner {
         }
         let record = encode(&outputs);
         let result = self
-            .drive(instance, wait.activation, "job", |_| true, outputs, history, vec![(Table::Completions, key, Some(record))])
+            .drive(
+                instance,
+                wait.activation,
+                "job",
+                |_| true,
+                outputs,
+                history,
+                vec![(Table::Completions, key, Some(record))],
+            )
             .await;
         match result {
             Ok(_) | Err(EngineError::NoSuchWait { .. }) => {}
             Err(EngineError::Exec(ExecError::Rejected { node, reason })) => {
-                self.raise_incident(instance, wait, format!("completion of `{node}` refused: {reason}"), 1).await;
+                self.raise_incident(
+                    instance,
+                    wait,
+                    format!("completion of `{node}` refused: {reason}"),
+                    1,
+                )
+                .await;
             }
             Err(err) => tracing::error!(instance, error = %err, "completing a job failed"),
         }
     }
 
-    async fn raise_incident(self: &Arc<Self>, instance: &str, wait: &Wait, message: String, attempts: u32) {
-        let Ok(live) = self.live_instance(instance) else { return };
+    async fn raise_incident(
+        self: &Arc<Self>,
+        instance: &str,
+        wait: &Wait,
+        message: String,
+        attempts: u32,
+    ) {
+        let Ok(live) = self.live_instance(instance) else {
+            return;
+        };
         let result = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let incident = EngineIncident { activation: wait.activation, node: wait.node.clone(), message, attempts };
-            guard.stored.incidents.retain(|i| i.activation != wait.activation);
+            let incident = EngineIncident {
+                activation: wait.activation,
+                node: wait.node.clone(),
+                message,
+                attempts,
+            };
+            guard
+                .stored
+                .incidents
+                .retain(|i| i.activation != wait.activation);
             guard.stored.incidents.push(incident.clone());
             let mut turn = Turn::new(instance);
             turn.history.push(HistoryEntry::IncidentRaised { incident });
@@ -1414,7 +1863,11 @@ impl Inner {
         let live = self.live_instance(instance)?;
         let (ack, effects) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let attempts = JobAttempts { activation, failed, retry_at_ms: retry_at_ms.unwrap_or_else(|| self.clock.now_ms()) };
+            let attempts = JobAttempts {
+                activation,
+                failed,
+                retry_at_ms: retry_at_ms.unwrap_or_else(|| self.clock.now_ms()),
+            };
             guard.stored.attempts.retain(|a| a.activation != activation);
             guard.stored.attempts.push(attempts);
             let mut turn = Turn::new(instance);
@@ -1431,7 +1884,12 @@ impl Inner {
     async fn resume_attempts(&self, instance: &str, activation: u64) -> u32 {
         let recorded = self.live_instance(instance).ok().and_then(|live| {
             let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            guard.stored.attempts.iter().find(|a| a.activation == activation).copied()
+            guard
+                .stored
+                .attempts
+                .iter()
+                .find(|a| a.activation == activation)
+                .copied()
         });
         match recorded {
             Some(recorded) => {
@@ -1455,16 +1913,24 @@ impl Inner {
         let inner = self;
         let (target, buffered) = {
             let _lock = inner.correlation.lock().unwrap_or_else(|e| e.into_inner());
-            let subscribers = inner.store.scan(Table::Subscriptions, &message_subscription_prefix(name, correlation_key))?;
+            let subscribers = inner.store.scan(
+                Table::Subscriptions,
+                &message_subscription_prefix(name, correlation_key),
+            )?;
             let message_start = match subscribers.first() {
                 Some(_) => None,
                 None => inner
-                    .triggered_starts(|start| matches!(start, StartTrigger::Message { name: n, .. } if n == name))
+                    .triggered_starts(
+                        |start| matches!(start, StartTrigger::Message { name: n, .. } if n == name),
+                    )
                     .into_iter()
                     .next(),
             };
             match (subscribers.first(), message_start) {
-                (Some((_, value)), _) => (Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?), None),
+                (Some((_, value)), _) => (
+                    Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?),
+                    None,
+                ),
                 (None, Some((deployed, node))) => {
                     let history = vec![HistoryEntry::StartedByMessage {
                         node: node.clone(),
@@ -1472,18 +1938,37 @@ impl Inner {
                         correlation_key: correlation_key.map(str::to_string),
                     }];
                     let _busy = inner.busy();
-                    let (ack, effects, info) = inner.begin_instance(deployed, Some(&node), variables, history, Vec::new())?;
+                    let (ack, effects, info) = inner.begin_instance(
+                        deployed,
+                        Some(&node),
+                        variables,
+                        history,
+                        Vec::new(),
+                    )?;
                     drop(_lock);
                     ack.durable().await?;
                     inner.apply_effects(&info.id, effects);
                     return Ok(Correlation::Started { instance: info.id });
                 }
                 (None, None) => {
-                    let expires_ms = inner.clock.now_ms() + inner.options.message_ttl.as_millis() as u64;
+                    let expires_ms =
+                        inner.clock.now_ms() + inner.options.message_ttl.as_millis() as u64;
                     let mut key = buffered_prefix(name, correlation_key);
-                    key.extend_from_slice(&inner.message_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+                    key.extend_from_slice(
+                        &inner
+                            .message_seq
+                            .fetch_add(1, Ordering::Relaxed)
+                            .to_be_bytes(),
+                    );
                     let mut commit = StepCommit::default();
-                    commit.put(Table::BufferedMessages, key, encode(&BufferedMessage { variables: variables.clone(), expires_ms }));
+                    commit.put(
+                        Table::BufferedMessages,
+                        key,
+                        encode(&BufferedMessage {
+                            variables: variables.clone(),
+                            expires_ms,
+                        }),
+                    );
                     (None, Some((inner.store.commit(commit)?, expires_ms)))
                 }
             }
@@ -1500,14 +1985,28 @@ impl Inner {
             activation: sub.activation,
         }];
         inner
-            .drive(&sub.instance, sub.activation, "message wait", |w| matches!(w.kind, WaitKind::Message { .. }), variables, history, Vec::new())
+            .drive(
+                &sub.instance,
+                sub.activation,
+                "message wait",
+                |w| matches!(w.kind, WaitKind::Message { .. }),
+                variables,
+                history,
+                Vec::new(),
+            )
             .await?;
-        Ok(Correlation::Delivered { instance: sub.instance, activation: sub.activation })
+        Ok(Correlation::Delivered {
+            instance: sub.instance,
+            activation: sub.activation,
+        })
     }
 
     /// The triggered start events that `matches`, with their latest deployed versions (processes
     /// in id order, start events in document order).
-    fn triggered_starts(&self, matches: impl Fn(&StartTrigger) -> bool) -> Vec<(Arc<Deployed>, String)> {
+    fn triggered_starts(
+        &self,
+        matches: impl Fn(&StartTrigger) -> bool,
+    ) -> Vec<(Arc<Deployed>, String)> {
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
         let mut found = Vec::new();
         for deployed in versions.latest_all() {
@@ -1520,23 +2019,51 @@ impl Inner {
 
     /// Delivers a signal to every instance waiting for it and starts an instance of every latest
     /// version with a signal start event of that name; returns how many waits and starts it reached.
-    async fn signal(self: &Arc<Self>, name: &str, variables: Map<String, Value>) -> Result<usize, EngineError> {
-        let subscribers = self.store.scan(Table::Subscriptions, &signal_subscription_prefix(name))?;
+    async fn signal(
+        self: &Arc<Self>,
+        name: &str,
+        variables: Map<String, Value>,
+    ) -> Result<usize, EngineError> {
+        let subscribers = self
+            .store
+            .scan(Table::Subscriptions, &signal_subscription_prefix(name))?;
         let mut delivered = 0;
-        let starts = self.triggered_starts(|start| matches!(start, StartTrigger::Signal { name: n, .. } if n == name));
+        let starts = self.triggered_starts(
+            |start| matches!(start, StartTrigger::Signal { name: n, .. } if n == name),
+        );
         for (deployed, node) in starts {
-            let history = vec![HistoryEntry::StartedBySignal { node: node.clone(), name: name.to_string() }];
+            let history = vec![HistoryEntry::StartedBySignal {
+                node: node.clone(),
+                name: name.to_string(),
+            }];
             let _busy = self.busy();
-            let (ack, effects, info) = self.begin_instance(deployed, Some(&node), variables.clone(), history, Vec::new())?;
+            let (ack, effects, info) = self.begin_instance(
+                deployed,
+                Some(&node),
+                variables.clone(),
+                history,
+                Vec::new(),
+            )?;
             ack.durable().await?;
             self.apply_effects(&info.id, effects);
             delivered += 1;
         }
         for (_, value) in subscribers {
             let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
-            let history = vec![HistoryEntry::SignalReceived { name: name.to_string(), activation: sub.activation }];
+            let history = vec![HistoryEntry::SignalReceived {
+                name: name.to_string(),
+                activation: sub.activation,
+            }];
             match self
-                .drive(&sub.instance, sub.activation, "signal wait", |w| matches!(w.kind, WaitKind::Signal { .. }), variables.clone(), history, Vec::new())
+                .drive(
+                    &sub.instance,
+                    sub.activation,
+                    "signal wait",
+                    |w| matches!(w.kind, WaitKind::Signal { .. }),
+                    variables.clone(),
+                    history,
+                    Vec::new(),
+                )
                 .await
             {
                 Ok(_) => delivered += 1,
@@ -1559,8 +2086,12 @@ impl Inner {
             let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());
             let now = self.clock.now_ms();
             let mut found = None;
-            for (key, value) in self.store.scan(Table::BufferedMessages, &buffered_prefix(name, correlation_key))? {
-                let message: BufferedMessage = decode(&value, "buffered message").map_err(EngineError::Decode)?;
+            for (key, value) in self.store.scan(
+                Table::BufferedMessages,
+                &buffered_prefix(name, correlation_key),
+            )? {
+                let message: BufferedMessage =
+                    decode(&value, "buffered message").map_err(EngineError::Decode)?;
                 if message.expires_ms >= now {
                     found = Some((key, message));
                     break;
@@ -1568,14 +2099,24 @@ impl Inner {
             }
             found
         };
-        let Some((key, message)) = found else { return Ok(()) };
+        let Some((key, message)) = found else {
+            return Ok(());
+        };
         let history = vec![HistoryEntry::MessageCorrelated {
             name: name.to_string(),
             correlation_key: correlation_key.map(str::to_string),
             activation,
         }];
         match self
-            .drive(instance, activation, "message wait", |w| matches!(w.kind, WaitKind::Message { .. }), message.variables, history, vec![(Table::BufferedMessages, key, None)])
+            .drive(
+                instance,
+                activation,
+                "message wait",
+                |w| matches!(w.kind, WaitKind::Message { .. }),
+                message.variables,
+                history,
+                vec![(Table::BufferedMessages, key, None)],
+            )
             .await
         {
             Ok(_) | Err(EngineError::NoSuchWait { .. }) => Ok(()),
@@ -1611,12 +2152,20 @@ impl Inner {
                 Ok(OutboxEntry::Thrown(node, thrown)) => {
                     let name = thrown.name.clone().unwrap_or_default();
                     let result = match thrown.kind.as_str() {
-                        "signal" => self.signal(&name, Map::new()).await.map(|n| format!("signal reached {n} waits")),
-                        "message" => self.correlate(&name, None, Map::new()).await.map(|c| format!("{c:?}")),
+                        "signal" => self
+                            .signal(&name, Map::new())
+                            .await
+                            .map(|n| format!("signal reached {n} waits")),
+                        "message" => self
+                            .correlate(&name, None, Map::new())
+                            .await
+                            .map(|c| format!("{c:?}")),
                         other => Ok(format!("{other} `{name}` has no receiver in the engine")),
                     };
                     match result {
-                        Ok(outcome) => tracing::debug!(node = %node, outcome = %outcome, "thrown event delivered"),
+                        Ok(outcome) => {
+                            tracing::debug!(node = %node, outcome = %outcome, "thrown event delivered")
+                        }
                         Err(err) => {
                             tracing::error!(node = %node, error = %err, "delivering a thrown event failed; it stays in the outbox");
                             continue;
@@ -1647,8 +2196,13 @@ impl Inner {
         }
         for (due_ms, target) in due {
             match target {
-                TimerTarget::Wait { instance, activation } => self.fire_wait_timer(&instance, activation, due_ms).await,
-                TimerTarget::Start { process_id, node } => self.fire_schedule(&process_id, &node, due_ms).await,
+                TimerTarget::Wait {
+                    instance,
+                    activation,
+                } => self.fire_wait_timer(&instance, activation, due_ms).await,
+                TimerTarget::Start { process_id, node } => {
+                    self.fire_schedule(&process_id, &node, due_ms).await
+                }
             }
         }
     }
@@ -1657,10 +2211,17 @@ impl Inner {
     /// timer is re-armed for the next occurrence in the same turn); any other timer completes its
     /// wait.
     async fn fire_wait_timer(self: &Arc<Self>, instance: &str, activation: u64, due_ms: u64) {
-        let Ok(live) = self.live_instance(instance) else { return };
+        let Ok(live) = self.live_instance(instance) else {
+            return;
+        };
         let (armed, node, next) = {
             let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let armed = guard.stored.timers.iter().find(|t| t.activation == activation && t.due_ms == due_ms).copied();
+            let armed = guard
+                .stored
+                .timers
+                .iter()
+                .find(|t| t.activation == activation && t.due_ms == due_ms)
+                .copied();
             let wait = guard.stored.instance.wait(activation).cloned();
             let next = match (&armed, &wait) {
                 (Some(armed), Some(wait)) => next_boundary_tick(&guard.deployed, wait, armed),
@@ -1673,9 +2234,17 @@ impl Inner {
             Some(next) => self.tick_boundary(instance, armed, next).await,
             None => {
                 let history = vec![HistoryEntry::TimerFired { node, activation }];
-                self.drive(instance, activation, "timer", |w| matches!(w.kind, WaitKind::Timer { .. }), Map::new(), history, Vec::new())
-                    .await
-                    .map(|_| ())
+                self.drive(
+                    instance,
+                    activation,
+                    "timer",
+                    |w| matches!(w.kind, WaitKind::Timer { .. }),
+                    Map::new(),
+                    history,
+                    Vec::new(),
+                )
+                .await
+                .map(|_| ())
             }
         };
         if let Err(err) = result {
@@ -1685,23 +2254,50 @@ impl Inner {
 
     /// One tick of a repeating non-interrupting boundary timer: the boundary path runs once more
     /// and the timer is re-armed at `next`, in one turn.
-    async fn tick_boundary(self: &Arc<Self>, instance: &str, armed: ArmedTimer, next: ArmedTimer) -> Result<(), EngineError> {
+    async fn tick_boundary(
+        self: &Arc<Self>,
+        instance: &str,
+        armed: ArmedTimer,
+        next: ArmedTimer,
+    ) -> Result<(), EngineError> {
         let live = self.live_instance(instance)?;
         let _busy = self.busy();
         let (ack, effects) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let node = guard.stored.instance.wait(armed.activation).map(|w| w.node.clone()).unwrap_or_default();
+            let node = guard
+                .stored
+                .instance
+                .wait(armed.activation)
+                .map(|w| w.node.clone())
+                .unwrap_or_default();
             let mut turn = Turn::new(instance);
-            turn.history.push(HistoryEntry::TimerFired { node: node.clone(), activation: armed.activation });
+            turn.history.push(HistoryEntry::TimerFired {
+                node: node.clone(),
+                activation: armed.activation,
+            });
             self.step_live(&mut guard, &mut turn, |instance, process, hooks| {
                 instance.tick_boundary(process, armed.activation, hooks)
             })?;
             if let Some(position) = guard.stored.timers.iter().position(|t| *t == armed) {
                 guard.stored.timers[position] = next;
-                turn.commit.remove(Table::Timers, crate::store::timer_key(armed.due_ms, instance, armed.activation));
-                turn.commit.put(Table::Timers, crate::store::timer_key(next.due_ms, instance, next.activation), Vec::new());
-                turn.history.push(HistoryEntry::TimerArmed { node, activation: next.activation, due_ms: next.due_ms });
-                turn.effects.push(Effect::ArmTimer { due_ms: next.due_ms, activation: next.activation });
+                turn.commit.remove(
+                    Table::Timers,
+                    crate::store::timer_key(armed.due_ms, instance, armed.activation),
+                );
+                turn.commit.put(
+                    Table::Timers,
+                    crate::store::timer_key(next.due_ms, instance, next.activation),
+                    Vec::new(),
+                );
+                turn.history.push(HistoryEntry::TimerArmed {
+                    node,
+                    activation: next.activation,
+                    due_ms: next.due_ms,
+                });
+                turn.effects.push(Effect::ArmTimer {
+                    due_ms: next.due_ms,
+                    activation: next.activation,
+                });
             }
             self.finish_turn(&mut guard, turn)?
         };
@@ -1714,7 +2310,13 @@ impl Inner {
     /// event whose timer is unchanged keeps its next tick (no tick is skipped or repeated by a
     /// redeployment); a new or changed one is due at its first occurrence from now; schedules of
     /// start events that are gone are removed. The changes go into `commit`.
-    fn reschedule(&self, process_id: &str, version: u32, starts: &[StartTrigger], commit: &mut StepCommit) -> Vec<StoredSchedule> {
+    fn reschedule(
+        &self,
+        process_id: &str,
+        version: u32,
+        starts: &[StartTrigger],
+        commit: &mut StepCommit,
+    ) -> Vec<StoredSchedule> {
         let now = self.clock.now_ms();
         let existing: HashMap<String, StoredSchedule> = self
             .schedules
@@ -1726,11 +2328,18 @@ impl Inner {
             .collect();
         let mut schedules = Vec::new();
         for start in starts {
-            let StartTrigger::Timer { node, timer } = start else { continue };
-            let kept = existing.get(node).filter(|old| same_timer(&old.timer, timer));
+            let StartTrigger::Timer { node, timer } = start else {
+                continue;
+            };
+            let kept = existing
+                .get(node)
+                .filter(|old| same_timer(&old.timer, timer));
             let (next_due_ms, occurrence) = match kept {
                 Some(old) => (old.next_due_ms, old.occurrence),
-                None => match TimerSpec::of(timer).ok().and_then(|spec| spec.first_occurrence(now)) {
+                None => match TimerSpec::of(timer)
+                    .ok()
+                    .and_then(|spec| spec.first_occurrence(now))
+                {
                     Some(first) => first,
                     None => {
                         tracing::warn!(process = process_id, node = %node, "the timer start event never fires");
@@ -1746,10 +2355,17 @@ impl Inner {
                 next_due_ms,
                 occurrence,
             };
-            commit.put(Table::Schedules, schedule_key(process_id, node), encode(&schedule));
+            commit.put(
+                Table::Schedules,
+                schedule_key(process_id, node),
+                encode(&schedule),
+            );
             schedules.push(schedule);
         }
-        for node in existing.keys().filter(|node| !schedules.iter().any(|s| &s.node == *node)) {
+        for node in existing
+            .keys()
+            .filter(|node| !schedules.iter().any(|s| &s.node == *node))
+        {
             commit.remove(Table::Schedules, schedule_key(process_id, node));
         }
         schedules
@@ -1757,8 +2373,14 @@ impl Inner {
 
     /// Puts the next tick of a schedule on the timer heap.
     fn arm_schedule(&self, schedule: &StoredSchedule) {
-        let target = TimerTarget::Start { process_id: schedule.process_id.clone(), node: schedule.node.clone() };
-        self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((schedule.next_due_ms, target)));
+        let target = TimerTarget::Start {
+            process_id: schedule.process_id.clone(),
+            node: schedule.node.clone(),
+        };
+        self.timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Reverse((schedule.next_due_ms, target)));
         self.timers_changed.notify_one();
     }
 
@@ -1771,28 +2393,62 @@ impl Inner {
         let key = (process_id.to_string(), node.to_string());
         let prepared = {
             let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());
-            let schedule = self.schedules.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+            let schedule = self
+                .schedules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
             // A tick armed before a redeployment moved the schedule is stale.
-            let Some(schedule) = schedule.filter(|s| s.next_due_ms == due_ms) else { return };
-            let next = TimerSpec::of(&schedule.timer).ok().and_then(|spec| spec.next_due(due_ms, schedule.occurrence)).map(
-                |next_due_ms| StoredSchedule { next_due_ms, occurrence: schedule.occurrence + 1, ..schedule.clone() },
-            );
+            let Some(schedule) = schedule.filter(|s| s.next_due_ms == due_ms) else {
+                return;
+            };
+            let next = TimerSpec::of(&schedule.timer)
+                .ok()
+                .and_then(|spec| spec.next_due(due_ms, schedule.occurrence))
+                .map(|next_due_ms| StoredSchedule {
+                    next_due_ms,
+                    occurrence: schedule.occurrence + 1,
+                    ..schedule.clone()
+                });
             let change = TableChange {
                 table: Table::Schedules,
                 key: schedule_key(process_id, node),
                 value: next.as_ref().map(encode),
             };
-            let deployed = self.versions.read().unwrap_or_else(|e| e.into_inner()).latest(process_id).cloned();
-            let history = vec![HistoryEntry::StartedByTimer { node: node.to_string(), due_ms, occurrence: schedule.occurrence }];
+            let deployed = self
+                .versions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .latest(process_id)
+                .cloned();
+            let history = vec![HistoryEntry::StartedByTimer {
+                node: node.to_string(),
+                due_ms,
+                occurrence: schedule.occurrence,
+            }];
             let started = deployed
                 .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))
-                .and_then(|deployed| self.begin_instance(deployed, Some(node), Map::new(), history, vec![change.clone()]));
+                .and_then(|deployed| {
+                    self.begin_instance(
+                        deployed,
+                        Some(node),
+                        Map::new(),
+                        history,
+                        vec![change.clone()],
+                    )
+                });
             let committed = match started {
                 Ok((ack, effects, info)) => Ok((ack, effects, info.id)),
                 Err(err) => {
                     tracing::error!(process = process_id, node, due_ms, error = %err, "a timer start event's tick could not start an instance");
-                    let commit = StepCommit { changes: vec![change], ..StepCommit::default() };
-                    self.store.commit(commit).map(|ack| (ack, Vec::new(), String::new()))
+                    let commit = StepCommit {
+                        changes: vec![change],
+                        ..StepCommit::default()
+                    };
+                    self.store
+                        .commit(commit)
+                        .map(|ack| (ack, Vec::new(), String::new()))
                 }
             };
             let mut table = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
@@ -1814,7 +2470,9 @@ impl Inner {
                     self.arm_schedule(&next);
                 }
             }
-            Err(err) => tracing::error!(process = process_id, node, error = %err, "committing a timer start event's tick failed"),
+            Err(err) => {
+                tracing::error!(process = process_id, node, error = %err, "committing a timer start event's tick failed")
+            }
         }
     }
 
@@ -1831,8 +2489,19 @@ impl Inner {
     ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
         let id = format!("{}-{}", deployed.process_id, self.store.next_id()?);
         let started = match at {
-            Some(node) => Instance::start_at(&deployed.process, node, id.clone(), variables, self.hooks.as_ref()),
-            None => Instance::start(&deployed.process, id.clone(), variables, self.hooks.as_ref()),
+            Some(node) => Instance::start_at(
+                &deployed.process,
+                node,
+                id.clone(),
+                variables,
+                self.hooks.as_ref(),
+            ),
+            None => Instance::start(
+                &deployed.process,
+                id.clone(),
+                variables,
+                self.hooks.as_ref(),
+            ),
         };
         let (instance, step) = started.inspect_err(|_| self.discard_rule_effects(&id))?;
         let stored = StoredInstance {
@@ -1856,7 +2525,10 @@ impl Inner {
             (ack, effects, InstanceInfo::of(&guard.stored))
         };
         if !info.ended() {
-            self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id, live);
+            self.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, live);
         }
         Ok((ack, effects, info))
     }
@@ -1886,9 +2558,10 @@ fn check_start_timers(defs: &Definitions, starts: &[StartTrigger]) -> Result<(),
     let problems: Vec<Diagnostic> = starts
         .iter()
         .filter_map(|start| match start {
-            StartTrigger::Timer { node, timer } => TimerSpec::of(timer)
-                .err()
-                .map(|err| Diagnostic::error(&defs.source, timer.expression.span, err.to_string()).with_id(node.clone())),
+            StartTrigger::Timer { node, timer } => TimerSpec::of(timer).err().map(|err| {
+                Diagnostic::error(&defs.source, timer.expression.span, err.to_string())
+                    .with_id(node.clone())
+            }),
             _ => None,
         })
         .collect();
@@ -1902,36 +2575,58 @@ fn check_start_timers(defs: &Definitions, starts: &[StartTrigger]) -> Result<(),
 /// Whether two timers fire at the same moments (their text and zone; where they are written
 /// does not matter).
 fn same_timer(a: &crate::model::Timer, b: &crate::model::Timer) -> bool {
-    a.kind == b.kind && a.expression.source.trim() == b.expression.source.trim() && a.time_zone == b.time_zone
+    a.kind == b.kind
+        && a.expression.source.trim() == b.expression.source.trim()
+        && a.time_zone == b.time_zone
 }
 
 /// For the timer wait of a non-interrupting boundary event with a repeating timer: the next
 /// occurrence after `armed`, if the cycle goes on. `None` when the wait is anything else or this
 /// is the cycle's last occurrence (the wait then completes).
 fn next_boundary_tick(deployed: &Deployed, wait: &Wait, armed: &ArmedTimer) -> Option<ArmedTimer> {
-    let WaitKind::Timer { definition } = &wait.kind else { return None };
+    let WaitKind::Timer { definition } = &wait.kind else {
+        return None;
+    };
     if !wait.is_non_interrupting_boundary_timer(&deployed.process) {
         return None;
     }
-    let due_ms = TimerSpec::of(definition).ok()?.next_due(armed.due_ms, armed.occurrence)?;
-    Some(ArmedTimer { activation: armed.activation, due_ms, occurrence: armed.occurrence + 1 })
+    let due_ms = TimerSpec::of(definition)
+        .ok()?
+        .next_due(armed.due_ms, armed.occurrence)?;
+    Some(ArmedTimer {
+        activation: armed.activation,
+        due_ms,
+        occurrence: armed.occurrence + 1,
+    })
 }
 
 /// Exponential backoff: `initial × 2^(attempt-1)`, at most `max`.
 fn backoff_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
-    let factor = 1u64.checked_shl(attempt.saturating_sub(1)).unwrap_or(u64::MAX);
-    policy.initial_delay_ms.saturating_mul(factor).min(policy.max_delay_ms.max(policy.initial_delay_ms))
+    let factor = 1u64
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    policy
+        .initial_delay_ms
+        .saturating_mul(factor)
+        .min(policy.max_delay_ms.max(policy.initial_delay_ms))
 }
 
 /// Sleeps until the earliest timer, fires it, repeats; ends when the engine is dropped.
 async fn timer_loop(inner: Weak<Inner>) {
     loop {
-        let Some(engine) = inner.upgrade() else { return };
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
         let timers_changed = engine.timers_changed.clone();
         let changed = timers_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let next = engine.timers.lock().unwrap_or_else(|e| e.into_inner()).peek().map(|Reverse((at, _))| *at);
+        let next = engine
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peek()
+            .map(|Reverse((at, _))| *at);
         match next {
             None => {
                 drop(engine);
@@ -1976,8 +2671,8 @@ async fn timer_loop(inner: Weak<Inner>) {
 #[cfg(test)]
 mod llm_tests;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod rules_tests;
 #[cfg(test)]
 mod schedule_tests;
+#[cfg(test)]
+mod tests;

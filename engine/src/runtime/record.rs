@@ -227,7 +227,12 @@ pub enum HistoryEntry {
 
 impl HistoryEntry {
     /// The record of a language-model call that answered `wait` (call number `attempt`).
-    pub fn llm_called(wait: &crate::executor::Wait, attempt: u32, prompt: String, response: crate::llm::LlmResponse) -> Self {
+    pub fn llm_called(
+        wait: &crate::executor::Wait,
+        attempt: u32,
+        prompt: String,
+        response: crate::llm::LlmResponse,
+    ) -> Self {
         HistoryEntry::LlmCalled {
             node: wait.node.clone(),
             activation: wait.activation,
@@ -258,7 +263,9 @@ impl StoredTurn {
     /// The turn's entries as history records.
     pub fn into_records(self) -> impl Iterator<Item = HistoryRecord> {
         let at_ms = self.at_ms;
-        self.entries.into_iter().map(move |entry| HistoryRecord { at_ms, entry })
+        self.entries
+            .into_iter()
+            .map(move |entry| HistoryRecord { at_ms, entry })
     }
 }
 
@@ -308,7 +315,12 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
 }
 
 /// Key of a message subscription: `m`, name, correlation key, instance, activation.
-pub(crate) fn message_subscription_key(name: &str, key: Option<&str>, instance: &str, activation: u64) -> Vec<u8> {
+pub(crate) fn message_subscription_key(
+    name: &str,
+    key: Option<&str>,
+    instance: &str,
+    activation: u64,
+) -> Vec<u8> {
     let mut k = message_subscription_prefix(name, key);
     k.extend_from_slice(instance.as_bytes());
     k.push(0);

@@ -69,7 +69,9 @@ fn inline_workflow(text: &str) -> Definitions {
 
 /// `builder` with `rules` as its hooks and their script runtime.
 fn with_rules(builder: EngineBuilder, rules: &Arc<RuleEngine>) -> EngineBuilder {
-    builder.rules(Arc::new(SharedRuleHooks::new(rules.clone()))).scripts(rules.script_runtime())
+    builder
+        .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
+        .scripts(rules.script_runtime())
 }
 
 fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {
@@ -77,7 +79,16 @@ fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {
     if let Some(clock) = clock {
         stdlib = stdlib.with_engine_clock(clock);
     }
-    Arc::new(RuleEngine::load(RULES, &RulesConfig { stdlib, ..RulesConfig::default() }).unwrap())
+    Arc::new(
+        RuleEngine::load(
+            RULES,
+            &RulesConfig {
+                stdlib,
+                ..RulesConfig::default()
+            },
+        )
+        .unwrap(),
+    )
 }
 
 /// The rule effects in a commit's outbox.
@@ -97,7 +108,12 @@ fn snapshot_status(commit: &StepCommit) -> Option<String> {
         SnapshotChange::Running(b) | SnapshotChange::Finished(b) => b,
     };
     let stored: StoredInstance = decode(bytes, "instance").unwrap();
-    stored.instance.variables().get("status").and_then(Value::as_str).map(str::to_string)
+    stored
+        .instance
+        .variables()
+        .get("status")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// The effects a sink received, with their instance.
@@ -107,7 +123,10 @@ fn collecting_sink() -> (EffectSink, Received) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink_seen = seen.clone();
     let sink: EffectSink = Arc::new(move |instance: &str, effect: &RuleEffect| {
-        sink_seen.lock().unwrap().push((instance.to_string(), effect.clone()));
+        sink_seen
+            .lock()
+            .unwrap()
+            .push((instance.to_string(), effect.clone()));
         Ok(())
     });
     (sink, seen)
@@ -124,20 +143,33 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
         .build()
         .await
         .unwrap();
-    engine.deploy(&workflow("order_processing.yaml"), None).await.unwrap();
+    engine
+        .deploy(&workflow("order_processing.yaml"), None)
+        .await
+        .unwrap();
     let order = json!({"order_id": "SO-9", "customer": "ACME", "amount": 99.5, "currency": "EUR", "paid": false,
                         "shipment": {"carrier": "UPS", "weight_kg": 4}});
-    let started = engine.start("order_processing", order.as_object().cloned().unwrap()).await.unwrap();
+    let started = engine
+        .start("order_processing", order.as_object().cloned().unwrap())
+        .await
+        .unwrap();
     // Every job runs in a turn of its own; the order then waits for its shipment.
     let waiting = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(waiting.waiting_on[0].node, "ship_order", "{waiting:?}");
-    engine.complete_task(&started.id, waiting.waiting_on[0].activation, Map::new()).await.unwrap();
+    engine
+        .complete_task(&started.id, waiting.waiting_on[0].activation, Map::new())
+        .await
+        .unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.status, "completed");
 
     // Each order status first appears in a commit whose outbox holds the customer's notification.
     let commits = store.commits.lock().unwrap().clone();
-    for (status, label) in [("confirmed", "confirmed"), ("awaiting_shipment", "awaiting shipment"), ("shipped", "shipped")] {
+    for (status, label) in [
+        ("confirmed", "confirmed"),
+        ("awaiting_shipment", "awaiting shipment"),
+        ("shipped", "shipped"),
+    ] {
         let commit = commits
             .iter()
             .find(|c| snapshot_status(c).as_deref() == Some(status))
@@ -147,13 +179,25 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
             message: format!("Your order SO-9 is now {label}."),
             rule: "notify_customer_status".into(),
         };
-        assert!(rule_effects(commit).contains(&expected), "{status}: {:?}", rule_effects(commit));
+        assert!(
+            rule_effects(commit).contains(&expected),
+            "{status}: {:?}",
+            rule_effects(commit)
+        );
     }
     // The invoice (rule 5) is in the outbox as well, and the history shows the effects.
     let all: Vec<RuleEffect> = commits.iter().flat_map(rule_effects).collect();
-    assert!(all.iter().any(|e| matches!(e, RuleEffect::Emit { event, .. } if event == "send_invoice")));
+    assert!(all
+        .iter()
+        .any(|e| matches!(e, RuleEffect::Emit { event, .. } if event == "send_invoice")));
     let history = engine.history(&started.id).unwrap();
-    assert_eq!(history.iter().filter(|r| matches!(r.entry, HistoryEntry::RuleEffect { .. })).count(), all.len());
+    assert_eq!(
+        history
+            .iter()
+            .filter(|r| matches!(r.entry, HistoryEntry::RuleEffect { .. }))
+            .count(),
+        all.len()
+    );
 
     // Once durable, every effect reaches the sink and leaves the outbox.
     let mut rounds = 0;
@@ -163,9 +207,18 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     engine.shutdown().await;
-    let delivered: Vec<RuleEffect> = seen.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
+    let delivered: Vec<RuleEffect> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
     assert_eq!(delivered, all);
-    assert!(seen.lock().unwrap().iter().all(|(instance, _)| instance == &started.id));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(instance, _)| instance == &started.id));
 }
 
 #[tokio::test]
@@ -199,15 +252,33 @@ nodes:
     engine.deploy(&defs, None).await.unwrap();
     let started = engine.start("approval", Map::new()).await.unwrap();
     let activation = started.waiting_on[0].activation;
-    let refused = engine.complete_task(&started.id, activation, Map::new()).await;
-    assert!(matches!(refused, Err(EngineError::Exec(ExecError::Rejected { .. }))), "{refused:?}");
+    let refused = engine
+        .complete_task(&started.id, activation, Map::new())
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Exec(ExecError::Rejected { .. }))),
+        "{refused:?}"
+    );
     let approved = json!({"approved": true}).as_object().cloned().unwrap();
-    let done = engine.complete_task(&started.id, activation, approved).await.unwrap();
+    let done = engine
+        .complete_task(&started.id, activation, approved)
+        .await
+        .unwrap();
     assert_eq!(done.status, "completed");
-    let all: Vec<RuleEffect> = store.commits.lock().unwrap().iter().flat_map(rule_effects).collect();
+    let all: Vec<RuleEffect> = store
+        .commits
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(rule_effects)
+        .collect();
     assert_eq!(
         all,
-        vec![RuleEffect::Notify { receiver: "audit".into(), message: "approved".into(), rule: "inline@15:7".into() }]
+        vec![RuleEffect::Notify {
+            receiver: "audit".into(),
+            message: "approved".into(),
+            rule: "inline@15:7".into()
+        }]
     );
 }
 
@@ -234,7 +305,10 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
         .await
         .unwrap();
     // Deploying schedules the timer start event: no instance runs before the end of the day.
-    engine.deploy(&workflow("daily_settlement.yaml"), None).await.unwrap();
+    engine
+        .deploy(&workflow("daily_settlement.yaml"), None)
+        .await
+        .unwrap();
 
     // The virtual clock jumps to 23:59 when the engine is idle; that tick starts the day's
     // instance. Wait for the first settlement.
@@ -245,25 +319,47 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     engine.shutdown().await;
-    let first_day: Vec<(String, RuleEffect)> = seen.lock().unwrap().iter().take(2).cloned().collect();
+    let first_day: Vec<(String, RuleEffect)> =
+        seen.lock().unwrap().iter().take(2).cloned().collect();
     let settle = |order: &str, amount: &str| RuleEffect::Emit {
         event: "settle_order".into(),
         payload: json!({"order_id": order, "amount": amount, "settled_on": "2026-11-29"}),
         rule: "settle_open_orders".into(),
     };
     let effects: Vec<RuleEffect> = first_day.iter().map(|(_, effect)| effect.clone()).collect();
-    assert_eq!(effects, vec![settle("UNPAID", "20.50"), settle("BY-STATUS", "7.12")]);
+    assert_eq!(
+        effects,
+        vec![settle("UNPAID", "20.50"), settle("BY-STATUS", "7.12")]
+    );
     let day = &first_day[0].0;
     assert_eq!(&first_day[1].0, day, "one instance settles the day");
     let info = engine.instance(day).unwrap();
-    assert_eq!(info.status, "completed", "each day's instance ends once the day is settled");
-    assert_eq!(info.variables["settled_orders"], json!(["UNPAID", "BY-STATUS"]));
+    assert_eq!(
+        info.status, "completed",
+        "each day's instance ends once the day is settled"
+    );
+    assert_eq!(
+        info.variables["settled_orders"],
+        json!(["UNPAID", "BY-STATUS"])
+    );
     // 2026-11-29T23:59:00Z: the end of the first business day started it.
-    let started_by = engine.history(day).unwrap().into_iter().find_map(|record| match record.entry {
-        HistoryEntry::StartedByTimer { node, due_ms, occurrence } => Some((node, due_ms, occurrence)),
-        _ => None,
-    });
-    assert_eq!(started_by, Some(("end_of_day".to_string(), end_of_day_ms, 1)));
+    let started_by =
+        engine
+            .history(day)
+            .unwrap()
+            .into_iter()
+            .find_map(|record| match record.entry {
+                HistoryEntry::StartedByTimer {
+                    node,
+                    due_ms,
+                    occurrence,
+                } => Some((node, due_ms, occurrence)),
+                _ => None,
+            });
+    assert_eq!(
+        started_by,
+        Some(("end_of_day".to_string(), end_of_day_ms, 1))
+    );
 }
 
 #[tokio::test]
@@ -291,9 +387,16 @@ nodes:
     engine.deploy(&defs, None).await.unwrap();
     let started = engine.start("watched", Map::new()).await.unwrap();
     assert_eq!(started.variables["closed_as"], json!("waiting"));
-    let done = engine.complete_task(&started.id, started.waiting_on[0].activation, Map::new()).await.unwrap();
+    let done = engine
+        .complete_task(&started.id, started.waiting_on[0].activation, Map::new())
+        .await
+        .unwrap();
     assert_eq!(done.status, "completed");
-    assert_eq!(done.variables["closed_as"], json!("completed"), "an ended instance keeps the policy's variables");
+    assert_eq!(
+        done.variables["closed_as"],
+        json!("completed"),
+        "an ended instance keeps the policy's variables"
+    );
     let messages: Vec<String> = store
         .commits
         .lock()

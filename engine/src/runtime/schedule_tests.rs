@@ -17,7 +17,9 @@ struct ManualClock {
 
 impl ManualClock {
     fn starting_at(ms: u64) -> Self {
-        Self { now: Arc::new(watch::channel(ms).0) }
+        Self {
+            now: Arc::new(watch::channel(ms).0),
+        }
     }
 
     fn set(&self, ms: u64) {
@@ -48,7 +50,9 @@ fn yaml(text: &str) -> Definitions {
 
 /// A process whose timer start event has the given cycle (and zone), then a script and an end.
 fn ticking(cycle: &str, zone: Option<&str>, marker: &str) -> Definitions {
-    let zone = zone.map(|z| format!(", time_zone: {z}")).unwrap_or_default();
+    let zone = zone
+        .map(|z| format!(", time_zone: {z}"))
+        .unwrap_or_default();
     yaml(&format!(
         "process: ticks\nnodes:\n  tick: {{ start: {{ timer: {{ cycle: \"{cycle}\"{zone} }} }}, next: work }}\n  work: {{ script: let marker = \"{marker}\";, next: done }}\n  done: {{ end: ~ }}\n"
     ))
@@ -71,7 +75,10 @@ fn ticks(engine: &Engine) -> Vec<(String, u32, u64, u32)> {
     for id in engine.inner.store.instance_ids().unwrap() {
         let version = engine.instance(&id).unwrap().version;
         for record in engine.history(&id).unwrap() {
-            if let HistoryEntry::StartedByTimer { due_ms, occurrence, .. } = record.entry {
+            if let HistoryEntry::StartedByTimer {
+                due_ms, occurrence, ..
+            } = record.entry
+            {
                 out.push((id.clone(), version, due_ms, occurrence));
             }
         }
@@ -87,16 +94,41 @@ fn count(engine: &Engine) -> u64 {
 #[tokio::test]
 async fn a_bounded_cycle_starts_one_instance_per_tick_and_stops_after_the_last() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&ticking("R5/PT10M", None, "v1"), None).await.unwrap();
-    assert_eq!(engine.inner.store.scan(Table::Schedules, b"").unwrap().len(), 1, "deployed with its schedule");
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&ticking("R5/PT10M", None, "v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .inner
+            .store
+            .scan(Table::Schedules, b"")
+            .unwrap()
+            .len(),
+        1,
+        "deployed with its schedule"
+    );
     until("five ticks and no schedule left", || {
-        count(&engine) == 5 && engine.inner.store.scan(Table::Schedules, b"").unwrap().is_empty()
+        count(&engine) == 5
+            && engine
+                .inner
+                .store
+                .scan(Table::Schedules, b"")
+                .unwrap()
+                .is_empty()
     })
     .await;
     let ticks = ticks(&engine);
     let due: Vec<(u64, u32)> = ticks.iter().map(|t| (t.2, t.3)).collect();
-    assert_eq!(due, (1..=5).map(|k| (k * 600_000, k as u32)).collect::<Vec<_>>());
+    assert_eq!(
+        due,
+        (1..=5).map(|k| (k * 600_000, k as u32)).collect::<Vec<_>>()
+    );
     for (id, ..) in &ticks {
         let info = engine.wait_for_end(id).await.unwrap();
         assert_eq!(info.status, "completed");
@@ -112,8 +144,16 @@ async fn a_restart_neither_skips_nor_repeats_a_tick() {
     let clock = ManualClock::starting_at(0);
     {
         let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-        let engine = Engine::builder().store(store).clock(Arc::new(clock.clone())).build().await.unwrap();
-        engine.deploy(&ticking("R/PT1H", None, "v1"), None).await.unwrap();
+        let engine = Engine::builder()
+            .store(store)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .await
+            .unwrap();
+        engine
+            .deploy(&ticking("R/PT1H", None, "v1"), None)
+            .await
+            .unwrap();
         clock.set(2 * HOUR_MS);
         until("two ticks", || count(&engine) == 2).await;
         engine.shutdown().await;
@@ -121,34 +161,63 @@ async fn a_restart_neither_skips_nor_repeats_a_tick() {
     // Down for three more hours: the ticks at 3, 4 and 5 hours are due when the engine returns.
     clock.set(5 * HOUR_MS);
     let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-    let engine = Engine::builder().store(store).clock(Arc::new(clock.clone())).build().await.unwrap();
+    let engine = Engine::builder()
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
     until("the missed ticks", || count(&engine) >= 5).await;
     clock.set(6 * HOUR_MS);
     until("the next tick", || count(&engine) >= 6).await;
     engine.shutdown().await;
     let due: Vec<u64> = ticks(&engine).iter().map(|t| t.2).collect();
-    assert_eq!(due, (1..=6).map(|h| h * HOUR_MS).collect::<Vec<_>>(), "every tick once, in order");
+    assert_eq!(
+        due,
+        (1..=6).map(|h| h * HOUR_MS).collect::<Vec<_>>(),
+        "every tick once, in order"
+    );
     assert_eq!(count(&engine), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redeployment_moves_the_schedule_to_the_new_version() {
     let clock = ManualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&ticking("R/PT1H", None, "v1"), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&ticking("R/PT1H", None, "v1"), None)
+        .await
+        .unwrap();
     clock.set(HOUR_MS);
     until("the first tick", || count(&engine) == 1).await;
-    let v2 = engine.deploy(&ticking("R/PT1H", None, "v2"), None).await.unwrap();
+    let v2 = engine
+        .deploy(&ticking("R/PT1H", None, "v2"), None)
+        .await
+        .unwrap();
     assert_eq!(v2.deployed.version, 2);
     clock.set(2 * HOUR_MS);
     until("the second tick", || count(&engine) == 2).await;
     // A changed timer starts over from now.
-    engine.deploy(&ticking("R/PT30M", None, "v3"), None).await.unwrap();
+    engine
+        .deploy(&ticking("R/PT30M", None, "v3"), None)
+        .await
+        .unwrap();
     clock.set(2 * HOUR_MS + 30 * 60_000);
     until("the third tick", || count(&engine) == 3).await;
     engine.shutdown().await;
     let seen: Vec<(u32, u64)> = ticks(&engine).iter().map(|t| (t.1, t.2)).collect();
-    assert_eq!(seen, vec![(1, HOUR_MS), (2, 2 * HOUR_MS), (3, 2 * HOUR_MS + 30 * 60_000)]);
+    assert_eq!(
+        seen,
+        vec![
+            (1, HOUR_MS),
+            (2, 2 * HOUR_MS),
+            (3, 2 * HOUR_MS + 30 * 60_000)
+        ]
+    );
     let schedules = engine.inner.store.scan(Table::Schedules, b"").unwrap();
     assert_eq!(schedules.len(), 1);
     let schedule: StoredSchedule = decode(&schedules[0].1, "schedule").unwrap();
@@ -159,20 +228,45 @@ async fn a_redeployment_moves_the_schedule_to_the_new_version() {
 async fn a_cron_start_in_a_business_time_zone_follows_daylight_saving_time() {
     // 2026-03-06T12:00:00Z; New York moves from UTC-5 to UTC-4 on 2026-03-08.
     let clock = VirtualClock::starting_at(1_772_798_400_000);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&ticking("0 0 18 * * *", Some("America/New_York"), "v1"), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(
+            &ticking("0 0 18 * * *", Some("America/New_York"), "v1"),
+            None,
+        )
+        .await
+        .unwrap();
     until("three evenings", || count(&engine) >= 3).await;
     engine.shutdown().await;
     let due: Vec<u64> = ticks(&engine).iter().take(3).map(|t| t.2).collect();
-    let utc = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis() as u64;
+    let utc = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis() as u64
+    };
     // 18:00 in New York: 23:00 UTC before the change, 22:00 UTC after it.
-    assert_eq!(due, vec![utc("2026-03-06T23:00:00Z"), utc("2026-03-07T23:00:00Z"), utc("2026-03-08T22:00:00Z")]);
+    assert_eq!(
+        due,
+        vec![
+            utc("2026-03-06T23:00:00Z"),
+            utc("2026-03-07T23:00:00Z"),
+            utc("2026-03-08T22:00:00Z")
+        ]
+    );
 }
 
 #[tokio::test]
 async fn date_and_duration_start_timers_fire_once() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
     let once = yaml(
         "process: once
 nodes:
@@ -183,7 +277,13 @@ nodes:
     );
     engine.deploy(&once, None).await.unwrap();
     until("both fired and no schedule left", || {
-        count(&engine) == 2 && engine.inner.store.scan(Table::Schedules, b"").unwrap().is_empty()
+        count(&engine) == 2
+            && engine
+                .inner
+                .store
+                .scan(Table::Schedules, b"")
+                .unwrap()
+                .is_empty()
     })
     .await;
     engine.shutdown().await;
@@ -195,8 +295,17 @@ nodes:
 #[tokio::test]
 async fn a_start_timer_that_cannot_be_scheduled_is_refused_at_deployment() {
     let engine = Engine::builder().build().await.unwrap();
-    let err = engine.deploy(&ticking("every evening", None, "v1"), None).await.unwrap_err().to_string();
-    assert!(err.contains("schedule.yaml:3:") && err.contains("every evening") && err.contains("found 2 fields"), "{err}");
+    let err = engine
+        .deploy(&ticking("every evening", None, "v1"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schedule.yaml:3:")
+            && err.contains("every evening")
+            && err.contains("found 2 fields"),
+        "{err}"
+    );
     assert!(engine.deployments().is_empty());
 }
 
@@ -210,8 +319,17 @@ async fn a_message_start_event_starts_an_instance_when_nobody_waits() {
         )
         .await
         .unwrap();
-    let correlation = engine.correlate_message("order_placed", Some("SO-1"), json!({"order_id": "SO-1"}).as_object().cloned().unwrap()).await.unwrap();
-    let Correlation::Started { instance } = correlation else { panic!("{correlation:?}") };
+    let correlation = engine
+        .correlate_message(
+            "order_placed",
+            Some("SO-1"),
+            json!({"order_id": "SO-1"}).as_object().cloned().unwrap(),
+        )
+        .await
+        .unwrap();
+    let Correlation::Started { instance } = correlation else {
+        panic!("{correlation:?}")
+    };
     let info = engine.instance(&instance).unwrap();
     assert_eq!(info.variables["order_id"], json!("SO-1"));
     assert_eq!(info.waiting_on[0].node, "review");
@@ -220,7 +338,13 @@ async fn a_message_start_event_starts_an_instance_when_nobody_waits() {
         HistoryEntry::StartedByMessage { node, name, correlation_key } if node == "placed" && name == "order_placed" && correlation_key.as_deref() == Some("SO-1")
     )));
     // Another name still waits in the buffer.
-    assert!(matches!(engine.correlate_message("other", None, Map::new()).await.unwrap(), Correlation::Buffered { .. }));
+    assert!(matches!(
+        engine
+            .correlate_message("other", None, Map::new())
+            .await
+            .unwrap(),
+        Correlation::Buffered { .. }
+    ));
 }
 
 #[tokio::test]
@@ -230,14 +354,24 @@ async fn a_signal_start_event_starts_an_instance() {
         .deploy(&yaml("process: closing\nnodes:\n  go: { start: { signal: close_day }, next: check }\n  check: { user: ~, next: done }\n  done: { end: ~ }\n"), None)
         .await
         .unwrap();
-    assert_eq!(engine.broadcast_signal("close_day", Map::new()).await.unwrap(), 1);
+    assert_eq!(
+        engine
+            .broadcast_signal("close_day", Map::new())
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(engine.running().len(), 1);
 }
 
 #[tokio::test]
 async fn a_non_interrupting_boundary_cycle_fires_once_per_tick_while_the_task_waits() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
     engine
         .deploy(
             &yaml(
@@ -256,12 +390,25 @@ nodes:
         .await
         .unwrap();
     let started = engine.start("reminders", Map::new()).await.unwrap();
-    let review = started.waiting_on.iter().find(|w| w.node == "review").unwrap().activation;
+    let review = started
+        .waiting_on
+        .iter()
+        .find(|w| w.node == "review")
+        .unwrap()
+        .activation;
     let settled = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(settled.status, "waiting");
-    assert_eq!(settled.path.iter().filter(|n| *n == "reminder").count(), 3, "{:?}", settled.path);
+    assert_eq!(
+        settled.path.iter().filter(|n| *n == "reminder").count(),
+        3,
+        "{:?}",
+        settled.path
+    );
     assert_eq!(clock.now_ms(), 3 * HOUR_MS);
-    assert!(settled.waiting_on.iter().all(|w| w.node == "review"), "the cycle is used up");
+    assert!(
+        settled.waiting_on.iter().all(|w| w.node == "review"),
+        "the cycle is used up"
+    );
     let fired: Vec<u64> = engine
         .history(&started.id)
         .unwrap()
@@ -270,9 +417,17 @@ nodes:
         .map(|r| r.at_ms)
         .collect();
     assert_eq!(fired, vec![HOUR_MS, 2 * HOUR_MS, 3 * HOUR_MS]);
-    let done = engine.complete_task(&started.id, review, Map::new()).await.unwrap();
+    let done = engine
+        .complete_task(&started.id, review, Map::new())
+        .await
+        .unwrap();
     assert_eq!(done.status, "completed");
-    assert!(engine.inner.store.scan(Table::Timers, b"").unwrap().is_empty());
+    assert!(engine
+        .inner
+        .store
+        .scan(Table::Timers, b"")
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +460,11 @@ async fn the_retry_budget_and_backoff_survive_a_restart() {
         engine.deploy(&defs, None).await.unwrap();
         let id = engine.start("billing", Map::new()).await.unwrap().id;
         until("the first failure is recorded", || {
-            engine.history(&id).unwrap().iter().any(|r| matches!(r.entry, HistoryEntry::JobFailed { .. }))
+            engine
+                .history(&id)
+                .unwrap()
+                .iter()
+                .any(|r| matches!(r.entry, HistoryEntry::JobFailed { .. }))
         })
         .await;
         engine.shutdown().await;
@@ -313,36 +472,64 @@ async fn the_retry_budget_and_backoff_survive_a_restart() {
     };
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-    let engine =
-        Engine::builder().store(store).clock(Arc::new(clock.clone())).handler("ledger", failing(calls.clone())).build().await.unwrap();
+    let engine = Engine::builder()
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .handler("ledger", failing(calls.clone()))
+        .build()
+        .await
+        .unwrap();
     // The restarted engine waits for the recorded retry time before the second call.
     clock.set(HOUR_MS);
     until("the second failure is recorded", || {
-        engine.history(&id).unwrap().iter().any(|r| matches!(r.entry, HistoryEntry::JobFailed { attempt: 2, .. }))
+        engine
+            .history(&id)
+            .unwrap()
+            .iter()
+            .any(|r| matches!(r.entry, HistoryEntry::JobFailed { attempt: 2, .. }))
     })
     .await;
     clock.set(3 * HOUR_MS);
     let incident = {
         let mut found = None;
         until("the incident", || {
-            found = engine.instance(&id).unwrap().engine_incidents.first().cloned();
+            found = engine
+                .instance(&id)
+                .unwrap()
+                .engine_incidents
+                .first()
+                .cloned();
             found.is_some()
         })
         .await;
         found.unwrap()
     };
-    assert_eq!(incident.attempts, 3, "the budget counts the call made before the restart");
+    assert_eq!(
+        incident.attempts, 3,
+        "the budget counts the call made before the restart"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let failures: Vec<(u32, u64, Option<u64>)> = engine
         .history(&id)
         .unwrap()
         .into_iter()
         .filter_map(|r| match r.entry {
-            HistoryEntry::JobFailed { attempt, retry_at_ms, .. } => Some((attempt, r.at_ms, retry_at_ms)),
+            HistoryEntry::JobFailed {
+                attempt,
+                retry_at_ms,
+                ..
+            } => Some((attempt, r.at_ms, retry_at_ms)),
             _ => None,
         })
         .collect();
-    assert_eq!(failures, vec![(1, 0, Some(HOUR_MS)), (2, HOUR_MS, Some(3 * HOUR_MS)), (3, 3 * HOUR_MS, None)]);
+    assert_eq!(
+        failures,
+        vec![
+            (1, 0, Some(HOUR_MS)),
+            (2, HOUR_MS, Some(3 * HOUR_MS)),
+            (3, 3 * HOUR_MS, None)
+        ]
+    );
     engine.shutdown().await;
 }
 
@@ -361,15 +548,40 @@ nodes:
     let scripts = Arc::new(ScriptRuntime::new(&ScriptLimits::default()));
     let (process, _) = compile(&defs, None, &scripts).unwrap();
     let (mut instance, step) = Instance::start(&process, "t-1", Map::new(), &NoHooks).unwrap();
-    let wait_of = |node: &str| step.new_waits.iter().find(|w| w.node == node).unwrap().activation;
+    let wait_of = |node: &str| {
+        step.new_waits
+            .iter()
+            .find(|w| w.node == node)
+            .unwrap()
+            .activation
+    };
     let (timer, review) = (wait_of("remind"), wait_of("review"));
     for _ in 0..2 {
         instance.tick_boundary(&process, timer, &NoHooks).unwrap();
     }
-    assert_eq!(instance.path().iter().filter(|n| *n == "reminded").count(), 2);
-    assert!(instance.wait(timer).is_some() && instance.wait(review).is_some(), "both waits stay open");
-    let err = instance.tick_boundary(&process, review, &NoHooks).unwrap_err();
-    assert_eq!(err, ExecError::NotARepeatingBoundary { activation: review, node: "review".into() });
-    instance.complete(&process, review, Map::new(), &NoHooks).unwrap();
-    assert!(instance.wait(timer).is_none(), "the task's end disarms its boundary timer");
+    assert_eq!(
+        instance.path().iter().filter(|n| *n == "reminded").count(),
+        2
+    );
+    assert!(
+        instance.wait(timer).is_some() && instance.wait(review).is_some(),
+        "both waits stay open"
+    );
+    let err = instance
+        .tick_boundary(&process, review, &NoHooks)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ExecError::NotARepeatingBoundary {
+            activation: review,
+            node: "review".into()
+        }
+    );
+    instance
+        .complete(&process, review, Map::new(), &NoHooks)
+        .unwrap();
+    assert!(
+        instance.wait(timer).is_none(),
+        "the task's end disarms its boundary timer"
+    );
 }

@@ -11,32 +11,60 @@ fn vars(value: Value) -> Map<String, Value> {
 }
 
 fn expr(source: &str) -> Expr {
-    Expr { language: None, source: source.into(), span: Span::new(9, 9) }
+    Expr {
+        language: None,
+        source: source.into(),
+        span: Span::new(9, 9),
+    }
 }
 
 fn timer_catch(kind: TimerKind, text: &str) -> NodeKind {
-    NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Timer(Timer { kind, expression: expr(text), time_zone: None }) }
+    NodeKind::IntermediateCatchEvent {
+        trigger: EventTrigger::Timer(Timer {
+            kind,
+            expression: expr(text),
+            time_zone: None,
+        }),
+    }
 }
 
 fn receive(name: &str, key: &str) -> NodeKind {
     NodeKind::Task(crate::model::Activity::new(TaskKind::Receive {
-        message: Some(MessageRef { name: Some(name.into()), correlation_key: Some(expr(key)) }),
+        message: Some(MessageRef {
+            name: Some(name.into()),
+            correlation_key: Some(expr(key)),
+        }),
     }))
 }
 
 fn signal_catch(name: &str) -> NodeKind {
-    NodeKind::IntermediateCatchEvent { trigger: EventTrigger::Signal { name: Some(name.into()) } }
+    NodeKind::IntermediateCatchEvent {
+        trigger: EventTrigger::Signal {
+            name: Some(name.into()),
+        },
+    }
 }
 
 fn service_with_retry(handler: &str, retries: u32, initial: u64, max: u64) -> NodeKind {
-    let mut activity = crate::model::Activity::new(TaskKind::Service { handler: Some(handler.into()) });
-    activity.retry = Some(RetryPolicy { retries, initial_delay_ms: initial, max_delay_ms: max });
+    let mut activity = crate::model::Activity::new(TaskKind::Service {
+        handler: Some(handler.into()),
+    });
+    activity.retry = Some(RetryPolicy {
+        retries,
+        initial_delay_ms: initial,
+        max_delay_ms: max,
+    });
     NodeKind::Task(activity)
 }
 
 /// start → a → end with the given middle node.
 fn single(kind: NodeKind) -> Definitions {
-    Scope::at_line(1).node("s", start()).node("a", kind).node("e", end()).chain(&["s", "a", "e"]).definitions()
+    Scope::at_line(1)
+        .node("s", start())
+        .node("a", kind)
+        .node("e", end())
+        .chain(&["s", "a", "e"])
+        .definitions()
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -44,8 +72,15 @@ const DAY_MS: u64 = 86_400_000;
 #[tokio::test]
 async fn a_three_day_duration_timer_fires_on_the_virtual_clock() {
     let clock = VirtualClock::starting_at(1_000_000);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&single(timer_catch(TimerKind::Duration, "P3D")), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(timer_catch(TimerKind::Duration, "P3D")), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     assert_eq!(started.status, "waiting");
     let done = engine.wait_for_end(&started.id).await.unwrap();
@@ -54,26 +89,51 @@ async fn a_three_day_duration_timer_fires_on_the_virtual_clock() {
     assert_eq!(clock.now_ms(), 1_000_000 + 3 * DAY_MS);
     let history = engine.history(&started.id).unwrap();
     assert!(history.iter().any(|r| matches!(&r.entry, HistoryEntry::TimerArmed { due_ms, .. } if *due_ms == 1_000_000 + 3 * DAY_MS)));
-    assert!(history.iter().any(|r| matches!(&r.entry, HistoryEntry::TimerFired { node, .. } if node == "a")));
+    assert!(history
+        .iter()
+        .any(|r| matches!(&r.entry, HistoryEntry::TimerFired { node, .. } if node == "a")));
 }
 
 #[tokio::test]
 async fn a_date_timer_fires_at_its_date() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&single(timer_catch(TimerKind::Date, "2026-12-01T08:00:00Z")), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(
+            &single(timer_catch(TimerKind::Date, "2026-12-01T08:00:00Z")),
+            None,
+        )
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    assert_eq!(engine.wait_for_end(&started.id).await.unwrap().status, "completed");
+    assert_eq!(
+        engine.wait_for_end(&started.id).await.unwrap().status,
+        "completed"
+    );
     assert_eq!(clock.now_ms(), 1_796_112_000_000);
 }
 
 #[tokio::test]
 async fn a_cycle_timer_on_a_catch_event_fires_at_its_first_due_time() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&single(timer_catch(TimerKind::Cycle, "R5/PT10M")), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(timer_catch(TimerKind::Cycle, "R5/PT10M")), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    assert_eq!(engine.wait_for_end(&started.id).await.unwrap().status, "completed");
+    assert_eq!(
+        engine.wait_for_end(&started.id).await.unwrap().status,
+        "completed"
+    );
     assert_eq!(clock.now_ms(), 600_000);
 }
 
@@ -81,58 +141,133 @@ async fn a_cycle_timer_on_a_catch_event_fires_at_its_first_due_time() {
 async fn a_daily_cron_timer_waits_for_six_in_the_evening() {
     // 2026-05-04T09:30:00Z
     let clock = VirtualClock::starting_at(1_777_887_000_000);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&single(timer_catch(TimerKind::Cycle, "0 0 18 * * *")), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(timer_catch(TimerKind::Cycle, "0 0 18 * * *")), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    assert_eq!(engine.wait_for_end(&started.id).await.unwrap().status, "completed");
+    assert_eq!(
+        engine.wait_for_end(&started.id).await.unwrap().status,
+        "completed"
+    );
     // 2026-05-04T18:00:00Z
     assert_eq!(clock.now_ms(), 1_777_917_600_000);
 }
 
 #[tokio::test]
 async fn a_bad_timer_definition_raises_an_incident() {
-    let engine = Engine::builder().clock(Arc::new(VirtualClock::starting_at(0))).build().await.unwrap();
-    engine.deploy(&single(timer_catch(TimerKind::Duration, "10 minutes")), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(VirtualClock::starting_at(0)))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(
+            &single(timer_catch(TimerKind::Duration, "10 minutes")),
+            None,
+        )
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     assert_eq!(started.engine_incidents.len(), 1);
-    assert!(started.engine_incidents[0].message.contains("invalid timer duration '10 minutes'"), "{:?}", started.engine_incidents);
+    assert!(
+        started.engine_incidents[0]
+            .message
+            .contains("invalid timer duration '10 minutes'"),
+        "{:?}",
+        started.engine_incidents
+    );
 }
 
 #[tokio::test]
 async fn messages_correlate_by_name_and_key_including_early_arrival() {
     let engine = Engine::builder().build().await.unwrap();
-    engine.deploy(&single(receive("payment", "order_id")), None).await.unwrap();
-    let a = engine.start("p", vars(json!({"order_id": "A"}))).await.unwrap();
-    let b = engine.start("p", vars(json!({"order_id": "B"}))).await.unwrap();
+    engine
+        .deploy(&single(receive("payment", "order_id")), None)
+        .await
+        .unwrap();
+    let a = engine
+        .start("p", vars(json!({"order_id": "A"})))
+        .await
+        .unwrap();
+    let b = engine
+        .start("p", vars(json!({"order_id": "B"})))
+        .await
+        .unwrap();
 
     // B's payment reaches B only, with its variables.
-    let delivered = engine.correlate_message("payment", Some("B"), vars(json!({"paid": true}))).await.unwrap();
-    assert_eq!(delivered, Correlation::Delivered { instance: b.id.clone(), activation: b.waiting_on[0].activation });
+    let delivered = engine
+        .correlate_message("payment", Some("B"), vars(json!({"paid": true})))
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered,
+        Correlation::Delivered {
+            instance: b.id.clone(),
+            activation: b.waiting_on[0].activation
+        }
+    );
     let b_done = engine.wait_for_end(&b.id).await.unwrap();
     assert_eq!(b_done.variables["paid"], json!(true));
     assert_eq!(engine.instance(&a.id).unwrap().status, "waiting");
 
     // C's payment comes before C waits: it is buffered, then delivered when C subscribes.
-    let early = engine.correlate_message("payment", Some("C"), vars(json!({"paid": 42}))).await.unwrap();
+    let early = engine
+        .correlate_message("payment", Some("C"), vars(json!({"paid": 42})))
+        .await
+        .unwrap();
     assert!(matches!(early, Correlation::Buffered { .. }));
-    let c = engine.start("p", vars(json!({"order_id": "C"}))).await.unwrap();
+    let c = engine
+        .start("p", vars(json!({"order_id": "C"})))
+        .await
+        .unwrap();
     let c_done = engine.wait_for_end(&c.id).await.unwrap();
     assert_eq!(c_done.variables["paid"], json!(42));
-    assert!(engine.history(&c.id).unwrap().iter().any(|r| matches!(&r.entry, HistoryEntry::MessageCorrelated { name, .. } if name == "payment")));
+    assert!(engine.history(&c.id).unwrap().iter().any(
+        |r| matches!(&r.entry, HistoryEntry::MessageCorrelated { name, .. } if name == "payment")
+    ));
     // A message with another name does not reach A.
-    assert!(matches!(engine.correlate_message("refund", Some("A"), Map::new()).await.unwrap(), Correlation::Buffered { .. }));
+    assert!(matches!(
+        engine
+            .correlate_message("refund", Some("A"), Map::new())
+            .await
+            .unwrap(),
+        Correlation::Buffered { .. }
+    ));
     assert_eq!(engine.instance(&a.id).unwrap().status, "waiting");
 }
 
 #[tokio::test]
 async fn a_buffered_message_expires_after_its_ttl() {
     let clock = VirtualClock::starting_at(0);
-    let options = EngineOptions { message_ttl: Duration::from_secs(60), ..EngineOptions::default() };
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).options(options).build().await.unwrap();
-    engine.deploy(&single(receive("payment", "order_id")), None).await.unwrap();
-    engine.correlate_message("payment", Some("late"), Map::new()).await.unwrap();
+    let options = EngineOptions {
+        message_ttl: Duration::from_secs(60),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(receive("payment", "order_id")), None)
+        .await
+        .unwrap();
+    engine
+        .correlate_message("payment", Some("late"), Map::new())
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(61));
-    let started = engine.start("p", vars(json!({"order_id": "late"}))).await.unwrap();
+    let started = engine
+        .start("p", vars(json!({"order_id": "late"})))
+        .await
+        .unwrap();
     // Give the engine the chance to (wrongly) deliver the expired message.
     for _ in 0..20 {
         tokio::task::yield_now().await;
@@ -143,16 +278,34 @@ async fn a_buffered_message_expires_after_its_ttl() {
 #[tokio::test]
 async fn a_signal_reaches_every_waiting_instance() {
     let engine = Engine::builder().build().await.unwrap();
-    engine.deploy(&single(signal_catch("close_day")), None).await.unwrap();
+    engine
+        .deploy(&single(signal_catch("close_day")), None)
+        .await
+        .unwrap();
     let ids: Vec<String> = futures_join(&engine, 3).await;
-    assert_eq!(engine.broadcast_signal("other", Map::new()).await.unwrap(), 0);
-    assert_eq!(engine.broadcast_signal("close_day", vars(json!({"closed": true}))).await.unwrap(), 3);
+    assert_eq!(
+        engine.broadcast_signal("other", Map::new()).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        engine
+            .broadcast_signal("close_day", vars(json!({"closed": true})))
+            .await
+            .unwrap(),
+        3
+    );
     for id in ids {
         let done = engine.wait_for_end(&id).await.unwrap();
         assert_eq!(done.status, "completed");
         assert_eq!(done.variables["closed"], json!(true));
     }
-    assert_eq!(engine.broadcast_signal("close_day", Map::new()).await.unwrap(), 0);
+    assert_eq!(
+        engine
+            .broadcast_signal("close_day", Map::new())
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn futures_join(engine: &Engine, n: usize) -> Vec<String> {
@@ -173,19 +326,36 @@ async fn a_failing_handler_is_retried_with_exponential_backoff_then_succeeds() {
         async move {
             seen.fetch_add(1, Ordering::SeqCst);
             if ctx.attempt < 3 {
-                Err(HandlerError::new(format!("warehouse offline (attempt {})", ctx.attempt)))
+                Err(HandlerError::new(format!(
+                    "warehouse offline (attempt {})",
+                    ctx.attempt
+                )))
             } else {
                 Ok(vars(json!({"booked": ctx.idempotency_key})))
             }
         }
     });
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).handler("book", flaky).build().await.unwrap();
-    engine.deploy(&single(service_with_retry("book", 5, 1_000, 1_500)), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .handler("book", flaky)
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(service_with_retry("book", 5, 1_000, 1_500)), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(done.variables["booked"], json!(format!("{}/a/{}", started.id, started.waiting_on[0].activation)));
+    assert_eq!(
+        done.variables["booked"],
+        json!(format!(
+            "{}/a/{}",
+            started.id, started.waiting_on[0].activation
+        ))
+    );
     let retries: Vec<Option<u64>> = engine
         .history(&started.id)
         .unwrap()
@@ -201,7 +371,11 @@ async fn a_failing_handler_is_retried_with_exponential_backoff_then_succeeds() {
 
 #[test]
 fn backoff_doubles_up_to_the_maximum() {
-    let policy = RetryPolicy { retries: 10, initial_delay_ms: 100, max_delay_ms: 1_000 };
+    let policy = RetryPolicy {
+        retries: 10,
+        initial_delay_ms: 100,
+        max_delay_ms: 1_000,
+    };
     let delays: Vec<u64> = (1..=6).map(|a| backoff_ms(&policy, a)).collect();
     assert_eq!(delays, vec![100, 200, 400, 800, 1_000, 1_000]);
     assert_eq!(backoff_ms(&policy, 200), 1_000);
@@ -214,10 +388,24 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
     let flag = healthy.clone();
     let h = handler(move |_ctx: JobContext| {
         let ok = flag.load(Ordering::SeqCst);
-        async move { if ok { Ok(vars(json!({"fixed": true}))) } else { Err(HandlerError::new("ledger locked")) } }
+        async move {
+            if ok {
+                Ok(vars(json!({"fixed": true})))
+            } else {
+                Err(HandlerError::new("ledger locked"))
+            }
+        }
     });
-    let engine = Engine::builder().clock(Arc::new(clock)).handler("post", h).build().await.unwrap();
-    engine.deploy(&single(service_with_retry("post", 2, 10, 100)), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock))
+        .handler("post", h)
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&single(service_with_retry("post", 2, 10, 100)), None)
+        .await
+        .unwrap();
 
     let first = engine.start("p", Map::new()).await.unwrap();
     let incident = wait_for_incident(&engine, &first.id).await;
@@ -227,7 +415,10 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
 
     // Retry after the cause is fixed.
     healthy.store(true, Ordering::SeqCst);
-    engine.retry_incident(&first.id, incident.activation).await.unwrap();
+    engine
+        .retry_incident(&first.id, incident.activation)
+        .await
+        .unwrap();
     let done = engine.wait_for_end(&first.id).await.unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(done.variables["fixed"], json!(true));
@@ -236,11 +427,24 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
     healthy.store(false, Ordering::SeqCst);
     let second = engine.start("p", Map::new()).await.unwrap();
     let incident = wait_for_incident(&engine, &second.id).await;
-    let resolved = engine.resolve_incident(&second.id, incident.activation, vars(json!({"posted_by": "operator"}))).await.unwrap();
+    let resolved = engine
+        .resolve_incident(
+            &second.id,
+            incident.activation,
+            vars(json!({"posted_by": "operator"})),
+        )
+        .await
+        .unwrap();
     assert_eq!(resolved.status, "completed");
     assert!(resolved.engine_incidents.is_empty());
-    let err = engine.resolve_incident(&second.id, incident.activation, Map::new()).await.unwrap_err();
-    assert!(err.to_string().contains("ended") || err.to_string().contains("incident"), "{err}");
+    let err = engine
+        .resolve_incident(&second.id, incident.activation, Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ended") || err.to_string().contains("incident"),
+        "{err}"
+    );
 }
 
 async fn wait_for_incident(engine: &Engine, id: &str) -> EngineIncident {
@@ -275,7 +479,10 @@ async fn a_running_instance_keeps_its_version_across_a_redeploy() {
     assert_eq!(first.deployed.version, 1);
     let old = engine.start("p", Map::new()).await.unwrap();
     let again = engine.deploy(&v1, None).await.unwrap();
-    assert!(!again.created, "identical content must not create a version");
+    assert!(
+        !again.created,
+        "identical content must not create a version"
+    );
     assert_eq!(again.deployed.version, 1);
     let second = engine.deploy(&v2, None).await.unwrap();
     assert!(second.created);
@@ -283,8 +490,14 @@ async fn a_running_instance_keeps_its_version_across_a_redeploy() {
     assert_ne!(first.deployed.content_hash, second.deployed.content_hash);
     let new = engine.start("p", Map::new()).await.unwrap();
     assert_eq!((old.version, new.version), (1, 2));
-    let old_done = engine.complete_task(&old.id, old.waiting_on[0].activation, Map::new()).await.unwrap();
-    let new_done = engine.complete_task(&new.id, new.waiting_on[0].activation, Map::new()).await.unwrap();
+    let old_done = engine
+        .complete_task(&old.id, old.waiting_on[0].activation, Map::new())
+        .await
+        .unwrap();
+    let new_done = engine
+        .complete_task(&new.id, new.waiting_on[0].activation, Map::new())
+        .await
+        .unwrap();
     assert_eq!(old_done.variables["version"], json!(1));
     assert_eq!(new_done.variables["version"], json!(2));
     assert_eq!(engine.deployments().len(), 2);
@@ -295,17 +508,35 @@ async fn completing_a_task_that_is_not_open_is_an_error() {
     let engine = Engine::builder().build().await.unwrap();
     engine.deploy(&single(user()), None).await.unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    let err = engine.complete_task(&started.id, 999, Map::new()).await.unwrap_err();
-    assert!(matches!(err, EngineError::NoSuchWait { activation: 999, .. }), "{err}");
+    let err = engine
+        .complete_task(&started.id, 999, Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::NoSuchWait {
+                activation: 999,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = engine.start("nope", Map::new()).await.unwrap_err();
     assert!(matches!(err, EngineError::UnknownProcess(_)), "{err}");
-    assert!(matches!(engine.instance("p-no-such").unwrap_err(), EngineError::UnknownInstance(_)));
+    assert!(matches!(
+        engine.instance("p-no-such").unwrap_err(),
+        EngineError::UnknownInstance(_)
+    ));
 }
 
 #[tokio::test]
 async fn cancel_drops_waits_and_subscriptions() {
     let engine = Engine::builder().build().await.unwrap();
-    engine.deploy(&single(signal_catch("go")), None).await.unwrap();
+    engine
+        .deploy(&single(signal_catch("go")), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let cancelled = engine.cancel(&started.id).await.unwrap();
     assert_eq!(cancelled.status, "terminated");
@@ -319,10 +550,16 @@ async fn subscribers_see_durable_history_events() {
     let mut events = engine.subscribe();
     let started = engine.start("p", Map::new()).await.unwrap();
     let mut kinds = Vec::new();
-    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
         assert_eq!(event.instance, started.id);
         if let HistoryEntry::Executor { event } = event.record.entry {
-            kinds.push(serde_json::to_value(&event).unwrap()["type"].as_str().unwrap_or_default().to_string());
+            kinds.push(
+                serde_json::to_value(&event).unwrap()["type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         if kinds.last().map(String::as_str) == Some("instance_completed") {
             break;
@@ -345,16 +582,32 @@ async fn a_slow_handler_does_not_block_other_instances() {
             Ok(Map::new())
         }
     });
-    let engine = Engine::builder().handler("work", slow).build().await.unwrap();
+    let engine = Engine::builder()
+        .handler("work", slow)
+        .build()
+        .await
+        .unwrap();
     engine.deploy(&single(service("work")), None).await.unwrap();
-    let blocked = engine.start("p", vars(json!({"slow": true}))).await.unwrap();
+    let blocked = engine
+        .start("p", vars(json!({"slow": true})))
+        .await
+        .unwrap();
     for _ in 0..20 {
-        let quick = engine.start("p", vars(json!({"slow": false}))).await.unwrap();
-        assert_eq!(engine.wait_for_end(&quick.id).await.unwrap().status, "completed");
+        let quick = engine
+            .start("p", vars(json!({"slow": false})))
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.wait_for_end(&quick.id).await.unwrap().status,
+            "completed"
+        );
     }
     assert_eq!(engine.instance(&blocked.id).unwrap().status, "waiting");
     gate.notify_one();
-    assert_eq!(engine.wait_for_end(&blocked.id).await.unwrap().status, "completed");
+    assert_eq!(
+        engine.wait_for_end(&blocked.id).await.unwrap().status,
+        "completed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +626,13 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
         // First run: the handler never answers, as if the process died while calling it.
         let never = handler(|_ctx: JobContext| async { std::future::pending().await });
         let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-        let engine = Engine::builder().store(store).clock(Arc::new(clock.clone())).handler("charge", never).build().await.unwrap();
+        let engine = Engine::builder()
+            .store(store)
+            .clock(Arc::new(clock.clone()))
+            .handler("charge", never)
+            .build()
+            .await
+            .unwrap();
         engine.deploy(&defs, None).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..5 {
@@ -394,7 +653,13 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
         }
     });
     let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-    let engine = Engine::builder().store(store).clock(Arc::new(clock.clone())).handler("charge", charge).build().await.unwrap();
+    let engine = Engine::builder()
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .handler("charge", charge)
+        .build()
+        .await
+        .unwrap();
     assert_eq!(engine.deployments().len(), 1);
     for id in &ids {
         let done = engine.wait_for_end(id).await.unwrap();
@@ -404,16 +669,23 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
     let log = effects.lock().unwrap().clone();
     assert_eq!(log.len(), 5, "{log:?}");
     for id in &ids {
-        let completions = engine.inner.store.scan(Table::Completions, format!("{id}/").as_bytes()).unwrap();
+        let completions = engine
+            .inner
+            .store
+            .scan(Table::Completions, format!("{id}/").as_bytes())
+            .unwrap();
         assert_eq!(completions.len(), 1, "{id}");
     }
 }
 
-
 fn boundary_timer(on: &str, text: &str, interrupting: bool) -> NodeKind {
     NodeKind::BoundaryEvent {
         attached_to: on.into(),
-        trigger: EventTrigger::Timer(Timer { kind: TimerKind::Duration, expression: expr(text), time_zone: None }),
+        trigger: EventTrigger::Timer(Timer {
+            kind: TimerKind::Duration,
+            expression: expr(text),
+            time_zone: None,
+        }),
         interrupting,
     }
 }
@@ -435,42 +707,88 @@ fn review_with_deadline(interrupting: bool) -> Definitions {
 #[tokio::test]
 async fn an_interrupting_boundary_timer_cancels_the_task_when_due() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&review_with_deadline(true), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&review_with_deadline(true), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(done.variables["escalated"], json!(true));
-    assert!(!done.path.contains(&"review".to_string()), "{:?}", done.path);
+    assert!(
+        !done.path.contains(&"review".to_string()),
+        "{:?}",
+        done.path
+    );
     assert_eq!(clock.now_ms(), 2 * DAY_MS);
 }
 
 #[tokio::test]
 async fn a_boundary_timer_is_disarmed_when_the_task_completes_first() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&review_with_deadline(true), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&review_with_deadline(true), None)
+        .await
+        .unwrap();
     // Keep the engine busy so that virtual time cannot jump before the task is completed.
     let started = {
         let _busy = engine.inner.busy();
         let started = engine.start("p", Map::new()).await.unwrap();
-        let review = started.waiting_on.iter().find(|w| w.node == "review").unwrap().activation;
-        engine.complete_task(&started.id, review, Map::new()).await.unwrap();
+        let review = started
+            .waiting_on
+            .iter()
+            .find(|w| w.node == "review")
+            .unwrap()
+            .activation;
+        engine
+            .complete_task(&started.id, review, Map::new())
+            .await
+            .unwrap();
         started
     };
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.path.last().map(String::as_str), Some("e"));
-    assert!(engine.inner.store.scan(Table::Timers, b"").unwrap().is_empty(), "the timer stays armed");
+    assert!(
+        engine
+            .inner
+            .store
+            .scan(Table::Timers, b"")
+            .unwrap()
+            .is_empty(),
+        "the timer stays armed"
+    );
     assert_eq!(clock.now_ms(), 0);
 }
 
 #[tokio::test]
 async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder().clock(Arc::new(clock.clone())).build().await.unwrap();
-    engine.deploy(&review_with_deadline(false), None).await.unwrap();
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&review_with_deadline(false), None)
+        .await
+        .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    let review = started.waiting_on.iter().find(|w| w.node == "review").unwrap().activation;
+    let review = started
+        .waiting_on
+        .iter()
+        .find(|w| w.node == "review")
+        .unwrap()
+        .activation;
     let mut events = engine.subscribe();
     // Wait until the escalation branch has run; the review task is still open.
     loop {
@@ -482,7 +800,14 @@ async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
     }
-    let done = engine.complete_task(&started.id, review, Map::new()).await.unwrap();
+    let done = engine
+        .complete_task(&started.id, review, Map::new())
+        .await
+        .unwrap();
     assert_eq!(done.status, "completed");
-    assert!(done.path.contains(&"escalate".to_string()) && done.path.contains(&"review".to_string()), "{:?}", done.path);
+    assert!(
+        done.path.contains(&"escalate".to_string()) && done.path.contains(&"review".to_string()),
+        "{:?}",
+        done.path
+    );
 }

@@ -54,28 +54,43 @@ impl StartTrigger {
     /// The start event's id.
     pub fn node(&self) -> &str {
         match self {
-            StartTrigger::Timer { node, .. } | StartTrigger::Message { node, .. } | StartTrigger::Signal { node, .. } => node,
+            StartTrigger::Timer { node, .. }
+            | StartTrigger::Message { node, .. }
+            | StartTrigger::Signal { node, .. } => node,
         }
     }
 }
 
 /// The triggered start events of the top level of `process_id`.
 pub(crate) fn start_triggers(defs: &Definitions, process_id: &str) -> Vec<StartTrigger> {
-    let Some(process) = defs.processes.iter().find(|p| p.id == process_id) else { return Vec::new() };
+    let Some(process) = defs.processes.iter().find(|p| p.id == process_id) else {
+        return Vec::new();
+    };
     process
         .nodes
         .iter()
         .filter_map(|node| {
-            let NodeKind::StartEvent { trigger: Some(trigger), .. } = &node.kind else { return None };
+            let NodeKind::StartEvent {
+                trigger: Some(trigger),
+                ..
+            } = &node.kind
+            else {
+                return None;
+            };
             let node_id = node.id.clone();
             match trigger {
-                EventTrigger::Timer(timer) => Some(StartTrigger::Timer { node: node_id, timer: timer.clone() }),
-                EventTrigger::Message(message) => {
-                    Some(StartTrigger::Message { node: node_id, name: message.name.clone().unwrap_or_default() })
-                }
-                EventTrigger::Signal { name } => {
-                    Some(StartTrigger::Signal { node: node_id, name: name.clone().unwrap_or_default() })
-                }
+                EventTrigger::Timer(timer) => Some(StartTrigger::Timer {
+                    node: node_id,
+                    timer: timer.clone(),
+                }),
+                EventTrigger::Message(message) => Some(StartTrigger::Message {
+                    node: node_id,
+                    name: message.name.clone().unwrap_or_default(),
+                }),
+                EventTrigger::Signal { name } => Some(StartTrigger::Signal {
+                    node: node_id,
+                    name: name.clone().unwrap_or_default(),
+                }),
                 _ => None,
             }
         })
@@ -121,17 +136,27 @@ impl Versions {
 
     /// A given version of a process.
     pub fn get(&self, process_id: &str, version: u32) -> Option<&Arc<Deployed>> {
-        self.by_process.get(process_id).and_then(|v| v.iter().find(|d| d.version == version))
+        self.by_process
+            .get(process_id)
+            .and_then(|v| v.iter().find(|d| d.version == version))
     }
 
     /// Adds a version (versions arrive in order).
     pub fn add(&mut self, deployed: Arc<Deployed>) {
-        self.by_process.entry(deployed.process_id.clone()).or_default().push(deployed);
+        self.by_process
+            .entry(deployed.process_id.clone())
+            .or_default()
+            .push(deployed);
     }
 
     /// The latest version of every process.
     pub fn latest_all(&self) -> Vec<Arc<Deployed>> {
-        let mut latest: Vec<_> = self.by_process.values().filter_map(|v| v.last()).cloned().collect();
+        let mut latest: Vec<_> = self
+            .by_process
+            .values()
+            .filter_map(|v| v.last())
+            .cloned()
+            .collect();
         latest.sort_by(|a, b| a.process_id.cmp(&b.process_id));
         latest
     }

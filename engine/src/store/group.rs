@@ -26,13 +26,22 @@ impl Ack {
     pub fn is_durable(&self) -> bool {
         match &self.pending {
             None => true,
-            Some((shared, seq)) => shared.state.lock().unwrap_or_else(|e| e.into_inner()).flushed >= *seq,
+            Some((shared, seq)) => {
+                shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .flushed
+                    >= *seq
+            }
         }
     }
 
     /// Blocks the current thread until the commit is durable.
     pub fn wait(self) -> Result<(), StoreError> {
-        let Some((shared, seq)) = self.pending else { return Ok(()) };
+        let Some((shared, seq)) = self.pending else {
+            return Ok(());
+        };
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(err) = &state.failed {
@@ -41,13 +50,18 @@ impl Ack {
             if state.flushed >= seq {
                 return Ok(());
             }
-            state = shared.flushed_cv.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = shared
+                .flushed_cv
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Waits (asynchronously) until the commit is durable.
     pub async fn durable(self) -> Result<(), StoreError> {
-        let Some((shared, seq)) = self.pending else { return Ok(()) };
+        let Some((shared, seq)) = self.pending else {
+            return Ok(());
+        };
         // Each waiter is woken once, by the flush that covers its commit (not by every flush).
         let woken = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,7 +77,9 @@ impl Ack {
         };
         match woken.await {
             Ok(result) => result.map_err(StoreError::FlushFailed),
-            Err(_) => Err(StoreError::FlushFailed("the store was closed before the step was flushed".into())),
+            Err(_) => Err(StoreError::FlushFailed(
+                "the store was closed before the step was flushed".into(),
+            )),
         }
     }
 }
@@ -146,12 +162,18 @@ impl GroupCommitter {
             max_batch: max_batch.max(1) as u64,
         });
         let stats = Arc::new(Mutex::new(FlushStats::default()));
-        let thread = std::thread::Builder::new().name("flowbot-group-commit".into()).spawn({
-            let shared = shared.clone();
-            let stats = stats.clone();
-            move || flusher_loop(&shared, &stats, window, flush)
-        })?;
-        Ok(Self { shared, stats, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("flowbot-group-commit".into())
+            .spawn({
+                let shared = shared.clone();
+                let stats = stats.clone();
+                move || flusher_loop(&shared, &stats, window, flush)
+            })?;
+        Ok(Self {
+            shared,
+            stats,
+            thread: Some(thread),
+        })
     }
 
     /// Registers one applied commit; call it after the commit's transaction has returned.
@@ -166,7 +188,9 @@ impl GroupCommitter {
         if pending == 1 || pending == self.shared.max_batch {
             self.shared.pending_cv.notify_one();
         }
-        Ack { pending: Some((self.shared.clone(), seq)) }
+        Ack {
+            pending: Some((self.shared.clone(), seq)),
+        }
     }
 
     /// Flush counters so far.
@@ -177,7 +201,11 @@ impl GroupCommitter {
 
 impl Drop for GroupCommitter {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown = true;
         self.shared.pending_cv.notify_all();
         if let Some(thread) = self.thread.take() {
             // The flusher flushes what is pending before it stops; a panic there has already
@@ -185,7 +213,12 @@ impl Drop for GroupCommitter {
             let _ = thread.join();
         }
         let stats = self.stats();
-        tracing::info!(flushes = stats.flushes, commits = stats.commits, flush_seconds = stats.flush_seconds, "group commit stopped");
+        tracing::info!(
+            flushes = stats.flushes,
+            commits = stats.commits,
+            flush_seconds = stats.flush_seconds,
+            "group commit stopped"
+        );
     }
 }
 
@@ -196,7 +229,10 @@ where
     let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         while state.committed == state.flushed && !state.shutdown {
-            state = shared.pending_cv.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = shared
+                .pending_cv
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
         if state.committed == state.flushed && state.shutdown {
             return;
@@ -208,7 +244,11 @@ where
             if now >= deadline {
                 break;
             }
-            state = shared.pending_cv.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            state = shared
+                .pending_cv
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let target = state.committed;
         let covered = target - state.flushed;
@@ -247,16 +287,29 @@ mod tests {
     fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<(), String>>) {
         let (release, gate) = mpsc::channel::<Result<(), String>>();
         let gate = Mutex::new(gate);
-        let flush = move || gate.lock().unwrap().recv().unwrap_or_else(|_| Err("gate closed".into()));
-        (GroupCommitter::start(Duration::ZERO, 512, flush).unwrap(), release)
+        let flush = move || {
+            gate.lock()
+                .unwrap()
+                .recv()
+                .unwrap_or_else(|_| Err("gate closed".into()))
+        };
+        (
+            GroupCommitter::start(Duration::ZERO, 512, flush).unwrap(),
+            release,
+        )
     }
 
     #[tokio::test]
     async fn async_waiters_resolve_after_the_flush_that_covers_them() {
         let (committer, release) = gated_committer();
-        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(committer.committed().durable())).collect();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(committer.committed().durable()))
+            .collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(waiters.iter().all(|w| !w.is_finished()), "acknowledged before any flush returned");
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "acknowledged before any flush returned"
+        );
         release.send(Ok(())).unwrap();
         for waiter in waiters {
             waiter.await.unwrap().unwrap();

@@ -28,7 +28,12 @@ pub(crate) struct IdBlocks {
 impl IdBlocks {
     /// Starts at `durable_bound`, the bound last made durable (ids below it may have been used).
     pub(crate) fn new(durable_bound: u64, block: u64) -> Self {
-        Self { next: AtomicU64::new(durable_bound), reserved: AtomicU64::new(durable_bound), reserving: Mutex::new(()), block: block.max(1) }
+        Self {
+            next: AtomicU64::new(durable_bound),
+            reserved: AtomicU64::new(durable_bound),
+            reserving: Mutex::new(()),
+            block: block.max(1),
+        }
     }
 
     /// The next id. `reserve(bound)` must make `bound` durable before it returns `Ok`; it is
@@ -69,7 +74,10 @@ mod tests {
             let ids = IdBlocks::new(durable.load(Ordering::SeqCst), 4);
             for _ in 0..10 {
                 let id = ids.next(reserve).unwrap();
-                assert!(id < durable.load(Ordering::SeqCst), "id {id} handed out before its block was durable");
+                assert!(
+                    id < durable.load(Ordering::SeqCst),
+                    "id {id} handed out before its block was durable"
+                );
                 assert!(seen.insert(id), "id {id} repeated");
             }
         }
@@ -81,10 +89,17 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let ids = ids.clone();
-                std::thread::spawn(move || (0..1_000).map(|_| ids.next(|_| Ok::<(), ()>(())).unwrap()).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..1_000)
+                        .map(|_| ids.next(|_| Ok::<(), ()>(())).unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        let all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         assert_eq!(all.iter().collect::<HashSet<_>>().len(), 4_000);
     }
 
@@ -92,6 +107,10 @@ mod tests {
     fn a_failed_reservation_hands_out_nothing() {
         let ids = IdBlocks::new(1, 4);
         assert_eq!(ids.next(|_| Err("disk full")), Err("disk full"));
-        assert_eq!(ids.next(|_| Ok::<(), &str>(())), Ok(2), "the failed id is skipped, never reused");
+        assert_eq!(
+            ids.next(|_| Ok::<(), &str>(())),
+            Ok(2),
+            "the failed id is skipped, never reused"
+        );
     }
 }

@@ -24,7 +24,13 @@ pub(crate) struct InstanceRecord<'a> {
 impl<'a> InstanceRecord<'a> {
     /// Encodes a record.
     pub(crate) fn encode(snapshot: &[u8], tail_from: u64, tail: &[impl AsRef<[u8]>]) -> Vec<u8> {
-        let size = 8 + snapshot.len() + 16 + tail.iter().map(|entry| 8 + entry.as_ref().len()).sum::<usize>();
+        let size = 8
+            + snapshot.len()
+            + 16
+            + tail
+                .iter()
+                .map(|entry| 8 + entry.as_ref().len())
+                .sum::<usize>();
         let mut out = Vec::with_capacity(size);
         put_bytes(&mut out, snapshot);
         out.extend_from_slice(&tail_from.to_le_bytes());
@@ -45,13 +51,22 @@ impl<'a> InstanceRecord<'a> {
         if count > rest.len() / 8 {
             return None;
         }
-        let tail = (0..count).map(|_| take_bytes(&mut rest)).collect::<Option<Vec<_>>>()?;
-        rest.is_empty().then_some(Self { snapshot, tail_from, tail })
+        let tail = (0..count)
+            .map(|_| take_bytes(&mut rest))
+            .collect::<Option<Vec<_>>>()?;
+        rest.is_empty().then_some(Self {
+            snapshot,
+            tail_from,
+            tail,
+        })
     }
 
     /// The tail entries with their history slots.
     pub(crate) fn tail_slots(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        self.tail.iter().enumerate().map(|(i, entry)| (self.tail_from + i as u64, *entry))
+        self.tail
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| (self.tail_from + i as u64, *entry))
     }
 }
 
@@ -84,12 +99,23 @@ mod tests {
 
     #[test]
     fn records_round_trip_with_and_without_a_tail() {
-        for tail in [vec![], vec![b"turn 7".to_vec()], vec![b"a".to_vec(), Vec::new(), b"ccc".to_vec()]] {
+        for tail in [
+            vec![],
+            vec![b"turn 7".to_vec()],
+            vec![b"a".to_vec(), Vec::new(), b"ccc".to_vec()],
+        ] {
             let bytes = InstanceRecord::encode(b"snapshot", 7, &tail);
             let record = InstanceRecord::decode(&bytes).expect("decodes");
             assert_eq!(record.snapshot, b"snapshot");
-            let slots: Vec<(u64, Vec<u8>)> = record.tail_slots().map(|(slot, e)| (slot, e.to_vec())).collect();
-            let expected: Vec<(u64, Vec<u8>)> = tail.iter().enumerate().map(|(i, e)| (7 + i as u64, e.clone())).collect();
+            let slots: Vec<(u64, Vec<u8>)> = record
+                .tail_slots()
+                .map(|(slot, e)| (slot, e.to_vec()))
+                .collect();
+            let expected: Vec<(u64, Vec<u8>)> = tail
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (7 + i as u64, e.clone()))
+                .collect();
             assert_eq!(slots, expected);
         }
     }
@@ -98,7 +124,11 @@ mod tests {
     fn damaged_records_are_refused_not_misread() {
         let bytes = InstanceRecord::encode(b"snapshot", 3, &[b"entry".to_vec()]);
         for cut in 0..bytes.len() {
-            assert_eq!(InstanceRecord::decode(&bytes[..cut]), None, "truncated to {cut} bytes");
+            assert_eq!(
+                InstanceRecord::decode(&bytes[..cut]),
+                None,
+                "truncated to {cut} bytes"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -106,6 +136,10 @@ mod tests {
         let mut huge_count = InstanceRecord::encode(b"s", 0, &[] as &[Vec<u8>]);
         let at = huge_count.len() - 8;
         huge_count[at..].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(InstanceRecord::decode(&huge_count), None, "count beyond the bytes");
+        assert_eq!(
+            InstanceRecord::decode(&huge_count),
+            None,
+            "count beyond the bytes"
+        );
     }
 }

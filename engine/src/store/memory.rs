@@ -35,10 +35,20 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let StepCommit { instance, snapshot, first: _, history_from, history, outbox, changes } = commit;
+        let StepCommit {
+            instance,
+            snapshot,
+            first: _,
+            history_from,
+            history,
+            outbox,
+            changes,
+        } = commit;
         let mut inner = self.lock();
         for (i, event) in history.into_iter().enumerate() {
-            inner.history.insert(history_key(&instance, history_from + i as u64), event);
+            inner
+                .history
+                .insert(history_key(&instance, history_from + i as u64), event);
         }
         if let Some(change) = snapshot {
             let (bytes, running) = change.into_parts();
@@ -64,7 +74,11 @@ impl Store for MemoryStore {
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().instances.get(id).map(|(bytes, _)| bytes.clone()))
+        Ok(self
+            .lock()
+            .instances
+            .get(id)
+            .map(|(bytes, _)| bytes.clone()))
     }
 
     fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -91,12 +105,18 @@ impl Store for MemoryStore {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().tables.get(&table).and_then(|t| t.get(key).cloned()))
+        Ok(self
+            .lock()
+            .tables
+            .get(&table)
+            .and_then(|t| t.get(key).cloned()))
     }
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
         let inner = self.lock();
-        let Some(t) = inner.tables.get(&table) else { return Ok(Vec::new()) };
+        let Some(t) = inner.tables.get(&table) else {
+            return Ok(Vec::new());
+        };
         Ok(t.range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -104,7 +124,15 @@ impl Store for MemoryStore {
     }
 
     fn pending_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.lock().outbox.iter().map(|(seq, payload)| OutboxEntry { seq: *seq, payload: payload.clone() }).collect())
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .map(|(seq, payload)| OutboxEntry {
+                seq: *seq,
+                payload: payload.clone(),
+            })
+            .collect())
     }
 
     fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {

@@ -106,17 +106,28 @@ pub struct StepCommit {
 impl StepCommit {
     /// An empty commit for `instance`.
     pub fn for_instance(instance: impl Into<String>) -> Self {
-        Self { instance: instance.into(), ..Self::default() }
+        Self {
+            instance: instance.into(),
+            ..Self::default()
+        }
     }
 
     /// Adds a put of `key` → `value` in `table`.
     pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.changes.push(TableChange { table, key, value: Some(value) });
+        self.changes.push(TableChange {
+            table,
+            key,
+            value: Some(value),
+        });
     }
 
     /// Adds a removal of `key` from `table`.
     pub fn remove(&mut self, table: Table, key: Vec<u8>) {
-        self.changes.push(TableChange { table, key, value: None });
+        self.changes.push(TableChange {
+            table,
+            key,
+            value: None,
+        });
     }
 }
 
@@ -156,7 +167,10 @@ impl Durability {
 
     /// Group commit with the defaults used by `serve`: a 1 ms window, 512 commits at most.
     pub fn group() -> Self {
-        Durability::Group { window: Self::GROUP_WINDOW, max_batch: Self::GROUP_MAX_BATCH }
+        Durability::Group {
+            window: Self::GROUP_WINDOW,
+            max_batch: Self::GROUP_MAX_BATCH,
+        }
     }
 }
 
@@ -174,7 +188,9 @@ pub enum StoreError {
         expected: u32,
     },
     /// The directory holds data but no Flowbot schema marker.
-    #[error("{path} is not a flowbot store (it holds data but no schema version); refusing to use it")]
+    #[error(
+        "{path} is not a flowbot store (it holds data but no schema version); refusing to use it"
+    )]
     NotAStore {
         /// The store directory.
         path: String,
@@ -258,7 +274,8 @@ pub fn timer_key(due_ms: u64, instance: &str, activation: u64) -> Vec<u8> {
 
 /// The due time encoded at the front of a [`timer_key`], if the key is long enough.
 pub fn timer_key_due(key: &[u8]) -> Option<u64> {
-    key.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    key.get(..8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// History key: instance id, a zero byte, then the big-endian event number.

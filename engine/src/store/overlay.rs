@@ -48,7 +48,11 @@ impl Overlay {
     /// The latest write of `key` that is not in the tree yet, if any.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Write> {
         let generations = self.lock();
-        generations.pending.get(key).or_else(|| generations.applying.get(key)).cloned()
+        generations
+            .pending
+            .get(key)
+            .or_else(|| generations.applying.get(key))
+            .cloned()
     }
 
     /// The writes under `prefix` not in the tree yet, newest per key, in key order.
@@ -56,7 +60,10 @@ impl Overlay {
         let generations = self.lock();
         let mut writes = BTreeMap::new();
         for generation in [&generations.applying, &generations.pending] {
-            for (key, write) in generation.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+            for (key, write) in generation
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+            {
                 writes.insert(key.clone(), write.clone());
             }
         }
@@ -90,7 +97,10 @@ impl Overlay {
 }
 
 /// Merges tree entries under a prefix with the overlay's writes under it (the overlay wins).
-pub(crate) fn merge(tree: Vec<(Vec<u8>, Vec<u8>)>, overlay: BTreeMap<Vec<u8>, Write>) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn merge(
+    tree: Vec<(Vec<u8>, Vec<u8>)>,
+    overlay: BTreeMap<Vec<u8>, Write>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     if overlay.is_empty() {
         return tree;
     }
@@ -115,20 +125,33 @@ mod tests {
     #[test]
     fn newer_writes_win_and_removals_hide_tree_entries() {
         let overlay = Overlay::default();
-        overlay.write_all(vec![(b"a1".to_vec(), Some(b"old".to_vec())), (b"a2".to_vec(), Some(b"x".to_vec()))]);
+        overlay.write_all(vec![
+            (b"a1".to_vec(), Some(b"old".to_vec())),
+            (b"a2".to_vec(), Some(b"x".to_vec())),
+        ]);
         let batch = overlay.begin_apply();
         assert!(batch.is_some());
-        overlay.write_all(vec![(b"a1".to_vec(), Some(b"new".to_vec())), (b"a3".to_vec(), None)]);
+        overlay.write_all(vec![
+            (b"a1".to_vec(), Some(b"new".to_vec())),
+            (b"a3".to_vec(), None),
+        ]);
         assert_eq!(overlay.get(b"a1"), Some(Some(b"new".to_vec())));
         assert_eq!(overlay.get(b"a2"), Some(Some(b"x".to_vec())));
         assert_eq!(overlay.get(b"b"), None);
-        let tree = vec![(b"a0".to_vec(), b"t".to_vec()), (b"a3".to_vec(), b"gone".to_vec())];
+        let tree = vec![
+            (b"a0".to_vec(), b"t".to_vec()),
+            (b"a3".to_vec(), b"gone".to_vec()),
+        ];
         let merged = merge(tree, overlay.scan(b"a"));
         let keys: Vec<&[u8]> = merged.iter().map(|(k, _)| k.as_slice()).collect();
         assert_eq!(keys, vec![b"a0".as_slice(), b"a1", b"a2"]);
         assert_eq!(merged[1].1, b"new".to_vec());
         overlay.applied();
         assert_eq!(overlay.get(b"a2"), None, "applied writes leave the overlay");
-        assert_eq!(overlay.get(b"a1"), Some(Some(b"new".to_vec())), "pending writes stay");
+        assert_eq!(
+            overlay.get(b"a1"),
+            Some(Some(b"new".to_vec())),
+            "pending writes stay"
+        );
     }
 }

@@ -48,7 +48,10 @@ pub(crate) fn pack(value: &[u8]) -> Vec<u8> {
 }
 
 /// The tagged compressed form of `value`, when it is smaller than the value.
-fn compress((encoder, buffer): &mut (snap::raw::Encoder, Vec<u8>), value: &[u8]) -> Option<Vec<u8>> {
+fn compress(
+    (encoder, buffer): &mut (snap::raw::Encoder, Vec<u8>),
+    value: &[u8],
+) -> Option<Vec<u8>> {
     let needed = snap::raw::max_compress_len(value.len());
     if needed == 0 {
         return None; // beyond Snappy's 4 GiB limit
@@ -75,7 +78,11 @@ pub(crate) fn unpack(stored: &[u8]) -> Option<Cow<'_, [u8]>> {
             if length > body.len().saturating_mul(MAX_RATIO) {
                 return None;
             }
-            snap::raw::Decoder::new().decompress_vec(body).ok().filter(|value| value.len() == length).map(Cow::Owned)
+            snap::raw::Decoder::new()
+                .decompress_vec(body)
+                .ok()
+                .filter(|value| value.len() == length)
+                .map(Cow::Owned)
         }
         _ => None,
     }
@@ -87,12 +94,28 @@ mod tests {
 
     #[test]
     fn values_round_trip_small_large_and_incompressible() {
-        let repetitive: Vec<u8> = b"node_entered confirm ".iter().copied().cycle().take(2_000).collect();
-        let noise: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for value in [Vec::new(), b"tiny".to_vec(), repetitive.clone(), noise, repetitive[..700].to_vec()] {
+        let repetitive: Vec<u8> = b"node_entered confirm "
+            .iter()
+            .copied()
+            .cycle()
+            .take(2_000)
+            .collect();
+        let noise: Vec<u8> = (0..600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for value in [
+            Vec::new(),
+            b"tiny".to_vec(),
+            repetitive.clone(),
+            noise,
+            repetitive[..700].to_vec(),
+        ] {
             assert_eq!(unpack(&pack(&value)).as_deref(), Some(value.as_slice()));
         }
-        assert!(pack(&repetitive).len() < repetitive.len() / 4, "repetitive values shrink");
+        assert!(
+            pack(&repetitive).len() < repetitive.len() / 4,
+            "repetitive values shrink"
+        );
     }
 
     #[test]
@@ -104,6 +127,10 @@ mod tests {
         assert_eq!(unpack(&packed[..packed.len() - 3]), None, "truncated");
         // A stated length of 2^32 - 1 bytes for a few bytes of data.
         let oversized = [SNAPPY, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 1];
-        assert_eq!(unpack(&oversized), None, "stated length beyond what the data can hold");
+        assert_eq!(
+            unpack(&oversized),
+            None,
+            "stated length beyond what the data can hold"
+        );
     }
 }

@@ -6,11 +6,11 @@
 use super::group::{FlushStats, GroupCommitter};
 use super::ids::IdBlocks;
 use super::instance_record::InstanceRecord;
-use super::packed::{pack, unpack};
 use super::overlay::{merge, Overlay, Write};
+use super::packed::{pack, unpack};
 use super::{
-    history_key, history_prefix, Ack, Durability, OutboxEntry, StepCommit, Store, StoreError, Table,
-    SCHEMA_VERSION,
+    history_key, history_prefix, Ack, Durability, OutboxEntry, StepCommit, Store, StoreError,
+    Table, SCHEMA_VERSION,
 };
 use sled::{Db, Tree};
 use std::panic::AssertUnwindSafe;
@@ -68,7 +68,10 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("path", &self.path).field("durability", &self.durability).finish()
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish()
     }
 }
 
@@ -84,7 +87,10 @@ impl SledStore {
         let shown = path.display().to_string();
         // High-throughput mode: steps are small writes of many instances; it trades disk space
         // for less rewriting (measured: ~15% more group-commit instances/s than the default).
-        let config = sled::Config::new().path(&path).flush_every_ms(None).mode(sled::Mode::HighThroughput);
+        let config = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput);
         // sled reports most damage as errors but can panic on some garbled files; either way the
         // caller gets a clear error and nothing is written. A store just closed in this process
         // releases its file lock when sled's background threads finish: retry briefly.
@@ -92,7 +98,10 @@ impl SledStore {
         let opened = loop {
             let opened = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
             match &opened {
-                Ok(Err(err)) if attempts < 100 && matches!(open_error(&shown, err.clone()), StoreError::Locked { .. }) => {
+                Ok(Err(err))
+                    if attempts < 100
+                        && matches!(open_error(&shown, err.clone()), StoreError::Locked { .. }) =>
+                {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -108,30 +117,44 @@ impl SledStore {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "the storage layer failed while reading it".into());
-                return Err(StoreError::Corrupted { path: shown, detail });
+                return Err(StoreError::Corrupted {
+                    path: shown,
+                    detail,
+                });
             }
         };
         let io = |err: sled::Error| io_error(&shown, err);
         let fresh = db.tree_names().len() <= 1 && db.is_empty();
         match db.get(SCHEMA_KEY).map_err(io)? {
             Some(bytes) => {
-                let found = <[u8; 4]>::try_from(bytes.as_ref()).map(u32::from_be_bytes).map_err(|_| {
-                    StoreError::Corrupted { path: shown.clone(), detail: "the schema version marker is damaged".into() }
-                })?;
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupted {
+                        path: shown.clone(),
+                        detail: "the schema version marker is damaged".into(),
+                    })?;
                 if found != SCHEMA_VERSION {
-                    return Err(StoreError::SchemaMismatch { path: shown, found, expected: SCHEMA_VERSION });
+                    return Err(StoreError::SchemaMismatch {
+                        path: shown,
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
                 }
             }
             None if fresh => {
-                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()).map_err(io)?;
+                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(io)?;
                 db.flush().map_err(io)?;
             }
             None => return Err(StoreError::NotAStore { path: shown }),
         }
         let id_bound = match db.get(ID_BOUND_KEY).map_err(io)? {
-            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes).map_err(|_| {
-                StoreError::Corrupted { path: shown.clone(), detail: "the id reservation marker is damaged".into() }
-            })?,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupted {
+                    path: shown.clone(),
+                    detail: "the id reservation marker is damaged".into(),
+                })?,
             None => 1,
         };
         let ids = IdBlocks::new(id_bound, ID_BLOCK);
@@ -140,7 +163,8 @@ impl SledStore {
             Durability::Step => (None, None),
             Durability::Group { window, max_batch } => {
                 let overlay = Arc::new(Overlay::default());
-                let (flush_db, flush_tree, flush_overlay) = (db.clone(), tree.clone(), overlay.clone());
+                let (flush_db, flush_tree, flush_overlay) =
+                    (db.clone(), tree.clone(), overlay.clone());
                 let flush = move || {
                     if let Some(batch) = flush_overlay.begin_apply() {
                         flush_tree.apply_batch(batch).map_err(|e| e.to_string())?;
@@ -148,13 +172,25 @@ impl SledStore {
                     }
                     flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
                 };
-                let committer = GroupCommitter::start(window, max_batch, flush)
-                    .map_err(|e| StoreError::Io { path: shown.clone(), detail: format!("cannot start the flusher: {e}") })?;
+                let committer = GroupCommitter::start(window, max_batch, flush).map_err(|e| {
+                    StoreError::Io {
+                        path: shown.clone(),
+                        detail: format!("cannot start the flusher: {e}"),
+                    }
+                })?;
                 (Some(committer), Some(overlay))
             }
         };
         tracing::debug!(path = %shown, ?durability, "store opened");
-        Ok(Self { path, db, tree, durability, group, overlay, ids })
+        Ok(Self {
+            path,
+            db,
+            tree,
+            durability,
+            group,
+            overlay,
+            ids,
+        })
     }
 
     /// The durability mode the store was opened with.
@@ -170,7 +206,9 @@ impl SledStore {
     /// Overwrites the schema marker (for tests of the version check and for migrations).
     pub fn write_schema_version(&self, version: u32) -> Result<(), StoreError> {
         let io = |err| io_error(&self.path.display().to_string(), err);
-        self.db.insert(SCHEMA_KEY, &version.to_be_bytes()).map_err(io)?;
+        self.db
+            .insert(SCHEMA_KEY, &version.to_be_bytes())
+            .map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
     }
@@ -183,21 +221,36 @@ impl SledStore {
     fn scan_prefix(&self, prefix: u8, rest: &[u8]) -> Result<Vec<super::KeyValue>, StoreError> {
         let full = key(prefix, rest);
         // The overlay first: a write that leaves it during the tree scan is in the tree by then.
-        let pending = self.overlay.as_ref().map(|overlay| overlay.scan(&full)).unwrap_or_default();
+        let pending = self
+            .overlay
+            .as_ref()
+            .map(|overlay| overlay.scan(&full))
+            .unwrap_or_default();
         let mut tree = Vec::new();
         for entry in self.tree.scan_prefix(&full) {
             let (k, v) = entry.map_err(|e| self.io(e))?;
             tree.push((k.to_vec(), v.to_vec()));
         }
-        Ok(merge(tree, pending).into_iter().map(|(k, v)| (k[1..].to_vec(), v)).collect())
+        Ok(merge(tree, pending)
+            .into_iter()
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect())
     }
 
     /// One record, group writes included.
     fn read(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(write) = self.overlay.as_ref().and_then(|overlay| overlay.get(full_key)) {
+        if let Some(write) = self
+            .overlay
+            .as_ref()
+            .and_then(|overlay| overlay.get(full_key))
+        {
             return Ok(write);
         }
-        Ok(self.tree.get(full_key).map_err(|e| self.io(e))?.map(|v| v.to_vec()))
+        Ok(self
+            .tree
+            .get(full_key)
+            .map_err(|e| self.io(e))?
+            .map(|v| v.to_vec()))
     }
 
     /// Applies one step's writes: into the overlay with group commit, else straight to the tree.
@@ -228,11 +281,19 @@ fn open_error(path: &str, err: sled::Error) -> StoreError {
                 None => "damaged data".into(),
             },
         },
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-            StoreError::Locked { path: path.into(), detail: io.to_string() }
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked {
+                path: path.into(),
+                detail: io.to_string(),
+            }
         }
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            StoreError::Corrupted { path: path.into(), detail: format!("truncated file ({io})") }
+            StoreError::Corrupted {
+                path: path.into(),
+                detail: format!("truncated file ({io})"),
+            }
         }
         other => io_error(path, other),
     }
@@ -240,31 +301,59 @@ fn open_error(path: &str, err: sled::Error) -> StoreError {
 
 fn io_error(path: &str, err: sled::Error) -> StoreError {
     match err {
-        sled::Error::Corruption { .. } => StoreError::Corrupted { path: path.into(), detail: err.to_string() },
-        other => StoreError::Io { path: path.into(), detail: other.to_string() },
+        sled::Error::Corruption { .. } => StoreError::Corrupted {
+            path: path.into(),
+            detail: err.to_string(),
+        },
+        other => StoreError::Io {
+            path: path.into(),
+            detail: other.to_string(),
+        },
     }
 }
 
 impl Store for SledStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let StepCommit { instance, snapshot, first, history_from, history, outbox, changes } = commit;
+        let StepCommit {
+            instance,
+            snapshot,
+            first,
+            history_from,
+            history,
+            outbox,
+            changes,
+        } = commit;
         let id = instance.as_bytes();
-        let mut writes: Vec<(Vec<u8>, Write)> = Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
+        let mut writes: Vec<(Vec<u8>, Write)> =
+            Vec::with_capacity(3 + history.len() + outbox.len() + changes.len());
         match snapshot {
             Some(change) => {
                 let (snapshot, running) = change.into_parts();
                 // This commit's history becomes the record's tail; the previous tail moves to
                 // history keys. Without new history the previous tail stays where it is.
-                let stored = if !first && history_from > 0 { self.read(&key(INSTANCES, id))? } else { None };
-                let unpacked = stored.as_deref().map(|bytes| self.unpack(&instance, bytes)).transpose()?;
-                let previous = unpacked.as_deref().map(|bytes| self.decode_record(&instance, bytes)).transpose()?;
+                let stored = if !first && history_from > 0 {
+                    self.read(&key(INSTANCES, id))?
+                } else {
+                    None
+                };
+                let unpacked = stored
+                    .as_deref()
+                    .map(|bytes| self.unpack(&instance, bytes))
+                    .transpose()?;
+                let previous = unpacked
+                    .as_deref()
+                    .map(|bytes| self.decode_record(&instance, bytes))
+                    .transpose()?;
                 let record = match previous {
                     Some(previous) if history.is_empty() => {
                         InstanceRecord::encode(&snapshot, previous.tail_from, &previous.tail)
                     }
                     previous => {
                         for (slot, entry) in previous.iter().flat_map(InstanceRecord::tail_slots) {
-                            writes.push((key(HISTORY, &history_key(&instance, slot)), Some(pack(entry))));
+                            writes.push((
+                                key(HISTORY, &history_key(&instance, slot)),
+                                Some(pack(entry)),
+                            ));
                         }
                         InstanceRecord::encode(&snapshot, history_from, &history)
                     }
@@ -276,7 +365,10 @@ impl Store for SledStore {
             }
             None => {
                 for (i, entry) in history.into_iter().enumerate() {
-                    writes.push((key(HISTORY, &history_key(&instance, history_from + i as u64)), Some(pack(&entry))));
+                    writes.push((
+                        key(HISTORY, &history_key(&instance, history_from + i as u64)),
+                        Some(pack(&entry)),
+                    ));
                 }
             }
         }
@@ -298,7 +390,9 @@ impl Store for SledStore {
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(bytes) = self.read(&key(INSTANCES, id.as_bytes()))? else { return Ok(None) };
+        let Some(bytes) = self.read(&key(INSTANCES, id.as_bytes()))? else {
+            return Ok(None);
+        };
         let unpacked = self.unpack(id, &bytes)?;
         Ok(Some(self.decode_record(id, &unpacked)?.snapshot.to_vec()))
     }
@@ -322,7 +416,10 @@ impl Store for SledStore {
         let record = self.read(&key(INSTANCES, id.as_bytes()))?;
         let mut entries = std::collections::BTreeMap::new();
         for (k, entry) in self.scan_prefix(HISTORY, &history_prefix(id))? {
-            entries.insert(self.history_slot(id, &k)?, self.unpack(id, &entry)?.into_owned());
+            entries.insert(
+                self.history_slot(id, &k)?,
+                self.unpack(id, &entry)?.into_owned(),
+            );
         }
         if let Some(bytes) = &record {
             let unpacked = self.unpack(id, bytes)?;
@@ -345,16 +442,23 @@ impl Store for SledStore {
         self.scan_prefix(OUTBOX, b"")?
             .into_iter()
             .map(|(k, payload)| {
-                let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).map_err(|_| {
-                    StoreError::Corrupted { path: self.path.display().to_string(), detail: "bad outbox key".into() }
-                })?;
+                let seq = <[u8; 8]>::try_from(k.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupted {
+                        path: self.path.display().to_string(),
+                        detail: "bad outbox key".into(),
+                    })?;
                 Ok(OutboxEntry { seq, payload })
             })
             .collect()
     }
 
     fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.apply(seqs.iter().map(|seq| (key(OUTBOX, &seq.to_be_bytes()), None)).collect())?;
+        self.apply(
+            seqs.iter()
+                .map(|seq| (key(OUTBOX, &seq.to_be_bytes()), None))
+                .collect(),
+        )?;
         if let Some(group) = &self.group {
             // Nobody waits for it: a delivery acknowledged but lost in a crash is redelivered.
             let _flushed_later = group.committed();
@@ -367,7 +471,10 @@ impl Store for SledStore {
     }
 
     fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.scan_prefix(INSTANCES, b"")?.into_iter().map(|(k, _)| self.utf8_id(&k)).collect()
+        self.scan_prefix(INSTANCES, b"")?
+            .into_iter()
+            .map(|(k, _)| self.utf8_id(&k))
+            .collect()
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
@@ -379,20 +486,30 @@ impl SledStore {
     /// The next id, never handed out before, also across crashes.
     fn next_seq(&self) -> Result<u64, StoreError> {
         self.ids.next(|bound| {
-            self.db.insert(ID_BOUND_KEY, &bound.to_be_bytes()).map_err(|e| self.io(e))?;
+            self.db
+                .insert(ID_BOUND_KEY, &bound.to_be_bytes())
+                .map_err(|e| self.io(e))?;
             self.db.flush().map(drop).map_err(|e| self.io(e))
         })
     }
 
     /// A stored instance record or history entry, decompressed.
-    fn unpack<'a>(&self, id: &str, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+    fn unpack<'a>(
+        &self,
+        id: &str,
+        stored: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
         unpack(stored).ok_or_else(|| StoreError::Corrupted {
             path: self.path.display().to_string(),
             detail: format!("a stored value of instance {id} cannot be decompressed"),
         })
     }
 
-    fn decode_record<'a>(&self, id: &str, bytes: &'a [u8]) -> Result<InstanceRecord<'a>, StoreError> {
+    fn decode_record<'a>(
+        &self,
+        id: &str,
+        bytes: &'a [u8],
+    ) -> Result<InstanceRecord<'a>, StoreError> {
         InstanceRecord::decode(bytes).ok_or_else(|| StoreError::Corrupted {
             path: self.path.display().to_string(),
             detail: format!("the record of instance {id} is damaged"),

@@ -2,7 +2,12 @@ use super::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn step(instance: &str, snapshot: SnapshotChange, history_from: u64, events: &[&str]) -> StepCommit {
+fn step(
+    instance: &str,
+    snapshot: SnapshotChange,
+    history_from: u64,
+    events: &[&str],
+) -> StepCommit {
     let mut commit = StepCommit::for_instance(instance);
     commit.snapshot = Some(snapshot);
     commit.history_from = history_from;
@@ -12,40 +17,87 @@ fn step(instance: &str, snapshot: SnapshotChange, history_from: u64, events: &[&
 
 /// The same behaviour checks for every store implementation.
 fn exercise(store: &dyn Store) {
-    let mut first = step("i1", SnapshotChange::Running(b"s1".to_vec()), 0, &["started", "entered a"]);
+    let mut first = step(
+        "i1",
+        SnapshotChange::Running(b"s1".to_vec()),
+        0,
+        &["started", "entered a"],
+    );
     first.outbox.push(b"note-1".to_vec());
     first.put(Table::Timers, timer_key(2_000, "i1", 3), b"t".to_vec());
-    first.put(Table::Timers, timer_key(1_000, "i1", 2), b"t-early".to_vec());
+    first.put(
+        Table::Timers,
+        timer_key(1_000, "i1", 2),
+        b"t-early".to_vec(),
+    );
     first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
     store.commit(first).unwrap().wait().unwrap();
-    store.commit(step("i2", SnapshotChange::Running(b"x".to_vec()), 0, &["started"])).unwrap().wait().unwrap();
+    store
+        .commit(step(
+            "i2",
+            SnapshotChange::Running(b"x".to_vec()),
+            0,
+            &["started"],
+        ))
+        .unwrap()
+        .wait()
+        .unwrap();
     // Started and ended in one commit: never unfinished.
-    let mut at_once = step("i0", SnapshotChange::Finished(b"done".to_vec()), 0, &["started", "ended"]);
+    let mut at_once = step(
+        "i0",
+        SnapshotChange::Finished(b"done".to_vec()),
+        0,
+        &["started", "ended"],
+    );
     at_once.first = true;
     store.commit(at_once).unwrap().wait().unwrap();
 
-    let mut second = step("i1", SnapshotChange::Finished(b"s2".to_vec()), 2, &["ended"]);
+    let mut second = step(
+        "i1",
+        SnapshotChange::Finished(b"s2".to_vec()),
+        2,
+        &["ended"],
+    );
     second.remove(Table::Timers, timer_key(2_000, "i1", 3));
     store.commit(second).unwrap().wait().unwrap();
 
     assert_eq!(store.instance("i1").unwrap(), Some(b"s2".to_vec()));
     assert_eq!(store.instance("missing").unwrap(), None);
-    assert_eq!(store.unfinished().unwrap(), vec![("i2".to_string(), b"x".to_vec())]);
-    assert_eq!(store.history("i1").unwrap(), vec![b"started".to_vec(), b"entered a".to_vec(), b"ended".to_vec()]);
+    assert_eq!(
+        store.unfinished().unwrap(),
+        vec![("i2".to_string(), b"x".to_vec())]
+    );
+    assert_eq!(
+        store.history("i1").unwrap(),
+        vec![
+            b"started".to_vec(),
+            b"entered a".to_vec(),
+            b"ended".to_vec()
+        ]
+    );
     assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
     assert_eq!(store.instance("i0").unwrap(), Some(b"done".to_vec()));
-    assert_eq!(store.history("i0").unwrap(), vec![b"started".to_vec(), b"ended".to_vec()]);
+    assert_eq!(
+        store.history("i0").unwrap(),
+        vec![b"started".to_vec(), b"ended".to_vec()]
+    );
     let timers = store.scan(Table::Timers, b"").unwrap();
     assert_eq!(timers.len(), 1);
     assert_eq!(timer_key_due(&timers[0].0), Some(1_000));
-    assert_eq!(store.get(Table::Completions, b"i1/a/1").unwrap(), Some(b"done".to_vec()));
+    assert_eq!(
+        store.get(Table::Completions, b"i1/a/1").unwrap(),
+        Some(b"done".to_vec())
+    );
     let outbox = store.pending_outbox().unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].payload, b"note-1".to_vec());
     store.ack_outbox(&[outbox[0].seq]).unwrap();
     assert!(store.pending_outbox().unwrap().is_empty());
     assert_eq!(store.instance_count().unwrap(), 3);
-    assert_eq!(store.instance_ids().unwrap(), vec!["i0".to_string(), "i1".to_string(), "i2".to_string()]);
+    assert_eq!(
+        store.instance_ids().unwrap(),
+        vec!["i0".to_string(), "i1".to_string(), "i2".to_string()]
+    );
     let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
     assert!(b > a);
 }
@@ -53,14 +105,26 @@ fn exercise(store: &dyn Store) {
 /// History written over several turns, with and without snapshots, reads back in order.
 fn exercise_history_across_turns(store: &dyn Store) {
     let history = |store: &dyn Store| -> Vec<String> {
-        store.history("t1").unwrap().into_iter().map(|e| String::from_utf8(e).unwrap()).collect()
+        store
+            .history("t1")
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8(e).unwrap())
+            .collect()
     };
     let mut first = step("t1", SnapshotChange::Running(b"a".to_vec()), 0, &["e0"]);
     first.first = true;
     store.commit(first).unwrap().wait().unwrap();
-    assert!(store.unfinished().unwrap().contains(&("t1".to_string(), b"a".to_vec())));
+    assert!(store
+        .unfinished()
+        .unwrap()
+        .contains(&("t1".to_string(), b"a".to_vec())));
     // A turn without history keeps the earlier turn's entries.
-    store.commit(step("t1", SnapshotChange::Running(b"b".to_vec()), 1, &[])).unwrap().wait().unwrap();
+    store
+        .commit(step("t1", SnapshotChange::Running(b"b".to_vec()), 1, &[]))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
     assert_eq!(history(store), ["e0"]);
     // History without a snapshot.
@@ -69,9 +133,27 @@ fn exercise_history_across_turns(store: &dyn Store) {
     history_only.history = vec![b"e1".to_vec()];
     store.commit(history_only).unwrap().wait().unwrap();
     assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
-    store.commit(step("t1", SnapshotChange::Running(b"c".to_vec()), 2, &["e2"])).unwrap().wait().unwrap();
+    store
+        .commit(step(
+            "t1",
+            SnapshotChange::Running(b"c".to_vec()),
+            2,
+            &["e2"],
+        ))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(history(store), ["e0", "e1", "e2"]);
-    store.commit(step("t1", SnapshotChange::Finished(b"d".to_vec()), 3, &["e3", "e4"])).unwrap().wait().unwrap();
+    store
+        .commit(step(
+            "t1",
+            SnapshotChange::Finished(b"d".to_vec()),
+            3,
+            &["e3", "e4"],
+        ))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(history(store), ["e0", "e1", "e2", "e3", "e4"]);
     assert_eq!(store.instance("t1").unwrap(), Some(b"d".to_vec()));
     assert!(store.unfinished().unwrap().iter().all(|(id, _)| id != "t1"));
@@ -89,7 +171,10 @@ fn sled_store_keeps_history_across_turns_and_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         exercise_history_across_turns(&SledStore::open(dir.path(), durability).unwrap());
         let reopened = SledStore::open(dir.path(), Durability::Step).unwrap();
-        let history: Vec<Vec<u8>> = ["e0", "e1", "e2", "e3", "e4"].iter().map(|e| e.as_bytes().to_vec()).collect();
+        let history: Vec<Vec<u8>> = ["e0", "e1", "e2", "e3", "e4"]
+            .iter()
+            .map(|e| e.as_bytes().to_vec())
+            .collect();
         assert_eq!(reopened.history("t1").unwrap(), history);
         assert_eq!(reopened.instance("t1").unwrap(), Some(b"d".to_vec()));
     }
@@ -105,7 +190,11 @@ fn sled_store_commits_and_reads_back_in_both_durability_modes() {
 
 #[test]
 fn timer_keys_sort_by_due_time() {
-    let mut keys = [timer_key(300, "a", 1), timer_key(5, "zzz", 9), timer_key(256, "b", 0)];
+    let mut keys = [
+        timer_key(300, "a", 1),
+        timer_key(5, "zzz", 9),
+        timer_key(256, "b", 0),
+    ];
     keys.sort();
     let dues: Vec<_> = keys.iter().map(|k| timer_key_due(k).unwrap()).collect();
     assert_eq!(dues, vec![5, 256, 300]);
@@ -116,10 +205,22 @@ fn sled_store_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path(), Durability::group()).unwrap();
-        store.commit(step("i1", SnapshotChange::Running(b"s".to_vec()), 0, &["e0"])).unwrap().wait().unwrap();
+        store
+            .commit(step(
+                "i1",
+                SnapshotChange::Running(b"s".to_vec()),
+                0,
+                &["e0"],
+            ))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     let store = SledStore::open(dir.path(), Durability::Step).unwrap();
-    assert_eq!(store.unfinished().unwrap(), vec![("i1".to_string(), b"s".to_vec())]);
+    assert_eq!(
+        store.unfinished().unwrap(),
+        vec![("i1".to_string(), b"s".to_vec())]
+    );
     assert_eq!(store.history("i1").unwrap(), vec![b"e0".to_vec()]);
 }
 
@@ -137,15 +238,24 @@ fn sled_ids_never_repeat_after_a_reopen() {
 #[test]
 fn another_schema_version_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
-    SledStore::open(dir.path(), Durability::Step).unwrap().write_schema_version(SCHEMA_VERSION + 6).unwrap();
+    SledStore::open(dir.path(), Durability::Step)
+        .unwrap()
+        .write_schema_version(SCHEMA_VERSION + 6)
+        .unwrap();
     let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaMismatch { found, expected, .. } if found == SCHEMA_VERSION + 6 && expected == SCHEMA_VERSION),
         "{err}"
     );
     let text = err.to_string();
-    assert!(text.contains(&format!("schema version {}", SCHEMA_VERSION + 6)), "{text}");
-    assert!(text.contains(&format!("schema version {SCHEMA_VERSION}")), "{text}");
+    assert!(
+        text.contains(&format!("schema version {}", SCHEMA_VERSION + 6)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("schema version {SCHEMA_VERSION}")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -166,9 +276,20 @@ fn populated_store() -> tempfile::TempDir {
     let store = SledStore::open(dir.path(), Durability::Step).unwrap();
     for i in 0..200 {
         let id = format!("instance-{i}");
-        let events: Vec<String> = (0..5).map(|e| format!("event {e} of {id} with some padding text")).collect();
+        let events: Vec<String> = (0..5)
+            .map(|e| format!("event {e} of {id} with some padding text"))
+            .collect();
         let refs: Vec<&str> = events.iter().map(String::as_str).collect();
-        store.commit(step(&id, SnapshotChange::Running(vec![i as u8; 300]), 0, &refs)).unwrap().wait().unwrap();
+        store
+            .commit(step(
+                &id,
+                SnapshotChange::Running(vec![i as u8; 300]),
+                0,
+                &refs,
+            ))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     drop(store);
     dir
@@ -197,9 +318,17 @@ fn assert_clear_failure_or_consistent(dir: &std::path::Path, what: &str) {
     match SledStore::open(dir, Durability::Step) {
         Err(err) => {
             let text = err.to_string();
-            assert!(text.contains(&dir.display().to_string()), "{what}: error does not name the store: {text}");
             assert!(
-                matches!(err, StoreError::Corrupted { .. } | StoreError::NotAStore { .. } | StoreError::Io { .. }),
+                text.contains(&dir.display().to_string()),
+                "{what}: error does not name the store: {text}"
+            );
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Corrupted { .. }
+                        | StoreError::NotAStore { .. }
+                        | StoreError::Io { .. }
+                ),
                 "{what}: unexpected error kind: {text}"
             );
         }
@@ -207,8 +336,15 @@ fn assert_clear_failure_or_consistent(dir: &std::path::Path, what: &str) {
             let unfinished = store.unfinished();
             if let Ok(unfinished) = unfinished {
                 for (id, snapshot) in unfinished {
-                    assert!(id.starts_with("instance-"), "{what}: invented instance {id}");
-                    assert_eq!(snapshot.len(), 300, "{what}: damaged snapshot of {id} returned");
+                    assert!(
+                        id.starts_with("instance-"),
+                        "{what}: invented instance {id}"
+                    );
+                    assert_eq!(
+                        snapshot.len(),
+                        300,
+                        "{what}: damaged snapshot of {id} returned"
+                    );
                 }
             }
         }
@@ -225,7 +361,12 @@ fn a_truncated_store_gives_a_clear_error() {
         copy_dir(dir.path(), copy.path());
         let target = copy.path().join(file.strip_prefix(dir.path()).unwrap());
         let len = std::fs::metadata(&target).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(len / 3).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_len(len / 3)
+            .unwrap();
         assert_clear_failure_or_consistent(copy.path(), &format!("truncated {}", file.display()));
     }
 }
@@ -264,7 +405,16 @@ fn a_damaged_instance_record_is_reported_as_corruption_naming_the_instance() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path(), Durability::Step).unwrap();
-        store.commit(step("i1", SnapshotChange::Running(vec![7; 400]), 0, &["e0"])).unwrap().wait().unwrap();
+        store
+            .commit(step(
+                "i1",
+                SnapshotChange::Running(vec![7; 400]),
+                0,
+                &["e0"],
+            ))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     {
         // Overwrite the record with bytes sled accepts but that are no record. (sled releases
@@ -272,12 +422,19 @@ fn a_damaged_instance_record_is_reported_as_corruption_naming_the_instance() {
         let db = open_raw_sled(dir.path());
         let tree = db.open_tree("flowbot").unwrap();
         let key = b"ii1";
-        assert!(tree.get(key).unwrap().is_some(), "the instance record lives under its key");
+        assert!(
+            tree.get(key).unwrap().is_some(),
+            "the instance record lives under its key"
+        );
         tree.insert(key, &[1, 0xff, 0xff, 0, 0, 9][..]).unwrap();
         db.flush().unwrap();
     }
     let store = SledStore::open(dir.path(), Durability::Step).unwrap();
-    for err in [store.instance("i1").unwrap_err(), store.history("i1").unwrap_err(), store.unfinished().unwrap_err()] {
+    for err in [
+        store.instance("i1").unwrap_err(),
+        store.history("i1").unwrap_err(),
+        store.unfinished().unwrap_err(),
+    ] {
         assert!(matches!(err, StoreError::Corrupted { .. }), "{err}");
         assert!(err.to_string().contains("instance i1"), "{err}");
     }
@@ -288,7 +445,10 @@ fn the_conf_file_garbled_is_reported_as_corruption() {
     let dir = populated_store();
     std::fs::write(dir.path().join("conf"), b"\x00\x01 not a config").unwrap();
     let err = SledStore::open(dir.path(), Durability::Step).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupted { .. } | StoreError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Corrupted { .. } | StoreError::Io { .. }),
+        "{err}"
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -308,7 +468,14 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn group_commit_shares_flushes_and_acknowledges_every_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SledStore::open(dir.path(), Durability::Group { window: Duration::from_millis(2), max_batch: 1024 }).unwrap(),
+        SledStore::open(
+            dir.path(),
+            Durability::Group {
+                window: Duration::from_millis(2),
+                max_batch: 1024,
+            },
+        )
+        .unwrap(),
     );
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -316,7 +483,11 @@ fn group_commit_shares_flushes_and_acknowledges_every_commit() {
             std::thread::spawn(move || {
                 for i in 0..50 {
                     let id = format!("t{t}-{i}");
-                    store.commit(step(&id, SnapshotChange::Running(vec![1]), 0, &["e"])).unwrap().wait().unwrap();
+                    store
+                        .commit(step(&id, SnapshotChange::Running(vec![1]), 0, &["e"]))
+                        .unwrap()
+                        .wait()
+                        .unwrap();
                 }
             })
         })
@@ -338,7 +509,14 @@ async fn group_commit_acks_resolve_asynchronously() {
     for i in 0..100 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let ack = store.commit(step(&format!("i{i}"), SnapshotChange::Running(vec![2]), 0, &[])).unwrap();
+            let ack = store
+                .commit(step(
+                    &format!("i{i}"),
+                    SnapshotChange::Running(vec![2]),
+                    0,
+                    &[],
+                ))
+                .unwrap();
             ack.durable().await.unwrap();
         }));
     }

@@ -41,7 +41,10 @@ pub fn forbidden_character(text: &str) -> Option<LimitError> {
             if forbidden {
                 return Some(LimitError {
                     span: Span::new(index as u32 + 1, col as u32 + 1),
-                    message: format!("control character U+{:04X} is not allowed in YAML text", c as u32),
+                    message: format!(
+                        "control character U+{:04X} is not allowed in YAML text",
+                        c as u32
+                    ),
                 });
             }
         }
@@ -79,7 +82,9 @@ pub fn too_deep(text: &str) -> Option<LimitError> {
                 None => match c {
                     '#' if offset > 0 && content[offset - 1] == ' ' => break,
                     '"' | '\'' => quote = Some(c),
-                    '-' if at_line_start && content.get(offset + 1).is_none_or(|n| *n == ' ') => depth += 1,
+                    '-' if at_line_start && content.get(offset + 1).is_none_or(|n| *n == ' ') => {
+                        depth += 1
+                    }
                     '[' | '{' => {
                         flow_depth += 1;
                         depth += 1;
@@ -97,7 +102,9 @@ pub fn too_deep(text: &str) -> Option<LimitError> {
             if depth > MAX_NESTING {
                 return Some(LimitError {
                     span: Span::new(index as u32 + 1, (indent + offset + 1) as u32),
-                    message: format!("the document is nested too deeply (more than {MAX_NESTING} levels)"),
+                    message: format!(
+                        "the document is nested too deeply (more than {MAX_NESTING} levels)"
+                    ),
                 });
             }
         }
@@ -117,7 +124,10 @@ pub fn first_alias(text: &str) -> Option<Span> {
                 Some(_) => {}
                 None if c == '#' && after_separator => break,
                 None if (c == '"' || c == '\'') && after_separator => quote = Some(c),
-                None if c == '*' && after_separator && chars.get(col + 1).is_some_and(|n| !n.is_whitespace()) => {
+                None if c == '*'
+                    && after_separator
+                    && chars.get(col + 1).is_some_and(|n| !n.is_whitespace()) =>
+                {
                     return Some(Span::new(index as u32 + 1, col as u32 + 1));
                 }
                 None => {}
@@ -133,7 +143,10 @@ mod tests {
 
     #[test]
     fn finds_the_first_alias() {
-        assert_eq!(first_alias("a: &x 1\nb: '*not' # *no\nc: [1, *x]\n"), Some(Span::new(3, 8)));
+        assert_eq!(
+            first_alias("a: &x 1\nb: '*not' # *no\nc: [1, *x]\n"),
+            Some(Span::new(3, 8))
+        );
         assert_eq!(first_alias("a: 2 * 3\n"), None);
     }
 
@@ -149,12 +162,18 @@ mod tests {
     fn measures_flow_block_and_dash_nesting() {
         assert_eq!(too_deep("a:\n  b:\n    - [1, {c: 2}]\n"), None);
         let flow = format!("a: {}", "[".repeat(200));
-        assert_eq!(too_deep(&flow).expect("deep").span, Span::new(1, 4 + MAX_NESTING as u32 - 1));
+        assert_eq!(
+            too_deep(&flow).expect("deep").span,
+            Span::new(1, 4 + MAX_NESTING as u32 - 1)
+        );
         let mut block = String::new();
         for depth in 0..200 {
             block.push_str(&format!("{}k:\n", " ".repeat(depth)));
         }
-        assert_eq!(too_deep(&block).expect("deep").span.line, MAX_NESTING as u32 + 1);
+        assert_eq!(
+            too_deep(&block).expect("deep").span.line,
+            MAX_NESTING as u32 + 1
+        );
         let dashes = format!("{}x\n", "- ".repeat(200));
         assert!(too_deep(&dashes).is_some());
         assert_eq!(too_deep("a: \"[[[[\" # [[[[\n"), None);

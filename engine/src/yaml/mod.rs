@@ -45,12 +45,23 @@ pub fn parse_yaml_bytes(path: &Path, bytes: &[u8]) -> (Option<Definitions>, Vec<
             // Valid UTF-8 up to here, so the lossless conversion cannot fail.
             let before = String::from_utf8_lossy(valid);
             let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+            let col = before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |last| last.chars().count())
+                + 1;
             let message = format!(
                 "the file is not UTF-8 text (invalid byte 0x{:02X}); save it as UTF-8",
                 bytes[err.valid_up_to()]
             );
-            (None, vec![Diagnostic::error(path, Span::new(line as u32, col as u32), message)])
+            (
+                None,
+                vec![Diagnostic::error(
+                    path,
+                    Span::new(line as u32, col as u32),
+                    message,
+                )],
+            )
         }
     }
 }
@@ -66,30 +77,50 @@ pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnost
     }
     // A byte-order mark is not content (and editors do not count it as a column).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
-        let message = "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
-        return (None, vec![Diagnostic::error(path, Span::new(1, 1), message)]);
+    if text
+        .lines()
+        .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+    {
+        let message =
+            "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
+        return (
+            None,
+            vec![Diagnostic::error(path, Span::new(1, 1), message)],
+        );
     }
     if let Some(problem) = limits::forbidden_character(text).or_else(|| limits::too_deep(text)) {
-        return (None, vec![Diagnostic::error(path, problem.span, problem.message)]);
+        return (
+            None,
+            vec![Diagnostic::error(path, problem.span, problem.message)],
+        );
     }
     let map = match locator::SourceMap::read(text) {
         Ok(map) => map,
-        Err(problem) => return (None, vec![Diagnostic::error(path, problem.span, problem.message)]),
+        Err(problem) => {
+            return (
+                None,
+                vec![Diagnostic::error(path, problem.span, problem.message)],
+            )
+        }
     };
     let document: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(document) => document,
         Err(err) => return (None, vec![syntax_error(path, text, &map, &err)]),
     };
     tracing::debug!(file = %path.display(), "parsing YAML process");
-    let lenient = map.syntax_error().map(|(span, problem)| lenient_syntax(path, span, problem));
+    let lenient = map
+        .syntax_error()
+        .map(|(span, problem)| lenient_syntax(path, span, problem));
     let (definitions, mut diagnostics) = reader::Reader::new(path, map).read(&document);
     diagnostics.splice(0..0, lenient);
     (definitions, diagnostics)
 }
 
 fn too_large(path: &Path, len: usize) -> Diagnostic {
-    let message = format!("the file is {len} bytes; process files are limited to {} bytes (4 MiB)", MAX_SOURCE_BYTES);
+    let message = format!(
+        "the file is {len} bytes; process files are limited to {} bytes (4 MiB)",
+        MAX_SOURCE_BYTES
+    );
     Diagnostic::error(path, Span::new(1, 1), message)
 }
 
@@ -103,7 +134,12 @@ fn lenient_syntax(path: &Path, span: Span, problem: &str) -> Diagnostic {
 }
 
 /// A YAML syntax error (or a limit hit by the YAML reader) as a diagnostic at its position.
-fn syntax_error(path: &Path, text: &str, map: &locator::SourceMap, err: &serde_yaml::Error) -> Diagnostic {
+fn syntax_error(
+    path: &Path,
+    text: &str,
+    map: &locator::SourceMap,
+    err: &serde_yaml::Error,
+) -> Diagnostic {
     let raw = strip_positions(&err.to_string());
     if raw.contains("duplicate entry with key") {
         if let Some((key, first, again)) = map.duplicate_key() {
@@ -120,11 +156,18 @@ fn syntax_error(path: &Path, text: &str, map: &locator::SourceMap, err: &serde_y
         .unwrap_or(Span::new(1, 1));
     let (span, message) = if raw.contains("repetition limit exceeded") {
         let message = "the document expands too much through YAML aliases (`*name`); write the values out instead";
-        (limits::first_alias(text).unwrap_or(reported), message.to_string())
+        (
+            limits::first_alias(text).unwrap_or(reported),
+            message.to_string(),
+        )
     } else if raw.contains("recursion limit exceeded") {
         (reported, "the document is nested too deeply".to_string())
     } else if raw.contains("more than one document") {
-        (reported, "the file holds more than one YAML document (`---`); put one process per file".to_string())
+        (
+            reported,
+            "the file holds more than one YAML document (`---`); put one process per file"
+                .to_string(),
+        )
     } else {
         (reported, format!("invalid YAML: {raw}"))
     };
@@ -155,7 +198,9 @@ fn strip_positions(message: &str) -> String {
 /// When `text` starts with `line N column M` or `position N`, the text after it.
 fn skip_position(text: &str) -> Option<&str> {
     fn number(text: &str) -> Option<&str> {
-        let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         (end > 0).then(|| &text[end..])
     }
     if let Some(rest) = text.strip_prefix("line ") {
@@ -178,6 +223,9 @@ mod tests {
             ),
             "did not find expected key, while parsing a block mapping"
         );
-        assert_eq!(strip_positions("look at this at position 12"), "look at this");
+        assert_eq!(
+            strip_positions("look at this at position 12"),
+            "look at this"
+        );
     }
 }

@@ -82,7 +82,12 @@ impl<'a> Reader<'a> {
         let path = YamlPath::root();
         let Some(top) = root.as_mapping() else {
             let what = describe(root);
-            self.error(&path, format!("expected a process (a mapping starting with `process: <id>`), found {what}"));
+            self.error(
+                &path,
+                format!(
+                    "expected a process (a mapping starting with `process: <id>`), found {what}"
+                ),
+            );
             return (None, self.diagnostics);
         };
         self.check_keys(top, &path, vocab::PROCESS_KEYS, "the process");
@@ -92,16 +97,25 @@ impl<'a> Reader<'a> {
         let id = match top.get("process") {
             Some(value) => self.id_text(value, &path.key("process"), "process id"),
             None => {
-                self.error(&path, "missing `process: <id>`: every process file names its process");
+                self.error(
+                    &path,
+                    "missing `process: <id>`: every process file names its process",
+                );
                 None
             }
         };
         let name = self.optional_text(top, &path, "name");
-        let process_span = self.map.key(&path.key("process")).unwrap_or(Span::new(1, 1));
+        let process_span = self
+            .map
+            .key(&path.key("process"))
+            .unwrap_or(Span::new(1, 1));
         let scope = match top.get("nodes") {
             Some(nodes) => self.scope(nodes, &path.key("nodes")),
             None => {
-                self.error(&path, "missing `nodes:`: a process needs at least a start and an end event");
+                self.error(
+                    &path,
+                    "missing `nodes:`: a process needs at least a start and an end event",
+                );
                 Scope::default()
             }
         };
@@ -123,8 +137,11 @@ impl<'a> Reader<'a> {
             rules,
             span: process_span,
         };
-        let definitions =
-            Definitions { source: self.file.to_path_buf(), processes: vec![process], ..Default::default() };
+        let definitions = Definitions {
+            source: self.file.to_path_buf(),
+            processes: vec![process],
+            ..Default::default()
+        };
         (Some(definitions), self.diagnostics)
     }
 
@@ -132,12 +149,14 @@ impl<'a> Reader<'a> {
 
     fn error(&mut self, path: &YamlPath, message: impl Into<String>) {
         let span = self.map.nearest(path);
-        self.diagnostics.push(Diagnostic::error(self.file, span, message));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, span, message));
     }
 
     fn error_at_value(&mut self, path: &YamlPath, message: impl Into<String>) {
         let span = self.map.nearest_value(path);
-        self.diagnostics.push(Diagnostic::error(self.file, span, message));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, span, message));
     }
 
     /// `; did you mean `x`?` for the unknown id `word` when one of `ids` is close, for the first
@@ -147,11 +166,14 @@ impl<'a> Reader<'a> {
             return String::new();
         }
         self.id_hints_left -= 1;
-        vocab::closest(word, ids).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+        vocab::closest(word, ids)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default()
     }
 
     fn error_with_id(&mut self, span: Span, id: &str, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::error(self.file, span, message).with_id(id));
+        self.diagnostics
+            .push(Diagnostic::error(self.file, span, message).with_id(id));
     }
 
     /// Reports keys of `mapping` that are not in `allowed` (with a "did you mean") and keys that
@@ -162,9 +184,15 @@ impl<'a> Reader<'a> {
                 Some(k) if allowed.contains(&k) => {}
                 Some(k) => {
                     let hint = suggestion(k, allowed.iter().copied());
-                    self.error(&path.key(k), format!("unknown key `{k}` in {context}{hint}"));
+                    self.error(
+                        &path.key(k),
+                        format!("unknown key `{k}` in {context}{hint}"),
+                    );
                 }
-                None => self.error(path, format!("keys in {context} must be text, found {}", describe(key))),
+                None => self.error(
+                    path,
+                    format!("keys in {context} must be text, found {}", describe(key)),
+                ),
             }
         }
     }
@@ -176,7 +204,10 @@ impl<'a> Reader<'a> {
         match value {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.error_at_value(path, format!("{what} must be text, found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!("{what} must be text, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -222,15 +253,29 @@ impl<'a> Reader<'a> {
         match value {
             Value::Bool(b) => Some(*b),
             other => {
-                self.error_at_value(path, format!("{what} must be `true` or `false`, found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!(
+                        "{what} must be `true` or `false`, found {}",
+                        describe(other)
+                    ),
+                );
                 None
             }
         }
     }
 
-    fn optional_bool(&mut self, mapping: &Mapping, path: &YamlPath, key: &str, default: bool) -> bool {
+    fn optional_bool(
+        &mut self,
+        mapping: &Mapping,
+        path: &YamlPath,
+        key: &str,
+        default: bool,
+    ) -> bool {
         match mapping.get(key) {
-            Some(value) => self.bool_value(value, &path.key(key), &format!("`{key}`")).unwrap_or(default),
+            Some(value) => self
+                .bool_value(value, &path.key(key), &format!("`{key}`"))
+                .unwrap_or(default),
             None => default,
         }
     }
@@ -242,7 +287,13 @@ impl<'a> Reader<'a> {
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => n.to_string(),
             other => {
-                self.error_at_value(path, format!("{what} must be an expression (text), found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!(
+                        "{what} must be an expression (text), found {}",
+                        describe(other)
+                    ),
+                );
                 return None;
             }
         };
@@ -250,7 +301,11 @@ impl<'a> Reader<'a> {
             self.error_at_value(path, format!("{what} must not be empty"));
             return None;
         }
-        Some(Expr { language: None, source, span: self.map.nearest_value(path) })
+        Some(Expr {
+            language: None,
+            source,
+            span: self.map.nearest_value(path),
+        })
     }
 
     fn optional_expr(&mut self, mapping: &Mapping, path: &YamlPath, key: &str) -> Option<Expr> {
@@ -258,13 +313,21 @@ impl<'a> Reader<'a> {
         self.expr(value, &path.key(key), &format!("`{key}`"))
     }
 
-    fn mapping<'v>(&mut self, value: &'v Value, path: &YamlPath, what: &str) -> Option<&'v Mapping> {
+    fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &YamlPath,
+        what: &str,
+    ) -> Option<&'v Mapping> {
         match value {
             Value::Mapping(m) => Some(m),
             other => {
                 self.error_at_value(
                     path,
-                    format!("{what} must be a mapping (`key: value` lines), found {}", describe(other)),
+                    format!(
+                        "{what} must be a mapping (`key: value` lines), found {}",
+                        describe(other)
+                    ),
                 );
                 None
             }
@@ -272,12 +335,23 @@ impl<'a> Reader<'a> {
     }
 
     /// A value that is either absent in substance (`~`, `{}`) or a mapping.
-    fn empty_or_mapping<'v>(&mut self, value: &'v Value, path: &YamlPath, what: &str) -> Option<Option<&'v Mapping>> {
+    fn empty_or_mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &YamlPath,
+        what: &str,
+    ) -> Option<Option<&'v Mapping>> {
         match value {
             Value::Null => Some(None),
             Value::Mapping(m) => Some(Some(m)),
             other => {
-                self.error_at_value(path, format!("{what} takes a mapping or nothing, found {}", describe(other)));
+                self.error_at_value(
+                    path,
+                    format!(
+                        "{what} takes a mapping or nothing, found {}",
+                        describe(other)
+                    ),
+                );
                 None
             }
         }
@@ -287,18 +361,31 @@ impl<'a> Reader<'a> {
 
     fn scope(&mut self, value: &Value, path: &YamlPath) -> Scope {
         let mut scope = Scope::default();
-        let Some(nodes) = self.mapping(value, path, "`nodes`") else { return scope };
+        let Some(nodes) = self.mapping(value, path, "`nodes`") else {
+            return scope;
+        };
         if nodes.is_empty() {
-            self.error(path, "`nodes` is empty: a process needs at least a start and an end event");
+            self.error(
+                path,
+                "`nodes` is empty: a process needs at least a start and an end event",
+            );
         }
         for (key, body) in nodes {
             let Some(id) = key.as_str() else {
-                let at = scalar_text(key).map(|k| path.key(&k)).unwrap_or_else(|| path.clone());
-                self.error(&at, format!("node ids must be text, found {}", describe(key)));
+                let at = scalar_text(key)
+                    .map(|k| path.key(&k))
+                    .unwrap_or_else(|| path.clone());
+                self.error(
+                    &at,
+                    format!("node ids must be text, found {}", describe(key)),
+                );
                 continue;
             };
             let node_path = path.key(id);
-            let span = self.map.key(&node_path).unwrap_or_else(|| self.map.nearest(path));
+            let span = self
+                .map
+                .key(&node_path)
+                .unwrap_or_else(|| self.map.nearest(path));
             if !vocab::is_valid_id(id) {
                 self.error_with_id(
                     span,
@@ -340,7 +427,8 @@ impl<'a> Reader<'a> {
             if !known.contains(target.as_str()) {
                 let hint = self.id_hint(target, ids.iter().copied());
                 let message = format!("flow `{flow}` goes to unknown node `{target}`{hint}");
-                self.diagnostics.push(Diagnostic::error(self.file, *span, message).with_id(flow.clone()));
+                self.diagnostics
+                    .push(Diagnostic::error(self.file, *span, message).with_id(flow.clone()));
             }
         }
         for (activity, span, boundary) in &scope.attachments {
@@ -350,30 +438,38 @@ impl<'a> Reader<'a> {
                 Some(_) => {
                     let message =
                         format!("boundary event `{boundary}` is attached to `{activity}`, which is not an activity");
-                    self.diagnostics.push(Diagnostic::error(self.file, *span, message).with_id(boundary.clone()));
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, *span, message).with_id(boundary.clone()),
+                    );
                 }
                 None => {
                     let hint = self.id_hint(activity, ids.iter().copied());
                     let message = format!(
                         "boundary event `{boundary}` is attached to unknown node `{activity}` (it must be in the same scope){hint}"
                     );
-                    self.diagnostics.push(Diagnostic::error(self.file, *span, message).with_id(boundary.clone()));
+                    self.diagnostics.push(
+                        Diagnostic::error(self.file, *span, message).with_id(boundary.clone()),
+                    );
                 }
             }
         }
     }
 
     fn node(&mut self, id: &str, body: &Value, path: &YamlPath, span: Span, scope: &mut Scope) {
-        let Some(body) = self.mapping(body, path, &format!("node `{id}`")) else { return };
-        let kinds: Vec<&str> =
-            body.keys().filter_map(Value::as_str).filter(|k| vocab::NODE_KIND_KEYS.contains(k)).collect();
+        let Some(body) = self.mapping(body, path, &format!("node `{id}`")) else {
+            return;
+        };
+        let kinds: Vec<&str> = body
+            .keys()
+            .filter_map(Value::as_str)
+            .filter(|k| vocab::NODE_KIND_KEYS.contains(k))
+            .collect();
         let kind_key = match kinds.as_slice() {
             [one] => *one,
             [] => {
-                let unknown = body
-                    .keys()
-                    .filter_map(Value::as_str)
-                    .find(|k| !vocab::NODE_COMMON_KEYS.contains(k) && !vocab::ACTIVITY_KEYS.contains(k));
+                let unknown = body.keys().filter_map(Value::as_str).find(|k| {
+                    !vocab::NODE_COMMON_KEYS.contains(k) && !vocab::ACTIVITY_KEYS.contains(k)
+                });
                 let hint = match unknown {
                     Some(word) => suggestion(word, vocab::NODE_KIND_KEYS.iter().copied()),
                     None => String::new(),
@@ -410,16 +506,21 @@ impl<'a> Reader<'a> {
                 branches = listed;
                 Some(NodeKind::Gateway(gateway))
             }
-            "subprocess" => {
-                self.subprocess(id, kind_value, &kind_path).map(|sub| NodeKind::SubProcess(Activity::new(sub)))
-            }
+            "subprocess" => self
+                .subprocess(id, kind_value, &kind_path)
+                .map(|sub| NodeKind::SubProcess(Activity::new(sub))),
             "call" => self.call_activity(kind_value, &kind_path),
-            task => self.task(task, kind_value, &kind_path).map(|t| NodeKind::Task(Activity::new(t))),
+            task => self
+                .task(task, kind_value, &kind_path)
+                .map(|t| NodeKind::Task(Activity::new(t))),
         };
 
         if let Some(next) = body.get("next") {
             if kind_key == "end" {
-                self.error(&path.key("next"), format!("end event `{id}` cannot have `next:`: nothing follows an end"));
+                self.error(
+                    &path.key("next"),
+                    format!("end event `{id}` cannot have `next:`: nothing follows an end"),
+                );
             } else if lists_branches && matches!(kind, Some(NodeKind::Gateway(_))) {
                 // Reported above: branches and `next` together.
             } else {
@@ -436,7 +537,11 @@ impl<'a> Reader<'a> {
         }
         let defaults: Vec<&Branch> = branches.iter().filter(|b| b.is_default).collect();
         if defaults.len() > 1 {
-            self.error_with_id(defaults[1].span, id, format!("node `{id}` has more than one `otherwise:` branch"));
+            self.error_with_id(
+                defaults[1].span,
+                id,
+                format!("node `{id}` has more than one `otherwise:` branch"),
+            );
         }
         let mut default_flow = None;
         for branch in branches {
@@ -444,7 +549,9 @@ impl<'a> Reader<'a> {
             if branch.is_default && default_flow.is_none() {
                 default_flow = Some(flow_id.clone());
             }
-            scope.targets.push((branch.target.clone(), branch.target_span, flow_id.clone()));
+            scope
+                .targets
+                .push((branch.target.clone(), branch.target_span, flow_id.clone()));
             scope.flows.push(SequenceFlow {
                 id: flow_id,
                 name: branch.name,
@@ -454,16 +561,33 @@ impl<'a> Reader<'a> {
                 span: branch.span,
             });
         }
-        scope.nodes.push(Node { id: id.to_string(), name, kind, default_flow, rules, span });
+        scope.nodes.push(Node {
+            id: id.to_string(),
+            name,
+            kind,
+            default_flow,
+            rules,
+            span,
+        });
     }
 
     /// Reports keys a node of kind `kind_key` may not have.
-    fn check_node_keys(&mut self, id: &str, body: &Mapping, path: &YamlPath, kind_key: &str, is_activity_kind: bool) {
+    fn check_node_keys(
+        &mut self,
+        id: &str,
+        body: &Mapping,
+        path: &YamlPath,
+        kind_key: &str,
+        is_activity_kind: bool,
+    ) {
         let mut allowed: Vec<&str> = vocab::NODE_COMMON_KEYS.to_vec();
         allowed.push(kind_key);
         for key in body.keys().filter_map(Value::as_str) {
             if vocab::ACTIVITY_KEYS.contains(&key) && !is_activity_kind {
-                self.error(&path.key(key), format!("`{key}` applies to activities only, not to a `{kind_key}` node"));
+                self.error(
+                    &path.key(key),
+                    format!("`{key}` applies to activities only, not to a `{kind_key}` node"),
+                );
             } else if vocab::NODE_KIND_KEYS.contains(&key)
                 || vocab::ACTIVITY_KEYS.contains(&key)
                 || allowed.contains(&key)
@@ -475,12 +599,18 @@ impl<'a> Reader<'a> {
                     candidates.extend_from_slice(vocab::ACTIVITY_KEYS);
                 }
                 let hint = suggestion(key, candidates.iter().copied());
-                self.error(&path.key(key), format!("unknown key `{key}` in node `{id}`{hint}"));
+                self.error(
+                    &path.key(key),
+                    format!("unknown key `{key}` in node `{id}`{hint}"),
+                );
             }
         }
         for key in body.keys() {
             if key.as_str().is_none() {
-                self.error(path, format!("keys in node `{id}` must be text, found {}", describe(key)));
+                self.error(
+                    path,
+                    format!("keys in node `{id}` must be text, found {}", describe(key)),
+                );
             }
         }
     }
@@ -546,14 +676,19 @@ impl<'a> Reader<'a> {
                 match m.get("process") {
                     Some(v) => self.id_text(v, &path.key("process"), "the called process"),
                     None => {
-                        self.error(path, "a call activity names the process it calls: `call: <process id>`");
+                        self.error(
+                            path,
+                            "a call activity names the process it calls: `call: <process id>`",
+                        );
                         None
                     }
                 }
             }
             other => self.id_text(other, path, "the called process"),
         };
-        Some(NodeKind::CallActivity(Activity::new(CallActivity { called_element: called })))
+        Some(NodeKind::CallActivity(Activity::new(CallActivity {
+            called_element: called,
+        })))
     }
 
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).
@@ -574,18 +709,32 @@ impl<'a> Reader<'a> {
     }
 
     /// `next:` — a target, a branch mapping, or a list of them.
-    fn next(&mut self, source: &str, value: &Value, path: &YamlPath, style: BranchStyle) -> Vec<Branch> {
+    fn next(
+        &mut self,
+        source: &str,
+        value: &Value,
+        path: &YamlPath,
+        style: BranchStyle,
+    ) -> Vec<Branch> {
         match value {
             Value::Sequence(items) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(index, item)| self.branch(source, item, &path.index(index), style, "next"))
+                .filter_map(|(index, item)| {
+                    self.branch(source, item, &path.index(index), style, "next")
+                })
                 .collect(),
             Value::Null => {
-                self.error(path, format!("`next` of `{source}` is empty: name the node that follows"));
+                self.error(
+                    path,
+                    format!("`next` of `{source}` is empty: name the node that follows"),
+                );
                 Vec::new()
             }
-            single => self.branch(source, single, path, style, "next").into_iter().collect(),
+            single => self
+                .branch(source, single, path, style, "next")
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -599,9 +748,14 @@ impl<'a> Reader<'a> {
         list: &str,
     ) -> Option<Branch> {
         // A list item is located at its `-` (or its place in `[...]`); a single branch at its value.
-        let in_list = matches!(path.segments().last(), Some(super::locator::PathSeg::Index(_)));
+        let in_list = matches!(
+            path.segments().last(),
+            Some(super::locator::PathSeg::Index(_))
+        );
         let item = if in_list { self.map.key(path) } else { None };
-        let span = item.or_else(|| self.map.value(path)).unwrap_or_else(|| self.map.nearest(path));
+        let span = item
+            .or_else(|| self.map.value(path))
+            .unwrap_or_else(|| self.map.nearest(path));
         match value {
             Value::String(_) => {
                 let target = self.id_text(value, path, "a flow target")?;
@@ -636,16 +790,26 @@ impl<'a> Reader<'a> {
                         Some(k) if allowed.contains(&k) => {}
                         Some(k) => {
                             let hint = suggestion(k, allowed.iter().copied());
-                            self.error(&path.key(k), format!("unknown key `{k}` in a branch of `{source}`{hint}"));
+                            self.error(
+                                &path.key(k),
+                                format!("unknown key `{k}` in a branch of `{source}`{hint}"),
+                            );
                         }
                         None => self.error(
                             path,
-                            format!("keys in a branch of `{source}` must be text, found {}", describe(key)),
+                            format!(
+                                "keys in a branch of `{source}` must be text, found {}",
+                                describe(key)
+                            ),
                         ),
                     }
                 }
                 let to = m.get("to");
-                let otherwise = if style == BranchStyle::Conditional { m.get("otherwise") } else { None };
+                let otherwise = if style == BranchStyle::Conditional {
+                    m.get("otherwise")
+                } else {
+                    None
+                };
                 let (target_value, target_path, is_default) = match (to, otherwise) {
                     (Some(t), None) => (t, path.key("to"), false),
                     (None, Some(o)) => (o, path.key("otherwise"), true),
@@ -663,15 +827,22 @@ impl<'a> Reader<'a> {
                         return None;
                     }
                 };
-                let condition =
-                    if style == BranchStyle::Conditional { self.optional_expr(m, path, "when") } else { None };
+                let condition = if style == BranchStyle::Conditional {
+                    self.optional_expr(m, path, "when")
+                } else {
+                    None
+                };
                 if is_default && m.contains_key("when") {
                     self.error(
                         &path.key("when"),
                         "an `otherwise:` branch has no `when:`: it is taken when no other branch is",
                     );
                 }
-                if list != "next" && style == BranchStyle::Conditional && !is_default && !m.contains_key("when") {
+                if list != "next"
+                    && style == BranchStyle::Conditional
+                    && !is_default
+                    && !m.contains_key("when")
+                {
                     self.error(
                         path,
                         format!(
@@ -684,12 +855,24 @@ impl<'a> Reader<'a> {
                 let name = self.optional_text(m, path, "name");
                 let target_span = self.map.nearest_value(&target_path);
                 let id_span = id.as_ref().map(|_| self.map.nearest_value(&path.key("id")));
-                Some(Branch { target, id, name, condition, is_default, span, target_span, id_span })
+                Some(Branch {
+                    target,
+                    id,
+                    name,
+                    condition,
+                    is_default,
+                    span,
+                    target_span,
+                    id_span,
+                })
             }
             other => {
                 self.error_at_value(
                     path,
-                    format!("a flow is a node id or a mapping with `to:`, found {}", describe(other)),
+                    format!(
+                        "a flow is a node id or a mapping with `to:`, found {}",
+                        describe(other)
+                    ),
                 );
                 None
             }
@@ -708,11 +891,19 @@ impl<'a> Reader<'a> {
         scope: &mut Scope,
     ) -> Option<NodeKind> {
         let (triggers_allowed, extra, what): (&[&str], &[&str], &str) = match kind_key {
-            "start" => (vocab::START_TRIGGERS, vocab::START_EXTRA_KEYS, "a start event"),
+            "start" => (
+                vocab::START_TRIGGERS,
+                vocab::START_EXTRA_KEYS,
+                "a start event",
+            ),
             "end" => (vocab::END_TRIGGERS, &[], "an end event"),
             "catch" => (vocab::CATCH_TRIGGERS, &[], "a catch event"),
             "throw" => (vocab::THROW_TRIGGERS, &[], "a throw event"),
-            _ => (vocab::BOUNDARY_TRIGGERS, vocab::BOUNDARY_EXTRA_KEYS, "a boundary event"),
+            _ => (
+                vocab::BOUNDARY_TRIGGERS,
+                vocab::BOUNDARY_EXTRA_KEYS,
+                "a boundary event",
+            ),
         };
         let body = self.empty_or_mapping(value, path, &format!("`{kind_key}`"))?;
         let empty = Mapping::new();
@@ -720,7 +911,10 @@ impl<'a> Reader<'a> {
         let mut triggers = Vec::new();
         for (key, trigger_value) in body {
             let Some(key) = key.as_str() else {
-                self.error(path, format!("keys in {what} must be text, found {}", describe(key)));
+                self.error(
+                    path,
+                    format!("keys in {what} must be text, found {}", describe(key)),
+                );
                 continue;
             };
             let key_path = path.key(key);
@@ -729,8 +923,15 @@ impl<'a> Reader<'a> {
                     triggers.push(trigger);
                 }
             } else if vocab::TRIGGER_KEYS.contains(&key) {
-                let list = triggers_allowed.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
-                self.error(&key_path, format!("{what} cannot use `{key}` (it can use {list})"));
+                let list = triggers_allowed
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.error(
+                    &key_path,
+                    format!("{what} cannot use `{key}` (it can use {list})"),
+                );
             } else if !extra.contains(&key) {
                 let candidates = triggers_allowed.iter().chain(extra.iter()).copied();
                 let hint = suggestion(key, candidates);
@@ -744,11 +945,22 @@ impl<'a> Reader<'a> {
         };
         let interrupting = self.optional_bool(body, path, "interrupting", true);
         let needs_trigger = |reader: &mut Self| {
-            let list = triggers_allowed.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
-            reader.error_with_id(span, id, format!("{what} must say what it waits for: one of {list}"));
+            let list = triggers_allowed
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            reader.error_with_id(
+                span,
+                id,
+                format!("{what} must say what it waits for: one of {list}"),
+            );
         };
         match kind_key {
-            "start" => Some(NodeKind::StartEvent { trigger, interrupting }),
+            "start" => Some(NodeKind::StartEvent {
+                trigger,
+                interrupting,
+            }),
             "end" => Some(NodeKind::EndEvent { result: trigger }),
             "throw" => Some(NodeKind::IntermediateThrowEvent { result: trigger }),
             "catch" => match trigger {
@@ -772,10 +984,16 @@ impl<'a> Reader<'a> {
                 };
                 if let Some(activity) = &attached_to {
                     let at = self.map.nearest_value(&path.key("attached_to"));
-                    scope.attachments.push((activity.clone(), at, id.to_string()));
+                    scope
+                        .attachments
+                        .push((activity.clone(), at, id.to_string()));
                 }
                 match trigger {
-                    Some(trigger) => Some(NodeKind::BoundaryEvent { attached_to: attached_to?, trigger, interrupting }),
+                    Some(trigger) => Some(NodeKind::BoundaryEvent {
+                        attached_to: attached_to?,
+                        trigger,
+                        interrupting,
+                    }),
                     None => {
                         needs_trigger(self);
                         None
@@ -789,26 +1007,31 @@ impl<'a> Reader<'a> {
         match key {
             "message" => self.message_ref(value, path).map(EventTrigger::Message),
             "timer" => self.timer(value, path).map(EventTrigger::Timer),
-            "signal" => {
-                self.nonempty_text(value, path, "a signal name").map(|name| EventTrigger::Signal { name: Some(name) })
-            }
-            "error" => self.optional_code(value, path, "an error code").map(|code| EventTrigger::Error { code }),
-            "escalation" => {
-                self.optional_code(value, path, "an escalation code").map(|code| EventTrigger::Escalation { code })
-            }
-            "condition" => {
-                self.expr(value, path, "a condition").map(|c| EventTrigger::Conditional { condition: Some(c) })
-            }
-            "link" => {
-                self.nonempty_text(value, path, "a link name").map(|name| EventTrigger::Link { name: Some(name) })
-            }
+            "signal" => self
+                .nonempty_text(value, path, "a signal name")
+                .map(|name| EventTrigger::Signal { name: Some(name) }),
+            "error" => self
+                .optional_code(value, path, "an error code")
+                .map(|code| EventTrigger::Error { code }),
+            "escalation" => self
+                .optional_code(value, path, "an escalation code")
+                .map(|code| EventTrigger::Escalation { code }),
+            "condition" => self
+                .expr(value, path, "a condition")
+                .map(|c| EventTrigger::Conditional { condition: Some(c) }),
+            "link" => self
+                .nonempty_text(value, path, "a link name")
+                .map(|name| EventTrigger::Link { name: Some(name) }),
             flag => {
                 match value {
                     Value::Bool(true) | Value::Null => {}
                     other => {
                         self.error_at_value(
                             path,
-                            format!("write `{flag}: true` (or leave `{flag}` out), found {}", describe(other)),
+                            format!(
+                                "write `{flag}: true` (or leave `{flag}` out), found {}",
+                                describe(other)
+                            ),
                         );
                         return None;
                     }
@@ -823,7 +1046,12 @@ impl<'a> Reader<'a> {
     }
 
     /// An error or escalation code; nothing (`~`) means "any".
-    fn optional_code(&mut self, value: &Value, path: &YamlPath, what: &str) -> Option<Option<String>> {
+    fn optional_code(
+        &mut self,
+        value: &Value,
+        path: &YamlPath,
+        what: &str,
+    ) -> Option<Option<String>> {
         match value {
             Value::Null => Some(None),
             Value::Number(n) => Some(Some(n.to_string())),
@@ -844,20 +1072,34 @@ impl<'a> Reader<'a> {
                     }
                 };
                 let correlation_key = self.optional_expr(m, path, "correlation_key");
-                Some(MessageRef { name: Some(name?), correlation_key })
+                Some(MessageRef {
+                    name: Some(name?),
+                    correlation_key,
+                })
             }
             other => {
                 let name = self.nonempty_text(other, path, "a message name")?;
-                Some(MessageRef { name: Some(name), correlation_key: None })
+                Some(MessageRef {
+                    name: Some(name),
+                    correlation_key: None,
+                })
             }
         }
     }
 
     fn timer(&mut self, value: &Value, path: &YamlPath) -> Option<Timer> {
         let m = self.mapping(value, path, "`timer`")?;
-        let allowed: Vec<&str> = vocab::TIMER_KEYS.iter().chain(vocab::TIMER_EXTRA_KEYS).copied().collect();
+        let allowed: Vec<&str> = vocab::TIMER_KEYS
+            .iter()
+            .chain(vocab::TIMER_EXTRA_KEYS)
+            .copied()
+            .collect();
         self.check_keys(m, path, &allowed, "a timer");
-        let given: Vec<&str> = vocab::TIMER_KEYS.iter().copied().filter(|k| m.contains_key(*k)).collect();
+        let given: Vec<&str> = vocab::TIMER_KEYS
+            .iter()
+            .copied()
+            .filter(|k| m.contains_key(*k))
+            .collect();
         let key = match given.as_slice() {
             [one] => *one,
             [] => {
@@ -865,7 +1107,10 @@ impl<'a> Reader<'a> {
                 return None;
             }
             [first, second, ..] => {
-                self.error(path, format!("a timer has one form; found both `{first}` and `{second}`"));
+                self.error(
+                    path,
+                    format!("a timer has one form; found both `{first}` and `{second}`"),
+                );
                 return None;
             }
         };
@@ -874,10 +1119,17 @@ impl<'a> Reader<'a> {
             "date" => TimerKind::Date,
             _ => TimerKind::Cycle,
         };
-        let expression =
-            self.expr(m.get(key).unwrap_or(&Value::Null), &path.key(key), &format!("the timer `{key}`"))?;
+        let expression = self.expr(
+            m.get(key).unwrap_or(&Value::Null),
+            &path.key(key),
+            &format!("the timer `{key}`"),
+        )?;
         let time_zone = match m.get("time_zone") {
-            Some(value) => Some(self.nonempty_text(value, &path.key("time_zone"), "`time_zone`")?.trim().to_string()),
+            Some(value) => Some(
+                self.nonempty_text(value, &path.key("time_zone"), "`time_zone`")?
+                    .trim()
+                    .to_string(),
+            ),
             None => None,
         };
         if let Some(zone) = &time_zone {
@@ -886,7 +1138,11 @@ impl<'a> Reader<'a> {
                 return None;
             }
         }
-        Some(Timer { kind, expression, time_zone })
+        Some(Timer {
+            kind,
+            expression,
+            time_zone,
+        })
     }
 
     // ----- tasks -------------------------------------------------------------------------
@@ -911,7 +1167,11 @@ impl<'a> Reader<'a> {
                     Value::Mapping(m) => {
                         self.check_keys(m, path, vocab::SERVICE_KEYS, "a service task");
                         match m.get("handler") {
-                            Some(v) => Some(self.nonempty_text(v, &path.key("handler"), "a handler name")?),
+                            Some(v) => Some(self.nonempty_text(
+                                v,
+                                &path.key("handler"),
+                                "a handler name",
+                            )?),
                             None => None,
                         }
                     }
@@ -919,7 +1179,9 @@ impl<'a> Reader<'a> {
                 };
                 Some(TaskKind::Service { handler })
             }
-            "script" => self.script(value, path).map(|script| TaskKind::Script { script: Some(script) }),
+            "script" => self.script(value, path).map(|script| TaskKind::Script {
+                script: Some(script),
+            }),
             "receive" => {
                 let message = match value {
                     Value::Null => None,
@@ -928,22 +1190,32 @@ impl<'a> Reader<'a> {
                 Some(TaskKind::Receive { message })
             }
             "send" => match value {
-                Value::Null => Some(TaskKind::Send { message: None, handler: None }),
+                Value::Null => Some(TaskKind::Send {
+                    message: None,
+                    handler: None,
+                }),
                 Value::Mapping(m) => {
                     self.check_keys(m, path, vocab::SEND_KEYS, "a send task");
                     let message = match m.get("message") {
-                        Some(v) => Some(self.nonempty_text(v, &path.key("message"), "a message name")?),
+                        Some(v) => {
+                            Some(self.nonempty_text(v, &path.key("message"), "a message name")?)
+                        }
                         None => None,
                     };
                     let handler = match m.get("handler") {
-                        Some(v) => Some(self.nonempty_text(v, &path.key("handler"), "a handler name")?),
+                        Some(v) => {
+                            Some(self.nonempty_text(v, &path.key("handler"), "a handler name")?)
+                        }
                         None => None,
                     };
                     Some(TaskKind::Send { message, handler })
                 }
                 other => {
                     let message = self.nonempty_text(other, path, "a message name")?;
-                    Some(TaskKind::Send { message: Some(message), handler: None })
+                    Some(TaskKind::Send {
+                        message: Some(message),
+                        handler: None,
+                    })
                 }
             },
             "business_rule" => match value {
@@ -954,17 +1226,30 @@ impl<'a> Reader<'a> {
                         None => None,
                     };
                     let decision_ref = match m.get("decision") {
-                        Some(v) => Some(self.nonempty_text(v, &path.key("decision"), "a decision reference")?),
+                        Some(v) => Some(self.nonempty_text(
+                            v,
+                            &path.key("decision"),
+                            "a decision reference",
+                        )?),
                         None => None,
                     };
                     if script.is_none() && decision_ref.is_none() {
-                        self.error(path, "a business-rule task needs `script:` (Rhai) or `decision:`");
+                        self.error(
+                            path,
+                            "a business-rule task needs `script:` (Rhai) or `decision:`",
+                        );
                     }
-                    Some(TaskKind::BusinessRule { script, decision_ref })
+                    Some(TaskKind::BusinessRule {
+                        script,
+                        decision_ref,
+                    })
                 }
                 other => {
                     let script = self.script(other, path)?;
-                    Some(TaskKind::BusinessRule { script: Some(script), decision_ref: None })
+                    Some(TaskKind::BusinessRule {
+                        script: Some(script),
+                        decision_ref: None,
+                    })
                 }
             },
             _ => self.llm(value, path).map(TaskKind::Llm),
@@ -979,7 +1264,10 @@ impl<'a> Reader<'a> {
             other => {
                 self.error_at_value(
                     path,
-                    format!("{what} takes no settings (write nothing or `{{}}`), found {}", describe(other)),
+                    format!(
+                        "{what} takes no settings (write nothing or `{{}}`), found {}",
+                        describe(other)
+                    ),
                 );
                 None
             }
@@ -1003,7 +1291,11 @@ impl<'a> Reader<'a> {
             other => (other, path.clone(), None),
         };
         let source = self.nonempty_text(source_value, &source_path, "a script")?;
-        Some(Script { language, source, span: self.map.nearest_value(&source_path) })
+        Some(Script {
+            language,
+            source,
+            span: self.map.nearest_value(&source_path),
+        })
     }
 
     fn llm(&mut self, value: &Value, path: &YamlPath) -> Option<LlmTask> {
@@ -1019,7 +1311,10 @@ impl<'a> Reader<'a> {
                     "classify" => LlmMode::Classify,
                     other => {
                         let hint = suggestion(other, vocab::LLM_MODES.iter().copied());
-                        self.error_at_value(&path.key("mode"), format!("unknown LLM mode `{other}`{hint}"));
+                        self.error_at_value(
+                            &path.key("mode"),
+                            format!("unknown LLM mode `{other}`{hint}"),
+                        );
                         return None;
                     }
                 }
@@ -1039,7 +1334,10 @@ impl<'a> Reader<'a> {
                 let schema_path = path.key("schema");
                 let json = self.json(v, &schema_path);
                 if json.as_ref().is_some_and(|j| !j.is_object()) {
-                    self.error_at_value(&schema_path, "`schema` must be a JSON Schema object (a mapping)");
+                    self.error_at_value(
+                        &schema_path,
+                        "`schema` must be a JSON Schema object (a mapping)",
+                    );
                 }
                 json
             }
@@ -1049,7 +1347,9 @@ impl<'a> Reader<'a> {
             Some(Value::Sequence(items)) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, item)| self.nonempty_text(item, &path.key("labels").index(i), "a label"))
+                .filter_map(|(i, item)| {
+                    self.nonempty_text(item, &path.key("labels").index(i), "a label")
+                })
                 .collect(),
             Some(other) => {
                 self.error_at_value(
@@ -1075,21 +1375,43 @@ impl<'a> Reader<'a> {
             None => serde_json::Map::new(),
         };
         match mode {
-            LlmMode::Generate | LlmMode::Classify if output.is_none() && !m.contains_key("output") => {
-                self.error(path, "this LLM step needs `output:`, the variable that receives its result");
+            LlmMode::Generate | LlmMode::Classify
+                if output.is_none() && !m.contains_key("output") =>
+            {
+                self.error(
+                    path,
+                    "this LLM step needs `output:`, the variable that receives its result",
+                );
             }
             _ => {}
         }
         if mode == LlmMode::Classify && labels.is_empty() && !m.contains_key("labels") {
-            self.error(path, "a `classify` LLM step needs `labels:`, the answers it may choose from");
+            self.error(
+                path,
+                "a `classify` LLM step needs `labels:`, the answers it may choose from",
+            );
         }
         if mode == LlmMode::Extract && schema.is_none() && !m.contains_key("schema") {
-            self.error(path, "an `extract` LLM step needs `schema:`, the fields to extract");
+            self.error(
+                path,
+                "an `extract` LLM step needs `schema:`, the fields to extract",
+            );
         }
         if mode != LlmMode::Classify && m.contains_key("labels") {
-            self.error(&path.key("labels"), "`labels` applies to `mode: classify` only");
+            self.error(
+                &path.key("labels"),
+                "`labels` applies to `mode: classify` only",
+            );
         }
-        Some(LlmTask { mode, prompt: prompt?, system, output, schema, labels, options })
+        Some(LlmTask {
+            mode,
+            prompt: prompt?,
+            system,
+            output,
+            schema,
+            labels,
+            options,
+        })
     }
 
     /// A YAML value as JSON (keys must be text).
@@ -1115,24 +1437,39 @@ impl<'a> Reader<'a> {
                 return None;
             }
         };
-        Some(SubProcess { nodes: scope.nodes, flows: scope.flows, event_subprocess, transaction })
+        Some(SubProcess {
+            nodes: scope.nodes,
+            flows: scope.flows,
+            event_subprocess,
+            transaction,
+        })
     }
 
     // ----- activity settings -------------------------------------------------------------
 
     fn activity_settings(&mut self, body: &Mapping, path: &YamlPath, kind: &mut NodeKind) {
-        let retry = body.get("retry").and_then(|v| self.retry(v, &path.key("retry")));
-        let multi_instance = body.get("for_each").and_then(|v| self.for_each(v, &path.key("for_each")));
+        let retry = body
+            .get("retry")
+            .and_then(|v| self.retry(v, &path.key("retry")));
+        let multi_instance = body
+            .get("for_each")
+            .and_then(|v| self.for_each(v, &path.key("for_each")));
         let standard_loop = self.optional_bool(body, path, "loop", false);
-        let apply = |retry_slot: &mut Option<RetryPolicy>, mi: &mut Option<MultiInstance>, lp: &mut bool| {
+        let apply = |retry_slot: &mut Option<RetryPolicy>,
+                     mi: &mut Option<MultiInstance>,
+                     lp: &mut bool| {
             *retry_slot = retry.clone();
             *mi = multi_instance.clone();
             *lp = standard_loop;
         };
         match kind {
             NodeKind::Task(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
-            NodeKind::SubProcess(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
-            NodeKind::CallActivity(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
+            NodeKind::SubProcess(a) => {
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+            }
+            NodeKind::CallActivity(a) => {
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+            }
             _ => {}
         }
     }
@@ -1157,7 +1494,10 @@ impl<'a> Reader<'a> {
             None => {
                 self.error_at_value(
                     &retries_path,
-                    format!("`retries` must be a whole number, found {}", describe(retries_value)),
+                    format!(
+                        "`retries` must be a whole number, found {}",
+                        describe(retries_value)
+                    ),
                 );
                 return None;
             }
@@ -1167,12 +1507,23 @@ impl<'a> Reader<'a> {
             None => Some(default),
         };
         let initial_delay_ms = delay(self, "delay", vocab::DEFAULT_RETRY_DELAY_MS)?;
-        let max_delay_ms = delay(self, "max_delay", vocab::DEFAULT_RETRY_MAX_DELAY_MS.max(initial_delay_ms))?;
+        let max_delay_ms = delay(
+            self,
+            "max_delay",
+            vocab::DEFAULT_RETRY_MAX_DELAY_MS.max(initial_delay_ms),
+        )?;
         if max_delay_ms < initial_delay_ms {
-            self.error(&path.key("max_delay"), "`max_delay` is shorter than `delay`");
+            self.error(
+                &path.key("max_delay"),
+                "`max_delay` is shorter than `delay`",
+            );
             return None;
         }
-        Some(RetryPolicy { retries, initial_delay_ms, max_delay_ms })
+        Some(RetryPolicy {
+            retries,
+            initial_delay_ms,
+            max_delay_ms,
+        })
     }
 
     /// Milliseconds: a whole number, or a number with a unit (`500ms`, `2s`, `5m`, `1h`).
@@ -1203,7 +1554,10 @@ impl<'a> Reader<'a> {
         }
         let element_variable = self.optional_id(m, path, "as");
         if m.contains_key("as") && !m.contains_key("over") {
-            self.error(&path.key("as"), "`as` names the current item of `over:`, which is missing");
+            self.error(
+                &path.key("as"),
+                "`as` names the current item of `over:`, which is missing",
+            );
         }
         let sequential = self.optional_bool(m, path, "sequential", false);
         let completion_condition = self.optional_expr(m, path, "until");
@@ -1230,22 +1584,39 @@ impl<'a> Reader<'a> {
 
     /// The `rules:` of a node (`node` is its id, `kind_key` its kind), or of the whole process
     /// (both [`PROCESS_LEVEL`]).
-    fn rules(&mut self, node: &str, kind_key: &str, value: &Value, path: &YamlPath) -> Vec<RuleAttachment> {
+    fn rules(
+        &mut self,
+        node: &str,
+        kind_key: &str,
+        value: &Value,
+        path: &YamlPath,
+    ) -> Vec<RuleAttachment> {
         let Value::Sequence(items) = value else {
-            self.error_at_value(path, format!("`rules` must be a list, found {}", describe(value)));
+            self.error_at_value(
+                path,
+                format!("`rules` must be a list, found {}", describe(value)),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let item_path = path.index(index);
-            let Some(m) = self.mapping(item, &item_path, "a rule") else { continue };
+            let Some(m) = self.mapping(item, &item_path, "a rule") else {
+                continue;
+            };
             self.check_keys(m, &item_path, vocab::RULE_KEYS, "a rule");
-            let span = self.map.key(&item_path).unwrap_or_else(|| self.map.nearest(&item_path));
+            let span = self
+                .map
+                .key(&item_path)
+                .unwrap_or_else(|| self.map.nearest(&item_path));
             let point_word = match m.get("on") {
                 Some(v) => self.text(v, &item_path.key("on"), "`on`"),
                 None => {
                     let list = vocab::RULE_POINTS.join(", ");
-                    self.error(&item_path, format!("a rule needs `on:`, when it runs ({list})"));
+                    self.error(
+                        &item_path,
+                        format!("a rule needs `on:`, when it runs ({list})"),
+                    );
                     None
                 }
             };
@@ -1283,16 +1654,24 @@ impl<'a> Reader<'a> {
                 }
             });
             let rule = match (m.get("file"), m.get("script")) {
-                (Some(f), None) => self.rule_file(f, &item_path.key("file")).map(RuleSource::File),
-                (None, Some(s)) => {
-                    self.nonempty_text(s, &item_path.key("script"), "an inline rule script").map(RuleSource::Inline)
-                }
+                (Some(f), None) => self
+                    .rule_file(f, &item_path.key("file"))
+                    .map(RuleSource::File),
+                (None, Some(s)) => self
+                    .nonempty_text(s, &item_path.key("script"), "an inline rule script")
+                    .map(RuleSource::Inline),
                 (Some(_), Some(_)) => {
-                    self.error(&item_path, "a rule has either `file:` or `script:`, not both");
+                    self.error(
+                        &item_path,
+                        "a rule has either `file:` or `script:`, not both",
+                    );
                     None
                 }
                 (None, None) => {
-                    self.error(&item_path, "a rule needs `file:` (a file under rules/) or `script:` (inline Rhai)");
+                    self.error(
+                        &item_path,
+                        "a rule needs `file:` (a file under rules/) or `script:` (inline Rhai)",
+                    );
                     None
                 }
             };
@@ -1311,7 +1690,9 @@ impl<'a> Reader<'a> {
         if !vocab::is_valid_id(name) {
             self.error_at_value(
                 &path.key("variable"),
-                format!("`variable` `{text}` is not a variable name (or a name prefix ending in `*`)"),
+                format!(
+                    "`variable` `{text}` is not a variable name (or a name prefix ending in `*`)"
+                ),
             );
             return None;
         }
@@ -1321,9 +1702,12 @@ impl<'a> Reader<'a> {
     /// A rule file path: relative, inside the rules folder (no `..`, not absolute).
     fn rule_file(&mut self, value: &Value, path: &YamlPath) -> Option<String> {
         let file = self.nonempty_text(value, path, "a rule file")?;
-        let escapes = Path::new(&file)
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        let escapes = Path::new(&file).components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
         if escapes || file.contains('\\') {
             self.error_at_value(
                 path,
@@ -1339,13 +1723,18 @@ impl<'a> Reader<'a> {
     // ----- lanes -------------------------------------------------------------------------
 
     fn lanes(&mut self, value: &Value, path: &YamlPath, scope: &Scope) -> Vec<Lane> {
-        let Some(m) = self.mapping(value, path, "`lanes`") else { return Vec::new() };
+        let Some(m) = self.mapping(value, path, "`lanes`") else {
+            return Vec::new();
+        };
         let node_ids: Vec<&str> = scope.written_ids.iter().map(String::as_str).collect();
         let known: HashSet<&str> = node_ids.iter().copied().collect();
         let mut lanes = Vec::new();
         for (key, lane) in m {
             let Some(id) = key.as_str() else {
-                self.error(path, format!("lane ids must be text, found {}", describe(key)));
+                self.error(
+                    path,
+                    format!("lane ids must be text, found {}", describe(key)),
+                );
                 continue;
             };
             let lane_path = path.key(id);
@@ -1361,33 +1750,54 @@ impl<'a> Reader<'a> {
                 other => {
                     self.error_at_value(
                         &lane_path,
-                        format!("lane `{id}` must be a mapping with `name:` and `nodes:`, found {}", describe(other)),
+                        format!(
+                            "lane `{id}` must be a mapping with `name:` and `nodes:`, found {}",
+                            describe(other)
+                        ),
                     );
                     continue;
                 }
             };
-            let nodes_path =
-                if matches!(lane, Value::Sequence(_)) { lane_path.clone() } else { lane_path.key("nodes") };
+            let nodes_path = if matches!(lane, Value::Sequence(_)) {
+                lane_path.clone()
+            } else {
+                lane_path.key("nodes")
+            };
             let mut members = Vec::new();
             match nodes {
                 Some(Value::Sequence(items)) => {
                     for (index, item) in items.iter().enumerate() {
                         let item_path = nodes_path.index(index);
-                        let Some(node) = self.id_text(item, &item_path, "a lane member") else { continue };
+                        let Some(node) = self.id_text(item, &item_path, "a lane member") else {
+                            continue;
+                        };
                         if !known.contains(node.as_str()) {
                             let hint = self.id_hint(&node, node_ids.iter().copied());
-                            self.error_at_value(&item_path, format!("lane `{id}` lists unknown node `{node}`{hint}"));
+                            self.error_at_value(
+                                &item_path,
+                                format!("lane `{id}` lists unknown node `{node}`{hint}"),
+                            );
                         }
                         members.push(node);
                     }
                 }
                 Some(other) => self.error_at_value(
                     &nodes_path,
-                    format!("lane `{id}`: `nodes` must be a list of node ids, found {}", describe(other)),
+                    format!(
+                        "lane `{id}`: `nodes` must be a list of node ids, found {}",
+                        describe(other)
+                    ),
                 ),
-                None => self.error(&lane_path, format!("lane `{id}` needs `nodes:`, the ids of its nodes")),
+                None => self.error(
+                    &lane_path,
+                    format!("lane `{id}` needs `nodes:`, the ids of its nodes"),
+                ),
             }
-            lanes.push(Lane { id: id.to_string(), name, nodes: members });
+            lanes.push(Lane {
+                id: id.to_string(),
+                name,
+                nodes: members,
+            });
         }
         lanes
     }
@@ -1395,7 +1805,9 @@ impl<'a> Reader<'a> {
 
 /// Adds the ids of the nodes in `nodes` and in the subprocesses among them to `out`.
 fn collect_node_ids(nodes: &Value, out: &mut HashSet<String>) {
-    let Some(nodes) = nodes.as_mapping() else { return };
+    let Some(nodes) = nodes.as_mapping() else {
+        return;
+    };
     for (key, body) in nodes {
         if let Some(id) = key.as_str() {
             out.insert(id.to_string());
@@ -1408,7 +1820,10 @@ fn collect_node_ids(nodes: &Value, out: &mut HashSet<String>) {
 
 /// Whether a node kind is an activity (can carry boundary events).
 fn is_activity(kind: &NodeKind) -> bool {
-    matches!(kind, NodeKind::Task(_) | NodeKind::SubProcess(_) | NodeKind::CallActivity(_))
+    matches!(
+        kind,
+        NodeKind::Task(_) | NodeKind::SubProcess(_) | NodeKind::CallActivity(_)
+    )
 }
 
 /// The text of a scalar key as written (numbers and booleans as text), to locate it.
@@ -1424,7 +1839,9 @@ fn scalar_text(value: &Value) -> Option<String> {
 /// Parses `500ms`, `2s`, `5m`, `1h` (or a bare number of milliseconds) into milliseconds.
 pub(crate) fn parse_duration_ms(text: &str) -> Option<u64> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     let number: u64 = number.parse().ok()?;
     let factor = match unit.trim() {

@@ -99,12 +99,24 @@ fn defs() -> Value {
             ]
         }),
     );
-    let timer_forms: Vec<Value> = vocab::TIMER_KEYS.iter().map(|k| json!({ "required": [k] })).collect();
+    let timer_forms: Vec<Value> = vocab::TIMER_KEYS
+        .iter()
+        .map(|k| json!({ "required": [k] }))
+        .collect();
     let mut timer = object(
         &[
-            ("duration", json!({ "type": "string", "description": "ISO 8601 duration, e.g. PT10M." })),
-            ("date", json!({ "type": "string", "description": "ISO 8601 date-time, e.g. 2026-12-01T08:00:00Z." })),
-            ("cycle", json!({ "type": "string", "description": "ISO 8601 repeating interval (R5/PT10M) or cron." })),
+            (
+                "duration",
+                json!({ "type": "string", "description": "ISO 8601 duration, e.g. PT10M." }),
+            ),
+            (
+                "date",
+                json!({ "type": "string", "description": "ISO 8601 date-time, e.g. 2026-12-01T08:00:00Z." }),
+            ),
+            (
+                "cycle",
+                json!({ "type": "string", "description": "ISO 8601 repeating interval (R5/PT10M) or cron." }),
+            ),
             (
                 "time_zone",
                 json!({ "type": "string", "minLength": 1, "description": "IANA time zone of a cron cycle or of a date without offset, e.g. Asia/Shanghai (default UTC)." }),
@@ -136,11 +148,19 @@ fn defs() -> Value {
         }),
     );
     for (name, triggers, extra) in [
-        ("start_event", vocab::START_TRIGGERS, vocab::START_EXTRA_KEYS),
+        (
+            "start_event",
+            vocab::START_TRIGGERS,
+            vocab::START_EXTRA_KEYS,
+        ),
         ("end_event", vocab::END_TRIGGERS, &[][..]),
         ("catch_event", vocab::CATCH_TRIGGERS, &[][..]),
         ("throw_event", vocab::THROW_TRIGGERS, &[][..]),
-        ("boundary_event", vocab::BOUNDARY_TRIGGERS, vocab::BOUNDARY_EXTRA_KEYS),
+        (
+            "boundary_event",
+            vocab::BOUNDARY_TRIGGERS,
+            vocab::BOUNDARY_EXTRA_KEYS,
+        ),
     ] {
         defs.insert(name.into(), event(name, triggers, extra));
     }
@@ -216,25 +236,50 @@ fn defs() -> Value {
     );
     let mut for_each = object(
         &[
-            ("over", json!({ "$ref": "#/$defs/expression", "description": "The list to run once per item." })),
-            ("as", json!({ "$ref": "#/$defs/id", "description": "The variable holding the current item." })),
-            ("sequential", json!({ "type": "boolean", "description": "One after another (default: in parallel)." })),
-            ("count", json!({ "$ref": "#/$defs/expression", "description": "How many times to run." })),
-            ("until", json!({ "$ref": "#/$defs/expression", "description": "Ends the runs early once true." })),
-            ("collect", json!({ "$ref": "#/$defs/id", "description": "The variable each run produces." })),
-            ("into", json!({ "$ref": "#/$defs/id", "description": "The list that gathers `collect` from every run." })),
+            (
+                "over",
+                json!({ "$ref": "#/$defs/expression", "description": "The list to run once per item." }),
+            ),
+            (
+                "as",
+                json!({ "$ref": "#/$defs/id", "description": "The variable holding the current item." }),
+            ),
+            (
+                "sequential",
+                json!({ "type": "boolean", "description": "One after another (default: in parallel)." }),
+            ),
+            (
+                "count",
+                json!({ "$ref": "#/$defs/expression", "description": "How many times to run." }),
+            ),
+            (
+                "until",
+                json!({ "$ref": "#/$defs/expression", "description": "Ends the runs early once true." }),
+            ),
+            (
+                "collect",
+                json!({ "$ref": "#/$defs/id", "description": "The variable each run produces." }),
+            ),
+            (
+                "into",
+                json!({ "$ref": "#/$defs/id", "description": "The list that gathers `collect` from every run." }),
+            ),
         ],
         &[],
     );
     for_each["anyOf"] = json!([{ "required": ["over"] }, { "required": ["count"] }]);
-    for_each["dependentRequired"] = json!({ "collect": ["into"], "into": ["collect"], "as": ["over"] });
+    for_each["dependentRequired"] =
+        json!({ "collect": ["into"], "into": ["collect"], "as": ["over"] });
     defs.insert("for_each".into(), for_each);
     Value::Object(defs)
 }
 
 /// A closed object schema with the given properties and required keys.
 fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
-    let properties: Map<String, Value> = properties.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let properties: Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required })
 }
 
@@ -250,20 +295,30 @@ fn trigger_schema(key: &str) -> Value {
 }
 
 fn event(name: &str, triggers: &[&str], extra: &[&str]) -> Value {
-    let mut properties: Vec<(&str, Value)> = triggers.iter().map(|t| (*t, trigger_schema(t))).collect();
+    let mut properties: Vec<(&str, Value)> =
+        triggers.iter().map(|t| (*t, trigger_schema(t))).collect();
     for key in extra {
         let schema = match *key {
-            "attached_to" => json!({ "$ref": "#/$defs/id", "description": "The activity the event is attached to." }),
+            "attached_to" => {
+                json!({ "$ref": "#/$defs/id", "description": "The activity the event is attached to." })
+            }
             _ => {
                 json!({ "type": "boolean", "description": "Whether the event cancels what it interrupts (default true)." })
             }
         };
         properties.push((key, schema));
     }
-    let required: &[&str] = if name == "boundary_event" { &["attached_to"] } else { &[] };
+    let required: &[&str] = if name == "boundary_event" {
+        &["attached_to"]
+    } else {
+        &[]
+    };
     let mut schema = object(&properties, required);
     if matches!(name, "catch_event" | "boundary_event") {
-        let any: Vec<Value> = triggers.iter().map(|t| json!({ "required": [t] })).collect();
+        let any: Vec<Value> = triggers
+            .iter()
+            .map(|t| json!({ "required": [t] }))
+            .collect();
         schema["anyOf"] = Value::Array(any);
         schema
     } else {
@@ -273,15 +328,27 @@ fn event(name: &str, triggers: &[&str], extra: &[&str]) -> Value {
 
 fn branch_object(conditional: bool) -> Value {
     let mut properties = vec![
-        ("to", json!({ "$ref": "#/$defs/id", "description": "The node this flow goes to." })),
-        ("id", json!({ "$ref": "#/$defs/id", "description": "Flow id (default `<source>_to_<target>`)." })),
+        (
+            "to",
+            json!({ "$ref": "#/$defs/id", "description": "The node this flow goes to." }),
+        ),
+        (
+            "id",
+            json!({ "$ref": "#/$defs/id", "description": "Flow id (default `<source>_to_<target>`)." }),
+        ),
         ("name", json!({ "type": "string" })),
     ];
     if !conditional {
         return object(&properties, &["to"]);
     }
-    properties.push(("when", json!({ "$ref": "#/$defs/expression", "description": "Taken when this holds." })));
-    properties.push(("otherwise", json!({ "$ref": "#/$defs/id", "description": "The default flow's target." })));
+    properties.push((
+        "when",
+        json!({ "$ref": "#/$defs/expression", "description": "Taken when this holds." }),
+    ));
+    properties.push((
+        "otherwise",
+        json!({ "$ref": "#/$defs/id", "description": "The default flow's target." }),
+    ));
     let mut schema = object(&properties, &[]);
     schema["oneOf"] = json!([
         { "required": ["to"] },
@@ -293,15 +360,27 @@ fn branch_object(conditional: bool) -> Value {
 fn llm() -> Value {
     let mut schema = object(
         &[
-            ("mode", json!({ "enum": vocab::LLM_MODES, "description": "generate (default), extract or classify." })),
+            (
+                "mode",
+                json!({ "enum": vocab::LLM_MODES, "description": "generate (default), extract or classify." }),
+            ),
             (
                 "prompt",
                 json!({ "type": "string", "minLength": 1, "description": "Prompt template; `{name}` inserts a variable." }),
             ),
             ("system", json!({ "type": "string" })),
-            ("output", json!({ "$ref": "#/$defs/id", "description": "The variable that receives the result." })),
-            ("schema", json!({ "type": "object", "description": "JSON Schema of the fields to extract." })),
-            ("labels", json!({ "type": "array", "items": { "type": "string", "minLength": 1 } })),
+            (
+                "output",
+                json!({ "$ref": "#/$defs/id", "description": "The variable that receives the result." }),
+            ),
+            (
+                "schema",
+                json!({ "type": "object", "description": "JSON Schema of the fields to extract." }),
+            ),
+            (
+                "labels",
+                json!({ "type": "array", "items": { "type": "string", "minLength": 1 } }),
+            ),
             (
                 "options",
                 json!({ "type": "object", "description": "Generation options: max_tokens, temperature, seed, ..." }),
@@ -331,16 +410,31 @@ fn llm() -> Value {
 }
 
 fn rule() -> Value {
-    let mut schema = object(&[
-        ("on", json!({ "enum": vocab::RULE_POINTS, "description": "When the rule runs." })),
-        ("file", json!({ "type": "string", "minLength": 1, "description": "A Rhai file under rules/." })),
-        ("script", json!({ "type": "string", "minLength": 1, "description": "Inline Rhai." })),
-        ("variable", json!({
-            "type": "string",
-            "pattern": vocab::RULE_VARIABLE_PATTERN,
-            "description": "The variable watched (guard_variable, variable_change), or a name prefix ending in `*`."
-        })),
-    ], &["on"]);
+    let mut schema = object(
+        &[
+            (
+                "on",
+                json!({ "enum": vocab::RULE_POINTS, "description": "When the rule runs." }),
+            ),
+            (
+                "file",
+                json!({ "type": "string", "minLength": 1, "description": "A Rhai file under rules/." }),
+            ),
+            (
+                "script",
+                json!({ "type": "string", "minLength": 1, "description": "Inline Rhai." }),
+            ),
+            (
+                "variable",
+                json!({
+                    "type": "string",
+                    "pattern": vocab::RULE_VARIABLE_PATTERN,
+                    "description": "The variable watched (guard_variable, variable_change), or a name prefix ending in `*`."
+                }),
+            ),
+        ],
+        &["on"],
+    );
     schema["oneOf"] = json!([{ "required": ["file"] }, { "required": ["script"] }]);
     schema["if"] = json!({ "properties": { "on": { "enum": vocab::RULE_POINTS_WITH_VARIABLE } } });
     schema["then"] = json!({ "required": ["variable"] });
@@ -352,9 +446,15 @@ fn kind_schema(kind: &str) -> Value {
     match kind {
         "start" => json!({ "$ref": "#/$defs/start_event", "description": "Start event." }),
         "end" => json!({ "$ref": "#/$defs/end_event", "description": "End event." }),
-        "catch" => json!({ "$ref": "#/$defs/catch_event", "description": "Intermediate catch event." }),
-        "throw" => json!({ "$ref": "#/$defs/throw_event", "description": "Intermediate throw event." }),
-        "boundary" => json!({ "$ref": "#/$defs/boundary_event", "description": "Boundary event on an activity." }),
+        "catch" => {
+            json!({ "$ref": "#/$defs/catch_event", "description": "Intermediate catch event." })
+        }
+        "throw" => {
+            json!({ "$ref": "#/$defs/throw_event", "description": "Intermediate throw event." })
+        }
+        "boundary" => {
+            json!({ "$ref": "#/$defs/boundary_event", "description": "Boundary event on an activity." })
+        }
         "task" | "user" | "manual" => json!({ "$ref": "#/$defs/no_settings" }),
         "service" => json!({
             "description": "Service task: the handler name.",
@@ -393,7 +493,10 @@ fn kind_schema(kind: &str) -> Value {
         "subprocess" => object(
             &[
                 ("nodes", json!({ "$ref": "#/$defs/nodes" })),
-                ("event", json!({ "type": "boolean", "description": "An event subprocess." })),
+                (
+                    "event",
+                    json!({ "type": "boolean", "description": "An event subprocess." }),
+                ),
                 ("transaction", json!({ "type": "boolean" })),
             ],
             &["nodes"],
@@ -410,15 +513,26 @@ fn node() -> Value {
     for kind in vocab::NODE_KIND_KEYS {
         properties.insert(kind.to_string(), kind_schema(kind));
     }
-    properties.insert("name".into(), json!({ "type": "string", "description": "Human-readable name." }));
+    properties.insert(
+        "name".into(),
+        json!({ "type": "string", "description": "Human-readable name." }),
+    );
     properties.insert("next".into(), json!({ "$ref": "#/$defs/next" }));
-    properties.insert("rules".into(), json!({ "type": "array", "items": { "$ref": "#/$defs/rule" } }));
+    properties.insert(
+        "rules".into(),
+        json!({ "type": "array", "items": { "$ref": "#/$defs/rule" } }),
+    );
     properties.insert("retry".into(), json!({ "$ref": "#/$defs/retry" }));
     properties.insert("for_each".into(), json!({ "$ref": "#/$defs/for_each" }));
-    properties
-        .insert("loop".into(), json!({ "type": "boolean", "description": "Standard loop (parsed, not run yet)." }));
+    properties.insert(
+        "loop".into(),
+        json!({ "type": "boolean", "description": "Standard loop (parsed, not run yet)." }),
+    );
 
-    let exactly_one_kind: Vec<Value> = vocab::NODE_KIND_KEYS.iter().map(|k| json!({ "required": [k] })).collect();
+    let exactly_one_kind: Vec<Value> = vocab::NODE_KIND_KEYS
+        .iter()
+        .map(|k| json!({ "required": [k] }))
+        .collect();
     let not_activities: Vec<Value> = vocab::NODE_KIND_KEYS
         .iter()
         .filter(|k| !vocab::ACTIVITY_KINDS.contains(k))
@@ -432,7 +546,13 @@ fn node() -> Value {
         }),
         json!({ "if": { "required": ["end"] }, "then": { "properties": { "next": false } } }),
     ];
-    for gateway in ["exclusive", "inclusive", "complex", "parallel", "event_based"] {
+    for gateway in [
+        "exclusive",
+        "inclusive",
+        "complex",
+        "parallel",
+        "event_based",
+    ] {
         rules.push(json!({
             "if": { "required": [gateway], "properties": { gateway: { "type": "array" } } },
             "then": { "properties": { "next": false } }

@@ -39,24 +39,69 @@ pub const NODE_COMMON_KEYS: &[&str] = &["name", "next", "rules"];
 pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop"];
 
 /// Node kind keys that are activities.
-pub const ACTIVITY_KINDS: &[&str] =
-    &["task", "service", "script", "user", "manual", "receive", "send", "business_rule", "llm", "subprocess", "call"];
+pub const ACTIVITY_KINDS: &[&str] = &[
+    "task",
+    "service",
+    "script",
+    "user",
+    "manual",
+    "receive",
+    "send",
+    "business_rule",
+    "llm",
+    "subprocess",
+    "call",
+];
 
 /// Every key that can describe an event trigger.
-pub const TRIGGER_KEYS: &[&str] =
-    &["message", "timer", "signal", "error", "escalation", "condition", "link", "terminate", "cancel", "compensation"];
+pub const TRIGGER_KEYS: &[&str] = &[
+    "message",
+    "timer",
+    "signal",
+    "error",
+    "escalation",
+    "condition",
+    "link",
+    "terminate",
+    "cancel",
+    "compensation",
+];
 
 /// Triggers a start event may have.
-pub const START_TRIGGERS: &[&str] = &["message", "timer", "signal", "condition", "error", "escalation", "compensation"];
+pub const START_TRIGGERS: &[&str] = &[
+    "message",
+    "timer",
+    "signal",
+    "condition",
+    "error",
+    "escalation",
+    "compensation",
+];
 /// Results an end event may throw.
-pub const END_TRIGGERS: &[&str] = &["terminate", "error", "escalation", "message", "signal", "cancel", "compensation"];
+pub const END_TRIGGERS: &[&str] = &[
+    "terminate",
+    "error",
+    "escalation",
+    "message",
+    "signal",
+    "cancel",
+    "compensation",
+];
 /// Triggers an intermediate catch event may wait for.
 pub const CATCH_TRIGGERS: &[&str] = &["message", "timer", "signal", "condition", "link"];
 /// Results an intermediate throw event may throw.
 pub const THROW_TRIGGERS: &[&str] = &["message", "signal", "escalation", "link", "compensation"];
 /// Triggers a boundary event may catch.
-pub const BOUNDARY_TRIGGERS: &[&str] =
-    &["message", "timer", "signal", "condition", "error", "escalation", "cancel", "compensation"];
+pub const BOUNDARY_TRIGGERS: &[&str] = &[
+    "message",
+    "timer",
+    "signal",
+    "condition",
+    "error",
+    "escalation",
+    "cancel",
+    "compensation",
+];
 
 /// Keys of a start event besides its triggers.
 pub const START_EXTRA_KEYS: &[&str] = &["interrupting"];
@@ -79,7 +124,9 @@ pub const SEND_KEYS: &[&str] = &["message", "handler"];
 /// Keys of a business-rule task written as a mapping.
 pub const BUSINESS_RULE_KEYS: &[&str] = &["script", "decision"];
 /// Keys of an LLM step.
-pub const LLM_KEYS: &[&str] = &["mode", "prompt", "system", "output", "schema", "labels", "options"];
+pub const LLM_KEYS: &[&str] = &[
+    "mode", "prompt", "system", "output", "schema", "labels", "options",
+];
 /// LLM modes.
 pub const LLM_MODES: &[&str] = &["generate", "extract", "classify"];
 /// Keys of an embedded subprocess.
@@ -93,13 +140,29 @@ pub const BRANCH_KEYS: &[&str] = &["to", "when", "otherwise", "id", "name"];
 /// Keys of a retry policy.
 pub const RETRY_KEYS: &[&str] = &["retries", "delay", "max_delay"];
 /// Keys of a multi-instance (`for_each`) description.
-pub const FOR_EACH_KEYS: &[&str] = &["over", "as", "sequential", "count", "until", "collect", "into"];
+pub const FOR_EACH_KEYS: &[&str] = &[
+    "over",
+    "as",
+    "sequential",
+    "count",
+    "until",
+    "collect",
+    "into",
+];
 
 /// Keys of a rule attachment.
 pub const RULE_KEYS: &[&str] = &["on", "file", "script", "variable"];
 /// Moments a rule can attach to (`on:`).
-pub const RULE_POINTS: &[&str] =
-    &["guard_complete", "guard_message", "guard_variable", "enter", "leave", "start", "variable_change", "status_change"];
+pub const RULE_POINTS: &[&str] = &[
+    "guard_complete",
+    "guard_message",
+    "guard_variable",
+    "enter",
+    "leave",
+    "start",
+    "variable_change",
+    "status_change",
+];
 /// Rule moments that name a variable.
 pub const RULE_POINTS_WITH_VARIABLE: &[&str] = &["guard_variable", "variable_change"];
 
@@ -183,9 +246,15 @@ mod tests {
     #[test]
     fn suggests_close_words_only() {
         assert_eq!(closest("nxt", ["next", "name", "rules"]), Some("next"));
-        assert_eq!(closest("exclusiv", NODE_KIND_KEYS.iter().copied()), Some("exclusive"));
+        assert_eq!(
+            closest("exclusiv", NODE_KIND_KEYS.iter().copied()),
+            Some("exclusive")
+        );
         assert_eq!(closest("banana", ["next", "name"]), None);
-        assert_eq!(suggestion("banana", ["next", "name"]), " (expected one of `next`, `name`)");
+        assert_eq!(
+            suggestion("banana", ["next", "name"]),
+            " (expected one of `next`, `name`)"
+        );
     }
 
     #[test]

@@ -127,9 +127,9 @@ pub(crate) fn number_complete_ok(numbers: &[String], written: &[u8]) -> bool {
     else {
         return false;
     };
-    numbers.iter().any(|n| {
-        n.as_bytes().starts_with(written) && n.parse::<f64>().is_ok_and(|v| v == value)
-    })
+    numbers
+        .iter()
+        .any(|n| n.as_bytes().starts_with(written) && n.parse::<f64>().is_ok_and(|v| v == value))
 }
 
 /// The numbers written in `text` in JSON form (see [`CopySource::numbers`]).
@@ -182,7 +182,9 @@ fn readings(run: &str) -> Vec<String> {
         }
     };
     if run.contains([' ', '\u{a0}']) {
-        run.split([' ', '\u{a0}']).filter_map(whole_number).for_each(&mut add);
+        run.split([' ', '\u{a0}'])
+            .filter_map(whole_number)
+            .for_each(&mut add);
     }
     if whole_number(run).is_none() {
         run.split(|c: char| !c.is_ascii_digit())
@@ -243,9 +245,7 @@ fn whole_number(run: &str) -> Option<String> {
     // Every group after the first holds exactly three digits.
     let groups: Vec<&str> = int_part.split(|c: char| !c.is_ascii_digit()).collect();
     if groups.len() > 1
-        && (groups[0].is_empty()
-            || groups[0].len() > 3
-            || groups[1..].iter().any(|g| g.len() != 3))
+        && (groups[0].is_empty() || groups[0].len() > 3 || groups[1..].iter().any(|g| g.len() != 3))
     {
         return None;
     }
@@ -269,7 +269,10 @@ mod tests {
         for expected in [
             "2024", "815", "12450.00", "2640.00", "1980000", "320000", "3200.50", "7.5", "1200",
         ] {
-            assert!(numbers.iter().any(|n| n == expected), "{expected} missing from {numbers:?}");
+            assert!(
+                numbers.iter().any(|n| n == expected),
+                "{expected} missing from {numbers:?}"
+            );
         }
         // A quantity written next to the amount stays available on its own.
         assert!(numbers.iter().any(|n| n == "200"));
@@ -289,7 +292,10 @@ mod tests {
         assert!(!SpanMatch::new().push(&source, b'Z'));
         assert!(source.contains(b"Ltd orders"));
         let mut inside = SpanMatch::new();
-        assert!(!inside.push(&source, b'O'), "`O` of `SO` starts inside a word");
+        assert!(
+            !inside.push(&source, b'O'),
+            "`O` of `SO` starts inside a word"
+        );
         let mut cut = SpanMatch::new();
         for &b in b"AC" {
             assert!(cut.push(&source, b));

@@ -84,15 +84,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let defs = load_definitions(&args.path)?;
     let variables = parse_vars(args.vars.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     // The driver runs as a task on the runtime, as a service's request handlers would: driven
     // from the main thread instead, every instance start and every freed in-flight slot crossed
     // threads through the kernel (futex wake-ups were ~20% of a memory-store run).
-    runtime.block_on(async move { tokio::spawn(bench(args, defs, variables)).await.context("the bench driver panicked")? })
+    runtime.block_on(async move {
+        tokio::spawn(bench(args, defs, variables))
+            .await
+            .context("the bench driver panicked")?
+    })
 }
 
 fn parse_vars(text: Option<&str>) -> anyhow::Result<Vec<Map<String, Value>>> {
-    let Some(text) = text else { return Ok(vec![Map::new()]) };
+    let Some(text) = text else {
+        return Ok(vec![Map::new()]);
+    };
     let value: Value = serde_json::from_str(text).context("--vars is not valid JSON")?;
     match value {
         Value::Object(map) => Ok(vec![map]),
@@ -108,12 +117,21 @@ fn parse_vars(text: Option<&str>) -> anyhow::Result<Vec<Map<String, Value>>> {
     }
 }
 
-async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variables: Vec<Map<String, Value>>) -> anyhow::Result<ExitCode> {
+async fn bench(
+    args: BenchArgs,
+    defs: flowbot_engine::model::Definitions,
+    variables: Vec<Map<String, Value>>,
+) -> anyhow::Result<ExitCode> {
     let durability = match args.durability {
         DurabilityArg::Step => Durability::Step,
         DurabilityArg::Group => Durability::Group {
-            window: args.group_window_ms.map_or(Durability::GROUP_WINDOW, std::time::Duration::from_millis),
-            max_batch: args.group_max_batch.unwrap_or(Durability::GROUP_MAX_BATCH).max(1),
+            window: args
+                .group_window_ms
+                .map_or(Durability::GROUP_WINDOW, std::time::Duration::from_millis),
+            max_batch: args
+                .group_max_batch
+                .unwrap_or(Durability::GROUP_MAX_BATCH)
+                .max(1),
         },
     };
     let mut temporary = None;
@@ -123,8 +141,12 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
             let dir = match &args.store_dir {
                 Some(dir) => dir.clone(),
                 None => {
-                    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-                    let dir = std::env::temp_dir().join(format!("flowbot-bench-{}-{nanos}", std::process::id()));
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos();
+                    let dir = std::env::temp_dir()
+                        .join(format!("flowbot-bench-{}-{nanos}", std::process::id()));
                     temporary = Some(dir.clone());
                     dir
                 }
@@ -134,7 +156,11 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
     };
     let already = store.instance_count()? as usize;
     // The benchmark starts every instance itself: timer start events are not scheduled.
-    let options = EngineOptions { auto_complete: true, schedule_timer_starts: false, ..EngineOptions::default() };
+    let options = EngineOptions {
+        auto_complete: true,
+        schedule_timer_starts: false,
+        ..EngineOptions::default()
+    };
     let mut builder = Engine::builder().store(store).options(options);
     if let Some(log) = &args.effects_log {
         builder = builder.fallback_handler(effects_handler(log)?);
@@ -153,7 +179,11 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
         tasks.spawn(async move { engine.wait_for_end(&id).await });
     }
     for n in already..args.instances {
-        let permit = semaphore.clone().acquire_owned().await.context("semaphore closed")?;
+        let permit = semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .context("semaphore closed")?;
         let engine = engine.clone();
         let process_id = process_id.clone();
         let vars = variables[n % variables.len()].clone();
@@ -178,7 +208,10 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
         } else {
             other += 1;
             if other <= 5 {
-                eprintln!("instance {} ended {}: {:?}", info.id, info.status, info.incidents);
+                eprintln!(
+                    "instance {} ended {}: {:?}",
+                    info.id, info.status, info.incidents
+                );
             }
         }
     }
@@ -214,5 +247,9 @@ async fn bench(args: BenchArgs, defs: flowbot_engine::model::Definitions, variab
             resumed.len()
         );
     }
-    Ok(if other == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if other == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -30,8 +30,15 @@ pub fn execute(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     super::write_stdout(&listing)?;
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
-    eprintln!("checked {} file(s): {errors} error(s), {warnings} warning(s)", files.len());
-    Ok(if has_errors(&diagnostics) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    eprintln!(
+        "checked {} file(s): {errors} error(s), {warnings} warning(s)",
+        files.len()
+    );
+    Ok(if has_errors(&diagnostics) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The diagnostics of one file, by kind: this is the dispatch point for each source language.
@@ -52,10 +59,18 @@ pub fn check_file(path: &Path, kind: Option<SourceKind>) -> Vec<Diagnostic> {
 fn check_process_file(path: &Path) -> Vec<Diagnostic> {
     let (defs, mut parsed) = sources::load_process_file(path);
     let Some(defs) = defs else { return parsed };
-    parsed.extend(flowbot_engine::rules::check_attachments(&defs, rules_folder_beside(path).as_deref()));
+    parsed.extend(flowbot_engine::rules::check_attachments(
+        &defs,
+        rules_folder_beside(path).as_deref(),
+    ));
     let scripts = sources::script_runtime();
     let mut compiled = Vec::new();
-    let executable: Vec<&str> = defs.processes.iter().filter(|p| p.executable).map(|p| p.id.as_str()).collect();
+    let executable: Vec<&str> = defs
+        .processes
+        .iter()
+        .filter(|p| p.executable)
+        .map(|p| p.id.as_str())
+        .collect();
     if executable.is_empty() {
         compiled.extend(compile(&defs, None, &scripts).1);
     }
@@ -70,6 +85,10 @@ fn check_process_file(path: &Path) -> Vec<Diagnostic> {
 fn rules_folder_beside(workflow: &Path) -> Option<PathBuf> {
     let folder = workflow.parent()?;
     let project = folder.parent().unwrap_or(Path::new(""));
-    let rules = if project.as_os_str().is_empty() { PathBuf::from("rules") } else { project.join("rules") };
+    let rules = if project.as_os_str().is_empty() {
+        PathBuf::from("rules")
+    } else {
+        project.join("rules")
+    };
     rules.is_dir().then_some(rules)
 }

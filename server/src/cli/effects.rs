@@ -31,10 +31,14 @@ pub fn effects_handler(path: &Path) -> anyhow::Result<Handler> {
     Ok(handler(move |ctx: JobContext| {
         let log = log.clone();
         async move {
-            let mut log = log.lock().map_err(|_| HandlerError::new("effects log poisoned"))?;
+            let mut log = log
+                .lock()
+                .map_err(|_| HandlerError::new("effects log poisoned"))?;
             if log.applied.insert(ctx.idempotency_key.clone()) {
                 let line = format!("{}\n", ctx.idempotency_key);
-                log.file.write_all(line.as_bytes()).map_err(|e| HandlerError::new(format!("effects log: {e}")))?;
+                log.file
+                    .write_all(line.as_bytes())
+                    .map_err(|e| HandlerError::new(format!("effects log: {e}")))?;
             }
             Ok(Map::new())
         }

@@ -34,7 +34,9 @@ pub fn execute(args: &GraphArgs) -> anyhow::Result<ExitCode> {
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }
-    let Some(process) = compiled else { return Ok(ExitCode::FAILURE) };
+    let Some(process) = compiled else {
+        return Ok(ExitCode::FAILURE);
+    };
     let text = match args.format {
         Format::Dot => to_dot(&process),
         Format::Mermaid => to_mermaid(&process),

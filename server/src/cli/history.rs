@@ -27,7 +27,10 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let store = SledStore::open(&args.store, Durability::Step)?;
     let records = read_history(&store, &args.id)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records).context("encoding the history")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&records).context("encoding the history")?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for record in records {

@@ -71,10 +71,18 @@ impl SortBy {
 
 /// Runs the command.
 pub fn execute(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.orders).with_context(|| format!("cannot read {}", args.orders.display()))?;
-    let orders: Vec<Value> = serde_json::from_str(&text)
-        .with_context(|| format!("{} must hold a JSON array of order objects", args.orders.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let text = std::fs::read_to_string(&args.orders)
+        .with_context(|| format!("cannot read {}", args.orders.display()))?;
+    let orders: Vec<Value> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} must hold a JSON array of order objects",
+            args.orders.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     let started = runtime.block_on(import(args, orders))?;
     let text = if args.json {
         let rows: Vec<Value> = started
@@ -86,32 +94,53 @@ pub fn execute(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         started
             .iter()
             .map(|info| {
-                let order = info.variables.get("order_id").map_or_else(|| "?".to_string(), Value::to_string);
+                let order = info
+                    .variables
+                    .get("order_id")
+                    .map_or_else(|| "?".to_string(), Value::to_string);
                 format!("{order} -> {}: {}\n", info.id, info.status)
             })
             .collect()
     };
     super::write_stdout(&text)?;
-    Ok(if started.iter().any(|info| info.status == "failed") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if started.iter().any(|info| info.status == "failed") {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Sorts the batch with rule 2 and runs one instance per order in that order; returns them in
 /// the order they were started.
 async fn import(args: &ImportArgs, orders: Vec<Value>) -> anyhow::Result<Vec<InstanceInfo>> {
     if let Some(position) = orders.iter().position(|order| !order.is_object()) {
-        anyhow::bail!("order {} of {} is not a JSON object", position + 1, args.orders.display());
+        anyhow::bail!(
+            "order {} of {} is not a JSON object",
+            position + 1,
+            args.orders.display()
+        );
     }
     let defs = load_definitions(&args.workflow)?;
     let rules = Arc::new(super::run::load_rules(&args.rules, RulesConfig::default())?);
-    let params = Map::from_iter([("import_sort_by".to_string(), Value::from(args.sort_by.as_str()))]);
-    let sorted = rules.snapshot().sort_by_rule(&RuleSource::File(IMPORT_ORDER_RULE.into()), orders, &params)?;
+    let params = Map::from_iter([(
+        "import_sort_by".to_string(),
+        Value::from(args.sort_by.as_str()),
+    )]);
+    let sorted = rules.snapshot().sort_by_rule(
+        &RuleSource::File(IMPORT_ORDER_RULE.into()),
+        orders,
+        &params,
+    )?;
     let store: Arc<dyn Store> = match &args.store {
         Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
         None => Arc::new(MemoryStore::new()),
     };
     // `import` starts one instance per order itself: timer start events are not scheduled.
-    let options =
-        EngineOptions { auto_complete: args.auto_complete, schedule_timer_starts: false, ..EngineOptions::default() };
+    let options = EngineOptions {
+        auto_complete: args.auto_complete,
+        schedule_timer_starts: false,
+        ..EngineOptions::default()
+    };
     let engine = Engine::builder()
         .store(store)
         .options(options)
@@ -123,7 +152,9 @@ async fn import(args: &ImportArgs, orders: Vec<Value>) -> anyhow::Result<Vec<Ins
     let mut started = Vec::with_capacity(sorted.len());
     for order in sorted {
         let variables = order.as_object().cloned().unwrap_or_default();
-        let info = engine.start(&deployment.deployed.process_id, variables).await?;
+        let info = engine
+            .start(&deployment.deployed.process_id, variables)
+            .await?;
         started.push(engine.wait_settled(&info.id).await?);
     }
     engine.shutdown().await;
@@ -158,9 +189,24 @@ mod tests {
                    "shipment": {"carrier": "UPS", "weight_kg": 4}, "created_at": created, "updated_at": updated, "paid_at": paid})
         };
         vec![
-            order("A", "2026-11-29T10:00:00Z", "2026-11-29T11:00:00Z", Value::Null),
-            order("B", "2026-11-29T08:00:00Z", "2026-11-29T12:00:00Z", json!("2026-11-29T09:00:00Z")),
-            order("C", "2026-11-29T09:00:00Z", "2026-11-29T09:30:00Z", json!("2026-11-29T08:30:00Z")),
+            order(
+                "A",
+                "2026-11-29T10:00:00Z",
+                "2026-11-29T11:00:00Z",
+                Value::Null,
+            ),
+            order(
+                "B",
+                "2026-11-29T08:00:00Z",
+                "2026-11-29T12:00:00Z",
+                json!("2026-11-29T09:00:00Z"),
+            ),
+            order(
+                "C",
+                "2026-11-29T09:00:00Z",
+                "2026-11-29T09:30:00Z",
+                json!("2026-11-29T08:30:00Z"),
+            ),
         ]
     }
 
@@ -169,8 +215,19 @@ mod tests {
         let mut by_id: Vec<(u64, String)> = started
             .iter()
             .map(|info| {
-                let number = info.id.rsplit('-').next().and_then(|n| n.parse().ok()).expect("numbered instance id");
-                (number, info.variables["order_id"].as_str().unwrap_or_default().to_string())
+                let number = info
+                    .id
+                    .rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("numbered instance id");
+                (
+                    number,
+                    info.variables["order_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
             })
             .collect();
         by_id.sort();
@@ -186,13 +243,24 @@ mod tests {
         ] {
             let started = import(&args(sort_by), batch()).await.unwrap();
             assert_eq!(started_order(&started), expected, "{sort_by:?}");
-            assert!(started.iter().all(|info| info.status == "completed"), "{started:?}");
+            assert!(
+                started.iter().all(|info| info.status == "completed"),
+                "{started:?}"
+            );
         }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_order_that_is_not_an_object_is_refused() {
-        let err = import(&args(SortBy::Created), vec![json!({"order_id": "A"}), json!(7)]).await.unwrap_err();
-        assert_eq!(err.to_string(), "order 2 of batch.json is not a JSON object");
+        let err = import(
+            &args(SortBy::Created),
+            vec![json!({"order_id": "A"}), json!(7)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "order 2 of batch.json is not a JSON object"
+        );
     }
 }

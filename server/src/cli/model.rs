@@ -60,7 +60,11 @@ impl ModelChoice {
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         match &self.model {
             Some(path) => {
-                anyhow::ensure!(path.exists(), "{}: no such model file or directory", path.display());
+                anyhow::ensure!(
+                    path.exists(),
+                    "{}: no such model file or directory",
+                    path.display()
+                );
                 Ok(path.clone())
             }
             None => {
@@ -203,18 +207,36 @@ fn dir_info(path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    let dtypes: Vec<String> = info.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    let dtypes: Vec<String> = info
+        .dtypes
+        .iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!("path:           {}", info.path.display());
-    println!("size:           {} bytes in {} safetensors file(s)", info.size_bytes, info.weight_files);
+    println!(
+        "size:           {} bytes in {} safetensors file(s)",
+        info.size_bytes, info.weight_files
+    );
     println!("sha256:         {} (of the directory's files)", info.sha256);
     println!("architecture:   {}", info.architecture);
-    println!("dtype:          {} (torch_dtype {})", dtypes.join(", "), opt(&info.torch_dtype));
+    println!(
+        "dtype:          {} (torch_dtype {})",
+        dtypes.join(", "),
+        opt(&info.torch_dtype)
+    );
     println!("parameters:     {}", info.parameters);
     println!("context length: {}", info.context_length);
     println!("blocks:         {}", info.block_count);
     println!("embedding:      {}", info.embedding_length);
-    println!("tied embedding: {}", if info.tie_word_embeddings { "yes" } else { "no" });
+    println!(
+        "tied embedding: {}",
+        if info.tie_word_embeddings {
+            "yes"
+        } else {
+            "no"
+        }
+    );
     let t = &info.tokenizer;
     println!(
         "tokenizer:      {} (tokenizer.json), {} tokens, {} merges, {} added, bos {}, eos {}",
@@ -225,7 +247,10 @@ fn dir_info(path: &Path, json: bool) -> anyhow::Result<()> {
         opt(&t.bos_token),
         opt(&t.eos_token)
     );
-    println!("chat template:  {}", if info.has_chat_template { "yes" } else { "no" });
+    println!(
+        "chat template:  {}",
+        if info.has_chat_template { "yes" } else { "no" }
+    );
     Ok(())
 }
 

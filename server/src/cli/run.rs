@@ -11,13 +11,13 @@
 use super::model::ModelChoice;
 use crate::llm_backend::LazyLocalGenerator;
 use crate::sources;
-use flowbot_engine::llm::TextGenerator;
-use flowbot_engine::runtime::{llm_step, HistoryEntry, HistoryRecord};
 use anyhow::Context;
 use clap::Args;
 use flowbot_engine::executor::{ExecutionHooks, Instance, NoHooks, Status, Wait, WaitKind};
 use flowbot_engine::graph::CompiledProcess;
+use flowbot_engine::llm::TextGenerator;
 use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig};
+use flowbot_engine::runtime::{llm_step, HistoryEntry, HistoryRecord};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,7 +67,10 @@ pub struct RunArgs {
 pub(crate) fn text_generator(args: &RunArgs) -> anyhow::Result<Arc<dyn TextGenerator>> {
     let backend = args.llm.backend()?;
     let choice = args.llm.clone();
-    Ok(Arc::new(LazyLocalGenerator::new(move || choice.path(), backend)))
+    Ok(Arc::new(LazyLocalGenerator::new(
+        move || choice.path(),
+        backend,
+    )))
 }
 
 /// The clock of `flowbot run`.
@@ -95,14 +98,23 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(folder) => Some(load_rules(folder, RulesConfig::default())?),
         None => None,
     };
-    let scripts = rules.as_ref().map_or_else(sources::script_runtime, RuleEngine::script_runtime);
-    let (compiled, diagnostics) = sources::compile_file_with(&args.path, args.process.as_deref(), &scripts);
+    let scripts = rules
+        .as_ref()
+        .map_or_else(sources::script_runtime, RuleEngine::script_runtime);
+    let (compiled, diagnostics) =
+        sources::compile_file_with(&args.path, args.process.as_deref(), &scripts);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }
-    let Some(process) = compiled else { return Ok(ExitCode::FAILURE) };
+    let Some(process) = compiled else {
+        return Ok(ExitCode::FAILURE);
+    };
     let id = instance_id(&process);
-    let mut steps = Steps { rules: rules.as_ref(), effects: Vec::new(), last: None };
+    let mut steps = Steps {
+        rules: rules.as_ref(),
+        effects: Vec::new(),
+        last: None,
+    };
     let started = steps.run(|hooks| Instance::start(&process, id, variables, hooks));
     let (mut instance, _) = match started {
         Ok(started) => started,
@@ -122,13 +134,23 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if args.auto_complete {
             auto_complete(&process, &mut instance, &mut steps, &task_outputs)?;
         }
-        let llm_waits: Vec<Wait> =
-            instance.waits().iter().filter(|w| matches!(w.kind, WaitKind::Llm { .. })).cloned().collect();
+        let llm_waits: Vec<Wait> = instance
+            .waits()
+            .iter()
+            .filter(|w| matches!(w.kind, WaitKind::Llm { .. }))
+            .cloned()
+            .collect();
         if llm_waits.is_empty() || !instance.status().is_active() {
             break;
         }
         for wait in llm_waits {
-            match answer_llm_step(&process, &mut instance, &mut steps, generator.as_ref(), &wait) {
+            match answer_llm_step(
+                &process,
+                &mut instance,
+                &mut steps,
+                generator.as_ref(),
+                &wait,
+            ) {
                 Ok(record) => history.push(record),
                 Err(err) => llm_error = Some(format!("LLM step `{}`: {err:#}", wait.node)),
             }
@@ -149,13 +171,21 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(error) = &llm_error {
         eprintln!("error: {error}");
     }
-    Ok(if instance.status() == Status::Failed || llm_error.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(
+        if instance.status() == Status::Failed || llm_error.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// A readable, unique-enough id: process id and the start time in milliseconds.
 fn instance_id(process: &CompiledProcess) -> String {
-    let millis =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
     format!("{}-{millis}", process.id)
 }
 
@@ -168,8 +198,11 @@ fn answer_llm_step(
     generator: &dyn TextGenerator,
     wait: &Wait,
 ) -> anyhow::Result<HistoryRecord> {
-    let WaitKind::Llm { task } = &wait.kind else { anyhow::bail!("not an LLM step") };
-    let request = llm_step::build_request(task, instance.variables()).map_err(anyhow::Error::msg)?;
+    let WaitKind::Llm { task } = &wait.kind else {
+        anyhow::bail!("not an LLM step")
+    };
+    let request =
+        llm_step::build_request(task, instance.variables()).map_err(anyhow::Error::msg)?;
     let response = generator.generate(&request)?;
     let outputs = llm_step::output_variables(task, &response);
     steps.run(|hooks| instance.complete(process, wait.activation, outputs, hooks))?;
@@ -197,9 +230,9 @@ pub(super) fn llm_lines(history: &[HistoryRecord]) -> String {
 fn completes_automatically(process: &CompiledProcess, wait: &Wait) -> bool {
     match &wait.kind {
         WaitKind::Job { .. } | WaitKind::User { .. } => true,
-        WaitKind::Message { .. } => {
-            process.node_index(&wait.node).is_some_and(|n| process.node(n).element == "receiveTask")
-        }
+        WaitKind::Message { .. } => process
+            .node_index(&wait.node)
+            .is_some_and(|n| process.node(n).element == "receiveTask"),
         WaitKind::Timer { .. } | WaitKind::Signal { .. } | WaitKind::Llm { .. } => false,
     }
 }
@@ -220,7 +253,15 @@ fn auto_complete(
             .waits()
             .iter()
             .filter(|w| completes_automatically(process, w))
-            .map(|w| (w.activation, task_outputs.get(w.node.as_str()).cloned().unwrap_or_default()))
+            .map(|w| {
+                (
+                    w.activation,
+                    task_outputs
+                        .get(w.node.as_str())
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
         if batch.is_empty() {
             return Ok(());
@@ -237,12 +278,15 @@ fn auto_complete(
 fn parse_task_outputs(options: &[String]) -> anyhow::Result<HashMap<String, Map<String, Value>>> {
     let mut outputs = HashMap::new();
     for option in options {
-        let (node, json) =
-            option.split_once('=').with_context(|| format!("--task-output `{option}`: expected NODE=JSON"))?;
-        let value: Value =
-            serde_json::from_str(json).with_context(|| format!("--task-output for `{node}`: not valid JSON"))?;
+        let (node, json) = option
+            .split_once('=')
+            .with_context(|| format!("--task-output `{option}`: expected NODE=JSON"))?;
+        let value: Value = serde_json::from_str(json)
+            .with_context(|| format!("--task-output for `{node}`: not valid JSON"))?;
         let Value::Object(variables) = value else {
-            anyhow::bail!("--task-output for `{node}` must be a JSON object, like {{\"carrier\": \"DHL\"}}");
+            anyhow::bail!(
+                "--task-output for `{node}` must be a JSON object, like {{\"carrier\": \"DHL\"}}"
+            );
         };
         outputs.insert(node.to_string(), variables);
     }
@@ -250,10 +294,14 @@ fn parse_task_outputs(options: &[String]) -> anyhow::Result<HashMap<String, Map<
 }
 
 fn wait_json(wait: &Wait) -> Value {
-    let mut value = json!({ "node": wait.node, "activation": wait.activation, "kind": wait.kind.name() });
+    let mut value =
+        json!({ "node": wait.node, "activation": wait.activation, "kind": wait.kind.name() });
     let detail = match &wait.kind {
         WaitKind::Job { handler } => json!({ "handler": handler }),
-        WaitKind::Message { name, correlation_key } => json!({ "message": name, "correlation_key": correlation_key }),
+        WaitKind::Message {
+            name,
+            correlation_key,
+        } => json!({ "message": name, "correlation_key": correlation_key }),
         WaitKind::Timer { definition } => json!({ "timer": definition.expression.source }),
         WaitKind::Signal { name } => json!({ "signal": name }),
         WaitKind::User { .. } | WaitKind::Llm { .. } => json!({}),
@@ -265,13 +313,21 @@ fn wait_json(wait: &Wait) -> Value {
 }
 
 /// Loads the rules folder; a rule file that does not compile is an error.
-pub(super) fn load_rules(folder: &std::path::Path, config: RulesConfig) -> anyhow::Result<RuleEngine> {
+pub(super) fn load_rules(
+    folder: &std::path::Path,
+    config: RulesConfig,
+) -> anyhow::Result<RuleEngine> {
     let rules = RuleEngine::load(folder, &config)?;
     let errors = rules.errors();
     for error in &errors {
         eprintln!("{error}");
     }
-    anyhow::ensure!(errors.is_empty(), "{} rule file(s) in {} do not compile", errors.len(), folder.display());
+    anyhow::ensure!(
+        errors.is_empty(),
+        "{} rule file(s) in {} do not compile",
+        errors.len(),
+        folder.display()
+    );
     Ok(rules)
 }
 
@@ -285,8 +341,13 @@ struct Steps<'r> {
 }
 
 impl Steps<'_> {
-    fn run<T, E>(&mut self, step: impl FnOnce(&dyn ExecutionHooks) -> Result<T, E>) -> Result<T, E> {
-        let Some(rules) = self.rules else { return step(&NoHooks) };
+    fn run<T, E>(
+        &mut self,
+        step: impl FnOnce(&dyn ExecutionHooks) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let Some(rules) = self.rules else {
+            return step(&NoHooks);
+        };
         let hooks = RuleHooks::new(rules.snapshot());
         let result = step(&hooks)?;
         self.effects.extend(hooks.take_effects());
@@ -296,8 +357,15 @@ impl Steps<'_> {
 
     /// After a step: when the instance status is no longer `previous`, runs the `on_status_change`
     /// rules and applies the variables they set. A failing rule is reported on stderr.
-    fn status_changed(&mut self, process: &CompiledProcess, instance: &mut Instance, previous: Status) {
-        let Some(hooks) = self.last.take() else { return };
+    fn status_changed(
+        &mut self,
+        process: &CompiledProcess,
+        instance: &mut Instance,
+        previous: Status,
+    ) {
+        let Some(hooks) = self.last.take() else {
+            return;
+        };
         if instance.status() == previous {
             return;
         }
@@ -332,21 +400,44 @@ pub(super) fn effect_lines(effects: &[Effect]) -> String {
     effects
         .iter()
         .map(|effect| match effect {
-            Effect::Notify { receiver, message, rule } => format!("notify {receiver}: {message} [{rule}]\n"),
-            Effect::Emit { event, payload, rule } => format!("emit {event}: {payload} [{rule}]\n"),
+            Effect::Notify {
+                receiver,
+                message,
+                rule,
+            } => format!("notify {receiver}: {message} [{rule}]\n"),
+            Effect::Emit {
+                event,
+                payload,
+                rule,
+            } => format!("emit {event}: {payload} [{rule}]\n"),
         })
         .collect()
 }
 
 fn human(instance: &Instance, effects: &[Effect]) -> String {
-    let mut text = format!("instance {}: {}\n", instance.id(), instance.status().as_str());
+    let mut text = format!(
+        "instance {}: {}\n",
+        instance.id(),
+        instance.status().as_str()
+    );
     text += &format!("path: {}\n", instance.path().join(" "));
-    text += &format!("variables: {}\n", Value::Object(instance.variables().clone()));
+    text += &format!(
+        "variables: {}\n",
+        Value::Object(instance.variables().clone())
+    );
     for wait in instance.waits() {
-        text += &format!("waiting on {} ({}, activation {})\n", wait.node, wait.kind.name(), wait.activation);
+        text += &format!(
+            "waiting on {} ({}, activation {})\n",
+            wait.node,
+            wait.kind.name(),
+            wait.activation
+        );
     }
     for incident in instance.incidents() {
-        text += &format!("incident at {}: {} [{}]\n", incident.at, incident.message, incident.node);
+        text += &format!(
+            "incident at {}: {} [{}]\n",
+            incident.at, incident.message, incident.node
+        );
     }
     text += &effect_lines(effects);
     text

@@ -19,7 +19,10 @@ use std::sync::Arc;
 /// Runs one instance on the engine and prints it like `flowbot run` does.
 pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<ExitCode> {
     let defs = load_definitions(&args.path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     let (info, effects, llm_calls) = runtime.block_on(async {
         let store: Arc<dyn Store> = match &args.store {
             Some(dir) => Arc::new(SledStore::open(dir, Durability::Step)?),
@@ -42,13 +45,20 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
             .text_generator(super::run::text_generator(args)?);
         if let Some(folder) = &args.rules {
             // The rules read the engine's clock, so `today()` follows a virtual clock's jumps.
-            let config = RulesConfig { stdlib: StdlibConfig::default().with_engine_clock(clock), ..RulesConfig::default() };
+            let config = RulesConfig {
+                stdlib: StdlibConfig::default().with_engine_clock(clock),
+                ..RulesConfig::default()
+            };
             let rules = Arc::new(super::run::load_rules(folder, config)?);
-            builder = builder.scripts(rules.script_runtime()).rules(Arc::new(SharedRuleHooks::new(rules)));
+            builder = builder
+                .scripts(rules.script_runtime())
+                .rules(Arc::new(SharedRuleHooks::new(rules)));
         }
         let engine = builder.build().await?;
         let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
-        let started = engine.start(&deployment.deployed.process_id, variables).await?;
+        let started = engine
+            .start(&deployment.deployed.process_id, variables)
+            .await?;
         let info = engine.wait_settled(&started.id).await?;
         let mut effects: Vec<Effect> = Vec::new();
         let mut llm_calls: Vec<HistoryRecord> = Vec::new();
@@ -67,10 +77,16 @@ pub fn execute(args: &RunArgs, variables: Map<String, Value>) -> anyhow::Result<
         value["history"] = serde_json::to_value(&llm_calls)?;
         format!("{}\n", serde_json::to_string(&value)?)
     } else {
-        human(&info) + super::run::effect_lines(&effects).as_str() + super::run::llm_lines(&llm_calls).as_str()
+        human(&info)
+            + super::run::effect_lines(&effects).as_str()
+            + super::run::llm_lines(&llm_calls).as_str()
     };
     super::write_stdout(&text)?;
-    Ok(if info.status == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if info.status == "failed" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn report(info: &InstanceInfo, effects: &[Effect]) -> Value {
@@ -92,10 +108,16 @@ fn human(info: &InstanceInfo) -> String {
     text += &format!("path: {}\n", info.path.join(" "));
     text += &format!("variables: {}\n", Value::Object(info.variables.clone()));
     for wait in &info.waiting_on {
-        text += &format!("waiting: {} ({}, activation {})\n", wait.node, wait.kind, wait.activation);
+        text += &format!(
+            "waiting: {} ({}, activation {})\n",
+            wait.node, wait.kind, wait.activation
+        );
     }
     for incident in &info.incidents {
-        text += &format!("incident: {} at {}: {}\n", incident.node, incident.at, incident.message);
+        text += &format!(
+            "incident: {} at {}: {}\n",
+            incident.node, incident.at, incident.message
+        );
     }
     for incident in &info.engine_incidents {
         text += &format!("incident: {}: {}\n", incident.node, incident.message);

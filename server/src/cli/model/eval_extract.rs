@@ -87,13 +87,23 @@ impl EvalArgs {
             .filter(|p| p.extension().is_some_and(|e| e == "txt"))
             .collect();
         mails.sort();
-        anyhow::ensure!(!mails.is_empty(), "{}: no .txt e-mails found", self.dir.display());
+        anyhow::ensure!(
+            !mails.is_empty(),
+            "{}: no .txt e-mails found",
+            self.dir.display()
+        );
         // The same path an `extract` step of a process takes.
         let generator: Box<dyn TextGenerator> = match (&self.openai_url, &self.openai_model) {
             (Some(url), Some(model)) => Box::new(RemoteTextGenerator::new(url, model)),
-            _ => Box::new(LocalTextGenerator::load(&self.model.path()?, self.model.backend()?)?),
+            _ => Box::new(LocalTextGenerator::load(
+                &self.model.path()?,
+                self.model.backend()?,
+            )?),
         };
-        let options = LlmOptions { max_tokens: Some(96), ..Default::default() };
+        let options = LlmOptions {
+            max_tokens: Some(96),
+            ..Default::default()
+        };
         let mut emails = Vec::new();
         for mail in &mails {
             let text = std::fs::read_to_string(mail)
@@ -139,7 +149,9 @@ impl EvalArgs {
         let mut all_fields = 0usize;
         let mut total_time = std::time::Duration::ZERO;
         for ((name, _, expected), answer) in emails.iter().zip(&answers) {
-            let Some((value, elapsed)) = answer else { continue };
+            let Some((value, elapsed)) = answer else {
+                continue;
+            };
             valid += 1;
             total_time += *elapsed;
             let hits: Vec<bool> = fields
