@@ -18,8 +18,11 @@ pub mod gguf_export;
 pub mod lm;
 pub mod model_dir;
 pub mod openai;
+pub mod requantize;
 pub mod safetensors_lm;
 pub mod sampling;
+pub mod spm;
+#[cfg(any(test, feature = "test-support"))]
 pub mod tiny_model;
 pub mod tokenizer;
 

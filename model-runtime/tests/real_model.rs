@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fast::FastOptions;
-use flowbot_model_runtime::fetch::{default_model_path, DEFAULT_FILE_NAME};
+use flowbot_model_runtime::fetch::{default_model_path, model_cache_dir};
 use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
 use serde_json::json;
 
@@ -14,17 +14,10 @@ const SYSTEM: &str = "You write short, polite order confirmations.";
 const USER: &str = "Order SO-1001 from ACME Ltd, total 1234.50 CNY. Write a one-sentence confirmation for the customer.";
 
 fn model_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOWBOT_MODEL") {
-        return PathBuf::from(path);
+    match std::env::var_os("FLOWBOT_MODEL") {
+        Some(path) => PathBuf::from(path),
+        None => default_model_path(&model_cache_dir()),
     }
-    if let Some(dir) = std::env::var_os("FLOWBOT_DATA_DIR") {
-        return default_model_path(&PathBuf::from(dir));
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(".data")
-        .join("models")
-        .join(DEFAULT_FILE_NAME)
 }
 
 fn real() -> Generator {

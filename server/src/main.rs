@@ -1,11 +1,10 @@
-//! The `flowbot` binary: command-line front door to the engine.
+//! The `flowbot` binary: command-line front door to Flowbot.
 //!
-//! Every command lives in its own module under `cli/`; `main` only parses arguments, sets up
-//! logging (tracing to stderr, filtered by `RUST_LOG`) and maps the outcome to an exit code.
+//! Every command lives in its own module under `cli/`, a thin adapter over the application layer
+//! (`flowbot-app`); `main` only parses arguments, sets up logging (tracing to stderr, filtered by
+//! `RUST_LOG`) and maps the outcome to an exit code.
 
 mod cli;
-mod llm_backend;
-mod sources;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -18,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging();
-    match cli::execute(args.command) {
+    match cli::execute(args) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

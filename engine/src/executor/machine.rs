@@ -2,8 +2,8 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, JoinState, MultiState,
-    RunOf, ScopeState, Status, Step, Wait, WaitKind,
+    Event, ExecError, ExecutionHooks, HookContext, Incident, Instance, InstanceStatus, JoinState,
+    MultiState, RunOf, ScopeState, Step, Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, EndBehavior, MultiSpec,
@@ -159,7 +159,7 @@ impl<'a> Machine<'a> {
             drop(variables);
             resolved.push((node, wait, outputs));
         }
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         let _ = self.complete_resolved(resolved);
         Ok(self.finish())
     }
@@ -248,7 +248,7 @@ impl<'a> Machine<'a> {
                 node: wait.node,
             });
         }
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         let fired = self.inst.next_activation;
         self.inst.next_activation += 1;
         let _ = self
@@ -276,7 +276,7 @@ impl<'a> Machine<'a> {
             .node_index(&wait.node)
             .ok_or(ExecError::UnknownActivation(activation))?;
         let wait = self.inst.waits.remove(position);
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         self.step.events.push(Event::WaitCompleted {
             node: wait.node.clone(),
             activation,
@@ -346,8 +346,8 @@ impl<'a> Machine<'a> {
 
     /// Settles the status and hands the step back.
     fn finish(mut self) -> Step {
-        if self.inst.status == Status::Running {
-            self.inst.status = Status::Waiting;
+        if self.inst.status == InstanceStatus::Running {
+            self.inst.status = InstanceStatus::Waiting;
         }
         self.step.ended = !self.inst.status.is_active();
         self.step
@@ -366,7 +366,7 @@ impl<'a> Machine<'a> {
                 break;
             }
         }
-        if self.inst.status == Status::Running && self.inst.waits.is_empty() {
+        if self.inst.status == InstanceStatus::Running && self.inst.waits.is_empty() {
             if let Some(join) = self.inst.joins.first().cloned() {
                 let span = self
                     .node_index(&join.node)
@@ -1383,7 +1383,7 @@ impl<'a> Machine<'a> {
 
     fn complete_scope(&mut self, scope: u64) -> Flowing {
         if scope == 0 {
-            self.inst.status = Status::Completed;
+            self.inst.status = InstanceStatus::Completed;
             self.step.events.push(Event::InstanceCompleted);
             return Ok(());
         }
@@ -1653,7 +1653,7 @@ impl<'a> Machine<'a> {
         tracing::warn!(instance = %self.inst.id, node, at = %incident.at, "incident: {}", incident.message);
         self.inst.incidents.push(incident.clone());
         self.step.events.push(Event::IncidentRaised { incident });
-        self.inst.status = Status::Failed;
+        self.inst.status = InstanceStatus::Failed;
         self.queue.clear();
         Err(Stop)
     }

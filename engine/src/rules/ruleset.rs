@@ -338,7 +338,13 @@ impl RuleEngine {
         Ok(engine)
     }
 
-    /// The rules folder.
+    /// A rule engine without a rules folder: the inline rules of processes run; a rule that
+    /// names a file fails to resolve, naming the missing folder.
+    pub fn without_folder(config: &RulesConfig) -> Self {
+        Self::load(PathBuf::new(), config).expect("no folder, nothing to read")
+    }
+
+    /// The rules folder (empty for [`RuleEngine::without_folder`]).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -374,7 +380,11 @@ impl RuleEngine {
 
     fn rebuild(&self, generation: u64) -> Result<ReloadReport, RuleError> {
         let previous = self.snapshot();
-        let files = rule_files(&self.root)?;
+        let files = if self.root.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            rule_files(&self.root)?
+        };
         let mut sources = Vec::with_capacity(files.len());
         for relative in files {
             let path = self.root.join(&relative);

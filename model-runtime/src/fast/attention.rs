@@ -37,12 +37,22 @@ impl RopeTable {
     }
 
     /// Rotates every head (`head_dim` values each) of `x` for position `pos`: values
-    /// `(2i, 2i + 1)` of the first `rope_dim` of each head turn by `pos * inv_freq[i]`.
+    /// `(2i, 2i + 1)` of the first `rope_dim` of each head turn by `pos * inv_freq[i]`, or with
+    /// `neox` values `(i, i + rope_dim / 2)` (the GPT-NeoX layout of qwen and gemma files).
     /// [`RopeTable::ensure`] must have covered `pos`.
-    pub(super) fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+    pub(super) fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize, neox: bool) {
         let pairs = self.inv_freq.len();
         let angles = &self.table[pos * pairs..(pos + 1) * pairs];
         for head in x.chunks_exact_mut(head_dim) {
+            if neox {
+                let (first, second) = head[..2 * pairs].split_at_mut(pairs);
+                for ((a, b), &(cos, sin)) in first.iter_mut().zip(second).zip(angles) {
+                    let (x0, x1) = (*a, *b);
+                    *a = x0 * cos - x1 * sin;
+                    *b = x0 * sin + x1 * cos;
+                }
+                continue;
+            }
             for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * cos - b * sin;
@@ -58,10 +68,12 @@ impl RopeTable {
 /// `values` are one layer's cache (`[kv_head][position][head_dim]`, positions up to
 /// `start + t_len` written); `scores` is scratch of `n_head * (start + t_len)`; the result goes
 /// to `out` as `[head][token][head_dim]`. The query heads sharing a key/value head run
-/// together, so each cached key and value is read once per group.
+/// together, so each cached key and value is read once per group. With a `window`, a token sees
+/// only the positions less than `window` before it (sliding-window layers).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attend(
     h: &Hyper,
+    window: Option<usize>,
     qkv: &[f32],
     qkv_width: usize,
     keys: &[f32],
@@ -84,6 +96,8 @@ pub(super) fn attend(
             reps,
             span,
             t_len,
+            window,
+            scale: h.attn_scale,
         };
         for t in 0..t_len {
             let first = t * qkv_width + kv_head * reps * hd;
@@ -116,6 +130,10 @@ struct Group<'a> {
     span: usize,
     /// Tokens per head in the output.
     t_len: usize,
+    /// Sliding window, if any.
+    window: Option<usize>,
+    /// Factor of the query-key products.
+    scale: f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -142,15 +160,16 @@ fn attend_group(
 ) {
     let (hd, span, n) = (group.hd, group.span, pos + 1);
     let t = pos + group.t_len - span;
-    let scale = 1.0 / (hd as f32).sqrt();
-    for j in 0..n {
+    let scale = group.scale;
+    let first = group.window.map_or(0, |w| n.saturating_sub(w));
+    for j in first..n {
         let key = &group.keys[j * hd..(j + 1) * hd];
         for r in 0..group.reps {
             scores[r * span + j] = dot(&queries[r * hd..(r + 1) * hd], key) * scale;
         }
     }
     for r in 0..group.reps {
-        let row = &mut scores[r * span..r * span + n];
+        let row = &mut scores[r * span + first..r * span + n];
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut sum = 0.0;
         for s in row.iter_mut() {
@@ -163,7 +182,7 @@ fn attend_group(
         }
         out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd].fill(0.0);
     }
-    for j in 0..n {
+    for j in first..n {
         let value = &group.values[j * hd..(j + 1) * hd];
         for r in 0..group.reps {
             let w = scores[r * span + j];

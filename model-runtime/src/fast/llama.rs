@@ -1,8 +1,14 @@
-//! A focused llama forward pass over GGUF weights kept in the kernel layout.
+//! A focused forward pass for llama-family GGUF files (`llama`, `qwen2`, `qwen3`, `gemma3`) over
+//! weights kept in the kernel layout.
 //!
-//! RMSNorm, llama-style (interleaved pairs) rotary embeddings over the first `rope_dim` values of
-//! each head, grouped-query attention, SiLU-gated feed-forward, tied embeddings when the file
-//! has no `output.weight`. Prompts run as batches (matrix × matrix); every projection is split
+//! RMSNorm, rotary embeddings over the first `rope_dim` values of each head (interleaved pairs
+//! for llama, GPT-NeoX halves for qwen and gemma), grouped-query attention, gated feed-forward,
+//! tied embeddings when the file has no `output.weight`. The variants add: query/key/value biases
+//! (qwen2); per-head RMSNorm of queries and keys (qwen3, gemma3); for gemma3 the embedding scaled
+//! by the square root of the width, norms after attention and after the feed-forward, GELU
+//! gating, and sliding-window layers (a window of positions and their own rotary base)
+//! interleaved with global ones. Norm weights are used as stored (gemma's converter has already
+//! added the 1 of its `1 + weight` convention). Prompts run as batches (matrix × matrix); every projection is split
 //! over rows on a small rayon pool owned by the model. The key/value cache is allocated once
 //! for the file's whole context and is only touched (so only paid for in memory) as far as it
 //! is used.
@@ -16,7 +22,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
 use crate::lm::{check_forward, CausalLm, LmError};
 
 /// Tokens processed together in one batch of a long prompt.
@@ -31,9 +37,46 @@ pub struct FastOptions {
     pub isa: Option<Isa>,
 }
 
+/// Architectures the forward pass runs (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// llama and its derivatives (SmolLM2, TinyLlama, ...).
+    Llama,
+    /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
+    Qwen2,
+    /// Qwen3: RMSNorm of each query and key head.
+    Qwen3,
+    /// Gemma 3.
+    Gemma3,
+}
+
+impl Arch {
+    fn parse(name: &str) -> Option<Arch> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            "gemma3" => Some(Arch::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// The metadata key prefix (the GGUF architecture name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
 /// Model dimensions read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hyper {
+    /// Architecture.
+    pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
     /// Embedding width.
@@ -56,12 +99,41 @@ pub struct Hyper {
     pub rope_base: f32,
     /// Positions the model supports.
     pub context: usize,
+    /// Rotary pairs in GPT-NeoX layout (`i`, `i + rope_dim / 2`) instead of interleaved.
+    pub rope_neox: bool,
+    /// Factor applied to the embedding rows.
+    pub embed_scale: f32,
+    /// Factor of the query-key products.
+    pub attn_scale: f32,
+    /// Sliding window of the local layers.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_period`-th layer is global, the others slide (0: all global).
+    pub sliding_period: usize,
+    /// Rotary base of the sliding-window layers.
+    pub rope_base_local: f32,
+}
+
+impl Hyper {
+    /// Whether layer `i` attends through the sliding window.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.sliding_window.is_some()
+            && self.sliding_period > 0
+            && !(layer + 1).is_multiple_of(self.sliding_period)
+    }
 }
 
 /// One transformer block.
 struct Layer {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
+    /// Biases of the stacked query, key and value outputs (qwen2).
+    qkv_bias: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of queries and keys (qwen3, gemma3).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norms of the attention and feed-forward outputs (gemma3).
+    post_norms: Option<(Vec<f32>, Vec<f32>)>,
+    /// Whether the layer attends through the sliding window.
+    sliding: bool,
     /// Query, key and value projections (stacked when they share a format).
     qkv: Projection,
     wo: QMatrix,
@@ -118,6 +190,8 @@ pub struct FastLlama {
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
     rope: RopeTable,
+    /// Rotary table of the sliding-window layers, when their base differs.
+    rope_local: Option<RopeTable>,
     cache: KvCache,
     scratch: Scratch,
     kernels: Kernels,
@@ -182,7 +256,35 @@ impl FastLlama {
         let mut layers = Vec::with_capacity(h.n_layer);
         for i in 0..h.n_layer {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
+            let qkv_bias = if h.arch == Arch::Qwen2 {
+                let mut bias = loader.vector(&format!("blk.{i}.attn_q.bias"), q_dim)?;
+                bias.extend(loader.vector(&format!("blk.{i}.attn_k.bias"), kv_dim)?);
+                bias.extend(loader.vector(&format!("blk.{i}.attn_v.bias"), kv_dim)?);
+                Some(bias)
+            } else {
+                None
+            };
+            let qk_norm = if matches!(h.arch, Arch::Qwen3 | Arch::Gemma3) {
+                Some((
+                    loader.vector(&name("attn_q_norm"), h.head_dim)?,
+                    loader.vector(&name("attn_k_norm"), h.head_dim)?,
+                ))
+            } else {
+                None
+            };
+            let post_norms = if h.arch == Arch::Gemma3 {
+                Some((
+                    loader.vector(&name("post_attention_norm"), h.dim)?,
+                    loader.vector(&name("post_ffw_norm"), h.dim)?,
+                ))
+            } else {
+                None
+            };
             layers.push(Layer {
+                qkv_bias,
+                qk_norm,
+                post_norms,
+                sliding: h.is_sliding(i),
                 attn_norm: loader.vector(&name("attn_norm"), h.dim)?,
                 ffn_norm: loader.vector(&name("ffn_norm"), h.dim)?,
                 qkv: loader.projection(
@@ -210,8 +312,11 @@ impl FastLlama {
             len: 0,
         };
         tracing::debug!(isa = ?kernels.isa(), threads, layers = h.n_layer, "fast llama loaded");
+        let rope_local = (h.sliding_window.is_some() && h.rope_base_local != h.rope_base)
+            .then(|| RopeTable::new(h.rope_dim, h.rope_base_local));
         Ok(FastLlama {
             rope: RopeTable::new(h.rope_dim, h.rope_base),
+            rope_local,
             hyper,
             embed,
             output,
@@ -256,8 +361,11 @@ impl FastLlama {
         resize(&mut s.hidden, t_len * h.ffn_dim);
         resize(&mut s.scores, h.n_head * (start + t_len));
         for (t, &token) in tokens.iter().enumerate() {
-            self.embed
-                .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            let row = &mut s.x[t * dim..(t + 1) * dim];
+            self.embed.dequantize_row(token as usize, row);
+            if h.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= h.embed_scale);
+            }
         }
         let kernels = &self.kernels;
         let wide = kernels.isa() != Isa::Scalar;
@@ -270,12 +378,23 @@ impl FastLlama {
             rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
             layer.qkv.run(kernels, &s.acts, &mut s.qkv);
+            let rope = match &self.rope_local {
+                Some(local) if layer.sliding => local,
+                _ => &self.rope,
+            };
             for t in 0..t_len {
                 let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
+                if let Some(bias) = &layer.qkv_bias {
+                    add_into(row, bias);
+                }
                 let (q, kv) = row.split_at_mut(q_dim);
                 let (k, v) = kv.split_at_mut(kv_dim);
-                self.rope.apply(q, h.head_dim, start + t);
-                self.rope.apply(k, h.head_dim, start + t);
+                if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                    rms_norm_in_place(q, q_norm, h.eps);
+                    rms_norm_in_place(k, k_norm, h.eps);
+                }
+                rope.apply(q, h.head_dim, start + t, h.rope_neox);
+                rope.apply(k, h.head_dim, start + t, h.rope_neox);
                 for kvh in 0..h.n_kv_head {
                     let at = (kvh * h.context + start + t) * h.head_dim;
                     keys[at..at + h.head_dim]
@@ -286,6 +405,7 @@ impl FastLlama {
             }
             attend(
                 h,
+                layer.sliding.then_some(h.sliding_window).flatten(),
                 &s.qkv,
                 qkv_width,
                 keys,
@@ -307,6 +427,9 @@ impl FastLlama {
             }
             s.acts.quantize(&s.attn, t_len, q_dim);
             kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
+            if let Some((post_attn, _)) = &layer.post_norms {
+                rms_norm_in_place(&mut s.proj, post_attn, h.eps);
+            }
             add_into(&mut s.x, &s.proj);
             // Feed-forward.
             rms_norm(&s.x, &layer.ffn_norm, h.eps, &mut s.normed);
@@ -315,16 +438,23 @@ impl FastLlama {
             for t in 0..t_len {
                 let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
                 let (gate, up) = row.split_at(h.ffn_dim);
-                for ((out, &g), &u) in s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim]
-                    .iter_mut()
-                    .zip(gate)
-                    .zip(up)
-                {
-                    *out = g / (1.0 + (-g).exp()) * u;
+                let hidden = &mut s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim];
+                if h.arch == Arch::Gemma3 {
+                    let table = gelu_table();
+                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+                        *out = gelu(table, g) * u;
+                    }
+                } else {
+                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+                        *out = g / (1.0 + (-g).exp()) * u;
+                    }
                 }
             }
             s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
             kernels.matmul(&layer.down, &s.acts, &mut s.proj, dim);
+            if let Some((_, post_ffn)) = &layer.post_norms {
+                rms_norm_in_place(&mut s.proj, post_ffn, h.eps);
+            }
             add_into(&mut s.x, &s.proj);
         }
         if logits {
@@ -353,6 +483,9 @@ impl CausalLm for FastLlama {
         }
         self.cache.len = start;
         self.rope.ensure(start + tokens.len());
+        if let Some(local) = &mut self.rope_local {
+            local.ensure(start + tokens.len());
+        }
         let pool = Arc::clone(&self.pool);
         let chunks: Vec<&[u32]> = tokens.chunks(MAX_BATCH).collect();
         let mut pos = start;
@@ -390,6 +523,46 @@ fn add_into(x: &mut [f32], delta: &[f32]) {
     }
 }
 
+/// Row-wise RMSNorm of `x` (rows of `weight.len()`) times `weight`, in place.
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let dim = weight.len();
+    for row in x.chunks_exact_mut(dim) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+/// GELU (tanh approximation) of every f16 value, indexed by the value's bits: ggml computes GELU
+/// through this table (input and output rounded to f16), and so do we, to match its output.
+fn gelu_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
+                half::f16::from_f32(y).to_f32()
+            })
+            .collect()
+    })
+}
+
+/// GELU of `x` as ggml computes it (see [`gelu_table`]).
+#[inline]
+fn gelu(table: &[f32], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize]
+    }
+}
+
 /// Row-wise RMSNorm of `x` (rows of `weight.len()`) times `weight` into `out`.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let dim = weight.len();
@@ -409,12 +582,14 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| load_err("metadata has no general.architecture"))?;
-    if arch != "llama" {
-        return Err(load_err(format!(
-            "architecture {arch:?} is not supported (llama only)"
-        )));
-    }
+    let arch = Arch::parse(&arch).ok_or_else(|| {
+        load_err(format!(
+            "architecture {arch:?} is not supported (llama, qwen2, qwen3, gemma3)"
+        ))
+    })?;
+    let prefix = arch.name();
     let get_u = |key: &str| -> Result<usize, LmError> {
+        let key = &format!("{prefix}.{key}");
         let v = md
             .get(key)
             .ok_or_else(|| load_err(format!("metadata key {key} is missing")))?;
@@ -424,6 +599,7 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
             .map_err(|e| load_err(format!("metadata key {key}: {e}")))
     };
     let get_f = |key: &str| -> Result<Option<f32>, LmError> {
+        let key = &format!("{prefix}.{key}");
         md.get(key)
             .map(|v| {
                 v.to_f32()
@@ -431,35 +607,58 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
             })
             .transpose()
     };
-    let n_layer = get_u("llama.block_count")?;
-    let dim = get_u("llama.embedding_length")?;
-    let n_head = get_u("llama.attention.head_count")?;
+    let n_layer = get_u("block_count")?;
+    let dim = get_u("embedding_length")?;
+    let n_head = get_u("attention.head_count")?;
     // Optional keys: absent means the default, present but malformed is an error.
     let get_u_or = |key: &str, default: usize| -> Result<usize, LmError> {
-        if md.contains_key(key) {
+        if md.contains_key(&format!("{prefix}.{key}")) {
             get_u(key)
         } else {
             Ok(default)
         }
     };
-    let n_kv_head = get_u_or("llama.attention.head_count_kv", n_head)?;
-    if n_head == 0 || n_kv_head == 0 || dim % n_head != 0 || n_head % n_kv_head != 0 {
+    let n_kv_head = get_u_or("attention.head_count_kv", n_head)?;
+    let head_dim = get_u_or("attention.key_length", dim / n_head.max(1))?;
+    if n_head == 0
+        || n_kv_head == 0
+        || head_dim == 0
+        || n_head % n_kv_head != 0
+        || get_u_or("attention.value_length", head_dim)? != head_dim
+    {
         return Err(load_err(format!(
-            "inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads"
+            "inconsistent heads: embedding {dim}, {n_head} heads of {head_dim}, {n_kv_head} key/value heads"
         )));
     }
-    let head_dim = dim / n_head;
-    let rope_dim = get_u_or("llama.rope.dimension_count", head_dim)?;
+    let rope_dim = get_u_or("rope.dimension_count", head_dim)?;
     if rope_dim > head_dim || rope_dim % 2 != 0 {
         return Err(load_err(format!(
             "rope dimension {rope_dim} does not fit the head size {head_dim}"
         )));
     }
-    let ffn_dim = get_u("llama.feed_forward_length")
-        .or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
+    let ffn_dim =
+        get_u("feed_forward_length").or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
     let vocab = tensor_rows(content, "token_embd.weight")?;
-    let context = get_u_or("llama.context_length", 2048)?;
+    let context = get_u_or("context_length", 2048)?;
+    let gemma = arch == Arch::Gemma3;
+    let sliding_window = if gemma {
+        Some(get_u("attention.sliding_window")?)
+    } else {
+        None
+    };
+    let rope_base = get_f("rope.freq_base")?.unwrap_or(if gemma { 1_000_000.0 } else { 10_000.0 });
     Ok(Hyper {
+        arch,
+        rope_neox: arch != Arch::Llama,
+        embed_scale: if gemma { (dim as f32).sqrt() } else { 1.0 },
+        attn_scale: 1.0 / (head_dim as f32).sqrt(),
+        sliding_window,
+        sliding_period: if gemma {
+            get_u_or("attention.sliding_window_pattern", 6)?
+        } else {
+            0
+        },
+        rope_base_local: get_f("rope.local_freq_base")?.unwrap_or(10_000.0),
         n_layer,
         dim,
         n_head,
@@ -468,8 +667,8 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
         rope_dim,
         ffn_dim,
         vocab,
-        eps: get_f("llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
-        rope_base: get_f("llama.rope.freq_base")?.unwrap_or(10_000.0),
+        eps: get_f("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+        rope_base,
         context,
     })
 }
@@ -534,13 +733,22 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         cols: usize,
     ) -> Result<(&'a TensorInfo, QFormat), LmError> {
         let info = self.info(name, &[rows, cols])?;
-        match info.ggml_dtype {
-            GgmlDType::Q4_1 => Ok((info, QFormat::Q4_1)),
-            GgmlDType::Q8_0 => Ok((info, QFormat::Q8_0)),
-            other => Err(load_err(format!(
-                "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
-            ))),
-        }
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4_0 => QFormat::Q4_0,
+            GgmlDType::Q4_1 => QFormat::Q4_1,
+            GgmlDType::Q5_0 => QFormat::Q5_0,
+            GgmlDType::Q8_0 => QFormat::Q8_0,
+            GgmlDType::Q4K => QFormat::Q4_K,
+            GgmlDType::Q5K => QFormat::Q5_K,
+            GgmlDType::Q6K => QFormat::Q6_K,
+            other => {
+                return Err(load_err(format!(
+                    "tensor {name} is {other:?}; the fast backend supports Q4_0, Q4_1, Q5_0, \
+                     Q8_0, Q4_K, Q5_K and Q6_K"
+                )))
+            }
+        };
+        Ok((info, format))
     }
 
     /// A `rows` x `cols` quantized matrix.
@@ -565,7 +773,9 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
             .map(|(name, rows)| self.format(name, *rows, cols))
             .collect::<Result<Vec<_>, _>>()?;
         if formats.iter().all(|(_, f)| *f == formats[0].1) {
-            let mut raw = Vec::with_capacity(width * cols / BLOCK * formats[0].1.block_bytes());
+            let format = formats[0].1;
+            let mut raw =
+                Vec::with_capacity(width * cols / format.block_values() * format.block_bytes());
             for ((name, _), (info, _)) in parts.iter().zip(&formats) {
                 self.read_into(name, info, &mut raw)?;
             }

@@ -1,8 +1,13 @@
-//! The engine's [`TextGenerator`] served by the local model runtime.
+//! The engine's [`TextGenerator`] served by the model runtime: a local model (GGUF file or model
+//! directory), or an OpenAI-compatible server; and [`ModelSlot`], the generator the engine is
+//! built with, which the application fills when a deployed process needs a model.
+//!
+//! Invariant: the engine sees text, JSON values and labels, never tokens; a step that runs before
+//! any model is loaded fails as a retryable backend error, never panics.
 
+use crate::error::AppError;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use flowbot_engine::llm::{
@@ -26,8 +31,13 @@ pub struct LocalTextGenerator {
 
 impl LocalTextGenerator {
     /// Loads the model at `path` (a GGUF file or a model directory) on `backend`.
-    pub fn load(path: &Path, backend: Backend) -> anyhow::Result<Self> {
-        let loaded = load_generator(path, backend)?;
+    pub fn load(path: &Path, backend: Backend) -> Result<Self, AppError> {
+        let loaded = load_generator(path, backend).map_err(|e| {
+            AppError::unavailable(format!(
+                "the model {} cannot be loaded: {e}",
+                path.display()
+            ))
+        })?;
         let model_sha256 = model_sha256(path).ok();
         Ok(Self {
             generator: Mutex::new(loaded.generator),
@@ -186,42 +196,38 @@ impl TextGenerator for RemoteTextGenerator {
     }
 }
 
-/// A [`LocalTextGenerator`] loaded on its first call (a process without LLM steps never loads,
-/// nor fetches, a model). `locate` finds the model file (fetching it when needed); a failed load is
-/// answered as a backend error to every call.
-pub struct LazyLocalGenerator {
-    locate: Box<dyn Fn() -> anyhow::Result<PathBuf> + Send + Sync>,
-    backend: Backend,
-    loaded: OnceLock<Result<LocalTextGenerator, String>>,
+/// The generator an application's engine is built with: empty until the application loads a
+/// model (at start, or when a reload deploys the first process with an LLM step).
+#[derive(Default)]
+pub struct ModelSlot {
+    loaded: RwLock<Option<Arc<dyn TextGenerator>>>,
 }
 
-impl LazyLocalGenerator {
-    /// A generator that loads the file `locate` returns on `backend` when first asked.
-    pub fn new(
-        locate: impl Fn() -> anyhow::Result<PathBuf> + Send + Sync + 'static,
-        backend: Backend,
-    ) -> Self {
-        Self {
-            locate: Box::new(locate),
-            backend,
-            loaded: OnceLock::new(),
-        }
+impl ModelSlot {
+    /// Puts `generator` in the slot (replacing any earlier one).
+    pub fn fill(&self, generator: Arc<dyn TextGenerator>) {
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Some(generator);
+    }
+
+    /// Whether a model is loaded.
+    pub fn is_filled(&self) -> bool {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 
-impl TextGenerator for LazyLocalGenerator {
+impl TextGenerator for ModelSlot {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let loaded = self.loaded.get_or_init(|| {
-            let path = (self.locate)().map_err(|e| format!("{e:#}"))?;
-            tracing::info!(model = %path.display(), "loading the model for LLM steps");
-            LocalTextGenerator::load(&path, self.backend)
-                .map_err(|e| format!("{}: {e:#}", path.display()))
-        });
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match loaded {
-            Ok(generator) => generator.generate(request),
-            Err(message) => Err(LlmError::Backend(format!(
-                "the model cannot be loaded: {message}"
-            ))),
+            Some(generator) => generator.generate(request),
+            None => Err(LlmError::Backend("no language model is loaded".into())),
         }
     }
 }

@@ -1,0 +1,98 @@
+//! What the engine does once a turn is durable: run jobs, arm timers, look for buffered
+//! messages, deliver the outbox, publish events, wake those waiting for an instance's end.
+//!
+//! Invariant: effects are applied only after their turn's commit has been acknowledged durable.
+
+use super::api::{EngineEvent, InstanceInfo};
+use super::record::HistoryRecord;
+use super::timers::TimerTarget;
+use super::Inner;
+use crate::executor::Wait;
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+/// What to do once a turn is durable.
+pub(super) enum Effect {
+    /// Call the job's handler.
+    RunJob(Wait),
+    /// Arm a timer in memory.
+    ArmTimer { due_ms: u64, activation: u64 },
+    /// Look for a buffered message for a new message wait.
+    CheckBuffered {
+        name: String,
+        correlation_key: Option<String>,
+        activation: u64,
+    },
+    /// Deliver thrown events (outbox entries).
+    Deliver,
+    /// Publish history records to subscribers.
+    Publish(Vec<HistoryRecord>),
+    /// The instance ended; its final state when someone waits for it.
+    Ended(Option<InstanceInfo>),
+    /// Notification-log entries up to this number are durable.
+    Notified(u64),
+}
+
+impl Inner {
+    /// Acts on a durable turn.
+    pub(super) fn apply_effects(self: &Arc<Self>, instance: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::RunJob(wait) => {
+                    let id = instance.to_string();
+                    self.spawn(|inner| async move { inner.run_job(&id, wait).await });
+                }
+                Effect::ArmTimer { due_ms, activation } => {
+                    let target = TimerTarget::Wait {
+                        instance: instance.to_string(),
+                        activation,
+                    };
+                    self.timers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Reverse((due_ms, target)));
+                    self.timers_changed.notify_one();
+                }
+                Effect::CheckBuffered {
+                    name,
+                    correlation_key,
+                    activation,
+                } => {
+                    let id = instance.to_string();
+                    self.spawn(|inner| async move {
+                        if let Err(err) = inner.take_buffered(&id, &name, correlation_key.as_deref(), activation).await {
+                            tracing::error!(instance = %id, error = %err, "delivering a buffered message failed");
+                        }
+                    });
+                }
+                Effect::Deliver => self.spawn(|inner| async move { inner.deliver_outbox().await }),
+                Effect::Publish(records) => {
+                    for record in records {
+                        let _ = self.events.send(EngineEvent {
+                            instance: instance.to_string(),
+                            record,
+                        });
+                    }
+                }
+                Effect::Notified(last) => self.notifications_durable(last),
+                Effect::Ended(info) => {
+                    self.live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(instance);
+                    let waiters = self
+                        .ended_waiters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(instance);
+                    // Without `info` the senders are dropped and each waiter reads the store.
+                    if let Some(info) = info {
+                        for waiter in waiters.into_iter().flatten() {
+                            let _ = waiter.send(info.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

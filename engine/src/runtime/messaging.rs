@@ -1,0 +1,297 @@
+//! Messages and signals: correlation to waiting instances, message and signal start events,
+//! buffering of early messages, and delivery of the outbox (events thrown by nodes).
+//!
+//! Invariant: correlation and buffering are serialized (a message is either delivered to a
+//! subscriber or buffered, never lost between the two); an outbox entry is removed only after it
+//! was delivered.
+
+use super::api::{Correlation, EngineError};
+use super::record::{
+    buffered_prefix, decode, encode, message_subscription_prefix, signal_subscription_prefix,
+    BufferedMessage, HistoryEntry, Subscriber,
+};
+use super::versions::{Deployed, StartTrigger};
+use super::Inner;
+use crate::executor::WaitKind;
+use crate::store::{StepCommit, Table};
+use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// One outbox entry: a message or signal a node threw, delivered once its turn is durable.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub(super) struct OutboxEntry {
+    /// The throwing node.
+    pub node: String,
+    /// What it threw.
+    pub event: crate::graph::ThrownEvent,
+}
+
+impl Inner {
+    /// Delivers a message to the instance waiting for `name` with `correlation_key`; when none
+    /// waits, keeps it for the configured time and delivers it to the first instance that does.
+    pub(super) async fn correlate(
+        self: &Arc<Self>,
+        name: &str,
+        correlation_key: Option<&str>,
+        variables: Map<String, Value>,
+    ) -> Result<Correlation, EngineError> {
+        let inner = self;
+        let (target, buffered) = {
+            let _lock = inner.correlation.lock().unwrap_or_else(|e| e.into_inner());
+            let subscribers = inner.store.scan(
+                Table::Subscriptions,
+                &message_subscription_prefix(name, correlation_key),
+            )?;
+            let message_start = match subscribers.first() {
+                Some(_) => None,
+                None => inner
+                    .triggered_starts(
+                        |start| matches!(start, StartTrigger::Message { name: n, .. } if n == name),
+                    )
+                    .into_iter()
+                    .next(),
+            };
+            match (subscribers.first(), message_start) {
+                (Some((_, value)), _) => (
+                    Some(decode::<Subscriber>(value, "subscription").map_err(EngineError::Decode)?),
+                    None,
+                ),
+                (None, Some((deployed, node))) => {
+                    let history = vec![HistoryEntry::StartedByMessage {
+                        node: node.clone(),
+                        name: name.to_string(),
+                        correlation_key: correlation_key.map(str::to_string),
+                    }];
+                    let _busy = inner.busy();
+                    let (ack, effects, info) = inner.begin_instance(
+                        deployed,
+                        Some(&node),
+                        variables,
+                        correlation_key.map(str::to_string),
+                        history,
+                        Vec::new(),
+                    )?;
+                    drop(_lock);
+                    ack.durable().await?;
+                    inner.apply_effects(&info.id, effects);
+                    return Ok(Correlation::Started { instance: info.id });
+                }
+                (None, None) => {
+                    let expires_ms =
+                        inner.clock.now_ms() + inner.options.message_ttl.as_millis() as u64;
+                    let mut key = buffered_prefix(name, correlation_key);
+                    key.extend_from_slice(
+                        &inner
+                            .message_seq
+                            .fetch_add(1, Ordering::Relaxed)
+                            .to_be_bytes(),
+                    );
+                    let mut commit = StepCommit::default();
+                    commit.put(
+                        Table::BufferedMessages,
+                        key,
+                        encode(&BufferedMessage {
+                            variables: variables.clone(),
+                            expires_ms,
+                        }),
+                    );
+                    (None, Some((inner.store.commit(commit)?, expires_ms)))
+                }
+            }
+        };
+        if let Some((ack, expires_ms)) = buffered {
+            ack.durable().await?;
+            tracing::debug!(message = name, "no subscriber yet: message buffered");
+            return Ok(Correlation::Buffered { expires_ms });
+        }
+        let sub = target.expect("a subscriber when not buffered");
+        let history = vec![HistoryEntry::MessageCorrelated {
+            name: name.to_string(),
+            correlation_key: correlation_key.map(str::to_string),
+            activation: sub.activation,
+        }];
+        inner
+            .drive(
+                &sub.instance,
+                sub.activation,
+                "message wait",
+                |w| matches!(w.kind, WaitKind::Message { .. }),
+                variables,
+                history,
+                Vec::new(),
+            )
+            .await?;
+        Ok(Correlation::Delivered {
+            instance: sub.instance,
+            activation: sub.activation,
+        })
+    }
+
+    /// The triggered start events that `matches`, with their latest deployed versions (processes
+    /// in id order, start events in document order).
+    pub(super) fn triggered_starts(
+        &self,
+        matches: impl Fn(&StartTrigger) -> bool,
+    ) -> Vec<(Arc<Deployed>, String)> {
+        let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = Vec::new();
+        for deployed in versions.latest_all() {
+            for start in deployed.starts.iter().filter(|start| matches(start)) {
+                found.push((deployed.clone(), start.node().to_string()));
+            }
+        }
+        found
+    }
+
+    /// Delivers a signal to every instance waiting for it and starts an instance of every latest
+    /// version with a signal start event of that name; returns how many waits and starts it reached.
+    pub(super) async fn signal(
+        self: &Arc<Self>,
+        name: &str,
+        variables: Map<String, Value>,
+    ) -> Result<usize, EngineError> {
+        let subscribers = self
+            .store
+            .scan(Table::Subscriptions, &signal_subscription_prefix(name))?;
+        let mut delivered = 0;
+        let starts = self.triggered_starts(
+            |start| matches!(start, StartTrigger::Signal { name: n, .. } if n == name),
+        );
+        for (deployed, node) in starts {
+            let history = vec![HistoryEntry::StartedBySignal {
+                node: node.clone(),
+                name: name.to_string(),
+            }];
+            let _busy = self.busy();
+            let (ack, effects, info) = self.begin_instance(
+                deployed,
+                Some(&node),
+                variables.clone(),
+                None,
+                history,
+                Vec::new(),
+            )?;
+            ack.durable().await?;
+            self.apply_effects(&info.id, effects);
+            delivered += 1;
+        }
+        for (_, value) in subscribers {
+            let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
+            let history = vec![HistoryEntry::SignalReceived {
+                name: name.to_string(),
+                activation: sub.activation,
+            }];
+            match self
+                .drive(
+                    &sub.instance,
+                    sub.activation,
+                    "signal wait",
+                    |w| matches!(w.kind, WaitKind::Signal { .. }),
+                    variables.clone(),
+                    history,
+                    Vec::new(),
+                )
+                .await
+            {
+                Ok(_) => delivered += 1,
+                Err(EngineError::NoSuchWait { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// A new message wait looks for a message that arrived before it.
+    pub(super) async fn take_buffered(
+        self: &Arc<Self>,
+        instance: &str,
+        name: &str,
+        correlation_key: Option<&str>,
+        activation: u64,
+    ) -> Result<(), EngineError> {
+        let found = {
+            let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());
+            let now = self.clock.now_ms();
+            let mut found = None;
+            for (key, value) in self.store.scan(
+                Table::BufferedMessages,
+                &buffered_prefix(name, correlation_key),
+            )? {
+                let message: BufferedMessage =
+                    decode(&value, "buffered message").map_err(EngineError::Decode)?;
+                if message.expires_ms >= now {
+                    found = Some((key, message));
+                    break;
+                }
+            }
+            found
+        };
+        let Some((key, message)) = found else {
+            return Ok(());
+        };
+        let history = vec![HistoryEntry::MessageCorrelated {
+            name: name.to_string(),
+            correlation_key: correlation_key.map(str::to_string),
+            activation,
+        }];
+        match self
+            .drive(
+                instance,
+                activation,
+                "message wait",
+                |w| matches!(w.kind, WaitKind::Message { .. }),
+                message.variables,
+                history,
+                vec![(Table::BufferedMessages, key, None)],
+            )
+            .await
+        {
+            Ok(_) | Err(EngineError::NoSuchWait { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Delivers pending outbox entries (thrown messages and signals) and removes them.
+    pub(super) async fn deliver_outbox(self: &Arc<Self>) {
+        let _delivering = self.delivering.lock().await;
+        let entries = match self.store.pending_outbox() {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox");
+                return;
+            }
+        };
+        for entry in entries {
+            match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
+                Ok(OutboxEntry { node, event }) => {
+                    let name = event.name.clone().unwrap_or_default();
+                    let result = match event.kind.as_str() {
+                        "signal" => self
+                            .signal(&name, Map::new())
+                            .await
+                            .map(|n| format!("signal reached {n} waits")),
+                        "message" => self
+                            .correlate(&name, None, Map::new())
+                            .await
+                            .map(|c| format!("{c:?}")),
+                        other => Ok(format!("{other} `{name}` has no receiver in the engine")),
+                    };
+                    match result {
+                        Ok(outcome) => {
+                            tracing::debug!(node = %node, outcome = %outcome, "thrown event delivered")
+                        }
+                        Err(err) => {
+                            tracing::error!(node = %node, error = %err, "delivering a thrown event failed; it stays in the outbox");
+                            continue;
+                        }
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "dropping an unreadable outbox entry"),
+            }
+            if let Err(err) = self.store.ack_outbox(&[entry.seq]) {
+                tracing::error!(error = %err, "cannot acknowledge an outbox entry");
+            }
+        }
+    }
+}
