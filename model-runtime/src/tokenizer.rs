@@ -24,6 +24,13 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF token type of user-defined tokens (treated as special, too).
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
+/// The longest text encoded at once, in bytes (a prompt that fits the context is far shorter).
+pub const MAX_ENCODE_BYTES: usize = 1 << 20;
+/// The largest vocabulary built from GGUF metadata.
+pub const MAX_VOCAB: usize = 1 << 20;
+/// The longest token text in a GGUF vocabulary, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// Errors building or using a tokenizer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -41,6 +48,14 @@ pub enum TokenizerError {
     /// The `tokenizers` crate rejected the vocabulary or the input.
     #[error("tokenizer: {0}")]
     Build(String),
+    /// The text to encode is longer than [`MAX_ENCODE_BYTES`].
+    #[error(
+        "tokenizer: the text is {bytes} bytes, more than the {MAX_ENCODE_BYTES} encoded at once"
+    )]
+    TooLong {
+        /// The text's length.
+        bytes: usize,
+    },
 }
 
 /// How text becomes ids.
@@ -177,6 +192,22 @@ impl TextTokenizer {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        if tokens.len() > MAX_VOCAB {
+            return Err(TokenizerError::Build(format!(
+                "tokenizer.ggml.tokens has {} tokens, more than the {MAX_VOCAB} allowed",
+                tokens.len()
+            )));
+        }
+        if let Some((id, long)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+        {
+            return Err(TokenizerError::Build(format!(
+                "token {id} of tokenizer.ggml.tokens is {} bytes, more than the {MAX_TOKEN_BYTES} allowed",
+                long.len()
+            )));
+        }
         let merges: Vec<(String, String)> = md
             .string_array("tokenizer.ggml.merges")?
             .into_iter()
@@ -362,6 +393,9 @@ impl TextTokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
+        if text.len() > MAX_ENCODE_BYTES {
+            return Err(TokenizerError::TooLong { bytes: text.len() });
+        }
         match &self.inner {
             Encoder::Hf(inner) => {
                 let encoding = inner
@@ -419,5 +453,31 @@ impl TextTokenizer {
             .get(text)
             .copied()
             .filter(|&id| self.is_special(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny_model::write_tiny_llama;
+
+    #[test]
+    fn text_longer_than_the_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_llama(&path, 7).expect("tiny model");
+        let tokenizer =
+            TextTokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
+        assert!(!tokenizer
+            .encode("hello world")
+            .expect("short text")
+            .is_empty());
+        let err = tokenizer
+            .encode(&"a".repeat(MAX_ENCODE_BYTES + 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenizerError::TooLong { bytes } if bytes == MAX_ENCODE_BYTES + 1),
+            "{err}"
+        );
     }
 }

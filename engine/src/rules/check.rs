@@ -48,7 +48,7 @@ pub fn check_rule_source(path: &Path, text: &str) -> Vec<Diagnostic> {
 }
 
 fn check_with(compiler: &Compiler, path: &Path) -> Vec<Diagnostic> {
-    match std::fs::read_to_string(path) {
+    match crate::script::read_script_file(path) {
         Ok(text) => check_text(compiler, path, &text),
         Err(e) => vec![Diagnostic::error(
             path,

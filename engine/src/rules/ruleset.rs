@@ -8,7 +8,9 @@ use super::error::{RuleError, RuleLocation};
 use super::resolver::{recording_imports, RulesModuleResolver};
 use super::stdlib::{self, StdlibConfig};
 use crate::model::{RuleSource, Span};
-use crate::script::{content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime};
+use crate::script::{
+    check_source_size, content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime,
+};
 use rhai::{EvalAltResult, Scope, AST};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -138,6 +140,18 @@ impl Compiler {
         source: &str,
         line_offset: u32,
     ) -> Result<CompiledRule, RuleError> {
+        if let Err(error) = check_source_size(source) {
+            let location = RuleLocation {
+                file: file.to_path_buf(),
+                line: 1 + line_offset,
+                col: 1,
+            };
+            return Err(RuleError::Compile {
+                rule: name.to_string(),
+                location,
+                message: error.to_string(),
+            });
+        }
         let engine = self.runtime.engine();
         let (result, imports) =
             recording_imports(|| engine.compile_into_self_contained(&Scope::new(), source));
@@ -374,7 +388,7 @@ impl RuleEngine {
         let mut sources = Vec::with_capacity(files.len());
         for relative in files {
             let path = self.root.join(&relative);
-            match std::fs::read_to_string(&path) {
+            match crate::script::read_script_file(&path) {
                 Ok(text) => sources.push((relative, path, text)),
                 Err(e) => {
                     tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}")

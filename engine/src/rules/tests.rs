@@ -342,6 +342,48 @@ fn imports_inside_the_folder_work() {
     assert_eq!(value, json!(42));
 }
 
+#[test]
+fn import_cycles_end_with_an_error_instead_of_a_stack_overflow() {
+    let dir = folder(&[
+        ("a.rhai", "import \"b\" as b;\nfn x() { 1 }"),
+        ("b.rhai", "import \"a\" as a;\nfn y() { 2 }"),
+        ("main.rhai", "import \"a\" as a;\na::x()"),
+    ]);
+    let rules = engine(dir.path());
+    let errors: Vec<String> = rules.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("imports nest more than 8 deep")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn oversized_rule_files_are_refused_before_compiling() {
+    let big = format!(
+        "let a = 1;\n//{}\n",
+        "x".repeat(crate::script::MAX_SCRIPT_BYTES)
+    );
+    let dir = folder(&[("big.rhai", &big), ("small.rhai", "1")]);
+    let rules = engine(dir.path());
+    assert_eq!(rules.snapshot().names().collect::<Vec<_>>(), ["small"]);
+    let checked = check_rules_path(dir.path());
+    assert_eq!(checked.len(), 1, "{checked:?}");
+    assert!(
+        checked[0].message.contains("larger than 65536 bytes"),
+        "{checked:?}"
+    );
+    let inline = eval(&format!(
+        "1 //{}",
+        "x".repeat(crate::script::MAX_SCRIPT_BYTES)
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(inline.contains("limited to 65536 bytes"), "{inline}");
+}
+
 // ------------------------------------------------------------------ errors
 
 #[test]

@@ -22,6 +22,8 @@ pub(crate) struct Reader<'a> {
     /// Every node id written anywhere in the file (nested scopes included), so that generated
     /// flow ids never take a node's id.
     all_node_ids: HashSet<String>,
+    /// How many more unknown ids get a "did you mean" (each compares with every id).
+    id_hints_left: usize,
 }
 
 /// An outgoing flow as written, before its id is settled.
@@ -62,14 +64,15 @@ enum BranchStyle {
 }
 
 impl<'a> Reader<'a> {
-    /// A reader for `text` from `file`.
-    pub(crate) fn new(file: &'a Path, text: &str) -> Self {
+    /// A reader for the document located by `map`, from `file`.
+    pub(crate) fn new(file: &'a Path, map: SourceMap) -> Self {
         Self {
             file,
-            map: SourceMap::new(text),
+            map,
             diagnostics: Vec::new(),
             ids: HashMap::new(),
             all_node_ids: HashSet::new(),
+            id_hints_left: vocab::MAX_ID_HINTS,
         }
     }
 
@@ -154,6 +157,18 @@ impl<'a> Reader<'a> {
         let span = self.map.nearest_value(path);
         self.diagnostics
             .push(Diagnostic::error(self.file, span, message));
+    }
+
+    /// `; did you mean `x`?` for the unknown id `word` when one of `ids` is close, for the first
+    /// [`vocab::MAX_ID_HINTS`] unknown ids of the file.
+    fn id_hint<'i>(&mut self, word: &str, ids: impl IntoIterator<Item = &'i str>) -> String {
+        if self.id_hints_left == 0 {
+            return String::new();
+        }
+        self.id_hints_left -= 1;
+        vocab::closest(word, ids)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default()
     }
 
     fn error_with_id(&mut self, span: Span, id: &str, message: impl Into<String>) {
@@ -410,9 +425,7 @@ impl<'a> Reader<'a> {
         let by_id: HashMap<&str, &Node> = scope.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         for (target, span, flow) in &scope.targets {
             if !known.contains(target.as_str()) {
-                let hint = vocab::closest(target, ids.iter().copied())
-                    .map(|c| format!("; did you mean `{c}`?"))
-                    .unwrap_or_default();
+                let hint = self.id_hint(target, ids.iter().copied());
                 let message = format!("flow `{flow}` goes to unknown node `{target}`{hint}");
                 self.diagnostics
                     .push(Diagnostic::error(self.file, *span, message).with_id(flow.clone()));
@@ -430,9 +443,7 @@ impl<'a> Reader<'a> {
                     );
                 }
                 None => {
-                    let hint = vocab::closest(activity, ids.iter().copied())
-                        .map(|c| format!("; did you mean `{c}`?"))
-                        .unwrap_or_default();
+                    let hint = self.id_hint(activity, ids.iter().copied());
                     let message = format!(
                         "boundary event `{boundary}` is attached to unknown node `{activity}` (it must be in the same scope){hint}"
                     );
@@ -1842,9 +1853,7 @@ impl<'a> Reader<'a> {
                             continue;
                         };
                         if !known.contains(node.as_str()) {
-                            let hint = vocab::closest(&node, node_ids.iter().copied())
-                                .map(|c| format!("; did you mean `{c}`?"))
-                                .unwrap_or_default();
+                            let hint = self.id_hint(&node, node_ids.iter().copied());
                             self.error_at_value(
                                 &item_path,
                                 format!("lane `{id}` lists unknown node `{node}`{hint}"),

@@ -218,7 +218,7 @@ impl FastLlama {
         reader: &mut R,
         options: &FastOptions,
     ) -> Result<FastLlama, LmError> {
-        let content = Content::read(reader)
+        let content = crate::gguf::read_content(reader)
             .map_err(|e| load_err(format!("not a readable GGUF file: {e}")))?;
         let hyper = read_hyper(&content)?;
         let kernels = match options.isa {
