@@ -21,6 +21,7 @@ pub fn time(ms: u64) -> String {
 
 /// An instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
     /// Instance id.
     pub id: String,
@@ -31,10 +32,12 @@ pub struct InstanceView {
     /// The business key given at start.
     pub business_key: Option<String>,
     /// `waiting`, `completed`, `failed` or `terminated`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "waiting"))]
     pub status: InstanceStatus,
     /// Completed nodes in order.
     pub path: Vec<String>,
     /// The process variables.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub variables: Map<String, Value>,
     /// What it waits for.
     pub waiting_on: Vec<WaitView>,
@@ -94,6 +97,7 @@ impl From<InstanceInfo> for InstanceView {
 
 /// One thing an instance waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitView {
     /// The task id (`instance:activation`) to complete it with, for user tasks and
     /// language-model steps; `None` for waits that outside events complete.
@@ -101,6 +105,7 @@ pub struct WaitView {
     /// The waiting node.
     pub node: String,
     /// `user`, `job`, `message`, `timer`, `signal` or `llm`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "user"))]
     pub kind: WaitType,
     /// The wait's activation (unique within the instance).
     pub activation: u64,
@@ -148,6 +153,7 @@ impl WaitView {
 /// A problem of an instance: an executor incident (it failed; `at` says where in the source) or
 /// an engine incident (a job's retries ran out; `id` retries or resolves it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IncidentView {
     /// `instance:activation`, for incidents an operator can retry or resolve.
     pub id: Option<String>,
@@ -163,6 +169,7 @@ pub struct IncidentView {
 
 /// An open incident in an operator's list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenIncidentView {
     /// `instance:activation`.
     pub id: String,
@@ -196,6 +203,7 @@ impl From<IncidentInfo> for OpenIncidentView {
 
 /// An open task in a task list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// `instance:activation`: what completes it.
     pub id: String,
@@ -210,6 +218,7 @@ pub struct TaskView {
     /// The task's name.
     pub name: Option<String>,
     /// `user`, or `llm` for a language-model step waiting for a person.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "user"))]
     pub kind: WaitType,
     /// When it opened.
     pub created: Option<String>,
@@ -232,6 +241,7 @@ impl From<TaskInfo> for TaskView {
 
 /// One entry of the notification log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotificationView {
     /// Its number; resume after it.
     pub seq: u64,
@@ -240,12 +250,14 @@ pub struct NotificationView {
     /// The rule that sent it.
     pub sender: String,
     /// The text, or the event payload.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub content: Value,
     /// The instance it came from.
     pub instance: String,
     /// When.
     pub time: String,
     /// `notify` or `event`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "notify"))]
     pub kind: NotificationKind,
 }
 
@@ -265,6 +277,7 @@ impl From<Notification> for NotificationView {
 
 /// One deployed version of a process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentView {
     /// The process id.
     pub process: String,
@@ -295,6 +308,7 @@ impl From<&Deployed> for DeploymentView {
 
 /// A process with its versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionView {
     /// The process id.
     pub id: String,
