@@ -158,3 +158,104 @@ async fn track(State(state): State<Arc<ServerState>>, request: Request, next: Ne
         .http_request(&route, &method, response.status().as_u16(), started.elapsed());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::token::AdminToken;
+    use axum::body::Body;
+    use flowbot_app::config::StoreKind;
+    use flowbot_app::{App, AppConfig};
+    use tower::ServiceExt;
+
+    async fn state() -> Arc<ServerState> {
+        let mut config = AppConfig::default();
+        config.store.kind = StoreKind::Memory;
+        let app = Arc::new(App::open(config).await.unwrap());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        Arc::new(ServerState {
+            app,
+            admin_token: AdminToken::new("token"),
+            metrics: Arc::new(Metrics::new()),
+            max_body_bytes: 1024,
+            shutdown,
+        })
+    }
+
+    /// Every operation of the document reaches a handler of the router (no fallback answer),
+    /// and the document lists every route the router serves except `/openapi.json` itself.
+    #[tokio::test]
+    async fn the_openapi_document_and_the_router_agree() {
+        let state = state().await;
+        let router = router(state);
+        let doc = openapi();
+        let mut operations = 0;
+        for (path, item) in &doc.paths.paths {
+            let concrete = path.replace("{id}", "x");
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ];
+            for (method, documented) in methods {
+                let request = axum::http::Request::builder()
+                    .method(method)
+                    .uri(&concrete)
+                    .header("authorization", "Bearer token")
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&body);
+                let fell_back = text.contains("\"kind\":\"method_not_allowed\"")
+                    || text.contains("no route ");
+                assert_eq!(
+                    !fell_back,
+                    documented,
+                    "{method} {path}: documented {documented}, served {}: {text}",
+                    !fell_back
+                );
+                operations += usize::from(documented);
+            }
+        }
+        assert_eq!(operations, 23, "operations in the document");
+        let served = router
+            .oneshot(
+                axum::http::Request::get("/openapi.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(served.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_with_a_problem() {
+        let router = router(state().await);
+        let body = format!(
+            "{{\"process\": \"p\", \"variables\": {{\"x\": \"{}\"}}}}",
+            "a".repeat(2000)
+        );
+        let response = router
+            .oneshot(
+                axum::http::Request::post("/api/v1/instances")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response.headers()["content-type"],
+            crate::problem::PROBLEM_JSON
+        );
+    }
+}
