@@ -33,8 +33,7 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (panics with the body when it is not).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -98,6 +97,14 @@ impl Server {
         }
     }
 
+    /// A handle for client threads: the same requests against `base`, without owning the
+    /// process.
+    pub fn client(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+        }
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -121,10 +128,21 @@ impl Server {
         self.call("POST", path, Some(body.to_string()), None)
     }
 
+    /// `POST path` with a JSON body, or `None` when the server cannot be reached.
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<Answer> {
+        Self::client(&self.base).try_post(path, body)
+    }
+
     /// `method path` with an optional raw JSON body and bearer token.
-    pub fn call(&self, method: &str, path: &str, body: Option<String>, token: Option<&str>) -> Answer {
-        let mut request = ureq::request(method, &format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(30));
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut request =
+            ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
         if let Some(token) = token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }
@@ -156,7 +174,11 @@ impl Server {
     pub fn wait_for(&self, what: &str, limit: Duration, mut check: impl FnMut(&Server) -> bool) {
         let started = Instant::now();
         while !check(self) {
-            assert!(started.elapsed() < limit, "timed out waiting for {what}\nlog:\n{}", self.log());
+            assert!(
+                started.elapsed() < limit,
+                "timed out waiting for {what}\nlog:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -201,6 +223,31 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Requests to a server from another thread.
+pub struct Client {
+    base: String,
+}
+
+impl Client {
+    /// `POST path` with a JSON body, or `None` when the server cannot be reached.
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<Answer> {
+        let response = ureq::post(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(30))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string());
+        let response = match response {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(_) => return None,
+        };
+        Some(Answer {
+            status: response.status(),
+            content_type: response.content_type().to_string(),
+            body: response.into_string().ok()?,
+        })
     }
 }
 
