@@ -91,7 +91,10 @@ pub async fn readyz(State(state): Shared) -> Response {
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): Shared) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&state.app),
     )
         .into_response()
@@ -336,8 +339,8 @@ pub async fn list_instances(
         None => None,
         Some(text) => Some(parse_status(text)?),
     };
-    let limit = parse_param::<usize>("limit", query.limit.as_deref(), "a number")?
-        .unwrap_or(DEFAULT_PAGE);
+    let limit =
+        parse_param::<usize>("limit", query.limit.as_deref(), "a number")?.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(
             Some("limit".into()),
@@ -349,9 +352,11 @@ pub async fn list_instances(
         process_id: query.process.filter(|p| !p.is_empty()),
         business_key: query.business_key.filter(|k| !k.is_empty()),
     };
-    let page = state
-        .app
-        .list_instances(&filter, query.cursor.as_deref().filter(|c| !c.is_empty()), limit)?;
+    let page = state.app.list_instances(
+        &filter,
+        query.cursor.as_deref().filter(|c| !c.is_empty()),
+        limit,
+    )?;
     Ok(Json(InstancePage {
         items: page.items,
         next_cursor: page.next_cursor,
@@ -464,7 +469,12 @@ pub async fn complete_task(
     JsonBody(body): JsonBody<VariablesBody>,
 ) -> Result<Json<InstanceView>, ApiError> {
     Ok(Json(
-        turn(&state, "complete", state.app.complete_task(&id, body.variables)).await?,
+        turn(
+            &state,
+            "complete",
+            state.app.complete_task(&id, body.variables),
+        )
+        .await?,
     ))
 }
 

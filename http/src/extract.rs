@@ -152,7 +152,10 @@ mod tests {
     fn errors_name_the_field() {
         let wrong_type = parse_json::<Start>(br#"{"process": "p", "variables": "x"}"#).unwrap_err();
         assert_eq!(wrong_type.problem().field.as_deref(), Some("variables"));
-        assert!(wrong_type.problem().detail.starts_with("variables: invalid type"));
+        assert!(wrong_type
+            .problem()
+            .detail
+            .starts_with("variables: invalid type"));
 
         let missing = parse_json::<Start>(br#"{"variables": {}}"#).unwrap_err();
         assert_eq!(missing.problem().field.as_deref(), Some("process"));
@@ -170,7 +173,10 @@ mod tests {
 
     #[test]
     fn parameters_parse_or_name_themselves() {
-        assert_eq!(parse_param::<u32>("limit", Some("20"), "a number").unwrap(), Some(20));
+        assert_eq!(
+            parse_param::<u32>("limit", Some("20"), "a number").unwrap(),
+            Some(20)
+        );
         assert_eq!(parse_param::<u32>("limit", None, "a number").unwrap(), None);
         let bad = parse_param::<u32>("limit", Some("many"), "a number").unwrap_err();
         assert_eq!(bad.problem().field.as_deref(), Some("limit"));

@@ -82,7 +82,10 @@ pub fn render(process: &CompiledProcess) -> String {
         let (source, target) = (flow.source.index(), flow.target.index());
         let (sx, sy) = position[source];
         let (tx, ty) = position[target];
-        let (x1, x2) = (sx + half_width(process, source), tx - half_width(process, target));
+        let (x1, x2) = (
+            sx + half_width(process, source),
+            tx - half_width(process, target),
+        );
         let path = if back.contains(&(source, target)) {
             let below = sy.max(ty) + ROW * 0.6;
             format!(
@@ -132,10 +135,7 @@ pub fn render(process: &CompiledProcess) -> String {
         );
         match node.category {
             c if c.is_event() => {
-                let _ = write!(
-                    svg,
-                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="{EVENT_R}"/>"#
-                );
+                let _ = write!(svg, r#"<circle cx="{x:.1}" cy="{y:.1}" r="{EVENT_R}"/>"#);
                 label_below(&mut svg, x, y + EVENT_R + 14.0, node.label());
             }
             Category::Gateway => {
@@ -304,7 +304,11 @@ fn longest_path_layers(
 
 /// The nodes of each column, top to bottom: first in id order, then by the mean row of their
 /// predecessors (two sweeps).
-fn order_rows(count: usize, layer: &[usize], forward: &dyn Fn(usize) -> Vec<usize>) -> Vec<Vec<usize>> {
+fn order_rows(
+    count: usize,
+    layer: &[usize],
+    forward: &dyn Fn(usize) -> Vec<usize>,
+) -> Vec<Vec<usize>> {
     let columns = layer.iter().copied().max().map_or(0, |m| m + 1);
     let mut rows: Vec<Vec<usize>> = vec![Vec::new(); columns.max(1)];
     for n in 0..count {
@@ -415,7 +419,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(longest_path_layers(4, &forward, &[]), vec![0, 1, 2, 3]);
-        assert_eq!(longest_path_layers(4, &forward, &[(0, 2, 5)]), vec![0, 1, 5, 6]);
+        assert_eq!(
+            longest_path_layers(4, &forward, &[(0, 2, 5)]),
+            vec![0, 1, 5, 6]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod dashboard;
 mod extract;
 pub mod graph_svg;
 mod lock;
@@ -83,10 +84,12 @@ pub enum ServeError {
 
 /// Binds `addr` (`HOST:PORT`; port 0 picks a free one).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Serves `app` on `listener` until `signal` completes, then stops taking connections, lets

@@ -70,7 +70,10 @@ mod tests {
         let first = DataDirLock::acquire(data.path()).unwrap();
         assert_eq!(first.path(), data.path().join(LOCK_FILE));
         let second = DataDirLock::acquire(data.path()).unwrap_err();
-        assert!(matches!(second, ServeError::DataDirInUse { .. }), "{second}");
+        assert!(
+            matches!(second, ServeError::DataDirInUse { .. }),
+            "{second}"
+        );
         assert!(second.to_string().contains("another flowbot serve"));
         drop(first);
         DataDirLock::acquire(data.path()).unwrap();

@@ -142,10 +142,7 @@ impl Metrics {
                 "Instances cancelled, by process.",
                 &["process"],
             ),
-            llm_calls: counter(
-                "flowbot_llm_calls_total",
-                "Language-model steps answered.",
-            ),
+            llm_calls: counter("flowbot_llm_calls_total", "Language-model steps answered."),
             llm_tokens: counter_vec(
                 "flowbot_llm_tokens_total",
                 "Language-model tokens, prompt and completion.",
@@ -159,10 +156,7 @@ impl Metrics {
                 "flowbot_metrics_events_lagged_total",
                 "Engine events the instance counters missed (they could not keep up).",
             ),
-            open_incidents: gauge(
-                "flowbot_open_incidents",
-                "Incidents awaiting an operator.",
-            ),
+            open_incidents: gauge("flowbot_open_incidents", "Incidents awaiting an operator."),
             flushes: gauge(
                 "flowbot_store_flushes_total",
                 "Flushes of the store to disk (group commit).",
@@ -299,7 +293,10 @@ mod tests {
             .encode(&metrics.registry.gather(), &mut text)
             .unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("flowbot_instances_started_total{process=\"order\"} 2"), "{text}");
+        assert!(
+            text.contains("flowbot_instances_started_total{process=\"order\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("flowbot_instances_completed_total{process=\"order\"} 1"));
         assert!(text.contains(
             "flowbot_http_requests_total{method=\"POST\",route=\"/api/v1/instances\",status=\"201\"} 1"

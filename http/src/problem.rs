@@ -108,7 +108,9 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             "Payload too large",
-            format!("the request body is larger than the limit of {limit} bytes (http.max_body_bytes)"),
+            format!(
+                "the request body is larger than the limit of {limit} bytes (http.max_body_bytes)"
+            ),
         )
     }
 
@@ -154,10 +156,9 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::to_vec(&self.problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_JSON),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -10,7 +10,7 @@
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, ws};
+use crate::{admin, api, dashboard, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -105,6 +105,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     public
         .merge(admin)
         .route("/openapi.json", get(openapi_json))
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -139,7 +140,11 @@ async fn wrong_method(request: Request) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "Method not allowed",
-        format!("{} does not take {}", request.uri().path(), request.method()),
+        format!(
+            "{} does not take {}",
+            request.uri().path(),
+            request.method()
+        ),
     )
 }
 
@@ -153,9 +158,12 @@ async fn track(State(state): State<Arc<ServerState>>, request: Request, next: Ne
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .http_request(&route, &method, response.status().as_u16(), started.elapsed());
+    state.metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -213,11 +221,10 @@ mod tests {
                     .await
                     .unwrap();
                 let text = String::from_utf8_lossy(&body);
-                let fell_back = text.contains("\"kind\":\"method_not_allowed\"")
-                    || text.contains("no route ");
+                let fell_back =
+                    text.contains("\"kind\":\"method_not_allowed\"") || text.contains("no route ");
                 assert_eq!(
-                    !fell_back,
-                    documented,
+                    !fell_back, documented,
                     "{method} {path}: documented {documented}, served {}: {text}",
                     !fell_back
                 );

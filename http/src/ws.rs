@@ -47,7 +47,10 @@ pub async fn notifications(
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::invalid(
             None,
-            format!("this route speaks WebSocket only: {}", rejection.body_text()),
+            format!(
+                "this route speaks WebSocket only: {}",
+                rejection.body_text()
+            ),
         )
     })?;
     let after = match parse_param::<u64>("after", query.after.as_deref(), "a number")? {
@@ -59,7 +62,12 @@ pub async fn notifications(
 }
 
 /// Streams entries after `after` until the client, the engine or the server stops.
-async fn feed(state: Arc<ServerState>, mut socket: WebSocket, receiver: Option<String>, after: u64) {
+async fn feed(
+    state: Arc<ServerState>,
+    mut socket: WebSocket,
+    receiver: Option<String>,
+    after: u64,
+) {
     let mut watermark = state.app.engine().notification_watermark();
     let mut shutdown = state.shutdown.clone();
     // Entries up to `scanned` have been sent or do not concern this receiver.

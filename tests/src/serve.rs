@@ -257,7 +257,7 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Entries received until `limit` passes with none, or the connection ends.
+    /// Entries received until `quiet` passes with none, or the connection ends.
     pub fn drain(&mut self, quiet: Duration) -> Vec<Value> {
         let mut entries = Vec::new();
         let mut last = Instant::now();
@@ -266,6 +266,27 @@ impl Feed {
                 Ok(tungstenite::Message::Text(text)) => {
                     entries.push(serde_json::from_str(text.as_str()).expect("a JSON entry"));
                     last = Instant::now();
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        entries
+    }
+
+    /// Every entry received during `period`.
+    pub fn read_for(&mut self, period: Duration) -> Vec<Value> {
+        let started = Instant::now();
+        let mut entries = Vec::new();
+        while started.elapsed() < period {
+            match self.socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    entries.push(serde_json::from_str(text.as_str()).expect("a JSON entry"))
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))

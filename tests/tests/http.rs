@@ -312,6 +312,17 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 
+    // The dashboard and its embedded assets.
+    let page = server.get("/");
+    assert_eq!(
+        (page.status, page.content_type.as_str()),
+        (200, "text/html")
+    );
+    assert!(page.body.contains("/assets/dashboard.js") && page.body.contains("id=\"start-form\""));
+    let script = server.get("/assets/dashboard.js");
+    assert!(script.content_type == "text/javascript" && script.body.contains("/ws/notifications"));
+    assert_eq!(server.get("/assets/dashboard.css").content_type, "text/css");
+
     // Unknown routes and methods.
     assert_problem(&server.get("/api/v1/nothing"), 404, None);
     assert_problem(
@@ -537,8 +548,7 @@ fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let before_kill = feed.drain(Duration::from_millis(300));
+    let before_kill = feed.read_for(Duration::from_millis(1500));
     server.kill();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
