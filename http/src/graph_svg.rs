@@ -327,8 +327,8 @@ fn order_rows(
                 row_of[n] = i as f64;
             }
         }
-        for column in 1..rows.len() {
-            for (i, &n) in rows[column].iter().enumerate() {
+        for members_of_column in rows.iter_mut().skip(1) {
+            for (i, &n) in members_of_column.iter().enumerate() {
                 row_of[n] = i as f64;
             }
             let key = |n: usize| -> f64 {
@@ -339,12 +339,12 @@ fn order_rows(
                     preds.iter().map(|p| row_of[*p]).sum::<f64>() / preds.len() as f64
                 }
             };
-            let mut members = rows[column].clone();
+            let mut members = members_of_column.clone();
             members.sort_by(|a, b| key(*a).total_cmp(&key(*b)));
             for (i, &n) in members.iter().enumerate() {
                 row_of[n] = i as f64;
             }
-            rows[column] = members;
+            *members_of_column = members;
         }
     }
     rows

@@ -55,7 +55,8 @@ pub struct ProblemDiagnostic {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    problem: Problem,
+    // Boxed: handlers return `Result<_, ApiError>`, and the error path is the rare one.
+    problem: Box<Problem>,
 }
 
 impl ApiError {
@@ -63,7 +64,7 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
-            problem: Problem {
+            problem: Box::new(Problem {
                 problem_type: format!("urn:flowbot:problem:{kind}"),
                 title: title.to_string(),
                 status: status.as_u16(),
@@ -71,7 +72,7 @@ impl ApiError {
                 kind: kind.to_string(),
                 field: None,
                 diagnostics: Vec::new(),
-            },
+            }),
         }
     }
 

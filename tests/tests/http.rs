@@ -286,7 +286,7 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
 
     // The notification log over REST and the WebSocket feed agree.
     let log = server
-        .get(&format!("/api/v1/notifications?after=0&receiver=ann"))
+        .get("/api/v1/notifications?after=0&receiver=ann")
         .json();
     let items = log["items"].as_array().unwrap().clone();
     assert!(!items.is_empty(), "{log}");
