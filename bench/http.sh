@@ -5,16 +5,26 @@
 # store. Prints one line per run: store, route, and a JSON object with requests/s, p50, p99 and
 # max latency in ms.
 #
-# Usage: bench/http.sh [SECONDS] [CONNECTIONS]   (from the repository root; builds --release)
+# Usage: bench/http.sh [SECONDS] [CONNECTIONS]   (from the repository root; builds --release, or
+# the dev profile with PROFILE=dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-32}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p flowbot -p flowbot-e2e --example http_load >&2
-BIN="$TARGET/release/flowbot"
-LOAD="$TARGET/release/examples/http_load"
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = dev ]; then
+  cargo build -p flowbot >&2
+  cargo build -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/debug"
+else
+  cargo build --release -p flowbot >&2
+  cargo build --release -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/release"
+fi
+BIN="$OUT_DIR/flowbot"
+LOAD="$OUT_DIR/examples/http_load"
 
 WORK="$(mktemp -d)"
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
