@@ -497,7 +497,9 @@ impl App {
         let versions = self.engine.deployments();
         let mut of_process = versions.iter().filter(|d| d.process_id == id).peekable();
         if of_process.peek().is_none() {
-            return Err(AppError::not_found(format!("no process `{id}` is deployed")));
+            return Err(AppError::not_found(format!(
+                "no process `{id}` is deployed"
+            )));
         }
         let found = match version {
             None => of_process.max_by_key(|d| d.version),

@@ -31,11 +31,7 @@ fn main() -> ExitCode {
 /// json`; the other commands at `warn`.
 fn init_logging(command: &cli::Command) {
     let (level, json, serve) = match command {
-        cli::Command::Serve(args) => (
-            "info",
-            args.log_format == cli::serve::LogFormat::Json,
-            true,
-        ),
+        cli::Command::Serve(args) => ("info", args.log_format == cli::serve::LogFormat::Json, true),
         _ => ("warn", false, false),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -566,15 +566,11 @@ fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
         let view = server.get(&format!("/api/v1/instances/{id}"));
         assert_eq!(view.status, 200, "{id} was acknowledged: {}", view.body);
     }
-    // The recovered instances carry on.
-    let last = acknowledged.last().unwrap();
-    server.wait_for("the last order at its review", WAIT, |s| {
-        s.get(&format!("/api/v1/tasks?instance={last}"))
-            .json()
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
+    // The recovered instances carry on, each to its review task; then the log is complete.
+    server.wait_for("every stored order at its review", WAIT, |s| {
+        let stored = s.get("/readyz").json()["instances"].as_u64().unwrap();
+        let tasks = s.get("/api/v1/tasks").json().as_array().unwrap().len() as u64;
+        stored >= acknowledged.len() as u64 && tasks == stored
     });
 
     // A client resuming after its last seq gets exactly what it missed.
@@ -582,8 +578,17 @@ fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
         .last()
         .map(|n| n["seq"].as_u64().unwrap())
         .unwrap_or(0);
+    let missed = server
+        .get(&format!(
+            "/api/v1/notifications?after={resume_after}&limit=1000"
+        ))
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
     let mut resumed = server.feed(&format!("after={resume_after}"));
-    let after_restart = resumed.drain(Duration::from_millis(500));
+    let mut after_restart = resumed.take(missed, WAIT);
+    after_restart.extend(resumed.drain(Duration::from_millis(300)));
     let received: Vec<u64> = before_kill
         .iter()
         .chain(&after_restart)
