@@ -294,6 +294,52 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
     let mut feed = server.feed("after=0&receiver=ann");
     let streamed = feed.take(items.len(), WAIT);
     assert_eq!(streamed, items);
+    // Without `after`, the feed starts with what becomes durable from now on.
+    let mut fresh = server.feed("receiver=bob");
+    let third = server.post(
+        "/api/v1/instances",
+        &json!({"process": "order_processing",
+            "variables": {"order_id": "SO-3", "customer": "bob", "amount": 5}}),
+    );
+    assert_eq!(third.status, 201);
+    let third = third.json()["id"].as_str().unwrap().to_string();
+    server.wait_for("the third order's incident", WAIT, |s| {
+        s.get("/api/v1/incidents")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["instance"] == third.as_str())
+    });
+    let incidents = server.get("/api/v1/incidents").json();
+    let incident = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == third.as_str())
+        .unwrap();
+    let resolved = server.post(
+        &format!(
+            "/api/v1/incidents/{}/resolve",
+            incident["id"].as_str().unwrap()
+        ),
+        &json!({}),
+    );
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    server.wait_for("bob notified", WAIT, |s| {
+        s.get("/api/v1/notifications?receiver=bob").json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 1
+    });
+    let bob_log = server.get("/api/v1/notifications?receiver=bob").json()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // Bob had no entries before the feed connected: it streams exactly his log.
+    let live = fresh.take(bob_log.len(), WAIT);
+    assert_eq!(live, bob_log);
     assert_problem(&server.get("/ws/notifications"), 400, None);
     assert_problem(
         &server.get("/api/v1/notifications?after=x"),
@@ -304,8 +350,8 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
     // Metrics.
     let metrics = server.get("/metrics").body;
     for line in [
-        "flowbot_instances_started_total{process=\"order_processing\"} 2",
-        "flowbot_http_requests_total{method=\"POST\",route=\"/api/v1/instances\",status=\"201\"} 2",
+        "flowbot_instances_started_total{process=\"order_processing\"} 3",
+        "flowbot_http_requests_total{method=\"POST\",route=\"/api/v1/instances\",status=\"201\"} 3",
         "flowbot_turn_duration_seconds_bucket",
         "flowbot_open_incidents",
     ] {
@@ -393,6 +439,21 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
             None,
         );
     }
+    // The same file as a multipart upload: unchanged content, 200.
+    let boundary = "flowbot-boundary";
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"review.yaml\"\r\nContent-Type: application/yaml\r\n\r\n{}\r\n--{boundary}--\r\n",
+        review("v1")
+    );
+    let uploaded = ureq::post(&format!("{}/admin/v1/deployments", server.base))
+        .set("Authorization", &format!("Bearer {}", server.admin_token()))
+        .set(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send_string(&multipart)
+        .expect("a multipart deployment");
+    assert_eq!(uploaded.status(), 200);
     let deployments = server.admin("GET", "/admin/v1/deployments", None).json();
     assert_eq!(deployments.as_array().unwrap().len(), 2);
     let reload = server.admin("POST", "/admin/v1/reload", None);
