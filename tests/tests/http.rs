@@ -329,9 +329,7 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
     server.wait_for("bob notified", WAIT, |s| {
         s.get("/api/v1/notifications?receiver=bob").json()["items"]
             .as_array()
-            .unwrap()
-            .len()
-            >= 1
+            .is_some_and(|items| !items.is_empty())
     });
     let bob_log = server.get("/api/v1/notifications?receiver=bob").json()["items"]
         .as_array()
