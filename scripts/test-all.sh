@@ -29,6 +29,12 @@ echo "model: $FLOWBOT_MODEL"
 echo "== fetch Gemma 3 270M (K-quant parity tests; kept in the same models folder)"
 "$FLOWBOT_BIN" model fetch gemma3-270m
 
+if [ -n "${CI:-}" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  echo "== headless Chromium for the dashboard's browser test (tests/tests/dashboard.rs)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
+
 echo "== tests"
 cargo test --locked --workspace --no-fail-fast
 

@@ -24,7 +24,7 @@ use flowbot_engine::graph::Catalog;
 use flowbot_engine::model::{Definitions, RuleSource, Span};
 use flowbot_engine::rules::{RuleEngine, RulesConfig, SharedRuleHooks, StdlibConfig};
 use flowbot_engine::runtime::{
-    parse_wait_id, AutoComplete, Correlation, EffectSink, Engine, EngineOptions, Handler,
+    parse_wait_id, AutoComplete, Correlation, Deployed, EffectSink, Engine, EngineOptions, Handler,
     HistoryRecord, InstanceFilter, Page, StartRequest, TaskFilter,
 };
 use flowbot_engine::script::ScriptRuntime;
@@ -220,17 +220,22 @@ impl std::fmt::Debug for App {
 
 /// What happened to one file of a deployment or reload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileOutcome {
     /// The file.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub file: PathBuf,
     /// The versions its processes are now at (new or unchanged).
     pub deployed: Vec<DeployedProcess>,
-    /// Why it was refused (empty when it was deployed).
+    /// Why it was refused (empty when it was deployed): `severity`, `file`, `span`
+    /// (`line`, `col`), `message`, `id`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// One process of a deployed file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeployedProcess {
     /// The process id.
     pub process: String,
@@ -242,6 +247,7 @@ pub struct DeployedProcess {
 
 /// What a reload (or the deployment of a folder) did, file by file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReloadReport {
     /// Files whose processes are deployed (new versions or unchanged).
     pub deployed: Vec<FileOutcome>,
@@ -530,6 +536,28 @@ impl App {
             .ok_or_else(|| AppError::not_found(format!("no process `{id}` is deployed")))
     }
 
+    /// One deployed version of a process (the latest when `version` is `None`), with its
+    /// compiled graph.
+    pub fn deployed(&self, id: &str, version: Option<u32>) -> Result<Arc<Deployed>, AppError> {
+        let versions = self.engine.deployments();
+        let mut of_process = versions.iter().filter(|d| d.process_id == id).peekable();
+        if of_process.peek().is_none() {
+            return Err(AppError::not_found(format!(
+                "no process `{id}` is deployed"
+            )));
+        }
+        let found = match version {
+            None => of_process.max_by_key(|d| d.version),
+            Some(wanted) => of_process.find(|d| d.version == wanted),
+        };
+        found.cloned().ok_or_else(|| {
+            AppError::not_found(format!(
+                "process `{id}` has no version {}",
+                version.unwrap_or_default()
+            ))
+        })
+    }
+
     /// Every deployed version, oldest first per process.
     pub fn deployments(&self) -> Vec<DeploymentView> {
         self.engine
@@ -674,6 +702,19 @@ impl App {
         self.model.is_filled()
     }
 
+    /// The store's flush counters (flushes, commits, seconds), when it commits in groups.
+    pub fn flush_stats(&self) -> Option<flowbot_engine::store::FlushStats> {
+        self.engine.flush_stats()
+    }
+
+    /// Whether a deployed process has an LLM step (so the service needs a model to be ready).
+    pub fn model_needed(&self) -> bool {
+        self.engine
+            .deployments()
+            .iter()
+            .any(|d| d.process.has_llm_steps())
+    }
+
     /// Stops background work and waits for it (committed turns stay committed).
     pub async fn shutdown(&self) {
         self.engine.shutdown().await;
@@ -681,13 +722,7 @@ impl App {
 
     /// Loads the model when a deployed process has an LLM step and none is loaded yet.
     async fn load_model_if_needed(&self) -> Result<(), AppError> {
-        if self.model.is_filled()
-            || !self
-                .engine
-                .deployments()
-                .iter()
-                .any(|d| d.process.has_llm_steps())
-        {
+        if self.model.is_filled() || !self.model_needed() {
             return Ok(());
         }
         let config = self.config.clone();

@@ -21,6 +21,7 @@ pub fn time(ms: u64) -> String {
 
 /// An instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
     /// Instance id.
     pub id: String,
@@ -31,10 +32,12 @@ pub struct InstanceView {
     /// The business key given at start.
     pub business_key: Option<String>,
     /// `waiting`, `completed`, `failed` or `terminated`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "waiting"))]
     pub status: InstanceStatus,
     /// Completed nodes in order.
     pub path: Vec<String>,
     /// The process variables.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub variables: Map<String, Value>,
     /// What it waits for.
     pub waiting_on: Vec<WaitView>,
@@ -94,6 +97,7 @@ impl From<InstanceInfo> for InstanceView {
 
 /// One thing an instance waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitView {
     /// The task id (`instance:activation`) to complete it with, for user tasks and
     /// language-model steps; `None` for waits that outside events complete.
@@ -101,6 +105,7 @@ pub struct WaitView {
     /// The waiting node.
     pub node: String,
     /// `user`, `job`, `message`, `timer`, `signal`, `llm` or `condition`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "user"))]
     pub kind: WaitType,
     /// The wait's activation (unique within the instance).
     pub activation: u64,
@@ -152,6 +157,7 @@ impl WaitView {
 /// A problem of an instance: an executor incident (it failed; `at` says where in the source) or
 /// an engine incident (a job's retries ran out; `id` retries or resolves it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IncidentView {
     /// `instance:activation`, for incidents an operator can retry or resolve.
     pub id: Option<String>,
@@ -167,6 +173,7 @@ pub struct IncidentView {
 
 /// An open incident in an operator's list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenIncidentView {
     /// `instance:activation`.
     pub id: String,
@@ -200,6 +207,7 @@ impl From<IncidentInfo> for OpenIncidentView {
 
 /// An open task in a task list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// `instance:activation`: what completes it.
     pub id: String,
@@ -214,6 +222,7 @@ pub struct TaskView {
     /// The task's name.
     pub name: Option<String>,
     /// `user`, or `llm` for a language-model step waiting for a person.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "user"))]
     pub kind: WaitType,
     /// When it opened.
     pub created: Option<String>,
@@ -236,6 +245,7 @@ impl From<TaskInfo> for TaskView {
 
 /// One entry of the notification log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotificationView {
     /// Its number; resume after it.
     pub seq: u64,
@@ -244,12 +254,14 @@ pub struct NotificationView {
     /// The rule that sent it.
     pub sender: String,
     /// The text, or the event payload.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub content: Value,
     /// The instance it came from.
     pub instance: String,
     /// When.
     pub time: String,
     /// `notify` or `event`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "notify"))]
     pub kind: NotificationKind,
 }
 
@@ -269,6 +281,7 @@ impl From<Notification> for NotificationView {
 
 /// One deployed version of a process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentView {
     /// The process id.
     pub process: String,
@@ -299,6 +312,7 @@ impl From<&Deployed> for DeploymentView {
 
 /// A process with its versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionView {
     /// The process id.
     pub id: String,

@@ -6,6 +6,8 @@
 //! `<repo>/target/debug/flowbot`) is used. Building through cargo keeps the tests from running a
 //! stale binary.
 
+pub mod serve;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -441,6 +441,11 @@ impl Engine {
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
     }
+
+    /// The store's flush counters, when it commits in groups.
+    pub fn flush_stats(&self) -> Option<crate::store::FlushStats> {
+        self.inner.store.flush_stats()
+    }
 }
 
 /// Reads and decodes the history of an instance from a store (also for tools that only have

@@ -26,7 +26,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::Ack;
+pub use group::{Ack, FlushStats};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -298,6 +298,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the notification log's entries numbered up to `through` (retention). The newest
     /// entry is kept, so that numbering goes on from it after a restart.
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError>;
+
+    /// Flush counters of a store that commits in groups (`None` for others).
+    fn flush_stats(&self) -> Option<FlushStats> {
+        None
+    }
 }
 
 /// History key: instance id, a zero byte, then the big-endian event number.

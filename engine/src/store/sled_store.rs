@@ -329,6 +329,10 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 }
 
 impl Store for SledStore {
+    fn flush_stats(&self) -> Option<FlushStats> {
+        SledStore::flush_stats(self)
+    }
+
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
         let StepCommit {
             instance,

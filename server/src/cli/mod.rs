@@ -14,6 +14,7 @@ pub mod model;
 pub mod resume;
 pub mod run;
 pub mod schema;
+pub mod serve;
 mod service;
 pub mod watch;
 
@@ -46,6 +47,8 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Deploy the workflows folder and redeploy what changes in it and in the rules folder.
     Watch(watch::WatchArgs),
+    /// Serve the REST and admin API, the notification feed and the dashboard over HTTP.
+    Serve(serve::ServeArgs),
     /// Print the process graph as Graphviz dot or Mermaid.
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the YAML process language.
@@ -85,6 +88,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decide(args) => decide::execute(&args),
         Command::Resume(args) => resume::execute(&args, config),
         Command::Watch(args) => watch::execute(&args, config),
+        Command::Serve(args) => serve::execute(&args, config),
         Command::Graph(args) => graph::execute(&args),
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
