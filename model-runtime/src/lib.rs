@@ -7,9 +7,11 @@
 //! for a schema, or one label out of a set.
 
 pub mod backend;
+pub mod batch;
 pub mod candle_lm;
 pub mod chat;
 pub mod constrain;
+mod decode;
 pub mod fast;
 pub mod fetch;
 pub mod generate;

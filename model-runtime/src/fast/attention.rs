@@ -1,5 +1,7 @@
 //! Rotary position embeddings and grouped-query attention over the f32 key/value cache.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::llama::Hyper;
@@ -62,62 +64,99 @@ impl RopeTable {
     }
 }
 
-/// Causal attention of `t_len` new tokens at positions `start..` over the cache.
+/// One sequence's rows in [`attend`]: its layer cache and where its rows sit.
+pub(super) struct AttendSegment<'a> {
+    /// Keys, `[kv_head][position][head_dim]` with `capacity` positions per head.
+    pub keys: &'a [f32],
+    /// Values, laid out as the keys.
+    pub values: &'a [f32],
+    /// Positions per head in `keys` and `values`.
+    pub capacity: usize,
+    /// Position of the first row.
+    pub start: usize,
+    /// The segment's rows in `qkv` and in the output.
+    pub rows: Range<usize>,
+}
+
+/// Tokens of one segment handled by one parallel job.
+const JOB_TOKENS: usize = 16;
+
+/// Causal attention of every segment's rows over its cache.
 ///
-/// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; `keys` and
-/// `values` are one layer's cache (`[kv_head][position][head_dim]`, positions up to
-/// `start + t_len` written); `scores` is scratch of `n_head * (start + t_len)`; the result goes
-/// to `out` as `[head][token][head_dim]`. The query heads sharing a key/value head run
-/// together, so each cached key and value is read once per group. With a `window`, a token sees
-/// only the positions less than `window` before it (sliding-window layers).
-#[allow(clippy::too_many_arguments)]
+/// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; each segment's
+/// cache holds its positions up to `start + rows.len()`. The result goes to `out`, token-major
+/// (`[row][head][head_dim]`). Jobs are (segment, up to [`JOB_TOKENS`] tokens, key/value head):
+/// the query heads sharing a key/value head run together, so each cached key and value is read
+/// once per group. With a `window`, a token sees only the positions less than `window` before
+/// it (sliding-window layers).
 pub(super) fn attend(
     h: &Hyper,
     window: Option<usize>,
     qkv: &[f32],
     qkv_width: usize,
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
-    t_len: usize,
-    scores: &mut [f32],
+    segments: &[AttendSegment<'_>],
     out: &mut [f32],
     wide: bool,
 ) {
-    let span = start + t_len;
     let hd = h.head_dim;
     let reps = h.n_head / h.n_kv_head;
-    let job = |(kv_head, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
-        let kv_base = kv_head * h.context * hd;
+    let q_dim = h.n_head * hd;
+    let rows: usize = segments.iter().map(|s| s.rows.len()).sum();
+    assert!(out.len() >= segments.iter().map(|s| s.rows.end).max().unwrap_or(0) * q_dim);
+    assert!(rows <= out.len() / q_dim.max(1));
+    let mut jobs = Vec::new();
+    for (index, segment) in segments.iter().enumerate() {
+        let mut first = segment.rows.start;
+        while first < segment.rows.end {
+            let last = (first + JOB_TOKENS).min(segment.rows.end);
+            jobs.extend((0..h.n_kv_head).map(|kv_head| (index, first..last, kv_head)));
+            first = last;
+        }
+    }
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let job = |(index, tokens, kv_head): (usize, Range<usize>, usize)| {
+        let out_ptr = &out_ptr;
+        let segment = &segments[index];
+        let span = segment.start + segment.rows.len();
+        let kv_base = kv_head * segment.capacity * hd;
         let group = Group {
-            keys: &keys[kv_base..kv_base + span * hd],
-            values: &values[kv_base..kv_base + span * hd],
+            keys: &segment.keys[kv_base..kv_base + span * hd],
+            values: &segment.values[kv_base..kv_base + span * hd],
             hd,
             reps,
-            span,
-            t_len,
             window,
             scale: h.attn_scale,
         };
-        for t in 0..t_len {
+        let mut scores = vec![0f32; reps * span];
+        for t in tokens {
+            let pos = segment.start + t - segment.rows.start;
             let first = t * qkv_width + kv_head * reps * hd;
             let queries = &qkv[first..first + reps * hd];
+            // SAFETY: the cells of (row t, key/value head) belong to this job alone (jobs have
+            // distinct rows or heads) and lie inside `out` (asserted above).
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out_ptr.0.add(t * q_dim + kv_head * reps * hd),
+                    reps * hd,
+                )
+            };
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: `wide` is only set when the CPU has AVX2 and FMA.
-                unsafe { attend_group_avx2(&group, queries, start + t, scores, out) };
+                unsafe { attend_group_avx2(&group, queries, pos, &mut scores, out) };
                 continue;
             }
             let _ = wide;
-            attend_group(&group, queries, start + t, scores, out);
+            attend_group(&group, queries, pos, &mut scores, out);
         }
     };
-    let work = out
-        .par_chunks_mut(reps * t_len * hd)
-        .zip(scores.par_chunks_mut(reps * span))
-        .enumerate();
-    work.for_each(job);
+    jobs.into_par_iter().for_each(job);
 }
+
+/// Output pointer shared by the attention jobs, each writing its own cells.
+struct SharedOut(*mut f32);
+// SAFETY: jobs write disjoint cells (see `attend`).
+unsafe impl Sync for SharedOut {}
 
 /// The cache of one key/value head and the shape of its query group.
 struct Group<'a> {
@@ -126,10 +165,6 @@ struct Group<'a> {
     hd: usize,
     /// Query heads per key/value head.
     reps: usize,
-    /// Stride of a head's scores.
-    span: usize,
-    /// Tokens per head in the output.
-    t_len: usize,
     /// Sliding window, if any.
     window: Option<usize>,
     /// Factor of the query-key products.
@@ -149,7 +184,8 @@ unsafe fn attend_group_avx2(
 }
 
 /// Softmax-weighted sums of the values of positions `0..=pos` for the group's queries at
-/// position `pos` (token `pos - start`); head `r`'s result goes to `out[(r * t_len + t) * hd..]`.
+/// position `pos`; head `r`'s result goes to `out[r * hd..(r + 1) * hd]`. `scores` holds
+/// `reps` rows of at least `pos + 1` values.
 #[inline(always)]
 fn attend_group(
     group: &Group<'_>,
@@ -158,8 +194,8 @@ fn attend_group(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let (hd, span, n) = (group.hd, group.span, pos + 1);
-    let t = pos + group.t_len - span;
+    let (hd, n) = (group.hd, pos + 1);
+    let span = scores.len() / group.reps;
     let scale = group.scale;
     let first = group.window.map_or(0, |w| n.saturating_sub(w));
     for j in first..n {
@@ -180,13 +216,13 @@ fn attend_group(
         for s in row.iter_mut() {
             *s *= inv;
         }
-        out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd].fill(0.0);
     }
+    out.fill(0.0);
     for j in first..n {
         let value = &group.values[j * hd..(j + 1) * hd];
         for r in 0..group.reps {
             let w = scores[r * span + j];
-            let o = &mut out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd];
+            let o = &mut out[r * hd..(r + 1) * hd];
             for (o, &v) in o.iter_mut().zip(value) {
                 *o += w * v;
             }
