@@ -7,8 +7,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "== formatting (rustfmt's default settings)"
+cargo fmt --all --check
+
 echo "== build (dev profile, dependencies optimized)"
 cargo build --locked --workspace --all-targets
+
+echo "== clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # The end-to-end tests drive this binary (building `-p flowbot` alone would unify features
 # differently and rebuild the model runtime's dependencies).

@@ -7,8 +7,10 @@ use flowbot_app::{App, AppConfig, StartRequest, TaskFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), flowbot_app::AppError> {
-    let mut config = AppConfig::default();
-    config.workflows = Some("workflows".into());
+    let mut config = AppConfig {
+        workflows: Some("workflows".into()),
+        ..AppConfig::default()
+    };
     config.store.kind = StoreKind::Memory;
     let app = App::open(config).await?;
     let order = serde_json::json!({"order_id": "SO-1", "customer": "ACME", "amount": 20000});

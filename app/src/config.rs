@@ -485,3 +485,86 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(name: &str, value: &str) -> Result<T
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowbot.toml");
+        std::fs::write(
+            &file,
+            "workflows = \"flows\"\nclock = \"virtual\"\n[store]\ndurability = \"step\"\n[http]\naddr = \"0.0.0.0:9000\"\n",
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            config_file: Some(file.clone()),
+            addr: Some("127.0.0.1:1".into()),
+            ..ConfigOverrides::default()
+        };
+        let config = AppConfig::load_from(
+            &overrides,
+            &env(&[("FLOWBOT_CLOCK", "wall"), ("FLOWBOT_ADDR", "127.0.0.1:2")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.workflows,
+            Some(dir.path().join("flows")),
+            "file, relative to it"
+        );
+        assert_eq!(config.store.durability, DurabilityKind::Step, "file");
+        assert_eq!(config.clock, ClockKind::Wall, "environment over file");
+        assert_eq!(config.http.addr, "127.0.0.1:1", "flag over environment");
+        assert_eq!(config.store.kind, StoreKind::Sled, "default");
+        assert_eq!(config.store_path(), dir.path().join(".data").join("store"));
+    }
+
+    #[test]
+    fn the_store_variable_takes_memory_or_a_folder() {
+        let none = ConfigOverrides {
+            config_file: Some(PathBuf::from("/nonexistent/flowbot.toml")),
+            ..ConfigOverrides::default()
+        };
+        let error = AppConfig::load_from(&none, &env(&[])).unwrap_err();
+        assert!(
+            error.message().contains("/nonexistent/flowbot.toml"),
+            "{error}"
+        );
+        let defaults = ConfigOverrides::default();
+        let memory = AppConfig::load_from(&defaults, &env(&[("FLOWBOT_STORE", "MEMORY")])).unwrap();
+        assert_eq!(memory.store.kind, StoreKind::Memory);
+        let sled =
+            AppConfig::load_from(&defaults, &env(&[("FLOWBOT_STORE", "/srv/state")])).unwrap();
+        assert_eq!(sled.store_path(), PathBuf::from("/srv/state"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "wokflows = \"flows\"\n").unwrap();
+        let error = AppConfig::from_file(&file).unwrap_err();
+        assert!(error.message().contains("wokflows"), "{error}");
+        assert_eq!(error.kind(), crate::ErrorKind::Config);
+        let bad = AppConfig::load_from(
+            &ConfigOverrides::default(),
+            &env(&[("FLOWBOT_DURABILITY", "sometimes")]),
+        )
+        .unwrap_err();
+        assert!(
+            bad.message().contains("FLOWBOT_DURABILITY=sometimes"),
+            "{bad}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ pub mod requantize;
 pub mod safetensors_lm;
 pub mod sampling;
 pub mod spm;
+#[cfg(any(test, feature = "test-support"))]
 pub mod tiny_model;
 pub mod tokenizer;
 

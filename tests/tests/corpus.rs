@@ -1,9 +1,10 @@
 //! The third-party corpus in `../shared/corpus` through the binary: every file through `check`
 //! (no panic, no hang), and every row of `PEER_PATHS.tsv` through `run --auto-complete --json`,
 //! compared with the path two other engines agree on. The exact counts are asserted so that any
-//! change in behaviour shows. Without `../shared` the tests say so and check nothing.
+//! change in behaviour shows. Without `../shared` the tests say so and check nothing, except in
+//! CI, where that fails.
 
-use flowbot_e2e::{flowbot_with_limit, shared_dir};
+use flowbot_e2e::{flowbot_with_limit, shared_or_skip};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,13 +12,7 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn corpus() -> Option<PathBuf> {
-    let dir = shared_dir()?.join("corpus");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no ../shared/corpus beside the repository");
-        None
-    }
+    shared_or_skip("corpus")
 }
 
 fn bpmn_files(dir: &Path, out: &mut Vec<PathBuf>) {

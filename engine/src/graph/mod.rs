@@ -59,6 +59,11 @@ impl CompiledProcess {
         &self.scripts
     }
 
+    /// Whether any business rule is attached to the process or one of its nodes.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty() || self.graph.node_weights().any(|node| !node.rules.is_empty())
+    }
+
     /// Whether any node is a language-model step (the process needs a model to run).
     pub fn has_llm_steps(&self) -> bool {
         self.graph

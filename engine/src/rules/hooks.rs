@@ -278,6 +278,9 @@ impl SharedRuleHooks {
         old: InstanceStatus,
         new: InstanceStatus,
     ) -> Result<HookUpdates, String> {
+        if process.rules.is_empty() {
+            return Ok(HookUpdates::new());
+        }
         self.step(instance_id)
             .status_changed(process, variables, old, new)
     }
@@ -291,16 +294,27 @@ impl SharedRuleHooks {
     }
 }
 
+/// A process without any attached rule needs no step: the hooks answer at once, and the
+/// driver's `finish_step` finds nothing to close.
 impl ExecutionHooks for SharedRuleHooks {
     fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_start(ctx)
     }
 
     fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_enter(ctx)
     }
 
     fn on_leave(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_leave(ctx)
     }
 
@@ -309,6 +323,9 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<(), String> {
+        if !ctx.process.has_rules() {
+            return Ok(());
+        }
         self.step(ctx.instance_id).guard_variables(ctx, changes)
     }
 
@@ -317,6 +334,9 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id)
             .on_variables_changed(ctx, changes)
     }
@@ -327,6 +347,9 @@ impl ExecutionHooks for SharedRuleHooks {
         wait: &Wait,
         outputs: &Map<String, Value>,
     ) -> Result<(), String> {
+        if !ctx.process.has_rules() {
+            return Ok(());
+        }
         self.step(ctx.instance_id)
             .guard_complete(ctx, wait, outputs)
     }

@@ -222,15 +222,15 @@ pub struct InstanceFilter {
 impl InstanceFilter {
     /// Whether `info` passes the filter.
     pub fn matches(&self, info: &InstanceInfo) -> bool {
-        self.status.map_or(true, |status| status == info.status)
+        self.status.is_none_or(|status| status == info.status)
             && self
                 .process_id
                 .as_deref()
-                .map_or(true, |p| p == info.process_id)
+                .is_none_or(|p| p == info.process_id)
             && self
                 .business_key
                 .as_deref()
-                .map_or(true, |k| info.business_key.as_deref() == Some(k))
+                .is_none_or(|k| info.business_key.as_deref() == Some(k))
     }
 }
 

@@ -144,7 +144,7 @@ impl Inner {
                 let stored: StoredNotification =
                     decode(&bytes, "notification").map_err(EngineError::Decode)?;
                 let notification = Notification::of(seq, stored);
-                if receiver.map_or(true, |r| r == notification.receiver) {
+                if receiver.is_none_or(|r| r == notification.receiver) {
                     found.push(notification);
                 }
             }

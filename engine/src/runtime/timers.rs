@@ -34,7 +34,7 @@ impl Inner {
             .iter()
             .any(|Reverse((due_ms, target))| match target {
                 TimerTarget::Wait { instance: of, .. } => {
-                    instance.map_or(true, |wanted| wanted == of) && (jumps || *due_ms <= now)
+                    instance.is_none_or(|wanted| wanted == of) && (jumps || *due_ms <= now)
                 }
                 TimerTarget::Start { .. } => instance.is_none() && !jumps && *due_ms <= now,
             })

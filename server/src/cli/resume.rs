@@ -69,30 +69,27 @@ pub fn execute(args: &ResumeArgs, config_file: Option<PathBuf>) -> anyhow::Resul
 
 async fn resume(overrides: &ConfigOverrides) -> Result<Vec<InstanceView>, AppError> {
     let config = service::config(overrides)?;
+    let opened_at = flowbot_app::view::time(flowbot_engine::clock::wall_now_ms());
     let app = App::builder(config)
         .deploy_workflows(false)
         .fetch_progress(service::fetch_progress())
         .open()
         .await?;
-    let waiting = InstanceFilter {
-        status: Some(InstanceStatus::Waiting),
-        ..InstanceFilter::default()
-    };
-    let mut ids = Vec::new();
+    app.engine().wait_idle().await;
+    // The instances that were unfinished when the store was opened: those still waiting, and
+    // those that ended since (due timers may fire while the engine starts).
+    let mut resumed = Vec::new();
     let mut cursor = None;
     loop {
-        let page = app.list_instances(&waiting, cursor.as_deref(), 1_000)?;
-        ids.extend(page.items.into_iter().map(|i| i.id));
+        let page = app.list_instances(&InstanceFilter::default(), cursor.as_deref(), 1_000)?;
+        resumed.extend(page.items.into_iter().filter(|i| {
+            i.status == InstanceStatus::Waiting || i.ended.as_ref().is_some_and(|e| *e >= opened_at)
+        }));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    app.engine().wait_idle().await;
-    let instances = ids
-        .iter()
-        .map(|id| app.instance(id))
-        .collect::<Result<Vec<_>, _>>();
     app.shutdown().await;
-    instances
+    Ok(resumed)
 }

@@ -70,8 +70,7 @@ fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
                 ..
             }) = &candidate.kind
             {
-                if task.mode == LlmMode::Extract
-                    && node.map_or(true, |wanted| wanted == candidate.id)
+                if task.mode == LlmMode::Extract && node.is_none_or(|wanted| wanted == candidate.id)
                 {
                     steps.push((candidate.id.clone(), task.clone()));
                 }
