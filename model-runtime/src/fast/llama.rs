@@ -170,6 +170,10 @@ struct KvCache {
     values: Vec<Vec<f32>>,
     len: usize,
     capacity: usize,
+    /// `(prefix, length)`: the first `length` positions are those of the shared prefix `prefix`
+    /// (copied from another cache of the batch), so attention can read them once for all the
+    /// caches naming it.
+    shared: Option<(u64, usize)>,
 }
 
 /// Positions a cache holds at least once it is used.
@@ -182,6 +186,7 @@ impl KvCache {
             values: vec![Vec::new(); layers],
             len: 0,
             capacity: 0,
+            shared: None,
         }
     }
 
@@ -205,6 +210,14 @@ impl KvCache {
             *layer = grown;
         }
         self.capacity = capacity;
+    }
+
+    /// Drops the positions from `start` on.
+    fn truncate(&mut self, start: usize) {
+        self.len = start;
+        if let Some((_, len)) = &mut self.shared {
+            *len = (*len).min(start);
+        }
     }
 
     /// Offset of `pos` of key/value head `kvh` in a layer's vector.
@@ -254,6 +267,8 @@ pub struct FastBatch {
     weights: Weights,
     caches: Vec<KvCache>,
     scratch: Scratch,
+    /// The id the next shared prefix gets.
+    next_prefix: u64,
 }
 
 /// The rows of one sequence in a forward pass.
@@ -435,7 +450,7 @@ impl Weights {
         let mut end = 0;
         for run in runs {
             let cache = &mut caches[run.slot];
-            cache.len = run.start;
+            cache.truncate(run.start);
             cache.reserve(&self.hyper, run.start + run.tokens.len());
             end = end.max(run.start + run.tokens.len());
         }
@@ -557,6 +572,7 @@ impl Weights {
                         capacity: cache.capacity,
                         start: segment.start,
                         rows: segment.rows.clone(),
+                        shared: cache.shared,
                     }
                 })
                 .collect();
@@ -669,6 +685,7 @@ impl CausalLm for FastLlama {
             weights,
             caches,
             scratch,
+            next_prefix: 0,
         })
     }
 }
@@ -705,12 +722,25 @@ impl BatchLm for FastBatch {
         let h = &self.weights.hyper;
         let (source, target) = if from < to {
             let (low, high) = self.caches.split_at_mut(to);
-            (&low[from], &mut high[0])
+            (&mut low[from], &mut high[0])
         } else {
             let (low, high) = self.caches.split_at_mut(from);
-            (&high[0], &mut low[to])
+            (&mut high[0], &mut low[to])
         };
-        target.len = range.start;
+        // The target now starts with the source's first `range.end` positions: both name the
+        // source's shared prefix (a new one when it has none).
+        let prefix = match source.shared {
+            Some((prefix, len)) if len >= range.end => (prefix, range.end),
+            _ => {
+                self.next_prefix += 1;
+                (self.next_prefix, range.end)
+            }
+        };
+        if source.shared.is_none_or(|(_, len)| len < range.end) {
+            source.shared = Some(prefix);
+        }
+        target.truncate(range.start);
+        target.shared = Some(prefix);
         target.reserve(h, range.end);
         let hd = h.head_dim;
         let offsets: Vec<(Range<usize>, usize)> = (0..h.n_kv_head)
