@@ -247,13 +247,20 @@ impl BatchGenerator {
     ) -> Result<(Generation, Option<Machine>), GenerateError> {
         let started = Instant::now();
         let mut warnings = Vec::new();
-        let (prompt, budget) = fit(prompt, options.max_tokens, self.max_positions, &mut warnings)?;
+        let (prompt, budget) = fit(
+            prompt,
+            options.max_tokens,
+            self.max_positions,
+            &mut warnings,
+        )?;
         let decoding = Decoding::new(options, started, budget, prompt.ids.len(), warnings);
         let (reply, answer) = mpsc::channel();
         {
             let mut queue = self.shared.lock();
             if queue.closed {
-                return Err(GenerateError::Stopped("the batch worker is not running".into()));
+                return Err(GenerateError::Stopped(
+                    "the batch worker is not running".into(),
+                ));
             }
             if queue.waiting.len() >= self.capacity {
                 return Err(GenerateError::QueueFull {
@@ -370,7 +377,9 @@ impl Worker {
             .map(|s| (s, common(&self.cached[s])))
             .max_by_key(|&(s, c)| (c, std::cmp::Reverse(s)))
         else {
-            job.fail(GenerateError::Stopped("no free slot for the request".into()));
+            job.fail(GenerateError::Stopped(
+                "no free slot for the request".into(),
+            ));
             return;
         };
         // At least one token must run to get logits.

@@ -107,7 +107,7 @@ impl Decoding {
         &mut self,
         logits: &mut [f32],
         tokenizer: &TextTokenizer,
-        mut constraint: Option<&mut (dyn Constraint + '_)>,
+        constraint: Option<&mut (dyn Constraint + '_)>,
         sink: Option<&mut (dyn FnMut(&str) + '_)>,
     ) -> Step {
         if let Some(reason) = self.interrupted() {
@@ -144,7 +144,7 @@ impl Decoding {
         self.tokens.push(next);
         let piece = tokenizer.token_bytes(next);
         self.bytes.extend_from_slice(piece);
-        if let Some(c) = constraint.as_deref_mut() {
+        if let Some(c) = constraint {
             c.advance(piece);
             if c.is_complete() {
                 return Step::Stop(StopReason::Complete);
@@ -152,18 +152,14 @@ impl Decoding {
         }
         if self.max_stop > 0 {
             let text = String::from_utf8_lossy(&self.bytes);
-            if let Some(pos) = self
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
+            if let Some(pos) = self.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 self.bytes.truncate(pos);
                 return Step::Stop(StopReason::StopSequence);
             }
         }
         if let Some(sink) = sink {
-            self.streamed = stream_ready(&self.bytes, self.streamed, self.max_stop, &self.stop, sink);
+            self.streamed =
+                stream_ready(&self.bytes, self.streamed, self.max_stop, &self.stop, sink);
         }
         Step::Token(next)
     }

@@ -269,7 +269,10 @@ fn a_full_queue_refuses_at_once_and_the_queue_drains() {
         let (done, results) = mpsc::channel();
         for user in ["second", "third"] {
             let done = done.clone();
-            scope.spawn(move || done.send(batch.generate(None, user, &options(3, vec![]), None)));
+            scope.spawn(move || {
+                let result = batch.generate(None, user, &options(3, vec![]), None);
+                done.send(result).unwrap();
+            });
         }
         match results.recv().unwrap() {
             Err(GenerateError::QueueFull { capacity }) => assert_eq!(capacity, 1),

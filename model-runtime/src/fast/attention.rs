@@ -149,7 +149,11 @@ pub(super) fn attend(
         for chunk in members.chunks(JOB_SEGMENTS) {
             let prefix = chunk
                 .iter()
-                .map(|&i| segments[i].shared.map_or(0, |(_, len)| len.min(segments[i].start)))
+                .map(|&i| {
+                    segments[i]
+                        .shared
+                        .map_or(0, |(_, len)| len.min(segments[i].start))
+                })
                 .min()
                 .unwrap_or(0);
             jobs.extend((0..h.n_kv_head).map(|kv_head| Job::Shared {
@@ -471,7 +475,8 @@ mod tests {
     fn a_shared_prefix_gives_the_results_of_separate_caches() {
         let h = hyper();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
         let (capacity, hd, prefix) = (20, h.head_dim, 9);
         let cache_len = h.n_kv_head * capacity * hd;
         let (shared_keys, shared_values) = (random(cache_len), random(cache_len));

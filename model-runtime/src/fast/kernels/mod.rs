@@ -372,8 +372,8 @@ impl Kernels {
             if tokens < 4 {
                 let mut r = rows.start;
                 while r + 4 <= rows.end {
-                    for t in 0..tokens {
-                        let res = self.dot_rows4(matrix, r, act[t]);
+                    for (t, &act) in act.iter().enumerate() {
+                        let res = self.dot_rows4(matrix, r, act);
                         for (i, v) in res.into_iter().enumerate() {
                             // SAFETY: as below.
                             unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
@@ -382,8 +382,8 @@ impl Kernels {
                     r += 4;
                 }
                 for r in r..rows.end {
-                    for t in 0..tokens {
-                        let v = self.dot(matrix, r, act[t]);
+                    for (t, &act) in act.iter().enumerate() {
+                        let v = self.dot(matrix, r, act);
                         // SAFETY: as below.
                         unsafe { *out_ptr.0.add(t * out_stride + r) = v };
                     }
@@ -393,11 +393,7 @@ impl Kernels {
             for r in rows {
                 let mut t = 0;
                 while t + 4 <= tokens {
-                    let res = self.dot4(
-                        matrix,
-                        r,
-                        [act[t], act[t + 1], act[t + 2], act[t + 3]],
-                    );
+                    let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
                     for (i, v) in res.into_iter().enumerate() {
                         // SAFETY: each (t, r) cell is written by exactly one task (tasks own
                         // disjoint row ranges) and lies inside `out` (asserted above).
