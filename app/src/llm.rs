@@ -236,3 +236,73 @@ impl TextGenerator for ModelSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowbot_engine::llm::LlmOptions;
+    use flowbot_model_runtime::fast::FastOptions;
+    use flowbot_model_runtime::tiny_model::write_tiny_llama;
+
+    fn request(mode: LlmMode, prompt: &str) -> LlmRequest {
+        LlmRequest {
+            mode,
+            system: Some("Answer about orders.".into()),
+            prompt: prompt.into(),
+            schema: (mode == LlmMode::Extract).then(|| {
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string", "maxLength": 10}},
+                    "required": ["order_id"]
+                })
+            }),
+            labels: if mode == LlmMode::Classify {
+                vec!["order".into(), "other".into()]
+            } else {
+                Vec::new()
+            },
+            options: LlmOptions {
+                max_tokens: Some(12),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// LLM steps that run at the same time are decoded together and each gets the answer it
+    /// gets alone (greedy).
+    #[test]
+    fn concurrent_steps_share_a_batch_and_answer_as_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_llama(&path, 5).unwrap();
+        let backend = || Backend::Fast(FastOptions::default());
+        let requests = [
+            request(LlmMode::Generate, "order SO-1 arrived"),
+            request(LlmMode::Extract, "order SO-22 arrived"),
+            request(LlmMode::Classify, "where is SO-333?"),
+            request(LlmMode::Generate, "order SO-4444 is late"),
+        ];
+        let alone = LocalTextGenerator::load(&path, backend(), BatchOptions { slots: 1, queue: 4 })
+            .unwrap();
+        let expected: Vec<LlmOutput> = requests
+            .iter()
+            .map(|r| alone.generate(r).unwrap().output)
+            .collect();
+        let batched = LocalTextGenerator::load(&path, backend(), BatchOptions::default()).unwrap();
+        let start = std::sync::Barrier::new(requests.len());
+        let got: Vec<LlmOutput> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|r| {
+                    let (batched, start) = (&batched, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        batched.generate(r).unwrap().output
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(got, expected);
+    }
+}
