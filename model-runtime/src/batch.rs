@@ -8,7 +8,7 @@
 //! when it ends (its own stop conditions, budget, constraint, cancellation or timeout) and its
 //! slot goes to the next waiting one at once.
 //!
-//! Each request decodes with the same step machine as [`Generator`] ([`Decoding`]), so under
+//! Each request decodes with the same step machine as [`Generator`] (`decode.rs`), so under
 //! greedy sampling it gets the tokens it would get alone. The prefix cache spans slots: a request
 //! starts in the free slot whose cache shares the longest prefix with its prompt, and copies a
 //! longer shared prefix (the system prompt) from any other slot instead of computing it again.

@@ -4,7 +4,8 @@
 //!
 //! Entry point: [`load_generator`] opens a GGUF file or a model directory, builds its tokenizer and
 //! chat template and picks a backend ([`backend::Backend`]); [`generate::Generator`] then generates text, JSON valid
-//! for a schema, or one label out of a set.
+//! for a schema, or one label out of a set; [`batch::BatchGenerator`] decodes concurrent requests
+//! together on one model.
 
 pub mod backend;
 pub mod batch;
