@@ -9,6 +9,7 @@ use crate::config::{absolute, AppConfig};
 use crate::error::AppError;
 use crate::llm::{LocalTextGenerator, RemoteTextGenerator};
 use flowbot_engine::llm::TextGenerator;
+use flowbot_model_runtime::batch::BatchOptions;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::fetch::{self, FetchEvent};
 use flowbot_model_runtime::Backend;
@@ -62,5 +63,9 @@ pub fn load_generator(
     }
     let path = model_path(config, progress)?;
     tracing::info!(model = %path.display(), "loading the model for LLM steps");
-    Ok(Arc::new(LocalTextGenerator::load(&path, backend(config)?)?))
+    Ok(Arc::new(LocalTextGenerator::load(
+        &path,
+        backend(config)?,
+        BatchOptions::default(),
+    )?))
 }

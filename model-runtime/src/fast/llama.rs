@@ -8,24 +8,27 @@
 //! by the square root of the width, norms after attention and after the feed-forward, GELU
 //! gating, and sliding-window layers (a window of positions and their own rotary base)
 //! interleaved with global ones. Norm weights are used as stored (gemma's converter has already
-//! added the 1 of its `1 + weight` convention). Prompts run as batches (matrix × matrix); every projection is split
-//! over rows on a small rayon pool owned by the model. The key/value cache is allocated once
-//! for the file's whole context and is only touched (so only paid for in memory) as far as it
-//! is used.
+//! added the 1 of its `1 + weight` convention).
+//!
+//! Tokens run in passes of up to [`MAX_BATCH`] rows (matrix × matrix): a prompt's tokens, or the
+//! tokens of several sequences at once ([`FastBatch`], each with its own key/value cache), so one
+//! read of every weight serves all rows. Every projection is split over rows on a small rayon
+//! pool owned by the model. Key/value caches grow as positions are used.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
-use super::attention::{attend, RopeTable};
+use super::attention::{attend, AttendSegment, RopeTable};
 use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
-use crate::lm::{check_forward, CausalLm, LmError};
+use crate::lm::{check_forward, BatchLm, CausalLm, LmError, SlotRun};
 
-/// Tokens processed together in one batch of a long prompt.
+/// Rows (tokens of one or several sequences) processed together in one pass.
 const MAX_BATCH: usize = 128;
 
 /// How the fast backend runs.
@@ -159,11 +162,68 @@ impl Projection {
     }
 }
 
-/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer.
+/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, with room for
+/// `capacity` positions per head; grown (doubling) as positions are needed, so a cache costs
+/// memory for the positions it has held, not for the whole context.
 struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     len: usize,
+    capacity: usize,
+    /// `(prefix, length)`: the first `length` positions are those of the shared prefix `prefix`
+    /// (copied from another cache of the batch), so attention can read them once for all the
+    /// caches naming it.
+    shared: Option<(u64, usize)>,
+}
+
+/// Positions a cache holds at least once it is used.
+const MIN_CACHE_POSITIONS: usize = 256;
+
+impl KvCache {
+    fn new(layers: usize) -> KvCache {
+        KvCache {
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+            len: 0,
+            capacity: 0,
+            shared: None,
+        }
+    }
+
+    /// Makes room for `positions` positions (at most the context), keeping the first `len`.
+    fn reserve(&mut self, h: &Hyper, positions: usize) {
+        if positions <= self.capacity {
+            return;
+        }
+        let capacity = (2 * self.capacity)
+            .max(MIN_CACHE_POSITIONS)
+            .min(h.context)
+            .max(positions);
+        let (hd, kept) = (h.head_dim, self.len.min(self.capacity));
+        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let mut grown = vec![0f32; h.n_kv_head * capacity * hd];
+            for kvh in 0..h.n_kv_head {
+                let from = kvh * self.capacity * hd;
+                let to = kvh * capacity * hd;
+                grown[to..to + kept * hd].copy_from_slice(&layer[from..from + kept * hd]);
+            }
+            *layer = grown;
+        }
+        self.capacity = capacity;
+    }
+
+    /// Drops the positions from `start` on.
+    fn truncate(&mut self, start: usize) {
+        self.len = start;
+        if let Some((_, len)) = &mut self.shared {
+            *len = (*len).min(start);
+        }
+    }
+
+    /// Offset of `pos` of key/value head `kvh` in a layer's vector.
+    fn at(&self, kvh: usize, pos: usize, head_dim: usize) -> usize {
+        (kvh * self.capacity + pos) * head_dim
+    }
 }
 
 /// Reusable buffers of one forward pass.
@@ -173,8 +233,6 @@ struct Scratch {
     normed: Vec<f32>,
     qkv: Vec<f32>,
     attn: Vec<f32>,
-    attn_heads: Vec<f32>,
-    scores: Vec<f32>,
     proj: Vec<f32>,
     gate_up: Vec<f32>,
     hidden: Vec<f32>,
@@ -182,8 +240,8 @@ struct Scratch {
     logits: Vec<f32>,
 }
 
-/// The fast CPU llama model with its cache.
-pub struct FastLlama {
+/// The weights, rotary tables, kernels and threads of a model: everything but the caches.
+struct Weights {
     hyper: Hyper,
     embed: QMatrix,
     output: Option<QMatrix>,
@@ -192,10 +250,37 @@ pub struct FastLlama {
     rope: RopeTable,
     /// Rotary table of the sliding-window layers, when their base differs.
     rope_local: Option<RopeTable>,
-    cache: KvCache,
-    scratch: Scratch,
     kernels: Kernels,
     pool: Arc<rayon::ThreadPool>,
+}
+
+/// The fast CPU llama model with its cache.
+pub struct FastLlama {
+    weights: Weights,
+    cache: KvCache,
+    scratch: Scratch,
+}
+
+/// The fast CPU model with several caches: many sequences per forward pass, every weight read
+/// shared by the batch ([`BatchLm`]).
+pub struct FastBatch {
+    weights: Weights,
+    caches: Vec<KvCache>,
+    scratch: Scratch,
+    /// The id the next shared prefix gets.
+    next_prefix: u64,
+}
+
+/// The rows of one sequence in a forward pass.
+struct Segment {
+    /// Which cache.
+    cache: usize,
+    /// Position of the first row.
+    start: usize,
+    /// Rows of the pass.
+    rows: Range<usize>,
+    /// Whether the last row's logits are wanted.
+    logits: bool,
 }
 
 fn load_err(msg: impl Into<String>) -> LmError {
@@ -303,63 +388,136 @@ impl FastLlama {
                 down: loader.matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
             });
         }
-        let cache_len = h.n_kv_head * h.context * h.head_dim;
-        // Zeroed allocations of this size come straight from the OS: pages cost memory only once
-        // a position is written.
-        let cache = KvCache {
-            keys: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
-            values: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
-            len: 0,
-        };
+        let cache = KvCache::new(h.n_layer);
         tracing::debug!(isa = ?kernels.isa(), threads, layers = h.n_layer, "fast llama loaded");
         let rope_local = (h.sliding_window.is_some() && h.rope_base_local != h.rope_base)
             .then(|| RopeTable::new(h.rope_dim, h.rope_base_local));
         Ok(FastLlama {
-            rope: RopeTable::new(h.rope_dim, h.rope_base),
-            rope_local,
-            hyper,
-            embed,
-            output,
-            output_norm,
-            layers,
+            weights: Weights {
+                rope: RopeTable::new(h.rope_dim, h.rope_base),
+                rope_local,
+                hyper,
+                embed,
+                output,
+                output_norm,
+                layers,
+                kernels,
+                pool: Arc::new(pool),
+            },
             cache,
             scratch: Scratch::default(),
-            kernels,
-            pool: Arc::new(pool),
         })
     }
 
     /// The model dimensions.
     pub fn hyper(&self) -> &Hyper {
-        &self.hyper
+        &self.weights.hyper
     }
 
     /// The kernel implementation in use.
     pub fn isa(&self) -> Isa {
-        self.kernels.isa()
+        self.weights.kernels.isa()
     }
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.weights.pool.current_num_threads()
+    }
+}
+
+impl Weights {
+    /// Checks one run against its cache of `cached` positions: tokens, positions, vocabulary.
+    fn check(&self, tokens: &[u32], start: usize, cached: usize) -> Result<(), LmError> {
+        check_forward(tokens, start, cached, self.hyper.context)?;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
+            return Err(LmError::Forward(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.hyper.vocab
+            )));
+        }
+        Ok(())
     }
 
-    /// Runs one batch of tokens at positions `start..`; fills `scratch.logits` when `logits`.
-    fn run_batch(&mut self, tokens: &[u32], start: usize, logits: bool) {
+    /// Runs `runs` (checked, distinct caches) in passes of at most [`MAX_BATCH`] rows; a run
+    /// longer than the room left in a pass continues in the next. Returns the logits of the runs
+    /// that ask for them, in order.
+    fn forward(
+        &mut self,
+        caches: &mut [KvCache],
+        scratch: &mut Scratch,
+        runs: &[SlotRun<'_>],
+    ) -> Vec<f32> {
+        let mut end = 0;
+        for run in runs {
+            let cache = &mut caches[run.slot];
+            cache.truncate(run.start);
+            cache.reserve(&self.hyper, run.start + run.tokens.len());
+            end = end.max(run.start + run.tokens.len());
+        }
+        self.rope.ensure(end);
+        if let Some(local) = &mut self.rope_local {
+            local.ensure(end);
+        }
+        let pool = Arc::clone(&self.pool);
+        let mut logits = Vec::new();
+        let mut tokens: Vec<u32> = Vec::with_capacity(MAX_BATCH);
+        let mut segments: Vec<Segment> = Vec::new();
+        pool.install(|| {
+            let mut flush = |tokens: &mut Vec<u32>, segments: &mut Vec<Segment>| {
+                if tokens.is_empty() {
+                    return;
+                }
+                self.run_pass(caches, scratch, tokens, segments);
+                logits.extend_from_slice(&scratch.logits);
+                for segment in segments.iter() {
+                    caches[segment.cache].len = segment.start + segment.rows.len();
+                }
+                tokens.clear();
+                segments.clear();
+            };
+            for run in runs {
+                let mut offset = 0;
+                while offset < run.tokens.len() {
+                    let take = (MAX_BATCH - tokens.len()).min(run.tokens.len() - offset);
+                    segments.push(Segment {
+                        cache: run.slot,
+                        start: run.start + offset,
+                        rows: tokens.len()..tokens.len() + take,
+                        logits: run.logits && offset + take == run.tokens.len(),
+                    });
+                    tokens.extend_from_slice(&run.tokens[offset..offset + take]);
+                    offset += take;
+                    if tokens.len() == MAX_BATCH {
+                        flush(&mut tokens, &mut segments);
+                    }
+                }
+            }
+            flush(&mut tokens, &mut segments);
+        });
+        logits
+    }
+
+    /// Runs one pass: the rows of every segment through all layers, each segment's keys and
+    /// values into its cache; fills `scratch.logits` with the last row's logits of each segment
+    /// that asks for them (`vocab` values each, in segment order).
+    fn run_pass(
+        &self,
+        caches: &mut [KvCache],
+        s: &mut Scratch,
+        tokens: &[u32],
+        segments: &[Segment],
+    ) {
         let h = &self.hyper;
         let (t_len, dim) = (tokens.len(), h.dim);
         let (q_dim, kv_dim) = (h.n_head * h.head_dim, h.n_kv_head * h.head_dim);
         let qkv_width = q_dim + 2 * kv_dim;
-        let s = &mut self.scratch;
         resize(&mut s.x, t_len * dim);
         resize(&mut s.normed, t_len * dim);
         resize(&mut s.qkv, t_len * qkv_width);
         resize(&mut s.attn, t_len * q_dim);
-        resize(&mut s.attn_heads, t_len * q_dim);
         resize(&mut s.proj, t_len * dim);
         resize(&mut s.gate_up, t_len * 2 * h.ffn_dim);
         resize(&mut s.hidden, t_len * h.ffn_dim);
-        resize(&mut s.scores, h.n_head * (start + t_len));
         for (t, &token) in tokens.iter().enumerate() {
             let row = &mut s.x[t * dim..(t + 1) * dim];
             self.embed.dequantize_row(token as usize, row);
@@ -369,11 +527,7 @@ impl FastLlama {
         }
         let kernels = &self.kernels;
         let wide = kernels.isa() != Isa::Scalar;
-        for (layer, (keys, values)) in self
-            .layers
-            .iter()
-            .zip(self.cache.keys.iter_mut().zip(self.cache.values.iter_mut()))
-        {
+        for (index, layer) in self.layers.iter().enumerate() {
             // Attention.
             rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
@@ -382,49 +536,55 @@ impl FastLlama {
                 Some(local) if layer.sliding => local,
                 _ => &self.rope,
             };
-            for t in 0..t_len {
-                let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
-                if let Some(bias) = &layer.qkv_bias {
-                    add_into(row, bias);
-                }
-                let (q, kv) = row.split_at_mut(q_dim);
-                let (k, v) = kv.split_at_mut(kv_dim);
-                if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                    rms_norm_in_place(q, q_norm, h.eps);
-                    rms_norm_in_place(k, k_norm, h.eps);
-                }
-                rope.apply(q, h.head_dim, start + t, h.rope_neox);
-                rope.apply(k, h.head_dim, start + t, h.rope_neox);
-                for kvh in 0..h.n_kv_head {
-                    let at = (kvh * h.context + start + t) * h.head_dim;
-                    keys[at..at + h.head_dim]
-                        .copy_from_slice(&k[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
-                    values[at..at + h.head_dim]
-                        .copy_from_slice(&v[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+            for segment in segments {
+                let cache = &mut caches[segment.cache];
+                let capacity = cache.capacity;
+                let (keys, values) = (&mut cache.keys[index], &mut cache.values[index]);
+                for t in segment.rows.clone() {
+                    let pos = segment.start + t - segment.rows.start;
+                    let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
+                    if let Some(bias) = &layer.qkv_bias {
+                        add_into(row, bias);
+                    }
+                    let (q, kv) = row.split_at_mut(q_dim);
+                    let (k, v) = kv.split_at_mut(kv_dim);
+                    if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                        rms_norm_in_place(q, q_norm, h.eps);
+                        rms_norm_in_place(k, k_norm, h.eps);
+                    }
+                    rope.apply(q, h.head_dim, pos, h.rope_neox);
+                    rope.apply(k, h.head_dim, pos, h.rope_neox);
+                    for kvh in 0..h.n_kv_head {
+                        let at = (kvh * capacity + pos) * h.head_dim;
+                        let head = kvh * h.head_dim..(kvh + 1) * h.head_dim;
+                        keys[at..at + h.head_dim].copy_from_slice(&k[head.clone()]);
+                        values[at..at + h.head_dim].copy_from_slice(&v[head]);
+                    }
                 }
             }
+            let attend_segments: Vec<AttendSegment<'_>> = segments
+                .iter()
+                .map(|segment| {
+                    let cache = &caches[segment.cache];
+                    AttendSegment {
+                        keys: &cache.keys[index],
+                        values: &cache.values[index],
+                        capacity: cache.capacity,
+                        start: segment.start,
+                        rows: segment.rows.clone(),
+                        shared: cache.shared,
+                    }
+                })
+                .collect();
             attend(
                 h,
                 layer.sliding.then_some(h.sliding_window).flatten(),
                 &s.qkv,
                 qkv_width,
-                keys,
-                values,
-                start,
-                t_len,
-                &mut s.scores,
-                &mut s.attn_heads,
+                &attend_segments,
+                &mut s.attn,
                 wide,
             );
-            // Heads are computed head-major; lay them out token-major for the output projection.
-            for head in 0..h.n_head {
-                for t in 0..t_len {
-                    let src = (head * t_len + t) * h.head_dim;
-                    let dst = t * q_dim + head * h.head_dim;
-                    s.attn[dst..dst + h.head_dim]
-                        .copy_from_slice(&s.attn_heads[src..src + h.head_dim]);
-                }
-            }
             s.acts.quantize(&s.attn, t_len, q_dim);
             kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
             if let Some((post_attn, _)) = &layer.post_norms {
@@ -457,46 +617,48 @@ impl FastLlama {
             }
             add_into(&mut s.x, &s.proj);
         }
-        if logits {
-            let last = &s.x[(t_len - 1) * dim..t_len * dim];
-            rms_norm(last, &self.output_norm, h.eps, &mut s.normed[..dim]);
-            s.acts.quantize(&s.normed[..dim], 1, dim);
-            resize(&mut s.logits, h.vocab);
-            kernels.matmul(
-                self.output.as_ref().unwrap_or(&self.embed),
-                &s.acts,
-                &mut s.logits,
-                h.vocab,
+        let last_rows: Vec<usize> = segments
+            .iter()
+            .filter(|segment| segment.logits)
+            .map(|segment| segment.rows.end - 1)
+            .collect();
+        resize(&mut s.logits, last_rows.len() * h.vocab);
+        if last_rows.is_empty() {
+            return;
+        }
+        for (i, &row) in last_rows.iter().enumerate() {
+            rms_norm(
+                &s.x[row * dim..(row + 1) * dim],
+                &self.output_norm,
+                h.eps,
+                &mut s.normed[i * dim..(i + 1) * dim],
             );
         }
+        s.acts
+            .quantize(&s.normed[..last_rows.len() * dim], last_rows.len(), dim);
+        kernels.matmul(
+            self.output.as_ref().unwrap_or(&self.embed),
+            &s.acts,
+            &mut s.logits,
+            h.vocab,
+        );
     }
 }
 
 impl CausalLm for FastLlama {
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        check_forward(tokens, start, self.cache.len, self.hyper.context)?;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
-            return Err(LmError::Forward(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.hyper.vocab
-            )));
-        }
-        self.cache.len = start;
-        self.rope.ensure(start + tokens.len());
-        if let Some(local) = &mut self.rope_local {
-            local.ensure(start + tokens.len());
-        }
-        let pool = Arc::clone(&self.pool);
-        let chunks: Vec<&[u32]> = tokens.chunks(MAX_BATCH).collect();
-        let mut pos = start;
-        pool.install(|| {
-            for (i, chunk) in chunks.iter().enumerate() {
-                self.run_batch(chunk, pos, i + 1 == chunks.len());
-                pos += chunk.len();
-                self.cache.len = pos;
-            }
-        });
-        Ok(self.scratch.logits.clone())
+        self.weights.check(tokens, start, self.cache.len)?;
+        let run = SlotRun {
+            slot: 0,
+            tokens,
+            start,
+            logits: true,
+        };
+        Ok(self.weights.forward(
+            std::slice::from_mut(&mut self.cache),
+            &mut self.scratch,
+            &[run],
+        ))
     }
 
     fn cached_len(&self) -> usize {
@@ -504,11 +666,127 @@ impl CausalLm for FastLlama {
     }
 
     fn vocab_size(&self) -> usize {
-        self.hyper.vocab
+        self.weights.hyper.vocab
     }
 
     fn max_positions(&self) -> usize {
-        self.hyper.context
+        self.weights.hyper.context
+    }
+
+    fn into_batch(self: Box<Self>, slots: usize) -> Box<dyn BatchLm> {
+        let FastLlama {
+            weights,
+            cache,
+            scratch,
+        } = *self;
+        let mut caches = vec![cache];
+        caches.extend((1..slots.max(1)).map(|_| KvCache::new(weights.hyper.n_layer)));
+        Box::new(FastBatch {
+            weights,
+            caches,
+            scratch,
+            next_prefix: 0,
+        })
+    }
+}
+
+impl FastBatch {
+    fn slot_error(&self, slot: usize) -> LmError {
+        LmError::Forward(format!(
+            "slot {slot} does not exist ({} slots)",
+            self.caches.len()
+        ))
+    }
+}
+
+impl BatchLm for FastBatch {
+    fn slots(&self) -> usize {
+        self.caches.len()
+    }
+
+    fn cached_len(&self, slot: usize) -> usize {
+        self.caches.get(slot).map_or(0, |c| c.len)
+    }
+
+    fn copy_prefix(&mut self, from: usize, to: usize, range: Range<usize>) -> Result<(), LmError> {
+        let slots = self.caches.len();
+        if from >= slots || to >= slots {
+            return Err(self.slot_error(from.max(to)));
+        }
+        let (from_len, to_len) = (self.caches[from].len, self.caches[to].len);
+        if from == to || range.end > from_len || range.start > to_len || range.start > range.end {
+            return Err(LmError::Forward(format!(
+                "cannot copy positions {range:?} from slot {from} ({from_len} cached) to slot {to} ({to_len} cached)"
+            )));
+        }
+        let h = &self.weights.hyper;
+        let (source, target) = if from < to {
+            let (low, high) = self.caches.split_at_mut(to);
+            (&mut low[from], &mut high[0])
+        } else {
+            let (low, high) = self.caches.split_at_mut(from);
+            (&mut high[0], &mut low[to])
+        };
+        // The target now starts with the source's first `range.end` positions: both name the
+        // source's shared prefix (a new one when it has none).
+        let prefix = match source.shared {
+            Some((prefix, len)) if len >= range.end => (prefix, range.end),
+            _ => {
+                self.next_prefix += 1;
+                (self.next_prefix, range.end)
+            }
+        };
+        if source.shared.is_none_or(|(_, len)| len < range.end) {
+            source.shared = Some(prefix);
+        }
+        target.truncate(range.start);
+        target.shared = Some(prefix);
+        target.reserve(h, range.end);
+        let hd = h.head_dim;
+        let offsets: Vec<(Range<usize>, usize)> = (0..h.n_kv_head)
+            .map(|kvh| {
+                let from = source.at(kvh, range.start, hd)..source.at(kvh, range.end, hd);
+                (from, target.at(kvh, range.start, hd))
+            })
+            .collect();
+        let layers = source.keys.iter().zip(&source.values);
+        let targets = target.keys.iter_mut().zip(target.values.iter_mut());
+        for ((keys, values), (to_keys, to_values)) in layers.zip(targets) {
+            for (from, at) in &offsets {
+                let to = *at..*at + from.len();
+                to_keys[to.clone()].copy_from_slice(&keys[from.clone()]);
+                to_values[to].copy_from_slice(&values[from.clone()]);
+            }
+        }
+        target.len = range.end;
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, runs: &[SlotRun<'_>]) -> Result<Vec<f32>, LmError> {
+        let mut seen = vec![false; self.caches.len()];
+        for run in runs {
+            let Some(cache) = self.caches.get(run.slot) else {
+                return Err(self.slot_error(run.slot));
+            };
+            if std::mem::replace(&mut seen[run.slot], true) {
+                return Err(LmError::Forward(format!(
+                    "slot {} appears twice in one batch",
+                    run.slot
+                )));
+            }
+            self.weights.check(run.tokens, run.start, cache.len)?;
+        }
+        Ok(self
+            .weights
+            .forward(&mut self.caches, &mut self.scratch, runs))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.weights.hyper.vocab
+    }
+
+    fn max_positions(&self) -> usize {
+        self.weights.hyper.context
     }
 }
 

@@ -367,11 +367,13 @@ impl Kernels {
         (0..tasks).into_par_iter().for_each(|task| {
             let out_ptr = &out_ptr;
             let rows = task * chunk..((task + 1) * chunk).min(matrix.rows);
+            // The activation rows, sliced once per task rather than once per weight row.
+            let act: Vec<ActRow<'_>> = (0..tokens).map(|t| acts.row(t)).collect();
             if tokens < 4 {
                 let mut r = rows.start;
                 while r + 4 <= rows.end {
-                    for t in 0..tokens {
-                        let res = self.dot_rows4(matrix, r, acts.row(t));
+                    for (t, &act) in act.iter().enumerate() {
+                        let res = self.dot_rows4(matrix, r, act);
                         for (i, v) in res.into_iter().enumerate() {
                             // SAFETY: as below.
                             unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
@@ -380,8 +382,8 @@ impl Kernels {
                     r += 4;
                 }
                 for r in r..rows.end {
-                    for t in 0..tokens {
-                        let v = self.dot(matrix, r, acts.row(t));
+                    for (t, &act) in act.iter().enumerate() {
+                        let v = self.dot(matrix, r, act);
                         // SAFETY: as below.
                         unsafe { *out_ptr.0.add(t * out_stride + r) = v };
                     }
@@ -391,16 +393,7 @@ impl Kernels {
             for r in rows {
                 let mut t = 0;
                 while t + 4 <= tokens {
-                    let res = self.dot4(
-                        matrix,
-                        r,
-                        [
-                            acts.row(t),
-                            acts.row(t + 1),
-                            acts.row(t + 2),
-                            acts.row(t + 3),
-                        ],
-                    );
+                    let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
                     for (i, v) in res.into_iter().enumerate() {
                         // SAFETY: each (t, r) cell is written by exactly one task (tasks own
                         // disjoint row ranges) and lies inside `out` (asserted above).
@@ -409,7 +402,7 @@ impl Kernels {
                     t += 4;
                 }
                 while t < tokens {
-                    let v = self.dot(matrix, r, acts.row(t));
+                    let v = self.dot(matrix, r, act[t]);
                     // SAFETY: as above.
                     unsafe { *out_ptr.0.add(t * out_stride + r) = v };
                     t += 1;

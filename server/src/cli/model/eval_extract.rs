@@ -1,9 +1,14 @@
 //! `flowbot model eval-extract DIR [--workflow FILE] [--node ID]`: runs the `extract` step of a
 //! workflow (by default the order case's `workflows/order_email.yaml`: its prompt, examples and
 //! schema) over e-mails (`NAME.txt` with `NAME.expected.json` beside it) and reports the
-//! valid-JSON rate and the exact-match rate of each field the schema requires.
+//! valid-JSON rate and the exact-match rate of each field the schema requires, with the
+//! throughput (e-mails per minute) and each e-mail's latency. `--batch N` submits N e-mails at a
+//! time from N threads, so the local model decodes them together.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -15,6 +20,7 @@ use std::path::Path;
 
 use super::ModelChoice;
 use flowbot_app::llm::{LocalTextGenerator, RemoteTextGenerator};
+use flowbot_model_runtime::batch::BatchOptions;
 
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
@@ -33,6 +39,9 @@ pub struct EvalArgs {
     /// Print each e-mail's result.
     #[arg(long)]
     verbose: bool,
+    /// E-mails in flight at once (1: one after another); the local model decodes them together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch: u16,
     /// Use an OpenAI-compatible server (e.g. http://gpu-1:8000/v1) instead of the local model.
     #[arg(long, requires = "openai_model")]
     openai_url: Option<String>,
@@ -116,6 +125,10 @@ impl EvalArgs {
             _ => Box::new(LocalTextGenerator::load(
                 &self.model.path()?,
                 self.model.backend()?,
+                BatchOptions {
+                    slots: usize::from(self.batch),
+                    queue: mails.len(),
+                },
             )?),
         };
         let task = extract_task(&self.workflow, self.node.as_deref())?;
@@ -151,35 +164,65 @@ impl EvalArgs {
                 .unwrap_or_default();
             emails.push((name, text.trim().to_owned(), expected));
         }
-        let mut answers: Vec<Option<(Value, std::time::Duration)>> = Vec::new();
-        for (name, text, _) in &emails {
+        let mut requests = Vec::new();
+        for (_, text, _) in &emails {
             let variables =
                 Map::from_iter([(self.text_variable.clone(), Value::String(text.clone()))]);
-            let request = llm_step::build_request(&task, &variables)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?;
-            answers.push(match generator.generate(&request) {
-                Ok(response) => {
-                    let LlmOutput::Json(value) = response.output else {
-                        anyhow::bail!("{name}: the extractor answered something other than JSON");
-                    };
-                    Some((value, response.elapsed))
-                }
-                Err(error) => {
-                    eprintln!("{name}: {error}");
-                    None
-                }
-            });
+            requests.push(
+                llm_step::build_request(&task, &variables)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?,
+            );
         }
+        // Each e-mail's answer (or error) and latency, from `batch` threads taking the next one.
+        type Answer = (anyhow::Result<Value>, Duration);
+        let answers: Vec<Mutex<Option<Answer>>> = emails.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..usize::from(self.batch).min(emails.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else {
+                        break;
+                    };
+                    let asked = Instant::now();
+                    let answer = match generator.generate(request) {
+                        Ok(response) => match response.output {
+                            LlmOutput::Json(value) => Ok(value),
+                            _ => Err(anyhow::anyhow!(
+                                "the extractor answered something other than JSON"
+                            )),
+                        },
+                        Err(error) => Err(error.into()),
+                    };
+                    *answers[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((answer, asked.elapsed()));
+                });
+            }
+        });
+        let wall = started.elapsed();
+        let answers: Vec<Answer> = answers
+            .into_iter()
+            .map(|a| {
+                a.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| (Err(anyhow::anyhow!("not run")), Duration::ZERO))
+            })
+            .collect();
+        let mut latencies: Vec<Duration> = answers.iter().map(|(_, l)| *l).collect();
+        latencies.sort();
         let mut valid = 0usize;
         let mut matches = vec![0usize; fields.len()];
         let mut all_fields = 0usize;
-        let mut total_time = std::time::Duration::ZERO;
-        for ((name, _, expected), answer) in emails.iter().zip(&answers) {
-            let Some((value, elapsed)) = answer else {
-                continue;
+        for ((name, _, expected), (answer, elapsed)) in emails.iter().zip(&answers) {
+            let value = match answer {
+                Ok(value) => value,
+                Err(error) => {
+                    eprintln!("{name}: {error}");
+                    continue;
+                }
             };
             valid += 1;
-            total_time += *elapsed;
             let hits: Vec<bool> = fields
                 .iter()
                 .map(|f| field_matches(value.get(f.as_str()), expected.get(f.as_str())))
@@ -214,12 +257,19 @@ impl EvalArgs {
             "all fields:",
             pct(all_fields)
         );
-        if valid > 0 {
-            println!(
-                "time per e-mail: {} ms (mean)",
-                total_time.as_millis() / valid as u128
-            );
-        }
+        let mean = latencies.iter().sum::<Duration>() / n as u32;
+        println!(
+            "throughput:     {:.1} e-mails per minute ({n} in {:.1} s, {} at a time)",
+            n as f64 * 60.0 / wall.as_secs_f64(),
+            wall.as_secs_f64(),
+            self.batch
+        );
+        println!(
+            "latency:        mean {} ms, median {} ms, max {} ms",
+            mean.as_millis(),
+            latencies[n / 2].as_millis(),
+            latencies[n - 1].as_millis()
+        );
         Ok(())
     }
 }
