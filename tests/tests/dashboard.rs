@@ -123,7 +123,11 @@ fn the_dashboard_starts_an_order_completes_its_task_and_shows_the_notification()
     }
     let order =
         std::fs::read_to_string(repo_root().join("workflows/order_processing.yaml")).unwrap();
-    let (_dir, workflows, rules, data) = project(&[("order_processing.yaml", &order)]);
+    let review = std::fs::read_to_string(repo_root().join("workflows/order_review.dmn")).unwrap();
+    let (_dir, workflows, rules, data) = project(&[
+        ("order_processing.yaml", &order),
+        ("order_review.dmn", &review),
+    ]);
     let server = Server::start(
         &data,
         &[

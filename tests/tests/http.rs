@@ -18,6 +18,11 @@ fn order_processing() -> String {
     std::fs::read_to_string(repo_root().join("workflows/order_processing.yaml")).unwrap()
 }
 
+/// The decision table the order process's review step evaluates.
+fn order_review() -> String {
+    std::fs::read_to_string(repo_root().join("workflows/order_review.dmn")).unwrap()
+}
+
 /// A problem answer with `status`, naming `field` when given.
 fn assert_problem(answer: &Answer, status: u16, field: Option<&str>) -> Value {
     assert_eq!(answer.status, status, "{}", answer.body);
@@ -47,7 +52,10 @@ fn review(stage: &str) -> String {
 
 #[test]
 fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
-    let (_dir, workflows, rules, data) = project(&[("order_processing.yaml", &order_processing())]);
+    let (_dir, workflows, rules, data) = project(&[
+        ("order_processing.yaml", &order_processing()),
+        ("order_review.dmn", &order_review()),
+    ]);
     let (w, r) = (workflows.to_str().unwrap(), rules.to_str().unwrap());
     let server = Server::start(
         &data,
@@ -456,11 +464,11 @@ fn rest_and_admin_routes_answer_and_refuse_bad_input_without_changing_state() {
     assert_eq!(deployments.as_array().unwrap().len(), 2);
     let reload = server.admin("POST", "/admin/v1/reload", None);
     assert_eq!(reload.status, 200, "{}", reload.body);
-    let log = server.log();
-    assert!(
-        log.contains("admin call") && log.contains("refused") && log.contains("/admin/v1/reload"),
-        "{log}"
-    );
+    // The audit lines arrive on the server's log stream, read by a thread of the test.
+    server.wait_for("the admin calls in the audit log", WAIT, |s| {
+        let log = s.log();
+        log.contains("admin call") && log.contains("refused") && log.contains("/admin/v1/reload")
+    });
 
     // The token was generated once, readable by the owner only.
     #[cfg(unix)]
@@ -578,7 +586,10 @@ fn hot_reload_through_the_admin_api_and_the_folder_watcher() {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
-    let (_dir, workflows, rules, data) = project(&[("order_processing.yaml", &order_processing())]);
+    let (_dir, workflows, rules, data) = project(&[
+        ("order_processing.yaml", &order_processing()),
+        ("order_review.dmn", &order_review()),
+    ]);
     let (w, r) = (workflows.to_str().unwrap(), rules.to_str().unwrap());
     let args = ["--workflows", w, "--rules", r, "--complete-jobs"];
     let server = Server::start(&data, &args);
