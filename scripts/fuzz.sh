@@ -41,6 +41,7 @@ seed() {
         bpmn) files=(workflows/*.bpmn engine/tests/data/bpmn/*/*.bpmn) ;;
         compile) files=(workflows/*.yaml workflows/*.bpmn engine/tests/data/yaml/*.yaml) ;;
         rhai | rules) files=(rules/*.rhai rules/lib/*.rhai) ;;
+        intake) files=(examples/data/*.csv examples/data/*.json) ;;
     esac
     if [ -d "fuzz/seeds/$target" ]; then files+=("fuzz/seeds/$target"/*); fi
     if [ "$target" = gguf ]; then python3 fuzz/seeds/gguf.py "$corpus/seed.gguf"; fi

@@ -40,5 +40,5 @@ cargo test --locked --workspace --no-fail-fast
 
 # Every fuzz target for a short run on its corpus (docs/fuzzing.md): a panic, hang or runaway
 # allocation on a seed or a near mutation of it fails CI.
-echo "== fuzz smoke (${FUZZ_SMOKE_SECONDS:-30} s per target)"
-scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-30}"
+echo "== fuzz smoke (${FUZZ_SMOKE_SECONDS:-20} s per target)"
+scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}"
