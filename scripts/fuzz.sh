@@ -42,9 +42,15 @@ seed() {
         compile) files=(workflows/*.yaml workflows/*.bpmn engine/tests/data/yaml/*.yaml) ;;
         rhai | rules) files=(rules/*.rhai rules/lib/*.rhai) ;;
         intake) files=(examples/data/*.csv examples/data/*.json) ;;
+        dmn) files=(workflows/*.dmn) ;;
     esac
     if [ -d "fuzz/seeds/$target" ]; then files+=("fuzz/seeds/$target"/*); fi
     if [ "$target" = gguf ]; then python3 fuzz/seeds/gguf.py "$corpus/seed.gguf"; fi
+    if [ -d ../shared/corpus/dmn-tck ] && [ "$target" = dmn ]; then
+        # The decision-table models of the DMN TCK (a sample).
+        mapfile -t shared < <(find ../shared/corpus/dmn-tck -name '*.dmn' | sort | awk 'NR % 3 == 1')
+        files+=("${shared[@]}")
+    fi
     if [ -d ../shared/corpus ] && [[ "$target" = bpmn || "$target" = compile ]]; then
         # A sample of the third-party BPMN corpus (data files only; see its README).
         mapfile -t shared < <(find ../shared/corpus -name '*.bpmn' | sort | awk 'NR % 4 == 1')

@@ -15,7 +15,7 @@
 pub mod admin;
 pub mod api;
 pub mod dashboard;
-mod extract;
+pub mod extract;
 pub mod graph_svg;
 mod lock;
 pub mod metrics;

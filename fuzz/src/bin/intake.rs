@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let batch = align(reads, SortBy::Created);
     for order in &batch.orders {
-        assert!(!order.order_id().is_empty(), "an aligned order without an id");
+        assert!(
+            !order.order_id().is_empty(),
+            "an aligned order without an id"
+        );
     }
 });
