@@ -146,15 +146,25 @@ impl Server {
         if let Some(token) = token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }
-        let outcome = match body {
+        let outcome = match &body {
             Some(body) => request
                 .set("Content-Type", "application/json")
-                .send_string(&body),
+                .send_string(body),
             None => request.call(),
         };
         let response = match outcome {
             Ok(response) => response,
             Err(ureq::Error::Status(_, response)) => response,
+            // A server that refuses a large body answers before it has read it all and closes:
+            // the client's write fails, so the answer is read over a plain connection.
+            Err(ureq::Error::Transport(_)) if body.as_ref().is_some_and(|b| b.len() > 1 << 20) => {
+                return raw_call(
+                    &self.base,
+                    method,
+                    path,
+                    body.as_deref().unwrap_or_default(),
+                );
+            }
             Err(error) => panic!("{method} {path}: {error}"),
         };
         Answer {
@@ -347,4 +357,63 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// `method path` with a JSON `body` over a plain connection that keeps reading the answer when
+/// the server stops reading the body (`Connection: close`; the answer's body as sent).
+fn raw_call(base: &str, method: &str, path: &str, body: &str) -> Answer {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    // Either write may fail once the server has answered and closed; the answer is still there.
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()));
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no HTTP answer: {headers}"));
+    let header = |name: &str| {
+        headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Answer {
+        status,
+        content_type: header("content-type").unwrap_or_default(),
+        body,
+    }
+}
+
+/// The payload of a chunked HTTP body.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -129,7 +129,7 @@ impl Context<'_, '_> {
         let Some(value) = value else {
             return Some(None);
         };
-        match parse_duration_ms(value.trim()) {
+        match crate::timer::parse_short_duration_ms(value.trim()) {
             Some(ms) => Some(Some(ms)),
             None => {
                 let message = format!(
@@ -324,22 +324,6 @@ fn option_value(text: &str) -> serde_json::Value {
     }
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` or a bare number of milliseconds.
-fn parse_duration_ms(text: &str) -> Option<u64> {
-    let (digits, factor) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (text, 1)
-    };
-    digits.trim().parse::<u64>().ok()?.checked_mul(factor)
-}
-
 /// Whether `path` is relative and stays inside its base folder (no `..`, no root, no drive).
 fn is_plain_relative_path(path: &str) -> bool {
     !path.is_empty()
@@ -352,17 +336,6 @@ fn is_plain_relative_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_delays() {
-        assert_eq!(parse_duration_ms("250"), Some(250));
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("2s"), Some(2_000));
-        assert_eq!(parse_duration_ms("5m"), Some(300_000));
-        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
-        assert_eq!(parse_duration_ms("soon"), None);
-        assert_eq!(parse_duration_ms("-1s"), None);
-    }
 
     #[test]
     fn rule_paths_stay_inside_the_rules_folder() {

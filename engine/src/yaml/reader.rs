@@ -1612,7 +1612,9 @@ impl<'a> Reader<'a> {
         if let Some(n) = value.as_u64() {
             return Some(n);
         }
-        let parsed = value.as_str().and_then(parse_duration_ms);
+        let parsed = value
+            .as_str()
+            .and_then(crate::timer::parse_short_duration_ms);
         if parsed.is_none() {
             self.error_at_value(
                 path,
@@ -1917,24 +1919,6 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` (or a bare number of milliseconds) into milliseconds.
-pub(crate) fn parse_duration_ms(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
-    let factor = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
-}
-
 /// A short description of a YAML value for error messages.
 pub(crate) fn describe(value: &Value) -> String {
     match value {
@@ -1948,22 +1932,5 @@ pub(crate) fn describe(value: &Value) -> String {
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
         Value::Tagged(t) => format!("a value tagged `{}` (YAML tags are not used here)", t.tag),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_with_units() {
-        assert_eq!(parse_duration_ms("500ms"), Some(500));
-        assert_eq!(parse_duration_ms("2s"), Some(2_000));
-        assert_eq!(parse_duration_ms("5m"), Some(300_000));
-        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
-        assert_eq!(parse_duration_ms("250"), Some(250));
-        assert_eq!(parse_duration_ms("2 days"), None);
-        assert_eq!(parse_duration_ms("s"), None);
-        assert_eq!(parse_duration_ms("99999999999999999999h"), None);
     }
 }
