@@ -329,28 +329,7 @@ impl App {
         defs: Option<Definitions>,
         parsed: Vec<Diagnostic>,
     ) -> Result<FileOutcome, AppError> {
-        let Some(defs) = defs else {
-            return Err(AppError::diagnostics(
-                format!("{} does not check", path.display()),
-                parsed,
-            ));
-        };
-        let mut diagnostics = project::check_definitions(
-            &defs,
-            parsed,
-            self.rules_folder(),
-            &self.scripts(),
-            &self.catalog,
-        );
-        if self.rules_folder().is_none() {
-            diagnostics.extend(file_rules_without_folder(&defs));
-        }
-        if has_errors(&diagnostics) {
-            return Err(AppError::diagnostics(
-                format!("{} does not check", path.display()),
-                diagnostics,
-            ));
-        }
+        let (defs, diagnostics) = self.checked(path, defs, parsed)?;
         let mut deployed = Vec::new();
         for process in project::runnable_processes(&defs) {
             let deployment = self.engine.deploy(&defs, process).await?;
@@ -481,6 +460,19 @@ impl App {
     /// The diagnostics of process source `content` as `path`; an error when it does not check.
     fn check_bytes(&self, path: &Path, content: &[u8]) -> Result<Vec<Diagnostic>, AppError> {
         let (defs, parsed) = project::read_process(path, content);
+        self.checked(path, defs, parsed)
+            .map(|(_, diagnostics)| diagnostics)
+    }
+
+    /// What the front end read from `path` (`defs`, with its diagnostics `parsed`), checked as a
+    /// deployment is: rule attachments, the compiler against this application's decisions, and
+    /// file rules without a rules folder. An error listing the diagnostics when any is an error.
+    fn checked(
+        &self,
+        path: &Path,
+        defs: Option<Definitions>,
+        parsed: Vec<Diagnostic>,
+    ) -> Result<(Definitions, Vec<Diagnostic>), AppError> {
         let Some(defs) = defs else {
             return Err(AppError::diagnostics(
                 format!("{} does not check", path.display()),
@@ -503,7 +495,7 @@ impl App {
                 diagnostics,
             ));
         }
-        Ok(diagnostics)
+        Ok((defs, diagnostics))
     }
 
     /// Every process with its versions, by id.
