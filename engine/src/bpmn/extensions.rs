@@ -154,31 +154,17 @@ impl Context<'_, '_> {
     fn rule(&mut self, rule: ElementId) -> Option<RuleAttachment> {
         let tree = self.tree;
         let variable = tree.attr(rule, "variable").map(str::to_owned);
-        let point = match (tree.attr(rule, "point"), variable) {
-            (Some("guard_complete"), _) => AttachPoint::GuardComplete,
-            (Some("guard_message"), _) => AttachPoint::GuardMessage,
-            (Some("on_enter"), _) => AttachPoint::OnEnter,
-            (Some("on_leave"), _) => AttachPoint::OnLeave,
-            (Some("on_start"), _) => AttachPoint::OnStart,
-            (Some("on_status_change"), _) => AttachPoint::OnStatusChange,
-            (Some("guard_variable"), Some(variable)) => AttachPoint::GuardVariable(variable),
-            (Some("on_variable_change"), Some(variable)) => AttachPoint::OnVariableChange(variable),
-            (Some(point @ ("guard_variable" | "on_variable_change")), None) => {
-                self.error(
-                    rule,
-                    format!("rule point `{point}` needs a `variable` attribute"),
-                );
-                return None;
-            }
-            (point, _) => {
-                let found = point.map_or("nothing".to_owned(), |p| format!("`{p}`"));
-                self.error(
-                    rule,
-                    format!(
-                        "`flowbot:rule` needs `point` = guard_complete, guard_message, guard_variable, on_enter, \
-                         on_leave, on_start, on_variable_change or on_status_change; found {found}"
-                    ),
-                );
+        let point = match tree.attr(rule, "point") {
+            Some(point) => AttachPoint::parse(point, variable.as_deref()),
+            None => Err(format!(
+                "`flowbot:rule` needs `point` = {}",
+                AttachPoint::NAMES.join(", ")
+            )),
+        };
+        let point = match point {
+            Ok(point) => point,
+            Err(message) => {
+                self.error(rule, message);
                 return None;
             }
         };

@@ -1720,21 +1720,13 @@ impl<'a> Reader<'a> {
                 if word == "start" && kind_key != "start" && kind_key != PROCESS_LEVEL {
                     self.error(&item_path.key("on"), format!("`on: start` rules belong on the start event, not on `{node}`"));
                 }
-                match word.as_str() {
-                    "guard_complete" => Some(AttachPoint::GuardComplete),
-                    "guard_message" => Some(AttachPoint::GuardMessage),
-                    "guard_variable" => variable.clone().map(AttachPoint::GuardVariable),
-                    "enter" => Some(AttachPoint::OnEnter),
-                    "leave" => Some(AttachPoint::OnLeave),
-                    "start" => Some(AttachPoint::OnStart),
-                    "variable_change" => variable.clone().map(AttachPoint::OnVariableChange),
-                    "status_change" => Some(AttachPoint::OnStatusChange),
-                    other => {
-                        let hint = suggestion(other, vocab::RULE_POINTS.iter().copied());
-                        self.error_at_value(&item_path.key("on"), format!("unknown rule moment `on: {other}`{hint}"));
-                        None
-                    }
+                if !vocab::RULE_POINTS.contains(&word.as_str()) {
+                    let hint = suggestion(&word, vocab::RULE_POINTS.iter().copied());
+                    self.error_at_value(&item_path.key("on"), format!("unknown rule moment `on: {word}`{hint}"));
+                    return None;
                 }
+                // A missing or misplaced `variable` was reported above, positioned.
+                AttachPoint::parse(&word, variable.as_deref()).ok()
             });
             let rule = match (m.get("file"), m.get("script")) {
                 (Some(f), None) => self
