@@ -29,7 +29,7 @@ LOAD="$OUT_DIR/examples/http_load"
 WORK="$(mktemp -d)"
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/workflows"
-cp workflows/order_processing.yaml "$WORK/workflows/"
+cp workflows/order_processing.yaml workflows/order_review.dmn "$WORK/workflows/"
 cp -r rules "$WORK/rules"
 
 for store in sled memory; do
