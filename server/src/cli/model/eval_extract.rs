@@ -1,6 +1,7 @@
-//! `flowbot model eval-extract DIR [--workflow FILE] [--node ID]`: runs the `extract` step of a
-//! workflow (by default the order case's `workflows/order_email.yaml`: its prompt, examples and
-//! schema) over e-mails (`NAME.txt` with `NAME.expected.json` beside it) and reports the
+//! `flowbot model eval-extract DIR|FILE.jsonl [--workflow FILE] [--node ID]`: runs the `extract`
+//! step of a workflow (by default the order case's `workflows/order_email.yaml`: its prompt,
+//! examples and schema) over e-mails (`NAME.txt` with `NAME.expected.json` beside it, or a split
+//! written by `flowbot dataset build`: one `{"text", "output"}` object per line) and reports the
 //! valid-JSON rate and the exact-match rate of each field the schema requires, with the
 //! throughput (e-mails per minute) and each e-mail's latency. `--batch N` submits N e-mails at a
 //! time from N threads, so the local model decodes them together.
@@ -25,7 +26,8 @@ use flowbot_model_runtime::batch::BatchOptions;
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Directory of `NAME.txt` e-mails with `NAME.expected.json`.
+    /// Directory of `NAME.txt` e-mails with `NAME.expected.json`, or a data-set split
+    /// (`test.jsonl` of `flowbot dataset build`).
     dir: PathBuf,
     /// The workflow whose `extract` step is measured.
     #[arg(long, default_value = "workflows/order_email.yaml")]
@@ -50,6 +52,61 @@ pub struct EvalArgs {
     openai_model: Option<String>,
     #[command(flatten)]
     model: ModelChoice,
+}
+
+/// The e-mails to evaluate, each with its name and expected fields: a folder's `NAME.txt` files
+/// with their `NAME.expected.json`, in name order, or a data-set split's lines.
+fn labelled_emails(path: &Path) -> anyhow::Result<Vec<(String, String, Value)>> {
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let content = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let mut emails = Vec::new();
+        for (index, line) in content.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let place = format!("{}:{}", path.display(), index + 1);
+            let example: Value =
+                serde_json::from_str(line).with_context(|| format!("{place}: not JSON"))?;
+            let (Some(text), Some(expected)) = (
+                example.get("text").and_then(Value::as_str),
+                example.get("output").filter(|o| o.is_object()),
+            ) else {
+                anyhow::bail!("{place}: a data-set line needs `text` and an `output` object");
+            };
+            emails.push((place, text.trim().to_owned(), expected.clone()));
+        }
+        anyhow::ensure!(!emails.is_empty(), "{}: no examples", path.display());
+        return Ok(emails);
+    }
+    let mut mails: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("{}: cannot list", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    mails.sort();
+    anyhow::ensure!(
+        !mails.is_empty(),
+        "{}: no .txt e-mails found",
+        path.display()
+    );
+    let mut emails = Vec::new();
+    for mail in &mails {
+        let text = std::fs::read_to_string(mail)
+            .with_context(|| format!("{}: cannot read", mail.display()))?;
+        let expected_path = mail.with_extension("expected.json");
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(&expected_path)
+                .with_context(|| format!("{}: cannot read", expected_path.display()))?,
+        )
+        .with_context(|| format!("{}: not JSON", expected_path.display()))?;
+        let name = mail
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        emails.push((name, text.trim().to_owned(), expected));
+    }
+    Ok(emails)
 }
 
 /// Whether an extracted value is the expected one: numbers to the cent, text trimmed.
@@ -108,17 +165,7 @@ fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
 impl EvalArgs {
     /// Runs the evaluation and prints the report.
     pub fn run(self) -> anyhow::Result<()> {
-        let mut mails: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .with_context(|| format!("{}: cannot list", self.dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        mails.sort();
-        anyhow::ensure!(
-            !mails.is_empty(),
-            "{}: no .txt e-mails found",
-            self.dir.display()
-        );
+        let emails = labelled_emails(&self.dir)?;
         // The same path an `extract` step of a process takes.
         let generator: Box<dyn TextGenerator> = match (&self.openai_url, &self.openai_model) {
             (Some(url), Some(model)) => Box::new(RemoteTextGenerator::new(url, model)),
@@ -127,7 +174,7 @@ impl EvalArgs {
                 self.model.backend()?,
                 BatchOptions {
                     slots: usize::from(self.batch),
-                    queue: mails.len(),
+                    queue: emails.len(),
                 },
             )?),
         };
@@ -148,22 +195,6 @@ impl EvalArgs {
             !fields.is_empty(),
             "the extract step's schema requires no fields to compare"
         );
-        let mut emails = Vec::new();
-        for mail in &mails {
-            let text = std::fs::read_to_string(mail)
-                .with_context(|| format!("{}: cannot read", mail.display()))?;
-            let expected_path = mail.with_extension("expected.json");
-            let expected: Value = serde_json::from_str(
-                &std::fs::read_to_string(&expected_path)
-                    .with_context(|| format!("{}: cannot read", expected_path.display()))?,
-            )
-            .with_context(|| format!("{}: not JSON", expected_path.display()))?;
-            let name = mail
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            emails.push((name, text.trim().to_owned(), expected));
-        }
         let mut requests = Vec::new();
         for (_, text, _) in &emails {
             let variables =
@@ -240,7 +271,7 @@ impl EvalArgs {
                 );
             }
         }
-        let n = mails.len();
+        let n = emails.len();
         let pct = |k: usize| 100.0 * k as f64 / n as f64;
         println!("e-mails:        {n}");
         println!("valid JSON:     {valid}/{n} ({:.1}%)", pct(valid));
