@@ -105,6 +105,7 @@ pub fn read_content<R: Read + Seek>(reader: &mut R) -> Result<Content, String> {
     HeaderWalk {
         reader: &mut *reader,
         file_size,
+        at: start,
         wide: true,
     }
     .check()?;
@@ -142,9 +143,15 @@ pub fn read_content<R: Read + Seek>(reader: &mut R) -> Result<Content, String> {
 }
 
 /// A bounds-checking pass over a GGUF header that reads nothing into memory but lengths.
+///
+/// It only reads forward and keeps its own position: a `seek` on a `BufReader` drops the buffer,
+/// and a vocabulary of 49,152 skipped strings then costs a refill of the buffer each (seconds of
+/// system time per model load).
 struct HeaderWalk<'r, R> {
     reader: &'r mut R,
     file_size: u64,
+    /// The reader's position.
+    at: u64,
     /// Version 2 and 3 write lengths as u64, version 1 as u32.
     wide: bool,
 }
@@ -155,6 +162,7 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
         self.reader
             .read_exact(&mut buf)
             .map_err(|e| format!("{what}: {e}"))?;
+        self.at += N as u64;
         Ok(buf)
     }
 
@@ -170,21 +178,26 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
         }
     }
 
-    fn remaining(&mut self) -> Result<u64, String> {
-        let at = self.reader.stream_position().map_err(|e| e.to_string())?;
-        Ok(self.file_size.saturating_sub(at))
+    fn remaining(&self) -> u64 {
+        self.file_size.saturating_sub(self.at)
     }
 
     fn skip(&mut self, bytes: u64, what: &str) -> Result<(), String> {
-        let remaining = self.remaining()?;
+        let remaining = self.remaining();
         if bytes > remaining {
             return Err(format!(
                 "{what} needs {bytes} bytes, the file has {remaining} left"
             ));
         }
-        self.reader
-            .seek(SeekFrom::Current(bytes as i64))
+        // Read through the buffer rather than seek (see the type's documentation).
+        let skipped = std::io::copy(&mut (&mut *self.reader).take(bytes), &mut std::io::sink())
             .map_err(|e| format!("{what}: {e}"))?;
+        if skipped < bytes {
+            return Err(format!(
+                "{what} needs {bytes} bytes, the file ended after {skipped}"
+            ));
+        }
+        self.at += bytes;
         Ok(())
     }
 
@@ -200,13 +213,14 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             self.skip(len, what)?;
             return Ok(Vec::new());
         }
-        if len > self.remaining()? {
+        if len > self.remaining() {
             return Err(format!("{what} needs {len} bytes, the file has fewer left"));
         }
         let mut text = vec![0u8; len as usize];
         self.reader
             .read_exact(&mut text)
             .map_err(|e| format!("{what}: {e}"))?;
+        self.at += len;
         Ok(text)
     }
 
@@ -312,7 +326,7 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
                     9 => 12,
                     other => return Err(format!("`{key}` has elements of unknown type {other}")),
                 };
-                if len.saturating_mul(minimum) > self.remaining()? {
+                if len.saturating_mul(minimum) > self.remaining() {
                     return Err(format!(
                         "`{key}` declares {len} elements, more than the file holds"
                     ));
@@ -624,5 +638,54 @@ mod tests {
         let mut header = gguf(&[], &[], 0);
         header[8..16].copy_from_slice(&(MAX_TENSORS + 1).to_le_bytes());
         assert!(read(header).unwrap_err().contains("tensors, more than"));
+    }
+
+    /// Counts the bytes its reader hands out.
+    struct Counting<R> {
+        inner: R,
+        bytes: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.bytes += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(pos)
+        }
+    }
+
+    #[test]
+    fn a_vocabulary_is_read_through_the_buffer_once_not_refilled_per_token() {
+        // A 20,000-token vocabulary (the checking pass skips every string) behind the buffered
+        // reader `GgufFile` uses: the file is read about twice (the check, then candle's parse),
+        // not once per skipped string.
+        let mut tokens = 8u32.to_le_bytes().to_vec();
+        tokens.extend(20_000u64.to_le_bytes());
+        for index in 0..20_000 {
+            let token = format!("token{index}");
+            tokens.extend((token.len() as u64).to_le_bytes());
+            tokens.extend(token.as_bytes());
+        }
+        let bytes = gguf(&[("tokenizer.ggml.tokens", 9, tokens)], &[], 0);
+        let size = bytes.len() as u64;
+        let mut reader = BufReader::with_capacity(
+            1 << 16,
+            Counting {
+                inner: Cursor::new(bytes),
+                bytes: 0,
+            },
+        );
+        read_content(&mut reader).expect("valid");
+        let read = reader.get_ref().bytes;
+        assert!(
+            read <= 3 * size,
+            "{read} bytes read for a {size}-byte header"
+        );
     }
 }
