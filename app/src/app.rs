@@ -579,6 +579,16 @@ impl App {
             .into())
     }
 
+    /// Sets variables of a running instance (see [`Engine::set_variables`]); a `guard_variable`
+    /// rule that refuses them makes it a conflict with the rule's message.
+    pub async fn set_variables(
+        &self,
+        instance: &str,
+        variables: Map<String, Value>,
+    ) -> Result<InstanceView, AppError> {
+        Ok(self.engine.set_variables(instance, variables).await?.into())
+    }
+
     /// Delivers a message (see [`Engine::correlate_message`]).
     pub async fn correlate(
         &self,

@@ -42,6 +42,8 @@ pub struct AppConfig {
     pub http: HttpConfig,
     /// Secrets.
     pub auth: AuthConfig,
+    /// HTTP routes bound to actions (`[[routes]]`; see [`crate::bindings`]).
+    pub routes: Vec<crate::bindings::RouteConfig>,
 }
 
 impl Default for AppConfig {
@@ -58,6 +60,7 @@ impl Default for AppConfig {
             intake: IntakeConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            routes: Vec::new(),
         }
     }
 }

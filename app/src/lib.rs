@@ -7,6 +7,8 @@
 //!   reload, start, complete, correlate, signal, cancel, incidents, listings, history,
 //!   notifications.
 //! - [`view`]: the serde views every interface shows.
+//! - [`bindings`]: HTTP routes declared in configuration (`[[routes]]`), each bound to one
+//!   action (start, message, complete a task, set variables).
 //! - [`AppError`]: one error type, mapped to exit codes and HTTP statuses.
 //!
 //! Embedding in a few lines:
@@ -30,6 +32,7 @@
 //! ```
 
 mod app;
+pub mod bindings;
 pub mod config;
 mod error;
 pub mod llm;
