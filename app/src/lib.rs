@@ -33,6 +33,7 @@
 
 mod app;
 pub mod bindings;
+pub mod clock;
 pub mod config;
 mod error;
 pub mod llm;

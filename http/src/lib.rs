@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod bindings;
+pub mod clock;
 pub mod dashboard;
 pub mod extract;
 pub mod graph_svg;

@@ -12,7 +12,7 @@
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, bindings, dashboard, ws};
+use crate::{admin, api, bindings, clock, dashboard, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -75,6 +75,7 @@ fn admin_routes() -> OpenApiRouter<Arc<ServerState>> {
     OpenApiRouter::new()
         .routes(routes!(admin::deploy, admin::deployments))
         .routes(routes!(admin::reload))
+        .routes(routes!(clock::get_clock, clock::move_clock))
 }
 
 /// The OpenAPI 3.1 document of the service.
@@ -224,7 +225,7 @@ mod tests {
                 operations += usize::from(documented);
             }
         }
-        assert_eq!(operations, 23, "operations in the document");
+        assert_eq!(operations, 25, "operations in the document");
         let served = router
             .oneshot(
                 axum::http::Request::get("/openapi.json")
