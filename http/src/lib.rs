@@ -21,6 +21,7 @@ pub mod clock;
 pub mod dashboard;
 pub mod extract;
 pub mod graph_svg;
+pub mod intake;
 mod lock;
 pub mod metrics;
 pub mod problem;

@@ -12,7 +12,7 @@
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, bindings, clock, dashboard, ws};
+use crate::{admin, api, bindings, clock, dashboard, intake, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -67,6 +67,7 @@ fn public_routes() -> OpenApiRouter<Arc<ServerState>> {
         .routes(routes!(api::retry_incident))
         .routes(routes!(api::resolve_incident))
         .routes(routes!(api::list_notifications))
+        .routes(routes!(intake::intake))
         .routes(routes!(ws::notifications))
 }
 
@@ -225,7 +226,7 @@ mod tests {
                 operations += usize::from(documented);
             }
         }
-        assert_eq!(operations, 25, "operations in the document");
+        assert_eq!(operations, 26, "operations in the document");
         let served = router
             .oneshot(
                 axum::http::Request::get("/openapi.json")
