@@ -4,6 +4,8 @@
 //! (`flowbot import`).
 //!
 //! Invariants:
+//! - An order's variables are its aligned fields, with the exporting system's `status` as
+//!   `source_status` (the process sets `status` itself) and `intake_key` the alignment key.
 //! - Nothing starts unless every uploaded file was read (a batch missing one of its sources
 //!   would align wrongly); bad rows do not stop the good ones and are all in the report.
 //! - Instances start in the batch's order (their ids count up in it); at most
@@ -117,6 +119,10 @@ impl App {
                     .and_then(|v| v.as_object().cloned())
                     .unwrap_or_default();
                 variables.remove("intake");
+                // The process owns `status`; the exporting system's status is kept beside it.
+                if let Some(status) = variables.remove("status") {
+                    variables.insert("source_status".into(), status);
+                }
                 variables.insert("intake_key".into(), Value::String(order.key.clone()));
                 Value::Object(variables)
             })
