@@ -177,6 +177,29 @@ fn a_day_of_orders_runs_through_the_order_robot_over_http() {
     sorted_times.sort();
     assert_eq!(times, sorted_times, "rule 2: by creation time");
 
+    // Uploads that cannot be taken start nothing.
+    for (query, body) in [
+        ("file=..%2Fx.csv", "order_id\nA\n"),
+        ("", "order_id\nA\n"),
+        ("file=x.csv&sort=shipped", "order_id\nA\n"),
+        ("file=x.csv", "\u{0}\u{1}"),
+    ] {
+        let refused = ureq::post(&format!("{}/api/v1/intake?{query}", server.base))
+            .set("Content-Type", "text/csv")
+            .send_string(body);
+        match refused {
+            Err(ureq::Error::Status(400, _)) => {}
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        server.get("/api/v1/instances?limit=1000").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        started.len()
+    );
+
     // One more order through the seed route: the answer carries the model's confirmation, in
     // Chinese for a Chinese customer name.
     let imported = post_json(
@@ -401,5 +424,36 @@ fn a_day_of_orders_runs_through_the_order_robot_over_http() {
         ids.len(),
         entries.len(),
         started_at.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_route_naming_a_node_the_process_lacks_stops_the_start_with_the_entry() {
+    let (dir, workflows, _rules, data) = project(&[
+        (
+            "order_processing.yaml",
+            &read("workflows/order_processing.yaml"),
+        ),
+        ("order_review.dmn", &read("workflows/order_review.dmn")),
+    ]);
+    std::fs::write(
+        dir.path().join("flowbot.toml"),
+        "[[routes]]\nroute = \"POST /ship/{order_id}\"\naction = \"complete\"\nprocess = \"order_processing\"\nbusiness_key = \"order_id\"\nnode = \"ship\"\n",
+    )
+    .unwrap();
+    let log = Server::try_start(
+        &data,
+        &[
+            "--workflows",
+            workflows.to_str().unwrap(),
+            "--store",
+            "memory",
+        ],
+    )
+    .err()
+    .expect("the server refuses to start");
+    assert!(
+        log.contains("routes[0] (POST /ship/{order_id}): node: process `order_processing` has no node `ship`"),
+        "{log}"
     );
 }
