@@ -177,6 +177,53 @@ fn collecting_sink() -> (EffectSink, Received) {
 }
 
 #[tokio::test]
+async fn variables_set_from_outside_pass_the_guards_or_change_nothing() {
+    let rules = rule_engine(None);
+    let engine = with_rules(Engine::builder(), &rules)
+        .fallback_handler(handler(|_ctx: JobContext| async move { Ok(Map::new()) }))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&workflow("order_processing.yaml"), None)
+        .await
+        .unwrap();
+    let order = json!({"order_id": "SO-3", "customer": "ACME", "amount": 20, "currency": "EUR"});
+    let started = engine
+        .start("order_processing", order.as_object().cloned().unwrap())
+        .await
+        .unwrap();
+    let before = engine.wait_settled(&started.id).await.unwrap();
+    // Rule 1: shipment information before the order awaits shipment is refused as a whole.
+    let shipment = json!({"shipment": "DHL, 2 kg", "note": "x"});
+    let refused = engine
+        .set_variables(&started.id, shipment.as_object().cloned().unwrap())
+        .await;
+    assert!(
+        matches!(&refused, Err(EngineError::Exec(ExecError::VariablesRejected(reason)))
+            if reason.contains("shipment information can only be filled in while the order is awaiting shipment")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        engine.instance(&started.id).unwrap().variables,
+        before.variables
+    );
+    // Other variables go in, and their change policies run (rule 3 on `status`).
+    let status = json!({"status": "on_hold"});
+    let changed = engine
+        .set_variables(&started.id, status.as_object().cloned().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(changed.variables["status"], "on_hold");
+    let told = engine.history(&started.id).unwrap().into_iter().any(|record| {
+        matches!(record.entry, HistoryEntry::RuleEffect { effect: RuleEffect::Notify { ref message, .. } }
+            if message == "Your order SO-3 is now on hold.")
+    });
+    assert!(told, "rule 3 told the customer");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_commit() {
     let rules = rule_engine(None);
     let store = Arc::new(RecordingStore::default());
