@@ -352,7 +352,12 @@ impl App {
         defs: Option<Definitions>,
         parsed: Vec<Diagnostic>,
     ) -> Result<FileOutcome, AppError> {
-        let (defs, diagnostics) = self.checked(path, defs, parsed)?;
+        let (mut defs, diagnostics) = self.checked(path, defs, parsed)?;
+        if let Some(zone) = &self.config.time_zone {
+            for process in &mut defs.processes {
+                zone_timers(&mut process.nodes, zone);
+            }
+        }
         let mut deployed = Vec::new();
         for process in project::runnable_processes(&defs) {
             let deployment = self.engine.deploy(&defs, process).await?;
@@ -954,6 +959,45 @@ fn file_rules_without_folder(defs: &Definitions) -> Vec<Diagnostic> {
         visit_nodes(&process.nodes, &mut visit);
     }
     found
+}
+
+/// Gives the cron timers and dates without a time zone the business time zone (`time_zone` of
+/// the configuration), so that "23:59 every day" is the business day's end; durations and ISO
+/// 8601 cycles count exact time and keep none.
+fn zone_timers(nodes: &mut [flowbot_engine::model::Node], zone: &str) {
+    use flowbot_engine::model::{EventTrigger, NodeKind, TimerKind};
+    fn zone_trigger(trigger: &mut EventTrigger, zone: &str) {
+        match trigger {
+            EventTrigger::Timer(timer) => {
+                let zoned = match timer.kind {
+                    TimerKind::Date => true,
+                    TimerKind::Cycle => !timer.expression.source.trim_start().starts_with('R'),
+                    TimerKind::Duration => false,
+                };
+                if zoned && timer.time_zone.is_none() {
+                    timer.time_zone = Some(zone.to_string());
+                }
+            }
+            EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+                for trigger in triggers {
+                    zone_trigger(trigger, zone);
+                }
+            }
+            _ => {}
+        }
+    }
+    for node in nodes {
+        match &mut node.kind {
+            NodeKind::StartEvent {
+                trigger: Some(trigger),
+                ..
+            }
+            | NodeKind::IntermediateCatchEvent { trigger, .. }
+            | NodeKind::BoundaryEvent { trigger, .. } => zone_trigger(trigger, zone),
+            NodeKind::SubProcess(sub) => zone_timers(&mut sub.body.nodes, zone),
+            _ => {}
+        }
+    }
 }
 
 fn visit_nodes(

@@ -113,10 +113,7 @@ fn a_day_of_orders_runs_through_the_order_robot_over_http() {
     // The repository's configuration, with time moved by hand.
     std::fs::write(
         dir.path().join("flowbot.toml"),
-        format!(
-            "clock = \"manual\"\ntime_zone = \"Asia/Shanghai\"\n{}",
-            read("flowbot.toml")
-        ),
+        format!("clock = \"manual\"\n{}", read("flowbot.toml")),
     )
     .unwrap();
     let server = Server::start(
@@ -338,6 +335,25 @@ fn a_day_of_orders_runs_through_the_order_robot_over_http() {
         entries.extend(feed.read_for(Duration::from_millis(500)));
     }
     entries.extend(feed.drain(Duration::from_millis(500)));
+
+    // The day was closed at 23:59 in the business time zone (Asia/Shanghai, UTC+8).
+    let days = server
+        .get("/api/v1/instances?process=daily_settlement")
+        .json();
+    let day = &days["items"].as_array().unwrap()[0];
+    let history = server
+        .get(&format!(
+            "/api/v1/instances/{}/history",
+            day["id"].as_str().unwrap()
+        ))
+        .json();
+    let due_ms = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|record| record["entry"]["due_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no timer start in {history}"));
+    assert_eq!(due_ms % 86_400_000, (15 * 60 + 59) * 60_000, "{history}");
 
     // Final states.
     for (order, instance) in &ids {
