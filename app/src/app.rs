@@ -9,6 +9,7 @@
 //!   changes nothing. The same content is the same version (the engine compares content hashes).
 //! - Files written by [`App::deploy_source`] stay inside the configured folders.
 
+use crate::clock::ManualClock;
 use crate::config::{AppConfig, ClockKind, StoreKind};
 use crate::error::{AppError, ErrorKind};
 use crate::llm::ModelSlot;
@@ -119,9 +120,12 @@ impl AppBuilder {
             Some(store) => store,
             None => open_store(&config).await?,
         };
-        let clock: Arc<dyn Clock> = match config.clock {
-            ClockKind::Wall => Arc::new(WallClock),
-            ClockKind::Virtual => Arc::new(VirtualClock::starting_now()),
+        let manual_clock =
+            (config.clock == ClockKind::Manual).then(|| Arc::new(ManualClock::starting_now()));
+        let clock: Arc<dyn Clock> = match (config.clock, &manual_clock) {
+            (ClockKind::Manual, Some(manual)) => manual.clone(),
+            (ClockKind::Virtual, _) => Arc::new(VirtualClock::starting_now()),
+            _ => Arc::new(WallClock),
         };
         let rules = Arc::new(load_rules(&config, clock.clone())?);
         let decisions = match (self.decisions, &config.workflows) {
@@ -152,6 +156,18 @@ impl AppBuilder {
             .rules(Arc::new(SharedRuleHooks::new(rules.clone())))
             .decisions(decisions.clone())
             .text_generator(model.clone());
+        let orders_engine = Arc::new(Mutex::new(None));
+        if !self.handlers.contains_key(OPEN_ORDERS_HANDLER) {
+            let process = config
+                .intake
+                .process
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ORDER_PROCESS.to_string());
+            builder = builder.handler(
+                OPEN_ORDERS_HANDLER,
+                open_orders_handler(orders_engine.clone(), process),
+            );
+        }
         for (name, handler) in self.handlers {
             builder = builder.handler(name, handler);
         }
@@ -162,8 +178,11 @@ impl AppBuilder {
             builder = builder.effect_sink(sink);
         }
         let engine = builder.build().await?;
+        *orders_engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
         let app = App {
             engine,
+            manual_clock,
+            orders_engine,
             config,
             rules,
             catalog: Catalog::with_decisions(decisions),
@@ -174,7 +193,7 @@ impl AppBuilder {
             if let Some(folder) = app.config.workflows.clone() {
                 let report = app.deploy_folder(&folder).await;
                 if !report.rejected.is_empty() {
-                    app.engine.shutdown().await;
+                    app.shutdown().await;
                     return Err(AppError::diagnostics(
                         format!(
                             "{} of the workflows in {} do not check",
@@ -192,7 +211,7 @@ impl AppBuilder {
         }
         // Instances of earlier versions may need the model as much as new ones.
         if let Err(error) = app.load_model_if_needed().await {
-            app.engine.shutdown().await;
+            app.shutdown().await;
             return Err(error);
         }
         Ok(app)
@@ -202,6 +221,10 @@ impl AppBuilder {
 /// An application: the engine and the services on it.
 pub struct App {
     engine: Engine,
+    /// The clock when it is moved by hand (`clock = "manual"`).
+    manual_clock: Option<Arc<ManualClock>>,
+    /// The engine as the built-in `open_orders` handler sees it (emptied at shutdown).
+    orders_engine: Arc<Mutex<Option<Engine>>>,
     config: AppConfig,
     rules: Arc<RuleEngine>,
     /// The decisions processes are checked against (the engine compiles with the same).
@@ -329,7 +352,12 @@ impl App {
         defs: Option<Definitions>,
         parsed: Vec<Diagnostic>,
     ) -> Result<FileOutcome, AppError> {
-        let (defs, diagnostics) = self.checked(path, defs, parsed)?;
+        let (mut defs, diagnostics) = self.checked(path, defs, parsed)?;
+        if let Some(zone) = &self.config.time_zone {
+            for process in &mut defs.processes {
+                zone_timers(&mut process.nodes, zone);
+            }
+        }
         let mut deployed = Vec::new();
         for process in project::runnable_processes(&defs) {
             let deployment = self.engine.deploy(&defs, process).await?;
@@ -579,6 +607,16 @@ impl App {
             .into())
     }
 
+    /// Sets variables of a running instance (see [`Engine::set_variables`]); a `guard_variable`
+    /// rule that refuses them makes it a conflict with the rule's message.
+    pub async fn set_variables(
+        &self,
+        instance: &str,
+        variables: Map<String, Value>,
+    ) -> Result<InstanceView, AppError> {
+        Ok(self.engine.set_variables(instance, variables).await?.into())
+    }
+
     /// Delivers a message (see [`Engine::correlate_message`]).
     pub async fn correlate(
         &self,
@@ -710,6 +748,41 @@ impl App {
     /// Stops background work and waits for it (committed turns stay committed).
     pub async fn shutdown(&self) {
         self.engine.shutdown().await;
+        self.orders_engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// The engine's time, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.engine.clock().now_ms()
+    }
+
+    /// Moves a manual clock (`clock = "manual"`) to `to_ms`; the timers due by then fire.
+    /// Returns the time now. Moving it backwards is refused, as is moving another clock.
+    pub fn advance_clock(&self, to_ms: u64) -> Result<u64, AppError> {
+        let Some(clock) = &self.manual_clock else {
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the clock is `{}`; only a manual clock (clock = \"manual\", FLOWBOT_CLOCK=manual) is moved by hand",
+                    match self.config.clock {
+                        ClockKind::Wall => "wall",
+                        ClockKind::Virtual => "virtual",
+                        ClockKind::Manual => "manual",
+                    }
+                ),
+            ));
+        };
+        let now = clock.now_ms();
+        if to_ms < now {
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                format!("the clock never goes back: it is at {now} ms, asked for {to_ms} ms"),
+            ));
+        }
+        Ok(clock.advance_to(to_ms))
     }
 
     /// Loads the model when a deployed process has an LLM step and none is loaded yet.
@@ -744,6 +817,66 @@ impl App {
             )))
         }
     }
+}
+
+/// The handler name of the built-in list of open orders (rule 7's daily settlement asks it).
+pub const OPEN_ORDERS_HANDLER: &str = "open_orders";
+
+/// The process whose running instances are the open orders, unless `[intake] process` names
+/// another.
+pub const DEFAULT_ORDER_PROCESS: &str = "order_processing";
+
+/// The built-in `open_orders` handler: `{"open_orders": [{order_id, amount, currency,
+/// created_at, paid, payment_status}, ...]}` for every running instance of `process` (an
+/// application may register its own under the same name instead).
+fn open_orders_handler(engine: Arc<Mutex<Option<Engine>>>, process: String) -> Handler {
+    flowbot_engine::runtime::handler(move |_job| {
+        let engine = engine.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let process = process.clone();
+        async move {
+            let engine = engine.ok_or_else(|| {
+                flowbot_engine::runtime::HandlerError::new("the application is shutting down")
+            })?;
+            let filter = InstanceFilter {
+                status: None,
+                process_id: Some(process),
+                business_key: None,
+            };
+            let mut orders = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = engine
+                    .list_instances(&filter, cursor.as_deref(), 1000)
+                    .map_err(|e| flowbot_engine::runtime::HandlerError::new(e.to_string()))?;
+                for info in page.items.iter().filter(|i| i.ended_ms.is_none()) {
+                    let view = InstanceView::from(info);
+                    let field =
+                        |name: &str| info.variables.get(name).cloned().unwrap_or(Value::Null);
+                    let created_at = match field("created_at") {
+                        Value::Null => Value::String(view.started.clone()),
+                        value => value,
+                    };
+                    orders.push(serde_json::json!({
+                        "order_id": field("order_id"),
+                        "amount": field("amount"),
+                        "currency": field("currency"),
+                        "created_at": created_at,
+                        "paid": field("paid"),
+                        "payment_status": field("payment_status"),
+                        "instance": info.id,
+                    }));
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(Map::from_iter([(
+                "open_orders".to_string(),
+                Value::Array(orders),
+            )]))
+        }
+    })
 }
 
 /// Opens the configured store (off the async threads: sled reads its files).
@@ -826,6 +959,45 @@ fn file_rules_without_folder(defs: &Definitions) -> Vec<Diagnostic> {
         visit_nodes(&process.nodes, &mut visit);
     }
     found
+}
+
+/// Gives the cron timers and dates without a time zone the business time zone (`time_zone` of
+/// the configuration), so that "23:59 every day" is the business day's end; durations and ISO
+/// 8601 cycles count exact time and keep none.
+fn zone_timers(nodes: &mut [flowbot_engine::model::Node], zone: &str) {
+    use flowbot_engine::model::{EventTrigger, NodeKind, TimerKind};
+    fn zone_trigger(trigger: &mut EventTrigger, zone: &str) {
+        match trigger {
+            EventTrigger::Timer(timer) => {
+                let zoned = match timer.kind {
+                    TimerKind::Date => true,
+                    TimerKind::Cycle => !timer.expression.source.trim_start().starts_with('R'),
+                    TimerKind::Duration => false,
+                };
+                if zoned && timer.time_zone.is_none() {
+                    timer.time_zone = Some(zone.to_string());
+                }
+            }
+            EventTrigger::Multiple(triggers) | EventTrigger::ParallelMultiple(triggers) => {
+                for trigger in triggers {
+                    zone_trigger(trigger, zone);
+                }
+            }
+            _ => {}
+        }
+    }
+    for node in nodes {
+        match &mut node.kind {
+            NodeKind::StartEvent {
+                trigger: Some(trigger),
+                ..
+            }
+            | NodeKind::IntermediateCatchEvent { trigger, .. }
+            | NodeKind::BoundaryEvent { trigger, .. } => zone_trigger(trigger, zone),
+            NodeKind::SubProcess(sub) => zone_timers(&mut sub.body.nodes, zone),
+            _ => {}
+        }
+    }
 }
 
 fn visit_nodes(

@@ -28,7 +28,8 @@ pub struct AppConfig {
     pub rules: Option<PathBuf>,
     /// The store.
     pub store: StoreConfig,
-    /// `wall`, or `virtual` (timers jump ahead when nothing else runs: demos, tests).
+    /// `wall`, `virtual` (timers jump ahead when nothing else runs: tests) or `manual` (time
+    /// moves only when told: demos, end-to-end tests of a served day).
     pub clock: ClockKind,
     /// The business time zone of the rules' calendar functions (`today()`), an IANA name.
     pub time_zone: Option<String>,
@@ -42,6 +43,8 @@ pub struct AppConfig {
     pub http: HttpConfig,
     /// Secrets.
     pub auth: AuthConfig,
+    /// HTTP routes bound to actions (`[[routes]]`; see [`crate::bindings`]).
+    pub routes: Vec<crate::bindings::RouteConfig>,
 }
 
 impl Default for AppConfig {
@@ -58,6 +61,7 @@ impl Default for AppConfig {
             intake: IntakeConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub enum ClockKind {
     Wall,
     /// Time jumps to the next due timer when nothing else runs.
     Virtual,
+    /// Time stands still until it is moved (`POST /admin/v1/clock`): a day driven from outside.
+    Manual,
 }
 
 /// The language model.

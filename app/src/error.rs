@@ -172,6 +172,7 @@ impl From<ExecError> for AppError {
     fn from(error: ExecError) -> Self {
         let kind = match &error {
             ExecError::Rejected { .. }
+            | ExecError::VariablesRejected(_)
             | ExecError::StartRejected(_)
             | ExecError::NotActive(_)
             | ExecError::UnknownActivation(_)

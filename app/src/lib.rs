@@ -6,7 +6,11 @@
 //! - [`App`]: the engine built once (store, rules, model), with typed services: check, deploy,
 //!   reload, start, complete, correlate, signal, cancel, incidents, listings, history,
 //!   notifications.
+//! - [`intake`]: ERP exports cleaned, aligned and started as orders in rule 2's order
+//!   ([`App::intake`], [`App::start_batch`]).
 //! - [`view`]: the serde views every interface shows.
+//! - [`bindings`]: HTTP routes declared in configuration (`[[routes]]`), each bound to one
+//!   action (start, message, complete a task, set variables).
 //! - [`AppError`]: one error type, mapped to exit codes and HTTP statuses.
 //!
 //! Embedding in a few lines:
@@ -30,8 +34,11 @@
 //! ```
 
 mod app;
+pub mod bindings;
+pub mod clock;
 pub mod config;
 mod error;
+pub mod intake;
 pub mod llm;
 pub mod models;
 pub mod project;

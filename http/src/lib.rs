@@ -3,6 +3,8 @@
 //! dashboard, over the application layer ([`flowbot_app::App`]).
 //!
 //! - [`router`]: every route with its middleware (body limit, request metrics, admin token).
+//! - [`bindings`]: the routes declared in configuration (`[[routes]]`), served under the
+//!   router's own.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the same route declarations as the
 //!   router, so the two cannot drift apart.
 //! - [`serve`]: runs the router on a listener until a shutdown signal, then drains in-flight
@@ -14,9 +16,12 @@
 
 pub mod admin;
 pub mod api;
+pub mod bindings;
+pub mod clock;
 pub mod dashboard;
 pub mod extract;
 pub mod graph_svg;
+pub mod intake;
 mod lock;
 pub mod metrics;
 pub mod problem;
@@ -97,10 +102,12 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
 /// folder watcher, and shuts the application down.
 ///
 /// The workflows and rules folders are watched when a workflows folder is configured.
+/// `bindings` are the declared routes ([`bindings::load`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     admin_token: AdminToken,
+    bindings: flowbot_app::bindings::Bindings,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop, shutdown) = watch::channel(false);
@@ -110,6 +117,7 @@ pub async fn serve(
         admin_token,
         metrics: metrics.clone(),
         max_body_bytes: app.config().http.max_body_bytes,
+        bindings,
         shutdown: shutdown.clone(),
     });
     let counting = tokio::spawn(metrics::count_engine_events(

@@ -7,10 +7,12 @@
 //! - Admin routes sit behind [`admin::require_admin`]; nothing else does.
 //! - Bodies over `http.max_body_bytes` are refused with 413 before a handler sees them; unknown
 //!   paths and methods answer with a problem document too.
+//! - Routes declared in configuration ([`bindings`]) are asked only when no built-in route
+//!   matched the path.
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, dashboard, ws};
+use crate::{admin, api, bindings, clock, dashboard, intake, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -65,6 +67,7 @@ fn public_routes() -> OpenApiRouter<Arc<ServerState>> {
         .routes(routes!(api::retry_incident))
         .routes(routes!(api::resolve_incident))
         .routes(routes!(api::list_notifications))
+        .routes(routes!(intake::intake))
         .routes(routes!(ws::notifications))
 }
 
@@ -73,6 +76,7 @@ fn admin_routes() -> OpenApiRouter<Arc<ServerState>> {
     OpenApiRouter::new()
         .routes(routes!(admin::deploy, admin::deployments))
         .routes(routes!(admin::reload))
+        .routes(routes!(clock::get_clock, clock::move_clock))
 }
 
 /// The OpenAPI 3.1 document of the service.
@@ -106,7 +110,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(admin)
         .route("/openapi.json", get(openapi_json))
         .merge(dashboard::routes())
-        .fallback(no_route)
+        .fallback(bindings::dispatch)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -122,16 +126,6 @@ async fn openapi_json() -> Response {
         text.clone(),
     )
         .into_response()
-}
-
-/// Any path no route serves.
-async fn no_route(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "Not found",
-        format!("no route {} {}", request.method(), request.uri().path()),
-    )
 }
 
 /// A path served, but not with this method.
@@ -187,6 +181,7 @@ mod tests {
             admin_token: AdminToken::new("token"),
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: 1024,
+            bindings: Default::default(),
             shutdown,
         })
     }
@@ -231,7 +226,7 @@ mod tests {
                 operations += usize::from(documented);
             }
         }
-        assert_eq!(operations, 23, "operations in the document");
+        assert_eq!(operations, 26, "operations in the document");
         let served = router
             .oneshot(
                 axum::http::Request::get("/openapi.json")

@@ -1,8 +1,9 @@
-//! What every handler shares: the application, the admin token, the metrics, the body limit
-//! and the shutdown signal (long-lived connections such as the WebSocket feed end on it).
+//! What every handler shares: the application, the admin token, the metrics, the body limit,
+//! the declared routes and the shutdown signal (long-lived connections such as the WebSocket feed end on it).
 
 use crate::metrics::Metrics;
 use crate::token::AdminToken;
+use flowbot_app::bindings::Bindings;
 use flowbot_app::App;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -18,6 +19,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The routes declared in configuration (`[[routes]]`).
+    pub bindings: Bindings,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -97,10 +97,34 @@ impl Output {
     }
 }
 
-/// Runs `flowbot ARGS` in the repository root; kills it after `limit`.
+/// A tiny random-weight llama model (GGUF, seed 7) written once per test process into the
+/// target folder: what the `llm` steps of the shipped processes run on in these tests, fast and
+/// without a download. Tests of the real model name theirs with `--model`.
+pub fn tiny_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let folder = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"))
+            .join("flowbot-e2e");
+        std::fs::create_dir_all(&folder).expect("the tiny model's folder can be created");
+        let path = folder.join("tiny-model-7.gguf");
+        // Written beside and renamed into place, so test processes running side by side never
+        // read half a file; the same seed always writes the same bytes.
+        let partial = folder.join(format!("tiny-model-7.gguf.{}", std::process::id()));
+        flowbot_model_runtime::tiny_model::write_tiny_llama(&partial, 7)
+            .expect("the tiny model can be written");
+        std::fs::rename(&partial, &path).expect("the tiny model can be put in place");
+        path
+    })
+}
+
+/// Runs `flowbot ARGS` in the repository root; kills it after `limit`. `$FLOWBOT_MODEL` is the
+/// [`tiny_model`].
 pub fn flowbot_with_limit(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(flowbot_bin())
         .args(args)
+        .env("FLOWBOT_MODEL", tiny_model())
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -38,8 +38,8 @@ impl Answer {
 }
 
 impl Server {
-    /// Starts `flowbot serve --addr 127.0.0.1:0 --data DATA` with `extra` arguments and waits
-    /// until it listens (panics with its log when it exits first or takes over 60 s).
+    /// Starts `flowbot serve --addr 127.0.0.1:0 --data DATA` with `extra` arguments (and
+    /// `$FLOWBOT_MODEL` the [`crate::tiny_model`]) and waits until it listens (panics with its log when it exits first or takes over 60 s).
     pub fn start(data: &Path, extra: &[&str]) -> Server {
         Self::try_start(data, extra).unwrap_or_else(|log| panic!("serve did not start:\n{log}"))
     }
@@ -53,6 +53,7 @@ impl Server {
             .args(extra)
             .env_remove("FLOWBOT_ADMIN_TOKEN")
             .env_remove("FLOWBOT_CONFIG")
+            .env("FLOWBOT_MODEL", crate::tiny_model())
             .env("RUST_LOG", "info")
             .current_dir(data.parent().unwrap_or(data))
             .stdin(Stdio::null())

@@ -284,12 +284,19 @@ impl<'a> Machine<'a> {
         Ok(self.finish())
     }
 
-    /// Variables set from outside: written in the process scope (as if by its first node, for
-    /// the hooks), then conditional events are evaluated.
+    /// Variables set from outside: refused as a whole when a `guard_variable` rule refuses them,
+    /// else written in the process scope (as if by its first node, for the hooks), then
+    /// conditional events are evaluated.
     pub(super) fn update_variables(
         mut self,
         updates: Map<String, Value>,
     ) -> Result<Step, ExecError> {
+        let guard = {
+            let variables = self.visible(0);
+            let ctx = self.context_of(None, None, &variables);
+            self.hooks.guard_variables(&ctx, &updates)
+        };
+        guard.map_err(ExecError::VariablesRejected)?;
         self.inst.status = InstanceStatus::Running;
         let _ = self
             .write_variables_from(0, None, None, updates, true)

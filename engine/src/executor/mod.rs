@@ -505,6 +505,9 @@ pub enum ExecError {
     /// The instance data does not hold together (a damaged or hand-edited checkpoint).
     #[error("instance data is inconsistent: {0}")]
     Inconsistent(String),
+    /// A `guard_variable` rule refused variables set from outside.
+    #[error("variable change refused: {0}")]
+    VariablesRejected(String),
     /// A guard refused the completion.
     #[error("completion of `{node}` refused: {reason}")]
     Rejected {
@@ -686,8 +689,9 @@ impl Instance {
         machine::Machine::new(process, hooks, self).fail_job(activation, message)
     }
 
-    /// Sets variables from outside (an API call, not a task): they are written to the process
-    /// scope through the guards, `on_variables_changed` runs, and conditional events whose
+    /// Sets variables from outside (an API call, not a task): a guard that refuses them refuses
+    /// the call ([`ExecError::VariablesRejected`], nothing changes); else they are written to the
+    /// process scope, `on_variables_changed` runs, and conditional events whose
     /// condition became true fire, with every token they move, in the returned step.
     pub fn update_variables(
         &mut self,

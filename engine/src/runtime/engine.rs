@@ -215,6 +215,31 @@ impl Engine {
             .await
     }
 
+    /// Sets variables of a running instance from outside (not through a task): the
+    /// `guard_variable` rules may refuse them (then nothing changes), the change policies run and
+    /// conditional events whose condition became true fire, all in one turn.
+    pub async fn set_variables(
+        &self,
+        instance: &str,
+        updates: Map<String, Value>,
+    ) -> Result<InstanceInfo, EngineError> {
+        let live = self.inner.live_instance(instance)?;
+        let _busy = self.inner.busy();
+        let (ack, effects, info) = {
+            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let mut turn = Turn::new(instance);
+            self.inner
+                .step_live(&mut guard, &mut turn, |instance, process, hooks| {
+                    instance.update_variables(process, updates, hooks)
+                })?;
+            let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
+            (ack, effects, InstanceInfo::of(&guard.stored))
+        };
+        ack.durable().await?;
+        self.inner.apply_effects(instance, effects);
+        Ok(info)
+    }
+
     /// Delivers a message to the instance waiting for `name` with `correlation_key`; when none
     /// waits, keeps it for the configured time and delivers it to the first instance that does.
     pub async fn correlate_message(

@@ -177,6 +177,53 @@ fn collecting_sink() -> (EffectSink, Received) {
 }
 
 #[tokio::test]
+async fn variables_set_from_outside_pass_the_guards_or_change_nothing() {
+    let rules = rule_engine(None);
+    let engine = with_rules(Engine::builder(), &rules)
+        .fallback_handler(handler(|_ctx: JobContext| async move { Ok(Map::new()) }))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&workflow("order_processing.yaml"), None)
+        .await
+        .unwrap();
+    let order = json!({"order_id": "SO-3", "customer": "ACME", "amount": 20, "currency": "EUR"});
+    let started = engine
+        .start("order_processing", order.as_object().cloned().unwrap())
+        .await
+        .unwrap();
+    let before = engine.wait_settled(&started.id).await.unwrap();
+    // Rule 1: shipment information before the order awaits shipment is refused as a whole.
+    let shipment = json!({"shipment": "DHL, 2 kg", "note": "x"});
+    let refused = engine
+        .set_variables(&started.id, shipment.as_object().cloned().unwrap())
+        .await;
+    assert!(
+        matches!(&refused, Err(EngineError::Exec(ExecError::VariablesRejected(reason)))
+            if reason.contains("shipment information can only be filled in while the order is awaiting shipment")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        engine.instance(&started.id).unwrap().variables,
+        before.variables
+    );
+    // Other variables go in, and their change policies run (rule 3 on `status`).
+    let status = json!({"status": "on_hold"});
+    let changed = engine
+        .set_variables(&started.id, status.as_object().cloned().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(changed.variables["status"], "on_hold");
+    let told = engine.history(&started.id).unwrap().into_iter().any(|record| {
+        matches!(record.entry, HistoryEntry::RuleEffect { effect: RuleEffect::Notify { ref message, .. } }
+            if message == "Your order SO-3 is now on hold.")
+    });
+    assert!(told, "rule 3 told the customer");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_commit() {
     let rules = rule_engine(None);
     let store = Arc::new(RecordingStore::default());
@@ -197,7 +244,19 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
         .start("order_processing", order.as_object().cloned().unwrap())
         .await
         .unwrap();
-    // Every job runs in a turn of its own; the order then waits for its shipment.
+    // Every job runs in a turn of its own; without a text generator the confirmation step
+    // waits for its text, which is given here; the order then waits for its shipment.
+    let writing = engine.wait_settled(&started.id).await.unwrap();
+    assert_eq!(writing.waiting_on[0].node, "notify_customer", "{writing:?}");
+    let confirmation = json!({"confirmation": "Thank you for order SO-9."});
+    engine
+        .complete_task(
+            &started.id,
+            writing.waiting_on[0].activation,
+            confirmation.as_object().cloned().unwrap(),
+        )
+        .await
+        .unwrap();
     let waiting = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(waiting.waiting_on[0].node, "ship_order", "{waiting:?}");
     engine
@@ -357,14 +416,26 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
     // The virtual clock jumps to 23:59 when the engine is idle; that tick starts the day's
     // instance. Wait for the first settlement.
     let mut rounds = 0;
-    while seen.lock().unwrap().len() < 2 {
+    let settlements = |seen: &[(String, RuleEffect)]| -> Vec<(String, RuleEffect)> {
+        seen.iter()
+            .filter(|(_, effect)| matches!(effect, RuleEffect::Emit { .. }))
+            .cloned()
+            .collect()
+    };
+    while settlements(&seen.lock().unwrap()).len() < 2 {
         rounds += 1;
         assert!(rounds < 10_000, "no settlement arrived");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     engine.shutdown().await;
-    let first_day: Vec<(String, RuleEffect)> =
-        seen.lock().unwrap().iter().take(2).cloned().collect();
+    let first_day: Vec<(String, RuleEffect)> = settlements(&seen.lock().unwrap())
+        .into_iter()
+        .take(2)
+        .collect();
+    // Finance is told of each settlement.
+    assert!(seen.lock().unwrap().iter().any(|(_, effect)| matches!(effect,
+        RuleEffect::Notify { receiver, message, .. }
+            if receiver == "finance" && message == "Order UNPAID is unpaid at the end of 2026-11-29 and was settled: 20.50.")));
     let settle = |order: &str, amount: &str| RuleEffect::Emit {
         event: "settle_order".into(),
         payload: json!({"order_id": order, "amount": amount, "settled_on": "2026-11-29"}),

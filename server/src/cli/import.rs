@@ -8,18 +8,16 @@
 //! named by `--sort-rule` or the configuration (`[intake] sort_rule`; the order case's
 //! `flowbot.toml` names `import_order.rhai`, rule 2: orders by creation, update or payment time,
 //! chosen with `--sort-by`, which the rule reads as `import_sort_by`). Without one, items start
-//! in the order they came. The folder's rules run at every step of every instance.
+//! in the order they came. The folder's rules run at every step of every instance. The batch is
+//! started by the application's `App::start_batch`, as `POST /api/v1/intake` starts its orders.
 
 use super::service;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use flowbot_app::config::{DurabilityKind, StoreChoice};
 use flowbot_app::view::InstanceView;
-use flowbot_app::{
-    App, AppError, AutoComplete, ConfigOverrides, ErrorKind, InstanceStatus, StartRequest,
-};
-use flowbot_engine::model::RuleSource;
-use serde_json::{json, Map, Value};
+use flowbot_app::{App, AppError, AutoComplete, ConfigOverrides, InstanceStatus};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -168,19 +166,6 @@ async fn run_batch(
     sort_rule: Option<String>,
     items: Vec<Value>,
 ) -> Result<Vec<InstanceView>, AppError> {
-    let sorted = match sort_rule {
-        Some(rule) => {
-            let params = Map::from_iter([(
-                "import_sort_by".to_string(),
-                Value::from(args.sort_by.as_str()),
-            )]);
-            app.rules()
-                .snapshot()
-                .sort_by_rule(&RuleSource::File(rule), items, &params)
-                .map_err(|e| AppError::new(ErrorKind::Invalid, e.to_string()))?
-        }
-        None => items,
-    };
     let outcome = app.deploy_file(&args.workflow).await?;
     let process = match &args.process {
         Some(process) => process.clone(),
@@ -190,26 +175,14 @@ async fn run_batch(
             .map(|p| p.process.clone())
             .ok_or_else(|| AppError::invalid_input("the workflow has no process to run"))?,
     };
-    let mut started = Vec::with_capacity(sorted.len());
-    for item in sorted {
-        let view = app
-            .start(StartRequest {
-                process_id: process.clone(),
-                variables: item.as_object().cloned().unwrap_or_default(),
-                business_key: item
-                    .get("order_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            })
-            .await?;
-        started.push(app.settle(&view.id).await?);
-    }
-    Ok(started)
+    app.start_batch(&process, items, sort_rule.as_deref(), args.sort_by.as_str())
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowbot_app::ErrorKind;
     use std::path::Path;
 
     fn repo(path: &str) -> PathBuf {

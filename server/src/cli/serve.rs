@@ -120,11 +120,18 @@ async fn serve(overrides: &ConfigOverrides, complete_jobs: bool) -> Result<(), S
         builder = builder.fallback_handler(handler(|_| async { Ok(Map::new()) }));
     }
     let app = Arc::new(builder.open().await?);
+    let bindings = match flowbot_http::bindings::load(&app) {
+        Ok(bindings) => bindings,
+        Err(error) => {
+            app.shutdown().await;
+            return Err(error.into());
+        }
+    };
     let listener = flowbot_http::bind(&addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening");
     eprintln!("listening on http://{local}");
-    flowbot_http::serve(app, listener, token, shutdown_signal()).await
+    flowbot_http::serve(app, listener, token, bindings, shutdown_signal()).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.
