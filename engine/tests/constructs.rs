@@ -572,3 +572,72 @@ nodes:
         );
     }
 }
+
+#[test]
+fn input_and_output_mappings_give_activities_local_variables() {
+    both("io_mapping", |file| {
+        let mut run = Run::start(file, json!({"order": {"weight_kg": 12, "country": "DE"}}));
+        run.assert_waiting_at(&["quote"]);
+        let wait_scope = run.instance.waits()[0].scope;
+        let local = run
+            .instance
+            .scopes()
+            .iter()
+            .find(|s| s.id == wait_scope)
+            .expect("the task's scope");
+        assert_eq!(local.variables.get("weight"), Some(&json!(12)));
+        assert_eq!(local.variables.get("destination"), Some(&json!("DE")));
+        run.complete("quote", json!({"price": 100, "carrier": "DHL"}));
+        run.assert_path(&["start", "quote", "label", "done"])
+            .assert_status(Status::Completed);
+        let variables = run.instance.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        names.sort();
+        assert_eq!(names, ["freight", "order", "text"], "{file}");
+        assert_eq!(run.variable("freight"), json!(110));
+        assert_eq!(run.variable("text"), json!("label 12"));
+    });
+}
+
+#[test]
+fn spiff_pre_and_post_scripts_run_around_their_task() {
+    let text = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d" targetNamespace="t">
+  <bpmn:process id="p" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:manualTask id="m">
+      <bpmn:extensionElements>
+        <spiffworkflow:preScript>let doubled = amount * 2;</spiffworkflow:preScript>
+        <spiffworkflow:postScript>total = doubled + extra;</spiffworkflow:postScript>
+      </bpmn:extensionElements>
+    </bpmn:manualTask>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="m" />
+    <bpmn:sequenceFlow id="f2" sourceRef="m" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let (defs, diagnostics) =
+        flowbot_engine::bpmn::parse_bpmn(Path::new("spiff.bpmn"), text.as_bytes());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let (process, diagnostics) = compile(
+        &defs.expect("parses"),
+        None,
+        &Arc::new(ScriptRuntime::default()),
+    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let process = process.expect("compiles");
+    let (mut instance, _) = Instance::start(
+        &process,
+        "i",
+        object(json!({"amount": 4, "total": 0})),
+        &NoHooks,
+    )
+    .expect("starts");
+    let wait = instance.waits()[0].activation;
+    instance
+        .complete(&process, wait, object(json!({"extra": 1})), &NoHooks)
+        .expect("completes");
+    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.variables().get("total"), Some(&json!(9)));
+    assert_eq!(instance.variables().get("doubled"), Some(&json!(8)));
+}

@@ -5,7 +5,8 @@ use super::builder::Context;
 use super::namespaces::Ns;
 use super::xml_tree::ElementId;
 use crate::model::{
-    AttachPoint, LlmMode, LlmTask, MultiInstance, RetryPolicy, RuleAttachment, RuleSource,
+    AttachPoint, Expr, IoMapping, LlmMode, LlmTask, Mapping, MultiInstance, RetryPolicy,
+    RuleAttachment, RuleSource, Script,
 };
 use crate::script::strip_expression_wrappers;
 use std::path::{Component, Path};
@@ -77,6 +78,126 @@ impl Context<'_, '_> {
                     .or_else(|| flowbot_attr("outputElement"))
                     .or_else(|| data_item_name("outputDataItem")),
             ),
+        }
+    }
+
+    /// Input and output mappings of an activity: `camunda:inputOutput` (parameters given as
+    /// `${expression}`, constant text, `camunda:script`, `camunda:list` or `camunda:map`),
+    /// `zeebe:ioMapping` (`source` → `target`), Spiff `preScript`/`postScript`.
+    pub(super) fn io_mapping(&mut self, element: ElementId) -> IoMapping {
+        let tree = self.tree;
+        let mut io = IoMapping::default();
+        for block in tree.extensions(element, Ns::Camunda, "inputOutput") {
+            for parameter in tree.children(block) {
+                let inputs = if tree.is(parameter, Ns::Camunda, "inputParameter") {
+                    true
+                } else if tree.is(parameter, Ns::Camunda, "outputParameter") {
+                    false
+                } else {
+                    continue;
+                };
+                let Some(target) = self.attr_string(parameter, "name") else {
+                    self.error(parameter, "Camunda parameter without a `name`");
+                    continue;
+                };
+                let Some(source) = self.camunda_parameter(parameter) else {
+                    continue;
+                };
+                let mapping = Mapping { target, source };
+                if inputs {
+                    io.inputs.push(mapping);
+                } else {
+                    io.outputs.push(mapping);
+                }
+            }
+        }
+        for block in tree.extensions(element, Ns::Zeebe, "ioMapping") {
+            for mapping in tree.children(block) {
+                let inputs = if tree.is(mapping, Ns::Zeebe, "input") {
+                    true
+                } else if tree.is(mapping, Ns::Zeebe, "output") {
+                    false
+                } else {
+                    continue;
+                };
+                let (Some(source), Some(target)) = (
+                    tree.attr(mapping, "source"),
+                    self.attr_string(mapping, "target"),
+                ) else {
+                    self.error(mapping, "Zeebe mapping without `source` and `target`");
+                    continue;
+                };
+                let Some(source) = self.attr_expr(mapping, Some(source)) else {
+                    continue;
+                };
+                let mapping = Mapping { target, source };
+                if inputs {
+                    io.inputs.push(mapping);
+                } else {
+                    io.outputs.push(mapping);
+                }
+            }
+        }
+        let spiff_script = |name| {
+            tree.extensions(element, Ns::Spiff, name)
+                .find_map(|s| tree.text(s))
+                .map(|(source, span)| Script {
+                    language: None,
+                    source: source.to_owned(),
+                    span,
+                })
+        };
+        io.pre_script = spiff_script("preScript");
+        io.post_script = spiff_script("postScript");
+        io
+    }
+
+    /// The value of a Camunda input or output parameter as an expression: `${...}` text is an
+    /// expression, other text a constant, `camunda:script` a script expression, `camunda:list`
+    /// and `camunda:map` literals of their (constant or `${...}`) entries; no value is `()`.
+    fn camunda_parameter(&mut self, parameter: ElementId) -> Option<Expr> {
+        let tree = self.tree;
+        let span = self.span(parameter);
+        let expr = |source: String| Expr {
+            language: None,
+            source,
+            span,
+        };
+        if let Some(script) = tree.child(parameter, Ns::Camunda, "script") {
+            let (source, script_span) = tree.text(script)?;
+            return Some(Expr {
+                language: self.attr_string(script, "scriptFormat"),
+                source: source.to_owned(),
+                span: script_span,
+            });
+        }
+        if let Some(list) = tree.child(parameter, Ns::Camunda, "list") {
+            let items: Vec<String> = tree
+                .children(list)
+                .filter(|&v| tree.is(v, Ns::Camunda, "value"))
+                .map(|v| value_literal(tree.text(v).map(|(t, _)| t)))
+                .collect();
+            return Some(expr(format!("[{}]", items.join(", "))));
+        }
+        if let Some(map) = tree.child(parameter, Ns::Camunda, "map") {
+            let entries: Vec<String> = tree
+                .children(map)
+                .filter(|&e| tree.is(e, Ns::Camunda, "entry"))
+                .map(|e| {
+                    let key = tree.attr(e, "key").unwrap_or_default();
+                    format!(
+                        "{}: {}",
+                        serde_json::to_string(key).unwrap_or_default(),
+                        value_literal(tree.text(e).map(|(t, _)| t))
+                    )
+                })
+                .collect();
+            return Some(expr(format!("#{{{}}}", entries.join(", "))));
+        }
+        match tree.text(parameter) {
+            None => Some(expr("()".into())),
+            Some((text, _)) if is_wrapped_expression(text) => self.text_expr(parameter),
+            Some((text, _)) => Some(expr(value_literal(Some(text)))),
         }
     }
 
@@ -321,6 +442,24 @@ fn option_value(text: &str) -> serde_json::Value {
     match serde_json::from_str::<serde_json::Value>(text.trim()) {
         Ok(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => value,
         _ => serde_json::Value::String(text.to_owned()),
+    }
+}
+
+/// Whether a Camunda value is an expression (`${...}` or `#{...}`) rather than constant text.
+fn is_wrapped_expression(text: &str) -> bool {
+    let text = text.trim();
+    (text.starts_with("${") || text.starts_with("#{")) && text.ends_with('}')
+}
+
+/// A Camunda list or map value (or constant parameter) as a Rhai literal: an expression's
+/// inside, or the text as a string.
+fn value_literal(text: Option<&str>) -> String {
+    match text {
+        None => "()".into(),
+        Some(text) if is_wrapped_expression(text) => {
+            format!("({})", strip_expression_wrappers(text))
+        }
+        Some(text) => serde_json::to_string(text).unwrap_or_else(|_| "()".into()),
     }
 }
 

@@ -78,6 +78,9 @@ pub struct ScopeState {
     /// For one run of a multi-instance task: which activity and which item.
     #[serde(default)]
     pub run: Option<RunOf>,
+    /// The local variables of an activity with input/output mappings (`subprocess` names it).
+    #[serde(default)]
+    pub io: bool,
 }
 
 /// Identifies one run of a multi-instance task.
@@ -552,6 +555,7 @@ impl Instance {
                 activation: None,
                 variables,
                 run: None,
+                io: false,
             }],
             waits: Vec::new(),
             joins: Vec::new(),

@@ -3,7 +3,7 @@
 
 use super::{
     Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
-    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, LoopSpec,
+    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, IoSpec, LoopSpec,
     MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
@@ -538,6 +538,34 @@ impl Builder<'_> {
         })
     }
 
+    /// Compiles input/output mappings and pre/post scripts.
+    fn io_spec(&mut self, node: &Node, io: &crate::model::IoMapping) -> Box<IoSpec> {
+        let compile_mappings = |builder: &mut Self, list: &[crate::model::Mapping], what: &str| {
+            list.iter()
+                .filter_map(|m| {
+                    let what = format!("{what} `{}` of", m.target);
+                    let code = builder.compile_expr(&m.source, &what, &node.id)?;
+                    Some((m.target.clone(), code))
+                })
+                .collect::<Vec<_>>()
+        };
+        let inputs = compile_mappings(self, &io.inputs, "input");
+        let outputs = compile_mappings(self, &io.outputs, "output");
+        let script = |builder: &mut Self, script: &Option<Script>| {
+            script.as_ref().and_then(|s| {
+                builder.compile_code(s.language.as_deref(), &s.source, s.span, "script", &node.id)
+            })
+        };
+        let pre_script = script(self, &io.pre_script);
+        let post_script = script(self, &io.post_script);
+        Box::new(IoSpec {
+            inputs,
+            outputs,
+            pre_script,
+            post_script,
+        })
+    }
+
     /// Compiles a task's multi-instance settings.
     fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
         Box::new(MultiSpec {
@@ -620,6 +648,17 @@ impl Builder<'_> {
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
         }
+        let io = match io_of(&node.kind) {
+            Some(io) if !io.is_empty() && multi.is_some() => {
+                behavior = self.unsupported(
+                    node,
+                    &format!("input/output mappings on multi-instance {element}"),
+                );
+                None
+            }
+            Some(io) if !io.is_empty() => Some(self.io_spec(node, io)),
+            _ => None,
+        };
         let standard_loop =
             standard_loop_of(&node.kind).map(|spec| self.loop_spec(node, spec, multi.is_some()));
         let activation = match (&node.kind, &node.activation_condition) {
@@ -657,6 +696,7 @@ impl Builder<'_> {
             activation,
             compensation: None,
             compensation_handler: false,
+            io,
         });
         self.node_ids.insert(node.id.clone(), index);
         if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
@@ -1152,6 +1192,16 @@ fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
         _ => false,
     };
     multi.then_some("multi-instance")
+}
+
+/// The input/output mappings of an activity.
+fn io_of(kind: &NodeKind) -> Option<&crate::model::IoMapping> {
+    match kind {
+        NodeKind::Task(a) => Some(&a.io),
+        NodeKind::SubProcess(a) => Some(&a.io),
+        NodeKind::CallActivity(a) => Some(&a.io),
+        _ => None,
+    }
 }
 
 /// The standard loop of an activity, when it has one.

@@ -152,6 +152,23 @@ pub struct FlowNode {
     /// Whether this activity is a compensation handler: it runs only to compensate, and its
     /// completion returns to the compensation that started it.
     pub compensation_handler: bool,
+    /// Input/output mappings of an activity.
+    pub io: Option<Box<IoSpec>>,
+}
+
+/// Compiled input/output mappings: inputs become local variables of the activity when it starts,
+/// outputs are set in the enclosing scope when it completes.
+#[derive(Debug, Clone)]
+pub struct IoSpec {
+    /// Local variable ← expression over the enclosing scope.
+    pub inputs: Vec<(String, CompiledCode)>,
+    /// Variable of the enclosing scope ← expression over the activity's variables; without any,
+    /// the variables a task created (inputs aside) are kept.
+    pub outputs: Vec<(String, CompiledCode)>,
+    /// Runs in the activity's scope before it starts.
+    pub pre_script: Option<CompiledCode>,
+    /// Runs in the activity's scope when it completes, before the outputs.
+    pub post_script: Option<CompiledCode>,
 }
 
 /// A standard loop: the activity runs again while `condition` holds (`loopCounter` is the number

@@ -1486,6 +1486,12 @@ impl<'a> Reader<'a> {
         let standard_loop = body
             .get("loop")
             .and_then(|v| self.standard_loop(v, &path.key("loop")));
+        let io = IoMapping {
+            inputs: self.mappings(body, path, "inputs"),
+            outputs: self.mappings(body, path, "outputs"),
+            pre_script: None,
+            post_script: None,
+        };
         let apply = |retry_slot: &mut Option<RetryPolicy>,
                      mi: &mut Option<MultiInstance>,
                      lp: &mut Option<StandardLoop>| {
@@ -1494,15 +1500,51 @@ impl<'a> Reader<'a> {
             *lp = standard_loop.clone();
         };
         match kind {
-            NodeKind::Task(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
+            NodeKind::Task(a) => {
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
+            }
             NodeKind::SubProcess(a) => {
-                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
             }
             NodeKind::CallActivity(a) => {
-                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
             }
             _ => {}
         }
+    }
+
+    /// `inputs:` or `outputs:` of an activity: variable name → expression.
+    fn mappings(
+        &mut self,
+        body: &Mapping,
+        path: &YamlPath,
+        key: &str,
+    ) -> Vec<crate::model::Mapping> {
+        let Some(value) = body.get(key) else {
+            return Vec::new();
+        };
+        let map_path = path.key(key);
+        let Some(entries) = self.mapping(value, &map_path, &format!("`{key}`")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, source) in entries {
+            let Some(name_text) = name.as_str() else {
+                self.error(&map_path, format!("variable names in `{key}` must be text"));
+                continue;
+            };
+            let entry_path = map_path.key(name_text);
+            let Some(target) = self.id_text(name, &entry_path, "a variable name") else {
+                continue;
+            };
+            if let Some(source) = self.expr(source, &entry_path, &format!("`{key}.{target}`")) {
+                out.push(crate::model::Mapping { target, source });
+            }
+        }
+        out
     }
 
     /// `loop: true` (run until `max`), or `loop: { while: cond, test_before: bool, max: n }`.

@@ -556,6 +556,20 @@ fn node() -> Value {
             ]
         }),
     );
+    for (key, what) in [
+        ("inputs", "Local variables of the activity: name → expression over the enclosing scope, evaluated when it starts."),
+        ("outputs", "Variables set when the activity completes: name → expression over its variables (without any, the variables it created are kept)."),
+    ] {
+        properties.insert(
+            key.into(),
+            json!({
+                "type": "object",
+                "description": what,
+                "propertyNames": { "$ref": "#/$defs/id" },
+                "additionalProperties": { "$ref": "#/$defs/expression" }
+            }),
+        );
+    }
     properties.insert(
         "activation".into(),
         json!({ "$ref": "#/$defs/expression", "description": "Complex gateway: the activation condition of its join (`activationCount` is the number of tokens arrived)." }),
@@ -574,7 +588,7 @@ fn node() -> Value {
         json!({ "oneOf": exactly_one_kind }),
         json!({
             "if": { "anyOf": not_activities },
-            "then": { "properties": { "retry": false, "for_each": false, "loop": false } }
+            "then": { "properties": { "retry": false, "for_each": false, "loop": false, "inputs": false, "outputs": false } }
         }),
         json!({ "if": { "required": ["end"] }, "then": { "properties": { "next": false } } }),
         json!({ "if": { "not": { "required": ["complex"] } }, "then": { "properties": { "activation": false } } }),

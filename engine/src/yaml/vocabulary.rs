@@ -36,7 +36,7 @@ pub const NODE_KIND_KEYS: &[&str] = &[
 pub const NODE_COMMON_KEYS: &[&str] = &["name", "next", "rules"];
 
 /// Keys only activities (tasks, subprocesses, call activities) may have.
-pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop"];
+pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop", "inputs", "outputs"];
 
 /// Node kind keys that are activities.
 pub const ACTIVITY_KINDS: &[&str] = &[
