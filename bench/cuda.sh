@@ -28,7 +28,7 @@ PROMPT="Confirm order SO-1042: 12 pallets of A4 paper for Acme GmbH, delivery to
 
 case "${1:-run}" in
 pack)
-    model="${2:-${FLOWBOT_MODEL:-.data/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
+    model="${2:-${FLOWBOT_MODEL:-${FLOWBOT_DATA_DIR:-$HOME/.cache/flowbot}/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
     binary="${FLOWBOT_BIN:-${CARGO_TARGET_DIR:-target}/cuda/release/flowbot}"
     [[ -x "$binary" ]] || { echo "no cuda binary at $binary: run scripts/check-cuda.sh" >&2; exit 1; }
     [[ -f "$model" ]] || { echo "no model at $model" >&2; exit 1; }

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL="${1:-${FLOWBOT_MODEL:-.data/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
+MODEL="${1:-${FLOWBOT_MODEL:-${FLOWBOT_DATA_DIR:-$HOME/.cache/flowbot}/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
 RUNS="${RUNS:-3}"
 THREADS="${THREADS:-1 2}"
 LLAMA_PY="${LLAMA_PY:-/tmp/peers/llama/bin/python}"

@@ -8,7 +8,7 @@
 # driver's libcuda.so.1 and the CUDA 13 libraries libcudart.so.13, libcublas.so.13 (with its
 # libcublasLt.so.13) and libcurand.so.10; bench/cuda.sh finds them on a GPU machine.
 #
-# When a model is at hand ($FLOWBOT_MODEL, else the default model in .data/models), the binary is
+# When a model is at hand ($FLOWBOT_MODEL, else the default model in the model cache), the binary is
 # also run against the link stub of libcuda: `--device cuda` must fail with a clear error, and the
 # candle backend must still generate on the CPU.
 set -euo pipefail
@@ -30,7 +30,7 @@ for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcurand.so.10; do
 done
 echo "links: $(grep -o '\[lib[^]]*\]' <<<"$needed" | tr -d '[]' | tr '\n' ' ')"
 
-model="${FLOWBOT_MODEL:-.data/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+model="${FLOWBOT_MODEL:-${FLOWBOT_DATA_DIR:-$HOME/.cache/flowbot}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 if [[ ! -f "$model" ]]; then
     echo "no model at $model: run-time checks skipped"
     exit 0

@@ -7,8 +7,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "== formatting (rustfmt's default settings)"
+cargo fmt --all --check
+
 echo "== build (dev profile, dependencies optimized)"
 cargo build --locked --workspace --all-targets
+
+echo "== clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # The end-to-end tests drive this binary (building `-p flowbot` alone would unify features
 # differently and rebuild the model runtime's dependencies).
@@ -20,5 +26,19 @@ FLOWBOT_MODEL="$(realpath "$("$FLOWBOT_BIN" model info --json | python3 -c 'impo
 export FLOWBOT_MODEL
 echo "model: $FLOWBOT_MODEL"
 
+echo "== fetch Gemma 3 270M (K-quant parity tests; kept in the same models folder)"
+"$FLOWBOT_BIN" model fetch gemma3-270m
+
+if [ -n "${CI:-}" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  echo "== headless Chromium for the dashboard's browser test (tests/tests/dashboard.rs)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
+
 echo "== tests"
 cargo test --locked --workspace --no-fail-fast
+
+# Every fuzz target for a short run on its corpus (docs/fuzzing.md): a panic, hang or runaway
+# allocation on a seed or a near mutation of it fails CI.
+echo "== fuzz smoke (${FUZZ_SMOKE_SECONDS:-20} s per target)"
+scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}"

@@ -93,7 +93,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut open = 0;
         for id in &orders {
             let info = engine.wait_settled(id).await?;
-            for wait in info.waiting_on.iter().filter(|w| w.kind == "user") {
+            for wait in info
+                .waiting_on
+                .iter()
+                .filter(|w| w.kind == flowbot_engine::executor::WaitType::User)
+            {
                 open += 1;
                 let outputs = json!({"approved": true, "shipment_carrier": "DHL", "shipment_date": "2026-12-01"});
                 if let Err(err) = engine

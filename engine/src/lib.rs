@@ -1,5 +1,9 @@
 //! Flowbot engine: the process model, the BPMN and YAML front ends, the graph compiler, the
 //! executor, business rules and stores. See `ARCHITECTURE.md` at the repository root for the map.
+//!
+//! The main entry points are re-exported here: read a file with [`parse_yaml`] or
+//! [`parse_bpmn`], build an [`Engine`] with [`Engine::builder`] (a [`Store`], [`RuleEngine`]
+//! rules, [`Handler`]s), deploy, start, complete; [`InstanceInfo`] is what it reports.
 
 pub mod bpmn;
 pub mod clock;
@@ -18,3 +22,15 @@ pub mod store;
 mod testkit;
 pub mod timer;
 pub mod yaml;
+
+pub use bpmn::parse_bpmn;
+pub use diagnostics::Diagnostic;
+pub use executor::{InstanceStatus, WaitType};
+pub use model::Definitions;
+pub use rules::{RuleEngine, RulesConfig, SharedRuleHooks};
+pub use runtime::{
+    handler, Engine, EngineBuilder, EngineError, EngineOptions, Handler, HandlerError,
+    InstanceFilter, InstanceInfo, JobContext, Notification, StartRequest, TaskFilter,
+};
+pub use store::{Durability, MemoryStore, SledStore, Store};
+pub use yaml::parse_yaml;

@@ -591,25 +591,27 @@ impl AttachPoint {
     ];
 
     /// Reads an attachment point as written in YAML or BPMN: `name` is one of
-    /// [`AttachPoint::NAMES`], `variable` the variable for `guard_variable` and
-    /// `on_variable_change`. The error says what is accepted.
+    /// [`AttachPoint::NAMES`] (BPMN's `point=`), or the same without its `on_` prefix (YAML's
+    /// `on: enter`); `variable` is the variable for `guard_variable` and `on_variable_change`.
+    /// The error says what is accepted.
     pub fn parse(name: &str, variable: Option<&str>) -> Result<Self, String> {
         let needs_variable = |make: fn(String) -> AttachPoint| match variable.map(str::trim) {
             Some(v) if !v.is_empty() => Ok(make(v.to_string())),
             _ => Err(format!("rule point `{name}` needs a `variable`")),
         };
-        let point = match name.trim() {
+        let trimmed = name.trim();
+        let point = match trimmed.strip_prefix("on_").unwrap_or(trimmed) {
             "guard_complete" => AttachPoint::GuardComplete,
             "guard_message" => AttachPoint::GuardMessage,
             "guard_variable" => return needs_variable(AttachPoint::GuardVariable),
-            "on_start" => AttachPoint::OnStart,
-            "on_enter" => AttachPoint::OnEnter,
-            "on_leave" => AttachPoint::OnLeave,
-            "on_variable_change" => return needs_variable(AttachPoint::OnVariableChange),
-            "on_status_change" => AttachPoint::OnStatusChange,
-            other => {
+            "start" => AttachPoint::OnStart,
+            "enter" => AttachPoint::OnEnter,
+            "leave" => AttachPoint::OnLeave,
+            "variable_change" => return needs_variable(AttachPoint::OnVariableChange),
+            "status_change" => AttachPoint::OnStatusChange,
+            _ => {
                 return Err(format!(
-                    "unknown rule point `{other}`; expected one of: {}",
+                    "unknown rule point `{trimmed}`; expected one of: {}",
                     Self::NAMES.join(", ")
                 ))
             }

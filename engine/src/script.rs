@@ -16,6 +16,48 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
+/// The longest script, condition or rule file compiled, in bytes (64 KiB; the order rules are
+/// under 1 KiB each). Longer source is refused before Rhai parses it.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+
+/// How deep `import`s may nest while a rule compiles (module A imports B imports C ...); an import
+/// cycle ends here instead of recursing until the stack overflows.
+pub const MAX_IMPORT_DEPTH: usize = 8;
+
+/// Refuses `source` when it is longer than [`MAX_SCRIPT_BYTES`].
+pub fn check_source_size(source: &str) -> Result<(), ScriptError> {
+    if source.len() <= MAX_SCRIPT_BYTES {
+        return Ok(());
+    }
+    let message = format!(
+        "the script is {} bytes; scripts are limited to {MAX_SCRIPT_BYTES} bytes (64 KiB)",
+        source.len()
+    );
+    Err(ScriptError::Compile {
+        message,
+        line: 1,
+        col: 1,
+    })
+}
+
+/// Reads a script file of at most [`MAX_SCRIPT_BYTES`] (never more is read from it).
+pub fn read_script_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_SCRIPT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_SCRIPT_BYTES {
+        return Err(format!(
+            "the file is larger than {MAX_SCRIPT_BYTES} bytes (64 KiB), the limit for scripts"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())
+}
+
 /// Limits applied to every script run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptLimits {
@@ -201,6 +243,7 @@ impl ScriptRuntime {
         {
             return Ok(ast.clone());
         }
+        check_source_size(source)?;
         let ast = Arc::new(self.engine.compile(source)?);
         self.cache
             .write()
@@ -376,6 +419,26 @@ mod tests {
             .map(|ast| rt.run_script(&ast, &Map::new()));
         assert!(matches!(err, Ok(Err(_)) | Err(_)));
         assert!(rt.compile("eval(\"1\")").is_err());
+    }
+
+    #[test]
+    fn compile_is_bounded_by_source_size_and_nesting() {
+        let rt = ScriptRuntime::default();
+        let long = format!("1 // {}", "x".repeat(MAX_SCRIPT_BYTES));
+        let err = rt.compile(&long).unwrap_err();
+        assert_eq!(err.position(), Some((1, 1)));
+        assert!(err.to_string().contains("limited to 65536 bytes"), "{err}");
+        for (open, close) in [
+            ("(", ")"),
+            ("[", "]"),
+            ("{", "}"),
+            ("if true { ", " }"),
+            ("-", ""),
+        ] {
+            let deep = format!("{}1{}", open.repeat(5_000), close.repeat(5_000));
+            let err = rt.compile(&deep).unwrap_err();
+            assert!(matches!(err, ScriptError::Compile { .. }), "{open}: {err}");
+        }
     }
 
     #[test]

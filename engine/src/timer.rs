@@ -501,9 +501,47 @@ fn parse_cron(text: &str, zone: Tz) -> Result<TimerSpec, TimerError> {
         .map_err(|e| invalid("cycle", text, format!("bad cron expression: {e}")))
 }
 
+/// Parses the short durations of retry delays and timeouts in both front ends: `500ms`, `2s`,
+/// `5m` (or `5min`), `1h`, or a bare number of milliseconds. `None` for anything else, and for a
+/// value that overflows.
+pub fn parse_short_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_durations_read_with_units() {
+        let parse = parse_short_duration_ms;
+        assert_eq!(parse("250"), Some(250));
+        assert_eq!(parse(" 250ms "), Some(250));
+        assert_eq!(parse("2s"), Some(2_000));
+        assert_eq!(parse("2 s"), Some(2_000));
+        assert_eq!(parse("5m"), Some(300_000));
+        assert_eq!(parse("5min"), Some(300_000));
+        assert_eq!(parse("1h"), Some(3_600_000));
+        assert_eq!(parse("2 days"), None);
+        assert_eq!(parse("soon"), None);
+        assert_eq!(parse("s"), None);
+        assert_eq!(parse("-1s"), None);
+        assert_eq!(parse("99999999999999999999h"), None);
+        assert_eq!(parse("9999999999999999h"), None);
+    }
 
     fn ms(text: &str) -> u64 {
         to_ms(parse_date(text).unwrap()).unwrap()

@@ -3,7 +3,7 @@
 //! the same scenario: both files must take the expected path and end with the same variables.
 
 use flowbot_engine::bpmn::parse_bpmn_file;
-use flowbot_engine::executor::{Instance, NoHooks, Status, WaitKind};
+use flowbot_engine::executor::{Instance, InstanceStatus, NoHooks, WaitKind};
 use flowbot_engine::graph::{compile, CompiledProcess};
 use flowbot_engine::model::Definitions;
 use flowbot_engine::script::ScriptRuntime;
@@ -164,7 +164,7 @@ impl Run {
         self
     }
 
-    fn assert_status(&self, status: Status) -> &Self {
+    fn assert_status(&self, status: InstanceStatus) -> &Self {
         assert_eq!(
             self.instance.status(),
             status,
@@ -219,7 +219,7 @@ fn event_subprocesses_start_on_their_events_interrupting_or_not() {
         run.tick("remind_start");
         run.assert_path(&["start", "remind_start", "remind", "remind_end", "reminder"])
             .assert_waiting_at(&["work", "cancel_requested", "remind_start"])
-            .assert_status(Status::Waiting);
+            .assert_status(InstanceStatus::Waiting);
         run.complete("remind_start", json!({}));
         run.assert_waiting_at(&["work", "cancel_requested"]);
         assert_eq!(run.path().iter().filter(|n| **n == "reminder").count(), 2);
@@ -240,7 +240,7 @@ fn event_subprocesses_start_on_their_events_interrupting_or_not() {
             "cancel_end",
             "cancel_handler",
         ])
-        .assert_status(Status::Completed)
+        .assert_status(InstanceStatus::Completed)
         .assert_waiting_at(&[]);
         assert_eq!(run.variable("cancelled"), json!(true));
         assert_eq!(run.variable("reminded"), json!(true));
@@ -249,7 +249,7 @@ fn event_subprocesses_start_on_their_events_interrupting_or_not() {
         let mut run = Run::start(file, json!({"cancelled": false, "reminded": false}));
         run.complete("work", json!({}));
         run.assert_path(&["start", "work", "done"])
-            .assert_status(Status::Completed)
+            .assert_status(InstanceStatus::Completed)
             .assert_waiting_at(&[]);
     });
 }
@@ -280,7 +280,7 @@ fn error_and_escalation_event_subprocesses_catch_what_the_scope_throws() {
             "failed",
             "on_failure",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
         assert_eq!(run.variable("notified"), json!(true));
         assert_eq!(run.variable("informed"), json!(true));
     });
@@ -323,7 +323,7 @@ fn conditional_events_fire_when_their_condition_becomes_true_and_links_jump() {
             "expedite",
             "expedited",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
         assert_eq!(run.variable("audited"), json!(false));
         assert_eq!(run.variable("expedited"), json!(true));
 
@@ -351,7 +351,7 @@ fn conditional_events_fire_when_their_condition_becomes_true_and_links_jump() {
         run.set(json!({"stock": 200}));
         assert_eq!(run.path().iter().filter(|n| **n == "audit").count(), 1);
         run.complete("review", json!({}));
-        run.assert_status(Status::Completed);
+        run.assert_status(InstanceStatus::Completed);
     });
 }
 
@@ -370,13 +370,13 @@ fn standard_loops_repeat_while_their_condition_holds_and_complex_gateways_fire_e
         run.complete("review", json!({"approved": true}));
         run.assert_waiting_at(&["quote_a", "quote_b", "quote_c"]);
         run.complete("quote_b", json!({}));
-        run.assert_status(Status::Waiting);
+        run.assert_status(InstanceStatus::Waiting);
         run.assert_waiting_at(&["quote_a", "quote_c"]);
         // The second quote fires the complex gateway; the third is absorbed by it.
         run.complete("quote_a", json!({}));
         assert_eq!(run.variable("chosen"), json!(true));
         run.assert_waiting_at(&["quote_c"])
-            .assert_status(Status::Waiting);
+            .assert_status(InstanceStatus::Waiting);
         run.complete("quote_c", json!({}));
         run.assert_path(&[
             "start",
@@ -393,7 +393,7 @@ fn standard_loops_repeat_while_their_condition_holds_and_complex_gateways_fire_e
             "done",
             "quote_c",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
 
         // Tested before the first run, a loop whose condition is false does not run at all.
         let run = Run::start(file, json!({"tries": 5, "approved": true, "chosen": false}));
@@ -420,7 +420,7 @@ fn multiple_events_take_the_first_trigger_and_parallel_ones_wait_for_all() {
         run.assert_path(&[
             "start", "wait_any", "wait_all", "approve", "announce", "done",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
 
         // Either trigger of the multiple boundary event interrupts the task.
         let mut run = Run::start(file, json!({}));
@@ -429,7 +429,7 @@ fn multiple_events_take_the_first_trigger_and_parallel_ones_wait_for_all() {
             .signal("invoice_ready");
         run.signal("hurry");
         run.assert_path(&["start", "wait_any", "wait_all", "chase", "chased"])
-            .assert_status(Status::Completed);
+            .assert_status(InstanceStatus::Completed);
     });
 }
 
@@ -456,7 +456,7 @@ fn compensation_undoes_completed_work_in_reverse_and_cancel_ends_a_transaction()
             "trip_cancelled",
             "cancelled",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
         assert_eq!(run.variable("undone"), json!(["hotel", "flight"]));
 
         // A paid trip completes; a later compensation throw undoes what completed in the
@@ -478,12 +478,12 @@ fn compensation_undoes_completed_work_in_reverse_and_cancel_ends_a_transaction()
             "undo_everything",
             "undone_end",
         ])
-        .assert_status(Status::Completed);
+        .assert_status(InstanceStatus::Completed);
         assert_eq!(run.variable("undone"), json!(["mail", "hotel", "flight"]));
 
         let run = start(true, true);
         assert_eq!(run.variable("undone"), json!([]));
-        run.assert_status(Status::Completed);
+        run.assert_status(InstanceStatus::Completed);
     });
 }
 

@@ -5,7 +5,7 @@
 use chrono::{TimeZone, Utc};
 use flowbot_engine::bpmn::parse_bpmn_file;
 use flowbot_engine::dmn::{parse_dmn_file, Decisions};
-use flowbot_engine::executor::{ExecError, Instance, Status};
+use flowbot_engine::executor::{ExecError, Instance, InstanceStatus};
 use flowbot_engine::graph::{compile_with, Catalog, CompiledProcess};
 use flowbot_engine::rules::{Effect, RuleEngine, RuleHooks, RulesConfig, StdlibConfig};
 use flowbot_engine::yaml::parse_yaml_bytes;
@@ -238,7 +238,7 @@ fn order_process_enforces_the_order_rules(workflow: &str) {
         json!({}),
     )
     .unwrap();
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
 }
 
 #[test]

@@ -180,3 +180,28 @@ fn duplicate_ids_and_empty_files_are_errors() {
         );
     }
 }
+
+#[test]
+fn thousands_of_unknown_targets_get_a_bounded_number_of_suggestions() {
+    // Each suggestion compares with every node id: 10,000 unknown targets took minutes.
+    let mut text = String::from("process: p\nnodes:\n  s: { start: ~, next: n0 }\n");
+    for i in 0..10_000 {
+        text.push_str(&format!("  n{i}: {{ service: h, next: n{i}x }}\n"));
+    }
+    let errors = errors_of(&text);
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("goes to unknown node"))
+            .count(),
+        10_000
+    );
+    let hinted = errors.iter().filter(|e| e.contains("did you mean")).count();
+    assert_eq!(
+        hinted,
+        flowbot_engine::yaml::vocabulary::MAX_ID_HINTS,
+        "{:?}",
+        &errors[..3]
+    );
+    assert!(errors[0].contains("did you mean `n0`?"), "{}", errors[0]);
+}

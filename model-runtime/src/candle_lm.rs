@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 
 use crate::gguf::GgufFile;
-use crate::lm::{candle_message, check_forward, CausalLm, LmError};
+use crate::lm::{candle_message, check_forward, BatchLm, CausalLm, LmError, SingleSlot};
 
 /// Which device runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,5 +248,9 @@ impl CausalLm for CandleLm {
 
     fn max_positions(&self) -> usize {
         self.max_positions
+    }
+
+    fn into_batch(self: Box<Self>, _slots: usize) -> Box<dyn BatchLm> {
+        Box::new(SingleSlot::new(self))
     }
 }

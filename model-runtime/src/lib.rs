@@ -4,12 +4,15 @@
 //!
 //! Entry point: [`load_generator`] opens a GGUF file or a model directory, builds its tokenizer and
 //! chat template and picks a backend ([`backend::Backend`]); [`generate::Generator`] then generates text, JSON valid
-//! for a schema, or one label out of a set.
+//! for a schema, or one label out of a set; [`batch::BatchGenerator`] decodes concurrent requests
+//! together on one model.
 
 pub mod backend;
+pub mod batch;
 pub mod candle_lm;
 pub mod chat;
 pub mod constrain;
+mod decode;
 pub mod fast;
 pub mod fetch;
 pub mod generate;
@@ -18,8 +21,11 @@ pub mod gguf_export;
 pub mod lm;
 pub mod model_dir;
 pub mod openai;
+pub mod requantize;
 pub mod safetensors_lm;
 pub mod sampling;
+pub mod spm;
+#[cfg(any(test, feature = "test-support"))]
 pub mod tiny_model;
 pub mod tokenizer;
 

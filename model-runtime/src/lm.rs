@@ -71,4 +71,104 @@ pub trait CausalLm: Send {
     fn vocab_size(&self) -> usize;
     /// The largest number of positions the backend can hold.
     fn max_positions(&self) -> usize;
+    /// This model as a [`BatchLm`] with (at most) `slots` caches; the current cache becomes
+    /// slot 0. Backends without batched kernels answer with one slot ([`SingleSlot`]).
+    fn into_batch(self: Box<Self>, slots: usize) -> Box<dyn BatchLm>;
+}
+
+/// One sequence's share of a [`BatchLm::forward_batch`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotRun<'a> {
+    /// The cache the sequence lives in.
+    pub slot: usize,
+    /// Tokens to run.
+    pub tokens: &'a [u32],
+    /// Position of the first token (at most the slot's cached length; later positions are
+    /// dropped first, as in [`CausalLm::forward`]).
+    pub start: usize,
+    /// Whether the last token's logits are wanted.
+    pub logits: bool,
+}
+
+/// A model holding several key/value caches ("slots") that runs many sequences' tokens in one
+/// pass, so every weight read serves the whole batch.
+pub trait BatchLm: Send {
+    /// Number of caches.
+    fn slots(&self) -> usize;
+    /// Positions held in `slot`'s cache.
+    fn cached_len(&self, slot: usize) -> usize;
+    /// Copies positions `range` of `from`'s cache into `to`, whose first `range.start` positions
+    /// must already be the same; `to` then holds `range.end` positions.
+    fn copy_prefix(
+        &mut self,
+        from: usize,
+        to: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), LmError>;
+    /// Runs every run (each on its own slot) and returns the last-token logits of the runs that
+    /// ask for them, one after another in the order of `runs` (`vocab_size()` values each).
+    fn forward_batch(&mut self, runs: &[SlotRun<'_>]) -> Result<Vec<f32>, LmError>;
+    /// Vocabulary size.
+    fn vocab_size(&self) -> usize;
+    /// The largest number of positions a slot can hold.
+    fn max_positions(&self) -> usize;
+}
+
+/// A single-sequence model seen as a [`BatchLm`] of one slot (runs one request at a time).
+pub struct SingleSlot(Box<dyn CausalLm>);
+
+impl SingleSlot {
+    /// Wraps `lm`.
+    pub fn new(lm: Box<dyn CausalLm>) -> SingleSlot {
+        SingleSlot(lm)
+    }
+}
+
+impl BatchLm for SingleSlot {
+    fn slots(&self) -> usize {
+        1
+    }
+
+    fn cached_len(&self, _slot: usize) -> usize {
+        self.0.cached_len()
+    }
+
+    fn copy_prefix(
+        &mut self,
+        from: usize,
+        to: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), LmError> {
+        if from == to && range.end <= self.0.cached_len() {
+            return Ok(());
+        }
+        Err(LmError::Forward(format!(
+            "a single-slot model cannot copy positions {range:?} from slot {from} to slot {to}"
+        )))
+    }
+
+    fn forward_batch(&mut self, runs: &[SlotRun<'_>]) -> Result<Vec<f32>, LmError> {
+        let mut logits = Vec::new();
+        for run in runs {
+            if run.slot != 0 {
+                return Err(LmError::Forward(format!(
+                    "slot {} does not exist (one slot)",
+                    run.slot
+                )));
+            }
+            let out = self.0.forward(run.tokens, run.start)?;
+            if run.logits {
+                logits.extend(out);
+            }
+        }
+        Ok(logits)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+
+    fn max_positions(&self) -> usize {
+        self.0.max_positions()
+    }
 }

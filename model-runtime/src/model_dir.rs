@@ -220,14 +220,18 @@ fn check_config(
             "hidden_size, num_hidden_layers and vocab_size must be positive".into(),
         ));
     }
-    if heads == 0 || kv_heads == 0 || config.hidden_size % heads != 0 || heads % kv_heads != 0 {
+    if heads == 0
+        || kv_heads == 0
+        || !config.hidden_size.is_multiple_of(heads)
+        || !heads.is_multiple_of(kv_heads)
+    {
         return Err(unsupported(format!(
             "num_attention_heads {heads} must divide hidden_size {} and be a multiple of num_key_value_heads {kv_heads}",
             config.hidden_size
         )));
     }
     let head_dim = config.hidden_size / heads;
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(unsupported(format!(
             "head dimension {head_dim} is odd: rotary embeddings need an even one"
         )));

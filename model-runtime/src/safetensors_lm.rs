@@ -20,7 +20,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama};
 
 use crate::candle_lm::{input_tensor, last_logits, Snapshots};
-use crate::lm::{candle_message, check_forward, CausalLm, LmError};
+use crate::lm::{candle_message, check_forward, BatchLm, CausalLm, LmError, SingleSlot};
 use crate::model_dir::{ModelDir, ModelDirError};
 
 /// The dtype the model computes in on `device`: f32 on the CPU, bf16 on a GPU.
@@ -189,5 +189,9 @@ impl CausalLm for SafetensorsLm {
 
     fn max_positions(&self) -> usize {
         self.max_positions
+    }
+
+    fn into_batch(self: Box<Self>, _slots: usize) -> Box<dyn BatchLm> {
+        Box::new(SingleSlot::new(self))
     }
 }

@@ -1,5 +1,6 @@
-//! The model's tokenizer, built with the `tokenizers` crate from GGUF metadata (byte-level BPE,
-//! matching llama.cpp id for id) or loaded from a `tokenizer.json` beside the model.
+//! The model's tokenizer, built from GGUF metadata (byte-level BPE with the `tokenizers` crate,
+//! or SentencePiece with [`crate::spm`], both matching llama.cpp id for id) or loaded from a
+//! `tokenizer.json` beside the model.
 //!
 //! Text is always encoded with special-token matching off: `<|im_end|>` typed by a customer stays
 //! plain text. Control tokens enter a prompt only as ids placed by the chat template.
@@ -16,11 +17,19 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::gguf::{GgufError, GgufFile};
 use crate::model_dir::ModelDir;
+use crate::spm::{spm_token_bytes, SpmTokenizer};
 
 /// GGUF token type of control tokens.
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF token type of user-defined tokens (treated as special, too).
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// The longest text encoded at once, in bytes (a prompt that fits the context is far shorter).
+pub const MAX_ENCODE_BYTES: usize = 1 << 20;
+/// The largest vocabulary built from GGUF metadata.
+pub const MAX_VOCAB: usize = 1 << 20;
+/// The longest token text in a GGUF vocabulary, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// Errors building or using a tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +38,7 @@ pub enum TokenizerError {
     #[error(transparent)]
     Metadata(#[from] GgufError),
     /// The GGUF tokenizer kind is not supported.
-    #[error("{path}: tokenizer model `{model}` is not supported (only byte-level BPE `gpt2`); put a tokenizer.json beside the model")]
+    #[error("{path}: tokenizer model `{model}` is not supported (byte-level BPE `gpt2` and SentencePiece `llama` are); put a tokenizer.json beside the model")]
     Unsupported {
         /// The model file.
         path: String,
@@ -39,11 +48,27 @@ pub enum TokenizerError {
     /// The `tokenizers` crate rejected the vocabulary or the input.
     #[error("tokenizer: {0}")]
     Build(String),
+    /// The text to encode is longer than [`MAX_ENCODE_BYTES`].
+    #[error(
+        "tokenizer: the text is {bytes} bytes, more than the {MAX_ENCODE_BYTES} encoded at once"
+    )]
+    TooLong {
+        /// The text's length.
+        bytes: usize,
+    },
+}
+
+/// How text becomes ids.
+enum Encoder {
+    /// The `tokenizers` crate (byte-level BPE, or any `tokenizer.json`).
+    Hf(Box<Tokenizer>),
+    /// llama.cpp's SentencePiece algorithm, with the token texts.
+    Spm(SpmTokenizer, Vec<String>),
 }
 
 /// A tokenizer with precomputed token byte strings (for streaming and constrained decoding).
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    inner: Encoder,
     token_bytes: Vec<Vec<u8>>,
     special: Vec<bool>,
     eos_ids: Vec<u32>,
@@ -153,6 +178,9 @@ impl TextTokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
         let md = file.metadata();
         let model = md.string("tokenizer.ggml.model")?;
+        if model == "llama" {
+            return Self::from_gguf_spm(file);
+        }
         if model != "gpt2" {
             return Err(TokenizerError::Unsupported {
                 path: file.path.display().to_string(),
@@ -164,6 +192,22 @@ impl TextTokenizer {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        if tokens.len() > MAX_VOCAB {
+            return Err(TokenizerError::Build(format!(
+                "tokenizer.ggml.tokens has {} tokens, more than the {MAX_VOCAB} allowed",
+                tokens.len()
+            )));
+        }
+        if let Some((id, long)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+        {
+            return Err(TokenizerError::Build(format!(
+                "token {id} of tokenizer.ggml.tokens is {} bytes, more than the {MAX_TOKEN_BYTES} allowed",
+                long.len()
+            )));
+        }
         let merges: Vec<(String, String)> = md
             .string_array("tokenizer.ggml.merges")?
             .into_iter()
@@ -208,12 +252,54 @@ impl TextTokenizer {
         Self::assemble(inner, tokens, special, bos, eos.into_iter().collect())
     }
 
+    /// Builds a SentencePiece tokenizer from `tokenizer.ggml.*` metadata (tokens, scores, token
+    /// types). Only control tokens are special: user-defined ones (Gemma's runs of newlines and
+    /// spaces) are text.
+    fn from_gguf_spm(file: &GgufFile) -> Result<Self, TokenizerError> {
+        let md = file.metadata();
+        let tokens: Vec<String> = md
+            .string_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let scores: Vec<f32> = match md.get("tokenizer.ggml.scores").map(|v| v.to_vec()) {
+            Some(Ok(values)) => values.iter().map(|v| v.to_f32().unwrap_or(0.0)).collect(),
+            _ => vec![0.0; tokens.len()],
+        };
+        let types = md
+            .opt_int_array("tokenizer.ggml.token_type")
+            .unwrap_or_default();
+        let special: Vec<bool> = (0..tokens.len())
+            .map(|i| types.get(i) == Some(&TOKEN_TYPE_CONTROL))
+            .collect();
+        let add_space_prefix = match md.get("tokenizer.ggml.add_space_prefix") {
+            Some(candle_core::quantized::gguf_file::Value::Bool(b)) => *b,
+            _ => true,
+        };
+        let spm = SpmTokenizer::new(&tokens, &scores, &types, add_space_prefix);
+        let token_bytes = tokens
+            .iter()
+            .zip(&special)
+            .map(|(t, s)| if *s { Vec::new() } else { spm_token_bytes(t) })
+            .collect();
+        let bos = md.opt_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32);
+        let eos = md.opt_u64("tokenizer.ggml.eos_token_id").map(|v| v as u32);
+        Ok(Self::finish(
+            Encoder::Spm(spm, tokens.clone()),
+            tokens,
+            token_bytes,
+            special,
+            bos,
+            eos.into_iter().collect(),
+        ))
+    }
+
     fn assemble(
         mut inner: Tokenizer,
         tokens: Vec<String>,
         special: Vec<bool>,
         bos_id: Option<u32>,
-        mut eos_ids: Vec<u32>,
+        eos_ids: Vec<u32>,
     ) -> Result<Self, TokenizerError> {
         // Special-token matching off: text never turns into control tokens.
         inner.set_encode_special_tokens(true);
@@ -234,39 +320,72 @@ impl TextTokenizer {
                 }
             })
             .collect();
+        Ok(Self::finish(
+            Encoder::Hf(Box::new(inner)),
+            tokens,
+            token_bytes,
+            special,
+            bos_id,
+            eos_ids,
+        ))
+    }
+
+    fn finish(
+        inner: Encoder,
+        tokens: Vec<String>,
+        token_bytes: Vec<Vec<u8>>,
+        special: Vec<bool>,
+        bos_id: Option<u32>,
+        mut eos_ids: Vec<u32>,
+    ) -> Self {
         let by_text: HashMap<String, u32> = tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        for name in ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"] {
+        for name in [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "</s>",
+            "<|eot_id|>",
+            "<end_of_turn>",
+        ] {
             if let Some(&id) = by_text.get(name) {
                 if special.get(id as usize) == Some(&true) && !eos_ids.contains(&id) {
                     eos_ids.push(id);
                 }
             }
         }
-        Ok(Self {
+        Self {
             inner,
             token_bytes,
             special,
             eos_ids,
             bos_id,
             by_text,
-        })
+        }
     }
 
     /// Writes the tokenizer as a `tokenizer.json` (e.g. to turn a GGUF file into a model
     /// directory).
     pub fn save_tokenizer_json(&self, path: &Path) -> Result<(), TokenizerError> {
-        self.inner
-            .save(path, true)
-            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))
+        match &self.inner {
+            Encoder::Hf(inner) => inner
+                .save(path, true)
+                .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display()))),
+            Encoder::Spm(..) => Err(TokenizerError::Build(format!(
+                "{}: a SentencePiece vocabulary from GGUF metadata cannot be written as tokenizer.json",
+                path.display()
+            ))),
+        }
     }
 
     /// The text of a token id, as the vocabulary writes it.
     pub fn token_text(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Encoder::Hf(inner) => inner.id_to_token(id),
+            Encoder::Spm(_, tokens) => tokens.get(id as usize).cloned(),
+        }
     }
 
     /// Encodes text with special-token matching off and no BOS.
@@ -274,11 +393,18 @@ impl TextTokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Build(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
+        if text.len() > MAX_ENCODE_BYTES {
+            return Err(TokenizerError::TooLong { bytes: text.len() });
+        }
+        match &self.inner {
+            Encoder::Hf(inner) => {
+                let encoding = inner
+                    .encode_fast(text, false)
+                    .map_err(|e| TokenizerError::Build(e.to_string()))?;
+                Ok(encoding.get_ids().to_vec())
+            }
+            Encoder::Spm(spm, _) => Ok(spm.encode(text)),
+        }
     }
 
     /// Decodes ids to text, leaving out control tokens.
@@ -327,5 +453,31 @@ impl TextTokenizer {
             .get(text)
             .copied()
             .filter(|&id| self.is_special(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny_model::write_tiny_llama;
+
+    #[test]
+    fn text_longer_than_the_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_llama(&path, 7).expect("tiny model");
+        let tokenizer =
+            TextTokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
+        assert!(!tokenizer
+            .encode("hello world")
+            .expect("short text")
+            .is_empty());
+        let err = tokenizer
+            .encode(&"a".repeat(MAX_ENCODE_BYTES + 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenizerError::TooLong { bytes } if bytes == MAX_ENCODE_BYTES + 1),
+            "{err}"
+        );
     }
 }

@@ -147,9 +147,10 @@ fn bad_files_are_load_errors() {
     };
     assert!(err(b"not a gguf").contains("GGUF"));
     let good = tiny(GgmlDType::Q8_0, false);
-    assert!(err(&good[..good.len() / 2]).contains("cannot read"));
+    let truncated = err(&good[..good.len() / 2]);
+    assert!(truncated.contains("run past the end"), "{truncated}");
     let f32_model = tiny(GgmlDType::F32, false);
-    assert!(err(&f32_model).contains("supports Q4_1 and Q8_0"));
+    assert!(err(&f32_model).contains("supports Q4_0, Q4_1, Q5_0"));
 }
 
 #[test]

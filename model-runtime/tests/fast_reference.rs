@@ -1,6 +1,6 @@
 //! The fast backend on the real default model against the llama.cpp reference output (the
 //! prompt ids themselves are checked through the runtime's tokenizer in `real_model.rs`).
-//! The model must be present (`$FLOWBOT_MODEL` or `.data/models/`): these tests fail without it.
+//! The model must be present (`$FLOWBOT_MODEL`, else the model cache): these tests fail without it.
 
 mod support;
 

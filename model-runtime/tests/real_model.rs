@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fast::FastOptions;
-use flowbot_model_runtime::fetch::{default_model_path, DEFAULT_FILE_NAME};
+use flowbot_model_runtime::fetch::{default_model_path, model_cache_dir};
 use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, Generator, SamplingOptions};
 use serde_json::json;
 
@@ -14,17 +14,10 @@ const SYSTEM: &str = "You write short, polite order confirmations.";
 const USER: &str = "Order SO-1001 from ACME Ltd, total 1234.50 CNY. Write a one-sentence confirmation for the customer.";
 
 fn model_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOWBOT_MODEL") {
-        return PathBuf::from(path);
+    match std::env::var_os("FLOWBOT_MODEL") {
+        Some(path) => PathBuf::from(path),
+        None => default_model_path(&model_cache_dir()),
     }
-    if let Some(dir) = std::env::var_os("FLOWBOT_DATA_DIR") {
-        return default_model_path(&PathBuf::from(dir));
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(".data")
-        .join("models")
-        .join(DEFAULT_FILE_NAME)
 }
 
 fn real() -> Generator {
@@ -244,4 +237,64 @@ fn the_model_converted_to_a_directory_runs_on_the_safetensors_backend() {
         b.text
     );
     assert!(a.text.contains("1234.50"), "{:?}", a.text);
+}
+
+#[test]
+fn a_batch_of_extractions_gives_each_the_output_it_gets_alone() {
+    use flowbot_model_runtime::batch::{BatchGenerator, BatchOptions};
+
+    let schema = ObjectSchema::from_json_schema(&json!({
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "maxLength": 40, "x-copy": true},
+            "customer": {"type": "string", "maxLength": 80, "x-copy": true},
+            "total": {"type": "number", "x-copy": true},
+            "currency": {"enum": ["CNY", "USD", "EUR", "GBP", "JPY"]}
+        },
+        "required": ["order_id", "customer", "total", "currency"]
+    }))
+    .unwrap();
+    let system = "Extract the sales order from the customer's e-mail as JSON.";
+    let mails = [
+        "Hello, this is Li Wei from Shenzhen Bright Parts Co. Please process our order PO-88123: 400 bearings, total amount ¥56,320.00. Thanks!",
+        "Dear team, Alpine Tools GmbH orders 12 drills (order AT-204), total 1.980,00 EUR. Best, Jonas",
+        "您好，上海恒力机械有限公司订购轴承，订单号 HL-7788，合计人民币 12,500.00 元。",
+        "Hi, order #5531 from Brightline Ltd: 3 pallets of cable, total $4,410.25. Thanks, Sam",
+    ];
+    let options = GenerateOptions {
+        max_tokens: 96,
+        ..Default::default()
+    };
+    let mut single = real_on(Backend::Fast(FastOptions::default()));
+    let expected: Vec<(serde_json::Value, Vec<u32>)> = mails
+        .iter()
+        .map(|mail| {
+            let (value, g) = single
+                .generate_json(Some(system), mail, &schema, &options)
+                .unwrap();
+            (value, g.tokens)
+        })
+        .collect();
+    let batch = BatchGenerator::new(
+        real_on(Backend::Fast(FastOptions::default())),
+        BatchOptions::default(),
+    );
+    let start = std::sync::Barrier::new(mails.len());
+    let got: Vec<(serde_json::Value, Vec<u32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = mails
+            .iter()
+            .map(|mail| {
+                let (batch, start, schema, options) = (&batch, &start, &schema, &options);
+                scope.spawn(move || {
+                    start.wait();
+                    let (value, g) = batch
+                        .generate_json(Some(system), mail, schema, options)
+                        .unwrap();
+                    (value, g.tokens)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(got, expected);
 }

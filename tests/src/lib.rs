@@ -6,6 +6,8 @@
 //! `<repo>/target/debug/flowbot`) is used. Building through cargo keeps the tests from running a
 //! stale binary.
 
+pub mod serve;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +26,23 @@ pub fn repo_root() -> PathBuf {
 pub fn shared_dir() -> Option<PathBuf> {
     let dir = repo_root().join("..").join("shared");
     dir.is_dir().then_some(dir)
+}
+
+/// The folder `relative` under `../shared`. Without it, a test checks nothing: locally it says
+/// so and returns `None`; in CI (`CI` set) that is a failure, so a missing corpus never passes
+/// silently there.
+pub fn shared_or_skip(relative: &str) -> Option<PathBuf> {
+    let dir = shared_dir()
+        .map(|shared| shared.join(relative))
+        .filter(|dir| dir.exists());
+    if dir.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "../shared/{relative} is missing beside the repository, and CI is set: the test would check nothing"
+        );
+        eprintln!("skipped: no ../shared/{relative} beside the repository");
+    }
+    dir
 }
 
 /// The path of the built `flowbot` binary, building it first if needed.

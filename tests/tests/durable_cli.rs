@@ -1,4 +1,5 @@
-//! `flowbot run --store DIR --clock virtual` and `flowbot history ID --store DIR`.
+//! `flowbot run --store DIR [--clock virtual]`, `flowbot resume --store DIR` and `flowbot history
+//! ID --store DIR`.
 
 use flowbot_e2e::flowbot_bin;
 use std::process::Command;
@@ -45,7 +46,7 @@ fn a_three_day_timer_finishes_on_the_virtual_clock_and_leaves_a_history() {
         report["path"],
         serde_json::json!(["start", "pay_later", "remind", "end"])
     );
-    let id = report["instance"].as_str().unwrap().to_string();
+    let id = report["id"].as_str().unwrap().to_string();
 
     let history = Command::new(flowbot_bin())
         .args(["history", &id, "--json", "--store"])
@@ -165,4 +166,76 @@ fn bench_reports_one_json_object() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected an object"));
+}
+
+const ONE_SECOND: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">
+  <process id="short_wait" isExecutable="true">
+    <startEvent id="start"/>
+    <sequenceFlow id="f1" sourceRef="start" targetRef="pause"/>
+    <intermediateCatchEvent id="pause">
+      <timerEventDefinition><timeDuration>PT1S</timeDuration></timerEventDefinition>
+    </intermediateCatchEvent>
+    <sequenceFlow id="f2" sourceRef="pause" targetRef="end"/>
+    <endEvent id="end"/>
+  </process>
+</definitions>
+"#;
+
+#[test]
+fn a_store_run_returns_while_a_timer_waits_and_resume_carries_on_when_it_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for (name, text) in [
+        ("three_days.bpmn", THREE_DAYS),
+        ("short_wait.bpmn", ONE_SECOND),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(flowbot_bin())
+            .arg("run")
+            .arg(&file)
+            .args(["--auto-complete", "--json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = json_of(&out);
+        assert_eq!(
+            report["status"], "waiting",
+            "{name}: the run does not wait for the timer"
+        );
+        assert_eq!(report["waiting_on"][0]["kind"], "timer");
+        assert!(report["waiting_on"][0]["due"].is_string());
+    }
+    // One second later the short timer is due: resume fires it; the three-day one still waits.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let resumed = Command::new(flowbot_bin())
+        .args(["resume", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let instances = json_of(&resumed);
+    let status: std::collections::BTreeMap<String, String> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["process"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(status["short_wait"], "completed");
+    assert_eq!(status["wait_three_days"], "waiting");
 }

@@ -222,7 +222,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
     }
     let stored = flowbot(&[
         "history",
-        durable["instance"].as_str().unwrap(),
+        durable["id"].as_str().unwrap(),
         "--json",
         "--store",
         store.to_str().unwrap(),

@@ -60,7 +60,7 @@ fn the_confirmation_is_written_by_the_model_and_recorded_in_the_history() {
         .as_str()
         .expect("a confirmation message");
     assert!(!message.trim().is_empty());
-    let id = report["instance"].as_str().unwrap();
+    let id = report["id"].as_str().unwrap();
 
     let history = Command::new(flowbot_bin())
         .args(["history", id, "--json", "--store"])

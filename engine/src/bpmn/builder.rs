@@ -214,7 +214,7 @@ pub(super) fn build_definitions(
         ..Definitions::default()
     };
     context.read_top_level_definitions(root, &mut definitions);
-    let mut participants: Vec<(&str, &str)> = Vec::new();
+    let mut participants: HashMap<&str, &str> = HashMap::new();
     for child in tree.children(root) {
         if tree.is(child, Ns::Bpmn, "process") {
             if let Some(process) = context.build_process(child) {
@@ -229,7 +229,7 @@ pub(super) fn build_definitions(
                     tree.attr(participant, "processRef"),
                     tree.attr(participant, "name"),
                 ) {
-                    participants.push((process, name));
+                    participants.entry(process).or_insert(name);
                 }
             }
         }
@@ -239,7 +239,7 @@ pub(super) fn build_definitions(
         .iter_mut()
         .filter(|p| p.name.is_none())
     {
-        if let Some((_, name)) = participants.iter().find(|(id, _)| *id == process.id) {
+        if let Some(name) = participants.get(process.id.as_str()) {
             process.name = Some((*name).to_owned());
         }
     }

@@ -250,7 +250,7 @@ impl Context<'_, '_> {
         let Some(value) = value else {
             return Some(None);
         };
-        match parse_duration_ms(value.trim()) {
+        match crate::timer::parse_short_duration_ms(value.trim()) {
             Some(ms) => Some(Some(ms)),
             None => {
                 let message = format!(
@@ -275,31 +275,17 @@ impl Context<'_, '_> {
     fn rule(&mut self, rule: ElementId) -> Option<RuleAttachment> {
         let tree = self.tree;
         let variable = tree.attr(rule, "variable").map(str::to_owned);
-        let point = match (tree.attr(rule, "point"), variable) {
-            (Some("guard_complete"), _) => AttachPoint::GuardComplete,
-            (Some("guard_message"), _) => AttachPoint::GuardMessage,
-            (Some("on_enter"), _) => AttachPoint::OnEnter,
-            (Some("on_leave"), _) => AttachPoint::OnLeave,
-            (Some("on_start"), _) => AttachPoint::OnStart,
-            (Some("on_status_change"), _) => AttachPoint::OnStatusChange,
-            (Some("guard_variable"), Some(variable)) => AttachPoint::GuardVariable(variable),
-            (Some("on_variable_change"), Some(variable)) => AttachPoint::OnVariableChange(variable),
-            (Some(point @ ("guard_variable" | "on_variable_change")), None) => {
-                self.error(
-                    rule,
-                    format!("rule point `{point}` needs a `variable` attribute"),
-                );
-                return None;
-            }
-            (point, _) => {
-                let found = point.map_or("nothing".to_owned(), |p| format!("`{p}`"));
-                self.error(
-                    rule,
-                    format!(
-                        "`flowbot:rule` needs `point` = guard_complete, guard_message, guard_variable, on_enter, \
-                         on_leave, on_start, on_variable_change or on_status_change; found {found}"
-                    ),
-                );
+        let point = match tree.attr(rule, "point") {
+            Some(point) => AttachPoint::parse(point, variable.as_deref()),
+            None => Err(format!(
+                "`flowbot:rule` needs `point` = {}",
+                AttachPoint::NAMES.join(", ")
+            )),
+        };
+        let point = match point {
+            Ok(point) => point,
+            Err(message) => {
+                self.error(rule, message);
                 return None;
             }
         };
@@ -463,22 +449,6 @@ fn value_literal(text: Option<&str>) -> String {
     }
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` or a bare number of milliseconds.
-fn parse_duration_ms(text: &str) -> Option<u64> {
-    let (digits, factor) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (text, 1)
-    };
-    digits.trim().parse::<u64>().ok()?.checked_mul(factor)
-}
-
 /// Whether `path` is relative and stays inside its base folder (no `..`, no root, no drive).
 fn is_plain_relative_path(path: &str) -> bool {
     !path.is_empty()
@@ -491,17 +461,6 @@ fn is_plain_relative_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_delays() {
-        assert_eq!(parse_duration_ms("250"), Some(250));
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("2s"), Some(2_000));
-        assert_eq!(parse_duration_ms("5m"), Some(300_000));
-        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
-        assert_eq!(parse_duration_ms("soon"), None);
-        assert_eq!(parse_duration_ms("-1s"), None);
-    }
 
     #[test]
     fn rule_paths_stay_inside_the_rules_folder() {

@@ -8,8 +8,8 @@
 //! See `docs/bpmn.md`.
 //!
 //! Parsing never panics on input: every problem becomes a [`Diagnostic`] with `file:line:col`.
-//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`], [`MAX_SUBPROCESS_DEPTH`]) and the XML is
-//! read without recursion.
+//! Input is bounded ([`MAX_FILE_BYTES`], [`MAX_DEPTH`], [`MAX_ELEMENTS`], [`MAX_ATTRIBUTES`],
+//! [`MAX_SUBPROCESS_DEPTH`]) and the XML is read without recursion.
 
 mod builder;
 mod events;
@@ -21,7 +21,7 @@ pub(crate) mod xml_tree;
 
 pub use builder::MAX_SUBPROCESS_DEPTH;
 pub use namespaces::FLOWBOT_NAMESPACE;
-pub use xml_tree::MAX_DEPTH;
+pub use xml_tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS};
 
 use crate::diagnostics::Diagnostic;
 use crate::model::{Definitions, Span};

@@ -634,3 +634,50 @@ fn a_timer_names_its_business_time_zone_with_flowbot_time_zone() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn attributes_beyond_the_limit_are_refused_on_their_element() {
+    let attributes: String = (0..=MAX_ATTRIBUTES)
+        .map(|i| format!(" a{i}=\"x\""))
+        .collect();
+    let text = format!("{HEAD}<bpmn:startEvent id=\"s\"{attributes}/>{TAIL}");
+    let errors = errors_of(text.as_bytes());
+    assert!(
+        errors.iter().any(|e| e.starts_with("t.bpmn:1:")
+            && e.contains(&format!("more than {MAX_ATTRIBUTES} attributes"))),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn elements_beyond_the_limit_are_refused() {
+    let text = format!("{HEAD}{}{TAIL}", "<bpmn:task/>".repeat(MAX_ELEMENTS));
+    let errors = errors_of(text.as_bytes());
+    assert_eq!(errors.len(), 1, "{:?}", &errors[..errors.len().min(3)]);
+    assert!(
+        errors[0].contains(&format!("more than {MAX_ELEMENTS} elements")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn many_processes_and_participants_are_matched_by_id() {
+    // Matched through a map: this took minutes when each process searched the participants.
+    let count = 20_000;
+    let processes: String = (0..count)
+        .map(|i| format!("<bpmn:process id=\"p{i}\"/>"))
+        .collect();
+    let participants: String = (0..count)
+        .map(|i| format!("<bpmn:participant id=\"q{i}\" processRef=\"p{i}\" name=\"Pool {i}\"/>"))
+        .collect();
+    let text = format!(
+        r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">{processes}<bpmn:collaboration id="c">{participants}</bpmn:collaboration></bpmn:definitions>"#
+    );
+    let (definitions, _) = parse_bpmn(Path::new("t.bpmn"), text.as_bytes());
+    let definitions = definitions.expect("definitions");
+    assert_eq!(definitions.processes.len(), count);
+    assert_eq!(
+        definitions.processes[count - 1].name.as_deref(),
+        Some("Pool 19999")
+    );
+}

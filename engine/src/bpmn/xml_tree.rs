@@ -183,6 +183,13 @@ impl Iterator for Children<'_, '_> {
 /// The deepest element nesting accepted (BPMN files rarely exceed 20).
 pub const MAX_DEPTH: usize = 256;
 
+/// The most attributes read on one element (modelers write fewer than 20).
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// The most elements kept from one file (BPMN, Flowbot and vendor extension elements; diagram
+/// interchange is skipped and not counted). A 1,000-node process keeps about 5,000.
+pub const MAX_ELEMENTS: usize = 200_000;
+
 /// Reads `text` into a tree. Returns `None` when the document cannot be read as XML at all (the
 /// reason is in `diagnostics`); recoverable problems (bad entity references, duplicate ids) are
 /// reported and reading goes on.
@@ -400,6 +407,10 @@ impl<'i, 'd> TreeReader<'i, 'd> {
             .unwrap_or(content.len());
         let qualified = &content[..name_len];
         let name = qualified.rsplit(':').next().unwrap_or(qualified);
+        if self.tree.elements.len() >= MAX_ELEMENTS {
+            self.error(offset, format!("the file has more than {MAX_ELEMENTS} elements (not counting diagram interchange)"));
+            return None;
+        }
         let Ok(id) = u32::try_from(self.tree.elements.len()) else {
             self.error(offset, "too many elements".to_string());
             return None;
@@ -409,7 +420,15 @@ impl<'i, 'd> TreeReader<'i, 'd> {
         // allocation quick-xml's own check makes.
         let mut attributes = Attributes::new(content, name_len);
         attributes.with_checks(false);
-        for attribute in attributes {
+        for (index, attribute) in attributes.enumerate() {
+            if index == MAX_ATTRIBUTES {
+                let message = format!(
+                    "`{qualified}` has more than {MAX_ATTRIBUTES} attributes; the rest are ignored"
+                );
+                self.diagnostics
+                    .push(Diagnostic::error(self.file, span, message));
+                break;
+            }
             let attribute = match attribute {
                 Ok(attribute) => attribute,
                 Err(error) => {

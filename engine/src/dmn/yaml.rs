@@ -75,17 +75,17 @@ pub fn is_decision_yaml(text: &str) -> bool {
 /// every diagnostic found.
 pub fn parse_decision_yaml(path: &Path, text: &str) -> (Option<DecisionFile>, Vec<Diagnostic>) {
     let empty = "the file is empty: a decision file starts with `decision: <id>`";
-    let (text, document) = match crate::yaml::read_document(path, text, empty) {
+    let read = match crate::yaml::read_document(path, text, empty) {
         Ok(read) => read,
         Err(problem) => return (None, vec![problem]),
     };
     let mut reader = Reader {
         file: path,
-        map: SourceMap::new(text),
-        lines: text.lines().collect(),
-        diagnostics: Vec::new(),
+        map: read.map,
+        lines: read.text.lines().collect(),
+        diagnostics: read.lenient.into_iter().collect(),
     };
-    let file = reader.file(&document);
+    let file = reader.file(&read.value);
     (file, reader.diagnostics)
 }
 

@@ -3,8 +3,8 @@
 
 use super::{
     AfterCompensation, Compensable, CompensationRun, Event, ExecError, ExecutionHooks, HookContext,
-    Incident, Instance, JoinState, LoopState, MultiState, RunOf, ScopeState, Status, Step, Wait,
-    WaitKind,
+    Incident, Instance, InstanceStatus, JoinState, LoopState, MultiState, RunOf, ScopeState, Step,
+    Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
@@ -162,7 +162,7 @@ impl<'a> Machine<'a> {
             drop(variables);
             resolved.push((node, wait, outputs));
         }
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         let _ = self.complete_resolved(resolved);
         Ok(self.finish())
     }
@@ -272,7 +272,7 @@ impl<'a> Machine<'a> {
                 node: wait.node,
             });
         }
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         let ticked = if let Some(esp) = self.event_subprocess_of(node) {
             self.launch_event_subprocess(esp, wait.scope)
         } else {
@@ -290,7 +290,7 @@ impl<'a> Machine<'a> {
         mut self,
         updates: Map<String, Value>,
     ) -> Result<Step, ExecError> {
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         let _ = self
             .write_variables_from(0, None, None, updates, true)
             .and_then(|()| self.drain());
@@ -316,7 +316,7 @@ impl<'a> Machine<'a> {
             .node_index(&wait.node)
             .ok_or(ExecError::UnknownActivation(activation))?;
         let wait = self.inst.waits.remove(position);
-        self.inst.status = Status::Running;
+        self.inst.status = InstanceStatus::Running;
         self.step.events.push(Event::WaitCompleted {
             node: wait.node.clone(),
             activation,
@@ -392,8 +392,8 @@ impl<'a> Machine<'a> {
 
     /// Settles the status and hands the step back.
     fn finish(mut self) -> Step {
-        if self.inst.status == Status::Running {
-            self.inst.status = Status::Waiting;
+        if self.inst.status == InstanceStatus::Running {
+            self.inst.status = InstanceStatus::Waiting;
         }
         self.step.ended = !self.inst.status.is_active();
         self.step
@@ -415,7 +415,7 @@ impl<'a> Machine<'a> {
                 break;
             }
         }
-        if self.inst.status == Status::Running && self.inst.waits.is_empty() {
+        if self.inst.status == InstanceStatus::Running && self.inst.waits.is_empty() {
             if let Some(join) = self.inst.joins.first().cloned() {
                 let span = self
                     .node_index(&join.node)
@@ -756,6 +756,7 @@ impl<'a> Machine<'a> {
                         break;
                     }
                 }
+                self.catch_own_signals(events)?;
                 Ok(())
             }
             Behavior::Script(code) => {
@@ -824,6 +825,7 @@ impl<'a> Machine<'a> {
                                 return Ok(());
                             }
                         }
+                        self.catch_own_signals(events)?;
                         self.token_ended(scope)
                     }
                     EndBehavior::Terminate => self.terminate_scope(index, scope),
@@ -1937,6 +1939,27 @@ impl<'a> Machine<'a> {
     /// escalation boundary event fires it. An interrupting one ends the subprocess (and the
     /// throwing token with it); a non-interrupting one adds a token after the boundary. Uncaught
     /// escalations (and other thrown events) change nothing.
+    /// A signal is broadcast, to the instance that throws it as well: its own catches of the
+    /// signals in `events` (intermediate and boundary events, event-subprocess starts) fire in
+    /// this step, before the throwing token ends. The engine's broadcast after the commit skips
+    /// the thrower, so each catch fires once.
+    fn catch_own_signals(&mut self, events: &[ThrownEvent]) -> Flowing {
+        for event in events.iter().filter(|e| e.kind == "signal") {
+            let caught: Vec<Wait> = self
+                .inst
+                .waits
+                .iter()
+                .filter(|w| matches!(&w.kind, WaitKind::Signal { name } if *name == event.name))
+                .cloned()
+                .collect();
+            for wait in caught {
+                let node = self.node_index(&wait.node)?;
+                self.complete_wait(node, wait, Map::new())?;
+            }
+        }
+        Ok(())
+    }
+
     fn escalate(&mut self, event: &ThrownEvent, scope: u64) -> Result<Escalated, Stop> {
         if event.kind != "escalation" {
             return Ok(Escalated::NotCaught);
@@ -2285,7 +2308,7 @@ impl<'a> Machine<'a> {
         self.cancel_waits(|w| w.scope == scope);
         if scope == 0 {
             self.inst.compensable.clear();
-            self.inst.status = Status::Completed;
+            self.inst.status = InstanceStatus::Completed;
             self.step.events.push(Event::InstanceCompleted);
             return Ok(());
         }
@@ -2675,7 +2698,7 @@ impl<'a> Machine<'a> {
         tracing::warn!(instance = %self.inst.id, node, at = %incident.at, "incident: {}", incident.message);
         self.inst.incidents.push(incident.clone());
         self.step.events.push(Event::IncidentRaised { incident });
-        self.inst.status = Status::Failed;
+        self.inst.status = InstanceStatus::Failed;
         self.queue.clear();
         Err(Stop)
     }

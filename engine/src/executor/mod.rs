@@ -31,7 +31,7 @@ use std::sync::LazyLock;
 /// The life-cycle state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum InstanceStatus {
     /// Tokens are moving (only inside a call).
     Running,
     /// Every live token waits for the driver.
@@ -44,20 +44,20 @@ pub enum Status {
     Terminated,
 }
 
-impl Status {
+impl InstanceStatus {
     /// Whether the instance can still move.
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Running | Status::Waiting)
+        matches!(self, InstanceStatus::Running | InstanceStatus::Waiting)
     }
 
     /// The lowercase name (`waiting`, `completed`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Running => "running",
-            Status::Waiting => "waiting",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Terminated => "terminated",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Waiting => "waiting",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Terminated => "terminated",
         }
     }
 }
@@ -274,16 +274,68 @@ impl Wait {
 }
 
 impl WaitKind {
+    /// What kind of wait this is, without its details.
+    pub fn wait_type(&self) -> WaitType {
+        match self {
+            WaitKind::Job { .. } => WaitType::Job,
+            WaitKind::User { .. } => WaitType::User,
+            WaitKind::Message { .. } => WaitType::Message,
+            WaitKind::Timer { .. } => WaitType::Timer,
+            WaitKind::Signal { .. } => WaitType::Signal,
+            WaitKind::Llm { .. } => WaitType::Llm,
+            WaitKind::Condition { .. } => WaitType::Condition,
+        }
+    }
+
     /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`, `condition`.
     pub fn name(&self) -> &'static str {
+        self.wait_type().as_str()
+    }
+}
+
+impl std::fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for WaitType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a wait waits for, without the details ([`WaitKind`] has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitType {
+    /// A service job.
+    Job,
+    /// A user or manual task.
+    User,
+    /// A message.
+    Message,
+    /// A timer.
+    Timer,
+    /// A signal.
+    Signal,
+    /// A language-model step.
+    Llm,
+    /// A conditional event waiting for its condition to become true.
+    Condition,
+}
+
+impl WaitType {
+    /// The lowercase name (`job`, `user`, ...).
+    pub fn as_str(self) -> &'static str {
         match self {
-            WaitKind::Job { .. } => "job",
-            WaitKind::User { .. } => "user",
-            WaitKind::Message { .. } => "message",
-            WaitKind::Timer { .. } => "timer",
-            WaitKind::Signal { .. } => "signal",
-            WaitKind::Llm { .. } => "llm",
-            WaitKind::Condition { .. } => "condition",
+            WaitType::Job => "job",
+            WaitType::User => "user",
+            WaitType::Message => "message",
+            WaitType::Timer => "timer",
+            WaitType::Signal => "signal",
+            WaitType::Llm => "llm",
+            WaitType::Condition => "condition",
         }
     }
 }
@@ -471,7 +523,7 @@ pub enum ExecError {
 pub struct Instance {
     id: String,
     process_id: String,
-    status: Status,
+    status: InstanceStatus,
     scopes: Vec<ScopeState>,
     waits: Vec<Wait>,
     joins: Vec<JoinState>,
@@ -547,7 +599,7 @@ impl Instance {
         let mut instance = Instance {
             id,
             process_id: process.id.clone(),
-            status: Status::Running,
+            status: InstanceStatus::Running,
             scopes: vec![ScopeState {
                 id: 0,
                 parent: None,
@@ -681,7 +733,7 @@ impl Instance {
         self.compensable.clear();
         self.compensations.clear();
         self.scopes.truncate(1);
-        self.status = Status::Terminated;
+        self.status = InstanceStatus::Terminated;
         Ok(Step {
             events: vec![Event::InstanceTerminated],
             new_waits: Vec::new(),
@@ -718,7 +770,7 @@ impl Instance {
     }
 
     /// Its state.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> InstanceStatus {
         self.status
     }
 

@@ -45,7 +45,7 @@ fn sequence_with_script_sets_variables() {
             .chain(&["s", "t", "sc", "e"]),
     );
     let instance = run_all(&p, json!({"amount": 1}));
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
     assert_eq!(path(&instance), ["s", "t", "sc", "e"]);
     assert_eq!(
         Value::Object(instance.variables().clone()),
@@ -93,7 +93,7 @@ fn exclusive_gateway_with_no_match_raises_incident_with_position() {
             .flow("b", "e"),
     );
     let (instance, step) = Instance::start(&p, "i1", vars(json!({"x": 3})), &NoHooks).unwrap();
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert!(step.ended);
     let incident = &instance.incidents()[0];
     assert_eq!(incident.node, "g");
@@ -151,7 +151,7 @@ fn failing_script_and_sandbox_limits_become_incidents() {
                 .chain(&["s", "sc", "e"]),
         );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-        assert_eq!(instance.status(), Status::Failed, "{source}");
+        assert_eq!(instance.status(), InstanceStatus::Failed, "{source}");
         assert_eq!(instance.incidents()[0].node, "sc");
         assert!(
             instance.incidents()[0].at.starts_with("test.bpmn:50:"),
@@ -176,7 +176,7 @@ fn parallel_fork_and_join_in_document_order() {
             .chain(&["f", "b", "j"]),
     );
     let (mut instance, step) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-    assert_eq!(instance.status(), Status::Waiting);
+    assert_eq!(instance.status(), InstanceStatus::Waiting);
     assert_eq!(step.new_waits.len(), 1);
     assert_eq!(instance.joins().len(), 1, "b waits in the join");
     let wait = instance.waits()[0].clone();
@@ -213,7 +213,7 @@ fn nested_parallel_fork_join() {
             .chain(&["f1", "c", "j1"]),
     );
     let instance = run_all(&p, json!({}));
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
     assert_eq!(
         path(&instance),
         ["s", "f1", "f2", "c", "a", "b", "j2", "j1", "e"]
@@ -276,7 +276,7 @@ fn inclusive_join_after_partial_parallel_fork_with_exclusive_dead_branch() {
     assert_eq!(path(&with), ["s", "f", "x", "b", "a", "j", "e"]);
     let without = run_all(&p, json!({"proceed": false}));
     assert_eq!(path(&without), ["s", "f", "x", "out", "a", "j", "e"]);
-    assert_eq!(without.status(), Status::Completed);
+    assert_eq!(without.status(), InstanceStatus::Completed);
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn subprocess_has_own_scope_and_completes_after_inner_nodes() {
             &NoHooks,
         )
         .unwrap();
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
     assert_eq!(path(&instance), ["s", "is", "iu", "isc", "ie", "sub", "e"]);
     // `total` existed outside and was updated there; `local` and `note` stayed inside.
     assert_eq!(
@@ -329,7 +329,7 @@ fn terminate_end_event_ends_all_tokens() {
             .chain(&["f", "t"]),
     );
     let (instance, step) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
     assert!(instance.waits().is_empty());
     assert!(step.ended);
     assert_eq!(path(&instance), ["s", "f", "t"]);
@@ -354,7 +354,7 @@ fn terminate_inside_subprocess_ends_only_the_subprocess() {
     );
     let instance = run_all(&p, json!({}));
     assert_eq!(path(&instance), ["s", "is", "if", "it", "sub", "e"]);
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
 }
 
 #[test]
@@ -376,7 +376,7 @@ fn loops_repeat_activities_and_endless_loops_become_incidents() {
         ["s", "m", "inc", "g", "m", "inc", "g", "m", "inc", "g", "e"]
     );
     let instance = run_all(&looped, json!({"n": -1_000_000}));
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert!(instance.incidents()[0]
         .message
         .contains("loops without end"));
@@ -434,7 +434,7 @@ fn failed_job_raises_incident_and_refuses_further_moves() {
         .fail_job(&p, activation, "timeout", &NoHooks)
         .unwrap();
     assert!(step.ended);
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert!(instance.incidents()[0].message.contains("timeout"));
     assert!(matches!(
         instance.complete(&p, activation, Map::new(), &NoHooks),
@@ -503,7 +503,7 @@ fn hooks_can_refuse_completion_add_variables_and_raise_incidents() {
     instance
         .complete(&p, activation, vars(json!({"ok": true})), &Guarded)
         .unwrap();
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert_eq!(instance.incidents()[0].node, "bad");
     assert_eq!(instance.incidents()[0].message, "policy says no");
 }
@@ -564,7 +564,7 @@ fn stuck_parallel_join_is_an_incident() {
             .chain(&["b", "j", "e"]),
     );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert_eq!(instance.incidents()[0].node, "j");
 }
 
@@ -680,7 +680,7 @@ mod events {
             node: "u".into(),
             activation: task
         }));
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
         assert_eq!(path(&instance), ["s", "b", "e2"]);
     }
 
@@ -698,7 +698,7 @@ mod events {
             activation: timer
         }));
         assert_eq!(path(&instance), ["s", "u", "e1"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 
     #[test]
@@ -710,11 +710,11 @@ mod events {
             wait_at(&instance, "b").activation,
         );
         instance.complete(&p, timer, Map::new(), &NoHooks).unwrap();
-        assert_eq!(instance.status(), Status::Waiting);
+        assert_eq!(instance.status(), InstanceStatus::Waiting);
         assert_eq!(path(&instance), ["s", "b", "e2"]);
         instance.complete(&p, task, Map::new(), &NoHooks).unwrap();
         assert_eq!(path(&instance), ["s", "b", "e2", "u", "e1"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 
     #[test]
@@ -744,7 +744,7 @@ mod events {
         assert_eq!(instance.scopes().len(), 1);
         assert!(instance.waits().is_empty());
         assert_eq!(path(&instance), ["s", "is", "cancel", "e2"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 
     #[test]
@@ -772,7 +772,7 @@ mod events {
         );
         let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(path(&instance), ["s", "is", "ie", "caught", "e2"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 
     #[test]
@@ -793,7 +793,7 @@ mod events {
             .throw_error(&p, job, Some("CARD_DECLINED"), &NoHooks)
             .unwrap();
         assert_eq!(path(&instance), ["s", "declined", "e2"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
 
         let bare = compiled(
             Scope::default()
@@ -807,7 +807,7 @@ mod events {
         instance
             .throw_error(&bare, job, Some("X"), &NoHooks)
             .unwrap();
-        assert_eq!(instance.status(), Status::Failed);
+        assert_eq!(instance.status(), InstanceStatus::Failed);
         assert_eq!(
             instance.incidents()[0].message,
             "error `X` thrown by `j` was not caught"
@@ -846,7 +846,7 @@ mod events {
             activation: paid.activation
         }));
         assert_eq!(path(&instance), ["s", "g", "late", "e2"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 }
 
@@ -994,7 +994,7 @@ mod multi_instance {
         };
         let p = process(multi(body, false, Some("lines"), None));
         let instance = run_all(&p, json!({"lines": [1, 2, 3], "total": 0}));
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
         assert_eq!(path(&instance), ["s", "m", "m", "m", "e"]);
         assert_eq!(
             Value::Object(instance.variables().clone()),
@@ -1019,7 +1019,7 @@ mod multi_instance {
             .map(|w| (w.activation, Map::new()))
             .collect();
         instance.complete_all(&parallel, rest, &NoHooks).unwrap();
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
         assert_eq!(instance.variables()["results"], json!([null, null, "c"]));
 
         let sequential = process(multi(TaskKind::User, true, Some("[\"a\", \"b\"]"), None));
@@ -1055,7 +1055,7 @@ mod multi_instance {
         assert_eq!(path(&instance), ["s", "e"]);
         assert_eq!(instance.variables()["results"], json!([]));
         let (instance, _) = Instance::start(&p, "i1", vars(json!({"lines": 5})), &NoHooks).unwrap();
-        assert_eq!(instance.status(), Status::Failed);
+        assert_eq!(instance.status(), InstanceStatus::Failed);
         assert!(
             instance.incidents()[0].message.contains("is not a list"),
             "{:?}",
@@ -1104,7 +1104,7 @@ mod call_activity {
             .chain(&["qs", "qu", "qsc", "qe"]);
         let p = compile_defs(&file(main, called));
         let instance = run_all(&p, json!({"count": 1}));
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
         assert_eq!(path(&instance), ["s", "qs", "qu", "qsc", "qe", "c", "e"]);
         assert_eq!(
             Value::Object(instance.variables().clone()),
@@ -1197,7 +1197,7 @@ mod escalation {
     fn interrupting_escalation_boundary_ends_the_subprocess() {
         let (instance, _) = Instance::start(&process(true), "i1", Map::new(), &NoHooks).unwrap();
         assert_eq!(path(&instance), ["s", "is", "esc", "b", "e2"]);
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 
     #[test]
@@ -1208,7 +1208,7 @@ mod escalation {
             path(&instance),
             ["s", "is", "esc", "b", "e2", "iu", "ie", "sub", "e1"]
         );
-        assert_eq!(instance.status(), Status::Completed);
+        assert_eq!(instance.status(), InstanceStatus::Completed);
     }
 }
 

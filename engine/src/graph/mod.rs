@@ -60,6 +60,18 @@ impl CompiledProcess {
         &self.scripts
     }
 
+    /// Whether any business rule is attached to the process or one of its nodes.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty() || self.graph.node_weights().any(|node| !node.rules.is_empty())
+    }
+
+    /// Whether any node is a language-model step (the process needs a model to run).
+    pub fn has_llm_steps(&self) -> bool {
+        self.graph
+            .node_weights()
+            .any(|node| matches!(&node.behavior, Behavior::Wait(WaitSpec::Llm(_))))
+    }
+
     /// The node with the given id.
     pub fn node_index(&self, id: &str) -> Option<NodeIndex> {
         self.node_ids.get(id).copied()

@@ -37,24 +37,35 @@ fn checker(root: &Path) -> Compiler {
     Compiler::new(rules_runtime(root, &RulesConfig::default()))
 }
 
+/// Checks rule source `text` as the file `path` would be checked (imports resolved from its
+/// folder), before it is written there.
+pub fn check_rule_source(path: &Path, text: &str) -> Vec<Diagnostic> {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    check_text(&checker(folder), path, text)
+}
+
 fn check_with(compiler: &Compiler, path: &Path) -> Vec<Diagnostic> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            return vec![Diagnostic::error(
-                path,
-                Span::new(1, 1),
-                format!("cannot read rule file: {e}"),
-            )]
-        }
-    };
+    match crate::script::read_script_file(path) {
+        Ok(text) => check_text(compiler, path, &text),
+        Err(e) => vec![Diagnostic::error(
+            path,
+            Span::new(1, 1),
+            format!("cannot read rule file: {e}"),
+        )],
+    }
+}
+
+fn check_text(compiler: &Compiler, path: &Path, text: &str) -> Vec<Diagnostic> {
     let name = rule_name(
         &path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    match compiler.compile(&name, path, &text, 0) {
+    match compiler.compile(&name, path, text, 0) {
         Ok(_) => Vec::new(),
         Err(RuleError::Compile {
             location,

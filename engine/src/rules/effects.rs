@@ -1,9 +1,9 @@
-//! Effects a rule asks for (`notify`, `emit`, `set`) and the outbox they are written through.
+//! Effects a rule asks for (`notify`, `emit`, `set`).
 //!
-//! Rules do no I/O: `notify` and `emit` append an [`Effect`] (and `set` a variable update) to the buffer of the evaluation that
-//! is running on the current thread; the caller gets the effects back with the rule's outcome and
-//! writes them through an [`Outbox`] in the same transaction as the step. `reject` marks the
-//! evaluation as refused.
+//! Rules do no I/O: `notify` and `emit` append an [`Effect`] (and `set` a variable update) to the
+//! buffer of the evaluation that is running on the current thread; the caller gets the effects
+//! back with the rule's outcome, and the engine writes them to the notification log in the same
+//! commit as the step. `reject` marks the evaluation as refused.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,34 +31,6 @@ pub enum Effect {
         /// The rule that asked for it.
         rule: String,
     },
-}
-
-/// Where effects go when a step commits. The durable layer implements it on the commit of a step
-/// (encoding each effect into the outbox table written in the step's transaction);
-/// [`MemoryOutbox`] keeps them in memory.
-pub trait Outbox {
-    /// Appends the effects of one step of instance `instance_id`, in order.
-    fn enqueue(&mut self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError>;
-}
-
-/// The outbox refused the effects.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("outbox: {0}")]
-pub struct OutboxError(pub String);
-
-/// An in-memory [`Outbox`], for tests and for embedding without a store.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct MemoryOutbox {
-    /// Every entry enqueued so far, as `(instance id, effect)`, oldest first.
-    pub entries: Vec<(String, Effect)>,
-}
-
-impl Outbox for MemoryOutbox {
-    fn enqueue(&mut self, instance_id: &str, effects: &[Effect]) -> Result<(), OutboxError> {
-        self.entries
-            .extend(effects.iter().map(|e| (instance_id.to_string(), e.clone())));
-        Ok(())
-    }
 }
 
 /// What one rule evaluation collected.

@@ -20,10 +20,10 @@
 //! [`SharedRuleHooks`] instead: it opens a step (one snapshot, one effect buffer) per instance at
 //! the first hook call and closes it when the driver calls [`SharedRuleHooks::finish_step`].
 
-use super::effects::{Effect, Outbox, OutboxError};
+use super::effects::Effect;
 use super::eval::RuleEvent;
 use super::ruleset::{RuleEngine, RuleSet};
-use crate::executor::{ExecutionHooks, HookContext, HookUpdates, Status, Wait, WaitKind};
+use crate::executor::{ExecutionHooks, HookContext, HookUpdates, InstanceStatus, Wait, WaitKind};
 use crate::graph::CompiledProcess;
 use crate::model::RuleAttachment;
 use serde_json::{Map, Value};
@@ -61,8 +61,8 @@ impl RuleHooks {
         &self,
         process: &CompiledProcess,
         variables: &Map<String, Value>,
-        old: Status,
-        new: Status,
+        old: InstanceStatus,
+        new: InstanceStatus,
     ) -> Result<HookUpdates, String> {
         let event = RuleEvent::StatusChanged {
             old: old.as_str().into(),
@@ -264,16 +264,9 @@ impl SharedRuleHooks {
         step.map(|hooks| hooks.take_effects()).unwrap_or_default()
     }
 
-    /// Ends the current step of `instance_id` and writes its effects to `outbox` (the durable
-    /// layer's outbox for the step's transaction). Returns how many were written.
-    pub fn commit_step(
-        &self,
-        instance_id: &str,
-        outbox: &mut dyn Outbox,
-    ) -> Result<usize, OutboxError> {
-        let effects = self.finish_step(instance_id);
-        outbox.enqueue(instance_id, &effects)?;
-        Ok(effects.len())
+    /// The rule engine the hooks run.
+    pub fn rule_engine(&self) -> &Arc<RuleEngine> {
+        &self.engine
     }
 
     /// Runs the `on_status_change` policies inside the current step of `instance_id`.
@@ -282,9 +275,12 @@ impl SharedRuleHooks {
         process: &CompiledProcess,
         instance_id: &str,
         variables: &Map<String, Value>,
-        old: Status,
-        new: Status,
+        old: InstanceStatus,
+        new: InstanceStatus,
     ) -> Result<HookUpdates, String> {
+        if process.rules.is_empty() {
+            return Ok(HookUpdates::new());
+        }
         self.step(instance_id)
             .status_changed(process, variables, old, new)
     }
@@ -298,16 +294,27 @@ impl SharedRuleHooks {
     }
 }
 
+/// A process without any attached rule needs no step: the hooks answer at once, and the
+/// driver's `finish_step` finds nothing to close.
 impl ExecutionHooks for SharedRuleHooks {
     fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_start(ctx)
     }
 
     fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_enter(ctx)
     }
 
     fn on_leave(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id).on_leave(ctx)
     }
 
@@ -316,6 +323,9 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<(), String> {
+        if !ctx.process.has_rules() {
+            return Ok(());
+        }
         self.step(ctx.instance_id).guard_variables(ctx, changes)
     }
 
@@ -324,6 +334,9 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<HookUpdates, String> {
+        if !ctx.process.has_rules() {
+            return Ok(HookUpdates::new());
+        }
         self.step(ctx.instance_id)
             .on_variables_changed(ctx, changes)
     }
@@ -334,6 +347,9 @@ impl ExecutionHooks for SharedRuleHooks {
         wait: &Wait,
         outputs: &Map<String, Value>,
     ) -> Result<(), String> {
+        if !ctx.process.has_rules() {
+            return Ok(());
+        }
         self.step(ctx.instance_id)
             .guard_complete(ctx, wait, outputs)
     }

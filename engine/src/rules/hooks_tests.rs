@@ -1,7 +1,7 @@
 //! Every attachment point through the executor, with [`RuleHooks`].
 
 use super::*;
-use crate::executor::{ExecError, Instance, Status};
+use crate::executor::{ExecError, Instance, InstanceStatus};
 use crate::graph::{compile, CompiledProcess};
 use crate::model::*;
 use crate::testkit::*;
@@ -200,7 +200,7 @@ fn guard_message_checks_the_payload() {
         "{err}"
     );
     complete(&mut instance, &p, "wait", json!({"amount": 10}), &hooks).unwrap();
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
 }
 
 #[test]
@@ -236,7 +236,7 @@ fn guard_variable_inside_a_script_is_an_incident() {
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     assert!(
         instance.incidents()[0]
             .message
@@ -296,7 +296,12 @@ fn on_status_change_runs_when_the_driver_reports_it() {
     );
     let hooks = RuleHooks::new(rules.snapshot());
     let updates = hooks
-        .status_changed(&p, &Map::new(), Status::Waiting, Status::Completed)
+        .status_changed(
+            &p,
+            &Map::new(),
+            InstanceStatus::Waiting,
+            InstanceStatus::Completed,
+        )
         .unwrap();
     assert!(updates.is_empty());
     assert_eq!(emitted(&hooks.take_effects()), ["instance completed:null"]);
@@ -316,7 +321,7 @@ fn a_failing_policy_becomes_an_incident_naming_the_rule() {
     let hooks = RuleHooks::new(rules.snapshot());
     let mut instance = start_instance(&p, &hooks);
     complete(&mut instance, &p, "work", json!({}), &hooks).unwrap();
-    assert_eq!(instance.status(), Status::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Failed);
     let incident = &instance.incidents()[0];
     assert!(
         incident
@@ -366,16 +371,7 @@ fn shared_hooks_keep_one_snapshot_per_step_and_hand_out_its_effects() {
 
     let work = b.waits()[0].activation;
     b.complete(&p, work, Map::new(), &shared).unwrap();
-    let mut outbox = MemoryOutbox::default();
-    assert_eq!(shared.commit_step("b", &mut outbox), Ok(2));
-    let written: Vec<Effect> = outbox
-        .entries
-        .iter()
-        .map(|(instance, effect)| {
-            assert_eq!(instance, "b");
-            effect.clone()
-        })
-        .collect();
+    let written = shared.finish_step("b");
     assert_eq!(emitted(&written), ["v2:null", "v2:null"]);
     assert!(
         shared.finish_step("b").is_empty(),

@@ -13,10 +13,9 @@ mod hooks;
 mod resolver;
 mod ruleset;
 mod stdlib;
-mod watch;
 
-pub use check::{check_attachments, check_rule_file, check_rules_path};
-pub use effects::{Effect, MemoryOutbox, Outbox, OutboxError};
+pub use check::{check_attachments, check_rule_file, check_rule_source, check_rules_path};
+pub use effects::Effect;
 pub use error::{RuleError, RuleLocation};
 pub use eval::{variable_matches, RuleEvent, RuleOutcome, Selection};
 pub use hooks::{RuleHooks, SharedRuleHooks};
@@ -25,7 +24,6 @@ pub use ruleset::{
     rule_name, rules_runtime, CompiledRule, ReloadReport, RuleEngine, RuleSet, RulesConfig,
 };
 pub use stdlib::{Clock, Rounding, StdlibConfig};
-pub use watch::RuleWatcher;
 
 #[cfg(test)]
 mod hooks_tests;

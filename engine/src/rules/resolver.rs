@@ -2,7 +2,7 @@
 //! folder and nowhere else. Absolute paths, `..`, drive prefixes and links that lead out of the
 //! folder are refused.
 
-use crate::script::content_hash;
+use crate::script::{content_hash, read_script_file, MAX_IMPORT_DEPTH};
 use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared};
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
@@ -16,6 +16,9 @@ pub struct RulesModuleResolver {
 thread_local! {
     /// The modules resolved while the current compilation runs: `(relative path, content hash)`.
     static RESOLVED: RefCell<Option<Vec<(String, u64)>>> = const { RefCell::new(None) };
+    /// How many module resolutions are under way on this thread (a module's own imports resolve
+    /// while it is evaluated).
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `compile` and returns its result with the modules it resolved (relative path and content
@@ -86,7 +89,7 @@ impl RulesModuleResolver {
         if !real.starts_with(&root) {
             return Err(format!("import `{path}` leads outside the rules folder"));
         }
-        let text = std::fs::read_to_string(&real).map_err(|e| format!("module `{path}`: {e}"))?;
+        let text = read_script_file(&real).map_err(|e| format!("module `{path}`: {e}"))?;
         Ok((relative, text))
     }
 }
@@ -99,6 +102,11 @@ impl rhai::ModuleResolver for RulesModuleResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let depth = DEPTH.with(|d| d.get());
+        if depth >= MAX_IMPORT_DEPTH {
+            let message = format!("imports nest more than {MAX_IMPORT_DEPTH} deep at `{path}` (do modules import each other?)");
+            return Err(EvalAltResult::ErrorRuntime(message.into(), pos).into());
+        }
         let (relative, text) = self
             .read(path)
             .map_err(|message| EvalAltResult::ErrorRuntime(message.into(), pos))?;
@@ -107,7 +115,10 @@ impl rhai::ModuleResolver for RulesModuleResolver {
         };
         let mut ast = engine.compile(&text).map_err(|e| in_module(e.into()))?;
         ast.set_source(relative.to_string_lossy().as_ref());
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(in_module)?;
+        DEPTH.with(|d| d.set(depth + 1));
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine);
+        DEPTH.with(|d| d.set(depth));
+        let module = module.map_err(in_module)?;
         RESOLVED.with(|r| {
             if let Some(list) = r.borrow_mut().as_mut() {
                 list.push((relative.to_string_lossy().into_owned(), content_hash(&text)));

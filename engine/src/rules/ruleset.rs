@@ -8,7 +8,9 @@ use super::error::{RuleError, RuleLocation};
 use super::resolver::{recording_imports, RulesModuleResolver};
 use super::stdlib::{self, StdlibConfig};
 use crate::model::{RuleSource, Span};
-use crate::script::{content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime};
+use crate::script::{
+    check_source_size, content_hash, sandboxed_engine, ScriptLimits, ScriptRuntime,
+};
 use rhai::{EvalAltResult, Scope, AST};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -138,6 +140,18 @@ impl Compiler {
         source: &str,
         line_offset: u32,
     ) -> Result<CompiledRule, RuleError> {
+        if let Err(error) = check_source_size(source) {
+            let location = RuleLocation {
+                file: file.to_path_buf(),
+                line: 1 + line_offset,
+                col: 1,
+            };
+            return Err(RuleError::Compile {
+                rule: name.to_string(),
+                location,
+                message: error.to_string(),
+            });
+        }
         let engine = self.runtime.engine();
         let (result, imports) =
             recording_imports(|| engine.compile_into_self_contained(&Scope::new(), source));
@@ -324,7 +338,13 @@ impl RuleEngine {
         Ok(engine)
     }
 
-    /// The rules folder.
+    /// A rule engine without a rules folder: the inline rules of processes run; a rule that
+    /// names a file fails to resolve, naming the missing folder.
+    pub fn without_folder(config: &RulesConfig) -> Self {
+        Self::load(PathBuf::new(), config).expect("no folder, nothing to read")
+    }
+
+    /// The rules folder (empty for [`RuleEngine::without_folder`]).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -360,11 +380,15 @@ impl RuleEngine {
 
     fn rebuild(&self, generation: u64) -> Result<ReloadReport, RuleError> {
         let previous = self.snapshot();
-        let files = rule_files(&self.root)?;
+        let files = if self.root.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            rule_files(&self.root)?
+        };
         let mut sources = Vec::with_capacity(files.len());
         for relative in files {
             let path = self.root.join(&relative);
-            match std::fs::read_to_string(&path) {
+            match crate::script::read_script_file(&path) {
                 Ok(text) => sources.push((relative, path, text)),
                 Err(e) => {
                     tracing::warn!(target: "flowbot::rules", file = %path.display(), "cannot read rule file: {e}")

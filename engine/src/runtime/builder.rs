@@ -6,6 +6,8 @@
 use super::api::{EffectSink, EngineError, EngineOptions, SharedHooks};
 use super::engine::Engine;
 use super::handlers::Handler;
+use super::notifications::feed_effect_sink;
+use super::retention::sweep_loop;
 use super::timers::timer_loop;
 use super::versions::Versions;
 use super::Inner;
@@ -87,17 +89,19 @@ impl EngineBuilder {
     }
 
     /// Business rules: they become the execution hooks (replacing [`EngineBuilder::hooks`]), and
-    /// the effects they ask for during a step are written to the outbox in that step's commit
-    /// (and recorded in the history), then handed to the [`EngineBuilder::effect_sink`]. Compile
-    /// processes with the rules' script runtime ([`crate::rules::RuleEngine::script_runtime`]) so
-    /// conditions and scripts get the rules' standard library.
+    /// the effects they ask for during a step are written to the notification log in that step's
+    /// commit (and recorded in the history), then handed to the [`EngineBuilder::effect_sink`].
+    /// Processes are compiled with the rules' script runtime (it replaces
+    /// [`EngineBuilder::scripts`]), so conditions and scripts get the rules' standard library.
     pub fn rules(mut self, rules: Arc<SharedRuleHooks>) -> Self {
+        self.scripts = rules.rule_engine().script_runtime();
         self.hooks = rules.clone();
         self.rules = Some(rules);
         self
     }
 
-    /// Where durable rule effects go (default: logged and acknowledged).
+    /// Where durable rule effects go, at least once, in notification-log order (default: only the
+    /// log keeps them).
     pub fn effect_sink(mut self, sink: EffectSink) -> Self {
         self.effect_sink = Some(sink);
         self
@@ -159,7 +163,11 @@ impl EngineBuilder {
             message_seq: AtomicU64::new(crate::clock::wall_now_ms() << 12),
             delivering: tokio::sync::Mutex::new(()),
             stop: tokio::sync::watch::channel(false).0,
+            notified: tokio::sync::watch::channel(0).0,
+            sweep_cursor: Mutex::new(None),
         });
+        // Everything in the store after a (re)start is durable.
+        inner.notifications_durable(inner.store.last_notification()?);
         inner.reload()?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.subscribe();
@@ -171,6 +179,11 @@ impl EngineBuilder {
             }
         });
         inner.resume_all();
+        if inner.effect_sink.is_some() {
+            inner.spawn_until_stopped(feed_effect_sink(Arc::downgrade(&inner)));
+        }
+        let every = inner.options.retention.sweep_every;
+        inner.spawn_until_stopped(sweep_loop(Arc::downgrade(&inner), every));
         Ok(Engine { inner })
     }
 }

@@ -29,6 +29,8 @@ pub(super) enum Effect {
     Publish(Vec<HistoryRecord>),
     /// The instance ended; its final state when someone waits for it.
     Ended(Option<InstanceInfo>),
+    /// Notification-log entries up to this number are durable.
+    Notified(u64),
 }
 
 impl Inner {
@@ -72,6 +74,7 @@ impl Inner {
                         });
                     }
                 }
+                Effect::Notified(last) => self.notifications_durable(last),
                 Effect::Ended(info) => {
                     self.live
                         .lock()

@@ -3,7 +3,7 @@
 //! Invariant: a method that changes an instance returns only after its turn is durable, and acts
 //! on the turn (handlers, timers, deliveries, events) only after that.
 
-use super::api::{Correlation, Deployment, EngineError, EngineEvent, InstanceInfo};
+use super::api::{Correlation, Deployment, EngineError, EngineEvent, InstanceInfo, StartRequest};
 use super::builder::EngineBuilder;
 use super::effects::Effect;
 use super::record::{
@@ -81,6 +81,7 @@ impl Engine {
             version,
             content_hash: hash.clone(),
             definitions: defs.clone(),
+            deployed_ms: self.inner.clock.now_ms(),
         };
         let mut commit = StepCommit::default();
         commit.put(
@@ -120,6 +121,7 @@ impl Engine {
             process: process_compiled,
             retries,
             starts,
+            deployed_ms: stored.deployed_ms,
         });
         self.inner
             .versions
@@ -153,18 +155,34 @@ impl Engine {
         process_id: &str,
         variables: Map<String, Value>,
     ) -> Result<InstanceInfo, EngineError> {
+        self.start_with(StartRequest {
+            process_id: process_id.to_string(),
+            variables,
+            business_key: None,
+        })
+        .await
+    }
+
+    /// Starts an instance as `request` says (process, variables, business key); returns once its
+    /// first turn is durable.
+    pub async fn start_with(&self, request: StartRequest) -> Result<InstanceInfo, EngineError> {
         let deployed = self
             .inner
             .versions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .latest(process_id)
+            .latest(&request.process_id)
             .cloned()
-            .ok_or_else(|| EngineError::UnknownProcess(process_id.to_string()))?;
+            .ok_or_else(|| EngineError::UnknownProcess(request.process_id.clone()))?;
         let _busy = self.inner.busy();
-        let (ack, effects, info) =
-            self.inner
-                .begin_instance(deployed, None, variables, Vec::new(), Vec::new())?;
+        let (ack, effects, info) = self.inner.begin_instance(
+            deployed,
+            None,
+            request.variables,
+            request.business_key,
+            Vec::new(),
+            Vec::new(),
+        )?;
         ack.durable().await?;
         self.inner.apply_effects(&info.id, effects);
         Ok(info)
@@ -214,7 +232,7 @@ impl Engine {
         name: &str,
         variables: Map<String, Value>,
     ) -> Result<usize, EngineError> {
-        self.inner.signal(name, variables).await
+        self.inner.signal(name, variables, None).await
     }
 
     /// Cancels an instance: every wait is dropped, its timers and subscriptions removed.
@@ -358,32 +376,35 @@ impl Engine {
         }
     }
 
-    /// Waits until the instance has ended, or until nothing can move it without outside help:
-    /// no handler, delivery or timer of the engine is pending. With a virtual clock, timers jump
-    /// ahead; with the wall clock they are waited for.
+    /// Waits until the instance has ended, or until nothing can move it now without outside
+    /// help: no handler, delivery or retry of the engine is in flight and no timer of the
+    /// instance is due. With a virtual clock, time jumps to the instance's next timer, so it
+    /// settles only when it has none; with the wall clock, timers due later are left to fire
+    /// when they are due (the instance stays waiting in the store).
     pub async fn wait_settled(&self, id: &str) -> Result<InstanceInfo, EngineError> {
         let mut events = self.subscribe();
         loop {
             let info = self.instance(id)?;
-            let timers_armed = self
-                .inner
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(id)
-                .is_some_and(|live| {
-                    !live
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .stored
-                        .timers
-                        .is_empty()
-                });
-            if info.ended() || (self.inner.busy.load(Ordering::SeqCst) == 0 && !timers_armed) {
+            if info.ended() || self.inner.settled(Some(id)) {
                 return Ok(info);
             }
             let _ = tokio::time::timeout(Duration::from_millis(20), events.recv()).await;
         }
+    }
+
+    /// Waits until no instance can move now without outside help (see
+    /// [`Engine::wait_settled`]): what `flowbot resume` waits for after a restart has fired
+    /// the due timers and re-run the unfinished jobs.
+    pub async fn wait_idle(&self) {
+        let mut events = self.subscribe();
+        while !self.inner.settled(None) {
+            let _ = tokio::time::timeout(Duration::from_millis(20), events.recv()).await;
+        }
+    }
+
+    /// How many instances the store holds (running and ended).
+    pub fn stored_instances(&self) -> Result<u64, EngineError> {
+        Ok(self.inner.store.instance_count()?)
     }
 
     /// Ids of the instances that are still running (loaded in memory).
@@ -419,6 +440,11 @@ impl Engine {
     /// The clock the engine runs on.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
+    }
+
+    /// The store's flush counters, when it commits in groups.
+    pub fn flush_stats(&self) -> Option<crate::store::FlushStats> {
+        self.inner.store.flush_stats()
     }
 }
 

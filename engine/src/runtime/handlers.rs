@@ -23,15 +23,63 @@ pub struct JobContext {
     pub attempt: u32,
 }
 
-/// Why a handler call failed; the engine retries it according to the task's retry policy.
+/// Why a handler call failed, and what the engine does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    outcome: HandlerFailure,
+}
+
+/// What the engine does with a failed handler call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerFailure {
+    /// Call again, as the task's retry policy allows; an incident when the retries run out.
+    Retry,
+    /// Do not call again: an incident at once (a permanent failure such as a rejected request).
+    Incident,
+    /// A business error: throws the BPMN error with this code on the service task, where an
+    /// error boundary event (or an enclosing one) catches it; uncaught, the instance fails.
+    BpmnError {
+        /// The error code the boundary events match.
+        code: String,
+    },
+}
 
 impl HandlerError {
-    /// A failure with this message.
+    /// A failure worth retrying (a timeout, a service that is down).
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            outcome: HandlerFailure::Retry,
+        }
+    }
+
+    /// A failure that retrying cannot fix: an incident at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            outcome: HandlerFailure::Incident,
+        }
+    }
+
+    /// A business error: throws the BPMN error `code` on the service task.
+    pub fn bpmn_error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            outcome: HandlerFailure::BpmnError { code: code.into() },
+        }
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What the engine does about it.
+    pub fn outcome(&self) -> &HandlerFailure {
+        &self.outcome
     }
 }
 

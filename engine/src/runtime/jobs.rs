@@ -6,7 +6,7 @@
 //! restart keeps the retry budget and the backoff.
 
 use super::api::EngineError;
-use super::handlers::{Handler, JobContext};
+use super::handlers::{Handler, HandlerFailure, JobContext};
 use super::llm_step;
 use super::record::{encode, EngineIncident, HistoryEntry, JobAttempts};
 use super::turn::Turn;
@@ -18,6 +18,15 @@ use crate::store::Table;
 use serde_json::Map;
 use serde_json::Value;
 use std::sync::Arc;
+
+/// How a job ended: its outputs, or a BPMN error thrown on its task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) enum JobOutcome {
+    /// Completed with these variables.
+    Completed(Map<String, Value>),
+    /// The handler reported the business error with this code.
+    ErrorThrown(String),
+}
 
 impl Inner {
     /// Runs a job's handler with retries; completes the wait exactly once.
@@ -35,8 +44,9 @@ impl Inner {
         };
         let handler = self.handler_for(handler_name.as_deref()).cloned();
         let Some(handler) = handler else {
-            if self.options.auto_complete {
-                self.complete_job(instance, &wait, Map::new(), Vec::new())
+            if let Some(auto) = &self.options.auto_complete {
+                let outputs = auto.outputs.get(&wait.node).cloned().unwrap_or_default();
+                self.complete_job(instance, &wait, JobOutcome::Completed(outputs), Vec::new())
                     .await;
             } else {
                 let message = format!(
@@ -63,15 +73,32 @@ impl Inner {
             };
             match handler(ctx).await {
                 Ok(outputs) => {
-                    self.complete_job(instance, &wait, outputs, Vec::new())
+                    self.complete_job(instance, &wait, JobOutcome::Completed(outputs), Vec::new())
                         .await;
                     return;
                 }
                 Err(err) => {
-                    let retry_at = (attempt <= policy.retries)
+                    let retryable = match err.outcome() {
+                        HandlerFailure::BpmnError { code } => {
+                            let record = HistoryEntry::JobErrorThrown {
+                                node: wait.node.clone(),
+                                activation: wait.activation,
+                                code: code.clone(),
+                                message: err.message().to_string(),
+                            };
+                            let outcome = JobOutcome::ErrorThrown(code.clone());
+                            self.complete_job(instance, &wait, outcome, vec![record])
+                                .await;
+                            return;
+                        }
+                        HandlerFailure::Retry => true,
+                        HandlerFailure::Incident => false,
+                    };
+                    let retry_at = (retryable && attempt <= policy.retries)
                         .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
+                    let error = err.message().to_string();
                     if !self
-                        .after_failed_call(instance, &wait, attempt, err.0, retry_at, "handler")
+                        .after_failed_call(instance, &wait, attempt, error, retry_at, "handler")
                         .await
                     {
                         return;
@@ -179,8 +206,13 @@ impl Inner {
                         "LLM step answered"
                     );
                     let record = HistoryEntry::llm_called(&wait, attempt, request.prompt, response);
-                    self.complete_job(instance, &wait, outputs, vec![record])
-                        .await;
+                    self.complete_job(
+                        instance,
+                        &wait,
+                        JobOutcome::Completed(outputs),
+                        vec![record],
+                    )
+                    .await;
                     return;
                 }
                 Err(err) => {
@@ -235,14 +267,14 @@ impl Inner {
             .unwrap_or_else(|| self.options.default_retry.clone())
     }
 
-    /// Completes a job (or LLM step) with its outputs and the history of the call, recording the
+    /// Ends a job (or LLM step) with its outcome and the history of the call, recording the
     /// completion under the idempotency key in the same turn; a completion already recorded is
     /// never applied twice.
     pub(super) async fn complete_job(
         self: &Arc<Self>,
         instance: &str,
         wait: &Wait,
-        outputs: Map<String, Value>,
+        outcome: JobOutcome,
         history: Vec<HistoryEntry>,
     ) {
         let key = wait.idempotency_key.clone().into_bytes();
@@ -257,18 +289,36 @@ impl Inner {
                 return;
             }
         }
-        let record = encode(&outputs);
-        let result = self
-            .drive(
-                instance,
-                wait.activation,
-                "job",
-                |_| true,
-                outputs,
-                history,
-                vec![(Table::Completions, key, Some(record))],
-            )
-            .await;
+        let changes = vec![(Table::Completions, key, Some(encode(&outcome)))];
+        let activation = wait.activation;
+        let result = match outcome {
+            JobOutcome::Completed(outputs) => {
+                self.drive(
+                    instance,
+                    activation,
+                    "job",
+                    |_| true,
+                    outputs,
+                    history,
+                    changes,
+                )
+                .await
+            }
+            JobOutcome::ErrorThrown(code) => {
+                self.drive_with(
+                    instance,
+                    activation,
+                    "job",
+                    |_| true,
+                    history,
+                    changes,
+                    |inst, process, hooks| {
+                        inst.throw_error(process, activation, Some(&code), hooks)
+                    },
+                )
+                .await
+            }
+        };
         match result {
             Ok(_) | Err(EngineError::NoSuchWait { .. }) => {}
             Err(EngineError::Exec(ExecError::Rejected { node, reason })) => {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::VirtualClock;
+use crate::executor::{InstanceStatus, WaitType};
 use crate::llm::{LlmError, TextGenerator};
 use crate::llm::{LlmOutput, LlmRequest, LlmResponse};
 use crate::model::RetryPolicy;
@@ -128,7 +129,7 @@ async fn generate_extract_and_classify_outputs_land_in_variables_with_history_re
         .await
         .unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(
         done.variables["summary"],
         json!("echo: order SO-1 for ACME")
@@ -181,7 +182,7 @@ async fn without_a_generator_llm_steps_wait_for_an_outside_completion() {
     let started = engine.start("p", Map::new()).await.unwrap();
     let settled = engine.wait_settled(&started.id).await.unwrap();
     assert_eq!(settled.waiting_on.len(), 1);
-    assert_eq!(settled.waiting_on[0].kind, "llm");
+    assert_eq!(settled.waiting_on[0].kind, WaitType::Llm);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

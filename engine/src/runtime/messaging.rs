@@ -1,5 +1,5 @@
 //! Messages and signals: correlation to waiting instances, message and signal start events,
-//! buffering of early messages, and delivery of the outbox (thrown events, rule effects).
+//! buffering of early messages, and delivery of the outbox (events thrown by nodes).
 //!
 //! Invariant: correlation and buffering are serialized (a message is either delivered to a
 //! subscriber or buffered, never lost between the two); an outbox entry is removed only after it
@@ -13,24 +13,21 @@ use super::record::{
 use super::versions::{Deployed, StartTrigger};
 use super::Inner;
 use crate::executor::WaitKind;
-use crate::rules::Effect as RuleEffect;
 use crate::store::{StepCommit, Table};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// One outbox entry: an event a node threw, or an effect a rule asked for.
+/// One outbox entry: a message or signal a node threw, delivered once its turn is durable.
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
-pub(super) enum OutboxEntry {
-    /// A message or signal thrown by `node`.
-    Thrown(String, crate::graph::ThrownEvent),
-    /// A rule's `notify` or `emit` for `instance`.
-    Rule {
-        /// The instance whose step asked for it.
-        instance: String,
-        /// The effect.
-        effect: RuleEffect,
-    },
+pub(super) struct OutboxEntry {
+    /// The throwing instance (its own catches fired in the throwing step).
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The throwing node.
+    pub node: String,
+    /// What it threw.
+    pub event: crate::graph::ThrownEvent,
 }
 
 impl Inner {
@@ -74,6 +71,7 @@ impl Inner {
                         deployed,
                         Some(&node),
                         variables,
+                        correlation_key.map(str::to_string),
                         history,
                         Vec::new(),
                     )?;
@@ -151,10 +149,12 @@ impl Inner {
 
     /// Delivers a signal to every instance waiting for it and starts an instance of every latest
     /// version with a signal start event of that name; returns how many waits and starts it reached.
+    /// The waits of `thrower` are skipped: they caught the signal in the throwing step.
     pub(super) async fn signal(
         self: &Arc<Self>,
         name: &str,
         variables: Map<String, Value>,
+        thrower: Option<&str>,
     ) -> Result<usize, EngineError> {
         let subscribers = self
             .store
@@ -173,6 +173,7 @@ impl Inner {
                 deployed,
                 Some(&node),
                 variables.clone(),
+                None,
                 history,
                 Vec::new(),
             )?;
@@ -182,6 +183,9 @@ impl Inner {
         }
         for (_, value) in subscribers {
             let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
+            if thrower == Some(sub.instance.as_str()) {
+                continue;
+            }
             let history = vec![HistoryEntry::SignalReceived {
                 name: name.to_string(),
                 activation: sub.activation,
@@ -268,24 +272,15 @@ impl Inner {
         };
         for entry in entries {
             match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
-                Ok(OutboxEntry::Rule { instance, effect }) => {
-                    let delivered = match &self.effect_sink {
-                        Some(sink) => sink(&instance, &effect),
-                        None => {
-                            tracing::info!(instance = %instance, effect = ?effect, "rule effect");
-                            Ok(())
-                        }
-                    };
-                    if let Err(err) = delivered {
-                        tracing::error!(instance = %instance, error = %err, "delivering a rule effect failed; it stays in the outbox");
-                        continue;
-                    }
-                }
-                Ok(OutboxEntry::Thrown(node, thrown)) => {
-                    let name = thrown.name.clone().unwrap_or_default();
-                    let result = match thrown.kind.as_str() {
+                Ok(OutboxEntry {
+                    instance,
+                    node,
+                    event,
+                }) => {
+                    let name = event.name.clone().unwrap_or_default();
+                    let result = match event.kind.as_str() {
                         "signal" => self
-                            .signal(&name, Map::new())
+                            .signal(&name, Map::new(), instance.as_deref())
                             .await
                             .map(|n| format!("signal reached {n} waits")),
                         "message" => self

@@ -12,11 +12,12 @@
 //! idempotency key `instance/node/activation` lets a handler make its effect exactly-once; the
 //! completion itself is recorded exactly once).
 //!
-//! The parts, each with the invariant it keeps at its top: [`api`] (types), [`builder`]
-//! (construction), [`engine`] (public methods), `turn` (one executor call = one commit),
-//! `effects` (acting on durable turns), `jobs` (handlers and LLM steps), `messaging` (messages,
-//! signals, outbox), `timers`, `schedules` (timer start events), `recovery` (restart). This file
-//! holds the state they share.
+//! The parts, each with the invariant it keeps at its top: `api` (types), `builder`
+//! (construction), `engine` (public methods), `listing` (instances, tasks, incidents), `turn`
+//! (one executor call = one commit), `effects` (acting on durable turns), `jobs` (handlers and
+//! LLM steps), `messaging` (messages, signals, outbox), `notifications` (the notification log),
+//! `timers`, `schedules` (timer start events), `recovery` (restart), `retention` (the sweeper).
+//! This file holds the state they share.
 
 mod api;
 mod builder;
@@ -24,23 +25,30 @@ mod effects;
 mod engine;
 mod handlers;
 mod jobs;
+mod listing;
 pub mod llm_step;
 mod messaging;
+mod notifications;
 mod record;
 mod recovery;
+mod retention;
 mod schedules;
 mod timers;
 mod turn;
 mod versions;
 
 pub use api::{
-    Correlation, Deployment, EffectSink, EngineError, EngineEvent, EngineOptions, InstanceInfo,
-    SharedHooks, WaitInfo,
+    parse_wait_id, wait_id, AutoComplete, Correlation, Deployment, EffectSink, EngineError,
+    EngineEvent, EngineOptions, IncidentInfo, InstanceFilter, InstanceInfo, Page, SharedHooks,
+    StartRequest, TaskFilter, TaskInfo, WaitInfo,
 };
 pub use builder::EngineBuilder;
 pub use engine::{read_history, Engine};
+pub use handlers::HandlerFailure;
 pub use handlers::{handler, Handler, HandlerError, HandlerFuture, JobContext};
+pub use notifications::{Notification, NotificationKind};
 pub use record::{EngineIncident, HistoryEntry, HistoryRecord};
+pub use retention::{Retention, SweepReport};
 pub use versions::{Deployed, StartTrigger};
 
 use crate::clock::Clock;
@@ -138,6 +146,10 @@ struct Inner {
     delivering: tokio::sync::Mutex<()>,
     /// Set by [`Engine::shutdown`]: background work stops.
     stop: tokio::sync::watch::Sender<bool>,
+    /// The highest notification-log number known durable (readers see up to it).
+    notified: tokio::sync::watch::Sender<u64>,
+    /// Where the next retention sweep resumes paging through instances.
+    sweep_cursor: Mutex<Option<String>>,
 }
 
 impl Inner {
@@ -177,6 +189,32 @@ impl Inner {
             }
         });
     }
+
+    /// Runs a background loop for the engine's life; unlike [`Inner::spawn`] it does not count as
+    /// busy. It stops at shutdown; it must hold the engine only weakly, so that dropping the
+    /// engine ends it too.
+    fn spawn_until_stopped<Fut>(self: &Arc<Self>, work: Fut)
+    where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+        });
+    }
+}
+
+/// The timers an instance's stored snapshot holds armed (for tests).
+#[cfg(test)]
+fn armed_timers(engine: &Engine, id: &str) -> usize {
+    let bytes = engine.inner.store.instance(id).unwrap().unwrap();
+    record::decode::<StoredInstance>(&bytes, "instance")
+        .unwrap()
+        .timers
+        .len()
 }
 
 #[cfg(test)]

@@ -28,8 +28,25 @@ pub(crate) struct StoredInstance {
     /// Armed timers of open timer waits.
     pub timers: Vec<ArmedTimer>,
     /// Failed calls of jobs still open, so that a restart keeps their retry budget and backoff.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<JobAttempts>,
+    /// The business key given at start (an order number, ...), for finding the instance.
+    pub business_key: Option<String>,
+    /// When the instance started (ms since the Unix epoch, engine clock).
+    pub started_ms: u64,
+    /// When it ended, once it has.
+    pub ended_ms: Option<u64>,
+    /// When each open wait began (what a task list shows as "created").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opened: Vec<WaitOpened>,
+}
+
+/// When a wait began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WaitOpened {
+    /// The wait's activation.
+    pub activation: u64,
+    /// When it began (ms since the Unix epoch, engine clock).
+    pub at_ms: u64,
 }
 
 /// The failed calls of an open job (or LLM step).
@@ -101,6 +118,7 @@ pub struct HistoryRecord {
 /// What a history record says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HistoryEntry {
     /// Something the executor did (node entered/completed, token moved, variables changed...).
     Executor {
@@ -144,6 +162,17 @@ pub enum HistoryEntry {
         elapsed_ms: u64,
         /// The generator's warnings (truncated input, forced completion).
         warnings: Vec<String>,
+    },
+    /// A handler reported a business error: the BPMN error `code` was thrown on its task.
+    JobErrorThrown {
+        /// The service task.
+        node: String,
+        /// Its activation.
+        activation: u64,
+        /// The BPMN error code.
+        code: String,
+        /// The handler's message.
+        message: String,
     },
     /// An incident was raised.
     IncidentRaised {
@@ -285,6 +314,8 @@ pub(crate) struct StoredDeployment {
     pub version: u32,
     pub content_hash: String,
     pub definitions: crate::model::Definitions,
+    /// When it was deployed (ms since the Unix epoch, engine clock).
+    pub deployed_ms: u64,
 }
 
 /// Encodes a record.

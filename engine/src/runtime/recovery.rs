@@ -36,6 +36,7 @@ impl Inner {
                 process,
                 retries,
                 starts,
+                deployed_ms: stored.deployed_ms,
             }));
         }
         if self.options.schedule_timer_starts {
@@ -102,18 +103,18 @@ impl Inner {
                         if !has_incident
                             && (handler.is_some()
                                 || self.fallback.is_some()
-                                || self.options.auto_complete) =>
+                                || self.options.auto_complete.is_some()) =>
                     {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
-                    WaitKind::User { .. } if self.options.auto_complete => {
+                    WaitKind::User { .. } if self.options.auto_complete.is_some() => {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
                     WaitKind::Llm { .. } if !has_incident && self.generator.is_some() => {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
                     WaitKind::Message { .. }
-                        if self.options.auto_complete
+                        if self.options.auto_complete.is_some()
                             && is_receive_task(&guard.deployed, &wait.node) =>
                     {
                         effects.push(Effect::RunJob(wait.clone()))

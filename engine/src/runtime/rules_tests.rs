@@ -1,11 +1,11 @@
 //! The engine with business rules: effects commit with their step, refused steps leave nothing
 //! behind, and the daily settlement workflow (rule 7) runs on the engine's timers.
 
-use super::messaging::OutboxEntry;
 use super::record::decode;
 use super::*;
 use crate::clock::VirtualClock;
 use crate::executor::ExecError;
+use crate::executor::InstanceStatus;
 use crate::rules::Effect as RuleEffect;
 use crate::rules::{RuleEngine, RulesConfig, StdlibConfig};
 use crate::store::{Ack, SnapshotChange};
@@ -62,6 +62,29 @@ impl Store for RecordingStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         self.inner.next_id()
     }
+    fn instances_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.instances_after(after, limit)
+    }
+    fn purge_instance(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.purge_instance(id)
+    }
+    fn notifications_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.notifications_after(after, limit)
+    }
+    fn last_notification(&self) -> Result<u64, StoreError> {
+        self.inner.last_notification()
+    }
+    fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
+        self.inner.remove_notifications_through(through)
+    }
 }
 
 fn workflow(name: &str) -> Definitions {
@@ -111,14 +134,15 @@ fn rule_engine(clock: Option<Arc<dyn Clock>>) -> Arc<RuleEngine> {
     )
 }
 
-/// The rule effects in a commit's outbox.
+/// The rule effects a commit appends to the notification log.
 fn rule_effects(commit: &StepCommit) -> Vec<RuleEffect> {
     commit
-        .outbox
+        .notifications
         .iter()
-        .filter_map(|bytes| match decode::<OutboxEntry>(bytes, "outbox entry") {
-            Ok(OutboxEntry::Rule { effect, .. }) => Some(effect),
-            _ => None,
+        .map(|bytes| {
+            decode::<super::notifications::StoredNotification>(bytes, "notification")
+                .unwrap()
+                .effect
         })
         .collect()
 }
@@ -181,7 +205,7 @@ async fn a_status_change_notifies_the_customer_through_the_outbox_of_the_same_co
         .await
         .unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
 
     // Each order status first appears in a commit whose outbox holds the customer's notification.
     let commits = store.commits.lock().unwrap().clone();
@@ -284,7 +308,7 @@ nodes:
         .complete_task(&started.id, activation, approved)
         .await
         .unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     let all: Vec<RuleEffect> = store
         .commits
         .lock()
@@ -355,7 +379,8 @@ async fn the_daily_settlement_settles_unpaid_orders_at_the_end_of_the_day() {
     assert_eq!(&first_day[1].0, day, "one instance settles the day");
     let info = engine.instance(day).unwrap();
     assert_eq!(
-        info.status, "completed",
+        info.status,
+        InstanceStatus::Completed,
         "each day's instance ends once the day is settled"
     );
     assert_eq!(
@@ -411,7 +436,7 @@ nodes:
         .complete_task(&started.id, started.waiting_on[0].activation, Map::new())
         .await
         .unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(
         done.variables["closed_as"],
         json!("completed"),

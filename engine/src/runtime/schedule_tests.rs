@@ -5,6 +5,7 @@ use super::record::decode;
 use super::*;
 use crate::clock::{Sleep, VirtualClock};
 use crate::executor::ExecError;
+use crate::executor::InstanceStatus;
 use crate::executor::NoHooks;
 use crate::script::ScriptLimits;
 use crate::store::Table;
@@ -139,7 +140,7 @@ async fn a_bounded_cycle_starts_one_instance_per_tick_and_stops_after_the_last()
     );
     for (id, ..) in &ticks {
         let info = engine.wait_for_end(id).await.unwrap();
-        assert_eq!(info.status, "completed");
+        assert_eq!(info.status, InstanceStatus::Completed);
         assert_eq!(info.path, vec!["tick", "work", "done"]);
     }
     engine.shutdown().await;
@@ -405,7 +406,7 @@ nodes:
         .unwrap()
         .activation;
     let settled = engine.wait_settled(&started.id).await.unwrap();
-    assert_eq!(settled.status, "waiting");
+    assert_eq!(settled.status, InstanceStatus::Waiting);
     assert_eq!(
         settled.path.iter().filter(|n| *n == "reminder").count(),
         3,
@@ -429,13 +430,8 @@ nodes:
         .complete_task(&started.id, review, Map::new())
         .await
         .unwrap();
-    assert_eq!(done.status, "completed");
-    assert!(engine
-        .inner
-        .store
-        .scan(Table::Timers, b"")
-        .unwrap()
-        .is_empty());
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(armed_timers(&engine, &started.id), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +444,7 @@ async fn the_retry_budget_and_backoff_survive_a_restart() {
             let calls = calls.clone();
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(HandlerError("the ledger is down".into()))
+                Err(HandlerError::new("the ledger is down"))
             }
         })
     };

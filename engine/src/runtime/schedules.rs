@@ -146,6 +146,7 @@ impl Inner {
                         deployed,
                         Some(node),
                         Map::new(),
+                        None,
                         history,
                         vec![change.clone()],
                     )

@@ -1,6 +1,7 @@
 use super::jobs::backoff_ms;
 use super::*;
 use crate::clock::VirtualClock;
+use crate::executor::InstanceStatus;
 use crate::model::RetryPolicy;
 use crate::model::{EventTrigger, Expr, MessageRef, NodeKind, Span, TaskKind, Timer, TimerKind};
 use crate::store::Table;
@@ -88,9 +89,9 @@ async fn a_three_day_duration_timer_fires_on_the_virtual_clock() {
         .await
         .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
-    assert_eq!(started.status, "waiting");
+    assert_eq!(started.status, InstanceStatus::Waiting);
     let done = engine.wait_for_end(&started.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(done.path, vec!["s", "a", "e"]);
     assert_eq!(clock.now_ms(), 1_000_000 + 3 * DAY_MS);
     let history = engine.history(&started.id).unwrap();
@@ -118,7 +119,7 @@ async fn a_date_timer_fires_at_its_date() {
     let started = engine.start("p", Map::new()).await.unwrap();
     assert_eq!(
         engine.wait_for_end(&started.id).await.unwrap().status,
-        "completed"
+        InstanceStatus::Completed
     );
     assert_eq!(clock.now_ms(), 1_796_112_000_000);
 }
@@ -138,7 +139,7 @@ async fn a_cycle_timer_on_a_catch_event_fires_at_its_first_due_time() {
     let started = engine.start("p", Map::new()).await.unwrap();
     assert_eq!(
         engine.wait_for_end(&started.id).await.unwrap().status,
-        "completed"
+        InstanceStatus::Completed
     );
     assert_eq!(clock.now_ms(), 600_000);
 }
@@ -159,7 +160,7 @@ async fn a_daily_cron_timer_waits_for_six_in_the_evening() {
     let started = engine.start("p", Map::new()).await.unwrap();
     assert_eq!(
         engine.wait_for_end(&started.id).await.unwrap().status,
-        "completed"
+        InstanceStatus::Completed
     );
     // 2026-05-04T18:00:00Z
     assert_eq!(clock.now_ms(), 1_777_917_600_000);
@@ -220,7 +221,10 @@ async fn messages_correlate_by_name_and_key_including_early_arrival() {
     );
     let b_done = engine.wait_for_end(&b.id).await.unwrap();
     assert_eq!(b_done.variables["paid"], json!(true));
-    assert_eq!(engine.instance(&a.id).unwrap().status, "waiting");
+    assert_eq!(
+        engine.instance(&a.id).unwrap().status,
+        InstanceStatus::Waiting
+    );
 
     // C's payment comes before C waits: it is buffered, then delivered when C subscribes.
     let early = engine
@@ -245,7 +249,10 @@ async fn messages_correlate_by_name_and_key_including_early_arrival() {
             .unwrap(),
         Correlation::Buffered { .. }
     ));
-    assert_eq!(engine.instance(&a.id).unwrap().status, "waiting");
+    assert_eq!(
+        engine.instance(&a.id).unwrap().status,
+        InstanceStatus::Waiting
+    );
 }
 
 #[tokio::test]
@@ -278,7 +285,10 @@ async fn a_buffered_message_expires_after_its_ttl() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(engine.instance(&started.id).unwrap().status, "waiting");
+    assert_eq!(
+        engine.instance(&started.id).unwrap().status,
+        InstanceStatus::Waiting
+    );
 }
 
 #[tokio::test]
@@ -302,7 +312,7 @@ async fn a_signal_reaches_every_waiting_instance() {
     );
     for id in ids {
         let done = engine.wait_for_end(&id).await.unwrap();
-        assert_eq!(done.status, "completed");
+        assert_eq!(done.status, InstanceStatus::Completed);
         assert_eq!(done.variables["closed"], json!(true));
     }
     assert_eq!(
@@ -353,7 +363,7 @@ async fn a_failing_handler_is_retried_with_exponential_backoff_then_succeeds() {
         .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(
         done.variables["booked"],
@@ -417,7 +427,10 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
     let incident = wait_for_incident(&engine, &first.id).await;
     assert_eq!(incident.attempts, 3);
     assert_eq!(incident.message, "ledger locked");
-    assert_eq!(engine.instance(&first.id).unwrap().status, "waiting");
+    assert_eq!(
+        engine.instance(&first.id).unwrap().status,
+        InstanceStatus::Waiting
+    );
 
     // Retry after the cause is fixed.
     healthy.store(true, Ordering::SeqCst);
@@ -426,7 +439,7 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
         .await
         .unwrap();
     let done = engine.wait_for_end(&first.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(done.variables["fixed"], json!(true));
 
     // Resolve by hand.
@@ -441,7 +454,7 @@ async fn exhausted_retries_raise_an_incident_that_an_operator_can_retry_or_resol
         )
         .await
         .unwrap();
-    assert_eq!(resolved.status, "completed");
+    assert_eq!(resolved.status, InstanceStatus::Completed);
     assert!(resolved.engine_incidents.is_empty());
     let err = engine
         .resolve_incident(&second.id, incident.activation, Map::new())
@@ -545,7 +558,7 @@ async fn cancel_drops_waits_and_subscriptions() {
         .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let cancelled = engine.cancel(&started.id).await.unwrap();
-    assert_eq!(cancelled.status, "terminated");
+    assert_eq!(cancelled.status, InstanceStatus::Terminated);
     assert_eq!(engine.broadcast_signal("go", Map::new()).await.unwrap(), 0);
 }
 
@@ -605,14 +618,17 @@ async fn a_slow_handler_does_not_block_other_instances() {
             .unwrap();
         assert_eq!(
             engine.wait_for_end(&quick.id).await.unwrap().status,
-            "completed"
+            InstanceStatus::Completed
         );
     }
-    assert_eq!(engine.instance(&blocked.id).unwrap().status, "waiting");
+    assert_eq!(
+        engine.instance(&blocked.id).unwrap().status,
+        InstanceStatus::Waiting
+    );
     gate.notify_one();
     assert_eq!(
         engine.wait_for_end(&blocked.id).await.unwrap().status,
-        "completed"
+        InstanceStatus::Completed
     );
 }
 
@@ -669,7 +685,7 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
     assert_eq!(engine.deployments().len(), 1);
     for id in &ids {
         let done = engine.wait_for_end(id).await.unwrap();
-        assert_eq!(done.status, "completed", "{id}");
+        assert_eq!(done.status, InstanceStatus::Completed, "{id}");
         assert_eq!(done.path, vec!["s", "charge", "wait", "e"]);
     }
     let log = effects.lock().unwrap().clone();
@@ -724,7 +740,7 @@ async fn an_interrupting_boundary_timer_cancels_the_task_when_due() {
         .unwrap();
     let started = engine.start("p", Map::new()).await.unwrap();
     let done = engine.wait_for_end(&started.id).await.unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(done.variables["escalated"], json!(true));
     assert!(
         !done.path.contains(&"review".to_string()),
@@ -764,13 +780,9 @@ async fn a_boundary_timer_is_disarmed_when_the_task_completes_first() {
     };
     let done = engine.wait_for_end(&started.id).await.unwrap();
     assert_eq!(done.path.last().map(String::as_str), Some("e"));
-    assert!(
-        engine
-            .inner
-            .store
-            .scan(Table::Timers, b"")
-            .unwrap()
-            .is_empty(),
+    assert_eq!(
+        armed_timers(&engine, &started.id),
+        0,
         "the timer stays armed"
     );
     assert_eq!(clock.now_ms(), 0);
@@ -800,7 +812,7 @@ async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
     loop {
         let info = engine.instance(&started.id).unwrap();
         if info.variables.get("escalated") == Some(&json!(true)) {
-            assert_eq!(info.status, "waiting");
+            assert_eq!(info.status, InstanceStatus::Waiting);
             assert!(info.waiting_on.iter().any(|w| w.activation == review));
             break;
         }
@@ -810,7 +822,7 @@ async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
         .complete_task(&started.id, review, Map::new())
         .await
         .unwrap();
-    assert_eq!(done.status, "completed");
+    assert_eq!(done.status, InstanceStatus::Completed);
     assert!(
         done.path.contains(&"escalate".to_string()) && done.path.contains(&"review".to_string()),
         "{:?}",

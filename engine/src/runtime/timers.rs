@@ -10,7 +10,6 @@ use super::turn::Turn;
 use super::versions::Deployed;
 use super::Inner;
 use crate::executor::{Wait, WaitKind};
-use crate::store::Table;
 use crate::timer::TimerSpec;
 use serde_json::Map;
 use std::cmp::Reverse;
@@ -19,8 +18,33 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 impl Inner {
+    /// Whether nothing can move now without outside help: no work in flight, and no timer due
+    /// (of `instance`, or of any instance). With a virtual clock every armed timer of an instance
+    /// counts as due (time jumps to it); with the wall clock only those due by now.
+    pub(super) fn settled(&self, instance: Option<&str>) -> bool {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        let jumps = self.clock.is_virtual();
+        !self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|Reverse((due_ms, target))| match target {
+                TimerTarget::Wait { instance: of, .. } => {
+                    instance.is_none_or(|wanted| wanted == of) && (jumps || *due_ms <= now)
+                }
+                TimerTarget::Start { .. } => instance.is_none() && !jumps && *due_ms <= now,
+            })
+    }
+
     /// Fires every timer due now.
     pub(super) async fn fire_due(self: &Arc<Self>) {
+        // Busy from before the due timers leave the heap until they have fired: nobody sees the
+        // engine settled in between.
+        let _busy = self.busy();
         let now = self.clock.now_ms();
         let mut due = Vec::new();
         {
@@ -124,15 +148,6 @@ impl Inner {
             })?;
             if let Some(position) = guard.stored.timers.iter().position(|t| *t == armed) {
                 guard.stored.timers[position] = next;
-                turn.commit.remove(
-                    Table::Timers,
-                    crate::store::timer_key(armed.due_ms, instance, armed.activation),
-                );
-                turn.commit.put(
-                    Table::Timers,
-                    crate::store::timer_key(next.due_ms, instance, next.activation),
-                    Vec::new(),
-                );
                 turn.history.push(HistoryEntry::TimerArmed {
                     node,
                     activation: next.activation,

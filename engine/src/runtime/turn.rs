@@ -1,20 +1,23 @@
 //! One turn: an executor call, the auto-completions that need nothing from outside, and the
 //! store commit that makes all of it durable at once.
 //!
-//! Invariant: one turn is one [`StepCommit`] (snapshot, history, outbox, timers, subscriptions,
-//! completion records together); a refused executor call leaves the instance as it was and drops
-//! the rule effects it queued.
+//! Invariant: one turn is one [`StepCommit`] (snapshot, history, outbox, notification-log
+//! entries, subscriptions, completion records together); a refused executor call leaves the
+//! instance as it was and drops the rule effects it queued.
 
 use super::api::{EngineError, InstanceInfo};
 use super::effects::Effect;
 use super::messaging::OutboxEntry;
+use super::notifications::StoredNotification;
 use super::record::{
     encode, message_subscription_key, signal_subscription_key, ArmedTimer, EngineIncident,
-    HistoryEntry, StoredInstance, StoredTurn, Subscriber,
+    HistoryEntry, StoredInstance, StoredTurn, Subscriber, WaitOpened,
 };
 use super::versions::Deployed;
 use super::{open_waits, Inner, Live};
-use crate::executor::{Event, ExecError, ExecutionHooks, Instance, Status, Step, Wait, WaitKind};
+use crate::executor::{
+    Event, ExecError, ExecutionHooks, Instance, InstanceStatus, Step, Wait, WaitKind,
+};
 use crate::rules::SharedRuleHooks;
 use crate::store::{Ack, SnapshotChange, StepCommit, Table, TableChange};
 use crate::timer::TimerSpec;
@@ -27,7 +30,8 @@ pub(super) struct Turn {
     pub(super) commit: StepCommit,
     pub(super) history: Vec<HistoryEntry>,
     pub(super) effects: Vec<Effect>,
-    pub(super) auto: VecDeque<u64>,
+    /// Waits to complete at once (auto-completion), with their node.
+    pub(super) auto: VecDeque<(u64, String)>,
 }
 
 impl Turn {
@@ -71,7 +75,7 @@ impl Inner {
         &self,
         rules: &SharedRuleHooks,
         live: &mut Live,
-        previous: Status,
+        previous: InstanceStatus,
         turn: &mut Turn,
     ) {
         let status = live.stored.instance.status();
@@ -149,7 +153,7 @@ impl Inner {
         live: &mut Live,
         step: Step,
         before: &[Wait],
-        previous: Status,
+        previous: InstanceStatus,
         turn: &mut Turn,
     ) {
         let id = live.stored.instance.id().to_string();
@@ -164,16 +168,15 @@ impl Inner {
                 .iter()
                 .position(|t| t.activation == gone.activation)
             {
-                let timer = live.stored.timers.remove(pos);
-                turn.commit.remove(
-                    Table::Timers,
-                    crate::store::timer_key(timer.due_ms, &id, gone.activation),
-                );
+                live.stored.timers.remove(pos);
             }
             remove_subscription(&id, gone, turn);
             live.stored
                 .attempts
                 .retain(|a| a.activation != gone.activation);
+            live.stored
+                .opened
+                .retain(|o| o.activation != gone.activation);
         }
         for event in &step.events {
             if let Event::EventThrown {
@@ -181,9 +184,11 @@ impl Inner {
                 event: thrown,
             } = event
             {
-                turn.commit
-                    .outbox
-                    .push(encode(&OutboxEntry::Thrown(node.clone(), thrown.clone())));
+                turn.commit.outbox.push(encode(&OutboxEntry {
+                    instance: Some(id.clone()),
+                    node: node.clone(),
+                    event: thrown.clone(),
+                }));
             }
         }
         for event in step.events {
@@ -193,33 +198,36 @@ impl Inner {
         if let Some(rules) = &self.rules {
             self.status_policies(rules, live, previous, turn);
             for effect in rules.finish_step(&id) {
-                turn.commit.outbox.push(encode(&OutboxEntry::Rule {
+                turn.commit.notifications.push(encode(&StoredNotification {
                     instance: id.clone(),
+                    time_ms: now,
                     effect: effect.clone(),
                 }));
                 turn.history.push(HistoryEntry::RuleEffect { effect });
             }
         }
         for wait in step.new_waits {
+            live.stored.opened.push(WaitOpened {
+                activation: wait.activation,
+                at_ms: now,
+            });
+            let auto = self.options.auto_complete.is_some();
             match &wait.kind {
                 WaitKind::Job { handler } => {
                     match self.handler_for(handler.as_deref()) {
                         Some(_) => turn.effects.push(Effect::RunJob(wait)),
-                        None if self.options.auto_complete => turn.auto.push_back(wait.activation),
+                        None if auto => turn.auto.push_back((wait.activation, wait.node.clone())),
                         // A named handler that is missing becomes an incident; a job that names
                         // none waits for an outside completion.
                         None if handler.is_some() => turn.effects.push(Effect::RunJob(wait)),
                         None => {}
                     }
                 }
-                WaitKind::User { .. } if self.options.auto_complete => {
-                    turn.auto.push_back(wait.activation)
+                WaitKind::User { .. } if auto => {
+                    turn.auto.push_back((wait.activation, wait.node.clone()))
                 }
-                WaitKind::Message { .. }
-                    if self.options.auto_complete
-                        && is_receive_task(&live.deployed, &wait.node) =>
-                {
-                    turn.auto.push_back(wait.activation)
+                WaitKind::Message { .. } if auto && is_receive_task(&live.deployed, &wait.node) => {
+                    turn.auto.push_back((wait.activation, wait.node.clone()))
                 }
                 WaitKind::Llm { .. } if self.generator.is_some() => {
                     turn.effects.push(Effect::RunJob(wait))
@@ -280,11 +288,6 @@ impl Inner {
                                 due_ms,
                                 occurrence,
                             });
-                            turn.commit.put(
-                                Table::Timers,
-                                crate::store::timer_key(due_ms, &id, wait.activation),
-                                Vec::new(),
-                            );
                             turn.history.push(HistoryEntry::TimerArmed {
                                 node: wait.node.clone(),
                                 activation: wait.activation,
@@ -322,8 +325,15 @@ impl Inner {
         // Auto-completions go in batches (every ready wait, oldest first, before any token moves
         // on), as `flowbot run --auto-complete` does.
         while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
-            let batch: Vec<(u64, Map<String, Value>)> =
-                turn.auto.drain(..).map(|a| (a, Map::new())).collect();
+            let outputs = self.options.auto_complete.as_ref();
+            let batch: Vec<(u64, Map<String, Value>)> = turn
+                .auto
+                .drain(..)
+                .map(|(activation, node)| {
+                    let filled_in = outputs.and_then(|auto| auto.outputs.get(&node));
+                    (activation, filled_in.cloned().unwrap_or_default())
+                })
+                .collect();
             let completed = self.step_live(live, &mut turn, |instance, process, hooks| {
                 instance.complete_all(process, batch, hooks)
             });
@@ -333,6 +343,9 @@ impl Inner {
         }
         let now = self.clock.now_ms();
         let ended = !live.stored.instance.status().is_active();
+        if ended && live.stored.ended_ms.is_none() {
+            live.stored.ended_ms = Some(now);
+        }
         // The records of a turn are stored as one history entry (one key per turn, not per event).
         turn.commit.history_from = live.stored.history_len;
         let stored_turn = StoredTurn {
@@ -354,6 +367,9 @@ impl Inner {
         let mut effects = turn.effects;
         if outbox > 0 {
             effects.push(Effect::Deliver);
+        }
+        if let Some(last) = ack.last_notification() {
+            effects.push(Effect::Notified(last));
         }
         if self.events.receiver_count() > 0 && !stored_turn.entries.is_empty() {
             effects.push(Effect::Publish(stored_turn.into_records().collect()));
@@ -386,6 +402,35 @@ impl Inner {
         history: Vec<HistoryEntry>,
         changes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<InstanceInfo, EngineError> {
+        self.drive_with(
+            instance,
+            activation,
+            expected,
+            accepts,
+            history,
+            changes,
+            move |instance, process, hooks| instance.complete(process, activation, outputs, hooks),
+        )
+        .await
+    }
+
+    /// Moves an open wait on with the executor `call` (complete it, throw an error on it) in one
+    /// turn with `history` and `changes`, and waits until the turn is durable.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn drive_with(
+        self: &Arc<Self>,
+        instance: &str,
+        activation: u64,
+        expected: &'static str,
+        accepts: impl Fn(&Wait) -> bool,
+        history: Vec<HistoryEntry>,
+        changes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+        call: impl FnOnce(
+            &mut Instance,
+            &crate::graph::CompiledProcess,
+            &dyn ExecutionHooks,
+        ) -> Result<Step, ExecError>,
+    ) -> Result<InstanceInfo, EngineError> {
         let live = self.live_instance(instance)?;
         let _busy = self.busy();
         let (ack, effects, info) = {
@@ -409,9 +454,7 @@ impl Inner {
             for (table, key, value) in changes {
                 turn.commit.changes.push(TableChange { table, key, value });
             }
-            self.step_live(&mut guard, &mut turn, |instance, process, hooks| {
-                instance.complete(process, activation, outputs, hooks)
-            })?;
+            self.step_live(&mut guard, &mut turn, call)?;
             guard
                 .stored
                 .incidents
@@ -432,6 +475,7 @@ impl Inner {
         deployed: Arc<Deployed>,
         at: Option<&str>,
         variables: Map<String, Value>,
+        business_key: Option<String>,
         history: Vec<HistoryEntry>,
         changes: Vec<TableChange>,
     ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
@@ -460,6 +504,10 @@ impl Inner {
             incidents: Vec::new(),
             timers: Vec::new(),
             attempts: Vec::new(),
+            business_key,
+            started_ms: self.clock.now_ms(),
+            ended_ms: None,
+            opened: Vec::new(),
         };
         let live = Arc::new(Mutex::new(Live { stored, deployed }));
         let (ack, effects, info) = {
@@ -468,7 +516,7 @@ impl Inner {
             turn.history = history;
             turn.commit.first = true;
             turn.commit.changes = changes;
-            self.absorb(&mut guard, step, &[], Status::Running, &mut turn);
+            self.absorb(&mut guard, step, &[], InstanceStatus::Running, &mut turn);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;
             (ack, effects, InstanceInfo::of(&guard.stored))
         };

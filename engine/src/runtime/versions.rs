@@ -22,6 +22,8 @@ pub struct Deployed {
     pub retries: HashMap<String, RetryPolicy>,
     /// The triggered start events of the process (timer, message, signal), in document order.
     pub starts: Vec<StartTrigger>,
+    /// When it was deployed (ms since the Unix epoch, engine clock).
+    pub deployed_ms: u64,
 }
 
 /// A start event with a trigger: what creates instances of a deployed process.

@@ -8,39 +8,78 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Resolves once a commit is durable. A commit to a store that flushes synchronously (or to
-/// memory) is durable at once.
-#[derive(Debug)]
+/// Makes everything applied so far durable (a store's flush), called off the async threads.
+pub(crate) type FlushFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Resolves once a commit is durable. A commit to memory is durable at once; a commit to a store
+/// that flushes per step becomes durable when the flush that [`Ack::durable`] runs (on a blocking
+/// thread, never on an async worker) returns; with group commit, when the flusher's flush that
+/// covers it returns.
 #[must_use = "a step is not durable until its Ack has resolved"]
 pub struct Ack {
-    pending: Option<(Arc<Shared>, u64)>,
+    pending: Pending,
+    /// The highest notification-log number the commit was given, if it appended any.
+    last_notification: Option<u64>,
+}
+
+enum Pending {
+    /// Durable already.
+    Ready,
+    /// Durable once the group committer has flushed commit number `.1`.
+    Group(Arc<Shared>, u64),
+    /// Durable once this flush has run.
+    Flush(FlushFn),
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pending = match &self.pending {
+            Pending::Ready => "ready".to_string(),
+            Pending::Group(_, seq) => format!("group commit {seq}"),
+            Pending::Flush(_) => "flush pending".to_string(),
+        };
+        f.debug_struct("Ack")
+            .field("pending", &pending)
+            .field("last_notification", &self.last_notification)
+            .finish()
+    }
 }
 
 impl Ack {
     /// An acknowledgement that is already durable.
     pub fn ready() -> Self {
-        Self { pending: None }
+        Self {
+            pending: Pending::Ready,
+            last_notification: None,
+        }
     }
 
-    /// Whether the commit is known to be durable now, without waiting.
-    pub fn is_durable(&self) -> bool {
-        match &self.pending {
-            None => true,
-            Some((shared, seq)) => {
-                shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .flushed
-                    >= *seq
-            }
+    /// An acknowledgement that becomes durable once `flush` has run.
+    pub(crate) fn after_flush(flush: FlushFn) -> Self {
+        Self {
+            pending: Pending::Flush(flush),
+            last_notification: None,
         }
+    }
+
+    /// The same acknowledgement, carrying the highest notification-log number of its commit.
+    pub(crate) fn with_last_notification(mut self, last: Option<u64>) -> Self {
+        self.last_notification = last;
+        self
+    }
+
+    /// The highest number the commit's notification-log entries were given (`None` when it
+    /// appended none). Once the ack has resolved, every entry up to this number is durable.
+    pub fn last_notification(&self) -> Option<u64> {
+        self.last_notification
     }
 
     /// Blocks the current thread until the commit is durable.
     pub fn wait(self) -> Result<(), StoreError> {
-        let Some((shared, seq)) = self.pending else {
-            return Ok(());
+        let (shared, seq) = match self.pending {
+            Pending::Ready => return Ok(()),
+            Pending::Flush(flush) => return flush().map_err(StoreError::FlushFailed),
+            Pending::Group(shared, seq) => (shared, seq),
         };
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -59,8 +98,19 @@ impl Ack {
 
     /// Waits (asynchronously) until the commit is durable.
     pub async fn durable(self) -> Result<(), StoreError> {
-        let Some((shared, seq)) = self.pending else {
-            return Ok(());
+        let (shared, seq) = match self.pending {
+            Pending::Ready => return Ok(()),
+            Pending::Flush(flush) => {
+                // An fsync blocks: it runs on tokio's blocking pool, not on an async worker.
+                return match tokio::runtime::Handle::try_current() {
+                    Ok(_) => tokio::task::spawn_blocking(move || flush())
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the flush stopped: {e}")))
+                        .map_err(StoreError::FlushFailed),
+                    Err(_) => flush().map_err(StoreError::FlushFailed),
+                };
+            }
+            Pending::Group(shared, seq) => (shared, seq),
         };
         // Each waiter is woken once, by the flush that covers its commit (not by every flush).
         let woken = {
@@ -189,7 +239,8 @@ impl GroupCommitter {
             self.shared.pending_cv.notify_one();
         }
         Ack {
-            pending: Some((self.shared.clone(), seq)),
+            pending: Pending::Group(self.shared.clone(), seq),
+            last_notification: None,
         }
     }
 

@@ -2,16 +2,19 @@
 
 use super::{history_key, history_prefix, Ack, OutboxEntry, StepCommit, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 struct Inner {
     /// id → (snapshot, finished)
-    instances: HashMap<String, (Vec<u8>, bool)>,
+    instances: BTreeMap<String, (Vec<u8>, bool)>,
     history: BTreeMap<Vec<u8>, Vec<u8>>,
     tables: HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
     outbox: BTreeMap<u64, Vec<u8>>,
     next_outbox: u64,
+    notifications: BTreeMap<u64, Vec<u8>>,
+    next_notification: u64,
     next_id: u64,
 }
 
@@ -42,6 +45,7 @@ impl Store for MemoryStore {
             history_from,
             history,
             outbox,
+            notifications,
             changes,
         } = commit;
         let mut inner = self.lock();
@@ -70,7 +74,14 @@ impl Store for MemoryStore {
                 }
             }
         }
-        Ok(Ack::ready())
+        let mut last_notification = None;
+        for entry in notifications {
+            inner.next_notification += 1;
+            let number = inner.next_notification;
+            inner.notifications.insert(number, entry);
+            last_notification = Some(number);
+        }
+        Ok(Ack::ready().with_last_notification(last_notification))
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -157,5 +168,63 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         inner.next_id += 1;
         Ok(inner.next_id)
+    }
+
+    fn instances_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let inner = self.lock();
+        let start = match after {
+            Some(id) => Bound::Excluded(id.to_string()),
+            None => Bound::Unbounded,
+        };
+        Ok(inner
+            .instances
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, (bytes, _))| (id.clone(), bytes.clone()))
+            .collect())
+    }
+
+    fn purge_instance(&self, id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !matches!(inner.instances.get(id), Some((_, true))) {
+            return Ok(());
+        }
+        inner.instances.remove(id);
+        let prefix = history_prefix(id);
+        inner.history.retain(|k, _| !k.starts_with(&prefix));
+        let completions = format!("{id}/");
+        if let Some(table) = inner.tables.get_mut(&Table::Completions) {
+            table.retain(|k, _| !k.starts_with(completions.as_bytes()));
+        }
+        Ok(())
+    }
+
+    fn notifications_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .lock()
+            .notifications
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .take(limit)
+            .map(|(number, entry)| (*number, entry.clone()))
+            .collect())
+    }
+
+    fn last_notification(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().next_notification)
+    }
+
+    fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let keep_from = through.saturating_add(1).min(inner.next_notification);
+        inner.notifications = inner.notifications.split_off(&keep_from);
+        Ok(())
     }
 }

@@ -1,14 +1,17 @@
 //! Durable state of running processes.
 //!
 //! A [`Store`] keeps, per instance, a snapshot of its serialized state, its history (audit log),
-//! and the engine-wide tables that outlive one step: armed timers, message and signal
-//! subscriptions, buffered early messages, handler completion records (idempotency keys),
+//! and the engine-wide tables that outlive one step: message and signal subscriptions, buffered early messages, handler completion records (idempotency keys),
 //! deployed definition versions, and the notification outbox.
 //!
 //! Everything one executor step changes is handed over as one [`StepCommit`] and applied
 //! atomically (in sled: one atomic batch, or with group commit one batch per group of steps): after a crash either all of it is there or none of it. The returned [`Ack`] says
 //! when the step is durable; the engine performs no side effect, notification or API
 //! acknowledgement of a step before its `Ack` has resolved.
+//!
+//! Beside the outbox (thrown events, removed once delivered), the store keeps the notification
+//! log: what business rules told people and systems (`notify`, `emit`), numbered in commit order
+//! and kept for the retention period, so that a reader can resume "after number N".
 //!
 //! The store is deliberately ignorant of the executor's types: snapshots, events and records are
 //! bytes encoded by the caller, so the storage layout does not change when the executor does.
@@ -23,7 +26,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::Ack;
+pub use group::{Ack, FlushStats};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -34,21 +37,23 @@ pub const SCHEMA_VERSION: u32 = 4;
 
 /// The engine-wide keyed tables a step may change besides its own instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Table {
-    /// Armed timers, keyed so that iteration order is due-time order (see [`timer_key`]).
-    Timers,
     /// Message and signal subscriptions of waiting instances.
     Subscriptions,
     /// Messages that arrived before any subscriber, kept until they expire.
     BufferedMessages,
-    /// Handler completion records, keyed by idempotency key: a job recorded here is never
-    /// recorded again.
+    /// Handler completion records, keyed by idempotency key (`instance/node/activation`): a job
+    /// recorded here is never recorded again.
     Completions,
     /// Deployed definitions and their versions.
     Definitions,
     /// Schedules of timer start events: the next tick of each, moved in the commit that starts
     /// the tick's instance.
     Schedules,
+    /// How far each durable reader of the notification log has read (e.g. the engine's effect
+    /// sink), by reader name.
+    Cursors,
 }
 
 /// One change to a keyed table: `Some(value)` puts, `None` removes.
@@ -97,8 +102,12 @@ pub struct StepCommit {
     pub history_from: u64,
     /// History events to append, encoded by the caller.
     pub history: Vec<Vec<u8>>,
-    /// Notifications to deliver once the step is durable, encoded by the caller.
+    /// Thrown events to deliver once the step is durable, encoded by the caller; removed with
+    /// [`Store::ack_outbox`] once delivered.
     pub outbox: Vec<Vec<u8>>,
+    /// Entries to append to the notification log, encoded by the caller. The store numbers
+    /// them in commit order (see [`Store::notifications_after`]).
+    pub notifications: Vec<Vec<u8>>,
     /// Changes to the engine-wide tables.
     pub changes: Vec<TableChange>,
 }
@@ -259,23 +268,41 @@ pub trait Store: Send + Sync + 'static {
     /// A number never handed out before by this store, also across restarts and crashes (for
     /// instance ids). Numbers increase but may skip.
     fn next_id(&self) -> Result<u64, StoreError>;
-}
 
-/// Key of a timer in [`Table::Timers`]: the due time (milliseconds since the Unix epoch,
-/// big-endian so that keys sort by due time), then the instance id and the activation.
-pub fn timer_key(due_ms: u64, instance: &str, activation: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + instance.len() + 1 + 8);
-    key.extend_from_slice(&due_ms.to_be_bytes());
-    key.extend_from_slice(instance.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&activation.to_be_bytes());
-    key
-}
+    /// Up to `limit` stored instances (finished or not) with their snapshots, in id order,
+    /// starting after the id `after` (from the first when `None`): paging through every instance.
+    fn instances_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-/// The due time encoded at the front of a [`timer_key`], if the key is long enough.
-pub fn timer_key_due(key: &[u8]) -> Option<u64> {
-    key.get(..8)
-        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    /// Removes an ended instance for good: its snapshot, its history and the completion records
+    /// under its id (retention). An unfinished instance is left alone.
+    fn purge_instance(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` entries of the notification log with a sequence number above `after`, in
+    /// order. Numbers are given by the store when the commit holding the entry is applied, in
+    /// commit order: an entry is never numbered below one already committed. A reader that must
+    /// not see entries that a crash could still take back reads only up to the highest number
+    /// an [`Ack`] has confirmed durable ([`Ack::last_notification`]).
+    fn notifications_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// The highest number in the notification log (0 when it is empty and never held an entry).
+    fn last_notification(&self) -> Result<u64, StoreError>;
+
+    /// Removes the notification log's entries numbered up to `through` (retention). The newest
+    /// entry is kept, so that numbering goes on from it after a restart.
+    fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError>;
+
+    /// Flush counters of a store that commits in groups (`None` for others).
+    fn flush_stats(&self) -> Option<FlushStats> {
+        None
+    }
 }
 
 /// History key: instance id, a zero byte, then the big-endian event number.

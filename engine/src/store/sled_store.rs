@@ -15,7 +15,7 @@ use super::{
 use sled::{Db, Tree};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The durable bound of the id blocks handed out so far (see [`IdBlocks`]).
@@ -33,15 +33,17 @@ const ACTIVE: u8 = b'a';
 /// [`history_key`] → one history entry moved out of its instance record's tail.
 const HISTORY: u8 = b'h';
 const OUTBOX: u8 = b'o';
+/// Big-endian notification number → one entry of the notification log.
+const NOTIFICATIONS: u8 = b'n';
 
 fn table_prefix(table: Table) -> u8 {
     match table {
-        Table::Timers => b'T',
         Table::Subscriptions => b'S',
         Table::BufferedMessages => b'B',
         Table::Completions => b'C',
         Table::Definitions => b'D',
         Table::Schedules => b'K',
+        Table::Cursors => b'R',
     }
 }
 
@@ -64,6 +66,9 @@ pub struct SledStore {
     overlay: Option<Arc<Overlay>>,
     /// Instance ids and outbox sequence numbers.
     ids: IdBlocks,
+    /// The next notification-log number. Held while a commit with notifications is numbered and
+    /// applied, so that numbers follow commit order.
+    next_notification: Mutex<u64>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -159,6 +164,16 @@ impl SledStore {
         };
         let ids = IdBlocks::new(id_bound, ID_BLOCK);
         let tree = db.open_tree("flowbot").map_err(io)?;
+        let next_notification = match tree.scan_prefix([NOTIFICATIONS]).next_back() {
+            Some(entry) => {
+                let (k, _) = entry.map_err(io)?;
+                notification_number(&k[1..]).ok_or_else(|| StoreError::Corrupted {
+                    path: shown.clone(),
+                    detail: "a notification key is damaged".into(),
+                })? + 1
+            }
+            None => 1,
+        };
         let (group, overlay) = match durability {
             Durability::Step => (None, None),
             Durability::Group { window, max_batch } => {
@@ -190,6 +205,7 @@ impl SledStore {
             group,
             overlay,
             ids,
+            next_notification: Mutex::new(next_notification),
         })
     }
 
@@ -313,6 +329,10 @@ fn io_error(path: &str, err: sled::Error) -> StoreError {
 }
 
 impl Store for SledStore {
+    fn flush_stats(&self) -> Option<FlushStats> {
+        SledStore::flush_stats(self)
+    }
+
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
         let StepCommit {
             instance,
@@ -321,6 +341,7 @@ impl Store for SledStore {
             history_from,
             history,
             outbox,
+            notifications,
             changes,
         } = commit;
         let id = instance.as_bytes();
@@ -379,14 +400,30 @@ impl Store for SledStore {
         for change in changes {
             writes.push((key(table_prefix(change.table), &change.key), change.value));
         }
-        self.apply(writes)?;
-        match &self.group {
-            Some(group) => Ok(group.committed()),
-            None => {
-                self.db.flush().map_err(|e| self.io(e))?;
-                Ok(Ack::ready())
-            }
+        if notifications.is_empty() {
+            self.apply(writes)?;
+            return Ok(self.acknowledge());
         }
+        // Numbered and applied under one lock: numbers follow the order in which commits become
+        // visible (and, flushes covering everything applied before them, durable).
+        let mut next = self
+            .next_notification
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let first_number = *next;
+        for (i, entry) in notifications.into_iter().enumerate() {
+            let number = first_number + i as u64;
+            writes.push((
+                key(NOTIFICATIONS, &number.to_be_bytes()),
+                Some(pack(&entry)),
+            ));
+            *next = number + 1;
+        }
+        let last = *next - 1;
+        self.apply(writes)?;
+        let ack = self.acknowledge();
+        drop(next);
+        Ok(ack.with_last_notification(Some(last)))
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -480,9 +517,152 @@ impl Store for SledStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         self.next_seq()
     }
+
+    fn instances_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for (id_bytes, stored) in
+            self.scan_after(INSTANCES, after.unwrap_or("").as_bytes(), limit)?
+        {
+            let id = self.utf8_id(&id_bytes)?;
+            let unpacked = self.unpack(&id, &stored)?;
+            let snapshot = self.decode_record(&id, &unpacked)?.snapshot.to_vec();
+            out.push((id, snapshot));
+        }
+        Ok(out)
+    }
+
+    fn purge_instance(&self, id: &str) -> Result<(), StoreError> {
+        if self.read(&key(ACTIVE, id.as_bytes()))?.is_some() {
+            return Ok(());
+        }
+        let mut writes: Vec<(Vec<u8>, Write)> = vec![(key(INSTANCES, id.as_bytes()), None)];
+        for (k, _) in self.scan_prefix(HISTORY, &history_prefix(id))? {
+            writes.push((key(HISTORY, &k), None));
+        }
+        for (k, _) in self.scan_prefix(
+            table_prefix(Table::Completions),
+            format!("{id}/").as_bytes(),
+        )? {
+            writes.push((key(table_prefix(Table::Completions), &k), None));
+        }
+        self.apply(writes)?;
+        // Nobody waits: a purge lost in a crash is repeated by the next sweep.
+        drop(self.acknowledge());
+        Ok(())
+    }
+
+    fn notifications_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.scan_after(NOTIFICATIONS, &after.to_be_bytes(), limit)?
+            .into_iter()
+            .map(|(k, packed)| {
+                let number = notification_number(&k).ok_or_else(|| StoreError::Corrupted {
+                    path: self.path.display().to_string(),
+                    detail: "a notification key is damaged".into(),
+                })?;
+                let entry = unpack(&packed).ok_or_else(|| StoreError::Corrupted {
+                    path: self.path.display().to_string(),
+                    detail: format!("notification {number} cannot be decompressed"),
+                })?;
+                Ok((number, entry.into_owned()))
+            })
+            .collect()
+    }
+
+    fn last_notification(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .next_notification
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_sub(1))
+    }
+
+    fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
+        let newest = self
+            .next_notification
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_sub(1);
+        let mut writes: Vec<(Vec<u8>, Write)> = Vec::new();
+        for (k, _) in self.scan_after(NOTIFICATIONS, &[], usize::MAX)? {
+            match notification_number(&k) {
+                Some(number) if number <= through && number < newest => {
+                    writes.push((key(NOTIFICATIONS, &k), None))
+                }
+                _ => break,
+            }
+        }
+        if !writes.is_empty() {
+            self.apply(writes)?;
+            drop(self.acknowledge());
+        }
+        Ok(())
+    }
+}
+
+/// The number in a notification key (without its prefix byte).
+fn notification_number(k: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
 }
 
 impl SledStore {
+    /// The acknowledgement of a commit just applied: the group flusher's, or a flush of its own
+    /// that runs when the caller waits for it (off the async threads).
+    fn acknowledge(&self) -> Ack {
+        match &self.group {
+            Some(group) => group.committed(),
+            None => {
+                let db = self.db.clone();
+                Ack::after_flush(Arc::new(move || {
+                    db.flush().map(drop).map_err(|e| e.to_string())
+                }))
+            }
+        }
+    }
+
+    /// Up to `limit` records under `prefix` whose keys (without the prefix) come after `after`,
+    /// group writes included, keys without the prefix byte.
+    fn scan_after(
+        &self,
+        prefix: u8,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<super::KeyValue>, StoreError> {
+        let start = key(prefix, after);
+        let pending: std::collections::BTreeMap<Vec<u8>, Write> = self
+            .overlay
+            .as_ref()
+            .map(|overlay| overlay.scan(&[prefix]))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.as_slice() > start.as_slice())
+            .collect();
+        // Removals in the overlay can hide at most that many tree entries.
+        let wanted = limit.saturating_add(pending.len());
+        let mut tree = Vec::new();
+        let range = (
+            std::ops::Bound::Excluded(start.clone()),
+            std::ops::Bound::Excluded(vec![prefix + 1]),
+        );
+        for entry in self.tree.range::<Vec<u8>, _>(range).take(wanted) {
+            let (k, v) = entry.map_err(|e| self.io(e))?;
+            tree.push((k.to_vec(), v.to_vec()));
+        }
+        let mut merged = merge(tree, pending);
+        merged.truncate(limit);
+        Ok(merged
+            .into_iter()
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect())
+    }
+
     /// The next id, never handed out before, also across crashes.
     fn next_seq(&self) -> Result<u64, StoreError> {
         self.ids.next(|bound| {

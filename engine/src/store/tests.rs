@@ -24,12 +24,14 @@ fn exercise(store: &dyn Store) {
         &["started", "entered a"],
     );
     first.outbox.push(b"note-1".to_vec());
-    first.put(Table::Timers, timer_key(2_000, "i1", 3), b"t".to_vec());
+    first.put(Table::Subscriptions, b"m\0late\0i1".to_vec(), b"s".to_vec());
     first.put(
-        Table::Timers,
-        timer_key(1_000, "i1", 2),
-        b"t-early".to_vec(),
+        Table::Subscriptions,
+        b"m\0early\0i1".to_vec(),
+        b"s-early".to_vec(),
     );
+    first.notifications.push(b"told-1".to_vec());
+    first.notifications.push(b"told-2".to_vec());
     first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
     store.commit(first).unwrap().wait().unwrap();
     store
@@ -58,8 +60,15 @@ fn exercise(store: &dyn Store) {
         2,
         &["ended"],
     );
-    second.remove(Table::Timers, timer_key(2_000, "i1", 3));
-    store.commit(second).unwrap().wait().unwrap();
+    second.remove(Table::Subscriptions, b"m\0late\0i1".to_vec());
+    second.notifications.push(b"told-3".to_vec());
+    let ack = store.commit(second).unwrap();
+    assert_eq!(
+        ack.last_notification(),
+        Some(3),
+        "numbers follow commit order"
+    );
+    ack.wait().unwrap();
 
     assert_eq!(store.instance("i1").unwrap(), Some(b"s2".to_vec()));
     assert_eq!(store.instance("missing").unwrap(), None);
@@ -81,9 +90,30 @@ fn exercise(store: &dyn Store) {
         store.history("i0").unwrap(),
         vec![b"started".to_vec(), b"ended".to_vec()]
     );
-    let timers = store.scan(Table::Timers, b"").unwrap();
-    assert_eq!(timers.len(), 1);
-    assert_eq!(timer_key_due(&timers[0].0), Some(1_000));
+    let subscriptions = store.scan(Table::Subscriptions, b"m\0").unwrap();
+    assert_eq!(
+        subscriptions,
+        vec![(b"m\0early\0i1".to_vec(), b"s-early".to_vec())]
+    );
+    assert_eq!(
+        store.notifications_after(0, 10).unwrap(),
+        vec![
+            (1, b"told-1".to_vec()),
+            (2, b"told-2".to_vec()),
+            (3, b"told-3".to_vec())
+        ]
+    );
+    assert_eq!(
+        store.notifications_after(1, 1).unwrap(),
+        vec![(2, b"told-2".to_vec())]
+    );
+    assert_eq!(store.last_notification().unwrap(), 3);
+    store.remove_notifications_through(3).unwrap();
+    assert_eq!(
+        store.notifications_after(0, 10).unwrap(),
+        vec![(3, b"told-3".to_vec())],
+        "the newest entry stays"
+    );
     assert_eq!(
         store.get(Table::Completions, b"i1/a/1").unwrap(),
         Some(b"done".to_vec())
@@ -100,6 +130,28 @@ fn exercise(store: &dyn Store) {
     );
     let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
     assert!(b > a);
+    let page = |after: Option<&str>, limit| -> Vec<String> {
+        store
+            .instances_after(after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(page(None, 2), ["i0", "i1"]);
+    assert_eq!(page(Some("i1"), 5), ["i2"]);
+    assert_eq!(
+        store.instances_after(Some("i0"), 1).unwrap(),
+        vec![("i1".to_string(), b"s2".to_vec())]
+    );
+    // Retention: an ended instance goes with its history and completion records; a running one
+    // stays.
+    store.purge_instance("i2").unwrap();
+    store.purge_instance("i1").unwrap();
+    assert_eq!(page(None, 10), ["i0", "i2"]);
+    assert!(store.history("i1").unwrap().is_empty());
+    assert_eq!(store.get(Table::Completions, b"i1/a/1").unwrap(), None);
+    assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
 }
 
 /// History written over several turns, with and without snapshots, reads back in order.
@@ -186,18 +238,6 @@ fn sled_store_commits_and_reads_back_in_both_durability_modes() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&SledStore::open(dir.path(), durability).unwrap());
     }
-}
-
-#[test]
-fn timer_keys_sort_by_due_time() {
-    let mut keys = [
-        timer_key(300, "a", 1),
-        timer_key(5, "zzz", 9),
-        timer_key(256, "b", 0),
-    ];
-    keys.sort();
-    let dues: Vec<_> = keys.iter().map(|k| timer_key_due(k).unwrap()).collect();
-    assert_eq!(dues, vec![5, 256, 300]);
 }
 
 #[test]

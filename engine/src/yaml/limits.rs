@@ -1,11 +1,23 @@
-//! Cheap checks of a YAML text around parsing: characters YAML forbids and nesting deeper than
-//! the parser accepts (found with their position, and refused before the parser spends time on
-//! them), and where the first alias is, for the parser's "too many aliases" error.
+//! The limits on a YAML process file, and cheap checks of its text around parsing: characters
+//! YAML forbids and nesting deeper than the parser accepts (found with their position, and refused
+//! before the parser spends time on them), and where the first alias is, for the parser's "too
+//! many aliases" error.
+//!
+//! Every limit is checked with a position: the file size by `parse_yaml`, nesting here and in the
+//! locator, values and collection sizes in the locator (`SourceMap::read`), before `serde_yaml`
+//! builds the document; alias expansion by `serde_yaml` itself.
 
 use crate::model::Span;
 
 /// The deepest nesting of mappings and lists accepted (the YAML reader's own limit).
 pub const MAX_NESTING: usize = 128;
+
+/// The most values (keys, list items and scalars, at every level) in one document. The order
+/// process has about 250; a generated process with 2,000 nodes about 30,000.
+pub const MAX_VALUES: usize = 200_000;
+
+/// The most keys in one mapping or items in one list.
+pub const MAX_ENTRIES: usize = 20_000;
 
 /// A problem found before parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,17 +1,24 @@
-//! Source positions for YAML documents.
+//! Source positions for YAML documents, and the limits on a document's structure.
 //!
-//! `serde_yaml` turns a document into values without positions. This module reads the same text a
-//! second time, structurally only, and records where every mapping key, sequence item and value
-//! starts, so the DSL reader can attach a `line:col` to every node, flow and expression it
-//! builds. It understands the YAML the DSL uses: block mappings and sequences (including compact
-//! `- key: value` items), flow mappings and sequences (`{ a: b }`, `[a, b]`, over several lines),
-//! plain, quoted and block (`|`, `>`) scalars, comments, anchors, tags and document markers.
+//! `serde_yaml` turns a document into values without positions. [`SourceMap::read`] reads the same
+//! text with saphyr's YAML 1.2 parser, whose events carry spans, and records where every mapping
+//! key, sequence item and value starts, so the DSL reader can attach a `line:col` to every node,
+//! flow and expression it builds. On the way it enforces the limits of [`super::limits`] on
+//! nesting, values and collection sizes, so a document that would make the reader allocate without
+//! bound is refused with a positioned error before `serde_yaml` builds any value.
 //!
-//! The locator runs only on text `serde_yaml` has accepted. Where it cannot follow the structure
-//! (an alias, an exotic construct), lookups return `None` and callers fall back to the nearest
-//! enclosing position ([`SourceMap::nearest`]); it never fails and never panics.
+//! Conventions: a mapping key is located where it is written (a quoted key at its quote); a list
+//! item at its `-` (block lists) or where it starts (`[...]` lists); a value where its content
+//! starts: after anchors and tags, inside the quotes of a quoted scalar, at the first body line of
+//! a block scalar (`|`, `>`), at the `{`/`[` of a flow collection and at the first key or `-` of a
+//! block collection. Empty values and values after a syntax error have no position: lookups
+//! return `None` and callers fall back to the nearest enclosing position
+//! ([`SourceMap::nearest`]). Never panics.
 
+use super::limits::{LimitError, MAX_ENTRIES, MAX_NESTING, MAX_VALUES};
 use crate::model::Span;
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as Range};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// One step of a path into a YAML document.
@@ -53,75 +60,86 @@ impl YamlPath {
     }
 }
 
+/// An index into [`SourceMap::nodes`].
+type NodeId = usize;
+
 /// A located value: where it starts, and its located children.
-#[derive(Debug, Clone, Default)]
-struct Located {
-    /// Where the value itself starts (for block scalars: the first content line).
+#[derive(Debug, Default)]
+struct Node {
+    /// Where the value starts; `None` for empty values.
     value: Option<Span>,
     children: Children,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 enum Children {
     #[default]
     Leaf,
-    /// Mapping entries (key text, where the key starts, the value) and, by key, the index of its
-    /// first entry.
-    Map(Vec<(String, Span, Located)>, HashMap<String, usize>),
-    /// Sequence items: where the item (its `-` or first character) starts, the item.
-    Seq(Vec<(Span, Located)>),
-}
-
-impl Children {
-    /// Mapping children, indexed by key.
-    fn map(entries: Vec<(String, Span, Located)>) -> Self {
-        let mut first = HashMap::with_capacity(entries.len());
-        for (index, (key, _, _)) in entries.iter().enumerate() {
-            first.entry(key.clone()).or_insert(index);
-        }
-        Children::Map(entries, first)
-    }
+    /// Mapping entries by key (the first entry of a key): where the key is written, the value.
+    Map(HashMap<String, (Span, NodeId)>),
+    /// Sequence items: where the item starts (its `-` in a block list), the item.
+    Seq(Vec<(Span, NodeId)>),
 }
 
 /// Positions of the keys, items and values of one YAML document.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct SourceMap {
-    root: Located,
+    /// Every located value; the document root first. A flat list (children refer to their values
+    /// by index), so neither building, reading nor dropping it recurses.
+    nodes: Vec<Node>,
+    /// The first key written twice in one mapping: the key, its first and its repeated position.
+    duplicate: Option<(String, Span, Span)>,
+    /// Where the parser stopped on a syntax error, and why.
+    syntax_error: Option<(Span, String)>,
 }
 
 impl SourceMap {
-    /// Reads the structure of `text` (the first document, when there are several).
-    pub fn new(text: &str) -> Self {
-        let lines = logical_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
-        let mut parser = BlockParser {
-            lines: &lines,
-            next: 0,
-        };
-        let root = match parser.peek() {
-            Some(first) => {
-                let indent = first.indent;
-                parser.block_node(indent)
+    /// Reads the structure of `text` (its first document). A syntax error ends the reading: what
+    /// came before it stays located, and [`SourceMap::syntax_error`] tells where it stopped.
+    /// Fails only when the document exceeds a limit of [`super::limits`].
+    pub fn read(text: &str) -> Result<Self, LimitError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut builder = Builder::new(text);
+        let mut parser = Parser::new_from_str(text);
+        let mut syntax_error = None;
+        while let Some(next) = parser.next_event() {
+            match next {
+                Ok((event, range)) => {
+                    if !builder.event(event, range)? {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    syntax_error = Some((position(*err.marker()), err.info().to_string()));
+                    break;
+                }
             }
-            None => Located::default(),
-        };
-        Self { root }
+        }
+        Ok(Self {
+            nodes: builder.nodes,
+            duplicate: builder.duplicate,
+            syntax_error,
+        })
+    }
+
+    /// Where the YAML 1.2 parser found a syntax error, and its message. Positions after it are not
+    /// located. (`serde_yaml`, which reads the values, is more lenient in places: continuation
+    /// lines of a flow collection or quoted scalar indented no deeper than their key.)
+    pub fn syntax_error(&self) -> Option<(Span, &str)> {
+        self.syntax_error
+            .as_ref()
+            .map(|(span, message)| (*span, message.as_str()))
     }
 
     /// Where the last step of `path` is written: the key of a mapping entry, or the start of a
     /// sequence item. The empty path (the root) has no key and gives `None`.
     pub fn key(&self, path: &YamlPath) -> Option<Span> {
-        let (last, parent) = path.segments().split_last()?;
-        let parent = self.find(parent)?;
-        match (last, &parent.children) {
-            (PathSeg::Key(k), Children::Map(entries, first)) => first.get(k).map(|&i| entries[i].1),
-            (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(span, _)| *span),
-            _ => None,
-        }
+        self.key_at(path.segments())
     }
 
     /// Where the value at `path` starts.
     pub fn value(&self, path: &YamlPath) -> Option<Span> {
-        self.find(path.segments())?.value
+        self.value_at(path.segments())
     }
 
     /// The position of `path`'s key, or else of the closest enclosing key or value that could be
@@ -131,8 +149,8 @@ impl SourceMap {
         (0..=segs.len())
             .rev()
             .find_map(|n| {
-                let prefix = YamlPath(segs[..n].to_vec());
-                self.key(&prefix).or_else(|| self.value(&prefix))
+                self.key_at(&segs[..n])
+                    .or_else(|| self.value_at(&segs[..n]))
             })
             .unwrap_or(Span::new(1, 1))
     }
@@ -145,35 +163,33 @@ impl SourceMap {
     /// The first key written twice in one mapping, in document order: the key, where it is first
     /// written, and where it is repeated.
     pub fn duplicate_key(&self) -> Option<(String, Span, Span)> {
-        fn walk(located: &Located) -> Option<(String, Span, Span)> {
-            match &located.children {
-                Children::Leaf => None,
-                Children::Seq(items) => items.iter().find_map(|(_, item)| walk(item)),
-                Children::Map(entries, first) => {
-                    for (index, (key, span, value)) in entries.iter().enumerate() {
-                        let first_index = first.get(key).copied().unwrap_or(index);
-                        if first_index != index {
-                            return Some((key.clone(), entries[first_index].1, *span));
-                        }
-                        if let Some(found) = walk(value) {
-                            return Some(found);
-                        }
-                    }
-                    None
-                }
-            }
-        }
-        walk(&self.root)
+        self.duplicate.clone()
     }
 
-    fn find(&self, segs: &[PathSeg]) -> Option<&Located> {
-        let mut current = &self.root;
+    fn key_at(&self, segs: &[PathSeg]) -> Option<Span> {
+        let (last, parent) = segs.split_last()?;
+        let parent = self.find(parent)?;
+        match (last, &self.nodes[parent].children) {
+            (PathSeg::Key(k), Children::Map(entries)) => entries.get(k).map(|(span, _)| *span),
+            (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(span, _)| *span),
+            _ => None,
+        }
+    }
+
+    fn value_at(&self, segs: &[PathSeg]) -> Option<Span> {
+        self.nodes[self.find(segs)?].value
+    }
+
+    fn find(&self, segs: &[PathSeg]) -> Option<NodeId> {
+        let mut current = if self.nodes.is_empty() {
+            return None;
+        } else {
+            0
+        };
         for seg in segs {
-            current = match (seg, &current.children) {
-                (PathSeg::Key(k), Children::Map(entries, first)) => {
-                    first.get(k).map(|&i| &entries[i].2)?
-                }
-                (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(_, v)| v)?,
+            current = match (seg, &self.nodes[current].children) {
+                (PathSeg::Key(k), Children::Map(entries)) => entries.get(k).map(|(_, id)| *id)?,
+                (PathSeg::Index(i), Children::Seq(items)) => items.get(*i).map(|(_, id)| *id)?,
                 _ => return None,
             };
         }
@@ -181,534 +197,478 @@ impl SourceMap {
     }
 }
 
-/// One non-blank source line with its comment removed, possibly a part of a line (the content
-/// after a block-sequence dash becomes a line of its own, indented to where it starts).
-#[derive(Debug, Clone)]
-struct Line {
-    /// 1-based line number.
-    number: u32,
-    /// 0-based column of the first content character.
-    indent: usize,
-    /// The content, from `indent` on, comment and trailing blanks removed.
-    chars: Vec<char>,
-    /// When the line opens a block scalar (`key: |`): where its body starts.
-    block_body: Option<Span>,
+/// A value as the parser reports it, without its text (keys aside).
+enum Read<'input> {
+    Scalar {
+        text: Cow<'input, str>,
+        style: ScalarStyle,
+        properties: bool,
+    },
+    Alias,
+    Collection {
+        mapping: bool,
+        properties: bool,
+    },
 }
 
-impl Line {
-    fn span_at(&self, offset: usize) -> Span {
-        Span::new(self.number, (self.indent + offset + 1) as u32)
+/// A collection being read.
+enum Open {
+    Mapping { node: NodeId, next: Expect },
+    Sequence { node: NodeId, block: bool },
+}
+
+/// What a mapping reads next.
+enum Expect {
+    Key,
+    /// The value of the key just read: the node it fills, or `None` when the key cannot be
+    /// addressed (not text, or repeated) and its value is skipped.
+    Value(Option<NodeId>),
+}
+
+/// Turns parser events into [`SourceMap`] nodes.
+struct Builder<'t> {
+    source: Source<'t>,
+    nodes: Vec<Node>,
+    open: Vec<Open>,
+    /// Collections open inside a part that cannot be addressed (a non-text or repeated key and
+    /// its value), which is read but not recorded.
+    skipped: usize,
+    /// Values read so far (keys, items and scalars of every level).
+    values: usize,
+    duplicate: Option<(String, Span, Span)>,
+}
+
+impl<'t> Builder<'t> {
+    fn new(text: &'t str) -> Self {
+        Self {
+            source: Source::new(text),
+            nodes: Vec::new(),
+            open: Vec::new(),
+            skipped: 0,
+            values: 0,
+            duplicate: None,
+        }
     }
-}
 
-/// Splits `text` into content lines: comments, blank lines, directives and document markers are
-/// dropped; block-scalar bodies are dropped (they hold no structure); `- ` prefixes are split off
-/// into lines of their own so compact sequence items read like nested blocks.
-fn logical_lines(text: &str) -> Vec<Line> {
-    let mut out: Vec<Line> = Vec::new();
-    // While inside a block scalar: the indentation its body must exceed.
-    let mut block_scalar_parent: Option<usize> = None;
-    let mut seen_document_start = false;
-    for (index, raw) in text.lines().enumerate() {
-        let number = (index + 1) as u32;
-        let chars: Vec<char> = raw.chars().collect();
-        let indent = chars.iter().take_while(|c| **c == ' ').count();
-        let blank = chars[indent..].iter().all(|c| c.is_whitespace());
-        if let Some(parent) = block_scalar_parent {
-            if blank || indent > parent {
-                if !blank {
-                    // The first body line gives the scalar's position.
-                    if let Some(last) = out.last_mut() {
-                        last.block_body
-                            .get_or_insert(Span::new(number, (indent + 1) as u32));
-                    }
-                }
-                continue;
-            }
-            block_scalar_parent = None;
-        }
-        if indent == 0 && (raw.starts_with("---") || raw.starts_with("...")) {
-            if seen_document_start && raw.starts_with("---") && !out.is_empty() {
-                break; // the first document only
-            }
-            seen_document_start = true;
-            let rest: String = chars[3..].iter().collect();
-            if rest.trim().is_empty() || rest.trim_start().starts_with('#') {
-                continue;
-            }
-        }
-        if indent == 0 && raw.starts_with('%') {
-            continue;
-        }
-        let content = strip_comment(&chars[indent..]);
-        if content.is_empty() {
-            continue;
-        }
-        // Split compact sequence items: `- - key: v` gives `-`, `-`, `key: v`.
-        let mut column = indent;
-        let mut rest = content;
-        while rest.first() == Some(&'-') && (rest.len() == 1 || rest[1] == ' ') {
-            out.push(Line {
-                number,
-                indent: column,
-                chars: vec!['-'],
-                block_body: None,
-            });
-            let skip = 1 + rest[1..].iter().take_while(|c| **c == ' ').count();
-            column += skip;
-            rest = rest[skip..].to_vec();
-        }
-        if rest.is_empty() {
-            continue;
-        }
-        if is_block_scalar_header(&rest) {
-            // The body must be indented more than the node that owns it.
-            block_scalar_parent = Some(column);
-        }
-        out.push(Line {
-            number,
-            indent: column,
-            chars: rest,
-            block_body: None,
-        });
-    }
-    out
-}
-
-/// Whether the value part of `chars` (after `key:` if there is one, and after any anchor or tag)
-/// is a block scalar indicator: `|`, `>`, with optional chomping and indentation indicators.
-fn is_block_scalar_header(chars: &[char]) -> bool {
-    let start = match find_mapping_colon(chars) {
-        Some(colon) => skip_properties(chars, colon + 1),
-        None => skip_properties(chars, 0),
-    };
-    is_block_scalar_indicator(&chars[start.min(chars.len())..])
-}
-
-/// Whether `chars` is exactly a block scalar indicator (`|`, `>-`, `|2`, ...).
-fn is_block_scalar_indicator(chars: &[char]) -> bool {
-    matches!(chars.first(), Some('|') | Some('>'))
-        && chars[1..]
-            .iter()
-            .all(|c| *c == '-' || *c == '+' || c.is_ascii_digit())
-}
-
-/// Removes a trailing comment (`#` after a blank, outside quotes) and trailing blanks.
-fn strip_comment(chars: &[char]) -> Vec<char> {
-    let mut quote: Option<char> = None;
-    let mut end = chars.len();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match quote {
-            Some('\'') if c == '\'' => {
-                if chars.get(i + 1) == Some(&'\'') {
-                    i += 1;
+    /// Takes one event; `Ok(false)` when the first document is complete.
+    fn event(&mut self, event: Event<'_>, range: Range) -> Result<bool, LimitError> {
+        let read = match event {
+            Event::StreamStart | Event::DocumentStart(_) | Event::Nothing => return Ok(true),
+            Event::DocumentEnd | Event::StreamEnd => return Ok(false),
+            Event::MappingEnd | Event::SequenceEnd => {
+                if self.skipped > 0 {
+                    self.skipped -= 1;
                 } else {
-                    quote = None;
+                    self.open.pop();
                 }
+                return Ok(true);
             }
-            Some('"') if c == '\\' => i += 1,
-            Some('"') if c == '"' => quote = None,
-            Some(_) => {}
-            None => {
-                if c == '#' && (i == 0 || chars[i - 1] == ' ' || chars[i - 1] == '\t') {
-                    end = i;
-                    break;
-                }
-                let at_token_start = i == 0 || matches!(chars[i - 1], ' ' | '[' | '{' | ',' | ':');
-                if (c == '"' || c == '\'') && at_token_start {
-                    quote = Some(c);
-                }
-            }
-        }
-        i += 1;
-    }
-    let mut out = chars[..end].to_vec();
-    while out.last().is_some_and(|c| c.is_whitespace()) {
-        out.pop();
-    }
-    out
-}
-
-/// The offset of the `:` that separates a block mapping key from its value, if the line is a
-/// mapping entry (`key:` at the end, or `key: ` followed by a value), quotes respected.
-fn find_mapping_colon(chars: &[char]) -> Option<usize> {
-    let mut i = 0;
-    if matches!(chars.first(), Some('"') | Some('\'')) {
-        i = skip_quoted(chars, 0);
-    } else if matches!(chars.first(), Some('{') | Some('[')) {
-        return None;
-    }
-    while i < chars.len() {
-        if chars[i] == ':' && (i + 1 == chars.len() || chars[i + 1] == ' ') {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The offset just after the quoted scalar that starts at `start`.
-fn skip_quoted(chars: &[char], start: usize) -> usize {
-    let quote = chars[start];
-    let mut i = start + 1;
-    while i < chars.len() {
-        if quote == '"' && chars[i] == '\\' {
-            i += 2;
-            continue;
-        }
-        if chars[i] == quote {
-            if quote == '\'' && chars.get(i + 1) == Some(&'\'') {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    chars.len()
-}
-
-/// The text of a key: unquoted, trimmed.
-fn key_text(chars: &[char]) -> String {
-    let text: String = chars.iter().collect();
-    let text = text.trim();
-    if text.len() >= 2 && (text.starts_with('"') && text.ends_with('"')) {
-        text[1..text.len() - 1].replace("\\\"", "\"")
-    } else if text.len() >= 2 && text.starts_with('\'') && text.ends_with('\'') {
-        text[1..text.len() - 1].replace("''", "'")
-    } else {
-        text.to_string()
-    }
-}
-
-/// Skips anchors (`&a`) and tags (`!t`) in front of a value; returns the new offset.
-fn skip_properties(chars: &[char], mut i: usize) -> usize {
-    loop {
-        while i < chars.len() && chars[i] == ' ' {
-            i += 1;
-        }
-        if i < chars.len() && (chars[i] == '&' || chars[i] == '!') {
-            while i < chars.len() && chars[i] != ' ' {
-                i += 1;
-            }
-        } else {
-            return i;
-        }
-    }
-}
-
-struct BlockParser<'a> {
-    lines: &'a [Line],
-    next: usize,
-}
-
-impl BlockParser<'_> {
-    fn peek(&self) -> Option<&Line> {
-        self.lines.get(self.next)
-    }
-
-    /// Skips every line indented more than `indent` (the body of a scalar already located).
-    fn skip_deeper(&mut self, indent: usize) {
-        while self.peek().is_some_and(|l| l.indent > indent) {
-            self.next += 1;
-        }
-    }
-
-    /// Reads the block node whose first line is the next line, at `indent`.
-    fn block_node(&mut self, indent: usize) -> Located {
-        let Some(line) = self.peek() else {
-            return Located::default();
+            Event::Scalar(text, style, anchor, tag) => Read::Scalar {
+                text,
+                style,
+                properties: anchor != 0 || tag.is_some(),
+            },
+            Event::Alias(_) => Read::Alias,
+            Event::SequenceStart(anchor, tag) => Read::Collection {
+                mapping: false,
+                properties: anchor != 0 || tag.is_some(),
+            },
+            Event::MappingStart(anchor, tag) => Read::Collection {
+                mapping: true,
+                properties: anchor != 0 || tag.is_some(),
+            },
         };
-        if line.chars == ['-'] {
-            return self.block_sequence(indent);
-        }
-        if find_mapping_colon(&line.chars).is_some() {
-            return self.block_mapping(indent);
-        }
-        // A scalar or flow collection standing on its own line.
-        let line = line.clone();
-        self.next += 1;
-        let located = self.inline_value(&line, 0);
-        self.skip_deeper(indent);
-        located
+        self.value(read, range)?;
+        Ok(true)
     }
 
-    fn block_sequence(&mut self, indent: usize) -> Located {
-        let mut items = Vec::new();
-        let start = self.peek().map(|l| l.span_at(0));
-        while let Some(line) = self.peek() {
-            if line.indent != indent || line.chars != ['-'] {
-                break;
-            }
-            let dash = line.span_at(0);
-            self.next += 1;
-            let item = match self.peek() {
-                Some(next) if next.indent > indent => {
-                    let child_indent = next.indent;
-                    self.block_node(child_indent)
-                }
-                _ => Located {
-                    value: None,
-                    children: Children::Leaf,
-                },
-            };
-            items.push((dash, item));
+    /// Places a value that starts: the root, a list item, a mapping key or a mapping value.
+    fn value(&mut self, read: Read<'_>, range: Range) -> Result<(), LimitError> {
+        let at = position(range.start);
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(limit(
+                at,
+                format!("the document holds more than {MAX_VALUES} values (keys, list items and scalars), the limit for a process file; split the process"),
+            ));
         }
-        Located {
-            value: start,
-            children: Children::Seq(items),
+        let collection = matches!(read, Read::Collection { .. });
+        if collection && self.open.len() + self.skipped >= MAX_NESTING {
+            return Err(limit(
+                at,
+                format!("the document is nested too deeply (more than {MAX_NESTING} levels)"),
+            ));
         }
-    }
-
-    fn block_mapping(&mut self, indent: usize) -> Located {
-        let mut entries = Vec::new();
-        let start = self.peek().map(|l| l.span_at(0));
-        while let Some(line) = self.peek() {
-            if line.indent != indent {
-                break;
-            }
-            let Some(colon) = find_mapping_colon(&line.chars) else {
-                break;
-            };
-            let line = line.clone();
-            self.next += 1;
-            let key = key_text(&line.chars[..colon]);
-            let key_span = line.span_at(0);
-            let value_start = skip_properties(&line.chars, colon + 1);
-            let value = if value_start < line.chars.len() {
-                let located = self.inline_value(&line, value_start);
-                self.skip_deeper(indent);
-                located
-            } else {
-                match self.peek() {
-                    Some(next) if next.indent > indent => {
-                        let child_indent = next.indent;
-                        self.block_node(child_indent)
-                    }
-                    // A sequence may sit at the same indentation as its key.
-                    Some(next) if next.indent == indent && next.chars == ['-'] => {
-                        self.block_sequence(indent)
-                    }
-                    _ => Located::default(),
-                }
-            };
-            entries.push((key, key_span, value));
+        if self.skipped > 0 {
+            self.skipped += usize::from(collection);
+            return Ok(());
         }
-        Located {
-            value: start,
-            children: Children::map(entries),
-        }
-    }
-
-    /// A value that starts at `offset` of `line`: a flow collection (which may continue on the
-    /// following lines), a block scalar indicator, or a scalar.
-    fn inline_value(&mut self, line: &Line, offset: usize) -> Located {
-        if is_block_scalar_indicator(&line.chars[offset..]) {
-            let span = line.block_body.unwrap_or_else(|| line.span_at(offset));
-            return Located {
-                value: Some(span),
-                children: Children::Leaf,
-            };
-        }
-        match line.chars.get(offset) {
-            Some('{') | Some('[') => {
-                // Flow collections may span lines: read from this line on.
-                let mut cursor = FlowCursor {
-                    lines: self.lines,
-                    line: self.next - 1,
-                    col: offset,
+        let slot = match self.open.last_mut() {
+            None if self.nodes.is_empty() => self.push_node(),
+            None => return Ok(()),
+            Some(Open::Sequence { node, block }) => {
+                let (list, block) = (*node, *block);
+                let item_at = if block {
+                    self.source.dash_before(range.start).unwrap_or(at)
+                } else {
+                    at
                 };
-                let located = cursor.flow_value();
-                // Continue after the line where the collection ended.
-                self.next = cursor.line + 1;
-                located
+                self.item(list, block, item_at)?
             }
-            Some('"') | Some('\'') => Located {
-                value: Some(line.span_at(offset + 1)),
-                children: Children::Leaf,
+            Some(Open::Mapping { node, next }) => match std::mem::replace(next, Expect::Key) {
+                Expect::Key => {
+                    let mapping = *node;
+                    let next = match read {
+                        Read::Scalar { text, .. } => self.key(mapping, text, at)?,
+                        _ => None,
+                    };
+                    if let Some(Open::Mapping { next: state, .. }) = self.open.last_mut() {
+                        *state = Expect::Value(next);
+                    }
+                    if next.is_none() {
+                        self.skipped = usize::from(collection);
+                    }
+                    return Ok(());
+                }
+                Expect::Value(Some(slot)) => slot,
+                Expect::Value(None) => {
+                    self.skipped = usize::from(collection);
+                    return Ok(());
+                }
             },
-            _ => Located {
-                value: Some(line.span_at(offset)),
-                children: Children::Leaf,
-            },
+        };
+        let value = self.source.value_position(&read, range);
+        let (children, open) = match read {
+            Read::Collection { mapping: true, .. } => (
+                Children::Map(HashMap::new()),
+                Some(Open::Mapping {
+                    node: slot,
+                    next: Expect::Key,
+                }),
+            ),
+            Read::Collection {
+                mapping: false,
+                properties,
+            } => {
+                let block = !self.source.collection_start(range, properties).0;
+                (
+                    Children::Seq(Vec::new()),
+                    Some(Open::Sequence { node: slot, block }),
+                )
+            }
+            Read::Scalar { .. } | Read::Alias => (Children::Leaf, None),
+        };
+        self.nodes[slot] = Node { value, children };
+        self.open.extend(open);
+        Ok(())
+    }
+
+    fn push_node(&mut self) -> NodeId {
+        self.nodes.push(Node::default());
+        self.nodes.len() - 1
+    }
+
+    /// Adds an item at `at` to `list`; returns the node it fills.
+    fn item(&mut self, list: NodeId, block: bool, at: Span) -> Result<NodeId, LimitError> {
+        let id = self.nodes.len();
+        let node = &mut self.nodes[list];
+        let Children::Seq(items) = &mut node.children else {
+            return Ok(self.push_node());
+        };
+        if items.len() >= MAX_ENTRIES {
+            return Err(limit(
+                at,
+                format!("a list holds more than {MAX_ENTRIES} items, the limit for one list"),
+            ));
         }
+        if block && items.is_empty() {
+            // A block list starts at its first `-`.
+            node.value = Some(at);
+        }
+        items.push((at, id));
+        Ok(self.push_node())
+    }
+
+    /// Records key `text` at `at` in `mapping`; returns the node its value fills (`None` for a
+    /// repeated key, whose value is skipped).
+    fn key(
+        &mut self,
+        mapping: NodeId,
+        text: Cow<'_, str>,
+        at: Span,
+    ) -> Result<Option<NodeId>, LimitError> {
+        let id = self.nodes.len();
+        let Children::Map(entries) = &mut self.nodes[mapping].children else {
+            return Ok(None);
+        };
+        if let Some((first, _)) = entries.get(text.as_ref()) {
+            if self.duplicate.is_none() {
+                self.duplicate = Some((text.into_owned(), *first, at));
+            }
+            return Ok(None);
+        }
+        if entries.len() >= MAX_ENTRIES {
+            return Err(limit(
+                at,
+                format!("a mapping holds more than {MAX_ENTRIES} keys, the limit for one mapping"),
+            ));
+        }
+        entries.insert(text.into_owned(), (at, id));
+        Ok(Some(self.push_node()))
     }
 }
 
-/// Reads flow collections (`{...}`, `[...]`) across lines.
-struct FlowCursor<'a> {
-    lines: &'a [Line],
+fn limit(span: Span, message: String) -> LimitError {
+    LimitError { span, message }
+}
+
+/// A 1-based [`Span`] for a parser position (1-based line, 0-based column in characters).
+fn position(marker: Marker) -> Span {
+    span_at(marker.line(), marker.col())
+}
+
+/// A [`Cursor`] at a parser position.
+fn cursor(marker: Marker) -> Cursor {
+    Cursor {
+        index: marker.index(),
+        line: marker.line(),
+        col: marker.col(),
+    }
+}
+
+/// A [`Span`] for a 1-based line and a 0-based column.
+fn span_at(line: usize, col: usize) -> Span {
+    Span::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col + 1).unwrap_or(u32::MAX),
+    )
+}
+
+/// How many lines back from a block list item its `-` is looked for (blank and comment lines
+/// between the two); past that the item is located at its content.
+const DASH_LOOKBACK_LINES: usize = 256;
+
+/// Characters between two byte-offset checkpoints of a non-ASCII text.
+const CHECKPOINT_STRIDE: usize = 64;
+
+/// The text being read, with constant-time lookups from the parser's character indices to byte
+/// offsets and from line numbers to lines.
+struct Source<'t> {
+    text: &'t str,
+    /// For non-ASCII text, the byte offset of every [`CHECKPOINT_STRIDE`]-th character (for ASCII
+    /// text, character indices are byte offsets).
+    checkpoints: Option<Vec<usize>>,
+    /// Where each line starts (line breaks as YAML counts them: `\n`, `\r\n` and `\r`).
+    line_starts: Vec<usize>,
+}
+
+/// A position while walking the text: character index, 1-based line, 0-based column.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    index: usize,
     line: usize,
     col: usize,
 }
 
-impl<'a> FlowCursor<'a> {
-    fn current_line(&self) -> Option<&'a Line> {
-        self.lines.get(self.line)
-    }
-
-    fn peek(&self) -> Option<char> {
-        self.current_line()
-            .and_then(|l| l.chars.get(self.col).copied())
-    }
-
-    fn span(&self) -> Span {
-        self.current_line()
-            .map(|l| l.span_at(self.col))
-            .unwrap_or_default()
-    }
-
-    /// Moves past blanks and line ends.
-    fn skip_blanks(&mut self) {
-        loop {
-            match self.current_line() {
-                None => return,
-                Some(line) => {
-                    while self.col < line.chars.len() && line.chars[self.col] == ' ' {
-                        self.col += 1;
-                    }
-                    if self.col < line.chars.len() || self.line + 1 >= self.lines.len() {
-                        return;
-                    }
-                    self.line += 1;
-                    self.col = 0;
-                }
+impl<'t> Source<'t> {
+    fn new(text: &'t str) -> Self {
+        let checkpoints = (!text.is_ascii()).then(|| {
+            text.char_indices()
+                .step_by(CHECKPOINT_STRIDE)
+                .map(|(offset, _)| offset)
+                .collect()
+        });
+        let bytes = text.as_bytes();
+        let mut line_starts = vec![0];
+        for (offset, byte) in bytes.iter().enumerate() {
+            let breaks =
+                *byte == b'\n' || (*byte == b'\r' && bytes.get(offset + 1) != Some(&b'\n'));
+            if breaks {
+                line_starts.push(offset + 1);
             }
+        }
+        Self {
+            text,
+            checkpoints,
+            line_starts,
         }
     }
 
-    fn bump(&mut self) {
-        self.col += 1;
-    }
-
-    fn flow_value(&mut self) -> Located {
-        self.skip_blanks();
-        if let Some(line) = self.current_line() {
-            self.col = skip_properties(&line.chars, self.col);
-        }
-        let span = self.span();
-        match self.peek() {
-            Some('{') => {
-                self.bump();
-                let mut entries = Vec::new();
-                loop {
-                    self.skip_blanks();
-                    match self.peek() {
-                        None => break,
-                        Some('}') => {
-                            self.bump();
-                            break;
-                        }
-                        Some(',') => {
-                            self.bump();
-                            continue;
-                        }
-                        Some(_) => {}
-                    }
-                    let key_span = self.span();
-                    let key = self.scalar_text(true);
-                    self.skip_blanks();
-                    let value = if self.peek() == Some(':') {
-                        self.bump();
-                        self.skip_blanks();
-                        match self.peek() {
-                            Some(',') | Some('}') | None => Located::default(),
-                            _ => self.flow_value(),
-                        }
-                    } else {
-                        Located::default()
-                    };
-                    entries.push((key_text(&key.chars().collect::<Vec<_>>()), key_span, value));
-                }
-                Located {
-                    value: Some(span),
-                    children: Children::map(entries),
-                }
-            }
-            Some('[') => {
-                self.bump();
-                let mut items = Vec::new();
-                loop {
-                    self.skip_blanks();
-                    match self.peek() {
-                        None => break,
-                        Some(']') => {
-                            self.bump();
-                            break;
-                        }
-                        Some(',') => {
-                            self.bump();
-                            continue;
-                        }
-                        Some(_) => {}
-                    }
-                    let item_span = self.span();
-                    let item = self.flow_value();
-                    items.push((item_span, item));
-                }
-                Located {
-                    value: Some(span),
-                    children: Children::Seq(items),
-                }
-            }
-            Some('"') | Some('\'') => {
-                let inner = Span::new(span.line, span.col + 1);
-                self.scalar_text(false);
-                Located {
-                    value: Some(inner),
-                    children: Children::Leaf,
-                }
-            }
-            _ => {
-                self.scalar_text(false);
-                Located {
-                    value: Some(span),
-                    children: Children::Leaf,
-                }
-            }
-        }
-    }
-
-    /// Reads a scalar inside a flow collection and returns its raw text. A key stops at `:`
-    /// followed by a blank or an indicator; any scalar stops at `,`, `}` or `]`.
-    fn scalar_text(&mut self, is_key: bool) -> String {
-        let Some(line) = self.current_line() else {
-            return String::new();
+    /// The byte offset of character `index` (the text's length past its end).
+    fn byte_of(&self, index: usize) -> usize {
+        let Some(checkpoints) = &self.checkpoints else {
+            return index.min(self.text.len());
         };
-        let chars = &line.chars;
-        let start = self.col;
-        if matches!(chars.get(start), Some('"') | Some('\'')) {
-            self.col = skip_quoted(chars, start);
-            return chars[start..self.col].iter().collect();
-        }
-        while self.col < chars.len() {
-            let c = chars[self.col];
-            if matches!(c, ',' | '}' | ']') {
-                break;
+        let Some(&base) = checkpoints.get(index / CHECKPOINT_STRIDE) else {
+            return self.text.len();
+        };
+        self.text[base..]
+            .char_indices()
+            .nth(index % CHECKPOINT_STRIDE)
+            .map_or(self.text.len(), |(at, _)| base + at)
+    }
+
+    /// Line `number` (1-based) without its line break.
+    fn line(&self, number: usize) -> Option<&'t str> {
+        let start = *self.line_starts.get(number.checked_sub(1)?)?;
+        let end = self
+            .line_starts
+            .get(number)
+            .copied()
+            .unwrap_or(self.text.len());
+        Some(self.text[start..end].trim_end_matches(['\n', '\r']))
+    }
+
+    /// The characters from `from` on, each with its position.
+    fn walk(&self, from: Cursor) -> impl Iterator<Item = (Cursor, char)> + 't {
+        let mut at = from;
+        let mut chars = self.text[self.byte_of(from.index)..].chars().peekable();
+        std::iter::from_fn(move || {
+            let c = chars.next()?;
+            let here = at;
+            at.index += 1;
+            if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
+                at.line += 1;
+                at.col = 0;
+            } else {
+                at.col += 1;
             }
-            if c == ':' {
-                let next = chars.get(self.col + 1).copied();
-                let separates =
-                    matches!(next, None | Some(' ') | Some(',') | Some('}') | Some(']'));
-                if separates || (is_key && next == Some('{')) {
-                    break;
+            Some((here, c))
+        })
+    }
+
+    /// Whether the collection read at `range` is a flow collection (`[`/`{`), and where its
+    /// bracket or first key or item is. A block collection's event has an empty span at its first
+    /// key or item, a flow collection's spans its `[`/`{`; with properties (anchors, tags) the
+    /// span runs from the first property to the bracket or to the first key or item.
+    fn collection_start(&self, range: Range, properties: bool) -> (bool, Span) {
+        if !properties {
+            return (
+                range.end.index() > range.start.index(),
+                position(range.start),
+            );
+        }
+        match self.content_start(cursor(range.start), range.end) {
+            Some((at, '[' | '{')) => (true, span_at(at.line, at.col)),
+            _ => (false, position(range.end)),
+        }
+    }
+
+    /// Where the value read at `range` starts (see the module documentation).
+    fn value_position(&self, read: &Read<'_>, range: Range) -> Option<Span> {
+        match *read {
+            Read::Alias => Some(position(range.start)),
+            Read::Collection { properties, .. } => Some(self.collection_start(range, properties).1),
+            Read::Scalar {
+                style, properties, ..
+            } => {
+                if range.end.index() <= range.start.index() {
+                    return None;
+                }
+                let start = cursor(range.start);
+                let content = if properties {
+                    self.content_start(start, range.end)?.0
+                } else {
+                    start
+                };
+                match style {
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
+                        Some(span_at(content.line, content.col + 1))
+                    }
+                    // Without properties the span already starts at the body.
+                    ScalarStyle::Literal | ScalarStyle::Folded if properties => {
+                        self.block_body(content, range.end)
+                    }
+                    _ => Some(span_at(content.line, content.col)),
                 }
             }
-            self.col += 1;
         }
-        chars[start..self.col]
-            .iter()
-            .collect::<String>()
-            .trim_end()
-            .to_string()
     }
+
+    /// The first character after the anchors, tags and comments from `from`, before `end`.
+    fn content_start(&self, from: Cursor, end: Marker) -> Option<(Cursor, char)> {
+        let (mut in_property, mut in_comment) = (false, false);
+        for (at, c) in self.walk(from) {
+            if at.index >= end.index() {
+                return None;
+            }
+            match c {
+                '\n' | '\r' => (in_property, in_comment) = (false, false),
+                _ if in_comment => {}
+                ' ' | '\t' => in_property = false,
+                _ if in_property => {}
+                '&' | '!' => in_property = true,
+                '#' => in_comment = true,
+                _ => return Some((at, c)),
+            }
+        }
+        None
+    }
+
+    /// The first body character of the block scalar whose indicator (`|`, `>`) is at `indicator`.
+    fn block_body(&self, indicator: Cursor, end: Marker) -> Option<Span> {
+        let mut past_header = false;
+        for (at, c) in self.walk(indicator) {
+            if at.index >= end.index() {
+                return None;
+            }
+            match c {
+                '\n' | '\r' => past_header = true,
+                ' ' | '\t' => {}
+                _ if past_header => return Some(span_at(at.line, at.col)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The `-` of the block list item that starts at `item`: before it on its line, or at the end
+    /// of an earlier line with only blanks and comments in between.
+    fn dash_before(&self, item: Marker) -> Option<Span> {
+        let mut number = item.line();
+        let line_start = *self.line_starts.get(number.checked_sub(1)?)?;
+        let line = self.line(number)?;
+        let mut before = &line[..self
+            .byte_of(item.index())
+            .saturating_sub(line_start)
+            .min(line.len())];
+        for _ in 0..DASH_LOOKBACK_LINES {
+            let trimmed = before.trim_end_matches([' ', '\t']);
+            if let Some(head) = trimmed.strip_suffix('-') {
+                let separated = head.is_empty() || head.ends_with([' ', '\t']);
+                return separated.then(|| span_at(number, head.chars().count()));
+            }
+            if !trimmed.is_empty() {
+                return None;
+            }
+            number = number.checked_sub(1).filter(|n| *n > 0)?;
+            before = without_comment(self.line(number)?);
+        }
+        None
+    }
+}
+
+/// `line` up to its comment (a `#` at its start or after a blank); for lines that hold no
+/// scalars (between a `-` and the item under it), so quotes need no attention.
+fn without_comment(line: &str) -> &str {
+    let mut previous = ' ';
+    for (offset, c) in line.char_indices() {
+        if c == '#' && (previous == ' ' || previous == '\t') {
+            return &line[..offset];
+        }
+        previous = c;
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The positions of `text`, which is within the limits.
+    fn map_of(text: &str) -> SourceMap {
+        SourceMap::read(text).expect("within the limits")
+    }
 
     fn path(segs: &[&str]) -> YamlPath {
         let mut p = YamlPath::root();
@@ -725,7 +685,7 @@ mod tests {
     fn locates_block_mapping_keys_and_values() {
         let text =
             "process: p\n# a comment\nnodes:\n  a:\n    service: h   # trailing\n    next: b\n  b: { end: {} }\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.key(&path(&["process"])), Some(Span::new(1, 1)));
         assert_eq!(map.value(&path(&["process"])), Some(Span::new(1, 10)));
         assert_eq!(map.key(&path(&["nodes", "a"])), Some(Span::new(4, 3)));
@@ -747,7 +707,7 @@ mod tests {
     #[test]
     fn locates_compact_sequence_items() {
         let text = "g:\n  exclusive:\n    - when: amount > 10\n      to: x\n    - otherwise: y\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(
             map.key(&path(&["g", "exclusive", "0"])),
             Some(Span::new(3, 5))
@@ -769,7 +729,7 @@ mod tests {
     #[test]
     fn sequences_may_sit_at_their_keys_indentation() {
         let text = "a:\n- x\n- y: 1\nb: 2\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.key(&path(&["a", "1"])), Some(Span::new(3, 1)));
         assert_eq!(map.key(&path(&["a", "1", "y"])), Some(Span::new(3, 3)));
         assert_eq!(map.key(&path(&["b"])), Some(Span::new(4, 1)));
@@ -778,7 +738,7 @@ mod tests {
     #[test]
     fn locates_inside_multiline_flow_collections() {
         let text = "n: { a: 1,\n     b: [x, \"y: z\",\n  w] }\nm: 3\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.key(&path(&["n", "b"])), Some(Span::new(2, 6)));
         assert_eq!(map.key(&path(&["n", "b", "1"])), Some(Span::new(2, 13)));
         assert_eq!(map.value(&path(&["n", "b", "1"])), Some(Span::new(2, 14)));
@@ -789,7 +749,7 @@ mod tests {
     #[test]
     fn block_scalars_point_at_their_first_line_and_hide_their_body() {
         let text = "s:\n  script: |\n    let a = 1;\n    x: not a key\n  next: b\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.value(&path(&["s", "script"])), Some(Span::new(3, 5)));
         assert_eq!(map.key(&path(&["s", "x"])), None);
         assert_eq!(map.key(&path(&["s", "next"])), Some(Span::new(5, 3)));
@@ -798,7 +758,7 @@ mod tests {
     #[test]
     fn quotes_comments_anchors_and_markers() {
         let text = "---\n\"quoted key\": &anchor 'it''s # not a comment'\nplain: a#b # comment\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.key(&path(&["quoted key"])), Some(Span::new(2, 1)));
         assert_eq!(map.value(&path(&["quoted key"])), Some(Span::new(2, 24)));
         assert_eq!(map.value(&path(&["plain"])), Some(Span::new(3, 8)));
@@ -806,26 +766,131 @@ mod tests {
 
     #[test]
     fn unknown_paths_fall_back_to_the_nearest_known_position() {
-        let map = SourceMap::new("a:\n  b: *alias\n");
+        let map = map_of("a:\n  b: *alias\n");
         assert_eq!(map.key(&path(&["a", "b", "c"])), None);
         assert_eq!(map.nearest(&path(&["a", "b", "c"])), Span::new(2, 3));
-        assert_eq!(SourceMap::new("").nearest(&path(&["x"])), Span::new(1, 1));
+        assert_eq!(map_of("").nearest(&path(&["x"])), Span::new(1, 1));
     }
 
     #[test]
     fn finds_the_first_repeated_key() {
-        let map = SourceMap::new("a:\n  b: 1\n  c: { d: 1, d: 2 }\n  b: 3\n");
+        let map = map_of("a:\n  b: 1\n  c: { d: 1, d: 2 }\n  b: 3\n");
         assert_eq!(
             map.duplicate_key(),
             Some(("d".to_string(), Span::new(3, 8), Span::new(3, 14)))
         );
-        assert_eq!(SourceMap::new("a: 1\nb: 2\n").duplicate_key(), None);
+        assert_eq!(map_of("a: 1\nb: 2\n").duplicate_key(), None);
     }
 
     #[test]
     fn multi_line_plain_scalars_are_skipped() {
         let text = "a:\n  when: x >\n    10 && y\n  to: z\n";
-        let map = SourceMap::new(text);
+        let map = map_of(text);
         assert_eq!(map.key(&path(&["a", "to"])), Some(Span::new(4, 3)));
+    }
+
+    #[test]
+    fn flow_collections_point_at_their_bracket_after_blanks_and_properties() {
+        let text = "a: [ x, y ]\nb: &anchor { k: v }\nc: !tag\n  [ z ]\nd:\n- &i [ 1 ]\n";
+        let map = map_of(text);
+        assert_eq!(map.value(&path(&["a"])), Some(Span::new(1, 4)));
+        assert_eq!(map.key(&path(&["a", "1"])), Some(Span::new(1, 9)));
+        assert_eq!(map.value(&path(&["b"])), Some(Span::new(2, 12)));
+        assert_eq!(map.value(&path(&["c"])), Some(Span::new(4, 3)));
+        assert_eq!(map.key(&path(&["d", "0"])), Some(Span::new(6, 1)));
+        assert_eq!(map.value(&path(&["d", "0"])), Some(Span::new(6, 6)));
+    }
+
+    #[test]
+    fn block_list_items_point_at_their_dash_across_lines_and_comments() {
+        let text = "l:\n  -\n    a: 1\n  - # note\n\n    # more\n    b: 2\n  - &x !t\n    c: 3\n";
+        let map = map_of(text);
+        assert_eq!(map.value(&path(&["l"])), Some(Span::new(2, 3)));
+        assert_eq!(map.key(&path(&["l", "0"])), Some(Span::new(2, 3)));
+        assert_eq!(map.key(&path(&["l", "1"])), Some(Span::new(4, 3)));
+        assert_eq!(map.key(&path(&["l", "1", "b"])), Some(Span::new(7, 5)));
+        assert_eq!(map.key(&path(&["l", "2"])), Some(Span::new(8, 3)));
+        assert_eq!(map.value(&path(&["l", "2"])), Some(Span::new(9, 5)));
+    }
+
+    #[test]
+    fn empty_values_properties_and_tagged_block_scalars() {
+        let text = "a:\nb: &only\nc: !t |\n\n  body\nd: { k: }\n";
+        let map = map_of(text);
+        assert_eq!(map.value(&path(&["a"])), None);
+        assert_eq!(map.nearest_value(&path(&["a"])), Span::new(1, 1));
+        assert_eq!(map.value(&path(&["b"])), None);
+        assert_eq!(map.value(&path(&["c"])), Some(Span::new(5, 3)));
+        assert_eq!(map.value(&path(&["d", "k"])), None);
+        assert_eq!(map.key(&path(&["d", "k"])), Some(Span::new(6, 6)));
+    }
+
+    #[test]
+    fn columns_count_characters_and_lines_count_every_yaml_line_break() {
+        let text = "\u{feff}\u{e9}t\u{e9}: [\u{fc}, x]\r\nnext: 1\rlast: \"\u{4e2d}\"\n";
+        let map = map_of(text);
+        assert_eq!(
+            map.key(&path(&["\u{e9}t\u{e9}", "1"])),
+            Some(Span::new(1, 10))
+        );
+        assert_eq!(map.key(&path(&["next"])), Some(Span::new(2, 1)));
+        assert_eq!(map.value(&path(&["last"])), Some(Span::new(3, 8)));
+    }
+
+    #[test]
+    fn a_flow_list_continued_under_a_typo_is_located_without_growing() {
+        let map = map_of("a: [se: x\n b, c]");
+        assert_eq!(map.key(&path(&["a", "0"])), Some(Span::new(1, 5)));
+        assert_eq!(map.key(&path(&["a", "0", "se"])), Some(Span::new(1, 5)));
+        assert_eq!(map.key(&path(&["a", "1"])), Some(Span::new(2, 5)));
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_what_came_before_it() {
+        let map = map_of("n:\n  a: [x,\n  y]\n  b: 2\n");
+        assert_eq!(map.key(&path(&["n", "a"])), Some(Span::new(2, 3)));
+        assert_eq!(map.key(&path(&["n", "b"])), None);
+        let (at, message) = map
+            .syntax_error()
+            .expect("a flow line indented no deeper than its key");
+        assert_eq!(at, Span::new(3, 3));
+        assert!(message.contains("indentation"), "{message}");
+        assert_eq!(map_of("a: 1\n").syntax_error(), None);
+    }
+
+    #[test]
+    fn limits_are_enforced_with_their_position() {
+        let deep = format!(
+            "a: {}1{}\n",
+            "[".repeat(MAX_NESTING + 5),
+            "]".repeat(MAX_NESTING + 5)
+        );
+        let err = SourceMap::read(&deep).expect_err("too deep");
+        assert_eq!(err.span, Span::new(1, 3 + MAX_NESTING as u32));
+        assert!(err.message.contains("nested too deeply"), "{}", err.message);
+
+        let wide = format!("a: [{}]\n", vec!["1"; MAX_ENTRIES + 1].join(","));
+        let err = SourceMap::read(&wide).expect_err("too long a list");
+        assert_eq!(err.span, Span::new(1, 5 + 2 * MAX_ENTRIES as u32));
+        assert!(
+            err.message.contains(&MAX_ENTRIES.to_string()),
+            "{}",
+            err.message
+        );
+
+        let keys: String = (0..=MAX_ENTRIES).map(|i| format!("k{i}: 1\n")).collect();
+        let err = SourceMap::read(&keys).expect_err("too many keys");
+        assert_eq!(err.span, Span::new(MAX_ENTRIES as u32 + 1, 1));
+
+        let lists: String = (0..MAX_VALUES / 1000)
+            .map(|i| format!("l{i}: [{}]\n", vec!["x"; 999].join(",")))
+            .collect();
+        let err = SourceMap::read(&lists).expect_err("too many values");
+        assert!(
+            err.message.contains(&MAX_VALUES.to_string()),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.span.line as usize, MAX_VALUES / 1000);
     }
 }

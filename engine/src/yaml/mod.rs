@@ -12,11 +12,12 @@
 //! [`Diagnostic`] at `file:line:col`; [`json_schema`] describes the same language as a JSON Schema
 //! for editors.
 //!
-//! `serde_yaml` reads the document; [`locator`] recovers the positions `serde_yaml` does not keep;
-//! `reader` turns the document into the model; `vocabulary` holds the keys both the reader and
-//! the schema use.
+//! [`locator`] reads the structure of the text with saphyr's YAML parser, which reports spans: the
+//! positions `serde_yaml` does not keep, checked against the [`limits`] on nesting and size;
+//! `serde_yaml` then reads the document's values; `reader` turns them into the model;
+//! `vocabulary` holds the keys both the reader and the schema use.
 
-mod limits;
+pub mod limits;
 pub mod locator;
 mod reader;
 mod schema;
@@ -73,23 +74,36 @@ pub fn parse_yaml_bytes(path: &Path, bytes: &[u8]) -> (Option<Definitions>, Vec<
 pub fn parse_yaml(path: &Path, text: &str) -> (Option<Definitions>, Vec<Diagnostic>) {
     let empty =
         "the file is empty: a process file starts with `process: <id>` and lists its `nodes:`";
-    let (text, document) = match read_document(path, text, empty) {
+    let read = match read_document(path, text, empty) {
         Ok(read) => read,
         Err(problem) => return (None, vec![problem]),
     };
     tracing::debug!(file = %path.display(), "parsing YAML process");
-    reader::Reader::new(path, text).read(&document)
+    let (definitions, mut diagnostics) = reader::Reader::new(path, read.map).read(&read.value);
+    diagnostics.splice(0..0, read.lenient);
+    (definitions, diagnostics)
 }
 
-/// Checks a YAML file's text against the input limits (size, characters, nesting, aliases) and
-/// reads its one document. Returns the text without a byte-order mark and the document, or the
-/// problem (`empty` is the message for a file with no content). Process and decision files both
-/// come through here.
+/// A YAML file's one document, read within the input limits.
+pub(crate) struct Document<'t> {
+    /// The text without a byte-order mark.
+    pub text: &'t str,
+    /// The document's value.
+    pub value: serde_yaml::Value,
+    /// Where each key, item and value is.
+    pub map: locator::SourceMap,
+    /// A warning for text serde_yaml reads but YAML 1.2 does not allow.
+    pub lenient: Option<Diagnostic>,
+}
+
+/// Checks a YAML file's text against the input limits (size, characters, nesting, values,
+/// aliases), locates its nodes and reads its one document, or returns the problem (`empty` is the
+/// message for a file with no content). Process and decision files both come through here.
 pub(crate) fn read_document<'t>(
     path: &Path,
     text: &'t str,
     empty: &str,
-) -> Result<(&'t str, serde_yaml::Value), Diagnostic> {
+) -> Result<Document<'t>, Diagnostic> {
     if text.len() > MAX_SOURCE_BYTES {
         return Err(too_large(path, text.len()));
     }
@@ -104,10 +118,18 @@ pub(crate) fn read_document<'t>(
     if let Some(problem) = limits::forbidden_character(text).or_else(|| limits::too_deep(text)) {
         return Err(Diagnostic::error(path, problem.span, problem.message));
     }
-    match serde_yaml::from_str(text) {
-        Ok(document) => Ok((text, document)),
-        Err(err) => Err(syntax_error(path, text, &err)),
-    }
+    let map = locator::SourceMap::read(text)
+        .map_err(|problem| Diagnostic::error(path, problem.span, problem.message))?;
+    let value = serde_yaml::from_str(text).map_err(|err| syntax_error(path, text, &map, &err))?;
+    let lenient = map
+        .syntax_error()
+        .map(|(span, problem)| lenient_syntax(path, span, problem));
+    Ok(Document {
+        text,
+        value,
+        map,
+        lenient,
+    })
 }
 
 fn too_large(path: &Path, len: usize) -> Diagnostic {
@@ -118,11 +140,25 @@ fn too_large(path: &Path, len: usize) -> Diagnostic {
     Diagnostic::error(path, Span::new(1, 1), message)
 }
 
+/// A warning for text that `serde_yaml` reads but YAML 1.2 (and so the locator, and editors)
+/// does not allow, such as a flow collection continued on a line indented no deeper than its key.
+fn lenient_syntax(path: &Path, span: Span, problem: &str) -> Diagnostic {
+    let message = format!(
+        "not valid YAML 1.2: {problem}; read anyway, but editors may refuse the file and positions reported after this point are approximate"
+    );
+    Diagnostic::warning(path, span, message)
+}
+
 /// A YAML syntax error (or a limit hit by the YAML reader) as a diagnostic at its position.
-fn syntax_error(path: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic {
+fn syntax_error(
+    path: &Path,
+    text: &str,
+    map: &locator::SourceMap,
+    err: &serde_yaml::Error,
+) -> Diagnostic {
     let raw = strip_positions(&err.to_string());
     if raw.contains("duplicate entry with key") {
-        if let Some((key, first, again)) = locator::SourceMap::new(text).duplicate_key() {
+        if let Some((key, first, again)) = map.duplicate_key() {
             let message = format!(
                 "duplicate key `{key}`: already written at {}:{}; a key appears once per mapping (node ids are unique)",
                 first.line, first.col

@@ -22,6 +22,8 @@ pub(crate) struct Reader<'a> {
     /// Every node id written anywhere in the file (nested scopes included), so that generated
     /// flow ids never take a node's id.
     all_node_ids: HashSet<String>,
+    /// How many more unknown ids get a "did you mean" (each compares with every id).
+    id_hints_left: usize,
 }
 
 /// An outgoing flow as written, before its id is settled.
@@ -62,14 +64,15 @@ enum BranchStyle {
 }
 
 impl<'a> Reader<'a> {
-    /// A reader for `text` from `file`.
-    pub(crate) fn new(file: &'a Path, text: &str) -> Self {
+    /// A reader for the document located by `map`, from `file`.
+    pub(crate) fn new(file: &'a Path, map: SourceMap) -> Self {
         Self {
             file,
-            map: SourceMap::new(text),
+            map,
             diagnostics: Vec::new(),
             ids: HashMap::new(),
             all_node_ids: HashSet::new(),
+            id_hints_left: vocab::MAX_ID_HINTS,
         }
     }
 
@@ -154,6 +157,18 @@ impl<'a> Reader<'a> {
         let span = self.map.nearest_value(path);
         self.diagnostics
             .push(Diagnostic::error(self.file, span, message));
+    }
+
+    /// `; did you mean `x`?` for the unknown id `word` when one of `ids` is close, for the first
+    /// [`vocab::MAX_ID_HINTS`] unknown ids of the file.
+    fn id_hint<'i>(&mut self, word: &str, ids: impl IntoIterator<Item = &'i str>) -> String {
+        if self.id_hints_left == 0 {
+            return String::new();
+        }
+        self.id_hints_left -= 1;
+        vocab::closest(word, ids)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default()
     }
 
     fn error_with_id(&mut self, span: Span, id: &str, message: impl Into<String>) {
@@ -410,9 +425,7 @@ impl<'a> Reader<'a> {
         let by_id: HashMap<&str, &Node> = scope.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         for (target, span, flow) in &scope.targets {
             if !known.contains(target.as_str()) {
-                let hint = vocab::closest(target, ids.iter().copied())
-                    .map(|c| format!("; did you mean `{c}`?"))
-                    .unwrap_or_default();
+                let hint = self.id_hint(target, ids.iter().copied());
                 let message = format!("flow `{flow}` goes to unknown node `{target}`{hint}");
                 self.diagnostics
                     .push(Diagnostic::error(self.file, *span, message).with_id(flow.clone()));
@@ -430,9 +443,7 @@ impl<'a> Reader<'a> {
                     );
                 }
                 None => {
-                    let hint = vocab::closest(activity, ids.iter().copied())
-                        .map(|c| format!("; did you mean `{c}`?"))
-                        .unwrap_or_default();
+                    let hint = self.id_hint(activity, ids.iter().copied());
                     let message = format!(
                         "boundary event `{boundary}` is attached to unknown node `{activity}` (it must be in the same scope){hint}"
                     );
@@ -1643,7 +1654,9 @@ impl<'a> Reader<'a> {
         if let Some(n) = value.as_u64() {
             return Some(n);
         }
-        let parsed = value.as_str().and_then(parse_duration_ms);
+        let parsed = value
+            .as_str()
+            .and_then(crate::timer::parse_short_duration_ms);
         if parsed.is_none() {
             self.error_at_value(
                 path,
@@ -1749,21 +1762,13 @@ impl<'a> Reader<'a> {
                 if word == "start" && kind_key != "start" && kind_key != PROCESS_LEVEL {
                     self.error(&item_path.key("on"), format!("`on: start` rules belong on the start event, not on `{node}`"));
                 }
-                match word.as_str() {
-                    "guard_complete" => Some(AttachPoint::GuardComplete),
-                    "guard_message" => Some(AttachPoint::GuardMessage),
-                    "guard_variable" => variable.clone().map(AttachPoint::GuardVariable),
-                    "enter" => Some(AttachPoint::OnEnter),
-                    "leave" => Some(AttachPoint::OnLeave),
-                    "start" => Some(AttachPoint::OnStart),
-                    "variable_change" => variable.clone().map(AttachPoint::OnVariableChange),
-                    "status_change" => Some(AttachPoint::OnStatusChange),
-                    other => {
-                        let hint = suggestion(other, vocab::RULE_POINTS.iter().copied());
-                        self.error_at_value(&item_path.key("on"), format!("unknown rule moment `on: {other}`{hint}"));
-                        None
-                    }
+                if !vocab::RULE_POINTS.contains(&word.as_str()) {
+                    let hint = suggestion(&word, vocab::RULE_POINTS.iter().copied());
+                    self.error_at_value(&item_path.key("on"), format!("unknown rule moment `on: {word}`{hint}"));
+                    return None;
                 }
+                // A missing or misplaced `variable` was reported above, positioned.
+                AttachPoint::parse(&word, variable.as_deref()).ok()
             });
             let rule = match (m.get("file"), m.get("script")) {
                 (Some(f), None) => self
@@ -1884,9 +1889,7 @@ impl<'a> Reader<'a> {
                             continue;
                         };
                         if !known.contains(node.as_str()) {
-                            let hint = vocab::closest(&node, node_ids.iter().copied())
-                                .map(|c| format!("; did you mean `{c}`?"))
-                                .unwrap_or_default();
+                            let hint = self.id_hint(&node, node_ids.iter().copied());
                             self.error_at_value(
                                 &item_path,
                                 format!("lane `{id}` lists unknown node `{node}`{hint}"),
@@ -1950,24 +1953,6 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` (or a bare number of milliseconds) into milliseconds.
-pub(crate) fn parse_duration_ms(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
-    let factor = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
-}
-
 /// A short description of a YAML value for error messages.
 pub(crate) fn describe(value: &Value) -> String {
     match value {
@@ -1981,22 +1966,5 @@ pub(crate) fn describe(value: &Value) -> String {
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
         Value::Tagged(t) => format!("a value tagged `{}` (YAML tags are not used here)", t.tag),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_with_units() {
-        assert_eq!(parse_duration_ms("500ms"), Some(500));
-        assert_eq!(parse_duration_ms("2s"), Some(2_000));
-        assert_eq!(parse_duration_ms("5m"), Some(300_000));
-        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
-        assert_eq!(parse_duration_ms("250"), Some(250));
-        assert_eq!(parse_duration_ms("2 days"), None);
-        assert_eq!(parse_duration_ms("s"), None);
-        assert_eq!(parse_duration_ms("99999999999999999999h"), None);
     }
 }

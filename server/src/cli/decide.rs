@@ -3,9 +3,9 @@
 //! Without `--decision`, the file's one decision that no other decision requires is evaluated.
 //! Exit 0 when the decision was evaluated, 1 when the file has errors or the evaluation failed.
 
-use crate::sources;
 use anyhow::{bail, Context};
 use clap::Args;
+use flowbot_app::project;
 use flowbot_engine::diagnostics::has_errors;
 use flowbot_engine::dmn::DecisionFile;
 use serde_json::{json, Value};
@@ -34,16 +34,16 @@ pub fn execute(args: &DecideArgs) -> anyhow::Result<ExitCode> {
     let Value::Object(variables) = variables else {
         bail!("--vars must be a JSON object, like {{\"amount\": 500}}");
     };
-    if !sources::is_decision_file(&args.path) {
+    if !project::is_decision_file(&args.path) {
         bail!(
             "{} is not a decision file (a .dmn file, or YAML starting with `decision:`)",
             args.path.display()
         );
     }
-    let (file, mut diagnostics) = sources::load_decision_file(&args.path);
-    let (decisions, more) = sources::build_decisions(&[&args.path]);
+    let (file, mut diagnostics) = project::read_decision_file(&args.path);
+    let (decisions, more) = project::build_decisions(&[&args.path]);
     diagnostics.extend(more);
-    sources::sort(&mut diagnostics);
+    project::sort(&mut diagnostics);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }

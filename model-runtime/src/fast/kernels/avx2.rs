@@ -191,7 +191,7 @@ pub(super) unsafe fn dot_rows4_q4_1(
     distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     prefetch(w.add(distance * stride), ahead);
     let aq = act.qs.as_ptr() as *const u8;
     let mask = _mm256_set1_epi8(0x0F);
@@ -239,7 +239,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
     distance: usize,
     ahead: usize,
 ) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     prefetch(w.add(distance * stride), ahead);
     let aq = act.qs.as_ptr() as *const u8;
     let flip = _mm256_set1_epi8(-128);
@@ -253,7 +253,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
         let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
         let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
         let da = load_f32x2(act.d.as_ptr().add(b));
-        for i in 0..4 {
+        for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
             let w_base = row.add(g * GROUP + 16 * k);
             let w_lo = _mm256_xor_si256(_mm256_loadu_si256(w_base as *const __m256i), flip);
@@ -264,7 +264,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
             let isum = _mm256_add_epi32(dot_i8_256(w_lo, a_lo), dot_i8_256(w_hi, a_hi));
             let scale = _mm_mul_ps(load_f16x2(row.add(nb * 32 + 2 * b)), da);
             let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
         }
         b += 2;
     }
@@ -289,7 +289,7 @@ pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
 /// As [`dot_q4_1`]; `nb` is even.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     let qs = w.as_ptr();
     let (d_ptr, m_ptr) = (qs.add(nb * 16), qs.add(nb * 18));
     let mask = _mm256_set1_epi8(0x0F);
@@ -330,7 +330,7 @@ pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
 /// As [`dot_q8_0`]; `nb` is even.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
-    debug_assert!(nb % 2 == 0);
+    debug_assert!(nb.is_multiple_of(2));
     let qs = w.as_ptr();
     let d_ptr = qs.add(nb * 32);
     let flip = _mm256_set1_epi8(-128);
@@ -359,4 +359,96 @@ pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
         b += 2;
     }
     [0, 1, 2, 3].map(|i| hsum256(acc[i]))
+}
+
+/// 32 bytes, byte `i` all ones when bit `i` of `bits` is set (ggml's `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bytes_from_bits_32(bits: u32) -> __m256i {
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_setr_epi64x(
+            0x0000_0000_0000_0000,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(spread, bit_mask), _mm256_set1_epi64x(-1))
+}
+
+/// Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) row · activation row, two blocks per step.
+///
+/// # Safety
+/// As [`dot_q4_1`], for a Q4_0 or Q5_0 row.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_q45_0<const HIGH: bool>(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
+    let qs = w.as_ptr();
+    let d_ptr = qs.add(if HIGH { nb * 20 } else { nb * 16 });
+    let (high_lo, high_hi) = (qs.add(nb * 16), qs.add(nb * 18));
+    let offset: i32 = if HIGH { 16 } else { 8 };
+    let aq = act.qs.as_ptr() as *const u8;
+    let mask = _mm256_set1_epi8(0x0F);
+    let fifth = _mm256_set1_epi8(0x10);
+    let ones = _mm256_set1_epi16(1);
+    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = _mm256_setzero_ps();
+    let mut b = 0;
+    while b + 2 <= nb {
+        let a_base = aq.add((b / GROUP_BLOCKS) * GROUP + 16 * (b % GROUP_BLOCKS));
+        let x = _mm256_loadu_si256(qs.add(b * 16) as *const __m256i);
+        let mut lo = _mm256_and_si256(x, mask);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+        if HIGH {
+            let bits_lo = std::ptr::read_unaligned(high_lo.add(2 * b) as *const u32);
+            let bits_hi = std::ptr::read_unaligned(high_hi.add(2 * b) as *const u32);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_from_bits_32(bits_lo), fifth));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_from_bits_32(bits_hi), fifth));
+        }
+        let a_lo = _mm256_loadu_si256(a_base as *const __m256i);
+        let a_hi = _mm256_loadu_si256(a_base.add(GROUP / 2) as *const __m256i);
+        let p = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, a_lo),
+            _mm256_maddubs_epi16(hi, a_hi),
+        );
+        let bias = _mm256_setr_epi32(
+            -offset * act.sum[b],
+            0,
+            0,
+            0,
+            -offset * act.sum[b + 1],
+            0,
+            0,
+            0,
+        );
+        let isum = _mm256_add_epi32(_mm256_madd_epi16(p, ones), bias);
+        let scale = _mm_mul_ps(
+            load_f16x2(d_ptr.add(2 * b)),
+            load_f32x2(act.d.as_ptr().add(b)),
+        );
+        let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scale), spread);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+        b += 2;
+    }
+    let mut total = hsum256(acc);
+    if b < nb {
+        let a_base = aq.add((b / GROUP_BLOCKS) * GROUP + 16 * (b % GROUP_BLOCKS));
+        let mut isum = -offset * act.sum[b];
+        for j in 0..16 {
+            let byte = *qs.add(b * 16 + j);
+            let (mut lo, mut hi) = ((byte & 0x0F) as i32, (byte >> 4) as i32);
+            if HIGH {
+                let bits_lo = u16::from_le_bytes([*high_lo.add(2 * b), *high_lo.add(2 * b + 1)]);
+                let bits_hi = u16::from_le_bytes([*high_hi.add(2 * b), *high_hi.add(2 * b + 1)]);
+                lo |= (((bits_lo >> j) & 1) as i32) << 4;
+                hi |= (((bits_hi >> j) & 1) as i32) << 4;
+            }
+            isum += lo * *(a_base.add(j) as *const i8) as i32;
+            isum += hi * *(a_base.add(GROUP / 2 + j) as *const i8) as i32;
+        }
+        let d = half::f16::from_le_bytes([*d_ptr.add(2 * b), *d_ptr.add(2 * b + 1)]).to_f32();
+        total += d * act.d[b] * isum as f32;
+    }
+    total
 }

@@ -276,12 +276,157 @@ pub(super) unsafe fn dot_rows4_q8_0(
         let bias = q8_bias(&act, g);
         let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        for i in 0..4 {
+        for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
             let (w_lo, w_hi) = q8_bytes(row.add(g * GROUP), r);
             let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w_lo, a_lo), w_hi, a_hi);
             let scale = _mm_mul_ps(load_f16x4(row.add(nb * 32 + 8 * g), fmask), da);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
+        }
+    }
+    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+}
+
+/// The values of one Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) group of a row of `nb` blocks
+/// starting at `row`, as (first halves, second halves), zero past `r` blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q45_values<const HIGH: bool>(
+    row: *const u8,
+    nb: usize,
+    g: usize,
+    r: usize,
+) -> (__m512i, __m512i) {
+    let (lo, hi) = q4_nibbles(row.add(g * 64), r);
+    if !HIGH {
+        return (lo, hi);
+    }
+    // Four u16 of fifth bits per half: the byte mask of that half of the group.
+    let bits = |at: usize| -> u64 {
+        let p = row.add(at + 8 * g);
+        if r == 4 {
+            std::ptr::read_unaligned(p as *const u64)
+        } else {
+            let mut buf = [0u8; 8];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), 2 * r);
+            u64::from_le_bytes(buf)
+        }
+    };
+    let sixteen = _mm512_set1_epi8(16);
+    (
+        _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(nb * 16), sixteen)),
+        _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(nb * 18), sixteen)),
+    )
+}
+
+/// `-offset * (sum of the block's activation values)` in the first lane of each block of group
+/// `g` (the stored values are the true ones plus `offset`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn offset_bias(act: &ActRow<'_>, g: usize, offset: i32) -> __m512i {
+    let sums = _mm_loadu_si128(act.sum.as_ptr().add(4 * g) as *const __m128i);
+    let scaled = _mm_mullo_epi32(sums, _mm_set1_epi32(-offset));
+    _mm512_maskz_permutexvar_epi32(0x1111, spread_index(), _mm512_castsi128_si512(scaled))
+}
+
+/// Byte offset of the scales and the value offset of a Q4_0 or Q5_0 row of `nb` blocks.
+#[inline]
+fn q45_layout<const HIGH: bool>(nb: usize) -> (usize, i32) {
+    if HIGH {
+        (nb * 20, 16)
+    } else {
+        (nb * 16, 8)
+    }
+}
+
+/// Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) row · activation row.
+///
+/// # Safety
+/// As [`dot_q4_1`], for a Q4_0 or Q5_0 row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_q45_0<const HIGH: bool>(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
+    let row = w.as_ptr();
+    let (d_at, offset) = q45_layout::<HIGH>(nb);
+    let mut acc = _mm512_setzero_ps();
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let (lo, hi) = q45_values::<HIGH>(row, nb, g, r);
+        let (a_lo, a_hi) = act_group(&act, g);
+        let isum = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(offset_bias(&act, g, offset), lo, a_lo),
+            hi,
+            a_hi,
+        );
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        let scale = _mm_mul_ps(
+            load_f16x4(row.add(d_at + 8 * g), fmask),
+            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+        );
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+/// Q4_0 or Q5_0 row · four activation rows, the weights unpacked once.
+///
+/// # Safety
+/// As [`dot_q45_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot4_q45_0<const HIGH: bool>(
+    w: &[u8],
+    nb: usize,
+    acts: [ActRow<'_>; 4],
+) -> [f32; 4] {
+    let row = w.as_ptr();
+    let (d_at, offset) = q45_layout::<HIGH>(nb);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let (lo, hi) = q45_values::<HIGH>(row, nb, g, r);
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        let dw = load_f16x4(row.add(d_at + 8 * g), fmask);
+        for i in 0..4 {
+            let (a_lo, a_hi) = act_group(&acts[i], g);
+            let isum = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(offset_bias(&acts[i], g, offset), lo, a_lo),
+                hi,
+                a_hi,
+            );
+            let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+        }
+    }
+    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+}
+
+/// Four consecutive Q4_0 or Q5_0 rows · one activation row (see [`dot_rows4_q4_1`]).
+///
+/// # Safety
+/// As [`dot_rows4_q4_1`], for Q4_0 or Q5_0 rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows4_q45_0<const HIGH: bool>(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    act: ActRow<'_>,
+    distance: usize,
+    ahead: usize,
+) -> [f32; 4] {
+    prefetch(w.add(distance * stride), ahead);
+    let (d_at, offset) = q45_layout::<HIGH>(nb);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let (a_lo, a_hi) = act_group(&act, g);
+        let bias = offset_bias(&act, g, offset);
+        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let row = w.add(i * stride);
+            let (lo, hi) = q45_values::<HIGH>(row, nb, g, r);
+            let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, a_lo), hi, a_hi);
+            let scale = _mm_mul_ps(load_f16x4(row.add(d_at + 8 * g), fmask), da);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
         }
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))

@@ -19,12 +19,24 @@
 //!   group: 64 first-half bytes then 64 second-half bytes; a short final group of `r` blocks:
 //!   `16 r` first-half bytes then `16 r` second-half bytes), then the scales `d` (f16).
 //!   Value = `d * q`, `q` in -128..128.
+//! - Q4_0 row: `qs` as Q4_1, then the scales `d` (f16). Value = `d * (q - 8)`.
+//! - Q5_0 row: `qs` as Q4_1 (the low four bits), then per block the fifth bits of values 0..16
+//!   (a u16, bit `j` for value `j`), then those of values 16..32 (a u16), then the scales `d`.
+//!   Value = `d * (q - 16)`, `q` in 0..32. Four consecutive u16 of either kind are the 64-bit
+//!   byte mask of one half of an activation group.
+//!
+//! K-quant rows (Q4_K, Q5_K, Q6_K: super-blocks of [`SUPER_BLOCK`] values with 6- or 8-bit
+//! sub-block scales) keep the file's block bytes unchanged. They are multiplied with a second
+//! form of the activations, Q8_K (ggml's): per super-block an f32 scale, 256 signed bytes in
+//! natural order and the sums of every 16 of them.
 //!
 //! The integer part of every block product is exact in every implementation; only the order in
 //! which the scaled block results are summed in f32 differs between instruction sets.
 
 mod avx2;
+mod avx2_kquant;
 mod avx512;
+mod avx512_kquant;
 mod scalar;
 
 use half::f16;
@@ -36,6 +48,8 @@ pub const BLOCK: usize = 32;
 pub const GROUP_BLOCKS: usize = 4;
 /// Values per group.
 pub const GROUP: usize = BLOCK * GROUP_BLOCKS;
+/// Values per K-quant super-block (and per Q8_K activation block).
+pub const SUPER_BLOCK: usize = 256;
 /// How many rows ahead the decode kernels prefetch weights.
 const PREFETCH_ROWS: usize = 8;
 
@@ -43,10 +57,14 @@ const PREFETCH_ROWS: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// The row length is not a whole number of blocks.
-    #[error("row length {cols} is not a multiple of the block size {BLOCK}")]
+    #[error("{format:?}: row length {cols} is not a multiple of the block size {block}")]
     RowLength {
+        /// Block format.
+        format: QFormat,
         /// The offending row length.
         cols: usize,
+        /// Values per block of the format.
+        block: usize,
     },
     /// The raw bytes do not have the size the shape and format imply.
     #[error("{format:?} matrix of {rows}x{cols} needs {expected} bytes, got {actual}")]
@@ -64,22 +82,65 @@ pub enum KernelError {
     },
 }
 
-/// Block formats the kernels understand (the GGML names).
+/// Block formats the kernels understand (the GGML names, kept as written there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
 pub enum QFormat {
+    /// 4-bit values with an f16 scale per block of 32 (offset 8).
+    Q4_0,
     /// 4-bit values with an f16 scale and an f16 minimum per block of 32.
     Q4_1,
+    /// 5-bit values with an f16 scale per block of 32 (offset 16).
+    Q5_0,
     /// 8-bit signed values with an f16 scale per block of 32.
     Q8_0,
+    /// 4-bit values in super-blocks of 256: eight sub-blocks of 32 with 6-bit scales and
+    /// minimums, f16 super-block scale and minimum scale.
+    Q4_K,
+    /// As Q4_K with a fifth bit per value.
+    Q5_K,
+    /// 6-bit values in super-blocks of 256: sixteen sub-blocks of 16 with 8-bit signed scales,
+    /// an f16 super-block scale (offset 32).
+    Q6_K,
 }
 
 impl QFormat {
+    /// Every format, 32-value ones first.
+    pub const ALL: [QFormat; 7] = [
+        QFormat::Q4_0,
+        QFormat::Q4_1,
+        QFormat::Q5_0,
+        QFormat::Q8_0,
+        QFormat::Q4_K,
+        QFormat::Q5_K,
+        QFormat::Q6_K,
+    ];
+
     /// Bytes per block in a GGUF file (and in our layout).
     pub fn block_bytes(self) -> usize {
         match self {
+            QFormat::Q4_0 => 18,
             QFormat::Q4_1 => 20,
+            QFormat::Q5_0 => 22,
             QFormat::Q8_0 => 34,
+            QFormat::Q4_K => 144,
+            QFormat::Q5_K => 176,
+            QFormat::Q6_K => 210,
         }
+    }
+
+    /// Values per block.
+    pub fn block_values(self) -> usize {
+        if self.is_k_quant() {
+            SUPER_BLOCK
+        } else {
+            BLOCK
+        }
+    }
+
+    /// Whether the format is multiplied with the Q8_K form of the activations.
+    pub fn is_k_quant(self) -> bool {
+        matches!(self, QFormat::Q4_K | QFormat::Q5_K | QFormat::Q6_K)
     }
 }
 
@@ -159,20 +220,50 @@ impl Kernels {
     pub fn dot(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> f32 {
         debug_assert!(row < matrix.rows && act.cols == matrix.cols);
         let w = matrix.row_bytes(row);
-        let nb = matrix.cols / BLOCK;
+        let nb = matrix.cols / matrix.format.block_values();
+        debug_assert!(!matrix.format.is_k_quant() || act.kd.len() == nb);
         match (self.isa, matrix.format) {
+            (Isa::Scalar, QFormat::Q4_0) => scalar::dot_q4_0(w, nb, act),
             (Isa::Scalar, QFormat::Q4_1) => scalar::dot_q4_1(w, nb, act),
+            (Isa::Scalar, QFormat::Q5_0) => scalar::dot_q5_0(w, nb, act),
             (Isa::Scalar, QFormat::Q8_0) => scalar::dot_q8_0(w, nb, act),
+            (Isa::Scalar, QFormat::Q4_K) => scalar::dot_q4_k(w, nb, act),
+            (Isa::Scalar, QFormat::Q5_K) => scalar::dot_q5_k(w, nb, act),
+            (Isa::Scalar, QFormat::Q6_K) => scalar::dot_q6_k(w, nb, act),
             // SAFETY: a `Kernels` with these ISAs is only built after checking the CPU supports
             // them; row and activation sizes match the layout (checked when they were built).
             #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_0) => unsafe { avx2::dot_q45_0::<false>(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, QFormat::Q4_1) => unsafe { avx2::dot_q4_1(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q5_0) => unsafe { avx2::dot_q45_0::<true>(w, nb, act) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, QFormat::Q8_0) => unsafe { avx2::dot_q8_0(w, nb, act) },
             #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q4_K) => unsafe { avx2_kquant::dot_q4_k::<false>(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q5_K) => unsafe { avx2_kquant::dot_q4_k::<true>(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, QFormat::Q6_K) => unsafe { avx2_kquant::dot_q6_k(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_0) => unsafe { avx512::dot_q45_0::<false>(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q4_1) => unsafe { avx512::dot_q4_1(w, nb, act) },
             #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_0) => unsafe { avx512::dot_q45_0::<true>(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot_q8_0(w, nb, act) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_K) => unsafe {
+                avx512_kquant::dot_q4_k::<false>(w, nb, act)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_K) => unsafe {
+                avx512_kquant::dot_q4_k::<true>(w, nb, act)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q6_K) => unsafe { avx512_kquant::dot_q6_k(w, nb, act) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the scalar kernels exist off x86-64"),
         }
@@ -183,7 +274,7 @@ impl Kernels {
     #[inline]
     pub fn dot4(&self, matrix: &QMatrix, row: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
         let w = matrix.row_bytes(row);
-        let nb = matrix.cols / BLOCK;
+        let nb = matrix.cols / matrix.format.block_values();
         match (self.isa, matrix.format) {
             // SAFETY: as in `dot`.
             #[cfg(target_arch = "x86_64")]
@@ -191,9 +282,17 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q8_0) => unsafe { avx512::dot4_q8_0(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe { avx2::dot4_q4_1(w, nb, acts) },
+            (Isa::Avx2, QFormat::Q4_1) if nb.is_multiple_of(2) => unsafe {
+                avx2::dot4_q4_1(w, nb, acts)
+            },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe { avx2::dot4_q8_0(w, nb, acts) },
+            (Isa::Avx2, QFormat::Q8_0) if nb.is_multiple_of(2) => unsafe {
+                avx2::dot4_q8_0(w, nb, acts)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_0) => unsafe { avx512::dot4_q45_0::<false>(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_0) => unsafe { avx512::dot4_q45_0::<true>(w, nb, acts) },
             _ => acts.map(|act| self.dot(matrix, row, act)),
         }
     }
@@ -203,7 +302,7 @@ impl Kernels {
     #[inline]
     pub fn dot_rows4(&self, matrix: &QMatrix, row: usize, act: ActRow<'_>) -> [f32; 4] {
         assert!(row + 4 <= matrix.rows && act.cols == matrix.cols);
-        let nb = matrix.cols / BLOCK;
+        let nb = matrix.cols / matrix.format.block_values();
         // Prefetch four rows, PREFETCH_ROWS ahead, while they exist.
         let ahead = if row + PREFETCH_ROWS + 4 <= matrix.rows {
             4 * matrix.row_stride
@@ -223,12 +322,27 @@ impl Kernels {
                 avx512::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q4_1) if nb % 2 == 0 => unsafe {
+            (Isa::Avx2, QFormat::Q4_1) if nb.is_multiple_of(2) => unsafe {
                 avx2::dot_rows4_q4_1(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, QFormat::Q8_0) if nb % 2 == 0 => unsafe {
+            (Isa::Avx2, QFormat::Q8_0) if nb.is_multiple_of(2) => unsafe {
                 avx2::dot_rows4_q8_0(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_0) => unsafe {
+                avx512::dot_rows4_q45_0::<false>(
+                    w,
+                    matrix.row_stride,
+                    nb,
+                    act,
+                    PREFETCH_ROWS,
+                    ahead,
+                )
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_0) => unsafe {
+                avx512::dot_rows4_q45_0::<true>(w, matrix.row_stride, nb, act, PREFETCH_ROWS, ahead)
             },
             _ => [0, 1, 2, 3].map(|i| self.dot(matrix, row + i, act)),
         }
@@ -253,11 +367,13 @@ impl Kernels {
         (0..tasks).into_par_iter().for_each(|task| {
             let out_ptr = &out_ptr;
             let rows = task * chunk..((task + 1) * chunk).min(matrix.rows);
+            // The activation rows, sliced once per task rather than once per weight row.
+            let act: Vec<ActRow<'_>> = (0..tokens).map(|t| acts.row(t)).collect();
             if tokens < 4 {
                 let mut r = rows.start;
                 while r + 4 <= rows.end {
-                    for t in 0..tokens {
-                        let res = self.dot_rows4(matrix, r, acts.row(t));
+                    for (t, &act) in act.iter().enumerate() {
+                        let res = self.dot_rows4(matrix, r, act);
                         for (i, v) in res.into_iter().enumerate() {
                             // SAFETY: as below.
                             unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
@@ -266,8 +382,8 @@ impl Kernels {
                     r += 4;
                 }
                 for r in r..rows.end {
-                    for t in 0..tokens {
-                        let v = self.dot(matrix, r, acts.row(t));
+                    for (t, &act) in act.iter().enumerate() {
+                        let v = self.dot(matrix, r, act);
                         // SAFETY: as below.
                         unsafe { *out_ptr.0.add(t * out_stride + r) = v };
                     }
@@ -277,16 +393,7 @@ impl Kernels {
             for r in rows {
                 let mut t = 0;
                 while t + 4 <= tokens {
-                    let res = self.dot4(
-                        matrix,
-                        r,
-                        [
-                            acts.row(t),
-                            acts.row(t + 1),
-                            acts.row(t + 2),
-                            acts.row(t + 3),
-                        ],
-                    );
+                    let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
                     for (i, v) in res.into_iter().enumerate() {
                         // SAFETY: each (t, r) cell is written by exactly one task (tasks own
                         // disjoint row ranges) and lies inside `out` (asserted above).
@@ -295,7 +402,7 @@ impl Kernels {
                     t += 4;
                 }
                 while t < tokens {
-                    let v = self.dot(matrix, r, acts.row(t));
+                    let v = self.dot(matrix, r, act[t]);
                     // SAFETY: as above.
                     unsafe { *out_ptr.0.add(t * out_stride + r) = v };
                     t += 1;
@@ -351,10 +458,15 @@ impl QMatrix {
         cols: usize,
         mut data: Vec<u8>,
     ) -> Result<QMatrix, KernelError> {
-        if cols % BLOCK != 0 || cols == 0 {
-            return Err(KernelError::RowLength { cols });
+        let block = format.block_values();
+        if !cols.is_multiple_of(block) || cols == 0 {
+            return Err(KernelError::RowLength {
+                format,
+                cols,
+                block,
+            });
         }
-        let nb = cols / BLOCK;
+        let nb = cols / block;
         let row_stride = nb * format.block_bytes();
         let expected = rows * row_stride;
         if data.len() != expected {
@@ -366,12 +478,19 @@ impl QMatrix {
                 actual: data.len(),
             });
         }
-        let mut src = vec![0u8; row_stride];
-        for row in data.chunks_exact_mut(row_stride) {
-            src.copy_from_slice(row);
-            match format {
-                QFormat::Q4_1 => repack_q4_1_row(&src, row, nb),
-                QFormat::Q8_0 => repack_q8_0_row(&src, row, nb),
+        let repack: Option<RowRepack> = match format {
+            QFormat::Q4_0 => Some(repack_q4_0_row),
+            QFormat::Q4_1 => Some(repack_q4_1_row),
+            QFormat::Q5_0 => Some(repack_q5_0_row),
+            QFormat::Q8_0 => Some(repack_q8_0_row),
+            // K-quant blocks are used as the file stores them.
+            QFormat::Q4_K | QFormat::Q5_K | QFormat::Q6_K => None,
+        };
+        if let Some(repack) = repack {
+            let mut src = vec![0u8; row_stride];
+            for row in data.chunks_exact_mut(row_stride) {
+                src.copy_from_slice(row);
+                repack(&src, row, nb);
             }
         }
         Ok(QMatrix {
@@ -410,26 +529,136 @@ impl QMatrix {
     /// Writes row `row` as f32 values into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let w = self.row_bytes(row);
+        let out = &mut out[..self.cols];
+        if self.format.is_k_quant() {
+            let bytes = self.format.block_bytes();
+            for (block, values) in w.chunks_exact(bytes).zip(out.chunks_exact_mut(SUPER_BLOCK)) {
+                match self.format {
+                    QFormat::Q4_K | QFormat::Q5_K => dequantize_q4_k_block(block, values),
+                    _ => dequantize_q6_k_block(block, values),
+                }
+            }
+            return;
+        }
         let nb = self.cols / BLOCK;
         for b in 0..nb {
             for j in 0..BLOCK {
+                let nibble = |byte: u8| if j < 16 { byte & 0x0F } else { byte >> 4 };
                 out[b * BLOCK + j] = match self.format {
+                    QFormat::Q4_0 => {
+                        let q = nibble(w[b * 16 + j % 16]) as i32 - 8;
+                        f16_at(w, nb * 16 + 2 * b) * q as f32
+                    }
                     QFormat::Q4_1 => {
                         let (d, m) = (f16_at(w, nb * 16 + 2 * b), f16_at(w, nb * 18 + 2 * b));
-                        let byte = w[b * 16 + j % 16];
-                        let q = if j < 16 { byte & 0x0F } else { byte >> 4 };
-                        d * q as f32 + m
+                        d * nibble(w[b * 16 + j % 16]) as f32 + m
+                    }
+                    QFormat::Q5_0 => {
+                        let q = q5_0_value(w, nb, b, j) as i32 - 16;
+                        f16_at(w, nb * 20 + 2 * b) * q as f32
                     }
                     QFormat::Q8_0 => {
                         let d = f16_at(w, nb * 32 + 2 * b);
                         let q = w[q8_0_weight_offset(nb, b, j)] as i32 - 128;
                         d * q as f32
                     }
+                    QFormat::Q4_K | QFormat::Q5_K | QFormat::Q6_K => unreachable!(),
                 };
             }
         }
     }
 }
+
+/// The 5-bit value (0..32) of value `j` of block `b` in a repacked Q5_0 row of `nb` blocks.
+#[inline]
+fn q5_0_value(w: &[u8], nb: usize, b: usize, j: usize) -> u8 {
+    let byte = w[b * 16 + j % 16];
+    let nibble = if j < 16 { byte & 0x0F } else { byte >> 4 };
+    let high_at = if j < 16 { nb * 16 } else { nb * 18 } + 2 * b;
+    let high = u16::from_le_bytes([w[high_at], w[high_at + 1]]);
+    nibble | ((((high >> (j % 16)) & 1) as u8) << 4)
+}
+
+/// The eight 6-bit sub-block scales and minimums of a Q4_K/Q5_K block (ggml's
+/// `get_scale_min_k4` over the 12 packed bytes).
+#[inline]
+pub(super) fn k4_scales(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut scales = [0u8; 8];
+    let mut mins = [0u8; 8];
+    for j in 0..8 {
+        if j < 4 {
+            scales[j] = packed[j] & 63;
+            mins[j] = packed[j + 4] & 63;
+        } else {
+            scales[j] = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
+            mins[j] = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+        }
+    }
+    (scales, mins)
+}
+
+/// The 256 unsigned values of a Q4_K block (0..16) or Q5_K block (0..32), in value order: the
+/// low nibbles of each 32-byte chunk are values `64 c..64 c + 32`, the high nibbles the next 32;
+/// Q5_K's fifth bits are bit `2 c` and `2 c + 1` of `qh[l]`.
+pub(super) fn k4_values(block: &[u8], five_bit: bool) -> [u8; SUPER_BLOCK] {
+    let mut values = [0u8; SUPER_BLOCK];
+    let (qh, qs) = if five_bit {
+        (&block[16..48], &block[48..176])
+    } else {
+        (&block[0..0], &block[16..144])
+    };
+    for c in 0..4 {
+        for l in 0..32 {
+            let byte = qs[32 * c + l];
+            let (mut lo, mut hi) = (byte & 0x0F, byte >> 4);
+            if five_bit {
+                lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+            values[64 * c + l] = lo;
+            values[64 * c + 32 + l] = hi;
+        }
+    }
+    values
+}
+
+/// The 256 unsigned values (0..64) of a Q6_K block, in value order.
+pub(super) fn q6_k_values(block: &[u8]) -> [u8; SUPER_BLOCK] {
+    let mut values = [0u8; SUPER_BLOCK];
+    for half in 0..2 {
+        let ql = &block[64 * half..64 * half + 64];
+        let qh = &block[128 + 32 * half..128 + 32 * half + 32];
+        let out = &mut values[128 * half..128 * half + 128];
+        for l in 0..32 {
+            out[l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+            out[l + 32] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+            out[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            out[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    values
+}
+
+fn dequantize_q4_k_block(block: &[u8], out: &mut [f32]) {
+    let five_bit = block.len() == QFormat::Q5_K.block_bytes();
+    let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+    let (scales, mins) = k4_scales(&block[4..16]);
+    for (i, q) in k4_values(block, five_bit).into_iter().enumerate() {
+        let s = i / 32;
+        out[i] = d * scales[s] as f32 * q as f32 - dmin * mins[s] as f32;
+    }
+}
+
+fn dequantize_q6_k_block(block: &[u8], out: &mut [f32]) {
+    let d = f16_at(block, 208);
+    for (i, q) in q6_k_values(block).into_iter().enumerate() {
+        let scale = block[192 + i / 16] as i8;
+        out[i] = d * scale as f32 * (q as i32 - 32) as f32;
+    }
+}
+
+/// Rewrites one row from the file's block layout (`src`) into the kernel layout (`dst`).
+type RowRepack = fn(&[u8], &mut [u8], usize);
 
 /// Reads the little-endian f16 at byte `at` as f32.
 #[inline]
@@ -462,6 +691,22 @@ fn act_offset(b: usize, j: usize) -> usize {
     g * GROUP + half + 16 * k + j % 16
 }
 
+fn repack_q4_0_row(src: &[u8], dst: &mut [u8], nb: usize) {
+    for (b, block) in src.chunks_exact(18).enumerate() {
+        dst[nb * 16 + 2 * b..nb * 16 + 2 * b + 2].copy_from_slice(&block[0..2]);
+        dst[b * 16..b * 16 + 16].copy_from_slice(&block[2..18]);
+    }
+}
+
+fn repack_q5_0_row(src: &[u8], dst: &mut [u8], nb: usize) {
+    for (b, block) in src.chunks_exact(22).enumerate() {
+        dst[nb * 20 + 2 * b..nb * 20 + 2 * b + 2].copy_from_slice(&block[0..2]);
+        dst[nb * 16 + 2 * b..nb * 16 + 2 * b + 2].copy_from_slice(&block[2..4]);
+        dst[nb * 18 + 2 * b..nb * 18 + 2 * b + 2].copy_from_slice(&block[4..6]);
+        dst[b * 16..b * 16 + 16].copy_from_slice(&block[6..22]);
+    }
+}
+
 fn repack_q4_1_row(src: &[u8], dst: &mut [u8], nb: usize) {
     for (b, block) in src.chunks_exact(20).enumerate() {
         dst[nb * 16 + 2 * b..nb * 16 + 2 * b + 2].copy_from_slice(&block[0..2]);
@@ -489,6 +734,12 @@ pub struct QActs {
     d: Vec<f32>,
     s: Vec<f32>,
     sum: Vec<i32>,
+    /// Q8_K form (rows whose length is a multiple of [`SUPER_BLOCK`]): values in natural order.
+    kqs: Vec<i8>,
+    /// Q8_K scales, one per super-block.
+    kd: Vec<f32>,
+    /// Q8_K sums of every 16 values.
+    kbsums: Vec<i16>,
 }
 
 /// One quantized activation row.
@@ -503,6 +754,12 @@ pub struct ActRow<'a> {
     s: &'a [f32],
     /// Sum of the block's quantized values.
     sum: &'a [i32],
+    /// Q8_K values (`cols`, empty when `cols` is not a multiple of [`SUPER_BLOCK`]).
+    kqs: &'a [i8],
+    /// Q8_K super-block scales.
+    kd: &'a [f32],
+    /// Q8_K sums of every 16 values.
+    kbsums: &'a [i16],
 }
 
 impl QActs {
@@ -514,7 +771,7 @@ impl QActs {
     /// Quantizes `rows` rows of `cols` values from `x` (row-major). Reuses the buffers: no
     /// allocation once they have grown to the largest batch.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
-        assert!(cols % BLOCK == 0 && x.len() >= rows * cols);
+        assert!(cols.is_multiple_of(BLOCK) && x.len() >= rows * cols);
         let groups = cols.div_ceil(GROUP);
         let (qs_len, d_len) = (groups * GROUP, groups * GROUP_BLOCKS);
         self.cols = cols;
@@ -548,6 +805,22 @@ impl QActs {
                 sums[b] = sum;
             }
         }
+        let kb = if cols.is_multiple_of(SUPER_BLOCK) {
+            cols / SUPER_BLOCK
+        } else {
+            0
+        };
+        resize_fill(&mut self.kqs, rows * kb * SUPER_BLOCK);
+        resize_fill(&mut self.kd, rows * kb);
+        resize_fill(&mut self.kbsums, rows * kb * 16);
+        if kb > 0 {
+            let blocks = x[..rows * cols].chunks_exact(SUPER_BLOCK);
+            let qs = self.kqs.chunks_exact_mut(SUPER_BLOCK);
+            let sums = self.kbsums.chunks_exact_mut(16);
+            for (((block, qs), sums), d) in blocks.zip(qs).zip(sums).zip(&mut self.kd) {
+                *d = quantize_q8_k_block(block, qs, sums);
+            }
+        }
     }
 
     /// Number of rows.
@@ -564,14 +837,43 @@ impl QActs {
     pub fn row(&self, t: usize) -> ActRow<'_> {
         let groups = self.cols.div_ceil(GROUP);
         let (qs_len, d_len) = (groups * GROUP, groups * GROUP_BLOCKS);
+        let kb = self.kd.len() / self.rows.max(1);
         ActRow {
             cols: self.cols,
             qs: &self.qs[t * qs_len..(t + 1) * qs_len],
             d: &self.d[t * d_len..(t + 1) * d_len],
             s: &self.s[t * d_len..(t + 1) * d_len],
             sum: &self.sum[t * d_len..(t + 1) * d_len],
+            kqs: &self.kqs[t * kb * SUPER_BLOCK..(t + 1) * kb * SUPER_BLOCK],
+            kd: &self.kd[t * kb..(t + 1) * kb],
+            kbsums: &self.kbsums[t * kb * 16..(t + 1) * kb * 16],
         }
     }
+}
+
+/// ggml's Q8_K quantization of one super-block (`quantize_row_q8_K_ref`): the value of largest
+/// magnitude maps to -127, the rest round half to even (clamped at 127); returns the scale.
+fn quantize_q8_k_block(x: &[f32], qs: &mut [i8], sums: &mut [i16]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        qs.fill(0);
+        sums.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (round_half_even(iscale * v) as i32).min(127) as i8;
+    }
+    for (sum, chunk) in sums.iter_mut().zip(qs.chunks_exact(16)) {
+        *sum = chunk.iter().map(|&q| q as i16).sum();
+    }
+    1.0 / iscale
 }
 
 /// Rounds to the nearest integer, ties to even, for |x| < 2^22 (adding and removing 1.5 * 2^23

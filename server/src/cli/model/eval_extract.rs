@@ -1,47 +1,47 @@
-//! `flowbot model eval-extract DIR`: runs order-field extraction over e-mails (`NAME.txt` with
-//! `NAME.expected.json` beside it) and reports the valid-JSON rate and field exact-match.
+//! `flowbot model eval-extract DIR [--workflow FILE] [--node ID]`: runs the `extract` step of a
+//! workflow (by default the order case's `workflows/order_email.yaml`: its prompt, examples and
+//! schema) over e-mails (`NAME.txt` with `NAME.expected.json` beside it) and reports the
+//! valid-JSON rate and the exact-match rate of each field the schema requires, with the
+//! throughput (e-mails per minute) and each e-mail's latency. `--batch N` submits N e-mails at a
+//! time from N threads, so the local model decodes them together.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use flowbot_engine::llm::{LlmMode, LlmOptions, LlmOutput, LlmRequest, TextGenerator};
-use serde_json::{json, Value};
+use flowbot_engine::llm::{LlmOutput, TextGenerator};
+use flowbot_engine::model::{Activity, LlmMode, LlmTask, NodeKind, TaskKind};
+use flowbot_engine::runtime::llm_step;
+use serde_json::{Map, Value};
+use std::path::Path;
 
 use super::ModelChoice;
-use crate::llm_backend::{LocalTextGenerator, RemoteTextGenerator};
-
-/// Currencies the extractor may answer (ISO codes).
-const CURRENCIES: [&str; 8] = ["CNY", "USD", "EUR", "GBP", "JPY", "HKD", "CHF", "AUD"];
-
-/// The extraction instruction, with worked examples (invented e-mails, none of them in the
-/// evaluation set). It is the same for every e-mail, so the prefix cache computes it once.
-const SYSTEM: &str = r#"Extract the sales order from the customer's e-mail as JSON.
-order_id: the order or purchase-order number exactly as written.
-customer: the name of the ordering company exactly as written (a company, not a person).
-total: the total amount of the order (not a quantity).
-currency: ISO code of the total's currency (¥, RMB, 元, 人民币 = CNY; $, dollars, 美元 = USD; €, euros, 欧元 = EUR; £, pounds = GBP; yen, 日元 = JPY; HK$ = HKD; francs = CHF; A$ = AUD).
-
-E-mail:
-Hello, Delta Paper Corp places order DP-3141 for 40 reams of paper. Total: $2,315.70. Regards, Amy Ross
-JSON: {"order_id": "DP-3141", "customer": "Delta Paper Corp", "total": 2315.70, "currency": "USD"}
-
-E-mail:
-Hi 刘经理, order 2718-K from Nordic Timber AB: 60 pallets, total 4.905,00 € (euros). 请确认。 Erik
-JSON: {"order_id": "2718-K", "customer": "Nordic Timber AB", "total": 4905.00, "currency": "EUR"}
-
-E-mail:
-您好，天津远洋物流有限公司下单，订单号 TJ-5067，共 12 箱，合计人民币 8,140.00 元。谢谢！陈明
-JSON: {"order_id": "TJ-5067", "customer": "天津远洋物流有限公司", "total": 8140.00, "currency": "CNY"}"#;
+use flowbot_app::llm::{LocalTextGenerator, RemoteTextGenerator};
+use flowbot_model_runtime::batch::BatchOptions;
 
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Directory of `NAME.txt` e-mails with `NAME.expected.json`.
     dir: PathBuf,
+    /// The workflow whose `extract` step is measured.
+    #[arg(long, default_value = "workflows/order_email.yaml")]
+    workflow: PathBuf,
+    /// The extract step (default: the workflow's only `extract` step).
+    #[arg(long)]
+    node: Option<String>,
+    /// The variable the e-mail text is given in (what the step's prompt names).
+    #[arg(long, default_value = "email_text")]
+    text_variable: String,
     /// Print each e-mail's result.
     #[arg(long)]
     verbose: bool,
+    /// E-mails in flight at once (1: one after another); the local model decodes them together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch: u16,
     /// Use an OpenAI-compatible server (e.g. http://gpu-1:8000/v1) instead of the local model.
     #[arg(long, requires = "openai_model")]
     openai_url: Option<String>,
@@ -52,29 +52,56 @@ pub struct EvalArgs {
     model: ModelChoice,
 }
 
-/// Order id, customer and total are copied from the e-mail (`x-copy`): the model chooses the
-/// span or the number, the decoder rules out text that is not in the e-mail.
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "order_id": {"type": "string", "maxLength": 40, "x-copy": true},
-            "customer": {"type": "string", "maxLength": 80, "x-copy": true},
-            "total": {"type": "number", "x-copy": true},
-            "currency": {"enum": CURRENCIES}
-        },
-        "required": ["order_id", "customer", "total", "currency"]
-    })
-}
-
-fn field_matches(field: &str, got: Option<&Value>, expected: Option<&Value>) -> bool {
-    match (field, got, expected) {
-        ("total", Some(g), Some(e)) => match (g.as_f64(), e.as_f64()) {
+/// Whether an extracted value is the expected one: numbers to the cent, text trimmed.
+fn field_matches(got: Option<&Value>, expected: Option<&Value>) -> bool {
+    match (got, expected) {
+        (Some(Value::Number(g)), Some(Value::Number(e))) => match (g.as_f64(), e.as_f64()) {
             (Some(g), Some(e)) => (g - e).abs() < 0.005,
             _ => false,
         },
-        (_, Some(Value::String(g)), Some(Value::String(e))) => g.trim() == e.trim(),
+        (Some(Value::String(g)), Some(Value::String(e))) => g.trim() == e.trim(),
         _ => false,
+    }
+}
+
+/// The `extract` step `node` (or the only one) of the workflow file `path`.
+fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
+    let (defs, diagnostics) = flowbot_app::project::read_process_file(path);
+    for diagnostic in &diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let defs = defs.with_context(|| format!("{} does not parse", path.display()))?;
+    let mut steps = Vec::new();
+    for process in &defs.processes {
+        for candidate in &process.nodes {
+            if let NodeKind::Task(Activity {
+                body: TaskKind::Llm(task),
+                ..
+            }) = &candidate.kind
+            {
+                if task.mode == LlmMode::Extract && node.is_none_or(|wanted| wanted == candidate.id)
+                {
+                    steps.push((candidate.id.clone(), task.clone()));
+                }
+            }
+        }
+    }
+    match steps.len() {
+        1 => Ok(steps.remove(0).1),
+        0 => anyhow::bail!(
+            "{} has no extract step{}",
+            path.display(),
+            node.map(|n| format!(" `{n}`")).unwrap_or_default()
+        ),
+        _ => anyhow::bail!(
+            "{} has several extract steps ({}): name one with --node",
+            path.display(),
+            steps
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -98,12 +125,29 @@ impl EvalArgs {
             _ => Box::new(LocalTextGenerator::load(
                 &self.model.path()?,
                 self.model.backend()?,
+                BatchOptions {
+                    slots: usize::from(self.batch),
+                    queue: mails.len(),
+                },
             )?),
         };
-        let options = LlmOptions {
-            max_tokens: Some(96),
-            ..Default::default()
-        };
+        let task = extract_task(&self.workflow, self.node.as_deref())?;
+        let fields: Vec<String> = task
+            .schema
+            .as_ref()
+            .and_then(|schema| schema.get("required"))
+            .and_then(Value::as_array)
+            .map(|required| {
+                required
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::ensure!(
+            !fields.is_empty(),
+            "the extract step's schema requires no fields to compare"
+        );
         let mut emails = Vec::new();
         for mail in &mails {
             let text = std::fs::read_to_string(mail)
@@ -120,43 +164,68 @@ impl EvalArgs {
                 .unwrap_or_default();
             emails.push((name, text.trim().to_owned(), expected));
         }
-        let mut answers: Vec<Option<(Value, std::time::Duration)>> = Vec::new();
-        for (name, text, _) in &emails {
-            let request = LlmRequest {
-                mode: LlmMode::Extract,
-                system: Some(SYSTEM.to_owned()),
-                prompt: text.clone(),
-                schema: Some(schema()),
-                labels: Vec::new(),
-                options: options.clone(),
-            };
-            answers.push(match generator.generate(&request) {
-                Ok(response) => {
-                    let LlmOutput::Json(value) = response.output else {
-                        anyhow::bail!("{name}: the extractor answered something other than JSON");
+        let mut requests = Vec::new();
+        for (_, text, _) in &emails {
+            let variables =
+                Map::from_iter([(self.text_variable.clone(), Value::String(text.clone()))]);
+            requests.push(
+                llm_step::build_request(&task, &variables)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?,
+            );
+        }
+        // Each e-mail's answer (or error) and latency, from `batch` threads taking the next one.
+        type Answer = (anyhow::Result<Value>, Duration);
+        let answers: Vec<Mutex<Option<Answer>>> = emails.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..usize::from(self.batch).min(emails.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else {
+                        break;
                     };
-                    Some((value, response.elapsed))
-                }
+                    let asked = Instant::now();
+                    let answer = match generator.generate(request) {
+                        Ok(response) => match response.output {
+                            LlmOutput::Json(value) => Ok(value),
+                            _ => Err(anyhow::anyhow!(
+                                "the extractor answered something other than JSON"
+                            )),
+                        },
+                        Err(error) => Err(error.into()),
+                    };
+                    *answers[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((answer, asked.elapsed()));
+                });
+            }
+        });
+        let wall = started.elapsed();
+        let answers: Vec<Answer> = answers
+            .into_iter()
+            .map(|a| {
+                a.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| (Err(anyhow::anyhow!("not run")), Duration::ZERO))
+            })
+            .collect();
+        let mut latencies: Vec<Duration> = answers.iter().map(|(_, l)| *l).collect();
+        latencies.sort();
+        let mut valid = 0usize;
+        let mut matches = vec![0usize; fields.len()];
+        let mut all_fields = 0usize;
+        for ((name, _, expected), (answer, elapsed)) in emails.iter().zip(&answers) {
+            let value = match answer {
+                Ok(value) => value,
                 Err(error) => {
                     eprintln!("{name}: {error}");
-                    None
+                    continue;
                 }
-            });
-        }
-        let fields = ["order_id", "customer", "total", "currency"];
-        let mut valid = 0usize;
-        let mut matches = [0usize; 4];
-        let mut all_fields = 0usize;
-        let mut total_time = std::time::Duration::ZERO;
-        for ((name, _, expected), answer) in emails.iter().zip(&answers) {
-            let Some((value, elapsed)) = answer else {
-                continue;
             };
             valid += 1;
-            total_time += *elapsed;
             let hits: Vec<bool> = fields
                 .iter()
-                .map(|f| field_matches(f, value.get(*f), expected.get(*f)))
+                .map(|f| field_matches(value.get(f.as_str()), expected.get(f.as_str())))
                 .collect();
             for (i, hit) in hits.iter().enumerate() {
                 matches[i] += usize::from(*hit);
@@ -183,13 +252,24 @@ impl EvalArgs {
                 pct(matches[i])
             );
         }
-        println!("all four:       {all_fields}/{n} ({:.1}%)", pct(all_fields));
-        if valid > 0 {
-            println!(
-                "time per e-mail: {} ms (mean)",
-                total_time.as_millis() / valid as u128
-            );
-        }
+        println!(
+            "{:<15} {all_fields}/{n} ({:.1}%)",
+            "all fields:",
+            pct(all_fields)
+        );
+        let mean = latencies.iter().sum::<Duration>() / n as u32;
+        println!(
+            "throughput:     {:.1} e-mails per minute ({n} in {:.1} s, {} at a time)",
+            n as f64 * 60.0 / wall.as_secs_f64(),
+            wall.as_secs_f64(),
+            self.batch
+        );
+        println!(
+            "latency:        mean {} ms, median {} ms, max {} ms",
+            mean.as_millis(),
+            latencies[n / 2].as_millis(),
+            latencies[n - 1].as_millis()
+        );
         Ok(())
     }
 }

@@ -1,36 +1,54 @@
-//! The engine's [`TextGenerator`] served by the local model runtime.
+//! The engine's [`TextGenerator`] served by the model runtime: a local model (GGUF file or model
+//! directory), or an OpenAI-compatible server; and [`ModelSlot`], the generator the engine is
+//! built with, which the application fills when a deployed process needs a model.
+//!
+//! The local model decodes concurrent requests together ([`BatchGenerator`]): LLM steps of several
+//! instances that run at the same time share one batch, each with its own cache, sampling,
+//! constraint and stop conditions. When more requests wait than the queue holds, a step fails at
+//! once with a retryable "busy" backend error.
+//!
+//! Invariant: the engine sees text, JSON values and labels, never tokens; a step that runs before
+//! any model is loaded fails as a retryable backend error, never panics.
 
+use crate::error::AppError;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use flowbot_engine::llm::{
     LlmError, LlmMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, TextGenerator,
 };
+use flowbot_model_runtime::batch::{BatchGenerator, BatchOptions};
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::openai::OpenAiClient;
 use flowbot_model_runtime::{
-    load_generator, model_sha256, Backend, GenerateOptions, Generator, SamplingOptions,
+    load_generator, model_sha256, Backend, GenerateOptions, SamplingOptions,
 };
 
 /// Default token budget of an LLM step.
 const DEFAULT_MAX_TOKENS: usize = 256;
 
-/// A local model (GGUF file or model directory) behind the engine's generator trait (one call at a time).
+/// A local model (GGUF file or model directory) behind the engine's generator trait; concurrent
+/// calls are decoded together in one batch.
 pub struct LocalTextGenerator {
-    generator: Mutex<Generator>,
+    generator: BatchGenerator,
     model_id: String,
     model_sha256: Option<String>,
 }
 
 impl LocalTextGenerator {
-    /// Loads the model at `path` (a GGUF file or a model directory) on `backend`.
-    pub fn load(path: &Path, backend: Backend) -> anyhow::Result<Self> {
-        let loaded = load_generator(path, backend)?;
+    /// Loads the model at `path` (a GGUF file or a model directory) on `backend`, decoding up to
+    /// `batch.slots` concurrent calls together with `batch.queue` more waiting.
+    pub fn load(path: &Path, backend: Backend, batch: BatchOptions) -> Result<Self, AppError> {
+        let loaded = load_generator(path, backend).map_err(|e| {
+            AppError::unavailable(format!(
+                "the model {} cannot be loaded: {e}",
+                path.display()
+            ))
+        })?;
         let model_sha256 = model_sha256(path).ok();
         Ok(Self {
-            generator: Mutex::new(loaded.generator),
+            generator: BatchGenerator::new(loaded.generator, batch),
             model_id: loaded.model_id,
             model_sha256,
         })
@@ -62,10 +80,7 @@ pub fn generate_options(options: &LlmOptions) -> GenerateOptions {
 impl TextGenerator for LocalTextGenerator {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let options = generate_options(&request.options);
-        let mut generator = self
-            .generator
-            .lock()
-            .map_err(|_| LlmError::Backend("the model is unusable after a failed call".into()))?;
+        let generator = &self.generator;
         let system = request.system.as_deref();
         let backend = |e: flowbot_model_runtime::GenerateError| LlmError::Backend(e.to_string());
         let (output, generation) = match request.mode {
@@ -186,42 +201,108 @@ impl TextGenerator for RemoteTextGenerator {
     }
 }
 
-/// A [`LocalTextGenerator`] loaded on its first call (a process without LLM steps never loads,
-/// nor fetches, a model). `locate` finds the model file (fetching it when needed); a failed load is
-/// answered as a backend error to every call.
-pub struct LazyLocalGenerator {
-    locate: Box<dyn Fn() -> anyhow::Result<PathBuf> + Send + Sync>,
-    backend: Backend,
-    loaded: OnceLock<Result<LocalTextGenerator, String>>,
+/// The generator an application's engine is built with: empty until the application loads a
+/// model (at start, or when a reload deploys the first process with an LLM step).
+#[derive(Default)]
+pub struct ModelSlot {
+    loaded: RwLock<Option<Arc<dyn TextGenerator>>>,
 }
 
-impl LazyLocalGenerator {
-    /// A generator that loads the file `locate` returns on `backend` when first asked.
-    pub fn new(
-        locate: impl Fn() -> anyhow::Result<PathBuf> + Send + Sync + 'static,
-        backend: Backend,
-    ) -> Self {
-        Self {
-            locate: Box::new(locate),
-            backend,
-            loaded: OnceLock::new(),
+impl ModelSlot {
+    /// Puts `generator` in the slot (replacing any earlier one).
+    pub fn fill(&self, generator: Arc<dyn TextGenerator>) {
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Some(generator);
+    }
+
+    /// Whether a model is loaded.
+    pub fn is_filled(&self) -> bool {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+impl TextGenerator for ModelSlot {
+    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match loaded {
+            Some(generator) => generator.generate(request),
+            None => Err(LlmError::Backend("no language model is loaded".into())),
         }
     }
 }
 
-impl TextGenerator for LazyLocalGenerator {
-    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let loaded = self.loaded.get_or_init(|| {
-            let path = (self.locate)().map_err(|e| format!("{e:#}"))?;
-            tracing::info!(model = %path.display(), "loading the model for LLM steps");
-            LocalTextGenerator::load(&path, self.backend)
-                .map_err(|e| format!("{}: {e:#}", path.display()))
-        });
-        match loaded {
-            Ok(generator) => generator.generate(request),
-            Err(message) => Err(LlmError::Backend(format!(
-                "the model cannot be loaded: {message}"
-            ))),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowbot_engine::llm::LlmOptions;
+    use flowbot_model_runtime::fast::FastOptions;
+    use flowbot_model_runtime::tiny_model::write_tiny_llama;
+
+    fn request(mode: LlmMode, prompt: &str) -> LlmRequest {
+        LlmRequest {
+            mode,
+            system: Some("Answer about orders.".into()),
+            prompt: prompt.into(),
+            schema: (mode == LlmMode::Extract).then(|| {
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string", "maxLength": 10}},
+                    "required": ["order_id"]
+                })
+            }),
+            labels: if mode == LlmMode::Classify {
+                vec!["order".into(), "other".into()]
+            } else {
+                Vec::new()
+            },
+            options: LlmOptions {
+                max_tokens: Some(12),
+                ..Default::default()
+            },
         }
+    }
+
+    /// LLM steps that run at the same time are decoded together and each gets the answer it
+    /// gets alone (greedy).
+    #[test]
+    fn concurrent_steps_share_a_batch_and_answer_as_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_llama(&path, 5).unwrap();
+        let backend = || Backend::Fast(FastOptions::default());
+        let requests = [
+            request(LlmMode::Generate, "order SO-1 arrived"),
+            request(LlmMode::Extract, "order SO-22 arrived"),
+            request(LlmMode::Classify, "where is SO-333?"),
+            request(LlmMode::Generate, "order SO-4444 is late"),
+        ];
+        let alone = LocalTextGenerator::load(&path, backend(), BatchOptions { slots: 1, queue: 4 })
+            .unwrap();
+        let expected: Vec<LlmOutput> = requests
+            .iter()
+            .map(|r| alone.generate(r).unwrap().output)
+            .collect();
+        let batched = LocalTextGenerator::load(&path, backend(), BatchOptions::default()).unwrap();
+        let start = std::sync::Barrier::new(requests.len());
+        let got: Vec<LlmOutput> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|r| {
+                    let (batched, start) = (&batched, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        batched.generate(r).unwrap().output
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(got, expected);
     }
 }

