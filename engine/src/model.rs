@@ -381,6 +381,24 @@ pub struct SubProcess {
 pub struct CallActivity {
     /// The id of the process it calls.
     pub called_element: Option<String>,
+    /// Which deployed version of it runs (Camunda `calledElementBinding`/`calledElementVersion`,
+    /// Zeebe `bindingType`, YAML `binding:`/`version:`).
+    #[serde(default)]
+    pub binding: CallBinding,
+}
+
+/// Which deployed version of a called process a call activity starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallBinding {
+    /// The latest version when the call activity starts.
+    #[default]
+    Latest,
+    /// The version that was the latest when the caller's version was deployed (the one deployed
+    /// with it from the same file, when both are).
+    Deployment,
+    /// This version number.
+    Version(u32),
 }
 
 /// Gateway kinds.

@@ -589,7 +589,7 @@ fn input_and_output_mappings_give_activities_local_variables() {
         assert_eq!(local.variables.get("destination"), Some(&json!("DE")));
         run.complete("quote", json!({"price": 100, "carrier": "DHL"}));
         run.assert_path(&["start", "quote", "label", "done"])
-            .assert_status(Status::Completed);
+            .assert_status(InstanceStatus::Completed);
         let variables = run.instance.variables();
         let mut names: Vec<&String> = variables.keys().collect();
         names.sort();
@@ -637,7 +637,7 @@ fn spiff_pre_and_post_scripts_run_around_their_task() {
     instance
         .complete(&process, wait, object(json!({"extra": 1})), &NoHooks)
         .expect("completes");
-    assert_eq!(instance.status(), Status::Completed);
+    assert_eq!(instance.status(), InstanceStatus::Completed);
     assert_eq!(instance.variables().get("total"), Some(&json!(9)));
     assert_eq!(instance.variables().get("doubled"), Some(&json!(8)));
 }

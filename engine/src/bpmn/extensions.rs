@@ -5,8 +5,8 @@ use super::builder::Context;
 use super::namespaces::Ns;
 use super::xml_tree::ElementId;
 use crate::model::{
-    AttachPoint, Expr, IoMapping, LlmMode, LlmTask, Mapping, MultiInstance, RetryPolicy,
-    RuleAttachment, RuleSource, Script,
+    AttachPoint, CallBinding, Expr, IoMapping, LlmMode, LlmTask, Mapping, MultiInstance,
+    RetryPolicy, RuleAttachment, RuleSource, Script,
 };
 use crate::script::strip_expression_wrappers;
 use std::path::{Component, Path};
@@ -111,6 +111,18 @@ impl Context<'_, '_> {
                 }
             }
         }
+        // Camunda call activities pass variables with `camunda:in` (to the called process) and
+        // `camunda:out` (back); `variables="all"` is what happens without any mapping.
+        for passing in tree.extensions(element, Ns::Camunda, "in") {
+            if let Some(mapping) = self.camunda_passing(passing) {
+                io.inputs.push(mapping);
+            }
+        }
+        for passing in tree.extensions(element, Ns::Camunda, "out") {
+            if let Some(mapping) = self.camunda_passing(passing) {
+                io.outputs.push(mapping);
+            }
+        }
         for block in tree.extensions(element, Ns::Zeebe, "ioMapping") {
             for mapping in tree.children(block) {
                 let inputs = if tree.is(mapping, Ns::Zeebe, "input") {
@@ -150,6 +162,78 @@ impl Context<'_, '_> {
         io.pre_script = spiff_script("preScript");
         io.post_script = spiff_script("postScript");
         io
+    }
+
+    /// One `camunda:in` or `camunda:out` of a call activity: `target` ← `source` (a variable) or
+    /// `sourceExpression`; `None` for `variables="all"` (the default) and after an error.
+    fn camunda_passing(&mut self, passing: ElementId) -> Option<Mapping> {
+        let tree = self.tree;
+        if tree.attr(passing, "variables").is_some() {
+            return None;
+        }
+        let source = match (
+            tree.attr(passing, "source"),
+            tree.attr(passing, "sourceExpression"),
+        ) {
+            (Some(variable), None) => Some(Expr {
+                language: None,
+                source: variable.trim().to_owned(),
+                span: self.span(passing),
+            }),
+            (None, Some(expression)) => self.attr_expr(passing, Some(expression)),
+            _ => None,
+        };
+        match (source, self.attr_string(passing, "target")) {
+            (Some(source), Some(target)) => Some(Mapping { target, source }),
+            _ => {
+                self.error(
+                    passing,
+                    "`camunda:in`/`camunda:out` needs `target` and one of `source`, `sourceExpression` (or `variables=\"all\"`)",
+                );
+                None
+            }
+        }
+    }
+
+    /// Which version of the called process a call activity starts: Camunda
+    /// `camunda:calledElementBinding` (`latest`, `deployment`, `version` with
+    /// `camunda:calledElementVersion`) or Zeebe `zeebe:calledElement bindingType` (`latest`,
+    /// `deployment`). Version tags are refused.
+    pub(super) fn call_binding(&mut self, element: ElementId) -> CallBinding {
+        let tree = self.tree;
+        let zeebe = tree.extensions(element, Ns::Zeebe, "calledElement").next();
+        let (at, binding) = match (
+            tree.ns_attr(element, Ns::Camunda, "calledElementBinding"),
+            zeebe.and_then(|z| tree.attr(z, "bindingType").map(|b| (z, b))),
+        ) {
+            (Some(binding), _) => (element, binding),
+            (None, Some((z, binding))) => (z, binding),
+            (None, None) => return CallBinding::Latest,
+        };
+        match binding.trim() {
+            "latest" => CallBinding::Latest,
+            "deployment" => CallBinding::Deployment,
+            "version" => {
+                let version = tree.ns_attr(element, Ns::Camunda, "calledElementVersion");
+                match version.and_then(|v| v.trim().parse::<u32>().ok()) {
+                    Some(version) if version > 0 => CallBinding::Version(version),
+                    _ => {
+                        self.error(
+                            element,
+                            "`camunda:calledElementBinding=\"version\"` needs `camunda:calledElementVersion` = a version number (1, 2, ...)",
+                        );
+                        CallBinding::Latest
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    at,
+                    format!("call activity binding `{other}` is not supported: use `latest`, `deployment` or `version`"),
+                );
+                CallBinding::Latest
+            }
+        }
     }
 
     /// The value of a Camunda input or output parameter as an expression: `${...}` text is an

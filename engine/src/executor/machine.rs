@@ -304,7 +304,10 @@ impl<'a> Machine<'a> {
     ) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
-        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+        if !matches!(
+            wait.kind,
+            WaitKind::Job { .. } | WaitKind::Llm { .. } | WaitKind::Call { .. }
+        ) {
             return Err(ExecError::NotAJob {
                 activation,
                 node: wait.node.clone(),
@@ -361,7 +364,10 @@ impl<'a> Machine<'a> {
     pub(super) fn fail_job(mut self, activation: u64, message: &str) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
-        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+        if !matches!(
+            wait.kind,
+            WaitKind::Job { .. } | WaitKind::Llm { .. } | WaitKind::Call { .. }
+        ) {
             return Err(ExecError::NotAJob {
                 activation,
                 node: wait.node.clone(),
@@ -373,12 +379,11 @@ impl<'a> Machine<'a> {
             .node_index(&wait.node)
             .map(|n| self.process.node(n).span)
             .unwrap_or_default();
-        let _ = self.incident(
-            &wait.node,
-            Some(activation),
-            span,
-            format!("job failed: {message}"),
-        );
+        let message = match wait.kind {
+            WaitKind::Call { .. } => message.to_string(),
+            _ => format!("job failed: {message}"),
+        };
+        let _ = self.incident(&wait.node, Some(activation), span, message);
         Ok(self.finish())
     }
 
@@ -969,6 +974,11 @@ impl<'a> Machine<'a> {
             },
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
+            WaitSpec::Call { process, binding } => WaitKind::Call {
+                process: process.clone(),
+                binding: *binding,
+                variables: self.visible(scope).into_owned(),
+            },
             // Evaluated by `fire_satisfied_condition` at the end of the step: a condition that
             // already holds fires then.
             WaitSpec::Condition(code) => WaitKind::Condition {

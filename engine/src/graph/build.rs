@@ -8,8 +8,8 @@ use super::{
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script,
-    SequenceFlow, Span, TaskKind,
+    Activity, CallBinding, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process,
+    Script, SequenceFlow, Span, TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -595,7 +595,7 @@ impl Builder<'_> {
         let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else {
             return;
         };
-        if matches!(self.graph[index].behavior, Behavior::Unsupported) {
+        if !matches!(self.graph[index].behavior, Behavior::PassThrough) {
             return;
         }
         let child = self.scopes.len();
@@ -949,23 +949,19 @@ impl Builder<'_> {
                 let Some(called) = &activity.body.called_element else {
                     return self.unsupported(node, &format!("{element} without a called process"));
                 };
-                if !self.defs.processes.iter().any(|p| &p.id == called) {
-                    self.diagnostics.push(
-                        Diagnostic::warning(
-                            self.file,
-                            node.span,
-                            format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
-                        )
-                        .with_id(node.id.clone()),
-                    );
-                    return self.unsupported(node, &format!("{element} of another file's process"));
-                }
-                if self.calling.contains(called) {
-                    return self.unsupported(node, &format!("recursive {element}"));
-                }
-                if !self.inlined.insert(called.clone()) {
-                    return self
-                        .unsupported(node, &format!("{element} calling `{called}` a second time"));
+                // A process of this file called once, not recursively, at the version deployed
+                // with the caller runs inline; any other call starts a child instance.
+                let inline = matches!(
+                    activity.body.binding,
+                    CallBinding::Latest | CallBinding::Deployment
+                ) && self.defs.processes.iter().any(|p| &p.id == called)
+                    && !self.calling.contains(called)
+                    && self.inlined.insert(called.clone());
+                if !inline {
+                    return Behavior::Wait(WaitSpec::Call {
+                        process: called.clone(),
+                        binding: activity.body.binding,
+                    });
                 }
                 // The scope is filled in by `inline_called_process` once the node exists.
                 Behavior::PassThrough

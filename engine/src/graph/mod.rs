@@ -19,7 +19,9 @@ pub use export::{to_dot, to_mermaid};
 
 use crate::diagnostics::{has_errors, Diagnostic};
 use crate::dmn::Decisions;
-use crate::model::{DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer};
+use crate::model::{
+    CallBinding, DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer,
+};
 use crate::script::{CompiledScript, ScriptRuntime};
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use std::collections::{HashMap, HashSet};
@@ -475,6 +477,14 @@ pub enum WaitSpec {
     /// A conditional event: fires when its condition becomes true (re-evaluated whenever a step
     /// leaves tokens waiting).
     Condition(CompiledCode),
+    /// A call activity that starts a child instance of another deployed process (the driver
+    /// starts it and completes the wait with its end variables).
+    Call {
+        /// The called process id.
+        process: String,
+        /// Which deployed version runs.
+        binding: CallBinding,
+    },
     /// A multiple event: one wait per trigger; the first completes it (`all`: every one must).
     Multiple {
         /// The triggers' waits.

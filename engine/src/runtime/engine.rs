@@ -12,7 +12,7 @@ use super::record::{
 use super::schedules::check_start_timers;
 use super::turn::Turn;
 use super::versions::{content_hash, deployment_key, retry_policies, start_triggers, Deployed};
-use super::{compile, open_waits, Inner};
+use super::{compile, Inner};
 use crate::clock::Clock;
 use crate::executor::WaitKind;
 use crate::model::Definitions;
@@ -235,24 +235,10 @@ impl Engine {
         self.inner.signal(name, variables, None).await
     }
 
-    /// Cancels an instance: every wait is dropped, its timers and subscriptions removed.
+    /// Cancels an instance: every wait is dropped, its timers and subscriptions removed, the
+    /// child instances of its call activities cancelled.
     pub async fn cancel(&self, instance: &str) -> Result<InstanceInfo, EngineError> {
-        let live = self.inner.live_instance(instance)?;
-        let _busy = self.inner.busy();
-        let (ack, effects, info) = {
-            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let before = open_waits(&guard.stored.instance);
-            let previous = guard.stored.instance.status();
-            let step = guard.stored.instance.terminate()?;
-            let mut turn = Turn::new(instance);
-            self.inner
-                .absorb(&mut guard, step, &before, previous, &mut turn);
-            let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
-            (ack, effects, InstanceInfo::of(&guard.stored))
-        };
-        ack.durable().await?;
-        self.inner.apply_effects(instance, effects);
-        Ok(info)
+        self.inner.cancel_instance(instance).await
     }
 
     /// Re-runs the job of an incident (its retry count starts over).

@@ -679,9 +679,11 @@ impl<'a> Reader<'a> {
 
     /// A call activity: `call: <process id>` or `call: { process: <id> }`.
     fn call_activity(&mut self, value: &Value, path: &YamlPath) -> Option<NodeKind> {
+        let mut binding = CallBinding::Latest;
         let called = match value {
             Value::Mapping(m) => {
                 self.check_keys(m, path, vocab::CALL_KEYS, "a call activity");
+                binding = self.call_binding(m, path);
                 match m.get("process") {
                     Some(v) => self.id_text(v, &path.key("process"), "the called process"),
                     None => {
@@ -697,7 +699,43 @@ impl<'a> Reader<'a> {
         };
         Some(NodeKind::CallActivity(Activity::new(CallActivity {
             called_element: called,
+            binding,
         })))
+    }
+
+    /// `binding: latest | deployment` or `version: <n>` of a call activity.
+    fn call_binding(&mut self, call: &Mapping, path: &YamlPath) -> CallBinding {
+        match (call.get("binding"), call.get("version")) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    path,
+                    "a call activity has `binding:` or `version:`, not both",
+                );
+                CallBinding::Latest
+            }
+            (Some(binding), None) => match binding.as_str() {
+                Some("latest") => CallBinding::Latest,
+                Some("deployment") => CallBinding::Deployment,
+                _ => {
+                    self.error(
+                        &path.key("binding"),
+                        "`binding:` is `latest` or `deployment` (or give `version: <n>`)",
+                    );
+                    CallBinding::Latest
+                }
+            },
+            (None, Some(version)) => match version.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n > 0 => CallBinding::Version(n),
+                _ => {
+                    self.error(
+                        &path.key("version"),
+                        "`version:` is a deployed version number (1, 2, ...)",
+                    );
+                    CallBinding::Latest
+                }
+            },
+            (None, None) => CallBinding::Latest,
+        }
     }
 
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).

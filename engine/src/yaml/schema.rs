@@ -516,8 +516,18 @@ fn kind_schema(kind: &str) -> Value {
             &["nodes"],
         ),
         _ => json!({
-            "description": "Call activity: the id of the process it calls.",
-            "oneOf": [{ "$ref": "#/$defs/id" }, object(&[("process", json!({ "$ref": "#/$defs/id" }))], &["process"])]
+            "description": "Call activity: the id of the process it calls (a child instance of its latest deployed version), or `{ process, binding | version }`.",
+            "oneOf": [
+                { "$ref": "#/$defs/id" },
+                object(
+                    &[
+                        ("process", json!({ "$ref": "#/$defs/id" })),
+                        ("binding", json!({ "enum": ["latest", "deployment"], "description": "`latest` (the default): the latest version when the call starts; `deployment`: the version that was the latest when the caller was deployed." })),
+                        ("version", json!({ "type": "integer", "minimum": 1, "description": "A fixed deployed version." })),
+                    ],
+                    &["process"],
+                )
+            ]
         }),
     }
 }

@@ -134,7 +134,7 @@ pub const LLM_MODES: &[&str] = &["generate", "extract", "classify"];
 /// Keys of an embedded subprocess.
 pub const SUBPROCESS_KEYS: &[&str] = &["nodes", "event", "transaction"];
 /// Keys of a call activity written as a mapping.
-pub const CALL_KEYS: &[&str] = &["process"];
+pub const CALL_KEYS: &[&str] = &["process", "binding", "version"];
 
 /// Keys of a branch (an outgoing flow written as a mapping).
 pub const BRANCH_KEYS: &[&str] = &["to", "when", "otherwise", "id", "name"];
