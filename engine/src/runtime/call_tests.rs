@@ -372,3 +372,42 @@ nodes:
     assert_eq!(done.variables.get("approved"), Some(&json!(true)));
     assert!(done.waiting_on.is_empty());
 }
+
+#[tokio::test]
+async fn deploying_a_process_deploys_the_processes_of_its_file_it_calls() {
+    let file = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d" targetNamespace="t">
+  <bpmn:process id="main" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:callActivity id="first" calledElement="add" />
+    <bpmn:callActivity id="second" calledElement="add" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="first" />
+    <bpmn:sequenceFlow id="f2" sourceRef="first" targetRef="second" />
+    <bpmn:sequenceFlow id="f3" sourceRef="second" targetRef="e" />
+  </bpmn:process>
+  <bpmn:process id="add" isExecutable="false">
+    <bpmn:startEvent id="as" />
+    <bpmn:scriptTask id="inc" scriptFormat="rhai"><bpmn:script>n += 1;</bpmn:script></bpmn:scriptTask>
+    <bpmn:endEvent id="ae" />
+    <bpmn:sequenceFlow id="g1" sourceRef="as" targetRef="inc" />
+    <bpmn:sequenceFlow id="g2" sourceRef="inc" targetRef="ae" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let engine = engine().await;
+    let deployed = engine.deploy(&bpmn(file), Some("main")).await.unwrap();
+    assert_eq!(deployed.deployed.process_id, "main");
+    let mut ids: Vec<String> = engine
+        .deployments()
+        .iter()
+        .map(|d| d.process_id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["add", "main"]);
+    let started = engine.start("main", vars(json!({"n": 0}))).await.unwrap();
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed, "{done:?}");
+    // The first call runs inline, the second as a child instance: both add one.
+    assert_eq!(done.path, ["s", "as", "inc", "ae", "first", "second", "e"]);
+    assert_eq!(done.variables.get("n"), Some(&json!(2)));
+}
