@@ -165,10 +165,18 @@ impl Context<'_, '_> {
     }
 
     /// One `camunda:in` or `camunda:out` of a call activity: `target` ← `source` (a variable) or
-    /// `sourceExpression`; `None` for `variables="all"` (the default) and after an error.
+    /// `sourceExpression`; `None` for `variables="all"` (the default), a business key (a warning)
+    /// and after an error.
     fn camunda_passing(&mut self, passing: ElementId) -> Option<Mapping> {
         let tree = self.tree;
         if tree.attr(passing, "variables").is_some() {
+            return None;
+        }
+        if tree.attr(passing, "businessKey").is_some() {
+            self.warning(
+                passing,
+                "`camunda:in businessKey` is ignored: child instances have no business key",
+            );
             return None;
         }
         let source = match (

@@ -411,3 +411,33 @@ async fn deploying_a_process_deploys_the_processes_of_its_file_it_calls() {
     assert_eq!(done.path, ["s", "as", "inc", "ae", "first", "second", "e"]);
     assert_eq!(done.variables.get("n"), Some(&json!(2)));
 }
+
+#[tokio::test]
+async fn a_caller_settles_only_once_its_childs_timers_have_fired() {
+    let clock = crate::clock::VirtualClock::starting_at(0);
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    let child = r#"
+process: later
+nodes:
+  begin: { start: ~, next: pause }
+  pause: { catch: { timer: { duration: PT2H } }, next: done }
+  done: { end: ~ }
+"#;
+    let caller = r#"
+process: waits
+nodes:
+  begin: { start: ~, next: c }
+  c: { call: later, next: done }
+  done: { end: ~ }
+"#;
+    engine.deploy(&yaml(child), None).await.unwrap();
+    engine.deploy(&yaml(caller), None).await.unwrap();
+    let started = engine.start("waits", Map::new()).await.unwrap();
+    let settled = engine.wait_settled(&started.id).await.unwrap();
+    assert_eq!(settled.status, InstanceStatus::Completed, "{settled:?}");
+    assert_eq!(clock.now_ms(), 2 * 3_600_000);
+}
