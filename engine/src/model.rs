@@ -169,6 +169,46 @@ pub struct Activity<T> {
     pub standard_loop: Option<StandardLoop>,
     /// Retry policy for failing service handlers.
     pub retry: Option<RetryPolicy>,
+    /// Input and output mappings (local variables of the activity).
+    #[serde(default)]
+    pub io: IoMapping,
+}
+
+/// Input and output mappings of an activity, as modelers write them (`camunda:inputOutput`,
+/// `zeebe:ioMapping`, Spiff pre/post scripts, YAML `inputs:`/`outputs:`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoMapping {
+    /// Local variables created when the activity starts: name ← expression over the enclosing
+    /// scope.
+    pub inputs: Vec<Mapping>,
+    /// Variables set in the enclosing scope when the activity completes: name ← expression over
+    /// the activity's variables. Without any, the variables the activity created (inputs aside)
+    /// are kept in the enclosing scope.
+    pub outputs: Vec<Mapping>,
+    /// A script run in the activity's scope before it starts (Spiff `preScript`).
+    pub pre_script: Option<Script>,
+    /// A script run in the activity's scope when it completes, before the outputs
+    /// (Spiff `postScript`).
+    pub post_script: Option<Script>,
+}
+
+impl IoMapping {
+    /// Whether the activity has no mapping at all.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+            && self.outputs.is_empty()
+            && self.pre_script.is_none()
+            && self.post_script.is_none()
+    }
+}
+
+/// One variable mapping: `target` ← the value of `source`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// The variable set.
+    pub target: String,
+    /// The expression giving its value.
+    pub source: Expr,
 }
 
 impl<T> Activity<T> {
@@ -179,6 +219,7 @@ impl<T> Activity<T> {
             multi_instance: None,
             standard_loop: None,
             retry: None,
+            io: IoMapping::default(),
         }
     }
 }
@@ -340,6 +381,24 @@ pub struct SubProcess {
 pub struct CallActivity {
     /// The id of the process it calls.
     pub called_element: Option<String>,
+    /// Which deployed version of it runs (Camunda `calledElementBinding`/`calledElementVersion`,
+    /// Zeebe `bindingType`, YAML `binding:`/`version:`).
+    #[serde(default)]
+    pub binding: CallBinding,
+}
+
+/// Which deployed version of a called process a call activity starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallBinding {
+    /// The latest version when the call activity starts.
+    #[default]
+    Latest,
+    /// The version that was the latest when the caller's version was deployed (the one deployed
+    /// with it from the same file, when both are).
+    Deployment,
+    /// This version number.
+    Version(u32),
 }
 
 /// Gateway kinds.

@@ -572,3 +572,159 @@ nodes:
         );
     }
 }
+
+#[test]
+fn input_and_output_mappings_give_activities_local_variables() {
+    both("io_mapping", |file| {
+        let mut run = Run::start(file, json!({"order": {"weight_kg": 12, "country": "DE"}}));
+        run.assert_waiting_at(&["quote"]);
+        let wait_scope = run.instance.waits()[0].scope;
+        let local = run
+            .instance
+            .scopes()
+            .iter()
+            .find(|s| s.id == wait_scope)
+            .expect("the task's scope");
+        assert_eq!(local.variables.get("weight"), Some(&json!(12)));
+        assert_eq!(local.variables.get("destination"), Some(&json!("DE")));
+        run.complete("quote", json!({"price": 100, "carrier": "DHL"}));
+        run.assert_path(&["start", "quote", "label", "done"])
+            .assert_status(InstanceStatus::Completed);
+        let variables = run.instance.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        names.sort();
+        assert_eq!(names, ["freight", "order", "text"], "{file}");
+        assert_eq!(run.variable("freight"), json!(110));
+        assert_eq!(run.variable("text"), json!("label 12"));
+    });
+}
+
+#[test]
+fn spiff_pre_and_post_scripts_run_around_their_task() {
+    let text = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d" targetNamespace="t">
+  <bpmn:process id="p" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:manualTask id="m">
+      <bpmn:extensionElements>
+        <spiffworkflow:preScript>let doubled = amount * 2;</spiffworkflow:preScript>
+        <spiffworkflow:postScript>total = doubled + extra;</spiffworkflow:postScript>
+      </bpmn:extensionElements>
+    </bpmn:manualTask>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="m" />
+    <bpmn:sequenceFlow id="f2" sourceRef="m" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let (defs, diagnostics) =
+        flowbot_engine::bpmn::parse_bpmn(Path::new("spiff.bpmn"), text.as_bytes());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let (process, diagnostics) = compile(
+        &defs.expect("parses"),
+        None,
+        &Arc::new(ScriptRuntime::default()),
+    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let process = process.expect("compiles");
+    let (mut instance, _) = Instance::start(
+        &process,
+        "i",
+        object(json!({"amount": 4, "total": 0})),
+        &NoHooks,
+    )
+    .expect("starts");
+    let wait = instance.waits()[0].activation;
+    instance
+        .complete(&process, wait, object(json!({"extra": 1})), &NoHooks)
+        .expect("completes");
+    assert_eq!(instance.status(), InstanceStatus::Completed);
+    assert_eq!(instance.variables().get("total"), Some(&json!(9)));
+    assert_eq!(instance.variables().get("doubled"), Some(&json!(8)));
+}
+
+#[test]
+fn a_failing_input_mapping_is_an_incident_at_its_position() {
+    let text = r#"process: broken_mapping
+nodes:
+  start: { start: ~, next: quote }
+  quote:
+    service: shipping_quote
+    inputs:
+      weight: order.weight_kg * 2
+    next: done
+  done: { end: ~ }
+"#;
+    let (defs, diagnostics) = parse_yaml_bytes(Path::new("broken.yaml"), text.as_bytes());
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let (process, diagnostics) = compile(
+        &defs.expect("parses"),
+        None,
+        &Arc::new(ScriptRuntime::default()),
+    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let process = process.expect("compiles");
+    // `order` is missing: the mapping fails when the task starts.
+    let (instance, _) = Instance::start(&process, "i", Map::new(), &NoHooks).expect("starts");
+    assert_eq!(instance.status(), InstanceStatus::Failed);
+    let incident = &instance.incidents()[0];
+    assert_eq!(incident.node, "quote");
+    assert!(incident.message.contains("input mapping"), "{incident:?}");
+    assert!(incident.at.starts_with("broken.yaml:7:"), "{incident:?}");
+}
+
+#[test]
+fn camunda_in_and_out_map_the_variables_of_a_call_activity() {
+    let text = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="d" targetNamespace="t">
+  <bpmn:process id="p" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:callActivity id="c" calledElement="other" camunda:calledElementBinding="version" camunda:calledElementVersion="2">
+      <bpmn:extensionElements>
+        <camunda:in variables="all" />
+        <camunda:in source="amount" target="total" />
+        <camunda:in sourceExpression="${amount * 2}" target="double" />
+        <camunda:out source="result" target="answer" />
+      </bpmn:extensionElements>
+    </bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="c" />
+    <bpmn:sequenceFlow id="f2" sourceRef="c" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let (defs, diagnostics) =
+        flowbot_engine::bpmn::parse_bpmn(Path::new("call.bpmn"), text.as_bytes());
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let (process, diagnostics) = compile(
+        &defs.expect("parses"),
+        None,
+        &Arc::new(ScriptRuntime::default()),
+    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let process = process.expect("compiles");
+    let (mut instance, _) =
+        Instance::start(&process, "i", object(json!({"amount": 4})), &NoHooks).expect("starts");
+    let wait = instance.waits()[0].clone();
+    let WaitKind::Call {
+        process: called,
+        binding,
+        variables,
+    } = &wait.kind
+    else {
+        panic!("a call wait: {wait:?}");
+    };
+    assert_eq!(called, "other");
+    assert_eq!(*binding, flowbot_engine::model::CallBinding::Version(2));
+    assert_eq!(variables.get("total"), Some(&json!(4)));
+    assert_eq!(variables.get("double"), Some(&json!(8)));
+    instance
+        .complete(
+            &process,
+            wait.activation,
+            object(json!({"result": 42, "noise": 1})),
+            &NoHooks,
+        )
+        .expect("completes");
+    assert_eq!(instance.status(), InstanceStatus::Completed);
+    assert_eq!(instance.variables().get("answer"), Some(&json!(42)));
+    assert!(!instance.variables().contains_key("noise"));
+}

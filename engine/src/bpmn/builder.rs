@@ -504,9 +504,14 @@ impl<'t, 'i> Context<'t, 'i> {
                         .find_map(|c| tree.attr(c, "processId"))
                         .map(|p| strip_expression_wrappers(p).to_owned())
                 });
-                Some(NodeKind::CallActivity(
-                    self.activity(element, CallActivity { called_element }),
-                ))
+                let binding = self.call_binding(element);
+                Some(NodeKind::CallActivity(self.activity(
+                    element,
+                    CallActivity {
+                        called_element,
+                        binding,
+                    },
+                )))
             }
             _ => return BuiltNode::NotAFlowNode,
         };
@@ -564,6 +569,7 @@ impl<'t, 'i> Context<'t, 'i> {
                 .child(element, Ns::Bpmn, "standardLoopCharacteristics")
                 .map(|l| self.standard_loop(l)),
             retry: self.retry_policy(element),
+            io: self.io_mapping(element),
         }
     }
 

@@ -5,7 +5,8 @@ use super::builder::Context;
 use super::namespaces::Ns;
 use super::xml_tree::ElementId;
 use crate::model::{
-    AttachPoint, LlmMode, LlmTask, MultiInstance, RetryPolicy, RuleAttachment, RuleSource,
+    AttachPoint, CallBinding, Expr, IoMapping, LlmMode, LlmTask, Mapping, MultiInstance,
+    RetryPolicy, RuleAttachment, RuleSource, Script,
 };
 use crate::script::strip_expression_wrappers;
 use std::path::{Component, Path};
@@ -77,6 +78,218 @@ impl Context<'_, '_> {
                     .or_else(|| flowbot_attr("outputElement"))
                     .or_else(|| data_item_name("outputDataItem")),
             ),
+        }
+    }
+
+    /// Input and output mappings of an activity: `camunda:inputOutput` (parameters given as
+    /// `${expression}`, constant text, `camunda:script`, `camunda:list` or `camunda:map`),
+    /// `zeebe:ioMapping` (`source` → `target`), Spiff `preScript`/`postScript`.
+    pub(super) fn io_mapping(&mut self, element: ElementId) -> IoMapping {
+        let tree = self.tree;
+        let mut io = IoMapping::default();
+        for block in tree.extensions(element, Ns::Camunda, "inputOutput") {
+            for parameter in tree.children(block) {
+                let inputs = if tree.is(parameter, Ns::Camunda, "inputParameter") {
+                    true
+                } else if tree.is(parameter, Ns::Camunda, "outputParameter") {
+                    false
+                } else {
+                    continue;
+                };
+                let Some(target) = self.attr_string(parameter, "name") else {
+                    self.error(parameter, "Camunda parameter without a `name`");
+                    continue;
+                };
+                let Some(source) = self.camunda_parameter(parameter) else {
+                    continue;
+                };
+                let mapping = Mapping { target, source };
+                if inputs {
+                    io.inputs.push(mapping);
+                } else {
+                    io.outputs.push(mapping);
+                }
+            }
+        }
+        // Camunda call activities pass variables with `camunda:in` (to the called process) and
+        // `camunda:out` (back); `variables="all"` is what happens without any mapping.
+        for passing in tree.extensions(element, Ns::Camunda, "in") {
+            if let Some(mapping) = self.camunda_passing(passing) {
+                io.inputs.push(mapping);
+            }
+        }
+        for passing in tree.extensions(element, Ns::Camunda, "out") {
+            if let Some(mapping) = self.camunda_passing(passing) {
+                io.outputs.push(mapping);
+            }
+        }
+        for block in tree.extensions(element, Ns::Zeebe, "ioMapping") {
+            for mapping in tree.children(block) {
+                let inputs = if tree.is(mapping, Ns::Zeebe, "input") {
+                    true
+                } else if tree.is(mapping, Ns::Zeebe, "output") {
+                    false
+                } else {
+                    continue;
+                };
+                let (Some(source), Some(target)) = (
+                    tree.attr(mapping, "source"),
+                    self.attr_string(mapping, "target"),
+                ) else {
+                    self.error(mapping, "Zeebe mapping without `source` and `target`");
+                    continue;
+                };
+                let Some(source) = self.attr_expr(mapping, Some(source)) else {
+                    continue;
+                };
+                let mapping = Mapping { target, source };
+                if inputs {
+                    io.inputs.push(mapping);
+                } else {
+                    io.outputs.push(mapping);
+                }
+            }
+        }
+        let spiff_script = |name| {
+            tree.extensions(element, Ns::Spiff, name)
+                .find_map(|s| tree.text(s))
+                .map(|(source, span)| Script {
+                    language: None,
+                    source: source.to_owned(),
+                    span,
+                })
+        };
+        io.pre_script = spiff_script("preScript");
+        io.post_script = spiff_script("postScript");
+        io
+    }
+
+    /// One `camunda:in` or `camunda:out` of a call activity: `target` ← `source` (a variable) or
+    /// `sourceExpression`; `None` for `variables="all"` (the default), a business key (a warning)
+    /// and after an error.
+    fn camunda_passing(&mut self, passing: ElementId) -> Option<Mapping> {
+        let tree = self.tree;
+        if tree.attr(passing, "variables").is_some() {
+            return None;
+        }
+        if tree.attr(passing, "businessKey").is_some() {
+            self.warning(
+                passing,
+                "`camunda:in businessKey` is ignored: child instances have no business key",
+            );
+            return None;
+        }
+        let source = match (
+            tree.attr(passing, "source"),
+            tree.attr(passing, "sourceExpression"),
+        ) {
+            (Some(variable), None) => Some(Expr {
+                language: None,
+                source: variable.trim().to_owned(),
+                span: self.span(passing),
+            }),
+            (None, Some(expression)) => self.attr_expr(passing, Some(expression)),
+            _ => None,
+        };
+        match (source, self.attr_string(passing, "target")) {
+            (Some(source), Some(target)) => Some(Mapping { target, source }),
+            _ => {
+                self.error(
+                    passing,
+                    "`camunda:in`/`camunda:out` needs `target` and one of `source`, `sourceExpression` (or `variables=\"all\"`)",
+                );
+                None
+            }
+        }
+    }
+
+    /// Which version of the called process a call activity starts: Camunda
+    /// `camunda:calledElementBinding` (`latest`, `deployment`, `version` with
+    /// `camunda:calledElementVersion`) or Zeebe `zeebe:calledElement bindingType` (`latest`,
+    /// `deployment`). Version tags are refused.
+    pub(super) fn call_binding(&mut self, element: ElementId) -> CallBinding {
+        let tree = self.tree;
+        let zeebe = tree.extensions(element, Ns::Zeebe, "calledElement").next();
+        let (at, binding) = match (
+            tree.ns_attr(element, Ns::Camunda, "calledElementBinding"),
+            zeebe.and_then(|z| tree.attr(z, "bindingType").map(|b| (z, b))),
+        ) {
+            (Some(binding), _) => (element, binding),
+            (None, Some((z, binding))) => (z, binding),
+            (None, None) => return CallBinding::Latest,
+        };
+        match binding.trim() {
+            "latest" => CallBinding::Latest,
+            "deployment" => CallBinding::Deployment,
+            "version" => {
+                let version = tree.ns_attr(element, Ns::Camunda, "calledElementVersion");
+                match version.and_then(|v| v.trim().parse::<u32>().ok()) {
+                    Some(version) if version > 0 => CallBinding::Version(version),
+                    _ => {
+                        self.error(
+                            element,
+                            "`camunda:calledElementBinding=\"version\"` needs `camunda:calledElementVersion` = a version number (1, 2, ...)",
+                        );
+                        CallBinding::Latest
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    at,
+                    format!("call activity binding `{other}` is not supported: use `latest`, `deployment` or `version`"),
+                );
+                CallBinding::Latest
+            }
+        }
+    }
+
+    /// The value of a Camunda input or output parameter as an expression: `${...}` text is an
+    /// expression, other text a constant, `camunda:script` a script expression, `camunda:list`
+    /// and `camunda:map` literals of their (constant or `${...}`) entries; no value is `()`.
+    fn camunda_parameter(&mut self, parameter: ElementId) -> Option<Expr> {
+        let tree = self.tree;
+        let span = self.span(parameter);
+        let expr = |source: String| Expr {
+            language: None,
+            source,
+            span,
+        };
+        if let Some(script) = tree.child(parameter, Ns::Camunda, "script") {
+            let (source, script_span) = tree.text(script)?;
+            return Some(Expr {
+                language: self.attr_string(script, "scriptFormat"),
+                source: source.to_owned(),
+                span: script_span,
+            });
+        }
+        if let Some(list) = tree.child(parameter, Ns::Camunda, "list") {
+            let items: Vec<String> = tree
+                .children(list)
+                .filter(|&v| tree.is(v, Ns::Camunda, "value"))
+                .map(|v| value_literal(tree.text(v).map(|(t, _)| t)))
+                .collect();
+            return Some(expr(format!("[{}]", items.join(", "))));
+        }
+        if let Some(map) = tree.child(parameter, Ns::Camunda, "map") {
+            let entries: Vec<String> = tree
+                .children(map)
+                .filter(|&e| tree.is(e, Ns::Camunda, "entry"))
+                .map(|e| {
+                    let key = tree.attr(e, "key").unwrap_or_default();
+                    format!(
+                        "{}: {}",
+                        serde_json::to_string(key).unwrap_or_default(),
+                        value_literal(tree.text(e).map(|(t, _)| t))
+                    )
+                })
+                .collect();
+            return Some(expr(format!("#{{{}}}", entries.join(", "))));
+        }
+        match tree.text(parameter) {
+            None => Some(expr("()".into())),
+            Some((text, _)) if is_wrapped_expression(text) => self.text_expr(parameter),
+            Some((text, _)) => Some(expr(value_literal(Some(text)))),
         }
     }
 
@@ -307,6 +520,24 @@ fn option_value(text: &str) -> serde_json::Value {
     match serde_json::from_str::<serde_json::Value>(text.trim()) {
         Ok(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => value,
         _ => serde_json::Value::String(text.to_owned()),
+    }
+}
+
+/// Whether a Camunda value is an expression (`${...}` or `#{...}`) rather than constant text.
+fn is_wrapped_expression(text: &str) -> bool {
+    let text = text.trim();
+    (text.starts_with("${") || text.starts_with("#{")) && text.ends_with('}')
+}
+
+/// A Camunda list or map value (or constant parameter) as a Rhai literal: an expression's
+/// inside, or the text as a string.
+fn value_literal(text: Option<&str>) -> String {
+    match text {
+        None => "()".into(),
+        Some(text) if is_wrapped_expression(text) => {
+            format!("({})", strip_expression_wrappers(text))
+        }
+        Some(text) => serde_json::to_string(text).unwrap_or_else(|_| "()".into()),
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
-    EndBehavior, EventStart, LoopSpec, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
+    EndBehavior, EventStart, IoSpec, LoopSpec, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
 };
 use crate::model::{GatewayKind, Span};
 use crate::script::ScriptError;
@@ -311,7 +311,10 @@ impl<'a> Machine<'a> {
     ) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
-        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+        if !matches!(
+            wait.kind,
+            WaitKind::Job { .. } | WaitKind::Llm { .. } | WaitKind::Call { .. }
+        ) {
             return Err(ExecError::NotAJob {
                 activation,
                 node: wait.node.clone(),
@@ -330,8 +333,13 @@ impl<'a> Machine<'a> {
         });
         self.cancel_boundaries(activation);
         self.forget_loop(activation);
+        // The task's local variables end with it.
+        let outer = self.outside_io_scope(node, wait.scope);
+        if outer != wait.scope {
+            self.drop_scope_tree(wait.scope, true);
+        }
         // An error in one run of a multi-instance task ends the whole task.
-        let mut scope = wait.scope;
+        let mut scope = outer;
         if let Some(run) = self.run_of(wait.scope) {
             scope = self
                 .inst
@@ -363,7 +371,10 @@ impl<'a> Machine<'a> {
     pub(super) fn fail_job(mut self, activation: u64, message: &str) -> Result<Step, ExecError> {
         let position = self.find_wait(activation)?;
         let wait = &self.inst.waits[position];
-        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+        if !matches!(
+            wait.kind,
+            WaitKind::Job { .. } | WaitKind::Llm { .. } | WaitKind::Call { .. }
+        ) {
             return Err(ExecError::NotAJob {
                 activation,
                 node: wait.node.clone(),
@@ -375,12 +386,11 @@ impl<'a> Machine<'a> {
             .node_index(&wait.node)
             .map(|n| self.process.node(n).span)
             .unwrap_or_default();
-        let _ = self.incident(
-            &wait.node,
-            Some(activation),
-            span,
-            format!("job failed: {message}"),
-        );
+        let message = match wait.kind {
+            WaitKind::Call { .. } => message.to_string(),
+            _ => format!("job failed: {message}"),
+        };
+        let _ = self.incident(&wait.node, Some(activation), span, message);
         Ok(self.finish())
     }
 
@@ -702,6 +712,14 @@ impl<'a> Machine<'a> {
             }
         }
 
+        // An activity with input/output mappings runs in a scope of its own local variables (a
+        // subprocess's own scope holds them).
+        let scope = match &node.io {
+            Some(io) if !matches!(node.behavior, Behavior::SubProcess { .. }) => {
+                self.open_io_scope(index, scope, activation, io)?
+            }
+            _ => scope,
+        };
         match &node.behavior {
             Behavior::Start
             | Behavior::PassThrough
@@ -772,6 +790,7 @@ impl<'a> Machine<'a> {
                     activation: Some(activation),
                     variables: Map::new(),
                     run: None,
+                    io: false,
                 });
                 for &start in &self.process.scopes[*child].starts {
                     self.queue.push_back(Token {
@@ -788,6 +807,9 @@ impl<'a> Machine<'a> {
                         node.span,
                         "subprocess has no none start event".into(),
                     );
+                }
+                if let Some(io) = &node.io {
+                    self.fill_io_scope(index, scope, scope_id, activation, io)?;
                 }
                 self.arm_event_subprocesses(*child, scope_id)?;
                 self.arm_boundaries(index, scope, activation)
@@ -959,6 +981,11 @@ impl<'a> Machine<'a> {
             },
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
+            WaitSpec::Call { process, binding } => WaitKind::Call {
+                process: process.clone(),
+                binding: *binding,
+                variables: self.visible(scope).into_owned(),
+            },
             // Evaluated by `fire_satisfied_condition` at the end of the step: a condition that
             // already holds fires then.
             WaitSpec::Condition(code) => WaitKind::Condition {
@@ -1008,8 +1035,10 @@ impl<'a> Machine<'a> {
 
     // ---- boundary events and errors --------------------------------------------------------------
 
-    /// Arms the timer, message and signal boundary events of an activity that starts waiting.
+    /// Arms the timer, message and signal boundary events of an activity that starts waiting
+    /// (in the activity's enclosing scope, outside its local variables).
     fn arm_boundaries(&mut self, activity: NodeIndex, scope: u64, activation: u64) -> Flowing {
+        let scope = self.outside_io_scope(activity, scope);
         for &boundary in &self.process.node(activity).boundaries {
             let Behavior::Boundary(BoundarySpec {
                 trigger: BoundaryTrigger::Wait(spec),
@@ -1098,6 +1127,152 @@ impl<'a> Machine<'a> {
         self.inst
             .scopes
             .retain(|s| (s.id == scope && !remove_root) || !doomed.contains(&s.id));
+    }
+
+    // ---- input/output mappings --------------------------------------------------------------------
+
+    /// Opens the local scope of activity `index` entered in `scope`: its inputs (evaluated in
+    /// `scope`) and its pre-script. Returns the new scope.
+    fn open_io_scope(
+        &mut self,
+        index: NodeIndex,
+        scope: u64,
+        activation: u64,
+        io: &IoSpec,
+    ) -> Result<u64, Stop> {
+        let local = self.inst.next_scope;
+        self.inst.next_scope += 1;
+        self.inst.scopes.push(ScopeState {
+            id: local,
+            parent: Some(scope),
+            subprocess: Some(self.process.node(index).id.clone()),
+            activation: Some(activation),
+            variables: Map::new(),
+            run: None,
+            io: true,
+        });
+        self.fill_io_scope(index, scope, local, activation, io)?;
+        Ok(local)
+    }
+
+    /// Sets the inputs of an activity (evaluated in `outer`) in its scope `local`, then runs its
+    /// pre-script there.
+    fn fill_io_scope(
+        &mut self,
+        index: NodeIndex,
+        outer: u64,
+        local: u64,
+        activation: u64,
+        io: &IoSpec,
+    ) -> Flowing {
+        let mut values = Map::new();
+        for (name, code) in &io.inputs {
+            let result = {
+                let variables = self.visible(outer);
+                self.process.scripts().eval_value(&code.ast, &variables)
+            };
+            match result {
+                Ok(value) => {
+                    values.insert(name.clone(), value);
+                }
+                Err(err) => {
+                    return self.script_incident(index, activation, code, "input mapping", &err)
+                }
+            }
+        }
+        if let Some(state) = self.inst.scopes.iter_mut().find(|s| s.id == local) {
+            state.variables.extend(values);
+        }
+        if let Some(code) = &io.pre_script {
+            self.run_script(index, local, activation, code)?;
+        }
+        Ok(())
+    }
+
+    /// The outputs of activity `index` from its scope `local`: the post-script runs, then the
+    /// output mappings are evaluated; without any, a task's variables other than its inputs
+    /// (`keep_created`) are its outputs.
+    fn io_outputs(
+        &mut self,
+        index: NodeIndex,
+        local: u64,
+        io: &IoSpec,
+        keep_created: bool,
+    ) -> Result<Map<String, Value>, Stop> {
+        let activation = self
+            .inst
+            .scopes
+            .iter()
+            .find(|s| s.id == local)
+            .and_then(|s| s.activation)
+            .unwrap_or(0);
+        if let Some(code) = &io.post_script {
+            self.run_script(index, local, activation, code)?;
+        }
+        let mut changes = Map::new();
+        if io.outputs.is_empty() {
+            if keep_created {
+                if let Some(state) = self.inst.scopes.iter().find(|s| s.id == local) {
+                    for (name, value) in &state.variables {
+                        if !io.inputs.iter().any(|(input, _)| input == name) {
+                            changes.insert(name.clone(), value.clone());
+                        }
+                    }
+                }
+            }
+            return Ok(changes);
+        }
+        for (name, code) in &io.outputs {
+            let result = {
+                let variables = self.visible(local);
+                self.process.scripts().eval_value(&code.ast, &variables)
+            };
+            match result {
+                Ok(value) => {
+                    changes.insert(name.clone(), value);
+                }
+                Err(err) => {
+                    self.script_incident(index, activation, code, "output mapping", &err)?;
+                    return Err(Stop);
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Closes the local scope of a task that completes in it: the outputs go to the enclosing
+    /// scope, which is returned (`scope` itself when it is not the task's local scope).
+    fn close_io_scope(&mut self, index: NodeIndex, scope: u64, io: &IoSpec) -> Result<u64, Stop> {
+        let node = &self.process.node(index).id;
+        let Some(state) = self
+            .inst
+            .scopes
+            .iter()
+            .find(|s| s.id == scope && s.io && s.subprocess.as_ref() == Some(node))
+        else {
+            return Ok(scope);
+        };
+        let (parent, activation) = (state.parent.unwrap_or(0), state.activation);
+        let changes = self.io_outputs(index, scope, io, true)?;
+        self.inst.scopes.retain(|s| s.id != scope);
+        if !changes.is_empty() {
+            self.write_variables(parent, index, activation, changes, true)?;
+        }
+        Ok(parent)
+    }
+
+    /// The scope an activity runs in, outside its local-variable scope when `scope` is that one.
+    fn outside_io_scope(&self, activity: NodeIndex, scope: u64) -> u64 {
+        if self.process.node(activity).io.is_none() {
+            return scope;
+        }
+        let node = &self.process.node(activity).id;
+        self.inst
+            .scopes
+            .iter()
+            .find(|s| s.id == scope && s.io && s.subprocess.as_ref() == Some(node))
+            .and_then(|s| s.parent)
+            .unwrap_or(scope)
     }
 
     // ---- compensation ---------------------------------------------------------------------------
@@ -1306,6 +1481,7 @@ impl<'a> Machine<'a> {
             activation: Some(activation),
             variables: Map::new(),
             run: None,
+            io: false,
         });
         self.hook(esp, scope_id, Some(activation), |hooks, ctx| {
             hooks.on_enter(ctx)
@@ -1572,6 +1748,7 @@ impl<'a> Machine<'a> {
                 activity,
                 index: item,
             }),
+            io: false,
         });
         self.step.events.push(Event::NodeEntered {
             node: node.id.clone(),
@@ -1933,6 +2110,10 @@ impl<'a> Machine<'a> {
     /// still holds, into its next run).
     fn leave(&mut self, index: NodeIndex, scope: u64, activation: u64) -> Flowing {
         let node = self.process.node(index);
+        let scope = match &node.io {
+            Some(io) => self.close_io_scope(index, scope, io)?,
+            None => scope,
+        };
         self.hook(index, scope, Some(activation), |hooks, ctx| {
             hooks.on_leave(ctx)
         })?;
@@ -2151,7 +2332,26 @@ impl<'a> Machine<'a> {
         let Some(position) = self.inst.scopes.iter().position(|s| s.id == scope) else {
             return Ok(());
         };
+        let outputs = match self.inst.scopes[position]
+            .subprocess
+            .as_deref()
+            .and_then(|id| self.process.node_index(id))
+        {
+            Some(sub) => match &self.process.node(sub).io {
+                Some(io) => Some((sub, self.io_outputs(sub, scope, io, false)?)),
+                None => None,
+            },
+            None => None,
+        };
+        let Some(position) = self.inst.scopes.iter().position(|s| s.id == scope) else {
+            return Ok(());
+        };
         let state = self.inst.scopes.remove(position);
+        if let (Some((sub, changes)), Some(parent)) = (outputs, state.parent) {
+            if !changes.is_empty() {
+                self.write_variables(parent, sub, state.activation, changes, true)?;
+            }
+        }
         let (Some(sub), Some(activation), Some(parent)) =
             (state.subprocess, state.activation, state.parent)
         else {

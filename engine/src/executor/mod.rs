@@ -78,6 +78,9 @@ pub struct ScopeState {
     /// For one run of a multi-instance task: which activity and which item.
     #[serde(default)]
     pub run: Option<RunOf>,
+    /// The local variables of an activity with input/output mappings (`subprocess` names it).
+    #[serde(default)]
+    pub io: bool,
 }
 
 /// Identifies one run of a multi-instance task.
@@ -236,6 +239,18 @@ pub enum WaitKind {
         /// What to ask the model.
         task: Box<LlmTask>,
     },
+    /// A call activity's child instance: the driver starts it (an instance of `process` at the
+    /// version `binding` picks, with `variables`) and completes this wait with the child's end
+    /// variables, or throws the child's uncaught BPMN error on it.
+    Call {
+        /// The called process id.
+        process: String,
+        /// Which deployed version runs.
+        binding: crate::model::CallBinding,
+        /// The child's start variables: those the call activity sees when it starts (its inputs
+        /// included).
+        variables: Map<String, Value>,
+    },
     /// A conditional event; the executor itself re-evaluates it at the end of every step and
     /// fires it when the condition becomes true (nothing for the driver to do).
     Condition {
@@ -281,10 +296,11 @@ impl WaitKind {
             WaitKind::Signal { .. } => WaitType::Signal,
             WaitKind::Llm { .. } => WaitType::Llm,
             WaitKind::Condition { .. } => WaitType::Condition,
+            WaitKind::Call { .. } => WaitType::Call,
         }
     }
 
-    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`, `condition`.
+    /// A short name: `job`, `user`, `message`, `timer`, `signal`, `llm`, `condition`, `call`.
     pub fn name(&self) -> &'static str {
         self.wait_type().as_str()
     }
@@ -320,6 +336,8 @@ pub enum WaitType {
     Llm,
     /// A conditional event waiting for its condition to become true.
     Condition,
+    /// A call activity waiting for its child instance.
+    Call,
 }
 
 impl WaitType {
@@ -333,6 +351,7 @@ impl WaitType {
             WaitType::Signal => "signal",
             WaitType::Llm => "llm",
             WaitType::Condition => "condition",
+            WaitType::Call => "call",
         }
     }
 }
@@ -607,6 +626,7 @@ impl Instance {
                 activation: None,
                 variables,
                 run: None,
+                io: false,
             }],
             waits: Vec::new(),
             joins: Vec::new(),
@@ -662,7 +682,8 @@ impl Instance {
         machine::Machine::new(process, hooks, self).tick_boundary(activation)
     }
 
-    /// Ends the job `activation` with the BPMN error `code` (a business error from its handler):
+    /// Ends the job `activation` with the BPMN error `code` (a business error from its handler,
+    /// or an error end event no one caught in a call activity's child instance):
     /// a matching error boundary event on the task, or on an enclosing subprocess, takes the
     /// token; without one the error raises an incident and the instance fails.
     pub fn throw_error(
@@ -676,8 +697,8 @@ impl Instance {
         machine::Machine::new(process, hooks, self).job_error(activation, code)
     }
 
-    /// Fails the job `activation` (its handler gave up after its retries): raises an incident at
-    /// the job's node with `message`, and the instance fails.
+    /// Fails the job `activation` (its handler gave up after its retries; or a call activity's
+    /// child failed): raises an incident at the job's node with `message`, and the instance fails.
     pub fn fail_job(
         &mut self,
         process: &CompiledProcess,

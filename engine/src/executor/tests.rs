@@ -1071,6 +1071,7 @@ mod call_activity {
     fn call(target: &str) -> NodeKind {
         NodeKind::CallActivity(Activity::new(CallActivity {
             called_element: Some(target.into()),
+            binding: Default::default(),
         }))
     }
 
@@ -1113,7 +1114,7 @@ mod call_activity {
     }
 
     #[test]
-    fn recursive_and_repeated_calls_are_not_supported_yet() {
+    fn repeated_and_recursive_calls_wait_for_child_instances() {
         let twice = Scope::default()
             .node("s", start())
             .node("c1", call("q"))
@@ -1125,12 +1126,20 @@ mod call_activity {
             .node("qe", end())
             .chain(&["qs", "qe"]);
         let p = compile_defs(&file(twice, called));
-        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("not supported yet: callActivity calling `q` a second time c2 at"),
-            "{err}"
-        );
+        let (mut instance, _) = Instance::start(&p, "i1", vars(json!({"n": 1})), &NoHooks).unwrap();
+        // The first call runs `q` inline; the second is a child instance the driver starts.
+        assert_eq!(path(&instance), ["s", "qs", "qe", "c1"]);
+        let wait = instance.waits()[0].clone();
+        assert_eq!(wait.node, "c2");
+        assert!(matches!(
+            &wait.kind,
+            WaitKind::Call { process, variables, .. } if process == "q" && variables.get("n") == Some(&json!(1))
+        ));
+        instance
+            .complete(&p, wait.activation, vars(json!({"back": true})), &NoHooks)
+            .unwrap();
+        assert_eq!(instance.status(), InstanceStatus::Completed);
+        assert_eq!(instance.variables().get("back"), Some(&json!(true)));
 
         let main = Scope::default()
             .node("s", start())
@@ -1143,12 +1152,12 @@ mod call_activity {
             .node("qe", end())
             .chain(&["qs", "qc", "qe"]);
         let p = compile_defs(&file(main, back));
-        let err = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("not supported yet: recursive callActivity qc at"),
-            "{err}"
-        );
+        let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
+        assert!(matches!(
+            &instance.waits()[0].kind,
+            WaitKind::Call { process, .. } if process == "p"
+        ));
+        assert_eq!(instance.waits()[0].node, "qc");
     }
 }
 

@@ -3,13 +3,13 @@
 
 use super::{
     Behavior, BoundarySpec, BoundaryTrigger, Catalog, Category, CompiledCode, CompiledProcess,
-    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, LoopSpec,
+    DecisionSpec, EndBehavior, EventStart, EventSubProcessSpec, Flow, FlowNode, IoSpec, LoopSpec,
     MultiSpec, ScopeId, ScopeInfo, ThrownEvent, WaitSpec,
 };
 use crate::diagnostics::Diagnostic;
 use crate::model::{
-    Activity, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process, Script,
-    SequenceFlow, Span, TaskKind,
+    Activity, CallBinding, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process,
+    Script, SequenceFlow, Span, TaskKind,
 };
 use crate::script::ScriptRuntime;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -538,6 +538,34 @@ impl Builder<'_> {
         })
     }
 
+    /// Compiles input/output mappings and pre/post scripts.
+    fn io_spec(&mut self, node: &Node, io: &crate::model::IoMapping) -> Box<IoSpec> {
+        let compile_mappings = |builder: &mut Self, list: &[crate::model::Mapping], what: &str| {
+            list.iter()
+                .filter_map(|m| {
+                    let what = format!("{what} `{}` of", m.target);
+                    let code = builder.compile_expr(&m.source, &what, &node.id)?;
+                    Some((m.target.clone(), code))
+                })
+                .collect::<Vec<_>>()
+        };
+        let inputs = compile_mappings(self, &io.inputs, "input");
+        let outputs = compile_mappings(self, &io.outputs, "output");
+        let script = |builder: &mut Self, script: &Option<Script>| {
+            script.as_ref().and_then(|s| {
+                builder.compile_code(s.language.as_deref(), &s.source, s.span, "script", &node.id)
+            })
+        };
+        let pre_script = script(self, &io.pre_script);
+        let post_script = script(self, &io.post_script);
+        Box::new(IoSpec {
+            inputs,
+            outputs,
+            pre_script,
+            post_script,
+        })
+    }
+
     /// Compiles a task's multi-instance settings.
     fn multi_spec(&mut self, node: &Node, mi: &crate::model::MultiInstance) -> Box<MultiSpec> {
         Box::new(MultiSpec {
@@ -567,7 +595,7 @@ impl Builder<'_> {
         let Some(process) = called.and_then(|c| defs.processes.iter().find(|p| p.id == c)) else {
             return;
         };
-        if matches!(self.graph[index].behavior, Behavior::Unsupported) {
+        if !matches!(self.graph[index].behavior, Behavior::PassThrough) {
             return;
         }
         let child = self.scopes.len();
@@ -620,6 +648,17 @@ impl Builder<'_> {
                 _ => behavior = self.unsupported(node, &format!("multi-instance {element}")),
             }
         }
+        let io = match io_of(&node.kind) {
+            Some(io) if !io.is_empty() && multi.is_some() => {
+                behavior = self.unsupported(
+                    node,
+                    &format!("input/output mappings on multi-instance {element}"),
+                );
+                None
+            }
+            Some(io) if !io.is_empty() => Some(self.io_spec(node, io)),
+            _ => None,
+        };
         let standard_loop =
             standard_loop_of(&node.kind).map(|spec| self.loop_spec(node, spec, multi.is_some()));
         let activation = match (&node.kind, &node.activation_condition) {
@@ -657,6 +696,7 @@ impl Builder<'_> {
             activation,
             compensation: None,
             compensation_handler: false,
+            io,
         });
         self.node_ids.insert(node.id.clone(), index);
         if let NodeKind::StartEvent { interrupting, .. } = &node.kind {
@@ -909,23 +949,19 @@ impl Builder<'_> {
                 let Some(called) = &activity.body.called_element else {
                     return self.unsupported(node, &format!("{element} without a called process"));
                 };
-                if !self.defs.processes.iter().any(|p| &p.id == called) {
-                    self.diagnostics.push(
-                        Diagnostic::warning(
-                            self.file,
-                            node.span,
-                            format!("call activity `{}` calls `{called}`, which this file does not define", node.id),
-                        )
-                        .with_id(node.id.clone()),
-                    );
-                    return self.unsupported(node, &format!("{element} of another file's process"));
-                }
-                if self.calling.contains(called) {
-                    return self.unsupported(node, &format!("recursive {element}"));
-                }
-                if !self.inlined.insert(called.clone()) {
-                    return self
-                        .unsupported(node, &format!("{element} calling `{called}` a second time"));
+                // A process of this file called once, not recursively, at the version deployed
+                // with the caller runs inline; any other call starts a child instance.
+                let inline = matches!(
+                    activity.body.binding,
+                    CallBinding::Latest | CallBinding::Deployment
+                ) && self.defs.processes.iter().any(|p| &p.id == called)
+                    && !self.calling.contains(called)
+                    && self.inlined.insert(called.clone());
+                if !inline {
+                    return Behavior::Wait(WaitSpec::Call {
+                        process: called.clone(),
+                        binding: activity.body.binding,
+                    });
                 }
                 // The scope is filled in by `inline_called_process` once the node exists.
                 Behavior::PassThrough
@@ -1152,6 +1188,16 @@ fn loop_marker(kind: &NodeKind) -> Option<&'static str> {
         _ => false,
     };
     multi.then_some("multi-instance")
+}
+
+/// The input/output mappings of an activity.
+fn io_of(kind: &NodeKind) -> Option<&crate::model::IoMapping> {
+    match kind {
+        NodeKind::Task(a) => Some(&a.io),
+        NodeKind::SubProcess(a) => Some(&a.io),
+        NodeKind::CallActivity(a) => Some(&a.io),
+        _ => None,
+    }
 }
 
 /// The standard loop of an activity, when it has one.

@@ -19,7 +19,9 @@ pub use export::{to_dot, to_mermaid};
 
 use crate::diagnostics::{has_errors, Diagnostic};
 use crate::dmn::Decisions;
-use crate::model::{DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer};
+use crate::model::{
+    CallBinding, DecisionResultMapping, Definitions, LlmTask, RuleAttachment, Span, Timer,
+};
 use crate::script::{CompiledScript, ScriptRuntime};
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use std::collections::{HashMap, HashSet};
@@ -164,6 +166,23 @@ pub struct FlowNode {
     /// Whether this activity is a compensation handler: it runs only to compensate, and its
     /// completion returns to the compensation that started it.
     pub compensation_handler: bool,
+    /// Input/output mappings of an activity.
+    pub io: Option<Box<IoSpec>>,
+}
+
+/// Compiled input/output mappings: inputs become local variables of the activity when it starts,
+/// outputs are set in the enclosing scope when it completes.
+#[derive(Debug, Clone)]
+pub struct IoSpec {
+    /// Local variable ← expression over the enclosing scope.
+    pub inputs: Vec<(String, CompiledCode)>,
+    /// Variable of the enclosing scope ← expression over the activity's variables; without any,
+    /// the variables a task created (inputs aside) are kept.
+    pub outputs: Vec<(String, CompiledCode)>,
+    /// Runs in the activity's scope before it starts.
+    pub pre_script: Option<CompiledCode>,
+    /// Runs in the activity's scope when it completes, before the outputs.
+    pub post_script: Option<CompiledCode>,
 }
 
 /// A standard loop: the activity runs again while `condition` holds (`loopCounter` is the number
@@ -458,6 +477,14 @@ pub enum WaitSpec {
     /// A conditional event: fires when its condition becomes true (re-evaluated whenever a step
     /// leaves tokens waiting).
     Condition(CompiledCode),
+    /// A call activity that starts a child instance of another deployed process (the driver
+    /// starts it and completes the wait with its end variables).
+    Call {
+        /// The called process id.
+        process: String,
+        /// Which deployed version runs.
+        binding: CallBinding,
+    },
     /// A multiple event: one wait per trigger; the first completes it (`all`: every one must).
     Multiple {
         /// The triggers' waits.

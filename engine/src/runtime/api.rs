@@ -108,6 +108,9 @@ pub struct WaitInfo {
     /// When an armed timer is due (ms since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_ms: Option<u64>,
+    /// For a call activity: the child instance it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 /// An instance as the API shows it.
@@ -187,6 +190,7 @@ impl WaitInfo {
             condition: None,
             timer: None,
             due_ms: None,
+            child: None,
         };
         match &wait.kind {
             WaitKind::Job { handler } => info.handler = handler.clone(),
@@ -207,6 +211,12 @@ impl WaitInfo {
                     .map(|t| t.due_ms);
             }
             WaitKind::Condition { condition, .. } => info.condition = Some(condition.clone()),
+            WaitKind::Call { .. } => {
+                info.child = Some(super::calls::child_instance_id(
+                    stored.instance.id(),
+                    wait.activation,
+                ))
+            }
             WaitKind::User { .. } | WaitKind::Llm { .. } => {}
         }
         info

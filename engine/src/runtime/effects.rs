@@ -4,7 +4,7 @@
 //! Invariant: effects are applied only after their turn's commit has been acknowledged durable.
 
 use super::api::{EngineEvent, InstanceInfo};
-use super::record::HistoryRecord;
+use super::record::{CallerLink, HistoryRecord};
 use super::timers::TimerTarget;
 use super::Inner;
 use crate::executor::Wait;
@@ -31,6 +31,12 @@ pub(super) enum Effect {
     Ended(Option<InstanceInfo>),
     /// Notification-log entries up to this number are durable.
     Notified(u64),
+    /// Start the child instance of a call activity's wait (nothing when it exists already).
+    StartChild(Wait),
+    /// Cancel this child instance (its call activity ended without it).
+    CancelChild(String),
+    /// This child instance ended: its caller's call activity goes on (or fails).
+    ReturnToCaller(CallerLink),
 }
 
 impl Inner {
@@ -75,6 +81,17 @@ impl Inner {
                     }
                 }
                 Effect::Notified(last) => self.notifications_durable(last),
+                Effect::StartChild(wait) => {
+                    let id = instance.to_string();
+                    self.spawn(|inner| async move { inner.start_child(&id, wait).await });
+                }
+                Effect::CancelChild(child) => {
+                    self.spawn(|inner| async move { inner.cancel_child(&child).await });
+                }
+                Effect::ReturnToCaller(caller) => {
+                    let id = instance.to_string();
+                    self.spawn(|inner| async move { inner.return_to_caller(&id, caller).await });
+                }
                 Effect::Ended(info) => {
                     self.live
                         .lock()

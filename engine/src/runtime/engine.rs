@@ -12,7 +12,7 @@ use super::record::{
 use super::schedules::check_start_timers;
 use super::turn::Turn;
 use super::versions::{content_hash, deployment_key, retry_policies, start_triggers, Deployed};
-use super::{compile, open_waits, Inner};
+use super::{compile, Inner};
 use crate::clock::Clock;
 use crate::executor::WaitKind;
 use crate::model::Definitions;
@@ -43,13 +43,34 @@ impl Engine {
 
     /// Deploys a process of `defs` (the one named, else the first executable one). Identical
     /// content returns the existing version; new content gets the next version number.
+    ///
+    /// The processes of the same file that its call activities start as child instances are
+    /// deployed first (executable or not), so that the call finds them, and `binding:
+    /// deployment` finds the version deployed with it.
     pub async fn deploy(
         &self,
         defs: &Definitions,
         process: Option<&str>,
     ) -> Result<Deployment, EngineError> {
+        self.deploy_calling(defs, process, &mut Vec::new()).await
+    }
+
+    /// [`Engine::deploy`], with the processes whose deployment is under way (a process that
+    /// calls one of them back is not deployed again).
+    async fn deploy_calling(
+        &self,
+        defs: &Definitions,
+        process: Option<&str>,
+        under_way: &mut Vec<String>,
+    ) -> Result<Deployment, EngineError> {
         let compiled = compile(defs, process, &self.inner.scripts, &self.inner.catalog)?;
         let (process_compiled, warnings) = compiled;
+        under_way.push(process_compiled.id.clone());
+        for called in called_in_file(defs, &process_compiled) {
+            if !under_way.contains(&called) {
+                Box::pin(self.deploy_calling(defs, Some(&called), under_way)).await?;
+            }
+        }
         let hash = content_hash(defs);
         let process_id = process_compiled.id.clone();
         let starts = start_triggers(defs, &process_id);
@@ -260,24 +281,10 @@ impl Engine {
         self.inner.signal(name, variables, None).await
     }
 
-    /// Cancels an instance: every wait is dropped, its timers and subscriptions removed.
+    /// Cancels an instance: every wait is dropped, its timers and subscriptions removed, the
+    /// child instances of its call activities cancelled.
     pub async fn cancel(&self, instance: &str) -> Result<InstanceInfo, EngineError> {
-        let live = self.inner.live_instance(instance)?;
-        let _busy = self.inner.busy();
-        let (ack, effects, info) = {
-            let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let before = open_waits(&guard.stored.instance);
-            let previous = guard.stored.instance.status();
-            let step = guard.stored.instance.terminate()?;
-            let mut turn = Turn::new(instance);
-            self.inner
-                .absorb(&mut guard, step, &before, previous, &mut turn);
-            let (ack, effects) = self.inner.finish_turn(&mut guard, turn)?;
-            (ack, effects, InstanceInfo::of(&guard.stored))
-        };
-        ack.durable().await?;
-        self.inner.apply_effects(instance, effects);
-        Ok(info)
+        self.inner.cancel_instance(instance).await
     }
 
     /// Re-runs the job of an incident (its retry count starts over).
@@ -486,4 +493,18 @@ pub fn read_history(store: &dyn Store, id: &str) -> Result<Vec<HistoryRecord>, E
         records.extend(turn.into_records());
     }
     Ok(records)
+}
+
+/// The processes of `defs` that call activities of `process` start as child instances.
+fn called_in_file(defs: &Definitions, process: &crate::graph::CompiledProcess) -> Vec<String> {
+    use crate::graph::{Behavior, WaitSpec};
+    let mut called = Vec::new();
+    for node in process.graph.node_weights() {
+        if let Behavior::Wait(WaitSpec::Call { process: id, .. }) = &node.behavior {
+            if defs.processes.iter().any(|p| &p.id == id) && !called.contains(id) {
+                called.push(id.clone());
+            }
+        }
+    }
+    called
 }

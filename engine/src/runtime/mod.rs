@@ -21,6 +21,7 @@
 
 mod api;
 mod builder;
+mod calls;
 mod effects;
 mod engine;
 mod handlers;
@@ -43,6 +44,7 @@ pub use api::{
     StartRequest, TaskFilter, TaskInfo, WaitInfo,
 };
 pub use builder::EngineBuilder;
+pub use calls::MAX_CALL_DEPTH;
 pub use engine::{read_history, Engine};
 pub use handlers::HandlerFailure;
 pub use handlers::{handler, Handler, HandlerError, HandlerFuture, JobContext};
@@ -217,6 +219,8 @@ fn armed_timers(engine: &Engine, id: &str) -> usize {
         .len()
 }
 
+#[cfg(test)]
+mod call_tests;
 #[cfg(test)]
 mod llm_tests;
 #[cfg(test)]

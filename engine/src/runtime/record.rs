@@ -36,8 +36,23 @@ pub(crate) struct StoredInstance {
     /// When it ended, once it has.
     pub ended_ms: Option<u64>,
     /// When each open wait began (what a task list shows as "created").
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub opened: Vec<WaitOpened>,
+    /// For a call activity's child instance: the call activity's wait in the calling instance.
+    /// (A trailing field with a default: snapshots written before it read as `None`.)
+    #[serde(default)]
+    pub caller: Option<CallerLink>,
+}
+
+/// Where a child instance reports its end: the calling instance's call-activity wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CallerLink {
+    /// The calling instance.
+    pub instance: String,
+    /// The call activity's wait in it.
+    pub activation: u64,
+    /// How deep the call chain is: 1 for a child of a top-level instance.
+    pub depth: u32,
 }
 
 /// When a wait began.

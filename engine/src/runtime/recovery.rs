@@ -119,6 +119,10 @@ impl Inner {
                     {
                         effects.push(Effect::RunJob(wait.clone()))
                     }
+                    // A child not started yet starts; one that ended reports to its caller.
+                    WaitKind::Call { .. } if !has_incident => {
+                        effects.push(Effect::StartChild(wait.clone()))
+                    }
                     WaitKind::Message {
                         name,
                         correlation_key,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 impl Inner {
     /// Whether nothing can move now without outside help: no work in flight, and no timer due
-    /// (of `instance`, or of any instance). With a virtual clock every armed timer of an instance
+    /// (of `instance` and its call-activity children, or of any instance). With a virtual clock every armed timer of an instance
     /// counts as due (time jumps to it); with the wall clock only those due by now.
     pub(super) fn settled(&self, instance: Option<&str>) -> bool {
         if self.busy.load(Ordering::SeqCst) > 0 {
@@ -34,7 +34,12 @@ impl Inner {
             .iter()
             .any(|Reverse((due_ms, target))| match target {
                 TimerTarget::Wait { instance: of, .. } => {
-                    instance.is_none_or(|wanted| wanted == of) && (jumps || *due_ms <= now)
+                    // The timers of an instance's call-activity children (`<id>.<activation>`,
+                    // nested) count as its own.
+                    instance.is_none_or(|wanted| {
+                        of.strip_prefix(wanted)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                    }) && (jumps || *due_ms <= now)
                 }
                 TimerTarget::Start { .. } => instance.is_none() && !jumps && *due_ms <= now,
             })

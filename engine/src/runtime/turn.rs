@@ -6,12 +6,13 @@
 //! instance as it was and drops the rule effects it queued.
 
 use super::api::{EngineError, InstanceInfo};
+use super::calls::child_instance_id;
 use super::effects::Effect;
 use super::messaging::OutboxEntry;
 use super::notifications::StoredNotification;
 use super::record::{
-    encode, message_subscription_key, signal_subscription_key, ArmedTimer, EngineIncident,
-    HistoryEntry, StoredInstance, StoredTurn, Subscriber, WaitOpened,
+    encode, message_subscription_key, signal_subscription_key, ArmedTimer, CallerLink,
+    EngineIncident, HistoryEntry, StoredInstance, StoredTurn, Subscriber, WaitOpened,
 };
 use super::versions::Deployed;
 use super::{open_waits, Inner, Live};
@@ -171,6 +172,12 @@ impl Inner {
                 live.stored.timers.remove(pos);
             }
             remove_subscription(&id, gone, turn);
+            if matches!(gone.kind, WaitKind::Call { .. }) {
+                // A call activity that ended (its child's end, an interrupting boundary event, a
+                // cancel) takes its child with it; an ended child ignores this.
+                turn.effects
+                    .push(Effect::CancelChild(child_instance_id(&id, gone.activation)));
+            }
             live.stored
                 .attempts
                 .retain(|a| a.activation != gone.activation);
@@ -232,6 +239,7 @@ impl Inner {
                 WaitKind::Llm { .. } if self.generator.is_some() => {
                     turn.effects.push(Effect::RunJob(wait))
                 }
+                WaitKind::Call { .. } => turn.effects.push(Effect::StartChild(wait)),
                 // Conditional events are evaluated by the executor itself.
                 WaitKind::User { .. } | WaitKind::Llm { .. } | WaitKind::Condition { .. } => {}
                 WaitKind::Message {
@@ -386,6 +394,9 @@ impl Inner {
             effects.push(Effect::Ended(
                 awaited.then(|| InstanceInfo::of(&live.stored)),
             ));
+            if let Some(caller) = &live.stored.caller {
+                effects.push(Effect::ReturnToCaller(caller.clone()));
+            }
         }
         Ok((ack, effects))
     }
@@ -480,6 +491,32 @@ impl Inner {
         changes: Vec<TableChange>,
     ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
         let id = format!("{}-{}", deployed.process_id, self.store.next_id()?);
+        self.begin_instance_as(
+            deployed,
+            id,
+            None,
+            at,
+            variables,
+            business_key,
+            history,
+            changes,
+        )
+    }
+
+    /// Like [`Inner::begin_instance`], with the id given and, for a call activity's child
+    /// instance, the link to its caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn begin_instance_as(
+        &self,
+        deployed: Arc<Deployed>,
+        id: String,
+        caller: Option<CallerLink>,
+        at: Option<&str>,
+        variables: Map<String, Value>,
+        business_key: Option<String>,
+        history: Vec<HistoryEntry>,
+        changes: Vec<TableChange>,
+    ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
         let started = match at {
             Some(node) => Instance::start_at(
                 &deployed.process,
@@ -508,6 +545,7 @@ impl Inner {
             started_ms: self.clock.now_ms(),
             ended_ms: None,
             opened: Vec::new(),
+            caller,
         };
         let live = Arc::new(Mutex::new(Live { stored, deployed }));
         let (ack, effects, info) = {

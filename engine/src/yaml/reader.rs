@@ -679,9 +679,11 @@ impl<'a> Reader<'a> {
 
     /// A call activity: `call: <process id>` or `call: { process: <id> }`.
     fn call_activity(&mut self, value: &Value, path: &YamlPath) -> Option<NodeKind> {
+        let mut binding = CallBinding::Latest;
         let called = match value {
             Value::Mapping(m) => {
                 self.check_keys(m, path, vocab::CALL_KEYS, "a call activity");
+                binding = self.call_binding(m, path);
                 match m.get("process") {
                     Some(v) => self.id_text(v, &path.key("process"), "the called process"),
                     None => {
@@ -697,7 +699,43 @@ impl<'a> Reader<'a> {
         };
         Some(NodeKind::CallActivity(Activity::new(CallActivity {
             called_element: called,
+            binding,
         })))
+    }
+
+    /// `binding: latest | deployment` or `version: <n>` of a call activity.
+    fn call_binding(&mut self, call: &Mapping, path: &YamlPath) -> CallBinding {
+        match (call.get("binding"), call.get("version")) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    path,
+                    "a call activity has `binding:` or `version:`, not both",
+                );
+                CallBinding::Latest
+            }
+            (Some(binding), None) => match binding.as_str() {
+                Some("latest") => CallBinding::Latest,
+                Some("deployment") => CallBinding::Deployment,
+                _ => {
+                    self.error(
+                        &path.key("binding"),
+                        "`binding:` is `latest` or `deployment` (or give `version: <n>`)",
+                    );
+                    CallBinding::Latest
+                }
+            },
+            (None, Some(version)) => match version.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n > 0 => CallBinding::Version(n),
+                _ => {
+                    self.error(
+                        &path.key("version"),
+                        "`version:` is a deployed version number (1, 2, ...)",
+                    );
+                    CallBinding::Latest
+                }
+            },
+            (None, None) => CallBinding::Latest,
+        }
     }
 
     /// The id of a flow: the one written, or `<source>_to_<target>` (numbered when taken).
@@ -1497,6 +1535,12 @@ impl<'a> Reader<'a> {
         let standard_loop = body
             .get("loop")
             .and_then(|v| self.standard_loop(v, &path.key("loop")));
+        let io = IoMapping {
+            inputs: self.mappings(body, path, "inputs"),
+            outputs: self.mappings(body, path, "outputs"),
+            pre_script: None,
+            post_script: None,
+        };
         let apply = |retry_slot: &mut Option<RetryPolicy>,
                      mi: &mut Option<MultiInstance>,
                      lp: &mut Option<StandardLoop>| {
@@ -1505,15 +1549,51 @@ impl<'a> Reader<'a> {
             *lp = standard_loop.clone();
         };
         match kind {
-            NodeKind::Task(a) => apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop),
+            NodeKind::Task(a) => {
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
+            }
             NodeKind::SubProcess(a) => {
-                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
             }
             NodeKind::CallActivity(a) => {
-                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop)
+                apply(&mut a.retry, &mut a.multi_instance, &mut a.standard_loop);
+                a.io = io;
             }
             _ => {}
         }
+    }
+
+    /// `inputs:` or `outputs:` of an activity: variable name → expression.
+    fn mappings(
+        &mut self,
+        body: &Mapping,
+        path: &YamlPath,
+        key: &str,
+    ) -> Vec<crate::model::Mapping> {
+        let Some(value) = body.get(key) else {
+            return Vec::new();
+        };
+        let map_path = path.key(key);
+        let Some(entries) = self.mapping(value, &map_path, &format!("`{key}`")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, source) in entries {
+            let Some(name_text) = name.as_str() else {
+                self.error(&map_path, format!("variable names in `{key}` must be text"));
+                continue;
+            };
+            let entry_path = map_path.key(name_text);
+            let Some(target) = self.id_text(name, &entry_path, "a variable name") else {
+                continue;
+            };
+            if let Some(source) = self.expr(source, &entry_path, &format!("`{key}.{target}`")) {
+                out.push(crate::model::Mapping { target, source });
+            }
+        }
+        out
     }
 
     /// `loop: true` (run until `max`), or `loop: { while: cond, test_before: bool, max: n }`.

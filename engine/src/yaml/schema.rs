@@ -516,8 +516,18 @@ fn kind_schema(kind: &str) -> Value {
             &["nodes"],
         ),
         _ => json!({
-            "description": "Call activity: the id of the process it calls.",
-            "oneOf": [{ "$ref": "#/$defs/id" }, object(&[("process", json!({ "$ref": "#/$defs/id" }))], &["process"])]
+            "description": "Call activity: the id of the process it calls (a child instance of its latest deployed version), or `{ process, binding | version }`.",
+            "oneOf": [
+                { "$ref": "#/$defs/id" },
+                object(
+                    &[
+                        ("process", json!({ "$ref": "#/$defs/id" })),
+                        ("binding", json!({ "enum": ["latest", "deployment"], "description": "`latest` (the default): the latest version when the call starts; `deployment`: the version that was the latest when the caller was deployed." })),
+                        ("version", json!({ "type": "integer", "minimum": 1, "description": "A fixed deployed version." })),
+                    ],
+                    &["process"],
+                )
+            ]
         }),
     }
 }
@@ -556,6 +566,20 @@ fn node() -> Value {
             ]
         }),
     );
+    for (key, what) in [
+        ("inputs", "Local variables of the activity: name → expression over the enclosing scope, evaluated when it starts."),
+        ("outputs", "Variables set when the activity completes: name → expression over its variables (without any, the variables it created are kept)."),
+    ] {
+        properties.insert(
+            key.into(),
+            json!({
+                "type": "object",
+                "description": what,
+                "propertyNames": { "$ref": "#/$defs/id" },
+                "additionalProperties": { "$ref": "#/$defs/expression" }
+            }),
+        );
+    }
     properties.insert(
         "activation".into(),
         json!({ "$ref": "#/$defs/expression", "description": "Complex gateway: the activation condition of its join (`activationCount` is the number of tokens arrived)." }),
@@ -574,7 +598,7 @@ fn node() -> Value {
         json!({ "oneOf": exactly_one_kind }),
         json!({
             "if": { "anyOf": not_activities },
-            "then": { "properties": { "retry": false, "for_each": false, "loop": false } }
+            "then": { "properties": { "retry": false, "for_each": false, "loop": false, "inputs": false, "outputs": false } }
         }),
         json!({ "if": { "required": ["end"] }, "then": { "properties": { "next": false } } }),
         json!({ "if": { "not": { "required": ["complex"] } }, "then": { "properties": { "activation": false } } }),

@@ -36,7 +36,7 @@ pub const NODE_KIND_KEYS: &[&str] = &[
 pub const NODE_COMMON_KEYS: &[&str] = &["name", "next", "rules"];
 
 /// Keys only activities (tasks, subprocesses, call activities) may have.
-pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop"];
+pub const ACTIVITY_KEYS: &[&str] = &["retry", "for_each", "loop", "inputs", "outputs"];
 
 /// Node kind keys that are activities.
 pub const ACTIVITY_KINDS: &[&str] = &[
@@ -134,7 +134,7 @@ pub const LLM_MODES: &[&str] = &["generate", "extract", "classify"];
 /// Keys of an embedded subprocess.
 pub const SUBPROCESS_KEYS: &[&str] = &["nodes", "event", "transaction"];
 /// Keys of a call activity written as a mapping.
-pub const CALL_KEYS: &[&str] = &["process"];
+pub const CALL_KEYS: &[&str] = &["process", "binding", "version"];
 
 /// Keys of a branch (an outgoing flow written as a mapping).
 pub const BRANCH_KEYS: &[&str] = &["to", "when", "otherwise", "id", "name"];
