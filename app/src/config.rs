@@ -142,6 +142,11 @@ pub struct ModelConfig {
     pub openai_url: Option<String>,
     /// The model name to ask that server for.
     pub openai_model: Option<String>,
+    /// Requests the local model decodes together at most.
+    pub batch_slots: usize,
+    /// Requests that may wait for a slot; one more is refused as busy (an LLM step then retries
+    /// with its backoff, an HTTP caller gets 503). A day's import reaches many LLM steps at once.
+    pub queue: usize,
 }
 
 impl Default for ModelConfig {
@@ -152,6 +157,8 @@ impl Default for ModelConfig {
             cache_dir: None,
             openai_url: None,
             openai_model: None,
+            batch_slots: 8,
+            queue: 1024,
         }
     }
 }

@@ -66,6 +66,9 @@ pub fn load_generator(
     Ok(Arc::new(LocalTextGenerator::load(
         &path,
         backend(config)?,
-        BatchOptions::default(),
+        BatchOptions {
+            slots: config.model.batch_slots.max(1),
+            queue: config.model.queue,
+        },
     )?))
 }

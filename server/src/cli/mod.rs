@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod check;
 pub mod dataset;
+pub mod demo;
 pub mod decide;
 mod effects;
 pub mod graph;
@@ -50,6 +51,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Serve the REST and admin API, the notification feed and the dashboard over HTTP.
     Serve(serve::ServeArgs),
+    /// The order robot's day: serve, import the example exports, play the day, show the result.
+    Demo(demo::DemoArgs),
     /// Print the process graph as Graphviz dot or Mermaid.
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the YAML process language.
@@ -92,6 +95,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume::execute(&args, config),
         Command::Watch(args) => watch::execute(&args, config),
         Command::Serve(args) => serve::execute(&args, config),
+        Command::Demo(args) => demo::execute(&args, config),
         Command::Graph(args) => graph::execute(&args),
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
