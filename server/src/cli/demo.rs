@@ -102,7 +102,9 @@ async fn demo(args: &DemoArgs, config_file: Option<PathBuf>) -> anyhow::Result<E
             let _ = stopped.await;
         },
     ));
-    eprintln!("dashboard: http://{local}/   (REST API under /api/v1, seed routes such as POST /import)");
+    eprintln!(
+        "dashboard: http://{local}/   (REST API under /api/v1, seed routes such as POST /import)"
+    );
 
     let day = Instant::now();
     let outcome = play_the_day(&app, args).await;
@@ -233,8 +235,11 @@ async fn play_the_day(app: &App, args: &DemoArgs) -> anyhow::Result<Summary> {
     for (index, (_, instance)) in orders.iter().enumerate() {
         let view = app.settle(instance).await?;
         if index % 2 == 0 && view.variables.get("paid") != Some(&Value::Bool(true)) {
-            app.set_variables(instance, object(json!({"paid": true, "payment_status": "paid"})))
-                .await?;
+            app.set_variables(
+                instance,
+                object(json!({"paid": true, "payment_status": "paid"})),
+            )
+            .await?;
             summary.paid += 1;
         }
         if index % 3 != 2 {

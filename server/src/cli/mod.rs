@@ -5,8 +5,8 @@
 pub mod bench;
 pub mod check;
 pub mod dataset;
-pub mod demo;
 pub mod decide;
+pub mod demo;
 mod effects;
 pub mod graph;
 pub mod history;
