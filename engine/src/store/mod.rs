@@ -15,9 +15,13 @@
 //!
 //! The store is deliberately ignorant of the executor's types: snapshots, events and records are
 //! bytes encoded by the caller, so the storage layout does not change when the executor does.
-//! Two implementations: [`MemoryStore`] (tests, `run` without `--store`) and [`SledStore`]
-//! (durable, with per-step or group flushing, see [`Durability`]).
+//! Two implementations here: [`MemoryStore`] (tests, `run` without `--store`) and [`SledStore`]
+//! (durable, with per-step or group flushing, see [`Durability`]); the `flowbot-postgres` crate
+//! adds one on PostgreSQL. Every implementation passes the same suite, [`conformance`] (cargo
+//! feature `test-support`).
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 mod group;
 mod ids;
 mod instance_record;
@@ -26,7 +30,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::{Ack, FlushStats};
+pub use group::{Ack, FlushStats, GroupCommitter};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
