@@ -303,6 +303,12 @@ pub trait Store: Send + Sync + 'static {
     /// entry is kept, so that numbering goes on from it after a restart.
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError>;
 
+    /// Whether the storage answers now, without waiting for pending commits (readiness probes).
+    /// Stores inside the process always do.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Flush counters of a store that commits in groups (`None` for others).
     fn flush_stats(&self) -> Option<FlushStats> {
         None
