@@ -468,7 +468,7 @@ impl Writer {
                     self.batch = batch;
                     return Ok(());
                 }
-                Err(err) if client.is_closed() || err.is_closed() || err.code().is_none() => {
+                Err(err) if client.is_closed() || err.is_closed() || connection_lost(&err) => {
                     tracing::warn!(error = %describe(&err), "PostgreSQL write failed; reconnecting");
                     self.client = None;
                     self.statements.clear();
@@ -512,6 +512,13 @@ impl Writer {
                 .await;
         }
     }
+}
+
+/// Whether `err` says the connection went (no SQL state: I/O; class 08: connection exception;
+/// class 57: the server terminated the session or shuts down), so a repeat may succeed.
+fn connection_lost(err: &tokio_postgres::Error) -> bool {
+    err.code()
+        .is_none_or(|state| matches!(&state.code()[..2], "08" | "57"))
 }
 
 /// One transaction: the ops in order (runs of commits merged) and the batch number.

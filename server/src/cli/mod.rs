@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod db;
 pub mod decide;
 mod effects;
 pub mod graph;
@@ -61,6 +62,8 @@ pub enum Command {
     Intake(intake::IntakeArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
+    /// The PostgreSQL store's database: `db migrate` applies the schema migrations.
+    Db(db::DbArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
     Model(model::ModelArgs),
 }
@@ -93,6 +96,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args, config),
+        Command::Db(args) => db::execute(&args, config),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
         Command::Import(args) => import::execute(&args, config),
         Command::Intake(args) => intake::execute(&args),
