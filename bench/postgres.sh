@@ -26,7 +26,7 @@ fi
 DB_URL="${SERVER_URL%/*}/flowbot_bench"
 
 echo "PostgreSQL: $(psql -Atq "$SERVER_URL" -c 'SHOW server_version')," \
-  "$(psql -Atq "$SERVER_URL" -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_level', 'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'full_page_writes')")"
+  "$(psql -Atq "$SERVER_URL" -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_level', 'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'full_page_writes')")"
 echo "flowbot bench, $N instances, median of 3, alternating (uptime: $(uptime | sed 's/.*load/load/'))"
 
 # Runs flowbot bench; prints "instances_per_s".
