@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # HTTP throughput of `flowbot serve` on loopback: start-instance (the order flow to its first wait,
 # the review task) and get-instance, 32 keep-alive connections from a second process (the Rust load
-# generator tests/examples/http_load.rs), for the sled store with group commit and for the memory
-# store. Prints one line per run: store, route, and a JSON object with requests/s, p50, p99 and
-# max latency in ms.
+# generator tests/examples/http_load.rs), for the sled store with group commit, the memory store
+# and, with STORES including `postgres`, the PostgreSQL store (group commit) on the private cluster
+# of scripts/postgres-test-cluster.sh (or the server of $FLOWBOT_BENCH_POSTGRES_URL), in a fresh
+# database `flowbot_bench`. Prints one line per run: store, route, and a JSON object with
+# requests/s, p50, p99 and max latency in ms.
 #
-# Usage: bench/http.sh [SECONDS] [CONNECTIONS]   (from the repository root; builds --release, or
-# the dev profile with PROFILE=dev)
+# Usage: [STORES="sled memory postgres"] bench/http.sh [SECONDS] [CONNECTIONS]   (from the
+# repository root; builds --release, or the dev profile with PROFILE=dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,10 +34,24 @@ mkdir -p "$WORK/workflows"
 cp workflows/order_processing.yaml workflows/order_review.dmn "$WORK/workflows/"
 cp -r rules "$WORK/rules"
 
-for store in sled memory; do
+STORES="${STORES:-sled memory}"
+if [[ " $STORES " == *" postgres "* ]]; then
+  SERVER_URL="${FLOWBOT_BENCH_POSTGRES_URL:-}"
+  if [ -z "$SERVER_URL" ]; then
+    eval "$(scripts/postgres-test-cluster.sh start)"
+    SERVER_URL="$FLOWBOT_TEST_POSTGRES_URL"
+  fi
+  PG_URL="${SERVER_URL%/*}/flowbot_bench"
+fi
+
+for store in $STORES; do
   DATA="$WORK/data-$store"
   STORE_ARGS=()
   [ "$store" = memory ] && STORE_ARGS=(--store memory)
+  if [ "$store" = postgres ]; then
+    psql -q "$SERVER_URL" -c "DROP DATABASE IF EXISTS flowbot_bench WITH (FORCE)" -c "CREATE DATABASE flowbot_bench"
+    STORE_ARGS=(--store "$PG_URL")
+  fi
   RUST_LOG=warn "$BIN" serve --addr 127.0.0.1:0 --data "$DATA" --workflows "$WORK/workflows" \
     --rules "$WORK/rules" --complete-jobs "${STORE_ARGS[@]}" 2>"$WORK/serve-$store.log" &
   SERVER=$!

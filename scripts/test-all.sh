@@ -35,6 +35,21 @@ if [ -n "${CI:-}" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedri
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 
+# The PostgreSQL store's tests (postgres-store/tests) need a server: a private cluster on
+# loopback (scripts/postgres-test-cluster.sh). Under CI a missing server fails them.
+if [ -n "${CI:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== PostgreSQL for the store tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+if [ -z "${FLOWBOT_TEST_POSTGRES_URL:-}" ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== PostgreSQL test cluster"
+  eval "$(scripts/postgres-test-cluster.sh start)"
+  export FLOWBOT_TEST_POSTGRES_URL
+  echo "database: $FLOWBOT_TEST_POSTGRES_URL"
+  trap 'scripts/postgres-test-cluster.sh stop' EXIT
+fi
+
 echo "== tests"
 cargo test --locked --workspace --no-fail-fast
 

@@ -899,6 +899,28 @@ async fn open_store(config: &AppConfig) -> Result<Arc<dyn Store>, AppError> {
             .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))??;
             Ok(Arc::new(store))
         }
+        StoreKind::Postgres => {
+            let options = config.postgres_options()?;
+            let store = tokio::task::spawn_blocking(move || {
+                flowbot_postgres::PgStore::open(options)
+                    .map_err(|e| AppError::config(e.to_string()))
+            })
+            .await
+            .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Applies the PostgreSQL schema migrations of the configured store (`flowbot db migrate`);
+/// a configuration error for other stores, which have none.
+pub fn migrate_store(config: &AppConfig) -> Result<flowbot_postgres::MigrationReport, AppError> {
+    match config.store.kind {
+        StoreKind::Postgres => flowbot_postgres::PgStore::migrate(&config.postgres_options()?)
+            .map_err(|e| AppError::config(e.to_string())),
+        StoreKind::Memory | StoreKind::Sled => Err(AppError::config(
+            "only a PostgreSQL store has schema migrations: name one with --store postgres://... or store.url",
+        )),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct AppConfig {
     pub auth: AuthConfig,
     /// HTTP routes bound to actions (`[[routes]]`; see [`crate::bindings`]).
     pub routes: Vec<crate::bindings::RouteConfig>,
+    /// This node's name in a shared database (PostgreSQL store); default: host name and
+    /// process id.
+    pub node_id: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -62,6 +65,7 @@ impl Default for AppConfig {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             routes: Vec::new(),
+            node_id: None,
         }
     }
 }
@@ -70,11 +74,19 @@ impl Default for AppConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `memory` (nothing survives the process) or `sled` (a folder on disk).
+    /// `memory` (nothing survives the process), `sled` (a folder on disk) or `postgres` (a
+    /// PostgreSQL database; setting `url` is enough).
     pub kind: StoreKind,
     /// The sled folder (default: `<data_dir>/store`).
     pub path: Option<PathBuf>,
-    /// `group` (many instances share a flush; the default) or `step` (one flush per step).
+    /// The PostgreSQL database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]`.
+    pub url: Option<String>,
+    /// PostgreSQL over TLS: a PEM file of CA certificates to trust beside the public roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PostgreSQL: connections for reads.
+    pub pool_size: usize,
+    /// `group` (many instances share a flush, or a PostgreSQL transaction; the default) or
+    /// `step` (one flush, or one transaction, per step).
     pub durability: DurabilityKind,
     /// Group commit: how long the flusher collects commits, in milliseconds.
     pub group_window_ms: u64,
@@ -87,6 +99,9 @@ impl Default for StoreConfig {
         Self {
             kind: StoreKind::Sled,
             path: None,
+            url: None,
+            tls_ca_file: None,
+            pool_size: 8,
             durability: DurabilityKind::Group,
             group_window_ms: flowbot_engine::store::Durability::GROUP_WINDOW.as_millis() as u64,
             group_max_batch: flowbot_engine::store::Durability::GROUP_MAX_BATCH,
@@ -102,6 +117,8 @@ pub enum StoreKind {
     Memory,
     /// sled on disk.
     Sled,
+    /// A PostgreSQL database (`store.url`).
+    Postgres,
 }
 
 /// When a step is on disk.
@@ -247,8 +264,10 @@ pub struct ConfigOverrides {
     pub workflows: Option<PathBuf>,
     /// `--rules DIR`.
     pub rules: Option<PathBuf>,
-    /// `--store memory` or a sled folder (`--store DIR`).
+    /// `--store memory`, a PostgreSQL URL or a sled folder (`--store DIR`).
     pub store: Option<StoreChoice>,
+    /// `--node-id NAME`.
+    pub node_id: Option<String>,
     /// `--durability step|group`.
     pub durability: Option<DurabilityKind>,
     /// `--clock wall|virtual`.
@@ -268,6 +287,21 @@ pub enum StoreChoice {
     Memory,
     /// A sled folder.
     Sled(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl StoreChoice {
+    /// `memory`, a `postgres://` (or `postgresql://`) URL, else a sled folder.
+    pub fn parse(value: &str) -> Self {
+        if value.eq_ignore_ascii_case("memory") {
+            StoreChoice::Memory
+        } else if flowbot_postgres::is_postgres_url(value) {
+            StoreChoice::Postgres(value.trim().to_string())
+        } else {
+            StoreChoice::Sled(PathBuf::from(value))
+        }
+    }
 }
 
 impl AppConfig {
@@ -314,6 +348,17 @@ impl AppConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         config.resolve_paths(base);
+        if config.store.url.is_some() {
+            match config.store.kind {
+                StoreKind::Memory => {
+                    return Err(AppError::config(format!(
+                    "config file {}: store.url is set but store.kind is memory; remove one of them",
+                    path.display()
+                )))
+                }
+                StoreKind::Sled | StoreKind::Postgres => config.store.kind = StoreKind::Postgres,
+            }
+        }
         Ok(config)
     }
 
@@ -328,6 +373,7 @@ impl AppConfig {
             &mut self.workflows,
             &mut self.rules,
             &mut self.store.path,
+            &mut self.store.tls_ca_file,
             &mut self.model.path,
             &mut self.model.cache_dir,
         ]
@@ -351,7 +397,10 @@ impl AppConfig {
             self.rules = Some(dir);
         }
         if let Some(store) = env("FLOWBOT_STORE").filter(|v| !v.is_empty()) {
-            self.set_store(parse_store(&store));
+            self.set_store(StoreChoice::parse(&store));
+        }
+        if let Some(node) = env("FLOWBOT_NODE_ID").filter(|v| !v.is_empty()) {
+            self.node_id = Some(node);
         }
         if let Some(value) = env("FLOWBOT_DURABILITY") {
             self.store.durability = parse_enum("FLOWBOT_DURABILITY", &value)?;
@@ -397,6 +446,9 @@ impl AppConfig {
         if let Some(store) = &overrides.store {
             self.set_store(store.clone());
         }
+        if let Some(node) = &overrides.node_id {
+            self.node_id = Some(node.clone());
+        }
         if let Some(durability) = overrides.durability {
             self.store.durability = durability;
         }
@@ -420,8 +472,40 @@ impl AppConfig {
             StoreChoice::Sled(path) => {
                 self.store.kind = StoreKind::Sled;
                 self.store.path = Some(path);
+                self.store.url = None;
+            }
+            StoreChoice::Postgres(url) => {
+                self.store.kind = StoreKind::Postgres;
+                self.store.url = Some(url);
             }
         }
+    }
+
+    /// The PostgreSQL store's options: `store.url` (an error when it is missing), the group
+    /// commit settings (`durability = "step"`: one transaction per step), TLS, pool, node id.
+    pub fn postgres_options(&self) -> Result<flowbot_postgres::PgOptions, AppError> {
+        let url = self.store.url.clone().ok_or_else(|| {
+            AppError::config(
+                "store.kind is postgres but store.url is not set; set it to postgres://USER@HOST/DATABASE",
+            )
+        })?;
+        let mut options = flowbot_postgres::PgOptions::new(url);
+        options.ca_file = self.store.tls_ca_file.clone();
+        options.pool_size = self.store.pool_size.max(1);
+        if let Some(node) = &self.node_id {
+            options.node_id = node.clone();
+        }
+        match self.store.durability {
+            DurabilityKind::Step => {
+                options.window = Duration::ZERO;
+                options.max_batch = 1;
+            }
+            DurabilityKind::Group => {
+                options.window = Duration::from_millis(self.store.group_window_ms);
+                options.max_batch = self.store.group_max_batch.max(1);
+            }
+        }
+        Ok(options)
     }
 
     /// The sled folder: the configured one, else `<data_dir>/store`.
@@ -477,14 +561,6 @@ impl AppConfig {
 }
 
 /// `memory`, else a sled folder.
-fn parse_store(value: &str) -> StoreChoice {
-    if value.eq_ignore_ascii_case("memory") {
-        StoreChoice::Memory
-    } else {
-        StoreChoice::Sled(PathBuf::from(value))
-    }
-}
-
 fn parse_enum<T: for<'de> Deserialize<'de>>(name: &str, value: &str) -> Result<T, AppError> {
     T::deserialize(
         serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
@@ -560,6 +636,52 @@ mod tests {
         let sled =
             AppConfig::load_from(&defaults, &env(&[("FLOWBOT_STORE", "/srv/state")])).unwrap();
         assert_eq!(sled.store_path(), PathBuf::from("/srv/state"));
+        let url = "postgres://flow:pw@db.example/flowbot";
+        let postgres = AppConfig::load_from(
+            &defaults,
+            &env(&[("FLOWBOT_STORE", url), ("FLOWBOT_NODE_ID", "node-7")]),
+        )
+        .unwrap();
+        assert_eq!(postgres.store.kind, StoreKind::Postgres);
+        let options = postgres.postgres_options().unwrap();
+        assert_eq!(options.url, url);
+        assert_eq!(options.node_id, "node-7");
+        // A sled folder on the command line wins over the URL of the environment.
+        let flag = ConfigOverrides {
+            store: Some(StoreChoice::parse("/srv/state")),
+            ..ConfigOverrides::default()
+        };
+        let sled = AppConfig::load_from(&flag, &env(&[("FLOWBOT_STORE", url)])).unwrap();
+        assert_eq!(sled.store.kind, StoreKind::Sled);
+        assert_eq!(sled.store.url, None);
+    }
+
+    #[test]
+    fn store_url_in_the_file_selects_postgres_and_contradictions_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowbot.toml");
+        std::fs::write(
+            &file,
+            "[store]\nurl = \"postgres://flow@db/flowbot\"\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = AppConfig::from_file(&file).unwrap();
+        assert_eq!(config.store.kind, StoreKind::Postgres);
+        let options = config.postgres_options().unwrap();
+        assert_eq!(options.ca_file, Some(dir.path().join("ca.pem")));
+        std::fs::write(
+            &file,
+            "[store]\nkind = \"memory\"\nurl = \"postgres://flow@db/flowbot\"\n",
+        )
+        .unwrap();
+        let error = AppConfig::from_file(&file).unwrap_err();
+        assert!(error.message().contains("store.url"), "{error}");
+        std::fs::write(&file, "[store]\nkind = \"postgres\"\n").unwrap();
+        let error = AppConfig::from_file(&file)
+            .unwrap()
+            .postgres_options()
+            .unwrap_err();
+        assert!(error.message().contains("store.url"), "{error}");
     }
 
     #[test]

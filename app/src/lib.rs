@@ -46,7 +46,8 @@ mod reload;
 pub mod view;
 
 pub use app::{
-    check_file_name, App, AppBuilder, DeployedProcess, FetchProgress, FileOutcome, ReloadReport,
+    check_file_name, migrate_store, App, AppBuilder, DeployedProcess, FetchProgress, FileOutcome,
+    ReloadReport,
 };
 pub use config::{AppConfig, ConfigOverrides};
 pub use error::{AppError, ErrorKind};

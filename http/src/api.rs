@@ -64,7 +64,12 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, description = "Not ready (store or model)", body = Readiness)))]
 pub async fn readyz(State(state): Shared) -> Response {
     let app = &state.app;
-    let instances = app.engine().stored_instances();
+    // A store that does not answer (a database down) makes the service not ready at once; the
+    // count is read only from one that does.
+    let instances = app
+        .engine()
+        .store_reachable()
+        .and_then(|()| app.engine().stored_instances());
     let model = if !app.model_needed() {
         "not_needed"
     } else if app.model_loaded() {

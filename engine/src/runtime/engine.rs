@@ -434,6 +434,12 @@ impl Engine {
         }
     }
 
+    /// Whether the store answers now (readiness: a database store pings its server, without
+    /// waiting for pending commits).
+    pub fn store_reachable(&self) -> Result<(), EngineError> {
+        Ok(self.inner.store.check()?)
+    }
+
     /// How many instances the store holds (running and ended).
     pub fn stored_instances(&self) -> Result<u64, EngineError> {
         Ok(self.inner.store.instance_count()?)

@@ -63,7 +63,7 @@ impl Ack {
     }
 
     /// The same acknowledgement, carrying the highest notification-log number of its commit.
-    pub(crate) fn with_last_notification(mut self, last: Option<u64>) -> Self {
+    pub fn with_last_notification(mut self, last: Option<u64>) -> Self {
         self.last_notification = last;
         self
     }
@@ -191,17 +191,22 @@ pub struct FlushStats {
     pub flush_seconds: f64,
 }
 
-/// The background flusher of a group-committing store.
+/// The background flusher of a group-committing store: a store registers each applied commit
+/// with [`GroupCommitter::committed`] and hands its [`Ack`] to the caller; the flusher thread
+/// calls the store's flush function, which makes everything registered before it durable, at
+/// most every `window` (or once `max_batch` commits are pending), and resolves the acks it covered.
 #[derive(Debug)]
-pub(crate) struct GroupCommitter {
+pub struct GroupCommitter {
     shared: Arc<Shared>,
     stats: Arc<Mutex<FlushStats>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl GroupCommitter {
-    /// Starts the flusher; `flush` makes everything committed so far durable.
-    pub(crate) fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
+    /// Starts the flusher; `flush` makes everything committed so far durable. It runs on the
+    /// flusher's own thread (never on an async worker), so it may block. After a failed flush the
+    /// flusher stops: every waiting and later ack fails with the flush's error.
+    pub fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
     where
         F: Fn() -> Result<(), String> + Send + 'static,
     {
@@ -227,7 +232,7 @@ impl GroupCommitter {
     }
 
     /// Registers one applied commit; call it after the commit's transaction has returned.
-    pub(crate) fn committed(&self) -> Ack {
+    pub fn committed(&self) -> Ack {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.committed += 1;
         let seq = state.committed;
@@ -244,8 +249,21 @@ impl GroupCommitter {
         }
     }
 
+    /// An acknowledgement that resolves once every commit registered so far is durable, without
+    /// registering one: a read barrier for a store whose reads see only flushed data.
+    pub fn barrier(&self) -> Ack {
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.flushed >= state.committed && state.failed.is_none() {
+            return Ack::ready();
+        }
+        Ack {
+            pending: Pending::Group(self.shared.clone(), state.committed),
+            last_notification: None,
+        }
+    }
+
     /// Flush counters so far.
-    pub(crate) fn stats(&self) -> FlushStats {
+    pub fn stats(&self) -> FlushStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -15,9 +15,13 @@
 //!
 //! The store is deliberately ignorant of the executor's types: snapshots, events and records are
 //! bytes encoded by the caller, so the storage layout does not change when the executor does.
-//! Two implementations: [`MemoryStore`] (tests, `run` without `--store`) and [`SledStore`]
-//! (durable, with per-step or group flushing, see [`Durability`]).
+//! Two implementations here: [`MemoryStore`] (tests, `run` without `--store`) and [`SledStore`]
+//! (durable, with per-step or group flushing, see [`Durability`]); the `flowbot-postgres` crate
+//! adds one on PostgreSQL. Every implementation passes the same suite, [`conformance`] (cargo
+//! feature `test-support`).
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 mod group;
 mod ids;
 mod instance_record;
@@ -26,7 +30,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::{Ack, FlushStats};
+pub use group::{Ack, FlushStats, GroupCommitter};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -298,6 +302,12 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the notification log's entries numbered up to `through` (retention). The newest
     /// entry is kept, so that numbering goes on from it after a restart.
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError>;
+
+    /// Whether the storage answers now, without waiting for pending commits (readiness probes).
+    /// Stores inside the process always do.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Flush counters of a store that commits in groups (`None` for others).
     fn flush_stats(&self) -> Option<FlushStats> {

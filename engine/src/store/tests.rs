@@ -1,267 +1,49 @@
+use super::conformance::step;
 use super::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn step(
-    instance: &str,
-    snapshot: SnapshotChange,
-    history_from: u64,
-    events: &[&str],
-) -> StepCommit {
-    let mut commit = StepCommit::for_instance(instance);
-    commit.snapshot = Some(snapshot);
-    commit.history_from = history_from;
-    commit.history = events.iter().map(|e| e.as_bytes().to_vec()).collect();
-    commit
+#[test]
+fn memory_store_passes_the_conformance_suite() {
+    conformance::commits_and_reads_back(&MemoryStore::new());
+    conformance::history_across_turns(&MemoryStore::new());
+    conformance::keyed_tables_scan_bytewise(&MemoryStore::new());
+    conformance::concurrent_commits_are_all_acknowledged(Arc::new(MemoryStore::new()));
 }
 
-/// The same behaviour checks for every store implementation.
-fn exercise(store: &dyn Store) {
-    let mut first = step(
-        "i1",
-        SnapshotChange::Running(b"s1".to_vec()),
-        0,
-        &["started", "entered a"],
-    );
-    first.outbox.push(b"note-1".to_vec());
-    first.put(Table::Subscriptions, b"m\0late\0i1".to_vec(), b"s".to_vec());
-    first.put(
-        Table::Subscriptions,
-        b"m\0early\0i1".to_vec(),
-        b"s-early".to_vec(),
-    );
-    first.notifications.push(b"told-1".to_vec());
-    first.notifications.push(b"told-2".to_vec());
-    first.put(Table::Completions, b"i1/a/1".to_vec(), b"done".to_vec());
-    store.commit(first).unwrap().wait().unwrap();
-    store
-        .commit(step(
-            "i2",
-            SnapshotChange::Running(b"x".to_vec()),
-            0,
-            &["started"],
-        ))
-        .unwrap()
-        .wait()
-        .unwrap();
-    // Started and ended in one commit: never unfinished.
-    let mut at_once = step(
-        "i0",
-        SnapshotChange::Finished(b"done".to_vec()),
-        0,
-        &["started", "ended"],
-    );
-    at_once.first = true;
-    store.commit(at_once).unwrap().wait().unwrap();
-
-    let mut second = step(
-        "i1",
-        SnapshotChange::Finished(b"s2".to_vec()),
-        2,
-        &["ended"],
-    );
-    second.remove(Table::Subscriptions, b"m\0late\0i1".to_vec());
-    second.notifications.push(b"told-3".to_vec());
-    let ack = store.commit(second).unwrap();
-    assert_eq!(
-        ack.last_notification(),
-        Some(3),
-        "numbers follow commit order"
-    );
-    ack.wait().unwrap();
-
-    assert_eq!(store.instance("i1").unwrap(), Some(b"s2".to_vec()));
-    assert_eq!(store.instance("missing").unwrap(), None);
-    assert_eq!(
-        store.unfinished().unwrap(),
-        vec![("i2".to_string(), b"x".to_vec())]
-    );
-    assert_eq!(
-        store.history("i1").unwrap(),
-        vec![
-            b"started".to_vec(),
-            b"entered a".to_vec(),
-            b"ended".to_vec()
-        ]
-    );
-    assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
-    assert_eq!(store.instance("i0").unwrap(), Some(b"done".to_vec()));
-    assert_eq!(
-        store.history("i0").unwrap(),
-        vec![b"started".to_vec(), b"ended".to_vec()]
-    );
-    let subscriptions = store.scan(Table::Subscriptions, b"m\0").unwrap();
-    assert_eq!(
-        subscriptions,
-        vec![(b"m\0early\0i1".to_vec(), b"s-early".to_vec())]
-    );
-    assert_eq!(
-        store.notifications_after(0, 10).unwrap(),
-        vec![
-            (1, b"told-1".to_vec()),
-            (2, b"told-2".to_vec()),
-            (3, b"told-3".to_vec())
-        ]
-    );
-    assert_eq!(
-        store.notifications_after(1, 1).unwrap(),
-        vec![(2, b"told-2".to_vec())]
-    );
-    assert_eq!(store.last_notification().unwrap(), 3);
-    store.remove_notifications_through(3).unwrap();
-    assert_eq!(
-        store.notifications_after(0, 10).unwrap(),
-        vec![(3, b"told-3".to_vec())],
-        "the newest entry stays"
-    );
-    assert_eq!(
-        store.get(Table::Completions, b"i1/a/1").unwrap(),
-        Some(b"done".to_vec())
-    );
-    let outbox = store.pending_outbox().unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].payload, b"note-1".to_vec());
-    store.ack_outbox(&[outbox[0].seq]).unwrap();
-    assert!(store.pending_outbox().unwrap().is_empty());
-    assert_eq!(store.instance_count().unwrap(), 3);
-    assert_eq!(
-        store.instance_ids().unwrap(),
-        vec!["i0".to_string(), "i1".to_string(), "i2".to_string()]
-    );
-    let (a, b) = (store.next_id().unwrap(), store.next_id().unwrap());
-    assert!(b > a);
-    let page = |after: Option<&str>, limit| -> Vec<String> {
-        store
-            .instances_after(after, limit)
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect()
-    };
-    assert_eq!(page(None, 2), ["i0", "i1"]);
-    assert_eq!(page(Some("i1"), 5), ["i2"]);
-    assert_eq!(
-        store.instances_after(Some("i0"), 1).unwrap(),
-        vec![("i1".to_string(), b"s2".to_vec())]
-    );
-    // Retention: an ended instance goes with its history and completion records; a running one
-    // stays.
-    store.purge_instance("i2").unwrap();
-    store.purge_instance("i1").unwrap();
-    assert_eq!(page(None, 10), ["i0", "i2"]);
-    assert!(store.history("i1").unwrap().is_empty());
-    assert_eq!(store.get(Table::Completions, b"i1/a/1").unwrap(), None);
-    assert_eq!(store.history("i2").unwrap(), vec![b"started".to_vec()]);
-}
-
-/// History written over several turns, with and without snapshots, reads back in order.
-fn exercise_history_across_turns(store: &dyn Store) {
-    let history = |store: &dyn Store| -> Vec<String> {
-        store
-            .history("t1")
-            .unwrap()
-            .into_iter()
-            .map(|e| String::from_utf8(e).unwrap())
-            .collect()
-    };
-    let mut first = step("t1", SnapshotChange::Running(b"a".to_vec()), 0, &["e0"]);
-    first.first = true;
-    store.commit(first).unwrap().wait().unwrap();
-    assert!(store
-        .unfinished()
-        .unwrap()
-        .contains(&("t1".to_string(), b"a".to_vec())));
-    // A turn without history keeps the earlier turn's entries.
-    store
-        .commit(step("t1", SnapshotChange::Running(b"b".to_vec()), 1, &[]))
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
-    assert_eq!(history(store), ["e0"]);
-    // History without a snapshot.
-    let mut history_only = StepCommit::for_instance("t1");
-    history_only.history_from = 1;
-    history_only.history = vec![b"e1".to_vec()];
-    store.commit(history_only).unwrap().wait().unwrap();
-    assert_eq!(store.instance("t1").unwrap(), Some(b"b".to_vec()));
-    store
-        .commit(step(
-            "t1",
-            SnapshotChange::Running(b"c".to_vec()),
-            2,
-            &["e2"],
-        ))
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(history(store), ["e0", "e1", "e2"]);
-    store
-        .commit(step(
-            "t1",
-            SnapshotChange::Finished(b"d".to_vec()),
-            3,
-            &["e3", "e4"],
-        ))
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(history(store), ["e0", "e1", "e2", "e3", "e4"]);
-    assert_eq!(store.instance("t1").unwrap(), Some(b"d".to_vec()));
-    assert!(store.unfinished().unwrap().iter().all(|(id, _)| id != "t1"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_acks_resolve_on_async_workers() {
+    conformance::acks_resolve_on_async_workers(Arc::new(MemoryStore::new())).await;
 }
 
 #[test]
-fn memory_store_commits_and_reads_back() {
-    exercise(&MemoryStore::new());
-    exercise_history_across_turns(&MemoryStore::new());
-}
-
-#[test]
-fn sled_store_keeps_history_across_turns_and_a_reopen() {
+fn sled_store_passes_the_conformance_suite_in_both_durability_modes() {
     for durability in [Durability::Step, Durability::group()] {
-        let dir = tempfile::tempdir().unwrap();
-        exercise_history_across_turns(&SledStore::open(dir.path(), durability).unwrap());
-        let reopened = SledStore::open(dir.path(), Durability::Step).unwrap();
-        let history: Vec<Vec<u8>> = ["e0", "e1", "e2", "e3", "e4"]
-            .iter()
-            .map(|e| e.as_bytes().to_vec())
-            .collect();
-        assert_eq!(reopened.history("t1").unwrap(), history);
-        assert_eq!(reopened.instance("t1").unwrap(), Some(b"d".to_vec()));
+        let fresh = || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path(), durability).unwrap();
+            (dir, store)
+        };
+        let (_dir, store) = fresh();
+        conformance::commits_and_reads_back(&store);
+        let (_dir, store) = fresh();
+        conformance::keyed_tables_scan_bytewise(&store);
+        let (_dir, store) = fresh();
+        conformance::concurrent_commits_are_all_acknowledged(Arc::new(store));
+        let (dir, store) = fresh();
+        conformance::history_across_turns(&store);
+        drop(store);
+        conformance::reopened_store_keeps_history(
+            &SledStore::open(dir.path(), Durability::Step).unwrap(),
+        );
+        let (dir, store) = fresh();
+        let ids = conformance::commit_before_reopen(&store);
+        drop(store);
+        conformance::reopened_store_resumes(
+            &SledStore::open(dir.path(), durability).unwrap(),
+            &ids,
+        );
     }
-}
-
-#[test]
-fn sled_store_commits_and_reads_back_in_both_durability_modes() {
-    for durability in [Durability::Step, Durability::group()] {
-        let dir = tempfile::tempdir().unwrap();
-        exercise(&SledStore::open(dir.path(), durability).unwrap());
-    }
-}
-
-#[test]
-fn sled_store_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SledStore::open(dir.path(), Durability::group()).unwrap();
-        store
-            .commit(step(
-                "i1",
-                SnapshotChange::Running(b"s".to_vec()),
-                0,
-                &["e0"],
-            ))
-            .unwrap()
-            .wait()
-            .unwrap();
-    }
-    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
-    assert_eq!(
-        store.unfinished().unwrap(),
-        vec![("i1".to_string(), b"s".to_vec())]
-    );
-    assert_eq!(store.history("i1").unwrap(), vec![b"e0".to_vec()]);
 }
 
 #[test]
@@ -545,23 +327,6 @@ fn group_commit_shares_flushes_and_acknowledges_every_commit() {
 async fn group_commit_acks_resolve_asynchronously() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let ack = store
-                .commit(step(
-                    &format!("i{i}"),
-                    SnapshotChange::Running(vec![2]),
-                    0,
-                    &[],
-                ))
-                .unwrap();
-            ack.durable().await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    conformance::acks_resolve_on_async_workers(store.clone()).await;
     assert_eq!(store.flush_stats().unwrap().commits, 100);
 }

@@ -1,4 +1,5 @@
-//! `flowbot bench PATH --instances N [--vars JSON|array] [--store memory|sled] [--durability
+//! `flowbot bench PATH --instances N [--vars JSON|array] [--store memory|sled|postgres
+//! --store-url URL] [--durability
 //! step|group] [--json]`: runs N instances to completion, user tasks and jobs without a handler
 //! auto-completed, at most `--in-flight` at a time, and reports instances/s and steps/s (steps:
 //! flow nodes completed).
@@ -25,6 +26,8 @@ pub enum StoreKind {
     Memory,
     /// In a sled directory.
     Sled,
+    /// In a PostgreSQL database (`--store-url`).
+    Postgres,
 }
 
 /// How sled commits reach the disk.
@@ -56,7 +59,10 @@ pub struct BenchArgs {
     /// The sled directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     pub store_dir: Option<PathBuf>,
-    /// Flush per step or per group of steps (sled only).
+    /// The PostgreSQL database of `--store postgres` (its instances are resumed like sled's).
+    #[arg(long, value_name = "postgres://...")]
+    pub store_url: Option<String>,
+    /// Flush (PostgreSQL: transaction) per step or per group of steps.
     #[arg(long, value_enum, default_value = "group")]
     pub durability: DurabilityArg,
     /// Group commit: how long the flusher waits for more commits before it flushes (default
@@ -135,6 +141,11 @@ async fn bench(
                 dir
             }
         }),
+        StoreKind::Postgres => StoreChoice::Postgres(
+            args.store_url
+                .clone()
+                .context("--store postgres needs --store-url postgres://...")?,
+        ),
     };
     let overrides = ConfigOverrides {
         config_file,
@@ -246,7 +257,11 @@ async fn bench(
         "completed": completed,
         "not_completed": other,
         "resumed": resumed.len(),
-        "store": if memory { "memory" } else { "sled" },
+        "store": match args.store {
+            StoreKind::Memory => "memory",
+            StoreKind::Sled => "sled",
+            StoreKind::Postgres => "postgres",
+        },
         "durability": match (memory, args.durability) {
             (true, _) => "none",
             (false, DurabilityArg::Step) => "step",

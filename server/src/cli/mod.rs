@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod check;
 pub mod dataset;
+pub mod db;
 pub mod decide;
 pub mod demo;
 mod effects;
@@ -65,6 +66,8 @@ pub enum Command {
     Intake(intake::IntakeArgs),
     /// Run N instances of a process to completion and report instances/s and steps/s.
     Bench(bench::BenchArgs),
+    /// The PostgreSQL store's database: `db migrate` applies the schema migrations.
+    Db(db::DbArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
     Model(model::ModelArgs),
     /// Training data for the order case's language-model steps: build train/dev/test sets.
@@ -100,6 +103,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::execute(&args),
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args, config),
+        Command::Db(args) => db::execute(&args, config),
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
         Command::Import(args) => import::execute(&args, config),
         Command::Intake(args) => intake::execute(&args),

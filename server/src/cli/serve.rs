@@ -1,5 +1,6 @@
 //! `flowbot serve [--addr HOST:PORT] [--data DIR] [--workflows DIR] [--rules DIR] [--store
-//! memory|DIR] [--durability step|group] [--complete-jobs] [--log-format text|json]`: the HTTP
+//! memory|postgres://...|DIR] [--node-id NAME] [--durability step|group] [--complete-jobs]
+//! [--log-format text|json]`: the HTTP
 //! service (REST and admin API, WebSocket notifications, metrics, dashboard) until SIGTERM or
 //! Ctrl-C. A thin adapter: the configuration and the application come from `flowbot-app`, the
 //! routes and the server from `flowbot-http`.
@@ -34,9 +35,13 @@ pub struct ServeArgs {
     /// beside the workflows folder when present).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
-    /// `memory` (nothing survives a restart) or a sled folder (default: sled in `<data>/store`).
-    #[arg(long, value_name = "memory|DIR")]
+    /// `memory` (nothing survives a restart), a PostgreSQL database (`postgres://USER@HOST/DB`)
+    /// or a sled folder (default: the configured store, else sled in `<data>/store`).
+    #[arg(long, value_name = "memory|postgres://...|DIR")]
     pub store: Option<String>,
+    /// This node's name in a shared database (default: host name and process id).
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
     /// When a sled step is on disk: `group` (many instances share a flush; the default) or
     /// `step`.
     #[arg(long, value_enum)]
@@ -75,13 +80,8 @@ pub fn execute(args: &ServeArgs, config_file: Option<PathBuf>) -> anyhow::Result
         data_dir: args.data.clone(),
         workflows: args.workflows.clone(),
         rules: args.rules.clone(),
-        store: args.store.as_deref().map(|store| {
-            if store.eq_ignore_ascii_case("memory") {
-                StoreChoice::Memory
-            } else {
-                StoreChoice::Sled(PathBuf::from(store))
-            }
-        }),
+        store: args.store.as_deref().map(StoreChoice::parse),
+        node_id: args.node_id.clone(),
         durability: args.durability.map(|d| match d {
             Durability::Step => DurabilityKind::Step,
             Durability::Group => DurabilityKind::Group,

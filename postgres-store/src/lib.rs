@@ -1,0 +1,26 @@
+//! Flowbot's store on PostgreSQL: [`PgStore`] implements the engine's
+//! [`Store`](flowbot_engine::Store) over tokio-postgres, with versioned schema migrations applied
+//! at start ([`PgStore::migrate`] alone for `flowbot db migrate`), group commit (many steps per
+//! transaction), TLS (rustls; `sslmode` in the URL, a private CA with [`PgOptions::ca_file`]) and a
+//! pool of read connections.
+//!
+//! One node per database for now: the store takes a PostgreSQL advisory lock for its node and a
+//! second node is refused with [`PgStoreError::InUse`]. `docs/cluster.md` describes the layout
+//! and what several nodes need beyond it.
+
+mod connect;
+mod error;
+mod migrations;
+mod store;
+mod writer;
+
+pub use connect::{default_node_id, redact, PgOptions};
+pub use error::PgStoreError;
+pub use migrations::{Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
+pub use store::PgStore;
+
+/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}

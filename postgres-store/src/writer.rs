@@ -1,0 +1,554 @@
+//! The writer: turns the queued operations of one group into one transaction of a few
+//! multi-row statements, and keeps one connection (which holds the database's node lock)
+//! alive across connection losses.
+//!
+//! Consecutive commits of a group are merged before they are written: per instance its last
+//! snapshot, per history slot its last entry, per key of a keyed table its last change. The
+//! result is one `INSERT ... SELECT FROM UNNEST(...)` per kind of record (a round trip each,
+//! whatever the number of commits), instead of several statements per commit.
+
+use crate::connect::Target;
+use crate::error::{describe, PgStoreError};
+use flowbot_engine::store::{StepCommit, Table};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio_postgres::Client;
+
+/// Advisory lock key held by the node that writes to a database (one node per database).
+pub(crate) const NODE_LOCK: i64 = 0x666c_6f77_0002;
+
+/// A step's commit as queued: tables resolved, notification-log entries numbered.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    instance: String,
+    /// The snapshot and whether the instance has finished.
+    snapshot: Option<(Vec<u8>, bool)>,
+    history_from: u64,
+    history: Vec<Vec<u8>>,
+    outbox: Vec<Vec<u8>>,
+    first_notification: u64,
+    notifications: Vec<Vec<u8>>,
+    changes: Vec<Change>,
+}
+
+/// A change to a keyed table: the table's name, the key, the new value (`None` removes).
+type Change = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+impl Prepared {
+    /// Resolves the tables of `commit`; its notification-log entries get numbers from
+    /// `first_notification` on. Fails on a table the schema does not have.
+    pub(crate) fn new(commit: StepCommit, first_notification: u64) -> Result<Self, String> {
+        let StepCommit {
+            instance,
+            snapshot,
+            history_from,
+            history,
+            outbox,
+            notifications,
+            changes,
+            ..
+        } = commit;
+        let changes = changes
+            .into_iter()
+            .map(|c| Ok((table_name(c.table)?, c.key, c.value)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self {
+            instance,
+            snapshot: snapshot.map(|change| {
+                let (bytes, running) = change.into_parts();
+                (bytes, !running)
+            }),
+            history_from,
+            history,
+            outbox,
+            first_notification,
+            notifications,
+            changes,
+        })
+    }
+}
+
+/// One queued write, in the order the store accepted it.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// A step's commit.
+    Commit(Prepared),
+    /// Delivered outbox entries.
+    AckOutbox(Vec<u64>),
+    /// An ended instance removed for good.
+    Purge(String),
+    /// Notification-log entries up to `through`, the newest (`keep`) excepted.
+    RemoveNotifications { through: u64, keep: u64 },
+}
+
+/// The table that holds a keyed table.
+pub(crate) fn table_name(table: Table) -> Result<&'static str, String> {
+    Ok(match table {
+        Table::Subscriptions => "flowbot_subscriptions",
+        Table::BufferedMessages => "flowbot_buffered_messages",
+        Table::Completions => "flowbot_completions",
+        Table::Definitions => "flowbot_definitions",
+        Table::Schedules => "flowbot_schedules",
+        Table::Cursors => "flowbot_cursors",
+        other => return Err(format!("the store has no table for {other:?}")),
+    })
+}
+
+/// The commits of a run of consecutive [`Op::Commit`]s, merged (borrowing from the ops, which
+/// stay for a repeat after a lost connection).
+#[derive(Debug, Default)]
+struct Merged<'a> {
+    /// id → (snapshot, finished)
+    instances: HashMap<&'a str, (&'a [u8], bool)>,
+    history: BTreeMap<(&'a str, i64), &'a [u8]>,
+    outbox: Vec<&'a [u8]>,
+    notifications: Vec<(i64, &'a [u8])>,
+    tables: BTreeMap<&'static str, BTreeMap<&'a [u8], Option<&'a [u8]>>>,
+}
+
+impl<'a> Merged<'a> {
+    fn add(&mut self, commit: &'a Prepared) {
+        let id = commit.instance.as_str();
+        for (i, entry) in commit.history.iter().enumerate() {
+            self.history
+                .insert((id, (commit.history_from + i as u64) as i64), entry);
+        }
+        if let Some((bytes, finished)) = &commit.snapshot {
+            self.instances.insert(id, (bytes, *finished));
+        }
+        self.outbox.extend(commit.outbox.iter().map(Vec::as_slice));
+        for (i, entry) in commit.notifications.iter().enumerate() {
+            self.notifications
+                .push(((commit.first_notification + i as u64) as i64, entry));
+        }
+        for (table, key, value) in &commit.changes {
+            self.tables
+                .entry(table)
+                .or_default()
+                .insert(key, value.as_deref());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+            && self.history.is_empty()
+            && self.outbox.is_empty()
+            && self.notifications.is_empty()
+            && self.tables.is_empty()
+    }
+
+    /// Writes everything merged in `tx`.
+    async fn write(
+        self,
+        tx: &tokio_postgres::Transaction<'_>,
+        cache: &mut Statements,
+    ) -> Result<(), tokio_postgres::Error> {
+        if !self.instances.is_empty() {
+            let mut ids = Vec::with_capacity(self.instances.len());
+            let mut snapshots = Vec::with_capacity(self.instances.len());
+            let mut finished = Vec::with_capacity(self.instances.len());
+            for (id, (snapshot, done)) in self.instances {
+                ids.push(id);
+                snapshots.push(snapshot);
+                finished.push(done);
+            }
+            let statement = prepared(
+                tx,
+                cache,
+                "INSERT INTO flowbot_instances (id, snapshot, finished) \
+                     SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bool[]) \
+                     ON CONFLICT (id) DO UPDATE SET snapshot = EXCLUDED.snapshot, \
+                     finished = EXCLUDED.finished, version = flowbot_instances.version + 1, \
+                     updated_at = now()",
+            )
+            .await?;
+            tx.execute(&statement, &[&ids, &snapshots, &finished])
+                .await?;
+        }
+        if !self.history.is_empty() {
+            let mut ids = Vec::with_capacity(self.history.len());
+            let mut seqs = Vec::with_capacity(self.history.len());
+            let mut entries = Vec::with_capacity(self.history.len());
+            for ((id, seq), entry) in self.history {
+                ids.push(id);
+                seqs.push(seq);
+                entries.push(entry);
+            }
+            let statement = prepared(
+                tx,
+                cache,
+                "INSERT INTO flowbot_history (instance, seq, entry) \
+                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) \
+                     ON CONFLICT (instance, seq) DO UPDATE SET entry = EXCLUDED.entry",
+            )
+            .await?;
+            tx.execute(&statement, &[&ids, &seqs, &entries]).await?;
+        }
+        if !self.outbox.is_empty() {
+            let statement = prepared(
+                tx,
+                cache,
+                "INSERT INTO flowbot_outbox (payload) \
+                     SELECT p FROM UNNEST($1::bytea[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
+            )
+            .await?;
+            tx.execute(&statement, &[&self.outbox]).await?;
+        }
+        if !self.notifications.is_empty() {
+            let (seqs, entries): (Vec<i64>, Vec<&[u8]>) = self.notifications.into_iter().unzip();
+            let statement = prepared(
+                tx,
+                cache,
+                "INSERT INTO flowbot_notifications (seq, entry) \
+                     SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
+            )
+            .await?;
+            tx.execute(&statement, &[&seqs, &entries]).await?;
+        }
+        for (table, changes) in self.tables {
+            let mut put_keys = Vec::new();
+            let mut put_values = Vec::new();
+            let mut removed = Vec::new();
+            for (key, value) in changes {
+                match value {
+                    Some(value) => {
+                        put_keys.push(key);
+                        put_values.push(value);
+                    }
+                    None => removed.push(key),
+                }
+            }
+            if !removed.is_empty() {
+                let statement = prepared(
+                    tx,
+                    cache,
+                    &format!("DELETE FROM {table} WHERE key = ANY($1::bytea[])"),
+                )
+                .await?;
+                tx.execute(&statement, &[&removed]).await?;
+            }
+            if !put_keys.is_empty() {
+                let statement = prepared(
+                    tx,
+                    cache,
+                    &format!(
+                        "INSERT INTO {table} (key, value) \
+                         SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                )
+                .await?;
+                tx.execute(&statement, &[&put_keys, &put_values]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Statements prepared on the writer's connection, by SQL text (emptied on a reconnect).
+pub(crate) type Statements = HashMap<String, tokio_postgres::Statement>;
+
+/// The statement for `sql`, prepared once per connection.
+async fn prepared(
+    tx: &tokio_postgres::Transaction<'_>,
+    cache: &mut Statements,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if let Some(statement) = cache.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = tx.prepare(sql).await?;
+    cache.insert(sql.to_string(), statement.clone());
+    Ok(statement)
+}
+
+/// The bounds of the keys that start with `prefix`: `key >= low AND (high IS NULL OR key < high)`.
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut high = prefix.to_vec();
+    while let Some(last) = high.pop() {
+        if last < 0xff {
+            high.push(last + 1);
+            return (prefix.to_vec(), Some(high));
+        }
+    }
+    (prefix.to_vec(), None)
+}
+
+/// Writes one non-commit operation in `tx`.
+async fn write_op(
+    tx: &tokio_postgres::Transaction<'_>,
+    cache: &mut Statements,
+    op: &Op,
+) -> Result<(), tokio_postgres::Error> {
+    match op {
+        Op::Commit(commit) => {
+            let mut merged = Merged::default();
+            merged.add(commit);
+            merged.write(tx, cache).await?;
+        }
+        Op::AckOutbox(seqs) => {
+            let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+            tx.execute(
+                "DELETE FROM flowbot_outbox WHERE seq = ANY($1::int8[])",
+                &[&seqs],
+            )
+            .await?;
+        }
+        Op::Purge(id) => {
+            let purged = tx
+                .execute(
+                    "DELETE FROM flowbot_instances WHERE id = $1 AND finished",
+                    &[&id],
+                )
+                .await?;
+            if purged > 0 {
+                tx.execute("DELETE FROM flowbot_history WHERE instance = $1", &[&id])
+                    .await?;
+                let (low, high) = prefix_bounds(format!("{id}/").as_bytes());
+                tx.execute(
+                    "DELETE FROM flowbot_completions WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2)",
+                    &[&low, &high],
+                )
+                .await?;
+            }
+        }
+        Op::RemoveNotifications { through, keep } => {
+            let limit = (*through).min(keep.saturating_sub(1)) as i64;
+            tx.execute(
+                "DELETE FROM flowbot_notifications WHERE seq <= $1",
+                &[&limit],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer's connection and its batch counter.
+pub(crate) struct Writer {
+    target: Target,
+    handle: Handle,
+    node_id: String,
+    client: Option<Client>,
+    /// Statements prepared on `client`.
+    statements: Statements,
+    /// Number of the last batch written (also in `flowbot_nodes.last_batch`).
+    batch: i64,
+    reconnect_for: Duration,
+}
+
+impl Writer {
+    /// Connects, takes the node lock and registers the node.
+    pub(crate) async fn open(
+        target: Target,
+        handle: Handle,
+        node_id: String,
+        reconnect_for: Duration,
+    ) -> Result<Self, PgStoreError> {
+        let mut writer = Self {
+            target,
+            handle,
+            node_id,
+            client: None,
+            statements: Statements::new(),
+            batch: 0,
+            reconnect_for,
+        };
+        let client = writer.connect().await?;
+        let batch: i64 = client
+            .query_one(
+                "INSERT INTO flowbot_nodes (node_id) VALUES ($1) \
+                 ON CONFLICT (node_id) DO UPDATE SET started_at = now() RETURNING last_batch",
+                &[&writer.node_id],
+            )
+            .await
+            .map_err(|e| PgStoreError::from_db(&writer.target.shown, &e))?
+            .get(0);
+        writer.batch = batch;
+        writer.client = Some(client);
+        Ok(writer)
+    }
+
+    /// A connection that holds the node lock.
+    async fn connect(&self) -> Result<Client, PgStoreError> {
+        let client = self.target.connect(&self.handle).await?;
+        let shown = &self.target.shown;
+        // A node that just closed this database may still hold the lock for a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])
+                .await
+                .map_err(|e| PgStoreError::from_db(shown, &e))?
+                .get(0);
+            if locked {
+                return Ok(client);
+            }
+            if Instant::now() >= deadline {
+                let holder = client
+                    .query_opt(
+                        "SELECT a.application_name, a.client_addr::text FROM pg_locks l \
+                         JOIN pg_stat_activity a ON a.pid = l.pid \
+                         WHERE l.locktype = 'advisory' AND l.granted \
+                         AND l.classid = ($1::int8 >> 32)::oid AND l.objid = ($1::int8 & 4294967295)::oid",
+                        &[&NODE_LOCK],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|row| {
+                        let name: Option<String> = row.get(0);
+                        let addr: Option<String> = row.get(1);
+                        format!(
+                            "`{}` from {}",
+                            name.unwrap_or_default(),
+                            addr.unwrap_or_else(|| "a local socket".into())
+                        )
+                    })
+                    .unwrap_or_else(|| "another flowbot node".into());
+                return Err(PgStoreError::InUse {
+                    url: shown.clone(),
+                    holder,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes `ops` in one transaction per `max_batch` commits. A broken connection is
+    /// reconnected (for up to `reconnect_for`) and the transaction repeated, unless it had
+    /// committed already (the batch number in `flowbot_nodes` tells).
+    pub(crate) async fn write(&mut self, ops: Vec<Op>, max_batch: usize) -> Result<(), String> {
+        let mut chunk = Vec::new();
+        let mut commits = 0;
+        let mut ops = ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            if matches!(op, Op::Commit { .. }) {
+                commits += 1;
+            }
+            chunk.push(op);
+            if commits >= max_batch.max(1) || ops.peek().is_none() {
+                self.write_chunk(std::mem::take(&mut chunk)).await?;
+                commits = 0;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<(), String> {
+        let batch = self.batch + 1;
+        let started = Instant::now();
+        loop {
+            let client = match self.client.as_mut() {
+                Some(client) if !client.is_closed() => client,
+                _ => {
+                    self.reconnect(started).await?;
+                    // Did the broken attempt commit before the connection went?
+                    let done: i64 = self
+                        .client
+                        .as_ref()
+                        .ok_or("no connection")?
+                        .query_one(
+                            "SELECT last_batch FROM flowbot_nodes WHERE node_id = $1",
+                            &[&self.node_id],
+                        )
+                        .await
+                        .map_err(|e| describe(&e))?
+                        .get(0);
+                    if done >= batch {
+                        self.batch = batch;
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match write_batch(client, &mut self.statements, &ops, &self.node_id, batch).await {
+                Ok(()) => {
+                    self.batch = batch;
+                    return Ok(());
+                }
+                Err(err) if client.is_closed() || err.is_closed() || connection_lost(&err) => {
+                    tracing::warn!(error = %describe(&err), "PostgreSQL write failed; reconnecting");
+                    self.client = None;
+                    self.statements.clear();
+                }
+                Err(err) => return Err(describe(&err)),
+            }
+        }
+    }
+
+    async fn reconnect(&mut self, started: Instant) -> Result<(), String> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.connect().await {
+                Ok(client) => {
+                    tracing::info!(url = %self.target.shown, "PostgreSQL writer reconnected");
+                    self.statements.clear();
+                    self.client = Some(client);
+                    return Ok(());
+                }
+                Err(err @ PgStoreError::InUse { .. }) => return Err(err.to_string()),
+                Err(err) if started.elapsed() >= self.reconnect_for => {
+                    return Err(format!(
+                        "gave up after {} s without a connection: {err}",
+                        self.reconnect_for.as_secs()
+                    ))
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "PostgreSQL unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Releases the node lock (the server would, once it notices the closed connection).
+    pub(crate) async fn close(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&NODE_LOCK])
+                .await;
+        }
+    }
+}
+
+/// Whether `err` says the connection went (no SQL state: I/O; class 08: connection exception;
+/// class 57: the server terminated the session or shuts down), so a repeat may succeed.
+fn connection_lost(err: &tokio_postgres::Error) -> bool {
+    err.code()
+        .is_none_or(|state| matches!(&state.code()[..2], "08" | "57"))
+}
+
+/// One transaction: the ops in order (runs of commits merged) and the batch number.
+async fn write_batch(
+    client: &mut Client,
+    cache: &mut Statements,
+    ops: &[Op],
+    node_id: &str,
+    batch: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut merged = Merged::default();
+    for op in ops {
+        match op {
+            Op::Commit(commit) => merged.add(commit),
+            other => {
+                if !merged.is_empty() {
+                    std::mem::take(&mut merged).write(&tx, cache).await?;
+                }
+                write_op(&tx, cache, other).await?;
+            }
+        }
+    }
+    if !merged.is_empty() {
+        merged.write(&tx, cache).await?;
+    }
+    tx.execute(
+        "UPDATE flowbot_nodes SET last_batch = $2, last_write_at = now() WHERE node_id = $1",
+        &[&node_id, &batch],
+    )
+    .await?;
+    tx.commit().await
+}
