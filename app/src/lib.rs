@@ -7,6 +7,8 @@
 //!   reload, start, complete, correlate, signal, cancel, incidents, listings, history,
 //!   notifications.
 //! - [`view`]: the serde views every interface shows.
+//! - [`corrections`]: reviewers' corrections of model output, recorded as training data.
+//! - [`text_intake`]: free-text orders (an e-mail) read by the `order_email` process.
 //! - [`AppError`]: one error type, mapped to exit codes and HTTP statuses.
 //!
 //! Embedding in a few lines:
@@ -31,6 +33,8 @@
 
 mod app;
 pub mod config;
+pub mod corrections;
+pub mod text_intake;
 mod error;
 pub mod llm;
 pub mod models;

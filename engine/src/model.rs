@@ -169,6 +169,12 @@ pub struct Activity<T> {
     pub standard_loop: Option<StandardLoop>,
     /// Retry policy for failing service handlers.
     pub retry: Option<RetryPolicy>,
+    /// The variables a person fills in at a user or manual task, in order (YAML
+    /// `user: { form: [...] }`, BPMN `camunda:formField` ids); task views show them with their
+    /// current values, so a reviewer starts from what the process already has. Last and left
+    /// out when empty: stored records (MessagePack arrays) and content hashes stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub form: Vec<String>,
 }
 
 impl<T> Activity<T> {
@@ -179,6 +185,7 @@ impl<T> Activity<T> {
             multi_instance: None,
             standard_loop: None,
             retry: None,
+            form: Vec::new(),
         }
     }
 }

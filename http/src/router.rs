@@ -10,7 +10,7 @@
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, dashboard, ws};
+use crate::{admin, api, dashboard, text_intake, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -39,6 +39,7 @@ use utoipa_axum::routes;
         (name = "tasks", description = "Open user and manual tasks"),
         (name = "events", description = "Messages, signals and the notification log"),
         (name = "incidents", description = "Incidents awaiting an operator"),
+        (name = "intake", description = "Orders read from outside: free text"),
         (name = "admin", description = "Deployments and reloads (bearer token)")
     )
 )]
@@ -65,6 +66,7 @@ fn public_routes() -> OpenApiRouter<Arc<ServerState>> {
         .routes(routes!(api::retry_incident))
         .routes(routes!(api::resolve_incident))
         .routes(routes!(api::list_notifications))
+        .routes(routes!(text_intake::read_text_order))
         .routes(routes!(ws::notifications))
 }
 
@@ -231,7 +233,7 @@ mod tests {
                 operations += usize::from(documented);
             }
         }
-        assert_eq!(operations, 23, "operations in the document");
+        assert_eq!(operations, 24, "operations in the document");
         let served = router
             .oneshot(
                 axum::http::Request::get("/openapi.json")

@@ -564,6 +564,7 @@ impl<'t, 'i> Context<'t, 'i> {
                 .child(element, Ns::Bpmn, "standardLoopCharacteristics")
                 .map(|l| self.standard_loop(l)),
             retry: self.retry_policy(element),
+            form: self.form_fields(element),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod corrections;
 pub mod decide;
 mod effects;
 pub mod graph;
@@ -63,6 +64,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Local language model: fetch, inspect, generate, evaluate, benchmark.
     Model(model::ModelArgs),
+    /// Reviewers' corrections of model output, recorded as training data: export them.
+    Corrections(corrections::CorrectionsArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
@@ -96,5 +99,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(args) => args.run().map(|()| ExitCode::SUCCESS),
         Command::Import(args) => import::execute(&args, config),
         Command::Intake(args) => intake::execute(&args),
+        Command::Corrections(args) => corrections::execute(&args, config),
     }
 }
