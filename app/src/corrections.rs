@@ -14,7 +14,9 @@
 use crate::error::AppError;
 use crate::App;
 use flowbot_engine::graph::{Behavior, WaitSpec};
-use flowbot_engine::llm::{LlmOutput, PromptTemplate, INVALID_OUTPUT_ERROR, INVALID_OUTPUT_VARIABLE};
+use flowbot_engine::llm::{
+    LlmOutput, PromptTemplate, INVALID_OUTPUT_ERROR, INVALID_OUTPUT_VARIABLE,
+};
 use flowbot_engine::runtime::{HistoryEntry, TaskFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -170,24 +172,27 @@ impl App {
         let info = self.engine().instance(instance).ok()?;
         let history = self.engine().history(instance).ok()?;
         // The model's latest word: an answer, or an output thrown as not valid.
-        let last = history.iter().rev().find_map(|record| match &record.entry {
-            HistoryEntry::LlmCalled {
-                node,
-                prompt,
-                output: LlmOutput::Json(value),
-                ..
-            } => Some((node.clone(), Some(prompt.clone()), value.clone())),
-            HistoryEntry::JobErrorThrown { node, code, .. } if code == INVALID_OUTPUT_ERROR => {
-                let output = info
-                    .variables
-                    .get(INVALID_OUTPUT_VARIABLE)
-                    .and_then(|error| error.get("output"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                Some((node.clone(), None, output))
-            }
-            _ => None,
-        })?;
+        let last = history
+            .iter()
+            .rev()
+            .find_map(|record| match &record.entry {
+                HistoryEntry::LlmCalled {
+                    node,
+                    prompt,
+                    output: LlmOutput::Json(value),
+                    ..
+                } => Some((node.clone(), Some(prompt.clone()), value.clone())),
+                HistoryEntry::JobErrorThrown { node, code, .. } if code == INVALID_OUTPUT_ERROR => {
+                    let output = info
+                        .variables
+                        .get(INVALID_OUTPUT_VARIABLE)
+                        .and_then(|error| error.get("output"))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    Some((node.clone(), None, output))
+                }
+                _ => None,
+            })?;
         let (step, prompt, model_output) = last;
         let input = match prompt {
             Some(prompt) => prompt,
@@ -291,7 +296,10 @@ mod tests {
             .write_all(b"{\"time\": 1}\n")
             .unwrap();
         let err = read_corrections(&path).unwrap_err().to_string();
-        assert!(err.contains("corrections.jsonl:3: not a correction"), "{err}");
+        assert!(
+            err.contains("corrections.jsonl:3: not a correction"),
+            "{err}"
+        );
         let missing = read_corrections(&dir.path().join("none.jsonl")).unwrap_err();
         assert_eq!(missing.kind(), crate::ErrorKind::NotFound);
     }

@@ -34,12 +34,12 @@
 mod app;
 pub mod config;
 pub mod corrections;
-pub mod text_intake;
 mod error;
 pub mod llm;
 pub mod models;
 pub mod project;
 mod reload;
+pub mod text_intake;
 pub mod view;
 
 pub use app::{

@@ -80,7 +80,11 @@ impl App {
         let order = fields
             .into_iter()
             .map(|field| {
-                let value = instance.variables.get(&field).cloned().unwrap_or(Value::Null);
+                let value = instance
+                    .variables
+                    .get(&field)
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 (field, value)
             })
             .collect();

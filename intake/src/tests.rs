@@ -171,9 +171,7 @@ fn gb18030_beyond_gbk_is_detected_and_named() {
     let (bytes, _, unmappable) = encoding_rs::GB18030.encode(text);
     assert!(!unmappable);
     assert!(
-        encoding_rs::GBK
-            .encode(text)
-            .2,
+        encoding_rs::GBK.encode(text).2,
         "the text must hold a character outside GBK"
     );
     let file = read("orders.csv", &bytes, &options());

@@ -262,7 +262,9 @@ pub(crate) fn json_answer(
     };
     let value: serde_json::Value =
         serde_json::from_str(&generation.text).map_err(|e| invalid(e.to_string()))?;
-    schema.validate(&value).map_err(|e| invalid(e.to_string()))?;
+    schema
+        .validate(&value)
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(value)
 }
 

@@ -185,7 +185,9 @@ impl OpenAiClient {
         };
         let value: Value =
             serde_json::from_str(completion.text.trim()).map_err(|e| invalid(e.to_string()))?;
-        schema.validate(&value).map_err(|e| invalid(e.to_string()))?;
+        schema
+            .validate(&value)
+            .map_err(|e| invalid(e.to_string()))?;
         Ok((value, completion))
     }
 

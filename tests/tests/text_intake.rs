@@ -122,7 +122,10 @@ fn a_free_text_order_without_an_order_number_is_reviewed_then_continues_and_is_r
     assert_eq!(again["form"]["total"], 0);
     assert_eq!(again["form"]["order_id"], "SO-4242");
     let view = server.get(&format!("/api/v1/instances/{instance}")).json();
-    assert_eq!(view["variables"]["review_reasons"], json!(["implausible total 0"]));
+    assert_eq!(
+        view["variables"]["review_reasons"],
+        json!(["implausible total 0"])
+    );
 
     // A plausible one continues the order in order_processing, with the corrected fields.
     let done = server.post(
@@ -159,10 +162,7 @@ fn a_free_text_order_without_an_order_number_is_reviewed_then_continues_and_is_r
         assert_eq!(line["process"], "order_email");
         assert_eq!(line["task"], "review_extraction");
         assert_eq!(line["step"], "extract");
-        assert!(
-            line["input"].as_str().unwrap().contains(email),
-            "{line}"
-        );
+        assert!(line["input"].as_str().unwrap().contains(email), "{line}");
         assert!(!line["model_output"].is_null(), "{line}");
     }
     assert_eq!(lines[0]["corrected"], corrected);

@@ -133,7 +133,9 @@ impl Engine {
                     continue;
                 }
                 let process = &live.deployed.process;
-                let node = process.node_index(&wait.node).map(|index| process.node(index));
+                let node = process
+                    .node_index(&wait.node)
+                    .map(|index| process.node(index));
                 let name = node.and_then(|node| node.name.clone());
                 let variables = live.stored.instance.variables();
                 let form = node

@@ -120,10 +120,12 @@ pub fn complete_fields(text: &str) -> Map<String, Value> {
     }
     ends.iter()
         .rev()
-        .find_map(|&end| match serde_json::from_str(&format!("{}}}", &text[..end])) {
-            Ok(Value::Object(fields)) => Some(fields),
-            _ => None,
-        })
+        .find_map(
+            |&end| match serde_json::from_str(&format!("{}}}", &text[..end])) {
+                Ok(Value::Object(fields)) => Some(fields),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
 }
 

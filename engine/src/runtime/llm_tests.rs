@@ -404,7 +404,11 @@ async fn invalid_output_takes_the_error_boundary_with_the_fields_read_or_raises_
     assert_eq!(settled.status, InstanceStatus::Waiting);
     assert_eq!(settled.waiting_on.len(), 1, "{:?}", settled.waiting_on);
     assert_eq!(settled.waiting_on[0].node, "review");
-    assert!(settled.incidents.is_empty(), "{:?}", settled.incidents);
+    assert!(
+        settled.engine_incidents.is_empty(),
+        "{:?}",
+        settled.engine_incidents
+    );
     assert_eq!(settled.variables["order_id"], json!("SO-9"));
     assert!(!settled.variables.contains_key("customer"));
     assert_eq!(
@@ -429,11 +433,13 @@ async fn invalid_output_takes_the_error_boundary_with_the_fields_read_or_raises_
         .await
         .unwrap();
     let settled = engine.wait_settled(&started.id).await.unwrap();
-    assert_eq!(settled.incidents.len(), 1, "{settled:?}");
+    assert_eq!(settled.engine_incidents.len(), 1, "{settled:?}");
     assert!(
-        settled.incidents[0].message.contains("EOF while parsing"),
+        settled.engine_incidents[0]
+            .message
+            .contains("EOF while parsing"),
         "{:?}",
-        settled.incidents[0]
+        settled.engine_incidents[0]
     );
     assert!(!settled.variables.contains_key("llm_error"));
 }

@@ -376,7 +376,10 @@ async fn a_thrown_message_starts_an_instance_with_the_throwers_variables() {
         .await
         .unwrap();
     let mail = engine
-        .start("mail", json!({"order_id": "SO-7"}).as_object().cloned().unwrap())
+        .start(
+            "mail",
+            json!({"order_id": "SO-7"}).as_object().cloned().unwrap(),
+        )
         .await
         .unwrap();
     engine.wait_for_end(&mail.id).await.unwrap();

@@ -1330,7 +1330,10 @@ impl<'a> Reader<'a> {
             Some(other) => {
                 self.error_at_value(
                     &path,
-                    format!("`form` must be a list of variable names, found {}", describe(other)),
+                    format!(
+                        "`form` must be a list of variable names, found {}",
+                        describe(other)
+                    ),
                 );
                 Vec::new()
             }
