@@ -16,6 +16,18 @@ fn shipped(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("workflows").join(name)).unwrap()
 }
 
+/// The shipped process with a one-line system prompt: the tiny model's context (512 positions)
+/// does not hold the worked examples.
+fn with_short_system_prompt(process: &str) -> String {
+    let start = process.find("      system: |-\n").expect("a system prompt");
+    let end = process.find("      prompt: ").expect("a prompt");
+    format!(
+        "{}      system: Extract the sales order from the e-mail as JSON.\n{}",
+        &process[..start],
+        &process[end..]
+    )
+}
+
 /// The open tasks of `instance`.
 fn tasks_of(server: &Server, instance: &str) -> Vec<Value> {
     server
@@ -29,7 +41,10 @@ fn tasks_of(server: &Server, instance: &str) -> Vec<Value> {
 #[test]
 fn a_free_text_order_without_an_order_number_is_reviewed_then_continues_and_is_recorded() {
     let (dir, workflows, rules, data) = project(&[
-        ("order_email.yaml", &shipped("order_email.yaml")),
+        (
+            "order_email.yaml",
+            &with_short_system_prompt(&shipped("order_email.yaml")),
+        ),
         ("order_processing.yaml", &shipped("order_processing.yaml")),
         ("order_review.dmn", &shipped("order_review.dmn")),
     ]);
