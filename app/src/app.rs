@@ -592,7 +592,8 @@ impl App {
         Ok(self.engine.start_with(request).await?.into())
     }
 
-    /// Completes the task `task_id` (`instance:activation`) with `variables`.
+    /// Completes the task `task_id` (`instance:activation`) with `variables`. Completing a
+    /// review of a model's output records the correction ([`crate::corrections`]).
     pub async fn complete_task(
         &self,
         task_id: &str,
@@ -600,11 +601,17 @@ impl App {
     ) -> Result<InstanceView, AppError> {
         let (instance, activation) = parse_id(task_id, "task")?;
         self.known_wait(instance, activation, "task")?;
-        Ok(self
+        let review = self.pending_review(instance, activation);
+        let submitted = review.as_ref().map(|_| variables.clone());
+        let view = self
             .engine
             .complete_task(instance, activation, variables)
             .await?
-            .into())
+            .into();
+        if let (Some(review), Some(submitted)) = (review, submitted) {
+            self.record_correction(review, &submitted);
+        }
+        Ok(view)
     }
 
     /// Sets variables of a running instance (see [`Engine::set_variables`]); a `guard_variable`

@@ -11,6 +11,8 @@
 //! - [`view`]: the serde views every interface shows.
 //! - [`bindings`]: HTTP routes declared in configuration (`[[routes]]`), each bound to one
 //!   action (start, message, complete a task, set variables).
+//! - [`corrections`]: reviewers' corrections of model output, recorded as training data.
+//! - [`text_intake`]: free-text orders (an e-mail) read by the `order_email` process.
 //! - [`AppError`]: one error type, mapped to exit codes and HTTP statuses.
 //!
 //! Embedding in a few lines:
@@ -37,12 +39,14 @@ mod app;
 pub mod bindings;
 pub mod clock;
 pub mod config;
+pub mod corrections;
 mod error;
 pub mod intake;
 pub mod llm;
 pub mod models;
 pub mod project;
 mod reload;
+pub mod text_intake;
 pub mod view;
 
 pub use app::{

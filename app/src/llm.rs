@@ -82,7 +82,12 @@ impl TextGenerator for LocalTextGenerator {
         let options = generate_options(&request.options);
         let generator = &self.generator;
         let system = request.system.as_deref();
-        let backend = |e: flowbot_model_runtime::GenerateError| LlmError::Backend(e.to_string());
+        let backend = |e: flowbot_model_runtime::GenerateError| match e {
+            flowbot_model_runtime::GenerateError::InvalidOutput { reason, output } => {
+                LlmError::InvalidOutput { reason, output }
+            }
+            other => LlmError::Backend(other.to_string()),
+        };
         let (output, generation) = match request.mode {
             LlmMode::Generate => {
                 let g = generator
@@ -143,8 +148,12 @@ impl TextGenerator for RemoteTextGenerator {
     fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let options = generate_options(&request.options);
         let system = request.system.as_deref();
-        let backend =
-            |e: flowbot_model_runtime::openai::OpenAiError| LlmError::Backend(e.to_string());
+        let backend = |e: flowbot_model_runtime::openai::OpenAiError| match e {
+            flowbot_model_runtime::openai::OpenAiError::Invalid { reason, output } => {
+                LlmError::InvalidOutput { reason, output }
+            }
+            other => LlmError::Backend(other.to_string()),
+        };
         let (output, completion) = match request.mode {
             LlmMode::Generate => {
                 let c = self

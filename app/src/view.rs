@@ -226,6 +226,10 @@ pub struct TaskView {
     pub kind: WaitType,
     /// When it opened.
     pub created: Option<String>,
+    /// The variables the task's form lists, with their current values (`null` when unset): what
+    /// a form shows pre-filled. Empty when the process declares no form.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub form: Map<String, Value>,
 }
 
 impl From<TaskInfo> for TaskView {
@@ -239,6 +243,7 @@ impl From<TaskInfo> for TaskView {
             name: task.name,
             kind: task.kind,
             created: task.created_ms.map(time),
+            form: task.form,
         }
     }
 }

@@ -112,7 +112,26 @@ pub enum LlmError {
     /// The backend failed (model missing, HTTP error, ...).
     #[error("LLM backend failed: {0}")]
     Backend(String),
+    /// The model answered, but its output does not parse or fit the schema or labels (the token
+    /// budget ran out mid-value, or a remote server ignored the schema). Retried like a backend
+    /// failure; when no retry is left, a step with an error boundary for
+    /// [`INVALID_OUTPUT_ERROR`] throws that error instead of raising an incident.
+    #[error("the model's output is not valid: {reason}")]
+    InvalidOutput {
+        /// What is wrong with it.
+        reason: String,
+        /// The text the model wrote.
+        output: String,
+    },
 }
+
+/// The BPMN error code an LLM step throws when the model's output is not valid and no retry is
+/// left, if an error boundary on the step catches it (by this code, or any error).
+pub const INVALID_OUTPUT_ERROR: &str = "LLM_INVALID_OUTPUT";
+
+/// The variable an LLM step's invalid output is reported in when it is thrown as
+/// [`INVALID_OUTPUT_ERROR`]: `{"node", "reason", "output"}`.
+pub const INVALID_OUTPUT_VARIABLE: &str = "llm_error";
 
 /// Something that answers [`LlmRequest`]s.
 pub trait TextGenerator: Send + Sync {

@@ -172,6 +172,12 @@ pub struct Activity<T> {
     /// Input and output mappings (local variables of the activity).
     #[serde(default)]
     pub io: IoMapping,
+    /// The variables a person fills in at a user or manual task, in order (YAML
+    /// `user: { form: [...] }`, BPMN `camunda:formField` ids); task views show them with their
+    /// current values, so a reviewer starts from what the process already has. Last and left
+    /// out when empty: stored records (MessagePack arrays) and content hashes stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub form: Vec<String>,
 }
 
 /// Input and output mappings of an activity, as modelers write them (`camunda:inputOutput`,
@@ -220,6 +226,7 @@ impl<T> Activity<T> {
             standard_loop: None,
             retry: None,
             io: IoMapping::default(),
+            form: Vec::new(),
         }
     }
 }

@@ -93,20 +93,48 @@ async function loadInstances() {
   renderInstances();
 }
 
+// A value typed into a form field: the type the field had (a number stays a number), else a
+// number when it reads as one, else text; an empty field is no value.
+function formValue(text, current) {
+  const trimmed = text.trim();
+  if (trimmed === "") return null;
+  if (typeof current === "string") return text;
+  const number = Number(trimmed);
+  return Number.isFinite(number) && /^-?[0-9.]+$/.test(trimmed) ? number : text;
+}
+
+// A task's form: one field per variable it lists, pre-filled with the current value; or a JSON
+// box of variables when it lists none.
+function taskForm(t) {
+  const result = el("output");
+  const fields = Object.entries(t.form || {}).map(([name, value]) =>
+    el("label", {}, name, el("input", { name, "data-field": name, value: value === null ? "" : String(value) })));
+  const variables = fields.length ? null : el("textarea", { rows: 1, placeholder: "{}", "aria-label": "variables" });
+  const form = el("form", { "data-task": t.id, onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      const body = variables ? parseVariables(variables.value) : Object.fromEntries(
+        [...form.querySelectorAll("input[data-field]")].map((input) => [input.name, formValue(input.value, t.form[input.name])]));
+      await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/complete`, { variables: body });
+      refresh();
+    } catch (error) { result.className = "error"; result.textContent = error.message; }
+  } }, ...fields, variables || "", el("button", { type: "submit" }, "Complete"), result);
+  return form;
+}
+
+// Task items are kept while their task is open, so what a reviewer types survives the refresh.
+const taskItems = new Map();
 async function loadTasks() {
   const tasks = await api("GET", "/api/v1/tasks");
+  const open = new Set(tasks.map((t) => t.id));
+  for (const id of taskItems.keys()) if (!open.has(id)) taskItems.delete(id);
   $("#tasks").replaceChildren(...(tasks.length ? tasks.map((t) => {
-    const variables = el("textarea", { rows: 1, placeholder: "{}", "aria-label": "variables" });
-    const result = el("output");
-    const form = el("form", { "data-task": t.id, onsubmit: async (event) => {
-      event.preventDefault();
-      try {
-        await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/complete`, { variables: parseVariables(variables.value) });
-        refresh();
-      } catch (error) { result.className = "error"; result.textContent = error.message; }
-    } }, variables, el("button", { type: "submit" }, "Complete"), result);
-    return el("li", { "data-task": t.id },
-      el("div", { class: "row" }, el("strong", {}, t.name || t.node), el("span", { class: "muted" }, `${t.instance} · ${t.kind}`)), form);
+    if (!taskItems.has(t.id)) {
+      taskItems.set(t.id, el("li", { "data-task": t.id },
+        el("div", { class: "row" }, el("strong", {}, t.name || t.node), el("span", { class: "muted" }, `${t.instance} · ${t.kind}`)),
+        taskForm(t)));
+    }
+    return taskItems.get(t.id);
   }) : [el("li", { class: "muted" }, "No open tasks.")]));
 }
 
@@ -177,6 +205,26 @@ $("#start-form").addEventListener("submit", async (event) => {
     await refresh();
     showGraph(instance.process, instance.version, instance);
   } catch (error) { result.className = "error"; result.textContent = error.message; }
+});
+$("#email-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("#email-result");
+  const button = $("#email-button");
+  result.className = "";
+  result.textContent = "reading…";
+  button.disabled = true;
+  try {
+    const read = await api("POST", "/api/v1/intake/text", { text: $("#email-text").value });
+    const fields = Object.entries(read.order).map(([name, value]) => `${name}: ${value === null ? "–" : value}`).join(" · ");
+    const outcome = read.review_task
+      ? `review opened (${read.review_reasons.join(", ") || "the model's output is not valid"}): complete it under Open tasks`
+      : `${read.instance.status}: the order goes on to order processing`;
+    result.replaceChildren(el("strong", {}, read.instance.id), ` ${outcome}`, el("br"), el("span", { class: "muted", id: "email-fields" }, fields));
+    selected = read.instance.id;
+    await refresh();
+    showGraph(read.instance.process, read.instance.version, read.instance);
+  } catch (error) { result.className = "error"; result.textContent = error.message; }
+  finally { button.disabled = false; }
 });
 $("#instance-filter").addEventListener("input", renderInstances);
 

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod problem;
 mod router;
 pub mod state;
+pub mod text_intake;
 pub mod token;
 pub mod ws;
 

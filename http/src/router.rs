@@ -12,7 +12,7 @@
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, bindings, clock, dashboard, intake, ws};
+use crate::{admin, api, bindings, clock, dashboard, intake, text_intake, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -41,6 +41,7 @@ use utoipa_axum::routes;
         (name = "tasks", description = "Open user and manual tasks"),
         (name = "events", description = "Messages, signals and the notification log"),
         (name = "incidents", description = "Incidents awaiting an operator"),
+        (name = "intake", description = "Orders read from outside: free text"),
         (name = "admin", description = "Deployments and reloads (bearer token)")
     )
 )]
@@ -68,6 +69,7 @@ fn public_routes() -> OpenApiRouter<Arc<ServerState>> {
         .routes(routes!(api::resolve_incident))
         .routes(routes!(api::list_notifications))
         .routes(routes!(intake::intake))
+        .routes(routes!(text_intake::read_text_order))
         .routes(routes!(ws::notifications))
 }
 
@@ -226,7 +228,7 @@ mod tests {
                 operations += usize::from(documented);
             }
         }
-        assert_eq!(operations, 26, "operations in the document");
+        assert_eq!(operations, 27, "operations in the document");
         let served = router
             .oneshot(
                 axum::http::Request::get("/openapi.json")

@@ -115,6 +115,86 @@ fn gbk_csv_with_chinese_headers_is_detected() {
     assert_eq!(aligned.json[0]["created_at"], "2026-12-01T08:30:00+08:00");
 }
 
+/// Every amount form the order case names comes out exact with two places and its currency,
+/// and every time form lands on the same instant in the one target zone.
+#[test]
+fn each_amount_form_is_exact_and_each_time_form_lands_in_the_target_zone() {
+    // 2026-12-01 08:00 in Shanghai is 1796083200 seconds after the epoch.
+    let rows = [
+        ("SO-1", "1,234.5", None, "2026-12-01T08:00:00+08:00"),
+        ("SO-2", "¥1,234.50", Some("CNY"), "2026-12-01T00:00:00Z"),
+        ("SO-3", "￥1,234.5", Some("CNY"), "2026/12/01 08:00"),
+        ("SO-4", "1234.50 元", Some("CNY"), "2026年12月1日 08:00"),
+        ("SO-5", "USD 1,234.50", Some("USD"), "1796083200"),
+    ];
+    let mut csv = String::from("order_id,amount,created_at\n");
+    for (id, amount, _, time) in rows {
+        csv.push_str(&format!("{id},\"{amount}\",{time}\n"));
+    }
+    let options = Options {
+        time_zone: Tz::Asia__Shanghai,
+        ..Options::default()
+    };
+    let aligned = one_file("orders.csv", csv.as_bytes(), &options);
+    assert_eq!(aligned.report.totals.bad_rows, 0, "{:?}", aligned.report);
+    for (id, written, currency, time) in rows {
+        assert_eq!(aligned.amount(id), "1234.50", "{written}");
+        assert_eq!(
+            aligned.get(id, "currency").as_str(),
+            currency,
+            "currency of {written}"
+        );
+        assert_eq!(
+            aligned.get(id, "created_at"),
+            "2026-12-01T08:00:00+08:00",
+            "{time}"
+        );
+    }
+    // A date alone (年月日) is midnight in the zone.
+    let date_only = one_file(
+        "orders.csv",
+        "order_id,created_at\nSO-6,2026年12月1日\n".as_bytes(),
+        &options,
+    );
+    assert_eq!(
+        date_only.get("SO-6", "created_at"),
+        "2026-12-01T00:00:00+08:00"
+    );
+}
+
+/// A GB18030 file with a character GBK does not have (four bytes in GB18030) is detected and
+/// named; a mapping that names GB18030 reads it too, and one that names UTF-8 refuses it with
+/// the line.
+#[test]
+fn gb18030_beyond_gbk_is_detected_and_named() {
+    let text = "order_id,customer,amount\nSO-9,㐀星贸易,88.8\n";
+    let (bytes, _, unmappable) = encoding_rs::GB18030.encode(text);
+    assert!(!unmappable);
+    assert!(
+        encoding_rs::GBK.encode(text).2,
+        "the text must hold a character outside GBK"
+    );
+    let file = read("orders.csv", &bytes, &options());
+    assert_eq!(file.report.encoding, "gb18030");
+    let aligned = batch(vec![file], SortBy::Created);
+    assert_eq!(aligned.get("SO-9", "customer"), "㐀星贸易");
+    assert_eq!(aligned.amount("SO-9"), "88.80");
+    let named = read(
+        "orders.csv",
+        &bytes,
+        &with_mapping("[defaults]\nencoding = \"gb18030\"\n"),
+    );
+    assert_eq!(named.report.encoding, "gb18030");
+    let err = read_bytes(
+        "orders.csv",
+        &bytes,
+        &with_mapping("[defaults]\nencoding = \"utf-8\"\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
+
 #[test]
 fn the_mapping_names_encoding_delimiter_columns_source_decimal_comma_date_format_and_zone() {
     let mapping = r#"

@@ -256,11 +256,15 @@ pub(crate) fn json_answer(
     schema: &ObjectSchema,
     generation: &Generation,
 ) -> Result<serde_json::Value, GenerateError> {
-    let value: serde_json::Value = serde_json::from_str(&generation.text)
-        .map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
+    let invalid = |reason: String| GenerateError::InvalidOutput {
+        reason,
+        output: generation.text.clone(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&generation.text).map_err(|e| invalid(e.to_string()))?;
     schema
         .validate(&value)
-        .map_err(|e| GenerateError::InvalidOutput(format!("{e}: {}", generation.text)))?;
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(value)
 }
 
@@ -271,10 +275,10 @@ pub(crate) fn label_answer(
 ) -> Result<String, GenerateError> {
     match machine.label() {
         Some(label) => Ok(label.to_owned()),
-        None => Err(GenerateError::InvalidOutput(format!(
-            "`{}` is not one of the labels",
-            generation.text
-        ))),
+        None => Err(GenerateError::InvalidOutput {
+            reason: "not one of the labels".into(),
+            output: generation.text.clone(),
+        }),
     }
 }
 

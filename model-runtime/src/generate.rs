@@ -39,9 +39,15 @@ pub enum GenerateError {
     /// Classification needs labels.
     #[error("classification needs at least one non-empty label")]
     NoLabels,
-    /// Constrained output did not parse or validate (a bug in the constraint if it happens).
-    #[error("constrained output is not valid: {0}")]
-    InvalidOutput(String),
+    /// Constrained output did not parse or validate: the token budget ran out before the
+    /// value was complete, or (a bug in the constraint) it does not fit the schema or labels.
+    #[error("constrained output is not valid: {reason}: {output}")]
+    InvalidOutput {
+        /// What is wrong with it.
+        reason: String,
+        /// The text the model wrote.
+        output: String,
+    },
     /// The batched generator's queue is full (the caller should try again later; an HTTP
     /// service answers 503).
     #[error("the model is busy: its queue already holds the most waiting requests it takes ({capacity}); try again later")]

@@ -31,8 +31,13 @@ pub enum OpenAiError {
         message: String,
     },
     /// The answer does not fit the schema or the labels.
-    #[error("the server's answer is not valid: {0}")]
-    Invalid(String),
+    #[error("the server's answer is not valid: {reason}: {output}")]
+    Invalid {
+        /// What is wrong with it.
+        reason: String,
+        /// The answer's text.
+        output: String,
+    },
 }
 
 /// One completion from the server.
@@ -174,11 +179,15 @@ impl OpenAiClient {
     ) -> Result<(Value, RemoteCompletion), OpenAiError> {
         let format = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "output", "strict": true, "schema": json_schema}}});
         let completion = self.complete(system, user, max_tokens, sampling, format)?;
-        let value: Value = serde_json::from_str(completion.text.trim())
-            .map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
+        let invalid = |reason: String| OpenAiError::Invalid {
+            reason,
+            output: completion.text.clone(),
+        };
+        let value: Value =
+            serde_json::from_str(completion.text.trim()).map_err(|e| invalid(e.to_string()))?;
         schema
             .validate(&value)
-            .map_err(|e| OpenAiError::Invalid(format!("{e}: {}", completion.text)))?;
+            .map_err(|e| invalid(e.to_string()))?;
         Ok((value, completion))
     }
 
@@ -204,11 +213,9 @@ impl OpenAiClient {
             .iter()
             .find(|l| l.to_lowercase() == answer)
             .cloned()
-            .ok_or_else(|| {
-                OpenAiError::Invalid(format!(
-                    "`{}` is not one of the labels {labels:?}",
-                    completion.text
-                ))
+            .ok_or_else(|| OpenAiError::Invalid {
+                reason: format!("not one of the labels {labels:?}"),
+                output: completion.text.clone(),
             })?;
         Ok((label, completion))
     }

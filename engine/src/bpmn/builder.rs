@@ -570,6 +570,7 @@ impl<'t, 'i> Context<'t, 'i> {
                 .map(|l| self.standard_loop(l)),
             retry: self.retry_policy(element),
             io: self.io_mapping(element),
+            form: self.form_fields(element),
         }
     }
 

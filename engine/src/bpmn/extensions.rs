@@ -354,6 +354,16 @@ impl Context<'_, '_> {
         }
     }
 
+    /// The ids of a user task's `camunda:formData` fields, in order.
+    pub(super) fn form_fields(&self, element: ElementId) -> Vec<String> {
+        let tree = self.tree;
+        tree.extensions(element, Ns::Camunda, "formData")
+            .flat_map(|data| tree.children(data))
+            .filter(|&field| tree.is(field, Ns::Camunda, "formField"))
+            .filter_map(|field| tree.attr(field, "id").map(str::to_owned))
+            .collect()
+    }
+
     /// The `flowbot:rule` attachments of a node.
     pub(super) fn rules(&mut self, element: ElementId) -> Vec<RuleAttachment> {
         let tree = self.tree;

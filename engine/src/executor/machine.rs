@@ -1916,26 +1916,7 @@ impl<'a> Machine<'a> {
     /// The error boundary event of `activity` that catches `code` (an exact match first, then a
     /// catch-all).
     fn error_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<NodeIndex> {
-        let catches =
-            |boundary: &NodeIndex, exact: bool| match &self.process.node(*boundary).behavior {
-                Behavior::Boundary(BoundarySpec {
-                    trigger: BoundaryTrigger::Error { code: caught },
-                    ..
-                }) => {
-                    if exact {
-                        caught.is_some() && caught.as_deref() == code
-                    } else {
-                        caught.is_none()
-                    }
-                }
-                _ => false,
-            };
-        let boundaries = &self.process.node(activity).boundaries;
-        boundaries
-            .iter()
-            .find(|b| catches(b, true))
-            .or_else(|| boundaries.iter().find(|b| catches(b, false)))
-            .copied()
+        self.process.error_boundary(activity, code)
     }
 
     /// A boundary event fires in `scope`: its token moves on along its flows.

@@ -697,6 +697,40 @@ impl Instance {
         machine::Machine::new(process, hooks, self).job_error(activation, code)
     }
 
+    /// [`Instance::throw_error`] with `variables` written to the process scope first, so the path
+    /// that catches the error reads them (an LLM step's invalid output, say). A refused call
+    /// changes nothing.
+    pub fn throw_error_with(
+        &mut self,
+        process: &CompiledProcess,
+        activation: u64,
+        code: Option<&str>,
+        variables: Map<String, Value>,
+        hooks: &dyn ExecutionHooks,
+    ) -> Result<Step, ExecError> {
+        self.check_can_move(process)?;
+        let wait = self
+            .wait(activation)
+            .ok_or(ExecError::UnknownActivation(activation))?;
+        if !matches!(wait.kind, WaitKind::Job { .. } | WaitKind::Llm { .. }) {
+            return Err(ExecError::NotAJob {
+                activation,
+                node: wait.node.clone(),
+                kind: wait.kind.name(),
+            });
+        }
+        let mut step = if variables.is_empty() {
+            Step::default()
+        } else {
+            self.set_process_variables(variables)
+        };
+        let thrown = machine::Machine::new(process, hooks, self).job_error(activation, code)?;
+        step.events.extend(thrown.events);
+        step.new_waits = thrown.new_waits;
+        step.ended = thrown.ended;
+        Ok(step)
+    }
+
     /// Fails the job `activation` (its handler gave up after its retries; or a call activity's
     /// child failed): raises an incident at the job's node with `message`, and the instance fails.
     pub fn fail_job(

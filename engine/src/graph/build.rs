@@ -694,6 +694,10 @@ impl Builder<'_> {
             multi,
             standard_loop,
             activation,
+            form: match &node.kind {
+                NodeKind::Task(activity) => activity.form.clone(),
+                _ => Vec::new(),
+            },
             compensation: None,
             compensation_handler: false,
             io,

@@ -84,6 +84,30 @@ impl CompiledProcess {
         &self.graph[index]
     }
 
+    /// The error boundary event on `activity` that catches an error with `code`: one naming the
+    /// code first, else one catching every error.
+    pub fn error_boundary(&self, activity: NodeIndex, code: Option<&str>) -> Option<NodeIndex> {
+        let catches = |boundary: &NodeIndex, exact: bool| match &self.node(*boundary).behavior {
+            Behavior::Boundary(BoundarySpec {
+                trigger: BoundaryTrigger::Error { code: caught },
+                ..
+            }) => {
+                if exact {
+                    caught.is_some() && caught.as_deref() == code
+                } else {
+                    caught.is_none()
+                }
+            }
+            _ => false,
+        };
+        let boundaries = &self.node(activity).boundaries;
+        boundaries
+            .iter()
+            .find(|b| catches(b, true))
+            .or_else(|| boundaries.iter().find(|b| catches(b, false)))
+            .copied()
+    }
+
     /// The sequence flow at `index`.
     pub fn flow(&self, index: EdgeIndex) -> &Flow {
         &self.graph[index]
@@ -161,6 +185,8 @@ pub struct FlowNode {
     pub standard_loop: Option<Box<LoopSpec>>,
     /// The activation condition of a complex gateway's join.
     pub activation: Option<CompiledCode>,
+    /// The variables a person fills in at a user or manual task.
+    pub form: Vec<String>,
     /// The compensation handler of this activity (through its compensation boundary event).
     pub compensation: Option<NodeIndex>,
     /// Whether this activity is a compensation handler: it runs only to compensate, and its

@@ -292,6 +292,9 @@ pub struct TaskInfo {
     pub created_ms: Option<u64>,
     /// The activation to complete.
     pub activation: u64,
+    /// The task's form (the node's `form`): each variable with its current value, `null` when
+    /// unset, in the order the process lists them.
+    pub form: Map<String, Value>,
 }
 
 /// Which tasks a listing returns; every field set must match.

@@ -12,7 +12,7 @@ use super::record::{encode, EngineIncident, HistoryEntry, JobAttempts};
 use super::turn::Turn;
 use super::Inner;
 use crate::executor::{ExecError, Wait, WaitKind};
-use crate::llm::LlmError;
+use crate::llm::{LlmError, INVALID_OUTPUT_ERROR};
 use crate::model::{LlmTask, RetryPolicy};
 use crate::store::Table;
 use serde_json::Map;
@@ -24,8 +24,14 @@ use std::sync::Arc;
 pub(super) enum JobOutcome {
     /// Completed with these variables.
     Completed(Map<String, Value>),
-    /// The handler reported the business error with this code.
-    ErrorThrown(String),
+    /// The handler (or an LLM step's invalid output) threw the business error `code`, with
+    /// `variables` for the path that catches it.
+    ErrorThrown {
+        /// The BPMN error code.
+        code: String,
+        /// Written to the process scope before the error is thrown.
+        variables: Map<String, Value>,
+    },
 }
 
 impl Inner {
@@ -86,7 +92,10 @@ impl Inner {
                                 code: code.clone(),
                                 message: err.message().to_string(),
                             };
-                            let outcome = JobOutcome::ErrorThrown(code.clone());
+                            let outcome = JobOutcome::ErrorThrown {
+                                code: code.clone(),
+                                variables: Map::new(),
+                            };
                             self.complete_job(instance, &wait, outcome, vec![record])
                                 .await;
                             return;
@@ -163,7 +172,9 @@ impl Inner {
     /// Answers an LLM step with the generator (off the async threads), with the retries of the
     /// task's own retry policy (none when it declares none); the output and the call's record go
     /// into the completing turn. A task that cannot be rendered, or a request the generator
-    /// rejects, becomes an incident at once.
+    /// rejects, becomes an incident at once. Output that is not valid, with no retry left, is
+    /// thrown as `LLM_INVALID_OUTPUT` when an error boundary on the step catches it (with the
+    /// fields completed and `llm_error`), else it becomes an incident too.
     pub(super) async fn run_llm(self: &Arc<Self>, instance: &str, wait: Wait, task: &LlmTask) {
         let Some(generator) = self.generator.clone() else {
             return;
@@ -216,9 +227,31 @@ impl Inner {
                     return;
                 }
                 Err(err) => {
-                    let retryable = matches!(err, LlmError::Backend(_));
+                    let retryable =
+                        matches!(err, LlmError::Backend(_) | LlmError::InvalidOutput { .. });
                     let retry_at = (retryable && attempt <= policy.retries)
                         .then(|| self.clock.now_ms() + backoff_ms(&policy, attempt));
+                    if let LlmError::InvalidOutput { reason, output } = &err {
+                        if retry_at.is_none()
+                            && self.catches_error(instance, &wait.node, INVALID_OUTPUT_ERROR)
+                        {
+                            let record = HistoryEntry::JobErrorThrown {
+                                node: wait.node.clone(),
+                                activation: wait.activation,
+                                code: INVALID_OUTPUT_ERROR.to_string(),
+                                message: err.to_string(),
+                            };
+                            let outcome = JobOutcome::ErrorThrown {
+                                code: INVALID_OUTPUT_ERROR.to_string(),
+                                variables: llm_step::invalid_output_variables(
+                                    task, &wait.node, reason, output,
+                                ),
+                            };
+                            self.complete_job(instance, &wait, outcome, vec![record])
+                                .await;
+                            return;
+                        }
+                    }
                     if !self
                         .after_failed_call(
                             instance,
@@ -236,6 +269,24 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Whether an error boundary on the instance's node `node` catches the error `code`.
+    fn catches_error(&self, instance: &str, node: &str, code: &str) -> bool {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(instance)
+            .cloned();
+        live.is_some_and(|live| {
+            let guard = live.lock().unwrap_or_else(|e| e.into_inner());
+            let process = &guard.deployed.process;
+            process
+                .node_index(node)
+                .and_then(|index| process.error_boundary(index, Some(code)))
+                .is_some()
+        })
     }
 
     /// The retry policy the node declares, if any.
@@ -304,7 +355,7 @@ impl Inner {
                 )
                 .await
             }
-            JobOutcome::ErrorThrown(code) => {
+            JobOutcome::ErrorThrown { code, variables } => {
                 self.drive_with(
                     instance,
                     activation,
@@ -313,7 +364,7 @@ impl Inner {
                     history,
                     changes,
                     |inst, process, hooks| {
-                        inst.throw_error(process, activation, Some(&code), hooks)
+                        inst.throw_error_with(process, activation, Some(&code), variables, hooks)
                     },
                 )
                 .await

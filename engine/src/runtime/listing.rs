@@ -12,6 +12,7 @@ use super::engine::Engine;
 use super::record::{decode, StoredInstance};
 use super::{Inner, Live};
 use crate::executor::{WaitKind, WaitType};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
 /// Stored instances examined per listing call at most.
@@ -131,11 +132,23 @@ impl Engine {
                 {
                     continue;
                 }
-                let name = live
-                    .deployed
-                    .process
+                let process = &live.deployed.process;
+                let node = process
                     .node_index(&wait.node)
-                    .and_then(|index| live.deployed.process.node(index).name.clone());
+                    .map(|index| process.node(index));
+                let name = node.and_then(|node| node.name.clone());
+                let variables = live.stored.instance.variables();
+                let form = node
+                    .map(|node| {
+                        node.form
+                            .iter()
+                            .map(|field| {
+                                let value = variables.get(field).cloned().unwrap_or(Value::Null);
+                                (field.clone(), value)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 tasks.push(TaskInfo {
                     id: wait_id(&id, wait.activation),
                     instance: id.clone(),
@@ -154,6 +167,7 @@ impl Engine {
                         .find(|o| o.activation == wait.activation)
                         .map(|o| o.at_ms),
                     activation: wait.activation,
+                    form,
                 });
             }
         }

@@ -3,6 +3,7 @@
 
 use crate::llm::{
     LlmMode as RequestMode, LlmOptions, LlmOutput, LlmRequest, LlmResponse, PromptTemplate,
+    INVALID_OUTPUT_VARIABLE,
 };
 use crate::model::{LlmMode, LlmTask};
 use serde_json::{Map, Value};
@@ -56,6 +57,76 @@ pub fn output_variables(task: &LlmTask, response: &LlmResponse) -> Map<String, V
         }
     }
     out
+}
+
+/// The variables an extract step's invalid output writes when it is thrown as an error: the
+/// fields the model completed before the output broke off (where the answer would have put
+/// them, see [`output_variables`]), and [`INVALID_OUTPUT_VARIABLE`] with the node, the reason
+/// and the text, so the path that catches the error (a review task) starts from what was read.
+pub fn invalid_output_variables(
+    task: &LlmTask,
+    node: &str,
+    reason: &str,
+    output: &str,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    if task.mode == LlmMode::Extract {
+        let fields = complete_fields(output);
+        match &task.output {
+            Some(name) => {
+                out.insert(name.clone(), Value::Object(fields));
+            }
+            None => out.extend(fields),
+        }
+    }
+    out.insert(
+        INVALID_OUTPUT_VARIABLE.to_string(),
+        serde_json::json!({"node": node, "reason": reason, "output": output}),
+    );
+    out
+}
+
+/// The members of the JSON object `text` begins with that were written completely: all of them
+/// when the text parses, else those before the last top-level comma (a value cut off by the
+/// token budget is left out). Text that is no object gives none.
+pub fn complete_fields(text: &str) -> Map<String, Value> {
+    let text = text.trim_start();
+    if !text.starts_with('{') {
+        return Map::new();
+    }
+    if let Ok(Value::Object(fields)) = serde_json::from_str(text) {
+        return fields;
+    }
+    // Byte offsets of the commas that end a top-level member.
+    let mut ends = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, byte) in text.bytes().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => ends.push(at),
+            _ => {}
+        }
+    }
+    ends.iter()
+        .rev()
+        .find_map(
+            |&end| match serde_json::from_str(&format!("{}}}", &text[..end])) {
+                Ok(Value::Object(fields)) => Some(fields),
+                _ => None,
+            },
+        )
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -115,5 +186,40 @@ mod tests {
             &response(LlmOutput::Label("urgent".into())),
         );
         assert_eq!(Value::Object(label), json!({"output": "urgent"}));
+    }
+
+    #[test]
+    fn complete_fields_of_a_cut_off_object_are_kept() {
+        let cut = r#"{"order_id": "SO-1", "customer": "A, \"B\" {x}", "total": 12"#;
+        assert_eq!(
+            Value::Object(complete_fields(cut)),
+            json!({"order_id": "SO-1", "customer": "A, \"B\" {x}"})
+        );
+        let whole = r#"{"order_id": "SO-1", "total": 12.5}"#;
+        assert_eq!(
+            Value::Object(complete_fields(whole)),
+            json!({"order_id": "SO-1", "total": 12.5})
+        );
+        assert!(complete_fields(r#"{"order_id": "SO"#).is_empty());
+        assert!(complete_fields("sorry, no JSON").is_empty());
+        assert!(complete_fields(r#"{"a": [1, {"b": 2,"#).is_empty());
+    }
+
+    #[test]
+    fn invalid_output_variables_name_the_node_reason_and_text() {
+        let text = r#"{"city": "Lyon", "street": "1 ru"#;
+        let vars = invalid_output_variables(&task(LlmMode::Extract, None), "ext", "EOF", text);
+        assert_eq!(
+            Value::Object(vars),
+            json!({"city": "Lyon", "llm_error": {"node": "ext", "reason": "EOF", "output": text}})
+        );
+        let nested =
+            invalid_output_variables(&task(LlmMode::Extract, Some("address")), "ext", "EOF", text);
+        assert_eq!(nested["address"], json!({"city": "Lyon"}));
+        let label = invalid_output_variables(&task(LlmMode::Classify, None), "c", "no label", "x");
+        assert_eq!(
+            Value::Object(label),
+            json!({"llm_error": {"node": "c", "reason": "no label", "output": "x"}})
+        );
     }
 }

@@ -346,3 +346,100 @@ async fn a_prompt_naming_a_missing_variable_is_an_incident_without_a_call() {
         "{settled:?}"
     );
 }
+
+/// Answers every extract request with output cut off by the token budget.
+struct CutOffGenerator;
+
+impl TextGenerator for CutOffGenerator {
+    fn generate(&self, _: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        Err(LlmError::InvalidOutput {
+            reason: "EOF while parsing a string".into(),
+            output: r#"{"order_id": "SO-9", "customer": "AC"#.into(),
+        })
+    }
+}
+
+fn yaml_definitions(text: &str) -> crate::model::Definitions {
+    let (defs, diagnostics) = crate::yaml::parse_yaml(std::path::Path::new("llm.yaml"), text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    defs.unwrap()
+}
+
+const EXTRACT_WITH_REVIEW: &str = r#"
+process: p
+nodes:
+  s: { start: ~, next: extract }
+  extract:
+    llm:
+      mode: extract
+      prompt: "{email}"
+      schema: { type: object, properties: { order_id: { type: string }, customer: { type: string } } }
+    next: e
+  unreadable:
+    boundary: { attached_to: extract, error: LLM_INVALID_OUTPUT }
+    next: review
+  review: { user: ~, next: e }
+  e: { end: ~ }
+"#;
+
+/// An extract step whose output does not parse throws `LLM_INVALID_OUTPUT` to its error
+/// boundary, with the fields completed before the cut and the output in `llm_error`; without a
+/// boundary it raises an incident, as any failed call.
+#[tokio::test]
+async fn invalid_output_takes_the_error_boundary_with_the_fields_read_or_raises_an_incident() {
+    let engine = Engine::builder()
+        .text_generator(Arc::new(CutOffGenerator))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&yaml_definitions(EXTRACT_WITH_REVIEW), None)
+        .await
+        .unwrap();
+    let started = engine
+        .start("p", vars(json!({"email": "order SO-9 from ACME"})))
+        .await
+        .unwrap();
+    let settled = engine.wait_settled(&started.id).await.unwrap();
+    assert_eq!(settled.status, InstanceStatus::Waiting);
+    assert_eq!(settled.waiting_on.len(), 1, "{:?}", settled.waiting_on);
+    assert_eq!(settled.waiting_on[0].node, "review");
+    assert!(
+        settled.engine_incidents.is_empty(),
+        "{:?}",
+        settled.engine_incidents
+    );
+    assert_eq!(settled.variables["order_id"], json!("SO-9"));
+    assert!(!settled.variables.contains_key("customer"));
+    assert_eq!(
+        settled.variables["llm_error"],
+        json!({"node": "extract", "reason": "EOF while parsing a string",
+               "output": r#"{"order_id": "SO-9", "customer": "AC"#})
+    );
+
+    let without_boundary = EXTRACT_WITH_REVIEW
+        .replace("  unreadable:\n    boundary: { attached_to: extract, error: LLM_INVALID_OUTPUT }\n    next: review\n  review: { user: ~, next: e }\n", "");
+    let engine = Engine::builder()
+        .text_generator(Arc::new(CutOffGenerator))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&yaml_definitions(&without_boundary), None)
+        .await
+        .unwrap();
+    let started = engine
+        .start("p", vars(json!({"email": "order SO-9 from ACME"})))
+        .await
+        .unwrap();
+    let settled = engine.wait_settled(&started.id).await.unwrap();
+    assert_eq!(settled.engine_incidents.len(), 1, "{settled:?}");
+    assert!(
+        settled.engine_incidents[0]
+            .message
+            .contains("EOF while parsing"),
+        "{:?}",
+        settled.engine_incidents[0]
+    );
+    assert!(!settled.variables.contains_key("llm_error"));
+}

@@ -28,6 +28,10 @@ pub(super) struct OutboxEntry {
     pub node: String,
     /// What it threw.
     pub event: crate::graph::ThrownEvent,
+    /// The thrower's process variables when it threw a message: an instance the message starts
+    /// (at a message start event) starts with them; a waiting receiver gets none of them.
+    #[serde(default)]
+    pub variables: Map<String, Value>,
 }
 
 impl Inner {
@@ -38,6 +42,20 @@ impl Inner {
         name: &str,
         correlation_key: Option<&str>,
         variables: Map<String, Value>,
+    ) -> Result<Correlation, EngineError> {
+        self.correlate_or_start(name, correlation_key, variables, None)
+            .await
+    }
+
+    /// [`Self::correlate`], where an instance the message starts gets `start_variables` instead
+    /// of `variables` when given (a message thrown by a process: the thrower's variables start
+    /// the new instance, but never reach a waiting one).
+    async fn correlate_or_start(
+        self: &Arc<Self>,
+        name: &str,
+        correlation_key: Option<&str>,
+        variables: Map<String, Value>,
+        start_variables: Option<Map<String, Value>>,
     ) -> Result<Correlation, EngineError> {
         let inner = self;
         let (target, buffered) = {
@@ -70,7 +88,7 @@ impl Inner {
                     let (ack, effects, info) = inner.begin_instance(
                         deployed,
                         Some(&node),
-                        variables,
+                        start_variables.unwrap_or(variables),
                         correlation_key.map(str::to_string),
                         history,
                         Vec::new(),
@@ -276,6 +294,7 @@ impl Inner {
                     instance,
                     node,
                     event,
+                    variables,
                 }) => {
                     let name = event.name.clone().unwrap_or_default();
                     let result = match event.kind.as_str() {
@@ -284,7 +303,7 @@ impl Inner {
                             .await
                             .map(|n| format!("signal reached {n} waits")),
                         "message" => self
-                            .correlate(&name, None, Map::new())
+                            .correlate_or_start(&name, None, Map::new(), Some(variables))
                             .await
                             .map(|c| format!("{c:?}")),
                         other => Ok(format!("{other} `{name}` has no receiver in the engine")),

@@ -11,7 +11,7 @@ use crate::script::ScriptLimits;
 use crate::store::Table;
 use crate::store::{Durability, SledStore};
 use serde_json::json;
-use serde_json::Map;
+use serde_json::{Map, Value};
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -354,6 +354,49 @@ async fn a_message_start_event_starts_an_instance_when_nobody_waits() {
             .unwrap(),
         Correlation::Buffered { .. }
     ));
+}
+
+/// A message a process throws starts the process with that message start event, with the
+/// thrower's variables; a form on the task it reaches shows their values.
+#[tokio::test]
+async fn a_thrown_message_starts_an_instance_with_the_throwers_variables() {
+    let engine = Engine::builder().build().await.unwrap();
+    engine
+        .deploy(
+            &yaml("process: orders\nnodes:\n  placed: { start: { message: order_placed }, next: review }\n  review: { user: { form: [order_id, amount] }, next: done }\n  done: { end: ~ }\n"),
+            None,
+        )
+        .await
+        .unwrap();
+    engine
+        .deploy(
+            &yaml("process: mail\nnodes:\n  got: { start: ~, next: sent }\n  sent: { end: { message: order_placed } }\n"),
+            None,
+        )
+        .await
+        .unwrap();
+    let mail = engine
+        .start(
+            "mail",
+            json!({"order_id": "SO-7"}).as_object().cloned().unwrap(),
+        )
+        .await
+        .unwrap();
+    engine.wait_for_end(&mail.id).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        tasks = engine.open_tasks(&TaskFilter::default());
+        if !tasks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(tasks.len(), 1, "the thrown message started no instance");
+    assert_eq!(tasks[0].process_id, "orders");
+    assert_eq!(
+        Value::Object(tasks[0].form.clone()),
+        json!({"order_id": "SO-7", "amount": null})
+    );
 }
 
 #[tokio::test]

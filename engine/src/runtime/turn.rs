@@ -191,10 +191,16 @@ impl Inner {
                 event: thrown,
             } = event
             {
+                let variables = if thrown.kind == "message" {
+                    live.stored.instance.variables().clone()
+                } else {
+                    Map::new()
+                };
                 turn.commit.outbox.push(encode(&OutboxEntry {
                     instance: Some(id.clone()),
                     node: node.clone(),
                     event: thrown.clone(),
+                    variables,
                 }));
             }
         }

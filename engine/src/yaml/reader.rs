@@ -531,12 +531,20 @@ impl<'a> Reader<'a> {
             Some(value) => self.rules(id, kind_key, value, &path.key("rules")),
             None => Vec::new(),
         };
+        let form = if matches!(kind_key, "user" | "manual") {
+            self.form(kind_value, &kind_path)
+        } else {
+            Vec::new()
+        };
         let activation_condition = if kind_key == "complex" {
             self.optional_expr(body, path, "activation")
         } else {
             None
         };
         let Some(mut kind) = kind else { return };
+        if let NodeKind::Task(activity) = &mut kind {
+            activity.form = form;
+        }
         if is_activity_kind {
             self.activity_settings(body, path, &mut kind);
         }
@@ -1218,11 +1226,11 @@ impl<'a> Reader<'a> {
                 Some(TaskKind::Plain)
             }
             "user" => {
-                self.no_settings(value, path, "a user task")?;
+                self.person_task_settings(value, path, "a user task")?;
                 Some(TaskKind::User)
             }
             "manual" => {
-                self.no_settings(value, path, "a manual task")?;
+                self.person_task_settings(value, path, "a manual task")?;
                 Some(TaskKind::Manual)
             }
             "service" => {
@@ -1335,6 +1343,41 @@ impl<'a> Reader<'a> {
     }
 
     /// Kinds that take no settings: nothing, or `{}`.
+    /// The settings of a user or manual task: nothing, or `{ form: [...] }` (read by
+    /// [`Self::form`]).
+    fn person_task_settings(&mut self, value: &Value, path: &YamlPath, what: &str) -> Option<()> {
+        match value {
+            Value::Mapping(m) => {
+                self.check_keys(m, path, vocab::PERSON_TASK_KEYS, what);
+                Some(())
+            }
+            _ => self.no_settings(value, path, what),
+        }
+    }
+
+    /// The `form:` of a user or manual task's settings: the variables a person fills in.
+    fn form(&mut self, settings: &Value, path: &YamlPath) -> Vec<String> {
+        let path = path.key("form");
+        match settings.get("form") {
+            None => Vec::new(),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.nonempty_text(item, &path.index(i), "a variable name"))
+                .collect(),
+            Some(other) => {
+                self.error_at_value(
+                    &path,
+                    format!(
+                        "`form` must be a list of variable names, found {}",
+                        describe(other)
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     fn no_settings(&mut self, value: &Value, path: &YamlPath, what: &str) -> Option<()> {
         match value {
             Value::Null => Some(()),

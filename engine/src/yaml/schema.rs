@@ -462,7 +462,17 @@ fn kind_schema(kind: &str) -> Value {
         "boundary" => {
             json!({ "$ref": "#/$defs/boundary_event", "description": "Boundary event on an activity." })
         }
-        "task" | "user" | "manual" => json!({ "$ref": "#/$defs/no_settings" }),
+        "task" => json!({ "$ref": "#/$defs/no_settings" }),
+        "user" | "manual" => json!({
+            "description": "Waits for a person; `form` lists the variables they fill in (shown with their current values).",
+            "oneOf": [
+                { "type": "null" },
+                object(&[("form", json!({
+                    "type": "array",
+                    "items": { "type": "string", "minLength": 1 }
+                }))], &[])
+            ]
+        }),
         "service" => json!({
             "description": "Service task: the handler name.",
             "oneOf": [

@@ -119,6 +119,9 @@ pub const TIMER_EXTRA_KEYS: &[&str] = &["time_zone"];
 
 /// Keys of a service task written as a mapping.
 pub const SERVICE_KEYS: &[&str] = &["handler"];
+
+/// Keys of a user or manual task's settings.
+pub const PERSON_TASK_KEYS: &[&str] = &["form"];
 /// Keys of a script written as a mapping.
 pub const SCRIPT_KEYS: &[&str] = &["source", "language"];
 /// Keys of a send task written as a mapping.

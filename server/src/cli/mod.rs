@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod dataset;
 pub mod db;
+pub mod corrections;
 pub mod decide;
 pub mod demo;
 mod effects;
@@ -72,6 +73,8 @@ pub enum Command {
     Model(model::ModelArgs),
     /// Training data for the order case's language-model steps: build train/dev/test sets.
     Dataset(dataset::DatasetArgs),
+    /// Reviewers' corrections of model output, recorded as training data: export them.
+    Corrections(corrections::CorrectionsArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`flowbot schema | head`) ends the output
@@ -108,5 +111,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::execute(&args, config),
         Command::Intake(args) => intake::execute(&args),
         Command::Dataset(args) => dataset::execute(&args),
+        Command::Corrections(args) => corrections::execute(&args, config),
     }
 }

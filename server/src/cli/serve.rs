@@ -1,5 +1,5 @@
 //! `flowbot serve [--addr HOST:PORT] [--data DIR] [--workflows DIR] [--rules DIR] [--store
-//! memory|postgres://...|DIR] [--node-id NAME] [--durability step|group] [--complete-jobs]
+//! memory|postgres://...|DIR] [--node-id NAME] [--durability step|group] [--complete-jobs] [--model PATH]
 //! [--log-format text|json]`: the HTTP
 //! service (REST and admin API, WebSocket notifications, metrics, dashboard) until SIGTERM or
 //! Ctrl-C. A thin adapter: the configuration and the application come from `flowbot-app`, the
@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// tests, benchmarks); without it such a job raises an incident.
     #[arg(long)]
     pub complete_jobs: bool,
+    /// The model of LLM steps: a GGUF file or a model folder (default: the configured one, else
+    /// the default model, fetched on first use).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -87,6 +91,7 @@ pub fn execute(args: &ServeArgs, config_file: Option<PathBuf>) -> anyhow::Result
             Durability::Group => DurabilityKind::Group,
         }),
         addr: args.addr.clone(),
+        model: args.model.clone(),
         ..ConfigOverrides::default()
     };
     match service::runtime()?.block_on(serve(&overrides, args.complete_jobs)) {
