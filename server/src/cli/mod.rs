@@ -4,9 +4,9 @@
 
 pub mod bench;
 pub mod check;
+pub mod corrections;
 pub mod dataset;
 pub mod db;
-pub mod corrections;
 pub mod decide;
 pub mod demo;
 mod effects;
