@@ -95,6 +95,7 @@ fn shipped_order_process_parses_with_the_expected_nodes() {
         ids,
         [
             "order_received",
+            "order_from_email",
             "import_order",
             "confirm_order",
             "review_policy",
