@@ -86,6 +86,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// Panics, showing stdout and stderr, unless the command exited with 0.
+    pub fn assert_success(&self) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
     /// stdout parsed as one JSON value.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {

@@ -1,7 +1,7 @@
 //! `flowbot dataset build` end to end: the files it writes, their determinism, the problems it
 //! reports; and `flowbot model eval-extract` reading a split it wrote.
 
-use flowbot_e2e::{flowbot, Output};
+use flowbot_e2e::flowbot;
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use serde_json::Value;
 
@@ -27,16 +27,6 @@ nodes:
     next: done
   done: { end: ~ }
 "#;
-
-fn ok(output: &Output) {
-    assert_eq!(
-        output.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        output.stdout,
-        output.stderr
-    );
-}
 
 fn lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -77,8 +67,8 @@ fn a_data_set_is_built_from_orders_and_labelled_emails_and_evaluated() {
     };
     let (first, second) = (tmp.path().join("a"), tmp.path().join("b"));
     let output = build(&first);
-    ok(&output);
-    ok(&build(&second));
+    output.assert_success();
+    build(&second).assert_success();
     let stats: Value = serde_json::from_str(&output.stdout).unwrap();
     for name in ["train.jsonl", "dev.jsonl", "test.jsonl", "stats.json"] {
         assert_eq!(
@@ -121,7 +111,7 @@ fn a_data_set_is_built_from_orders_and_labelled_emails_and_evaluated() {
         "--model",
         model.to_str().unwrap(),
     ]);
-    ok(&eval);
+    eval.assert_success();
     let n = test.len();
     assert!(
         eval.stdout

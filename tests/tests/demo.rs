@@ -39,13 +39,7 @@ fn line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
 #[test]
 fn the_demo_plays_a_day_of_orders_and_stops_with_exit() {
     let output = flowbot_with_limit(&["demo", "--exit"], Duration::from_secs(300));
-    assert_eq!(
-        output.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        output.stdout,
-        output.stderr
-    );
+    output.assert_success();
     let stdout = &output.stdout;
     assert!(
         output.stderr.contains("dashboard: http://127.0.0.1:"),

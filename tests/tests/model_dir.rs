@@ -13,16 +13,6 @@ fn tiny_dir(tmp: &Path) -> PathBuf {
     dir
 }
 
-fn ok(output: &Output) {
-    assert_eq!(
-        output.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        output.stdout,
-        output.stderr
-    );
-}
-
 #[test]
 fn model_generate_runs_a_directory_deterministically() {
     let tmp = tempfile::tempdir().unwrap();
@@ -40,9 +30,9 @@ fn model_generate_runs_a_directory_deterministically() {
         "--verbose",
     ];
     let first = flowbot(&args);
-    ok(&first);
+    first.assert_success();
     let second = flowbot(&args);
-    ok(&second);
+    second.assert_success();
     assert_eq!(
         first.stdout, second.stdout,
         "greedy generation repeats itself"
@@ -68,7 +58,7 @@ fn model_generate_runs_a_directory_deterministically() {
         "--max-tokens",
         "60",
     ]);
-    ok(&extracted);
+    extracted.assert_success();
     let value: Value = serde_json::from_str(extracted.stdout.trim()).unwrap();
     assert!(
         value["order_id"].is_string() && value["quantity"].is_i64(),
@@ -81,7 +71,7 @@ fn model_info_describes_a_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_dir(tmp.path());
     let info = flowbot(&["model", "info", "--model", dir.to_str().unwrap(), "--json"]);
-    ok(&info);
+    info.assert_success();
     let info = info.json();
     assert_eq!(info["architecture"], "LlamaForCausalLM");
     assert_eq!(info["path"], json!(dir));
@@ -93,7 +83,7 @@ fn model_info_describes_a_directory() {
     );
     assert_eq!(info["tokenizer"]["eos_token"], "<|im_end|>");
     let text = flowbot(&["model", "info", "--model", dir.to_str().unwrap()]);
-    ok(&text);
+    text.assert_success();
     assert!(
         text.stdout.contains("architecture:   LlamaForCausalLM"),
         "{}",
@@ -155,7 +145,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
     let info = flowbot(&["model", "info", "--model", dir, "--json"]).json();
     let vars = order();
     let run = run_confirmation(dir, &vars, &["--json"]);
-    ok(&run);
+    run.assert_success();
     let report = run.json();
     assert_eq!(report["status"], "completed", "{report}");
     let records = llm_records(&report);
@@ -187,7 +177,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
     );
 
     let human = run_confirmation(dir, &vars, &[]);
-    ok(&human);
+    human.assert_success();
     assert!(
         human.stdout.contains("llm write_confirmation_en: "),
         "{}",
@@ -202,7 +192,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
     // The durable engine reports the same record, and keeps it in its store.
     let store = tmp.path().join("store");
     let durable = run_confirmation(dir, &vars, &["--json", "--store", store.to_str().unwrap()]);
-    ok(&durable);
+    durable.assert_success();
     let durable = durable.json();
     let durable_records = llm_records(&durable);
     assert_eq!(durable_records.len(), 1, "{durable}");
@@ -227,7 +217,7 @@ fn the_in_memory_run_records_each_llm_call_in_its_history() {
         "--store",
         store.to_str().unwrap(),
     ]);
-    ok(&stored);
+    stored.assert_success();
     let stored = stored.json();
     assert!(
         stored
