@@ -10,6 +10,7 @@ use super::handlers::{Handler, HandlerFailure, JobContext};
 use super::llm_step;
 use super::record::{encode, EngineIncident, HistoryEntry, JobAttempts};
 use super::turn::Turn;
+use super::versions::Deployed;
 use super::Inner;
 use crate::executor::{ExecError, Wait, WaitKind};
 use crate::llm::{LlmError, INVALID_OUTPUT_ERROR};
@@ -273,15 +274,8 @@ impl Inner {
 
     /// Whether an error boundary on the instance's node `node` catches the error `code`.
     fn catches_error(&self, instance: &str, node: &str, code: &str) -> bool {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(instance)
-            .cloned();
-        live.is_some_and(|live| {
-            let guard = live.lock().unwrap_or_else(|e| e.into_inner());
-            let process = &guard.deployed.process;
+        self.live_deployed(instance).is_some_and(|deployed| {
+            let process = &deployed.process;
             process
                 .node_index(node)
                 .and_then(|index| process.error_boundary(index, Some(code)))
@@ -291,20 +285,24 @@ impl Inner {
 
     /// The retry policy the node declares, if any.
     pub(super) fn declared_retry_policy(&self, instance: &str, node: &str) -> Option<RetryPolicy> {
+        self.live_deployed(instance)
+            .and_then(|deployed| deployed.retries.get(node).cloned())
+    }
+
+    /// The deployed version a live instance runs.
+    fn live_deployed(&self, instance: &str) -> Option<Arc<Deployed>> {
         let live = self
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(instance)
-            .cloned();
-        live.and_then(|live| {
-            live.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .deployed
-                .retries
-                .get(node)
-                .cloned()
-        })
+            .cloned()?;
+        let deployed = live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deployed
+            .clone();
+        Some(deployed)
     }
 
     /// The handler that runs jobs naming `name`: the registered one, else the fallback.

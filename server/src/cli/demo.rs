@@ -134,7 +134,7 @@ struct Summary {
     shipped: usize,
     statuses: BTreeMap<String, usize>,
     notifications: BTreeMap<String, usize>,
-    settlements: usize,
+    end_of_day_notifications: usize,
     confirmation: Option<String>,
 }
 
@@ -166,7 +166,7 @@ impl Summary {
         out += &format!(
             "notifications: {} ({} of them at the end of the day)\n",
             receivers.join(", "),
-            self.settlements
+            self.end_of_day_notifications
         );
         if let Some(text) = &self.confirmation {
             out += &format!("a confirmation the model wrote: {text}\n");
@@ -273,7 +273,7 @@ async fn play_the_day(app: &App, args: &DemoArgs) -> anyhow::Result<Summary> {
     }
 
     let notifications = app.notifications_after(0, None, usize::MAX)?;
-    summary.settlements = notifications.len().saturating_sub(before);
+    summary.end_of_day_notifications = notifications.len().saturating_sub(before);
     for notification in &notifications {
         *summary
             .notifications
