@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One full build, not an edit loop: incremental state would add about 10 GB to the target folder
+# for no gain (CI machines have run out of disk with it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== formatting (rustfmt's default settings)"
 cargo fmt --all --check
