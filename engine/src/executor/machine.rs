@@ -2,9 +2,9 @@
 //! flow selection, scopes and variables.
 
 use super::{
-    AfterCompensation, Compensable, CompensationRun, Event, ExecError, ExecutionHooks, HookContext,
-    Incident, Instance, InstanceStatus, JoinState, LoopState, MultiState, RunOf, ScopeState, Step,
-    Wait, WaitKind,
+    joined_id, AfterCompensation, Compensable, CompensationRun, Event, ExecError, ExecutionHooks,
+    HookContext, Incident, Instance, InstanceStatus, JoinState, LoopState, MultiState, RunOf,
+    ScopeState, Step, Wait, WaitKind,
 };
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
@@ -953,7 +953,7 @@ impl<'a> Machine<'a> {
             node: node.id.clone(),
             scope,
             kind,
-            idempotency_key: format!("{}/{}/{}", self.inst.id, node.id, activation),
+            idempotency_key: joined_id(&[&self.inst.id, "/", &node.id, "/"], activation),
             race,
             attached_to,
         };

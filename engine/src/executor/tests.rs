@@ -1269,3 +1269,13 @@ mod triggered_start {
         );
     }
 }
+
+#[test]
+fn joined_ids_read_as_the_formatted_ones() {
+    assert_eq!(super::joined_id(&["order", "-"], 42), "order-42");
+    assert_eq!(
+        super::joined_id(&["order-42", "/", "review", "/"], u64::MAX),
+        format!("order-42/review/{}", u64::MAX)
+    );
+    assert_eq!(super::joined_id(&[], 0), "0");
+}

@@ -138,6 +138,12 @@ fn attached<'a>(ctx: &HookContext<'a>) -> impl Iterator<Item = &'a RuleAttachmen
         .chain(ctx.process.rules.iter())
 }
 
+/// Whether no rule is attached at `ctx` (neither on its node nor on the process): O(1), unlike
+/// [`CompiledProcess::has_rules`], which walks every node.
+fn no_rules_at(ctx: &HookContext<'_>) -> bool {
+    ctx.process.rules.is_empty() && ctx.node.is_none_or(|node| node.rules.is_empty())
+}
+
 fn node_id(ctx: &HookContext<'_>) -> String {
     ctx.node.map(|n| n.id.clone()).unwrap_or_default()
 }
@@ -256,11 +262,13 @@ impl SharedRuleHooks {
 
     /// Ends the current step of `instance_id` and returns the effects its rules asked for.
     pub fn finish_step(&self, instance_id: &str) -> Vec<Effect> {
-        let step = self
-            .steps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(instance_id);
+        let step = {
+            let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+            // A step of a process without rules never opened: skip hashing the id then.
+            (!steps.is_empty())
+                .then(|| steps.remove(instance_id))
+                .flatten()
+        };
         step.map(|hooks| hooks.take_effects()).unwrap_or_default()
     }
 
@@ -294,8 +302,9 @@ impl SharedRuleHooks {
     }
 }
 
-/// A process without any attached rule needs no step: the hooks answer at once, and the
-/// driver's `finish_step` finds nothing to close.
+/// A hook with no rule attached where it fires (the node's own and the process-wide ones) needs no
+/// step: it answers at once, and the driver's `finish_step` finds nothing to close. `on_start` is
+/// the exception: it runs the rules of every node, so it asks the whole process.
 impl ExecutionHooks for SharedRuleHooks {
     fn on_start(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
         if !ctx.process.has_rules() {
@@ -305,14 +314,14 @@ impl ExecutionHooks for SharedRuleHooks {
     }
 
     fn on_enter(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
-        if !ctx.process.has_rules() {
+        if no_rules_at(ctx) {
             return Ok(HookUpdates::new());
         }
         self.step(ctx.instance_id).on_enter(ctx)
     }
 
     fn on_leave(&self, ctx: &HookContext<'_>) -> Result<HookUpdates, String> {
-        if !ctx.process.has_rules() {
+        if no_rules_at(ctx) {
             return Ok(HookUpdates::new());
         }
         self.step(ctx.instance_id).on_leave(ctx)
@@ -323,7 +332,7 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<(), String> {
-        if !ctx.process.has_rules() {
+        if no_rules_at(ctx) {
             return Ok(());
         }
         self.step(ctx.instance_id).guard_variables(ctx, changes)
@@ -334,7 +343,7 @@ impl ExecutionHooks for SharedRuleHooks {
         ctx: &HookContext<'_>,
         changes: &Map<String, Value>,
     ) -> Result<HookUpdates, String> {
-        if !ctx.process.has_rules() {
+        if no_rules_at(ctx) {
             return Ok(HookUpdates::new());
         }
         self.step(ctx.instance_id)
@@ -347,7 +356,7 @@ impl ExecutionHooks for SharedRuleHooks {
         wait: &Wait,
         outputs: &Map<String, Value>,
     ) -> Result<(), String> {
-        if !ctx.process.has_rules() {
+        if no_rules_at(ctx) {
             return Ok(());
         }
         self.step(ctx.instance_id)

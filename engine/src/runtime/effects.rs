@@ -97,11 +97,14 @@ impl Inner {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(instance);
-                    let waiters = self
-                        .ended_waiters
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(instance);
+                    let waiters = {
+                        let mut waiters =
+                            self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner());
+                        // Most instances end with nobody waiting: skip hashing the id then.
+                        (!waiters.is_empty())
+                            .then(|| waiters.remove(instance))
+                            .flatten()
+                    };
                     // Without `info` the senders are dropped and each waiter reads the store.
                     if let Some(info) = info {
                         for waiter in waiters.into_iter().flatten() {

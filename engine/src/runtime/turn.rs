@@ -17,7 +17,7 @@ use super::record::{
 use super::versions::Deployed;
 use super::{open_waits, Inner, Live};
 use crate::executor::{
-    Event, ExecError, ExecutionHooks, Instance, InstanceStatus, Step, Wait, WaitKind,
+    joined_id, Event, ExecError, ExecutionHooks, Instance, InstanceStatus, Step, Wait, WaitKind,
 };
 use crate::rules::SharedRuleHooks;
 use crate::store::{Ack, SnapshotChange, StepCommit, Table, TableChange};
@@ -204,9 +204,11 @@ impl Inner {
                 }));
             }
         }
-        for event in step.events {
-            turn.history.push(HistoryEntry::Executor { event });
-        }
+        turn.history.extend(
+            step.events
+                .into_iter()
+                .map(|event| HistoryEntry::Executor { event }),
+        );
         // The rules' effects of this executor call commit with it.
         if let Some(rules) = &self.rules {
             self.status_policies(rules, live, previous, turn);
@@ -392,11 +394,10 @@ impl Inner {
             // Only callers of `wait_for_end` need the final state; one that registers after this
             // check finds the instance ended in the store (the commit is applied already).
             let id = live.stored.instance.id();
-            let awaited = self
-                .ended_waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(id);
+            let awaited = {
+                let waiters = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner());
+                !waiters.is_empty() && waiters.contains_key(id)
+            };
             effects.push(Effect::Ended(
                 awaited.then(|| InstanceInfo::of(&live.stored)),
             ));
@@ -496,7 +497,7 @@ impl Inner {
         history: Vec<HistoryEntry>,
         changes: Vec<TableChange>,
     ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
-        let id = format!("{}-{}", deployed.process_id, self.store.next_id()?);
+        let id = joined_id(&[&deployed.process_id, "-"], self.store.next_id()?);
         self.begin_instance_as(
             deployed,
             id,
