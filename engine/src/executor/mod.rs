@@ -835,6 +835,17 @@ impl Instance {
         self.scopes.first().map(|s| &s.variables).unwrap_or(&NONE)
     }
 
+    /// Moves the process variables and the path out of an instance that is not used any more
+    /// (an ended one, for its final answer) instead of cloning them; both are empty afterwards.
+    pub(crate) fn take_variables_and_path(&mut self) -> (Map<String, Value>, Vec<String>) {
+        let variables = self
+            .scopes
+            .first_mut()
+            .map(|s| std::mem::take(&mut s.variables))
+            .unwrap_or_default();
+        (variables, std::mem::take(&mut self.path))
+    }
+
     /// The live scopes (the process first, then running subprocesses).
     pub fn scopes(&self) -> &[ScopeState] {
         &self.scopes

@@ -165,6 +165,17 @@ impl InstanceInfo {
         }
     }
 
+    /// The answer for an instance whose record is dropped next (it ended in this turn): its
+    /// variables and path are moved into the answer, not cloned.
+    pub(super) fn of_final(stored: &mut StoredInstance) -> Self {
+        let (variables, path) = stored.instance.take_variables_and_path();
+        Self {
+            variables,
+            path,
+            ..Self::of(stored)
+        }
+    }
+
     /// Whether the instance has ended (completed, failed or terminated).
     pub fn ended(&self) -> bool {
         !self.status.is_active()

@@ -829,3 +829,26 @@ async fn a_non_interrupting_boundary_timer_fires_while_the_task_goes_on() {
         done.path
     );
 }
+
+#[tokio::test]
+async fn an_instance_that_ends_in_its_first_turn_answers_with_its_path_and_variables() {
+    let defs = Scope::at_line(1)
+        .node("s", start())
+        .node("double", script("let total = amount * 2;"))
+        .node("e", end())
+        .chain(&["s", "double", "e"])
+        .definitions();
+    let engine = Engine::builder().build().await.unwrap();
+    engine.deploy(&defs, None).await.unwrap();
+    let info = engine
+        .start("p", vars(json!({"amount": 21})))
+        .await
+        .unwrap();
+    assert_eq!(info.status, InstanceStatus::Completed);
+    assert_eq!(info.path, vec!["s", "double", "e"]);
+    assert_eq!(info.variables, vars(json!({"amount": 21, "total": 42})));
+    // The stored record is whole as well: the answer took its data only after the commit.
+    let stored = engine.instance(&info.id).unwrap();
+    assert_eq!(stored.path, info.path);
+    assert_eq!(stored.variables, info.variables);
+}

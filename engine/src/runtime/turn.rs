@@ -563,7 +563,13 @@ impl Inner {
             turn.commit.changes = changes;
             self.absorb(&mut guard, step, &[], InstanceStatus::Running, &mut turn);
             let (ack, effects) = self.finish_turn(&mut guard, turn)?;
-            (ack, effects, InstanceInfo::of(&guard.stored))
+            let info = if guard.stored.instance.status().is_active() {
+                InstanceInfo::of(&guard.stored)
+            } else {
+                // Ended in its first turn: the record is not kept live, so the answer takes it.
+                InstanceInfo::of_final(&mut guard.stored)
+            };
+            (ack, effects, info)
         };
         if !info.ended() {
             self.live
