@@ -60,6 +60,8 @@ impl From<&InstanceInfo> for InstanceView {
                 message: incident.message.clone(),
                 at: Some(incident.at.clone()),
                 attempts: None,
+                instance: None,
+                call: None,
             })
             .chain(info.engine_incidents.iter().map(|incident| IncidentView {
                 id: Some(wait_id(&info.id, incident.activation)),
@@ -67,6 +69,21 @@ impl From<&InstanceInfo> for InstanceView {
                 message: incident.message.clone(),
                 at: None,
                 attempts: Some(incident.attempts),
+                instance: None,
+                call: None,
+            }))
+            .chain(info.child_incidents.iter().map(|incident| {
+                IncidentView {
+                    id: incident
+                        .activation
+                        .map(|activation| wait_id(&incident.instance, activation)),
+                    node: incident.node.clone(),
+                    message: incident.message.clone(),
+                    at: None,
+                    attempts: None,
+                    instance: Some(incident.instance.clone()),
+                    call: Some(incident.call.clone()),
+                }
             }))
             .collect();
         Self {
@@ -169,6 +186,13 @@ pub struct IncidentView {
     pub at: Option<String>,
     /// How many calls were made, for a job.
     pub attempts: Option<u32>,
+    /// The called instance it happened in, when not this one (a child's incident shows on its
+    /// caller; retry or resolve it there, `id` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// This instance's call activity that waits for that instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
 }
 
 /// An open incident in an operator's list.
@@ -327,4 +351,37 @@ pub struct DefinitionView {
     pub latest: u32,
     /// Every version, oldest first.
     pub versions: Vec<DeploymentView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowbot_engine::runtime::ChildIncident;
+
+    #[test]
+    fn a_childs_incident_shows_on_its_caller_with_the_id_to_retry_it_by() {
+        let info: InstanceInfo = serde_json::from_value(serde_json::json!({
+            "id": "order-1", "process_id": "order", "version": 1, "business_key": null,
+            "status": "waiting", "variables": {}, "path": ["begin"], "waiting_on": [],
+            "incidents": [], "engine_incidents": [], "started_ms": 0, "ended_ms": null,
+        }))
+        .unwrap();
+        let info = InstanceInfo {
+            child_incidents: vec![ChildIncident {
+                call: "bill".into(),
+                instance: "order-1.2.2".into(),
+                node: "post_it".into(),
+                message: "ledger locked".into(),
+                activation: Some(3),
+            }],
+            ..info
+        };
+        let view = InstanceView::from(&info);
+        let incident = &view.incidents[0];
+        assert_eq!(incident.id.as_deref(), Some("order-1.2.2:3"));
+        assert_eq!(incident.instance.as_deref(), Some("order-1.2.2"));
+        assert_eq!(incident.call.as_deref(), Some("bill"));
+        assert_eq!(incident.node, "post_it");
+        assert_eq!(incident.message, "ledger locked");
+    }
 }

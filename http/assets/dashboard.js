@@ -52,6 +52,18 @@ async function showGraph(process, version, instance) {
     const node = box.querySelector(`g[data-node="${CSS.escape(wait.node)}"]`);
     if (node) node.classList.add("waiting");
   }
+  // An incident here, or in an instance a call activity waits for, marks the node concerned.
+  for (const incident of instance.incidents) {
+    const node = box.querySelector(`g[data-node="${CSS.escape(incident.call || incident.node)}"]`);
+    if (node) node.classList.add("incident");
+  }
+}
+
+// The incidents of an instance in one line: its own, and those of instances it calls.
+function incidentSummary(instance) {
+  if (!instance.incidents.length) return "";
+  const lines = instance.incidents.map((i) => i.instance ? `${i.call} → ${i.instance} ${i.node}: ${i.message}` : `${i.node}: ${i.message}`);
+  return el("span", { class: "incident-mark", title: lines.join("\n") }, ` ⚠ ${instance.incidents.length} incident${instance.incidents.length > 1 ? "s" : ""}`);
 }
 
 async function loadDefinitions() {
@@ -82,7 +94,7 @@ function renderInstances() {
   $("#instances tbody").replaceChildren(...rows.map((i) => el("tr", { class: i.id === selected ? "selected" : "", "data-instance": i.id },
     el("td", {}, i.id), el("td", {}, i.process), el("td", {}, i.version),
     el("td", { class: `status-${i.status}` }, i.status), el("td", {}, i.business_key || ""),
-    el("td", {}, i.waiting_on.map((w) => `${w.node} (${w.kind})`).join(", ")),
+    el("td", {}, i.waiting_on.map((w) => `${w.node} (${w.kind})`).join(", "), incidentSummary(i)),
     el("td", { class: "muted" }, new Date(i.started).toLocaleTimeString()),
     el("td", {}, el("button", { class: "link", onclick: () => { selected = i.id; renderInstances(); showGraph(i.process, i.version, i); } }, "graph")))));
 }

@@ -140,6 +140,28 @@ pub struct InstanceInfo {
     pub started_ms: u64,
     /// When it ended, once it has.
     pub ended_ms: Option<u64>,
+    /// Incidents of the instances its call activities wait for (and of those they call in
+    /// turn): a called instance's incident shows on its caller. Filled in where the engine reads
+    /// an instance ([`crate::runtime::Engine::instance`], listings); empty in the answers of
+    /// turns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_incidents: Vec<ChildIncident>,
+}
+
+/// An incident of a called instance, as its caller shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildIncident {
+    /// The caller's call activity that waits for it.
+    pub call: String,
+    /// The instance that has the incident: the child, or an instance the child calls.
+    pub instance: String,
+    /// The node concerned, in that instance.
+    pub node: String,
+    /// What went wrong.
+    pub message: String,
+    /// For an engine incident (a job that ran out of retries), its wait in `instance`, to retry
+    /// or resolve there; `None` for an executor incident (a failed step).
+    pub activation: Option<u64>,
 }
 
 impl InstanceInfo {
@@ -162,6 +184,7 @@ impl InstanceInfo {
             engine_incidents: stored.incidents.clone(),
             started_ms: stored.started_ms,
             ended_ms: stored.ended_ms,
+            child_incidents: Vec::new(),
         }
     }
 

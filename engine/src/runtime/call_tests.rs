@@ -184,6 +184,96 @@ nodes:
 }
 
 #[tokio::test]
+async fn an_incident_of_a_waiting_child_or_grandchild_shows_on_every_caller_above_it() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let post = handler(move |_ctx: JobContext| {
+        let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if ok {
+                Ok(Map::new())
+            } else {
+                Err(HandlerError::new("ledger locked"))
+            }
+        }
+    });
+    let engine = Engine::builder()
+        .handler("post", post)
+        .build()
+        .await
+        .unwrap();
+    let ledger = r#"
+process: ledger
+nodes:
+  begin: { start: ~, next: post_it }
+  post_it: { service: post, retry: 0, next: done }
+  done: { end: ~ }
+"#;
+    let invoice = r#"
+process: invoice
+nodes:
+  begin: { start: ~, next: book }
+  book: { call: ledger, next: done }
+  done: { end: ~ }
+"#;
+    let order = r#"
+process: order
+nodes:
+  begin: { start: ~, next: bill }
+  bill: { call: invoice, next: done }
+  done: { end: ~ }
+"#;
+    for text in [ledger, invoice, order] {
+        engine.deploy(&yaml(text), None).await.unwrap();
+    }
+    let started = engine.start("order", Map::new()).await.unwrap();
+    let child = format!("{}.2", started.id);
+    let grandchild = format!("{child}.2");
+    let mut events = engine.subscribe();
+    let mut top = engine.instance(&started.id).unwrap();
+    for _ in 0..100 {
+        if !top.child_incidents.is_empty() {
+            break;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), events.recv()).await;
+        top = engine.instance(&started.id).unwrap();
+    }
+    let incident = &top.child_incidents[0];
+    assert_eq!(top.child_incidents.len(), 1, "{top:?}");
+    assert_eq!(incident.call, "bill");
+    assert_eq!(incident.instance, grandchild);
+    assert_eq!(incident.node, "post_it");
+    assert_eq!(incident.message, "ledger locked");
+    let activation = incident
+        .activation
+        .expect("a job's incident can be retried");
+    // The middle caller shows it too, under its own call activity.
+    let middle = engine.instance(&child).unwrap();
+    assert_eq!(middle.child_incidents.len(), 1);
+    assert_eq!(middle.child_incidents[0].call, "book");
+    // So does a listing.
+    let page = engine
+        .list_instances(&InstanceFilter::default(), None, 10)
+        .unwrap();
+    let listed = page.items.iter().find(|i| i.id == started.id).unwrap();
+    assert_eq!(listed.child_incidents, top.child_incidents);
+
+    // Retried where it happened, it clears on every caller, and the whole chain ends.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    engine
+        .retry_incident(&grandchild, activation)
+        .await
+        .unwrap();
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert!(engine
+        .instance(&started.id)
+        .unwrap()
+        .child_incidents
+        .is_empty());
+}
+
+#[tokio::test]
 async fn cancelling_the_caller_cancels_its_child() {
     let engine = engine().await;
     let child = r#"

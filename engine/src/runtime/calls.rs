@@ -8,7 +8,7 @@
 //! a restart. The caller only moves on in a turn of its own, after the child's last turn is
 //! durable.
 
-use super::api::EngineError;
+use super::api::{ChildIncident, EngineError, InstanceInfo};
 use super::record::{decode, CallerLink, HistoryEntry, StoredInstance};
 use super::turn::Turn;
 use super::versions::Deployed;
@@ -298,5 +298,41 @@ impl Inner {
         ack.durable().await?;
         self.apply_effects(instance, effects);
         Ok(info)
+    }
+}
+
+impl super::Engine {
+    /// `info` with the incidents of the instances its call activities wait for, and of the
+    /// instances those call in turn (ids grow with each level, so the walk ends by the call
+    /// depth limit). A child that is not started yet, or not readable, adds nothing.
+    pub(super) fn with_child_incidents(&self, mut info: InstanceInfo) -> InstanceInfo {
+        for wait in &info.waiting_on {
+            let Some(child_id) = &wait.child else {
+                continue;
+            };
+            let Ok(child) = self.instance(child_id) else {
+                continue;
+            };
+            let own = child.incidents.iter().map(|incident| ChildIncident {
+                call: wait.node.clone(),
+                instance: child.id.clone(),
+                node: incident.node.clone(),
+                message: incident.message.clone(),
+                activation: None,
+            });
+            let engine = child.engine_incidents.iter().map(|incident| ChildIncident {
+                call: wait.node.clone(),
+                instance: child.id.clone(),
+                node: incident.node.clone(),
+                message: incident.message.clone(),
+                activation: Some(incident.activation),
+            });
+            let deeper = child.child_incidents.iter().map(|incident| ChildIncident {
+                call: wait.node.clone(),
+                ..incident.clone()
+            });
+            info.child_incidents.extend(own.chain(engine).chain(deeper));
+        }
+        info
     }
 }

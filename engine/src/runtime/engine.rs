@@ -357,17 +357,17 @@ impl Engine {
 
     /// The current state of an instance (running or ended).
     pub fn instance(&self, id: &str) -> Result<InstanceInfo, EngineError> {
-        if let Some(live) = self
+        // Not `if let` over the map's guard: that would hold it while the children are read.
+        let live = self
             .inner
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .cloned()
-        {
-            return Ok(InstanceInfo::of(
-                &live.lock().unwrap_or_else(|e| e.into_inner()).stored,
-            ));
+            .cloned();
+        if let Some(live) = live {
+            let info = InstanceInfo::of(&live.lock().unwrap_or_else(|e| e.into_inner()).stored);
+            return Ok(self.with_child_incidents(info));
         }
         let bytes = self
             .inner
@@ -375,7 +375,7 @@ impl Engine {
             .instance(id)?
             .ok_or_else(|| EngineError::UnknownInstance(id.to_string()))?;
         let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
-        Ok(InstanceInfo::of(&stored))
+        Ok(self.with_child_incidents(InstanceInfo::of(&stored)))
     }
 
     /// The history (audit log) of an instance.

@@ -59,7 +59,7 @@ impl Engine {
                     next_cursor = items.last().map(|last: &InstanceInfo| last.id.clone());
                     break;
                 }
-                items.push(info);
+                items.push(self.with_child_incidents(info));
             }
             return Ok(Page { items, next_cursor });
         }
@@ -77,7 +77,7 @@ impl Engine {
                     decode(&bytes, "instance").map_err(EngineError::Decode)?;
                 let info = InstanceInfo::of(&stored);
                 if filter.matches(&info) {
-                    items.push(info);
+                    items.push(self.with_child_incidents(info));
                     if items.len() == limit {
                         return Ok(Page {
                             items,

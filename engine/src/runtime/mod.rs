@@ -39,9 +39,9 @@ mod turn;
 mod versions;
 
 pub use api::{
-    parse_wait_id, wait_id, AutoComplete, Correlation, Deployment, EffectSink, EngineError,
-    EngineEvent, EngineOptions, IncidentInfo, InstanceFilter, InstanceInfo, Page, SharedHooks,
-    StartRequest, TaskFilter, TaskInfo, WaitInfo,
+    parse_wait_id, wait_id, AutoComplete, ChildIncident, Correlation, Deployment, EffectSink,
+    EngineError, EngineEvent, EngineOptions, IncidentInfo, InstanceFilter, InstanceInfo, Page,
+    SharedHooks, StartRequest, TaskFilter, TaskInfo, WaitInfo,
 };
 pub use builder::EngineBuilder;
 pub use calls::MAX_CALL_DEPTH;
