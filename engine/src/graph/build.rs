@@ -954,11 +954,14 @@ impl Builder<'_> {
                     return self.unsupported(node, &format!("{element} without a called process"));
                 };
                 // A process of this file called once, not recursively, at the version deployed
-                // with the caller runs inline; any other call starts a child instance.
+                // with the caller and without mappings runs inline (it shares the caller's
+                // variables, as a child without mappings gets and returns all of them); any
+                // other call starts a child instance, whose variables are its own.
                 let inline = matches!(
                     activity.body.binding,
                     CallBinding::Latest | CallBinding::Deployment
-                ) && self.defs.processes.iter().any(|p| &p.id == called)
+                ) && activity.io.is_empty()
+                    && self.defs.processes.iter().any(|p| &p.id == called)
                     && !self.calling.contains(called)
                     && self.inlined.insert(called.clone());
                 if !inline {

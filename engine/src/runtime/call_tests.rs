@@ -273,6 +273,47 @@ nodes:
         .is_empty());
 }
 
+const SAME_FILE_CALLS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="d" targetNamespace="t">
+  <bpmn:process id="ship" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:callActivity id="get_quote" calledElement="quote">
+      <bpmn:extensionElements>
+        <camunda:in source="kg" target="weight" />
+        <camunda:out source="price" target="freight" />
+      </bpmn:extensionElements>
+    </bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="get_quote" />
+    <bpmn:sequenceFlow id="f2" sourceRef="get_quote" targetRef="e" />
+  </bpmn:process>
+  <bpmn:process id="quote" isExecutable="false">
+    <bpmn:startEvent id="qs" />
+    <bpmn:scriptTask id="price_it" scriptFormat="rhai"><bpmn:script>let price = weight * 2; let internal = true;</bpmn:script></bpmn:scriptTask>
+    <bpmn:endEvent id="qe" />
+    <bpmn:sequenceFlow id="q1" sourceRef="qs" targetRef="price_it" />
+    <bpmn:sequenceFlow id="q2" sourceRef="price_it" targetRef="qe" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+
+#[tokio::test]
+async fn a_same_file_call_with_mappings_runs_as_a_child_with_variables_of_its_own() {
+    let engine = engine().await;
+    engine
+        .deploy(&bpmn(SAME_FILE_CALLS), Some("ship"))
+        .await
+        .unwrap();
+    let started = engine.start("ship", vars(json!({"kg": 5}))).await.unwrap();
+    let done = engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed, "{done:?}");
+    // Only the mapped output comes back: neither the child's input nor its own variables land in
+    // the caller, as they would if the called process ran inline in the caller's scope.
+    assert_eq!(done.variables, vars(json!({"kg": 5, "freight": 10})));
+    assert_eq!(done.path, ["s", "get_quote", "e"]);
+    let child = engine.instance(&format!("{}.2", started.id)).unwrap();
+    assert_eq!(child.path, ["qs", "price_it", "qe"]);
+}
+
 #[tokio::test]
 async fn cancelling_the_caller_cancels_its_child() {
     let engine = engine().await;
