@@ -8,9 +8,12 @@
 //!   ([`ScriptLimits`]). A runaway script ends with [`ScriptError::Runtime`], never a hang.
 //! - Scripts are compiled once and cached by content hash ([`ScriptRuntime::compile`]).
 //! - Instance variables are JSON values; they enter a script as Rhai values and leave it as JSON.
+//! - A script task's assignment to a name it never declared (`total = 1`, as script tasks written
+//!   for Python or Groovy engines do) creates that process variable instead of failing: the names
+//!   are found once, when the script compiles ([`Script::undeclared_assignments`]).
 
 use rhai::packages::{Package, StandardPackage};
-use rhai::{Dynamic, Engine, Scope, AST};
+use rhai::{ASTNode, Dynamic, Engine, Expr, ImmutableString, Scope, Stmt, AST};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -189,7 +192,63 @@ pub fn sandboxed_engine(limits: &ScriptLimits) -> Engine {
 }
 
 /// A compiled script, shared through the cache.
-pub type CompiledScript = Arc<AST>;
+pub type CompiledScript = Arc<Script>;
+
+/// A compiled script or expression, with what running it as a script task needs to know.
+#[derive(Debug, Clone)]
+pub struct Script {
+    ast: AST,
+    undeclared_assignments: Box<[ImmutableString]>,
+}
+
+impl Script {
+    fn new(ast: AST) -> Self {
+        let undeclared_assignments = undeclared_assignments(&ast);
+        Self {
+            ast,
+            undeclared_assignments,
+        }
+    }
+
+    /// The compiled Rhai.
+    pub fn ast(&self) -> &AST {
+        &self.ast
+    }
+
+    /// Names the script's main body assigns with a plain `=` (not `+=`, not inside a function):
+    /// those not yet instance variables start as `()` in the run's scope, so the assignment
+    /// creates them. A `let` of the same name shadows that binding and changes nothing.
+    pub fn undeclared_assignments(&self) -> &[ImmutableString] {
+        &self.undeclared_assignments
+    }
+}
+
+impl std::ops::Deref for Script {
+    type Target = AST;
+
+    fn deref(&self) -> &AST {
+        &self.ast
+    }
+}
+
+/// The targets of plain assignments to simple variables in `ast`'s main body, each once.
+fn undeclared_assignments(ast: &AST) -> Box<[ImmutableString]> {
+    let main_body = ast.clone_statements_only();
+    let mut names: Vec<ImmutableString> = Vec::new();
+    main_body.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Assignment(assignment))) = path.last() {
+            let (operator, sides) = &**assignment;
+            if let (false, Expr::Variable(variable, ..)) = (operator.is_op_assignment(), &sides.lhs)
+            {
+                if !names.contains(&variable.1) {
+                    names.push(variable.1.clone());
+                }
+            }
+        }
+        true
+    });
+    names.into_boxed_slice()
+}
 
 /// The variables a script run changed or created, as JSON.
 pub type VariableUpdates = Map<String, Value>;
@@ -244,7 +303,7 @@ impl ScriptRuntime {
             return Ok(ast.clone());
         }
         check_source_size(source)?;
-        let ast = Arc::new(self.engine.compile(source)?);
+        let ast = Arc::new(Script::new(self.engine.compile(source)?));
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -276,15 +335,21 @@ impl ScriptRuntime {
         to_json(&value)
     }
 
-    /// Runs a script with `variables` in scope. Top-level `let` bindings and assignments to
-    /// existing variables become the returned updates (only values that changed or are new).
+    /// Runs a script with `variables` in scope. Top-level `let` bindings, assignments to
+    /// existing variables and assignments to undeclared names become the returned updates (only
+    /// values that changed or are new).
     pub fn run_script(
         &self,
-        ast: &AST,
+        script: &Script,
         variables: &Map<String, Value>,
     ) -> Result<VariableUpdates, ScriptError> {
         let mut scope = scope_from(variables)?;
-        self.engine.run_ast_with_scope(&mut scope, ast)?;
+        for name in script.undeclared_assignments() {
+            if !variables.contains_key(name.as_str()) {
+                scope.push_dynamic(name.clone(), Dynamic::UNIT);
+            }
+        }
+        self.engine.run_ast_with_scope(&mut scope, &script.ast)?;
         let mut updates = Map::new();
         for (name, _constant, value) in scope.iter() {
             if value.is_unit() && !variables.contains_key(name) {
@@ -297,6 +362,45 @@ impl ScriptRuntime {
         }
         Ok(updates)
     }
+}
+
+/// The first construct in `ast` written for Python rather than Rhai, with what to write instead
+/// and its 1-based position inside the text: `True`, `False` or `None` read as a name (they
+/// parse as Rhai variables and would only fail when run), or a string multiplied by a number.
+pub fn python_idiom(ast: &AST) -> Option<(String, (u32, u32))> {
+    let mut found = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        found = match path.last() {
+            Some(ASTNode::Expr(Expr::Variable(variable, _, at))) => {
+                let rhai = match variable.1.as_str() {
+                    "True" => "true",
+                    "False" => "false",
+                    "None" => "()",
+                    _ => return true,
+                };
+                Some((
+                    format!("`{}` is Python; Rhai writes `{rhai}`", variable.1),
+                    position_of(*at),
+                ))
+            }
+            Some(ASTNode::Expr(Expr::FnCall(call, at)))
+                if call.name == "*"
+                    && call
+                        .args
+                        .iter()
+                        .any(|arg| matches!(arg, Expr::StringConstant(..))) =>
+            {
+                Some((
+                    "a string times a number repeats it in Python; Rhai has no such operator"
+                        .to_string(),
+                    position_of(*at),
+                ))
+            }
+            _ => None,
+        };
+        found.is_none()
+    });
+    found
 }
 
 /// A stable 64-bit hash of a script's text.
@@ -383,6 +487,49 @@ mod tests {
         assert_eq!(
             Value::Object(updates),
             json!({"status": "confirmed", "amount": 2, "same": [1, 2]})
+        );
+    }
+
+    #[test]
+    fn assigning_an_undeclared_name_creates_that_variable() {
+        let rt = ScriptRuntime::default();
+        let script = rt
+            .compile(
+                "v = 1; if v > 0 { label = \"positive\" } amount = amount * 2; \
+                 let kept = 2; fn helper() { inner = 3 } count += 0;",
+            )
+            .unwrap();
+        let names: Vec<&str> = script
+            .undeclared_assignments()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        // `amount = amount * 2` is compiled as `amount *= 2`: it needs `amount` to exist anyway.
+        assert_eq!(names, ["v", "label"]);
+        let updates = rt
+            .run_script(&script, &vars(json!({"amount": 3, "count": 1})))
+            .unwrap();
+        assert_eq!(
+            Value::Object(updates),
+            json!({"v": 1, "label": "positive", "amount": 6, "kept": 2})
+        );
+        // An increment of a name that does not exist still fails: there is nothing to add to.
+        let increment = rt.compile("missing += 1").unwrap();
+        assert!(rt.run_script(&increment, &Map::new()).is_err());
+    }
+
+    #[test]
+    fn python_literals_and_string_repetition_are_named_with_their_position() {
+        let rt = ScriptRuntime::default();
+        let idiom = |source: &str| python_idiom(&rt.compile(source).unwrap());
+        assert_eq!(
+            idiom("x = 1;\nhey = False"),
+            Some(("`False` is Python; Rhai writes `false`".to_string(), (2, 7)))
+        );
+        assert_eq!(idiom("a = \"a\" * 512").unwrap().1, (1, 9));
+        assert_eq!(
+            idiom("flag = true; total = amount * 2; name = \"a\" + b"),
+            None
         );
     }
 

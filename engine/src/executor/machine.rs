@@ -2655,9 +2655,9 @@ impl<'a> Machine<'a> {
             }
             other => other.to_string(),
         };
-        // Scripts written for other engines assign new variables without `let`.
-        if what == "script" && message.starts_with("Variable not found") {
-            message.push_str(" (scripts are Rhai: create a variable with `let name = value;`)");
+        // Assignments create variables; a name that is only read must already exist.
+        if message.starts_with("Variable not found") {
+            message.push_str(" (neither an instance variable nor assigned before this point)");
         }
         self.incident(
             &node.id,

@@ -133,14 +133,14 @@ fn failing_script_and_sandbox_limits_become_incidents() {
     let p = compiled(
         Scope::default()
             .node("s", start())
-            .node("sc", script("total = 1"))
+            .node("sc", script("total = 1; total = total + missing"))
             .node("e", end())
             .chain(&["s", "sc", "e"]),
     );
     let (instance, _) = Instance::start(&p, "i1", Map::new(), &NoHooks).unwrap();
     assert_eq!(
         instance.incidents()[0].message,
-        "script failed in `sc`: Variable not found: total (scripts are Rhai: create a variable with `let name = value;`)"
+        "script failed in `sc`: Variable not found: missing (neither an instance variable nor assigned before this point)"
     );
     for source in ["let x = 1; x.no_such_method()", "loop { }"] {
         let p = compiled(

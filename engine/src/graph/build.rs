@@ -1118,11 +1118,24 @@ impl Builder<'_> {
             }
         }
         match self.scripts.compile(source) {
-            Ok(ast) => Some(CompiledCode {
-                ast,
-                source: source.to_string(),
-                span,
-            }),
+            Ok(ast) => {
+                if let Some((message, (line, col))) = crate::script::python_idiom(&ast) {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            self.file,
+                            offset_span(span, line, col),
+                            format!("{what} {id} is not Rhai: {message}"),
+                        )
+                        .with_id(id.to_string()),
+                    );
+                    return None;
+                }
+                Some(CompiledCode {
+                    ast,
+                    source: source.to_string(),
+                    span,
+                })
+            }
             Err(err) => {
                 let at = err
                     .position()

@@ -116,6 +116,22 @@ fn foreign_script_languages_are_rejected_by_name() {
 }
 
 #[test]
+fn python_written_as_rhai_is_refused_where_it_is() {
+    let defs = Scope::default()
+        .node("s", start())
+        .node("py", script("done = 1;\nflag = True"))
+        .node("e", end())
+        .chain(&["s", "py", "e"])
+        .definitions();
+    let (process, diagnostics) = check(&defs);
+    assert!(process.is_none());
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:51:8: error: script py is not Rhai: `True` is Python; Rhai writes `true` [py]"]
+    );
+}
+
+#[test]
 fn gateway_problems_are_reported() {
     let defs = Scope::default()
         .node("s", start())
