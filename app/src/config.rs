@@ -45,6 +45,8 @@ pub struct AppConfig {
     pub auth: AuthConfig,
     /// HTTP routes bound to actions (`[[routes]]`; see [`crate::bindings`]).
     pub routes: Vec<crate::bindings::RouteConfig>,
+    /// URLs the server posts notification-log entries to (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
     /// This node's name in a shared database (PostgreSQL store); default: host name and
     /// process id.
     pub node_id: Option<String>,
@@ -65,6 +67,7 @@ impl Default for AppConfig {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             routes: Vec::new(),
+            webhooks: Vec::new(),
             node_id: None,
         }
     }
@@ -244,6 +247,79 @@ impl Default for HttpConfig {
     }
 }
 
+/// One webhook: the server posts each notification-log entry (for `receiver`, or all) to `url`,
+/// in number order, at least once, retrying with backoff while the URL fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The webhook's name: letters, digits, `-` and `_`. Its delivery cursor is stored under it,
+    /// so renaming a webhook starts it afresh.
+    pub name: String,
+    /// `http://` or `https://` URL the entries are posted to.
+    pub url: String,
+    /// Only entries for this receiver (default: every receiver).
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// Extra request headers (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How long one delivery may take, in milliseconds.
+    #[serde(default = "WebhookConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The longest wait between two tries of a failing delivery, in milliseconds.
+    #[serde(default = "WebhookConfig::default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl WebhookConfig {
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+
+    fn default_max_backoff_ms() -> u64 {
+        60_000
+    }
+
+    /// Refuses a name that is empty or has other characters than letters, digits, `-` and `_`,
+    /// a URL that is not `http://` or `https://`, and a header name or value HTTP cannot carry.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(format!(
+                "webhook name `{}`: use 1 to 64 letters, digits, `-` or `_`",
+                self.name
+            ));
+        }
+        let scheme_ok = ["http://", "https://"].iter().any(|scheme| {
+            self.url.len() > scheme.len() && self.url[..scheme.len()].eq_ignore_ascii_case(scheme)
+        });
+        if !scheme_ok {
+            return Err(format!(
+                "webhook `{}`: url `{}` must start with http:// or https://",
+                self.name, self.url
+            ));
+        }
+        for (header, value) in &self.headers {
+            let header_ok = !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !header_ok || value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                return Err(format!(
+                    "webhook `{}`: header `{header}` is not a valid HTTP header",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Secrets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -348,6 +424,19 @@ impl AppConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         config.resolve_paths(base);
+        let mut names = std::collections::BTreeSet::new();
+        for webhook in &config.webhooks {
+            webhook
+                .validate()
+                .map_err(|e| AppError::config(format!("config file {}: {e}", path.display())))?;
+            if !names.insert(webhook.name.as_str()) {
+                return Err(AppError::config(format!(
+                    "config file {}: two webhooks are named `{}`",
+                    path.display(),
+                    webhook.name
+                )));
+            }
+        }
         if config.store.url.is_some() {
             match config.store.kind {
                 StoreKind::Memory => {
@@ -701,5 +790,39 @@ mod tests {
             bad.message().contains("FLOWBOT_DURABILITY=sometimes"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn webhooks_are_read_with_defaults_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowbot.toml");
+        std::fs::write(
+            &file,
+            "[[webhooks]]\nname = \"warehouse\"\nurl = \"http://127.0.0.1:9000/hooks\"\n\
+             receiver = \"warehouse\"\nheaders = { Authorization = \"Bearer x\" }\n",
+        )
+        .unwrap();
+        let config = AppConfig::from_file(&file).unwrap();
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.receiver.as_deref(), Some("warehouse"));
+        assert_eq!(hook.headers["Authorization"], "Bearer x");
+        assert_eq!((hook.timeout_ms, hook.max_backoff_ms), (10_000, 60_000));
+        for (text, expected) in [
+            ("name = \"a b\"\nurl = \"http://x/\"", "webhook name `a b`"),
+            ("name = \"a\"\nurl = \"ftp://x/\"", "must start with http://"),
+            (
+                "name = \"a\"\nurl = \"http://x/\"\nheaders = { \"X Y\" = \"1\" }",
+                "header `X Y`",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://x/\"\n[[webhooks]]\nname = \"a\"\nurl = \"http://y/\"",
+                "two webhooks are named `a`",
+            ),
+        ] {
+            std::fs::write(&file, format!("[[webhooks]]\n{text}\n")).unwrap();
+            let error = AppConfig::from_file(&file).unwrap_err();
+            assert!(error.message().contains(expected), "{text}: {error}");
+            assert!(error.message().contains("flowbot.toml"), "{error}");
+        }
     }
 }

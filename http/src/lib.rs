@@ -9,6 +9,7 @@
 //!   router, so the two cannot drift apart.
 //! - [`serve`]: runs the router on a listener until a shutdown signal, then drains in-flight
 //!   requests and stops the application.
+//! - [`webhooks`]: posts the notification log to the configured URLs, at least once, in order.
 //! - [`DataDirLock`], [`token::resolve_admin_token`]: what a server takes from its data folder.
 //!
 //! Invariant: handlers are thin adapters; every state change goes through one service of the
@@ -29,6 +30,7 @@ mod router;
 pub mod state;
 pub mod text_intake;
 pub mod token;
+pub mod webhooks;
 pub mod ws;
 
 pub use lock::DataDirLock;
@@ -99,8 +101,8 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves `app` on `listener` until `signal` completes, then stops taking connections, lets
-/// in-flight requests finish (their turns are committed), ends the WebSocket feeds and the
-/// folder watcher, and shuts the application down.
+/// in-flight requests finish (their turns are committed), ends the WebSocket feeds, the webhook
+/// deliveries and the folder watcher, and shuts the application down.
 ///
 /// The workflows and rules folders are watched when a workflows folder is configured.
 /// `bindings` are the declared routes ([`bindings::load`]).
@@ -121,6 +123,7 @@ pub async fn serve(
         bindings,
         shutdown: shutdown.clone(),
     });
+    let webhooks = webhooks::start(&app, &metrics, &shutdown);
     let counting = tokio::spawn(metrics::count_engine_events(
         app.clone(),
         metrics,
@@ -140,6 +143,9 @@ pub async fn serve(
         .await;
     drop(watcher);
     let _ = counting.await;
+    for delivery in webhooks {
+        let _ = delivery.await;
+    }
     app.shutdown().await;
     tracing::info!("stopped");
     outcome.map_err(ServeError::Io)

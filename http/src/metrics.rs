@@ -10,6 +10,8 @@
 //! - `flowbot_llm_calls_total`, `flowbot_llm_tokens_total{kind}`, `flowbot_llm_seconds_total`.
 //! - `flowbot_open_incidents`, `flowbot_store_flushes_total`, `flowbot_store_flush_seconds_total`,
 //!   `flowbot_store_flushed_commits_total`: read when scraped.
+//! - `flowbot_webhook_deliveries_total{webhook,outcome}`: posts to webhooks, `delivered` or
+//!   `failed` (each failed try counts).
 //! - `flowbot_metrics_events_lagged_total`: engine events the counters missed because they
 //!   could not keep up (the instance counters are low by that much).
 //!
@@ -41,6 +43,7 @@ pub struct Metrics {
     llm_tokens: IntCounterVec,
     llm_millis: IntCounter,
     events_lagged: IntCounter,
+    webhook_deliveries: IntCounterVec,
     open_incidents: IntGauge,
     flushes: IntGauge,
     flushed_commits: IntGauge,
@@ -156,6 +159,11 @@ impl Metrics {
                 "flowbot_metrics_events_lagged_total",
                 "Engine events the instance counters missed (they could not keep up).",
             ),
+            webhook_deliveries: counter_vec(
+                "flowbot_webhook_deliveries_total",
+                "Posts of notification-log entries to webhooks, by webhook and outcome.",
+                &["webhook", "outcome"],
+            ),
             open_incidents: gauge("flowbot_open_incidents", "Incidents awaiting an operator."),
             flushes: gauge(
                 "flowbot_store_flushes_total",
@@ -178,6 +186,14 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one try to post an entry to a webhook.
+    pub fn webhook_delivery(&self, webhook: &str, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.webhook_deliveries
+            .with_label_values(&[webhook, outcome])
+            .inc();
     }
 
     /// Records one API call that drove a turn.

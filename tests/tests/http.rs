@@ -692,3 +692,220 @@ fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
         "each order notified its customer"
     );
 }
+
+/// One post a webhook receiver got: the `Flowbot-Webhook` and `Flowbot-Seq` headers and the body.
+#[derive(Debug, Clone)]
+struct Delivery {
+    webhook: String,
+    seq: u64,
+    body: Value,
+}
+
+/// A webhook receiver on a free loopback port that answers 500 to its first `failures` posts and
+/// 200 after them, recording each post it answered 200.
+fn webhook_receiver(failures: usize) -> (String, Arc<Mutex<Vec<Delivery>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let recorded = received.clone();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+                }
+            }
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let mut body = vec![0; header("content-length").parse().unwrap_or(0)];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            answered += 1;
+            let status = if answered <= failures {
+                "500 Internal Server Error"
+            } else {
+                recorded.lock().unwrap().push(Delivery {
+                    webhook: header("flowbot-webhook"),
+                    seq: header("flowbot-seq").parse().unwrap(),
+                    body: serde_json::from_slice(&body).unwrap(),
+                });
+                "200 OK"
+            };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (url, received)
+}
+
+/// Every entry of the notification log, in number order.
+fn notification_log(server: &Server) -> Vec<Value> {
+    let mut log = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = server
+            .get(&format!("/api/v1/notifications?after={after}&limit=1000"))
+            .json();
+        let items = page["items"].as_array().unwrap().clone();
+        let Some(last) = items.last() else {
+            return log;
+        };
+        after = last["seq"].as_u64().unwrap();
+        log.extend(items);
+    }
+}
+
+/// The numbers `webhook` received, first receipt of each, in the order they came.
+fn first_receipts(deliveries: &[Delivery], webhook: &str) -> Vec<u64> {
+    let mut seen = BTreeSet::new();
+    deliveries
+        .iter()
+        .filter(|d| d.webhook == webhook && seen.insert(d.seq))
+        .map(|d| d.seq)
+        .collect()
+}
+
+#[test]
+fn webhooks_get_every_entry_in_order_through_failures_and_a_restart() {
+    let (dir, workflows, rules, data) = project(&[
+        ("order_processing.yaml", &order_processing()),
+        ("order_review.dmn", &order_review()),
+    ]);
+    let (url, received) = webhook_receiver(3);
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhooks]]\nname = \"all\"\nurl = \"{url}\"\nmax_backoff_ms = 200\n\n\
+             [[webhooks]]\nname = \"acme\"\nurl = \"{url}\"\nreceiver = \"ACME\"\nmax_backoff_ms = 200\n"
+        ),
+    )
+    .unwrap();
+    let (w, r, c) = (
+        workflows.to_str().unwrap(),
+        rules.to_str().unwrap(),
+        config.to_str().unwrap(),
+    );
+    let args = [
+        "--workflows",
+        w,
+        "--rules",
+        r,
+        "--complete-jobs",
+        "--config",
+        c,
+    ];
+    let start_orders = |server: &Server, first: usize| {
+        for n in first..first + 4 {
+            let customer = if n % 2 == 0 { "ACME" } else { "Globex" };
+            let order = json!({"process": "order_processing", "variables": {
+                "order_id": format!("SO-{n}"), "customer": customer, "amount": 20000}});
+            assert_eq!(server.post("/api/v1/instances", &order).status, 201);
+        }
+    };
+    let delivered_everything = |server: &Server| {
+        let log = notification_log(server);
+        let deliveries = received.lock().unwrap().clone();
+        let all: Vec<u64> = log.iter().map(|n| n["seq"].as_u64().unwrap()).collect();
+        let acme: Vec<u64> = log
+            .iter()
+            .filter(|n| n["receiver"] == "ACME")
+            .map(|n| n["seq"].as_u64().unwrap())
+            .collect();
+        !acme.is_empty()
+            && first_receipts(&deliveries, "all") == all
+            && first_receipts(&deliveries, "acme") == acme
+    };
+
+    let server = Server::start(&data, &args);
+    start_orders(&server, 0);
+    server.wait_for("every entry at both webhooks", WAIT, |s| {
+        delivered_everything(s)
+    });
+    let log = notification_log(&server);
+    // The bodies are the log's entries; the three refused posts were tried again.
+    for delivery in received.lock().unwrap().iter() {
+        let entry = log
+            .iter()
+            .find(|n| n["seq"].as_u64() == Some(delivery.seq))
+            .unwrap();
+        assert_eq!(&delivery.body, entry, "{delivery:?}");
+    }
+    let metrics = server.get("/metrics").body;
+    let failed: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("flowbot_webhook_deliveries_total{") && l.contains("outcome=\"failed\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(failed, 3.0, "{metrics}");
+    assert_eq!(server.terminate(), Some(0));
+    let before_restart = received.lock().unwrap().len();
+
+    // After a clean restart each webhook carries on after its stored cursor: the new entries
+    // arrive, the old ones are not sent again.
+    let server = Server::start(&data, &args);
+    start_orders(&server, 4);
+    server.wait_for("the new entries at both webhooks", WAIT, |s| {
+        delivered_everything(s)
+    });
+    let deliveries = received.lock().unwrap().clone();
+    let last_before = deliveries[..before_restart]
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap();
+    assert!(
+        deliveries[before_restart..]
+            .iter()
+            .all(|d| d.seq > last_before),
+        "entries sent again after a clean restart: {:?}",
+        &deliveries[before_restart..]
+    );
+}
+
+#[test]
+fn a_bad_webhook_in_the_config_stops_serve_with_its_name() {
+    let (dir, workflows, rules, data) = project(&[]);
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[[webhooks]]\nname = \"erp\"\nurl = \"ftp://erp.example/hooks\"\n",
+    )
+    .unwrap();
+    let log = Server::try_start(
+        &data,
+        &[
+            "--workflows",
+            workflows.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .err()
+    .expect("serve refuses the config");
+    assert!(
+        log.contains("webhook `erp`") && log.contains("http://"),
+        "{log}"
+    );
+}

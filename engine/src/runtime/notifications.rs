@@ -8,7 +8,8 @@
 //!   takes back an entry someone has read, and a reader that resumes after the last number it saw
 //!   gets every later entry exactly once, across restarts.
 //! - The effect sink is a durable reader: its cursor moves only after it accepted the entries, so
-//!   it gets each at least once.
+//!   it gets each at least once. Other durable readers (the server's webhooks) keep their own
+//!   named cursors ([`Engine::reader_cursor`]) under the same rule.
 
 use super::api::EngineError;
 use super::engine::Engine;
@@ -117,6 +118,8 @@ impl Notification {
 
 /// The cursor key of the engine's effect sink in [`Table::Cursors`].
 const EFFECT_SINK_CURSOR: &[u8] = b"effect_sink";
+/// The prefix of named readers' cursor keys in [`Table::Cursors`] (never `effect_sink`).
+const READER_CURSOR_PREFIX: &str = "reader:";
 /// Entries handed to the effect sink per read.
 const SINK_BATCH: usize = 256;
 
@@ -246,5 +249,31 @@ impl Engine {
     /// (wait on it, then read after the last number seen).
     pub fn notification_watermark(&self) -> watch::Receiver<u64> {
         self.inner.notified.subscribe()
+    }
+
+    /// How far the durable reader `name` has read the log: the number it last stored with
+    /// [`Engine::store_reader_cursor`], `None` when it never stored one.
+    pub fn reader_cursor(&self, name: &str) -> Result<Option<u64>, EngineError> {
+        let key = format!("{READER_CURSOR_PREFIX}{name}");
+        match self.inner.store.get(Table::Cursors, key.as_bytes())? {
+            Some(bytes) => decode(&bytes, "reader cursor")
+                .map(Some)
+                .map_err(EngineError::Decode),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that the durable reader `name` has handled every entry up to `seq`; returns once
+    /// that is durable. A reader that stores its cursor only after handling the entries gets
+    /// each entry at least once, across restarts.
+    pub async fn store_reader_cursor(&self, name: &str, seq: u64) -> Result<(), EngineError> {
+        let mut commit = StepCommit::default();
+        commit.put(
+            Table::Cursors,
+            format!("{READER_CURSOR_PREFIX}{name}").into_bytes(),
+            encode(&seq),
+        );
+        self.inner.store.commit(commit)?.durable().await?;
+        Ok(())
     }
 }

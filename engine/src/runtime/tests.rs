@@ -852,3 +852,24 @@ async fn an_instance_that_ends_in_its_first_turn_answers_with_its_path_and_varia
     assert_eq!(stored.path, info.path);
     assert_eq!(stored.variables, info.variables);
 }
+
+#[tokio::test]
+async fn a_named_reader_cursor_is_kept_apart_from_others_and_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
+        let engine = Engine::builder().store(store).build().await.unwrap();
+        assert_eq!(engine.reader_cursor("webhook:erp").unwrap(), None);
+        engine.store_reader_cursor("webhook:erp", 0).await.unwrap();
+        assert_eq!(engine.reader_cursor("webhook:erp").unwrap(), Some(0));
+        engine.store_reader_cursor("webhook:erp", 41).await.unwrap();
+        engine.store_reader_cursor("webhook:crm", 7).await.unwrap();
+        engine.shutdown().await;
+    }
+    let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
+    let engine = Engine::builder().store(store).build().await.unwrap();
+    assert_eq!(engine.reader_cursor("webhook:erp").unwrap(), Some(41));
+    assert_eq!(engine.reader_cursor("webhook:crm").unwrap(), Some(7));
+    // The effect sink's own cursor is not a named reader's.
+    assert_eq!(engine.reader_cursor("effect_sink").unwrap(), None);
+}
