@@ -302,6 +302,10 @@ pub enum DecisionResultMapping {
     CollectEntries,
     /// Camunda `resultList` (its default): every matched rule's outputs, as a list of maps.
     ResultList,
+    /// SpiffWorkflow `calledDecisionId`: the matched rule's outputs become variables of their
+    /// own names (with several matched rules, each output is the list of their values); no
+    /// rule matched writes nothing.
+    MergeOutputs,
 }
 
 impl DecisionResultMapping {

@@ -537,3 +537,48 @@ fn task_output_fills_in_what_a_clerk_enters_and_the_order_rules_use_it() {
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.contains("expected NODE=JSON"), "{}", bad.stderr);
 }
+
+/// A decision table with two outputs and a catch-all rule, as SpiffWorkflow's modeler draws it.
+const SPIFF_DECISION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="drd" name="DRD" namespace="http://camunda.org/schema/1.0/dmn">
+  <decision id="answers" name="Answers">
+    <decisionTable id="table" hitPolicy="FIRST">
+      <input id="in" label="question"><inputExpression id="ie" typeRef="string"><text>question</text></inputExpression></input>
+      <output id="o1" label="Answer" name="answer" typeRef="string" />
+      <output id="o2" label="Sure" name="sure" typeRef="boolean" />
+      <rule id="r1"><inputEntry id="e1"><text>"X"</text></inputEntry><outputEntry id="a1"><text>"Y"</text></outputEntry><outputEntry id="b1"><text>true</text></outputEntry></rule>
+      <rule id="r2"><inputEntry id="e2"><text>-</text></inputEntry><outputEntry id="a2"><text>"unknown"</text></outputEntry><outputEntry id="b2"><text>false</text></outputEntry></rule>
+    </decisionTable>
+  </decision>
+</definitions>
+"#;
+
+#[test]
+fn a_spiff_business_rule_task_merges_the_decision_outputs_into_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d">
+  <bpmn:process id="p" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="rules" />
+    <bpmn:businessRuleTask id="rules">
+      <bpmn:extensionElements><spiffworkflow:calledDecisionId>answers</spiffworkflow:calledDecisionId></bpmn:extensionElements>
+    </bpmn:businessRuleTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="rules" targetRef="e" />
+    <bpmn:endEvent id="e" />
+  </bpmn:process>
+</bpmn:definitions>
+"#;
+    let file = write(dir.path(), "spiff.bpmn", process);
+    write(dir.path(), "answers.dmn", SPIFF_DECISION);
+    for (question, answer, sure) in [("X", "Y", true), ("Q", "unknown", false)] {
+        let vars = format!(r#"{{"question": "{question}"}}"#);
+        let out = flowbot(&["run", file.to_str().unwrap(), "--vars", &vars, "--json"]);
+        out.assert_success();
+        let report = out.json();
+        assert_eq!(path_of(&report), ["s", "rules", "e"]);
+        assert_eq!(report["variables"]["answer"], answer, "{report}");
+        assert_eq!(report["variables"]["sure"], sure, "{report}");
+        assert!(report["variables"].get("answers").is_none(), "{report}");
+    }
+}

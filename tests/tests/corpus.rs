@@ -87,6 +87,9 @@ enum Outcome {
     NotRhai,
     /// Refused before running: an element the executor does not run yet.
     Unsupported,
+    /// Refused before running: a business-rule task calls a decision that no decision file
+    /// beside the process defines.
+    DecisionNotDeployed,
     /// Ran, and a script that parses as Rhai but is written for another language failed (an
     /// incident with its position; exit 1).
     ScriptFailed,
@@ -154,6 +157,9 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
                     (Outcome::Different, format!("got {got}"))
                 }
             }
+            Some(1) if out.stderr.contains("cannot run: no decision") => {
+                (Outcome::DecisionNotDeployed, first_error(&out.stderr))
+            }
             Some(1) if out.stderr.contains("not supported yet") => {
                 (Outcome::Unsupported, first_error(&out.stderr))
             }
@@ -208,8 +214,10 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
     // service-task-io: a JavaScript input/output mapping; data_store (3): Python's `True`;
     // task_data_size: Python's string repetition (`"a"*512`).
     assert_eq!(count(Outcome::NotRhai), 11);
-    // A Spiff business-rule task without a decision reference.
-    assert_eq!(count(Outcome::Unsupported), 1);
+    assert_eq!(count(Outcome::Unsupported), 0);
+    // business_rule_task: its `spiffworkflow:calledDecisionId` names a decision of
+    // `dmn/business_rules.dmn`, a folder below the process that `run` does not read.
+    assert_eq!(count(Outcome::DecisionNotDeployed), 1);
     assert_eq!(count(Outcome::KnownDifference), KNOWN_DIFFERENCES.len());
     // forms and send-signal: bpmn-engine's JavaScript mapping expressions (`${variables.input}`,
     // `${content.output}`) parse as Rhai and fail when run, naming the unknown variable.

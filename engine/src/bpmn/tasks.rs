@@ -69,8 +69,9 @@ impl Context<'_, '_> {
 
     /// A business-rule task: an inline `<flowbot:script>` (Rhai) or a decision reference:
     /// Camunda `decisionRef` (+ `resultVariable`, `mapDecisionResult`, default `resultList`),
-    /// Zeebe `calledDecision decisionId resultVariable`, or `flowbot:decision` (+
-    /// `flowbot:resultVariable`), the last two giving the decision's value as it is.
+    /// Zeebe `calledDecision decisionId resultVariable`, SpiffWorkflow `calledDecisionId` (the
+    /// outputs merged into the variables), or `flowbot:decision` (+ `flowbot:resultVariable`),
+    /// Zeebe's and Flowbot's giving the decision's value as it is.
     pub(super) fn business_rule_task(&mut self, element: ElementId) -> TaskKind {
         let tree = self.tree;
         let script = tree
@@ -116,6 +117,16 @@ impl Context<'_, '_> {
                 result_variable: tree.attr(called, "resultVariable").map(clean),
                 mapping: DecisionResultMapping::Value,
                 span: self.span(called),
+            })
+        } else if let Some(called) = tree
+            .extensions(element, Ns::Spiff, "calledDecisionId")
+            .next()
+        {
+            tree.text(called).map(|(id, span)| DecisionCall {
+                decision: clean(id),
+                result_variable: None,
+                mapping: DecisionResultMapping::MergeOutputs,
+                span,
             })
         } else {
             tree.ns_attr(element, Ns::Flowbot, "decision")

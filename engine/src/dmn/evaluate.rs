@@ -283,7 +283,7 @@ fn location(decision: &Compiled, span: crate::model::Span) -> String {
 }
 
 impl Evaluation {
-    /// Camunda's result mappings of a business-rule task (`camunda:mapDecisionResult`).
+    /// The result mappings of a business-rule task (`camunda:mapDecisionResult`, Spiff's merge).
     pub fn mapped(&self, mapping: crate::model::DecisionResultMapping) -> Result<Value, String> {
         use crate::model::DecisionResultMapping as M;
         let entry = |row: &Vec<(String, Value)>| -> Result<Value, String> {
@@ -318,6 +318,20 @@ impl Evaluation {
             M::CollectEntries => Ok(Value::List(
                 self.rows.iter().map(entry).collect::<Result<_, _>>()?,
             )),
+            M::MergeOutputs => match self.rows.as_slice() {
+                [] => Ok(Value::Context(Vec::new())),
+                [row] => Ok(context(row)),
+                rows => {
+                    let mut columns: Vec<(String, Value)> = Vec::new();
+                    for (name, value) in rows.iter().flatten() {
+                        match columns.iter_mut().find(|(column, _)| column == name) {
+                            Some((_, Value::List(values))) => values.push(value.clone()),
+                            _ => columns.push((name.clone(), Value::List(vec![value.clone()]))),
+                        }
+                    }
+                    Ok(Value::Context(columns))
+                }
+            },
         }
     }
 }

@@ -187,6 +187,31 @@ rules:
 }
 
 #[test]
+fn spiff_merge_gives_one_rule_s_outputs_or_a_list_per_output() {
+    let (set, problems) = yaml(
+        r#"decision: d
+hit_policy: rule_order
+inputs: { n: n }
+outputs: { label: ~, rank: ~ }
+rules:
+  - { n: "> 1", label: '"low"', rank: 1 }
+  - { n: "> 2", label: '"high"', rank: 2 }
+"#,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let merged = |n: i64| {
+        set.evaluate("d", json!({ "n": n }).as_object().unwrap())
+            .unwrap()
+            .mapped(DecisionResultMapping::MergeOutputs)
+            .unwrap()
+            .to_json()
+    };
+    assert_eq!(merged(0), json!({}));
+    assert_eq!(merged(2), json!({"label": "low", "rank": 1}));
+    assert_eq!(merged(3), json!({"label": ["low", "high"], "rank": [1, 2]}));
+}
+
+#[test]
 fn unique_violations_at_run_time_name_the_rules() {
     let (set, problems) = yaml(
         r#"decision: d

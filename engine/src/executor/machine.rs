@@ -6,11 +6,12 @@ use super::{
     HookContext, Incident, Instance, InstanceStatus, JoinState, LoopState, MultiState, RunOf,
     ScopeState, Step, Wait, WaitKind,
 };
+use crate::feel::Value as FeelValue;
 use crate::graph::{
     Behavior, BoundarySpec, BoundaryTrigger, CompiledCode, CompiledProcess, DecisionSpec,
     EndBehavior, EventStart, IoSpec, LoopSpec, MultiSpec, ScopeId, ThrownEvent, WaitSpec,
 };
-use crate::model::{GatewayKind, Span};
+use crate::model::{DecisionResultMapping, GatewayKind, Span};
 use crate::script::ScriptError;
 use petgraph::graph::{EdgeIndex, NodeIndex};
 use serde_json::{Map, Value};
@@ -2620,7 +2621,19 @@ impl<'a> Machine<'a> {
         match result {
             Ok(value) => {
                 let mut changes = Map::new();
-                changes.insert(spec.result_variable.clone(), value.to_json());
+                match (spec.mapping, value) {
+                    (DecisionResultMapping::MergeOutputs, FeelValue::Context(outputs)) => {
+                        for (name, value) in outputs {
+                            changes.insert(name, value.to_json());
+                        }
+                    }
+                    (_, value) => {
+                        changes.insert(spec.result_variable.clone(), value.to_json());
+                    }
+                }
+                if changes.is_empty() {
+                    return Ok(());
+                }
                 self.write_variables(scope, index, Some(activation), changes, true)
             }
             Err((at, message)) => {
