@@ -194,8 +194,9 @@ pub fn sandboxed_engine(limits: &ScriptLimits) -> Engine {
 /// A compiled script, shared through the cache.
 pub type CompiledScript = Arc<Script>;
 
-/// A compiled script or expression, with what running it as a script task needs to know.
-#[derive(Debug, Clone)]
+/// A compiled script or expression (it dereferences to its Rhai AST), with what running it as a
+/// script task needs to know.
+#[derive(Debug)]
 pub struct Script {
     ast: AST,
     undeclared_assignments: Box<[ImmutableString]>,
@@ -208,11 +209,6 @@ impl Script {
             ast,
             undeclared_assignments,
         }
-    }
-
-    /// The compiled Rhai.
-    pub fn ast(&self) -> &AST {
-        &self.ast
     }
 
     /// Names the script's main body assigns with a plain `=` (not `+=`, not inside a function):

@@ -19,6 +19,7 @@
 
 use crate::metrics::Metrics;
 use flowbot_app::config::WebhookConfig;
+use flowbot_app::view::NotificationView;
 use flowbot_app::{App, AppError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,16 @@ pub fn start(
         .collect()
 }
 
+/// One webhook's delivery: what it posts with and to.
+struct Webhook {
+    app: Arc<App>,
+    hook: WebhookConfig,
+    metrics: Arc<Metrics>,
+    agent: ureq::Agent,
+    /// Its cursor's name among the engine's durable readers.
+    reader: String,
+}
+
 /// Delivers the log to one webhook until shutdown.
 async fn deliver(
     app: Arc<App>,
@@ -59,20 +70,25 @@ async fn deliver(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let reader = format!("webhook:{}", hook.name);
-    let mut watermark = app.engine().notification_watermark();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_millis(hook.timeout_ms.max(1)))
-        .redirects(0)
-        .build();
+    let webhook = Webhook {
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(hook.timeout_ms.max(1)))
+            .redirects(0)
+            .build(),
+        reader: format!("webhook:{}", hook.name),
+        app,
+        hook,
+        metrics,
+    };
+    let mut watermark = webhook.app.engine().notification_watermark();
+    let max_backoff = Duration::from_millis(webhook.hook.max_backoff_ms).max(FIRST_BACKOFF);
     let mut backoff = FIRST_BACKOFF;
-    let max_backoff = Duration::from_millis(hook.max_backoff_ms).max(FIRST_BACKOFF);
     // Entries up to `cursor` are delivered (or not for this receiver).
     let mut cursor = loop {
-        match first_cursor(&app, &reader).await {
+        match first_cursor(&webhook.app, &webhook.reader).await {
             Ok(cursor) => break cursor,
             Err(error) => {
-                tracing::error!(webhook = %hook.name, "cannot read the webhook's cursor: {error}");
+                tracing::error!(webhook = %webhook.hook.name, "cannot read the webhook's cursor: {error}");
                 if !pause(&mut shutdown, backoff).await {
                     return;
                 }
@@ -83,53 +99,98 @@ async fn deliver(
     backoff = FIRST_BACKOFF;
     loop {
         let durable = *watermark.borrow_and_update();
-        let mut failed = false;
-        while cursor < durable && !failed {
-            let batch = match app.notifications_after(cursor, hook.receiver.as_deref(), BATCH) {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(webhook = %hook.name, "cannot read the notification log: {error}");
-                    failed = true;
-                    break;
-                }
-            };
-            let delivered_before = cursor;
-            for entry in &batch {
-                match post(&agent, &hook, entry.seq, entry).await {
-                    Ok(()) => {
-                        metrics.webhook_delivery(&hook.name, true);
-                        cursor = entry.seq;
-                        backoff = FIRST_BACKOFF;
-                    }
-                    Err(reason) => {
-                        metrics.webhook_delivery(&hook.name, false);
-                        tracing::warn!(webhook = %hook.name, seq = entry.seq, "delivery failed, trying again in {} ms: {reason}", backoff.as_millis());
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            if !failed && batch.len() < BATCH {
-                // Every entry up to `durable` for this receiver has been read.
-                cursor = cursor.max(durable);
-            }
-            if cursor > delivered_before {
-                if let Err(error) = app.engine().store_reader_cursor(&reader, cursor).await {
-                    tracing::error!(webhook = %hook.name, "cannot store the webhook's cursor: {error}");
-                }
-            }
+        let before = cursor;
+        let caught_up = webhook.catch_up(&mut cursor, durable).await;
+        if cursor > before {
+            // A delivery went through: the next failure waits the shortest time again.
+            backoff = FIRST_BACKOFF;
         }
-        if failed {
+        if caught_up {
+            tokio::select! {
+                changed = watermark.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        } else {
+            tracing::warn!(webhook = %webhook.hook.name, "trying again in {} ms", backoff.as_millis());
             if !pause(&mut shutdown, backoff).await {
                 return;
             }
             backoff = (backoff * 2).min(max_backoff);
-            continue;
         }
-        tokio::select! {
-            changed = watermark.changed() => if changed.is_err() { return },
-            _ = shutdown.changed() => return,
+    }
+}
+
+impl Webhook {
+    /// Posts the entries after `cursor` up to `durable`, in order, moving and storing `cursor`
+    /// as they are delivered; false when a post or a read failed (the rest waits for the next
+    /// try).
+    async fn catch_up(&self, cursor: &mut u64, durable: u64) -> bool {
+        while *cursor < durable {
+            let read = self
+                .app
+                .notifications_after(*cursor, self.hook.receiver.as_deref(), BATCH);
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(webhook = %self.hook.name, "cannot read the notification log: {error}");
+                    return false;
+                }
+            };
+            let before = *cursor;
+            let mut delivered_all = true;
+            for entry in &batch {
+                let posted = self.post(entry).await;
+                self.metrics
+                    .webhook_delivery(&self.hook.name, posted.is_ok());
+                if let Err(reason) = posted {
+                    tracing::warn!(webhook = %self.hook.name, seq = entry.seq, "delivery failed: {reason}");
+                    delivered_all = false;
+                    break;
+                }
+                *cursor = entry.seq;
+            }
+            if delivered_all && batch.len() < BATCH {
+                // Every entry up to `durable` for this receiver has been read.
+                *cursor = (*cursor).max(durable);
+            }
+            if *cursor > before {
+                let stored = self
+                    .app
+                    .engine()
+                    .store_reader_cursor(&self.reader, *cursor)
+                    .await;
+                if let Err(error) = stored {
+                    tracing::error!(webhook = %self.hook.name, "cannot store the webhook's cursor: {error}");
+                }
+            }
+            if !delivered_all {
+                return false;
+            }
         }
+        true
+    }
+
+    /// Posts one entry; `Err` says why it does not count as delivered.
+    async fn post(&self, entry: &NotificationView) -> Result<(), String> {
+        let body = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+        let mut request = self
+            .agent
+            .post(&self.hook.url)
+            .set("Content-Type", "application/json")
+            .set("Flowbot-Seq", &entry.seq.to_string())
+            .set("Flowbot-Webhook", &self.hook.name);
+        for (name, value) in &self.hook.headers {
+            request = request.set(name, value);
+        }
+        // ureq blocks: the request runs on tokio's blocking pool, never on an async worker.
+        tokio::task::spawn_blocking(move || match request.send_string(&body) {
+            Ok(response) if (200..300).contains(&response.status()) => Ok(()),
+            Ok(response) => Err(format!("answered {}", response.status())),
+            Err(ureq::Error::Status(status, _)) => Err(format!("answered {status}")),
+            Err(ureq::Error::Transport(transport)) => Err(transport.to_string()),
+        })
+        .await
+        .map_err(|e| format!("the delivery stopped: {e}"))?
     }
 }
 
@@ -151,31 +212,4 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, wait: Duration) -> bool {
         _ = tokio::time::sleep(wait) => true,
         _ = shutdown.changed() => false,
     }
-}
-
-/// Posts one entry; `Err` says why it does not count as delivered.
-async fn post(
-    agent: &ureq::Agent,
-    hook: &WebhookConfig,
-    seq: u64,
-    entry: &impl serde::Serialize,
-) -> Result<(), String> {
-    let body = serde_json::to_string(entry).map_err(|e| e.to_string())?;
-    let mut request = agent
-        .post(&hook.url)
-        .set("Content-Type", "application/json")
-        .set("Flowbot-Seq", &seq.to_string())
-        .set("Flowbot-Webhook", &hook.name);
-    for (name, value) in &hook.headers {
-        request = request.set(name, value);
-    }
-    // ureq blocks: the request runs on tokio's blocking pool, never on an async worker.
-    tokio::task::spawn_blocking(move || match request.send_string(&body) {
-        Ok(response) if (200..300).contains(&response.status()) => Ok(()),
-        Ok(response) => Err(format!("answered {}", response.status())),
-        Err(ureq::Error::Status(status, _)) => Err(format!("answered {status}")),
-        Err(ureq::Error::Transport(transport)) => Err(transport.to_string()),
-    })
-    .await
-    .map_err(|e| format!("the delivery stopped: {e}"))?
 }

@@ -668,19 +668,10 @@ fn kill_9_under_load_loses_no_acknowledged_instance_and_no_notification() {
         .chain(&after_restart)
         .map(|n| n["seq"].as_u64().unwrap())
         .collect();
-    let mut log = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = server
-            .get(&format!("/api/v1/notifications?after={after}&limit=1000"))
-            .json();
-        let items = page["items"].as_array().unwrap().clone();
-        if items.is_empty() {
-            break;
-        }
-        after = items.last().unwrap()["seq"].as_u64().unwrap();
-        log.extend(items.iter().map(|n| n["seq"].as_u64().unwrap()));
-    }
+    let log: Vec<u64> = notification_log(&server)
+        .iter()
+        .map(|n| n["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(
         received.len(),
         received.iter().collect::<BTreeSet<_>>().len(),

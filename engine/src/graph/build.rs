@@ -1086,8 +1086,9 @@ impl Builder<'_> {
         self.compile_code(expr.language.as_deref(), &expr.source, expr.span, what, id)
     }
 
-    /// Compiles Rhai source; reports a foreign language or a compile error (positioned inside the
-    /// file: the text's own span plus the offset inside the text).
+    /// Compiles Rhai source; reports a foreign language, Python that parses as Rhai, or a
+    /// compile error (positioned inside the file: the text's own span plus the offset inside the
+    /// text).
     fn compile_code(
         &mut self,
         language: Option<&str>,
@@ -1096,66 +1097,50 @@ impl Builder<'_> {
         what: &str,
         id: &str,
     ) -> Option<CompiledCode> {
-        if let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) {
-            if !RHAI_LANGUAGES
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(language))
+        let refusal = match language.map(str::trim).filter(|l| !l.is_empty()) {
+            Some(language)
+                if !RHAI_LANGUAGES
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(language)) =>
             {
                 let kind = if what == "script" {
                     "script"
                 } else {
                     "expression"
                 };
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        self.file,
-                        span,
-                        format!("not Rhai: {language} {kind} in {id}"),
-                    )
-                    .with_id(id.to_string()),
-                );
-                return None;
+                (span, format!("not Rhai: {language} {kind} in {id}"))
             }
-        }
-        match self.scripts.compile(source) {
-            Ok(ast) => {
-                if let Some((message, (line, col))) = crate::script::python_idiom(&ast) {
-                    self.diagnostics.push(
-                        Diagnostic::error(
-                            self.file,
-                            offset_span(span, line, col),
-                            format!("{what} {id} is not Rhai: {message}"),
-                        )
-                        .with_id(id.to_string()),
-                    );
-                    return None;
+            _ => match self.scripts.compile(source) {
+                Ok(ast) => match crate::script::python_idiom(&ast) {
+                    None => {
+                        return Some(CompiledCode {
+                            ast,
+                            source: source.to_string(),
+                            span,
+                        })
+                    }
+                    Some((message, (line, col))) => (
+                        offset_span(span, line, col),
+                        format!("{what} {id} is not Rhai: {message}"),
+                    ),
+                },
+                Err(err) => {
+                    let at = err
+                        .position()
+                        .map(|(line, col)| offset_span(span, line, col))
+                        .unwrap_or(span);
+                    let message = match &err {
+                        crate::script::ScriptError::Compile { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    (at, format!("{what} {id} is not valid Rhai: {message}"))
                 }
-                Some(CompiledCode {
-                    ast,
-                    source: source.to_string(),
-                    span,
-                })
-            }
-            Err(err) => {
-                let at = err
-                    .position()
-                    .map(|(line, col)| offset_span(span, line, col))
-                    .unwrap_or(span);
-                let message = match &err {
-                    crate::script::ScriptError::Compile { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        self.file,
-                        at,
-                        format!("{what} {id} is not valid Rhai: {message}"),
-                    )
-                    .with_id(id.to_string()),
-                );
-                None
-            }
-        }
+            },
+        };
+        let (at, message) = refusal;
+        self.diagnostics
+            .push(Diagnostic::error(self.file, at, message).with_id(id.to_string()));
+        None
     }
 }
 

@@ -313,25 +313,25 @@ impl super::Engine {
             let Ok(child) = self.instance(child_id) else {
                 continue;
             };
-            let own = child.incidents.iter().map(|incident| ChildIncident {
-                call: wait.node.clone(),
-                instance: child.id.clone(),
-                node: incident.node.clone(),
-                message: incident.message.clone(),
-                activation: None,
-            });
-            let engine = child.engine_incidents.iter().map(|incident| ChildIncident {
-                call: wait.node.clone(),
-                instance: child.id.clone(),
-                node: incident.node.clone(),
-                message: incident.message.clone(),
-                activation: Some(incident.activation),
-            });
+            // The child's own incidents (a failed step, or a job out of retries with its wait),
+            // then those it shows of its own children, all under this call activity.
+            let own = child.incidents.iter().map(|i| (&i.node, &i.message, None));
+            let jobs =
+                (child.engine_incidents.iter()).map(|i| (&i.node, &i.message, Some(i.activation)));
+            let own = own
+                .chain(jobs)
+                .map(|(node, message, activation)| ChildIncident {
+                    call: wait.node.clone(),
+                    instance: child.id.clone(),
+                    node: node.clone(),
+                    message: message.clone(),
+                    activation,
+                });
             let deeper = child.child_incidents.iter().map(|incident| ChildIncident {
                 call: wait.node.clone(),
                 ..incident.clone()
             });
-            info.child_incidents.extend(own.chain(engine).chain(deeper));
+            info.child_incidents.extend(own.chain(deeper));
         }
         info
     }

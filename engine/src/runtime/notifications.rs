@@ -118,8 +118,11 @@ impl Notification {
 
 /// The cursor key of the engine's effect sink in [`Table::Cursors`].
 const EFFECT_SINK_CURSOR: &[u8] = b"effect_sink";
-/// The prefix of named readers' cursor keys in [`Table::Cursors`] (never `effect_sink`).
-const READER_CURSOR_PREFIX: &str = "reader:";
+/// The key of the named reader `name`'s cursor in [`Table::Cursors`] (prefixed, so never the
+/// effect sink's).
+fn reader_cursor_key(name: &str) -> Vec<u8> {
+    format!("reader:{name}").into_bytes()
+}
 /// Entries handed to the effect sink per read.
 const SINK_BATCH: usize = 256;
 
@@ -254,8 +257,11 @@ impl Engine {
     /// How far the durable reader `name` has read the log: the number it last stored with
     /// [`Engine::store_reader_cursor`], `None` when it never stored one.
     pub fn reader_cursor(&self, name: &str) -> Result<Option<u64>, EngineError> {
-        let key = format!("{READER_CURSOR_PREFIX}{name}");
-        match self.inner.store.get(Table::Cursors, key.as_bytes())? {
+        match self
+            .inner
+            .store
+            .get(Table::Cursors, &reader_cursor_key(name))?
+        {
             Some(bytes) => decode(&bytes, "reader cursor")
                 .map(Some)
                 .map_err(EngineError::Decode),
@@ -268,11 +274,7 @@ impl Engine {
     /// each entry at least once, across restarts.
     pub async fn store_reader_cursor(&self, name: &str, seq: u64) -> Result<(), EngineError> {
         let mut commit = StepCommit::default();
-        commit.put(
-            Table::Cursors,
-            format!("{READER_CURSOR_PREFIX}{name}").into_bytes(),
-            encode(&seq),
-        );
+        commit.put(Table::Cursors, reader_cursor_key(name), encode(&seq));
         self.inner.store.commit(commit)?.durable().await?;
         Ok(())
     }

@@ -394,10 +394,11 @@ impl Inner {
             // Only callers of `wait_for_end` need the final state; one that registers after this
             // check finds the instance ended in the store (the commit is applied already).
             let id = live.stored.instance.id();
-            let awaited = {
-                let waiters = self.ended_waiters.lock().unwrap_or_else(|e| e.into_inner());
-                !waiters.is_empty() && waiters.contains_key(id)
-            };
+            let awaited = self
+                .ended_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id);
             effects.push(Effect::Ended(
                 awaited.then(|| InstanceInfo::of(&live.stored)),
             ));
