@@ -15,6 +15,7 @@ pub mod constrain;
 mod decode;
 pub mod fast;
 pub mod fetch;
+pub mod finetune;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_export;

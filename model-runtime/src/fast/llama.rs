@@ -238,6 +238,8 @@ struct Scratch {
     hidden: Vec<f32>,
     acts: QActs,
     logits: Vec<f32>,
+    /// When set, every pass appends the final normed hidden state of each of its rows here.
+    final_rows: Option<Vec<f32>>,
 }
 
 /// The weights, rotary tables, kernels and threads of a model: everything but the caches.
@@ -412,6 +414,26 @@ impl FastLlama {
     /// The model dimensions.
     pub fn hyper(&self) -> &Hyper {
         &self.weights.hyper
+    }
+
+    /// Runs `tokens` from position `start` as [`CausalLm::forward`] does and returns the final
+    /// hidden state of every token (after the output norm: the input of the output projection),
+    /// `tokens.len()` rows of `hyper().dim` values. Training the output layer starts from these.
+    pub fn final_hidden(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>, LmError> {
+        self.weights.check(tokens, start, self.cache.len)?;
+        self.scratch.final_rows = Some(Vec::with_capacity(tokens.len() * self.weights.hyper.dim));
+        let run = SlotRun {
+            slot: 0,
+            tokens,
+            start,
+            logits: false,
+        };
+        self.weights.forward(
+            std::slice::from_mut(&mut self.cache),
+            &mut self.scratch,
+            &[run],
+        );
+        Ok(self.scratch.final_rows.take().unwrap_or_default())
     }
 
     /// The kernel implementation in use.
@@ -616,6 +638,16 @@ impl Weights {
                 rms_norm_in_place(&mut s.proj, post_ffn, h.eps);
             }
             add_into(&mut s.x, &s.proj);
+        }
+        if let Some(final_rows) = &mut s.final_rows {
+            let first = final_rows.len();
+            final_rows.resize(first + t_len * dim, 0.0);
+            for (row, out) in
+                s.x.chunks_exact(dim)
+                    .zip(final_rows[first..].chunks_exact_mut(dim))
+            {
+                rms_norm(row, &self.output_norm, h.eps, out);
+            }
         }
         let last_rows: Vec<usize> = segments
             .iter()

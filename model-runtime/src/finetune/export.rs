@@ -1,0 +1,105 @@
+//! The output layer a model starts training from, and the tuned model written as a GGUF file.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use crate::gguf::GgufFile;
+use crate::gguf_export::ExportError;
+use crate::lm::candle_message;
+
+/// The tensor the output layer is stored in.
+const OUTPUT: &str = "output.weight";
+/// The token embeddings, which tied models use as their output layer.
+const EMBEDDINGS: &str = "token_embd.weight";
+
+fn tensor_error(path: &Path, name: &str, error: &candle_core::Error) -> ExportError {
+    ExportError::Tensor {
+        path: path.to_owned(),
+        message: format!("tensor `{name}`: {}", candle_message(error)),
+    }
+}
+
+/// The output layer of the GGUF model at `path` as f32 (vocabulary × hidden size): its
+/// `output.weight`, or the token embeddings when the output layer is tied to them.
+pub fn initial_head(path: &Path) -> Result<Tensor, ExportError> {
+    let mut file = GgufFile::open(path)?;
+    let name = if file.content.tensor_infos.contains_key(OUTPUT) {
+        OUTPUT
+    } else {
+        EMBEDDINGS
+    };
+    file.content
+        .tensor(&mut file.reader, name, &Device::Cpu)
+        .and_then(|t| t.dequantize(&Device::Cpu))
+        .and_then(|t| t.to_dtype(DType::F32))
+        .map_err(|e| tensor_error(path, name, &e))
+}
+
+/// Writes `dst`: the GGUF model `src` with `head` (vocabulary × hidden size) as its output layer,
+/// quantized to `dtype`, and `metadata` added (replacing keys of the same name). Every other
+/// tensor is copied as stored.
+pub fn write_with_output_head(
+    src: &Path,
+    head: &Tensor,
+    dtype: GgmlDType,
+    metadata: &[(String, Value)],
+    dst: &Path,
+) -> Result<(), ExportError> {
+    let mut file = GgufFile::open(src)?;
+    let mut names: Vec<(u64, String)> = file
+        .content
+        .tensor_infos
+        .iter()
+        .filter(|(name, _)| name.as_str() != OUTPUT)
+        .map(|(name, info)| (info.offset, name.clone()))
+        .collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len() + 1);
+    for (_, name) in names {
+        let tensor = file
+            .content
+            .tensor(&mut file.reader, &name, &Device::Cpu)
+            .map_err(|e| tensor_error(src, &name, &e))?;
+        tensors.push((name, tensor));
+    }
+    let embeddings = tensors
+        .iter()
+        .find(|(name, _)| name == EMBEDDINGS)
+        .map(|(_, t)| t.shape().dims().to_vec());
+    if embeddings.as_deref() != Some(head.dims()) {
+        return Err(ExportError::Unsupported {
+            path: src.to_owned(),
+            message: format!(
+                "the trained output layer is {:?} but the token embeddings are {:?}",
+                head.dims(),
+                embeddings.unwrap_or_default()
+            ),
+        });
+    }
+    let quantized = QTensor::quantize(head, dtype).map_err(|e| tensor_error(dst, OUTPUT, &e))?;
+    tensors.push((OUTPUT.to_owned(), quantized));
+    let mut entries: Vec<(String, Value)> = file
+        .content
+        .metadata
+        .iter()
+        .filter(|(key, _)| !metadata.iter().any(|(k, _)| k == *key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    entries.extend(metadata.iter().cloned());
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let io_error = |source| ExportError::Io {
+        path: dst.to_owned(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).map_err(io_error)?);
+    let md: Vec<(&str, &Value)> = entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut out, &md, &ts).map_err(|e| ExportError::Tensor {
+        path: dst.to_owned(),
+        message: candle_message(&e),
+    })?;
+    std::io::Write::flush(&mut out).map_err(io_error)
+}

@@ -1,0 +1,73 @@
+//! Fine-tuning a model on examples of one task (prompt ids and the answer ids wanted after them).
+//!
+//! The method built here is `head`: the pretrained model stays frozen and only its output layer
+//! (the matrix that turns the last hidden state into next-token scores) is trained. The frozen
+//! model's final hidden states at the answer positions are computed once by the fast backend
+//! ([`collect_features`]); training then runs on those cached rows with candle's autograd and
+//! AdamW ([`train_head`]), and the result is written as a copy of the model file with its own
+//! `output.weight` ([`write_with_output_head`]). A model that ties its output layer to the token
+//! embeddings (SmolLM2) is untied this way: the embeddings, and so every hidden state, stay as
+//! they were.
+//!
+//! The loss is cross-entropy on the answer tokens only (the prompt is context). Besides the loss,
+//! each evaluation reports how many answers, and how many named parts of them (a JSON field),
+//! the model predicts exactly under teacher forcing: a part counts as right when the model's most
+//! likely token is the wanted one at every position of the part, which is exactly when greedy
+//! decoding writes that part as wanted once the text before it is right.
+
+mod export;
+mod features;
+mod head;
+
+use std::ops::Range;
+
+pub use export::{initial_head, write_with_output_head};
+pub use features::{collect_features, Features};
+pub use head::{train_head, DevMetrics, EpochReport, HeadOptions, HeadRun, Progress, StopReason};
+
+use crate::gguf_export::ExportError;
+use crate::lm::{candle_message, LmError};
+
+/// One training example: the prompt, as the model sees it at inference (chat template applied),
+/// and the answer wanted after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainExample {
+    /// Prompt ids: context, no loss.
+    pub prompt: Vec<u32>,
+    /// Answer ids: the loss is taken on each of them.
+    pub answer: Vec<u32>,
+    /// Named ranges of `answer` (e.g. one per output field) reported on their own.
+    pub parts: Vec<AnswerPart>,
+}
+
+/// A named range of an answer's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerPart {
+    /// The part's name (e.g. the JSON field).
+    pub name: String,
+    /// Which answer tokens (indices into [`TrainExample::answer`]).
+    pub tokens: Range<usize>,
+}
+
+/// Errors of fine-tuning.
+#[derive(Debug, thiserror::Error)]
+pub enum FinetuneError {
+    /// The model could not run the examples.
+    #[error(transparent)]
+    Model(#[from] LmError),
+    /// A tensor operation of training failed.
+    #[error("training: {0}")]
+    Training(String),
+    /// The examples cannot be trained on.
+    #[error("{0}")]
+    Data(String),
+    /// The model file could not be read or the tuned one written.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+impl From<candle_core::Error> for FinetuneError {
+    fn from(error: candle_core::Error) -> Self {
+        FinetuneError::Training(candle_message(&error))
+    }
+}
