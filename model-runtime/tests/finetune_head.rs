@@ -3,8 +3,6 @@
 
 use std::sync::atomic::AtomicBool;
 
-use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
@@ -148,11 +146,7 @@ fn a_trained_head_lowers_the_loss_and_runs_from_the_tuned_file() {
     write_with_output_head(
         &base,
         &run.head,
-        GgmlDType::Q8_0,
-        &[(
-            "flowbot.finetune.method".to_string(),
-            Value::String("head".into()),
-        )],
+        &[("flowbot.finetune.method", "head")],
         &tuned,
     )
     .unwrap();

@@ -38,14 +38,17 @@ pub fn initial_head(path: &Path) -> Result<Tensor, ExportError> {
         .map_err(|e| tensor_error(path, name, &e))
 }
 
+/// The output layer's format in a tuned file: 8-bit blocks, close to f32 and run by the fast
+/// backend's kernels.
+const HEAD_FORMAT: GgmlDType = GgmlDType::Q8_0;
+
 /// Writes `dst`: the GGUF model `src` with `head` (vocabulary × hidden size) as its output layer,
-/// quantized to `dtype`, and `metadata` added (replacing keys of the same name). Every other
-/// tensor is copied as stored.
+/// quantized to Q8_0, and the string `metadata` added (replacing keys of the same name). Every
+/// other tensor is copied as stored.
 pub fn write_with_output_head(
     src: &Path,
     head: &Tensor,
-    dtype: GgmlDType,
-    metadata: &[(String, Value)],
+    metadata: &[(&str, &str)],
     dst: &Path,
 ) -> Result<(), ExportError> {
     let mut file = GgufFile::open(src)?;
@@ -79,16 +82,21 @@ pub fn write_with_output_head(
             ),
         });
     }
-    let quantized = QTensor::quantize(head, dtype).map_err(|e| tensor_error(dst, OUTPUT, &e))?;
+    let quantized =
+        QTensor::quantize(head, HEAD_FORMAT).map_err(|e| tensor_error(dst, OUTPUT, &e))?;
     tensors.push((OUTPUT.to_owned(), quantized));
     let mut entries: Vec<(String, Value)> = file
         .content
         .metadata
         .iter()
-        .filter(|(key, _)| !metadata.iter().any(|(k, _)| k == *key))
+        .filter(|(key, _)| !metadata.iter().any(|(k, _)| k == key))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    entries.extend(metadata.iter().cloned());
+    entries.extend(
+        metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string()))),
+    );
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let io_error = |source| ExportError::Io {
         path: dst.to_owned(),

@@ -10,17 +10,20 @@
 //! they were.
 //!
 //! The loss is cross-entropy on the answer tokens only (the prompt is context). Besides the loss,
-//! each evaluation reports how many answers, and how many named parts of them (a JSON field),
-//! the model predicts exactly under teacher forcing: a part counts as right when the model's most
-//! likely token is the wanted one at every position of the part, which is exactly when greedy
-//! decoding writes that part as wanted once the text before it is right.
+//! each evaluation reports, per named part of the answer (a JSON field) and for all parts
+//! together, the share of examples the model predicts exactly under teacher forcing: a part
+//! counts as right when the model's most likely token is the wanted one at every position of the
+//! part, which is when greedy decoding writes that part as wanted once the text before it is
+//! right (a constrained decoder can only rescue more).
 
+mod answer;
 mod export;
 mod features;
 mod head;
 
 use std::ops::Range;
 
+pub use answer::{json_answer, ExampleWriter};
 pub use export::{initial_head, write_with_output_head};
 pub use features::{collect_features, Features};
 pub use head::{train_head, DevMetrics, EpochReport, HeadOptions, HeadRun, Progress, StopReason};

@@ -1,7 +1,8 @@
-//! `flowbot model fetch|info|generate|eval-extract|bench|quantize`.
+//! `flowbot model fetch|info|generate|eval-extract|finetune|bench|quantize`.
 
 mod bench;
 mod eval_extract;
+mod finetune;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ enum ModelCommand {
     Generate(GenerateArgs),
     /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
     EvalExtract(eval_extract::EvalArgs),
+    /// Train the model on examples of a workflow's extract step; writes a tuned GGUF file and
+    /// its manifest.
+    Finetune(finetune::FinetuneArgs),
     /// Measure load time, prompt and decode speed, time to first token (cold and prefix-cached).
     Bench(bench::BenchArgs),
     /// Re-quantize a GGUF file to the Q4_K_M mix (llama.cpp's rules, candle's quantizers).
@@ -178,6 +182,7 @@ impl ModelArgs {
             ModelCommand::Info { model, json } => info(&model.path()?, json),
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
+            ModelCommand::Finetune(args) => args.run(),
             ModelCommand::Bench(args) => args.run(),
             ModelCommand::Quantize { model, out } => {
                 let counts = flowbot_model_runtime::requantize::requantize_q4_k_m(&model, &out)?;

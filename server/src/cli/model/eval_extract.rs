@@ -56,7 +56,7 @@ pub struct EvalArgs {
 
 /// The e-mails to evaluate, each with its name and expected fields: a folder's `NAME.txt` files
 /// with their `NAME.expected.json`, in name order, or a data-set split's lines.
-fn labelled_emails(path: &Path) -> anyhow::Result<Vec<(String, String, Value)>> {
+pub(super) fn labelled_emails(path: &Path) -> anyhow::Result<Vec<(String, String, Value)>> {
     if path.extension().is_some_and(|e| e == "jsonl") {
         let content = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -122,7 +122,7 @@ fn field_matches(got: Option<&Value>, expected: Option<&Value>) -> bool {
 }
 
 /// The `extract` step `node` (or the only one) of the workflow file `path`.
-fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
+pub(super) fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
     let (defs, diagnostics) = flowbot_app::project::read_process_file(path);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");

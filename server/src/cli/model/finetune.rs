@@ -1,0 +1,377 @@
+//! `flowbot model finetune --train FILE --dev FILE --out DIR`: trains the model on the order
+//! case's own examples for a workflow's `extract` step (by default `workflows/order_email.yaml`):
+//! each example is rendered with the step's system prompt, prompt template and the model's chat
+//! template, and its answer written as the constrained decoder writes it. Method `head` trains
+//! the output layer over the frozen model (hidden states computed once) and writes
+//! `DIR/model.gguf`, a copy of the base model with the trained output layer, and
+//! `DIR/manifest.json` (base model and data hashes, options, per-epoch metrics, time, memory).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use flowbot_engine::runtime::llm_step;
+use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fast::{FastLlama, FastOptions};
+use flowbot_model_runtime::finetune::{
+    collect_features, initial_head, train_head, ExampleWriter, HeadOptions, HeadRun, TrainExample,
+};
+use flowbot_model_runtime::gguf::sha256_file;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+
+use super::eval_extract::{extract_task, labelled_emails};
+use super::ModelChoice;
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// The output layer only, over the frozen model (untied from the token embeddings).
+    Head,
+}
+
+/// Arguments of `finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Training examples: a split of `flowbot dataset build` (`train.jsonl`) or a folder of
+    /// `NAME.txt` e-mails with `NAME.expected.json`.
+    #[arg(long)]
+    train: PathBuf,
+    /// Examples scored after every epoch (early stop and the kept checkpoint go by their loss).
+    #[arg(long)]
+    dev: PathBuf,
+    /// What to train.
+    #[arg(long, value_enum, default_value = "head")]
+    method: Method,
+    /// Most passes over the training examples.
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// Learning rate (AdamW).
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Examples per optimizer step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Seed of the example order.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop after this many epochs without a lower dev loss.
+    #[arg(long, default_value_t = 1)]
+    patience: usize,
+    /// Stop training after this many minutes, keeping the best checkpoint.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// The workflow whose `extract` step the examples are for.
+    #[arg(long, default_value = "workflows/order_email.yaml")]
+    workflow: PathBuf,
+    /// The extract step (default: the workflow's only `extract` step).
+    #[arg(long)]
+    node: Option<String>,
+    /// The variable the e-mail text is given in (what the step's prompt names).
+    #[arg(long, default_value = "email_text")]
+    text_variable: String,
+    /// Threads of the frozen model's forward passes (default: every CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The folder to write `model.gguf` and `manifest.json` to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelChoice,
+}
+
+/// One split turned into examples, with what was left out and why.
+struct Examples {
+    path: PathBuf,
+    examples: Vec<TrainExample>,
+    left_out: Vec<String>,
+}
+
+/// The peak resident memory of this process (Linux), in MiB.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn bar(len: usize, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Sets the returned flag on Ctrl-C (training then stops after its current step).
+fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("interrupted: stopping after this step, keeping the best checkpoint");
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    cancel
+}
+
+impl FinetuneArgs {
+    /// The examples of one split, rendered for the extract step.
+    fn examples(
+        &self,
+        path: &Path,
+        writer: &ExampleWriter,
+        task: &flowbot_engine::model::LlmTask,
+        schema: &ObjectSchema,
+    ) -> anyhow::Result<Examples> {
+        let mut examples = Vec::new();
+        let mut left_out = Vec::new();
+        for (place, text, expected) in labelled_emails(path)? {
+            let variables =
+                Map::from_iter([(self.text_variable.clone(), Value::String(text.clone()))]);
+            let request = llm_step::build_request(task, &variables)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?;
+            match writer.json_example(
+                request.system.as_deref(),
+                &request.prompt,
+                schema,
+                &expected,
+            ) {
+                Ok(example) => examples.push(example),
+                Err(reason) => left_out.push(format!("{place}: {reason}")),
+            }
+        }
+        anyhow::ensure!(
+            !examples.is_empty(),
+            "{}: no example can be trained on ({} left out; first: {})",
+            path.display(),
+            left_out.len(),
+            left_out.first().map(String::as_str).unwrap_or("-")
+        );
+        Ok(Examples {
+            path: path.to_owned(),
+            examples,
+            left_out,
+        })
+    }
+
+    /// Trains, writes the tuned model and its manifest, and prints the report.
+    pub fn run(self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let base = self.model.path()?;
+        anyhow::ensure!(
+            base.is_file(),
+            "{}: fine-tuning needs a GGUF model file",
+            base.display()
+        );
+        let task = extract_task(&self.workflow, self.node.as_deref())?;
+        let schema_json = task.schema.as_ref().with_context(|| {
+            format!(
+                "{}: the extract step has no schema",
+                self.workflow.display()
+            )
+        })?;
+        let schema = ObjectSchema::from_json_schema(schema_json)
+            .with_context(|| format!("{}: the extract step's schema", self.workflow.display()))?;
+        let writer = ExampleWriter::for_gguf(&base)?;
+        let train = self.examples(&self.train, &writer, &task, &schema)?;
+        let dev = self.examples(&self.dev, &writer, &task, &schema)?;
+        for reason in train.left_out.iter().chain(&dev.left_out) {
+            eprintln!("left out: {reason}");
+        }
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("{}: cannot create", self.out.display()))?;
+
+        let mut lm = FastLlama::load(
+            &base,
+            &FastOptions {
+                threads: self.threads,
+                ..FastOptions::default()
+            },
+        )?;
+        let features_started = Instant::now();
+        let mut features = Vec::new();
+        for (split, name) in [(&train, "train"), (&dev, "dev")] {
+            let progress = bar(
+                split.examples.len(),
+                &format!(
+                    "hidden states ({name}) [{{bar:30}}] {{pos}}/{{len}} examples, {{per_sec}}, ETA {{eta}}"
+                ),
+            );
+            features.push(collect_features(&mut lm, &split.examples, |done| {
+                progress.set_position(done as u64)
+            })?);
+            progress.finish_and_clear();
+        }
+        drop(lm);
+        let features_seconds = features_started.elapsed().as_secs_f64();
+        let (train_features, dev_features) = (&features[0], &features[1]);
+
+        let initial = initial_head(&base)?;
+        let options = HeadOptions {
+            epochs: self.epochs,
+            learning_rate: self.lr,
+            batch_examples: self.batch,
+            seed: self.seed,
+            patience: self.patience,
+            time_limit: self.max_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
+        };
+        let cancel = cancel_on_ctrl_c();
+        let steps_per_epoch = train.examples.len().div_ceil(self.batch.max(1));
+        let progress = bar(
+            steps_per_epoch * self.epochs,
+            "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
+        );
+        let training_started = Instant::now();
+        let run = train_head(
+            &initial,
+            train_features,
+            dev_features,
+            &options,
+            &cancel,
+            &mut |p| {
+                progress.set_position(((p.epoch - 1) * p.steps_per_epoch + p.step) as u64);
+                progress.set_message(format!(
+                    "epoch {}, loss {:.3}, {:.0} tokens/s",
+                    p.epoch, p.loss, p.tokens_per_s
+                ));
+            },
+        )?;
+        progress.finish_and_clear();
+        let training_seconds = training_started.elapsed().as_secs_f64();
+
+        let model_out = self.out.join("model.gguf");
+        let base_sha256 = sha256_file(&base)?;
+        flowbot_model_runtime::finetune::write_with_output_head(
+            &base,
+            &run.head,
+            &[
+                ("flowbot.finetune.method", "head"),
+                ("flowbot.finetune.base_sha256", &base_sha256),
+            ],
+            &model_out,
+        )?;
+        let manifest = self.manifest(
+            &base,
+            &base_sha256,
+            &model_out,
+            [&train, &dev],
+            [train_features.rows(), dev_features.rows()],
+            &run,
+            json!({
+                "features": features_seconds,
+                "training": training_seconds,
+                "total": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+        let manifest_path = self.out.join("manifest.json");
+        std::fs::write(
+            &manifest_path,
+            serde_json::to_string_pretty(&manifest)? + "\n",
+        )
+        .with_context(|| format!("{}: cannot write", manifest_path.display()))?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        } else {
+            print_summary(&run, &manifest, &model_out);
+        }
+        Ok(())
+    }
+
+    /// The manifest written beside the tuned model.
+    #[allow(clippy::too_many_arguments)]
+    fn manifest(
+        &self,
+        base: &Path,
+        base_sha256: &str,
+        model_out: &Path,
+        splits: [&Examples; 2],
+        tokens: [usize; 2],
+        run: &HeadRun,
+        seconds: Value,
+    ) -> anyhow::Result<Value> {
+        let split = |examples: &Examples, tokens: usize| -> anyhow::Result<Value> {
+            Ok(json!({
+                "path": examples.path,
+                "sha256": sha256_file(&examples.path).unwrap_or_default(),
+                "examples": examples.examples.len(),
+                "left_out": examples.left_out.len(),
+                "answer_tokens": tokens,
+            }))
+        };
+        Ok(json!({
+            "method": "head",
+            "model": model_out.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "sha256": sha256_file(model_out)?,
+            "base_model": { "path": base, "sha256": base_sha256 },
+            "workflow": self.workflow,
+            "data": {
+                "train": split(splits[0], tokens[0])?,
+                "dev": split(splits[1], tokens[1])?,
+            },
+            "options": {
+                "epochs": self.epochs,
+                "lr": self.lr,
+                "batch": self.batch,
+                "seed": self.seed,
+                "patience": self.patience,
+                "max_minutes": self.max_minutes,
+            },
+            "initial": run.initial,
+            "epochs": run.epochs,
+            "best_epoch": run.best_epoch,
+            "stop": run.stop,
+            "tokens_per_s": run.tokens_per_s,
+            "seconds": seconds,
+            "peak_memory_mib": peak_memory_mib(),
+        }))
+    }
+}
+
+fn print_summary(run: &HeadRun, manifest: &Value, model_out: &Path) {
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let line = |label: &str, dev: &flowbot_model_runtime::finetune::DevMetrics| {
+        let parts: Vec<String> = dev
+            .parts
+            .iter()
+            .map(|(name, rate)| format!("{name} {}", pct(*rate)))
+            .collect();
+        println!(
+            "{label:<10} dev loss {:.4}, tokens {}, all fields {} ({})",
+            dev.loss,
+            pct(dev.token_accuracy),
+            pct(dev.all_parts),
+            parts.join(", ")
+        );
+    };
+    line("initial", &run.initial);
+    for epoch in &run.epochs {
+        line(&format!("epoch {}", epoch.epoch), &epoch.dev);
+    }
+    println!(
+        "kept:      epoch {} (stopped: {:?}); {:.0} tokens/s",
+        run.best_epoch, run.stop, run.tokens_per_s
+    );
+    println!(
+        "time:      {:.1} s hidden states, {:.1} s training; peak memory {:.0} MiB",
+        manifest["seconds"]["features"].as_f64().unwrap_or(0.0),
+        manifest["seconds"]["training"].as_f64().unwrap_or(0.0),
+        manifest["peak_memory_mib"].as_f64().unwrap_or(0.0)
+    );
+    println!("wrote {}", model_out.display());
+}

@@ -1,0 +1,204 @@
+//! `flowbot model finetune` end to end on a tiny random-weight model: a data set built by
+//! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
+//! `eval-extract` (still valid JSON for every e-mail), and inputs that cannot be trained on.
+
+use flowbot_e2e::flowbot;
+use flowbot_model_runtime::tiny_model::write_tiny_llama;
+use serde_json::Value;
+
+/// The order case's extract step (schema as in workflows/order_email.yaml) with a short prompt:
+/// the tiny model holds 512 positions.
+const EXTRACT_WORKFLOW: &str = r#"
+process: extract_only
+nodes:
+  start: { start: ~, next: extract }
+  extract:
+    llm:
+      mode: extract
+      system: Extract the order as JSON.
+      prompt: "{email_text}"
+      schema:
+        type: object
+        properties:
+          order_id: { type: string, maxLength: 40, x-copy: true }
+          customer: { type: string, maxLength: 80, x-copy: true }
+          total: { type: number, x-copy: true }
+          currency: { enum: [CNY, USD, EUR, GBP, JPY, HKD, CHF, AUD] }
+        required: [order_id, customer, total, currency]
+      options: { max_tokens: 96 }
+    next: done
+  done: { end: ~ }
+"#;
+
+#[test]
+fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    flowbot(&[
+        "dataset",
+        "build",
+        "--synthetic",
+        "30",
+        "--seed",
+        "5",
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .assert_success();
+    let workflow = tmp.path().join("extract.yaml");
+    std::fs::write(&workflow, EXTRACT_WORKFLOW).unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    write_tiny_llama(&model, 4).unwrap();
+    let out = tmp.path().join("tuned");
+    let train = flowbot(&[
+        "model",
+        "finetune",
+        "--train",
+        data.join("train.jsonl").to_str().unwrap(),
+        "--dev",
+        data.join("dev.jsonl").to_str().unwrap(),
+        "--workflow",
+        workflow.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--patience",
+        "3",
+        "--lr",
+        "0.01",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    train.assert_success();
+    let manifest: Value = serde_json::from_str(&train.stdout).unwrap();
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest, written);
+    assert_eq!(manifest["method"], "head");
+    assert_eq!(manifest["model"], "model.gguf");
+    let train_lines = std::fs::read_to_string(data.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        manifest["data"]["train"]["examples"].as_u64().unwrap()
+            + manifest["data"]["train"]["left_out"].as_u64().unwrap(),
+        train_lines as u64
+    );
+    assert_eq!(manifest["data"]["train"]["left_out"], 0, "{}", train.stderr);
+    assert_eq!(manifest["epochs"].as_array().unwrap().len(), 3);
+    // On the dev split, the kept head's loss is below the base model's.
+    let best = manifest["best_epoch"].as_u64().unwrap() as usize;
+    assert!(best >= 1, "{manifest}");
+    let initial = manifest["initial"]["loss"].as_f64().unwrap();
+    let kept = manifest["epochs"][best - 1]["dev"]["loss"]
+        .as_f64()
+        .unwrap();
+    assert!(kept < initial, "{kept} vs {initial}");
+    // The manifest names the base model by its hash, as does the tuned file.
+    let base_info = flowbot(&[
+        "model",
+        "info",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    let base_info: Value = serde_json::from_str(&base_info.stdout).unwrap();
+    assert_eq!(manifest["base_model"]["sha256"], base_info["sha256"]);
+    let tuned = out.join("model.gguf");
+    let tuned_info = flowbot(&[
+        "model",
+        "info",
+        "--json",
+        "--model",
+        tuned.to_str().unwrap(),
+    ]);
+    tuned_info.assert_success();
+    let tuned_info: Value = serde_json::from_str(&tuned_info.stdout).unwrap();
+    assert_eq!(manifest["sha256"], tuned_info["sha256"]);
+
+    // The tuned model answers in the schema for every e-mail of the test split.
+    let test = data.join("test.jsonl");
+    let n = std::fs::read_to_string(&test).unwrap().lines().count();
+    let eval = flowbot(&[
+        "model",
+        "eval-extract",
+        test.to_str().unwrap(),
+        "--workflow",
+        workflow.to_str().unwrap(),
+        "--model",
+        tuned.to_str().unwrap(),
+    ]);
+    eval.assert_success();
+    assert!(
+        eval.stdout
+            .contains(&format!("valid JSON:     {n}/{n} (100.0%)")),
+        "{}\n{}",
+        eval.stdout,
+        eval.stderr
+    );
+}
+
+#[test]
+fn examples_the_decoder_could_not_write_are_left_out_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let workflow = tmp.path().join("extract.yaml");
+    std::fs::write(&workflow, EXTRACT_WORKFLOW).unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    write_tiny_llama(&model, 4).unwrap();
+    let split = tmp.path().join("split.jsonl");
+    std::fs::write(
+        &split,
+        concat!(
+            r#"{"text": "Order SO-1 from ACME Ltd, total USD 12.50", "output": {"order_id": "SO-1", "customer": "ACME Ltd", "total": 12.5, "currency": "USD"}}"#,
+            "\n",
+            r#"{"text": "Order SO-2 from ACME Ltd, total USD 7.00", "output": {"order_id": "SO-9", "customer": "ACME Ltd", "total": 7, "currency": "USD"}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let run = |train: &std::path::Path| {
+        flowbot(&[
+            "model",
+            "finetune",
+            "--train",
+            train.to_str().unwrap(),
+            "--dev",
+            split.to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--out",
+            tmp.path().join("out").to_str().unwrap(),
+        ])
+    };
+    let output = run(&split);
+    output.assert_success();
+    assert!(
+        output
+            .stderr
+            .contains("split.jsonl:2: the decoder cannot write")
+            && output.stderr.contains("(in `order_id`)"),
+        "{}",
+        output.stderr
+    );
+    // Nothing to train on at all is an error that says so.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        r#"{"text": "no order here", "output": {"order_id": "X-1", "customer": "Y", "total": 1, "currency": "USD"}}"#,
+    )
+    .unwrap();
+    let output = run(&bad);
+    assert_eq!(output.code, Some(1), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("no example can be trained on"),
+        "{}",
+        output.stderr
+    );
+}
