@@ -170,3 +170,34 @@ fn a_trained_head_lowers_the_loss_and_runs_from_the_tuned_file() {
     let again = collect_features(&mut reloaded, &examples[..2], |_| {}).unwrap();
     assert_eq!(again.row(0), features.row(0));
 }
+
+#[test]
+fn with_parts_only_their_tokens_are_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 13).unwrap();
+    let whole = examples(2, 3);
+    let mut sparse = whole.clone();
+    for example in &mut sparse {
+        example.parts = vec![
+            AnswerPart {
+                name: "first".into(),
+                tokens: 0..1,
+            },
+            AnswerPart {
+                name: "third".into(),
+                tokens: 2..3,
+            },
+        ];
+    }
+    let mut lm = FastLlama::load(&base, &one_thread()).unwrap();
+    let all = collect_features(&mut lm, &whole, |_| {}).unwrap();
+    let kept = collect_features(&mut lm, &sparse, |_| {}).unwrap();
+    assert_eq!(kept.rows(), 4);
+    for (k, example) in sparse.iter().enumerate() {
+        for (i, j) in [0usize, 2].into_iter().enumerate() {
+            assert_eq!(kept.target(2 * k + i), example.answer[j]);
+            assert_eq!(kept.row(2 * k + i), all.row(4 * k + j));
+        }
+    }
+}

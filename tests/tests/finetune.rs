@@ -139,6 +139,31 @@ fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
         eval.stdout,
         eval.stderr
     );
+    // --compare prints base and tuned model side by side, each scored on every e-mail.
+    let compare = flowbot(&[
+        "model",
+        "eval-extract",
+        test.to_str().unwrap(),
+        "--workflow",
+        workflow.to_str().unwrap(),
+        "--compare",
+        model.to_str().unwrap(),
+        tuned.to_str().unwrap(),
+    ]);
+    compare.assert_success();
+    let lines: Vec<&str> = compare.stdout.lines().collect();
+    assert!(
+        lines[0].contains("tiny.gguf") && lines[0].contains("model.gguf"),
+        "{}",
+        compare.stdout
+    );
+    let valid = lines.iter().find(|l| l.starts_with("valid JSON")).unwrap();
+    assert_eq!(
+        valid.matches(&format!("{n}/{n} (100.0%)")).count(),
+        2,
+        "{}",
+        compare.stdout
+    );
 }
 
 #[test]

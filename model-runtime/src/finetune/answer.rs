@@ -20,13 +20,22 @@ pub struct ExampleWriter {
     template: ChatTemplate,
 }
 
+/// An answer as the decoder writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonAnswer {
+    /// The JSON text.
+    pub text: String,
+    /// Each field written, with the byte range of its value in `text`.
+    pub fields: Vec<(String, Range<usize>)>,
+}
+
 /// The answer text of `expected` for `schema` and the byte range of each field's value in it.
 /// Copied numbers take the form the input writes them in (`4.905,00` gives `4905.00`).
 pub fn json_answer(
     schema: &ObjectSchema,
     expected: &Value,
     source: &str,
-) -> Result<(String, Vec<(String, Range<usize>)>), String> {
+) -> Result<JsonAnswer, String> {
     let object = expected
         .as_object()
         .ok_or("the expected output is not a JSON object")?;
@@ -68,7 +77,10 @@ pub fn json_answer(
         ranges.push((field.name.clone(), start..text.len()));
     }
     text.push('}');
-    Ok((text, ranges))
+    Ok(JsonAnswer {
+        text,
+        fields: ranges,
+    })
 }
 
 impl ExampleWriter {
@@ -89,7 +101,9 @@ impl ExampleWriter {
     }
 
     /// The example of a JSON extraction: `system` and `user` rendered as a chat prompt, and
-    /// `expected` written as the answer, with one [`AnswerPart`] per field. Fails when the
+    /// `expected` written as the answer, with one [`AnswerPart`] per field (the tokens of its
+    /// value and the one that ends it). Keys and punctuation are the decoder's to force, so the
+    /// loss is taken on the parts only. Fails when the
     /// constrained decoder could not write that answer for this input (a copied value that is not
     /// in `user`, a value of the wrong type, a missing required field).
     pub fn json_example(
@@ -99,7 +113,10 @@ impl ExampleWriter {
         schema: &ObjectSchema,
         expected: &Value,
     ) -> Result<TrainExample, String> {
-        let (answer, fields) = json_answer(schema, expected, user)?;
+        let JsonAnswer {
+            text: answer,
+            fields,
+        } = json_answer(schema, expected, user)?;
         let mut machine = JsonSchemaMachine::new(schema.clone()).with_source(user);
         for (at, byte) in answer.bytes().enumerate() {
             if !machine.accepts(&[byte]) {
@@ -136,12 +153,13 @@ impl ExampleWriter {
             ));
         }
         starts.push(at);
-        // A field's tokens: every token that holds a byte of its value.
+        // A field's tokens: every token that holds a byte of its value, and the token that ends
+        // it (the byte after the value: the decoder cannot know the value is complete before).
         let parts = fields
             .into_iter()
             .map(|(name, bytes)| {
                 let first = starts.partition_point(|&s| s <= bytes.start) - 1;
-                let end = starts.partition_point(|&s| s < bytes.end);
+                let end = starts.partition_point(|&s| s <= bytes.end).min(ids.len());
                 AnswerPart {
                     name,
                     tokens: first..end,
@@ -179,7 +197,10 @@ mod tests {
     fn answers_are_written_as_the_decoder_writes_them() {
         let source = "Order 2718-K, total 4.905,00 € for 60 pallets";
         let expected = json!({"currency": "EUR", "total": 4905.0, "order_id": "2718-K"});
-        let (text, ranges) = json_answer(&order_schema(), &expected, source).unwrap();
+        let JsonAnswer {
+            text,
+            fields: ranges,
+        } = json_answer(&order_schema(), &expected, source).unwrap();
         assert_eq!(
             text,
             r#"{"order_id": "2718-K", "total": 4905.00, "currency": "EUR"}"#

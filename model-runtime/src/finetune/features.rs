@@ -74,8 +74,9 @@ impl Features {
 }
 
 /// Runs every example through `lm` and keeps the final hidden state of each position that
-/// predicts an answer token (the last prompt position and every answer position but the last).
-/// The part of a prompt shared with the previous example (the system prompt) is computed once.
+/// predicts a trained answer token (a token of one of its parts, or any answer token when it has
+/// none). The part of a prompt shared with the previous example (the system prompt) is computed
+/// once.
 /// `progress` is called with the number of examples done.
 pub fn collect_features(
     lm: &mut FastLlama,
@@ -131,14 +132,40 @@ pub fn collect_features(
         let hidden = lm
             .final_hidden(&sequence[reused..end], reused)
             .map_err(|e| FinetuneError::Data(format!("{}: {e}", place())))?;
+        // The answer tokens trained on, in order; each part's tokens stay contiguous.
+        let trained: Vec<usize> = if example.parts.is_empty() {
+            (0..example.answer.len()).collect()
+        } else {
+            let mut trained: Vec<usize> = example
+                .parts
+                .iter()
+                .flat_map(|p| p.tokens.clone())
+                .collect();
+            trained.sort_unstable();
+            trained.dedup();
+            trained
+        };
         let first_row = features.targets.len();
-        features
-            .hidden
-            .extend_from_slice(&hidden[(first_wanted - reused) * dim..]);
-        features.targets.extend_from_slice(&example.answer);
+        // Answer token j is predicted by the hidden state of the position before it.
+        let offset = first_wanted - reused;
+        for &j in &trained {
+            let row = offset + j;
+            features
+                .hidden
+                .extend_from_slice(&hidden[row * dim..(row + 1) * dim]);
+            features.targets.push(example.answer[j]);
+        }
+        let row_of = |token: usize| trained.partition_point(|&t| t < token);
         features.examples.push(ExampleRows {
-            rows: first_row..first_row + example.answer.len(),
-            parts: example.parts.clone(),
+            rows: first_row..first_row + trained.len(),
+            parts: example
+                .parts
+                .iter()
+                .map(|part| AnswerPart {
+                    name: part.name.clone(),
+                    tokens: row_of(part.tokens.start)..row_of(part.tokens.end),
+                })
+                .collect(),
         });
         cached.clear();
         cached.extend_from_slice(&sequence[..end]);

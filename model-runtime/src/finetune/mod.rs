@@ -23,7 +23,7 @@ mod head;
 
 use std::ops::Range;
 
-pub use answer::{json_answer, ExampleWriter};
+pub use answer::{json_answer, ExampleWriter, JsonAnswer};
 pub use export::{initial_head, write_with_output_head};
 pub use features::{collect_features, Features};
 pub use head::{train_head, DevMetrics, EpochReport, HeadOptions, HeadRun, Progress, StopReason};
@@ -37,9 +37,11 @@ use crate::lm::{candle_message, LmError};
 pub struct TrainExample {
     /// Prompt ids: context, no loss.
     pub prompt: Vec<u32>,
-    /// Answer ids: the loss is taken on each of them.
+    /// Answer ids.
     pub answer: Vec<u32>,
-    /// Named ranges of `answer` (e.g. one per output field) reported on their own.
+    /// Named ranges of `answer` (e.g. one per output field), each reported on its own. When
+    /// there are parts, the loss is taken on their tokens only (the rest of the answer is forced
+    /// by a constrained decoder); otherwise on every answer token.
     pub parts: Vec<AnswerPart>,
 }
 

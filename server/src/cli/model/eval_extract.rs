@@ -4,7 +4,8 @@
 //! written by `flowbot dataset build`: one `{"text", "output"}` object per line) and reports the
 //! valid-JSON rate and the exact-match rate of each field the schema requires, with the
 //! throughput (e-mails per minute) and each e-mail's latency. `--batch N` submits N e-mails at a
-//! time from N threads, so the local model decodes them together.
+//! time from N threads, so the local model decodes them together. `--compare A B` evaluates two
+//! model files and prints them side by side.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +51,10 @@ pub struct EvalArgs {
     /// The model name to ask the server for.
     #[arg(long)]
     openai_model: Option<String>,
+    /// Evaluate two local models one after the other and print them side by side (e.g. the
+    /// base model and a fine-tuned one).
+    #[arg(long, num_args = 2, value_names = ["MODEL_A", "MODEL_B"], conflicts_with = "openai_url")]
+    compare: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
 }
@@ -162,22 +167,88 @@ pub(super) fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<Ll
     }
 }
 
+/// What one configuration scored.
+struct Report {
+    /// Which configuration (the model file's name, or the server's model).
+    name: String,
+    emails: usize,
+    valid: usize,
+    /// Exact matches per field, in the order of `fields`.
+    matches: Vec<usize>,
+    all_fields: usize,
+    wall: Duration,
+    /// Each e-mail's latency, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Report {
+    fn pct(&self, k: usize) -> f64 {
+        100.0 * k as f64 / self.emails as f64
+    }
+
+    /// `k/n (p%)`.
+    fn rate(&self, k: usize) -> String {
+        format!("{k}/{} ({:.1}%)", self.emails, self.pct(k))
+    }
+
+    fn per_minute(&self) -> f64 {
+        self.emails as f64 * 60.0 / self.wall.as_secs_f64()
+    }
+
+    fn mean_latency(&self) -> Duration {
+        self.latencies.iter().sum::<Duration>() / self.emails as u32
+    }
+
+    /// The report of one configuration.
+    fn print(&self, fields: &[String], batch: u16) {
+        let n = self.emails;
+        println!("e-mails:        {n}");
+        println!("valid JSON:     {}", self.rate(self.valid));
+        for (i, f) in fields.iter().enumerate() {
+            println!("{:<15} {}", format!("{f}:"), self.rate(self.matches[i]));
+        }
+        println!("{:<15} {}", "all fields:", self.rate(self.all_fields));
+        println!(
+            "throughput:     {:.1} e-mails per minute ({n} in {:.1} s, {batch} at a time)",
+            self.per_minute(),
+            self.wall.as_secs_f64(),
+        );
+        println!(
+            "latency:        mean {} ms, median {} ms, max {} ms",
+            self.mean_latency().as_millis(),
+            self.latencies[n / 2].as_millis(),
+            self.latencies[n - 1].as_millis()
+        );
+    }
+}
+
+/// Two configurations side by side.
+fn print_comparison(a: &Report, b: &Report, fields: &[String]) {
+    let width = a.name.chars().count().max(22) + 2;
+    let row = |label: &str, x: String, y: String| println!("{label:<16}{x:<width$}{y}");
+    row("", a.name.clone(), b.name.clone());
+    row("e-mails", a.emails.to_string(), b.emails.to_string());
+    row("valid JSON", a.rate(a.valid), b.rate(b.valid));
+    for (i, f) in fields.iter().enumerate() {
+        row(f, a.rate(a.matches[i]), b.rate(b.matches[i]));
+    }
+    row("all fields", a.rate(a.all_fields), b.rate(b.all_fields));
+    row(
+        "e-mails/min",
+        format!("{:.1}", a.per_minute()),
+        format!("{:.1}", b.per_minute()),
+    );
+    row(
+        "mean latency",
+        format!("{} ms", a.mean_latency().as_millis()),
+        format!("{} ms", b.mean_latency().as_millis()),
+    );
+}
+
 impl EvalArgs {
-    /// Runs the evaluation and prints the report.
+    /// Runs the evaluation (or both of `--compare`) and prints the report.
     pub fn run(self) -> anyhow::Result<()> {
         let emails = labelled_emails(&self.dir)?;
-        // The same path an `extract` step of a process takes.
-        let generator: Box<dyn TextGenerator> = match (&self.openai_url, &self.openai_model) {
-            (Some(url), Some(model)) => Box::new(RemoteTextGenerator::new(url, model)),
-            _ => Box::new(LocalTextGenerator::load(
-                &self.model.path()?,
-                self.model.backend()?,
-                BatchOptions {
-                    slots: usize::from(self.batch),
-                    queue: emails.len(),
-                },
-            )?),
-        };
         let task = extract_task(&self.workflow, self.node.as_deref())?;
         let fields: Vec<String> = task
             .schema
@@ -204,6 +275,62 @@ impl EvalArgs {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?,
             );
         }
+        if let [a, b] = self.compare.as_slice() {
+            let reports = [a, b]
+                .into_iter()
+                .map(|model| {
+                    let name = model.display().to_string();
+                    let generator = self.local_generator(model, emails.len())?;
+                    Ok(self.evaluate(name, generator.as_ref(), &emails, &requests, &fields))
+                })
+                .collect::<anyhow::Result<Vec<Report>>>()?;
+            print_comparison(&reports[0], &reports[1], &fields);
+            return Ok(());
+        }
+        // The same path an `extract` step of a process takes.
+        let (name, generator): (String, Box<dyn TextGenerator>) =
+            match (&self.openai_url, &self.openai_model) {
+                (Some(url), Some(model)) => (
+                    model.clone(),
+                    Box::new(RemoteTextGenerator::new(url, model)),
+                ),
+                _ => {
+                    let path = self.model.path()?;
+                    let generator = self.local_generator(&path, emails.len())?;
+                    (path.display().to_string(), generator)
+                }
+            };
+        let report = self.evaluate(name, generator.as_ref(), &emails, &requests, &fields);
+        report.print(&fields, self.batch);
+        Ok(())
+    }
+
+    /// The local model at `path` with `--batch` slots.
+    fn local_generator(&self, path: &Path, queue: usize) -> anyhow::Result<Box<dyn TextGenerator>> {
+        anyhow::ensure!(
+            path.exists(),
+            "{}: no such model file or directory",
+            path.display()
+        );
+        Ok(Box::new(LocalTextGenerator::load(
+            path,
+            self.model.backend()?,
+            BatchOptions {
+                slots: usize::from(self.batch),
+                queue,
+            },
+        )?))
+    }
+
+    /// Runs every request through `generator` from `--batch` threads and scores the answers.
+    fn evaluate(
+        &self,
+        name: String,
+        generator: &dyn TextGenerator,
+        emails: &[(String, String, Value)],
+        requests: &[flowbot_engine::llm::LlmRequest],
+        fields: &[String],
+    ) -> Report {
         // Each e-mail's answer (or error) and latency, from `batch` threads taking the next one.
         type Answer = (anyhow::Result<Value>, Duration);
         let answers: Vec<Mutex<Option<Answer>>> = emails.iter().map(|_| Mutex::new(None)).collect();
@@ -245,11 +372,11 @@ impl EvalArgs {
         let mut valid = 0usize;
         let mut matches = vec![0usize; fields.len()];
         let mut all_fields = 0usize;
-        for ((name, _, expected), (answer, elapsed)) in emails.iter().zip(&answers) {
+        for ((email, _, expected), (answer, elapsed)) in emails.iter().zip(&answers) {
             let value = match answer {
                 Ok(value) => value,
                 Err(error) => {
-                    eprintln!("{name}: {error}");
+                    eprintln!("{email}: {error}");
                     continue;
                 }
             };
@@ -265,42 +392,20 @@ impl EvalArgs {
             all_fields += usize::from(all);
             if self.verbose {
                 eprintln!(
-                    "{name}: {value} ({} ms){}",
+                    "{name} {email}: {value} ({} ms){}",
                     elapsed.as_millis(),
                     if all { "" } else { "  MISMATCH" }
                 );
             }
         }
-        let n = emails.len();
-        let pct = |k: usize| 100.0 * k as f64 / n as f64;
-        println!("e-mails:        {n}");
-        println!("valid JSON:     {valid}/{n} ({:.1}%)", pct(valid));
-        for (i, f) in fields.iter().enumerate() {
-            println!(
-                "{:<15} {}/{n} ({:.1}%)",
-                format!("{f}:"),
-                matches[i],
-                pct(matches[i])
-            );
+        Report {
+            name,
+            emails: emails.len(),
+            valid,
+            matches,
+            all_fields,
+            wall,
+            latencies,
         }
-        println!(
-            "{:<15} {all_fields}/{n} ({:.1}%)",
-            "all fields:",
-            pct(all_fields)
-        );
-        let mean = latencies.iter().sum::<Duration>() / n as u32;
-        println!(
-            "throughput:     {:.1} e-mails per minute ({n} in {:.1} s, {} at a time)",
-            n as f64 * 60.0 / wall.as_secs_f64(),
-            wall.as_secs_f64(),
-            self.batch
-        );
-        println!(
-            "latency:        mean {} ms, median {} ms, max {} ms",
-            mean.as_millis(),
-            latencies[n / 2].as_millis(),
-            latencies[n - 1].as_millis()
-        );
-        Ok(())
     }
 }
