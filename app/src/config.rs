@@ -153,6 +153,10 @@ pub struct ModelConfig {
     /// A GGUF file or a Hugging Face model directory (default: the default model, fetched into
     /// the model cache).
     pub path: Option<PathBuf>,
+    /// A GGUF file that answers the `extract` steps instead (e.g. the model tuned on the order
+    /// case by `scripts/tune-extract.sh`); every other step keeps `path`. A model tuned for
+    /// extraction writes worse free text, so it is kept to the steps it was tuned for.
+    pub extract_path: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Where downloaded models are kept (default: `$FLOWBOT_DATA_DIR/models`, else the user's
@@ -173,6 +177,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: None,
+            extract_path: None,
             device: "cpu".into(),
             cache_dir: None,
             openai_url: None,
@@ -464,6 +469,7 @@ impl AppConfig {
             &mut self.store.path,
             &mut self.store.tls_ca_file,
             &mut self.model.path,
+            &mut self.model.extract_path,
             &mut self.model.cache_dir,
         ]
         .into_iter()
@@ -502,6 +508,9 @@ impl AppConfig {
         }
         if let Some(model) = path("FLOWBOT_MODEL") {
             self.model.path = Some(model);
+        }
+        if let Some(model) = path("FLOWBOT_EXTRACT_MODEL") {
+            self.model.extract_path = Some(model);
         }
         if let Some(device) = env("FLOWBOT_DEVICE") {
             self.model.device = device;

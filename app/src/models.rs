@@ -8,7 +8,7 @@
 use crate::config::{absolute, AppConfig};
 use crate::error::AppError;
 use crate::llm::{LocalTextGenerator, RemoteTextGenerator};
-use flowbot_engine::llm::TextGenerator;
+use flowbot_engine::llm::{LlmError, LlmMode, LlmRequest, LlmResponse, TextGenerator};
 use flowbot_model_runtime::batch::BatchOptions;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::fetch::{self, FetchEvent};
@@ -62,13 +62,43 @@ pub fn load_generator(
         return Ok(Arc::new(RemoteTextGenerator::new(url, name)));
     }
     let path = model_path(config, progress)?;
+    let batch = BatchOptions {
+        slots: config.model.batch_slots.max(1),
+        queue: config.model.queue,
+    };
     tracing::info!(model = %path.display(), "loading the model for LLM steps");
-    Ok(Arc::new(LocalTextGenerator::load(
-        &path,
+    let general: Arc<dyn TextGenerator> =
+        Arc::new(LocalTextGenerator::load(&path, backend(config)?, batch)?);
+    let Some(extract_path) = &config.model.extract_path else {
+        return Ok(general);
+    };
+    if !extract_path.is_file() {
+        return Err(AppError::config(format!(
+            "{}: no such model file (model.extract_path)",
+            extract_path.display()
+        )));
+    }
+    tracing::info!(model = %extract_path.display(), "loading the model for extract steps");
+    let extract = Arc::new(LocalTextGenerator::load(
+        &absolute(extract_path),
         backend(config)?,
-        BatchOptions {
-            slots: config.model.batch_slots.max(1),
-            queue: config.model.queue,
-        },
-    )?))
+        batch,
+    )?);
+    Ok(Arc::new(ByMode { general, extract }))
+}
+
+/// Two models behind one generator: `extract` requests go to a model tuned for them, the rest
+/// to the general one.
+struct ByMode {
+    general: Arc<dyn TextGenerator>,
+    extract: Arc<dyn TextGenerator>,
+}
+
+impl TextGenerator for ByMode {
+    fn generate(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        match request.mode {
+            LlmMode::Extract => self.extract.generate(request),
+            _ => self.general.generate(request),
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
 //! `eval-extract` (still valid JSON for every e-mail), and inputs that cannot be trained on.
 
-use flowbot_e2e::flowbot;
+use std::time::Duration;
+
+use flowbot_e2e::{flowbot, flowbot_with_limit};
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use serde_json::Value;
 
@@ -225,5 +227,185 @@ fn examples_the_decoder_could_not_write_are_left_out_with_the_reason() {
         output.stderr.contains("no example can be trained on"),
         "{}",
         output.stderr
+    );
+}
+
+/// The real model (`$FLOWBOT_MODEL`, which the CI script sets after fetching it).
+fn real_model() -> std::path::PathBuf {
+    let path = std::env::var_os("FLOWBOT_MODEL")
+        .map(std::path::PathBuf::from)
+        .expect("FLOWBOT_MODEL must name the GGUF model file (run `flowbot model fetch` and export its path)");
+    assert!(
+        path.is_file(),
+        "FLOWBOT_MODEL={} is not a file",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_real_model_is_tuned_through_the_order_workflows_extract_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    flowbot(&[
+        "dataset",
+        "build",
+        "--synthetic",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .assert_success();
+    let train = data.join("train.jsonl");
+    let examples = std::fs::read_to_string(&train).unwrap().lines().count();
+    let out = tmp.path().join("tuned");
+    let model = real_model();
+    // The shipped workflow's prompt (system prompt with worked examples) and the real tokenizer:
+    // every generated example is one the decoder can write; trained and scored on the same
+    // examples, the loss must fall.
+    // Minutes, not seconds, when the suite runs beside it on two cores.
+    let limit = Duration::from_secs(900);
+    let run = flowbot_with_limit(
+        &[
+            "model",
+            "finetune",
+            "--train",
+            train.to_str().unwrap(),
+            "--dev",
+            train.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--patience",
+            "2",
+            "--lr",
+            "1e-3",
+            "--batch",
+            "4",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        limit,
+    );
+    run.assert_success();
+    let manifest: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(manifest["data"]["train"]["examples"], examples as u64);
+    assert_eq!(manifest["data"]["train"]["left_out"], 0, "{}", run.stderr);
+    let initial = manifest["initial"]["loss"].as_f64().unwrap();
+    let last = manifest["epochs"][1]["dev"]["loss"].as_f64().unwrap();
+    assert!(last < initial * 0.8, "{initial} -> {last}");
+    assert_eq!(manifest["best_epoch"], 2);
+    // The tuned file runs the order workflow's extract step: valid JSON for every e-mail.
+    let eval = flowbot_with_limit(
+        &[
+            "model",
+            "eval-extract",
+            train.to_str().unwrap(),
+            "--model",
+            out.join("model.gguf").to_str().unwrap(),
+        ],
+        limit,
+    );
+    eval.assert_success();
+    assert!(
+        eval.stdout
+            .contains(&format!("valid JSON:     {examples}/{examples} (100.0%)")),
+        "{}",
+        eval.stdout
+    );
+}
+
+/// An extract step and a generate step in one process.
+const TWO_STEPS: &str = r#"
+process: extract_then_write
+nodes:
+  start: { start: ~, next: extract }
+  extract:
+    llm:
+      mode: extract
+      prompt: "{email_text}"
+      schema:
+        type: object
+        properties:
+          order_id: { type: string, maxLength: 12 }
+        required: [order_id]
+      options: { max_tokens: 24 }
+    next: write
+  write:
+    llm:
+      mode: generate
+      prompt: "Confirm the order."
+      output: confirmation
+      options: { max_tokens: 8 }
+    next: done
+  done: { end: ~ }
+"#;
+
+#[test]
+fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let workflow = tmp.path().join("two_steps.yaml");
+    std::fs::write(&workflow, TWO_STEPS).unwrap();
+    // The general model is the suite's tiny model (`$FLOWBOT_MODEL` of every run); the extract
+    // model another one.
+    let general = flowbot_e2e::tiny_model();
+    let extract = tmp.path().join("extract.gguf");
+    write_tiny_llama(&extract, 6).unwrap();
+    let sha256 = |path: &std::path::Path| {
+        flowbot(&["model", "info", "--json", "--model", path.to_str().unwrap()]).json()["sha256"]
+            .clone()
+    };
+    let config = tmp.path().join("flowbot.toml");
+    std::fs::write(&config, "[model]\nextract_path = \"extract.gguf\"\n").unwrap();
+    let run = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--vars",
+        r#"{"email_text": "Order SO-1 from ACME"}"#,
+        "--json",
+    ]);
+    run.assert_success();
+    let report = run.json();
+    let calls: Vec<(String, Value)> = report["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["kind"] == "llm_called")
+        .map(|r| {
+            (
+                r["entry"]["node"].as_str().unwrap().to_owned(),
+                r["entry"]["model_sha256"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("extract".to_owned(), sha256(&extract)),
+            ("write".to_owned(), sha256(general)),
+        ],
+        "{report}"
+    );
+    // A missing extract model is a configuration error that names it.
+    std::fs::write(&config, "[model]\nextract_path = \"missing.gguf\"\n").unwrap();
+    let missing = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--vars",
+        r#"{"email_text": "Order SO-1"}"#,
+    ]);
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("missing.gguf") && missing.stderr.contains("model.extract_path"),
+        "{}",
+        missing.stderr
     );
 }

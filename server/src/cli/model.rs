@@ -1,6 +1,7 @@
-//! `flowbot model fetch|info|generate|eval-extract|finetune|bench|quantize`.
+//! `flowbot model fetch|info|generate|eval-extract|eval-confirm|finetune|bench|quantize`.
 
 mod bench;
+mod eval_confirm;
 mod eval_extract;
 mod finetune;
 
@@ -44,6 +45,9 @@ enum ModelCommand {
     Generate(GenerateArgs),
     /// Extract order fields from e-mails and report the valid-JSON rate and field exact-match.
     EvalExtract(eval_extract::EvalArgs),
+    /// Write the confirmations of reference orders and check them (ids, customer, amount,
+    /// currency verbatim; the order's language).
+    EvalConfirm(eval_confirm::ConfirmArgs),
     /// Train the model on examples of a workflow's extract step; writes a tuned GGUF file and
     /// its manifest.
     Finetune(finetune::FinetuneArgs),
@@ -182,6 +186,7 @@ impl ModelArgs {
             ModelCommand::Info { model, json } => info(&model.path()?, json),
             ModelCommand::Generate(args) => generate(args),
             ModelCommand::EvalExtract(args) => args.run(),
+            ModelCommand::EvalConfirm(args) => args.run(),
             ModelCommand::Finetune(args) => args.run(),
             ModelCommand::Bench(args) => args.run(),
             ModelCommand::Quantize { model, out } => {

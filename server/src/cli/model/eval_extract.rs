@@ -128,6 +128,12 @@ fn field_matches(got: Option<&Value>, expected: Option<&Value>) -> bool {
 
 /// The `extract` step `node` (or the only one) of the workflow file `path`.
 pub(super) fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
+    llm_task(path, node, LlmMode::Extract)
+}
+
+/// The `llm` step of `mode` named `node` (or the only one of that mode) in the workflow file
+/// `path`.
+pub(super) fn llm_task(path: &Path, node: Option<&str>, mode: LlmMode) -> anyhow::Result<LlmTask> {
     let (defs, diagnostics) = flowbot_app::project::read_process_file(path);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
@@ -141,22 +147,22 @@ pub(super) fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<Ll
                 ..
             }) = &candidate.kind
             {
-                if task.mode == LlmMode::Extract && node.is_none_or(|wanted| wanted == candidate.id)
-                {
+                if task.mode == mode && node.is_none_or(|wanted| wanted == candidate.id) {
                     steps.push((candidate.id.clone(), task.clone()));
                 }
             }
         }
     }
+    let kind = format!("{mode:?}").to_lowercase();
     match steps.len() {
         1 => Ok(steps.remove(0).1),
         0 => anyhow::bail!(
-            "{} has no extract step{}",
+            "{} has no {kind} step{}",
             path.display(),
             node.map(|n| format!(" `{n}`")).unwrap_or_default()
         ),
         _ => anyhow::bail!(
-            "{} has several extract steps ({}): name one with --node",
+            "{} has several {kind} steps ({}): name one with --node",
             path.display(),
             steps
                 .iter()
