@@ -8,7 +8,8 @@
 #   3. the default model's output layer trained on it (flowbot model finetune --method head),
 #   4. base and tuned model side by side (flowbot model eval-extract --compare).
 # The tuned model is OUT/model/model.gguf (default OUT: .data/tuned-extract), with its
-# manifest.json; use it with --model, $FLOWBOT_MODEL or `[model] path` in flowbot.toml.
+# manifest.json. Give it the extract steps with `[model] extract_path` in flowbot.toml (or
+# $FLOWBOT_EXTRACT_MODEL); the other steps keep the general model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-.data/tuned-extract}"
