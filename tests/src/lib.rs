@@ -108,6 +108,44 @@ impl Output {
     }
 }
 
+/// The order case's extract step (schema as in `workflows/order_email.yaml`) with a short prompt,
+/// as a workflow of its own: the tiny model holds 512 positions, too few for the shipped few-shot
+/// prompt.
+pub const EXTRACT_WORKFLOW: &str = r#"
+process: extract_only
+nodes:
+  start: { start: ~, next: extract }
+  extract:
+    llm:
+      mode: extract
+      system: Extract the order as JSON.
+      prompt: "{email_text}"
+      schema:
+        type: object
+        properties:
+          order_id: { type: string, maxLength: 40, x-copy: true }
+          customer: { type: string, maxLength: 80, x-copy: true }
+          total: { type: number, x-copy: true }
+          currency: { enum: [CNY, USD, EUR, GBP, JPY, HKD, CHF, AUD] }
+        required: [order_id, customer, total, currency]
+      options: { max_tokens: 96 }
+    next: done
+  done: { end: ~ }
+"#;
+
+/// The real model: `$FLOWBOT_MODEL`, which the CI script sets after fetching it.
+pub fn real_model() -> PathBuf {
+    let path = std::env::var_os("FLOWBOT_MODEL")
+        .map(PathBuf::from)
+        .expect("FLOWBOT_MODEL must name the GGUF model file (run `flowbot model fetch` and export its path)");
+    assert!(
+        path.is_file(),
+        "FLOWBOT_MODEL={} is not a file",
+        path.display()
+    );
+    path
+}
+
 /// A tiny random-weight llama model (GGUF, seed 7) written once per test process into the
 /// target folder: what the `llm` steps of the shipped processes run on in these tests, fast and
 /// without a download. Tests of the real model name theirs with `--model`.

@@ -1,32 +1,9 @@
 //! `flowbot dataset build` end to end: the files it writes, their determinism, the problems it
 //! reports; and `flowbot model eval-extract` reading a split it wrote.
 
-use flowbot_e2e::flowbot;
+use flowbot_e2e::{flowbot, EXTRACT_WORKFLOW};
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use serde_json::Value;
-
-/// The order case's extract step (schema as in workflows/order_email.yaml) with a short prompt.
-const EXTRACT_WORKFLOW: &str = r#"
-process: extract_only
-nodes:
-  start: { start: ~, next: extract }
-  extract:
-    llm:
-      mode: extract
-      system: Extract the order as JSON.
-      prompt: "{email_text}"
-      schema:
-        type: object
-        properties:
-          order_id: { type: string, maxLength: 40, x-copy: true }
-          customer: { type: string, maxLength: 80, x-copy: true }
-          total: { type: number, x-copy: true }
-          currency: { enum: [CNY, USD, EUR, GBP, JPY, HKD, CHF, AUD] }
-        required: [order_id, customer, total, currency]
-      options: { max_tokens: 96 }
-    next: done
-  done: { end: ~ }
-"#;
 
 fn lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)

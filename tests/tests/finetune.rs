@@ -1,36 +1,14 @@
-//! `flowbot model finetune` end to end on a tiny random-weight model: a data set built by
+//! `flowbot model finetune` end to end: on a tiny random-weight model, a data set built by
 //! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
-//! `eval-extract` (still valid JSON for every e-mail), and inputs that cannot be trained on.
+//! `eval-extract` (still valid JSON for every e-mail, also beside the base with `--compare`), and
+//! inputs that cannot be trained on; on the real model, through the shipped workflow's prompt;
+//! and `[model] extract_path` giving the extract steps, and only those, to a tuned model.
 
 use std::time::Duration;
 
-use flowbot_e2e::{flowbot, flowbot_with_limit};
+use flowbot_e2e::{flowbot, flowbot_with_limit, real_model, EXTRACT_WORKFLOW};
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use serde_json::Value;
-
-/// The order case's extract step (schema as in workflows/order_email.yaml) with a short prompt:
-/// the tiny model holds 512 positions.
-const EXTRACT_WORKFLOW: &str = r#"
-process: extract_only
-nodes:
-  start: { start: ~, next: extract }
-  extract:
-    llm:
-      mode: extract
-      system: Extract the order as JSON.
-      prompt: "{email_text}"
-      schema:
-        type: object
-        properties:
-          order_id: { type: string, maxLength: 40, x-copy: true }
-          customer: { type: string, maxLength: 80, x-copy: true }
-          total: { type: number, x-copy: true }
-          currency: { enum: [CNY, USD, EUR, GBP, JPY, HKD, CHF, AUD] }
-        required: [order_id, customer, total, currency]
-      options: { max_tokens: 96 }
-    next: done
-  done: { end: ~ }
-"#;
 
 #[test]
 fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
@@ -228,19 +206,6 @@ fn examples_the_decoder_could_not_write_are_left_out_with_the_reason() {
         "{}",
         output.stderr
     );
-}
-
-/// The real model (`$FLOWBOT_MODEL`, which the CI script sets after fetching it).
-fn real_model() -> std::path::PathBuf {
-    let path = std::env::var_os("FLOWBOT_MODEL")
-        .map(std::path::PathBuf::from)
-        .expect("FLOWBOT_MODEL must name the GGUF model file (run `flowbot model fetch` and export its path)");
-    assert!(
-        path.is_file(),
-        "FLOWBOT_MODEL={} is not a file",
-        path.display()
-    );
-    path
 }
 
 #[test]

@@ -1,22 +1,9 @@
 //! `workflows/order_confirmation.yaml` with the real model: the confirmation message is written
 //! by the local model (found through $FLOWBOT_MODEL, which the CI script sets after fetching it).
 
-use flowbot_e2e::{flowbot_bin, repo_root};
+use flowbot_e2e::{flowbot_bin, real_model as model, repo_root};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn model() -> PathBuf {
-    let path = std::env::var_os("FLOWBOT_MODEL")
-        .map(PathBuf::from)
-        .expect("FLOWBOT_MODEL must name the GGUF model file (run `flowbot model fetch` and export its path)");
-    assert!(
-        path.is_file(),
-        "FLOWBOT_MODEL={} is not a file",
-        path.display()
-    );
-    path
-}
 
 fn json_of(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

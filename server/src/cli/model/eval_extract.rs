@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use flowbot_engine::llm::{LlmOutput, TextGenerator};
+use flowbot_engine::llm::{LlmOutput, LlmRequest, TextGenerator};
 use flowbot_engine::model::{Activity, LlmMode, LlmTask, NodeKind, TaskKind};
 use flowbot_engine::runtime::llm_step;
 use serde_json::{Map, Value};
@@ -24,21 +24,44 @@ use super::ModelChoice;
 use flowbot_app::llm::{LocalTextGenerator, RemoteTextGenerator};
 use flowbot_model_runtime::batch::BatchOptions;
 
+/// The workflow `extract` step whose prompt and schema are used, and the variable its prompt
+/// takes the e-mail text in.
+#[derive(Debug, Args)]
+pub struct ExtractStep {
+    /// The workflow whose `extract` step is used.
+    #[arg(long, default_value = "workflows/order_email.yaml")]
+    pub workflow: PathBuf,
+    /// The extract step (default: the workflow's only `extract` step).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The variable the e-mail text is given in (what the step's prompt names).
+    #[arg(long, default_value = "email_text")]
+    pub text_variable: String,
+}
+
+impl ExtractStep {
+    /// The step.
+    pub fn task(&self) -> anyhow::Result<LlmTask> {
+        llm_task(&self.workflow, self.node.as_deref(), LlmMode::Extract)
+    }
+
+    /// The step's request for one e-mail.
+    pub fn request(&self, task: &LlmTask, text: &str) -> anyhow::Result<LlmRequest> {
+        let variables =
+            Map::from_iter([(self.text_variable.clone(), Value::String(text.to_owned()))]);
+        llm_step::build_request(task, &variables)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))
+    }
+}
+
 /// Arguments of `eval-extract`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Directory of `NAME.txt` e-mails with `NAME.expected.json`, or a data-set split
     /// (`test.jsonl` of `flowbot dataset build`).
     dir: PathBuf,
-    /// The workflow whose `extract` step is measured.
-    #[arg(long, default_value = "workflows/order_email.yaml")]
-    workflow: PathBuf,
-    /// The extract step (default: the workflow's only `extract` step).
-    #[arg(long)]
-    node: Option<String>,
-    /// The variable the e-mail text is given in (what the step's prompt names).
-    #[arg(long, default_value = "email_text")]
-    text_variable: String,
+    #[command(flatten)]
+    step: ExtractStep,
     /// Print each e-mail's result.
     #[arg(long)]
     verbose: bool,
@@ -124,11 +147,6 @@ fn field_matches(got: Option<&Value>, expected: Option<&Value>) -> bool {
         (Some(Value::String(g)), Some(Value::String(e))) => g.trim() == e.trim(),
         _ => false,
     }
-}
-
-/// The `extract` step `node` (or the only one) of the workflow file `path`.
-pub(super) fn extract_task(path: &Path, node: Option<&str>) -> anyhow::Result<LlmTask> {
-    llm_task(path, node, LlmMode::Extract)
 }
 
 /// The `llm` step of `mode` named `node` (or the only one of that mode) in the workflow file
@@ -255,7 +273,7 @@ impl EvalArgs {
     /// Runs the evaluation (or both of `--compare`) and prints the report.
     pub fn run(self) -> anyhow::Result<()> {
         let emails = labelled_emails(&self.dir)?;
-        let task = extract_task(&self.workflow, self.node.as_deref())?;
+        let task = self.step.task()?;
         let fields: Vec<String> = task
             .schema
             .as_ref()
@@ -272,15 +290,10 @@ impl EvalArgs {
             !fields.is_empty(),
             "the extract step's schema requires no fields to compare"
         );
-        let mut requests = Vec::new();
-        for (_, text, _) in &emails {
-            let variables =
-                Map::from_iter([(self.text_variable.clone(), Value::String(text.clone()))]);
-            requests.push(
-                llm_step::build_request(&task, &variables)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?,
-            );
-        }
+        let requests = emails
+            .iter()
+            .map(|(_, text, _)| self.step.request(&task, text))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if let [a, b] = self.compare.as_slice() {
             let reports = [a, b]
                 .into_iter()
@@ -334,7 +347,7 @@ impl EvalArgs {
         name: String,
         generator: &dyn TextGenerator,
         emails: &[(String, String, Value)],
-        requests: &[flowbot_engine::llm::LlmRequest],
+        requests: &[LlmRequest],
         fields: &[String],
     ) -> Report {
         // Each e-mail's answer (or error) and latency, from `batch` threads taking the next one.

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use flowbot_engine::runtime::llm_step;
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
@@ -21,9 +20,9 @@ use flowbot_model_runtime::finetune::{
 };
 use flowbot_model_runtime::gguf::sha256_file;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::eval_extract::{extract_task, labelled_emails};
+use super::eval_extract::{labelled_emails, ExtractStep};
 use super::ModelChoice;
 
 /// What is trained.
@@ -64,15 +63,8 @@ pub struct FinetuneArgs {
     /// Stop training after this many minutes, keeping the best checkpoint.
     #[arg(long)]
     max_minutes: Option<f64>,
-    /// The workflow whose `extract` step the examples are for.
-    #[arg(long, default_value = "workflows/order_email.yaml")]
-    workflow: PathBuf,
-    /// The extract step (default: the workflow's only `extract` step).
-    #[arg(long)]
-    node: Option<String>,
-    /// The variable the e-mail text is given in (what the step's prompt names).
-    #[arg(long, default_value = "email_text")]
-    text_variable: String,
+    #[command(flatten)]
+    step: ExtractStep,
     /// Threads of the frozen model's forward passes (default: every CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -142,10 +134,7 @@ impl FinetuneArgs {
         let mut examples = Vec::new();
         let mut left_out = Vec::new();
         for (place, text, expected) in labelled_emails(path)? {
-            let variables =
-                Map::from_iter([(self.text_variable.clone(), Value::String(text.clone()))]);
-            let request = llm_step::build_request(task, &variables)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", self.workflow.display()))?;
+            let request = self.step.request(task, &text)?;
             match writer.json_example(
                 request.system.as_deref(),
                 &request.prompt,
@@ -179,15 +168,19 @@ impl FinetuneArgs {
             "{}: fine-tuning needs a GGUF model file",
             base.display()
         );
-        let task = extract_task(&self.workflow, self.node.as_deref())?;
+        let task = self.step.task()?;
         let schema_json = task.schema.as_ref().with_context(|| {
             format!(
                 "{}: the extract step has no schema",
-                self.workflow.display()
+                self.step.workflow.display()
             )
         })?;
-        let schema = ObjectSchema::from_json_schema(schema_json)
-            .with_context(|| format!("{}: the extract step's schema", self.workflow.display()))?;
+        let schema = ObjectSchema::from_json_schema(schema_json).with_context(|| {
+            format!(
+                "{}: the extract step's schema",
+                self.step.workflow.display()
+            )
+        })?;
         let writer = ExampleWriter::for_gguf(&base)?;
         let train = self.examples(&self.train, &writer, &task, &schema)?;
         let dev = self.examples(&self.dev, &writer, &task, &schema)?;
@@ -319,7 +312,7 @@ impl FinetuneArgs {
             "model": model_out.file_name().map(|n| n.to_string_lossy().into_owned()),
             "sha256": sha256_file(model_out)?,
             "base_model": { "path": base, "sha256": base_sha256 },
-            "workflow": self.workflow,
+            "workflow": self.step.workflow,
             "data": {
                 "train": split(splits[0], tokens[0])?,
                 "dev": split(splits[1], tokens[1])?,
