@@ -374,3 +374,80 @@ fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
         missing.stderr
     );
 }
+
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_best_head_so_far() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    flowbot(&[
+        "dataset",
+        "build",
+        "--synthetic",
+        "10",
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .assert_success();
+    let workflow = tmp.path().join("extract.yaml");
+    std::fs::write(&workflow, EXTRACT_WORKFLOW).unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    write_tiny_llama(&model, 8).unwrap();
+    let out = tmp.path().join("tuned");
+    // Far more epochs than could run before the interrupt.
+    let mut child = Command::new(flowbot_e2e::flowbot_bin())
+        .current_dir(flowbot_e2e::repo_root())
+        .args([
+            "model",
+            "finetune",
+            "--train",
+            data.join("train.jsonl").to_str().unwrap(),
+            "--dev",
+            data.join("dev.jsonl").to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("training on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "finetune ended before training"
+        );
+    }
+    // A few epochs in (each takes milliseconds on the tiny model).
+    std::thread::sleep(Duration::from_millis(1000));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(manifest["stop"], "cancelled", "{manifest}");
+    let epochs = manifest["epochs"].as_array().unwrap().len();
+    assert!((1..1_000_000).contains(&epochs), "{epochs} epochs");
+    assert!(out.join("model.gguf").is_file());
+    assert_eq!(
+        serde_json::from_str::<Value>(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+            .unwrap(),
+        manifest
+    );
+}

@@ -225,6 +225,13 @@ impl FinetuneArgs {
             time_limit: self.max_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
         };
         let cancel = cancel_on_ctrl_c();
+        eprintln!(
+            "training on {} examples ({} answer tokens), scoring on {}; Ctrl-C stops and keeps \
+             the best head so far",
+            train.examples.len(),
+            train_features.rows(),
+            dev.examples.len()
+        );
         let steps_per_epoch = train.examples.len().div_ceil(self.batch.max(1));
         let progress = bar(
             steps_per_epoch * self.epochs,
