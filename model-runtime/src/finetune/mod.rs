@@ -4,7 +4,7 @@
 //! (the matrix that turns the last hidden state into next-token scores) is trained. The frozen
 //! model's final hidden states at the answer positions are computed once by the fast backend
 //! ([`collect_features`]); training then runs on those cached rows with candle's autograd and
-//! AdamW ([`train_head`]), and the result is written as a copy of the model file with its own
+//! Adam ([`train_head`]), and the result is written as a copy of the model file with its own
 //! `output.weight` ([`write_with_output_head`]). A model that ties its output layer to the token
 //! embeddings (SmolLM2) is untied this way: the embeddings, and so every hidden state, stay as
 //! they were.
