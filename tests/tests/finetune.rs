@@ -68,6 +68,11 @@ fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
         train_lines as u64
     );
     assert_eq!(manifest["data"]["train"]["left_out"], 0, "{}", train.stderr);
+    let data_hash = manifest["data"]["train"]["sha256"].as_str().unwrap();
+    assert!(
+        data_hash.len() == 64 && data_hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{manifest}"
+    );
     assert_eq!(manifest["epochs"].as_array().unwrap().len(), 3);
     // On the dev split, the kept head's loss is below the base model's.
     let best = manifest["best_epoch"].as_u64().unwrap() as usize;

@@ -237,13 +237,10 @@ pub(super) fn evaluate(head: &Tensor, features: &Features) -> Result<DevMetrics,
     let mut all_parts = 0usize;
     for example in examples {
         let rows = &right[example.rows.clone()];
-        all_parts += usize::from(
-            example
-                .parts
-                .iter()
-                .all(|part| rows[part.tokens.clone()].iter().all(|r| *r)),
-        );
+        let mut every_part = true;
         for part in &example.parts {
+            let hit = rows[part.tokens.clone()].iter().all(|r| *r);
+            every_part &= hit;
             let slot = match names.iter().position(|n| *n == part.name) {
                 Some(slot) => slot,
                 None => {
@@ -252,9 +249,10 @@ pub(super) fn evaluate(head: &Tensor, features: &Features) -> Result<DevMetrics,
                     names.len() - 1
                 }
             };
-            part_hits[slot].0 += usize::from(rows[part.tokens.clone()].iter().all(|r| *r));
+            part_hits[slot].0 += usize::from(hit);
             part_hits[slot].1 += 1;
         }
+        all_parts += usize::from(every_part);
     }
     let n = examples.len().max(1) as f64;
     Ok(DevMetrics {
@@ -311,7 +309,7 @@ pub fn train_head(
     let mut trained_tokens = 0usize;
     let mut epochs = Vec::new();
     let mut stop = StopReason::Epochs;
-    'epochs: for epoch in 1..=options.epochs {
+    for epoch in 1..=options.epochs {
         let epoch_started = Instant::now();
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
@@ -319,26 +317,14 @@ pub fn train_head(
         for (step, examples) in order.chunks(batch).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 stop = StopReason::Cancelled;
-            } else if options
+                break;
+            }
+            if options
                 .time_limit
                 .is_some_and(|limit| started.elapsed() >= limit)
             {
                 stop = StopReason::TimeLimit;
-            }
-            if stop != StopReason::Epochs {
-                if steps > 0 {
-                    let dev = evaluate(head.as_tensor(), dev)?;
-                    if dev.loss < best.0 {
-                        best = (dev.loss, epoch, head.as_tensor().copy()?);
-                    }
-                    epochs.push(EpochReport {
-                        epoch,
-                        train_loss: loss_sum / steps as f64,
-                        dev,
-                        seconds: epoch_started.elapsed().as_secs_f64(),
-                    });
-                }
-                break 'epochs;
+                break;
             }
             let rows: Vec<usize> = examples
                 .iter()
@@ -357,17 +343,22 @@ pub fn train_head(
                 loss: step_loss,
             });
         }
-        let dev = evaluate(head.as_tensor(), dev)?;
-        let improved = dev.loss < best.0;
-        if improved {
-            best = (dev.loss, epoch, head.as_tensor().copy()?);
+        // An epoch cut short by a stop is evaluated too, unless it never took a step.
+        if steps > 0 {
+            let dev = evaluate(head.as_tensor(), dev)?;
+            if dev.loss < best.0 {
+                best = (dev.loss, epoch, head.as_tensor().copy()?);
+            }
+            epochs.push(EpochReport {
+                epoch,
+                train_loss: loss_sum / steps as f64,
+                dev,
+                seconds: epoch_started.elapsed().as_secs_f64(),
+            });
         }
-        epochs.push(EpochReport {
-            epoch,
-            train_loss: loss_sum / steps.max(1) as f64,
-            dev,
-            seconds: epoch_started.elapsed().as_secs_f64(),
-        });
+        if stop != StopReason::Epochs {
+            break;
+        }
         if epoch - best.1 >= options.patience.max(1) && epoch < options.epochs {
             stop = StopReason::NoImprovement;
             break;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use flowbot_app::llm::LocalTextGenerator;
+use flowbot_model_runtime::batch::BatchOptions;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fetch::{self, FetchEvent};
@@ -100,6 +102,21 @@ impl ModelChoice {
                 Ok(path)
             }
         }
+    }
+
+    /// The local model at `path` (another file than `--model`, e.g. one of `--compare`) on
+    /// `--device`, decoding `batch.slots` requests together.
+    pub fn load_local(
+        &self,
+        path: &Path,
+        batch: BatchOptions,
+    ) -> anyhow::Result<LocalTextGenerator> {
+        anyhow::ensure!(
+            path.exists(),
+            "{}: no such model file or directory",
+            path.display()
+        );
+        Ok(LocalTextGenerator::load(path, self.backend()?, batch)?)
     }
 
     /// The backend for `--device`.

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use flowbot_app::llm::LocalTextGenerator;
 use flowbot_dataset::Language;
 use flowbot_engine::llm::{LlmOutput, TextGenerator};
 use flowbot_engine::model::LlmMode;
@@ -115,10 +114,8 @@ impl ConfirmArgs {
         };
         let mut columns = Vec::new();
         for model in &models {
-            anyhow::ensure!(model.exists(), "{}: no such model", model.display());
-            let generator = LocalTextGenerator::load(
+            let generator = self.model.load_local(
                 model,
-                self.model.backend()?,
                 BatchOptions {
                     slots: 1,
                     queue: references.len(),

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 use super::ModelChoice;
-use flowbot_app::llm::{LocalTextGenerator, RemoteTextGenerator};
+use flowbot_app::llm::RemoteTextGenerator;
 use flowbot_model_runtime::batch::BatchOptions;
 
 /// The workflow `extract` step whose prompt and schema are used, and the variable its prompt
@@ -326,19 +326,11 @@ impl EvalArgs {
 
     /// The local model at `path` with `--batch` slots.
     fn local_generator(&self, path: &Path, queue: usize) -> anyhow::Result<Box<dyn TextGenerator>> {
-        anyhow::ensure!(
-            path.exists(),
-            "{}: no such model file or directory",
-            path.display()
-        );
-        Ok(Box::new(LocalTextGenerator::load(
-            path,
-            self.model.backend()?,
-            BatchOptions {
-                slots: usize::from(self.batch),
-                queue,
-            },
-        )?))
+        let batch = BatchOptions {
+            slots: usize::from(self.batch),
+            queue,
+        };
+        Ok(Box::new(self.model.load_local(path, batch)?))
     }
 
     /// Runs every request through `generator` from `--batch` threads and scores the answers.

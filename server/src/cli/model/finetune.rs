@@ -305,10 +305,16 @@ impl FinetuneArgs {
         run: &HeadRun,
         seconds: Value,
     ) -> anyhow::Result<Value> {
+        // A split is a file (hashed) or a folder of e-mails (no single hash: `null`).
         let split = |examples: &Examples, tokens: usize| -> anyhow::Result<Value> {
+            let sha256 = if examples.path.is_file() {
+                Some(sha256_file(&examples.path)?)
+            } else {
+                None
+            };
             Ok(json!({
                 "path": examples.path,
-                "sha256": sha256_file(&examples.path).unwrap_or_default(),
+                "sha256": sha256,
                 "examples": examples.examples.len(),
                 "left_out": examples.left_out.len(),
                 "answer_tokens": tokens,
