@@ -360,10 +360,12 @@ impl ScriptRuntime {
     }
 }
 
-/// The first construct in `ast` written for Python rather than Rhai, with what to write instead
-/// and its 1-based position inside the text: `True`, `False` or `None` read as a name (they
-/// parse as Rhai variables and would only fail when run), or a string multiplied by a number.
-pub fn python_idiom(ast: &AST) -> Option<(String, (u32, u32))> {
+/// The first construct in `ast` written for another engine's language rather than Rhai, with
+/// what to write instead and its 1-based position inside the text. Each parses as Rhai and would
+/// only fail when run: Python's `True`, `False` or `None` read as a name, a string multiplied by a
+/// number (Python's repetition), or a read of bpmn-engine's JavaScript context (`variables.x`,
+/// `environment.variables.x`, `content.output`) where Flowbot names the process variable itself.
+pub fn foreign_idiom(ast: &AST) -> Option<(String, (u32, u32))> {
     let mut found = None;
     ast.walk(&mut |path: &[ASTNode]| {
         found = match path.last() {
@@ -392,11 +394,62 @@ pub fn python_idiom(ast: &AST) -> Option<(String, (u32, u32))> {
                     position_of(*at),
                 ))
             }
+            Some(ASTNode::Expr(Expr::Dot(chain, _, at))) => {
+                javascript_context(chain).map(|message| (message, position_of(*at)))
+            }
             _ => None,
         };
         found.is_none()
     });
     found
+}
+
+/// What to write instead of a property chain that starts at one of bpmn-engine's JavaScript
+/// context objects (`variables`, `environment`, `content.output`), when it does. Only names the
+/// script does not declare itself count.
+fn javascript_context(chain: &rhai::BinaryExpr) -> Option<String> {
+    let Expr::Variable(variable, None, _) = &chain.lhs else {
+        return None;
+    };
+    if variable.0.is_some() {
+        return None;
+    }
+    let properties = property_names(&chain.rhs);
+    let root = variable.1.as_str();
+    let variable_name = match (root, properties.as_slice()) {
+        ("variables", [name, ..]) | ("environment", ["variables", name, ..]) => Some(*name),
+        ("environment", _) => None,
+        ("content", ["output", ..]) => None,
+        _ => return None,
+    };
+    let instead = match variable_name {
+        Some(name) => format!("write `{name}`"),
+        None => "Flowbot expressions name the process variables themselves".to_string(),
+    };
+    Some(format!(
+        "`{root}.{}` reads bpmn-engine's JavaScript context; {instead}",
+        properties.join(".")
+    ))
+}
+
+/// The property names of a dot chain's right-hand side, in order, up to the first that is not a
+/// plain property.
+fn property_names(expr: &Expr) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut next = Some(expr);
+    while let Some(expr) = next.take() {
+        match expr {
+            Expr::Property(property, _) => names.push(property.2.as_str()),
+            Expr::Dot(chain, _, _) => {
+                if let Expr::Property(property, _) = &chain.lhs {
+                    names.push(property.2.as_str());
+                    next = Some(&chain.rhs);
+                }
+            }
+            _ => {}
+        }
+    }
+    names
 }
 
 /// A stable 64-bit hash of a script's text.
@@ -517,7 +570,7 @@ mod tests {
     #[test]
     fn python_literals_and_string_repetition_are_named_with_their_position() {
         let rt = ScriptRuntime::default();
-        let idiom = |source: &str| python_idiom(&rt.compile(source).unwrap());
+        let idiom = |source: &str| foreign_idiom(&rt.compile(source).unwrap());
         assert_eq!(
             idiom("x = 1;\nhey = False"),
             Some(("`False` is Python; Rhai writes `false`".to_string(), (2, 7)))
@@ -527,6 +580,34 @@ mod tests {
             idiom("flag = true; total = amount * 2; name = \"a\" + b"),
             None
         );
+    }
+
+    #[test]
+    fn reads_of_bpmn_engine_javascript_context_are_named_with_what_to_write() {
+        let rt = ScriptRuntime::default();
+        let idiom = |source: &str| foreign_idiom(&rt.compile(source).unwrap());
+        assert_eq!(
+            idiom("variables.user"),
+            Some((
+                "`variables.user` reads bpmn-engine's JavaScript context; write `user`".to_string(),
+                (1, 10)
+            ))
+        );
+        assert_eq!(
+            idiom("a && environment.variables.catchDate > 3").unwrap().0,
+            "`environment.variables.catchDate` reads bpmn-engine's JavaScript context; write `catchDate`"
+        );
+        assert_eq!(
+            idiom("content.output.form.newPrice").unwrap().0,
+            "`content.output.form.newPrice` reads bpmn-engine's JavaScript context; Flowbot expressions name the process variables themselves"
+        );
+        // A variable named `content` with other properties, a property of that name, a local
+        // the script declares, and text in a string are all plain Rhai.
+        assert_eq!(
+            idiom("content.subject + order.variables.x + \"variables.x\""),
+            None
+        );
+        assert_eq!(idiom("let variables = #{x: 1}; variables.x"), None);
     }
 
     #[test]

@@ -977,9 +977,32 @@ impl<'a> Machine<'a> {
                 handler: handler.clone(),
             },
             WaitSpec::User { manual } => WaitKind::User { manual: *manual },
-            WaitSpec::Timer(timer) => WaitKind::Timer {
+            WaitSpec::Timer {
+                timer,
+                computed: None,
+            } => WaitKind::Timer {
                 definition: timer.clone(),
             },
+            WaitSpec::Timer {
+                timer,
+                computed: Some(code),
+            } => {
+                let result = {
+                    let variables = self.visible(scope);
+                    self.process.scripts().eval_value(&code.ast, &variables)
+                };
+                let text = match result {
+                    Ok(Value::String(text)) => text,
+                    Ok(other) => other.to_string(),
+                    Err(err) => {
+                        self.script_incident(index, activation, code, "timer", &err)?;
+                        return Err(Stop);
+                    }
+                };
+                let mut definition = timer.clone();
+                definition.expression.source = text;
+                WaitKind::Timer { definition }
+            }
             WaitSpec::Signal { name } => WaitKind::Signal { name: name.clone() },
             WaitSpec::Llm(task) => WaitKind::Llm { task: task.clone() },
             WaitSpec::Call { process, binding } => WaitKind::Call {

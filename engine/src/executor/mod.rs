@@ -226,7 +226,7 @@ pub enum WaitKind {
     },
     /// A timer; the durable layer owns time and completes it when due.
     Timer {
-        /// The timer as written.
+        /// The timer as written, or with the text its expression gave when the wait began.
         definition: Timer,
     },
     /// A signal, by name.
@@ -274,7 +274,7 @@ impl Wait {
         };
         match &process.node(node).behavior {
             Behavior::Boundary(spec) => self.attached_to.is_some() && !spec.interrupting,
-            Behavior::EventStart(EventStart::Wait(WaitSpec::Timer(_))) => {
+            Behavior::EventStart(EventStart::Wait(WaitSpec::Timer { .. })) => {
                 let scope = process.node(node).scope;
                 process.scopes[scope].subprocess.is_some_and(|esp| {
                     matches!(&process.node(esp).behavior, Behavior::EventSubProcess(spec) if !spec.interrupting)

@@ -9,9 +9,10 @@ use super::{
 use crate::diagnostics::Diagnostic;
 use crate::model::{
     Activity, CallBinding, Definitions, EventTrigger, Expr, GatewayKind, Node, NodeKind, Process,
-    Script, SequenceFlow, Span, TaskKind,
+    Script, SequenceFlow, Span, TaskKind, Timer,
 };
 use crate::script::ScriptRuntime;
+use crate::timer::TimerSpec;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -419,7 +420,7 @@ impl Builder<'_> {
                 let element = self.graph[index].element.clone();
                 let trigger = match trigger {
                     EventTrigger::Timer(timer) => {
-                        BoundaryTrigger::Wait(WaitSpec::Timer(timer.clone()))
+                        BoundaryTrigger::Wait(self.timer_wait(timer, &node.id))
                     }
                     EventTrigger::Message(message) => BoundaryTrigger::Wait(WaitSpec::Message {
                         name: message.name.clone(),
@@ -797,7 +798,7 @@ impl Builder<'_> {
     /// when the subprocess is resolved).
     fn event_start(&mut self, node: &Node, trigger: &EventTrigger, element: &str) -> Behavior {
         let start = match trigger {
-            EventTrigger::Timer(timer) => EventStart::Wait(WaitSpec::Timer(timer.clone())),
+            EventTrigger::Timer(timer) => EventStart::Wait(self.timer_wait(timer, &node.id)),
             EventTrigger::Message(message) => EventStart::Wait(WaitSpec::Message {
                 name: message.name.clone(),
                 correlation_key: message
@@ -831,7 +832,7 @@ impl Builder<'_> {
     /// event); `None` for triggers that are not waits.
     fn wait_spec(&mut self, node: &Node, trigger: &EventTrigger) -> Option<WaitSpec> {
         Some(match trigger {
-            EventTrigger::Timer(timer) => WaitSpec::Timer(timer.clone()),
+            EventTrigger::Timer(timer) => self.timer_wait(timer, &node.id),
             EventTrigger::Message(message) => WaitSpec::Message {
                 name: message.name.clone(),
                 correlation_key: message
@@ -916,7 +917,7 @@ impl Builder<'_> {
                 None => self.unsupported(node, element),
             },
             NodeKind::IntermediateCatchEvent { trigger } => match trigger {
-                EventTrigger::Timer(timer) => Behavior::Wait(WaitSpec::Timer(timer.clone())),
+                EventTrigger::Timer(timer) => Behavior::Wait(self.timer_wait(timer, &node.id)),
                 EventTrigger::Message(message) => Behavior::Wait(WaitSpec::Message {
                     name: message.name.clone(),
                     correlation_key: message
@@ -1082,13 +1083,56 @@ impl Builder<'_> {
         }
     }
 
+    /// The wait of a timer event. Text that is a duration, date or cycle is used as written;
+    /// other text is an expression that gives one when the wait begins (`"PT1S"`,
+    /// `reminder_delay`). Text that is neither is reported where it is written, so it never
+    /// reaches a running instance.
+    fn timer_wait(&mut self, timer: &Timer, id: &str) -> WaitSpec {
+        let literal_error = match TimerSpec::of(timer) {
+            Ok(_) => {
+                return WaitSpec::Timer {
+                    timer: timer.clone(),
+                    computed: None,
+                }
+            }
+            Err(error) => error,
+        };
+        let expression = &timer.expression;
+        let computed = match self.try_compile(
+            expression.language.as_deref(),
+            &expression.source,
+            expression.span,
+            "timer of",
+            id,
+        ) {
+            Ok(code) => Some(code),
+            // Neither form: say what the text is not as a timer, and as an expression.
+            Err(Refusal::Invalid { detail, .. }) => {
+                let message = format!(
+                    "timer of {id}: {literal_error}; nor is it valid Rhai for an expression that gives one: {detail}"
+                );
+                self.refuse(expression.span, message, id);
+                None
+            }
+            Err(refusal) => {
+                let (at, message) = refusal.into_parts();
+                self.refuse(at, message, id);
+                None
+            }
+        };
+        WaitSpec::Timer {
+            timer: timer.clone(),
+            computed,
+        }
+    }
+
     fn compile_expr(&mut self, expr: &Expr, what: &str, id: &str) -> Option<CompiledCode> {
         self.compile_code(expr.language.as_deref(), &expr.source, expr.span, what, id)
     }
 
-    /// Compiles Rhai source; reports a foreign language, Python that parses as Rhai, or a
-    /// compile error (positioned inside the file: the text's own span plus the offset inside the
-    /// text).
+    /// Compiles Rhai source; reports a foreign language, another engine's idiom that parses as
+    /// Rhai (Python literals, bpmn-engine's JavaScript context), or a compile error (positioned
+    /// inside the file: the text's own span plus the offset inside the text).
     fn compile_code(
         &mut self,
         language: Option<&str>,
@@ -1097,7 +1141,32 @@ impl Builder<'_> {
         what: &str,
         id: &str,
     ) -> Option<CompiledCode> {
-        let refusal = match language.map(str::trim).filter(|l| !l.is_empty()) {
+        match self.try_compile(language, source, span, what, id) {
+            Ok(code) => Some(code),
+            Err(refusal) => {
+                let (at, message) = refusal.into_parts();
+                self.refuse(at, message, id);
+                None
+            }
+        }
+    }
+
+    /// Reports an error about the part of node `id` at `at`.
+    fn refuse(&mut self, at: Span, message: String, id: &str) {
+        self.diagnostics
+            .push(Diagnostic::error(self.file, at, message).with_id(id.to_string()));
+    }
+
+    /// Compiles Rhai source, or says why it is not Rhai (see `compile_code`).
+    fn try_compile(
+        &self,
+        language: Option<&str>,
+        source: &str,
+        span: Span,
+        what: &str,
+        id: &str,
+    ) -> Result<CompiledCode, Refusal> {
+        match language.map(str::trim).filter(|l| !l.is_empty()) {
             Some(language)
                 if !RHAI_LANGUAGES
                     .iter()
@@ -1108,21 +1177,22 @@ impl Builder<'_> {
                 } else {
                     "expression"
                 };
-                (span, format!("not Rhai: {language} {kind} in {id}"))
+                Err(Refusal::Foreign(
+                    span,
+                    format!("not Rhai: {language} {kind} in {id}"),
+                ))
             }
             _ => match self.scripts.compile(source) {
-                Ok(ast) => match crate::script::python_idiom(&ast) {
-                    None => {
-                        return Some(CompiledCode {
-                            ast,
-                            source: source.to_string(),
-                            span,
-                        })
-                    }
-                    Some((message, (line, col))) => (
+                Ok(ast) => match crate::script::foreign_idiom(&ast) {
+                    None => Ok(CompiledCode {
+                        ast,
+                        source: source.to_string(),
+                        span,
+                    }),
+                    Some((message, (line, col))) => Err(Refusal::Foreign(
                         offset_span(span, line, col),
                         format!("{what} {id} is not Rhai: {message}"),
-                    ),
+                    )),
                 },
                 Err(err) => {
                     let at = err
@@ -1133,14 +1203,34 @@ impl Builder<'_> {
                         crate::script::ScriptError::Compile { message, .. } => message.clone(),
                         other => other.to_string(),
                     };
-                    (at, format!("{what} {id} is not valid Rhai: {message}"))
+                    Err(Refusal::Invalid {
+                        at,
+                        message: format!("{what} {id} is not valid Rhai: {message}"),
+                        detail: message,
+                    })
                 }
             },
-        };
-        let (at, message) = refusal;
-        self.diagnostics
-            .push(Diagnostic::error(self.file, at, message).with_id(id.to_string()));
-        None
+        }
+    }
+}
+
+/// Why a text did not compile as Rhai, with where.
+enum Refusal {
+    /// Another language, declared or recognised by an idiom of it.
+    Foreign(Span, String),
+    /// Rhai that does not compile: the whole message, and Rhai's own words.
+    Invalid {
+        at: Span,
+        message: String,
+        detail: String,
+    },
+}
+
+impl Refusal {
+    fn into_parts(self) -> (Span, String) {
+        match self {
+            Refusal::Foreign(at, message) | Refusal::Invalid { at, message, .. } => (at, message),
+        }
     }
 }
 

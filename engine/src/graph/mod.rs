@@ -492,7 +492,13 @@ pub enum WaitSpec {
         correlation_key: Option<CompiledCode>,
     },
     /// A timer catch event (the durable layer owns time).
-    Timer(Timer),
+    Timer {
+        /// The timer as written.
+        timer: Timer,
+        /// When the written text is not itself a duration, date or cycle: the expression over
+        /// variables that gives it (`"PT1S"`, `reminder_delay`), evaluated when the wait begins.
+        computed: Option<CompiledCode>,
+    },
     /// A signal catch event.
     Signal {
         /// Signal name.

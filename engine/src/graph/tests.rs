@@ -132,6 +132,22 @@ fn python_written_as_rhai_is_refused_where_it_is() {
 }
 
 #[test]
+fn bpmn_engine_javascript_context_is_refused_where_it_is() {
+    let defs = Scope::default()
+        .node("s", start())
+        .node("js", script("total = 1;\nlimit = variables.limit"))
+        .node("e", end())
+        .chain(&["s", "js", "e"])
+        .definitions();
+    let (process, diagnostics) = check(&defs);
+    assert!(process.is_none());
+    assert_eq!(
+        diagnostics,
+        ["test.bpmn:51:18: error: script js is not Rhai: `variables.limit` reads bpmn-engine's JavaScript context; write `limit` [js]"]
+    );
+}
+
+#[test]
 fn gateway_problems_are_reported() {
     let defs = Scope::default()
         .node("s", start())

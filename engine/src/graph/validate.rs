@@ -261,7 +261,7 @@ fn check_gateway(process: &CompiledProcess, index: NodeIndex, diagnostics: &mut 
             let waits_for_event = matches!(
                 target.behavior,
                 Behavior::Wait(
-                    WaitSpec::Timer(_) | WaitSpec::Message { .. } | WaitSpec::Signal { .. }
+                    WaitSpec::Timer { .. } | WaitSpec::Message { .. } | WaitSpec::Signal { .. }
                 )
             );
             if !waits_for_event {

@@ -102,7 +102,7 @@ pub struct WaitInfo {
     /// The condition as written, for a conditional-event wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
-    /// The timer as written, for a timer wait.
+    /// The timer as written (or as its expression gave it when the wait began), for a timer wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<String>,
     /// When an armed timer is due (ms since the Unix epoch).

@@ -145,6 +145,50 @@ async fn a_cycle_timer_on_a_catch_event_fires_at_its_first_due_time() {
 }
 
 #[tokio::test]
+async fn a_timer_written_as_an_expression_takes_its_value_when_the_wait_begins() {
+    let clock = VirtualClock::starting_at(0);
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    // A variable (Camunda's `${delay}`).
+    engine
+        .deploy(&single(timer_catch(TimerKind::Duration, "delay")), None)
+        .await
+        .unwrap();
+    let mut variables = Map::new();
+    variables.insert("delay".into(), json!("PT7M"));
+    let started = engine.start("p", variables).await.unwrap();
+    assert_eq!(started.waiting_on[0].timer.as_deref(), Some("PT7M"));
+    assert_eq!(started.waiting_on[0].due_ms, Some(420_000));
+    assert_eq!(
+        engine.wait_for_end(&started.id).await.unwrap().status,
+        InstanceStatus::Completed
+    );
+    assert_eq!(clock.now_ms(), 420_000);
+
+    // Without the variable, the instance stops at the timer with an incident that says why.
+    let stuck = engine.start("p", Map::new()).await.unwrap();
+    assert_eq!(stuck.incidents.len(), 1, "{stuck:?}");
+    assert!(
+        stuck.incidents[0].message.contains("delay"),
+        "{:?}",
+        stuck.incidents
+    );
+    assert!(stuck.waiting_on.is_empty() || stuck.waiting_on[0].due_ms.is_none());
+
+    // A string literal (SpiffWorkflow's `"PT1S"`).
+    engine
+        .deploy(&single(timer_catch(TimerKind::Duration, "\"PT1S\"")), None)
+        .await
+        .unwrap();
+    let started = engine.start("p", Map::new()).await.unwrap();
+    engine.wait_for_end(&started.id).await.unwrap();
+    assert_eq!(clock.now_ms(), 421_000);
+}
+
+#[tokio::test]
 async fn a_daily_cron_timer_waits_for_six_in_the_evening() {
     // 2026-05-04T09:30:00Z
     let clock = VirtualClock::starting_at(1_777_887_000_000);
@@ -167,28 +211,32 @@ async fn a_daily_cron_timer_waits_for_six_in_the_evening() {
 }
 
 #[tokio::test]
-async fn a_bad_timer_definition_raises_an_incident() {
+async fn a_bad_timer_definition_is_refused_at_deployment() {
     let engine = Engine::builder()
         .clock(Arc::new(VirtualClock::starting_at(0)))
         .build()
         .await
         .unwrap();
-    engine
+    let error = engine
         .deploy(
             &single(timer_catch(TimerKind::Duration, "10 minutes")),
             None,
         )
         .await
-        .unwrap();
-    let started = engine.start("p", Map::new()).await.unwrap();
-    assert_eq!(started.engine_incidents.len(), 1);
+        .unwrap_err();
+    let EngineError::Compile(diagnostics) = &error else {
+        panic!("{error:?}");
+    };
     assert!(
-        started.engine_incidents[0]
-            .message
-            .contains("invalid timer duration '10 minutes'"),
-        "{:?}",
-        started.engine_incidents
+        diagnostics.iter().any(|d| d.is_error()
+            && d.message
+                .contains("timer of a: invalid timer duration '10 minutes'")
+            && d.message
+                .contains("nor is it valid Rhai for an expression that gives one")),
+        "{diagnostics:?}"
     );
+    // Nothing was deployed: the process cannot be started.
+    assert!(engine.start("p", Map::new()).await.is_err());
 }
 
 #[tokio::test]
