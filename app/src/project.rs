@@ -394,6 +394,52 @@ pub fn decisions_in(folder: &Path) -> (Arc<Decisions>, Vec<Diagnostic>) {
 /// (not below). Problems in them are not reported here; a business-rule task that needs a broken
 /// decision says so, and `flowbot check` reports the files.
 pub fn decisions_beside(process_file: &Path) -> Arc<Decisions> {
+    build_decisions(&decision_files_beside(process_file)).0
+}
+
+/// The decisions beside a process file (see [`decisions_beside`]) and those of the files and
+/// folders (searched recursively) named besides, with the problems of the named ones: a decision
+/// asked for by name that does not check is reported, not left to fail later.
+pub fn decisions_with(process_file: &Path, named: &[PathBuf]) -> (Arc<Decisions>, Vec<Diagnostic>) {
+    let (found, mut problems) = collect(named);
+    let named_file = |path: &Path| named.iter().any(|n| n == path);
+    let mut decision_files = Vec::new();
+    for (path, _) in found {
+        if is_decision_file(&path) {
+            decision_files.push(path);
+        } else if named_file(&path) {
+            let why = if path.exists() {
+                "not a decision file (a .dmn file, or YAML starting with `decision:`)"
+            } else {
+                "no such file or folder"
+            };
+            problems.push(Diagnostic::error(&path, Span::new(1, 1), why));
+        }
+    }
+    let named = decision_files;
+    let mut files = decision_files_beside(process_file);
+    files.retain(|file| !named.iter().any(|n| same_file(n, file)));
+    files.extend(named.iter().cloned());
+    let (decisions, diagnostics) = build_decisions(&files);
+    problems.extend(
+        diagnostics
+            .into_iter()
+            .filter(|d| named.iter().any(|n| same_file(n, &d.file))),
+    );
+    sort(&mut problems);
+    (decisions, problems)
+}
+
+/// Whether two paths name the same file (compared as written when one cannot be resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Every decision file in the folder of `process_file` (not below), in name order.
+fn decision_files_beside(process_file: &Path) -> Vec<PathBuf> {
     let folder = match process_file.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
         _ => PathBuf::from("."),
@@ -407,5 +453,5 @@ pub fn decisions_beside(process_file: &Path) -> Arc<Decisions> {
         })
         .unwrap_or_default();
     files.sort();
-    build_decisions(&files).0
+    files
 }

@@ -553,10 +553,8 @@ const SPIFF_DECISION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </definitions>
 "#;
 
-#[test]
-fn a_spiff_business_rule_task_merges_the_decision_outputs_into_the_variables() {
-    let dir = tempfile::tempdir().unwrap();
-    let process = r#"<?xml version="1.0" encoding="UTF-8"?>
+/// A SpiffWorkflow business-rule task that calls the decision `answers`.
+const SPIFF_PROCESS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d">
   <bpmn:process id="p" isExecutable="true">
     <bpmn:startEvent id="s" />
@@ -569,7 +567,11 @@ fn a_spiff_business_rule_task_merges_the_decision_outputs_into_the_variables() {
   </bpmn:process>
 </bpmn:definitions>
 "#;
-    let file = write(dir.path(), "spiff.bpmn", process);
+
+#[test]
+fn a_spiff_business_rule_task_merges_the_decision_outputs_into_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "spiff.bpmn", SPIFF_PROCESS);
     write(dir.path(), "answers.dmn", SPIFF_DECISION);
     for (question, answer, sure) in [("X", "Y", true), ("Q", "unknown", false)] {
         let vars = format!(r#"{{"question": "{question}"}}"#);
@@ -581,4 +583,66 @@ fn a_spiff_business_rule_task_merges_the_decision_outputs_into_the_variables() {
         assert_eq!(report["variables"]["sure"], sure, "{report}");
         assert!(report["variables"].get("answers").is_none(), "{report}");
     }
+}
+
+#[test]
+fn run_deploys_the_decisions_named_with_decisions_and_refuses_broken_ones() {
+    // SpiffWorkflow's layout: the decision in a `dmn/` folder below the process.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "spiff.bpmn", SPIFF_PROCESS);
+    std::fs::create_dir(dir.path().join("dmn")).unwrap();
+    write(&dir.path().join("dmn"), "answers.dmn", SPIFF_DECISION);
+    let file = file.to_str().unwrap();
+    let vars = r#"{"question": "X"}"#;
+
+    let out = flowbot(&["run", file, "--vars", vars, "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no decision `answers` is deployed"),
+        "{}",
+        out.stderr
+    );
+
+    let folder = dir.path().join("dmn");
+    let out = flowbot(&[
+        "run",
+        file,
+        "--vars",
+        vars,
+        "--json",
+        "--decisions",
+        folder.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    assert_eq!(out.json()["variables"]["answer"], "Y");
+
+    // A named decision that does not check is reported with its position, and nothing runs.
+    let broken = SPIFF_DECISION.replace(r#"hitPolicy="FIRST""#, "");
+    let broken = write(&folder, "answers.dmn", &broken);
+    let out = flowbot(&[
+        "run",
+        file,
+        "--vars",
+        vars,
+        "--decisions",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("answers.dmn:")
+            && out.stderr.contains("hit policy UNIQUE forbids")
+            && out
+                .stderr
+                .contains("a decision file given with --decisions does not check"),
+        "{}",
+        out.stderr
+    );
+    let out = flowbot(&["run", file, "--decisions", "missing.dmn"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("missing.dmn:1:1: error: cannot read the file"),
+        "{}",
+        out.stderr
+    );
 }

@@ -89,9 +89,9 @@ enum Outcome {
     NotRhai,
     /// Refused before running: an element the executor does not run yet.
     Unsupported,
-    /// Refused before running: a business-rule task calls a decision that no decision file
-    /// beside the process defines.
-    DecisionNotDeployed,
+    /// Refused before running: the decision a business-rule task calls (from the files beside
+    /// the process or in a `dmn/` folder below it, SpiffWorkflow's layout) breaks the DMN rules.
+    InvalidDecision,
     /// Ran, and a script that parses as Rhai but is written for another language failed (an
     /// incident with its position; exit 1).
     ScriptFailed,
@@ -127,15 +127,18 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
             cols[2],
             cols.get(3).copied().unwrap_or(""),
         );
-        let out = flowbot_with_limit(
-            &[
-                "run",
-                dir.join(file).to_str().unwrap(),
-                "--auto-complete",
-                "--json",
-            ],
-            LIMIT,
-        );
+        let path_of_file = dir.join(file).display().to_string();
+        let run = |more: &[&str]| {
+            let mut args = vec!["run", path_of_file.as_str(), "--auto-complete", "--json"];
+            args.extend_from_slice(more);
+            flowbot_with_limit(&args, LIMIT)
+        };
+        let mut out = run(&[]);
+        // SpiffWorkflow keeps the decisions its processes call in a `dmn/` folder below them.
+        let decisions = dir.join(file).parent().unwrap().join("dmn");
+        if out.stderr.contains("cannot run: no decision") && decisions.is_dir() {
+            out = run(&["--decisions", decisions.to_str().unwrap()]);
+        }
         assert!(!out.timed_out, "run hung on {file}");
         let (outcome, detail) = match out.code {
             Some(0) => {
@@ -159,8 +162,8 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
                     (Outcome::Different, format!("got {got}"))
                 }
             }
-            Some(1) if out.stderr.contains("cannot run: no decision") => {
-                (Outcome::DecisionNotDeployed, first_error(&out.stderr))
+            Some(1) if out.stderr.contains("given with --decisions does not check") => {
+                (Outcome::InvalidDecision, first_error(&out.stderr))
             }
             Some(1) if out.stderr.contains("not supported yet") => {
                 (Outcome::Unsupported, first_error(&out.stderr))
@@ -219,9 +222,10 @@ fn peer_paths_match_or_are_refused_with_a_reason() {
     // `${content.output.form.newPrice}`), which parse as Rhai and used to fail only when run.
     assert_eq!(count(Outcome::NotRhai), 13);
     assert_eq!(count(Outcome::Unsupported), 0);
-    // business_rule_task: its `spiffworkflow:calledDecisionId` names a decision of
-    // `dmn/business_rules.dmn`, a folder below the process that `run` does not read.
-    assert_eq!(count(Outcome::DecisionNotDeployed), 1);
+    // business_rule_task: its decision (`dmn/business_rules.dmn`) has a catch-all rule that
+    // overlaps another under the default hit policy UNIQUE, which DMN forbids (SpiffWorkflow takes
+    // the first match without checking).
+    assert_eq!(count(Outcome::InvalidDecision), 1);
     assert_eq!(count(Outcome::KnownDifference), KNOWN_DIFFERENCES.len());
     // Nothing that checks clean stops at run time on a script of another language.
     assert_eq!(count(Outcome::ScriptFailed), 0);

@@ -1,5 +1,5 @@
 //! `flowbot run PATH [--process ID] [--vars JSON] [--business-key KEY] [--rules DIR]
-//! [--auto-complete] [--task-output NODE=JSON]... [--store DIR] [--clock wall|virtual] [--json]`:
+//! [--decisions PATH]... [--auto-complete] [--task-output NODE=JSON]... [--store DIR] [--clock wall|virtual] [--json]`:
 //! runs one instance on the engine, in memory unless `--store` names a sled folder, and prints
 //! where it went.
 //!
@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// The rules folder (default: the configured one, else `rules/` beside the workflow's folder).
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Decision files (`.dmn`, YAML decisions), or folders searched for them, to deploy besides
+    /// those in the process file's own folder (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub decisions: Vec<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -150,11 +154,21 @@ async fn run(
     if config.rules.is_none() {
         config.rules = flowbot_app::project::rules_folder_beside(&args.path);
     }
+    let (decisions, problems) = flowbot_app::project::decisions_with(&args.path, &args.decisions);
+    if problems.iter().any(|d| d.is_error()) {
+        return Err(AppError::diagnostics(
+            "a decision file given with --decisions does not check",
+            problems,
+        ));
+    }
+    for warning in &problems {
+        eprintln!("{warning}");
+    }
     // `run` starts the one instance it shows: timer start events are not scheduled.
     let mut builder = App::builder(config)
         .deploy_workflows(false)
         .schedule_timer_starts(false)
-        .decisions(flowbot_app::project::decisions_beside(&args.path))
+        .decisions(decisions)
         .fetch_progress(service::fetch_progress());
     if let Some(auto) = auto {
         builder = builder.auto_complete(auto);
