@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{Device, Tensor};
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
-    collect_features, initial_head, train_head, write_with_output_head, AnswerPart, HeadOptions,
-    TrainExample,
+    collect_features, initial_head, train_head, write_with_output_head, AnswerPart, TrainExample,
+    TrainOptions,
 };
 use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
@@ -118,12 +118,12 @@ fn a_trained_head_lowers_the_loss_and_runs_from_the_tuned_file() {
     let features = collect_features(&mut lm, &examples, |n| done.push(n)).unwrap();
     assert_eq!(done, (1..=24).collect::<Vec<_>>());
     let initial = initial_head(&base).unwrap();
-    let options = HeadOptions {
+    let options = TrainOptions {
         epochs: 40,
         learning_rate: 0.02,
         batch_examples: 4,
         patience: 40,
-        ..HeadOptions::default()
+        ..TrainOptions::default()
     };
     let run = train_head(
         &initial,
@@ -134,13 +134,13 @@ fn a_trained_head_lowers_the_loss_and_runs_from_the_tuned_file() {
         &mut |_| {},
     )
     .unwrap();
-    let best = &run.epochs[run.best_epoch - 1].dev;
+    let best = &run.report.epochs[run.report.best_epoch - 1].dev;
     assert!(
-        best.loss < run.initial.loss / 2.0,
+        best.loss < run.report.initial.loss / 2.0,
         "{best:?} vs {:?}",
-        run.initial
+        run.report.initial
     );
-    assert!(best.token_accuracy > run.initial.token_accuracy);
+    assert!(best.token_accuracy > run.report.initial.token_accuracy);
 
     let tuned = dir.path().join("tuned.gguf");
     write_with_output_head(

@@ -885,7 +885,7 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
+pub(crate) fn read_hyper(content: &Content) -> Result<Hyper, LmError> {
     let md = &content.metadata;
     let arch = md
         .get("general.architecture")

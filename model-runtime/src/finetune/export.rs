@@ -38,40 +38,24 @@ pub fn initial_head(path: &Path) -> Result<Tensor, ExportError> {
         .map_err(|e| tensor_error(path, name, &e))
 }
 
-/// The output layer's format in a tuned file: 8-bit blocks, close to f32 and run by the fast
-/// backend's kernels.
-const HEAD_FORMAT: GgmlDType = GgmlDType::Q8_0;
+/// The format of a trained matrix in a tuned file: 8-bit blocks, close to f32 and run by the
+/// fast backend's kernels. Vectors (norms) are written as f32.
+const MATRIX_FORMAT: GgmlDType = GgmlDType::Q8_0;
 
 /// Writes `dst`: the GGUF model `src` with `head` (vocabulary × hidden size) as its output layer,
-/// quantized to Q8_0, and the string `metadata` added (replacing keys of the same name). Every
-/// other tensor is copied as stored.
+/// and the string `metadata` added (see [`write_with_tensors`]).
 pub fn write_with_output_head(
     src: &Path,
     head: &Tensor,
     metadata: &[(&str, &str)],
     dst: &Path,
 ) -> Result<(), ExportError> {
-    let mut file = GgufFile::open(src)?;
-    let mut names: Vec<(u64, String)> = file
+    let file = GgufFile::open(src)?;
+    let embeddings = file
         .content
         .tensor_infos
-        .iter()
-        .filter(|(name, _)| name.as_str() != OUTPUT)
-        .map(|(name, info)| (info.offset, name.clone()))
-        .collect();
-    names.sort();
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len() + 1);
-    for (_, name) in names {
-        let tensor = file
-            .content
-            .tensor(&mut file.reader, &name, &Device::Cpu)
-            .map_err(|e| tensor_error(src, &name, &e))?;
-        tensors.push((name, tensor));
-    }
-    let embeddings = tensors
-        .iter()
-        .find(|(name, _)| name == EMBEDDINGS)
-        .map(|(_, t)| t.shape().dims().to_vec());
+        .get(EMBEDDINGS)
+        .map(|info| info.shape.dims().to_vec());
     if embeddings.as_deref() != Some(head.dims()) {
         return Err(ExportError::Unsupported {
             path: src.to_owned(),
@@ -82,9 +66,60 @@ pub fn write_with_output_head(
             ),
         });
     }
-    let quantized =
-        QTensor::quantize(head, HEAD_FORMAT).map_err(|e| tensor_error(dst, OUTPUT, &e))?;
-    tensors.push((OUTPUT.to_owned(), quantized));
+    write_with_tensors(src, &[(OUTPUT.to_owned(), head.clone())], metadata, dst)
+}
+
+/// Writes `dst`: the GGUF model `src` with the tensors of `replaced` put in by name (matrices
+/// quantized to Q8_0, vectors as f32; a name the file lacks is added) and the string `metadata`
+/// added (replacing keys of the same name). Every other tensor is copied as stored.
+pub fn write_with_tensors(
+    src: &Path,
+    replaced: &[(String, Tensor)],
+    metadata: &[(&str, &str)],
+    dst: &Path,
+) -> Result<(), ExportError> {
+    let mut file = GgufFile::open(src)?;
+    let replaces = |name: &str| replaced.iter().any(|(n, _)| n == name);
+    let mut names: Vec<(u64, String)> = file
+        .content
+        .tensor_infos
+        .iter()
+        .filter(|(name, _)| !replaces(name))
+        .map(|(name, info)| (info.offset, name.clone()))
+        .collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len() + replaced.len());
+    for (_, name) in names {
+        let tensor = file
+            .content
+            .tensor(&mut file.reader, &name, &Device::Cpu)
+            .map_err(|e| tensor_error(src, &name, &e))?;
+        tensors.push((name, tensor));
+    }
+    for (name, tensor) in replaced {
+        if let Some(info) = file.content.tensor_infos.get(name) {
+            if info.shape.dims() != tensor.dims() {
+                return Err(ExportError::Unsupported {
+                    path: src.to_owned(),
+                    message: format!(
+                        "the trained `{name}` is {:?} but the model's is {:?}",
+                        tensor.dims(),
+                        info.shape.dims()
+                    ),
+                });
+            }
+        }
+        let format = if tensor.rank() >= 2 {
+            MATRIX_FORMAT
+        } else {
+            GgmlDType::F32
+        };
+        let quantized = tensor
+            .to_dtype(DType::F32)
+            .and_then(|t| QTensor::quantize(&t, format))
+            .map_err(|e| tensor_error(dst, name, &e))?;
+        tensors.push((name.clone(), quantized));
+    }
     let mut entries: Vec<(String, Value)> = file
         .content
         .metadata

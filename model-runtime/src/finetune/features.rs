@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use super::train::{check_example, trained_tokens};
 use super::{AnswerPart, FinetuneError, TrainExample};
 use crate::fast::FastLlama;
 
@@ -94,25 +95,7 @@ pub fn collect_features(
     let mut cached: Vec<u32> = Vec::new();
     for (index, example) in examples.iter().enumerate() {
         let place = || format!("example {}", index + 1);
-        if example.prompt.is_empty() || example.answer.is_empty() {
-            return Err(FinetuneError::Data(format!(
-                "{}: a prompt and an answer of at least one token each are needed",
-                place()
-            )));
-        }
-        if let Some(part) = example
-            .parts
-            .iter()
-            .find(|p| p.tokens.start > p.tokens.end || p.tokens.end > example.answer.len())
-        {
-            return Err(FinetuneError::Data(format!(
-                "{}: part `{}` covers tokens {:?} of an answer of {}",
-                place(),
-                part.name,
-                part.tokens,
-                example.answer.len()
-            )));
-        }
+        check_example(index, example)?;
         let sequence: Vec<u32> = example
             .prompt
             .iter()
@@ -132,19 +115,7 @@ pub fn collect_features(
         let hidden = lm
             .final_hidden(&sequence[reused..end], reused)
             .map_err(|e| FinetuneError::Data(format!("{}: {e}", place())))?;
-        // The answer tokens trained on, in order; each part's tokens stay contiguous.
-        let trained: Vec<usize> = if example.parts.is_empty() {
-            (0..example.answer.len()).collect()
-        } else {
-            let mut trained: Vec<usize> = example
-                .parts
-                .iter()
-                .flat_map(|p| p.tokens.clone())
-                .collect();
-            trained.sort_unstable();
-            trained.dedup();
-            trained
-        };
+        let (trained, parts) = trained_tokens(example);
         let first_row = features.targets.len();
         // Answer token j is predicted by the hidden state of the position before it.
         let offset = first_wanted - reused;
@@ -155,17 +126,9 @@ pub fn collect_features(
                 .extend_from_slice(&hidden[row * dim..(row + 1) * dim]);
             features.targets.push(example.answer[j]);
         }
-        let row_of = |token: usize| trained.partition_point(|&t| t < token);
         features.examples.push(ExampleRows {
             rows: first_row..first_row + trained.len(),
-            parts: example
-                .parts
-                .iter()
-                .map(|part| AnswerPart {
-                    name: part.name.clone(),
-                    tokens: row_of(part.tokens.start)..row_of(part.tokens.end),
-                })
-                .collect(),
+            parts,
         });
         cached.clear();
         cached.extend_from_slice(&sequence[..end]);

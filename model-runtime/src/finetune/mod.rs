@@ -20,16 +20,23 @@ mod answer;
 mod export;
 mod features;
 mod head;
+mod network;
+mod train;
+mod trunk;
 
 use std::ops::Range;
 
 pub use answer::{json_answer, ExampleWriter, JsonAnswer};
-pub use export::{initial_head, write_with_output_head};
+pub use export::{initial_head, write_with_output_head, write_with_tensors};
 pub use features::{collect_features, Features};
-pub use head::{train_head, DevMetrics, EpochReport, HeadOptions, HeadRun, Progress, StopReason};
+pub use head::{train_head, HeadRun};
+pub use network::{train_network, NetworkRun};
+pub use train::{DevMetrics, EpochReport, Progress, StopReason, TrainOptions, TrainReport};
+pub use trunk::{Adaptation, Prefix, TrainableLlama};
 
 use crate::gguf_export::ExportError;
 use crate::lm::{candle_message, LmError};
+use train::check_example;
 
 /// One training example: the prompt, as the model sees it at inference (chat template applied),
 /// and the answer wanted after it.
@@ -43,6 +50,13 @@ pub struct TrainExample {
     /// there are parts, the loss is taken on their tokens only (the rest of the answer is forced
     /// by a constrained decoder); otherwise on every answer token.
     pub parts: Vec<AnswerPart>,
+}
+
+impl TrainExample {
+    /// How many of its answer tokens the loss is taken on (its parts' tokens, or all of them).
+    pub fn trained_tokens(&self) -> usize {
+        train::trained_tokens(self).0.len()
+    }
 }
 
 /// A named range of an answer's tokens.
@@ -75,4 +89,12 @@ impl From<candle_core::Error> for FinetuneError {
     fn from(error: candle_core::Error) -> Self {
         FinetuneError::Training(candle_message(&error))
     }
+}
+
+/// Refuses the first example that cannot be trained on (see [`TrainExample`]).
+fn check_examples(examples: &[TrainExample]) -> Result<(), FinetuneError> {
+    examples
+        .iter()
+        .enumerate()
+        .try_for_each(|(index, example)| check_example(index, example))
 }

@@ -2,8 +2,9 @@
 //! case's own examples for a workflow's `extract` step (by default `workflows/order_email.yaml`):
 //! each example is rendered with the step's system prompt, prompt template and the model's chat
 //! template, and its answer written as the constrained decoder writes it. Method `head` trains
-//! the output layer over the frozen model (hidden states computed once) and writes
-//! `DIR/model.gguf`, a copy of the base model with the trained output layer, and
+//! the output layer over the frozen model (hidden states computed once); `lora` trains low-rank
+//! adapters on every projection over the frozen base; `full` trains every weight. Each writes
+//! `DIR/model.gguf`, a copy of the base model with the trained tensors (adapters folded in), and
 //! `DIR/manifest.json` (base model and data hashes, options, per-epoch metrics, time, memory).
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use clap::{Args, ValueEnum};
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
-    collect_features, initial_head, train_head, ExampleWriter, HeadOptions, HeadRun, TrainExample,
+    collect_features, initial_head, train_head, train_network, write_with_output_head,
+    write_with_tensors, Adaptation, ExampleWriter, FinetuneError, Progress, TrainExample,
+    TrainOptions, TrainReport, TrainableLlama,
 };
 use flowbot_model_runtime::gguf::sha256_file;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,6 +33,20 @@ use super::ModelChoice;
 enum Method {
     /// The output layer only, over the frozen model (untied from the token embeddings).
     Head,
+    /// Low-rank adapters on every projection of every block, over the frozen base.
+    Lora,
+    /// Every weight.
+    Full,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Head => "head",
+            Method::Lora => "lora",
+            Method::Full => "full",
+        }
+    }
 }
 
 /// Arguments of `finetune`.
@@ -45,6 +62,12 @@ pub struct FinetuneArgs {
     /// What to train.
     #[arg(long, value_enum, default_value = "head")]
     method: Method,
+    /// The adapters' rank (`lora`).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// The adapters' scale numerator: their output is multiplied by alpha / rank (`lora`).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
     /// Most passes over the training examples.
     #[arg(long, default_value_t = 4)]
     epochs: usize,
@@ -65,7 +88,7 @@ pub struct FinetuneArgs {
     max_minutes: Option<f64>,
     #[command(flatten)]
     step: ExtractStep,
-    /// Threads of the frozen model's forward passes (default: every CPU).
+    /// Threads of the frozen model's forward passes for `head` (default: every CPU).
     #[arg(long)]
     threads: Option<usize>,
     /// The folder to write `model.gguf` and `manifest.json` to.
@@ -190,33 +213,7 @@ impl FinetuneArgs {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("{}: cannot create", self.out.display()))?;
 
-        let mut lm = FastLlama::load(
-            &base,
-            &FastOptions {
-                threads: self.threads,
-                ..FastOptions::default()
-            },
-        )?;
-        let features_started = Instant::now();
-        let mut features = Vec::new();
-        for (split, name) in [(&train, "train"), (&dev, "dev")] {
-            let progress = bar(
-                split.examples.len(),
-                &format!(
-                    "hidden states ({name}) [{{bar:30}}] {{pos}}/{{len}} examples, {{per_sec}}, ETA {{eta}}"
-                ),
-            );
-            features.push(collect_features(&mut lm, &split.examples, |done| {
-                progress.set_position(done as u64)
-            })?);
-            progress.finish_and_clear();
-        }
-        drop(lm);
-        let features_seconds = features_started.elapsed().as_secs_f64();
-        let (train_features, dev_features) = (&features[0], &features[1]);
-
-        let initial = initial_head(&base)?;
-        let options = HeadOptions {
+        let options = TrainOptions {
             epochs: self.epochs,
             learning_rate: self.lr,
             batch_examples: self.batch,
@@ -225,59 +222,109 @@ impl FinetuneArgs {
             time_limit: self.max_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
         };
         let cancel = cancel_on_ctrl_c();
-        eprintln!(
-            "training on {} examples ({} answer tokens), scoring on {}; Ctrl-C stops and keeps \
-             the best head so far",
-            train.examples.len(),
-            train_features.rows(),
-            dev.examples.len()
-        );
-        let steps_per_epoch = train.examples.len().div_ceil(self.batch.max(1));
-        let progress = bar(
-            steps_per_epoch * self.epochs,
-            "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
-        );
-        let training_started = Instant::now();
-        let run = train_head(
-            &initial,
-            train_features,
-            dev_features,
-            &options,
-            &cancel,
-            &mut |p| {
-                progress.set_position(((p.epoch - 1) * p.steps_per_epoch + p.step) as u64);
-                progress.set_message(format!(
-                    "epoch {}, loss {:.3}, {:.0} tokens/s",
-                    p.epoch, p.loss, p.tokens_per_s
-                ));
-            },
-        )?;
-        progress.finish_and_clear();
-        let training_seconds = training_started.elapsed().as_secs_f64();
-
+        let tokens = |split: &Examples| -> usize {
+            split
+                .examples
+                .iter()
+                .map(TrainExample::trained_tokens)
+                .sum()
+        };
+        let (train_tokens, dev_tokens) = (tokens(&train), tokens(&dev));
         let model_out = self.out.join("model.gguf");
         let base_sha256 = sha256_file(&base)?;
-        flowbot_model_runtime::finetune::write_with_output_head(
-            &base,
-            &run.head,
-            &[
-                ("flowbot.finetune.method", "head"),
-                ("flowbot.finetune.base_sha256", &base_sha256),
-            ],
-            &model_out,
-        )?;
+        let metadata = [
+            ("flowbot.finetune.method", self.method.name()),
+            ("flowbot.finetune.base_sha256", base_sha256.as_str()),
+        ];
+        let mut seconds = serde_json::Map::new();
+        let report = match self.method {
+            Method::Head => {
+                let mut lm = FastLlama::load(
+                    &base,
+                    &FastOptions {
+                        threads: self.threads,
+                        ..FastOptions::default()
+                    },
+                )?;
+                let features_started = Instant::now();
+                let mut features = Vec::new();
+                for (split, name) in [(&train, "train"), (&dev, "dev")] {
+                    let progress = bar(
+                        split.examples.len(),
+                        &format!(
+                            "hidden states ({name}) [{{bar:30}}] {{pos}}/{{len}} examples, {{per_sec}}, ETA {{eta}}"
+                        ),
+                    );
+                    features.push(collect_features(&mut lm, &split.examples, |done| {
+                        progress.set_position(done as u64)
+                    })?);
+                    progress.finish_and_clear();
+                }
+                drop(lm);
+                seconds.insert(
+                    "features".into(),
+                    json!(features_started.elapsed().as_secs_f64()),
+                );
+                let initial = initial_head(&base)?;
+                self.announce(&train, train_tokens, &dev);
+                let training_started = Instant::now();
+                let run = self.with_progress(train.examples.len(), |progress| {
+                    train_head(
+                        &initial,
+                        &features[0],
+                        &features[1],
+                        &options,
+                        &cancel,
+                        progress,
+                    )
+                })?;
+                seconds.insert(
+                    "training".into(),
+                    json!(training_started.elapsed().as_secs_f64()),
+                );
+                write_with_output_head(&base, &run.head, &metadata, &model_out)?;
+                run.report
+            }
+            Method::Lora | Method::Full => {
+                let adaptation = match self.method {
+                    Method::Lora => Adaptation::Lora {
+                        rank: self.rank,
+                        alpha: self.alpha,
+                    },
+                    _ => Adaptation::Full,
+                };
+                let loading = Instant::now();
+                let model = TrainableLlama::load(&base, adaptation, self.seed)?;
+                seconds.insert("load".into(), json!(loading.elapsed().as_secs_f64()));
+                self.announce(&train, train_tokens, &dev);
+                let training_started = Instant::now();
+                let run = self.with_progress(train.examples.len(), |progress| {
+                    train_network(
+                        model,
+                        &train.examples,
+                        &dev.examples,
+                        &options,
+                        &cancel,
+                        progress,
+                    )
+                })?;
+                seconds.insert(
+                    "training".into(),
+                    json!(training_started.elapsed().as_secs_f64()),
+                );
+                write_with_tensors(&base, &run.model.changed_tensors()?, &metadata, &model_out)?;
+                run.report
+            }
+        };
+        seconds.insert("total".into(), json!(started.elapsed().as_secs_f64()));
         let manifest = self.manifest(
             &base,
             &base_sha256,
             &model_out,
             [&train, &dev],
-            [train_features.rows(), dev_features.rows()],
-            &run,
-            json!({
-                "features": features_seconds,
-                "training": training_seconds,
-                "total": started.elapsed().as_secs_f64(),
-            }),
+            [train_tokens, dev_tokens],
+            &report,
+            Value::Object(seconds),
         )?;
         let manifest_path = self.out.join("manifest.json");
         std::fs::write(
@@ -288,9 +335,42 @@ impl FinetuneArgs {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&manifest)?);
         } else {
-            print_summary(&run, &manifest, &model_out);
+            print_summary(&report, &manifest, &model_out);
         }
         Ok(())
+    }
+
+    /// Says what training is about to run on.
+    fn announce(&self, train: &Examples, train_tokens: usize, dev: &Examples) {
+        eprintln!(
+            "training ({}) on {} examples ({train_tokens} answer tokens), scoring on {}; Ctrl-C \
+             stops and keeps the best checkpoint so far",
+            self.method.name(),
+            train.examples.len(),
+            dev.examples.len()
+        );
+    }
+
+    /// Runs `train` with a progress bar over its steps.
+    fn with_progress<T>(
+        &self,
+        examples: usize,
+        train: impl FnOnce(&mut dyn FnMut(&Progress)) -> Result<T, FinetuneError>,
+    ) -> anyhow::Result<T> {
+        let steps_per_epoch = examples.div_ceil(self.batch.max(1));
+        let bar = bar(
+            steps_per_epoch * self.epochs,
+            "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
+        );
+        let result = train(&mut |p| {
+            bar.set_position(((p.epoch - 1) * p.steps_per_epoch + p.step) as u64);
+            bar.set_message(format!(
+                "epoch {}, loss {:.3}, {:.0} tokens/s",
+                p.epoch, p.loss, p.tokens_per_s
+            ));
+        });
+        bar.finish_and_clear();
+        Ok(result?)
     }
 
     /// The manifest written beside the tuned model.
@@ -302,7 +382,7 @@ impl FinetuneArgs {
         model_out: &Path,
         splits: [&Examples; 2],
         tokens: [usize; 2],
-        run: &HeadRun,
+        run: &TrainReport,
         seconds: Value,
     ) -> anyhow::Result<Value> {
         // A split is a file (hashed) or a folder of e-mails (no single hash: `null`).
@@ -321,7 +401,7 @@ impl FinetuneArgs {
             }))
         };
         Ok(json!({
-            "method": "head",
+            "method": self.method.name(),
             "model": model_out.file_name().map(|n| n.to_string_lossy().into_owned()),
             "sha256": sha256_file(model_out)?,
             "base_model": { "path": base, "sha256": base_sha256 },
@@ -331,6 +411,8 @@ impl FinetuneArgs {
                 "dev": split(splits[1], tokens[1])?,
             },
             "options": {
+                "rank": (self.method == Method::Lora).then_some(self.rank),
+                "alpha": (self.method == Method::Lora).then_some(self.alpha),
                 "epochs": self.epochs,
                 "lr": self.lr,
                 "batch": self.batch,
@@ -349,7 +431,7 @@ impl FinetuneArgs {
     }
 }
 
-fn print_summary(run: &HeadRun, manifest: &Value, model_out: &Path) {
+fn print_summary(run: &TrainReport, manifest: &Value, model_out: &Path) {
     let pct = |v: f64| format!("{:.1}%", 100.0 * v);
     let line = |label: &str, dev: &flowbot_model_runtime::finetune::DevMetrics| {
         let parts: Vec<String> = dev
@@ -373,10 +455,15 @@ fn print_summary(run: &HeadRun, manifest: &Value, model_out: &Path) {
         "kept:      epoch {} (stopped: {:?}); {:.0} tokens/s",
         run.best_epoch, run.stop, run.tokens_per_s
     );
+    let seconds = |key: &str| manifest["seconds"][key].as_f64();
+    let before = match (seconds("features"), seconds("load")) {
+        (Some(features), _) => format!("{features:.1} s hidden states, "),
+        (_, Some(load)) => format!("{load:.1} s loading, "),
+        _ => String::new(),
+    };
     println!(
-        "time:      {:.1} s hidden states, {:.1} s training; peak memory {:.0} MiB",
-        manifest["seconds"]["features"].as_f64().unwrap_or(0.0),
-        manifest["seconds"]["training"].as_f64().unwrap_or(0.0),
+        "time:      {before}{:.1} s training; peak memory {:.0} MiB",
+        seconds("training").unwrap_or(0.0),
         manifest["peak_memory_mib"].as_f64().unwrap_or(0.0)
     );
     println!("wrote {}", model_out.display());

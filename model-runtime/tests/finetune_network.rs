@@ -1,0 +1,278 @@
+//! Training inside the model (`lora`, `full`) on the tiny random-weight model: the differentiable
+//! forward gives candle's llama's logits over the same weights, every trained tensor receives a gradient, training
+//! lowers the dev loss, and the tuned GGUF file (adapters folded in) gives the trained model's
+//! logits when the fast backend runs it.
+
+use std::sync::atomic::AtomicBool;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+use flowbot_model_runtime::fast::{FastLlama, FastOptions};
+use flowbot_model_runtime::finetune::{
+    train_network, write_with_tensors, Adaptation, AnswerPart, StopReason, TrainExample,
+    TrainOptions, TrainableLlama,
+};
+use flowbot_model_runtime::lm::CausalLm;
+use flowbot_model_runtime::model_dir::ModelDir;
+use flowbot_model_runtime::safetensors_lm::SafetensorsLm;
+use flowbot_model_runtime::tiny_model::{write_tiny_llama, TinyLlama};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const LORA: Adaptation = Adaptation::Lora {
+    rank: 4,
+    alpha: 8.0,
+};
+
+/// Examples sharing a prefix; the answer copies three of the prompt's tokens, so it depends on
+/// the prompt.
+fn examples(count: usize, seed: u64) -> Vec<TrainExample> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let mut prompt = vec![1, 40, 41, 42, 43];
+            prompt.extend((0..6).map(|_| rng.gen_range(3..250u32)));
+            let answer = vec![prompt[6], prompt[8], prompt[10], 2];
+            TrainExample {
+                prompt,
+                answer,
+                parts: vec![
+                    AnswerPart {
+                        name: "first".into(),
+                        tokens: 0..1,
+                    },
+                    AnswerPart {
+                        name: "rest".into(),
+                        tokens: 1..4,
+                    },
+                ],
+            }
+        })
+        .collect()
+}
+
+/// The fast backend's next-token logits after each position of `tokens`.
+fn fast_logits(model: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
+    (1..=tokens.len())
+        .map(|end| {
+            let mut lm = FastLlama::load(
+                model,
+                &FastOptions {
+                    threads: Some(1),
+                    ..FastOptions::default()
+                },
+            )
+            .unwrap();
+            lm.forward(&tokens[..end], 0).unwrap()
+        })
+        .collect()
+}
+
+fn rows(logits: &candle_core::Tensor) -> Vec<Vec<f32>> {
+    logits.to_vec2().unwrap()
+}
+
+/// The largest difference between the two, relative to the largest logit.
+fn relative_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut gap = 0.0f32;
+    let mut scale = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            gap = gap.max((p - q).abs());
+            scale = scale.max(p.abs());
+        }
+    }
+    gap / scale
+}
+
+/// The reference's next-token logits after each position of `tokens`: candle's llama over the
+/// same weights in f32 (the Hugging Face layout).
+fn reference_logits(dir: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let model = ModelDir::open(dir).unwrap();
+    (1..=tokens.len())
+        .map(|end| {
+            let mut lm = SafetensorsLm::load(&model, Device::Cpu).unwrap();
+            lm.forward(&tokens[..end], 0).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_training_forward_gives_the_reference_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same weights twice: a GGUF file with f32 matrices, and a Hugging Face directory.
+    let tiny = TinyLlama::random(21).unwrap();
+    let base = dir.path().join("tiny.gguf");
+    tiny.write_gguf(&base, GgmlDType::F32).unwrap();
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    tiny.write_model_dir(&hf, DType::F32).unwrap();
+    let tokens: Vec<u32> = vec![1, 40, 41, 42, 7, 99, 250, 3, 18, 77];
+    let positions: Vec<usize> = (0..tokens.len()).collect();
+    let reference = reference_logits(&hf, &tokens);
+    for adaptation in [LORA, Adaptation::Full] {
+        let model = TrainableLlama::load(&base, adaptation, 1).unwrap();
+        let ours = rows(&model.logits(&tokens, &positions).unwrap());
+        let gap = relative_gap(&reference, &ours);
+        assert!(gap < 1e-4, "{adaptation:?}: relative gap {gap}");
+    }
+    // A wrong rotary layout or norm would move the logits far more than rounding does.
+    let model = TrainableLlama::load(&base, LORA, 1).unwrap();
+    let shifted: Vec<u32> = tokens.iter().rev().copied().collect();
+    let other = rows(&model.logits(&shifted, &positions).unwrap());
+    assert!(relative_gap(&reference, &other) > 0.1);
+}
+
+#[test]
+fn a_run_after_a_kept_prefix_gives_the_logits_of_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 25).unwrap();
+    let model = TrainableLlama::load(&base, LORA, 1).unwrap();
+    let tokens: Vec<u32> = vec![1, 40, 41, 42, 7, 99, 250, 3, 18, 77];
+    let whole = rows(&model.logits(&tokens, &[6, 8, 9]).unwrap());
+    let prefix = model.prefix(&tokens[..5]).unwrap();
+    assert_eq!(prefix.len(), 5);
+    let rest = rows(
+        &model
+            .logits_after(Some(&prefix), &tokens[5..], &[1, 3, 4])
+            .unwrap(),
+    );
+    assert!(relative_gap(&whole, &rest) < 1e-5);
+}
+
+#[test]
+fn every_trained_tensor_receives_a_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 22).unwrap();
+    let train = examples(2, 1);
+    for adaptation in [LORA, Adaptation::Full] {
+        // One step first: an adapter's `B` starts at zero, and so does the gradient of its `A`.
+        let model = TrainableLlama::load(&base, adaptation, 3).unwrap();
+        let options = TrainOptions {
+            epochs: 1,
+            learning_rate: 1e-2,
+            batch_examples: 2,
+            ..TrainOptions::default()
+        };
+        let run = train_network(
+            model,
+            &train,
+            &train,
+            &options,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        let model = run.model;
+        let (loss, tokens) = model.answer_loss(&train[0]).unwrap();
+        assert_eq!(tokens, 4);
+        // As a training step runs it: the shared start kept, the rest after it.
+        let prompt = &train[1].prompt;
+        let prefix = model.prefix(&prompt[..5]).unwrap();
+        let logits = model
+            .logits_after(Some(&prefix), &prompt[5..], &[prompt.len() - 6])
+            .unwrap();
+        let wanted = candle_core::Tensor::new(&[train[1].answer[0]], &Device::Cpu).unwrap();
+        let after_prefix = candle_nn::loss::cross_entropy(&logits, &wanted).unwrap();
+        let grads = (loss + after_prefix).unwrap().backward().unwrap();
+        let trained = model.trained();
+        let expected = match adaptation {
+            // q, k, v, o, gate, up, down in each of the tiny model's blocks, A and B each.
+            Adaptation::Lora { .. } => 2 * 7 * 2,
+            // Embeddings, output norm, and per block two norms and seven projections.
+            Adaptation::Full => 2 + 2 * (2 + 7),
+        };
+        assert_eq!(trained.len(), expected, "{adaptation:?}");
+        for (name, var) in trained {
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{adaptation:?}: {name} has no gradient"));
+            let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm > 0.0, "{adaptation:?}: {name} has a zero gradient");
+        }
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_and_the_tuned_file_runs_what_was_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 23).unwrap();
+    let train = examples(8, 2);
+    for (adaptation, learning_rate) in [(LORA, 2e-2), (Adaptation::Full, 5e-3)] {
+        let model = TrainableLlama::load(&base, adaptation, 4).unwrap();
+        let options = TrainOptions {
+            epochs: 8,
+            learning_rate,
+            batch_examples: 4,
+            patience: 8,
+            ..TrainOptions::default()
+        };
+        let mut steps = 0;
+        let run = train_network(
+            model,
+            &train,
+            &train,
+            &options,
+            &AtomicBool::new(false),
+            &mut |_| steps += 1,
+        )
+        .unwrap();
+        assert_eq!(steps, 16);
+        assert_eq!(run.report.stop, StopReason::Epochs);
+        let best = &run.report.epochs[run.report.best_epoch - 1].dev;
+        assert!(
+            best.loss < run.report.initial.loss / 2.0,
+            "{adaptation:?}: {best:?} vs {:?}",
+            run.report.initial
+        );
+
+        // The tuned file: the base with the trained tensors put in (adapters folded in).
+        let tuned = dir.path().join("tuned.gguf");
+        let changed = run.model.changed_tensors().unwrap();
+        let expected = match adaptation {
+            Adaptation::Lora { .. } => 2 * 7,
+            Adaptation::Full => 2 + 2 * (2 + 7),
+        };
+        assert_eq!(changed.len(), expected);
+        write_with_tensors(&base, &changed, &[("flowbot.finetune.method", "x")], &tuned).unwrap();
+        let (sequence, _) = (train[0].prompt.clone(), ());
+        let positions: Vec<usize> = (0..sequence.len()).collect();
+        let trained = rows(&run.model.logits(&sequence, &positions).unwrap());
+        let from_file = fast_logits(&tuned, &sequence);
+        let gap = relative_gap(&from_file, &trained);
+        assert!(gap < 0.03, "{adaptation:?}: relative gap {gap}");
+        // ... and training changed them: the base file's logits are further away.
+        let untouched = fast_logits(&base, &sequence);
+        assert!(
+            relative_gap(&untouched, &trained) > 2.0 * gap,
+            "{adaptation:?}: the tuned file runs the base model"
+        );
+    }
+}
+
+#[test]
+fn other_architectures_and_bad_ranks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 24).unwrap();
+    let error = TrainableLlama::load(
+        &base,
+        Adaptation::Lora {
+            rank: 0,
+            alpha: 1.0,
+        },
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the adapter rank must be between 1"),
+        "{error}"
+    );
+}
