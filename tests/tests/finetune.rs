@@ -1,6 +1,7 @@
 //! `flowbot model finetune` end to end: on a tiny random-weight model, a data set built by
 //! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
-//! `eval-extract` (still valid JSON for every e-mail, also beside the base with `--compare`), and
+//! `eval-extract` (still valid JSON for every e-mail, also beside the base with `--compare`), the
+//! `lora` and `full` methods, and
 //! inputs that cannot be trained on; on the real model, through the shipped workflow's prompt;
 //! and `[model] extract_path` giving the extract steps, and only those, to a tuned model.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use flowbot_e2e::{flowbot, flowbot_with_limit, real_model, EXTRACT_WORKFLOW};
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[test]
 fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
@@ -149,6 +150,99 @@ fn a_head_is_trained_on_a_built_data_set_and_the_tuned_model_runs() {
         "{}",
         compare.stdout
     );
+}
+
+#[test]
+fn lora_and_full_train_inside_the_model_and_the_tuned_model_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    flowbot(&[
+        "dataset",
+        "build",
+        "--synthetic",
+        "16",
+        "--seed",
+        "6",
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .assert_success();
+    let workflow = tmp.path().join("extract.yaml");
+    std::fs::write(&workflow, EXTRACT_WORKFLOW).unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    write_tiny_llama(&model, 4).unwrap();
+    for (method, lr) in [("lora", "0.01"), ("full", "0.002")] {
+        let out = tmp.path().join(method);
+        let train = flowbot(&[
+            "model",
+            "finetune",
+            "--method",
+            method,
+            "--rank",
+            "4",
+            "--train",
+            data.join("train.jsonl").to_str().unwrap(),
+            "--dev",
+            data.join("dev.jsonl").to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--patience",
+            "2",
+            "--batch",
+            "4",
+            "--lr",
+            lr,
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        train.assert_success();
+        let manifest: Value = serde_json::from_str(&train.stdout).unwrap();
+        assert_eq!(manifest["method"], method);
+        let rank = if method == "lora" {
+            json!(4)
+        } else {
+            Value::Null
+        };
+        assert_eq!(manifest["options"]["rank"], rank, "{manifest}");
+        assert!(manifest["seconds"]["load"].as_f64().is_some(), "{manifest}");
+        assert_eq!(manifest["epochs"].as_array().unwrap().len(), 2);
+        let best = manifest["best_epoch"].as_u64().unwrap() as usize;
+        assert!(
+            best >= 1,
+            "{method}: no epoch improved on the base: {manifest}"
+        );
+        let initial = manifest["initial"]["loss"].as_f64().unwrap();
+        let kept = manifest["epochs"][best - 1]["dev"]["loss"]
+            .as_f64()
+            .unwrap();
+        assert!(kept < initial, "{method}: {kept} vs {initial}");
+
+        // The tuned file loads in the fast backend and answers in the schema for every e-mail.
+        let test = data.join("test.jsonl");
+        let n = std::fs::read_to_string(&test).unwrap().lines().count();
+        let eval = flowbot(&[
+            "model",
+            "eval-extract",
+            test.to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            out.join("model.gguf").to_str().unwrap(),
+        ]);
+        eval.assert_success();
+        assert!(
+            eval.stdout
+                .contains(&format!("valid JSON:     {n}/{n} (100.0%)")),
+            "{method}: {}\n{}",
+            eval.stdout,
+            eval.stderr
+        );
+    }
 }
 
 #[test]
