@@ -1,9 +1,9 @@
 //! `flowbot model finetune` end to end: on a tiny random-weight model, a data set built by
 //! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
 //! `eval-extract` (still valid JSON for every e-mail, also beside the base with `--compare`), the
-//! `lora` and `full` methods, and
-//! inputs that cannot be trained on; on the real model, through the shipped workflow's prompt;
-//! and `[model] extract_path` giving the extract steps, and only those, to a tuned model.
+//! `lora` and `full` methods, and inputs that cannot be trained on; on the real model, through the
+//! shipped workflow's prompt; and `[model] extract_path` giving the extract steps, and only
+//! those, to a tuned model.
 
 use std::time::Duration;
 
