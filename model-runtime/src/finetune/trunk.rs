@@ -77,14 +77,17 @@ struct Projection {
     adapter: Option<Adapter>,
 }
 
+/// `x Wᵀ`, with a gradient for `W` only when it is trained.
+fn project(x: &Tensor, weight: &Weight) -> candle_core::Result<Tensor> {
+    match weight {
+        Weight::Frozen(weight) => x.contiguous()?.apply_op1(FrozenProjection(weight.clone())),
+        Weight::Trained(var) => x.matmul(&var.as_tensor().t()?),
+    }
+}
+
 impl Projection {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.weight {
-            Weight::Frozen(weight) => x
-                .contiguous()?
-                .apply_op1(FrozenProjection(weight.clone()))?,
-            Weight::Trained(var) => x.matmul(&var.as_tensor().t()?)?,
-        };
+        let y = project(x, &self.weight)?;
         match &self.adapter {
             None => Ok(y),
             Some(adapter) => {
@@ -173,7 +176,6 @@ pub struct TrainableLlama {
     output: Option<Weight>,
     output_norm: Weight,
     blocks: Vec<Block>,
-    adaptation: Adaptation,
 }
 
 fn read_error(path: &Path, name: &str, error: &candle_core::Error) -> ExportError {
@@ -274,17 +276,11 @@ impl TrainableLlama {
             output,
             blocks,
             hyper,
-            adaptation,
         })
     }
 
-    /// What is trained.
-    pub fn adaptation(&self) -> Adaptation {
-        self.adaptation
-    }
-
-    /// Every trained tensor, with a name: the adapters' `…​.lora_a` / `…​.lora_b`, or the
-    /// model's own tensors.
+    /// Every trained tensor, with a name: an adapter's `blk.N.PROJECTION.lora_a` and `lora_b`,
+    /// or the model's own tensor names.
     pub fn trained(&self) -> Vec<(String, &Var)> {
         let mut named: Vec<(String, &Var)> = Vec::new();
         if let Weight::Trained(var) = &self.embeddings {
@@ -388,8 +384,10 @@ impl TrainableLlama {
             self.output_norm.tensor(),
             h.eps,
         )?;
-        let output = self.output.as_ref().unwrap_or(&self.embeddings).tensor();
-        Ok(last.matmul(&output.t()?)?)
+        Ok(project(
+            &last,
+            self.output.as_ref().unwrap_or(&self.embeddings),
+        )?)
     }
 
     /// The hidden states of `tokens` after the last block (before the output norm), continuing
