@@ -5,7 +5,8 @@
 #   1. the example ERP exports aligned into orders (flowbot intake),
 #   2. a data set of e-mails written from those orders, the hand-labelled e-mails of
 #      examples/data/emails and 100 invented orders, split 8:1:1 (flowbot dataset build),
-#   3. the default model's output layer trained on it (flowbot model finetune --method head),
+#   3. the default model trained on it (flowbot model finetune): its output layer (`head`, the
+#      default), or with METHOD=lora low-rank adapters on every projection (about an hour),
 #   4. base and tuned model side by side (flowbot model eval-extract --compare).
 # The tuned model is OUT/model/model.gguf (default OUT: .data/tuned-extract), with its
 # manifest.json. Give it the extract steps with `[model] extract_path` in flowbot.toml (or
@@ -24,9 +25,14 @@ echo "== orders from the example ERP exports"
 echo "== data set"
 "$flowbot" dataset build --orders "$out/orders.jsonl" --emails examples/data/emails \
   --synthetic 100 --emails-per-order 1 --seed 42 --out "$out/data"
-echo "== fine-tuning the output layer"
-"$flowbot" model finetune --model "$base" --method head \
-  --train "$out/data/train.jsonl" --dev "$out/data/dev.jsonl" \
-  --epochs 4 --lr 3e-4 --batch 8 --seed 42 --max-minutes 6 --out "$out/model"
+method="${METHOD:-head}"
+echo "== fine-tuning ($method)"
+case "$method" in
+  head) recipe=(--epochs 4 --lr 3e-4 --batch 8 --max-minutes 6) ;;
+  lora) recipe=(--rank 8 --alpha 16 --epochs 2 --patience 2 --lr 1e-3 --batch 8 --max-minutes 55) ;;
+  *) echo "METHOD must be head or lora, not $method" >&2; exit 2 ;;
+esac
+"$flowbot" model finetune --model "$base" --method "$method" "${recipe[@]}" --seed 42 \
+  --train "$out/data/train.jsonl" --dev "$out/data/dev.jsonl" --out "$out/model"
 echo "== base and tuned model on examples/order_emails"
 "$flowbot" model eval-extract examples/order_emails --compare "$base" "$out/model/model.gguf"
