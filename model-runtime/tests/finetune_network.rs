@@ -144,6 +144,102 @@ fn a_run_after_a_kept_prefix_gives_the_logits_of_the_whole_run() {
 }
 
 #[test]
+fn gradients_gathered_at_a_cut_prefix_equal_those_of_whole_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 26).unwrap();
+    let train = examples(2, 3);
+    // Adapters with a non-zero `B`, so that every adapter tensor has a gradient.
+    let model = TrainableLlama::load(&base, LORA, 5).unwrap();
+    let options = TrainOptions {
+        epochs: 1,
+        learning_rate: 1e-2,
+        batch_examples: 2,
+        ..TrainOptions::default()
+    };
+    let model = train_network(
+        model,
+        &train,
+        &train,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap()
+    .model;
+    // Whole runs, one backward pass.
+    let (first, _) = model.answer_loss(&train[0]).unwrap();
+    let (second, _) = model.answer_loss(&train[1]).unwrap();
+    let whole = (first + second).unwrap().backward().unwrap();
+    // The shared start once, each example after a cut copy, then the cut's gradients pulled back.
+    let shared = 5;
+    let prefix = model.prefix(&train[0].prompt[..shared]).unwrap();
+    let (cut, leaves) = prefix.leaves().unwrap();
+    let mut split: Vec<Vec<f32>> = vec![Vec::new(); model.trained().len()];
+    let mut add = |grads: &candle_core::backprop::GradStore| {
+        for ((_, var), sum) in model.trained().iter().zip(&mut split) {
+            let grad: Vec<f32> = grads
+                .get(var.as_tensor())
+                .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
+                .unwrap_or_else(|| vec![0.0; var.elem_count()]);
+            if sum.is_empty() {
+                *sum = grad;
+            } else {
+                sum.iter_mut().zip(grad).for_each(|(s, g)| *s += g);
+            }
+        }
+    };
+    let mut at_cut: Vec<(candle_core::Tensor, candle_core::Tensor)> = Vec::new();
+    for example in &train {
+        let first_scored = example.prompt.len() - 1;
+        let mut sequence = example.prompt.clone();
+        sequence.extend_from_slice(&example.answer[..3]);
+        let positions: Vec<usize> = (0..4).map(|j| first_scored + j - shared).collect();
+        let logits = model
+            .logits_after(Some(&cut), &sequence[shared..], &positions)
+            .unwrap();
+        let wanted = candle_core::Tensor::new(example.answer.as_slice(), &Device::Cpu).unwrap();
+        let grads = candle_nn::loss::cross_entropy(&logits, &wanted)
+            .unwrap()
+            .backward()
+            .unwrap();
+        add(&grads);
+        for (i, (k, v)) in leaves.iter().enumerate() {
+            let (gk, gv) = (
+                grads.get(k.as_tensor()).unwrap().clone(),
+                grads.get(v.as_tensor()).unwrap().clone(),
+            );
+            if at_cut.len() <= i {
+                at_cut.push((gk, gv));
+            } else {
+                let (sk, sv) = &at_cut[i];
+                at_cut[i] = ((sk + gk).unwrap(), (sv + gv).unwrap());
+            }
+        }
+    }
+    add(&prefix.pull(&at_cut).unwrap().backward().unwrap());
+    for ((name, var), split) in model.trained().iter().zip(&split) {
+        let whole: Vec<f32> = whole
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = whole.iter().map(|g| g.abs()).fold(0.0f32, f32::max);
+        let gap = whole
+            .iter()
+            .zip(split)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            scale > 0.0 && gap <= 1e-4 * scale,
+            "{name}: gap {gap} of {scale}"
+        );
+    }
+}
+
+#[test]
 fn every_trained_tensor_receives_a_gradient() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("tiny.gguf");

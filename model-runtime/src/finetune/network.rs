@@ -1,7 +1,8 @@
 //! Training inside the model (`lora`, `full`): every step runs its examples through the
 //! differentiable model ([`TrainableLlama`]), the start they share (the system prompt) once,
-//! back-propagates the loss of their trained answer tokens in one pass (each example weighted by
-//! its tokens, so a step's loss is the mean over all of them) and moves each trained tensor with
+//! back-propagates the loss of their trained answer tokens (each example weighted by its tokens,
+//! so a step's loss is the mean over all of them; one example's graph held at a time, the shared
+//! start's gradient gathered and sent back through it once) and moves each trained tensor with
 //! its own Adam; in the shared epoch loop.
 
 use std::sync::atomic::AtomicBool;
@@ -37,28 +38,54 @@ impl Trainee for NetworkTrainee<'_> {
     fn step(&mut self, examples: &[usize]) -> Result<(f64, usize), FinetuneError> {
         let chosen: Vec<&TrainExample> = examples.iter().map(|&e| &self.train[e]).collect();
         let total: usize = chosen.iter().map(|e| e.trained_tokens()).sum();
-        let mut loss_sum = 0.0f64;
-        let mut step_loss: Option<Tensor> = None;
-        for_each_scored(&self.model, &chosen, |_, logits, targets| {
-            let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            let tokens = targets.elem_count();
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * tokens as f64;
-            let weighted = (loss * (tokens as f64 / total.max(1) as f64))?;
-            step_loss = Some(match step_loss.take() {
-                Some(sum) => (sum + weighted)?,
-                None => weighted,
-            });
-            Ok(())
-        })?;
-        let Some(step_loss) = step_loss else {
-            return Ok((0.0, 0));
+        let scored: Vec<_> = chosen.iter().map(|e| TrainableLlama::scored(e)).collect();
+        let shared = shared_start(&scored);
+        // The shared start runs once, its graph kept; each example then runs after a cut copy of
+        // its keys and values, back-propagated on its own (one example's graph at a time), and
+        // the gradients gathered at the cut go back through the shared start in one last pass.
+        let prefix = match shared {
+            0 => None,
+            _ => Some(self.model.prefix(&scored[0].0[..shared])?),
         };
-        // One backward pass over the step: the shared prefix's graph is walked once.
-        let grads = step_loss.backward()?;
-        for ((_, var), adam) in self.model.trained().iter().zip(&mut self.adams) {
-            let Some(grad) = grads.get(var.as_tensor()) else {
-                continue;
-            };
+        let leaves = prefix.as_ref().map(|p| p.leaves()).transpose()?;
+        let trained = self.model.trained();
+        let mut sums: Vec<Option<Tensor>> = vec![None; trained.len()];
+        let mut at_cut: Vec<Option<(Tensor, Tensor)>> = Vec::new();
+        let mut loss_sum = 0.0f64;
+        for (sequence, positions, targets) in &scored {
+            let positions: Vec<usize> = positions.iter().map(|p| p - shared).collect();
+            let logits = self.model.logits_after(
+                leaves.as_ref().map(|(prefix, _)| prefix),
+                &sequence[shared..],
+                &positions,
+            )?;
+            let wanted = Tensor::from_slice(targets, targets.len(), &Device::Cpu)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &wanted)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?) * targets.len() as f64;
+            let grads = (loss * (targets.len() as f64 / total.max(1) as f64))?.backward()?;
+            add_grads(&grads, &trained, &mut sums)?;
+            if let Some((_, vars)) = &leaves {
+                at_cut.resize(vars.len(), None);
+                for ((k, v), slot) in vars.iter().zip(&mut at_cut) {
+                    let zeros = || k.as_tensor().zeros_like();
+                    let grad_k = grads.get(k.as_tensor()).cloned().map_or_else(zeros, Ok)?;
+                    let grad_v = grads.get(v.as_tensor()).cloned().map_or_else(zeros, Ok)?;
+                    *slot = Some(match slot.take() {
+                        Some((sum_k, sum_v)) => ((sum_k + grad_k)?, (sum_v + grad_v)?),
+                        None => (grad_k, grad_v),
+                    });
+                }
+            }
+        }
+        if let Some(prefix) = &prefix {
+            let gathered: Vec<(Tensor, Tensor)> = at_cut.into_iter().flatten().collect();
+            if gathered.len() == self.model.blocks() {
+                let grads = prefix.pull(&gathered)?.backward()?;
+                add_grads(&grads, &trained, &mut sums)?;
+            }
+        }
+        for (((_, var), sum), adam) in trained.iter().zip(sums).zip(&mut self.adams) {
+            let Some(grad) = sum else { continue };
             let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
             let mut params: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
             adam.step(&mut params, &grad);
@@ -76,7 +103,6 @@ impl Trainee for NetworkTrainee<'_> {
         let mut examples = Vec::with_capacity(self.dev.len());
         let dev: Vec<&TrainExample> = self.dev.iter().collect();
         for_each_scored(&self.model, &dev, |example, logits, wanted| {
-            let logits = logits.detach();
             let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             loss_sum -= log_probs
                 .gather(&wanted.unsqueeze(1)?, 1)?
@@ -108,9 +134,9 @@ impl Trainee for NetworkTrainee<'_> {
     }
 }
 
-/// Runs `examples` through `model` and hands `score` each one's logits at its scored positions
-/// with the tokens wanted there. The longest start every sequence shares (the system prompt),
-/// up to the first scored position, runs once for all of them.
+/// Runs `examples` through `model` for scoring and hands `score` each one's logits at its scored
+/// positions with the tokens wanted there. The longest start every sequence shares (the system
+/// prompt), up to the first scored position, runs once for all of them.
 fn for_each_scored(
     model: &TrainableLlama,
     examples: &[&TrainExample],
@@ -120,13 +146,32 @@ fn for_each_scored(
     let shared = shared_start(&scored);
     let prefix = match shared {
         0 => None,
-        _ => Some(model.prefix(&scored[0].0[..shared])?),
+        _ => Some(model.prefix(&scored[0].0[..shared])?.detached()),
     };
     for (example, (sequence, positions, targets)) in examples.iter().zip(scored) {
         let positions: Vec<usize> = positions.iter().map(|p| p - shared).collect();
-        let logits = model.logits_after(prefix.as_ref(), &sequence[shared..], &positions)?;
+        let logits = model
+            .logits_after(prefix.as_ref(), &sequence[shared..], &positions)?
+            .detach();
         let wanted = Tensor::from_vec(targets, positions.len(), &Device::Cpu)?;
         score(example, logits, wanted)?;
+    }
+    Ok(())
+}
+
+/// Adds the gradient `grads` holds for each of `trained` to its running sum.
+fn add_grads(
+    grads: &candle_core::backprop::GradStore,
+    trained: &[(String, &candle_core::Var)],
+    sums: &mut [Option<Tensor>],
+) -> Result<(), FinetuneError> {
+    for ((_, var), sum) in trained.iter().zip(sums) {
+        if let Some(grad) = grads.get(var.as_tensor()) {
+            *sum = Some(match sum.take() {
+                Some(total) => (total + grad)?,
+                None => grad.clone(),
+            });
+        }
     }
     Ok(())
 }

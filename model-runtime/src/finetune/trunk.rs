@@ -279,6 +279,11 @@ impl TrainableLlama {
         })
     }
 
+    /// How many transformer blocks it has.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// Every trained tensor, with a name: an adapter's `blk.N.PROJECTION.lora_a` and `lora_b`,
     /// or the model's own tensor names.
     pub fn trained(&self) -> Vec<(String, &Var)> {
@@ -469,6 +474,56 @@ pub struct Prefix {
 }
 
 impl Prefix {
+    /// The same keys and values cut from the graph that computed them, as leaves whose gradients
+    /// a backward pass collects (returned beside it, per block): examples then run after the
+    /// prefix one at a time, each with its own graph, and [`Prefix::pull`] carries their summed
+    /// gradients back through the prefix's graph in one pass.
+    pub fn leaves(&self) -> Result<(Prefix, Vec<(Var, Var)>), FinetuneError> {
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        let mut vars = Vec::with_capacity(self.blocks.len());
+        for (k, v) in &self.blocks {
+            let (k, v) = (
+                Var::from_tensor(&k.detach())?,
+                Var::from_tensor(&v.detach())?,
+            );
+            blocks.push((k.as_tensor().clone(), v.as_tensor().clone()));
+            vars.push((k, v));
+        }
+        Ok((
+            Prefix {
+                len: self.len,
+                blocks,
+            },
+            vars,
+        ))
+    }
+
+    /// A scalar whose gradient through this prefix's graph is what `grads` (per block: the keys'
+    /// and values' gradients, as collected on [`Prefix::leaves`]) asks of the prefix.
+    pub fn pull(&self, grads: &[(Tensor, Tensor)]) -> Result<Tensor, FinetuneError> {
+        let mut total: Option<Tensor> = None;
+        for ((k, v), (grad_k, grad_v)) in self.blocks.iter().zip(grads) {
+            let term = ((k * grad_k)?.sum_all()? + (v * grad_v)?.sum_all()?)?;
+            total = Some(match total {
+                Some(sum) => (sum + term)?,
+                None => term,
+            });
+        }
+        total.ok_or_else(|| FinetuneError::Training("an empty prefix has nothing to pull".into()))
+    }
+
+    /// The same keys and values without the graph that computed them (for scoring).
+    pub fn detached(&self) -> Prefix {
+        Prefix {
+            len: self.len,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|(k, v)| (k.detach(), v.detach()))
+                .collect(),
+        }
+    }
+
     /// How many positions it holds.
     pub fn len(&self) -> usize {
         self.len
