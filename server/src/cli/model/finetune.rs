@@ -362,12 +362,21 @@ impl FinetuneArgs {
             steps_per_epoch * self.epochs,
             "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
         );
+        // Without a terminal (a log file, CI) the bar is hidden: a line per step instead.
+        let lines = bar.is_hidden();
         let result = train(&mut |p| {
             bar.set_position(((p.epoch - 1) * p.steps_per_epoch + p.step) as u64);
-            bar.set_message(format!(
+            let message = format!(
                 "epoch {}, loss {:.3}, {:.0} tokens/s",
                 p.epoch, p.loss, p.tokens_per_s
-            ));
+            );
+            if lines {
+                eprintln!(
+                    "training: step {}/{} of {message}",
+                    p.step, p.steps_per_epoch
+                );
+            }
+            bar.set_message(message);
         });
         bar.finish_and_clear();
         Ok(result?)
