@@ -343,10 +343,10 @@ impl FinetuneArgs {
     /// Says what training is about to run on.
     fn announce(&self, train: &Examples, train_tokens: usize, dev: &Examples) {
         eprintln!(
-            "training ({}) on {} examples ({train_tokens} answer tokens), scoring on {}; Ctrl-C \
-             stops and keeps the best checkpoint so far",
-            self.method.name(),
+            "training on {} examples ({train_tokens} answer tokens, method {}), scoring on {}; \
+             Ctrl-C stops and keeps the best checkpoint so far",
             train.examples.len(),
+            self.method.name(),
             dev.examples.len()
         );
     }
@@ -362,15 +362,19 @@ impl FinetuneArgs {
             steps_per_epoch * self.epochs,
             "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
         );
-        // Without a terminal (a log file, CI) the bar is hidden: a line per step instead.
+        // Without a terminal (a log file, CI) the bar is hidden: a line at most every
+        // `LOG_EVERY` instead.
+        const LOG_EVERY: Duration = Duration::from_secs(30);
         let lines = bar.is_hidden();
+        let mut logged = Instant::now();
         let result = train(&mut |p| {
             bar.set_position(((p.epoch - 1) * p.steps_per_epoch + p.step) as u64);
             let message = format!(
                 "epoch {}, loss {:.3}, {:.0} tokens/s",
                 p.epoch, p.loss, p.tokens_per_s
             );
-            if lines {
+            if lines && logged.elapsed() >= LOG_EVERY {
+                logged = Instant::now();
                 eprintln!(
                     "training: step {}/{} of {message}",
                     p.step, p.steps_per_epoch
