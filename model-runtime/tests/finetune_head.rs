@@ -1,6 +1,8 @@
 //! Output-layer fine-tuning on the tiny random-weight model: the cached hidden states are the
 //! model's own, training lowers the loss, and the tuned GGUF file runs with the trained head.
 
+mod support;
+
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
@@ -12,34 +14,9 @@ use flowbot_model_runtime::finetune::{
 use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-/// Examples sharing a prefix (as a system prompt is shared); the answer copies three of the
-/// prompt's tokens, so it depends on the prompt.
 fn examples(count: usize, seed: u64) -> Vec<TrainExample> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..count)
-        .map(|_| {
-            let mut prompt = vec![1, 40, 41, 42, 43];
-            prompt.extend((0..6).map(|_| rng.gen_range(3..250u32)));
-            let answer = vec![prompt[6], prompt[8], prompt[10], 2];
-            TrainExample {
-                prompt,
-                answer,
-                parts: vec![
-                    AnswerPart {
-                        name: "first".into(),
-                        tokens: 0..1,
-                    },
-                    AnswerPart {
-                        name: "rest".into(),
-                        tokens: 1..4,
-                    },
-                ],
-            }
-        })
-        .collect()
+    support::copying_examples(count, seed)
 }
 
 fn one_thread() -> FastOptions {

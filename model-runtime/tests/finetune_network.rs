@@ -3,52 +3,29 @@
 //! lowers the dev loss, and the tuned GGUF file (adapters folded in) gives the trained model's
 //! logits when the fast backend runs it.
 
+mod support;
+
 use std::sync::atomic::AtomicBool;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
-    train_network, write_with_tensors, Adaptation, AnswerPart, StopReason, TrainExample,
-    TrainOptions, TrainableLlama,
+    train_network, write_with_tensors, Adaptation, StopReason, TrainExample, TrainOptions,
+    TrainableLlama,
 };
 use flowbot_model_runtime::lm::CausalLm;
 use flowbot_model_runtime::model_dir::ModelDir;
 use flowbot_model_runtime::safetensors_lm::SafetensorsLm;
 use flowbot_model_runtime::tiny_model::{write_tiny_llama, TinyLlama};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const LORA: Adaptation = Adaptation::Lora {
     rank: 4,
     alpha: 8.0,
 };
 
-/// Examples sharing a prefix; the answer copies three of the prompt's tokens, so it depends on
-/// the prompt.
 fn examples(count: usize, seed: u64) -> Vec<TrainExample> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..count)
-        .map(|_| {
-            let mut prompt = vec![1, 40, 41, 42, 43];
-            prompt.extend((0..6).map(|_| rng.gen_range(3..250u32)));
-            let answer = vec![prompt[6], prompt[8], prompt[10], 2];
-            TrainExample {
-                prompt,
-                answer,
-                parts: vec![
-                    AnswerPart {
-                        name: "first".into(),
-                        tokens: 0..1,
-                    },
-                    AnswerPart {
-                        name: "rest".into(),
-                        tokens: 1..4,
-                    },
-                ],
-            }
-        })
-        .collect()
+    support::copying_examples(count, seed)
 }
 
 /// The fast backend's next-token logits after each position of `tokens`.

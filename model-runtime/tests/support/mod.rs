@@ -106,3 +106,36 @@ pub fn tiny_gguf(spec: &TinyModel, seed: u64) -> Vec<u8> {
     gguf_file::write(&mut out, &md, &ts).unwrap();
     out.into_inner()
 }
+
+/// Fine-tuning examples sharing a prefix (as a system prompt is shared); the answer copies three
+/// of the prompt's tokens, so it depends on the prompt. Two parts: the first token, the rest.
+pub fn copying_examples(
+    count: usize,
+    seed: u64,
+) -> Vec<flowbot_model_runtime::finetune::TrainExample> {
+    use flowbot_model_runtime::finetune::{AnswerPart, TrainExample};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let mut prompt = vec![1, 40, 41, 42, 43];
+            prompt.extend((0..6).map(|_| rng.gen_range(3..250u32)));
+            let answer = vec![prompt[6], prompt[8], prompt[10], 2];
+            TrainExample {
+                prompt,
+                answer,
+                parts: vec![
+                    AnswerPart {
+                        name: "first".into(),
+                        tokens: 0..1,
+                    },
+                    AnswerPart {
+                        name: "rest".into(),
+                        tokens: 1..4,
+                    },
+                ],
+            }
+        })
+        .collect()
+}

@@ -266,22 +266,21 @@ impl FinetuneArgs {
                     json!(features_started.elapsed().as_secs_f64()),
                 );
                 let initial = initial_head(&base)?;
-                self.announce(&train, train_tokens, &dev);
-                let training_started = Instant::now();
-                let run = self.with_progress(train.examples.len(), |progress| {
-                    train_head(
-                        &initial,
-                        &features[0],
-                        &features[1],
-                        &options,
-                        &cancel,
-                        progress,
-                    )
-                })?;
-                seconds.insert(
-                    "training".into(),
-                    json!(training_started.elapsed().as_secs_f64()),
-                );
+                let run = self.train_with_progress(
+                    [&train, &dev],
+                    train_tokens,
+                    &mut seconds,
+                    |progress| {
+                        train_head(
+                            &initial,
+                            &features[0],
+                            &features[1],
+                            &options,
+                            &cancel,
+                            progress,
+                        )
+                    },
+                )?;
                 write_with_output_head(&base, &run.head, &metadata, &model_out)?;
                 run.report
             }
@@ -296,22 +295,21 @@ impl FinetuneArgs {
                 let loading = Instant::now();
                 let model = TrainableLlama::load(&base, adaptation, self.seed)?;
                 seconds.insert("load".into(), json!(loading.elapsed().as_secs_f64()));
-                self.announce(&train, train_tokens, &dev);
-                let training_started = Instant::now();
-                let run = self.with_progress(train.examples.len(), |progress| {
-                    train_network(
-                        model,
-                        &train.examples,
-                        &dev.examples,
-                        &options,
-                        &cancel,
-                        progress,
-                    )
-                })?;
-                seconds.insert(
-                    "training".into(),
-                    json!(training_started.elapsed().as_secs_f64()),
-                );
+                let run = self.train_with_progress(
+                    [&train, &dev],
+                    train_tokens,
+                    &mut seconds,
+                    |progress| {
+                        train_network(
+                            model,
+                            &train.examples,
+                            &dev.examples,
+                            &options,
+                            &cancel,
+                            progress,
+                        )
+                    },
+                )?;
                 write_with_tensors(&base, &run.model.changed_tensors()?, &metadata, &model_out)?;
                 run.report
             }
@@ -340,24 +338,24 @@ impl FinetuneArgs {
         Ok(())
     }
 
-    /// Says what training is about to run on.
-    fn announce(&self, train: &Examples, train_tokens: usize, dev: &Examples) {
+    /// Says what training runs on, then runs `train` with a progress bar over its steps and
+    /// records its time in `seconds` (`training`).
+    fn train_with_progress<T>(
+        &self,
+        [train_split, dev_split]: [&Examples; 2],
+        train_tokens: usize,
+        seconds: &mut serde_json::Map<String, Value>,
+        train: impl FnOnce(&mut dyn FnMut(&Progress)) -> Result<T, FinetuneError>,
+    ) -> anyhow::Result<T> {
         eprintln!(
             "training on {} examples ({train_tokens} answer tokens, method {}), scoring on {}; \
              Ctrl-C stops and keeps the best checkpoint so far",
-            train.examples.len(),
+            train_split.examples.len(),
             self.method.name(),
-            dev.examples.len()
+            dev_split.examples.len()
         );
-    }
-
-    /// Runs `train` with a progress bar over its steps.
-    fn with_progress<T>(
-        &self,
-        examples: usize,
-        train: impl FnOnce(&mut dyn FnMut(&Progress)) -> Result<T, FinetuneError>,
-    ) -> anyhow::Result<T> {
-        let steps_per_epoch = examples.div_ceil(self.batch.max(1));
+        let started = Instant::now();
+        let steps_per_epoch = train_split.examples.len().div_ceil(self.batch.max(1));
         let bar = bar(
             steps_per_epoch * self.epochs,
             "training [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
@@ -383,6 +381,7 @@ impl FinetuneArgs {
             bar.set_message(message);
         });
         bar.finish_and_clear();
+        seconds.insert("training".into(), json!(started.elapsed().as_secs_f64()));
         Ok(result?)
     }
 
