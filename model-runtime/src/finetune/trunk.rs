@@ -581,9 +581,11 @@ fn rope_tables(h: &Hyper, start: usize, count: usize) -> candle_core::Result<(Te
     let pairs = h.rope_dim / 2;
     let mut cos = Vec::with_capacity(count * pairs);
     let mut sin = Vec::with_capacity(count * pairs);
+    let inv_freqs: Vec<f32> = (0..pairs)
+        .map(|i| 1.0 / h.rope_base.powf((2 * i) as f32 / h.rope_dim as f32))
+        .collect();
     for pos in start..start + count {
-        for i in 0..pairs {
-            let inv_freq = 1.0 / h.rope_base.powf((2 * i) as f32 / h.rope_dim as f32);
+        for &inv_freq in &inv_freqs {
             let (s, c) = (pos as f32 * inv_freq).sin_cos();
             cos.push(c);
             sin.push(s);
