@@ -14,6 +14,7 @@ use crate::model::{AttachPoint, RuleAttachment, RuleSource, Span};
 use crate::script::{scope_from, to_dynamic, to_json};
 use rhai::Dynamic;
 use serde_json::{json, Map, Value};
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 
 /// Something that happens to an instance, to which rules may attach.
@@ -230,14 +231,16 @@ impl RuleSet {
         event: &RuleEvent,
         variables: &Map<String, Value>,
     ) -> Result<Vec<Effect>, RuleError> {
-        let event_json = event.to_json();
+        // Built only when a rule is triggered: most events trigger none.
+        let event_json = OnceCell::new();
         let mut effects = Vec::new();
         for attachment in attachments
             .into_iter()
             .filter(|a| a.point.is_guard() && event.triggers(&a.point))
         {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
-            let run = self.run(&rule, variables, &[(EVENT, &event_json)])?;
+            let event_json = event_json.get_or_init(|| event.to_json());
+            let run = self.run(&rule, variables, &[(EVENT, event_json)])?;
             if run.value.as_bool() == Ok(false) {
                 return Err(RuleError::Rejected {
                     rule: rule.name.clone(),
@@ -258,7 +261,8 @@ impl RuleSet {
         event: &RuleEvent,
         variables: &Map<String, Value>,
     ) -> Result<RuleOutcome, RuleError> {
-        let event_json = event.to_json();
+        // Built only when a rule is triggered: most events trigger none.
+        let event_json = OnceCell::new();
         let mut outcome = RuleOutcome::default();
         let mut working: Option<Map<String, Value>> = None;
         for attachment in attachments
@@ -266,10 +270,11 @@ impl RuleSet {
             .filter(|a| !a.point.is_guard() && event.triggers(&a.point))
         {
             let rule = self.resolve(&attachment.rule, attachment.span)?;
+            let event_json = event_json.get_or_init(|| event.to_json());
             let run = self.run(
                 &rule,
                 working.as_ref().unwrap_or(variables),
-                &[(EVENT, &event_json)],
+                &[(EVENT, event_json)],
             )?;
             if !run.updates.is_empty() {
                 let vars = working.get_or_insert_with(|| variables.clone());
