@@ -157,6 +157,13 @@ pub struct ModelConfig {
     /// case by `scripts/tune-extract.sh`); every other step keeps `path`. A model tuned for
     /// extraction writes worse free text, so it is kept to the steps it was tuned for.
     pub extract_path: Option<PathBuf>,
+    /// A LoRA adapter file (`adapter.gguf` from `flowbot model finetune --method lora`) the
+    /// fast CPU backend applies to `path` at run time, for every step.
+    pub adapter: Option<PathBuf>,
+    /// A LoRA adapter applied for the `extract` steps only, over `extract_path` when it is set,
+    /// else over `path`: one base model answers the other steps unchanged, and the extraction
+    /// runs it with the order case's adapter.
+    pub extract_adapter: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Where downloaded models are kept (default: `$FLOWBOT_DATA_DIR/models`, else the user's
@@ -178,6 +185,8 @@ impl Default for ModelConfig {
         Self {
             path: None,
             extract_path: None,
+            adapter: None,
+            extract_adapter: None,
             device: "cpu".into(),
             cache_dir: None,
             openai_url: None,
@@ -355,6 +364,8 @@ pub struct ConfigOverrides {
     pub clock: Option<ClockKind>,
     /// `--model PATH`.
     pub model: Option<PathBuf>,
+    /// `--adapter PATH`.
+    pub adapter: Option<PathBuf>,
     /// `--device cpu|cuda[:N]`.
     pub device: Option<String>,
     /// `--addr HOST:PORT`.
@@ -470,6 +481,8 @@ impl AppConfig {
             &mut self.store.tls_ca_file,
             &mut self.model.path,
             &mut self.model.extract_path,
+            &mut self.model.adapter,
+            &mut self.model.extract_adapter,
             &mut self.model.cache_dir,
         ]
         .into_iter()
@@ -511,6 +524,12 @@ impl AppConfig {
         }
         if let Some(model) = path("FLOWBOT_EXTRACT_MODEL") {
             self.model.extract_path = Some(model);
+        }
+        if let Some(adapter) = path("FLOWBOT_ADAPTER") {
+            self.model.adapter = Some(adapter);
+        }
+        if let Some(adapter) = path("FLOWBOT_EXTRACT_ADAPTER") {
+            self.model.extract_adapter = Some(adapter);
         }
         if let Some(device) = env("FLOWBOT_DEVICE") {
             self.model.device = device;
@@ -555,6 +574,9 @@ impl AppConfig {
         }
         if let Some(model) = &overrides.model {
             self.model.path = Some(model.clone());
+        }
+        if let Some(adapter) = &overrides.adapter {
+            self.model.adapter = Some(adapter.clone());
         }
         if let Some(device) = &overrides.device {
             self.model.device = device.clone();

@@ -22,7 +22,7 @@ use flowbot_model_runtime::batch::{BatchGenerator, BatchOptions};
 use flowbot_model_runtime::constrain::ObjectSchema;
 use flowbot_model_runtime::openai::OpenAiClient;
 use flowbot_model_runtime::{
-    load_generator, model_sha256, Backend, GenerateOptions, SamplingOptions,
+    load_adapted, model_sha256, Backend, GenerateOptions, SamplingOptions,
 };
 
 /// Default token budget of an LLM step.
@@ -40,9 +40,22 @@ impl LocalTextGenerator {
     /// Loads the model at `path` (a GGUF file or a model directory) on `backend`, decoding up to
     /// `batch.slots` concurrent calls together with `batch.queue` more waiting.
     pub fn load(path: &Path, backend: Backend, batch: BatchOptions) -> Result<Self, AppError> {
-        let loaded = load_generator(path, backend).map_err(|e| {
+        Self::load_adapted(path, None, backend, batch)
+    }
+
+    /// [`LocalTextGenerator::load`] with the LoRA adapter file `adapter` applied at run time.
+    pub fn load_adapted(
+        path: &Path,
+        adapter: Option<&Path>,
+        backend: Backend,
+        batch: BatchOptions,
+    ) -> Result<Self, AppError> {
+        let loaded = load_adapted(path, adapter, backend).map_err(|e| {
+            let with = adapter
+                .map(|a| format!(" with the adapter {}", a.display()))
+                .unwrap_or_default();
             AppError::unavailable(format!(
-                "the model {} cannot be loaded: {e}",
+                "the model {}{with} cannot be loaded: {e}",
                 path.display()
             ))
         })?;

@@ -66,21 +66,33 @@ pub fn load_generator(
         slots: config.model.batch_slots.max(1),
         queue: config.model.queue,
     };
-    tracing::info!(model = %path.display(), "loading the model for LLM steps");
-    let general: Arc<dyn TextGenerator> =
-        Arc::new(LocalTextGenerator::load(&path, backend(config)?, batch)?);
-    let Some(extract_path) = &config.model.extract_path else {
-        return Ok(general);
+    let file = |path: &Option<PathBuf>, key: &str| -> Result<Option<PathBuf>, AppError> {
+        match path {
+            Some(path) if !path.is_file() => Err(AppError::config(format!(
+                "{}: no such file (model.{key})",
+                path.display()
+            ))),
+            other => Ok(other.as_deref().map(absolute)),
+        }
     };
-    if !extract_path.is_file() {
-        return Err(AppError::config(format!(
-            "{}: no such model file (model.extract_path)",
-            extract_path.display()
-        )));
+    let adapter = file(&config.model.adapter, "adapter")?;
+    tracing::info!(model = %path.display(), adapter = ?adapter, "loading the model for LLM steps");
+    let general: Arc<dyn TextGenerator> = Arc::new(LocalTextGenerator::load_adapted(
+        &path,
+        adapter.as_deref(),
+        backend(config)?,
+        batch,
+    )?);
+    let extract_path = file(&config.model.extract_path, "extract_path")?;
+    let extract_adapter = file(&config.model.extract_adapter, "extract_adapter")?;
+    if extract_path.is_none() && extract_adapter.is_none() {
+        return Ok(general);
     }
-    tracing::info!(model = %extract_path.display(), "loading the model for extract steps");
-    let extract = Arc::new(LocalTextGenerator::load(
-        &absolute(extract_path),
+    let extract_path = extract_path.unwrap_or(path);
+    tracing::info!(model = %extract_path.display(), adapter = ?extract_adapter, "loading the model for extract steps");
+    let extract = Arc::new(LocalTextGenerator::load_adapted(
+        &extract_path,
+        extract_adapter.as_deref(),
         backend(config)?,
         batch,
     )?);

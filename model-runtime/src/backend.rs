@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::candle_lm::{CandleLm, DeviceChoice};
 use crate::chat::ChatTemplate;
-use crate::fast::{FastLlama, FastOptions};
+use crate::fast::{FastLlama, FastOptions, LoraAdapter};
 use crate::generate::Generator;
 use crate::gguf::{GgufError, GgufFile};
 use crate::lm::{CausalLm, LmError};
@@ -67,11 +67,47 @@ pub struct LoadedModel {
 /// *.safetensors, tokenizer.json) run by candle's llama on the backend's device (the CPU for
 /// [`Backend::Fast`]); anything else is a GGUF file.
 pub fn load_generator(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
-    if path.is_dir() {
-        load_model_dir(path, backend)
-    } else {
-        load_gguf(path, backend)
+    load_adapted(path, None, backend)
+}
+
+/// Loads the model at `path` as [`load_generator`] does, with the LoRA adapter file `adapter`
+/// (when given) applied at run time by the fast CPU backend. The adapter must fit the model:
+/// same architecture and shapes, and the same file when it records the SHA-256 of the model it
+/// was trained on. Candle and model directories take no adapter (use the merged model instead).
+pub fn load_adapted(
+    path: &Path,
+    adapter: Option<&Path>,
+    backend: Backend,
+) -> Result<LoadedModel, LoadError> {
+    match (path.is_dir(), adapter) {
+        (true, None) => load_model_dir(path, backend),
+        (true, Some(adapter)) => Err(LmError::Load(format!(
+            "{}: an adapter is applied to a GGUF model file; {} is a model directory",
+            adapter.display(),
+            path.display()
+        ))
+        .into()),
+        (false, adapter) => load_gguf(path, adapter, backend),
     }
+}
+
+/// The adapter at `adapter_path`, checked to be trained on the model at `model_path` when it
+/// says which model that was.
+fn open_adapter(model_path: &Path, adapter_path: &Path) -> Result<LoraAdapter, LoadError> {
+    let adapter = LoraAdapter::load(adapter_path)?;
+    if let Some(expected) = adapter.base_sha256() {
+        let actual = crate::gguf::sha256_file(model_path)?;
+        if actual != expected {
+            return Err(LmError::Load(format!(
+                "{}: the adapter was trained on the model with SHA-256 {expected}, but {} has \
+                 {actual}",
+                adapter_path.display(),
+                model_path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(adapter)
 }
 
 /// The SHA-256 that identifies the model at `path`: of the file, or the fingerprint of a model
@@ -118,18 +154,37 @@ fn load_model_dir(path: &Path, backend: Backend) -> Result<LoadedModel, LoadErro
     })
 }
 
-/// Opens the GGUF file, builds tokenizer and chat template, and loads the weights on `backend`.
-fn load_gguf(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
+/// Opens the GGUF file, builds tokenizer and chat template, and loads the weights on `backend`
+/// with `adapter` applied.
+fn load_gguf(
+    path: &Path,
+    adapter: Option<&Path>,
+    backend: Backend,
+) -> Result<LoadedModel, LoadError> {
     let started = Instant::now();
+    let lora = adapter
+        .map(|adapter| open_adapter(path, adapter))
+        .transpose()?;
     let mut file = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::for_model(&file)?;
     let template = ChatTemplate::detect(
         file.metadata().opt_string("tokenizer.chat_template"),
         &tokenizer,
     );
-    let lm: Box<dyn CausalLm> = match backend {
-        Backend::Candle(device) => Box::new(CandleLm::load(&mut file, device.open()?)?),
-        Backend::Fast(options) => match FastLlama::load(path, &options) {
+    let lm: Box<dyn CausalLm> = match (backend, &lora) {
+        (Backend::Candle(_), Some(_)) => {
+            return Err(LmError::Load(
+                "an adapter is applied by the fast CPU backend only (--device cpu); on candle \
+                 use the merged model that fine-tuning writes beside it (model.gguf)"
+                    .into(),
+            )
+            .into())
+        }
+        (Backend::Candle(device), None) => Box::new(CandleLm::load(&mut file, device.open()?)?),
+        (Backend::Fast(options), Some(lora)) => {
+            Box::new(FastLlama::load(path, &options)?.with_adapter(lora)?)
+        }
+        (Backend::Fast(options), None) => match FastLlama::load(path, &options) {
             Ok(fast) => Box::new(fast),
             Err(e) => {
                 tracing::info!(error = %e, "fast backend cannot run this model; using candle on the CPU");
@@ -137,10 +192,15 @@ fn load_gguf(path: &Path, backend: Backend) -> Result<LoadedModel, LoadError> {
             }
         },
     };
-    let model_id = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = |path: &Path| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let model_id = match adapter {
+        Some(adapter) => format!("{}+{}", stem(path), stem(adapter)),
+        None => stem(path),
+    };
     let load_time = started.elapsed();
     tracing::info!(model = %model_id, ?backend, load_ms = load_time.as_millis() as u64, "model loaded");
     Ok(LoadedModel {

@@ -30,6 +30,6 @@ pub mod spm;
 pub mod tiny_model;
 pub mod tokenizer;
 
-pub use backend::{load_generator, model_sha256, Backend, LoadError, LoadedModel};
+pub use backend::{load_adapted, load_generator, model_sha256, Backend, LoadError, LoadedModel};
 pub use generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason};
 pub use sampling::SamplingOptions;

@@ -1,23 +1,28 @@
 //! Training inside the model (`lora`, `full`) on the tiny random-weight model: the differentiable
 //! forward gives candle's llama's logits over the same weights, every trained tensor receives a gradient, training
-//! lowers the dev loss, and the tuned GGUF file (adapters folded in) gives the trained model's
-//! logits when the fast backend runs it.
+//! lowers the dev loss, and the tuned GGUF file (adapters folded in) and the adapter file
+//! applied at run time over the base both give the trained model's logits when the fast backend
+//! runs them.
 
 mod support;
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
-use flowbot_model_runtime::fast::{FastLlama, FastOptions};
+use flowbot_model_runtime::candle_lm::DeviceChoice;
+use flowbot_model_runtime::fast::lora::BASE_SHA256_KEY;
+use flowbot_model_runtime::fast::{FastLlama, FastOptions, LoraAdapter};
 use flowbot_model_runtime::finetune::{
-    train_network, write_with_tensors, Adaptation, StopReason, TrainExample, TrainOptions,
-    TrainableLlama,
+    train_network, write_lora_adapter, write_with_tensors, Adaptation, StopReason, TrainExample,
+    TrainOptions, TrainableLlama,
 };
 use flowbot_model_runtime::lm::CausalLm;
 use flowbot_model_runtime::model_dir::ModelDir;
 use flowbot_model_runtime::safetensors_lm::SafetensorsLm;
 use flowbot_model_runtime::tiny_model::{write_tiny_llama, TinyLlama};
+use flowbot_model_runtime::{load_adapted, Backend};
 
 const LORA: Adaptation = Adaptation::Lora {
     rank: 4,
@@ -29,7 +34,12 @@ fn examples(count: usize, seed: u64) -> Vec<TrainExample> {
 }
 
 /// The fast backend's next-token logits after each position of `tokens`.
-fn fast_logits(model: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
+fn fast_logits(model: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
+    fast_logits_with(model, None, tokens)
+}
+
+/// [`fast_logits`] with the adapter file `adapter` applied at run time.
+fn fast_logits_with(model: &Path, adapter: Option<&Path>, tokens: &[u32]) -> Vec<Vec<f32>> {
     (1..=tokens.len())
         .map(|end| {
             let mut lm = FastLlama::load(
@@ -40,6 +50,11 @@ fn fast_logits(model: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
                 },
             )
             .unwrap();
+            if let Some(adapter) = adapter {
+                lm = lm
+                    .with_adapter(&LoraAdapter::load(adapter).unwrap())
+                    .unwrap();
+            }
             lm.forward(&tokens[..end], 0).unwrap()
         })
         .collect()
@@ -66,7 +81,7 @@ fn relative_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 /// The reference's next-token logits after each position of `tokens`: candle's llama over the
 /// same weights in f32 (the Hugging Face layout).
-fn reference_logits(dir: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
+fn reference_logits(dir: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
     let model = ModelDir::open(dir).unwrap();
     (1..=tokens.len())
         .map(|end| {
@@ -325,7 +340,94 @@ fn training_lowers_the_loss_and_the_tuned_file_runs_what_was_trained() {
             relative_gap(&untouched, &trained) > 2.0 * gap,
             "{adaptation:?}: the tuned file runs the base model"
         );
+        if let Adaptation::Lora { alpha, .. } = adaptation {
+            // The adapter file applied at run time over the unchanged base runs the same model
+            // as the merged file.
+            let adapter = dir.path().join("adapter.gguf");
+            let tensors = run.model.adapter_tensors();
+            assert_eq!(tensors.len(), 2 * 2 * 7);
+            write_lora_adapter(&base, &tensors, alpha as f32, &[], &adapter).unwrap();
+            let applied = fast_logits_with(&base, Some(&adapter), &sequence);
+            let gap_trained = relative_gap(&applied, &trained);
+            assert!(
+                gap_trained < 0.03,
+                "adapter vs trained: relative gap {gap_trained}"
+            );
+            let gap_merged = relative_gap(&applied, &from_file);
+            assert!(
+                gap_merged < 0.03,
+                "adapter vs merged: relative gap {gap_merged}"
+            );
+            assert!(relative_gap(&untouched, &applied) > 2.0 * gap_trained);
+        }
     }
+}
+
+#[test]
+fn an_adapter_is_refused_by_a_model_it_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, 26).unwrap();
+    let model = TrainableLlama::load(&base, LORA, 1).unwrap();
+    let tensors = model.adapter_tensors();
+    let adapter = dir.path().join("adapter.gguf");
+    let base_sha256 = flowbot_model_runtime::gguf::sha256_file(&base).unwrap();
+    write_lora_adapter(
+        &base,
+        &tensors,
+        8.0,
+        &[(BASE_SHA256_KEY, base_sha256.as_str())],
+        &adapter,
+    )
+    .unwrap();
+    let backend = Backend::Fast(FastOptions::default());
+    let error = |model: &Path, adapter: &Path, backend: Backend| match load_adapted(
+        model,
+        Some(adapter),
+        backend,
+    ) {
+        Ok(_) => panic!("{} loaded with {}", model.display(), adapter.display()),
+        Err(e) => e.to_string(),
+    };
+    // Its own base takes it; B starts at zero, so the logits are the base's.
+    let tokens = [1u32, 40, 41, 42];
+    assert_eq!(
+        fast_logits_with(&base, Some(&adapter), &tokens),
+        fast_logits(&base, &tokens)
+    );
+    assert!(load_adapted(&base, Some(&adapter), backend).is_ok());
+
+    // Another model of the same shape: the recorded SHA-256 differs.
+    let other = dir.path().join("other.gguf");
+    write_tiny_llama(&other, 27).unwrap();
+    let message = error(&other, &adapter, backend);
+    assert!(
+        message.contains("the adapter was trained on the model with SHA-256"),
+        "{message}"
+    );
+
+    // Without the recorded hash the shapes decide: any model of the same shape takes it, an
+    // adapter of another shape fits none.
+    let unpinned = dir.path().join("unpinned.gguf");
+    write_lora_adapter(&base, &tensors, 8.0, &[], &unpinned).unwrap();
+    assert!(load_adapted(&other, Some(&unpinned), backend).is_ok());
+    let narrow = dir.path().join("narrow.gguf");
+    let mut reshaped = tensors.clone();
+    let (name, _) = &reshaped[0];
+    assert_eq!(name, "blk.0.attn_q.weight.lora_a");
+    reshaped[0].1 = candle_core::Tensor::zeros((4, 32), DType::F32, &Device::Cpu).unwrap();
+    write_lora_adapter(&base, &reshaped, 8.0, &[], &narrow).unwrap();
+    let message = error(&base, &narrow, backend);
+    assert!(
+        message.contains("`blk.0.attn_q` adapts a 32→64 projection, the model's is 64→64"),
+        "{message}"
+    );
+
+    // A model given as the adapter, and an adapter on candle.
+    let message = error(&base, &other, backend);
+    assert!(message.contains("not a LoRA adapter"), "{message}");
+    let message = error(&base, &adapter, Backend::Candle(DeviceChoice::Cpu));
+    assert!(message.contains("fast CPU backend only"), "{message}");
 }
 
 #[test]

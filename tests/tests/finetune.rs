@@ -2,12 +2,15 @@
 //! `flowbot dataset build`, the tuned model and its manifest, the tuned model run by
 //! `eval-extract` (still valid JSON for every e-mail, also beside the base with `--compare`), the
 //! `lora` and `full` methods, and inputs that cannot be trained on; on the real model, through the
-//! shipped workflow's prompt; and `[model] extract_path` giving the extract steps, and only
-//! those, to a tuned model.
+//! shipped workflow's prompt; and `[model] extract_path` (a tuned model) or `extract_adapter`
+//! (an adapter over the general model) giving the extract steps, and only those, to the tuned
+//! weights; the `lora` adapter run over its base with `--adapter`, and refused by another model.
 
 use std::time::Duration;
 
 use flowbot_e2e::{flowbot, flowbot_with_limit, real_model, EXTRACT_WORKFLOW};
+use flowbot_model_runtime::fast::lora::BASE_SHA256_KEY;
+use flowbot_model_runtime::finetune::{write_lora_adapter, Adaptation, TrainableLlama};
 use flowbot_model_runtime::tiny_model::write_tiny_llama;
 use serde_json::{json, Value};
 
@@ -242,6 +245,63 @@ fn lora_and_full_train_inside_the_model_and_the_tuned_model_runs() {
             eval.stdout,
             eval.stderr
         );
+
+        // `lora` also writes the adapter alone, which runs over the unchanged base.
+        let adapter = out.join("adapter.gguf");
+        if method == "full" {
+            assert_eq!(manifest["adapter"], Value::Null);
+            assert!(!adapter.exists());
+            continue;
+        }
+        assert_eq!(manifest["adapter"]["file"], "adapter.gguf");
+        assert_eq!(
+            manifest["adapter"]["sha256"],
+            flowbot_model_runtime::gguf::sha256_file(&adapter).unwrap()
+        );
+        let eval = flowbot(&[
+            "model",
+            "eval-extract",
+            test.to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+        ]);
+        eval.assert_success();
+        assert!(
+            eval.stdout.contains("tiny.gguf + ")
+                && eval.stdout.contains("adapter.gguf")
+                && eval
+                    .stdout
+                    .contains(&format!("valid JSON:     {n}/{n} (100.0%)")),
+            "{}\n{}",
+            eval.stdout,
+            eval.stderr
+        );
+        // The adapter records its base: another model refuses it.
+        let other = tmp.path().join("other.gguf");
+        write_tiny_llama(&other, 5).unwrap();
+        let refused = flowbot(&[
+            "model",
+            "eval-extract",
+            test.to_str().unwrap(),
+            "--workflow",
+            workflow.to_str().unwrap(),
+            "--model",
+            other.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+        ]);
+        assert!(
+            refused.code != Some(0)
+                && refused
+                    .stderr
+                    .contains("the adapter was trained on the model"),
+            "{}",
+            refused.stderr
+        );
     }
 }
 
@@ -456,6 +516,74 @@ fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
         ],
         "{report}"
     );
+    // An extract adapter: the general model answers both steps, the extract step with the
+    // adapter applied (its id names the adapter).
+    let adapter = tmp.path().join("order-adapter.gguf");
+    let trainable = TrainableLlama::load(
+        general,
+        Adaptation::Lora {
+            rank: 2,
+            alpha: 4.0,
+        },
+        1,
+    )
+    .unwrap();
+    let general_sha256 = flowbot_model_runtime::gguf::sha256_file(general).unwrap();
+    write_lora_adapter(
+        general,
+        &trainable.adapter_tensors(),
+        4.0,
+        &[(BASE_SHA256_KEY, general_sha256.as_str())],
+        &adapter,
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "[model]\nextract_adapter = \"order-adapter.gguf\"\n",
+    )
+    .unwrap();
+    let run = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--vars",
+        r#"{"email_text": "Order SO-1 from ACME"}"#,
+        "--json",
+    ]);
+    run.assert_success();
+    let report = run.json();
+    let calls: Vec<(String, String, Value)> = report["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["kind"] == "llm_called")
+        .map(|r| {
+            (
+                r["entry"]["node"].as_str().unwrap().to_owned(),
+                r["entry"]["model_id"].as_str().unwrap().to_owned(),
+                r["entry"]["model_sha256"].clone(),
+            )
+        })
+        .collect();
+    let general_id = general.file_stem().unwrap().to_str().unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "extract".to_owned(),
+                format!("{general_id}+order-adapter"),
+                json!(general_sha256)
+            ),
+            (
+                "write".to_owned(),
+                general_id.to_owned(),
+                json!(general_sha256)
+            ),
+        ],
+        "{report}"
+    );
+
     // A missing extract model is a configuration error that names it.
     std::fs::write(&config, "[model]\nextract_path = \"missing.gguf\"\n").unwrap();
     let missing = flowbot(&[

@@ -26,6 +26,7 @@ use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, AttendSegment, RopeTable};
 use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
+use super::lora::{BlockLora, LoraAdapter, Site};
 use crate::lm::{check_forward, BatchLm, CausalLm, LmError, SlotRun};
 
 /// Rows (tokens of one or several sequences) processed together in one pass.
@@ -143,6 +144,8 @@ struct Layer {
     /// Gate and up projections (stacked when they share a format).
     gate_up: Projection,
     down: QMatrix,
+    /// The run-time adapter's updates (none without one).
+    lora: BlockLora,
 }
 
 /// Several matrices over the same input whose outputs are laid side by side.
@@ -388,6 +391,7 @@ impl FastLlama {
                     h.dim,
                 )?,
                 down: loader.matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
+                lora: BlockLora::default(),
             });
         }
         let cache = KvCache::new(h.n_layer);
@@ -409,6 +413,17 @@ impl FastLlama {
             cache,
             scratch: Scratch::default(),
         })
+    }
+
+    /// Applies `adapter` at run time from now on (replacing one applied before), or says why it
+    /// does not fit this model.
+    pub fn with_adapter(mut self, adapter: &LoraAdapter) -> Result<FastLlama, LmError> {
+        let blocks = adapter.blocks(&self.weights.hyper).map_err(load_err)?;
+        for (layer, lora) in self.weights.layers.iter_mut().zip(blocks) {
+            layer.lora = lora;
+        }
+        self.cache.truncate(0);
+        Ok(self)
     }
 
     /// The model dimensions.
@@ -554,6 +569,8 @@ impl Weights {
             rms_norm(&s.x, &layer.attn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
             layer.qkv.run(kernels, &s.acts, &mut s.qkv);
+            let lora = &layer.lora;
+            lora.apply(Site::Qkv, &s.normed, t_len, &mut s.qkv, qkv_width, wide);
             let rope = match &self.rope_local {
                 Some(local) if layer.sliding => local,
                 _ => &self.rope,
@@ -609,6 +626,7 @@ impl Weights {
             );
             s.acts.quantize(&s.attn, t_len, q_dim);
             kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
+            lora.apply(Site::AttnOutput, &s.attn, t_len, &mut s.proj, dim, wide);
             if let Some((post_attn, _)) = &layer.post_norms {
                 rms_norm_in_place(&mut s.proj, post_attn, h.eps);
             }
@@ -617,6 +635,15 @@ impl Weights {
             rms_norm(&s.x, &layer.ffn_norm, h.eps, &mut s.normed);
             s.acts.quantize(&s.normed, t_len, dim);
             layer.gate_up.run(kernels, &s.acts, &mut s.gate_up);
+            let gate_up_width = 2 * h.ffn_dim;
+            lora.apply(
+                Site::GateUp,
+                &s.normed,
+                t_len,
+                &mut s.gate_up,
+                gate_up_width,
+                wide,
+            );
             for t in 0..t_len {
                 let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
                 let (gate, up) = row.split_at(h.ffn_dim);
@@ -634,6 +661,7 @@ impl Weights {
             }
             s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
             kernels.matmul(&layer.down, &s.acts, &mut s.proj, dim);
+            lora.apply(Site::Down, &s.hidden, t_len, &mut s.proj, dim, wide);
             if let Some((_, post_ffn)) = &layer.post_norms {
                 rms_norm_in_place(&mut s.proj, post_ffn, h.eps);
             }

@@ -5,7 +5,9 @@
 mod attention;
 pub mod kernels;
 pub mod llama;
+pub mod lora;
 pub mod reference;
 
 pub use kernels::Isa;
 pub use llama::{Arch, FastLlama, FastOptions, Hyper};
+pub use lora::LoraAdapter;

@@ -1,4 +1,5 @@
-//! The output layer a model starts training from, and the tuned model written as a GGUF file.
+//! The output layer a model starts training from, and the tuned model or its LoRA adapter
+//! written as GGUF files.
 
 use std::path::Path;
 
@@ -133,12 +134,64 @@ pub fn write_with_tensors(
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string()))),
     );
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    write_gguf(&entries, &tensors, dst)
+}
+
+/// Writes `dst`: a LoRA adapter for the GGUF model `base` in llama.cpp's adapter layout
+/// (`general.type` "adapter", `adapter.type` "lora", `adapter.lora.alpha`, the base's
+/// architecture) holding `tensors` as f32 (see [`crate::finetune::TrainableLlama::adapter_tensors`])
+/// and the string `metadata`. The fast backend applies it at run time
+/// ([`crate::fast::LoraAdapter`]).
+pub fn write_lora_adapter(
+    base: &Path,
+    tensors: &[(String, Tensor)],
+    alpha: f32,
+    metadata: &[(&str, &str)],
+    dst: &Path,
+) -> Result<(), ExportError> {
+    let file = GgufFile::open(base)?;
+    let architecture = file
+        .content
+        .metadata
+        .get("general.architecture")
+        .cloned()
+        .ok_or_else(|| ExportError::Unsupported {
+            path: base.to_owned(),
+            message: "the model has no `general.architecture`".into(),
+        })?;
+    let text = |v: &str| Value::String(v.to_owned());
+    let mut entries = vec![
+        ("general.architecture".to_owned(), architecture),
+        ("general.type".to_owned(), text("adapter")),
+        ("adapter.type".to_owned(), text("lora")),
+        ("adapter.lora.alpha".to_owned(), Value::F32(alpha)),
+    ];
+    entries.extend(metadata.iter().map(|(k, v)| (k.to_string(), text(v))));
+    let quantized = tensors
+        .iter()
+        .map(|(name, tensor)| {
+            tensor
+                .to_dtype(DType::F32)
+                .and_then(|t| QTensor::quantize(&t, GgmlDType::F32))
+                .map(|q| (name.clone(), q))
+                .map_err(|e| tensor_error(dst, name, &e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_gguf(&entries, &quantized, dst)
+}
+
+/// Writes a GGUF file of `metadata` and `tensors` to `dst`.
+fn write_gguf(
+    metadata: &[(String, Value)],
+    tensors: &[(String, QTensor)],
+    dst: &Path,
+) -> Result<(), ExportError> {
     let io_error = |source| ExportError::Io {
         path: dst.to_owned(),
         source,
     };
     let mut out = std::io::BufWriter::new(std::fs::File::create(dst).map_err(io_error)?);
-    let md: Vec<(&str, &Value)> = entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
     gguf_file::write(&mut out, &md, &ts).map_err(|e| ExportError::Tensor {
         path: dst.to_owned(),

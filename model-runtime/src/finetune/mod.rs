@@ -27,7 +27,7 @@ mod trunk;
 use std::ops::Range;
 
 pub use answer::{json_answer, ExampleWriter, JsonAnswer};
-pub use export::{initial_head, write_with_output_head, write_with_tensors};
+pub use export::{initial_head, write_lora_adapter, write_with_output_head, write_with_tensors};
 pub use features::{collect_features, Features};
 pub use head::{train_head, HeadRun};
 pub use network::{train_network, NetworkRun};

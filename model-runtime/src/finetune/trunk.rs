@@ -345,6 +345,23 @@ impl TrainableLlama {
         Ok(changed)
     }
 
+    /// The adapters of a `lora` model under llama.cpp's adapter names: each adapted
+    /// projection's `blk.N.PROJECTION.weight.lora_a` (rank × in) and `.lora_b` (out × rank).
+    /// Empty for `full`.
+    pub fn adapter_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = Vec::new();
+        for block in &self.blocks {
+            for projection in block.projections() {
+                if let Some(adapter) = &projection.adapter {
+                    let (a, b) = (adapter.a.as_tensor(), adapter.b.as_tensor());
+                    tensors.push((format!("{}.lora_a", projection.name), a.clone()));
+                    tensors.push((format!("{}.lora_b", projection.name), b.clone()));
+                }
+            }
+        }
+        tensors
+    }
+
     /// The next-token logits (`positions.len()` × vocabulary) after each of `positions` of
     /// `tokens`, run from position 0.
     pub fn logits(&self, tokens: &[u32], positions: &[usize]) -> Result<Tensor, FinetuneError> {

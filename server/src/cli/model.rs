@@ -14,10 +14,11 @@ use flowbot_app::llm::LocalTextGenerator;
 use flowbot_model_runtime::batch::BatchOptions;
 use flowbot_model_runtime::candle_lm::DeviceChoice;
 use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fast::lora::is_adapter_file;
 use flowbot_model_runtime::fetch::{self, FetchEvent};
 use flowbot_model_runtime::gguf::ModelInfo;
 use flowbot_model_runtime::model_dir::ModelDirInfo;
-use flowbot_model_runtime::{load_generator, Backend, GenerateOptions, SamplingOptions};
+use flowbot_model_runtime::{load_adapted, Backend, GenerateOptions, SamplingOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `flowbot model`.
@@ -73,6 +74,10 @@ pub struct ModelChoice {
     /// (default: $FLOWBOT_MODEL, else the default model, fetched when absent).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A LoRA adapter file (`adapter.gguf` of `flowbot model finetune --method lora`) applied
+    /// to the model at run time by the fast CPU backend.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) adapter: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
@@ -104,8 +109,10 @@ impl ModelChoice {
         }
     }
 
-    /// The local model at `path` (another file than `--model`, e.g. one of `--compare`) on
-    /// `--device`, decoding `batch.slots` requests together.
+    /// The local model at `path` (another file than `--model`, e.g. one of `--compare`) with
+    /// `--adapter` on `--device`, decoding `batch.slots` requests together. When `path` is an
+    /// adapter file, it is applied to `--model` instead (so `--compare` can set a model beside
+    /// the same model with its adapter).
     pub fn load_local(
         &self,
         path: &Path,
@@ -116,7 +123,17 @@ impl ModelChoice {
             "{}: no such model file or directory",
             path.display()
         );
-        Ok(LocalTextGenerator::load(path, self.backend()?, batch)?)
+        let (model, adapter) = if is_adapter_file(path) {
+            (self.path()?, Some(path))
+        } else {
+            (path.to_owned(), self.adapter.as_deref())
+        };
+        Ok(LocalTextGenerator::load_adapted(
+            &model,
+            adapter,
+            self.backend()?,
+            batch,
+        )?)
     }
 
     /// The backend for `--device`.
@@ -313,7 +330,7 @@ fn dir_info(path: &Path, json: bool) -> anyhow::Result<()> {
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let path = args.model.path()?;
-    let mut loaded = load_generator(&path, args.model.backend()?)?;
+    let mut loaded = load_adapted(&path, args.model.adapter.as_deref(), args.model.backend()?)?;
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: SamplingOptions {

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// configured model, else the default model).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A LoRA adapter (`adapter.gguf` of `flowbot model finetune --method lora`) applied to the
+    /// model at run time.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -122,6 +126,7 @@ pub fn execute(args: &RunArgs, config_file: Option<PathBuf>) -> anyhow::Result<E
             ClockArg::Virtual => ClockKind::Virtual,
         }),
         model: args.model.clone(),
+        adapter: args.adapter.clone(),
         device: args.device.clone(),
         ..ConfigOverrides::default()
     };

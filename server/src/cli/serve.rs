@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// the default model, fetched on first use).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A LoRA adapter (`adapter.gguf` of `flowbot model finetune --method lora`) applied to the
+    /// model at run time.
+    #[arg(long, value_name = "PATH")]
+    pub adapter: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -92,6 +96,7 @@ pub fn execute(args: &ServeArgs, config_file: Option<PathBuf>) -> anyhow::Result
         }),
         addr: args.addr.clone(),
         model: args.model.clone(),
+        adapter: args.adapter.clone(),
         ..ConfigOverrides::default()
     };
     match service::runtime()?.block_on(serve(&overrides, args.complete_jobs)) {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use flowbot_model_runtime::candle_lm::{CandleLm, DeviceChoice};
 use flowbot_model_runtime::fast::reference::{REFERENCE_GREEDY_IDS, REFERENCE_PROMPT_IDS};
-use flowbot_model_runtime::fast::{FastLlama, FastOptions, Isa};
+use flowbot_model_runtime::fast::{FastLlama, FastOptions, Isa, LoraAdapter};
 use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
 use flowbot_model_runtime::model_dir::ModelDir;
@@ -103,6 +103,9 @@ impl BenchArgs {
 
 fn run(args: BenchArgs) -> Result<()> {
     let path = args.model.path()?;
+    if args.model.adapter.is_some() && (path.is_dir() || args.backend != Backend::Fast) {
+        bail!("--adapter is applied by the fast backend to a GGUF file only");
+    }
     let device: DeviceChoice = args
         .model
         .device
@@ -141,13 +144,16 @@ fn run(args: BenchArgs) -> Result<()> {
                 KernelChoice::Avx2 => Isa::Avx2,
                 KernelChoice::Avx512 => Isa::Avx512Vnni,
             });
-            let lm = FastLlama::load(
+            let mut lm = FastLlama::load(
                 &path,
                 &FastOptions {
                     threads: Some(threads),
                     isa,
                 },
             )?;
+            if let Some(adapter) = &args.model.adapter {
+                lm = lm.with_adapter(&LoraAdapter::load(adapter)?)?;
+            }
             let isa = format!("{:?}", lm.isa());
             (Box::new(lm), isa)
         }

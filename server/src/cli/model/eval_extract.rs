@@ -193,7 +193,7 @@ pub(super) fn llm_task(path: &Path, node: Option<&str>, mode: LlmMode) -> anyhow
 
 /// What one configuration scored.
 struct Report {
-    /// Which configuration (the model file's name, or the server's model).
+    /// Which configuration (the model file, with its adapter, or the server's model).
     name: String,
     emails: usize,
     valid: usize,
@@ -226,6 +226,7 @@ impl Report {
     /// The report of one configuration.
     fn print(&self, fields: &[String], batch: u16) {
         let n = self.emails;
+        println!("model:          {}", self.name);
         println!("e-mails:        {n}");
         println!("valid JSON:     {}", self.rate(self.valid));
         for (i, f) in fields.iter().enumerate() {
@@ -316,7 +317,11 @@ impl EvalArgs {
                 _ => {
                     let path = self.model.path()?;
                     let generator = self.local_generator(&path, emails.len())?;
-                    (path.display().to_string(), generator)
+                    let name = match &self.model.adapter {
+                        Some(adapter) => format!("{} + {}", path.display(), adapter.display()),
+                        None => path.display().to_string(),
+                    };
+                    (name, generator)
                 }
             };
         let report = self.evaluate(name, generator.as_ref(), &emails, &requests, &fields);

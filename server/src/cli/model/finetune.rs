@@ -5,7 +5,9 @@
 //! the output layer over the frozen model (hidden states computed once); `lora` trains low-rank
 //! adapters on every projection over the frozen base; `full` trains every weight. Each writes
 //! `DIR/model.gguf`, a copy of the base model with the trained tensors (adapters folded in), and
-//! `DIR/manifest.json` (base model and data hashes, options, per-epoch metrics, time, memory).
+//! `DIR/manifest.json` (base model and data hashes, options, per-epoch metrics, time, memory);
+//! `lora` also writes `DIR/adapter.gguf`, the adapters alone, which the fast backend applies at
+//! run time over the unchanged base (`--adapter`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use flowbot_model_runtime::constrain::ObjectSchema;
+use flowbot_model_runtime::fast::lora::BASE_SHA256_KEY;
 use flowbot_model_runtime::fast::{FastLlama, FastOptions};
 use flowbot_model_runtime::finetune::{
-    collect_features, initial_head, train_head, train_network, write_with_output_head,
-    write_with_tensors, Adaptation, ExampleWriter, FinetuneError, Progress, TrainExample,
-    TrainOptions, TrainReport, TrainableLlama,
+    collect_features, initial_head, train_head, train_network, write_lora_adapter,
+    write_with_output_head, write_with_tensors, Adaptation, ExampleWriter, FinetuneError, Progress,
+    TrainExample, TrainOptions, TrainReport, TrainableLlama,
 };
 use flowbot_model_runtime::gguf::sha256_file;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,6 +30,9 @@ use serde_json::{json, Value};
 
 use super::eval_extract::{labelled_emails, ExtractStep};
 use super::ModelChoice;
+
+/// The adapter file `lora` writes beside the merged model.
+const ADAPTER_FILE: &str = "adapter.gguf";
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,7 +97,7 @@ pub struct FinetuneArgs {
     /// Threads of the frozen model's forward passes for `head` (default: every CPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// The folder to write `model.gguf` and `manifest.json` to.
+    /// The folder to write `model.gguf`, `manifest.json` and (for `lora`) `adapter.gguf` to.
     #[arg(long)]
     out: PathBuf,
     /// Print the manifest as JSON instead of a summary.
@@ -231,6 +237,7 @@ impl FinetuneArgs {
         };
         let (train_tokens, dev_tokens) = (tokens(&train), tokens(&dev));
         let model_out = self.out.join("model.gguf");
+        let adapter_out = self.out.join(ADAPTER_FILE);
         let base_sha256 = sha256_file(&base)?;
         let metadata = [
             ("flowbot.finetune.method", self.method.name()),
@@ -311,6 +318,18 @@ impl FinetuneArgs {
                     },
                 )?;
                 write_with_tensors(&base, &run.model.changed_tensors()?, &metadata, &model_out)?;
+                if self.method == Method::Lora {
+                    write_lora_adapter(
+                        &base,
+                        &run.model.adapter_tensors(),
+                        self.alpha as f32,
+                        &[
+                            ("flowbot.finetune.method", self.method.name()),
+                            (BASE_SHA256_KEY, base_sha256.as_str()),
+                        ],
+                        &adapter_out,
+                    )?;
+                }
                 run.report
             }
         };
@@ -412,10 +431,18 @@ impl FinetuneArgs {
                 "answer_tokens": tokens,
             }))
         };
+        let adapter = match self.method {
+            Method::Lora => {
+                let path = model_out.with_file_name(ADAPTER_FILE);
+                json!({ "file": ADAPTER_FILE, "sha256": sha256_file(&path)? })
+            }
+            _ => Value::Null,
+        };
         Ok(json!({
             "method": self.method.name(),
             "model": model_out.file_name().map(|n| n.to_string_lossy().into_owned()),
             "sha256": sha256_file(model_out)?,
+            "adapter": adapter,
             "base_model": { "path": base, "sha256": base_sha256 },
             "workflow": self.step.workflow,
             "data": {
