@@ -570,7 +570,7 @@ impl Weights {
             s.acts.quantize(&s.normed, t_len, dim);
             layer.qkv.run(kernels, &s.acts, &mut s.qkv);
             let lora = &layer.lora;
-            lora.apply(Site::Qkv, &s.normed, t_len, &mut s.qkv, qkv_width, wide);
+            lora.apply(Site::Qkv, kernels, &s.acts, &mut s.qkv, qkv_width);
             let rope = match &self.rope_local {
                 Some(local) if layer.sliding => local,
                 _ => &self.rope,
@@ -626,7 +626,7 @@ impl Weights {
             );
             s.acts.quantize(&s.attn, t_len, q_dim);
             kernels.matmul(&layer.wo, &s.acts, &mut s.proj, dim);
-            lora.apply(Site::AttnOutput, &s.attn, t_len, &mut s.proj, dim, wide);
+            lora.apply(Site::AttnOutput, kernels, &s.acts, &mut s.proj, dim);
             if let Some((post_attn, _)) = &layer.post_norms {
                 rms_norm_in_place(&mut s.proj, post_attn, h.eps);
             }
@@ -638,11 +638,10 @@ impl Weights {
             let gate_up_width = 2 * h.ffn_dim;
             lora.apply(
                 Site::GateUp,
-                &s.normed,
-                t_len,
+                kernels,
+                &s.acts,
                 &mut s.gate_up,
                 gate_up_width,
-                wide,
             );
             for t in 0..t_len {
                 let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
@@ -661,7 +660,7 @@ impl Weights {
             }
             s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
             kernels.matmul(&layer.down, &s.acts, &mut s.proj, dim);
-            lora.apply(Site::Down, &s.hidden, t_len, &mut s.proj, dim, wide);
+            lora.apply(Site::Down, kernels, &s.acts, &mut s.proj, dim);
             if let Some((_, post_ffn)) = &layer.post_norms {
                 rms_norm_in_place(&mut s.proj, post_ffn, h.eps);
             }
