@@ -740,6 +740,48 @@ mod tests {
     }
 
     #[test]
+    fn adapters_come_from_the_file_the_environment_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowbot.toml");
+        std::fs::write(
+            &file,
+            "[model]\nadapter = \"a.gguf\"\nextract_adapter = \"tuned/adapter.gguf\"\n",
+        )
+        .unwrap();
+        let from_file = ConfigOverrides {
+            config_file: Some(file.clone()),
+            ..ConfigOverrides::default()
+        };
+        let config = AppConfig::load_from(&from_file, &env(&[])).unwrap();
+        assert_eq!(config.model.adapter, Some(dir.path().join("a.gguf")));
+        assert_eq!(
+            config.model.extract_adapter,
+            Some(dir.path().join("tuned/adapter.gguf")),
+            "relative to the file"
+        );
+        let config = AppConfig::load_from(
+            &from_file,
+            &env(&[
+                ("FLOWBOT_ADAPTER", "/srv/b.gguf"),
+                ("FLOWBOT_EXTRACT_ADAPTER", "/srv/e.gguf"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.model.adapter, Some(PathBuf::from("/srv/b.gguf")));
+        assert_eq!(
+            config.model.extract_adapter,
+            Some(PathBuf::from("/srv/e.gguf"))
+        );
+        let flag = ConfigOverrides {
+            adapter: Some(PathBuf::from("/srv/c.gguf")),
+            ..from_file
+        };
+        let config =
+            AppConfig::load_from(&flag, &env(&[("FLOWBOT_ADAPTER", "/srv/b.gguf")])).unwrap();
+        assert_eq!(config.model.adapter, Some(PathBuf::from("/srv/c.gguf")));
+    }
+
+    #[test]
     fn the_store_variable_takes_memory_or_a_folder() {
         let none = ConfigOverrides {
             config_file: Some(PathBuf::from("/nonexistent/flowbot.toml")),

@@ -506,4 +506,10 @@ fn print_summary(run: &TrainReport, manifest: &Value, model_out: &Path) {
         manifest["peak_memory_mib"].as_f64().unwrap_or(0.0)
     );
     println!("wrote {}", model_out.display());
+    if manifest["adapter"].is_object() {
+        println!(
+            "wrote {} (the adapters alone: `--adapter` applies them to the base)",
+            model_out.with_file_name(ADAPTER_FILE).display()
+        );
+    }
 }
