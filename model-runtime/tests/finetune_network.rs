@@ -236,10 +236,19 @@ fn every_trained_tensor_receives_a_gradient() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("tiny.gguf");
     write_tiny_llama(&base, 22).unwrap();
+    // q, k, v, o, gate, up, down in each of the tiny model's blocks, A and B each; for `full`
+    // the embeddings, the output norm, and per block two norms and seven projections.
+    assert_every_trained_tensor_has_a_gradient(&base, [2 * 7 * 2, 2 + 2 * (2 + 7)]);
+}
+
+/// Trains `base` one step with each method, then checks that every trained tensor receives a
+/// non-zero gradient (through a whole run and a run after a kept prefix), and that `lora` and
+/// `full` train `expected` tensors.
+fn assert_every_trained_tensor_has_a_gradient(base: &Path, expected: [usize; 2]) {
     let train = examples(2, 1);
-    for adaptation in [LORA, Adaptation::Full] {
+    for (adaptation, expected) in [LORA, Adaptation::Full].into_iter().zip(expected) {
         // One step first: an adapter's `B` starts at zero, and so does the gradient of its `A`.
-        let model = TrainableLlama::load(&base, adaptation, 3).unwrap();
+        let model = TrainableLlama::load(base, adaptation, 3).unwrap();
         let options = TrainOptions {
             epochs: 1,
             learning_rate: 1e-2,
@@ -268,20 +277,64 @@ fn every_trained_tensor_receives_a_gradient() {
         let after_prefix = candle_nn::loss::cross_entropy(&logits, &wanted).unwrap();
         let grads = (loss + after_prefix).unwrap().backward().unwrap();
         let trained = model.trained();
-        let expected = match adaptation {
-            // q, k, v, o, gate, up, down in each of the tiny model's blocks, A and B each.
-            Adaptation::Lora { .. } => 2 * 7 * 2,
-            // Embeddings, output norm, and per block two norms and seven projections.
-            Adaptation::Full => 2 + 2 * (2 + 7),
-        };
-        assert_eq!(trained.len(), expected, "{adaptation:?}");
+        let at = base.display();
+        assert_eq!(trained.len(), expected, "{at} {adaptation:?}");
         for (name, var) in trained {
             let grad = grads
                 .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{adaptation:?}: {name} has no gradient"));
+                .unwrap_or_else(|| panic!("{at} {adaptation:?}: {name} has no gradient"));
             let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
-            assert!(norm > 0.0, "{adaptation:?}: {name} has a zero gradient");
+            assert!(
+                norm > 0.0,
+                "{at} {adaptation:?}: {name} has a zero gradient"
+            );
         }
+    }
+}
+
+#[test]
+fn qwen_and_gemma3_train_on_the_forward_of_their_reference() {
+    use support::{gemma3, qwen};
+    let dir = tempfile::tempdir().unwrap();
+    // gemma3 against candle's gemma3 in f32 on the same weights: post norms, QK-norm, GELU,
+    // embedding scale, sliding-window layers with their own rotary base.
+    let gemma = gemma3::tiny_gemma(5);
+    let gemma_path = dir.path().join("gemma3.gguf");
+    std::fs::write(&gemma_path, &gemma.gguf).unwrap();
+    let tokens = [2u32, 17, 200, 45, 45, 3, 298, 120, 77, 0, 5, 64];
+    let want = gemma3::candle_logits(&gemma, &tokens);
+    for adaptation in [LORA, Adaptation::Full] {
+        let model = TrainableLlama::load(&gemma_path, adaptation, 1).unwrap();
+        let got = rows(&model.logits(&tokens, &[tokens.len() - 1]).unwrap());
+        let gap = relative_gap(std::slice::from_ref(&want), &got);
+        assert!(gap < 1e-4, "gemma3 {adaptation:?}: relative gap {gap}");
+    }
+    // Per block: four norms, two QK norms, seven projections.
+    let layers = gemma3::LAYERS;
+    assert_every_trained_tensor_has_a_gradient(&gemma_path, [layers * 7 * 2, 2 + layers * 13]);
+
+    // qwen2 (query, key and value biases) and qwen3 (QK-norm) against candle's quantized
+    // models, which quantize the activations too: the bound is the fast backend's.
+    // Tied embeddings; per block two norms, three biases (qwen2) or two QK norms (qwen3), seven
+    // projections.
+    for (arch, vectors) in [("qwen2", 2 + 3), ("qwen3", 2 + 2)] {
+        let bytes = qwen::tiny_qwen(arch, 8);
+        let path = dir.path().join(format!("{arch}.gguf"));
+        std::fs::write(&path, &bytes).unwrap();
+        let want = qwen::candle_logits(arch, &bytes);
+        let model = TrainableLlama::load(&path, LORA, 1).unwrap();
+        let got = rows(
+            &model
+                .logits(&qwen::TOKENS, &[qwen::TOKENS.len() - 1])
+                .unwrap(),
+        );
+        let gap = relative_gap(std::slice::from_ref(&want), &got);
+        assert!(gap < 0.03, "{arch}: relative gap {gap}");
+        let layers = qwen::LAYERS;
+        assert_every_trained_tensor_has_a_gradient(
+            &path,
+            [layers * 7 * 2, 2 + layers * (vectors + 7)],
+        );
     }
 }
 
@@ -431,7 +484,7 @@ fn an_adapter_is_refused_by_a_model_it_does_not_fit() {
 }
 
 #[test]
-fn other_architectures_and_bad_ranks_are_refused() {
+fn a_bad_rank_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("tiny.gguf");
     write_tiny_llama(&base, 24).unwrap();

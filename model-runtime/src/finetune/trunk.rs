@@ -3,11 +3,11 @@
 //! (every weight).
 //!
 //! The base is read from the GGUF file and dequantized to f32 (quantized matrices have no
-//! gradient). The forward pass is the fast backend's llama forward written with candle ops that
-//! all have a backward pass: RMSNorm, rotary embeddings and softmax are spelled out rather than
-//! taken from `candle_nn`'s fused kernels, which silently stop gradients. A test keeps its logits
-//! equal to the fast backend's on the same file, and another checks that every trained tensor
-//! receives a gradient.
+//! gradient). The forward pass is the fast backend's forward (`llama`, `qwen2`, `qwen3`,
+//! `gemma3`) written with candle ops that all have a backward pass: RMSNorm, rotary embeddings
+//! and softmax are spelled out rather than taken from `candle_nn`'s fused kernels, which silently
+//! stop gradients. Tests keep its logits equal to candle's own llama and gemma3 on the same
+//! weights, and check that every trained tensor receives a gradient.
 
 use std::path::Path;
 
@@ -69,13 +69,18 @@ struct Adapter {
     scale: f64,
 }
 
-/// A projection `x Wᵀ` (W is out × in, as GGUF stores it), with its adapter when it has one.
+/// A projection `x Wᵀ + b` (W is out × in, as GGUF stores it; a bias only on qwen2's query,
+/// key and value), with its adapter when it has one.
 #[derive(Debug)]
 struct Projection {
     name: String,
     weight: Weight,
+    bias: Option<NamedWeight>,
     adapter: Option<Adapter>,
 }
+
+/// A weight with its GGUF name.
+type NamedWeight = (String, Weight);
 
 /// `x Wᵀ`, with a gradient for `W` only when it is trained.
 fn project(x: &Tensor, weight: &Weight) -> candle_core::Result<Tensor> {
@@ -87,7 +92,10 @@ fn project(x: &Tensor, weight: &Weight) -> candle_core::Result<Tensor> {
 
 impl Projection {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = project(x, &self.weight)?;
+        let mut y = project(x, &self.weight)?;
+        if let Some((_, bias)) = &self.bias {
+            y = y.broadcast_add(bias.tensor())?;
+        }
         match &self.adapter {
             None => Ok(y),
             Some(adapter) => {
@@ -143,8 +151,14 @@ impl CustomOp1 for FrozenProjection {
 /// One transformer block.
 #[derive(Debug)]
 struct Block {
-    attn_norm: (String, Weight),
-    ffn_norm: (String, Weight),
+    attn_norm: NamedWeight,
+    ffn_norm: NamedWeight,
+    /// RMSNorm weights of each query and key head (qwen3, gemma3).
+    qk_norm: Option<[NamedWeight; 2]>,
+    /// Norms of the attention and feed-forward outputs (gemma3).
+    post_norms: Option<[NamedWeight; 2]>,
+    /// Whether the block attends through the sliding window (gemma3's local layers).
+    sliding: bool,
     q: Projection,
     k: Projection,
     v: Projection,
@@ -160,6 +174,20 @@ impl Block {
             &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
         ]
     }
+
+    /// Every weight of the block that is not a projection's matrix: norms and biases.
+    fn vectors(&self) -> Vec<&NamedWeight> {
+        let mut vectors = vec![&self.attn_norm, &self.ffn_norm];
+        for norms in [&self.qk_norm, &self.post_norms].into_iter().flatten() {
+            vectors.extend(norms);
+        }
+        vectors.extend(
+            self.projections()
+                .into_iter()
+                .filter_map(|p| p.bias.as_ref()),
+        );
+        vectors
+    }
 }
 
 /// The tensor names of the token embeddings and the output layer.
@@ -167,7 +195,7 @@ const EMBEDDINGS: &str = "token_embd.weight";
 const OUTPUT: &str = "output.weight";
 const OUTPUT_NORM: &str = "output_norm.weight";
 
-/// A llama-architecture model whose forward pass candle can differentiate.
+/// A model of the fast backend's architectures whose forward pass candle can differentiate.
 #[derive(Debug)]
 pub struct TrainableLlama {
     hyper: Hyper,
@@ -186,8 +214,9 @@ fn read_error(path: &Path, name: &str, error: &candle_core::Error) -> ExportErro
 }
 
 impl TrainableLlama {
-    /// Loads the GGUF model at `path` (llama architecture), dequantized to f32, with what
-    /// `adaptation` trains made trainable; new adapter weights are drawn with `seed`.
+    /// Loads the GGUF model at `path` (`llama`, `qwen2`, `qwen3` or `gemma3`), dequantized to
+    /// f32, with what `adaptation` trains made trainable; new adapter weights are drawn with
+    /// `seed`.
     pub fn load(
         path: &Path,
         adaptation: Adaptation,
@@ -195,13 +224,6 @@ impl TrainableLlama {
     ) -> Result<TrainableLlama, FinetuneError> {
         let mut file = GgufFile::open(path).map_err(ExportError::from)?;
         let hyper = crate::fast::llama::read_hyper(&file.content)?;
-        if hyper.arch != Arch::Llama {
-            return Err(FinetuneError::Data(format!(
-                "{}: the `lora` and `full` methods train llama-architecture models; this one is {}",
-                path.display(),
-                hyper.arch.name()
-            )));
-        }
         if let Adaptation::Lora { rank, .. } = adaptation {
             if rank == 0 || rank > hyper.dim {
                 return Err(FinetuneError::Data(format!(
@@ -220,10 +242,24 @@ impl TrainableLlama {
                 .map_err(|e| read_error(path, name, &e))?)
         };
         let mut rng = StdRng::seed_from_u64(seed);
+        let qkv_bias = hyper.arch == Arch::Qwen2;
         let mut projection = |read: &mut dyn FnMut(&str) -> Result<Tensor, FinetuneError>,
                               name: String|
          -> Result<Projection, FinetuneError> {
             let weight = read(&name)?;
+            let bias = match name.strip_suffix(".weight") {
+                Some(stem)
+                    if qkv_bias
+                        && [".attn_q", ".attn_k", ".attn_v"]
+                            .iter()
+                            .any(|p| stem.ends_with(p)) =>
+                {
+                    let bias_name = format!("{stem}.bias");
+                    let tensor = read(&bias_name)?;
+                    Some((bias_name, Weight::new(tensor, full)?))
+                }
+                _ => None,
+            };
             let adapter = match adaptation {
                 Adaptation::Lora { rank, alpha } => {
                     let (out, inner) = weight.dims2()?;
@@ -243,6 +279,7 @@ impl TrainableLlama {
             Ok(Projection {
                 weight: Weight::new(weight, full)?,
                 name,
+                bias,
                 adapter,
             })
         };
@@ -253,9 +290,26 @@ impl TrainableLlama {
                 let tensor = read(&n)?;
                 Ok::<_, FinetuneError>((n, Weight::new(tensor, full)?))
             };
+            let qk_norm = match hyper.arch {
+                Arch::Qwen3 | Arch::Gemma3 => Some([
+                    norm(&mut read, name("attn_q_norm"))?,
+                    norm(&mut read, name("attn_k_norm"))?,
+                ]),
+                _ => None,
+            };
+            let post_norms = match hyper.arch {
+                Arch::Gemma3 => Some([
+                    norm(&mut read, name("post_attention_norm"))?,
+                    norm(&mut read, name("post_ffw_norm"))?,
+                ]),
+                _ => None,
+            };
             blocks.push(Block {
                 attn_norm: norm(&mut read, name("attn_norm"))?,
                 ffn_norm: norm(&mut read, name("ffn_norm"))?,
+                qk_norm,
+                post_norms,
+                sliding: hyper.is_sliding(i),
                 q: projection(&mut read, name("attn_q"))?,
                 k: projection(&mut read, name("attn_k"))?,
                 v: projection(&mut read, name("attn_v"))?,
@@ -292,7 +346,7 @@ impl TrainableLlama {
             named.push((EMBEDDINGS.to_owned(), var));
         }
         for block in &self.blocks {
-            for (name, weight) in [&block.attn_norm, &block.ffn_norm] {
+            for (name, weight) in block.vectors() {
                 if let Weight::Trained(var) = weight {
                     named.push((name.clone(), var));
                 }
@@ -332,8 +386,9 @@ impl TrainableLlama {
             weight(OUTPUT, output);
         }
         for block in &self.blocks {
-            weight(&block.attn_norm.0, &block.attn_norm.1);
-            weight(&block.ffn_norm.0, &block.ffn_norm.1);
+            for (name, vector) in block.vectors() {
+                weight(name, vector);
+            }
         }
         for block in &self.blocks {
             for projection in block.projections() {
@@ -442,9 +497,23 @@ impl TrainableLlama {
         if h.embed_scale != 1.0 {
             x = (x * f64::from(h.embed_scale))?;
         }
-        let (cos, sin) = rope_tables(h, start, count)?;
-        let mask = causal_mask(start, count)?;
+        let global = rope_tables(h, h.rope_base, start, count)?;
+        let local = match h.sliding_window {
+            Some(_) if h.rope_base_local != h.rope_base => {
+                Some(rope_tables(h, h.rope_base_local, start, count)?)
+            }
+            _ => None,
+        };
+        let mask = causal_mask(start, count, None)?;
+        let sliding_mask = h
+            .sliding_window
+            .map(|window| causal_mask(start, count, Some(window)))
+            .transpose()?;
         for (index, block) in self.blocks.iter().enumerate() {
+            let ((cos, sin), mask) = match (block.sliding, &sliding_mask) {
+                (true, Some(sliding_mask)) => (local.as_ref().unwrap_or(&global), sliding_mask),
+                _ => (&global, &mask),
+            };
             let normed = rms_norm(&x, block.attn_norm.1.tensor(), h.eps)?;
             let heads = |p: &Projection, n: usize| -> candle_core::Result<Tensor> {
                 p.forward(&normed)?
@@ -452,8 +521,13 @@ impl TrainableLlama {
                     .transpose(0, 1)?
                     .contiguous()
             };
-            let q = rope(&heads(&block.q, h.n_head)?, &cos, &sin, h)?;
-            let mut k = rope(&heads(&block.k, h.n_kv_head)?, &cos, &sin, h)?;
+            let (mut q, mut k) = (heads(&block.q, h.n_head)?, heads(&block.k, h.n_kv_head)?);
+            if let Some([(_, q_norm), (_, k_norm)]) = &block.qk_norm {
+                q = rms_norm(&q, q_norm.tensor(), h.eps)?;
+                k = rms_norm(&k, k_norm.tensor(), h.eps)?;
+            }
+            let q = rope(&q, cos, sin, h)?;
+            let mut k = rope(&k, cos, sin, h)?;
             let mut v = heads(&block.v, h.n_kv_head)?;
             if let Some(prefix) = prefix {
                 let (prefix_k, prefix_v) = &prefix.blocks[index];
@@ -465,17 +539,30 @@ impl TrainableLlama {
             }
             let group = h.n_head / h.n_kv_head;
             let (k, v) = (repeat_heads(&k, group)?, repeat_heads(&v, group)?);
-            let scores = (q.matmul(&k.t()?)? * f64::from(h.attn_scale))?.broadcast_add(&mask)?;
+            let scores = (q.matmul(&k.t()?)? * f64::from(h.attn_scale))?.broadcast_add(mask)?;
             let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
             let attended = weights
                 .matmul(&v)?
                 .transpose(0, 1)?
                 .reshape((count, h.n_head * h.head_dim))?;
-            x = (x + block.o.forward(&attended)?)?;
+            let mut attention = block.o.forward(&attended)?;
+            if let Some([(_, post_attention), _]) = &block.post_norms {
+                attention = rms_norm(&attention, post_attention.tensor(), h.eps)?;
+            }
+            x = (x + attention)?;
             let normed = rms_norm(&x, block.ffn_norm.1.tensor(), h.eps)?;
             let gate = block.gate.forward(&normed)?;
-            let activated = (silu(&gate)? * block.up.forward(&normed)?)?;
-            x = (x + block.down.forward(&activated)?)?;
+            // gemma3 gates with GELU (tanh approximation, as candle's `gelu`), the others SiLU.
+            let gate = match h.arch {
+                Arch::Gemma3 => gate.gelu()?,
+                _ => silu(&gate)?,
+            };
+            let activated = (gate * block.up.forward(&normed)?)?;
+            let mut feed_forward = block.down.forward(&activated)?;
+            if let Some([_, (_, post_ffw)]) = &block.post_norms {
+                feed_forward = rms_norm(&feed_forward, post_ffw.tensor(), h.eps)?;
+            }
+            x = (x + feed_forward)?;
         }
         Ok(x)
     }
@@ -592,14 +679,19 @@ fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
     x / (x.neg()?.exp()? + 1.0)?
 }
 
-/// `cos` and `sin` of the rotary angles of positions `start..start + count`: `count` ×
-/// `rope_dim / 2`.
-fn rope_tables(h: &Hyper, start: usize, count: usize) -> candle_core::Result<(Tensor, Tensor)> {
+/// `cos` and `sin` of the rotary angles of positions `start..start + count` for the rotary
+/// `base`: `count` × `rope_dim / 2`.
+fn rope_tables(
+    h: &Hyper,
+    base: f32,
+    start: usize,
+    count: usize,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let pairs = h.rope_dim / 2;
     let mut cos = Vec::with_capacity(count * pairs);
     let mut sin = Vec::with_capacity(count * pairs);
     let inv_freqs: Vec<f32> = (0..pairs)
-        .map(|i| 1.0 / h.rope_base.powf((2 * i) as f32 / h.rope_dim as f32))
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / h.rope_dim as f32))
         .collect();
     for pos in start..start + count {
         for &inv_freq in &inv_freqs {
@@ -662,16 +754,19 @@ fn repeat_heads(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
 }
 
 /// The attention mask of `count` positions after `start` earlier ones (`count` × `start +
-/// count`): 0 where a position sees the column (itself and every position before it), −∞ after.
-fn causal_mask(start: usize, count: usize) -> candle_core::Result<Tensor> {
+/// count`): 0 where a position sees the column (itself and every position before it, within
+/// the last `window` positions when there is a window), −∞ elsewhere.
+fn causal_mask(start: usize, count: usize, window: Option<usize>) -> candle_core::Result<Tensor> {
     let width = start + count;
     let values: Vec<f32> = (0..count)
         .flat_map(|row| {
+            let pos = start + row;
             (0..width).map(move |col| {
-                if col > start + row {
-                    f32::NEG_INFINITY
-                } else {
+                let seen = col <= pos && window.is_none_or(|w| pos - col < w);
+                if seen {
                     0.0
+                } else {
+                    f32::NEG_INFINITY
                 }
             })
         })

@@ -1,6 +1,9 @@
 //! Shared helpers of the model-runtime integration tests.
 #![allow(dead_code)]
 
+pub mod gemma3;
+pub mod qwen;
+
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::Value;
