@@ -398,3 +398,97 @@ fn read_f32<R: Read + Seek>(
         .map_err(|e| format!("tensor `{name}`: {}", candle_message(&e)))?;
     Ok((values, dims))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::gguf_file::{self, Value};
+    use std::io::Cursor;
+
+    #[test]
+    fn bfloat16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        assert_eq!(bf16_bits(-2.5), 0xc020);
+        // 1 + 2^-8 lies halfway between 1 and the next bfloat16: ties go to the even 1.0; a bit
+        // more rounds up.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0 + 1.0 / 65536.0), 0x3f81);
+        for v in [0.1f32, -3.7, 1e-3, 65504.0] {
+            let back = f32::from_bits(u32::from(bf16_bits(v)) << 16);
+            assert!((back - v).abs() <= v.abs() / 256.0, "{v} -> {back}");
+        }
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(transpose(&m, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    /// An adapter file of `tensors` (name, rows, columns) with the given `general.type`.
+    fn adapter_bytes(kind: &str, tensors: &[(&str, usize, usize)]) -> Vec<u8> {
+        let metadata = [
+            ("general.architecture", Value::String("llama".into())),
+            ("general.type", Value::String(kind.into())),
+            ("adapter.type", Value::String("lora".into())),
+            ("adapter.lora.alpha", Value::F32(8.0)),
+        ];
+        let tensors: Vec<(&str, QTensor)> = tensors
+            .iter()
+            .map(|&(name, rows, cols)| {
+                let t = Tensor::zeros((rows, cols), DType::F32, &Device::Cpu).unwrap();
+                (name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+            })
+            .collect();
+        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (*k, v)).collect();
+        let mut out = Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &md, &ts).unwrap();
+        out.into_inner()
+    }
+
+    fn read(bytes: Vec<u8>) -> Result<LoraAdapter, String> {
+        LoraAdapter::from_reader(&mut Cursor::new(bytes))
+    }
+
+    #[test]
+    fn malformed_adapters_are_refused_with_the_tensor_at_fault() {
+        let a = "blk.0.attn_q.weight.lora_a";
+        let b = "blk.0.attn_q.weight.lora_b";
+        let adapter = read(adapter_bytes("adapter", &[(a, 4, 64), (b, 64, 4)])).unwrap();
+        assert_eq!(adapter.tensors.len(), 1);
+        assert_eq!(adapter.tensors[0].rank, 4);
+        let cases: [(&str, Vec<(&str, usize, usize)>, &str); 6] = [
+            ("model", vec![(a, 4, 64), (b, 64, 4)], "not a LoRA adapter"),
+            (
+                "adapter",
+                vec![(a, 4, 64)],
+                "has no `blk.0.attn_q.weight.lora_b`",
+            ),
+            (
+                "adapter",
+                vec![(b, 64, 4)],
+                "has no `blk.0.attn_q.weight.lora_a`",
+            ),
+            ("adapter", vec![(a, 4, 64), (b, 64, 2)], "rank 4 and"),
+            (
+                "adapter",
+                vec![("blk.0.attn_x.weight.lora_a", 4, 64)],
+                "not a projection this backend adapts",
+            ),
+            (
+                "adapter",
+                vec![("token_embd.weight", 4, 64)],
+                "not a LoRA tensor",
+            ),
+        ];
+        for (kind, tensors, wanted) in cases {
+            let error = read(adapter_bytes(kind, &tensors)).unwrap_err();
+            assert!(error.contains(wanted), "{tensors:?}: {error}");
+        }
+        let error = read(adapter_bytes("adapter", &[])).unwrap_err();
+        assert!(error.contains("no LoRA tensors"), "{error}");
+        let error = read(b"GGUF but cut".to_vec()).unwrap_err();
+        assert!(error.contains("not a readable GGUF file"), "{error}");
+    }
+}
