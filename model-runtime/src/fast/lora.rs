@@ -425,8 +425,11 @@ mod tests {
         assert_eq!(transpose(&m, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 
-    /// An adapter file of `tensors` (name, rows, columns) with the given `general.type`.
-    fn adapter_bytes(kind: &str, tensors: &[(&str, usize, usize)]) -> Vec<u8> {
+    /// A tensor of an adapter file: name, rows, columns.
+    type Shape<'a> = (&'a str, usize, usize);
+
+    /// An adapter file of zero `tensors` with the given `general.type`.
+    fn adapter_bytes(kind: &str, tensors: &[Shape<'_>]) -> Vec<u8> {
         let metadata = [
             ("general.architecture", Value::String("llama".into())),
             ("general.type", Value::String(kind.into())),
@@ -458,7 +461,7 @@ mod tests {
         let adapter = read(adapter_bytes("adapter", &[(a, 4, 64), (b, 64, 4)])).unwrap();
         assert_eq!(adapter.tensors.len(), 1);
         assert_eq!(adapter.tensors[0].rank, 4);
-        let cases: [(&str, Vec<(&str, usize, usize)>, &str); 6] = [
+        let cases: [(&str, Vec<Shape<'_>>, &str); 6] = [
             ("model", vec![(a, 4, 64), (b, 64, 4)], "not a LoRA adapter"),
             (
                 "adapter",
