@@ -10,7 +10,10 @@
 #   4. base and tuned model side by side (flowbot model eval-extract --compare).
 # The tuned model is OUT/model/model.gguf (default OUT: .data/tuned-extract), with its
 # manifest.json. Give it the extract steps with `[model] extract_path` in flowbot.toml (or
-# $FLOWBOT_EXTRACT_MODEL); the other steps keep the general model.
+# $FLOWBOT_EXTRACT_MODEL); the other steps keep the general model. METHOD=lora also writes
+# OUT/model/adapter.gguf, the adapters alone: `[model] extract_adapter` (or
+# $FLOWBOT_EXTRACT_ADAPTER) applies it to the general model for the extract steps, at the base
+# model's decode speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-.data/tuned-extract}"
@@ -35,4 +38,9 @@ esac
 "$flowbot" model finetune --model "$base" --method "$method" "${recipe[@]}" --seed 42 \
   --train "$out/data/train.jsonl" --dev "$out/data/dev.jsonl" --out "$out/model"
 echo "== base and tuned model on examples/order_emails"
-"$flowbot" model eval-extract examples/order_emails --compare "$base" "$out/model/model.gguf"
+if [ "$method" = lora ]; then
+  "$flowbot" model eval-extract examples/order_emails --model "$base" \
+    --compare "$base" "$out/model/adapter.gguf"
+else
+  "$flowbot" model eval-extract examples/order_emails --compare "$base" "$out/model/model.gguf"
+fi

@@ -39,7 +39,8 @@ pub struct ConfirmArgs {
     /// Print each confirmation with the rules it breaks.
     #[arg(long)]
     verbose: bool,
-    /// Evaluate two model files and print them side by side.
+    /// Evaluate two model files and print them side by side; an adapter file is applied to
+    /// `--model`.
     #[arg(long, num_args = 2, value_names = ["MODEL_A", "MODEL_B"])]
     compare: Vec<PathBuf>,
     #[command(flatten)]

@@ -75,7 +75,7 @@ pub struct EvalArgs {
     #[arg(long)]
     openai_model: Option<String>,
     /// Evaluate two local models one after the other and print them side by side (e.g. the
-    /// base model and a fine-tuned one).
+    /// base model and a fine-tuned one); an adapter file is applied to `--model`.
     #[arg(long, num_args = 2, value_names = ["MODEL_A", "MODEL_B"], conflicts_with = "openai_url")]
     compare: Vec<PathBuf>,
     #[command(flatten)]
