@@ -476,7 +476,12 @@ fn an_adapter_is_refused_by_a_model_it_does_not_fit() {
         "{message}"
     );
 
-    // A model given as the adapter, and an adapter on candle.
+    // A folder, a model given as the adapter, and an adapter on candle.
+    let message = error(&base, dir.path(), backend);
+    assert!(
+        message.contains("is a folder; an adapter is a GGUF file"),
+        "{message}"
+    );
     let message = error(&base, &other, backend);
     assert!(message.contains("not a LoRA adapter"), "{message}");
     let message = error(&base, &adapter, Backend::Candle(DeviceChoice::Cpu));

@@ -203,6 +203,12 @@ pub fn is_adapter_file(path: &Path) -> bool {
 impl LoraAdapter {
     /// Reads the adapter at `path`.
     pub fn load(path: &Path) -> Result<LoraAdapter, LmError> {
+        if path.is_dir() {
+            return Err(load_err(
+                path,
+                "is a folder; an adapter is a GGUF file (the `adapter.gguf` fine-tuning writes)",
+            ));
+        }
         let file = File::open(path).map_err(|e| load_err(path, e))?;
         let mut reader = BufReader::new(file);
         Self::from_reader(&mut reader).map_err(|message| load_err(path, message))
