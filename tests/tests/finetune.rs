@@ -469,6 +469,39 @@ nodes:
   done: { end: ~ }
 "#;
 
+/// Runs `workflow` with `config` and returns each LLM call's node, model id and model SHA-256
+/// from the run's history, with the whole report.
+fn llm_calls(
+    workflow: &std::path::Path,
+    config: &std::path::Path,
+) -> (Vec<(String, String, Value)>, Value) {
+    let run = flowbot(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--vars",
+        r#"{"email_text": "Order SO-1 from ACME"}"#,
+        "--json",
+    ]);
+    run.assert_success();
+    let report = run.json();
+    let calls = report["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["kind"] == "llm_called")
+        .map(|r| {
+            (
+                r["entry"]["node"].as_str().unwrap().to_owned(),
+                r["entry"]["model_id"].as_str().unwrap().to_owned(),
+                r["entry"]["model_sha256"].clone(),
+            )
+        })
+        .collect();
+    (calls, report)
+}
+
 #[test]
 fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
     let tmp = tempfile::tempdir().unwrap();
@@ -485,34 +518,13 @@ fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
     };
     let config = tmp.path().join("flowbot.toml");
     std::fs::write(&config, "[model]\nextract_path = \"extract.gguf\"\n").unwrap();
-    let run = flowbot(&[
-        "run",
-        workflow.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--vars",
-        r#"{"email_text": "Order SO-1 from ACME"}"#,
-        "--json",
-    ]);
-    run.assert_success();
-    let report = run.json();
-    let calls: Vec<(String, Value)> = report["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["entry"]["kind"] == "llm_called")
-        .map(|r| {
-            (
-                r["entry"]["node"].as_str().unwrap().to_owned(),
-                r["entry"]["model_sha256"].clone(),
-            )
-        })
-        .collect();
+    let (calls, report) = llm_calls(&workflow, &config);
+    let general_id = general.file_stem().unwrap().to_str().unwrap();
     assert_eq!(
         calls,
         vec![
-            ("extract".to_owned(), sha256(&extract)),
-            ("write".to_owned(), sha256(general)),
+            ("extract".to_owned(), "extract".to_owned(), sha256(&extract)),
+            ("write".to_owned(), general_id.to_owned(), sha256(general)),
         ],
         "{report}"
     );
@@ -542,31 +554,7 @@ fn a_model_tuned_for_extraction_answers_the_extract_steps_only() {
         "[model]\nextract_adapter = \"order-adapter.gguf\"\n",
     )
     .unwrap();
-    let run = flowbot(&[
-        "run",
-        workflow.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--vars",
-        r#"{"email_text": "Order SO-1 from ACME"}"#,
-        "--json",
-    ]);
-    run.assert_success();
-    let report = run.json();
-    let calls: Vec<(String, String, Value)> = report["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["entry"]["kind"] == "llm_called")
-        .map(|r| {
-            (
-                r["entry"]["node"].as_str().unwrap().to_owned(),
-                r["entry"]["model_id"].as_str().unwrap().to_owned(),
-                r["entry"]["model_sha256"].clone(),
-            )
-        })
-        .collect();
-    let general_id = general.file_stem().unwrap().to_str().unwrap();
+    let (calls, report) = llm_calls(&workflow, &config);
     assert_eq!(
         calls,
         vec![
