@@ -258,17 +258,21 @@ fn lora_and_full_train_inside_the_model_and_the_tuned_model_runs() {
             manifest["adapter"]["sha256"],
             flowbot_model_runtime::gguf::sha256_file(&adapter).unwrap()
         );
-        let eval = flowbot(&[
-            "model",
-            "eval-extract",
-            test.to_str().unwrap(),
-            "--workflow",
-            workflow.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--adapter",
-            adapter.to_str().unwrap(),
-        ]);
+        // `eval-extract` of the test split on `base` with the adapter.
+        let eval_with_adapter = |base: &std::path::Path| {
+            flowbot(&[
+                "model",
+                "eval-extract",
+                test.to_str().unwrap(),
+                "--workflow",
+                workflow.to_str().unwrap(),
+                "--model",
+                base.to_str().unwrap(),
+                "--adapter",
+                adapter.to_str().unwrap(),
+            ])
+        };
+        let eval = eval_with_adapter(&model);
         eval.assert_success();
         assert!(
             eval.stdout.contains("tiny.gguf + ")
@@ -283,17 +287,7 @@ fn lora_and_full_train_inside_the_model_and_the_tuned_model_runs() {
         // The adapter records its base: another model refuses it.
         let other = tmp.path().join("other.gguf");
         write_tiny_llama(&other, 5).unwrap();
-        let refused = flowbot(&[
-            "model",
-            "eval-extract",
-            test.to_str().unwrap(),
-            "--workflow",
-            workflow.to_str().unwrap(),
-            "--model",
-            other.to_str().unwrap(),
-            "--adapter",
-            adapter.to_str().unwrap(),
-        ]);
+        let refused = eval_with_adapter(&other);
         assert!(
             refused.code != Some(0)
                 && refused
