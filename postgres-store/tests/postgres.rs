@@ -93,6 +93,8 @@ fn postgres_store_passes_the_conformance_suite() {
     conformance::commits_and_reads_back(&open(&url));
     let url = fresh_database("conformance_keys").unwrap();
     conformance::keyed_tables_scan_bytewise(&open(&url));
+    let url = fresh_database("conformance_notifications").unwrap();
+    conformance::notification_log_reads_and_removes_exactly(&open(&url));
     let url = fresh_database("conformance_concurrent").unwrap();
     conformance::concurrent_commits_are_all_acknowledged(Arc::new(open(&url)));
     let url = fresh_database("conformance_history").unwrap();

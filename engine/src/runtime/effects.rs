@@ -74,10 +74,10 @@ impl Inner {
                 Effect::Deliver => self.spawn(|inner| async move { inner.deliver_outbox().await }),
                 Effect::Publish(records) => {
                     for record in records {
-                        let _ = self.events.send(EngineEvent {
+                        let _ = self.events.send(Arc::new(EngineEvent {
                             instance: instance.to_string(),
                             record,
-                        });
+                        }));
                     }
                 }
                 Effect::Notified(last) => self.notifications_durable(last),

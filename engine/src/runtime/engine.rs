@@ -383,8 +383,9 @@ impl Engine {
         read_history(self.inner.store.as_ref(), id)
     }
 
-    /// A stream of engine events; each is published after its turn is durable.
-    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+    /// A stream of engine events; each is published after its turn is durable. Every receiver
+    /// gets the same shared event.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EngineEvent>> {
         self.inner.events.subscribe()
     }
 

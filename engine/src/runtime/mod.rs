@@ -131,7 +131,8 @@ struct Inner {
     generator: Option<Arc<dyn TextGenerator>>,
     versions: RwLock<Versions>,
     live: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
-    events: broadcast::Sender<EngineEvent>,
+    /// Durable history records for subscribers, shared (a receiver clones a pointer, not the record).
+    events: broadcast::Sender<Arc<EngineEvent>>,
     ended_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<InstanceInfo>>>>,
     /// Armed timers (instance waits and timer start events), earliest first.
     timers: Mutex<BinaryHeap<Reverse<(u64, TimerTarget)>>>,

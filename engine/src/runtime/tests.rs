@@ -620,9 +620,9 @@ async fn subscribers_see_durable_history_events() {
     while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
     {
         assert_eq!(event.instance, started.id);
-        if let HistoryEntry::Executor { event } = event.record.entry {
+        if let HistoryEntry::Executor { event } = &event.record.entry {
             kinds.push(
-                serde_json::to_value(&event).unwrap()["type"]
+                serde_json::to_value(event).unwrap()["type"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),

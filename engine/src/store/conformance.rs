@@ -199,18 +199,19 @@ pub fn history_across_turns(store: &dyn Store) {
             "t1",
             SnapshotChange::Running(b"c".to_vec()),
             2,
-            &["e2"],
+            &["e2", "e3"],
         ))
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(history(store), ["e0", "e1", "e2"]);
+    assert_eq!(history(store), ["e0", "e1", "e2", "e3"]);
+    // The next turn with history moves a tail of two entries.
     store
         .commit(step(
             "t1",
             SnapshotChange::Finished(b"d".to_vec()),
-            3,
-            &["e3", "e4"],
+            4,
+            &["e4"],
         ))
         .unwrap()
         .wait()
@@ -218,6 +219,58 @@ pub fn history_across_turns(store: &dyn Store) {
     assert_eq!(history(store), ["e0", "e1", "e2", "e3", "e4"]);
     assert_eq!(store.instance("t1").unwrap(), Some(b"d".to_vec()));
     assert!(store.unfinished().unwrap().iter().all(|(id, _)| id != "t1"));
+}
+
+/// On an empty store: the notification log read after any number gives exactly the entries
+/// after it, however the store keeps them (a commit of many entries included), and removal
+/// through a number takes exactly the entries up to it, the newest excepted.
+pub fn notification_log_reads_and_removes_exactly(store: &dyn Store) {
+    // Every entry with the number the log must give it.
+    let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (commit, count) in [3usize, 1, 40, 2].into_iter().enumerate() {
+        let mut told = StepCommit::for_instance(format!("n{commit}"));
+        told.notifications = (0..count)
+            .map(|i| format!("{commit}.{i}").into_bytes())
+            .collect();
+        let before = all.len() as u64;
+        all.extend(
+            told.notifications
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| (before + i as u64 + 1, entry.clone())),
+        );
+        let ack = store.commit(told).unwrap();
+        let last = ack.last_notification();
+        ack.wait().unwrap();
+        assert_eq!(last, Some(all.len() as u64));
+    }
+    for after in 0..=all.len() as u64 {
+        for limit in [1, 5, 100] {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|(n, _)| *n > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                store.notifications_after(after, limit).unwrap(),
+                expected,
+                "after {after}, limit {limit}"
+            );
+        }
+    }
+    for through in [2, 5, 30] {
+        store.remove_notifications_through(through).unwrap();
+        let left = store.notifications_after(0, 100).unwrap();
+        assert_eq!(left, all[through as usize..], "removed through {through}");
+    }
+    store.remove_notifications_through(1_000).unwrap();
+    assert_eq!(
+        store.notifications_after(0, 100).unwrap(),
+        all[all.len() - 1..],
+        "the newest entry stays"
+    );
+    assert_eq!(store.last_notification().unwrap(), all.len() as u64);
 }
 
 /// After [`history_across_turns`], the same store opened again (a durable store) still has `t1`.

@@ -9,6 +9,10 @@
 //!
 //! Layout (`u64` little-endian integers): snapshot length, snapshot, slot of the first tail entry,
 //! number of tail entries, then per entry its length and its bytes.
+//!
+//! A moved tail stays together: it becomes one history key (a [`history chunk`](encode_chunk),
+//! keyed by its first slot), so a turn that brings history writes two keys however many entries
+//! the turn before it had.
 
 /// An instance record, borrowing from the stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +28,10 @@ pub(crate) struct InstanceRecord<'a> {
 impl<'a> InstanceRecord<'a> {
     /// Encodes a record.
     pub(crate) fn encode(snapshot: &[u8], tail_from: u64, tail: &[impl AsRef<[u8]>]) -> Vec<u8> {
-        let size = 8
-            + snapshot.len()
-            + 16
-            + tail
-                .iter()
-                .map(|entry| 8 + entry.as_ref().len())
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
+        let mut out = Vec::with_capacity(16 + snapshot.len() + entries_size(tail));
         put_bytes(&mut out, snapshot);
         out.extend_from_slice(&tail_from.to_le_bytes());
-        out.extend_from_slice(&(tail.len() as u64).to_le_bytes());
-        for entry in tail {
-            put_bytes(&mut out, entry.as_ref());
-        }
+        put_entries(&mut out, tail);
         out
     }
 
@@ -46,14 +40,7 @@ impl<'a> InstanceRecord<'a> {
         let mut rest = bytes;
         let snapshot = take_bytes(&mut rest)?;
         let tail_from = take_u64(&mut rest)?;
-        let count = usize::try_from(take_u64(&mut rest)?).ok()?;
-        // Every entry needs at least its length prefix: a damaged count cannot over-allocate.
-        if count > rest.len() / 8 {
-            return None;
-        }
-        let tail = (0..count)
-            .map(|_| take_bytes(&mut rest))
-            .collect::<Option<Vec<_>>>()?;
+        let tail = take_entries(&mut rest)?;
         rest.is_empty().then_some(Self {
             snapshot,
             tail_from,
@@ -68,6 +55,47 @@ impl<'a> InstanceRecord<'a> {
             .enumerate()
             .map(|(i, entry)| (self.tail_from + i as u64, *entry))
     }
+}
+
+/// Encodes consecutive history entries as one value: their number, then per entry its length and
+/// its bytes.
+pub(crate) fn encode_chunk(entries: &[impl AsRef<[u8]>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries_size(entries));
+    put_entries(&mut out, entries);
+    out
+}
+
+/// Decodes a history chunk; `None` when the bytes are not one (truncated, trailing garbage).
+pub(crate) fn decode_chunk(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut rest = bytes;
+    let entries = take_entries(&mut rest)?;
+    rest.is_empty().then_some(entries)
+}
+
+/// Bytes [`put_entries`] writes for `entries`.
+fn entries_size(entries: &[impl AsRef<[u8]>]) -> usize {
+    8 + entries
+        .iter()
+        .map(|entry| 8 + entry.as_ref().len())
+        .sum::<usize>()
+}
+
+/// The number of entries, then each with its length.
+fn put_entries(out: &mut Vec<u8>, entries: &[impl AsRef<[u8]>]) {
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for entry in entries {
+        put_bytes(out, entry.as_ref());
+    }
+}
+
+/// What [`put_entries`] wrote.
+fn take_entries<'a>(rest: &mut &'a [u8]) -> Option<Vec<&'a [u8]>> {
+    let count = usize::try_from(take_u64(rest)?).ok()?;
+    // Every entry needs at least its length prefix: a damaged count cannot over-allocate.
+    if count > rest.len() / 8 {
+        return None;
+    }
+    (0..count).map(|_| take_bytes(rest)).collect()
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -118,6 +146,37 @@ mod tests {
                 .collect();
             assert_eq!(slots, expected);
         }
+    }
+
+    #[test]
+    fn chunks_round_trip_and_damaged_ones_are_refused() {
+        for entries in [
+            vec![],
+            vec![b"one".to_vec()],
+            vec![b"a".to_vec(), Vec::new(), b"ccc".to_vec()],
+        ] {
+            let bytes = encode_chunk(&entries);
+            let decoded = decode_chunk(&bytes).expect("decodes");
+            assert_eq!(
+                decoded,
+                entries.iter().map(Vec::as_slice).collect::<Vec<_>>()
+            );
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    decode_chunk(&bytes[..cut]),
+                    None,
+                    "truncated to {cut} bytes"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(decode_chunk(&longer), None, "trailing byte");
+        }
+        assert_eq!(
+            decode_chunk(&u64::MAX.to_le_bytes()),
+            None,
+            "count beyond the bytes"
+        );
     }
 
     #[test]

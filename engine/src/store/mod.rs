@@ -37,7 +37,7 @@ pub use sled_store::SledStore;
 use std::time::Duration;
 
 /// The layout version written into every sled store; a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The engine-wide keyed tables a step may change besides its own instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

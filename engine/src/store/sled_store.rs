@@ -5,7 +5,7 @@
 
 use super::group::{FlushStats, GroupCommitter};
 use super::ids::IdBlocks;
-use super::instance_record::InstanceRecord;
+use super::instance_record::{decode_chunk, encode_chunk, InstanceRecord};
 use super::overlay::{merge, Overlay, Write};
 use super::packed::{pack, unpack};
 use super::{
@@ -30,11 +30,16 @@ const ID_BLOCK: u64 = 100_000;
 const INSTANCES: u8 = b'i';
 /// Instance id → nothing, while the instance is unfinished.
 const ACTIVE: u8 = b'a';
-/// [`history_key`] → one history entry moved out of its instance record's tail.
+/// [`history_key`] of its first slot → consecutive history entries (a chunk: one turn's tail
+/// moved out of its instance record, or one commit's history without a snapshot).
 const HISTORY: u8 = b'h';
 const OUTBOX: u8 = b'o';
-/// Big-endian notification number → one entry of the notification log.
+/// Big-endian number of its first entry → consecutive entries of the notification log (a chunk
+/// of at most [`NOTIFICATION_CHUNK`], written by one commit).
 const NOTIFICATIONS: u8 = b'n';
+/// The most notification-log entries under one key, so that the chunk holding a given number
+/// starts at most this many numbers before it.
+const NOTIFICATION_CHUNK: usize = 16;
 
 fn table_prefix(table: Table) -> u8 {
     match table {
@@ -166,11 +171,14 @@ impl SledStore {
         let tree = db.open_tree("flowbot").map_err(io)?;
         let next_notification = match tree.scan_prefix([NOTIFICATIONS]).next_back() {
             Some(entry) => {
-                let (k, _) = entry.map_err(io)?;
-                notification_number(&k[1..]).ok_or_else(|| StoreError::Corrupted {
-                    path: shown.clone(),
-                    detail: "a notification key is damaged".into(),
-                })? + 1
+                let (k, chunk) = entry.map_err(io)?;
+                let (first, entries) = decode_notifications(&k[1..], &chunk).map_err(|detail| {
+                    StoreError::Corrupted {
+                        path: shown.clone(),
+                        detail,
+                    }
+                })?;
+                first + entries.len() as u64
             }
             None => 1,
         };
@@ -351,7 +359,7 @@ impl Store for SledStore {
             Some(change) => {
                 let (snapshot, running) = change.into_parts();
                 // This commit's history becomes the record's tail; the previous tail moves to
-                // history keys. Without new history the previous tail stays where it is.
+                // one history key (a chunk). Without new history the previous tail stays where it is.
                 let stored = if !first && history_from > 0 {
                     self.read(&key(INSTANCES, id))?
                 } else {
@@ -370,10 +378,10 @@ impl Store for SledStore {
                         InstanceRecord::encode(&snapshot, previous.tail_from, &previous.tail)
                     }
                     previous => {
-                        for (slot, entry) in previous.iter().flat_map(InstanceRecord::tail_slots) {
+                        if let Some(previous) = previous.filter(|p| !p.tail.is_empty()) {
                             writes.push((
-                                key(HISTORY, &history_key(&instance, slot)),
-                                Some(pack(entry)),
+                                key(HISTORY, &history_key(&instance, previous.tail_from)),
+                                Some(pack(&encode_chunk(&previous.tail))),
                             ));
                         }
                         InstanceRecord::encode(&snapshot, history_from, &history)
@@ -384,14 +392,11 @@ impl Store for SledStore {
                     writes.push((key(ACTIVE, id), running.then(Vec::new)));
                 }
             }
-            None => {
-                for (i, entry) in history.into_iter().enumerate() {
-                    writes.push((
-                        key(HISTORY, &history_key(&instance, history_from + i as u64)),
-                        Some(pack(&entry)),
-                    ));
-                }
-            }
+            None if history.is_empty() => {}
+            None => writes.push((
+                key(HISTORY, &history_key(&instance, history_from)),
+                Some(pack(&encode_chunk(&history))),
+            )),
         }
         for payload in outbox {
             let seq = self.next_seq()?;
@@ -410,14 +415,12 @@ impl Store for SledStore {
             .next_notification
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let first_number = *next;
-        for (i, entry) in notifications.into_iter().enumerate() {
-            let number = first_number + i as u64;
+        for chunk in notifications.chunks(NOTIFICATION_CHUNK) {
             writes.push((
-                key(NOTIFICATIONS, &number.to_be_bytes()),
-                Some(pack(&entry)),
+                key(NOTIFICATIONS, &next.to_be_bytes()),
+                Some(pack(&encode_chunk(chunk))),
             ));
-            *next = number + 1;
+            *next += chunk.len() as u64;
         }
         let last = *next - 1;
         self.apply(writes)?;
@@ -452,11 +455,16 @@ impl Store for SledStore {
         // both places (same slots, same bytes), never in neither.
         let record = self.read(&key(INSTANCES, id.as_bytes()))?;
         let mut entries = std::collections::BTreeMap::new();
-        for (k, entry) in self.scan_prefix(HISTORY, &history_prefix(id))? {
-            entries.insert(
-                self.history_slot(id, &k)?,
-                self.unpack(id, &entry)?.into_owned(),
-            );
+        for (k, chunk) in self.scan_prefix(HISTORY, &history_prefix(id))? {
+            let first = self.history_slot(id, &k)?;
+            let unpacked = self.unpack(id, &chunk)?;
+            let chunk = decode_chunk(&unpacked).ok_or_else(|| StoreError::Corrupted {
+                path: self.path.display().to_string(),
+                detail: format!("a history chunk of instance {id} is damaged"),
+            })?;
+            for (i, entry) in chunk.into_iter().enumerate() {
+                entries.insert(first + i as u64, entry.to_vec());
+            }
         }
         if let Some(bytes) = &record {
             let unpacked = self.unpack(id, bytes)?;
@@ -560,20 +568,28 @@ impl Store for SledStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.scan_after(NOTIFICATIONS, &after.to_be_bytes(), limit)?
-            .into_iter()
-            .map(|(k, packed)| {
-                let number = notification_number(&k).ok_or_else(|| StoreError::Corrupted {
-                    path: self.path.display().to_string(),
-                    detail: "a notification key is damaged".into(),
-                })?;
-                let entry = unpack(&packed).ok_or_else(|| StoreError::Corrupted {
-                    path: self.path.display().to_string(),
-                    detail: format!("notification {number} cannot be decompressed"),
-                })?;
-                Ok((number, entry.into_owned()))
-            })
-            .collect()
+        // The chunk holding `after + 1` starts at most NOTIFICATION_CHUNK - 1 numbers before
+        // it; `limit` chunks after that one hold at least `limit` entries.
+        let from = after.saturating_sub(NOTIFICATION_CHUNK as u64 - 1);
+        let wanted = limit.saturating_add(NOTIFICATION_CHUNK);
+        let scanned = match from.checked_sub(1) {
+            Some(before) => self.scan_after(NOTIFICATIONS, &before.to_be_bytes(), wanted)?,
+            None => self.scan_after(NOTIFICATIONS, &[], wanted)?,
+        };
+        let mut out = Vec::new();
+        for (k, chunk) in scanned {
+            let (first, entries) = self.notification_chunk(&k, &chunk)?;
+            for (i, entry) in entries.into_iter().enumerate() {
+                let number = first + i as u64;
+                if number > after && out.len() < limit {
+                    out.push((number, entry));
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn last_notification(&self) -> Result<u64, StoreError> {
@@ -590,13 +606,23 @@ impl Store for SledStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_sub(1);
+        // Entries up to `cut` go; the newest stays, so that numbering goes on after a restart.
+        // A chunk that holds both kinds is written again with the entries that stay.
+        let cut = through.min(newest.saturating_sub(1));
         let mut writes: Vec<(Vec<u8>, Write)> = Vec::new();
-        for (k, _) in self.scan_after(NOTIFICATIONS, &[], usize::MAX)? {
-            match notification_number(&k) {
-                Some(number) if number <= through && number < newest => {
-                    writes.push((key(NOTIFICATIONS, &k), None))
-                }
-                _ => break,
+        for (k, chunk) in self.scan_after(NOTIFICATIONS, &[], usize::MAX)? {
+            let (first, entries) = self.notification_chunk(&k, &chunk)?;
+            if first > cut {
+                break;
+            }
+            writes.push((key(NOTIFICATIONS, &k), None));
+            let kept = &entries[entries.len().min((cut + 1 - first) as usize)..];
+            if !kept.is_empty() {
+                writes.push((
+                    key(NOTIFICATIONS, &(cut + 1).to_be_bytes()),
+                    Some(pack(&encode_chunk(kept))),
+                ));
+                break;
             }
         }
         if !writes.is_empty() {
@@ -607,9 +633,21 @@ impl Store for SledStore {
     }
 }
 
-/// The number in a notification key (without its prefix byte).
+/// The number in a notification key (without its prefix byte): its chunk's first.
 fn notification_number(k: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
+}
+
+/// A chunk of the notification log: the number of its first entry and its entries, or what is
+/// damaged.
+fn decode_notifications(k: &[u8], packed: &[u8]) -> Result<(u64, Vec<Vec<u8>>), String> {
+    let first = notification_number(k).ok_or("a notification key is damaged")?;
+    let unpacked =
+        unpack(packed).ok_or_else(|| format!("notification {first} cannot be decompressed"))?;
+    let entries = decode_chunk(&unpacked)
+        .filter(|entries| !entries.is_empty())
+        .ok_or_else(|| format!("the notifications from {first} on are damaged"))?;
+    Ok((first, entries.into_iter().map(<[u8]>::to_vec).collect()))
 }
 
 impl SledStore {
@@ -682,6 +720,18 @@ impl SledStore {
         unpack(stored).ok_or_else(|| StoreError::Corrupted {
             path: self.path.display().to_string(),
             detail: format!("a stored value of instance {id} cannot be decompressed"),
+        })
+    }
+
+    /// A stored chunk of the notification log: its first number and its entries.
+    fn notification_chunk(
+        &self,
+        k: &[u8],
+        packed: &[u8],
+    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        decode_notifications(k, packed).map_err(|detail| StoreError::Corrupted {
+            path: self.path.display().to_string(),
+            detail,
         })
     }
 

@@ -8,6 +8,7 @@ fn memory_store_passes_the_conformance_suite() {
     conformance::commits_and_reads_back(&MemoryStore::new());
     conformance::history_across_turns(&MemoryStore::new());
     conformance::keyed_tables_scan_bytewise(&MemoryStore::new());
+    conformance::notification_log_reads_and_removes_exactly(&MemoryStore::new());
     conformance::concurrent_commits_are_all_acknowledged(Arc::new(MemoryStore::new()));
 }
 
@@ -28,6 +29,8 @@ fn sled_store_passes_the_conformance_suite_in_both_durability_modes() {
         conformance::commits_and_reads_back(&store);
         let (_dir, store) = fresh();
         conformance::keyed_tables_scan_bytewise(&store);
+        let (_dir, store) = fresh();
+        conformance::notification_log_reads_and_removes_exactly(&store);
         let (_dir, store) = fresh();
         conformance::concurrent_commits_are_all_acknowledged(Arc::new(store));
         let (dir, store) = fresh();
@@ -220,6 +223,63 @@ fn open_raw_sled(dir: &std::path::Path) -> sled::Db {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{} stayed locked", dir.display());
+}
+
+#[test]
+fn a_moved_tail_is_one_history_key_and_a_damaged_one_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+        conformance::history_across_turns(&store);
+    }
+    let db = open_raw_sled(dir.path());
+    let tree = db.open_tree("flowbot").unwrap();
+    // Slot 0: the first turn's tail (e0); slot 1: the history-only commit (e1); slot 2: the
+    // tail e2 + e3 moved by the last turn, whose own entry (e4) stays in the record.
+    let history_keys: Vec<Vec<u8>> = tree
+        .scan_prefix(b"ht1\0")
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    let slots: Vec<u64> = history_keys
+        .iter()
+        .map(|k| u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap()))
+        .collect();
+    assert_eq!(slots, [0, 1, 2]);
+    // Unpacks, but is no chunk: its entry count is cut short.
+    tree.insert(&history_keys[2], super::packed::pack(&[2, 0, 0]))
+        .unwrap();
+    db.flush().unwrap();
+    drop(tree);
+    drop(db);
+    let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+    let err = store.history("t1").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupted { .. }), "{err}");
+    assert!(
+        err.to_string().contains("a history chunk of instance t1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_commit_keeps_its_notifications_under_one_key_per_sixteen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path(), Durability::Step).unwrap();
+        for count in [3, 40] {
+            let mut told = StepCommit::for_instance("n");
+            told.notifications = (0..count).map(|i: u32| i.to_be_bytes().to_vec()).collect();
+            store.commit(told).unwrap().wait().unwrap();
+        }
+    }
+    let db = open_raw_sled(dir.path());
+    let tree = db.open_tree("flowbot").unwrap();
+    let firsts: Vec<u64> = tree
+        .scan_prefix(b"n")
+        .keys()
+        .map(|k| u64::from_be_bytes(k.unwrap()[1..].try_into().unwrap()))
+        .collect();
+    assert_eq!(firsts, [1, 4, 20, 36]);
 }
 
 #[test]
