@@ -32,7 +32,7 @@ method="${METHOD:-head}"
 echo "== fine-tuning ($method)"
 case "$method" in
   head) recipe=(--epochs 4 --lr 3e-4 --batch 8 --max-minutes 6) ;;
-  lora) recipe=(--rank 8 --alpha 16 --epochs 2 --patience 2 --lr 1e-3 --batch 8 --max-minutes 55) ;;
+  lora) recipe=(--rank 8 --alpha 16 --epochs 2 --patience 2 --lr 1e-3 --batch 8 --max-minutes 75) ;;
   *) echo "METHOD must be head or lora, not $method" >&2; exit 2 ;;
 esac
 "$flowbot" model finetune --model "$base" --method "$method" "${recipe[@]}" --seed 42 \

@@ -164,7 +164,7 @@ fn amount_text(total: f64, currency: &str, style: Style, rng: &mut impl Rng) -> 
         _ => &["A${n}", "AUD {n}", "{n} AUD"],
     };
     let chinese: &[&str] = match currency {
-        "USD" => &["{n} 美元", "美元 {n}", "USD {n}"],
+        "USD" => &["{n} 美元", "美元 {n}", "美金{n}", "USD {n}"],
         "CNY" => &[
             "{n} 元",
             "人民币 {n} 元",
@@ -173,12 +173,12 @@ fn amount_text(total: f64, currency: &str, style: Style, rng: &mut impl Rng) -> 
             "{n}元",
             "RMB {n}",
         ],
-        "EUR" => &["{n} 欧元", "€{n}", "EUR {n}"],
-        "GBP" => &["{n} 英镑", "£{n}"],
-        "JPY" => &["{n} 日元", "JPY {n}"],
-        "HKD" => &["{n} 港币", "HK${n}"],
-        "CHF" => &["CHF {n}", "{n} 瑞士法郎"],
-        _ => &["{n} 澳元", "AUD {n}"],
+        "EUR" => &["{n} 欧元", "欧元 {n}", "€{n}", "EUR {n}"],
+        "GBP" => &["{n} 英镑", "英镑 {n}", "£{n}"],
+        "JPY" => &["{n} 日元", "日元 {n}", "JPY {n}"],
+        "HKD" => &["{n} 港币", "港币 {n}", "港元{n}", "HK${n}"],
+        "CHF" => &["CHF {n}", "{n} 瑞士法郎", "瑞士法郎 {n}"],
+        _ => &["{n} 澳元", "澳元 {n}", "AUD {n}"],
     };
     let forms = match style {
         Style::English => english,
@@ -270,6 +270,18 @@ const COMPANIES: &[&str] = &[
     "成都天府食品有限公司",
     "苏州工业园区光电有限公司",
     "武汉长江钢材贸易有限公司",
+    "Kiwi Fresh Exports Ltd",
+    "Rheinland Pumpen AG",
+    "Maple Leaf Hardware Inc.",
+    "Sunrise Textiles Pvt. Ltd.",
+    "Andes Copper S.A.",
+    "重庆山城重工集团",
+    "沈阳北方机床厂",
+    "南昌赣江电子股份有限公司",
+    "合肥新源贸易公司",
+    "福州闽江茶叶商行",
+    "西安古城建材总公司",
+    "长沙湘江医疗器械研究所",
 ];
 const ITEMS: &[&str] = &[
     "steel brackets",
@@ -339,6 +351,8 @@ const ZH_BODIES: &[&str] = &[
     "订单编号：{id}\n客户：{customer}\n金额：{amount}\n联系电话：{phone}",
     "请处理{customer}的订单{id}，货款共计{amount}。此单替代之前的订单{prev_id}。",
     "现代表{customer}订购{qty}{item_zh}，订单号为{id}，总价{amount}，交货日期{date}。",
+    "{customer}追加订单{id}：{qty}{item_zh}，总计{amount}，请安排{date}前送达。",
+    "关于订单{id}：买方{customer}，应付总额{amount}（含运费），联系人{person_zh}。",
 ];
 const ZH_SIGNATURES: &[&str] = &[
     "{person_zh}",
@@ -352,6 +366,10 @@ const MIXED_BODIES: &[&str] = &[
     "Order {id} from {customer}: {qty} {item}, total {amount}. 请确认。",
     "Please confirm PO {id} for {customer}. 金额 {amount}, {qty} pcs, deliver by {date}. Thanks!",
     "{customer} 的订单 {id} (replaces {prev_id}), amount {amount}. 联系电话 {phone}.",
+    "订单编号 Order ID: {id}\n客户名称 Customer: {customer}\n金额 Amount: {amount}\n交期 Delivery: {date}",
+    "PO号 / PO No.: {id}；客户 / Client: {customer}；总价 / Total: {amount}",
+    "Hi, this is {person_zh} from {customer}. 订单 {id} 的总额是 {amount}，please confirm.",
+    "{customer}订单 {id} confirmed by {person}, 共 {qty} {item}, total {amount}.",
 ];
 const MIXED_SIGNATURES: &[&str] = &[
     "Best,\n{person}",

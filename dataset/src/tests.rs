@@ -159,6 +159,8 @@ fn generated_emails_state_their_label_among_distractors_in_every_language() {
     let mut languages = HashSet::new();
     let mut first_lines = HashSet::new();
     let mut with_distractor_ids = 0;
+    let mut currency_word_first = 0;
+    let mut bilingual_labels = 0;
     for order in &orders {
         let (text, label) = generate::email(order, &mut rng).unwrap();
         let id = label.order_id.as_deref().unwrap();
@@ -181,7 +183,18 @@ fn generated_emails_state_their_label_among_distractors_in_every_language() {
         with_distractor_ids += usize::from(
             text.matches(|c: char| c.is_ascii_digit()).count() > id.len() + whole.len() + 4,
         );
+        currency_word_first += usize::from(
+            ["欧元 ", "英镑 ", "日元 ", "港币 ", "澳元 "]
+                .iter()
+                .any(|word| text.contains(&format!("{word}{}", &whole[..1]))),
+        );
+        bilingual_labels += usize::from(text.contains("Customer:") && text.contains("客户名称"));
     }
+    assert!(
+        currency_word_first > 0,
+        "no currency written before its amount in Chinese"
+    );
+    assert!(bilingual_labels > 0, "no e-mail with bilingual labels");
     assert_eq!(languages.len(), 3, "{languages:?}");
     assert!(
         first_lines.len() >= 12,
