@@ -49,6 +49,8 @@ if [ -z "${FLOWBOT_TEST_POSTGRES_URL:-}" ] && ls /usr/lib/postgresql/*/bin/initd
   echo "== PostgreSQL test cluster"
   eval "$(scripts/postgres-test-cluster.sh start)"
   export FLOWBOT_TEST_POSTGRES_URL
+  # How the database-restart test restarts this server (it owns the cluster).
+  export FLOWBOT_TEST_POSTGRES_RESTART="$PWD/scripts/postgres-test-cluster.sh restart"
   echo "database: $FLOWBOT_TEST_POSTGRES_URL"
   trap 'scripts/postgres-test-cluster.sh stop' EXIT
 fi

@@ -2,34 +2,52 @@
 //! `FLOWBOT_TEST_POSTGRES_URL` (`scripts/postgres-test-cluster.sh start`; skipped with a notice
 //! without it, a failure under CI): orders started and read back, `/readyz` false while the
 //! database refuses connections and true again after, a second node on the same database refused
-//! naming the first, and `flowbot db migrate`.
+//! naming the first, and `flowbot db migrate`; and the database server restarted under load
+//! (`FLOWBOT_TEST_POSTGRES_RESTART`, the command that restarts it, set by `scripts/test-all.sh`):
+//! every start acknowledged before, during or after is there afterwards, once.
 
 use flowbot_e2e::serve::{project, Server};
 use flowbot_e2e::{flowbot, repo_root};
 use serde_json::json;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const DATABASE: &str = "flowbot_e2e_serve";
 
-/// The server's URL, or `None` (with a notice) when none is set outside CI.
-fn server_url() -> Option<String> {
-    match std::env::var("FLOWBOT_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
+/// Held by each test: one restarts the database server, which the other must not see.
+static DATABASE_SERVER: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    DATABASE_SERVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The environment variable `name`, or `None` (with a notice) when it is not set outside CI;
+/// under CI its absence fails the test (`what` needs it).
+fn required_env(name: &str, what: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Some(value),
         _ if std::env::var_os("CI").is_some() => {
-            panic!("FLOWBOT_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL tests")
+            panic!("{name} is not set: CI must run {what}")
         }
         _ => {
-            eprintln!("skipped: FLOWBOT_TEST_POSTGRES_URL is not set");
+            eprintln!("skipped: {name} is not set");
             None
         }
     }
 }
 
-/// Runs SQL through `psql` on the server's maintenance database.
-fn psql(url: &str, sql: &str) {
+/// The server's URL.
+fn server_url() -> Option<String> {
+    required_env("FLOWBOT_TEST_POSTGRES_URL", "the PostgreSQL tests")
+}
+
+/// Runs SQL through `psql` on the server's maintenance database; returns what it selects, as
+/// unaligned text.
+fn psql_value(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .args(["-qtA", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
         .output()
         .expect("psql runs (it comes with the postgresql package)");
     assert!(
@@ -37,14 +55,55 @@ fn psql(url: &str, sql: &str) {
         "{sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn psql(url: &str, sql: &str) {
+    psql_value(url, sql);
+}
+
+/// The URL of `database`, created empty on the server of `admin_url`.
+fn fresh_database(admin_url: &str, database: &str) -> String {
+    psql(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+    psql(admin_url, &format!("CREATE DATABASE {database}"));
+    format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0)
+}
+
+/// A project with the order process and its review table, and the `serve` arguments that run it
+/// with built-in job completion on the database at `url`.
+fn order_project(url: &str) -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+    let workflows =
+        std::fs::read_to_string(repo_root().join("workflows/order_processing.yaml")).unwrap();
+    let review = std::fs::read_to_string(repo_root().join("workflows/order_review.dmn")).unwrap();
+    let (dir, workflows_dir, rules, data) = project(&[
+        ("order_processing.yaml", &workflows),
+        ("order_review.dmn", &review),
+    ]);
+    let args = [
+        "--workflows",
+        workflows_dir.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--complete-jobs",
+        "--store",
+        url,
+    ]
+    .map(String::from)
+    .to_vec();
+    (dir, data, args)
+}
+
+/// The start request of an order that runs to its review task.
+fn order_body(order: &str) -> serde_json::Value {
+    json!({"process": "order_processing",
+           "variables": {"order_id": order, "customer": "ann", "amount": 20000}})
 }
 
 fn start_order(server: &Server, order: &str) -> String {
-    let answer = server.post(
-        "/api/v1/instances",
-        &json!({"process": "order_processing",
-                "variables": {"order_id": order, "customer": "ann", "amount": 20000}}),
-    );
+    let answer = server.post("/api/v1/instances", &order_body(order));
     assert_eq!(answer.status, 201, "{}", answer.body);
     answer.json()["id"].as_str().unwrap().to_string()
 }
@@ -54,29 +113,10 @@ fn serve_on_postgres_starts_orders_reports_readiness_and_refuses_a_second_node()
     let Some(admin_url) = server_url() else {
         return;
     };
-    psql(
-        &admin_url,
-        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-    );
-    psql(&admin_url, &format!("CREATE DATABASE {DATABASE}"));
-    let url = format!("{}/{DATABASE}", admin_url.rsplit_once('/').unwrap().0);
-    let workflows =
-        std::fs::read_to_string(repo_root().join("workflows/order_processing.yaml")).unwrap();
-    let review = std::fs::read_to_string(repo_root().join("workflows/order_review.dmn")).unwrap();
-    let (_dir, workflows_dir, rules, data) = project(&[
-        ("order_processing.yaml", &workflows),
-        ("order_review.dmn", &review),
-    ]);
-    let (w, r) = (workflows_dir.to_str().unwrap(), rules.to_str().unwrap());
-    let common = [
-        "--workflows",
-        w,
-        "--rules",
-        r,
-        "--complete-jobs",
-        "--store",
-        &url,
-    ];
+    let _server = exclusive();
+    let url = fresh_database(&admin_url, DATABASE);
+    let (_dir, data, args) = order_project(&url);
+    let common: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&data, &[&common[..], &["--node-id", "e2e-node-a"]].concat());
     assert_eq!(server.get("/readyz").status, 200);
     let first = start_order(&server, "SO-1");
@@ -126,4 +166,122 @@ fn serve_on_postgres_starts_orders_reports_readiness_and_refuses_a_second_node()
     assert_eq!(server.terminate(), Some(0));
     let migrate = flowbot(&["db", "migrate", "--store", &url]);
     assert!(migrate.stdout.contains("up to date"), "{migrate:?}");
+}
+
+/// The shell command that restarts the database server.
+fn restart_command() -> Option<String> {
+    required_env("FLOWBOT_TEST_POSTGRES_RESTART", "the database-restart test")
+}
+
+#[test]
+fn a_database_restart_under_load_loses_no_acknowledged_start() {
+    let (Some(admin_url), Some(restart)) = (server_url(), restart_command()) else {
+        return;
+    };
+    let _server = exclusive();
+    let url = fresh_database(&admin_url, "flowbot_e2e_restart");
+    let (_dir, data, args) = order_project(&url);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--node-id", "e2e-restart"]);
+    let server = Server::start(&data, &args);
+
+    // Four clients start orders until told to stop; each keeps what was acknowledged (201) and
+    // counts what was refused (a 503 while the database is away, or no answer).
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let target = Server::client(&server.base);
+            let (stop, acknowledged, refused) =
+                (stop.clone(), acknowledged.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let order = format!("SO-{client}-{n}");
+                    match target.try_post("/api/v1/instances", &order_body(&order)) {
+                        Some(answer) if answer.status == 201 => {
+                            let id = answer.json()["id"].as_str().unwrap().to_string();
+                            acknowledged.lock().unwrap().push((id, order));
+                        }
+                        Some(answer) => refused
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {}", answer.status, answer.body)),
+                        None => refused.lock().unwrap().push("no answer".into()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = || acknowledged.lock().unwrap().len();
+    let wait_for_more = |than: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while count() < than + 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress: {} acknowledged, refused: {:?}",
+                count(),
+                refused.lock().unwrap().last()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_more(0);
+    let before = count();
+    let started_at = || psql_value(&admin_url, "SELECT pg_postmaster_start_time()");
+    let first_start = started_at();
+    let restarted = Command::new("sh")
+        .args(["-c", &restart])
+        .output()
+        .expect("the restart command runs");
+    assert!(
+        restarted.status.success(),
+        "{restart}: {}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    assert_ne!(started_at(), first_start, "the database server restarted");
+    // The node reconnects on its own and takes starts again.
+    let after_restart = count();
+    wait_for_more(after_restart);
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    server.wait_for("/readyz 200", Duration::from_secs(30), |s| {
+        s.get("/readyz").status == 200
+    });
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > before, "{before} before the restart");
+    let mut ids = std::collections::HashSet::new();
+    for (id, order) in &acknowledged {
+        assert!(ids.insert(id.clone()), "{id} acknowledged twice");
+        let read = server.get(&format!("/api/v1/instances/{id}"));
+        assert_eq!(
+            read.status, 200,
+            "{id} ({order}) was acknowledged: {}",
+            read.body
+        );
+        let view = read.json();
+        assert_eq!(view["variables"]["order_id"], order.as_str(), "{view}");
+        assert_eq!(view["status"], "waiting", "{view}");
+        let history = server
+            .get(&format!("/api/v1/instances/{id}/history"))
+            .json();
+        let started = history
+            .as_array()
+            .expect("the history is an array of records")
+            .iter()
+            .filter(|e| e["entry"]["event"]["type"] == "instance_started")
+            .count();
+        assert_eq!(started, 1, "{id}: {history}");
+    }
+    eprintln!(
+        "{} starts acknowledged ({before} before the restart), {} refused while it ran",
+        acknowledged.len(),
+        refused.lock().unwrap().len()
+    );
+    assert_eq!(server.terminate(), Some(0));
 }
