@@ -706,14 +706,24 @@ fn webhook_receiver(failures: usize) -> (String, Arc<Mutex<Vec<Delivery>>>) {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut headers = Vec::new();
+            // A post cut short (the server killed while it was sending) ends before its blank
+            // line: it is no delivery and gets no answer.
+            let mut complete = false;
             loop {
                 let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line == "\r\n" {
+                    complete = true;
                     break;
                 }
                 if let Some((name, value)) = line.split_once(':') {
                     headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
                 }
+            }
+            if !complete {
+                continue;
             }
             let header = |name: &str| {
                 headers
