@@ -136,6 +136,8 @@ impl Fill<'_> {
             .replace("{date}", &self.date)
             .replace("{phone}", &self.phone)
             .replace("{prev_id}", &self.prev_id)
+            // A name ending in a period at the end of a sentence ("… Inc.") keeps one period.
+            .replace("..", ".")
     }
 }
 
@@ -156,15 +158,21 @@ fn amount_text(total: f64, currency: &str, style: Style, rng: &mut impl Rng) -> 
     let english: &[&str] = match currency {
         "USD" => &["${n}", "USD {n}", "{n} USD", "US${n}", "{n} dollars"],
         "CNY" => &["¥{n}", "RMB {n}", "{n} CNY", "CNY {n}", "{n} RMB"],
-        "EUR" => &["€{n}", "{n} €", "EUR {n}", "{n} euros", "{n} EUR"],
+        "EUR" => &["€{n}", "€ {n}", "{n} €", "EUR {n}", "{n} euros", "{n} EUR"],
         "GBP" => &["£{n}", "GBP {n}", "{n} pounds", "{n} GBP"],
         "JPY" => &["JPY {n}", "{n} yen", "{n} JPY"],
-        "HKD" => &["HK${n}", "HKD {n}", "{n} HKD"],
-        "CHF" => &["CHF {n}", "{n} CHF", "{n} francs"],
-        _ => &["A${n}", "AUD {n}", "{n} AUD"],
+        "HKD" => &[
+            "HK${n}",
+            "HK$ {n}",
+            "HKD {n}",
+            "{n} HKD",
+            "{n} Hong Kong dollars",
+        ],
+        "CHF" => &["CHF {n}", "{n} CHF", "{n} francs", "{n} Swiss francs"],
+        _ => &["A${n}", "AUD {n}", "{n} AUD", "{n} Australian dollars"],
     };
     let chinese: &[&str] = match currency {
-        "USD" => &["{n} 美元", "美元 {n}", "美金{n}", "USD {n}"],
+        "USD" => &["{n} 美元", "美元 {n}", "美金{n}", "美元 {n} 元", "USD {n}"],
         "CNY" => &[
             "{n} 元",
             "人民币 {n} 元",
@@ -173,10 +181,17 @@ fn amount_text(total: f64, currency: &str, style: Style, rng: &mut impl Rng) -> 
             "{n}元",
             "RMB {n}",
         ],
-        "EUR" => &["{n} 欧元", "欧元 {n}", "€{n}", "EUR {n}"],
+        "EUR" => &["{n} 欧元", "{n}欧元", "欧元 {n}", "€{n}", "EUR {n}"],
         "GBP" => &["{n} 英镑", "英镑 {n}", "£{n}"],
         "JPY" => &["{n} 日元", "日元 {n}", "JPY {n}"],
-        "HKD" => &["{n} 港币", "港币 {n}", "港元{n}", "HK${n}"],
+        "HKD" => &[
+            "{n} 港币",
+            "港币 {n}",
+            "港元{n}",
+            "港币 {n} 元",
+            "{n} 港元",
+            "HK${n}",
+        ],
         "CHF" => &["CHF {n}", "{n} 瑞士法郎", "瑞士法郎 {n}"],
         _ => &["{n} 澳元", "澳元 {n}", "AUD {n}"],
     };
@@ -233,8 +248,15 @@ fn synthetic_id(rng: &mut impl Rng) -> String {
             .map(|_| char::from(b'A' + Rng::gen_range(rng, 0..26u8)))
             .collect()
     };
-    match rng.gen_range(0..6) {
+    match rng.gen_range(0..8) {
         0 => format!("SO-{}", rng.gen_range(1_000..100_000)),
+        6 => format!("PO#{}", rng.gen_range(1_000..100_000)),
+        7 => format!(
+            "{}-{}-{}",
+            letters(rng, 2),
+            rng.gen_range(10..100),
+            rng.gen_range(1..100)
+        ),
         1 => format!("PO{}", rng.gen_range(100_000..1_000_000)),
         2 => format!("{}-{}", letters(rng, 2), rng.gen_range(1_000..10_000)),
         3 => format!("2026-{:04}", rng.gen_range(0..10_000)),
@@ -331,6 +353,9 @@ const EN_BODIES: &[&str] = &[
     "This is {person} from {customer}. Following up on our call, we are ordering {qty} {item} under PO {id}; the amount is {amount}.",
     "Go ahead with {id} please: {qty} units of {item}, {amount} in total. This replaces our earlier order {prev_id}.\n\n{customer}",
     "PO {id} | {customer} | {amount}\n{qty} {item}, ship to our warehouse before {date}. Call me on {phone} if anything is unclear.",
+    "{customer} would like to order {qty} {item}, PO {id}, total amount {amount}.",
+    "As agreed in quotation {prev_id}, {customer} orders {qty} {item} under purchase order {id}. Price: {amount} net.",
+    "Please book order #{id} placed by {customer}. The invoice total should be {amount} including freight.",
 ];
 const EN_SIGNATURES: &[&str] = &[
     "Best regards,\n{person}\nPurchasing, {customer}",
@@ -353,6 +378,11 @@ const ZH_BODIES: &[&str] = &[
     "现代表{customer}订购{qty}{item_zh}，订单号为{id}，总价{amount}，交货日期{date}。",
     "{customer}追加订单{id}：{qty}{item_zh}，总计{amount}，请安排{date}前送达。",
     "关于订单{id}：买方{customer}，应付总额{amount}（含运费），联系人{person_zh}。",
+    "{customer}确认采购单 {id}，合计 {amount}，请于{date}前交货。",
+    "{customer}订单号 {id}，{qty}{item_zh}，总额 {amount}。",
+    "{customer}订购{qty}{item_zh}，订单号：{id}，货款合计{amount}。",
+    "报价单 {prev_id} 已确认。现由{customer}正式下单，订单编号 {id}，金额 {amount}。",
+    "我是{customer}的{person_zh}，今天下单 {id}，{qty}{item_zh}，共计{amount}。",
 ];
 const ZH_SIGNATURES: &[&str] = &[
     "{person_zh}",
@@ -370,6 +400,9 @@ const MIXED_BODIES: &[&str] = &[
     "PO号 / PO No.: {id}；客户 / Client: {customer}；总价 / Total: {amount}",
     "Hi, this is {person_zh} from {customer}. 订单 {id} 的总额是 {amount}，please confirm.",
     "{customer}订单 {id} confirmed by {person}, 共 {qty} {item}, total {amount}.",
+    "{customer} would like to order {qty} {item}, PO {id}, 总金额 {amount}.",
+    "Order {id} for {customer}, {qty} {item}, total {amount}. 上次的订单 {prev_id} 已付款。",
+    "{customer} 确认订单 {id}，共 {qty} 件，total {amount}。Thanks!",
 ];
 const MIXED_SIGNATURES: &[&str] = &[
     "Best,\n{person}",

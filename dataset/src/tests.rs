@@ -161,6 +161,8 @@ fn generated_emails_state_their_label_among_distractors_in_every_language() {
     let mut with_distractor_ids = 0;
     let mut currency_word_first = 0;
     let mut bilingual_labels = 0;
+    let mut name_run_into_verb = 0;
+    let mut ids_with_hash = 0;
     for order in &orders {
         let (text, label) = generate::email(order, &mut rng).unwrap();
         let id = label.order_id.as_deref().unwrap();
@@ -189,7 +191,19 @@ fn generated_emails_state_their_label_among_distractors_in_every_language() {
                 .any(|word| text.contains(&format!("{word}{}", &whole[..1]))),
         );
         bilingual_labels += usize::from(text.contains("Customer:") && text.contains("客户名称"));
+        let customer = label.customer.as_deref().unwrap();
+        name_run_into_verb += usize::from(
+            ["确认", "订购", "订单号", "下单"]
+                .iter()
+                .any(|verb| text.contains(&format!("{customer}{verb}"))),
+        );
+        ids_with_hash += usize::from(id.contains('#'));
     }
+    assert!(
+        name_run_into_verb > 0,
+        "no Chinese company name run into the verb after it"
+    );
+    assert!(ids_with_hash > 0, "no order id written with '#'");
     assert!(
         currency_word_first > 0,
         "no currency written before its amount in Chinese"
