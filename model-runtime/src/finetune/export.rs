@@ -139,9 +139,11 @@ pub fn write_with_tensors(
 
 /// Writes `dst`: a LoRA adapter for the GGUF model `base` in llama.cpp's adapter layout
 /// (`general.type` "adapter", `adapter.type` "lora", `adapter.lora.alpha`, the base's
-/// architecture) holding `tensors` as f32 (see [`crate::finetune::TrainableLlama::adapter_tensors`])
+/// architecture) holding `tensors` as f16 (see [`crate::finetune::TrainableLlama::adapter_tensors`])
 /// and the string `metadata`. The fast backend applies it at run time
-/// ([`crate::fast::LoraAdapter`]).
+/// ([`crate::fast::LoraAdapter`]), which keeps `A` in Q8_0 and `B` in bfloat16: f16 loses nothing
+/// it would keep and halves the file (4.9 MB instead of 9.8 MB for rank 8 on every projection of
+/// SmolLM2-135M), small enough to ship beside the workflows.
 pub fn write_lora_adapter(
     base: &Path,
     tensors: &[(String, Tensor)],
@@ -172,7 +174,7 @@ pub fn write_lora_adapter(
         .map(|(name, tensor)| {
             tensor
                 .to_dtype(DType::F32)
-                .and_then(|t| QTensor::quantize(&t, GgmlDType::F32))
+                .and_then(|t| QTensor::quantize(&t, GgmlDType::F16))
                 .map(|q| (name.clone(), q))
                 .map_err(|e| tensor_error(dst, name, &e))
         })
