@@ -33,6 +33,7 @@ WORKDIR /app
 COPY --chown=flowbot:flowbot flowbot.toml ./
 COPY --chown=flowbot:flowbot workflows ./workflows
 COPY --chown=flowbot:flowbot rules ./rules
+COPY --chown=flowbot:flowbot models ./models
 COPY --chown=flowbot:flowbot examples ./examples
 USER flowbot
 ENV FLOWBOT_DATA_DIR=/data

@@ -525,11 +525,14 @@ impl AppConfig {
         if let Some(model) = path("FLOWBOT_EXTRACT_MODEL") {
             self.model.extract_path = Some(model);
         }
-        if let Some(adapter) = path("FLOWBOT_ADAPTER") {
-            self.model.adapter = Some(adapter);
+        // An adapter belongs to one base model: set to nothing, the variable turns off the
+        // configured one (e.g. the order case's, when another model is chosen).
+        let adapter = |name: &str| env(name).map(|v| Some(v).filter(|v| !v.is_empty()));
+        if let Some(adapter) = adapter("FLOWBOT_ADAPTER") {
+            self.model.adapter = adapter.map(PathBuf::from);
         }
-        if let Some(adapter) = path("FLOWBOT_EXTRACT_ADAPTER") {
-            self.model.extract_adapter = Some(adapter);
+        if let Some(adapter) = adapter("FLOWBOT_EXTRACT_ADAPTER") {
+            self.model.extract_adapter = adapter.map(PathBuf::from);
         }
         if let Some(device) = env("FLOWBOT_DEVICE") {
             self.model.device = device;
@@ -771,6 +774,16 @@ mod tests {
         assert_eq!(
             config.model.extract_adapter,
             Some(PathBuf::from("/srv/e.gguf"))
+        );
+        let config = AppConfig::load_from(
+            &from_file,
+            &env(&[("FLOWBOT_ADAPTER", ""), ("FLOWBOT_EXTRACT_ADAPTER", "")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.model.adapter, config.model.extract_adapter),
+            (None, None),
+            "an empty variable turns the file's adapters off"
         );
         let flag = ConfigOverrides {
             adapter: Some(PathBuf::from("/srv/c.gguf")),

@@ -174,6 +174,8 @@ pub fn flowbot_with_limit(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(flowbot_bin())
         .args(args)
         .env("FLOWBOT_MODEL", tiny_model())
+        // The repository's extraction adapter fits the default model, not the tiny one.
+        .env("FLOWBOT_EXTRACT_ADAPTER", "")
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
