@@ -10,18 +10,14 @@ use std::process::Command;
 
 /// Runs the order e-mail workflow on `email` in the repository root (with `extract_adapter` set
 /// to `adapter` when given) and returns the finished instance's variables and the model that
-/// answered its `extract` step, as its history records it.
+/// answered its `extract` step, as the run's history records it.
 fn extract(email: &str, adapter: Option<&str>) -> (Value, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
     let mut command = Command::new(flowbot_bin());
     command
         .current_dir(repo_root())
         .env_remove("FLOWBOT_EXTRACT_ADAPTER")
         .args(["run", "workflows/order_email.yaml", "--json", "--model"])
         .arg(real_model())
-        .arg("--store")
-        .arg(&store)
         .arg("--vars")
         .arg(json!({ "email_text": email }).to_string());
     if let Some(adapter) = adapter {
@@ -32,25 +28,13 @@ fn extract(email: &str, adapter: Option<&str>) -> (Value, String) {
     assert!(out.status.success(), "{stderr}");
     let report: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    let id = report["id"].as_str().expect("an instance id");
-    let history = Command::new(flowbot_bin())
-        .args(["history", id, "--json", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        history.status.success(),
-        "{}",
-        String::from_utf8_lossy(&history.stderr)
-    );
-    let records: Value = serde_json::from_slice(&history.stdout).unwrap();
-    let model = records
+    let model = report["history"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .find(|r| r["entry"]["kind"] == "llm_called" && r["entry"]["node"] == "extract")
         .and_then(|r| r["entry"]["model_id"].as_str())
-        .unwrap_or_else(|| panic!("no extract call in {records}"))
+        .unwrap_or_else(|| panic!("no extract call in {report}"))
         .to_string();
     (report["variables"].clone(), model)
 }
