@@ -169,13 +169,16 @@ pub fn tiny_model() -> &'static Path {
 }
 
 /// Runs `flowbot ARGS` in the repository root; kills it after `limit`. `$FLOWBOT_MODEL` is the
-/// [`tiny_model`].
+/// [`tiny_model`], and unless ARGS name a `--config`, the repository's extraction adapter is off.
 pub fn flowbot_with_limit(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(flowbot_bin())
-        .args(args)
-        .env("FLOWBOT_MODEL", tiny_model())
-        // The repository's extraction adapter fits the default model, not the tiny one.
-        .env("FLOWBOT_EXTRACT_ADAPTER", "")
+    let mut command = Command::new(flowbot_bin());
+    command.args(args).env("FLOWBOT_MODEL", tiny_model());
+    if !args.contains(&"--config") {
+        // The repository's `flowbot.toml` names the extraction adapter of the default model,
+        // which does not fit the tiny one.
+        command.env("FLOWBOT_EXTRACT_ADAPTER", "");
+    }
+    let mut child = command
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

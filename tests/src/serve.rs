@@ -54,7 +54,8 @@ impl Server {
             .env_remove("FLOWBOT_ADMIN_TOKEN")
             .env_remove("FLOWBOT_CONFIG")
             .env("FLOWBOT_MODEL", crate::tiny_model())
-            // The repository's extraction adapter fits the default model, not the tiny one.
+            // The repository's extraction adapter (a test may copy its `flowbot.toml`) fits the
+            // default model, not the tiny one.
             .env("FLOWBOT_EXTRACT_ADAPTER", "")
             .env("RUST_LOG", "info")
             .current_dir(data.parent().unwrap_or(data))
