@@ -527,12 +527,13 @@ impl AppConfig {
         }
         // An adapter belongs to one base model: set to nothing, the variable turns off the
         // configured one (e.g. the order case's, when another model is chosen).
-        let adapter = |name: &str| env(name).map(|v| Some(v).filter(|v| !v.is_empty()));
-        if let Some(adapter) = adapter("FLOWBOT_ADAPTER") {
-            self.model.adapter = adapter.map(PathBuf::from);
+        let path_or_none =
+            |name: &str| env(name).map(|v| Some(v).filter(|v| !v.is_empty()).map(PathBuf::from));
+        if let Some(adapter) = path_or_none("FLOWBOT_ADAPTER") {
+            self.model.adapter = adapter;
         }
-        if let Some(adapter) = adapter("FLOWBOT_EXTRACT_ADAPTER") {
-            self.model.extract_adapter = adapter.map(PathBuf::from);
+        if let Some(adapter) = path_or_none("FLOWBOT_EXTRACT_ADAPTER") {
+            self.model.extract_adapter = adapter;
         }
         if let Some(device) = env("FLOWBOT_DEVICE") {
             self.model.device = device;

@@ -5,7 +5,6 @@
 
 use flowbot_e2e::{flowbot_bin, real_model, repo_root};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::Command;
 
 /// Runs the order e-mail workflow on `email` in the repository root (with `extract_adapter` set
@@ -60,9 +59,7 @@ fn the_extract_step_runs_the_default_model_with_the_shipped_adapter() {
         "without the adapter it ran {model}"
     );
     assert_eq!(
-        Path::new(&real_model())
-            .file_stem()
-            .and_then(|s| s.to_str()),
+        real_model().file_stem().and_then(|s| s.to_str()),
         Some(model.as_str()),
         "the default model alone"
     );
