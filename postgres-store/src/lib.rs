@@ -5,18 +5,23 @@
 //! pool of read connections.
 //!
 //! One node per database for now: the store takes a PostgreSQL advisory lock for its node and a
-//! second node is refused with [`PgStoreError::InUse`]. `docs/cluster.md` describes the layout
-//! and what several nodes need beyond it.
+//! second node is refused with [`PgStoreError::InUse`]. Instances are grouped into [`SHARDS`]
+//! shards ([`shard_of`]); the node takes every shard at start, and each write transaction checks
+//! that the shards it writes to are still its own (a write to a shard taken over fails with
+//! [`StoreError::Fenced`](flowbot_engine::store::StoreError::Fenced)). `docs/cluster.md`
+//! describes the layout and what several nodes need beyond it.
 
 mod connect;
 mod error;
 mod migrations;
+mod shards;
 mod store;
 mod writer;
 
 pub use connect::{default_node_id, redact, PgOptions};
 pub use error::PgStoreError;
 pub use migrations::{Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
+pub use shards::{shard_of, SHARDS};
 pub use store::PgStore;
 
 /// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).

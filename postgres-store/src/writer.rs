@@ -2,6 +2,13 @@
 //! multi-row statements, and keeps one connection (which holds the database's node lock)
 //! alive across connection losses.
 //!
+//! Fencing: the writer takes every shard at open (their epochs go up by one) and each
+//! transaction that writes instances first reads the epochs of their shards under a share lock
+//! (`FOR SHARE`). A shard whose epoch moved on was taken over by another node: the transaction is
+//! rolled back and fails with [`StoreError::Fenced`]. The share lock makes a takeover wait for
+//! the transactions in flight, so every write of this node to a shard is ordered before the
+//! takeover or refused.
+//!
 //! Consecutive commits of a group are merged before they are written: per instance its last
 //! snapshot, per history slot its last entry, per key of a keyed table its last change. The
 //! result is one `INSERT ... SELECT FROM UNNEST(...)` per kind of record (a round trip each,
@@ -9,8 +16,9 @@
 
 use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
-use flowbot_engine::store::{StepCommit, Table};
-use std::collections::{BTreeMap, HashMap};
+use crate::shards::{shard_of, SHARDS};
+use flowbot_engine::store::{StepCommit, StoreError, Table};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
@@ -34,6 +42,17 @@ pub(crate) struct Prepared {
 
 /// A change to a keyed table: the table's name, the key, the new value (`None` removes).
 type Change = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+impl Op {
+    /// The instance the op writes to, if any.
+    fn instance(&self) -> Option<&str> {
+        match self {
+            Op::Commit(commit) => Some(&commit.instance),
+            Op::Purge(id) => Some(id),
+            Op::AckOutbox(_) | Op::RemoveNotifications { .. } => None,
+        }
+    }
+}
 
 impl Prepared {
     /// Resolves the tables of `commit`; its notification-log entries get numbers from
@@ -325,7 +344,7 @@ async fn write_op(
     Ok(())
 }
 
-/// The writer's connection and its batch counter.
+/// The writer's connection, its batch counter and the shards it owns.
 pub(crate) struct Writer {
     target: Target,
     handle: Handle,
@@ -335,11 +354,13 @@ pub(crate) struct Writer {
     statements: Statements,
     /// Number of the last batch written (also in `flowbot_nodes.last_batch`).
     batch: i64,
+    /// The epoch of each shard (by number) as this node took it.
+    epochs: Vec<i64>,
     reconnect_for: Duration,
 }
 
 impl Writer {
-    /// Connects, takes the node lock and registers the node.
+    /// Connects, takes the node lock, registers the node and takes every shard.
     pub(crate) async fn open(
         target: Target,
         handle: Handle,
@@ -353,8 +374,11 @@ impl Writer {
             client: None,
             statements: Statements::new(),
             batch: 0,
+            epochs: Vec::new(),
             reconnect_for,
         };
+        let shown = writer.target.shown.clone();
+        let db = |e: tokio_postgres::Error| PgStoreError::from_db(&shown, &e);
         let client = writer.connect().await?;
         let batch: i64 = client
             .query_one(
@@ -363,8 +387,37 @@ impl Writer {
                 &[&writer.node_id],
             )
             .await
-            .map_err(|e| PgStoreError::from_db(&writer.target.shown, &e))?
+            .map_err(db)?
             .get(0);
+        let taken = client
+            .query(
+                "UPDATE flowbot_shards SET owner = $1, epoch = epoch + 1, lease_until = NULL \
+                 RETURNING shard, epoch",
+                &[&writer.node_id],
+            )
+            .await
+            .map_err(db)?;
+        writer.epochs = vec![-1; SHARDS as usize];
+        for row in &taken {
+            let shard: i32 = row.get(0);
+            if let Some(epoch) = usize::try_from(shard)
+                .ok()
+                .and_then(|s| writer.epochs.get_mut(s))
+            {
+                *epoch = row.get(1);
+            }
+        }
+        if taken.len() != SHARDS as usize || writer.epochs.contains(&-1) {
+            return Err(PgStoreError::Database {
+                url: shown.clone(),
+                detail: format!(
+                    "flowbot_shards must hold the shards 0 to {} once each, it holds {} rows; \
+                     the table was changed by hand: restore it from a backup",
+                    SHARDS - 1,
+                    taken.len()
+                ),
+            });
+        }
         writer.batch = batch;
         writer.client = Some(client);
         Ok(writer)
@@ -391,6 +444,7 @@ impl Writer {
                         "SELECT a.application_name, a.client_addr::text FROM pg_locks l \
                          JOIN pg_stat_activity a ON a.pid = l.pid \
                          WHERE l.locktype = 'advisory' AND l.granted \
+                         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                          AND l.classid = ($1::int8 >> 32)::oid AND l.objid = ($1::int8 & 4294967295)::oid",
                         &[&NODE_LOCK],
                     )
@@ -419,7 +473,7 @@ impl Writer {
     /// Writes `ops` in one transaction per `max_batch` commits. A broken connection is
     /// reconnected (for up to `reconnect_for`) and the transaction repeated, unless it had
     /// committed already (the batch number in `flowbot_nodes` tells).
-    pub(crate) async fn write(&mut self, ops: Vec<Op>, max_batch: usize) -> Result<(), String> {
+    pub(crate) async fn write(&mut self, ops: Vec<Op>, max_batch: usize) -> Result<(), StoreError> {
         let mut chunk = Vec::new();
         let mut commits = 0;
         let mut ops = ops.into_iter().peekable();
@@ -436,25 +490,28 @@ impl Writer {
         Ok(())
     }
 
-    async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<(), String> {
+    async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
         let batch = self.batch + 1;
         let started = Instant::now();
+        let fence = Fence::new(&ops, &self.epochs);
         loop {
             let client = match self.client.as_mut() {
                 Some(client) if !client.is_closed() => client,
                 _ => {
-                    self.reconnect(started).await?;
+                    self.reconnect(started)
+                        .await
+                        .map_err(StoreError::FlushFailed)?;
                     // Did the broken attempt commit before the connection went?
                     let done: i64 = self
                         .client
                         .as_ref()
-                        .ok_or("no connection")?
+                        .ok_or_else(|| StoreError::FlushFailed("no connection".into()))?
                         .query_one(
                             "SELECT last_batch FROM flowbot_nodes WHERE node_id = $1",
                             &[&self.node_id],
                         )
                         .await
-                        .map_err(|e| describe(&e))?
+                        .map_err(|e| StoreError::FlushFailed(describe(&e)))?
                         .get(0);
                     if done >= batch {
                         self.batch = batch;
@@ -463,17 +520,37 @@ impl Writer {
                     continue;
                 }
             };
-            match write_batch(client, &mut self.statements, &ops, &self.node_id, batch).await {
+            let written = write_batch(
+                client,
+                &mut self.statements,
+                &ops,
+                &fence,
+                &self.node_id,
+                batch,
+            )
+            .await;
+            match written {
                 Ok(()) => {
                     self.batch = batch;
                     return Ok(());
                 }
-                Err(err) if client.is_closed() || err.is_closed() || connection_lost(&err) => {
+                Err(BatchError::Fenced { shards, owner }) => {
+                    return Err(StoreError::Fenced {
+                        path: self.target.shown.clone(),
+                        shards,
+                        owner,
+                    })
+                }
+                Err(BatchError::Database(err))
+                    if client.is_closed() || err.is_closed() || connection_lost(&err) =>
+                {
                     tracing::warn!(error = %describe(&err), "PostgreSQL write failed; reconnecting");
                     self.client = None;
                     self.statements.clear();
                 }
-                Err(err) => return Err(describe(&err)),
+                Err(BatchError::Database(err)) => {
+                    return Err(StoreError::FlushFailed(describe(&err)))
+                }
             }
         }
     }
@@ -521,15 +598,95 @@ fn connection_lost(err: &tokio_postgres::Error) -> bool {
         .is_none_or(|state| matches!(&state.code()[..2], "08" | "57"))
 }
 
-/// One transaction: the ops in order (runs of commits merged) and the batch number.
+/// The shards a transaction writes to and the epochs this node holds them at.
+struct Fence {
+    /// The shards written to, in order (the order their rows are locked in).
+    shards: Vec<i32>,
+    /// The epoch of each of `shards` as this node took it.
+    epochs: Vec<i64>,
+}
+
+impl Fence {
+    /// The fence of `ops`, given the epochs this node holds by shard number.
+    fn new(ops: &[Op], held: &[i64]) -> Self {
+        let shards: BTreeSet<u32> = ops.iter().filter_map(Op::instance).map(shard_of).collect();
+        Self {
+            shards: shards.iter().map(|&s| s as i32).collect(),
+            epochs: shards
+                .iter()
+                .map(|&s| held.get(s as usize).copied().unwrap_or(-1))
+                .collect(),
+        }
+    }
+}
+
+/// Why a write transaction failed.
+enum BatchError {
+    /// A statement or the connection failed.
+    Database(tokio_postgres::Error),
+    /// Shards written to were taken over (rolled back).
+    Fenced { shards: Vec<u32>, owner: String },
+}
+
+impl From<tokio_postgres::Error> for BatchError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        BatchError::Database(err)
+    }
+}
+
+/// Locks the rows of the shards `fence` names (share lock, until the transaction ends) and
+/// checks that their epochs are the ones this node holds.
+async fn check_fence(
+    tx: &tokio_postgres::Transaction<'_>,
+    cache: &mut Statements,
+    fence: &Fence,
+) -> Result<(), BatchError> {
+    if fence.shards.is_empty() {
+        return Ok(());
+    }
+    let statement = prepared(
+        tx,
+        cache,
+        "SELECT shard, epoch, coalesce(owner, 'no node') FROM flowbot_shards \
+         WHERE shard = ANY($1::int4[]) ORDER BY shard FOR SHARE",
+    )
+    .await?;
+    let rows = tx.query(&statement, &[&fence.shards]).await?;
+    let mut lost = Vec::new();
+    let mut owner = String::from("no node (the shard's row is gone)");
+    for (&shard, &held) in fence.shards.iter().zip(&fence.epochs) {
+        let row = rows.iter().find(|row| row.get::<_, i32>(0) == shard);
+        match row {
+            Some(row) if row.get::<_, i64>(1) == held => {}
+            Some(row) => {
+                lost.push(shard as u32);
+                owner = row.get(2);
+            }
+            None => lost.push(shard as u32),
+        }
+    }
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(BatchError::Fenced {
+            shards: lost,
+            owner,
+        })
+    }
+}
+
+/// One transaction: the fence checked, the ops in order (runs of commits merged) and the batch
+/// number.
 async fn write_batch(
     client: &mut Client,
     cache: &mut Statements,
     ops: &[Op],
+    fence: &Fence,
     node_id: &str,
     batch: i64,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), BatchError> {
     let tx = client.transaction().await?;
+    check_fence(&tx, cache, fence).await?;
     let mut merged = Merged::default();
     for op in ops {
         match op {
@@ -550,5 +707,5 @@ async fn write_batch(
         &[&node_id, &batch],
     )
     .await?;
-    tx.commit().await
+    Ok(tx.commit().await?)
 }

@@ -4,8 +4,8 @@
 //! so and pass, except under CI (`CI` set), where that is a failure.
 
 use flowbot_engine::store::conformance;
-use flowbot_engine::store::{SnapshotChange, Store};
-use flowbot_postgres::{PgOptions, PgStore, PgStoreError, SCHEMA_VERSION};
+use flowbot_engine::store::{SnapshotChange, StepCommit, Store, StoreError};
+use flowbot_postgres::{shard_of, PgOptions, PgStore, PgStoreError, SCHEMA_VERSION};
 use std::sync::Arc;
 
 /// The server's URL, or `None` (with a notice) when none is set outside CI.
@@ -244,4 +244,105 @@ fn the_writer_reconnects_after_its_connection_is_killed_and_loses_nothing() {
         .collect();
     assert_eq!(ids, ["after", "before"]);
     assert_eq!(store.history("after").unwrap(), vec![b"e".to_vec()]);
+}
+
+/// A step of `id` whose snapshot and only history entry are `body`, entry number `at`.
+fn step_of(id: &str, body: &str, at: u64) -> StepCommit {
+    conformance::step(
+        id,
+        SnapshotChange::Running(body.as_bytes().to_vec()),
+        at,
+        &[body],
+    )
+}
+
+#[test]
+fn a_write_to_a_shard_another_node_took_over_is_refused_and_leaves_nothing() {
+    let Some(url) = fresh_database("fencing") else {
+        return;
+    };
+    let store = open(&url);
+    store
+        .commit(step_of("order-7", "first", 0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    // Another node takes the shard of order-7: what a takeover does to the shard's row.
+    let shard = shard_of("order-7");
+    admin(
+        &url,
+        &[format!(
+            "UPDATE flowbot_shards SET owner = 'node-b', epoch = epoch + 1 WHERE shard = {shard}"
+        )],
+    );
+    let err = store
+        .commit(step_of("order-7", "second", 1))
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Fenced { shards, owner, .. } if shards == &[shard] && owner == "node-b"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restart it"), "{err}");
+    // The fenced node writes nothing more, in any shard.
+    let other = (0..)
+        .map(|n| format!("other-{n}"))
+        .find(|id| shard_of(id) != shard);
+    let later = store
+        .commit(step_of(&other.unwrap(), "x", 0))
+        .unwrap()
+        .wait();
+    assert!(matches!(later, Err(StoreError::Fenced { .. })), "{later:?}");
+    drop(store);
+    // Nothing of the refused step is stored; restarted, the node takes every shard again.
+    let store = open(&url);
+    assert_eq!(store.instance("order-7").unwrap(), Some(b"first".to_vec()));
+    assert_eq!(store.history("order-7").unwrap(), vec![b"first".to_vec()]);
+    store
+        .commit(step_of("order-7", "second", 1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        store.history("order-7").unwrap(),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+}
+
+#[test]
+fn a_node_takes_every_shard_at_start_under_a_new_epoch() {
+    let Some(url) = fresh_database("shards") else {
+        return;
+    };
+    let epochs = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+                .query(
+                    "SELECT owner, epoch FROM flowbot_shards ORDER BY shard",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+                .collect::<Vec<_>>()
+        })
+    };
+    drop(open(&url));
+    let first = epochs();
+    assert_eq!(first.len(), flowbot_postgres::SHARDS as usize);
+    assert!(first
+        .iter()
+        .all(|(owner, epoch)| owner == "test-node" && *epoch == 1));
+    drop(open(&url));
+    assert!(epochs().iter().all(|(_, epoch)| *epoch == 2));
 }

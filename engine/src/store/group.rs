@@ -84,7 +84,7 @@ impl Ack {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(err) = &state.failed {
-                return Err(StoreError::FlushFailed(err.clone()));
+                return Err(err.clone());
             }
             if state.flushed >= seq {
                 return Ok(());
@@ -116,7 +116,7 @@ impl Ack {
         let woken = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(err) = &state.failed {
-                return Err(StoreError::FlushFailed(err.clone()));
+                return Err(err.clone());
             }
             if state.flushed >= seq {
                 return Ok(());
@@ -126,7 +126,7 @@ impl Ack {
             rx
         };
         match woken.await {
-            Ok(result) => result.map_err(StoreError::FlushFailed),
+            Ok(result) => result,
             Err(_) => Err(StoreError::FlushFailed(
                 "the store was closed before the step was flushed".into(),
             )),
@@ -141,11 +141,11 @@ struct State {
     /// Number of commits known to be on disk.
     flushed: u64,
     /// Set when a flush failed: every waiter gets the error.
-    failed: Option<String>,
+    failed: Option<StoreError>,
     /// Set when the store closes.
     shutdown: bool,
     /// Async waiters by the commit they wait for.
-    waiters: BTreeMap<u64, Vec<oneshot::Sender<Result<(), String>>>>,
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<Result<(), StoreError>>>>,
 }
 
 impl State {
@@ -208,7 +208,7 @@ impl GroupCommitter {
     /// flusher stops: every waiting and later ack fails with the flush's error.
     pub fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
     where
-        F: Fn() -> Result<(), String> + Send + 'static,
+        F: Fn() -> Result<(), StoreError> + Send + 'static,
     {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -293,7 +293,7 @@ impl Drop for GroupCommitter {
 
 fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, flush: F)
 where
-    F: Fn() -> Result<(), String>,
+    F: Fn() -> Result<(), StoreError>,
 {
     let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -353,14 +353,14 @@ mod tests {
     use std::sync::mpsc;
 
     /// A committer whose flushes return what the test sends, when it sends it.
-    fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<(), String>>) {
-        let (release, gate) = mpsc::channel::<Result<(), String>>();
+    fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<(), StoreError>>) {
+        let (release, gate) = mpsc::channel::<Result<(), StoreError>>();
         let gate = Mutex::new(gate);
         let flush = move || {
             gate.lock()
                 .unwrap()
                 .recv()
-                .unwrap_or_else(|_| Err("gate closed".into()))
+                .unwrap_or_else(|_| Err(StoreError::FlushFailed("gate closed".into())))
         };
         (
             GroupCommitter::start(Duration::ZERO, 512, flush).unwrap(),
@@ -393,7 +393,9 @@ mod tests {
     async fn a_failed_flush_fails_every_waiter_and_every_later_commit() {
         let (committer, release) = gated_committer();
         let waiter = tokio::spawn(committer.committed().durable());
-        release.send(Err("disk gone".into())).unwrap();
+        release
+            .send(Err(StoreError::FlushFailed("disk gone".into())))
+            .unwrap();
         let err = waiter.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
         let after = committer.committed().durable().await.unwrap_err();

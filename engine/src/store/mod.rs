@@ -187,8 +187,9 @@ impl Durability {
     }
 }
 
-/// Errors from a store.
-#[derive(Debug, thiserror::Error)]
+/// Errors from a store. Clone, so that a failed group flush can give its error to every step it
+/// covered.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store was written by another schema version of Flowbot.
     #[error("store {path} has schema version {found}, this build of flowbot reads schema version {expected}; migrate it with the build that wrote it or start a new store")]
@@ -235,6 +236,17 @@ pub enum StoreError {
     /// The background flusher stopped after a failed flush; nothing after that is durable.
     #[error("store flush failed: {0}")]
     FlushFailed(String),
+    /// Another node took over shards this node wrote to (their epoch moved on since this node
+    /// took them): the write was rolled back, and this node writes nothing more.
+    #[error("store {path}: shard(s) {shards:?} now belong to {owner} (taken over from this node); the step was not written and this node stops writing: restart it to rejoin")]
+    Fenced {
+        /// The store's location.
+        path: String,
+        /// The shards whose epoch moved on.
+        shards: Vec<u32>,
+        /// Who owns them now, as the store records it.
+        owner: String,
+    },
 }
 
 /// Durable state of the engine. Implementations are shared between threads and tasks.

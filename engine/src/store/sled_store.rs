@@ -189,11 +189,12 @@ impl SledStore {
                 let (flush_db, flush_tree, flush_overlay) =
                     (db.clone(), tree.clone(), overlay.clone());
                 let flush = move || {
+                    let failed = |e: sled::Error| StoreError::FlushFailed(e.to_string());
                     if let Some(batch) = flush_overlay.begin_apply() {
-                        flush_tree.apply_batch(batch).map_err(|e| e.to_string())?;
+                        flush_tree.apply_batch(batch).map_err(failed)?;
                         flush_overlay.applied();
                     }
-                    flush_db.flush().map(|_| ()).map_err(|e| e.to_string())
+                    flush_db.flush().map(|_| ()).map_err(failed)
                 };
                 let committer = GroupCommitter::start(window, max_batch, flush).map_err(|e| {
                     StoreError::Io {
