@@ -4,7 +4,7 @@
 # used for training):
 #   1. the example ERP exports aligned into orders (flowbot intake),
 #   2. a data set of e-mails written from those orders, the hand-labelled e-mails of
-#      examples/data/emails and 100 invented orders, split 8:1:1 (flowbot dataset build),
+#      examples/data/emails and 180 invented orders, split 8:1:1 (flowbot dataset build),
 #   3. the default model trained on it (flowbot model finetune): its output layer (`head`, the
 #      default), or with METHOD=lora low-rank adapters on every projection (about an hour),
 #   4. base and tuned model side by side (flowbot model eval-extract --compare).
@@ -27,7 +27,7 @@ echo "== orders from the example ERP exports"
 "$flowbot" intake examples/data --mapping examples/data/mapping.toml --out "$out/orders.jsonl" >/dev/null
 echo "== data set"
 "$flowbot" dataset build --orders "$out/orders.jsonl" --emails examples/data/emails \
-  --synthetic 100 --emails-per-order 1 --seed 42 --out "$out/data"
+  --synthetic 180 --emails-per-order 1 --seed 42 --out "$out/data"
 method="${METHOD:-head}"
 echo "== fine-tuning ($method)"
 case "$method" in
