@@ -389,25 +389,19 @@ impl Writer {
             .await
             .map_err(db)?
             .get(0);
-        let taken = client
+        let mut taken: Vec<(i32, i64)> = client
             .query(
                 "UPDATE flowbot_shards SET owner = $1, epoch = epoch + 1, lease_until = NULL \
                  RETURNING shard, epoch",
                 &[&writer.node_id],
             )
             .await
-            .map_err(db)?;
-        writer.epochs = vec![-1; SHARDS as usize];
-        for row in &taken {
-            let shard: i32 = row.get(0);
-            if let Some(epoch) = usize::try_from(shard)
-                .ok()
-                .and_then(|s| writer.epochs.get_mut(s))
-            {
-                *epoch = row.get(1);
-            }
-        }
-        if taken.len() != SHARDS as usize || writer.epochs.contains(&-1) {
+            .map_err(db)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        taken.sort_unstable();
+        if !taken.iter().map(|&(shard, _)| shard).eq(0..SHARDS as i32) {
             return Err(PgStoreError::Database {
                 url: shown.clone(),
                 detail: format!(
@@ -418,6 +412,7 @@ impl Writer {
                 ),
             });
         }
+        writer.epochs = taken.into_iter().map(|(_, epoch)| epoch).collect();
         writer.batch = batch;
         writer.client = Some(client);
         Ok(writer)

@@ -40,8 +40,12 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{host_part}/{database}{query}")
 }
 
-/// Runs SQL statements on the server's maintenance database.
-fn admin(url: &str, statements: &[String]) {
+/// Runs `work` with a connection to `url`, on a runtime of its own.
+fn on_client<T, Work, Done>(url: &str, work: Work) -> T
+where
+    Work: FnOnce(tokio_postgres::Client) -> Done,
+    Done: std::future::Future<Output = T>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,6 +55,13 @@ fn admin(url: &str, statements: &[String]) {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         tokio::spawn(connection);
+        work(client).await
+    })
+}
+
+/// Runs SQL statements on the database `url` names.
+fn admin(url: &str, statements: &[String]) {
+    on_client(url, |client| async move {
         for statement in statements {
             client
                 .batch_execute(statement)
@@ -316,15 +327,7 @@ fn a_node_takes_every_shard_at_start_under_a_new_epoch() {
         return;
     };
     let epochs = || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(connection);
+        on_client(&url, |client| async move {
             client
                 .query(
                     "SELECT owner, epoch FROM flowbot_shards ORDER BY shard",
