@@ -163,6 +163,10 @@ impl From<EngineError> for AppError {
             EngineError::Exec(exec) => AppError::from(exec),
             EngineError::Store(store) => AppError::from(store),
             EngineError::Decode(_) => AppError::new(ErrorKind::Storage, error.to_string()),
+            // Another node serves it (or will, once one takes the shard): ask again.
+            EngineError::NotOwned { .. } | EngineError::NoShards => {
+                AppError::new(ErrorKind::Unavailable, error.to_string())
+            }
             other => AppError::new(ErrorKind::Internal, other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod rules;
 pub mod runtime;
 pub mod script;
+pub mod shard;
 pub mod store;
 #[cfg(test)]
 mod testkit;

@@ -14,14 +14,13 @@
 mod connect;
 mod error;
 mod migrations;
-mod shards;
 mod store;
 mod writer;
 
 pub use connect::{default_node_id, redact, PgOptions};
 pub use error::PgStoreError;
+pub use flowbot_engine::shard::{shard_of, SHARDS};
 pub use migrations::{Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
-pub use shards::{shard_of, SHARDS};
 pub use store::PgStore;
 
 /// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).

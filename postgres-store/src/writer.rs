@@ -16,7 +16,7 @@
 
 use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
-use crate::shards::{shard_of, SHARDS};
+use flowbot_engine::shard::{shard_of, SHARDS};
 use flowbot_engine::store::{StepCommit, StoreError, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

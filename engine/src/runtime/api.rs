@@ -9,6 +9,7 @@ use crate::diagnostics::Diagnostic;
 use crate::executor::{ExecError, ExecutionHooks, InstanceStatus, Wait, WaitKind, WaitType};
 use crate::model::RetryPolicy;
 use crate::rules::Effect as RuleEffect;
+use crate::shard::ShardSet;
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -48,6 +49,18 @@ pub enum EngineError {
     /// Stored data cannot be read by this build.
     #[error("{0}")]
     Decode(String),
+    /// The instance lives in a shard this engine does not own: another engine sharing the store
+    /// serves it (or nobody, until one takes the shard).
+    #[error("instance `{instance}` is in shard {shard}, which this engine does not own")]
+    NotOwned {
+        /// The instance.
+        instance: String,
+        /// Its shard.
+        shard: u32,
+    },
+    /// The engine owns no shard, so it cannot start instances.
+    #[error("this engine owns no shard, so it cannot start instances")]
+    NoShards,
 }
 
 /// Where a correlated message went.
@@ -405,6 +418,9 @@ pub struct EngineOptions {
     pub schedule_timer_starts: bool,
     /// How long ended instances and notifications are kept.
     pub retention: Retention,
+    /// The shards whose instances the engine serves from the start (all of them by default;
+    /// several engines on one store each own some, see [`Engine::acquire_shards`]).
+    pub shards: ShardSet,
 }
 
 impl Default for EngineOptions {
@@ -420,6 +436,7 @@ impl Default for EngineOptions {
             event_capacity: 4096,
             schedule_timer_starts: true,
             retention: Retention::default(),
+            shards: ShardSet::ALL,
         }
     }
 }

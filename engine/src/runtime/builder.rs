@@ -138,6 +138,7 @@ impl EngineBuilder {
     /// instances, re-arms timers, redelivers the outbox and re-runs unrecorded jobs.
     pub async fn build(self) -> Result<Engine, EngineError> {
         let (events, _) = broadcast::channel(self.options.event_capacity.max(1));
+        let owned = AtomicU64::new(self.options.shards.bits());
         let inner = Arc::new(Inner {
             store: self.store,
             clock: self.clock,
@@ -165,6 +166,7 @@ impl EngineBuilder {
             stop: tokio::sync::watch::channel(false).0,
             notified: tokio::sync::watch::channel(0).0,
             sweep_cursor: Mutex::new(None),
+            owned,
         });
         // Everything in the store after a (re)start is durable.
         inner.notifications_durable(inner.store.last_notification()?);
@@ -178,7 +180,14 @@ impl EngineBuilder {
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
         });
-        inner.resume_all();
+        let loaded: Vec<String> = inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        inner.resume(&loaded, inner.owned());
         if inner.effect_sink.is_some() {
             inner.spawn_until_stopped(feed_effect_sink(Arc::downgrade(&inner)));
         }

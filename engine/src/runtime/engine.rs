@@ -16,6 +16,7 @@ use super::{compile, Inner};
 use crate::clock::Clock;
 use crate::executor::WaitKind;
 use crate::model::Definitions;
+use crate::shard::ShardSet;
 use crate::store::{StepCommit, Store, Table};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
@@ -444,6 +445,30 @@ impl Engine {
     /// How many instances the store holds (running and ended).
     pub fn stored_instances(&self) -> Result<u64, EngineError> {
         Ok(self.inner.store.instance_count()?)
+    }
+
+    /// The shards whose instances this engine serves (all of them unless
+    /// [`EngineOptions::shards`](super::EngineOptions::shards) said otherwise or shards were
+    /// given up).
+    pub fn owned_shards(&self) -> ShardSet {
+        self.inner.owned()
+    }
+
+    /// Takes `shards` (those not owned yet) from the store: compiles deployments this engine has
+    /// not seen, loads the shards' unfinished instances and timer start events, and resumes
+    /// them as a restart would (timers re-armed, unrecorded jobs run again, buffered messages
+    /// picked up). New instances may get ids in them from then on. Returns the number of
+    /// instances loaded. The caller makes sure no other engine serves these shards any more (a
+    /// store with fencing refuses the old owner's late writes).
+    pub async fn acquire_shards(&self, shards: ShardSet) -> Result<usize, EngineError> {
+        self.inner.acquire(shards)
+    }
+
+    /// Gives up `shards`: their instances leave memory, their timers are disarmed, requests
+    /// about them fail with [`EngineError::NotOwned`], and new instances get ids elsewhere.
+    /// Returns the number of instances dropped. Nothing stored changes.
+    pub fn release_shards(&self, shards: ShardSet) -> usize {
+        self.inner.release(shards)
     }
 
     /// Ids of the instances that are still running (loaded in memory).

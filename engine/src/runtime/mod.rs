@@ -60,6 +60,7 @@ use crate::llm::TextGenerator;
 use crate::model::Definitions;
 use crate::rules::SharedRuleHooks;
 use crate::script::ScriptRuntime;
+use crate::shard::{shard_of, ShardSet};
 use crate::store::Store;
 use record::{StoredInstance, StoredSchedule};
 use std::cmp::Reverse;
@@ -153,6 +154,8 @@ struct Inner {
     notified: tokio::sync::watch::Sender<u64>,
     /// Where the next retention sweep resumes paging through instances.
     sweep_cursor: Mutex<Option<String>>,
+    /// The shards whose instances this engine serves ([`ShardSet`] bits).
+    owned: AtomicU64,
 }
 
 impl Inner {
@@ -161,9 +164,21 @@ impl Inner {
         Busy(self)
     }
 
+    /// The shards this engine serves.
+    fn owned(&self) -> ShardSet {
+        ShardSet::from_bits(self.owned.load(Ordering::SeqCst))
+    }
+
     fn live_instance(&self, id: &str) -> Result<Arc<Mutex<Live>>, EngineError> {
         if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(live.clone());
+        }
+        let shard = shard_of(id);
+        if !self.owned().contains(shard) {
+            return Err(EngineError::NotOwned {
+                instance: id.to_string(),
+                shard,
+            });
         }
         match self.store.instance(id)? {
             Some(_) => Err(EngineError::Exec(ExecError::NotActive("ended"))),
@@ -228,5 +243,7 @@ mod llm_tests;
 mod rules_tests;
 #[cfg(test)]
 mod schedule_tests;
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod tests;

@@ -11,16 +11,34 @@ use super::turn::is_receive_task;
 use super::versions::{retry_policies, start_triggers, Deployed};
 use super::{compile, Inner, Live};
 use crate::executor::WaitKind;
+use crate::shard::ShardSet;
 use crate::store::Table;
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 impl Inner {
     /// Reloads deployments and unfinished instances from the store.
     pub(super) fn reload(&self) -> Result<(), EngineError> {
+        self.reload_definitions()?;
+        if self.options.schedule_timer_starts {
+            self.reload_schedules(ShardSet::ALL)?;
+        }
+        let loaded = self.load_instances(self.owned())?;
+        tracing::info!(instances = loaded.len(), "unfinished instances reloaded");
+        Ok(())
+    }
+
+    /// Compiles the deployed versions in the store that are not in memory yet (all of them at
+    /// start; those another engine on the store deployed since, when taking shards).
+    fn reload_definitions(&self) -> Result<(), EngineError> {
         let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
             let stored: StoredDeployment =
                 decode(&bytes, "deployment").map_err(EngineError::Decode)?;
+            if versions.get(&stored.process_id, stored.version).is_some() {
+                continue;
+            }
             let (process, _) = compile(
                 &stored.definitions,
                 Some(&stored.process_id),
@@ -39,23 +57,40 @@ impl Inner {
                 deployed_ms: stored.deployed_ms,
             }));
         }
-        if self.options.schedule_timer_starts {
-            let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
-            for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
-                let schedule: StoredSchedule =
-                    decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+        Ok(())
+    }
+
+    /// Reads the schedules of timer start events in `shards` (a schedule lives in the shard of
+    /// its process id) from the store, replacing what memory held of them.
+    fn reload_schedules(&self, shards: ShardSet) -> Result<(), EngineError> {
+        let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+        schedules.retain(|(process_id, _), _| !shards.holds(process_id));
+        for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
+            let schedule: StoredSchedule =
+                decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+            if shards.holds(&schedule.process_id) {
                 schedules.insert(
                     (schedule.process_id.clone(), schedule.node.clone()),
                     schedule,
                 );
             }
-            tracing::info!(
-                schedules = schedules.len(),
-                "timer start schedules reloaded"
-            );
         }
+        tracing::info!(
+            schedules = schedules.len(),
+            "timer start schedules reloaded"
+        );
+        Ok(())
+    }
+
+    /// Loads the unfinished instances of `shards` that are not in memory yet; returns their ids.
+    fn load_instances(&self, shards: ShardSet) -> Result<Vec<String>, EngineError> {
+        let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = Vec::new();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for (id, bytes) in self.store.unfinished()? {
+            if !shards.holds(&id) || live.contains_key(&id) {
+                continue;
+            }
             let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
             let deployed = versions
                 .get(&stored.process_id, stored.version)
@@ -66,22 +101,66 @@ impl Inner {
                         stored.process_id, stored.version
                     ))
                 })?;
-            live.insert(id, Arc::new(Mutex::new(Live { stored, deployed })));
+            live.insert(id.clone(), Arc::new(Mutex::new(Live { stored, deployed })));
+            loaded.push(id);
         }
-        tracing::info!(instances = live.len(), "unfinished instances reloaded");
-        Ok(())
+        Ok(loaded)
     }
 
-    /// After a restart: re-arm timers, redeliver the outbox, re-run unrecorded jobs, complete
-    /// auto-completable waits, pick up buffered messages.
-    pub(super) fn resume_all(self: &Arc<Self>) {
-        let all: Vec<(String, Arc<Mutex<Live>>)> = self
-            .live
+    /// Takes the shards `shards` (those not owned yet): loads their unfinished instances and
+    /// schedules and resumes them as a restart would. Returns the number of instances loaded.
+    pub(super) fn acquire(self: &Arc<Self>, shards: ShardSet) -> Result<usize, EngineError> {
+        let new = shards.minus(self.owned());
+        if new.is_empty() {
+            return Ok(0);
+        }
+        self.reload_definitions()?;
+        if self.options.schedule_timer_starts {
+            self.reload_schedules(new)?;
+        }
+        self.owned.fetch_or(new.bits(), Ordering::SeqCst);
+        let loaded = match self.load_instances(new) {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                self.release(new);
+                return Err(err);
+            }
+        };
+        tracing::info!(shards = %new, instances = loaded.len(), "shards taken");
+        self.resume(&loaded, new);
+        Ok(loaded.len())
+    }
+
+    /// Gives up the shards `shards`: their instances leave memory and their timers (and those of
+    /// their timer start events) are disarmed. Returns the number of instances dropped. Turns in
+    /// flight end as they would; the store's fencing decides whether a late one still commits.
+    pub(super) fn release(&self, shards: ShardSet) -> usize {
+        self.owned.fetch_and(!shards.bits(), Ordering::SeqCst);
+        let dropped = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            let before = live.len();
+            live.retain(|id, _| !shards.holds(id));
+            before - live.len()
+        };
+        self.timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .retain(|Reverse((_, target))| !shards.holds(target.shard_key()));
+        self.timers_changed.notify_one();
+        tracing::info!(shards = %shards, instances = dropped, "shards given up");
+        dropped
+    }
+
+    /// After a restart (or taking shards): re-arm the timers of the instances `ids`, re-run
+    /// their unrecorded jobs, complete auto-completable waits, pick up buffered messages; arm
+    /// the timer start events of `shards`; redeliver the outbox.
+    pub(super) fn resume(self: &Arc<Self>, ids: &[String], shards: ShardSet) {
+        let all: Vec<(String, Arc<Mutex<Live>>)> = {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            ids.iter()
+                .filter_map(|id| Some((id.clone(), live.get(id)?.clone())))
+                .collect()
+        };
         let mut jobs = Vec::new();
         for (id, live) in all {
             let guard = live.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,6 +226,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter(|schedule| shards.holds(&schedule.process_id))
             .cloned()
             .collect();
         for schedule in &schedules {

@@ -102,6 +102,10 @@ impl Inner {
     /// start (a rule refuses it) is logged and the schedule moves on.
     pub(super) async fn fire_schedule(self: &Arc<Self>, process_id: &str, node: &str, due_ms: u64) {
         let _busy = self.busy();
+        if !self.owned().holds(process_id) {
+            // The start event's shard went to another engine after this tick was armed.
+            return;
+        }
         let key = (process_id.to_string(), node.to_string());
         let prepared = {
             let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());

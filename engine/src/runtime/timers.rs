@@ -190,6 +190,16 @@ pub(super) enum TimerTarget {
     },
 }
 
+impl TimerTarget {
+    /// What decides the timer's shard: the instance id, or the process id of a start event.
+    pub(super) fn shard_key(&self) -> &str {
+        match self {
+            TimerTarget::Wait { instance, .. } => instance,
+            TimerTarget::Start { process_id, .. } => process_id,
+        }
+    }
+}
+
 /// For the timer wait of a non-interrupting boundary event with a repeating timer: the next
 /// occurrence after `armed`, if the cycle goes on. `None` when the wait is anything else or this
 /// is the cycle's last occurrence (the wait then completes).

@@ -486,6 +486,22 @@ impl Inner {
         Ok(info)
     }
 
+    /// A fresh id for an instance of `process_id`, in a shard this engine owns: numbers from the
+    /// store's id blocks are skipped until one lands in an owned shard (about 64 / owned shards
+    /// tries; a number skipped is never used).
+    fn new_instance_id(&self, process_id: &str) -> Result<String, EngineError> {
+        let owned = self.owned();
+        if owned.is_empty() {
+            return Err(EngineError::NoShards);
+        }
+        loop {
+            let id = joined_id(&[process_id, "-"], self.store.next_id()?);
+            if owned.holds(&id) {
+                return Ok(id);
+            }
+        }
+    }
+
     /// Creates an instance of `deployed` (at the start event `at`, else at its none start
     /// events) and commits its first turn with `history` and `changes`; registers it as live.
     /// The caller awaits the ack, then applies the effects.
@@ -498,7 +514,7 @@ impl Inner {
         history: Vec<HistoryEntry>,
         changes: Vec<TableChange>,
     ) -> Result<(Ack, Vec<Effect>, InstanceInfo), EngineError> {
-        let id = joined_id(&[&deployed.process_id, "-"], self.store.next_id()?);
+        let id = self.new_instance_id(&deployed.process_id)?;
         self.begin_instance_as(
             deployed,
             id,

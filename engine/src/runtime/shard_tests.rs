@@ -1,0 +1,177 @@
+//! Shards moving between two engines on one store: each engine serves only the instances of its
+//! shards, and one that takes a shard carries its instances on where the other left them.
+
+use super::*;
+use crate::clock::VirtualClock;
+use crate::executor::InstanceStatus;
+use crate::model::{EventTrigger, Expr, NodeKind, Span, Timer, TimerKind};
+use crate::shard::{shard_of, ShardSet};
+use crate::store::MemoryStore;
+use crate::testkit::*;
+use serde_json::Map;
+
+/// start → review (a user task) → an hour's timer → end.
+fn review_then_wait() -> Definitions {
+    let timer = NodeKind::IntermediateCatchEvent {
+        trigger: EventTrigger::Timer(Timer {
+            kind: TimerKind::Duration,
+            expression: Expr {
+                language: None,
+                source: "PT1H".into(),
+                span: Span::new(1, 1),
+            },
+            time_zone: None,
+        }),
+    };
+    Scope::at_line(1)
+        .node("s", start())
+        .node("review", user())
+        .node("wait", timer)
+        .node("e", end())
+        .chain(&["s", "review", "wait", "e"])
+        .definitions()
+}
+
+async fn engine_owning(store: &Arc<MemoryStore>, clock: &VirtualClock, shards: ShardSet) -> Engine {
+    let engine = Engine::builder()
+        .store(store.clone())
+        .clock(Arc::new(clock.clone()))
+        .options(EngineOptions {
+            shards,
+            ..EngineOptions::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    engine.deploy(&review_then_wait(), None).await.unwrap();
+    engine
+}
+
+/// The instance once it ended; a test that would wait forever fails instead.
+async fn ended(engine: &Engine, id: &str) -> InstanceInfo {
+    tokio::time::timeout(std::time::Duration::from_secs(30), engine.wait_for_end(id))
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not end"))
+        .unwrap()
+}
+
+fn review_activation(info: &InstanceInfo) -> u64 {
+    info.waiting_on
+        .iter()
+        .find(|w| w.node == "review")
+        .map(|w| w.activation)
+        .unwrap_or_else(|| panic!("{} waits on no review: {info:?}", info.id))
+}
+
+#[tokio::test]
+async fn an_engine_serves_its_shards_and_takes_over_anothers() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let low: ShardSet = (0..32).collect();
+    let high = ShardSet::ALL.minus(low);
+    let a = engine_owning(&store, &clock, low).await;
+    let b = engine_owning(&store, &clock, high).await;
+
+    let mut started_on_a = Vec::new();
+    let mut started_on_b = Vec::new();
+    for _ in 0..10 {
+        started_on_a.push(a.start("p", Map::new()).await.unwrap().id);
+        started_on_b.push(b.start("p", Map::new()).await.unwrap().id);
+    }
+    // New instances get ids in their engine's shards, and each engine holds only its own.
+    assert!(
+        started_on_a.iter().all(|id| low.holds(id)),
+        "{started_on_a:?}"
+    );
+    assert!(
+        started_on_b.iter().all(|id| high.holds(id)),
+        "{started_on_b:?}"
+    );
+    assert_eq!(a.running().len(), 10);
+    assert_eq!(b.running().len(), 10);
+
+    // An engine started on the store loads the unfinished instances of its own shards only.
+    let c = engine_owning(&store, &clock, high).await;
+    let mut on_b = started_on_b.clone();
+    on_b.sort();
+    assert_eq!(c.running(), on_b);
+    c.shutdown().await;
+
+    // A request about another engine's instance is refused (any engine may still read it).
+    let theirs = &started_on_a[0];
+    let info = b.instance(theirs).unwrap();
+    let err = b
+        .complete_task(theirs, review_activation(&info), Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::NotOwned { instance, shard } if instance == theirs && *shard == shard_of(theirs)),
+        "{err}"
+    );
+
+    // A gives its shards up: it holds and starts nothing any more.
+    assert_eq!(a.release_shards(low), 10);
+    assert_eq!(a.owned_shards(), ShardSet::NONE);
+    assert!(a.running().is_empty());
+    assert!(matches!(
+        a.start("p", Map::new()).await.unwrap_err(),
+        EngineError::NoShards
+    ));
+
+    // B takes them and carries A's instances on: tasks, then timers, to the end.
+    assert_eq!(b.acquire_shards(ShardSet::ALL).await.unwrap(), 10);
+    assert_eq!(b.acquire_shards(low).await.unwrap(), 0, "already owned");
+    assert_eq!(b.owned_shards(), ShardSet::ALL);
+    for id in started_on_a.iter().chain(&started_on_b) {
+        let info = b.instance(id).unwrap();
+        b.complete_task(id, review_activation(&info), Map::new())
+            .await
+            .unwrap();
+    }
+    for id in started_on_a.iter().chain(&started_on_b) {
+        let done = ended(&b, id).await;
+        assert_eq!(done.status, InstanceStatus::Completed, "{id}");
+        assert_eq!(done.path, vec!["s", "review", "wait", "e"], "{id}");
+        // One owner at a time: the timer was armed and fired once, the history is in order.
+        let history = b.history(id).unwrap();
+        let count =
+            |wanted: fn(&HistoryEntry) -> bool| history.iter().filter(|r| wanted(&r.entry)).count();
+        assert_eq!(
+            count(|e| matches!(e, HistoryEntry::TimerArmed { .. })),
+            1,
+            "{id}"
+        );
+        assert_eq!(
+            count(|e| matches!(e, HistoryEntry::TimerFired { .. })),
+            1,
+            "{id}"
+        );
+        assert!(
+            history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+            "{id}: history out of order"
+        );
+    }
+    assert_eq!(clock.now_ms(), 3_600_000);
+}
+
+#[tokio::test]
+async fn shards_given_up_take_their_timers_along() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let a = engine_owning(&store, &clock, ShardSet::ALL).await;
+    let id = a.start("p", Map::new()).await.unwrap().id;
+    let info = a.instance(&id).unwrap();
+    a.complete_task(&id, review_activation(&info), Map::new())
+        .await
+        .unwrap();
+    a.release_shards(ShardSet::ALL);
+    // With the timer disarmed, nothing is due: the virtual clock does not move.
+    a.wait_idle().await;
+    assert_eq!(clock.now_ms(), 0);
+    assert_eq!(a.instance(&id).unwrap().status, InstanceStatus::Waiting);
+
+    a.acquire_shards(ShardSet::ALL).await.unwrap();
+    let done = ended(&a, &id).await;
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(clock.now_ms(), 3_600_000);
+}
