@@ -32,6 +32,12 @@ pub struct PgOptions {
     /// How long the writer keeps reconnecting after the connection broke before it gives up
     /// (every later commit then fails; the service must be restarted).
     pub reconnect_for: Duration,
+    /// `None` (the default): the database is this node's alone; it takes every shard at open
+    /// and holds the node lock, so a second node is refused. `Some(lease)`: the node shares the
+    /// database with other nodes that say so too; it owns the shards it takes with
+    /// [`PgStore::balance`](crate::PgStore::balance), each under a lease of this length renewed
+    /// by every round.
+    pub cluster_lease: Option<Duration>,
 }
 
 impl PgOptions {
@@ -47,6 +53,7 @@ impl PgOptions {
             max_batch: flowbot_engine::store::Durability::GROUP_MAX_BATCH,
             connect_timeout: Duration::from_secs(10),
             reconnect_for: Duration::from_secs(60),
+            cluster_lease: None,
         }
     }
 }

@@ -4,15 +4,17 @@
 //! transaction), TLS (rustls; `sslmode` in the URL, a private CA with [`PgOptions::ca_file`]) and a
 //! pool of read connections.
 //!
-//! One node per database for now: the store takes a PostgreSQL advisory lock for its node and a
-//! second node is refused with [`PgStoreError::InUse`]. Instances are grouped into [`SHARDS`]
-//! shards ([`shard_of`]); the node takes every shard at start, and each write transaction checks
-//! that the shards it writes to are still its own (a write to a shard taken over fails with
-//! [`StoreError::Fenced`](flowbot_engine::store::StoreError::Fenced)). `docs/cluster.md`
-//! describes the layout and what several nodes need beyond it.
+//! Instances are grouped into [`SHARDS`] shards ([`shard_of`]), and each write transaction checks
+//! that the shards it writes to are still this node's (a write to a shard taken over fails with
+//! [`StoreError::Fenced`](flowbot_engine::store::StoreError::Fenced)). By default a node has the
+//! database to itself: it takes an advisory lock (a second node is refused with
+//! [`PgStoreError::InUse`]) and every shard at start. With [`PgOptions::cluster_lease`] nodes
+//! share the database: each takes shards under leases in rounds of [`PgStore::balance`]
+//! ([`Balance`]). `docs/cluster.md` describes the layout, the protocol and what is built of it.
 
 mod connect;
 mod error;
+mod membership;
 mod migrations;
 mod store;
 mod writer;
@@ -20,6 +22,7 @@ mod writer;
 pub use connect::{default_node_id, redact, PgOptions};
 pub use error::PgStoreError;
 pub use flowbot_engine::shard::{shard_of, SHARDS};
+pub use membership::Balance;
 pub use migrations::{Migration, MigrationReport, MIGRATIONS, SCHEMA_VERSION};
 pub use store::PgStore;
 

@@ -27,10 +27,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shards",
         sql: include_str!("../migrations/0002_shards.sql"),
     },
+    Migration {
+        version: 3,
+        name: "membership",
+        sql: include_str!("../migrations/0003_membership.sql"),
+    },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key that serializes migrations (a transaction-level lock).
 const MIGRATION_LOCK: i64 = 0x666c_6f77_0001;

@@ -15,14 +15,17 @@
 
 use crate::connect::{Bridge, PgOptions, Target};
 use crate::error::{describe, PgStoreError};
+use crate::membership::{self, epochs_held, Balance};
 use crate::migrations::{migrate, MigrationReport};
-use crate::writer::{prefix_bounds, table_name, Op, Prepared, Writer};
+use crate::writer::{held_epochs, prefix_bounds, table_name, Held, Op, Prepared, Writer};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::{
     Ack, FlushStats, GroupCommitter, KeyValue, OutboxEntry, StepCommit, Store, StoreError, Table,
 };
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
 /// Ids per block taken from the `flowbot_id_blocks` sequence (its increment).
@@ -46,6 +49,11 @@ pub struct PgStore {
     /// Instance ids: the current block `(next, end)`.
     ids: Mutex<(u64, u64)>,
     writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// The shards this node holds, at their epochs (read by the writer's fence).
+    held: Held,
+    node_id: String,
+    /// The shard lease of a node that shares the database ([`PgOptions::cluster_lease`]).
+    cluster_lease: Option<Duration>,
     bridge: Bridge,
 }
 
@@ -65,9 +73,11 @@ impl PgStore {
         let shown = target.shown.clone();
         let bridge = Bridge::start()?;
         let handle = bridge.handle().clone();
+        let held: Held = Arc::new(Mutex::new(Vec::new()));
         let (writer, next_notification) = {
             let (target, handle, node) = (target.clone(), handle.clone(), options.node_id.clone());
             let reconnect_for = options.reconnect_for;
+            let (held, exclusive) = (held.clone(), options.cluster_lease.is_none());
             bridge
                 .run(async move {
                     let mut client = target.connect(&handle).await?;
@@ -81,7 +91,8 @@ impl PgStore {
                         .map_err(|e| PgStoreError::from_db(&target.shown, &e))?
                         .get(0);
                     drop(client);
-                    let writer = Writer::open(target, handle, node, reconnect_for).await?;
+                    let writer =
+                        Writer::open(target, handle, node, reconnect_for, held, exclusive).await?;
                     Ok::<_, PgStoreError>((writer, last as u64 + 1))
                 })
                 .ok_or_else(|| PgStoreError::Threads("the store's runtime stopped".into()))??
@@ -126,7 +137,40 @@ impl PgStore {
             pool,
             ids: Mutex::new((0, 0)),
             writer,
+            held,
+            node_id: options.node_id,
+            cluster_lease: options.cluster_lease,
             bridge,
+        })
+    }
+
+    /// The shards this node holds now.
+    pub fn held_shards(&self) -> ShardSet {
+        epochs_held(&held_epochs(&self.held))
+    }
+
+    /// One round of membership for a node that shares the database (heartbeat, lease renewal,
+    /// shards taken up to this node's share; see [`crate::membership`]); call it every third of
+    /// the lease. The caller's engine loads the instances of `acquired`, drops those of `lost`,
+    /// and drops those of `excess` before giving them back with [`PgStore::release_shards`].
+    pub fn balance(&self) -> Result<Balance, StoreError> {
+        let Some(lease) = self.cluster_lease else {
+            return Err(self.io(
+                "this node has the database to itself (no cluster lease): it holds every shard",
+            ));
+        };
+        let (node_id, held) = (self.node_id.clone(), self.held.clone());
+        self.query_now(move |mut client| async move {
+            membership::balance(&mut client, &node_id, lease, &held).await
+        })
+    }
+
+    /// Gives `shards` back to the other nodes once every commit queued before is in the
+    /// database; later writes of this node to them fail with [`StoreError::Fenced`].
+    pub fn release_shards(&self, shards: ShardSet) -> Result<(), StoreError> {
+        let (node_id, held) = (self.node_id.clone(), self.held.clone());
+        self.query(move |client| async move {
+            membership::release(&**client, &node_id, shards, &held).await
         })
     }
 

@@ -2,12 +2,13 @@
 //! multi-row statements, and keeps one connection (which holds the database's node lock)
 //! alive across connection losses.
 //!
-//! Fencing: the writer takes every shard at open (their epochs go up by one) and each
-//! transaction that writes instances first reads the epochs of their shards under a share lock
-//! (`FOR SHARE`). A shard whose epoch moved on was taken over by another node: the transaction is
-//! rolled back and fails with [`StoreError::Fenced`]. The share lock makes a takeover wait for
-//! the transactions in flight, so every write of this node to a shard is ordered before the
-//! takeover or refused.
+//! Fencing: the node holds shards at epochs ([`Held`]; a node alone on its database takes every
+//! shard at open, their epochs going up by one; nodes that share one take them in
+//! [`crate::membership`]), and each transaction that writes instances first reads the epochs of
+//! their shards under a share lock (`FOR SHARE`). A shard whose epoch differs from the one held
+//! was taken over by another node (or given up by this one): the transaction is rolled back and
+//! fails with [`StoreError::Fenced`]. The share lock makes a takeover wait for the transactions
+//! in flight, so every write of this node to a shard is ordered before the takeover or refused.
 //!
 //! Consecutive commits of a group are merged before they are written: per instance its last
 //! snapshot, per history slot its last entry, per key of a keyed table its last change. The
@@ -19,12 +20,26 @@ use crate::error::{describe, PgStoreError};
 use flowbot_engine::shard::{shard_of, SHARDS};
 use flowbot_engine::store::{StepCommit, StoreError, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
-/// Advisory lock key held by the node that writes to a database (one node per database).
+/// Advisory lock key held by the nodes that write to a database: exclusively by a node that has
+/// the database to itself, shared by nodes that share it, so the two kinds exclude each other.
 pub(crate) const NODE_LOCK: i64 = 0x666c_6f77_0002;
+
+/// The epoch at which this node holds each shard (by number), `NOT_HELD` for the others; shared
+/// by the writer (the fence) and the membership rounds that change it.
+pub(crate) type Held = Arc<Mutex<Vec<i64>>>;
+
+/// The epoch of a shard this node does not hold (epochs start at 0).
+pub(crate) const NOT_HELD: i64 = -1;
+
+/// Locks `held`, whatever a panicking holder left.
+pub(crate) fn held_epochs(held: &Held) -> std::sync::MutexGuard<'_, Vec<i64>> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A step's commit as queued: tables resolved, notification-log entries numbered.
 #[derive(Debug)]
@@ -44,9 +59,11 @@ pub(crate) struct Prepared {
 type Change = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
 impl Op {
-    /// The instance the op writes to, if any.
+    /// The instance the op writes to, if any (engine-level commits, such as deployments, belong
+    /// to none).
     fn instance(&self) -> Option<&str> {
         match self {
+            Op::Commit(commit) if commit.instance.is_empty() => None,
             Op::Commit(commit) => Some(&commit.instance),
             Op::Purge(id) => Some(id),
             Op::AckOutbox(_) | Op::RemoveNotifications { .. } => None,
@@ -354,18 +371,24 @@ pub(crate) struct Writer {
     statements: Statements,
     /// Number of the last batch written (also in `flowbot_nodes.last_batch`).
     batch: i64,
-    /// The epoch of each shard (by number) as this node took it.
-    epochs: Vec<i64>,
+    /// The epoch of each shard as this node took it.
+    held: Held,
+    /// Whether the node has the database to itself (exclusive node lock) or shares it.
+    exclusive: bool,
     reconnect_for: Duration,
 }
 
 impl Writer {
-    /// Connects, takes the node lock, registers the node and takes every shard.
+    /// Connects, takes the node lock and registers the node. A node that has the database to
+    /// itself (`exclusive`) takes every shard; one that shares it gives back what an earlier
+    /// run under its name still owned, and takes shards later ([`crate::membership`]).
     pub(crate) async fn open(
         target: Target,
         handle: Handle,
         node_id: String,
         reconnect_for: Duration,
+        held: Held,
+        exclusive: bool,
     ) -> Result<Self, PgStoreError> {
         let mut writer = Self {
             target,
@@ -374,7 +397,8 @@ impl Writer {
             client: None,
             statements: Statements::new(),
             batch: 0,
-            epochs: Vec::new(),
+            held,
+            exclusive,
             reconnect_for,
         };
         let shown = writer.target.shown.clone();
@@ -389,6 +413,20 @@ impl Writer {
             .await
             .map_err(db)?
             .get(0);
+        if !exclusive {
+            client
+                .execute(
+                    "UPDATE flowbot_shards SET owner = NULL, lease_until = NULL, epoch = epoch + 1 \
+                     WHERE owner = $1",
+                    &[&writer.node_id],
+                )
+                .await
+                .map_err(db)?;
+            *held_epochs(&writer.held) = vec![NOT_HELD; SHARDS as usize];
+            writer.batch = batch;
+            writer.client = Some(client);
+            return Ok(writer);
+        }
         let mut taken: Vec<(i32, i64)> = client
             .query(
                 "UPDATE flowbot_shards SET owner = $1, epoch = epoch + 1, lease_until = NULL \
@@ -412,21 +450,26 @@ impl Writer {
                 ),
             });
         }
-        writer.epochs = taken.into_iter().map(|(_, epoch)| epoch).collect();
+        *held_epochs(&writer.held) = taken.into_iter().map(|(_, epoch)| epoch).collect();
         writer.batch = batch;
         writer.client = Some(client);
         Ok(writer)
     }
 
-    /// A connection that holds the node lock.
+    /// A connection that holds the node lock (exclusive or shared, see [`NODE_LOCK`]).
     async fn connect(&self) -> Result<Client, PgStoreError> {
         let client = self.target.connect(&self.handle).await?;
         let shown = &self.target.shown;
+        let take_lock = if self.exclusive {
+            "SELECT pg_try_advisory_lock($1)"
+        } else {
+            "SELECT pg_try_advisory_lock_shared($1)"
+        };
         // A node that just closed this database may still hold the lock for a moment.
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])
+                .query_one(take_lock, &[&NODE_LOCK])
                 .await
                 .map_err(|e| PgStoreError::from_db(shown, &e))?
                 .get(0);
@@ -488,7 +531,7 @@ impl Writer {
     async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
         let batch = self.batch + 1;
         let started = Instant::now();
-        let fence = Fence::new(&ops, &self.epochs);
+        let fence = Fence::new(&ops, &held_epochs(&self.held));
         loop {
             let client = match self.client.as_mut() {
                 Some(client) if !client.is_closed() => client,
@@ -579,9 +622,12 @@ impl Writer {
     /// Releases the node lock (the server would, once it notices the closed connection).
     pub(crate) async fn close(&mut self) {
         if let Some(client) = self.client.take() {
-            let _ = client
-                .execute("SELECT pg_advisory_unlock($1)", &[&NODE_LOCK])
-                .await;
+            let unlock = if self.exclusive {
+                "SELECT pg_advisory_unlock($1)"
+            } else {
+                "SELECT pg_advisory_unlock_shared($1)"
+            };
+            let _ = client.execute(unlock, &[&NODE_LOCK]).await;
         }
     }
 }

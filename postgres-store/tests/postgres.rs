@@ -3,6 +3,7 @@
 //! Each test works in a database of its own, created fresh. Without the variable the tests say
 //! so and pass, except under CI (`CI` set), where that is a failure.
 
+use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::conformance;
 use flowbot_engine::store::{SnapshotChange, StepCommit, Store, StoreError};
 use flowbot_postgres::{shard_of, PgOptions, PgStore, PgStoreError, SCHEMA_VERSION};
@@ -348,4 +349,215 @@ fn a_node_takes_every_shard_at_start_under_a_new_epoch() {
         .all(|(owner, epoch)| owner == "test-node" && *epoch == 1));
     drop(open(&url));
     assert!(epochs().iter().all(|(_, epoch)| *epoch == 2));
+}
+
+/// A node that shares the database `url`, with shard leases of `lease`.
+fn open_shared(url: &str, node: &str, lease: std::time::Duration) -> PgStore {
+    let mut options = options(url, node);
+    options.cluster_lease = Some(lease);
+    PgStore::open(options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An instance id in `shard`.
+fn id_in(shard: u32) -> String {
+    (0..)
+        .map(|n| format!("order-{n}"))
+        .find(|id| shard_of(id) == shard)
+        .unwrap_or_default()
+}
+
+#[test]
+fn nodes_sharing_a_database_split_the_shards_fence_each_other_and_take_over_expired_leases() {
+    let Some(url) = fresh_database("membership") else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let a = open_shared(&url, "node-a", lease);
+    let b = open_shared(&url, "node-b", lease);
+    assert_eq!(
+        a.held_shards(),
+        ShardSet::NONE,
+        "a shared node starts with no shard"
+    );
+
+    // Alone (b has not sent a heartbeat yet), a takes every shard.
+    let round = a.balance().unwrap();
+    assert_eq!((round.acquired, round.live_nodes), (ShardSet::ALL, 1));
+    // b counts now but finds no free shard; a sees two nodes and names its excess.
+    let round = b.balance().unwrap();
+    assert_eq!((round.acquired, round.live_nodes), (ShardSet::NONE, 2));
+    let round = a.balance().unwrap();
+    let upper: ShardSet = (32..64).collect();
+    assert_eq!(
+        (round.excess, round.lost, round.live_nodes),
+        (upper, ShardSet::NONE, 2)
+    );
+    a.release_shards(round.excess).unwrap();
+    assert_eq!(b.balance().unwrap().acquired, upper);
+    assert_eq!(a.held_shards(), ShardSet::ALL.minus(upper));
+    assert_eq!(b.held_shards(), upper);
+
+    // Each writes to its own shards; a write to a shard the writer does not hold is refused
+    // and leaves nothing (a fenced node acknowledges nothing more, so a third one plays it).
+    let (mine, theirs) = (id_in(3), id_in(40));
+    a.commit(step_of(&mine, "a", 0)).unwrap().wait().unwrap();
+    b.commit(step_of(&theirs, "b", 0)).unwrap().wait().unwrap();
+    let stale = open_shared(&url, "node-stale", lease);
+    let err = stale
+        .commit(step_of(&theirs, "late", 1))
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Fenced { shards, owner, .. } if shards == &[40] && owner == "node-b"),
+        "{err}"
+    );
+    assert_eq!(b.history(&theirs).unwrap(), vec![b"b".to_vec()]);
+    drop(stale);
+
+    // b stops (its leases stay until they expire); a takes its shards once they have.
+    assert_eq!(b.balance().unwrap().acquired, ShardSet::NONE);
+    drop(b);
+    let round = a.balance().unwrap();
+    assert_eq!(round.acquired, ShardSet::NONE, "b's leases still run");
+    std::thread::sleep(lease + std::time::Duration::from_millis(500));
+    let round = a.balance().unwrap();
+    assert_eq!((round.acquired, round.live_nodes), (upper, 1));
+    a.commit(step_of(&theirs, "a", 1)).unwrap().wait().unwrap();
+    assert_eq!(
+        a.history(&theirs).unwrap(),
+        vec![b"b".to_vec(), b"a".to_vec()]
+    );
+}
+
+#[test]
+fn a_node_alone_on_its_database_does_not_balance() {
+    let Some(url) = fresh_database("no_balance") else {
+        return;
+    };
+    let store = open(&url);
+    assert_eq!(store.held_shards(), ShardSet::ALL);
+    let err = store.balance().unwrap_err();
+    assert!(err.to_string().contains("no cluster lease"), "{err}");
+}
+
+/// start → review (a user task) → an hour's timer → end.
+const REVIEW_THEN_WAIT: &str = "
+process: p
+nodes:
+  s: { start: ~, next: review }
+  review: { user: ~, next: wait }
+  wait: { catch: { timer: { duration: PT1H } }, next: e }
+  e: { end: ~ }
+";
+
+/// An engine on `store` that owns no shard until a membership round gives it some.
+async fn shared_engine(
+    store: Arc<PgStore>,
+    clock: &flowbot_engine::clock::VirtualClock,
+) -> flowbot_engine::Engine {
+    flowbot_engine::Engine::builder()
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .options(flowbot_engine::EngineOptions {
+            shards: ShardSet::NONE,
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+/// One membership round as a node runs it: drop what was lost or is too much, give the excess
+/// back, load what was taken.
+async fn round(engine: &flowbot_engine::Engine, store: &PgStore) -> flowbot_postgres::Balance {
+    let round = store.balance().unwrap();
+    engine.release_shards(round.lost.union(round.excess));
+    if !round.excess.is_empty() {
+        store.release_shards(round.excess).unwrap();
+    }
+    engine.acquire_shards(round.acquired).await.unwrap();
+    round
+}
+
+/// Completes the review task of `id` on `engine`.
+async fn review(engine: &flowbot_engine::Engine, id: &str) {
+    let info = engine.instance(id).unwrap();
+    let activation = info
+        .waiting_on
+        .iter()
+        .find(|w| w.node == "review")
+        .map(|w| w.activation)
+        .unwrap_or_else(|| panic!("{id} waits on no review"));
+    engine
+        .complete_task(id, activation, Default::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
+    let Some(url) = tokio::task::block_in_place(|| fresh_database("two_engines")) else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let clock = flowbot_engine::clock::VirtualClock::starting_at(0);
+    let (defs, diagnostics) =
+        flowbot_engine::yaml::parse_yaml(std::path::Path::new("p.yaml"), REVIEW_THEN_WAIT);
+    let defs = defs.unwrap_or_else(|| panic!("{diagnostics:?}"));
+
+    let store_a = Arc::new(open_shared(&url, "node-a", lease));
+    let a = shared_engine(store_a.clone(), &clock).await;
+    assert_eq!(round(&a, &store_a).await.acquired, ShardSet::ALL);
+    a.deploy(&defs, None).await.unwrap();
+    let store_b = Arc::new(open_shared(&url, "node-b", lease));
+    let b = shared_engine(store_b.clone(), &clock).await;
+    round(&b, &store_b).await;
+    let excess = round(&a, &store_a).await.excess;
+    assert_eq!(round(&b, &store_b).await.acquired, excess);
+    assert_eq!(a.owned_shards().union(b.owned_shards()), ShardSet::ALL);
+    assert_eq!(a.owned_shards().minus(b.owned_shards()), a.owned_shards());
+
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for _ in 0..8 {
+        on_a.push(a.start("p", Default::default()).await.unwrap().id);
+        on_b.push(b.start("p", Default::default()).await.unwrap().id);
+    }
+    assert!(on_a.iter().all(|id| a.owned_shards().holds(id)));
+    assert!(on_b.iter().all(|id| b.owned_shards().holds(id)));
+    for id in &on_a[..4] {
+        review(&a, id).await;
+    }
+
+    // a dies without giving anything back; b takes its shards once their leases have run out
+    // and carries its instances on, those waiting for review and those waiting for the timer.
+    a.shutdown().await;
+    drop(a);
+    drop(store_a);
+    tokio::time::sleep(lease + std::time::Duration::from_millis(500)).await;
+    let taken = round(&b, &store_b).await;
+    assert_eq!(taken.acquired, ShardSet::ALL.minus(excess));
+    assert_eq!(b.owned_shards(), ShardSet::ALL);
+    for id in on_a[4..].iter().chain(&on_b) {
+        review(&b, id).await;
+    }
+    for id in on_a.iter().chain(&on_b) {
+        let done = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait_for_end(id))
+            .await
+            .unwrap_or_else(|_| panic!("{id} did not end"))
+            .unwrap();
+        assert_eq!(done.path, ["s", "review", "wait", "e"], "{id}");
+        let history = b.history(id).unwrap();
+        let fired = history
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.entry,
+                    flowbot_engine::runtime::HistoryEntry::TimerFired { .. }
+                )
+            })
+            .count();
+        assert_eq!(fired, 1, "{id}");
+    }
 }

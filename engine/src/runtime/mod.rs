@@ -92,6 +92,19 @@ fn open_waits(instance: &Instance) -> Vec<Wait> {
 struct Live {
     stored: StoredInstance,
     deployed: Arc<Deployed>,
+    /// Set when its shard was given up: a turn that reached it through an older reference
+    /// commits nothing.
+    released: bool,
+}
+
+impl Live {
+    fn new(stored: StoredInstance, deployed: Arc<Deployed>) -> Live {
+        Live {
+            stored,
+            deployed,
+            released: false,
+        }
+    }
 }
 
 /// Marks the engine busy while alive (a virtual clock only jumps when nothing is busy).

@@ -101,7 +101,10 @@ impl Inner {
                         stored.process_id, stored.version
                     ))
                 })?;
-            live.insert(id.clone(), Arc::new(Mutex::new(Live { stored, deployed })));
+            live.insert(
+                id.clone(),
+                Arc::new(Mutex::new(Live::new(stored, deployed))),
+            );
             loaded.push(id);
         }
         Ok(loaded)
@@ -135,13 +138,18 @@ impl Inner {
     /// their timer start events) are disarmed. Returns the number of instances dropped. Turns in
     /// flight end as they would; the store's fencing decides whether a late one still commits.
     pub(super) fn release(&self, shards: ShardSet) -> usize {
+        // Ownership first: an instance created meanwhile is not registered (see `begin_instance_as`).
         self.owned.fetch_and(!shards.bits(), Ordering::SeqCst);
-        let dropped = {
+        let dropped: Vec<Arc<Mutex<Live>>> = {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            let before = live.len();
-            live.retain(|id, _| !shards.holds(id));
-            before - live.len()
+            let ids: Vec<String> = live.keys().filter(|id| shards.holds(id)).cloned().collect();
+            ids.iter().filter_map(|id| live.remove(id)).collect()
         };
+        // Waits for the turns running on them; later ones commit nothing.
+        for instance in &dropped {
+            instance.lock().unwrap_or_else(|e| e.into_inner()).released = true;
+        }
+        let dropped = dropped.len();
         self.timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,6 +20,7 @@ use crate::executor::{
     joined_id, Event, ExecError, ExecutionHooks, Instance, InstanceStatus, Step, Wait, WaitKind,
 };
 use crate::rules::SharedRuleHooks;
+use crate::shard::shard_of;
 use crate::store::{Ack, SnapshotChange, StepCommit, Table, TableChange};
 use crate::timer::TimerSpec;
 use serde_json::{Map, Value};
@@ -338,6 +339,13 @@ impl Inner {
         live: &mut Live,
         mut turn: Turn,
     ) -> Result<(Ack, Vec<Effect>), EngineError> {
+        if live.released {
+            let instance = live.stored.instance.id().to_string();
+            return Err(EngineError::NotOwned {
+                shard: shard_of(&instance),
+                instance,
+            });
+        }
         // Auto-completions go in batches (every ready wait, oldest first, before any token moves
         // on), as `flowbot run --auto-complete` does.
         while !turn.auto.is_empty() && live.stored.instance.status().is_active() {
@@ -571,7 +579,7 @@ impl Inner {
             opened: Vec::new(),
             caller,
         };
-        let live = Arc::new(Mutex::new(Live { stored, deployed }));
+        let live = Arc::new(Mutex::new(Live::new(stored, deployed)));
         let (ack, effects, info) = {
             let mut guard = live.lock().unwrap_or_else(|e| e.into_inner());
             let mut turn = Turn::new(&id);
@@ -589,10 +597,12 @@ impl Inner {
             (ack, effects, info)
         };
         if !info.ended() {
-            self.live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, live);
+            let mut registered = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            // Its shard may have been given up since the id was chosen: the first turn is
+            // committed, and the shard's next owner loads it from there.
+            if self.owned().holds(&id) {
+                registered.insert(id, live);
+            }
         }
         Ok((ack, effects, info))
     }
