@@ -29,8 +29,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "membership",
-        sql: include_str!("../migrations/0003_membership.sql"),
+        name: "cluster",
+        sql: include_str!("../migrations/0003_cluster.sql"),
     },
 ];
 

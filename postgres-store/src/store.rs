@@ -21,22 +21,22 @@ use crate::writer::{held_epochs, prefix_bounds, table_name, Held, Op, Prepared, 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::{
-    Ack, FlushStats, GroupCommitter, KeyValue, OutboxEntry, StepCommit, Store, StoreError, Table,
+    Ack, FlushStats, GroupCommitter, KeyValue, NotificationNumber, OutboxEntry, StepCommit, Store,
+    StoreError, Table,
 };
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
 /// Ids per block taken from the `flowbot_id_blocks` sequence (its increment).
 const ID_BLOCK: u64 = 1024;
 
-/// What the writer has not written yet, and the counters given under the same lock.
+/// What the writer has not written yet, in commit order.
 #[derive(Debug, Default)]
 struct Queue {
     ops: Vec<Op>,
-    /// The next notification-log number.
-    next_notification: u64,
 }
 
 /// A store in a PostgreSQL database (see the module docs).
@@ -54,6 +54,9 @@ pub struct PgStore {
     node_id: String,
     /// The shard lease of a node that shares the database ([`PgOptions::cluster_lease`]).
     cluster_lease: Option<Duration>,
+    /// The highest notification-log number known committed (by the writer; in a shared
+    /// database also by other nodes, read by [`Store::last_notification`]).
+    last_notification: Arc<AtomicU64>,
     bridge: Bridge,
 }
 
@@ -74,26 +77,36 @@ impl PgStore {
         let bridge = Bridge::start()?;
         let handle = bridge.handle().clone();
         let held: Held = Arc::new(Mutex::new(Vec::new()));
-        let (writer, next_notification) = {
+        let last_notification = Arc::new(AtomicU64::new(0));
+        let writer = {
             let (target, handle, node) = (target.clone(), handle.clone(), options.node_id.clone());
             let reconnect_for = options.reconnect_for;
             let (held, exclusive) = (held.clone(), options.cluster_lease.is_none());
+            let numbered = last_notification.clone();
             bridge
                 .run(async move {
                     let mut client = target.connect(&handle).await?;
                     migrate(&mut client, &target.shown).await?;
                     let last: i64 = client
                         .query_one(
-                            "SELECT coalesce(max(seq), 0) FROM flowbot_notifications",
+                            "SELECT value FROM flowbot_counters WHERE name = 'notifications'",
                             &[],
                         )
                         .await
                         .map_err(|e| PgStoreError::from_db(&target.shown, &e))?
                         .get(0);
                     drop(client);
-                    let writer =
-                        Writer::open(target, handle, node, reconnect_for, held, exclusive).await?;
-                    Ok::<_, PgStoreError>((writer, last as u64 + 1))
+                    numbered.store(last as u64, Ordering::SeqCst);
+                    Writer::open(
+                        target,
+                        handle,
+                        node,
+                        reconnect_for,
+                        held,
+                        exclusive,
+                        numbered,
+                    )
+                    .await
                 })
                 .ok_or_else(|| PgStoreError::Threads("the store's runtime stopped".into()))??
         };
@@ -111,10 +124,7 @@ impl PgStore {
             .wait_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| PgStoreError::Threads(e.to_string()))?;
-        let queue = Arc::new(Mutex::new(Queue {
-            ops: Vec::new(),
-            next_notification,
-        }));
+        let queue = Arc::new(Mutex::new(Queue::default()));
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let group = {
             let (queue, writer, handle) = (queue.clone(), writer.clone(), handle.clone());
@@ -140,6 +150,7 @@ impl PgStore {
             held,
             node_id: options.node_id,
             cluster_lease: options.cluster_lease,
+            last_notification,
             bridge,
         })
     }
@@ -313,14 +324,17 @@ fn limit(n: usize) -> i64 {
 
 impl Store for PgStore {
     fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        let count = commit.notifications.len() as u64;
+        let numbered = !commit.notifications.is_empty();
+        let last = Arc::new(OnceLock::new());
+        let prepared = Prepared::new(commit, last.clone()).map_err(|e| self.io(e))?;
         let mut queue = lock(&self.queue);
-        let first = queue.next_notification;
-        let prepared = Prepared::new(commit, first).map_err(|e| self.io(e))?;
         queue.ops.push(Op::Commit(prepared));
-        queue.next_notification += count;
         let ack = self.register(queue)?;
-        Ok(ack.with_last_notification((count > 0).then(|| first + count - 1)))
+        Ok(ack.with_last_notification(if numbered {
+            NotificationNumber::Pending(last)
+        } else {
+            NotificationNumber::None
+        }))
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -465,12 +479,28 @@ impl Store for PgStore {
     }
 
     fn last_notification(&self) -> Result<u64, StoreError> {
-        Ok(lock(&self.queue).next_notification - 1)
+        if self.cluster_lease.is_some() {
+            // Other nodes append too: the counter row holds the last number committed by any.
+            let last = self
+                .rows(
+                    "SELECT value FROM flowbot_counters WHERE name = 'notifications'".into(),
+                    (),
+                    |row| row.get::<_, i64>(0) as u64,
+                )?
+                .pop()
+                .unwrap_or(0);
+            self.last_notification.fetch_max(last, Ordering::SeqCst);
+        }
+        Ok(self.last_notification.load(Ordering::SeqCst))
+    }
+
+    fn shared(&self) -> bool {
+        self.cluster_lease.is_some()
     }
 
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
         let mut queue = lock(&self.queue);
-        let keep = queue.next_notification - 1;
+        let keep = self.last_notification.load(Ordering::SeqCst);
         queue.ops.push(Op::RemoveNotifications { through, keep });
         drop(self.register(queue)?);
         Ok(())

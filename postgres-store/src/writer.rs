@@ -20,7 +20,8 @@ use crate::error::{describe, PgStoreError};
 use flowbot_engine::shard::{shard_of, SHARDS};
 use flowbot_engine::store::{StepCommit, StoreError, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
@@ -41,7 +42,9 @@ pub(crate) fn held_epochs(held: &Held) -> std::sync::MutexGuard<'_, Vec<i64>> {
     held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A step's commit as queued: tables resolved, notification-log entries numbered.
+/// A step's commit as queued, tables resolved. Its notification-log entries are numbered in the
+/// transaction that writes them (from the `notifications` counter row), and the last number goes
+/// to `last_notification` once that transaction has committed.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     instance: String,
@@ -50,8 +53,8 @@ pub(crate) struct Prepared {
     history_from: u64,
     history: Vec<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
-    first_notification: u64,
     notifications: Vec<Vec<u8>>,
+    last_notification: Arc<OnceLock<u64>>,
     changes: Vec<Change>,
 }
 
@@ -72,9 +75,12 @@ impl Op {
 }
 
 impl Prepared {
-    /// Resolves the tables of `commit`; its notification-log entries get numbers from
-    /// `first_notification` on. Fails on a table the schema does not have.
-    pub(crate) fn new(commit: StepCommit, first_notification: u64) -> Result<Self, String> {
+    /// Resolves the tables of `commit`; the last number of its notification-log entries will be
+    /// set in `last_notification`. Fails on a table the schema does not have.
+    pub(crate) fn new(
+        commit: StepCommit,
+        last_notification: Arc<OnceLock<u64>>,
+    ) -> Result<Self, String> {
         let StepCommit {
             instance,
             snapshot,
@@ -98,8 +104,8 @@ impl Prepared {
             history_from,
             history,
             outbox,
-            first_notification,
             notifications,
+            last_notification,
             changes,
         })
     }
@@ -144,7 +150,8 @@ struct Merged<'a> {
 }
 
 impl<'a> Merged<'a> {
-    fn add(&mut self, commit: &'a Prepared) {
+    /// Adds `commit`, its notification-log entries numbered from `first_notification`.
+    fn add(&mut self, commit: &'a Prepared, first_notification: u64) {
         let id = commit.instance.as_str();
         for (i, entry) in commit.history.iter().enumerate() {
             self.history
@@ -156,7 +163,7 @@ impl<'a> Merged<'a> {
         self.outbox.extend(commit.outbox.iter().map(Vec::as_slice));
         for (i, entry) in commit.notifications.iter().enumerate() {
             self.notifications
-                .push(((commit.first_notification + i as u64) as i64, entry));
+                .push(((first_notification + i as u64) as i64, entry));
         }
         for (table, key, value) in &commit.changes {
             self.tables
@@ -311,18 +318,13 @@ pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     (prefix.to_vec(), None)
 }
 
-/// Writes one non-commit operation in `tx`.
+/// Writes one non-commit operation in `tx` (commits are merged, see [`write_batch`]).
 async fn write_op(
     tx: &tokio_postgres::Transaction<'_>,
-    cache: &mut Statements,
     op: &Op,
 ) -> Result<(), tokio_postgres::Error> {
     match op {
-        Op::Commit(commit) => {
-            let mut merged = Merged::default();
-            merged.add(commit);
-            merged.write(tx, cache).await?;
-        }
+        Op::Commit(_) => {}
         Op::AckOutbox(seqs) => {
             let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
             tx.execute(
@@ -375,6 +377,8 @@ pub(crate) struct Writer {
     held: Held,
     /// Whether the node has the database to itself (exclusive node lock) or shares it.
     exclusive: bool,
+    /// The highest notification number known committed (see [`crate::PgStore`]).
+    last_notification: Arc<AtomicU64>,
     reconnect_for: Duration,
 }
 
@@ -389,6 +393,7 @@ impl Writer {
         reconnect_for: Duration,
         held: Held,
         exclusive: bool,
+        last_notification: Arc<AtomicU64>,
     ) -> Result<Self, PgStoreError> {
         let mut writer = Self {
             target,
@@ -399,6 +404,7 @@ impl Writer {
             batch: 0,
             held,
             exclusive,
+            last_notification,
             reconnect_for,
         };
         let shown = writer.target.shown.clone();
@@ -532,6 +538,7 @@ impl Writer {
         let batch = self.batch + 1;
         let started = Instant::now();
         let fence = Fence::new(&ops, &held_epochs(&self.held));
+        let mut numbered = Vec::new();
         loop {
             let client = match self.client.as_mut() {
                 Some(client) if !client.is_closed() => client,
@@ -553,6 +560,7 @@ impl Writer {
                         .get(0);
                     if done >= batch {
                         self.batch = batch;
+                        self.publish(&numbered);
                         return Ok(());
                     }
                     continue;
@@ -565,11 +573,13 @@ impl Writer {
                 &fence,
                 &self.node_id,
                 batch,
+                &mut numbered,
             )
             .await;
             match written {
                 Ok(()) => {
                     self.batch = batch;
+                    self.publish(&numbered);
                     return Ok(());
                 }
                 Err(BatchError::Fenced { shards, owner }) => {
@@ -590,6 +600,16 @@ impl Writer {
                     return Err(StoreError::FlushFailed(describe(&err)))
                 }
             }
+        }
+    }
+
+    /// Hands the committed transaction's notification numbers to its commits and to the store.
+    fn publish(&self, numbered: &[(&OnceLock<u64>, u64)]) {
+        for &(cell, last) in numbered {
+            let _ = cell.set(last);
+        }
+        if let Some(&(_, last)) = numbered.last() {
+            self.last_notification.fetch_max(last, Ordering::SeqCst);
         }
     }
 
@@ -716,27 +736,55 @@ async fn check_fence(
     }
 }
 
-/// One transaction: the fence checked, the ops in order (runs of commits merged) and the batch
-/// number.
-async fn write_batch(
+/// One transaction: the fence checked, the notification-log entries numbered, the ops in order
+/// (runs of commits merged) and the batch number. The last notification number of each commit
+/// goes to `numbered`, to be published once the transaction is known to have committed.
+async fn write_batch<'a>(
     client: &mut Client,
     cache: &mut Statements,
-    ops: &[Op],
+    ops: &'a [Op],
     fence: &Fence,
     node_id: &str,
     batch: i64,
+    numbered: &mut Vec<(&'a OnceLock<u64>, u64)>,
 ) -> Result<(), BatchError> {
+    numbered.clear();
     let tx = client.transaction().await?;
     check_fence(&tx, cache, fence).await?;
+    let entries: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::Commit(commit) => commit.notifications.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut next_number = 0;
+    if entries > 0 {
+        let statement = prepared(
+            &tx,
+            cache,
+            "UPDATE flowbot_counters SET value = value + $1 WHERE name = 'notifications' \
+             RETURNING value",
+        )
+        .await?;
+        let last: i64 = tx.query_one(&statement, &[&(entries as i64)]).await?.get(0);
+        next_number = (last - entries as i64 + 1) as u64;
+    }
     let mut merged = Merged::default();
     for op in ops {
         match op {
-            Op::Commit(commit) => merged.add(commit),
+            Op::Commit(commit) => {
+                merged.add(commit, next_number);
+                if !commit.notifications.is_empty() {
+                    next_number += commit.notifications.len() as u64;
+                    numbered.push((&commit.last_notification, next_number - 1));
+                }
+            }
             other => {
                 if !merged.is_empty() {
                     std::mem::take(&mut merged).write(&tx, cache).await?;
                 }
-                write_op(&tx, cache, other).await?;
+                write_op(&tx, other).await?;
             }
         }
     }

@@ -561,3 +561,51 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
         assert_eq!(fired, 1, "{id}");
     }
 }
+
+#[test]
+fn nodes_sharing_a_database_number_one_notification_log_in_commit_order() {
+    let Some(url) = fresh_database("shared_log") else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(30);
+    let a = Arc::new(open_shared(&url, "node-a", lease));
+    let b = Arc::new(open_shared(&url, "node-b", lease));
+    a.balance().unwrap();
+    b.balance().unwrap();
+    a.release_shards(a.balance().unwrap().excess).unwrap();
+    b.balance().unwrap();
+    let writers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                let held = store.held_shards();
+                let ids = (0..).map(|n| format!("n-{n}")).filter(|id| held.holds(id));
+                let mut numbers = Vec::new();
+                for id in ids.take(60) {
+                    let mut commit = step_of(&id, "s", 0);
+                    commit.notifications = vec![id.clone().into_bytes(), id.into_bytes()];
+                    let ack = store.commit(commit).unwrap();
+                    let last = ack.last_notification();
+                    ack.wait().unwrap();
+                    numbers.push(last.get().expect("numbered once durable"));
+                }
+                numbers
+            })
+        })
+        .collect();
+    let per_node: Vec<Vec<u64>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Each node's commits are numbered in the order it committed them, and together the
+    // numbers are those of one log without gaps or repeats.
+    for numbers in &per_node {
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    }
+    let mut all: Vec<u64> = per_node.concat();
+    all.sort_unstable();
+    assert_eq!(all, (1..=120).map(|n| 2 * n).collect::<Vec<_>>());
+    // Either node reads the whole log, and knows how far the other has written.
+    assert_eq!(a.last_notification().unwrap(), 240);
+    assert_eq!(b.last_notification().unwrap(), 240);
+    let log = a.notifications_after(0, 1_000).unwrap();
+    assert_eq!(log.len(), 240);
+    assert!(log.iter().map(|(n, _)| *n).eq(1..=240));
+}

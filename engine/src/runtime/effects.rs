@@ -8,6 +8,7 @@ use super::record::{CallerLink, HistoryRecord};
 use super::timers::TimerTarget;
 use super::Inner;
 use crate::executor::Wait;
+use crate::store::NotificationNumber;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub(super) enum Effect {
     /// The instance ended; its final state when someone waits for it.
     Ended(Option<InstanceInfo>),
     /// Notification-log entries up to this number are durable.
-    Notified(u64),
+    Notified(NotificationNumber),
     /// Start the child instance of a call activity's wait (nothing when it exists already).
     StartChild(Wait),
     /// Cancel this child instance (its call activity ended without it).
@@ -80,7 +81,11 @@ impl Inner {
                         }));
                     }
                 }
-                Effect::Notified(last) => self.notifications_durable(last),
+                Effect::Notified(last) => {
+                    if let Some(last) = last.get() {
+                        self.notifications_durable(last);
+                    }
+                }
                 Effect::StartChild(wait) => {
                     let id = instance.to_string();
                     self.spawn(|inner| async move { inner.start_child(&id, wait).await });

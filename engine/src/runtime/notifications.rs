@@ -168,6 +168,27 @@ impl Inner {
     }
 }
 
+/// How often an engine on a [shared](crate::store::Store::shared) store looks for entries other
+/// nodes appended to the notification log.
+pub(super) const SHARED_LOG_POLL: Duration = Duration::from_millis(100);
+
+/// Follows the notification log of a shared store: entries other nodes committed become visible
+/// to this engine's readers within [`SHARED_LOG_POLL`].
+pub(super) async fn follow_shared_log(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(SHARED_LOG_POLL).await;
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        let store = engine.store.clone();
+        match tokio::task::spawn_blocking(move || store.last_notification()).await {
+            Ok(Ok(last)) => engine.notifications_durable(last),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot read the notification log"),
+            Err(err) => tracing::warn!(error = %err, "notification log poll stopped"),
+        }
+    }
+}
+
 /// Hands the log to the effect sink, entry by entry after its stored cursor, for as long as the
 /// engine lives; a refused entry is offered again a second later.
 pub(super) async fn feed_effect_sink(inner: Weak<Inner>) {

@@ -21,7 +21,7 @@ use crate::executor::{
 };
 use crate::rules::SharedRuleHooks;
 use crate::shard::shard_of;
-use crate::store::{Ack, SnapshotChange, StepCommit, Table, TableChange};
+use crate::store::{Ack, NotificationNumber, SnapshotChange, StepCommit, Table, TableChange};
 use crate::timer::TimerSpec;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -392,8 +392,9 @@ impl Inner {
         if outbox > 0 {
             effects.push(Effect::Deliver);
         }
-        if let Some(last) = ack.last_notification() {
-            effects.push(Effect::Notified(last));
+        let last_notification = ack.last_notification();
+        if !matches!(last_notification, NotificationNumber::None) {
+            effects.push(Effect::Notified(last_notification));
         }
         if self.events.receiver_count() > 0 && !stored_turn.entries.is_empty() {
             effects.push(Effect::Publish(stored_turn.into_records().collect()));

@@ -3,7 +3,7 @@
 
 use super::StoreError;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -19,7 +19,32 @@ pub(crate) type FlushFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub struct Ack {
     pending: Pending,
     /// The highest notification-log number the commit was given, if it appended any.
-    last_notification: Option<u64>,
+    last_notification: NotificationNumber,
+}
+
+/// The highest notification-log number a commit was given. A store that numbers entries as it
+/// queues them (memory, sled) knows it at commit; one that numbers them as it writes them
+/// (PostgreSQL, where several nodes append to one log) sets it once the commit is durable.
+#[derive(Debug, Clone, Default)]
+pub enum NotificationNumber {
+    /// The commit appended no entry.
+    #[default]
+    None,
+    /// Known at commit.
+    Known(u64),
+    /// Set by the store when the commit is durable.
+    Pending(Arc<OnceLock<u64>>),
+}
+
+impl NotificationNumber {
+    /// The number, once known (for a pending one: after the ack has resolved).
+    pub fn get(&self) -> Option<u64> {
+        match self {
+            NotificationNumber::None => None,
+            NotificationNumber::Known(n) => Some(*n),
+            NotificationNumber::Pending(cell) => cell.get().copied(),
+        }
+    }
 }
 
 enum Pending {
@@ -50,7 +75,7 @@ impl Ack {
     pub fn ready() -> Self {
         Self {
             pending: Pending::Ready,
-            last_notification: None,
+            last_notification: NotificationNumber::None,
         }
     }
 
@@ -58,20 +83,21 @@ impl Ack {
     pub(crate) fn after_flush(flush: FlushFn) -> Self {
         Self {
             pending: Pending::Flush(flush),
-            last_notification: None,
+            last_notification: NotificationNumber::None,
         }
     }
 
     /// The same acknowledgement, carrying the highest notification-log number of its commit.
-    pub fn with_last_notification(mut self, last: Option<u64>) -> Self {
+    pub fn with_last_notification(mut self, last: NotificationNumber) -> Self {
         self.last_notification = last;
         self
     }
 
     /// The highest number the commit's notification-log entries were given (`None` when it
-    /// appended none). Once the ack has resolved, every entry up to this number is durable.
-    pub fn last_notification(&self) -> Option<u64> {
-        self.last_notification
+    /// appended none; a pending one is known once the ack has resolved). Once the ack has
+    /// resolved, every entry up to this number is durable.
+    pub fn last_notification(&self) -> NotificationNumber {
+        self.last_notification.clone()
     }
 
     /// Blocks the current thread until the commit is durable.
@@ -245,7 +271,7 @@ impl GroupCommitter {
         }
         Ack {
             pending: Pending::Group(self.shared.clone(), seq),
-            last_notification: None,
+            last_notification: NotificationNumber::None,
         }
     }
 
@@ -258,7 +284,7 @@ impl GroupCommitter {
         }
         Ack {
             pending: Pending::Group(self.shared.clone(), state.committed),
-            last_notification: None,
+            last_notification: NotificationNumber::None,
         }
     }
 

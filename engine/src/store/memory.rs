@@ -1,6 +1,9 @@
 //! An in-memory [`Store`]: same semantics as the sled store, nothing survives the process.
 
-use super::{history_key, history_prefix, Ack, OutboxEntry, StepCommit, Store, StoreError, Table};
+use super::{
+    history_key, history_prefix, Ack, NotificationNumber, OutboxEntry, StepCommit, Store,
+    StoreError, Table,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
@@ -81,7 +84,9 @@ impl Store for MemoryStore {
             inner.notifications.insert(number, entry);
             last_notification = Some(number);
         }
-        Ok(Ack::ready().with_last_notification(last_notification))
+        Ok(Ack::ready().with_last_notification(
+            last_notification.map_or(NotificationNumber::None, NotificationNumber::Known),
+        ))
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -30,7 +30,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::{Ack, FlushStats, GroupCommitter};
+pub use group::{Ack, FlushStats, GroupCommitter, NotificationNumber};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -301,15 +301,23 @@ pub trait Store: Send + Sync + 'static {
     /// order. Numbers are given by the store when the commit holding the entry is applied, in
     /// commit order: an entry is never numbered below one already committed. A reader that must
     /// not see entries that a crash could still take back reads only up to the highest number
-    /// an [`Ack`] has confirmed durable ([`Ack::last_notification`]).
+    /// an [`Ack`] has confirmed durable ([`Ack::last_notification`]) or a [shared](Store::shared)
+    /// store reports.
     fn notifications_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
-    /// The highest number in the notification log (0 when it is empty and never held an entry).
+    /// The highest number in the notification log (0 when it is empty and never held an entry);
+    /// for a [shared](Store::shared) store, the highest number committed by any process.
     fn last_notification(&self) -> Result<u64, StoreError>;
+
+    /// Whether other processes append to this store too (several nodes on one database): the
+    /// engine then polls [`Store::last_notification`] to show their entries to its readers.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// Removes the notification log's entries numbered up to `through` (retention). The newest
     /// entry is kept, so that numbering goes on from it after a restart.

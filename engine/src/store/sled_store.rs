@@ -3,7 +3,7 @@
 //! as one batch just before the flush that covers them; until then readers see them through
 //! the [`Overlay`].
 
-use super::group::{FlushStats, GroupCommitter};
+use super::group::{FlushStats, GroupCommitter, NotificationNumber};
 use super::ids::IdBlocks;
 use super::instance_record::{decode_chunk, encode_chunk, InstanceRecord};
 use super::overlay::{merge, Overlay, Write};
@@ -427,7 +427,7 @@ impl Store for SledStore {
         self.apply(writes)?;
         let ack = self.acknowledge();
         drop(next);
-        Ok(ack.with_last_notification(Some(last)))
+        Ok(ack.with_last_notification(NotificationNumber::Known(last)))
     }
 
     fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
