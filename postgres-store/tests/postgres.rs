@@ -530,6 +530,20 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
         review(&a, id).await;
     }
 
+    // A deployment on one node reaches the other by itself (it polls the shared store).
+    let (q, _) = flowbot_engine::yaml::parse_yaml(
+        std::path::Path::new("q.yaml"),
+        &REVIEW_THEN_WAIT.replace("process: p", "process: q"),
+    );
+    b.deploy(&q.unwrap(), None).await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !a.deployments().iter().any(|d| d.process_id == "q") {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "a never saw b's deployment");
+
     // a dies without giving anything back; b takes its shards once their leases have run out
     // and carries its instances on, those waiting for review and those waiting for the timer.
     a.shutdown().await;

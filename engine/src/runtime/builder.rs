@@ -6,7 +6,7 @@
 use super::api::{EffectSink, EngineError, EngineOptions, SharedHooks};
 use super::engine::Engine;
 use super::handlers::Handler;
-use super::notifications::{feed_effect_sink, follow_shared_log};
+use super::notifications::{feed_effect_sink, follow_shared_store};
 use super::retention::sweep_loop;
 use super::timers::timer_loop;
 use super::versions::Versions;
@@ -194,7 +194,7 @@ impl EngineBuilder {
         let every = inner.options.retention.sweep_every;
         inner.spawn_until_stopped(sweep_loop(Arc::downgrade(&inner), every));
         if inner.store.shared() {
-            inner.spawn_until_stopped(follow_shared_log(Arc::downgrade(&inner)));
+            inner.spawn_until_stopped(follow_shared_store(Arc::downgrade(&inner)));
         }
         Ok(Engine { inner })
     }

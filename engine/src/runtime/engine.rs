@@ -464,6 +464,14 @@ impl Engine {
         self.inner.acquire(shards)
     }
 
+    /// Compiles the versions other engines on the store deployed since this one looked, and arms
+    /// the timer start events they brought to shards this engine owns. An engine on a
+    /// [shared](crate::store::Store::shared) store does this every second by itself. Returns the
+    /// number of new versions.
+    pub fn refresh_deployments(&self) -> Result<usize, EngineError> {
+        self.inner.refresh_deployments()
+    }
+
     /// Gives up `shards`: their instances leave memory, their timers are disarmed, requests
     /// about them fail with [`EngineError::NotOwned`], and new instances get ids elsewhere.
     /// Returns the number of instances dropped. Nothing stored changes.

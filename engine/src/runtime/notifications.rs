@@ -172,19 +172,32 @@ impl Inner {
 /// nodes appended to the notification log.
 pub(super) const SHARED_LOG_POLL: Duration = Duration::from_millis(100);
 
-/// Follows the notification log of a shared store: entries other nodes committed become visible
-/// to this engine's readers within [`SHARED_LOG_POLL`].
-pub(super) async fn follow_shared_log(inner: Weak<Inner>) {
-    loop {
+/// How many log polls pass between two looks for deployments other nodes made.
+const POLLS_PER_DEPLOYMENT_CHECK: u32 = 10;
+
+/// Follows what other nodes on a shared store write that this engine must see: entries of the
+/// notification log (visible to this engine's readers within [`SHARED_LOG_POLL`]) and
+/// deployments (compiled within ten polls, a second).
+pub(super) async fn follow_shared_store(inner: Weak<Inner>) {
+    for poll in 1u32.. {
         tokio::time::sleep(SHARED_LOG_POLL).await;
         let Some(engine) = inner.upgrade() else {
             return;
         };
-        let store = engine.store.clone();
-        match tokio::task::spawn_blocking(move || store.last_notification()).await {
-            Ok(Ok(last)) => engine.notifications_durable(last),
-            Ok(Err(err)) => tracing::warn!(error = %err, "cannot read the notification log"),
-            Err(err) => tracing::warn!(error = %err, "notification log poll stopped"),
+        let deployments = poll % POLLS_PER_DEPLOYMENT_CHECK == 0;
+        let polled = tokio::task::spawn_blocking(move || {
+            let last = engine.store.last_notification()?;
+            engine.notifications_durable(last);
+            if deployments {
+                engine.refresh_deployments()?;
+            }
+            Ok::<_, EngineError>(())
+        })
+        .await;
+        match polled {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot follow the shared store"),
+            Err(err) => tracing::warn!(error = %err, "the shared store's poll stopped"),
         }
     }
 }

@@ -30,8 +30,10 @@ impl Inner {
     }
 
     /// Compiles the deployed versions in the store that are not in memory yet (all of them at
-    /// start; those another engine on the store deployed since, when taking shards).
-    fn reload_definitions(&self) -> Result<(), EngineError> {
+    /// start; those another engine on the store deployed since, when taking shards or
+    /// refreshing); returns how many there were.
+    fn reload_definitions(&self) -> Result<usize, EngineError> {
+        let mut added = 0;
         let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
             let stored: StoredDeployment =
@@ -56,8 +58,37 @@ impl Inner {
                 starts,
                 deployed_ms: stored.deployed_ms,
             }));
+            added += 1;
         }
-        Ok(())
+        Ok(added)
+    }
+
+    /// Picks up what other engines on a shared store deployed: new versions, and the timer start
+    /// events they brought to shards this engine owns (armed here; a schedule already known is
+    /// left to its ticks). Returns the number of new versions.
+    pub(super) fn refresh_deployments(&self) -> Result<usize, EngineError> {
+        let added = self.reload_definitions()?;
+        if added == 0 || !self.options.schedule_timer_starts {
+            return Ok(added);
+        }
+        let owned = self.owned();
+        let mut fresh = Vec::new();
+        {
+            let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
+                let schedule: StoredSchedule =
+                    decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+                let key = (schedule.process_id.clone(), schedule.node.clone());
+                if owned.holds(&schedule.process_id) && !schedules.contains_key(&key) {
+                    schedules.insert(key, schedule.clone());
+                    fresh.push(schedule);
+                }
+            }
+        }
+        for schedule in &fresh {
+            self.arm_schedule(schedule);
+        }
+        Ok(added)
     }
 
     /// Reads the schedules of timer start events in `shards` (a schedule lives in the shard of

@@ -175,3 +175,26 @@ async fn shards_given_up_take_their_timers_along() {
     assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(clock.now_ms(), 3_600_000);
 }
+
+#[tokio::test]
+async fn an_engine_picks_up_what_another_deployed_to_the_store() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let low: ShardSet = (0..32).collect();
+    let a = engine_owning(&store, &clock, low).await;
+    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
+    assert_eq!(a.refresh_deployments().unwrap(), 0, "nothing new");
+    // b deploys a second version (the review becomes a plain task); a compiles it on refresh
+    // and starts it from then on.
+    let second = Scope::at_line(1)
+        .node("s", start())
+        .node("review", user())
+        .node("e", end())
+        .chain(&["s", "review", "e"])
+        .definitions();
+    assert!(b.deploy(&second, None).await.unwrap().created);
+    assert_eq!(a.refresh_deployments().unwrap(), 1);
+    assert_eq!(a.refresh_deployments().unwrap(), 0);
+    let started = a.start("p", Map::new()).await.unwrap();
+    assert_eq!(started.version, 2);
+}
