@@ -502,7 +502,7 @@ pub struct MessageBody {
 /// or buffers it until one waits).
 #[utoipa::path(post, path = "/api/v1/messages", tag = "events", request_body = MessageBody,
     responses(
-        (status = 200, description = "Where it went: `{\"outcome\": \"delivered\", \"instance\", \"activation\"}`, `started` or `buffered`", body = Object),
+        (status = 200, description = "Where it went: `{\"outcome\": \"delivered\", \"instance\", \"activation\"}`, `queued` (for the node that owns the instance), `started` or `buffered`", body = Object),
         (status = 400, description = "The body does not validate", body = Problem, content_type = "application/problem+json")))]
 pub async fn correlate_message(
     State(state): Shared,

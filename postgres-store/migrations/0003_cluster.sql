@@ -11,3 +11,6 @@ CREATE TABLE flowbot_counters (
 );
 INSERT INTO flowbot_counters (name, value)
     SELECT 'notifications', coalesce(max(seq), 0) FROM flowbot_notifications;
+-- Messages and signals for waits in shards another node owns, kept until the owner delivers
+-- them (keyed by the shard, the instance and the wait).
+CREATE TABLE flowbot_inbox (key bytea PRIMARY KEY, value bytea NOT NULL);

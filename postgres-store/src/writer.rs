@@ -133,6 +133,7 @@ pub(crate) fn table_name(table: Table) -> Result<&'static str, String> {
         Table::Definitions => "flowbot_definitions",
         Table::Schedules => "flowbot_schedules",
         Table::Cursors => "flowbot_cursors",
+        Table::Inbox => "flowbot_inbox",
         other => return Err(format!("the store has no table for {other:?}")),
     })
 }

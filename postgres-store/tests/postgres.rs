@@ -544,6 +544,34 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
     .await;
     assert!(seen.is_ok(), "a never saw b's deployment");
 
+    // A message for b's instance, correlated on a, waits in the inbox until b delivers it by
+    // itself.
+    let (m, _) = flowbot_engine::yaml::parse_yaml(
+        std::path::Path::new("m.yaml"),
+        "process: m\nnodes:\n  s: { start: ~, next: paid }\n  \
+         paid: { catch: { message: { name: paid, correlation_key: order } }, next: e }\n  \
+         e: { end: ~ }\n",
+    );
+    let m = m.unwrap();
+    a.deploy(&m, None).await.unwrap();
+    b.deploy(&m, None).await.unwrap();
+    let mut vars = serde_json::Map::new();
+    vars.insert("order".into(), "SO-9".into());
+    let waiting = b.start("m", vars.clone()).await.unwrap().id;
+    let outcome = a
+        .correlate_message("paid", Some("SO-9"), vars)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, flowbot_engine::runtime::Correlation::Queued { instance, .. } if *instance == waiting),
+        "{outcome:?}"
+    );
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), b.wait_for_end(&waiting))
+        .await
+        .expect("b delivered the message from its inbox")
+        .unwrap();
+    assert_eq!(done.path, ["s", "paid", "e"]);
+
     // a dies without giving anything back; b takes its shards once their leases have run out
     // and carries its instances on, those waiting for review and those waiting for the timer.
     a.shutdown().await;

@@ -80,6 +80,14 @@ pub enum Correlation {
         /// The new instance.
         instance: String,
     },
+    /// The instance waiting for it lives in a shard another engine owns: it is kept in the
+    /// store's inbox, and that engine delivers it.
+    Queued {
+        /// The receiving instance.
+        instance: String,
+        /// The wait's activation.
+        activation: u64,
+    },
     /// Nobody waits for it yet: it is kept until it expires.
     Buffered {
         /// When it expires (ms since the Unix epoch).

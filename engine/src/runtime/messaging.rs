@@ -7,12 +7,12 @@
 
 use super::api::{Correlation, EngineError};
 use super::record::{
-    buffered_prefix, decode, encode, message_subscription_prefix, signal_subscription_prefix,
-    BufferedMessage, HistoryEntry, Subscriber,
+    buffered_prefix, decode, encode, inbox_key, message_subscription_prefix,
+    signal_subscription_prefix, BufferedMessage, Delivery, HistoryEntry, InboxEntry, Subscriber,
 };
 use super::versions::{Deployed, StartTrigger};
 use super::Inner;
-use crate::executor::WaitKind;
+use crate::executor::{Wait, WaitKind};
 use crate::store::{StepCommit, Table};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
@@ -132,21 +132,164 @@ impl Inner {
             correlation_key: correlation_key.map(str::to_string),
             activation: sub.activation,
         }];
-        inner
+        let driven = inner
             .drive(
                 &sub.instance,
                 sub.activation,
                 "message wait",
-                |w| matches!(w.kind, WaitKind::Message { .. }),
-                variables,
+                is_message_wait,
+                variables.clone(),
                 history,
                 Vec::new(),
             )
-            .await?;
-        Ok(Correlation::Delivered {
-            instance: sub.instance,
-            activation: sub.activation,
-        })
+            .await;
+        match driven {
+            Ok(_) => Ok(Correlation::Delivered {
+                instance: sub.instance,
+                activation: sub.activation,
+            }),
+            Err(EngineError::NotOwned { .. }) => {
+                let delivery = Delivery::Message {
+                    name: name.to_string(),
+                    correlation_key: correlation_key.map(str::to_string),
+                };
+                let (instance, activation) = (sub.instance.clone(), sub.activation);
+                inner.send_to_inbox(sub, delivery, variables).await?;
+                Ok(Correlation::Queued {
+                    instance,
+                    activation,
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Keeps a message or signal for a wait of a shard another engine owns in the store's inbox,
+    /// where the owner takes it ([`Self::deliver_inbox`]); returns once that is durable.
+    async fn send_to_inbox(
+        &self,
+        to: Subscriber,
+        delivery: Delivery,
+        variables: Map<String, Value>,
+    ) -> Result<(), EngineError> {
+        let mut commit = StepCommit::default();
+        commit.put(
+            Table::Inbox,
+            inbox_key(&to.instance, to.activation),
+            encode(&InboxEntry {
+                to,
+                delivery,
+                variables,
+            }),
+        );
+        self.store.commit(commit)?.durable().await?;
+        Ok(())
+    }
+
+    /// Delivers the inbox entries of the shards this engine owns, each in the turn that removes
+    /// it (so exactly once). A message whose wait is gone meanwhile is correlated anew; a signal
+    /// whose wait is gone is dropped.
+    pub(super) async fn deliver_inbox(self: &Arc<Self>) {
+        let _delivering = self.delivering.lock().await;
+        let entries = match self.store.scan(Table::Inbox, b"") {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the inbox");
+                return;
+            }
+        };
+        let owned = self.owned();
+        for (key, value) in entries {
+            if !key
+                .first()
+                .is_some_and(|&shard| owned.contains(u32::from(shard)))
+            {
+                continue;
+            }
+            let entry: InboxEntry = match decode(&value, "inbox entry") {
+                Ok(entry) => entry,
+                Err(err) => {
+                    tracing::error!(error = %err, "dropping an unreadable inbox entry");
+                    self.remove_from_inbox(key).await;
+                    continue;
+                }
+            };
+            let InboxEntry {
+                to,
+                delivery,
+                variables,
+            } = entry;
+            let (history, accepts, expected): (_, fn(&Wait) -> bool, _) = match &delivery {
+                Delivery::Message {
+                    name,
+                    correlation_key,
+                } => (
+                    HistoryEntry::MessageCorrelated {
+                        name: name.clone(),
+                        correlation_key: correlation_key.clone(),
+                        activation: to.activation,
+                    },
+                    is_message_wait,
+                    "message wait",
+                ),
+                Delivery::Signal { name } => (
+                    HistoryEntry::SignalReceived {
+                        name: name.clone(),
+                        activation: to.activation,
+                    },
+                    is_signal_wait,
+                    "signal wait",
+                ),
+            };
+            let removal = vec![(Table::Inbox, key.clone(), None)];
+            let driven = self
+                .drive(
+                    &to.instance,
+                    to.activation,
+                    expected,
+                    accepts,
+                    variables.clone(),
+                    vec![history],
+                    removal,
+                )
+                .await;
+            match driven {
+                Ok(_) => {}
+                Err(EngineError::NoSuchWait { .. } | EngineError::Exec(_)) => {
+                    self.remove_from_inbox(key).await;
+                    if let Delivery::Message {
+                        name,
+                        correlation_key,
+                    } = delivery
+                    {
+                        if let Err(err) = self
+                            .correlate(&name, correlation_key.as_deref(), variables)
+                            .await
+                        {
+                            tracing::error!(message = %name, error = %err, "a message whose wait was gone could not be correlated anew");
+                        }
+                    }
+                }
+                // The shard moved on meanwhile: its new owner delivers it.
+                Err(EngineError::NotOwned { .. }) => {}
+                Err(err) => {
+                    tracing::error!(instance = %to.instance, error = %err, "delivering an inbox entry failed; it stays")
+                }
+            }
+        }
+    }
+
+    /// Removes one inbox entry (its delivery is over).
+    async fn remove_from_inbox(&self, key: Vec<u8>) {
+        let mut commit = StepCommit::default();
+        commit.remove(Table::Inbox, key);
+        let removed = match self.store.commit(commit) {
+            Ok(ack) => ack.durable().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = removed {
+            tracing::error!(error = %err, "cannot remove an inbox entry");
+        }
     }
 
     /// The triggered start events that `matches`, with their latest deployed versions (processes
@@ -213,7 +356,7 @@ impl Inner {
                     &sub.instance,
                     sub.activation,
                     "signal wait",
-                    |w| matches!(w.kind, WaitKind::Signal { .. }),
+                    is_signal_wait,
                     variables.clone(),
                     history,
                     Vec::new(),
@@ -222,6 +365,13 @@ impl Inner {
             {
                 Ok(_) => delivered += 1,
                 Err(EngineError::NoSuchWait { .. }) => {}
+                Err(EngineError::NotOwned { .. }) => {
+                    let delivery = Delivery::Signal {
+                        name: name.to_string(),
+                    };
+                    self.send_to_inbox(sub, delivery, variables.clone()).await?;
+                    delivered += 1;
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -266,7 +416,7 @@ impl Inner {
                 instance,
                 activation,
                 "message wait",
-                |w| matches!(w.kind, WaitKind::Message { .. }),
+                is_message_wait,
                 message.variables,
                 history,
                 vec![(Table::BufferedMessages, key, None)],
@@ -288,8 +438,16 @@ impl Inner {
                 return;
             }
         };
+        let owned = self.owned();
         for entry in entries {
-            match decode::<OutboxEntry>(&entry.payload, "outbox entry") {
+            let decoded = decode::<OutboxEntry>(&entry.payload, "outbox entry");
+            // The engine that owns the thrower's shard delivers its events, once.
+            if let Ok(thrown) = &decoded {
+                if !owned.holds(thrown.instance.as_deref().unwrap_or_default()) {
+                    continue;
+                }
+            }
+            match decoded {
                 Ok(OutboxEntry {
                     instance,
                     node,
@@ -325,4 +483,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether `wait` takes messages.
+fn is_message_wait(wait: &Wait) -> bool {
+    matches!(wait.kind, WaitKind::Message { .. })
+}
+
+/// Whether `wait` takes signals.
+fn is_signal_wait(wait: &Wait) -> bool {
+    matches!(wait.kind, WaitKind::Signal { .. })
 }

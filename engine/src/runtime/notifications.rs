@@ -176,14 +176,16 @@ pub(super) const SHARED_LOG_POLL: Duration = Duration::from_millis(100);
 const POLLS_PER_DEPLOYMENT_CHECK: u32 = 10;
 
 /// Follows what other nodes on a shared store write that this engine must see: entries of the
-/// notification log (visible to this engine's readers within [`SHARED_LOG_POLL`]) and
-/// deployments (compiled within ten polls, a second).
+/// notification log (visible to this engine's readers within [`SHARED_LOG_POLL`]), messages and
+/// signals in the inbox for its shards (delivered within a poll) and deployments (compiled
+/// within ten polls, a second).
 pub(super) async fn follow_shared_store(inner: Weak<Inner>) {
     for poll in 1u32.. {
         tokio::time::sleep(SHARED_LOG_POLL).await;
         let Some(engine) = inner.upgrade() else {
             return;
         };
+        engine.deliver_inbox().await;
         let deployments = poll % POLLS_PER_DEPLOYMENT_CHECK == 0;
         let polled = tokio::task::spawn_blocking(move || {
             let last = engine.store.last_notification()?;

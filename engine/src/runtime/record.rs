@@ -408,6 +408,42 @@ pub(crate) struct Subscriber {
     pub activation: u64,
 }
 
+/// Key of an inbox entry: the shard of the waiting instance (one byte, so an owner reads its
+/// shards' entries by prefix), the instance, a zero byte and the wait's activation. A wait takes
+/// one message or signal, so it has at most one entry.
+pub(crate) fn inbox_key(instance: &str, activation: u64) -> Vec<u8> {
+    let mut k = vec![crate::shard::shard_of(instance) as u8];
+    k.extend_from_slice(instance.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&activation.to_be_bytes());
+    k
+}
+
+/// A message or signal for a wait in a shard another engine owns, kept in the inbox until the
+/// owner delivers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InboxEntry {
+    /// Who waits.
+    pub to: Subscriber,
+    /// What arrives.
+    pub delivery: Delivery,
+    /// The variables it carries.
+    pub variables: Map<String, Value>,
+}
+
+/// What an inbox entry delivers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Delivery {
+    /// A correlated message.
+    Message {
+        name: String,
+        correlation_key: Option<String>,
+    },
+    /// A broadcast signal.
+    Signal { name: String },
+}
+
 /// Prefix of buffered messages for a name and correlation key.
 pub(crate) fn buffered_prefix(name: &str, key: Option<&str>) -> Vec<u8> {
     let mut k = name.as_bytes().to_vec();

@@ -6,7 +6,7 @@ use crate::clock::VirtualClock;
 use crate::executor::InstanceStatus;
 use crate::model::{EventTrigger, Expr, NodeKind, Span, Timer, TimerKind};
 use crate::shard::{shard_of, ShardSet};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store, Table};
 use crate::testkit::*;
 use serde_json::Map;
 
@@ -197,4 +197,118 @@ async fn an_engine_picks_up_what_another_deployed_to_the_store() {
     assert_eq!(a.refresh_deployments().unwrap(), 0);
     let started = a.start("p", Map::new()).await.unwrap();
     assert_eq!(started.version, 2);
+}
+
+/// Waits for a message `paid` keyed by the order, then for the signal `closing`.
+const MESSAGE_THEN_SIGNAL: &str = "
+process: m
+nodes:
+  s: { start: ~, next: paid }
+  paid: { catch: { message: { name: paid, correlation_key: order } }, next: closing }
+  closing: { catch: { signal: closing }, next: e }
+  e: { end: ~ }
+";
+
+#[tokio::test]
+async fn messages_and_signals_for_another_engines_instance_wait_in_the_inbox_for_it() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let low: ShardSet = (0..32).collect();
+    let a = engine_owning(&store, &clock, low).await;
+    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
+    let (defs, diagnostics) =
+        crate::yaml::parse_yaml(std::path::Path::new("m.yaml"), MESSAGE_THEN_SIGNAL);
+    b.deploy(&defs.unwrap_or_else(|| panic!("{diagnostics:?}")), None)
+        .await
+        .unwrap();
+    a.refresh_deployments().unwrap();
+    let vars = |order: &str| {
+        let mut vars = Map::new();
+        vars.insert("order".into(), order.into());
+        vars
+    };
+    let theirs = b.start("m", vars("SO-1")).await.unwrap().id;
+
+    // a finds b's instance waiting and leaves the message in the inbox; b delivers it, once.
+    let outcome = a
+        .correlate_message("paid", Some("SO-1"), vars("SO-1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Correlation::Queued { instance, .. } if *instance == theirs),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        b.instance(&theirs).unwrap().path,
+        ["s"],
+        "not delivered yet"
+    );
+    b.inner.deliver_inbox().await;
+    b.inner.deliver_inbox().await;
+    assert_eq!(b.instance(&theirs).unwrap().path, ["s", "paid"]);
+    assert!(store.scan(Table::Inbox, b"").unwrap().is_empty());
+
+    // a's own instance gets the signal at once, b's through the inbox.
+    let ours = a.start("m", vars("SO-2")).await.unwrap().id;
+    a.correlate_message("paid", Some("SO-2"), vars("SO-2"))
+        .await
+        .unwrap();
+    assert_eq!(a.broadcast_signal("closing", Map::new()).await.unwrap(), 2);
+    assert_eq!(ended(&a, &ours).await.status, InstanceStatus::Completed);
+    b.inner.deliver_inbox().await;
+    assert_eq!(ended(&b, &theirs).await.path, ["s", "paid", "closing", "e"]);
+    let received = b
+        .history(&theirs)
+        .unwrap()
+        .into_iter()
+        .filter(|r| matches!(r.entry, HistoryEntry::MessageCorrelated { .. }))
+        .count();
+    assert_eq!(received, 1);
+}
+
+/// Started by the message `go`, then waits for review.
+const STARTED_BY_GO: &str = "
+process: r
+nodes:
+  s: { start: { message: go }, next: review }
+  review: { user: ~, next: e }
+  e: { end: ~ }
+";
+
+#[tokio::test]
+async fn only_the_owner_of_the_throwers_shard_delivers_its_thrown_events() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let low: ShardSet = (0..32).collect();
+    let a = engine_owning(&store, &clock, low).await;
+    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
+    let (defs, _) = crate::yaml::parse_yaml(std::path::Path::new("r.yaml"), STARTED_BY_GO);
+    a.deploy(&defs.unwrap(), None).await.unwrap();
+    b.refresh_deployments().unwrap();
+    // A message thrown by an instance of a's shards, waiting in the outbox.
+    let thrower = (0..).map(|n| format!("t-{n}")).find(|id| low.holds(id));
+    let mut commit = crate::store::StepCommit::default();
+    commit
+        .outbox
+        .push(super::record::encode(&super::messaging::OutboxEntry {
+            instance: thrower,
+            node: "throw".into(),
+            event: crate::graph::ThrownEvent {
+                kind: "message".into(),
+                name: Some("go".into()),
+            },
+            variables: Map::new(),
+        }));
+    store.commit(commit).unwrap().wait().unwrap();
+    b.inner.deliver_outbox().await;
+    assert_eq!(
+        store.pending_outbox().unwrap().len(),
+        1,
+        "not b's to deliver"
+    );
+    assert!(b.running().is_empty() && a.running().is_empty());
+    a.inner.deliver_outbox().await;
+    assert!(store.pending_outbox().unwrap().is_empty());
+    assert_eq!(a.running().len(), 1, "started once, by a");
+    assert!(b.running().is_empty());
 }

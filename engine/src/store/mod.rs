@@ -58,6 +58,9 @@ pub enum Table {
     /// How far each durable reader of the notification log has read (e.g. the engine's effect
     /// sink), by reader name.
     Cursors,
+    /// Messages and signals for waits in shards another engine owns, kept until the owner
+    /// delivers them (several engines on one store).
+    Inbox,
 }
 
 /// One change to a keyed table: `Some(value)` puts, `None` removes.

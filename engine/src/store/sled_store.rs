@@ -49,6 +49,7 @@ fn table_prefix(table: Table) -> u8 {
         Table::Definitions => b'D',
         Table::Schedules => b'K',
         Table::Cursors => b'R',
+        Table::Inbox => b'I',
     }
 }
 
