@@ -63,7 +63,11 @@ struct Webhook {
     reader: String,
 }
 
-/// Delivers the log to one webhook until shutdown.
+/// How often a node that does not coordinate looks whether it does now (and a coordinator
+/// whether it still does).
+const COORDINATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Delivers the log to one webhook until shutdown, while this node coordinates.
 async fn deliver(
     app: Arc<App>,
     hook: WebhookConfig,
@@ -82,40 +86,52 @@ async fn deliver(
     };
     let mut watermark = webhook.app.engine().notification_watermark();
     let max_backoff = Duration::from_millis(webhook.hook.max_backoff_ms).max(FIRST_BACKOFF);
-    let mut backoff = FIRST_BACKOFF;
-    // Entries up to `cursor` are delivered (or not for this receiver).
-    let mut cursor = loop {
-        match first_cursor(&webhook.app, &webhook.reader).await {
-            Ok(cursor) => break cursor,
-            Err(error) => {
-                tracing::error!(webhook = %webhook.hook.name, "cannot read the webhook's cursor: {error}");
+    loop {
+        // Of several nodes on one database, the coordinator delivers; a node that takes the duty
+        // over goes on from the cursor its predecessor stored (docs/cluster.md).
+        if !webhook.app.engine().coordinates() {
+            if !pause(&mut shutdown, COORDINATION_CHECK).await {
+                return;
+            }
+            continue;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        // Entries up to `cursor` are delivered (or not for this receiver).
+        let mut cursor = loop {
+            match first_cursor(&webhook.app, &webhook.reader).await {
+                Ok(cursor) => break cursor,
+                Err(error) => {
+                    tracing::error!(webhook = %webhook.hook.name, "cannot read the webhook's cursor: {error}");
+                    if !pause(&mut shutdown, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        while webhook.app.engine().coordinates() {
+            let durable = *watermark.borrow_and_update();
+            let before = cursor;
+            let caught_up = webhook.catch_up(&mut cursor, durable).await;
+            if cursor > before {
+                // A delivery went through: the next failure waits the shortest time again.
+                backoff = FIRST_BACKOFF;
+            }
+            if caught_up {
+                tokio::select! {
+                    changed = watermark.changed() => if changed.is_err() { return },
+                    _ = shutdown.changed() => return,
+                    // A coordinator that loses the duty stops within this time.
+                    _ = tokio::time::sleep(COORDINATION_CHECK) => {}
+                }
+            } else {
+                tracing::warn!(webhook = %webhook.hook.name, "trying again in {} ms", backoff.as_millis());
                 if !pause(&mut shutdown, backoff).await {
                     return;
                 }
                 backoff = (backoff * 2).min(max_backoff);
             }
-        }
-    };
-    backoff = FIRST_BACKOFF;
-    loop {
-        let durable = *watermark.borrow_and_update();
-        let before = cursor;
-        let caught_up = webhook.catch_up(&mut cursor, durable).await;
-        if cursor > before {
-            // A delivery went through: the next failure waits the shortest time again.
-            backoff = FIRST_BACKOFF;
-        }
-        if caught_up {
-            tokio::select! {
-                changed = watermark.changed() => if changed.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-        } else {
-            tracing::warn!(webhook = %webhook.hook.name, "trying again in {} ms", backoff.as_millis());
-            if !pause(&mut shutdown, backoff).await {
-                return;
-            }
-            backoff = (backoff * 2).min(max_backoff);
         }
     }
 }

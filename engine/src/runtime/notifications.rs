@@ -11,12 +11,12 @@
 //!   it gets each at least once. Other durable readers (the server's webhooks) keep their own
 //!   named cursors ([`Engine::reader_cursor`]) under the same rule.
 
-use super::api::EngineError;
+use super::api::{EffectSink, EngineError};
 use super::engine::Engine;
 use super::record::{decode, encode};
 use super::Inner;
 use crate::rules::Effect as RuleEffect;
-use crate::store::{StepCommit, Table};
+use crate::store::{Ack, StepCommit, StoreError, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Weak;
@@ -205,55 +205,53 @@ pub(super) async fn follow_shared_store(inner: Weak<Inner>) {
 }
 
 /// Hands the log to the effect sink, entry by entry after its stored cursor, for as long as the
-/// engine lives; a refused entry is offered again a second later.
+/// engine lives and [coordinates](Engine::coordinates) (of several engines on one store, one
+/// feeds the sink; one that takes the duty over reads the cursor its predecessor stored); a
+/// refused entry is offered again a second later.
 pub(super) async fn feed_effect_sink(inner: Weak<Inner>) {
-    let (mut durable, mut cursor) = {
+    let mut durable = {
         let Some(engine) = inner.upgrade() else {
             return;
         };
-        let cursor = match engine.store.get(Table::Cursors, EFFECT_SINK_CURSOR) {
-            Ok(Some(bytes)) => decode::<u64>(&bytes, "cursor").unwrap_or(0),
-            Ok(None) => 0,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the effect sink's cursor");
-                return;
-            }
-        };
-        (engine.notified.subscribe(), cursor)
+        engine.notified.subscribe()
     };
+    // The cursor as last read or stored by this engine; `None` while it does not coordinate.
+    let mut cursor: Option<u64> = None;
     loop {
-        let (read, accepted, commit) = {
+        let step = {
             let Some(engine) = inner.upgrade() else {
                 return;
             };
             let Some(sink) = engine.effect_sink.clone() else {
                 return;
             };
-            let batch = match engine.read_notifications(cursor, None, SINK_BATCH) {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read the notification log");
-                    Vec::new()
-                }
-            };
-            let mut accepted = cursor;
-            for notification in &batch {
-                if let Err(err) = sink(&notification.instance, &notification.effect()) {
-                    tracing::error!(seq = notification.seq, error = %err, "the effect sink refused a notification; offered again in 1 s");
-                    break;
-                }
-                accepted = notification.seq;
+            if !engine.owned().contains(COORDINATOR_SHARD) {
+                cursor = None;
+                None
+            } else {
+                let from = match cursor {
+                    Some(from) => Some(from),
+                    None => match engine.store.get(Table::Cursors, EFFECT_SINK_CURSOR) {
+                        Ok(Some(bytes)) => Some(decode::<u64>(&bytes, "cursor").unwrap_or(0)),
+                        Ok(None) => Some(0),
+                        Err(err) => {
+                            tracing::error!(error = %err, "cannot read the effect sink's cursor");
+                            None
+                        }
+                    },
+                };
+                from.map(|from| feed_batch(&engine, &sink, from))
             }
-            let commit = (accepted > cursor).then(|| {
-                let mut commit = StepCommit::default();
-                commit.put(
-                    Table::Cursors,
-                    EFFECT_SINK_CURSOR.to_vec(),
-                    encode(&accepted),
-                );
-                engine.store.commit(commit)
-            });
-            (batch.last().map_or(cursor, |n| n.seq), accepted, commit)
+        };
+        let Some(Fed {
+            from,
+            read,
+            accepted,
+            commit,
+        }) = step
+        else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         };
         // At least once: a cursor lost in a crash only repeats entries.
         match commit {
@@ -263,16 +261,77 @@ pub(super) async fn feed_effect_sink(inner: Weak<Inner>) {
             }
             None => {}
         }
+        cursor = Some(accepted);
         if accepted < read {
             tokio::time::sleep(Duration::from_secs(1)).await;
-        } else if read == cursor && durable.changed().await.is_err() {
-            return;
+        } else if read == from {
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                // A coordinator that loses the duty notices within a second.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
-        cursor = accepted;
     }
 }
 
+/// What one offer of entries to the effect sink did.
+struct Fed {
+    /// The cursor it started from.
+    from: u64,
+    /// The last number read.
+    read: u64,
+    /// The last number the sink accepted.
+    accepted: u64,
+    /// The commit of the moved cursor, when it moved.
+    commit: Option<Result<Ack, StoreError>>,
+}
+
+/// Offers the entries after `from` to the sink.
+fn feed_batch(engine: &Inner, sink: &EffectSink, from: u64) -> Fed {
+    let batch = match engine.read_notifications(from, None, SINK_BATCH) {
+        Ok(batch) => batch,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the notification log");
+            Vec::new()
+        }
+    };
+    let mut accepted = from;
+    for notification in &batch {
+        if let Err(err) = sink(&notification.instance, &notification.effect()) {
+            tracing::error!(seq = notification.seq, error = %err, "the effect sink refused a notification; offered again in 1 s");
+            break;
+        }
+        accepted = notification.seq;
+    }
+    let commit = (accepted > from).then(|| {
+        let mut commit = StepCommit::default();
+        commit.put(
+            Table::Cursors,
+            EFFECT_SINK_CURSOR.to_vec(),
+            encode(&accepted),
+        );
+        engine.store.commit(commit)
+    });
+    Fed {
+        from,
+        read: batch.last().map_or(from, |n| n.seq),
+        accepted,
+        commit,
+    }
+}
+
+/// The shard whose owner runs the duties of which a cluster needs one: the effect sink and the
+/// server's webhooks ([`Engine::coordinates`]).
+pub const COORDINATOR_SHARD: u32 = 0;
+
 impl Engine {
+    /// Whether this engine runs the duties of which several engines on one store need exactly
+    /// one (the effect sink, the server's webhooks): the owner of [`COORDINATOR_SHARD`]. A
+    /// single engine always does.
+    pub fn coordinates(&self) -> bool {
+        self.inner.owned().contains(COORDINATOR_SHARD)
+    }
+
     /// Up to `limit` entries of the notification log after number `after` (0: from the
     /// oldest kept), for `receiver` or for all, in number order; only entries that are durable.
     pub fn notifications_after(

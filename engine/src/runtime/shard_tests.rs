@@ -312,3 +312,84 @@ async fn only_the_owner_of_the_throwers_shard_delivers_its_thrown_events() {
     assert_eq!(a.running().len(), 1, "started once, by a");
     assert!(b.running().is_empty());
 }
+
+/// An engine owning `shards` whose effect sink records the notification texts it is handed.
+async fn engine_with_sink(
+    store: &Arc<MemoryStore>,
+    shards: ShardSet,
+) -> (Engine, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let sink: EffectSink = Arc::new(move |_instance: &str, effect: &crate::rules::Effect| {
+        if let crate::rules::Effect::Notify { message, .. } = effect {
+            recorded.lock().unwrap().push(message.clone());
+        }
+        Ok(())
+    });
+    let engine = Engine::builder()
+        .store(store.clone())
+        .effect_sink(sink)
+        .options(EngineOptions {
+            shards,
+            ..EngineOptions::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    (engine, seen)
+}
+
+/// Appends a notification with `message` to the log and makes it visible to both engines.
+fn notify(store: &MemoryStore, engines: [&Engine; 2], message: &str) {
+    let mut commit = crate::store::StepCommit::default();
+    commit.notifications.push(super::record::encode(
+        &super::notifications::StoredNotification {
+            instance: "p-1".into(),
+            time_ms: 0,
+            effect: crate::rules::Effect::Notify {
+                receiver: "finance".into(),
+                message: message.into(),
+                rule: "r".into(),
+            },
+        },
+    ));
+    let ack = store.commit(commit).unwrap();
+    let last = ack.last_notification().get().unwrap();
+    ack.wait().unwrap();
+    for engine in engines {
+        engine.inner.notifications_durable(last);
+    }
+}
+
+/// Waits until `seen` holds `expected` (the sinks run in the background).
+async fn sink_holds(seen: &std::sync::Mutex<Vec<String>>, expected: &[&str]) {
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while seen.lock().unwrap().as_slice() != expected {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{:?} != {expected:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn one_engine_feeds_the_effect_sink_and_another_takes_the_duty_over_where_it_stopped() {
+    let store = Arc::new(MemoryStore::new());
+    let low: ShardSet = (0..32).collect();
+    let (a, seen_a) = engine_with_sink(&store, low).await;
+    let (b, seen_b) = engine_with_sink(&store, ShardSet::ALL.minus(low)).await;
+    assert!(a.coordinates() && !b.coordinates());
+    notify(&store, [&a, &b], "first");
+    sink_holds(&seen_a, &["first"]).await;
+
+    a.release_shards(low);
+    b.acquire_shards(low).await.unwrap();
+    assert!(b.coordinates());
+    notify(&store, [&a, &b], "second");
+    sink_holds(&seen_b, &["second"]).await;
+    assert_eq!(seen_a.lock().unwrap().as_slice(), ["first"]);
+}
