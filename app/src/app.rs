@@ -10,6 +10,7 @@
 //! - Files written by [`App::deploy_source`] stay inside the configured folders.
 
 use crate::clock::ManualClock;
+use crate::cluster::Membership;
 use crate::config::{AppConfig, ClockKind, StoreKind};
 use crate::error::{AppError, ErrorKind};
 use crate::llm::ModelSlot;
@@ -29,6 +30,7 @@ use flowbot_engine::runtime::{
     HistoryRecord, InstanceFilter, Page, StartRequest, TaskFilter,
 };
 use flowbot_engine::script::ScriptRuntime;
+use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::{MemoryStore, SledStore, Store};
 use flowbot_model_runtime::fetch::FetchEvent;
 use serde::Serialize;
@@ -36,6 +38,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Hears the steps of fetching the default model (for a progress bar).
 pub type FetchProgress = Arc<Mutex<dyn FnMut(FetchEvent) + Send>>;
@@ -116,10 +119,11 @@ impl AppBuilder {
     /// an LLM step.
     pub async fn open(self) -> Result<App, AppError> {
         let config = self.config;
-        let store: Arc<dyn Store> = match self.store {
-            Some(store) => store,
-            None => open_store(&config).await?,
-        };
+        let (store, shared): (Arc<dyn Store>, Option<Arc<flowbot_postgres::PgStore>>) =
+            match self.store {
+                Some(store) => (store, None),
+                None => open_store(&config).await?,
+            };
         let manual_clock =
             (config.clock == ClockKind::Manual).then(|| Arc::new(ManualClock::starting_now()));
         let clock: Arc<dyn Clock> = match (config.clock, &manual_clock) {
@@ -147,6 +151,12 @@ impl AppBuilder {
             auto_complete: self.auto_complete,
             schedule_timer_starts: self.schedule_timer_starts,
             retention: config.retention.to_engine(),
+            // A node that shares its database serves the shards its membership rounds take.
+            shards: if shared.is_some() {
+                ShardSet::NONE
+            } else {
+                ShardSet::ALL
+            },
             ..EngineOptions::default()
         };
         let mut builder = Engine::builder()
@@ -178,9 +188,23 @@ impl AppBuilder {
             builder = builder.effect_sink(sink);
         }
         let engine = builder.build().await?;
+        let membership = match shared {
+            Some(store) => {
+                let lease = Duration::from_millis(config.store.cluster_lease_ms);
+                match Membership::start(engine.clone(), store, lease).await {
+                    Ok(membership) => Some(membership),
+                    Err(error) => {
+                        engine.shutdown().await;
+                        return Err(error);
+                    }
+                }
+            }
+            None => None,
+        };
         *orders_engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
         let app = App {
             engine,
+            membership: Mutex::new(membership),
             manual_clock,
             orders_engine,
             config,
@@ -221,6 +245,8 @@ impl AppBuilder {
 /// An application: the engine and the services on it.
 pub struct App {
     engine: Engine,
+    /// The membership rounds of a node that shares its database (`store.cluster`).
+    membership: Mutex<Option<Membership>>,
     /// The clock when it is moved by hand (`clock = "manual"`).
     manual_clock: Option<Arc<ManualClock>>,
     /// The engine as the built-in `open_orders` handler sees it (emptied at shutdown).
@@ -755,6 +781,14 @@ impl App {
     /// Stops background work and waits for it (committed turns stay committed).
     pub async fn shutdown(&self) {
         self.engine.shutdown().await;
+        let membership = self
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(membership) = membership {
+            membership.leave().await;
+        }
         self.orders_engine
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -887,9 +921,13 @@ fn open_orders_handler(engine: Arc<Mutex<Option<Engine>>>, process: String) -> H
 }
 
 /// Opens the configured store (off the async threads: sled reads its files).
-async fn open_store(config: &AppConfig) -> Result<Arc<dyn Store>, AppError> {
+/// The configured store, and the same again as a PostgreSQL store when it is shared with other
+/// nodes (`store.cluster`).
+async fn open_store(
+    config: &AppConfig,
+) -> Result<(Arc<dyn Store>, Option<Arc<flowbot_postgres::PgStore>>), AppError> {
     match config.store.kind {
-        StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreKind::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreKind::Sled => {
             let path = config.store_path();
             let durability = config.durability();
@@ -904,7 +942,7 @@ async fn open_store(config: &AppConfig) -> Result<Arc<dyn Store>, AppError> {
             })
             .await
             .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))??;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
         StoreKind::Postgres => {
             let options = config.postgres_options()?;
@@ -914,7 +952,9 @@ async fn open_store(config: &AppConfig) -> Result<Arc<dyn Store>, AppError> {
             })
             .await
             .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))??;
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            let shared = config.store.cluster.then(|| store.clone());
+            Ok((store, shared))
         }
     }
 }

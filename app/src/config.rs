@@ -95,6 +95,12 @@ pub struct StoreConfig {
     pub group_window_ms: u64,
     /// Group commit: flush at once when this many commits are pending.
     pub group_max_batch: usize,
+    /// PostgreSQL: share the database with other nodes that say so too (docs/cluster.md); off,
+    /// the node has it to itself and a second node is refused.
+    pub cluster: bool,
+    /// With `cluster`: how long a node's hold on its shards lasts without renewal (renewed every
+    /// third of it); a node that stops is replaced after this time.
+    pub cluster_lease_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -108,6 +114,8 @@ impl Default for StoreConfig {
             durability: DurabilityKind::Group,
             group_window_ms: flowbot_engine::store::Durability::GROUP_WINDOW.as_millis() as u64,
             group_max_batch: flowbot_engine::store::Durability::GROUP_MAX_BATCH,
+            cluster: false,
+            cluster_lease_ms: 10_000,
         }
     }
 }
@@ -358,6 +366,8 @@ pub struct ConfigOverrides {
     pub store: Option<StoreChoice>,
     /// `--node-id NAME`.
     pub node_id: Option<String>,
+    /// `--cluster`.
+    pub cluster: Option<bool>,
     /// `--durability step|group`.
     pub durability: Option<DurabilityKind>,
     /// `--clock wall|virtual`.
@@ -510,6 +520,17 @@ impl AppConfig {
         if let Some(node) = env("FLOWBOT_NODE_ID").filter(|v| !v.is_empty()) {
             self.node_id = Some(node);
         }
+        if let Some(value) = env("FLOWBOT_CLUSTER") {
+            self.store.cluster = match value.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => {
+                    return Err(AppError::config(format!(
+                        "FLOWBOT_CLUSTER is `{other}`; say true or false"
+                    )))
+                }
+            };
+        }
         if let Some(value) = env("FLOWBOT_DURABILITY") {
             self.store.durability = parse_enum("FLOWBOT_DURABILITY", &value)?;
         }
@@ -570,6 +591,9 @@ impl AppConfig {
         if let Some(node) = &overrides.node_id {
             self.node_id = Some(node.clone());
         }
+        if let Some(cluster) = overrides.cluster {
+            self.store.cluster = cluster;
+        }
         if let Some(durability) = overrides.durability {
             self.store.durability = durability;
         }
@@ -618,6 +642,16 @@ impl AppConfig {
         options.pool_size = self.store.pool_size.max(1);
         if let Some(node) = &self.node_id {
             options.node_id = node.clone();
+        }
+        if self.store.cluster {
+            if self.store.cluster_lease_ms < 300 {
+                return Err(AppError::config(format!(
+                    "store.cluster_lease_ms is {}; a lease shorter than 300 ms would expire between \
+                     renewals: give it at least 300 (10000 is the default)",
+                    self.store.cluster_lease_ms
+                )));
+            }
+            options.cluster_lease = Some(Duration::from_millis(self.store.cluster_lease_ms));
         }
         match self.store.durability {
             DurabilityKind::Step => {

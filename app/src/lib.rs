@@ -38,6 +38,7 @@
 mod app;
 pub mod bindings;
 pub mod clock;
+mod cluster;
 pub mod config;
 pub mod corrections;
 mod error;

@@ -49,6 +49,9 @@ pub struct Readiness {
     pub model: &'static str,
     /// Instances in the store.
     pub instances: u64,
+    /// The shards whose instances this node serves, as ranges (`0-63` alone on its store;
+    /// several nodes on one database divide them, and a node holding none is not ready).
+    pub shards: String,
 }
 
 /// `GET /healthz`: the process is up.
@@ -58,10 +61,11 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /readyz`: the store answers and the model is loaded when a process needs one.
+/// `GET /readyz`: the store answers, the model is loaded when a process needs one, and the node
+/// serves some shards.
 #[utoipa::path(get, path = "/readyz", tag = "service", responses(
     (status = 200, description = "Ready", body = Readiness),
-    (status = 503, description = "Not ready (store or model)", body = Readiness)))]
+    (status = 503, description = "Not ready (store, model or no shard yet)", body = Readiness)))]
 pub async fn readyz(State(state): Shared) -> Response {
     let app = &state.app;
     // A store that does not answer (a database down) makes the service not ready at once; the
@@ -77,11 +81,13 @@ pub async fn readyz(State(state): Shared) -> Response {
     } else {
         "missing"
     };
+    let shards = app.engine().owned_shards();
     let readiness = Readiness {
-        ready: instances.is_ok() && model != "missing",
+        ready: instances.is_ok() && model != "missing" && !shards.is_empty(),
         store: instances.is_ok(),
         model,
         instances: instances.unwrap_or(0),
+        shards: shards.to_string(),
     };
     let status = if readiness.ready {
         StatusCode::OK

@@ -285,3 +285,180 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// start → work (a service task, completed at once by `--complete-jobs`) → a one-second timer
+/// → end.
+const CLUSTER_FLOW: &str = "process: flow
+nodes:
+  s: { start: ~, next: work }
+  work: { service: work, next: pause }
+  pause: { catch: { timer: { duration: PT1S } }, next: e }
+  e: { end: ~ }
+";
+
+/// Starts node `name` of the cluster on `url` in the project `dir`.
+fn cluster_node(
+    dir: &std::path::Path,
+    workflows: &std::path::Path,
+    url: &str,
+    name: &str,
+) -> Server {
+    Server::start(
+        &dir.join(format!("data-{name}")),
+        &[
+            "--workflows",
+            workflows.to_str().unwrap(),
+            "--complete-jobs",
+            "--store",
+            url,
+            "--cluster",
+            "--node-id",
+            name,
+        ],
+    )
+}
+
+/// The shards a node serves, as `/readyz` reports them.
+fn shards_of(server: &Server) -> String {
+    server.get("/readyz").json()["shards"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
+    let Some(admin_url) = server_url() else {
+        return;
+    };
+    let _server = exclusive();
+    let url = fresh_database(&admin_url, "flowbot_e2e_cluster");
+    let (dir, workflows, _rules, _data) = project(&[("flow.yaml", CLUSTER_FLOW)]);
+    // Short leases, so that the killed node's shards move within seconds.
+    std::fs::write(
+        dir.path().join("flowbot.toml"),
+        "[store]\ncluster_lease_ms = 3000\n",
+    )
+    .unwrap();
+    let names = ["n-a", "n-b", "n-c"];
+    let mut nodes: Vec<Option<Server>> = names
+        .iter()
+        .map(|name| Some(cluster_node(dir.path(), &workflows, &url, name)))
+        .collect();
+    // Every node gets a share within a few rounds.
+    for node in nodes.iter().flatten() {
+        node.wait_for("a share of the shards", Duration::from_secs(30), |s| {
+            s.get("/readyz").status == 200
+        });
+    }
+    let bases: Vec<String> = nodes.iter().flatten().map(|n| n.base.clone()).collect();
+    eprintln!(
+        "shards: {}",
+        nodes
+            .iter()
+            .flatten()
+            .map(shards_of)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+
+    // Load on all three; node b is killed with SIGKILL in the middle of it.
+    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    let clients: Vec<_> = bases
+        .iter()
+        .enumerate()
+        .map(|(node, base)| {
+            let (client, acknowledged) = (Server::client(base), acknowledged.clone());
+            std::thread::spawn(move || {
+                for n in 0..40 {
+                    let body = json!({"process": "flow", "variables": {"n": n}});
+                    match client.try_post("/api/v1/instances", &body) {
+                        Some(answer) if answer.status == 201 => {
+                            let id = answer.json()["id"].as_str().unwrap().to_string();
+                            acknowledged.lock().unwrap().push((node, id));
+                        }
+                        // Node b is gone: what it did not acknowledge does not count.
+                        _ => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect();
+    while acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| *n == 1)
+        .count()
+        < 15
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nodes[1].take().unwrap().kill();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let on_b = acknowledged.iter().filter(|(n, _)| *n == 1).count();
+    assert!(on_b >= 15, "{on_b} acknowledged by b");
+
+    // a and c take b's shards once its leases run out and finish its instances.
+    let a = nodes[0].as_ref().unwrap();
+    for (node, id) in &acknowledged {
+        a.wait_for(
+            &format!("{id} (started on node {node}) completed"),
+            Duration::from_secs(60),
+            |s| s.get(&format!("/api/v1/instances/{id}")).json()["status"] == "completed",
+        );
+    }
+    // b comes back and gets a share again.
+    nodes[1] = Some(cluster_node(dir.path(), &workflows, &url, "n-b"));
+    nodes[1]
+        .as_ref()
+        .unwrap()
+        .wait_for("a share again", Duration::from_secs(30), |s| {
+            s.get("/readyz").status == 200
+        });
+    eprintln!(
+        "after the restart: {}",
+        nodes
+            .iter()
+            .flatten()
+            .map(shards_of)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+
+    // Each instance ran once: one start, one timer, one end.
+    let a = nodes[0].as_ref().unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for (_, id) in &acknowledged {
+        assert!(ids.insert(id.clone()), "{id} acknowledged twice");
+        let view = a.get(&format!("/api/v1/instances/{id}")).json();
+        assert_eq!(view["path"], json!(["s", "work", "pause", "e"]), "{view}");
+        let history = a.get(&format!("/api/v1/instances/{id}/history")).json();
+        let records = history.as_array().expect("an array of records");
+        let count = |wanted: &dyn Fn(&serde_json::Value) -> bool| {
+            records.iter().filter(|r| wanted(&r["entry"])).count()
+        };
+        assert_eq!(
+            count(&|e| e["event"]["type"] == "instance_started"),
+            1,
+            "{id}: {history}"
+        );
+        assert_eq!(count(&|e| e["kind"] == "timer_fired"), 1, "{id}: {history}");
+        assert_eq!(
+            count(&|e| e["event"]["type"] == "instance_completed"),
+            1,
+            "{id}: {history}"
+        );
+    }
+    eprintln!(
+        "{} instances acknowledged ({on_b} by the killed node), each finished once",
+        acknowledged.len()
+    );
+    for node in nodes.into_iter().flatten() {
+        assert_eq!(node.terminate(), Some(0));
+    }
+}

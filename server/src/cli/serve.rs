@@ -1,5 +1,5 @@
 //! `flowbot serve [--addr HOST:PORT] [--data DIR] [--workflows DIR] [--rules DIR] [--store
-//! memory|postgres://...|DIR] [--node-id NAME] [--durability step|group] [--complete-jobs] [--model PATH]
+//! memory|postgres://...|DIR] [--node-id NAME] [--cluster] [--durability step|group] [--complete-jobs] [--model PATH]
 //! [--log-format text|json]`: the HTTP
 //! service (REST and admin API, WebSocket notifications, metrics, dashboard) until SIGTERM or
 //! Ctrl-C. A thin adapter: the configuration and the application come from `flowbot-app`, the
@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// This node's name in a shared database (default: host name and process id).
     #[arg(long, value_name = "NAME")]
     pub node_id: Option<String>,
+    /// Share the PostgreSQL database with other nodes started with `--cluster` (docs/cluster.md):
+    /// the nodes divide the instances among them and take over those of a node that stops.
+    #[arg(long)]
+    pub cluster: bool,
     /// When a sled step is on disk: `group` (many instances share a flush; the default) or
     /// `step`.
     #[arg(long, value_enum)]
@@ -90,6 +94,7 @@ pub fn execute(args: &ServeArgs, config_file: Option<PathBuf>) -> anyhow::Result
         rules: args.rules.clone(),
         store: args.store.as_deref().map(StoreChoice::parse),
         node_id: args.node_id.clone(),
+        cluster: args.cluster.then_some(true),
         durability: args.durability.map(|d| match d {
             Durability::Step => DurabilityKind::Step,
             Durability::Group => DurabilityKind::Group,
