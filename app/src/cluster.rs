@@ -71,14 +71,17 @@ impl Membership {
     }
 }
 
-/// One round: the engine drops the shards the store lost or holds beyond this node's share, the
-/// store gives the excess back, and the engine loads the shards the store took.
+/// One round: the engine drops the shards the store no longer holds (lost to another node, found
+/// in this round or by a refused write) or holds beyond this node's share, the store gives the
+/// excess back, and the engine loads the shards the store took.
 pub(crate) async fn round(engine: &Engine, store: &Arc<PgStore>) -> Result<Balance, AppError> {
     let balance = blocking(store, PgStore::balance).await?;
-    let dropped = balance.lost.union(balance.excess);
+    // Lost in this round, or earlier when a write to them was refused by the fence.
+    let gone = engine.owned_shards().minus(store.held_shards());
+    let dropped = gone.union(balance.excess);
     if !dropped.is_empty() {
         let instances = engine.release_shards(dropped);
-        tracing::info!(lost = %balance.lost, excess = %balance.excess, instances, "shards let go");
+        tracing::info!(lost = %gone, excess = %balance.excess, instances, "shards let go");
     }
     if !balance.excess.is_empty() {
         let excess = balance.excess;

@@ -21,8 +21,8 @@ use crate::writer::{held_epochs, prefix_bounds, table_name, Held, Op, Prepared, 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::{
-    Ack, FlushStats, GroupCommitter, KeyValue, NotificationNumber, OutboxEntry, StepCommit, Store,
-    StoreError, Table,
+    Ack, FlushStats, GroupCommitter, KeyValue, NotificationNumber, OutboxEntry, Refused,
+    StepCommit, Store, StoreError, Table,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +33,11 @@ use tokio_postgres::types::ToSql;
 /// Ids per block taken from the `flowbot_id_blocks` sequence (its increment).
 const ID_BLOCK: u64 = 1024;
 
-/// What the writer has not written yet, in commit order.
+/// What the writer has not written yet, in commit order, each op with its number in the group
+/// committer.
 #[derive(Debug, Default)]
 struct Queue {
-    ops: Vec<Op>,
+    ops: Vec<(u64, Op)>,
 }
 
 /// A store in a PostgreSQL database (see the module docs).
@@ -132,7 +133,7 @@ impl PgStore {
             GroupCommitter::start(options.window, options.max_batch, move || {
                 let ops = std::mem::take(&mut lock(&queue).ops);
                 if ops.is_empty() {
-                    return Ok(());
+                    return Ok(Refused::new());
                 }
                 // The flusher's own thread: blocking on the store's runtime is fine here.
                 handle.block_on(async { writer.lock().await.write(ops, max_batch).await })
@@ -264,21 +265,16 @@ impl PgStore {
         })
     }
 
-    /// Queues `op` and returns the ack of its transaction.
+    /// Registers `op` with the committer and queues it with its number, under the queue lock
+    /// (so that every registered op is in the queue when the flusher takes it); returns the ack
+    /// of its transaction.
     fn enqueue(&self, op: Op) -> Result<Ack, StoreError> {
         let mut queue = lock(&self.queue);
-        queue.ops.push(op);
-        self.register(queue)
-    }
-
-    /// Registers the op just queued with the committer, still under the queue lock (so that
-    /// every registered op is in the queue when the flusher takes it).
-    fn register(&self, queue: std::sync::MutexGuard<'_, Queue>) -> Result<Ack, StoreError> {
         let ack = match &self.group {
             Some(group) => group.committed(),
             None => return Err(self.io("the store is closed")),
         };
-        drop(queue);
+        queue.ops.push((ack.number().unwrap_or_default(), op));
         Ok(ack)
     }
 }
@@ -327,9 +323,7 @@ impl Store for PgStore {
         let numbered = !commit.notifications.is_empty();
         let last = Arc::new(OnceLock::new());
         let prepared = Prepared::new(commit, last.clone()).map_err(|e| self.io(e))?;
-        let mut queue = lock(&self.queue);
-        queue.ops.push(Op::Commit(prepared));
-        let ack = self.register(queue)?;
+        let ack = self.enqueue(Op::Commit(prepared))?;
         Ok(ack.with_last_notification(if numbered {
             NotificationNumber::Pending(last)
         } else {
@@ -499,10 +493,8 @@ impl Store for PgStore {
     }
 
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
-        let mut queue = lock(&self.queue);
         let keep = self.last_notification.load(Ordering::SeqCst);
-        queue.ops.push(Op::RemoveNotifications { through, keep });
-        drop(self.register(queue)?);
+        drop(self.enqueue(Op::RemoveNotifications { through, keep })?);
         Ok(())
     }
 

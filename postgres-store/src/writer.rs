@@ -18,7 +18,7 @@
 use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
 use flowbot_engine::shard::{shard_of, SHARDS};
-use flowbot_engine::store::{StepCommit, StoreError, Table};
+use flowbot_engine::store::{Refused, StepCommit, StoreError, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -515,27 +515,71 @@ impl Writer {
         }
     }
 
-    /// Writes `ops` in one transaction per `max_batch` commits. A broken connection is
-    /// reconnected (for up to `reconnect_for`) and the transaction repeated, unless it had
-    /// committed already (the batch number in `flowbot_nodes` tells).
-    pub(crate) async fn write(&mut self, ops: Vec<Op>, max_batch: usize) -> Result<(), StoreError> {
+    /// Writes `ops` (each with its number in the group committer) in one transaction per
+    /// `max_batch` commits and returns the ops refused because their shard was taken over (the
+    /// transaction is repeated without them; the node no longer holds those shards). A broken
+    /// connection is reconnected (for up to `reconnect_for`) and the transaction repeated,
+    /// unless it had committed already (the batch number in `flowbot_nodes` tells).
+    pub(crate) async fn write(
+        &mut self,
+        ops: Vec<(u64, Op)>,
+        max_batch: usize,
+    ) -> Result<Refused, StoreError> {
+        let mut refused = Refused::new();
         let mut chunk = Vec::new();
         let mut commits = 0;
         let mut ops = ops.into_iter().peekable();
-        while let Some(op) = ops.next() {
+        while let Some((number, op)) = ops.next() {
             if matches!(op, Op::Commit { .. }) {
                 commits += 1;
             }
-            chunk.push(op);
+            chunk.push((number, op));
             if commits >= max_batch.max(1) || ops.peek().is_none() {
-                self.write_chunk(std::mem::take(&mut chunk)).await?;
+                let mut pending = std::mem::take(&mut chunk);
+                while !pending.is_empty() {
+                    let (numbers, ops): (Vec<u64>, Vec<Op>) = pending.into_iter().unzip();
+                    pending = match self.write_chunk(ops).await? {
+                        None => Vec::new(),
+                        Some((shards, owner, ops)) => {
+                            self.forget(&shards);
+                            let (fenced, rest): (Vec<_>, Vec<_>) =
+                                numbers.into_iter().zip(ops).partition(|(_, op)| {
+                                    op.instance()
+                                        .is_some_and(|id| shards.contains(&shard_of(id)))
+                                });
+                            refused.extend(fenced.into_iter().map(|(number, op)| {
+                                let shard = op.instance().map(shard_of).unwrap_or_default();
+                                let error = StoreError::Fenced {
+                                    path: self.target.shown.clone(),
+                                    shards: vec![shard],
+                                    owner: owner.clone(),
+                                };
+                                (number, error)
+                            }));
+                            rest
+                        }
+                    };
+                }
                 commits = 0;
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
-    async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+    /// Stops holding `shards` (they were taken over): later writes to them are refused.
+    fn forget(&self, shards: &[u32]) {
+        let mut epochs = held_epochs(&self.held);
+        for &shard in shards {
+            if let Some(epoch) = epochs.get_mut(shard as usize) {
+                *epoch = NOT_HELD;
+            }
+        }
+    }
+
+    /// Writes `ops` in one transaction; `Some((shards, owner, ops))` when it was rolled back
+    /// because `shards` were taken over (by `owner`), with the ops given back for a repeat
+    /// without theirs.
+    async fn write_chunk(&mut self, ops: Vec<Op>) -> Result<Option<Fenced>, StoreError> {
         let batch = self.batch + 1;
         let started = Instant::now();
         let fence = Fence::new(&ops, &held_epochs(&self.held));
@@ -562,7 +606,7 @@ impl Writer {
                     if done >= batch {
                         self.batch = batch;
                         self.publish(&numbered);
-                        return Ok(());
+                        return Ok(None);
                     }
                     continue;
                 }
@@ -581,14 +625,11 @@ impl Writer {
                 Ok(()) => {
                     self.batch = batch;
                     self.publish(&numbered);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(BatchError::Fenced { shards, owner }) => {
-                    return Err(StoreError::Fenced {
-                        path: self.target.shown.clone(),
-                        shards,
-                        owner,
-                    })
+                    drop(numbered);
+                    return Ok(Some((shards, owner, ops)));
                 }
                 Err(BatchError::Database(err))
                     if client.is_closed() || err.is_closed() || connection_lost(&err) =>
@@ -681,6 +722,9 @@ impl Fence {
         }
     }
 }
+
+/// A transaction rolled back by the fence: the shards taken over, their owner, and the ops.
+type Fenced = (Vec<u32>, String, Vec<Op>);
 
 /// Why a write transaction failed.
 enum BatchError {

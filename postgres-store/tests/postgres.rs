@@ -5,7 +5,7 @@
 
 use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::conformance;
-use flowbot_engine::store::{SnapshotChange, StepCommit, Store, StoreError};
+use flowbot_engine::store::{Ack, SnapshotChange, StepCommit, Store, StoreError};
 use flowbot_postgres::{shard_of, PgOptions, PgStore, PgStoreError, SCHEMA_VERSION};
 use std::sync::Arc;
 
@@ -296,18 +296,34 @@ fn a_write_to_a_shard_another_node_took_over_is_refused_and_leaves_nothing() {
         matches!(&err, StoreError::Fenced { shards, owner, .. } if shards == &[shard] && owner == "node-b"),
         "{err}"
     );
-    assert!(err.to_string().contains("restart it"), "{err}");
-    // The fenced node writes nothing more, in any shard.
+    assert!(err.to_string().contains("node-b serves"), "{err}");
+    // Steps of the same group in other shards are written without it, and so are later ones;
+    // the lost shard stays refused.
     let other = (0..)
         .map(|n| format!("other-{n}"))
-        .find(|id| shard_of(id) != shard);
-    let later = store
-        .commit(step_of(&other.unwrap(), "x", 0))
+        .find(|id| shard_of(id) != shard)
+        .unwrap();
+    let together = [
+        store.commit(step_of(&other, "x", 0)).unwrap(),
+        store.commit(step_of("order-7", "third", 1)).unwrap(),
+    ];
+    let [written, refused] = together.map(Ack::wait);
+    written.unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    store
+        .commit(step_of(&other, "y", 1))
         .unwrap()
-        .wait();
-    assert!(matches!(later, Err(StoreError::Fenced { .. })), "{later:?}");
+        .wait()
+        .unwrap();
+    assert_eq!(
+        store.history(&other).unwrap(),
+        vec![b"x".to_vec(), b"y".to_vec()]
+    );
     drop(store);
-    // Nothing of the refused step is stored; restarted, the node takes every shard again.
+    // Nothing of the refused steps is stored; restarted, the node takes every shard again.
     let store = open(&url);
     assert_eq!(store.instance("order-7").unwrap(), Some(b"first".to_vec()));
     assert_eq!(store.history("order-7").unwrap(), vec![b"first".to_vec()]);
@@ -398,7 +414,7 @@ fn nodes_sharing_a_database_split_the_shards_fence_each_other_and_take_over_expi
     assert_eq!(b.held_shards(), upper);
 
     // Each writes to its own shards; a write to a shard the writer does not hold is refused
-    // and leaves nothing (a fenced node acknowledges nothing more, so a third one plays it).
+    // and leaves nothing (a third node, holding none, plays the stale one).
     let (mine, theirs) = (id_in(3), id_in(40));
     a.commit(step_of(&mine, "a", 0)).unwrap().wait().unwrap();
     b.commit(step_of(&theirs, "b", 0)).unwrap().wait().unwrap();
@@ -468,11 +484,12 @@ async fn shared_engine(
         .unwrap()
 }
 
-/// One membership round as a node runs it: drop what was lost or is too much, give the excess
-/// back, load what was taken.
+/// One membership round as a node runs it (`app/src/cluster.rs`): drop what the store no longer
+/// holds or holds too much of, give the excess back, load what was taken.
 async fn round(engine: &flowbot_engine::Engine, store: &PgStore) -> flowbot_postgres::Balance {
     let round = store.balance().unwrap();
-    engine.release_shards(round.lost.union(round.excess));
+    let gone = engine.owned_shards().minus(store.held_shards());
+    engine.release_shards(gone.union(round.excess));
     if !round.excess.is_empty() {
         store.release_shards(round.excess).unwrap();
     }
@@ -650,4 +667,57 @@ fn nodes_sharing_a_database_number_one_notification_log_in_commit_order() {
     let log = a.notifications_after(0, 1_000).unwrap();
     assert_eq!(log.len(), 240);
     assert!(log.iter().map(|(n, _)| *n).eq(1..=240));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_ran_out_cannot_commit_and_lets_go_at_its_next_round() {
+    let Some(url) = tokio::task::block_in_place(|| fresh_database("lease_ran_out")) else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let clock = flowbot_engine::clock::VirtualClock::starting_at(0);
+    let (defs, _) =
+        flowbot_engine::yaml::parse_yaml(std::path::Path::new("p.yaml"), REVIEW_THEN_WAIT);
+    let store_a = Arc::new(open_shared(&url, "node-a", lease));
+    let a = shared_engine(store_a.clone(), &clock).await;
+    round(&a, &store_a).await;
+    a.deploy(&defs.unwrap(), None).await.unwrap();
+    let id = a.start("p", Default::default()).await.unwrap().id;
+
+    // a misses its renewals (paused, say) until its leases run out, and b takes every shard.
+    tokio::time::sleep(lease + std::time::Duration::from_millis(500)).await;
+    let store_b = Arc::new(open_shared(&url, "node-b", lease));
+    let b = shared_engine(store_b.clone(), &clock).await;
+    assert_eq!(round(&b, &store_b).await.acquired, ShardSet::ALL);
+
+    // a still has the instance in memory, but its write is refused and leaves nothing.
+    let info = a.instance(&id).unwrap();
+    let activation = info.waiting_on[0].activation;
+    let err = a
+        .complete_task(&id, activation, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("node-b serves"), "{err}");
+    // Its next round finds the shards gone and drops them; b carries the instance on.
+    round(&a, &store_a).await;
+    assert_eq!(a.owned_shards(), ShardSet::NONE);
+    assert!(a.running().is_empty());
+    review(&b, &id).await;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait_for_end(&id))
+        .await
+        .expect("b finishes it")
+        .unwrap();
+    assert_eq!(done.path, ["s", "review", "wait", "e"]);
+    // The review was completed once: by b (a's attempt left nothing).
+    let reviews = b
+        .history(&id)
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            matches!(&r.entry, flowbot_engine::runtime::HistoryEntry::Executor {
+                event: flowbot_engine::executor::Event::WaitCompleted { node, .. },
+            } if node == "review")
+        })
+        .count();
+    assert_eq!(reviews, 1);
 }

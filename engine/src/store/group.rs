@@ -2,7 +2,7 @@
 //! flush, and acknowledges each commit only after the flush that covers it.
 
 use super::StoreError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,6 +10,11 @@ use tokio::sync::oneshot;
 
 /// Makes everything applied so far durable (a store's flush), called off the async threads.
 pub(crate) type FlushFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Commits a group flush refused one by one, by their [number](Ack::number), with the reason
+/// (the rest of the flush is durable): a store on a shared database refuses the commits to shards
+/// another node took over and writes the others.
+pub type Refused = Vec<(u64, StoreError)>;
 
 /// Resolves once a commit is durable. A commit to memory is durable at once; a commit to a store
 /// that flushes per step becomes durable when the flush that [`Ack::durable`] runs (on a blocking
@@ -100,6 +105,15 @@ impl Ack {
         self.last_notification.clone()
     }
 
+    /// The commit's number in its group committer (`None` for other acks): what a flush that
+    /// refuses single commits names ([`Refused`]).
+    pub fn number(&self) -> Option<u64> {
+        match &self.pending {
+            Pending::Group(_, seq) => Some(*seq),
+            Pending::Ready | Pending::Flush(_) => None,
+        }
+    }
+
     /// Blocks the current thread until the commit is durable.
     pub fn wait(self) -> Result<(), StoreError> {
         let (shared, seq) = match self.pending {
@@ -113,7 +127,7 @@ impl Ack {
                 return Err(err.clone());
             }
             if state.flushed >= seq {
-                return Ok(());
+                return state.refused.remove(&seq).map_or(Ok(()), Err);
             }
             state = shared
                 .flushed_cv
@@ -145,7 +159,7 @@ impl Ack {
                 return Err(err.clone());
             }
             if state.flushed >= seq {
-                return Ok(());
+                return state.refused.remove(&seq).map_or(Ok(()), Err);
             }
             let (tx, rx) = oneshot::channel();
             state.waiters.entry(seq).or_default().push(tx);
@@ -168,6 +182,9 @@ struct State {
     flushed: u64,
     /// Set when a flush failed: every waiter gets the error.
     failed: Option<StoreError>,
+    /// Commits a flush refused one by one (the others of the flush are durable), by number,
+    /// until their acks are resolved.
+    refused: HashMap<u64, StoreError>,
     /// Set when the store closes.
     shutdown: bool,
     /// Async waiters by the commit they wait for.
@@ -189,8 +206,14 @@ impl State {
             }
             Err(_) => std::mem::take(&mut self.waiters),
         };
-        for sender in woken.into_values().flatten() {
-            let _ = sender.send(outcome.clone());
+        for (seq, senders) in woken {
+            let outcome = match (&outcome, self.refused.remove(&seq)) {
+                (Ok(()), Some(refused)) => Err(refused),
+                (outcome, _) => outcome.clone(),
+            };
+            for sender in senders {
+                let _ = sender.send(outcome.clone());
+            }
         }
     }
 }
@@ -229,12 +252,13 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the flusher; `flush` makes everything committed so far durable. It runs on the
+    /// Starts the flusher; `flush` makes everything committed so far durable, except the
+    /// commits it names as refused (their acks fail with the reason given). It runs on the
     /// flusher's own thread (never on an async worker), so it may block. After a failed flush the
     /// flusher stops: every waiting and later ack fails with the flush's error.
     pub fn start<F>(window: Duration, max_batch: usize, flush: F) -> std::io::Result<Self>
     where
-        F: Fn() -> Result<(), StoreError> + Send + 'static,
+        F: Fn() -> Result<Refused, StoreError> + Send + 'static,
     {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -319,7 +343,7 @@ impl Drop for GroupCommitter {
 
 fn flusher_loop<F>(shared: &Shared, stats: &Mutex<FlushStats>, window: Duration, flush: F)
 where
-    F: Fn() -> Result<(), StoreError>,
+    F: Fn() -> Result<Refused, StoreError>,
 {
     let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -353,7 +377,8 @@ where
         let flush_time = flush_started.elapsed().as_secs_f64();
         state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok(()) => {
+            Ok(refused) => {
+                state.refused.extend(refused);
                 state.flushed = target;
                 let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
                 s.flushes += 1;
@@ -379,8 +404,8 @@ mod tests {
     use std::sync::mpsc;
 
     /// A committer whose flushes return what the test sends, when it sends it.
-    fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<(), StoreError>>) {
-        let (release, gate) = mpsc::channel::<Result<(), StoreError>>();
+    fn gated_committer() -> (GroupCommitter, mpsc::Sender<Result<Refused, StoreError>>) {
+        let (release, gate) = mpsc::channel::<Result<Refused, StoreError>>();
         let gate = Mutex::new(gate);
         let flush = move || {
             gate.lock()
@@ -405,12 +430,12 @@ mod tests {
             waiters.iter().all(|w| !w.is_finished()),
             "acknowledged before any flush returned"
         );
-        release.send(Ok(())).unwrap();
+        release.send(Ok(Refused::new())).unwrap();
         for waiter in waiters {
             waiter.await.unwrap().unwrap();
         }
         let late = committer.committed();
-        release.send(Ok(())).unwrap();
+        release.send(Ok(Refused::new())).unwrap();
         late.durable().await.unwrap();
         assert!(committer.stats().commits >= 4);
     }
@@ -426,5 +451,42 @@ mod tests {
         assert!(err.to_string().contains("disk gone"), "{err}");
         let after = committer.committed().durable().await.unwrap_err();
         assert!(after.to_string().contains("disk gone"), "{after}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_refused_by_a_flush_fails_alone() {
+        let (committer, release) = gated_committer();
+        let acks: Vec<Ack> = (0..3).map(|_| committer.committed()).collect();
+        let refused = acks[1].number().unwrap();
+        let waiters: Vec<_> = acks
+            .into_iter()
+            .map(|ack| tokio::spawn(ack.durable()))
+            .collect();
+        let fenced = StoreError::Fenced {
+            path: "db".into(),
+            shards: vec![7],
+            owner: "node-b".into(),
+        };
+        release.send(Ok(vec![(refused, fenced)])).unwrap();
+        let outcomes: Vec<_> = futures_outcomes(waiters).await;
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[1], Err(StoreError::Fenced { shards, .. }) if shards == &[7]),
+            "{outcomes:?}"
+        );
+        // The committer goes on.
+        let later = committer.committed();
+        release.send(Ok(Refused::new())).unwrap();
+        later.durable().await.unwrap();
+    }
+
+    async fn futures_outcomes(
+        waiters: Vec<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    ) -> Vec<Result<(), StoreError>> {
+        let mut outcomes = Vec::new();
+        for waiter in waiters {
+            outcomes.push(waiter.await.unwrap());
+        }
+        outcomes
     }
 }

@@ -30,7 +30,7 @@ mod overlay;
 mod packed;
 mod sled_store;
 
-pub use group::{Ack, FlushStats, GroupCommitter, NotificationNumber};
+pub use group::{Ack, FlushStats, GroupCommitter, NotificationNumber, Refused};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -240,8 +240,9 @@ pub enum StoreError {
     #[error("store flush failed: {0}")]
     FlushFailed(String),
     /// Another node took over shards this node wrote to (their epoch moved on since this node
-    /// took them): the write was rolled back, and this node writes nothing more.
-    #[error("store {path}: shard(s) {shards:?} now belong to {owner} (taken over from this node); the step was not written and this node stops writing: restart it to rejoin")]
+    /// took them): the step was not written (steps of other shards in the same transaction are
+    /// written without it).
+    #[error("store {path}: shard(s) {shards:?} were taken over from this node; the step was not written: {owner} serves the instance now")]
     Fenced {
         /// The store's location.
         path: String,

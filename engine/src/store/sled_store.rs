@@ -3,7 +3,7 @@
 //! as one batch just before the flush that covers them; until then readers see them through
 //! the [`Overlay`].
 
-use super::group::{FlushStats, GroupCommitter, NotificationNumber};
+use super::group::{FlushStats, GroupCommitter, NotificationNumber, Refused};
 use super::ids::IdBlocks;
 use super::instance_record::{decode_chunk, encode_chunk, InstanceRecord};
 use super::overlay::{merge, Overlay, Write};
@@ -195,7 +195,7 @@ impl SledStore {
                         flush_tree.apply_batch(batch).map_err(failed)?;
                         flush_overlay.applied();
                     }
-                    flush_db.flush().map(|_| ()).map_err(failed)
+                    flush_db.flush().map(|_| Refused::new()).map_err(failed)
                 };
                 let committer = GroupCommitter::start(window, max_batch, flush).map_err(|e| {
                     StoreError::Io {
