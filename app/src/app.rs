@@ -188,6 +188,7 @@ impl AppBuilder {
             builder = builder.effect_sink(sink);
         }
         let engine = builder.build().await?;
+        let cluster_store = shared.clone();
         let membership = match shared {
             Some(store) => {
                 let lease = Duration::from_millis(config.store.cluster_lease_ms);
@@ -205,6 +206,7 @@ impl AppBuilder {
         let app = App {
             engine,
             membership: Mutex::new(membership),
+            cluster_store,
             manual_clock,
             orders_engine,
             config,
@@ -247,6 +249,8 @@ pub struct App {
     engine: Engine,
     /// The membership rounds of a node that shares its database (`store.cluster`).
     membership: Mutex<Option<Membership>>,
+    /// The shared database of such a node (who serves which shard, where nodes are reached).
+    cluster_store: Option<Arc<flowbot_postgres::PgStore>>,
     /// The clock when it is moved by hand (`clock = "manual"`).
     manual_clock: Option<Arc<ManualClock>>,
     /// The engine as the built-in `open_orders` handler sees it (emptied at shutdown).
@@ -333,6 +337,36 @@ impl App {
     /// The engine, for what the services do not cover.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Records where the other nodes of a cluster reach this one (`http://HOST:PORT`); nothing
+    /// for a node alone on its store.
+    pub async fn advertise(&self, url: &str) -> Result<(), AppError> {
+        let Some(store) = self.cluster_store.clone() else {
+            return Ok(());
+        };
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || store.advertise(&url))
+            .await
+            .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?
+            .map_err(AppError::from)
+    }
+
+    /// The address of the node of the cluster that serves `instance` now, when another one does
+    /// and advertised an address (`None` otherwise: alone on its store, nobody holds the shard
+    /// at the moment, or this node does).
+    pub async fn serving_node(&self, instance: &str) -> Result<Option<String>, AppError> {
+        let Some(store) = self.cluster_store.clone() else {
+            return Ok(None);
+        };
+        let shard = flowbot_engine::shard::shard_of(instance);
+        if self.engine.owned_shards().contains(shard) {
+            return Ok(None);
+        }
+        let owner = tokio::task::spawn_blocking(move || store.shard_owner(shard))
+            .await
+            .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))??;
+        Ok(owner.and_then(|(_, url)| url))
     }
 
     /// The configuration the application runs with.

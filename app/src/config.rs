@@ -258,6 +258,9 @@ pub struct HttpConfig {
     pub addr: String,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Where the other nodes of a cluster reach this one (`http://HOST:PORT`; default: the
+    /// address it listens on, which must then not be a wildcard such as `0.0.0.0`).
+    pub advertise_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -265,6 +268,7 @@ impl Default for HttpConfig {
         Self {
             addr: "127.0.0.1:8080".into(),
             max_body_bytes: 2 << 20,
+            advertise_url: None,
         }
     }
 }
@@ -519,6 +523,9 @@ impl AppConfig {
         }
         if let Some(node) = env("FLOWBOT_NODE_ID").filter(|v| !v.is_empty()) {
             self.node_id = Some(node);
+        }
+        if let Some(url) = env("FLOWBOT_ADVERTISE_URL").filter(|v| !v.is_empty()) {
+            self.http.advertise_url = Some(url);
         }
         if let Some(value) = env("FLOWBOT_CLUSTER") {
             self.store.cluster = match value.as_str() {

@@ -81,6 +81,8 @@ pub struct AppError {
     kind: ErrorKind,
     message: String,
     diagnostics: Vec<Diagnostic>,
+    /// The instance, when the error is that another node serves it ([`AppError::served_elsewhere`]).
+    served_elsewhere: Option<String>,
 }
 
 impl AppError {
@@ -90,6 +92,7 @@ impl AppError {
             kind,
             message: message.into(),
             diagnostics: Vec::new(),
+            served_elsewhere: None,
         }
     }
 
@@ -119,6 +122,7 @@ impl AppError {
             kind: ErrorKind::Invalid,
             message: message.into(),
             diagnostics,
+            served_elsewhere: None,
         }
     }
 
@@ -130,6 +134,12 @@ impl AppError {
     /// What went wrong, for people.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The instance the request was about, when another node of a cluster serves it (the HTTP
+    /// layer forwards the request there).
+    pub fn served_elsewhere(&self) -> Option<&str> {
+        self.served_elsewhere.as_deref()
     }
 
     /// The `file:line:col` diagnostics behind an [`ErrorKind::Invalid`] error.
@@ -164,9 +174,11 @@ impl From<EngineError> for AppError {
             EngineError::Store(store) => AppError::from(store),
             EngineError::Decode(_) => AppError::new(ErrorKind::Storage, error.to_string()),
             // Another node serves it (or will, once one takes the shard): ask again.
-            EngineError::NotOwned { .. } | EngineError::NoShards => {
-                AppError::new(ErrorKind::Unavailable, error.to_string())
-            }
+            EngineError::NotOwned { ref instance, .. } => AppError {
+                served_elsewhere: Some(instance.clone()),
+                ..AppError::new(ErrorKind::Unavailable, error.to_string())
+            },
+            EngineError::NoShards => AppError::new(ErrorKind::Unavailable, error.to_string()),
             other => AppError::new(ErrorKind::Internal, other.to_string()),
         }
     }

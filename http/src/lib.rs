@@ -21,6 +21,7 @@ pub mod bindings;
 pub mod clock;
 pub mod dashboard;
 pub mod extract;
+pub mod forward;
 pub mod graph_svg;
 pub mod intake;
 mod lock;

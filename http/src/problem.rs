@@ -57,13 +57,21 @@ pub struct ApiError {
     status: StatusCode,
     // Boxed: handlers return `Result<_, ApiError>`, and the error path is the rare one.
     problem: Box<Problem>,
+    /// The instance, when another node of the cluster serves it ([`ServedElsewhere`]).
+    served_elsewhere: Option<String>,
 }
+
+/// Put on the response of a request about an instance that another node of the cluster serves:
+/// the forwarding layer ([`crate::forward`]) sends the request there.
+#[derive(Debug, Clone)]
+pub struct ServedElsewhere(pub String);
 
 impl ApiError {
     /// An error of the HTTP layer with `status`, a `kind` word and `detail`.
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
+            served_elsewhere: None,
             problem: Box::new(Problem {
                 problem_type: format!("urn:flowbot:problem:{kind}"),
                 title: title.to_string(),
@@ -136,6 +144,7 @@ impl From<AppError> for ApiError {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "internal".into());
         let mut api = ApiError::new(status, &word, kind.title(), error.message());
+        api.served_elsewhere = error.served_elsewhere().map(str::to_string);
         api.problem.diagnostics = error
             .diagnostic_list()
             .iter()
@@ -165,6 +174,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"flowbot-admin\""),
             );
+        }
+        if let Some(instance) = self.served_elsewhere {
+            response.extensions_mut().insert(ServedElsewhere(instance));
         }
         response
     }

@@ -9,10 +9,12 @@
 //!   paths and methods answer with a problem document too.
 //! - Routes declared in configuration ([`bindings`]) are asked only when no built-in route
 //!   matched the path.
+//! - A public request about an instance another node of the cluster serves is forwarded to it
+//!   once ([`forward`]).
 
 use crate::problem::ApiError;
 use crate::state::ServerState;
-use crate::{admin, api, bindings, clock, dashboard, intake, text_intake, ws};
+use crate::{admin, api, bindings, clock, dashboard, forward, intake, text_intake, ws};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -103,6 +105,10 @@ pub fn openapi() -> OpenApi {
 /// The service's router over `state`.
 pub fn router(state: Arc<ServerState>) -> Router {
     let (public, _) = public_routes().split_for_parts();
+    let public = public.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        forward::forward_to_owner,
+    ));
     let (admin, _) = admin_routes().split_for_parts();
     let admin = admin.route_layer(middleware::from_fn_with_state(
         state.clone(),

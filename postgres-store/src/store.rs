@@ -177,6 +177,38 @@ impl PgStore {
         })
     }
 
+    /// Records `url` as where the other nodes reach this one (they forward requests about the
+    /// instances of its shards there).
+    pub fn advertise(&self, url: &str) -> Result<(), StoreError> {
+        let (node_id, url) = (self.node_id.clone(), url.to_string());
+        self.query_now(move |client| async move {
+            client
+                .execute(
+                    "UPDATE flowbot_nodes SET url = $2 WHERE node_id = $1",
+                    &[&node_id, &url],
+                )
+                .await
+                .map(drop)
+        })
+    }
+
+    /// The node whose lease holds `shard` now and the address it advertised (`None` while no
+    /// node holds it; the address is `None` when that node advertised none).
+    pub fn shard_owner(&self, shard: u32) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.query_now(move |client| async move {
+            let row = client
+                .query_opt(
+                    "SELECT s.owner, n.url FROM flowbot_shards s \
+                     LEFT JOIN flowbot_nodes n ON n.node_id = s.owner \
+                     WHERE s.shard = $1 AND s.owner IS NOT NULL \
+                     AND (s.lease_until IS NULL OR s.lease_until > now())",
+                    &[&(shard as i32)],
+                )
+                .await?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
+        })
+    }
+
     /// Gives `shards` back to the other nodes once every commit queued before is in the
     /// database; later writes of this node to them fail with [`StoreError::Fenced`].
     pub fn release_shards(&self, shards: ShardSet) -> Result<(), StoreError> {

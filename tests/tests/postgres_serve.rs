@@ -462,3 +462,65 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
         assert_eq!(node.terminate(), Some(0));
     }
 }
+
+/// start → approve (a user task) → waits for the message `paid` keyed by the order → end.
+const APPROVE_THEN_PAID: &str = "process: ask
+nodes:
+  s: { start: ~, next: approve }
+  approve: { user: ~, next: paid }
+  paid: { catch: { message: { name: paid, correlation_key: order } }, next: e }
+  e: { end: ~ }
+";
+
+#[test]
+fn any_node_of_a_cluster_takes_requests_about_any_instance() {
+    let Some(admin_url) = server_url() else {
+        return;
+    };
+    let _server = exclusive();
+    let url = fresh_database(&admin_url, "flowbot_e2e_cluster_requests");
+    let (dir, workflows, _rules, _data) = project(&[("ask.yaml", APPROVE_THEN_PAID)]);
+    std::fs::write(
+        dir.path().join("flowbot.toml"),
+        "[store]\ncluster_lease_ms = 3000\n",
+    )
+    .unwrap();
+    let a = cluster_node(dir.path(), &workflows, &url, "n-a");
+    a.wait_for("its shards", Duration::from_secs(30), |s| {
+        s.get("/readyz").status == 200
+    });
+    let b = cluster_node(dir.path(), &workflows, &url, "n-b");
+    b.wait_for("a share of the shards", Duration::from_secs(30), |s| {
+        s.get("/readyz").status == 200
+    });
+    let started: Vec<String> = (0..6)
+        .map(|n| {
+            let body = json!({"process": "ask", "variables": {"order": format!("SO-{n}")}});
+            let answer = a.post("/api/v1/instances", &body);
+            assert_eq!(answer.status, 201, "{}", answer.body);
+            answer.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for (n, id) in started.iter().enumerate() {
+        // b reads a's instance from the database, and forwards the completion of its task to a.
+        let view = b.get(&format!("/api/v1/instances/{id}")).json();
+        let task = view["waiting_on"][0]["task"].as_str().unwrap().to_string();
+        let done = b.post(&format!("/api/v1/tasks/{task}/complete"), &json!({}));
+        assert_eq!(done.status, 200, "{id}: {}", done.body);
+        let again = b.post(&format!("/api/v1/tasks/{task}/complete"), &json!({}));
+        // Forwarded again, and refused there as on a single node: the task is no longer open.
+        assert_eq!(again.status, 404, "completed twice: {}", again.body);
+        // b finds a's instance waiting for the message and leaves it in the inbox for a.
+        let message = json!({"name": "paid", "correlation_key": format!("SO-{n}")});
+        let sent = b.post("/api/v1/messages", &message);
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert_eq!(sent.json()["outcome"], "queued", "{}", sent.body);
+    }
+    for id in &started {
+        b.wait_for(&format!("{id} completed"), Duration::from_secs(30), |s| {
+            s.get(&format!("/api/v1/instances/{id}")).json()["status"] == "completed"
+        });
+    }
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(a.terminate(), Some(0));
+}

@@ -144,6 +144,23 @@ async fn serve(overrides: &ConfigOverrides, complete_jobs: bool) -> Result<(), S
     };
     let listener = flowbot_http::bind(&addr).await?;
     let local = listener.local_addr()?;
+    let advertised = match &app.config().http.advertise_url {
+        Some(url) => url.clone(),
+        None if app.config().store.cluster && local.ip().is_unspecified() => {
+            app.shutdown().await;
+            return Err(flowbot_app::AppError::config(format!(
+                "this node listens on {local}, which other nodes cannot reach it at: set \
+                 http.advertise_url (FLOWBOT_ADVERTISE_URL) to its address, e.g. http://host-a:{}",
+                local.port()
+            ))
+            .into());
+        }
+        None => format!("http://{local}"),
+    };
+    if let Err(error) = app.advertise(&advertised).await {
+        app.shutdown().await;
+        return Err(error.into());
+    }
     tracing::info!(addr = %local, "listening");
     eprintln!("listening on http://{local}");
     flowbot_http::serve(app, listener, token, bindings, shutdown_signal()).await
