@@ -3,8 +3,9 @@
 //! percentiles as one JSON line.
 //!
 //! ```text
-//! cargo run --release -p flowbot-e2e --example http_load -- BASE_URL start|get [CONNECTIONS] [SECONDS]
+//! cargo run --release -p flowbot-e2e --example http_load -- BASE_URL[,BASE_URL...] start|get [CONNECTIONS] [SECONDS]
 //! ```
+//! With several base URLs (the nodes of a cluster), connection `i` talks to URL `i mod n`.
 //! `start` posts the order flow (`order_processing`, amount 20000: it runs to its first wait, the
 //! review task); `get` first starts one instance per connection, then reads it over and over.
 
@@ -13,8 +14,13 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: http_load BASE_URL start|get [CONNECTIONS] [SECONDS]";
-    let base = args.get(1).expect(usage).trim_end_matches('/').to_string();
+    let usage = "usage: http_load BASE_URL[,BASE_URL...] start|get [CONNECTIONS] [SECONDS]";
+    let bases: Vec<String> = args
+        .get(1)
+        .expect(usage)
+        .split(',')
+        .map(|base| base.trim_end_matches('/').to_string())
+        .collect();
     let mode = args.get(2).expect(usage).clone();
     assert!(mode == "start" || mode == "get", "{usage}");
     let connections: usize = args.get(3).map_or(32, |n| n.parse().expect(usage));
@@ -23,7 +29,7 @@ fn main() {
 
     let threads: Vec<_> = (0..connections)
         .map(|connection| {
-            let (base, mode) = (base.clone(), mode.clone());
+            let (base, mode) = (bases[connection % bases.len()].clone(), mode.clone());
             std::thread::spawn(move || worker(&base, &mode, connection, duration))
         })
         .collect();

@@ -12,6 +12,7 @@ use super::engine::Engine;
 use super::record::{decode, StoredInstance};
 use super::{Inner, Live};
 use crate::executor::{WaitKind, WaitType};
+use crate::shard::ShardSet;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 const SCAN_BUDGET: usize = 5_000;
 
 impl Inner {
-    /// The running instances (in memory), sorted by id.
+    /// The running instances, sorted by id: those in memory, and, when other engines on the
+    /// store own some shards, theirs as the store holds them (copies, read for this listing).
     fn live_sorted(&self) -> Vec<(String, Arc<Mutex<Live>>)> {
         let mut all: Vec<(String, Arc<Mutex<Live>>)> = self
             .live
@@ -28,8 +30,35 @@ impl Inner {
             .iter()
             .map(|(id, live)| (id.clone(), live.clone()))
             .collect();
+        let elsewhere = ShardSet::ALL.minus(self.owned());
+        if !elsewhere.is_empty() {
+            match self.stored_running(elsewhere) {
+                Ok(theirs) => all.extend(theirs),
+                Err(err) => tracing::warn!(error = %err, "the listing shows this engine's shards only"),
+            }
+        }
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// The unfinished instances of `shards` as stored.
+    fn stored_running(
+        &self,
+        shards: ShardSet,
+    ) -> Result<Vec<(String, Arc<Mutex<Live>>)>, EngineError> {
+        let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = Vec::new();
+        for (id, bytes) in self.store.unfinished()? {
+            if !shards.holds(&id) {
+                continue;
+            }
+            let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
+            // A version deployed a moment ago elsewhere is known here within a second.
+            if let Some(deployed) = versions.get(&stored.process_id, stored.version).cloned() {
+                found.push((id, Arc::new(Mutex::new(Live::new(stored, deployed)))));
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -90,6 +90,17 @@ async fn an_engine_serves_its_shards_and_takes_over_anothers() {
     assert_eq!(a.running().len(), 10);
     assert_eq!(b.running().len(), 10);
 
+    // Listings show every running instance and open task, the other engine's as stored.
+    for engine in [&a, &b] {
+        assert_eq!(engine.open_tasks(&TaskFilter::default()).len(), 20);
+        let running = InstanceFilter {
+            status: Some(InstanceStatus::Waiting),
+            ..InstanceFilter::default()
+        };
+        let page = engine.list_instances(&running, None, 100).unwrap();
+        assert_eq!(page.items.len(), 20);
+    }
+
     // An engine started on the store loads the unfinished instances of its own shards only.
     let c = engine_owning(&store, &clock, high).await;
     let mut on_b = started_on_b.clone();
