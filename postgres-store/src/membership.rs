@@ -16,7 +16,6 @@
 use crate::writer::{held_epochs, Held, NOT_HELD};
 use flowbot_engine::shard::{ShardSet, SHARDS};
 use std::time::Duration;
-use tokio_postgres::GenericClient;
 
 /// What one round of [`balance`] changed for this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,8 +40,11 @@ pub(crate) async fn balance(
 ) -> Result<Balance, tokio_postgres::Error> {
     let lease_s = lease.as_secs_f64();
     let tx = client.transaction().await?;
+    // Row locks in the writers' order: shard rows by number, then the node's row (a write
+    // transaction share-locks its shards, then updates its node row), so rounds and writes
+    // never wait for each other in a circle.
     tx.execute(
-        "UPDATE flowbot_nodes SET heartbeat_at = now() WHERE node_id = $1",
+        "SELECT shard FROM flowbot_shards WHERE owner = $1 ORDER BY shard FOR UPDATE",
         &[&node_id],
     )
     .await?;
@@ -93,6 +95,11 @@ pub(crate) async fn balance(
             .collect();
     }
     let excess: ShardSet = still.iter().skip(share as usize).collect::<ShardSet>();
+    tx.execute(
+        "UPDATE flowbot_nodes SET heartbeat_at = now() WHERE node_id = $1",
+        &[&node_id],
+    )
+    .await?;
     tx.commit().await?;
     let acquired: ShardSet = taken.iter().map(|&(shard, _)| shard).collect();
     {
@@ -113,9 +120,10 @@ pub(crate) async fn balance(
 }
 
 /// Gives `shards` back: forgets them (later writes to them are fenced), then frees their rows
-/// under a new epoch. The caller has made sure every write queued before is in the database.
+/// under a new epoch (locked by number first, as writers lock them). The caller has made sure
+/// every write queued before is in the database.
 pub(crate) async fn release(
-    client: &impl GenericClient,
+    client: &mut deadpool_postgres::Object,
     node_id: &str,
     shards: ShardSet,
     held: &Held,
@@ -127,14 +135,19 @@ pub(crate) async fn release(
         }
     }
     let numbers: Vec<i32> = shards.iter().map(|s| s as i32).collect();
-    client
-        .execute(
-            "UPDATE flowbot_shards SET owner = NULL, lease_until = NULL, epoch = epoch + 1 \
-             WHERE shard = ANY($2) AND owner = $1",
-            &[&node_id, &numbers],
-        )
-        .await?;
-    Ok(())
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT shard FROM flowbot_shards WHERE shard = ANY($1) ORDER BY shard FOR UPDATE",
+        &[&numbers],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE flowbot_shards SET owner = NULL, lease_until = NULL, epoch = epoch + 1 \
+         WHERE shard = ANY($2) AND owner = $1",
+        &[&node_id, &numbers],
+    )
+    .await?;
+    tx.commit().await
 }
 
 /// The shards held in `epochs`.

@@ -57,20 +57,21 @@ pub(crate) async fn migrate(
     shown: &str,
 ) -> Result<MigrationReport, PgStoreError> {
     let db = |e: tokio_postgres::Error| PgStoreError::from_db(shown, &e);
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS flowbot_schema_migrations (
-                version integer PRIMARY KEY,
-                name text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        .map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
+    // Taken first: nodes started together on an empty database create the table one after
+    // the other (two `CREATE TABLE IF NOT EXISTS` at once collide in the catalog).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS flowbot_schema_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(db)?;
     let from: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM flowbot_schema_migrations",

@@ -213,8 +213,8 @@ impl PgStore {
     /// database; later writes of this node to them fail with [`StoreError::Fenced`].
     pub fn release_shards(&self, shards: ShardSet) -> Result<(), StoreError> {
         let (node_id, held) = (self.node_id.clone(), self.held.clone());
-        self.query(move |client| async move {
-            membership::release(&**client, &node_id, shards, &held).await
+        self.query(move |mut client| async move {
+            membership::release(&mut client, &node_id, shards, &held).await
         })
     }
 

@@ -162,6 +162,25 @@ fn migrations_run_once_and_alone() {
     let again = PgStore::migrate(&options(&url, "m")).unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
     assert_eq!(again.from, SCHEMA_VERSION);
+    // Nodes started together on an empty database: one migrates, the others wait for it.
+    let url = fresh_database("migrate_together").unwrap();
+    let together: Vec<_> = (0..4)
+        .map(|n| {
+            let options = options(&url, &format!("m{n}"));
+            std::thread::spawn(move || PgStore::migrate(&options))
+        })
+        .collect();
+    let applied: usize = together
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .applied
+                .len()
+        })
+        .sum();
+    assert_eq!(applied, SCHEMA_VERSION as usize);
 }
 
 #[test]

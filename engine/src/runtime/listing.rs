@@ -34,7 +34,9 @@ impl Inner {
         if !elsewhere.is_empty() {
             match self.stored_running(elsewhere) {
                 Ok(theirs) => all.extend(theirs),
-                Err(err) => tracing::warn!(error = %err, "the listing shows this engine's shards only"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the listing shows this engine's shards only")
+                }
             }
         }
         all.sort_by(|a, b| a.0.cmp(&b.0));

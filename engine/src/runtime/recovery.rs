@@ -31,14 +31,20 @@ impl Inner {
 
     /// Compiles the deployed versions in the store that are not in memory yet (all of them at
     /// start; those another engine on the store deployed since, when taking shards or
-    /// refreshing); returns how many there were.
+    /// refreshing); returns how many there were. The store is read and the versions compiled
+    /// without holding the versions lock, which starts need.
     fn reload_definitions(&self) -> Result<usize, EngineError> {
-        let mut added = 0;
-        let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
+        let mut compiled = Vec::new();
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
             let stored: StoredDeployment =
                 decode(&bytes, "deployment").map_err(EngineError::Decode)?;
-            if versions.get(&stored.process_id, stored.version).is_some() {
+            let known = self
+                .versions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&stored.process_id, stored.version)
+                .is_some();
+            if known {
                 continue;
             }
             let (process, _) = compile(
@@ -49,7 +55,7 @@ impl Inner {
             )?;
             let retries = retry_policies(&stored.definitions, &stored.process_id);
             let starts = start_triggers(&stored.definitions, &stored.process_id);
-            versions.add(Arc::new(Deployed {
+            compiled.push(Arc::new(Deployed {
                 process_id: stored.process_id,
                 version: stored.version,
                 content_hash: stored.content_hash,
@@ -58,7 +64,15 @@ impl Inner {
                 starts,
                 deployed_ms: stored.deployed_ms,
             }));
-            added += 1;
+        }
+        let mut versions = self.versions.write().unwrap_or_else(|e| e.into_inner());
+        let mut added = 0;
+        for deployed in compiled {
+            // This engine may have deployed it meanwhile.
+            if versions.get(&deployed.process_id, deployed.version).is_none() {
+                versions.add(deployed);
+                added += 1;
+            }
         }
         Ok(added)
     }

@@ -148,12 +148,15 @@ impl Versions {
             .and_then(|v| v.iter().find(|d| d.version == version))
     }
 
-    /// Adds a version (versions arrive in order).
+    /// Adds a version, kept in version order (one compiled from the store may come after a
+    /// newer one deployed here).
     pub fn add(&mut self, deployed: Arc<Deployed>) {
-        self.by_process
+        let versions = self
+            .by_process
             .entry(deployed.process_id.clone())
-            .or_default()
-            .push(deployed);
+            .or_default();
+        let at = versions.partition_point(|known| known.version < deployed.version);
+        versions.insert(at, deployed);
     }
 
     /// The latest version of every process.
