@@ -69,12 +69,12 @@ pub(crate) async fn balance(
     let live_nodes: i64 = tx
         .query_one(
             "SELECT count(*) FROM flowbot_nodes \
-             WHERE heartbeat_at > now() - make_interval(secs => $1)",
-            &[&lease_s],
+             WHERE node_id = $2 OR heartbeat_at > now() - make_interval(secs => $1)",
+            &[&lease_s, &node_id],
         )
         .await?
         .get(0);
-    let live_nodes = live_nodes.max(1) as u32;
+    let live_nodes = live_nodes as u32;
     let share = SHARDS.div_ceil(live_nodes);
     let mut taken = Vec::new();
     if still.len() < share {

@@ -16,14 +16,17 @@ use crate::shard::ShardSet;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
+/// A running instance by id, for a listing.
+type Running = (String, Arc<Mutex<Live>>);
+
 /// Stored instances examined per listing call at most.
 const SCAN_BUDGET: usize = 5_000;
 
 impl Inner {
     /// The running instances, sorted by id: those in memory, and, when other engines on the
     /// store own some shards, theirs as the store holds them (copies, read for this listing).
-    fn live_sorted(&self) -> Vec<(String, Arc<Mutex<Live>>)> {
-        let mut all: Vec<(String, Arc<Mutex<Live>>)> = self
+    fn live_sorted(&self) -> Vec<Running> {
+        let mut all: Vec<Running> = self
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -47,7 +50,7 @@ impl Inner {
     fn stored_running(
         &self,
         shards: ShardSet,
-    ) -> Result<Vec<(String, Arc<Mutex<Live>>)>, EngineError> {
+    ) -> Result<Vec<Running>, EngineError> {
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
         let mut found = Vec::new();
         for (id, bytes) in self.store.unfinished()? {
