@@ -184,7 +184,51 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--node-id", "e2e-restart"]);
     let server = Server::start(&data, &args);
+    restart_under_load(&admin_url, &restart, &[&server]);
+    assert_eq!(server.terminate(), Some(0));
+}
 
+#[test]
+fn a_database_restart_under_load_loses_nothing_a_cluster_acknowledged() {
+    let (Some(admin_url), Some(restart)) = (server_url(), restart_command()) else {
+        return;
+    };
+    let _server = exclusive();
+    let url = fresh_database(&admin_url, "flowbot_e2e_restart_cluster");
+    let (dir, data, args) = order_project(&url);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--cluster");
+    let nodes: Vec<Server> = ["n-a", "n-b"]
+        .into_iter()
+        .map(|name| {
+            let data = dir.path().join(format!("data-{name}"));
+            let node = Server::start(&data, &[&args[..], &["--node-id", name]].concat());
+            node.wait_for("a share of the shards", Duration::from_secs(30), |s| {
+                s.get("/readyz").status == 200
+            });
+            node
+        })
+        .collect();
+    drop(data);
+    let nodes: Vec<&Server> = nodes.iter().collect();
+    restart_under_load(&admin_url, &restart, &nodes);
+    // Both still serve a share, and the shares cover every shard.
+    let shares: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            n.get("/readyz").json()["shards"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(shares.iter().all(|s| s != "none"), "{shares:?}");
+}
+
+/// Clients start orders on `servers` (spread over them) while the database server restarts;
+/// afterwards every start acknowledged before, during or after is there, once, read through the
+/// first server.
+fn restart_under_load(admin_url: &str, restart: &str, servers: &[&Server]) {
     // Four clients start orders until told to stop; each keeps what was acknowledged (201) and
     // counts what was refused (a 503 while the database is away, or no answer).
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,7 +236,7 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
     let refused = Arc::new(Mutex::new(Vec::<String>::new()));
     let clients: Vec<_> = (0..4)
         .map(|client| {
-            let target = Server::client(&server.base);
+            let target = Server::client(&servers[client % servers.len()].base);
             let (stop, acknowledged, refused) =
                 (stop.clone(), acknowledged.clone(), refused.clone());
             std::thread::spawn(move || {
@@ -230,10 +274,10 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
     };
     wait_for_more(0);
     let before = count();
-    let started_at = || psql_value(&admin_url, "SELECT pg_postmaster_start_time()");
+    let started_at = || psql_value(admin_url, "SELECT pg_postmaster_start_time()");
     let first_start = started_at();
     let restarted = Command::new("sh")
-        .args(["-c", &restart])
+        .args(["-c", restart])
         .output()
         .expect("the restart command runs");
     assert!(
@@ -242,23 +286,26 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
         String::from_utf8_lossy(&restarted.stderr)
     );
     assert_ne!(started_at(), first_start, "the database server restarted");
-    // The node reconnects on its own and takes starts again.
+    // The nodes reconnect on their own and take starts again.
     let after_restart = count();
     wait_for_more(after_restart);
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.join().unwrap();
     }
-    server.wait_for("/readyz 200", Duration::from_secs(30), |s| {
-        s.get("/readyz").status == 200
-    });
+    for server in servers {
+        server.wait_for("/readyz 200", Duration::from_secs(30), |s| {
+            s.get("/readyz").status == 200
+        });
+    }
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() > before, "{before} before the restart");
+    let reader = servers[0];
     let mut ids = std::collections::HashSet::new();
     for (id, order) in &acknowledged {
         assert!(ids.insert(id.clone()), "{id} acknowledged twice");
-        let read = server.get(&format!("/api/v1/instances/{id}"));
+        let read = reader.get(&format!("/api/v1/instances/{id}"));
         assert_eq!(
             read.status, 200,
             "{id} ({order}) was acknowledged: {}",
@@ -267,7 +314,7 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
         let view = read.json();
         assert_eq!(view["variables"]["order_id"], order.as_str(), "{view}");
         assert_eq!(view["status"], "waiting", "{view}");
-        let history = server
+        let history = reader
             .get(&format!("/api/v1/instances/{id}/history"))
             .json();
         let started = history
@@ -279,11 +326,11 @@ fn a_database_restart_under_load_loses_no_acknowledged_start() {
         assert_eq!(started, 1, "{id}: {history}");
     }
     eprintln!(
-        "{} starts acknowledged ({before} before the restart), {} refused while it ran",
+        "{} starts acknowledged on {} node(s) ({before} before the restart), {} refused while it ran",
         acknowledged.len(),
+        servers.len(),
         refused.lock().unwrap().len()
     );
-    assert_eq!(server.terminate(), Some(0));
 }
 
 /// start → work (a service task, completed at once by `--complete-jobs`) → a one-second timer

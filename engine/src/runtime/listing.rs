@@ -47,10 +47,7 @@ impl Inner {
     }
 
     /// The unfinished instances of `shards` as stored.
-    fn stored_running(
-        &self,
-        shards: ShardSet,
-    ) -> Result<Vec<Running>, EngineError> {
+    fn stored_running(&self, shards: ShardSet) -> Result<Vec<Running>, EngineError> {
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
         let mut found = Vec::new();
         for (id, bytes) in self.store.unfinished()? {

@@ -69,7 +69,10 @@ impl Inner {
         let mut added = 0;
         for deployed in compiled {
             // This engine may have deployed it meanwhile.
-            if versions.get(&deployed.process_id, deployed.version).is_none() {
+            if versions
+                .get(&deployed.process_id, deployed.version)
+                .is_none()
+            {
                 versions.add(deployed);
                 added += 1;
             }
