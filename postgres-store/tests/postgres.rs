@@ -486,6 +486,13 @@ nodes:
   e: { end: ~ }
 ";
 
+/// The definitions of a YAML process.
+fn parsed(yaml: &str) -> flowbot_engine::Definitions {
+    let (defs, diagnostics) =
+        flowbot_engine::yaml::parse_yaml(std::path::Path::new("test.yaml"), yaml);
+    defs.unwrap_or_else(|| panic!("{diagnostics:?}"))
+}
+
 /// An engine on `store` that owns no shard until a membership round gives it some.
 async fn shared_engine(
     store: Arc<PgStore>,
@@ -538,9 +545,7 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
     };
     let lease = std::time::Duration::from_secs(1);
     let clock = flowbot_engine::clock::VirtualClock::starting_at(0);
-    let (defs, diagnostics) =
-        flowbot_engine::yaml::parse_yaml(std::path::Path::new("p.yaml"), REVIEW_THEN_WAIT);
-    let defs = defs.unwrap_or_else(|| panic!("{diagnostics:?}"));
+    let defs = parsed(REVIEW_THEN_WAIT);
 
     let store_a = Arc::new(open_shared(&url, "node-a", lease));
     let a = shared_engine(store_a.clone(), &clock).await;
@@ -567,11 +572,8 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
     }
 
     // A deployment on one node reaches the other by itself (it polls the shared store).
-    let (q, _) = flowbot_engine::yaml::parse_yaml(
-        std::path::Path::new("q.yaml"),
-        &REVIEW_THEN_WAIT.replace("process: p", "process: q"),
-    );
-    b.deploy(&q.unwrap(), None).await.unwrap();
+    let q = parsed(&REVIEW_THEN_WAIT.replace("process: p", "process: q"));
+    b.deploy(&q, None).await.unwrap();
     let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while !a.deployments().iter().any(|d| d.process_id == "q") {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -582,13 +584,11 @@ async fn two_engines_share_a_database_and_one_finishes_what_a_dead_one_left() {
 
     // A message for b's instance, correlated on a, waits in the inbox until b delivers it by
     // itself.
-    let (m, _) = flowbot_engine::yaml::parse_yaml(
-        std::path::Path::new("m.yaml"),
+    let m = parsed(
         "process: m\nnodes:\n  s: { start: ~, next: paid }\n  \
          paid: { catch: { message: { name: paid, correlation_key: order } }, next: e }\n  \
          e: { end: ~ }\n",
     );
-    let m = m.unwrap();
     a.deploy(&m, None).await.unwrap();
     b.deploy(&m, None).await.unwrap();
     let mut vars = serde_json::Map::new();
@@ -695,12 +695,11 @@ async fn a_node_whose_lease_ran_out_cannot_commit_and_lets_go_at_its_next_round(
     };
     let lease = std::time::Duration::from_secs(1);
     let clock = flowbot_engine::clock::VirtualClock::starting_at(0);
-    let (defs, _) =
-        flowbot_engine::yaml::parse_yaml(std::path::Path::new("p.yaml"), REVIEW_THEN_WAIT);
+    let defs = parsed(REVIEW_THEN_WAIT);
     let store_a = Arc::new(open_shared(&url, "node-a", lease));
     let a = shared_engine(store_a.clone(), &clock).await;
     round(&a, &store_a).await;
-    a.deploy(&defs.unwrap(), None).await.unwrap();
+    a.deploy(&defs, None).await.unwrap();
     let id = a.start("p", Default::default()).await.unwrap().id;
 
     // a misses its renewals (paused, say) until its leases run out, and b takes every shard.

@@ -373,20 +373,32 @@ fn shards_of(server: &Server) -> String {
         .to_string()
 }
 
-#[test]
-fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
-    let Some(admin_url) = server_url() else {
-        return;
-    };
-    let _server = exclusive();
-    let url = fresh_database(&admin_url, "flowbot_e2e_cluster");
-    let (dir, workflows, _rules, _data) = project(&[("flow.yaml", CLUSTER_FLOW)]);
-    // Short leases, so that the killed node's shards move within seconds.
+/// A fresh database `database` and a project with the workflow `file`, whose nodes hold their
+/// shards on short leases (3 s, so that a stopped node's shards move within seconds); `None`
+/// without a server.
+fn cluster_project(
+    database: &str,
+    file: (&str, &str),
+) -> Option<(tempfile::TempDir, std::path::PathBuf, String)> {
+    let admin_url = server_url()?;
+    let url = fresh_database(&admin_url, database);
+    let (dir, workflows, _rules, _data) = project(&[file]);
     std::fs::write(
         dir.path().join("flowbot.toml"),
         "[store]\ncluster_lease_ms = 3000\n",
     )
     .unwrap();
+    Some((dir, workflows, url))
+}
+
+#[test]
+fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
+    let _server = exclusive();
+    let Some((dir, workflows, url)) =
+        cluster_project("flowbot_e2e_cluster", ("flow.yaml", CLUSTER_FLOW))
+    else {
+        return;
+    };
     let names = ["n-a", "n-b", "n-c"];
     let mut nodes: Vec<Option<Server>> = names
         .iter()
@@ -521,17 +533,13 @@ nodes:
 
 #[test]
 fn any_node_of_a_cluster_takes_requests_about_any_instance() {
-    let Some(admin_url) = server_url() else {
+    let _server = exclusive();
+    let Some((dir, workflows, url)) = cluster_project(
+        "flowbot_e2e_cluster_requests",
+        ("ask.yaml", APPROVE_THEN_PAID),
+    ) else {
         return;
     };
-    let _server = exclusive();
-    let url = fresh_database(&admin_url, "flowbot_e2e_cluster_requests");
-    let (dir, workflows, _rules, _data) = project(&[("ask.yaml", APPROVE_THEN_PAID)]);
-    std::fs::write(
-        dir.path().join("flowbot.toml"),
-        "[store]\ncluster_lease_ms = 3000\n",
-    )
-    .unwrap();
     let a = cluster_node(dir.path(), &workflows, &url, "n-a");
     a.wait_for("its shards", Duration::from_secs(30), |s| {
         s.get("/readyz").status == 200

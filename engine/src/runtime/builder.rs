@@ -180,14 +180,7 @@ impl EngineBuilder {
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
         });
-        let loaded: Vec<String> = inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        inner.resume(&loaded, inner.owned());
+        inner.resume(&inner.live_ids(), inner.owned());
         if inner.effect_sink.is_some() {
             inner.spawn_until_stopped(feed_effect_sink(Arc::downgrade(&inner)));
         }

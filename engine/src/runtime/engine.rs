@@ -481,14 +481,7 @@ impl Engine {
 
     /// Ids of the instances that are still running (loaded in memory).
     pub fn running(&self) -> Vec<String> {
-        let mut ids: Vec<_> = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids = self.inner.live_ids();
         ids.sort();
         ids
     }

@@ -177,6 +177,16 @@ impl Inner {
         Busy(self)
     }
 
+    /// The ids of the instances in memory.
+    fn live_ids(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The shards this engine serves.
     fn owned(&self) -> ShardSet {
         ShardSet::from_bits(self.owned.load(Ordering::SeqCst))

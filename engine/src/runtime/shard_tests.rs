@@ -55,6 +55,23 @@ async fn ended(engine: &Engine, id: &str) -> InstanceInfo {
         .unwrap()
 }
 
+/// A memory store, a virtual clock, and two engines on them: one owning `low`, shards 0 to 31,
+/// the other the rest.
+async fn two_engines() -> (Arc<MemoryStore>, VirtualClock, ShardSet, Engine, Engine) {
+    let store = Arc::new(MemoryStore::new());
+    let clock = VirtualClock::starting_at(0);
+    let low: ShardSet = (0..32).collect();
+    let a = engine_owning(&store, &clock, low).await;
+    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
+    (store, clock, low, a, b)
+}
+
+/// The definitions of a YAML process.
+fn parsed(yaml: &str) -> Definitions {
+    let (defs, diagnostics) = crate::yaml::parse_yaml(std::path::Path::new("test.yaml"), yaml);
+    defs.unwrap_or_else(|| panic!("{diagnostics:?}"))
+}
+
 fn review_activation(info: &InstanceInfo) -> u64 {
     info.waiting_on
         .iter()
@@ -189,11 +206,7 @@ async fn shards_given_up_take_their_timers_along() {
 
 #[tokio::test]
 async fn an_engine_picks_up_what_another_deployed_to_the_store() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = VirtualClock::starting_at(0);
-    let low: ShardSet = (0..32).collect();
-    let a = engine_owning(&store, &clock, low).await;
-    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
+    let (_, _, _, a, b) = two_engines().await;
     assert_eq!(a.refresh_deployments().unwrap(), 0, "nothing new");
     // b deploys a second version (the review becomes a plain task); a compiles it on refresh
     // and starts it from then on.
@@ -222,16 +235,8 @@ nodes:
 
 #[tokio::test]
 async fn messages_and_signals_for_another_engines_instance_wait_in_the_inbox_for_it() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = VirtualClock::starting_at(0);
-    let low: ShardSet = (0..32).collect();
-    let a = engine_owning(&store, &clock, low).await;
-    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
-    let (defs, diagnostics) =
-        crate::yaml::parse_yaml(std::path::Path::new("m.yaml"), MESSAGE_THEN_SIGNAL);
-    b.deploy(&defs.unwrap_or_else(|| panic!("{diagnostics:?}")), None)
-        .await
-        .unwrap();
+    let (store, _, _, a, b) = two_engines().await;
+    b.deploy(&parsed(MESSAGE_THEN_SIGNAL), None).await.unwrap();
     a.refresh_deployments().unwrap();
     let vars = |order: &str| {
         let mut vars = Map::new();
@@ -288,13 +293,8 @@ nodes:
 
 #[tokio::test]
 async fn only_the_owner_of_the_throwers_shard_delivers_its_thrown_events() {
-    let store = Arc::new(MemoryStore::new());
-    let clock = VirtualClock::starting_at(0);
-    let low: ShardSet = (0..32).collect();
-    let a = engine_owning(&store, &clock, low).await;
-    let b = engine_owning(&store, &clock, ShardSet::ALL.minus(low)).await;
-    let (defs, _) = crate::yaml::parse_yaml(std::path::Path::new("r.yaml"), STARTED_BY_GO);
-    a.deploy(&defs.unwrap(), None).await.unwrap();
+    let (store, _, low, a, b) = two_engines().await;
+    a.deploy(&parsed(STARTED_BY_GO), None).await.unwrap();
     b.refresh_deployments().unwrap();
     // A message thrown by an instance of a's shards, waiting in the outbox.
     let thrower = (0..).map(|n| format!("t-{n}")).find(|id| low.holds(id));
