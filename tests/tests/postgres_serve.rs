@@ -333,15 +333,39 @@ fn restart_under_load(admin_url: &str, restart: &str, servers: &[&Server]) {
     );
 }
 
-/// start → work (a service task, completed at once by `--complete-jobs`) → a one-second timer
-/// → end.
+/// start → work (a service task, completed at once by `--complete-jobs`) → a one-second timer,
+/// which tells `ops` when it fired → end.
 const CLUSTER_FLOW: &str = "process: flow
 nodes:
   s: { start: ~, next: work }
   work: { service: work, next: pause }
-  pause: { catch: { timer: { duration: PT1S } }, next: e }
+  pause:
+    catch: { timer: { duration: PT1S } }
+    next: e
+    rules:
+      - { on: leave, script: 'notify(\"ops\", \"timer fired\");' }
   e: { end: ~ }
 ";
+
+/// The instances named by `ops`'s notifications after `after` on `node`, and the last number.
+fn ops_notifications(node: &Server, after: u64) -> (Vec<String>, u64) {
+    let page = node
+        .get(&format!(
+            "/api/v1/notifications?receiver=ops&after={after}&limit=1000"
+        ))
+        .json();
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let last = items
+        .iter()
+        .filter_map(|n| n["seq"].as_u64())
+        .max()
+        .unwrap_or(after);
+    let instances = items
+        .iter()
+        .map(|n| n["instance"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (instances, last)
+}
 
 /// Starts node `name` of the cluster on `url` in the project `dir`.
 fn cluster_node(
@@ -454,6 +478,8 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A client of b's notification feed has read this far when b dies.
+    let (read_on_b, last_read) = ops_notifications(nodes[1].as_ref().unwrap(), 0);
     nodes[1].take().unwrap().kill();
     for client in clients {
         client.join().unwrap();
@@ -489,8 +515,18 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
             .join(" | ")
     );
 
-    // Each instance ran once: one start, one timer, one end.
+    // Each instance ran once: one start, one job completion, one timer, one end; and the feed
+    // client resuming on a after what it read on b gets every instance's notification once.
     let a = nodes[0].as_ref().unwrap();
+    let (rest, _) = ops_notifications(a, last_read);
+    let mut notified: Vec<String> = read_on_b.into_iter().chain(rest).collect();
+    notified.sort();
+    let mut expected: Vec<String> = acknowledged.iter().map(|(_, id)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        notified, expected,
+        "one notification per instance, none lost or repeated"
+    );
     let mut ids = std::collections::HashSet::new();
     for (_, id) in &acknowledged {
         assert!(ids.insert(id.clone()), "{id} acknowledged twice");
@@ -507,6 +543,10 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
             "{id}: {history}"
         );
         assert_eq!(count(&|e| e["kind"] == "timer_fired"), 1, "{id}: {history}");
+        let job = |e: &serde_json::Value| {
+            e["event"]["type"] == "wait_completed" && e["event"]["node"] == "work"
+        };
+        assert_eq!(count(&job), 1, "{id}: {history}");
         assert_eq!(
             count(&|e| e["event"]["type"] == "instance_completed"),
             1,
