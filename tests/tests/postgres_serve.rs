@@ -333,12 +333,15 @@ fn restart_under_load(admin_url: &str, restart: &str, servers: &[&Server]) {
     );
 }
 
-/// start → work (a service task, completed at once by `--complete-jobs`) → a one-second timer,
-/// which tells `ops` when it fired → end.
+/// start → work (a service task, completed at once by `--complete-jobs`) → approve (a user
+/// task) → the message `paid` keyed by the instance's `tag` → a one-second timer, which tells
+/// `ops` when it fired → end.
 const CLUSTER_FLOW: &str = "process: flow
 nodes:
   s: { start: ~, next: work }
-  work: { service: work, next: pause }
+  work: { service: work, next: approve }
+  approve: { user: ~, next: paid }
+  paid: { catch: { message: { name: paid, correlation_key: tag } }, next: pause }
   pause:
     catch: { timer: { duration: PT1S } }
     next: e
@@ -387,6 +390,19 @@ fn cluster_node(
             name,
         ],
     )
+}
+
+/// Calls `attempt` until it succeeds (a shard between owners answers 503 for a few seconds),
+/// for at most a minute.
+fn persist(what: &str, mut attempt: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !attempt() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no success in a minute"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The shards a node serves, as `/readyz` reports them.
@@ -445,7 +461,7 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
             .join(" | ")
     );
 
-    // Load on all three; node b is killed with SIGKILL in the middle of it.
+    // Starts on all three; node b is killed with SIGKILL in the middle of them.
     let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
     let clients: Vec<_> = bases
         .iter()
@@ -454,7 +470,8 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
             let (client, acknowledged) = (Server::client(base), acknowledged.clone());
             std::thread::spawn(move || {
                 for n in 0..40 {
-                    let body = json!({"process": "flow", "variables": {"n": n}});
+                    let body =
+                        json!({"process": "flow", "variables": {"tag": format!("{node}-{n}")}});
                     match client.try_post("/api/v1/instances", &body) {
                         Some(answer) if answer.status == 201 => {
                             let id = answer.json()["id"].as_str().unwrap().to_string();
@@ -487,6 +504,44 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     let on_b = acknowledged.iter().filter(|(n, _)| *n == 1).count();
     assert!(on_b >= 15, "{on_b} acknowledged by b");
+
+    // Then every task is completed and every message sent, spread over a and c, while b's shards
+    // are still between owners (503: asked again) and after a or c took them over.
+    let survivors = [nodes[0].as_ref().unwrap(), nodes[2].as_ref().unwrap()];
+    for (i, (_, id)) in acknowledged.iter().enumerate() {
+        let node = survivors[i % 2];
+        persist(&format!("approve {id}"), || {
+            let view = node.get(&format!("/api/v1/instances/{id}")).json();
+            let task = view["waiting_on"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|w| w["node"] == "approve")
+                .and_then(|w| w["task"].as_str().map(str::to_string));
+            let Some(task) = task else {
+                // Approved by an earlier attempt whose answer was lost.
+                return view["path"].as_array().is_some_and(|p| p.len() > 2);
+            };
+            node.post(&format!("/api/v1/tasks/{task}/complete"), &json!({}))
+                .status
+                == 200
+        });
+        let node = survivors[(i + 1) % 2];
+        let tag = node.get(&format!("/api/v1/instances/{id}")).json()["variables"]["tag"].clone();
+        persist(&format!("message for {id}"), || {
+            let sent = node.post(
+                "/api/v1/messages",
+                &json!({"name": "paid", "correlation_key": tag}),
+            );
+            let outcome = sent.json()["outcome"].clone();
+            assert_ne!(
+                outcome, "buffered",
+                "{id} waits for the message: {}",
+                sent.body
+            );
+            sent.status == 200
+        });
+    }
 
     // a and c take b's shards once its leases run out and finish its instances.
     let a = nodes[0].as_ref().unwrap();
@@ -531,7 +586,11 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
     for (_, id) in &acknowledged {
         assert!(ids.insert(id.clone()), "{id} acknowledged twice");
         let view = a.get(&format!("/api/v1/instances/{id}")).json();
-        assert_eq!(view["path"], json!(["s", "work", "pause", "e"]), "{view}");
+        assert_eq!(
+            view["path"],
+            json!(["s", "work", "approve", "paid", "pause", "e"]),
+            "{view}"
+        );
         let history = a.get(&format!("/api/v1/instances/{id}/history")).json();
         let records = history.as_array().expect("an array of records");
         let count = |wanted: &dyn Fn(&serde_json::Value) -> bool| {
@@ -547,6 +606,15 @@ fn three_nodes_share_the_work_and_finish_what_a_killed_one_left_exactly_once() {
             e["event"]["type"] == "wait_completed" && e["event"]["node"] == "work"
         };
         assert_eq!(count(&job), 1, "{id}: {history}");
+        let approved = |e: &serde_json::Value| {
+            e["event"]["type"] == "wait_completed" && e["event"]["node"] == "approve"
+        };
+        assert_eq!(count(&approved), 1, "{id}: {history}");
+        assert_eq!(
+            count(&|e| e["kind"] == "message_correlated"),
+            1,
+            "{id}: {history}"
+        );
         assert_eq!(
             count(&|e| e["event"]["type"] == "instance_completed"),
             1,
