@@ -124,6 +124,9 @@ impl Inner {
         if let Some((ack, expires_ms)) = buffered {
             ack.durable().await?;
             tracing::debug!(message = name, "no subscriber yet: message buffered");
+            if inner.store.shared() {
+                inner.recheck_after_buffering(name, correlation_key).await?;
+            }
             return Ok(Correlation::Buffered { expires_ms });
         }
         let sub = target.expect("a subscriber when not buffered");
@@ -162,6 +165,37 @@ impl Inner {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// On a store other engines share, a message buffered here and a wait subscribed there at
+    /// the same moment could each miss the other (this engine's correlation lock serializes only
+    /// its own). Once the message is durable, the subscriptions are read again: every waiter
+    /// found now looks for buffered messages itself (here, or through its owner's inbox), and a
+    /// waiter that subscribed later looks after its subscription anyway. Only a waiter's own
+    /// look takes a buffered message, so it is delivered once.
+    pub(super) async fn recheck_after_buffering(
+        self: &Arc<Self>,
+        name: &str,
+        correlation_key: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let subscribers = self.store.scan(
+            Table::Subscriptions,
+            &message_subscription_prefix(name, correlation_key),
+        )?;
+        for (_, value) in subscribers {
+            let sub: Subscriber = decode(&value, "subscription").map_err(EngineError::Decode)?;
+            if self.owned().holds(&sub.instance) {
+                self.take_buffered(&sub.instance, name, correlation_key, sub.activation)
+                    .await?;
+            } else {
+                let delivery = Delivery::CheckBuffered {
+                    name: name.to_string(),
+                    correlation_key: correlation_key.map(str::to_string),
+                };
+                self.send_to_inbox(sub, delivery, Map::new()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a message or signal for a wait of a shard another engine owns in the store's inbox,
@@ -240,6 +274,22 @@ impl Inner {
                     is_signal_wait,
                     "signal wait",
                 ),
+                Delivery::CheckBuffered {
+                    name,
+                    correlation_key,
+                } => {
+                    let looked = self
+                        .take_buffered(&to.instance, name, correlation_key.as_deref(), to.activation)
+                        .await;
+                    match looked {
+                        Ok(()) => self.remove_from_inbox(key).await,
+                        Err(EngineError::NotOwned { .. }) => {}
+                        Err(err) => {
+                            tracing::error!(instance = %to.instance, error = %err, "looking for a buffered message failed; the request stays")
+                        }
+                    }
+                    continue;
+                }
             };
             let removal = vec![(Table::Inbox, key.clone(), None)];
             let driven = self

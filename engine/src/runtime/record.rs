@@ -442,6 +442,12 @@ pub(crate) enum Delivery {
     },
     /// A broadcast signal.
     Signal { name: String },
+    /// A request to look for a buffered message (sent by an engine that buffered one while the
+    /// wait was being subscribed on another).
+    CheckBuffered {
+        name: String,
+        correlation_key: Option<String>,
+    },
 }
 
 /// Prefix of buffered messages for a name and correlation key.

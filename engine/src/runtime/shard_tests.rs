@@ -404,3 +404,45 @@ async fn one_engine_feeds_the_effect_sink_and_another_takes_the_duty_over_where_
     sink_holds(&seen_b, &["second"]).await;
     assert_eq!(seen_a.lock().unwrap().as_slice(), ["first"]);
 }
+
+#[tokio::test]
+async fn a_message_buffered_while_another_engines_wait_subscribed_still_reaches_it_once() {
+    let (store, _, _, a, b) = two_engines().await;
+    b.deploy(&parsed(MESSAGE_THEN_SIGNAL), None).await.unwrap();
+    a.refresh_deployments().unwrap();
+    let mut vars = Map::new();
+    vars.insert("order".into(), "SO-7".into());
+    let theirs = b.start("m", vars.clone()).await.unwrap().id;
+    // The race: a buffered the message after b's wait had looked for one, and before a's own
+    // look at the subscriptions; both missed each other.
+    let mut key = super::record::buffered_prefix("paid", Some("SO-7"));
+    key.extend_from_slice(&1u64.to_be_bytes());
+    let mut commit = crate::store::StepCommit::default();
+    commit.put(
+        Table::BufferedMessages,
+        key,
+        super::record::encode(&super::record::BufferedMessage {
+            variables: vars,
+            expires_ms: u64::MAX,
+        }),
+    );
+    store.commit(commit).unwrap().wait().unwrap();
+    // a's look after buffering finds b's wait and asks b, through its inbox, to look again.
+    for _ in 0..2 {
+        a.inner
+            .recheck_after_buffering("paid", Some("SO-7"))
+            .await
+            .unwrap();
+        b.inner.deliver_inbox().await;
+    }
+    assert_eq!(b.instance(&theirs).unwrap().path, ["s", "paid"]);
+    assert!(store.scan(Table::Inbox, b"").unwrap().is_empty());
+    assert!(store.scan(Table::BufferedMessages, b"").unwrap().is_empty());
+    let received = b
+        .history(&theirs)
+        .unwrap()
+        .into_iter()
+        .filter(|r| matches!(r.entry, HistoryEntry::MessageCorrelated { .. }))
+        .count();
+    assert_eq!(received, 1);
+}
