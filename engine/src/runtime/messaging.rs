@@ -279,7 +279,12 @@ impl Inner {
                     correlation_key,
                 } => {
                     let looked = self
-                        .take_buffered(&to.instance, name, correlation_key.as_deref(), to.activation)
+                        .take_buffered(
+                            &to.instance,
+                            name,
+                            correlation_key.as_deref(),
+                            to.activation,
+                        )
                         .await;
                     match looked {
                         Ok(()) => self.remove_from_inbox(key).await,
