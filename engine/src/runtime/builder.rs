@@ -162,6 +162,10 @@ impl EngineBuilder {
             idle: Arc::new(Notify::new()),
             correlation: Mutex::new(()),
             message_seq: AtomicU64::new(crate::clock::wall_now_ms() << 12),
+            message_key_tag: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                crate::clock::wall_now_ms(),
+            ),
             delivering: tokio::sync::Mutex::new(()),
             stop: tokio::sync::watch::channel(false).0,
             notified: tokio::sync::watch::channel(0).0,

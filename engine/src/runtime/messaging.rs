@@ -108,6 +108,7 @@ impl Inner {
                             .fetch_add(1, Ordering::Relaxed)
                             .to_be_bytes(),
                     );
+                    key.extend_from_slice(&inner.message_key_tag.to_be_bytes());
                     let mut commit = StepCommit::default();
                     commit.put(
                         Table::BufferedMessages,

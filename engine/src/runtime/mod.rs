@@ -158,7 +158,11 @@ struct Inner {
     idle: Arc<Notify>,
     /// Serializes message correlation against buffering (and deployments).
     correlation: Mutex<()>,
+    /// Orders the messages this engine buffers (the key's counter, seeded from the start time).
     message_seq: AtomicU64,
+    /// Ends the keys of the messages this engine buffers, so that engines sharing a store never
+    /// write the same key (random per engine).
+    message_key_tag: u64,
     /// One outbox delivery at a time.
     delivering: tokio::sync::Mutex<()>,
     /// Set by [`Engine::shutdown`]: background work stops.
