@@ -49,8 +49,9 @@ pub enum PgStoreError {
         /// The newest version this build knows.
         supported: i32,
     },
-    /// Another node writes to the database.
-    #[error("database {url} is in use by {holder}; several flowbot nodes on one database are not supported yet (see docs/cluster.md): stop the other node or give this one another database")]
+    /// Another node writes to the database, and this one may not join it (one of the two has the
+    /// database to itself).
+    #[error("database {url} is in use by {holder}; nodes share a database only when every one of them is started with --cluster (store.cluster, docs/cluster.md): start both so, stop the other node, or give this one another database")]
     InUse {
         /// The URL, password removed.
         url: String,

@@ -162,6 +162,10 @@ fn serve_on_postgres_starts_orders_reports_readiness_and_refuses_a_second_node()
     .expect("a second node on the same database is refused");
     assert!(refused.contains("in use by"), "{refused}");
     assert!(refused.contains("e2e-node-a"), "{refused}");
+    assert!(
+        refused.contains("--cluster"),
+        "says how nodes share: {refused}"
+    );
 
     assert_eq!(server.terminate(), Some(0));
     let migrate = flowbot(&["db", "migrate", "--store", &url]);
