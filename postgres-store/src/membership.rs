@@ -13,7 +13,7 @@
 //! fenced exactly as the database says; a shard is given back only after every write queued
 //! before is in the database, and its epoch goes up, so no later write of this node lands in it.
 
-use crate::writer::{held_epochs, Held, NOT_HELD};
+use crate::writer::{forget, held_epochs, Held, NOT_HELD};
 use flowbot_engine::shard::{ShardSet, SHARDS};
 use std::time::Duration;
 
@@ -102,15 +102,12 @@ pub(crate) async fn balance(
     .await?;
     tx.commit().await?;
     let acquired: ShardSet = taken.iter().map(|&(shard, _)| shard).collect();
-    {
-        let mut epochs = held_epochs(held);
-        for shard in lost.iter() {
-            epochs[shard as usize] = NOT_HELD;
-        }
-        for (shard, epoch) in taken {
-            epochs[shard as usize] = epoch;
-        }
+    forget(held, lost);
+    let mut epochs = held_epochs(held);
+    for (shard, epoch) in taken {
+        epochs[shard as usize] = epoch;
     }
+    drop(epochs);
     Ok(Balance {
         acquired,
         lost,
@@ -128,12 +125,7 @@ pub(crate) async fn release(
     shards: ShardSet,
     held: &Held,
 ) -> Result<(), tokio_postgres::Error> {
-    {
-        let mut epochs = held_epochs(held);
-        for shard in shards.iter() {
-            epochs[shard as usize] = NOT_HELD;
-        }
-    }
+    forget(held, shards);
     let numbers: Vec<i32> = shards.iter().map(|s| s as i32).collect();
     let tx = client.transaction().await?;
     tx.execute(

@@ -17,7 +17,7 @@
 
 use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
-use flowbot_engine::shard::{shard_of, SHARDS};
+use flowbot_engine::shard::{shard_of, ShardSet, SHARDS};
 use flowbot_engine::store::{Refused, StepCommit, StoreError, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +40,16 @@ pub(crate) const NOT_HELD: i64 = -1;
 /// Locks `held`, whatever a panicking holder left.
 pub(crate) fn held_epochs(held: &Held) -> std::sync::MutexGuard<'_, Vec<i64>> {
     held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops holding `shards`: later writes to them are refused by the fence.
+pub(crate) fn forget(held: &Held, shards: ShardSet) {
+    let mut epochs = held_epochs(held);
+    for shard in shards.iter() {
+        if let Some(epoch) = epochs.get_mut(shard as usize) {
+            *epoch = NOT_HELD;
+        }
+    }
 }
 
 /// A step's commit as queued, tables resolved. Its notification-log entries are numbered in the
@@ -541,7 +551,7 @@ impl Writer {
                     pending = match self.write_chunk(ops).await? {
                         None => Vec::new(),
                         Some((shards, owner, ops)) => {
-                            self.forget(&shards);
+                            forget(&self.held, shards.iter().copied().collect());
                             let (fenced, rest): (Vec<_>, Vec<_>) =
                                 numbers.into_iter().zip(ops).partition(|(_, op)| {
                                     op.instance()
@@ -564,16 +574,6 @@ impl Writer {
             }
         }
         Ok(refused)
-    }
-
-    /// Stops holding `shards` (they were taken over): later writes to them are refused.
-    fn forget(&self, shards: &[u32]) {
-        let mut epochs = held_epochs(&self.held);
-        for &shard in shards {
-            if let Some(epoch) = epochs.get_mut(shard as usize) {
-                *epoch = NOT_HELD;
-            }
-        }
     }
 
     /// Writes `ops` in one transaction; `Some((shards, owner, ops))` when it was rolled back

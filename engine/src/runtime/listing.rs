@@ -48,13 +48,10 @@ impl Inner {
 
     /// The unfinished instances of `shards` as stored.
     fn stored_running(&self, shards: ShardSet) -> Result<Vec<Running>, EngineError> {
+        let stored = self.stored_unfinished(shards)?;
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
         let mut found = Vec::new();
-        for (id, bytes) in self.store.unfinished()? {
-            if !shards.holds(&id) {
-                continue;
-            }
-            let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
+        for (id, stored) in stored {
             // A version deployed a moment ago elsewhere is known here within a second.
             if let Some(deployed) = versions.get(&stored.process_id, stored.version).cloned() {
                 found.push((id, Arc::new(Mutex::new(Live::new(stored, deployed)))));

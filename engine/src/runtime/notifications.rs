@@ -225,7 +225,7 @@ pub(super) async fn feed_effect_sink(inner: Weak<Inner>) {
             let Some(sink) = engine.effect_sink.clone() else {
                 return;
             };
-            if !engine.owned().contains(COORDINATOR_SHARD) {
+            if !engine.coordinates() {
                 cursor = None;
                 None
             } else {
@@ -286,6 +286,13 @@ struct Fed {
     commit: Option<Result<Ack, StoreError>>,
 }
 
+impl Inner {
+    /// Whether this engine owns [`COORDINATOR_SHARD`] (see [`Engine::coordinates`]).
+    fn coordinates(&self) -> bool {
+        self.owned().contains(COORDINATOR_SHARD)
+    }
+}
+
 /// Offers the entries after `from` to the sink.
 fn feed_batch(engine: &Inner, sink: &EffectSink, from: u64) -> Fed {
     let batch = match engine.read_notifications(from, None, SINK_BATCH) {
@@ -329,7 +336,7 @@ impl Engine {
     /// one (the effect sink, the server's webhooks): the owner of [`COORDINATOR_SHARD`]. A
     /// single engine always does.
     pub fn coordinates(&self) -> bool {
-        self.inner.owned().contains(COORDINATOR_SHARD)
+        self.inner.coordinates()
     }
 
     /// Up to `limit` entries of the notification log after number `after` (0: from the

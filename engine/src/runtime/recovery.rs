@@ -130,16 +130,30 @@ impl Inner {
         Ok(())
     }
 
+    /// The unfinished instances of `shards` as stored, by id.
+    pub(super) fn stored_unfinished(
+        &self,
+        shards: ShardSet,
+    ) -> Result<Vec<(String, StoredInstance)>, EngineError> {
+        let mut found = Vec::new();
+        for (id, bytes) in self.store.unfinished()? {
+            if shards.holds(&id) {
+                let stored = decode(&bytes, "instance").map_err(EngineError::Decode)?;
+                found.push((id, stored));
+            }
+        }
+        Ok(found)
+    }
+
     /// Loads the unfinished instances of `shards` that are not in memory yet; returns their ids.
     fn load_instances(&self, shards: ShardSet) -> Result<Vec<String>, EngineError> {
         let versions = self.versions.read().unwrap_or_else(|e| e.into_inner());
         let mut loaded = Vec::new();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, bytes) in self.store.unfinished()? {
-            if !shards.holds(&id) || live.contains_key(&id) {
+        for (id, stored) in self.stored_unfinished(shards)? {
+            if live.contains_key(&id) {
                 continue;
             }
-            let stored: StoredInstance = decode(&bytes, "instance").map_err(EngineError::Decode)?;
             let deployed = versions
                 .get(&stored.process_id, stored.version)
                 .cloned()
