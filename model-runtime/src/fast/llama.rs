@@ -25,7 +25,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 
 use super::attention::{attend, AttendSegment, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, RowWalk};
 use super::lora::{BlockLora, LoraAdapter, Site};
 use crate::lm::{check_forward, BatchLm, CausalLm, LmError, SlotRun};
 
@@ -146,6 +146,22 @@ struct Layer {
     down: QMatrix,
     /// The run-time adapter's updates (none without one).
     lora: BlockLora,
+}
+
+/// Sweeps over the weights per row walk when a model loads (see [`Kernels::calibrated`]).
+const CALIBRATION_ROUNDS: usize = 2;
+
+/// Every matrix a decode step reads, in the order it reads them.
+fn decode_matrices<'a>(layers: &'a [Layer], output: &'a QMatrix) -> Vec<&'a QMatrix> {
+    let mut matrices = Vec::with_capacity(layers.len() * 7 + 1);
+    for layer in layers {
+        matrices.extend(&layer.qkv.parts);
+        matrices.push(&layer.wo);
+        matrices.extend(&layer.gate_up.parts);
+        matrices.push(&layer.down);
+    }
+    matrices.push(output);
+    matrices
 }
 
 /// Several matrices over the same input whose outputs are laid side by side.
@@ -395,7 +411,19 @@ impl FastLlama {
             });
         }
         let cache = KvCache::new(h.n_layer);
-        tracing::debug!(isa = ?kernels.isa(), threads, layers = h.n_layer, "fast llama loaded");
+        let output_matrix = output.as_ref().unwrap_or(&embed);
+        let (kernels, [four, single]) = pool.install(|| {
+            kernels.calibrated(&decode_matrices(&layers, output_matrix), CALIBRATION_ROUNDS)
+        });
+        tracing::debug!(
+            isa = ?kernels.isa(),
+            walk = ?kernels.walk(),
+            four_rows_ms = four.as_secs_f64() * 1e3,
+            single_rows_ms = single.as_secs_f64() * 1e3,
+            threads,
+            layers = h.n_layer,
+            "fast llama loaded"
+        );
         let rope_local = (h.sliding_window.is_some() && h.rope_base_local != h.rope_base)
             .then(|| RopeTable::new(h.rope_dim, h.rope_base_local));
         Ok(FastLlama {
@@ -454,6 +482,11 @@ impl FastLlama {
     /// The kernel implementation in use.
     pub fn isa(&self) -> Isa {
         self.weights.kernels.isa()
+    }
+
+    /// How decode steps walk the weight rows (measured when the model loaded).
+    pub fn row_walk(&self) -> RowWalk {
+        self.weights.kernels.walk()
     }
 
     /// Worker threads.

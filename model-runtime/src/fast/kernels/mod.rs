@@ -41,6 +41,7 @@ mod scalar;
 
 use half::f16;
 use rayon::prelude::*;
+use std::time::{Duration, Instant};
 
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
@@ -193,26 +194,92 @@ impl Isa {
     }
 }
 
+/// How a product with fewer than four activation rows (a decode step) walks the weight rows.
+/// Both walks give the same results bit for bit; which is faster depends on the CPU's memory
+/// system (four interleaved rows win on some, one stream on others), so a model measures them
+/// when it loads ([`Kernels::calibrated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowWalk {
+    /// Four rows at once, the rows [`PREFETCH_ROWS`] ahead prefetched.
+    Four,
+    /// One row after another: a single forward stream through memory.
+    Single,
+}
+
 /// A kernel set checked against the running CPU: holding one proves its instructions exist.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
+    walk: RowWalk,
 }
 
 impl Kernels {
-    /// The kernels for `isa`, or `None` when this CPU lacks its instructions.
+    /// The kernels for `isa`, or `None` when this CPU lacks its instructions; rows are walked
+    /// four at a time until [`Kernels::with_walk`] or [`Kernels::calibrated`] says otherwise.
     pub fn new(isa: Isa) -> Option<Kernels> {
-        isa.is_supported().then_some(Kernels { isa })
+        isa.is_supported().then_some(Kernels {
+            isa,
+            walk: RowWalk::Four,
+        })
     }
 
-    /// The fastest kernels for this CPU.
+    /// The fastest kernels for this CPU (rows walked four at a time).
     pub fn best() -> Kernels {
-        Kernels { isa: Isa::best() }
+        Kernels {
+            isa: Isa::best(),
+            walk: RowWalk::Four,
+        }
+    }
+
+    /// The same kernels walking rows as `walk` says.
+    pub fn with_walk(self, walk: RowWalk) -> Kernels {
+        Kernels { walk, ..self }
     }
 
     /// The implementation in use.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// How decode steps walk the weight rows.
+    pub fn walk(&self) -> RowWalk {
+        self.walk
+    }
+
+    /// These kernels with the row walk that sweeps `matrices` (one activation row each, on the
+    /// current rayon pool) faster, as a decode step reads every weight of a model once. The
+    /// sweeps alternate between the walks, `rounds` each, and the best time of each walk counts;
+    /// a model's weights exceed the caches, so the sweeps read memory as decoding does.
+    pub fn calibrated(self, matrices: &[&QMatrix], rounds: usize) -> (Kernels, [Duration; 2]) {
+        let mut acts: Vec<(usize, QActs)> = Vec::new();
+        for matrix in matrices {
+            if !acts.iter().any(|(cols, _)| *cols == matrix.cols) {
+                let mut row = QActs::new();
+                row.quantize(&vec![0.0; matrix.cols], 1, matrix.cols);
+                acts.push((matrix.cols, row));
+            }
+        }
+        let rows = matrices.iter().map(|m| m.rows).max().unwrap_or(0);
+        let mut out = vec![0f32; rows];
+        let walks = [RowWalk::Four, RowWalk::Single];
+        let mut best = [Duration::MAX; 2];
+        for _ in 0..rounds.max(1) {
+            for (i, walk) in walks.into_iter().enumerate() {
+                let kernels = self.with_walk(walk);
+                let start = Instant::now();
+                for matrix in matrices {
+                    let (_, act) = acts.iter().find(|(cols, _)| *cols == matrix.cols).unwrap();
+                    kernels.matmul(matrix, act, &mut out, matrix.rows);
+                }
+                best[i] = best[i].min(start.elapsed());
+            }
+        }
+        let walk = if best[1] < best[0] {
+            RowWalk::Single
+        } else {
+            RowWalk::Four
+        };
+        (self.with_walk(walk), best)
     }
 
     /// Dot product of row `row` of `matrix` with one quantized activation row.
@@ -293,6 +360,16 @@ impl Kernels {
             (Isa::Avx512Vnni, QFormat::Q4_0) => unsafe { avx512::dot4_q45_0::<false>(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q5_0) => unsafe { avx512::dot4_q45_0::<true>(w, nb, acts) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_K) => unsafe {
+                avx512_kquant::dot4_q4_k::<false>(w, nb, acts)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_K) => unsafe {
+                avx512_kquant::dot4_q4_k::<true>(w, nb, acts)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q6_K) => unsafe { avx512_kquant::dot4_q6_k(w, nb, acts) },
             _ => acts.map(|act| self.dot(matrix, row, act)),
         }
     }
@@ -371,7 +448,7 @@ impl Kernels {
             let act: Vec<ActRow<'_>> = (0..tokens).map(|t| acts.row(t)).collect();
             if tokens < 4 {
                 let mut r = rows.start;
-                while r + 4 <= rows.end {
+                while self.walk == RowWalk::Four && r + 4 <= rows.end {
                     for (t, &act) in act.iter().enumerate() {
                         let res = self.dot_rows4(matrix, r, act);
                         for (i, v) in res.into_iter().enumerate() {

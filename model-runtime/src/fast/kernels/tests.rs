@@ -324,6 +324,54 @@ fn matmul_fills_every_cell() {
 }
 
 #[test]
+fn both_row_walks_give_the_same_products() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for format in QFormat::ALL {
+        for (rows, cols, tokens) in [(301, 256, 1), (64, 1536, 2), (13, 512, 3)] {
+            let raw = random_gguf(&mut rng, format, rows, cols, false);
+            let matrix = QMatrix::from_gguf(format, rows, cols, &raw).unwrap();
+            let x: Vec<f32> = (0..tokens * cols)
+                .map(|_| rng.gen_range(-2.0f32..2.0))
+                .collect();
+            let mut acts = QActs::new();
+            acts.quantize(&x, tokens, cols);
+            for isa in Isa::available() {
+                let products = [RowWalk::Four, RowWalk::Single].map(|walk| {
+                    let mut out = vec![f32::NAN; tokens * rows];
+                    Kernels::new(isa)
+                        .unwrap()
+                        .with_walk(walk)
+                        .matmul(&matrix, &acts, &mut out, rows);
+                    out
+                });
+                assert!(products[0].iter().all(|v| v.is_finite()));
+                assert_eq!(products[0], products[1], "{format:?} {isa:?} {rows}x{cols}");
+            }
+        }
+    }
+}
+
+#[test]
+fn calibration_picks_one_of_the_walks_and_times_both() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let raw = random_gguf(&mut rng, QFormat::Q8_0, 256, 512, false);
+    let matrix = QMatrix::from_gguf(QFormat::Q8_0, 256, 512, &raw).unwrap();
+    let raw = random_gguf(&mut rng, QFormat::Q4_K, 64, 256, false);
+    let small = QMatrix::from_gguf(QFormat::Q4_K, 64, 256, &raw).unwrap();
+    let (kernels, times) = Kernels::best().calibrated(&[&matrix, &small], 2);
+    assert!(times
+        .iter()
+        .all(|t| *t > Duration::ZERO && *t < Duration::MAX));
+    let expected = if times[1] < times[0] {
+        RowWalk::Single
+    } else {
+        RowWalk::Four
+    };
+    assert_eq!(kernels.walk(), expected);
+    assert_eq!(kernels.isa(), Isa::best());
+}
+
+#[test]
 fn dequantized_rows_equal_candles_values() {
     let mut rng = StdRng::seed_from_u64(13);
     for format in QFormat::ALL {

@@ -154,7 +154,7 @@ fn run(args: BenchArgs) -> Result<()> {
             if let Some(adapter) = &args.model.adapter {
                 lm = lm.with_adapter(&LoraAdapter::load(adapter)?)?;
             }
-            let isa = format!("{:?}", lm.isa());
+            let isa = format!("{:?}, {:?} row walk", lm.isa(), lm.row_walk());
             (Box::new(lm), isa)
         }
         Backend::Candle => {
