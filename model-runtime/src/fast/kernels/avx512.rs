@@ -431,3 +431,151 @@ pub(super) unsafe fn dot_rows4_q45_0<const HIGH: bool>(
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
 }
+
+/// Two consecutive Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) rows (`stride` bytes apart from
+/// `w`) · four activation rows: each activation group is loaded once for both weight rows and
+/// each weight group unpacked once for the four activation rows. Every product equals
+/// [`dot_q45_0`]'s bit for bit.
+///
+/// # Safety
+/// As [`dot_q45_0`]; `w` holds two rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot4_rows2_q45_0<const HIGH: bool>(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    acts: [ActRow<'_>; 4],
+) -> [[f32; 4]; 2] {
+    let (d_at, offset) = q45_layout::<HIGH>(nb);
+    let (w0, w1) = (w, w.add(stride));
+    let mut acc0 = [_mm512_setzero_ps(); 4];
+    let mut acc1 = [_mm512_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        let (lo0, hi0) = q45_values::<HIGH>(w0, nb, g, r);
+        let (lo1, hi1) = q45_values::<HIGH>(w1, nb, g, r);
+        let dw0 = load_f16x4(w0.add(d_at + 8 * g), fmask);
+        let dw1 = load_f16x4(w1.add(d_at + 8 * g), fmask);
+        for i in 0..4 {
+            let (a_lo, a_hi) = act_group(&acts[i], g);
+            let bias = offset_bias(&acts[i], g, offset);
+            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
+            let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
+            let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
+            acc0[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum0),
+                spread(_mm_mul_ps(dw0, da)),
+                acc0[i],
+            );
+            acc1[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum1),
+                spread(_mm_mul_ps(dw1, da)),
+                acc1[i],
+            );
+        }
+    }
+    [
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i])),
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i])),
+    ]
+}
+
+/// Two consecutive Q4_1 rows (`stride` bytes apart from `w`) · four activation rows (see
+/// [`dot4_rows2_q45_0`]); every product equals [`dot_q4_1`]'s bit for bit.
+///
+/// # Safety
+/// As [`dot_q4_1`]; `w` holds two rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot4_rows2_q4_1(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    acts: [ActRow<'_>; 4],
+) -> [[f32; 4]; 2] {
+    let (w0, w1) = (w, w.add(stride));
+    let mut acc0 = [_mm512_setzero_ps(); 4];
+    let mut acc1 = [_mm512_setzero_ps(); 4];
+    let mut min0 = [_mm_setzero_ps(); 4];
+    let mut min1 = [_mm_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        let (lo0, hi0) = q4_nibbles(w0.add(g * 64), r);
+        let (lo1, hi1) = q4_nibbles(w1.add(g * 64), r);
+        let dw0 = load_f16x4(w0.add(nb * 16 + 8 * g), fmask);
+        let dw1 = load_f16x4(w1.add(nb * 16 + 8 * g), fmask);
+        let mw0 = load_f16x4(w0.add(nb * 18 + 8 * g), fmask);
+        let mw1 = load_f16x4(w1.add(nb * 18 + 8 * g), fmask);
+        for i in 0..4 {
+            let (a_lo, a_hi) = act_group(&acts[i], g);
+            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
+            let sa = _mm_loadu_ps(acts[i].s.as_ptr().add(4 * g));
+            let zero = _mm512_setzero_si512();
+            let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo0, a_lo), hi0, a_hi);
+            let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo1, a_lo), hi1, a_hi);
+            acc0[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum0),
+                spread(_mm_mul_ps(dw0, da)),
+                acc0[i],
+            );
+            acc1[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum1),
+                spread(_mm_mul_ps(dw1, da)),
+                acc1[i],
+            );
+            min0[i] = _mm_fmadd_ps(mw0, sa, min0[i]);
+            min1[i] = _mm_fmadd_ps(mw1, sa, min1[i]);
+        }
+    }
+    [
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i]) + hsum128(min0[i])),
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i]) + hsum128(min1[i])),
+    ]
+}
+
+/// Two consecutive Q8_0 rows (`stride` bytes apart from `w`) · four activation rows (see
+/// [`dot4_rows2_q45_0`]); every product equals [`dot_q8_0`]'s bit for bit.
+///
+/// # Safety
+/// As [`dot_q8_0`]; `w` holds two rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot4_rows2_q8_0(
+    w: *const u8,
+    stride: usize,
+    nb: usize,
+    acts: [ActRow<'_>; 4],
+) -> [[f32; 4]; 2] {
+    let (w0, w1) = (w, w.add(stride));
+    let mut acc0 = [_mm512_setzero_ps(); 4];
+    let mut acc1 = [_mm512_setzero_ps(); 4];
+    for g in 0..nb.div_ceil(4) {
+        let r = group_len(nb, g);
+        let fmask = ((1u16 << r) - 1) as __mmask8;
+        let (lo0, hi0) = q8_bytes(w0.add(g * GROUP), r);
+        let (lo1, hi1) = q8_bytes(w1.add(g * GROUP), r);
+        let dw0 = load_f16x4(w0.add(nb * 32 + 8 * g), fmask);
+        let dw1 = load_f16x4(w1.add(nb * 32 + 8 * g), fmask);
+        for i in 0..4 {
+            let (a_lo, a_hi) = act_group(&acts[i], g);
+            let bias = q8_bias(&acts[i], g);
+            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
+            let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
+            let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
+            acc0[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum0),
+                spread(_mm_mul_ps(dw0, da)),
+                acc0[i],
+            );
+            acc1[i] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum1),
+                spread(_mm_mul_ps(dw1, da)),
+                acc1[i],
+            );
+        }
+    }
+    [
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i])),
+        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i])),
+    ]
+}

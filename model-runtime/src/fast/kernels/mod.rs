@@ -374,6 +374,40 @@ impl Kernels {
         }
     }
 
+    /// Dot products of rows `row` and `row + 1` with four activation rows at once (a 2 x 4
+    /// tile), or `None` where these kernels have no such tile for the matrix's format.
+    #[inline]
+    pub fn dot4_rows2(
+        &self,
+        matrix: &QMatrix,
+        row: usize,
+        acts: [ActRow<'_>; 4],
+    ) -> Option<[[f32; 4]; 2]> {
+        assert!(row + 2 <= matrix.rows);
+        let nb = matrix.cols / matrix.format.block_values();
+        let w = matrix.data[row * matrix.row_stride..].as_ptr();
+        match (self.isa, matrix.format) {
+            // SAFETY: the ISA was checked when `self` was built; both rows lie in `data`.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_0) => {
+                Some(unsafe { avx512::dot4_rows2_q45_0::<false>(w, matrix.row_stride, nb, acts) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_0) => {
+                Some(unsafe { avx512::dot4_rows2_q45_0::<true>(w, matrix.row_stride, nb, acts) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_1) => {
+                Some(unsafe { avx512::dot4_rows2_q4_1(w, matrix.row_stride, nb, acts) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q8_0) => {
+                Some(unsafe { avx512::dot4_rows2_q8_0(w, matrix.row_stride, nb, acts) })
+            }
+            _ => None,
+        }
+    }
+
     /// Dot products of rows `row..row + 4` with one activation row (the decode case: four
     /// independent rows in flight at once).
     #[inline]
@@ -466,6 +500,35 @@ impl Kernels {
                     }
                 }
                 return;
+            }
+            let mut rows = rows;
+            while rows.len() >= 2 && tokens >= 4 {
+                let r = rows.start;
+                let mut t = 0;
+                while t + 4 <= tokens {
+                    let tile = [act[t], act[t + 1], act[t + 2], act[t + 3]];
+                    let Some(res) = self.dot4_rows2(matrix, r, tile) else {
+                        break;
+                    };
+                    for (k, four) in res.into_iter().enumerate() {
+                        for (i, v) in four.into_iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *out_ptr.0.add((t + i) * out_stride + r + k) = v };
+                        }
+                    }
+                    t += 4;
+                }
+                if t == 0 {
+                    break;
+                }
+                for k in 0..2 {
+                    for (tt, &a) in act.iter().enumerate().skip(t) {
+                        let v = self.dot(matrix, r + k, a);
+                        // SAFETY: as below.
+                        unsafe { *out_ptr.0.add(tt * out_stride + r + k) = v };
+                    }
+                }
+                rows.start += 2;
             }
             for r in rows {
                 let mut t = 0;
