@@ -304,12 +304,7 @@ fn matmul_fills_every_cell() {
     for format in QFormat::ALL {
         // Prompt shapes (2 x 4 tiles, the leftover row and tokens; a short last group at 576
         // columns) and decode shapes.
-        let shapes = [
-            (301, 256, 7),
-            (37, 576, 9),
-            (301, 512, 1),
-            (64, 1536, 2),
-        ];
+        let shapes = [(301, 256, 7), (37, 576, 9), (301, 512, 1), (64, 1536, 2)];
         for (rows, cols, tokens) in shapes {
             if cols % format.block_values() != 0 {
                 continue;
