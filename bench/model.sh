@@ -16,6 +16,8 @@ THREADS="${THREADS:-1 2}"
 LLAMA_PY="${LLAMA_PY:-/tmp/peers/llama/bin/python}"
 HARNESS="../shared/bench/peers/llamacpp_bench.py"
 [ -f "$MODEL" ] || { echo "model $MODEL not found (fetch it first or pass a path)" >&2; exit 1; }
+MODEL="$(realpath "$MODEL")"
+HARNESS="$(realpath "$HARNESS" 2>/dev/null || echo "$HARNESS")"
 
 if [ -z "${FLOWBOT_BIN:-}" ]; then
   cargo build --release -q -p flowbot
@@ -37,7 +39,7 @@ for t in $THREADS; do
     fi
   done
   if [ -x "$LLAMA_PY" ] && [ -f "$HARNESS" ]; then
-    (cd /tmp && "$LLAMA_PY" "$OLDPWD/$HARNESS" "$OLDPWD/$MODEL" "$t" "$RUNS" 128 ignore_eos) \
+    (cd /tmp && "$LLAMA_PY" "$HARNESS" "$MODEL" "$t" "$RUNS" 128 ignore_eos) \
       | sed -n 's/^RESULT /llama.cpp '"$t"' /p' >>"$results"
   else
     echo "llama.cpp not installed at $LLAMA_PY: skipped" >&2
