@@ -22,11 +22,14 @@ pub(super) unsafe fn dot_q4_k<const FIVE: bool>(w: &[u8], nb: usize, act: ActRow
     for b in 0..nb {
         let block = &w[b * bytes..(b + 1) * bytes];
         let (scales, mins) = k4_scales(&block[4..16]);
-        let bsums = &act.kbsums[b * 16..(b + 1) * 16];
-        let mut msum = 0i32;
-        for s in 0..8 {
-            msum += mins[s] as i32 * (bsums[2 * s] as i32 + bsums[2 * s + 1] as i32);
-        }
+        // Each minimum twice, as i16, against the two 16-value sums of its sub-block.
+        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+        let mins = _mm256_set_m128i(
+            _mm_unpackhi_epi16(mins, mins),
+            _mm_unpacklo_epi16(mins, mins),
+        );
+        let bsums = _mm256_loadu_si256(act.kbsums.as_ptr().add(b * 16) as *const __m256i);
+        let msum = hsum_epi32(_mm256_madd_epi16(bsums, mins));
         let a = act.kqs.as_ptr().add(b * SUPER_BLOCK) as *const __m256i;
         let q = block.as_ptr().add(qs_at) as *const __m256i;
         let high = if FIVE {
@@ -77,12 +80,10 @@ pub(super) unsafe fn dot_q6_k(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
     for b in 0..nb {
         let block = &w[b * 210..(b + 1) * 210];
         let scales = &block[192..208];
-        let bsums = &act.kbsums[b * 16..(b + 1) * 16];
         // The values are stored plus 32: take 32 times the scaled sums back out.
-        let mut offset = 0i32;
-        for s in 0..16 {
-            offset += scales[s] as i8 as i32 * bsums[s] as i32;
-        }
+        let bsums = _mm256_loadu_si256(act.kbsums.as_ptr().add(b * 16) as *const __m256i);
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
+        let offset = hsum_epi32(_mm256_madd_epi16(bsums, scales16));
         let a = act.kqs.as_ptr().add(b * SUPER_BLOCK) as *const __m256i;
         let mut isum = _mm256_setzero_si256();
         for half in 0..2 {
@@ -118,4 +119,14 @@ pub(super) unsafe fn dot_q6_k(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
         );
     }
     hsum256(acc)
+}
+
+/// Sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_epi32(x: __m256i) -> i32 {
+    let four = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    let two = _mm_add_epi32(four, _mm_shuffle_epi32(four, 0b01_00_11_10));
+    let one = _mm_add_epi32(two, _mm_shuffle_epi32(two, 0b10_11_00_01));
+    _mm_cvtsi128_si32(one)
 }

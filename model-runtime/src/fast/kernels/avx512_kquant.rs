@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2_kquant::hsum_epi32;
 use super::{f16_at, k4_scales, ActRow, SUPER_BLOCK};
 
 /// The 32-byte pieces of `a` at byte offsets `first` and `second`, side by side.
@@ -42,7 +43,7 @@ pub(super) unsafe fn dot_q4_k<const FIVE: bool>(w: &[u8], nb: usize, act: ActRow
         let block = &w[b * bytes..(b + 1) * bytes];
         let (values, value_scales, mins) = q4_k_unpack::<FIVE>(block);
         let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
-        let (isum, msum) = q4_k_block_sums(&values, &value_scales, &mins, &act, b);
+        let (isum, msum) = q4_k_block_sums(&values, &value_scales, mins, &act, b);
         let da = act.kd[b];
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(isum), acc);
         mins_total += dmin * da * msum as f32;
@@ -70,7 +71,7 @@ pub(super) unsafe fn dot4_q4_k<const FIVE: bool>(
         let (values, value_scales, mins) = q4_k_unpack::<FIVE>(block);
         let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
         for (i, act) in acts.iter().enumerate() {
-            let (isum, msum) = q4_k_block_sums(&values, &value_scales, &mins, act, b);
+            let (isum, msum) = q4_k_block_sums(&values, &value_scales, mins, act, b);
             let da = act.kd[b];
             acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(isum), acc[i]);
             mins_total[i] += dmin * da * msum as f32;
@@ -81,12 +82,12 @@ pub(super) unsafe fn dot4_q4_k<const FIVE: bool>(
 
 /// The unsigned values of a Q4_K or Q5_K block as two pairs of chunks (low nibbles, high
 /// nibbles; chunks `2 pair` and `2 pair + 1` side by side), the i16 scale of every lane, and the
-/// block's eight 6-bit minimums.
+/// block's eight 6-bit minimums, each twice, as sixteen i16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_k_unpack<const FIVE: bool>(
     block: &[u8],
-) -> ([[__m512i; 2]; 2], [[__m512i; 2]; 2], [u8; 8]) {
+) -> ([[__m512i; 2]; 2], [[__m512i; 2]; 2], __m256i) {
     let qs_at = if FIVE { 48 } else { 16 };
     let mask = _mm512_set1_epi8(0x0F);
     let sixteen = _mm512_set1_epi8(16);
@@ -122,6 +123,12 @@ unsafe fn q4_k_unpack<const FIVE: bool>(
             two_scales(scales[s + 1] as i16, scales[s + 3] as i16),
         ];
     }
+    // Each minimum twice, as i16: lane pair s meets the two 16-value sums of sub-block s.
+    let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+    let mins = _mm256_set_m128i(
+        _mm_unpackhi_epi16(mins, mins),
+        _mm_unpacklo_epi16(mins, mins),
+    );
     (values, value_scales, mins)
 }
 
@@ -132,15 +139,12 @@ unsafe fn q4_k_unpack<const FIVE: bool>(
 unsafe fn q4_k_block_sums(
     values: &[[__m512i; 2]; 2],
     value_scales: &[[__m512i; 2]; 2],
-    mins: &[u8; 8],
+    mins: __m256i,
     act: &ActRow<'_>,
     b: usize,
 ) -> (__m512i, i32) {
-    let bsums = &act.kbsums[b * 16..(b + 1) * 16];
-    let mut msum = 0i32;
-    for s in 0..8 {
-        msum += mins[s] as i32 * (bsums[2 * s] as i32 + bsums[2 * s + 1] as i32);
-    }
+    let bsums = _mm256_loadu_si256(act.kbsums.as_ptr().add(b * 16) as *const __m256i);
+    let msum = hsum_epi32(_mm256_madd_epi16(bsums, mins));
     let a = act.kqs.as_ptr().add(b * SUPER_BLOCK);
     let mut isum = _mm512_setzero_si512();
     for pair in 0..2 {
@@ -177,15 +181,10 @@ pub(super) unsafe fn dot_q6_k(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
     for b in 0..nb {
         let block = &w[b * 210..(b + 1) * 210];
         let p = block.as_ptr();
-        let scales_i8 = &block[192..208];
-        let bsums = &act.kbsums[b * 16..(b + 1) * 16];
-        let mut offset = 0i32;
-        for s in 0..16 {
-            offset += scales_i8[s] as i8 as i32 * bsums[s] as i32;
-        }
         let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(
             p.add(192) as *const __m128i
         )));
+        let offset = q6_k_offset(scales, &act, b);
         let (q, sc) = q6_k_unpack(p, mask, &indices, scales);
         let total = q6_k_block_sum(&q, &sc, &act, b) - 32 * offset;
         sum += f16_at(block, 208) * act.kd[b] * total as f32;
@@ -206,18 +205,13 @@ pub(super) unsafe fn dot4_q6_k(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
     for b in 0..nb {
         let block = &w[b * 210..(b + 1) * 210];
         let p = block.as_ptr();
-        let scales_i8 = &block[192..208];
         let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(
             p.add(192) as *const __m128i
         )));
         let (q, sc) = q6_k_unpack(p, mask, &indices, scales);
         let d = f16_at(block, 208);
         for (i, act) in acts.iter().enumerate() {
-            let bsums = &act.kbsums[b * 16..(b + 1) * 16];
-            let mut offset = 0i32;
-            for s in 0..16 {
-                offset += scales_i8[s] as i8 as i32 * bsums[s] as i32;
-            }
+            let offset = q6_k_offset(scales, act, b);
             let total = q6_k_block_sum(&q, &sc, act, b) - 32 * offset;
             sum[i] += d * act.kd[b] * total as f32;
         }
@@ -279,4 +273,14 @@ unsafe fn q6_k_block_sum(q: &[__m512i; 4], sc: &[__m512i; 4], act: &ActRow<'_>, 
         isum = _mm512_add_epi32(isum, _mm512_madd_epi16(prod, sc[k]));
     }
     _mm512_reduce_add_epi32(isum)
+}
+
+/// The Q6_K values are stored plus 32: the activation sums of super-block `b` weighted by the
+/// block's sixteen sub-block scales (i16, the low 256 bits of `scales`), which 32 times takes the
+/// offset back out.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_offset(scales: __m512i, act: &ActRow<'_>, b: usize) -> i32 {
+    let bsums = _mm256_loadu_si256(act.kbsums.as_ptr().add(b * 16) as *const __m256i);
+    hsum_epi32(_mm256_madd_epi16(bsums, _mm512_castsi512_si256(scales)))
 }
