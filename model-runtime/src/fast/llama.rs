@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
+use rayon::prelude::*;
 
 use super::attention::{attend, AttendSegment, RopeTable};
-use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, RowWalk};
+use super::kernels::{Isa, Kernels, QActs, QFormat, QMatrix, RowWalk, PARALLEL_ROWS};
 use super::lora::{BlockLora, LoraAdapter, Site};
 use crate::lm::{check_forward, BatchLm, CausalLm, LmError, SlotRun};
 
@@ -676,19 +677,17 @@ impl Weights {
                 &mut s.gate_up,
                 gate_up_width,
             );
-            for t in 0..t_len {
-                let row = &s.gate_up[t * 2 * h.ffn_dim..(t + 1) * 2 * h.ffn_dim];
-                let (gate, up) = row.split_at(h.ffn_dim);
-                let hidden = &mut s.hidden[t * h.ffn_dim..(t + 1) * h.ffn_dim];
-                if h.arch == Arch::Gemma3 {
-                    let table = gelu_table();
-                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
-                        *out = gelu(table, g) * u;
-                    }
-                } else {
-                    for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
-                        *out = g / (1.0 + (-g).exp()) * u;
-                    }
+            let gate_up = &s.gate_up[..t_len * gate_up_width];
+            let hidden = &mut s.hidden[..t_len * h.ffn_dim];
+            if t_len >= PARALLEL_ROWS {
+                gate_up
+                    .par_chunks_exact(gate_up_width)
+                    .zip(hidden.par_chunks_exact_mut(h.ffn_dim))
+                    .for_each(|(row, hidden)| gate_activation(h.arch, row, hidden));
+            } else {
+                let rows = gate_up.chunks_exact(gate_up_width);
+                for (row, hidden) in rows.zip(hidden.chunks_exact_mut(h.ffn_dim)) {
+                    gate_activation(h.arch, row, hidden);
                 }
             }
             s.acts.quantize(&s.hidden, t_len, h.ffn_dim);
@@ -901,6 +900,22 @@ fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
         let scale = 1.0 / (mean_sq + eps).sqrt();
         for (v, &w) in row.iter_mut().zip(weight) {
             *v = *v * scale * w;
+        }
+    }
+}
+
+/// `hidden = act(gate) * up` for one token's stacked gate and up outputs: SiLU, or for gemma3
+/// GELU through ggml's table.
+fn gate_activation(arch: Arch, gate_up: &[f32], hidden: &mut [f32]) {
+    let (gate, up) = gate_up.split_at(hidden.len());
+    if arch == Arch::Gemma3 {
+        let table = gelu_table();
+        for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+            *out = gelu(table, g) * u;
+        }
+    } else {
+        for ((out, &g), &u) in hidden.iter_mut().zip(gate).zip(up) {
+            *out = g / (1.0 + (-g).exp()) * u;
         }
     }
 }

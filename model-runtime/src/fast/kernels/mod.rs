@@ -921,28 +921,25 @@ impl QActs {
         resize_fill(&mut self.s, rows * d_len);
         resize_fill(&mut self.sum, rows * d_len);
         let nb = cols / BLOCK;
-        for t in 0..rows {
-            let row = &x[t * cols..(t + 1) * cols];
-            let qs = &mut self.qs[t * qs_len..(t + 1) * qs_len];
-            let d = &mut self.d[t * d_len..(t + 1) * d_len];
-            let s = &mut self.s[t * d_len..(t + 1) * d_len];
-            let sums = &mut self.sum[t * d_len..(t + 1) * d_len];
-            for b in 0..nb {
-                let block = &row[b * BLOCK..(b + 1) * BLOCK];
-                let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-                // The rounding details follow ggml's x86 `quantize_row_q8_1`: multiplier
-                // 127 / amax, round half to even, scales stored at f16 precision.
-                let scale = amax / 127.0;
-                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-                let mut sum = 0i32;
-                for (j, v) in block.iter().enumerate() {
-                    let q = round_half_even(v * inv) as i8;
-                    sum += q as i32;
-                    qs[act_offset(b, j)] = q;
-                }
-                d[b] = f16::from_f32(scale).to_f32();
-                s[b] = f16::from_f32(scale * sum as f32).to_f32();
-                sums[b] = sum;
+        if rows >= PARALLEL_ROWS {
+            x[..rows * cols]
+                .par_chunks_exact(cols)
+                .zip(self.qs.par_chunks_exact_mut(qs_len))
+                .zip(self.d.par_chunks_exact_mut(d_len))
+                .zip(self.s.par_chunks_exact_mut(d_len))
+                .zip(self.sum.par_chunks_exact_mut(d_len))
+                .for_each(|((((row, qs), d), s), sums)| quantize_row(row, nb, qs, d, s, sums));
+        } else {
+            for t in 0..rows {
+                let (q, b) = (t * qs_len..(t + 1) * qs_len, t * d_len..(t + 1) * d_len);
+                quantize_row(
+                    &x[t * cols..(t + 1) * cols],
+                    nb,
+                    &mut self.qs[q],
+                    &mut self.d[b.clone()],
+                    &mut self.s[b.clone()],
+                    &mut self.sum[b],
+                );
             }
         }
         let kb = if cols.is_multiple_of(SUPER_BLOCK) {
@@ -953,7 +950,14 @@ impl QActs {
         resize_fill(&mut self.kqs, rows * kb * SUPER_BLOCK);
         resize_fill(&mut self.kd, rows * kb);
         resize_fill(&mut self.kbsums, rows * kb * 16);
-        if kb > 0 {
+        if kb > 0 && rows >= PARALLEL_ROWS {
+            x[..rows * cols]
+                .par_chunks_exact(SUPER_BLOCK)
+                .zip(self.kqs.par_chunks_exact_mut(SUPER_BLOCK))
+                .zip(self.kbsums.par_chunks_exact_mut(16))
+                .zip(self.kd.par_iter_mut())
+                .for_each(|(((block, qs), sums), d)| *d = quantize_q8_k_block(block, qs, sums));
+        } else if kb > 0 {
             let blocks = x[..rows * cols].chunks_exact(SUPER_BLOCK);
             let qs = self.kqs.chunks_exact_mut(SUPER_BLOCK);
             let sums = self.kbsums.chunks_exact_mut(16);
@@ -988,6 +992,38 @@ impl QActs {
             kd: &self.kd[t * kb..(t + 1) * kb],
             kbsums: &self.kbsums[t * kb * 16..(t + 1) * kb * 16],
         }
+    }
+}
+
+/// Rows from which per-row work (activation quantization, the gate activation) is spread over
+/// the current thread pool; below, scheduling costs more than the work.
+pub const PARALLEL_ROWS: usize = 4;
+
+/// Quantizes one row of `nb` blocks into its buffers (see [`QActs`]).
+fn quantize_row(
+    row: &[f32],
+    nb: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    sums: &mut [i32],
+) {
+    for b in 0..nb {
+        let block = &row[b * BLOCK..(b + 1) * BLOCK];
+        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+        // The rounding details follow ggml's x86 `quantize_row_q8_1`: multiplier 127 / amax,
+        // round half to even, scales stored at f16 precision.
+        let scale = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (j, v) in block.iter().enumerate() {
+            let q = round_half_even(v * inv) as i8;
+            sum += q as i32;
+            qs[act_offset(b, j)] = q;
+        }
+        d[b] = f16::from_f32(scale).to_f32();
+        s[b] = f16::from_f32(scale * sum as f32).to_f32();
+        sums[b] = sum;
     }
 }
 
