@@ -302,20 +302,24 @@ unsafe fn q45_values<const HIGH: bool>(
         return (lo, hi);
     }
     // Four u16 of fifth bits per half: the byte mask of that half of the group.
-    let bits = |at: usize| -> u64 {
-        let p = row.add(at + 8 * g);
-        if r == 4 {
-            std::ptr::read_unaligned(p as *const u64)
-        } else {
-            let mut buf = [0u8; 8];
-            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), 2 * r);
-            u64::from_le_bytes(buf)
-        }
+    // A short last group reads its `r` u16 alone (a masked load: no byte past the row).
+    let (first, second) = (row.add(nb * 16 + 8 * g), row.add(nb * 18 + 8 * g));
+    let (first, second) = if r == 4 {
+        (
+            std::ptr::read_unaligned(first as *const u64),
+            std::ptr::read_unaligned(second as *const u64),
+        )
+    } else {
+        let m = ((1u16 << r) - 1) as __mmask8;
+        (
+            _mm_cvtsi128_si64(_mm_maskz_loadu_epi16(m, first as *const i16)) as u64,
+            _mm_cvtsi128_si64(_mm_maskz_loadu_epi16(m, second as *const i16)) as u64,
+        )
     };
     let sixteen = _mm512_set1_epi8(16);
     (
-        _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(nb * 16), sixteen)),
-        _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(nb * 18), sixteen)),
+        _mm512_or_si512(lo, _mm512_maskz_mov_epi8(first, sixteen)),
+        _mm512_or_si512(hi, _mm512_maskz_mov_epi8(second, sixteen)),
     )
 }
 
