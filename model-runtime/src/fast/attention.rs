@@ -292,51 +292,87 @@ unsafe fn attend_shared_avx2(shared: &Group<'_>, prefix: usize, rows: &mut [Shar
 #[inline(always)]
 fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) {
     let (hd, reps, scale) = (shared.hd, shared.reps, shared.scale);
-    for j in 0..prefix {
-        let key = &shared.keys[j * hd..(j + 1) * hd];
-        for row in rows.iter_mut() {
-            let span = row.pos + 1;
-            for r in 0..reps {
-                row.scores[r * span + j] = dot(&row.queries[r * hd..(r + 1) * hd], key) * scale;
-            }
-        }
-    }
     for row in rows.iter_mut() {
         let (n, span) = (row.pos + 1, row.pos + 1);
-        for j in prefix..n {
-            let key = &row.group.keys[j * hd..(j + 1) * hd];
-            for r in 0..reps {
-                row.scores[r * span + j] = dot(&row.queries[r * hd..(r + 1) * hd], key) * scale;
-            }
-        }
         for r in 0..reps {
-            softmax(&mut row.scores[r * span..r * span + n]);
+            let query = &row.queries[r * hd..(r + 1) * hd];
+            let scores = &mut row.scores[r * span..r * span + n];
+            let (shared_scores, own_scores) = scores.split_at_mut(prefix);
+            key_scores(query, &shared.keys[..prefix * hd], hd, scale, shared_scores);
+            key_scores(
+                query,
+                &row.group.keys[prefix * hd..n * hd],
+                hd,
+                scale,
+                own_scores,
+            );
+            softmax(scores);
+            let out = &mut row.out[r * hd..(r + 1) * hd];
+            out.fill(0.0);
+            add_weighted_values(&scores[..prefix], &shared.values[..prefix * hd], out);
+            add_weighted_values(
+                &scores[prefix..],
+                &row.group.values[prefix * hd..n * hd],
+                out,
+            );
         }
-        row.out.fill(0.0);
     }
-    for j in 0..prefix {
-        let value = &shared.values[j * hd..(j + 1) * hd];
-        for row in rows.iter_mut() {
-            let span = row.pos + 1;
-            for r in 0..reps {
-                let w = row.scores[r * span + j];
-                let o = &mut row.out[r * hd..(r + 1) * hd];
-                for (o, &v) in o.iter_mut().zip(value) {
-                    *o += w * v;
+}
+
+/// `scores[j] = dot(query, key j) * scale` for the consecutive keys of `keys`, eight keys at a
+/// time (eight independent sums in flight), each product and sum exactly [`dot`]'s.
+#[inline(always)]
+fn key_scores(query: &[f32], keys: &[f32], hd: usize, scale: f32, scores: &mut [f32]) {
+    const KEYS: usize = 8;
+    let mut j = 0;
+    if hd.is_multiple_of(8) {
+        while j + KEYS <= scores.len() {
+            let block = &keys[j * hd..(j + KEYS) * hd];
+            let mut acc = [[0f32; 8]; KEYS];
+            for c in (0..hd).step_by(8) {
+                let q = &query[c..c + 8];
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let key = &block[k * hd + c..k * hd + c + 8];
+                    for i in 0..8 {
+                        acc[i] += q[i] * key[i];
+                    }
                 }
             }
+            for (k, acc) in acc.iter().enumerate() {
+                scores[j + k] = lane_sum(acc, &[], &[]) * scale;
+            }
+            j += KEYS;
         }
     }
-    for row in rows.iter_mut() {
-        let span = row.pos + 1;
-        for j in prefix..=row.pos {
-            let value = &row.group.values[j * hd..(j + 1) * hd];
-            for r in 0..reps {
-                let w = row.scores[r * span + j];
-                let o = &mut row.out[r * hd..(r + 1) * hd];
-                for (o, &v) in o.iter_mut().zip(value) {
-                    *o += w * v;
-                }
+    for (j, score) in scores.iter_mut().enumerate().skip(j) {
+        *score = dot(query, &keys[j * hd..(j + 1) * hd]) * scale;
+    }
+}
+
+/// `out += sum over j of weights[j] * value j` for the consecutive values of `values`, in the
+/// order of `j` for every element, 64 elements at a time held in registers.
+#[inline(always)]
+fn add_weighted_values(weights: &[f32], values: &[f32], out: &mut [f32]) {
+    const LANES: usize = 64;
+    let hd = out.len();
+    let mut d = 0;
+    while d + LANES <= hd {
+        let mut acc = [0f32; LANES];
+        acc.copy_from_slice(&out[d..d + LANES]);
+        for (j, &w) in weights.iter().enumerate() {
+            let value = &values[j * hd + d..j * hd + d + LANES];
+            for (a, &v) in acc.iter_mut().zip(value) {
+                *a += w * v;
+            }
+        }
+        out[d..d + LANES].copy_from_slice(&acc);
+        d += LANES;
+    }
+    if d < hd {
+        for (j, &w) in weights.iter().enumerate() {
+            let value = &values[j * hd + d..(j + 1) * hd];
+            for (o, &v) in out[d..].iter_mut().zip(value) {
+                *o += w * v;
             }
         }
     }
@@ -386,27 +422,19 @@ fn attend_group(
 ) {
     let (hd, n) = (group.hd, pos + 1);
     let span = scores.len() / group.reps;
-    let scale = group.scale;
     let first = group.window.map_or(0, |w| n.saturating_sub(w));
-    for j in first..n {
-        let key = &group.keys[j * hd..(j + 1) * hd];
-        for r in 0..group.reps {
-            scores[r * span + j] = dot(&queries[r * hd..(r + 1) * hd], key) * scale;
-        }
-    }
+    let (keys, values) = (
+        &group.keys[first * hd..n * hd],
+        &group.values[first * hd..n * hd],
+    );
     for r in 0..group.reps {
-        softmax(&mut scores[r * span + first..r * span + n]);
-    }
-    out.fill(0.0);
-    for j in first..n {
-        let value = &group.values[j * hd..(j + 1) * hd];
-        for r in 0..group.reps {
-            let w = scores[r * span + j];
-            let o = &mut out[r * hd..(r + 1) * hd];
-            for (o, &v) in o.iter_mut().zip(value) {
-                *o += w * v;
-            }
-        }
+        let query = &queries[r * hd..(r + 1) * hd];
+        let scores = &mut scores[r * span + first..r * span + n];
+        key_scores(query, keys, hd, group.scale, scores);
+        softmax(scores);
+        let out = &mut out[r * hd..(r + 1) * hd];
+        out.fill(0.0);
+        add_weighted_values(scores, values, out);
     }
 }
 
@@ -436,7 +464,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += x[i] * y[i];
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lane_sum(&acc, ra, rb)
+}
+
+/// The end of [`dot`]: the eight partial sums in order, plus the products of the leftover
+/// values (`a` and `b` past the last eight).
+#[inline(always)]
+fn lane_sum(acc: &[f32; 8], a: &[f32], b: &[f32]) -> f32 {
+    let tail: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 
