@@ -467,22 +467,11 @@ pub(super) unsafe fn dot4_rows2_q45_0<const HIGH: bool>(
             let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
-            acc0[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum0),
-                spread(_mm_mul_ps(dw0, da)),
-                acc0[i],
-            );
-            acc1[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum1),
-                spread(_mm_mul_ps(dw1, da)),
-                acc1[i],
-            );
+            acc0[i] = add_scaled(acc0[i], isum0, dw0, da);
+            acc1[i] = add_scaled(acc1[i], isum1, dw1, da);
         }
     }
-    [
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i])),
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i])),
-    ]
+    [reduce4(acc0), reduce4(acc1)]
 }
 
 /// Two consecutive Q4_1 rows (`stride` bytes apart from `w`) · four activation rows (see
@@ -518,23 +507,16 @@ pub(super) unsafe fn dot4_rows2_q4_1(
             let zero = _mm512_setzero_si512();
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo1, a_lo), hi1, a_hi);
-            acc0[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum0),
-                spread(_mm_mul_ps(dw0, da)),
-                acc0[i],
-            );
-            acc1[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum1),
-                spread(_mm_mul_ps(dw1, da)),
-                acc1[i],
-            );
+            acc0[i] = add_scaled(acc0[i], isum0, dw0, da);
+            acc1[i] = add_scaled(acc1[i], isum1, dw1, da);
             min0[i] = _mm_fmadd_ps(mw0, sa, min0[i]);
             min1[i] = _mm_fmadd_ps(mw1, sa, min1[i]);
         }
     }
+    let (sums0, sums1) = (reduce4(acc0), reduce4(acc1));
     [
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i]) + hsum128(min0[i])),
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i]) + hsum128(min1[i])),
+        [0, 1, 2, 3].map(|i| sums0[i] + hsum128(min0[i])),
+        [0, 1, 2, 3].map(|i| sums1[i] + hsum128(min1[i])),
     ]
 }
 
@@ -566,20 +548,24 @@ pub(super) unsafe fn dot4_rows2_q8_0(
             let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
-            acc0[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum0),
-                spread(_mm_mul_ps(dw0, da)),
-                acc0[i],
-            );
-            acc1[i] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum1),
-                spread(_mm_mul_ps(dw1, da)),
-                acc1[i],
-            );
+            acc0[i] = add_scaled(acc0[i], isum0, dw0, da);
+            acc1[i] = add_scaled(acc1[i], isum1, dw1, da);
         }
     }
-    [
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc0[i])),
-        [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc1[i])),
-    ]
+    [reduce4(acc0), reduce4(acc1)]
+}
+
+/// `acc + isum · (dw · da)`: one group's integer sums (16 lanes, four per block) scaled by the
+/// weight and activation block scales, added to the accumulator.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn add_scaled(acc: __m512, isum: __m512i, dw: __m128, da: __m128) -> __m512 {
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(_mm_mul_ps(dw, da)), acc)
+}
+
+/// The sums of four accumulators.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce4(acc: [__m512; 4]) -> [f32; 4] {
+    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
 }
