@@ -51,21 +51,21 @@ pub(super) unsafe fn dot_q4_k<const FIVE: bool>(w: &[u8], nb: usize, act: ActRow
     _mm512_reduce_add_ps(acc) - mins_total
 }
 
-/// Q4_K (`FIVE` false) or Q5_K (`FIVE` true) row · four Q8_K activation rows: each block's
-/// values and scales are unpacked once and used four times. Every result equals [`dot_q4_k`]'s
+/// Q4_K (`FIVE` false) or Q5_K (`FIVE` true) row · `N` Q8_K activation rows: each block's
+/// values and scales are unpacked once and used `N` times. Every result equals [`dot_q4_k`]'s
 /// bit for bit (the same operations in the same order per activation row).
 ///
 /// # Safety
-/// As [`dot_q4_k`], for each of the four activation rows.
+/// As [`dot_q4_k`], for each of the activation rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn dot4_q4_k<const FIVE: bool>(
+pub(super) unsafe fn dotn_q4_k<const FIVE: bool, const N: usize>(
     w: &[u8],
     nb: usize,
-    acts: [ActRow<'_>; 4],
-) -> [f32; 4] {
+    acts: [ActRow<'_>; N],
+) -> [f32; N] {
     let bytes = if FIVE { 176 } else { 144 };
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut mins_total = [0f32; 4];
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut mins_total = [0f32; N];
     for b in 0..nb {
         let block = &w[b * bytes..(b + 1) * bytes];
         let (values, value_scales, mins) = q4_k_unpack::<FIVE>(block);
@@ -77,7 +77,11 @@ pub(super) unsafe fn dot4_q4_k<const FIVE: bool>(
             mins_total[i] += dmin * da * msum as f32;
         }
     }
-    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]) - mins_total[i])
+    let mut sums = [0f32; N];
+    for i in 0..N {
+        sums[i] = _mm512_reduce_add_ps(acc[i]) - mins_total[i];
+    }
+    sums
 }
 
 /// The unsigned values of a Q4_K or Q5_K block as two pairs of chunks (low nibbles, high
@@ -192,16 +196,20 @@ pub(super) unsafe fn dot_q6_k(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
     sum
 }
 
-/// Q6_K row · four Q8_K activation rows, each block unpacked once (see [`dot4_q4_k`]); every
+/// Q6_K row · `N` Q8_K activation rows, each block unpacked once (see [`dotn_q4_k`]); every
 /// result equals [`dot_q6_k`]'s bit for bit.
 ///
 /// # Safety
-/// As [`dot_q6_k`], for each of the four activation rows.
+/// As [`dot_q6_k`], for each of the activation rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn dot4_q6_k(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f32; 4] {
+pub(super) unsafe fn dotn_q6_k<const N: usize>(
+    w: &[u8],
+    nb: usize,
+    acts: [ActRow<'_>; N],
+) -> [f32; N] {
     let mask = _mm512_set1_epi8(0x0F);
     let indices = q6_k_scale_indices();
-    let mut sum = [0f32; 4];
+    let mut sum = [0f32; N];
     for b in 0..nb {
         let block = &w[b * 210..(b + 1) * 210];
         let p = block.as_ptr();

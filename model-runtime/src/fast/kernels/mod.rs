@@ -362,15 +362,42 @@ impl Kernels {
             (Isa::Avx512Vnni, QFormat::Q5_0) => unsafe { avx512::dot4_q45_0::<true>(w, nb, acts) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q4_K) => unsafe {
-                avx512_kquant::dot4_q4_k::<false>(w, nb, acts)
+                avx512_kquant::dotn_q4_k::<false, 4>(w, nb, acts)
             },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512Vnni, QFormat::Q5_K) => unsafe {
-                avx512_kquant::dot4_q4_k::<true>(w, nb, acts)
+                avx512_kquant::dotn_q4_k::<true, 4>(w, nb, acts)
             },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512Vnni, QFormat::Q6_K) => unsafe { avx512_kquant::dot4_q6_k(w, nb, acts) },
+            (Isa::Avx512Vnni, QFormat::Q6_K) => unsafe {
+                avx512_kquant::dotn_q6_k::<4>(w, nb, acts)
+            },
             _ => acts.map(|act| self.dot(matrix, row, act)),
+        }
+    }
+
+    /// Dot products of row `row` with eight activation rows at once, or `None` where these
+    /// kernels have no eight-row form for the matrix's format (the K-quants on AVX-512 have:
+    /// their blocks cost most to unpack).
+    #[inline]
+    pub fn dot8(&self, matrix: &QMatrix, row: usize, acts: [ActRow<'_>; 8]) -> Option<[f32; 8]> {
+        let w = matrix.row_bytes(row);
+        let nb = matrix.cols / matrix.format.block_values();
+        match (self.isa, matrix.format) {
+            // SAFETY: as in `dot`.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q4_K) => {
+                Some(unsafe { avx512_kquant::dotn_q4_k::<false, 8>(w, nb, acts) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q5_K) => {
+                Some(unsafe { avx512_kquant::dotn_q4_k::<true, 8>(w, nb, acts) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512Vnni, QFormat::Q6_K) => {
+                Some(unsafe { avx512_kquant::dotn_q6_k::<8>(w, nb, acts) })
+            }
+            _ => None,
         }
     }
 
@@ -532,6 +559,17 @@ impl Kernels {
             }
             for r in rows {
                 let mut t = 0;
+                while t + 8 <= tokens {
+                    let eight = std::array::from_fn(|i| act[t + i]);
+                    let Some(res) = self.dot8(matrix, r, eight) else {
+                        break;
+                    };
+                    for (i, v) in res.into_iter().enumerate() {
+                        // SAFETY: as below.
+                        unsafe { *out_ptr.0.add((t + i) * out_stride + r) = v };
+                    }
+                    t += 8;
+                }
                 while t + 4 <= tokens {
                     let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
                     for (i, v) in res.into_iter().enumerate() {

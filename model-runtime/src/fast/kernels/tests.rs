@@ -302,9 +302,15 @@ fn dot4_and_dot_rows4_equal_single_dots() {
 fn matmul_fills_every_cell() {
     let mut rng = StdRng::seed_from_u64(9);
     for format in QFormat::ALL {
-        // Prompt shapes (2 x 4 tiles, the leftover row and tokens; a short last group at 576
-        // columns) and decode shapes.
-        let shapes = [(301, 256, 7), (37, 576, 9), (301, 512, 1), (64, 1536, 2)];
+        // Prompt shapes (2 x 4 tiles, eight-token K-quant rows, the leftover rows and tokens;
+        // a short last group at 576 columns) and decode shapes.
+        let shapes = [
+            (301, 256, 7),
+            (37, 576, 9),
+            (19, 512, 11),
+            (301, 512, 1),
+            (64, 1536, 2),
+        ];
         for (rows, cols, tokens) in shapes {
             if cols % format.block_values() != 0 {
                 continue;
