@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Model runtime speed: Flowbot's fast backend, candle's quantized llama (the runtime as it was)
 # and llama.cpp on the same GGUF, reference prompt (57 tokens) and 128 greedy decode steps,
-# at 1 and 2 threads. Prints medians and the fast/llama.cpp and fast/candle ratios.
+# at 1 and 2 threads, the runtimes alternating run by run. Prints medians and the
+# fast/llama.cpp and fast/candle ratios.
 #
 # Usage: bench/model.sh [MODEL.gguf]   (run from the repository root)
 # Environment: RUNS (default 3), THREADS (default "1 2"), FLOWBOT_BIN (default: build
@@ -31,19 +32,22 @@ echo "model: $MODEL"
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
+if ! [ -x "$LLAMA_PY" ] || ! [ -f "$HARNESS" ]; then
+  echo "llama.cpp not installed at $LLAMA_PY: skipped" >&2
+  LLAMA_PY=""
+fi
+# The runtimes alternate run by run, so a drift of the machine's speed reaches all of them.
 for t in $THREADS; do
   for _ in $(seq "$RUNS"); do
     echo "fast $t $("$FLOWBOT_BIN" model bench --model "$MODEL" --threads "$t" --json)" >>"$results"
     if [ -z "${SKIP_CANDLE:-}" ]; then
       echo "candle $t $("$FLOWBOT_BIN" model bench --model "$MODEL" --threads "$t" --backend candle --json)" >>"$results"
     fi
+    if [ -n "$LLAMA_PY" ]; then
+      (cd /tmp && "$LLAMA_PY" "$HARNESS" "$MODEL" "$t" 1 128 ignore_eos) \
+        | sed -n 's/^RESULT /llama.cpp '"$t"' /p' >>"$results"
+    fi
   done
-  if [ -x "$LLAMA_PY" ] && [ -f "$HARNESS" ]; then
-    (cd /tmp && "$LLAMA_PY" "$HARNESS" "$MODEL" "$t" "$RUNS" 128 ignore_eos) \
-      | sed -n 's/^RESULT /llama.cpp '"$t"' /p' >>"$results"
-  else
-    echo "llama.cpp not installed at $LLAMA_PY: skipped" >&2
-  fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
