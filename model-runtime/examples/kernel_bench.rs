@@ -57,7 +57,8 @@ fn main() {
         }
         let seconds = started.elapsed().as_secs_f64() / reps as f64;
         println!(
-            "{format:?} {rows}x{cols}, {tokens} tokens, {threads} threads, {walk:?} walk: {:.3} ms, {:.1} GB/s of weights, {:.1} GMAC/s",
+            "{format:?} {rows}x{cols}, {tokens} tokens, {threads} threads{}: {:.3} ms, {:.1} GB/s of weights, {:.1} GMAC/s",
+            if walks.len() > 1 { format!(", {walk:?} walk") } else { String::new() },
             seconds * 1e3,
             matrix.size_bytes() as f64 / seconds / 1e9,
             (rows * cols * tokens) as f64 / seconds / 1e9,

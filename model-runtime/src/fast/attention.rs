@@ -95,8 +95,8 @@ enum Job {
         tokens: Range<usize>,
         kv_head: usize,
     },
-    /// Every row of `segments`, whose first `prefix` positions are shared: those are read once
-    /// (from the first segment's cache) for all of them.
+    /// Every row of `segments`, whose first `prefix` positions are shared: every row reads
+    /// those from one copy (the first segment's cache), which stays in the caches of the CPU.
     Shared {
         segments: Vec<usize>,
         prefix: usize,
@@ -108,9 +108,10 @@ enum Job {
 ///
 /// `qkv` holds the token rows (`qkv_width` apart) with the rotated queries first; each segment's
 /// cache holds its positions up to `start + rows.len()`. The result goes to `out`, token-major
-/// (`[row][head][head_dim]`). The query heads sharing a key/value head run together, so each
-/// cached key and value is read once per group; segments with a shared prefix (see
-/// [`AttendSegment::shared`]) run together too, so the prefix is read once for all of them.
+/// (`[row][head][head_dim]`). The query heads sharing a key/value head run in one job, head after
+/// head over the same keys and values (each head scores eight keys at a time and sums its output
+/// in registers); segments with a shared prefix (see [`AttendSegment::shared`]) run together
+/// too, every row reading the prefix from one copy.
 /// Both ways add the same products in the same order, so the results are the same. With a
 /// `window`, a token sees only the positions less than `window` before it (sliding-window
 /// layers; prefixes are not shared then).
@@ -286,17 +287,17 @@ unsafe fn attend_shared_avx2(shared: &Group<'_>, prefix: usize, rows: &mut [Shar
     attend_shared(shared, prefix, rows)
 }
 
-/// [`attend_group`] for many rows whose first `prefix` positions are `shared`'s: each shared
-/// key and value is read once for all rows. The products and sums are those of
-/// [`attend_group`], in the same order.
+/// [`attend_group`] for many rows whose first `prefix` positions are `shared`'s: every row reads
+/// them from that one copy instead of its own (so the prefix stays in the CPU's caches across
+/// the rows). The products and sums are those of [`attend_group`], in the same order.
 #[inline(always)]
 fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) {
     let (hd, reps, scale) = (shared.hd, shared.reps, shared.scale);
     for row in rows.iter_mut() {
-        let (n, span) = (row.pos + 1, row.pos + 1);
+        let n = row.pos + 1;
         for r in 0..reps {
             let query = &row.queries[r * hd..(r + 1) * hd];
-            let scores = &mut row.scores[r * span..r * span + n];
+            let scores = &mut row.scores[r * n..(r + 1) * n];
             let (shared_scores, own_scores) = scores.split_at_mut(prefix);
             key_scores(query, &shared.keys[..prefix * hd], hd, scale, shared_scores);
             key_scores(

@@ -151,8 +151,12 @@ pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
                 hi,
                 a_hi,
             );
-            let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            acc[i] = add_scaled(
+                acc[i],
+                isum,
+                dw,
+                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
+            );
             acc_min[i] = _mm_fmadd_ps(mw, _mm_loadu_ps(acts[i].s.as_ptr().add(4 * g)), acc_min[i]);
         }
     }
@@ -208,11 +212,15 @@ pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
                 w_hi,
                 a_hi,
             );
-            let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            acc[i] = add_scaled(
+                acc[i],
+                isum,
+                dw,
+                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
+            );
         }
     }
-    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+    reduce4(acc)
 }
 
 /// Four consecutive Q4_1 rows (`stride` bytes apart, starting at `w`) · one activation row;
@@ -247,8 +255,8 @@ pub(super) unsafe fn dot_rows4_q4_1(
                 hi,
                 a_hi,
             );
-            let scale = _mm_mul_ps(load_f16x4(row.add(nb * 16 + 8 * g), fmask), da);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            let dw = load_f16x4(row.add(nb * 16 + 8 * g), fmask);
+            acc[i] = add_scaled(acc[i], isum, dw, da);
             acc_min[i] = _mm_fmadd_ps(load_f16x4(row.add(nb * 18 + 8 * g), fmask), s, acc_min[i]);
         }
     }
@@ -280,11 +288,11 @@ pub(super) unsafe fn dot_rows4_q8_0(
             let row = w.add(i * stride);
             let (w_lo, w_hi) = q8_bytes(row.add(g * GROUP), r);
             let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w_lo, a_lo), w_hi, a_hi);
-            let scale = _mm_mul_ps(load_f16x4(row.add(nb * 32 + 8 * g), fmask), da);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
+            let dw = load_f16x4(row.add(nb * 32 + 8 * g), fmask);
+            *acc = add_scaled(*acc, isum, dw, da);
         }
     }
-    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+    reduce4(acc)
 }
 
 /// The values of one Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) group of a row of `nb` blocks
@@ -396,11 +404,15 @@ pub(super) unsafe fn dot4_q45_0<const HIGH: bool>(
                 hi,
                 a_hi,
             );
-            let scale = _mm_mul_ps(dw, _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc[i]);
+            acc[i] = add_scaled(
+                acc[i],
+                isum,
+                dw,
+                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
+            );
         }
     }
-    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+    reduce4(acc)
 }
 
 /// Four consecutive Q4_0 or Q5_0 rows · one activation row (see [`dot_rows4_q4_1`]).
@@ -429,11 +441,11 @@ pub(super) unsafe fn dot_rows4_q45_0<const HIGH: bool>(
             let row = w.add(i * stride);
             let (lo, hi) = q45_values::<HIGH>(row, nb, g, r);
             let isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, a_lo), hi, a_hi);
-            let scale = _mm_mul_ps(load_f16x4(row.add(d_at + 8 * g), fmask), da);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), *acc);
+            let dw = load_f16x4(row.add(d_at + 8 * g), fmask);
+            *acc = add_scaled(*acc, isum, dw, da);
         }
     }
-    [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]))
+    reduce4(acc)
 }
 
 /// Two consecutive Q4_0 (`HIGH` false) or Q5_0 (`HIGH` true) rows (`stride` bytes apart from

@@ -36,19 +36,7 @@ fn two_scales(low: i16, high: i16) -> __m512i {
 /// format and `act` has a Q8_K form of `nb` super-blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn dot_q4_k<const FIVE: bool>(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
-    let bytes = if FIVE { 176 } else { 144 };
-    let mut acc = _mm512_setzero_ps();
-    let mut mins_total = 0f32;
-    for b in 0..nb {
-        let block = &w[b * bytes..(b + 1) * bytes];
-        let (values, value_scales, mins) = q4_k_unpack::<FIVE>(block);
-        let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
-        let (isum, msum) = q4_k_block_sums(&values, &value_scales, mins, &act, b);
-        let da = act.kd[b];
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(isum), acc);
-        mins_total += dmin * da * msum as f32;
-    }
-    _mm512_reduce_add_ps(acc) - mins_total
+    dotn_q4_k::<FIVE, 1>(w, nb, [act])[0]
 }
 
 /// Q4_K (`FIVE` false) or Q5_K (`FIVE` true) row · `N` Q8_K activation rows: each block's
@@ -179,21 +167,7 @@ fn two_bytes(low: u8, high: u8) -> __m512i {
 /// As [`dot_q4_k`], for a Q6_K row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn dot_q6_k(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
-    let mask = _mm512_set1_epi8(0x0F);
-    let indices = q6_k_scale_indices();
-    let mut sum = 0f32;
-    for b in 0..nb {
-        let block = &w[b * 210..(b + 1) * 210];
-        let p = block.as_ptr();
-        let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-            p.add(192) as *const __m128i
-        )));
-        let offset = q6_k_offset(scales, &act, b);
-        let (q, sc) = q6_k_unpack(p, mask, &indices, scales);
-        let total = q6_k_block_sum(&q, &sc, &act, b) - 32 * offset;
-        sum += f16_at(block, 208) * act.kd[b] * total as f32;
-    }
-    sum
+    dotn_q6_k::<1>(w, nb, [act])[0]
 }
 
 /// Q6_K row · `N` Q8_K activation rows, each block unpacked once (see [`dotn_q4_k`]); every
@@ -212,11 +186,7 @@ pub(super) unsafe fn dotn_q6_k<const N: usize>(
     let mut sum = [0f32; N];
     for b in 0..nb {
         let block = &w[b * 210..(b + 1) * 210];
-        let p = block.as_ptr();
-        let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-            p.add(192) as *const __m128i
-        )));
-        let (q, sc) = q6_k_unpack(p, mask, &indices, scales);
+        let (q, sc, scales) = q6_k_unpack(block.as_ptr(), mask, &indices);
         let d = f16_at(block, 208);
         for (i, act) in acts.iter().enumerate() {
             let offset = q6_k_offset(scales, act, b);
@@ -243,15 +213,15 @@ unsafe fn q6_k_scale_indices() -> [__m512i; 4] {
 }
 
 /// The four 64-value pieces of the Q6_K block at `p` (both 128-value halves side by side, values
-/// 0..64) and the i16 scale of every lane.
+/// 0..64), the i16 scale of every lane, and the sixteen sub-block scales as i16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q6_k_unpack(
     p: *const u8,
     mask: __m512i,
     indices: &[__m512i; 4],
-    scales: __m512i,
-) -> ([__m512i; 4], [__m512i; 4]) {
+) -> ([__m512i; 4], [__m512i; 4], __m256i) {
+    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
     let bits1 = pieces(p as *const i8, 0, 64);
     let bits2 = pieces(p as *const i8, 32, 96);
     let h = _mm512_loadu_si512(p.add(128) as *const __m512i);
@@ -265,8 +235,9 @@ unsafe fn q6_k_unpack(
         _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bits1, 4), mask), h2),
         _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bits2, 4), mask), h3),
     ];
-    let sc = [0, 1, 2, 3].map(|k| _mm512_permutexvar_epi16(indices[k], scales));
-    (q, sc)
+    let wide = _mm512_castsi256_si512(scales);
+    let sc = [0, 1, 2, 3].map(|k| _mm512_permutexvar_epi16(indices[k], wide));
+    (q, sc, scales)
 }
 
 /// Scaled integer sum of one unpacked Q6_K block (values stored plus 32) against super-block
@@ -284,11 +255,10 @@ unsafe fn q6_k_block_sum(q: &[__m512i; 4], sc: &[__m512i; 4], act: &ActRow<'_>, 
 }
 
 /// The Q6_K values are stored plus 32: the activation sums of super-block `b` weighted by the
-/// block's sixteen sub-block scales (i16, the low 256 bits of `scales`), which 32 times takes the
-/// offset back out.
+/// block's sixteen sub-block scales (i16), which 32 times takes the offset back out.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q6_k_offset(scales: __m512i, act: &ActRow<'_>, b: usize) -> i32 {
+unsafe fn q6_k_offset(scales: __m256i, act: &ActRow<'_>, b: usize) -> i32 {
     let bsums = _mm256_loadu_si256(act.kbsums.as_ptr().add(b * 16) as *const __m256i);
-    hsum_epi32(_mm256_madd_epi16(bsums, _mm512_castsi512_si256(scales)))
+    hsum_epi32(_mm256_madd_epi16(bsums, scales))
 }

@@ -41,6 +41,7 @@ mod scalar;
 
 use half::f16;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Values per quantization block.
@@ -200,7 +201,7 @@ impl Isa {
 /// when it loads ([`Kernels::calibrated`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowWalk {
-    /// Four rows at once, the rows [`PREFETCH_ROWS`] ahead prefetched.
+    /// Four rows at once, the rows a few ahead prefetched.
     Four,
     /// One row after another: a single forward stream through memory.
     Single,
@@ -251,13 +252,14 @@ impl Kernels {
     /// sweeps alternate between the walks, `rounds` each, and the best time of each walk counts;
     /// a model's weights exceed the caches, so the sweeps read memory as decoding does.
     pub fn calibrated(self, matrices: &[&QMatrix], rounds: usize) -> (Kernels, [Duration; 2]) {
-        let mut acts: Vec<(usize, QActs)> = Vec::new();
+        // One zero activation row per width.
+        let mut acts: BTreeMap<usize, QActs> = BTreeMap::new();
         for matrix in matrices {
-            if !acts.iter().any(|(cols, _)| *cols == matrix.cols) {
+            acts.entry(matrix.cols).or_insert_with(|| {
                 let mut row = QActs::new();
                 row.quantize(&vec![0.0; matrix.cols], 1, matrix.cols);
-                acts.push((matrix.cols, row));
-            }
+                row
+            });
         }
         let rows = matrices.iter().map(|m| m.rows).max().unwrap_or(0);
         let mut out = vec![0f32; rows];
@@ -268,8 +270,7 @@ impl Kernels {
                 let kernels = self.with_walk(walk);
                 let start = Instant::now();
                 for matrix in matrices {
-                    let (_, act) = acts.iter().find(|(cols, _)| *cols == matrix.cols).unwrap();
-                    kernels.matmul(matrix, act, &mut out, matrix.rows);
+                    kernels.matmul(matrix, &acts[&matrix.cols], &mut out, matrix.rows);
                 }
                 best[i] = best[i].min(start.elapsed());
             }
@@ -504,6 +505,11 @@ impl Kernels {
         let tasks = matrix.rows.div_ceil(chunk);
         (0..tasks).into_par_iter().for_each(|task| {
             let out_ptr = &out_ptr;
+            let put = |t: usize, r: usize, v: f32| {
+                // SAFETY: each (t, r) cell is written by exactly one task (tasks own disjoint
+                // row ranges) and lies inside `out` (asserted above).
+                unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+            };
             let rows = task * chunk..((task + 1) * chunk).min(matrix.rows);
             // The activation rows, sliced once per task rather than once per weight row.
             let act: Vec<ActRow<'_>> = (0..tokens).map(|t| acts.row(t)).collect();
@@ -513,23 +519,45 @@ impl Kernels {
                     for (t, &act) in act.iter().enumerate() {
                         let res = self.dot_rows4(matrix, r, act);
                         for (i, v) in res.into_iter().enumerate() {
-                            // SAFETY: as below.
-                            unsafe { *out_ptr.0.add(t * out_stride + r + i) = v };
+                            put(t, r + i, v);
                         }
                     }
                     r += 4;
                 }
                 for r in r..rows.end {
                     for (t, &act) in act.iter().enumerate() {
-                        let v = self.dot(matrix, r, act);
-                        // SAFETY: as below.
-                        unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+                        put(t, r, self.dot(matrix, r, act));
                     }
                 }
                 return;
             }
+            // Row `r` against the activation rows from `t` on: eight, then four, then one at a
+            // time, as the format's kernels allow.
+            let finish_row = |r: usize, mut t: usize| {
+                while t + 8 <= tokens {
+                    let Some(res) = self.dot8(matrix, r, std::array::from_fn(|i| act[t + i]))
+                    else {
+                        break;
+                    };
+                    for (i, v) in res.into_iter().enumerate() {
+                        put(t + i, r, v);
+                    }
+                    t += 8;
+                }
+                while t + 4 <= tokens {
+                    let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
+                    for (i, v) in res.into_iter().enumerate() {
+                        put(t + i, r, v);
+                    }
+                    t += 4;
+                }
+                for (t, &a) in act.iter().enumerate().skip(t) {
+                    put(t, r, self.dot(matrix, r, a));
+                }
+            };
+            // Pairs of rows in 2 x 4 tiles where the format has them.
             let mut rows = rows;
-            while rows.len() >= 2 && tokens >= 4 {
+            while rows.len() >= 2 {
                 let r = rows.start;
                 let mut t = 0;
                 while t + 4 <= tokens {
@@ -539,8 +567,7 @@ impl Kernels {
                     };
                     for (k, four) in res.into_iter().enumerate() {
                         for (i, v) in four.into_iter().enumerate() {
-                            // SAFETY: as below.
-                            unsafe { *out_ptr.0.add((t + i) * out_stride + r + k) = v };
+                            put(t + i, r + k, v);
                         }
                     }
                     t += 4;
@@ -548,43 +575,12 @@ impl Kernels {
                 if t == 0 {
                     break;
                 }
-                for k in 0..2 {
-                    for (tt, &a) in act.iter().enumerate().skip(t) {
-                        let v = self.dot(matrix, r + k, a);
-                        // SAFETY: as below.
-                        unsafe { *out_ptr.0.add(tt * out_stride + r + k) = v };
-                    }
-                }
+                finish_row(r, t);
+                finish_row(r + 1, t);
                 rows.start += 2;
             }
             for r in rows {
-                let mut t = 0;
-                while t + 8 <= tokens {
-                    let eight = std::array::from_fn(|i| act[t + i]);
-                    let Some(res) = self.dot8(matrix, r, eight) else {
-                        break;
-                    };
-                    for (i, v) in res.into_iter().enumerate() {
-                        // SAFETY: as below.
-                        unsafe { *out_ptr.0.add((t + i) * out_stride + r) = v };
-                    }
-                    t += 8;
-                }
-                while t + 4 <= tokens {
-                    let res = self.dot4(matrix, r, [act[t], act[t + 1], act[t + 2], act[t + 3]]);
-                    for (i, v) in res.into_iter().enumerate() {
-                        // SAFETY: each (t, r) cell is written by exactly one task (tasks own
-                        // disjoint row ranges) and lies inside `out` (asserted above).
-                        unsafe { *out_ptr.0.add((t + i) * out_stride + r) = v };
-                    }
-                    t += 4;
-                }
-                while t < tokens {
-                    let v = self.dot(matrix, r, act[t]);
-                    // SAFETY: as above.
-                    unsafe { *out_ptr.0.add(t * out_stride + r) = v };
-                    t += 1;
-                }
+                finish_row(r, 0);
             }
         });
     }
@@ -959,26 +955,22 @@ impl QActs {
         resize_fill(&mut self.s, rows * d_len);
         resize_fill(&mut self.sum, rows * d_len);
         let nb = cols / BLOCK;
+        let each_row = |((((row, qs), d), s), sums)| quantize_row(row, nb, qs, d, s, sums);
+        let x = &x[..rows * cols];
         if rows >= PARALLEL_ROWS {
-            x[..rows * cols]
-                .par_chunks_exact(cols)
+            x.par_chunks_exact(cols)
                 .zip(self.qs.par_chunks_exact_mut(qs_len))
                 .zip(self.d.par_chunks_exact_mut(d_len))
                 .zip(self.s.par_chunks_exact_mut(d_len))
                 .zip(self.sum.par_chunks_exact_mut(d_len))
-                .for_each(|((((row, qs), d), s), sums)| quantize_row(row, nb, qs, d, s, sums));
+                .for_each(each_row);
         } else {
-            for t in 0..rows {
-                let (q, b) = (t * qs_len..(t + 1) * qs_len, t * d_len..(t + 1) * d_len);
-                quantize_row(
-                    &x[t * cols..(t + 1) * cols],
-                    nb,
-                    &mut self.qs[q],
-                    &mut self.d[b.clone()],
-                    &mut self.s[b.clone()],
-                    &mut self.sum[b],
-                );
-            }
+            x.chunks_exact(cols)
+                .zip(self.qs.chunks_exact_mut(qs_len))
+                .zip(self.d.chunks_exact_mut(d_len))
+                .zip(self.s.chunks_exact_mut(d_len))
+                .zip(self.sum.chunks_exact_mut(d_len))
+                .for_each(each_row);
         }
         let kb = if cols.is_multiple_of(SUPER_BLOCK) {
             cols / SUPER_BLOCK
@@ -988,20 +980,21 @@ impl QActs {
         resize_fill(&mut self.kqs, rows * kb * SUPER_BLOCK);
         resize_fill(&mut self.kd, rows * kb);
         resize_fill(&mut self.kbsums, rows * kb * 16);
+        let each_block = |(((block, qs), sums), d): (_, &mut f32)| {
+            *d = quantize_q8_k_block(block, qs, sums);
+        };
         if kb > 0 && rows >= PARALLEL_ROWS {
-            x[..rows * cols]
-                .par_chunks_exact(SUPER_BLOCK)
+            x.par_chunks_exact(SUPER_BLOCK)
                 .zip(self.kqs.par_chunks_exact_mut(SUPER_BLOCK))
                 .zip(self.kbsums.par_chunks_exact_mut(16))
                 .zip(self.kd.par_iter_mut())
-                .for_each(|(((block, qs), sums), d)| *d = quantize_q8_k_block(block, qs, sums));
+                .for_each(each_block);
         } else if kb > 0 {
-            let blocks = x[..rows * cols].chunks_exact(SUPER_BLOCK);
-            let qs = self.kqs.chunks_exact_mut(SUPER_BLOCK);
-            let sums = self.kbsums.chunks_exact_mut(16);
-            for (((block, qs), sums), d) in blocks.zip(qs).zip(sums).zip(&mut self.kd) {
-                *d = quantize_q8_k_block(block, qs, sums);
-            }
+            x.chunks_exact(SUPER_BLOCK)
+                .zip(self.kqs.chunks_exact_mut(SUPER_BLOCK))
+                .zip(self.kbsums.chunks_exact_mut(16))
+                .zip(self.kd.iter_mut())
+                .for_each(each_block);
         }
     }
 
