@@ -273,13 +273,7 @@ async fn messages_and_signals_for_another_engines_instance_wait_in_the_inbox_for
     assert_eq!(ended(&a, &ours).await.status, InstanceStatus::Completed);
     b.inner.deliver_inbox().await;
     assert_eq!(ended(&b, &theirs).await.path, ["s", "paid", "closing", "e"]);
-    let received = b
-        .history(&theirs)
-        .unwrap()
-        .into_iter()
-        .filter(|r| matches!(r.entry, HistoryEntry::MessageCorrelated { .. }))
-        .count();
-    assert_eq!(received, 1);
+    assert_eq!(messages_received(&b, &theirs), 1);
 }
 
 /// Started by the message `go`, then waits for review.
@@ -438,11 +432,15 @@ async fn a_message_buffered_while_another_engines_wait_subscribed_still_reaches_
     assert_eq!(b.instance(&theirs).unwrap().path, ["s", "paid"]);
     assert!(store.scan(Table::Inbox, b"").unwrap().is_empty());
     assert!(store.scan(Table::BufferedMessages, b"").unwrap().is_empty());
-    let received = b
-        .history(&theirs)
+    assert_eq!(messages_received(&b, &theirs), 1);
+}
+
+/// How many messages the history of instance `id` on `engine` records as received.
+fn messages_received(engine: &Engine, id: &str) -> usize {
+    engine
+        .history(id)
         .unwrap()
         .into_iter()
         .filter(|r| matches!(r.entry, HistoryEntry::MessageCorrelated { .. }))
-        .count();
-    assert_eq!(received, 1);
+        .count()
 }
