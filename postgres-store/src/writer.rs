@@ -19,7 +19,10 @@ use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
 use flowbot_engine::shard::{shard_of, ShardSet, SHARDS};
 use flowbot_engine::store::{Refused, StepCommit, StoreError, Table};
+use futures_util::future::{try_join, try_join_all};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -192,12 +195,18 @@ impl<'a> Merged<'a> {
             && self.tables.is_empty()
     }
 
-    /// Writes everything merged in `tx`.
-    async fn write(
+    /// The statements that write everything merged, one per kind of record, ready to be sent
+    /// together: they touch different tables (or, in one keyed table, different keys), so the
+    /// order the server runs them in does not matter.
+    async fn writes<'t>(
         self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &'t tokio_postgres::Transaction<'_>,
         cache: &mut Statements,
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<Vec<Pending<'t>>, tokio_postgres::Error>
+    where
+        'a: 't,
+    {
+        let mut writes: Vec<Pending<'t>> = Vec::new();
         if !self.instances.is_empty() {
             let mut ids = Vec::with_capacity(self.instances.len());
             let mut snapshots = Vec::with_capacity(self.instances.len());
@@ -217,8 +226,9 @@ impl<'a> Merged<'a> {
                      updated_at = now()",
             )
             .await?;
-            tx.execute(&statement, &[&ids, &snapshots, &finished])
-                .await?;
+            writes.push(Box::pin(async move {
+                tx.execute(&statement, &[&ids, &snapshots, &finished]).await
+            }));
         }
         if !self.history.is_empty() {
             let mut ids = Vec::with_capacity(self.history.len());
@@ -237,7 +247,9 @@ impl<'a> Merged<'a> {
                      ON CONFLICT (instance, seq) DO UPDATE SET entry = EXCLUDED.entry",
             )
             .await?;
-            tx.execute(&statement, &[&ids, &seqs, &entries]).await?;
+            writes.push(Box::pin(async move {
+                tx.execute(&statement, &[&ids, &seqs, &entries]).await
+            }));
         }
         if !self.outbox.is_empty() {
             let statement = prepared(
@@ -247,7 +259,10 @@ impl<'a> Merged<'a> {
                      SELECT p FROM UNNEST($1::bytea[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
             )
             .await?;
-            tx.execute(&statement, &[&self.outbox]).await?;
+            let outbox = self.outbox;
+            writes.push(Box::pin(
+                async move { tx.execute(&statement, &[&outbox]).await },
+            ));
         }
         if !self.notifications.is_empty() {
             let (seqs, entries): (Vec<i64>, Vec<&[u8]>) = self.notifications.into_iter().unzip();
@@ -258,7 +273,9 @@ impl<'a> Merged<'a> {
                      SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
             )
             .await?;
-            tx.execute(&statement, &[&seqs, &entries]).await?;
+            writes.push(Box::pin(async move {
+                tx.execute(&statement, &[&seqs, &entries]).await
+            }));
         }
         for (table, changes) in self.tables {
             let mut put_keys = Vec::new();
@@ -280,7 +297,9 @@ impl<'a> Merged<'a> {
                     &format!("DELETE FROM {table} WHERE key = ANY($1::bytea[])"),
                 )
                 .await?;
-                tx.execute(&statement, &[&removed]).await?;
+                writes.push(Box::pin(async move {
+                    tx.execute(&statement, &[&removed]).await
+                }));
             }
             if !put_keys.is_empty() {
                 let statement = prepared(
@@ -293,12 +312,18 @@ impl<'a> Merged<'a> {
                     ),
                 )
                 .await?;
-                tx.execute(&statement, &[&put_keys, &put_values]).await?;
+                writes.push(Box::pin(async move {
+                    tx.execute(&statement, &[&put_keys, &put_values]).await
+                }));
             }
         }
-        Ok(())
+        Ok(writes)
     }
 }
+
+/// A statement sent (or about to be) on the writer's connection, resolving to its row count.
+/// Statements polled together are pipelined: all are sent before the first answer is awaited.
+type Pending<'t> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 't>>;
 
 /// Statements prepared on the writer's connection, by SQL text (emptied on a reconnect).
 pub(crate) type Statements = HashMap<String, tokio_postgres::Statement>;
@@ -740,24 +765,21 @@ impl From<tokio_postgres::Error> for BatchError {
     }
 }
 
-/// Locks the rows of the shards `fence` names (share lock, until the transaction ends) and
-/// checks that their epochs are the ones this node holds.
-async fn check_fence(
-    tx: &tokio_postgres::Transaction<'_>,
-    cache: &mut Statements,
-    fence: &Fence,
-) -> Result<(), BatchError> {
-    if fence.shards.is_empty() {
-        return Ok(());
-    }
-    let statement = prepared(
-        tx,
-        cache,
-        "SELECT shard, epoch, coalesce(owner, 'no node') FROM flowbot_shards \
-         WHERE shard = ANY($1::int4[]) ORDER BY shard FOR SHARE",
-    )
-    .await?;
-    let rows = tx.query(&statement, &[&fence.shards]).await?;
+/// The fence's statement: locks the rows of the shards a transaction writes to (share lock,
+/// until the transaction ends) and reads their epochs and owners.
+const FENCE: &str = "SELECT shard, epoch, coalesce(owner, 'no node') FROM flowbot_shards \
+                     WHERE shard = ANY($1::int4[]) ORDER BY shard FOR SHARE";
+
+/// Takes `entries` numbers of the notification log; returns the last one taken.
+const NUMBER_NOTIFICATIONS: &str = "UPDATE flowbot_counters SET value = value + $1 \
+                                    WHERE name = 'notifications' RETURNING value";
+
+/// Records the batch number a transaction commits (read back after a lost connection).
+const RECORD_BATCH: &str =
+    "UPDATE flowbot_nodes SET last_batch = $2, last_write_at = now() WHERE node_id = $1";
+
+/// Checks the epochs the fence's statement read (`rows`) against those `fence` holds.
+fn check_fence(fence: &Fence, rows: &[tokio_postgres::Row]) -> Result<(), BatchError> {
     let mut lost = Vec::new();
     let mut owner = String::from("no node (the shard's row is gone)");
     for (&shard, &held) in fence.shards.iter().zip(&fence.epochs) {
@@ -784,6 +806,10 @@ async fn check_fence(
 /// One transaction: the fence checked, the notification-log entries numbered, the ops in order
 /// (runs of commits merged) and the batch number. The last notification number of each commit
 /// goes to `numbered`, to be published once the transaction is known to have committed.
+///
+/// Statements that do not wait on each other's answers are pipelined, so a transaction of only
+/// commits takes four round trips whatever it writes: `BEGIN`; the fence and the numbering; every
+/// write and the batch number; `COMMIT`. Nothing is written before the fence has been checked.
 async fn write_batch<'a>(
     client: &mut Client,
     cache: &mut Statements,
@@ -795,26 +821,35 @@ async fn write_batch<'a>(
 ) -> Result<(), BatchError> {
     numbered.clear();
     let tx = client.transaction().await?;
-    check_fence(&tx, cache, fence).await?;
-    let entries: usize = ops
+    let entries: i64 = ops
         .iter()
         .map(|op| match op {
-            Op::Commit(commit) => commit.notifications.len(),
+            Op::Commit(commit) => commit.notifications.len() as i64,
             _ => 0,
         })
         .sum();
-    let mut next_number = 0;
-    if entries > 0 {
-        let statement = prepared(
-            &tx,
-            cache,
-            "UPDATE flowbot_counters SET value = value + $1 WHERE name = 'notifications' \
-             RETURNING value",
-        )
-        .await?;
-        let last: i64 = tx.query_one(&statement, &[&(entries as i64)]).await?.get(0);
-        next_number = (last - entries as i64 + 1) as u64;
-    }
+    let fence_statement = prepared(&tx, cache, FENCE).await?;
+    let number_statement = prepared(&tx, cache, NUMBER_NOTIFICATIONS).await?;
+    let fence_rows = async {
+        if fence.shards.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tx.query(&fence_statement, &[&fence.shards]).await
+        }
+    };
+    let last_number = async {
+        if entries == 0 {
+            Ok(None)
+        } else {
+            tx.query_one(&number_statement, &[&entries]).await.map(Some)
+        }
+    };
+    let (fence_rows, last_number) = try_join(fence_rows, last_number).await?;
+    check_fence(fence, &fence_rows)?;
+    let mut next_number = match last_number {
+        Some(row) => (row.get::<_, i64>(0) - entries + 1) as u64,
+        None => 0,
+    };
     let mut merged = Merged::default();
     for op in ops {
         match op {
@@ -827,19 +862,17 @@ async fn write_batch<'a>(
             }
             other => {
                 if !merged.is_empty() {
-                    std::mem::take(&mut merged).write(&tx, cache).await?;
+                    try_join_all(std::mem::take(&mut merged).writes(&tx, cache).await?).await?;
                 }
                 write_op(&tx, other).await?;
             }
         }
     }
-    if !merged.is_empty() {
-        merged.write(&tx, cache).await?;
-    }
-    tx.execute(
-        "UPDATE flowbot_nodes SET last_batch = $2, last_write_at = now() WHERE node_id = $1",
-        &[&node_id, &batch],
-    )
-    .await?;
+    let record_batch = prepared(&tx, cache, RECORD_BATCH).await?;
+    let mut writes = merged.writes(&tx, cache).await?;
+    writes.push(Box::pin(async {
+        tx.execute(&record_batch, &[&node_id, &batch]).await
+    }));
+    try_join_all(writes).await?;
     Ok(tx.commit().await?)
 }

@@ -317,8 +317,14 @@ impl Inner {
     }
 
     /// Ends a job (or LLM step) with its outcome and the history of the call, recording the
-    /// completion under the idempotency key in the same turn; a completion already recorded is
-    /// never applied twice.
+    /// completion under the idempotency key in the same turn.
+    ///
+    /// A completion is applied at most once without reading the completion records first: the
+    /// turn that records a completion also removes the job's wait, activations are never reused
+    /// within an instance, and the turn is applied under the instance's lock only while the wait
+    /// is open. So a second delivery (a job re-run after a restart or a takeover, a worker's
+    /// retry) finds no wait and changes nothing. Reading the record here cost a store read per job
+    /// (on PostgreSQL a wait for the pending group and a round trip).
     pub(super) async fn complete_job(
         self: &Arc<Self>,
         instance: &str,
@@ -327,17 +333,6 @@ impl Inner {
         history: Vec<HistoryEntry>,
     ) {
         let key = wait.idempotency_key.clone().into_bytes();
-        match self.store.get(Table::Completions, &key) {
-            Ok(Some(_)) => {
-                tracing::debug!(instance, key = %wait.idempotency_key, "completion already recorded");
-                return;
-            }
-            Ok(None) => {}
-            Err(err) => {
-                tracing::error!(instance, error = %err, "cannot read completion records");
-                return;
-            }
-        }
         let changes = vec![(Table::Completions, key, Some(encode(&outcome)))];
         let activation = wait.activation;
         let result = match outcome {
@@ -369,7 +364,11 @@ impl Inner {
             }
         };
         match result {
-            Ok(_) | Err(EngineError::NoSuchWait { .. }) => {}
+            Ok(_) => {}
+            // Completed before (or the wait ended otherwise: a boundary event, a cancel).
+            Err(EngineError::NoSuchWait { .. } | EngineError::Exec(ExecError::NotActive(_))) => {
+                tracing::debug!(instance, key = %wait.idempotency_key, "the job's wait is gone; completion ignored");
+            }
             Err(EngineError::Exec(ExecError::Rejected { node, reason })) => {
                 self.raise_incident(
                     instance,

@@ -748,6 +748,56 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
     }
 }
 
+#[tokio::test]
+async fn a_job_completion_delivered_twice_is_applied_once() {
+    let defs = Scope::at_line(1)
+        .node("s", start())
+        .node("charge", service("charge"))
+        .node("hold", timer_catch(TimerKind::Duration, "PT1H"))
+        .node("e", end())
+        .chain(&["s", "charge", "hold", "e"])
+        .definitions();
+    let clock = VirtualClock::starting_at(0);
+    // The handler never answers: the test delivers the completions itself.
+    let never = handler(|_ctx: JobContext| async { std::future::pending().await });
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .handler("charge", never)
+        .build()
+        .await
+        .unwrap();
+    engine.deploy(&defs, None).await.unwrap();
+    let id = engine.start("p", Map::new()).await.unwrap().id;
+    let wait = {
+        let live = engine.inner.live_instance(&id).unwrap();
+        let guard = live.lock().unwrap();
+        guard.stored.instance.waits()[0].clone()
+    };
+    let deliver = |charged: i64| {
+        let outcome = jobs::JobOutcome::Completed(vars(json!({ "charged": charged })));
+        engine.inner.complete_job(&id, &wait, outcome, Vec::new())
+    };
+    deliver(1).await;
+    // A second delivery while the instance waits on its timer, another after it has ended.
+    deliver(2).await;
+    let waiting = engine.instance(&id).unwrap();
+    assert_eq!(waiting.path, vec!["s", "charge"]);
+    assert_eq!(waiting.waiting_on[0].node, "hold");
+    assert_eq!(waiting.variables["charged"], json!(1));
+    clock.advance(Duration::from_secs(3600));
+    let done = engine.wait_for_end(&id).await.unwrap();
+    deliver(3).await;
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.path, vec!["s", "charge", "hold", "e"]);
+    assert_eq!(done.variables["charged"], json!(1));
+    let completions = engine
+        .inner
+        .store
+        .scan(Table::Completions, format!("{id}/").as_bytes())
+        .unwrap();
+    assert_eq!(completions.len(), 1);
+}
+
 fn boundary_timer(on: &str, text: &str, interrupting: bool) -> NodeKind {
     NodeKind::BoundaryEvent {
         attached_to: on.into(),
