@@ -5,19 +5,27 @@
 # nodes, each run in a fresh database. Prints the server's settings, then one line per run:
 # requests/s, p50, p99 and max latency in ms.
 #
-# Usage: bench/cluster.sh [SECONDS] [CONNECTIONS]   (from the repository root; the dev build,
-# as bench/postgres.sh; the private cluster of scripts/postgres-test-cluster.sh unless
-# FLOWBOT_BENCH_POSTGRES_URL names a server)
+# Usage: bench/cluster.sh [SECONDS] [CONNECTIONS]   (from the repository root; builds --release,
+# or the dev profile with PROFILE=dev; the private cluster of scripts/postgres-test-cluster.sh
+# unless FLOWBOT_BENCH_POSTGRES_URL names a server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-32}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build -q -p flowbot >&2
-cargo build -q -p flowbot-e2e --example http_load >&2
-BIN="$TARGET/debug/flowbot"
-LOAD="$TARGET/debug/examples/http_load"
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = dev ]; then
+  cargo build -q -p flowbot >&2
+  cargo build -q -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/debug"
+else
+  cargo build -q --release -p flowbot >&2
+  cargo build -q --release -p flowbot-e2e --example http_load >&2
+  OUT_DIR="$TARGET/release"
+fi
+BIN="$OUT_DIR/flowbot"
+LOAD="$OUT_DIR/examples/http_load"
 
 SERVER_URL="${FLOWBOT_BENCH_POSTGRES_URL:-}"
 if [ -z "$SERVER_URL" ]; then
