@@ -1,5 +1,6 @@
-//! [`CausalLm`] over candle's quantized llama (`quantized_llama::ModelWeights`): the portable
-//! backend, on the CPU or on a CUDA device.
+//! [`CausalLm`] over candle's quantized tensors: candle's llama (`quantized_llama::ModelWeights`)
+//! for `llama` GGUF files and our Gemma 3 ([`crate::candle_gemma3`]) for `gemma3` files; the
+//! portable backend, on the CPU or on a CUDA device.
 //!
 //! candle's KV cache cannot be truncated, but it grows by concatenation into fresh tensors and the
 //! model is cheaply clonable (tensors are reference-counted), so a clone taken after a prompt
@@ -7,7 +8,9 @@
 //! before the requested position and re-runs the few tokens between it and that position.
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
+use candle_transformers::models::quantized_llama;
+
+use crate::candle_gemma3::Gemma3;
 
 use crate::gguf::GgufFile;
 use crate::lm::{candle_message, check_forward, BatchLm, CausalLm, LmError, SingleSlot};
@@ -62,36 +65,84 @@ impl DeviceChoice {
     }
 }
 
-/// candle's quantized llama with prefix snapshots.
+/// The candle model of a GGUF file's architecture.
+#[derive(Clone)]
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Gemma3(Gemma3),
+}
+
+/// The most positions a Gemma 3 context holds on this backend (its rotary tables are computed
+/// for them at load).
+const GEMMA3_MAX_POSITIONS: usize = 8192;
+
+impl Weights {
+    /// The architectures candle runs here (`general.architecture`).
+    const ARCHITECTURES: &'static str = "llama or gemma3";
+
+    /// The longest context this backend runs for `arch`, if it runs it.
+    fn max_seq_len(arch: &str) -> Option<usize> {
+        match arch {
+            "llama" => Some(quantized_llama::MAX_SEQ_LEN),
+            "gemma3" => Some(GEMMA3_MAX_POSITIONS),
+            _ => None,
+        }
+    }
+
+    fn load(
+        arch: &str,
+        content: candle_core::quantized::gguf_file::Content,
+        reader: &mut std::io::BufReader<std::fs::File>,
+        max_positions: usize,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        if arch == "gemma3" {
+            Gemma3::from_gguf(&content, reader, max_positions, device).map(Self::Gemma3)
+        } else {
+            quantized_llama::ModelWeights::from_gguf(content, reader, device).map(Self::Llama)
+        }
+    }
+
+    /// The last position's logits of `input` (a batch of one) placed at `start`.
+    fn forward(&mut self, input: &Tensor, start: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Llama(model) => model.forward(input, start),
+            Self::Gemma3(model) => model.forward(input, start),
+        }
+    }
+}
+
+/// candle's quantized model of the file's architecture, with prefix snapshots.
 pub struct CandleLm {
-    model: ModelWeights,
+    model: Weights,
     device: Device,
     vocab_size: usize,
     max_positions: usize,
     /// Tokens whose keys/values are in the model's cache.
     history: Vec<u32>,
     /// Copies of the model (its KV cache inside) after multi-token forwards.
-    snapshots: Snapshots<ModelWeights>,
+    snapshots: Snapshots<Weights>,
 }
 
 impl CandleLm {
-    /// Loads the llama-family weights of an opened GGUF file onto `device`.
+    /// Loads the weights of an opened `llama` or `gemma3` GGUF file onto `device`.
     pub fn load(file: &mut GgufFile, device: Device) -> Result<Self, LmError> {
         let md = file.metadata();
         let arch = md
             .opt_string("general.architecture")
             .unwrap_or("")
             .to_owned();
-        if arch != "llama" {
+        let Some(max_seq_len) = Weights::max_seq_len(&arch) else {
             return Err(LmError::Load(format!(
-                "{}: architecture `{arch}` is not supported (llama-family GGUF files only)",
-                file.path.display()
+                "{}: architecture `{arch}` is not supported by the candle backend ({} GGUF files only)",
+                file.path.display(),
+                Weights::ARCHITECTURES,
             )));
-        }
+        };
         let declared_context = md
-            .opt_u64("llama.context_length")
+            .opt_u64(&format!("{arch}.context_length"))
             .map(|v| v as usize)
-            .unwrap_or(MAX_SEQ_LEN);
+            .unwrap_or(max_seq_len);
         let vocab_size = md
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
@@ -117,7 +168,8 @@ impl CandleLm {
                 tensor_data_offset: 0,
             },
         );
-        let result = ModelWeights::from_gguf(content, &mut file.reader, &device);
+        let max_positions = declared_context.min(max_seq_len);
+        let result = Weights::load(&arch, content, &mut file.reader, max_positions, &device);
         let model = result.map_err(|e| {
             LmError::Load(format!("{}: {}", file.path.display(), candle_message(&e)))
         })?;
@@ -125,7 +177,7 @@ impl CandleLm {
             model,
             device,
             vocab_size,
-            max_positions: declared_context.min(MAX_SEQ_LEN),
+            max_positions,
             history: Vec::new(),
             snapshots: Snapshots::default(),
         })

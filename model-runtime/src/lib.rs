@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod candle_gemma3;
 pub mod candle_lm;
 pub mod chat;
 pub mod constrain;

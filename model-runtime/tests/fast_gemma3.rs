@@ -1,13 +1,17 @@
 //! The fast backend's gemma3 forward pass on a tiny random gemma3 GGUF, against candle's
-//! gemma3 implementation of the same weights (Hugging Face layout and names).
+//! gemma3 implementation of the same weights (Hugging Face layout and names); and the candle
+//! backend (candle's quantized Gemma 3 on the GGUF) against the same reference.
 
 mod support;
 
 use std::io::Cursor;
 
+use candle_core::Device;
+use flowbot_model_runtime::candle_lm::CandleLm;
 use flowbot_model_runtime::fast::{Arch, FastLlama, FastOptions, Isa};
+use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
-use support::gemma3::{candle_logits, tiny_gemma, VOCAB};
+use support::gemma3::{candle_logits, tiny_gemma, VOCAB, WINDOW};
 
 const TOKENS: [u32; 12] = [2, 17, 200, 45, 45, 3, 298, 120, 77, 0, 5, 64];
 
@@ -60,4 +64,42 @@ fn the_sliding_window_changes_what_a_late_token_sees() {
     }
     let batched = lm.forward(&TOKENS, 0).unwrap();
     assert_eq!(step, batched);
+}
+
+/// The largest difference between two logit vectors.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn the_candle_backend_runs_gemma3_files() {
+    let model = tiny_gemma(7);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-gemma3.gguf");
+    std::fs::write(&path, &model.gguf).unwrap();
+    let mut lm = CandleLm::load(&mut GgufFile::open(&path).unwrap(), Device::Cpu).unwrap();
+    assert_eq!(lm.vocab_size(), VOCAB);
+    assert_eq!(lm.max_positions(), 128);
+    // A prompt longer than the sliding window, so that the sliding layers drop positions.
+    assert!(TOKENS.len() > WINDOW);
+    let want = candle_logits(&model, &TOKENS);
+    let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let whole = lm.forward(&TOKENS, 0).unwrap();
+    assert!(
+        max_diff(&whole, &want) <= 0.03 * range,
+        "max diff {}, logit range {range}",
+        max_diff(&whole, &want)
+    );
+    // A prompt continued after a cached prefix, and one decoded token by token, agree with it.
+    lm.forward(&TOKENS[..3], 0).unwrap();
+    let continued = lm.forward(&TOKENS[3..], 3).unwrap();
+    assert!(max_diff(&continued, &whole) <= 1e-3 * range);
+    let mut stepped = Vec::new();
+    for (pos, &token) in TOKENS.iter().enumerate() {
+        stepped = lm.forward(&[token], pos).unwrap();
+    }
+    assert!(max_diff(&stepped, &whole) <= 1e-3 * range);
 }
