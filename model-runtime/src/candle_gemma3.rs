@@ -96,8 +96,12 @@ impl Block {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = self.q_norm.forward(&split(self.q.forward(x)?, heads.heads)?)?;
-        let k = self.k_norm.forward(&split(self.k.forward(x)?, heads.kv_heads)?)?;
+        let q = self
+            .q_norm
+            .forward(&split(self.q.forward(x)?, heads.heads)?)?;
+        let k = self
+            .k_norm
+            .forward(&split(self.k.forward(x)?, heads.kv_heads)?)?;
         let v = split(self.v.forward(x)?, heads.kv_heads)?;
         let q = self.rotary.apply(&q, start)?;
         let k = self.rotary.apply(&k, start)?;
@@ -119,10 +123,11 @@ impl Block {
             None => scores,
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let attended = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, len, heads.heads * heads.head_dim))?;
+        let attended = weights.matmul(&v)?.transpose(1, 2)?.reshape((
+            batch,
+            len,
+            heads.heads * heads.head_dim,
+        ))?;
         self.out.forward(&attended)
     }
 
@@ -185,7 +190,8 @@ impl Gemma3 {
                 .ok_or_else(|| candle_core::Error::Msg(format!("gemma3.{key} is missing")))
         };
         let count = |key: &str| value(key).and_then(|v| v.to_u32()).map(|v| v as usize);
-        let number = |key: &str, default: f32| value(key).and_then(|v| v.to_f32()).unwrap_or(default);
+        let number =
+            |key: &str, default: f32| value(key).and_then(|v| v.to_f32()).unwrap_or(default);
         let heads = Heads {
             heads: count("attention.head_count")?,
             kv_heads: count("attention.head_count_kv")?,
@@ -247,7 +253,11 @@ impl Gemma3 {
                 up,
                 down,
                 window: sliding.then_some(window),
-                rotary: if sliding { local.clone() } else { global.clone() },
+                rotary: if sliding {
+                    local.clone()
+                } else {
+                    global.clone()
+                },
                 cache: None,
             });
         }
@@ -301,7 +311,11 @@ mod tests {
         let (f, t) = (false, true);
         assert_eq!(
             hidden(mask),
-            vec![vec![f, f, f, t, t], vec![t, f, f, f, t], vec![t, t, f, f, f]]
+            vec![
+                vec![f, f, f, t, t],
+                vec![t, f, f, f, t],
+                vec![t, t, f, f, f]
+            ]
         );
         // Globally, only later positions are hidden; one decoded token sees everything.
         let mask = visibility_mask(2, 1, None, &device).unwrap();
