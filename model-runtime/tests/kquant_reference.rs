@@ -1,5 +1,6 @@
 //! Greedy parity with llama.cpp on K-quant files: the default model re-quantized to Q4_K_M by our
-//! own quantizer, and the real Gemma 3 270M Q4_K_M (`$FLOWBOT_GEMMA_MODEL`, else the model cache's
+//! own quantizer, and the real Gemma 3 270M Q4_K_M on the fast backend and on candle
+//! (`$FLOWBOT_GEMMA_MODEL`, else the model cache's
 //! `gemma-3-270m-q4_k_m.gguf`; `flowbot model fetch gemma3-270m` installs it, CI does). These
 //! tests fail when a model is missing.
 
@@ -7,11 +8,13 @@ mod support;
 
 use std::path::PathBuf;
 
+use flowbot_model_runtime::candle_lm::CandleLm;
 use flowbot_model_runtime::fast::reference::{
     GEMMA3_GREEDY_IDS, GEMMA3_PROMPT_IDS, REFERENCE_PROMPT_IDS, REFERENCE_Q4_K_M_GREEDY_IDS,
     REFERENCE_SYSTEM, REFERENCE_USER,
 };
 use flowbot_model_runtime::fast::{FastLlama, FastOptions, Isa};
+use flowbot_model_runtime::gguf::GgufFile;
 use flowbot_model_runtime::lm::CausalLm;
 use flowbot_model_runtime::requantize::requantize_q4_k_m;
 use flowbot_model_runtime::{load_generator, Backend};
@@ -30,7 +33,7 @@ fn gemma_model() -> PathBuf {
     path
 }
 
-fn greedy(lm: &mut FastLlama, prompt: &[u32], count: usize) -> Vec<u32> {
+fn greedy(lm: &mut dyn CausalLm, prompt: &[u32], count: usize) -> Vec<u32> {
     let argmax = |logits: &[f32]| {
         logits
             .iter()
@@ -87,6 +90,15 @@ fn gemma3_prompt_and_greedy_ids_match_llama_cpp() {
     assert_eq!(prompt.ids, GEMMA3_PROMPT_IDS);
     drop(generator);
     let mut lm = FastLlama::load(&path, &FastOptions::default()).unwrap();
+    assert_eq!(lm.vocab_size(), 262_144);
+    assert_eq!(greedy(&mut lm, &GEMMA3_PROMPT_IDS, 20), GEMMA3_GREEDY_IDS);
+}
+
+#[test]
+fn gemma3_on_candle_matches_llama_cpp() {
+    let path = gemma_model();
+    let mut file = GgufFile::open(&path).unwrap();
+    let mut lm = CandleLm::load(&mut file, candle_core::Device::Cpu).unwrap();
     assert_eq!(lm.vocab_size(), 262_144);
     assert_eq!(greedy(&mut lm, &GEMMA3_PROMPT_IDS, 20), GEMMA3_GREEDY_IDS);
 }
