@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Model runtime speed: Flowbot's fast backend, candle's quantized llama (the runtime as it was)
+# Model runtime speed: Flowbot's fast backend, the candle backend (candle's quantized llama, or
+# for gemma3 files our Gemma 3 on candle's quantized tensors)
 # and llama.cpp on the same GGUF, reference prompt (57 tokens) and 128 greedy decode steps,
 # at 1 and 2 threads, the runtimes alternating run by run. Prints medians and the
 # fast/llama.cpp and fast/candle ratios.

@@ -680,16 +680,21 @@ async fn a_slow_handler_does_not_block_other_instances() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let defs = Scope::at_line(1)
+/// Process `p`: the job `charge`, then an hour's wait (`wait`), then the end.
+fn charge_then_wait() -> crate::model::Definitions {
+    Scope::at_line(1)
         .node("s", start())
         .node("charge", service("charge"))
         .node("wait", timer_catch(TimerKind::Duration, "PT1H"))
         .node("e", end())
         .chain(&["s", "charge", "wait", "e"])
-        .definitions();
+        .definitions()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = charge_then_wait();
     let clock = VirtualClock::starting_at(0);
     let effects = Arc::new(Mutex::new(Vec::<String>::new()));
     let ids = {
@@ -750,13 +755,7 @@ async fn a_restarted_engine_resumes_instances_and_records_each_job_once() {
 
 #[tokio::test]
 async fn a_job_completion_delivered_twice_is_applied_once() {
-    let defs = Scope::at_line(1)
-        .node("s", start())
-        .node("charge", service("charge"))
-        .node("hold", timer_catch(TimerKind::Duration, "PT1H"))
-        .node("e", end())
-        .chain(&["s", "charge", "hold", "e"])
-        .definitions();
+    let defs = charge_then_wait();
     let clock = VirtualClock::starting_at(0);
     // The handler never answers: the test delivers the completions itself.
     let never = handler(|_ctx: JobContext| async { std::future::pending().await });
@@ -782,13 +781,13 @@ async fn a_job_completion_delivered_twice_is_applied_once() {
     deliver(2).await;
     let waiting = engine.instance(&id).unwrap();
     assert_eq!(waiting.path, vec!["s", "charge"]);
-    assert_eq!(waiting.waiting_on[0].node, "hold");
+    assert_eq!(waiting.waiting_on[0].node, "wait");
     assert_eq!(waiting.variables["charged"], json!(1));
     clock.advance(Duration::from_secs(3600));
     let done = engine.wait_for_end(&id).await.unwrap();
     deliver(3).await;
     assert_eq!(done.status, InstanceStatus::Completed);
-    assert_eq!(done.path, vec!["s", "charge", "hold", "e"]);
+    assert_eq!(done.path, vec!["s", "charge", "wait", "e"]);
     assert_eq!(done.variables["charged"], json!(1));
     let completions = engine
         .inner
