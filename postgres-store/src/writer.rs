@@ -12,8 +12,10 @@
 //!
 //! Consecutive commits of a group are merged before they are written: per instance its last
 //! snapshot, per history slot its last entry, per key of a keyed table its last change. The
-//! result is one `INSERT ... SELECT FROM UNNEST(...)` per kind of record (a round trip each,
-//! whatever the number of commits), instead of several statements per commit.
+//! result is one `INSERT ... SELECT FROM UNNEST(...)` per kind of record, whatever the number of
+//! commits, instead of several statements per commit; and those statements are pipelined (sent
+//! together, answered together), so a transaction of commits takes four round trips
+//! ([`write_batch`]).
 
 use crate::connect::Target;
 use crate::error::{describe, PgStoreError};
