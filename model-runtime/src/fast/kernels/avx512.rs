@@ -114,14 +114,15 @@ pub(super) unsafe fn dot_q4_1(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
             a_hi,
         );
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        let scale = _mm_mul_ps(
+        acc = add_scaled(
+            acc,
+            isum,
             load_f16x4(d_ptr.add(8 * g), fmask),
-            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+            group4(act.d, g),
         );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
         acc_min = _mm_fmadd_ps(
             load_f16x4(m_ptr.add(8 * g), fmask),
-            _mm_loadu_ps(act.s.as_ptr().add(4 * g)),
+            group4(act.s, g),
             acc_min,
         );
     }
@@ -151,13 +152,8 @@ pub(super) unsafe fn dot4_q4_1(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
                 hi,
                 a_hi,
             );
-            acc[i] = add_scaled(
-                acc[i],
-                isum,
-                dw,
-                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
-            );
-            acc_min[i] = _mm_fmadd_ps(mw, _mm_loadu_ps(acts[i].s.as_ptr().add(4 * g)), acc_min[i]);
+            acc[i] = add_scaled(acc[i], isum, dw, group4(acts[i].d, g));
+            acc_min[i] = _mm_fmadd_ps(mw, group4(acts[i].s, g), acc_min[i]);
         }
     }
     [0, 1, 2, 3].map(|i| _mm512_reduce_add_ps(acc[i]) + hsum128(acc_min[i]))
@@ -182,11 +178,12 @@ pub(super) unsafe fn dot_q8_0(w: &[u8], nb: usize, act: ActRow<'_>) -> f32 {
             a_hi,
         );
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        let scale = _mm_mul_ps(
+        acc = add_scaled(
+            acc,
+            isum,
             load_f16x4(d_ptr.add(8 * g), fmask),
-            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+            group4(act.d, g),
         );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
     }
     _mm512_reduce_add_ps(acc)
 }
@@ -212,12 +209,7 @@ pub(super) unsafe fn dot4_q8_0(w: &[u8], nb: usize, acts: [ActRow<'_>; 4]) -> [f
                 w_hi,
                 a_hi,
             );
-            acc[i] = add_scaled(
-                acc[i],
-                isum,
-                dw,
-                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
-            );
+            acc[i] = add_scaled(acc[i], isum, dw, group4(acts[i].d, g));
         }
     }
     reduce4(acc)
@@ -244,8 +236,8 @@ pub(super) unsafe fn dot_rows4_q4_1(
     for g in 0..nb.div_ceil(4) {
         let r = group_len(nb, g);
         let (a_lo, a_hi) = act_group(&act, g);
-        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
-        let s = _mm_loadu_ps(act.s.as_ptr().add(4 * g));
+        let da = group4(act.d, g);
+        let s = group4(act.s, g);
         let fmask = ((1u16 << r) - 1) as __mmask8;
         for i in 0..4 {
             let row = w.add(i * stride);
@@ -282,7 +274,7 @@ pub(super) unsafe fn dot_rows4_q8_0(
         let r = group_len(nb, g);
         let (a_lo, a_hi) = act_group(&act, g);
         let bias = q8_bias(&act, g);
-        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
+        let da = group4(act.d, g);
         let fmask = ((1u16 << r) - 1) as __mmask8;
         for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
@@ -370,11 +362,12 @@ pub(super) unsafe fn dot_q45_0<const HIGH: bool>(w: &[u8], nb: usize, act: ActRo
             a_hi,
         );
         let fmask = ((1u16 << r) - 1) as __mmask8;
-        let scale = _mm_mul_ps(
+        acc = add_scaled(
+            acc,
+            isum,
             load_f16x4(row.add(d_at + 8 * g), fmask),
-            _mm_loadu_ps(act.d.as_ptr().add(4 * g)),
+            group4(act.d, g),
         );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(scale), acc);
     }
     _mm512_reduce_add_ps(acc)
 }
@@ -404,12 +397,7 @@ pub(super) unsafe fn dot4_q45_0<const HIGH: bool>(
                 hi,
                 a_hi,
             );
-            acc[i] = add_scaled(
-                acc[i],
-                isum,
-                dw,
-                _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g)),
-            );
+            acc[i] = add_scaled(acc[i], isum, dw, group4(acts[i].d, g));
         }
     }
     reduce4(acc)
@@ -435,7 +423,7 @@ pub(super) unsafe fn dot_rows4_q45_0<const HIGH: bool>(
         let r = group_len(nb, g);
         let (a_lo, a_hi) = act_group(&act, g);
         let bias = offset_bias(&act, g, offset);
-        let da = _mm_loadu_ps(act.d.as_ptr().add(4 * g));
+        let da = group4(act.d, g);
         let fmask = ((1u16 << r) - 1) as __mmask8;
         for (i, acc) in acc.iter_mut().enumerate() {
             let row = w.add(i * stride);
@@ -476,7 +464,7 @@ pub(super) unsafe fn dot4_rows2_q45_0<const HIGH: bool>(
         for i in 0..4 {
             let (a_lo, a_hi) = act_group(&acts[i], g);
             let bias = offset_bias(&acts[i], g, offset);
-            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
+            let da = group4(acts[i].d, g);
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
             acc0[i] = add_scaled(acc0[i], isum0, dw0, da);
@@ -514,8 +502,8 @@ pub(super) unsafe fn dot4_rows2_q4_1(
         let mw1 = load_f16x4(w1.add(nb * 18 + 8 * g), fmask);
         for i in 0..4 {
             let (a_lo, a_hi) = act_group(&acts[i], g);
-            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
-            let sa = _mm_loadu_ps(acts[i].s.as_ptr().add(4 * g));
+            let da = group4(acts[i].d, g);
+            let sa = group4(acts[i].s, g);
             let zero = _mm512_setzero_si512();
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo1, a_lo), hi1, a_hi);
@@ -557,7 +545,7 @@ pub(super) unsafe fn dot4_rows2_q8_0(
         for i in 0..4 {
             let (a_lo, a_hi) = act_group(&acts[i], g);
             let bias = q8_bias(&acts[i], g);
-            let da = _mm_loadu_ps(acts[i].d.as_ptr().add(4 * g));
+            let da = group4(acts[i].d, g);
             let isum0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo0, a_lo), hi0, a_hi);
             let isum1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo1, a_lo), hi1, a_hi);
             acc0[i] = add_scaled(acc0[i], isum0, dw0, da);
@@ -573,6 +561,15 @@ pub(super) unsafe fn dot4_rows2_q8_0(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn add_scaled(acc: __m512, isum: __m512i, dw: __m128, da: __m128) -> __m512 {
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread(_mm_mul_ps(dw, da)), acc)
+}
+
+/// The four values of group `g` in `values` (the four block scales, or scale-sums, of one
+/// 128-value group of an activation row); `values` must hold them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group4(values: &[f32], g: usize) -> __m128 {
+    debug_assert!(values.len() >= 4 * g + 4);
+    _mm_loadu_ps(values.as_ptr().add(4 * g))
 }
 
 /// The sums of four accumulators.
