@@ -11,7 +11,6 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama;
 
 use crate::candle_gemma3::Gemma3;
-
 use crate::gguf::GgufFile;
 use crate::lm::{candle_message, check_forward, BatchLm, CausalLm, LmError, SingleSlot};
 
