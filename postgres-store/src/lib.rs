@@ -13,6 +13,7 @@
 //! ([`Balance`]). `docs/cluster.md` describes the layout, the protocol and what is built of it.
 
 mod connect;
+mod deployment_lock;
 mod error;
 mod membership;
 mod migrations;

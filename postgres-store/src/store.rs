@@ -14,6 +14,7 @@
 //! tokio worker waits through `block_in_place`, never blocking the worker's other tasks.
 
 use crate::connect::{Bridge, PgOptions, Target};
+use crate::deployment_lock;
 use crate::error::{describe, PgStoreError};
 use crate::membership::{self, epochs_held, Balance};
 use crate::migrations::{migrate, MigrationReport};
@@ -21,8 +22,8 @@ use crate::writer::{held_epochs, prefix_bounds, table_name, Held, Op, Prepared, 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flowbot_engine::shard::ShardSet;
 use flowbot_engine::store::{
-    Ack, FlushStats, GroupCommitter, KeyValue, NotificationNumber, OutboxEntry, Refused,
-    StepCommit, Store, StoreError, Table,
+    Ack, DeploymentLock, FlushStats, GroupCommitter, KeyValue, NotificationNumber, OutboxEntry,
+    Refused, StepCommit, Store, StoreError, Table,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,8 @@ pub struct PgStore {
     node_id: String,
     /// The shard lease of a node that shares the database ([`PgOptions::cluster_lease`]).
     cluster_lease: Option<Duration>,
+    /// Where the database is (the deployment lock opens a connection of its own).
+    target: Target,
     /// The highest notification-log number known committed (by the writer; in a shared
     /// database also by other nodes, read by [`Store::last_notification`]).
     last_notification: Arc<AtomicU64>,
@@ -151,6 +154,7 @@ impl PgStore {
             held,
             node_id: options.node_id,
             cluster_lease: options.cluster_lease,
+            target,
             last_notification,
             bridge,
         })
@@ -522,6 +526,27 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         self.cluster_lease.is_some()
+    }
+
+    fn lock_deployments(&self) -> Result<DeploymentLock, StoreError> {
+        if self.cluster_lease.is_none() {
+            // Alone on its database (a second node is refused): the engine's locks suffice.
+            return Ok(DeploymentLock::default());
+        }
+        let (target, runtime) = (self.target.clone(), self.bridge.handle().clone());
+        match self
+            .bridge
+            .run(async move { deployment_lock::acquire(&target, &runtime).await })
+        {
+            Some(Ok(Some(held))) => Ok(DeploymentLock::held_by(held)),
+            Some(Ok(None)) => Err(self.io(format!(
+                "another node has been deploying for {} s (it holds the deployment lock); \
+                 try again once it is done",
+                deployment_lock::DEPLOYMENT_LOCK_WAIT.as_secs()
+            ))),
+            Some(Err(err)) => Err(self.io(err)),
+            None => Err(self.io("the store's runtime stopped")),
+        }
     }
 
     fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {

@@ -739,3 +739,214 @@ async fn a_node_whose_lease_ran_out_cannot_commit_and_lets_go_at_its_next_round(
         .count();
     assert_eq!(reviews, 1);
 }
+
+/// Process `p`, whose script sets `marker`: each marker is different content.
+fn marked(marker: &str) -> flowbot_engine::Definitions {
+    parsed(&format!(
+        "process: p\nnodes:\n  s: {{ start: ~, next: w }}\n  \
+         w: {{ script: let marker = \"{marker}\";, next: e }}\n  e: {{ end: ~ }}\n"
+    ))
+}
+
+/// (version, content hash) of every version of `process_id` that `engine` knows, in order.
+fn versions_known(engine: &flowbot_engine::Engine, process_id: &str) -> Vec<(u32, String)> {
+    let mut known: Vec<(u32, String)> = engine
+        .deployments()
+        .iter()
+        .filter(|d| d.process_id == process_id)
+        .map(|d| (d.version, d.content_hash.clone()))
+        .collect();
+    known.sort();
+    known
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_deploying_at_once_never_give_one_version_number_to_different_content() {
+    let Some(url) = tokio::task::block_in_place(|| fresh_database("concurrent_deploys")) else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let clock = flowbot_engine::clock::VirtualClock::starting_at(0);
+    let a = shared_engine(Arc::new(open_shared(&url, "node-a", lease)), &clock).await;
+    let b = shared_engine(Arc::new(open_shared(&url, "node-b", lease)), &clock).await;
+
+    // Pairs of deployments of different content, one on each node, at the same moment.
+    let mut deployed = Vec::new();
+    for pair in 0..5 {
+        let (on_a, on_b) = (a.clone(), b.clone());
+        let from_a =
+            tokio::spawn(async move { on_a.deploy(&marked(&format!("a{pair}")), None).await });
+        let from_b =
+            tokio::spawn(async move { on_b.deploy(&marked(&format!("b{pair}")), None).await });
+        for deployment in [from_a.await.unwrap(), from_b.await.unwrap()] {
+            let deployment = deployment.unwrap();
+            assert!(deployment.created);
+            deployed.push((
+                deployment.deployed.version,
+                deployment.deployed.content_hash.clone(),
+            ));
+        }
+    }
+    deployed.sort();
+    let numbers: Vec<u32> = deployed.iter().map(|(version, _)| *version).collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>(), "{deployed:?}");
+    // Each node knows every version with the content its deployment stored.
+    for engine in [&a, &b] {
+        engine.refresh_deployments().unwrap();
+        assert_eq!(versions_known(engine, "p"), deployed);
+    }
+
+    // Content deployed on one node is the existing version when the other deploys it too.
+    let first = a.deploy(&marked("last"), None).await.unwrap();
+    let again = b.deploy(&marked("last"), None).await.unwrap();
+    assert_eq!((first.created, first.deployed.version), (true, 11));
+    assert_eq!((again.created, again.deployed.version), (false, 11));
+}
+
+/// A clock that moves only when the test moves it.
+#[derive(Clone)]
+struct ManualClock {
+    now: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl ManualClock {
+    fn starting_at(ms: u64) -> Self {
+        Self {
+            now: Arc::new(tokio::sync::watch::channel(ms).0),
+        }
+    }
+
+    fn set(&self, ms: u64) {
+        self.now.send_modify(|now| *now = (*now).max(ms));
+    }
+}
+
+impl flowbot_engine::clock::Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, due_ms: u64) -> flowbot_engine::clock::Sleep {
+        let mut now = self.now.subscribe();
+        Box::pin(async move {
+            let _ = now.wait_for(|now| *now >= due_ms).await;
+        })
+    }
+}
+
+const MINUTE_MS: u64 = 60_000;
+
+/// Process `ticks`: a timer start event on `cycle`, a script setting `marker`, an end.
+fn ticking(cycle: &str, marker: &str) -> flowbot_engine::Definitions {
+    parsed(&format!(
+        "process: ticks\nnodes:\n  tick: {{ start: {{ timer: {{ cycle: \"{cycle}\" }} }}, next: work }}\n  \
+         work: {{ script: let marker = \"{marker}\";, next: done }}\n  done: {{ end: ~ }}\n"
+    ))
+}
+
+/// (tick due time, occurrence, version) of every instance a timer start event started, by due
+/// time, as `engine` reads them from the store.
+fn ticks(engine: &flowbot_engine::Engine) -> Vec<(u64, u32, u32)> {
+    let page = engine
+        .list_instances(&Default::default(), None, 1_000)
+        .unwrap();
+    let mut ticks = Vec::new();
+    for instance in page.items {
+        for record in engine.history(&instance.id).unwrap() {
+            if let flowbot_engine::runtime::HistoryEntry::StartedByTimer {
+                due_ms,
+                occurrence,
+                ..
+            } = record.entry
+            {
+                ticks.push((due_ms, occurrence, instance.version));
+            }
+        }
+    }
+    ticks.sort();
+    ticks
+}
+
+/// Waits until `engine` reads `expected` ticks from the store (bounded rounds, no timing).
+async fn until_ticks(engine: &flowbot_engine::Engine, expected: &[(u64, u32, u32)]) {
+    for _ in 0..400 {
+        if ticks(engine) == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ticks(engine), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_start_redeployed_on_a_node_that_does_not_own_it_moves_on_its_owner() {
+    let Some(url) = tokio::task::block_in_place(|| fresh_database("remote_schedules")) else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let hour = 60 * MINUTE_MS;
+    let clock = ManualClock::starting_at(0);
+    let build = |store: Arc<PgStore>| {
+        flowbot_engine::Engine::builder()
+            .store(store)
+            .clock(Arc::new(clock.clone()))
+            .options(flowbot_engine::EngineOptions {
+                shards: ShardSet::NONE,
+                ..Default::default()
+            })
+            .build()
+    };
+    // a owns every shard; b none (it runs no membership round until a is gone).
+    let store_a = Arc::new(open_shared(&url, "node-a", lease));
+    let a = build(store_a.clone()).await.unwrap();
+    assert_eq!(round(&a, &store_a).await.acquired, ShardSet::ALL);
+    a.deploy(&ticking("R/PT1H", "v1"), None).await.unwrap();
+    let store_b = Arc::new(open_shared(&url, "node-b", lease));
+    let b = build(store_b.clone()).await.unwrap();
+    clock.set(hour);
+    until_ticks(&a, &[(hour, 1, 1)]).await;
+
+    // b, whose copy of the schedule is from before that tick, redeploys with the same timer:
+    // the schedule keeps its place (the second occurrence at 2 h), on a as in the store.
+    b.deploy(&ticking("R/PT1H", "v2"), None).await.unwrap();
+    for _ in 0..400 {
+        if versions_known(&a, "ticks").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        versions_known(&a, "ticks").len(),
+        2,
+        "a never saw version 2"
+    );
+    // (A tick armed from a stale copy would fire at once: give it the chance.)
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    clock.set(2 * hour);
+    until_ticks(&a, &[(hour, 1, 1), (2 * hour, 2, 2)]).await;
+
+    // b deploys another timer at 2 h 10: the owner ticks on it from 2 h 40 with version 3, and
+    // no more on the hourly one.
+    clock.set(2 * hour + 10 * MINUTE_MS);
+    b.deploy(&ticking("R/PT30M", "v3"), None).await.unwrap();
+    clock.set(2 * hour + 40 * MINUTE_MS);
+    let mut expected = vec![
+        (hour, 1, 1),
+        (2 * hour, 2, 2),
+        (2 * hour + 40 * MINUTE_MS, 1, 3),
+    ];
+    until_ticks(&a, &expected).await;
+    clock.set(3 * hour + 10 * MINUTE_MS);
+    expected.push((3 * hour + 10 * MINUTE_MS, 2, 3));
+    until_ticks(&a, &expected).await;
+
+    // a dies; b takes its shards and goes on from the stored schedule: no tick repeated.
+    a.shutdown().await;
+    drop(a);
+    drop(store_a);
+    tokio::time::sleep(lease + std::time::Duration::from_millis(500)).await;
+    assert_eq!(round(&b, &store_b).await.acquired, ShardSet::ALL);
+    clock.set(3 * hour + 40 * MINUTE_MS);
+    expected.push((3 * hour + 40 * MINUTE_MS, 3, 3));
+    until_ticks(&b, &expected).await;
+}

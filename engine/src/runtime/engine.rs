@@ -48,11 +48,20 @@ impl Engine {
     /// The processes of the same file that its call activities start as child instances are
     /// deployed first (executable or not), so that the call finds them, and `binding:
     /// deployment` finds the version deployed with it.
+    ///
+    /// On a [shared](crate::store::Store::shared) store the deployment holds the store's
+    /// deployment lock until it is durable, and first compiles what the other engines deployed:
+    /// so the version number it chooses follows theirs, and identical content deployed on
+    /// another node is found as the existing version.
     pub async fn deploy(
         &self,
         defs: &Definitions,
         process: Option<&str>,
     ) -> Result<Deployment, EngineError> {
+        let _cluster = self.inner.store.lock_deployments()?;
+        if self.inner.store.shared() {
+            self.inner.refresh_deployments()?;
+        }
         self.deploy_calling(defs, process, &mut Vec::new()).await
     }
 
@@ -114,25 +123,12 @@ impl Engine {
         // The schedules of timer start events move to the new version in the same commit.
         let schedules = if self.inner.options.schedule_timer_starts {
             self.inner
-                .reschedule(&process_id, version, &starts, &mut commit)
+                .reschedule(&process_id, version, &starts, &mut commit)?
         } else {
             Vec::new()
         };
         let ack = self.inner.store.commit(commit)?;
-        {
-            let mut table = self
-                .inner
-                .schedules
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            table.retain(|(process, _), _| process != &process_id);
-            for schedule in &schedules {
-                table.insert(
-                    (process_id.clone(), schedule.node.clone()),
-                    schedule.clone(),
-                );
-            }
-        }
+        self.inner.remember_schedules(&process_id, &schedules);
         drop(_deploy_lock);
         ack.durable().await?;
         let retries = retry_policies(defs, &process_id);
@@ -150,8 +146,12 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .add(deployed.clone());
-        for schedule in &schedules {
-            self.inner.arm_schedule(schedule);
+        // Only the owner of the process's shard ticks; another engine arms them when it takes
+        // the shard.
+        if self.inner.owned().holds(&deployed.process_id) {
+            for schedule in &schedules {
+                self.inner.arm_schedule(schedule);
+            }
         }
         tracing::info!(process = %deployed.process_id, version, schedules = schedules.len(), "deployed");
         Ok(Deployment {

@@ -33,7 +33,7 @@ impl Inner {
     /// start; those another engine on the store deployed since, when taking shards or
     /// refreshing); returns how many there were. The store is read and the versions compiled
     /// without holding the versions lock, which starts need.
-    fn reload_definitions(&self) -> Result<usize, EngineError> {
+    pub(super) fn reload_definitions(&self) -> Result<usize, EngineError> {
         let mut compiled = Vec::new();
         for (_, bytes) in self.store.scan(Table::Definitions, b"")? {
             let stored: StoredDeployment =
@@ -80,29 +80,43 @@ impl Inner {
         Ok(added)
     }
 
-    /// Picks up what other engines on a shared store deployed: new versions, and the timer start
-    /// events they brought to shards this engine owns (armed here; a schedule already known is
-    /// left to its ticks). Returns the number of new versions.
+    /// Picks up what other engines on a shared store deployed: new versions, and how their
+    /// deployments moved the timer start events of shards this engine owns (new and moved ticks
+    /// armed here, removed ones forgotten). Returns the number of new versions.
     pub(super) fn refresh_deployments(&self) -> Result<usize, EngineError> {
         let added = self.reload_definitions()?;
         if added == 0 || !self.options.schedule_timer_starts {
             return Ok(added);
         }
         let owned = self.owned();
-        let mut fresh = Vec::new();
+        let mut moved = Vec::new();
         {
-            let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            // Ticks move schedules under this lock: the store and memory agree while it is held.
+            let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stored = Vec::new();
             for (_, bytes) in self.store.scan(Table::Schedules, b"")? {
                 let schedule: StoredSchedule =
                     decode(&bytes, "schedule").map_err(EngineError::Decode)?;
+                if owned.holds(&schedule.process_id) {
+                    stored.push(schedule);
+                }
+            }
+            let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            schedules.retain(|(process_id, node), _| {
+                !owned.holds(process_id)
+                    || stored
+                        .iter()
+                        .any(|s| &s.process_id == process_id && &s.node == node)
+            });
+            for schedule in stored {
                 let key = (schedule.process_id.clone(), schedule.node.clone());
-                if owned.holds(&schedule.process_id) && !schedules.contains_key(&key) {
-                    schedules.insert(key, schedule.clone());
-                    fresh.push(schedule);
+                let known = schedules.insert(key, schedule.clone());
+                if known.is_none_or(|known| known.next_due_ms != schedule.next_due_ms) {
+                    moved.push(schedule);
                 }
             }
         }
-        for schedule in &fresh {
+        for schedule in &moved {
             self.arm_schedule(schedule);
         }
         Ok(added)

@@ -1,10 +1,13 @@
 //! Schedules of timer start events: each tick starts one instance of the latest version.
 //!
 //! Invariant: the schedule moves to its next tick in the same commit as the tick's instance, so
-//! no tick is skipped or repeated across crashes and redeployments.
+//! no tick is skipped or repeated across crashes and redeployments. On a shared store, where
+//! only the owner of the process's shard ticks but any engine may redeploy, a tick and a
+//! redeployment both hold the store's deployment lock and move the *stored* schedule, so neither
+//! moves it from a stale copy.
 
 use super::api::EngineError;
-use super::record::{encode, HistoryEntry, StoredSchedule};
+use super::record::{decode, encode, HistoryEntry, StoredSchedule};
 use super::timers::TimerTarget;
 use super::versions::{schedule_key, StartTrigger};
 use super::Inner;
@@ -22,21 +25,22 @@ impl Inner {
     /// event whose timer is unchanged keeps its next tick (no tick is skipped or repeated by a
     /// redeployment); a new or changed one is due at its first occurrence from now; schedules of
     /// start events that are gone are removed. The changes go into `commit`.
+    ///
+    /// The schedules are read from the store, which every tick moves: on a shared store another
+    /// engine may own them and this one's copy may be behind (the caller holds the store's
+    /// deployment lock, which ticks there take too).
     pub(super) fn reschedule(
         &self,
         process_id: &str,
         version: u32,
         starts: &[StartTrigger],
         commit: &mut StepCommit,
-    ) -> Vec<StoredSchedule> {
+    ) -> Result<Vec<StoredSchedule>, EngineError> {
         let now = self.clock.now_ms();
         let existing: HashMap<String, StoredSchedule> = self
-            .schedules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|((process, _), _)| process == process_id)
-            .map(|((_, node), schedule)| (node.clone(), schedule.clone()))
+            .stored_schedules(process_id)?
+            .into_iter()
+            .map(|schedule| (schedule.node.clone(), schedule))
             .collect();
         let mut schedules = Vec::new();
         for start in starts {
@@ -80,7 +84,72 @@ impl Inner {
         {
             commit.remove(Table::Schedules, schedule_key(process_id, node));
         }
-        schedules
+        Ok(schedules)
+    }
+
+    /// Shared store: makes the stored schedule of a timer start event this engine's (compiling
+    /// the version it names when this engine has not seen it yet), and arms its tick when it
+    /// moved away from the one due at `due_ms`, which is then stale.
+    fn adopt_stored_schedule(
+        &self,
+        process_id: &str,
+        node: &str,
+        due_ms: u64,
+    ) -> Result<(), EngineError> {
+        let stored: Option<StoredSchedule> = self
+            .store
+            .get(Table::Schedules, &schedule_key(process_id, node))?
+            .map(|bytes| decode(&bytes, "schedule").map_err(EngineError::Decode))
+            .transpose()?;
+        if let Some(schedule) = &stored {
+            let unseen = self
+                .versions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(process_id, schedule.version)
+                .is_none();
+            if unseen {
+                self.reload_definitions()?;
+            }
+        }
+        let key = (process_id.to_string(), node.to_string());
+        let known = {
+            let mut table = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+            match &stored {
+                Some(schedule) => table.insert(key, schedule.clone()),
+                None => table.remove(&key),
+            }
+        };
+        if let Some(schedule) = stored {
+            let moved = known.is_none_or(|known| known.next_due_ms != schedule.next_due_ms);
+            if moved && schedule.next_due_ms != due_ms {
+                self.arm_schedule(&schedule);
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored schedules of `process_id`'s timer start events.
+    fn stored_schedules(&self, process_id: &str) -> Result<Vec<StoredSchedule>, EngineError> {
+        let mut prefix = process_id.as_bytes().to_vec();
+        prefix.push(0);
+        self.store
+            .scan(Table::Schedules, &prefix)?
+            .into_iter()
+            .map(|(_, bytes)| decode(&bytes, "schedule").map_err(EngineError::Decode))
+            .collect()
+    }
+
+    /// Makes `schedules` what this engine knows of `process_id`'s timer start events.
+    pub(super) fn remember_schedules(&self, process_id: &str, schedules: &[StoredSchedule]) {
+        let mut table = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+        table.retain(|(process, _), _| process != process_id);
+        for schedule in schedules {
+            table.insert(
+                (process_id.to_string(), schedule.node.clone()),
+                schedule.clone(),
+            );
+        }
     }
 
     /// Puts the next tick of a schedule on the timer heap.
@@ -106,6 +175,28 @@ impl Inner {
             // The start event's shard went to another engine after this tick was armed.
             return;
         }
+        // On a shared store another engine may have moved the schedule (a redeployment there):
+        // the stored one counts, and the deployment lock keeps it still until this tick is
+        // durable.
+        let _cluster = if self.store.shared() {
+            let adopted = self
+                .store
+                .lock_deployments()
+                .map_err(EngineError::from)
+                .and_then(|lock| {
+                    self.adopt_stored_schedule(process_id, node, due_ms)?;
+                    Ok(lock)
+                });
+            match adopted {
+                Ok(lock) => Some(lock),
+                Err(err) => {
+                    tracing::error!(process = process_id, node, due_ms, error = %err, "a timer start event's tick could not read its schedule");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let key = (process_id.to_string(), node.to_string());
         let prepared = {
             let _lock = self.correlation.lock().unwrap_or_else(|e| e.into_inner());

@@ -337,6 +337,42 @@ pub trait Store: Send + Sync + 'static {
     fn flush_stats(&self) -> Option<FlushStats> {
         None
     }
+
+    /// Holds off the deployments and timer-start ticks of every other process on a
+    /// [shared](Store::shared) store until the returned lock is dropped. Under it the engine
+    /// reads what the others deployed and how far the schedules moved, then chooses a version
+    /// number or moves a schedule, and drops the lock once that commit is durable: so two nodes
+    /// never give one version number to different content, and no schedule is moved from a
+    /// stale copy. A store of one process returns a lock that holds nothing (the engine's own
+    /// locks serialize its work).
+    fn lock_deployments(&self) -> Result<DeploymentLock, StoreError> {
+        Ok(DeploymentLock::default())
+    }
+}
+
+/// A store's cluster-wide deployment lock ([`Store::lock_deployments`]), released on drop.
+#[derive(Default)]
+#[must_use = "the lock is released when dropped"]
+pub struct DeploymentLock {
+    /// Whatever keeps the lock, dropped to release it (`None`: nothing to hold).
+    holder: Option<Box<dyn Send>>,
+}
+
+impl DeploymentLock {
+    /// A lock kept for as long as `holder` lives; dropping the holder releases it.
+    pub fn held_by(holder: impl Send + 'static) -> Self {
+        Self {
+            holder: Some(Box::new(holder)),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeploymentLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentLock")
+            .field("held", &self.holder.is_some())
+            .finish()
+    }
 }
 
 /// History key: instance id, a zero byte, then the big-endian event number.
