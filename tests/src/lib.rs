@@ -7,6 +7,7 @@
 //! stale binary.
 
 pub mod serve;
+pub mod webhooks;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -4,9 +4,12 @@
 //! database refuses connections and true again after, a second node on the same database refused
 //! naming the first, and `flowbot db migrate`; and the database server restarted under load
 //! (`FLOWBOT_TEST_POSTGRES_RESTART`, the command that restarts it, set by `scripts/test-all.sh`):
-//! every start acknowledged before, during or after is there afterwards, once.
+//! every start acknowledged before, during or after is there afterwards, once. Clusters of
+//! nodes on one database: three sharing the work with one killed, any node answering for any
+//! instance, and the webhooks handed over when their coordinator is killed.
 
 use flowbot_e2e::serve::{project, Server};
+use flowbot_e2e::webhooks;
 use flowbot_e2e::{flowbot, repo_root};
 use serde_json::json;
 use std::process::Command;
@@ -690,4 +693,142 @@ fn any_node_of_a_cluster_takes_requests_about_any_instance() {
     }
     assert_eq!(b.terminate(), Some(0));
     assert_eq!(a.terminate(), Some(0));
+}
+
+/// start → end, telling `ops` as it leaves the start.
+const NOTIFYING_FLOW: &str = "process: note
+nodes:
+  s:
+    start: ~
+    next: e
+    rules:
+      - { on: leave, script: 'notify(\"ops\", \"started\");' }
+  e: { end: ~ }
+";
+
+/// Whether `server` serves shard 0, whose owner coordinates the cluster (it delivers the
+/// webhooks).
+fn coordinates(server: &Server) -> bool {
+    let shards = shards_of(server);
+    shards == "0" || shards.starts_with("0-") || shards.starts_with("0,")
+}
+
+/// The numbers of `ops`'s notifications from `from` on, as `node` reads the log.
+fn ops_numbers(node: &Server, from: u64) -> Vec<u64> {
+    let page = node
+        .get(&format!(
+            "/api/v1/notifications?receiver=ops&after={}&limit=1000",
+            from - 1
+        ))
+        .json();
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn webhooks_go_on_from_the_stored_cursor_when_the_coordinator_is_killed() {
+    let _server = exclusive();
+    let Some((dir, workflows, url)) =
+        cluster_project("flowbot_e2e_webhooks", ("note.yaml", NOTIFYING_FLOW))
+    else {
+        return;
+    };
+    let (hook, received) = webhooks::receiver(0);
+    let config = dir.path().join("flowbot.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[webhooks]]\nname = \"ops\"\nurl = \"{hook}\"\nreceiver = \"ops\"\nmax_backoff_ms = 200\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut nodes: Vec<Option<Server>> = ["w-a", "w-b"]
+        .iter()
+        .map(|name| Some(cluster_node(dir.path(), &workflows, &url, name)))
+        .collect();
+    for node in nodes.iter().flatten() {
+        node.wait_for("a share of the shards", Duration::from_secs(30), |s| {
+            s.get("/readyz").status == 200
+        });
+    }
+    let start = |node: &Server| {
+        let answer = node.post("/api/v1/instances", &json!({"process": "note"}));
+        assert_eq!(answer.status, 201, "{}", answer.body);
+    };
+    // A webhook seen for the first time starts at the log's end: deliveries count from the first
+    // entry it sent.
+    persist("a first delivery", || {
+        start(nodes[0].as_ref().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        !received.lock().unwrap().is_empty()
+    });
+    let from = received.lock().unwrap()[0].seq;
+    let delivered_from = |node: &Server| {
+        let log = ops_numbers(node, from);
+        let deliveries = received.lock().unwrap().clone();
+        webhooks::first_receipts(&deliveries, "ops") == log
+    };
+
+    // Starts on both nodes; every entry arrives once the coordinator has sent it.
+    for _ in 0..10 {
+        for node in nodes.iter().flatten() {
+            start(node);
+        }
+    }
+    let coordinator = nodes
+        .iter()
+        .position(|n| n.as_ref().is_some_and(coordinates))
+        .expect("one node serves shard 0");
+    let survivor = 1 - coordinator;
+    nodes[survivor].as_ref().unwrap().wait_for(
+        "every entry at the webhook",
+        Duration::from_secs(60),
+        |s| delivered_from(s),
+    );
+
+    // The coordinator starts more and is killed at once, some of its entries not sent yet; the
+    // other node takes shard 0 once its lease ran out and goes on from the stored cursor.
+    for _ in 0..10 {
+        start(nodes[coordinator].as_ref().unwrap());
+    }
+    nodes[coordinator].take().unwrap().kill();
+    let before_kill = received.lock().unwrap().len();
+    let last_before_kill = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap();
+    let survivor = nodes[survivor].as_ref().unwrap();
+    for _ in 0..10 {
+        start(survivor);
+    }
+    survivor.wait_for("the duty of shard 0", Duration::from_secs(60), coordinates);
+    survivor.wait_for(
+        "every entry at the webhook after the kill",
+        Duration::from_secs(60),
+        |s| delivered_from(s),
+    );
+    let deliveries = received.lock().unwrap().clone();
+    let sent_again = deliveries[before_kill..]
+        .iter()
+        .filter(|d| d.seq <= last_before_kill)
+        .count();
+    assert!(
+        sent_again < before_kill,
+        "the new coordinator sent everything again ({sent_again} of {before_kill}) instead of \
+         going on from the stored cursor"
+    );
+    eprintln!(
+        "{} entries delivered, {} of them after the kill, {sent_again} sent again",
+        ops_numbers(survivor, from).len(),
+        deliveries.len() - before_kill
+    );
+    assert_eq!(
+        nodes.into_iter().flatten().next().unwrap().terminate(),
+        Some(0)
+    );
 }
