@@ -25,6 +25,7 @@ use crate::decode::{fit, json_answer, label_answer, Decoding, Step};
 use crate::generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason};
 use crate::lm::{BatchLm, LmError, SlotRun};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
+use rayon::prelude::*;
 
 /// Sizes of a [`BatchGenerator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,20 +477,31 @@ impl Worker {
             }
         };
         let vocab = self.lm.vocab_size();
-        for (&slot, logits) in slots.iter().zip(logits.chunks_mut(vocab)) {
-            let Some(mut active) = self.active[slot].take() else {
-                continue;
-            };
+        let mut stepping: Vec<(usize, Active, &mut [f32])> = slots
+            .iter()
+            .zip(logits.chunks_mut(vocab))
+            .filter_map(|(&slot, logits)| Some((slot, self.active[slot].take()?, logits)))
+            .collect();
+        // Each request picks its next token from its own logits (with a constraint over a large
+        // vocabulary, a scan worth spreading over the cores): the same tokens in any order.
+        let tokenizer = &self.text.tokenizer;
+        let take_step = |(_, active, logits): &mut (usize, Active, &mut [f32])| {
+            let job = &mut active.job;
+            let constraint = job.machine.as_mut().map(Machine::constraint);
+            let sink = job.sink.as_deref_mut().map(|s| s as &mut dyn FnMut(&str));
+            job.decoding.step(logits, tokenizer, constraint, sink)
+        };
+        let steps: Vec<Step> = if stepping.len() > 1 {
+            stepping.par_iter_mut().map(take_step).collect()
+        } else {
+            stepping.iter_mut().map(take_step).collect()
+        };
+        for ((slot, mut active, _), step) in stepping.into_iter().zip(steps) {
             let cached = &mut self.cached[slot];
             cached.truncate(active.start);
             cached.extend_from_slice(&active.pending);
             let job = &mut active.job;
-            let constraint = job.machine.as_mut().map(Machine::constraint);
-            let sink = job.sink.as_deref_mut().map(|s| s as &mut dyn FnMut(&str));
-            match job
-                .decoding
-                .step(logits, &self.text.tokenizer, constraint, sink)
-            {
+            match step {
                 Step::Token(next) => {
                     active.start = job.decoding.next_position();
                     active.pending = vec![next];
@@ -498,6 +510,7 @@ impl Worker {
                 Step::Stop(reason) => active.job.finish(reason),
             }
         }
+        self.lm.recycle_logits(logits);
     }
 }
 

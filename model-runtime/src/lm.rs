@@ -108,6 +108,12 @@ pub trait BatchLm: Send {
     /// Runs every run (each on its own slot) and returns the last-token logits of the runs that
     /// ask for them, one after another in the order of `runs` (`vocab_size()` values each).
     fn forward_batch(&mut self, runs: &[SlotRun<'_>]) -> Result<Vec<f32>, LmError>;
+    /// Gives back the logits of an earlier [`BatchLm::forward_batch`], whose buffer the next
+    /// one may fill instead of a fresh one (every step of a batch returns a large buffer: the
+    /// vocabulary times the requests). Models that keep nothing drop it.
+    fn recycle_logits(&mut self, logits: Vec<f32>) {
+        drop(logits);
+    }
     /// Vocabulary size.
     fn vocab_size(&self) -> usize;
     /// The largest number of positions a slot can hold.

@@ -103,3 +103,85 @@ fn the_candle_backend_runs_gemma3_files() {
     }
     assert!(max_diff(&stepped, &whole) <= 1e-3 * range);
 }
+
+/// Three sequences that share a prefix longer than the sliding window, run as one batch with the
+/// prefix copied between their caches (so the attention reads it from one copy), get the logits
+/// each gets alone, bit for bit: for their new prompts and for a token decoded after them. The
+/// sliding layers read only the part of the shared prefix inside each row's window.
+#[test]
+fn a_batch_sharing_a_prefix_longer_than_the_window_gives_each_the_logits_it_gets_alone() {
+    use flowbot_model_runtime::lm::SlotRun;
+    let model = tiny_gemma(9);
+    let load = || {
+        FastLlama::from_reader(
+            &mut Cursor::new(&model.gguf),
+            &FastOptions {
+                threads: Some(2),
+                isa: None,
+            },
+        )
+        .unwrap()
+    };
+    let prefix = &TOKENS[..8];
+    assert!(prefix.len() > WINDOW);
+    let tails: [&[u32]; 3] = [&[7, 8, 9], &[10], &[11, 12, 13, 14, 15, 16, 17, 18, 19, 20]];
+    let next_token = [1u32];
+    let alone: Vec<(Vec<f32>, Vec<f32>)> = tails
+        .iter()
+        .map(|tail| {
+            let mut lm = load();
+            let ids: Vec<u32> = prefix.iter().chain(tail.iter()).copied().collect();
+            let first = lm.forward(&ids, 0).unwrap();
+            let next = lm.forward(&next_token, ids.len()).unwrap();
+            (first, next)
+        })
+        .collect();
+
+    let mut batch = Box::new(load()).into_batch(tails.len());
+    let run = |slot: usize, tokens: &'static [u32], start: usize, logits: bool| SlotRun {
+        slot,
+        tokens,
+        start,
+        logits,
+    };
+    batch
+        .forward_batch(&[run(0, &TOKENS[..8], 0, false)])
+        .unwrap();
+    for slot in 1..tails.len() {
+        batch.copy_prefix(0, slot, 0..prefix.len()).unwrap();
+    }
+    let runs: Vec<SlotRun<'_>> = tails
+        .iter()
+        .enumerate()
+        .map(|(slot, tail)| SlotRun {
+            slot,
+            tokens: tail,
+            start: prefix.len(),
+            logits: true,
+        })
+        .collect();
+    let first = batch.forward_batch(&runs).unwrap();
+    let decode: Vec<SlotRun<'_>> = tails
+        .iter()
+        .enumerate()
+        .map(|(slot, tail)| SlotRun {
+            slot,
+            tokens: &next_token,
+            start: prefix.len() + tail.len(),
+            logits: true,
+        })
+        .collect();
+    let next = batch.forward_batch(&decode).unwrap();
+    for (i, (want_first, want_next)) in alone.iter().enumerate() {
+        assert_eq!(
+            &first[i * VOCAB..(i + 1) * VOCAB],
+            &want_first[..],
+            "sequence {i}: its prompt"
+        );
+        assert_eq!(
+            &next[i * VOCAB..(i + 1) * VOCAB],
+            &want_next[..],
+            "sequence {i}: the next token"
+        );
+    }
+}

@@ -84,8 +84,10 @@ pub(super) struct AttendSegment<'a> {
 /// Tokens of one segment handled by one parallel job.
 const JOB_TOKENS: usize = 16;
 
-/// Segments of one shared prefix handled by one parallel job.
-const JOB_SEGMENTS: usize = 8;
+/// Rows of segments of one shared prefix handled by one parallel job (a segment's rows may be
+/// spread over several jobs, so that a segment with a long new prompt does not make one job
+/// much longer than the others).
+const JOB_SHARED_ROWS: usize = 8;
 
 /// A parallel job of [`attend`].
 enum Job {
@@ -95,10 +97,11 @@ enum Job {
         tokens: Range<usize>,
         kv_head: usize,
     },
-    /// Every row of `segments`, whose first `prefix` positions are shared: every row reads
-    /// those from one copy (the first segment's cache), which stays in the caches of the CPU.
+    /// Rows `.1` of each segment `.0` of `pieces`, whose first `prefix` positions are shared:
+    /// every row reads those from one copy (the first piece's cache), which stays in the caches
+    /// of the CPU.
     Shared {
-        segments: Vec<usize>,
+        pieces: Vec<(usize, Range<usize>)>,
         prefix: usize,
         kv_head: usize,
     },
@@ -114,7 +117,7 @@ enum Job {
 /// too, every row reading the prefix from one copy.
 /// Both ways add the same products in the same order, so the results are the same. With a
 /// `window`, a token sees only the positions less than `window` before it (sliding-window
-/// layers; prefixes are not shared then).
+/// layers; a row reads the part of a shared prefix inside its window).
 pub(super) fn attend(
     h: &Hyper,
     window: Option<usize>,
@@ -133,12 +136,10 @@ pub(super) fn attend(
     let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
     for (index, segment) in segments.iter().enumerate() {
         match segment.shared {
-            Some((prefix, len)) if window.is_none() && len > 0 => {
-                match groups.iter_mut().find(|(p, _)| *p == prefix) {
-                    Some((_, members)) => members.push(index),
-                    None => groups.push((prefix, vec![index])),
-                }
-            }
+            Some((prefix, len)) if len > 0 => match groups.iter_mut().find(|(p, _)| *p == prefix) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((prefix, vec![index])),
+            },
             _ => alone.push(index),
         }
     }
@@ -147,21 +148,24 @@ pub(super) fn attend(
             alone.extend(members);
             continue;
         }
-        for chunk in members.chunks(JOB_SEGMENTS) {
-            let prefix = chunk
-                .iter()
-                .map(|&i| {
-                    segments[i]
-                        .shared
-                        .map_or(0, |(_, len)| len.min(segments[i].start))
-                })
-                .min()
-                .unwrap_or(0);
-            jobs.extend((0..h.n_kv_head).map(|kv_head| Job::Shared {
-                segments: chunk.to_vec(),
-                prefix,
-                kv_head,
-            }));
+        let mut pieces: Vec<(usize, Range<usize>)> = Vec::new();
+        let mut rows = 0;
+        for &index in &members {
+            let segment = &segments[index];
+            let mut first = segment.rows.start;
+            while first < segment.rows.end {
+                let last = (first + JOB_SHARED_ROWS - rows).min(segment.rows.end);
+                pieces.push((index, first..last));
+                rows += last - first;
+                first = last;
+                if rows == JOB_SHARED_ROWS {
+                    jobs.extend(shared_jobs(segments, std::mem::take(&mut pieces), h));
+                    rows = 0;
+                }
+            }
+        }
+        if !pieces.is_empty() {
+            jobs.extend(shared_jobs(segments, pieces, h));
         }
     }
     for index in alone {
@@ -217,15 +221,15 @@ pub(super) fn attend(
             }
         }
         Job::Shared {
-            segments: members,
+            pieces,
             prefix,
             kv_head,
         } => {
             let mut rows = Vec::new();
-            for &index in &members {
-                let segment = &segments[index];
+            for (index, tokens) in &pieces {
+                let segment = &segments[*index];
                 let own = segment_group(segment, kv_head, hd, reps, window, scale);
-                for t in segment.rows.clone() {
+                for t in tokens.clone() {
                     let pos = segment.start + t - segment.rows.start;
                     let (queries, out) = row(t, kv_head);
                     rows.push(SharedRow {
@@ -237,7 +241,7 @@ pub(super) fn attend(
                     });
                 }
             }
-            let first = &segments[members[0]];
+            let first = &segments[pieces[0].0];
             let shared = segment_group(first, kv_head, hd, reps, window, scale);
             #[cfg(target_arch = "x86_64")]
             if wide {
@@ -249,6 +253,31 @@ pub(super) fn attend(
         }
     };
     jobs.into_par_iter().for_each(job);
+}
+
+/// The jobs (one per key/value head) of the rows `pieces` of segments of one shared prefix: the
+/// prefix they read from one copy is what every one of their segments holds of it before its
+/// first row.
+fn shared_jobs(
+    segments: &[AttendSegment<'_>],
+    pieces: Vec<(usize, Range<usize>)>,
+    h: &Hyper,
+) -> Vec<Job> {
+    let prefix = pieces
+        .iter()
+        .map(|(index, _)| {
+            let segment = &segments[*index];
+            segment.shared.map_or(0, |(_, len)| len.min(segment.start))
+        })
+        .min()
+        .unwrap_or(0);
+    (0..h.n_kv_head)
+        .map(|kv_head| Job::Shared {
+            pieces: pieces.clone(),
+            prefix,
+            kv_head,
+        })
+        .collect()
 }
 
 /// The cache of key/value head `kv_head` of `segment` up to its last row.
@@ -289,20 +318,31 @@ unsafe fn attend_shared_avx2(shared: &Group<'_>, prefix: usize, rows: &mut [Shar
 
 /// [`attend_group`] for many rows whose first `prefix` positions are `shared`'s: every row reads
 /// them from that one copy instead of its own (so the prefix stays in the CPU's caches across
-/// the rows). The products and sums are those of [`attend_group`], in the same order.
+/// the rows). With a sliding window, a row reads the part of the prefix inside its window. The
+/// products and sums are those of [`attend_group`], in the same order.
 #[inline(always)]
 fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) {
     let (hd, reps, scale) = (shared.hd, shared.reps, shared.scale);
     for row in rows.iter_mut() {
         let n = row.pos + 1;
+        let first = shared.window.map_or(0, |w| n.saturating_sub(w));
+        // Positions `first..split` come from the shared copy (none when the window starts
+        // past the prefix), `split..n` from the row's own.
+        let (from, split) = (first.min(prefix), prefix.max(first));
         for r in 0..reps {
             let query = &row.queries[r * hd..(r + 1) * hd];
-            let scores = &mut row.scores[r * n..(r + 1) * n];
-            let (shared_scores, own_scores) = scores.split_at_mut(prefix);
-            key_scores(query, &shared.keys[..prefix * hd], hd, scale, shared_scores);
+            let scores = &mut row.scores[r * n + first..(r + 1) * n];
+            let (shared_scores, own_scores) = scores.split_at_mut(split - first);
             key_scores(
                 query,
-                &row.group.keys[prefix * hd..n * hd],
+                &shared.keys[from * hd..(from + split - first) * hd],
+                hd,
+                scale,
+                shared_scores,
+            );
+            key_scores(
+                query,
+                &row.group.keys[split * hd..n * hd],
                 hd,
                 scale,
                 own_scores,
@@ -310,10 +350,14 @@ fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) 
             softmax(scores);
             let out = &mut row.out[r * hd..(r + 1) * hd];
             out.fill(0.0);
-            add_weighted_values(&scores[..prefix], &shared.values[..prefix * hd], out);
             add_weighted_values(
-                &scores[prefix..],
-                &row.group.values[prefix * hd..n * hd],
+                &scores[..split - first],
+                &shared.values[from * hd..(from + split - first) * hd],
+                out,
+            );
+            add_weighted_values(
+                &scores[split - first..],
+                &row.group.values[split * hd..n * hd],
                 out,
             );
         }
@@ -506,7 +550,8 @@ mod tests {
     }
 
     /// Attention of three sequences whose caches start with the same 9 positions: reading the
-    /// prefix once for all of them gives exactly the results of reading each cache alone.
+    /// prefix once for all of them gives exactly the results of reading each cache alone, also
+    /// with sliding windows that cut into the prefix, skip it, or hold it all.
     #[test]
     fn a_shared_prefix_gives_the_results_of_separate_caches() {
         let h = hyper();
@@ -516,8 +561,10 @@ mod tests {
         let (capacity, hd, prefix) = (20, h.head_dim, 9);
         let cache_len = h.n_kv_head * capacity * hd;
         let (shared_keys, shared_values) = (random(cache_len), random(cache_len));
-        // (start, rows): a sequence in prefill and two decoding one token each.
-        let shapes = [(9, 4), (12, 1), (15, 1)];
+        // (start, rows): three sequences decoding one token each (the first one's cache the
+        // shortest: the copy the others read the prefix from) and one in prefill, with more
+        // rows than one job takes.
+        let shapes = [(9, 1), (12, 1), (15, 1), (9, 11)];
         let mut caches = Vec::new();
         for _ in shapes {
             let (mut keys, mut values) = (random(cache_len), random(cache_len));
@@ -531,7 +578,7 @@ mod tests {
         let rows: usize = shapes.iter().map(|(_, r)| r).sum();
         let qkv_width = (h.n_head + 2 * h.n_kv_head) * hd;
         let qkv = random(rows * qkv_width);
-        let run = |shared: Option<(u64, usize)>, wide: bool| {
+        let run = |shared: Option<(u64, usize)>, window: Option<usize>, wide: bool| {
             let mut first = 0;
             let segments: Vec<AttendSegment<'_>> = shapes
                 .iter()
@@ -549,7 +596,7 @@ mod tests {
                 })
                 .collect();
             let mut out = vec![0f32; rows * h.n_head * hd];
-            attend(&h, None, &qkv, qkv_width, &segments, &mut out, wide);
+            attend(&h, window, &qkv, qkv_width, &segments, &mut out, wide);
             out
         };
         #[cfg(target_arch = "x86_64")]
@@ -557,9 +604,15 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         let wide = false;
         for wide in [false, wide] {
-            let alone = run(None, wide);
-            assert!(alone.iter().any(|v| *v != 0.0));
-            assert_eq!(run(Some((1, prefix)), wide), alone, "wide: {wide}");
+            for window in [None, Some(4), Some(8), Some(12), Some(30)] {
+                let alone = run(None, window, wide);
+                assert!(alone.iter().any(|v| *v != 0.0));
+                assert_eq!(
+                    run(Some((1, prefix)), window, wide),
+                    alone,
+                    "wide: {wide}, window: {window:?}"
+                );
+            }
         }
     }
 }

@@ -291,6 +291,9 @@ pub struct FastBatch {
     scratch: Scratch,
     /// The id the next shared prefix gets.
     next_prefix: u64,
+    /// The buffer of an earlier step's logits, given back to be filled again
+    /// ([`BatchLm::recycle_logits`]).
+    spare_logits: Vec<f32>,
 }
 
 /// The rows of one sequence in a forward pass.
@@ -476,6 +479,7 @@ impl FastLlama {
             std::slice::from_mut(&mut self.cache),
             &mut self.scratch,
             &[run],
+            Vec::new(),
         );
         Ok(self.scratch.final_rows.take().unwrap_or_default())
     }
@@ -517,6 +521,7 @@ impl Weights {
         caches: &mut [KvCache],
         scratch: &mut Scratch,
         runs: &[SlotRun<'_>],
+        mut logits: Vec<f32>,
     ) -> Vec<f32> {
         let mut end = 0;
         for run in runs {
@@ -530,7 +535,8 @@ impl Weights {
             local.ensure(end);
         }
         let pool = Arc::clone(&self.pool);
-        let mut logits = Vec::new();
+        logits.clear();
+        logits.reserve(runs.iter().filter(|run| run.logits).count() * self.hyper.vocab);
         let mut tokens: Vec<u32> = Vec::with_capacity(MAX_BATCH);
         let mut segments: Vec<Segment> = Vec::new();
         pool.install(|| {
@@ -749,6 +755,7 @@ impl CausalLm for FastLlama {
             std::slice::from_mut(&mut self.cache),
             &mut self.scratch,
             &[run],
+            Vec::new(),
         ))
     }
 
@@ -777,6 +784,7 @@ impl CausalLm for FastLlama {
             caches,
             scratch,
             next_prefix: 0,
+            spare_logits: Vec::new(),
         })
     }
 }
@@ -867,9 +875,14 @@ impl BatchLm for FastBatch {
             }
             self.weights.check(run.tokens, run.start, cache.len)?;
         }
+        let logits = std::mem::take(&mut self.spare_logits);
         Ok(self
             .weights
-            .forward(&mut self.caches, &mut self.scratch, runs))
+            .forward(&mut self.caches, &mut self.scratch, runs, logits))
+    }
+
+    fn recycle_logits(&mut self, logits: Vec<f32>) {
+        self.spare_logits = logits;
     }
 
     fn vocab_size(&self) -> usize {
