@@ -496,7 +496,7 @@ fn parsed(yaml: &str) -> flowbot_engine::Definitions {
 /// An engine on `store` that owns no shard until a membership round gives it some.
 async fn shared_engine(
     store: Arc<PgStore>,
-    clock: &flowbot_engine::clock::VirtualClock,
+    clock: &(impl flowbot_engine::clock::Clock + Clone),
 ) -> flowbot_engine::Engine {
     flowbot_engine::Engine::builder()
         .store(store)
@@ -886,23 +886,13 @@ async fn a_timer_start_redeployed_on_a_node_that_does_not_own_it_moves_on_its_ow
     let lease = std::time::Duration::from_secs(1);
     let hour = 60 * MINUTE_MS;
     let clock = ManualClock::starting_at(0);
-    let build = |store: Arc<PgStore>| {
-        flowbot_engine::Engine::builder()
-            .store(store)
-            .clock(Arc::new(clock.clone()))
-            .options(flowbot_engine::EngineOptions {
-                shards: ShardSet::NONE,
-                ..Default::default()
-            })
-            .build()
-    };
     // a owns every shard; b none (it runs no membership round until a is gone).
     let store_a = Arc::new(open_shared(&url, "node-a", lease));
-    let a = build(store_a.clone()).await.unwrap();
+    let a = shared_engine(store_a.clone(), &clock).await;
     assert_eq!(round(&a, &store_a).await.acquired, ShardSet::ALL);
     a.deploy(&ticking("R/PT1H", "v1"), None).await.unwrap();
     let store_b = Arc::new(open_shared(&url, "node-b", lease));
-    let b = build(store_b.clone()).await.unwrap();
+    let b = shared_engine(store_b.clone(), &clock).await;
     clock.set(hour);
     until_ticks(&a, &[(hour, 1, 1)]).await;
 
