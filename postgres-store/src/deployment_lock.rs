@@ -20,6 +20,8 @@ const DEPLOYMENT_LOCK: i64 = 0x666c_6f77_0003;
 pub(crate) const DEPLOYMENT_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Pause between two tries while another node holds the lock.
 const RETRY_EVERY: Duration = Duration::from_millis(20);
+/// Pause between two connections while the database does not answer.
+const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 
 /// The lock: the connection whose session holds it. Dropping it closes the connection.
 pub(crate) struct HeldDeploymentLock {
@@ -27,13 +29,31 @@ pub(crate) struct HeldDeploymentLock {
 }
 
 /// Takes the lock on a new connection to `target` (its connection task on `runtime`); `Ok(None)`
-/// when another node held it for all of [`DEPLOYMENT_LOCK_WAIT`].
+/// when another node held it for all of [`DEPLOYMENT_LOCK_WAIT`]. A database that does not
+/// answer (restarting) is tried again within the same time, so a deployment or a timer start
+/// event's tick waits out a short restart instead of failing.
 pub(crate) async fn acquire(
     target: &Target,
     runtime: &Handle,
 ) -> Result<Option<HeldDeploymentLock>, String> {
-    let session = target.connect(runtime).await.map_err(|e| e.to_string())?;
     let deadline = Instant::now() + DEPLOYMENT_LOCK_WAIT;
+    loop {
+        let attempt = match target.connect(runtime).await {
+            Ok(session) => try_lock(session, deadline).await,
+            Err(err) => Err(err.to_string()),
+        };
+        match attempt {
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(RECONNECT_EVERY).await,
+            done => return done,
+        }
+    }
+}
+
+/// Polls for the lock on `session` until `deadline`.
+async fn try_lock(
+    session: tokio_postgres::Client,
+    deadline: Instant,
+) -> Result<Option<HeldDeploymentLock>, String> {
     loop {
         let taken: bool = session
             .query_one("SELECT pg_try_advisory_lock($1)", &[&DEPLOYMENT_LOCK])
