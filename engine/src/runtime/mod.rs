@@ -273,4 +273,6 @@ mod schedule_tests;
 #[cfg(test)]
 mod shard_tests;
 #[cfg(test)]
+mod test_store;
+#[cfg(test)]
 mod tests;

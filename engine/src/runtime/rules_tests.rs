@@ -2,15 +2,15 @@
 //! behind, and the daily settlement workflow (rule 7) runs on the engine's timers.
 
 use super::record::decode;
+use super::test_store::RecordingStore;
 use super::*;
 use crate::clock::VirtualClock;
 use crate::executor::ExecError;
 use crate::executor::InstanceStatus;
 use crate::rules::Effect as RuleEffect;
 use crate::rules::{RuleEngine, RulesConfig, StdlibConfig};
-use crate::store::{Ack, SnapshotChange};
-use crate::store::{KeyValue, OutboxEntry as StoredOutboxEntry};
-use crate::store::{MemoryStore, StepCommit, Store, StoreError, Table};
+use crate::store::SnapshotChange;
+use crate::store::{StepCommit, Store};
 use serde_json::json;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -19,73 +19,6 @@ use std::time::Duration;
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
 const WORKFLOWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows");
-
-/// A memory store that keeps a copy of every commit.
-#[derive(Default)]
-struct RecordingStore {
-    inner: MemoryStore,
-    commits: Mutex<Vec<StepCommit>>,
-}
-
-impl Store for RecordingStore {
-    fn commit(&self, commit: StepCommit) -> Result<Ack, StoreError> {
-        self.commits.lock().unwrap().push(commit.clone());
-        self.inner.commit(commit)
-    }
-    fn instance(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.instance(id)
-    }
-    fn unfinished(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.unfinished()
-    }
-    fn history(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.inner.history(id)
-    }
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.inner.scan(table, prefix)
-    }
-    fn pending_outbox(&self) -> Result<Vec<StoredOutboxEntry>, StoreError> {
-        self.inner.pending_outbox()
-    }
-    fn ack_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.inner.ack_outbox(seqs)
-    }
-    fn instance_count(&self) -> Result<u64, StoreError> {
-        self.inner.instance_count()
-    }
-    fn instance_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.instance_ids()
-    }
-    fn next_id(&self) -> Result<u64, StoreError> {
-        self.inner.next_id()
-    }
-    fn instances_after(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.instances_after(after, limit)
-    }
-    fn purge_instance(&self, id: &str) -> Result<(), StoreError> {
-        self.inner.purge_instance(id)
-    }
-    fn notifications_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.notifications_after(after, limit)
-    }
-    fn last_notification(&self) -> Result<u64, StoreError> {
-        self.inner.last_notification()
-    }
-    fn remove_notifications_through(&self, through: u64) -> Result<(), StoreError> {
-        self.inner.remove_notifications_through(through)
-    }
-}
 
 fn workflow(name: &str) -> Definitions {
     let path = Path::new(WORKFLOWS).join(name);

@@ -632,3 +632,45 @@ nodes:
         "the task's end disarms its boundary timer"
     );
 }
+
+/// On a store shared with other engines a tick takes the store's deployment lock; while the
+/// database does not answer, the tick is tried again each second instead of being lost, and
+/// starts its one instance, for the tick it was, once the lock is had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_whose_lock_is_refused_is_tried_again_until_it_starts_its_instance() {
+    let clock = ManualClock::starting_at(0);
+    let store = Arc::new(super::test_store::RecordingStore {
+        shared: true,
+        ..Default::default()
+    });
+    let engine = Engine::builder()
+        .store(store.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    engine
+        .deploy(&ticking("R/PT1H", None, "v1"), None)
+        .await
+        .unwrap();
+    store
+        .lock_refusals
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    let mut now = HOUR_MS;
+    clock.set(now);
+    until("the tick, after the refusals", || {
+        now += 1_000;
+        clock.set(now);
+        count(&engine) == 1
+    })
+    .await;
+    assert_eq!(
+        store
+            .lock_refusals
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    engine.shutdown().await;
+    let seen: Vec<(u32, u64, u32)> = ticks(&engine).iter().map(|t| (t.1, t.2, t.3)).collect();
+    assert_eq!(seen, vec![(1, HOUR_MS, 1)]);
+}

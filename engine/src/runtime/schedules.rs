@@ -20,6 +20,9 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// How long a tick whose schedule could not be read waits before it tries again.
+const TICK_RETRY_MS: u64 = 1_000;
+
 impl Inner {
     /// The schedules of the timer start events of `process_id` for its new `version`: a start
     /// event whose timer is unchanged keeps its next tick (no tick is skipped or repeated by a
@@ -85,6 +88,25 @@ impl Inner {
             commit.remove(Table::Schedules, schedule_key(process_id, node));
         }
         Ok(schedules)
+    }
+
+    /// Arms the tick due at `due_ms` again a second from now (nothing changed: the store did not
+    /// answer).
+    fn retry_tick(self: &Arc<Self>, process_id: &str, node: &str, due_ms: u64) {
+        let target = TimerTarget::Start {
+            process_id: process_id.to_string(),
+            node: node.to_string(),
+        };
+        self.spawn(move |inner| async move {
+            let again = inner.clock.now_ms() + TICK_RETRY_MS;
+            inner.clock.sleep_until(again).await;
+            inner
+                .timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Reverse((due_ms, target)));
+            inner.timers_changed.notify_one();
+        });
     }
 
     /// Shared store: makes the stored schedule of a timer start event this engine's (compiling
@@ -190,7 +212,8 @@ impl Inner {
             match adopted {
                 Ok(lock) => Some(lock),
                 Err(err) => {
-                    tracing::error!(process = process_id, node, due_ms, error = %err, "a timer start event's tick could not read its schedule");
+                    tracing::error!(process = process_id, node, due_ms, error = %err, "a timer start event's tick could not read its schedule; trying again in a second");
+                    self.retry_tick(process_id, node, due_ms);
                     return;
                 }
             }
