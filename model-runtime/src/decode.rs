@@ -340,28 +340,22 @@ const SAMPLE_STRIDE: usize = 64;
 struct Ranked<'a> {
     logits: &'a [f32],
     head: Vec<u32>,
-    /// `None` when the head holds the whole vocabulary.
-    threshold: Option<f32>,
+    /// The threshold's [`order_key`]; `None` when the head holds the whole vocabulary.
+    threshold: Option<i32>,
 }
 
 impl<'a> Ranked<'a> {
     fn new(logits: &'a [f32]) -> Self {
-        let by_logit = |a: &u32, b: &u32| {
-            logits[*b as usize]
-                .total_cmp(&logits[*a as usize])
-                .then(a.cmp(b))
-        };
         let rank = HEAD / SAMPLE_STRIDE;
         let (mut head, threshold) = if logits.len() <= 2 * HEAD {
             ((0..logits.len() as u32).collect::<Vec<u32>>(), None)
         } else {
             let mut sample: Vec<f32> = logits.iter().step_by(SAMPLE_STRIDE).copied().collect();
             sample.select_nth_unstable_by(rank - 1, |a, b| b.total_cmp(a));
-            let threshold = sample[rank - 1];
-            let at_least = order_key(threshold);
-            (ids_where(logits, |key| key >= at_least), Some(threshold))
+            let threshold = order_key(sample[rank - 1]);
+            (ids_where(logits, |key| key >= threshold), Some(threshold))
         };
-        head.sort_unstable_by(by_logit);
+        head.sort_unstable_by(by_logit(logits));
         Ranked {
             logits,
             head,
@@ -379,15 +373,18 @@ impl<'a> Ranked<'a> {
         let Some(threshold) = self.threshold else {
             return Vec::new();
         };
-        let logits = self.logits;
-        let below = order_key(threshold);
-        let mut rest = ids_where(logits, |key| key < below);
-        rest.sort_unstable_by(|a, b| {
-            logits[*b as usize]
-                .total_cmp(&logits[*a as usize])
-                .then(a.cmp(b))
-        });
+        let mut rest = ids_where(self.logits, |key| key < threshold);
+        rest.sort_unstable_by(by_logit(self.logits));
         rest
+    }
+}
+
+/// The order constrained picking reads ids in: logit descending, then id ascending.
+fn by_logit(logits: &[f32]) -> impl Fn(&u32, &u32) -> std::cmp::Ordering + '_ {
+    |a, b| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
     }
 }
 
@@ -474,12 +471,9 @@ mod tests {
             let ranked = Ranked::new(&logits);
             let mut read = ranked.head().to_vec();
             read.extend(ranked.rest());
+            // A full sort, stable, by logit alone: ties keep id order.
             let mut expected: Vec<u32> = (0..size as u32).collect();
-            expected.sort_by(|a, b| {
-                logits[*b as usize]
-                    .total_cmp(&logits[*a as usize])
-                    .then(a.cmp(b))
-            });
+            expected.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
             assert_eq!(read, expected, "{size} logits");
             if size >= 100_000 {
                 // A large vocabulary is split near the HEAD-th logit.

@@ -529,7 +529,7 @@ impl Store for PgStore {
     }
 
     fn lock_deployments(&self) -> Result<DeploymentLock, StoreError> {
-        if self.cluster_lease.is_none() {
+        if !self.shared() {
             // Alone on its database (a second node is refused): the engine's locks suffice.
             return Ok(DeploymentLock::default());
         }

@@ -2,7 +2,8 @@
 //! was in flight.
 //!
 //! Invariant: after a restart every unfinished instance is in memory with its timers re-armed,
-//! every job whose wait is still open runs again (a recorded completion removed its wait in the same commit), and pending outbox entries are redelivered.
+//! every job whose wait is still open runs again (a recorded completion removed its wait in the
+//! same commit), and pending outbox entries are redelivered.
 
 use super::api::EngineError;
 use super::effects::Effect;

@@ -9,7 +9,7 @@
 use super::api::EngineError;
 use super::record::{decode, encode, HistoryEntry, StoredSchedule};
 use super::timers::TimerTarget;
-use super::versions::{schedule_key, StartTrigger};
+use super::versions::{schedule_key, schedule_prefix, StartTrigger};
 use super::Inner;
 use crate::diagnostics::Diagnostic;
 use crate::model::Definitions;
@@ -93,19 +93,11 @@ impl Inner {
     /// Arms the tick due at `due_ms` again a second from now (nothing changed: the store did not
     /// answer).
     fn retry_tick(self: &Arc<Self>, process_id: &str, node: &str, due_ms: u64) {
-        let target = TimerTarget::Start {
-            process_id: process_id.to_string(),
-            node: node.to_string(),
-        };
+        let (process_id, node) = (process_id.to_string(), node.to_string());
         self.spawn(move |inner| async move {
             let again = inner.clock.now_ms() + TICK_RETRY_MS;
             inner.clock.sleep_until(again).await;
-            inner
-                .timers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Reverse((due_ms, target)));
-            inner.timers_changed.notify_one();
+            inner.arm_tick(process_id, node, due_ms);
         });
     }
 
@@ -153,10 +145,8 @@ impl Inner {
 
     /// The stored schedules of `process_id`'s timer start events.
     fn stored_schedules(&self, process_id: &str) -> Result<Vec<StoredSchedule>, EngineError> {
-        let mut prefix = process_id.as_bytes().to_vec();
-        prefix.push(0);
         self.store
-            .scan(Table::Schedules, &prefix)?
+            .scan(Table::Schedules, &schedule_prefix(process_id))?
             .into_iter()
             .map(|(_, bytes)| decode(&bytes, "schedule").map_err(EngineError::Decode))
             .collect()
@@ -176,14 +166,20 @@ impl Inner {
 
     /// Puts the next tick of a schedule on the timer heap.
     pub(super) fn arm_schedule(&self, schedule: &StoredSchedule) {
-        let target = TimerTarget::Start {
-            process_id: schedule.process_id.clone(),
-            node: schedule.node.clone(),
-        };
+        self.arm_tick(
+            schedule.process_id.clone(),
+            schedule.node.clone(),
+            schedule.next_due_ms,
+        );
+    }
+
+    /// Puts the tick of timer start event `node` of `process_id` due at `due_ms` on the timer
+    /// heap.
+    fn arm_tick(&self, process_id: String, node: String, due_ms: u64) {
         self.timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Reverse((schedule.next_due_ms, target)));
+            .push(Reverse((due_ms, TimerTarget::Start { process_id, node })));
         self.timers_changed.notify_one();
     }
 

@@ -199,9 +199,14 @@ pub(crate) fn deployment_key(process_id: &str, version: u32) -> Vec<u8> {
 
 /// Key of a timer start schedule in the schedules table: process id, a zero byte, start event id.
 pub(crate) fn schedule_key(process_id: &str, node: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(process_id.len() + 1 + node.len());
-    key.extend_from_slice(process_id.as_bytes());
-    key.push(0);
+    let mut key = schedule_prefix(process_id);
     key.extend_from_slice(node.as_bytes());
+    key
+}
+
+/// The prefix shared by the schedule keys of `process_id`'s timer start events.
+pub(crate) fn schedule_prefix(process_id: &str) -> Vec<u8> {
+    let mut key = process_id.as_bytes().to_vec();
+    key.push(0);
     key
 }

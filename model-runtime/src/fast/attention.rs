@@ -326,23 +326,25 @@ fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) 
     for row in rows.iter_mut() {
         let n = row.pos + 1;
         let first = shared.window.map_or(0, |w| n.saturating_sub(w));
-        // Positions `first..split` come from the shared copy (none when the window starts
-        // past the prefix), `split..n` from the row's own.
-        let (from, split) = (first.min(prefix), prefix.max(first));
+        // The row sees positions `first..n`: those before `prefix` from the shared copy
+        // (`shared_from..prefix`, none when the window starts past the prefix), the others from
+        // its own cache (`own_from..n`).
+        let (shared_from, own_from) = (first.min(prefix), first.max(prefix));
+        let shared_len = prefix - shared_from;
         for r in 0..reps {
             let query = &row.queries[r * hd..(r + 1) * hd];
             let scores = &mut row.scores[r * n + first..(r + 1) * n];
-            let (shared_scores, own_scores) = scores.split_at_mut(split - first);
+            let (shared_scores, own_scores) = scores.split_at_mut(shared_len);
             key_scores(
                 query,
-                &shared.keys[from * hd..(from + split - first) * hd],
+                &shared.keys[shared_from * hd..prefix * hd],
                 hd,
                 scale,
                 shared_scores,
             );
             key_scores(
                 query,
-                &row.group.keys[split * hd..n * hd],
+                &row.group.keys[own_from * hd..n * hd],
                 hd,
                 scale,
                 own_scores,
@@ -351,13 +353,13 @@ fn attend_shared(shared: &Group<'_>, prefix: usize, rows: &mut [SharedRow<'_>]) 
             let out = &mut row.out[r * hd..(r + 1) * hd];
             out.fill(0.0);
             add_weighted_values(
-                &scores[..split - first],
-                &shared.values[from * hd..(from + split - first) * hd],
+                &scores[..shared_len],
+                &shared.values[shared_from * hd..prefix * hd],
                 out,
             );
             add_weighted_values(
-                &scores[split - first..],
-                &row.group.values[split * hd..n * hd],
+                &scores[shared_len..],
+                &row.group.values[own_from * hd..n * hd],
                 out,
             );
         }
