@@ -180,6 +180,10 @@ struct State {
     committed: u64,
     /// Number of commits known to be on disk.
     flushed: u64,
+    /// Number of commits the flush under way (or the last one) covers: `flushed` once it returns.
+    taken: u64,
+    /// When the oldest commit after `taken` was registered: the flusher's window runs from it.
+    oldest_untaken: Option<Instant>,
     /// Set when a flush failed: every waiter gets the error.
     failed: Option<StoreError>,
     /// Commits a flush refused one by one (the others of the flush are durable), by number,
@@ -286,6 +290,9 @@ impl GroupCommitter {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.committed += 1;
         let seq = state.committed;
+        if state.committed - state.taken == 1 {
+            state.oldest_untaken = Some(Instant::now());
+        }
         let pending = state.committed - state.flushed;
         drop(state);
         // The flusher sleeps either idle (nothing pending) or out its window (until the batch
@@ -356,8 +363,9 @@ where
         if state.committed == state.flushed && state.shutdown {
             return;
         }
-        // Collect more commits for at most `window`, unless enough are pending already.
-        let deadline = Instant::now() + window;
+        // Collect more commits until the oldest pending one has waited `window` (commits made
+        // while the last flush ran may have waited that long already), unless enough are pending.
+        let deadline = state.oldest_untaken.unwrap_or_else(Instant::now) + window;
         while !state.shutdown && state.committed - state.flushed < shared.max_batch {
             let now = Instant::now();
             if now >= deadline {
@@ -371,6 +379,8 @@ where
         }
         let target = state.committed;
         let covered = target - state.flushed;
+        state.taken = target;
+        state.oldest_untaken = None;
         drop(state);
         let flush_started = Instant::now();
         let result = flush();
@@ -478,6 +488,34 @@ mod tests {
         let later = committer.committed();
         release.send(Ok(Refused::new())).unwrap();
         later.durable().await.unwrap();
+    }
+
+    #[test]
+    fn a_commit_made_during_a_flush_is_flushed_next_once_it_has_waited_its_window() {
+        let window = Duration::from_millis(500);
+        let (release, gate) = mpsc::channel::<Result<Refused, StoreError>>();
+        let (started, flush_started) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let flush = move || {
+            started.send(()).unwrap();
+            gate.lock().unwrap().recv().unwrap()
+        };
+        let committer = GroupCommitter::start(window, 512, flush).unwrap();
+        let first = committer.committed();
+        flush_started.recv().unwrap();
+        // Made while the first flush runs, which then outlasts the commit's window.
+        let second = committer.committed();
+        std::thread::sleep(window + Duration::from_millis(200));
+        release.send(Ok(Refused::new())).unwrap();
+        first.wait().unwrap();
+        let flushed_next = flush_started.recv_timeout(window / 2).is_ok();
+        release.send(Ok(Refused::new())).unwrap();
+        second.wait().unwrap();
+        assert!(
+            flushed_next,
+            "the commit waited out a second window after the flush it missed"
+        );
+        assert_eq!(committer.stats().flushes, 2);
     }
 
     async fn futures_outcomes(

@@ -165,10 +165,11 @@ pub enum Durability {
     /// Every commit is flushed (fsync) before it is acknowledged: one flush per step.
     Step,
     /// Commits of many instances share one flush. A commit is acknowledged once the flush that
-    /// follows it has finished; the flusher waits at most `window` (or until `max_batch` commits
-    /// are pending) before flushing, so the window bounds the added latency.
+    /// follows it has finished; that flush starts at most `window` after the commit was made
+    /// (at once when `max_batch` commits are pending), or as soon as the flush under way when the
+    /// window ran out has returned, so the window bounds the added latency.
     Group {
-        /// How long the flusher collects commits before flushing.
+        /// How long a commit waits for others to share its flush (counted from the commit).
         window: Duration,
         /// Flush at once when this many commits are pending.
         max_batch: usize,
