@@ -7,8 +7,10 @@
 # database `flowbot_bench`. Prints one line per run: store, route, and a JSON object with
 # requests/s, p50, p99 and max latency in ms.
 #
-# Usage: [STORES="sled memory postgres"] bench/http.sh [SECONDS] [CONNECTIONS]   (from the
-# repository root; builds --release, or the dev profile with PROFILE=dev)
+# Usage: [STORES="sled memory postgres"] [GENERATOR=wrk] bench/http.sh [SECONDS] [CONNECTIONS]
+# (from the repository root; builds --release, or the dev profile with PROFILE=dev).
+# GENERATOR=wrk drives the same loads with wrk (Debian's `wrk` package; bench/http_load.lua, two
+# threads), which spends about a third of http_load's CPU per request on the shared cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +64,18 @@ for store in $STORES; do
   BASE="$(sed -n 's/^listening on //p' "$WORK/serve-$store.log")"
   for mode in start get; do
     printf '%-6s %-5s ' "$store" "$mode"
-    "$LOAD" "$BASE" "$mode" "$CONNECTIONS" "$SECONDS_PER_RUN"
+    if [ "${GENERATOR:-http_load}" = wrk ]; then
+      # wrk needs the instance of `get` named up front.
+      INSTANCE=""
+      if [ "$mode" = get ]; then
+        INSTANCE="/api/v1/instances/$(curl -sf "$BASE/api/v1/instances" -H 'Content-Type: application/json' \
+          -d '{"process":"order_processing","variables":{"order_id":"SO-get","customer":"c","amount":20000}}' |
+          sed -n 's/.*"id":"\([^"]*\)".*/\1/p')"
+      fi
+      wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s bench/http_load.lua "$BASE" -- "$mode" $INSTANCE | tail -1
+    else
+      "$LOAD" "$BASE" "$mode" "$CONNECTIONS" "$SECONDS_PER_RUN"
+    fi
   done
   kill -TERM "$SERVER"
   wait "$SERVER" || true
