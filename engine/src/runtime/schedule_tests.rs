@@ -3,13 +3,13 @@
 
 use super::record::decode;
 use super::*;
-use crate::clock::{Sleep, VirtualClock};
+use crate::clock::{Clock, Sleep, VirtualClock};
 use crate::executor::ExecError;
 use crate::executor::InstanceStatus;
 use crate::executor::NoHooks;
 use crate::script::ScriptLimits;
-use crate::store::Table;
 use crate::store::{Durability, SledStore};
+use crate::store::{MemoryStore, Store, Table};
 use serde_json::json;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -96,6 +96,16 @@ fn ticks(engine: &Engine) -> Vec<(String, u32, u64, u32)> {
     out
 }
 
+/// An engine on `store` whose time is `clock`.
+async fn engine_on(store: Arc<dyn Store>, clock: &(impl Clock + Clone + 'static)) -> Engine {
+    Engine::builder()
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap()
+}
+
 fn count(engine: &Engine) -> u64 {
     engine.inner.store.instance_count().unwrap()
 }
@@ -103,11 +113,7 @@ fn count(engine: &Engine) -> u64 {
 #[tokio::test]
 async fn a_bounded_cycle_starts_one_instance_per_tick_and_stops_after_the_last() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(Arc::new(MemoryStore::new()), &clock).await;
     engine
         .deploy(&ticking("R5/PT10M", None, "v1"), None)
         .await
@@ -153,12 +159,7 @@ async fn a_restart_neither_skips_nor_repeats_a_tick() {
     let clock = ManualClock::starting_at(0);
     {
         let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-        let engine = Engine::builder()
-            .store(store)
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .await
-            .unwrap();
+        let engine = engine_on(store, &clock).await;
         engine
             .deploy(&ticking("R/PT1H", None, "v1"), None)
             .await
@@ -170,12 +171,7 @@ async fn a_restart_neither_skips_nor_repeats_a_tick() {
     // Down for three more hours: the ticks at 3, 4 and 5 hours are due when the engine returns.
     clock.set(5 * HOUR_MS);
     let store = Arc::new(SledStore::open(dir.path(), Durability::group()).unwrap());
-    let engine = Engine::builder()
-        .store(store)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(store, &clock).await;
     until("the missed ticks", || count(&engine) >= 5).await;
     clock.set(6 * HOUR_MS);
     until("the next tick", || count(&engine) >= 6).await;
@@ -192,11 +188,7 @@ async fn a_restart_neither_skips_nor_repeats_a_tick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redeployment_moves_the_schedule_to_the_new_version() {
     let clock = ManualClock::starting_at(0);
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(Arc::new(MemoryStore::new()), &clock).await;
     engine
         .deploy(&ticking("R/PT1H", None, "v1"), None)
         .await
@@ -237,11 +229,7 @@ async fn a_redeployment_moves_the_schedule_to_the_new_version() {
 async fn a_cron_start_in_a_business_time_zone_follows_daylight_saving_time() {
     // 2026-03-06T12:00:00Z; New York moves from UTC-5 to UTC-4 on 2026-03-08.
     let clock = VirtualClock::starting_at(1_772_798_400_000);
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(Arc::new(MemoryStore::new()), &clock).await;
     engine
         .deploy(
             &ticking("0 0 18 * * *", Some("America/New_York"), "v1"),
@@ -271,11 +259,7 @@ async fn a_cron_start_in_a_business_time_zone_follows_daylight_saving_time() {
 #[tokio::test]
 async fn date_and_duration_start_timers_fire_once() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(Arc::new(MemoryStore::new()), &clock).await;
     let once = yaml(
         "process: once
 nodes:
@@ -419,11 +403,7 @@ async fn a_signal_start_event_starts_an_instance() {
 #[tokio::test]
 async fn a_non_interrupting_boundary_cycle_fires_once_per_tick_while_the_task_waits() {
     let clock = VirtualClock::starting_at(0);
-    let engine = Engine::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(Arc::new(MemoryStore::new()), &clock).await;
     engine
         .deploy(
             &yaml(
@@ -643,12 +623,7 @@ async fn a_tick_whose_lock_is_refused_is_tried_again_until_it_starts_its_instanc
         shared: true,
         ..Default::default()
     });
-    let engine = Engine::builder()
-        .store(store.clone())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_on(store.clone(), &clock).await;
     engine
         .deploy(&ticking("R/PT1H", None, "v1"), None)
         .await

@@ -180,9 +180,8 @@ struct State {
     committed: u64,
     /// Number of commits known to be on disk.
     flushed: u64,
-    /// Number of commits the flush under way (or the last one) covers: `flushed` once it returns.
-    taken: u64,
-    /// When the oldest commit after `taken` was registered: the flusher's window runs from it.
+    /// When the oldest commit no flush has taken yet was registered (`None` when there is
+    /// none): the flusher's window runs from it.
     oldest_untaken: Option<Instant>,
     /// Set when a flush failed: every waiter gets the error.
     failed: Option<StoreError>,
@@ -290,9 +289,7 @@ impl GroupCommitter {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.committed += 1;
         let seq = state.committed;
-        if state.committed - state.taken == 1 {
-            state.oldest_untaken = Some(Instant::now());
-        }
+        state.oldest_untaken.get_or_insert_with(Instant::now);
         let pending = state.committed - state.flushed;
         drop(state);
         // The flusher sleeps either idle (nothing pending) or out its window (until the batch
@@ -379,7 +376,6 @@ where
         }
         let target = state.committed;
         let covered = target - state.flushed;
-        state.taken = target;
         state.oldest_untaken = None;
         drop(state);
         let flush_started = Instant::now();
